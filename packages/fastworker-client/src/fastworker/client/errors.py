@@ -1,0 +1,89 @@
+"""The exceptions a client raises, under the protocol's FastworkerError root.
+
+FastworkerError                 (fastworker.protocol)
+├── ProtocolError               (fastworker.protocol) a frame the client cannot accept
+├── PayloadError                (fastworker.protocol) arguments/result the codec cannot encode
+├── AuthenticationError         (fastworker.protocol) missing or wrong secret
+└── ClientError                 a request the control plane refused, or could not serve
+├── ControlPlaneUnavailable no control plane answered in time
+├── UnknownTask             no task is registered under that name
+├── QueueFull               the control plane's queue is at its bound
+├── TaskNotFound            the task id is unknown (never seen, or evicted)
+├── TaskTimeout             the wait bound expired before the task finished
+└── TaskFailed              the task ended in FAILURE or CANCELLED
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastworker.protocol.errors import AuthenticationError, FastworkerError, PayloadError, ProtocolError
+
+if TYPE_CHECKING:
+    from fastworker.client.models import TaskInfo
+
+__all__ = [
+    "AuthenticationError",
+    "ClientError",
+    "ControlPlaneUnavailable",
+    "FastworkerError",
+    "PayloadError",
+    "ProtocolError",
+    "QueueFull",
+    "TaskFailed",
+    "TaskNotFound",
+    "TaskTimeout",
+    "UnknownTask",
+]
+
+
+class ClientError(FastworkerError):
+    """A request the control plane refused or could not serve."""
+
+
+class ControlPlaneUnavailable(ClientError):
+    """No control plane answered within the allowed time."""
+
+
+class UnknownTask(ClientError):
+    """No task is registered under the requested name."""
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"unknown task {name!r}")
+        self.name = name
+
+
+class QueueFull(ClientError):
+    """The control plane's queue is at --max-queue; try again later."""
+
+
+class TaskNotFound(ClientError):
+    """The control plane does not know the task id (never seen, or evicted from the result cache)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} is not known to the control plane")
+        self.task_id = task_id
+
+
+class TaskTimeout(ClientError):
+    """The wait bound expired before the task reached a final state (the task itself goes on)."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        super().__init__(f"task {task_id} did not finish within {timeout:g} s")
+        self.task_id = task_id
+        self.timeout = timeout
+
+
+class TaskFailed(ClientError):
+    """The task ended in FAILURE or CANCELLED; ``info`` holds its final state and error."""
+
+    def __init__(self, info: TaskInfo) -> None:
+        error = info.error
+        detail = f"{error.type}: {error.message}" if error else info.state.value
+        super().__init__(f"task {info.id} ({info.name}) ended in {info.state.value}: {detail}")
+        self.info = info
+
+    @property
+    def remote_traceback(self) -> str:
+        """The traceback formatted where the task raised, or an empty string."""
+        return self.info.error.traceback if self.info.error else ""

@@ -1,0 +1,141 @@
+"""The client's public value types, translated from protobuf so that apps never touch ``_pb2`` classes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from fastworker.protocol.v1 import task_pb2
+
+
+class Priority(enum.StrEnum):
+    """Dispatch levels, strictly ordered: critical before high before normal before low."""
+
+    #: Runs before anything else that is waiting.
+    CRITICAL = "critical"
+    #: Runs before normal and low tasks.
+    HIGH = "high"
+    #: The default level.
+    NORMAL = "normal"
+    #: Runs only when nothing of a higher level waits.
+    LOW = "low"
+
+    def to_wire(self) -> task_pb2.Priority.ValueType:
+        """The protobuf enum value for this level."""
+        return _PRIORITY_TO_WIRE[self]
+
+    @classmethod
+    def from_wire(cls, value: int) -> Priority:
+        """The level for a protobuf enum value; UNSPECIFIED reads as NORMAL."""
+        return _PRIORITY_FROM_WIRE.get(value, Priority.NORMAL)
+
+    @classmethod
+    def parse(cls, value: Priority | str) -> Priority:
+        """Accept a Priority or its name in any case.
+
+        Raises:
+            ValueError: value names no level.
+        """
+        if isinstance(value, Priority):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise ValueError(f"unknown priority {value!r}: expected one of {', '.join(p.value for p in cls)}") from None
+
+
+_PRIORITY_TO_WIRE: dict[Priority, task_pb2.Priority.ValueType] = {
+    Priority.CRITICAL: task_pb2.PRIORITY_CRITICAL,
+    Priority.HIGH: task_pb2.PRIORITY_HIGH,
+    Priority.NORMAL: task_pb2.PRIORITY_NORMAL,
+    Priority.LOW: task_pb2.PRIORITY_LOW,
+}
+_PRIORITY_FROM_WIRE: dict[int, Priority] = {int(v): k for k, v in _PRIORITY_TO_WIRE.items()}
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life; SUCCESS, FAILURE and CANCELLED are final."""
+
+    #: Accepted and waiting in the priority queue.
+    PENDING = "PENDING"
+    #: Held until its countdown, ETA or periodic slot is due.
+    SCHEDULED = "SCHEDULED"
+    #: Executing on the control plane or a subworker.
+    RUNNING = "RUNNING"
+    #: Waiting between two attempts.
+    RETRYING = "RETRYING"
+    #: Final: returned a value.
+    SUCCESS = "SUCCESS"
+    #: Final: raised, timed out, or its worker was lost.
+    FAILURE = "FAILURE"
+    #: Final: cancelled by a client, an operator, or expiry.
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        """True for SUCCESS, FAILURE and CANCELLED."""
+        return self in _FINAL_STATES
+
+    def to_wire(self) -> task_pb2.TaskState.ValueType:
+        """The protobuf enum value for this state."""
+        return _STATE_TO_WIRE[self]
+
+    @classmethod
+    def from_wire(cls, value: int) -> TaskState:
+        """The state for a protobuf enum value.
+
+        Raises:
+            ValueError: the value is UNSPECIFIED or unknown.
+        """
+        try:
+            return _STATE_FROM_WIRE[value]
+        except KeyError:
+            raise ValueError(f"unknown task state {value}") from None
+
+
+_FINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED})
+_STATE_TO_WIRE: dict[TaskState, task_pb2.TaskState.ValueType] = {
+    TaskState.PENDING: task_pb2.TASK_STATE_PENDING,
+    TaskState.SCHEDULED: task_pb2.TASK_STATE_SCHEDULED,
+    TaskState.RUNNING: task_pb2.TASK_STATE_RUNNING,
+    TaskState.RETRYING: task_pb2.TASK_STATE_RETRYING,
+    TaskState.SUCCESS: task_pb2.TASK_STATE_SUCCESS,
+    TaskState.FAILURE: task_pb2.TASK_STATE_FAILURE,
+    TaskState.CANCELLED: task_pb2.TASK_STATE_CANCELLED,
+}
+_STATE_FROM_WIRE: dict[int, TaskState] = {int(v): k for k, v in _STATE_TO_WIRE.items()}
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """A failure as the client reads it: the exception type, its message and the remote traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Everything a client may read about one task (``id`` first, as in the CLI's JSON)."""
+
+    id: str
+    name: str
+    state: TaskState
+    priority: Priority
+    attempts: int
+    worker: str | None
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    result: Any = None
+    error: TaskError | None = None
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What a cancel did: whether it cancelled, and the state the task was in."""
+
+    cancelled: bool
+    previous_state: TaskState

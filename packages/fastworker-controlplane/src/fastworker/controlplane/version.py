@@ -1,0 +1,3 @@
+"""The distribution's version, read by hatch at build time."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""Builds and parses nng endpoint URLs so that every process formats addresses the same way."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+_SCHEMES = ("tcp", "tls+tcp", "ipc", "inproc")
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed nng endpoint: ``tcp://HOST:PORT``, ``tls+tcp://HOST:PORT``, ``ipc://PATH``, ``inproc://NAME``."""
+
+    scheme: str
+    host: str
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The address as an nng URL."""
+        if self.port is None:
+            return f"{self.scheme}://{self.host}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def with_port(self, port: int) -> Address:
+        """The same address with another port (e.g. the one a port-0 listener got)."""
+        return Address(self.scheme, self.host, port)
+
+    def is_loopback(self) -> bool:
+        """True when only this machine can reach the address."""
+        if self.scheme in ("ipc", "inproc"):
+            return True
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_address(url: str) -> Address:
+    """Parse an nng URL.
+
+    Raises:
+        ValueError: the URL has no known scheme, or a TCP URL lacks a valid host and port.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise ValueError(f"unsupported address {url!r}: expected one of {', '.join(s + '://' for s in _SCHEMES)}")
+    if scheme in ("ipc", "inproc"):
+        if not rest:
+            raise ValueError(f"address {url!r} has no path")
+        return Address(scheme, rest)
+    host, colon, port_text = rest.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"address {url!r} needs HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"address {url!r} has a non-numeric port") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"address {url!r} has a port out of range")
+    return Address(scheme, host, port)

@@ -1,0 +1,80 @@
+"""The namespace and layer checks pass on this repo and fail when either rule is broken."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "check_layout.py"
+
+
+def _run(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), str(root)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    shutil.copytree(
+        ROOT / "packages", tmp_path / "packages", ignore=shutil.ignore_patterns(".tox", "__pycache__", "*.egg-info")
+    )
+    return tmp_path
+
+
+def test_this_repository_passes_the_layout_check() -> None:
+    result = _run(ROOT)
+    assert result.returncode == 0, result.stdout
+    assert "layout ok" in result.stdout
+
+
+@pytest.mark.parametrize("package", ["protocol", "client", "dashboard"])
+def test_a_namespace_init_in_any_package_fails_the_check(repo_copy: Path, package: str) -> None:
+    (repo_copy / "packages" / f"fastworker-{package}" / "src" / "fastworker" / "__init__.py").write_text("")
+    result = _run(repo_copy)
+    assert result.returncode == 1
+    assert f"fastworker-{package}/src/fastworker/__init__.py: breaks the PEP 420 namespace" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("package", "statement", "target"),
+    [
+        ("protocol", "import fastworker.client", "client"),
+        ("client", "from fastworker.worker import executor", "worker"),
+        ("client", "from fastworker import controlplane", "controlplane"),
+        ("worker", "from fastworker.controlplane.queue import Queue", "controlplane"),
+        ("dashboard", "import fastworker.controlplane.server as s", "controlplane"),
+        ("dashboard", "from fastworker.worker import loader", "worker"),
+    ],
+)
+def test_an_import_against_the_layers_fails_the_check(
+    repo_copy: Path, package: str, statement: str, target: str
+) -> None:
+    bad = repo_copy / "packages" / f"fastworker-{package}" / "src" / "fastworker" / package / "bad_import.py"
+    bad.write_text(f'"""Imports against the layer order."""\n\n{statement}\n')
+    result = _run(repo_copy)
+    assert result.returncode == 1
+    assert f"fastworker-{package} must not import fastworker.{target}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("package", "statement"),
+    [
+        ("client", "from fastworker.protocol import framing"),
+        ("worker", "import fastworker.client"),
+        ("controlplane", "from fastworker.worker import x"),
+        ("dashboard", "from fastworker.client import Client"),
+    ],
+)
+def test_imports_down_the_layers_are_allowed(repo_copy: Path, package: str, statement: str) -> None:
+    ok = repo_copy / "packages" / f"fastworker-{package}" / "src" / "fastworker" / package / "ok_import.py"
+    ok.write_text(f'"""Imports along the layer order."""\n\n{statement}\n')
+    assert _run(repo_copy).returncode == 0
+
+
+def test_a_bad_import_in_a_package_test_also_fails(repo_copy: Path) -> None:
+    (repo_copy / "packages" / "fastworker-client" / "tests" / "test_bad.py").write_text("import fastworker.worker\n")
+    assert _run(repo_copy).returncode == 1
