@@ -1,9 +1,12 @@
 """FastWorker's client: submit tasks to a control plane and read their results."""
 
+from fastworker.client._async import Client
+from fastworker.client._sync import SyncClient
 from fastworker.client.errors import (
     AuthenticationError,
     ClientError,
     ControlPlaneUnavailable,
+    DuplicateTaskName,
     FastworkerError,
     PayloadError,
     ProtocolError,
@@ -14,24 +17,32 @@ from fastworker.client.errors import (
     UnknownTask,
 )
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
+from fastworker.client.task import TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
 
 __all__ = [
     "AuthenticationError",
     "CancelResult",
+    "Client",
     "ClientError",
     "ControlPlaneUnavailable",
+    "DuplicateTaskName",
     "FastworkerError",
     "PayloadError",
     "Priority",
     "ProtocolError",
     "QueueFull",
+    "SyncClient",
     "TaskError",
     "TaskFailed",
+    "TaskFunction",
     "TaskInfo",
     "TaskNotFound",
+    "TaskOptions",
+    "TaskRegistry",
     "TaskState",
     "TaskTimeout",
     "UnknownTask",
     "__version__",
+    "task",
 ]

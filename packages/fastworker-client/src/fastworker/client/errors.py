@@ -4,6 +4,7 @@ FastworkerError                 (fastworker.protocol)
 ├── ProtocolError               (fastworker.protocol) a frame the client cannot accept
 ├── PayloadError                (fastworker.protocol) arguments/result the codec cannot encode
 ├── AuthenticationError         (fastworker.protocol) missing or wrong secret
+├── DuplicateTaskName           two different functions registered under one task name
 └── ClientError                 a request the control plane refused, or could not serve
 ├── ControlPlaneUnavailable no control plane answered in time
 ├── UnknownTask             no task is registered under that name
@@ -26,6 +27,7 @@ __all__ = [
     "AuthenticationError",
     "ClientError",
     "ControlPlaneUnavailable",
+    "DuplicateTaskName",
     "FastworkerError",
     "PayloadError",
     "ProtocolError",
@@ -87,3 +89,25 @@ class TaskFailed(ClientError):
     def remote_traceback(self) -> str:
         """The traceback formatted where the task raised, or an empty string."""
         return self.info.error.traceback if self.info.error else ""
+
+
+class DuplicateTaskName(FastworkerError):
+    """Two different functions were registered under one task name.
+
+    Args:
+        name: The task name both functions claim.
+        existing: The qualified name (``module.qualname``) of the function registered first.
+        new: The qualified name of the function whose registration was refused.
+    """
+
+    def __init__(self, name: str, existing: str, new: str) -> None:
+        super().__init__(
+            f"task name {name!r} is already registered by {existing}; cannot also register {new} "
+            f"(give one of them another name with @task(name=...))"
+        )
+        self.name = name
+        self.existing = existing
+        self.new = new
+
+    def __reduce__(self) -> tuple[type[DuplicateTaskName], tuple[str, str, str]]:
+        return type(self), (self.name, self.existing, self.new)

@@ -27,6 +27,11 @@ class SubmitRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    wait: _builtins.float
+    """If > 0: hold the reply until the task is final or this many seconds passed (one round trip
+    for submit-and-wait). The control plane caps it; a reply without `task` means "not final yet".
+    """
     @_builtins.property
     def task(self) -> _task_pb2.TaskSpec:
         """The task to queue; `task_id` must be set by the client."""
@@ -35,10 +40,11 @@ class SubmitRequest(_message.Message):
         self,
         *,
         task: _task_pb2.TaskSpec | None = ...,
+        wait: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -53,22 +59,28 @@ class SubmitReply(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The accepted task id."""
     state: _task_pb2.TaskState.ValueType
     """PENDING or SCHEDULED for a new task; the current state if the id was already known."""
     duplicate: _builtins.bool
     """True if the task id was already known (a retried request); nothing was queued again."""
+    @_builtins.property
+    def task(self) -> _task_pb2.TaskInfo:
+        """The task's final info, set when the request asked to wait and the task finished in time."""
+
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         state: _task_pb2.TaskState.ValueType = ...,
         duplicate: _builtins.bool = ...,
+        task: _task_pb2.TaskInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "state", b"state", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,807 @@
+"""``Client``: the asyncio client, one long-lived connection shared safely by any number of coroutines.
+
+Throughput comes from coalescing: ``delay`` calls made while earlier submissions are in flight
+travel together in one batch envelope, and concurrent ``result`` waits share long-poll requests.
+Every task keeps its own id, acknowledgement and error. An idle client sends at once, so a lone
+request pays no batching delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from fastworker.client.errors import (
+    AuthenticationError,
+    ControlPlaneUnavailable,
+    FastworkerError,
+    PayloadError,
+    ProtocolError,
+    QueueFull,
+    TaskFailed,
+    TaskNotFound,
+    TaskTimeout,
+    UnknownTask,
+)
+from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
+from fastworker.client.transport import RequestChannel, Subscription, TransportClosed
+from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame, encode_frame, new_envelope
+from fastworker.protocol.payload import decode_value, encode_arguments
+from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+logger = logging.getLogger(__name__)
+
+#: Where clients find the control plane unless told otherwise (SPEC).
+DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
+#: Env vars read by every client (SPEC).
+ENV_CONTROL_PLANE = "FASTWORKER_CONTROL_PLANE"
+ENV_SECRET = "FASTWORKER_SECRET"
+
+#: Submission batches in flight at once; more calls wait and join the next batch.
+_MAX_SUBMITS_IN_FLIGHT = 4
+#: Wait (long-poll) requests in flight at once.
+_MAX_WAITS_IN_FLIGHT = 32
+#: Budget of encoded task bytes per batch envelope (well under the frame limit).
+_BATCH_BYTES = 4 * 1024 * 1024
+#: Most tasks per batch envelope.
+_MAX_BATCH = 10_000
+#: Most ids per status/wait request.
+_MAX_IDS_PER_WAIT = 5000
+#: How long the control plane may hold one wait request, in seconds.
+_SERVER_WAIT = 5.0
+#: One attempt's reply deadline beyond the time the control plane may hold the request.
+_ATTEMPT_SLACK = 3.0
+
+T = TypeVar("T")
+
+_ERRORS: dict[int, Callable[[str], FastworkerError]] = {
+    error_pb2.ERROR_CODE_QUEUE_FULL: QueueFull,
+    error_pb2.ERROR_CODE_AUTHENTICATION: AuthenticationError,
+    error_pb2.ERROR_CODE_PAYLOAD: PayloadError,
+    error_pb2.ERROR_CODE_PROTOCOL: ProtocolError,
+    error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION: ProtocolError,
+    error_pb2.ERROR_CODE_FRAME_TOO_LARGE: ProtocolError,
+    error_pb2.ERROR_CODE_SHUTTING_DOWN: ControlPlaneUnavailable,
+}
+
+
+def _error_from_wire(error: error_pb2.Error, task_name: str = "", task_id: str = "") -> FastworkerError:
+    """The typed exception for an Error reply."""
+    code = error.code
+    if code == error_pb2.ERROR_CODE_UNKNOWN_TASK:
+        return UnknownTask(task_name, error.message)
+    if code == error_pb2.ERROR_CODE_TASK_NOT_FOUND:
+        return TaskNotFound(task_id)
+    factory = _ERRORS.get(code)
+    if factory is not None:
+        return factory(error.message)
+    return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
+
+
+def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False) -> TaskInfo:
+    """Translate a TaskInfo message into the client's TaskInfo (the result decoded).
+
+    Raises:
+        PayloadError: the result cannot be decoded here (e.g. pickle not enabled).
+    """
+    result = decode_value(info.result, allow_pickle=allow_pickle) if info.HasField("result") else None
+    error = TaskError(info.error.type, info.error.message, info.error.traceback) if info.HasField("error") else None
+    return TaskInfo(
+        id=info.task_id,
+        name=info.name,
+        state=TaskState.from_wire(info.state),
+        priority=Priority.from_wire(info.priority),
+        attempts=info.attempts,
+        worker=info.worker or None,
+        queued_at=info.queued_at or None,
+        started_at=info.started_at or None,
+        finished_at=info.finished_at or None,
+        result=result,
+        error=error,
+    )
+
+
+def _eta_seconds(countdown: float | None, eta: datetime | float | None) -> float:
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    if countdown is not None:
+        if countdown < 0:
+            raise ValueError("countdown cannot be negative")
+        return time.time() + countdown if countdown > 0 else 0.0
+    if eta is None:
+        return 0.0
+    if isinstance(eta, datetime):
+        if eta.tzinfo is None:
+            eta = eta.replace(tzinfo=UTC)
+        return eta.timestamp()
+    return float(eta)
+
+
+class Client:
+    """Submits tasks to a FastWorker control plane and reads their results (asyncio).
+
+    Args:
+        address: The control plane's discovery address; defaults to ``FASTWORKER_CONTROL_PLANE``,
+            then ``tcp://127.0.0.1:5550``. The client learns every other endpoint from it.
+        secret: Shared secret (``FASTWORKER_SECRET``); used once the control plane requires one.
+        connect_timeout: Seconds to wait for the control plane's announcement.
+        request_timeout: Seconds one request may take, retries included, before
+            ``ControlPlaneUnavailable``.
+        allow_pickle: Encode and decode payloads with pickle (unsafe; both sides must opt in).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        secret: str | None = None,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        allow_pickle: bool = False,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.address = address or os.environ.get(ENV_CONTROL_PLANE) or DEFAULT_CONTROL_PLANE
+        self.secret = secret if secret is not None else os.environ.get(ENV_SECRET)
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.allow_pickle = allow_pickle
+        self.max_frame_size = max_frame_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel: RequestChannel | None = None
+        self._subscription: Subscription | None = None
+        self._announced: asyncio.Event | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._instance_id = ""
+        self._task_names: frozenset[str] = frozenset()
+        self._correlation = 0
+        self._closed = False
+        # Coalesced submissions: (spec, future) waiting for a batch slot.
+        self._submit_backlog: list[tuple[task_pb2.TaskSpec, asyncio.Future[str]]] = []
+        self._submits_in_flight = 0
+        self._flush_scheduled = False
+        # Coalesced waits: futures per task id, and ids not covered by a request in flight.
+        self._awaited: dict[str, list[asyncio.Future[task_pb2.TaskInfo]]] = {}
+        self._unsent: dict[str, None] = {}
+        self._waits_in_flight = 0
+        self._pump_scheduled = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def connect(self) -> None:
+        """Find the control plane through discovery and connect (done lazily by every call).
+
+        Raises:
+            ControlPlaneUnavailable: no announcement arrived within ``connect_timeout``.
+        """
+        if self._channel is not None and self._instance_id:
+            return
+        if self._closed:
+            raise ControlPlaneUnavailable("the client is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._announced = asyncio.Event()
+            self._connect_lock = asyncio.Lock()
+        elif self._loop is not loop:
+            raise RuntimeError("a Client is bound to the event loop it was first used on")
+        assert self._connect_lock is not None and self._announced is not None
+        async with self._connect_lock:
+            if self._subscription is None:
+                self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size)
+                self._subscription = Subscription(
+                    loop, self.address, FRAME_PREFIX, self._on_discovery, max_frame_size=self.max_frame_size
+                )
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await self._announced.wait()
+            except TimeoutError:
+                raise ControlPlaneUnavailable(
+                    f"no control plane announced itself on {self.address} within {self.connect_timeout:g} s"
+                ) from None
+
+    def _on_discovery(self, data: bytes) -> None:
+        try:
+            envelope = decode_frame(data, max_size=self.max_frame_size)
+        except (DecodeError, IncompatibleProtocol) as exc:
+            logger.debug("ignored a discovery frame: %s", exc)
+            return
+        if envelope.WhichOneof("body") != "announcement":
+            return
+        announcement = envelope.announcement
+        if not announcement.client_address or self._channel is None:
+            return
+        if announcement.instance_id != self._instance_id:
+            if self._instance_id:
+                logger.info("control plane changed (%s -> %s)", self._instance_id, announcement.instance_id)
+            self._instance_id = announcement.instance_id
+        self._task_names = frozenset(announcement.task_names)
+        self._channel.dial(announcement.client_address)
+        if self._announced is not None:
+            self._announced.set()
+
+    async def aclose(self) -> None:
+        """Close the connection; pending calls fail with ControlPlaneUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        unavailable = ControlPlaneUnavailable("the client was closed")
+        for _, future in self._submit_backlog:
+            if not future.done():
+                future.set_exception(unavailable)
+        for futures in self._awaited.values():
+            for wait_future in futures:
+                if not wait_future.done():
+                    wait_future.set_exception(unavailable)
+        self._submit_backlog.clear()
+        self._awaited.clear()
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._channel is not None:
+            self._channel.close()
+
+    # ------------------------------------------------------------------------------------ transport
+
+    def _next_correlation_id(self) -> int:
+        self._correlation = (self._correlation + 1) % (1 << 64) or 1
+        return self._correlation
+
+    async def _request(self, build: Callable[[Envelope], None], *, hold: float = 0.0) -> Envelope:
+        """Send a request built by ``build`` and return the reply; retries until request_timeout.
+
+        Every request is idempotent (submissions carry their task id), so a retry after a lost
+        reply never runs anything twice.
+
+        Raises:
+            ControlPlaneUnavailable: no reply within the deadline.
+            FastworkerError: the control plane answered with an error (typed).
+        """
+        await self.connect()
+        channel = self._channel
+        assert channel is not None
+        envelope = new_envelope(self._next_correlation_id())
+        build(envelope)
+        frame = encode_frame(envelope, max_size=self.max_frame_size)
+        deadline = time.monotonic() + self.request_timeout + hold
+        attempt_timeout = hold + _ATTEMPT_SLACK
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ControlPlaneUnavailable(
+                    f"no reply from the control plane within {self.request_timeout + hold:g} s"
+                )
+            try:
+                data = await channel.request(frame, min(attempt_timeout, remaining))
+            except TimeoutError:
+                continue
+            except TransportClosed:
+                raise ControlPlaneUnavailable("the client was closed") from None
+            try:
+                reply = decode_frame(data, max_size=self.max_frame_size)
+            except (DecodeError, IncompatibleProtocol) as exc:
+                raise ProtocolError(f"bad reply from the control plane: {exc}") from exc
+            if reply.WhichOneof("body") == "error":
+                if reply.correlation_id not in (0, envelope.correlation_id):
+                    continue  # not ours (cannot happen with contexts); ask again
+                raise _error_from_wire(reply.error)
+            if reply.correlation_id != envelope.correlation_id:
+                raise ProtocolError("reply correlation id does not match the request")
+            return reply
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------------------------ submission
+
+    def _build_spec(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        priority: Priority | str | None,
+        countdown: float | None,
+        eta: datetime | float | None,
+        expires: datetime | float | None,
+        task_id: str | None,
+    ) -> task_pb2.TaskSpec:
+        if not isinstance(name, str) or not name:
+            raise ValueError("task name must be a non-empty string")
+        spec = task_pb2.TaskSpec(
+            task_id=task_id if task_id is not None else str(uuid.uuid4()),
+            name=name,
+            arguments=encode_arguments(args, kwargs, allow_pickle=self.allow_pickle),
+            retries=-1,
+        )
+        if priority is not None:
+            spec.priority = Priority.parse(priority).to_wire()
+        spec.eta = _eta_seconds(countdown, eta)
+        if expires is not None:
+            spec.expires = expires.timestamp() if isinstance(expires, datetime) else float(expires)
+        return spec
+
+    async def delay(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue task ``name`` with the given arguments; returns its task id once accepted.
+
+        Raises:
+            PayloadError: an argument cannot be encoded (nothing was sent).
+            UnknownTask: no task is registered under name.
+            QueueFull: the control plane's queue is at its bound.
+            ControlPlaneUnavailable: the control plane did not answer.
+        """
+        spec = self._build_spec(
+            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+        return await self._enqueue(spec)
+
+    async def send(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Like delay, with arguments passed explicitly (for tasks whose parameters collide with options)."""
+        spec = self._build_spec(
+            name, args, kwargs or {}, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+        return await self._enqueue(spec)
+
+    async def _enqueue(self, spec: task_pb2.TaskSpec) -> str:
+        await self.connect()
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._submit_backlog.append((spec, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_submits)
+        return await future
+
+    def _flush_submits(self) -> None:
+        self._flush_scheduled = False
+        backlog = self._submit_backlog
+        while backlog and self._submits_in_flight < _MAX_SUBMITS_IN_FLIGHT:
+            count = size = 0
+            for spec, _ in backlog:
+                size += spec.ByteSize()
+                count += 1
+                if size >= _BATCH_BYTES or count >= _MAX_BATCH:
+                    break
+            batch = backlog[:count]
+            del backlog[:count]
+            self._submits_in_flight += 1
+            self._spawn(self._send_submits(batch))
+
+    async def _send_submits(self, batch: list[tuple[task_pb2.TaskSpec, asyncio.Future[str]]]) -> None:
+        try:
+            if len(batch) == 1:
+                spec, future = batch[0]
+
+                def build_one(envelope: Envelope) -> None:
+                    envelope.submit.task.CopyFrom(spec)
+
+                try:
+                    reply = await self._request(build_one)
+                except FastworkerError as exc:
+                    if isinstance(exc, UnknownTask):
+                        exc = UnknownTask(spec.name, str(exc))
+                    if not future.done():
+                        future.set_exception(exc)
+                    return
+                if not future.done():
+                    future.set_result(reply.submit_reply.task_id)
+                return
+
+            def build_batch(envelope: Envelope) -> None:
+                envelope.submit_batch.tasks.extend(spec for spec, _ in batch)
+
+            try:
+                reply = await self._request(build_batch)
+            except FastworkerError as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            outcomes = reply.submit_batch_reply.outcomes
+            if len(outcomes) != len(batch):
+                error = ProtocolError("batch reply does not match the request")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            for (spec, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if outcome.WhichOneof("outcome") == "accepted":
+                    future.set_result(outcome.accepted.task_id)
+                else:
+                    future.set_exception(_error_from_wire(outcome.error, spec.name, spec.task_id))
+        finally:
+            self._submits_in_flight -= 1
+            if self._submit_backlog and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_submits)
+
+    async def delay_many(
+        self,
+        calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
+        *,
+        priority: Priority | str | None = None,
+    ) -> list[str]:
+        """Queue many tasks at once, each ``(name, args)`` or ``(name, args, kwargs)``; returns their ids in order.
+
+        Every call is encoded before anything is sent. The returned ids are those of accepted tasks.
+
+        Raises:
+            PayloadError: an argument cannot be encoded (nothing was sent).
+            UnknownTask, QueueFull: the first refused call's error; the others were accepted or
+                refused independently (``error.task_ids`` lists the accepted ids, None for refused).
+        """
+        specs = []
+        for call in calls:
+            if len(call) == 2:
+                name, args = call
+                kwargs: Mapping[str, Any] = {}
+            else:
+                name, args, kwargs = call
+            specs.append(
+                self._build_spec(
+                    name, args, kwargs, priority=priority, countdown=None, eta=None, expires=None, task_id=None
+                )
+            )
+        await self.connect()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[str]] = []
+        for spec in specs:
+            future: asyncio.Future[str] = loop.create_future()
+            futures.append(future)
+            self._submit_backlog.append((spec, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_submits)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        first_error = next((r for r in results if isinstance(r, BaseException)), None)
+        if first_error is not None:
+            first_error.task_ids = [r if isinstance(r, str) else None for r in results]  # type: ignore[attr-defined]
+            raise first_error
+        return [r for r in results if isinstance(r, str)]
+
+    async def submit(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Queue task ``name`` and wait for its result, in one round trip when it finishes quickly.
+
+        Raises:
+            TaskFailed: the task ended in FAILURE or CANCELLED.
+            TaskTimeout: timeout passed first (the task goes on).
+            PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
+        """
+        spec = self._build_spec(
+            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+        started = time.monotonic()
+        hold = _SERVER_WAIT if timeout is None else max(0.0, min(timeout, _SERVER_WAIT))
+
+        def build(envelope: Envelope) -> None:
+            envelope.submit.task.CopyFrom(spec)
+            envelope.submit.wait = hold
+
+        try:
+            reply = await self._request(build, hold=hold)
+        except UnknownTask as exc:
+            raise UnknownTask(name, str(exc)) from None
+        body = reply.submit_reply
+        if body.HasField("task"):
+            return self._value_of(task_info_from_wire(body.task, allow_pickle=self.allow_pickle))
+        remaining = None if timeout is None else timeout - (time.monotonic() - started)
+        return await self.result(body.task_id, timeout=remaining)
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    async def status(self, task_id: str) -> TaskInfo:
+        """The task's current state and, when final, its result or error.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.status.task_ids.append(task_id)
+
+        reply = await self._request(build)
+        body = reply.status_reply
+        if not body.tasks:
+            raise TaskNotFound(task_id)
+        return task_info_from_wire(body.tasks[0], allow_pickle=self.allow_pickle)
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for the task to finish and return its value.
+
+        Raises:
+            TaskFailed: the task ended in FAILURE or CANCELLED.
+            TaskTimeout: timeout passed first (the task goes on).
+            TaskNotFound: the control plane does not know the id.
+        """
+        info = await self.wait(task_id, timeout=timeout)
+        return self._value_of(info)
+
+    def _value_of(self, info: TaskInfo) -> Any:
+        if info.state is TaskState.SUCCESS:
+            return info.result
+        raise TaskFailed(info)
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task is final and return its TaskInfo (without raising for FAILURE).
+
+        Raises:
+            TaskTimeout: timeout passed first.
+            TaskNotFound: the control plane does not know the id.
+        """
+        await self.connect()
+        future: asyncio.Future[task_pb2.TaskInfo] = asyncio.get_running_loop().create_future()
+        self._awaited.setdefault(task_id, []).append(future)
+        self._unsent[task_id] = None
+        self._schedule_pump()
+        try:
+            if timeout is None:
+                info = await future
+            else:
+                try:
+                    async with asyncio.timeout(max(0.0, timeout)):
+                        info = await future
+                except TimeoutError:
+                    raise TaskTimeout(task_id, timeout) from None
+        finally:
+            futures = self._awaited.get(task_id)
+            if futures is not None:
+                try:
+                    futures.remove(future)
+                except ValueError:
+                    pass
+                if not futures:
+                    del self._awaited[task_id]
+                    self._unsent.pop(task_id, None)
+        return task_info_from_wire(info, allow_pickle=self.allow_pickle)
+
+    async def wait_many(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[TaskInfo]:
+        """Wait until every task is final; returns their TaskInfos in order (cheaper than many ``wait`` calls).
+
+        Raises:
+            TaskTimeout: timeout passed first (naming the first task still unfinished).
+            TaskNotFound: the control plane does not know one of the ids.
+        """
+        await self.connect()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[task_pb2.TaskInfo]] = []
+        for task_id in task_ids:
+            future: asyncio.Future[task_pb2.TaskInfo] = loop.create_future()
+            futures.append(future)
+            self._awaited.setdefault(task_id, []).append(future)
+            self._unsent[task_id] = None
+        self._schedule_pump()
+        try:
+            if futures:
+                done, pending = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is not None:
+                        raise future.exception()  # type: ignore[misc]
+                if pending:
+                    index = futures.index(next(iter(pending)))
+                    raise TaskTimeout(task_ids[index], timeout or 0.0)
+        finally:
+            for task_id, future in zip(task_ids, futures, strict=True):
+                listeners = self._awaited.get(task_id)
+                if listeners is None:
+                    continue
+                try:
+                    listeners.remove(future)
+                except ValueError:
+                    pass
+                if not listeners:
+                    del self._awaited[task_id]
+                    self._unsent.pop(task_id, None)
+        return [task_info_from_wire(future.result(), allow_pickle=self.allow_pickle) for future in futures]
+
+    async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
+        """The values of many tasks, in order, once all are final.
+
+        Raises:
+            TaskFailed: one of the tasks ended in FAILURE or CANCELLED (the first in order).
+            TaskTimeout, TaskNotFound: as for wait_many.
+        """
+        return [self._value_of(info) for info in await self.wait_many(task_ids, timeout=timeout)]
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_waits)
+
+    def _pump_waits(self) -> None:
+        self._pump_scheduled = False
+        while self._unsent and self._waits_in_flight < _MAX_WAITS_IN_FLIGHT:
+            ids: list[str] = []
+            for task_id in self._unsent:
+                ids.append(task_id)
+                if len(ids) >= _MAX_IDS_PER_WAIT:
+                    break
+            for task_id in ids:
+                del self._unsent[task_id]
+            self._waits_in_flight += 1
+            self._spawn(self._send_wait(ids))
+
+    async def _send_wait(self, ids: list[str]) -> None:
+        retry_after = 0.0
+        try:
+
+            def build(envelope: Envelope) -> None:
+                envelope.wait.task_ids.extend(ids)
+                envelope.wait.timeout = _SERVER_WAIT
+
+            try:
+                reply = await self._request(build, hold=_SERVER_WAIT)
+            except ControlPlaneUnavailable:
+                # Keep waiting: the callers' own timeouts bound the wait; ask again shortly.
+                retry_after = 0.5
+                for task_id in ids:
+                    if task_id in self._awaited:
+                        self._unsent[task_id] = None
+                return
+            except FastworkerError as exc:
+                for task_id in ids:
+                    for future in self._awaited.get(task_id, ()):
+                        if not future.done():
+                            future.set_exception(exc)
+                return
+            body = reply.wait_reply
+            for info in body.finished:
+                for future in self._awaited.get(info.task_id, ()):
+                    if not future.done():
+                        future.set_result(info)
+            for task_id in body.missing:
+                for future in self._awaited.get(task_id, ()):
+                    if not future.done():
+                        future.set_exception(TaskNotFound(task_id))
+            for task_id in body.pending:
+                if task_id in self._awaited:
+                    self._unsent[task_id] = None
+        finally:
+            self._waits_in_flight -= 1
+            if self._unsent and not self._closed:
+                if retry_after:
+                    asyncio.get_running_loop().call_later(retry_after, self._schedule_pump)
+                else:
+                    self._schedule_pump()
+
+    # -------------------------------------------------------------------------------------- control
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        """Cancel a task; says whether it was cancelled and what state it was in.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.cancel.task_id = task_id
+
+        try:
+            reply = await self._request(build)
+        except TaskNotFound:
+            raise TaskNotFound(task_id) from None
+        body = reply.cancel_reply
+        return CancelResult(cancelled=body.cancelled, previous_state=TaskState.from_wire(body.previous_state))
+
+    async def retry(self, task_id: str) -> TaskState:
+        """Re-queue a FAILURE or CANCELLED task under the same id; returns its new state.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.retry.task_id = task_id
+
+        try:
+            reply = await self._request(build)
+        except TaskNotFound:
+            raise TaskNotFound(task_id) from None
+        return TaskState.from_wire(reply.retry_reply.state)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters since the control plane started (submitted, succeeded, queued, throughput, ...)."""
+        reply = await self._request(lambda envelope: envelope.stats.SetInParent())
+        return _message_to_dict(reply.stats_reply)
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Depth, oldest age and paused flag per priority level, critical first."""
+        reply = await self._request(lambda envelope: envelope.queues.SetInParent())
+        return [
+            {
+                "priority": Priority.from_wire(q.priority).value,
+                "depth": q.depth,
+                "oldest_age": q.oldest_age,
+                "paused": q.paused,
+            }
+            for q in reply.queues_reply.queues
+        ]
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """The connected subworkers."""
+        reply = await self._request(lambda envelope: envelope.workers.SetInParent())
+        return [_message_to_dict(worker) for worker in reply.workers_reply.workers]
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        """The registered task names with their default options."""
+        reply = await self._request(lambda envelope: envelope.registered_tasks.SetInParent())
+        return [_message_to_dict(definition) for definition in reply.registered_tasks_reply.tasks]
+
+
+def _message_to_dict(message: Any) -> dict[str, Any]:
+    """A protobuf message as a plain dict: numbers stay numbers, enums become their short names."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None:
+            out[field.name] = [_message_to_dict(v) for v in value] if field.is_repeated else _message_to_dict(value)
+        elif field.enum_type is not None:
+            names = field.enum_type.values_by_number
+            if field.is_repeated:
+                out[field.name] = [_enum_name(names, v) for v in value]
+            else:
+                out[field.name] = _enum_name(names, value)
+        else:
+            out[field.name] = list(value) if field.is_repeated else value
+    return out
+
+
+def _enum_name(names: Mapping[int, Any], number: int) -> str | int:
+    return names[number].name if number in names else number

@@ -1,0 +1,59 @@
+"""Gives every command-line flag an environment variable: ``--flag-name`` reads ``FASTWORKER_FLAG_NAME``.
+
+Precedence is flag, then env var, then default (SPEC). Shared by every FastWorker daemon and CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_name(dest: str) -> str:
+    """The env var for an argparse destination, e.g. ``local_concurrency`` -> ``FASTWORKER_LOCAL_CONCURRENCY``."""
+    return "FASTWORKER_" + dest.upper()
+
+
+def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """Replace each flag's default with its env var's value, converted by the flag's type.
+
+    Raises:
+        SystemExit: an env var holds a value the flag would refuse (argparse's usage error, exit 2).
+    """
+    env = os.environ if environ is None else environ
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        name = env_name(action.dest)
+        if name not in env:
+            continue
+        raw = env[name]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            lowered = raw.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                parser.error(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+            value: object = (lowered in _TRUE) == isinstance(action, argparse._StoreTrueAction)
+        elif action.nargs in ("+", "*"):
+            parts = raw.replace(",", " ").split()
+            value = [_convert(parser, action, name, part) for part in parts]
+        else:
+            value = _convert(parser, action, name, raw)
+        action.default = value
+        action.required = False
+    for action in parser._actions:
+        if action.help and action.option_strings and action.dest not in ("help", "version"):
+            action.help = f"{action.help} [env {env_name(action.dest)}]"
+
+
+def _convert(parser: argparse.ArgumentParser, action: argparse.Action, name: str, raw: str) -> object:
+    if action.type is None:
+        return raw
+    try:
+        return action.type(raw)  # type: ignore[operator]
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        parser.error(f"{name}={raw!r}: {exc}")
+    raise AssertionError("unreachable")  # parser.error exits

@@ -1,0 +1,449 @@
+"""The ``@task`` decorator, the options it validates, and the registry every decorated task joins.
+
+Decorating a function wraps it in a :class:`TaskFunction` (calling it still runs the function
+directly, so tasks stay unit-testable) and registers it in :data:`default_registry` at once, so
+that two different functions claiming one task name fail when their module is imported.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from fastworker.client.errors import DuplicateTaskName
+from fastworker.client.models import Priority
+from fastworker.protocol.v1.task_pb2 import TaskDefinition
+
+__all__ = [
+    "AsyncTaskFunction",
+    "SyncTaskFunction",
+    "TaskDecorator",
+    "TaskFunction",
+    "TaskOptions",
+    "TaskRegistry",
+    "default_registry",
+    "task",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+#: Largest value of an ``int32`` wire field (``TaskDefinition.retries``).
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """A task's validated defaults, as given to ``@task``; every submission may override some of them.
+
+    Attributes:
+        priority: Default dispatch level.
+        retries: Re-runs allowed after the first attempt fails.
+        retry_backoff: First retry delay in seconds, doubled per retry.
+        retry_backoff_max: Upper bound of the retry delay in seconds.
+        timeout: Hard time limit in seconds, or None for none.
+        soft_timeout: Soft time limit in seconds (raises inside the task), or None for none.
+        every: Run periodically every this many seconds, or None.
+        cron: Run periodically on this cron expression, or None.
+        retry_on: Exception classes (or type names, e.g. ``"TimeLimitExceeded"``) that trigger a
+            retry; empty means any exception. Retries match on the type's name, as the wire does.
+
+    Raises:
+        ValueError: A value is out of range, or both ``every`` and ``cron`` are set.
+        TypeError: A value has the wrong type.
+    """
+
+    priority: Priority = Priority.NORMAL
+    retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    every: float | None = None
+    cron: str | None = None
+    retry_on: tuple[type[BaseException] | str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.priority, Priority):
+            raise TypeError(f"priority must be a Priority, not {type(self.priority).__qualname__}")
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool):
+            raise TypeError(f"retries must be an int, not {type(self.retries).__qualname__}")
+        if not 0 <= self.retries <= _INT32_MAX:
+            raise ValueError(f"retries must be between 0 and {_INT32_MAX}, got {self.retries}")
+        _set(self, "retry_backoff", _seconds("retry_backoff", self.retry_backoff, allow_zero=True))
+        _set(self, "retry_backoff_max", _seconds("retry_backoff_max", self.retry_backoff_max, allow_zero=True))
+        if self.timeout is not None:
+            _set(self, "timeout", _seconds("timeout", self.timeout))
+        if self.soft_timeout is not None:
+            _set(self, "soft_timeout", _seconds("soft_timeout", self.soft_timeout))
+            if self.timeout is not None and self.soft_timeout >= self.timeout:
+                raise ValueError(
+                    f"soft_timeout ({self.soft_timeout:g} s) must be less than timeout ({self.timeout:g} s), "
+                    f"or it never fires"
+                )
+        if self.every is not None:
+            _set(self, "every", _seconds("every", self.every))
+        if self.cron is not None:
+            if not isinstance(self.cron, str):
+                raise TypeError(f"cron must be a str, not {type(self.cron).__qualname__}")
+            if not self.cron.strip():
+                raise ValueError("cron must be a non-empty cron expression")
+            if self.every is not None:
+                raise ValueError("every and cron are mutually exclusive: give one schedule, not both")
+        if not isinstance(self.retry_on, tuple):
+            raise TypeError(f"retry_on must be a tuple, not {type(self.retry_on).__qualname__}")
+        for entry in self.retry_on:
+            if isinstance(entry, str):
+                if not entry.isidentifier():
+                    raise ValueError(f"retry_on entries must be exception type names, got {entry!r}")
+            elif not (isinstance(entry, type) and issubclass(entry, BaseException)):
+                raise TypeError(f"retry_on entries must be exception classes or their names, got {entry!r}")
+
+    @property
+    def is_periodic(self) -> bool:
+        """True when the task has a schedule (``every`` or ``cron``)."""
+        return self.every is not None or self.cron is not None
+
+    @property
+    def retry_on_names(self) -> tuple[str, ...]:
+        """The ``retry_on`` entries as type names, the form retries match on."""
+        return tuple(entry if isinstance(entry, str) else entry.__name__ for entry in self.retry_on)
+
+
+def _set(options: TaskOptions, field: str, value: object) -> None:
+    """Store a normalized value on a frozen TaskOptions during validation."""
+    object.__setattr__(options, field, value)
+
+
+def _seconds(field: str, value: object, *, allow_zero: bool = False) -> float:
+    """Validate a duration in seconds and return it as a float."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{field} must be a number of seconds, not {type(value).__qualname__}")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{field} must be a finite number of seconds, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = "0 or more" if allow_zero else "more than 0"
+        raise ValueError(f"{field} must be {bound} seconds, got {value!r}")
+    return seconds
+
+
+def _qualified_name(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function, for messages and same-function checks."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return f"{module}.{qualname}"
+
+
+class TaskFunction(Generic[P, R]):
+    """A function registered as a task: its name, its validated options and the function itself.
+
+    ``R`` is the type the task produces: the return type of a ``def``, the awaited type of an
+    ``async def``. Calling a TaskFunction calls the original function directly (an ``async``
+    task returns its coroutine), so tasks stay unit-testable; :class:`SyncTaskFunction` and
+    :class:`AsyncTaskFunction` type that call precisely.
+
+    Args:
+        fn: The decorated function.
+        name: The registered task name.
+        options: The task's validated defaults.
+
+    Attributes:
+        name: The registered task name.
+        fn: The original function.
+        options: The task's validated defaults.
+        is_async: True for coroutine functions (``async def``).
+    """
+
+    is_async: ClassVar[bool] = False
+
+    fn: Callable[P, Any]
+    name: str
+    options: TaskOptions
+    # Copied from the function by functools.update_wrapper:
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, Any]
+
+    def __init__(self, fn: Callable[P, Any], name: str, options: TaskOptions) -> None:
+        functools.update_wrapper(self, fn)  # __name__, __doc__, __wrapped__ (so inspect.signature works)
+        self.fn = fn
+        self.name = name
+        self.options = options
+
+    @property
+    def qualified_name(self) -> str:
+        """The function's ``module.qualname``, as error messages name it."""
+        return _qualified_name(self.fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Call the original function directly, in this process."""
+        return self.fn(*args, **kwargs)
+
+    def to_definition(self) -> TaskDefinition:
+        """The task as the wire announces it (a fresh message on every call)."""
+        options = self.options
+        return TaskDefinition(
+            name=self.name,
+            priority=options.priority.to_wire(),
+            retries=options.retries,
+            retry_backoff=options.retry_backoff,
+            retry_backoff_max=options.retry_backoff_max,
+            timeout=options.timeout or 0.0,
+            soft_timeout=options.soft_timeout or 0.0,
+            is_async=self.is_async,
+            every=options.every or 0.0,
+            cron=options.cron or "",
+            retry_on=options.retry_on_names,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.qualified_name}>"
+
+
+class SyncTaskFunction(TaskFunction[P, R]):
+    """A task made from a plain ``def``; calling it returns the function's value."""
+
+    is_async: ClassVar[bool] = False
+
+    fn: Callable[P, R]
+
+    def __init__(self, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
+        super().__init__(fn, name, options)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the original function directly, in this process."""
+        return self.fn(*args, **kwargs)
+
+
+class AsyncTaskFunction(TaskFunction[P, R]):
+    """A task made from an ``async def``; calling it returns the function's coroutine."""
+
+    is_async: ClassVar[bool] = True
+
+    fn: Callable[P, Coroutine[Any, Any, R]]
+
+    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], name: str, options: TaskOptions) -> None:
+        super().__init__(fn, name, options)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Call the original function directly: returns its coroutine, to be awaited."""
+        return self.fn(*args, **kwargs)
+
+
+class TaskRegistry:
+    """Tasks by name. Iterating yields the TaskFunctions in registration order.
+
+    Registration is thread-safe; lookups take no lock.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskFunction[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, tf: TaskFunction[P, R]) -> TaskFunction[P, R]:
+        """Add a task under its name and return it.
+
+        Registering the same function again (same ``__module__`` and ``__qualname__``, as when
+        its module is reloaded) replaces the earlier registration silently.
+
+        Raises:
+            DuplicateTaskName: A different function is already registered under that name.
+        """
+        with self._lock:
+            existing = self._tasks.get(tf.name)
+            if existing is not None and existing is not tf:
+                existing_name, new_name = existing.qualified_name, tf.qualified_name
+                if existing_name != new_name:
+                    raise DuplicateTaskName(tf.name, existing_name, new_name)
+            self._tasks[tf.name] = tf
+        return tf
+
+    def unregister(self, name: str) -> TaskFunction[Any, Any] | None:
+        """Remove the task registered under name and return it, or None when there is none."""
+        with self._lock:
+            return self._tasks.pop(name, None)
+
+    def get(self, name: str) -> TaskFunction[Any, Any] | None:
+        """The task registered under name, or None."""
+        return self._tasks.get(name)
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        return sorted(self._tasks)
+
+    def definitions(self) -> list[TaskDefinition]:
+        """Every task's wire definition, sorted by name."""
+        return [tf.to_definition() for _, tf in sorted(self._tasks.items())]
+
+    def __contains__(self, item: object) -> bool:
+        """True for a registered name, or for a TaskFunction that is the one registered under its name."""
+        if isinstance(item, TaskFunction):
+            return self._tasks.get(item.name) is item
+        return item in self._tasks
+
+    def __iter__(self) -> Iterator[TaskFunction[Any, Any]]:
+        return iter(list(self._tasks.values()))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"<TaskRegistry of {len(self._tasks)} tasks: {', '.join(self.names())}>"
+
+
+#: The registry that ``@task`` registers every task into, at decoration time.
+default_registry = TaskRegistry()
+
+
+class TaskDecorator(Protocol):
+    """What ``@task(...)`` returns: a decorator turning a function into a registered task."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTaskFunction[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
+
+
+@overload
+def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTaskFunction[P, R]: ...  # type: ignore[overload-overlap]
+@overload
+def task(fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    priority: Priority | str = Priority.NORMAL,
+    retries: int = 0,
+    retry_backoff: float = 1.0,
+    retry_backoff_max: float = 600.0,
+    timeout: float | None = None,
+    soft_timeout: float | None = None,
+    every: float | None = None,
+    cron: str | None = None,
+    retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
+) -> TaskDecorator: ...
+def task(
+    fn: object = None,
+    /,
+    *,
+    name: str | None = None,
+    priority: Priority | str = Priority.NORMAL,
+    retries: int = 0,
+    retry_backoff: float = 1.0,
+    retry_backoff_max: float = 600.0,
+    timeout: float | None = None,
+    soft_timeout: float | None = None,
+    every: float | None = None,
+    cron: str | None = None,
+    retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
+) -> TaskFunction[..., Any] | TaskDecorator:
+    """Register a function as a task, as ``@task`` or ``@task(...)``.
+
+    The task joins :data:`default_registry` at once, so a second, different function under the
+    same name fails its module's import with :class:`DuplicateTaskName`.
+
+    Args:
+        fn: The function, when used as bare ``@task``.
+        name: The task name; defaults to the function's ``__name__``.
+        priority: Default priority, a :class:`Priority` or its name.
+        retries: Re-runs allowed after the first attempt fails.
+        retry_backoff: First retry delay in seconds, doubled per retry.
+        retry_backoff_max: Upper bound of the retry delay in seconds.
+        timeout: Hard time limit in seconds (FAILURE with ``TimeLimitExceeded``), or None.
+        soft_timeout: Soft time limit in seconds (``SoftTimeLimitExceeded``), or None; less than ``timeout``.
+        every: Run periodically every this many seconds; excludes ``cron``.
+        cron: Run periodically on this cron expression; excludes ``every``.
+        retry_on: Exception classes, or type names, that trigger a retry; empty means any exception.
+
+    Returns:
+        A :class:`TaskFunction` (bare form), or a decorator that makes one.
+
+    Raises:
+        ValueError: An option is out of range, the name is empty, or both ``every`` and ``cron`` are set.
+        TypeError: An option has the wrong type, or the decorated object is not callable.
+        DuplicateTaskName: A different function is already registered under the name.
+    """
+
+    def decorate(function: object) -> TaskFunction[..., Any]:
+        if not callable(function):
+            hint = " (give the name as @task(name=...))" if isinstance(function, str) else ""
+            raise TypeError(f"@task decorates a function, not {type(function).__qualname__}{hint}")
+        label = _qualified_name(function)
+        try:
+            options = TaskOptions(
+                priority=Priority.parse(priority),
+                retries=retries,
+                retry_backoff=retry_backoff,
+                retry_backoff_max=retry_backoff_max,
+                timeout=timeout,
+                soft_timeout=soft_timeout,
+                every=every,
+                cron=cron,
+                retry_on=_retry_on_tuple(retry_on),
+            )
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"@task for {label}: {exc}") from None
+        return default_registry.register(_make_task(function, label, name, options))
+
+    if fn is None:
+        return decorate  # type: ignore[return-value]  # the overloads give the decorator its precise type
+    return decorate(fn)
+
+
+def _retry_on_tuple(
+    retry_on: Iterable[type[BaseException] | str] | type[BaseException],
+) -> tuple[type[BaseException] | str, ...]:
+    if isinstance(retry_on, type):
+        return (retry_on,)
+    if isinstance(retry_on, str):
+        return (retry_on,)
+    try:
+        return tuple(retry_on)
+    except TypeError:
+        raise TypeError(
+            f"retry_on must be exception classes or their names, not {type(retry_on).__qualname__}"
+        ) from None
+
+
+def _make_task(fn: Callable[..., Any], label: str, name: str | None, options: TaskOptions) -> TaskFunction[..., Any]:
+    """Validate what depends on the function itself, and wrap it."""
+    if isinstance(fn, TaskFunction):
+        raise TypeError(f"{fn!r} is already a task; apply @task once")
+    if name is None:
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str):
+            raise TypeError(f"@task for {label}: the callable has no __name__; give one with @task(name=...)")
+    elif not isinstance(name, str):
+        raise TypeError(f"@task for {label}: name must be a str, not {type(name).__qualname__}")
+    if not name or name != name.strip():
+        raise ValueError(f"@task for {label}: name must be non-empty, without surrounding whitespace, got {name!r}")
+    if options.is_periodic:
+        _check_callable_without_arguments(fn, label)
+    if inspect.iscoroutinefunction(fn):
+        return AsyncTaskFunction(fn, name, options)
+    return SyncTaskFunction(fn, name, options)
+
+
+def _check_callable_without_arguments(fn: Callable[..., Any], label: str) -> None:
+    """A periodic task is run with no arguments: refuse one whose function requires some."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C callables have no signature: trust them
+        return
+    required = [
+        p.name
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ValueError(
+            f"@task for {label}: a periodic task runs without arguments, but the function requires {', '.join(required)}"
+        )

@@ -1,0 +1,357 @@
+"""The only code that drives nng sockets from asyncio: request/reply on both ends, and subscriptions.
+
+pynng's own asyncio layer costs ~200-250 µs of CPU per message and a thread hop per completion
+(measured: 373 µs p50 echo round trip versus 261 µs for the approach below). So the hot paths here
+avoid it:
+
+- A :class:`ReplyServer` watches the Rep0 socket's receive descriptor with ``loop.add_reader`` and
+  pulls requests with non-blocking ``nng_ctx_recvmsg`` into a pool of contexts, so any number of
+  requests can be answered later, each on its own context (a reply can never reach the wrong
+  requester). Replies are sent with callback-free nng aios that are reaped lazily: no thread hop.
+- A :class:`RequestChannel` sends on the Req0 socket's default context (a "fast lane" watched the
+  same way) when it is idle, and falls back to one pynng context per request when it is busy.
+
+Everything runs on the loop's thread. pynng's cffi ``lib``/``ffi`` are used directly for the
+non-blocking context calls that pynng does not wrap; pynng is pinned below 0.10 for that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket as _socket
+from collections.abc import Callable
+from typing import Any
+
+import pynng
+from pynng._nng import ffi, lib
+
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+
+logger = logging.getLogger(__name__)
+
+_EAGAIN = lib.NNG_EAGAIN
+_NONBLOCK = lib.NNG_FLAG_NONBLOCK
+#: Requests taken from the socket per loop callback, so one flood cannot starve other work.
+_MAX_RECV_PER_WAKEUP = 256
+#: Slack over the frame limit for nng's receive limit (nng drops larger messages at the transport).
+_RECV_SLACK = 1024
+
+
+class TransportClosed(Exception):
+    """The socket was closed while an operation was pending."""
+
+
+def listener_url(listener: pynng.Listener, requested: str) -> str:
+    """The URL a listener actually bound, with the real port when port 0 was requested.
+
+    nng reports a TCP listener's port in network byte order (measured), so it is converted here.
+    """
+    scheme, _, rest = requested.partition("://")
+    if scheme not in ("tcp", "tls+tcp"):
+        return requested
+    host, _, _port = rest.rpartition(":")
+    port = _socket.ntohs(listener.local_address.port)
+    return f"{scheme}://{host}:{port}"
+
+
+def _take_message_bytes(msg: Any) -> bytes:
+    """Copy an nng_msg's body into bytes and free the message."""
+    try:
+        data: bytes = ffi.buffer(lib.nng_msg_body(msg), lib.nng_msg_len(msg))[:]
+        return data
+    finally:
+        lib.nng_msg_free(msg)
+
+
+def _new_message(data: bytes) -> Any:
+    msgp = ffi.new("nng_msg **")
+    rc = lib.nng_msg_alloc(msgp, len(data))
+    if rc != 0:
+        raise MemoryError(f"nng_msg_alloc failed ({rc})")
+    msg = msgp[0]
+    ffi.memmove(lib.nng_msg_body(msg), data, len(data))
+    return msg
+
+
+class Request:
+    """One request received by a :class:`ReplyServer`; answer it with :meth:`reply` exactly once."""
+
+    __slots__ = ("_context", "_server", "data")
+
+    def __init__(self, server: ReplyServer, context: pynng.Context, data: bytes) -> None:
+        self._server = server
+        self._context: pynng.Context | None = context
+        self.data = data
+
+    @property
+    def answered(self) -> bool:
+        """True once reply() or drop() was called."""
+        return self._context is None
+
+    def reply(self, data: bytes) -> None:
+        """Send the reply to the requester that sent this request (no-op if already answered)."""
+        context, self._context = self._context, None
+        if context is not None:
+            self._server._send(context, data)
+
+    def drop(self) -> None:
+        """Give up on this request without replying (the requester times out)."""
+        context, self._context = self._context, None
+        if context is not None:
+            self._server._release(context)
+
+
+class ReplyServer:
+    """Serves a Rep0 socket from the event loop; calls ``handler(request)`` for every request.
+
+    The handler runs on the loop thread and may reply at once or keep the :class:`Request` and
+    reply later (long polls); each pending request holds one nng context.
+    """
+
+    def __init__(
+        self,
+        sock: pynng.Rep0,
+        handler: Callable[[Request], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._socket = sock
+        self._handler = handler
+        self._loop = loop
+        self._idle: list[pynng.Context] = []
+        self._sending: list[tuple[pynng.Context, Any]] = []
+        self._msgp = ffi.new("nng_msg **")
+        self._fd = sock.recv_fd
+        self._closed = False
+        self._reap_handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Begin serving requests."""
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        for _ in range(_MAX_RECV_PER_WAKEUP):
+            if self._closed:
+                return
+            context = self._idle.pop() if self._idle else self._socket.new_context()
+            rc = lib.nng_ctx_recvmsg(context.context, self._msgp, _NONBLOCK)
+            if rc != 0:
+                self._idle.append(context)
+                if rc != _EAGAIN:
+                    logger.warning("receive failed on the reply socket: nng error %d", rc)
+                break
+            data = _take_message_bytes(self._msgp[0])
+            try:
+                self._handler(Request(self, context, data))
+            except Exception:
+                logger.exception("request handler failed")
+        if self._sending:
+            self._reap()
+
+    def _send(self, context: pynng.Context, data: bytes) -> None:
+        if self._closed:
+            return
+        msg = _new_message(data)
+        aiop = ffi.new("nng_aio **")
+        rc = lib.nng_aio_alloc(aiop, ffi.NULL, ffi.NULL)
+        if rc != 0:
+            lib.nng_msg_free(msg)
+            raise MemoryError(f"nng_aio_alloc failed ({rc})")
+        aio = aiop[0]
+        lib.nng_aio_set_msg(aio, msg)
+        lib.nng_ctx_send(context.context, aio)
+        self._sending.append((context, aio))
+        if self._reap_handle is None:
+            self._reap_handle = self._loop.call_later(0.05, self._reap_later)
+
+    def _reap_later(self) -> None:
+        self._reap_handle = None
+        self._reap()
+        if self._sending and not self._closed:
+            self._reap_handle = self._loop.call_later(0.05, self._reap_later)
+
+    def _reap(self) -> None:
+        """Free the aios of finished sends and return their contexts to the pool."""
+        still_sending = []
+        for context, aio in self._sending:
+            if lib.nng_aio_busy(aio):
+                still_sending.append((context, aio))
+                continue
+            if lib.nng_aio_result(aio) != 0:
+                # nng leaves the message with the aio when the send failed (peer gone).
+                msg = lib.nng_aio_get_msg(aio)
+                if msg != ffi.NULL:
+                    lib.nng_msg_free(msg)
+            lib.nng_aio_free(aio)
+            self._idle.append(context)
+        self._sending = still_sending
+
+    def _release(self, context: pynng.Context) -> None:
+        if not self._closed:
+            self._idle.append(context)
+
+    @property
+    def pending_sends(self) -> int:
+        """Replies handed to nng and not yet written (for tests and stats)."""
+        return len(self._sending)
+
+    def close(self) -> None:
+        """Stop serving and release every context and aio; pending requests get no reply."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reap_handle is not None:
+            self._reap_handle.cancel()
+        self._loop.remove_reader(self._fd)
+        for _context, aio in self._sending:
+            lib.nng_aio_stop(aio)
+            if lib.nng_aio_result(aio) != 0:
+                msg = lib.nng_aio_get_msg(aio)
+                if msg != ffi.NULL:
+                    lib.nng_msg_free(msg)
+            lib.nng_aio_free(aio)
+        self._sending = []
+        self._idle = []
+
+
+class RequestChannel:
+    """Sends requests to one Rep0 endpoint and returns the replies; safe for any number of coroutines.
+
+    The first request in flight uses the socket's default context, watched with ``add_reader``;
+    concurrent ones each use their own pynng context. The socket never resends on its own
+    (``resend_time=-1``); callers retry with the same idempotency key.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._loop = loop
+        self._socket = pynng.Req0(resend_time=-1, recv_max_size=max_frame_size + _RECV_SLACK)
+        self._dialer: pynng.Dialer | None = None
+        self._address: str | None = None
+        self._fast_waiter: asyncio.Future[bytes] | None = None
+        self._fd = self._socket.recv_fd
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._contexts: list[pynng.Context] = []
+        self._closed = False
+
+    @property
+    def address(self) -> str | None:
+        """The address currently dialed."""
+        return self._address
+
+    def dial(self, address: str) -> None:
+        """Connect (or reconnect) to address; nng keeps redialing in the background."""
+        if address == self._address:
+            return
+        if self._dialer is not None:
+            self._dialer.close()
+        self._dialer = self._socket.dial(address, block=False)
+        self._address = address
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                data = self._socket.recv(block=False)
+            except (pynng.TryAgain, pynng.BadState):
+                return
+            except pynng.Closed:
+                return
+            waiter, self._fast_waiter = self._fast_waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(data)
+
+    async def request(self, data: bytes, timeout: float) -> bytes:
+        """Send one request and return its reply.
+
+        Raises:
+            TimeoutError: no reply within timeout (the request may or may not have been processed).
+            TransportClosed: the channel was closed.
+        """
+        if self._closed:
+            raise TransportClosed("request channel is closed")
+        if self._fast_waiter is None:
+            try:
+                self._socket.send(data, block=False)
+            except pynng.TryAgain:
+                pass  # not connected yet: a context waits for the pipe
+            else:
+                waiter: asyncio.Future[bytes] = self._loop.create_future()
+                self._fast_waiter = waiter
+                try:
+                    return await asyncio.wait_for(waiter, timeout)
+                finally:
+                    if self._fast_waiter is waiter:
+                        # Timed out or cancelled: the next socket-level send abandons this request.
+                        self._fast_waiter = None
+        return await self._request_on_context(data, timeout)
+
+    async def _request_on_context(self, data: bytes, timeout: float) -> bytes:
+        context = self._contexts.pop() if self._contexts else self._socket.new_context()
+        clean = False
+        try:
+            async with asyncio.timeout(timeout):
+                await context.asend(data)
+                reply: bytes = await context.arecv()
+            clean = True
+            return reply
+        except pynng.Closed as exc:
+            raise TransportClosed("request channel is closed") from exc
+        finally:
+            if clean and not self._closed:
+                self._contexts.append(context)
+            else:
+                # A context whose request timed out may still receive the late reply: never reuse it.
+                context.close()
+
+    def close(self) -> None:
+        """Close the socket; pending requests fail."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        if self._fast_waiter is not None and not self._fast_waiter.done():
+            self._fast_waiter.set_exception(TransportClosed("request channel is closed"))
+        for context in self._contexts:
+            context.close()
+        self._contexts = []
+        self._socket.close()
+
+
+class Subscription:
+    """A Sub0 socket dialed to one PUB address, delivering each message to ``on_message`` on the loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        address: str,
+        topic: bytes,
+        on_message: Callable[[bytes], None],
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._loop = loop
+        self._socket = pynng.Sub0(recv_max_size=max_frame_size + _RECV_SLACK)
+        self._socket.subscribe(topic)
+        self._socket.dial(address, block=False)
+        self._on_message = on_message
+        self._fd = self._socket.recv_fd
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._closed = False
+
+    def _on_readable(self) -> None:
+        for _ in range(_MAX_RECV_PER_WAKEUP):
+            try:
+                data = self._socket.recv(block=False)
+            except (pynng.TryAgain, pynng.Closed):
+                return
+            try:
+                self._on_message(data)
+            except Exception:
+                logger.exception("subscription handler failed")
+
+    def close(self) -> None:
+        """Stop receiving and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self._socket.close()

@@ -1,0 +1,233 @@
+"""Maps client request envelopes onto coordinator calls and builds the replies: translation only, no sockets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastworker.controlplane.coordinator import Coordinator, RequestRefused
+from fastworker.controlplane.queue import LEVELS
+from fastworker.controlplane.records import TaskRecord
+from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
+from fastworker.protocol.v1 import error_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+logger = logging.getLogger(__name__)
+
+#: Sends one encoded reply frame to the requester; called exactly once per request (or never, on drop).
+Reply = Callable[[bytes], None]
+#: Most task ids one status or wait request may name.
+MAX_IDS_PER_REQUEST = 100_000
+
+
+def error_frame(code: error_pb2.ErrorCode.ValueType, message: str, correlation_id: int = 0) -> bytes:
+    """An encoded Error reply."""
+    envelope = new_envelope(correlation_id)
+    envelope.error.code = code
+    envelope.error.message = message
+    return encode_frame(envelope)
+
+
+class ClientApi:
+    """Handles one decoded request at a time; replies at once, or later for waits."""
+
+    def __init__(self, coordinator: Coordinator, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.coordinator = coordinator
+        self.max_frame_size = max_frame_size
+        self._handlers: dict[str, Callable[[Envelope, Reply], None]] = {
+            "submit": self._submit,
+            "submit_batch": self._submit_batch,
+            "status": self._status,
+            "wait": self._wait,
+            "cancel": self._cancel,
+            "retry": self._retry,
+            "stats": self._stats,
+            "queues": self._queues,
+            "workers": self._workers,
+            "registered_tasks": self._registered_tasks,
+        }
+
+    def handle(self, data: bytes, reply: Reply) -> None:
+        """Decode one request frame and answer it; bad frames get a typed error and nothing else."""
+        try:
+            request = decode_frame(data, max_size=self.max_frame_size)
+        except FrameTooLarge as exc:
+            self._reject(reply, error_pb2.ERROR_CODE_FRAME_TOO_LARGE, str(exc))
+            return
+        except IncompatibleProtocol as exc:
+            self._reject(reply, error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION, str(exc))
+            return
+        except DecodeError as exc:
+            self._reject(reply, error_pb2.ERROR_CODE_PROTOCOL, str(exc))
+            return
+        kind = request.WhichOneof("body")
+        handler = self._handlers.get(kind or "")
+        if handler is None:
+            self._reject(reply, error_pb2.ERROR_CODE_PROTOCOL, f"{kind} is not a request this channel serves")
+            return
+        try:
+            handler(request, reply)
+        except RequestRefused as exc:
+            reply(error_frame(exc.code, exc.message, request.correlation_id))
+        except Exception:
+            logger.exception("internal error handling %s", kind)
+            reply(error_frame(error_pb2.ERROR_CODE_INTERNAL, "internal error", request.correlation_id))
+
+    def _reject(self, reply: Reply, code: error_pb2.ErrorCode.ValueType, message: str) -> None:
+        self.coordinator.counters.rejected_frames += 1
+        logger.warning("refused a client frame: %s", message)
+        reply(error_frame(code, message))
+
+    def _send(self, reply: Reply, envelope: Envelope) -> None:
+        try:
+            frame = encode_frame(envelope, max_size=self.max_frame_size)
+        except FrameTooLarge as exc:
+            frame = error_frame(
+                error_pb2.ERROR_CODE_FRAME_TOO_LARGE, f"reply too large: {exc}", envelope.correlation_id
+            )
+        reply(frame)
+
+    # ------------------------------------------------------------------------------------ submissions
+
+    def _submit(self, request: Envelope, reply: Reply) -> None:
+        record, duplicate = self.coordinator.submit(request.submit.task)
+        wait = request.submit.wait
+        if wait > 0 and not record.is_final:
+            cid = request.correlation_id
+
+            def answer(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
+                self._send(reply, self._submit_reply(cid, record, duplicate))
+
+            self.coordinator.wait([record.task_id], wait, answer)
+            return
+        self._send(reply, self._submit_reply(request.correlation_id, record, duplicate))
+
+    @staticmethod
+    def _submit_reply(correlation_id: int, record: TaskRecord, duplicate: bool) -> Envelope:
+        envelope = new_envelope(correlation_id)
+        body = envelope.submit_reply
+        body.task_id = record.task_id
+        body.state = record.state  # type: ignore[assignment]
+        body.duplicate = duplicate
+        if record.is_final:
+            record.fill_info(body.task)
+        return envelope
+
+    def _submit_batch(self, request: Envelope, reply: Reply) -> None:
+        envelope = new_envelope(request.correlation_id)
+        outcomes = envelope.submit_batch_reply.outcomes
+        submit = self.coordinator.submit
+        for spec in request.submit_batch.tasks:
+            outcome = outcomes.add()
+            outcome.task_id = spec.task_id
+            try:
+                record, duplicate = submit(spec)
+            except RequestRefused as exc:
+                outcome.error.code = exc.code
+                outcome.error.message = exc.message
+                continue
+            accepted = outcome.accepted
+            accepted.task_id = record.task_id
+            accepted.state = record.state  # type: ignore[assignment]
+            accepted.duplicate = duplicate
+        self._send(reply, envelope)
+
+    # ---------------------------------------------------------------------------------------- queries
+
+    def _status(self, request: Envelope, reply: Reply) -> None:
+        ids = request.status.task_ids
+        self._check_ids(len(ids))
+        envelope = new_envelope(request.correlation_id)
+        body = envelope.status_reply
+        for task_id in ids:
+            record = self.coordinator.find(task_id)
+            if record is None:
+                body.missing.append(task_id)
+            else:
+                record.fill_info(body.tasks.add())
+        self._send(reply, envelope)
+
+    def _wait(self, request: Envelope, reply: Reply) -> None:
+        ids = list(request.wait.task_ids)
+        self._check_ids(len(ids))
+        cid = request.correlation_id
+
+        def answer(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
+            envelope = new_envelope(cid)
+            body = envelope.wait_reply
+            for record in finished:
+                record.fill_info(body.finished.add())
+            body.pending.extend(pending)
+            body.missing.extend(missing)
+            self._send(reply, envelope)
+
+        self.coordinator.wait(ids, request.wait.timeout, answer)
+
+    @staticmethod
+    def _check_ids(count: int) -> None:
+        if count > MAX_IDS_PER_REQUEST:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST, f"at most {MAX_IDS_PER_REQUEST} task ids per request"
+            )
+
+    def _cancel(self, request: Envelope, reply: Reply) -> None:
+        cancelled, previous = self.coordinator.cancel(request.cancel.task_id)
+        envelope = new_envelope(request.correlation_id)
+        envelope.cancel_reply.cancelled = cancelled
+        envelope.cancel_reply.previous_state = previous  # type: ignore[assignment]
+        self._send(reply, envelope)
+
+    def _retry(self, request: Envelope, reply: Reply) -> None:
+        record = self.coordinator.retry(request.retry.task_id)
+        envelope = new_envelope(request.correlation_id)
+        envelope.retry_reply.state = record.state  # type: ignore[assignment]
+        self._send(reply, envelope)
+
+    def _stats(self, request: Envelope, reply: Reply) -> None:
+        c = self.coordinator
+        envelope = new_envelope(request.correlation_id)
+        s = envelope.stats_reply
+        s.submitted = c.counters.submitted
+        s.succeeded = c.counters.succeeded
+        s.failed = c.counters.failed
+        s.cancelled = c.counters.cancelled
+        s.retried = c.counters.retried
+        s.queued = len(c.queue)
+        s.scheduled = len(c.schedule)
+        s.running = c.running
+        s.workers = 0
+        s.cache_size = len(c.cache)
+        s.cache_hits = c.cache.hits
+        s.cache_misses = c.cache.misses
+        s.uptime = c.clock() - c.started_at
+        s.throughput = c.throughput()
+        s.rejected_frames = c.counters.rejected_frames
+        s.executed_locally = c.counters.executed_locally
+        self._send(reply, envelope)
+
+    def _queues(self, request: Envelope, reply: Reply) -> None:
+        c = self.coordinator
+        now = c.clock()
+        envelope = new_envelope(request.correlation_id)
+        body = envelope.queues_reply
+        for level in LEVELS:
+            info = body.queues.add()
+            info.priority = level  # type: ignore[assignment]
+            info.depth = c.queue.depth(level)
+            info.oldest_age = c.queue.oldest_age(level, now)
+            info.paused = level in c.queue.paused
+        body.scheduled = len(c.schedule)
+        body.running = c.running
+        body.max_queue = c.max_queue
+        self._send(reply, envelope)
+
+    def _workers(self, request: Envelope, reply: Reply) -> None:
+        envelope = new_envelope(request.correlation_id)
+        envelope.workers_reply.SetInParent()  # subworkers register on the dispatch channel (issue 4)
+        self._send(reply, envelope)
+
+    def _registered_tasks(self, request: Envelope, reply: Reply) -> None:
+        envelope = new_envelope(request.correlation_id)
+        envelope.registered_tasks_reply.tasks.extend(self.coordinator.registry.definitions())
+        self._send(reply, envelope)

@@ -1,0 +1,172 @@
+"""The ``fastworker-controlplane`` command: parse flags (with env vars), configure logging, run the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.config
+import os
+import sys
+from collections.abc import Sequence
+
+from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.task import TaskRegistry
+from fastworker.controlplane import settings as defaults
+from fastworker.controlplane.server import ControlPlane
+from fastworker.controlplane.settings import ControlPlaneSettings
+from fastworker.controlplane.version import __version__
+from fastworker.worker.errors import TaskLoadError
+from fastworker.worker.loader import load_task_modules
+
+#: Exit codes.
+RET_OK = 0
+RET_ERROR = 1
+RET_USAGE = 2
+
+_EPILOG = """examples:
+  fastworker-controlplane --task-modules myapp.tasks
+  fastworker-controlplane --task-modules myapp.tasks --local-concurrency 0 --max-queue 100000
+  FASTWORKER_CLIENT_ADDRESS=tcp://127.0.0.1:0 fastworker-controlplane --task-modules t --ready-file ready.json
+"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser (env vars are applied by ``main``)."""
+    p = argparse.ArgumentParser(
+        prog="fastworker-controlplane",
+        description="FastWorker control plane: queues tasks, runs them or dispatches them to subworkers.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--task-modules", nargs="+", default=[], metavar="MODULE", help="modules that define @task functions"
+    )
+    p.add_argument("--discovery-address", default=defaults.DEFAULT_DISCOVERY_ADDRESS, help="PUB address for discovery")
+    p.add_argument("--client-address", default=defaults.DEFAULT_CLIENT_ADDRESS, help="address clients send requests to")
+    p.add_argument("--dispatch-address", default=defaults.DEFAULT_DISPATCH_ADDRESS, help="address subworkers dial")
+    p.add_argument(
+        "--dashboard-address", default=defaults.DEFAULT_DASHBOARD_ADDRESS, help="HOST:PORT of the web dashboard"
+    )
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the web dashboard")
+    p.add_argument(
+        "--local-concurrency",
+        type=int,
+        default=None,
+        help="tasks run in this process at once (default: CPU cores; 0 = only subworkers)",
+    )
+    p.add_argument("--result-cache-size", type=int, default=10_000, help="finished tasks remembered (LRU)")
+    p.add_argument("--result-ttl", type=_positive_float, default=3600.0, help="seconds a finished task is remembered")
+    p.add_argument(
+        "--max-queue", type=int, default=0, help="bound on waiting tasks (PENDING + SCHEDULED); 0 = unbounded"
+    )
+    p.add_argument("--journal", default=None, metavar="PATH", help="durable journal file (not available yet)")
+    p.add_argument("--heartbeat-interval", type=_positive_float, default=1.0, help="seconds between heartbeats")
+    p.add_argument(
+        "--heartbeat-timeout", type=_positive_float, default=5.0, help="silence after which a worker is lost"
+    )
+    p.add_argument(
+        "--drain-timeout", type=_positive_float, default=30.0, help="seconds to finish running tasks on shutdown"
+    )
+    p.add_argument("--max-frame-size", type=int, default=16 * 1024 * 1024, help="largest accepted frame in bytes")
+    p.add_argument(
+        "--allow-pickle", action="store_true", help="accept and produce pickle payloads (unsafe: code execution)"
+    )
+    p.add_argument("--secret", default=None, help="shared secret for every channel (not available yet)")
+    p.add_argument("--tls-cert", default=None, help="TLS certificate (not available yet)")
+    p.add_argument("--tls-key", default=None, help="TLS private key (not available yet)")
+    p.add_argument("--tls-ca", default=None, help="TLS CA bundle (not available yet)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    p.add_argument(
+        "--ready-file", default=None, metavar="PATH", help="write a JSON object with pid and addresses once serving"
+    )
+    return p
+
+
+def configure_logging(level: str) -> None:
+    """Plain one-line logs on stderr; libraries only get loggers."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "handlers": {
+                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the exit code."""
+    parser = make_parser()
+    apply_env_defaults(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    unavailable = [
+        flag
+        for flag, value in (
+            ("--journal", args.journal),
+            ("--secret", args.secret),
+            ("--tls-cert", args.tls_cert),
+            ("--tls-key", args.tls_key),
+            ("--tls-ca", args.tls_ca),
+        )
+        if value
+    ]
+    if unavailable:
+        # Refusing is safer than running without the durability or security the operator asked for.
+        parser.error(f"{', '.join(unavailable)}: not available in this release")
+    if os.getcwd() not in sys.path:
+        # Console scripts do not put the working directory on sys.path; task modules usually live there.
+        sys.path.insert(0, os.getcwd())
+    try:
+        registry = load_task_modules(args.task_modules) if args.task_modules else None
+    except TaskLoadError as exc:
+        print(f"fastworker-controlplane: {exc}", file=sys.stderr)
+        return RET_ERROR
+    try:
+        settings = ControlPlaneSettings(
+            task_modules=tuple(args.task_modules),
+            discovery_address=args.discovery_address,
+            client_address=args.client_address,
+            dispatch_address=args.dispatch_address,
+            dashboard_address=args.dashboard_address,
+            no_dashboard=args.no_dashboard,
+            local_concurrency=args.local_concurrency
+            if args.local_concurrency is not None
+            else defaults.ControlPlaneSettings().local_concurrency,
+            result_cache_size=args.result_cache_size,
+            result_ttl=args.result_ttl,
+            max_queue=args.max_queue,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_timeout=args.heartbeat_timeout,
+            drain_timeout=args.drain_timeout,
+            max_frame_size=args.max_frame_size,
+            allow_pickle=args.allow_pickle,
+            ready_file=args.ready_file,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return asyncio.run(_run(settings, registry or TaskRegistry()))
+
+
+async def _run(settings: ControlPlaneSettings, registry: TaskRegistry) -> int:
+    control_plane = ControlPlane(settings, registry)
+    try:
+        await control_plane.start()
+    except Exception as exc:  # pynng.AddressInUse and friends: say what failed, exit non-zero
+        logging.getLogger(__name__).error("cannot start: %s: %s", type(exc).__name__, exc)
+        return RET_ERROR
+    await control_plane.run()
+    return RET_OK

@@ -1,0 +1,440 @@
+"""The control plane's state machine: accept, queue, schedule, dispatch, finish, cancel, retry and wait.
+
+Everything here runs on the event loop's thread except :meth:`Coordinator.take_local`, which the
+local executor's slot threads call to take their next task. The priority queue and the
+PENDING -> RUNNING/CANCELLED transitions are therefore guarded by one lock (``self.lock``); all
+other state is touched by the loop only. Sockets live in ``server``; envelope translation lives in
+``api``; this module only speaks records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fastworker.client.task import TaskFunction, TaskRegistry
+from fastworker.controlplane.local import LocalExecutor
+from fastworker.controlplane.queue import LEVELS, PriorityQueue, Schedule
+from fastworker.controlplane.records import (
+    CANCELLED,
+    FAILURE,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUCCESS,
+    ResultCache,
+    TaskRecord,
+)
+from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.worker.executor import Outcome
+
+logger = logging.getLogger(__name__)
+
+#: Worker id reported for tasks the control plane ran itself (SPEC).
+LOCAL_WORKER_ID = "controlplane"
+#: Longest a wait may be held by the control plane, in seconds; clients re-ask after it.
+MAX_WAIT = 30.0
+#: Throughput is measured over this many seconds.
+THROUGHPUT_WINDOW = 60.0
+
+
+class RequestRefused(Exception):
+    """A request the coordinator will not carry out; ``code`` is the wire error code."""
+
+    def __init__(self, code: error_pb2.ErrorCode.ValueType, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Counters:
+    """Totals since start, for stats."""
+
+    submitted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    executed_locally: int = 0
+    rejected_frames: int = 0
+
+
+#: Called with (records now final, ids still pending, ids unknown) when a wait ends.
+WaitCallback = Callable[[list[TaskRecord], list[str], list[str]], None]
+
+
+class Waiter:
+    """A pending wait for any of a set of tasks to reach a final state."""
+
+    __slots__ = ("callback", "done", "ids", "timer")
+
+    def __init__(self, ids: list[str], callback: WaitCallback) -> None:
+        self.ids = ids
+        self.callback = callback
+        self.done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Coordinator:
+    """Owns every task record and decides what runs next."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        registry: TaskRegistry,
+        *,
+        local_concurrency: int,
+        result_cache_size: int,
+        result_ttl: float,
+        max_queue: int = 0,
+        allow_pickle: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._loop = loop
+        self.registry = registry
+        self.max_queue = max_queue
+        self.clock = clock
+        self.started_at = clock()
+        self.active: dict[str, TaskRecord] = {}
+        self.cache = ResultCache(result_cache_size, result_ttl)
+        self.queue = PriorityQueue()
+        self.schedule = Schedule()
+        self.counters = Counters()
+        self.accepting = True
+        self.lock = threading.Lock()
+        self._work_ready = threading.Condition(self.lock)
+        self._slots_stopping = False
+        self.running = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.local = LocalExecutor(
+            loop, local_concurrency, self.take_local, self._on_local_done, allow_pickle=allow_pickle
+        )
+        self.local.start()
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._dispatch_scheduled = False
+        self._schedule_timer: asyncio.TimerHandle | None = None
+        self._schedule_timer_due: float | None = None
+        self._finish_buckets: deque[list[int]] = deque()  # [whole second, tasks finished in it]
+        self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
+
+    # ----------------------------------------------------------------------------------------- lookup
+
+    def find(self, task_id: str) -> TaskRecord | None:
+        """The record of a known task (active or in the result cache), or None."""
+        record = self.active.get(task_id)
+        if record is not None:
+            return record
+        return self.cache.get(task_id, self.clock())
+
+    def _known(self, task_id: str) -> TaskRecord | None:
+        """Like find, for de-duplication: does not count as a cache lookup."""
+        return self.active.get(task_id) or self.cache.peek(task_id, self.clock())
+
+    # ----------------------------------------------------------------------------------------- submit
+
+    def submit(self, spec: task_pb2.TaskSpec) -> tuple[TaskRecord, bool]:
+        """Accept a task spec; returns (record, duplicate). Idempotent by task id.
+
+        Raises:
+            RequestRefused: shutting down, bad spec, unknown task, or a full queue.
+        """
+        task_id = spec.task_id
+        existing = self._known(task_id)
+        if existing is not None:
+            return existing, True
+        if not self.accepting:
+            raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
+        if not task_id or len(task_id) > 200:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "task_id must be 1 to 200 characters")
+        task = self.registry.get(spec.name)
+        if task is None:
+            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
+        if self.max_queue and len(self.queue) + len(self.schedule) >= self.max_queue:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
+            )
+        priority = spec.priority or task.options.priority.to_wire()
+        if priority not in LEVELS:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
+        now = self.clock()
+        record = TaskRecord(spec, priority, now)
+        self.active[task_id] = record
+        self.counters.submitted += 1
+        if spec.eta > now:
+            self._hold(record, spec.eta)
+        else:
+            self._enqueue(record)
+        return record, False
+
+    def _enqueue(self, record: TaskRecord) -> None:
+        """Put a PENDING record in the queue and wake a free slot."""
+        with self.lock:
+            record.state = PENDING
+            self.queue.push(record)
+            self._work_ready.notify()
+
+    def _hold(self, record: TaskRecord, due: float) -> None:
+        record.state = SCHEDULED
+        record.eta = due
+        self.schedule.add(record, due)
+        self._arm_schedule_timer()
+
+    def _arm_schedule_timer(self) -> None:
+        due = self.schedule.next_due()
+        if due is None or (self._schedule_timer_due is not None and self._schedule_timer_due <= due):
+            return
+        if self._schedule_timer is not None:
+            self._schedule_timer.cancel()
+        delay = max(0.0, due - self.clock())
+        self._schedule_timer = self._loop.call_later(delay, self._release_due)
+        self._schedule_timer_due = due
+
+    def _release_due(self) -> None:
+        self._schedule_timer = None
+        self._schedule_timer_due = None
+        for record in self.schedule.pop_due(self.clock()):
+            record.eta = 0.0
+            self._enqueue(record)
+        self._arm_schedule_timer()
+
+    # --------------------------------------------------------------------------------------- dispatch
+
+    def take_local(self) -> tuple[TaskRecord, TaskFunction[Any, Any]] | None:
+        """Block until a task can run in a local slot, mark it RUNNING and return it (slot threads only).
+
+        Returns None when the slots must stop.
+        """
+        with self.lock:
+            while True:
+                if self._slots_stopping:
+                    return None
+                record = self.queue.pop()
+                if record is not None:
+                    task = self.registry.get(record.name)
+                    if task is None:  # registered locally at submit, so this cannot happen; fail loudly
+                        record.state = RUNNING
+                        self._loop.call_soon_threadsafe(
+                            self._fail_running, record, "UnknownTask", f"no local task {record.name!r}"
+                        )
+                        continue
+                    record.state = RUNNING
+                    record.attempts += 1
+                    record.worker = LOCAL_WORKER_ID
+                    record.started_at = self.clock()
+                    self.running += 1
+                    self.counters.executed_locally += 1
+                    return record, task
+                self._work_ready.wait()
+
+    def _fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
+        self._fail(record, error_type, message)
+
+    def _on_local_done(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
+        with self.lock:
+            self.running -= 1
+            if self.running == 0:
+                self._drained.set()
+        if record.state == RUNNING:
+            if cancelled:
+                record.error = outcome.error
+                self._finalize(record, CANCELLED)
+            elif outcome.succeeded:
+                record.result = outcome.result
+                self._finalize(record, SUCCESS)
+            else:
+                record.error = outcome.error
+                self._finalize(record, FAILURE)
+
+    # ---------------------------------------------------------------------------------------- finish
+
+    def _fail(self, record: TaskRecord, error_type: str, message: str) -> None:
+        record.error = task_pb2.TaskError(type=error_type, message=message)
+        self._finalize(record, FAILURE)
+
+    def _finalize(self, record: TaskRecord, state: int) -> None:
+        now = self.clock()
+        record.state = state
+        record.finished_at = now
+        if state == SUCCESS:
+            self.counters.succeeded += 1
+        elif state == FAILURE:
+            self.counters.failed += 1
+        else:
+            self.counters.cancelled += 1
+        second = int(now)
+        buckets = self._finish_buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([second, 1])
+            if len(buckets) > THROUGHPUT_WINDOW + 1:
+                buckets.popleft()
+        self.active.pop(record.task_id, None)
+        self.cache.add(record, now)
+        waiters = self._waiters.pop(record.task_id, None)
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done:
+                    waiter.done = True
+                    # Deferred so that tasks finishing in the same loop turn share one reply.
+                    self._loop.call_soon(self._complete_wait, waiter)
+
+    # ------------------------------------------------------------------------------------------ wait
+
+    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
+        """Call back when any of the tasks is final (with all that are final then), or at timeout."""
+        timeout = max(0.0, min(timeout, MAX_WAIT))
+        finished, pending, missing = self._split(task_ids)
+        if finished or not pending or timeout == 0:
+            callback(finished, pending, missing)
+            return
+        waiter = Waiter(pending, callback)
+        for task_id in pending:
+            self._waiters.setdefault(task_id, []).append(waiter)
+        waiter.timer = self._loop.call_later(timeout, self._expire_wait, waiter)
+
+    def _split(self, task_ids: Iterable[str]) -> tuple[list[TaskRecord], list[str], list[str]]:
+        finished: list[TaskRecord] = []
+        pending: list[str] = []
+        missing: list[str] = []
+        for task_id in task_ids:
+            record = self.find(task_id)
+            if record is None:
+                missing.append(task_id)
+            elif record.is_final:
+                finished.append(record)
+            else:
+                pending.append(task_id)
+        return finished, pending, missing
+
+    def _expire_wait(self, waiter: Waiter) -> None:
+        if not waiter.done:
+            waiter.done = True
+            self._complete_wait(waiter)
+
+    def _complete_wait(self, waiter: Waiter) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        for task_id in waiter.ids:
+            listeners = self._waiters.get(task_id)
+            if listeners is not None:
+                try:
+                    listeners.remove(waiter)
+                except ValueError:
+                    pass
+                if not listeners:
+                    del self._waiters[task_id]
+        finished, pending, missing = self._split(waiter.ids)
+        try:
+            waiter.callback(finished, pending, missing)
+        except Exception:
+            logger.exception("wait callback failed")
+
+    # ------------------------------------------------------------------------------- cancel / retry
+
+    def cancel(self, task_id: str) -> tuple[bool, int]:
+        """Cancel a task; returns (cancelled, previous state).
+
+        Raises:
+            RequestRefused: the task id is unknown.
+        """
+        record = self.find(task_id)
+        if record is None:
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
+        with self.lock:
+            previous = record.state
+            if previous == PENDING:
+                self.queue.discard(record)
+                record.state = CANCELLED  # under the lock: no slot can take it any more
+        if previous == SCHEDULED:
+            self.schedule.discard(record)
+        elif previous == RUNNING:
+            # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.
+            return self.local.cancel_running(task_id), previous
+        elif previous != PENDING:
+            return False, previous
+        record.error = task_pb2.TaskError(type="TaskCancelled", message="cancelled by request")
+        self._finalize(record, CANCELLED)
+        return True, previous
+
+    def retry(self, task_id: str) -> TaskRecord:
+        """Re-queue a FAILURE or CANCELLED task under its id with its original arguments and priority.
+
+        Raises:
+            RequestRefused: unknown id, or the task is not in FAILURE or CANCELLED.
+        """
+        record = self.find(task_id)
+        if record is None:
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
+        if record.state not in (FAILURE, CANCELLED):
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST,
+                f"only FAILURE or CANCELLED tasks can be retried (task is {task_pb2.TaskState.Name(record.state)})",  # type: ignore[arg-type]
+            )
+        if not self.accepting:
+            raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
+        self.cache.remove(task_id)
+        record.result = None
+        record.error = None
+        record.finished_at = 0.0
+        record.queued_at = self.clock()
+        self.active[task_id] = record
+        self.counters.retried += 1
+        self._enqueue(record)
+        return record
+
+    # ----------------------------------------------------------------------------------------- stats
+
+    def throughput(self) -> float:
+        """Tasks finished per second over the last minute (or since start, if shorter)."""
+        now = self.clock()
+        oldest = int(now - THROUGHPUT_WINDOW)
+        finished = sum(count for second, count in self._finish_buckets if second > oldest)
+        window = min(THROUGHPUT_WINDOW, max(now - self.started_at, 1e-9))
+        return finished / window
+
+    def _expire_results(self) -> None:
+        self.cache.expire(self.clock())
+        self._expiry_timer = self._loop.call_later(min(60.0, self.cache.ttl), self._expire_results)
+
+    # -------------------------------------------------------------------------------------- shutdown
+
+    def stop_accepting(self) -> None:
+        """Refuse new submissions from now on."""
+        self.accepting = False
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for running tasks to finish, at most timeout seconds; True if all did."""
+        with self.lock:
+            self.queue.paused.update(LEVELS)  # start nothing new
+            if self.running:
+                self._drained.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop timers and the local executor."""
+        self._expiry_timer.cancel()
+        if self._schedule_timer is not None:
+            self._schedule_timer.cancel()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+        self._waiters.clear()
+        with self.lock:
+            self._slots_stopping = True
+            self._work_ready.notify_all()
+        self.local.close()

@@ -1,0 +1,126 @@
+"""The control plane's in-process executor: ``--local-concurrency`` slots, each a thread that runs tasks.
+
+A slot takes its next task straight from the coordinator's priority queue (under the
+coordinator's lock) the moment it is free, so a critical task queued behind many low ones is the
+very next to start, and no task waits for an event-loop round trip between two executions.
+Sync tasks run on the slot's thread; async tasks run on the event loop while their slot waits,
+so one bound covers both. Outcomes go back to the loop in batches: one wake-up for everything
+that finished meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from fastworker.client.task import TaskFunction
+from fastworker.controlplane.records import TaskRecord
+from fastworker.worker.executor import Outcome, failure, prepare, run_async, run_sync
+
+logger = logging.getLogger(__name__)
+
+#: Blocks until a task is ready for this slot and marks it RUNNING; None means "stop".
+TakeNext = Callable[[], tuple[TaskRecord, TaskFunction[Any, Any]] | None]
+#: The coordinator's completion callback on the loop: (record, outcome, cancelled while running).
+DoneCallback = Callable[[TaskRecord, Outcome, bool], None]
+
+
+class LocalExecutor:
+    """Runs tasks in this process on ``concurrency`` slot threads and reports each outcome on the loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        concurrency: int,
+        take_next: TakeNext,
+        on_done: DoneCallback,
+        *,
+        allow_pickle: bool = False,
+    ) -> None:
+        if concurrency < 0:
+            raise ValueError("local concurrency cannot be negative")
+        self._loop = loop
+        self.concurrency = concurrency
+        self._take_next = take_next
+        self._on_done = on_done
+        self._allow_pickle = allow_pickle
+        self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
+        self._wake_scheduled = False
+        self._async_runs: dict[str, concurrent.futures.Future[Outcome]] = {}
+        self._threads = [
+            threading.Thread(target=self._slot_main, name=f"fastworker-slot-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+
+    def start(self) -> None:
+        """Start the slot threads."""
+        for thread in self._threads:
+            thread.start()
+
+    def cancel_running(self, task_id: str) -> bool:
+        """Cancel a running async task; a sync task on a thread cannot be interrupted (returns False)."""
+        run = self._async_runs.get(task_id)
+        if run is None or run.done():
+            return False
+        return run.cancel()
+
+    def _slot_main(self) -> None:
+        while True:
+            taken = self._take_next()
+            if taken is None:
+                return
+            record, task = taken
+            cancelled = False
+            try:
+                prepared = prepare(task, record.spec.arguments, allow_pickle=self._allow_pickle)
+                if isinstance(prepared, Outcome):
+                    outcome = prepared
+                elif task.is_async:
+                    outcome, cancelled = self._run_on_loop(record, task, *prepared)
+                else:
+                    outcome = run_sync(task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+            except BaseException as exc:  # a slot must survive anything a task does
+                outcome = failure(type(exc).__name__, str(exc))
+            self._completed.append((record, outcome, cancelled))
+            if not self._wake_scheduled:
+                self._wake_scheduled = True
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver_completed)
+                except RuntimeError:  # the loop closed during shutdown
+                    return
+
+    def _run_on_loop(
+        self, record: TaskRecord, task: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Outcome, bool]:
+        run = asyncio.run_coroutine_threadsafe(
+            run_async(task, args, kwargs, allow_pickle=self._allow_pickle), self._loop
+        )
+        self._async_runs[record.task_id] = run
+        try:
+            return run.result(), False
+        except concurrent.futures.CancelledError:
+            return failure("TaskCancelled", "cancelled while running"), True
+        finally:
+            self._async_runs.pop(record.task_id, None)
+
+    def _deliver_completed(self) -> None:
+        self._wake_scheduled = False
+        completed = self._completed
+        while completed:
+            record, outcome, cancelled = completed.popleft()
+            try:
+                self._on_done(record, outcome, cancelled)
+            except Exception:
+                logger.exception("completion handling failed for task %s", record.task_id)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Cancel running async tasks and wait briefly for idle slot threads to leave."""
+        for run in list(self._async_runs.values()):
+            run.cancel()
+        for thread in self._threads:
+            thread.join(timeout=timeout / max(1, len(self._threads)))

@@ -1,0 +1,148 @@
+"""A task's record on the control plane, and the result cache that keeps finished records (LRU + TTL)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from fastworker.protocol.v1 import task_pb2
+
+PENDING = task_pb2.TASK_STATE_PENDING
+SCHEDULED = task_pb2.TASK_STATE_SCHEDULED
+RUNNING = task_pb2.TASK_STATE_RUNNING
+RETRYING = task_pb2.TASK_STATE_RETRYING
+SUCCESS = task_pb2.TASK_STATE_SUCCESS
+FAILURE = task_pb2.TASK_STATE_FAILURE
+CANCELLED = task_pb2.TASK_STATE_CANCELLED
+FINAL_STATES = frozenset({SUCCESS, FAILURE, CANCELLED})
+
+
+class TaskRecord:
+    """Everything the control plane knows about one task; the spec keeps the encoded arguments."""
+
+    __slots__ = (
+        "attempts",
+        "entry",
+        "error",
+        "eta",
+        "finished_at",
+        "name",
+        "priority",
+        "queued_at",
+        "result",
+        "spec",
+        "started_at",
+        "state",
+        "task_id",
+        "worker",
+    )
+
+    def __init__(self, spec: task_pb2.TaskSpec, priority: int, queued_at: float) -> None:
+        self.spec = spec
+        self.task_id = spec.task_id
+        self.name = spec.name
+        self.priority = priority
+        self.state: int = PENDING
+        self.attempts = 0
+        self.worker = ""
+        self.queued_at = queued_at
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.eta = spec.eta
+        self.result: task_pb2.Payload | None = None
+        self.error: task_pb2.TaskError | None = None
+        #: Identifies the live queue or schedule entry; a stale entry (cancelled, then re-queued) is skipped.
+        self.entry = 0
+
+    @property
+    def is_final(self) -> bool:
+        """True in SUCCESS, FAILURE and CANCELLED."""
+        return self.state in FINAL_STATES
+
+    def fill_info(self, info: task_pb2.TaskInfo, *, with_arguments: bool = False) -> None:
+        """Write this record into a TaskInfo message (result and error included when set)."""
+        info.task_id = self.task_id
+        info.name = self.name
+        info.state = self.state  # type: ignore[assignment]
+        info.priority = self.priority  # type: ignore[assignment]
+        info.attempts = self.attempts
+        info.worker = self.worker
+        info.queued_at = self.queued_at
+        info.started_at = self.started_at
+        info.finished_at = self.finished_at
+        info.eta = self.eta if self.state in (SCHEDULED, RETRYING) else 0.0
+        if self.result is not None:
+            info.result.CopyFrom(self.result)
+        if self.error is not None:
+            info.error.CopyFrom(self.error)
+        if with_arguments:
+            info.arguments.CopyFrom(self.spec.arguments)
+
+
+class ResultCache:
+    """Finished records by task id, bounded by count (least recently used goes first) and by age.
+
+    Age counts from when the task finished; a read refreshes recency but not age. ``now`` is passed
+    in so tests can drive the clock.
+    """
+
+    def __init__(self, max_size: int, ttl: float) -> None:
+        if max_size < 1:
+            raise ValueError("result cache size must be at least 1")
+        if ttl <= 0:
+            raise ValueError("result TTL must be positive")
+        self.max_size = max_size
+        self.ttl = ttl
+        self._records: OrderedDict[str, TaskRecord] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return iter(self._records.values())
+
+    def add(self, record: TaskRecord, now: float) -> None:
+        """Keep a finished record, evicting the least recently used ones over the size bound."""
+        self._records[record.task_id] = record
+        self._records.move_to_end(record.task_id)
+        while len(self._records) > self.max_size:
+            self._records.popitem(last=False)
+            self.evicted += 1
+
+    def get(self, task_id: str, now: float) -> TaskRecord | None:
+        """The record if present and younger than the TTL (an expired one is dropped)."""
+        record = self._records.get(task_id)
+        if record is None:
+            self.misses += 1
+            return None
+        if now - record.finished_at > self.ttl:
+            del self._records[task_id]
+            self.evicted += 1
+            self.misses += 1
+            return None
+        self._records.move_to_end(task_id)
+        self.hits += 1
+        return record
+
+    def peek(self, task_id: str, now: float) -> TaskRecord | None:
+        """The record if present and unexpired, without counting a hit or refreshing recency."""
+        record = self._records.get(task_id)
+        if record is None or now - record.finished_at > self.ttl:
+            return None
+        return record
+
+    def remove(self, task_id: str) -> TaskRecord | None:
+        """Take a record out (e.g. when a finished task is retried)."""
+        return self._records.pop(task_id, None)
+
+    def expire(self, now: float) -> int:
+        """Drop every record older than the TTL; return how many went."""
+        cutoff = now - self.ttl
+        expired = [tid for tid, rec in self._records.items() if rec.finished_at < cutoff]
+        for task_id in expired:
+            del self._records[task_id]
+        self.evicted += len(expired)
+        return len(expired)

@@ -1,0 +1,174 @@
+"""Owns every socket of the control plane and wires them to the coordinator: the daemon's I/O boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pynng
+
+from fastworker.client.task import TaskRegistry
+from fastworker.client.transport import ReplyServer, Request, listener_url
+from fastworker.controlplane.api import ClientApi, error_frame
+from fastworker.controlplane.coordinator import Coordinator
+from fastworker.controlplane.discovery import DiscoveryPublisher
+from fastworker.controlplane.settings import ControlPlaneSettings
+from fastworker.controlplane.version import __version__
+from fastworker.protocol.v1 import error_pb2
+from fastworker.protocol.v1.discovery_pb2 import Announcement
+
+logger = logging.getLogger(__name__)
+
+_RECV_SLACK = 1024
+
+
+class ControlPlane:
+    """One control-plane process: sockets, coordinator, discovery, and the shutdown sequence."""
+
+    def __init__(self, settings: ControlPlaneSettings, registry: TaskRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.instance_id = uuid.uuid4().hex
+        self.addresses: dict[str, str | None] = {}
+        self._stop = asyncio.Event()
+        self._sockets: list[pynng.Socket] = []
+        self._servers: list[ReplyServer] = []
+        self.coordinator: Coordinator | None = None
+        self._publisher: DiscoveryPublisher | None = None
+
+    async def start(self) -> None:
+        """Bind every socket, start serving, and write the ready file."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.coordinator = Coordinator(
+            loop,
+            self.registry,
+            local_concurrency=s.local_concurrency,
+            result_cache_size=s.result_cache_size,
+            result_ttl=s.result_ttl,
+            max_queue=s.max_queue,
+            allow_pickle=s.allow_pickle,
+        )
+        api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size)
+
+        def serve_client(request: Request) -> None:
+            api.handle(request.data, request.reply)
+
+        client_address = self._serve(pynng.Rep0, s.client_address, serve_client, loop)
+        dispatch_address = self._serve(pynng.Rep0, s.dispatch_address, self._serve_dispatch, loop)
+
+        pub = pynng.Pub0()
+        self._sockets.append(pub)
+        discovery_address = listener_url(pub.listen(s.discovery_address), s.discovery_address)
+        self.addresses = {
+            "discovery": discovery_address,
+            "client": client_address,
+            "dispatch": dispatch_address,
+            "dashboard": None,
+        }
+        self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval)
+        self._publisher.start()
+        if s.ready_file:
+            self._write_ready_file(Path(s.ready_file))
+        logger.info(
+            "control plane %s serving: discovery %s, clients %s, dispatch %s; %d tasks registered; "
+            "local concurrency %d",
+            self.instance_id,
+            discovery_address,
+            client_address,
+            dispatch_address,
+            len(self.registry),
+            s.local_concurrency,
+        )
+
+    def _serve(
+        self,
+        factory: type[pynng.Rep0],
+        address: str,
+        handler: Callable[[Request], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> str:
+        sock = factory(recv_max_size=self.settings.max_frame_size + _RECV_SLACK)
+        self._sockets.append(sock)
+        bound = listener_url(sock.listen(address), address)
+        server = ReplyServer(sock, handler, loop)
+        server.start()
+        self._servers.append(server)
+        return bound
+
+    def _serve_dispatch(self, request: Request) -> None:
+        # Subworker registration and dispatch arrive with issue 4; until then say so, typed.
+        request.reply(
+            error_frame(error_pb2.ERROR_CODE_INVALID_REQUEST, "this control plane does not accept subworkers yet")
+        )
+
+    def _describe(self, announcement: Announcement) -> None:
+        announcement.instance_id = self.instance_id
+        announcement.client_address = self.addresses["client"] or ""
+        announcement.dispatch_address = self.addresses["dispatch"] or ""
+        announcement.dashboard_url = self.addresses["dashboard"] or ""
+        announcement.task_names.extend(self.registry.names())
+        announcement.workers_online = 0
+        announcement.auth_required = False
+        announcement.version = __version__
+        if self.coordinator is not None:
+            announcement.started_at = self.coordinator.started_at
+
+    def _write_ready_file(self, path: Path) -> None:
+        content = {"pid": os.getpid(), **self.addresses}
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(content))
+        os.replace(temporary, path)
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Begin the shutdown sequence (safe to call from a signal handler on the loop)."""
+        if not self._stop.is_set():
+            logger.info("shutting down: %s", reason)
+            self._stop_reason = reason
+            self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until a stop is requested, then drain and close."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, announce shutdown, drain running tasks up to the drain timeout, close."""
+        coordinator = self.coordinator
+        publisher = self._publisher
+        reason = getattr(self, "_stop_reason", "requested")
+        if coordinator is not None:
+            coordinator.stop_accepting()
+        if publisher is not None:
+            await publisher.stop()
+            publisher.announce_shutdown(self.instance_id, self.settings.drain_timeout, reason)
+        if coordinator is not None:
+            drained = await coordinator.drain(self.settings.drain_timeout)
+            if not drained:
+                logger.warning(
+                    "drain timeout (%.1f s) passed with %d tasks still running",
+                    self.settings.drain_timeout,
+                    coordinator.running,
+                )
+            # Let replies to waits that the drain just answered reach their clients.
+            await asyncio.sleep(0.05)
+            coordinator.close()
+        for server in self._servers:
+            server.close()
+        for sock in self._sockets:
+            sock.close()
+        if self.settings.ready_file:
+            try:
+                Path(self.settings.ready_file).unlink()
+            except FileNotFoundError:
+                pass
+        logger.info("control plane %s stopped", self.instance_id)

@@ -1,0 +1,148 @@
+"""A harness that runs real control-plane processes on loopback for tests: free ports, bounded waits, stop by pid.
+
+Used by FastWorker's own integration suite and by applications' tests::
+
+    with run_controlplane(task_modules=["myapp.tasks"]) as cp:
+        with SyncClient(cp.discovery) as client:
+            assert client.submit("add", 1, 2) == 3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Longest wait for a daemon's ready file, in seconds.
+READY_TIMEOUT = 20.0
+#: Longest wait for a daemon to exit after SIGTERM before it is killed, in seconds.
+STOP_TIMEOUT = 15.0
+
+
+class HarnessError(RuntimeError):
+    """A daemon did not start or stop as expected; the message includes its output."""
+
+
+@dataclass
+class RunningControlPlane:
+    """A control-plane process started by :func:`run_controlplane`."""
+
+    process: subprocess.Popen[bytes]
+    discovery: str
+    client: str
+    dispatch: str
+    dashboard: str | None
+    log_path: Path
+    argv: list[str]
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the daemon wrote to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM the daemon by pid and wait for it (SIGKILL after timeout); returns its exit code."""
+        return stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
+    """Stop one process that this harness started: SIGTERM by pid, then SIGKILL if it does not exit."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            return process.wait(timeout=timeout)
+    return process.returncode
+
+
+def wait_for_ready_file(
+    path: Path, process: subprocess.Popen[bytes], log_path: Path, timeout: float
+) -> dict[str, object]:
+    """Poll for a daemon's ready file (bounded); raise HarnessError with its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                content: dict[str, object] = json.loads(path.read_text())
+                return content
+            except json.JSONDecodeError:
+                pass  # being written
+        if process.poll() is not None:
+            raise HarnessError(f"daemon exited with {process.returncode} before it was ready:\n{log_path.read_text()}")
+        time.sleep(0.02)
+    stop_process(process)
+    raise HarnessError(f"daemon not ready within {timeout:g} s:\n{log_path.read_text()}")
+
+
+def start_controlplane(
+    *,
+    task_modules: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    discovery: str = "tcp://127.0.0.1:0",
+    client: str = "tcp://127.0.0.1:0",
+    dispatch: str = "tcp://127.0.0.1:0",
+    env: Mapping[str, str] | None = None,
+    workdir: Path | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> RunningControlPlane:
+    """Start ``fastworker-controlplane`` as a subprocess and wait until it serves.
+
+    Port 0 lets the OS pick free ports; the real addresses come from the ready file.
+    """
+    folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-cp-"))
+    ready = folder / f"ready-{time.monotonic_ns()}.json"
+    log_path = folder / f"controlplane-{time.monotonic_ns()}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "fastworker.controlplane",
+        "--discovery-address",
+        discovery,
+        "--client-address",
+        client,
+        "--dispatch-address",
+        dispatch,
+        "--no-dashboard",
+        "--ready-file",
+        str(ready),
+        *(["--task-modules", *task_modules] if task_modules else []),
+        *extra_args,
+    ]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    child_env.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=os.getcwd())
+    info = wait_for_ready_file(ready, process, log_path, ready_timeout)
+    return RunningControlPlane(
+        process=process,
+        discovery=str(info["discovery"]),
+        client=str(info["client"]),
+        dispatch=str(info["dispatch"]),
+        dashboard=info["dashboard"] if isinstance(info.get("dashboard"), str) else None,  # type: ignore[arg-type]
+        log_path=log_path,
+        argv=argv,
+    )
+
+
+@contextlib.contextmanager
+def run_controlplane(**kwargs: object) -> Iterator[RunningControlPlane]:
+    """Context manager around :func:`start_controlplane` that always stops the daemon by pid."""
+    control_plane = start_controlplane(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield control_plane
+    finally:
+        control_plane.stop()

@@ -1,0 +1,172 @@
+"""Run one task and turn what it returned or raised into wire types (the hot path: no logging, no copies).
+
+Callers decode the arguments with :func:`prepare`, then call :func:`run_sync` (from a worker
+thread) or await :func:`run_async` (on the event loop), and send the :class:`Outcome` on.
+Any ``Exception`` a task raises, and ``SystemExit``, becomes a failed Outcome; a task cannot
+stop the process. ``KeyboardInterrupt`` and ``asyncio.CancelledError`` propagate.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from time import time
+from types import TracebackType
+from typing import Any
+
+from fastworker.client.task import TaskFunction
+from fastworker.protocol.errors import PayloadError
+from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE, decode_arguments, encode_value
+from fastworker.protocol.v1.task_pb2 import Payload, TaskError
+
+__all__ = ["Outcome", "failure", "prepare", "run_async", "run_sync"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one execution ended: a result payload on success, a TaskError on failure.
+
+    Attributes:
+        succeeded: True when the task returned and its result encoded.
+        result: The encoded return value; None on failure.
+        error: What went wrong; None on success.
+        started_at: Wall-clock time (``time.time()``) when execution started.
+        finished_at: Wall-clock time when the outcome was complete.
+    """
+
+    succeeded: bool
+    result: Payload | None
+    error: TaskError | None
+    started_at: float
+    finished_at: float
+
+
+def failure(type_: str, message: str, traceback: str = "") -> Outcome:
+    """A failed Outcome for a system error (e.g. ``UnknownTask``), started and finished now.
+
+    Args:
+        type_: The error type name, as clients read it in ``TaskError.type``.
+        message: The human-readable message.
+        traceback: A formatted traceback; empty for system errors.
+    """
+    now = time()
+    return Outcome(False, None, TaskError(type=type_, message=message, traceback=traceback), now, now)
+
+
+def prepare(
+    tf: TaskFunction[Any, Any],
+    arguments: Payload,
+    *,
+    allow_pickle: bool = False,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> tuple[tuple[Any, ...], dict[str, Any]] | Outcome:
+    """Decode a task's arguments, or say why they cannot be.
+
+    Args:
+        tf: The task the arguments are for.
+        arguments: The ``[args, kwargs]`` payload from the TaskSpec.
+        allow_pickle: Accept pickle payloads (an explicit opt-in).
+        max_size: Largest accepted payload, in bytes.
+
+    Returns:
+        ``(args, kwargs)``, or a failed Outcome of type ``PayloadError`` when the payload is
+        corrupt, too large, not an ``[args, kwargs]`` pair, or pickled while pickle is refused.
+    """
+    try:
+        return decode_arguments(arguments, allow_pickle=allow_pickle, max_size=max_size)
+    except PayloadError as exc:
+        return failure("PayloadError", f"cannot decode the arguments of task {tf.name!r}: {exc}")
+
+
+def run_sync(
+    tf: TaskFunction[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    allow_pickle: bool = False,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> Outcome:
+    """Call a ``def`` task in this thread and encode what it returned or raised.
+
+    Args:
+        tf: A task whose ``is_async`` is False.
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+        allow_pickle: Encode the result with pickle (an explicit opt-in).
+        max_size: Largest result payload, in bytes; a larger one is a ``PayloadError`` failure.
+
+    Raises:
+        TypeError: The task is an ``async def`` (use :func:`run_async`).
+        KeyboardInterrupt: Propagated from the task.
+    """
+    if tf.is_async:
+        raise TypeError(f"task {tf.name!r} is async: run it with run_async")
+    started = time()
+    try:
+        value = tf.fn(*args, **kwargs)
+    except (Exception, SystemExit) as exc:
+        return _raised(exc, started)
+    return _returned(value, started, allow_pickle, max_size)
+
+
+async def run_async(
+    tf: TaskFunction[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    allow_pickle: bool = False,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> Outcome:
+    """Await an ``async def`` task on the running loop and encode what it returned or raised.
+
+    Args:
+        tf: A task whose ``is_async`` is True.
+        args: Positional arguments.
+        kwargs: Keyword arguments.
+        allow_pickle: Encode the result with pickle (an explicit opt-in).
+        max_size: Largest result payload, in bytes; a larger one is a ``PayloadError`` failure.
+
+    Raises:
+        TypeError: The task is a plain ``def`` (use :func:`run_sync`, in a thread).
+        asyncio.CancelledError: The awaiting task was cancelled; never turned into an Outcome.
+        KeyboardInterrupt: Propagated from the task.
+    """
+    if not tf.is_async:
+        raise TypeError(f"task {tf.name!r} is not async: run it with run_sync, in a thread")
+    started = time()
+    try:
+        value = await tf.fn(*args, **kwargs)
+    except (Exception, SystemExit) as exc:
+        return _raised(exc, started)
+    return _returned(value, started, allow_pickle, max_size)
+
+
+def _returned(value: Any, started: float, allow_pickle: bool, max_size: int) -> Outcome:
+    try:
+        payload = encode_value(value, allow_pickle=allow_pickle, max_size=max_size)
+    except PayloadError as exc:
+        return Outcome(False, None, TaskError(type="PayloadError", message=_text(exc)), started, time())
+    except Exception as exc:  # a value whose own conversion code raised (a Mapping's __iter__, ...)
+        message = f"cannot encode {type(value).__qualname__}: {type(exc).__name__}: {_text(exc)}"
+        return Outcome(False, None, TaskError(type="PayloadError", message=message), started, time())
+    return Outcome(True, payload, None, started, time())
+
+
+def _raised(exc: BaseException, started: float) -> Outcome:
+    # The first traceback entry is run_sync/run_async's own frame: leave it out, so that the
+    # traceback starts in the task (and is just the error line for a call with wrong arguments).
+    tb: TracebackType | None = exc.__traceback__
+    if tb is not None:
+        tb = tb.tb_next
+    text = "".join(_traceback.format_exception(type(exc), exc, tb))
+    error = TaskError(type=type(exc).__name__, message=_text(exc), traceback=text)
+    return Outcome(False, None, error, started, time())
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__} object>"
