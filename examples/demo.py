@@ -1,24 +1,78 @@
-"""What FastWorker can show today: the wire protocol round trip (the daemons land with issue 3)."""
+"""Start FastWorker with the example tasks, submit work to it, and show what happened.
+
+Run with ``bash scripts/demo`` (or ``python examples/demo.py`` with the packages installed).
+``--keep-running`` leaves the control plane up afterwards until Ctrl+C.
+"""
 
 from __future__ import annotations
 
-import uuid
+import argparse
+import asyncio
+import os
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
 
-from fastworker.protocol import decode_arguments, decode_frame, encode_arguments, encode_frame, new_envelope
+from fastworker.client import Client, TaskFailed
+from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+
+HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
-    envelope = new_envelope(correlation_id=1)
-    spec = envelope.submit.task
-    spec.task_id = str(uuid.uuid4())
-    spec.name = "add"
-    spec.arguments.CopyFrom(encode_arguments((1, 2), {}))
-    frame = encode_frame(envelope)
-    decoded = decode_frame(frame)
-    args, kwargs = decode_arguments(decoded.submit.task.arguments)
-    print(f"encoded a submit of {spec.name}{args} as a {len(frame)}-byte frame and decoded it back")
-    print("the control plane, subworkers and dashboard are not built yet: nothing was started or submitted")
+async def submit_work(control_plane: RunningControlPlane) -> None:
+    async with Client(control_plane.discovery) as client:
+        print(f"add(2, 3) = {await client.submit('add', 2, 3, timeout=10)}")
+        email = await client.submit("emails.send", 42, subject="Welcome", timeout=10)
+        print(f"emails.send(42) -> {email}")
+        total = await client.submit("invoice_total", [("tea", Decimal("3.20")), ("cake", Decimal("4.15"))], timeout=10)
+        print(f"invoice_total -> {total!r}")
+
+        started = time.perf_counter()
+        ids = await asyncio.gather(*[client.delay("add", i, i) for i in range(2000)])
+        values = await client.results(ids, timeout=30)
+        elapsed = time.perf_counter() - started
+        assert values == [2 * i for i in range(2000)], "wrong results"
+        print(f"2,000 concurrent add tasks: all correct in {elapsed:.2f} s")
+
+        ids = await client.delay_many([("reports.checksum", (f"doc-{i}",), {"rounds": 200}) for i in range(50)])
+        await client.wait_many(ids, timeout=30)
+        print(f"50 low-priority checksum tasks finished, e.g. {(await client.status(ids[0])).result[:16]}...")
+
+        try:
+            await client.submit("fail", "the demo asked for it", timeout=10)
+        except TaskFailed as exc:
+            print(f"fail -> TaskFailed: {exc.info.error.type}: {exc.info.error.message}" if exc.info.error else str(exc))
+
+        stats = await client.stats()
+        print(
+            "stats: submitted={submitted} succeeded={succeeded} failed={failed} throughput={throughput:.0f}/s".format(
+                **stats
+            )
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-running", action="store_true", help="leave the control plane running until Ctrl+C")
+    args = parser.parse_args()
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "quickstart"), os.environ.get("PYTHONPATH")]))}
+    print("starting the control plane with examples/quickstart/example_tasks.py ...")
+    control_plane = start_controlplane(task_modules=["example_tasks"], env=env)
+    print(f"control plane pid {control_plane.pid}: discovery {control_plane.discovery}, clients {control_plane.client}")
+    print("(subworkers and the web dashboard are not part of this release yet; the control plane runs every task)")
+    try:
+        asyncio.run(submit_work(control_plane))
+        if args.keep_running:
+            print(f"control plane still running; connect with Client({control_plane.discovery!r}). Ctrl+C stops it.")
+            control_plane.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = control_plane.stop()
+        print(f"control plane stopped (exit code {code})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -129,6 +129,11 @@ def test_empty_envelope_raises_decode_error() -> None:
         decode_frame(encode_frame(new_envelope(1)))
 
 
+def test_a_bare_header_is_an_empty_frame_not_a_version_mismatch() -> None:
+    with pytest.raises(DecodeError, match="empty envelope"):
+        decode_frame(FRAME_PREFIX)
+
+
 def test_unknown_protocol_version_raises_incompatible_protocol() -> None:
     envelope = _submit_envelope()
     envelope.protocol_version = 99

@@ -30,7 +30,7 @@ from fastworker.client.errors import (
     UnknownTask,
 )
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
-from fastworker.client.transport import RequestChannel, Subscription, TransportClosed
+from fastworker.client.transport import RequestChannel, Subscription, TransportClosed, TransportError
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value, encode_arguments
@@ -298,6 +298,10 @@ class Client:
                 continue
             except TransportClosed:
                 raise ControlPlaneUnavailable("the client was closed") from None
+            except TransportError as exc:
+                logger.debug("request failed (%s); retrying", exc)
+                await asyncio.sleep(0.05)
+                continue
             try:
                 reply = decode_frame(data, max_size=self.max_frame_size)
             except (DecodeError, IncompatibleProtocol) as exc:

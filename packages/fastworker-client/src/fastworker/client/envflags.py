@@ -50,10 +50,13 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
 
 
 def _convert(parser: argparse.ArgumentParser, action: argparse.Action, name: str, raw: str) -> object:
-    if action.type is None:
-        return raw
-    try:
-        return action.type(raw)  # type: ignore[operator]
-    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-        parser.error(f"{name}={raw!r}: {exc}")
-    raise AssertionError("unreachable")  # parser.error exits
+    value: object = raw
+    if action.type is not None:
+        try:
+            value = action.type(raw)  # type: ignore[operator]
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            parser.error(f"{name}={raw!r}: {exc}")
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(repr(c) for c in action.choices)
+        parser.error(f"{name}={raw!r}: invalid choice (choose from {choices})")
+    return value

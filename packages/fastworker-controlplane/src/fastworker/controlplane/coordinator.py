@@ -73,10 +73,11 @@ WaitCallback = Callable[[list[TaskRecord], list[str], list[str]], None]
 class Waiter:
     """A pending wait for any of a set of tasks to reach a final state."""
 
-    __slots__ = ("callback", "done", "ids", "timer")
+    __slots__ = ("callback", "done", "ids", "pending", "timer")
 
-    def __init__(self, ids: list[str], callback: WaitCallback) -> None:
-        self.ids = ids
+    def __init__(self, ids: list[str], pending: list[str], callback: WaitCallback) -> None:
+        self.ids = ids  # every id asked for, so unknown ones are still reported at the end
+        self.pending = pending  # the ids this waiter listens on
         self.callback = callback
         self.done = False
         self.timer: asyncio.TimerHandle | None = None
@@ -296,7 +297,7 @@ class Coordinator:
         if finished or not pending or timeout == 0:
             callback(finished, pending, missing)
             return
-        waiter = Waiter(pending, callback)
+        waiter = Waiter(task_ids, pending, callback)
         for task_id in pending:
             self._waiters.setdefault(task_id, []).append(waiter)
         waiter.timer = self._loop.call_later(timeout, self._expire_wait, waiter)
@@ -323,7 +324,7 @@ class Coordinator:
     def _complete_wait(self, waiter: Waiter) -> None:
         if waiter.timer is not None:
             waiter.timer.cancel()
-        for task_id in waiter.ids:
+        for task_id in waiter.pending:
             listeners = self._waiters.get(task_id)
             if listeners is not None:
                 try:
@@ -358,6 +359,9 @@ class Coordinator:
             self.schedule.discard(record)
         elif previous == RUNNING:
             # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.
+            task = self.registry.get(record.name)
+            if task is None or not task.is_async:
+                return False, previous  # a sync task on a thread cannot be interrupted safely
             return self.local.cancel_running(task_id), previous
         elif previous != PENDING:
             return False, previous

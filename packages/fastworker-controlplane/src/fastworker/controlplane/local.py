@@ -52,6 +52,8 @@ class LocalExecutor:
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
         self._wake_scheduled = False
         self._async_runs: dict[str, concurrent.futures.Future[Outcome]] = {}
+        self._cancel_requested: set[str] = set()
+        self._runs_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._slot_main, name=f"fastworker-slot-{i}", daemon=True)
             for i in range(concurrency)
@@ -63,9 +65,17 @@ class LocalExecutor:
             thread.start()
 
     def cancel_running(self, task_id: str) -> bool:
-        """Cancel a running async task; a sync task on a thread cannot be interrupted (returns False)."""
-        run = self._async_runs.get(task_id)
-        if run is None or run.done():
+        """Cancel a running async task; returns False if it already finished.
+
+        The slot thread may not have handed the coroutine to the loop yet: then the request is
+        remembered and honoured the moment it does.
+        """
+        with self._runs_lock:
+            run = self._async_runs.get(task_id)
+            if run is None:
+                self._cancel_requested.add(task_id)
+                return True
+        if run.done():
             return False
         return run.cancel()
 
@@ -97,16 +107,21 @@ class LocalExecutor:
     def _run_on_loop(
         self, record: TaskRecord, task: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Outcome, bool]:
-        run = asyncio.run_coroutine_threadsafe(
-            run_async(task, args, kwargs, allow_pickle=self._allow_pickle), self._loop
-        )
-        self._async_runs[record.task_id] = run
+        task_id = record.task_id
+        with self._runs_lock:
+            coroutine = run_async(task, args, kwargs, allow_pickle=self._allow_pickle)
+            run = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+            self._async_runs[task_id] = run
+            if task_id in self._cancel_requested:
+                run.cancel()
         try:
             return run.result(), False
         except concurrent.futures.CancelledError:
             return failure("TaskCancelled", "cancelled while running"), True
         finally:
-            self._async_runs.pop(record.task_id, None)
+            with self._runs_lock:
+                self._async_runs.pop(task_id, None)
+                self._cancel_requested.discard(task_id)
 
     def _deliver_completed(self) -> None:
         self._wake_scheduled = False

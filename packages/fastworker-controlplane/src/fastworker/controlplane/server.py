@@ -160,7 +160,9 @@ class ControlPlane:
                     coordinator.running,
                 )
             # Let replies to waits that the drain just answered reach their clients.
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)
+            for server in self._servers:
+                await server.flush(timeout=1.0)
             coordinator.close()
         for server in self._servers:
             server.close()

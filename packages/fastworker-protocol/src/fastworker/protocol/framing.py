@@ -65,6 +65,8 @@ def decode_frame(data: bytes, *, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> Enve
         envelope.ParseFromString(data[_HEADER_SIZE:])
     except _ProtobufDecodeError as exc:
         raise DecodeError(f"malformed envelope: {exc}", data_size=size) from exc
+    if envelope.protocol_version == 0 and envelope.WhichOneof("body") is None:
+        raise DecodeError("empty envelope (no version, no body)", data_size=size)
     check_compatible(envelope.protocol_version)
     if envelope.WhichOneof("body") is None:
         raise DecodeError("envelope has no body (empty, or a message type this version does not know)", data_size=size)

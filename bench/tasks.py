@@ -1,0 +1,21 @@
+"""Trivial tasks for the benchmark suite, loaded by the control plane with ``--task-modules tasks``.
+
+``bench/run.py`` puts ``bench/`` on the control plane's ``PYTHONPATH``; the tasks do as little as
+possible so that the numbers measure FastWorker's own overhead (submit, queue, run, report).
+"""
+
+from __future__ import annotations
+
+from fastworker.client import task
+
+
+@task
+def noop() -> None:
+    """Do nothing (measures pure per-task overhead)."""
+    return None
+
+
+@task
+def add(x: int, y: int) -> int:
+    """Return ``x + y`` (lets the benchmark check every result)."""
+    return x + y

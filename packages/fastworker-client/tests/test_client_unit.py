@@ -1,0 +1,141 @@
+"""Client behaviour that needs no control plane: argument checks, wire translation, error mapping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+import fastworker.client
+from fastworker.client import (
+    Client,
+    ControlPlaneUnavailable,
+    PayloadError,
+    Priority,
+    QueueFull,
+    TaskNotFound,
+    TaskState,
+    UnknownTask,
+)
+from fastworker.client._async import _error_from_wire, _eta_seconds, task_info_from_wire
+from fastworker.protocol import encode_value
+from fastworker.protocol.v1 import error_pb2, task_pb2
+
+
+def test_countdown_and_eta_become_an_absolute_due_time() -> None:
+    assert _eta_seconds(None, None) == 0.0
+    assert _eta_seconds(0, None) == 0.0
+    assert abs(_eta_seconds(10, None) - (time.time() + 10)) < 1
+    aware = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert _eta_seconds(None, aware) == aware.timestamp()
+    assert _eta_seconds(None, dt.datetime(2030, 1, 1)) == aware.timestamp()  # naive means UTC
+    assert _eta_seconds(None, 1234.5) == 1234.5
+
+
+def test_countdown_and_eta_together_or_negative_are_refused() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        _eta_seconds(1, 2.0)
+    with pytest.raises(ValueError, match="negative"):
+        _eta_seconds(-1, None)
+
+
+def test_task_info_translates_states_priorities_results_and_errors() -> None:
+    wire = task_pb2.TaskInfo(
+        task_id="t",
+        name="add",
+        state=task_pb2.TASK_STATE_SUCCESS,
+        priority=task_pb2.PRIORITY_HIGH,
+        attempts=2,
+        worker="controlplane",
+        queued_at=1.0,
+        started_at=2.0,
+        finished_at=3.0,
+    )
+    wire.result.CopyFrom(encode_value((1, dt.date(2020, 1, 1))))
+    info = task_info_from_wire(wire)
+    assert info.id == "t" and info.state is TaskState.SUCCESS and info.priority is Priority.HIGH
+    assert info.result == (1, dt.date(2020, 1, 1))
+    assert info.attempts == 2 and info.worker == "controlplane" and info.error is None
+
+    failed = task_pb2.TaskInfo(task_id="f", name="x", state=task_pb2.TASK_STATE_FAILURE)
+    failed.error.type, failed.error.message, failed.error.traceback = "ValueError", "bad", "Traceback..."
+    info = task_info_from_wire(failed)
+    assert info.error is not None and info.error.type == "ValueError" and info.result is None
+    assert info.worker is None and info.started_at is None
+
+
+def test_pickled_results_are_refused_unless_the_client_enables_pickle() -> None:
+    wire = task_pb2.TaskInfo(task_id="t", name="x", state=task_pb2.TASK_STATE_SUCCESS)
+    wire.result.CopyFrom(encode_value({"a": 1}, allow_pickle=True))
+    with pytest.raises(PayloadError):
+        task_info_from_wire(wire)
+    assert task_info_from_wire(wire, allow_pickle=True).result == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (error_pb2.ERROR_CODE_UNKNOWN_TASK, UnknownTask),
+        (error_pb2.ERROR_CODE_QUEUE_FULL, QueueFull),
+        (error_pb2.ERROR_CODE_TASK_NOT_FOUND, TaskNotFound),
+        (error_pb2.ERROR_CODE_PAYLOAD, PayloadError),
+        (error_pb2.ERROR_CODE_SHUTTING_DOWN, ControlPlaneUnavailable),
+        (error_pb2.ERROR_CODE_PROTOCOL, fastworker.client.ProtocolError),
+        (error_pb2.ERROR_CODE_AUTHENTICATION, fastworker.client.AuthenticationError),
+    ],
+)
+def test_error_replies_map_to_typed_exceptions(code: int, expected: type[Exception]) -> None:
+    error = _error_from_wire(error_pb2.Error(code=code, message="m"), task_name="n", task_id="i")  # type: ignore[arg-type]
+    assert isinstance(error, expected)
+    assert isinstance(error, fastworker.client.FastworkerError)
+
+
+async def test_unencodable_arguments_are_refused_before_anything_is_sent() -> None:
+    client = Client("tcp://127.0.0.1:1", connect_timeout=0.1)
+    with pytest.raises(PayloadError):
+        await client.delay("add", object())
+    assert client._channel is None  # never connected: nothing was sent
+    await client.aclose()
+
+
+async def test_a_client_without_a_control_plane_raises_control_plane_unavailable() -> None:
+    client = Client("tcp://127.0.0.1:9", connect_timeout=0.2)
+    with pytest.raises(ControlPlaneUnavailable, match="no control plane announced itself"):
+        await client.delay("add", 1, 2)
+    await client.aclose()
+
+
+async def test_the_address_comes_from_the_environment_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTWORKER_CONTROL_PLANE", "tcp://127.0.0.1:6000")
+    assert Client().address == "tcp://127.0.0.1:6000"
+    assert Client("tcp://127.0.0.1:7000").address == "tcp://127.0.0.1:7000"
+    monkeypatch.delenv("FASTWORKER_CONTROL_PLANE")
+    assert Client().address == "tcp://127.0.0.1:5550"
+
+
+def test_public_api_is_exactly_what_all_lists() -> None:
+    modules = {"errors", "models", "transport", "envflags", "version"}  # `task` is the decorator here
+    public = {name for name in dir(fastworker.client) if not name.startswith("_")} - modules
+    assert public | {"__version__"} == set(fastworker.client.__all__)
+    for name in (
+        "Client",
+        "SyncClient",
+        "task",
+        "Priority",
+        "TaskState",
+        "TaskFailed",
+        "TaskTimeout",
+        "UnknownTask",
+        "QueueFull",
+        "ControlPlaneUnavailable",
+        "TaskNotFound",
+        "PayloadError",
+        "AuthenticationError",
+        "ProtocolError",
+        "FastworkerError",
+        "CancelResult",
+        "TaskInfo",
+        "TaskError",
+    ):
+        assert name in fastworker.client.__all__, name

@@ -1,0 +1,476 @@
+"""The client API turns request frames into coordinator calls and answers every frame, bad ones with a typed error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fastworker.controlplane.api import ClientApi
+from fastworker.controlplane.queue import LEVELS
+from fastworker.protocol.framing import FRAME_PREFIX, decode_frame, encode_frame, new_envelope
+from fastworker.protocol.payload import decode_value
+from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+BOUND = 10.0
+
+
+class Replies:
+    """Captures the frames a ClientApi sends back, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def __call__(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    @property
+    def envelopes(self) -> list[Envelope]:
+        return [decode_frame(frame) for frame in self.frames]
+
+    def only(self) -> Envelope:
+        assert len(self.frames) == 1, f"expected one reply, got {len(self.frames)}"
+        return self.envelopes[0]
+
+    async def next(self, count: int = 1) -> Envelope:
+        """Wait until at least count replies arrived; return the count-th."""
+        async with asyncio.timeout(BOUND):
+            while len(self.frames) < count:
+                await asyncio.sleep(0.002)
+        return self.envelopes[count - 1]
+
+
+def request(build: Callable[[Envelope], None], correlation_id: int = 7, **fields: Any) -> bytes:
+    envelope = new_envelope(correlation_id)
+    for name, value in fields.items():
+        setattr(envelope, name, value)
+    build(envelope)
+    return encode_frame(envelope)
+
+
+def ask(api: ClientApi, build: Callable[[Envelope], None], correlation_id: int = 7) -> Envelope:
+    """Send one request that is answered at once; return the decoded reply."""
+    replies = Replies()
+    api.handle(request(build, correlation_id), replies)
+    reply = replies.only()
+    assert reply.correlation_id == correlation_id
+    return reply
+
+
+@pytest.fixture
+def api_for(harness: Any) -> Callable[..., ClientApi]:
+    """Makes a ClientApi over a fresh coordinator with tasks add, boom and echo registered."""
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    harness.task(add)
+    harness.task(boom)
+    harness.task(lambda value: value, name="echo", priority="high")
+
+    def make(*, max_frame_size: int = 1024 * 1024, **coordinator_kwargs: Any) -> ClientApi:
+        coordinator_kwargs.setdefault("local_concurrency", 0)
+        return ClientApi(harness.coordinator(**coordinator_kwargs), max_frame_size=max_frame_size)
+
+    return make
+
+
+def submit(spec: task_pb2.TaskSpec, wait: float = 0.0) -> Callable[[Envelope], None]:
+    def build(envelope: Envelope) -> None:
+        envelope.submit.task.CopyFrom(spec)
+        envelope.submit.wait = wait
+
+    return build
+
+
+# --------------------------------------------------------------------------------------------- bad frames
+
+
+def assert_rejected(api: ClientApi, data: bytes, code: int, rejected_before: int = 0) -> error_pb2.Error:
+    replies = Replies()
+    api.handle(data, replies)
+    reply = replies.only()
+    assert reply.WhichOneof("body") == "error"
+    assert reply.error.code == code, error_pb2.ErrorCode.Name(reply.error.code)  # type: ignore[arg-type]
+    assert reply.error.message
+    assert api.coordinator.counters.rejected_frames == rejected_before + 1
+    return reply.error
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage bytes",
+        b"FW",
+        FRAME_PREFIX + b"\xff\xff\xff\xff",
+        b"FW\x09" + b"\x00" * 10,
+        FRAME_PREFIX + new_envelope(1).SerializeToString(),
+    ],
+    ids=["empty", "garbage", "short", "bad-protobuf", "bad-wire-format", "no-body"],
+)
+async def test_bytes_that_are_not_a_request_frame_get_a_protocol_error_and_are_counted(
+    api_for: Callable[..., ClientApi], data: bytes
+) -> None:
+    assert_rejected(api_for(), data, error_pb2.ERROR_CODE_PROTOCOL)
+
+
+async def test_a_frame_over_the_size_limit_gets_frame_too_large(api_for: Callable[..., ClientApi]) -> None:
+    api = api_for(max_frame_size=1024)
+    frame = request(lambda e: e.status.task_ids.extend(f"id-{i:04d}" for i in range(200)))
+    assert len(frame) > 1024
+
+    error = assert_rejected(api, frame, error_pb2.ERROR_CODE_FRAME_TOO_LARGE)
+
+    assert "1024" in error.message
+
+
+async def test_a_frame_of_an_unsupported_protocol_version_gets_incompatible_version(
+    api_for: Callable[..., ClientApi],
+) -> None:
+    frame = request(lambda e: e.status.task_ids.append("x"), protocol_version=99)
+
+    error = assert_rejected(api_for(), frame, error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION)
+
+    assert "99" in error.message
+
+
+@pytest.mark.parametrize("body", ["heartbeat", "submit_reply", "register", "error", "ack"])
+async def test_a_message_this_channel_does_not_serve_gets_a_protocol_error(
+    api_for: Callable[..., ClientApi], body: str
+) -> None:
+    frame = request(lambda e: getattr(e, body).SetInParent())
+
+    error = assert_rejected(api_for(), frame, error_pb2.ERROR_CODE_PROTOCOL)
+
+    assert body in error.message
+
+
+async def test_every_rejected_frame_is_counted_and_good_requests_still_work_after_them(
+    api_for: Callable[..., ClientApi],
+) -> None:
+    api = api_for(max_frame_size=1024)
+    for n, data in enumerate([b"junk", b"x" * 5000, request(lambda e: e.heartbeat.SetInParent())]):
+        api.handle(data, Replies())
+        assert api.coordinator.counters.rejected_frames == n + 1
+
+    reply = ask(api, lambda e: e.stats.SetInParent())
+
+    assert reply.stats_reply.rejected_frames == 3
+
+
+async def test_a_refused_request_is_answered_with_its_error_code_and_correlation_id_and_is_not_a_bad_frame(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+
+    reply = ask(api, submit(harness.spec("no.such.task")), correlation_id=41)
+
+    assert reply.WhichOneof("body") == "error"
+    assert reply.error.code == error_pb2.ERROR_CODE_UNKNOWN_TASK
+    assert api.coordinator.counters.rejected_frames == 0
+
+
+async def test_an_unexpected_error_while_handling_is_answered_as_internal(
+    api_for: Callable[..., ClientApi], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = api_for()
+
+    def broken(task_id: str) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(api.coordinator, "find", broken)
+
+    reply = ask(api, lambda e: e.status.task_ids.append("x"), correlation_id=5)
+
+    assert reply.error.code == error_pb2.ERROR_CODE_INTERNAL
+    assert "bug" not in reply.error.message  # internals are logged, not sent
+
+
+# ---------------------------------------------------------------------------------------------- submits
+
+
+async def test_submit_replies_with_the_task_id_and_state_and_flags_a_repeat_as_duplicate(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+    spec = harness.spec("add", 1, 2, task_id="t-1")
+
+    first = ask(api, submit(spec), correlation_id=11)
+    second = ask(api, submit(spec), correlation_id=12)
+
+    assert first.WhichOneof("body") == "submit_reply"
+    assert first.submit_reply.task_id == "t-1"
+    assert first.submit_reply.state == task_pb2.TASK_STATE_PENDING
+    assert not first.submit_reply.duplicate
+    assert not first.submit_reply.HasField("task")  # not final yet
+    assert second.correlation_id == 12
+    assert second.submit_reply.duplicate
+    assert api.coordinator.counters.submitted == 1
+
+
+async def test_submit_with_wait_replies_once_the_task_is_final_with_its_info(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for(local_concurrency=1)
+    replies = Replies()
+
+    api.handle(request(submit(harness.spec("add", 20, 22, task_id="w-1"), wait=5.0), correlation_id=99), replies)
+    reply = await replies.next()
+
+    assert reply.correlation_id == 99
+    body = reply.submit_reply
+    assert body.task_id == "w-1"
+    assert body.state == task_pb2.TASK_STATE_SUCCESS
+    assert body.task.task_id == "w-1"
+    assert body.task.worker == "controlplane"
+    assert decode_value(body.task.result) == 42
+    await asyncio.sleep(0.05)
+    assert len(replies.frames) == 1
+
+
+async def test_submit_with_wait_replies_with_the_current_state_when_the_wait_ends_first(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()  # no local slots: the task stays PENDING
+    replies = Replies()
+
+    api.handle(request(submit(harness.spec("add", 1, 1), wait=0.1), correlation_id=3), replies)
+    assert replies.frames == []
+    reply = await replies.next()
+
+    assert reply.correlation_id == 3
+    assert reply.submit_reply.state == task_pb2.TASK_STATE_PENDING
+
+
+async def test_a_batch_reports_one_outcome_per_task_in_order_with_refusals_in_place(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+    specs = [
+        harness.spec("add", 1, 2, task_id="b-1"),
+        harness.spec("no.such.task", task_id="b-2"),
+        harness.spec("echo", "x", task_id="b-3"),
+    ]
+
+    reply = ask(api, lambda e: e.submit_batch.tasks.extend(specs), correlation_id=21)
+
+    outcomes = reply.submit_batch_reply.outcomes
+    assert [o.task_id for o in outcomes] == ["b-1", "b-2", "b-3"]
+    assert [o.WhichOneof("outcome") for o in outcomes] == ["accepted", "error", "accepted"]
+    assert outcomes[0].accepted.task_id == "b-1"
+    assert outcomes[0].accepted.state == task_pb2.TASK_STATE_PENDING
+    assert not outcomes[0].accepted.duplicate
+    assert outcomes[1].error.code == error_pb2.ERROR_CODE_UNKNOWN_TASK
+    assert "no.such.task" in outcomes[1].error.message
+    assert outcomes[2].accepted.task_id == "b-3"
+    assert api.coordinator.counters.submitted == 2
+
+
+async def test_a_batch_repeating_a_task_id_accepts_it_once(api_for: Callable[..., ClientApi], harness: Any) -> None:
+    api = api_for()
+    spec = harness.spec("add", 1, 2, task_id="dup")
+
+    reply = ask(api, lambda e: e.submit_batch.tasks.extend([spec, spec]))
+
+    duplicates = [o.accepted.duplicate for o in reply.submit_batch_reply.outcomes]
+    assert duplicates == [False, True]
+    assert api.coordinator.counters.submitted == 1
+
+
+# ---------------------------------------------------------------------------------------------- queries
+
+
+async def test_status_lists_known_tasks_in_request_order_and_the_missing_ids(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+    api.coordinator.submit(harness.spec("add", 1, 2, task_id="s-1"))
+    api.coordinator.submit(harness.spec("echo", "hi", task_id="s-2"))
+
+    reply = ask(api, lambda e: e.status.task_ids.extend(["s-2", "nope", "s-1", "gone"]), correlation_id=8)
+
+    body = reply.status_reply
+    assert [t.task_id for t in body.tasks] == ["s-2", "s-1"]
+    assert list(body.missing) == ["nope", "gone"]
+    assert body.tasks[0].name == "echo"
+    assert body.tasks[0].priority == task_pb2.PRIORITY_HIGH
+    assert body.tasks[0].state == task_pb2.TASK_STATE_PENDING
+    assert not body.tasks[0].HasField("arguments")
+
+
+async def test_status_of_a_finished_task_carries_its_result(api_for: Callable[..., ClientApi], harness: Any) -> None:
+    api = api_for(local_concurrency=1)
+    record, _ = api.coordinator.submit(harness.spec("add", 2, 2))
+    await harness.final(api.coordinator, record.task_id)
+
+    reply = ask(api, lambda e: e.status.task_ids.append(record.task_id))
+
+    (info,) = reply.status_reply.tasks
+    assert info.state == task_pb2.TASK_STATE_SUCCESS
+    assert decode_value(info.result) == 4
+
+
+async def test_a_reply_over_the_frame_limit_becomes_a_frame_too_large_error(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for(local_concurrency=1, max_frame_size=1024)
+    record, _ = api.coordinator.submit(harness.spec("echo", "x" * 4000))
+    await harness.final(api.coordinator, record.task_id)
+
+    reply = ask(api, lambda e: e.status.task_ids.append(record.task_id), correlation_id=77)
+
+    assert reply.error.code == error_pb2.ERROR_CODE_FRAME_TOO_LARGE
+    assert reply.correlation_id == 77
+
+
+async def test_wait_replies_when_a_task_finishes_with_its_info_and_the_unknown_ids(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for(local_concurrency=1)
+    record, _ = api.coordinator.submit(harness.spec("boom"))
+    replies = Replies()
+
+    def build(envelope: Envelope) -> None:
+        envelope.wait.task_ids.extend([record.task_id, "unknown"])
+        envelope.wait.timeout = 5.0
+
+    api.handle(request(build, correlation_id=31), replies)
+    reply = await replies.next()
+
+    assert reply.correlation_id == 31
+    body = reply.wait_reply
+    assert [t.task_id for t in body.finished] == [record.task_id]
+    assert body.finished[0].state == task_pb2.TASK_STATE_FAILURE
+    assert body.finished[0].error.type == "ValueError"
+    assert list(body.pending) == []
+    assert list(body.missing) == ["unknown"]  # every requested id is accounted for
+
+
+async def test_wait_for_final_and_unknown_tasks_replies_at_once(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for(local_concurrency=1)
+    record, _ = api.coordinator.submit(harness.spec("add", 1, 2))
+    await harness.final(api.coordinator, record.task_id)
+
+    def build(envelope: Envelope) -> None:
+        envelope.wait.task_ids.extend([record.task_id, "unknown"])
+        envelope.wait.timeout = 30.0
+
+    reply = ask(api, build, correlation_id=32)
+
+    assert [t.task_id for t in reply.wait_reply.finished] == [record.task_id]
+    assert list(reply.wait_reply.missing) == ["unknown"]
+
+
+async def test_wait_that_times_out_replies_with_the_pending_ids(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+    record, _ = api.coordinator.submit(harness.spec("add", 1, 2))
+    replies = Replies()
+
+    def build(envelope: Envelope) -> None:
+        envelope.wait.task_ids.append(record.task_id)
+        envelope.wait.timeout = 0.05
+
+    api.handle(request(build, correlation_id=33), replies)
+    reply = await replies.next()
+
+    assert reply.correlation_id == 33
+    assert list(reply.wait_reply.pending) == [record.task_id]
+    assert list(reply.wait_reply.finished) == []
+
+
+async def test_cancel_replies_whether_it_cancelled_and_the_previous_state(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+    record, _ = api.coordinator.submit(harness.spec("add", 1, 2))
+
+    first = ask(api, lambda e: setattr(e.cancel, "task_id", record.task_id), correlation_id=51)
+    second = ask(api, lambda e: setattr(e.cancel, "task_id", record.task_id), correlation_id=52)
+    unknown = ask(api, lambda e: setattr(e.cancel, "task_id", "never-seen"), correlation_id=53)
+
+    assert first.cancel_reply.cancelled
+    assert first.cancel_reply.previous_state == task_pb2.TASK_STATE_PENDING
+    assert not second.cancel_reply.cancelled
+    assert second.cancel_reply.previous_state == task_pb2.TASK_STATE_CANCELLED
+    assert unknown.error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
+
+
+async def test_retry_replies_with_the_new_state_and_refuses_a_task_that_is_not_final(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for()
+    record, _ = api.coordinator.submit(harness.spec("add", 1, 2))
+
+    refused = ask(api, lambda e: setattr(e.retry, "task_id", record.task_id), correlation_id=61)
+    api.coordinator.cancel(record.task_id)
+    retried = ask(api, lambda e: setattr(e.retry, "task_id", record.task_id), correlation_id=62)
+
+    assert refused.error.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    assert retried.WhichOneof("body") == "retry_reply"
+    assert retried.retry_reply.state == task_pb2.TASK_STATE_PENDING
+
+
+async def test_stats_report_the_coordinators_counters(api_for: Callable[..., ClientApi], harness: Any) -> None:
+    api = api_for()
+    api.coordinator.submit(harness.spec("add", 1, 2))
+    api.coordinator.submit(harness.spec("add", 1, 2, eta=4_000_000_000.0))
+    cancelled, _ = api.coordinator.submit(harness.spec("add", 1, 2))
+    api.coordinator.cancel(cancelled.task_id)
+
+    reply = ask(api, lambda e: e.stats.SetInParent(), correlation_id=71)
+
+    s = reply.stats_reply
+    assert (s.submitted, s.succeeded, s.failed, s.cancelled, s.retried) == (3, 0, 0, 1, 0)
+    assert (s.queued, s.scheduled, s.running, s.workers) == (1, 1, 0, 0)
+    assert s.cache_size == 1
+    assert s.uptime >= 0
+    assert s.rejected_frames == 0
+    assert s.executed_locally == 0
+
+
+async def test_queues_report_every_level_in_dispatch_order(api_for: Callable[..., ClientApi], harness: Any) -> None:
+    api = api_for(max_queue=50)
+    api.coordinator.submit(harness.spec("add", 1, 2))  # normal
+    api.coordinator.submit(harness.spec("echo", 1))  # high by default
+    api.coordinator.submit(harness.spec("echo", 2))
+    api.coordinator.submit(harness.spec("echo", 3, eta=4_000_000_000.0))
+    api.coordinator.queue.paused.add(task_pb2.PRIORITY_LOW)
+
+    reply = ask(api, lambda e: e.queues.SetInParent(), correlation_id=72)
+
+    body = reply.queues_reply
+    assert [q.priority for q in body.queues] == list(LEVELS)
+    assert [q.depth for q in body.queues] == [0, 2, 1, 0]
+    assert [q.paused for q in body.queues] == [False, False, False, True]
+    assert body.queues[1].oldest_age >= 0
+    assert body.queues[0].oldest_age == 0
+    assert body.scheduled == 1
+    assert body.running == 0
+    assert body.max_queue == 50
+
+
+async def test_registered_tasks_lists_every_task_definition_sorted_by_name(
+    api_for: Callable[..., ClientApi],
+) -> None:
+    reply = ask(api_for(), lambda e: e.registered_tasks.SetInParent(), correlation_id=73)
+
+    tasks = reply.registered_tasks_reply.tasks
+    assert [t.name for t in tasks] == ["add", "boom", "echo"]
+    assert tasks[2].priority == task_pb2.PRIORITY_HIGH
+
+
+async def test_workers_replies_with_an_empty_list_for_now(api_for: Callable[..., ClientApi]) -> None:
+    reply = ask(api_for(), lambda e: e.workers.SetInParent(), correlation_id=74)
+
+    assert reply.WhichOneof("body") == "workers_reply"

@@ -1,0 +1,820 @@
+"""The coordinator accepts, queues, schedules, runs (in local slots), cancels, retries and reports tasks.
+
+Each test drives a real Coordinator on the test's event loop, with real slot threads running small
+in-process tasks. Blocking tasks wait on gates that the harness releases in teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, MAX_WAIT, Coordinator, RequestRefused
+from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SCHEDULED, SUCCESS
+from fastworker.protocol.payload import decode_value
+from fastworker.protocol.v1 import error_pb2, task_pb2
+
+BOUND = 10.0
+
+
+async def until(predicate: Callable[[], bool], bound: float = BOUND) -> None:
+    """Yield to the loop until predicate() holds (bounded)."""
+    async with asyncio.timeout(bound):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+def blocking_task(harness: Any, name: str = "block") -> tuple[threading.Event, threading.Event]:
+    """Register a sync task that signals `started` and then waits for `release`; returns both events."""
+    started, release = threading.Event(), harness.gate()
+
+    def block() -> str:
+        started.set()
+        assert release.wait(BOUND), "test never released the blocking task"
+        return "released"
+
+    harness.task(block, name=name)
+    return started, release
+
+
+async def occupy_the_only_slot(harness: Any, coordinator: Coordinator) -> tuple[str, threading.Event]:
+    """Start the blocking task in the coordinator's one slot and wait until it runs; returns (id, release)."""
+    started, release = blocking_task(harness)
+    record, _ = coordinator.submit(harness.spec("block"))
+    await until(started.is_set)
+    assert record.state == RUNNING
+    return record.task_id, release
+
+
+# ---------------------------------------------------------------------------------------------- submit
+
+
+async def test_a_submitted_task_is_pending_then_runs_locally_and_succeeds_with_its_result(harness: Any) -> None:
+    # Given a coordinator whose only slot is busy
+    harness.task(lambda x, y: x + y, name="add")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+
+    # When a task is submitted
+    record, duplicate = coordinator.submit(harness.spec("add", 2, 3))
+
+    # Then it is accepted as PENDING and queued
+    assert not duplicate
+    assert record.state == PENDING
+    assert coordinator.find(record.task_id) is record
+    assert len(coordinator.queue) == 1
+
+    # When the slot frees up, it runs to SUCCESS with its result, on the control plane
+    release.set()
+    done = await harness.final(coordinator, record.task_id)
+    assert done is record
+    assert record.state == SUCCESS
+    assert record.result is not None and decode_value(record.result) == 5
+    assert record.error is None
+    assert record.attempts == 1
+    assert record.worker == LOCAL_WORKER_ID
+    assert 0 < record.queued_at <= record.started_at <= record.finished_at
+    assert record.task_id not in coordinator.active
+    assert coordinator.find(record.task_id) is record  # from the result cache now
+    assert (await harness.final(coordinator, blocker_id)).state == SUCCESS
+
+
+async def test_an_async_task_runs_on_the_loop_and_succeeds(harness: Any) -> None:
+    async def double(x: int) -> int:
+        await asyncio.sleep(0.001)
+        return 2 * x
+
+    harness.task(double)
+    coordinator = harness.coordinator()
+
+    record, _ = coordinator.submit(harness.spec("double", 21))
+    done = await harness.final(coordinator, record.task_id)
+
+    assert done.state == SUCCESS
+    assert done.result is not None and decode_value(done.result) == 42
+
+
+async def test_keyword_arguments_reach_the_task(harness: Any) -> None:
+    harness.task(lambda a, *, b=0: [a, b], name="kw")
+    coordinator = harness.coordinator()
+
+    record, _ = coordinator.submit(harness.spec("kw", "x", b=7))
+    done = await harness.final(coordinator, record.task_id)
+
+    assert done.result is not None and decode_value(done.result) == ["x", 7]
+
+
+async def test_the_priority_defaults_to_the_tasks_own_and_a_spec_priority_overrides_it(harness: Any) -> None:
+    harness.task(lambda: None, name="urgent", priority="high")
+    coordinator = harness.coordinator(local_concurrency=0)
+
+    default, _ = coordinator.submit(harness.spec("urgent"))
+    explicit, _ = coordinator.submit(harness.spec("urgent", priority=task_pb2.PRIORITY_LOW))
+
+    assert default.priority == task_pb2.PRIORITY_HIGH
+    assert explicit.priority == task_pb2.PRIORITY_LOW
+
+
+async def test_a_spec_with_an_unknown_priority_is_refused_as_invalid(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.submit(harness.spec("noop", priority=99))
+
+    assert caught.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    assert len(coordinator.active) == 0
+
+
+@pytest.mark.parametrize("task_id", ["", "x" * 201])
+async def test_a_task_id_that_is_empty_or_too_long_is_refused(harness: Any, task_id: str) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    spec = harness.spec("noop")
+    spec.task_id = task_id
+
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.submit(spec)
+
+    assert caught.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+
+
+async def test_submitting_a_task_id_twice_returns_the_existing_record_and_runs_it_once(harness: Any) -> None:
+    # Given a task that counts its executions
+    calls: list[int] = []
+    harness.task(lambda n: calls.append(n) or n, name="count")
+    coordinator = harness.coordinator()
+    spec = harness.spec("count", 1, task_id="same-id")
+
+    # When the same task id is submitted twice
+    first, first_duplicate = coordinator.submit(spec)
+    second, second_duplicate = coordinator.submit(spec)
+
+    # Then the second submission is the first record, flagged as a duplicate
+    assert (first_duplicate, second_duplicate) == (False, True)
+    assert second is first
+    await harness.final(coordinator, "same-id")
+
+    # And after it finished, a third submission is still a duplicate of the cached record
+    third, third_duplicate = coordinator.submit(spec)
+    assert third is first and third_duplicate
+    await asyncio.sleep(0.05)
+    assert calls == [1]
+    assert coordinator.counters.submitted == 1
+
+
+async def test_an_unknown_task_name_is_refused_at_submit(harness: Any) -> None:
+    coordinator = harness.coordinator()
+
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.submit(harness.spec("no.such.task"))
+
+    assert caught.value.code == error_pb2.ERROR_CODE_UNKNOWN_TASK
+    assert "no.such.task" in caught.value.message
+    assert coordinator.counters.submitted == 0
+    assert len(coordinator.active) == 0
+
+
+async def test_a_full_queue_refuses_new_tasks_until_one_leaves_it(harness: Any) -> None:
+    # Given no local slots (nothing runs) and a bound of three waiting tasks
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0, max_queue=3)
+    queued = [coordinator.submit(harness.spec("noop"))[0] for _ in range(2)]
+    coordinator.submit(harness.spec("noop", eta=time.time() + 3600))  # SCHEDULED counts too
+
+    # When a fourth is submitted, it is refused with QUEUE_FULL
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.submit(harness.spec("noop"))
+    assert caught.value.code == error_pb2.ERROR_CODE_QUEUE_FULL
+    assert coordinator.counters.submitted == 3
+
+    # When one waiting task is cancelled, there is room again
+    coordinator.cancel(queued[0].task_id)
+    coordinator.submit(harness.spec("noop"))
+    assert len(coordinator.queue) + len(coordinator.schedule) == 3
+
+
+async def test_the_queue_bound_does_not_count_running_tasks(harness: Any) -> None:
+    # Given one slot busy running a task and a bound of one waiting task
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=1, max_queue=1)
+    await occupy_the_only_slot(harness, coordinator)
+
+    # Then one more task can wait, and a second is refused
+    coordinator.submit(harness.spec("noop"))
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.submit(harness.spec("noop"))
+    assert caught.value.code == error_pb2.ERROR_CODE_QUEUE_FULL
+
+
+async def test_a_coordinator_that_stopped_accepting_refuses_submissions(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator()
+
+    coordinator.stop_accepting()
+
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.submit(harness.spec("noop"))
+    assert caught.value.code == error_pb2.ERROR_CODE_SHUTTING_DOWN
+    assert coordinator.counters.submitted == 0
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+async def test_wrong_arguments_end_the_task_as_failure_with_the_type_error_text(harness: Any) -> None:
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    harness.task(add)
+    coordinator = harness.coordinator()
+
+    record, _ = coordinator.submit(harness.spec("add", 1))
+    done = await harness.final(coordinator, record.task_id)
+
+    assert done.state == FAILURE
+    assert done.error is not None
+    assert done.error.type == "TypeError"
+    assert "missing 1 required positional argument: 'y'" in done.error.message
+    assert done.result is None
+    assert coordinator.counters.failed == 1
+
+
+async def test_a_task_that_raises_fails_with_its_error_type_message_and_traceback(harness: Any) -> None:
+    def explode(what: str) -> None:
+        raise ValueError(f"bad {what}")
+
+    harness.task(explode)
+    coordinator = harness.coordinator()
+
+    record, _ = coordinator.submit(harness.spec("explode", "input"))
+    done = await harness.final(coordinator, record.task_id)
+
+    assert done.state == FAILURE
+    assert done.error is not None
+    assert (done.error.type, done.error.message) == ("ValueError", "bad input")
+    assert "Traceback" in done.error.traceback
+    assert "explode" in done.error.traceback
+    assert "ValueError: bad input" in done.error.traceback
+
+
+async def test_an_async_task_that_raises_fails_with_its_error(harness: Any) -> None:
+    async def explode_async() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("missing")
+
+    harness.task(explode_async)
+    coordinator = harness.coordinator()
+
+    record, _ = coordinator.submit(harness.spec("explode_async"))
+    done = await harness.final(coordinator, record.task_id)
+
+    assert done.state == FAILURE
+    assert done.error is not None and done.error.type == "KeyError"
+
+
+async def test_a_task_calling_sys_exit_fails_and_the_slot_keeps_serving(harness: Any) -> None:
+    def leave() -> None:
+        raise SystemExit(3)
+
+    harness.task(leave)
+    harness.task(lambda: "still here", name="after")
+    coordinator = harness.coordinator(local_concurrency=1)
+
+    bad, _ = coordinator.submit(harness.spec("leave"))
+    good, _ = coordinator.submit(harness.spec("after"))
+
+    assert (await harness.final(coordinator, bad.task_id)).state == FAILURE
+    done = await harness.final(coordinator, good.task_id)
+    assert done.state == SUCCESS
+
+
+# ---------------------------------------------------------------------------------------------- cancel
+
+
+async def test_cancelling_a_running_async_task_ends_it_as_cancelled(harness: Any) -> None:
+    # Given an async task that is running (and would run for a long time)
+    started = asyncio.Event()
+    finished_normally: list[bool] = []
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+        finished_normally.append(True)
+
+    harness.task(slow)
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("slow"))
+    async with asyncio.timeout(BOUND):
+        await started.wait()
+    await asyncio.sleep(0.05)  # well into its run (the just-started case has its own test below)
+    assert record.state == RUNNING
+
+    # When it is cancelled
+    cancelled, previous = coordinator.cancel(record.task_id)
+
+    # Then the cancel reports it was running, and the task ends as CANCELLED
+    assert (cancelled, previous) == (True, RUNNING)
+    done = await harness.final(coordinator, record.task_id)
+    assert done.state == CANCELLED
+    assert done.error is not None and done.error.type == "TaskCancelled"
+    assert finished_normally == []
+    assert coordinator.counters.cancelled == 1
+
+
+async def test_an_async_task_cancelled_the_moment_it_starts_is_cancelled(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a slot thread that is descheduled for a moment right after handing its async task to the
+    # loop (as the OS or the GIL may do at any time), so the task is already running on the loop
+    real_run_coroutine_threadsafe = asyncio.run_coroutine_threadsafe
+
+    def preempted(coro: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        future = real_run_coroutine_threadsafe(coro, loop)
+        time.sleep(0.2)
+        return future
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", preempted)
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    harness.task(slow)
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("slow"))
+    async with asyncio.timeout(BOUND):
+        await started.wait()
+    assert record.state == RUNNING
+
+    # When it is cancelled while it runs
+    result = coordinator.cancel(record.task_id)
+
+    # Then it is cancelled like any running async task (not refused as if it could not be)
+    assert result == (True, RUNNING)
+    assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
+
+
+async def test_a_running_sync_task_cannot_be_cancelled_and_finishes_normally(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+
+    assert coordinator.cancel(blocker_id) == (False, RUNNING)
+
+    release.set()
+    assert (await harness.final(coordinator, blocker_id)).state == SUCCESS
+
+
+async def test_cancelling_a_pending_task_makes_it_cancelled_and_it_never_runs(harness: Any) -> None:
+    # Given a pending task behind a busy slot
+    calls: list[str] = []
+    harness.task(lambda: calls.append("ran"), name="victim")
+    harness.task(lambda: "ok", name="after")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+    victim, _ = coordinator.submit(harness.spec("victim"))
+
+    # When it is cancelled
+    cancelled, previous = coordinator.cancel(victim.task_id)
+
+    # Then it is CANCELLED at once and leaves the queue
+    assert (cancelled, previous) == (True, PENDING)
+    assert victim.state == CANCELLED
+    assert victim.error is not None and victim.error.type == "TaskCancelled"
+    assert len(coordinator.queue) == 0
+    assert coordinator.counters.cancelled == 1
+
+    # And when the slot frees up and runs a later task, the cancelled one never ran
+    after, _ = coordinator.submit(harness.spec("after"))
+    release.set()
+    await harness.final(coordinator, blocker_id)
+    assert (await harness.final(coordinator, after.task_id)).state == SUCCESS
+    assert calls == []
+    assert victim.attempts == 0
+
+
+async def test_cancelling_a_scheduled_task_makes_it_cancelled_and_it_never_runs(harness: Any) -> None:
+    calls: list[str] = []
+    harness.task(lambda: calls.append("ran"), name="later")
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("later", eta=time.time() + 0.2))
+    assert record.state == SCHEDULED
+
+    assert coordinator.cancel(record.task_id) == (True, SCHEDULED)
+
+    assert record.state == CANCELLED
+    assert len(coordinator.schedule) == 0
+    await asyncio.sleep(0.4)  # past the eta
+    assert calls == []
+    assert record.state == CANCELLED
+
+
+async def test_cancelling_a_finished_task_changes_nothing_and_reports_its_final_state(harness: Any) -> None:
+    harness.task(lambda: 1, name="one")
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("one"))
+    await harness.final(coordinator, record.task_id)
+
+    assert coordinator.cancel(record.task_id) == (False, SUCCESS)
+
+    assert record.state == SUCCESS
+    assert coordinator.counters.cancelled == 0
+
+
+async def test_cancelling_an_unknown_task_is_refused_as_not_found(harness: Any) -> None:
+    coordinator = harness.coordinator()
+
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.cancel("never-seen")
+
+    assert caught.value.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
+
+
+# ----------------------------------------------------------------------------------------------- retry
+
+
+async def test_retrying_a_failed_task_reruns_it_under_the_same_id_and_attempts_keep_counting(harness: Any) -> None:
+    # Given a task that fails on its first execution only
+    executions: list[int] = []
+
+    def flaky() -> str:
+        executions.append(1)
+        if len(executions) == 1:
+            raise RuntimeError("first time fails")
+        return "second time works"
+
+    harness.task(flaky)
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("flaky", task_id="flaky-1"))
+    assert (await harness.final(coordinator, "flaky-1")).state == FAILURE
+    assert record.attempts == 1
+
+    # When it is retried
+    retried = coordinator.retry("flaky-1")
+
+    # Then the same record is re-queued, cleared of its error, and runs again to SUCCESS
+    assert retried is record
+    assert retried.state in (PENDING, RUNNING, SUCCESS)
+    done = await harness.final(coordinator, "flaky-1")
+    assert done is record
+    assert done.state == SUCCESS
+    assert done.error is None
+    assert done.result is not None and decode_value(done.result) == "second time works"
+    assert done.attempts == 2
+    assert len(executions) == 2
+    assert coordinator.counters.retried == 1
+    assert coordinator.counters.submitted == 1
+
+
+async def test_a_task_cancelled_while_pending_then_retried_runs_exactly_once(harness: Any) -> None:
+    # Given a pending task behind a busy slot, cancelled, then retried before the slot frees up:
+    # its first queue entry is still in the queue, next to the new one
+    executions: list[str] = []
+    harness.task(lambda: executions.append("ran"), name="once")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+    record, _ = coordinator.submit(harness.spec("once", task_id="once-1"))
+    coordinator.cancel("once-1")
+    coordinator.retry("once-1")
+    assert record.state == PENDING
+
+    # When the slot frees up
+    release.set()
+    await harness.final(coordinator, blocker_id)
+    done = await harness.final(coordinator, "once-1")
+
+    # Then the task ran once, not twice
+    assert done.state == SUCCESS
+    await asyncio.sleep(0.05)
+    assert executions == ["ran"]
+    assert done.attempts == 1
+    assert len(coordinator.queue) == 0
+
+
+async def test_a_task_cancelled_while_scheduled_then_retried_runs_once_even_when_its_old_eta_passes(
+    harness: Any,
+) -> None:
+    # Given a scheduled task, cancelled, then retried (queued at once under the same id)
+    executions: list[str] = []
+    harness.task(lambda: executions.append("ran"), name="once")
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("once", task_id="sched-1", eta=time.time() + 0.2))
+    coordinator.cancel("sched-1")
+    coordinator.retry("sched-1")
+
+    # When it has run and its original eta has passed
+    assert (await harness.final(coordinator, "sched-1")).state == SUCCESS
+    await asyncio.sleep(0.4)
+
+    # Then the stale schedule entry did not run it a second time
+    assert executions == ["ran"]
+    assert record.attempts == 1
+    assert len(coordinator.schedule) == 0
+
+
+async def test_retrying_a_successful_task_is_refused(harness: Any) -> None:
+    harness.task(lambda: 1, name="one")
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("one"))
+    await harness.final(coordinator, record.task_id)
+
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.retry(record.task_id)
+
+    assert caught.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    assert "SUCCESS" in caught.value.message
+    assert record.state == SUCCESS
+    assert coordinator.counters.retried == 0
+
+
+async def test_retrying_a_task_that_is_not_final_or_unknown_is_refused(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("noop"))
+
+    with pytest.raises(RequestRefused) as pending:
+        coordinator.retry(record.task_id)
+    with pytest.raises(RequestRefused) as unknown:
+        coordinator.retry("never-seen")
+
+    assert pending.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    assert unknown.value.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
+
+
+# ------------------------------------------------------------------------------------------------ wait
+
+
+async def test_wait_answers_at_once_with_final_and_missing_tasks(harness: Any) -> None:
+    harness.task(lambda: 1, name="one")
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("one"))
+    await harness.final(coordinator, record.task_id)
+    answers: list[tuple[list[Any], list[str], list[str]]] = []
+
+    # When waiting for a final task and an unknown id
+    coordinator.wait([record.task_id, "never-seen"], 10.0, lambda f, p, m: answers.append((f, p, m)))
+
+    # Then the callback ran synchronously, before wait returned
+    assert answers == [([record], [], ["never-seen"])]
+
+
+async def test_wait_for_only_unknown_ids_answers_at_once(harness: Any) -> None:
+    coordinator = harness.coordinator()
+    answers: list[tuple[list[Any], list[str], list[str]]] = []
+
+    coordinator.wait(["a", "b"], 10.0, lambda f, p, m: answers.append((f, p, m)))
+
+    assert answers == [([], [], ["a", "b"])]
+
+
+async def test_wait_with_a_zero_timeout_answers_at_once_with_pending_ids(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("noop"))
+    answers: list[tuple[list[Any], list[str], list[str]]] = []
+
+    coordinator.wait([record.task_id], 0.0, lambda f, p, m: answers.append((f, p, m)))
+
+    assert answers == [([], [record.task_id], [])]
+
+
+async def test_wait_times_out_with_the_ids_still_pending(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    first, _ = coordinator.submit(harness.spec("noop"))
+    second, _ = coordinator.submit(harness.spec("noop"))
+
+    started = time.monotonic()
+    finished, pending, missing = await harness.wait(coordinator, [first.task_id, second.task_id], 0.15)
+
+    assert time.monotonic() - started >= 0.14
+    assert (finished, pending, missing) == ([], [first.task_id, second.task_id], [])
+
+
+async def test_a_wait_that_times_out_still_reports_the_ids_that_were_unknown(harness: Any) -> None:
+    # Given one pending task and one id the coordinator never saw
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("noop"))
+
+    # When waiting for both until the wait times out
+    finished, pending, missing = await harness.wait(coordinator, [record.task_id, "never-seen"], 0.1)
+
+    # Then the reply accounts for every requested id: the unknown one is reported missing
+    assert finished == []
+    assert pending == [record.task_id]
+    assert missing == ["never-seen"]
+
+
+async def test_a_wait_ends_as_soon_as_any_awaited_task_is_final(harness: Any) -> None:
+    # Given one task that will finish and one that never runs (queued behind a busy slot)
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+    stuck, _ = coordinator.submit(harness.spec("noop"))
+    coordinator.queue.paused.add(stuck.priority)  # keep it waiting after the blocker ends
+
+    # When waiting for both with a long timeout, and the blocker is released
+    waiting = asyncio.ensure_future(harness.wait(coordinator, [blocker_id, stuck.task_id], 20.0))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    started = time.monotonic()
+    release.set()
+    finished, pending, missing = await waiting
+
+    # Then the wait answers with the finished one well before its timeout
+    assert time.monotonic() - started < 5.0
+    assert [r.task_id for r in finished] == [blocker_id]
+    assert pending == [stuck.task_id]
+    assert missing == []
+
+
+async def test_wait_timeouts_are_capped_at_max_wait(harness: Any) -> None:
+    # Given a pending task and a wait asking for far longer than MAX_WAIT
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("noop"))
+    loop = asyncio.get_running_loop()
+
+    coordinator.wait([record.task_id], 10_000.0, lambda f, p, m: None)
+
+    # Then the timer is armed for at most MAX_WAIT seconds
+    (waiter,) = coordinator._waiters[record.task_id]
+    assert waiter.timer is not None
+    assert waiter.timer.when() - loop.time() <= MAX_WAIT + 0.5
+
+
+# ----------------------------------------------------------------------------------------------- eta
+
+
+async def test_a_task_with_a_future_eta_is_scheduled_then_runs_when_due(harness: Any) -> None:
+    harness.task(lambda: "on time", name="later")
+    coordinator = harness.coordinator()
+    eta = time.time() + 0.3
+
+    record, _ = coordinator.submit(harness.spec("later", eta=eta))
+
+    assert record.state == SCHEDULED
+    assert record.eta == eta
+    assert len(coordinator.schedule) == 1
+    assert len(coordinator.queue) == 0
+    done = await harness.final(coordinator, record.task_id)
+    assert done.state == SUCCESS
+    assert done.started_at >= eta
+    assert len(coordinator.schedule) == 0
+
+
+async def test_a_task_with_a_past_eta_is_queued_at_once(harness: Any) -> None:
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+
+    record, _ = coordinator.submit(harness.spec("noop", eta=time.time() - 10))
+
+    assert record.state == PENDING
+    assert len(coordinator.schedule) == 0
+
+
+async def test_scheduled_tasks_run_in_eta_order_whatever_the_submit_order(harness: Any) -> None:
+    order: list[str] = []
+    harness.task(lambda tag: order.append(tag), name="tag")
+    coordinator = harness.coordinator(local_concurrency=1)
+    now = time.time()
+
+    late, _ = coordinator.submit(harness.spec("tag", "late", eta=now + 0.3))
+    early, _ = coordinator.submit(harness.spec("tag", "early", eta=now + 0.1))
+
+    await harness.final(coordinator, late.task_id)
+    await harness.final(coordinator, early.task_id)
+    assert order == ["early", "late"]
+
+
+# ------------------------------------------------------------------------------------------- priority
+
+
+async def test_with_one_slot_a_critical_task_runs_before_every_task_queued_earlier(harness: Any) -> None:
+    # Given the only slot busy, and low and normal tasks queued before a critical one
+    order: list[str] = []
+    harness.task(lambda tag: order.append(tag), name="tag")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+    specs = [harness.spec("tag", f"low-{i}", priority=task_pb2.PRIORITY_LOW) for i in range(3)]
+    specs.append(harness.spec("tag", "normal", priority=task_pb2.PRIORITY_NORMAL))
+    specs.append(harness.spec("tag", "high", priority=task_pb2.PRIORITY_HIGH))
+    specs.append(harness.spec("tag", "critical", priority=task_pb2.PRIORITY_CRITICAL))
+    for spec in specs:
+        coordinator.submit(spec)
+    assert coordinator.queue.depth(task_pb2.PRIORITY_LOW) == 3
+
+    # When the slot frees up
+    release.set()
+    for spec in specs:
+        await harness.final(coordinator, spec.task_id)
+
+    # Then they start strictly by priority, FIFO within a level
+    assert order == ["critical", "high", "normal", "low-0", "low-1", "low-2"]
+
+
+# ----------------------------------------------------------------------------------------------- drain
+
+
+async def test_drain_returns_true_once_running_tasks_finish_and_starts_nothing_new(harness: Any) -> None:
+    # Given a running task and one queued behind it
+    calls: list[str] = []
+    harness.task(lambda: calls.append("ran"), name="queued")
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+    queued, _ = coordinator.submit(harness.spec("queued"))
+
+    # When draining while the running task is released
+    draining = asyncio.ensure_future(coordinator.drain(BOUND))
+    await asyncio.sleep(0.02)
+    assert not draining.done()
+    release.set()
+
+    # Then the drain succeeds, the running task finished, and the queued one never started
+    assert await draining is True
+    assert (await harness.final(coordinator, blocker_id)).state == SUCCESS
+    await asyncio.sleep(0.05)
+    assert calls == []
+    assert queued.state == PENDING
+
+
+async def test_drain_with_nothing_running_returns_true_at_once(harness: Any) -> None:
+    coordinator = harness.coordinator()
+
+    async with asyncio.timeout(1.0):
+        assert await coordinator.drain(5.0) is True
+
+
+async def test_drain_returns_false_when_a_task_is_still_running_at_the_timeout(harness: Any) -> None:
+    coordinator = harness.coordinator(local_concurrency=1)
+    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+
+    started = time.monotonic()
+    assert await coordinator.drain(0.2) is False
+    assert time.monotonic() - started >= 0.19
+
+    # Release the stuck task so its thread exits
+    release.set()
+    assert (await harness.final(coordinator, blocker_id)).state == SUCCESS
+
+
+# -------------------------------------------------------------------------------------------- counters
+
+
+async def test_counters_count_each_outcome(harness: Any) -> None:
+    def boom() -> None:
+        raise ValueError("boom")
+
+    harness.task(lambda: 1, name="one")
+    harness.task(boom)
+    coordinator = harness.coordinator(local_concurrency=1)
+
+    ok, _ = coordinator.submit(harness.spec("one"))
+    bad, _ = coordinator.submit(harness.spec("boom"))
+    await harness.final(coordinator, ok.task_id)
+    await harness.final(coordinator, bad.task_id)
+    later, _ = coordinator.submit(harness.spec("one", eta=time.time() + 3600))
+    coordinator.cancel(later.task_id)
+    coordinator.retry(bad.task_id)
+    await harness.final(coordinator, bad.task_id)
+
+    c = coordinator.counters
+    assert (c.submitted, c.succeeded, c.failed, c.cancelled, c.retried) == (3, 1, 2, 1, 1)
+    assert c.executed_locally == 3
+    assert c.rejected_frames == 0
+    assert coordinator.running == 0
+
+
+async def test_throughput_is_tasks_finished_per_second_over_the_last_minute(harness: Any) -> None:
+    # Given a clock the test controls, starting at t=1000
+    now = [1000.0]
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(clock=lambda: now[0])
+    assert coordinator.throughput() == 0.0
+
+    # When three tasks finish at t=1000
+    records = [coordinator.submit(harness.spec("noop"))[0] for _ in range(3)]
+    for record in records:
+        await harness.final(coordinator, record.task_id)
+
+    # Then ten seconds after start, throughput is 3 over 10 s
+    now[0] = 1010.0
+    assert coordinator.throughput() == pytest.approx(0.3)
+
+    # And the window is at most a minute
+    now[0] = 1030.0
+    assert coordinator.throughput() == pytest.approx(0.1)
+    now[0] = 1059.5
+    assert coordinator.throughput() == pytest.approx(3 / 59.5)
+
+    # And tasks older than a minute no longer count
+    now[0] = 1100.0
+    assert coordinator.throughput() == 0.0

@@ -1,0 +1,321 @@
+"""Control-plane settings validate themselves; the command line reads flags, then env vars, then defaults."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fastworker.client.envflags import apply_env_defaults
+from fastworker.controlplane import cli
+from fastworker.controlplane.settings import (
+    DEFAULT_CLIENT_ADDRESS,
+    DEFAULT_DASHBOARD_ADDRESS,
+    DEFAULT_DISCOVERY_ADDRESS,
+    DEFAULT_DISPATCH_ADDRESS,
+    ControlPlaneSettings,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FASTWORKER_* variable of the machine running the tests leaks into them."""
+    for name in list(os.environ):
+        if name.startswith("FASTWORKER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def restore_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """cli.main configures the root logger and edits sys.path: undo both."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(sys, "path", sys.path[:])
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def test_default_settings_follow_the_spec() -> None:
+    settings = ControlPlaneSettings()
+
+    assert settings.discovery_address == DEFAULT_DISCOVERY_ADDRESS == "tcp://127.0.0.1:5550"
+    assert settings.client_address == DEFAULT_CLIENT_ADDRESS == "tcp://127.0.0.1:5551"
+    assert settings.dispatch_address == DEFAULT_DISPATCH_ADDRESS == "tcp://127.0.0.1:5552"
+    assert settings.dashboard_address == DEFAULT_DASHBOARD_ADDRESS == "127.0.0.1:8080"
+    assert settings.local_concurrency == (os.cpu_count() or 1)
+    assert settings.result_cache_size == 10_000
+    assert settings.result_ttl == 3600.0
+    assert settings.max_queue == 0
+    assert settings.heartbeat_interval == 1.0
+    assert settings.heartbeat_timeout == 5.0
+    assert not settings.allow_pickle
+
+
+def test_settings_are_frozen() -> None:
+    settings = ControlPlaneSettings()
+
+    with pytest.raises(AttributeError):
+        settings.max_queue = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"local_concurrency": -1}, "--local-concurrency"),
+        ({"result_cache_size": 0}, "--result-cache-size"),
+        ({"result_ttl": 0.0}, "--result-ttl"),
+        ({"max_queue": -1}, "--max-queue"),
+        ({"heartbeat_interval": 0.0}, "--heartbeat-interval"),
+        ({"heartbeat_interval": 5.0, "heartbeat_timeout": 5.0}, "--heartbeat-timeout"),
+        ({"drain_timeout": -0.5}, "--drain-timeout"),
+        ({"announce_interval": 0.0}, "--announce-interval"),
+        ({"max_frame_size": 1023}, "--max-frame-size"),
+    ],
+)
+def test_invalid_settings_are_refused_naming_the_flag(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ControlPlaneSettings(**fields)
+
+
+def test_boundary_settings_are_accepted() -> None:
+    settings = ControlPlaneSettings(
+        local_concurrency=0, result_cache_size=1, max_queue=0, drain_timeout=0.0, max_frame_size=1024
+    )
+
+    assert settings.local_concurrency == 0
+
+
+# ---------------------------------------------------------------------------------------- flags and env
+
+
+def test_without_flags_or_env_vars_the_parser_gives_the_defaults() -> None:
+    parser = cli.make_parser()
+    apply_env_defaults(parser, environ={})
+
+    args = parser.parse_args([])
+
+    assert args.client_address == DEFAULT_CLIENT_ADDRESS
+    assert args.local_concurrency is None  # resolved to the CPU count by main
+    assert args.result_ttl == 3600.0
+    assert args.task_modules == []
+    assert args.no_dashboard is False
+    assert args.log_level == "INFO"
+
+
+def test_an_env_var_beats_the_default() -> None:
+    parser = cli.make_parser()
+    apply_env_defaults(
+        parser,
+        environ={
+            "FASTWORKER_CLIENT_ADDRESS": "tcp://127.0.0.1:6001",
+            "FASTWORKER_LOCAL_CONCURRENCY": "3",
+            "FASTWORKER_RESULT_TTL": "2.5",
+            "FASTWORKER_NO_DASHBOARD": "true",
+            "FASTWORKER_TASK_MODULES": "app.tasks, other.tasks",
+            "FASTWORKER_LOG_LEVEL": "debug",
+        },
+    )
+
+    args = parser.parse_args([])
+
+    assert args.client_address == "tcp://127.0.0.1:6001"
+    assert args.local_concurrency == 3
+    assert args.result_ttl == 2.5
+    assert args.no_dashboard is True
+    assert args.task_modules == ["app.tasks", "other.tasks"]
+    assert args.log_level == "DEBUG"
+
+
+def test_a_flag_beats_its_env_var() -> None:
+    parser = cli.make_parser()
+    apply_env_defaults(
+        parser,
+        environ={
+            "FASTWORKER_CLIENT_ADDRESS": "tcp://127.0.0.1:6001",
+            "FASTWORKER_LOCAL_CONCURRENCY": "3",
+            "FASTWORKER_TASK_MODULES": "from.env",
+        },
+    )
+
+    args = parser.parse_args(
+        ["--client-address", "tcp://127.0.0.1:7001", "--local-concurrency", "8", "--task-modules", "from.flag"]
+    )
+
+    assert args.client_address == "tcp://127.0.0.1:7001"
+    assert args.local_concurrency == 8
+    assert args.task_modules == ["from.flag"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FASTWORKER_LOCAL_CONCURRENCY", "many"),
+        ("FASTWORKER_RESULT_TTL", "-1"),
+        ("FASTWORKER_HEARTBEAT_INTERVAL", "soon"),
+        ("FASTWORKER_NO_DASHBOARD", "maybe"),
+        ("FASTWORKER_MAX_QUEUE", "1.5"),
+    ],
+)
+def test_an_env_var_the_flag_would_refuse_is_a_usage_error(
+    name: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = cli.make_parser()
+
+    with pytest.raises(SystemExit) as caught:
+        apply_env_defaults(parser, environ={name: value})
+
+    assert caught.value.code == 2
+    assert name in capsys.readouterr().err
+
+
+def test_an_env_var_outside_the_flags_choices_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given `--log-level bogus` is refused by the parser (exit 2)...
+    with pytest.raises(SystemExit) as flag:
+        cli.make_parser().parse_args(["--log-level", "bogus"])
+    assert flag.value.code == 2
+    capsys.readouterr()
+
+    # ...then FASTWORKER_LOG_LEVEL=bogus is refused the same way
+    parser = cli.make_parser()
+    with pytest.raises(SystemExit) as env:
+        apply_env_defaults(parser, environ={"FASTWORKER_LOG_LEVEL": "bogus"})
+        parser.parse_args([])
+    assert env.value.code == 2
+    assert "FASTWORKER_LOG_LEVEL" in capsys.readouterr().err
+
+
+def test_every_flags_help_names_its_env_var() -> None:
+    parser = cli.make_parser()
+    apply_env_defaults(parser, environ={})
+
+    text = parser.format_help()
+
+    for variable in (
+        "FASTWORKER_TASK_MODULES",
+        "FASTWORKER_DISCOVERY_ADDRESS",
+        "FASTWORKER_CLIENT_ADDRESS",
+        "FASTWORKER_DISPATCH_ADDRESS",
+        "FASTWORKER_LOCAL_CONCURRENCY",
+        "FASTWORKER_MAX_QUEUE",
+        "FASTWORKER_SECRET",
+        "FASTWORKER_READY_FILE",
+        "FASTWORKER_NO_DASHBOARD",
+    ):
+        assert variable in text
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--secret", "x"],
+        ["--journal", "journal.log"],
+        ["--tls-cert", "cert.pem"],
+        ["--tls-key", "key.pem"],
+        ["--tls-ca", "ca.pem"],
+    ],
+)
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_refuses_features_that_are_not_available_with_a_usage_error(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--task-modules", "anything", *flags])
+
+    assert caught.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_refuses_the_secret_given_through_its_env_var(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FASTWORKER_SECRET", "s3cret")
+
+    with pytest.raises(SystemExit) as caught:
+        cli.main([])
+
+    assert caught.value.code == 2
+    assert "--secret" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_exits_1_when_a_task_module_cannot_be_imported(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--task-modules", "fastworker_no_such_module_for_tests", "--no-dashboard"])
+
+    assert code == cli.RET_ERROR == 1
+    assert "fastworker_no_such_module_for_tests" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--local-concurrency", "-1"],
+        ["--result-cache-size", "0"],
+        ["--max-queue", "-3"],
+        ["--heartbeat-interval", "5", "--heartbeat-timeout", "2"],
+        ["--drain-timeout", "-1"],
+        ["--max-frame-size", "10"],
+    ],
+)
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_turns_invalid_settings_into_a_usage_error(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(flags)
+
+    assert caught.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_turns_an_invalid_env_setting_into_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FASTWORKER_LOCAL_CONCURRENCY", "-2")
+
+    with pytest.raises(SystemExit) as caught:
+        cli.main([])
+
+    assert caught.value.code == 2
+    assert "--local-concurrency" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_with_an_invalid_log_level_env_var_is_a_usage_error_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given FASTWORKER_LOG_LEVEL holds a value --log-level refuses
+    monkeypatch.setenv("FASTWORKER_LOG_LEVEL", "bogus")
+
+    # Then main exits with the usage-error code (2), like `--log-level bogus`, instead of raising
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--task-modules", "fastworker_no_such_module_for_tests"])
+
+    assert caught.value.code == 2
+    assert "FASTWORKER_LOG_LEVEL" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_process_state")
+def test_main_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from fastworker.controlplane.version import __version__
+
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--version"])
+
+    assert caught.value.code == 0
+    assert __version__ in capsys.readouterr().out

@@ -1,0 +1,101 @@
+"""Fixtures for the integration suite: real control-plane processes on loopback, and clients for them.
+
+Every control plane runs ``python -m fastworker.controlplane`` with ``--task-modules fwtests_tasks``
+on port 0 and is stopped by pid at teardown (``fastworker.controlplane.testing``). The task module
+lives next to this file; the child finds it because this directory is prepended to PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastworker.client import Client, TaskInfo, TaskState
+from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+
+TESTS_DIR = Path(__file__).resolve().parent
+TASK_MODULES = ("fwtests_tasks",)
+
+StartControlPlane = Callable[..., RunningControlPlane]
+MakeClient = Callable[..., Client]
+WaitForState = Callable[..., Coroutine[Any, Any, TaskInfo]]
+
+
+def child_env() -> dict[str, str]:
+    """The environment additions for a control-plane child: this directory first on PYTHONPATH."""
+    existing = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
+
+
+def launch(workdir: Path, *extra_args: str, **kwargs: Any) -> RunningControlPlane:
+    """Start one control plane with the test tasks (the caller stops it)."""
+    return start_controlplane(
+        task_modules=TASK_MODULES, extra_args=list(extra_args), env=child_env(), workdir=workdir, **kwargs
+    )
+
+
+@pytest.fixture
+def start_cp(tmp_path: Path) -> Iterator[StartControlPlane]:
+    """Start control planes with extra flags; every one is stopped by pid at teardown."""
+    started: list[RunningControlPlane] = []
+
+    def start(*extra_args: str, **kwargs: Any) -> RunningControlPlane:
+        control_plane = launch(tmp_path, *extra_args, **kwargs)
+        started.append(control_plane)
+        return control_plane
+
+    yield start
+    for control_plane in started:
+        control_plane.stop()
+    for control_plane in started:
+        # Shown by pytest only when the test failed.
+        print(f"---- control plane {control_plane.pid} ({' '.join(control_plane.argv[3:])}) ----")
+        print(control_plane.log())
+
+
+@pytest.fixture(scope="module")
+def shared_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningControlPlane]:
+    """One control plane with default flags, shared by the tests of one module (use unique arguments)."""
+    control_plane = launch(tmp_path_factory.mktemp("shared-cp"))
+    try:
+        yield control_plane
+    finally:
+        control_plane.stop()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[MakeClient]:
+    """Create asyncio clients for a control plane; all are closed at teardown."""
+    clients: list[Client] = []
+
+    def make(control_plane: RunningControlPlane, **kwargs: Any) -> Client:
+        client = Client(control_plane.discovery, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def _wait_for_state(client: Client, task_id: str, state: TaskState, timeout: float = 10.0) -> TaskInfo:
+    deadline = time.monotonic() + timeout
+    info = await client.status(task_id)
+    while info.state is not state:
+        if time.monotonic() > deadline:
+            pytest.fail(f"task {task_id} did not reach {state} within {timeout:g} s (last: {info.state})")
+        await asyncio.sleep(0.02)
+        info = await client.status(task_id)
+    return info
+
+
+@pytest.fixture
+def wait_for_state() -> WaitForState:
+    """``await wait_for_state(client, task_id, state, timeout=10)``: poll status until the state (bounded)."""
+    return _wait_for_state

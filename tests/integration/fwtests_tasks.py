@@ -1,0 +1,88 @@
+"""Tasks for the integration suite, loaded by the control-plane subprocess (``--task-modules fwtests_tasks``).
+
+The tests submit by name and never import this module. With no subworkers attached, every task
+runs inside the control-plane process, so the execution counter below sees every execution and
+``fwtests.execution_counts`` reports it: that is how the tests tell "ran exactly once" from
+"ran twice" or "never ran".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from fastworker.client import task
+
+_lock = threading.Lock()
+#: Executions per key in this process; the key is the task's identifying argument.
+_executions: Counter[str] = Counter()
+
+
+def _ran(key: str) -> int:
+    """Count one execution of ``key``; returns how many times it has run, this one included."""
+    with _lock:
+        _executions[key] += 1
+        return _executions[key]
+
+
+@task(name="fwtests.square")
+def square(n: int) -> int:
+    """Return n squared; counted under ``square:<n>``."""
+    _ran(f"square:{n}")
+    return n * n
+
+
+@task(name="fwtests.add")
+def add(x: int, y: int) -> int:
+    """Return x + y (not counted; used for round trips and wrong-argument calls)."""
+    return x + y
+
+
+@task(name="fwtests.record")
+def record(tag: str) -> str:
+    """Count one execution of ``tag`` and return it."""
+    _ran(tag)
+    return tag
+
+
+@task(name="fwtests.block_until")
+def block_until(path: str, tag: str, limit: float = 10.0) -> bool:
+    """Wait (at most ``limit`` seconds) until ``path`` exists; True if it appeared. Counted under ``tag``."""
+    _ran(tag)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if Path(path).exists():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@task(name="fwtests.sleep_then_mark")
+def sleep_then_mark(seconds: float, marker: str) -> str:
+    """Sleep, then write the wall-clock time into ``marker``; returns the marker path."""
+    time.sleep(seconds)
+    Path(marker).write_text(repr(time.time()))
+    return marker
+
+
+@task(name="fwtests.fail")
+def fail(message: str) -> None:
+    """Always raise ValueError(message)."""
+    raise ValueError(message)  # fwtests: the raising line
+
+
+@task(name="fwtests.fail_first_time")
+def fail_first_time(tag: str) -> str:
+    """Raise RuntimeError on the first execution of ``tag``, succeed on later ones."""
+    if _ran(tag) == 1:
+        raise RuntimeError(f"first attempt of {tag} fails")
+    return tag
+
+
+@task(name="fwtests.execution_counts")
+def execution_counts(prefix: str = "") -> dict[str, int]:
+    """Executions so far of every key that starts with ``prefix``."""
+    with _lock:
+        return {key: count for key, count in _executions.items() if key.startswith(prefix)}

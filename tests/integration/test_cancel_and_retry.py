@@ -1,0 +1,60 @@
+"""Cancel says what it did; a cancelled task never runs; retry re-runs it under the same id."""
+
+from __future__ import annotations
+
+from fastworker.client import CancelResult, TaskState
+
+
+async def test_cancelling_a_queued_task_stops_it_from_ever_running_and_retry_runs_it_again(
+    start_cp, make_client, wait_for_state, tmp_path
+):
+    control_plane = start_cp("--local-concurrency", "1")
+    client = make_client(control_plane)
+    release = tmp_path / "release"
+    blocker = await client.delay("fwtests.block_until", str(release), "cancel-blocker")
+    await wait_for_state(client, blocker, TaskState.RUNNING)
+    queued = await client.delay("fwtests.record", "cancelled-then-retried")
+    assert (await client.status(queued)).state is TaskState.PENDING
+
+    assert await client.cancel(queued) == CancelResult(cancelled=True, previous_state=TaskState.PENDING)
+    info = await client.status(queued)
+    assert info.state is TaskState.CANCELLED
+    assert info.attempts == 0
+
+    release.touch()
+    assert await client.result(blocker, timeout=15) is True
+    # Everything queued after the cancelled task has run, so it would have run by now too.
+    after = await client.delay("fwtests.record", "after-the-cancel")
+    assert await client.result(after, timeout=10) == "after-the-cancel"
+    assert (await client.status(queued)).state is TaskState.CANCELLED
+    assert await client.submit("fwtests.execution_counts", "cancelled-then-retried", timeout=10) == {}
+
+    assert await client.cancel(blocker) == CancelResult(cancelled=False, previous_state=TaskState.SUCCESS)
+    assert (await client.status(blocker)).state is TaskState.SUCCESS
+
+    assert await client.retry(queued) in (TaskState.PENDING, TaskState.RUNNING, TaskState.SUCCESS)
+    assert await client.result(queued, timeout=10) == "cancelled-then-retried"
+    info = await client.status(queued)
+    assert (info.id, info.state, info.attempts) == (queued, TaskState.SUCCESS, 1)
+    assert await client.submit("fwtests.execution_counts", "cancelled-then-retried", timeout=10) == {
+        "cancelled-then-retried": 1
+    }
+
+
+async def test_retrying_a_failed_task_runs_it_again_and_counts_both_attempts(start_cp, make_client):
+    control_plane = start_cp()
+    client = make_client(control_plane)
+    task_id = await client.delay("fwtests.fail_first_time", "retry-after-failure")
+    info = await client.wait(task_id, timeout=10)
+    assert (info.state, info.attempts) == (TaskState.FAILURE, 1)
+    assert info.error is not None and info.error.type == "RuntimeError"
+
+    await client.retry(task_id)
+    info = await client.wait(task_id, timeout=10)
+    assert (info.id, info.state, info.attempts, info.result, info.error) == (
+        task_id,
+        TaskState.SUCCESS,
+        2,
+        "retry-after-failure",
+        None,
+    )

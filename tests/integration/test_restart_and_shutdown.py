@@ -1,0 +1,70 @@
+"""Lifecycle: a client survives a control-plane restart; SIGTERM drains running tasks, then exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from fastworker.client import ControlPlaneUnavailable, TaskState
+
+#: Longest a client may take to find a restarted control plane again.
+RECONNECT_BOUND = 15.0
+#: How long the task running during shutdown takes.
+DRAINED_TASK_SECONDS = 2.0
+
+
+async def test_a_client_runs_tasks_again_after_the_control_plane_restarts_on_the_same_addresses(start_cp, make_client):
+    first = start_cp()
+    client = make_client(first)
+    assert await client.submit("fwtests.add", 1, 2, timeout=10) == 3
+
+    assert await asyncio.to_thread(first.stop) == 0
+    second = start_cp(discovery=first.discovery, client=first.client, dispatch=first.dispatch)
+    assert (second.discovery, second.client, second.dispatch) == (first.discovery, first.client, first.dispatch)
+    assert second.pid != first.pid
+
+    # The same client object, idle meanwhile, with no user action: one call, bounded.
+    async with asyncio.timeout(RECONNECT_BOUND):
+        assert await client.submit("fwtests.add", 3, 4, timeout=RECONNECT_BOUND) == 7
+    task_id = await client.delay("fwtests.add", 5, 6)
+    assert await client.result(task_id, timeout=10) == 11
+    assert (await client.stats())["submitted"] == 2  # counted by the new control plane
+
+
+async def test_sigterm_lets_the_running_task_finish_refuses_new_work_and_exits_zero(
+    start_cp, make_client, wait_for_state, tmp_path
+):
+    control_plane = start_cp()
+    client = make_client(control_plane)
+    marker = tmp_path / "finished"
+    task_id = await client.delay("fwtests.sleep_then_mark", DRAINED_TASK_SECONDS, str(marker))
+    running = await wait_for_state(client, task_id, TaskState.RUNNING)
+    waiting = asyncio.ensure_future(client.wait(task_id, timeout=15))
+    await asyncio.sleep(0.2)  # the wait request is with the control plane
+
+    stopping = asyncio.ensure_future(asyncio.to_thread(control_plane.stop))
+    await asyncio.sleep(0.3)  # SIGTERM delivered; the task is still running
+    assert not marker.exists()
+    with pytest.raises(ControlPlaneUnavailable):
+        await client.delay("fwtests.add", 1, 2)
+
+    exit_code = await asyncio.wait_for(stopping, 20)
+    exited_at = time.time()
+    assert exit_code == 0
+    # The task wrote its marker when it finished, so the process lived until then.
+    assert marker.exists()
+    finished_at = float(marker.read_text())
+    assert running.started_at is not None
+    assert finished_at - running.started_at >= DRAINED_TASK_SECONDS - 0.05
+    assert finished_at <= exited_at
+
+    info = await asyncio.wait_for(waiting, 10)
+    assert (info.state, info.result) == (TaskState.SUCCESS, str(marker))
+
+    log = control_plane.log()
+    assert "shutting down: SIGTERM" in log
+    assert "drain timeout" not in log
+    assert re.search(r"control plane \w+ stopped", log)
