@@ -42,7 +42,9 @@ async def submit_work(control_plane: RunningControlPlane) -> None:
         try:
             await client.submit("fail", "the demo asked for it", timeout=10)
         except TaskFailed as exc:
-            print(f"fail -> TaskFailed: {exc.info.error.type}: {exc.info.error.message}" if exc.info.error else str(exc))
+            print(
+                f"fail -> TaskFailed: {exc.info.error.type}: {exc.info.error.message}" if exc.info.error else str(exc)
+            )
 
         stats = await client.stats()
         print(
