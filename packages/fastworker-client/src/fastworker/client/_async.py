@@ -268,7 +268,9 @@ class Client:
         self._correlation = (self._correlation + 1) % (1 << 64) or 1
         return self._correlation
 
-    async def _request(self, build: Callable[[Envelope], None], *, hold: float = 0.0) -> Envelope:
+    async def _request(
+        self, build: Callable[[Envelope], None], *, hold: float = 0.0, task_id: str = "", task_name: str = ""
+    ) -> Envelope:
         """Send a request built by ``build`` and return the reply; retries until request_timeout.
 
         Every request is idempotent (submissions carry their task id), so a retry after a lost
@@ -309,7 +311,7 @@ class Client:
             if reply.WhichOneof("body") == "error":
                 if reply.correlation_id not in (0, envelope.correlation_id):
                     continue  # not ours (cannot happen with contexts); ask again
-                raise _error_from_wire(reply.error)
+                raise _error_from_wire(reply.error, task_name, task_id)
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")
             return reply
@@ -424,10 +426,8 @@ class Client:
                     envelope.submit.task.CopyFrom(spec)
 
                 try:
-                    reply = await self._request(build_one)
+                    reply = await self._request(build_one, task_id=spec.task_id, task_name=spec.name)
                 except FastworkerError as exc:
-                    if isinstance(exc, UnknownTask):
-                        exc = UnknownTask(spec.name, str(exc))
                     if not future.done():
                         future.set_exception(exc)
                     return
@@ -539,10 +539,7 @@ class Client:
             envelope.submit.task.CopyFrom(spec)
             envelope.submit.wait = hold
 
-        try:
-            reply = await self._request(build, hold=hold)
-        except UnknownTask as exc:
-            raise UnknownTask(name, str(exc)) from None
+        reply = await self._request(build, hold=hold, task_id=spec.task_id, task_name=name)
         body = reply.submit_reply
         if body.HasField("task"):
             return self._value_of(task_info_from_wire(body.task, allow_pickle=self.allow_pickle))
@@ -605,16 +602,21 @@ class Client:
                 except TimeoutError:
                     raise TaskTimeout(task_id, timeout) from None
         finally:
-            futures = self._awaited.get(task_id)
-            if futures is not None:
-                try:
-                    futures.remove(future)
-                except ValueError:
-                    pass
-                if not futures:
-                    del self._awaited[task_id]
-                    self._unsent.pop(task_id, None)
+            self._forget_waiter(task_id, future)
         return task_info_from_wire(info, allow_pickle=self.allow_pickle)
+
+    def _forget_waiter(self, task_id: str, future: asyncio.Future[task_pb2.TaskInfo]) -> None:
+        """Stop waiting on task_id for this caller; the id leaves the next wait requests if nobody else waits."""
+        futures = self._awaited.get(task_id)
+        if futures is None:
+            return
+        try:
+            futures.remove(future)
+        except ValueError:
+            pass
+        if not futures:
+            del self._awaited[task_id]
+            self._unsent.pop(task_id, None)
 
     async def wait_many(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[TaskInfo]:
         """Wait until every task is final; returns their TaskInfos in order (cheaper than many ``wait`` calls).
@@ -643,16 +645,7 @@ class Client:
                     raise TaskTimeout(task_ids[index], timeout or 0.0)
         finally:
             for task_id, future in zip(task_ids, futures, strict=True):
-                listeners = self._awaited.get(task_id)
-                if listeners is None:
-                    continue
-                try:
-                    listeners.remove(future)
-                except ValueError:
-                    pass
-                if not listeners:
-                    del self._awaited[task_id]
-                    self._unsent.pop(task_id, None)
+                self._forget_waiter(task_id, future)
         return [task_info_from_wire(future.result(), allow_pickle=self.allow_pickle) for future in futures]
 
     async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
@@ -737,10 +730,7 @@ class Client:
         def build(envelope: Envelope) -> None:
             envelope.cancel.task_id = task_id
 
-        try:
-            reply = await self._request(build)
-        except TaskNotFound:
-            raise TaskNotFound(task_id) from None
+        reply = await self._request(build, task_id=task_id)
         body = reply.cancel_reply
         return CancelResult(cancelled=body.cancelled, previous_state=TaskState.from_wire(body.previous_state))
 
@@ -754,10 +744,7 @@ class Client:
         def build(envelope: Envelope) -> None:
             envelope.retry.task_id = task_id
 
-        try:
-            reply = await self._request(build)
-        except TaskNotFound:
-            raise TaskNotFound(task_id) from None
+        reply = await self._request(build, task_id=task_id)
         return TaskState.from_wire(reply.retry_reply.state)
 
     async def stats(self) -> dict[str, Any]:

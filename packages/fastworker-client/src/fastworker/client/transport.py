@@ -78,6 +78,32 @@ def _new_message(data: bytes) -> Any:
     return msg
 
 
+def _start_send(data: bytes, start: Callable[[Any], None]) -> Any:
+    """Put data in a new callback-free aio, start the send with ``start(aio)``, return the aio to reap."""
+    msg = _new_message(data)
+    aiop = ffi.new("nng_aio **")
+    rc = lib.nng_aio_alloc(aiop, ffi.NULL, ffi.NULL)
+    if rc != 0:
+        lib.nng_msg_free(msg)
+        raise MemoryError(f"nng_aio_alloc failed ({rc})")
+    aio = aiop[0]
+    lib.nng_aio_set_msg(aio, msg)
+    start(aio)
+    return aio
+
+
+def _free_aio(aio: Any, *, abort: bool = False) -> None:
+    """Release a finished (or, with abort, unfinished) send aio and any message nng left in it."""
+    if abort:
+        lib.nng_aio_stop(aio)
+    if lib.nng_aio_result(aio) != 0:
+        # nng leaves the message with the aio when the send failed (peer gone, cancelled).
+        msg = lib.nng_aio_get_msg(aio)
+        if msg != ffi.NULL:
+            lib.nng_msg_free(msg)
+    lib.nng_aio_free(aio)
+
+
 class Request:
     """One request received by a :class:`ReplyServer`; answer it with :meth:`reply` exactly once."""
 
@@ -161,15 +187,7 @@ class ReplyServer:
     def _send(self, context: pynng.Context, data: bytes) -> None:
         if self._closed:
             return
-        msg = _new_message(data)
-        aiop = ffi.new("nng_aio **")
-        rc = lib.nng_aio_alloc(aiop, ffi.NULL, ffi.NULL)
-        if rc != 0:
-            lib.nng_msg_free(msg)
-            raise MemoryError(f"nng_aio_alloc failed ({rc})")
-        aio = aiop[0]
-        lib.nng_aio_set_msg(aio, msg)
-        lib.nng_ctx_send(context.context, aio)
+        aio = _start_send(data, lambda aio: lib.nng_ctx_send(context.context, aio))
         self._sending.append((context, aio))
         if self._reap_handle is None:
             self._reap_handle = self._loop.call_later(0.05, self._reap_later)
@@ -187,12 +205,7 @@ class ReplyServer:
             if lib.nng_aio_busy(aio):
                 still_sending.append((context, aio))
                 continue
-            if lib.nng_aio_result(aio) != 0:
-                # nng leaves the message with the aio when the send failed (peer gone).
-                msg = lib.nng_aio_get_msg(aio)
-                if msg != ffi.NULL:
-                    lib.nng_msg_free(msg)
-            lib.nng_aio_free(aio)
+            _free_aio(aio)
             self._idle.append(context)
         self._sending = still_sending
 
@@ -224,12 +237,7 @@ class ReplyServer:
             self._reap_handle.cancel()
         self._loop.remove_reader(self._fd)
         for _context, aio in self._sending:
-            lib.nng_aio_stop(aio)
-            if lib.nng_aio_result(aio) != 0:
-                msg = lib.nng_aio_get_msg(aio)
-                if msg != ffi.NULL:
-                    lib.nng_msg_free(msg)
-            lib.nng_aio_free(aio)
+            _free_aio(aio, abort=True)
         self._sending = []
         self._idle = []
         for context in self._contexts:
@@ -281,31 +289,16 @@ class RequestChannel:
 
     def _send_on_socket(self, data: bytes) -> None:
         self._reap_sends()
-        msg = _new_message(data)
-        aiop = ffi.new("nng_aio **")
-        rc = lib.nng_aio_alloc(aiop, ffi.NULL, ffi.NULL)
-        if rc != 0:
-            lib.nng_msg_free(msg)
-            raise MemoryError(f"nng_aio_alloc failed ({rc})")
-        aio = aiop[0]
-        lib.nng_aio_set_msg(aio, msg)
-        lib.nng_send_aio(self._socket.socket, aio)
-        self._sends.append(aio)
+        self._sends.append(_start_send(data, lambda aio: lib.nng_send_aio(self._socket.socket, aio)))
 
     def _reap_sends(self, *, abort: bool = False) -> None:
         """Free finished send aios (all of them, aborting unfinished ones, when abort is set)."""
         still_sending = []
         for aio in self._sends:
-            if lib.nng_aio_busy(aio):
-                if not abort:
-                    still_sending.append(aio)
-                    continue
-                lib.nng_aio_stop(aio)
-            if lib.nng_aio_result(aio) != 0:
-                msg = lib.nng_aio_get_msg(aio)
-                if msg != ffi.NULL:
-                    lib.nng_msg_free(msg)
-            lib.nng_aio_free(aio)
+            if lib.nng_aio_busy(aio) and not abort:
+                still_sending.append(aio)
+                continue
+            _free_aio(aio, abort=abort)
         self._sends = still_sending
 
     def _on_readable(self) -> None:
