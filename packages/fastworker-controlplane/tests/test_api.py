@@ -474,3 +474,63 @@ async def test_workers_replies_with_an_empty_list_for_now(api_for: Callable[...,
     reply = ask(api_for(), lambda e: e.workers.SetInParent(), correlation_id=74)
 
     assert reply.WhichOneof("body") == "workers_reply"
+
+
+# ------------------------------------------------------------------------------- direct replies from slots
+
+
+async def test_a_submit_with_wait_is_answered_from_the_slot_thread_before_the_loop_finalizes_it(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Given a waiting submit of a sync task that runs on a slot thread
+    api = api_for(local_concurrency=1)
+    replies = Replies()
+    api.handle(request(submit(harness.spec("add", 1, 2, task_id="direct-1"), wait=5.0)), replies)
+
+    # When the reply arrives
+    async with asyncio.timeout(BOUND):
+        while not replies.frames:
+            await asyncio.sleep(0)
+    reply = decode_frame(replies.frames[0]).submit_reply
+
+    # Then it carries the final state and result, and it is the only reply ever sent
+    assert reply.state == task_pb2.TASK_STATE_SUCCESS
+    assert decode_value(reply.task.result) == 3
+    assert reply.task.finished_at >= reply.task.started_at > 0
+    await asyncio.sleep(0.05)
+    assert len(replies.frames) == 1
+
+
+async def test_a_status_right_after_a_direct_reply_sees_the_task_final(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Given a submit answered directly by the slot thread
+    api = api_for(local_concurrency=1)
+    coordinator = api.coordinator
+    replies = Replies()
+    api.handle(request(submit(harness.spec("add", 2, 2, task_id="ryw-1"), wait=5.0)), replies)
+    async with asyncio.timeout(BOUND):
+        while not replies.frames:
+            await asyncio.sleep(0)
+
+    # When the client asks for its status at once (possibly before the loop took the outcome in)
+    status = ask(api, lambda envelope: envelope.status.task_ids.append("ryw-1"))
+
+    # Then the status is final: a client never reads a task older than a reply it already got
+    assert status.status_reply.tasks[0].state == task_pb2.TASK_STATE_SUCCESS
+    assert decode_value(status.status_reply.tasks[0].result) == 4
+    assert coordinator.find("ryw-1") is not None and coordinator.find("ryw-1").is_final
+
+
+async def test_a_failing_task_submitted_with_wait_is_answered_once_with_its_error(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for(local_concurrency=1)
+    replies = Replies()
+    api.handle(request(submit(harness.spec("boom", task_id="direct-2"), wait=5.0)), replies)
+    reply = (await replies.next()).submit_reply
+    assert reply.state == task_pb2.TASK_STATE_FAILURE
+    assert reply.task.error.type == "ValueError"
+    assert "boom" in reply.task.error.traceback
+    await asyncio.sleep(0.05)
+    assert len(replies.frames) == 1

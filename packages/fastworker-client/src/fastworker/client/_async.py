@@ -280,7 +280,8 @@ class Client:
             ControlPlaneUnavailable: no reply within the deadline.
             FastworkerError: the control plane answered with an error (typed).
         """
-        await self.connect()
+        if not self._instance_id:
+            await self.connect()
         channel = self._channel
         assert channel is not None
         envelope = new_envelope(self._next_correlation_id())

@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 from fastworker.controlplane.coordinator import Coordinator, RequestRefused
 from fastworker.controlplane.queue import LEVELS
-from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.records import SUCCESS, TaskRecord
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
+from fastworker.worker.executor import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ class ClientApi:
 
     def handle(self, data: bytes, reply: Reply) -> None:
         """Decode one request frame and answer it; bad frames get a typed error and nothing else."""
+        if self.coordinator.local.has_completed:
+            # A slot thread may have answered a submit-and-wait before the loop saw the outcome:
+            # take outcomes in first, so that no client reads a task older than a reply it got.
+            self.coordinator.local.deliver_completed()
         try:
             request = decode_frame(data, max_size=self.max_frame_size)
         except FrameTooLarge as exc:
@@ -99,7 +104,23 @@ class ClientApi:
             def answer(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
                 self._send(reply, self._submit_reply(cid, record, duplicate))
 
-            self.coordinator.wait([record.task_id], wait, answer)
+            def answer_from_slot(record: TaskRecord, state: int, outcome: Outcome) -> None:
+                envelope = new_envelope(cid)
+                body = envelope.submit_reply
+                body.task_id = record.task_id
+                body.state = state  # type: ignore[assignment]
+                body.duplicate = duplicate
+                info = body.task
+                record.fill_info(info)
+                info.state = state  # type: ignore[assignment]
+                info.finished_at = outcome.finished_at
+                if state == SUCCESS and outcome.result is not None:
+                    info.result.CopyFrom(outcome.result)
+                elif outcome.error is not None:
+                    info.error.CopyFrom(outcome.error)
+                self._send(reply, envelope)
+
+            self.coordinator.wait([record.task_id], wait, answer, direct=answer_from_slot)
             return
         self._send(reply, self._submit_reply(request.correlation_id, record, duplicate))
 

@@ -44,6 +44,13 @@ MAX_WAIT = 30.0
 THROUGHPUT_WINDOW = 60.0
 
 
+def final_state(outcome: Outcome, cancelled: bool) -> int:
+    """The state a local execution ends in."""
+    if cancelled:
+        return CANCELLED
+    return SUCCESS if outcome.succeeded else FAILURE
+
+
 class RequestRefused(Exception):
     """A request the coordinator will not carry out; ``code`` is the wire error code."""
 
@@ -68,17 +75,23 @@ class Counters:
 
 #: Called with (records now final, ids still pending, ids unknown) when a wait ends.
 WaitCallback = Callable[[list[TaskRecord], list[str], list[str]], None]
+#: Called on a slot thread with (record, final state, outcome) to answer a one-task wait at once.
+DirectCallback = Callable[[TaskRecord, int, Outcome], None]
 
 
 class Waiter:
     """A pending wait for any of a set of tasks to reach a final state."""
 
-    __slots__ = ("callback", "done", "ids", "pending", "timer")
+    __slots__ = ("callback", "direct", "done", "ids", "pending", "timer")
 
-    def __init__(self, ids: list[str], pending: list[str], callback: WaitCallback) -> None:
+    def __init__(
+        self, ids: list[str], pending: list[str], callback: WaitCallback, direct: DirectCallback | None = None
+    ) -> None:
         self.ids = ids  # every id asked for, so unknown ones are still reported at the end
         self.pending = pending  # the ids this waiter listens on
         self.callback = callback
+        self.direct = direct
+        #: Set (under the coordinator's lock) by whoever answers: the loop, or a slot thread.
         self.done = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -116,7 +129,12 @@ class Coordinator:
         self._drained = asyncio.Event()
         self._drained.set()
         self.local = LocalExecutor(
-            loop, local_concurrency, self.take_local, self._on_local_done, allow_pickle=allow_pickle
+            loop,
+            local_concurrency,
+            self.take_local,
+            self._on_local_done,
+            allow_pickle=allow_pickle,
+            on_finished=self._answer_from_slot,
         )
         self.local.start()
         self._waiters: dict[str, list[Waiter]] = {}
@@ -235,6 +253,10 @@ class Coordinator:
                     return record, task
                 self._work_ready.wait()
 
+    def _answer_from_slot(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
+        if record.direct_waiter is not None:
+            self.answer_directly(record, final_state(outcome, cancelled), outcome)
+
     def _fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
         self._fail(record, error_type, message)
 
@@ -244,15 +266,12 @@ class Coordinator:
             if self.running == 0:
                 self._drained.set()
         if record.state == RUNNING:
-            if cancelled:
-                record.error = outcome.error
-                self._finalize(record, CANCELLED)
-            elif outcome.succeeded:
+            state = final_state(outcome, cancelled)
+            if state == SUCCESS:
                 record.result = outcome.result
-                self._finalize(record, SUCCESS)
             else:
                 record.error = outcome.error
-                self._finalize(record, FAILURE)
+            self._finalize(record, state)
 
     # ---------------------------------------------------------------------------------------- finish
 
@@ -280,26 +299,64 @@ class Coordinator:
                 buckets.popleft()
         self.active.pop(record.task_id, None)
         self.cache.add(record, now)
+        record.direct_waiter = None
         waiters = self._waiters.pop(record.task_id, None)
         if waiters:
             for waiter in waiters:
-                if not waiter.done:
-                    waiter.done = True
+                if not self._claim(waiter):
+                    if waiter.timer is not None:
+                        waiter.timer.cancel()  # answered by a slot thread already
+                    continue
+                if len(waiter.pending) == 1:
+                    self._complete_wait(waiter)  # nothing to gather: answer now
+                else:
                     # Deferred so that tasks finishing in the same loop turn share one reply.
                     self._loop.call_soon(self._complete_wait, waiter)
 
     # ------------------------------------------------------------------------------------------ wait
 
-    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
-        """Call back when any of the tasks is final (with all that are final then), or at timeout."""
+    def _claim(self, waiter: Waiter) -> bool:
+        """Mark a waiter answered; True for the one caller that may answer it."""
+        with self.lock:
+            if waiter.done:
+                return False
+            waiter.done = True
+            return True
+
+    def answer_directly(self, record: TaskRecord, state: int, outcome: Outcome) -> None:
+        """Answer a one-task wait from the slot thread that just finished the task (slot threads only).
+
+        Saves a hop through the event loop on the submit-and-wait path. The outcome is also on its
+        way to the loop, which finalizes the record as usual; requests look at finished outcomes
+        first, so a client that reads the task after this reply sees it final.
+        """
+        waiter = record.direct_waiter
+        if waiter is None or waiter.direct is None or not self._claim(waiter):
+            return
+        try:
+            waiter.direct(record, state, outcome)
+        except Exception:
+            logger.exception("direct reply failed for task %s", record.task_id)
+
+    def wait(
+        self, task_ids: list[str], timeout: float, callback: WaitCallback, *, direct: DirectCallback | None = None
+    ) -> None:
+        """Call back when any of the tasks is final (with all that are final then), or at timeout.
+
+        ``direct``, for a wait on one task, may instead be called on the slot thread that ran it.
+        """
         timeout = max(0.0, min(timeout, MAX_WAIT))
         finished, pending, missing = self._split(task_ids)
         if finished or not pending or timeout == 0:
             callback(finished, pending, missing)
             return
-        waiter = Waiter(task_ids, pending, callback)
+        waiter = Waiter(task_ids, pending, callback, direct if len(pending) == 1 else None)
         for task_id in pending:
             self._waiters.setdefault(task_id, []).append(waiter)
+        if waiter.direct is not None:
+            record = self.active.get(pending[0])
+            if record is not None and record.direct_waiter is None:
+                record.direct_waiter = waiter
         waiter.timer = self._loop.call_later(timeout, self._expire_wait, waiter)
 
     def _split(self, task_ids: Iterable[str]) -> tuple[list[TaskRecord], list[str], list[str]]:
@@ -317,8 +374,7 @@ class Coordinator:
         return finished, pending, missing
 
     def _expire_wait(self, waiter: Waiter) -> None:
-        if not waiter.done:
-            waiter.done = True
+        if self._claim(waiter):
             self._complete_wait(waiter)
 
     def _complete_wait(self, waiter: Waiter) -> None:

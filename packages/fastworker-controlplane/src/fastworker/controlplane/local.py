@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 #: Blocks until a task is ready for this slot and marks it RUNNING; None means "stop".
 TakeNext = Callable[[], tuple[TaskRecord, TaskFunction[Any, Any]] | None]
-#: The coordinator's completion callback on the loop: (record, outcome, cancelled while running).
+#: The coordinator's completion callback: (record, outcome, cancelled while running).
 DoneCallback = Callable[[TaskRecord, Outcome, bool], None]
 
 
@@ -41,13 +41,26 @@ class LocalExecutor:
         on_done: DoneCallback,
         *,
         allow_pickle: bool = False,
+        on_finished: DoneCallback | None = None,
     ) -> None:
+        """Create the slots (not started).
+
+        Args:
+            loop: The event loop that owns the coordinator.
+            concurrency: Number of slots.
+            take_next: Blocks until a task is ready for a slot.
+            on_done: Called on the loop with every outcome, in batches.
+            allow_pickle: Accept and produce pickle payloads.
+            on_finished: Called on the slot thread right after an outcome was queued for the loop
+                (for replies that need not wait for the loop).
+        """
         if concurrency < 0:
             raise ValueError("local concurrency cannot be negative")
         self._loop = loop
         self.concurrency = concurrency
         self._take_next = take_next
         self._on_done = on_done
+        self._on_finished = on_finished
         self._allow_pickle = allow_pickle
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
         self._wake_scheduled = False
@@ -97,10 +110,13 @@ class LocalExecutor:
             except BaseException as exc:  # a slot must survive anything a task does
                 outcome = failure(type(exc).__name__, str(exc))
             self._completed.append((record, outcome, cancelled))
+            if self._on_finished is not None:
+                # Before waking the loop, so the loop does not take the GIL while the reply is built.
+                self._on_finished(record, outcome, cancelled)
             if not self._wake_scheduled:
                 self._wake_scheduled = True
                 try:
-                    self._loop.call_soon_threadsafe(self._deliver_completed)
+                    self._loop.call_soon_threadsafe(self.deliver_completed)
                 except RuntimeError:  # the loop closed during shutdown
                     return
 
@@ -123,7 +139,13 @@ class LocalExecutor:
                 self._async_runs.pop(task_id, None)
                 self._cancel_requested.discard(task_id)
 
-    def _deliver_completed(self) -> None:
+    @property
+    def has_completed(self) -> bool:
+        """True if outcomes are waiting to be delivered to the loop."""
+        return bool(self._completed)
+
+    def deliver_completed(self) -> None:
+        """Hand every finished outcome to ``on_done`` (on the loop; also called before serving requests)."""
         self._wake_scheduled = False
         completed = self._completed
         while completed:

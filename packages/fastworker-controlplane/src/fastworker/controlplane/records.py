@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 from fastworker.protocol.v1 import task_pb2
 
@@ -22,6 +23,7 @@ class TaskRecord:
 
     __slots__ = (
         "attempts",
+        "direct_waiter",
         "entry",
         "error",
         "eta",
@@ -53,6 +55,8 @@ class TaskRecord:
         self.error: task_pb2.TaskError | None = None
         #: Identifies the live queue or schedule entry; a stale entry (cancelled, then re-queued) is skipped.
         self.entry = 0
+        #: A one-task wait (submit-and-wait) that the slot thread finishing this task may answer.
+        self.direct_waiter: Any = None
 
     @property
     def is_final(self) -> bool:
