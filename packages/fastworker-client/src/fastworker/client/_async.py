@@ -36,6 +36,7 @@ from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, de
 from fastworker.protocol.payload import decode_value, encode_arguments
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
+from fastworker.protocol.versioning import PROTOCOL_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,45 @@ def _eta_seconds(countdown: float | None, eta: datetime | float | None) -> float
     return float(eta)
 
 
+class _BulkWait:
+    """One future for many tasks' final infos: far cheaper than a future per task for wait_many."""
+
+    __slots__ = ("future", "infos", "remaining")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.infos: list[task_pb2.TaskInfo | None] = [None] * count
+        self.remaining = count
+
+
+class _Slot:
+    """One task's place in a _BulkWait; quacks like the future a single wait uses."""
+
+    __slots__ = ("bulk", "index")
+
+    def __init__(self, bulk: _BulkWait, index: int) -> None:
+        self.bulk = bulk
+        self.index = index
+
+    def done(self) -> bool:
+        return self.bulk.future.done() or self.bulk.infos[self.index] is not None
+
+    def set_result(self, info: task_pb2.TaskInfo) -> None:
+        bulk = self.bulk
+        bulk.infos[self.index] = info
+        bulk.remaining -= 1
+        if bulk.remaining == 0 and not bulk.future.done():
+            bulk.future.set_result(None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self.bulk.future.done():
+            self.bulk.future.set_exception(error)
+
+
+#: What waits for one task's final info: a future (wait) or a slot of a bulk wait (wait_many).
+_Listener = asyncio.Future[task_pb2.TaskInfo] | _Slot
+
+
 class Client:
     """Submits tasks to a FastWorker control plane and reads their results (asyncio).
 
@@ -168,7 +208,7 @@ class Client:
         self._submits_in_flight = 0
         self._flush_scheduled = False
         # Coalesced waits: futures per task id, and ids not covered by a request in flight.
-        self._awaited: dict[str, list[asyncio.Future[task_pb2.TaskInfo]]] = {}
+        self._awaited: dict[str, list[_Listener]] = {}
         self._unsent: dict[str, None] = {}
         self._waits_in_flight = 0
         self._pump_scheduled = False
@@ -269,9 +309,16 @@ class Client:
         return self._correlation
 
     async def _request(
-        self, build: Callable[[Envelope], None], *, hold: float = 0.0, task_id: str = "", task_name: str = ""
+        self,
+        build: Callable[[Envelope], None] | Envelope,
+        *,
+        hold: float = 0.0,
+        task_id: str = "",
+        task_name: str = "",
     ) -> Envelope:
-        """Send a request built by ``build`` and return the reply; retries until request_timeout.
+        """Send a request (built by ``build``, or an envelope with its body set) and return the reply.
+
+        Retries until request_timeout.
 
         Every request is idempotent (submissions carry their task id), so a retry after a lost
         reply never runs anything twice.
@@ -284,8 +331,14 @@ class Client:
             await self.connect()
         channel = self._channel
         assert channel is not None
-        envelope = new_envelope(self._next_correlation_id())
-        build(envelope)
+        if isinstance(build, Envelope):
+            envelope = build
+            envelope.protocol_version = PROTOCOL_VERSION
+            envelope.correlation_id = self._next_correlation_id()
+            envelope.sent_at = time.time()
+        else:
+            envelope = new_envelope(self._next_correlation_id())
+            build(envelope)
         frame = encode_frame(envelope, max_size=self.max_frame_size)
         deadline = time.monotonic() + self.request_timeout + hold
         attempt_timeout = hold + _ATTEMPT_SLACK
@@ -336,20 +389,43 @@ class Client:
         expires: datetime | float | None,
         task_id: str | None,
     ) -> task_pb2.TaskSpec:
+        spec = task_pb2.TaskSpec()
+        self._fill_spec(
+            spec, name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+        return spec
+
+    def _fill_spec(
+        self,
+        spec: task_pb2.TaskSpec,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        priority: Priority | str | None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        """Write one call into spec (in place, so batches need no copy).
+
+        Raises:
+            ValueError: a bad name, priority or time option.
+            PayloadError: the arguments cannot be encoded.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError("task name must be a non-empty string")
-        spec = task_pb2.TaskSpec(
-            task_id=task_id if task_id is not None else str(uuid.uuid4()),
-            name=name,
-            arguments=encode_arguments(args, kwargs, allow_pickle=self.allow_pickle),
-            retries=-1,
-        )
+        spec.task_id = task_id if task_id is not None else str(uuid.uuid4())
+        spec.name = name
+        spec.arguments.CopyFrom(encode_arguments(args, kwargs, allow_pickle=self.allow_pickle))
+        spec.retries = -1
         if priority is not None:
             spec.priority = Priority.parse(priority).to_wire()
-        spec.eta = _eta_seconds(countdown, eta)
+        if countdown is not None or eta is not None:
+            spec.eta = _eta_seconds(countdown, eta)
         if expires is not None:
             spec.expires = expires.timestamp() if isinstance(expires, datetime) else float(expires)
-        return spec
 
     async def delay(
         self,
@@ -481,30 +557,44 @@ class Client:
             UnknownTask, QueueFull: the first refused call's error; the others were accepted or
                 refused independently (``error.task_ids`` lists the accepted ids, None for refused).
         """
-        specs = []
+        wire_priority = None if priority is None else Priority.parse(priority)
+        batches: list[Envelope] = []
+        batch: Envelope | None = None
+        size = 0
         for call in calls:
             if len(call) == 2:
                 name, args = call
                 kwargs: Mapping[str, Any] = {}
             else:
                 name, args, kwargs = call
-            specs.append(
-                self._build_spec(
-                    name, args, kwargs, priority=priority, countdown=None, eta=None, expires=None, task_id=None
-                )
-            )
+            if batch is None or size >= _BATCH_BYTES or len(batch.submit_batch.tasks) >= _MAX_BATCH:
+                batch = Envelope()
+                batches.append(batch)
+                size = 0
+            spec = batch.submit_batch.tasks.add()
+            self._fill_spec(spec, name, args, kwargs, priority=wire_priority)
+            size += len(spec.arguments.data) + len(name) + 64
+        if not batches:
+            return []
         await self.connect()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[str]] = []
-        for spec in specs:
-            future: asyncio.Future[str] = loop.create_future()
-            futures.append(future)
-            self._submit_backlog.append((spec, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush_submits)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        first_error = next((r for r in results if isinstance(r, BaseException)), None)
+        gate = asyncio.Semaphore(_MAX_SUBMITS_IN_FLIGHT)
+
+        async def send(prepared: Envelope) -> list[str | FastworkerError]:
+            async with gate:
+                reply = await self._request(prepared)
+            outcomes = reply.submit_batch_reply.outcomes
+            specs = prepared.submit_batch.tasks
+            if len(outcomes) != len(specs):
+                raise ProtocolError("batch reply does not match the request")
+            return [
+                outcome.accepted.task_id
+                if outcome.WhichOneof("outcome") == "accepted"
+                else _error_from_wire(outcome.error, spec.name, spec.task_id)
+                for spec, outcome in zip(specs, outcomes, strict=True)
+            ]
+
+        results = [result for chunk in await asyncio.gather(*map(send, batches)) for result in chunk]
+        first_error = next((r for r in results if isinstance(r, FastworkerError)), None)
         if first_error is not None:
             first_error.task_ids = [r if isinstance(r, str) else None for r in results]  # type: ignore[attr-defined]
             raise first_error
@@ -606,7 +696,7 @@ class Client:
             self._forget_waiter(task_id, future)
         return task_info_from_wire(info, allow_pickle=self.allow_pickle)
 
-    def _forget_waiter(self, task_id: str, future: asyncio.Future[task_pb2.TaskInfo]) -> None:
+    def _forget_waiter(self, task_id: str, future: _Listener) -> None:
         """Stop waiting on task_id for this caller; the id leaves the next wait requests if nobody else waits."""
         futures = self._awaited.get(task_id)
         if futures is None:
@@ -627,27 +717,24 @@ class Client:
             TaskNotFound: the control plane does not know one of the ids.
         """
         await self.connect()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[task_pb2.TaskInfo]] = []
-        for task_id in task_ids:
-            future: asyncio.Future[task_pb2.TaskInfo] = loop.create_future()
-            futures.append(future)
-            self._awaited.setdefault(task_id, []).append(future)
+        bulk = _BulkWait(asyncio.get_running_loop(), len(task_ids))
+        slots = [_Slot(bulk, index) for index in range(len(task_ids))]
+        for task_id, slot in zip(task_ids, slots, strict=True):
+            self._awaited.setdefault(task_id, []).append(slot)
             self._unsent[task_id] = None
         self._schedule_pump()
         try:
-            if futures:
-                done, pending = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
-                for future in done:
-                    if future.exception() is not None:
-                        raise future.exception()  # type: ignore[misc]
-                if pending:
-                    index = futures.index(next(iter(pending)))
-                    raise TaskTimeout(task_ids[index], timeout or 0.0)
+            if task_ids:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await bulk.future
+                except TimeoutError:
+                    first = next(i for i, info in enumerate(bulk.infos) if info is None)
+                    raise TaskTimeout(task_ids[first], timeout or 0.0) from None
         finally:
-            for task_id, future in zip(task_ids, futures, strict=True):
-                self._forget_waiter(task_id, future)
-        return [task_info_from_wire(future.result(), allow_pickle=self.allow_pickle) for future in futures]
+            for task_id, slot in zip(task_ids, slots, strict=True):
+                self._forget_waiter(task_id, slot)
+        return [task_info_from_wire(info, allow_pickle=self.allow_pickle) for info in bulk.infos if info is not None]
 
     async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
         """The values of many tasks, in order, once all are final.

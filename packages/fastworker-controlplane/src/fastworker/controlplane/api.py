@@ -138,16 +138,15 @@ class ClientApi:
     def _submit_batch(self, request: Envelope, reply: Reply) -> None:
         envelope = new_envelope(request.correlation_id)
         outcomes = envelope.submit_batch_reply.outcomes
-        submit = self.coordinator.submit
-        for spec in request.submit_batch.tasks:
+        specs = request.submit_batch.tasks
+        for spec, result in zip(specs, self.coordinator.submit_many(specs), strict=True):
             outcome = outcomes.add()
             outcome.task_id = spec.task_id
-            try:
-                record, duplicate = submit(spec)
-            except RequestRefused as exc:
-                outcome.error.code = exc.code
-                outcome.error.message = exc.message
+            if isinstance(result, RequestRefused):
+                outcome.error.code = result.code
+                outcome.error.message = result.message
                 continue
+            record, duplicate = result
             accepted = outcome.accepted
             accepted.task_id = record.task_id
             accepted.state = record.state  # type: ignore[assignment]

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 LOCAL_WORKER_ID = "controlplane"
 #: Longest a wait may be held by the control plane, in seconds; clients re-ask after it.
 MAX_WAIT = 30.0
+#: How long a wait on several tasks keeps gathering after the first of them finished, in seconds.
+GATHER_WINDOW = 0.005
 #: Throughput is measured over this many seconds.
 THROUGHPUT_WINDOW = 60.0
 
@@ -82,7 +84,7 @@ DirectCallback = Callable[[TaskRecord, int, Outcome], None]
 class Waiter:
     """A pending wait for any of a set of tasks to reach a final state."""
 
-    __slots__ = ("callback", "direct", "done", "ids", "pending", "timer")
+    __slots__ = ("callback", "direct", "done", "gather", "ids", "pending", "remaining", "timer")
 
     def __init__(
         self, ids: list[str], pending: list[str], callback: WaitCallback, direct: DirectCallback | None = None
@@ -93,7 +95,10 @@ class Waiter:
         self.direct = direct
         #: Set (under the coordinator's lock) by whoever answers: the loop, or a slot thread.
         self.done = False
+        #: Listened-on tasks not final yet.
+        self.remaining = len(pending)
         self.timer: asyncio.TimerHandle | None = None
+        self.gather: asyncio.TimerHandle | None = None
 
 
 class Coordinator:
@@ -165,6 +170,36 @@ class Coordinator:
         Raises:
             RequestRefused: shutting down, bad spec, unknown task, or a full queue.
         """
+        outcome = self.submit_many((spec,))[0]
+        if isinstance(outcome, RequestRefused):
+            raise outcome
+        return outcome
+
+    def submit_many(self, specs: Iterable[task_pb2.TaskSpec]) -> list[tuple[TaskRecord, bool] | RequestRefused]:
+        """Accept many specs, each on its own (a refusal stops nothing else); one outcome per spec, in order.
+
+        The accepted tasks enter the queue together, under one acquisition of the lock.
+        """
+        outcomes: list[tuple[TaskRecord, bool] | RequestRefused] = []
+        ready: list[TaskRecord] = []
+        for spec in specs:
+            try:
+                record, duplicate = self._accept(spec, len(ready))
+            except RequestRefused as refused:
+                outcomes.append(refused)
+                continue
+            outcomes.append((record, duplicate))
+            if not duplicate and record.state == PENDING:
+                ready.append(record)
+        if ready:
+            with self.lock:
+                for record in ready:
+                    self.queue.push(record)
+                self._work_ready.notify(len(ready))
+        return outcomes
+
+    def _accept(self, spec: task_pb2.TaskSpec, not_yet_queued: int) -> tuple[TaskRecord, bool]:
+        """Validate one spec and create its record: PENDING (for the caller to queue) or SCHEDULED."""
         task_id = spec.task_id
         existing = self._known(task_id)
         if existing is not None:
@@ -176,7 +211,7 @@ class Coordinator:
         task = self.registry.get(spec.name)
         if task is None:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
-        if self.max_queue and len(self.queue) + len(self.schedule) >= self.max_queue:
+        if self.max_queue and len(self.queue) + len(self.schedule) + not_yet_queued >= self.max_queue:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )
@@ -189,8 +224,6 @@ class Coordinator:
         self.counters.submitted += 1
         if spec.eta > now:
             self._hold(record, spec.eta)
-        else:
-            self._enqueue(record)
         return record, False
 
     def _enqueue(self, record: TaskRecord) -> None:
@@ -303,15 +336,18 @@ class Coordinator:
         waiters = self._waiters.pop(record.task_id, None)
         if waiters:
             for waiter in waiters:
-                if not self._claim(waiter):
+                if waiter.done:
                     if waiter.timer is not None:
                         waiter.timer.cancel()  # answered by a slot thread already
                     continue
-                if len(waiter.pending) == 1:
-                    self._complete_wait(waiter)  # nothing to gather: answer now
-                else:
-                    # Deferred so that tasks finishing in the same loop turn share one reply.
-                    self._loop.call_soon(self._complete_wait, waiter)
+                waiter.remaining -= 1
+                if waiter.remaining <= 0:
+                    if self._claim(waiter):
+                        self._complete_wait(waiter)  # everything it waits for is final: answer now
+                elif waiter.gather is None:
+                    # Tasks asked for together tend to finish together: answer a moment later with
+                    # everything final by then, rather than once per task (and re-asked for the rest).
+                    waiter.gather = self._loop.call_later(GATHER_WINDOW, self._expire_wait, waiter)
 
     # ------------------------------------------------------------------------------------------ wait
 
@@ -380,6 +416,8 @@ class Coordinator:
     def _complete_wait(self, waiter: Waiter) -> None:
         if waiter.timer is not None:
             waiter.timer.cancel()
+        if waiter.gather is not None:
+            waiter.gather.cancel()
         for task_id in waiter.pending:
             listeners = self._waiters.get(task_id)
             if listeners is not None:
@@ -491,8 +529,9 @@ class Coordinator:
             self._schedule_timer.cancel()
         for waiters in self._waiters.values():
             for waiter in waiters:
-                if waiter.timer is not None:
-                    waiter.timer.cancel()
+                for timer in (waiter.timer, waiter.gather):
+                    if timer is not None:
+                        timer.cancel()
         self._waiters.clear()
         with self.lock:
             self._slots_stopping = True
