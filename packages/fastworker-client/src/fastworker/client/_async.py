@@ -635,7 +635,10 @@ class Client:
         if body.HasField("task"):
             return self._value_of(task_info_from_wire(body.task, allow_pickle=self.allow_pickle))
         remaining = None if timeout is None else timeout - (time.monotonic() - started)
-        return await self.result(body.task_id, timeout=remaining)
+        try:
+            return await self.result(body.task_id, timeout=remaining)
+        except TaskTimeout:
+            raise TaskTimeout(body.task_id, timeout or 0.0) from None
 
     # ------------------------------------------------------------------------------------------ reads
 

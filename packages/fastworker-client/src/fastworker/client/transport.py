@@ -115,12 +115,14 @@ def _free_aio(aio: Any, *, abort: bool = False) -> None:
 class Request:
     """One request received by a :class:`ReplyServer`; answer it with :meth:`reply` exactly once."""
 
-    __slots__ = ("_context", "_server", "data")
+    __slots__ = ("_context", "_server", "data", "pipe_id")
 
-    def __init__(self, server: ReplyServer, context: pynng.Context, data: bytes) -> None:
+    def __init__(self, server: ReplyServer, context: pynng.Context, data: bytes, pipe_id: int = 0) -> None:
         self._server = server
         self._context: pynng.Context | None = context
         self.data = data
+        #: The nng pipe (connection) the request came in on, to tie peers to connections.
+        self.pipe_id = pipe_id
 
     @property
     def answered(self) -> bool:
@@ -186,9 +188,11 @@ class ReplyServer:
                 if rc != _EAGAIN:
                     logger.warning("receive failed on the reply socket: nng error %d", rc)
                 break
-            data = _take_message_bytes(self._msgp[0])
+            msg = self._msgp[0]
+            pipe_id = lib.nng_msg_get_pipe(msg).id
+            data = _take_message_bytes(msg)
             try:
-                self._handler(Request(self, context, data))
+                self._handler(Request(self, context, data, pipe_id))
             except Exception:
                 logger.exception("request handler failed")
             if not _readable(self._fd):

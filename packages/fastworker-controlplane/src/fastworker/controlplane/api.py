@@ -215,8 +215,8 @@ class ClientApi:
         s.retried = c.counters.retried
         s.queued = len(c.queue)
         s.scheduled = len(c.schedule)
-        s.running = c.running
-        s.workers = 0
+        s.running = c.running_total
+        s.workers = len(c.dispatcher.fleet) if c.dispatcher is not None else 0
         s.cache_size = len(c.cache)
         s.cache_hits = c.cache.hits
         s.cache_misses = c.cache.misses
@@ -238,16 +238,37 @@ class ClientApi:
             info.oldest_age = c.queue.oldest_age(level, now)
             info.paused = level in c.queue.paused
         body.scheduled = len(c.schedule)
-        body.running = c.running
+        body.running = c.running_total
         body.max_queue = c.max_queue
         self._send(reply, envelope)
 
     def _workers(self, request: Envelope, reply: Reply) -> None:
         envelope = new_envelope(request.correlation_id)
-        envelope.workers_reply.SetInParent()  # subworkers register on the dispatch channel (issue 4)
+        body = envelope.workers_reply
+        body.SetInParent()
+        dispatcher = self.coordinator.dispatcher
+        for worker in dispatcher.fleet if dispatcher is not None else ():
+            info = body.workers.add()
+            info.worker_id = worker.worker_id
+            info.host = worker.host
+            info.pid = worker.pid
+            info.capacity = worker.capacity
+            info.in_flight = len(worker.leases)
+            info.processed = worker.processed
+            info.failed = worker.failed
+            info.rss_bytes = worker.rss_bytes
+            info.last_heartbeat = worker.last_seen
+            info.draining = worker.draining
+            info.task_names.extend(sorted(worker.task_names))
         self._send(reply, envelope)
 
     def _registered_tasks(self, request: Envelope, reply: Reply) -> None:
         envelope = new_envelope(request.correlation_id)
-        envelope.registered_tasks_reply.tasks.extend(self.coordinator.registry.definitions())
+        definitions = {d.name: d for d in self.coordinator.registry.definitions()}
+        dispatcher = self.coordinator.dispatcher
+        for name in sorted(self.coordinator.remote_task_names - definitions.keys()):
+            definition = dispatcher.fleet.definition(name) if dispatcher is not None else None
+            if definition is not None:
+                definitions[name] = definition
+        envelope.registered_tasks_reply.tasks.extend(definitions[name] for name in sorted(definitions))
         self._send(reply, envelope)

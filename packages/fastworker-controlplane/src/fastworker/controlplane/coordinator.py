@@ -127,6 +127,9 @@ class Coordinator:
         self.schedule = Schedule()
         self.counters = Counters()
         self.accepting = True
+        #: Task names some registered subworker runs (kept current by the dispatcher).
+        self.remote_task_names: frozenset[str] = frozenset()
+        self.dispatcher: Any = None
         self.lock = threading.Lock()
         self._work_ready = threading.Condition(self.lock)
         self._slots_stopping = False
@@ -196,7 +199,60 @@ class Coordinator:
                 for record in ready:
                     self.queue.push(record)
                 self._work_ready.notify(len(ready))
+            if self.dispatcher is not None:
+                self.dispatcher.schedule()
         return outcomes
+
+    def _default_priority(self, name: str) -> int:
+        task = self.registry.get(name)
+        if task is not None:
+            return task.options.priority.to_wire()
+        if self.dispatcher is not None:
+            definition = self.dispatcher.fleet.definition(name)
+            if definition is not None and definition.priority:
+                return int(definition.priority)
+        return task_pb2.PRIORITY_NORMAL
+
+    @property
+    def running_total(self) -> int:
+        """Tasks running now, locally and on subworkers."""
+        remote = sum(len(w.leases) for w in self.dispatcher.fleet) if self.dispatcher is not None else 0
+        return self.running + remote
+
+    def attach_dispatcher(self, dispatcher: Any) -> None:
+        """Let subworkers take tasks too (see ``dispatcher``); local slots then run only what no free worker can."""
+        self.dispatcher = dispatcher
+
+    def _runnable_locally(self, record: TaskRecord) -> bool:
+        if record.name not in self.registry:
+            return False
+        dispatcher = self.dispatcher
+        return dispatcher is None or not dispatcher.fleet.has_free_slot_for(record.name)
+
+    def wake_slots(self) -> None:
+        """Let idle local slots look at the queue again (e.g. workers just filled up)."""
+        with self.lock:
+            if len(self.queue):
+                self._work_ready.notify_all()
+
+    def requeue_front(self, record: TaskRecord) -> None:
+        """Put a task taken back from a worker at the front of its level, to run again next."""
+        with self.lock:
+            record.state = PENDING
+            record.worker = ""
+            self.queue.push_front(record)
+            self._work_ready.notify()
+        self.counters.retried += 1
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
+
+    def fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
+        """End a running task as FAILURE with a system error (e.g. WorkerLost)."""
+        self._fail(record, error_type, message)
+
+    def finish_remote(self, record: TaskRecord, state: int) -> None:
+        """End a task a subworker reported (result or error already set on the record)."""
+        self._finalize(record, state)
 
     def _accept(self, spec: task_pb2.TaskSpec, not_yet_queued: int) -> tuple[TaskRecord, bool]:
         """Validate one spec and create its record: PENDING (for the caller to queue) or SCHEDULED."""
@@ -209,13 +265,13 @@ class Coordinator:
         if not task_id or len(task_id) > 200:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "task_id must be 1 to 200 characters")
         task = self.registry.get(spec.name)
-        if task is None:
+        if task is None and spec.name not in self.remote_task_names:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
         if self.max_queue and len(self.queue) + len(self.schedule) + not_yet_queued >= self.max_queue:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )
-        priority = spec.priority or task.options.priority.to_wire()
+        priority = spec.priority or self._default_priority(spec.name)
         if priority not in LEVELS:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
         now = self.clock()
@@ -232,6 +288,8 @@ class Coordinator:
             record.state = PENDING
             self.queue.push(record)
             self._work_ready.notify()
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
 
     def _hold(self, record: TaskRecord, due: float) -> None:
         record.state = SCHEDULED
@@ -268,7 +326,7 @@ class Coordinator:
             while True:
                 if self._slots_stopping:
                     return None
-                record = self.queue.pop()
+                record = self.queue.pop(None if self.dispatcher is None else self._runnable_locally)
                 if record is not None:
                     task = self.registry.get(record.name)
                     if task is None:  # registered locally at submit, so this cannot happen; fail loudly

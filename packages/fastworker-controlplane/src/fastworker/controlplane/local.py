@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -94,7 +95,12 @@ class LocalExecutor:
 
     def _slot_main(self) -> None:
         while True:
-            taken = self._take_next()
+            try:
+                taken = self._take_next()
+            except Exception:  # a bug must not silently cost a slot: log it and keep the slot alive
+                logger.exception("a local slot failed to take its next task")
+                time.sleep(0.1)
+                continue
             if taken is None:
                 return
             record, task = taken

@@ -10,9 +10,13 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 
 from fastworker.controlplane.records import PENDING, SCHEDULED, TaskRecord
 from fastworker.protocol.v1 import task_pb2
+
+#: Waiting tasks of one level looked at by a selective pop.
+SCAN_LIMIT = 1024
 
 #: Wire priority values in dispatch order.
 LEVELS: tuple[int, ...] = (
@@ -55,15 +59,32 @@ class PriorityQueue:
         """Account for a record that left PENDING while queued (cancelled); it is skipped when popped."""
         self._depth[record.priority] -= 1
 
-    def pop(self) -> TaskRecord | None:
-        """The next PENDING record by priority from the unpaused levels, or None."""
+    def pop(self, accept: Callable[[TaskRecord], bool] | None = None) -> TaskRecord | None:
+        """The next PENDING record by priority from the unpaused levels, or None.
+
+        With ``accept``, the next one that accept() takes (e.g. a task some free worker can run);
+        the ones skipped keep their places. Only the first ``SCAN_LIMIT`` waiting tasks of a level
+        are looked at, so a deep queue of tasks nobody can run costs bounded time.
+        """
         for level in LEVELS:
             if level in self.paused:
                 continue
             entries = self._levels[level]
             while entries:
-                entry, record = entries.popleft()
-                if record.entry == entry and record.state == PENDING:
+                entry, record = entries[0]
+                if record.entry != entry or record.state != PENDING:
+                    entries.popleft()  # stale: cancelled or re-queued elsewhere
+                    continue
+                if accept is None or accept(record):
+                    entries.popleft()
+                    self._depth[level] -= 1
+                    return record
+                break
+            if accept is None or not entries:
+                continue
+            for index, (entry, record) in enumerate(itertools.islice(entries, 1, SCAN_LIMIT), start=1):
+                if record.entry == entry and record.state == PENDING and accept(record):
+                    del entries[index]
                     self._depth[level] -= 1
                     return record
         return None

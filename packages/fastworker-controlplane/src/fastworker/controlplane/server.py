@@ -15,12 +15,14 @@ import pynng
 
 from fastworker.client.task import TaskRegistry
 from fastworker.client.transport import ReplyServer, Request, listener_url
-from fastworker.controlplane.api import ClientApi, error_frame
+from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.discovery import DiscoveryPublisher
+from fastworker.controlplane.dispatcher import Dispatcher
+from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
-from fastworker.protocol.v1 import error_pb2
+from fastworker.controlplane.workers_api import WorkerApi
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class ControlPlane:
         self._sockets: list[pynng.Socket] = []
         self._servers: list[ReplyServer] = []
         self.coordinator: Coordinator | None = None
+        self.fleet: Fleet | None = None
+        self.dispatcher: Dispatcher | None = None
         self._publisher: DiscoveryPublisher | None = None
 
     async def start(self) -> None:
@@ -61,7 +65,36 @@ class ControlPlane:
             api.handle(request.data, request.reply)
 
         client_address = self._serve(pynng.Rep0, s.client_address, serve_client, loop)
-        dispatch_address = self._serve(pynng.Rep0, s.dispatch_address, self._serve_dispatch, loop)
+
+        self.fleet = Fleet()
+        self.dispatcher = Dispatcher(
+            self.coordinator,
+            self.fleet,
+            heartbeat_interval=s.heartbeat_interval,
+            heartbeat_timeout=s.heartbeat_timeout,
+            on_fleet_change=self._fleet_changed,
+        )
+        workers_api = WorkerApi(
+            self.coordinator,
+            self.dispatcher,
+            instance_id=self.instance_id,
+            heartbeat_interval=s.heartbeat_interval,
+            heartbeat_timeout=s.heartbeat_timeout,
+            max_frame_size=s.max_frame_size,
+        )
+        dispatch_address = self._serve(pynng.Rep0, s.dispatch_address, workers_api.handle, loop)
+        dispatch_socket = self._sockets[-1]
+        dispatcher = self.dispatcher
+
+        def connection_dropped(pipe: pynng.Pipe) -> None:
+            # Runs on an nng thread: hand over to the loop (never touch sockets here).
+            pipe_id = pipe.id
+            try:
+                loop.call_soon_threadsafe(dispatcher.pipe_closed, pipe_id)
+            except RuntimeError:
+                pass  # the loop is closed: shutting down
+
+        dispatch_socket.add_post_pipe_remove_cb(connection_dropped)
 
         pub = pynng.Pub0()
         self._sockets.append(pub)
@@ -102,19 +135,20 @@ class ControlPlane:
         self._servers.append(server)
         return bound
 
-    def _serve_dispatch(self, request: Request) -> None:
-        # Subworker registration and dispatch arrive with issue 4; until then say so, typed.
-        request.reply(
-            error_frame(error_pb2.ERROR_CODE_INVALID_REQUEST, "this control plane does not accept subworkers yet")
-        )
+    def _fleet_changed(self) -> None:
+        if self._publisher is not None:
+            self._publisher.publish_now()  # workers and clients learn new task names at once
 
     def _describe(self, announcement: Announcement) -> None:
         announcement.instance_id = self.instance_id
         announcement.client_address = self.addresses["client"] or ""
         announcement.dispatch_address = self.addresses["dispatch"] or ""
         announcement.dashboard_url = self.addresses["dashboard"] or ""
-        announcement.task_names.extend(self.registry.names())
-        announcement.workers_online = 0
+        names = set(self.registry.names())
+        if self.fleet is not None:
+            names |= self.fleet.task_names()
+        announcement.task_names.extend(sorted(names))
+        announcement.workers_online = len(self.fleet) if self.fleet is not None else 0
         announcement.auth_required = False
         announcement.version = __version__
         if self.coordinator is not None:
@@ -159,6 +193,8 @@ class ControlPlane:
                     self.settings.drain_timeout,
                     coordinator.running,
                 )
+            if self.dispatcher is not None:
+                self.dispatcher.close()
             # Let replies to waits that the drain just answered reach their clients.
             await asyncio.sleep(0)
             for server in self._servers:

@@ -51,6 +51,8 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """The sender exceeded a limit (in-flight requests, connections)."""
     ERROR_CODE_INTERNAL: _ErrorCode.ValueType  # 12
     """A bug or unexpected failure on the receiving side."""
+    ERROR_CODE_NOT_REGISTERED: _ErrorCode.ValueType  # 13
+    """The worker id is not registered (or was dropped): register again."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Machine-readable error categories; clients map each to a typed exception."""
@@ -81,6 +83,8 @@ ERROR_CODE_RATE_LIMITED: ErrorCode.ValueType  # 11
 """The sender exceeded a limit (in-flight requests, connections)."""
 ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 12
 """A bug or unexpected failure on the receiving side."""
+ERROR_CODE_NOT_REGISTERED: ErrorCode.ValueType  # 13
+"""The worker id is not registered (or was dropped): register again."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final

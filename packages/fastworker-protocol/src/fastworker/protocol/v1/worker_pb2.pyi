@@ -148,6 +148,36 @@ class Heartbeat(_message.Message):
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
+class WorkRequest(_message.Message):
+    """Worker -> control plane: "send me work" (long poll). The control plane holds it until it
+    dispatches tasks to this worker (never more than its free capacity) or `hold` passes, and
+    answers with a Dispatch, possibly empty. A worker keeps one outstanding at a time; the replies
+    double as the control plane's heartbeat to the worker.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The worker id."""
+    hold: _builtins.float
+    """Longest the control plane may hold the request, in seconds."""
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        hold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkRequest: _TypeAlias = WorkRequest  # noqa: Y015
+
+@_typing.final
 class Dispatch(_message.Message):
     """Tasks handed to one worker (several per frame when many are ready)."""
 
@@ -236,6 +266,9 @@ class Results(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    """The worker id."""
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]:
         """The outcomes."""
@@ -244,10 +277,11 @@ class Results(_message.Message):
         self,
         *,
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
+        worker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

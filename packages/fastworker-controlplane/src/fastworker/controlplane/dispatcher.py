@@ -1,0 +1,263 @@
+"""Hands ready tasks to the least-loaded subworker with a free slot, and takes them back when a worker is lost.
+
+Every task sent to a worker is a lease recorded on the worker (``WorkerRecord.leases``): a message
+already handed to a dead worker's connection is gone, so the lease is what lets a lost worker's
+tasks be re-queued (if they have retries left) or failed with ``WorkerLost``. A result is accepted
+only against its lease (worker and attempt), so a late result from a worker already declared lost
+is ignored, never delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from fastworker.client.transport import Request
+from fastworker.controlplane.coordinator import Coordinator
+from fastworker.controlplane.fleet import Fleet, WorkerRecord
+from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS, TaskRecord
+from fastworker.protocol.framing import encode_frame, new_envelope
+from fastworker.protocol.v1 import worker_pb2
+
+logger = logging.getLogger(__name__)
+
+#: Error type of tasks whose worker was lost with no retries left (SPEC).
+WORKER_LOST = "WorkerLost"
+
+
+class Dispatcher:
+    """Keeps the fleet busy: assigns queued tasks to workers' outstanding work requests."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        fleet: Fleet,
+        *,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        on_fleet_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.coordinator = coordinator
+        self.fleet = fleet
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self._on_fleet_change = on_fleet_change
+        self._loop = asyncio.get_running_loop()
+        self._scheduled = False
+        self._reaper = self._loop.call_later(heartbeat_interval, self._reap_silent_workers)
+        self.lost_total = 0
+        coordinator.attach_dispatcher(self)
+
+    # ------------------------------------------------------------------------------------ membership
+
+    def register(self, request: worker_pb2.RegisterRequest, pipe_id: int) -> WorkerRecord:
+        """Add a worker; a previous registration under the same id is dropped as lost first."""
+        previous = self.fleet.get(request.worker_id)
+        if previous is not None:
+            self.lose(previous, "re-registered (the worker restarted)")
+        worker = WorkerRecord(request, pipe_id, self.coordinator.clock())
+        with self.coordinator.lock:
+            self.fleet.add(worker)
+        logger.info(
+            "worker %s registered from %s pid %d: capacity %d, %d tasks",
+            worker.worker_id,
+            worker.host,
+            worker.pid,
+            worker.capacity,
+            len(worker.task_names),
+        )
+        self._fleet_changed()
+        return worker
+
+    def lose(self, worker: WorkerRecord, reason: str) -> None:
+        """Drop a worker and take back its leases: re-queue those with retries left, fail the others."""
+        with self.coordinator.lock:
+            if self.fleet.get(worker.worker_id) is not worker:
+                return
+            self.fleet.remove(worker.worker_id)
+            leases = list(worker.leases.values())
+            worker.leases.clear()
+        self.lost_total += 1
+        self._drop_pull(worker)
+        requeued = 0
+        for record in leases:
+            if record.state != RUNNING or record.worker != worker.worker_id:
+                continue
+            if record.attempts < 1 + self._retries(record):
+                record.started_at = 0.0
+                self.coordinator.requeue_front(record)
+                requeued += 1
+            else:
+                self.coordinator.fail_running(
+                    record, WORKER_LOST, f"worker {worker.worker_id} was lost ({reason}) while running the task"
+                )
+        logger.warning(
+            "worker %s lost (%s): %d tasks re-queued, %d failed",
+            worker.worker_id,
+            reason,
+            requeued,
+            len(leases) - requeued,
+        )
+        self._fleet_changed()
+        self.schedule()
+
+    def deregister(self, worker: WorkerRecord, returned: list[str]) -> None:
+        """A draining worker leaves: tasks it hands back are re-queued without counting an attempt."""
+        with self.coordinator.lock:
+            self.fleet.remove(worker.worker_id)
+            leases = dict(worker.leases)
+            worker.leases.clear()
+        self._drop_pull(worker)
+        for task_id in returned:
+            record = leases.pop(task_id, None)
+            if record is not None and record.state == RUNNING and record.worker == worker.worker_id:
+                record.attempts -= 1
+                record.started_at = 0.0
+                self.coordinator.requeue_front(record)
+        for record in leases.values():  # still running when it left: same as a loss
+            if record.state == RUNNING and record.worker == worker.worker_id:
+                if record.attempts < 1 + self._retries(record):
+                    self.coordinator.requeue_front(record)
+                else:
+                    self.coordinator.fail_running(
+                        record, WORKER_LOST, f"worker {worker.worker_id} left while running it"
+                    )
+        logger.info("worker %s deregistered (%d tasks handed back)", worker.worker_id, len(returned))
+        self._fleet_changed()
+        self.schedule()
+
+    def _fleet_changed(self) -> None:
+        self.coordinator.remote_task_names = frozenset(self.fleet.task_names())
+        self._on_fleet_change()
+
+    def _retries(self, record: TaskRecord) -> int:
+        if record.spec.retries >= 0:
+            return record.spec.retries
+        local = self.coordinator.registry.get(record.name)
+        if local is not None:
+            return local.options.retries
+        definition = self.fleet.definition(record.name)
+        return definition.retries if definition is not None else 0
+
+    def pipe_closed(self, pipe_id: int) -> None:
+        """A connection dropped: its workers are lost at once (no need to wait for the heartbeat timeout)."""
+        for worker in self.fleet.on_pipe(pipe_id):
+            self.lose(worker, "connection dropped")
+
+    def _reap_silent_workers(self) -> None:
+        now = self.coordinator.clock()
+        for worker in self.fleet:
+            if now - worker.last_seen > self.heartbeat_timeout:
+                self.lose(worker, f"no heartbeat for {now - worker.last_seen:.1f} s")
+        self._reaper = self._loop.call_later(self.heartbeat_interval, self._reap_silent_workers)
+
+    # ---------------------------------------------------------------------------------------- pulls
+
+    def pull(self, worker: WorkerRecord, request: Request, hold: float) -> None:
+        """A worker asks for work: answer now if there is some, else hold the request up to ``hold``."""
+        if worker.pull is not None:
+            self._answer(worker, [])  # a newer request replaces an older one
+        worker.pull = request
+        hold = max(0.05, min(hold, self.heartbeat_interval))
+        worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
+        self.schedule()
+
+    def _expire_pull(self, worker: WorkerRecord, request: Request) -> None:
+        if worker.pull is request:
+            self._answer(worker, [])
+
+    def _drop_pull(self, worker: WorkerRecord) -> None:
+        if worker.pull_timer is not None:
+            worker.pull_timer.cancel()
+            worker.pull_timer = None
+        if worker.pull is not None:
+            worker.pull.drop()
+            worker.pull = None
+
+    def _answer(self, worker: WorkerRecord, records: list[TaskRecord]) -> None:
+        request, worker.pull = worker.pull, None
+        if worker.pull_timer is not None:
+            worker.pull_timer.cancel()
+            worker.pull_timer = None
+        if request is None:
+            return
+        envelope = new_envelope()
+        tasks = envelope.dispatch.tasks
+        for record in records:
+            record.spec.attempt = record.attempts
+            tasks.append(record.spec)
+        envelope.dispatch.SetInParent()
+        request.reply(encode_frame(envelope))
+
+    # ------------------------------------------------------------------------------------- dispatch
+
+    def schedule(self) -> None:
+        """Run a dispatch round soon (coalesced: one per loop turn)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Assign waiting tasks, highest priority first, each to the least-loaded worker that can run it."""
+        self._scheduled = False
+        if not len(self.fleet):
+            return
+        assigned: dict[str, list[TaskRecord]] = {}
+        now = self.coordinator.clock()
+        coordinator = self.coordinator
+        with coordinator.lock:
+            while True:
+                ready = [w for w in self.fleet if w.pull is not None and not w.draining and w.free > 0]
+                if not ready:
+                    break
+                names: frozenset[str] = frozenset().union(*(w.task_names for w in ready))
+                record = coordinator.queue.pop(accept=lambda r, names=names: r.name in names)  # type: ignore[misc]
+                if record is None:
+                    break
+                worker = min(
+                    (w for w in ready if record.name in w.task_names),
+                    key=lambda w: (len(w.leases) / w.capacity, len(w.leases)),
+                )
+                record.state = RUNNING
+                record.attempts += 1
+                record.worker = worker.worker_id
+                record.started_at = now
+                worker.leases[record.task_id] = record
+                assigned.setdefault(worker.worker_id, []).append(record)
+        for worker_id, records in assigned.items():
+            target = self.fleet.get(worker_id)
+            if target is not None:
+                self._answer(target, records)
+        coordinator.wake_slots()  # what no worker took, local slots may run
+
+    # -------------------------------------------------------------------------------------- results
+
+    def results(self, worker: WorkerRecord, outcomes: list[worker_pb2.TaskOutcome]) -> None:
+        """Finish the tasks a worker reports, each only against its lease."""
+        for outcome in outcomes:
+            record = worker.leases.get(outcome.task_id)
+            if record is None or record.attempts != outcome.attempt or record.state != RUNNING:
+                logger.debug("ignored a stale result for task %s from %s", outcome.task_id, worker.worker_id)
+                continue
+            with self.coordinator.lock:
+                del worker.leases[outcome.task_id]
+            if outcome.started_at:
+                record.started_at = outcome.started_at
+            state = outcome.state
+            if state == SUCCESS:
+                worker.processed += 1
+                record.result = outcome.result
+            else:
+                worker.failed += 1
+                record.error = outcome.error
+                if state not in (FAILURE, CANCELLED):
+                    state = FAILURE
+            self.coordinator.finish_remote(record, state)
+        self.schedule()
+
+    def close(self) -> None:
+        """Stop the liveness checks and release held work requests."""
+        self._reaper.cancel()
+        for worker in self.fleet:
+            self._drop_pull(worker)

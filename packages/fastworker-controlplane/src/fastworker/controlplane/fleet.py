@@ -1,0 +1,121 @@
+"""The subworkers the control plane knows: their capacity, their tasks, what they hold (leases), their liveness."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from fastworker.controlplane.records import TaskRecord
+from fastworker.protocol.v1 import task_pb2, worker_pb2
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from fastworker.client.transport import Request
+
+
+class WorkerRecord:
+    """One registered subworker."""
+
+    __slots__ = (
+        "capacity",
+        "definitions",
+        "draining",
+        "failed",
+        "host",
+        "in_flight_reported",
+        "last_seen",
+        "leases",
+        "pid",
+        "pipe_id",
+        "processed",
+        "pull",
+        "pull_timer",
+        "registered_at",
+        "rss_bytes",
+        "task_names",
+        "version",
+        "worker_id",
+    )
+
+    def __init__(self, request: worker_pb2.RegisterRequest, pipe_id: int, now: float) -> None:
+        self.worker_id = request.worker_id
+        self.host = request.host
+        self.pid = request.pid
+        self.capacity = max(1, request.capacity)
+        self.version = request.version
+        self.definitions: dict[str, task_pb2.TaskDefinition] = {d.name: d for d in request.tasks}
+        self.task_names = frozenset(self.definitions)
+        self.pipe_id = pipe_id
+        self.registered_at = now
+        self.last_seen = now
+        self.draining = False
+        self.processed = 0
+        self.failed = 0
+        self.rss_bytes = 0
+        self.in_flight_reported = 0
+        #: Tasks dispatched to this worker and not reported back, by task id.
+        self.leases: dict[str, TaskRecord] = {}
+        #: The worker's outstanding WorkRequest, answered when tasks are dispatched to it.
+        self.pull: Request | None = None
+        self.pull_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def free(self) -> int:
+        """Slots free for new tasks."""
+        return self.capacity - len(self.leases)
+
+    def can_take(self, name: str) -> bool:
+        """True if a task of this name could be dispatched here now."""
+        return self.pull is not None and not self.draining and self.free > 0 and name in self.task_names
+
+
+class Fleet:
+    """The registered subworkers, by worker id and by connection."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, WorkerRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __iter__(self) -> Iterator[WorkerRecord]:
+        return iter(list(self._workers.values()))
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._workers
+
+    def get(self, worker_id: str) -> WorkerRecord | None:
+        """The worker registered under worker_id, if any."""
+        return self._workers.get(worker_id)
+
+    def add(self, worker: WorkerRecord) -> None:
+        """Register a worker (the caller has dropped any previous one with the same id)."""
+        self._workers[worker.worker_id] = worker
+
+    def remove(self, worker_id: str) -> WorkerRecord | None:
+        """Forget a worker."""
+        return self._workers.pop(worker_id, None)
+
+    def on_pipe(self, pipe_id: int) -> list[WorkerRecord]:
+        """The workers whose messages came in on this connection."""
+        return [w for w in self._workers.values() if w.pipe_id == pipe_id]
+
+    def task_names(self) -> set[str]:
+        """Every task name some registered worker runs."""
+        names: set[str] = set()
+        for worker in self._workers.values():
+            names |= worker.task_names
+        return names
+
+    def definition(self, name: str) -> task_pb2.TaskDefinition | None:
+        """A worker's definition of a task (defaults such as retries), if any worker has it."""
+        for worker in self._workers.values():
+            definition = worker.definitions.get(name)
+            if definition is not None:
+                return definition
+        return None
+
+    def has_free_slot_for(self, name: str) -> bool:
+        """True if some worker could take a task of this name now."""
+        return any(worker.can_take(name) for worker in self._workers.values())

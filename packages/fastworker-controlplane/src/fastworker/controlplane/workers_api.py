@@ -1,0 +1,136 @@
+"""Maps subworker envelopes on the dispatch channel onto the dispatcher: translation only, no sockets."""
+
+from __future__ import annotations
+
+import logging
+
+from fastworker.client.transport import Request
+from fastworker.controlplane.api import error_frame
+from fastworker.controlplane.coordinator import Coordinator
+from fastworker.controlplane.dispatcher import Dispatcher
+from fastworker.controlplane.fleet import WorkerRecord
+from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
+from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.v1 import error_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerApi:
+    """Handles one request from a subworker: register, work request, results, heartbeat, deregister."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        dispatcher: Dispatcher,
+        *,
+        instance_id: str,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        max_frame_size: int,
+    ) -> None:
+        self.coordinator = coordinator
+        self.dispatcher = dispatcher
+        self.instance_id = instance_id
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_frame_size = max_frame_size
+
+    def handle(self, request: Request) -> None:
+        """Decode and serve one dispatch-channel request; bad frames get a typed error and nothing else."""
+        try:
+            envelope = decode_frame(request.data, max_size=self.max_frame_size)
+        except FrameTooLarge as exc:
+            self._reject(request, error_pb2.ERROR_CODE_FRAME_TOO_LARGE, str(exc))
+            return
+        except IncompatibleProtocol as exc:
+            self._reject(request, error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION, str(exc))
+            return
+        except DecodeError as exc:
+            self._reject(request, error_pb2.ERROR_CODE_PROTOCOL, str(exc))
+            return
+        kind = envelope.WhichOneof("body")
+        try:
+            if kind == "register":
+                self._register(envelope, request)
+            elif kind in ("work_request", "results", "heartbeat", "deregister"):
+                self._from_worker(kind, envelope, request)
+            else:
+                self._reject(request, error_pb2.ERROR_CODE_PROTOCOL, f"{kind} is not a request this channel serves")
+        except Exception:
+            logger.exception("internal error handling %s from a worker", kind)
+            request.reply(error_frame(error_pb2.ERROR_CODE_INTERNAL, "internal error", envelope.correlation_id))
+
+    def _reject(self, request: Request, code: error_pb2.ErrorCode.ValueType, message: str) -> None:
+        self.coordinator.counters.rejected_frames += 1
+        logger.warning("refused a worker frame: %s", message)
+        request.reply(error_frame(code, message))
+
+    def _register(self, envelope: Envelope, request: Request) -> None:
+        body = envelope.register
+        reply = new_envelope(envelope.correlation_id)
+        answer = reply.register_reply
+        answer.heartbeat_interval = self.heartbeat_interval
+        answer.heartbeat_timeout = self.heartbeat_timeout
+        answer.instance_id = self.instance_id
+        if not body.worker_id or len(body.worker_id) > 200:
+            answer.accepted = False
+            answer.reason = "worker_id must be 1 to 200 characters"
+        elif not body.tasks:
+            answer.accepted = False
+            answer.reason = "a worker must register at least one task"
+        else:
+            self.dispatcher.register(body, request.pipe_id)
+            answer.accepted = True
+        request.reply(encode_frame(reply))
+
+    def _from_worker(self, kind: str, envelope: Envelope, request: Request) -> None:
+        worker_id = self._worker_id(kind, envelope)
+        worker = self.dispatcher.fleet.get(worker_id)
+        if worker is None:
+            request.reply(
+                error_frame(
+                    error_pb2.ERROR_CODE_NOT_REGISTERED,
+                    f"worker {worker_id!r} is not registered with instance {self.instance_id}",
+                    envelope.correlation_id,
+                )
+            )
+            return
+        worker.last_seen = self.coordinator.clock()
+        worker.pipe_id = request.pipe_id or worker.pipe_id
+        if kind == "work_request":
+            self.dispatcher.pull(worker, request, envelope.work_request.hold)
+            return
+        if kind == "results":
+            self.dispatcher.results(worker, list(envelope.results.outcomes))
+        elif kind == "heartbeat":
+            self._heartbeat(worker, envelope)
+        else:  # deregister
+            self.dispatcher.deregister(worker, list(envelope.deregister.returned_task_ids))
+        ack = new_envelope(envelope.correlation_id)
+        if kind == "heartbeat":
+            beat = ack.heartbeat
+            beat.sender_id = self.instance_id
+            beat.sent_at = self.coordinator.clock()
+        else:
+            ack.ack.SetInParent()
+        request.reply(encode_frame(ack))
+
+    @staticmethod
+    def _worker_id(kind: str, envelope: Envelope) -> str:
+        if kind == "work_request":
+            return envelope.work_request.worker_id
+        if kind == "results":
+            return envelope.results.worker_id
+        if kind == "heartbeat":
+            return envelope.heartbeat.sender_id
+        return envelope.deregister.worker_id
+
+    def _heartbeat(self, worker: WorkerRecord, envelope: Envelope) -> None:
+        beat = envelope.heartbeat
+        worker.rss_bytes = beat.rss_bytes
+        worker.in_flight_reported = beat.in_flight
+        if beat.draining and not worker.draining:
+            logger.info("worker %s is draining", worker.worker_id)
+            worker.draining = True
