@@ -18,25 +18,21 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastworker.client.errors import (
-    AuthenticationError,
     ControlPlaneUnavailable,
     FastworkerError,
-    PayloadError,
     ProtocolError,
-    QueueFull,
     TaskFailed,
     TaskNotFound,
     TaskTimeout,
-    UnknownTask,
 )
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
-from fastworker.client.transport import RequestChannel, Subscription, TransportClosed, TransportError
+from fastworker.client.requester import Requester, error_from_wire
+from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
-from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame, encode_frame, new_envelope
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame
 from fastworker.protocol.payload import decode_value, encode_arguments
-from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1 import task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
-from fastworker.protocol.versioning import PROTOCOL_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -58,33 +54,10 @@ _MAX_BATCH = 10_000
 _MAX_IDS_PER_WAIT = 5000
 #: How long the control plane may hold one wait request, in seconds.
 _SERVER_WAIT = 5.0
-#: One attempt's reply deadline beyond the time the control plane may hold the request.
-_ATTEMPT_SLACK = 3.0
 
 T = TypeVar("T")
 
-_ERRORS: dict[int, Callable[[str], FastworkerError]] = {
-    error_pb2.ERROR_CODE_QUEUE_FULL: QueueFull,
-    error_pb2.ERROR_CODE_AUTHENTICATION: AuthenticationError,
-    error_pb2.ERROR_CODE_PAYLOAD: PayloadError,
-    error_pb2.ERROR_CODE_PROTOCOL: ProtocolError,
-    error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION: ProtocolError,
-    error_pb2.ERROR_CODE_FRAME_TOO_LARGE: ProtocolError,
-    error_pb2.ERROR_CODE_SHUTTING_DOWN: ControlPlaneUnavailable,
-}
-
-
-def _error_from_wire(error: error_pb2.Error, task_name: str = "", task_id: str = "") -> FastworkerError:
-    """The typed exception for an Error reply."""
-    code = error.code
-    if code == error_pb2.ERROR_CODE_UNKNOWN_TASK:
-        return UnknownTask(task_name, error.message)
-    if code == error_pb2.ERROR_CODE_TASK_NOT_FOUND:
-        return TaskNotFound(task_id)
-    factory = _ERRORS.get(code)
-    if factory is not None:
-        return factory(error.message)
-    return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
+_error_from_wire = error_from_wire
 
 
 def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False) -> TaskInfo:
@@ -196,12 +169,12 @@ class Client:
         self.max_frame_size = max_frame_size
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channel: RequestChannel | None = None
+        self._requester: Requester | None = None
         self._subscription: Subscription | None = None
         self._announced: asyncio.Event | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._instance_id = ""
         self._task_names: frozenset[str] = frozenset()
-        self._correlation = 0
         self._closed = False
         # Coalesced submissions: (spec, future) waiting for a batch slot.
         self._submit_backlog: list[tuple[task_pb2.TaskSpec, asyncio.Future[str]]] = []
@@ -244,6 +217,7 @@ class Client:
         async with self._connect_lock:
             if self._subscription is None:
                 self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size)
+                self._requester = Requester(self._channel, max_frame_size=self.max_frame_size)
                 self._subscription = Subscription(
                     loop, self.address, FRAME_PREFIX, self._on_discovery, max_frame_size=self.max_frame_size
                 )
@@ -304,10 +278,6 @@ class Client:
 
     # ------------------------------------------------------------------------------------ transport
 
-    def _next_correlation_id(self) -> int:
-        self._correlation = (self._correlation + 1) % (1 << 64) or 1
-        return self._correlation
-
     async def _request(
         self,
         build: Callable[[Envelope], None] | Envelope,
@@ -316,59 +286,19 @@ class Client:
         task_id: str = "",
         task_name: str = "",
     ) -> Envelope:
-        """Send a request (built by ``build``, or an envelope with its body set) and return the reply.
-
-        Retries until request_timeout.
-
-        Every request is idempotent (submissions carry their task id), so a retry after a lost
-        reply never runs anything twice.
+        """Send a request and return the reply, connecting first if needed (see ``Requester.request``).
 
         Raises:
-            ControlPlaneUnavailable: no reply within the deadline.
+            ControlPlaneUnavailable: no reply within request_timeout (plus hold).
             FastworkerError: the control plane answered with an error (typed).
         """
         if not self._instance_id:
             await self.connect()
-        channel = self._channel
-        assert channel is not None
-        if isinstance(build, Envelope):
-            envelope = build
-            envelope.protocol_version = PROTOCOL_VERSION
-            envelope.correlation_id = self._next_correlation_id()
-            envelope.sent_at = time.time()
-        else:
-            envelope = new_envelope(self._next_correlation_id())
-            build(envelope)
-        frame = encode_frame(envelope, max_size=self.max_frame_size)
-        deadline = time.monotonic() + self.request_timeout + hold
-        attempt_timeout = hold + _ATTEMPT_SLACK
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ControlPlaneUnavailable(
-                    f"no reply from the control plane within {self.request_timeout + hold:g} s"
-                )
-            try:
-                data = await channel.request(frame, min(attempt_timeout, remaining))
-            except TimeoutError:
-                continue
-            except TransportClosed:
-                raise ControlPlaneUnavailable("the client was closed") from None
-            except TransportError as exc:
-                logger.debug("request failed (%s); retrying", exc)
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                reply = decode_frame(data, max_size=self.max_frame_size)
-            except (DecodeError, IncompatibleProtocol) as exc:
-                raise ProtocolError(f"bad reply from the control plane: {exc}") from exc
-            if reply.WhichOneof("body") == "error":
-                if reply.correlation_id not in (0, envelope.correlation_id):
-                    continue  # not ours (cannot happen with contexts); ask again
-                raise _error_from_wire(reply.error, task_name, task_id)
-            if reply.correlation_id != envelope.correlation_id:
-                raise ProtocolError("reply correlation id does not match the request")
-            return reply
+        requester = self._requester
+        assert requester is not None
+        return await requester.request(
+            build, timeout=self.request_timeout, hold=hold, task_id=task_id, task_name=task_name
+        )
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
