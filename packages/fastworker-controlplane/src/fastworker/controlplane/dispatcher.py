@@ -154,11 +154,12 @@ class Dispatcher:
 
     # ---------------------------------------------------------------------------------------- pulls
 
-    def pull(self, worker: WorkerRecord, request: Request, hold: float) -> None:
+    def pull(self, worker: WorkerRecord, request: Request, hold: float, correlation_id: int) -> None:
         """A worker asks for work: answer now if there is some, else hold the request up to ``hold``."""
         if worker.pull is not None:
             self._answer(worker, [])  # a newer request replaces an older one
         worker.pull = request
+        worker.pull_correlation = correlation_id
         hold = max(0.05, min(hold, self.heartbeat_interval))
         worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
         self.schedule()
@@ -182,7 +183,7 @@ class Dispatcher:
             worker.pull_timer = None
         if request is None:
             return
-        envelope = new_envelope()
+        envelope = new_envelope(worker.pull_correlation)
         tasks = envelope.dispatch.tasks
         for record in records:
             record.spec.attempt = record.attempts

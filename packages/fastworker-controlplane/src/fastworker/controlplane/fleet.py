@@ -30,6 +30,7 @@ class WorkerRecord:
         "pipe_id",
         "processed",
         "pull",
+        "pull_correlation",
         "pull_timer",
         "registered_at",
         "rss_bytes",
@@ -58,6 +59,7 @@ class WorkerRecord:
         self.leases: dict[str, TaskRecord] = {}
         #: The worker's outstanding WorkRequest, answered when tasks are dispatched to it.
         self.pull: Request | None = None
+        self.pull_correlation = 0
         self.pull_timer: asyncio.TimerHandle | None = None
 
     @property

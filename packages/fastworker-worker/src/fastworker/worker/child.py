@@ -1,0 +1,239 @@
+"""Run sync tasks inside a pool child process, and frame the messages it exchanges with its pool.
+
+:func:`main` is the target of every child that :class:`fastworker.worker.pool.ProcessPool` starts
+with the multiprocessing *spawn* context. The child imports the task modules, reports ``READY``
+with its task names (or ``LOAD_ERROR``), then runs one task per ``RUN`` frame with
+:func:`~fastworker.worker.executor.prepare` and :func:`~fastworker.worker.executor.run_sync`
+and answers each with an ``OUTCOME`` frame, until it reads ``EXIT`` or its pipe closes.
+
+Frames are MessagePack arrays sent with ``Connection.send_bytes`` (a 4-byte big-endian length,
+then the body); task data stays in its :class:`~fastworker.protocol.v1.task_pb2.Payload` bytes
+and is never pickled:
+
+=============  ==========  ===============================================================
+frame          direction   array
+=============  ==========  ===============================================================
+``RUN``        to child    ``[1, task_id, name, codec, data]``
+``EXIT``       to child    ``[2]``
+``READY``      to pool     ``[1, pid, [sync task names], [async task names]]``
+``LOAD_ERROR`` to pool     ``[2, message, module]``
+``OUTCOME``    to pool     ``[3, succeeded, codec, data, error type, message, traceback,
+                           started_at, finished_at, rss bytes]``
+=============  ==========  ===============================================================
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing import current_process
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgpack
+
+from fastworker.protocol.v1.task_pb2 import Payload, TaskError
+from fastworker.worker.errors import TaskLoadError
+from fastworker.worker.executor import Outcome, failure, prepare, run_sync
+from fastworker.worker.loader import load_task_modules
+
+__all__ = [
+    "EXIT",
+    "LOAD_ERROR",
+    "OUTCOME",
+    "READY",
+    "RUN",
+    "ChildConfig",
+    "decode",
+    "decode_outcome",
+    "encode_exit",
+    "encode_run",
+    "main",
+    "read_rss",
+]
+
+# Frame tags. To the child:
+RUN = 1
+EXIT = 2
+# To the pool:
+READY = 1
+LOAD_ERROR = 2
+OUTCOME = 3
+
+_EXIT_FRAME: bytes = msgpack.packb([EXIT])
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+@dataclass(frozen=True, slots=True)
+class ChildConfig:
+    """What a child needs to know before it can run tasks (pickled once, by spawn, at start).
+
+    Attributes:
+        task_modules: Dotted names of the task modules to import.
+        sys_path: Entries prepended to the child's ``sys.path`` before importing.
+        allow_pickle: Accept pickled arguments and pickle results (an explicit opt-in).
+        measure_rss: Report the resident set size after each task (the pool has an RSS limit).
+        parent_pid: The pool's pid; the child exits when it is no longer its parent.
+    """
+
+    task_modules: tuple[str, ...]
+    sys_path: tuple[str, ...]
+    allow_pickle: bool
+    measure_rss: bool
+    parent_pid: int
+
+
+def encode_run(task_id: str, name: str, arguments: Payload) -> bytes:
+    """The ``RUN`` frame body for one task."""
+    frame: bytes = msgpack.packb([RUN, task_id, name, arguments.codec, arguments.data])
+    return frame
+
+
+def encode_exit() -> bytes:
+    """The ``EXIT`` frame body: finish and exit cleanly."""
+    return _EXIT_FRAME
+
+
+def decode(frame: bytes | bytearray | memoryview) -> list[Any]:
+    """Unpack a frame body into its array; raises ``ValueError`` for anything else."""
+    try:
+        message = msgpack.unpackb(frame, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on corrupt input
+        raise ValueError(f"corrupt frame: {exc}") from exc
+    if not isinstance(message, list) or not message or not isinstance(message[0], int):
+        raise ValueError(f"malformed frame: {message!r:.200}")
+    return message
+
+
+def decode_outcome(message: Sequence[Any]) -> tuple[Outcome, int]:
+    """Rebuild the Outcome and the reported RSS (0 when not measured) from an ``OUTCOME`` array."""
+    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss = message
+    if succeeded:
+        outcome = Outcome(True, Payload(codec=codec, data=data), None, started, finished)
+    else:
+        error = TaskError(type=error_type, message=error_message, traceback=error_traceback)
+        outcome = Outcome(False, None, error, started, finished)
+    return outcome, int(rss)
+
+
+def _encode_outcome(outcome: Outcome, rss: int) -> bytes:
+    result, error = outcome.result, outcome.error
+    frame: bytes = msgpack.packb(
+        [
+            OUTCOME,
+            outcome.succeeded,
+            result.codec if result is not None else 0,
+            result.data if result is not None else b"",
+            error.type if error is not None else "",
+            error.message if error is not None else "",
+            error.traceback if error is not None else "",
+            outcome.started_at,
+            outcome.finished_at,
+            rss,
+        ]
+    )
+    return frame
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def read_rss() -> int:
+    """This process's current resident set size in bytes (peak RSS where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> None:
+    """A pool child's whole life: load the task modules, then run tasks until told to exit.
+
+    Args:
+        config: The pool's settings.
+        tasks_in: Read end of the pool-to-child pipe (``RUN`` and ``EXIT`` frames).
+        results_out: Write end of the child-to-pool pipe (``READY``, ``LOAD_ERROR``, ``OUTCOME``).
+    """
+    _detach(config.parent_pid)
+    for conn in (tasks_in, results_out):  # keep them out of processes that tasks start
+        os.set_inheritable(conn.fileno(), False)
+    sys.path[:0] = config.sys_path
+    send = results_out.send_bytes
+    try:
+        registry = load_task_modules(config.task_modules)
+    except TaskLoadError as exc:
+        send(msgpack.packb([LOAD_ERROR, str(exc), exc.module]))
+        return
+    except Exception as exc:
+        text = f"loading task modules failed: {type(exc).__name__}: {exc}"
+        send(msgpack.packb([LOAD_ERROR, text, ", ".join(config.task_modules)]))
+        return
+    sync_names = [tf.name for tf in registry if not tf.is_async]
+    async_names = [tf.name for tf in registry if tf.is_async]
+    send(msgpack.packb([READY, os.getpid(), sync_names, async_names]))
+
+    recv = tasks_in.recv_bytes
+    allow_pickle, measure_rss = config.allow_pickle, config.measure_rss
+    while True:
+        try:
+            frame = recv()
+        except (EOFError, OSError):  # the pool is gone
+            return
+        message = decode(frame)
+        if message[0] != RUN:
+            return
+        _, _task_id, name, codec, data = message
+        tf = registry.get(name)
+        try:
+            if tf is None or tf.is_async:
+                outcome = failure("UnknownTask", f"no sync task named {name!r} in this worker's task modules")
+            else:
+                prepared = prepare(tf, Payload(codec=codec, data=data), allow_pickle=allow_pickle)
+                if isinstance(prepared, Outcome):
+                    outcome = prepared
+                else:
+                    outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
+            reply = _encode_outcome(outcome, read_rss() if measure_rss else 0)
+        except BaseException as exc:  # KeyboardInterrupt from the task, or an outcome that did not encode
+            text = "".join(traceback.format_exception(exc))
+            reply = _encode_outcome(failure(type(exc).__name__, _text(exc), text), 0)
+        send(reply)
+
+
+def _detach(parent_pid: int) -> None:
+    """Leave the pool's signals to the pool, and die with it.
+
+    The child leads its own process group, so that the pool can kill what a task started along
+    with it, and a terminal's Ctrl-C reaches the pool alone. It is no daemonic process, so that
+    tasks may start processes of their own. On Linux it is SIGKILLed when the pool process dies
+    (strictly: when the thread that started it exits, which is the event loop's thread).
+    """
+    current_process().daemon = False
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the pool died before prctl took effect
+        os._exit(1)
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__} object>"

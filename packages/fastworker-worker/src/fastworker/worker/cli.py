@@ -1,0 +1,99 @@
+"""The ``fastworker-worker`` command: parse flags (with env vars), load task modules, run the subworker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.config
+import os
+import sys
+from collections.abc import Sequence
+
+from fastworker.client.envflags import apply_env_defaults
+from fastworker.worker.errors import TaskLoadError
+from fastworker.worker.loader import load_task_modules
+from fastworker.worker.runtime import Worker, WorkerSettings, default_worker_id
+from fastworker.worker.version import __version__
+
+#: Exit codes.
+RET_OK = 0
+RET_ERROR = 1
+RET_USAGE = 2
+
+_EPILOG = """examples:
+  fastworker-worker --task-modules myapp.tasks
+  fastworker-worker --task-modules myapp.tasks --control-plane tcp://10.0.0.5:5550 --concurrency 8
+"""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser (env vars are applied by ``main``)."""
+    p = argparse.ArgumentParser(
+        prog="fastworker-worker",
+        description="FastWorker subworker: finds the control plane through discovery and runs the tasks it is given.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--task-modules", nargs="+", required=True, metavar="MODULE", help="modules that define @task functions"
+    )
+    p.add_argument("--control-plane", default="tcp://127.0.0.1:5550", help="the control plane's discovery address")
+    p.add_argument(
+        "--concurrency", type=int, default=os.cpu_count() or 1, help="tasks run at once (default: CPU cores)"
+    )
+    p.add_argument("--worker-id", default=None, help="unique id in the fleet (default: HOST-PID)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish running tasks on SIGTERM")
+    p.add_argument(
+        "--max-tasks-per-child", type=int, default=0, help="replace a child process after N tasks (0: never)"
+    )
+    p.add_argument("--max-child-rss", type=int, default=0, metavar="MB", help="replace a child process above this RSS")
+    p.add_argument("--allow-pickle", action="store_true", help="accept and produce pickle payloads (unsafe)")
+    p.add_argument("--secret", default=None, help="shared secret (not available yet)")
+    p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, worker_id} as JSON once registered")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the subworker until SIGTERM/SIGINT; returns the exit code."""
+    parser = make_parser()
+    apply_env_defaults(parser)
+    args = parser.parse_args(argv)
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "handlers": {
+                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+            },
+            "root": {"level": args.log_level, "handlers": ["stderr"]},
+        }
+    )
+    if args.secret:
+        parser.error("--secret: not available in this release")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # console scripts do not; task modules usually live there
+    try:
+        registry = load_task_modules(args.task_modules)
+        settings = WorkerSettings(
+            task_modules=tuple(args.task_modules),
+            control_plane=args.control_plane,
+            concurrency=args.concurrency,
+            worker_id=args.worker_id or default_worker_id(),
+            drain_timeout=args.drain_timeout,
+            max_tasks_per_child=args.max_tasks_per_child,
+            max_child_rss=args.max_child_rss * 1024 * 1024,
+            allow_pickle=args.allow_pickle,
+            ready_file=args.ready_file,
+            sys_path=(cwd,),
+        )
+    except TaskLoadError as exc:
+        print(f"fastworker-worker: {exc}", file=sys.stderr)
+        return RET_ERROR
+    except ValueError as exc:
+        parser.error(str(exc))
+    return asyncio.run(Worker(settings, registry).run())

@@ -1,0 +1,148 @@
+"""The subworker's connection to the control plane: discovery, registration, work requests, results, heartbeats.
+
+The only module of the worker that opens sockets. It learns the dispatch address from the
+discovery announcements and follows the control plane when it restarts (a new instance id, or a
+new address): ``instance_id`` changes and ``instance_changed`` is set, so the runtime registers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from fastworker.client.requester import Requester
+from fastworker.client.transport import RequestChannel, Subscription
+from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame
+from fastworker.protocol.v1 import task_pb2, worker_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a plain request (register, results, heartbeat) may take, retries included.
+REQUEST_TIMEOUT = 5.0
+
+
+class ControlPlaneLink:
+    """Talks to whichever control plane announces itself on the discovery address."""
+
+    def __init__(self, discovery_address: str, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.discovery_address = discovery_address
+        self.max_frame_size = max_frame_size
+        self.instance_id = ""
+        self.dispatch_address = ""
+        #: Set when an announcement names a control plane other than the one registered with.
+        self.instance_changed = asyncio.Event()
+        self._announced = asyncio.Event()
+        self._registered_instance = ""
+        loop = asyncio.get_running_loop()
+        self._channel = RequestChannel(loop, max_frame_size=max_frame_size)
+        self._requester = Requester(self._channel, max_frame_size=max_frame_size)
+        self._subscription = Subscription(
+            loop, discovery_address, FRAME_PREFIX, self._on_discovery, max_frame_size=max_frame_size
+        )
+
+    def _on_discovery(self, data: bytes) -> None:
+        try:
+            envelope = decode_frame(data, max_size=self.max_frame_size)
+        except (DecodeError, IncompatibleProtocol) as exc:
+            logger.debug("ignored a discovery frame: %s", exc)
+            return
+        if envelope.WhichOneof("body") != "announcement":
+            return
+        announcement = envelope.announcement
+        if not announcement.dispatch_address:
+            return
+        self.instance_id = announcement.instance_id
+        self.dispatch_address = announcement.dispatch_address
+        self._channel.dial(announcement.dispatch_address)
+        self._announced.set()
+        if self._registered_instance and announcement.instance_id != self._registered_instance:
+            self.instance_changed.set()
+
+    async def wait_for_control_plane(self, timeout: float | None = None) -> None:
+        """Wait until a control plane announced itself (forever when timeout is None).
+
+        Raises:
+            TimeoutError: none did within timeout.
+        """
+        async with asyncio.timeout(timeout):
+            await self._announced.wait()
+
+    async def register(self, request: worker_pb2.RegisterRequest) -> worker_pb2.RegisterReply:
+        """Register (or register again) with the announced control plane.
+
+        Raises:
+            ControlPlaneUnavailable: no reply in time.
+        """
+        instance = self.instance_id
+
+        def build(envelope: Envelope) -> None:
+            envelope.register.CopyFrom(request)
+
+        reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        answer = reply.register_reply
+        self._registered_instance = answer.instance_id or instance
+        self.instance_changed.clear()
+        return answer
+
+    async def pull(self, worker_id: str, hold: float) -> Sequence[task_pb2.TaskSpec]:
+        """Ask for work; the control plane answers with tasks within our free capacity, or none after hold.
+
+        Raises:
+            NotRegistered: the control plane does not know this worker.
+            ControlPlaneUnavailable: no reply in time.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.work_request.worker_id = worker_id
+            envelope.work_request.hold = hold
+
+        reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT, hold=hold)
+        return reply.dispatch.tasks
+
+    async def send_results(self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome]) -> None:
+        """Report finished tasks.
+
+        Raises:
+            NotRegistered: the control plane does not know this worker (the results are moot).
+            ControlPlaneUnavailable: no reply in time.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.results.worker_id = worker_id
+            envelope.results.outcomes.extend(outcomes)
+
+        await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+
+    async def heartbeat(self, beat: worker_pb2.Heartbeat) -> None:
+        """Tell the control plane this worker lives, with its load.
+
+        Raises:
+            NotRegistered: the control plane does not know this worker.
+            ControlPlaneUnavailable: no reply in time.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.heartbeat.CopyFrom(beat)
+
+        await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+
+    async def deregister(self, worker_id: str, returned_task_ids: Sequence[str]) -> None:
+        """Leave the fleet, handing back tasks this worker will not finish.
+
+        Raises:
+            ControlPlaneUnavailable: no reply in time.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.deregister.worker_id = worker_id
+            envelope.deregister.returned_task_ids.extend(returned_task_ids)
+
+        await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+
+    def close(self) -> None:
+        """Close the sockets."""
+        self._subscription.close()
+        self._channel.close()

@@ -1,0 +1,434 @@
+"""The subworker's life: INIT -> RUNNING -> DRAINING -> STOPPED, its slots, and what it tells the control plane.
+
+A worker asks for work only while it has a free slot (one outstanding WorkRequest at a time), so
+the control plane never hands it more than it can start at once and short tasks never wait behind
+long ones here. Async tasks run on this process's event loop; sync tasks run in child processes
+(``pool``), so a task that crashes or hangs costs one child, not the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
+from fastworker.client.requester import NotRegistered
+from fastworker.client.task import TaskRegistry
+from fastworker.protocol.v1 import task_pb2, worker_pb2
+from fastworker.worker.executor import Outcome, failure, prepare, run_async
+from fastworker.worker.link import ControlPlaneLink
+from fastworker.worker.pool import ProcessPool
+from fastworker.worker.version import __version__
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerState(enum.StrEnum):
+    """Where the worker is in its life."""
+
+    #: Starting: children spawning, looking for the control plane.
+    INIT = "INIT"
+    #: Registered and taking tasks.
+    RUNNING = "RUNNING"
+    #: Finishing what it runs; takes nothing new.
+    DRAINING = "DRAINING"
+    #: Gone.
+    STOPPED = "STOPPED"
+
+
+def default_worker_id() -> str:
+    """``HOST-PID``: unique on a fleet unless set explicitly."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the worker daemon needs; see ``fastworker-worker --help``."""
+
+    task_modules: tuple[str, ...]
+    control_plane: str = "tcp://127.0.0.1:5550"
+    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    worker_id: str = field(default_factory=default_worker_id)
+    drain_timeout: float = 30.0
+    max_tasks_per_child: int = 0
+    max_child_rss: int = 0
+    allow_pickle: bool = False
+    ready_file: str | None = None
+    sys_path: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
+        if not self.worker_id:
+            raise ValueError("--worker-id cannot be empty")
+        if self.drain_timeout < 0:
+            raise ValueError("--drain-timeout cannot be negative")
+
+
+def _rss_bytes(pids: Sequence[int]) -> int:
+    """Resident memory of this process and its children, from /proc (0 where unreadable)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in (os.getpid(), *pids):
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                total += int(statm.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class _Running:
+    """A task this worker runs: the asyncio task, the instance that gave it, and the spec."""
+
+    __slots__ = ("instance", "runner", "spec")
+
+    def __init__(self, spec: task_pb2.TaskSpec, instance: str, runner: asyncio.Task[None]) -> None:
+        self.spec = spec
+        self.instance = instance
+        self.runner = runner
+
+
+class Worker:
+    """One subworker process."""
+
+    def __init__(self, settings: WorkerSettings, registry: TaskRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.state = WorkerState.INIT
+        self.processed = 0
+        self.failed = 0
+        self.heartbeat_interval = 1.0
+        self._running: dict[str, _Running] = {}
+        self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
+        self._flush_scheduled = False
+        self._slot_free = asyncio.Event()
+        self._slot_free.set()
+        self._registered = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._link: ControlPlaneLink | None = None
+        self._pool: ProcessPool | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Begin draining (safe from a signal handler on the loop)."""
+        if not self._stop.is_set():
+            logger.info("worker %s draining: %s", self.settings.worker_id, reason)
+            self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the exit code (0 after a clean drain)."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        s = self.settings
+        if any(not task.is_async for task in self.registry):
+            self._pool = ProcessPool(
+                s.concurrency,
+                list(s.task_modules),
+                max_tasks_per_child=s.max_tasks_per_child,
+                max_rss_bytes=s.max_child_rss,
+                allow_pickle=s.allow_pickle,
+                sys_path=list(s.sys_path),
+            )
+            await self._pool.start()
+        self._link = ControlPlaneLink(s.control_plane)
+        logger.info("worker %s looking for a control plane on %s", s.worker_id, s.control_plane)
+        try:
+            await self._first_registration()
+        except asyncio.CancelledError:
+            raise
+        if self._stop.is_set():
+            await self._close()
+            return 0
+        self.state = WorkerState.RUNNING
+        if s.ready_file:
+            self._write_ready_file(Path(s.ready_file))
+        for coroutine in (self._pull_loop(), self._heartbeat_loop(), self._follow_restarts()):
+            self._spawn(coroutine)
+        await self._stop.wait()
+        await self._drain()
+        await self._close()
+        return 0
+
+    async def _first_registration(self) -> None:
+        assert self._link is not None
+        while not self._stop.is_set():
+            waiting = asyncio.ensure_future(self._link.wait_for_control_plane())
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            stopping.cancel()
+            if self._stop.is_set():
+                return
+            if await self._register():
+                return
+            await asyncio.sleep(0.5)
+
+    async def _register(self) -> bool:
+        """Register with the announced control plane; True on success."""
+        assert self._link is not None
+        s = self.settings
+        request = worker_pb2.RegisterRequest(
+            worker_id=s.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            capacity=s.concurrency,
+            version=__version__,
+        )
+        request.tasks.extend(self.registry.definitions())
+        try:
+            answer = await self._link.register(request)
+        except FastworkerError as exc:
+            logger.warning("registration failed: %s", exc)
+            return False
+        if not answer.accepted:
+            logger.error("the control plane refused this worker: %s", answer.reason)
+            return False
+        self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
+        self._registered.set()
+        logger.info(
+            "worker %s registered with control plane %s (%d tasks, capacity %d)",
+            s.worker_id,
+            answer.instance_id,
+            len(self.registry),
+            s.concurrency,
+        )
+        return True
+
+    async def _register_again(self, why: str) -> None:
+        """The control plane forgot us (restart, or declared us lost): register anew."""
+        if not self._registered.is_set():
+            return  # someone is already at it
+        self._registered.clear()
+        logger.warning("registering again: %s", why)
+        # Results of tasks given by the old registration are moot: the control plane re-queued them.
+        self._results.clear()
+        while not self._stop.is_set():
+            if await self._register():
+                return
+            await asyncio.sleep(0.5)
+
+    def _write_ready_file(self, path: Path) -> None:
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps({"pid": os.getpid(), "worker_id": self.settings.worker_id}))
+        os.replace(temporary, path)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ----------------------------------------------------------------------------------------- loops
+
+    async def _pull_loop(self) -> None:
+        link = self._link
+        assert link is not None
+        while self.state is WorkerState.RUNNING:
+            if len(self._running) >= self.settings.concurrency:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            await self._registered.wait()
+            instance = link.instance_id
+            try:
+                specs = await link.pull(self.settings.worker_id, self.heartbeat_interval)
+            except NotRegistered:
+                await self._register_again("the control plane does not know this worker")
+                continue
+            except ControlPlaneUnavailable:
+                await asyncio.sleep(0.2)
+                continue
+            for spec in specs:
+                self._start(spec, instance)
+
+    async def _heartbeat_loop(self) -> None:
+        link = self._link
+        assert link is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self._registered.is_set():
+                continue
+            try:
+                await link.heartbeat(self._beat())
+            except NotRegistered:
+                self._spawn(self._register_again("the control plane does not know this worker"))
+            except FastworkerError as exc:
+                logger.debug("heartbeat failed: %s", exc)
+
+    def _beat(self) -> worker_pb2.Heartbeat:
+        return worker_pb2.Heartbeat(
+            sender_id=self.settings.worker_id,
+            in_flight=len(self._running),
+            processed=self.processed,
+            failed=self.failed,
+            rss_bytes=_rss_bytes(self._pool.pids if self._pool is not None else ()),
+            draining=self.state is WorkerState.DRAINING,
+            sent_at=time.time(),
+        )
+
+    async def _follow_restarts(self) -> None:
+        link = self._link
+        assert link is not None
+        while True:
+            await link.instance_changed.wait()
+            await self._register_again(f"a new control plane instance {link.instance_id} announced itself")
+            link.instance_changed.clear()
+
+    # ---------------------------------------------------------------------------------------- tasks
+
+    def _start(self, spec: task_pb2.TaskSpec, instance: str) -> None:
+        if spec.task_id in self._running:
+            return  # already running this very task (a duplicate delivery): never run it twice at once
+        runner = asyncio.get_running_loop().create_task(self._execute(spec, instance))
+        self._running[spec.task_id] = _Running(spec, instance, runner)
+
+    async def _execute(self, spec: task_pb2.TaskSpec, instance: str) -> None:
+        started = time.time()
+        try:
+            outcome = await self._outcome(spec)
+        except asyncio.CancelledError:
+            self._running.pop(spec.task_id, None)
+            self._slot_free.set()
+            raise
+        self._running.pop(spec.task_id, None)
+        self._slot_free.set()
+        if outcome.succeeded:
+            self.processed += 1
+        else:
+            self.failed += 1
+        report = worker_pb2.TaskOutcome(
+            task_id=spec.task_id,
+            attempt=spec.attempt,
+            started_at=outcome.started_at or started,
+            finished_at=outcome.finished_at or time.time(),
+        )
+        if outcome.succeeded:
+            report.state = task_pb2.TASK_STATE_SUCCESS
+            if outcome.result is not None:
+                report.result.CopyFrom(outcome.result)
+        else:
+            report.state = task_pb2.TASK_STATE_FAILURE
+            if outcome.error is not None:
+                report.error.CopyFrom(outcome.error)
+                if outcome.error.type == "TaskCancelled":
+                    report.state = task_pb2.TASK_STATE_CANCELLED
+        self._results.append((instance, report))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._spawn(self._flush_results())
+
+    async def _outcome(self, spec: task_pb2.TaskSpec) -> Outcome:
+        task = self.registry.get(spec.name)
+        if task is None:
+            return failure("UnknownTask", f"worker {self.settings.worker_id} has no task {spec.name!r}")
+        limit = spec.timeout or (task.options.timeout or 0.0)
+        if not task.is_async:
+            assert self._pool is not None
+            return await self._pool.run(spec.task_id, spec.name, spec.arguments, timeout=limit or None)
+        prepared = prepare(task, spec.arguments, allow_pickle=self.settings.allow_pickle)
+        if isinstance(prepared, Outcome):
+            return prepared
+        args, kwargs = prepared
+        if not limit:
+            return await run_async(task, args, kwargs, allow_pickle=self.settings.allow_pickle)
+        try:
+            async with asyncio.timeout(limit):
+                return await run_async(task, args, kwargs, allow_pickle=self.settings.allow_pickle)
+        except TimeoutError:
+            return failure("TimeLimitExceeded", f"task {spec.name!r} exceeded its hard time limit of {limit:g} s")
+
+    async def _flush_results(self) -> None:
+        """Send finished outcomes in batches; those of a control plane instance that is gone are dropped."""
+        link = self._link
+        assert link is not None
+        try:
+            while self._results:
+                await self._registered.wait()
+                current = link.instance_id
+                batch = [report for instance, report in self._results if instance == current]
+                self._results.clear()
+                if not batch:
+                    continue
+                try:
+                    await link.send_results(self.settings.worker_id, batch)
+                except NotRegistered:
+                    self._spawn(self._register_again("the control plane does not know this worker"))
+                except ControlPlaneUnavailable as exc:
+                    logger.warning("could not report %d results: %s", len(batch), exc)
+        finally:
+            self._flush_scheduled = False
+            if self._results:
+                self._flush_scheduled = True
+                self._spawn(self._flush_results())
+
+    # ----------------------------------------------------------------------------------------- drain
+
+    async def _drain(self) -> None:
+        """Take nothing new, finish what runs within the drain timeout, hand back the rest, deregister."""
+        self.state = WorkerState.DRAINING
+        link = self._link
+        assert link is not None
+        deadline = time.monotonic() + self.settings.drain_timeout
+        try:
+            await link.heartbeat(self._beat())  # the control plane stops dispatching to us at once
+        except FastworkerError as exc:
+            logger.warning("could not announce the drain: %s", exc)
+        while self._running and time.monotonic() < deadline:
+            self._slot_free.clear()
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self._slot_free.wait()
+            except TimeoutError:
+                break
+        unfinished = list(self._running.values())
+        for running in unfinished:
+            running.runner.cancel()  # first, so no outcome is reported: these are handed back instead
+        for running in unfinished:
+            try:
+                await running.runner
+            except (asyncio.CancelledError, Exception):
+                pass
+            if self._pool is not None:
+                self._pool.cancel(running.spec.task_id)  # stop the child if it still runs the task
+        if self._results:
+            await self._flush_results()
+        try:
+            await link.deregister(self.settings.worker_id, [r.spec.task_id for r in unfinished])
+        except FastworkerError as exc:
+            logger.warning("could not deregister: %s", exc)
+        logger.info(
+            "worker %s drained: %d finished, %d handed back", self.settings.worker_id, self.processed, len(unfinished)
+        )
+
+    async def _close(self) -> None:
+        self.state = WorkerState.STOPPED
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._pool is not None:
+            await self._pool.close()
+        if self._link is not None:
+            self._link.close()
+        if self.settings.ready_file:
+            try:
+                Path(self.settings.ready_file).unlink()
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,92 @@
+"""Tasks that test_pool.py runs in ProcessPool children (imported there through ``sys_path``)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from fastworker.client.task import task
+from fastworker.worker.child import read_rss
+
+#: What ``hoard`` keeps referenced, so that the child's RSS stays up after the task.
+_HOARD: list[bytes] = []
+
+
+@task(name="pool.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@task(name="pool.echo")
+def echo(value: Any) -> Any:
+    return value
+
+
+@task(name="pool.fail")
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@task(name="pool.pid")
+def pid() -> int:
+    return os.getpid()
+
+
+@task(name="pool.abort")
+def abort() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file for this deliberate crash
+    os.abort()
+
+
+@task(name="pool.sleep")
+def sleep(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@task(name="pool.stamp")
+def stamp(seconds: float) -> list[float]:
+    """Sleep, and say which process did it and when (wall clock)."""
+    started = time.time()
+    time.sleep(seconds)
+    return [os.getpid(), started, time.time()]
+
+
+@task(name="pool.hoard")
+def hoard(megabytes: int) -> int:
+    _HOARD.append(b"\x01" * (megabytes * 1024 * 1024))  # touched pages: really resident
+    return read_rss()
+
+
+@task(name="pool.rss")
+def rss() -> int:
+    return read_rss()
+
+
+@task(name="pool.async")
+async def async_task() -> None:
+    return None
+
+
+@task(name="pool.spawn_and_hang")
+def spawn_and_hang(pid_file: str) -> None:
+    """Start a grandchild process, say its pid, and hang."""
+    grandchild = subprocess.Popen(["sleep", "60"])
+    Path(pid_file).write_text(str(grandchild.pid))
+    time.sleep(30)
+
+
+@task(name="pool.fork_and_abort")
+def fork_and_abort(pid_file: str) -> None:
+    """Fork a grandchild that holds every pipe of this child open, say its pid, then crash."""
+    grandchild = os.fork()
+    if grandchild == 0:  # outlive the child, holding its fds
+        time.sleep(60)
+        os._exit(0)
+    Path(pid_file).write_text(str(grandchild))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.abort()
