@@ -42,3 +42,8 @@ def test_loopback_detection() -> None:
 
 def test_with_port_replaces_only_the_port() -> None:
     assert parse_address("tcp://127.0.0.1:0").with_port(4242).url == "tcp://127.0.0.1:4242"
+
+
+def test_with_host_replaces_only_the_host() -> None:
+    assert parse_address("tcp://0.0.0.0:5551").with_host("10.1.2.3").url == "tcp://10.1.2.3:5551"
+    assert parse_address("tcp://0.0.0.0:5551").with_host("::1").url == "tcp://[::1]:5551"

@@ -58,6 +58,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the web dashboard")
     p.add_argument(
+        "--advertise-host",
+        default=None,
+        help="host name or IP that clients and workers on other hosts dial (default: the bound host; "
+        "this machine's name for 0.0.0.0)",
+    )
+    p.add_argument(
         "--local-concurrency",
         type=int,
         default=None,
@@ -142,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dispatch_address=args.dispatch_address,
             dashboard_address=args.dashboard_address,
             no_dashboard=args.no_dashboard,
+            advertise_host=args.advertise_host,
             local_concurrency=args.local_concurrency
             if args.local_concurrency is not None
             else defaults.ControlPlaneSettings().local_concurrency,

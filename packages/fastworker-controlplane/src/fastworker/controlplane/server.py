@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +24,33 @@ from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.controlplane.workers_api import WorkerApi
+from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 
 logger = logging.getLogger(__name__)
 
 _RECV_SLACK = 1024
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
+
+
+def advertised(bound: str, advertise_host: str | None) -> str:
+    """The address to announce for a bound one: peers on other hosts must be able to dial it.
+
+    ``advertise_host`` replaces the host when given; a wildcard bind (0.0.0.0, ::) announces this
+    machine's name, since no peer can dial a wildcard.
+    """
+    if not bound:
+        return bound
+    address = parse_address(bound)
+    if address.scheme in ("ipc", "inproc") or address.port is None:
+        return bound
+    if advertise_host:
+        return address.with_host(advertise_host).url
+    if address.host in _WILDCARD_HOSTS:
+        return address.with_host(socket.getfqdn()).url
+    return bound
 
 
 class ControlPlane:
@@ -141,8 +164,8 @@ class ControlPlane:
 
     def _describe(self, announcement: Announcement) -> None:
         announcement.instance_id = self.instance_id
-        announcement.client_address = self.addresses["client"] or ""
-        announcement.dispatch_address = self.addresses["dispatch"] or ""
+        announcement.client_address = advertised(self.addresses["client"] or "", self.settings.advertise_host)
+        announcement.dispatch_address = advertised(self.addresses["dispatch"] or "", self.settings.advertise_host)
         announcement.dashboard_url = self.addresses["dashboard"] or ""
         names = set(self.registry.names())
         if self.fleet is not None:

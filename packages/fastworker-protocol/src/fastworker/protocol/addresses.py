@@ -28,6 +28,10 @@ class Address:
         """The same address with another port (e.g. the one a port-0 listener got)."""
         return Address(self.scheme, self.host, port)
 
+    def with_host(self, host: str) -> Address:
+        """The same address with another host (e.g. the one remote peers can reach)."""
+        return Address(self.scheme, host, self.port)
+
     def is_loopback(self) -> bool:
         """True when only this machine can reach the address."""
         if self.scheme in ("ipc", "inproc"):
