@@ -100,7 +100,10 @@ class WorkerApi:
         worker.last_seen = self.coordinator.clock()
         worker.pipe_id = request.pipe_id or worker.pipe_id
         if kind == "work_request":
-            self.dispatcher.pull(worker, request, envelope.work_request.hold, envelope.correlation_id)
+            body = envelope.work_request
+            if body.outcomes:
+                self.dispatcher.results(worker, list(body.outcomes))
+            self.dispatcher.pull(worker, request, body.hold, envelope.correlation_id)
             return
         if kind == "results":
             self.dispatcher.results(worker, list(envelope.results.outcomes))

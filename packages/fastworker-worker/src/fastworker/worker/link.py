@@ -87,8 +87,10 @@ class ControlPlaneLink:
         self.instance_changed.clear()
         return answer
 
-    async def pull(self, worker_id: str, hold: float) -> Sequence[task_pb2.TaskSpec]:
-        """Ask for work; the control plane answers with tasks within our free capacity, or none after hold.
+    async def pull(
+        self, worker_id: str, hold: float, outcomes: Sequence[worker_pb2.TaskOutcome] = ()
+    ) -> Sequence[task_pb2.TaskSpec]:
+        """Report outcomes and ask for work; the answer holds tasks within our free capacity, or none after hold.
 
         Raises:
             NotRegistered: the control plane does not know this worker.
@@ -98,6 +100,7 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.work_request.worker_id = worker_id
             envelope.work_request.hold = hold
+            envelope.work_request.outcomes.extend(outcomes)
 
         reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT, hold=hold)
         return reply.dispatch.tasks

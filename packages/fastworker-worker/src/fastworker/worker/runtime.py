@@ -112,6 +112,7 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
         self._flush_scheduled = False
+        self._pulling = False
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._registered = asyncio.Event()
@@ -244,16 +245,29 @@ class Worker:
                 continue
             await self._registered.wait()
             instance = link.instance_id
+            # Results waiting to be reported ride along: one message frees the slot and asks for more.
+            outcomes = self._take_results(instance)
+            self._pulling = True
             try:
-                specs = await link.pull(self.settings.worker_id, self.heartbeat_interval)
+                specs = await link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes)
             except NotRegistered:
                 await self._register_again("the control plane does not know this worker")
                 continue
-            except ControlPlaneUnavailable:
+            except ControlPlaneUnavailable as exc:
+                if outcomes:
+                    logger.warning("could not report %d results: %s", len(outcomes), exc)
                 await asyncio.sleep(0.2)
                 continue
+            finally:
+                self._pulling = False
             for spec in specs:
                 self._start(spec, instance)
+
+    def _take_results(self, instance: str) -> list[worker_pb2.TaskOutcome]:
+        """Take the outcomes to report to this control plane instance (those of older instances are moot)."""
+        batch = [report for given_by, report in self._results if given_by == instance]
+        self._results.clear()
+        return batch
 
     async def _heartbeat_loop(self) -> None:
         link = self._link
@@ -327,7 +341,8 @@ class Worker:
                 if outcome.error.type == "TaskCancelled":
                     report.state = task_pb2.TASK_STATE_CANCELLED
         self._results.append((instance, report))
-        if not self._flush_scheduled:
+        # With a work request out, report at once; else the pull loop is about to carry it.
+        if self._pulling and not self._flush_scheduled:
             self._flush_scheduled = True
             self._spawn(self._flush_results())
 
@@ -358,9 +373,7 @@ class Worker:
         try:
             while self._results:
                 await self._registered.wait()
-                current = link.instance_id
-                batch = [report for instance, report in self._results if instance == current]
-                self._results.clear()
+                batch = self._take_results(link.instance_id)
                 if not batch:
                     continue
                 try:

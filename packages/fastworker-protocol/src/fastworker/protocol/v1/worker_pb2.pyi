@@ -159,19 +159,27 @@ class WorkRequest(_message.Message):
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
     HOLD_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker id."""
     hold: _builtins.float
     """Longest the control plane may hold the request, in seconds."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]:
+        """Outcomes that finished since the last report, processed before any dispatch (one message for
+        "this slot is free again, here is its result, send the next task").
+        """
+
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         hold: _builtins.float = ...,
+        outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold", "outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
