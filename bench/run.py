@@ -54,7 +54,13 @@ def _ensure_importable() -> list[str]:
 _ADDED_PATHS = _ensure_importable()
 
 from fastworker.client import Client, FastworkerError, TaskInfo, TaskState  # noqa: E402
-from fastworker.controlplane.testing import HarnessError, RunningControlPlane, start_controlplane  # noqa: E402
+from fastworker.controlplane.testing import (  # noqa: E402
+    HarnessError,
+    RunningControlPlane,
+    start_controlplane,
+    stop_process,
+    wait_for_ready_file,
+)
 
 # ----------------------------------------------------------------------------------------- options
 
@@ -380,6 +386,118 @@ async def submit_latency_scenario(cp: RunningControlPlane, opts: Options) -> dic
 
 
 # ------------------------------------------------------------------------------------------ runner
+
+
+# ------------------------------------------------------------------------------------- subworkers
+
+
+def start_workers(
+    cp: RunningControlPlane, count: int, concurrency: int, workdir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``count`` fastworker-worker processes for bench/tasks.py and wait until each registered."""
+    processes = []
+    for index in range(count):
+        ready = workdir / f"worker-{index}.json"
+        log_path = workdir / f"worker-{index}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "fastworker.worker",
+            "--task-modules",
+            TASK_MODULE,
+            "--control-plane",
+            cp.discovery,
+            "--concurrency",
+            str(concurrency),
+            "--worker-id",
+            f"bench-{index}",
+            "--ready-file",
+            str(ready),
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+        env.update(controlplane_env())
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+        processes.append(process)
+        wait_for_ready_file(ready, process, log_path, 30.0)
+    return processes
+
+
+def stop_workers(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker this benchmark started, by pid (SIGKILL after a bound)."""
+    for process in processes:
+        stop_process(process)
+
+
+async def _fleet_throughput(
+    cp: RunningControlPlane, opts: Options, workers: int, concurrency: int, name: str, args: tuple[Any, ...], n: int
+) -> tuple[float, list[str]]:
+    """Tasks/s for n tasks of ``name(*args)`` run only by ``workers`` subworkers; returns (tps, problems)."""
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="fastworker-bench-workers-") as folder:
+        processes = start_workers(cp, workers, concurrency, Path(folder))
+        try:
+            async with Client(cp.discovery) as client:
+                deadline = time.monotonic() + 10
+                while len(await client.workers()) < workers and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                t0 = time.perf_counter()
+                ids = await client.delay_many([(name, args)] * n)
+                infos = await client.wait_many(ids, timeout=opts.wait_timeout)
+                elapsed = time.perf_counter() - t0
+                bad = [info for info in infos if info.state is not TaskState.SUCCESS]
+                if bad:
+                    problems.append(f"{len(bad)} of {n} tasks did not succeed, e.g. {bad[0].error}")
+                used = {info.worker for info in infos}
+                if len(used) != workers:
+                    problems.append(f"expected {workers} workers to run tasks, saw {sorted(map(str, used))}")
+        finally:
+            stop_workers(processes)
+    return n / elapsed, problems
+
+
+def _workers_only(opts: Options) -> list[str]:
+    return ["--local-concurrency", "0"]
+
+
+@scenario(
+    "workers_trivial",
+    "N add(i, i) via delay_many through 2 subworkers (concurrency 4 each), local execution off",
+    display=(Metric("e2e_tps", "end to end, tasks/s"),),
+    controlplane_args=_workers_only,
+)
+async def workers_trivial_scenario(cp: RunningControlPlane, opts: Options) -> dict[str, Any]:
+    n = min(opts.tasks, 10_000)
+    tps, problems = await _fleet_throughput(cp, opts, 2, 4, "add", (1, 1), n)
+    return {"valid": not problems, "wrong": 0, "lost": 0, "tasks": n, "e2e_tps": tps, "problems": problems}
+
+
+@scenario(
+    "cpu_scaling",
+    "a CPU-bound 5 ms task through 1 subworker, then 2 (concurrency 1 each), local execution off",
+    display=(
+        Metric("one_worker_tps", "1 worker, tasks/s", ",.1f"),
+        Metric("two_workers_tps", "2 workers, tasks/s", ",.1f"),
+        Metric("scaling", "scaling 1 -> 2 workers", ".2f"),
+    ),
+    targets=[Target("scaling", ">=", 1.7, "≥ 1.7×")],
+    controlplane_args=_workers_only,
+)
+async def cpu_scaling_scenario(cp: RunningControlPlane, opts: Options) -> dict[str, Any]:
+    n = 60 if opts.tasks <= 1_000 else 400
+    one, problems_one = await _fleet_throughput(cp, opts, 1, 1, "spin", (5.0,), n)
+    two, problems_two = await _fleet_throughput(cp, opts, 2, 1, "spin", (5.0,), n)
+    problems = problems_one + problems_two
+    return {
+        "valid": not problems,
+        "wrong": 0,
+        "lost": 0,
+        "tasks": 2 * n,
+        "one_worker_tps": one,
+        "two_workers_tps": two,
+        "scaling": two / one,
+        "problems": problems,
+    }
 
 
 def controlplane_env() -> dict[str, str]:

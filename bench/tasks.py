@@ -19,3 +19,15 @@ def noop() -> None:
 def add(x: int, y: int) -> int:
     """Return ``x + y`` (lets the benchmark check every result)."""
     return x + y
+
+
+@task
+def spin(ms: float) -> float:
+    """Burn CPU for ``ms`` milliseconds (a CPU-bound task for the scaling scenarios)."""
+    import time
+
+    end = time.perf_counter() + ms / 1000
+    count = 0
+    while time.perf_counter() < end:
+        count += 1
+    return ms

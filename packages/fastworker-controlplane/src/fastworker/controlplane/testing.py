@@ -5,6 +5,12 @@ Used by FastWorker's own integration suite and by applications' tests::
     with run_controlplane(task_modules=["myapp.tasks"]) as cp:
         with SyncClient(cp.discovery) as client:
             assert client.submit("add", 1, 2) == 3
+
+and, for subworkers (the control plane runs no task itself with ``--local-concurrency 0``)::
+
+    with run_controlplane(extra_args=["--local-concurrency", "0"]) as cp:
+        with run_worker(cp.discovery, task_modules=["myapp.tasks"], concurrency=2) as worker:
+            ...
 """
 
 from __future__ import annotations
@@ -146,3 +152,86 @@ def run_controlplane(**kwargs: object) -> Iterator[RunningControlPlane]:
         yield control_plane
     finally:
         control_plane.stop()
+
+
+@dataclass
+class RunningWorker:
+    """A subworker process started by :func:`start_worker`."""
+
+    process: subprocess.Popen[bytes]
+    worker_id: str
+    log_path: Path
+    argv: list[str]
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the daemon wrote to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM the daemon by pid and wait for it (SIGKILL after timeout); returns its exit code.
+
+        A stopped (SIGSTOP) daemon is continued first, so that it can handle the SIGTERM.
+        """
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+        return stop_process(self.process, timeout)
+
+
+def start_worker(
+    control_plane: str,
+    *,
+    task_modules: Sequence[str],
+    concurrency: int | None = None,
+    worker_id: str | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    workdir: Path | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> RunningWorker:
+    """Start ``fastworker-worker`` as a subprocess and wait until it registered with the control plane.
+
+    ``control_plane`` is the discovery address (``RunningControlPlane.discovery``). The worker's
+    environment is this process's without ``FASTWORKER_*`` variables, plus ``env``.
+    """
+    if isinstance(task_modules, str):
+        raise TypeError(f"task_modules must be a sequence of module names, not a str (did you mean [{task_modules!r}]?)")
+    folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-worker-"))
+    stamp = time.monotonic_ns()
+    ready = folder / f"worker-ready-{stamp}.json"
+    log_path = folder / f"worker-{stamp}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "fastworker.worker",
+        "--control-plane",
+        control_plane,
+        "--task-modules",
+        *task_modules,
+        "--ready-file",
+        str(ready),
+        *(["--concurrency", str(concurrency)] if concurrency is not None else []),
+        *(["--worker-id", worker_id] if worker_id is not None else []),
+        *extra_args,
+    ]
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    child_env.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=os.getcwd())
+    info = wait_for_ready_file(ready, process, log_path, ready_timeout)
+    return RunningWorker(process=process, worker_id=str(info["worker_id"]), log_path=log_path, argv=argv)
+
+
+@contextlib.contextmanager
+def run_worker(control_plane: str, **kwargs: object) -> Iterator[RunningWorker]:
+    """Context manager around :func:`start_worker` that always stops the daemon by pid."""
+    worker = start_worker(control_plane, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield worker
+    finally:
+        worker.stop()
