@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
 from fastworker.client import Client, TaskFailed
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+from fastworker.controlplane.testing import RunningControlPlane, start_controlplane, stop_process, wait_for_ready_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,12 +48,27 @@ async def submit_work(control_plane: RunningControlPlane) -> None:
                 f"fail -> TaskFailed: {exc.info.error.type}: {exc.info.error.message}" if exc.info.error else str(exc)
             )
 
+        workers = await client.workers()
+        for worker in workers:
+            print(f"worker {worker['worker_id']}: processed {worker['processed']}, failed {worker['failed']}")
         stats = await client.stats()
         print(
             "stats: submitted={submitted} succeeded={succeeded} failed={failed} throughput={throughput:.0f}/s".format(
                 **stats
             )
         )
+
+
+def start_worker(control_plane: RunningControlPlane, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one fastworker-worker for the example tasks and wait until it registered."""
+    folder = Path(tempfile.mkdtemp(prefix="fastworker-demo-"))
+    ready, log_path = folder / "worker.json", folder / "worker.log"
+    argv = [sys.executable, "-m", "fastworker.worker", "--task-modules", "example_tasks"]
+    argv += ["--control-plane", control_plane.discovery, "--worker-id", "demo-worker", "--ready-file", str(ready)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    wait_for_ready_file(ready, process, log_path, 30.0)
+    return process
 
 
 def main() -> int:
@@ -62,7 +79,9 @@ def main() -> int:
     print("starting the control plane with examples/quickstart/example_tasks.py ...")
     control_plane = start_controlplane(task_modules=["example_tasks"], env=env)
     print(f"control plane pid {control_plane.pid}: discovery {control_plane.discovery}, clients {control_plane.client}")
-    print("(subworkers and the web dashboard are not part of this release yet; the control plane runs every task)")
+    worker = start_worker(control_plane, env)
+    print(f"subworker pid {worker.pid} registered; it shares the work with the control plane's own slots")
+    print("(the web dashboard is not part of this release yet)")
     try:
         asyncio.run(submit_work(control_plane))
         if args.keep_running:
@@ -71,6 +90,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        print(f"subworker stopped (exit code {stop_process(worker)})")
         code = control_plane.stop()
         print(f"control plane stopped (exit code {code})")
     return 0

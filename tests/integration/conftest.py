@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from fastworker.client import Client, TaskInfo, TaskState
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+from fastworker.controlplane import testing
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane
 
 TESTS_DIR = Path(__file__).resolve().parent
 TASK_MODULES = ("fwtests_tasks",)
@@ -99,3 +100,74 @@ async def _wait_for_state(client: Client, task_id: str, state: TaskState, timeou
 def wait_for_state() -> WaitForState:
     """``await wait_for_state(client, task_id, state, timeout=10)``: poll status until the state (bounded)."""
     return _wait_for_state
+
+
+# --------------------------------------------------------------------------------------- subworkers
+
+WORKER_TASK_MODULES = ("fwtests_worker_tasks",)
+
+StartWorker = Callable[..., RunningWorker]
+
+
+@pytest.fixture
+def start_cp_for_workers(tmp_path: Path) -> Iterator[StartControlPlane]:
+    """Start control planes that run nothing themselves (``--local-concurrency 0``, no task modules).
+
+    Every one is stopped by pid at teardown; extra flags and addresses are passed through.
+    """
+    started: list[RunningControlPlane] = []
+
+    def start(*extra_args: str, **kwargs: Any) -> RunningControlPlane:
+        control_plane = start_controlplane(
+            extra_args=["--local-concurrency", "0", *extra_args], env=child_env(), workdir=tmp_path, **kwargs
+        )
+        started.append(control_plane)
+        return control_plane
+
+    yield start
+    for control_plane in started:
+        control_plane.stop()
+    for control_plane in started:
+        print(f"---- control plane {control_plane.pid} ({' '.join(control_plane.argv[3:])}) ----")
+        print(control_plane.log())
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """``start_worker(control_plane, worker_id, *extra_args, task_modules=..., concurrency=...)``.
+
+    Starts ``python -m fastworker.worker`` with the worker test tasks (this directory on
+    PYTHONPATH, ``FWTESTS_WORKER_ID`` set to the worker id) and waits until it registered. Every
+    worker is stopped by pid at teardown (continued first if a test stopped it).
+    """
+    started: list[RunningWorker] = []
+
+    def start(
+        control_plane: RunningControlPlane,
+        worker_id: str,
+        *extra_args: str,
+        task_modules: tuple[str, ...] = WORKER_TASK_MODULES,
+        concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> RunningWorker:
+        env = child_env()
+        env["FWTESTS_WORKER_ID"] = worker_id
+        worker = testing.start_worker(
+            control_plane.discovery,
+            task_modules=task_modules,
+            concurrency=concurrency,
+            worker_id=worker_id,
+            extra_args=extra_args,
+            env=env,
+            workdir=tmp_path,
+            **kwargs,
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    for worker in started:
+        print(f"---- worker {worker.worker_id} pid {worker.pid} ({' '.join(worker.argv[3:])}) ----")
+        print(worker.log())

@@ -124,3 +124,219 @@ async def harness() -> AsyncIterator[Harness]:
         h.close()
         # Let completions that the slots posted before closing run on this loop, not a closed one.
         await asyncio.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------ dispatch channel rig
+# A real Coordinator (no local slots: only subworkers run tasks) + Fleet + Dispatcher + WorkerApi,
+# driven in-process with fake dispatch-channel requests and a clock the test moves by hand.
+
+
+from fastworker.controlplane.dispatcher import Dispatcher  # noqa: E402
+from fastworker.controlplane.fleet import Fleet  # noqa: E402
+from fastworker.controlplane.workers_api import WorkerApi  # noqa: E402
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope  # noqa: E402
+from fastworker.protocol.payload import encode_value  # noqa: E402
+from fastworker.protocol.v1 import worker_pb2  # noqa: E402
+from fastworker.protocol.v1.envelope_pb2 import Envelope  # noqa: E402
+
+
+class FakeClock:
+    """A coordinator clock that only moves when the test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeRequest:
+    """Stands in for ``transport.Request``: records every reply (decoded) and whether it was dropped."""
+
+    def __init__(self, data: bytes, pipe_id: int = 0) -> None:
+        self.data = data
+        self.pipe_id = pipe_id
+        self.replies: list[Envelope] = []  # decoded, in order (more than one is a bug)
+        self.dropped = False
+
+    @property
+    def answered(self) -> bool:
+        return bool(self.replies) or self.dropped
+
+    def reply(self, data: bytes) -> None:
+        self.replies.append(decode_frame(data))
+
+    def drop(self) -> None:
+        self.dropped = True
+
+    @property
+    def envelope(self) -> Envelope:
+        """The one reply (fails if there is none, several, or the request was also dropped)."""
+        assert not self.dropped, "the request was dropped"
+        assert len(self.replies) == 1, f"expected exactly one reply, got {len(self.replies)}"
+        return self.replies[0]
+
+    @property
+    def tasks(self) -> list[task_pb2.TaskSpec]:
+        """The tasks of the one Dispatch reply."""
+        envelope = self.envelope
+        assert envelope.WhichOneof("body") == "dispatch", f"expected a dispatch, got {envelope.WhichOneof('body')}"
+        return list(envelope.dispatch.tasks)
+
+
+class DispatchRig:
+    """Builds the dispatch side of a control plane on the running loop and talks to it like subworkers do."""
+
+    INSTANCE_ID = "cp-under-test"
+
+    def __init__(
+        self,
+        harness: Harness,
+        *,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 15.0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.harness = harness
+        self.clock = FakeClock()
+        self.coordinator = harness.coordinator(local_concurrency=0, clock=self.clock)
+        self.fleet = Fleet()
+        self.dispatcher = Dispatcher(
+            self.coordinator, self.fleet, heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout
+        )
+        self.api = WorkerApi(
+            self.coordinator,
+            self.dispatcher,
+            instance_id=self.INSTANCE_ID,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            max_frame_size=max_frame_size,
+        )
+        self.pipes: dict[str, int] = {}
+        self._next_correlation = 100
+
+    def close(self) -> None:
+        self.dispatcher.close()
+
+    # -------------------------------------------------------------------------------------- wire
+
+    def correlation(self) -> int:
+        self._next_correlation += 1
+        return self._next_correlation
+
+    def send_frame(self, data: bytes, pipe_id: int = 0) -> FakeRequest:
+        request = FakeRequest(data, pipe_id)
+        self.api.handle(request)  # type: ignore[arg-type]
+        return request
+
+    def send(self, envelope: Envelope, pipe_id: int = 0) -> FakeRequest:
+        return self.send_frame(encode_frame(envelope), pipe_id)
+
+    def envelope(self, correlation_id: int | None = None) -> Envelope:
+        return new_envelope(self.correlation() if correlation_id is None else correlation_id)
+
+    # ----------------------------------------------------------------------------- as a subworker
+
+    def register(
+        self,
+        worker_id: str,
+        tasks: dict[str, int] | list[str],
+        *,
+        capacity: int = 4,
+        pipe_id: int | None = None,
+        correlation_id: int | None = None,
+    ) -> FakeRequest:
+        """Register a worker running tasks ({name: default retries} or [names], retries 0)."""
+        definitions = tasks if isinstance(tasks, dict) else dict.fromkeys(tasks, 0)
+        if pipe_id is None:
+            pipe_id = self.pipes.get(worker_id, 1000 + len(self.pipes))
+        self.pipes[worker_id] = pipe_id
+        envelope = self.envelope(correlation_id)
+        body = envelope.register
+        body.worker_id = worker_id
+        body.host = "host-" + worker_id
+        body.pid = 4242
+        body.capacity = capacity
+        body.version = "0.1.0"
+        for name, retries in definitions.items():
+            body.tasks.append(task_pb2.TaskDefinition(name=name, retries=retries))
+        return self.send(envelope, pipe_id)
+
+    def pull(self, worker_id: str, hold: float = 5.0, correlation_id: int | None = None) -> FakeRequest:
+        envelope = self.envelope(correlation_id)
+        envelope.work_request.worker_id = worker_id
+        envelope.work_request.hold = hold
+        return self.send(envelope, self.pipes.get(worker_id, 0))
+
+    def report(
+        self, worker_id: str, *outcomes: worker_pb2.TaskOutcome, correlation_id: int | None = None
+    ) -> FakeRequest:
+        envelope = self.envelope(correlation_id)
+        envelope.results.worker_id = worker_id
+        envelope.results.outcomes.extend(outcomes)
+        return self.send(envelope, self.pipes.get(worker_id, 0))
+
+    def heartbeat(self, worker_id: str, correlation_id: int | None = None, **fields: Any) -> FakeRequest:
+        envelope = self.envelope(correlation_id)
+        envelope.heartbeat.sender_id = worker_id
+        for name, value in fields.items():
+            setattr(envelope.heartbeat, name, value)
+        return self.send(envelope, self.pipes.get(worker_id, 0))
+
+    def deregister(self, worker_id: str, returned: list[str], correlation_id: int | None = None) -> FakeRequest:
+        envelope = self.envelope(correlation_id)
+        envelope.deregister.worker_id = worker_id
+        envelope.deregister.returned_task_ids.extend(returned)
+        return self.send(envelope, self.pipes.get(worker_id, 0))
+
+    @staticmethod
+    def success(spec: task_pb2.TaskSpec, value: Any, attempt: int | None = None) -> worker_pb2.TaskOutcome:
+        return worker_pb2.TaskOutcome(
+            task_id=spec.task_id,
+            attempt=spec.attempt if attempt is None else attempt,
+            state=task_pb2.TASK_STATE_SUCCESS,
+            result=encode_value(value),
+        )
+
+    @staticmethod
+    def failure(
+        spec: task_pb2.TaskSpec, error_type: str, message: str, attempt: int | None = None
+    ) -> worker_pb2.TaskOutcome:
+        return worker_pb2.TaskOutcome(
+            task_id=spec.task_id,
+            attempt=spec.attempt if attempt is None else attempt,
+            state=task_pb2.TASK_STATE_FAILURE,
+            error=task_pb2.TaskError(type=error_type, message=message),
+        )
+
+    # -------------------------------------------------------------------------------- as a client
+
+    def submit(
+        self, name: str, *args: Any, retries: int = -1, priority: int = 0, task_id: str | None = None
+    ) -> TaskRecord:
+        """Submit like the client does (retries -1: the task's registered default)."""
+        spec = self.harness.spec(name, *args, task_id=task_id, priority=priority)
+        spec.retries = retries
+        record, duplicate = self.coordinator.submit(spec)
+        assert not duplicate
+        return record
+
+
+@pytest.fixture
+async def dispatch_rig(harness: Harness) -> AsyncIterator[Callable[..., DispatchRig]]:
+    """A factory of DispatchRigs (settings as keyword arguments); their dispatchers are closed after the test."""
+    rigs: list[DispatchRig] = []
+
+    def make(**settings: Any) -> DispatchRig:
+        rig = DispatchRig(harness, **settings)
+        rigs.append(rig)
+        return rig
+
+    try:
+        yield make
+    finally:
+        for rig in rigs:
+            rig.close()

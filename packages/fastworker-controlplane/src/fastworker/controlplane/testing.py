@@ -200,7 +200,9 @@ def start_worker(
     environment is this process's without ``FASTWORKER_*`` variables, plus ``env``.
     """
     if isinstance(task_modules, str):
-        raise TypeError(f"task_modules must be a sequence of module names, not a str (did you mean [{task_modules!r}]?)")
+        raise TypeError(
+            f"task_modules must be a sequence of module names, not a str (did you mean [{task_modules!r}]?)"
+        )
     folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-worker-"))
     stamp = time.monotonic_ns()
     ready = folder / f"worker-ready-{stamp}.json"
