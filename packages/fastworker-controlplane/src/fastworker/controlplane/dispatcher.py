@@ -80,18 +80,7 @@ class Dispatcher:
             worker.leases.clear()
         self.lost_total += 1
         self._drop_pull(worker)
-        requeued = 0
-        for record in leases:
-            if record.state != RUNNING or record.worker != worker.worker_id:
-                continue
-            if record.attempts < 1 + self._retries(record):
-                record.started_at = 0.0
-                self.coordinator.requeue_front(record)
-                requeued += 1
-            else:
-                self.coordinator.fail_running(
-                    record, WORKER_LOST, f"worker {worker.worker_id} was lost ({reason}) while running the task"
-                )
+        requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in leases)
         logger.warning(
             "worker %s lost (%s): %d tasks re-queued, %d failed",
             worker.worker_id,
@@ -116,13 +105,7 @@ class Dispatcher:
                 record.started_at = 0.0
                 self.coordinator.requeue_front(record)
         for record in leases.values():  # still running when it left: same as a loss
-            if record.state == RUNNING and record.worker == worker.worker_id:
-                if record.attempts < 1 + self._retries(record):
-                    self.coordinator.requeue_front(record)
-                else:
-                    self.coordinator.fail_running(
-                        record, WORKER_LOST, f"worker {worker.worker_id} left while running it"
-                    )
+            self._take_back(record, worker, "left")
         logger.info("worker %s deregistered (%d tasks handed back)", worker.worker_id, len(returned))
         self._fleet_changed()
         self.schedule()
@@ -131,14 +114,28 @@ class Dispatcher:
         self.coordinator.remote_task_names = frozenset(self.fleet.task_names())
         self._on_fleet_change()
 
-    def _retries(self, record: TaskRecord) -> int:
+    def _take_back(self, record: TaskRecord, worker: WorkerRecord, what_happened: str) -> bool:
+        """Re-queue a task a worker held (True) if it has retries left, else fail it with WorkerLost."""
+        if record.state != RUNNING or record.worker != worker.worker_id:
+            return False  # already finished or moved on
+        if record.attempts < 1 + self._retries(record, worker):
+            record.started_at = 0.0
+            self.coordinator.requeue_front(record)
+            return True
+        self.coordinator.fail_running(
+            record, WORKER_LOST, f"worker {worker.worker_id} {what_happened} while running the task"
+        )
+        return False
+
+    def _retries(self, record: TaskRecord, worker: WorkerRecord) -> int:
+        """Re-runs allowed after the first attempt: the submission's, else the task's registered default."""
         if record.spec.retries >= 0:
             return record.spec.retries
+        definition = worker.definitions.get(record.name) or self.fleet.definition(record.name)
+        if definition is not None:
+            return definition.retries
         local = self.coordinator.registry.get(record.name)
-        if local is not None:
-            return local.options.retries
-        definition = self.fleet.definition(record.name)
-        return definition.retries if definition is not None else 0
+        return local.options.retries if local is not None else 0
 
     def pipe_closed(self, pipe_id: int) -> None:
         """A connection dropped: its workers are lost at once (no need to wait for the heartbeat timeout)."""

@@ -1,0 +1,393 @@
+"""Subworkers: dispatch across a fleet, loss and recovery, drain, crashes and limits, routing by task name.
+
+Every test runs a control plane that executes nothing itself (``--local-concurrency 0``, no task
+modules) and real ``fastworker-worker`` processes that load ``fwtests_worker_tasks`` (see the
+``start_cp_for_workers`` and ``start_worker`` fixtures). Tasks report the worker that ran them;
+those that must prove "exactly once" leave files behind (see the task module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from fastworker.client import Client, TaskState, TaskTimeout, UnknownTask
+from fastworker.client.errors import FastworkerError
+from fastworker.controlplane.testing import RunningWorker
+
+#: Tasks in the no-loss test.
+MANY = 5_000
+#: Longest the fleet may take to recover from a lost worker or a restarted control plane, in seconds.
+RECOVERY_BOUND = 5.0
+#: The liveness settings of the heartbeat test's control plane.
+HEARTBEAT_INTERVAL = 0.2
+HEARTBEAT_TIMEOUT = 1.0
+
+
+async def start_workers(start_worker: Any, control_plane: Any, *ids: str, **kwargs: Any) -> list[RunningWorker]:
+    """Start several workers at once (each waits for its own registration); returns them in order."""
+    return list(await asyncio.gather(*(asyncio.to_thread(start_worker, control_plane, i, **kwargs) for i in ids)))
+
+
+async def worker_ids(client: Client) -> set[str]:
+    """The ids of the workers the control plane lists now."""
+    return {worker["worker_id"] for worker in await client.workers()}
+
+
+async def wait_for_workers(client: Client, expected: Iterable[str], timeout: float) -> float:
+    """Poll ``client.workers()`` until it lists exactly ``expected`` (bounded); returns the seconds it took.
+
+    Requests that fail while the control plane is away are retried until the deadline.
+    """
+    wanted = set(expected)
+    started = time.monotonic()
+    deadline = started + timeout
+    seen: set[str] | str = "nothing yet"
+    while True:
+        try:
+            async with asyncio.timeout(max(0.05, deadline - time.monotonic())):
+                seen = await worker_ids(client)
+        except (FastworkerError, TimeoutError) as exc:
+            seen = f"{type(exc).__name__}: {exc}"
+        if seen == wanted:
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            pytest.fail(f"workers {sorted(wanted)} not listed within {timeout:g} s (last: {seen})")
+        await asyncio.sleep(0.05)
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals that are open at one moment (one ending as another starts does not overlap)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+async def test_two_workers_run_five_thousand_tasks_with_none_lost_wrong_or_run_twice(
+    start_cp_for_workers, start_worker, make_client, tmp_path
+):
+    control_plane = start_cp_for_workers("--result-cache-size", str(4 * MANY))
+    workers = await start_workers(start_worker, control_plane, "w1", "w2", concurrency=4)
+    client = make_client(control_plane)
+    logs = tmp_path / "executions"
+    logs.mkdir()
+    arguments = list(range(MANY))
+
+    ids = await client.delay_many([("fwtests_worker.record", (n, str(logs))) for n in arguments])
+    infos = await client.wait_many(ids, timeout=90)
+
+    assert len(set(ids)) == MANY
+    assert [info.id for info in infos] == ids
+    lost = [(n, info.state, info.error) for n, info in zip(arguments, infos, strict=True) if info.state != "SUCCESS"]
+    assert lost == []
+    wrong = [
+        (n, info.result, info.worker)
+        for n, info in zip(arguments, infos, strict=True)
+        if info.result != [n, info.worker]
+    ]
+    assert wrong == []
+    # Every execution left one line in its process's log: each argument exactly once, none extra.
+    executions = Counter(int(line) for log in logs.iterdir() for line in log.read_text().splitlines())
+    assert sum(executions.values()) == MANY
+    assert [n for n, count in executions.items() if count != 1] == []
+    assert set(executions) == set(arguments)
+    ran_on = Counter(info.worker for info in infos)
+    assert set(ran_on) == {w.worker_id for w in workers}, ran_on
+    assert all(info.attempts == 1 for info in infos)
+
+
+async def test_least_loaded_dispatch_never_runs_more_than_a_workers_concurrency_and_splits_evenly(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    await start_workers(start_worker, control_plane, "w1", "w2", concurrency=2)
+    client = make_client(control_plane)
+
+    ids = await client.delay_many([("fwtests_worker.interval", (1.0,))] * 8)
+    infos = await client.wait_many(ids, timeout=20)
+
+    assert [info.state for info in infos] == [TaskState.SUCCESS] * 8
+    assert [info.result[0] for info in infos] == [info.worker for info in infos]
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for info in infos:
+        worker, started, ended = info.result
+        by_worker.setdefault(worker, []).append((started, ended))
+    assert {worker: max_overlap(spans) for worker, spans in by_worker.items()} == {"w1": 2, "w2": 2}
+    assert {worker: len(spans) for worker, spans in by_worker.items()} == {"w1": 4, "w2": 4}
+
+
+async def test_a_worker_killed_mid_task_has_its_tasks_rerun_once_on_the_survivor_or_failed_as_worker_lost(
+    start_cp_for_workers, start_worker, make_client, wait_for_state, tmp_path
+):
+    control_plane = start_cp_for_workers()
+    workers = await start_workers(start_worker, control_plane, "w1", "w2", concurrency=10)
+    client = make_client(control_plane)
+    markers = tmp_path / "finished"
+    markers.mkdir()
+
+    # A task with no retries goes first: the worker that runs it is the one to kill.
+    doomed = await client.delay("fwtests_worker.sleep_no_retry", 30.0)
+    doomed_info = await wait_for_state(client, doomed, TaskState.RUNNING)
+    victim = next(w for w in workers if w.worker_id == doomed_info.worker)
+    survivor = next(w for w in workers if w is not victim)
+
+    keys = [f"k{i:02d}" for i in range(20)]
+    ids = await client.delay_many([("fwtests_worker.finish_once", (key, 1.0, str(markers))) for key in keys])
+    # Wait until the victim runs its share (9 free slots), then let them get well into their second.
+    deadline = time.monotonic() + 10
+    while True:
+        infos = [await client.status(task_id) for task_id in ids]
+        on_victim = [i for i in infos if i.state is TaskState.RUNNING and i.worker == victim.worker_id]
+        if len(on_victim) == 9:
+            break
+        assert time.monotonic() < deadline, f"the victim runs {len(on_victim)} tasks, not 9: {infos}"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.4)
+    assert not any(markers.iterdir())  # nothing finished yet
+
+    killed_at = time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    await asyncio.to_thread(victim.process.wait, 5)
+
+    infos = await client.wait_many(ids, timeout=15)
+    assert [(info.state, info.error) for info in infos] == [(TaskState.SUCCESS, None)] * 20
+    assert [info.result for info in infos] == [[key, survivor.worker_id] for key in keys]
+    assert {info.worker for info in infos} == {survivor.worker_id}
+    attempts = Counter(info.attempts for info in infos)
+    assert attempts == {1: 11, 2: 9}, attempts  # the victim's 9 ran a second time, nothing ran a third
+    last = max(info.finished_at or 0.0 for info in infos)
+    assert last - killed_at <= RECOVERY_BOUND, f"the last task finished {last - killed_at:.2f} s after the kill"
+    # Each key finished exactly once (a second finish would have failed on its O_EXCL marker).
+    assert sorted(path.name for path in markers.iterdir()) == keys
+    assert {path.read_text() for path in markers.iterdir()} == {survivor.worker_id}
+
+    lost = await client.wait(doomed, timeout=10)
+    assert lost.state is TaskState.FAILURE
+    assert lost.error is not None and lost.error.type == "WorkerLost", lost.error
+    assert lost.attempts == 1
+    assert await worker_ids(client) == {survivor.worker_id}
+
+
+async def test_workers_and_an_existing_client_find_a_control_plane_restarted_after_kill_9_within_five_seconds(
+    start_cp_for_workers, start_worker, make_client
+):
+    first = start_cp_for_workers()
+    workers = await start_workers(start_worker, first, "w1", "w2", concurrency=2)
+    names = {w.worker_id for w in workers}
+    client = make_client(first)
+    await wait_for_workers(client, names, timeout=5)
+    assert await client.submit("fwtests_worker.whoami", timeout=10) in names
+
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.to_thread(first.process.wait, 5)
+    second = await asyncio.to_thread(
+        start_cp_for_workers, discovery=first.discovery, client=first.client, dispatch=first.dispatch
+    )
+    restarted = time.monotonic()
+    assert (second.discovery, second.client, second.dispatch) == (first.discovery, first.client, first.dispatch)
+
+    took = await wait_for_workers(client, names, timeout=RECOVERY_BOUND)
+    remaining = RECOVERY_BOUND - (time.monotonic() - restarted)
+    assert remaining > 0, f"the workers took {took:.2f} s to re-register"
+    async with asyncio.timeout(remaining + 2):
+        task_id = await client.delay("fwtests_worker.whoami")
+        try:
+            info = await client.wait(task_id, timeout=max(0.0, RECOVERY_BOUND - (time.monotonic() - restarted)))
+        except TaskTimeout:
+            info = await client.status(task_id)
+    elapsed = time.monotonic() - restarted
+    assert info.state is TaskState.SUCCESS, f"{elapsed:.2f} s after the restart the task is {info}"
+    assert info.result in names
+    assert elapsed <= RECOVERY_BOUND
+    assert all(w.process.poll() is None for w in workers)
+    assert (await client.stats())["submitted"] == 1  # counted by the new control plane
+
+
+async def test_sigterm_drains_a_worker_whose_task_finishes_while_new_tasks_go_to_the_other_worker(
+    start_cp_for_workers, start_worker, make_client, wait_for_state
+):
+    control_plane = start_cp_for_workers()
+    workers = await start_workers(start_worker, control_plane, "w1", "w2", concurrency=2)
+    client = make_client(control_plane)
+
+    long_task = await client.delay("fwtests_worker.sleep_for", 2.0)
+    running = await wait_for_state(client, long_task, TaskState.RUNNING)
+    draining = next(w for w in workers if w.worker_id == running.worker)
+    other = next(w for w in workers if w is not draining)
+
+    stopping = asyncio.ensure_future(asyncio.to_thread(draining.stop, 20))
+    # The drain is visible to the control plane before anything else is submitted.
+    deadline = time.monotonic() + 2
+    while True:
+        listed = {w["worker_id"]: w for w in await client.workers()}
+        if listed.get(draining.worker_id, {}).get("draining"):
+            break
+        assert time.monotonic() < deadline, f"the worker is not listed as draining: {listed}"
+        await asyncio.sleep(0.02)
+    during = await client.delay_many([("fwtests_worker.whoami", ())] * 6)
+    infos = await client.wait_many(during, timeout=10)
+    assert [(info.state, info.worker, info.result) for info in infos] == [
+        (TaskState.SUCCESS, other.worker_id, other.worker_id)
+    ] * 6
+
+    assert await asyncio.wait_for(stopping, 25) == 0
+    finished = await client.wait(long_task, timeout=10)
+    assert (finished.state, finished.worker, finished.result) == (
+        TaskState.SUCCESS,
+        draining.worker_id,
+        draining.worker_id,
+    )
+    assert finished.attempts == 1
+    # The other tasks were submitted while the long one was still running on the draining worker.
+    assert finished.finished_at is not None
+    assert all(info.queued_at is not None and info.queued_at < finished.finished_at for info in infos)
+    await wait_for_workers(client, {other.worker_id}, timeout=5)
+
+
+async def test_a_task_that_aborts_its_process_fails_as_worker_crashed_and_the_same_worker_runs_the_next_task(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "w1", concurrency=1)
+    client = make_client(control_plane)
+
+    crashed = await client.wait(await client.delay("fwtests_worker.abort"), timeout=10)
+    assert crashed.state is TaskState.FAILURE
+    assert crashed.error is not None and crashed.error.type == "WorkerCrashed", crashed.error
+    assert crashed.worker == worker.worker_id
+
+    after = await client.wait(await client.delay("fwtests_worker.whoami"), timeout=15)
+    assert (after.state, after.worker, after.result) == (TaskState.SUCCESS, worker.worker_id, worker.worker_id)
+    assert worker.process.poll() is None
+    assert await worker_ids(client) == {worker.worker_id}
+
+
+async def test_a_task_past_its_hard_time_limit_fails_within_three_seconds_and_the_worker_keeps_serving(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "w1", concurrency=1)
+    client = make_client(control_plane)
+
+    submitted = time.monotonic()
+    task_id = await client.delay("fwtests_worker.hang")
+    info = await client.wait(task_id, timeout=10)
+    elapsed = time.monotonic() - submitted
+
+    assert info.state is TaskState.FAILURE
+    assert info.error is not None and info.error.type == "TimeLimitExceeded", info.error
+    assert elapsed <= 3.0, f"the time limit ended the task after {elapsed:.2f} s"
+    assert info.started_at is not None and info.finished_at is not None
+    assert 1.0 <= info.finished_at - info.started_at <= 3.0
+    assert await client.submit("fwtests_worker.whoami", timeout=15) == worker.worker_id
+    assert await worker_ids(client) == {worker.worker_id}
+
+
+async def test_only_a_worker_that_registered_a_task_runs_it(start_cp_for_workers, start_worker, make_client):
+    control_plane = start_cp_for_workers()
+    worker_a, worker_b = await asyncio.gather(
+        asyncio.to_thread(
+            start_worker,
+            control_plane,
+            "worker-a",
+            task_modules=("fwtests_worker_tasks", "fwtests_worker_tasks_a"),
+            concurrency=2,
+        ),
+        asyncio.to_thread(start_worker, control_plane, "worker-b", concurrency=2),
+    )
+    client = make_client(control_plane)
+    await wait_for_workers(client, {"worker-a", "worker-b"}, timeout=5)
+
+    ids = await client.delay_many([("fwtests_worker.only_a", ())] * 20)
+    infos = await client.wait_many(ids, timeout=20)
+
+    assert [(info.state, info.worker, info.result) for info in infos] == [
+        (TaskState.SUCCESS, worker_a.worker_id, worker_a.worker_id)
+    ] * 20
+    # Worker B was free all along: it runs the tasks it has.
+    assert await client.submit("fwtests_worker.whoami", timeout=10) in {worker_a.worker_id, worker_b.worker_id}
+
+
+async def test_an_unknown_task_is_refused_at_submit_until_a_worker_that_has_it_registers(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    client = make_client(control_plane)
+    with pytest.raises(UnknownTask):
+        await client.delay("fwtests_worker.only_a")
+
+    start_worker(control_plane, "worker-b", concurrency=1)
+    assert await client.submit("fwtests_worker.whoami", timeout=10) == "worker-b"
+    with pytest.raises(UnknownTask):
+        await client.delay("fwtests_worker.only_a")
+    with pytest.raises(UnknownTask):
+        await client.submit("fwtests_worker.only_a", timeout=5)
+
+    start_worker(
+        control_plane, "worker-a", task_modules=("fwtests_worker_tasks", "fwtests_worker_tasks_a"), concurrency=1
+    )
+    task_id = await client.delay("fwtests_worker.only_a")
+    assert await client.result(task_id, timeout=10) == "worker-a"
+
+
+async def test_a_worker_that_stops_heartbeating_is_dropped_its_task_rerun_elsewhere_and_its_late_result_ignored(
+    start_cp_for_workers, start_worker, make_client, wait_for_state, tmp_path
+):
+    control_plane = start_cp_for_workers(
+        "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)
+    )
+    workers = await start_workers(start_worker, control_plane, "w1", "w2", concurrency=2)
+    client = make_client(control_plane)
+    markers = tmp_path / "executions"
+    markers.mkdir()
+
+    task_id = await client.delay("fwtests_worker.marked", "t", 2.0, str(markers))
+    first_run = await wait_for_state(client, task_id, TaskState.RUNNING)
+    frozen = next(w for w in workers if w.worker_id == first_run.worker)
+    other = next(w for w in workers if w is not frozen)
+    deadline = time.monotonic() + 5
+    while not any(path.name.endswith(".started") for path in markers.iterdir()):  # its execution has begun
+        assert time.monotonic() < deadline, "the task never started"
+        await asyncio.sleep(0.02)
+
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        took = await wait_for_workers(client, {other.worker_id}, timeout=HEARTBEAT_TIMEOUT + 3)
+        assert took <= HEARTBEAT_TIMEOUT + 2 * HEARTBEAT_INTERVAL + 0.5, f"dropped after {took:.2f} s"
+
+        rerun = await client.wait(task_id, timeout=10)
+        assert (rerun.state, rerun.worker, rerun.result) == (TaskState.SUCCESS, other.worker_id, other.worker_id)
+        assert rerun.attempts == 2
+        # The frozen worker's pool process was not stopped: its execution finishes, its result waits.
+        deadline = time.monotonic() + 5
+        while len(finished := [p.name for p in markers.iterdir() if p.name.endswith(".finished")]) < 2:
+            assert time.monotonic() < deadline, f"executions finished: {finished}"
+            await asyncio.sleep(0.05)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+
+    await wait_for_workers(client, {frozen.worker_id, other.worker_id}, timeout=10)
+    await asyncio.sleep(2 * HEARTBEAT_INTERVAL + 0.5)  # time enough for a late result to arrive
+    final = await client.status(task_id)
+    assert (final.state, final.worker, final.result, final.attempts, final.finished_at) == (
+        TaskState.SUCCESS,
+        other.worker_id,
+        other.worker_id,
+        2,
+        rerun.finished_at,
+    )
+    # One execution per worker, each started and finished once.
+    executions = Counter(name.split(".")[1] for name in (p.name for p in markers.iterdir()))
+    assert executions == {frozen.worker_id: 2, other.worker_id: 2}
+    assert frozen.process.poll() is None
+    assert await client.submit("fwtests_worker.whoami", timeout=10) in {frozen.worker_id, other.worker_id}
