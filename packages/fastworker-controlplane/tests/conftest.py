@@ -265,10 +265,17 @@ class DispatchRig:
             body.tasks.append(task_pb2.TaskDefinition(name=name, retries=retries))
         return self.send(envelope, pipe_id)
 
-    def pull(self, worker_id: str, hold: float = 5.0, correlation_id: int | None = None) -> FakeRequest:
+    def pull(
+        self, worker_id: str, hold: float = 5.0, correlation_id: int | None = None, held: list[str] | None = None
+    ) -> FakeRequest:
+        """A work request; like a real worker, it lists every task it holds (by default: all its leases)."""
         envelope = self.envelope(correlation_id)
         envelope.work_request.worker_id = worker_id
         envelope.work_request.hold = hold
+        if held is None:
+            worker = self.fleet.get(worker_id)
+            held = list(worker.leases) if worker is not None else []
+        envelope.work_request.held_task_ids.extend(held)
         return self.send(envelope, self.pipes.get(worker_id, 0))
 
     def report(

@@ -754,3 +754,42 @@ async def test_closing_the_dispatcher_drops_every_held_pull(dispatch_rig: Any) -
     rig.dispatcher.close()
     assert all(p.dropped and p.replies == [] for p in pulls)
     assert all(w.pull is None and w.pull_timer is None for w in rig.fleet)
+
+
+async def test_a_dispatch_the_worker_never_received_is_requeued_without_counting_the_attempt(
+    dispatch_rig: Any,
+) -> None:
+    # Given two tasks dispatched to a worker whose reply was lost (it gave up waiting and asks again)
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=2)
+    records = [rig.submit("job", n) for n in range(2)]
+    lost_reply = rig.pull("w1")
+    await settle()
+    assert len(lost_reply.tasks) == 2
+
+    # When its next work request lists only what it really holds (nothing)
+    again = rig.pull("w1", held=[])
+    await settle()
+
+    # Then the tasks come back to it as the same first attempt, never counted twice
+    assert [spec.task_id for spec in again.tasks] == [r.task_id for r in records]
+    assert [spec.attempt for spec in again.tasks] == [1, 1]
+    assert all(r.attempts == 1 and r.state == RUNNING for r in records)
+
+
+async def test_a_task_whose_result_is_still_on_its_way_is_not_taken_back(dispatch_rig: Any) -> None:
+    # Given a worker that finished a task and sent the result separately (not yet arrived)
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=2)
+    record = rig.submit("job", 1)
+    first = rig.pull("w1")
+    await settle()
+    assert [spec.task_id for spec in first.tasks] == [record.task_id]
+
+    # When its next work request lists the task as held (finished, result not acknowledged)
+    rig.pull("w1", held=[record.task_id], hold=0.05)
+    await settle()
+
+    # Then the lease stays: the task is not re-queued (so it cannot run twice)
+    assert record.task_id in rig.fleet.get("w1").leases
+    assert record.state == RUNNING and record.attempts == 1

@@ -37,8 +37,10 @@ class Dispatcher:
         heartbeat_interval: float,
         heartbeat_timeout: float,
         on_fleet_change: Callable[[], None] = lambda: None,
+        instance_id: str = "",
     ) -> None:
         self.coordinator = coordinator
+        self.instance_id = instance_id
         self.fleet = fleet
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -80,7 +82,8 @@ class Dispatcher:
             worker.leases.clear()
         self.lost_total += 1
         self._drop_pull(worker)
-        requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in leases)
+        # Each goes back to the front of its level: reversed keeps their original order.
+        requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in reversed(leases))
         logger.warning(
             "worker %s lost (%s): %d tasks re-queued, %d failed",
             worker.worker_id,
@@ -98,13 +101,13 @@ class Dispatcher:
             leases = dict(worker.leases)
             worker.leases.clear()
         self._drop_pull(worker)
-        for task_id in returned:
+        for task_id in reversed(returned):
             record = leases.pop(task_id, None)
             if record is not None and record.state == RUNNING and record.worker == worker.worker_id:
                 record.attempts -= 1
                 record.started_at = 0.0
                 self.coordinator.requeue_front(record)
-        for record in leases.values():  # still running when it left: same as a loss
+        for record in reversed(leases.values()):  # still running when it left: same as a loss
             self._take_back(record, worker, "left")
         logger.info("worker %s deregistered (%d tasks handed back)", worker.worker_id, len(returned))
         self._fleet_changed()
@@ -161,6 +164,28 @@ class Dispatcher:
         worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
         self.schedule()
 
+    def reconcile(self, worker: WorkerRecord, held_task_ids: set[str]) -> None:
+        """Re-queue leases the worker does not hold: tasks in a reply it gave up waiting for.
+
+        A worker has one work request out at a time and lists everything it holds in the next one,
+        so a lease it does not list never reached it: the task never ran and goes back to the front
+        of its queue without counting an attempt.
+        """
+        missing = [record for task_id, record in worker.leases.items() if task_id not in held_task_ids]
+        if not missing:
+            return
+        with self.coordinator.lock:
+            for record in missing:
+                worker.leases.pop(record.task_id, None)
+        for record in reversed(missing):  # each goes to the front: reversed keeps their order
+            if record.state == RUNNING and record.worker == worker.worker_id:
+                record.attempts -= 1
+                record.started_at = 0.0
+                self.coordinator.requeue_front(record)
+        logger.warning(
+            "worker %s never received %d dispatched tasks (a lost reply); re-queued", worker.worker_id, len(missing)
+        )
+
     def _expire_pull(self, worker: WorkerRecord, request: Request) -> None:
         if worker.pull is request:
             self._answer(worker, [])
@@ -181,6 +206,7 @@ class Dispatcher:
         if request is None:
             return
         envelope = new_envelope(worker.pull_correlation)
+        envelope.dispatch.instance_id = self.instance_id
         tasks = envelope.dispatch.tasks
         for record in records:
             record.spec.attempt = record.attempts

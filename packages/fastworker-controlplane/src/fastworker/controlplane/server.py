@@ -96,6 +96,7 @@ class ControlPlane:
             heartbeat_interval=s.heartbeat_interval,
             heartbeat_timeout=s.heartbeat_timeout,
             on_fleet_change=self._fleet_changed,
+            instance_id=self.instance_id,
         )
         workers_api = WorkerApi(
             self.coordinator,

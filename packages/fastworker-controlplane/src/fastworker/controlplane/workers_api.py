@@ -103,6 +103,7 @@ class WorkerApi:
             body = envelope.work_request
             if body.outcomes:
                 self.dispatcher.results(worker, list(body.outcomes))
+            self.dispatcher.reconcile(worker, set(body.held_task_ids))
             self.dispatcher.pull(worker, request, body.hold, envelope.correlation_id)
             return
         if kind == "results":

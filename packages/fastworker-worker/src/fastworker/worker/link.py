@@ -88,9 +88,16 @@ class ControlPlaneLink:
         return answer
 
     async def pull(
-        self, worker_id: str, hold: float, outcomes: Sequence[worker_pb2.TaskOutcome] = ()
-    ) -> Sequence[task_pb2.TaskSpec]:
-        """Report outcomes and ask for work; the answer holds tasks within our free capacity, or none after hold.
+        self,
+        worker_id: str,
+        hold: float,
+        outcomes: Sequence[worker_pb2.TaskOutcome] = (),
+        held_task_ids: Sequence[str] = (),
+    ) -> tuple[Sequence[task_pb2.TaskSpec], str]:
+        """Report outcomes and ask for work: returns (tasks within our free capacity, the dispatching instance).
+
+        ``held_task_ids`` lists every task this worker holds, so the control plane can take back
+        tasks whose dispatch never arrived.
 
         Raises:
             NotRegistered: the control plane does not know this worker.
@@ -101,9 +108,10 @@ class ControlPlaneLink:
             envelope.work_request.worker_id = worker_id
             envelope.work_request.hold = hold
             envelope.work_request.outcomes.extend(outcomes)
+            envelope.work_request.held_task_ids.extend(held_task_ids)
 
         reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT, hold=hold)
-        return reply.dispatch.tasks
+        return reply.dispatch.tasks, reply.dispatch.instance_id or self.instance_id
 
     async def send_results(self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome]) -> None:
         """Report finished tasks.

@@ -111,6 +111,8 @@ class Worker:
         self.heartbeat_interval = 1.0
         self._running: dict[str, _Running] = {}
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
+        #: Tasks finished here whose results the control plane has not acknowledged yet.
+        self._unacked: set[str] = set()
         self._flush_scheduled = False
         self._pulling = False
         self._slot_free = asyncio.Event()
@@ -217,6 +219,7 @@ class Worker:
         logger.warning("registering again: %s", why)
         # Results of tasks given by the old registration are moot: the control plane re-queued them.
         self._results.clear()
+        self._unacked.clear()
         while not self._stop.is_set():
             if await self._register():
                 return
@@ -244,30 +247,44 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             await self._registered.wait()
-            instance = link.instance_id
+            current = link.instance_id
             # Results waiting to be reported ride along: one message frees the slot and asks for more.
-            outcomes = self._take_results(instance)
+            outcomes = self._take_results(current)
+            held = [*self._running, *self._unacked]
             self._pulling = True
             try:
-                specs = await link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes)
+                specs, instance = await link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes, held)
             except NotRegistered:
                 await self._register_again("the control plane does not know this worker")
                 continue
-            except ControlPlaneUnavailable as exc:
-                if outcomes:
-                    logger.warning("could not report %d results: %s", len(outcomes), exc)
+            except ControlPlaneUnavailable:
+                self._give_back(current, outcomes)
                 await asyncio.sleep(0.2)
                 continue
             finally:
                 self._pulling = False
+            self._acknowledged(outcomes)
             for spec in specs:
                 self._start(spec, instance)
 
     def _take_results(self, instance: str) -> list[worker_pb2.TaskOutcome]:
         """Take the outcomes to report to this control plane instance (those of older instances are moot)."""
-        batch = [report for given_by, report in self._results if given_by == instance]
+        batch = []
+        for given_by, report in self._results:
+            if given_by == instance:
+                batch.append(report)
+            else:
+                self._unacked.discard(report.task_id)
         self._results.clear()
         return batch
+
+    def _give_back(self, instance: str, batch: Sequence[worker_pb2.TaskOutcome]) -> None:
+        """Keep outcomes whose report failed, to send again (they stay listed as held meanwhile)."""
+        self._results[:0] = [(instance, report) for report in batch]
+
+    def _acknowledged(self, batch: Sequence[worker_pb2.TaskOutcome]) -> None:
+        for report in batch:
+            self._unacked.discard(report.task_id)
 
     async def _heartbeat_loop(self) -> None:
         link = self._link
@@ -341,6 +358,7 @@ class Worker:
                 if outcome.error.type == "TaskCancelled":
                     report.state = task_pb2.TASK_STATE_CANCELLED
         self._results.append((instance, report))
+        self._unacked.add(spec.task_id)
         # With a work request out, report at once; else the pull loop is about to carry it.
         if self._pulling and not self._flush_scheduled:
             self._flush_scheduled = True
@@ -373,15 +391,22 @@ class Worker:
         try:
             while self._results:
                 await self._registered.wait()
-                batch = self._take_results(link.instance_id)
+                current = link.instance_id
+                batch = self._take_results(current)
                 if not batch:
                     continue
                 try:
                     await link.send_results(self.settings.worker_id, batch)
                 except NotRegistered:
+                    self._acknowledged(batch)  # moot: that control plane re-queued these tasks
                     self._spawn(self._register_again("the control plane does not know this worker"))
+                    return
                 except ControlPlaneUnavailable as exc:
-                    logger.warning("could not report %d results: %s", len(batch), exc)
+                    logger.warning("could not report %d results (will retry): %s", len(batch), exc)
+                    self._give_back(current, batch)
+                    await asyncio.sleep(0.5)
+                    continue
+                self._acknowledged(batch)
         finally:
             self._flush_scheduled = False
             if self._results:
@@ -418,7 +443,10 @@ class Worker:
             if self._pool is not None:
                 self._pool.cancel(running.spec.task_id)  # stop the child if it still runs the task
         if self._results:
-            await self._flush_results()
+            try:
+                await asyncio.wait_for(self._flush_results(), timeout=5.0)
+            except TimeoutError:
+                logger.warning("could not report %d results before leaving", len(self._results))
         try:
             await link.deregister(self.settings.worker_id, [r.spec.task_id for r in unfinished])
         except FastworkerError as exc:

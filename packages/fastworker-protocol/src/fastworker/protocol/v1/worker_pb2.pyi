@@ -160,6 +160,7 @@ class WorkRequest(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     HOLD_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    HELD_TASK_IDS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker id."""
     hold: _builtins.float
@@ -170,16 +171,24 @@ class WorkRequest(_message.Message):
         "this slot is free again, here is its result, send the next task").
         """
 
+    @_builtins.property
+    def held_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every task the worker holds: running, or finished with its result not acknowledged yet. A
+        lease the control plane has for this worker that is not listed was lost in transit (a reply
+        the worker gave up waiting for) and is re-queued without counting an attempt.
+        """
+
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         hold: _builtins.float = ...,
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
+        held_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold", "outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_task_ids", b"held_task_ids", "hold", b"hold", "outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -192,6 +201,9 @@ class Dispatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASKS_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    """The control plane instance that dispatched them (results go to that instance only)."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskSpec]:
         """The tasks, each within the worker's free capacity."""
@@ -200,10 +212,11 @@ class Dispatch(_message.Message):
         self,
         *,
         tasks: _abc.Iterable[_task_pb2.TaskSpec] | None = ...,
+        instance_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
