@@ -322,11 +322,12 @@ class DispatchRig:
     # -------------------------------------------------------------------------------- as a client
 
     def submit(
-        self, name: str, *args: Any, retries: int = -1, priority: int = 0, task_id: str | None = None
+        self, name: str, *args: Any, retries: int | None = None, priority: int = 0, task_id: str | None = None
     ) -> TaskRecord:
-        """Submit like the client does (retries -1: the task's registered default)."""
+        """Submit like the client does (retries unset: the task's registered default)."""
         spec = self.harness.spec(name, *args, task_id=task_id, priority=priority)
-        spec.retries = retries
+        if retries is not None:
+            spec.retries = retries
         record, duplicate = self.coordinator.submit(spec)
         assert not duplicate
         return record

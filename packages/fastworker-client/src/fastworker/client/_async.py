@@ -349,7 +349,6 @@ class Client:
         spec.task_id = task_id if task_id is not None else str(uuid.uuid4())
         spec.name = name
         spec.arguments.CopyFrom(encode_arguments(args, kwargs, allow_pickle=self.allow_pickle))
-        spec.retries = -1
         if priority is not None:
             spec.priority = Priority.parse(priority).to_wire()
         if countdown is not None or eta is not None:

@@ -32,11 +32,26 @@ __all__ = [
     "PayloadError",
     "ProtocolError",
     "QueueFull",
+    "Retry",
     "TaskFailed",
     "TaskNotFound",
     "TaskTimeout",
     "UnknownTask",
 ]
+
+
+class Retry(FastworkerError):
+    """Raised by a task to ask for another attempt (counted against its ``retries``), after ``delay`` seconds.
+
+    Control flow, not a failure: the task goes to RETRYING and runs again; only when no retries
+    are left does it end in FAILURE with error type ``Retry``.
+    """
+
+    def __init__(self, delay: float | None = None, message: str = "") -> None:
+        if delay is not None and delay < 0:
+            raise ValueError("Retry delay cannot be negative")
+        super().__init__(message or ("retry requested" + (f" in {delay:g} s" if delay is not None else "")))
+        self.delay = delay
 
 
 class ClientError(FastworkerError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from fastworker.controlplane.records import (
     CANCELLED,
     FAILURE,
     PENDING,
+    RETRYING,
     RUNNING,
     SCHEDULED,
     SUCCESS,
@@ -51,6 +53,22 @@ def final_state(outcome: Outcome, cancelled: bool) -> int:
     if cancelled:
         return CANCELLED
     return SUCCESS if outcome.succeeded else FAILURE
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a task is retried: re-runs allowed, first delay, cap, and the error types that qualify."""
+
+    retries: int
+    backoff: float
+    backoff_max: float
+    retry_on: frozenset[str]
+
+
+#: Default cap of the retry delay in seconds (SPEC).
+DEFAULT_RETRY_BACKOFF_MAX = 600.0
+#: Errors another attempt cannot fix: never retried.
+NOT_RETRIABLE = frozenset({"UnknownTask", "PayloadError", "TaskCancelled"})
 
 
 class RequestRefused(Exception):
@@ -345,8 +363,12 @@ class Coordinator:
                 self._work_ready.wait()
 
     def _answer_from_slot(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
-        if record.direct_waiter is not None:
-            self.answer_directly(record, final_state(outcome, cancelled), outcome)
+        if record.direct_waiter is None:
+            return
+        state = final_state(outcome, cancelled)
+        if state == FAILURE and self.would_retry(record, outcome.error, outcome.retry_delay):
+            return  # not final: the task will run again, so the waiter keeps waiting
+        self.answer_directly(record, state, outcome)
 
     def _fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
         self._fail(record, error_type, message)
@@ -360,9 +382,64 @@ class Coordinator:
             state = final_state(outcome, cancelled)
             if state == SUCCESS:
                 record.result = outcome.result
+                self._finalize(record, state)
+            elif state == FAILURE:
+                self.retry_or_fail(record, outcome.error, outcome.retry_delay)
             else:
                 record.error = outcome.error
-            self._finalize(record, state)
+                self._finalize(record, state)
+
+    # --------------------------------------------------------------------------------------- retries
+
+    def _retry_policy(self, name: str) -> RetryPolicy:
+        task = self.registry.get(name)
+        if task is not None:
+            o = task.options
+            return RetryPolicy(o.retries, o.retry_backoff, o.retry_backoff_max, frozenset(o.retry_on_names))
+        definition = self.dispatcher.fleet.definition(name) if self.dispatcher is not None else None
+        if definition is not None:
+            return RetryPolicy(
+                definition.retries,
+                definition.retry_backoff,
+                definition.retry_backoff_max or DEFAULT_RETRY_BACKOFF_MAX,
+                frozenset(definition.retry_on),
+            )
+        return RetryPolicy(0, 0.0, DEFAULT_RETRY_BACKOFF_MAX, frozenset())
+
+    def would_retry(self, record: TaskRecord, error: task_pb2.TaskError | None, retry_delay: float | None) -> bool:
+        """True if this failed attempt gets another one (safe from slot threads: reads only)."""
+        error_type = error.type if error is not None else ""
+        if error_type in NOT_RETRIABLE:
+            return False
+        policy = self._retry_policy(record.name)
+        retries = record.spec.retries if record.spec.HasField("retries") else policy.retries
+        if record.attempts >= 1 + retries:
+            return False
+        if retry_delay is not None:
+            return True  # the task raised Retry: asked for explicitly
+        return not policy.retry_on or error_type in policy.retry_on
+
+    def retry_or_fail(self, record: TaskRecord, error: task_pb2.TaskError | None, retry_delay: float | None) -> None:
+        """End a failed attempt: RETRYING until its delay passes if the retry policy allows, else FAILURE.
+
+        The delay is the one the task asked for with ``Retry(delay=...)``, else ``retry_backoff``
+        doubled per attempt up to ``retry_backoff_max``, with +-20% jitter so that a burst of
+        failures does not come back all at once.
+        """
+        record.error = error
+        if not self.would_retry(record, error, retry_delay):
+            self._finalize(record, FAILURE)
+            return
+        if retry_delay is None:
+            policy = self._retry_policy(record.name)
+            backoff = min(policy.backoff * 2 ** max(0, record.attempts - 1), policy.backoff_max)
+            retry_delay = min(backoff * random.uniform(0.8, 1.2), policy.backoff_max)
+        self.counters.retried += 1
+        record.state = RETRYING
+        due = self.clock() + retry_delay
+        record.eta = due
+        self.schedule.add(record, due)
+        self._arm_schedule_timer()
 
     # ---------------------------------------------------------------------------------------- finish
 
@@ -507,7 +584,7 @@ class Coordinator:
             if previous == PENDING:
                 self.queue.discard(record)
                 record.state = CANCELLED  # under the lock: no slot can take it any more
-        if previous == SCHEDULED:
+        if previous in (SCHEDULED, RETRYING):
             self.schedule.discard(record)
         elif previous == RUNNING:
             # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.

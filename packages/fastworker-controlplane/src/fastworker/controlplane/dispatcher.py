@@ -16,7 +16,7 @@ from collections.abc import Callable
 from fastworker.client.transport import Request
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
-from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS, TaskRecord
+from fastworker.controlplane.records import CANCELLED, RUNNING, SUCCESS, TaskRecord
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.v1 import worker_pb2
 
@@ -132,7 +132,7 @@ class Dispatcher:
 
     def _retries(self, record: TaskRecord, worker: WorkerRecord) -> int:
         """Re-runs allowed after the first attempt: the submission's, else the task's registered default."""
-        if record.spec.retries >= 0:
+        if record.spec.HasField("retries"):
             return record.spec.retries
         definition = worker.definitions.get(record.name) or self.fleet.definition(record.name)
         if definition is not None:
@@ -272,12 +272,15 @@ class Dispatcher:
             if state == SUCCESS:
                 worker.processed += 1
                 record.result = outcome.result
-            else:
+                self.coordinator.finish_remote(record, SUCCESS)
+            elif state == CANCELLED:
                 worker.failed += 1
                 record.error = outcome.error
-                if state not in (FAILURE, CANCELLED):
-                    state = FAILURE
-            self.coordinator.finish_remote(record, state)
+                self.coordinator.finish_remote(record, CANCELLED)
+            else:
+                worker.failed += 1
+                retry_delay = outcome.retry_delay if outcome.retry_requested else None
+                self.coordinator.retry_or_fail(record, outcome.error, retry_delay)
         self.schedule()
 
     def close(self) -> None:

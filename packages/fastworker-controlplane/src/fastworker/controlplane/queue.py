@@ -12,8 +12,10 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 
-from fastworker.controlplane.records import PENDING, SCHEDULED, TaskRecord
+from fastworker.controlplane.records import PENDING, RETRYING, SCHEDULED, TaskRecord
 from fastworker.protocol.v1 import task_pb2
+
+_HELD = frozenset({SCHEDULED, RETRYING})
 
 #: Waiting tasks of one level looked at by a selective pop.
 SCAN_LIMIT = 1024
@@ -106,7 +108,7 @@ class PriorityQueue:
 
 
 class Schedule:
-    """Tasks held until a moment (countdown, ETA), ordered by due time, FIFO among equal times."""
+    """Tasks held until a moment (countdown, ETA, retry delay), ordered by due time, FIFO among equal times."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, TaskRecord]] = []  # (due, entry, record)
@@ -145,4 +147,4 @@ class Schedule:
 
     @staticmethod
     def _live(item: tuple[float, int, TaskRecord]) -> bool:
-        return item[2].entry == item[1] and item[2].state == SCHEDULED
+        return item[2].entry == item[1] and item[2].state in _HELD

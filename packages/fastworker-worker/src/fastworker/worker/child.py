@@ -111,12 +111,12 @@ def decode(frame: bytes | bytearray | memoryview) -> list[Any]:
 
 def decode_outcome(message: Sequence[Any]) -> tuple[Outcome, int]:
     """Rebuild the Outcome and the reported RSS (0 when not measured) from an ``OUTCOME`` array."""
-    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss = message
+    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss, retry = message
     if succeeded:
         outcome = Outcome(True, Payload(codec=codec, data=data), None, started, finished)
     else:
         error = TaskError(type=error_type, message=error_message, traceback=error_traceback)
-        outcome = Outcome(False, None, error, started, finished)
+        outcome = Outcome(False, None, error, started, finished, None if retry < 0 else float(retry))
     return outcome, int(rss)
 
 
@@ -134,6 +134,7 @@ def _encode_outcome(outcome: Outcome, rss: int) -> bytes:
             outcome.started_at,
             outcome.finished_at,
             rss,
+            -1.0 if outcome.retry_delay is None else outcome.retry_delay,
         ]
     )
     return frame

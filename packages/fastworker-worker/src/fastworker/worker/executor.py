@@ -15,6 +15,7 @@ from time import time
 from types import TracebackType
 from typing import Any
 
+from fastworker.client.errors import Retry
 from fastworker.client.task import TaskFunction
 from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE, decode_arguments, encode_value
@@ -33,6 +34,7 @@ class Outcome:
         error: What went wrong; None on success.
         started_at: Wall-clock time (``time.time()``) when execution started.
         finished_at: Wall-clock time when the outcome was complete.
+        retry_delay: Set when the task raised ``Retry``: the delay it asked for (0 for none given).
     """
 
     succeeded: bool
@@ -40,6 +42,7 @@ class Outcome:
     error: TaskError | None
     started_at: float
     finished_at: float
+    retry_delay: float | None = None
 
 
 def failure(type_: str, message: str, traceback: str = "") -> Outcome:
@@ -161,7 +164,8 @@ def _raised(exc: BaseException, started: float) -> Outcome:
         tb = tb.tb_next
     text = "".join(_traceback.format_exception(type(exc), exc, tb))
     error = TaskError(type=type(exc).__name__, message=_text(exc), traceback=text)
-    return Outcome(False, None, error, started, time())
+    retry_delay = (exc.delay or 0.0) if isinstance(exc, Retry) else None
+    return Outcome(False, None, error, started, time(), retry_delay)
 
 
 def _text(exc: BaseException) -> str:

@@ -353,6 +353,9 @@ class Worker:
                 report.result.CopyFrom(outcome.result)
         else:
             report.state = task_pb2.TASK_STATE_FAILURE
+            if outcome.retry_delay is not None:
+                report.retry_requested = True
+                report.retry_delay = outcome.retry_delay
             if outcome.error is not None:
                 report.error.CopyFrom(outcome.error)
                 if outcome.error.type == "TaskCancelled":

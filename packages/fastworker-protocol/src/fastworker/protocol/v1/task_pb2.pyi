@@ -240,7 +240,7 @@ class TaskSpec(_message.Message):
     soft_timeout: _builtins.float
     """Soft time limit in seconds; 0 means the task's registered default."""
     retries: _builtins.int
-    """Maximum re-runs after the first attempt; -1 means the task's registered default."""
+    """Maximum re-runs after the first attempt; unset means the task's registered default."""
     attempt: _builtins.int
     """Which execution this is, starting at 1 (set by the control plane on dispatch)."""
     @_builtins.property
@@ -262,15 +262,17 @@ class TaskSpec(_message.Message):
         expires: _builtins.float = ...,
         timeout: _builtins.float = ...,
         soft_timeout: _builtins.float = ...,
-        retries: _builtins.int = ...,
+        retries: _builtins.int | None = ...,
         attempt: _builtins.int = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "retries", b"retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
+    _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retries) -> _WhichOneofReturnType__retries | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
 

@@ -1,0 +1,476 @@
+"""The control plane's one authoritative scheduler of periodic tasks (``@task(every=...)`` and ``@task(cron=...)``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+# No py.typed in croniter itself: types-croniter supplies the stubs where installed; the ignore
+# (also marked unused-ignore) keeps mypy --strict clean both with and without them.
+from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
+
+__all__ = [
+    "CRON_SCAN_LIMIT",
+    "MAX_CATCH_UP",
+    "MAX_TIMER_DELAY",
+    "MISFIRE_GRACE",
+    "MisfirePolicy",
+    "PeriodicScheduler",
+    "PeriodicSpec",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Most missed slots that :attr:`MisfirePolicy.RUN_ALL` runs for one gap (the latest ones).
+MAX_CATCH_UP = 100
+#: Default seconds a slot may be late and still count as on time rather than missed.
+MISFIRE_GRACE = 1.0
+#: Longest the timer sleeps before re-reading the clock, in seconds, so that a wall-clock jump or a
+#: suspended machine cannot hold a slot back for longer than this.
+MAX_TIMER_DELAY = 60.0
+#: Most missed cron slots counted one by one after a gap; beyond it the count stops there
+#: (about 16 hours of a minutely cron) so that catching up never blocks the event loop for long.
+CRON_SCAN_LIMIT = 1000
+
+#: Cron's ``@`` shorthands that stand for a 5-field expression.
+_CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+class MisfirePolicy(StrEnum):
+    """What to do with slots that passed while nothing could fire them (downtime, a late wake-up).
+
+    A slot counts as missed when a later slot is also already due, or when it is more than the
+    scheduler's ``misfire_grace`` seconds late.
+    """
+
+    #: Run once now for all the missed slots, then resume the schedule.
+    RUN_ONCE = "run_once"
+    #: Drop the missed slots and wait for the next one.
+    SKIP = "skip"
+    #: Run every missed slot, at most :data:`MAX_CATCH_UP` of them (the latest).
+    RUN_ALL = "run_all"
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicSpec:
+    """One periodic task: its name and its schedule.
+
+    Attributes:
+        name: The registered task name.
+        every: Run every this many seconds, or None.
+        cron: Run on this 5-field cron expression (minute hour day-of-month month day-of-week,
+            evaluated in UTC; cron's ``@hourly``-style shorthands are accepted too), or None.
+        allow_overlap: Fire a slot even while an earlier run of the task is still pending or
+            running; by default such a slot is skipped.
+
+    Raises:
+        ValueError: Both or neither of ``every`` and ``cron`` are set, ``every`` is not more than
+            0, the cron expression is invalid or never matches, or the name is empty.
+        TypeError: A value has the wrong type.
+    """
+
+    name: str
+    every: float | None
+    cron: str | None
+    allow_overlap: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"periodic task name must be a str, not {type(self.name).__qualname__}")
+        if not self.name or self.name != self.name.strip():
+            raise ValueError(f"periodic task name must be non-empty, without surrounding whitespace, got {self.name!r}")
+        where = f"periodic task {self.name!r}"
+        if self.every is None and self.cron is None:
+            raise ValueError(f"{where}: give a schedule, every or cron (neither is set)")
+        if self.every is not None and self.cron is not None:
+            raise ValueError(f"{where}: every and cron are mutually exclusive: give one schedule, not both")
+        if not isinstance(self.allow_overlap, bool):
+            raise TypeError(f"{where}: allow_overlap must be a bool, not {type(self.allow_overlap).__qualname__}")
+        if self.every is not None:
+            every = self.every
+            if not isinstance(every, int | float) or isinstance(every, bool):
+                raise TypeError(f"{where}: every must be a number of seconds, not {type(every).__qualname__}")
+            if not math.isfinite(every) or every <= 0:
+                raise ValueError(f"{where}: every must be a finite number of seconds more than 0, got {every!r}")
+            object.__setattr__(self, "every", float(every))
+        if self.cron is not None:
+            _check_cron(where, self.cron)
+
+
+def _check_cron(where: str, expr: object) -> None:
+    """Raise unless expr is a 5-field cron expression that croniter accepts and that ever matches."""
+    if not isinstance(expr, str):
+        raise TypeError(f"{where}: cron must be a str, not {type(expr).__qualname__}")
+    fields = expr.split()
+    if len(fields) == 1 and fields[0].lower() in _CRON_ALIASES:
+        pass
+    elif len(fields) != 5:
+        raise ValueError(
+            f"{where}: cron must have 5 fields (minute hour day-of-month month day-of-week), "
+            f"got {len(fields)} in {expr!r}"
+        )
+    try:
+        following = _cron_after(expr, 0.0)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:  # croniter's errors are ValueErrors
+        raise ValueError(f"{where}: invalid cron expression {expr!r}: {exc}") from None
+    if following is None:
+        raise ValueError(f"{where}: cron expression {expr!r} never matches a date")
+
+
+def _cron_after(expr: str, t: float) -> float | None:
+    """The first slot of expr strictly after POSIX time t (UTC), or None when there is none."""
+    try:
+        return float(croniter(expr, t).get_next(float))
+    except CroniterBadDateError:  # no match within croniter's horizon
+        return None
+
+
+def _cron_before(expr: str, t: float, count: int) -> list[float]:
+    """Up to count slots of expr at or before POSIX time t (UTC), latest first."""
+    # 5-field slots fall on whole minutes, so "at or before t" is "strictly before floor(t) + 1".
+    it = croniter(expr, float(math.floor(t) + 1))
+    return [float(it.get_prev(float)) for _ in range(count)]
+
+
+class _Slots(Protocol):
+    """A task's schedule: its next slot, and how to consume the slots that are due."""
+
+    @property
+    def next_due(self) -> float | None: ...
+
+    def take_due(self, now: float, keep: int) -> tuple[int, list[float]]:
+        """Consume every slot at or before now; return how many there were and the latest keep of them, oldest first.
+
+        The caller checks first that ``next_due`` is at or before now, so there is at least one.
+        """
+        ...
+
+
+class _EverySlots:
+    """Slots ``anchor + n * every`` for n = 1, 2, ..., computed from the index so they never drift."""
+
+    def __init__(self, every: float, anchor: float) -> None:
+        self.every = every
+        self.anchor = anchor
+        self.index = 1
+
+    def _slot(self, index: int) -> float:
+        return self.anchor + index * self.every
+
+    @property
+    def next_due(self) -> float:
+        return self._slot(self.index)
+
+    def take_due(self, now: float, keep: int) -> tuple[int, list[float]]:
+        last = max(self.index, math.floor((now - self.anchor) / self.every))
+        while last > self.index and self._slot(last) > now:  # undo float rounding of the division
+            last -= 1
+        while self._slot(last + 1) <= now:
+            last += 1
+        count = last - self.index + 1
+        kept = [self._slot(i) for i in range(max(self.index, last - keep + 1), last + 1)]
+        self.index = last + 1
+        return count, kept
+
+
+class _CronSlots:
+    """The matching minutes of a cron expression, in UTC."""
+
+    def __init__(self, expr: str, after: float) -> None:
+        self.expr = expr
+        self.next_due: float | None = _cron_after(expr, after)
+
+    def take_due(self, now: float, keep: int) -> tuple[int, list[float]]:
+        first = self.next_due
+        assert first is not None and first <= now, "take_due called with nothing due"
+        kept: deque[float] = deque([first], maxlen=keep)
+        count = 1
+        it = croniter(self.expr, first)
+        while True:
+            try:
+                slot = float(it.get_next(float))
+            except CroniterBadDateError:  # past croniter's horizon: the schedule has ended
+                self.next_due = None
+                break
+            if slot > now:
+                self.next_due = slot
+                break
+            count += 1
+            kept.append(slot)
+            if count >= CRON_SCAN_LIMIT:  # a long gap: stop counting and jump to the present
+                self.next_due = _cron_after(self.expr, now)
+                return count, sorted(_cron_before(self.expr, now, keep))
+        return count, list(kept)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A registered periodic task, its schedule and its counters."""
+
+    spec: PeriodicSpec
+    slots: _Slots
+    last_fired: float | None
+    fired: int = 0
+    skipped_overlap: int = 0
+    misfired: int = 0
+    refused: int = 0
+    errors: int = 0
+
+
+class PeriodicScheduler:
+    """Fires periodic tasks on schedule: the control plane's single scheduler, never one per worker.
+
+    Pure and clock-injected: it reads time only through ``clock`` and touches the event loop only
+    for the one timer that :meth:`start` arms. It is not thread-safe; use it from the loop's thread.
+
+    Each schedule is a series of slots (UTC POSIX times). Without a recorded last run, a task's
+    first slot is the first one after it was added: ``start + every``, or the next matching cron
+    minute. Firing a slot calls ``submit(name, slot)``, unless the task does not allow overlap and
+    ``is_running(name)`` says an earlier run is still pending or running; then the slot is skipped
+    and counted. Slots that passed unfired (downtime, a late wake-up) are handled by the misfire
+    policy. ``stats`` reports, per task: ``fired`` (runs submitted), ``skipped_overlap``,
+    ``misfired`` (slots found missed, whatever the policy then did; for cron, at most
+    :data:`CRON_SCAN_LIMIT` per gap), ``refused`` (``submit`` returned None), ``errors``
+    (``submit`` or ``is_running`` raised; logged), ``next_due`` and ``last_fired`` (the slot time of
+    the latest submitted run); the last two are 0.0 when there is none.
+
+    With :attr:`MisfirePolicy.RUN_ALL`, every missed slot goes through the overlap check in turn,
+    so a task without ``allow_overlap`` normally runs only the first of them (the rest find it
+    pending): give ``allow_overlap=True`` to catch up on every one.
+
+    Args:
+        specs: The periodic tasks known at start; more can be added with :meth:`add`.
+        submit: Queues one run of a task for the given slot time and returns its task id, or None
+            when the run was refused (e.g. the queue is full).
+        is_running: Says whether an earlier run of the task is still PENDING or RUNNING.
+        clock: Current POSIX time in seconds.
+        misfire: What to do with missed slots (a :class:`MisfirePolicy` or its value).
+        last_runs: When each task last fired (slot times, as :attr:`last_runs` reports them), for
+            example from the journal after a restart; the schedule resumes from there and the
+            misfire policy decides about the slots missed since. Names not yet added are kept
+            for when they are.
+        misfire_grace: Seconds a slot may be late and still run as on time.
+
+    Raises:
+        ValueError: An unknown misfire policy, a negative grace or a non-finite last run time.
+        TypeError: A spec is not a :class:`PeriodicSpec`.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[PeriodicSpec],
+        *,
+        submit: Callable[[str, float], str | None],
+        is_running: Callable[[str], bool],
+        clock: Callable[[], float] = time.time,
+        misfire: MisfirePolicy | str = MisfirePolicy.RUN_ONCE,
+        last_runs: Mapping[str, float] | None = None,
+        misfire_grace: float = MISFIRE_GRACE,
+    ) -> None:
+        self._submit = submit
+        self._is_running = is_running
+        self._clock = clock
+        self.misfire = MisfirePolicy(misfire)
+        if not math.isfinite(misfire_grace) or misfire_grace < 0:
+            raise ValueError(f"misfire_grace must be a finite number of seconds, 0 or more, got {misfire_grace!r}")
+        self.misfire_grace = float(misfire_grace)
+        self._restored: dict[str, float] = {}
+        for name, at in (last_runs or {}).items():
+            if not math.isfinite(at):
+                raise ValueError(f"last run of periodic task {name!r} must be a finite POSIX time, got {at!r}")
+            self._restored[name] = float(at)
+        self._entries: dict[str, _Entry] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        for spec in specs:
+            self.add(spec)
+
+    # ------------------------------------------------------------------------------------ registry
+
+    def add(self, spec: PeriodicSpec) -> None:
+        """Start scheduling a task; a name already scheduled is left as it is (idempotent by name).
+
+        Raises:
+            TypeError: spec is not a :class:`PeriodicSpec`.
+        """
+        if not isinstance(spec, PeriodicSpec):
+            raise TypeError(f"add() takes a PeriodicSpec, not {type(spec).__qualname__}")
+        existing = self._entries.get(spec.name)
+        if existing is not None:
+            if existing.spec != spec:
+                logger.warning(
+                    "periodic task %r is already scheduled as %s; ignoring the different schedule %s",
+                    spec.name,
+                    _describe(existing.spec),
+                    _describe(spec),
+                )
+            return
+        last = self._restored.pop(spec.name, None)
+        start = self._clock() if last is None else last
+        slots: _Slots
+        if spec.every is not None:
+            slots = _EverySlots(spec.every, start)
+        else:
+            assert spec.cron is not None  # PeriodicSpec guarantees exactly one schedule
+            slots = _CronSlots(spec.cron, start)
+        self._entries[spec.name] = _Entry(spec=spec, slots=slots, last_fired=last)
+        if self._loop is not None:
+            self._arm()
+
+    @property
+    def specs(self) -> tuple[PeriodicSpec, ...]:
+        """Every scheduled task, in the order they were added."""
+        return tuple(entry.spec for entry in self._entries.values())
+
+    # ------------------------------------------------------------------------------------ firing
+
+    def next_due(self) -> float | None:
+        """The earliest next slot over all tasks, or None when nothing is scheduled."""
+        dues = [due for entry in self._entries.values() if (due := entry.slots.next_due) is not None]
+        return min(dues, default=None)
+
+    def fire_due(self) -> list[tuple[str, str | None]]:
+        """Fire every slot due at ``clock()`` and advance each schedule per the misfire policy.
+
+        Returns:
+            One ``(name, task_id)`` per slot it tried to run, tasks in the order of their first due
+            slot and each task's slots oldest first; task_id is None when the slot was skipped for
+            overlap or refused. Slots the policy drops are counted in ``misfired`` only.
+        """
+        now = self._clock()
+        due = [entry for entry in self._entries.values() if (at := entry.slots.next_due) is not None and at <= now]
+        due.sort(key=lambda entry: entry.slots.next_due or 0.0)
+        fired: list[tuple[str, str | None]] = []
+        for entry in due:
+            count, kept = entry.slots.take_due(now, MAX_CATCH_UP)
+            latest = kept[-1]
+            on_time = now - latest <= self.misfire_grace
+            missed = count - 1 if on_time else count
+            runs: list[float]
+            if missed == 0 or self.misfire is MisfirePolicy.RUN_ONCE:
+                runs = [latest]
+            elif self.misfire is MisfirePolicy.SKIP:
+                runs = [latest] if on_time else []
+            else:
+                runs = kept
+            if missed:
+                entry.misfired += missed
+                logger.info(
+                    "periodic task %r missed %d slot(s) (%s): running %d now",
+                    entry.spec.name,
+                    missed,
+                    self.misfire.value,
+                    len(runs),
+                )
+            fired.extend((entry.spec.name, self._fire(entry, slot)) for slot in runs)
+        if self._loop is not None:
+            self._arm()
+        return fired
+
+    def _fire(self, entry: _Entry, slot: float) -> str | None:
+        """Submit one run of entry's task for slot, unless it would overlap a run still in progress."""
+        name = entry.spec.name
+        try:
+            if not entry.spec.allow_overlap and self._is_running(name):
+                entry.skipped_overlap += 1
+                logger.info(
+                    "periodic task %r: skipping the slot at %.3f, the previous run has not finished", name, slot
+                )
+                return None
+            task_id = self._submit(name, slot)
+        except Exception:
+            entry.errors += 1
+            logger.exception("periodic task %r: submitting the run for the slot at %.3f failed", name, slot)
+            return None
+        if task_id is None:
+            entry.refused += 1
+            logger.warning("periodic task %r: the run for the slot at %.3f was refused", name, slot)
+            return None
+        entry.fired += 1
+        entry.last_fired = slot
+        return task_id
+
+    # ------------------------------------------------------------------------------------ timer
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fire due slots from a timer on loop, re-armed for the next slot after each firing (no polling).
+
+        Calling it again moves the timer to the given loop. Call from the loop's thread.
+        """
+        self._loop = loop
+        self._arm()
+
+    def stop(self) -> None:
+        """Cancel the timer; nothing fires until :meth:`start` is called again."""
+        self._loop = None
+        self._cancel_timer()
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`start` armed the scheduler (and :meth:`stop` has not been called since)."""
+        return self._loop is not None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        """(Re-)arm the timer for the earliest next slot, at most :data:`MAX_TIMER_DELAY` away."""
+        self._cancel_timer()
+        loop = self._loop
+        due = self.next_due()
+        if loop is None or due is None:
+            return
+        delay = min(max(0.0, due - self._clock()), MAX_TIMER_DELAY)
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self.fire_due()  # re-arms the timer itself
+        except Exception:
+            logger.exception("periodic scheduler: firing due tasks failed")
+            if self._loop is not None and self._timer is None:
+                self._arm()
+
+    # ------------------------------------------------------------------------------------ state
+
+    @property
+    def last_runs(self) -> dict[str, float]:
+        """When each task last fired (slot times), to journal and pass back as ``last_runs`` after a restart.
+
+        Includes the restored times of tasks not added (yet).
+        """
+        runs = dict(self._restored)
+        runs.update({name: entry.last_fired for name, entry in self._entries.items() if entry.last_fired is not None})
+        return runs
+
+    @property
+    def stats(self) -> dict[str, dict[str, float | int]]:
+        """Per task: fired, skipped_overlap, misfired, refused, errors, next_due and last_fired (0.0 for none)."""
+        return {
+            name: {
+                "fired": entry.fired,
+                "skipped_overlap": entry.skipped_overlap,
+                "misfired": entry.misfired,
+                "refused": entry.refused,
+                "errors": entry.errors,
+                "next_due": entry.slots.next_due or 0.0,
+                "last_fired": entry.last_fired or 0.0,
+            }
+            for name, entry in self._entries.items()
+        }
+
+
+def _describe(spec: PeriodicSpec) -> str:
+    """A spec's schedule as log messages show it."""
+    schedule = f"every {spec.every:g} s" if spec.every is not None else f"cron {spec.cron!r}"
+    return f"{schedule}{', overlapping' if spec.allow_overlap else ''}"
