@@ -17,7 +17,7 @@ from fastworker.client.errors import (
     TaskTimeout,
     UnknownTask,
 )
-from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
+from fastworker.client.models import CancelResult, EventBatch, Priority, TaskError, TaskEvent, TaskInfo, TaskState
 from fastworker.client.task import TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
 
@@ -28,6 +28,7 @@ __all__ = [
     "ClientError",
     "ControlPlaneUnavailable",
     "DuplicateTaskName",
+    "EventBatch",
     "FastworkerError",
     "PayloadError",
     "Priority",
@@ -36,6 +37,7 @@ __all__ = [
     "Retry",
     "SyncClient",
     "TaskError",
+    "TaskEvent",
     "TaskFailed",
     "TaskFunction",
     "TaskInfo",

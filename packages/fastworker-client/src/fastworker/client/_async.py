@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,13 +25,13 @@ from fastworker.client.errors import (
     TaskNotFound,
     TaskTimeout,
 )
-from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
+from fastworker.client.models import CancelResult, EventBatch, Priority, TaskError, TaskEvent, TaskInfo, TaskState
 from fastworker.client.requester import Requester, error_from_wire
 from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame
 from fastworker.protocol.payload import decode_value, encode_arguments
-from fastworker.protocol.v1 import task_pb2
+from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 logger = logging.getLogger(__name__)
@@ -737,6 +737,92 @@ class Client:
                     asyncio.get_running_loop().call_later(retry_after, self._schedule_pump)
                 else:
                     self._schedule_pump()
+
+    # --------------------------------------------------------------------------------------- events
+
+    async def events(
+        self, after: int = 0, *, timeout: float = 5.0, task_ids: Sequence[str] = (), limit: int = 1000
+    ) -> EventBatch:
+        """Events with a sequence above ``after`` (long poll: waits up to timeout for the first one).
+
+        ``after=0`` starts from the oldest event the control plane still keeps; pass the previous
+        batch's ``last_sequence`` to follow the stream. ``task_ids`` keeps only those tasks' events.
+        """
+
+        def build(envelope: Envelope) -> None:
+            body = envelope.events
+            body.after_sequence = after
+            body.timeout = timeout
+            body.limit = limit
+            body.task_ids.extend(task_ids)
+
+        reply = await self._request(build, hold=timeout)
+        body = reply.events_reply
+        return EventBatch(
+            events=[self._event_from_wire(event) for event in body.events],
+            last_sequence=body.last_sequence,
+            gap=body.gap,
+        )
+
+    def _event_from_wire(self, event: Any) -> TaskEvent:
+        kind = events_pb2.EventKind.Name(event.kind).removeprefix("EVENT_KIND_").lower()
+        task = task_info_from_wire(event.task, allow_pickle=self.allow_pickle) if event.HasField("task") else None
+        return TaskEvent(event.sequence, kind, event.at, task, event.worker_id, event.detail)
+
+    async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[TaskInfo]:
+        """Yield the task's info at once and then at every state change, ending with its final state.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+            TaskTimeout: timeout passed before the task was final.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
+        info = await self.status(task_id)
+        yield info
+        last_state = info.state
+        while not last_state.is_final:
+            remaining = _SERVER_WAIT if deadline is None else min(_SERVER_WAIT, deadline - time.monotonic())
+            if remaining <= 0:
+                raise TaskTimeout(task_id, timeout or 0.0)
+            batch = await self.events(after=after, timeout=remaining, task_ids=[task_id])
+            after = batch.last_sequence
+            if batch.gap:  # events were dropped: read the state itself
+                current = await self.status(task_id)
+                changes = [current] if current.state is not last_state else []
+            else:
+                changes = [e.task for e in batch.events if e.task is not None]
+            for change in changes:
+                if change.state is not last_state:
+                    last_state = change.state
+                    yield change
+                    if last_state.is_final:
+                        return
+
+    def on_complete(
+        self, task_id: str, callback: Callable[[TaskInfo], Any], *, timeout: float | None = None
+    ) -> asyncio.Task[None]:
+        """Call ``callback(info)`` (a function or coroutine function) once the task is final; returns the watcher.
+
+        Errors of the wait (unknown id, timeout) and of the callback are logged; cancel the returned
+        task to stop waiting.
+        """
+
+        async def run() -> None:
+            try:
+                info = await self.wait(task_id, timeout=timeout)
+                outcome = callback(info)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("on_complete for task %s failed", task_id)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # -------------------------------------------------------------------------------------- control
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from fastworker.client._async import Client
-from fastworker.client.models import CancelResult, Priority, TaskInfo, TaskState
+from fastworker.client.models import CancelResult, EventBatch, Priority, TaskInfo, TaskState
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 T = TypeVar("T")
@@ -164,6 +164,12 @@ class SyncClient:
     def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
         """See :meth:`Client.results`."""
         return self._run(self._client.results(list(task_ids), timeout=timeout))
+
+    def events(
+        self, after: int = 0, *, timeout: float = 5.0, task_ids: Sequence[str] = (), limit: int = 1000
+    ) -> EventBatch:
+        """See :meth:`Client.events`."""
+        return self._run(self._client.events(after, timeout=timeout, task_ids=task_ids, limit=limit))
 
     def cancel(self, task_id: str) -> CancelResult:
         """See :meth:`Client.cancel`."""

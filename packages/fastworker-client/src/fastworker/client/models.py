@@ -139,3 +139,28 @@ class CancelResult:
 
     cancelled: bool
     previous_state: TaskState
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One entry of the control plane's event stream.
+
+    ``kind`` is ``"task_state"`` (``task`` holds the task's new info), ``"worker_online"``,
+    ``"worker_offline"`` or ``"queue_changed"`` (``worker_id`` / ``detail`` say which and why).
+    """
+
+    sequence: int
+    kind: str
+    at: float
+    task: TaskInfo | None = None
+    worker_id: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events after a sequence number, the newest sequence at reply time, and whether some were dropped."""
+
+    events: list[TaskEvent]
+    last_sequence: int
+    gap: bool

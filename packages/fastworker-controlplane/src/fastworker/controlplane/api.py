@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fastworker.controlplane.coordinator import Coordinator, RequestRefused
+from fastworker.controlplane.coordinator import MAX_WAIT, Coordinator, RequestRefused
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import SUCCESS, TaskRecord
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
+from fastworker.protocol.v1.events_pb2 import Event
 from fastworker.worker.executor import Outcome
 
 logger = logging.getLogger(__name__)
 
 #: Sends one encoded reply frame to the requester; called exactly once per request (or never, on drop).
 Reply = Callable[[bytes], None]
+#: Most events one events request returns.
+DEFAULT_EVENTS_LIMIT = 1000
 #: Most task ids one status or wait request may name.
 MAX_IDS_PER_REQUEST = 100_000
 
@@ -47,6 +50,7 @@ class ClientApi:
             "queues": self._queues,
             "workers": self._workers,
             "registered_tasks": self._registered_tasks,
+            "events": self._events,
         }
 
     def handle(self, data: bytes, reply: Reply) -> None:
@@ -261,6 +265,27 @@ class ClientApi:
             info.draining = worker.draining
             info.task_names.extend(sorted(worker.task_names))
         self._send(reply, envelope)
+
+    def _events(self, request: Envelope, reply: Reply) -> None:
+        body = request.events
+        self._check_ids(len(body.task_ids))
+        cid = request.correlation_id
+
+        def answer(events: list[Event], last_sequence: int, gap: bool) -> None:
+            envelope = new_envelope(cid)
+            out = envelope.events_reply
+            out.events.extend(events)
+            out.last_sequence = last_sequence
+            out.gap = gap
+            self._send(reply, envelope)
+
+        self.coordinator.events.wait(
+            body.after_sequence,
+            max(0.0, min(body.timeout, MAX_WAIT)),
+            answer,
+            limit=min(body.limit or DEFAULT_EVENTS_LIMIT, DEFAULT_EVENTS_LIMIT),
+            task_ids=tuple(body.task_ids),
+        )
 
     def _registered_tasks(self, request: Envelope, reply: Reply) -> None:
         envelope = new_envelope(request.correlation_id)

@@ -84,6 +84,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-frame-size", type=int, default=16 * 1024 * 1024, help="largest accepted frame in bytes")
     p.add_argument(
+        "--misfire-policy",
+        default="run_once",
+        choices=["run_once", "skip", "run_all"],
+        help="periodic runs missed during downtime or a late wake-up: run once, skip, or run all (capped)",
+    )
+    p.add_argument(
         "--allow-pickle", action="store_true", help="accept and produce pickle payloads (unsafe: code execution)"
     )
     p.add_argument("--secret", default=None, help="shared secret for every channel (not available yet)")
@@ -160,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drain_timeout=args.drain_timeout,
             max_frame_size=args.max_frame_size,
             allow_pickle=args.allow_pickle,
+            misfire_policy=args.misfire_policy,
             ready_file=args.ready_file,
             log_level=args.log_level,
         )

@@ -14,12 +14,14 @@ import logging
 import random
 import threading
 import time
-from collections import deque
+import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fastworker.client.task import TaskFunction, TaskRegistry
+from fastworker.controlplane.events import EventBus
 from fastworker.controlplane.local import LocalExecutor
 from fastworker.controlplane.queue import LEVELS, PriorityQueue, Schedule
 from fastworker.controlplane.records import (
@@ -33,6 +35,7 @@ from fastworker.controlplane.records import (
     ResultCache,
     TaskRecord,
 )
+from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.worker.executor import Outcome
 
@@ -140,10 +143,14 @@ class Coordinator:
         self.clock = clock
         self.started_at = clock()
         self.active: dict[str, TaskRecord] = {}
+        #: Unfinished tasks per name (the periodic scheduler's "is a run still going?").
+        self.active_by_name: Counter[str] = Counter()
         self.cache = ResultCache(result_cache_size, result_ttl)
         self.queue = PriorityQueue()
         self.schedule = Schedule()
         self.counters = Counters()
+        #: Every state change, for the dashboard, the CLI and clients that watch tasks.
+        self.events = EventBus()
         self.accepting = True
         #: Task names some registered subworker runs (kept current by the dispatcher).
         self.remote_task_names: frozenset[str] = frozenset()
@@ -219,6 +226,9 @@ class Coordinator:
                 self._work_ready.notify(len(ready))
             if self.dispatcher is not None:
                 self.dispatcher.schedule()
+        for outcome in outcomes:
+            if not isinstance(outcome, RequestRefused) and not outcome[1]:
+                self.events.publish_task(outcome[0])
         return outcomes
 
     def _default_priority(self, name: str) -> int:
@@ -261,6 +271,7 @@ class Coordinator:
             self.queue.push_front(record)
             self._work_ready.notify()
         self.counters.retried += 1
+        self.events.publish_task(record)
         if self.dispatcher is not None:
             self.dispatcher.schedule()
 
@@ -295,6 +306,7 @@ class Coordinator:
         now = self.clock()
         record = TaskRecord(spec, priority, now)
         self.active[task_id] = record
+        self.active_by_name[spec.name] += 1
         self.counters.submitted += 1
         if spec.eta > now:
             self._hold(record, spec.eta)
@@ -306,6 +318,7 @@ class Coordinator:
             record.state = PENDING
             self.queue.push(record)
             self._work_ready.notify()
+        self.events.publish_task(record)
         if self.dispatcher is not None:
             self.dispatcher.schedule()
 
@@ -379,6 +392,8 @@ class Coordinator:
             if self.running == 0:
                 self._drained.set()
         if record.state == RUNNING:
+            # The slot thread set RUNNING; the loop tells the stream now, before the outcome.
+            self.events.publish_task(record)
             state = final_state(outcome, cancelled)
             if state == SUCCESS:
                 record.result = outcome.result
@@ -405,6 +420,21 @@ class Coordinator:
                 frozenset(definition.retry_on),
             )
         return RetryPolicy(0, 0.0, DEFAULT_RETRY_BACKOFF_MAX, frozenset())
+
+    def submit_periodic(self, name: str, scheduled_for: float) -> str | None:
+        """Queue one run of a periodic task (no arguments); its id, or None if refused (e.g. queue full)."""
+        spec = task_pb2.TaskSpec(task_id=str(uuid.uuid4()), name=name, arguments=encode_arguments((), {}))
+        spec.headers["periodic"] = f"{scheduled_for:.3f}"
+        try:
+            record, _ = self.submit(spec)
+        except RequestRefused as refused:
+            logger.warning("periodic run of %s refused: %s", name, refused.message)
+            return None
+        return record.task_id
+
+    def is_active(self, name: str) -> bool:
+        """True while some run of this task is unfinished (queued, scheduled, retrying or running)."""
+        return self.active_by_name.get(name, 0) > 0
 
     def would_retry(self, record: TaskRecord, error: task_pb2.TaskError | None, retry_delay: float | None) -> bool:
         """True if this failed attempt gets another one (safe from slot threads: reads only)."""
@@ -440,6 +470,7 @@ class Coordinator:
         record.eta = due
         self.schedule.add(record, due)
         self._arm_schedule_timer()
+        self.events.publish_task(record)
 
     # ---------------------------------------------------------------------------------------- finish
 
@@ -465,8 +496,12 @@ class Coordinator:
             buckets.append([second, 1])
             if len(buckets) > THROUGHPUT_WINDOW + 1:
                 buckets.popleft()
-        self.active.pop(record.task_id, None)
+        if self.active.pop(record.task_id, None) is not None:
+            self.active_by_name[record.name] -= 1
+            if self.active_by_name[record.name] <= 0:
+                del self.active_by_name[record.name]
         self.cache.add(record, now)
+        self.events.publish_task(record)
         record.direct_waiter = None
         waiters = self._waiters.pop(record.task_id, None)
         if waiters:
@@ -620,6 +655,7 @@ class Coordinator:
         record.finished_at = 0.0
         record.queued_at = self.clock()
         self.active[task_id] = record
+        self.active_by_name[record.name] += 1
         self.counters.retried += 1
         self._enqueue(record)
         return record
@@ -668,6 +704,7 @@ class Coordinator:
                     if timer is not None:
                         timer.cancel()
         self._waiters.clear()
+        self.events.close()
         with self.lock:
             self._slots_stopping = True
             self._work_ready.notify_all()

@@ -18,7 +18,7 @@ from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
 from fastworker.controlplane.records import CANCELLED, RUNNING, SUCCESS, TaskRecord
 from fastworker.protocol.framing import encode_frame, new_envelope
-from fastworker.protocol.v1 import worker_pb2
+from fastworker.protocol.v1 import events_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ class Dispatcher:
             len(worker.task_names),
         )
         self._fleet_changed()
+        self.coordinator.events.publish(
+            events_pb2.EVENT_KIND_WORKER_ONLINE, worker_id=worker.worker_id, detail=f"{worker.host} pid {worker.pid}"
+        )
         return worker
 
     def lose(self, worker: WorkerRecord, reason: str) -> None:
@@ -110,6 +113,9 @@ class Dispatcher:
         for record in reversed(leases.values()):  # still running when it left: same as a loss
             self._take_back(record, worker, "left")
         logger.info("worker %s deregistered (%d tasks handed back)", worker.worker_id, len(returned))
+        self.coordinator.events.publish(
+            events_pb2.EVENT_KIND_WORKER_OFFLINE, worker_id=worker.worker_id, detail="drained"
+        )
         self._fleet_changed()
         self.schedule()
 
@@ -249,6 +255,9 @@ class Dispatcher:
                 record.started_at = now
                 worker.leases[record.task_id] = record
                 assigned.setdefault(worker.worker_id, []).append(record)
+        for records in assigned.values():
+            for record in records:
+                coordinator.events.publish_task(record)
         for worker_id, records in assigned.items():
             target = self.fleet.get(worker_id)
             if target is not None:

@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pynng
@@ -21,11 +21,13 @@ from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.discovery import DiscoveryPublisher
 from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.fleet import Fleet
+from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.controlplane.workers_api import WorkerApi
 from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.v1.discovery_pb2 import Announcement
+from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ def advertised(bound: str, advertise_host: str | None) -> str:
     return bound
 
 
+def periodic_specs(definitions: Iterable[TaskDefinition]) -> list[PeriodicSpec]:
+    """The periodic schedules among task definitions (``every`` or ``cron`` set)."""
+    return [PeriodicSpec(d.name, d.every or None, d.cron or None) for d in definitions if d.every > 0 or d.cron]
+
+
 class ControlPlane:
     """One control-plane process: sockets, coordinator, discovery, and the shutdown sequence."""
 
@@ -67,6 +74,7 @@ class ControlPlane:
         self.coordinator: Coordinator | None = None
         self.fleet: Fleet | None = None
         self.dispatcher: Dispatcher | None = None
+        self.periodic: PeriodicScheduler | None = None
         self._publisher: DiscoveryPublisher | None = None
 
     async def start(self) -> None:
@@ -131,6 +139,13 @@ class ControlPlane:
         }
         self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval)
         self._publisher.start()
+        self.periodic = PeriodicScheduler(
+            periodic_specs(task.to_definition() for task in self.registry),
+            submit=self.coordinator.submit_periodic,
+            is_running=self.coordinator.is_active,
+            misfire=s.misfire_policy,
+        )
+        self.periodic.start(loop)
         if s.ready_file:
             self._write_ready_file(Path(s.ready_file))
         logger.info(
@@ -162,6 +177,10 @@ class ControlPlane:
     def _fleet_changed(self) -> None:
         if self._publisher is not None:
             self._publisher.publish_now()  # workers and clients learn new task names at once
+        if self.periodic is not None and self.fleet is not None:
+            for worker in self.fleet:
+                for spec in periodic_specs(worker.definitions.values()):
+                    self.periodic.add(spec)
 
     def _describe(self, announcement: Announcement) -> None:
         announcement.instance_id = self.instance_id
@@ -204,6 +223,8 @@ class ControlPlane:
         coordinator = self.coordinator
         publisher = self._publisher
         reason = getattr(self, "_stop_reason", "requested")
+        if self.periodic is not None:
+            self.periodic.stop()
         if coordinator is not None:
             coordinator.stop_accepting()
         if publisher is not None:

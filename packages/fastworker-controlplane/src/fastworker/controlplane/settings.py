@@ -33,6 +33,7 @@ class ControlPlaneSettings:
     announce_interval: float = 0.25
     max_frame_size: int = 16 * 1024 * 1024
     allow_pickle: bool = False
+    misfire_policy: str = "run_once"
     ready_file: str | None = None
     log_level: str = "INFO"
 
@@ -47,6 +48,7 @@ class ControlPlaneSettings:
             (self.drain_timeout >= 0, "--drain-timeout cannot be negative"),
             (self.announce_interval > 0, "--announce-interval must be positive"),
             (self.max_frame_size >= 1024, "--max-frame-size must be at least 1024 bytes"),
+            (self.misfire_policy in ("run_once", "skip", "run_all"), "--misfire-policy: run_once, skip or run_all"),
         ]
         for ok, message in checks:
             if not ok:
