@@ -1,0 +1,57 @@
+"""Tasks for the task-semantics integration tests (retries, countdown, periodic runs), loaded by the control plane and workers."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from fastworker.client import Retry, task
+
+
+def _bump(directory: str, key: str) -> int:
+    """Count one more execution of key in a file under directory (across processes); return the count."""
+    path = Path(directory) / f"{key}.count"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
+    return path.stat().st_size
+
+
+@task(name="fwtests_sem.flaky", retries=3, retry_backoff=0.05)
+def flaky(key: str, directory: str, failures: int) -> int:
+    """Fail the first `failures` executions, then succeed with the execution count."""
+    count = _bump(directory, key)
+    if count <= failures:
+        raise ConnectionError(f"attempt {count} fails on purpose")
+    return count
+
+
+@task(name="fwtests_sem.asks_again", retries=2)
+def asks_again(key: str, directory: str) -> int:
+    """Ask for one more attempt with Retry(delay=0.1), then succeed."""
+    count = _bump(directory, key)
+    if count == 1:
+        raise Retry(delay=0.1)
+    return count
+
+
+@task(name="fwtests_sem.count")
+def count(key: str, directory: str) -> int:
+    """Count executions of key."""
+    return _bump(directory, key)
+
+
+@task(name="fwtests_sem.slow")
+def slow(seconds: float) -> str:
+    """Sleep, then return."""
+    time.sleep(seconds)
+    return "done"
+
+
+@task(name="fwtests_sem.tick", every=0.2)
+def tick() -> float:
+    """A periodic task: returns when it ran."""
+    return time.time()

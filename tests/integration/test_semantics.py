@@ -1,0 +1,135 @@
+"""Task semantics end to end: retries, Retry(delay), countdown, cancel of scheduled tasks, periodic runs, events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from fastworker.client import Client, TaskState
+from fastworker.controlplane.testing import start_controlplane, start_worker
+
+TESTS_DIR = Path(__file__).resolve().parent
+MODULES = ("fwtests_semantics_tasks",)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    existing = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
+
+
+def _start_cp(tmp_path: Path, *args: str) -> Any:
+    return start_controlplane(task_modules=MODULES, extra_args=list(args), env=_env(), workdir=tmp_path)
+
+
+async def test_a_failing_task_is_retried_with_backoff_on_a_worker_until_it_succeeds(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path, "--local-concurrency", "0")
+    worker = start_worker(cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id="sem-w1")
+    try:
+        async with Client(cp.discovery) as client:
+            task_id = await client.delay("fwtests_sem.flaky", "k1", str(tmp_path), 2)
+            states = [info.state async for info in client.watch(task_id, timeout=15)]
+            info = await client.status(task_id)
+        assert info.state is TaskState.SUCCESS
+        assert info.result == 3
+        assert info.attempts == 3
+        assert info.worker == "sem-w1"
+        assert TaskState.RETRYING in states
+        assert (tmp_path / "k1.count").stat().st_size == 3
+    finally:
+        worker.stop()
+        assert cp.stop() == 0
+
+
+async def test_a_task_raising_retry_runs_again_after_its_delay(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        async with Client(cp.discovery) as client:
+            started = time.monotonic()
+            value = await client.submit("fwtests_sem.asks_again", "k2", str(tmp_path), timeout=10)
+            elapsed = time.monotonic() - started
+            assert value == 2
+            assert elapsed >= 0.1  # the asked-for delay was honoured (a lower bound, not a speed check)
+    finally:
+        assert cp.stop() == 0
+
+
+async def test_a_countdown_task_is_scheduled_then_runs_once_when_due(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        async with Client(cp.discovery) as client:
+            task_id = await client.delay("fwtests_sem.count", "k3", str(tmp_path), countdown=0.5)
+            assert (await client.status(task_id)).state is TaskState.SCHEDULED
+            info = await client.wait(task_id, timeout=10)
+        assert info.state is TaskState.SUCCESS
+        assert info.started_at is not None and info.queued_at is not None
+        assert info.started_at - info.queued_at >= 0.45
+        assert (tmp_path / "k3.count").stat().st_size == 1
+    finally:
+        assert cp.stop() == 0
+
+
+async def test_a_cancelled_scheduled_task_never_runs(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        async with Client(cp.discovery) as client:
+            task_id = await client.delay("fwtests_sem.count", "k4", str(tmp_path), countdown=0.3)
+            result = await client.cancel(task_id)
+            assert result.cancelled and result.previous_state is TaskState.SCHEDULED
+            await asyncio.sleep(0.6)
+            assert (await client.status(task_id)).state is TaskState.CANCELLED
+        assert not (tmp_path / "k4.count").exists()
+    finally:
+        assert cp.stop() == 0
+
+
+async def test_a_periodic_task_runs_on_schedule_once_per_slot_even_with_two_workers_that_have_it(
+    tmp_path: Path,
+) -> None:
+    cp = _start_cp(tmp_path, "--local-concurrency", "0")
+    workers = [
+        start_worker(cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id=f"sem-p{i}")
+        for i in range(2)
+    ]
+    try:
+        async with Client(cp.discovery) as client:
+            await asyncio.sleep(1.5)
+            batch = await client.events(after=0, timeout=0)
+            now = time.time()
+        runs = [e for e in batch.events if e.task is not None and e.task.name == "fwtests_sem.tick"]
+        finished = {e.task.id for e in runs if e.task.state is TaskState.SUCCESS}
+        first_queued = min(e.task.queued_at or now for e in runs)
+        # One scheduler: at most one run per 0.2 s slot since the first (plus the slot in progress),
+        # never one per worker (two schedulers would double it)
+        assert 3 <= len(finished) <= int((now - first_queued) / 0.2) + 2
+        assert len({e.task.worker for e in runs if e.task.state is TaskState.SUCCESS}) >= 1
+    finally:
+        for worker in workers:
+            worker.stop()
+        assert cp.stop() == 0
+
+
+async def test_the_event_stream_reports_workers_and_state_changes_and_on_complete_fires(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        async with Client(cp.discovery) as client:
+            after = (await client.events(after=0, timeout=0)).last_sequence
+            worker = start_worker(cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id="sem-e1")
+            try:
+                online = await client.events(after=after, timeout=5)
+                assert any(e.kind == "worker_online" and e.worker_id == "sem-e1" for e in online.events)
+                finished: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                task_id = await client.delay("fwtests_sem.slow", 0.3)
+                client.on_complete(task_id, lambda info: finished.set_result(info))
+                states = [info.state async for info in client.watch(task_id, timeout=10)]
+                info = await asyncio.wait_for(finished, 10)
+            finally:
+                worker.stop()
+        assert states[-1] is TaskState.SUCCESS
+        assert TaskState.RUNNING in states or TaskState.PENDING in states
+        assert info.state is TaskState.SUCCESS and info.result == "done"
+    finally:
+        assert cp.stop() == 0
