@@ -55,3 +55,40 @@ def slow(seconds: float) -> str:
 def tick() -> float:
     """A periodic task: returns when it ran."""
     return time.time()
+
+
+@task(name="fwtests_sem.soft", soft_timeout=0.3, timeout=5)
+def soft(directory: str) -> str:
+    """Sleep past the soft limit; clean up on SoftTimeLimitExceeded and report that it did."""
+    from fastworker.client import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        (Path(directory) / "soft.cleaned").write_text("yes")
+        raise
+    return "not reached"
+
+
+@task(name="fwtests_sem.async_hang", timeout=0.3)
+async def async_hang() -> None:
+    """Await far past the hard limit."""
+    import asyncio
+
+    await asyncio.sleep(30)
+
+
+@task(name="fwtests_sem.long")
+def long(seconds: float) -> str:
+    """A sync task that runs long enough to be cancelled while running."""
+    time.sleep(seconds)
+    return "finished"
+
+
+@task(name="fwtests_sem.async_long")
+async def async_long(seconds: float) -> str:
+    """An async task that runs long enough to be cancelled while running."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return "finished"

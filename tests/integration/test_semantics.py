@@ -133,3 +133,73 @@ async def test_the_event_stream_reports_workers_and_state_changes_and_on_complet
         assert info.state is TaskState.SUCCESS and info.result == "done"
     finally:
         assert cp.stop() == 0
+
+
+async def test_a_soft_time_limit_raises_inside_a_sync_task_on_a_worker_which_can_clean_up(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path, "--local-concurrency", "0")
+    worker = start_worker(cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id="sem-s1")
+    try:
+        async with Client(cp.discovery) as client:
+            task_id = await client.delay("fwtests_sem.soft", str(tmp_path))
+            info = await client.wait(task_id, timeout=10)
+        assert info.state is TaskState.FAILURE
+        assert info.error is not None and info.error.type == "SoftTimeLimitExceeded"
+        assert (tmp_path / "soft.cleaned").read_text() == "yes"
+    finally:
+        worker.stop()
+        assert cp.stop() == 0
+
+
+async def test_a_hard_time_limit_stops_an_async_task_run_by_the_control_plane(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        async with Client(cp.discovery) as client:
+            task_id = await client.delay("fwtests_sem.async_hang")
+            info = await client.wait(task_id, timeout=10)
+        assert info.state is TaskState.FAILURE
+        assert info.error is not None and info.error.type == "TimeLimitExceeded"
+        assert "hard time limit of 0.3 s" in info.error.message
+    finally:
+        assert cp.stop() == 0
+
+
+async def test_cancelling_running_tasks_on_a_worker_stops_them_and_they_end_cancelled(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path, "--local-concurrency", "0")
+    worker = start_worker(
+        cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id="sem-c1", concurrency=2
+    )
+    try:
+        async with Client(cp.discovery) as client:
+            sync_id = await client.delay("fwtests_sem.long", 20)
+            async_id = await client.delay("fwtests_sem.async_long", 20)
+            for task_id in (sync_id, async_id):
+                async with asyncio.timeout(10):
+                    while (await client.status(task_id)).state is not TaskState.RUNNING:
+                        await asyncio.sleep(0.05)
+            started = time.monotonic()
+            for task_id in (sync_id, async_id):
+                result = await client.cancel(task_id)
+                assert result.cancelled and result.previous_state is TaskState.RUNNING
+            infos = [await client.wait(task_id, timeout=10) for task_id in (sync_id, async_id)]
+            assert time.monotonic() - started < 10
+            assert [info.state for info in infos] == [TaskState.CANCELLED, TaskState.CANCELLED]
+            # The worker lives on and its slots were freed
+            assert await client.submit("fwtests_sem.long", 0, timeout=10) == "finished"
+    finally:
+        worker.stop()
+        assert cp.stop() == 0
+
+
+async def test_a_task_not_started_before_it_expires_ends_cancelled(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path, "--local-concurrency", "1")
+    try:
+        async with Client(cp.discovery) as client:
+            blocker = await client.delay("fwtests_sem.slow", 0.6)
+            doomed = await client.delay("fwtests_sem.count", "k9", str(tmp_path), expires=time.time() + 0.2)
+            info = await client.wait(doomed, timeout=10)
+            assert (await client.wait(blocker, timeout=10)).state is TaskState.SUCCESS
+        assert info.state is TaskState.CANCELLED
+        assert info.error is not None and info.error.type == "Expired"
+        assert not (tmp_path / "k9.count").exists()
+    finally:
+        assert cp.stop() == 0

@@ -12,9 +12,11 @@ from fastworker.client.errors import (
     ProtocolError,
     QueueFull,
     Retry,
+    SoftTimeLimitExceeded,
     TaskFailed,
     TaskNotFound,
     TaskTimeout,
+    TimeLimitExceeded,
     UnknownTask,
 )
 from fastworker.client.models import CancelResult, EventBatch, Priority, TaskError, TaskEvent, TaskInfo, TaskState
@@ -35,6 +37,7 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "Retry",
+    "SoftTimeLimitExceeded",
     "SyncClient",
     "TaskError",
     "TaskEvent",
@@ -46,6 +49,7 @@ __all__ = [
     "TaskRegistry",
     "TaskState",
     "TaskTimeout",
+    "TimeLimitExceeded",
     "UnknownTask",
     "__version__",
     "task",

@@ -33,9 +33,11 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "Retry",
+    "SoftTimeLimitExceeded",
     "TaskFailed",
     "TaskNotFound",
     "TaskTimeout",
+    "TimeLimitExceeded",
     "UnknownTask",
 ]
 
@@ -52,6 +54,19 @@ class Retry(FastworkerError):
             raise ValueError("Retry delay cannot be negative")
         super().__init__(message or ("retry requested" + (f" in {delay:g} s" if delay is not None else "")))
         self.delay = delay
+
+
+class SoftTimeLimitExceeded(FastworkerError):
+    """Raised inside a task when its ``soft_timeout`` passes: clean up and return, or let it propagate.
+
+    In a sync task on a subworker it arrives as an exception at the running line (SIGALRM in the
+    task's child process); in an async task its coroutine is cancelled. Either way the task ends in
+    FAILURE with error type ``SoftTimeLimitExceeded`` unless it handles the exception and returns.
+    """
+
+
+class TimeLimitExceeded(FastworkerError):
+    """The error type of a task stopped by its hard ``timeout`` (the task cannot catch it)."""
 
 
 class ClientError(FastworkerError):

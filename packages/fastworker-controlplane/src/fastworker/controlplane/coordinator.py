@@ -358,6 +358,10 @@ class Coordinator:
                 if self._slots_stopping:
                     return None
                 record = self.queue.pop(None if self.dispatcher is None else self._runnable_locally)
+                if record is not None and self._expired(record):
+                    record.state = CANCELLED  # under the lock: nobody else takes it; the loop finishes it
+                    self._loop.call_soon_threadsafe(self.expire, record)
+                    continue
                 if record is not None:
                     task = self.registry.get(record.name)
                     if task is None:  # registered locally at submit, so this cannot happen; fail loudly
@@ -382,6 +386,15 @@ class Coordinator:
         if state == FAILURE and self.would_retry(record, outcome.error, outcome.retry_delay):
             return  # not final: the task will run again, so the waiter keeps waiting
         self.answer_directly(record, state, outcome)
+
+    def _expired(self, record: TaskRecord) -> bool:
+        expires = record.spec.expires
+        return bool(expires) and self.clock() > expires
+
+    def expire(self, record: TaskRecord) -> None:
+        """End a task that was not started before its ``expires`` time as CANCELLED (reason: expired)."""
+        record.error = task_pb2.TaskError(type="Expired", message="the task expired before it could start")
+        self._finalize(record, CANCELLED)
 
     def _fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
         self._fail(record, error_type, message)
@@ -622,6 +635,9 @@ class Coordinator:
         if previous in (SCHEDULED, RETRYING):
             self.schedule.discard(record)
         elif previous == RUNNING:
+            if record.worker != LOCAL_WORKER_ID and self.dispatcher is not None:
+                # On a subworker: it stops the task (kills the child of a sync task) and reports CANCELLED.
+                return self.dispatcher.cancel_running(record), previous
             # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.
             task = self.registry.get(record.name)
             if task is None or not task.is_async:

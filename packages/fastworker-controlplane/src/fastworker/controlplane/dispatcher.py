@@ -170,6 +170,22 @@ class Dispatcher:
         worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
         self.schedule()
 
+    def cancel_running(self, record: TaskRecord) -> bool:
+        """Ask the worker running a task to stop it (on its next reply); False if no worker holds it."""
+        worker = self.fleet.get(record.worker)
+        if worker is None or record.task_id not in worker.leases:
+            return False
+        worker.cancels.add(record.task_id)
+        if worker.pull is not None:
+            self._answer(worker, [])  # deliver the order now rather than at the next heartbeat
+        return True
+
+    def take_cancels(self, worker: WorkerRecord) -> list[str]:
+        """The stop orders for a worker that are still relevant (its leases), cleared once taken."""
+        orders = [task_id for task_id in worker.cancels if task_id in worker.leases]
+        worker.cancels.clear()
+        return orders
+
     def reconcile(self, worker: WorkerRecord, held_task_ids: set[str]) -> None:
         """Re-queue leases the worker does not hold: tasks in a reply it gave up waiting for.
 
@@ -213,6 +229,7 @@ class Dispatcher:
             return
         envelope = new_envelope(worker.pull_correlation)
         envelope.dispatch.instance_id = self.instance_id
+        envelope.dispatch.cancel_task_ids.extend(self.take_cancels(worker))
         tasks = envelope.dispatch.tasks
         for record in records:
             record.spec.attempt = record.attempts
@@ -234,6 +251,7 @@ class Dispatcher:
         if not len(self.fleet):
             return
         assigned: dict[str, list[TaskRecord]] = {}
+        expired: list[TaskRecord] = []
         now = self.coordinator.clock()
         coordinator = self.coordinator
         with coordinator.lock:
@@ -245,6 +263,10 @@ class Dispatcher:
                 record = coordinator.queue.pop(accept=lambda r, names=names: r.name in names)  # type: ignore[misc]
                 if record is None:
                     break
+                if record.spec.expires and now > record.spec.expires:
+                    record.state = CANCELLED
+                    expired.append(record)
+                    continue
                 worker = min(
                     (w for w in ready if record.name in w.task_names),
                     key=lambda w: (len(w.leases) / w.capacity, len(w.leases)),
@@ -255,6 +277,8 @@ class Dispatcher:
                 record.started_at = now
                 worker.leases[record.task_id] = record
                 assigned.setdefault(worker.worker_id, []).append(record)
+        for record in expired:
+            coordinator.expire(record)
         for records in assigned.values():
             for record in records:
                 coordinator.events.publish_task(record)

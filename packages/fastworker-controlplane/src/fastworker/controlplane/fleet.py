@@ -29,6 +29,7 @@ class WorkerRecord:
         "pid",
         "pipe_id",
         "processed",
+        "cancels",
         "pull",
         "pull_correlation",
         "pull_timer",
@@ -57,6 +58,8 @@ class WorkerRecord:
         self.in_flight_reported = 0
         #: Tasks dispatched to this worker and not reported back, by task id.
         self.leases: dict[str, TaskRecord] = {}
+        #: Running tasks to tell the worker to stop, on its next reply.
+        self.cancels: set[str] = set()
         #: The worker's outstanding WorkRequest, answered when tasks are dispatched to it.
         self.pull: Request | None = None
         self.pull_correlation = 0

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import TaskRecord
-from fastworker.worker.executor import Outcome, failure, prepare, run_async, run_sync
+from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,15 @@ class LocalExecutor:
     ) -> tuple[Outcome, bool]:
         task_id = record.task_id
         with self._runs_lock:
-            coroutine = run_async(task, args, kwargs, allow_pickle=self._allow_pickle)
+            spec = record.spec
+            coroutine = run_async_limited(
+                task,
+                args,
+                kwargs,
+                hard=spec.timeout or (task.options.timeout or 0.0),
+                soft=spec.soft_timeout or (task.options.soft_timeout or 0.0),
+                allow_pickle=self._allow_pickle,
+            )
             run = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
             self._async_runs[task_id] = run
             if task_id in self._cancel_requested:

@@ -117,6 +117,7 @@ class WorkerApi:
             beat = ack.heartbeat
             beat.sender_id = self.instance_id
             beat.sent_at = self.coordinator.clock()
+            beat.cancel_task_ids.extend(self.dispatcher.take_cancels(worker))
         else:
             ack.ack.SetInParent()
         request.reply(encode_frame(ack))

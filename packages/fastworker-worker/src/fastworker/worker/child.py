@@ -13,7 +13,7 @@ and is never pickled:
 =============  ==========  ===============================================================
 frame          direction   array
 =============  ==========  ===============================================================
-``RUN``        to child    ``[1, task_id, name, codec, data]``
+``RUN``        to child    ``[1, task_id, name, codec, data, soft_timeout]``
 ``EXIT``       to child    ``[2]``
 ``READY``      to pool     ``[1, pid, [sync task names], [async task names]]``
 ``LOAD_ERROR`` to pool     ``[2, message, module]``
@@ -24,11 +24,13 @@ frame          direction   array
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import current_process
 from multiprocessing.connection import Connection
@@ -36,6 +38,7 @@ from typing import Any
 
 import msgpack
 
+from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.executor import Outcome, failure, prepare, run_sync
@@ -87,9 +90,9 @@ class ChildConfig:
     parent_pid: int
 
 
-def encode_run(task_id: str, name: str, arguments: Payload) -> bytes:
-    """The ``RUN`` frame body for one task."""
-    frame: bytes = msgpack.packb([RUN, task_id, name, arguments.codec, arguments.data])
+def encode_run(task_id: str, name: str, arguments: Payload, soft_timeout: float = 0.0) -> bytes:
+    """The ``RUN`` frame body for one task (soft_timeout 0: none)."""
+    frame: bytes = msgpack.packb([RUN, task_id, name, arguments.codec, arguments.data, soft_timeout])
     return frame
 
 
@@ -189,7 +192,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
         message = decode(frame)
         if message[0] != RUN:
             return
-        _, _task_id, name, codec, data = message
+        _, _task_id, name, codec, data, soft_timeout = message
         tf = registry.get(name)
         try:
             if tf is None or tf.is_async:
@@ -199,12 +202,32 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                 if isinstance(prepared, Outcome):
                     outcome = prepared
                 else:
-                    outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
+                    with _soft_limit(soft_timeout):
+                        outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
             reply = _encode_outcome(outcome, read_rss() if measure_rss else 0)
         except BaseException as exc:  # KeyboardInterrupt from the task, or an outcome that did not encode
             text = "".join(traceback.format_exception(exc))
             reply = _encode_outcome(failure(type(exc).__name__, _text(exc), text), 0)
         send(reply)
+
+
+@contextlib.contextmanager
+def _soft_limit(seconds: float) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in the task (this process's main thread) once seconds pass."""
+    if not seconds or seconds <= 0:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded(f"soft time limit of {seconds:g} s exceeded")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _detach(parent_pid: int) -> None:

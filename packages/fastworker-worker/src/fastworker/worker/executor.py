@@ -8,6 +8,7 @@ stop the process. ``KeyboardInterrupt`` and ``asyncio.CancelledError`` propagate
 
 from __future__ import annotations
 
+import asyncio
 import traceback as _traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE, decode_arguments, encode_value
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 
-__all__ = ["Outcome", "failure", "prepare", "run_async", "run_sync"]
+__all__ = ["Outcome", "failure", "prepare", "run_async", "run_async_limited", "run_sync"]
 
 
 @dataclass(slots=True)
@@ -174,3 +175,34 @@ def _text(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<unprintable {type(exc).__name__} object>"
+
+
+async def run_async_limited(
+    tf: TaskFunction[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    hard: float = 0.0,
+    soft: float = 0.0,
+    allow_pickle: bool = False,
+) -> Outcome:
+    """Like run_async, with time limits (0: none): the coroutine is cancelled when one passes.
+
+    The task sees the cancellation at its current ``await`` and may clean up; the outcome names the
+    limit that fired (``SoftTimeLimitExceeded`` or ``TimeLimitExceeded``).
+    """
+    limits = [
+        (seconds, kind) for seconds, kind in ((soft, "SoftTimeLimitExceeded"), (hard, "TimeLimitExceeded")) if seconds
+    ]
+    if not limits:
+        return await run_async(tf, args, kwargs, allow_pickle=allow_pickle)
+    seconds, kind = min(limits)
+    started = time()
+    try:
+        async with asyncio.timeout(seconds):
+            return await run_async(tf, args, kwargs, allow_pickle=allow_pickle)
+    except TimeoutError:
+        which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
+        outcome = failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s")
+        outcome.started_at = started
+        return outcome

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastworker.client.requester import Requester
 from fastworker.client.transport import RequestChannel, Subscription
@@ -36,6 +36,8 @@ class ControlPlaneLink:
         self.instance_changed = asyncio.Event()
         self._announced = asyncio.Event()
         self._registered_instance = ""
+        #: Called with the ids of running tasks the control plane wants stopped.
+        self.on_cancel: Callable[[list[str]], None] = lambda task_ids: None
         loop = asyncio.get_running_loop()
         self._channel = RequestChannel(loop, max_frame_size=max_frame_size)
         self._requester = Requester(self._channel, max_frame_size=max_frame_size)
@@ -111,6 +113,8 @@ class ControlPlaneLink:
             envelope.work_request.held_task_ids.extend(held_task_ids)
 
         reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT, hold=hold)
+        if reply.dispatch.cancel_task_ids:
+            self.on_cancel(list(reply.dispatch.cancel_task_ids))
         return reply.dispatch.tasks, reply.dispatch.instance_id or self.instance_id
 
     async def send_results(self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome]) -> None:
@@ -138,7 +142,9 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.heartbeat.CopyFrom(beat)
 
-        await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        if reply.WhichOneof("body") == "heartbeat" and reply.heartbeat.cancel_task_ids:
+            self.on_cancel(list(reply.heartbeat.cancel_task_ids))
 
     async def deregister(self, worker_id: str, returned_task_ids: Sequence[str]) -> None:
         """Leave the fleet, handing back tasks this worker will not finish.

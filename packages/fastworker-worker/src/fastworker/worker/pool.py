@@ -323,7 +323,15 @@ class ProcessPool:
 
     # -- running tasks ----------------------------------------------------------------------
 
-    async def run(self, task_id: str, name: str, arguments: Payload, *, timeout: float | None = None) -> Outcome:
+    async def run(
+        self,
+        task_id: str,
+        name: str,
+        arguments: Payload,
+        *,
+        timeout: float | None = None,
+        soft_timeout: float | None = None,
+    ) -> Outcome:
         """Run one sync task in a free child and return how it ended; waits for a free child.
 
         Args:
@@ -332,6 +340,8 @@ class ProcessPool:
             arguments: The encoded ``[args, kwargs]``.
             timeout: Hard time limit in seconds, or None for none. When it passes, the child is
                 killed and replaced and the Outcome fails with ``TimeLimitExceeded``.
+            soft_timeout: Soft time limit in seconds, or None: ``SoftTimeLimitExceeded`` is raised
+                inside the task (SIGALRM in the child), which may clean up.
 
         Returns:
             The task's Outcome. Besides what the task itself raised, it fails with
@@ -356,7 +366,7 @@ class ProcessPool:
             raise ValueError(f"task {task_id!r} is in this process pool already")
         if name not in self._sync_names:
             return failure("UnknownTask", f"no task named {name!r} in the pool's task modules")
-        frame = encode_run(task_id, name, arguments)
+        frame = encode_run(task_id, name, arguments, soft_timeout or 0.0)
         for _ in range(_SEND_ATTEMPTS):
             child = self._take_idle()
             if child is None:

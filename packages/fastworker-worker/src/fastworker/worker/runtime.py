@@ -25,7 +25,7 @@ from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.requester import NotRegistered
 from fastworker.client.task import TaskRegistry
 from fastworker.protocol.v1 import task_pb2, worker_pb2
-from fastworker.worker.executor import Outcome, failure, prepare, run_async
+from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited
 from fastworker.worker.link import ControlPlaneLink
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.version import __version__
@@ -113,6 +113,8 @@ class Worker:
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
         #: Tasks finished here whose results the control plane has not acknowledged yet.
         self._unacked: set[str] = set()
+        #: Async tasks this worker cancelled because the control plane asked (reported, not handed back).
+        self._cancelled: set[str] = set()
         self._flush_scheduled = False
         self._pulling = False
         self._slot_free = asyncio.Event()
@@ -148,6 +150,7 @@ class Worker:
             )
             await self._pool.start()
         self._link = ControlPlaneLink(s.control_plane)
+        self._link.on_cancel = self._cancel_tasks
         logger.info("worker %s looking for a control plane on %s", s.worker_id, s.control_plane)
         try:
             await self._first_registration()
@@ -321,6 +324,18 @@ class Worker:
 
     # ---------------------------------------------------------------------------------------- tasks
 
+    def _cancel_tasks(self, task_ids: list[str]) -> None:
+        """Stop running tasks the control plane cancelled; each is reported CANCELLED."""
+        for task_id in task_ids:
+            running = self._running.get(task_id)
+            if running is None:
+                continue
+            logger.info("cancelling task %s on request of the control plane", task_id)
+            if self._pool is not None and self._pool.cancel(task_id):
+                continue  # its run() returns a TaskCancelled outcome
+            self._cancelled.add(task_id)
+            running.runner.cancel()
+
     def _start(self, spec: task_pb2.TaskSpec, instance: str) -> None:
         if spec.task_id in self._running:
             return  # already running this very task (a duplicate delivery): never run it twice at once
@@ -332,9 +347,15 @@ class Worker:
         try:
             outcome = await self._outcome(spec)
         except asyncio.CancelledError:
-            self._running.pop(spec.task_id, None)
-            self._slot_free.set()
-            raise
+            if spec.task_id not in self._cancelled:
+                self._running.pop(spec.task_id, None)
+                self._slot_free.set()
+                raise
+            self._cancelled.discard(spec.task_id)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            outcome = failure("TaskCancelled", "cancelled on request while running")
         self._running.pop(spec.task_id, None)
         self._slot_free.set()
         if outcome.succeeded:
@@ -372,20 +393,19 @@ class Worker:
         if task is None:
             return failure("UnknownTask", f"worker {self.settings.worker_id} has no task {spec.name!r}")
         limit = spec.timeout or (task.options.timeout or 0.0)
+        soft = spec.soft_timeout or (task.options.soft_timeout or 0.0)
         if not task.is_async:
             assert self._pool is not None
-            return await self._pool.run(spec.task_id, spec.name, spec.arguments, timeout=limit or None)
+            return await self._pool.run(
+                spec.task_id, spec.name, spec.arguments, timeout=limit or None, soft_timeout=soft or None
+            )
         prepared = prepare(task, spec.arguments, allow_pickle=self.settings.allow_pickle)
         if isinstance(prepared, Outcome):
             return prepared
         args, kwargs = prepared
-        if not limit:
-            return await run_async(task, args, kwargs, allow_pickle=self.settings.allow_pickle)
-        try:
-            async with asyncio.timeout(limit):
-                return await run_async(task, args, kwargs, allow_pickle=self.settings.allow_pickle)
-        except TimeoutError:
-            return failure("TimeLimitExceeded", f"task {spec.name!r} exceeded its hard time limit of {limit:g} s")
+        return await run_async_limited(
+            task, args, kwargs, hard=limit, soft=soft, allow_pickle=self.settings.allow_pickle
+        )
 
     async def _flush_results(self) -> None:
         """Send finished outcomes in batches; those of a control plane instance that is gone are dropped."""

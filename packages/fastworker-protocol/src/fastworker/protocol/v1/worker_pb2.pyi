@@ -114,6 +114,7 @@ class Heartbeat(_message.Message):
     RSS_BYTES_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
+    CANCEL_TASK_IDS_FIELD_NUMBER: _builtins.int
     sender_id: _builtins.str
     """The sender's id (worker id, or the control plane's instance id)."""
     in_flight: _builtins.int
@@ -128,6 +129,10 @@ class Heartbeat(_message.Message):
     """True when the worker drains: it takes no new tasks."""
     sent_at: _builtins.float
     """Sender's clock (Unix seconds, UTC)."""
+    @_builtins.property
+    def cancel_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Control plane -> worker only: running tasks to stop (as in Dispatch.cancel_task_ids)."""
+
     def __init__(
         self,
         *,
@@ -138,10 +143,11 @@ class Heartbeat(_message.Message):
         rss_bytes: _builtins.int = ...,
         draining: _builtins.bool = ...,
         sent_at: _builtins.float = ...,
+        cancel_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "failed", b"failed", "in_flight", b"in_flight", "processed", b"processed", "rss_bytes", b"rss_bytes", "sender_id", b"sender_id", "sent_at", b"sent_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "draining", b"draining", "failed", b"failed", "in_flight", b"in_flight", "processed", b"processed", "rss_bytes", b"rss_bytes", "sender_id", b"sender_id", "sent_at", b"sent_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,21 +208,27 @@ class Dispatch(_message.Message):
 
     TASKS_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_TASK_IDS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """The control plane instance that dispatched them (results go to that instance only)."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskSpec]:
         """The tasks, each within the worker's free capacity."""
 
+    @_builtins.property
+    def cancel_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Running tasks the worker must stop (cancelled by a client or operator); each ends CANCELLED."""
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[_task_pb2.TaskSpec] | None = ...,
         instance_id: _builtins.str = ...,
+        cancel_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
