@@ -92,3 +92,41 @@ async def async_long(seconds: float) -> str:
 
     await asyncio.sleep(seconds)
     return "finished"
+
+
+@task(name="fwtests_sem.twice_then_ok", retries=3, retry_backoff=0.2, retry_backoff_max=10)
+def twice_then_ok(key: str, directory: str) -> int:
+    """Fail the first two attempts, recording when each attempt started; then succeed."""
+    path = Path(directory) / f"{key}.times"
+    with open(path, "a") as times:
+        times.write(f"{time.time()}\n")
+    attempts = len(path.read_text().split())
+    if attempts <= 2:
+        raise RuntimeError(f"attempt {attempts} fails on purpose")
+    return attempts
+
+
+@task(name="fwtests_sem.spin_forever", timeout=1)
+def spin_forever() -> None:
+    """A sync task in an infinite loop: only its hard time limit stops it."""
+    while True:
+        pass
+
+
+@task(name="fwtests_sem.each_second", every=1)
+def each_second() -> float:
+    """A periodic task every second."""
+    return time.time()
+
+
+@task(name="fwtests_sem.held", timeout=60)
+def held(seconds: float) -> str:
+    """A sync task with a time limit (so it runs in a child process, also on the control plane)."""
+    time.sleep(seconds)
+    return "finished"
+
+
+@task(name="fwtests_sem.always_fails")
+def always_fails() -> None:
+    """Fail (for retry by request)."""
+    raise ValueError("fails on purpose")

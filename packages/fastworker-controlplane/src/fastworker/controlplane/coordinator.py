@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,8 @@ class Coordinator:
         max_queue: int = 0,
         allow_pickle: bool = False,
         clock: Callable[[], float] = time.time,
+        task_modules: Sequence[str] = (),
+        sys_path: Sequence[str] = (),
     ) -> None:
         self._loop = loop
         self.registry = registry
@@ -168,6 +170,8 @@ class Coordinator:
             self._on_local_done,
             allow_pickle=allow_pickle,
             on_finished=self._answer_from_slot,
+            task_modules=task_modules,
+            sys_path=sys_path,
         )
         self.local.start()
         self._waiters: dict[str, list[Waiter]] = {}
@@ -640,8 +644,8 @@ class Coordinator:
                 return self.dispatcher.cancel_running(record), previous
             # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.
             task = self.registry.get(record.name)
-            if task is None or not task.is_async:
-                return False, previous  # a sync task on a thread cannot be interrupted safely
+            if task is None or not self.local.can_cancel_running(record, task):
+                return False, previous  # a sync task on a slot thread cannot be interrupted safely
             return self.local.cancel_running(task_id), previous
         elif previous != PENDING:
             return False, previous

@@ -16,12 +16,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import TaskRecord
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
+from fastworker.worker.pool import ProcessPool
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class LocalExecutor:
         *,
         allow_pickle: bool = False,
         on_finished: DoneCallback | None = None,
+        task_modules: Sequence[str] = (),
+        sys_path: Sequence[str] = (),
     ) -> None:
         """Create the slots (not started).
 
@@ -54,6 +57,8 @@ class LocalExecutor:
             allow_pickle: Accept and produce pickle payloads.
             on_finished: Called on the slot thread right after an outcome was queued for the loop
                 (for replies that need not wait for the loop).
+            task_modules: The modules child processes import to run time-limited sync tasks.
+            sys_path: Folders those children put first on sys.path.
         """
         if concurrency < 0:
             raise ValueError("local concurrency cannot be negative")
@@ -63,6 +68,10 @@ class LocalExecutor:
         self._on_done = on_done
         self._on_finished = on_finished
         self._allow_pickle = allow_pickle
+        self._task_modules = tuple(task_modules)
+        self._sys_path = tuple(sys_path)
+        self._pool: ProcessPool | None = None
+        self._pool_lock: asyncio.Lock | None = None
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
         self._wake_scheduled = False
         self._async_runs: dict[str, concurrent.futures.Future[Outcome]] = {}
@@ -109,7 +118,7 @@ class LocalExecutor:
                 prepared = prepare(task, record.spec.arguments, allow_pickle=self._allow_pickle)
                 if isinstance(prepared, Outcome):
                     outcome = prepared
-                elif task.is_async:
+                elif task.is_async or self.isolated(record, task):
                     outcome, cancelled = self._run_on_loop(record, task, *prepared)
                 else:
                     outcome = run_sync(task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
@@ -131,15 +140,12 @@ class LocalExecutor:
     ) -> tuple[Outcome, bool]:
         task_id = record.task_id
         with self._runs_lock:
-            spec = record.spec
-            coroutine = run_async_limited(
-                task,
-                args,
-                kwargs,
-                hard=spec.timeout or (task.options.timeout or 0.0),
-                soft=spec.soft_timeout or (task.options.soft_timeout or 0.0),
-                allow_pickle=self._allow_pickle,
-            )
+            hard, soft = _limits(record, task)
+            coroutine: Coroutine[Any, Any, Outcome]
+            if task.is_async:
+                coroutine = run_async_limited(task, args, kwargs, hard=hard, soft=soft, allow_pickle=self._allow_pickle)
+            else:
+                coroutine = self._run_in_process(record, hard, soft)
             run = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
             self._async_runs[task_id] = run
             if task_id in self._cancel_requested:
@@ -152,6 +158,41 @@ class LocalExecutor:
             with self._runs_lock:
                 self._async_runs.pop(task_id, None)
                 self._cancel_requested.discard(task_id)
+
+    def isolated(self, record: TaskRecord, task: TaskFunction[Any, Any]) -> bool:
+        """True if this sync task runs in a child process: it has a time limit, which a thread cannot enforce."""
+        return not task.is_async and bool(self._task_modules) and any(_limits(record, task))
+
+    def can_cancel_running(self, record: TaskRecord, task: TaskFunction[Any, Any]) -> bool:
+        """True if a running task can be stopped: async (on the loop) or isolated (its process is killed)."""
+        return task.is_async or self.isolated(record, task)
+
+    async def _run_in_process(self, record: TaskRecord, hard: float, soft: float) -> Outcome:
+        pool = await self._ensure_pool()
+        outcome = await pool.run(
+            record.task_id, record.name, record.spec.arguments, timeout=hard or None, soft_timeout=soft or None
+        )
+        return outcome
+
+    async def _ensure_pool(self) -> ProcessPool:
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                pool = ProcessPool(
+                    max(1, self.concurrency),
+                    self._task_modules,
+                    allow_pickle=self._allow_pickle,
+                    sys_path=self._sys_path,
+                )
+                await pool.start()
+                self._pool = pool
+            return self._pool
+
+    async def close_pool(self, timeout: float = 5.0) -> None:
+        """Stop the child processes of time-limited sync tasks, if any were started."""
+        if self._pool is not None:
+            await self._pool.close(timeout)
 
     @property
     def has_completed(self) -> bool:
@@ -175,3 +216,9 @@ class LocalExecutor:
             run.cancel()
         for thread in self._threads:
             thread.join(timeout=timeout / max(1, len(self._threads)))
+
+
+def _limits(record: TaskRecord, task: TaskFunction[Any, Any]) -> tuple[float, float]:
+    """(hard, soft) time limits in seconds for this run (0: none): the submission's, else the task's."""
+    spec = record.spec
+    return (spec.timeout or (task.options.timeout or 0.0), spec.soft_timeout or (task.options.soft_timeout or 0.0))

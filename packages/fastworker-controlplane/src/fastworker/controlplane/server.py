@@ -89,6 +89,8 @@ class ControlPlane:
             result_ttl=s.result_ttl,
             max_queue=s.max_queue,
             allow_pickle=s.allow_pickle,
+            task_modules=s.task_modules,
+            sys_path=(os.getcwd(),),
         )
         api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size)
 
@@ -245,6 +247,7 @@ class ControlPlane:
             for server in self._servers:
                 await server.flush(timeout=1.0)
             coordinator.close()
+            await coordinator.local.close_pool()
         for server in self._servers:
             server.close()
         for sock in self._sockets:
