@@ -33,6 +33,18 @@ def error_frame(code: error_pb2.ErrorCode.ValueType, message: str, correlation_i
     return encode_frame(envelope)
 
 
+def decode_request(data: bytes, max_size: int) -> Envelope | tuple[error_pb2.ErrorCode.ValueType, str]:
+    """The request envelope in a frame, or the error code and message to refuse it with."""
+    try:
+        return decode_frame(data, max_size=max_size)
+    except FrameTooLarge as exc:
+        return error_pb2.ERROR_CODE_FRAME_TOO_LARGE, str(exc)
+    except IncompatibleProtocol as exc:
+        return error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION, str(exc)
+    except DecodeError as exc:
+        return error_pb2.ERROR_CODE_PROTOCOL, str(exc)
+
+
 class ClientApi:
     """Handles one decoded request at a time; replies at once, or later for waits."""
 
@@ -59,16 +71,9 @@ class ClientApi:
             # A slot thread may have answered a submit-and-wait before the loop saw the outcome:
             # take outcomes in first, so that no client reads a task older than a reply it got.
             self.coordinator.local.deliver_completed()
-        try:
-            request = decode_frame(data, max_size=self.max_frame_size)
-        except FrameTooLarge as exc:
-            self._reject(reply, error_pb2.ERROR_CODE_FRAME_TOO_LARGE, str(exc))
-            return
-        except IncompatibleProtocol as exc:
-            self._reject(reply, error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION, str(exc))
-            return
-        except DecodeError as exc:
-            self._reject(reply, error_pb2.ERROR_CODE_PROTOCOL, str(exc))
+        request = decode_request(data, self.max_frame_size)
+        if isinstance(request, tuple):
+            self._reject(reply, *request)
             return
         kind = request.WhichOneof("body")
         handler = self._handlers.get(kind or "")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastworker.client.transport import Request
-from fastworker.controlplane.api import error_frame
+from fastworker.controlplane.api import decode_request, error_frame
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.fleet import WorkerRecord
-from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
-from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -39,16 +38,9 @@ class WorkerApi:
 
     def handle(self, request: Request) -> None:
         """Decode and serve one dispatch-channel request; bad frames get a typed error and nothing else."""
-        try:
-            envelope = decode_frame(request.data, max_size=self.max_frame_size)
-        except FrameTooLarge as exc:
-            self._reject(request, error_pb2.ERROR_CODE_FRAME_TOO_LARGE, str(exc))
-            return
-        except IncompatibleProtocol as exc:
-            self._reject(request, error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION, str(exc))
-            return
-        except DecodeError as exc:
-            self._reject(request, error_pb2.ERROR_CODE_PROTOCOL, str(exc))
+        envelope = decode_request(request.data, self.max_frame_size)
+        if isinstance(envelope, tuple):
+            self._reject(request, *envelope)
             return
         kind = envelope.WhichOneof("body")
         try:
