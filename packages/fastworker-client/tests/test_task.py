@@ -464,3 +464,21 @@ def test_a_tasks_repr_shows_its_name_and_function() -> None:
 
     assert repr(hidden) == f"<SyncTaskFunction 'shown' {__name__}.{hidden.fn.__qualname__}>"
     assert hidden.qualified_name == f"{__name__}.{hidden.fn.__qualname__}"
+
+
+def test_allow_overlap_is_carried_into_the_definition() -> None:
+    from fastworker.client.task import TaskRegistry, task as make_task
+    from fastworker.client.task import default_registry
+
+    @make_task(name="test_task.overlapping_tick", every=5, allow_overlap=True)
+    def overlapping_tick() -> None:
+        return None
+
+    try:
+        definition = overlapping_tick.to_definition()
+        assert definition.allow_overlap is True
+        assert definition.every == 5.0
+        assert overlapping_tick.options.allow_overlap is True
+        assert isinstance(default_registry, TaskRegistry)
+    finally:
+        default_registry.unregister("test_task.overlapping_tick")

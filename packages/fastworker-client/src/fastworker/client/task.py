@@ -54,6 +54,7 @@ class TaskOptions:
         cron: Run periodically on this cron expression, or None.
         retry_on: Exception classes (or type names, e.g. ``"TimeLimitExceeded"``) that trigger a
             retry; empty means any exception. Retries match on the type's name, as the wire does.
+        allow_overlap: For periodic tasks: start a run even while the previous one is unfinished.
 
     Raises:
         ValueError: A value is out of range, or both ``every`` and ``cron`` are set.
@@ -69,6 +70,7 @@ class TaskOptions:
     every: float | None = None
     cron: str | None = None
     retry_on: tuple[type[BaseException] | str, ...] = ()
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.priority, Priority):
@@ -202,6 +204,7 @@ class TaskFunction(Generic[P, R]):
             every=options.every or 0.0,
             cron=options.cron or "",
             retry_on=options.retry_on_names,
+            allow_overlap=options.allow_overlap,
         )
 
     def __repr__(self) -> str:
@@ -329,6 +332,7 @@ def task(
     every: float | None = None,
     cron: str | None = None,
     retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
+    allow_overlap: bool = False,
 ) -> TaskDecorator: ...
 def task(
     fn: object = None,
@@ -344,6 +348,7 @@ def task(
     every: float | None = None,
     cron: str | None = None,
     retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
+    allow_overlap: bool = False,
 ) -> TaskFunction[..., Any] | TaskDecorator:
     """Register a function as a task, as ``@task`` or ``@task(...)``.
 
@@ -362,6 +367,7 @@ def task(
         every: Run periodically every this many seconds; excludes ``cron``.
         cron: Run periodically on this cron expression; excludes ``every``.
         retry_on: Exception classes, or type names, that trigger a retry; empty means any exception.
+        allow_overlap: For periodic tasks: start a run even while the previous one is unfinished.
 
     Returns:
         A :class:`TaskFunction` (bare form), or a decorator that makes one.
@@ -388,6 +394,7 @@ def task(
                 every=every,
                 cron=cron,
                 retry_on=_retry_on_tuple(retry_on),
+                allow_overlap=allow_overlap,
             )
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"@task for {label}: {exc}") from None

@@ -369,6 +369,7 @@ class TaskDefinition(_message.Message):
     EVERY_FIELD_NUMBER: _builtins.int
     CRON_FIELD_NUMBER: _builtins.int
     RETRY_ON_FIELD_NUMBER: _builtins.int
+    ALLOW_OVERLAP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The registered name."""
     priority: Global___Priority.ValueType
@@ -389,6 +390,8 @@ class TaskDefinition(_message.Message):
     """Run every this many seconds (periodic); 0 means not periodic by interval."""
     cron: _builtins.str
     """Cron expression for periodic runs; empty means none."""
+    allow_overlap: _builtins.bool
+    """Periodic tasks: start a run even while the previous one is unfinished (default: skip it)."""
     @_builtins.property
     def retry_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exception type names that trigger a retry; empty means any exception."""
@@ -407,10 +410,11 @@ class TaskDefinition(_message.Message):
         every: _builtins.float = ...,
         cron: _builtins.str = ...,
         retry_on: _abc.Iterable[_builtins.str] | None = ...,
+        allow_overlap: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "every", b"every", "is_async", b"is_async", "name", b"name", "priority", b"priority", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "name", b"name", "priority", b"priority", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
