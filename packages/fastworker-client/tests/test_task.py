@@ -467,8 +467,8 @@ def test_a_tasks_repr_shows_its_name_and_function() -> None:
 
 
 def test_allow_overlap_is_carried_into_the_definition() -> None:
-    from fastworker.client.task import TaskRegistry, task as make_task
-    from fastworker.client.task import default_registry
+    from fastworker.client.task import TaskRegistry, default_registry
+    from fastworker.client.task import task as make_task
 
     @make_task(name="test_task.overlapping_tick", every=5, allow_overlap=True)
     def overlapping_tick() -> None:
