@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Collection
 
 from fastworker.controlplane.records import TaskRecord
-from fastworker.protocol.v1 import events_pb2
+from fastworker.protocol.v1 import events_pb2, task_pb2
+from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class EventBus:
         self.capacity = capacity
         self._clock = clock
         #: Event with sequence s sits at index (s - 1) % capacity; grows by append until full.
-        self._ring: list[events_pb2.Event] = []
+        self._ring: list[events_pb2.Event | _TaskSnapshot] = []
         #: The task id of each ring slot ("" for worker and queue events), for cheap filtering.
         self._ids: list[str] = []
         self._last = 0
@@ -114,19 +115,28 @@ class EventBus:
     def publish_task(self, record: TaskRecord) -> None:
         """Publish a task's current state (EVENT_KIND_TASK_STATE) with its info.
 
-        The info is written by :meth:`TaskRecord.fill_info` without arguments; a result whose data is
-        larger than :data:`MAX_EVENT_RESULT_BYTES` is left out.
+        This runs on every state change, so it only takes a snapshot of the record's fields; the
+        Event message is built when someone reads it (or at once when listeners are subscribed).
+        The info is what :meth:`TaskRecord.fill_info` writes, without arguments; a result whose data
+        is larger than :data:`MAX_EVENT_RESULT_BYTES` is left out.
 
         Args:
             record: The task that just changed state.
         """
-        event = events_pb2.Event(sequence=self._last + 1, kind=_TASK_STATE, at=self._clock())
-        info = event.task
-        record.fill_info(info)
-        result = record.result
-        if result is not None and len(result.data) > MAX_EVENT_RESULT_BYTES:
-            info.ClearField("result")
-        self._store(event, record.task_id)
+        snapshot = _TaskSnapshot(
+            self._last + 1,
+            self._clock(),
+            record,
+            record.state,
+            record.attempts,
+            record.worker,
+            record.started_at,
+            record.finished_at,
+            record.eta,
+            record.result,
+            record.error,
+        )
+        self._store(snapshot, record.task_id)
 
     def publish(self, kind: int, *, worker_id: str = "", detail: str = "") -> None:
         """Publish a worker or queue event.
@@ -150,7 +160,7 @@ class EventBus:
         )
         self._store(event, "")
 
-    def _store(self, event: events_pb2.Event, task_id: str) -> None:
+    def _store(self, event: events_pb2.Event | _TaskSnapshot, task_id: str) -> None:
         """Append an event (already numbered last + 1) to the ring and notify listeners and waiters."""
         seq = self._last + 1
         self._last = seq
@@ -162,7 +172,7 @@ class EventBus:
             self._ring[index] = event
             self._ids[index] = task_id
         if self._listeners:
-            self._notify(event)
+            self._notify(self._event_at((seq - 1) % self.capacity))
         if self._any_waiters or self._task_waiters:
             self._wake(task_id)
 
@@ -238,10 +248,8 @@ class EventBus:
         first = (start - 1) % self.capacity
         if not task_ids:
             count = min(count, limit)
-            end = first + count
-            if end <= len(ring):
-                return ring[first:end], gap
-            return ring[first:] + ring[: end - len(ring)], gap
+            indexes = [(first + i) % len(ring) for i in range(count)]
+            return [self._event_at(index) for index in indexes], gap
         wanted = task_ids if isinstance(task_ids, (set, frozenset)) else frozenset(task_ids)
         ids = self._ids
         events: list[events_pb2.Event] = []
@@ -250,10 +258,19 @@ class EventBus:
         for lo, hi in spans:
             for index in range(lo, hi):
                 if ids[index] in wanted:
-                    events.append(ring[index])
+                    events.append(self._event_at(index))
                     if len(events) >= limit:
                         return events, gap
         return events, gap
+
+    def _event_at(self, index: int) -> events_pb2.Event:
+        """The event in a ring slot, built from its snapshot the first time it is read."""
+        entry = self._ring[index]
+        if isinstance(entry, events_pb2.Event):
+            return entry
+        event = entry.build()
+        self._ring[index] = event
+        return event
 
     def wait(
         self,
@@ -386,3 +403,69 @@ def _call(callback: WaitCallback, events: list[events_pb2.Event], last: int, gap
         callback(events, last, gap)
     except Exception:
         logger.exception("event wait callback failed")
+
+
+class _TaskSnapshot:
+    """A task's fields at the moment it changed state: cheap to take, turned into an Event when read."""
+
+    __slots__ = (
+        "at",
+        "attempts",
+        "error",
+        "eta",
+        "finished_at",
+        "record",
+        "result",
+        "sequence",
+        "started_at",
+        "state",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        sequence: int,
+        at: float,
+        record: TaskRecord,
+        state: int,
+        attempts: int,
+        worker: str,
+        started_at: float,
+        finished_at: float,
+        eta: float,
+        result: Payload | None,
+        error: TaskError | None,
+    ) -> None:
+        self.sequence = sequence
+        self.at = at
+        self.record = record
+        self.state = state
+        self.attempts = attempts
+        self.worker = worker
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.eta = eta
+        self.result = result
+        self.error = error
+
+    def build(self) -> events_pb2.Event:
+        """The Event message for this snapshot (the result left out when over MAX_EVENT_RESULT_BYTES)."""
+        event = events_pb2.Event(sequence=self.sequence, kind=_TASK_STATE, at=self.at)
+        info = event.task
+        record = self.record
+        info.task_id = record.task_id
+        info.name = record.name
+        info.state = self.state  # type: ignore[assignment]
+        info.priority = record.priority  # type: ignore[assignment]
+        info.attempts = self.attempts
+        info.worker = self.worker
+        info.queued_at = record.queued_at
+        info.started_at = self.started_at
+        info.finished_at = self.finished_at
+        if self.state in (task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_RETRYING):
+            info.eta = self.eta
+        if self.result is not None and len(self.result.data) <= MAX_EVENT_RESULT_BYTES:
+            info.result.CopyFrom(self.result)
+        if self.error is not None:
+            info.error.CopyFrom(self.error)
+        return event
