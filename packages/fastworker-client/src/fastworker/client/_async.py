@@ -879,7 +879,12 @@ class Client:
     async def tasks(self) -> list[dict[str, Any]]:
         """The registered task names with their default options."""
         reply = await self._request(lambda envelope: envelope.registered_tasks.SetInParent())
-        return [_message_to_dict(definition) for definition in reply.registered_tasks_reply.tasks]
+        tasks = []
+        for definition in reply.registered_tasks_reply.tasks:
+            entry = _message_to_dict(definition)
+            entry["priority"] = Priority.from_wire(definition.priority).value
+            tasks.append(entry)
+        return tasks
 
 
 def _message_to_dict(message: Any) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""The fastworker operator CLI against a real control plane: output shapes and the SPEC's exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fastworker.controlplane.testing import RunningControlPlane
+
+
+def fastworker(cp: RunningControlPlane, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fastworker.client", "--control-plane", cp.discovery, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_submit_wait_prints_the_task_as_json_with_id_first_and_exits_zero(shared_cp: RunningControlPlane) -> None:
+    done = fastworker(shared_cp, "--json", "submit", "fwtests.add", "2", "3", "--wait", "--timeout", "10")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert list(info)[0] == "id"
+    assert info["state"] == "SUCCESS" and info["result"] == 5 and info["worker"] == "controlplane"
+
+
+def test_keyword_arguments_priority_and_string_arguments_are_passed_through(shared_cp: RunningControlPlane) -> None:
+    done = fastworker(
+        shared_cp, "--json", "submit", "fwtests.add", "--kwargs", '{"x": 4, "y": 5}', "--priority", "high", "--wait"
+    )
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["result"] == 9 and info["priority"] == "high"
+    text = fastworker(shared_cp, "--json", "submit", "fwtests.record", "hello-cli", "--wait")
+    assert json.loads(text.stdout)["result"] == "hello-cli"
+
+
+def test_a_failing_task_exits_one_with_its_error(shared_cp: RunningControlPlane) -> None:
+    done = fastworker(shared_cp, "--json", "submit", "fwtests.fail", "cli says no", "--wait")
+    assert done.returncode == 1
+    info = json.loads(done.stdout)
+    assert info["state"] == "FAILURE" and info["error"]["type"] == "ValueError"
+    assert "cli says no" in info["error"]["message"]
+
+
+def test_refusals_exit_one_and_timeouts_exit_four(shared_cp: RunningControlPlane, tmp_path: Path) -> None:
+    unknown = fastworker(shared_cp, "--json", "submit", "no.such.task")
+    assert unknown.returncode == 1
+    assert "unknown task" in json.loads(unknown.stdout)["error"]
+
+    gate = tmp_path / "never"
+    waiting = fastworker(
+        shared_cp, "--json", "submit", "fwtests.block_until", str(gate), "cli", "3", "--wait", "--timeout", "0.5"
+    )
+    assert waiting.returncode == 4
+    missing = fastworker(shared_cp, "--json", "status", "00000000-0000-4000-8000-000000000000")
+    assert missing.returncode == 1
+
+
+def test_status_result_cancel_and_retry_commands(shared_cp: RunningControlPlane, tmp_path: Path) -> None:
+    submitted = json.loads(fastworker(shared_cp, "--json", "submit", "fwtests.fail", "first").stdout)
+    task_id = submitted["id"]
+    result = fastworker(shared_cp, "--json", "result", task_id, "--wait", "--timeout", "10")
+    assert result.returncode == 1 and json.loads(result.stdout)["state"] == "FAILURE"
+    status = fastworker(shared_cp, "--json", "status", task_id)
+    assert status.returncode == 0 and json.loads(status.stdout)["attempts"] == 1
+    retried = fastworker(shared_cp, "--json", "retry", task_id)
+    assert retried.returncode == 0, retried.stderr
+    again = fastworker(shared_cp, "--json", "result", task_id, "--wait", "--timeout", "10")
+    assert json.loads(again.stdout)["attempts"] == 2
+    # cancel of a finished task: refused, exit 1, says the state it was in
+    cancel = fastworker(shared_cp, "--json", "cancel", task_id)
+    assert cancel.returncode == 1
+    assert json.loads(cancel.stdout) == {"id": task_id, "cancelled": False, "previous_state": "FAILURE"}
+
+
+def test_workers_queues_stats_and_tasks_print_json_lists_and_objects(shared_cp: RunningControlPlane) -> None:
+    assert json.loads(fastworker(shared_cp, "--json", "workers").stdout) == []
+    queues = json.loads(fastworker(shared_cp, "--json", "queues").stdout)
+    assert [q["priority"] for q in queues] == ["critical", "high", "normal", "low"]
+    stats = json.loads(fastworker(shared_cp, "--json", "stats").stdout)
+    assert stats["submitted"] >= 1 and "throughput" in stats
+    tasks = json.loads(fastworker(shared_cp, "--json", "tasks").stdout)
+    assert "fwtests.add" in {t["name"] for t in tasks}
+    human = fastworker(shared_cp, "tasks")
+    assert human.returncode == 0 and "fwtests.add" in human.stdout
