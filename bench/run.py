@@ -57,9 +57,9 @@ from fastworker.client import Client, FastworkerError, TaskInfo, TaskState  # no
 from fastworker.controlplane.testing import (  # noqa: E402
     HarnessError,
     RunningControlPlane,
+    RunningWorker,
     start_controlplane,
-    stop_process,
-    wait_for_ready_file,
+    start_worker,
 )
 
 # ----------------------------------------------------------------------------------------- options
@@ -391,42 +391,25 @@ async def submit_latency_scenario(cp: RunningControlPlane, opts: Options) -> dic
 # ------------------------------------------------------------------------------------- subworkers
 
 
-def start_workers(
-    cp: RunningControlPlane, count: int, concurrency: int, workdir: Path
-) -> list[subprocess.Popen[bytes]]:
+def start_workers(cp: RunningControlPlane, count: int, concurrency: int, workdir: Path) -> list[RunningWorker]:
     """Start ``count`` fastworker-worker processes for bench/tasks.py and wait until each registered."""
-    processes = []
-    for index in range(count):
-        ready = workdir / f"worker-{index}.json"
-        log_path = workdir / f"worker-{index}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "fastworker.worker",
-            "--task-modules",
-            TASK_MODULE,
-            "--control-plane",
+    return [
+        start_worker(
             cp.discovery,
-            "--concurrency",
-            str(concurrency),
-            "--worker-id",
-            f"bench-{index}",
-            "--ready-file",
-            str(ready),
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
-        env.update(controlplane_env())
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
-        processes.append(process)
-        wait_for_ready_file(ready, process, log_path, 30.0)
-    return processes
+            task_modules=[TASK_MODULE],
+            concurrency=concurrency,
+            worker_id=f"bench-{index}",
+            env=controlplane_env(),
+            workdir=workdir,
+        )
+        for index in range(count)
+    ]
 
 
-def stop_workers(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+def stop_workers(workers: Sequence[RunningWorker]) -> None:
     """SIGTERM every worker this benchmark started, by pid (SIGKILL after a bound)."""
-    for process in processes:
-        stop_process(process)
+    for worker in workers:
+        worker.stop()
 
 
 async def _fleet_throughput(

@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
 from fastworker.client import Client, TaskFailed
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane, stop_process, wait_for_ready_file
+from fastworker.controlplane.testing import RunningControlPlane, start_controlplane, start_worker
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,18 +57,6 @@ async def submit_work(control_plane: RunningControlPlane) -> None:
         )
 
 
-def start_worker(control_plane: RunningControlPlane, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start one fastworker-worker for the example tasks and wait until it registered."""
-    folder = Path(tempfile.mkdtemp(prefix="fastworker-demo-"))
-    ready, log_path = folder / "worker.json", folder / "worker.log"
-    argv = [sys.executable, "-m", "fastworker.worker", "--task-modules", "example_tasks"]
-    argv += ["--control-plane", control_plane.discovery, "--worker-id", "demo-worker", "--ready-file", str(ready)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
-    wait_for_ready_file(ready, process, log_path, 30.0)
-    return process
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-running", action="store_true", help="leave the control plane running until Ctrl+C")
@@ -79,7 +65,7 @@ def main() -> int:
     print("starting the control plane with examples/quickstart/example_tasks.py ...")
     control_plane = start_controlplane(task_modules=["example_tasks"], env=env)
     print(f"control plane pid {control_plane.pid}: discovery {control_plane.discovery}, clients {control_plane.client}")
-    worker = start_worker(control_plane, env)
+    worker = start_worker(control_plane.discovery, task_modules=["example_tasks"], worker_id="demo-worker", env=env)
     print(f"subworker pid {worker.pid} registered; it shares the work with the control plane's own slots")
     print("(the web dashboard is not part of this release yet)")
     try:
@@ -90,7 +76,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        print(f"subworker stopped (exit code {stop_process(worker)})")
+        print(f"subworker stopped (exit code {worker.stop()})")
         code = control_plane.stop()
         print(f"control plane stopped (exit code {code})")
     return 0

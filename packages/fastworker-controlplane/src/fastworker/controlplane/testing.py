@@ -38,14 +38,10 @@ class HarnessError(RuntimeError):
 
 
 @dataclass
-class RunningControlPlane:
-    """A control-plane process started by :func:`run_controlplane`."""
+class _Daemon:
+    """What every daemon started by this harness has: its process, its log, a way to stop it by pid."""
 
     process: subprocess.Popen[bytes]
-    discovery: str
-    client: str
-    dispatch: str
-    dashboard: str | None
     log_path: Path
     argv: list[str]
 
@@ -59,8 +55,24 @@ class RunningControlPlane:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM the daemon by pid and wait for it (SIGKILL after timeout); returns its exit code."""
+        """SIGTERM the daemon by pid and wait for it (SIGKILL after timeout); returns its exit code.
+
+        A stopped (SIGSTOP) daemon is continued first, so that it can handle the SIGTERM.
+        """
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
         return stop_process(self.process, timeout)
+
+
+@dataclass
+class RunningControlPlane(_Daemon):
+    """A control-plane process started by :func:`run_controlplane`."""
+
+    discovery: str = ""
+    client: str = ""
+    dispatch: str = ""
+    dashboard: str | None = None
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
@@ -155,32 +167,10 @@ def run_controlplane(**kwargs: object) -> Iterator[RunningControlPlane]:
 
 
 @dataclass
-class RunningWorker:
+class RunningWorker(_Daemon):
     """A subworker process started by :func:`start_worker`."""
 
-    process: subprocess.Popen[bytes]
-    worker_id: str
-    log_path: Path
-    argv: list[str]
-
-    @property
-    def pid(self) -> int:
-        """The daemon's process id."""
-        return self.process.pid
-
-    def log(self) -> str:
-        """Everything the daemon wrote to stdout and stderr so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM the daemon by pid and wait for it (SIGKILL after timeout); returns its exit code.
-
-        A stopped (SIGSTOP) daemon is continued first, so that it can handle the SIGTERM.
-        """
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGCONT)
-        return stop_process(self.process, timeout)
+    worker_id: str = ""
 
 
 def start_worker(
