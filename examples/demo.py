@@ -60,18 +60,30 @@ async def submit_work(control_plane: RunningControlPlane) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-running", action="store_true", help="leave the control plane running until Ctrl+C")
+    parser.add_argument(
+        "--dashboard-address", default="127.0.0.1:8080", help="HOST:PORT for the web dashboard (port 0: any free one)"
+    )
     args = parser.parse_args()
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "quickstart"), os.environ.get("PYTHONPATH")]))}
     print("starting the control plane with examples/quickstart/example_tasks.py ...")
-    control_plane = start_controlplane(task_modules=["example_tasks"], env=env)
+    control_plane = start_controlplane(task_modules=["example_tasks"], env=env, dashboard=args.dashboard_address)
     print(f"control plane pid {control_plane.pid}: discovery {control_plane.discovery}, clients {control_plane.client}")
+    if control_plane.dashboard:
+        print(f"web dashboard: {control_plane.dashboard}")
+    else:
+        print(
+            f"web dashboard not served on {args.dashboard_address} (port taken?); try --dashboard-address 127.0.0.1:0"
+        )
     worker = start_worker(control_plane.discovery, task_modules=["example_tasks"], worker_id="demo-worker", env=env)
     print(f"subworker pid {worker.pid} registered; it shares the work with the control plane's own slots")
-    print("(the web dashboard is not part of this release yet)")
+    print(f"terminal view: fastworker-top --control-plane {control_plane.discovery}")
     try:
         asyncio.run(submit_work(control_plane))
         if args.keep_running:
-            print(f"control plane still running; connect with Client({control_plane.discovery!r}). Ctrl+C stops it.")
+            print(
+                f"control plane still running: dashboard {control_plane.dashboard}, "
+                f"Client({control_plane.discovery!r}). Ctrl+C stops it."
+            )
             control_plane.process.wait()
     except KeyboardInterrupt:
         pass

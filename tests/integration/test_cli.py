@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ def fastworker(cp: RunningControlPlane, *args: str, timeout: float = 30) -> subp
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, "COLUMNS": "240"},  # rich tables at a width where no cell wraps
     )
 
 
@@ -87,3 +89,62 @@ def test_workers_queues_stats_and_tasks_print_json_lists_and_objects(shared_cp: 
     assert "fwtests.add" in {t["name"] for t in tasks}
     human = fastworker(shared_cp, "tasks")
     assert human.returncode == 0 and "fwtests.add" in human.stdout
+
+
+def test_list_and_inspect_show_tasks_with_filters_timings_and_tracebacks(shared_cp: RunningControlPlane) -> None:
+    failed = json.loads(fastworker(shared_cp, "--json", "submit", "fwtests.fail", "inspect me", "--wait").stdout)
+    listing = fastworker(shared_cp, "--json", "list", "--state", "failure", "--search", failed["id"])
+    assert listing.returncode == 0, listing.stderr
+    page = json.loads(listing.stdout)
+    assert page["total"] == 1 and page["tasks"][0]["id"] == failed["id"]
+
+    detail = json.loads(fastworker(shared_cp, "--json", "inspect", failed["id"]).stdout)
+    assert detail["args"] == ["inspect me"] and detail["kwargs"] == {}
+    assert detail["run_time"] >= 0 and detail["wait_time"] >= 0
+    assert "fwtests: the raising line" in detail["error"]["traceback"]
+
+    human = fastworker(shared_cp, "inspect", failed["id"])
+    assert human.returncode == 0
+    assert "ValueError: inspect me" in human.stdout and "Traceback" in human.stdout and "ran" in human.stdout
+    assert fastworker(shared_cp, "inspect", "no-such-id").returncode == 1
+    assert fastworker(shared_cp, "list", "--state", "bogus").returncode == 2
+
+
+def test_task_names_and_values_print_literally_not_as_markup(shared_cp: RunningControlPlane) -> None:
+    done = fastworker(shared_cp, "submit", "[bold]x[/]", "[red]y[/red]", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "[bold]x[/]" in done.stdout and "[red]y[/red]" in done.stdout
+    listing = fastworker(shared_cp, "list", "--name", "[bold]x[/]")
+    assert listing.returncode == 0 and "[bold]x[/]" in listing.stdout
+
+
+def test_pause_resume_purge_and_drain_commands(shared_cp: RunningControlPlane) -> None:
+    paused = fastworker(shared_cp, "--json", "pause", "low")
+    assert paused.returncode == 0 and json.loads(paused.stdout) == {"priority": "low", "paused": True}
+    queued = json.loads(fastworker(shared_cp, "--json", "submit", "fwtests.add", "1", "2", "--priority", "low").stdout)
+    queues = json.loads(fastworker(shared_cp, "--json", "queues").stdout)
+    assert queues[3]["paused"] is True and queues[3]["depth"] >= 1
+
+    purged = fastworker(shared_cp, "purge", "low")
+    assert purged.returncode == 0 and "purged" in purged.stdout
+    status = json.loads(fastworker(shared_cp, "--json", "status", queued["id"]).stdout)
+    assert status["state"] == "CANCELLED"
+
+    resumed = fastworker(shared_cp, "resume", "low")
+    assert resumed.returncode == 0 and "low: dispatching" in resumed.stdout
+    assert fastworker(shared_cp, "pause", "urgent").returncode == 2
+
+    missing = fastworker(shared_cp, "--json", "drain", "no-such-worker")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["draining"] is False
+
+
+def test_human_output_of_every_read_command(shared_cp: RunningControlPlane) -> None:
+    fastworker(shared_cp, "submit", "fwtests.add", "1", "1", "--wait")
+    stats = fastworker(shared_cp, "stats")
+    assert stats.returncode == 0 and "succeeded" in stats.stdout and "finished/s, last 2 min" in stats.stdout
+    queues = fastworker(shared_cp, "queues")
+    assert queues.returncode == 0 and "critical" in queues.stdout and "oldest_age" in queues.stdout
+    workers = fastworker(shared_cp, "workers")
+    assert workers.returncode == 0 and "workers: none" in workers.stdout
+    listing = fastworker(shared_cp, "list", "--limit", "3")
+    assert listing.returncode == 0 and "fwtests.add" in listing.stdout

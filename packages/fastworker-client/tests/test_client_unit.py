@@ -115,7 +115,16 @@ async def test_the_address_comes_from_the_environment_when_not_given(monkeypatch
 
 
 def test_public_api_is_exactly_what_all_lists() -> None:
-    modules = {"errors", "models", "transport", "envflags", "version", "requester", "cli"}  # `task`: the decorator
+    modules = {
+        "admin",
+        "errors",
+        "models",
+        "transport",
+        "envflags",
+        "version",
+        "requester",
+        "cli",
+    }  # `task`: the decorator
     public = {name for name in dir(fastworker.client) if not name.startswith("_")} - modules
     assert public | {"__version__"} == set(fastworker.client.__all__)
     for name in (

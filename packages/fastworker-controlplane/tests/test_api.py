@@ -155,7 +155,7 @@ async def test_a_message_this_channel_does_not_serve_gets_a_protocol_error(
 async def test_every_rejected_frame_is_counted_and_good_requests_still_work_after_them(
     api_for: Callable[..., ClientApi],
 ) -> None:
-    api = api_for(max_frame_size=1024)
+    api = api_for(max_frame_size=4096)  # room for the stats reply (its two-minute history is ~1.5 KB)
     for n, data in enumerate([b"junk", b"x" * 5000, request(lambda e: e.heartbeat.SetInParent())]):
         api.handle(data, Replies())
         assert api.coordinator.counters.rejected_frames == n + 1
@@ -534,3 +534,61 @@ async def test_a_failing_task_submitted_with_wait_is_answered_once_with_its_erro
     assert "boom" in reply.task.error.traceback
     await asyncio.sleep(0.05)
     assert len(replies.frames) == 1
+
+
+# ------------------------------------------------------------------------------------------ admin requests
+
+
+def spec_for(name: str, task_id: str, priority: int = task_pb2.PRIORITY_LOW) -> task_pb2.TaskSpec:
+    return task_pb2.TaskSpec(task_id=task_id, name=name, priority=priority)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["purge", "pause"])
+@pytest.mark.parametrize("priority", [task_pb2.PRIORITY_UNSPECIFIED, 99])
+async def test_purge_and_pause_refuse_a_missing_or_unknown_level(
+    api_for: Callable[..., ClientApi], kind: str, priority: int
+) -> None:
+    api = api_for()
+    reply = ask(api, lambda e: setattr(getattr(e, kind), "priority", priority))
+    assert reply.error.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    assert "priority level" in reply.error.message
+    assert api.coordinator.counters.rejected_frames == 0  # a refused request, not a bad frame
+
+
+async def test_tasks_lists_queued_tasks_without_payloads_and_task_detail_has_the_arguments(
+    api_for: Callable[..., ClientApi],
+) -> None:
+    api = api_for()
+    for n in range(3):
+        ask(api, submit(spec_for("add", f"id-{n}")))
+    listing = ask(api, lambda e: e.tasks.SetInParent()).tasks_reply
+    assert listing.total == 3 and [t.task_id for t in listing.tasks] == ["id-2", "id-1", "id-0"]
+    assert not any(t.HasField("arguments") or t.HasField("result") for t in listing.tasks)
+    detail = ask(api, lambda e: setattr(e.task_detail, "task_id", "id-1")).task_detail_reply.task
+    assert detail.task_id == "id-1" and detail.HasField("arguments")
+    missing = ask(api, lambda e: setattr(e.task_detail, "task_id", "nope"))
+    assert missing.error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
+
+
+async def test_purge_cancels_the_level_and_pause_is_reported_in_queues(api_for: Callable[..., ClientApi]) -> None:
+    api = api_for()
+    ask(api, lambda e: (setattr(e.pause, "priority", task_pb2.PRIORITY_LOW), setattr(e.pause, "paused", True)))
+    for n in range(4):
+        ask(api, submit(spec_for("add", f"low-{n}")))
+    ask(api, submit(spec_for("add", "normal-0", task_pb2.PRIORITY_NORMAL)))
+    queues = ask(api, lambda e: e.queues.SetInParent()).queues_reply.queues
+    assert [q.paused for q in queues] == [False, False, False, True]
+    assert ask(api, lambda e: setattr(e.purge, "priority", task_pb2.PRIORITY_LOW)).purge_reply.purged == 4
+    states = ask(api, lambda e: e.status.task_ids.extend(["low-0", "normal-0"])).status_reply.tasks
+    assert [t.state for t in states] == [task_pb2.TASK_STATE_CANCELLED, task_pb2.TASK_STATE_PENDING]
+
+
+async def test_drain_of_an_unknown_worker_says_so_and_an_absurd_timeout_is_refused(
+    api_for: Callable[..., ClientApi],
+) -> None:
+    api = api_for()
+    assert ask(api, lambda e: setattr(e.drain, "worker_id", "ghost")).drain_reply.draining is False
+    absurd = ask(api, lambda e: (setattr(e.drain, "worker_id", "w"), setattr(e.drain, "timeout", -1.0)))
+    assert absurd.error.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    nameless = ask(api, lambda e: e.drain.SetInParent())
+    assert nameless.error.code == error_pb2.ERROR_CODE_INVALID_REQUEST

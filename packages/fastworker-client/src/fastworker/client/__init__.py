@@ -19,7 +19,17 @@ from fastworker.client.errors import (
     TimeLimitExceeded,
     UnknownTask,
 )
-from fastworker.client.models import CancelResult, EventBatch, Priority, TaskError, TaskEvent, TaskInfo, TaskState
+from fastworker.client.models import (
+    CancelResult,
+    EventBatch,
+    Priority,
+    TaskDetail,
+    TaskError,
+    TaskEvent,
+    TaskInfo,
+    TaskPage,
+    TaskState,
+)
 from fastworker.client.task import TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
 
@@ -39,11 +49,13 @@ __all__ = [
     "Retry",
     "SoftTimeLimitExceeded",
     "SyncClient",
+    "TaskDetail",
     "TaskError",
     "TaskEvent",
     "TaskFailed",
     "TaskFunction",
     "TaskInfo",
+    "TaskPage",
     "TaskNotFound",
     "TaskOptions",
     "TaskRegistry",

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from fastworker.client.admin import AdminMethods
 from fastworker.client.errors import (
     ControlPlaneUnavailable,
     FastworkerError,
@@ -138,7 +139,7 @@ class _Slot:
 _Listener = asyncio.Future[task_pb2.TaskInfo] | _Slot
 
 
-class Client:
+class Client(AdminMethods):
     """Submits tasks to a FastWorker control plane and reads their results (asyncio).
 
     Args:
@@ -852,58 +853,3 @@ class Client:
 
         reply = await self._request(build, task_id=task_id)
         return TaskState.from_wire(reply.retry_reply.state)
-
-    async def stats(self) -> dict[str, Any]:
-        """Counters since the control plane started (submitted, succeeded, queued, throughput, ...)."""
-        reply = await self._request(lambda envelope: envelope.stats.SetInParent())
-        return _message_to_dict(reply.stats_reply)
-
-    async def queues(self) -> list[dict[str, Any]]:
-        """Depth, oldest age and paused flag per priority level, critical first."""
-        reply = await self._request(lambda envelope: envelope.queues.SetInParent())
-        return [
-            {
-                "priority": Priority.from_wire(q.priority).value,
-                "depth": q.depth,
-                "oldest_age": q.oldest_age,
-                "paused": q.paused,
-            }
-            for q in reply.queues_reply.queues
-        ]
-
-    async def workers(self) -> list[dict[str, Any]]:
-        """The connected subworkers."""
-        reply = await self._request(lambda envelope: envelope.workers.SetInParent())
-        return [_message_to_dict(worker) for worker in reply.workers_reply.workers]
-
-    async def tasks(self) -> list[dict[str, Any]]:
-        """The registered task names with their default options."""
-        reply = await self._request(lambda envelope: envelope.registered_tasks.SetInParent())
-        tasks = []
-        for definition in reply.registered_tasks_reply.tasks:
-            entry = _message_to_dict(definition)
-            entry["priority"] = Priority.from_wire(definition.priority).value
-            tasks.append(entry)
-        return tasks
-
-
-def _message_to_dict(message: Any) -> dict[str, Any]:
-    """A protobuf message as a plain dict: numbers stay numbers, enums become their short names."""
-    out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.message_type is not None:
-            out[field.name] = [_message_to_dict(v) for v in value] if field.is_repeated else _message_to_dict(value)
-        elif field.enum_type is not None:
-            names = field.enum_type.values_by_number
-            if field.is_repeated:
-                out[field.name] = [_enum_name(names, v) for v in value]
-            else:
-                out[field.name] = _enum_name(names, value)
-        else:
-            out[field.name] = list(value) if field.is_repeated else value
-    return out
-
-
-def _enum_name(names: Mapping[int, Any], number: int) -> str | int:
-    return names[number].name if number in names else number

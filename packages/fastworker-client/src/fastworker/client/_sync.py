@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from fastworker.client._async import Client
-from fastworker.client.models import CancelResult, EventBatch, Priority, TaskInfo, TaskState
+from fastworker.client.models import CancelResult, EventBatch, Priority, TaskDetail, TaskInfo, TaskPage, TaskState
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 T = TypeVar("T")
@@ -194,3 +194,41 @@ class SyncClient:
     def tasks(self) -> list[dict[str, Any]]:
         """See :meth:`Client.tasks`."""
         return self._run(self._client.tasks())
+
+    def list_tasks(
+        self,
+        *,
+        states: Iterable[TaskState | str] = (),
+        name: str = "",
+        priority: Priority | str | None = None,
+        worker: str = "",
+        search: str = "",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """See :meth:`Client.list_tasks`."""
+        return self._run(
+            self._client.list_tasks(
+                states=states, name=name, priority=priority, worker=worker, search=search, offset=offset, limit=limit
+            )
+        )
+
+    def task_detail(self, task_id: str) -> TaskDetail:
+        """See :meth:`Client.task_detail`."""
+        return self._run(self._client.task_detail(task_id))
+
+    def purge(self, priority: Priority | str) -> int:
+        """See :meth:`Client.purge`."""
+        return self._run(self._client.purge(priority))
+
+    def pause(self, priority: Priority | str) -> bool:
+        """See :meth:`Client.pause`."""
+        return self._run(self._client.pause(priority))
+
+    def resume(self, priority: Priority | str) -> bool:
+        """See :meth:`Client.resume`."""
+        return self._run(self._client.resume(priority))
+
+    def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
+        """See :meth:`Client.drain_worker`."""
+        return self._run(self._client.drain_worker(worker_id, timeout=timeout))

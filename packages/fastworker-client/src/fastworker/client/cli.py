@@ -16,11 +16,12 @@ import decimal
 import json
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from fastworker.client._async import Client
 from fastworker.client.envflags import apply_env_defaults
@@ -32,7 +33,7 @@ from fastworker.client.errors import (
     TaskTimeout,
     UnknownTask,
 )
-from fastworker.client.models import TaskInfo, TaskState
+from fastworker.client.models import TaskDetail, TaskInfo, TaskState
 from fastworker.client.version import __version__
 
 #: Exit codes (SPEC).
@@ -48,6 +49,13 @@ _EPILOG = """examples:
   fastworker status 3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70 --json
   fastworker workers
 """
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def parse_arg(text: str) -> Any:
@@ -112,6 +120,26 @@ def make_parser() -> argparse.ArgumentParser:
     result.add_argument("task_id")
     result.add_argument("--wait", action="store_true", help="wait until the task is final")
     result.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="longest wait")
+    listing = commands.add_parser("list", help="live and recent tasks, newest first (filters, paging)")
+    listing.add_argument("--state", action="append", default=[], choices=[s.value.lower() for s in TaskState])
+    listing.add_argument("--name", default="", help="only this task name")
+    listing.add_argument("--priority", choices=["critical", "high", "normal", "low"], default=None)
+    listing.add_argument("--worker", default="", help="only tasks run by this worker id")
+    listing.add_argument("--search", default="", metavar="ID_PREFIX", help="only task ids starting with this")
+    listing.add_argument("--offset", type=_count, default=0)
+    listing.add_argument("--limit", type=_count, default=20)
+    inspect = commands.add_parser("inspect", help="one task in full: arguments, timings, traceback")
+    inspect.add_argument("task_id")
+    for name, text in (
+        ("purge", "cancel every waiting task of a priority level"),
+        ("pause", "stop dispatching a priority level"),
+        ("resume", "dispatch a paused priority level again"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("priority", choices=["critical", "high", "normal", "low"])
+    drain = commands.add_parser("drain", help="ask a subworker to finish its tasks and leave")
+    drain.add_argument("worker_id")
+    drain.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="time to finish")
     for name, text in (
         ("workers", "connected subworkers"),
         ("queues", "queue depth per priority"),
@@ -141,7 +169,7 @@ class _Output:
         for key, value in info_dict(info).items():
             if key == "error" and info.error is not None:
                 value = f"{info.error.type}: {info.error.message}"
-            table.add_row(f"[bold]{key}[/bold]", "" if value is None else str(value))
+            table.add_row(Text(key, style="bold"), Text("" if value is None else str(value)))
         self.console.print(table)
         if info.error is not None and info.error.traceback:
             self.console.print(info.error.traceback, markup=False, highlight=False)
@@ -153,13 +181,39 @@ class _Output:
         table = Table(title=title)
         columns = list(rows[0]) if rows else []
         for column in columns:
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # wrap long ids rather than cut them
         for row in rows:
             table.add_row(*(_cell(row[c]) for c in columns))
         if not rows:
             self.console.print(f"{title}: none")
             return
         self.console.print(table)
+
+    def action(self, value: dict[str, Any], text: str) -> None:
+        if self.as_json:
+            self.data(value)
+        else:
+            self.console.print(text, markup=False, highlight=False)
+
+    def detail(self, detail: TaskDetail) -> None:
+        info = detail.info
+        self.task(dataclasses.replace(info, error=None) if info.error is not None else info)
+        table = Table(show_header=False, box=None)
+        for key, value in (
+            ("args", repr(detail.args)),
+            ("kwargs", repr(detail.kwargs)),
+            ("arguments error", detail.arguments_error),
+            ("eta", _when(detail.eta)),
+            ("waited", _seconds(detail.wait_time)),
+            ("ran", _seconds(detail.run_time)),
+        ):
+            if value:
+                table.add_row(Text(key, style="bold"), Text(value))
+        self.console.print(table)
+        if info.error is not None:
+            self.console.print(Text(f"{info.error.type}: {info.error.message}", style="red"))
+            if info.error.traceback:
+                self.console.print(info.error.traceback, markup=False, highlight=False)
 
     def error(self, message: str) -> None:
         if self.as_json:
@@ -168,12 +222,47 @@ class _Output:
             self.errors.print(f"[red]error:[/red] {message}", highlight=False)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A table cell as plain text: task names and messages are never read as rich markup."""
     if isinstance(value, list):
-        return ", ".join(map(str, value))
+        return Text(", ".join(map(str, value)))
     if isinstance(value, float):
-        return f"{value:,.2f}"
-    return str(value)
+        return Text(f"{value:,.2f}")
+    return Text(str(value))
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Iterable[float]) -> str:
+    """Values as a row of block characters scaled to the largest (all lows when every value is 0)."""
+    points = list(values)
+    top = max(points, default=0) or 1
+    return "".join(_SPARKS[min(len(_SPARKS) - 1, int(v / top * (len(_SPARKS) - 1) + 0.5))] for v in points)
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f} s"
+
+
+def _list_row(info: TaskInfo) -> dict[str, Any]:
+    """The columns of a listed task that fit a terminal."""
+    return {
+        "id": info.id,
+        "name": info.name,
+        "state": info.state.value,
+        "priority": info.priority.value,
+        "attempts": info.attempts,
+        "worker": info.worker or "",
+        "queued": _when(info.queued_at),
+        "error": f"{info.error.type}: {info.error.message}" if info.error is not None else "",
+    }
 
 
 def _task_row(entry: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +343,63 @@ async def _run(args: argparse.Namespace, out: _Output) -> int:
             if out.as_json:
                 out.data(stats)
             else:
-                out.rows("stats", [{"counter": k, "value": v} for k, v in stats.items()])
+                history = stats.pop("history")
+                rows = [{"counter": k, "value": v} for k, v in stats.items()]
+                rows.append({"counter": "finished/s, last 2 min", "value": sparkline(s["succeeded"] for s in history)})
+                rows.append({"counter": "failed/s, last 2 min", "value": sparkline(s["failed"] for s in history)})
+                out.rows("stats", rows)
             return RET_OK
+        if command == "list":
+            page = await client.list_tasks(
+                states=args.state,
+                name=args.name,
+                priority=args.priority,
+                worker=args.worker,
+                search=args.search,
+                offset=args.offset,
+                limit=args.limit,
+            )
+            if out.as_json:
+                out.data({"total": page.total, "tasks": [info_dict(info) for info in page.tasks]})
+            else:
+                out.rows(
+                    f"tasks {page.offset + 1}-{page.offset + len(page.tasks)} of {page.total}",
+                    [_list_row(info) for info in page.tasks],
+                )
+            return RET_OK
+        if command == "inspect":
+            detail = await client.task_detail(args.task_id)
+            if out.as_json:
+                out.data(
+                    {
+                        **info_dict(detail.info),
+                        "args": detail.args,
+                        "kwargs": detail.kwargs,
+                        "arguments_error": detail.arguments_error,
+                        "eta": detail.eta,
+                        "wait_time": detail.wait_time,
+                        "run_time": detail.run_time,
+                    }
+                )
+            else:
+                out.detail(detail)
+            return RET_OK
+        if command == "purge":
+            purged = await client.purge(args.priority)
+            out.action({"priority": args.priority, "purged": purged}, f"purged {purged} waiting {args.priority} tasks")
+            return RET_OK
+        if command in ("pause", "resume"):
+            paused = await (client.pause if command == "pause" else client.resume)(args.priority)
+            out.action(
+                {"priority": args.priority, "paused": paused},
+                f"{args.priority}: {'paused' if paused else 'dispatching'}",
+            )
+            return RET_OK
+        if command == "drain":
+            draining = await client.drain_worker(args.worker_id, timeout=args.timeout)
+            text = f"worker {args.worker_id} is draining" if draining else f"no worker {args.worker_id}"
+            out.action({"worker_id": args.worker_id, "draining": draining}, text)
+            return RET_OK if draining else RET_FAILED
         tasks = await client.tasks()
         if not out.as_json:
             tasks = [_task_row(entry) for entry in tasks]

@@ -164,3 +164,45 @@ class EventBatch:
     events: list[TaskEvent]
     last_sequence: int
     gap: bool
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of an operator's task listing, newest first; ``total`` counts every match."""
+
+    tasks: list[TaskInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    """One task in full, for operators: its info plus the arguments it was submitted with.
+
+    Arguments the safe codec cannot decode here (pickled ones, say) leave ``args`` and ``kwargs``
+    empty and say why in ``arguments_error``.
+    """
+
+    info: TaskInfo
+    args: list[Any]
+    kwargs: dict[str, Any]
+    arguments_error: str | None = None
+    #: When a countdown or ETA made it due (Unix seconds), if it had one.
+    eta: float | None = None
+
+    @property
+    def wait_time(self) -> float | None:
+        """Seconds between being queued and starting (the last attempt), or None if it has not started."""
+        info = self.info
+        if info.queued_at is None or info.started_at is None:
+            return None
+        return max(0.0, info.started_at - info.queued_at)
+
+    @property
+    def run_time(self) -> float | None:
+        """Seconds between starting and finishing, or None if it has not done both."""
+        info = self.info
+        if info.started_at is None or info.finished_at is None:
+            return None
+        return max(0.0, info.finished_at - info.started_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from fastworker.controlplane import browse
 from fastworker.controlplane.coordinator import MAX_WAIT, Coordinator, RequestRefused
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import SUCCESS, TaskRecord
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 Reply = Callable[[bytes], None]
 #: Most events one events request returns.
 DEFAULT_EVENTS_LIMIT = 1000
+#: Longest drain an operator may ask a worker for, in seconds.
+MAX_DRAIN_TIMEOUT = 24 * 3600.0
 #: Most task ids one status or wait request may name.
 MAX_IDS_PER_REQUEST = 100_000
 
@@ -63,6 +66,11 @@ class ClientApi:
             "workers": self._workers,
             "registered_tasks": self._registered_tasks,
             "events": self._events,
+            "tasks": self._tasks,
+            "task_detail": self._task_detail,
+            "purge": self._purge,
+            "pause": self._pause,
+            "drain": self._drain,
         }
 
     def handle(self, data: bytes, reply: Reply) -> None:
@@ -138,7 +146,7 @@ class ClientApi:
         envelope = new_envelope(correlation_id)
         body = envelope.submit_reply
         body.task_id = record.task_id
-        body.state = record.state  # type: ignore[assignment]
+        body.state = record.visible_state  # type: ignore[assignment]
         body.duplicate = duplicate
         if record.is_final:
             record.fill_info(body.task)
@@ -158,7 +166,7 @@ class ClientApi:
             record, duplicate = result
             accepted = outcome.accepted
             accepted.task_id = record.task_id
-            accepted.state = record.state  # type: ignore[assignment]
+            accepted.state = record.visible_state  # type: ignore[assignment]
             accepted.duplicate = duplicate
         self._send(reply, envelope)
 
@@ -233,6 +241,8 @@ class ClientApi:
         s.throughput = c.throughput()
         s.rejected_frames = c.counters.rejected_frames
         s.executed_locally = c.counters.executed_locally
+        for second, succeeded, failed in c.history():
+            s.history.add(at=second, succeeded=succeeded, failed=failed)
         self._send(reply, envelope)
 
     def _queues(self, request: Envelope, reply: Reply) -> None:
@@ -302,3 +312,66 @@ class ClientApi:
                 definitions[name] = definition
         envelope.registered_tasks_reply.tasks.extend(definitions[name] for name in sorted(definitions))
         self._send(reply, envelope)
+
+    # ------------------------------------------------------------------------------- operator queries
+
+    def _tasks(self, request: Envelope, reply: Reply) -> None:
+        body = request.tasks
+        c = self.coordinator
+        now = c.clock()
+        records = browse.known_records(c.active.values(), c.cache, now - c.cache.ttl)
+        found, total = browse.page(records, browse.TaskFilter.from_request(body), body.offset, body.limit)
+        envelope = new_envelope(request.correlation_id)
+        out = envelope.tasks_reply
+        out.total = total
+        for record in found:
+            record.fill_info(out.tasks.add(), with_result=False)
+        self._send(reply, envelope)
+
+    def _task_detail(self, request: Envelope, reply: Reply) -> None:
+        task_id = request.task_detail.task_id
+        c = self.coordinator
+        record = c.active.get(task_id) or c.cache.peek(task_id, c.clock())
+        if record is None:
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
+        envelope = new_envelope(request.correlation_id)
+        record.fill_info(envelope.task_detail_reply.task, with_arguments=True)
+        envelope.task_detail_reply.task.eta = record.eta
+        self._send(reply, envelope)
+
+    # ------------------------------------------------------------------------------- operator actions
+
+    def _purge(self, request: Envelope, reply: Reply) -> None:
+        level = self._level(request.purge.priority)
+        envelope = new_envelope(request.correlation_id)
+        envelope.purge_reply.purged = self.coordinator.purge(level)
+        self._send(reply, envelope)
+
+    def _pause(self, request: Envelope, reply: Reply) -> None:
+        level = self._level(request.pause.priority)
+        envelope = new_envelope(request.correlation_id)
+        envelope.pause_reply.paused = self.coordinator.set_paused(level, request.pause.paused)
+        self._send(reply, envelope)
+
+    def _drain(self, request: Envelope, reply: Reply) -> None:
+        body = request.drain
+        if not body.worker_id:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "drain needs a worker id")
+        if not 0 <= body.timeout <= MAX_DRAIN_TIMEOUT:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST, f"drain timeout must be 0..{MAX_DRAIN_TIMEOUT:g} seconds"
+            )
+        dispatcher = self.coordinator.dispatcher
+        draining = dispatcher is not None and dispatcher.request_drain(body.worker_id, body.timeout or 30.0)
+        envelope = new_envelope(request.correlation_id)
+        envelope.drain_reply.draining = draining
+        self._send(reply, envelope)
+
+    @staticmethod
+    def _level(value: int) -> int:
+        if value not in LEVELS:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST,
+                "name a priority level: critical, high, normal or low",
+            )
+        return value

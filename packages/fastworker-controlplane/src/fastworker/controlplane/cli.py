@@ -57,6 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--dashboard-address", default=defaults.DEFAULT_DASHBOARD_ADDRESS, help="HOST:PORT of the web dashboard"
     )
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the web dashboard")
+    p.add_argument("--dashboard-read-only", action="store_true", help="serve the dashboard without its action buttons")
     p.add_argument(
         "--advertise-host",
         default=None,
@@ -154,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dispatch_address=args.dispatch_address,
             dashboard_address=args.dashboard_address,
             no_dashboard=args.no_dashboard,
+            dashboard_read_only=args.dashboard_read_only,
             advertise_host=args.advertise_host,
             local_concurrency=args.local_concurrency
             if args.local_concurrency is not None

@@ -36,7 +36,7 @@ from fastworker.controlplane.records import (
     TaskRecord,
 )
 from fastworker.protocol.payload import encode_arguments
-from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
 from fastworker.worker.executor import Outcome
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,16 @@ logger = logging.getLogger(__name__)
 LOCAL_WORKER_ID = "controlplane"
 #: Longest a wait may be held by the control plane, in seconds; clients re-ask after it.
 MAX_WAIT = 30.0
-#: How long a wait on several tasks keeps gathering after the first of them finished, in seconds.
+#: How long a wait on several tasks keeps gathering once enough of them finished, in seconds.
 GATHER_WINDOW = 0.005
+#: How long it keeps gathering after a first finish while fewer than enough did, in seconds.
+PATIENCE_WINDOW = 0.05
+#: A wait on n tasks is answered early once n // ENOUGH_DIVISOR of them (at least one) are final.
+ENOUGH_DIVISOR = 8
 #: Throughput is measured over this many seconds.
 THROUGHPUT_WINDOW = 60.0
+#: Seconds of per-second finish counts kept for the stats history (charts).
+HISTORY_WINDOW = 120
 
 
 def final_state(outcome: Outcome, cancelled: bool) -> int:
@@ -105,7 +111,7 @@ DirectCallback = Callable[[TaskRecord, int, Outcome], None]
 class Waiter:
     """A pending wait for any of a set of tasks to reach a final state."""
 
-    __slots__ = ("callback", "direct", "done", "gather", "ids", "pending", "remaining", "timer")
+    __slots__ = ("callback", "direct", "done", "enough", "finished", "gather", "ids", "pending", "remaining", "timer")
 
     def __init__(
         self, ids: list[str], pending: list[str], callback: WaitCallback, direct: DirectCallback | None = None
@@ -118,6 +124,9 @@ class Waiter:
         self.done = False
         #: Listened-on tasks not final yet.
         self.remaining = len(pending)
+        #: Asked-for tasks final so far, and how many make an early answer worth it.
+        self.finished = 0
+        self.enough = waits_enough(len(ids))
         self.timer: asyncio.TimerHandle | None = None
         self.gather: asyncio.TimerHandle | None = None
 
@@ -178,7 +187,8 @@ class Coordinator:
         self._dispatch_scheduled = False
         self._schedule_timer: asyncio.TimerHandle | None = None
         self._schedule_timer_due: float | None = None
-        self._finish_buckets: deque[list[int]] = deque()  # [whole second, tasks finished in it]
+        #: [whole second, finished, of which SUCCESS, of which FAILURE] for the last HISTORY_WINDOW seconds.
+        self._finish_buckets: deque[list[int]] = deque()
         self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
 
     # ----------------------------------------------------------------------------------------- lookup
@@ -248,7 +258,8 @@ class Coordinator:
     @property
     def running_total(self) -> int:
         """Tasks running now, locally and on subworkers."""
-        remote = sum(len(w.leases) for w in self.dispatcher.fleet) if self.dispatcher is not None else 0
+        fleet = self.dispatcher.fleet if self.dispatcher is not None else ()
+        remote = sum(1 for w in fleet for r in w.leases.values() if not r.held)
         return self.running + remote
 
     def attach_dispatcher(self, dispatcher: Any) -> None:
@@ -271,6 +282,7 @@ class Coordinator:
         """Put a task taken back from a worker at the front of its level, to run again next."""
         with self.lock:
             record.state = PENDING
+            record.held = False
             record.worker = ""
             self.queue.push_front(record)
             self._work_ready.notify()
@@ -498,6 +510,7 @@ class Coordinator:
     def _finalize(self, record: TaskRecord, state: int) -> None:
         now = self.clock()
         record.state = state
+        record.held = False
         record.finished_at = now
         if state == SUCCESS:
             self.counters.succeeded += 1
@@ -507,12 +520,16 @@ class Coordinator:
             self.counters.cancelled += 1
         second = int(now)
         buckets = self._finish_buckets
-        if buckets and buckets[-1][0] == second:
-            buckets[-1][1] += 1
-        else:
-            buckets.append([second, 1])
-            if len(buckets) > THROUGHPUT_WINDOW + 1:
+        if not buckets or buckets[-1][0] != second:
+            buckets.append([second, 0, 0, 0])
+            if len(buckets) > HISTORY_WINDOW + 1:
                 buckets.popleft()
+        bucket = buckets[-1]
+        bucket[1] += 1
+        if state == SUCCESS:
+            bucket[2] += 1
+        elif state == FAILURE:
+            bucket[3] += 1
         if self.active.pop(record.task_id, None) is not None:
             self.active_by_name[record.name] -= 1
             if self.active_by_name[record.name] <= 0:
@@ -528,13 +545,12 @@ class Coordinator:
                         waiter.timer.cancel()  # answered by a slot thread already
                     continue
                 waiter.remaining -= 1
+                waiter.finished += 1
                 if waiter.remaining <= 0:
                     if self._claim(waiter):
                         self._complete_wait(waiter)  # everything it waits for is final: answer now
-                elif waiter.gather is None:
-                    # Tasks asked for together tend to finish together: answer a moment later with
-                    # everything final by then, rather than once per task (and re-asked for the rest).
-                    waiter.gather = self._loop.call_later(GATHER_WINDOW, self._expire_wait, waiter)
+                else:
+                    self._gather(waiter)
 
     # ------------------------------------------------------------------------------------------ wait
 
@@ -570,7 +586,7 @@ class Coordinator:
         """
         timeout = max(0.0, min(timeout, MAX_WAIT))
         finished, pending, missing = self._split(task_ids)
-        if finished or not pending or timeout == 0:
+        if not pending or timeout == 0 or len(finished) >= waits_enough(len(task_ids)):
             callback(finished, pending, missing)
             return
         waiter = Waiter(task_ids, pending, callback, direct if len(pending) == 1 else None)
@@ -581,6 +597,26 @@ class Coordinator:
             if record is not None and record.direct_waiter is None:
                 record.direct_waiter = waiter
         waiter.timer = self._loop.call_later(timeout, self._expire_wait, waiter)
+        if finished:
+            waiter.finished = len(finished)
+            self._gather(waiter)
+
+    def _gather(self, waiter: Waiter) -> None:
+        """Answer a partly finished wait a moment later with everything final by then.
+
+        Tasks asked for together tend to finish together, and the asker re-asks for the rest, which
+        costs a pass over every id still pending. So a wait answers GATHER_WINDOW after enough of its
+        tasks finished (an eighth, or one of a few), and otherwise no later than PATIENCE_WINDOW after
+        its first finish: a bulk wait takes a logarithmic number of rounds, not one per task.
+        """
+        gather = waiter.gather
+        if waiter.finished >= waiter.enough:
+            if gather is None or gather.when() > self._loop.time() + GATHER_WINDOW:
+                if gather is not None:
+                    gather.cancel()
+                waiter.gather = self._loop.call_later(GATHER_WINDOW, self._expire_wait, waiter)
+        elif gather is None:
+            waiter.gather = self._loop.call_later(PATIENCE_WINDOW, self._expire_wait, waiter)
 
     def _split(self, task_ids: Iterable[str]) -> tuple[list[TaskRecord], list[str], list[str]]:
         finished: list[TaskRecord] = []
@@ -633,6 +669,7 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
         with self.lock:
             previous = record.state
+            shown = record.visible_state  # PENDING for a task held in a worker's prefetch queue
             if previous == PENDING:
                 self.queue.discard(record)
                 record.state = CANCELLED  # under the lock: no slot can take it any more
@@ -640,8 +677,9 @@ class Coordinator:
             self.schedule.discard(record)
         elif previous == RUNNING:
             if record.worker != LOCAL_WORKER_ID and self.dispatcher is not None:
-                # On a subworker: it stops the task (kills the child of a sync task) and reports CANCELLED.
-                return self.dispatcher.cancel_running(record), previous
+                # On a subworker: it stops the task (kills the child of a sync task, or drops it from
+                # its prefetch queue) and reports CANCELLED.
+                return self.dispatcher.cancel_running(record), shown
             # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.
             task = self.registry.get(record.name)
             if task is None or not self.local.can_cancel_running(record, task):
@@ -680,15 +718,59 @@ class Coordinator:
         self._enqueue(record)
         return record
 
+    # --------------------------------------------------------------------------------- operator actions
+
+    def purge(self, level: int) -> int:
+        """Cancel every task waiting at one level (PENDING); returns how many. Running ones are untouched."""
+        with self.lock:
+            taken = self.queue.drain(level)
+            for record in taken:
+                record.state = CANCELLED  # under the lock: no slot can take it any more
+        for record in taken:
+            record.error = task_pb2.TaskError(type="TaskCancelled", message="purged by an operator")
+            self._finalize(record, CANCELLED)
+        self.events.publish(
+            events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"purged {len(taken)} {_level_name(level)} tasks"
+        )
+        logger.info("purged %d waiting %s tasks", len(taken), _level_name(level))
+        return len(taken)
+
+    def set_paused(self, level: int, paused: bool) -> bool:
+        """Pause or resume dispatch of one level; returns the level's paused state afterwards.
+
+        A paused level keeps accepting tasks; they wait (and count towards ``--max-queue``) until resumed.
+        """
+        with self.lock:
+            changed = (level in self.queue.paused) != paused
+            if paused:
+                self.queue.paused.add(level)
+            else:
+                self.queue.paused.discard(level)
+                self._work_ready.notify_all()
+        if changed:
+            self.events.publish(
+                events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"{_level_name(level)} {'paused' if paused else 'resumed'}"
+            )
+            logger.info("%s dispatch of %s tasks", "paused" if paused else "resumed", _level_name(level))
+            if not paused and self.dispatcher is not None:
+                self.dispatcher.schedule()
+        return paused
+
     # ----------------------------------------------------------------------------------------- stats
 
     def throughput(self) -> float:
         """Tasks finished per second over the last minute (or since start, if shorter)."""
         now = self.clock()
         oldest = int(now - THROUGHPUT_WINDOW)
-        finished = sum(count for second, count in self._finish_buckets if second > oldest)
+        finished = sum(bucket[1] for bucket in self._finish_buckets if bucket[0] > oldest)
         window = min(THROUGHPUT_WINDOW, max(now - self.started_at, 1e-9))
         return finished / window
+
+    def history(self, seconds: int = HISTORY_WINDOW) -> list[tuple[int, int, int]]:
+        """(second, succeeded, failed) for each of the last ``seconds`` whole seconds, oldest first."""
+        now = int(self.clock())
+        counts = {bucket[0]: (bucket[2], bucket[3]) for bucket in self._finish_buckets}
+        return [(second, *counts.get(second, (0, 0))) for second in range(now - seconds + 1, now + 1)]
 
     def _expire_results(self) -> None:
         self.cache.expire(self.clock())
@@ -729,3 +811,12 @@ class Coordinator:
             self._slots_stopping = True
             self._work_ready.notify_all()
         self.local.close()
+
+
+def _level_name(level: int) -> str:
+    return task_pb2.Priority.Name(level).removeprefix("PRIORITY_").lower()  # type: ignore[arg-type]
+
+
+def waits_enough(count: int) -> int:
+    """How many of ``count`` asked-for tasks must be final for a wait to answer before all are."""
+    return max(1, count // ENOUGH_DIVISOR)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from fastworker.client.transport import Request
 from fastworker.controlplane.coordinator import Coordinator
@@ -124,9 +124,16 @@ class Dispatcher:
         self._on_fleet_change()
 
     def _take_back(self, record: TaskRecord, worker: WorkerRecord, what_happened: str) -> bool:
-        """Re-queue a task a worker held (True) if it has retries left, else fail it with WorkerLost."""
+        """Re-queue a task a worker held (True) if it has retries left, else fail it with WorkerLost.
+
+        A prefetched task that never started goes back without counting an attempt.
+        """
         if record.state != RUNNING or record.worker != worker.worker_id:
             return False  # already finished or moved on
+        if record.held:
+            record.attempts -= 1
+            self.coordinator.requeue_front(record)
+            return True
         if record.attempts < 1 + self._retries(record, worker):
             record.started_at = 0.0
             self.coordinator.requeue_front(record)
@@ -186,6 +193,23 @@ class Dispatcher:
         worker.cancels.clear()
         return orders
 
+    def request_drain(self, worker_id: str, timeout: float) -> bool:
+        """Ask a worker to drain (operator action): nothing new goes to it, and it is told at once.
+
+        The order rides on the answer to its pending work request, or on the next heartbeat reply;
+        the worker finishes what it runs within ``timeout``, hands back the rest and deregisters.
+        Returns False for an unknown worker.
+        """
+        worker = self.fleet.get(worker_id)
+        if worker is None:
+            return False
+        worker.draining = True
+        worker.drain_order = timeout
+        logger.info("asked worker %s to drain within %.1f s", worker_id, timeout)
+        if worker.pull is not None:
+            self._answer(worker, [])
+        return True
+
     def reconcile(self, worker: WorkerRecord, held_task_ids: set[str]) -> None:
         """Re-queue leases the worker does not hold: tasks in a reply it gave up waiting for.
 
@@ -230,6 +254,8 @@ class Dispatcher:
         envelope = new_envelope(worker.pull_correlation)
         envelope.dispatch.instance_id = self.instance_id
         envelope.dispatch.cancel_task_ids.extend(self.take_cancels(worker))
+        if worker.drain_order is not None:
+            envelope.dispatch.drain.timeout = worker.drain_order
         tasks = envelope.dispatch.tasks
         for record in records:
             record.spec.attempt = record.attempts
@@ -256,7 +282,7 @@ class Dispatcher:
         coordinator = self.coordinator
         with coordinator.lock:
             while True:
-                ready = [w for w in self.fleet if w.pull is not None and not w.draining and w.free > 0]
+                ready = [w for w in self.fleet if w.pull is not None and not w.draining and w.room > 0]
                 if not ready:
                     break
                 names: frozenset[str] = frozenset().union(*(w.task_names for w in ready))
@@ -271,10 +297,13 @@ class Dispatcher:
                     (w for w in ready if record.name in w.task_names),
                     key=lambda w: (len(w.leases) / w.capacity, len(w.leases)),
                 )
+                # Beyond its free slots the task waits in the worker's prefetch queue: held (shown
+                # PENDING) until the worker reports that it started.
+                record.held = len(worker.leases) >= worker.capacity
                 record.state = RUNNING
                 record.attempts += 1
                 record.worker = worker.worker_id
-                record.started_at = now
+                record.started_at = 0.0 if record.held else now
                 worker.leases[record.task_id] = record
                 assigned.setdefault(worker.worker_id, []).append(record)
         for record in expired:
@@ -289,6 +318,16 @@ class Dispatcher:
         coordinator.wake_slots()  # what no worker took, local slots may run
 
     # -------------------------------------------------------------------------------------- results
+
+    def started(self, worker: WorkerRecord, task_ids: Iterable[str]) -> None:
+        """Prefetched tasks the worker started: RUNNING from now on, for clients too."""
+        now = self.coordinator.clock()
+        for task_id in task_ids:
+            record = worker.leases.get(task_id)
+            if record is not None and record.held:
+                record.held = False
+                record.started_at = now
+                self.coordinator.events.publish_task(record)
 
     def results(self, worker: WorkerRecord, outcomes: list[worker_pb2.TaskOutcome]) -> None:
         """Finish the tasks a worker reports, each only against its lease."""

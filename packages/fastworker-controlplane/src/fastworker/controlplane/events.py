@@ -127,7 +127,7 @@ class EventBus:
             self._last + 1,
             self._clock(),
             record,
-            record.state,
+            record.visible_state,
             record.attempts,
             record.worker,
             record.started_at,

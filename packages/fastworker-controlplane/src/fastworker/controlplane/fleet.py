@@ -20,6 +20,7 @@ class WorkerRecord:
     __slots__ = (
         "capacity",
         "definitions",
+        "drain_order",
         "draining",
         "failed",
         "host",
@@ -28,6 +29,7 @@ class WorkerRecord:
         "leases",
         "pid",
         "pipe_id",
+        "prefetch",
         "processed",
         "cancels",
         "pull",
@@ -52,6 +54,10 @@ class WorkerRecord:
         self.registered_at = now
         self.last_seen = now
         self.draining = False
+        #: Tasks the worker would hold beyond its capacity now (from its latest work request).
+        self.prefetch = 0
+        #: Seconds the worker may take to drain, once an operator asked it to; None if nobody asked.
+        self.drain_order: float | None = None
         self.processed = 0
         self.failed = 0
         self.rss_bytes = 0
@@ -69,6 +75,11 @@ class WorkerRecord:
     def free(self) -> int:
         """Slots free for new tasks."""
         return self.capacity - len(self.leases)
+
+    @property
+    def room(self) -> int:
+        """Tasks it may be sent now: free slots plus the prefetch it asked for."""
+        return self.capacity + self.prefetch - len(self.leases)
 
     def can_take(self, name: str) -> bool:
         """True if a task of this name could be dispatched here now."""

@@ -28,6 +28,7 @@ class TaskRecord:
         "error",
         "eta",
         "finished_at",
+        "held",
         "name",
         "priority",
         "queued_at",
@@ -53,21 +54,29 @@ class TaskRecord:
         self.eta = spec.eta
         self.result: task_pb2.Payload | None = None
         self.error: task_pb2.TaskError | None = None
+        #: Dispatched into a worker's prefetch room and not started there yet: RUNNING inside the
+        #: control plane (leased), shown as PENDING to clients until the worker says it started.
+        self.held = False
         #: Identifies the live queue or schedule entry; a stale entry (cancelled, then re-queued) is skipped.
         self.entry = 0
         #: A one-task wait (submit-and-wait) that the slot thread finishing this task may answer.
         self.direct_waiter: Any = None
 
     @property
+    def visible_state(self) -> int:
+        """The state clients see: PENDING while held in a worker's prefetch queue, else the state."""
+        return PENDING if self.held else self.state
+
+    @property
     def is_final(self) -> bool:
         """True in SUCCESS, FAILURE and CANCELLED."""
         return self.state in FINAL_STATES
 
-    def fill_info(self, info: task_pb2.TaskInfo, *, with_arguments: bool = False) -> None:
+    def fill_info(self, info: task_pb2.TaskInfo, *, with_arguments: bool = False, with_result: bool = True) -> None:
         """Write this record into a TaskInfo message (result and error included when set)."""
         info.task_id = self.task_id
         info.name = self.name
-        info.state = self.state  # type: ignore[assignment]
+        info.state = self.visible_state  # type: ignore[assignment]
         info.priority = self.priority  # type: ignore[assignment]
         info.attempts = self.attempts
         info.worker = self.worker
@@ -75,7 +84,7 @@ class TaskRecord:
         info.started_at = self.started_at
         info.finished_at = self.finished_at
         info.eta = self.eta if self.state in (SCHEDULED, RETRYING) else 0.0
-        if self.result is not None:
+        if with_result and self.result is not None:
             info.result.CopyFrom(self.result)
         if self.error is not None:
             info.error.CopyFrom(self.error)

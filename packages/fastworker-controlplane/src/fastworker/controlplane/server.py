@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pynng
 
@@ -76,6 +78,7 @@ class ControlPlane:
         self.dispatcher: Dispatcher | None = None
         self.periodic: PeriodicScheduler | None = None
         self._publisher: DiscoveryPublisher | None = None
+        self._dashboard: Any = None
 
     async def start(self) -> None:
         """Bind every socket, start serving, and write the ready file."""
@@ -148,6 +151,7 @@ class ControlPlane:
             misfire=s.misfire_policy,
         )
         self.periodic.start(loop)
+        await self._start_dashboard(discovery_address)
         if s.ready_file:
             self._write_ready_file(Path(s.ready_file))
         logger.info(
@@ -160,6 +164,36 @@ class ControlPlane:
             len(self.registry),
             s.local_concurrency,
         )
+
+    async def _start_dashboard(self, discovery_address: str) -> None:
+        """Serve the web dashboard in this process when ``fastworker-dashboard`` is installed.
+
+        It runs in a thread of its own with its own event loop and reads this control plane through
+        a client like any remote dashboard does, so a slow page never stalls dispatch. Imported by
+        name: the dashboard depends on the client, not the other way round, and stays optional.
+        """
+        s = self.settings
+        if s.no_dashboard:
+            return
+        try:
+            web_app = importlib.import_module("fastworker.dashboard.web.app")
+            web_server = importlib.import_module("fastworker.dashboard.web.server")
+        except ImportError:
+            logger.info("fastworker-dashboard is not installed: serving no web dashboard")
+            return
+        address = parse_address(discovery_address)
+        if address.host in _WILDCARD_HOSTS:
+            discovery_address = address.with_host("127.0.0.1").url
+        try:
+            host, port = web_server.parse_address(s.dashboard_address)
+            app = web_app.create_app(control_plane=discovery_address, read_only=s.dashboard_read_only)
+            # In a thread: the app's client connects through this loop's discovery announcements.
+            self._dashboard = await asyncio.to_thread(web_server.start_in_thread, app, host, port)
+        except (OSError, ValueError, RuntimeError) as exc:
+            logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
+            return
+        self.addresses["dashboard"] = self._dashboard.url
+        logger.info("web dashboard on %s", self._dashboard.url)
 
     def _serve(
         self,
@@ -225,6 +259,9 @@ class ControlPlane:
         coordinator = self.coordinator
         publisher = self._publisher
         reason = getattr(self, "_stop_reason", "requested")
+        if self._dashboard is not None:
+            await asyncio.to_thread(self._dashboard.stop)
+            self._dashboard = None
         if self.periodic is not None:
             self.periodic.stop()
         if coordinator is not None:

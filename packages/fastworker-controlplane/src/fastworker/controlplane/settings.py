@@ -22,6 +22,7 @@ class ControlPlaneSettings:
     dispatch_address: str = DEFAULT_DISPATCH_ADDRESS
     dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
     no_dashboard: bool = False
+    dashboard_read_only: bool = False
     advertise_host: str | None = None
     local_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     result_cache_size: int = 10_000

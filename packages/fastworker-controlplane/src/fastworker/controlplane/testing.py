@@ -116,10 +116,13 @@ def start_controlplane(
     env: Mapping[str, str] | None = None,
     workdir: Path | None = None,
     ready_timeout: float = READY_TIMEOUT,
+    dashboard: bool | str = False,
 ) -> RunningControlPlane:
     """Start ``fastworker-controlplane`` as a subprocess and wait until it serves.
 
-    Port 0 lets the OS pick free ports; the real addresses come from the ready file.
+    Port 0 lets the OS pick free ports; the real addresses come from the ready file. With
+    ``dashboard`` it serves the web dashboard too, on a free loopback port or on the ``HOST:PORT``
+    given; ``.dashboard`` is its URL (None if it could not be served).
     """
     folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-cp-"))
     ready = folder / f"ready-{time.monotonic_ns()}.json"
@@ -134,7 +137,7 @@ def start_controlplane(
         client,
         "--dispatch-address",
         dispatch,
-        "--no-dashboard",
+        *(_dashboard_flags(dashboard)),
         "--ready-file",
         str(ready),
         *(["--task-modules", *task_modules] if task_modules else []),
@@ -154,6 +157,12 @@ def start_controlplane(
         log_path=log_path,
         argv=argv,
     )
+
+
+def _dashboard_flags(dashboard: bool | str) -> list[str]:
+    if not dashboard:
+        return ["--no-dashboard"]
+    return ["--dashboard-address", dashboard if isinstance(dashboard, str) else "127.0.0.1:0"]
 
 
 @contextlib.contextmanager

@@ -15,6 +15,9 @@ from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 logger = logging.getLogger(__name__)
 
+#: Most tasks a worker may hold beyond its capacity, per slot (bounds what one worker can hoard).
+MAX_PREFETCH_PER_SLOT = 16
+
 
 class WorkerApi:
     """Handles one request from a subworker: register, work request, results, heartbeat, deregister."""
@@ -93,12 +96,17 @@ class WorkerApi:
         worker.pipe_id = request.pipe_id or worker.pipe_id
         if kind == "work_request":
             body = envelope.work_request
+            worker.prefetch = min(body.prefetch, MAX_PREFETCH_PER_SLOT * worker.capacity)
+            if body.started_task_ids:
+                self.dispatcher.started(worker, body.started_task_ids)
             if body.outcomes:
                 self.dispatcher.results(worker, list(body.outcomes))
             self.dispatcher.reconcile(worker, set(body.held_task_ids))
             self.dispatcher.pull(worker, request, body.hold, envelope.correlation_id)
             return
         if kind == "results":
+            if envelope.results.started_task_ids:
+                self.dispatcher.started(worker, envelope.results.started_task_ids)
             self.dispatcher.results(worker, list(envelope.results.outcomes))
         elif kind == "heartbeat":
             self._heartbeat(worker, envelope)
@@ -110,6 +118,8 @@ class WorkerApi:
             beat.sender_id = self.instance_id
             beat.sent_at = self.coordinator.clock()
             beat.cancel_task_ids.extend(self.dispatcher.take_cancels(worker))
+            if worker.drain_order is not None:
+                beat.drain.timeout = worker.drain_order
         else:
             ack.ack.SetInParent()
         request.reply(encode_frame(ack))

@@ -43,6 +43,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concurrency", type=int, default=os.cpu_count() or 1, help="tasks run at once (default: CPU cores)"
     )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tasks to hold beyond --concurrency while tasks are short (default: 4 x concurrency; 0: never)",
+    )
     p.add_argument("--worker-id", default=None, help="unique id in the fleet (default: HOST-PID)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish running tasks on SIGTERM")
     p.add_argument(
@@ -83,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_modules=tuple(args.task_modules),
             control_plane=args.control_plane,
             concurrency=args.concurrency,
+            prefetch=args.prefetch if args.prefetch is not None else 4 * args.concurrency,
             worker_id=args.worker_id or default_worker_id(),
             drain_timeout=args.drain_timeout,
             max_tasks_per_child=args.max_tasks_per_child,

@@ -38,6 +38,8 @@ class ControlPlaneLink:
         self._registered_instance = ""
         #: Called with the ids of running tasks the control plane wants stopped.
         self.on_cancel: Callable[[list[str]], None] = lambda task_ids: None
+        #: Called with the drain timeout when an operator asked this worker to drain.
+        self.on_drain: Callable[[float], None] = lambda timeout: None
         loop = asyncio.get_running_loop()
         self._channel = RequestChannel(loop, max_frame_size=max_frame_size)
         self._requester = Requester(self._channel, max_frame_size=max_frame_size)
@@ -95,6 +97,8 @@ class ControlPlaneLink:
         hold: float,
         outcomes: Sequence[worker_pb2.TaskOutcome] = (),
         held_task_ids: Sequence[str] = (),
+        prefetch: int = 0,
+        started_task_ids: Sequence[str] = (),
     ) -> tuple[Sequence[task_pb2.TaskSpec], str]:
         """Report outcomes and ask for work: returns (tasks within our free capacity, the dispatching instance).
 
@@ -111,13 +115,19 @@ class ControlPlaneLink:
             envelope.work_request.hold = hold
             envelope.work_request.outcomes.extend(outcomes)
             envelope.work_request.held_task_ids.extend(held_task_ids)
+            envelope.work_request.prefetch = prefetch
+            envelope.work_request.started_task_ids.extend(started_task_ids)
 
         reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT, hold=hold)
         if reply.dispatch.cancel_task_ids:
             self.on_cancel(list(reply.dispatch.cancel_task_ids))
+        if reply.dispatch.HasField("drain"):
+            self.on_drain(reply.dispatch.drain.timeout)
         return reply.dispatch.tasks, reply.dispatch.instance_id or self.instance_id
 
-    async def send_results(self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome]) -> None:
+    async def send_results(
+        self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome], started_task_ids: Sequence[str] = ()
+    ) -> None:
         """Report finished tasks.
 
         Raises:
@@ -128,6 +138,7 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.results.worker_id = worker_id
             envelope.results.outcomes.extend(outcomes)
+            envelope.results.started_task_ids.extend(started_task_ids)
 
         await self._requester.request(build, timeout=REQUEST_TIMEOUT)
 
@@ -143,8 +154,11 @@ class ControlPlaneLink:
             envelope.heartbeat.CopyFrom(beat)
 
         reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT)
-        if reply.WhichOneof("body") == "heartbeat" and reply.heartbeat.cancel_task_ids:
-            self.on_cancel(list(reply.heartbeat.cancel_task_ids))
+        if reply.WhichOneof("body") == "heartbeat":
+            if reply.heartbeat.cancel_task_ids:
+                self.on_cancel(list(reply.heartbeat.cancel_task_ids))
+            if reply.heartbeat.HasField("drain"):
+                self.on_drain(reply.heartbeat.drain.timeout)
 
     async def deregister(self, worker_id: str, returned_task_ids: Sequence[str]) -> None:
         """Leave the fleet, handing back tasks this worker will not finish.

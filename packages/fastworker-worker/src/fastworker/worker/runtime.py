@@ -32,6 +32,12 @@ from fastworker.worker.version import __version__
 
 logger = logging.getLogger(__name__)
 
+#: Prefetch only while recent tasks ran shorter than this on average, in seconds: holding long
+#: tasks in a local queue would keep them from an idle worker (Celery's prefetch trap).
+PREFETCH_TASK_TIME = 0.02
+#: Largest --prefetch accepted.
+MAX_PREFETCH = 10_000
+
 
 class WorkerState(enum.StrEnum):
     """Where the worker is in its life."""
@@ -58,6 +64,8 @@ class WorkerSettings:
     task_modules: tuple[str, ...]
     control_plane: str = "tcp://127.0.0.1:5550"
     concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: Tasks held beyond ``concurrency`` while tasks are short (see ``PREFETCH_TASK_TIME``).
+    prefetch: int = 0
     worker_id: str = field(default_factory=default_worker_id)
     drain_timeout: float = 30.0
     max_tasks_per_child: int = 0
@@ -69,6 +77,8 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
+        if not 0 <= self.prefetch <= MAX_PREFETCH:
+            raise ValueError(f"--prefetch must be 0..{MAX_PREFETCH}")
         if not self.worker_id:
             raise ValueError("--worker-id cannot be empty")
         if self.drain_timeout < 0:
@@ -110,6 +120,13 @@ class Worker:
         self.failed = 0
         self.heartbeat_interval = 1.0
         self._running: dict[str, _Running] = {}
+        #: Prefetched tasks waiting here for a free slot (they count as held), in dispatch order.
+        self._backlog: dict[str, tuple[task_pb2.TaskSpec, str]] = {}
+        #: Prefetched tasks started since the last report (the control plane shows them PENDING until told).
+        self._started: list[str] = []
+        #: Moving average of recent task run times, in seconds (decides whether to prefetch); it
+        #: starts high, so a worker prefetches only once its tasks have proven short.
+        self._run_time = 1.0
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
         #: Tasks finished here whose results the control plane has not acknowledged yet.
         self._unacked: set[str] = set()
@@ -124,6 +141,8 @@ class Worker:
         self._link: ControlPlaneLink | None = None
         self._pool: ProcessPool | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        #: The drain timeout an operator gave, overriding ``settings.drain_timeout``.
+        self._drain_timeout: float | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -151,6 +170,7 @@ class Worker:
             await self._pool.start()
         self._link = ControlPlaneLink(s.control_plane)
         self._link.on_cancel = self._cancel_tasks
+        self._link.on_drain = self._drain_ordered
         logger.info("worker %s looking for a control plane on %s", s.worker_id, s.control_plane)
         try:
             await self._first_registration()
@@ -223,6 +243,8 @@ class Worker:
         # Results of tasks given by the old registration are moot: the control plane re-queued them.
         self._results.clear()
         self._unacked.clear()
+        self._backlog.clear()  # prefetched, never started: re-queued by the control plane too
+        self._started.clear()
         while not self._stop.is_set():
             if await self._register():
                 return
@@ -245,7 +267,8 @@ class Worker:
         link = self._link
         assert link is not None
         while self.state is WorkerState.RUNNING:
-            if len(self._running) >= self.settings.concurrency:
+            prefetch = self._prefetch()
+            if len(self._running) + len(self._backlog) >= self.settings.concurrency + prefetch:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -253,10 +276,13 @@ class Worker:
             current = link.instance_id
             # Results waiting to be reported ride along: one message frees the slot and asks for more.
             outcomes = self._take_results(current)
-            held = [*self._running, *self._unacked]
+            held = [*self._running, *self._backlog, *self._unacked]
             self._pulling = True
             try:
-                specs, instance = await link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes, held)
+                started, self._started = self._started, []
+                specs, instance = await link.pull(
+                    self.settings.worker_id, self.heartbeat_interval, outcomes, held, prefetch, started
+                )
             except NotRegistered:
                 await self._register_again("the control plane does not know this worker")
                 continue
@@ -269,6 +295,10 @@ class Worker:
             self._acknowledged(outcomes)
             for spec in specs:
                 self._start(spec, instance)
+
+    def _prefetch(self) -> int:
+        """Tasks to take beyond the slots now: the setting while tasks are short, else none."""
+        return self.settings.prefetch if self._run_time < PREFETCH_TASK_TIME else 0
 
     def _take_results(self, instance: str) -> list[worker_pb2.TaskOutcome]:
         """Take the outcomes to report to this control plane instance (those of older instances are moot)."""
@@ -327,6 +357,14 @@ class Worker:
     def _cancel_tasks(self, task_ids: list[str]) -> None:
         """Stop running tasks the control plane cancelled; each is reported CANCELLED."""
         for task_id in task_ids:
+            waiting = self._backlog.pop(task_id, None)
+            if waiting is not None:
+                spec, instance = waiting
+                logger.info("cancelling prefetched task %s on request of the control plane", task_id)
+                now = time.time()
+                self.failed += 1
+                self._report(spec, instance, failure("TaskCancelled", "cancelled on request before it started"), now)
+                continue
             running = self._running.get(task_id)
             if running is None:
                 continue
@@ -337,10 +375,21 @@ class Worker:
             running.runner.cancel()
 
     def _start(self, spec: task_pb2.TaskSpec, instance: str) -> None:
-        if spec.task_id in self._running:
-            return  # already running this very task (a duplicate delivery): never run it twice at once
+        if spec.task_id in self._running or spec.task_id in self._backlog:
+            return  # already holding this very task (a duplicate delivery): never run it twice at once
+        if len(self._running) >= self.settings.concurrency:
+            self._backlog[spec.task_id] = (spec, instance)  # prefetched: runs when a slot frees
+            return
         runner = asyncio.get_running_loop().create_task(self._execute(spec, instance))
         self._running[spec.task_id] = _Running(spec, instance, runner)
+
+    def _start_waiting(self) -> None:
+        """Fill free slots from the prefetched backlog, oldest first."""
+        while self._backlog and len(self._running) < self.settings.concurrency:
+            task_id = next(iter(self._backlog))
+            spec, instance = self._backlog.pop(task_id)
+            self._start(spec, instance)
+            self._started.append(task_id)
 
     async def _execute(self, spec: task_pb2.TaskSpec, instance: str) -> None:
         started = time.time()
@@ -357,11 +406,18 @@ class Worker:
                 current.uncancel()
             outcome = failure("TaskCancelled", "cancelled on request while running")
         self._running.pop(spec.task_id, None)
+        self._start_waiting()
         self._slot_free.set()
         if outcome.succeeded:
             self.processed += 1
         else:
             self.failed += 1
+        finished = outcome.finished_at or time.time()
+        self._run_time = 0.8 * self._run_time + 0.2 * max(0.0, finished - (outcome.started_at or started))
+        self._report(spec, instance, outcome, started)
+
+    def _report(self, spec: task_pb2.TaskSpec, instance: str, outcome: Outcome, started: float) -> None:
+        """Queue a task's outcome for the control plane (sent with the next work request, or at once)."""
         report = worker_pb2.TaskOutcome(
             task_id=spec.task_id,
             attempt=spec.attempt,
@@ -418,8 +474,9 @@ class Worker:
                 batch = self._take_results(current)
                 if not batch:
                     continue
+                started, self._started = self._started, []
                 try:
-                    await link.send_results(self.settings.worker_id, batch)
+                    await link.send_results(self.settings.worker_id, batch, started)
                 except NotRegistered:
                     self._acknowledged(batch)  # moot: that control plane re-queued these tasks
                     self._spawn(self._register_again("the control plane does not know this worker"))
@@ -438,16 +495,28 @@ class Worker:
 
     # ----------------------------------------------------------------------------------------- drain
 
+    def _drain_ordered(self, timeout: float) -> None:
+        """An operator asked this worker to drain: finish within ``timeout``, then exit as on SIGTERM."""
+        if self._stop.is_set():
+            return
+        self._drain_timeout = max(0.0, timeout)
+        self.request_stop(f"drain requested by an operator (timeout {timeout:g} s)")
+
     async def _drain(self) -> None:
         """Take nothing new, finish what runs within the drain timeout, hand back the rest, deregister."""
         self.state = WorkerState.DRAINING
         link = self._link
         assert link is not None
-        deadline = time.monotonic() + self.settings.drain_timeout
+        deadline = time.monotonic() + (
+            self._drain_timeout if self._drain_timeout is not None else self.settings.drain_timeout
+        )
         try:
             await link.heartbeat(self._beat())  # the control plane stops dispatching to us at once
         except FastworkerError as exc:
             logger.warning("could not announce the drain: %s", exc)
+        # Prefetched tasks have not started: hand them back now, for another worker to run.
+        waiting = [spec.task_id for spec, _ in self._backlog.values()]
+        self._backlog.clear()
         while self._running and time.monotonic() < deadline:
             self._slot_free.clear()
             try:
@@ -471,11 +540,14 @@ class Worker:
             except TimeoutError:
                 logger.warning("could not report %d results before leaving", len(self._results))
         try:
-            await link.deregister(self.settings.worker_id, [r.spec.task_id for r in unfinished])
+            await link.deregister(self.settings.worker_id, [*waiting, *(r.spec.task_id for r in unfinished)])
         except FastworkerError as exc:
             logger.warning("could not deregister: %s", exc)
         logger.info(
-            "worker %s drained: %d finished, %d handed back", self.settings.worker_id, self.processed, len(unfinished)
+            "worker %s drained: %d finished, %d handed back",
+            self.settings.worker_id,
+            self.processed,
+            len(unfinished) + len(waiting),
         )
 
     async def _close(self) -> None:

@@ -229,6 +229,36 @@ class StatsRequest(_message.Message):
 Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
 
 @_typing.final
+class ThroughputSample(_message.Message):
+    """Tasks that finished in one second, for throughput and failure-rate charts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    """The second (Unix seconds, UTC, whole)."""
+    succeeded: _builtins.int
+    """Tasks that ended in SUCCESS in it."""
+    failed: _builtins.int
+    """Tasks that ended in FAILURE in it."""
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "failed", b"failed", "succeeded", b"succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThroughputSample: _TypeAlias = ThroughputSample  # noqa: Y015
+
+@_typing.final
 class StatsReply(_message.Message):
     """Counters since the control plane started."""
 
@@ -250,6 +280,7 @@ class StatsReply(_message.Message):
     THROUGHPUT_FIELD_NUMBER: _builtins.int
     REJECTED_FRAMES_FIELD_NUMBER: _builtins.int
     EXECUTED_LOCALLY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     submitted: _builtins.int
     """Tasks accepted."""
     succeeded: _builtins.int
@@ -282,6 +313,10 @@ class StatsReply(_message.Message):
     """Frames refused (garbage, oversize, bad secret)."""
     executed_locally: _builtins.int
     """Tasks the control plane ran itself."""
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThroughputSample]:
+        """One sample per second over the last minutes, oldest first (seconds without finishes included)."""
+
     def __init__(
         self,
         *,
@@ -301,10 +336,11 @@ class StatsReply(_message.Message):
         throughput: _builtins.float = ...,
         rejected_frames: _builtins.int = ...,
         executed_locally: _builtins.int = ...,
+        history: _abc.Iterable[Global___ThroughputSample] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "executed_locally", b"executed_locally", "failed", b"failed", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,6 +359,7 @@ class TasksRequest(_message.Message):
     TASK_ID_PREFIX_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Only this task name, if set."""
     priority: _task_pb2.Priority.ValueType
@@ -335,6 +372,10 @@ class TasksRequest(_message.Message):
     """Entries to skip."""
     limit: _builtins.int
     """Most entries to return (the control plane caps it)."""
+    text: _builtins.str
+    """Only tasks whose id starts with this or whose name contains it (case-insensitive), if set:
+    what a search box sends.
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
         """Only these states, if any."""
@@ -349,10 +390,11 @@ class TasksRequest(_message.Message):
         task_id_prefix: _builtins.str = ...,
         offset: _builtins.int = ...,
         limit: _builtins.int = ...,
+        text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "name", b"name", "offset", b"offset", "priority", b"priority", "states", b"states", "task_id_prefix", b"task_id_prefix", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "name", b"name", "offset", b"offset", "priority", b"priority", "states", b"states", "task_id_prefix", b"task_id_prefix", "text", b"text", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

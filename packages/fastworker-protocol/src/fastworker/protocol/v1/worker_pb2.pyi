@@ -115,6 +115,7 @@ class Heartbeat(_message.Message):
     DRAINING_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_IDS_FIELD_NUMBER: _builtins.int
+    DRAIN_FIELD_NUMBER: _builtins.int
     sender_id: _builtins.str
     """The sender's id (worker id, or the control plane's instance id)."""
     in_flight: _builtins.int
@@ -133,6 +134,10 @@ class Heartbeat(_message.Message):
     def cancel_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Control plane -> worker only: running tasks to stop (as in Dispatch.cancel_task_ids)."""
 
+    @_builtins.property
+    def drain(self) -> Global___DrainWorker:
+        """Control plane -> worker only: set when an operator asked this worker to drain."""
+
     def __init__(
         self,
         *,
@@ -144,10 +149,11 @@ class Heartbeat(_message.Message):
         draining: _builtins.bool = ...,
         sent_at: _builtins.float = ...,
         cancel_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        drain: Global___DrainWorker | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "draining", b"draining", "failed", b"failed", "in_flight", b"in_flight", "processed", b"processed", "rss_bytes", b"rss_bytes", "sender_id", b"sender_id", "sent_at", b"sent_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "drain", b"drain", "draining", b"draining", "failed", b"failed", "in_flight", b"in_flight", "processed", b"processed", "rss_bytes", b"rss_bytes", "sender_id", b"sender_id", "sent_at", b"sent_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -167,10 +173,16 @@ class WorkRequest(_message.Message):
     HOLD_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
     HELD_TASK_IDS_FIELD_NUMBER: _builtins.int
+    PREFETCH_FIELD_NUMBER: _builtins.int
+    STARTED_TASK_IDS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker id."""
     hold: _builtins.float
     """Longest the control plane may hold the request, in seconds."""
+    prefetch: _builtins.int
+    """Tasks the worker will take beyond its capacity right now, to queue locally until a slot frees
+    (prefetch: several tasks per round trip while its tasks are short; 0 while they are long).
+    """
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]:
         """Outcomes that finished since the last report, processed before any dispatch (one message for
@@ -184,6 +196,12 @@ class WorkRequest(_message.Message):
         the worker gave up waiting for) and is re-queued without counting an attempt.
         """
 
+    @_builtins.property
+    def started_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Prefetched tasks that started since the last report (they were dispatched beyond the
+        worker's free slots, so the control plane showed them PENDING until now).
+        """
+
     def __init__(
         self,
         *,
@@ -191,10 +209,12 @@ class WorkRequest(_message.Message):
         hold: _builtins.float = ...,
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
         held_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        prefetch: _builtins.int = ...,
+        started_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_task_ids", b"held_task_ids", "hold", b"hold", "outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_task_ids", b"held_task_ids", "hold", b"hold", "outcomes", b"outcomes", "prefetch", b"prefetch", "started_task_ids", b"started_task_ids", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,6 +229,7 @@ class Dispatch(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_IDS_FIELD_NUMBER: _builtins.int
+    DRAIN_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """The control plane instance that dispatched them (results go to that instance only)."""
     @_builtins.property
@@ -219,16 +240,21 @@ class Dispatch(_message.Message):
     def cancel_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Running tasks the worker must stop (cancelled by a client or operator); each ends CANCELLED."""
 
+    @_builtins.property
+    def drain(self) -> Global___DrainWorker:
+        """Set when an operator asked this worker to drain: take nothing new, finish, deregister."""
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[_task_pb2.TaskSpec] | None = ...,
         instance_id: _builtins.str = ...,
         cancel_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        drain: Global___DrainWorker | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "drain", b"drain", "instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,21 +326,27 @@ class Results(_message.Message):
 
     OUTCOMES_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    STARTED_TASK_IDS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker id."""
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]:
         """The outcomes."""
 
+    @_builtins.property
+    def started_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Prefetched tasks that started since the last report (as in WorkRequest)."""
+
     def __init__(
         self,
         *,
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
         worker_id: _builtins.str = ...,
+        started_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "started_task_ids", b"started_task_ids", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,233 @@
+"""Operator queries and actions of the client: what the CLI, the web dashboard and ``fastworker-top`` read and do.
+
+Kept apart from task submission (``_async.py``); :class:`~fastworker.client.Client` inherits them.
+Reads return plain dicts and lists (ready for JSON) or the client's dataclasses; nothing here exposes
+protobuf types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from fastworker.client.errors import PayloadError
+from fastworker.client.models import Priority, TaskDetail, TaskError, TaskInfo, TaskPage, TaskState
+from fastworker.protocol.payload import decode_arguments, decode_value
+from fastworker.protocol.v1 import task_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+
+class AdminMethods:
+    """The admin API; subclasses provide the transport (``_request``) and the pickle setting."""
+
+    allow_pickle: bool
+
+    async def _request(self, build: Callable[[Envelope], None], *, task_id: str = "") -> Envelope:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters since the control plane started (submitted, succeeded, queued, throughput, ...).
+
+        ``history`` lists ``{"at", "succeeded", "failed"}`` per second over the last two minutes,
+        oldest first: the data behind throughput and failure-rate charts.
+        """
+        reply = await self._request(lambda envelope: envelope.stats.SetInParent())
+        return message_to_dict(reply.stats_reply)
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Depth, oldest age and paused flag per priority level, critical first."""
+        reply = await self._request(lambda envelope: envelope.queues.SetInParent())
+        return [
+            {
+                "priority": Priority.from_wire(q.priority).value,
+                "depth": q.depth,
+                "oldest_age": q.oldest_age,
+                "paused": q.paused,
+            }
+            for q in reply.queues_reply.queues
+        ]
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """The connected subworkers (id, host, pid, capacity, in flight, processed, failed, RSS, ...)."""
+        reply = await self._request(lambda envelope: envelope.workers.SetInParent())
+        return [message_to_dict(worker) for worker in reply.workers_reply.workers]
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        """The registered task names with their default options."""
+        reply = await self._request(lambda envelope: envelope.registered_tasks.SetInParent())
+        tasks = []
+        for definition in reply.registered_tasks_reply.tasks:
+            entry = message_to_dict(definition)
+            entry["priority"] = Priority.from_wire(definition.priority).value
+            tasks.append(entry)
+        return tasks
+
+    async def list_tasks(
+        self,
+        *,
+        states: Iterable[TaskState | str] = (),
+        name: str = "",
+        priority: Priority | str | None = None,
+        worker: str = "",
+        search: str = "",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """Live tasks and finished ones still in the result cache, newest first, filtered and paged.
+
+        Args:
+            states: Keep only these states (any if empty).
+            name: Keep only this task name.
+            priority: Keep only this level.
+            worker: Keep only tasks run by this worker id (``"controlplane"`` for local runs).
+            search: Keep only tasks whose id starts with this or whose name contains it (case-insensitive).
+            offset: Matches to skip.
+            limit: Page size; the control plane caps it at 500.
+
+        Results are not included (see :meth:`task_detail`); errors are.
+
+        Raises:
+            ValueError: an unknown state or priority name, or a negative offset or limit.
+        """
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit cannot be negative")
+        wire_states = [TaskState(str(s).upper()).to_wire() for s in states]
+        wire_priority = Priority.parse(priority).to_wire() if priority else task_pb2.PRIORITY_UNSPECIFIED
+
+        def build(envelope: Envelope) -> None:
+            body = envelope.tasks
+            body.states.extend(wire_states)
+            body.name = name
+            body.priority = wire_priority
+            body.worker = worker
+            body.text = search
+            body.offset = offset
+            body.limit = limit
+            body.SetInParent()
+
+        reply = await self._request(build)
+        page = reply.tasks_reply
+        return TaskPage(
+            tasks=[self._info_lenient(info) for info in page.tasks], total=page.total, offset=offset, limit=limit
+        )
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        """Everything about one task, its arguments included.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+        """
+
+        def build(envelope: Envelope) -> None:
+            envelope.task_detail.task_id = task_id
+
+        reply = await self._request(build, task_id=task_id)
+        wire = reply.task_detail_reply.task
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        arguments_error = None
+        try:
+            decoded_args, kwargs = decode_arguments(wire.arguments, allow_pickle=self.allow_pickle)
+            args = list(decoded_args)
+        except PayloadError as exc:
+            arguments_error = str(exc)
+        return TaskDetail(
+            info=self._info_lenient(wire),
+            args=args,
+            kwargs=kwargs,
+            arguments_error=arguments_error,
+            eta=wire.eta or None,
+        )
+
+    def _info_lenient(self, info: task_pb2.TaskInfo) -> TaskInfo:
+        """A TaskInfo whose undecodable result becomes a short note instead of an error (operator views)."""
+        result: Any = None
+        if info.HasField("result"):
+            try:
+                result = decode_value(info.result, allow_pickle=self.allow_pickle)
+            except PayloadError as exc:
+                result = f"<result not decodable here: {exc}>"
+        error = info.error
+        return TaskInfo(
+            id=info.task_id,
+            name=info.name,
+            state=TaskState.from_wire(info.state),
+            priority=Priority.from_wire(info.priority),
+            attempts=info.attempts,
+            worker=info.worker or None,
+            queued_at=info.queued_at or None,
+            started_at=info.started_at or None,
+            finished_at=info.finished_at or None,
+            result=result,
+            error=TaskError(error.type, error.message, error.traceback) if info.HasField("error") else None,
+        )
+
+    # ---------------------------------------------------------------------------------------- actions
+
+    async def purge(self, priority: Priority | str) -> int:
+        """Cancel every task waiting at one level; returns how many. Running tasks are not touched."""
+        level = Priority.parse(priority).to_wire()
+
+        def build(envelope: Envelope) -> None:
+            envelope.purge.priority = level
+
+        reply = await self._request(build)
+        return reply.purge_reply.purged
+
+    async def pause(self, priority: Priority | str) -> bool:
+        """Stop dispatching one level (its tasks wait, new ones are still accepted); returns True (paused)."""
+        return await self._set_paused(priority, True)
+
+    async def resume(self, priority: Priority | str) -> bool:
+        """Dispatch a paused level again; returns False (no longer paused)."""
+        return await self._set_paused(priority, False)
+
+    async def _set_paused(self, priority: Priority | str, paused: bool) -> bool:
+        level = Priority.parse(priority).to_wire()
+
+        def build(envelope: Envelope) -> None:
+            envelope.pause.priority = level
+            envelope.pause.paused = paused
+
+        reply = await self._request(build)
+        return reply.pause_reply.paused
+
+    async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
+        """Ask a subworker to finish its running tasks within ``timeout`` seconds and leave.
+
+        It takes nothing new at once; tasks it cannot finish in time are handed back and re-queued.
+        Returns False if no worker has that id.
+        """
+        if timeout < 0:
+            raise ValueError("timeout cannot be negative")
+
+        def build(envelope: Envelope) -> None:
+            envelope.drain.worker_id = worker_id
+            envelope.drain.timeout = timeout
+
+        reply = await self._request(build)
+        return reply.drain_reply.draining
+
+
+def message_to_dict(message: Any) -> dict[str, Any]:
+    """A protobuf message as a plain dict: numbers stay numbers, enums become their short names."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None:
+            out[field.name] = [message_to_dict(v) for v in value] if field.is_repeated else message_to_dict(value)
+        elif field.enum_type is not None:
+            names = field.enum_type.values_by_number
+            if field.is_repeated:
+                out[field.name] = [_enum_name(names, v) for v in value]
+            else:
+                out[field.name] = _enum_name(names, value)
+        else:
+            out[field.name] = list(value) if field.is_repeated else value
+    return out
+
+
+def _enum_name(names: Mapping[int, Any], number: int) -> str | int:
+    return names[number].name if number in names else number

@@ -1,0 +1,79 @@
+"""The ``fastworker-top`` command: parse flags (and their ``FASTWORKER_*`` env vars) and run the terminal UI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from fastworker.client.envflags import apply_env_defaults
+
+#: Exit codes.
+RET_OK = 0
+RET_USAGE = 2
+
+DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
+
+_EPILOG = """\
+examples:
+  fastworker-top                                   # the control plane on this machine
+  fastworker-top --control-plane tcp://10.0.0.5:5550 --secret s3cret
+  FASTWORKER_CONTROL_PLANE=tcp://cp:5550 fastworker-top --refresh 0.5
+
+keys: enter details, c cancel, r retry, p pause/resume level, f state filter, / search, ? help, q quit
+"""
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {raw!r}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command-line parser, with env-var defaults applied (flag > env var > default)."""
+    parser = argparse.ArgumentParser(
+        prog="fastworker-top",
+        description="A live terminal view of a FastWorker control plane: queues, workers and tasks.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--control-plane",
+        default=DEFAULT_CONTROL_PLANE,
+        metavar="ADDRESS",
+        help=f"the control plane's discovery address (default {DEFAULT_CONTROL_PLANE})",
+    )
+    parser.add_argument("--secret", default=None, help="shared secret, if the control plane requires one")
+    parser.add_argument(
+        "--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS", help="seconds between polls (default 1)"
+    )
+    apply_env_defaults(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run fastworker-top until the user quits; returns the exit code."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else RET_USAGE
+    # Imported here so that --help stays fast and needs no terminal.
+    from textual.logging import TextualHandler
+
+    from fastworker.dashboard.tui.app import make_app
+
+    # Library log records go to Textual's devtools log, never onto the screen being drawn.
+    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+    app = make_app(args.control_plane, args.secret, refresh_interval=args.refresh)
+    app.run()
+    return app.return_code or RET_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""``create_app``: assembles the dashboard (routers, templates, static files, error pages) around one shared client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from fastworker.client import Client
+from fastworker.dashboard.version import __version__
+from fastworker.dashboard.web.admin import AdminClient
+from fastworker.dashboard.web.config import DashboardConfig
+from fastworker.dashboard.web.deps import DashboardState
+from fastworker.dashboard.web.errors import install_error_handlers
+from fastworker.dashboard.web.headers import SecurityHeaders
+from fastworker.dashboard.web.live import LiveFeed
+from fastworker.dashboard.web.routes import actions, api, auth, metrics, overview, stream, tasks, workers
+from fastworker.dashboard.web.templating import Renderer
+
+#: The vendored CSS, JS and icon.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(
+    *,
+    control_plane: str,
+    secret: str | None = None,
+    read_only: bool = False,
+    client: AdminClient | None = None,
+    refresh_interval: float = 1.0,
+) -> FastAPI:
+    """The dashboard as an ASGI app for one control plane.
+
+    Args:
+        control_plane: The control plane's discovery address.
+        secret: The control plane's shared secret; when set, it is also required for every action.
+        read_only: Hide action buttons and answer every action with 403.
+        client: A client to use instead of opening one (the caller keeps ownership and closes it).
+        refresh_interval: Seconds between live snapshots, and the least time between two redraws of a panel.
+    """
+    config = DashboardConfig(
+        control_plane=control_plane, secret=secret or None, read_only=read_only, refresh_interval=refresh_interval
+    )
+    renderer = Renderer()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_client = client is None
+        admin: AdminClient = Client(control_plane, secret=secret) if client is None else client
+        feed = LiveFeed(admin, interval=config.refresh_interval)
+        app.state.dashboard = DashboardState(config=config, client=admin, feed=feed, renderer=renderer)
+        # The server calls this (on its loop) before shutting down, so open live streams end at once.
+        app.state.stop_streams = feed.close
+        try:
+            yield
+        finally:
+            await feed.aclose()
+            if own_client:
+                await admin.aclose()
+
+    app = FastAPI(
+        title="FastWorker dashboard",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.add_middleware(SecurityHeaders)
+    install_error_handlers(app)
+    for module in (overview, tasks, workers, actions, auth, api, stream, metrics):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,123 @@
+"""The ``fastworker-dashboard`` command: serve the web dashboard standalone against a (remote) control plane."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.config
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from fastworker.client.envflags import apply_env_defaults
+from fastworker.dashboard.version import __version__
+from fastworker.dashboard.web.app import create_app
+from fastworker.dashboard.web.server import parse_address, start_in_thread
+
+#: Exit codes.
+RET_OK = 0
+RET_ERROR = 1
+RET_USAGE = 2
+
+#: Defaults (SPEC: "Addresses and defaults").
+DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
+DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8080"
+
+_EPILOG = """examples:
+  fastworker-dashboard
+  fastworker-dashboard --control-plane tcp://10.0.0.5:5550 --dashboard-address 127.0.0.1:9000 --read-only
+  FASTWORKER_SECRET=s3cret fastworker-dashboard      # actions then need the secret (log in on /login)
+"""
+
+
+def _address(value: str) -> tuple[str, int]:
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser (env vars are applied by ``main``)."""
+    p = argparse.ArgumentParser(
+        prog="fastworker-dashboard",
+        description="FastWorker web dashboard: pages, live updates, JSON API and /metrics for one control plane.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--control-plane", default=DEFAULT_CONTROL_PLANE, help="the control plane's discovery address")
+    p.add_argument(
+        "--dashboard-address",
+        type=_address,
+        default=DEFAULT_DASHBOARD_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"where to serve HTTP (default {DEFAULT_DASHBOARD_ADDRESS}; port 0 picks a free port)",
+    )
+    p.add_argument("--secret", default=None, help="the control plane's shared secret; also required for actions")
+    p.add_argument("--read-only", action="store_true", help="no action buttons; every action answers 403")
+    p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, dashboard} as JSON once serving")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    return p
+
+
+def _configure_logging(level: str) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "handlers": {
+                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+        }
+    )
+
+
+def _write_ready_file(path: str, url: str) -> None:
+    target = Path(path)
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.write_text(json.dumps({"pid": os.getpid(), "dashboard": url}))
+    temporary.replace(target)  # atomic: readers never see half a file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0); usage errors exit 2, a failure to serve exits 1."""
+    parser = make_parser()
+    apply_env_defaults(parser)
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    logger = logging.getLogger("fastworker.dashboard")
+    host, port = args.dashboard_address
+    app = create_app(control_plane=args.control_plane, secret=args.secret, read_only=args.read_only)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            running = start_in_thread(app, host, port, log_level=args.log_level.lower())
+        except (OSError, RuntimeError) as exc:
+            print(f"fastworker-dashboard: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+            return RET_ERROR
+        logger.info("dashboard for %s serving on %s", args.control_plane, running.url)
+        if args.ready_file:
+            _write_ready_file(args.ready_file, running.url)
+        while not stop.wait(0.5):
+            if not running.alive:
+                logger.error("the dashboard server stopped unexpectedly")
+                return RET_ERROR
+        logger.info("stopping the dashboard")
+        running.stop()
+        return RET_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,114 @@
+"""Maps failures to answers: JSON with a status code under ``/api/``, an HTML error page everywhere else.
+
+TaskNotFound -> 404, ControlPlaneUnavailable -> 503, a bad query or priority -> 400 (422 in the
+API), a refused action -> 403, a request the control plane refused -> 409, other control-plane
+errors -> 502.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from fastworker.client import ClientError, ControlPlaneUnavailable, FastworkerError, TaskNotFound
+from fastworker.dashboard.web.deps import get_state
+from fastworker.dashboard.web.forms import FormError
+from fastworker.dashboard.web.query import BadQuery
+from fastworker.dashboard.web.security import ActionDenied, safe_next
+from fastworker.dashboard.web.views import page_context
+
+logger = logging.getLogger(__name__)
+
+
+#: Paths answered for programs, not people: their errors are JSON.
+_MACHINE_PATHS = ("/api/", "/metrics", "/healthz", "/stream")
+
+
+def is_api(request: Request) -> bool:
+    """True for paths read by programs (the JSON API, metrics, health, the live stream)."""
+    return request.url.path.startswith(_MACHINE_PATHS)
+
+
+def error_response(request: Request, status: int, title: str, message: str, *, login_hint: bool = False) -> Response:
+    """The error as JSON (``{"detail": message}``) for the API, else as the HTML error page."""
+    if is_api(request):
+        return JSONResponse({"detail": message}, status_code=status)
+    state = get_state(request)
+    context = {
+        **page_context(
+            state.config, request, page_name="error", next_url=_return_to(request), stream_url="", title=title
+        ),
+        "status": status,
+        "message": message,
+        "login_hint": login_hint,
+        "reload": status == 503,
+    }
+    return state.renderer.page(request, "error.html", context, status_code=status)
+
+
+def _return_to(request: Request) -> str:
+    """Where "log in" and similar links lead back to: this page for a GET, the page the form was on for a POST."""
+    if request.method == "GET":
+        query = request.url.query
+        return request.url.path + (f"?{query}" if query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    return safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
+
+
+async def _task_not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TaskNotFound)
+    return error_response(request, 404, "Task not found", f"No task {exc.task_id} is known to the control plane.")
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    control_plane = get_state(request).config.control_plane
+    return error_response(
+        request, 503, "Control plane unavailable", f"The control plane at {control_plane} did not answer: {exc}"
+    )
+
+
+async def _bad_query(request: Request, exc: Exception) -> Response:
+    status = 422 if is_api(request) else 400
+    return error_response(request, status, "Bad request", str(exc))
+
+
+async def _bad_form(request: Request, exc: Exception) -> Response:
+    return error_response(request, 400, "Bad request", str(exc))
+
+
+async def _denied(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ActionDenied)
+    return error_response(request, 403, "Action refused", exc.message, login_hint=exc.login_hint)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    return error_response(request, 409, "Refused by the control plane", str(exc))
+
+
+async def _control_plane_error(request: Request, exc: Exception) -> Response:
+    logger.warning("control plane error on %s: %s", request.url.path, exc)
+    return error_response(request, 502, "Control plane error", f"{type(exc).__name__}: {exc}")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if is_api(request) or exc.status_code < 400:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    title = "Page not found" if exc.status_code == 404 else "Request failed"
+    return error_response(request, exc.status_code, title, str(exc.detail))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mappings above on ``app`` (more specific exception types win)."""
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(TaskNotFound, _task_not_found)
+    app.add_exception_handler(ControlPlaneUnavailable, _unavailable)
+    app.add_exception_handler(BadQuery, _bad_query)
+    app.add_exception_handler(FormError, _bad_form)
+    app.add_exception_handler(ActionDenied, _denied)
+    app.add_exception_handler(ClientError, _refused)
+    app.add_exception_handler(FastworkerError, _control_plane_error)

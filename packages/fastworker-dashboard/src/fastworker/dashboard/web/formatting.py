@@ -1,0 +1,165 @@
+"""Human formatting for the pages (durations, ages, times, sizes, payloads), registered as Jinja filters.
+
+Everything here returns plain text; the templates' autoescaping makes it safe to show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastworker.client import TaskState
+
+#: Shown for a value that does not exist (yet).
+MISSING = "—"
+
+#: CSS class suffix per task state (the stylesheet colours them).
+_STATE_CLASS = {
+    TaskState.PENDING: "pending",
+    TaskState.SCHEDULED: "scheduled",
+    TaskState.RUNNING: "running",
+    TaskState.RETRYING: "retrying",
+    TaskState.SUCCESS: "success",
+    TaskState.FAILURE: "failure",
+    TaskState.CANCELLED: "cancelled",
+}
+
+#: States a task can be cancelled in, and states it can be retried from.
+CANCELLABLE = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.RETRYING})
+RETRYABLE = frozenset({TaskState.FAILURE, TaskState.CANCELLED})
+
+
+def duration(seconds: float | None) -> str:
+    """A span of time for people: ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 07 min``, ``3 d 04 h``."""
+    if seconds is None or not math.isfinite(seconds):
+        return MISSING
+    seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+    return f"{whole // 86400} d {whole % 86400 // 3600:02d} h"
+
+
+def ago(timestamp: float | None, now: float | None = None) -> str:
+    """How long ago a Unix time was, in whole seconds at best (``just now``, ``3 s ago``); ``—`` when unknown.
+
+    Coarse on purpose: a live panel is re-sent only when its text changes.
+    """
+    if not timestamp:
+        return MISSING
+    elapsed = (now if now is not None else time.time()) - timestamp
+    if elapsed < 1:
+        return "just now"
+    if elapsed < 60:
+        return f"{int(elapsed)} s ago"
+    return f"{duration(elapsed)} ago"
+
+
+def clock(timestamp: float | None) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS.mmm UTC``; ``—`` when unknown."""
+    if not timestamp:
+        return MISSING
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+
+
+def short_clock(timestamp: float | None) -> str:
+    """A Unix time as ``HH:MM:SS`` (UTC); ``—`` when unknown."""
+    if not timestamp:
+        return MISSING
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S")
+
+
+def mib(size: float | None) -> str:
+    """Bytes as mebibytes with one decimal."""
+    if not size:
+        return MISSING
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def number(value: Any) -> str:
+    """An integer with thousands separators; other numbers with up to two decimals."""
+    if isinstance(value, bool) or value is None:
+        return MISSING if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def percent(part: float, whole: float) -> float:
+    """``part / whole`` as a percentage clamped to 0..100 (0 when whole is 0)."""
+    if whole <= 0:
+        return 0.0
+    return max(0.0, min(100.0, 100.0 * part / whole))
+
+
+def short_id(task_id: str) -> str:
+    """The first 8 characters of a task id (the full id goes in the link's title)."""
+    return task_id[:8]
+
+
+def state_class(state: TaskState | str) -> str:
+    """The CSS class for a task state, e.g. ``state-failure``."""
+    try:
+        return "state-" + _STATE_CLASS[TaskState(state)]
+    except ValueError:
+        return "state-unknown"
+
+
+def pretty(value: Any) -> str:
+    """A payload as indented JSON where it is JSON, with ``repr`` for anything else (bytes, Decimal, ...)."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=repr, sort_keys=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def can_cancel(state: TaskState | str) -> bool:
+    """True for states that cancel applies to."""
+    return _as_state(state) in CANCELLABLE
+
+
+def can_retry(state: TaskState | str) -> bool:
+    """True for states that retry applies to."""
+    return _as_state(state) in RETRYABLE
+
+
+def _as_state(state: TaskState | str) -> TaskState | None:
+    try:
+        return TaskState(state)
+    except ValueError:
+        return None
+
+
+#: Every filter the templates use, by name.
+FILTERS: dict[str, Callable[..., Any]] = {
+    "duration": duration,
+    "ago": ago,
+    "clock": clock,
+    "short_clock": short_clock,
+    "mib": mib,
+    "number": number,
+    "short_id": short_id,
+    "state_class": state_class,
+    "pretty": pretty,
+}
+#: Functions the templates call.
+GLOBALS: dict[str, Callable[..., Any]] = {
+    "percent": percent,
+    "can_cancel": can_cancel,
+    "can_retry": can_retry,
+}

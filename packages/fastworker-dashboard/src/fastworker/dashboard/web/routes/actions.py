@@ -1,0 +1,118 @@
+"""HTML form actions (cancel, retry, purge, pause/resume, drain): authorize, act, then 303 back with a flash message.
+
+Every form carries the per-app CSRF token and the page to return to; the checks live in
+``security.authorize_form_action`` (read-only, same origin, token, secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse
+
+from fastworker.client import ClientError, Priority, TaskNotFound
+from fastworker.dashboard.web.deps import StateDep
+from fastworker.dashboard.web.flash import Flash, set_flash
+from fastworker.dashboard.web.forms import read_form
+from fastworker.dashboard.web.query import BadQuery
+from fastworker.dashboard.web.security import authorize_form_action, safe_next
+
+router = APIRouter()
+
+
+def _priority(value: str) -> Priority:
+    try:
+        return Priority.parse(value)
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+
+
+async def _act(
+    request: Request, state: StateDep, default_next: str, action: Callable[[], Awaitable[Flash]]
+) -> RedirectResponse:
+    """Run one authorized action and redirect back with its outcome; refusals by the control plane become error flashes."""
+    form = await read_form(request)
+    authorize_form_action(state.config, request, form)
+    try:
+        flash = await action()
+    except TaskNotFound as exc:
+        flash = Flash(f"task {exc.task_id} is not known to the control plane", "error")
+    except ClientError as exc:
+        flash = Flash(str(exc), "error")
+    response = RedirectResponse(safe_next(form.get("next"), default_next), status_code=303)
+    set_flash(response, flash)
+    return response
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def cancel_task(request: Request, state: StateDep, task_id: str) -> RedirectResponse:
+    """Cancel one task."""
+
+    async def action() -> Flash:
+        result = await state.client.cancel(task_id)
+        if result.cancelled:
+            return Flash(f"cancelled {task_id} (was {result.previous_state.value})")
+        return Flash(f"not cancelled: {task_id} had already ended in {result.previous_state.value}", "info")
+
+    return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action)
+
+
+@router.post("/tasks/{task_id}/retry")
+async def retry_task(request: Request, state: StateDep, task_id: str) -> RedirectResponse:
+    """Re-queue a failed or cancelled task under the same id."""
+
+    async def action() -> Flash:
+        new_state = await state.client.retry(task_id)
+        return Flash(f"retried {task_id}: {new_state.value}")
+
+    return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action)
+
+
+@router.post("/queues/{priority}/purge")
+async def purge_queue(request: Request, state: StateDep, priority: str) -> RedirectResponse:
+    """Cancel every task waiting at one priority level."""
+
+    async def action() -> Flash:
+        level = _priority(priority)
+        count = await state.client.purge(level)
+        return Flash(f"purged {count} {level.value} task{'s' if count != 1 else ''}")
+
+    return await _act(request, state, "/", action)
+
+
+@router.post("/queues/{priority}/pause")
+async def pause_queue(request: Request, state: StateDep, priority: str) -> RedirectResponse:
+    """Stop dispatching one priority level (its tasks keep waiting)."""
+
+    async def action() -> Flash:
+        level = _priority(priority)
+        paused = await state.client.pause(level)
+        return Flash(f"{level.value} queue {'paused' if paused else 'still running'}", "success" if paused else "error")
+
+    return await _act(request, state, "/", action)
+
+
+@router.post("/queues/{priority}/resume")
+async def resume_queue(request: Request, state: StateDep, priority: str) -> RedirectResponse:
+    """Dispatch one priority level again."""
+
+    async def action() -> Flash:
+        level = _priority(priority)
+        paused = await state.client.resume(level)
+        return Flash(f"{level.value} queue {'still paused' if paused else 'resumed'}", "error" if paused else "success")
+
+    return await _act(request, state, "/", action)
+
+
+@router.post("/workers/{worker_id}/drain")
+async def drain_worker(request: Request, state: StateDep, worker_id: str) -> RedirectResponse:
+    """Ask one worker to finish its running tasks and take no new ones."""
+
+    async def action() -> Flash:
+        if await state.client.drain_worker(worker_id):
+            return Flash(f"draining worker {worker_id}")
+        return Flash(f"no worker {worker_id} is connected", "error")
+
+    return await _act(request, state, "/workers", action)

@@ -1,0 +1,119 @@
+"""``/api/...``: the same data as the pages as JSON, plus the actions (honouring read-only and ``X-FastWorker-Secret``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from fastworker.client import Priority
+from fastworker.dashboard.web.deps import ClientDep, ConfigDep, FiltersDep
+from fastworker.dashboard.web.query import BadQuery
+from fastworker.dashboard.web.security import authorize_api_action
+from fastworker.dashboard.web.serialize import detail_json, jsonable, page_json
+
+router = APIRouter(prefix="/api")
+
+
+def _priority(value: str) -> Priority:
+    try:
+        return Priority.parse(value)
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+
+
+@router.get("/overview")
+async def api_overview(client: ClientDep) -> dict[str, Any]:
+    """Stats, queues and workers in one answer."""
+    stats, queues, workers = await asyncio.gather(client.stats(), client.queues(), client.workers())
+    return {"stats": jsonable(stats), "queues": jsonable(queues), "workers": jsonable(workers)}
+
+
+@router.get("/stats")
+async def api_stats(client: ClientDep) -> dict[str, Any]:
+    """The control plane's counters, throughput and per-second history."""
+    stats: dict[str, Any] = jsonable(await client.stats())
+    return stats
+
+
+@router.get("/queues")
+async def api_queues(client: ClientDep) -> list[dict[str, Any]]:
+    """Depth, oldest age and paused flag per priority level."""
+    queues: list[dict[str, Any]] = jsonable(await client.queues())
+    return queues
+
+
+@router.get("/workers")
+async def api_workers(client: ClientDep) -> list[dict[str, Any]]:
+    """The connected subworkers."""
+    workers: list[dict[str, Any]] = jsonable(await client.workers())
+    return workers
+
+
+@router.get("/registered-tasks")
+async def api_registered_tasks(client: ClientDep) -> list[dict[str, Any]]:
+    """The registered task names with their default options."""
+    tasks: list[dict[str, Any]] = jsonable(await client.tasks())
+    return tasks
+
+
+@router.get("/tasks")
+async def api_tasks(client: ClientDep, filters: FiltersDep) -> dict[str, Any]:
+    """Tasks matching the filters (same query parameters as ``/tasks``), newest first."""
+    return page_json(await client.list_tasks(**filters.client_kwargs()))
+
+
+@router.get("/tasks/{task_id}")
+async def api_task(client: ClientDep, task_id: str) -> dict[str, Any]:
+    """One task with its arguments and timings (404 when unknown)."""
+    return detail_json(await client.task_detail(task_id))
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def api_cancel(request: Request, client: ClientDep, config: ConfigDep, task_id: str) -> dict[str, Any]:
+    """Cancel a task: ``{"cancelled", "previous_state"}``."""
+    authorize_api_action(config, request)
+    result = await client.cancel(task_id)
+    return {"task_id": task_id, "cancelled": result.cancelled, "previous_state": result.previous_state.value}
+
+
+@router.post("/tasks/{task_id}/retry")
+async def api_retry(request: Request, client: ClientDep, config: ConfigDep, task_id: str) -> dict[str, Any]:
+    """Re-queue a FAILURE or CANCELLED task: ``{"state"}`` (409 for other states)."""
+    authorize_api_action(config, request)
+    state = await client.retry(task_id)
+    return {"task_id": task_id, "state": state.value}
+
+
+@router.post("/queues/{priority}/purge")
+async def api_purge(request: Request, client: ClientDep, config: ConfigDep, priority: str) -> dict[str, Any]:
+    """Cancel every waiting task of one level: ``{"purged": count}``."""
+    authorize_api_action(config, request)
+    level = _priority(priority)
+    return {"priority": level.value, "purged": await client.purge(level)}
+
+
+@router.post("/queues/{priority}/pause")
+async def api_pause(request: Request, client: ClientDep, config: ConfigDep, priority: str) -> dict[str, Any]:
+    """Stop dispatching one level: ``{"paused": true}``."""
+    authorize_api_action(config, request)
+    level = _priority(priority)
+    return {"priority": level.value, "paused": await client.pause(level)}
+
+
+@router.post("/queues/{priority}/resume")
+async def api_resume(request: Request, client: ClientDep, config: ConfigDep, priority: str) -> dict[str, Any]:
+    """Dispatch one level again: ``{"paused": false}``."""
+    authorize_api_action(config, request)
+    level = _priority(priority)
+    return {"priority": level.value, "paused": await client.resume(level)}
+
+
+@router.post("/workers/{worker_id}/drain")
+async def api_drain(request: Request, client: ClientDep, config: ConfigDep, worker_id: str) -> dict[str, Any]:
+    """Ask a worker to drain: ``{"draining": bool}`` (404 when no such worker)."""
+    authorize_api_action(config, request)
+    if not await client.drain_worker(worker_id):
+        raise HTTPException(status_code=404, detail=f"no worker {worker_id} is connected")
+    return {"worker_id": worker_id, "draining": True}

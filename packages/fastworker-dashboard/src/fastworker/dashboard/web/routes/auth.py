@@ -1,0 +1,67 @@
+"""``/login`` and ``/logout``: trade the control plane secret for a session cookie that lets forms act."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from fastworker.dashboard.web.deps import StateDep
+from fastworker.dashboard.web.flash import Flash, set_flash
+from fastworker.dashboard.web.forms import read_form
+from fastworker.dashboard.web.security import (
+    SESSION_COOKIE,
+    ActionDenied,
+    check_csrf,
+    check_same_origin,
+    safe_next,
+    secret_matches,
+)
+from fastworker.dashboard.web.views import page_context
+
+router = APIRouter()
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request, state: StateDep) -> Response:
+    """The secret form (only when a secret is configured)."""
+    target = safe_next(request.query_params.get("next"))
+    if not state.config.secret_required:
+        response = RedirectResponse(target, status_code=303)
+        set_flash(response, Flash("this dashboard needs no secret", "info"))
+        return response
+    context = {
+        **page_context(state.config, request, page_name="login", next_url=target, stream_url="", title="Log in"),
+    }
+    return state.renderer.page(request, "login.html", context)
+
+
+@router.post("/login")
+async def login(request: Request, state: StateDep) -> RedirectResponse:
+    """Check the secret (constant-time) and set the session cookie.
+
+    Raises:
+        ActionDenied: cross-origin, stale form, read-only dashboard, or wrong secret.
+    """
+    form = await read_form(request)
+    config = state.config
+    if config.read_only:
+        raise ActionDenied("this dashboard is read-only: there is nothing to log in for")
+    check_same_origin(request)
+    check_csrf(config, form)
+    if not config.secret_required or not secret_matches(config, form.get("secret")):
+        raise ActionDenied("wrong secret", login_hint=config.secret_required)
+    response = RedirectResponse(safe_next(form.get("next")), status_code=303)
+    response.set_cookie(SESSION_COOKIE, config.session_token(), httponly=True, samesite="strict", path="/")
+    set_flash(response, Flash("logged in: actions are enabled"))
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, state: StateDep) -> RedirectResponse:
+    """Forget the session cookie."""
+    form = await read_form(request)
+    check_same_origin(request)
+    response = RedirectResponse(safe_next(form.get("next")), status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    set_flash(response, Flash("logged out", "info"))
+    return response

@@ -1,0 +1,158 @@
+"""Runs a dashboard app under uvicorn in a daemon thread with its own event loop (how the control plane embeds it).
+
+The socket is bound before the server starts, so port 0 works and :attr:`RunningDashboard.url`
+names the real port; :func:`start_in_thread` returns only once the server accepts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import uvicorn
+from fastapi import FastAPI
+
+logger = logging.getLogger(__name__)
+
+#: Longest wait for the server to start serving, in seconds.
+START_TIMEOUT = 15.0
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (an ``http://`` prefix and ``[v6]`` brackets accepted) into host and port.
+
+    Raises:
+        ValueError: not ``HOST:PORT``, another scheme, a path, or a port outside 0..65535.
+    """
+    text = address.strip()
+    if not text:
+        raise ValueError("dashboard address is empty: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme != "http":
+            raise ValueError(f"dashboard address {address!r}: only http:// is supported (or plain HOST:PORT)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"dashboard address {address!r} must not have a path or query: expected HOST:PORT")
+        text = parts.netloc
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text:
+        raise ValueError(f"dashboard address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"dashboard address {address!r}: unbalanced [ ] around an IPv6 host")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"dashboard address {address!r}: put an IPv6 host in brackets, e.g. [::1]:8080")
+    if not port_text.isdigit():
+        raise ValueError(f"dashboard address {address!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"dashboard address {address!r}: port {port} is out of range 0..65535")
+    return host, port
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (the OS picks the port for 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=128)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+@dataclass
+class RunningDashboard:
+    """A dashboard served from a background thread; :meth:`stop` shuts it down."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    loop: asyncio.AbstractEventLoop
+    _stop_streams: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        """True while the server thread runs."""
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End live streams, ask uvicorn to exit, and wait up to ``timeout`` seconds for the thread."""
+        if self.thread.is_alive():
+            stop_streams = self._stop_streams
+            if stop_streams is not None:
+                try:
+                    self.loop.call_soon_threadsafe(stop_streams)
+                except RuntimeError:  # the loop already closed
+                    pass
+            self.server.should_exit = True
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                self.server.force_exit = True
+                self.thread.join(timeout)
+                if self.thread.is_alive():
+                    logger.warning("dashboard server thread did not stop within %.1f s", 2 * timeout)
+
+
+def start_in_thread(app: FastAPI, host: str, port: int, *, log_level: str = "warning") -> RunningDashboard:
+    """Serve ``app`` on host:port from a daemon thread; returns once it accepts connections.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not local, ...).
+        RuntimeError: the server did not start (its lifespan failed, or it took longer than ``START_TIMEOUT``).
+    """
+    sock = _bind(host, port)
+    url = _url(sock)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        ws="none",
+        timeout_graceful_shutdown=3,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    loop = asyncio.new_event_loop()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.serve(sockets=[sock]))
+        except BaseException as exc:  # SystemExit from a failed lifespan included
+            failure.append(exc)
+            logger.error("dashboard server stopped: %r", exc)
+        finally:
+            sock.close()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    thread = threading.Thread(target=run, name=f"fastworker-dashboard-{url}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the dashboard server did not start on {url}: {failure[0] if failure else 'it exited'}")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(5.0)
+            raise RuntimeError(f"the dashboard server did not start on {url} within {START_TIMEOUT:g} s")
+        time.sleep(0.01)
+    stop_streams = getattr(app.state, "stop_streams", None)
+    return RunningDashboard(url=url, server=server, thread=thread, loop=loop, _stop_streams=stop_streams)

@@ -1,0 +1,103 @@
+/* FastWorker dashboard: live panels over Server-Sent Events, the auto-refresh switch, confirm dialogs.
+ * No framework and no build step; the server renders (and escapes) every fragment it pushes. */
+(function () {
+  "use strict";
+
+  var STORAGE_KEY = "fastworker.dashboard.autoRefresh";
+  var body = document.body;
+  var streamUrl = body.getAttribute("data-stream");
+  var toggle = document.getElementById("live-toggle");
+  var label = document.getElementById("live-label");
+  var source = null;
+
+  var LABELS = { live: "Live", connecting: "Connecting…", offline: "Reconnecting…", off: "Auto-refresh off" };
+
+  function wanted() {
+    try { return window.localStorage.getItem(STORAGE_KEY) !== "off"; } catch (e) { return true; }
+  }
+
+  function remember(on) {
+    try { window.localStorage.setItem(STORAGE_KEY, on ? "on" : "off"); } catch (e) { /* private mode */ }
+  }
+
+  function setState(state) {
+    body.setAttribute("data-live", state);
+    if (label) { label.textContent = LABELS[state] || state; }
+  }
+
+  function applyPanel(event) {
+    var message;
+    try { message = JSON.parse(event.data); } catch (e) { return; }
+    var element = document.getElementById(message.id);
+    if (element) { element.innerHTML = message.html; }
+    setState("live");
+  }
+
+  function connect() {
+    if (!streamUrl || source || typeof window.EventSource !== "function") { return; }
+    setState("connecting");
+    source = new window.EventSource(streamUrl);
+    source.addEventListener("open", function () { setState("live"); });
+    source.addEventListener("panel", applyPanel);
+    source.addEventListener("error", function () {
+      // EventSource reconnects by itself (the server sends "retry:"); only show it.
+      if (source) { setState("offline"); }
+    });
+  }
+
+  function disconnect() {
+    if (source) { source.close(); source = null; }
+    setState("off");
+  }
+
+  if (toggle) {
+    toggle.checked = wanted();
+    toggle.addEventListener("change", function () {
+      remember(toggle.checked);
+      if (toggle.checked) { connect(); } else { disconnect(); }
+    });
+  }
+  if (streamUrl && wanted()) { connect(); } else { setState("off"); }
+
+  // Browsers keep a page alive in the back/forward cache: reconnect when it is shown again.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && streamUrl && wanted()) { source = null; connect(); }
+  });
+  window.addEventListener("pagehide", function () { if (source) { source.close(); source = null; } });
+
+  // Every action form asks first (forms also work without JavaScript, without the question).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
+
+  // Flash messages can be dismissed.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-dismiss]");
+    if (button && button.parentElement) { button.parentElement.remove(); }
+  });
+
+  // Task filters: state chips and selects apply at once.
+  // Empty fields are left out of the URL so links stay short.
+  var filters = document.getElementById("task-filters");
+  function tidy() {
+    Array.prototype.forEach.call(filters.querySelectorAll("input[name], select[name]"), function (field) {
+      if (field.type !== "checkbox" && field.value === "") { field.disabled = true; }
+    });
+    window.setTimeout(function () {
+      Array.prototype.forEach.call(filters.querySelectorAll("[disabled]"), function (field) { field.disabled = false; });
+    }, 0);
+  }
+  if (filters) {
+    filters.addEventListener("submit", tidy);
+    filters.addEventListener("change", function (event) {
+      var target = event.target;
+      if (target.type === "checkbox" || target.tagName === "SELECT") { tidy(); filters.submit(); }
+    });
+  }
+
+  // Error pages (control plane unavailable) retry by themselves while auto-refresh is on.
+  var reload = Number(body.getAttribute("data-reload"));
+  if (reload > 0 && wanted()) { window.setTimeout(function () { window.location.reload(); }, reload * 1000); }
+})();

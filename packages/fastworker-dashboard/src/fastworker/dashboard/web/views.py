@@ -1,0 +1,144 @@
+"""What each page shows: its live panels and the template context built from control-plane data.
+
+Pages and the live stream share these builders, so a pushed fragment is byte-for-byte what a
+reload would render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from fastworker.client import Priority, TaskState
+from fastworker.dashboard.version import __version__
+from fastworker.dashboard.web.admin import AdminClient, TaskDetailView, TaskPageView
+from fastworker.dashboard.web.config import DashboardConfig
+from fastworker.dashboard.web.query import LIMIT_CHOICES, TaskFilters, choices, page_links
+from fastworker.dashboard.web.security import is_logged_in
+from fastworker.dashboard.web.sparkline import build_sparkline
+
+#: Tasks in the overview's recent list.
+RECENT_LIMIT = 12
+
+#: Panel element id -> the partial template that renders its content, per page.
+OVERVIEW_PANELS = {
+    "panel-counters": "partials/counters.html",
+    "panel-throughput": "partials/throughput.html",
+    "panel-queues": "partials/queues.html",
+    "panel-workers": "partials/workers_table.html",
+    "panel-recent": "partials/recent.html",
+}
+TASKS_PANELS = {"panel-tasks": "partials/tasks_table.html"}
+TASK_PANELS = {"panel-task": "partials/task_detail.html"}
+WORKERS_PANELS = {"panel-workers": "partials/workers_table.html"}
+#: Every page has the connection status banner.
+STATUS_PANEL = ("panel-status", "partials/status.html")
+
+
+@dataclass(frozen=True)
+class Ui:
+    """Per-request facts every template needs: what may be done, and where actions return to."""
+
+    csrf: str
+    read_only: bool
+    secret_required: bool
+    logged_in: bool
+    next_url: str
+    control_plane: str
+    version: str = __version__
+
+    @property
+    def actions(self) -> bool:
+        """True when action buttons are rendered (not read-only)."""
+        return not self.read_only
+
+
+def make_ui(config: DashboardConfig, request: Request, next_url: str) -> Ui:
+    """The Ui for one request; ``next_url`` is the page actions redirect back to."""
+    return Ui(
+        csrf=config.csrf_token,
+        read_only=config.read_only,
+        secret_required=config.secret_required,
+        logged_in=is_logged_in(config, request),
+        next_url=next_url,
+        control_plane=config.control_plane,
+    )
+
+
+def page_context(
+    config: DashboardConfig, request: Request, *, page_name: str, next_url: str, stream_url: str, title: str
+) -> dict[str, Any]:
+    """What the page layout needs: the Ui, which nav entry is current, the live stream's URL and the title."""
+    return {
+        "ui": make_ui(config, request, next_url),
+        "page_name": page_name,
+        "stream_url": stream_url,
+        "title": title,
+    }
+
+
+def stats_context(
+    stats: Mapping[str, Any], queues: Sequence[Mapping[str, Any]], workers: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Counters, sparkline, queues and workers as the templates read them."""
+    hits = int(stats.get("cache_hits", 0) or 0)
+    misses = int(stats.get("cache_misses", 0) or 0)
+    lookups = hits + misses
+    return {
+        "stats": stats,
+        "queues": list(queues),
+        "workers": sorted(workers, key=lambda w: str(w.get("worker_id", ""))),
+        "hit_rate": (100.0 * hits / lookups) if lookups else None,
+        "spark": build_sparkline(stats.get("history")),
+        "now": time.time(),
+    }
+
+
+async def overview_context(client: AdminClient) -> dict[str, Any]:
+    """Everything ``/`` shows, read fresh from the control plane."""
+    stats, queues, workers, recent = await asyncio.gather(
+        client.stats(), client.queues(), client.workers(), client.list_tasks(limit=RECENT_LIMIT)
+    )
+    return {**stats_context(stats, queues, workers), "recent": list(recent.tasks)}
+
+
+def tasks_context(filters: TaskFilters, page: TaskPageView) -> dict[str, Any]:
+    """The ``/tasks`` table: its rows, the filters that made it and the pagination links."""
+    return {
+        "filters": filters,
+        "page": page,
+        "tasks": list(page.tasks),
+        "links": page_links(filters, page.total),
+        "first": page.offset + 1 if page.tasks else 0,
+        "last": page.offset + len(page.tasks),
+        "now": time.time(),
+    }
+
+
+def tasks_form_context(
+    filters: TaskFilters, registered: Sequence[Mapping[str, Any]], workers: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The filter form's options: states, priorities, page sizes, and name / worker suggestions."""
+    return {
+        "all_states": list(TaskState),
+        "all_priorities": list(Priority),
+        "limit_choices": sorted({*LIMIT_CHOICES, filters.limit}),
+        "task_names": choices([str(t.get("name", "")) for t in registered]),
+        "worker_ids": choices([str(w.get("worker_id", "")) for w in workers]),
+    }
+
+
+def detail_context(detail: TaskDetailView) -> dict[str, Any]:
+    """The ``/tasks/{id}`` panel."""
+    return {"detail": detail, "task": detail.info, "now": time.time()}
+
+
+async def workers_context(client: AdminClient) -> dict[str, Any]:
+    """The ``/workers`` table, read fresh from the control plane."""
+    workers = await client.workers()
+    return {"workers": sorted(workers, key=lambda w: str(w.get("worker_id", ""))), "now": time.time()}

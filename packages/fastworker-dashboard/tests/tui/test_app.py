@@ -1,0 +1,297 @@
+"""fastworker-top against a fake client: panels render, keys call the admin API, text stays literal."""
+
+from __future__ import annotations
+
+import html
+
+from rich.text import Text
+from textual.widgets import Input, Sparkline, Static
+
+from fastworker.client import TaskState
+from fastworker.dashboard.tui import FastworkerTop, make_app
+from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
+from fastworker.dashboard.tui.widgets import QueueTable, TaskTable, TopHeader, WorkerTable
+
+SIZE = (160, 50)
+FAILED_ID = "bbbb2222-0000-4000-8000-000000000002"
+RUNNING_ID = "cccc3333-0000-4000-8000-000000000003"
+MARKUP_ID = "dddd4444-0000-4000-8000-000000000004"
+
+
+def app_for(fake) -> FastworkerTop:
+    return make_app("tcp://fake:1", client=fake, refresh_interval=0.1)
+
+
+def cell(table, key: str, column: str) -> str:
+    value = table.get_cell(key, column)
+    assert isinstance(value, Text), f"cell {key}/{column} is {type(value).__name__}, not rich Text"
+    return value.plain
+
+
+def screen_text(app: FastworkerTop) -> str:
+    """Everything on screen as the terminal would show it (from the SVG screenshot)."""
+    return html.unescape(app.export_screenshot()).replace("\xa0", " ")
+
+
+async def select_task(pilot, wait, task_id: str) -> None:
+    table = pilot.app.task_table
+    await wait(pilot, lambda: task_id in table.row_keys, f"task {task_id} listed")
+    table.focus()
+    assert table.select_key(task_id)
+    await pilot.pause()
+    assert table.selected_key() == task_id
+
+
+async def test_app_renders_workers_tasks_queues_and_counters(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        workers = app.query_one(WorkerTable)
+        tasks = app.query_one(TaskTable)
+        queues = app.query_one(QueueTable)
+        await wait(pilot, lambda: workers.row_count == 2 and tasks.row_count == 5, "workers and tasks shown")
+        await wait(pilot, lambda: queues.row_count == 4, "four priority levels shown")
+
+        assert cell(workers, "w1", "load") == "███░░░░░░░ 1/4"
+        assert cell(workers, "w1", "processed") == "12"
+        assert cell(workers, "w1", "rss") == "50.0 MiB"
+        assert cell(workers, "[red]w2[/]", "draining") == "draining"
+        # Newest first, as the control plane lists them.
+        assert tasks.row_keys[0].startswith("eeee5555") and tasks.row_keys[-1].startswith("aaaa1111")
+        assert cell(tasks, FAILED_ID, "state") == "FAILURE"
+        assert cell(tasks, FAILED_ID, "error") == "ValueError: boom"
+        assert cell(queues, "normal", "depth") == "1"
+        assert cell(queues, "normal", "state") == "running"
+
+        header = app.query_one(TopHeader)
+        counters = header.query_one("#counters", Static).content
+        assert isinstance(counters, Text)
+        for expected in ("submitted 1,234", "succeeded 1,200", "failed 7", "running 1", "queued 2", "12.5/s"):
+            assert expected in counters.plain
+        assert "uptime 1h02m" in counters.plain
+        spark = header.query_one("#spark-succeeded", Sparkline)
+        assert spark.data is not None and len(spark.data) == 120 and max(spark.data) == 6
+        failed_spark = header.query_one("#spark-failed", Sparkline)
+        assert failed_spark.data is not None and sum(failed_spark.data) == 4
+        assert header.banner_text == ""
+
+
+async def test_markup_in_names_and_worker_ids_renders_literally(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        tasks = app.task_table
+        await wait(pilot, lambda: MARKUP_ID in tasks.row_keys, "the markup-named task listed")
+        await wait(pilot, lambda: app.worker_table.row_count == 2, "workers shown")
+        assert cell(tasks, MARKUP_ID, "name") == "[bold]x[/]"
+        assert cell(app.worker_table, "[red]w2[/]", "worker") == "[red]w2[/]"
+        # Painted on screen with the brackets (markup would have been swallowed and styled instead).
+        await wait(pilot, lambda: "[bold]x[/]" in screen_text(app), "literal task name on screen")
+        await wait(pilot, lambda: "[red]w2[/]" in screen_text(app), "literal worker id on screen")
+
+
+async def test_c_cancels_the_selected_task(fake, wait, notes):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await select_task(pilot, wait, RUNNING_ID)
+        await pilot.press("c")
+        await wait(pilot, lambda: fake.cancelled == [RUNNING_ID], "cancel called with the selected id")
+        await wait(pilot, lambda: f"cancelled {RUNNING_ID} (was RUNNING)" in notes.texts(), "cancel notification")
+        await wait(pilot, lambda: cell(app.task_table, RUNNING_ID, "state") == "CANCELLED", "row shows CANCELLED")
+        # The cursor stays on the task it was on across refreshes.
+        assert app.task_table.selected_key() == RUNNING_ID
+
+
+async def test_cancel_of_a_vanished_task_notifies_an_error(fake, wait, notes):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await select_task(pilot, wait, RUNNING_ID)
+        fake.evicted.add(RUNNING_ID)
+        await pilot.press("c")
+        await wait(pilot, lambda: notes.texts("error"), "an error notification")
+        assert notes.texts("error") == [f"cannot cancel {RUNNING_ID}: not known to the control plane"]
+
+
+async def test_r_retries_a_failed_task_and_reports_a_refused_retry(fake, wait, notes):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await select_task(pilot, wait, FAILED_ID)
+        await pilot.press("r")
+        await wait(pilot, lambda: f"retrying {FAILED_ID} (now PENDING)" in notes.texts(), "retry notification")
+        assert fake.retried == [FAILED_ID]
+
+        await select_task(pilot, wait, RUNNING_ID)
+        await pilot.press("r")
+        await wait(pilot, lambda: notes.texts("error"), "refusal notification")
+        assert "only FAILURE or CANCELLED tasks can be retried" in notes.texts("error")[0]
+
+
+async def test_p_pauses_and_resumes_the_selected_tasks_level(fake, wait, notes):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await select_task(pilot, wait, FAILED_ID)  # a HIGH task
+        await wait(pilot, lambda: app.queue_table.row_count == 4, "queues shown")
+        await pilot.press("p")
+        await wait(pilot, lambda: "paused high" in notes.texts(), "pause notification")
+        assert fake.pause_calls == [("pause", "high")]
+        await wait(pilot, lambda: cell(app.queue_table, "high", "state") == "PAUSED", "PAUSED marker")
+
+        await pilot.press("p")
+        await wait(pilot, lambda: "resumed high" in notes.texts(), "resume notification")
+        assert fake.pause_calls == [("pause", "high"), ("resume", "high")]
+        await wait(pilot, lambda: cell(app.queue_table, "high", "state") == "running", "marker gone")
+
+
+async def test_p_on_the_focused_queue_panel_pauses_the_cursor_row(fake, wait, notes):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        queues = app.queue_table
+        await wait(pilot, lambda: queues.row_count == 4, "queues shown")
+        queues.focus()
+        assert queues.select_key("low")
+        await pilot.pause()
+        await pilot.press("p")
+        await wait(pilot, lambda: fake.pause_calls == [("pause", "low")], "pause of the low level")
+
+
+async def test_enter_opens_the_detail_screen_and_escape_closes_it(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await select_task(pilot, wait, FAILED_ID)
+        await pilot.press("enter")
+        await wait(pilot, lambda: isinstance(app.screen, TaskDetailScreen), "detail screen open")
+        screen = app.screen
+        assert isinstance(screen, TaskDetailScreen) and screen.task_id == FAILED_ID
+        await wait(pilot, lambda: screen.detail is not None, "detail loaded")
+
+        def section(name: str) -> str:
+            content = screen.query_one(f"#detail-{name}", Static).content
+            assert isinstance(content, Text), f"{name} is not Text"
+            return content.plain
+
+        assert "ValueError: boom [red]not markup[/]" in section("traceback")
+        assert section("error") == "ValueError: boom"
+        assert "[1, '[b]two[/b]']" in section("args") and "{'flag': True}" in section("args")
+        summary = section("summary")
+        assert "fwtop.fail" in summary and "FAILURE" in summary
+        assert "wait  0.50s" in summary and "run  1.00s" in summary
+        await wait(pilot, lambda: "[red]not markup[/]" in screen_text(app), "literal traceback on screen")
+
+        await pilot.press("escape")
+        await wait(pilot, lambda: not isinstance(app.screen, TaskDetailScreen), "detail screen closed")
+
+
+async def test_keys_in_the_detail_screen_act_on_its_task(fake, wait, notes):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await select_task(pilot, wait, RUNNING_ID)
+        await pilot.press("enter")
+        await wait(pilot, lambda: isinstance(app.screen, TaskDetailScreen), "detail screen open")
+        await pilot.press("c")
+        await wait(pilot, lambda: fake.cancelled == [RUNNING_ID], "cancel from the detail screen")
+        screen = app.screen
+        assert isinstance(screen, TaskDetailScreen)
+        await wait(
+            pilot,
+            lambda: screen.detail is not None and screen.detail.info.state is TaskState.CANCELLED,
+            "detail shows CANCELLED",
+        )
+
+
+async def test_f_cycles_the_state_filter(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        tasks = app.task_table
+        await wait(pilot, lambda: tasks.row_count == 5, "all tasks")
+        await pilot.press("f")  # active
+        await wait(pilot, lambda: tasks.row_count == 3, "only active tasks")
+        assert fake.list_calls[-1]["states"] == {
+            TaskState.PENDING,
+            TaskState.SCHEDULED,
+            TaskState.RUNNING,
+            TaskState.RETRYING,
+        }
+        await pilot.press("f", "f", "f")  # running, waiting, failed
+        await wait(pilot, lambda: tasks.row_keys == [FAILED_ID], "only the failed task")
+        title = app.task_title.content
+        assert isinstance(title, Text) and "filter failed" in title.plain and "showing 1 of 1" in title.plain
+
+
+async def test_slash_focuses_search_which_matches_names_and_id_prefixes(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        tasks = app.task_table
+        await wait(pilot, lambda: tasks.row_count == 5, "all tasks")
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"sleep")  # part of a registered name; "c" and "r" are typed, not actions
+        await wait(
+            pilot, lambda: sorted(tasks.row_keys) == [RUNNING_ID, "eeee5555-0000-4000-8000-000000000005"], "sleep tasks"
+        )
+        assert fake.cancelled == [] and fake.retried == []
+
+        search = app.query_one(Input)
+        search.value = ""
+        await pilot.press(*"bbbb")
+        await wait(pilot, lambda: tasks.row_keys == [FAILED_ID], "id prefix match")
+        await pilot.press("enter")
+        assert app.focused is tasks
+
+
+async def test_new_tasks_appear_through_the_event_stream(fake, wait, new_task):
+    app = FastworkerTop(fake, address="tcp://fake:1", refresh_interval=3600)  # no polling: only events
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.task_table.row_count == 5, "initial tasks")
+        fake.add_task(new_task("ffff6666-0000-4000-8000-000000000006", "fwtop.add", TaskState.PENDING, age=0))
+        await wait(pilot, lambda: app.task_table.row_count == 6, "the new task via events")
+        assert app.task_table.row_keys[0] == "ffff6666-0000-4000-8000-000000000006"
+
+
+async def test_unreachable_control_plane_shows_a_banner_and_recovers(fake, wait):
+    fake.unreachable = True
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.query_one(TopHeader)
+        await wait(pilot, lambda: "control plane unreachable" in header.banner_text, "the banner")
+        assert "tcp://fake:1" in header.banner_text
+        await wait(pilot, lambda: "control plane unreachable" in screen_text(app), "banner on screen")
+        assert app.reachable is False
+
+        fake.unreachable = False
+        await wait(pilot, lambda: header.banner_text == "", "banner cleared after reconnect")
+        await wait(pilot, lambda: app.task_table.row_count == 5, "tasks after reconnect")
+
+
+async def test_unexpected_errors_are_shown_not_raised(fake, wait):
+    async def broken(**kwargs):
+        raise RuntimeError("the admin API changed")
+
+    fake.list_tasks = broken
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.query_one(TopHeader)
+        await wait(pilot, lambda: "the admin API changed" in header.banner_text, "error in the banner")
+        await wait(pilot, lambda: app.worker_table.row_count == 2, "other panels still work")
+
+
+async def test_question_mark_opens_help(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await wait(pilot, lambda: isinstance(app.screen, HelpScreen), "help open")
+        await wait(pilot, lambda: "pause or resume a priority level" in screen_text(app), "help text on screen")
+        await pilot.press("escape")
+        await wait(pilot, lambda: not isinstance(app.screen, HelpScreen), "help closed")
+
+
+async def test_q_quits_and_an_owned_client_is_closed(fake, wait):
+    app = FastworkerTop(fake, address="tcp://fake:1", refresh_interval=0.1, owns_client=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.task_table.row_count == 5, "tasks")
+        await pilot.press("q")
+    assert fake.closed
+
+
+async def test_a_client_passed_to_make_app_is_left_open(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.task_table.row_count == 5, "tasks")
+    assert not fake.closed

@@ -1,0 +1,40 @@
+"""The fastworker-top command line: flags, env-var defaults, usage errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastworker.dashboard.tui import cli
+
+
+def test_defaults_point_at_the_local_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FASTWORKER_CONTROL_PLANE", raising=False)
+    monkeypatch.delenv("FASTWORKER_SECRET", raising=False)
+    monkeypatch.delenv("FASTWORKER_REFRESH", raising=False)
+    args = cli.make_parser().parse_args([])
+    assert args.control_plane == "tcp://127.0.0.1:5550"
+    assert args.secret is None
+    assert args.refresh == 1.0
+
+
+def test_env_vars_set_defaults_and_flags_beat_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTWORKER_CONTROL_PLANE", "tcp://10.1.2.3:5550")
+    monkeypatch.setenv("FASTWORKER_SECRET", "s3cret")
+    monkeypatch.setenv("FASTWORKER_REFRESH", "0.5")
+    args = cli.make_parser().parse_args([])
+    assert (args.control_plane, args.secret, args.refresh) == ("tcp://10.1.2.3:5550", "s3cret", 0.5)
+    args = cli.make_parser().parse_args(["--control-plane", "tcp://127.0.0.1:9", "--refresh", "2"])
+    assert (args.control_plane, args.refresh) == ("tcp://127.0.0.1:9", 2.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_bad_refresh_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--refresh", value]) == cli.RET_USAGE
+    assert "--refresh" in capsys.readouterr().err
+
+
+def test_help_names_the_keys_and_env_vars(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == cli.RET_OK
+    out = capsys.readouterr().out
+    assert "FASTWORKER_CONTROL_PLANE" in out and "FASTWORKER_SECRET" in out
+    assert "c cancel" in out and "p pause/resume level" in out

@@ -1,0 +1,129 @@
+"""parse_address, start_in_thread (port 0, live stream, clean stop) and the fastworker-dashboard command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from web_fakes import FakeAdminClient, make_task
+
+from fastworker.dashboard.web.app import create_app
+from fastworker.dashboard.web.cli import main
+from fastworker.dashboard.web.server import parse_address, start_in_thread
+
+SRC_PATHS = [str(Path(p).resolve()) for p in sys.path if p.endswith("/src")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("http://127.0.0.1:0", ("127.0.0.1", 0)),
+        ("http://localhost:9000/", ("localhost", 9000)),
+        ("[::1]:8080", ("::1", 8080)),
+        (" 0.0.0.0:80 ", ("0.0.0.0", 80)),
+    ],
+)
+def test_parse_address_accepts_host_port_with_optional_http_prefix(text: str, expected: tuple[str, int]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "8080", "localhost", ":8080", "host:", "host:http", "host:70000", "https://h:1", "http://h:1/x", "::1:80"],
+)
+def test_parse_address_rejects_anything_else_clearly(text: str) -> None:
+    with pytest.raises(ValueError, match="dashboard address"):
+        parse_address(text)
+
+
+def test_cli_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--bogus"], ["--dashboard-address", "nonsense"], ["--log-level", "loud"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+    assert "HOST:PORT" in capsys.readouterr().err
+    monkeypatch.setenv("FASTWORKER_DASHBOARD_ADDRESS", "not-an-address")
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+
+
+def test_start_in_thread_serves_on_a_free_port_pushes_live_panels_and_stops(fake: FakeAdminClient) -> None:
+    # Given the app served from a thread on port 0
+    running = start_in_thread(create_app(control_plane="tcp://127.0.0.1:5550", client=fake), "127.0.0.1", 0)
+    try:
+        assert running.url.startswith("http://127.0.0.1:") and not running.url.endswith(":0")
+        with httpx.Client(base_url=running.url, timeout=10) as http:
+            assert 'data-worker-id="w1"' in http.get("/").text
+            # When a browser follows the live stream and another client submits a task
+            with http.stream("GET", "/stream?view=overview") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                lines = stream.iter_lines()
+                new = make_task("dddddddd-0000-4000-8000-000000000001", name="app.fresh", queued_at=time.time())
+                running.loop.call_soon_threadsafe(fake.add, new)
+                # Then the recent-tasks panel arrives with it (bounded by the read timeout)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    line = next(lines)
+                    if line.startswith("data:") and new.id in line:
+                        payload = json.loads(line[5:])
+                        assert payload["id"] == "panel-recent"
+                        break
+                else:
+                    pytest.fail("the new task never reached the live stream")
+                # And stopping the server ends the open stream instead of waiting for it
+                running.stop(timeout=5.0)
+                assert not running.alive
+    finally:
+        running.stop()
+
+
+def test_cli_serves_until_sigterm_and_writes_its_ready_file(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(SRC_PATHS + [env.get("PYTHONPATH", "")])
+    env["FASTWORKER_READ_ONLY"] = "1"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from fastworker.dashboard.web.cli import main; sys.exit(main())",
+            "--control-plane",
+            "tcp://127.0.0.1:9",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert process.poll() is None, process.communicate()[0].decode()
+            assert time.monotonic() < deadline, "no ready file within 20 s"
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        assert info["pid"] == process.pid
+        assert info["dashboard"].startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=info["dashboard"], timeout=10) as http:
+            assert http.get("/static/dashboard.css").status_code == 200
+            assert http.post("/api/queues/low/pause").status_code == 403  # FASTWORKER_READ_ONLY=1
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

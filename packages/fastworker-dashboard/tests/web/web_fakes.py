@@ -1,0 +1,255 @@
+"""A fake admin client, duck-typed like fastworker.client.Client, for the web dashboard's unit tests (imported via conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from fastworker.client import (
+    CancelResult,
+    ClientError,
+    ControlPlaneUnavailable,
+    EventBatch,
+    Priority,
+    TaskDetail,
+    TaskError,
+    TaskInfo,
+    TaskNotFound,
+    TaskPage,
+    TaskState,
+)
+
+NOW = 1_700_000_000.0
+
+
+def make_task(task_id: str, name: str = "app.add", state: TaskState = TaskState.SUCCESS, **changes: Any) -> TaskInfo:
+    info = TaskInfo(
+        id=task_id,
+        name=name,
+        state=state,
+        priority=Priority.NORMAL,
+        attempts=1,
+        worker="w1",
+        queued_at=NOW,
+        started_at=NOW + 0.5,
+        finished_at=NOW + 1.25 if state.is_final else None,
+        result=3 if state is TaskState.SUCCESS else None,
+    )
+    return replace(info, **changes)
+
+
+class FakeAdminClient:
+    """Canned control-plane data with working actions; ``calls`` counts every method call."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.unavailable = False
+        self.closed = False
+        self.tasks_by_id: dict[str, TaskInfo] = {}
+        self.arguments: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+        self.queue_state = {
+            p.value: {"priority": p.value, "depth": 0, "oldest_age": 0.0, "paused": False} for p in Priority
+        }
+        self.worker_list: list[dict[str, Any]] = [
+            {
+                "worker_id": "w1",
+                "host": "box",
+                "pid": 4242,
+                "capacity": 4,
+                "in_flight": 1,
+                "processed": 10,
+                "failed": 2,
+                "rss_bytes": 50 * 1024 * 1024,
+                "last_heartbeat": time.time() - 0.5,
+                "draining": False,
+                "task_names": ["app.add"],
+            }
+        ]
+        self.stats_data: dict[str, Any] = {
+            "submitted": 12,
+            "succeeded": 9,
+            "failed": 2,
+            "cancelled": 1,
+            "retried": 0,
+            "queued": 0,
+            "scheduled": 0,
+            "running": 0,
+            "workers": 1,
+            "cache_size": 12,
+            "cache_hits": 3,
+            "cache_misses": 1,
+            "uptime": 3725.0,
+            "throughput": 1.5,
+            "rejected_frames": 0,
+            "executed_locally": 0,
+            "history": [{"at": NOW + i, "succeeded": i % 3, "failed": 1 if i == 5 else 0} for i in range(120)],
+        }
+        self.sequence = 0
+        self._event = asyncio.Event()
+        self.events_in_flight = 0
+        self.max_events_in_flight = 0
+
+    # ---------------------------------------------------------------------------- test helpers
+
+    def add(self, info: TaskInfo, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> TaskInfo:
+        """Add or replace a task and publish a task_state event."""
+        self.tasks_by_id[info.id] = info
+        self.arguments[info.id] = (list(args), dict(kwargs or {}))
+        self.sequence += 1
+        self._event.set()
+        return info
+
+    def _check(self, method: str) -> None:
+        self.calls[method] += 1
+        if self.unavailable:
+            raise ControlPlaneUnavailable("no control plane answered (fake)")
+
+    # ---------------------------------------------------------------------------------- reads
+
+    async def stats(self) -> dict[str, Any]:
+        self._check("stats")
+        return dict(self.stats_data)
+
+    async def queues(self) -> list[dict[str, Any]]:
+        self._check("queues")
+        return [dict(q) for q in self.queue_state.values()]
+
+    async def workers(self) -> list[dict[str, Any]]:
+        self._check("workers")
+        return [dict(w) for w in self.worker_list]
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        self._check("tasks")
+        return [{"name": "app.add", "priority": "normal", "retries": 0}]
+
+    async def events(
+        self, after: int = 0, *, timeout: float = 5.0, task_ids: Sequence[str] = (), limit: int = 1000
+    ) -> EventBatch:
+        self._check("events")
+        self.events_in_flight += 1
+        self.max_events_in_flight = max(self.max_events_in_flight, self.events_in_flight)
+        try:
+            if self.sequence <= after and timeout > 0:
+                self._event.clear()
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._event.wait()
+                except TimeoutError:
+                    pass
+            fresh = self.sequence > after
+            events = [] if not fresh else [_task_event(self.sequence)]
+            return EventBatch(events=events, last_sequence=self.sequence, gap=False)
+        finally:
+            self.events_in_flight -= 1
+
+    async def list_tasks(
+        self,
+        *,
+        states: Iterable[TaskState | str] = (),
+        name: str = "",
+        priority: Priority | str | None = None,
+        worker: str = "",
+        search: str = "",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        self._check("list_tasks")
+        wanted = {TaskState(str(s).upper()) for s in states}
+        level = Priority.parse(priority) if priority else None
+        matches = [
+            t
+            for t in sorted(self.tasks_by_id.values(), key=lambda t: t.queued_at or 0, reverse=True)
+            if (not wanted or t.state in wanted)
+            and (not name or t.name == name)
+            and (level is None or t.priority is level)
+            and (not worker or t.worker == worker)
+            and t.id.startswith(search)
+        ]
+        return TaskPage(tasks=matches[offset : offset + limit], total=len(matches), offset=offset, limit=limit)
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        self._check("task_detail")
+        if task_id not in self.tasks_by_id:
+            raise TaskNotFound(task_id)
+        args, kwargs = self.arguments.get(task_id, ([], {}))
+        return TaskDetail(info=self.tasks_by_id[task_id], args=args, kwargs=kwargs)
+
+    # ------------------------------------------------------------------------------- actions
+
+    def _get(self, task_id: str) -> TaskInfo:
+        if task_id not in self.tasks_by_id:
+            raise TaskNotFound(task_id)
+        return self.tasks_by_id[task_id]
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        self._check("cancel")
+        info = self._get(task_id)
+        if info.state.is_final:
+            return CancelResult(cancelled=False, previous_state=info.state)
+        self.add(replace(info, state=TaskState.CANCELLED, finished_at=time.time()))
+        return CancelResult(cancelled=True, previous_state=info.state)
+
+    async def retry(self, task_id: str) -> TaskState:
+        self._check("retry")
+        info = self._get(task_id)
+        if info.state not in (TaskState.FAILURE, TaskState.CANCELLED):
+            raise ClientError(f"task {task_id} is {info.state.value}: only FAILURE or CANCELLED tasks can be retried")
+        self.add(replace(info, state=TaskState.PENDING, error=None, started_at=None, finished_at=None))
+        return TaskState.PENDING
+
+    async def purge(self, priority: Priority | str) -> int:
+        self._check("purge")
+        queue = self.queue_state[Priority.parse(priority).value]
+        count, queue["depth"] = queue["depth"], 0
+        return int(count)
+
+    async def pause(self, priority: Priority | str) -> bool:
+        self._check("pause")
+        self.queue_state[Priority.parse(priority).value]["paused"] = True
+        return True
+
+    async def resume(self, priority: Priority | str) -> bool:
+        self._check("resume")
+        self.queue_state[Priority.parse(priority).value]["paused"] = False
+        return False
+
+    async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
+        self._check("drain_worker")
+        for worker in self.worker_list:
+            if worker["worker_id"] == worker_id:
+                worker["draining"] = True
+                return True
+        return False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _task_event(sequence: int) -> Any:
+    from fastworker.client import TaskEvent
+
+    return TaskEvent(sequence=sequence, kind="task_state", at=time.time())
+
+
+def failing_task() -> TaskInfo:
+    return make_task(
+        "f" * 8 + "-0000-4000-8000-000000000001",
+        name="app.fail",
+        state=TaskState.FAILURE,
+        error=TaskError(
+            "RuntimeError", "boom", 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: boom'
+        ),
+    )
+
+
+#: What a same-origin browser form post sends along.
+SAME_ORIGIN = {"origin": "http://testserver"}
+
+
+def csrf_token(client: Any) -> str:
+    """The per-instance form token of the app behind a client made by the ``make_client`` fixture."""
+    return str(client.app.state.dashboard.config.csrf_token)

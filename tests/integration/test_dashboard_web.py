@@ -1,0 +1,265 @@
+"""The web dashboard in a real browser (Playwright driving Debian's chromium) against a real control plane.
+
+The control plane serves the dashboard in-process (``start_controlplane(dashboard=True)``) and runs
+nothing itself; one subworker ``w1`` runs ``fwtests_dashboard_tasks``. The test submits through a
+``SyncClient`` (Playwright's sync API cannot run inside an event loop) and watches the pages: live
+updates must arrive without a reload, and every action goes through its confirm dialog. Every wait
+is bounded. Screenshots land in ``test-artifacts/dashboard/`` under the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from fastworker.client import SyncClient, TaskInfo, TaskState
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "dashboard"
+CHROMIUM = Path("/usr/bin/chromium")
+TASK_MODULES = ("fwtests_dashboard_tasks",)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT = 15.0  # seconds; generous for a small, noisy machine
+WAIT_MS = WAIT * 1000
+MARKUP_NAME = 'fwdash.<b id="fwdash-bold">markup</b>&amp;<script>window.fwdashXss = 1</script>'
+
+
+def _child_env() -> dict[str, str]:
+    existing = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
+    """A control plane serving the dashboard and running nothing itself, plus one subworker ``w1``."""
+    workdir = tmp_path_factory.mktemp("dashboard-web")
+    control_plane = start_controlplane(
+        extra_args=["--local-concurrency", "0"], env=_child_env(), workdir=workdir, dashboard=True
+    )
+    try:
+        assert control_plane.dashboard, f"the control plane served no dashboard:\n{control_plane.log()}"
+        worker = start_worker(
+            control_plane.discovery,
+            task_modules=TASK_MODULES,
+            concurrency=2,
+            worker_id="w1",
+            env=_child_env(),
+            workdir=workdir,
+        )
+    except BaseException:
+        control_plane.stop()
+        raise
+    try:
+        yield control_plane, worker
+    finally:
+        worker.stop()
+        control_plane.stop()
+        print(f"---- control plane ----\n{control_plane.log()}\n---- worker ----\n{worker.log()}")
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(cluster: tuple[RunningControlPlane, RunningWorker]) -> str:
+    url = cluster[0].dashboard
+    assert url is not None
+    return url
+
+
+@pytest.fixture(scope="module")
+def client(cluster: tuple[RunningControlPlane, RunningWorker]) -> Iterator[SyncClient]:
+    with SyncClient(cluster[0].discovery) as sync_client:
+        yield sync_client
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests"
+        )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _launch(playwright: Playwright) -> Browser:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+
+@pytest.fixture
+def page(chromium: Browser, dashboard_url: str) -> Iterator[Page]:
+    """A fresh browser page on the dashboard that accepts every confirm() dialog (and records them)."""
+    context = chromium.new_context(base_url=dashboard_url, viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(WAIT_MS)
+    browser_page = context.new_page()
+    dialogs: list[str] = []
+
+    def accept(dialog: object) -> None:
+        dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.accept()  # type: ignore[attr-defined]
+
+    browser_page.on("dialog", accept)
+    browser_page.dialogs = dialogs  # type: ignore[attr-defined]
+    try:
+        yield browser_page
+    finally:
+        context.close()
+
+
+def wait_for_state(client: SyncClient, task_id: str, state: TaskState) -> TaskInfo:
+    deadline = time.monotonic() + WAIT
+    info = client.status(task_id)
+    while info.state is not state:
+        if time.monotonic() > deadline:
+            pytest.fail(f"task {task_id} did not reach {state} within {WAIT:g} s (last: {info.state})")
+        time.sleep(0.05)
+        info = client.status(task_id)
+    return info
+
+
+def wait_until_live(page: Page) -> None:
+    """Wait until the page's live stream is connected, and mark the page so that a reload would show."""
+    expect(page.locator("body")).to_have_attribute("data-live", "live")
+    page.evaluate("window.fwdashNoReload = 'still here'")
+
+
+def assert_not_reloaded(page: Page) -> None:
+    assert page.evaluate("window.fwdashNoReload") == "still here", "the page was reloaded"
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_overview_lists_the_worker_and_the_queue_depths(page: Page) -> None:
+    page.goto("/")
+    expect(page.locator('#panel-workers tr[data-worker-id="w1"]')).to_be_visible()
+    for level in ("critical", "high", "normal", "low"):
+        expect(page.locator(f'#queues-table tr[data-priority="{level}"] .depth-value')).to_have_text(
+            re.compile(r"^\d+$")
+        )
+    expect(page.get_by_role("link", name="Tasks", exact=True)).to_be_visible()
+    shot(page, "overview")
+
+
+def test_a_task_submitted_elsewhere_appears_live_on_the_overview_and_the_tasks_page(
+    page: Page, client: SyncClient
+) -> None:
+    page.goto("/")
+    wait_until_live(page)
+    task_id = client.delay("fwdash.add", 2, 3)
+    expect(page.locator(f'#panel-recent tr[data-task-id="{task_id}"]')).to_be_visible()
+    expect(page.locator(f'#panel-recent tr[data-task-id="{task_id}"]')).to_have_attribute("data-state", "SUCCESS")
+    assert_not_reloaded(page)
+
+    page.goto("/tasks")
+    wait_until_live(page)
+    second = client.delay("fwdash.add", 4, 5)
+    row = page.locator(f'#panel-tasks tr[data-task-id="{second}"]')
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-state", "SUCCESS")
+    assert_not_reloaded(page)
+    shot(page, "tasks")
+
+
+def test_cancel_button_cancels_a_running_task(page: Page, client: SyncClient) -> None:
+    task_id = client.delay("fwdash.sleep", 60)
+    wait_for_state(client, task_id, TaskState.RUNNING)
+    page.goto(f"/tasks/{task_id}")
+    expect(page.locator("#task-state .badge")).to_have_text("RUNNING")
+    page.locator('button[data-action="cancel"]').click()
+    expect(page.locator("#flash")).to_contain_text(f"cancelled {task_id}")
+    expect(page.locator("#task-state .badge")).to_have_text("CANCELLED")
+    assert any("Cancel task" in message for message in page.dialogs)  # type: ignore[attr-defined]
+    assert client.status(task_id).state is TaskState.CANCELLED
+    shot(page, "task-cancelled")
+
+
+def test_failed_task_shows_its_traceback_and_retry_requeues_it(page: Page, client: SyncClient) -> None:
+    task_id = client.delay("fwdash.fail", "kaboom")
+    wait_for_state(client, task_id, TaskState.FAILURE)
+    page.goto(f"/tasks/{task_id}")
+    expect(page.locator("#error-type")).to_have_text("RuntimeError")
+    expect(page.locator("#task-traceback")).to_contain_text("Traceback")
+    expect(page.locator("#task-traceback")).to_contain_text("fwdash failure: kaboom")
+    shot(page, "task-failed")
+    page.locator('button[data-action="retry"]').click()
+    expect(page.locator("#flash")).to_contain_text(re.compile(rf"retried {task_id}: (PENDING|RUNNING)"))
+    wait_until_live(page)
+    # It runs again (and fails again): the live panel shows the second attempt without a reload
+    expect(page.locator("#panel-task dl.facts")).to_contain_text(re.compile(r"Attempts\s*2"))
+    expect(page.locator("#task-state .badge")).to_have_text("FAILURE")
+    assert_not_reloaded(page)
+
+
+def test_markup_in_arguments_and_task_names_is_shown_as_text(page: Page, client: SyncClient) -> None:
+    payload = "<script>window.fwdashXss = 1</script><img src=x onerror=window.fwdashXss=2>"
+    echo_id = client.delay("fwdash.echo", payload, note=payload)
+    markup_id = client.delay(MARKUP_NAME)
+    wait_for_state(client, echo_id, TaskState.SUCCESS)
+    wait_for_state(client, markup_id, TaskState.SUCCESS)
+    page.goto(f"/tasks/{echo_id}")
+    expect(page.locator("#task-args")).to_contain_text(payload)
+    expect(page.locator("#task-kwargs")).to_contain_text(payload)
+    expect(page.locator("#task-result")).to_contain_text(payload)
+    assert page.evaluate("window.fwdashXss") is None
+    page.goto("/tasks")
+    name_cell = page.locator(f'tr[data-task-id="{markup_id}"] td.task-name')
+    expect(name_cell).to_have_text(MARKUP_NAME)
+    assert page.locator("#fwdash-bold").count() == 0
+    page.goto(f"/tasks/{markup_id}")
+    expect(page.locator(".task-title .task-name")).to_have_text(MARKUP_NAME)
+    assert page.evaluate("window.fwdashXss") is None
+    shot(page, "markup-as-text")
+
+
+def test_pause_and_resume_change_the_shown_queue_state(page: Page, client: SyncClient) -> None:
+    page.goto("/")
+    row = page.locator('#queues-table tr[data-priority="low"]')
+    expect(row).to_have_attribute("data-paused", "false")
+    row.locator('button[data-action="pause"]').click()
+    expect(page.locator("#flash")).to_contain_text("low queue paused")
+    expect(row).to_have_attribute("data-paused", "true")
+    expect(row.locator(".queue-state")).to_have_text("paused")
+    # While paused, a low task waits: the queue depth shows it live
+    wait_until_live(page)
+    waiting = client.delay("fwdash.add", 1, 1, priority="low")
+    expect(row.locator(".depth-value")).to_have_text("1")
+    shot(page, "queue-paused")
+    row.locator('button[data-action="resume"]').click()
+    expect(page.locator("#flash")).to_contain_text("low queue resumed")
+    expect(row).to_have_attribute("data-paused", "false")
+    wait_for_state(client, waiting, TaskState.SUCCESS)
+
+
+def test_auto_refresh_switch_is_remembered(page: Page) -> None:
+    page.goto("/workers")
+    expect(page.locator('#panel-workers tr[data-worker-id="w1"] button[data-action="drain"]')).to_be_visible()
+    shot(page, "workers")
+    expect(page.locator("body")).to_have_attribute("data-live", "live")
+    page.locator(".live-switch").click()
+    expect(page.locator("body")).to_have_attribute("data-live", "off")
+    page.reload()
+    expect(page.locator("#live-toggle")).not_to_be_checked()
+    expect(page.locator("body")).to_have_attribute("data-live", "off")
+    page.locator(".live-switch").click()
+    expect(page.locator("body")).to_have_attribute("data-live", "live")
