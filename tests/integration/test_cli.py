@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastworker.controlplane.testing import RunningControlPlane
 
@@ -148,3 +149,24 @@ def test_human_output_of_every_read_command(shared_cp: RunningControlPlane) -> N
     assert workers.returncode == 0 and "workers: none" in workers.stdout
     listing = fastworker(shared_cp, "list", "--limit", "3")
     assert listing.returncode == 0 and "fwtests.add" in listing.stdout
+
+
+def test_cancel_of_a_waiting_task_and_drain_of_a_worker_exit_zero(
+    start_cp_for_workers: Any, start_worker: Any
+) -> None:
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "cli-drain", concurrency=1)
+    waiting = json.loads(fastworker(control_plane, "--json", "submit", "fwtests_worker.sleep_for", "30").stdout)
+    second = json.loads(fastworker(control_plane, "--json", "submit", "fwtests_worker.sleep_for", "0").stdout)
+    cancel = fastworker(control_plane, "--json", "cancel", second["id"])
+    assert cancel.returncode == 0, cancel.stdout
+    assert json.loads(cancel.stdout) == {"id": second["id"], "cancelled": True, "previous_state": "PENDING"}
+    pending = fastworker(control_plane, "--json", "result", waiting["id"])
+    assert pending.returncode == 4  # not final yet: a timeout for scripts
+
+    drain = fastworker(control_plane, "drain", "cli-drain", "--timeout", "0.5")
+    assert drain.returncode == 0 and "cli-drain is draining" in drain.stdout
+    assert worker.process.wait(timeout=15) == 0
+    # the running task was handed back to the queue when the drain timeout passed
+    status = json.loads(fastworker(control_plane, "--json", "status", waiting["id"]).stdout)
+    assert status["state"] == "PENDING" and status["worker"] is None
