@@ -52,7 +52,7 @@ _BATCH_BYTES = 4 * 1024 * 1024
 #: Most tasks per batch envelope.
 _MAX_BATCH = 10_000
 #: Most ids per status/wait request.
-_MAX_IDS_PER_WAIT = 5000
+_MAX_IDS_PER_WAIT = 1000
 #: How long the control plane may hold one wait request, in seconds.
 _SERVER_WAIT = 5.0
 
@@ -728,9 +728,12 @@ class Client(AdminMethods):
                 for future in self._awaited.get(task_id, ()):
                     if not future.done():
                         future.set_exception(TaskNotFound(task_id))
-            for task_id in body.pending:
-                if task_id in self._awaited:
-                    self._unsent[task_id] = None
+            remaining = [task_id for task_id in body.pending if task_id in self._awaited]
+            if remaining and not self._closed:
+                # Ask again for the rest as one chunk: tasks submitted together finish together,
+                # and a chunk kept whole is answered in few rounds.
+                self._waits_in_flight += 1
+                self._spawn(self._send_wait(remaining))
         finally:
             self._waits_in_flight -= 1
             if self._unsent and not self._closed:

@@ -622,8 +622,11 @@ class Coordinator:
         finished: list[TaskRecord] = []
         pending: list[str] = []
         missing: list[str] = []
+        active = self.active
+        cached = self.cache.get
+        now = self.clock()
         for task_id in task_ids:
-            record = self.find(task_id)
+            record = active.get(task_id) or cached(task_id, now)
             if record is None:
                 missing.append(task_id)
             elif record.is_final:

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: Prefetch only while recent tasks ran shorter than this on average, in seconds: holding long
 #: tasks in a local queue would keep them from an idle worker (Celery's prefetch trap).
 PREFETCH_TASK_TIME = 0.02
+#: How long an outcome may wait for the next work request while a refill request is out, in seconds.
+REFILL_REPORT_DELAY = 0.005
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
 
@@ -134,6 +136,8 @@ class Worker:
         self._cancelled: set[str] = set()
         self._flush_scheduled = False
         self._pulling = False
+        #: The work request out is a refill (the prefetch queue still feeds the slots), not a starving one.
+        self._refilling = False
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._registered = asyncio.Event()
@@ -268,7 +272,11 @@ class Worker:
         assert link is not None
         while self.state is WorkerState.RUNNING:
             prefetch = self._prefetch()
-            if len(self._running) + len(self._backlog) >= self.settings.concurrency + prefetch:
+            room = self.settings.concurrency + prefetch - len(self._running) - len(self._backlog)
+            starving = not self._backlog and len(self._running) < self.settings.concurrency
+            # With a prefetch queue that still feeds the slots, ask again only once half of it is
+            # free: each round trip then carries several outcomes and several tasks.
+            if room <= 0 or (not starving and room < max(1, prefetch // 2)):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -278,6 +286,7 @@ class Worker:
             outcomes = self._take_results(current)
             held = [*self._running, *self._backlog, *self._unacked]
             self._pulling = True
+            self._refilling = not starving
             try:
                 started, self._started = self._started, []
                 specs, instance = await link.pull(
@@ -442,7 +451,12 @@ class Worker:
         # With a work request out, report at once; else the pull loop is about to carry it.
         if self._pulling and not self._flush_scheduled:
             self._flush_scheduled = True
-            self._spawn(self._flush_results())
+            if self._refilling:
+                # A refill is usually answered at once, and the next request carries this outcome:
+                # report separately only if it is held (the control plane ran out of work).
+                asyncio.get_running_loop().call_later(REFILL_REPORT_DELAY, self._spawn_flush)
+            else:
+                self._spawn(self._flush_results())
 
     async def _outcome(self, spec: task_pb2.TaskSpec) -> Outcome:
         task = self.registry.get(spec.name)
@@ -462,6 +476,9 @@ class Worker:
         return await run_async_limited(
             task, args, kwargs, hard=limit, soft=soft, allow_pickle=self.settings.allow_pickle
         )
+
+    def _spawn_flush(self) -> None:
+        self._spawn(self._flush_results())
 
     async def _flush_results(self) -> None:
         """Send finished outcomes in batches; those of a control plane instance that is gone are dropped."""
