@@ -18,7 +18,8 @@ from fastworker.client import (
     TaskState,
     UnknownTask,
 )
-from fastworker.client._async import _error_from_wire, _eta_seconds, task_info_from_wire
+from fastworker.client._async import _error_from_wire, _eta_seconds
+from fastworker.client.models import task_info_from_wire
 from fastworker.protocol import encode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
 

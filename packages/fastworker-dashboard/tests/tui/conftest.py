@@ -1,7 +1,7 @@
 """A fake admin client with canned data for fastworker-top's unit tests, and Pilot helpers.
 
 ``FakeClient`` duck-types the async admin API of ``fastworker.client.Client`` (the app's
-``TopClient`` protocol): it serves stats, queues, workers and a task list from memory, records
+``AdminClient`` protocol): it serves stats, queues, workers and a task list from memory, records
 every operator action, and can play an unreachable control plane.
 """
 

@@ -26,12 +26,20 @@ from fastworker.client.errors import (
     TaskNotFound,
     TaskTimeout,
 )
-from fastworker.client.models import CancelResult, EventBatch, Priority, TaskError, TaskEvent, TaskInfo, TaskState
+from fastworker.client.models import (
+    CancelResult,
+    EventBatch,
+    Priority,
+    TaskEvent,
+    TaskInfo,
+    TaskState,
+    task_info_from_wire,
+)
 from fastworker.client.requester import Requester, error_from_wire
 from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame
-from fastworker.protocol.payload import decode_value, encode_arguments
+from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -59,29 +67,6 @@ _SERVER_WAIT = 5.0
 T = TypeVar("T")
 
 _error_from_wire = error_from_wire
-
-
-def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False) -> TaskInfo:
-    """Translate a TaskInfo message into the client's TaskInfo (the result decoded).
-
-    Raises:
-        PayloadError: the result cannot be decoded here (e.g. pickle not enabled).
-    """
-    result = decode_value(info.result, allow_pickle=allow_pickle) if info.HasField("result") else None
-    error = TaskError(info.error.type, info.error.message, info.error.traceback) if info.HasField("error") else None
-    return TaskInfo(
-        id=info.task_id,
-        name=info.name,
-        state=TaskState.from_wire(info.state),
-        priority=Priority.from_wire(info.priority),
-        attempts=info.attempts,
-        worker=info.worker or None,
-        queued_at=info.queued_at or None,
-        started_at=info.started_at or None,
-        finished_at=info.finished_at or None,
-        result=result,
-        error=error,
-    )
 
 
 def _eta_seconds(countdown: float | None, eta: datetime | float | None) -> float:

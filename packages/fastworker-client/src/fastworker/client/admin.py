@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fastworker.client.errors import PayloadError
-from fastworker.client.models import Priority, TaskDetail, TaskError, TaskInfo, TaskPage, TaskState
-from fastworker.protocol.payload import decode_arguments, decode_value
+from fastworker.client.models import Priority, TaskDetail, TaskPage, TaskState, task_info_from_wire
+from fastworker.protocol.payload import decode_arguments
 from fastworker.protocol.v1 import task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -110,7 +110,10 @@ class AdminMethods:
         reply = await self._request(build)
         page = reply.tasks_reply
         return TaskPage(
-            tasks=[self._info_lenient(info) for info in page.tasks], total=page.total, offset=offset, limit=limit
+            tasks=[task_info_from_wire(info, allow_pickle=self.allow_pickle, lenient=True) for info in page.tasks],
+            total=page.total,
+            offset=offset,
+            limit=limit,
         )
 
     async def task_detail(self, task_id: str) -> TaskDetail:
@@ -134,34 +137,11 @@ class AdminMethods:
         except PayloadError as exc:
             arguments_error = str(exc)
         return TaskDetail(
-            info=self._info_lenient(wire),
+            info=task_info_from_wire(wire, allow_pickle=self.allow_pickle, lenient=True),
             args=args,
             kwargs=kwargs,
             arguments_error=arguments_error,
             eta=wire.eta or None,
-        )
-
-    def _info_lenient(self, info: task_pb2.TaskInfo) -> TaskInfo:
-        """A TaskInfo whose undecodable result becomes a short note instead of an error (operator views)."""
-        result: Any = None
-        if info.HasField("result"):
-            try:
-                result = decode_value(info.result, allow_pickle=self.allow_pickle)
-            except PayloadError as exc:
-                result = f"<result not decodable here: {exc}>"
-        error = info.error
-        return TaskInfo(
-            id=info.task_id,
-            name=info.name,
-            state=TaskState.from_wire(info.state),
-            priority=Priority.from_wire(info.priority),
-            attempts=info.attempts,
-            worker=info.worker or None,
-            queued_at=info.queued_at or None,
-            started_at=info.started_at or None,
-            finished_at=info.finished_at or None,
-            result=result,
-            error=TaskError(error.type, error.message, error.traceback) if info.HasField("error") else None,
         )
 
     # ---------------------------------------------------------------------------------------- actions

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from fastworker.protocol.errors import PayloadError
+from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import task_pb2
 
 
@@ -131,6 +133,39 @@ class TaskInfo:
     finished_at: float | None
     result: Any = None
     error: TaskError | None = None
+
+
+def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, lenient: bool = False) -> TaskInfo:
+    """Translate a TaskInfo message into the client's TaskInfo (the result decoded).
+
+    With ``lenient`` (operator views), a result that cannot be decoded here becomes a short note
+    instead of an error.
+
+    Raises:
+        PayloadError: the result cannot be decoded here (e.g. pickle not enabled), unless lenient.
+    """
+    result: Any = None
+    if info.HasField("result"):
+        try:
+            result = decode_value(info.result, allow_pickle=allow_pickle)
+        except PayloadError as exc:
+            if not lenient:
+                raise
+            result = f"<result not decodable here: {exc}>"
+    error = TaskError(info.error.type, info.error.message, info.error.traceback) if info.HasField("error") else None
+    return TaskInfo(
+        id=info.task_id,
+        name=info.name,
+        state=TaskState.from_wire(info.state),
+        priority=Priority.from_wire(info.priority),
+        attempts=info.attempts,
+        worker=info.worker or None,
+        queued_at=info.queued_at or None,
+        started_at=info.started_at or None,
+        finished_at=info.finished_at or None,
+        result=result,
+        error=error,
+    )
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from fastworker.client import Client, ControlPlaneUnavailable, EventBatch, FastworkerError, TaskNotFound
+from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
-from fastworker.dashboard.tui.source import TopClient
 from fastworker.dashboard.tui.widgets import QueueTable, TaskTable, TopHeader, WorkerTable
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class FastworkerTop(App[None]):
     """An "htop for the queue": counters, queues, workers and a live task list with operator keys.
 
     Args:
-        client: Anything with the admin API of ``fastworker.client.Client`` (see ``TopClient``).
+        client: Anything with the admin API of ``fastworker.client.Client`` (see ``AdminClient``).
         address: The control plane's discovery address, shown in the header.
         refresh_interval: Seconds between polls.
         owns_client: Close the client when the app exits (true when ``make_app`` created it).
@@ -85,7 +85,7 @@ class FastworkerTop(App[None]):
 
     def __init__(
         self,
-        client: TopClient,
+        client: AdminClient,
         *,
         address: str,
         refresh_interval: float = 1.0,
@@ -420,7 +420,7 @@ def make_app(
     control_plane: str,
     secret: str | None = None,
     *,
-    client: TopClient | None = None,
+    client: AdminClient | None = None,
     refresh_interval: float = 1.0,
 ) -> FastworkerTop:
     """Build fastworker-top for a control plane (or for the given client, which the caller keeps and closes).

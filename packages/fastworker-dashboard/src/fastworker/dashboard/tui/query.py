@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastworker.client import TaskInfo, TaskState
-from fastworker.dashboard.tui.source import TopClient
+from fastworker.dashboard.source import AdminClient
 
 #: Most rows the task list shows.
 DEFAULT_LIMIT = 200
@@ -52,7 +52,7 @@ class TaskListing:
     total: int
 
 
-async def fetch_tasks(client: TopClient, query: TaskQuery) -> TaskListing:
+async def fetch_tasks(client: AdminClient, query: TaskQuery) -> TaskListing:
     """Read the tasks matching the query: by state, and by id prefix or part of the name.
 
     Raises:

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from fastworker.client import Client
+from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.version import __version__
-from fastworker.dashboard.web.admin import AdminClient
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.deps import DashboardState
 from fastworker.dashboard.web.errors import install_error_handlers

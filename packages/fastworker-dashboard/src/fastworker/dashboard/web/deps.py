@@ -7,7 +7,7 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from fastworker.dashboard.web.admin import AdminClient
+from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.live import LiveFeed
 from fastworker.dashboard.web.query import TaskFilters

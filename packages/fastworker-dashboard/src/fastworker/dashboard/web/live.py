@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastworker.client import FastworkerError
-from fastworker.dashboard.web.admin import AdminClient, TaskDetailView, TaskPageView
+from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView
 from fastworker.dashboard.web.query import TaskFilters
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from fastworker.client import TaskInfo
-from fastworker.dashboard.web.admin import TaskDetailView, TaskPageView
+from fastworker.dashboard.source import TaskDetailView, TaskPageView
 
 
 def jsonable(value: Any) -> Any:

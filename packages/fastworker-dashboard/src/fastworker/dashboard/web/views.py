@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import Request
 
 from fastworker.client import Priority, TaskState
+from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView
 from fastworker.dashboard.version import __version__
-from fastworker.dashboard.web.admin import AdminClient, TaskDetailView, TaskPageView
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.query import LIMIT_CHOICES, TaskFilters, choices, page_links
 from fastworker.dashboard.web.security import is_logged_in

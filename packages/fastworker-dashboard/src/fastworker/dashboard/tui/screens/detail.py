@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from fastworker.client import FastworkerError, TaskInfo, TaskNotFound, TaskState
+from fastworker.dashboard.source import AdminClient, TaskDetailView
 from fastworker.dashboard.tui.format import (
     MISSING,
     format_duration,
@@ -25,7 +26,6 @@ from fastworker.dashboard.tui.format import (
     priority_text,
     state_text,
 )
-from fastworker.dashboard.tui.source import TaskDetailLike, TopClient
 
 
 def _field(text: Text, label: str, value: str | Text) -> None:
@@ -34,7 +34,7 @@ def _field(text: Text, label: str, value: str | Text) -> None:
     text.append("\n")
 
 
-def summary_text(detail: TaskDetailLike) -> Text:
+def summary_text(detail: TaskDetailView) -> Text:
     """Identity, state and timings (wait and run separately)."""
     info = detail.info
     text = Text()
@@ -54,7 +54,7 @@ def summary_text(detail: TaskDetailLike) -> Text:
     return text
 
 
-def arguments_text(detail: TaskDetailLike) -> Text:
+def arguments_text(detail: TaskDetailView) -> Text:
     """Positional and keyword arguments, or why they cannot be shown."""
     text = Text()
     if detail.arguments_error:
@@ -102,13 +102,13 @@ class TaskDetailScreen(ModalScreen[None]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, client: TopClient, task_id: str, *, refresh_interval: float = 1.0) -> None:
+    def __init__(self, client: AdminClient, task_id: str, *, refresh_interval: float = 1.0) -> None:
         super().__init__()
         self.client = client
         self.task_id = task_id
         self.refresh_interval = refresh_interval
         #: The last detail read, or None before the first answer.
-        self.detail: TaskDetailLike | None = None
+        self.detail: TaskDetailView | None = None
 
     def compose(self) -> ComposeResult:
         """A dialog with one section per aspect of the task."""
@@ -161,7 +161,7 @@ class TaskDetailScreen(ModalScreen[None]):
     def _show_problem(self, message: str) -> None:
         self.query_one("#detail-summary", Static).update(Text(message, style="bold red"))
 
-    def show(self, detail: TaskDetailLike) -> None:
+    def show(self, detail: TaskDetailView) -> None:
         """Render a detail snapshot."""
         self.detail = detail
         info = detail.info

@@ -1,4 +1,8 @@
-"""The admin-API surface the dashboard needs, as a Protocol: ``fastworker.client.Client`` fits it, and so do test fakes."""
+"""The admin-API surface both frontends need, as Protocols: ``fastworker.client.Client`` fits them, and so do test fakes.
+
+The web dashboard and ``fastworker-top`` read and act only through this; neither depends on how the
+client talks to the control plane, and their tests pass canned data.
+"""
 
 from __future__ import annotations
 
@@ -83,9 +87,9 @@ class AdminClient(Protocol):
     async def list_tasks(
         self,
         *,
-        states: Iterable[TaskState] = (),
+        states: Iterable[TaskState | str] = (),
         name: str = "",
-        priority: Priority | None = None,
+        priority: Priority | str | None = None,
         worker: str = "",
         search: str = "",
         offset: int = 0,
@@ -102,13 +106,13 @@ class AdminClient(Protocol):
     async def retry(self, task_id: str) -> TaskState:
         """Re-queue a FAILURE or CANCELLED task."""
 
-    async def purge(self, priority: Priority) -> int:
+    async def purge(self, priority: Priority | str) -> int:
         """Cancel every waiting task of one level; returns how many."""
 
-    async def pause(self, priority: Priority) -> bool:
+    async def pause(self, priority: Priority | str) -> bool:
         """Stop dispatching one level; True when it is now paused."""
 
-    async def resume(self, priority: Priority) -> bool:
+    async def resume(self, priority: Priority | str) -> bool:
         """Dispatch one level again; False when it is now running."""
 
     async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
