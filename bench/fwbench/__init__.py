@@ -1,0 +1,1 @@
+"""FastWorker benchmark suite internals (entry point: bench/run.py)."""

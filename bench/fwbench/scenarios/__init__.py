@@ -1,0 +1,6 @@
+"""The scenarios; importing this package registers them all (registration order = the default run order)."""
+
+from fwbench.scenarios import local, workers  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import memory  # noqa: F401
