@@ -151,9 +151,7 @@ def test_human_output_of_every_read_command(shared_cp: RunningControlPlane) -> N
     assert listing.returncode == 0 and "fwtests.add" in listing.stdout
 
 
-def test_cancel_of_a_waiting_task_and_drain_of_a_worker_exit_zero(
-    start_cp_for_workers: Any, start_worker: Any
-) -> None:
+def test_cancel_of_a_waiting_task_and_drain_of_a_worker_exit_zero(start_cp_for_workers: Any, start_worker: Any) -> None:
     control_plane = start_cp_for_workers()
     worker = start_worker(control_plane, "cli-drain", concurrency=1)
     waiting = json.loads(fastworker(control_plane, "--json", "submit", "fwtests_worker.sleep_for", "30").stdout)

@@ -4,3 +4,6 @@ from fwbench.scenarios import local, workers  # noqa: F401
 
 # isort: split
 from fwbench.scenarios import memory  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import journal  # noqa: F401

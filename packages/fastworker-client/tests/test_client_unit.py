@@ -118,6 +118,7 @@ async def test_the_address_comes_from_the_environment_when_not_given(monkeypatch
 def test_public_api_is_exactly_what_all_lists() -> None:
     modules = {
         "admin",
+        "announcements",
         "errors",
         "models",
         "transport",
@@ -125,6 +126,9 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "version",
         "requester",
         "cli",
+        "handles",
+        "tls",
+        "fastapi",  # fastworker.client.fastapi, once something imported it
     }  # `task`: the decorator
     public = {name for name in dir(fastworker.client) if not name.startswith("_")} - modules
     assert public | {"__version__"} == set(fastworker.client.__all__)
@@ -147,5 +151,11 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "CancelResult",
         "TaskInfo",
         "TaskError",
+        "TaskHandle",
+        "BoundTask",
+        "TaskBackend",
+        "current_client",
+        "set_default_client",
+        "use_client",
     ):
         assert name in fastworker.client.__all__, name

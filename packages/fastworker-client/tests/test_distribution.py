@@ -22,3 +22,10 @@ def test_fastworker_is_a_namespace_package_without_init() -> None:
 
 def test_package_ships_py_typed() -> None:
     assert (Path(fastworker.client.__file__).parent / "py.typed").is_file()
+
+
+def test_fastapi_is_an_optional_extra() -> None:
+    metadata = importlib.metadata.metadata("fastworker-client")
+    assert "fastapi" in (metadata.get_all("Provides-Extra") or [])
+    required = [r for r in (metadata.get_all("Requires-Dist") or []) if "extra ==" not in r]
+    assert not any(r.startswith("fastapi") for r in required)

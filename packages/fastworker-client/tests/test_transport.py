@@ -365,9 +365,9 @@ async def test_replying_twice_sends_one_reply(
     server = servers(handle)
     real_send = server.server._send
 
-    def spy(context: Any, data: bytes) -> None:
+    def spy(context: Any, data: bytes, **options: Any) -> None:
         sends.append(data)
-        real_send(context, data)
+        real_send(context, data, **options)
 
     server.server._send = spy  # type: ignore[method-assign]
     channel = channels(server.url)

@@ -15,6 +15,7 @@ from fastworker.controlplane.records import (
     SUCCESS,
     ResultCache,
     TaskRecord,
+    record_bytes,
 )
 from fastworker.protocol.payload import decode_value, encode_arguments, encode_value
 from fastworker.protocol.v1 import task_pb2
@@ -268,3 +269,27 @@ def test_fill_info_reports_the_eta_only_while_scheduled_or_retrying(state: int, 
     rec.fill_info(info)
 
     assert info.eta == (5000.0 if eta_shown else 0.0)
+
+
+def with_result(task_id: str, size: int) -> TaskRecord:
+    record = finished(task_id)
+    record.result = task_pb2.Payload(data=b"r" * size)
+    return record
+
+
+def test_a_byte_bound_evicts_the_least_recently_used_and_accounts_every_removal() -> None:
+    cache = ResultCache(100, 60.0, max_bytes=11_000)
+    for n in range(10):
+        cache.add(with_result(f"t{n}", 3_000), now=0.0)
+    assert ids(cache) == ["t7", "t8", "t9"]  # three of 3.6 kB fit in 11 kB
+    assert cache.bytes == sum(record_bytes(r) for r in cache) <= 11_000
+    cache.remove("t8")
+    cache.expire(now=1_000.0)
+    assert cache.bytes == 0 and len(cache) == 0
+
+
+def test_the_newest_record_stays_even_when_it_alone_is_over_the_byte_bound() -> None:
+    cache = ResultCache(100, 60.0, max_bytes=1_000)
+    cache.add(with_result("small", 10), now=0.0)
+    cache.add(with_result("huge", 50_000), now=0.0)
+    assert ids(cache) == ["huge"]

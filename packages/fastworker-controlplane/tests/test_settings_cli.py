@@ -221,37 +221,33 @@ def test_every_flags_help_names_its_env_var() -> None:
 
 
 @pytest.mark.parametrize(
-    "flags",
+    ("flags", "says"),
     [
-        ["--secret", "x"],
-        ["--journal", "journal.log"],
-        ["--tls-cert", "cert.pem"],
-        ["--tls-key", "key.pem"],
-        ["--tls-ca", "ca.pem"],
+        (["--tls-cert", "cert.pem"], "both a certificate and its key"),
+        (["--tls-key", "key.pem"], "both a certificate and its key"),
+        (["--tls-ca", "ca.pem"], "--tls-ca needs --tls-cert"),
+        (["--tls-cert", "missing.pem", "--tls-key", "missing.key"], "not a readable file"),
     ],
 )
 @pytest.mark.usefixtures("restore_process_state")
-def test_main_refuses_features_that_are_not_available_with_a_usage_error(
-    flags: list[str], capsys: pytest.CaptureFixture[str]
+def test_main_refuses_incomplete_or_missing_tls_files_with_a_usage_error(
+    flags: list[str], says: str, capsys: pytest.CaptureFixture[str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as caught:
-        cli.main(["--task-modules", "anything", *flags])
+        cli.main(flags)
 
     assert caught.value.code == 2
-    assert flags[0] in capsys.readouterr().err
+    assert says in capsys.readouterr().err
 
 
-@pytest.mark.usefixtures("restore_process_state")
-def test_main_refuses_the_secret_given_through_its_env_var(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("FASTWORKER_SECRET", "s3cret")
-
-    with pytest.raises(SystemExit) as caught:
-        cli.main([])
-
-    assert caught.value.code == 2
-    assert "--secret" in capsys.readouterr().err
+def test_the_secret_comes_from_its_env_var_and_never_shows_in_the_settings_repr() -> None:
+    parser = cli.make_parser()
+    apply_env_defaults(parser, {"FASTWORKER_SECRET": "s3cret"})
+    args = parser.parse_args([])
+    assert args.secret == "s3cret"
+    settings = ControlPlaneSettings(secret=args.secret)
+    assert settings.secret == "s3cret" and "s3cret" not in repr(settings)
 
 
 @pytest.mark.usefixtures("restore_process_state")

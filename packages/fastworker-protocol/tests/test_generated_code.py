@@ -43,6 +43,7 @@ def test_every_proto_file_has_a_generated_module_and_stub() -> None:
 def test_public_api_is_exactly_what_all_lists() -> None:
     public = {name for name in dir(fastworker.protocol) if not name.startswith("_")} - {
         "addresses",
+        "auth",
         "errors",
         "framing",
         "payload",

@@ -19,6 +19,7 @@ from fastworker.client.errors import (
     TimeLimitExceeded,
     UnknownTask,
 )
+from fastworker.client.handles import TaskBackend, TaskHandle, current_client, set_default_client, use_client
 from fastworker.client.models import (
     CancelResult,
     EventBatch,
@@ -30,11 +31,12 @@ from fastworker.client.models import (
     TaskPage,
     TaskState,
 )
-from fastworker.client.task import TaskFunction, TaskOptions, TaskRegistry, task
+from fastworker.client.task import BoundTask, TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
 
 __all__ = [
     "AuthenticationError",
+    "BoundTask",
     "CancelResult",
     "Client",
     "ClientError",
@@ -49,11 +51,13 @@ __all__ = [
     "Retry",
     "SoftTimeLimitExceeded",
     "SyncClient",
+    "TaskBackend",
     "TaskDetail",
     "TaskError",
     "TaskEvent",
     "TaskFailed",
     "TaskFunction",
+    "TaskHandle",
     "TaskInfo",
     "TaskPage",
     "TaskNotFound",
@@ -64,5 +68,8 @@ __all__ = [
     "TimeLimitExceeded",
     "UnknownTask",
     "__version__",
+    "current_client",
+    "set_default_client",
     "task",
+    "use_client",
 ]

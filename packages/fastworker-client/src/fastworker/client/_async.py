@@ -9,6 +9,7 @@ request pays no batching delay.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -17,8 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from fastworker.client import handles
 from fastworker.client.admin import AdminMethods
+from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
 from fastworker.client.errors import (
+    AuthenticationError,
     ControlPlaneUnavailable,
     FastworkerError,
     ProtocolError,
@@ -36,9 +40,10 @@ from fastworker.client.models import (
     task_info_from_wire,
 )
 from fastworker.client.requester import Requester, error_from_wire
+from fastworker.client.tls import TlsFiles
 from fastworker.client.transport import RequestChannel, Subscription
-from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
-from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame
+from fastworker.protocol.auth import FrameAuth
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -130,11 +135,15 @@ class Client(AdminMethods):
     Args:
         address: The control plane's discovery address; defaults to ``FASTWORKER_CONTROL_PLANE``,
             then ``tcp://127.0.0.1:5550``. The client learns every other endpoint from it.
-        secret: Shared secret (``FASTWORKER_SECRET``); used once the control plane requires one.
+        secret: Shared secret (``FASTWORKER_SECRET``): every frame is sealed with it and every
+            reply checked; required when the control plane has one.
         connect_timeout: Seconds to wait for the control plane's announcement.
         request_timeout: Seconds one request may take, retries included, before
             ``ControlPlaneUnavailable``.
         allow_pickle: Encode and decode payloads with pickle (unsafe; both sides must opt in).
+        max_frame_size: Largest frame sent or accepted, in bytes.
+        tls: CA bundle (and, for mutual TLS, certificate and key) for a ``tls+tcp://`` control
+            plane; defaults to ``FASTWORKER_TLS_CA`` / ``_CERT`` / ``_KEY``.
     """
 
     def __init__(
@@ -146,9 +155,12 @@ class Client(AdminMethods):
         request_timeout: float = 10.0,
         allow_pickle: bool = False,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.address = address or os.environ.get(ENV_CONTROL_PLANE) or DEFAULT_CONTROL_PLANE
         self.secret = secret if secret is not None else os.environ.get(ENV_SECRET)
+        #: TLS files for ``tls+tcp://`` control planes (default: the ``FASTWORKER_TLS_*`` env vars).
+        self.tls = tls if tls is not None else TlsFiles.from_env()
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.allow_pickle = allow_pickle
@@ -158,6 +170,7 @@ class Client(AdminMethods):
         self._requester: Requester | None = None
         self._subscription: Subscription | None = None
         self._announced: asyncio.Event | None = None
+        self._announcements: AnnouncementReader | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._instance_id = ""
         self._task_names: frozenset[str] = frozenset()
@@ -172,14 +185,20 @@ class Client(AdminMethods):
         self._waits_in_flight = 0
         self._pump_scheduled = False
         self._background: set[asyncio.Task[Any]] = set()
+        # Tokens of `async with` blocks that made this the current client (handles.current_client).
+        self._current_tokens: list[contextvars.Token[Any]] = []
 
     # ------------------------------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Client:
+        """Connect, and make this the current client of the block (for typed ``add.delay(...)``)."""
         await self.connect()
+        self._current_tokens.append(handles._push(self))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._current_tokens:
+            handles._reset(self._current_tokens.pop())
         await self.aclose()
 
     async def connect(self) -> None:
@@ -202,29 +221,32 @@ class Client(AdminMethods):
         assert self._connect_lock is not None and self._announced is not None
         async with self._connect_lock:
             if self._subscription is None:
-                self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size)
-                self._requester = Requester(self._channel, max_frame_size=self.max_frame_size)
+                auth = FrameAuth(self.secret) if self.secret else None
+                self._announcements = AnnouncementReader(auth, max_frame_size=self.max_frame_size)
+                self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size, tls=self.tls)
+                self._requester = Requester(self._channel, max_frame_size=self.max_frame_size, auth=auth)
                 self._subscription = Subscription(
-                    loop, self.address, FRAME_PREFIX, self._on_discovery, max_frame_size=self.max_frame_size
+                    loop,
+                    self.address,
+                    DISCOVERY_TOPIC,
+                    self._on_discovery,
+                    max_frame_size=self.max_frame_size,
+                    tls=self.tls,
                 )
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     await self._announced.wait()
             except TimeoutError:
+                problem = self._announcements.problem if self._announcements is not None else ""
+                if problem:
+                    raise AuthenticationError(f"{problem} (control plane on {self.address})") from None
                 raise ControlPlaneUnavailable(
                     f"no control plane announced itself on {self.address} within {self.connect_timeout:g} s"
                 ) from None
 
     def _on_discovery(self, data: bytes) -> None:
-        try:
-            envelope = decode_frame(data, max_size=self.max_frame_size)
-        except (DecodeError, IncompatibleProtocol) as exc:
-            logger.debug("ignored a discovery frame: %s", exc)
-            return
-        if envelope.WhichOneof("body") != "announcement":
-            return
-        announcement = envelope.announcement
-        if not announcement.client_address or self._channel is None:
+        announcement = self._announcements.announcement(data) if self._announcements is not None else None
+        if announcement is None or not announcement.client_address or self._channel is None:
             return
         if announcement.instance_id != self._instance_id:
             if self._instance_id:
@@ -538,6 +560,29 @@ class Client(AdminMethods):
         spec = self._build_spec(
             name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
         )
+        return await self._submit_and_wait(spec, timeout)
+
+    async def send_and_wait(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> Any:
+        """Like submit, with arguments passed explicitly (the waiting twin of send; typed ``submit`` uses it)."""
+        spec = self._build_spec(
+            name, args, kwargs or {}, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+        return await self._submit_and_wait(spec, timeout)
+
+    async def _submit_and_wait(self, spec: task_pb2.TaskSpec, timeout: float | None) -> Any:
+        name = spec.name
         started = time.monotonic()
         hold = _SERVER_WAIT if timeout is None else max(0.0, min(timeout, _SERVER_WAIT))
 

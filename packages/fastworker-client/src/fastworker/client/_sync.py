@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from fastworker.client._async import Client
 from fastworker.client.models import CancelResult, EventBatch, Priority, TaskDetail, TaskInfo, TaskPage, TaskState
+from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ class SyncClient:
         request_timeout: float = 10.0,
         allow_pickle: bool = False,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._client = Client(
             address,
@@ -39,6 +41,7 @@ class SyncClient:
             request_timeout=request_timeout,
             allow_pickle=allow_pickle,
             max_frame_size=max_frame_size,
+            tls=tls,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fastworker-sync-client", daemon=True)
@@ -144,6 +147,18 @@ class SyncClient:
                 **kwargs,
             )
         )
+
+    def send_and_wait(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Any:
+        """See :meth:`Client.send_and_wait`."""
+        return self._run(self._client.send_and_wait(name, args, kwargs, timeout=timeout, **options))
 
     def status(self, task_id: str) -> TaskInfo:
         """See :meth:`Client.status`."""

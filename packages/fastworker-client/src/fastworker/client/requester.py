@@ -23,6 +23,7 @@ from fastworker.client.errors import (
     UnknownTask,
 )
 from fastworker.client.transport import RequestChannel, TransportClosed, TransportError
+from fastworker.protocol.auth import FrameAuth, is_sealed
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
@@ -67,9 +68,13 @@ def error_from_wire(error: error_pb2.Error, task_name: str = "", task_id: str = 
 class Requester:
     """Sends request envelopes on a channel and returns replies, retrying until a deadline."""
 
-    def __init__(self, channel: RequestChannel, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self, channel: RequestChannel, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, auth: FrameAuth | None = None
+    ) -> None:
         self.channel = channel
         self.max_frame_size = max_frame_size
+        #: With a shared secret: every attempt is sealed afresh (a resend is never a replay), replies are checked.
+        self.auth = auth
         self._correlation = 0
 
     def _next_correlation_id(self) -> int:
@@ -113,8 +118,9 @@ class Requester:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ControlPlaneUnavailable(f"no reply from the control plane within {timeout + hold:g} s")
+            sealed = self.auth.seal(frame) if self.auth is not None else frame
             try:
-                data = await self.channel.request(frame, min(attempt_timeout, remaining))
+                data = await self.channel.request(sealed, min(attempt_timeout, remaining))
             except TimeoutError:
                 continue
             except TransportClosed:
@@ -124,7 +130,7 @@ class Requester:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                reply = decode_frame(data, max_size=self.max_frame_size)
+                reply = decode_frame(self._opened(data), max_size=self.max_frame_size)
             except (DecodeError, IncompatibleProtocol) as exc:
                 raise ProtocolError(f"bad reply from the control plane: {exc}") from exc
             if reply.WhichOneof("body") == "error":
@@ -134,3 +140,29 @@ class Requester:
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")
             return reply
+
+    def _opened(self, data: bytes) -> bytes:
+        """The plain reply frame, checked when a secret is configured.
+
+        A plain reply is accepted only as an authentication refusal (the peer could not check our
+        seal, so it cannot seal its answer either); any other plain reply is refused.
+
+        Raises:
+            AuthenticationError: a reply that fails the check, or a sealed reply without a secret here.
+        """
+        if self.auth is None:
+            if is_sealed(data):
+                raise AuthenticationError(
+                    "the control plane requires the shared secret (set FASTWORKER_SECRET or pass secret=)"
+                )
+            return data
+        if is_sealed(data):
+            return self.auth.open(data)
+        try:
+            reply = decode_frame(data, max_size=self.max_frame_size)
+        except (DecodeError, IncompatibleProtocol):
+            reply = None
+        if reply is not None and reply.WhichOneof("body") == "error":
+            if reply.error.code == error_pb2.ERROR_CODE_AUTHENTICATION:
+                raise AuthenticationError(f"the control plane refused our authentication: {reply.error.message}")
+        raise AuthenticationError("the control plane answered without authentication (it has no secret configured?)")

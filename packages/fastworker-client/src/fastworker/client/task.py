@@ -3,7 +3,8 @@
 Decorating a function wraps it in a :class:`TaskFunction` (calling it still runs the function
 directly, so tasks stay unit-testable) and registers it in :data:`default_registry` at once, so
 that two different functions claiming one task name fail when their module is imported.
-Nothing here does I/O.
+Decorating does no I/O; a TaskFunction's typed ``delay``/``submit`` go through the current
+client (:mod:`fastworker.client.handles`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import math
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, overload
+from datetime import datetime
+from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from fastworker.client.errors import DuplicateTaskName
+from fastworker.client.handles import TaskBackend, TaskHandle, current_client
 from fastworker.client.models import Priority
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 __all__ = [
     "AsyncTaskFunction",
+    "BoundTask",
     "SyncTaskFunction",
     "TaskDecorator",
     "TaskFunction",
@@ -189,6 +193,67 @@ class TaskFunction(Generic[P, R]):
         """Call the original function directly, in this process."""
         return self.fn(*args, **kwargs)
 
+    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Queue this task through the current client; returns a handle typed by the task's result.
+
+        Arguments are checked against the function's signature by type checkers. Submission
+        options go through :meth:`with_options`: ``await add.with_options(priority="high").delay(1, 2)``.
+
+        Raises:
+            ClientError: there is no current client (see :func:`~fastworker.client.current_client`).
+            PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for ``Client.delay``.
+        """
+        return await BoundTask(self).delay(*args, **kwargs)
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Queue this task through the current client and return its value once it finished.
+
+        Waits without bound unless ``with_options(timeout=...)`` gives one.
+
+        Raises:
+            TaskFailed: the task ended in FAILURE or CANCELLED.
+            TaskTimeout: the ``with_options`` timeout passed first.
+            ClientError, PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
+        """
+        return await BoundTask(self).submit(*args, **kwargs)
+
+    def with_options(
+        self,
+        *,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        client: TaskBackend | None = None,
+    ) -> BoundTask[P, R]:
+        """This task with submission options, for typed ``delay``/``submit``.
+
+        Args:
+            priority: Dispatch level for this submission (default: the task's own).
+            countdown: Seconds to hold the task as SCHEDULED before it is queued.
+            eta: When to queue it (a datetime, naive means UTC, or Unix seconds); excludes countdown.
+            expires: When an unstarted task is cancelled instead (datetime or Unix seconds).
+            task_id: The id to use instead of a fresh UUID4 (a resubmitted id is not run twice).
+            timeout: How long ``submit`` waits for the result before ``TaskTimeout``.
+            client: The client to submit through, instead of the current one.
+        """
+        return BoundTask(
+            self,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
+            timeout=timeout,
+            client=client,
+        )
+
+    def handle(self, task_id: str, *, client: TaskBackend | None = None) -> TaskHandle[R]:
+        """A typed handle for a task of this kind submitted earlier (e.g. an id a web request carries)."""
+        return TaskHandle(task_id, self.name, client)
+
     def to_definition(self) -> TaskDefinition:
         """The task as the wire announces it (a fresh message on every call)."""
         options = self.options
@@ -209,6 +274,85 @@ class TaskFunction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.qualified_name}>"
+
+
+@dataclass(frozen=True, slots=True)
+class BoundTask(Generic[P, R]):
+    """A task with submission options (made by :meth:`TaskFunction.with_options`): typed ``delay``/``submit``.
+
+    Attributes:
+        task: The task function.
+        priority: Dispatch level for the submission, or None for the task's own.
+        countdown: Seconds to hold the task as SCHEDULED first, or None.
+        eta: When to queue it, or None.
+        expires: When an unstarted task is cancelled instead, or None.
+        task_id: The id to submit under, or None for a fresh one.
+        timeout: How long ``submit`` waits for the result, or None for no bound.
+        client: The client to submit through, or None for the current one.
+    """
+
+    task: TaskFunction[P, R]
+    priority: Priority | str | None = None
+    countdown: float | None = None
+    eta: datetime | float | None = None
+    expires: datetime | float | None = None
+    task_id: str | None = None
+    timeout: float | None = None
+    client: TaskBackend | None = None
+
+    def with_options(
+        self,
+        *,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        client: TaskBackend | None = None,
+    ) -> BoundTask[P, R]:
+        """These options with the ones given here (not None) replacing them."""
+        return BoundTask(
+            self.task,
+            priority=self.priority if priority is None else priority,
+            countdown=self.countdown if countdown is None else countdown,
+            eta=self.eta if eta is None else eta,
+            expires=self.expires if expires is None else expires,
+            task_id=self.task_id if task_id is None else task_id,
+            timeout=self.timeout if timeout is None else timeout,
+            client=self.client if client is None else client,
+        )
+
+    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Queue the task with these options; see :meth:`TaskFunction.delay`."""
+        backend = self.client if self.client is not None else current_client()
+        task_id = await backend.send(
+            self.task.name,
+            args,
+            kwargs,
+            priority=self.priority,
+            countdown=self.countdown,
+            eta=self.eta,
+            expires=self.expires,
+            task_id=self.task_id,
+        )
+        return TaskHandle(task_id, self.task.name, backend)
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Queue the task with these options and return its value; see :meth:`TaskFunction.submit`."""
+        backend = self.client if self.client is not None else current_client()
+        value = await backend.send_and_wait(
+            self.task.name,
+            args,
+            kwargs,
+            timeout=self.timeout,
+            priority=self.priority,
+            countdown=self.countdown,
+            eta=self.eta,
+            expires=self.expires,
+            task_id=self.task_id,
+        )
+        return cast(R, value)
 
 
 class SyncTaskFunction(TaskFunction[P, R]):

@@ -29,7 +29,11 @@ from typing import Any
 import pynng
 from pynng._nng import ffi, lib
 
-from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from fastworker.client.tls import TlsFiles, configure_dial
+from fastworker.protocol.auth import FrameAuth, authentication_error_frame
+from fastworker.protocol.errors import AuthenticationError
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, encode_frame, new_envelope
+from fastworker.protocol.v1 import error_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ _EAGAIN = lib.NNG_EAGAIN
 _NONBLOCK = lib.NNG_FLAG_NONBLOCK
 #: Requests taken from the socket per loop callback, so one flood cannot starve other work.
 _MAX_RECV_PER_WAKEUP = 256
+#: Requests one connection may have waiting for an answer at once (long polls included).
+DEFAULT_MAX_PENDING_PER_CONNECTION = 1024
 #: Slack over the frame limit for nng's receive limit (nng drops larger messages at the transport).
 _RECV_SLACK = 1024
 
@@ -136,13 +142,13 @@ class Request:
         """
         context, self._context = self._context, None
         if context is not None:
-            self._server._send(context, data)
+            self._server._send(context, data, pipe_id=self.pipe_id)
 
     def drop(self) -> None:
         """Give up on this request without replying (the requester times out)."""
         context, self._context = self._context, None
         if context is not None:
-            self._server._release(context)
+            self._server._release(context, self.pipe_id)
 
 
 class ReplyServer:
@@ -157,15 +163,25 @@ class ReplyServer:
         sock: pynng.Rep0,
         handler: Callable[[Request], None],
         loop: asyncio.AbstractEventLoop,
+        *,
+        auth: FrameAuth | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        max_pending_per_connection: int = DEFAULT_MAX_PENDING_PER_CONNECTION,
     ) -> None:
         self._socket = sock
         self._handler = handler
         self._loop = loop
+        #: With a shared secret: requests are opened (checked) before the handler sees them, replies sealed.
+        self._auth = auth
+        self._on_refused = on_refused
+        #: Requests received and not yet answered, per connection (bounds what one peer can hold).
+        self._pending: dict[int, int] = {}
+        self.max_pending_per_connection = max_pending_per_connection
         self._idle: list[pynng.Context] = []
         self._contexts: list[pynng.Context] = []  # every context made, closed with the server
         # Replies handed to nng and not yet reaped. A deque, because replies may also be sent from
         # other threads (see Request.reply); everything else here belongs to the loop's thread.
-        self._sending: deque[tuple[pynng.Context, Any]] = deque()
+        self._sending: deque[tuple[pynng.Context, Any, int]] = deque()
         self._loop_thread = 0
         self._msgp = ffi.new("nng_msg **")
         self._fd = sock.recv_fd
@@ -191,6 +207,17 @@ class ReplyServer:
             msg = self._msgp[0]
             pipe_id = lib.nng_msg_get_pipe(msg).id
             data = _take_message_bytes(msg)
+            if self._auth is not None:
+                try:
+                    data = self._auth.open(data)
+                except AuthenticationError as exc:
+                    self._refuse(context, str(exc))
+                    continue
+            held = self._pending.get(pipe_id, 0)
+            if held >= self.max_pending_per_connection:
+                self._too_many(context, pipe_id)
+                continue
+            self._pending[pipe_id] = held + 1
             try:
                 self._handler(Request(self, context, data, pipe_id))
             except Exception:
@@ -205,11 +232,31 @@ class ReplyServer:
         self._contexts.append(context)
         return context
 
-    def _send(self, context: pynng.Context, data: bytes) -> None:
+    def _refuse(self, context: pynng.Context, reason: str) -> None:
+        """Answer an unauthenticated request with a plain error (its sender may hold no secret) and count it."""
+        if self._on_refused is not None:
+            self._on_refused(reason)
+        self._send(context, authentication_error_frame(reason), seal=False)
+
+    def _too_many(self, context: pynng.Context, pipe_id: int) -> None:
+        """Refuse a request beyond the per-connection bound (the peer floods: it waits for its earlier answers)."""
+        envelope = new_envelope()
+        envelope.error.code = error_pb2.ERROR_CODE_RATE_LIMITED
+        envelope.error.message = (
+            f"more than {self.max_pending_per_connection} requests in flight on one connection; wait for answers"
+        )
+        if self._on_refused is not None:
+            self._on_refused(envelope.error.message)
+        self._pending[pipe_id] = self._pending.get(pipe_id, 0) + 1  # released when this refusal is sent
+        self._send(context, encode_frame(envelope), pipe_id=pipe_id)
+
+    def _send(self, context: pynng.Context, data: bytes, *, seal: bool = True, pipe_id: int = -1) -> None:
         if self._closed:
             return
+        if seal and self._auth is not None:
+            data = self._auth.seal(data)
         aio = _start_send(data, lambda aio: lib.nng_ctx_send(context.context, aio))
-        self._sending.append((context, aio))
+        self._sending.append((context, aio, pipe_id))
         if self._reap_handle is None and threading.get_ident() == self._loop_thread:
             self._reap_handle = self._loop.call_later(0.05, self._reap_later)
 
@@ -223,16 +270,27 @@ class ReplyServer:
         """Free the aios of finished sends and return their contexts to the pool."""
         sending = self._sending
         for _ in range(len(sending)):
-            context, aio = sending.popleft()
+            context, aio, pipe_id = sending.popleft()
             if lib.nng_aio_busy(aio):
-                sending.append((context, aio))
+                sending.append((context, aio, pipe_id))
                 continue
             _free_aio(aio)
             self._idle.append(context)
+            self._answered(pipe_id)
 
-    def _release(self, context: pynng.Context) -> None:
+    def _answered(self, pipe_id: int) -> None:
+        held = self._pending.get(pipe_id)
+        if held is None:
+            return
+        if held <= 1:
+            del self._pending[pipe_id]
+        else:
+            self._pending[pipe_id] = held - 1
+
+    def _release(self, context: pynng.Context, pipe_id: int = -1) -> None:
         if not self._closed:
             self._idle.append(context)
+            self._answered(pipe_id)
 
     @property
     def pending_sends(self) -> int:
@@ -281,8 +339,15 @@ class RequestChannel:
     (``resend_time=-1``); callers retry with the same idempotency key.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self._loop = loop
+        self._tls = tls
         self._socket = pynng.Req0(resend_time=-1, recv_max_size=max_frame_size + _RECV_SLACK)
         self._dialer: pynng.Dialer | None = None
         self._address: str | None = None
@@ -305,6 +370,7 @@ class RequestChannel:
             return
         if self._dialer is not None:
             self._dialer.close()
+        configure_dial(self._socket, address, self._tls)
         self._dialer = self._socket.dial(address, block=False)
         self._address = address
 
@@ -408,10 +474,12 @@ class Subscription:
         on_message: Callable[[bytes], None],
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._loop = loop
         self._socket = pynng.Sub0(recv_max_size=max_frame_size + _RECV_SLACK)
         self._socket.subscribe(topic)
+        configure_dial(self._socket, address, tls)
         self._socket.dial(address, block=False)
         self._on_message = on_message
         self._msgp = ffi.new("nng_msg **")

@@ -110,9 +110,22 @@ class ClientApi:
             )
         reply(frame)
 
+    def _after_disk(self, reply: Reply) -> Reply:
+        """With a journal: ``reply`` held back until every change made so far is on disk (see ``journal``)."""
+        journal = self.coordinator.journal
+        assert journal is not None
+
+        def durable_reply(frame: bytes) -> None:
+            journal.after_durable(lambda: reply(frame))
+
+        return durable_reply
+
     # ------------------------------------------------------------------------------------ submissions
 
     def _submit(self, request: Envelope, reply: Reply) -> None:
+        journaled = self.coordinator.journal is not None
+        if journaled:
+            reply = self._after_disk(reply)
         record, duplicate = self.coordinator.submit(request.submit.task)
         wait = request.submit.wait
         if wait > 0 and not record.is_final:
@@ -137,7 +150,8 @@ class ClientApi:
                     info.error.CopyFrom(outcome.error)
                 self._send(reply, envelope)
 
-            self.coordinator.wait([record.task_id], wait, answer, direct=answer_from_slot)
+            # A slot's direct answer would outrun the journal: with one, the loop answers after the disk.
+            self.coordinator.wait([record.task_id], wait, answer, direct=None if journaled else answer_from_slot)
             return
         self._send(reply, self._submit_reply(request.correlation_id, record, duplicate))
 
@@ -153,6 +167,8 @@ class ClientApi:
         return envelope
 
     def _submit_batch(self, request: Envelope, reply: Reply) -> None:
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
         envelope = new_envelope(request.correlation_id)
         outcomes = envelope.submit_batch_reply.outcomes
         specs = request.submit_batch.tasks
@@ -186,6 +202,8 @@ class ClientApi:
         self._send(reply, envelope)
 
     def _wait(self, request: Envelope, reply: Reply) -> None:
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)  # a result a client has read survives a crash
         ids = list(request.wait.task_ids)
         self._check_ids(len(ids))
         cid = request.correlation_id
@@ -209,6 +227,8 @@ class ClientApi:
             )
 
     def _cancel(self, request: Envelope, reply: Reply) -> None:
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
         cancelled, previous = self.coordinator.cancel(request.cancel.task_id)
         envelope = new_envelope(request.correlation_id)
         envelope.cancel_reply.cancelled = cancelled
@@ -216,6 +236,8 @@ class ClientApi:
         self._send(reply, envelope)
 
     def _retry(self, request: Envelope, reply: Reply) -> None:
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
         record = self.coordinator.retry(request.retry.task_id)
         envelope = new_envelope(request.correlation_id)
         envelope.retry_reply.state = record.state  # type: ignore[assignment]
@@ -241,6 +263,7 @@ class ClientApi:
         s.throughput = c.throughput()
         s.rejected_frames = c.counters.rejected_frames
         s.executed_locally = c.counters.executed_locally
+        s.auth_failures = c.counters.auth_failures
         for second, succeeded, failed in c.history():
             s.history.add(at=second, succeeded=succeeded, failed=failed)
         self._send(reply, envelope)
@@ -342,12 +365,16 @@ class ClientApi:
     # ------------------------------------------------------------------------------- operator actions
 
     def _purge(self, request: Envelope, reply: Reply) -> None:
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
         level = self._level(request.purge.priority)
         envelope = new_envelope(request.correlation_id)
         envelope.purge_reply.purged = self.coordinator.purge(level)
         self._send(reply, envelope)
 
     def _pause(self, request: Envelope, reply: Reply) -> None:
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
         level = self._level(request.pause.priority)
         envelope = new_envelope(request.correlation_id)
         envelope.pause_reply.paused = self.coordinator.set_paused(level, request.pause.paused)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import logging.config
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.task import TaskRegistry
+from fastworker.controlplane import journal
 from fastworker.controlplane import settings as defaults
 from fastworker.controlplane.server import ControlPlane
 from fastworker.controlplane.settings import ControlPlaneSettings
@@ -28,6 +31,8 @@ _EPILOG = """examples:
   fastworker-controlplane --task-modules myapp.tasks
   fastworker-controlplane --task-modules myapp.tasks --local-concurrency 0 --max-queue 100000
   FASTWORKER_CLIENT_ADDRESS=tcp://127.0.0.1:0 fastworker-controlplane --task-modules t --ready-file ready.json
+  fastworker-controlplane --task-modules myapp.tasks --journal /var/lib/fastworker/tasks.journal
+  fastworker-controlplane journal inspect /var/lib/fastworker/tasks.journal    (or: journal compact PATH)
 """
 
 
@@ -71,11 +76,23 @@ def make_parser() -> argparse.ArgumentParser:
         help="tasks run in this process at once (default: CPU cores; 0 = only subworkers)",
     )
     p.add_argument("--result-cache-size", type=int, default=10_000, help="finished tasks remembered (LRU)")
+    p.add_argument(
+        "--result-cache-mb", type=int, default=512, help="bound on the result cache's memory in MiB (LRU beyond it)"
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=1024, help="connections each listening socket accepts at once"
+    )
     p.add_argument("--result-ttl", type=_positive_float, default=3600.0, help="seconds a finished task is remembered")
     p.add_argument(
         "--max-queue", type=int, default=0, help="bound on waiting tasks (PENDING + SCHEDULED); 0 = unbounded"
     )
-    p.add_argument("--journal", default=None, metavar="PATH", help="durable journal file (not available yet)")
+    p.add_argument(
+        "--journal",
+        default=None,
+        metavar="PATH",
+        help="write-ahead journal file (created if missing): queued tasks, states and results survive a restart "
+        "or a crash; a submission is acknowledged once it is on disk",
+    )
     p.add_argument("--heartbeat-interval", type=_positive_float, default=1.0, help="seconds between heartbeats")
     p.add_argument(
         "--heartbeat-timeout", type=_positive_float, default=5.0, help="silence after which a worker is lost"
@@ -93,10 +110,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-pickle", action="store_true", help="accept and produce pickle payloads (unsafe: code execution)"
     )
-    p.add_argument("--secret", default=None, help="shared secret for every channel (not available yet)")
-    p.add_argument("--tls-cert", default=None, help="TLS certificate (not available yet)")
-    p.add_argument("--tls-key", default=None, help="TLS private key (not available yet)")
-    p.add_argument("--tls-ca", default=None, help="TLS CA bundle (not available yet)")
+    p.add_argument(
+        "--secret", default=None, help="shared secret: every frame on every channel is authenticated (HMAC-SHA256)"
+    )
+    p.add_argument(
+        "--tls-cert", default=None, metavar="PEM", help="TLS certificate: every channel listens on tls+tcp://"
+    )
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the TLS certificate's private key")
+    p.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="CA bundle: peers must present a certificate it signed"
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     p.add_argument(
         "--ready-file", default=None, metavar="PATH", help="write a JSON object with pid and addresses once serving"
@@ -119,26 +142,83 @@ def configure_logging(level: str) -> None:
     )
 
 
+def make_journal_parser() -> argparse.ArgumentParser:
+    """The parser of ``fastworker-controlplane journal inspect|compact PATH`` (offline journal tools)."""
+    p = argparse.ArgumentParser(
+        prog="fastworker-controlplane journal",
+        description="Look at, or compact, a control plane's journal (--journal) while no control plane runs on it.",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="inspect|compact")
+    inspect = actions.add_parser("inspect", help="describe a journal: size, records, tasks by state (changes nothing)")
+    inspect.add_argument("path", metavar="PATH", help="the journal file")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    compact = actions.add_parser("compact", help="rewrite a journal as its live state (refused while it is in use)")
+    compact.add_argument("path", metavar="PATH", help="the journal file")
+    compact.add_argument(
+        "--result-ttl", type=_positive_float, default=3600.0, help="drop results finished longer ago (seconds)"
+    )
+    compact.add_argument("--result-cache-size", type=int, default=10_000, help="keep at most this many results")
+    return p
+
+
+def journal_main(argv: Sequence[str]) -> int:
+    """``fastworker-controlplane journal ...``: returns the exit code (1 when the journal cannot be read or written)."""
+    args = make_journal_parser().parse_args(argv)
+    try:
+        if args.action == "inspect":
+            report = journal.inspect(args.path)
+            print(json.dumps(report, indent=2) if args.json else format_inspection(report))
+        else:
+            before, after = journal.compact(
+                args.path, result_ttl=args.result_ttl, result_cache_size=max(1, args.result_cache_size)
+            )
+            print(f"compacted {args.path}: {before:,} -> {after:,} bytes")
+    except (journal.JournalError, OSError) as exc:
+        print(f"fastworker-controlplane journal: {exc}", file=sys.stderr)
+        return RET_ERROR
+    return RET_OK
+
+
+def format_inspection(report: dict[str, object]) -> str:
+    """The lines ``journal inspect`` prints for people."""
+
+    def listing(counts: object) -> str:
+        items = counts.items() if isinstance(counts, dict) else ()
+        return ", ".join(f"{name} {count:,}" for name, count in items) or "none"
+
+    lines = [
+        f"journal {report['path']}{' (in use by a running control plane)' if report['in_use'] else ''}",
+        f"  size: {report['size_bytes']:,} bytes in {report['batches']:,} batches, {report['records']:,} records"
+        f" ({listing(report['records_by_kind'])})",
+        f"  tasks: {report['tasks']:,} ({listing(report['tasks_by_state'])})",
+        f"  after compaction: {report['snapshot_records']:,} records",
+        f"  paused levels: {', '.join(report['paused']) if isinstance(report['paused'], list) and report['paused'] else 'none'}",
+        f"  periodic last runs: {_last_runs(report['periodic_last_runs'])}",
+    ]
+    if report["torn_bytes"]:
+        lines.append(f"  unfinished last write: {report['torn_bytes']:,} bytes (ignored; dropped at the next start)")
+    if report["unknown_records"]:
+        lines.append(f"  records of unknown kinds: {report['unknown_records']:,} (written by a newer version?)")
+    return "\n".join(lines)
+
+
+def _last_runs(runs: object) -> str:
+    if not isinstance(runs, dict) or not runs:
+        return "none"
+    return ", ".join(
+        f"{name} at {datetime.fromtimestamp(slot, UTC).isoformat(timespec='seconds')}" for name, slot in runs.items()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT; returns the exit code."""
+    """Run the daemon until SIGTERM/SIGINT (or the ``journal`` tools); returns the exit code."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["journal"]:
+        return journal_main(arguments[1:])
     parser = make_parser()
     apply_env_defaults(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     configure_logging(args.log_level)
-    unavailable = [
-        flag
-        for flag, value in (
-            ("--journal", args.journal),
-            ("--secret", args.secret),
-            ("--tls-cert", args.tls_cert),
-            ("--tls-key", args.tls_key),
-            ("--tls-ca", args.tls_ca),
-        )
-        if value
-    ]
-    if unavailable:
-        # Refusing is safer than running without the durability or security the operator asked for.
-        parser.error(f"{', '.join(unavailable)}: not available in this release")
     if os.getcwd() not in sys.path:
         # Console scripts do not put the working directory on sys.path; task modules usually live there.
         sys.path.insert(0, os.getcwd())
@@ -156,13 +236,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             dashboard_address=args.dashboard_address,
             no_dashboard=args.no_dashboard,
             dashboard_read_only=args.dashboard_read_only,
+            secret=args.secret or None,
+            tls_cert=args.tls_cert or None,
+            tls_key=args.tls_key or None,
+            tls_ca=args.tls_ca or None,
             advertise_host=args.advertise_host,
             local_concurrency=args.local_concurrency
             if args.local_concurrency is not None
             else defaults.ControlPlaneSettings().local_concurrency,
             result_cache_size=args.result_cache_size,
+            result_cache_mb=args.result_cache_mb,
+            max_connections=args.max_connections,
             result_ttl=args.result_ttl,
             max_queue=args.max_queue,
+            journal=args.journal or None,
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_timeout=args.heartbeat_timeout,
             drain_timeout=args.drain_timeout,

@@ -18,7 +18,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastworker.client.task import TaskFunction, TaskRegistry
 from fastworker.controlplane.events import EventBus
@@ -38,6 +38,9 @@ from fastworker.controlplane.records import (
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
 from fastworker.worker.executor import Outcome
+
+if TYPE_CHECKING:
+    from fastworker.controlplane.journal import Journal, Recovered
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,8 @@ class Counters:
     retried: int = 0
     executed_locally: int = 0
     rejected_frames: int = 0
+    #: Frames refused because they failed authentication (also counted in rejected_frames).
+    auth_failures: int = 0
 
 
 #: Called with (records now final, ids still pending, ids unknown) when a wait ends.
@@ -142,13 +147,17 @@ class Coordinator:
         local_concurrency: int,
         result_cache_size: int,
         result_ttl: float,
+        result_cache_bytes: int = 0,
         max_queue: int = 0,
         allow_pickle: bool = False,
         clock: Callable[[], float] = time.time,
         task_modules: Sequence[str] = (),
         sys_path: Sequence[str] = (),
+        journal: Journal | None = None,
     ) -> None:
         self._loop = loop
+        #: Records every state change for replay after a restart (``--journal``); None: nothing is recorded.
+        self.journal = journal
         self.registry = registry
         self.max_queue = max_queue
         self.clock = clock
@@ -156,7 +165,7 @@ class Coordinator:
         self.active: dict[str, TaskRecord] = {}
         #: Unfinished tasks per name (the periodic scheduler's "is a run still going?").
         self.active_by_name: Counter[str] = Counter()
-        self.cache = ResultCache(result_cache_size, result_ttl)
+        self.cache = ResultCache(result_cache_size, result_ttl, result_cache_bytes)
         self.queue = PriorityQueue()
         self.schedule = Schedule()
         self.counters = Counters()
@@ -262,6 +271,36 @@ class Coordinator:
         remote = sum(1 for w in fleet for r in w.leases.values() if not r.held)
         return self.running + remote
 
+    def restore(self, recovered: Recovered) -> None:
+        """Take in the tasks a journal replay recovered (at start, before serving; nothing is journaled again).
+
+        Unfinished tasks are queued (in journal order: the ones that were running come first) or
+        scheduled; finished ones go to the result cache; paused levels stay paused.
+        """
+        now = self.clock()
+        queued: list[TaskRecord] = []
+        finished: list[TaskRecord] = []
+        for record in recovered.records:
+            if record.is_final:
+                finished.append(record)
+                continue
+            self.active[record.task_id] = record
+            self.active_by_name[record.name] += 1
+            if record.state == PENDING:
+                queued.append(record)
+            else:
+                self.schedule.add(record, record.eta)
+        for record in sorted(finished, key=lambda r: r.finished_at):
+            self.cache.add(record, now)
+        with self.lock:
+            self.queue.paused.update(recovered.paused)
+            for record in queued:
+                self.queue.push(record)
+            self._work_ready.notify(len(queued))
+        self._arm_schedule_timer()
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
+
     def attach_dispatcher(self, dispatcher: Any) -> None:
         """Let subworkers take tasks too (see ``dispatcher``); local slots then run only what no free worker can."""
         self.dispatcher = dispatcher
@@ -284,6 +323,8 @@ class Coordinator:
             record.state = PENDING
             record.held = False
             record.worker = ""
+            if self.journal is not None:
+                self.journal.waiting(record)
             self.queue.push_front(record)
             self._work_ready.notify()
         self.counters.retried += 1
@@ -326,6 +367,8 @@ class Coordinator:
         self.counters.submitted += 1
         if spec.eta > now:
             self._hold(record, spec.eta)
+        if self.journal is not None:
+            self.journal.accepted(record)
         return record, False
 
     def _enqueue(self, record: TaskRecord) -> None:
@@ -392,6 +435,8 @@ class Coordinator:
                     record.started_at = self.clock()
                     self.running += 1
                     self.counters.executed_locally += 1
+                    if self.journal is not None:
+                        self.journal.running(record)
                     return record, task
                 self._work_ready.wait()
 
@@ -459,6 +504,8 @@ class Coordinator:
         except RequestRefused as refused:
             logger.warning("periodic run of %s refused: %s", name, refused.message)
             return None
+        if self.journal is not None:
+            self.journal.periodic_fired(name, scheduled_for)
         return record.task_id
 
     def is_active(self, name: str) -> bool:
@@ -497,6 +544,8 @@ class Coordinator:
         record.state = RETRYING
         due = self.clock() + retry_delay
         record.eta = due
+        if self.journal is not None:
+            self.journal.waiting(record)
         self.schedule.add(record, due)
         self._arm_schedule_timer()
         self.events.publish_task(record)
@@ -512,6 +561,8 @@ class Coordinator:
         record.state = state
         record.held = False
         record.finished_at = now
+        if self.journal is not None:
+            self.journal.finished(record)
         if state == SUCCESS:
             self.counters.succeeded += 1
         elif state == FAILURE:
@@ -718,6 +769,8 @@ class Coordinator:
         self.active[task_id] = record
         self.active_by_name[record.name] += 1
         self.counters.retried += 1
+        if self.journal is not None:
+            self.journal.retried(record)
         self._enqueue(record)
         return record
 
@@ -751,6 +804,8 @@ class Coordinator:
                 self.queue.paused.discard(level)
                 self._work_ready.notify_all()
         if changed:
+            if self.journal is not None:
+                self.journal.paused(level, paused)
             self.events.publish(
                 events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"{_level_name(level)} {'paused' if paused else 'resumed'}"
             )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pynng
 
+from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 from fastworker.protocol.versioning import SUPPORTED_VERSIONS
@@ -22,8 +23,16 @@ logger = logging.getLogger(__name__)
 class DiscoveryPublisher:
     """Publishes the Announcement built by ``describe`` every interval on a Pub0 socket."""
 
-    def __init__(self, sock: pynng.Pub0, describe: Callable[[Announcement], None], interval: float) -> None:
+    def __init__(
+        self,
+        sock: pynng.Pub0,
+        describe: Callable[[Announcement], None],
+        interval: float,
+        *,
+        auth: FrameAuth | None = None,
+    ) -> None:
         self._socket = sock
+        self._auth = auth
         self._describe = describe
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -50,6 +59,8 @@ class DiscoveryPublisher:
         self._send(encode_frame(envelope))
 
     def _send(self, frame: bytes) -> None:
+        if self._auth is not None:
+            frame = self._auth.seal(frame)
         try:
             self._socket.send(frame, block=False)
         except pynng.TryAgain:

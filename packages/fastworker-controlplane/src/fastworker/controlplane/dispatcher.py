@@ -305,6 +305,8 @@ class Dispatcher:
                 record.worker = worker.worker_id
                 record.started_at = 0.0 if record.held else now
                 worker.leases[record.task_id] = record
+                if coordinator.journal is not None:
+                    coordinator.journal.running(record, self._retries(record, worker))
                 assigned.setdefault(worker.worker_id, []).append(record)
         for record in expired:
             coordinator.expire(record)
@@ -327,6 +329,8 @@ class Dispatcher:
             if record is not None and record.held:
                 record.held = False
                 record.started_at = now
+                if self.coordinator.journal is not None:
+                    self.coordinator.journal.running(record)
                 self.coordinator.events.publish_task(record)
 
     def results(self, worker: WorkerRecord, outcomes: list[worker_pb2.TaskOutcome]) -> None:

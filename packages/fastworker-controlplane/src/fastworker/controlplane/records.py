@@ -92,21 +92,41 @@ class TaskRecord:
             info.arguments.CopyFrom(self.spec.arguments)
 
 
+#: Bytes a finished record costs beyond its payloads (the record, its spec and its info), roughly.
+RECORD_OVERHEAD = 600
+
+
+def record_bytes(record: TaskRecord) -> int:
+    """An estimate of the memory a finished record holds: overhead, arguments, result and error."""
+    size = RECORD_OVERHEAD + len(record.spec.arguments.data)
+    if record.result is not None:
+        size += len(record.result.data)
+    if record.error is not None:
+        size += len(record.error.message) + len(record.error.traceback)
+    return size
+
+
 class ResultCache:
-    """Finished records by task id, bounded by count (least recently used goes first) and by age.
+    """Finished records by task id, bounded by count and by bytes (least recently used goes first) and by age.
 
     Age counts from when the task finished; a read refreshes recency but not age. ``now`` is passed
     in so tests can drive the clock.
     """
 
-    def __init__(self, max_size: int, ttl: float) -> None:
+    def __init__(self, max_size: int, ttl: float, max_bytes: int = 0) -> None:
         if max_size < 1:
             raise ValueError("result cache size must be at least 1")
         if ttl <= 0:
             raise ValueError("result TTL must be positive")
+        if max_bytes < 0:
+            raise ValueError("result cache bytes cannot be negative")
         self.max_size = max_size
         self.ttl = ttl
+        #: Bound on the estimated memory of the kept records (0: none); the newest record always stays.
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._records: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._sizes: dict[str, int] = {}
         self.hits = 0
         self.misses = 0
         self.evicted = 0
@@ -118,11 +138,17 @@ class ResultCache:
         return iter(self._records.values())
 
     def add(self, record: TaskRecord, now: float) -> None:
-        """Keep a finished record, evicting the least recently used ones over the size bound."""
-        self._records[record.task_id] = record
-        self._records.move_to_end(record.task_id)
-        while len(self._records) > self.max_size:
-            self._records.popitem(last=False)
+        """Keep a finished record, evicting the least recently used ones over the count and byte bounds."""
+        task_id = record.task_id
+        size = record_bytes(record)
+        self.bytes += size - self._sizes.get(task_id, 0)
+        self._sizes[task_id] = size
+        records = self._records
+        records[task_id] = record
+        records.move_to_end(task_id)
+        while len(records) > self.max_size or (self.max_bytes and self.bytes > self.max_bytes and len(records) > 1):
+            old_id, _ = records.popitem(last=False)
+            self.bytes -= self._sizes.pop(old_id, 0)
             self.evicted += 1
 
     def get(self, task_id: str, now: float) -> TaskRecord | None:
@@ -132,7 +158,7 @@ class ResultCache:
             self.misses += 1
             return None
         if now - record.finished_at > self.ttl:
-            del self._records[task_id]
+            self._drop(task_id)
             self.evicted += 1
             self.misses += 1
             return None
@@ -149,13 +175,18 @@ class ResultCache:
 
     def remove(self, task_id: str) -> TaskRecord | None:
         """Take a record out (e.g. when a finished task is retried)."""
+        self.bytes -= self._sizes.pop(task_id, 0)
         return self._records.pop(task_id, None)
+
+    def _drop(self, task_id: str) -> None:
+        del self._records[task_id]
+        self.bytes -= self._sizes.pop(task_id, 0)
 
     def expire(self, now: float) -> int:
         """Drop every record older than the TTL; return how many went."""
         cutoff = now - self.ttl
         expired = [tid for tid, rec in self._records.items() if rec.finished_at < cutoff]
         for task_id in expired:
-            del self._records[task_id]
+            self._drop(task_id)
         self.evicted += len(expired)
         return len(expired)

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,17 +18,20 @@ from typing import Any
 import pynng
 
 from fastworker.client.task import TaskRegistry
+from fastworker.client.tls import TlsFiles, tls_address
 from fastworker.client.transport import ReplyServer, Request, listener_url
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.discovery import DiscoveryPublisher
 from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.fleet import Fleet
+from fastworker.controlplane.journal import Journal
 from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.controlplane.workers_api import WorkerApi
 from fastworker.protocol.addresses import parse_address
+from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
@@ -79,28 +83,46 @@ class ControlPlane:
         self.periodic: PeriodicScheduler | None = None
         self._publisher: DiscoveryPublisher | None = None
         self._dashboard: Any = None
+        self._auth: FrameAuth | None = None
+        self._tls: TlsFiles | None = None
+        self._last_refusal_log = float("-inf")
+        self.journal: Journal | None = None
 
     async def start(self) -> None:
-        """Bind every socket, start serving, and write the ready file."""
+        """Replay the journal (if any), bind every socket, start serving, and write the ready file."""
         s = self.settings
         loop = asyncio.get_running_loop()
+        if s.journal:
+            self.journal = Journal(
+                s.journal,
+                result_ttl=s.result_ttl,
+                result_cache_size=s.result_cache_size,
+                retries_for=self._registered_retries,
+            )
+            self.journal.start(loop)
         self.coordinator = Coordinator(
             loop,
             self.registry,
             local_concurrency=s.local_concurrency,
             result_cache_size=s.result_cache_size,
+            result_cache_bytes=s.result_cache_mb * 1024 * 1024,
             result_ttl=s.result_ttl,
             max_queue=s.max_queue,
             allow_pickle=s.allow_pickle,
             task_modules=s.task_modules,
             sys_path=(os.getcwd(),),
+            journal=self.journal,
         )
+        if self.journal is not None:
+            self.coordinator.restore(self.journal.recovered)
         api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size)
+        self._auth = FrameAuth(s.secret) if s.secret else None
 
         def serve_client(request: Request) -> None:
             api.handle(request.data, request.reply)
 
-        client_address = self._serve(pynng.Rep0, s.client_address, serve_client, loop)
+        self._tls = s.tls
+        client_address = self._serve(pynng.Rep0, self._address(s.client_address), serve_client, loop)
 
         self.fleet = Fleet()
         self.dispatcher = Dispatcher(
@@ -119,7 +141,7 @@ class ControlPlane:
             heartbeat_timeout=s.heartbeat_timeout,
             max_frame_size=s.max_frame_size,
         )
-        dispatch_address = self._serve(pynng.Rep0, s.dispatch_address, workers_api.handle, loop)
+        dispatch_address = self._serve(pynng.Rep0, self._address(s.dispatch_address), workers_api.handle, loop)
         dispatch_socket = self._sockets[-1]
         dispatcher = self.dispatcher
 
@@ -135,20 +157,24 @@ class ControlPlane:
 
         pub = pynng.Pub0()
         self._sockets.append(pub)
-        discovery_address = listener_url(pub.listen(s.discovery_address), s.discovery_address)
+        if self._tls is not None:
+            pub.tls_config = self._tls.server_config()
+        requested = self._address(s.discovery_address)
+        discovery_address = listener_url(pub.listen(requested), requested)
         self.addresses = {
             "discovery": discovery_address,
             "client": client_address,
             "dispatch": dispatch_address,
             "dashboard": None,
         }
-        self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval)
+        self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval, auth=self._auth)
         self._publisher.start()
         self.periodic = PeriodicScheduler(
             periodic_specs(task.to_definition() for task in self.registry),
             submit=self.coordinator.submit_periodic,
             is_running=self.coordinator.is_active,
             misfire=s.misfire_policy,
+            last_runs=self.journal.recovered.last_runs if self.journal is not None else None,
         )
         self.periodic.start(loop)
         await self._start_dashboard(discovery_address)
@@ -186,7 +212,12 @@ class ControlPlane:
             discovery_address = address.with_host("127.0.0.1").url
         try:
             host, port = web_server.parse_address(s.dashboard_address)
-            app = web_app.create_app(control_plane=discovery_address, read_only=s.dashboard_read_only)
+            # Under TLS its client dials this very process over loopback: no peer to verify, and
+            # with mutual TLS it presents this control plane's own certificate.
+            own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
+            app = web_app.create_app(
+                control_plane=discovery_address, secret=s.secret, read_only=s.dashboard_read_only, tls=own
+            )
             # In a thread: the app's client connects through this loop's discovery announcements.
             self._dashboard = await asyncio.to_thread(web_server.start_in_thread, app, host, port)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -204,11 +235,58 @@ class ControlPlane:
     ) -> str:
         sock = factory(recv_max_size=self.settings.max_frame_size + _RECV_SLACK)
         self._sockets.append(sock)
+        self._bound_connections(sock, address)
+        if self._tls is not None:
+            sock.tls_config = self._tls.server_config()
         bound = listener_url(sock.listen(address), address)
-        server = ReplyServer(sock, handler, loop)
+        server = ReplyServer(sock, handler, loop, auth=self._auth, on_refused=self._refused)
         server.start()
         self._servers.append(server)
         return bound
+
+    def _bound_connections(self, sock: pynng.Socket, address: str) -> None:
+        """Refuse connections beyond ``--max-connections`` on a listening socket (each costs buffers and contexts)."""
+        limit = self.settings.max_connections
+        live: set[int] = set()
+        lock = threading.Lock()
+
+        def admit(pipe: pynng.Pipe) -> None:  # on an nng thread, before the connection is used
+            with lock:
+                if len(live) >= limit:
+                    pipe.close()
+                    logger.warning(
+                        "refused a connection to %s: %d connections already (--max-connections)", address, limit
+                    )
+                    return
+                live.add(pipe.id)
+
+        def gone(pipe: pynng.Pipe) -> None:
+            with lock:
+                live.discard(pipe.id)
+
+        sock.add_pre_pipe_connect_cb(admit)
+        sock.add_post_pipe_remove_cb(gone)
+
+    def _address(self, address: str) -> str:
+        """The address to listen on: upgraded to ``tls+tcp://`` when TLS is configured."""
+        return tls_address(address) if self._tls is not None else address
+
+    def _refused(self, reason: str) -> None:
+        """Count (and log, at most once a second) a frame that failed authentication."""
+        coordinator = self.coordinator
+        if coordinator is not None:
+            coordinator.counters.rejected_frames += 1
+            coordinator.counters.auth_failures += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last_refusal_log >= 1.0:
+            self._last_refusal_log = now
+            total = coordinator.counters.auth_failures if coordinator is not None else 0
+            logger.warning("refused an unauthenticated frame (%d so far): %s", total, reason)
+
+    def _registered_retries(self, name: str) -> int | None:
+        """A locally registered task's default retries (for replaying tasks that were running), or None."""
+        task = self.registry.get(name)
+        return task.options.retries if task is not None else None
 
     def _fleet_changed(self) -> None:
         if self._publisher is not None:
@@ -228,7 +306,7 @@ class ControlPlane:
             names |= self.fleet.task_names()
         announcement.task_names.extend(sorted(names))
         announcement.workers_online = len(self.fleet) if self.fleet is not None else 0
-        announcement.auth_required = False
+        announcement.auth_required = self._auth is not None
         announcement.version = __version__
         if self.coordinator is not None:
             announcement.started_at = self.coordinator.started_at
@@ -281,10 +359,14 @@ class ControlPlane:
                 self.dispatcher.close()
             # Let replies to waits that the drain just answered reach their clients.
             await asyncio.sleep(0)
+            if self.journal is not None:
+                self.journal.flush()  # replies waiting for the disk go out with the flush below
             for server in self._servers:
                 await server.flush(timeout=1.0)
             coordinator.close()
             await coordinator.local.close_pool()
+        if self.journal is not None:
+            self.journal.close()
         for server in self._servers:
             server.close()
         for sock in self._sockets:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from fastworker.client.tls import TlsFiles
+
 #: Default addresses (SPEC).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"
 DEFAULT_CLIENT_ADDRESS = "tcp://127.0.0.1:5551"
@@ -23,11 +25,23 @@ class ControlPlaneSettings:
     dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
     no_dashboard: bool = False
     dashboard_read_only: bool = False
+    #: Shared secret: with it, every frame on every channel is sealed and checked (protocol.auth).
+    secret: str | None = field(default=None, repr=False)
+    #: TLS on every channel: this certificate and key; with a CA, peers need certificates it signed.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     advertise_host: str | None = None
     local_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
     result_cache_size: int = 10_000
+    #: Bound on the memory of the result cache, in MiB (estimated from payload sizes).
+    result_cache_mb: int = 512
+    #: Connections each listening socket (clients, workers) accepts at once.
+    max_connections: int = 1024
     result_ttl: float = 3600.0
     max_queue: int = 0
+    #: Write-ahead journal file: tasks, state changes and results survive a restart or a crash (None: off).
+    journal: str | None = None
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0
     drain_timeout: float = 30.0
@@ -42,6 +56,8 @@ class ControlPlaneSettings:
         checks = [
             (self.local_concurrency >= 0, "--local-concurrency must be 0 or more"),
             (self.result_cache_size >= 1, "--result-cache-size must be at least 1"),
+            (self.result_cache_mb >= 1, "--result-cache-mb must be at least 1"),
+            (self.max_connections >= 1, "--max-connections must be at least 1"),
             (self.result_ttl > 0, "--result-ttl must be positive"),
             (self.max_queue >= 0, "--max-queue must be 0 (unbounded) or more"),
             (self.heartbeat_interval > 0, "--heartbeat-interval must be positive"),
@@ -54,3 +70,13 @@ class ControlPlaneSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.tls_ca and not self.tls_cert:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key (it checks the peers of a TLS listener)")
+        self.tls  # noqa: B018 - checks the files exist and come in pairs
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The TLS files, when every channel is to use TLS."""
+        if not (self.tls_cert or self.tls_key):
+            return None
+        return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)

@@ -147,7 +147,11 @@ def start_controlplane(
     child_env.update(env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=os.getcwd())
-    info = wait_for_ready_file(ready, process, log_path, ready_timeout)
+    try:
+        info = wait_for_ready_file(ready, process, log_path, ready_timeout)
+    except BaseException:
+        stop_process(process)  # not ready, or interrupted while waiting: never leave it running
+        raise
     return RunningControlPlane(
         process=process,
         discovery=str(info["discovery"]),
@@ -224,7 +228,11 @@ def start_worker(
     child_env.update(env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=os.getcwd())
-    info = wait_for_ready_file(ready, process, log_path, ready_timeout)
+    try:
+        info = wait_for_ready_file(ready, process, log_path, ready_timeout)
+    except BaseException:
+        stop_process(process)  # not ready, or interrupted while waiting: never leave it running
+        raise
     return RunningWorker(process=process, worker_id=str(info["worker_id"]), log_path=log_path, argv=argv)
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.tls import TlsFiles
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.runtime import Worker, WorkerSettings, default_worker_id
@@ -57,7 +58,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-child-rss", type=int, default=0, metavar="MB", help="replace a child process above this RSS")
     p.add_argument("--allow-pickle", action="store_true", help="accept and produce pickle payloads (unsafe)")
-    p.add_argument("--secret", default=None, help="shared secret (not available yet)")
+    p.add_argument("--secret", default=None, help="the control plane's shared secret (every frame is authenticated)")
+    p.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="CA bundle that signed the control plane's certificate"
+    )
+    p.add_argument("--tls-cert", default=None, metavar="PEM", help="this worker's certificate (mutual TLS)")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the key of --tls-cert")
     p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, worker_id} as JSON once registered")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     return p
@@ -79,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "root": {"level": args.log_level, "handlers": ["stderr"]},
         }
     )
-    if args.secret:
-        parser.error("--secret: not available in this release")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # console scripts do not; task modules usually live there
@@ -97,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_child_rss=args.max_child_rss * 1024 * 1024,
             allow_pickle=args.allow_pickle,
             ready_file=args.ready_file,
+            secret=args.secret or None,
+            tls=TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
+            if (args.tls_ca or args.tls_cert or args.tls_key)
+            else None,
             sys_path=(cwd,),
         )
     except TaskLoadError as exc:

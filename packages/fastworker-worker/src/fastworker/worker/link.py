@@ -11,10 +11,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
 from fastworker.client.requester import Requester
+from fastworker.client.tls import TlsFiles
 from fastworker.client.transport import RequestChannel, Subscription
-from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
-from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, FRAME_PREFIX, decode_frame
+from fastworker.protocol.auth import FrameAuth
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -27,7 +29,14 @@ REQUEST_TIMEOUT = 5.0
 class ControlPlaneLink:
     """Talks to whichever control plane announces itself on the discovery address."""
 
-    def __init__(self, discovery_address: str, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        discovery_address: str,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        secret: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.discovery_address = discovery_address
         self.max_frame_size = max_frame_size
         self.instance_id = ""
@@ -41,22 +50,22 @@ class ControlPlaneLink:
         #: Called with the drain timeout when an operator asked this worker to drain.
         self.on_drain: Callable[[float], None] = lambda timeout: None
         loop = asyncio.get_running_loop()
-        self._channel = RequestChannel(loop, max_frame_size=max_frame_size)
-        self._requester = Requester(self._channel, max_frame_size=max_frame_size)
+        auth = FrameAuth(secret) if secret else None
+        self._announcements = AnnouncementReader(auth, max_frame_size=max_frame_size)
+        self._channel = RequestChannel(loop, max_frame_size=max_frame_size, tls=tls)
+        self._requester = Requester(self._channel, max_frame_size=max_frame_size, auth=auth)
         self._subscription = Subscription(
-            loop, discovery_address, FRAME_PREFIX, self._on_discovery, max_frame_size=max_frame_size
+            loop, discovery_address, DISCOVERY_TOPIC, self._on_discovery, max_frame_size=max_frame_size, tls=tls
         )
 
+    @property
+    def problem(self) -> str:
+        """Why announcements heard so far were refused (a missing or wrong secret), if they were."""
+        return self._announcements.problem
+
     def _on_discovery(self, data: bytes) -> None:
-        try:
-            envelope = decode_frame(data, max_size=self.max_frame_size)
-        except (DecodeError, IncompatibleProtocol) as exc:
-            logger.debug("ignored a discovery frame: %s", exc)
-            return
-        if envelope.WhichOneof("body") != "announcement":
-            return
-        announcement = envelope.announcement
-        if not announcement.dispatch_address:
+        announcement = self._announcements.announcement(data)
+        if announcement is None or not announcement.dispatch_address:
             return
         self.instance_id = announcement.instance_id
         self.dispatch_address = announcement.dispatch_address

@@ -24,6 +24,7 @@ from typing import Any
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.requester import NotRegistered
 from fastworker.client.task import TaskRegistry
+from fastworker.client.tls import TlsFiles
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited
 from fastworker.worker.link import ControlPlaneLink
@@ -75,6 +76,10 @@ class WorkerSettings:
     allow_pickle: bool = False
     ready_file: str | None = None
     sys_path: tuple[str, ...] = ()
+    #: The control plane's shared secret (every frame sealed and checked), if it has one.
+    secret: str | None = field(default=None, repr=False)
+    #: TLS files for a ``tls+tcp://`` control plane.
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -172,7 +177,7 @@ class Worker:
                 sys_path=list(s.sys_path),
             )
             await self._pool.start()
-        self._link = ControlPlaneLink(s.control_plane)
+        self._link = ControlPlaneLink(s.control_plane, secret=s.secret, tls=s.tls)
         self._link.on_cancel = self._cancel_tasks
         self._link.on_drain = self._drain_ordered
         logger.info("worker %s looking for a control plane on %s", s.worker_id, s.control_plane)

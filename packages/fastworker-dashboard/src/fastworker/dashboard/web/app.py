@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from fastworker.client import Client
+from fastworker.client.tls import TlsFiles
 from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.config import DashboardConfig
@@ -31,6 +32,7 @@ def create_app(
     read_only: bool = False,
     client: AdminClient | None = None,
     refresh_interval: float = 1.0,
+    tls: TlsFiles | None = None,
 ) -> FastAPI:
     """The dashboard as an ASGI app for one control plane.
 
@@ -40,6 +42,7 @@ def create_app(
         read_only: Hide action buttons and answer every action with 403.
         client: A client to use instead of opening one (the caller keeps ownership and closes it).
         refresh_interval: Seconds between live snapshots, and the least time between two redraws of a panel.
+        tls: TLS files for a ``tls+tcp://`` control plane (default: the ``FASTWORKER_TLS_*`` env vars).
     """
     config = DashboardConfig(
         control_plane=control_plane, secret=secret or None, read_only=read_only, refresh_interval=refresh_interval
@@ -49,7 +52,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_client = client is None
-        admin: AdminClient = Client(control_plane, secret=secret) if client is None else client
+        admin: AdminClient = Client(control_plane, secret=secret, tls=tls) if client is None else client
         feed = LiveFeed(admin, interval=config.refresh_interval)
         app.state.dashboard = DashboardState(config=config, client=admin, feed=feed, renderer=renderer)
         # The server calls this (on its loop) before shutting down, so open live streams end at once.

@@ -281,6 +281,7 @@ class StatsReply(_message.Message):
     REJECTED_FRAMES_FIELD_NUMBER: _builtins.int
     EXECUTED_LOCALLY_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    AUTH_FAILURES_FIELD_NUMBER: _builtins.int
     submitted: _builtins.int
     """Tasks accepted."""
     succeeded: _builtins.int
@@ -313,6 +314,8 @@ class StatsReply(_message.Message):
     """Frames refused (garbage, oversize, bad secret)."""
     executed_locally: _builtins.int
     """Tasks the control plane ran itself."""
+    auth_failures: _builtins.int
+    """Frames refused because they failed authentication (also counted in rejected_frames)."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThroughputSample]:
         """One sample per second over the last minutes, oldest first (seconds without finishes included)."""
@@ -337,10 +340,11 @@ class StatsReply(_message.Message):
         rejected_frames: _builtins.int = ...,
         executed_locally: _builtins.int = ...,
         history: _abc.Iterable[Global___ThroughputSample] | None = ...,
+        auth_failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_failures", b"auth_failures", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Acme's application package (the part that matters here is ``acme.tasks``)."""

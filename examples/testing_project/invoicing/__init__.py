@@ -1,0 +1,1 @@
+"""Invoicing: tasks (``invoicing.tasks``) and the code that submits them (``invoicing.billing``)."""

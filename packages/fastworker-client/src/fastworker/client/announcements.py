@@ -1,0 +1,57 @@
+"""Reads the control plane's discovery announcements, checked with the shared secret when one is set.
+
+Shared by the client and the subworker link. A frame that fails the check is dropped, and the
+reason is kept: a peer that hears only announcements it cannot accept says why (a missing or
+wrong secret) instead of timing out in silence.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastworker.protocol.auth import FrameAuth, is_sealed
+from fastworker.protocol.errors import AuthenticationError, DecodeError, IncompatibleProtocol
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, MAGIC, decode_frame
+from fastworker.protocol.v1.discovery_pb2 import Announcement
+from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+logger = logging.getLogger(__name__)
+
+#: The discovery subscription topic: plain and sealed frames both start with it.
+DISCOVERY_TOPIC = MAGIC
+
+
+class AnnouncementReader:
+    """Turns discovery frames into envelopes, refusing unauthenticated ones when a secret is set."""
+
+    def __init__(self, auth: FrameAuth | None, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.auth = auth
+        self.max_frame_size = max_frame_size
+        #: Why the latest refused announcement was refused ("" if none was).
+        self.problem = ""
+
+    def read(self, data: bytes) -> Envelope | None:
+        """The discovery envelope in a frame, or None if it is garbage or fails authentication."""
+        try:
+            if self.auth is not None:
+                data = self.auth.open(data)
+            elif is_sealed(data):
+                raise AuthenticationError(
+                    "the control plane requires the shared secret (set FASTWORKER_SECRET or pass a secret)"
+                )
+            return decode_frame(data, max_size=self.max_frame_size)
+        except AuthenticationError as exc:
+            if str(exc) != self.problem:
+                logger.warning("ignored a discovery announcement: %s", exc)
+            self.problem = str(exc)
+        except (DecodeError, IncompatibleProtocol) as exc:
+            logger.debug("ignored a discovery frame: %s", exc)
+        return None
+
+    def announcement(self, data: bytes) -> Announcement | None:
+        """The announcement in a discovery frame, or None (garbage, refused, or another message)."""
+        envelope = self.read(data)
+        if envelope is None or envelope.WhichOneof("body") != "announcement":
+            return None
+        self.problem = ""
+        return envelope.announcement

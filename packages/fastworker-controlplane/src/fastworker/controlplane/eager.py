@@ -1,0 +1,333 @@
+"""``EagerClient``: runs tasks in this process the moment they are submitted, with the client's API and no sockets.
+
+For unit tests of code that submits tasks::
+
+    async with EagerClient(task_modules=["myapp.tasks"]) as client:   # or EagerClient() for every imported task
+        handle = await add.delay(1, 2)        # typed handles use it: it is the current client
+        assert await handle.result() == 3
+        assert await client.submit("add", 2, 3) == 5
+
+What is the same as a real control plane: task names are checked (``UnknownTask``), arguments and
+results go through the payload codec (``PayloadError``, and values come back as a client would
+read them), exceptions become ``FAILURE`` with the remote-style traceback (``submit``/``result``
+raise ``TaskFailed``), retries follow the task's ``retries``/``retry_on`` and ``Retry``, an
+async task's time limits cancel it, and a task id given twice runs once.
+
+What differs, on purpose: everything runs at once and in order, inside ``delay``; there is no
+queue, so ``priority`` is only recorded, ``countdown``/``eta``/``expires`` are checked but not
+waited for, retries do not wait for their backoff, a sync task's time limits are not enforced
+(it runs in the caller's thread), and ``cancel`` finds every task already final.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
+from fastworker.client.handles import use_client
+from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
+from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
+from fastworker.controlplane.coordinator import NOT_RETRIABLE
+from fastworker.protocol.payload import decode_value, encode_arguments
+from fastworker.worker.executor import Outcome, prepare, run_async_limited, run_sync
+from fastworker.worker.loader import load_task_modules
+
+__all__ = ["EagerClient"]
+
+#: The ``TaskInfo.worker`` of tasks an EagerClient ran.
+EAGER_WORKER = "eager"
+
+
+class EagerClient:
+    """A stand-in for :class:`~fastworker.client.Client` that runs each task in-process when it is submitted.
+
+    Args:
+        registry: The tasks it can run; default: every task imported in this process
+            (:data:`~fastworker.client.task.default_registry`).
+        task_modules: Import these modules and run only their tasks (as a worker would); excludes registry.
+        allow_pickle: Let arguments and results use pickle, as a client and control plane that opt in.
+
+    Attributes:
+        history: The final TaskInfo of every task run, in submission order (for assertions).
+    """
+
+    def __init__(
+        self,
+        registry: TaskRegistry | None = None,
+        *,
+        task_modules: Sequence[str] = (),
+        allow_pickle: bool = False,
+    ) -> None:
+        if registry is not None and task_modules:
+            raise ValueError("give registry or task_modules, not both")
+        if task_modules:
+            registry = load_task_modules(list(task_modules))
+        self.registry = registry if registry is not None else default_registry
+        self.allow_pickle = allow_pickle
+        self.address = "eager://"
+        self.history: list[TaskInfo] = []
+        self._infos: dict[str, TaskInfo] = {}
+        self._calls: dict[str, tuple[tuple[Any, ...], dict[str, Any], Priority | None]] = {}
+        self._scopes: list[AbstractContextManager[Any]] = []
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> EagerClient:
+        """Make this the current client of the block, as ``async with Client()`` does."""
+        scope = use_client(self)
+        scope.__enter__()
+        self._scopes.append(scope)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._scopes:
+            self._scopes.pop().__exit__(None, None, None)
+
+    async def connect(self) -> None:
+        """Nothing to connect to."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+    # ------------------------------------------------------------------------------------ submission
+
+    async def delay(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Run task ``name`` now; returns its id (the task is already final)."""
+        return await self.send(
+            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+
+    async def send(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Like delay, with arguments passed explicitly."""
+        _check_time_options(countdown, eta)
+        tf = self.registry.get(name)
+        if tf is None:
+            raise UnknownTask(name)
+        level = Priority.parse(priority) if priority is not None else None
+        payload = encode_arguments(args, dict(kwargs or {}), allow_pickle=self.allow_pickle)  # PayloadError here
+        task_id = task_id if task_id is not None else str(uuid.uuid4())
+        if task_id in self._infos:
+            return task_id  # a resubmitted id is not run twice
+        decoded = prepare(tf, payload, allow_pickle=self.allow_pickle)
+        if isinstance(decoded, Outcome):  # pragma: no cover - the payload was just encoded here
+            raise RuntimeError(f"arguments of {name!r} did not decode: {decoded.error}")
+        call_args, call_kwargs = decoded
+        self._calls[task_id] = (call_args, call_kwargs, level)
+        await self._run(task_id, tf, call_args, call_kwargs, level, attempts_before=0)
+        return task_id
+
+    async def submit(
+        self,
+        name: str,
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run task ``name`` now and return its value.
+
+        Raises:
+            TaskFailed: the task ended in FAILURE.
+        """
+        return await self.send_and_wait(
+            name,
+            args,
+            kwargs,
+            timeout=timeout,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
+        )
+
+    async def send_and_wait(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        priority: Priority | str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> Any:
+        """Like submit, with arguments passed explicitly."""
+        task_id = await self.send(
+            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        )
+        return await self.result(task_id, timeout=timeout)
+
+    async def delay_many(
+        self,
+        calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
+        *,
+        priority: Priority | str | None = None,
+    ) -> list[str]:
+        """Run many tasks now, in order; returns their ids."""
+        ids = []
+        for call in calls:
+            name, args = call[0], call[1]
+            kwargs = call[2] if len(call) > 2 else {}
+            ids.append(await self.send(name, args, kwargs, priority=priority))
+        return ids
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    async def status(self, task_id: str) -> TaskInfo:
+        """The task's final state.
+
+        Raises:
+            TaskNotFound: no task with this id was submitted here.
+        """
+        try:
+            return self._infos[task_id]
+        except KeyError:
+            raise TaskNotFound(task_id) from None
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """The task's final info (it is final already)."""
+        return await self.status(task_id)
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """The task's value.
+
+        Raises:
+            TaskFailed: it ended in FAILURE or CANCELLED.
+            TaskNotFound: no task with this id was submitted here.
+        """
+        info = await self.status(task_id)
+        if info.state is not TaskState.SUCCESS:
+            raise TaskFailed(info)
+        return info.result
+
+    async def wait_many(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[TaskInfo]:
+        """The final infos of many tasks, in order."""
+        return [await self.status(task_id) for task_id in task_ids]
+
+    async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
+        """The values of many tasks, in order (TaskFailed for the first that failed)."""
+        return [await self.result(task_id) for task_id in task_ids]
+
+    # ---------------------------------------------------------------------------------------- control
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        """Every eager task is final already: says so, as the control plane does for an ended task."""
+        info = await self.status(task_id)
+        return CancelResult(cancelled=False, previous_state=info.state)
+
+    async def retry(self, task_id: str) -> TaskState:
+        """Run a FAILURE or CANCELLED task again under the same id; returns its new (final) state."""
+        info = await self.status(task_id)
+        if info.state is TaskState.SUCCESS:
+            return info.state
+        tf = self.registry.get(info.name)
+        if tf is None:
+            raise UnknownTask(info.name)
+        args, kwargs, level = self._calls[task_id]
+        await self._run(task_id, tf, args, kwargs, level, attempts_before=info.attempts)
+        return self._infos[task_id].state
+
+    # ---------------------------------------------------------------------------------------- running
+
+    async def _run(
+        self,
+        task_id: str,
+        tf: TaskFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        level: Priority | None,
+        *,
+        attempts_before: int,
+    ) -> None:
+        options = tf.options
+        queued_at = time.time()
+        attempts = attempts_before
+        while True:
+            attempts += 1
+            if tf.is_async:
+                outcome = await run_async_limited(
+                    tf,
+                    args,
+                    kwargs,
+                    hard=options.timeout or 0.0,
+                    soft=options.soft_timeout or 0.0,
+                    allow_pickle=self.allow_pickle,
+                )
+            else:
+                outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle)
+            if outcome.succeeded or attempts >= 1 + options.retries or not _retriable(outcome, tf):
+                break
+        info = TaskInfo(
+            id=task_id,
+            name=tf.name,
+            state=TaskState.SUCCESS if outcome.succeeded else TaskState.FAILURE,
+            priority=level if level is not None else options.priority,
+            attempts=attempts,
+            worker=EAGER_WORKER,
+            queued_at=queued_at,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            result=decode_value(outcome.result, allow_pickle=self.allow_pickle) if outcome.result is not None else None,
+            error=TaskError(outcome.error.type, outcome.error.message, outcome.error.traceback)
+            if outcome.error is not None
+            else None,
+        )
+        if task_id not in self._infos:
+            self.history.append(info)
+        else:
+            self.history = [info if entry.id == task_id else entry for entry in self.history]
+        self._infos[task_id] = info
+
+
+def _retriable(outcome: Outcome, tf: TaskFunction[Any, Any]) -> bool:
+    """The control plane's rule: Retry always, system errors never, else ``retry_on`` (empty: anything)."""
+    error_type = outcome.error.type if outcome.error is not None else ""
+    if error_type in NOT_RETRIABLE:
+        return False
+    if outcome.retry_delay is not None:
+        return True
+    names = tf.options.retry_on_names
+    return not names or error_type in names
+
+
+def _check_time_options(countdown: float | None, eta: datetime | float | None) -> None:
+    """Refuse what the real client refuses (both given, a negative countdown)."""
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    if countdown is not None and countdown < 0:
+        raise ValueError("countdown cannot be negative")

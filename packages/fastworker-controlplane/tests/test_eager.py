@@ -1,0 +1,202 @@
+"""EagerClient: tasks run in-process at submission, read back through the client's API and typed handles."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from fastworker.client import (
+    PayloadError,
+    Retry,
+    TaskFailed,
+    TaskNotFound,
+    TaskRegistry,
+    TaskState,
+    UnknownTask,
+    current_client,
+    set_default_client,
+)
+from fastworker.client.models import Priority
+from fastworker.client.task import AsyncTaskFunction, SyncTaskFunction, TaskFunction, TaskOptions
+from fastworker.controlplane.eager import EagerClient
+
+
+class Tasks:
+    """A registry of small tasks for one test, outside default_registry."""
+
+    def __init__(self) -> None:
+        self.registry = TaskRegistry()
+
+    def add(self, fn: Any, name: str | None = None, **options: Any) -> TaskFunction[Any, Any]:
+        if "priority" in options:
+            options["priority"] = Priority.parse(options["priority"])
+        cls = AsyncTaskFunction if asyncio.iscoroutinefunction(fn) else SyncTaskFunction
+        return self.registry.register(cls(fn, name or fn.__name__, TaskOptions(**options)))
+
+
+@pytest.fixture
+def tasks() -> Tasks:
+    return Tasks()
+
+
+@pytest.fixture(autouse=True)
+def no_default_client() -> Any:
+    previous = set_default_client(None)
+    yield
+    set_default_client(previous)
+
+
+async def test_tasks_run_at_submission_and_read_back_like_a_real_client(tasks: Tasks) -> None:
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    async def greet(name: str, *, punctuation: str = "!") -> str:
+        await asyncio.sleep(0)
+        return f"hello {name}{punctuation}"
+
+    tasks.add(add)
+    tasks.add(greet, priority="high")
+    client = EagerClient(tasks.registry)
+    task_id = await client.delay("add", 1, 2)
+    info = await client.status(task_id)
+    assert info.state is TaskState.SUCCESS and info.result == 3 and info.attempts == 1
+    assert info.worker == "eager" and info.priority is Priority.NORMAL
+    assert await client.result(task_id) == 3
+    assert await client.submit("greet", "ada", punctuation="?") == "hello ada?"
+    assert await client.send("add", (2, 2), {}, priority="low", task_id="mine") == "mine"
+    assert (await client.status("mine")).priority is Priority.LOW
+    ids = await client.delay_many([("add", (1, 1)), ("add", (2, 2), {})])
+    assert await client.results(ids) == [2, 4]
+    assert [i.name for i in client.history] == ["add", "greet", "add", "add", "add"]
+    assert client.history[1].priority is Priority.HIGH  # the task's default
+
+
+async def test_typed_handles_use_it_as_the_current_client(tasks: Tasks) -> None:
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add_task = tasks.add(add)
+    async with EagerClient(tasks.registry) as client:
+        assert current_client() is client
+        handle = await add_task.delay(2, 3)
+        assert await handle.result() == 5
+        assert (await handle.status()).state is TaskState.SUCCESS
+        assert await add_task.with_options(priority="critical").submit(1, 1) == 2
+        cancelled = await handle.cancel()
+        assert cancelled.cancelled is False and cancelled.previous_state is TaskState.SUCCESS
+
+
+async def test_failures_carry_the_error_and_traceback_and_submit_raises(tasks: Tasks) -> None:
+    def explode(reason: str) -> None:
+        raise RuntimeError(reason)
+
+    tasks.add(explode)
+    client = EagerClient(tasks.registry)
+    with pytest.raises(TaskFailed) as failed:
+        await client.submit("explode", "boom")
+    info = failed.value.info
+    assert info.state is TaskState.FAILURE and info.error is not None
+    assert info.error.type == "RuntimeError" and info.error.message == "boom"
+    assert "raise RuntimeError(reason)" in failed.value.remote_traceback
+    wrong_arguments = await client.delay("explode")
+    error = (await client.wait(wrong_arguments)).error
+    assert error is not None and error.type == "TypeError"  # wrong arguments fail the task, as on a worker
+
+
+async def test_unknown_names_and_unencodable_arguments_are_refused_at_submission(tasks: Tasks) -> None:
+    tasks.add(lambda value: value, name="echo")
+    client = EagerClient(tasks.registry)
+    with pytest.raises(UnknownTask):
+        await client.delay("nope")
+    with pytest.raises(PayloadError):
+        await client.delay("echo", object())
+    with pytest.raises(TaskNotFound):
+        await client.status("never-submitted")
+    with pytest.raises(ValueError, match="not both"):
+        await client.delay("echo", 1, countdown=1, eta=dt.datetime.now(dt.UTC))
+
+
+async def test_values_come_back_through_the_codec(tasks: Tasks) -> None:
+    tasks.add(lambda: {"when": dt.date(2030, 1, 2), "pair": (1, 2)}, name="values")
+    assert await EagerClient(tasks.registry).submit("values") == {"when": dt.date(2030, 1, 2), "pair": (1, 2)}
+    tasks.add(lambda: object(), name="unencodable")
+    with pytest.raises(TaskFailed, match="PayloadError"):
+        await EagerClient(tasks.registry).submit("unencodable")
+
+
+async def test_retries_follow_the_tasks_policy_without_waiting(tasks: Tasks) -> None:
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    def asks_again() -> None:
+        raise Retry(delay=60)
+
+    def wrong_kind() -> None:
+        raise KeyError("not retried")
+
+    tasks.add(flaky, retries=5, retry_backoff=60, retry_on=(ConnectionError,))
+    tasks.add(asks_again, retries=2)
+    tasks.add(wrong_kind, retries=3, retry_on=(ConnectionError,))
+    client = EagerClient(tasks.registry)
+    flaky_id = await client.delay("flaky")
+    assert (await client.status(flaky_id)).attempts == 3 and await client.result(flaky_id) == "ok"
+    asked = await client.wait(await client.delay("asks_again"))
+    assert asked.state is TaskState.FAILURE and asked.attempts == 3
+    wrong = await client.wait(await client.delay("wrong_kind"))
+    assert wrong.attempts == 1
+
+
+async def test_an_async_tasks_time_limit_cancels_it(tasks: Tasks) -> None:
+    async def slow() -> None:
+        await asyncio.sleep(30)
+
+    tasks.add(slow, timeout=0.05)
+    client = EagerClient(tasks.registry)
+    info = await client.wait(await client.delay("slow"))
+    assert info.state is TaskState.FAILURE and info.error is not None
+    assert info.error.type == "TimeLimitExceeded"
+
+
+async def test_a_task_id_given_twice_runs_once_and_retry_runs_a_failed_task_again(tasks: Tasks) -> None:
+    runs: list[int] = []
+
+    def count(fail: bool) -> int:
+        runs.append(1)
+        if fail and len(runs) == 1:
+            raise RuntimeError("first run fails")
+        return len(runs)
+
+    tasks.add(count)
+    client = EagerClient(tasks.registry)
+    await client.delay("count", True, task_id="t1")
+    await client.delay("count", True, task_id="t1")
+    assert len(runs) == 1 and (await client.status("t1")).state is TaskState.FAILURE
+    assert await client.retry("t1") is TaskState.SUCCESS
+    info = await client.status("t1")
+    assert info.attempts == 2 and info.result == 2 and len(client.history) == 1
+
+
+async def test_task_modules_are_loaded_like_a_worker_loads_them(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "eager_demo_tasks.py").write_text(
+        "from fastworker.client import task\n\n\n@task(name='eager_demo.square')\ndef square(x: int) -> int:\n"
+        "    return x * x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    client = EagerClient(task_modules=["eager_demo_tasks"])
+    try:
+        assert client.registry.names() == ["eager_demo.square"]
+        assert await client.submit("eager_demo.square", 7) == 49
+    finally:
+        from fastworker.client.task import default_registry
+
+        default_registry.unregister("eager_demo.square")
+    with pytest.raises(ValueError, match="not both"):
+        EagerClient(TaskRegistry(), task_modules=["eager_demo_tasks"])

@@ -1,0 +1,664 @@
+"""The journal records every state change durably, replays it after a stop, and stays proportional to live state.
+
+Most tests drive a real Coordinator (the ``harness`` fixture) with a real Journal in a temporary
+directory, close the journal (everything appended is then on disk, as after a crash once the last
+batch was synced), open it again and check what comes back. A stop with tasks running is the same
+as a crash to the journal: they are still RUNNING in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastworker.client.envflags import apply_env_defaults
+from fastworker.controlplane import cli
+from fastworker.controlplane import journal as journal_module
+from fastworker.controlplane.api import ClientApi
+from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator
+from fastworker.controlplane.journal import (
+    ACCEPT,
+    CONTROL_PLANE_LOST,
+    FINISH,
+    MAGIC,
+    RUN,
+    Journal,
+    JournalError,
+    JournalState,
+    compact,
+    fold,
+    inspect,
+    recover,
+)
+from fastworker.controlplane.records import (
+    CANCELLED,
+    FAILURE,
+    PENDING,
+    RETRYING,
+    RUNNING,
+    SCHEDULED,
+    SUCCESS,
+    TaskRecord,
+)
+from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.payload import decode_value, encode_arguments, encode_value
+from fastworker.protocol.v1 import error_pb2, task_pb2
+
+BOUND = 10.0
+LOW = task_pb2.PRIORITY_LOW
+NORMAL = task_pb2.PRIORITY_NORMAL
+
+
+async def until(predicate: Callable[[], bool], bound: float = BOUND) -> None:
+    """Yield to the loop until predicate() holds (bounded)."""
+    async with asyncio.timeout(bound):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+def journals(tmp_path: Path) -> Iterator[Callable[..., Journal]]:
+    """Open journals on one file (``tmp_path/tasks.journal`` unless ``path=``); all are closed after the test."""
+    opened: list[Journal] = []
+
+    def open_journal(path: Path | None = None, *, start: bool = True, **settings: Any) -> Journal:
+        journal = Journal(path or tmp_path / "tasks.journal", **settings)
+        opened.append(journal)
+        if start:
+            journal.start(asyncio.get_running_loop())
+        return journal
+
+    yield open_journal
+    for journal in opened:
+        journal.close()
+
+
+def spec(name: str = "add", *args: Any, **fields: Any) -> task_pb2.TaskSpec:
+    return task_pb2.TaskSpec(
+        task_id=fields.pop("task_id", str(uuid.uuid4())), name=name, arguments=encode_arguments(args, {}), **fields
+    )
+
+
+def by_id(journal: Journal) -> dict[str, TaskRecord]:
+    return {record.task_id: record for record in journal.recovered.records}
+
+
+def blocking_task(harness: Any, name: str = "block", **options: Any) -> threading.Event:
+    """Register a sync task that blocks until the returned gate (released at teardown) is set."""
+    release = harness.gate()
+
+    def block() -> str:
+        assert release.wait(BOUND), "test never released the blocking task"
+        return "released"
+
+    harness.task(block, name=name, **options)
+    return release
+
+
+# ------------------------------------------------------------------------------------- replay
+
+
+async def test_queued_scheduled_running_and_finished_tasks_come_back_after_a_stop(harness: Any, journals: Any) -> None:
+    # Given a coordinator with one slot, a journal, and tasks in every state
+    harness.task(lambda x, y: x + y, name="add")
+    blocking_task(harness, "block_retry", retries=1)
+    blocking_task(harness, "block_once")
+    journal = journals()
+    coordinator = harness.coordinator(local_concurrency=2, journal=journal)
+    done, _ = coordinator.submit(spec("add", 2, 3))
+    await harness.final(coordinator, done.task_id)
+    retried, _ = coordinator.submit(spec("block_retry"))
+    once, _ = coordinator.submit(spec("block_once"))
+    await until(lambda: retried.state == RUNNING and once.state == RUNNING)
+    queued = [coordinator.submit(spec("add", i, i))[0] for i in range(5)]
+    later, _ = coordinator.submit(spec("add", 1, 1, eta=time.time() + 3600))
+    coordinator.set_paused(LOW, True)
+    cancelled, _ = coordinator.submit(spec("add", 9, 9))
+    coordinator.cancel(cancelled.task_id)
+    assert [r.state for r in queued] == [PENDING] * 5 and later.state == SCHEDULED
+
+    # When the journal stops with all of that on disk and is opened again
+    journal.close()
+    reopened = journals(retries_for=lambda name: harness.registry.get(name).options.retries)
+    records = by_id(reopened)
+
+    # Then the finished task is back with its result
+    assert records[done.task_id].state == SUCCESS
+    assert decode_value(records[done.task_id].result) == 5
+    assert records[done.task_id].worker == LOCAL_WORKER_ID
+    # the running task with a retry left is queued again first, its attempt counted
+    assert records[retried.task_id].state == PENDING
+    assert records[retried.task_id].attempts == 1
+    assert reopened.recovered.records[0].task_id == retried.task_id
+    # the running task without retries failed with a clear reason
+    lost = records[once.task_id]
+    assert lost.state == FAILURE and lost.error is not None
+    assert lost.error.type == CONTROL_PLANE_LOST
+    assert "no retries left" in lost.error.message and "in the control plane" in lost.error.message
+    # queued tasks are queued in their order, the scheduled one keeps its eta, the cancelled one stays cancelled
+    order = [r.task_id for r in reopened.recovered.records if r.state == PENDING]
+    assert order == [retried.task_id] + [r.task_id for r in queued]
+    assert records[later.task_id].state == SCHEDULED and records[later.task_id].eta == later.eta
+    assert records[cancelled.task_id].state == CANCELLED
+    assert reopened.recovered.paused == {LOW}
+    assert (reopened.recovered.requeued, reopened.recovered.lost) == (1, 1)
+
+
+async def test_a_restored_coordinator_runs_the_queue_again_and_answers_for_finished_tasks(
+    harness: Any, journals: Any
+) -> None:
+    # Given a journal holding queued tasks, a scheduled one and a result, written by a coordinator with no slots
+    harness.task(lambda x, y: x + y, name="add")
+    journal = journals()
+    first = harness.coordinator(local_concurrency=0, journal=journal)
+    queued = [first.submit(spec("add", i, 1))[0] for i in range(20)]
+    soon, _ = first.submit(spec("add", 100, 1, eta=time.time() + 0.2))
+    first.cancel(queued[0].task_id)
+    journal.close()
+
+    # When a coordinator with slots restores it
+    reopened = journals()
+    second = harness.coordinator(local_concurrency=2, journal=reopened)
+    second.restore(reopened.recovered)
+
+    # Then every queued task and the scheduled one run once, and the cancelled one is readable
+    for record in [*queued[1:], soon]:
+        done = await harness.final(second, record.task_id)
+        assert done.state == SUCCESS
+        assert done.attempts == 1
+    assert second.find(queued[0].task_id).state == CANCELLED
+    assert decode_value(second.find(soon.task_id).result) == 101
+    # and a resubmission of a known id is a duplicate, not a second run
+    _, duplicate = second.submit(spec("add", 5, 1, task_id=queued[5].task_id))
+    assert duplicate
+
+
+async def test_the_restored_queue_keeps_running_and_its_runs_are_journaled_too(harness: Any, journals: Any) -> None:
+    # Given a restored coordinator that ran the recovered tasks
+    harness.task(lambda x, y: x + y, name="add")
+    journal = journals()
+    first = harness.coordinator(local_concurrency=0, journal=journal)
+    ids = [first.submit(spec("add", i, 1))[0].task_id for i in range(3)]
+    journal.close()
+    second_journal = journals()
+    second = harness.coordinator(local_concurrency=1, journal=second_journal)
+    second.restore(second_journal.recovered)
+    for task_id in ids:
+        await harness.final(second, task_id)
+    second_journal.close()
+
+    # When opened a third time, the results are there and nothing is queued
+    third = by_id(journals())
+    assert [third[task_id].state for task_id in ids] == [SUCCESS] * 3
+    assert [decode_value(third[task_id].result) for task_id in ids] == [1, 2, 3]
+
+
+async def test_a_task_held_in_a_worker_prefetch_queue_goes_back_without_counting_the_attempt(journals: Any) -> None:
+    state = JournalState()
+    held = spec("remote")
+    state.apply((ACCEPT, held.task_id, held.SerializeToString(), NORMAL, 1.0, PENDING, 0.0))
+    state.apply((RUN, held.task_id, 1, "w1", 0.0, True, 0))
+
+    recovered = recover(state, now=10.0, retries_for=lambda name: None)
+
+    (record,) = recovered.records
+    assert (record.state, record.attempts, record.worker) == (PENDING, 0, "")
+    assert recovered.requeued == 1
+
+
+@pytest.mark.parametrize(
+    ("spec_retries", "journaled", "registered", "attempts", "expected"),
+    [
+        (None, -1, None, 1, FAILURE),  # unknown default: no retries
+        (None, -1, 1, 1, PENDING),  # the registry says one retry
+        (None, 2, None, 2, PENDING),  # the worker's definition (journaled at dispatch) allows two
+        (None, 2, None, 3, FAILURE),  # ... and both were used
+        (1, 0, 0, 1, PENDING),  # the submission's own retries win
+        (0, 5, 5, 1, FAILURE),
+    ],
+)
+def test_a_running_task_is_requeued_only_with_retries_left(
+    spec_retries: int | None, journaled: int, registered: int | None, attempts: int, expected: int
+) -> None:
+    task = spec("remote") if spec_retries is None else spec("remote", retries=spec_retries)
+    state = JournalState()
+    state.apply((ACCEPT, task.task_id, task.SerializeToString(), NORMAL, 1.0, PENDING, 0.0))
+    state.apply((RUN, task.task_id, attempts, "w1", 2.0, False, journaled))
+
+    (record,) = recover(state, now=10.0, retries_for=lambda name: registered).records
+
+    assert record.state == expected
+    assert record.attempts == attempts
+    if expected == FAILURE:
+        assert record.error is not None and record.error.type == CONTROL_PLANE_LOST
+        assert "on worker w1" in record.error.message
+        assert record.finished_at == 10.0
+
+
+async def test_results_past_the_ttl_or_beyond_the_cache_size_are_dropped_at_open(harness: Any, journals: Any) -> None:
+    harness.task(lambda x: x, name="echo")
+    now = [1_000_000.0]
+    journal = journals(clock=lambda: now[0])
+    coordinator = harness.coordinator(local_concurrency=1, journal=journal, clock=lambda: now[0])
+    old, _ = coordinator.submit(spec("echo", "old"))
+    await harness.final(coordinator, old.task_id)
+    now[0] += 100
+    recent = []
+    for i in range(4):
+        record, _ = coordinator.submit(spec("echo", i))
+        await harness.final(coordinator, record.task_id)
+        recent.append(record.task_id)
+        now[0] += 1
+    journal.close()
+
+    records = by_id(journals(clock=lambda: now[0], result_ttl=50.0, result_cache_size=3))
+
+    assert set(records) == set(recent[1:])
+
+
+async def test_periodic_last_runs_and_paused_levels_survive_replay_and_compaction(
+    harness: Any, journals: Any, tmp_path: Path
+) -> None:
+    harness.task(lambda: None, name="tick")
+    journal = journals()
+    coordinator = harness.coordinator(local_concurrency=1, journal=journal)
+    task_id = coordinator.submit_periodic("tick", 1234.5)
+    assert task_id is not None
+    await harness.final(coordinator, task_id)
+    coordinator.set_paused(LOW, True)
+    coordinator.set_paused(NORMAL, True)
+    coordinator.set_paused(NORMAL, False)
+    journal.close()
+
+    # Even after the finished run itself is dropped (TTL), the last run is remembered
+    reopened = journals(result_ttl=1e-9)
+    assert task_id not in by_id(reopened)
+    assert reopened.recovered.last_runs == {"tick": 1234.5}
+    assert reopened.recovered.paused == {LOW}
+    reopened.close()
+    assert inspect(tmp_path / "tasks.journal")["periodic_last_runs"] == {"tick": 1234.5}
+
+
+def test_a_periodic_run_accepted_but_not_yet_marked_still_counts_as_the_last_run() -> None:
+    run = spec("tick")
+    run.headers["periodic"] = "2000.000"
+    state = JournalState()
+    state.apply((ACCEPT, run.task_id, run.SerializeToString(), NORMAL, 1.0, PENDING, 0.0))
+
+    assert recover(state, now=3.0, retries_for=lambda name: None).last_runs == {"tick": 2000.0}
+
+
+async def test_a_retried_task_comes_back_queued_with_its_attempts(harness: Any, journals: Any) -> None:
+    def boom() -> None:
+        raise ValueError("nope")
+
+    harness.task(boom, name="boom")
+    journal = journals()
+    coordinator = harness.coordinator(local_concurrency=1, journal=journal)
+    record, _ = coordinator.submit(spec("boom"))
+    await harness.final(coordinator, record.task_id)
+    coordinator.set_paused(NORMAL, True)  # so that the retry stays queued
+    coordinator.retry(record.task_id)
+    journal.close()
+
+    again = by_id(journals())[record.task_id]
+    assert (again.state, again.attempts, again.result, again.error) == (PENDING, 1, None, None)
+
+
+async def test_a_failed_attempt_waiting_for_its_retry_comes_back_retrying_with_its_eta(
+    harness: Any, journals: Any
+) -> None:
+    def flaky() -> None:
+        raise ConnectionError("down")
+
+    harness.task(flaky, name="flaky", retries=3, retry_backoff=3600.0)
+    journal = journals()
+    coordinator = harness.coordinator(local_concurrency=1, journal=journal)
+    record, _ = coordinator.submit(spec("flaky"))
+    await until(lambda: record.state == RETRYING)
+    journal.close()
+
+    again = by_id(journals())[record.task_id]
+    assert (again.state, again.attempts, again.eta) == (RETRYING, 1, record.eta)
+    assert again.error is not None and again.error.type == "ConnectionError"
+
+
+async def test_dispatch_to_a_worker_is_journaled_with_the_worker_definition_retries(
+    dispatch_rig: Any, journals: Any
+) -> None:
+    # Given a control plane that knows the task only from a worker (2 retries by its definition)
+    rig = dispatch_rig()
+    journal = journals()
+    rig.coordinator.journal = journal
+    rig.register("w1", {"remote": 2}, capacity=1)
+    record = rig.submit("remote")
+    prefetched = rig.submit("remote")
+    pull = rig.pull("w1")
+    await until(lambda: pull.answered)
+    assert record.state == RUNNING and record.worker == "w1"
+    journal.close()
+
+    # When it comes back, with no worker registered and no local definition, the retry is still known
+    records = by_id(journals())
+    assert records[record.task_id].state == PENDING
+    assert records[record.task_id].attempts == 1
+    assert records[prefetched.task_id].state == PENDING
+
+
+# ------------------------------------------------------------------------------ group commit
+
+
+async def test_replies_wait_for_the_disk_and_are_released_in_order(journals: Any, monkeypatch: Any) -> None:
+    # Given a journal whose fdatasync is slow, counted
+    syncs: list[int] = []
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        time.sleep(0.02)
+        syncs.append(fd)
+        real(fd)
+
+    journal = journals()
+    monkeypatch.setattr(journal_module.os, "fdatasync", slow_sync)
+    released: list[int] = []
+
+    # When many records are appended from the loop, each followed by a durability wait
+    for i in range(200):
+        record = TaskRecord(spec("add", i), NORMAL, 1.0)
+        journal.accepted(record)
+        journal.after_durable(lambda i=i: released.append(i))
+    await until(lambda: len(released) == 200)
+
+    # Then all were released, in order, after fewer syncs than records (group commit)
+    assert released == list(range(200))
+    assert 1 <= len(syncs) < 200
+    assert journal.batches == len(syncs)
+
+
+async def test_a_durability_wait_with_nothing_pending_is_answered_at_once(journals: Any) -> None:
+    journal = journals()
+    called: list[bool] = []
+    journal.after_durable(lambda: called.append(True))
+    assert called == [True]
+
+
+async def test_records_appended_from_many_threads_all_reach_the_disk(journals: Any, tmp_path: Path) -> None:
+    journal = journals()
+    records = [TaskRecord(spec("add", i), NORMAL, 1.0) for i in range(2000)]
+
+    def append(part: list[TaskRecord]) -> None:
+        for record in part:
+            journal.accepted(record)
+
+    threads = [threading.Thread(target=append, args=(records[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    journal.close()
+
+    state, info = fold(tmp_path / "tasks.journal")
+    assert set(state.tasks) == {r.task_id for r in records}
+    assert info.torn_bytes == 0
+
+
+# ---------------------------------------------------------------------------- file handling
+
+
+async def test_a_write_cut_short_by_a_crash_is_ignored_and_cut_off(journals: Any, tmp_path: Path, caplog: Any) -> None:
+    path = tmp_path / "tasks.journal"
+    journal = journals()
+    record = TaskRecord(spec("add", 1), NORMAL, 1.0)
+    journal.accepted(record)
+    journal.close()
+    with open(path, "ab") as file:
+        file.write(b"\x40\x00\x00\x00\x01\x02\x03\x04partial")  # a batch header and part of its payload
+
+    reopened = journals()
+
+    assert list(by_id(reopened)) == [record.task_id]
+    assert "unfinished last write" in caplog.text
+    reopened.close()
+    assert inspect(path)["torn_bytes"] == 0
+
+
+async def test_a_bad_batch_before_the_end_is_corruption_and_refused(journals: Any, tmp_path: Path) -> None:
+    path = tmp_path / "tasks.journal"
+    journal = journals()
+    for i in range(3):
+        journal.accepted(TaskRecord(spec("add", i), NORMAL, 1.0))
+        assert journal.flush()
+    journal.close()
+    data = bytearray(path.read_bytes())
+    data[len(MAGIC) + 12] ^= 0xFF  # inside the first batch's payload
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(JournalError, match="corrupt batch at offset"):
+        Journal(path)
+
+
+def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    with pytest.raises(JournalError, match="not a FastWorker journal"):
+        Journal(path)
+    assert path.read_text() == "hello\n"
+
+
+async def test_a_journal_in_use_is_refused_to_a_second_opener(journals: Any, tmp_path: Path) -> None:
+    journal = journals()
+    with pytest.raises(JournalError, match="in use by another process"):
+        Journal(tmp_path / "tasks.journal")
+    assert inspect(tmp_path / "tasks.journal")["in_use"]
+    journal.close()
+    assert not inspect(tmp_path / "tasks.journal")["in_use"]
+    journals()  # free again
+
+
+async def test_an_empty_journal_is_created_with_its_header_readable_by_its_owner_only(
+    journals: Any, tmp_path: Path
+) -> None:
+    journal = journals()
+    assert journal.recovered.records == []
+    path = tmp_path / "tasks.journal"
+    assert path.read_bytes() == MAGIC
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds arguments and results
+
+
+# ------------------------------------------------------------------------------- compaction
+
+
+async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_loses_nothing(
+    journals: Any, tmp_path: Path
+) -> None:
+    # Given a journal that compacts beyond 64 KiB, keeping at most 50 results
+    path = tmp_path / "tasks.journal"
+    journal = journals(compact_min_bytes=64 * 1024, compact_ratio=2.0, result_cache_size=50)
+    live: list[str] = []
+    finished: list[str] = []
+    result = encode_value("x" * 100)
+
+    # When thousands of tasks are accepted and finished, a few left unfinished, while the file is compacted
+    for i in range(6000):
+        record = TaskRecord(spec("add", i), NORMAL, float(i))
+        journal.accepted(record)
+        if i % 500 == 0:
+            live.append(record.task_id)
+            continue
+        record.state, record.result, record.finished_at = SUCCESS, result, time.time()
+        journal.finished(record)
+        finished.append(record.task_id)
+        if i % 100 == 0:
+            await asyncio.sleep(0.001)  # let the writer and the compactor run
+    assert journal.flush()
+    await until(lambda: journal.compactions >= 2)
+    size = journal.size
+    journal.close()
+
+    # Then the file is a small fraction of what was written, and replay finds every live task and the newest results
+    assert size < 1_000_000
+    assert path.stat().st_size < 1_000_000
+    records = by_id(journals(result_cache_size=50))
+    assert [task_id for task_id in records if records[task_id].state == PENDING] == live
+    kept = [task_id for task_id in records if records[task_id].state == SUCCESS]
+    assert kept == finished[-50:]
+
+
+async def test_offline_compact_keeps_running_tasks_running_and_drops_expired_results(
+    harness: Any, journals: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "tasks.journal"
+    journal = journals()
+    running = TaskRecord(spec("remote"), NORMAL, 1.0)
+    journal.accepted(running)
+    running.state, running.attempts, running.worker, running.started_at = RUNNING, 1, "w1", 2.0
+    journal.running(running)
+    for i in range(50):
+        old = TaskRecord(spec("add", i), NORMAL, 1.0)
+        journal.accepted(old)
+        old.state, old.finished_at, old.result = SUCCESS, 5.0, encode_value(i)
+        journal.finished(old)
+    journal.close()
+    before = inspect(path)
+    assert before["tasks_by_state"] == {"RUNNING": 1, "SUCCESS": 50}
+    assert before["records_by_kind"] == {"accept": 51, "run": 1, "finish": 50}
+
+    size_before, size_after = compact(path, result_ttl=60.0)
+
+    after = inspect(path)
+    assert size_after < size_before == before["size_bytes"]
+    assert after["tasks_by_state"] == {"RUNNING": 1}
+    assert after["records_by_kind"] == {"task": 1}
+
+
+async def test_compact_refuses_a_journal_in_use(journals: Any, tmp_path: Path) -> None:
+    journals()
+    with pytest.raises(JournalError, match="in use"):
+        compact(tmp_path / "tasks.journal")
+
+
+# --------------------------------------------------------------------------------- no journal
+
+
+async def test_without_a_journal_the_coordinator_records_nothing(harness: Any, tmp_path: Path) -> None:
+    harness.task(lambda x, y: x + y, name="add")
+    coordinator: Coordinator = harness.coordinator(local_concurrency=1)
+    record, _ = coordinator.submit(spec("add", 1, 2))
+    await harness.final(coordinator, record.task_id)
+    assert coordinator.journal is None
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_finish_record_for_a_task_the_journal_dropped_is_skipped(tmp_path: Path) -> None:
+    state = JournalState()
+    state.apply((FINISH, "gone", SUCCESS, 1, "w1", 1.0, 2.0, None, None))
+    assert state.tasks == {} and state.orphans == 1
+
+
+# ------------------------------------------------------------------------------ replies wait
+
+
+class Replies:
+    """Captures the frames a ClientApi sends back, decoded."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    def __call__(self, frame: bytes) -> None:
+        self.envelopes.append(decode_frame(frame))
+
+
+def frame(correlation_id: int, build: Callable[[Any], None]) -> bytes:
+    envelope = new_envelope(correlation_id)
+    build(envelope)
+    return encode_frame(envelope)
+
+
+async def test_submissions_and_results_are_acknowledged_only_once_on_disk(harness: Any, journals: Any) -> None:
+    # Given a client API over a coordinator whose journal writer has not started yet (nothing reaches the disk)
+    harness.task(lambda x, y: x + y, name="add")
+    journal = journals(start=False)
+    api = ClientApi(harness.coordinator(local_concurrency=1, journal=journal))
+    one, batch, waited, cancel = Replies(), Replies(), Replies(), Replies()
+    queued = spec("add", 1, 2)
+
+    # When a submit, a batch, a submit-and-wait and a cancel arrive
+    api.handle(frame(1, lambda e: e.submit.task.CopyFrom(queued)), one)
+    api.handle(frame(2, lambda e: e.submit_batch.tasks.extend([spec("add", 2, 2), spec("add", 3, 3)])), batch)
+    api.handle(frame(3, lambda e: (e.submit.task.CopyFrom(spec("add", 4, 4)), setattr(e.submit, "wait", 5.0))), waited)
+    api.handle(frame(4, lambda e: setattr(e.cancel, "task_id", "no-such-task")), cancel)  # refused: answered at once
+    await until(lambda: api.coordinator.counters.succeeded == 4)
+    await asyncio.sleep(0.05)
+
+    # Then none of the accepted ones is answered, though the tasks ran
+    assert (one.envelopes, batch.envelopes, waited.envelopes) == ([], [], [])
+    assert cancel.envelopes[0].error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
+
+    # When the journal writes
+    journal.start(asyncio.get_running_loop())
+
+    # Then every reply goes out, the submit-and-wait with its result
+    await until(lambda: len(one.envelopes) == len(batch.envelopes) == len(waited.envelopes) == 1)
+    assert one.envelopes[0].submit_reply.task_id == queued.task_id
+    assert len(batch.envelopes[0].submit_batch_reply.outcomes) == 2
+    assert decode_value(waited.envelopes[0].submit_reply.task.result) == 8
+
+
+# ------------------------------------------------------------------------------------- command
+
+
+def test_the_journal_flag_and_its_env_var_reach_the_settings() -> None:
+    parser = cli.make_parser()
+    assert parser.parse_args(["--task-modules", "m", "--journal", "/var/tmp/j"]).journal == "/var/tmp/j"
+    assert parser.parse_args(["--task-modules", "m"]).journal is None
+    apply_env_defaults(parser, {"FASTWORKER_JOURNAL": "/srv/j"})
+    assert parser.parse_args([]).journal == "/srv/j"
+
+
+async def test_journal_inspect_and_compact_commands(journals: Any, tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "tasks.journal"
+    journal = journals()
+    kept = TaskRecord(spec("add", 1), NORMAL, 1.0)
+    journal.accepted(kept)
+    journal.paused(LOW, True)
+    journal.periodic_fired("tick", 0.0)
+    for i in range(20):
+        done = TaskRecord(spec("add", i), NORMAL, 1.0)
+        journal.accepted(done)
+        done.state, done.finished_at = SUCCESS, 10.0
+        journal.finished(done)
+    journal.close()
+
+    assert cli.main(["journal", "inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "tasks: 21 (PENDING 1, SUCCESS 20)" in text
+    assert "paused levels: low" in text
+    assert "tick at 1970-01-01T00:00:00+00:00" in text
+
+    assert cli.main(["journal", "compact", str(path), "--result-ttl", "60"]) == 0
+    assert "compacted" in capsys.readouterr().out
+    assert cli.main(["journal", "inspect", "--json", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["tasks_by_state"] == {"PENDING": 1}
+    assert report["paused"] == ["low"]
+    assert report["in_use"] is False
+
+
+def test_journal_commands_fail_clearly_on_a_missing_or_foreign_file(tmp_path: Path, capsys: Any) -> None:
+    assert cli.main(["journal", "inspect", str(tmp_path / "missing")]) == 1
+    assert "No such file" in capsys.readouterr().err
+    (tmp_path / "foreign").write_bytes(b"PK\x03\x04")
+    assert cli.main(["journal", "compact", str(tmp_path / "foreign")]) == 1
+    assert "not a FastWorker journal" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["journal", "rewind", "x"])
+    assert usage.value.code == 2

@@ -1,0 +1,114 @@
+"""Sealed frames: round trip, and every way a frame can fail the check."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastworker.protocol import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.auth import SEALED_PREFIX, FrameAuth, authentication_error_frame, is_sealed
+from fastworker.protocol.errors import AuthenticationError
+from fastworker.protocol.v1 import error_pb2
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def frame(task_id: str = "t-1") -> bytes:
+    envelope = new_envelope(42)
+    envelope.sent_at = 1.0  # the same bytes every call
+    envelope.status.task_ids.append(task_id)
+    return encode_frame(envelope)
+
+
+def test_a_sealed_frame_opens_to_the_same_plain_frame() -> None:
+    clock = Clock()
+    sender, receiver = FrameAuth("s3cret", clock=clock), FrameAuth("s3cret", clock=clock)
+    sealed = sender.seal(frame())
+    assert is_sealed(sealed) and sealed.startswith(SEALED_PREFIX) and not is_sealed(frame())
+    assert receiver.open(sealed) == frame()
+    assert decode_frame(receiver.open(sender.seal(frame()))).status.task_ids == ["t-1"]
+
+
+def test_the_secret_appears_nowhere_in_a_sealed_frame() -> None:
+    sealed = FrameAuth("very-distinctive-secret").seal(frame())
+    assert b"very-distinctive-secret" not in sealed
+
+
+def test_sealing_the_same_frame_twice_gives_two_distinct_frames_both_accepted() -> None:
+    sender, receiver = FrameAuth("k"), FrameAuth("k")
+    first, second = sender.seal(frame()), sender.seal(frame())
+    assert first != second
+    assert receiver.open(first) == receiver.open(second) == frame()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (frame(), "not authenticated"),
+        (b"", "not authenticated"),
+        (b"garbage", "not authenticated"),
+        (SEALED_PREFIX + b"\x00" * 10, "truncated"),
+    ],
+)
+def test_unsealed_and_truncated_frames_are_refused(data: bytes, reason: str) -> None:
+    with pytest.raises(AuthenticationError, match=reason):
+        FrameAuth("k").open(data)
+
+
+def test_a_wrong_secret_or_any_altered_byte_fails_the_mac() -> None:
+    sealed = FrameAuth("right").seal(frame())
+    with pytest.raises(AuthenticationError, match="authentication failed"):
+        FrameAuth("wrong").open(sealed)
+    receiver = FrameAuth("right")
+    for index in (3, 12, 30, 60, len(sealed) - 1):  # time, nonce, MAC, body
+        altered = bytearray(sealed)
+        altered[index] ^= 0x01
+        with pytest.raises(AuthenticationError, match="authentication failed"):
+            receiver.open(bytes(altered))
+
+
+def test_frames_outside_the_time_window_are_refused_both_ways() -> None:
+    clock = Clock()
+    receiver = FrameAuth("k", clock=clock, window=30)
+    old = FrameAuth("k", clock=Clock(clock.now - 31)).seal(frame())
+    future = FrameAuth("k", clock=Clock(clock.now + 31)).seal(frame())
+    for sealed in (old, future):
+        with pytest.raises(AuthenticationError, match="replay or clock skew"):
+            receiver.open(sealed)
+    assert receiver.open(FrameAuth("k", clock=Clock(clock.now - 29)).seal(frame())) == frame()
+
+
+def test_a_replayed_frame_is_refused_while_it_is_within_the_window() -> None:
+    clock = Clock()
+    sender, receiver = FrameAuth("k", clock=clock), FrameAuth("k", clock=clock, window=10)
+    sealed = sender.seal(frame())
+    receiver.open(sealed)
+    with pytest.raises(AuthenticationError, match="replayed"):
+        receiver.open(sealed)
+    clock.now += 11  # later still, the time check refuses it (its nonce was forgotten)
+    with pytest.raises(AuthenticationError, match="clock skew"):
+        receiver.open(sealed)
+
+
+def test_the_replay_memory_is_bounded() -> None:
+    clock = Clock()
+    sender, receiver = FrameAuth("k", clock=clock), FrameAuth("k", clock=clock, replay_capacity=100)
+    for _ in range(1_000):
+        receiver.open(sender.seal(frame()))
+    assert len(receiver._seen) <= 100
+
+
+def test_an_empty_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        FrameAuth("")
+
+
+def test_the_refusal_frame_is_a_plain_authentication_error() -> None:
+    refusal = decode_frame(authentication_error_frame("no secret", correlation_id=3))
+    assert refusal.error.code == error_pb2.ERROR_CODE_AUTHENTICATION
+    assert refusal.error.message == "no secret" and refusal.correlation_id == 3

@@ -1,0 +1,283 @@
+"""The journal (``--journal``) across real process deaths: kill -9 the control plane, restart it, lose nothing.
+
+Control planes here run ``--local-concurrency 0`` with ``fwtests_journal_tasks`` (so every task
+runs on a subworker), on loopback ports picked up front so that a restart listens on the same
+addresses. Each execution of a task creates a file, so "ran exactly once" is counted across
+processes. Every process is stopped by pid at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastworker.client import Client, TaskState
+from fastworker.controlplane.testing import HarnessError, RunningControlPlane, RunningWorker, start_controlplane
+from fastworker.controlplane.testing import start_worker as launch_worker
+
+pytestmark = pytest.mark.slow
+
+BOUND = 30.0
+#: Countdown of the scheduled tasks: long enough that they are still SCHEDULED when the control plane dies.
+SCHEDULE_IN = 8.0
+RECORD = "fwtests_journal.record"
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def child_env() -> dict[str, str]:
+    """This directory first on the children's PYTHONPATH, so that they import the task modules."""
+    existing = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
+
+
+def executions(directory: Path) -> Counter[str]:
+    """How many times each key ran (fwtests_journal_tasks creates one ``KEY@UNIQUE`` file per execution)."""
+    return Counter(name.partition("@")[0] for name in os.listdir(directory))
+
+
+def free_addresses() -> dict[str, str]:
+    """Three free loopback TCP addresses (discovery, client, dispatch), to listen on again after a restart."""
+    sockets = [socket.socket() for _ in range(3)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        ports = [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {
+        name: f"tcp://127.0.0.1:{port}" for name, port in zip(("discovery", "client", "dispatch"), ports, strict=True)
+    }
+
+
+class Daemons:
+    """Starts control planes and workers for one test; all are stopped by pid at teardown."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.control_planes: list[RunningControlPlane] = []
+        self.workers: list[RunningWorker] = []
+
+    def control_plane(
+        self,
+        journal: Path,
+        addresses: dict[str, str],
+        *extra_args: str,
+        task_modules: tuple[str, ...] = ("fwtests_journal_tasks",),
+        env: dict[str, str] | None = None,
+    ) -> RunningControlPlane:
+        control_plane = start_controlplane(
+            task_modules=task_modules,
+            extra_args=["--local-concurrency", "0", "--journal", str(journal), *extra_args],
+            env={**child_env(), **(env or {})},
+            workdir=self.workdir,
+            **addresses,
+        )
+        self.control_planes.append(control_plane)
+        return control_plane
+
+    def worker(self, control_plane: RunningControlPlane, worker_id: str, concurrency: int) -> RunningWorker:
+        worker = launch_worker(
+            control_plane.discovery,
+            task_modules=["fwtests_journal_tasks"],
+            concurrency=concurrency,
+            worker_id=worker_id,
+            env=child_env(),
+            workdir=self.workdir,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for daemon in [*self.workers, *self.control_planes]:
+            daemon.stop()
+        for daemon in [*self.control_planes, *self.workers]:
+            print(f"---- pid {daemon.pid} ({' '.join(daemon.argv[3:])}) ----")  # shown when the test failed
+            print(daemon.log())
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    started = Daemons(tmp_path)
+    yield started
+    started.close()
+
+
+def kill_9(control_plane: RunningControlPlane) -> None:
+    """SIGKILL by pid and reap it: no shutdown code runs."""
+    os.kill(control_plane.pid, signal.SIGKILL)
+    assert control_plane.process.wait(BOUND) == -signal.SIGKILL
+
+
+async def until(predicate: Callable[[], Any], bound: float = BOUND) -> None:
+    async with asyncio.timeout(bound):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+async def states(client: Client, task_ids: list[str]) -> Counter[TaskState]:
+    infos = await asyncio.gather(*(client.status(task_id) for task_id in task_ids))
+    return Counter(info.state for info in infos)
+
+
+async def test_kill_9_with_queued_scheduled_and_running_tasks_then_restart_loses_none_and_runs_each_once(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    release = tmp_path / "release"
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    first = daemons.control_plane(journal, addresses)
+    daemons.worker(first, "wa", concurrency=5)
+
+    async with Client(first.discovery) as client:
+        # Results written before the crash
+        echoes = [await client.delay("fwtests_journal.echo", {"n": i}, priority="high") for i in range(3)]
+        assert await client.results(echoes, timeout=BOUND) == [{"n": i} for i in range(3)]
+        # 5 running on the worker: 3 with a retry left, 2 without
+        retried = [
+            await client.delay("fwtests_journal.block_retry", str(runs), f"r{i}", str(release)) for i in range(3)
+        ]
+        lost = [await client.delay("fwtests_journal.block", str(runs), f"b{i}", str(release)) for i in range(2)]
+        await until(lambda: _all_running(client, retried + lost))
+        # 1,000 queued and 10 scheduled, on a paused level so that nothing takes them
+        assert await client.pause("low")
+        queued = await client.delay_many([(RECORD, (str(runs), f"q{i}")) for i in range(1000)], priority="low")
+        scheduled = [
+            await client.delay(RECORD, str(runs), f"s{i}", priority="low", countdown=SCHEDULE_IN) for i in range(10)
+        ]
+        assert await states(client, queued) == {TaskState.PENDING: 1000}
+        assert await states(client, scheduled) == {TaskState.SCHEDULED: 10}
+
+    # When the control plane is killed with all of that acknowledged, and restarted on the same addresses
+    kill_9(first)
+    second = daemons.control_plane(journal, addresses)
+    assert "journal" in second.log() and "1000 queued" in second.log()
+
+    async with Client(second.discovery) as client:
+        # Then the results written before the crash are readable
+        for i, task_id in enumerate(echoes):
+            info = await client.status(task_id)
+            assert (info.state, info.result) == (TaskState.SUCCESS, {"n": i})
+        # the tasks that were running without retries failed with a clear reason
+        for task_id in lost:
+            info = await client.status(task_id)
+            assert info.state is TaskState.FAILURE
+            assert info.error is not None and info.error.type == "ControlPlaneLost"
+            assert "on worker wa" in info.error.message and "no retries left" in info.error.message
+        # the level is still paused, with the queue intact
+        low = next(q for q in await client.queues() if q["priority"] == "low")
+        assert low["paused"] and low["depth"] >= 1000
+
+        # When a worker attaches and the work is let go
+        daemons.worker(second, "wb", concurrency=8)
+        release.touch()
+        assert await client.resume("low") is False
+        infos = await client.wait_many(queued + scheduled + retried + lost, timeout=120)
+
+    # Then all 1,015 reached a final state
+    by_id = {info.id: info for info in infos}
+    assert len(by_id) == 1015
+    assert all(info.state.is_final for info in infos)
+    # the queued and scheduled ones succeeded, each executed exactly once
+    ran = executions(runs)
+    for task_id in queued + scheduled:
+        assert by_id[task_id].state is TaskState.SUCCESS, by_id[task_id]
+        assert by_id[task_id].attempts == 1
+    assert {key: ran[key] for key in ran if key[0] in "qs"} == {
+        **{f"q{i}": 1 for i in range(1000)},
+        **{f"s{i}": 1 for i in range(10)},
+    }
+    # the running ones with a retry left ran again (at least once delivery), those without did not
+    assert [by_id[t].state for t in retried] == [TaskState.SUCCESS] * 3
+    assert [by_id[t].attempts for t in retried] == [2, 2, 2]
+    assert [ran[f"r{i}"] for i in range(3)] == [2, 2, 2]
+    assert [by_id[t].state for t in lost] == [TaskState.FAILURE] * 2
+    assert [ran[f"b{i}"] for i in range(2)] == [1, 1]
+
+
+async def _all_running(client: Client, task_ids: list[str]) -> bool:
+    return await states(client, task_ids) == {TaskState.RUNNING: len(task_ids)}
+
+
+async def test_a_graceful_restart_keeps_the_queue_and_the_journal_tools_read_it(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    first = daemons.control_plane(journal, addresses)
+    async with Client(first.discovery) as client:
+        assert await client.pause("normal")
+        waiting = await client.delay_many([(RECORD, (str(runs), f"g{i}")) for i in range(50)])
+    assert first.stop() == 0
+
+    # The offline tools read (and compact) the journal of the stopped control plane
+    tool = [sys.executable, "-m", "fastworker.controlplane", "journal"]
+    env = {**os.environ, **child_env()}
+    inspected = subprocess.run([*tool, "inspect", "--json", str(journal)], capture_output=True, text=True, env=env)
+    assert inspected.returncode == 0, inspected.stderr
+    report = json.loads(inspected.stdout)
+    assert report["tasks_by_state"] == {"PENDING": 50}
+    assert report["paused"] == ["normal"]
+    assert report["in_use"] is False
+    compacted = subprocess.run([*tool, "compact", str(journal)], capture_output=True, text=True, env=env)
+    assert compacted.returncode == 0, compacted.stderr
+
+    second = daemons.control_plane(journal, addresses)
+    daemons.worker(second, "w1", concurrency=4)
+    async with Client(second.discovery) as client:
+        assert await client.resume("normal") is False
+        infos = await client.wait_many(waiting, timeout=60)
+    assert [info.state for info in infos] == [TaskState.SUCCESS] * 50
+    assert executions(runs) == {f"g{i}": 1 for i in range(50)}
+
+    # While a control plane runs on it, the journal is in use: a second one refuses to start
+    with pytest.raises(HarnessError, match="in use by another process"):
+        daemons.control_plane(journal, free_addresses())
+    busy = subprocess.run([*tool, "compact", str(journal)], capture_output=True, text=True, env=env)
+    assert busy.returncode == 1 and "in use" in busy.stderr
+
+
+@pytest.mark.parametrize(("policy", "runs_now"), [("run_once", r"1"), ("run_all", r"[2-9]\d*")])
+async def test_a_periodic_schedule_resumes_after_a_kill_with_the_misfire_policy(
+    daemons: Daemons, tmp_path: Path, policy: str, runs_now: str
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    modules = ("fwtests_journal_tasks", "fwtests_journal_periodic")
+    env = {"FWTESTS_JOURNAL_DIR": str(runs)}
+    first = daemons.control_plane(journal, addresses, "--local-concurrency", "1", task_modules=modules, env=env)
+    async with asyncio.timeout(BOUND):
+        while executions(runs)["tick"] < 2:
+            await asyncio.sleep(0.05)
+    kill_9(first)
+    await asyncio.sleep(3.5)  # at least two slots pass while nothing runs
+
+    flags = ("--local-concurrency", "1", "--misfire-policy", policy)
+    second = daemons.control_plane(journal, addresses, *flags, task_modules=modules, env=env)
+
+    # The schedule continues from the journaled last run: the slots missed meanwhile are reported and
+    # handled by the policy (run once for all of them, or each: a schedule started afresh would miss none)
+    async with asyncio.timeout(BOUND):
+        while "fwtests_journal.tick' missed" not in second.log():
+            await asyncio.sleep(0.05)
+    assert re.search(
+        rf"'fwtests_journal.tick' missed [2-9]\d* slot\(s\) \({policy}\): running {runs_now} now", second.log()
+    )

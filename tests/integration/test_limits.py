@@ -1,0 +1,92 @@
+"""Bounds that hold under abuse: connections per socket, requests in flight per connection, result-cache memory."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pynng
+import pytest
+
+from fastworker.client import SyncClient, TaskNotFound
+from fastworker.protocol import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.v1 import error_pb2
+
+
+def status_request(correlation_id: int) -> bytes:
+    envelope = new_envelope(correlation_id)
+    envelope.status.task_ids.append("nothing")
+    return encode_frame(envelope)
+
+
+def test_connections_beyond_the_bound_are_refused_and_the_admitted_ones_keep_working(start_cp: Any) -> None:
+    control_plane = start_cp("--max-connections", "3")
+    with SyncClient(control_plane.discovery) as client:  # connection 1
+        client.workers()
+        address = client._client._channel.address
+        sockets = [pynng.Req0(recv_timeout=1500, send_timeout=1500) for _ in range(4)]
+        try:
+            answered = 0
+            for index, sock in enumerate(sockets):
+                sock.dial(address, block=False)
+                time.sleep(0.2)
+                try:
+                    sock.send(status_request(index + 1))
+                    decode_frame(sock.recv())
+                    answered += 1
+                except pynng.Timeout:
+                    pass
+            assert answered == 2  # two more fit beside the client's own connection
+            assert client.submit("fwtests.add", 1, 2, timeout=10) == 3  # the admitted client is unaffected
+        finally:
+            for sock in sockets:
+                sock.close()
+        deadline = time.monotonic() + 5  # once they are gone, new connections are admitted again
+        while True:
+            with pynng.Req0(recv_timeout=1000, send_timeout=1000) as sock:
+                sock.dial(address, block=False)
+                try:
+                    sock.send(status_request(99))
+                    decode_frame(sock.recv())
+                    break
+                except pynng.Timeout:
+                    assert time.monotonic() < deadline, "closed connections were not released"
+
+
+def test_a_connection_holding_too_many_requests_is_told_to_wait(start_cp: Any, tmp_path: Any) -> None:
+    control_plane = start_cp("--local-concurrency", "1")
+    with SyncClient(control_plane.discovery) as client:
+        gate = tmp_path / "gate"
+        blocker = client.delay("fwtests.block_until", str(gate), "limits", 20)
+        address = client._client._channel.address
+        with pynng.Req0(recv_timeout=5000, send_timeout=5000) as sock:
+            sock.dial(address, block=True)
+            contexts = [sock.new_context() for _ in range(1030)]
+            for index, context in enumerate(contexts):
+                envelope = new_envelope(index + 1)
+                envelope.wait.task_ids.append(blocker)
+                envelope.wait.timeout = 20.0
+                context.send(encode_frame(envelope))
+            refused = decode_frame(contexts[-1].recv())
+            assert refused.error.code == error_pb2.ERROR_CODE_RATE_LIMITED
+            assert "requests in flight on one connection" in refused.error.message
+            gate.touch()
+            answer = decode_frame(contexts[0].recv())
+            assert [t.task_id for t in answer.wait_reply.finished] == [blocker]
+            for context in contexts:
+                context.close()
+        assert client.submit("fwtests.add", 2, 2, timeout=10) == 4
+
+
+def test_the_result_cache_is_bounded_by_memory_as_well_as_by_count(start_cp: Any) -> None:
+    control_plane = start_cp("--result-cache-mb", "1", "--local-concurrency", "2")
+    with SyncClient(control_plane.discovery) as client:
+        big = "x" * 200_000
+        ids = []
+        for n in range(20):  # ~4 MB of results, each read as it finishes
+            ids.append(client.delay("fwtests.record", big + str(n)))
+            assert client.result(ids[-1], timeout=10) == big + str(n)
+        assert client.stats()["cache_size"] <= 6  # about 1 MiB of 200 kB results
+        assert client.status(ids[-1]).result == big + "19"  # the newest stay readable
+        with pytest.raises(TaskNotFound):
+            client.status(ids[0])  # the oldest were evicted to stay within the bound
