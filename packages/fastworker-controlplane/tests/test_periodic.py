@@ -409,8 +409,8 @@ def test_a_raising_submit_is_logged_counted_and_does_not_stop_other_tasks(caplog
     [
         ({"every": 10.0, "cron": "* * * * *"}, "mutually exclusive"),
         ({"every": None, "cron": None}, "neither"),
-        ({"every": 0, "cron": None}, "more than 0"),
-        ({"every": -5.0, "cron": None}, "more than 0"),
+        ({"every": 0, "cron": None}, "at least 0.001"),
+        ({"every": -5.0, "cron": None}, "at least 0.001"),
         ({"every": math.nan, "cron": None}, "finite"),
         ({"every": math.inf, "cron": None}, "finite"),
         ({"every": None, "cron": "not a cron"}, "5 fields"),

@@ -95,12 +95,17 @@ def test_a_replayed_frame_is_refused_while_it_is_within_the_window() -> None:
         receiver.open(sealed)
 
 
-def test_the_replay_memory_is_bounded() -> None:
+def test_the_replay_memory_is_bounded_and_a_frame_it_had_to_forget_early_is_still_refused() -> None:
     clock = Clock()
     sender, receiver = FrameAuth("k", clock=clock), FrameAuth("k", clock=clock, replay_capacity=100)
+    first = sender.seal(frame())
+    receiver.open(first)
     for _ in range(1_000):
+        clock.now += 0.001
         receiver.open(sender.seal(frame()))
     assert len(receiver._seen) <= 100
+    with pytest.raises(AuthenticationError, match="replayed"):
+        receiver.open(first)  # its nonce was forgotten within the window, its time is below the floor
 
 
 def test_an_empty_secret_is_refused() -> None:

@@ -170,6 +170,7 @@ class ClientApi:
         if self.coordinator.journal is not None:
             reply = self._after_disk(reply)
         envelope = new_envelope(request.correlation_id)
+        envelope.submit_batch_reply.SetInParent()  # an empty batch still gets a (empty) reply body
         outcomes = envelope.submit_batch_reply.outcomes
         specs = request.submit_batch.tasks
         for spec, result in zip(specs, self.coordinator.submit_many(specs), strict=True):
@@ -193,6 +194,7 @@ class ClientApi:
         self._check_ids(len(ids))
         envelope = new_envelope(request.correlation_id)
         body = envelope.status_reply
+        body.SetInParent()
         for task_id in ids:
             record = self.coordinator.find(task_id)
             if record is None:
@@ -211,6 +213,7 @@ class ClientApi:
         def answer(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
             envelope = new_envelope(cid)
             body = envelope.wait_reply
+            body.SetInParent()
             for record in finished:
                 record.fill_info(body.finished.add())
             body.pending.extend(pending)
@@ -333,6 +336,7 @@ class ClientApi:
             definition = dispatcher.fleet.definition(name) if dispatcher is not None else None
             if definition is not None:
                 definitions[name] = definition
+        envelope.registered_tasks_reply.SetInParent()
         envelope.registered_tasks_reply.tasks.extend(definitions[name] for name in sorted(definitions))
         self._send(reply, envelope)
 

@@ -58,6 +58,23 @@ class MisfirePolicy(StrEnum):
     RUN_ALL = "run_all"
 
 
+#: Shortest ``every`` accepted, in seconds (a smaller one would keep the scheduler spinning).
+MIN_EVERY = 0.001
+#: How long the scheduler waits before firing again after a failure, in seconds.
+RETRY_AFTER_ERROR = 1.0
+
+
+def schedule_problem(name: str, every: float, cron: str) -> str | None:
+    """Why a task definition's schedule (``every`` > 0 or ``cron`` set) is unusable, or None if it is fine."""
+    if not every and not cron:
+        return None
+    try:
+        PeriodicSpec(name, every or None, cron or None)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PeriodicSpec:
     """One periodic task: its name and its schedule.
@@ -97,8 +114,10 @@ class PeriodicSpec:
             every = self.every
             if not isinstance(every, int | float) or isinstance(every, bool):
                 raise TypeError(f"{where}: every must be a number of seconds, not {type(every).__qualname__}")
-            if not math.isfinite(every) or every <= 0:
-                raise ValueError(f"{where}: every must be a finite number of seconds more than 0, got {every!r}")
+            if not math.isfinite(every) or every < MIN_EVERY:
+                raise ValueError(
+                    f"{where}: every must be a finite number of seconds, at least {MIN_EVERY:g}, got {every!r}"
+                )
             object.__setattr__(self, "every", float(every))
         if self.cron is not None:
             _check_cron(where, self.cron)
@@ -437,9 +456,10 @@ class PeriodicScheduler:
         try:
             self.fire_due()  # re-arms the timer itself
         except Exception:
-            logger.exception("periodic scheduler: firing due tasks failed")
+            logger.exception("periodic scheduler: firing due tasks failed; retrying in %g s", RETRY_AFTER_ERROR)
             if self._loop is not None and self._timer is None:
-                self._arm()
+                # Not _arm(): the failing slot is still due, and re-arming at once would spin.
+                self._timer = self._loop.call_later(RETRY_AFTER_ERROR, self._on_timer)
 
     # ------------------------------------------------------------------------------------ state
 

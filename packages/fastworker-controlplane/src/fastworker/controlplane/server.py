@@ -293,7 +293,12 @@ class ControlPlane:
             self._publisher.publish_now()  # workers and clients learn new task names at once
         if self.periodic is not None and self.fleet is not None:
             for worker in self.fleet:
-                for spec in periodic_specs(worker.definitions.values()):
+                try:
+                    specs = periodic_specs(worker.definitions.values())
+                except (ValueError, TypeError) as exc:  # registration refuses these; never break the fleet
+                    logger.error("worker %s: unusable periodic schedule ignored: %s", worker.worker_id, exc)
+                    continue
+                for spec in specs:
                     self.periodic.add(spec)
 
     def _describe(self, announcement: Announcement) -> None:

@@ -9,11 +9,25 @@ from fastworker.controlplane.api import decode_request, error_frame
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.fleet import WorkerRecord
+from fastworker.controlplane.periodic import schedule_problem
 from fastworker.protocol.framing import encode_frame, new_envelope
-from fastworker.protocol.v1 import error_pb2
+from fastworker.protocol.v1 import error_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 logger = logging.getLogger(__name__)
+
+
+def _definitions_problem(body: worker_pb2.RegisterRequest) -> str | None:
+    """Why a registration's task definitions are unusable (refused before the worker joins), or None."""
+    for definition in body.tasks:
+        name = definition.name
+        if not name or len(name) > 200 or name != name.strip():
+            return f"task name {name[:50]!r} must be 1 to 200 characters without surrounding whitespace"
+        problem = schedule_problem(name, definition.every, definition.cron)
+        if problem is not None:
+            return problem
+    return None
+
 
 #: Most tasks a worker may hold beyond its capacity, per slot (bounds what one worker can hoard).
 MAX_PREFETCH_PER_SLOT = 16
@@ -75,6 +89,9 @@ class WorkerApi:
         elif not body.tasks:
             answer.accepted = False
             answer.reason = "a worker must register at least one task"
+        elif (problem := _definitions_problem(body)) is not None:
+            answer.accepted = False
+            answer.reason = problem
         else:
             self.dispatcher.register(body, request.pipe_id)
             answer.accepted = True

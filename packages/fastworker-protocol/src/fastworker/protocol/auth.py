@@ -69,6 +69,9 @@ class FrameAuth:
         self.replay_capacity = replay_capacity
         self._clock = clock
         self._seen: OrderedDict[bytes, float] = OrderedDict()
+        #: Frames sent at or before this time are refused: their nonces may have been forgotten early,
+        #: when more than ``replay_capacity`` frames arrived within one window.
+        self._floor = float("-inf")
 
     def seal(self, frame: bytes) -> bytes:
         """The sealed form of a plain frame (a fresh nonce every call, so a resend is not a replay)."""
@@ -103,7 +106,7 @@ class FrameAuth:
             )
         nonce = bytes(view[len(SEALED_PREFIX) + _TIME.size : _HEADER_SIZE])
         self._forget(now)
-        if nonce in self._seen:
+        if nonce in self._seen or sent_at <= self._floor:
             raise AuthenticationError("frame refused: it was replayed")
         self._seen[nonce] = sent_at
         return FRAME_PREFIX + bytes(body)
@@ -117,6 +120,8 @@ class FrameAuth:
             if sent_at >= oldest and len(seen) < self.replay_capacity:
                 break
             del seen[nonce]
+            if sent_at >= oldest:  # forgotten while still inside the window: refuse anything that old
+                self._floor = max(self._floor, sent_at)
 
 
 def is_sealed(data: bytes) -> bool:

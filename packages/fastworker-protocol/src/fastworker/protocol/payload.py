@@ -12,6 +12,7 @@ import datetime as _dt
 import decimal
 import enum
 import pickle
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,9 +41,24 @@ _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
 
+#: Most extension values nested inside one another (tuples in tuples...). Each level re-enters
+#: msgpack's C unpacker on the C stack, so without a bound a payload of a kilobyte or two could
+#: overflow that stack and kill the decoding process before Python's recursion limit applies.
+MAX_EXT_NESTING = 32
+
+_nesting = threading.local()
+
+
 def _pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, default=_encode_ext, strict_types=True, use_bin_type=True, datetime=False)
-    return packed
+    depth = getattr(_nesting, "depth", 0)
+    if depth >= MAX_EXT_NESTING:
+        raise TypeError(f"tuples, sets and frozensets nested deeper than {MAX_EXT_NESTING} levels cannot be encoded")
+    _nesting.depth = depth + 1
+    try:
+        packed: bytes = msgpack.packb(value, default=_encode_ext, strict_types=True, use_bin_type=True, datetime=False)
+        return packed
+    finally:
+        _nesting.depth = depth
 
 
 def _encode_ext(value: Any) -> Any:
@@ -115,7 +131,15 @@ def _decode_ext(code: int, data: bytes) -> Any:
 
 
 def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, ext_hook=_decode_ext, raw=False, strict_map_key=False, use_list=True)
+    depth = getattr(_nesting, "depth", 0)
+    if depth >= MAX_EXT_NESTING:
+        raise ValueError(f"extension values nested deeper than {MAX_EXT_NESTING} levels")
+    _nesting.depth = depth + 1
+    try:
+        # timestamp=3: msgpack's own timestamp extension decodes to a datetime, a documented type.
+        return msgpack.unpackb(data, ext_hook=_decode_ext, raw=False, strict_map_key=False, use_list=True, timestamp=3)
+    finally:
+        _nesting.depth = depth
 
 
 def encode_value(value: Any, *, allow_pickle: bool = False, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> Payload:
