@@ -134,4 +134,6 @@ class Fleet:
 
     def has_free_slot_for(self, name: str) -> bool:
         """True if some worker could take a task of this name now."""
+        if not self._workers:
+            return False  # the common case of a control plane alone: asked once per local task
         return any(worker.can_take(name) for worker in self._workers.values())
