@@ -24,12 +24,12 @@ def test_connections_beyond_the_bound_are_refused_and_the_admitted_ones_keep_wor
     with SyncClient(control_plane.discovery) as client:  # connection 1
         client.workers()
         address = client._client._channel.address
-        sockets = [pynng.Req0(recv_timeout=1500, send_timeout=1500) for _ in range(4)]
+        sockets = [pynng.Req0(recv_timeout=4000, send_timeout=4000) for _ in range(4)]
         try:
             answered = 0
             for index, sock in enumerate(sockets):
                 sock.dial(address, block=False)
-                time.sleep(0.2)
+                time.sleep(0.3)  # let the dial (or its refusal) happen before the next one
                 try:
                     sock.send(status_request(index + 1))
                     decode_frame(sock.recv())
@@ -43,7 +43,7 @@ def test_connections_beyond_the_bound_are_refused_and_the_admitted_ones_keep_wor
                 sock.close()
         deadline = time.monotonic() + 5  # once they are gone, new connections are admitted again
         while True:
-            with pynng.Req0(recv_timeout=1000, send_timeout=1000) as sock:
+            with pynng.Req0(recv_timeout=2000, send_timeout=2000) as sock:
                 sock.dial(address, block=False)
                 try:
                     sock.send(status_request(99))
