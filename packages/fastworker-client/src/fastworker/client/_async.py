@@ -557,10 +557,17 @@ class Client(AdminMethods):
             TaskTimeout: timeout passed first (the task goes on).
             PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
         """
-        spec = self._build_spec(
-            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
+        return await self.send_and_wait(
+            name,
+            args,
+            kwargs,
+            timeout=timeout,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
         )
-        return await self._submit_and_wait(spec, timeout)
 
     async def send_and_wait(
         self,
@@ -579,10 +586,6 @@ class Client(AdminMethods):
         spec = self._build_spec(
             name, args, kwargs or {}, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
         )
-        return await self._submit_and_wait(spec, timeout)
-
-    async def _submit_and_wait(self, spec: task_pb2.TaskSpec, timeout: float | None) -> Any:
-        name = spec.name
         started = time.monotonic()
         hold = _SERVER_WAIT if timeout is None else max(0.0, min(timeout, _SERVER_WAIT))
 
