@@ -89,11 +89,12 @@ def test_unsealed_forged_and_replayed_frames_are_refused_and_counted(secured: An
         assert_refused(raw_request(address, status_frame(task_id)), "requires the shared secret")
         forged = FrameAuth("guessed-secret").seal(status_frame(task_id))
         assert_refused(raw_request(address, forged), "authentication failed")
-        stale = FrameAuth(SECRET, clock=lambda: time.time() - 3600).seal(status_frame(task_id))
+        instance = client._client._instance_id  # requests are addressed to the running instance
+        stale = FrameAuth(SECRET, clock=lambda: time.time() - 3600).seal(status_frame(task_id), recipient=instance)
         assert_refused(raw_request(address, stale), "replay or clock skew")
 
         sealer = FrameAuth(SECRET)
-        genuine = sealer.seal(status_frame(task_id))
+        genuine = sealer.seal(status_frame(task_id), recipient=instance)
         first = raw_request(address, genuine)
         assert is_sealed(first)
         answer = decode_frame(sealer.open(first))

@@ -9,11 +9,14 @@ processes. Every process is stopped by pid at teardown.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
+import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -21,9 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from fastworker.client import Client, TaskState
+from fastworker.controlplane.journal import ACCEPT, MAGIC
 from fastworker.controlplane.testing import HarnessError, RunningControlPlane, RunningWorker, start_controlplane
 from fastworker.controlplane.testing import start_worker as launch_worker
 
@@ -281,3 +286,116 @@ async def test_a_periodic_schedule_resumes_after_a_kill_with_the_misfire_policy(
     assert re.search(
         rf"'fwtests_journal.tick' missed [2-9]\d* slot\(s\) \({policy}\): running {runs_now} now", second.log()
     )
+
+
+# ------------------------------------------------------------------------ a corrupt journal
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def batches(path: Path) -> list[tuple[int, list[str]]]:
+    """Each batch of a sound journal file: its offset and the ids of the tasks its ACCEPT records accept."""
+    data = path.read_bytes()
+    found, offset = [], len(MAGIC)
+    while offset < len(data):
+        length = struct.unpack_from("<I", data, offset)[0]
+        records = msgpack.unpackb(data[offset + 8 : offset + 8 + length], raw=False)
+        found.append((offset, [record[1] for record in records if record[0] == ACCEPT]))
+        offset += 8 + length
+    return found
+
+
+def journal_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "fastworker.controlplane", "journal", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **child_env()}, timeout=BOUND)
+
+
+async def test_a_bit_flip_in_a_mid_file_batch_length_refuses_start_and_salvage_keeps_the_rest(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    # Given 20 acknowledged tasks in a killed control plane's journal, one flipped bit in a mid-file batch length
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    first = daemons.control_plane(journal, addresses)
+    async with Client(first.discovery) as client:
+        task_ids = [await client.delay(RECORD, str(runs), f"t{i}") for i in range(20)]
+    kill_9(first)
+    written = batches(journal)
+    bad_index = next(i for i, (_, ids) in enumerate(written) if task_ids[2] in ids)
+    bad, lost = written[bad_index]
+    after = [task_id for _, ids in written[bad_index + 1 :] for task_id in ids]
+    assert len(after) >= 10  # valid batches follow the bad one
+    data = bytearray(journal.read_bytes())
+    data[bad + 2] ^= 0x10  # bit 20 of the length: it now points 1 MiB past the end of the file
+    journal.write_bytes(bytes(data))
+    digest = sha256(journal)
+
+    # When it is restarted, Then it exits non-zero naming the offset, and the file is byte-identical
+    with pytest.raises(HarnessError, match=rf"(?s)exited with 1 .*corrupt batch at offset {bad} "):
+        daemons.control_plane(journal, addresses)
+    assert sha256(journal) == digest
+    assert not list(tmp_path.glob("cp.journal.compact*"))
+
+    # When what is readable is salvaged into a new file
+    salvaged = tmp_path / "salvaged.journal"
+    result = journal_tool("salvage", str(journal), str(salvaged))
+    assert result.returncode == 0, result.stderr
+    assert f"offset {bad}: " in result.stdout and f"{20 - len(lost)} tasks" in result.stdout
+    assert sha256(journal) == digest
+
+    # Then a control plane on the salvaged file has every task but the bad batch's, those after it included
+    second = daemons.control_plane(salvaged, addresses)
+    async with Client(second.discovery) as client:
+        kept = [task_id for task_id in task_ids if task_id not in lost]
+        assert await states(client, kept) == {TaskState.PENDING: len(kept)}
+        assert set(after) <= set(kept)
+        assert sum(q["depth"] for q in await client.queues()) == len(kept)
+
+
+def limit_file_size() -> None:
+    """In the child: files may not grow past 64 KiB, and going beyond fails with EFBIG instead of a signal."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+async def test_a_disk_that_refuses_to_grow_the_journal_stops_start_up_naming_it_and_leaves_no_stray_files(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    # Given a journal of about 600 KiB
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    journal = tmp_path / "cp.journal"
+    first = daemons.control_plane(journal, free_addresses())
+    async with Client(first.discovery) as client:
+        await client.delay_many([(RECORD, (str(runs), f"{i:04d}" + "x" * 2000)) for i in range(300)])
+    kill_9(first)
+    assert journal.stat().st_size > 500_000
+    digest = sha256(journal)
+
+    # When a control plane starts on it in a process whose files may not grow past 64 KiB
+    argv = [sys.executable, "-m", "fastworker.controlplane", "--no-dashboard", "--local-concurrency", "0"]
+    argv += ["--task-modules", "fwtests_journal_tasks", "--journal", str(journal)]
+    for name, address in free_addresses().items():
+        argv += [f"--{name}-address", address]
+    log = tmp_path / "limited.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            argv, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **child_env()}, preexec_fn=limit_file_size
+        )
+    try:
+        returncode = process.wait(BOUND)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(BOUND)
+
+    # Then it exits non-zero naming the journal and the error, the journal is as it was, nothing is left behind
+    text = log.read_text()
+    assert returncode == 1, text
+    assert f"journal {journal}: cannot write its snapshot" in text and "File too large" in text
+    assert sha256(journal) == digest
+    assert not list(tmp_path.glob("cp.journal.compact*"))

@@ -20,7 +20,9 @@ def status_request(correlation_id: int) -> bytes:
 
 
 def test_connections_beyond_the_bound_are_refused_and_the_admitted_ones_keep_working(start_cp: Any) -> None:
-    control_plane = start_cp("--max-connections", "3")
+    # A long idle timeout: within it, no idle connection is closed to make room (that is tested in
+    # tests/security/test_exhaustion.py), so the cap alone decides.
+    control_plane = start_cp("--max-connections", "3", "--idle-connection-timeout", "120")
     with SyncClient(control_plane.discovery) as client:  # connection 1
         client.workers()
         address = client._client._channel.address

@@ -152,6 +152,20 @@ def security_report(request: pytest.FixtureRequest) -> Callable[..., None]:
     return record
 
 
+#: Numbers added up over the run. ``ran_twice_held``: tasks that ran twice though no fault hit them while
+#: running (held in a prefetch queue, or untouched): must be 0. ``ran_twice_after_loss``: re-runs of tasks
+#: a lost worker was running (allowed, with retries left).
+SUMMED = (
+    "faults_injected",
+    "tasks_accepted",
+    "tasks_lost",
+    "reruns_after_loss",
+    "ran_twice_held",
+    "ran_twice_after_loss",
+    "frames_sent",
+)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     entries = config.stash.get(REPORT_KEY, [])
     if not entries:
@@ -160,7 +174,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     totals: dict[str, int] = {}
     for name, numbers in entries:
         terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
-        for key in ("faults_injected", "tasks_accepted", "tasks_lost", "reruns_after_loss", "frames_sent"):
+        for key in SUMMED:
             if isinstance(numbers.get(key), int):
                 totals[key] = totals.get(key, 0) + numbers[key]
     if totals:

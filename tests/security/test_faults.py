@@ -257,6 +257,9 @@ def report(
         tasks_lost=len(verdict.lost) + len(verdict.not_final),
         reruns_after_loss=verdict.reruns,
         double_completions=verdict.double_completions,
+        # Completed twice without a counted re-run (so never running on a lost worker): must be 0.
+        ran_twice_held=len(verdict.bad_double_completions),
+        ran_twice_after_loss=verdict.double_completions - len(verdict.bad_double_completions),
         **extra,
     )
 

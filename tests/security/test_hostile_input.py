@@ -369,8 +369,8 @@ def hostile_sealed_frames(
     return frames, mix
 
 
-def genuine_frames(channel: str, count: int) -> list[bytes]:
-    """Correctly sealed, harmless requests: a stats query, or a heartbeat of a worker nobody knows."""
+def genuine_frames(channel: str, count: int, instance_id: str) -> list[bytes]:
+    """Correctly sealed harmless requests (a stats query, or an unknown worker's heartbeat) addressed to the instance."""
     sealer = FrameAuth(SECRET)
     frames = []
     for i in range(count):
@@ -379,7 +379,7 @@ def genuine_frames(channel: str, count: int) -> list[bytes]:
             envelope.stats.SetInParent()
         else:
             envelope.heartbeat.sender_id = "nobody"
-        frames.append(sealer.seal(encode_frame(envelope)))
+        frames.append(sealer.seal(encode_frame(envelope), recipient=instance_id))
     return frames
 
 
@@ -391,9 +391,9 @@ def test_ten_thousand_unauthenticated_forged_and_replayed_frames_are_refused_and
     control_plane = start_cp("--secret", SECRET)
     address = address_of(control_plane, channel)
     rng = random.Random(f"forged-{channel}")
-    genuine = genuine_frames(channel, 100)
 
     with SyncClient(control_plane.discovery, secret=SECRET) as client:
+        genuine = genuine_frames(channel, 100, client._client._instance_id)
         submit_latencies(client, 50)
         before = submit_latencies(client)
         counters = client.stats()

@@ -199,13 +199,19 @@ class DispatchRig:
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float = 15.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_worker_tasks: int = 1024,
     ) -> None:
         self.harness = harness
         self.clock = FakeClock()
         self.coordinator = harness.coordinator(local_concurrency=0, clock=self.clock)
         self.fleet = Fleet()
         self.dispatcher = Dispatcher(
-            self.coordinator, self.fleet, heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout
+            self.coordinator,
+            self.fleet,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            monotonic=self.clock,
+            max_worker_tasks=max_worker_tasks,
         )
         self.api = WorkerApi(
             self.coordinator,
@@ -248,8 +254,12 @@ class DispatchRig:
         capacity: int = 4,
         pipe_id: int | None = None,
         correlation_id: int | None = None,
+        incarnation: str = "",
     ) -> FakeRequest:
-        """Register a worker running tasks ({name: default retries} or [names], retries 0)."""
+        """Register a worker running tasks ({name: default retries} or [names], retries 0).
+
+        ``incarnation`` names the worker process (empty: an old worker that sends none).
+        """
         definitions = tasks if isinstance(tasks, dict) else dict.fromkeys(tasks, 0)
         if pipe_id is None:
             pipe_id = self.pipes.get(worker_id, 1000 + len(self.pipes))
@@ -261,17 +271,26 @@ class DispatchRig:
         body.pid = 4242
         body.capacity = capacity
         body.version = "0.1.0"
+        body.incarnation = incarnation
         for name, retries in definitions.items():
             body.tasks.append(task_pb2.TaskDefinition(name=name, retries=retries))
         return self.send(envelope, pipe_id)
 
     def pull(
-        self, worker_id: str, hold: float = 5.0, correlation_id: int | None = None, held: list[str] | None = None
+        self,
+        worker_id: str,
+        hold: float = 5.0,
+        correlation_id: int | None = None,
+        held: list[str] | None = None,
+        claims: list[str] | None = None,
+        prefetch: int = 0,
     ) -> FakeRequest:
         """A work request; like a real worker, it lists every task it holds (by default: all its leases)."""
         envelope = self.envelope(correlation_id)
         envelope.work_request.worker_id = worker_id
         envelope.work_request.hold = hold
+        envelope.work_request.prefetch = prefetch
+        envelope.work_request.started_task_ids.extend(claims or [])
         if held is None:
             worker = self.fleet.get(worker_id)
             held = list(worker.leases) if worker is not None else []

@@ -9,8 +9,11 @@ as a crash to the journal: they are still RUNNING in it.
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import json
 import os
+import struct
 import threading
 import time
 import uuid
@@ -32,6 +35,7 @@ from fastworker.controlplane.journal import (
     MAGIC,
     RUN,
     Journal,
+    JournalCorrupted,
     JournalError,
     JournalState,
     compact,
@@ -501,6 +505,12 @@ async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_l
             await asyncio.sleep(0.001)  # let the writer and the compactor run
     assert journal.flush()
     await until(lambda: journal.compactions >= 2)
+    # A compaction that lagged behind the writes (a busy machine) leaves a long tail: the next writes
+    # compact it; a few tiny ones, until it did (bounded)
+    deadline = time.monotonic() + 10
+    while journal.size >= 1_000_000 and time.monotonic() < deadline:
+        journal.paused(NORMAL, False)
+        await asyncio.sleep(0.05)
     size = journal.size
     journal.close()
 
@@ -662,3 +672,240 @@ def test_journal_commands_fail_clearly_on_a_missing_or_foreign_file(tmp_path: Pa
     with pytest.raises(SystemExit) as usage:
         cli.main(["journal", "rewind", "x"])
     assert usage.value.code == 2
+
+
+# ------------------------------------------------------------- corruption, links and a full disk
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def batch_offsets(path: Path) -> list[int]:
+    """Where each batch of a sound journal file starts."""
+    data = path.read_bytes()
+    offsets, offset = [], len(MAGIC)
+    while offset < len(data):
+        offsets.append(offset)
+        offset += 8 + struct.unpack_from("<I", data, offset)[0]
+    return offsets
+
+
+async def journal_of_single_task_batches(journals: Any, path: Path, count: int) -> list[str]:
+    """A closed journal at ``path`` with ``count`` batches after its (empty) snapshot, one accepted task each."""
+    journal = journals(path)
+    task_ids = []
+    for i in range(count):
+        record = TaskRecord(spec("add", i), NORMAL, 1.0)
+        journal.accepted(record)
+        assert journal.flush()
+        task_ids.append(record.task_id)
+    journal.close()
+    assert len(batch_offsets(path)) == count
+    return task_ids
+
+
+def flip_bit(path: Path, offset: int, bit: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset + bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(data))
+
+
+def directory_listing(path: Path) -> list[str]:
+    return sorted(entry.name for entry in path.iterdir())
+
+
+@pytest.mark.parametrize("bit", [31, 20], ids=["length-beyond-max", "length-beyond-eof"])
+async def test_a_bit_flip_in_a_mid_file_batch_length_refuses_start_and_leaves_the_file_byte_identical(
+    journals: Any, tmp_path: Path, bit: int
+) -> None:
+    # Given 20 acknowledged tasks, one per batch, and one flipped bit in the 3rd batch's length field
+    path = tmp_path / "tasks.journal"
+    await journal_of_single_task_batches(journals, path, 20)
+    bad = batch_offsets(path)[2]
+    flip_bit(path, bad, bit)
+    digest = sha256(path)
+
+    # When a control plane opens it, Then it refuses, naming the file and the offset, and writes nothing
+    with pytest.raises(JournalCorrupted, match=rf"{path}: corrupt batch at offset {bad} ") as refused:
+        Journal(path)
+    assert refused.value.offset == bad
+    assert "journal salvage" in str(refused.value)
+    assert sha256(path) == digest
+    assert directory_listing(tmp_path) == ["tasks.journal", "tasks.journal.lock"]
+    with pytest.raises(JournalCorrupted):
+        inspect(path)
+
+
+async def test_zeros_after_the_last_batch_are_a_torn_tail_and_are_cut_off(journals: Any, tmp_path: Path) -> None:
+    # Given a journal whose end a crash left zero-filled (as some file systems do after a power loss)
+    path = tmp_path / "tasks.journal"
+    task_ids = await journal_of_single_task_batches(journals, path, 3)
+    with open(path, "ab") as file:
+        file.write(bytes(64))
+
+    # When it is opened, Then the tasks are all there and the zeros are gone
+    assert list(by_id(journals(path))) == task_ids
+    assert inspect(path)["torn_bytes"] == 0
+
+
+async def test_salvage_copies_every_readable_batch_to_a_new_file_and_reports_what_it_skipped(
+    journals: Any, tmp_path: Path, capsys: Any
+) -> None:
+    # Given a journal refused for a corrupt 3rd batch
+    path = tmp_path / "tasks.journal"
+    task_ids = await journal_of_single_task_batches(journals, path, 20)
+    bad, after_bad = batch_offsets(path)[2:4]
+    flip_bit(path, bad, 20)
+    digest = sha256(path)
+    salvaged = tmp_path / "salvaged.journal"
+
+    # When it is salvaged into a new file
+    assert cli.main(["journal", "salvage", str(path), str(salvaged)]) == 0
+
+    # Then the report names what was kept and skipped, the original is unchanged, and the copy starts
+    # with every task but the one of the bad batch
+    report = capsys.readouterr().out
+    assert "kept: 19 batches, 19 records, 19 tasks" in report
+    assert f"offset {bad}: {after_bad - bad} bytes (its length field" in report
+    assert sha256(path) == digest
+    assert salvaged.stat().st_mode & 0o777 == 0o600
+    assert list(by_id(journals(salvaged))) == task_ids[:2] + task_ids[3:]
+
+    # and salvage never overwrites a file
+    existing = tmp_path / "existing"
+    existing.write_text("keep me")
+    assert cli.main(["journal", "salvage", str(path), str(existing)]) == 1
+    assert "never overwrites" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("when", ["start", "online compaction", "offline compact"])
+async def test_a_symlink_planted_at_the_journal_temporary_path_is_not_followed(
+    journals: Any, tmp_path: Path, when: str
+) -> None:
+    # Given a journal with tasks, and a link to a victim file planted where its snapshot is written
+    path = tmp_path / "tasks.journal"
+    task_ids = await journal_of_single_task_batches(journals, path, 5)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "tasks.journal.compact").symlink_to(victim)
+
+    # When the journal is compacted (at start, online, or offline)
+    if when == "start":
+        journals(path).close()
+    elif when == "online compaction":
+        journal = journals(path, compact_min_bytes=1, compact_ratio=1.0)
+        assert not os.path.lexists(tmp_path / "tasks.journal.compact")  # the start removed it: plant it again
+        (tmp_path / "tasks.journal.compact").symlink_to(victim)
+        journal.accepted(TaskRecord(spec("add", 99), NORMAL, 1.0))
+        assert journal.flush()
+        await until(lambda: journal.compactions >= 1)
+        journal.close()
+    else:
+        compact(path)
+
+    # Then the victim is untouched, the journal is a regular file with its tasks, no temporary file is left
+    assert victim.read_bytes() == b"precious"
+    assert not path.is_symlink()
+    assert set(task_ids) <= set(fold(path)[0].tasks)
+    assert "tasks.journal.compact" not in directory_listing(tmp_path)
+
+
+def test_a_symlinked_journal_path_is_refused_and_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.journal"
+    target.write_bytes(MAGIC)
+    link = tmp_path / "tasks.journal"
+    link.symlink_to(target)
+    with pytest.raises(JournalError, match="is a symbolic link"):
+        Journal(link)
+    assert link.is_symlink() and target.read_bytes() == MAGIC
+
+
+def no_space(*args: Any) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_a_full_disk_at_start_names_the_journal_and_leaves_no_stray_files(
+    journals: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = tmp_path / "tasks.journal"
+    await journal_of_single_task_batches(journals, path, 3)
+    digest = sha256(path)
+    monkeypatch.setattr(journal_module.os, "fdatasync", no_space)
+
+    with pytest.raises(JournalError, match=rf"journal {path}: cannot write its snapshot .*No space left on device"):
+        Journal(path)
+    assert sha256(path) == digest
+    assert directory_listing(tmp_path) == ["tasks.journal", "tasks.journal.lock"]
+
+
+async def test_offline_compact_on_a_full_disk_names_the_journal_and_leaves_no_stray_files(
+    journals: Any, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    path = tmp_path / "tasks.journal"
+    await journal_of_single_task_batches(journals, path, 3)
+    digest = sha256(path)
+    monkeypatch.setattr(journal_module.os, "fdatasync", no_space)
+
+    assert cli.main(["journal", "compact", str(path)]) == 1
+    assert f"journal {path}: cannot write its snapshot" in capsys.readouterr().err
+    assert sha256(path) == digest
+    assert directory_listing(tmp_path) == ["tasks.journal", "tasks.journal.lock"]
+
+
+async def test_a_write_cut_short_by_a_full_disk_is_cut_off_before_the_batch_is_written_again(
+    journals: Any, tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    # Given a disk that takes half a batch, then refuses to cut it off once, then recovers
+    path = tmp_path / "tasks.journal"
+    journal = journals(path)
+    monkeypatch.setattr(journal_module, "WRITE_RETRY_DELAY", 0.01)
+    real_write, real_truncate = os.write, os.ftruncate
+    writes, truncates = [0], [0]
+
+    def half_write(fd: int, data: Any) -> int:
+        writes[0] += 1
+        return real_write(fd, bytes(data)[: len(data) // 2] if writes[0] == 1 else data)
+
+    def stuck_truncate(fd: int, length: int) -> None:
+        truncates[0] += 1
+        if truncates[0] == 1:
+            no_space()
+        real_truncate(fd, length)
+
+    monkeypatch.setattr(journal_module.os, "write", half_write)
+    monkeypatch.setattr(journal_module.os, "ftruncate", stuck_truncate)
+    acknowledged: list[bool] = []
+
+    # When a task is accepted and its reply waits for the disk
+    record = TaskRecord(spec("add", 1), NORMAL, 1.0)
+    journal.accepted(record)
+    journal.after_durable(lambda: acknowledged.append(True))
+    await until(lambda: acknowledged == [True])
+    journal.close()
+
+    # Then the failure named the journal, and the file holds the batch once, whole
+    assert f"journal {path}: write failed" in caplog.text
+    assert list(fold(path)[0].tasks) == [record.task_id]
+    assert fold(path)[1].torn_bytes == 0
+
+
+async def test_closing_while_the_disk_refuses_never_acknowledges_what_was_not_written(
+    journals: Any, tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    path = tmp_path / "tasks.journal"
+    journal = journals(path)
+    monkeypatch.setattr(journal_module, "WRITE_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(journal_module.os, "write", no_space)
+    acknowledged: list[bool] = []
+    journal.accepted(TaskRecord(spec("add", 1), NORMAL, 1.0))
+    journal.after_durable(lambda: acknowledged.append(True))
+    assert not journal.flush(timeout=0.2)
+
+    journal.close()
+    await asyncio.sleep(0.05)  # a callback scheduled on the loop would have run by now
+
+    assert acknowledged == []
+    assert f"journal {path}: write failed" in caplog.text and "No space left on device" in caplog.text
+    assert path.read_bytes() == MAGIC

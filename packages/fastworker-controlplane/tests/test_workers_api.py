@@ -353,11 +353,11 @@ async def test_results_and_deregister_are_acknowledged_with_the_requests_correla
     assert "w1" not in rig.fleet
 
 
-async def test_any_request_from_a_worker_refreshes_its_last_seen_and_follows_it_to_a_new_connection(
+async def test_any_request_from_a_worker_refreshes_its_last_seen_and_a_new_connection_must_register_again(
     dispatch_rig: Any,
 ) -> None:
     rig = dispatch_rig()
-    rig.register("w1", ["job"], pipe_id=3)
+    rig.register("w1", ["job"], pipe_id=3, incarnation="process-a")
     worker = rig.fleet.get("w1")
 
     rig.clock.advance(4.0)
@@ -365,12 +365,16 @@ async def test_any_request_from_a_worker_refreshes_its_last_seen_and_follows_it_
     assert worker.last_seen == rig.clock.now
     assert worker.pipe_id == 3
 
-    # The worker reconnected: its requests now come in on pipe 9, so losing pipe 3 no longer loses it
+    # The worker reconnected: a request under its id on pipe 9 is not taken as its own...
     rig.pipes["w1"] = 9
     rig.clock.advance(4.0)
-    rig.heartbeat("w1")
-    assert worker.last_seen == rig.clock.now
-    assert worker.pipe_id == 9
+    code, _ = error_of(rig.heartbeat("w1").envelope)
+    assert code == error_pb2.ERROR_CODE_NOT_REGISTERED
+    assert worker.pipe_id == 3
+    # ...until the same process registers again there: the record (and its leases) is resumed
+    reply = rig.register("w1", ["job"], pipe_id=9, incarnation="process-a").envelope.register_reply
+    assert reply.accepted and reply.resumed
+    assert rig.fleet.get("w1") is worker and worker.pipe_id == 9
     rig.dispatcher.pipe_closed(3)
     assert "w1" in rig.fleet
     rig.dispatcher.pipe_closed(9)

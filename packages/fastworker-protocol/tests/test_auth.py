@@ -117,3 +117,17 @@ def test_the_refusal_frame_is_a_plain_authentication_error() -> None:
     refusal = decode_frame(authentication_error_frame("no secret", correlation_id=3))
     assert refusal.error.code == error_pb2.ERROR_CODE_AUTHENTICATION
     assert refusal.error.message == "no secret" and refusal.correlation_id == 3
+
+
+def test_a_frame_addressed_to_an_identity_opens_only_there() -> None:
+    clock = Clock()
+    sender = FrameAuth("k", clock=clock)
+    first_instance, restarted = FrameAuth("k", clock=clock, identity="a1"), FrameAuth("k", clock=clock, identity="b2")
+    addressed = sender.seal(frame(), recipient="a1")
+    assert first_instance.open(addressed) == frame()
+    for receiver in (restarted, FrameAuth("k", clock=clock)):  # a restart forgets nonces; the address still holds
+        with pytest.raises(AuthenticationError, match="authentication failed"):
+            receiver.open(addressed)
+    with pytest.raises(AuthenticationError, match="another control plane instance"):
+        restarted.open(sender.seal(frame()))  # an unaddressed frame is refused where an identity is set
+    assert restarted.open(sender.seal(frame(), recipient="b2")) == frame()

@@ -45,6 +45,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "addresses",
         "auth",
         "errors",
+        "lease",
         "framing",
         "payload",
         "v1",

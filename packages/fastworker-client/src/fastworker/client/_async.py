@@ -40,6 +40,7 @@ from fastworker.client.models import (
     task_info_from_wire,
 )
 from fastworker.client.requester import Requester, error_from_wire
+from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles
 from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.auth import FrameAuth
@@ -135,8 +136,9 @@ class Client(AdminMethods):
     Args:
         address: The control plane's discovery address; defaults to ``FASTWORKER_CONTROL_PLANE``,
             then ``tcp://127.0.0.1:5550``. The client learns every other endpoint from it.
-        secret: Shared secret (``FASTWORKER_SECRET``): every frame is sealed with it and every
-            reply checked; required when the control plane has one.
+        secret: Shared secret: every frame is sealed with it and every reply checked; required
+            when the control plane has one. Default: the file named by ``FASTWORKER_SECRET_FILE``
+            (ValueError if it cannot be used), else ``FASTWORKER_SECRET``.
         connect_timeout: Seconds to wait for the control plane's announcement.
         request_timeout: Seconds one request may take, retries included, before
             ``ControlPlaneUnavailable``.
@@ -158,7 +160,7 @@ class Client(AdminMethods):
         tls: TlsFiles | None = None,
     ) -> None:
         self.address = address or os.environ.get(ENV_CONTROL_PLANE) or DEFAULT_CONTROL_PLANE
-        self.secret = secret if secret is not None else os.environ.get(ENV_SECRET)
+        self.secret = secret if secret is not None else secret_from_env()
         #: TLS files for ``tls+tcp://`` control planes (default: the ``FASTWORKER_TLS_*`` env vars).
         self.tls = tls if tls is not None else TlsFiles.from_env()
         self.connect_timeout = connect_timeout
@@ -224,7 +226,9 @@ class Client(AdminMethods):
                 auth = FrameAuth(self.secret) if self.secret else None
                 self._announcements = AnnouncementReader(auth, max_frame_size=self.max_frame_size)
                 self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size, tls=self.tls)
-                self._requester = Requester(self._channel, max_frame_size=self.max_frame_size, auth=auth)
+                self._requester = Requester(
+                    self._channel, max_frame_size=self.max_frame_size, auth=auth, instance=lambda: self._instance_id
+                )
                 self._subscription = Subscription(
                     loop,
                     self.address,

@@ -37,7 +37,8 @@ class AnnouncementReader:
                 data = self.auth.open(data)
             elif is_sealed(data):
                 raise AuthenticationError(
-                    "the control plane requires the shared secret (set FASTWORKER_SECRET or pass a secret)"
+                    "the control plane requires the shared secret "
+                    "(set FASTWORKER_SECRET_FILE or FASTWORKER_SECRET, or pass one)"
                 )
             return decode_frame(data, max_size=self.max_frame_size)
         except AuthenticationError as exc:

@@ -34,6 +34,7 @@ from fastworker.client.errors import (
     UnknownTask,
 )
 from fastworker.client.models import TaskDetail, TaskInfo, TaskState
+from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 
 #: Exit codes (SPEC).
@@ -100,6 +101,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--control-plane", default=None, help="the control plane's discovery address")
     parser.add_argument("--secret", default=None, help="shared secret")
+    add_secret_file_flag(parser)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to find the control plane")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -422,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
+    args.secret = resolve_secret(parser, args, argv)
     out = _Output(args.json)
     try:
         return asyncio.run(_run(args, out))

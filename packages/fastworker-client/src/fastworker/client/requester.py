@@ -3,12 +3,19 @@
 Shared by the client and the subworker's link, so both retry the same way: every request is
 idempotent (submissions carry their task id), so resending after a lost reply never runs anything
 twice.
+
+With a shared secret every request is addressed to the control plane instance that the latest
+authenticated announcement named (see ``protocol.auth``), so a captured request is refused by the
+next instance. After a restart, a request sealed for the previous instance is refused before the
+control plane reads it; the requester waits for the new instance's announcement and sends it
+again, sealed for the new one: safe, since the refused copy was never processed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -34,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: One attempt's reply deadline beyond the time the control plane may hold the request.
 ATTEMPT_SLACK = 3.0
+#: Seconds between looks at the announced instance while waiting for a restarted control plane's announcement.
+INSTANCE_POLL_INTERVAL = 0.05
 
 
 class NotRegistered(FastworkerError):
@@ -65,17 +74,36 @@ def error_from_wire(error: error_pb2.Error, task_name: str = "", task_id: str = 
     return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
 
 
+class _RefusedAuthentication(AuthenticationError):
+    """The control plane refused our request's authentication (it never processed the request)."""
+
+
 class Requester:
-    """Sends request envelopes on a channel and returns replies, retrying until a deadline."""
+    """Sends request envelopes on a channel and returns replies, retrying until a deadline.
+
+    Args:
+        channel: Where requests go.
+        max_frame_size: Largest frame sent or accepted.
+        auth: With a shared secret: every attempt is sealed afresh (a resend is never a replay),
+            replies are checked.
+        instance: Returns the id of the control plane instance requests are addressed to (learned
+            from authenticated announcements); "" addresses none.
+    """
 
     def __init__(
-        self, channel: RequestChannel, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, auth: FrameAuth | None = None
+        self,
+        channel: RequestChannel,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        auth: FrameAuth | None = None,
+        instance: Callable[[], str] = lambda: "",
     ) -> None:
         self.channel = channel
         self.max_frame_size = max_frame_size
-        #: With a shared secret: every attempt is sealed afresh (a resend is never a replay), replies are checked.
         self.auth = auth
-        self._correlation = 0
+        self.instance = instance
+        # A random start: a reply captured from another requester never carries the id we wait for.
+        self._correlation = int.from_bytes(os.urandom(8), "big")
 
     def _next_correlation_id(self) -> int:
         self._correlation = (self._correlation + 1) % (1 << 64) or 1
@@ -118,7 +146,8 @@ class Requester:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ControlPlaneUnavailable(f"no reply from the control plane within {timeout + hold:g} s")
-            sealed = self.auth.seal(frame) if self.auth is not None else frame
+            addressed_to = self.instance()
+            sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
             try:
                 data = await self.channel.request(sealed, min(attempt_timeout, remaining))
             except TimeoutError:
@@ -130,7 +159,14 @@ class Requester:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                reply = decode_frame(self._opened(data), max_size=self.max_frame_size)
+                opened = self._opened(data)
+            except _RefusedAuthentication as exc:
+                if addressed_to and await self._instance_changed(addressed_to, deadline):
+                    logger.info("control plane restarted: sending the refused request to the new instance")
+                    continue  # refused unread, so sending it again cannot run anything twice
+                raise AuthenticationError(str(exc)) from None
+            try:
+                reply = decode_frame(opened, max_size=self.max_frame_size)
             except (DecodeError, IncompatibleProtocol) as exc:
                 raise ProtocolError(f"bad reply from the control plane: {exc}") from exc
             if reply.WhichOneof("body") == "error":
@@ -153,7 +189,8 @@ class Requester:
         if self.auth is None:
             if is_sealed(data):
                 raise AuthenticationError(
-                    "the control plane requires the shared secret (set FASTWORKER_SECRET or pass secret=)"
+                    "the control plane requires the shared secret "
+                    "(set FASTWORKER_SECRET_FILE or FASTWORKER_SECRET, or pass secret=)"
                 )
             return data
         if is_sealed(data):
@@ -164,5 +201,18 @@ class Requester:
             reply = None
         if reply is not None and reply.WhichOneof("body") == "error":
             if reply.error.code == error_pb2.ERROR_CODE_AUTHENTICATION:
-                raise AuthenticationError(f"the control plane refused our authentication: {reply.error.message}")
+                raise _RefusedAuthentication(f"the control plane refused our authentication: {reply.error.message}")
         raise AuthenticationError("the control plane answered without authentication (it has no secret configured?)")
+
+    async def _instance_changed(self, addressed_to: str, deadline: float) -> bool:
+        """Wait (until the deadline) for an announcement naming an instance other than ``addressed_to``.
+
+        A connected peer holds the right secret (it opened an announcement), so a refusal means the
+        control plane restarted and its new announcement is on its way (or the clocks drifted apart,
+        and then no new instance comes: the refusal stands).
+        """
+        while self.instance() == addressed_to:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(INSTANCE_POLL_INTERVAL)
+        return True

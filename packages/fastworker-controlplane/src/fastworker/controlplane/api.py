@@ -11,7 +11,8 @@ from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import SUCCESS, TaskRecord
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
-from fastworker.protocol.v1 import error_pb2
+from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE
+from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 from fastworker.protocol.v1.events_pb2 import Event
 from fastworker.worker.executor import Outcome
@@ -122,7 +123,26 @@ class ClientApi:
 
     # ------------------------------------------------------------------------------------ submissions
 
+    def _oversized(self, spec: task_pb2.TaskSpec) -> str | None:
+        """Why a task's arguments are refused (over the payload limit; counted), or None.
+
+        Checked at the door: a task that would fail to run anyway must not sit in the queue (and in
+        memory) until then. Clients check before sending; this catches those that do not.
+        """
+        size = len(spec.arguments.data)
+        if size <= DEFAULT_MAX_PAYLOAD_SIZE:
+            return None
+        self.coordinator.counters.rejected_frames += 1
+        problem = f"task arguments of {size} bytes exceed the limit of {DEFAULT_MAX_PAYLOAD_SIZE} bytes"
+        logger.warning("refused task %s (%s): %s", spec.task_id[:64], spec.name[:64], problem)
+        return problem
+
     def _submit(self, request: Envelope, reply: Reply) -> None:
+        # Raised without keeping the exception in a local: a frame -> exception -> traceback -> frame
+        # cycle would hold the (large) request until the garbage collector happens to run.
+        problem = self._oversized(request.submit.task)
+        if problem is not None:
+            raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
         journaled = self.coordinator.journal is not None
         if journaled:
             reply = self._after_disk(reply)
@@ -173,7 +193,14 @@ class ClientApi:
         envelope.submit_batch_reply.SetInParent()  # an empty batch still gets a (empty) reply body
         outcomes = envelope.submit_batch_reply.outcomes
         specs = request.submit_batch.tasks
-        for spec, result in zip(specs, self.coordinator.submit_many(specs), strict=True):
+        refusals = [
+            None if problem is None else RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
+            for problem in map(self._oversized, specs)
+        ]
+        admitted = [spec for spec, refused in zip(specs, refusals, strict=True) if refused is None]
+        admitted_results = iter(self.coordinator.submit_many(admitted))
+        for spec, refused in zip(specs, refusals, strict=True):
+            result = refused if refused is not None else next(admitted_results)
             outcome = outcomes.add()
             outcome.task_id = spec.task_id
             if isinstance(result, RequestRefused):
@@ -267,6 +294,11 @@ class ClientApi:
         s.rejected_frames = c.counters.rejected_frames
         s.executed_locally = c.counters.executed_locally
         s.auth_failures = c.counters.auth_failures
+        s.late_outcomes = c.counters.late_outcomes
+        s.duplicate_worker_ids = c.counters.duplicate_worker_ids
+        s.connections_refused = c.counters.connections_refused
+        s.connections_idle_closed = c.counters.connections_idle_closed
+        s.connections_dropped_unread = c.counters.connections_dropped_unread
         for second, succeeded, failed in c.history():
             s.history.add(at=second, succeeded=succeeded, failed=failed)
         self._send(reply, envelope)

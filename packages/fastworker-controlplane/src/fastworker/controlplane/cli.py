@@ -12,9 +12,11 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from fastworker.client import secretfile
+from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.task import TaskRegistry
-from fastworker.controlplane import journal
+from fastworker.controlplane import journal, journal_salvage
 from fastworker.controlplane import settings as defaults
 from fastworker.controlplane.server import ControlPlane
 from fastworker.controlplane.settings import ControlPlaneSettings
@@ -33,6 +35,7 @@ _EPILOG = """examples:
   FASTWORKER_CLIENT_ADDRESS=tcp://127.0.0.1:0 fastworker-controlplane --task-modules t --ready-file ready.json
   fastworker-controlplane --task-modules myapp.tasks --journal /var/lib/fastworker/tasks.journal
   fastworker-controlplane journal inspect /var/lib/fastworker/tasks.journal    (or: journal compact PATH)
+  fastworker-controlplane journal salvage tasks.journal salvaged.journal    (a journal refused as corrupt)
 """
 
 
@@ -63,6 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the web dashboard")
     p.add_argument("--dashboard-read-only", action="store_true", help="serve the dashboard without its action buttons")
+    add_dashboard_flags(p)
     p.add_argument(
         "--advertise-host",
         default=None,
@@ -81,6 +85,26 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-connections", type=int, default=1024, help="connections each listening socket accepts at once"
+    )
+    p.add_argument(
+        "--max-connections-per-peer",
+        type=int,
+        default=256,
+        help="of those, connections from one IP address (raise it for many clients behind one NAT address)",
+    )
+    p.add_argument(
+        "--idle-connection-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close connections that send no valid (with a secret: authenticated) request this long after "
+        "connecting; connections that have spoken stay until a full cap needs room",
+    )
+    p.add_argument(
+        "--max-worker-tasks",
+        type=int,
+        default=1024,
+        help="most tasks one subworker may hold at once, running plus prefetched (a larger claimed capacity is capped)",
     )
     p.add_argument("--result-ttl", type=_positive_float, default=3600.0, help="seconds a finished task is remembered")
     p.add_argument(
@@ -113,6 +137,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--secret", default=None, help="shared secret: every frame on every channel is authenticated (HMAC-SHA256)"
     )
+    secretfile.add_secret_file_flag(p)
     p.add_argument(
         "--tls-cert", default=None, metavar="PEM", help="TLS certificate: every channel listens on tls+tcp://"
     )
@@ -148,7 +173,7 @@ def make_journal_parser() -> argparse.ArgumentParser:
         prog="fastworker-controlplane journal",
         description="Look at, or compact, a control plane's journal (--journal) while no control plane runs on it.",
     )
-    actions = p.add_subparsers(dest="action", required=True, metavar="inspect|compact")
+    actions = p.add_subparsers(dest="action", required=True, metavar="inspect|compact|salvage")
     inspect = actions.add_parser("inspect", help="describe a journal: size, records, tasks by state (changes nothing)")
     inspect.add_argument("path", metavar="PATH", help="the journal file")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
@@ -158,6 +183,11 @@ def make_journal_parser() -> argparse.ArgumentParser:
         "--result-ttl", type=_positive_float, default=3600.0, help="drop results finished longer ago (seconds)"
     )
     compact.add_argument("--result-cache-size", type=int, default=10_000, help="keep at most this many results")
+    salvage = actions.add_parser(
+        "salvage", help="copy every readable batch of a corrupt journal into a new file (PATH is not changed)"
+    )
+    salvage.add_argument("path", metavar="PATH", help="the journal file")
+    salvage.add_argument("new_path", metavar="NEW_PATH", help="the new journal (must not exist)")
     return p
 
 
@@ -168,6 +198,8 @@ def journal_main(argv: Sequence[str]) -> int:
         if args.action == "inspect":
             report = journal.inspect(args.path)
             print(json.dumps(report, indent=2) if args.json else format_inspection(report))
+        elif args.action == "salvage":
+            print("\n".join(journal_salvage.salvage(args.path, args.new_path).lines()))
         else:
             before, after = journal.compact(
                 args.path, result_ttl=args.result_ttl, result_cache_size=max(1, args.result_cache_size)
@@ -218,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     apply_env_defaults(parser)
     args = parser.parse_args(arguments)
+    args.secret = secretfile.resolve_secret(parser, args, arguments)
     configure_logging(args.log_level)
     if os.getcwd() not in sys.path:
         # Console scripts do not put the working directory on sys.path; task modules usually live there.
@@ -236,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             dashboard_address=args.dashboard_address,
             no_dashboard=args.no_dashboard,
             dashboard_read_only=args.dashboard_read_only,
+            dashboard_password=dashboard_password(args),
+            dashboard_hosts=tuple(args.dashboard_host),
+            dashboard_insecure=args.dashboard_insecure,
             secret=args.secret or None,
             tls_cert=args.tls_cert or None,
             tls_key=args.tls_key or None,
@@ -247,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result_cache_size=args.result_cache_size,
             result_cache_mb=args.result_cache_mb,
             max_connections=args.max_connections,
+            max_connections_per_peer=args.max_connections_per_peer,
+            idle_connection_timeout=args.idle_connection_timeout,
+            max_worker_tasks=args.max_worker_tasks,
             result_ttl=args.result_ttl,
             max_queue=args.max_queue,
             journal=args.journal or None,

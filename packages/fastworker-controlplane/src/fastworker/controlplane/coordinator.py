@@ -58,6 +58,8 @@ ENOUGH_DIVISOR = 8
 THROUGHPUT_WINDOW = 60.0
 #: Seconds of per-second finish counts kept for the stats history (charts).
 HISTORY_WINDOW = 120
+#: Seconds between checks for subworkers' running tasks while draining (shutdown only).
+DRAIN_POLL = 0.05
 
 
 def final_state(outcome: Outcome, cancelled: bool) -> int:
@@ -105,6 +107,16 @@ class Counters:
     rejected_frames: int = 0
     #: Frames refused because they failed authentication (also counted in rejected_frames).
     auth_failures: int = 0
+    #: Worker outcomes ignored because the task had been taken back from that worker.
+    late_outcomes: int = 0
+    #: Registrations refused because another live worker process holds the worker id.
+    duplicate_worker_ids: int = 0
+    #: Connections refused by --max-connections or --max-connections-per-peer.
+    connections_refused: int = 0
+    #: Connections closed for silence (--idle-connection-timeout) or to make room under a full cap.
+    connections_idle_closed: int = 0
+    #: Connections closed for holding too many replies they did not read.
+    connections_dropped_unread: int = 0
 
 
 #: Called with (records now final, ids still pending, ids unknown) when a wait ends.
@@ -841,7 +853,11 @@ class Coordinator:
         self.accepting = False
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for running tasks to finish, at most timeout seconds; True if all did."""
+        """Wait for running tasks to finish, here and on subworkers, at most timeout seconds; True if all did.
+
+        Remote ones count too: a task a worker still runs when this process exits would be re-run
+        (or failed) by the next instance although it completes.
+        """
         with self.lock:
             self.queue.paused.update(LEVELS)  # start nothing new
             if self.running:
@@ -849,6 +865,8 @@ class Coordinator:
         try:
             async with asyncio.timeout(timeout):
                 await self._drained.wait()
+                while self.running_total:
+                    await asyncio.sleep(DRAIN_POLL)
         except TimeoutError:
             return False
         return True

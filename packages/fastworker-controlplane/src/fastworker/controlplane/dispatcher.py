@@ -5,12 +5,18 @@ already handed to a dead worker's connection is gone, so the lease is what lets 
 tasks be re-queued (if they have retries left) or failed with ``WorkerLost``. A result is accepted
 only against its lease (worker and attempt), so a late result from a worker already declared lost
 is ignored, never delivered twice.
+
+A prefetched (held) task starts on its worker only once granted here, and a lost worker's held
+tasks go back only after its fence (``fastworker.protocol.lease``): so a held task never runs both
+on a cut-off worker and elsewhere. A worker is identified by its connection and its process
+(incarnation), never by the id it claims.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from fastworker.client.transport import Request
@@ -18,12 +24,35 @@ from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
 from fastworker.controlplane.records import CANCELLED, RUNNING, SUCCESS, TaskRecord
 from fastworker.protocol.framing import encode_frame, new_envelope
-from fastworker.protocol.v1 import events_pb2, worker_pb2
+from fastworker.protocol.lease import may_take_back
+from fastworker.protocol.v1 import events_pb2, task_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
 #: Error type of tasks whose worker was lost with no retries left (SPEC).
 WORKER_LOST = "WorkerLost"
+#: Most tasks one worker may hold at once (running plus prefetched), whatever capacity it claims.
+DEFAULT_MAX_WORKER_TASKS = 1024
+#: Seconds added to a lost worker's fence before its prefetched tasks go back (timer granularity).
+FENCE_SLACK = 0.05
+#: Lateness of the liveness check, in seconds, beyond which this process counts as having stalled.
+STALL_TOLERANCE = 0.5
+
+
+class WorkerIdInUse(Exception):
+    """A registration named the worker id of another live worker process."""
+
+    def __init__(self, holder: WorkerRecord) -> None:
+        super().__init__(
+            f"worker id {holder.worker_id!r} is in use by a live worker (host {holder.host}, pid {holder.pid}); "
+            "give each worker its own --worker-id"
+        )
+        self.holder = holder
+
+
+def _least_loaded(worker: WorkerRecord) -> tuple[float, int]:
+    """Order for picking a worker: lowest share of its slots in use, then fewest tasks."""
+    return (worker.load, len(worker.leases))
 
 
 class Dispatcher:
@@ -38,29 +67,67 @@ class Dispatcher:
         heartbeat_timeout: float,
         on_fleet_change: Callable[[], None] = lambda: None,
         instance_id: str = "",
+        max_worker_tasks: int = DEFAULT_MAX_WORKER_TASKS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.coordinator = coordinator
         self.instance_id = instance_id
         self.fleet = fleet
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.max_worker_tasks = max_worker_tasks
+        #: The lease clock: monotonic, so a wall-clock jump never declares a worker lost.
+        self.monotonic = monotonic
         self._on_fleet_change = on_fleet_change
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
+        self._closed = False
+        self._reap_due = self._loop.time() + heartbeat_interval
         self._reaper = self._loop.call_later(heartbeat_interval, self._reap_silent_workers)
         self.lost_total = 0
         coordinator.attach_dispatcher(self)
 
     # ------------------------------------------------------------------------------------ membership
 
-    def register(self, request: worker_pb2.RegisterRequest, pipe_id: int) -> WorkerRecord:
-        """Add a worker; a previous registration under the same id is dropped as lost first."""
+    def register(self, request: worker_pb2.RegisterRequest, pipe_id: int) -> tuple[WorkerRecord, bool]:
+        """Add a worker, or resume its live registration; returns (the record, resumed).
+
+        The same worker process (same incarnation) registering again, after a reconnect or a
+        registration that crossed a restart, resumes its record: its leases stay, so nothing it is
+        about to run is failed or run twice. A live registration of another process under the same id
+        is never replaced: ``WorkerIdInUse`` is raised. A silent one (past the heartbeat timeout) or one
+        from a worker too old to send an incarnation is dropped as lost first.
+        """
+        now = self.monotonic()
         previous = self.fleet.get(request.worker_id)
+        if previous is not None and request.incarnation and previous.incarnation == request.incarnation:
+            self._drop_pull(previous)  # asked on the old connection: nobody reads that answer
+            with self.coordinator.lock:
+                previous.describe(request, pipe_id, self.max_worker_tasks)
+            previous.heard_at = now
+            previous.last_seen = self.coordinator.clock()
+            logger.info("worker %s resumed its registration (%d leases kept)", previous.worker_id, len(previous.leases))
+            self._fleet_changed()
+            return previous, True
         if previous is not None:
-            self.lose(previous, "re-registered (the worker restarted)")
-        worker = WorkerRecord(request, pipe_id, self.coordinator.clock())
+            if (
+                request.incarnation
+                and previous.incarnation
+                and not may_take_back(now, previous.heard_at, self.heartbeat_timeout)
+            ):
+                self.coordinator.counters.duplicate_worker_ids += 1
+                raise WorkerIdInUse(previous)
+            self.lose(previous, "registered again by a new process")
+        worker = WorkerRecord(request, pipe_id, self.coordinator.clock(), now, self.max_worker_tasks)
         with self.coordinator.lock:
             self.fleet.add(worker)
+        if worker.capacity < request.capacity:
+            logger.warning(
+                "worker %s asked for %d slots: capped at %d (--max-worker-tasks)",
+                worker.worker_id,
+                request.capacity,
+                worker.capacity,
+            )
         logger.info(
             "worker %s registered from %s pid %d: capacity %d, %d tasks",
             worker.worker_id,
@@ -73,10 +140,20 @@ class Dispatcher:
         self.coordinator.events.publish(
             events_pb2.EVENT_KIND_WORKER_ONLINE, worker_id=worker.worker_id, detail=f"{worker.host} pid {worker.pid}"
         )
-        return worker
+        return worker, False
+
+    def heard(self, worker: WorkerRecord) -> None:
+        """A request from the worker came in: its lease is renewed."""
+        worker.heard_at = self.monotonic()
+        worker.last_seen = self.coordinator.clock()
 
     def lose(self, worker: WorkerRecord, reason: str) -> None:
-        """Drop a worker and take back its leases: re-queue those with retries left, fail the others."""
+        """Drop a worker and take back its leases: re-queue those with retries left, fail the others.
+
+        Tasks it held without starting them go back only once the worker's fence has surely passed
+        (``fastworker.protocol.lease``): a worker that lost only its connection may still be about
+        to start them until then; it will not after.
+        """
         with self.coordinator.lock:
             if self.fleet.get(worker.worker_id) is not worker:
                 return
@@ -85,17 +162,34 @@ class Dispatcher:
             worker.leases.clear()
         self.lost_total += 1
         self._drop_pull(worker)
+        held = [record for record in leases if record.held]
+        now_back = leases
+        if held and not may_take_back(self.monotonic(), worker.heard_at, self.heartbeat_timeout):
+            delay = worker.heard_at + self.heartbeat_timeout - self.monotonic() + FENCE_SLACK
+            self._loop.call_later(delay, self._take_back_held, worker, held, reason)
+            now_back = [record for record in leases if not record.held]
         # Each goes back to the front of its level: reversed keeps their original order.
-        requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in reversed(leases))
+        requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in reversed(now_back))
         logger.warning(
-            "worker %s lost (%s): %d tasks re-queued, %d failed",
+            "worker %s lost (%s): %d tasks re-queued, %d failed, %d prefetched held back until its fence",
             worker.worker_id,
             reason,
             requeued,
-            len(leases) - requeued,
+            len(now_back) - requeued,
+            len(leases) - len(now_back),
         )
+        self.coordinator.events.publish(events_pb2.EVENT_KIND_WORKER_OFFLINE, worker_id=worker.worker_id, detail=reason)
         self._fleet_changed()
         self.schedule()
+
+    def _take_back_held(self, worker: WorkerRecord, held: list[TaskRecord], reason: str) -> None:
+        """The fence of a lost worker has passed: the prefetched tasks it never started go back."""
+        if self._closed:
+            return  # shutting down: the journal hands them to the next instance
+        requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in reversed(held))
+        if requeued:
+            logger.info("worker %s: %d prefetched tasks re-queued once its fence passed", worker.worker_id, requeued)
+            self.schedule()
 
     def deregister(self, worker: WorkerRecord, returned: list[str]) -> None:
         """A draining worker leaves: tasks it hands back are re-queued without counting an attempt."""
@@ -154,26 +248,63 @@ class Dispatcher:
         return local.options.retries if local is not None else 0
 
     def pipe_closed(self, pipe_id: int) -> None:
-        """A connection dropped: its workers are lost at once (no need to wait for the heartbeat timeout)."""
+        """A connection dropped: its workers are lost at once (no need to wait for the heartbeat timeout).
+
+        Not once this process is closing: its own sockets closing drop every connection, and what
+        the workers hold is the next instance's to sort out (the journal), not a loss.
+        """
+        if self._closed:
+            return
         for worker in self.fleet.on_pipe(pipe_id):
             self.lose(worker, "connection dropped")
 
     def _reap_silent_workers(self) -> None:
-        now = self.coordinator.clock()
+        """Drop workers silent for longer than the heartbeat timeout.
+
+        If this process itself was stalled (SIGSTOP, swap, a VM pause: this check ran late on the
+        event loop's clock), silence is no evidence: what workers sent meanwhile is still unread.
+        Every worker then gets a full heartbeat timeout from this resumption before it is judged.
+        """
+        lateness = self._loop.time() - self._reap_due
+        stalled = lateness > max(self.heartbeat_interval, STALL_TOLERANCE)
+        now = self.monotonic()
+        if stalled:
+            logger.warning(
+                "this control plane was stalled for %.1f s: every worker gets %.1f s from now before it is judged",
+                lateness,
+                self.heartbeat_timeout,
+            )
         for worker in self.fleet:
-            if now - worker.last_seen > self.heartbeat_timeout:
-                self.lose(worker, f"no heartbeat for {now - worker.last_seen:.1f} s")
+            if stalled:
+                worker.heard_at = max(worker.heard_at, now)
+            elif may_take_back(now, worker.heard_at, self.heartbeat_timeout):
+                self.lose(worker, f"no heartbeat for {now - worker.heard_at:.1f} s")
+        self._reap_due = self._loop.time() + self.heartbeat_interval
         self._reaper = self._loop.call_later(self.heartbeat_interval, self._reap_silent_workers)
 
     # ---------------------------------------------------------------------------------------- pulls
 
-    def pull(self, worker: WorkerRecord, request: Request, hold: float, correlation_id: int) -> None:
-        """A worker asks for work: answer now if there is some, else hold the request up to ``hold``."""
+    def pull(
+        self,
+        worker: WorkerRecord,
+        request: Request,
+        hold: float,
+        correlation_id: int,
+        claims: Iterable[str] = (),
+    ) -> None:
+        """A worker asks for work: answer now if there is some, else hold the request up to ``hold``.
+
+        ``claims`` are prefetched tasks the worker asks to start: those it still holds are granted in
+        the answer (from then on they count as running), and a request with claims is answered at
+        once, so that a free slot never waits for the hold.
+        """
         if worker.pull is not None:
             self._answer(worker, [])  # a newer request replaces an older one
+        granted = self.started(worker, claims)
+        worker.grants.extend(granted)
         worker.pull = request
         worker.pull_correlation = correlation_id
-        hold = max(0.05, min(hold, self.heartbeat_interval))
+        hold = 0.0 if granted else max(0.05, min(hold, self.heartbeat_interval))
         worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
         self.schedule()
 
@@ -181,7 +312,13 @@ class Dispatcher:
         """Ask the worker running a task to stop it (on its next reply); False if no worker holds it."""
         worker = self.fleet.get(record.worker)
         if worker is None or record.task_id not in worker.leases:
-            return False
+            if not record.held:
+                return False
+            # Prefetched by a worker since lost, waiting for its fence: never started, and never will
+            # be there (it cannot be granted any more), so it ends here.
+            record.error = task_pb2.TaskError(type="TaskCancelled", message="cancelled by request before it started")
+            self.coordinator.finish_remote(record, CANCELLED)
+            return True
         worker.cancels.add(record.task_id)
         if worker.pull is not None:
             self._answer(worker, [])  # deliver the order now rather than at the next heartbeat
@@ -254,12 +391,16 @@ class Dispatcher:
         envelope = new_envelope(worker.pull_correlation)
         envelope.dispatch.instance_id = self.instance_id
         envelope.dispatch.cancel_task_ids.extend(self.take_cancels(worker))
+        envelope.dispatch.granted_task_ids.extend(worker.grants)
+        worker.grants.clear()
         if worker.drain_order is not None:
             envelope.dispatch.drain.timeout = worker.drain_order
         tasks = envelope.dispatch.tasks
         for record in records:
             record.spec.attempt = record.attempts
             tasks.append(record.spec)
+            if record.held:
+                envelope.dispatch.prefetched_task_ids.append(record.task_id)
         envelope.dispatch.SetInParent()
         request.reply(encode_frame(envelope))
 
@@ -293,12 +434,9 @@ class Dispatcher:
                     record.state = CANCELLED
                     expired.append(record)
                     continue
-                worker = min(
-                    (w for w in ready if record.name in w.task_names),
-                    key=lambda w: (len(w.leases) / w.capacity, len(w.leases)),
-                )
+                worker = min((w for w in ready if record.name in w.task_names), key=_least_loaded)
                 # Beyond its free slots the task waits in the worker's prefetch queue: held (shown
-                # PENDING) until the worker reports that it started.
+                # PENDING, never started there) until the worker claims it and is granted it.
                 record.held = len(worker.leases) >= worker.capacity
                 record.state = RUNNING
                 record.attempts += 1
@@ -308,6 +446,7 @@ class Dispatcher:
                 if coordinator.journal is not None:
                     coordinator.journal.running(record, self._retries(record, worker))
                 assigned.setdefault(worker.worker_id, []).append(record)
+            self._rebalance(now, assigned)
         for record in expired:
             coordinator.expire(record)
         for records in assigned.values():
@@ -319,26 +458,72 @@ class Dispatcher:
                 self._answer(target, records)
         coordinator.wake_slots()  # what no worker took, local slots may run
 
+    def _rebalance(self, now: float, assigned: dict[str, list[TaskRecord]]) -> None:
+        """Move prefetched tasks that were never granted to workers with idle slots (the queue is empty).
+
+        A worker that prefetched while its tasks were short may hold tasks behind a long one while
+        another worker idles (Celery's prefetch trap). A held task not granted yet has not started
+        and cannot start there without a grant, so it can go to the idle worker at once; its first
+        holder is refused the grant and drops it. Only into free slots, so tasks never ping-pong.
+        """
+        thieves = [w for w in self.fleet if w.pull is not None and not w.draining and w.free > 0]
+        if not thieves:
+            return
+        # Only a worker holding more than its slots has prefetched tasks waiting behind running ones.
+        victims = [w for w in self.fleet if len(w.leases) > w.capacity]
+        for thief in thieves:
+            for victim in victims:
+                if victim is thief or thief.free <= 0:
+                    continue
+                moving = [r for r in victim.leases.values() if r.held and r.name in thief.task_names][: thief.free]
+                for record in moving:
+                    del victim.leases[record.task_id]
+                    record.held = False
+                    record.worker = thief.worker_id
+                    record.started_at = now
+                    thief.leases[record.task_id] = record
+                    if self.coordinator.journal is not None:
+                        self.coordinator.journal.running(record, self._retries(record, thief))
+                    assigned.setdefault(thief.worker_id, []).append(record)
+                if moving:
+                    logger.debug(
+                        "moved %d prefetched tasks from %s to idle %s", len(moving), victim.worker_id, thief.worker_id
+                    )
+
     # -------------------------------------------------------------------------------------- results
 
-    def started(self, worker: WorkerRecord, task_ids: Iterable[str]) -> None:
-        """Prefetched tasks the worker started: RUNNING from now on, for clients too."""
+    def started(self, worker: WorkerRecord, task_ids: Iterable[str]) -> list[str]:
+        """Prefetched tasks the worker starts (or asks to start): RUNNING from now on, for clients too.
+
+        Returns the ids granted: those still leased to this worker. A task taken back meanwhile is
+        not granted, so the worker drops it instead of running it a second time.
+        """
         now = self.coordinator.clock()
+        granted: list[str] = []
+        if not self.coordinator.accepting:
+            return granted  # shutting down: what has not started stays unstarted, for the next instance
         for task_id in task_ids:
             record = worker.leases.get(task_id)
-            if record is not None and record.held:
+            if record is None:
+                continue
+            granted.append(task_id)
+            if record.held:
                 record.held = False
                 record.started_at = now
                 if self.coordinator.journal is not None:
                     self.coordinator.journal.running(record)
                 self.coordinator.events.publish_task(record)
+        return granted
 
     def results(self, worker: WorkerRecord, outcomes: list[worker_pb2.TaskOutcome]) -> None:
         """Finish the tasks a worker reports, each only against its lease."""
         for outcome in outcomes:
             record = worker.leases.get(outcome.task_id)
             if record is None or record.attempts != outcome.attempt or record.state != RUNNING:
-                logger.debug("ignored a stale result for task %s from %s", outcome.task_id, worker.worker_id)
+                # Taken back meanwhile (the worker was declared lost, or the task re-queued): the
+                # outcome of a run the control plane no longer counts on; ignored, never applied twice.
+                self.coordinator.counters.late_outcomes += 1
+                logger.debug("ignored a late result for task %s from %s", outcome.task_id, worker.worker_id)
                 continue
             with self.coordinator.lock:
                 del worker.leases[outcome.task_id]
@@ -361,6 +546,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Stop the liveness checks and release held work requests."""
+        self._closed = True
         self._reaper.cancel()
         for worker in self.fleet:
             self._drop_pull(worker)

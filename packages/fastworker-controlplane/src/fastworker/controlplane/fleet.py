@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from fastworker.client.transport import Request
 
 
+#: Most tasks a worker may hold beyond its capacity, per slot.
+MAX_PREFETCH_PER_SLOT = 16
+
+
 class WorkerRecord:
     """One registered subworker."""
 
@@ -23,7 +27,10 @@ class WorkerRecord:
         "drain_order",
         "draining",
         "failed",
+        "grants",
+        "heard_at",
         "host",
+        "incarnation",
         "in_flight_reported",
         "last_seen",
         "leases",
@@ -42,17 +49,20 @@ class WorkerRecord:
         "worker_id",
     )
 
-    def __init__(self, request: worker_pb2.RegisterRequest, pipe_id: int, now: float) -> None:
+    def __init__(
+        self, request: worker_pb2.RegisterRequest, pipe_id: int, now: float, heard_at: float, max_capacity: int
+    ) -> None:
         self.worker_id = request.worker_id
-        self.host = request.host
-        self.pid = request.pid
-        self.capacity = max(1, request.capacity)
-        self.version = request.version
-        self.definitions: dict[str, task_pb2.TaskDefinition] = {d.name: d for d in request.tasks}
-        self.task_names = frozenset(self.definitions)
-        self.pipe_id = pipe_id
+        #: The worker process (random per process): a registration with the same one resumes this record.
+        self.incarnation = request.incarnation
         self.registered_at = now
+        self.leases: dict[str, TaskRecord] = {}
+        self.describe(request, pipe_id, max_capacity)
+        #: Wall-clock time of the worker's latest request, for operators.
         self.last_seen = now
+        #: Monotonic time the control plane took in the worker's latest request: the lease clock
+        #: (``fastworker.protocol.lease``), immune to wall-clock jumps.
+        self.heard_at = heard_at
         self.draining = False
         #: Tasks the worker would hold beyond its capacity now (from its latest work request).
         self.prefetch = 0
@@ -62,8 +72,8 @@ class WorkerRecord:
         self.failed = 0
         self.rss_bytes = 0
         self.in_flight_reported = 0
-        #: Tasks dispatched to this worker and not reported back, by task id.
-        self.leases: dict[str, TaskRecord] = {}
+        #: Prefetched tasks this worker may start (its granted claims), sent with its next dispatch.
+        self.grants: list[str] = []
         #: Running tasks to tell the worker to stop, on its next reply.
         self.cancels: set[str] = set()
         #: The worker's outstanding WorkRequest, answered when tasks are dispatched to it.
@@ -71,10 +81,29 @@ class WorkerRecord:
         self.pull_correlation = 0
         self.pull_timer: asyncio.TimerHandle | None = None
 
+    def describe(self, request: worker_pb2.RegisterRequest, pipe_id: int, max_capacity: int) -> None:
+        """Take what a (re-)registration says: connection, capacity (capped), tasks, and who it is."""
+        self.host = request.host
+        self.pid = request.pid
+        self.capacity = min(max(1, request.capacity), max_capacity)
+        self.version = request.version
+        self.definitions: dict[str, task_pb2.TaskDefinition] = {d.name: d for d in request.tasks}
+        self.task_names = frozenset(self.definitions)
+        self.pipe_id = pipe_id
+
     @property
     def free(self) -> int:
         """Slots free for new tasks."""
         return self.capacity - len(self.leases)
+
+    def ask_prefetch(self, prefetch: int, max_tasks: int) -> None:
+        """Take the prefetch a work request asks for, within what one worker may hold (``max_tasks``)."""
+        self.prefetch = max(0, min(prefetch, MAX_PREFETCH_PER_SLOT * self.capacity, max_tasks - self.capacity))
+
+    @property
+    def load(self) -> float:
+        """Share of its slots in use: least-loaded means the lowest share, whatever a worker's size."""
+        return len(self.leases) / self.capacity
 
     @property
     def room(self) -> int:

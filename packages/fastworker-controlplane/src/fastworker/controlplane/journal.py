@@ -30,6 +30,19 @@ the last few milliseconds of them: a task that started in that window is found q
 counts as running at the crash. With ``sync=False`` (not offered on the command line) batches
 are written but not synced: what was acknowledged survives ``kill -9``, not a power loss.
 
+Torn tail or corruption. A bad batch (length past the end of the file or implausible, checksum
+mismatch) is a torn tail only if no valid batch follows it anywhere: the reader resynchronizes by
+checking every place where a payload could start. With one after it, the file is corrupt: opening
+raises :class:`JournalCorrupted` naming the offset and writes nothing (nothing is written before the
+whole file was read), and ``journal salvage PATH NEW_PATH`` copies what is readable to a new file.
+
+Files. The journal path must not be a symbolic link (it is replaced by renames, which would cut
+the link); it and the lock are opened with ``O_NOFOLLOW``, and the snapshot's temporary file
+``PATH.compact`` is created with ``O_EXCL | O_NOFOLLOW`` (anything already there is unlinked, never
+followed). A disk error while writing a snapshot removes the temporary file and names the
+journal; while appending, the batch is cut off and written again until the disk takes it, and
+replies that wait for it wait as long (they are never sent for data not on disk).
+
 Replay. On start the journal is read and folded into one state per task. Queued and scheduled
 tasks are queued or scheduled again; a task that was running (locally or on a subworker) goes
 back to the front of its queue if it has retries left, else fails with ``ControlPlaneLost``; a
@@ -51,9 +64,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -154,12 +169,38 @@ class JournalError(Exception):
     """The journal cannot be used: not a journal, corrupt before its end, in use, or unwritable."""
 
 
+class JournalCorrupted(JournalError):
+    """A bad batch with readable batches after it: not a torn tail, so starting would drop acknowledged work.
+
+    Nothing is written to the file; ``fastworker-controlplane journal salvage`` copies what is readable.
+    """
+
+    def __init__(self, path: str, offset: int, next_batch: int, problem: str) -> None:
+        super().__init__(
+            f"journal {path}: corrupt batch at offset {offset} ({problem}); a readable batch follows at offset "
+            f"{next_batch}, so this is not an unfinished last write. The file was left untouched: keep what is "
+            f"readable with `fastworker-controlplane journal salvage {path} NEW_PATH` and start on NEW_PATH"
+        )
+        self.path = path
+        self.offset = offset
+        self.next_batch = next_batch
+        self.problem = problem
+
+
 # ------------------------------------------------------------------------------------------ the file
 
 
 def _frame(records: list[tuple[Any, ...]]) -> bytes:
     payload: bytes = msgpack.packb(records, use_bin_type=True)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+#: Where a batch's payload may start: a MessagePack array (of records) whose first item is an array
+#: (a record) starting with a positive int (its kind). Zero-width, so that overlapping starts are all found.
+_PAYLOAD_START = re.compile(rb"(?=(?:[\x91-\x9f]|\xdc..|\xdd....)[\x91-\x9f][\x01-\x7f])", re.DOTALL)
+#: The smallest payload a writer produces (``[[kind]]``).
+_MIN_PAYLOAD = 3
+_RESYNC_CHUNK = 1 << 20
 
 
 @dataclass
@@ -176,45 +217,77 @@ class ScanInfo:
     unknown_records: int = 0
 
 
+def read_batch(fd: int, offset: int, size: int) -> tuple[list[Any] | None, int, str]:
+    """The batch at ``offset`` of a file ending at ``size``: (its records, its end, "") or (None, 0, what is wrong)."""
+    header = os.pread(fd, _HEADER.size, offset)
+    if len(header) < _HEADER.size or offset + _HEADER.size > size:
+        return None, 0, "incomplete batch header"
+    length, crc = _HEADER.unpack(header)
+    stop = offset + _HEADER.size + length
+    if length > MAX_BATCH_BYTES or stop > size:
+        return None, 0, f"its length field ({length} bytes) runs past the end of the file"
+    if length < _MIN_PAYLOAD:
+        return None, 0, f"implausible length field ({length} bytes)"
+    payload = os.pread(fd, length, offset + _HEADER.size)
+    if len(payload) < length or zlib.crc32(payload) != crc:
+        return None, 0, "checksum mismatch"
+    try:
+        records = msgpack.unpackb(payload, use_list=False, raw=False)
+    except Exception:  # msgpack raises several types for undecodable input
+        return None, 0, "undecodable payload"
+    if not isinstance(records, tuple):
+        return None, 0, "payload is not a list of records"
+    return list(records), stop, ""
+
+
+def find_next_batch(fd: int, start: int, size: int) -> int | None:
+    """The offset of the first whole, valid batch at or after ``start`` (resynchronization), or None.
+
+    Batches have no marker of their own (format 1), so candidates are the places where a payload
+    could start; each is then checked like any batch (length, checksum, decoding).
+    """
+    position = start + _HEADER.size  # where the first candidate's payload would start
+    while position < size:
+        data = os.pread(fd, min(_RESYNC_CHUNK + 16, size - position), position)
+        for match in _PAYLOAD_START.finditer(data):
+            if match.start() >= _RESYNC_CHUNK:
+                break  # the next chunk's, found again there
+            candidate = position + match.start() - _HEADER.size
+            if read_batch(fd, candidate, size)[0] is not None:
+                return candidate
+        position += _RESYNC_CHUNK
+    return None
+
+
 def read_batches(file: BinaryIO, info: ScanInfo, end: int | None = None) -> Iterator[list[Any]]:
     """Yield each whole batch's records from an open journal file, filling ``info`` as it goes.
 
-    Reads up to ``end`` (a batch boundary) or the end of the file. A batch that runs past the end
-    of the file, or fails its checksum as the very last one, is a torn write: counted in
-    ``info.torn_bytes`` and ignored.
+    Reads up to ``end`` (a batch boundary) or the end of the file. A bad batch (implausible length,
+    checksum mismatch) with no valid batch anywhere after it is a torn write, the real end of the
+    file: counted in ``info.torn_bytes`` and ignored. With a valid batch after it, it is corruption.
 
     Raises:
-        JournalError: the file is not a journal, or a bad batch is followed by more data (corruption).
+        JournalCorrupted: a bad batch is followed by a readable one (acknowledged work would be dropped).
+        JournalError: the file is not a journal.
     """
-    file.seek(0)
-    magic = file.read(len(MAGIC))
+    fd = file.fileno()
+    magic = os.pread(fd, len(MAGIC), 0)
     if magic != MAGIC:
         if not magic:
             return
         raise JournalError(f"not a FastWorker journal (it starts with {magic[:24]!r})")
     offset = len(MAGIC)
     info.valid_end = offset
-    size = os.fstat(file.fileno()).st_size if end is None else end
+    size = os.fstat(fd).st_size if end is None else end
     while offset < size:
-        header = file.read(_HEADER.size)
-        if len(header) < _HEADER.size or offset + _HEADER.size > size:
-            info.torn_bytes = size - offset
-            return
-        length, crc = _HEADER.unpack(header)
-        stop = offset + _HEADER.size + length
-        if length > MAX_BATCH_BYTES or stop > size:
-            info.torn_bytes = size - offset
-            return
-        payload = file.read(length)
-        if zlib.crc32(payload) != crc:
-            if stop == size:
+        records, stop, problem = read_batch(fd, offset, size)
+        if records is None:
+            following = find_next_batch(fd, offset + 1, size)
+            if following is None:
                 info.torn_bytes = size - offset
                 return
-            raise JournalError(
-                f"corrupt batch at offset {offset} ({size - stop} bytes follow it); "
-                "inspect it with `fastworker-controlplane journal inspect`"
-            )
-        records = msgpack.unpackb(payload, use_list=False, raw=False)
+            name = file.name if isinstance(file.name, str) else str(fd)
+            raise JournalCorrupted(name, offset, following, problem)
         offset = stop
         info.valid_end = offset
         info.batches += 1
@@ -222,9 +295,50 @@ def read_batches(file: BinaryIO, info: ScanInfo, end: int | None = None) -> Iter
         yield records
 
 
-def _fsync_directory(path: Path) -> None:
+def open_journal_file(path: Path) -> BinaryIO:
+    """Open a journal for reading without following a symbolic link at ``path``.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        JournalError: ``path`` is a symbolic link (the journal is replaced by renames, which would cut the link).
+    """
+    try:
+        return open(str(path), "rb", opener=_open_no_follow)  # the caller closes it
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise JournalError(
+                f"journal {path} is a symbolic link; give the real path (the journal is replaced by renames)"
+            ) from None
+        raise
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def create_exclusive(path: Path, *, replace_stale: bool) -> int:
+    """Create ``path`` as a new file (owner-only, never through a symbolic link); returns a read-write, append descriptor.
+
+    ``replace_stale``: something already at ``path`` (a temporary file a crash left, or a planted
+    link) is unlinked first (never followed), for names only the lock holder uses.
+
+    Raises:
+        FileExistsError: ``path`` exists (and is not to be replaced, or came back at once).
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        if not replace_stale:
+            raise
+    logger.warning("removing %s, left over or planted (it is not followed)", path)
+    os.unlink(path)
+    return os.open(path, flags, 0o600)
+
+
+def fsync_directory(path: Path) -> None:
     """Make a rename or a new file in path's directory durable."""
-    fd = os.open(path.parent, os.O_RDONLY)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -419,48 +533,101 @@ def fold(path: Path, end: int | None = None, *, polite: bool = False) -> tuple[J
     GIL for whole switch intervals while the event loop answers requests).
 
     Raises:
-        JournalError: not a journal, or corrupt before its end.
+        JournalCorrupted: a bad batch with readable batches after it.
+        JournalError: not a journal, or a symbolic link.
     """
     state = JournalState()
     info = ScanInfo()
     try:
-        file = open(path, "rb")  # closed below; a missing file is an empty journal
+        file = open_journal_file(path)  # closed below; a missing file is an empty journal
     except FileNotFoundError:
         return state, info
     with file:
-        apply = state.apply
         for records in read_batches(file, info, end):
-            for record in records:
-                try:
-                    apply(record)
-                except _UnknownRecord:
-                    info.unknown_records += 1
-                except (IndexError, TypeError, ValueError) as exc:
-                    raise JournalError(f"malformed record {record[:2]!r}: {exc}") from None
+            fold_batch(state, info, records)
             if polite:
                 time.sleep(0)
     return state, info
 
 
-def write_snapshot(path: Path, records: Iterable[tuple[Any, ...]]) -> int:
-    """Write a new journal file holding ``records`` and make it durable; returns its size in bytes.
+def fold_batch(state: JournalState, info: ScanInfo, records: list[Any]) -> None:
+    """Fold one batch's records into ``state`` (records of unknown kinds are counted in ``info`` and skipped).
 
-    Readable by its owner only: it holds task arguments and results.
+    Raises:
+        JournalError: a record is malformed.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as file:
-        file.write(MAGIC)
-        batch: list[tuple[Any, ...]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) >= SNAPSHOT_BATCH:
-                file.write(_frame(batch))
-                batch = []
-        if batch:
-            file.write(_frame(batch))
-        file.flush()
-        os.fdatasync(file.fileno())
-        return file.tell()
+    apply = state.apply
+    for record in records:
+        try:
+            apply(record)
+        except _UnknownRecord:
+            info.unknown_records += 1
+        except (IndexError, TypeError, ValueError, KeyError) as exc:
+            raise JournalError(f"malformed record {record!r:.60}: {exc}") from None
+
+
+def write_snapshot(fd: int, records: Iterable[tuple[Any, ...]]) -> int:
+    """Write a journal holding ``records`` to the new, empty file ``fd`` and make it durable; returns its size."""
+    batch: list[tuple[Any, ...]] = []
+    chunks = [MAGIC]
+    for record in records:
+        batch.append(record)
+        if len(batch) >= SNAPSHOT_BATCH:
+            chunks.append(_frame(batch))
+            batch = []
+            if len(chunks) >= 16:
+                write_all(fd, b"".join(chunks))
+                chunks = []
+    if batch:
+        chunks.append(_frame(batch))
+    write_all(fd, b"".join(chunks))
+    os.fdatasync(fd)
+    return os.fstat(fd).st_size
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def replace_with_snapshot(path: Path, records: Iterable[tuple[Any, ...]]) -> tuple[int, int]:
+    """Write ``records`` as a new journal and rename it onto ``path``; returns (its descriptor, its size).
+
+    The temporary file ``PATH.compact`` is created exclusively (a link planted there is removed,
+    never followed) and removed again if anything fails. The caller must hold the journal's lock.
+
+    Raises:
+        JournalError: the snapshot could not be written (disk full, I/O error, ...), naming the journal.
+    """
+    temporary = _temporary_path(path)
+    fd = -1
+    try:
+        fd = create_exclusive(temporary, replace_stale=True)
+        size = write_snapshot(fd, records)
+        os.replace(temporary, path)
+        fsync_directory(path)
+    except OSError as exc:
+        _discard(temporary, fd)
+        raise JournalError(f"journal {path}: cannot write its snapshot ({temporary}): {exc}") from exc
+    except BaseException:
+        _discard(temporary, fd)
+        raise
+    return fd, size
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.with_name(path.name + ".compact")
+
+
+def _discard(temporary: Path, fd: int) -> None:
+    """Close and remove a temporary file that will not be used (no stray files after a failure)."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 # -------------------------------------------------------------------------------------------- replay
@@ -614,9 +781,9 @@ class Journal:
             now = clock()
             state.prune(now, result_ttl, result_cache_size)
             self.recovered = recover(state, now, retries_for)
-            self._base = self._write_snapshot(state)
+            # Only now, with the whole file read and found sound, is anything written.
+            self._fd, self._base = replace_with_snapshot(self.path, state.snapshot_records())
             self._size = self._base
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             if info.batches:
                 logger.info(
                     "journal %s replayed in %.2f s (%d records): %s",
@@ -639,8 +806,10 @@ class Journal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
         self._compactor: threading.Thread | None = None
-        self._compacted: tuple[Path, int, int] | None = None
+        self._compacted: tuple[Path, int, int, int] | None = None
         self._failed_write = False
+        #: A failed write may have left part of a batch after ``_size``: cut it off before writing again.
+        self._cut_back = False
         #: Counters for inspection and tests.
         self.batches = 0
         self.compactions = 0
@@ -808,7 +977,8 @@ class Journal:
             if compacted is not None:
                 self._install(*compacted)
             if batch:
-                self._write(_frame(batch))
+                if not self._write(_frame(batch)):
+                    return  # closing with the disk refusing: what was not written is never acknowledged
                 self.batches += 1
             self._durable = target
             if self._callbacks and self._loop is not None:
@@ -818,42 +988,48 @@ class Journal:
                 return
             self._maybe_compact()
 
-    def _write(self, data: bytes) -> None:
-        """Append one batch and make it durable; on a disk error, cut the file back and try again."""
+    def _write(self, data: bytes) -> bool:
+        """Append one batch and make it durable, retrying while the disk refuses; False if closing meanwhile.
+
+        Replies waiting for the batch wait as long (they are never sent for data not on disk); the
+        error is logged with the journal's path once per outage.
+        """
         while True:
             try:
+                if self._cut_back:
+                    os.ftruncate(self._fd, self._size)  # never append after a part of a batch
+                    self._cut_back = False
                 written = os.write(self._fd, data)
                 if written != len(data):
-                    raise OSError(f"short write ({written} of {len(data)} bytes)")
+                    self._cut_back = True
+                    raise OSError(errno.EIO, f"short write ({written} of {len(data)} bytes)")
                 if self.sync:
                     os.fdatasync(self._fd)
             except OSError as exc:
+                self._cut_back = True
                 if not self._failed_write:
                     logger.error(
-                        "journal %s: write failed (%s); acknowledgements wait until it succeeds", self.path, exc
+                        "journal %s: write failed (%s); replies that wait for the disk are held until it succeeds",
+                        self.path,
+                        exc,
                     )
                 self._failed_write = True
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._size)
                 if self._closing:
-                    logger.error("journal %s: closing with %d bytes unwritten", self.path, len(data))
-                    return
+                    logger.error(
+                        "journal %s: closing with %d bytes unwritten (never acknowledged)", self.path, len(data)
+                    )
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self._size)
+                    return False
                 time.sleep(WRITE_RETRY_DELAY)
                 continue
             if self._failed_write:
                 logger.warning("journal %s: writing again", self.path)
                 self._failed_write = False
             self._size += len(data)
-            return
+            return True
 
     # -------------------------------------------------------------------------------- compaction
-
-    def _write_snapshot(self, state: JournalState) -> int:
-        temporary = self.path.with_name(self.path.name + ".compact")
-        size = write_snapshot(temporary, state.snapshot_records())
-        os.replace(temporary, self.path)
-        _fsync_directory(self.path)
-        return size
 
     def _maybe_compact(self) -> None:
         if self._compactor is not None or self._closing:
@@ -867,39 +1043,36 @@ class Journal:
 
     def _compact(self, end: int) -> None:
         """Fold the file up to ``end`` and write its live state to a temporary file (compactor thread)."""
-        temporary = self.path.with_name(self.path.name + ".compact")
+        temporary = _temporary_path(self.path)
+        fd = -1
         try:
             state, _ = fold(self.path, end, polite=True)
             state.prune(self.clock(), self.result_ttl, self.result_cache_size)
-            size = write_snapshot(temporary, state.snapshot_records())
-        except Exception:
-            logger.exception("journal %s: compaction failed; will try again", self.path)
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            fd = create_exclusive(temporary, replace_stale=True)
+            size = write_snapshot(fd, state.snapshot_records())
+        except Exception as exc:
+            logger.error("journal %s: compaction failed (%s); will try again later", self.path, exc)
+            _discard(temporary, fd)
             self._base = max(self._base, end)  # do not retry at once
             self._compactor = None
             return
         with self._mutex:
-            self._compacted = (temporary, end, size)
+            self._compacted = (temporary, fd, end, size)
             self._notify()
 
-    def _install(self, temporary: Path, end: int, snapshot_size: int) -> None:
+    def _install(self, temporary: Path, fd: int, end: int, snapshot_size: int) -> None:
         """Append what was written after ``end`` to the snapshot and put it in place (writer thread)."""
         try:
-            with open(self.path, "rb") as current:
-                current.seek(end)
-                tail = current.read(self._size - end)
-            with open(temporary, "ab") as snapshot:
-                snapshot.write(tail)
-                snapshot.flush()
-                os.fdatasync(snapshot.fileno())
+            tail = os.pread(self._fd, self._size - end, end)
+            if len(tail) != self._size - end:
+                raise OSError(errno.EIO, f"short read of the journal's tail ({len(tail)} of {self._size - end} bytes)")
+            write_all(fd, tail)
+            os.fdatasync(fd)
             os.replace(temporary, self.path)
-            _fsync_directory(self.path)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            fsync_directory(self.path)
         except OSError as exc:
             logger.error("journal %s: could not install a compaction: %s", self.path, exc)
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            _discard(temporary, fd)
             self._base = max(self._base, self._size)
         else:
             before = self._size
@@ -914,14 +1087,18 @@ class Journal:
     def _discard_compaction(self) -> None:
         compacted, self._compacted = self._compacted, None
         if compacted is not None:
-            with contextlib.suppress(OSError):
-                compacted[0].unlink()
+            _discard(compacted[0], compacted[1])
 
 
 def _lock(path: Path) -> int:
     """Take the journal's exclusive lock (``PATH.lock``) or raise JournalError; returns the lock's descriptor."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise JournalError(f"journal {path}: its lock file {lock_path} is a symbolic link; remove it") from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -980,10 +1157,8 @@ def compact(
     try:
         state, _ = fold(journal)
         state.prune(time.time(), result_ttl, result_cache_size)
-        temporary = journal.with_name(journal.name + ".compact")
-        after = write_snapshot(temporary, state.snapshot_records())
-        os.replace(temporary, journal)
-        _fsync_directory(journal)
+        fd, after = replace_with_snapshot(journal, state.snapshot_records())
+        os.close(fd)
     finally:
         os.close(lock_fd)
     return before, after
@@ -992,7 +1167,7 @@ def compact(
 def _in_use(path: Path) -> bool:
     """True while a process holds the journal's lock (checked without creating the lock file)."""
     try:
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
     try:

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pynng
 
+from fastworker.client.admission import ConnectionAdmission, ConnectionEvent, raise_open_files_limit
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles, tls_address
 from fastworker.client.transport import ReplyServer, Request, listener_url
@@ -92,6 +92,10 @@ class ControlPlane:
         """Replay the journal (if any), bind every socket, start serving, and write the ready file."""
         s = self.settings
         loop = asyncio.get_running_loop()
+        # Each connection holds a descriptor: the caps below, not the OS, should be what refuses them.
+        open_files = raise_open_files_limit()
+        if open_files < 2 * s.max_connections + 64:
+            logger.warning("only %d open files allowed: fewer than two sockets' --max-connections", open_files)
         if s.journal:
             self.journal = Journal(
                 s.journal,
@@ -116,7 +120,8 @@ class ControlPlane:
         if self.journal is not None:
             self.coordinator.restore(self.journal.recovered)
         api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size)
-        self._auth = FrameAuth(s.secret) if s.secret else None
+        # Requests must be addressed to this instance: a frame captured before a restart is refused after it.
+        self._auth = FrameAuth(s.secret, identity=self.instance_id) if s.secret else None
 
         def serve_client(request: Request) -> None:
             api.handle(request.data, request.reply)
@@ -132,6 +137,7 @@ class ControlPlane:
             heartbeat_timeout=s.heartbeat_timeout,
             on_fleet_change=self._fleet_changed,
             instance_id=self.instance_id,
+            max_worker_tasks=s.max_worker_tasks,
         )
         workers_api = WorkerApi(
             self.coordinator,
@@ -204,19 +210,33 @@ class ControlPlane:
         try:
             web_app = importlib.import_module("fastworker.dashboard.web.app")
             web_server = importlib.import_module("fastworker.dashboard.web.server")
+            exposure = importlib.import_module("fastworker.dashboard.web.exposure")
         except ImportError:
             logger.info("fastworker-dashboard is not installed: serving no web dashboard")
             return
         address = parse_address(discovery_address)
         if address.host in _WILDCARD_HOSTS:
             discovery_address = address.with_host("127.0.0.1").url
+        password = s.dashboard_password or s.secret
         try:
             host, port = web_server.parse_address(s.dashboard_address)
+        except ValueError as exc:
+            logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
+            return
+        # Raises UnprotectedDashboard (start fails, the process exits 1): no password past loopback.
+        exposed = exposure.refuse_unprotected(host, port, protected=bool(password), insecure=s.dashboard_insecure)
+        try:
             # Under TLS its client dials this very process over loopback: no peer to verify, and
             # with mutual TLS it presents this control plane's own certificate.
             own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
             app = web_app.create_app(
-                control_plane=discovery_address, secret=s.secret, read_only=s.dashboard_read_only, tls=own
+                control_plane=discovery_address,
+                secret=s.secret,
+                read_only=s.dashboard_read_only,
+                tls=own,
+                password=password,
+                hosts=s.dashboard_hosts,
+                bind_host=host,
             )
             # In a thread: the app's client connects through this loop's discovery announcements.
             self._dashboard = await asyncio.to_thread(web_server.start_in_thread, app, host, port)
@@ -224,7 +244,13 @@ class ControlPlane:
             logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
             return
         self.addresses["dashboard"] = self._dashboard.url
-        logger.info("web dashboard on %s", self._dashboard.url)
+        logger.info("web dashboard on %s (bound to %s)", self._dashboard.url, self._dashboard.bound)
+        if exposed and not password:
+            logger.warning(
+                "the web dashboard listens on %s with neither secret nor password (--dashboard-insecure): "
+                "anyone who reaches it can read tasks and act",
+                self._dashboard.bound,
+            )
 
     def _serve(
         self,
@@ -235,37 +261,51 @@ class ControlPlane:
     ) -> str:
         sock = factory(recv_max_size=self.settings.max_frame_size + _RECV_SLACK)
         self._sockets.append(sock)
-        self._bound_connections(sock, address)
+        admission = self._bound_connections(sock, address, loop)
         if self._tls is not None:
             sock.tls_config = self._tls.server_config()
         bound = listener_url(sock.listen(address), address)
-        server = ReplyServer(sock, handler, loop, auth=self._auth, on_refused=self._refused)
+        server = ReplyServer(
+            sock,
+            handler,
+            loop,
+            auth=self._auth,
+            on_refused=self._refused,
+            admission=admission,
+            on_event=self._connection_event,
+        )
         server.start()
         self._servers.append(server)
         return bound
 
-    def _bound_connections(self, sock: pynng.Socket, address: str) -> None:
-        """Refuse connections beyond ``--max-connections`` on a listening socket (each costs buffers and contexts)."""
-        limit = self.settings.max_connections
-        live: set[int] = set()
-        lock = threading.Lock()
+    def _bound_connections(
+        self, sock: pynng.Socket, address: str, loop: asyncio.AbstractEventLoop
+    ) -> ConnectionAdmission:
+        """Cap a listening socket's connections, overall and per peer address, and expire silent ones.
 
-        def admit(pipe: pynng.Pipe) -> None:  # on an nng thread, before the connection is used
-            with lock:
-                if len(live) >= limit:
-                    pipe.close()
-                    logger.warning(
-                        "refused a connection to %s: %d connections already (--max-connections)", address, limit
-                    )
-                    return
-                live.add(pipe.id)
+        Each connection costs buffers, contexts and a descriptor; see ``fastworker.client.admission``.
+        """
+        s = self.settings
+        admission = ConnectionAdmission(
+            name=address,
+            max_connections=s.max_connections,
+            max_per_peer=s.max_connections_per_peer,
+            idle_timeout=s.idle_connection_timeout,
+        )
+        admission.attach(sock, loop, self._connection_event)
+        return admission
 
-        def gone(pipe: pynng.Pipe) -> None:
-            with lock:
-                live.discard(pipe.id)
-
-        sock.add_pre_pipe_connect_cb(admit)
-        sock.add_post_pipe_remove_cb(gone)
+    def _connection_event(self, event: ConnectionEvent) -> None:
+        """Count a refused, idle-closed or unread-dropped connection in the stats (on the loop)."""
+        counters = self.coordinator.counters if self.coordinator is not None else None
+        if counters is None:
+            return
+        if event is ConnectionEvent.REFUSED:
+            counters.connections_refused += 1
+        elif event is ConnectionEvent.IDLE_CLOSED:
+            counters.connections_idle_closed += 1
+        else:
+            counters.connections_dropped_unread += 1
 
     def _address(self, address: str) -> str:
         """The address to listen on: upgraded to ``tls+tcp://`` when TLS is configured."""
@@ -305,13 +345,15 @@ class ControlPlane:
         announcement.instance_id = self.instance_id
         announcement.client_address = advertised(self.addresses["client"] or "", self.settings.advertise_host)
         announcement.dispatch_address = advertised(self.addresses["dispatch"] or "", self.settings.advertise_host)
+        announcement.auth_required = self._auth is not None
+        if self._auth is None:
+            return  # unsealed, anyone may listen: only what a peer needs to connect (the rest is in stats)
         announcement.dashboard_url = self.addresses["dashboard"] or ""
         names = set(self.registry.names())
         if self.fleet is not None:
             names |= self.fleet.task_names()
         announcement.task_names.extend(sorted(names))
         announcement.workers_online = len(self.fleet) if self.fleet is not None else 0
-        announcement.auth_required = self._auth is not None
         announcement.version = __version__
         if self.coordinator is not None:
             announcement.started_at = self.coordinator.started_at

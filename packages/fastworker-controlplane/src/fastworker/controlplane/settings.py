@@ -25,6 +25,12 @@ class ControlPlaneSettings:
     dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
     no_dashboard: bool = False
     dashboard_read_only: bool = False
+    #: Password for the dashboard's actions and /login (None: the secret).
+    dashboard_password: str | None = field(default=None, repr=False)
+    #: Extra Host names the dashboard answers to (NAME or NAME:PORT); other Hosts get 400.
+    dashboard_hosts: tuple[str, ...] = ()
+    #: Serve the dashboard on a non-loopback address even with neither secret nor password.
+    dashboard_insecure: bool = False
     #: Shared secret: with it, every frame on every channel is sealed and checked (protocol.auth).
     secret: str | None = field(default=None, repr=False)
     #: TLS on every channel: this certificate and key; with a CA, peers need certificates it signed.
@@ -38,6 +44,13 @@ class ControlPlaneSettings:
     result_cache_mb: int = 512
     #: Connections each listening socket (clients, workers) accepts at once.
     max_connections: int = 1024
+    #: Of those, connections from one peer address (so one host cannot lock the others out).
+    max_connections_per_peer: int = 256
+    #: Seconds a connection may stay open without sending a valid (authenticated) request.
+    idle_connection_timeout: float = 10.0
+    #: Most tasks one subworker may hold at once (running plus prefetched): bounds a worker that claims
+    #: absurd capacity, and caps its registered capacity.
+    max_worker_tasks: int = 1024
     result_ttl: float = 3600.0
     max_queue: int = 0
     #: Write-ahead journal file: tasks, state changes and results survive a restart or a crash (None: off).
@@ -58,6 +71,9 @@ class ControlPlaneSettings:
             (self.result_cache_size >= 1, "--result-cache-size must be at least 1"),
             (self.result_cache_mb >= 1, "--result-cache-mb must be at least 1"),
             (self.max_connections >= 1, "--max-connections must be at least 1"),
+            (self.max_connections_per_peer >= 1, "--max-connections-per-peer must be at least 1"),
+            (self.idle_connection_timeout > 0, "--idle-connection-timeout must be positive"),
+            (self.max_worker_tasks >= 1, "--max-worker-tasks must be at least 1"),
             (self.result_ttl > 0, "--result-ttl must be positive"),
             (self.max_queue >= 0, "--max-queue must be 0 (unbounded) or more"),
             (self.heartbeat_interval > 0, "--heartbeat-interval must be positive"),

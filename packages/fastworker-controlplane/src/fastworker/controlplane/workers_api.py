@@ -7,7 +7,7 @@ import logging
 from fastworker.client.transport import Request
 from fastworker.controlplane.api import decode_request, error_frame
 from fastworker.controlplane.coordinator import Coordinator
-from fastworker.controlplane.dispatcher import Dispatcher
+from fastworker.controlplane.dispatcher import Dispatcher, WorkerIdInUse
 from fastworker.controlplane.fleet import WorkerRecord
 from fastworker.controlplane.periodic import schedule_problem
 from fastworker.protocol.framing import encode_frame, new_envelope
@@ -29,10 +29,6 @@ def _definitions_problem(body: worker_pb2.RegisterRequest) -> str | None:
     return None
 
 
-#: Most tasks a worker may hold beyond its capacity, per slot (bounds what one worker can hoard).
-MAX_PREFETCH_PER_SLOT = 16
-
-
 class WorkerApi:
     """Handles one request from a subworker: register, work request, results, heartbeat, deregister."""
 
@@ -52,6 +48,7 @@ class WorkerApi:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.max_frame_size = max_frame_size
+        self._last_refusal_log = float("-inf")
 
     def handle(self, request: Request) -> None:
         """Decode and serve one dispatch-channel request; bad frames get a typed error and nothing else."""
@@ -93,14 +90,29 @@ class WorkerApi:
             answer.accepted = False
             answer.reason = problem
         else:
-            self.dispatcher.register(body, request.pipe_id)
-            answer.accepted = True
+            try:
+                _, answer.resumed = self.dispatcher.register(body, request.pipe_id)
+                answer.accepted = True
+            except WorkerIdInUse as exc:
+                answer.accepted = False
+                answer.id_in_use = True
+                answer.reason = str(exc)
+                self._log_refusal(f"refused worker registration from pid {body.pid} on {body.host!r}: {exc}")
         request.reply(encode_frame(reply))
+
+    def _log_refusal(self, message: str) -> None:
+        """Log a refused registration, at most once a second (a misconfigured fleet retries in a loop)."""
+        now = self.dispatcher.monotonic()
+        if now - self._last_refusal_log >= 1.0:
+            self._last_refusal_log = now
+            logger.error(message)
 
     def _from_worker(self, kind: str, envelope: Envelope, request: Request) -> None:
         worker_id = self._worker_id(kind, envelope)
         worker = self.dispatcher.fleet.get(worker_id)
-        if worker is None:
+        # A worker is its connection: a request under its id from another connection (an impostor, or
+        # the worker itself after a reconnect) is told to register, which resumes the same process only.
+        if worker is None or (request.pipe_id and worker.pipe_id and request.pipe_id != worker.pipe_id):
             request.reply(
                 error_frame(
                     error_pb2.ERROR_CODE_NOT_REGISTERED,
@@ -109,22 +121,21 @@ class WorkerApi:
                 )
             )
             return
-        worker.last_seen = self.coordinator.clock()
-        worker.pipe_id = request.pipe_id or worker.pipe_id
+        self.dispatcher.heard(worker)
         if kind == "work_request":
             body = envelope.work_request
-            worker.prefetch = min(body.prefetch, MAX_PREFETCH_PER_SLOT * worker.capacity)
-            if body.started_task_ids:
-                self.dispatcher.started(worker, body.started_task_ids)
+            worker.ask_prefetch(body.prefetch, self.dispatcher.max_worker_tasks)
             if body.outcomes:
                 self.dispatcher.results(worker, list(body.outcomes))
             self.dispatcher.reconcile(worker, set(body.held_task_ids))
-            self.dispatcher.pull(worker, request, body.hold, envelope.correlation_id)
+            self.dispatcher.pull(worker, request, body.hold, envelope.correlation_id, body.started_task_ids)
             return
+        granted: list[str] | None = None
         if kind == "results":
-            if envelope.results.started_task_ids:
-                self.dispatcher.started(worker, envelope.results.started_task_ids)
             self.dispatcher.results(worker, list(envelope.results.outcomes))
+            if envelope.results.started_task_ids:
+                # Claims of prefetched tasks: answered with those still leased to this worker.
+                granted = self.dispatcher.started(worker, envelope.results.started_task_ids)
         elif kind == "heartbeat":
             self._heartbeat(worker, envelope)
         else:  # deregister
@@ -137,6 +148,10 @@ class WorkerApi:
             beat.cancel_task_ids.extend(self.dispatcher.take_cancels(worker))
             if worker.drain_order is not None:
                 beat.drain.timeout = worker.drain_order
+        elif granted is not None:
+            ack.dispatch.instance_id = self.instance_id
+            ack.dispatch.granted_task_ids.extend(granted)
+            ack.dispatch.SetInParent()
         else:
             ack.ack.SetInParent()
         request.reply(encode_frame(ack))

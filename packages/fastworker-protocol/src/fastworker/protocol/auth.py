@@ -11,6 +11,14 @@ outside ``window`` seconds of its own clock (an old capture; keep hosts' clocks 
 whose nonce it has already accepted within the window (a replay). Opening returns the plain
 frame (``b"FW\x01" + envelope``) that :func:`~fastworker.protocol.framing.decode_frame` reads.
 
+The nonce memory lives in one process and dies with it, so a receiver with an ``identity`` (the
+control plane: its instance id, new at every start) also requires frames to be *addressed* to it:
+the sender seals with ``recipient=`` that id, which selects the MAC key (derived from the secret
+and the id). A frame captured before a restart was addressed to the previous instance and fails
+the check afterwards, whatever the nonce memory forgot. Frames the control plane sends (replies,
+announcements) are not addressed: a reply is bound to its request by nng's request id and the
+envelope's correlation id, and requesters start correlation ids at a random value.
+
 This authenticates; it does not encrypt: use TLS for confidentiality. The secret never crosses
 the wire, and nothing in a frame reveals it.
 """
@@ -37,6 +45,8 @@ SEALED_PREFIX = MAGIC + bytes([SEALED_WIRE_FORMAT])
 DEFAULT_WINDOW = 60.0
 #: Most nonces remembered for replay detection (older ones fall out of the window anyway).
 DEFAULT_REPLAY_CAPACITY = 1_000_000
+#: Most recipients' derived keys kept by one sender.
+_MAX_RECIPIENT_KEYS = 64
 
 _TIME = struct.Struct(">d")
 _NONCE_SIZE = 12
@@ -59,12 +69,16 @@ class FrameAuth:
         window: float = DEFAULT_WINDOW,
         replay_capacity: int = DEFAULT_REPLAY_CAPACITY,
         clock: Callable[[], float] = time.time,
+        identity: str = "",
     ) -> None:
         if not secret:
             raise ValueError("the shared secret cannot be empty")
         raw = secret.encode() if isinstance(secret, str) else bytes(secret)
         # Derive the MAC key, so that the configured secret itself is never used directly.
         self._key = hashlib.sha256(b"fastworker frame key v1\x00" + raw).digest()
+        #: When set, :meth:`open` accepts only frames sealed with ``recipient=identity``.
+        self.identity = identity
+        self._recipient_keys: dict[str, bytes] = {}
         self.window = window
         self.replay_capacity = replay_capacity
         self._clock = clock
@@ -73,19 +87,44 @@ class FrameAuth:
         #: when more than ``replay_capacity`` frames arrived within one window.
         self._floor = float("-inf")
 
-    def seal(self, frame: bytes) -> bytes:
-        """The sealed form of a plain frame (a fresh nonce every call, so a resend is not a replay)."""
+    def _key_for(self, recipient: str) -> bytes:
+        """The MAC key of frames addressed to ``recipient`` (the plain key when none is named).
+
+        A separate key per recipient, rather than the id mixed into the MAC input, so that no frame
+        addressed to one recipient (or to none) can be reinterpreted as addressed to another.
+        """
+        if not recipient:
+            return self._key
+        key = self._recipient_keys.get(recipient)
+        if key is None:
+            if len(self._recipient_keys) >= _MAX_RECIPIENT_KEYS:
+                self._recipient_keys.clear()  # a peer sees a handful of instances in its life
+            key = hmac.new(self._key, b"recipient\x00" + recipient.encode(), hashlib.sha256).digest()
+            self._recipient_keys[recipient] = key
+        return key
+
+    def seal(self, frame: bytes, *, recipient: str = "") -> bytes:
+        """The sealed form of a plain frame (a fresh nonce every call, so a resend is not a replay).
+
+        Args:
+            frame: The plain frame.
+            recipient: The receiver's identity (the control plane's instance id): only a receiver
+                with that identity opens the frame, so a capture dies with the instance it was sent to.
+        """
         header = SEALED_PREFIX + _TIME.pack(self._clock()) + os.urandom(_NONCE_SIZE)
         body = memoryview(frame)[_PLAIN_HEADER:]
-        mac = hmac.new(self._key, header, hashlib.sha256)
+        mac = hmac.new(self._key_for(recipient), header, hashlib.sha256)
         mac.update(body)
         return b"".join((header, mac.digest(), body))
 
     def open(self, data: bytes) -> bytes:
         """Check a sealed frame and return the plain frame inside it.
 
+        With an ``identity``, only frames sealed with ``recipient=identity`` open.
+
         Raises:
-            AuthenticationError: not sealed, wrong MAC, outside the time window, or a replay.
+            AuthenticationError: not sealed, wrong MAC (wrong secret, altered, or addressed to another
+                identity), outside the time window, or a replay.
         """
         if data[:3] != SEALED_PREFIX:
             raise AuthenticationError("frame is not authenticated: this peer requires the shared secret")
@@ -94,9 +133,14 @@ class FrameAuth:
         view = memoryview(data)
         header = view[:_HEADER_SIZE]
         body = view[_OVERHEAD:]
-        mac = hmac.new(self._key, header, hashlib.sha256)
+        mac = hmac.new(self._key_for(self.identity), header, hashlib.sha256)
         mac.update(body)
         if not hmac.compare_digest(mac.digest(), view[_HEADER_SIZE:_OVERHEAD]):
+            if self.identity:
+                raise AuthenticationError(
+                    "frame authentication failed: wrong shared secret, altered frame, or addressed to another "
+                    "control plane instance (sent before a restart, or replayed)"
+                )
             raise AuthenticationError("frame authentication failed: wrong shared secret or altered frame")
         now = self._clock()
         (sent_at,) = _TIME.unpack_from(data, len(SEALED_PREFIX))

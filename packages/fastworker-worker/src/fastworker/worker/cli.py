@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
@@ -59,6 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-child-rss", type=int, default=0, metavar="MB", help="replace a child process above this RSS")
     p.add_argument("--allow-pickle", action="store_true", help="accept and produce pickle payloads (unsafe)")
     p.add_argument("--secret", default=None, help="the control plane's shared secret (every frame is authenticated)")
+    add_secret_file_flag(p)
     p.add_argument(
         "--tls-ca", default=None, metavar="PEM", help="CA bundle that signed the control plane's certificate"
     )
@@ -74,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
+    args.secret = resolve_secret(parser, args, argv)
     logging.config.dictConfig(
         {
             "version": 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
@@ -17,7 +18,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
-from fastworker.protocol.v1 import task_pb2, worker_pb2
+from fastworker.protocol.v1 import worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class ControlPlaneLink:
         self.max_frame_size = max_frame_size
         self.instance_id = ""
         self.dispatch_address = ""
+        #: Monotonic time this worker sent the latest request the control plane answered: the start
+        #: of its lease (``fastworker.protocol.lease``). Measured at sending, never at the answer,
+        #: since the control plane may have taken the request in no later than that.
+        self.last_contact = float("-inf")
         #: Set when an announcement names a control plane other than the one registered with.
         self.instance_changed = asyncio.Event()
         self._announced = asyncio.Event()
@@ -53,7 +58,9 @@ class ControlPlaneLink:
         auth = FrameAuth(secret) if secret else None
         self._announcements = AnnouncementReader(auth, max_frame_size=max_frame_size)
         self._channel = RequestChannel(loop, max_frame_size=max_frame_size, tls=tls)
-        self._requester = Requester(self._channel, max_frame_size=max_frame_size, auth=auth)
+        self._requester = Requester(
+            self._channel, max_frame_size=max_frame_size, auth=auth, instance=lambda: self.instance_id
+        )
         self._subscription = Subscription(
             loop, discovery_address, DISCOVERY_TOPIC, self._on_discovery, max_frame_size=max_frame_size, tls=tls
         )
@@ -73,6 +80,13 @@ class ControlPlaneLink:
         self._announced.set()
         if self._registered_instance and announcement.instance_id != self._registered_instance:
             self.instance_changed.set()
+
+    async def _request(self, build: Callable[[Envelope], None], *, timeout: float, hold: float = 0.0) -> Envelope:
+        """One exchange with the control plane; an answer renews this worker's lease (``last_contact``)."""
+        sent = time.monotonic()
+        reply = await self._requester.request(build, timeout=timeout, hold=hold)
+        self.last_contact = max(self.last_contact, sent)
+        return reply
 
     async def wait_for_control_plane(self, timeout: float | None = None) -> None:
         """Wait until a control plane announced itself (forever when timeout is None).
@@ -94,7 +108,7 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.register.CopyFrom(request)
 
-        reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        reply = await self._request(build, timeout=REQUEST_TIMEOUT)
         answer = reply.register_reply
         self._registered_instance = answer.instance_id or instance
         self.instance_changed.clear()
@@ -107,9 +121,8 @@ class ControlPlaneLink:
         outcomes: Sequence[worker_pb2.TaskOutcome] = (),
         held_task_ids: Sequence[str] = (),
         prefetch: int = 0,
-        started_task_ids: Sequence[str] = (),
-    ) -> tuple[Sequence[task_pb2.TaskSpec], str]:
-        """Report outcomes and ask for work: returns (tasks within our free capacity, the dispatching instance).
+    ) -> worker_pb2.Dispatch:
+        """Report outcomes and ask for work: returns the control plane's Dispatch (``instance_id`` filled in).
 
         ``held_task_ids`` lists every task this worker holds, so the control plane can take back
         tasks whose dispatch never arrived.
@@ -125,31 +138,36 @@ class ControlPlaneLink:
             envelope.work_request.outcomes.extend(outcomes)
             envelope.work_request.held_task_ids.extend(held_task_ids)
             envelope.work_request.prefetch = prefetch
-            envelope.work_request.started_task_ids.extend(started_task_ids)
 
-        reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT, hold=hold)
-        if reply.dispatch.cancel_task_ids:
-            self.on_cancel(list(reply.dispatch.cancel_task_ids))
-        if reply.dispatch.HasField("drain"):
-            self.on_drain(reply.dispatch.drain.timeout)
-        return reply.dispatch.tasks, reply.dispatch.instance_id or self.instance_id
+        reply = await self._request(build, timeout=REQUEST_TIMEOUT, hold=hold)
+        dispatch = reply.dispatch
+        if dispatch.cancel_task_ids:
+            self.on_cancel(list(dispatch.cancel_task_ids))
+        if dispatch.HasField("drain"):
+            self.on_drain(dispatch.drain.timeout)
+        if not dispatch.instance_id:
+            dispatch.instance_id = self.instance_id
+        return dispatch
 
     async def send_results(
-        self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome], started_task_ids: Sequence[str] = ()
-    ) -> None:
-        """Report finished tasks.
+        self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome], claims: Sequence[str] = ()
+    ) -> list[str]:
+        """Report finished tasks, and claim prefetched tasks to start: returns the claims granted.
 
         Raises:
-            NotRegistered: the control plane does not know this worker (the results are moot).
+            NotRegistered: the control plane does not know this worker.
             ControlPlaneUnavailable: no reply in time.
         """
 
         def build(envelope: Envelope) -> None:
             envelope.results.worker_id = worker_id
             envelope.results.outcomes.extend(outcomes)
-            envelope.results.started_task_ids.extend(started_task_ids)
+            envelope.results.started_task_ids.extend(claims)
 
-        await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        reply = await self._request(build, timeout=REQUEST_TIMEOUT)
+        if reply.WhichOneof("body") != "dispatch":
+            return []
+        return list(reply.dispatch.granted_task_ids)
 
     async def heartbeat(self, beat: worker_pb2.Heartbeat) -> None:
         """Tell the control plane this worker lives, with its load.
@@ -162,7 +180,7 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.heartbeat.CopyFrom(beat)
 
-        reply = await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        reply = await self._request(build, timeout=REQUEST_TIMEOUT)
         if reply.WhichOneof("body") == "heartbeat":
             if reply.heartbeat.cancel_task_ids:
                 self.on_cancel(list(reply.heartbeat.cancel_task_ids))
@@ -180,7 +198,7 @@ class ControlPlaneLink:
             envelope.deregister.worker_id = worker_id
             envelope.deregister.returned_task_ids.extend(returned_task_ids)
 
-        await self._requester.request(build, timeout=REQUEST_TIMEOUT)
+        await self._request(build, timeout=REQUEST_TIMEOUT)
 
     def close(self) -> None:
         """Close the sockets."""

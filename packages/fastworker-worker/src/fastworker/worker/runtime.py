@@ -4,6 +4,10 @@ A worker asks for work only while it has a free slot (one outstanding WorkReques
 the control plane never hands it more than it can start at once and short tasks never wait behind
 long ones here. Async tasks run on this process's event loop; sync tasks run in child processes
 (``pool``), so a task that crashes or hangs costs one child, not the worker.
+
+While its tasks are short it prefetches a few beyond its slots; those start only once the control
+plane granted them (a claim), and nothing starts while its lease has lapsed (the fence of
+``fastworker.protocol.lease``): a task it holds when its link is cut never runs here and elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +30,7 @@ from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.requester import NotRegistered
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
+from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited
 from fastworker.worker.link import ControlPlaneLink
@@ -40,6 +46,8 @@ PREFETCH_TASK_TIME = 0.02
 REFILL_REPORT_DELAY = 0.005
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
+#: Exit code when the control plane refuses this worker's id (another live worker process holds it).
+EXIT_ID_IN_USE = 3
 
 
 class WorkerState(enum.StrEnum):
@@ -129,8 +137,18 @@ class Worker:
         self._running: dict[str, _Running] = {}
         #: Prefetched tasks waiting here for a free slot (they count as held), in dispatch order.
         self._backlog: dict[str, tuple[task_pb2.TaskSpec, str]] = {}
-        #: Prefetched tasks started since the last report (the control plane shows them PENDING until told).
-        self._started: list[str] = []
+        #: Prefetched tasks the control plane granted: only these may start (``Results.started_task_ids``).
+        self._granted: set[str] = set()
+        #: Prefetched tasks asked for on the claim request in flight, and that request's task.
+        self._claiming: set[str] = set()
+        self._claimer: asyncio.Task[None] | None = None
+        #: Random per process: lets the control plane tell a reconnect of this process from another
+        #: process that claims the same worker id.
+        self.incarnation = uuid.uuid4().hex
+        #: The control plane's heartbeat timeout (from the registration): sets this worker's fence.
+        self.heartbeat_timeout = 5.0
+        self.exit_code = 0
+        self._fence_logged = False
         #: Moving average of recent task run times, in seconds (decides whether to prefetch); it
         #: starts high, so a worker prefetches only once its tasks have proven short.
         self._run_time = 1.0
@@ -187,7 +205,7 @@ class Worker:
             raise
         if self._stop.is_set():
             await self._close()
-            return 0
+            return self.exit_code
         self.state = WorkerState.RUNNING
         if s.ready_file:
             self._write_ready_file(Path(s.ready_file))
@@ -196,7 +214,7 @@ class Worker:
         await self._stop.wait()
         await self._drain()
         await self._close()
-        return 0
+        return self.exit_code
 
     async def _first_registration(self) -> None:
         assert self._link is not None
@@ -222,6 +240,7 @@ class Worker:
             pid=os.getpid(),
             capacity=s.concurrency,
             version=__version__,
+            incarnation=self.incarnation,
         )
         request.tasks.extend(self.registry.definitions())
         try:
@@ -231,8 +250,16 @@ class Worker:
             return False
         if not answer.accepted:
             logger.error("the control plane refused this worker: %s", answer.reason)
+            if answer.id_in_use:
+                self.exit_code = EXIT_ID_IN_USE
+                self.request_stop("its worker id is in use by another live worker")
             return False
         self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
+        self.heartbeat_timeout = answer.heartbeat_timeout or self.heartbeat_timeout
+        if not answer.resumed:
+            # A fresh registration: the control plane holds no lease for what this worker prefetched
+            # before (it took those back, or will once this worker's fence has passed): start none.
+            self._drop_prefetched()
         self._registered.set()
         logger.info(
             "worker %s registered with control plane %s (%d tasks, capacity %d)",
@@ -243,21 +270,46 @@ class Worker:
         )
         return True
 
-    async def _register_again(self, why: str) -> None:
-        """The control plane forgot us (restart, or declared us lost): register anew."""
+    def _lost_registration(self, why: str) -> None:
+        """The control plane does not know this worker (restart, loss, reconnect): register anew.
+
+        Nothing is dropped here: a registration that resumes keeps every lease, and one that does not
+        drops the prefetched tasks (``_register``). Outcomes are kept and sent again: the control
+        plane applies those it still counts on and ignores the rest.
+        """
         if not self._registered.is_set():
             return  # someone is already at it
         self._registered.clear()
         logger.warning("registering again: %s", why)
-        # Results of tasks given by the old registration are moot: the control plane re-queued them.
-        self._results.clear()
-        self._unacked.clear()
-        self._backlog.clear()  # prefetched, never started: re-queued by the control plane too
-        self._started.clear()
+        self._spawn(self._register_until_accepted())
+
+    async def _register_until_accepted(self) -> None:
         while not self._stop.is_set():
             if await self._register():
+                self._start_waiting()
+                self._slot_free.set()  # the pull loop asks for work again
                 return
             await asyncio.sleep(0.5)
+
+    def _drop_prefetched(self) -> None:
+        """Forget prefetched tasks that never started (the control plane re-queues them)."""
+        if self._backlog:
+            logger.info("dropping %d prefetched tasks that never started", len(self._backlog))
+        self._backlog.clear()
+        self._granted.clear()
+
+    def _fenced(self) -> bool:
+        """True while this worker's lease has lapsed: it must start nothing it holds."""
+        link = self._link
+        fenced = link is None or worker_fenced(time.monotonic(), link.last_contact, self.heartbeat_timeout)
+        if fenced and not self._fence_logged:
+            logger.warning(
+                "no answer from the control plane for %.1f s: starting none of the %d prefetched tasks until it answers",
+                fence_after(self.heartbeat_timeout),
+                len(self._backlog),
+            )
+        self._fence_logged = fenced
+        return fenced
 
     def _write_ready_file(self, path: Path) -> None:
         temporary = path.with_name(path.name + ".tmp")
@@ -293,22 +345,80 @@ class Worker:
             self._pulling = True
             self._refilling = not starving
             try:
-                started, self._started = self._started, []
-                specs, instance = await link.pull(
-                    self.settings.worker_id, self.heartbeat_interval, outcomes, held, prefetch, started
-                )
+                dispatch = await link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes, held, prefetch)
             except NotRegistered:
-                await self._register_again("the control plane does not know this worker")
+                self._give_back(current, outcomes)
+                self._lost_registration("the control plane does not know this worker")
                 continue
-            except ControlPlaneUnavailable:
+            except FastworkerError as exc:  # unreachable, or refused (e.g. sealed for an instance now gone)
+                if not isinstance(exc, ControlPlaneUnavailable):
+                    logger.warning("work request failed (asking again): %s", exc)
                 self._give_back(current, outcomes)
                 await asyncio.sleep(0.2)
                 continue
             finally:
                 self._pulling = False
             self._acknowledged(outcomes)
-            for spec in specs:
-                self._start(spec, instance)
+            self._start_waiting()
+            prefetched = set(dispatch.prefetched_task_ids)
+            for spec in dispatch.tasks:
+                self._start(spec, dispatch.instance_id, prefetched=spec.task_id in prefetched)
+            if prefetched:
+                self._start_waiting()  # claims them at once if a slot of ours is free already
+
+    def _claims(self) -> list[str]:
+        """Prefetched tasks to ask to start: the oldest not granted or asked for yet, one per free slot."""
+        free = self.settings.concurrency - len(self._running) - len(self._granted) - len(self._claiming)
+        if free <= 0:
+            return []
+        return [t for t in self._backlog if t not in self._granted and t not in self._claiming][:free]
+
+    async def _claim(self) -> None:
+        """Ask to start prefetched tasks for the free slots, with the outcomes waiting to be reported.
+
+        A prefetched task starts only once the control plane granted it, so that a task it may hand
+        to another worker (after this one's link was cut) is never started here too. Claims go on
+        their own request, answered at once, never behind a held work request.
+        """
+        link = self._link
+        assert link is not None
+        try:
+            while self.state is WorkerState.RUNNING and (claims := self._claims()):
+                await self._registered.wait()
+                current = link.instance_id
+                outcomes = self._take_results(current)
+                self._claiming.update(claims)
+                try:
+                    granted = await link.send_results(self.settings.worker_id, outcomes, claims)
+                except NotRegistered:
+                    self._give_back(current, outcomes)
+                    self._lost_registration("the control plane does not know this worker")
+                    return
+                except FastworkerError as exc:
+                    if not isinstance(exc, ControlPlaneUnavailable):
+                        logger.warning("claim failed (asking again): %s", exc)
+                    self._give_back(current, outcomes)
+                    await asyncio.sleep(0.2)
+                    continue
+                finally:
+                    self._claiming.difference_update(claims)
+                self._acknowledged(outcomes)
+                self._take_grants(claims, granted)
+                self._start_waiting(claim=False)
+        finally:
+            self._claimer = None
+
+    def _take_grants(self, claims: Sequence[str], granted: Sequence[str]) -> None:
+        """Record which claims the control plane granted; a claim it refused was taken back: dropped."""
+        allowed = set(granted)
+        for task_id in claims:
+            if task_id not in self._backlog:
+                continue
+            if task_id in allowed:
+                self._granted.add(task_id)
+            else:
+                del self._backlog[task_id]
+                logger.info("prefetched task %s was taken back by the control plane: dropped", task_id)
 
     def _prefetch(self) -> int:
         """Tasks to take beyond the slots now: the setting while tasks are short, else none."""
@@ -343,9 +453,11 @@ class Worker:
             try:
                 await link.heartbeat(self._beat())
             except NotRegistered:
-                self._spawn(self._register_again("the control plane does not know this worker"))
+                self._lost_registration("the control plane does not know this worker")
             except FastworkerError as exc:
                 logger.debug("heartbeat failed: %s", exc)
+            else:
+                self._start_waiting()  # an answer lifts the fence, if it was up
 
     def _beat(self) -> worker_pb2.Heartbeat:
         return worker_pb2.Heartbeat(
@@ -363,8 +475,9 @@ class Worker:
         assert link is not None
         while True:
             await link.instance_changed.wait()
-            await self._register_again(f"a new control plane instance {link.instance_id} announced itself")
             link.instance_changed.clear()
+            self._lost_registration(f"a new control plane instance {link.instance_id} announced itself")
+            await self._registered.wait()
 
     # ---------------------------------------------------------------------------------------- tasks
 
@@ -372,6 +485,7 @@ class Worker:
         """Stop running tasks the control plane cancelled; each is reported CANCELLED."""
         for task_id in task_ids:
             waiting = self._backlog.pop(task_id, None)
+            self._granted.discard(task_id)
             if waiting is not None:
                 spec, instance = waiting
                 logger.info("cancelling prefetched task %s on request of the control plane", task_id)
@@ -388,22 +502,47 @@ class Worker:
             self._cancelled.add(task_id)
             running.runner.cancel()
 
-    def _start(self, spec: task_pb2.TaskSpec, instance: str) -> None:
+    def _start(self, spec: task_pb2.TaskSpec, instance: str, *, prefetched: bool = False) -> None:
+        """Run a dispatched task now, or hold it until a slot frees.
+
+        A task the control plane counts as prefetched waits for a grant even if a slot of ours is
+        free already (we finished a task it has not heard of yet): it may hand that task to another
+        worker until then. One it counts as running needs no grant.
+        """
         if spec.task_id in self._running or spec.task_id in self._backlog:
             return  # already holding this very task (a duplicate delivery): never run it twice at once
-        if len(self._running) >= self.settings.concurrency:
-            self._backlog[spec.task_id] = (spec, instance)  # prefetched: runs when a slot frees
+        if prefetched or len(self._running) >= self.settings.concurrency:
+            self._backlog[spec.task_id] = (spec, instance)
+            if not prefetched:
+                self._granted.add(spec.task_id)  # counted as running already: starts when a slot frees
             return
+        if self._fenced():
+            # The answer came too late: the control plane may take this task back before it could
+            # hear from us again. Not held: the next work request lets it re-queue the task.
+            logger.warning("task %s arrived after this worker's fence: not started", spec.task_id)
+            return
+        self._run(spec, instance)
+
+    def _run(self, spec: task_pb2.TaskSpec, instance: str) -> None:
         runner = asyncio.get_running_loop().create_task(self._execute(spec, instance))
         self._running[spec.task_id] = _Running(spec, instance, runner)
 
-    def _start_waiting(self) -> None:
-        """Fill free slots from the prefetched backlog, oldest first."""
-        while self._backlog and len(self._running) < self.settings.concurrency:
-            task_id = next(iter(self._backlog))
-            spec, instance = self._backlog.pop(task_id)
-            self._start(spec, instance)
-            self._started.append(task_id)
+    def _start_waiting(self, *, claim: bool = True) -> None:
+        """Fill free slots with granted prefetched tasks, oldest first, while this worker's lease holds.
+
+        Claims more for the slots still free (``claim``).
+        """
+        if self._granted and len(self._running) < self.settings.concurrency:
+            if not self._registered.is_set() or self._fenced():
+                return
+            for task_id in [task_id for task_id in self._backlog if task_id in self._granted]:
+                if len(self._running) >= self.settings.concurrency:
+                    break
+                spec, instance = self._backlog.pop(task_id)
+                self._granted.discard(task_id)
+                self._run(spec, instance)
+        if claim and self._claimer is None and self._claims():
+            self._claimer = self._spawn(self._claim())
 
     async def _execute(self, spec: task_pb2.TaskSpec, instance: str) -> None:
         started = time.time()
@@ -496,14 +635,14 @@ class Worker:
                 batch = self._take_results(current)
                 if not batch:
                     continue
-                started, self._started = self._started, []
                 try:
-                    await link.send_results(self.settings.worker_id, batch, started)
+                    await link.send_results(self.settings.worker_id, batch)
                 except NotRegistered:
-                    self._acknowledged(batch)  # moot: that control plane re-queued these tasks
-                    self._spawn(self._register_again("the control plane does not know this worker"))
+                    # Sent again once registered: applied if the registration resumed, else ignored.
+                    self._give_back(current, batch)
+                    self._lost_registration("the control plane does not know this worker")
                     return
-                except ControlPlaneUnavailable as exc:
+                except FastworkerError as exc:
                     logger.warning("could not report %d results (will retry): %s", len(batch), exc)
                     self._give_back(current, batch)
                     await asyncio.sleep(0.5)
@@ -539,6 +678,7 @@ class Worker:
         # Prefetched tasks have not started: hand them back now, for another worker to run.
         waiting = [spec.task_id for spec, _ in self._backlog.values()]
         self._backlog.clear()
+        self._granted.clear()
         while self._running and time.monotonic() < deadline:
             self._slot_free.clear()
             try:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 
 #: Exit codes.
 RET_OK = 0
@@ -49,6 +50,7 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"the control plane's discovery address (default {DEFAULT_CONTROL_PLANE})",
     )
     parser.add_argument("--secret", default=None, help="shared secret, if the control plane requires one")
+    add_secret_file_flag(parser)
     parser.add_argument(
         "--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS", help="seconds between polls (default 1)"
     )
@@ -61,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
+        args.secret = resolve_secret(parser, args, argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else RET_USAGE
     # Imported here so that --help stays fast and needs no terminal.

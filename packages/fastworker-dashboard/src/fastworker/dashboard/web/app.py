@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.deps import DashboardState
 from fastworker.dashboard.web.errors import install_error_handlers
 from fastworker.dashboard.web.headers import SecurityHeaders
+from fastworker.dashboard.web.hosts import HostAllowList, TrustedHosts
 from fastworker.dashboard.web.live import LiveFeed
 from fastworker.dashboard.web.routes import actions, api, auth, metrics, overview, stream, tasks, workers
 from fastworker.dashboard.web.templating import Renderer
+from fastworker.dashboard.web.throttle import LoginThrottle
 
 #: The vendored CSS, JS and icon.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -33,19 +35,33 @@ def create_app(
     client: AdminClient | None = None,
     refresh_interval: float = 1.0,
     tls: TlsFiles | None = None,
+    password: str | None = None,
+    hosts: Sequence[str] = (),
+    bind_host: str | None = None,
 ) -> FastAPI:
     """The dashboard as an ASGI app for one control plane.
 
     Args:
         control_plane: The control plane's discovery address.
-        secret: The control plane's shared secret; when set, it is also required for every action.
+        secret: The control plane's shared secret (the client's); also the password for actions unless
+            ``password`` is given.
         read_only: Hide action buttons and answer every action with 403.
         client: A client to use instead of opening one (the caller keeps ownership and closes it).
         refresh_interval: Seconds between live snapshots, and the least time between two redraws of a panel.
         tls: TLS files for a ``tls+tcp://`` control plane (default: the ``FASTWORKER_TLS_*`` env vars).
+        password: The password every action needs (``--dashboard-password``); default: ``secret``.
+        hosts: Extra ``Host`` names to answer to (``--dashboard-host``), ``NAME`` or ``NAME:PORT``.
+        bind_host: The host the server binds (its name is allowed; a wildcard allows this machine's names).
+
+    Raises:
+        ValueError: a ``hosts`` value is not a host name.
     """
     config = DashboardConfig(
-        control_plane=control_plane, secret=secret or None, read_only=read_only, refresh_interval=refresh_interval
+        control_plane=control_plane,
+        password=password or secret or None,
+        read_only=read_only,
+        refresh_interval=refresh_interval,
+        hosts=HostAllowList(bind_host=bind_host, extra=tuple(hosts)),
     )
     renderer = Renderer()
 
@@ -54,7 +70,9 @@ def create_app(
         own_client = client is None
         admin: AdminClient = Client(control_plane, secret=secret, tls=tls) if client is None else client
         feed = LiveFeed(admin, interval=config.refresh_interval)
-        app.state.dashboard = DashboardState(config=config, client=admin, feed=feed, renderer=renderer)
+        app.state.dashboard = DashboardState(
+            config=config, client=admin, feed=feed, renderer=renderer, throttle=LoginThrottle()
+        )
         # The server calls this (on its loop) before shutting down, so open live streams end at once.
         app.state.stop_streams = feed.close
         try:
@@ -73,6 +91,7 @@ def create_app(
         openapi_url="/api/openapi.json",
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedHosts, allow=config.hosts)  # added last: outermost, before any route or header
     install_error_handlers(app)
     for module in (overview, tasks, workers, actions, auth, api, stream, metrics):
         app.include_router(module.router)

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.app import create_app
+from fastworker.dashboard.web.exposure import UnprotectedDashboard, refuse_unprotected
 from fastworker.dashboard.web.server import parse_address, start_in_thread
 
 #: Exit codes.
@@ -32,6 +35,8 @@ _EPILOG = """examples:
   fastworker-dashboard
   fastworker-dashboard --control-plane tcp://10.0.0.5:5550 --dashboard-address 127.0.0.1:9000 --read-only
   FASTWORKER_SECRET=s3cret fastworker-dashboard      # actions then need the secret (log in on /login)
+  fastworker-dashboard --dashboard-address 0.0.0.0:8080 --dashboard-password-file /run/dash.pw \
+      --dashboard-host dash.example.com                 # served beyond loopback: a password is required
 """
 
 
@@ -60,7 +65,9 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"where to serve HTTP (default {DEFAULT_DASHBOARD_ADDRESS}; port 0 picks a free port)",
     )
     p.add_argument("--secret", default=None, help="the control plane's shared secret; also required for actions")
+    add_secret_file_flag(p)
     p.add_argument("--read-only", action="store_true", help="no action buttons; every action answers 403")
+    add_dashboard_flags(p)
     p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, dashboard} as JSON once serving")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     return p
@@ -92,10 +99,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
+    args.secret = resolve_secret(parser, args, argv)
     _configure_logging(args.log_level)
     logger = logging.getLogger("fastworker.dashboard")
     host, port = args.dashboard_address
-    app = create_app(control_plane=args.control_plane, secret=args.secret, read_only=args.read_only)
+    try:
+        password = dashboard_password(args)
+        exposed = refuse_unprotected(
+            host, port, protected=bool(password or args.secret), insecure=args.dashboard_insecure
+        )
+        app = create_app(
+            control_plane=args.control_plane,
+            secret=args.secret,
+            read_only=args.read_only,
+            password=password,
+            hosts=args.dashboard_host,
+            bind_host=host,
+        )
+    except (UnprotectedDashboard, ValueError) as exc:
+        print(f"fastworker-dashboard: {exc}", file=sys.stderr)
+        return RET_USAGE if isinstance(exc, ValueError) else RET_ERROR
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -108,7 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, RuntimeError) as exc:
             print(f"fastworker-dashboard: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
             return RET_ERROR
-        logger.info("dashboard for %s serving on %s", args.control_plane, running.url)
+        logger.info("dashboard for %s serving on %s (bound to %s)", args.control_plane, running.url, running.bound)
+        if exposed and not (password or args.secret):
+            logger.warning(
+                "the dashboard listens on %s with neither secret nor password (--dashboard-insecure): "
+                "anyone who reaches it can read tasks and act",
+                running.bound,
+            )
         if args.ready_file:
             _write_ready_file(args.ready_file, running.url)
         while not stop.wait(0.5):

@@ -1,4 +1,4 @@
-"""What one dashboard instance was started with: its control plane, secret, read-only switch and CSRF token."""
+"""What one dashboard instance was started with: its control plane, password, read-only switch, Host names and CSRF token."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
+from fastworker.dashboard.web.hosts import HostAllowList
+
 
 @dataclass(frozen=True)
 class DashboardConfig:
@@ -14,24 +16,27 @@ class DashboardConfig:
 
     Args:
         control_plane: The discovery address the dashboard reads from (shown in the page footer).
-        secret: When set, every action needs it (form login cookie or ``X-FastWorker-Secret``).
+        password: When set, every action needs it (form login cookie or ``X-FastWorker-Secret``);
+            ``--dashboard-password``, else the control plane's secret.
         read_only: No action buttons are rendered and every action answers 403.
         csrf_token: Random per app instance; every action form carries it.
         refresh_interval: Seconds between live snapshots (and the least time between two redraws).
+        hosts: The ``Host`` names (and origins) this dashboard answers to.
     """
 
     control_plane: str
-    secret: str | None = None
+    password: str | None = field(default=None, repr=False)
     read_only: bool = False
-    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     refresh_interval: float = 1.0
+    hosts: HostAllowList = field(default_factory=HostAllowList)
 
     @property
     def secret_required(self) -> bool:
-        """True when actions need the secret."""
-        return bool(self.secret)
+        """True when actions need the password (templates call it that: users know it as the secret)."""
+        return bool(self.password)
 
     def session_token(self) -> str:
-        """The login cookie's value: derived from the secret and this instance, so the secret never sits in a cookie."""
-        key = (self.secret or "").encode()
+        """The login cookie's value: derived from the password and this instance, so the password never sits in a cookie."""
+        key = (self.password or "").encode()
         return hmac.new(key, b"fastworker-dashboard-session:" + self.csrf_token.encode(), hashlib.sha256).hexdigest()

@@ -1,8 +1,9 @@
-"""FastAPI dependencies: the app's shared state (config, client, live feed, renderer) and parsed task filters."""
+"""FastAPI dependencies: the app's shared state (config, client, live feed, renderer, login throttle) and parsed task filters."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -12,6 +13,7 @@ from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.live import LiveFeed
 from fastworker.dashboard.web.query import TaskFilters
 from fastworker.dashboard.web.templating import Renderer
+from fastworker.dashboard.web.throttle import LoginThrottle
 
 
 @dataclass
@@ -22,6 +24,9 @@ class DashboardState:
     client: AdminClient
     feed: LiveFeed
     renderer: Renderer
+    throttle: LoginThrottle
+    #: Full-value downloads rendered at once (each may hold up to the download cap in memory).
+    downloads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
 
 def get_state(request: Request) -> DashboardState:
@@ -46,6 +51,11 @@ def get_config(request: Request) -> DashboardConfig:
     return get_state(request).config
 
 
+def get_throttle(request: Request) -> LoginThrottle:
+    """The app's table of failed logins per client address."""
+    return get_state(request).throttle
+
+
 def get_filters(request: Request) -> TaskFilters:
     """The task filters in the query string.
 
@@ -58,4 +68,5 @@ def get_filters(request: Request) -> TaskFilters:
 StateDep = Annotated[DashboardState, Depends(get_state)]
 ClientDep = Annotated[AdminClient, Depends(get_client)]
 ConfigDep = Annotated[DashboardConfig, Depends(get_config)]
+ThrottleDep = Annotated[LoginThrottle, Depends(get_throttle)]
 FiltersDep = Annotated[TaskFilters, Depends(get_filters)]

@@ -1,7 +1,7 @@
 """Maps failures to answers: JSON with a status code under ``/api/``, an HTML error page everywhere else.
 
 TaskNotFound -> 404, ControlPlaneUnavailable -> 503, a bad query or priority -> 400 (422 in the
-API), a refused action -> 403, a request the control plane refused -> 409, other control-plane
+API), a refused action -> 403, too many wrong passwords -> 429, a request the control plane refused -> 409, other control-plane
 errors -> 502.
 """
 
@@ -18,7 +18,7 @@ from fastworker.client import ClientError, ControlPlaneUnavailable, FastworkerEr
 from fastworker.dashboard.web.deps import get_state
 from fastworker.dashboard.web.forms import FormError
 from fastworker.dashboard.web.query import BadQuery
-from fastworker.dashboard.web.security import ActionDenied, safe_next
+from fastworker.dashboard.web.security import ActionDenied, LoginThrottled, safe_next
 from fastworker.dashboard.web.views import page_context
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,13 @@ async def _denied(request: Request, exc: Exception) -> Response:
     return error_response(request, 403, "Action refused", exc.message, login_hint=exc.login_hint)
 
 
+async def _throttled(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginThrottled)
+    response = error_response(request, 429, "Too many attempts", exc.message)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 async def _refused(request: Request, exc: Exception) -> Response:
     return error_response(request, 409, "Refused by the control plane", str(exc))
 
@@ -110,5 +117,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BadQuery, _bad_query)
     app.add_exception_handler(FormError, _bad_form)
     app.add_exception_handler(ActionDenied, _denied)
+    app.add_exception_handler(LoginThrottled, _throttled)
     app.add_exception_handler(ClientError, _refused)
     app.add_exception_handler(FastworkerError, _control_plane_error)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastworker.client import TaskState
+from fastworker.dashboard.web.preview import TRACEBACK_CHARS, clip, preview
 
 #: Shown for a value that does not exist (yet).
 MISSING = "—"
@@ -87,6 +88,18 @@ def mib(size: float | None) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
+def size(count: float | None) -> str:
+    """A byte count for people: ``512 B``, ``4.0 KiB``, ``6.7 MiB``."""
+    if count is None:
+        return MISSING
+    value = float(count)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return MISSING  # pragma: no cover - the loop always returns
+
+
 def number(value: Any) -> str:
     """An integer with thousands separators; other numbers with up to two decimals."""
     if isinstance(value, bool) or value is None:
@@ -156,6 +169,10 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "short_id": short_id,
     "state_class": state_class,
     "pretty": pretty,
+    "preview": preview,
+    "clip": clip,
+    "traceback_preview": lambda text: clip(text, TRACEBACK_CHARS),
+    "size": size,
 }
 #: Functions the templates call.
 GLOBALS: dict[str, Callable[..., Any]] = {

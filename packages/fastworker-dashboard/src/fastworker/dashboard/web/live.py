@@ -2,9 +2,11 @@
 
 While at least one browser watches, :class:`LiveFeed` takes a stats/queues/workers snapshot every
 ``interval`` seconds and follows the control plane's event stream, only to learn *that* tasks
-changed. Viewers wait on its version number and re-render; task pages and details are fetched once
-per change and shared by all viewers with the same filters. With nobody watching it makes no
-requests at all.
+changed (and which tasks did). Viewers wait on its version number; task pages are fetched once per
+change, a task's detail once per change *of that task*, and each panel is rendered once per change
+and shared by every viewer of the same page (:meth:`LiveFeed.rendered`), so a thousand viewers of a
+task with a 7 MB argument cost one read and one render. With nobody watching it makes no requests
+at all. Page loads share in-flight detail reads too (:meth:`LiveFeed.read_task_detail`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ EVENT_LIMIT = 100
 MEMO_MAX_AGE = 5.0
 #: Most cached pages/details per version.
 _MEMO_SIZE = 256
+#: Most task ids whose last change is remembered (beyond it, every detail counts as changed).
+_CHANGED_IDS = 10_000
+#: Most rendered panel sets kept (one per page, filters and viewer kind).
+_RENDERED_SIZE = 256
 
 
 class FeedClosed(Exception):
@@ -77,6 +83,12 @@ class LiveFeed:
         self._runners: list[asyncio.Task[None]] = []
         self._memo: dict[Hashable, asyncio.Task[Any]] = {}
         self._memo_key = (-1, 0.0)
+        #: Task id -> tasks_version when an event last named it; details epoch bumps on gaps.
+        self._task_changed_at: dict[str, int] = {}
+        self._details_epoch = 0
+        self._details: dict[str, tuple[tuple[int, int], float, asyncio.Task[Any]]] = {}
+        self._in_flight: dict[Hashable, asyncio.Task[Any]] = {}
+        self._rendered: dict[Hashable, tuple[int, asyncio.Task[Any]]] = {}
 
     @property
     def viewers(self) -> int:
@@ -136,8 +148,95 @@ class LiveFeed:
         return await self._shared(("page", filters), lambda: self.client.list_tasks(**filters.client_kwargs()))
 
     async def task_detail(self, task_id: str) -> TaskDetailView:
-        """``task_detail`` for one id, read once per task change and shared between viewers."""
-        return await self._shared(("detail", task_id), lambda: self.client.task_detail(task_id))
+        """``task_detail`` for one id, read again only when an event named that task (or events were missed).
+
+        A safety net re-reads it after ``MEMO_MAX_AGE`` seconds anyway.
+        """
+        stamp = (self._details_epoch, self._task_changed_at.get(task_id, -1))
+        cached = self._details.get(task_id)
+        now = time.monotonic()
+        if cached is not None and cached[0] == stamp and now - cached[1] <= MEMO_MAX_AGE:
+            task = cached[2]
+        else:
+            if len(self._details) >= _MEMO_SIZE:
+                self._details.clear()
+            task = asyncio.get_running_loop().create_task(self.read_task_detail(task_id))
+            self._details[task_id] = (stamp, now, task)
+            task.add_done_callback(functools.partial(self._forget_failed_detail, task_id))
+        result: TaskDetailView = await asyncio.shield(task)
+        return result
+
+    def _forget_failed_detail(self, task_id: str, task: asyncio.Task[Any]) -> None:
+        cached = self._details.get(task_id)
+        if (task.cancelled() or task.exception() is not None) and cached is not None and cached[2] is task:
+            del self._details[task_id]
+
+    async def page_task_detail(self, task_id: str) -> TaskDetailView:
+        """The detail a page load shows: the live cache while the feed follows events, else a fresh (shared) read.
+
+        While viewers watch, the cache is re-read whenever an event names the task, so many page
+        loads of a task with huge arguments cost one read, not one each.
+        """
+        if self._viewers > 0 and not self.closed:
+            return await self.task_detail(task_id)
+        return await self.read_task_detail(task_id)
+
+    def forget_task(self, task_id: str | None = None) -> None:
+        """Drop the cached detail of one task (or of all, for None): this dashboard just changed it."""
+        if task_id is None:
+            self._details_epoch += 1
+            self._details.clear()
+        else:
+            self._details.pop(task_id, None)
+
+    async def read_task_detail(self, task_id: str) -> TaskDetailView:
+        """A fresh ``task_detail``; callers asking while one read for that id is under way share it."""
+        return await self._single_flight(("detail", task_id), lambda: self.client.task_detail(task_id))
+
+    async def _single_flight(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        task = self._in_flight.get(key)
+        if task is None:
+
+            async def run() -> T:
+                try:
+                    return await read()
+                finally:
+                    self._in_flight.pop(key, None)
+
+            task = asyncio.get_running_loop().create_task(run())
+            self._in_flight[key] = task
+        result: T = await asyncio.shield(task)
+        return result
+
+    async def rendered(self, key: Hashable, render: Callable[[], Awaitable[T]]) -> T:
+        """``render()``'s output for this :attr:`version`, computed once and shared by every viewer with ``key``.
+
+        ``key`` must capture everything the output depends on besides the feed (page, filters, the
+        viewer's Ui).
+        """
+        version = self.version
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] != version:
+            if len(self._rendered) >= _RENDERED_SIZE:
+                self._rendered = {k: v for k, v in self._rendered.items() if v[0] == version}
+                if len(self._rendered) >= _RENDERED_SIZE:
+                    self._rendered.clear()
+
+            async def run() -> T:
+                return await render()
+
+            task = asyncio.get_running_loop().create_task(run())
+            self._rendered[key] = (version, task)
+            task.add_done_callback(functools.partial(self._forget_failed_render, key))
+        else:
+            task = cached[1]
+        result: T = await asyncio.shield(task)
+        return result
+
+    def _forget_failed_render(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        cached = self._rendered.get(key)
+        if (task.cancelled() or task.exception() is not None) and cached is not None and cached[1] is task:
+            del self._rendered[key]
 
     async def _shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
         now = time.monotonic()
@@ -213,11 +312,24 @@ class LiveFeed:
                 after = None
                 await asyncio.sleep(self.interval)
                 continue
-            # Only "something changed" matters here, so skip straight to the newest event.
+            # Skip straight to the newest event; remember which tasks changed, so only their details are re-read.
+            missed = batch.gap or (bool(batch.events) and batch.events[-1].sequence < batch.last_sequence)
             after = batch.last_sequence
             if batch.events or batch.gap:
                 self._bump(tasks=True)
+                self._note_changed_tasks(batch, missed=missed)
                 await asyncio.sleep(self.interval)  # a busy stream costs one read per interval
+
+    def _note_changed_tasks(self, batch: Any, *, missed: bool) -> None:
+        if missed or len(self._task_changed_at) > _CHANGED_IDS:
+            self._details_epoch += 1
+            self._task_changed_at.clear()
+            return
+        for event in batch.events:
+            if event.task is not None:
+                self._task_changed_at[event.task.id] = self.tasks_version
+            elif event.kind == "task_state":  # a task changed but the event does not say which
+                self._details_epoch += 1
 
     # ------------------------------------------------------------------------------------ shutdown
 
@@ -241,3 +353,9 @@ class LiveFeed:
         for task in self._memo.values():
             task.cancel()
         self._memo.clear()
+        for _, _, detail in self._details.values():
+            detail.cancel()
+        self._details.clear()
+        for _, rendered in self._rendered.values():
+            rendered.cancel()
+        self._rendered.clear()

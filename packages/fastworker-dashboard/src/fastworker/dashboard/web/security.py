@@ -1,23 +1,33 @@
-"""Who may act: read-only mode, same-origin checks, the per-app CSRF token and the shared secret.
+"""Who may act: read-only mode, same-origin checks, the per-app CSRF token and the dashboard password.
 
-Reads stay open (the dashboard binds loopback by default); every action goes through
-:func:`authorize_form_action` (HTML forms) or :func:`authorize_api_action` (JSON API).
+Reads stay open (the dashboard binds loopback by default, and refuses foreign ``Host`` names);
+every action goes through :func:`authorize_form_action` (HTML forms) or
+:func:`authorize_api_action` (JSON API), and every password check through :func:`check_password`,
+which the login throttle guards.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
 from fastworker.dashboard.web.config import DashboardConfig
+from fastworker.dashboard.web.hosts import served_address
+from fastworker.dashboard.web.ratelog import RateLimitedLog
+from fastworker.dashboard.web.throttle import LoginThrottle
 
-#: The cookie a successful /login sets (an HMAC of the secret, never the secret itself).
+logger = logging.getLogger(__name__)
+
+#: The cookie a successful /login sets (an HMAC of the password, never the password itself).
 SESSION_COOKIE = "fastworker_session"
-#: The header API callers put the secret in.
+#: The header API callers put the password in.
 SECRET_HEADER = "X-FastWorker-Secret"
+
+_failures_log = RateLimitedLog(logger, per_minute=10)
 
 
 class ActionDenied(Exception):
@@ -26,42 +36,77 @@ class ActionDenied(Exception):
     def __init__(self, message: str, *, login_hint: bool = False) -> None:
         super().__init__(message)
         self.message = message
-        #: True when logging in with the secret would help.
+        #: True when logging in with the password would help.
         self.login_hint = login_hint
+
+
+class LoginThrottled(ActionDenied):
+    """Too many wrong passwords from this address (429): ``retry_after`` says when it may try again."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, int(retry_after + 0.999))
+        super().__init__(f"too many wrong passwords from your address: try again in {self.retry_after} s")
 
 
 def _equal(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def secret_matches(config: DashboardConfig, presented: str | None) -> bool:
-    """True when no secret is configured, or ``presented`` equals it (constant-time)."""
-    if not config.secret:
+def client_address(request: Request) -> str:
+    """The peer address the throttle counts (proxies' forwarding headers are not trusted)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def check_password(config: DashboardConfig, throttle: LoginThrottle, request: Request, presented: str | None) -> bool:
+    """True when ``presented`` is the password (constant-time); failures are counted, throttled and logged.
+
+    Raises:
+        LoginThrottled: this address failed too often recently; the password was not looked at.
+    """
+    if not config.password:
         return True
-    return _equal(presented, config.secret)
+    address = client_address(request)
+    wait = throttle.wait_left(address)
+    if wait > 0:
+        raise LoginThrottled(wait)
+    if _equal(presented, config.password):
+        throttle.succeeded(address)
+        return True
+    failures, wait = throttle.failed(address)
+    _failures_log.warning(
+        "dashboard: wrong password from %s on %s (%d in a row; next try allowed in %.0f s)",
+        address,
+        request.url.path,
+        failures,
+        wait,
+    )
+    return False
 
 
 def is_logged_in(config: DashboardConfig, request: Request) -> bool:
-    """True when no secret is configured or the request carries a valid session cookie."""
-    if not config.secret:
+    """True when no password is configured or the request carries a valid session cookie."""
+    if not config.password:
         return True
     return _equal(request.cookies.get(SESSION_COOKIE), config.session_token())
 
 
-def check_same_origin(request: Request) -> None:
-    """Refuse cross-site requests: Origin (or, without it, Referer) must name this host when present.
+def check_same_origin(config: DashboardConfig, request: Request) -> None:
+    """Refuse cross-site requests: Origin (or, without it, Referer) must be this dashboard when present.
+
+    "This dashboard" is the Host allow-list (what we serve), never the request's own ``Host``,
+    which a rebinding page chooses.
 
     Raises:
         ActionDenied: the request comes from another origin.
     """
-    host = request.headers.get("host", "")
+    served = served_address(request.scope)
     origin = request.headers.get("origin")
     if origin is not None:
-        if origin == "null" or urlsplit(origin).netloc != host:
+        if origin == "null" or not config.hosts.allows_origin(origin, served):
             raise ActionDenied(f"cross-origin request refused (Origin {origin!r} is not this dashboard)")
         return
     referer = request.headers.get("referer")
-    if referer and urlsplit(referer).netloc != host:
+    if referer and not config.hosts.allows_origin(referer, served):
         raise ActionDenied("cross-origin request refused (Referer is not this dashboard)")
 
 
@@ -80,31 +125,40 @@ def _check_writable(config: DashboardConfig) -> None:
         raise ActionDenied("this dashboard is read-only: actions are disabled")
 
 
-def authorize_form_action(config: DashboardConfig, request: Request, form: Mapping[str, str]) -> None:
-    """Check an HTML form action: writable, same origin, CSRF token, and the secret when one is configured.
+def authorize_form_action(
+    config: DashboardConfig, throttle: LoginThrottle, request: Request, form: Mapping[str, str]
+) -> None:
+    """Check an HTML form action: writable, same origin, CSRF token, and the password when one is configured.
 
-    The secret comes from the login cookie or a ``secret`` form field.
+    The password comes from the login cookie or a ``secret`` form field.
 
     Raises:
-        ActionDenied: any check failed.
+        ActionDenied: any check failed (LoginThrottled after too many wrong passwords).
     """
     _check_writable(config)
-    check_same_origin(request)
+    check_same_origin(config, request)
     check_csrf(config, form)
-    if config.secret and not (is_logged_in(config, request) or secret_matches(config, form.get("secret"))):
-        raise ActionDenied("actions on this dashboard need the control plane secret: log in first", login_hint=True)
+    if not config.password or is_logged_in(config, request):
+        return
+    if not check_password(config, throttle, request, form.get("secret")):
+        raise ActionDenied(
+            "actions on this dashboard need the control plane secret (or its dashboard password): log in first",
+            login_hint=True,
+        )
 
 
-def authorize_api_action(config: DashboardConfig, request: Request) -> None:
-    """Check a JSON API action: writable, same origin, and the ``X-FastWorker-Secret`` header when a secret is set.
+def authorize_api_action(config: DashboardConfig, throttle: LoginThrottle, request: Request) -> None:
+    """Check a JSON API action: writable, same origin, and the ``X-FastWorker-Secret`` header when a password is set.
 
     Raises:
-        ActionDenied: any check failed.
+        ActionDenied: any check failed (LoginThrottled after too many wrong passwords).
     """
     _check_writable(config)
-    check_same_origin(request)
-    if config.secret and not secret_matches(config, request.headers.get(SECRET_HEADER)):
-        raise ActionDenied(f"actions need the control plane secret in the {SECRET_HEADER} header")
+    check_same_origin(config, request)
+    if config.password and not check_password(config, throttle, request, request.headers.get(SECRET_HEADER)):
+        raise ActionDenied(
+            f"actions need the control plane secret (or the dashboard password) in the {SECRET_HEADER} header"
+        )
 
 
 def safe_next(value: str | None, default: str = "/") -> str:

@@ -65,6 +65,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bound_address(sock: socket.socket) -> str:
+    """The socket's real ``HOST:PORT`` (wildcards stay wildcards: this is what it listens on, not a URL)."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     if host in ("0.0.0.0", "::"):
@@ -75,12 +81,17 @@ def _url(sock: socket.socket) -> str:
 
 @dataclass
 class RunningDashboard:
-    """A dashboard served from a background thread; :meth:`stop` shuts it down."""
+    """A dashboard served from a background thread; :meth:`stop` shuts it down.
+
+    ``url`` is where to browse it from this machine; ``bound`` is what it really listens on
+    (``0.0.0.0:8080`` for a wildcard bind).
+    """
 
     url: str
     server: uvicorn.Server
     thread: threading.Thread
     loop: asyncio.AbstractEventLoop
+    bound: str = ""
     _stop_streams: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
@@ -115,6 +126,7 @@ def start_in_thread(app: FastAPI, host: str, port: int, *, log_level: str = "war
     """
     sock = _bind(host, port)
     url = _url(sock)
+    bound = bound_address(sock)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -155,4 +167,4 @@ def start_in_thread(app: FastAPI, host: str, port: int, *, log_level: str = "war
             raise RuntimeError(f"the dashboard server did not start on {url} within {START_TIMEOUT:g} s")
         time.sleep(0.01)
     stop_streams = getattr(app.state, "stop_streams", None)
-    return RunningDashboard(url=url, server=server, thread=thread, loop=loop, _stop_streams=stop_streams)
+    return RunningDashboard(url=url, server=server, thread=thread, loop=loop, bound=bound, _stop_streams=stop_streams)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fastworker.protocol.v1 import task_pb2 as fastworker_dot_protocol_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fastworker/protocol/v1/admin.proto\x12\x16\x66\x61stworker.protocol.v1\x1a!fastworker/protocol/v1/task.proto\"\xd3\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x11\n\tprocessed\x18\x06 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x04\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\x16\n\x0elast_heartbeat\x18\t \x01(\x01\x12\x10\n\x08\x64raining\x18\n \x01(\x08\x12\x12\n\ntask_names\x18\x0b \x03(\t\"\x10\n\x0eWorkersRequest\"C\n\x0cWorkersReply\x12\x33\n\x07workers\x18\x01 \x03(\x0b\x32\".fastworker.protocol.v1.WorkerInfo\"r\n\tQueueInfo\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\r\x12\x12\n\noldest_age\x18\x03 \x01(\x01\x12\x0e\n\x06paused\x18\x04 \x01(\x08\"\x0f\n\rQueuesRequest\"w\n\x0bQueuesReply\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.fastworker.protocol.v1.QueueInfo\x12\x11\n\tscheduled\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\"\x0e\n\x0cStatsRequest\"A\n\x10ThroughputSample\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"\x92\x03\n\nStatsReply\x12\x11\n\tsubmitted\x18\x01 \x01(\x04\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x11\n\tcancelled\x18\x04 \x01(\x04\x12\x0f\n\x07retried\x18\x05 \x01(\x04\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12\x11\n\tscheduled\x18\x07 \x01(\r\x12\x0f\n\x07running\x18\x08 \x01(\r\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x12\n\ncache_size\x18\n \x01(\r\x12\x12\n\ncache_hits\x18\x0b \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x0c \x01(\x04\x12\x0e\n\x06uptime\x18\r \x01(\x01\x12\x12\n\nthroughput\x18\x0e \x01(\x01\x12\x17\n\x0frejected_frames\x18\x0f \x01(\x04\x12\x18\n\x10\x65xecuted_locally\x18\x10 \x01(\x04\x12\x39\n\x07history\x18\x11 \x03(\x0b\x32(.fastworker.protocol.v1.ThroughputSample\x12\x15\n\rauth_failures\x18\x12 \x01(\x04\"\xd8\x01\n\x0cTasksRequest\x12\x31\n\x06states\x18\x01 \x03(\x0e\x32!.fastworker.protocol.v1.TaskState\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\x16\n\x0etask_id_prefix\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\r\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0c\n\x04text\x18\x08 \x01(\t\"L\n\nTasksReply\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\r\n\x05total\x18\x02 \x01(\r\"$\n\x11TaskDetailRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"A\n\x0fTaskDetailReply\x12.\n\x04task\x18\x01 \x01(\x0b\x32 .fastworker.protocol.v1.TaskInfo\"\x18\n\x16RegisteredTasksRequest\"M\n\x14RegisteredTasksReply\x12\x35\n\x05tasks\x18\x01 \x03(\x0b\x32&.fastworker.protocol.v1.TaskDefinition\"B\n\x0cPurgeRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\"\x1c\n\nPurgeReply\x12\x0e\n\x06purged\x18\x01 \x01(\r\"R\n\x0cPauseRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"\x1c\n\nPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"2\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"\x1e\n\nDrainReply\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fastworker/protocol/v1/admin.proto\x12\x16\x66\x61stworker.protocol.v1\x1a!fastworker/protocol/v1/task.proto\"\xd3\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x11\n\tprocessed\x18\x06 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x04\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\x16\n\x0elast_heartbeat\x18\t \x01(\x01\x12\x10\n\x08\x64raining\x18\n \x01(\x08\x12\x12\n\ntask_names\x18\x0b \x03(\t\"\x10\n\x0eWorkersRequest\"C\n\x0cWorkersReply\x12\x33\n\x07workers\x18\x01 \x03(\x0b\x32\".fastworker.protocol.v1.WorkerInfo\"r\n\tQueueInfo\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\r\x12\x12\n\noldest_age\x18\x03 \x01(\x01\x12\x0e\n\x06paused\x18\x04 \x01(\x08\"\x0f\n\rQueuesRequest\"w\n\x0bQueuesReply\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.fastworker.protocol.v1.QueueInfo\x12\x11\n\tscheduled\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\"\x0e\n\x0cStatsRequest\"A\n\x10ThroughputSample\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"\xa9\x04\n\nStatsReply\x12\x11\n\tsubmitted\x18\x01 \x01(\x04\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x11\n\tcancelled\x18\x04 \x01(\x04\x12\x0f\n\x07retried\x18\x05 \x01(\x04\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12\x11\n\tscheduled\x18\x07 \x01(\r\x12\x0f\n\x07running\x18\x08 \x01(\r\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x12\n\ncache_size\x18\n \x01(\r\x12\x12\n\ncache_hits\x18\x0b \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x0c \x01(\x04\x12\x0e\n\x06uptime\x18\r \x01(\x01\x12\x12\n\nthroughput\x18\x0e \x01(\x01\x12\x17\n\x0frejected_frames\x18\x0f \x01(\x04\x12\x18\n\x10\x65xecuted_locally\x18\x10 \x01(\x04\x12\x39\n\x07history\x18\x11 \x03(\x0b\x32(.fastworker.protocol.v1.ThroughputSample\x12\x15\n\rauth_failures\x18\x12 \x01(\x04\x12\x15\n\rlate_outcomes\x18\x1e \x01(\x04\x12\x1c\n\x14\x64uplicate_worker_ids\x18\x1f \x01(\x04\x12\x1b\n\x13\x63onnections_refused\x18( \x01(\x04\x12\x1f\n\x17\x63onnections_idle_closed\x18) \x01(\x04\x12\"\n\x1a\x63onnections_dropped_unread\x18* \x01(\x04\"\xd8\x01\n\x0cTasksRequest\x12\x31\n\x06states\x18\x01 \x03(\x0e\x32!.fastworker.protocol.v1.TaskState\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\x16\n\x0etask_id_prefix\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\r\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0c\n\x04text\x18\x08 \x01(\t\"L\n\nTasksReply\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\r\n\x05total\x18\x02 \x01(\r\"$\n\x11TaskDetailRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"A\n\x0fTaskDetailReply\x12.\n\x04task\x18\x01 \x01(\x0b\x32 .fastworker.protocol.v1.TaskInfo\"\x18\n\x16RegisteredTasksRequest\"M\n\x14RegisteredTasksReply\x12\x35\n\x05tasks\x18\x01 \x03(\x0b\x32&.fastworker.protocol.v1.TaskDefinition\"B\n\x0cPurgeRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\"\x1c\n\nPurgeReply\x12\x0e\n\x06purged\x18\x01 \x01(\r\"R\n\x0cPauseRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"\x1c\n\nPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"2\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"\x1e\n\nDrainReply\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,29 +49,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_THROUGHPUTSAMPLE']._serialized_start=668
   _globals['_THROUGHPUTSAMPLE']._serialized_end=733
   _globals['_STATSREPLY']._serialized_start=736
-  _globals['_STATSREPLY']._serialized_end=1138
-  _globals['_TASKSREQUEST']._serialized_start=1141
-  _globals['_TASKSREQUEST']._serialized_end=1357
-  _globals['_TASKSREPLY']._serialized_start=1359
-  _globals['_TASKSREPLY']._serialized_end=1435
-  _globals['_TASKDETAILREQUEST']._serialized_start=1437
-  _globals['_TASKDETAILREQUEST']._serialized_end=1473
-  _globals['_TASKDETAILREPLY']._serialized_start=1475
-  _globals['_TASKDETAILREPLY']._serialized_end=1540
-  _globals['_REGISTEREDTASKSREQUEST']._serialized_start=1542
-  _globals['_REGISTEREDTASKSREQUEST']._serialized_end=1566
-  _globals['_REGISTEREDTASKSREPLY']._serialized_start=1568
-  _globals['_REGISTEREDTASKSREPLY']._serialized_end=1645
-  _globals['_PURGEREQUEST']._serialized_start=1647
-  _globals['_PURGEREQUEST']._serialized_end=1713
-  _globals['_PURGEREPLY']._serialized_start=1715
-  _globals['_PURGEREPLY']._serialized_end=1743
-  _globals['_PAUSEREQUEST']._serialized_start=1745
-  _globals['_PAUSEREQUEST']._serialized_end=1827
-  _globals['_PAUSEREPLY']._serialized_start=1829
-  _globals['_PAUSEREPLY']._serialized_end=1857
-  _globals['_DRAINREQUEST']._serialized_start=1859
-  _globals['_DRAINREQUEST']._serialized_end=1909
-  _globals['_DRAINREPLY']._serialized_start=1911
-  _globals['_DRAINREPLY']._serialized_end=1941
+  _globals['_STATSREPLY']._serialized_end=1289
+  _globals['_TASKSREQUEST']._serialized_start=1292
+  _globals['_TASKSREQUEST']._serialized_end=1508
+  _globals['_TASKSREPLY']._serialized_start=1510
+  _globals['_TASKSREPLY']._serialized_end=1586
+  _globals['_TASKDETAILREQUEST']._serialized_start=1588
+  _globals['_TASKDETAILREQUEST']._serialized_end=1624
+  _globals['_TASKDETAILREPLY']._serialized_start=1626
+  _globals['_TASKDETAILREPLY']._serialized_end=1691
+  _globals['_REGISTEREDTASKSREQUEST']._serialized_start=1693
+  _globals['_REGISTEREDTASKSREQUEST']._serialized_end=1717
+  _globals['_REGISTEREDTASKSREPLY']._serialized_start=1719
+  _globals['_REGISTEREDTASKSREPLY']._serialized_end=1796
+  _globals['_PURGEREQUEST']._serialized_start=1798
+  _globals['_PURGEREQUEST']._serialized_end=1864
+  _globals['_PURGEREPLY']._serialized_start=1866
+  _globals['_PURGEREPLY']._serialized_end=1894
+  _globals['_PAUSEREQUEST']._serialized_start=1896
+  _globals['_PAUSEREQUEST']._serialized_end=1978
+  _globals['_PAUSEREPLY']._serialized_start=1980
+  _globals['_PAUSEREPLY']._serialized_end=2008
+  _globals['_DRAINREQUEST']._serialized_start=2010
+  _globals['_DRAINREQUEST']._serialized_end=2060
+  _globals['_DRAINREPLY']._serialized_start=2062
+  _globals['_DRAINREPLY']._serialized_end=2092
 # @@protoc_insertion_point(module_scope)

@@ -282,6 +282,11 @@ class StatsReply(_message.Message):
     EXECUTED_LOCALLY_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     AUTH_FAILURES_FIELD_NUMBER: _builtins.int
+    LATE_OUTCOMES_FIELD_NUMBER: _builtins.int
+    DUPLICATE_WORKER_IDS_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_REFUSED_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_IDLE_CLOSED_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_DROPPED_UNREAD_FIELD_NUMBER: _builtins.int
     submitted: _builtins.int
     """Tasks accepted."""
     succeeded: _builtins.int
@@ -316,6 +321,16 @@ class StatsReply(_message.Message):
     """Tasks the control plane ran itself."""
     auth_failures: _builtins.int
     """Frames refused because they failed authentication (also counted in rejected_frames)."""
+    late_outcomes: _builtins.int
+    """Outcomes ignored because the task had been taken back from that worker (late, after a loss)."""
+    duplicate_worker_ids: _builtins.int
+    """Registrations refused because another live worker process holds that worker id."""
+    connections_refused: _builtins.int
+    """Connections refused by --max-connections or --max-connections-per-peer."""
+    connections_idle_closed: _builtins.int
+    """Connections closed for sending no valid request (--idle-connection-timeout) or to make room."""
+    connections_dropped_unread: _builtins.int
+    """Connections closed for holding too many replies they did not read."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThroughputSample]:
         """One sample per second over the last minutes, oldest first (seconds without finishes included)."""
@@ -341,10 +356,15 @@ class StatsReply(_message.Message):
         executed_locally: _builtins.int = ...,
         history: _abc.Iterable[Global___ThroughputSample] | None = ...,
         auth_failures: _builtins.int = ...,
+        late_outcomes: _builtins.int = ...,
+        duplicate_worker_ids: _builtins.int = ...,
+        connections_refused: _builtins.int = ...,
+        connections_idle_closed: _builtins.int = ...,
+        connections_dropped_unread: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_failures", b"auth_failures", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_failures", b"auth_failures", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "connections_dropped_unread", b"connections_dropped_unread", "connections_idle_closed", b"connections_idle_closed", "connections_refused", b"connections_refused", "duplicate_worker_ids", b"duplicate_worker_ids", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "late_outcomes", b"late_outcomes", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

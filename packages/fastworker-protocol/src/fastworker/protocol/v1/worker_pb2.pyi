@@ -31,6 +31,7 @@ class RegisterRequest(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable worker id (chosen by the worker; unique in the fleet)."""
     host: _builtins.str
@@ -41,6 +42,11 @@ class RegisterRequest(_message.Message):
     """Tasks it may run at once."""
     version: _builtins.str
     """The worker distribution's version, for operators."""
+    incarnation: _builtins.str
+    """Random per worker process, fixed for its life: tells a reconnect of this very process (same
+    incarnation: its leases are kept) from another process claiming the same worker_id (refused
+    while the first is live).
+    """
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskDefinition]:
         """The tasks it can run."""
@@ -54,10 +60,11 @@ class RegisterRequest(_message.Message):
         capacity: _builtins.int = ...,
         tasks: _abc.Iterable[_task_pb2.TaskDefinition] | None = ...,
         version: _builtins.str = ...,
+        incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "host", b"host", "pid", b"pid", "tasks", b"tasks", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "host", b"host", "incarnation", b"incarnation", "pid", b"pid", "tasks", b"tasks", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -74,6 +81,8 @@ class RegisterReply(_message.Message):
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    ID_IN_USE_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     """True if the worker may receive tasks."""
     reason: _builtins.str
@@ -84,6 +93,15 @@ class RegisterReply(_message.Message):
     """Silence after which either side declares the other lost, in seconds."""
     instance_id: _builtins.str
     """The control plane's instance id; a change means the control plane restarted."""
+    resumed: _builtins.bool
+    """True when this registration resumed a live one of the same worker process (same incarnation):
+    the control plane kept its leases, so the worker keeps what it holds. False: a fresh start, the
+    worker must start none of the prefetched tasks it held before.
+    """
+    id_in_use: _builtins.bool
+    """Set when refused because another live worker process holds this worker_id: the worker must not
+    retry under that id.
+    """
     def __init__(
         self,
         *,
@@ -92,10 +110,12 @@ class RegisterReply(_message.Message):
         heartbeat_interval: _builtins.float = ...,
         heartbeat_timeout: _builtins.float = ...,
         instance_id: _builtins.str = ...,
+        resumed: _builtins.bool = ...,
+        id_in_use: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "instance_id", b"instance_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,8 +218,9 @@ class WorkRequest(_message.Message):
 
     @_builtins.property
     def started_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Prefetched tasks that started since the last report (they were dispatched beyond the
-        worker's free slots, so the control plane showed them PENDING until now).
+        """Prefetched tasks the worker asks to start (claims). A prefetched task is started only once the
+        control plane granted it (Dispatch.granted_task_ids): from then on it counts as running, so a task
+        still held when the link is cut is never run both by the cut-off worker and by another one.
         """
 
     def __init__(
@@ -230,6 +251,8 @@ class Dispatch(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     CANCEL_TASK_IDS_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    GRANTED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    PREFETCHED_TASK_IDS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """The control plane instance that dispatched them (results go to that instance only)."""
     @_builtins.property
@@ -244,6 +267,19 @@ class Dispatch(_message.Message):
     def drain(self) -> Global___DrainWorker:
         """Set when an operator asked this worker to drain: take nothing new, finish, deregister."""
 
+    @_builtins.property
+    def granted_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Claims of the work request (WorkRequest.started_task_ids) that the control plane granted: the
+        prefetched tasks this worker may start now. A claim not granted was taken back: drop the task.
+        """
+
+    @_builtins.property
+    def prefetched_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks of `tasks` that the control plane counts as prefetched (beyond the worker's free slots as
+        it knows them): the worker starts each only once granted, even if a slot of its own is free by
+        then. The others count as running from this dispatch on.
+        """
+
     def __init__(
         self,
         *,
@@ -251,10 +287,12 @@ class Dispatch(_message.Message):
         instance_id: _builtins.str = ...,
         cancel_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         drain: Global___DrainWorker | None = ...,
+        granted_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        prefetched_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "drain", b"drain", "instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_task_ids", b"cancel_task_ids", "drain", b"drain", "granted_task_ids", b"granted_task_ids", "instance_id", b"instance_id", "prefetched_task_ids", b"prefetched_task_ids", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,17 +30,27 @@ def _priority(value: str) -> Priority:
 
 
 async def _act(
-    request: Request, state: StateDep, default_next: str, action: Callable[[], Awaitable[Flash]]
+    request: Request,
+    state: StateDep,
+    default_next: str,
+    action: Callable[[], Awaitable[Flash]],
+    *,
+    changes: str | None = None,
 ) -> RedirectResponse:
-    """Run one authorized action and redirect back with its outcome; refusals by the control plane become error flashes."""
+    """Run one authorized action and redirect back with its outcome; refusals by the control plane become error flashes.
+
+    ``changes`` names the task whose cached detail the action makes stale (None: every task's).
+    """
     form = await read_form(request)
-    authorize_form_action(state.config, request, form)
+    authorize_form_action(state.config, state.throttle, request, form)
     try:
         flash = await action()
     except TaskNotFound as exc:
         flash = Flash(f"task {exc.task_id} is not known to the control plane", "error")
     except ClientError as exc:
         flash = Flash(str(exc), "error")
+    finally:
+        state.feed.forget_task(changes)  # the page we return to shows what the action did
     response = RedirectResponse(safe_next(form.get("next"), default_next), status_code=303)
     set_flash(response, flash)
     return response
@@ -56,7 +66,7 @@ async def cancel_task(request: Request, state: StateDep, task_id: str) -> Redire
             return Flash(f"cancelled {task_id} (was {result.previous_state.value})")
         return Flash(f"not cancelled: {task_id} had already ended in {result.previous_state.value}", "info")
 
-    return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action)
+    return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action, changes=task_id)
 
 
 @router.post("/tasks/{task_id}/retry")
@@ -67,7 +77,7 @@ async def retry_task(request: Request, state: StateDep, task_id: str) -> Redirec
         new_state = await state.client.retry(task_id)
         return Flash(f"retried {task_id}: {new_state.value}")
 
-    return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action)
+    return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action, changes=task_id)
 
 
 @router.post("/queues/{priority}/purge")

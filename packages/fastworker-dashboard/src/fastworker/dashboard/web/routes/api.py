@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 
 from fastworker.client import Priority
-from fastworker.dashboard.web.deps import ClientDep, ConfigDep, FiltersDep
+from fastworker.dashboard.web.deps import ClientDep, ConfigDep, FiltersDep, StateDep, ThrottleDep
 from fastworker.dashboard.web.query import BadQuery
 from fastworker.dashboard.web.security import authorize_api_action
 from fastworker.dashboard.web.serialize import detail_json, jsonable, page_json
@@ -71,49 +71,65 @@ async def api_task(client: ClientDep, task_id: str) -> dict[str, Any]:
 
 
 @router.post("/tasks/{task_id}/cancel")
-async def api_cancel(request: Request, client: ClientDep, config: ConfigDep, task_id: str) -> dict[str, Any]:
+async def api_cancel(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, task_id: str
+) -> dict[str, Any]:
     """Cancel a task: ``{"cancelled", "previous_state"}``."""
-    authorize_api_action(config, request)
+    authorize_api_action(config, throttle, request)
     result = await client.cancel(task_id)
+    dashboard.feed.forget_task(task_id)
     return {"task_id": task_id, "cancelled": result.cancelled, "previous_state": result.previous_state.value}
 
 
 @router.post("/tasks/{task_id}/retry")
-async def api_retry(request: Request, client: ClientDep, config: ConfigDep, task_id: str) -> dict[str, Any]:
+async def api_retry(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, task_id: str
+) -> dict[str, Any]:
     """Re-queue a FAILURE or CANCELLED task: ``{"state"}`` (409 for other states)."""
-    authorize_api_action(config, request)
-    state = await client.retry(task_id)
-    return {"task_id": task_id, "state": state.value}
+    authorize_api_action(config, throttle, request)
+    new_state = await client.retry(task_id)
+    dashboard.feed.forget_task(task_id)
+    return {"task_id": task_id, "state": new_state.value}
 
 
 @router.post("/queues/{priority}/purge")
-async def api_purge(request: Request, client: ClientDep, config: ConfigDep, priority: str) -> dict[str, Any]:
+async def api_purge(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, priority: str
+) -> dict[str, Any]:
     """Cancel every waiting task of one level: ``{"purged": count}``."""
-    authorize_api_action(config, request)
+    authorize_api_action(config, throttle, request)
     level = _priority(priority)
-    return {"priority": level.value, "purged": await client.purge(level)}
+    purged = await client.purge(level)
+    dashboard.feed.forget_task(None)
+    return {"priority": level.value, "purged": purged}
 
 
 @router.post("/queues/{priority}/pause")
-async def api_pause(request: Request, client: ClientDep, config: ConfigDep, priority: str) -> dict[str, Any]:
+async def api_pause(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, priority: str
+) -> dict[str, Any]:
     """Stop dispatching one level: ``{"paused": true}``."""
-    authorize_api_action(config, request)
+    authorize_api_action(config, throttle, request)
     level = _priority(priority)
     return {"priority": level.value, "paused": await client.pause(level)}
 
 
 @router.post("/queues/{priority}/resume")
-async def api_resume(request: Request, client: ClientDep, config: ConfigDep, priority: str) -> dict[str, Any]:
+async def api_resume(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, priority: str
+) -> dict[str, Any]:
     """Dispatch one level again: ``{"paused": false}``."""
-    authorize_api_action(config, request)
+    authorize_api_action(config, throttle, request)
     level = _priority(priority)
     return {"priority": level.value, "paused": await client.resume(level)}
 
 
 @router.post("/workers/{worker_id}/drain")
-async def api_drain(request: Request, client: ClientDep, config: ConfigDep, worker_id: str) -> dict[str, Any]:
+async def api_drain(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, worker_id: str
+) -> dict[str, Any]:
     """Ask a worker to drain: ``{"draining": bool}`` (404 when no such worker)."""
-    authorize_api_action(config, request)
+    authorize_api_action(config, throttle, request)
     if not await client.drain_worker(worker_id):
         raise HTTPException(status_code=404, detail=f"no worker {worker_id} is connected")
     return {"worker_id": worker_id, "draining": True}

@@ -1,4 +1,4 @@
-"""``/login`` and ``/logout``: trade the control plane secret for a session cookie that lets forms act."""
+"""``/login`` and ``/logout``: trade the dashboard password for a session cookie that lets forms act (throttled per address)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from fastworker.dashboard.web.security import (
     SESSION_COOKIE,
     ActionDenied,
     check_csrf,
+    check_password,
     check_same_origin,
     safe_next,
-    secret_matches,
 )
 from fastworker.dashboard.web.views import page_context
 
@@ -23,7 +23,7 @@ router = APIRouter()
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request, state: StateDep) -> Response:
-    """The secret form (only when a secret is configured)."""
+    """The password form (only when a password is configured)."""
     target = safe_next(request.query_params.get("next"))
     if not state.config.secret_required:
         response = RedirectResponse(target, status_code=303)
@@ -37,18 +37,19 @@ async def login_form(request: Request, state: StateDep) -> Response:
 
 @router.post("/login")
 async def login(request: Request, state: StateDep) -> RedirectResponse:
-    """Check the secret (constant-time) and set the session cookie.
+    """Check the password (constant-time, throttled per client address) and set the session cookie.
 
     Raises:
-        ActionDenied: cross-origin, stale form, read-only dashboard, or wrong secret.
+        ActionDenied: cross-origin, stale form, read-only dashboard, or wrong password.
+        LoginThrottled: too many wrong passwords from this address lately (429).
     """
     form = await read_form(request)
     config = state.config
     if config.read_only:
         raise ActionDenied("this dashboard is read-only: there is nothing to log in for")
-    check_same_origin(request)
+    check_same_origin(config, request)
     check_csrf(config, form)
-    if not config.secret_required or not secret_matches(config, form.get("secret")):
+    if not config.secret_required or not check_password(config, state.throttle, request, form.get("secret")):
         raise ActionDenied("wrong secret", login_hint=config.secret_required)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
     response.set_cookie(SESSION_COOKIE, config.session_token(), httponly=True, samesite="strict", path="/")
@@ -60,7 +61,7 @@ async def login(request: Request, state: StateDep) -> RedirectResponse:
 async def logout(request: Request, state: StateDep) -> RedirectResponse:
     """Forget the session cookie."""
     form = await read_form(request)
-    check_same_origin(request)
+    check_same_origin(state.config, request)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     set_flash(response, Flash("logged out", "info"))

@@ -1,9 +1,11 @@
 """``/stream``: Server-Sent Events that push re-rendered page panels as the control plane changes.
 
 Each viewer names its page (``view=overview|tasks|task|workers``, plus the task filters or id).
-All viewers share the app's :class:`LiveFeed` (one upstream poller); each one renders its panels
-when the feed changes, at most once per refresh interval, and sends only panels whose HTML
-changed. The generator ends when the browser goes away or the server stops.
+All viewers share the app's :class:`LiveFeed` (one upstream poller); the panels of one page are
+rendered once per feed change and shared by all its viewers (``LiveFeed.rendered``), at most once
+per refresh interval, and each viewer is sent only panels whose HTML changed, through a bounded
+queue that drops a viewer who stops reading (:mod:`~fastworker.dashboard.web.sse`). The stream
+ends when the browser goes away or the server stops.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.responses import StreamingResponse
 
 from fastworker.client import FastworkerError, TaskNotFound
 from fastworker.dashboard.web.deps import DashboardState, StateDep
 from fastworker.dashboard.web.live import FeedClosed, LiveFeed
 from fastworker.dashboard.web.query import BadQuery, TaskFilters
+from fastworker.dashboard.web.sse import BoundedEventStream
 from fastworker.dashboard.web.views import (
     OVERVIEW_PANELS,
     RECENT_LIMIT,
@@ -46,8 +49,20 @@ KEEPALIVE = 10.0
 #: Longest wait for the feed's first snapshot before rendering what there is.
 FIRST_SNAPSHOT_WAIT = 5.0
 
-#: Renders one viewer's panels: panel element id -> inner HTML.
+#: Renders one page's panels: panel element id -> inner HTML.
 PanelRenderer = Callable[[], Awaitable[dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What one viewer watches: ``key`` names everything its panels depend on, ``render`` draws them."""
+
+    key: Hashable
+    render: PanelRenderer
+
+    async def __call__(self) -> dict[str, str]:
+        """Render the panels now (unshared)."""
+        return await self.render()
 
 
 def sse_event(event: str, data: Any) -> str:
@@ -64,8 +79,8 @@ def _render_all(state: DashboardState, panels: dict[str, str], context: dict[str
     return {panel_id: state.renderer.fragment(template, context) for panel_id, template in panels.items()}
 
 
-def make_panel_renderer(state: DashboardState, request: Request) -> PanelRenderer:
-    """The renderer for the page named in the query (``view``, plus filters or ``id``).
+def make_panel_renderer(state: DashboardState, request: Request) -> LiveView:
+    """The live view for the page named in the query (``view``, plus filters or ``id``).
 
     Raises:
         BadQuery: unknown view, missing task id, or bad filters.
@@ -93,7 +108,7 @@ def make_panel_renderer(state: DashboardState, request: Request) -> PanelRendere
                 out.update(_render_all(state, panels, context))
             return out
 
-        return render_stats
+        return LiveView((view, ui), render_stats)
 
     if view == "tasks":
         filters = TaskFilters.from_query(params)
@@ -108,7 +123,7 @@ def make_panel_renderer(state: DashboardState, request: Request) -> PanelRendere
             context = {"ui": ui, **tasks_context(filters, page)}
             return {**dict([_status(state, ui, None)]), **_render_all(state, TASKS_PANELS, context)}
 
-        return render_tasks
+        return LiveView((view, filters, ui), render_tasks)
 
     if view == "task":
         task_id = params.get("id", "")
@@ -126,16 +141,17 @@ def make_panel_renderer(state: DashboardState, request: Request) -> PanelRendere
             context = {"ui": ui, **detail_context(detail)}
             return {**dict([_status(state, ui, None)]), **_render_all(state, TASK_PANELS, context)}
 
-        return render_task
+        return LiveView((view, task_id, ui), render_task)
 
     raise BadQuery(f"unknown view {view!r}: expected overview, tasks, task or workers")
 
 
-async def panel_events(feed: LiveFeed, render: PanelRenderer) -> AsyncGenerator[str, None]:
+async def panel_events(feed: LiveFeed, view: LiveView) -> AsyncGenerator[str, None]:
     """The SSE text for one viewer: changed panels as ``panel`` events and keepalive comments.
 
-    It ends when the feed closes; when the browser goes away the response cancels it (ASGI 2.3) or
-    its next write fails (2.4), and leaving ``feed.watching()`` stops polling for it.
+    Panels are rendered once per feed change for all viewers of the same view. It ends when the
+    feed closes or the response closes it (viewer gone or dropped); leaving ``feed.watching()``
+    stops polling for it.
     """
     try:
         async with feed.watching():
@@ -149,7 +165,7 @@ async def panel_events(feed: LiveFeed, render: PanelRenderer) -> AsyncGenerator[
                     continue
                 seen = version
                 started = time.monotonic()
-                for panel_id, html in (await render()).items():
+                for panel_id, html in (await feed.rendered(view.key, view.render)).items():
                     if sent.get(panel_id) != html:
                         sent[panel_id] = html
                         yield sse_event("panel", {"id": panel_id, "html": html})
@@ -160,11 +176,9 @@ async def panel_events(feed: LiveFeed, render: PanelRenderer) -> AsyncGenerator[
 
 
 @router.get("/stream")
-async def stream(request: Request, state: StateDep) -> StreamingResponse:
+async def stream(request: Request, state: StateDep) -> BoundedEventStream:
     """The live stream for one page (``text/event-stream``)."""
-    render = make_panel_renderer(state, request)
-    return StreamingResponse(
-        panel_events(state.feed, render),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    view = make_panel_renderer(state, request)
+    return BoundedEventStream(
+        panel_events(state.feed, view), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

@@ -1,14 +1,16 @@
-"""``/tasks`` (filtered, paginated list) and ``/tasks/{id}`` (one task in full)."""
+"""``/tasks`` (filtered, paginated list), ``/tasks/{id}`` (one task, large values as previews) and its full-value downloads."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from fastworker.dashboard.web.deps import FiltersDep, StateDep
+from fastworker.dashboard.web.deps import DashboardState, FiltersDep, StateDep
+from fastworker.dashboard.web.preview import DOWNLOAD_CAP, render_capped
 from fastworker.dashboard.web.views import detail_context, page_context, tasks_context, tasks_form_context
 
 router = APIRouter()
@@ -40,8 +42,11 @@ async def task_list(request: Request, state: StateDep, filters: FiltersDep) -> H
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 async def task_page(request: Request, state: StateDep, task_id: str) -> HTMLResponse:
-    """One task: state, timings, arguments, result or error with traceback. Unknown ids give the 404 page."""
-    detail = await state.client.task_detail(task_id)
+    """One task: state, timings, arguments, result or error with traceback. Unknown ids give the 404 page.
+
+    Loads of one task share reads (see ``LiveFeed.page_task_detail``); large values are shown as previews.
+    """
+    detail = await state.feed.page_task_detail(task_id)
     quoted = quote(task_id, safe="")
     context = {
         **page_context(
@@ -55,3 +60,35 @@ async def task_page(request: Request, state: StateDep, task_id: str) -> HTMLResp
         **detail_context(detail),
     }
     return state.renderer.page(request, "task.html", context)
+
+
+async def _download(state: DashboardState, task_id: str, what: str, value: Any) -> Response:
+    """``value`` as an indented JSON attachment, or 413 when it is larger than the download cap."""
+    async with state.downloads:
+        text = render_capped(value, DOWNLOAD_CAP)
+        if text is None:
+            return PlainTextResponse(
+                f"the {what} of task {task_id} is larger than the download cap ({DOWNLOAD_CAP // (1024 * 1024)} MiB)\n",
+                status_code=413,
+            )
+        body = text.encode()
+    safe_id = "".join(c for c in task_id if c.isalnum() or c in "-_")[:64] or "task"
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="task-{safe_id}-{what}.json"'},
+    )
+
+
+@router.get("/tasks/{task_id}/args")
+async def task_arguments(state: StateDep, task_id: str) -> Response:
+    """The task's args and kwargs in full (``{"args": [...], "kwargs": {...}}``), up to the download cap."""
+    detail = await state.feed.read_task_detail(task_id)
+    return await _download(state, task_id, "arguments", {"args": list(detail.args), "kwargs": dict(detail.kwargs)})
+
+
+@router.get("/tasks/{task_id}/result")
+async def task_result(state: StateDep, task_id: str) -> Response:
+    """The task's result in full, up to the download cap."""
+    detail = await state.feed.read_task_detail(task_id)
+    return await _download(state, task_id, "result", detail.info.result)

@@ -1,0 +1,244 @@
+"""Fleet faults the dispatcher must survive without running a task twice or failing it for nothing.
+
+Worker identity is a connection plus a process (incarnation), not a claimed id; prefetched tasks
+are started only once granted and go back only after a lost worker's fence; capacity claims are
+bounded. Driven through fake dispatch-channel requests (``dispatch_rig``) on the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fastworker.controlplane.dispatcher import WORKER_LOST
+from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SUCCESS
+from fastworker.protocol.v1 import error_pb2
+
+BOUND = 5.0
+
+
+async def settle(turns: int = 5) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], bound: float = BOUND) -> None:
+    async with asyncio.timeout(bound):
+        while not predicate():
+            await asyncio.sleep(0.002)
+
+
+def error_code(request: Any) -> int:
+    envelope = request.envelope
+    assert envelope.WhichOneof("body") == "error", envelope
+    return int(envelope.error.code)
+
+
+# ------------------------------------------------------------------------------------- identity
+
+
+async def test_a_second_live_process_under_one_worker_id_is_refused_and_the_first_keeps_its_tasks(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a")
+    record = rig.submit("job")
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+
+    # Another process (a copied FASTWORKER_WORKER_ID, pid 1 in two containers) claims the same id
+    reply = rig.register("w1", ["job"], pipe_id=2, incarnation="process-b").envelope.register_reply
+
+    assert not reply.accepted and reply.id_in_use
+    assert "w1" in reply.reason and "in use" in reply.reason
+    assert rig.coordinator.counters.duplicate_worker_ids == 1
+    worker = rig.fleet.get("w1")
+    assert worker.incarnation == "process-a" and worker.pipe_id == 1
+    assert record.state == RUNNING and record.worker == "w1" and spec.task_id in worker.leases
+    # The impostor's connection can neither take work nor hand the task back or report it
+    rig.pipes["w1"] = 2
+    assert error_code(rig.pull("w1", held=[])) == error_pb2.ERROR_CODE_NOT_REGISTERED
+    assert error_code(rig.report("w1", rig.success(spec, "forged"))) == error_pb2.ERROR_CODE_NOT_REGISTERED
+    assert error_code(rig.deregister("w1", [spec.task_id])) == error_pb2.ERROR_CODE_NOT_REGISTERED
+    assert record.state == RUNNING and spec.task_id in worker.leases and record.attempts == 1
+
+    # The real one finishes it, once
+    rig.pipes["w1"] = 1
+    rig.report("w1", rig.success(spec, "real"))
+    assert record.state == SUCCESS and rig.coordinator.counters.succeeded == 1
+
+
+async def test_a_registration_silent_past_the_heartbeat_timeout_gives_way_to_a_new_process(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig(heartbeat_timeout=15.0)
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a")
+    rig.clock.advance(16.0)  # the old process went silent (its host vanished)
+
+    reply = rig.register("w1", ["job"], pipe_id=2, incarnation="process-b").envelope.register_reply
+
+    assert reply.accepted and not reply.resumed
+    assert rig.fleet.get("w1").incarnation == "process-b"
+
+
+async def test_the_same_process_registering_again_resumes_its_leases_and_fails_nothing(dispatch_rig: Any) -> None:
+    # A reconnect racing a restart: the worker registers twice with the same control plane
+    rig = dispatch_rig()
+    rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a", capacity=1)
+    records = [rig.submit("job", n) for n in range(3)]
+    pull = rig.pull("w1", prefetch=2)
+    await settle()
+    assert len(pull.tasks) == 3
+
+    reply = rig.register("w1", {"job": 0}, pipe_id=7, incarnation="process-a", capacity=1).envelope.register_reply
+
+    assert reply.accepted and reply.resumed
+    worker = rig.fleet.get("w1")
+    assert worker.pipe_id == 7 and set(worker.leases) == {r.task_id for r in records}
+    assert all(r.state == RUNNING for r in records)
+    assert rig.coordinator.counters.failed == 0 and rig.dispatcher.lost_total == 0
+    for spec in pull.tasks:
+        rig.report("w1", rig.success(spec, spec.task_id))
+    assert all(r.state == SUCCESS for r in records)
+
+
+# ---------------------------------------------------------------------------------------- fencing
+
+
+async def test_a_dropped_connection_returns_running_tasks_at_once_and_prefetched_ones_only_after_the_fence(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig(heartbeat_interval=0.1, heartbeat_timeout=0.4)
+    rig.register("w1", {"job": 1}, pipe_id=1, incarnation="process-a", capacity=1)
+    running, held = rig.submit("job", 1), rig.submit("job", 2)
+    pull = rig.pull("w1", prefetch=1)
+    await settle()
+    assert len(pull.tasks) == 2 and not running.held and held.held
+
+    rig.dispatcher.pipe_closed(1)
+
+    # The running task (retries left) goes back at once; the held one may still be started by a
+    # worker that only lost its connection, until its fence: it stays with that worker until then
+    assert running.state == PENDING and running.attempts == 1
+    assert held.state == RUNNING and held.held and held.worker == "w1"
+    await until(lambda: held.state == PENDING)
+    assert held.attempts == 0 and held.worker == ""  # never started: no attempt counted
+
+
+async def test_prefetched_tasks_are_granted_only_while_still_leased_and_a_claim_is_answered_at_once(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
+    records = [rig.submit("job", n) for n in range(3)]
+    first = rig.pull("w1", prefetch=2)
+    await settle()
+    running_spec, held_a, held_b = first.tasks
+    assert records[1].held and records[2].held
+
+    # Task b is taken back meanwhile (a client cancels it while it waits in the prefetch queue)
+    cancelled = rig.coordinator.find(held_b.task_id)
+    assert cancelled is not None
+    rig.dispatcher.reconcile(rig.fleet.get("w1"), {running_spec.task_id, held_a.task_id})
+    assert cancelled.state == PENDING
+
+    claim = rig.pull("w1", hold=5.0, claims=[held_a.task_id, held_b.task_id])
+    await until(lambda: claim.answered)  # not held for 5 s: a free slot waits for this answer
+
+    assert list(claim.envelope.dispatch.granted_task_ids) == [held_a.task_id]
+    assert not records[1].held and records[1].started_at > 0  # RUNNING for clients from the grant
+
+
+async def test_an_outcome_for_a_task_taken_back_is_ignored_and_counted(dispatch_rig: Any) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a")
+    record = rig.submit("job")
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+    rig.dispatcher.lose(rig.fleet.get("w1"), "test says so")
+    assert record.state == FAILURE and record.error.type == WORKER_LOST
+
+    rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a")  # it comes back, fresh
+    rig.report("w1", rig.success(spec, "late"))
+
+    assert record.state == FAILURE and rig.coordinator.counters.late_outcomes == 1
+
+
+# --------------------------------------------------------------------------------------- capacity
+
+
+async def test_a_worker_claiming_absurd_capacity_is_capped_and_cannot_hoard_the_queue(dispatch_rig: Any) -> None:
+    rig = dispatch_rig(max_worker_tasks=8)
+    rig.register("hoarder", ["job"], pipe_id=1, capacity=2**32 - 1)
+    rig.register("honest", ["job"], pipe_id=2, capacity=2)
+    for n in range(40):
+        rig.submit("job", n)
+
+    hoard = rig.pull("hoarder", prefetch=2**31)
+    honest = rig.pull("honest")
+    await settle()
+
+    hoarder = rig.fleet.get("hoarder")
+    assert hoarder.capacity == 8 and hoarder.prefetch == 0
+    assert len(hoard.tasks) == 8
+    assert len(honest.tasks) == 2
+    assert len(rig.coordinator.queue) == 30
+
+
+async def test_least_loaded_means_the_lowest_share_of_slots_in_use(dispatch_rig: Any) -> None:
+    rig = dispatch_rig()
+    rig.register("big", ["job"], pipe_id=1, capacity=8)
+    rig.register("small", ["job"], pipe_id=2, capacity=2)
+    for n in range(5):
+        rig.submit("job", n)
+
+    big, small = rig.pull("big"), rig.pull("small")
+    await settle()
+
+    # 5 tasks over 8 + 2 slots: each gets its share (4/8 and 1/2), not the big one all five
+    assert (len(big.tasks), len(small.tasks)) == (4, 1)
+
+
+async def test_a_prefetched_task_waiting_for_a_lost_workers_fence_can_be_cancelled(dispatch_rig: Any) -> None:
+    rig = dispatch_rig(heartbeat_interval=0.1, heartbeat_timeout=0.4)
+    rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a", capacity=1)
+    running = rig.submit("job", 1)
+    held = rig.submit("job", 2)
+    rig.pull("w1", prefetch=1)
+    await settle()
+    rig.dispatcher.pipe_closed(1)
+    assert held.held and held.state == RUNNING
+    assert running.state == FAILURE  # no retries: lost with its worker
+
+    cancelled, _ = rig.coordinator.cancel(held.task_id)
+
+    assert cancelled and held.state == CANCELLED
+    await asyncio.sleep(0.6)  # past the fence: the take-back leaves a finished task alone
+    assert held.state == CANCELLED and len(rig.coordinator.queue) == 0
+
+
+async def test_an_idle_worker_takes_prefetched_tasks_another_holds_behind_a_long_one(dispatch_rig: Any) -> None:
+    # Celery's prefetch trap: w1 prefetched while its tasks were short, then one ran long
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
+    records = [rig.submit("job", n) for n in range(3)]
+    first = rig.pull("w1", prefetch=2)
+    await settle()
+    long_one, held_a, held_b = first.tasks
+    assert records[1].held and records[2].held
+
+    # w2 joins with a free slot and nothing is queued: it gets the oldest held task at once
+    rig.register("w2", ["job"], pipe_id=2, incarnation="process-b", capacity=1)
+    idle = rig.pull("w2")
+    await settle()
+
+    assert [spec.task_id for spec in idle.tasks] == [held_a.task_id]
+    assert records[1].worker == "w2" and not records[1].held and records[1].attempts == 1
+    assert held_a.task_id not in rig.fleet.get("w1").leases
+    # w1 asks to start it later: refused, so it drops it; the other held one stays w1's
+    claim = rig.pull("w1", claims=[held_a.task_id, held_b.task_id])
+    await until(lambda: claim.answered)
+    assert list(claim.envelope.dispatch.granted_task_ids) == [held_b.task_id]

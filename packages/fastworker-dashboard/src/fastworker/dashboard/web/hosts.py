@@ -1,0 +1,214 @@
+"""Which ``Host`` names the dashboard answers to, and which origins may act: the DNS-rebinding defence.
+
+A page on ``attacker.example`` whose name is re-pointed at 127.0.0.1 reaches the dashboard from
+the victim's browser, but its requests still say ``Host: attacker.example``. So every request must
+name a host this dashboard serves: the bound address, the loopback names, the address the
+connection arrived on (an IP literal is only sent by a browser that was pointed at that very IP),
+this machine's names for a wildcard bind, and the ``--dashboard-host`` values. Anything else gets
+a short 400 before any route (pages, ``/api``, ``/metrics``, ``/stream``, static files, actions) runs.
+
+The same list decides whether an ``Origin``/``Referer`` is "us" for the CSRF check: what we serve,
+never whatever ``Host`` the request claims.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fastworker.dashboard.web.ratelog import RateLimitedLog
+
+logger = logging.getLogger(__name__)
+
+#: Names every dashboard answers to (with the served port).
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Bind hosts that mean "every interface".
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+#: Default ports of the schemes an Origin may carry.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_refusals = RateLimitedLog(logger, per_minute=6)
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` or ``[v6][:port]`` as (lower-cased name without brackets, port or None); None when malformed."""
+    text = value.strip().lower()
+    if not text or any(c in text for c in "/?#@ \t\\"):
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        name, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        name, sep, port_text_raw = text.rpartition(":")
+        if not sep:
+            name, port_text = text, None
+        elif ":" in name:  # a bare IPv6 address without brackets
+            name, port_text = text, None
+        else:
+            port_text = port_text_raw
+    if port_text is None:
+        port = None
+    elif port_text.isdigit() and int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        return None
+    name = name.rstrip(".")
+    return (name, port) if name else None
+
+
+def _canonical(name: str) -> str:
+    """An IP literal in its one canonical spelling (``::0001`` -> ``::1``); names as they are."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def machine_names() -> set[str]:
+    """This machine's host name and fully qualified name (lower case), allowed for a wildcard bind."""
+    names = {socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return {n.rstrip(".") for n in names if n}
+
+
+@dataclass(frozen=True)
+class HostAllowList:
+    """The names this dashboard serves.
+
+    Args:
+        bind_host: The host it was told to bind (a name, an IP, or a wildcard); None when unknown.
+        extra: ``--dashboard-host`` values: ``name`` (any port) or ``name:port`` (that port only).
+    """
+
+    bind_host: str | None = None
+    extra: tuple[str, ...] = ()
+    _fixed: frozenset[str] = field(init=False, repr=False)
+    _any_port: frozenset[str] = field(init=False, repr=False)
+    _exact: frozenset[tuple[str, int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fixed = set(LOOPBACK_NAMES)
+        if self.bind_host is not None:
+            bound = self.bind_host.strip().strip("[]").lower()
+            if bound in WILDCARD_HOSTS:
+                fixed |= machine_names()
+            else:
+                fixed.add(_canonical(bound))
+        any_port: set[str] = set()
+        exact: set[tuple[str, int]] = set()
+        for value in self.extra:
+            parsed = split_host(value)
+            if parsed is None:
+                raise ValueError(f"--dashboard-host {value!r} is not a host name (NAME or NAME:PORT)")
+            name, port = parsed
+            if port is None:
+                any_port.add(_canonical(name))
+            else:
+                exact.add((_canonical(name), port))
+        object.__setattr__(self, "_fixed", frozenset(_canonical(n) for n in fixed))
+        object.__setattr__(self, "_any_port", frozenset(any_port))
+        object.__setattr__(self, "_exact", frozenset(exact))
+
+    def allows(self, name: str, port: int | None, served: tuple[str, int | None] | None, *, strict: bool) -> bool:
+        """True when ``name:port`` is one of ours.
+
+        Args:
+            name: The host name asked for (lower case, no brackets).
+            port: Its port; None when it named none.
+            served: The (address, port) the connection arrived on (ASGI ``scope["server"]``).
+            strict: Origins: a port-less fixed name means the scheme's default port, which must be
+                the served one. Hosts (``strict=False``) may leave the port out.
+        """
+        name = _canonical(name)
+        if name in self._any_port:
+            return True
+        if port is not None and (name, port) in self._exact:
+            return True
+        served_name, served_port = served if served is not None else (None, None)
+        fixed = name in self._fixed or (served_name is not None and name == _canonical(str(served_name).lower()))
+        if not fixed:
+            return False
+        if port is None:
+            return not strict
+        return served_port is None or port == served_port
+
+    def allows_host_header(self, value: str, served: tuple[str, int | None] | None) -> bool:
+        """True when a ``Host`` header names this dashboard."""
+        parsed = split_host(value)
+        return parsed is not None and self.allows(*parsed, served, strict=False)
+
+    def allows_origin(self, origin: str, served: tuple[str, int | None] | None) -> bool:
+        """True when an ``Origin`` (or a Referer's origin) is this dashboard: http(s) and an allowed host and port."""
+        parts = urlsplit(origin)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
+            return False
+        parsed = split_host(parts.netloc)
+        if parsed is None:
+            return False
+        name, port = parsed
+        # An origin leaves its scheme's default port out: compare it as if spelled out.
+        return self.allows(name, port if port is not None else _DEFAULT_PORTS[parts.scheme], served, strict=True)
+
+
+def served_address(scope: Scope) -> tuple[str, int | None] | None:
+    """The (local address, port) an ASGI connection arrived on, when the server says."""
+    server = scope.get("server")
+    if not server:
+        return None
+    host, port = server[0], server[1] if len(server) > 1 else None
+    return (str(host), int(port) if port is not None else None)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class TrustedHosts:
+    """ASGI middleware: a request whose ``Host`` is not on the allow-list gets 400 and reaches no route."""
+
+    def __init__(self, app: ASGIApp, allow: HostAllowList) -> None:
+        self.app = app
+        self.allow = allow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a foreign ``Host`` (HTTP only; lifespan passes through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host")
+        if host is not None and self.allow.allows_host_header(host, served_address(scope)):
+            await self.app(scope, receive, send)
+            return
+        _refusals.warning(
+            "refused a request for Host %r (not a name this dashboard serves; add it with --dashboard-host)",
+            host,
+        )
+        body = b"refused: this Host is not one this dashboard serves\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

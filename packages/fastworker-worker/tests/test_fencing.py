@@ -1,0 +1,121 @@
+"""The worker's side of the lease rule: what it holds starts only with a fresh lease and a grant.
+
+Driven on the worker's own state (no sockets): a stand-in for the link says when the control plane
+last answered; the tasks are async, so they run on this loop without child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from fastworker.client.task import TaskRegistry, task
+from fastworker.protocol.lease import fence_after
+from fastworker.protocol.payload import encode_arguments
+from fastworker.protocol.v1 import task_pb2
+from fastworker.worker.runtime import Worker, WorkerSettings
+
+HEARTBEAT_TIMEOUT = 5.0
+
+
+class SilentLink:
+    """The part of ControlPlaneLink the fence reads: when the latest answered request was sent."""
+
+    def __init__(self, last_contact: float) -> None:
+        self.last_contact = last_contact
+
+
+@pytest.fixture
+def worker() -> Worker:
+    registry = TaskRegistry()
+    ran: list[str] = []
+
+    @task(name="job")
+    async def job(key: str) -> str:
+        ran.append(key)
+        return key
+
+    registry.register(job)
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=1), registry)
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.ran = ran  # type: ignore[attr-defined]
+    return worker
+
+
+def hold(worker: Worker, task_id: str, *, granted: bool) -> None:
+    spec = task_pb2.TaskSpec(task_id=task_id, name="job", attempt=1, arguments=encode_arguments((task_id,), {}))
+    worker._backlog[task_id] = (spec, "instance")
+    if granted:
+        worker._granted.add(task_id)
+
+
+async def test_a_worker_whose_lease_lapsed_starts_nothing_it_holds_until_the_control_plane_answers(
+    worker: Any,
+) -> None:
+    link = SilentLink(time.monotonic() - fence_after(HEARTBEAT_TIMEOUT) - 0.1)
+    worker._link = link
+    hold(worker, "t1", granted=True)
+
+    worker._start_waiting(claim=False)
+    await asyncio.sleep(0.05)
+    assert worker.ran == [] and "t1" in worker._backlog  # fenced: held, not started
+
+    link.last_contact = time.monotonic()  # an answer came back
+    worker._start_waiting(claim=False)
+    await asyncio.sleep(0.05)
+    assert worker.ran == ["t1"]
+
+
+async def test_a_prefetched_task_starts_only_once_granted(worker: Any) -> None:
+    worker._link = SilentLink(time.monotonic())
+    hold(worker, "t1", granted=False)
+
+    worker._start_waiting(claim=False)
+    await asyncio.sleep(0.05)
+    assert worker.ran == []
+
+    worker._take_grants(["t1"], ["t1"])
+    worker._start_waiting(claim=False)
+    await asyncio.sleep(0.05)
+    assert worker.ran == ["t1"]
+
+
+async def test_a_claim_the_control_plane_refuses_drops_the_task_it_took_back(worker: Any) -> None:
+    worker._link = SilentLink(time.monotonic())
+    hold(worker, "t1", granted=False)
+    hold(worker, "t2", granted=False)
+
+    worker._take_grants(["t1", "t2"], ["t2"])
+
+    assert "t1" not in worker._backlog and worker._granted == {"t2"}
+
+
+async def test_a_task_dispatched_into_a_free_slot_after_the_fence_is_not_started(worker: Any) -> None:
+    worker._link = SilentLink(time.monotonic() - HEARTBEAT_TIMEOUT)
+    spec = task_pb2.TaskSpec(task_id="late", name="job", attempt=1, arguments=encode_arguments(("late",), {}))
+
+    worker._start(spec, "instance")
+    await asyncio.sleep(0.05)
+
+    assert worker.ran == [] and not worker._running and "late" not in worker._backlog
+
+
+async def test_a_task_the_control_plane_counts_as_prefetched_waits_for_a_grant_even_with_a_free_slot(
+    worker: Any,
+) -> None:
+    # We finished a task the control plane has not heard of yet: it dispatched the next one as held
+    worker._link = SilentLink(time.monotonic())
+    spec = task_pb2.TaskSpec(task_id="next", name="job", attempt=1, arguments=encode_arguments(("next",), {}))
+
+    worker._start(spec, "instance", prefetched=True)
+    await asyncio.sleep(0.05)
+    assert worker.ran == [] and "next" in worker._backlog and "next" not in worker._granted
+
+    worker._take_grants(["next"], ["next"])
+    worker._start_waiting(claim=False)
+    await asyncio.sleep(0.05)
+    assert worker.ran == ["next"]

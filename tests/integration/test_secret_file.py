@@ -1,0 +1,113 @@
+"""``--secret-file PATH`` / ``FASTWORKER_SECRET_FILE``: the shared secret read from a file, never on a command line.
+
+Where the secret comes from, first found wins: ``--secret``, ``--secret-file``, the file named by
+``FASTWORKER_SECRET_FILE``, ``FASTWORKER_SECRET``. Giving both flags, or a file that is missing or
+empty, is a usage error (exit 2) whose message names the file. Against real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastworker.client import AuthenticationError, SyncClient
+from fastworker.controlplane.testing import run_controlplane
+
+HERE = Path(__file__).resolve().parent
+
+SECRET = "file-borne-s3cret"
+#: Every daemon and CLI that takes the secret (console scripts of the dev virtualenv).
+COMMANDS = {
+    "fastworker-controlplane": [],
+    "fastworker-worker": ["--task-modules", "fwtests_worker_tasks"],
+    "fastworker": ["stats"],
+    "fastworker-dashboard": [],
+    "fastworker-top": [],
+}
+USAGE_TIMEOUT = 60
+
+
+def script(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def run_cli(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion with a clean ``FASTWORKER_*`` environment (plus ``env``)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    return subprocess.run(
+        argv, capture_output=True, text=True, env={**clean, **(env or {})}, timeout=USAGE_TIMEOUT, check=False
+    )
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secret"
+    path.write_text(SECRET + "\n")  # as editors and `echo` write it: the newline is not part of the secret
+    return path
+
+
+def test_a_control_plane_started_with_secret_file_serves_clients_with_that_secret(
+    start_cp: Any, secret_file: Path
+) -> None:
+    control_plane = start_cp("--secret-file", str(secret_file))
+    assert SECRET.encode() not in Path(f"/proc/{control_plane.pid}/cmdline").read_bytes()
+    with SyncClient(control_plane.discovery, secret=SECRET) as client:
+        assert client.submit("fwtests.add", 1, 2, timeout=20) == 3
+    with pytest.raises(AuthenticationError):
+        with SyncClient(control_plane.discovery, secret=SECRET + "\n", connect_timeout=2) as client:
+            client.stats()
+
+    stats = run_cli(
+        [script("fastworker"), "--control-plane", control_plane.discovery, "--json"]
+        + ["--secret-file", str(secret_file), "stats"]
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["submitted"] == 1
+
+
+def test_the_secret_file_env_var_beats_the_secret_env_var_in_daemons_and_clients(
+    secret_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"FASTWORKER_SECRET_FILE": str(secret_file), "FASTWORKER_SECRET": "not-the-secret"}
+    python_path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    with run_controlplane(
+        task_modules=["fwtests_tasks"], env={**env, "PYTHONPATH": python_path}, workdir=tmp_path
+    ) as control_plane:
+        assert SECRET.encode() not in Path(f"/proc/{control_plane.pid}/cmdline").read_bytes()
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with SyncClient(control_plane.discovery) as client:  # Client() reads FASTWORKER_SECRET_FILE too
+            assert client.submit("fwtests.add", 2, 3, timeout=20) == 5
+        with SyncClient(control_plane.discovery, secret=SECRET) as client:
+            assert client.stats()["submitted"] == 1
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_missing_or_empty_secret_file_or_both_flags_is_a_usage_error_naming_the_file(
+    command: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-secret"
+    empty = tmp_path / "empty-secret"
+    empty.write_text("\n")
+    argv = [script(command), "--control-plane" if command != "fastworker-controlplane" else "--no-dashboard"]
+    if command != "fastworker-controlplane":
+        argv.append("tcp://127.0.0.1:1")
+    extra = COMMANDS[command]
+
+    by_flag = run_cli([*argv, "--secret-file", str(missing), *extra])
+    assert by_flag.returncode == 2, by_flag.stderr
+    assert f"cannot read the secret file {missing}" in by_flag.stderr
+
+    by_env = run_cli([*argv, *extra], env={"FASTWORKER_SECRET_FILE": str(empty)})
+    assert by_env.returncode == 2, by_env.stderr
+    assert f"the secret file {empty} is empty" in by_env.stderr
+
+    both = run_cli([*argv, "--secret", SECRET, "--secret-file", str(missing), *extra])
+    assert both.returncode == 2, both.stderr
+    assert "--secret or --secret-file, not both" in both.stderr
