@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pynng
 import pytest
@@ -84,9 +85,17 @@ async def publisher() -> AsyncIterator[tuple[pynng.Pub0, int]]:
         pub.close()
 
 
-async def test_a_subscription_silent_past_stale_after_dials_again_and_hears_the_publisher(
-    publisher: tuple[pynng.Pub0, int],
-) -> None:
+@dataclass
+class Proxied:
+    """A subscription (stale_after 0.5 s) reaching its publisher through a FreezingProxy."""
+
+    pub: pynng.Pub0
+    proxy: FreezingProxy
+    received: list[bytes]
+
+
+@pytest.fixture
+async def proxied(publisher: tuple[pynng.Pub0, int]) -> AsyncIterator[Proxied]:
     pub, port = publisher
     proxy = FreezingProxy(port)
     proxy_port = await proxy.start()
@@ -95,42 +104,34 @@ async def test_a_subscription_silent_past_stale_after_dials_again_and_hears_the_
         asyncio.get_running_loop(), f"tcp://127.0.0.1:{proxy_port}", b"", received.append, stale_after=0.5
     )
     try:
-        async with asyncio.timeout(BOUND):
-            while not received:
-                pub.send(b"before")
-                await asyncio.sleep(0.02)
-        assert proxy.connections == 1
-
-        # The path dies silently: the subscriber's connection stays open but nothing comes through
-        proxy.freeze()
-        received.clear()
-        async with asyncio.timeout(BOUND):
-            while b"after" not in received:
-                pub.send(b"after")
-                await asyncio.sleep(0.02)
-
-        # It heard nothing for half a second, so it dialed again and hears the publisher anew
-        assert proxy.connections >= 2
+        yield Proxied(pub, proxy, received)
     finally:
         subscription.close()
         await proxy.close()
 
 
-async def test_a_subscription_that_hears_its_publisher_keeps_its_connection(
-    publisher: tuple[pynng.Pub0, int],
-) -> None:
-    pub, port = publisher
-    proxy = FreezingProxy(port)
-    proxy_port = await proxy.start()
-    received: list[bytes] = []
-    subscription = Subscription(
-        asyncio.get_running_loop(), f"tcp://127.0.0.1:{proxy_port}", b"", received.append, stale_after=0.5
-    )
-    try:
-        for _ in range(100):  # 2 s of messages every 20 ms
-            pub.send(b"tick")
+async def test_a_subscription_silent_past_stale_after_dials_again_and_hears_the_publisher(proxied: Proxied) -> None:
+    pub, proxy, received = proxied.pub, proxied.proxy, proxied.received
+    async with asyncio.timeout(BOUND):
+        while not received:
+            pub.send(b"before")
             await asyncio.sleep(0.02)
-        assert received and proxy.connections == 1
-    finally:
-        subscription.close()
-        await proxy.close()
+    assert proxy.connections == 1
+
+    # The path dies silently: the subscriber's connection stays open but nothing comes through
+    proxy.freeze()
+    received.clear()
+    async with asyncio.timeout(BOUND):
+        while b"after" not in received:
+            pub.send(b"after")
+            await asyncio.sleep(0.02)
+
+    # It heard nothing for half a second, so it dialed again and hears the publisher anew
+    assert proxy.connections >= 2
+
+
+async def test_a_subscription_that_hears_its_publisher_keeps_its_connection(proxied: Proxied) -> None:
+    for _ in range(100):  # 2 s of messages every 20 ms
+        proxied.pub.send(b"tick")
+        await asyncio.sleep(0.02)
+    assert proxied.received and proxied.proxy.connections == 1
