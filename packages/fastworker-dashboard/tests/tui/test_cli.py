@@ -38,3 +38,13 @@ def test_help_names_the_keys_and_env_vars(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "FASTWORKER_CONTROL_PLANE" in out and "FASTWORKER_SECRET" in out
     assert "c cancel" in out and "p pause/resume level" in out
+
+
+def test_version_prints_the_program_and_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from fastworker.dashboard.version import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        cli.make_parser().parse_args(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastworker-top {__version__}"

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
+from fastworker.dashboard.version import __version__
 
 #: Exit codes.
 RET_OK = 0
@@ -43,6 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--control-plane",
         default=DEFAULT_CONTROL_PLANE,
