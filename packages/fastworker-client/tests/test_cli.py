@@ -1,17 +1,215 @@
-"""The fastworker CLI's argument handling and output shapes (the commands themselves run in the integration suite)."""
+"""The fastworker CLI: its parser, common flags in either position, each command's output and exit code.
+
+Commands run against a fake client here; the integration suite runs them against a real control plane.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import decimal
 import json
-import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
-from fastworker.client import Priority, TaskInfo, TaskState
-from fastworker.client.cli import RET_UNREACHABLE, RET_USAGE, _jsonable, info_dict, main, make_parser, parse_arg
+from fastworker.client import (
+    CancelResult,
+    Client,
+    Priority,
+    TaskDetail,
+    TaskInfo,
+    TaskPage,
+    TaskState,
+    __version__,
+    cli,
+)
+from fastworker.client.cli import (
+    COMMANDS,
+    RET_FAILED,
+    RET_OK,
+    RET_TIMEOUT,
+    RET_UNREACHABLE,
+    RET_USAGE,
+    main,
+    make_parser,
+    parse_arg,
+)
+from fastworker.client.errors import UnknownTask
+from fastworker.client.jsonshape import (
+    cancel_json,
+    detail_json,
+    drain_json,
+    page_json,
+    pause_json,
+    purge_json,
+    queues_json,
+    registered_tasks_json,
+    stats_json,
+    task_json,
+    workers_json,
+)
 from fastworker.client.models import TaskError
+
+TASK_ID = "3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70"
+
+
+def make_info(state: TaskState = TaskState.SUCCESS, **changes: Any) -> TaskInfo:
+    values: dict[str, Any] = {
+        "id": TASK_ID,
+        "name": "add",
+        "state": state,
+        "priority": Priority.NORMAL,
+        "attempts": 1,
+        "worker": "controlplane",
+        "queued_at": 1.0,
+        "started_at": 1.5,
+        "finished_at": 2.0,
+        "result": (b"\x00\x01", decimal.Decimal("1.10")),
+        "error": None,
+    }
+    values.update(changes)
+    return TaskInfo(**values)
+
+
+class FakeClient:
+    """Stands in for ``Client``: records how the CLI built it and what it asked, answers canned data."""
+
+    made: ClassVar[list[FakeClient]] = []
+    #: The state ``status`` and ``wait`` report.
+    state: ClassVar[TaskState] = TaskState.SUCCESS
+
+    def __init__(self, address: str | None = None, *, secret: str | None = None, connect_timeout: float = 5.0) -> None:
+        self.address = address
+        self.secret = secret
+        self.connect_timeout = connect_timeout
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        FakeClient.made.append(self)
+
+    async def __aenter__(self) -> FakeClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+    def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((method, args, kwargs))
+
+    async def send(
+        self, name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> str:
+        self._record("send", name, list(args), dict(kwargs or {}), **options)
+        return TASK_ID
+
+    async def status(self, task_id: str) -> TaskInfo:
+        self._record("status", task_id)
+        return make_info(self.state)
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        self._record("wait", task_id, timeout=timeout)
+        return make_info(self.state)
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        return CancelResult(cancelled=task_id == TASK_ID, previous_state=TaskState.PENDING)
+
+    async def retry(self, task_id: str) -> TaskState:
+        return TaskState.PENDING
+
+    async def list_tasks(self, **filters: Any) -> TaskPage:
+        self._record("list_tasks", **filters)
+        return TaskPage(tasks=[make_info()], total=7, offset=filters["offset"], limit=filters["limit"])
+
+    async def task_detail(self, task_id: str) -> TaskDetail:
+        return DETAIL
+
+    async def workers(self) -> list[dict[str, Any]]:
+        return [dict(w) for w in WORKERS]
+
+    async def queues(self) -> list[dict[str, Any]]:
+        return [dict(q) for q in QUEUES]
+
+    async def stats(self) -> dict[str, Any]:
+        return dict(STATS)
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in REGISTERED]
+
+    async def purge(self, priority: str) -> int:
+        return 3
+
+    async def pause(self, priority: str) -> bool:
+        return True
+
+    async def resume(self, priority: str) -> bool:
+        return False
+
+    async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
+        self._record("drain_worker", worker_id, timeout=timeout)
+        return worker_id == "w1"
+
+
+DETAIL = TaskDetail(
+    info=make_info(TaskState.FAILURE, error=TaskError("ValueError", "bad", "Traceback ...")),
+    args=[(1, 2), b"raw"],
+    kwargs={"when": decimal.Decimal("2.5")},
+    eta=None,
+)
+WORKERS = [{"worker_id": "w1", "host": "h", "capacity": 4, "in_flight": 1}]
+QUEUES = [{"priority": p.value, "depth": 0, "oldest_age": 0.0, "paused": False} for p in Priority]
+STATS = {"submitted": 12, "throughput": float("nan"), "history": [{"at": 1.0, "succeeded": 2, "failed": 1}]}
+REGISTERED = [
+    {"name": "add", "priority": "normal", "retries": 0, "timeout": 0.0, "soft_timeout": 0.0, "every": 0.0, "cron": ""}
+]
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def client(self) -> FakeClient:
+        (client,) = FakeClient.made
+        return client
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture(autouse=True)
+def fake_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test runs the CLI against FakeClient, with no FASTWORKER_* env var of the caller's."""
+    for name in (
+        "FASTWORKER_CONTROL_PLANE",
+        "FASTWORKER_SECRET",
+        "FASTWORKER_SECRET_FILE",
+        "FASTWORKER_JSON",
+        "FASTWORKER_CONNECT_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(cli, "Client", FakeClient)
+    FakeClient.made = []
+    FakeClient.state = TaskState.SUCCESS
+    yield
+    FakeClient.made = []
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Any:
+    def run(*argv: str) -> Ran:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------- arguments
 
 
 @pytest.mark.parametrize(
@@ -30,66 +228,291 @@ def test_arguments_are_json_when_they_parse_and_text_otherwise(text: str, value:
     assert parse_arg(text) == value
 
 
-def test_task_json_has_id_first_and_plain_values() -> None:
-    info = TaskInfo(
-        id="t1",
-        name="add",
-        state=TaskState.FAILURE,
-        priority=Priority.HIGH,
-        attempts=2,
-        worker="w1",
-        queued_at=1.0,
-        started_at=2.0,
-        finished_at=3.0,
-        result=None,
-        error=TaskError("ValueError", "bad", "tb"),
-    )
-    data = info_dict(info)
-    assert list(data)[0] == "id"
-    assert data["state"] == "FAILURE" and data["priority"] == "high"
-    assert data["error"] == {"type": "ValueError", "message": "bad", "traceback": "tb"}
-    assert list(data) == [
-        "id",
-        "name",
-        "state",
-        "priority",
-        "attempts",
-        "worker",
-        "queued_at",
-        "started_at",
-        "finished_at",
-        "result",
-        "error",
-    ]
-
-
-def test_results_the_codec_returns_become_json_friendly() -> None:
-    value = {
-        "b": b"\x00\x01",
-        "d": decimal.Decimal("1.10"),
-        "u": uuid.UUID(int=1),
-        "t": (1, 2),
-        "when": dt.date(2020, 1, 2),
-    }
-    assert json.loads(json.dumps(value, default=_jsonable)) == {
-        "b": "AAE=",
-        "d": "1.10",
-        "u": str(uuid.UUID(int=1)),
-        "t": [1, 2],
-        "when": "2020-01-02",
-    }
-
-
 def test_usage_errors_exit_two() -> None:
-    with pytest.raises(SystemExit) as exc:
-        make_parser().parse_args(["submit"])
-    assert exc.value.code == RET_USAGE
-    with pytest.raises(SystemExit) as exc:
-        make_parser().parse_args(["submit", "add", "--priority", "urgent"])
-    assert exc.value.code == RET_USAGE
+    for argv in (["submit"], ["submit", "add", "--priority", "urgent"], ["list", "--limit", "-1"], ["pause", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            make_parser().parse_args(argv)
+        assert exc.value.code == RET_USAGE, argv
 
 
-def test_an_unreachable_control_plane_exits_three(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--control-plane", "tcp://127.0.0.1:9", "--connect-timeout", "0.2", "--json", "stats"])
-    assert code == RET_UNREACHABLE
-    assert "no control plane announced itself" in json.loads(capsys.readouterr().out)["error"]
+def test_bad_kwargs_and_clashing_options_are_usage_errors_before_connecting(run: Any) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["submit", "add", "--kwargs", "[1]"])
+    assert exc.value.code == RET_USAGE
+    with pytest.raises(SystemExit) as exc:
+        main(["submit", "add", "--kwargs", "{nope"])
+    assert exc.value.code == RET_USAGE
+    clash = run("--json", "submit", "add", "--countdown", "5", "--eta", "+5")
+    assert clash.code == RET_USAGE and "not both" in clash.json["error"]
+    assert FakeClient.made == []
+
+
+def test_the_spec_commands_exist_each_with_a_description_and_every_argument_with_help() -> None:
+    parser = make_parser()
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    spec = {"submit", "status", "result", "cancel", "retry", "workers", "queues", "stats", "tasks"}
+    assert spec | {"list", "inspect", "purge", "pause", "resume", "drain"} <= set(subparsers.choices)
+    assert set(subparsers.choices) == set(COMMANDS)
+    for name, sub in subparsers.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest}"
+    for action in parser._actions:
+        assert action.help, action.dest
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastworker {__version__}"
+
+
+# ------------------------------------------------------------------- common flags, before and after
+
+
+def _secret_file(tmp_path: Path, name: str, secret: str) -> str:
+    path = tmp_path / name
+    path.write_text(secret + "\n")
+    return str(path)
+
+
+#: (flag, value before, value after, env var value, what the client was given for each, the default)
+_COMMON: list[tuple[str, str, str, str, str, Any, Any, Any, Any]] = [
+    (
+        "--control-plane",
+        "tcp://before:1",
+        "tcp://after:2",
+        "tcp://env:3",
+        "address",
+        "tcp://before:1",
+        "tcp://after:2",
+        "tcp://env:3",
+        None,
+    ),
+    ("--connect-timeout", "1.5", "2.5", "3.5", "connect_timeout", 1.5, 2.5, 3.5, 5.0),
+    ("--secret", "s-before", "s-after", "s-env", "secret", "s-before", "s-after", "s-env", None),
+    ("--secret-file", "before.txt", "after.txt", "env.txt", "secret", "f-before", "f-after", "f-env", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("flag", "before", "after", "env", "attribute", "got_before", "got_after", "got_env", "default"),
+    _COMMON,
+    ids=[c[0] for c in _COMMON],
+)
+def test_a_common_flag_works_before_and_after_the_command_and_after_wins(
+    run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flag: str,
+    before: str,
+    after: str,
+    env: str,
+    attribute: str,
+    got_before: Any,
+    got_after: Any,
+    got_env: Any,
+    default: Any,
+) -> None:
+    if flag == "--secret-file":
+        before, after, env = (
+            _secret_file(tmp_path, n, s) for n, s in ((before, "f-before"), (after, "f-after"), (env, "f-env"))
+        )
+
+    def given(*argv: str) -> Any:
+        FakeClient.made = []
+        ran = run(*argv)
+        assert ran.code == RET_OK, ran
+        return getattr(ran.client, attribute)
+
+    assert given("stats") == default
+    assert given(flag, before, "stats") == got_before
+    assert given("stats", flag, after) == got_after
+    assert given(flag, before, "stats", flag, after) == got_after
+    assert given(f"{flag}={before}", "queues") == got_before  # the = form too
+    assert given("queues", f"{flag}={after}") == got_after
+
+    monkeypatch.setenv("FASTWORKER_" + flag.removeprefix("--").replace("-", "_").upper(), env)
+    assert given("stats") == got_env
+    assert given(flag, before, "stats") == got_before  # a flag beats its env var, in either position
+    assert given("stats", flag, after) == got_after
+
+
+@pytest.mark.parametrize("argv", [["--json", "stats"], ["stats", "--json"], ["--json", "stats", "--json"]])
+def test_json_works_before_and_after_the_command(run: Any, argv: list[str]) -> None:
+    ran = run(*argv)
+    assert ran.code == RET_OK and ran.json["submitted"] == 12
+
+
+def test_json_from_its_env_var_and_human_output_by_default(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    human = run("stats")
+    assert human.code == RET_OK and "submitted" in human.out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(human.out)
+    monkeypatch.setenv("FASTWORKER_JSON", "1")
+    assert run("stats").json["submitted"] == 12
+
+
+def test_secret_and_secret_file_together_are_a_usage_error_in_any_positions(run: Any, tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "s.txt", "x")
+    for argv in (
+        ["--secret", "a", "stats", "--secret-file", path],
+        ["--secret-file", path, "stats", "--secret", "a"],
+        ["stats", "--secret", "a", "--secret-file", path],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == RET_USAGE, argv
+
+
+def test_common_flags_mix_with_a_command_s_own_arguments(run: Any) -> None:
+    ran = run("drain", "w1", "--json", "--timeout", "2", "--connect-timeout", "0.5")
+    assert ran.code == RET_OK and ran.json == drain_json("w1", True)
+    assert ran.client.connect_timeout == 0.5
+    assert ran.client.calls == [("drain_worker", ("w1",), {"timeout": 2.0})]
+
+
+def test_an_unreachable_control_plane_exits_three(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "Client", Client)  # the real one
+    for argv in (
+        ["--control-plane", "tcp://127.0.0.1:9", "--connect-timeout", "0.2", "--json", "stats"],
+        ["stats", "--json", "--control-plane", "tcp://127.0.0.1:9", "--connect-timeout", "0.2"],
+    ):
+        assert main(argv) == RET_UNREACHABLE
+        assert "no control plane announced itself" in json.loads(capsys.readouterr().out)["error"]
+
+
+# --------------------------------------------------------------------------------------- commands
+
+
+def test_submit_passes_arguments_and_every_task_option_to_send(run: Any) -> None:
+    ran = run(
+        "submit",
+        "add",
+        "1",
+        "x",
+        "--kwargs",
+        '{"y": [2]}',
+        "--priority",
+        "high",
+        "--countdown",
+        "5",
+        "--expires",
+        "2000000000",
+        "--task-id",
+        "mine",
+        "--json",
+    )
+    assert ran.code == RET_OK
+    assert ran.json == task_json(make_info())
+    method, args, options = ran.client.calls[0]
+    assert method == "send" and args == ("add", [1, "x"], {"y": [2]})
+    assert options == {
+        "priority": Priority.HIGH,
+        "countdown": 5.0,
+        "eta": None,
+        "expires": 2000000000.0,
+        "task_id": "mine",
+    }
+
+
+def test_submit_wait_exits_as_the_task_ends(run: Any) -> None:
+    ran = run("submit", "add", "--wait", "--timeout", "3", "--json")
+    assert ran.code == RET_OK and ran.json["state"] == "SUCCESS"
+    assert ("wait", (TASK_ID,), {"timeout": 3.0}) in ran.client.calls
+    FakeClient.made = []
+    FakeClient.state = TaskState.FAILURE
+    assert run("submit", "add", "--wait").code == RET_FAILED
+
+
+def test_result_exits_zero_one_or_four(run: Any) -> None:
+    assert run("result", TASK_ID).code == RET_OK
+    FakeClient.made = []
+    FakeClient.state = TaskState.RUNNING
+    pending = run("--json", "result", TASK_ID)
+    assert pending.code == RET_TIMEOUT and pending.json["state"] == "RUNNING"
+    FakeClient.made = []
+    FakeClient.state = TaskState.CANCELLED
+    assert run("result", TASK_ID, "--wait").code == RET_FAILED
+
+
+def test_task_json_is_the_shared_shape_with_id_first(run: Any) -> None:
+    ran = run("status", TASK_ID, "--json")
+    assert ran.code == RET_OK
+    data = ran.json
+    assert data == task_json(make_info())
+    assert list(data)[0] == "id"
+    assert data["result"] == ["AAE=", "1.10"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected", "code"),
+    [
+        (["inspect", TASK_ID], detail_json(DETAIL), RET_OK),
+        (["workers"], workers_json(WORKERS), RET_OK),
+        (["queues"], queues_json(QUEUES), RET_OK),
+        (["stats"], stats_json(STATS), RET_OK),
+        (["tasks"], registered_tasks_json(REGISTERED), RET_OK),
+        (["cancel", TASK_ID], cancel_json(TASK_ID, CancelResult(True, TaskState.PENDING)), RET_OK),
+        (["cancel", "other"], cancel_json("other", CancelResult(False, TaskState.PENDING)), RET_FAILED),
+        (["purge", "low"], purge_json("low", 3), RET_OK),
+        (["pause", "high"], pause_json("high", True), RET_OK),
+        (["resume", "high"], pause_json("high", False), RET_OK),
+        (["drain", "w1"], drain_json("w1", True), RET_OK),
+        (["drain", "nobody"], drain_json("nobody", False), RET_FAILED),
+        (["retry", TASK_ID], task_json(make_info()), RET_OK),
+    ],
+)
+def test_each_command_prints_the_shared_json_shape(run: Any, argv: list[str], expected: Any, code: int) -> None:
+    ran = run(*argv, "--json")
+    assert ran.code == code
+    assert ran.json == expected
+
+
+def test_list_passes_filters_and_prints_a_page(run: Any) -> None:
+    ran = run("list", "--state", "failure", "--state", "running", "--name", "add", "--offset", "2", "--limit", "5")
+    assert ran.code == RET_OK and "tasks 3-3 of 7" in ran.out
+    assert ran.client.calls == [
+        (
+            "list_tasks",
+            (),
+            {
+                "states": ["failure", "running"],
+                "name": "add",
+                "priority": None,
+                "worker": "",
+                "search": "",
+                "offset": 2,
+                "limit": 5,
+            },
+        )
+    ]
+    FakeClient.made = []
+    page = run("list", "--json").json
+    assert page == page_json(TaskPage([make_info()], total=7, offset=0, limit=20))
+    assert list(page) == ["tasks", "total", "offset", "limit"]
+
+
+def test_human_output_of_the_commands(run: Any) -> None:
+    stats = run("stats")
+    assert "submitted" in stats.out and "finished/s, last 2 min" in stats.out
+    assert "w1" in run("workers").out
+    assert "critical" in run("queues").out
+    assert "add" in run("tasks").out
+    detail = run("inspect", TASK_ID)
+    assert "ValueError: bad" in detail.out and "Traceback" in detail.out and "ran" in detail.out
+    assert "is PENDING again" in run("retry", TASK_ID).out
+    assert "low: dispatching" in run("resume", "low").out
+    assert f"task {TASK_ID} cancelled (it was PENDING)" in run("cancel", TASK_ID).out
+
+
+def test_errors_print_as_json_with_json(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(*args: Any, **kwargs: Any) -> str:
+        raise UnknownTask("nope")
+
+    monkeypatch.setattr(FakeClient, "send", refuse)
+    ran = run("submit", "nope", "--json")
+    assert ran.code == RET_FAILED and "nope" in ran.json["error"]

@@ -18,8 +18,9 @@ from fastworker.client import (
     TaskState,
     UnknownTask,
 )
-from fastworker.client._async import _error_from_wire, _eta_seconds
+from fastworker.client._async import _error_from_wire
 from fastworker.client.models import task_info_from_wire
+from fastworker.client.options import _eta_seconds
 from fastworker.protocol import encode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
 
@@ -121,15 +122,14 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "announcements",
         "errors",
         "models",
-        "transport",
         "envflags",
         "version",
-        "requester",
         "cli",
+        "jsonshape",
         "handles",
+        "options",
         "tls",
         "secretfile",
-        "admission",
         "dashboardflags",
         "fastapi",  # fastworker.client.fastapi, once something imported it
     }  # `task`: the decorator

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pynng
 import pytest
 
-from fastworker.client.transport import Subscription
+from fastworker.client._transport import Subscription
 
 BOUND = 10.0
 

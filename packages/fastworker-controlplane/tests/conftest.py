@@ -1,4 +1,4 @@
-"""Fixtures that drive a real Coordinator on the test's event loop with small in-process tasks."""
+"""Fixtures that drive a real Coordinator on the test's event loop with small in-process tasks, and request channels."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fastworker.client._transport import RequestChannel
 from fastworker.client.models import Priority
 from fastworker.client.task import AsyncTaskFunction, SyncTaskFunction, TaskFunction, TaskOptions, TaskRegistry
 from fastworker.controlplane.coordinator import Coordinator
@@ -154,7 +155,7 @@ class FakeClock:
 
 
 class FakeRequest:
-    """Stands in for ``transport.Request``: records every reply (decoded) and whether it was dropped."""
+    """Stands in for ``replyserver.Request``: records every reply (decoded) and whether it was dropped."""
 
     def __init__(self, data: bytes, pipe_id: int = 0) -> None:
         self.data = data
@@ -367,3 +368,19 @@ async def dispatch_rig(harness: Harness) -> AsyncIterator[Callable[..., Dispatch
     finally:
         for rig in rigs:
             rig.close()
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[Callable[[str], RequestChannel]]:
+    """Makes the client's RequestChannels dialed to an address (to talk to reply servers); closes them after the test."""
+    made: list[RequestChannel] = []
+
+    def make(address: str) -> RequestChannel:
+        channel = RequestChannel(asyncio.get_running_loop())
+        made.append(channel)
+        channel.dial(address)
+        return channel
+
+    yield make
+    for channel in made:
+        channel.close()

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, MAX_WAIT, Coordinator, RequestRefused
+from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator, RequestRefused
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SCHEDULED, SUCCESS
+from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
 
@@ -327,49 +328,91 @@ async def test_cancelling_a_running_async_task_ends_it_as_cancelled(harness: Any
     assert coordinator.counters.cancelled == 1
 
 
-async def test_an_async_task_cancelled_the_moment_it_starts_is_cancelled(
-    harness: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a slot thread that is descheduled for a moment right after handing its async task to the
-    # loop (as the OS or the GIL may do at any time), so the task is already running on the loop
-    real_run_coroutine_threadsafe = asyncio.run_coroutine_threadsafe
-
-    def preempted(coro: Any, loop: asyncio.AbstractEventLoop) -> Any:
-        future = real_run_coroutine_threadsafe(coro, loop)
-        time.sleep(0.2)
-        return future
-
-    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", preempted)
-    started = asyncio.Event()
+async def test_a_task_cancelled_before_its_hand_over_reaches_the_loop_never_starts(harness: Any) -> None:
+    # Given an async task a slot took (RUNNING) whose hand-over to the loop is still queued
+    ran: list[str] = []
 
     async def slow() -> None:
-        started.set()
-        await asyncio.sleep(60)
+        ran.append("started")
 
     harness.task(slow)
-    coordinator = harness.coordinator()
+    coordinator = harness.coordinator(local_concurrency=0)
     record, _ = coordinator.submit(harness.spec("slow"))
-    async with asyncio.timeout(BOUND):
-        await started.wait()
-    assert record.state == RUNNING
+    coordinator.local.concurrency = 1  # let take_local hand out one task, here, on the test's thread
+    run = coordinator.take_local()
+    assert run is not None and record.state == RUNNING
 
-    # When it is cancelled while it runs
-    result = coordinator.cancel(record.task_id)
+    # When it is cancelled before the hand-over runs, and then the hand-over runs
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+    coordinator.local._start_on_loop(run)
 
-    # Then it is cancelled like any running async task (not refused as if it could not be)
-    assert result == (True, RUNNING)
-    assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
+    # Then it ends CANCELLED and never started
+    done = await harness.final(coordinator, record.task_id)
+    assert done.state == CANCELLED
+    assert ran == []
 
 
-async def test_a_running_sync_task_cannot_be_cancelled_and_finishes_normally(harness: Any) -> None:
-    harness.task(lambda: None, name="noop")
+def interruptible_task(harness: Any, name: str = "spin") -> tuple[threading.Event, list[str]]:
+    """Register a sync task that runs Python code until cancelled, recording whether its end ever ran."""
+    started, reached = threading.Event(), []
+
+    def spin() -> str:
+        started.set()
+        deadline = time.monotonic() + BOUND
+        while time.monotonic() < deadline:
+            time.sleep(0.005)
+        reached.append("the code after the loop")
+        return "never cancelled"
+
+    harness.task(spin, name=name)
+    return started, reached
+
+
+async def test_a_running_sync_task_is_interrupted_its_remaining_code_never_runs_and_the_slot_lives_on(
+    harness: Any,
+) -> None:
+    # Given a sync task running Python code on the only slot
+    started, reached = interruptible_task(harness)
+    harness.task(lambda: "next", name="next")
     coordinator = harness.coordinator(local_concurrency=1)
-    blocker_id, release = await occupy_the_only_slot(harness, coordinator)
+    record, _ = coordinator.submit(harness.spec("spin"))
+    await until(started.is_set)
 
-    assert coordinator.cancel(blocker_id) == (False, RUNNING)
+    # When it is cancelled
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
 
+    # Then it ends CANCELLED, its remaining code never ran, and the slot runs the next task
+    done = await harness.final(coordinator, record.task_id)
+    assert done.state == CANCELLED
+    assert done.error is not None and done.error.type == "TaskCancelled"
+    assert reached == []
+    following, _ = coordinator.submit(harness.spec("next"))
+    assert (await harness.final(coordinator, following.task_id)).state == SUCCESS
+
+
+async def test_a_sync_task_blocked_in_one_call_stops_when_the_call_returns(harness: Any) -> None:
+    # Given a sync task blocked in a single C-level wait on the only slot
+    after: list[str] = []
+    started, release = threading.Event(), harness.gate()
+
+    def block() -> None:
+        started.set()
+        release.wait(BOUND)
+        after.append("ran on")
+
+    harness.task(block, name="block")
+    coordinator = harness.coordinator(local_concurrency=1)
+    record, _ = coordinator.submit(harness.spec("block"))
+    await until(started.is_set)
+
+    # When it is cancelled, it is still running until the call returns
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+    assert record.state == RUNNING
     release.set()
-    assert (await harness.final(coordinator, blocker_id)).state == SUCCESS
+
+    # Then it ends CANCELLED without running the rest of its code
+    assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
+    assert after == []
 
 
 async def test_cancelling_a_pending_task_makes_it_cancelled_and_it_never_runs(harness: Any) -> None:
@@ -646,7 +689,7 @@ async def test_wait_timeouts_are_capped_at_max_wait(harness: Any) -> None:
     coordinator.wait([record.task_id], 10_000.0, lambda f, p, m: None)
 
     # Then the timer is armed for at most MAX_WAIT seconds
-    (waiter,) = coordinator._waiters[record.task_id]
+    (waiter,) = coordinator.waits._by_task[record.task_id]
     assert waiter.timer is not None
     assert waiter.timer.when() - loop.time() <= MAX_WAIT + 0.5
 
@@ -798,7 +841,7 @@ async def test_throughput_is_tasks_finished_per_second_over_the_last_minute(harn
     now = [1000.0]
     harness.task(lambda: None, name="noop")
     coordinator = harness.coordinator(clock=lambda: now[0])
-    assert coordinator.throughput() == 0.0
+    assert coordinator.history.throughput(coordinator.clock()) == 0.0
 
     # When three tasks finish at t=1000
     records = [coordinator.submit(harness.spec("noop"))[0] for _ in range(3)]
@@ -807,14 +850,14 @@ async def test_throughput_is_tasks_finished_per_second_over_the_last_minute(harn
 
     # Then ten seconds after start, throughput is 3 over 10 s
     now[0] = 1010.0
-    assert coordinator.throughput() == pytest.approx(0.3)
+    assert coordinator.history.throughput(coordinator.clock()) == pytest.approx(0.3)
 
     # And the window is at most a minute
     now[0] = 1030.0
-    assert coordinator.throughput() == pytest.approx(0.1)
+    assert coordinator.history.throughput(coordinator.clock()) == pytest.approx(0.1)
     now[0] = 1059.5
-    assert coordinator.throughput() == pytest.approx(3 / 59.5)
+    assert coordinator.history.throughput(coordinator.clock()) == pytest.approx(3 / 59.5)
 
     # And tasks older than a minute no longer count
     now[0] = 1100.0
-    assert coordinator.throughput() == 0.0
+    assert coordinator.history.throughput(coordinator.clock()) == 0.0

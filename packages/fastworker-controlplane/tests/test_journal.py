@@ -440,7 +440,7 @@ async def test_a_bad_batch_before_the_end_is_corruption_and_refused(journals: An
     journal = journals()
     for i in range(3):
         journal.accepted(TaskRecord(spec("add", i), NORMAL, 1.0))
-        assert journal.flush()
+        assert await journal.flush()
     journal.close()
     data = bytearray(path.read_bytes())
     data[len(MAGIC) + 12] ^= 0xFF  # inside the first batch's payload
@@ -503,7 +503,7 @@ async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_l
         finished.append(record.task_id)
         if i % 100 == 0:
             await asyncio.sleep(0.001)  # let the writer and the compactor run
-    assert journal.flush()
+    assert await journal.flush()
     await until(lambda: journal.compactions >= 2)
     # A compaction that lagged behind the writes (a busy machine) leaves a long tail: the next writes
     # compact it; a few tiny ones, until it did (bounded)
@@ -698,7 +698,7 @@ async def journal_of_single_task_batches(journals: Any, path: Path, count: int) 
     for i in range(count):
         record = TaskRecord(spec("add", i), NORMAL, 1.0)
         journal.accepted(record)
-        assert journal.flush()
+        assert await journal.flush()
         task_ids.append(record.task_id)
     journal.close()
     assert len(batch_offsets(path)) == count
@@ -799,7 +799,7 @@ async def test_a_symlink_planted_at_the_journal_temporary_path_is_not_followed(
         assert not os.path.lexists(tmp_path / "tasks.journal.compact")  # the start removed it: plant it again
         (tmp_path / "tasks.journal.compact").symlink_to(victim)
         journal.accepted(TaskRecord(spec("add", 99), NORMAL, 1.0))
-        assert journal.flush()
+        assert await journal.flush()
         await until(lambda: journal.compactions >= 1)
         journal.close()
     else:
@@ -901,7 +901,7 @@ async def test_closing_while_the_disk_refuses_never_acknowledges_what_was_not_wr
     acknowledged: list[bool] = []
     journal.accepted(TaskRecord(spec("add", 1), NORMAL, 1.0))
     journal.after_durable(lambda: acknowledged.append(True))
-    assert not journal.flush(timeout=0.2)
+    assert not await journal.flush(timeout=0.2)
 
     journal.close()
     await asyncio.sleep(0.05)  # a callback scheduled on the loop would have run by now

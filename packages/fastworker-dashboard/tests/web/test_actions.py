@@ -162,9 +162,9 @@ async def test_secret_is_required_for_api_actions_in_the_header(make_client: Mak
 
 async def test_api_actions_answer_json(web: httpx.AsyncClient, fake: FakeAdminClient) -> None:
     cancel = await web.post(f"/api/tasks/{RUNNING_ID}/cancel")
-    assert cancel.json() == {"task_id": RUNNING_ID, "cancelled": True, "previous_state": "RUNNING"}
+    assert cancel.json() == {"id": RUNNING_ID, "cancelled": True, "previous_state": "RUNNING"}
     retry = await web.post(f"/api/tasks/{RUNNING_ID}/retry")
-    assert retry.json() == {"task_id": RUNNING_ID, "state": "PENDING"}
+    assert retry.json() == {"id": RUNNING_ID, "state": "PENDING"}
     fake.queue_state["critical"]["depth"] = 3
     assert (await web.post("/api/queues/CRITICAL/purge")).json() == {"priority": "critical", "purged": 3}
     assert (await web.post("/api/queues/high/resume")).json() == {"priority": "high", "paused": False}

@@ -37,9 +37,9 @@ async def test_task_detail_includes_arguments_and_timings(web: httpx.AsyncClient
     odd = make_task("c" * 8 + "-0000-4000-8000-000000000001", result=(b"\x00\xff", decimal.Decimal("1.5")))
     fake.add(odd, args=[(1, 2), b"raw"], kwargs={"when": NOW})
     data = (await web.get(f"/api/tasks/{odd.id}")).json()
-    assert data["args"] == [[1, 2], "b'raw'"]
+    assert data["args"] == [[1, 2], "cmF3"]  # bytes as base64, as fastworker --json
     assert data["kwargs"] == {"when": NOW}
-    assert data["result"] == ["b'\\x00\\xff'", "Decimal('1.5')"]
+    assert data["result"] == ["AP8=", "1.5"]
     assert data["wait_time"] == 0.5 and data["run_time"] == 0.75
 
 

@@ -13,12 +13,13 @@ import contextvars
 import logging
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
 
 from fastworker.client import handles
+from fastworker.client._background import cancel_all, spawn
+from fastworker.client._requester import Requester, error_from_wire
+from fastworker.client._transport import RequestChannel, Subscription
 from fastworker.client.admin import AdminMethods
 from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
 from fastworker.client.errors import (
@@ -33,16 +34,14 @@ from fastworker.client.errors import (
 from fastworker.client.models import (
     CancelResult,
     EventBatch,
-    Priority,
     TaskEvent,
     TaskInfo,
     TaskState,
     task_info_from_wire,
 )
-from fastworker.client.requester import Requester, error_from_wire
+from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles
-from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
@@ -73,22 +72,6 @@ _SERVER_WAIT = 5.0
 T = TypeVar("T")
 
 _error_from_wire = error_from_wire
-
-
-def _eta_seconds(countdown: float | None, eta: datetime | float | None) -> float:
-    if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    if countdown is not None:
-        if countdown < 0:
-            raise ValueError("countdown cannot be negative")
-        return time.time() + countdown if countdown > 0 else 0.0
-    if eta is None:
-        return 0.0
-    if isinstance(eta, datetime):
-        if eta.tzinfo is None:
-            eta = eta.replace(tzinfo=UTC)
-        return eta.timestamp()
-    return float(eta)
 
 
 class _BulkWait:
@@ -175,7 +158,6 @@ class Client(AdminMethods):
         self._announcements: AnnouncementReader | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._instance_id = ""
-        self._task_names: frozenset[str] = frozenset()
         self._closed = False
         # Coalesced submissions: (spec, future) waiting for a batch slot.
         self._submit_backlog: list[tuple[task_pb2.TaskSpec, asyncio.Future[str]]] = []
@@ -256,7 +238,6 @@ class Client(AdminMethods):
             if self._instance_id:
                 logger.info("control plane changed (%s -> %s)", self._instance_id, announcement.instance_id)
             self._instance_id = announcement.instance_id
-        self._task_names = frozenset(announcement.task_names)
         self._channel.dial(announcement.client_address)
         if self._announced is not None:
             self._announced.set()
@@ -266,13 +247,7 @@ class Client(AdminMethods):
         if self._closed:
             return
         self._closed = True
-        for task in list(self._background):
-            task.cancel()
-        for task in list(self._background):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_all(self._background)
         unavailable = ControlPlaneUnavailable("the client was closed")
         for _, future in self._submit_backlog:
             if not future.done():
@@ -312,104 +287,59 @@ class Client(AdminMethods):
             build, timeout=self.request_timeout, hold=hold, task_id=task_id, task_name=task_name
         )
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        spawn(coroutine, self._background)
 
     # ------------------------------------------------------------------------------------ submission
 
-    def _build_spec(
+    def _spec(
         self,
         name: str,
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
-        *,
-        priority: Priority | str | None,
-        countdown: float | None,
-        eta: datetime | float | None,
-        expires: datetime | float | None,
-        task_id: str | None,
+        options: SubmitOptions,
+        into: task_pb2.TaskSpec | None = None,
     ) -> task_pb2.TaskSpec:
-        spec = task_pb2.TaskSpec()
-        self._fill_spec(
-            spec, name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
-        )
-        return spec
-
-    def _fill_spec(
-        self,
-        spec: task_pb2.TaskSpec,
-        name: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        *,
-        priority: Priority | str | None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-    ) -> None:
-        """Write one call into spec (in place, so batches need no copy).
+        """The TaskSpec of one call: every submission path builds its spec here (batches fill theirs in place).
 
         Raises:
-            ValueError: a bad name, priority or time option.
+            ValueError: a bad task name.
             PayloadError: the arguments cannot be encoded.
         """
         if not isinstance(name, str) or not name:
             raise ValueError("task name must be a non-empty string")
-        spec.task_id = task_id if task_id is not None else str(uuid.uuid4())
+        spec = task_pb2.TaskSpec() if into is None else into
         spec.name = name
         spec.arguments.CopyFrom(encode_arguments(args, kwargs, allow_pickle=self.allow_pickle))
-        if priority is not None:
-            spec.priority = Priority.parse(priority).to_wire()
-        if countdown is not None or eta is not None:
-            spec.eta = _eta_seconds(countdown, eta)
-        if expires is not None:
-            spec.expires = expires.timestamp() if isinstance(expires, datetime) else float(expires)
+        options.apply(spec)
+        return spec
 
-    async def delay(
-        self,
-        name: str,
-        /,
-        *args: Any,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-        **kwargs: Any,
-    ) -> str:
+    async def delay(self, name: str, /, *args: Any, **kwargs: Any) -> str:
         """Queue task ``name`` with the given arguments; returns its task id once accepted.
 
+        The keyword arguments named like a :class:`~fastworker.client.options.SubmitOptions` field
+        (``priority``, ``countdown``, ``eta``, ``expires``, ``task_id``) are submission options;
+        the others go to the task (use :meth:`send` for a task parameter of one of those names).
+
         Raises:
+            ValueError: a bad option value (nothing was sent).
             PayloadError: an argument cannot be encoded (nothing was sent).
             UnknownTask: no task is registered under name.
             QueueFull: the control plane's queue is at its bound.
             ControlPlaneUnavailable: the control plane did not answer.
         """
-        spec = self._build_spec(
-            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
-        )
-        return await self._enqueue(spec)
+        options, kwargs = SubmitOptions.split(kwargs)
+        return await self._enqueue(self._spec(name, args, kwargs, options))
 
     async def send(
         self,
         name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> str:
         """Like delay, with arguments passed explicitly (for tasks whose parameters collide with options)."""
-        spec = self._build_spec(
-            name, args, kwargs or {}, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
-        )
-        return await self._enqueue(spec)
+        return await self._enqueue(self._spec(name, args, kwargs or {}, SubmitOptions(**options)))
 
     async def _enqueue(self, spec: task_pb2.TaskSpec) -> str:
         await self.connect()
@@ -486,19 +416,21 @@ class Client(AdminMethods):
     async def delay_many(
         self,
         calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
-        *,
-        priority: Priority | str | None = None,
+        **options: Unpack[BatchOptionArgs],
     ) -> list[str]:
         """Queue many tasks at once, each ``(name, args)`` or ``(name, args, kwargs)``; returns their ids in order.
 
         Every call is encoded before anything is sent. The returned ids are those of accepted tasks.
+        The options (``priority``, ``countdown``, ``eta``, ``expires``) apply to every task; each
+        task gets its own id.
 
         Raises:
+            ValueError: a bad option value, or an option that names one task (nothing was sent).
             PayloadError: an argument cannot be encoded (nothing was sent).
             UnknownTask, QueueFull: the first refused call's error; the others were accepted or
                 refused independently (``error.task_ids`` lists the accepted ids, None for refused).
         """
-        wire_priority = None if priority is None else Priority.parse(priority)
+        shared = SubmitOptions(**options).for_batch()
         batches: list[Envelope] = []
         batch: Envelope | None = None
         size = 0
@@ -512,8 +444,7 @@ class Client(AdminMethods):
                 batch = Envelope()
                 batches.append(batch)
                 size = 0
-            spec = batch.submit_batch.tasks.add()
-            self._fill_spec(spec, name, args, kwargs, priority=wire_priority)
+            spec = self._spec(name, args, kwargs, shared, into=batch.submit_batch.tasks.add())
             size += len(spec.arguments.data) + len(name) + 64
         if not batches:
             return []
@@ -541,37 +472,18 @@ class Client(AdminMethods):
             raise first_error
         return [r for r in results if isinstance(r, str)]
 
-    async def submit(
-        self,
-        name: str,
-        /,
-        *args: Any,
-        timeout: float | None = None,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
+    async def submit(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Queue task ``name`` and wait for its result, in one round trip when it finishes quickly.
+
+        Takes the submission options as :meth:`delay` does; ``timeout`` bounds the wait.
 
         Raises:
             TaskFailed: the task ended in FAILURE or CANCELLED.
             TaskTimeout: timeout passed first (the task goes on).
-            PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
+            ValueError, PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
         """
-        return await self.send_and_wait(
-            name,
-            args,
-            kwargs,
-            timeout=timeout,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires,
-            task_id=task_id,
-        )
+        options, kwargs = SubmitOptions.split(kwargs)
+        return await self._submit_and_wait(self._spec(name, args, kwargs, options), timeout)
 
     async def send_and_wait(
         self,
@@ -580,16 +492,13 @@ class Client(AdminMethods):
         kwargs: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> Any:
         """Like submit, with arguments passed explicitly (the waiting twin of send; typed ``submit`` uses it)."""
-        spec = self._build_spec(
-            name, args, kwargs or {}, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
-        )
+        return await self._submit_and_wait(self._spec(name, args, kwargs or {}, SubmitOptions(**options)), timeout)
+
+    async def _submit_and_wait(self, spec: task_pb2.TaskSpec, timeout: float | None) -> Any:
+        """Submit spec, asking the control plane to hold the reply until the task ends (up to a bound)."""
         started = time.monotonic()
         hold = _SERVER_WAIT if timeout is None else max(0.0, min(timeout, _SERVER_WAIT))
 
@@ -597,7 +506,7 @@ class Client(AdminMethods):
             envelope.submit.task.CopyFrom(spec)
             envelope.submit.wait = hold
 
-        reply = await self._request(build, hold=hold, task_id=spec.task_id, task_name=name)
+        reply = await self._request(build, hold=hold, task_id=spec.task_id, task_name=spec.name)
         body = reply.submit_reply
         if body.HasField("task"):
             return self._value_of(task_info_from_wire(body.task, allow_pickle=self.allow_pickle))
@@ -860,10 +769,7 @@ class Client(AdminMethods):
             except Exception:
                 logger.exception("on_complete for task %s failed", task_id)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return spawn(run(), self._background)
 
     # -------------------------------------------------------------------------------------- control
 

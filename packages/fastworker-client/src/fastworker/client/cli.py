@@ -1,22 +1,23 @@
 """The ``fastworker`` operator command: submit and inspect tasks, see workers, queues and stats.
 
-Rich tables and a spinner for people, ``--json`` (one JSON object or a list) for scripts, and the
+Rich tables and a spinner for people, ``--json`` (one JSON object or a list, in the shapes of
+:mod:`fastworker.client.jsonshape`, shared with the web dashboard's API) for scripts, and the
 SPEC's exit codes: 0 ok, 1 the task failed, was cancelled or was refused, 2 usage error,
 3 control plane unreachable, 4 timeout.
+
+Each subcommand is one ``@command`` function next to the function that declares its arguments.
+The common flags (``--json``, ``--control-plane``, ...) work before and after the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import dataclasses
 import datetime as dt
-import decimal
 import json
 import sys
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fastworker.client._async import Client
-from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.envflags import apply_env_defaults, env_name
 from fastworker.client.errors import (
     ControlPlaneUnavailable,
     FastworkerError,
@@ -33,7 +34,23 @@ from fastworker.client.errors import (
     TaskTimeout,
     UnknownTask,
 )
-from fastworker.client.models import TaskDetail, TaskInfo, TaskState
+from fastworker.client.jsonshape import (
+    Json,
+    cancel_json,
+    detail_json,
+    drain_json,
+    jsonable,
+    page_json,
+    pause_json,
+    purge_json,
+    queues_json,
+    registered_tasks_json,
+    stats_json,
+    task_json,
+    workers_json,
+)
+from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
+from fastworker.client.options import add_submit_arguments, options_from_namespace
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 
@@ -44,12 +61,128 @@ RET_USAGE = 2
 RET_UNREACHABLE = 3
 RET_TIMEOUT = 4
 
-_EPILOG = """examples:
+_PRIORITIES = [p.value for p in Priority]
+
+_EPILOG = """The common options may also come after the command (fastworker stats --json).
+
+examples:
   fastworker submit add 1 2 --wait
   fastworker submit emails.send 42 --kwargs '{"subject": "hi"}' --priority high
   fastworker status 3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70 --json
   fastworker workers
 """
+
+
+# ------------------------------------------------------------------------------------ the registry
+
+
+Runner = Callable[[Client, argparse.Namespace, "_Output"], Awaitable[int]]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """For commands that take nothing but the common flags."""
+
+
+def _no_check(args: argparse.Namespace) -> None:
+    """For commands whose arguments argparse checks entirely."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, its arguments and what it does."""
+
+    name: str
+    #: One line for ``fastworker --help``.
+    help: str
+    #: The paragraph of ``fastworker NAME --help``.
+    description: str
+    #: Adds the command's own arguments to its parser.
+    arguments: Arguments
+    #: Runs with a connected client; returns the exit code.
+    run: Runner
+    #: Checks the parsed arguments before connecting; raises ValueError for a usage error (exit 2).
+    check: Callable[[argparse.Namespace], None] = _no_check
+
+
+#: Every subcommand by name, in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str,
+    *,
+    help: str,
+    description: str,
+    arguments: Arguments = _no_arguments,
+    check: Callable[[argparse.Namespace], None] = _no_check,
+) -> Callable[[Runner], Runner]:
+    """Register the decorated coroutine function as subcommand ``name``."""
+
+    def register(run: Runner) -> Runner:
+        if name in COMMANDS:
+            raise ValueError(f"command {name!r} is defined twice")
+        COMMANDS[name] = Command(name, help, description, arguments, run, check)
+        return run
+
+    return register
+
+
+# -------------------------------------------------------------------------------- the common flags
+
+
+def _common_flags(*, after_command: bool) -> argparse.ArgumentParser:
+    """A parent parser holding the common flags.
+
+    Before the command they carry the defaults (which ``apply_env_defaults`` replaces with env
+    vars); after it they default to ``SUPPRESS``, so a flag given there overrides the value from
+    before the command and an absent one leaves it alone.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--control-plane",
+        default=None,
+        metavar="ADDRESS",
+        help="the control plane's discovery address (default tcp://127.0.0.1:5550)",
+    )
+    parent.add_argument("--secret", default=None, help="the shared secret")
+    add_secret_file_flag(parent)
+    parent.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parent.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to look for the control plane (default 5)",
+    )
+    if after_command:
+        for action in parent._actions:  # not set_defaults: that would put SUPPRESS in the namespace
+            action.default = argparse.SUPPRESS
+            action.help = f"{action.help} [env {env_name(action.dest)}]"
+    return parent
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser (env vars are applied by ``main``)."""
+    parser = argparse.ArgumentParser(
+        prog="fastworker",
+        description="Submit and inspect FastWorker tasks.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_flags(after_command=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (fastworker COMMAND --help for more)"
+    )
+    after = _common_flags(after_command=True)
+    for spec in COMMANDS.values():
+        sub = subparsers.add_parser(spec.name, help=spec.help, description=spec.description, parents=[after])
+        spec.arguments(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------------- shared pieces
 
 
 def _count(text: str) -> int:
@@ -67,89 +200,324 @@ def parse_arg(text: str) -> Any:
         return text
 
 
-def _jsonable(value: Any) -> Any:
-    """Values the safe codec returns, made JSON-friendly (bytes as base64, Decimals and times as text)."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return repr(value)
+def _kwargs_object(text: str) -> dict[str, Any]:
+    """``--kwargs``: a JSON object (argparse reports anything else as a usage error)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
-def info_dict(info: TaskInfo) -> dict[str, Any]:
-    """A TaskInfo as a plain dict, ``id`` first (the CLI's JSON shape)."""
-    out = dataclasses.asdict(info)
-    out["state"] = info.state.value
-    out["priority"] = info.priority.value
-    return out
+def _task_id_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task_id", metavar="TASK_ID", help="the task's id (as submit printed it)")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """The argument parser (env vars are applied by ``main``)."""
-    parser = argparse.ArgumentParser(
-        prog="fastworker",
-        description="Submit and inspect FastWorker tasks.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _priority_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("priority", choices=_PRIORITIES, metavar="PRIORITY", help="critical, high, normal or low")
+
+
+def _wait_arguments(parser: argparse.ArgumentParser, wait_help: str) -> None:
+    parser.add_argument("--wait", action="store_true", help=wait_help)
+    parser.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS", help="longest wait (exit 4 when it passes)"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--control-plane", default=None, help="the control plane's discovery address")
-    parser.add_argument("--secret", default=None, help="shared secret")
-    add_secret_file_flag(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to find the control plane")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    submit = commands.add_parser("submit", help="queue a task (and wait for it with --wait)")
-    submit.add_argument("name", help="registered task name")
-    submit.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (JSON if they parse)")
-    submit.add_argument("--kwargs", default=None, metavar="JSON", help="keyword arguments as a JSON object")
-    submit.add_argument("--priority", choices=["critical", "high", "normal", "low"], default=None)
-    submit.add_argument("--countdown", type=float, default=None, metavar="SECONDS", help="run no earlier than this")
-    submit.add_argument("--wait", action="store_true", help="wait for the result")
-    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="longest wait")
 
-    for name, text in (("status", "a task's state"), ("cancel", "cancel a task"), ("retry", "re-run a failed task")):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("task_id")
-    result = commands.add_parser("result", help="a task's result")
-    result.add_argument("task_id")
-    result.add_argument("--wait", action="store_true", help="wait until the task is final")
-    result.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="longest wait")
-    listing = commands.add_parser("list", help="live and recent tasks, newest first (filters, paging)")
-    listing.add_argument("--state", action="append", default=[], choices=[s.value.lower() for s in TaskState])
-    listing.add_argument("--name", default="", help="only this task name")
-    listing.add_argument("--priority", choices=["critical", "high", "normal", "low"], default=None)
-    listing.add_argument("--worker", default="", help="only tasks run by this worker id")
-    listing.add_argument("--search", default="", metavar="ID_PREFIX", help="only task ids starting with this")
-    listing.add_argument("--offset", type=_count, default=0)
-    listing.add_argument("--limit", type=_count, default=20)
-    inspect = commands.add_parser("inspect", help="one task in full: arguments, timings, traceback")
-    inspect.add_argument("task_id")
-    for name, text in (
-        ("purge", "cancel every waiting task of a priority level"),
-        ("pause", "stop dispatching a priority level"),
-        ("resume", "dispatch a paused priority level again"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("priority", choices=["critical", "high", "normal", "low"])
-    drain = commands.add_parser("drain", help="ask a subworker to finish its tasks and leave")
-    drain.add_argument("worker_id")
-    drain.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="time to finish")
-    for name, text in (
-        ("workers", "connected subworkers"),
-        ("queues", "queue depth per priority"),
-        ("stats", "counters"),
-        ("tasks", "registered tasks with their options"),
-    ):
-        commands.add_parser(name, help=text)
-    return parser
+def _exit_for(info: TaskInfo) -> int:
+    return RET_OK if info.state is TaskState.SUCCESS else RET_FAILED
+
+
+async def _wait_and_show(client: Client, task_id: str, timeout: float | None, out: _Output) -> int:
+    if out.as_json:
+        info = await client.wait(task_id, timeout=timeout)
+    else:
+        with out.console.status(f"waiting for task {task_id} ..."):
+            info = await client.wait(task_id, timeout=timeout)
+    out.task(info)
+    return _exit_for(info)
+
+
+# ------------------------------------------------------------------------------------ the commands
+
+
+def _submit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="registered task name")
+    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (JSON if they parse, else text)")
+    parser.add_argument(
+        "--kwargs", type=_kwargs_object, default=None, metavar="JSON", help="keyword arguments as a JSON object"
+    )
+    add_submit_arguments(parser)
+    _wait_arguments(parser, "wait for the result (exit 1 if the task fails)")
+
+
+def _check_submit(args: argparse.Namespace) -> None:
+    options_from_namespace(args)
+
+
+@command(
+    "submit",
+    help="queue a task (and wait for it with --wait)",
+    description="Queue task NAME with the given arguments and print it; with --wait, print it once final.",
+    arguments=_submit_arguments,
+    check=_check_submit,
+)
+async def submit(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Queue a task; with ``--wait`` exit as the task ends."""
+    options = options_from_namespace(args)
+    task_id = await client.send(args.name, [parse_arg(a) for a in args.args], args.kwargs or {}, **options.as_kwargs())
+    if args.wait:
+        return await _wait_and_show(client, task_id, args.timeout, out)
+    out.task(await client.status(task_id))
+    return RET_OK
+
+
+@command(
+    "status",
+    help="a task's state",
+    description="Print a task's current info (exit 1 if the id is unknown).",
+    arguments=_task_id_argument,
+)
+async def status(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print one task."""
+    out.task(await client.status(args.task_id))
+    return RET_OK
+
+
+def _result_arguments(parser: argparse.ArgumentParser) -> None:
+    _task_id_argument(parser)
+    _wait_arguments(parser, "wait until the task is final")
+
+
+@command(
+    "result",
+    help="a task's result",
+    description="Print a task with its result or error: exit 0 on success, 1 on failure or cancellation, "
+    "4 while it is not final.",
+    arguments=_result_arguments,
+)
+async def result(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print a task's outcome; exit as it ended (4 if it has not)."""
+    if args.wait:
+        return await _wait_and_show(client, args.task_id, args.timeout, out)
+    info = await client.status(args.task_id)
+    out.task(info)
+    return _exit_for(info) if info.state.is_final else RET_TIMEOUT
+
+
+@command(
+    "cancel",
+    help="cancel a task",
+    description="Cancel a waiting or running task (exit 1 if it was already final).",
+    arguments=_task_id_argument,
+)
+async def cancel(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Cancel one task and say what state it was in."""
+    outcome = await client.cancel(args.task_id)
+    verb = "cancelled" if outcome.cancelled else "not cancelled"
+    out.action(
+        cancel_json(args.task_id, outcome), f"task {args.task_id} {verb} (it was {outcome.previous_state.value})"
+    )
+    return RET_OK if outcome.cancelled else RET_FAILED
+
+
+@command(
+    "retry",
+    help="re-run a failed task",
+    description="Queue a FAILURE or CANCELLED task again under the same id.",
+    arguments=_task_id_argument,
+)
+async def retry(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Re-queue one task; ``--json`` prints the task as it is now."""
+    state = await client.retry(args.task_id)
+    if out.as_json:
+        out.task(await client.status(args.task_id))
+    else:
+        out.say(f"task {args.task_id} is {state.value} again")
+    return RET_OK
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[s.value.lower() for s in TaskState],
+        help="only tasks in this state (repeatable)",
+    )
+    parser.add_argument("--name", default="", help="only this task name")
+    parser.add_argument("--priority", choices=_PRIORITIES, default=None, help="only this priority level")
+    parser.add_argument("--worker", default="", help="only tasks run by this worker id")
+    parser.add_argument(
+        "--search", default="", metavar="TEXT", help="only tasks whose id starts with TEXT or whose name contains it"
+    )
+    parser.add_argument("--offset", type=_count, default=0, help="matches to skip (default 0)")
+    parser.add_argument("--limit", type=_count, default=20, help="page size (default 20)")
+
+
+@command(
+    "list",
+    help="live and recent tasks, newest first (filters, paging)",
+    description="List live tasks and finished ones still in the result cache, newest first.",
+    arguments=_list_arguments,
+)
+async def list_tasks(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print one page of the task listing."""
+    page = await client.list_tasks(
+        states=args.state,
+        name=args.name,
+        priority=args.priority,
+        worker=args.worker,
+        search=args.search,
+        offset=args.offset,
+        limit=args.limit,
+    )
+    if out.as_json:
+        out.data(page_json(page))
+    else:
+        out.rows(
+            f"tasks {page.offset + 1}-{page.offset + len(page.tasks)} of {page.total}",
+            [_list_row(info) for info in page.tasks],
+        )
+    return RET_OK
+
+
+@command(
+    "inspect",
+    help="one task in full: arguments, timings, traceback",
+    description="Print everything about one task: its info, arguments, ETA, wait and run times, and traceback.",
+    arguments=_task_id_argument,
+)
+async def inspect(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print one task in full."""
+    detail = await client.task_detail(args.task_id)
+    if out.as_json:
+        out.data(detail_json(detail))
+    else:
+        out.detail(detail)
+    return RET_OK
+
+
+@command("workers", help="connected subworkers", description="List the connected subworkers and their load.")
+async def workers(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print the subworkers."""
+    found = await client.workers()
+    out.rows("workers", found, workers_json(found))
+    return RET_OK
+
+
+@command(
+    "queues",
+    help="queue depth per priority",
+    description="List each priority level's depth, oldest waiting age and paused flag.",
+)
+async def queues(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print the queues."""
+    found = await client.queues()
+    out.rows("queues", found, queues_json(found))
+    return RET_OK
+
+
+@command(
+    "stats",
+    help="counters",
+    description="Print the control plane's counters and the last two minutes of throughput.",
+)
+async def stats(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print the counters (with sparklines for people)."""
+    counters = await client.stats()
+    if out.as_json:
+        out.data(stats_json(counters))
+        return RET_OK
+    history = counters.pop("history", [])
+    rows: list[dict[str, Any]] = [{"counter": k, "value": v} for k, v in counters.items()]
+    rows.append({"counter": "finished/s, last 2 min", "value": sparkline(s["succeeded"] for s in history)})
+    rows.append({"counter": "failed/s, last 2 min", "value": sparkline(s["failed"] for s in history)})
+    out.rows("stats", rows)
+    return RET_OK
+
+
+@command(
+    "tasks",
+    help="registered tasks with their options",
+    description="List the registered task names with their default priority, retries, limits and schedule.",
+)
+async def tasks(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print the registered tasks."""
+    found = await client.tasks()
+    out.rows("tasks", [_task_row(entry) for entry in found], registered_tasks_json(found))
+    return RET_OK
+
+
+@command(
+    "purge",
+    help="cancel every waiting task of a priority level",
+    description="Cancel every task waiting at one priority level; running tasks are not touched.",
+    arguments=_priority_argument,
+)
+async def purge(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Cancel a level's waiting tasks."""
+    purged = await client.purge(args.priority)
+    out.action(purge_json(args.priority, purged), f"purged {purged} waiting {args.priority} tasks")
+    return RET_OK
+
+
+@command(
+    "pause",
+    help="stop dispatching a priority level",
+    description="Stop dispatching one priority level; its tasks wait and new ones are still accepted.",
+    arguments=_priority_argument,
+)
+async def pause(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Pause a level."""
+    _show_paused(args.priority, await client.pause(args.priority), out)
+    return RET_OK
+
+
+@command(
+    "resume",
+    help="dispatch a paused priority level again",
+    description="Dispatch a paused priority level again.",
+    arguments=_priority_argument,
+)
+async def resume(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Resume a level."""
+    _show_paused(args.priority, await client.resume(args.priority), out)
+    return RET_OK
+
+
+def _show_paused(priority: str, paused: bool, out: _Output) -> None:
+    out.action(pause_json(priority, paused), f"{priority}: {'paused' if paused else 'dispatching'}")
+
+
+def _drain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("worker_id", metavar="WORKER_ID", help="the subworker's id (see fastworker workers)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time to finish running tasks before they are re-queued (default 30)",
+    )
+
+
+@command(
+    "drain",
+    help="ask a subworker to finish its tasks and leave",
+    description="Ask a subworker to take nothing new, finish its running tasks and leave (exit 1 if no such worker).",
+    arguments=_drain_arguments,
+)
+async def drain(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Drain one subworker."""
+    draining = await client.drain_worker(args.worker_id, timeout=args.timeout)
+    text = f"worker {args.worker_id} is draining" if draining else f"no worker {args.worker_id}"
+    out.action(drain_json(args.worker_id, draining), text)
+    return RET_OK if draining else RET_FAILED
+
+
+# -------------------------------------------------------------------------------------- the output
 
 
 class _Output:
@@ -160,42 +528,47 @@ class _Output:
         self.console = Console()
         self.errors = Console(stderr=True)
 
-    def data(self, value: Any) -> None:
-        print(json.dumps(value, default=_jsonable))
+    def data(self, value: Json) -> None:
+        print(json.dumps(value))
+
+    def say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
 
     def task(self, info: TaskInfo) -> None:
         if self.as_json:
-            self.data(info_dict(info))
+            self.data(task_json(info))
             return
         table = Table(show_header=False, box=None)
-        for key, value in info_dict(info).items():
-            if key == "error" and info.error is not None:
+        for field in dataclasses.fields(info):
+            value = getattr(info, field.name)
+            if field.name == "error" and info.error is not None:
                 value = f"{info.error.type}: {info.error.message}"
-            table.add_row(Text(key, style="bold"), Text("" if value is None else str(value)))
+            table.add_row(Text(field.name, style="bold"), Text("" if value is None else str(value)))
         self.console.print(table)
         if info.error is not None and info.error.traceback:
             self.console.print(info.error.traceback, markup=False, highlight=False)
 
-    def rows(self, title: str, rows: list[dict[str, Any]]) -> None:
+    def rows(self, title: str, rows: list[dict[str, Any]], as_json: Json | None = None) -> None:
+        """A table for people; for scripts ``as_json`` (default: the rows themselves)."""
         if self.as_json:
-            self.data(rows)
+            self.data(jsonable(rows) if as_json is None else as_json)
+            return
+        if not rows:
+            self.console.print(f"{title}: none")
             return
         table = Table(title=title)
-        columns = list(rows[0]) if rows else []
+        columns = list(rows[0])
         for column in columns:
             table.add_column(column, overflow="fold")  # wrap long ids rather than cut them
         for row in rows:
             table.add_row(*(_cell(row[c]) for c in columns))
-        if not rows:
-            self.console.print(f"{title}: none")
-            return
         self.console.print(table)
 
-    def action(self, value: dict[str, Any], text: str) -> None:
+    def action(self, value: Json, text: str) -> None:
         if self.as_json:
             self.data(value)
         else:
-            self.console.print(text, markup=False, highlight=False)
+            self.say(text)
 
     def detail(self, detail: TaskDetail) -> None:
         info = detail.info
@@ -281,142 +654,14 @@ def _task_row(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _exit_for(info: TaskInfo) -> int:
-    return RET_OK if info.state is TaskState.SUCCESS else RET_FAILED
+# ---------------------------------------------------------------------------------------- running
 
 
 async def _run(args: argparse.Namespace, out: _Output) -> int:
+    spec = COMMANDS[args.command]
+    spec.check(args)  # usage errors before looking for the control plane
     async with Client(args.control_plane, secret=args.secret, connect_timeout=args.connect_timeout) as client:
-        command = args.command
-        if command == "submit":
-            kwargs = json.loads(args.kwargs) if args.kwargs else {}
-            if not isinstance(kwargs, dict):
-                out.error("--kwargs must be a JSON object")
-                return RET_USAGE
-            task_id = await client.send(
-                args.name,
-                [parse_arg(a) for a in args.args],
-                kwargs,
-                priority=args.priority,
-                countdown=args.countdown,
-            )
-            if not args.wait:
-                info = await client.status(task_id)
-                out.task(info)
-                return RET_OK
-            return await _wait_and_show(client, task_id, args.timeout, out)
-        if command == "status":
-            out.task(await client.status(args.task_id))
-            return RET_OK
-        if command == "result":
-            if args.wait:
-                return await _wait_and_show(client, args.task_id, args.timeout, out)
-            info = await client.status(args.task_id)
-            if not info.state.is_final:
-                out.task(info)
-                return RET_TIMEOUT
-            out.task(info)
-            return _exit_for(info)
-        if command == "cancel":
-            result = await client.cancel(args.task_id)
-            if out.as_json:
-                out.data(
-                    {"id": args.task_id, "cancelled": result.cancelled, "previous_state": result.previous_state.value}
-                )
-            else:
-                verb = "cancelled" if result.cancelled else "not cancelled"
-                out.console.print(f"task {args.task_id} {verb} (it was {result.previous_state.value})")
-            return RET_OK if result.cancelled else RET_FAILED
-        if command == "retry":
-            state = await client.retry(args.task_id)
-            if out.as_json:
-                out.task(await client.status(args.task_id))
-            else:
-                out.console.print(f"task {args.task_id} is {state.value} again")
-            return RET_OK
-        if command == "workers":
-            out.rows("workers", await client.workers())
-            return RET_OK
-        if command == "queues":
-            out.rows("queues", await client.queues())
-            return RET_OK
-        if command == "stats":
-            stats = await client.stats()
-            if out.as_json:
-                out.data(stats)
-            else:
-                history = stats.pop("history")
-                rows = [{"counter": k, "value": v} for k, v in stats.items()]
-                rows.append({"counter": "finished/s, last 2 min", "value": sparkline(s["succeeded"] for s in history)})
-                rows.append({"counter": "failed/s, last 2 min", "value": sparkline(s["failed"] for s in history)})
-                out.rows("stats", rows)
-            return RET_OK
-        if command == "list":
-            page = await client.list_tasks(
-                states=args.state,
-                name=args.name,
-                priority=args.priority,
-                worker=args.worker,
-                search=args.search,
-                offset=args.offset,
-                limit=args.limit,
-            )
-            if out.as_json:
-                out.data({"total": page.total, "tasks": [info_dict(info) for info in page.tasks]})
-            else:
-                out.rows(
-                    f"tasks {page.offset + 1}-{page.offset + len(page.tasks)} of {page.total}",
-                    [_list_row(info) for info in page.tasks],
-                )
-            return RET_OK
-        if command == "inspect":
-            detail = await client.task_detail(args.task_id)
-            if out.as_json:
-                out.data(
-                    {
-                        **info_dict(detail.info),
-                        "args": detail.args,
-                        "kwargs": detail.kwargs,
-                        "arguments_error": detail.arguments_error,
-                        "eta": detail.eta,
-                        "wait_time": detail.wait_time,
-                        "run_time": detail.run_time,
-                    }
-                )
-            else:
-                out.detail(detail)
-            return RET_OK
-        if command == "purge":
-            purged = await client.purge(args.priority)
-            out.action({"priority": args.priority, "purged": purged}, f"purged {purged} waiting {args.priority} tasks")
-            return RET_OK
-        if command in ("pause", "resume"):
-            paused = await (client.pause if command == "pause" else client.resume)(args.priority)
-            out.action(
-                {"priority": args.priority, "paused": paused},
-                f"{args.priority}: {'paused' if paused else 'dispatching'}",
-            )
-            return RET_OK
-        if command == "drain":
-            draining = await client.drain_worker(args.worker_id, timeout=args.timeout)
-            text = f"worker {args.worker_id} is draining" if draining else f"no worker {args.worker_id}"
-            out.action({"worker_id": args.worker_id, "draining": draining}, text)
-            return RET_OK if draining else RET_FAILED
-        tasks = await client.tasks()
-        if not out.as_json:
-            tasks = [_task_row(entry) for entry in tasks]
-        out.rows("tasks", tasks)
-        return RET_OK
-
-
-async def _wait_and_show(client: Client, task_id: str, timeout: float | None, out: _Output) -> int:
-    if out.as_json:
-        info = await client.wait(task_id, timeout=timeout)
-    else:
-        with out.console.status(f"waiting for task {task_id} ..."):
-            info = await client.wait(task_id, timeout=timeout)
-    out.task(info)
-    return _exit_for(info)
+        return await spec.run(client, args, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -437,10 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UnknownTask, QueueFull, TaskNotFound) as exc:
         out.error(str(exc))
         return RET_FAILED
-    except json.JSONDecodeError as exc:
-        out.error(f"--kwargs is not JSON: {exc}")
-        return RET_USAGE
-    except ValueError as exc:  # a bad option value (e.g. a negative countdown)
+    except ValueError as exc:  # a bad option value (e.g. countdown with eta)
         out.error(str(exc))
         return RET_USAGE
     except FastworkerError as exc:

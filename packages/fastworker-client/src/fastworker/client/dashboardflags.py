@@ -1,6 +1,6 @@
 """The web dashboard's flags, shared by ``fastworker-controlplane`` (in-process dashboard) and ``fastworker-dashboard``.
 
-One definition, so that both daemons take the same names, env vars and precedence (SPEC).
+One definition, so that both daemons take the same names, env vars and precedence (docs/reference.md).
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, Unpack, cast
 
 from fastworker.client.errors import ClientError
-from fastworker.client.models import CancelResult, Priority, TaskInfo
+from fastworker.client.models import CancelResult, TaskInfo
+from fastworker.client.options import SubmitOptionArgs
 
 __all__ = [
     "TaskBackend",
@@ -47,12 +47,7 @@ class TaskBackend(Protocol):
         name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> str:
         """Queue a task with explicit arguments; returns its id."""
         ...
@@ -64,11 +59,7 @@ class TaskBackend(Protocol):
         kwargs: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> Any:
         """Queue a task with explicit arguments and return its value once it finished."""
         ...

@@ -4,7 +4,7 @@ Shared by every daemon and CLI for ``--secret-file`` and the dashboard's ``--das
 
 Where the shared secret comes from, first found wins: ``--secret``, ``--secret-file``, the file
 named by ``FASTWORKER_SECRET_FILE``, ``FASTWORKER_SECRET``. Flags beat env vars; between env vars
-the file wins (SPEC). Giving both flags is a usage error: one of them would be silently ignored.
+the file wins (docs/reference.md). Giving both flags is a usage error: one of them would be silently ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 #: Largest secret file read, in bytes: a secret is a line, not a document.
 MAX_SECRET_FILE_BYTES = 64 * 1024
-#: The env vars of the shared secret and of a file holding it (SPEC).
+#: The env vars of the shared secret and of a file holding it (docs/reference.md).
 ENV_SECRET = "FASTWORKER_SECRET"
 ENV_SECRET_FILE = "FASTWORKER_SECRET_FILE"
 

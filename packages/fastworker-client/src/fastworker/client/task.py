@@ -15,12 +15,12 @@ import math
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
 from fastworker.client.errors import DuplicateTaskName
 from fastworker.client.handles import TaskBackend, TaskHandle, current_client
 from fastworker.client.models import Priority
+from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 __all__ = [
@@ -220,35 +220,22 @@ class TaskFunction(Generic[P, R]):
     def with_options(
         self,
         *,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
         timeout: float | None = None,
         client: TaskBackend | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> BoundTask[P, R]:
         """This task with submission options, for typed ``delay``/``submit``.
 
         Args:
-            priority: Dispatch level for this submission (default: the task's own).
-            countdown: Seconds to hold the task as SCHEDULED before it is queued.
-            eta: When to queue it (a datetime, naive means UTC, or Unix seconds); excludes countdown.
-            expires: When an unstarted task is cancelled instead (datetime or Unix seconds).
-            task_id: The id to use instead of a fresh UUID4 (a resubmitted id is not run twice).
             timeout: How long ``submit`` waits for the result before ``TaskTimeout``.
             client: The client to submit through, instead of the current one.
+            **options: The :class:`~fastworker.client.options.SubmitOptions` (``priority``,
+                ``countdown``, ``eta``, ``expires``, ``task_id``).
+
+        Raises:
+            ValueError: a bad option value (the message names the option).
         """
-        return BoundTask(
-            self,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires,
-            task_id=task_id,
-            timeout=timeout,
-            client=client,
-        )
+        return BoundTask(self, SubmitOptions(**options), timeout=timeout, client=client)
 
     def handle(self, task_id: str, *, client: TaskBackend | None = None) -> TaskHandle[R]:
         """A typed handle for a task of this kind submitted earlier (e.g. an id a web request carries)."""
@@ -282,43 +269,27 @@ class BoundTask(Generic[P, R]):
 
     Attributes:
         task: The task function.
-        priority: Dispatch level for the submission, or None for the task's own.
-        countdown: Seconds to hold the task as SCHEDULED first, or None.
-        eta: When to queue it, or None.
-        expires: When an unstarted task is cancelled instead, or None.
-        task_id: The id to submit under, or None for a fresh one.
+        options: The submission options (priority, countdown, eta, expires, task_id).
         timeout: How long ``submit`` waits for the result, or None for no bound.
         client: The client to submit through, or None for the current one.
     """
 
     task: TaskFunction[P, R]
-    priority: Priority | str | None = None
-    countdown: float | None = None
-    eta: datetime | float | None = None
-    expires: datetime | float | None = None
-    task_id: str | None = None
+    options: SubmitOptions = SubmitOptions()
     timeout: float | None = None
     client: TaskBackend | None = None
 
     def with_options(
         self,
         *,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
         timeout: float | None = None,
         client: TaskBackend | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> BoundTask[P, R]:
-        """These options with the ones given here (not None) replacing them."""
+        """These options with the ones given here (not None) replacing them (see :meth:`SubmitOptions.merged`)."""
         return BoundTask(
             self.task,
-            priority=self.priority if priority is None else priority,
-            countdown=self.countdown if countdown is None else countdown,
-            eta=self.eta if eta is None else eta,
-            expires=self.expires if expires is None else expires,
-            task_id=self.task_id if task_id is None else task_id,
+            self.options.replace(**options),
             timeout=self.timeout if timeout is None else timeout,
             client=self.client if client is None else client,
         )
@@ -326,31 +297,14 @@ class BoundTask(Generic[P, R]):
     async def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Queue the task with these options; see :meth:`TaskFunction.delay`."""
         backend = self.client if self.client is not None else current_client()
-        task_id = await backend.send(
-            self.task.name,
-            args,
-            kwargs,
-            priority=self.priority,
-            countdown=self.countdown,
-            eta=self.eta,
-            expires=self.expires,
-            task_id=self.task_id,
-        )
+        task_id = await backend.send(self.task.name, args, kwargs, **self.options.as_kwargs())
         return TaskHandle(task_id, self.task.name, backend)
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Queue the task with these options and return its value; see :meth:`TaskFunction.submit`."""
         backend = self.client if self.client is not None else current_client()
         value = await backend.send_and_wait(
-            self.task.name,
-            args,
-            kwargs,
-            timeout=self.timeout,
-            priority=self.priority,
-            countdown=self.countdown,
-            eta=self.eta,
-            expires=self.expires,
-            task_id=self.task_id,
+            self.task.name, args, kwargs, timeout=self.timeout, **self.options.as_kwargs()
         )
         return cast(R, value)
 

@@ -6,16 +6,16 @@ import logging
 from collections.abc import Callable
 
 from fastworker.controlplane import browse
-from fastworker.controlplane.coordinator import MAX_WAIT, Coordinator, RequestRefused
+from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator, RequestRefused
 from fastworker.controlplane.queue import LEVELS
-from fastworker.controlplane.records import SUCCESS, TaskRecord
+from fastworker.controlplane.records import CANCELLED, RUNNING, TaskRecord
+from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 from fastworker.protocol.v1.events_pb2 import Event
-from fastworker.worker.executor import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ DEFAULT_EVENTS_LIMIT = 1000
 MAX_DRAIN_TIMEOUT = 24 * 3600.0
 #: Most task ids one status or wait request may name.
 MAX_IDS_PER_REQUEST = 100_000
+#: How long a cancel of a task running on the control plane's own slots waits for it to stop, in
+#: seconds, so that its reply says whether it did (a sync task stops at its next Python instruction).
+CANCEL_GRACE = 2.0
 
 
 def error_frame(code: error_pb2.ErrorCode.ValueType, message: str, correlation_id: int = 0) -> bytes:
@@ -76,10 +79,6 @@ class ClientApi:
 
     def handle(self, data: bytes, reply: Reply) -> None:
         """Decode one request frame and answer it; bad frames get a typed error and nothing else."""
-        if self.coordinator.local.has_completed:
-            # A slot thread may have answered a submit-and-wait before the loop saw the outcome:
-            # take outcomes in first, so that no client reads a task older than a reply it got.
-            self.coordinator.local.deliver_completed()
         request = decode_request(data, self.max_frame_size)
         if isinstance(request, tuple):
             self._reject(reply, *request)
@@ -154,24 +153,7 @@ class ClientApi:
             def answer(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
                 self._send(reply, self._submit_reply(cid, record, duplicate))
 
-            def answer_from_slot(record: TaskRecord, state: int, outcome: Outcome) -> None:
-                envelope = new_envelope(cid)
-                body = envelope.submit_reply
-                body.task_id = record.task_id
-                body.state = state  # type: ignore[assignment]
-                body.duplicate = duplicate
-                info = body.task
-                record.fill_info(info)
-                info.state = state  # type: ignore[assignment]
-                info.finished_at = outcome.finished_at
-                if state == SUCCESS and outcome.result is not None:
-                    info.result.CopyFrom(outcome.result)
-                elif outcome.error is not None:
-                    info.error.CopyFrom(outcome.error)
-                self._send(reply, envelope)
-
-            # A slot's direct answer would outrun the journal: with one, the loop answers after the disk.
-            self.coordinator.wait([record.task_id], wait, answer, direct=None if journaled else answer_from_slot)
+            self.coordinator.wait([record.task_id], wait, answer)
             return
         self._send(reply, self._submit_reply(request.correlation_id, record, duplicate))
 
@@ -259,11 +241,26 @@ class ClientApi:
     def _cancel(self, request: Envelope, reply: Reply) -> None:
         if self.coordinator.journal is not None:
             reply = self._after_disk(reply)
-        cancelled, previous = self.coordinator.cancel(request.cancel.task_id)
-        envelope = new_envelope(request.correlation_id)
-        envelope.cancel_reply.cancelled = cancelled
-        envelope.cancel_reply.previous_state = previous  # type: ignore[assignment]
-        self._send(reply, envelope)
+        task_id = request.cancel.task_id
+        cancelled, previous = self.coordinator.cancel(task_id)
+        cid = request.correlation_id
+
+        def answer(cancelled: bool) -> None:
+            envelope = new_envelope(cid)
+            envelope.cancel_reply.cancelled = cancelled
+            envelope.cancel_reply.previous_state = previous  # type: ignore[assignment]
+            self._send(reply, envelope)
+
+        record = self.coordinator.find(task_id)
+        if not (cancelled and previous == RUNNING and record is not None and record.worker == LOCAL_WORKER_ID):
+            answer(cancelled)
+            return
+
+        def stopped(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
+            answer(any(r.state == CANCELLED for r in finished))
+
+        # Stopping a local task takes its thread or the loop a moment: say whether it did.
+        self.coordinator.wait([task_id], CANCEL_GRACE, stopped)
 
     def _retry(self, request: Envelope, reply: Reply) -> None:
         if self.coordinator.journal is not None:
@@ -290,7 +287,8 @@ class ClientApi:
         s.cache_hits = c.cache.hits
         s.cache_misses = c.cache.misses
         s.uptime = c.clock() - c.started_at
-        s.throughput = c.throughput()
+        now = c.clock()
+        s.throughput = c.history.throughput(now)
         s.rejected_frames = c.counters.rejected_frames
         s.executed_locally = c.counters.executed_locally
         s.auth_failures = c.counters.auth_failures
@@ -299,7 +297,7 @@ class ClientApi:
         s.connections_refused = c.counters.connections_refused
         s.connections_idle_closed = c.counters.connections_idle_closed
         s.connections_dropped_unread = c.counters.connections_dropped_unread
-        for second, succeeded, failed in c.history():
+        for second, succeeded, failed in c.history.per_second(now):
             s.history.add(at=second, succeeded=succeeded, failed=failed)
         self._send(reply, envelope)
 

@@ -4,26 +4,28 @@ Everything here runs on the event loop's thread except :meth:`Coordinator.take_l
 local executor's slot threads call to take their next task. The priority queue and the
 PENDING -> RUNNING/CANCELLED transitions are therefore guarded by one lock (``self.lock``); all
 other state is touched by the loop only. Sockets live in ``server``; envelope translation lives in
-``api``; this module only speaks records.
+``api``; waits in ``waits``; the finish history in ``history``; which options apply to a task in
+``fastworker.worker.policy``; subworkers behind the ``remote.RemoteExecution`` seam. This module
+only speaks records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fastworker.client.task import TaskFunction, TaskRegistry
+from fastworker.client.task import TaskRegistry
 from fastworker.controlplane.events import EventBus
-from fastworker.controlplane.local import LocalExecutor
-from fastworker.controlplane.queue import LEVELS, PriorityQueue, Schedule
+from fastworker.controlplane.history import FinishHistory
+from fastworker.controlplane.local import LocalExecutor, LocalRun
+from fastworker.controlplane.queue import LEVELS, PriorityQueue, Schedule, level_name
 from fastworker.controlplane.records import (
     CANCELLED,
     FAILURE,
@@ -35,29 +37,20 @@ from fastworker.controlplane.records import (
     ResultCache,
     TaskRecord,
 )
+from fastworker.controlplane.waits import WaitCallback, Waits
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
 from fastworker.worker.executor import Outcome
+from fastworker.worker.policy import TaskPolicy, definition_policy, effective_policy, options_policy
 
 if TYPE_CHECKING:
     from fastworker.controlplane.journal import Journal, Recovered
+    from fastworker.controlplane.remote import RemoteExecution
 
 logger = logging.getLogger(__name__)
 
 #: Worker id reported for tasks the control plane ran itself (SPEC).
 LOCAL_WORKER_ID = "controlplane"
-#: Longest a wait may be held by the control plane, in seconds; clients re-ask after it.
-MAX_WAIT = 30.0
-#: How long a wait on several tasks keeps gathering once enough of them finished, in seconds.
-GATHER_WINDOW = 0.005
-#: How long it keeps gathering after a first finish while fewer than enough did, in seconds.
-PATIENCE_WINDOW = 0.05
-#: A wait on n tasks is answered early once n // ENOUGH_DIVISOR of them (at least one) are final.
-ENOUGH_DIVISOR = 8
-#: Throughput is measured over this many seconds.
-THROUGHPUT_WINDOW = 60.0
-#: Seconds of per-second finish counts kept for the stats history (charts).
-HISTORY_WINDOW = 120
 #: Seconds between checks for subworkers' running tasks while draining (shutdown only).
 DRAIN_POLL = 0.05
 
@@ -67,22 +60,6 @@ def final_state(outcome: Outcome, cancelled: bool) -> int:
     if cancelled:
         return CANCELLED
     return SUCCESS if outcome.succeeded else FAILURE
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a task is retried: re-runs allowed, first delay, cap, and the error types that qualify."""
-
-    retries: int
-    backoff: float
-    backoff_max: float
-    retry_on: frozenset[str]
-
-
-#: Default cap of the retry delay in seconds (SPEC).
-DEFAULT_RETRY_BACKOFF_MAX = 600.0
-#: Errors another attempt cannot fix: never retried.
-NOT_RETRIABLE = frozenset({"UnknownTask", "PayloadError", "TaskCancelled"})
 
 
 class RequestRefused(Exception):
@@ -117,35 +94,6 @@ class Counters:
     connections_idle_closed: int = 0
     #: Connections closed for holding too many replies they did not read.
     connections_dropped_unread: int = 0
-
-
-#: Called with (records now final, ids still pending, ids unknown) when a wait ends.
-WaitCallback = Callable[[list[TaskRecord], list[str], list[str]], None]
-#: Called on a slot thread with (record, final state, outcome) to answer a one-task wait at once.
-DirectCallback = Callable[[TaskRecord, int, Outcome], None]
-
-
-class Waiter:
-    """A pending wait for any of a set of tasks to reach a final state."""
-
-    __slots__ = ("callback", "direct", "done", "enough", "finished", "gather", "ids", "pending", "remaining", "timer")
-
-    def __init__(
-        self, ids: list[str], pending: list[str], callback: WaitCallback, direct: DirectCallback | None = None
-    ) -> None:
-        self.ids = ids  # every id asked for, so unknown ones are still reported at the end
-        self.pending = pending  # the ids this waiter listens on
-        self.callback = callback
-        self.direct = direct
-        #: Set (under the coordinator's lock) by whoever answers: the loop, or a slot thread.
-        self.done = False
-        #: Listened-on tasks not final yet.
-        self.remaining = len(pending)
-        #: Asked-for tasks final so far, and how many make an early answer worth it.
-        self.finished = 0
-        self.enough = waits_enough(len(ids))
-        self.timer: asyncio.TimerHandle | None = None
-        self.gather: asyncio.TimerHandle | None = None
 
 
 class Coordinator:
@@ -186,11 +134,15 @@ class Coordinator:
         self.accepting = True
         #: Task names some registered subworker runs (kept current by the dispatcher).
         self.remote_task_names: frozenset[str] = frozenset()
-        self.dispatcher: Any = None
+        self.dispatcher: RemoteExecution | None = None
+        #: Each task name's policy from its definition (rule 2 of ``policy``); cleared when the fleet changes.
+        self._defined_policies: dict[str, TaskPolicy] = {}
         self.lock = threading.Lock()
         self._work_ready = threading.Condition(self.lock)
         self._slots_stopping = False
         self.running = 0
+        #: Local runs holding a place in the ``--local-concurrency`` bound (freed as each ends).
+        self._local_places = 0
         self._drained = asyncio.Event()
         self._drained.set()
         self.local = LocalExecutor(
@@ -198,18 +150,16 @@ class Coordinator:
             local_concurrency,
             self.take_local,
             self._on_local_done,
+            self._release_local_place,
             allow_pickle=allow_pickle,
-            on_finished=self._answer_from_slot,
             task_modules=task_modules,
             sys_path=sys_path,
         )
         self.local.start()
-        self._waiters: dict[str, list[Waiter]] = {}
-        self._dispatch_scheduled = False
+        self.waits = Waits(loop, self.find)
         self._schedule_timer: asyncio.TimerHandle | None = None
         self._schedule_timer_due: float | None = None
-        #: [whole second, finished, of which SUCCESS, of which FAILURE] for the last HISTORY_WINDOW seconds.
-        self._finish_buckets: deque[list[int]] = deque()
+        self.history = FinishHistory(self.started_at)
         self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
 
     # ----------------------------------------------------------------------------------------- lookup
@@ -266,15 +216,31 @@ class Coordinator:
                 self.events.publish_task(outcome[0])
         return outcomes
 
-    def _default_priority(self, name: str) -> int:
-        task = self.registry.get(name)
-        if task is not None:
-            return task.options.priority.to_wire()
-        if self.dispatcher is not None:
-            definition = self.dispatcher.fleet.definition(name)
-            if definition is not None and definition.priority:
-                return int(definition.priority)
-        return task_pb2.PRIORITY_NORMAL
+    # ----------------------------------------------------------------------------------------- policy
+
+    def defined_policy(self, name: str) -> TaskPolicy:
+        """A task name's policy from its definition: this process's registry, else the fleet's (see ``policy``)."""
+        policy = self._defined_policies.get(name)
+        if policy is None:
+            task = self.registry.get(name)
+            if task is not None:
+                policy = options_policy(task.options)
+            else:
+                fleet = self.dispatcher.fleet if self.dispatcher is not None else None
+                policy = definition_policy(fleet.definition(name) if fleet is not None else None)
+                if fleet is None or name not in self.remote_task_names:
+                    return policy  # nobody defines it (yet): not worth remembering
+            self._defined_policies[name] = policy
+        return policy
+
+    def policy_for(self, record: TaskRecord) -> TaskPolicy:
+        """The effective policy of one task: its submission's values, else its definition's (see ``policy``)."""
+        return effective_policy(record.spec, self.defined_policy(record.name))
+
+    def fleet_changed(self, task_names: frozenset[str]) -> None:
+        """The subworkers' task names changed: forget definitions resolved from the fleet."""
+        self.remote_task_names = task_names
+        self._defined_policies.clear()
 
     @property
     def running_total(self) -> int:
@@ -313,7 +279,7 @@ class Coordinator:
         if self.dispatcher is not None:
             self.dispatcher.schedule()
 
-    def attach_dispatcher(self, dispatcher: Any) -> None:
+    def attach_dispatcher(self, dispatcher: RemoteExecution) -> None:
         """Let subworkers take tasks too (see ``dispatcher``); local slots then run only what no free worker can."""
         self.dispatcher = dispatcher
 
@@ -344,9 +310,13 @@ class Coordinator:
         if self.dispatcher is not None:
             self.dispatcher.schedule()
 
-    def fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
-        """End a running task as FAILURE with a system error (e.g. WorkerLost)."""
-        self._fail(record, error_type, message)
+    def end(self, record: TaskRecord, state: int, error_type: str, message: str) -> None:
+        """End a task with a system error: FAILURE (``WorkerLost``, ``UnknownTask``) or CANCELLED (cancelled, expired).
+
+        The one way a task ends without an outcome of its own.
+        """
+        record.error = task_pb2.TaskError(type=error_type, message=message)
+        self._finalize(record, state)
 
     def finish_remote(self, record: TaskRecord, state: int) -> None:
         """End a task a subworker reported (result or error already set on the record)."""
@@ -369,7 +339,7 @@ class Coordinator:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )
-        priority = spec.priority or self._default_priority(spec.name)
+        priority = spec.priority or self.defined_policy(spec.name).priority
         if priority not in LEVELS:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
         now = self.clock()
@@ -419,15 +389,20 @@ class Coordinator:
 
     # --------------------------------------------------------------------------------------- dispatch
 
-    def take_local(self) -> tuple[TaskRecord, TaskFunction[Any, Any]] | None:
-        """Block until a task can run in a local slot, mark it RUNNING and return it (slot threads only).
+    def take_local(self) -> LocalRun | None:
+        """Block until a task can start locally, mark it RUNNING and return it (slot threads only).
 
+        At most ``local.concurrency`` local tasks run at once, on threads or (async) on the loop.
         Returns None when the slots must stop.
         """
+        bound = self.local.concurrency
         with self.lock:
             while True:
                 if self._slots_stopping:
                     return None
+                if self._local_places >= bound:
+                    self._work_ready.wait()
+                    continue
                 record = self.queue.pop(None if self.dispatcher is None else self._runnable_locally)
                 if record is not None and self._expired(record):
                     record.state = CANCELLED  # under the lock: nobody else takes it; the loop finishes it
@@ -438,7 +413,7 @@ class Coordinator:
                     if task is None:  # registered locally at submit, so this cannot happen; fail loudly
                         record.state = RUNNING
                         self._loop.call_soon_threadsafe(
-                            self._fail_running, record, "UnknownTask", f"no local task {record.name!r}"
+                            self.end, record, FAILURE, "UnknownTask", f"no local task {record.name!r}"
                         )
                         continue
                     record.state = RUNNING
@@ -446,19 +421,12 @@ class Coordinator:
                     record.worker = LOCAL_WORKER_ID
                     record.started_at = self.clock()
                     self.running += 1
+                    self._local_places += 1
                     self.counters.executed_locally += 1
                     if self.journal is not None:
                         self.journal.running(record)
-                    return record, task
+                    return LocalRun(record, task, self.policy_for(record))
                 self._work_ready.wait()
-
-    def _answer_from_slot(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
-        if record.direct_waiter is None:
-            return
-        state = final_state(outcome, cancelled)
-        if state == FAILURE and self.would_retry(record, outcome.error, outcome.retry_delay):
-            return  # not final: the task will run again, so the waiter keeps waiting
-        self.answer_directly(record, state, outcome)
 
     def _expired(self, record: TaskRecord) -> bool:
         expires = record.spec.expires
@@ -466,11 +434,13 @@ class Coordinator:
 
     def expire(self, record: TaskRecord) -> None:
         """End a task that was not started before its ``expires`` time as CANCELLED (reason: expired)."""
-        record.error = task_pb2.TaskError(type="Expired", message="the task expired before it could start")
-        self._finalize(record, CANCELLED)
+        self.end(record, CANCELLED, "Expired", "the task expired before it could start")
 
-    def _fail_running(self, record: TaskRecord, error_type: str, message: str) -> None:
-        self._fail(record, error_type, message)
+    def _release_local_place(self, on_slot_thread: bool) -> None:
+        with self.lock:
+            self._local_places -= 1
+            if not on_slot_thread and len(self.queue):
+                self._work_ready.notify()  # a slot may wait for this place; a slot thread takes it itself
 
     def _on_local_done(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
         with self.lock:
@@ -492,21 +462,6 @@ class Coordinator:
 
     # --------------------------------------------------------------------------------------- retries
 
-    def _retry_policy(self, name: str) -> RetryPolicy:
-        task = self.registry.get(name)
-        if task is not None:
-            o = task.options
-            return RetryPolicy(o.retries, o.retry_backoff, o.retry_backoff_max, frozenset(o.retry_on_names))
-        definition = self.dispatcher.fleet.definition(name) if self.dispatcher is not None else None
-        if definition is not None:
-            return RetryPolicy(
-                definition.retries,
-                definition.retry_backoff,
-                definition.retry_backoff_max or DEFAULT_RETRY_BACKOFF_MAX,
-                frozenset(definition.retry_on),
-            )
-        return RetryPolicy(0, 0.0, DEFAULT_RETRY_BACKOFF_MAX, frozenset())
-
     def submit_periodic(self, name: str, scheduled_for: float) -> str | None:
         """Queue one run of a periodic task (no arguments); its id, or None if refused (e.g. queue full)."""
         spec = task_pb2.TaskSpec(task_id=str(uuid.uuid4()), name=name, arguments=encode_arguments((), {}))
@@ -524,37 +479,19 @@ class Coordinator:
         """True while some run of this task is unfinished (queued, scheduled, retrying or running)."""
         return self.active_by_name.get(name, 0) > 0
 
-    def would_retry(self, record: TaskRecord, error: task_pb2.TaskError | None, retry_delay: float | None) -> bool:
-        """True if this failed attempt gets another one (safe from slot threads: reads only)."""
-        error_type = error.type if error is not None else ""
-        if error_type in NOT_RETRIABLE:
-            return False
-        policy = self._retry_policy(record.name)
-        retries = record.spec.retries if record.spec.HasField("retries") else policy.retries
-        if record.attempts >= 1 + retries:
-            return False
-        if retry_delay is not None:
-            return True  # the task raised Retry: asked for explicitly
-        return not policy.retry_on or error_type in policy.retry_on
-
     def retry_or_fail(self, record: TaskRecord, error: task_pb2.TaskError | None, retry_delay: float | None) -> None:
         """End a failed attempt: RETRYING until its delay passes if the retry policy allows, else FAILURE.
 
-        The delay is the one the task asked for with ``Retry(delay=...)``, else ``retry_backoff``
-        doubled per attempt up to ``retry_backoff_max``, with +-20% jitter so that a burst of
-        failures does not come back all at once.
+        The delay is the one the task asked for with ``Retry(delay=...)``, else the policy's backoff.
         """
         record.error = error
-        if not self.would_retry(record, error, retry_delay):
+        policy = self.policy_for(record)
+        if not policy.allows_retry(record.attempts, error.type if error is not None else "", retry_delay is not None):
             self._finalize(record, FAILURE)
             return
-        if retry_delay is None:
-            policy = self._retry_policy(record.name)
-            backoff = min(policy.backoff * 2 ** max(0, record.attempts - 1), policy.backoff_max)
-            retry_delay = min(backoff * random.uniform(0.8, 1.2), policy.backoff_max)
         self.counters.retried += 1
         record.state = RETRYING
-        due = self.clock() + retry_delay
+        due = self.clock() + policy.retry_delay(record.attempts, retry_delay)
         record.eta = due
         if self.journal is not None:
             self.journal.waiting(record)
@@ -563,10 +500,6 @@ class Coordinator:
         self.events.publish_task(record)
 
     # ---------------------------------------------------------------------------------------- finish
-
-    def _fail(self, record: TaskRecord, error_type: str, message: str) -> None:
-        record.error = task_pb2.TaskError(type=error_type, message=message)
-        self._finalize(record, FAILURE)
 
     def _finalize(self, record: TaskRecord, state: int) -> None:
         now = self.clock()
@@ -581,146 +514,18 @@ class Coordinator:
             self.counters.failed += 1
         else:
             self.counters.cancelled += 1
-        second = int(now)
-        buckets = self._finish_buckets
-        if not buckets or buckets[-1][0] != second:
-            buckets.append([second, 0, 0, 0])
-            if len(buckets) > HISTORY_WINDOW + 1:
-                buckets.popleft()
-        bucket = buckets[-1]
-        bucket[1] += 1
-        if state == SUCCESS:
-            bucket[2] += 1
-        elif state == FAILURE:
-            bucket[3] += 1
+        self.history.record(now, state == SUCCESS, state == FAILURE)
         if self.active.pop(record.task_id, None) is not None:
             self.active_by_name[record.name] -= 1
             if self.active_by_name[record.name] <= 0:
                 del self.active_by_name[record.name]
         self.cache.add(record, now)
         self.events.publish_task(record)
-        record.direct_waiter = None
-        waiters = self._waiters.pop(record.task_id, None)
-        if waiters:
-            for waiter in waiters:
-                if waiter.done:
-                    if waiter.timer is not None:
-                        waiter.timer.cancel()  # answered by a slot thread already
-                    continue
-                waiter.remaining -= 1
-                waiter.finished += 1
-                if waiter.remaining <= 0:
-                    if self._claim(waiter):
-                        self._complete_wait(waiter)  # everything it waits for is final: answer now
-                else:
-                    self._gather(waiter)
+        self.waits.task_finished(record.task_id)
 
-    # ------------------------------------------------------------------------------------------ wait
-
-    def _claim(self, waiter: Waiter) -> bool:
-        """Mark a waiter answered; True for the one caller that may answer it."""
-        with self.lock:
-            if waiter.done:
-                return False
-            waiter.done = True
-            return True
-
-    def answer_directly(self, record: TaskRecord, state: int, outcome: Outcome) -> None:
-        """Answer a one-task wait from the slot thread that just finished the task (slot threads only).
-
-        Saves a hop through the event loop on the submit-and-wait path. The outcome is also on its
-        way to the loop, which finalizes the record as usual; requests look at finished outcomes
-        first, so a client that reads the task after this reply sees it final.
-        """
-        waiter = record.direct_waiter
-        if waiter is None or waiter.direct is None or not self._claim(waiter):
-            return
-        try:
-            waiter.direct(record, state, outcome)
-        except Exception:
-            logger.exception("direct reply failed for task %s", record.task_id)
-
-    def wait(
-        self, task_ids: list[str], timeout: float, callback: WaitCallback, *, direct: DirectCallback | None = None
-    ) -> None:
-        """Call back when any of the tasks is final (with all that are final then), or at timeout.
-
-        ``direct``, for a wait on one task, may instead be called on the slot thread that ran it.
-        """
-        timeout = max(0.0, min(timeout, MAX_WAIT))
-        finished, pending, missing = self._split(task_ids)
-        if not pending or timeout == 0 or len(finished) >= waits_enough(len(task_ids)):
-            callback(finished, pending, missing)
-            return
-        waiter = Waiter(task_ids, pending, callback, direct if len(pending) == 1 else None)
-        for task_id in pending:
-            self._waiters.setdefault(task_id, []).append(waiter)
-        if waiter.direct is not None:
-            record = self.active.get(pending[0])
-            if record is not None and record.direct_waiter is None:
-                record.direct_waiter = waiter
-        waiter.timer = self._loop.call_later(timeout, self._expire_wait, waiter)
-        if finished:
-            waiter.finished = len(finished)
-            self._gather(waiter)
-
-    def _gather(self, waiter: Waiter) -> None:
-        """Answer a partly finished wait a moment later with everything final by then.
-
-        Tasks asked for together tend to finish together, and the asker re-asks for the rest, which
-        costs a pass over every id still pending. So a wait answers GATHER_WINDOW after enough of its
-        tasks finished (an eighth, or one of a few), and otherwise no later than PATIENCE_WINDOW after
-        its first finish: a bulk wait takes a logarithmic number of rounds, not one per task.
-        """
-        gather = waiter.gather
-        if waiter.finished >= waiter.enough:
-            if gather is None or gather.when() > self._loop.time() + GATHER_WINDOW:
-                if gather is not None:
-                    gather.cancel()
-                waiter.gather = self._loop.call_later(GATHER_WINDOW, self._expire_wait, waiter)
-        elif gather is None:
-            waiter.gather = self._loop.call_later(PATIENCE_WINDOW, self._expire_wait, waiter)
-
-    def _split(self, task_ids: Iterable[str]) -> tuple[list[TaskRecord], list[str], list[str]]:
-        finished: list[TaskRecord] = []
-        pending: list[str] = []
-        missing: list[str] = []
-        active = self.active
-        cached = self.cache.get
-        now = self.clock()
-        for task_id in task_ids:
-            record = active.get(task_id) or cached(task_id, now)
-            if record is None:
-                missing.append(task_id)
-            elif record.is_final:
-                finished.append(record)
-            else:
-                pending.append(task_id)
-        return finished, pending, missing
-
-    def _expire_wait(self, waiter: Waiter) -> None:
-        if self._claim(waiter):
-            self._complete_wait(waiter)
-
-    def _complete_wait(self, waiter: Waiter) -> None:
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-        if waiter.gather is not None:
-            waiter.gather.cancel()
-        for task_id in waiter.pending:
-            listeners = self._waiters.get(task_id)
-            if listeners is not None:
-                try:
-                    listeners.remove(waiter)
-                except ValueError:
-                    pass
-                if not listeners:
-                    del self._waiters[task_id]
-        finished, pending, missing = self._split(waiter.ids)
-        try:
-            waiter.callback(finished, pending, missing)
-        except Exception:
-            logger.exception("wait callback failed")
+    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
+        """Call back when any of the tasks is final (with all that are final then), or at timeout (see ``waits``)."""
+        self.waits.wait(task_ids, timeout, callback)
 
     # ------------------------------------------------------------------------------- cancel / retry
 
@@ -746,15 +551,12 @@ class Coordinator:
                 # On a subworker: it stops the task (kills the child of a sync task, or drops it from
                 # its prefetch queue) and reports CANCELLED.
                 return self.dispatcher.cancel_running(record), shown
-            # Async tasks are cancelled on the loop; their completion finalizes them as CANCELLED.
-            task = self.registry.get(record.name)
-            if task is None or not self.local.can_cancel_running(record, task):
-                return False, previous  # a sync task on a slot thread cannot be interrupted safely
+            # Stopped here (interrupted in its thread, or cancelled on the loop): its completion
+            # finalizes it as CANCELLED.
             return self.local.cancel_running(task_id), previous
         elif previous != PENDING:
             return False, previous
-        record.error = task_pb2.TaskError(type="TaskCancelled", message="cancelled by request")
-        self._finalize(record, CANCELLED)
+        self.end(record, CANCELLED, "TaskCancelled", "cancelled by request")
         return True, previous
 
     def retry(self, task_id: str) -> TaskRecord:
@@ -795,12 +597,11 @@ class Coordinator:
             for record in taken:
                 record.state = CANCELLED  # under the lock: no slot can take it any more
         for record in taken:
-            record.error = task_pb2.TaskError(type="TaskCancelled", message="purged by an operator")
-            self._finalize(record, CANCELLED)
+            self.end(record, CANCELLED, "TaskCancelled", "purged by an operator")
         self.events.publish(
-            events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"purged {len(taken)} {_level_name(level)} tasks"
+            events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"purged {len(taken)} {level_name(level)} tasks"
         )
-        logger.info("purged %d waiting %s tasks", len(taken), _level_name(level))
+        logger.info("purged %d waiting %s tasks", len(taken), level_name(level))
         return len(taken)
 
     def set_paused(self, level: int, paused: bool) -> bool:
@@ -819,28 +620,14 @@ class Coordinator:
             if self.journal is not None:
                 self.journal.paused(level, paused)
             self.events.publish(
-                events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"{_level_name(level)} {'paused' if paused else 'resumed'}"
+                events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"{level_name(level)} {'paused' if paused else 'resumed'}"
             )
-            logger.info("%s dispatch of %s tasks", "paused" if paused else "resumed", _level_name(level))
+            logger.info("%s dispatch of %s tasks", "paused" if paused else "resumed", level_name(level))
             if not paused and self.dispatcher is not None:
                 self.dispatcher.schedule()
         return paused
 
     # ----------------------------------------------------------------------------------------- stats
-
-    def throughput(self) -> float:
-        """Tasks finished per second over the last minute (or since start, if shorter)."""
-        now = self.clock()
-        oldest = int(now - THROUGHPUT_WINDOW)
-        finished = sum(bucket[1] for bucket in self._finish_buckets if bucket[0] > oldest)
-        window = min(THROUGHPUT_WINDOW, max(now - self.started_at, 1e-9))
-        return finished / window
-
-    def history(self, seconds: int = HISTORY_WINDOW) -> list[tuple[int, int, int]]:
-        """(second, succeeded, failed) for each of the last ``seconds`` whole seconds, oldest first."""
-        now = int(self.clock())
-        counts = {bucket[0]: (bucket[2], bucket[3]) for bucket in self._finish_buckets}
-        return [(second, *counts.get(second, (0, 0))) for second in range(now - seconds + 1, now + 1)]
 
     def _expire_results(self) -> None:
         self.cache.expire(self.clock())
@@ -876,23 +663,9 @@ class Coordinator:
         self._expiry_timer.cancel()
         if self._schedule_timer is not None:
             self._schedule_timer.cancel()
-        for waiters in self._waiters.values():
-            for waiter in waiters:
-                for timer in (waiter.timer, waiter.gather):
-                    if timer is not None:
-                        timer.cancel()
-        self._waiters.clear()
+        self.waits.close()
         self.events.close()
         with self.lock:
             self._slots_stopping = True
             self._work_ready.notify_all()
         self.local.close()
-
-
-def _level_name(level: int) -> str:
-    return task_pb2.Priority.Name(level).removeprefix("PRIORITY_").lower()  # type: ignore[arg-type]
-
-
-def waits_enough(count: int) -> int:
-    """How many of ``count`` asked-for tasks must be final for a wait to answer before all are."""
-    return max(1, count // ENOUGH_DIVISOR)

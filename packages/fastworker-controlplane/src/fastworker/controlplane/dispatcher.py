@@ -19,13 +19,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from fastworker.client.transport import Request
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
-from fastworker.controlplane.records import CANCELLED, RUNNING, SUCCESS, TaskRecord
+from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS, TaskRecord
+from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.lease import may_take_back
-from fastworker.protocol.v1 import events_pb2, task_pb2, worker_pb2
+from fastworker.protocol.v1 import events_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Dispatcher:
         self.schedule()
 
     def _fleet_changed(self) -> None:
-        self.coordinator.remote_task_names = frozenset(self.fleet.task_names())
+        self.coordinator.fleet_changed(frozenset(self.fleet.task_names()))
         self._on_fleet_change()
 
     def _take_back(self, record: TaskRecord, worker: WorkerRecord, what_happened: str) -> bool:
@@ -228,24 +228,14 @@ class Dispatcher:
             record.attempts -= 1
             self.coordinator.requeue_front(record)
             return True
-        if record.attempts < 1 + self._retries(record, worker):
+        if record.attempts < 1 + self.coordinator.policy_for(record).retries:
             record.started_at = 0.0
             self.coordinator.requeue_front(record)
             return True
-        self.coordinator.fail_running(
-            record, WORKER_LOST, f"worker {worker.worker_id} {what_happened} while running the task"
+        self.coordinator.end(
+            record, FAILURE, WORKER_LOST, f"worker {worker.worker_id} {what_happened} while running the task"
         )
         return False
-
-    def _retries(self, record: TaskRecord, worker: WorkerRecord) -> int:
-        """Re-runs allowed after the first attempt: the submission's, else the task's registered default."""
-        if record.spec.HasField("retries"):
-            return record.spec.retries
-        definition = worker.definitions.get(record.name) or self.fleet.definition(record.name)
-        if definition is not None:
-            return definition.retries
-        local = self.coordinator.registry.get(record.name)
-        return local.options.retries if local is not None else 0
 
     def pipe_closed(self, pipe_id: int) -> None:
         """A connection dropped: its workers are lost at once (no need to wait for the heartbeat timeout).
@@ -316,8 +306,7 @@ class Dispatcher:
                 return False
             # Prefetched by a worker since lost, waiting for its fence: never started, and never will
             # be there (it cannot be granted any more), so it ends here.
-            record.error = task_pb2.TaskError(type="TaskCancelled", message="cancelled by request before it started")
-            self.coordinator.finish_remote(record, CANCELLED)
+            self.coordinator.end(record, CANCELLED, "TaskCancelled", "cancelled by request before it started")
             return True
         worker.cancels.add(record.task_id)
         if worker.pull is not None:
@@ -396,9 +385,11 @@ class Dispatcher:
         if worker.drain_order is not None:
             envelope.dispatch.drain.timeout = worker.drain_order
         tasks = envelope.dispatch.tasks
+        policy_for = self.coordinator.policy_for
         for record in records:
             record.spec.attempt = record.attempts
             tasks.append(record.spec)
+            policy_for(record).write_limits(tasks[-1])  # the worker enforces these, not its own copy
             if record.held:
                 envelope.dispatch.prefetched_task_ids.append(record.task_id)
         envelope.dispatch.SetInParent()
@@ -423,7 +414,7 @@ class Dispatcher:
         coordinator = self.coordinator
         with coordinator.lock:
             while True:
-                ready = [w for w in self.fleet if w.pull is not None and not w.draining and w.room > 0]
+                ready = [w for w in self.fleet if w.accepting and w.room > 0]
                 if not ready:
                     break
                 names: frozenset[str] = frozenset().union(*(w.task_names for w in ready))
@@ -444,7 +435,7 @@ class Dispatcher:
                 record.started_at = 0.0 if record.held else now
                 worker.leases[record.task_id] = record
                 if coordinator.journal is not None:
-                    coordinator.journal.running(record, self._retries(record, worker))
+                    coordinator.journal.running(record, coordinator.policy_for(record).retries)
                 assigned.setdefault(worker.worker_id, []).append(record)
             self._rebalance(now, assigned)
         for record in expired:
@@ -466,7 +457,7 @@ class Dispatcher:
         and cannot start there without a grant, so it can go to the idle worker at once; its first
         holder is refused the grant and drops it. Only into free slots, so tasks never ping-pong.
         """
-        thieves = [w for w in self.fleet if w.pull is not None and not w.draining and w.free > 0]
+        thieves = [w for w in self.fleet if w.accepting and w.free > 0]
         if not thieves:
             return
         # Only a worker holding more than its slots has prefetched tasks waiting behind running ones.
@@ -483,7 +474,7 @@ class Dispatcher:
                     record.started_at = now
                     thief.leases[record.task_id] = record
                     if self.coordinator.journal is not None:
-                        self.coordinator.journal.running(record, self._retries(record, thief))
+                        self.coordinator.journal.running(record, self.coordinator.policy_for(record).retries)
                     assigned.setdefault(thief.worker_id, []).append(record)
                 if moving:
                     logger.debug(

@@ -22,20 +22,20 @@ waited for, retries do not wait for their backoff, a sync task's time limits are
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
 from fastworker.client.handles import use_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
+from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
-from fastworker.controlplane.coordinator import NOT_RETRIABLE
 from fastworker.protocol.payload import decode_value, encode_arguments
+from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.executor import Outcome, prepare, run_async_limited, run_sync
 from fastworker.worker.loader import load_task_modules
+from fastworker.worker.policy import options_policy
 
 __all__ = ["EagerClient"]
 
@@ -96,43 +96,31 @@ class EagerClient:
 
     # ------------------------------------------------------------------------------------ submission
 
-    async def delay(
-        self,
-        name: str,
-        /,
-        *args: Any,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-        **kwargs: Any,
-    ) -> str:
-        """Run task ``name`` now; returns its id (the task is already final)."""
-        return await self.send(
-            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
-        )
+    async def delay(self, name: str, /, *args: Any, **kwargs: Any) -> str:
+        """Run task ``name`` now; returns its id (the task is already final). Options as for ``Client.delay``."""
+        options, kwargs = SubmitOptions.split(kwargs)
+        return await self._send(name, args, kwargs, options)
 
     async def send(
         self,
         name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> str:
         """Like delay, with arguments passed explicitly."""
-        _check_time_options(countdown, eta)
+        return await self._send(name, args, kwargs or {}, SubmitOptions(**options))
+
+    async def _send(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: SubmitOptions) -> str:
+        """Run one submission: the spec a real client would send, read back as the control plane reads it."""
         tf = self.registry.get(name)
         if tf is None:
             raise UnknownTask(name)
-        level = Priority.parse(priority) if priority is not None else None
-        payload = encode_arguments(args, dict(kwargs or {}), allow_pickle=self.allow_pickle)  # PayloadError here
-        task_id = task_id if task_id is not None else str(uuid.uuid4())
+        spec = task_pb2.TaskSpec(name=name)
+        spec.arguments.CopyFrom(encode_arguments(args, dict(kwargs), allow_pickle=self.allow_pickle))  # PayloadError
+        options.apply(spec)
+        task_id, payload = spec.task_id, spec.arguments
+        level = Priority.from_wire(spec.priority) if spec.priority else None
         if task_id in self._infos:
             return task_id  # a resubmitted id is not run twice
         decoded = prepare(tf, payload, allow_pickle=self.allow_pickle)
@@ -143,35 +131,14 @@ class EagerClient:
         await self._run(task_id, tf, call_args, call_kwargs, level, attempts_before=0)
         return task_id
 
-    async def submit(
-        self,
-        name: str,
-        /,
-        *args: Any,
-        timeout: float | None = None,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Run task ``name`` now and return its value.
+    async def submit(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run task ``name`` now and return its value. Options as for ``Client.submit``.
 
         Raises:
             TaskFailed: the task ended in FAILURE.
         """
-        return await self.send_and_wait(
-            name,
-            args,
-            kwargs,
-            timeout=timeout,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires,
-            task_id=task_id,
-        )
+        options, kwargs = SubmitOptions.split(kwargs)
+        return await self.result(await self._send(name, args, kwargs, options), timeout=timeout)
 
     async def send_and_wait(
         self,
@@ -180,30 +147,24 @@ class EagerClient:
         kwargs: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-        priority: Priority | str | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
+        **options: Unpack[SubmitOptionArgs],
     ) -> Any:
         """Like submit, with arguments passed explicitly."""
-        task_id = await self.send(
-            name, args, kwargs, priority=priority, countdown=countdown, eta=eta, expires=expires, task_id=task_id
-        )
+        task_id = await self._send(name, args, kwargs or {}, SubmitOptions(**options))
         return await self.result(task_id, timeout=timeout)
 
     async def delay_many(
         self,
         calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
-        *,
-        priority: Priority | str | None = None,
+        **options: Unpack[BatchOptionArgs],
     ) -> list[str]:
-        """Run many tasks now, in order; returns their ids."""
+        """Run many tasks now, in order; returns their ids. Options as for ``Client.delay_many``."""
+        shared = SubmitOptions(**options).for_batch()
         ids = []
         for call in calls:
             name, args = call[0], call[1]
             kwargs = call[2] if len(call) > 2 else {}
-            ids.append(await self.send(name, args, kwargs, priority=priority))
+            ids.append(await self._send(name, args, kwargs, shared))
         return ids
 
     # ------------------------------------------------------------------------------------------ reads
@@ -275,22 +236,19 @@ class EagerClient:
         attempts_before: int,
     ) -> None:
         options = tf.options
+        policy = options_policy(options)  # the one rule (fastworker.worker.policy), with this one definition
         queued_at = time.time()
         attempts = attempts_before
         while True:
             attempts += 1
             if tf.is_async:
                 outcome = await run_async_limited(
-                    tf,
-                    args,
-                    kwargs,
-                    hard=options.timeout or 0.0,
-                    soft=options.soft_timeout or 0.0,
-                    allow_pickle=self.allow_pickle,
+                    tf, args, kwargs, hard=policy.timeout, soft=policy.soft_timeout, allow_pickle=self.allow_pickle
                 )
             else:
                 outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle)
-            if outcome.succeeded or attempts >= 1 + options.retries or not _retriable(outcome, tf):
+            error_type = outcome.error.type if outcome.error is not None else ""
+            if outcome.succeeded or not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None):
                 break
         info = TaskInfo(
             id=task_id,
@@ -312,22 +270,3 @@ class EagerClient:
         else:
             self.history = [info if entry.id == task_id else entry for entry in self.history]
         self._infos[task_id] = info
-
-
-def _retriable(outcome: Outcome, tf: TaskFunction[Any, Any]) -> bool:
-    """The control plane's rule: Retry always, system errors never, else ``retry_on`` (empty: anything)."""
-    error_type = outcome.error.type if outcome.error is not None else ""
-    if error_type in NOT_RETRIABLE:
-        return False
-    if outcome.retry_delay is not None:
-        return True
-    names = tf.options.retry_on_names
-    return not names or error_type in names
-
-
-def _check_time_options(countdown: float | None, eta: datetime | float | None) -> None:
-    """Refuse what the real client refuses (both given, a negative countdown)."""
-    if countdown is not None and eta is not None:
-        raise ValueError("give countdown or eta, not both")
-    if countdown is not None and countdown < 0:
-        raise ValueError("countdown cannot be negative")

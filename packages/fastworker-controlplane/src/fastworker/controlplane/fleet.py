@@ -11,7 +11,7 @@ from fastworker.protocol.v1 import task_pb2, worker_pb2
 if TYPE_CHECKING:
     import asyncio
 
-    from fastworker.client.transport import Request
+    from fastworker.controlplane.replyserver import Request
 
 
 #: Most tasks a worker may hold beyond its capacity, per slot.
@@ -31,7 +31,6 @@ class WorkerRecord:
         "heard_at",
         "host",
         "incarnation",
-        "in_flight_reported",
         "last_seen",
         "leases",
         "pid",
@@ -42,7 +41,6 @@ class WorkerRecord:
         "pull",
         "pull_correlation",
         "pull_timer",
-        "registered_at",
         "rss_bytes",
         "task_names",
         "version",
@@ -55,7 +53,6 @@ class WorkerRecord:
         self.worker_id = request.worker_id
         #: The worker process (random per process): a registration with the same one resumes this record.
         self.incarnation = request.incarnation
-        self.registered_at = now
         self.leases: dict[str, TaskRecord] = {}
         self.describe(request, pipe_id, max_capacity)
         #: Wall-clock time of the worker's latest request, for operators.
@@ -71,7 +68,6 @@ class WorkerRecord:
         self.processed = 0
         self.failed = 0
         self.rss_bytes = 0
-        self.in_flight_reported = 0
         #: Prefetched tasks this worker may start (its granted claims), sent with its next dispatch.
         self.grants: list[str] = []
         #: Running tasks to tell the worker to stop, on its next reply.
@@ -110,9 +106,14 @@ class WorkerRecord:
         """Tasks it may be sent now: free slots plus the prefetch it asked for."""
         return self.capacity + self.prefetch - len(self.leases)
 
+    @property
+    def accepting(self) -> bool:
+        """True while tasks may be sent to it: a work request is open and it is not draining."""
+        return self.pull is not None and not self.draining
+
     def can_take(self, name: str) -> bool:
-        """True if a task of this name could be dispatched here now."""
-        return self.pull is not None and not self.draining and self.free > 0 and name in self.task_names
+        """True if a task of this name could start here now (a free slot, not just prefetch room)."""
+        return self.accepting and self.free > 0 and name in self.task_names
 
 
 class Fleet:

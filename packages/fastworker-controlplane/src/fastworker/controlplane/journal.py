@@ -81,6 +81,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from fastworker.controlplane.queue import level_name
 from fastworker.controlplane.records import (
     CANCELLED,
     FAILURE,
@@ -822,20 +823,24 @@ class Journal:
         self._writer = threading.Thread(target=self._write_loop, name="fastworker-journal", daemon=True)
         self._writer.start()
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Block until everything appended so far is durable, then run the due callbacks (loop thread only).
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait (without blocking the loop) until everything appended so far is durable.
 
-        Returns False if that took longer than timeout.
+        Replies held for the disk before this call go out first. Returns False if that took longer
+        than timeout (a full or failing disk, or a writer that died).
         """
-        deadline = time.monotonic() + timeout
-        target = self._appended
-        with self._mutex:
-            self._notify()
-        while self._durable < target:
-            if time.monotonic() > deadline or self._writer is None or not self._writer.is_alive():
-                return False
-            time.sleep(0.001)
-        self._run_callbacks()
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done() -> None:
+            if not durable.done():
+                durable.set_result(None)
+
+        self.after_durable(done)
+        try:
+            async with asyncio.timeout(timeout):
+                await durable
+        except TimeoutError:
+            return False
         return True
 
     def close(self, timeout: float = 10.0) -> None:
@@ -1133,7 +1138,7 @@ def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
         "orphan_records": state.orphans,
         "tasks": len(state.tasks),
         "tasks_by_state": state.counts(),
-        "paused": sorted(_level_name(level) for level in state.paused),
+        "paused": sorted(level_name(level) for level in state.paused),
         "periodic_last_runs": dict(sorted(state.last_runs.items())),
         "snapshot_records": live_records,
         "in_use": _in_use(journal),
@@ -1177,7 +1182,3 @@ def _in_use(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
-
-
-def _level_name(level: int) -> str:
-    return task_pb2.Priority.Name(level).removeprefix("PRIORITY_").lower()  # type: ignore[arg-type]

@@ -1,39 +1,73 @@
-"""The control plane's in-process executor: ``--local-concurrency`` slots, each a thread that runs tasks.
+"""The control plane's in-process executor: at most ``--local-concurrency`` tasks at once.
 
-A slot takes its next task straight from the coordinator's priority queue (under the
-coordinator's lock) the moment it is free, so a critical task queued behind many low ones is the
-very next to start, and no task waits for an event-loop round trip between two executions.
-Sync tasks run on the slot's thread; async tasks run on the event loop while their slot waits,
-so one bound covers both. Outcomes go back to the loop in batches: one wake-up for everything
+Slot threads take their next task straight from the coordinator's priority queue (under its
+lock) the moment the bound allows, so a critical task queued behind many low ones is the very
+next to start. A sync task runs on the slot's thread; an async task (and a time-limited sync
+task, which runs in a child process) is handed to the event loop and runs there, so it holds
+a place in the bound but no thread. Every outcome reaches the coordinator on the loop, through
+one path: ``on_done``. Outcomes of sync tasks cross over in batches, one wake-up for everything
 that finished meanwhile.
+
+A running sync task is cancelled by raising :class:`TaskCancelled` in its thread
+(``PyThreadState_SetAsyncExc``): it stops at its next Python instruction, its remaining code
+never runs, and the slot lives on. A thread blocked inside one long C call (``time.sleep(600)``)
+stops when that call returns. Async tasks are cancelled on the loop; children are killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import ctypes
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import TaskRecord
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
+from fastworker.worker.policy import TaskPolicy
 from fastworker.worker.pool import ProcessPool
 
 logger = logging.getLogger(__name__)
 
-#: Blocks until a task is ready for this slot and marks it RUNNING; None means "stop".
-TakeNext = Callable[[], tuple[TaskRecord, TaskFunction[Any, Any]] | None]
-#: The coordinator's completion callback: (record, outcome, cancelled while running).
+
+@dataclass(frozen=True, slots=True)
+class LocalRun:
+    """A task a slot took: its record, its function and its effective policy."""
+
+    record: TaskRecord
+    task: TaskFunction[Any, Any]
+    policy: TaskPolicy
+
+
+#: Blocks until a task may start locally and marks it RUNNING; None means "stop".
+TakeNext = Callable[[], LocalRun | None]
+#: The coordinator's completion callback, on the loop: (record, outcome, cancelled while running).
 DoneCallback = Callable[[TaskRecord, Outcome, bool], None]
+#: Frees a run's place in the local bound the moment it ends: (on a slot thread?).
+Release = Callable[[bool], None]
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a running sync task's thread to cancel it (a BaseException: ``except Exception`` lets it by)."""
+
+
+class _SyncRun:
+    """A sync task running on a slot thread, and whether an interrupt was sent to it."""
+
+    __slots__ = ("interrupted", "thread_id")
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+        self.interrupted = False
 
 
 class LocalExecutor:
-    """Runs tasks in this process on ``concurrency`` slot threads and reports each outcome on the loop."""
+    """Runs tasks in this process, at most ``concurrency`` at once, and reports each outcome on the loop."""
 
     def __init__(
         self,
@@ -41,9 +75,9 @@ class LocalExecutor:
         concurrency: int,
         take_next: TakeNext,
         on_done: DoneCallback,
+        release: Release,
         *,
         allow_pickle: bool = False,
-        on_finished: DoneCallback | None = None,
         task_modules: Sequence[str] = (),
         sys_path: Sequence[str] = (),
     ) -> None:
@@ -51,12 +85,11 @@ class LocalExecutor:
 
         Args:
             loop: The event loop that owns the coordinator.
-            concurrency: Number of slots.
-            take_next: Blocks until a task is ready for a slot.
-            on_done: Called on the loop with every outcome, in batches.
+            concurrency: Most tasks running at once (and the number of slot threads).
+            take_next: Blocks until a task may start.
+            on_done: Called on the loop with every outcome.
+            release: Called as each run ends (before ``on_done``), so the next may start at once.
             allow_pickle: Accept and produce pickle payloads.
-            on_finished: Called on the slot thread right after an outcome was queued for the loop
-                (for replies that need not wait for the loop).
             task_modules: The modules child processes import to run time-limited sync tasks.
             sys_path: Folders those children put first on sys.path.
         """
@@ -66,7 +99,7 @@ class LocalExecutor:
         self.concurrency = concurrency
         self._take_next = take_next
         self._on_done = on_done
-        self._on_finished = on_finished
+        self._release = release
         self._allow_pickle = allow_pickle
         self._task_modules = tuple(task_modules)
         self._sys_path = tuple(sys_path)
@@ -74,9 +107,13 @@ class LocalExecutor:
         self._pool_lock: asyncio.Lock | None = None
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
         self._wake_scheduled = False
-        self._async_runs: dict[str, concurrent.futures.Future[Outcome]] = {}
-        self._cancel_requested: set[str] = set()
-        self._runs_lock = threading.Lock()
+        #: Tasks running on the loop (async, or in a child), by task id: loop only.
+        self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
+        #: Cancels that arrived before their loop run started (the slot's hand-over was in flight).
+        self._cancel_before_start: set[str] = set()
+        #: Sync tasks running on slot threads, by task id; guarded by ``_sync_lock``.
+        self._sync_runs: dict[str, _SyncRun] = {}
+        self._sync_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._slot_main, name=f"fastworker-slot-{i}", daemon=True)
             for i in range(concurrency)
@@ -87,92 +124,139 @@ class LocalExecutor:
         for thread in self._threads:
             thread.start()
 
-    def cancel_running(self, task_id: str) -> bool:
-        """Cancel a running async task; returns False if it already finished.
-
-        The slot thread may not have handed the coroutine to the loop yet: then the request is
-        remembered and honoured the moment it does.
-        """
-        with self._runs_lock:
-            run = self._async_runs.get(task_id)
-            if run is None:
-                self._cancel_requested.add(task_id)
-                return True
-        if run.done():
-            return False
-        return run.cancel()
+    # ------------------------------------------------------------------------------------ slot threads
 
     def _slot_main(self) -> None:
         while True:
             try:
-                taken = self._take_next()
+                run = self._take_next()
             except Exception:  # a bug must not silently cost a slot: log it and keep the slot alive
                 logger.exception("a local slot failed to take its next task")
                 time.sleep(0.1)
                 continue
-            if taken is None:
+            if run is None:
                 return
-            record, task = taken
-            cancelled = False
-            try:
-                prepared = prepare(task, record.spec.arguments, allow_pickle=self._allow_pickle)
-                if isinstance(prepared, Outcome):
-                    outcome = prepared
-                elif task.is_async or self.isolated(record, task):
-                    outcome, cancelled = self._run_on_loop(record, task, *prepared)
-                else:
-                    outcome = run_sync(task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
-            except BaseException as exc:  # a slot must survive anything a task does
-                outcome = failure(type(exc).__name__, str(exc))
+            if run.task.is_async or self.isolated(run):
+                try:
+                    self._loop.call_soon_threadsafe(self._start_on_loop, run)
+                except RuntimeError:  # the loop closed during shutdown
+                    return
+                continue
+            record, outcome, cancelled = self._run_here(run)
+            self._release(True)
             self._completed.append((record, outcome, cancelled))
-            if self._on_finished is not None:
-                # Before waking the loop, so the loop does not take the GIL while the reply is built.
-                self._on_finished(record, outcome, cancelled)
             if not self._wake_scheduled:
                 self._wake_scheduled = True
                 try:
-                    self._loop.call_soon_threadsafe(self.deliver_completed)
+                    self._loop.call_soon_threadsafe(self._deliver_completed)
                 except RuntimeError:  # the loop closed during shutdown
                     return
 
-    def _run_on_loop(
-        self, record: TaskRecord, task: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Outcome, bool]:
+    def _run_here(self, run: LocalRun) -> tuple[TaskRecord, Outcome, bool]:
+        """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled."""
+        record = run.record
         task_id = record.task_id
-        with self._runs_lock:
-            hard, soft = _limits(record, task)
-            coroutine: Coroutine[Any, Any, Outcome]
-            if task.is_async:
-                coroutine = run_async_limited(task, args, kwargs, hard=hard, soft=soft, allow_pickle=self._allow_pickle)
-            else:
-                coroutine = self._run_in_process(record, hard, soft)
-            run = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-            self._async_runs[task_id] = run
-            if task_id in self._cancel_requested:
-                run.cancel()
+        entry = _SyncRun(threading.get_ident())
         try:
-            return run.result(), False
-        except concurrent.futures.CancelledError:
-            return failure("TaskCancelled", "cancelled while running"), True
-        finally:
-            with self._runs_lock:
-                self._async_runs.pop(task_id, None)
-                self._cancel_requested.discard(task_id)
+            try:
+                with self._sync_lock:
+                    self._sync_runs[task_id] = entry
+                prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
+                if isinstance(prepared, Outcome):
+                    outcome = prepared
+                else:
+                    outcome = run_sync(run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+            finally:
+                with self._sync_lock:
+                    self._sync_runs.pop(task_id, None)
+                    interrupted = entry.interrupted
+                if interrupted:
+                    _clear_interrupt(entry.thread_id)  # sent, perhaps not raised yet: it must not hit the slot
+        except TaskCancelled:
+            with self._sync_lock:
+                self._sync_runs.pop(task_id, None)
+            return record, failure("TaskCancelled", "cancelled while running"), True
+        except BaseException as exc:  # a slot must survive anything a task does
+            return record, failure(type(exc).__name__, str(exc)), False
+        return record, outcome, False
 
-    def isolated(self, record: TaskRecord, task: TaskFunction[Any, Any]) -> bool:
-        """True if this sync task runs in a child process: it has a time limit, which a thread cannot enforce."""
-        return not task.is_async and bool(self._task_modules) and any(_limits(record, task))
+    # ------------------------------------------------------------------------------------ event loop
 
-    def can_cancel_running(self, record: TaskRecord, task: TaskFunction[Any, Any]) -> bool:
-        """True if a running task can be stopped: async (on the loop) or isolated (its process is killed)."""
-        return task.is_async or self.isolated(record, task)
+    def _deliver_completed(self) -> None:
+        self._wake_scheduled = False
+        completed = self._completed
+        while completed:
+            self._report(*completed.popleft())
 
-    async def _run_in_process(self, record: TaskRecord, hard: float, soft: float) -> Outcome:
-        pool = await self._ensure_pool()
-        outcome = await pool.run(
-            record.task_id, record.name, record.spec.arguments, timeout=hard or None, soft_timeout=soft or None
+    def _report(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
+        try:
+            self._on_done(record, outcome, cancelled)
+        except Exception:
+            logger.exception("completion handling failed for task %s", record.task_id)
+
+    def _start_on_loop(self, run: LocalRun) -> None:
+        record = run.record
+        task_id = record.task_id
+        if task_id in self._cancel_before_start:
+            self._cancel_before_start.discard(task_id)
+            self._release(False)
+            self._report(record, failure("TaskCancelled", "cancelled while running"), True)
+            return
+        job = self._loop.create_task(self._run_on_loop(run), name=f"fastworker-task-{task_id}")
+        self._loop_runs[task_id] = job
+        job.add_done_callback(lambda done, record=record: self._loop_run_done(record, done))  # type: ignore[misc]
+
+    async def _run_on_loop(self, run: LocalRun) -> Outcome:
+        record, policy = run.record, run.policy
+        hard, soft = policy.timeout, policy.soft_timeout
+        if not run.task.is_async:
+            pool = await self._ensure_pool()
+            return await pool.run(
+                record.task_id, record.name, record.spec.arguments, timeout=hard or None, soft_timeout=soft or None
+            )
+        prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return await run_async_limited(
+            run.task, prepared[0], prepared[1], hard=hard, soft=soft, allow_pickle=self._allow_pickle
         )
-        return outcome
+
+    def _loop_run_done(self, record: TaskRecord, job: asyncio.Task[Outcome]) -> None:
+        self._loop_runs.pop(record.task_id, None)
+        self._release(False)
+        if job.cancelled():
+            self._report(record, failure("TaskCancelled", "cancelled while running"), True)
+            return
+        error = job.exception()
+        if error is not None:
+            self._report(record, failure(type(error).__name__, str(error)), False)
+            return
+        self._report(record, job.result(), False)
+
+    def isolated(self, run: LocalRun) -> bool:
+        """True if this sync task runs in a child process: it has a time limit, which a thread cannot enforce."""
+        return (
+            not run.task.is_async and bool(self._task_modules) and bool(run.policy.timeout or run.policy.soft_timeout)
+        )
+
+    def cancel_running(self, task_id: str) -> bool:
+        """Stop a running local task (on the loop); False if it is not running here any more.
+
+        A sync task gets :class:`TaskCancelled` raised in its thread; a loop task is cancelled,
+        or, if the slot's hand-over has not reached the loop yet, never started.
+        """
+        job = self._loop_runs.get(task_id)
+        if job is not None:
+            return not job.done() and job.cancel()
+        with self._sync_lock:
+            entry = self._sync_runs.get(task_id)
+            if entry is not None:
+                if not entry.interrupted:
+                    entry.interrupted = True
+                    _send_interrupt(entry.thread_id)
+                return True
+        self._cancel_before_start.add(task_id)  # RUNNING but on neither side: its hand-over is queued
+        return True
 
     async def _ensure_pool(self) -> ProcessPool:
         if self._pool_lock is None:
@@ -194,31 +278,19 @@ class LocalExecutor:
         if self._pool is not None:
             await self._pool.close(timeout)
 
-    @property
-    def has_completed(self) -> bool:
-        """True if outcomes are waiting to be delivered to the loop."""
-        return bool(self._completed)
-
-    def deliver_completed(self) -> None:
-        """Hand every finished outcome to ``on_done`` (on the loop; also called before serving requests)."""
-        self._wake_scheduled = False
-        completed = self._completed
-        while completed:
-            record, outcome, cancelled = completed.popleft()
-            try:
-                self._on_done(record, outcome, cancelled)
-            except Exception:
-                logger.exception("completion handling failed for task %s", record.task_id)
-
     def close(self, timeout: float = 1.0) -> None:
-        """Cancel running async tasks and wait briefly for idle slot threads to leave."""
-        for run in list(self._async_runs.values()):
-            run.cancel()
+        """Cancel tasks running on the loop and wait briefly for idle slot threads to leave."""
+        for job in list(self._loop_runs.values()):
+            job.cancel()
         for thread in self._threads:
             thread.join(timeout=timeout / max(1, len(self._threads)))
 
 
-def _limits(record: TaskRecord, task: TaskFunction[Any, Any]) -> tuple[float, float]:
-    """(hard, soft) time limits in seconds for this run (0: none): the submission's, else the task's."""
-    spec = record.spec
-    return (spec.timeout or (task.options.timeout or 0.0), spec.soft_timeout or (task.options.soft_timeout or 0.0))
+def _send_interrupt(thread_id: int) -> None:
+    """Raise TaskCancelled in a thread at its next Python instruction (the documented C API)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(TaskCancelled))
+
+
+def _clear_interrupt(thread_id: int) -> None:
+    """Withdraw an interrupt not raised yet (the task ended first)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)

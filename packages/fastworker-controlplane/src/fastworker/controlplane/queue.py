@@ -29,6 +29,11 @@ LEVELS: tuple[int, ...] = (
 )
 
 
+def level_name(level: int) -> str:
+    """A wire priority's name as operators write it: ``critical``, ``high``, ``normal``, ``low``."""
+    return task_pb2.Priority.Name(level).removeprefix("PRIORITY_").lower()  # type: ignore[arg-type]
+
+
 class PriorityQueue:
     """Waiting (PENDING) tasks by level, with per-level pause and live depth counts."""
 

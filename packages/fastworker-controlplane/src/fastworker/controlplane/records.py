@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
 
 from fastworker.protocol.v1 import task_pb2
 
@@ -23,7 +22,6 @@ class TaskRecord:
 
     __slots__ = (
         "attempts",
-        "direct_waiter",
         "entry",
         "error",
         "eta",
@@ -59,8 +57,6 @@ class TaskRecord:
         self.held = False
         #: Identifies the live queue or schedule entry; a stale entry (cancelled, then re-queued) is skipped.
         self.entry = 0
-        #: A one-task wait (submit-and-wait) that the slot thread finishing this task may answer.
-        self.direct_waiter: Any = None
 
     @property
     def visible_state(self) -> int:

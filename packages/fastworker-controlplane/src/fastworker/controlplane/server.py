@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import os
 import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import pynng
 
-from fastworker.client.admission import ConnectionAdmission, ConnectionEvent, raise_open_files_limit
+from fastworker.client._nng import recv_max_size
+from fastworker.client._readyfile import remove_ready_file, write_ready_file
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles, tls_address
-from fastworker.client.transport import ReplyServer, Request, listener_url
+from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, raise_open_files_limit
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.discovery import DiscoveryPublisher
@@ -27,6 +26,7 @@ from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
 from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec
+from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.controlplane.workers_api import WorkerApi
@@ -34,11 +34,9 @@ from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
+from fastworker.worker.policy import options_policy
 
 logger = logging.getLogger(__name__)
-
-_RECV_SLACK = 1024
-
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
 
@@ -185,7 +183,7 @@ class ControlPlane:
         self.periodic.start(loop)
         await self._start_dashboard(discovery_address)
         if s.ready_file:
-            self._write_ready_file(Path(s.ready_file))
+            write_ready_file(s.ready_file, self.addresses)
         logger.info(
             "control plane %s serving: discovery %s, clients %s, dispatch %s; %d tasks registered; "
             "local concurrency %d",
@@ -259,7 +257,7 @@ class ControlPlane:
         handler: Callable[[Request], None],
         loop: asyncio.AbstractEventLoop,
     ) -> str:
-        sock = factory(recv_max_size=self.settings.max_frame_size + _RECV_SLACK)
+        sock = factory(recv_max_size=recv_max_size(self.settings.max_frame_size))
         self._sockets.append(sock)
         admission = self._bound_connections(sock, address, loop)
         if self._tls is not None:
@@ -283,7 +281,7 @@ class ControlPlane:
     ) -> ConnectionAdmission:
         """Cap a listening socket's connections, overall and per peer address, and expire silent ones.
 
-        Each connection costs buffers, contexts and a descriptor; see ``fastworker.client.admission``.
+        Each connection costs buffers, contexts and a descriptor; see ``fastworker.controlplane.admission``.
         """
         s = self.settings
         admission = ConnectionAdmission(
@@ -326,7 +324,7 @@ class ControlPlane:
     def _registered_retries(self, name: str) -> int | None:
         """A locally registered task's default retries (for replaying tasks that were running), or None."""
         task = self.registry.get(name)
-        return task.options.retries if task is not None else None
+        return options_policy(task.options).retries if task is not None else None
 
     def _fleet_changed(self) -> None:
         if self._publisher is not None:
@@ -357,12 +355,6 @@ class ControlPlane:
         announcement.version = __version__
         if self.coordinator is not None:
             announcement.started_at = self.coordinator.started_at
-
-    def _write_ready_file(self, path: Path) -> None:
-        content = {"pid": os.getpid(), **self.addresses}
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(content))
-        os.replace(temporary, path)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin the shutdown sequence (safe to call from a signal handler on the loop)."""
@@ -407,7 +399,7 @@ class ControlPlane:
             # Let replies to waits that the drain just answered reach their clients.
             await asyncio.sleep(0)
             if self.journal is not None:
-                self.journal.flush()  # replies waiting for the disk go out with the flush below
+                await self.journal.flush()  # replies waiting for the disk go out with the flush below
             for server in self._servers:
                 await server.flush(timeout=1.0)
             coordinator.close()
@@ -419,8 +411,5 @@ class ControlPlane:
         for sock in self._sockets:
             sock.close()
         if self.settings.ready_file:
-            try:
-                Path(self.settings.ready_file).unlink()
-            except FileNotFoundError:
-                pass
+            remove_ready_file(self.settings.ready_file)
         logger.info("control plane %s stopped", self.instance_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fastworker.client.tls import TlsFiles
 
-#: Default addresses (SPEC).
+#: Default addresses (docs/reference.md).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"
 DEFAULT_CLIENT_ADDRESS = "tcp://127.0.0.1:5551"
 DEFAULT_DISPATCH_ADDRESS = "tcp://127.0.0.1:5552"

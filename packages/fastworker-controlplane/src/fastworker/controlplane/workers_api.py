@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from fastworker.client.transport import Request
 from fastworker.controlplane.api import decode_request, error_frame
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.dispatcher import Dispatcher, WorkerIdInUse
 from fastworker.controlplane.fleet import WorkerRecord
 from fastworker.controlplane.periodic import schedule_problem
+from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -169,7 +169,6 @@ class WorkerApi:
     def _heartbeat(self, worker: WorkerRecord, envelope: Envelope) -> None:
         beat = envelope.heartbeat
         worker.rss_bytes = beat.rss_bytes
-        worker.in_flight_reported = beat.in_flight
         if beat.draining and not worker.draining:
             logger.info("worker %s is draining", worker.worker_id)
             worker.draining = True

@@ -46,16 +46,18 @@ class Outcome:
     retry_delay: float | None = None
 
 
-def failure(type_: str, message: str, traceback: str = "") -> Outcome:
-    """A failed Outcome for a system error (e.g. ``UnknownTask``), started and finished now.
+def failure(type_: str, message: str, traceback: str = "", *, started_at: float | None = None) -> Outcome:
+    """A failed Outcome that finished now: the one way every failure of the worker is built.
 
     Args:
         type_: The error type name, as clients read it in ``TaskError.type``.
         message: The human-readable message.
         traceback: A formatted traceback; empty for system errors.
+        started_at: When the execution started; None for a failure that never started one (now).
     """
     now = time()
-    return Outcome(False, None, TaskError(type=type_, message=message, traceback=traceback), now, now)
+    error = TaskError(type=type_, message=message, traceback=traceback)
+    return Outcome(False, None, error, now if started_at is None else started_at, now)
 
 
 def prepare(
@@ -150,10 +152,10 @@ def _returned(value: Any, started: float, allow_pickle: bool, max_size: int) -> 
     try:
         payload = encode_value(value, allow_pickle=allow_pickle, max_size=max_size)
     except PayloadError as exc:
-        return Outcome(False, None, TaskError(type="PayloadError", message=_text(exc)), started, time())
+        return failure("PayloadError", _text(exc), started_at=started)
     except Exception as exc:  # a value whose own conversion code raised (a Mapping's __iter__, ...)
         message = f"cannot encode {type(value).__qualname__}: {type(exc).__name__}: {_text(exc)}"
-        return Outcome(False, None, TaskError(type="PayloadError", message=message), started, time())
+        return failure("PayloadError", message, started_at=started)
     return Outcome(True, payload, None, started, time())
 
 
@@ -164,9 +166,10 @@ def _raised(exc: BaseException, started: float) -> Outcome:
     if tb is not None:
         tb = tb.tb_next
     text = "".join(_traceback.format_exception(type(exc), exc, tb))
-    error = TaskError(type=type(exc).__name__, message=_text(exc), traceback=text)
-    retry_delay = (exc.delay or 0.0) if isinstance(exc, Retry) else None
-    return Outcome(False, None, error, started, time(), retry_delay)
+    outcome = failure(type(exc).__name__, _text(exc), text, started_at=started)
+    if isinstance(exc, Retry):
+        outcome.retry_delay = exc.delay or 0.0
+    return outcome
 
 
 def _text(exc: BaseException) -> str:
@@ -203,6 +206,4 @@ async def run_async_limited(
             return await run_async(tf, args, kwargs, allow_pickle=allow_pickle)
     except TimeoutError:
         which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
-        outcome = failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s")
-        outcome.started_at = started
-        return outcome
+        return failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s", started_at=started)

@@ -12,19 +12,24 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from fastworker.client._requester import Requester
+from fastworker.client._transport import RequestChannel, Subscription
 from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
-from fastworker.client.requester import Requester
+from fastworker.client.errors import FastworkerError
 from fastworker.client.tls import TlsFiles
-from fastworker.client.transport import RequestChannel, Subscription
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
-from fastworker.protocol.v1 import worker_pb2
+from fastworker.protocol.v1 import error_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a plain request (register, results, heartbeat) may take, retries included.
 REQUEST_TIMEOUT = 5.0
+
+
+class NotRegistered(FastworkerError):
+    """The control plane does not know this worker (it restarted, or dropped the worker): register again."""
 
 
 class ControlPlaneLink:
@@ -59,7 +64,11 @@ class ControlPlaneLink:
         self._announcements = AnnouncementReader(auth, max_frame_size=max_frame_size)
         self._channel = RequestChannel(loop, max_frame_size=max_frame_size, tls=tls)
         self._requester = Requester(
-            self._channel, max_frame_size=max_frame_size, auth=auth, instance=lambda: self.instance_id
+            self._channel,
+            max_frame_size=max_frame_size,
+            auth=auth,
+            instance=lambda: self.instance_id,
+            errors={error_pb2.ERROR_CODE_NOT_REGISTERED: NotRegistered},
         )
         self._subscription = Subscription(
             loop, discovery_address, DISCOVERY_TOPIC, self._on_discovery, max_frame_size=max_frame_size, tls=tls

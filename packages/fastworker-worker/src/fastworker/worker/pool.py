@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import time
 
-from fastworker.protocol.v1.task_pb2 import Payload, TaskError
+from fastworker.protocol.v1.task_pb2 import Payload
 from fastworker.worker.child import (
     LOAD_ERROR,
     OUTCOME,
@@ -717,7 +717,7 @@ class ProcessPool:
                 self._running.pop(task_id, None)
                 if not future.done():
                     message = f"the process running task {child.task_name!r} (pid {child.pid}) {how}"
-                    future.set_result(_failed(child.started_at, "WorkerCrashed", message))
+                    future.set_result(failure("WorkerCrashed", message, started_at=child.started_at))
             else:
                 _log.warning("an idle pool process (pid %d) %s; replacing it", child.pid, how)
             self._replace()
@@ -740,7 +740,7 @@ class ProcessPool:
         self._kill(child)
         if future is not None and not future.done():
             if fail is not None:
-                future.set_result(_failed(child.started_at, *fail))
+                future.set_result(failure(*fail, started_at=child.started_at))
             else:
                 future.cancel()
 
@@ -779,10 +779,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _failed(started_at: float, type_: str, message: str) -> Outcome:
-    return Outcome(False, None, TaskError(type=type_, message=message), started_at, time())
 
 
 def _describe_exit(code: int) -> str:

@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import logging
 import os
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from fastworker.client._background import cancel_all, spawn
+from fastworker.client._readyfile import remove_ready_file, write_ready_file
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
-from fastworker.client.requester import NotRegistered
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited
-from fastworker.worker.link import ControlPlaneLink
+from fastworker.worker.link import ControlPlaneLink, NotRegistered
+from fastworker.worker.policy import effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.version import __version__
 
@@ -208,7 +208,7 @@ class Worker:
             return self.exit_code
         self.state = WorkerState.RUNNING
         if s.ready_file:
-            self._write_ready_file(Path(s.ready_file))
+            write_ready_file(s.ready_file, {"worker_id": s.worker_id})
         for coroutine in (self._pull_loop(), self._heartbeat_loop(), self._follow_restarts()):
             self._spawn(coroutine)
         await self._stop.wait()
@@ -311,16 +311,8 @@ class Worker:
         self._fence_logged = fenced
         return fenced
 
-    def _write_ready_file(self, path: Path) -> None:
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps({"pid": os.getpid(), "worker_id": self.settings.worker_id}))
-        os.replace(temporary, path)
-
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return spawn(coroutine, self._background)
 
     # ----------------------------------------------------------------------------------------- loops
 
@@ -606,8 +598,8 @@ class Worker:
         task = self.registry.get(spec.name)
         if task is None:
             return failure("UnknownTask", f"worker {self.settings.worker_id} has no task {spec.name!r}")
-        limit = spec.timeout or (task.options.timeout or 0.0)
-        soft = spec.soft_timeout or (task.options.soft_timeout or 0.0)
+        policy = effective_policy(spec, options_policy(task.options))
+        limit, soft = policy.timeout, policy.soft_timeout
         if not task.is_async:
             assert self._pool is not None
             return await self._pool.run(
@@ -714,19 +706,10 @@ class Worker:
 
     async def _close(self) -> None:
         self.state = WorkerState.STOPPED
-        for task in list(self._background):
-            task.cancel()
-        for task in list(self._background):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_all(self._background)
         if self._pool is not None:
             await self._pool.close()
         if self._link is not None:
             self._link.close()
         if self.settings.ready_file:
-            try:
-                Path(self.settings.ready_file).unlink()
-            except FileNotFoundError:
-                pass
+            remove_ready_file(self.settings.ready_file)

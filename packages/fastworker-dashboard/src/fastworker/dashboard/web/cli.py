@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import logging.config
-import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from types import FrameType
 
+from fastworker.client._readyfile import write_ready_file
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
@@ -87,13 +85,6 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _write_ready_file(path: str, url: str) -> None:
-    target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(json.dumps({"pid": os.getpid(), "dashboard": url}))
-    temporary.replace(target)  # atomic: readers never see half a file
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT (exit 0); usage errors exit 2, a failure to serve exits 1."""
     parser = make_parser()
@@ -139,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 running.bound,
             )
         if args.ready_file:
-            _write_ready_file(args.ready_file, running.url)
+            write_ready_file(args.ready_file, {"dashboard": running.url})
         while not stop.wait(0.5):
             if not running.alive:
                 logger.error("the dashboard server stopped unexpectedly")

@@ -223,6 +223,7 @@ class TaskSpec(_message.Message):
     RETRIES_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    POLICY_RESOLVED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id: a canonical UUID4 unless the client chose one. Idempotency key: a spec whose id is
     already known is acknowledged again, never queued twice.
@@ -243,6 +244,11 @@ class TaskSpec(_message.Message):
     """Maximum re-runs after the first attempt; unset means the task's registered default."""
     attempt: _builtins.int
     """Which execution this is, starting at 1 (set by the control plane on dispatch)."""
+    policy_resolved: _builtins.bool
+    """Set by the control plane on dispatch: timeout, soft_timeout and retries hold the task's
+    effective policy (0 meaning no limit), and the worker enforces them as given instead of
+    falling back to its own definition of the task.
+    """
     @_builtins.property
     def arguments(self) -> Global___Payload:
         """Encoded [args, kwargs]."""
@@ -265,10 +271,11 @@ class TaskSpec(_message.Message):
         retries: _builtins.int | None = ...,
         attempt: _builtins.int = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        policy_resolved: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "retries", b"retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
     _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015

@@ -11,7 +11,20 @@ from fastworker.client import Priority
 from fastworker.dashboard.web.deps import ClientDep, ConfigDep, FiltersDep, StateDep, ThrottleDep
 from fastworker.dashboard.web.query import BadQuery
 from fastworker.dashboard.web.security import authorize_api_action
-from fastworker.dashboard.web.serialize import detail_json, jsonable, page_json
+from fastworker.dashboard.web.serialize import (
+    cancel_json,
+    detail_json,
+    drain_json,
+    overview_json,
+    page_json,
+    pause_json,
+    purge_json,
+    queues_json,
+    registered_tasks_json,
+    retry_json,
+    stats_json,
+    workers_json,
+)
 
 router = APIRouter(prefix="/api")
 
@@ -27,35 +40,31 @@ def _priority(value: str) -> Priority:
 async def api_overview(client: ClientDep) -> dict[str, Any]:
     """Stats, queues and workers in one answer."""
     stats, queues, workers = await asyncio.gather(client.stats(), client.queues(), client.workers())
-    return {"stats": jsonable(stats), "queues": jsonable(queues), "workers": jsonable(workers)}
+    return overview_json(stats, queues, workers)
 
 
 @router.get("/stats")
 async def api_stats(client: ClientDep) -> dict[str, Any]:
     """The control plane's counters, throughput and per-second history."""
-    stats: dict[str, Any] = jsonable(await client.stats())
-    return stats
+    return stats_json(await client.stats())
 
 
 @router.get("/queues")
 async def api_queues(client: ClientDep) -> list[dict[str, Any]]:
     """Depth, oldest age and paused flag per priority level."""
-    queues: list[dict[str, Any]] = jsonable(await client.queues())
-    return queues
+    return queues_json(await client.queues())
 
 
 @router.get("/workers")
 async def api_workers(client: ClientDep) -> list[dict[str, Any]]:
     """The connected subworkers."""
-    workers: list[dict[str, Any]] = jsonable(await client.workers())
-    return workers
+    return workers_json(await client.workers())
 
 
 @router.get("/registered-tasks")
 async def api_registered_tasks(client: ClientDep) -> list[dict[str, Any]]:
     """The registered task names with their default options."""
-    tasks: list[dict[str, Any]] = jsonable(await client.tasks())
-    return tasks
+    return registered_tasks_json(await client.tasks())
 
 
 @router.get("/tasks")
@@ -74,22 +83,22 @@ async def api_task(client: ClientDep, task_id: str) -> dict[str, Any]:
 async def api_cancel(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, task_id: str
 ) -> dict[str, Any]:
-    """Cancel a task: ``{"cancelled", "previous_state"}``."""
+    """Cancel a task: ``{"id", "cancelled", "previous_state"}``."""
     authorize_api_action(config, throttle, request)
     result = await client.cancel(task_id)
     dashboard.feed.forget_task(task_id)
-    return {"task_id": task_id, "cancelled": result.cancelled, "previous_state": result.previous_state.value}
+    return cancel_json(task_id, result)
 
 
 @router.post("/tasks/{task_id}/retry")
 async def api_retry(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, task_id: str
 ) -> dict[str, Any]:
-    """Re-queue a FAILURE or CANCELLED task: ``{"state"}`` (409 for other states)."""
+    """Re-queue a FAILURE or CANCELLED task: ``{"id", "state"}`` (409 for other states)."""
     authorize_api_action(config, throttle, request)
     new_state = await client.retry(task_id)
     dashboard.feed.forget_task(task_id)
-    return {"task_id": task_id, "state": new_state.value}
+    return retry_json(task_id, new_state)
 
 
 @router.post("/queues/{priority}/purge")
@@ -101,7 +110,7 @@ async def api_purge(
     level = _priority(priority)
     purged = await client.purge(level)
     dashboard.feed.forget_task(None)
-    return {"priority": level.value, "purged": purged}
+    return purge_json(level.value, purged)
 
 
 @router.post("/queues/{priority}/pause")
@@ -111,7 +120,7 @@ async def api_pause(
     """Stop dispatching one level: ``{"paused": true}``."""
     authorize_api_action(config, throttle, request)
     level = _priority(priority)
-    return {"priority": level.value, "paused": await client.pause(level)}
+    return pause_json(level.value, await client.pause(level))
 
 
 @router.post("/queues/{priority}/resume")
@@ -121,7 +130,7 @@ async def api_resume(
     """Dispatch one level again: ``{"paused": false}``."""
     authorize_api_action(config, throttle, request)
     level = _priority(priority)
-    return {"priority": level.value, "paused": await client.resume(level)}
+    return pause_json(level.value, await client.resume(level))
 
 
 @router.post("/workers/{worker_id}/drain")
@@ -132,4 +141,4 @@ async def api_drain(
     authorize_api_action(config, throttle, request)
     if not await client.drain_worker(worker_id):
         raise HTTPException(status_code=404, detail=f"no worker {worker_id} is connected")
-    return {"worker_id": worker_id, "draining": True}
+    return drain_json(worker_id, True)

@@ -1,8 +1,9 @@
 """Request/reply with the control plane over one RequestChannel: correlation ids, retries, typed errors.
 
-Shared by the client and the subworker's link, so both retry the same way: every request is
-idempotent (submissions carry their task id), so resending after a lost reply never runs anything
-twice.
+Private, and shared by FastWorker's own distributions only (the client and the subworker's link,
+so both retry the same way; see ``SHARED_INTERNALS`` in ``scripts/check_layout.py``): no
+compatibility promise. Every request is idempotent (submissions carry their task id), so
+resending after a lost reply never runs anything twice.
 
 With a shared secret every request is addressed to the control plane instance that the latest
 authenticated announcement named (see ``protocol.auth``), so a captured request is refused by the
@@ -17,8 +18,10 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
+from fastworker.client._transport import RequestChannel, TransportClosed, TransportError
 from fastworker.client.errors import (
     AuthenticationError,
     ControlPlaneUnavailable,
@@ -29,7 +32,6 @@ from fastworker.client.errors import (
     TaskNotFound,
     UnknownTask,
 )
-from fastworker.client.transport import RequestChannel, TransportClosed, TransportError
 from fastworker.protocol.auth import FrameAuth, is_sealed
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
@@ -45,11 +47,10 @@ ATTEMPT_SLACK = 3.0
 INSTANCE_POLL_INTERVAL = 0.05
 
 
-class NotRegistered(FastworkerError):
-    """The control plane does not know this worker (it restarted, or dropped the worker): register again."""
+#: Makes the exception for an Error reply's code from its message.
+ErrorFactory = Callable[[str], FastworkerError]
 
-
-_ERRORS: dict[int, Callable[[str], FastworkerError]] = {
+_ERRORS: dict[int, ErrorFactory] = {
     error_pb2.ERROR_CODE_QUEUE_FULL: QueueFull,
     error_pb2.ERROR_CODE_AUTHENTICATION: AuthenticationError,
     error_pb2.ERROR_CODE_PAYLOAD: PayloadError,
@@ -57,18 +58,24 @@ _ERRORS: dict[int, Callable[[str], FastworkerError]] = {
     error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION: ProtocolError,
     error_pb2.ERROR_CODE_FRAME_TOO_LARGE: ProtocolError,
     error_pb2.ERROR_CODE_SHUTTING_DOWN: ControlPlaneUnavailable,
-    error_pb2.ERROR_CODE_NOT_REGISTERED: NotRegistered,
 }
+_NO_MORE_ERRORS: Mapping[int, ErrorFactory] = MappingProxyType({})
 
 
-def error_from_wire(error: error_pb2.Error, task_name: str = "", task_id: str = "") -> FastworkerError:
-    """The typed exception for an Error reply."""
+def error_from_wire(
+    error: error_pb2.Error,
+    task_name: str = "",
+    task_id: str = "",
+    *,
+    errors: Mapping[int, ErrorFactory] = _NO_MORE_ERRORS,
+) -> FastworkerError:
+    """The typed exception for an Error reply (``errors`` adds a caller's own codes, e.g. the worker's)."""
     code = error.code
     if code == error_pb2.ERROR_CODE_UNKNOWN_TASK:
         return UnknownTask(task_name, error.message)
     if code == error_pb2.ERROR_CODE_TASK_NOT_FOUND:
         return TaskNotFound(task_id)
-    factory = _ERRORS.get(code)
+    factory = errors.get(code) or _ERRORS.get(code)
     if factory is not None:
         return factory(error.message)
     return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
@@ -88,6 +95,7 @@ class Requester:
             replies are checked.
         instance: Returns the id of the control plane instance requests are addressed to (learned
             from authenticated announcements); "" addresses none.
+        errors: Exceptions for error codes only this caller receives (the worker's ``NotRegistered``).
     """
 
     def __init__(
@@ -97,11 +105,13 @@ class Requester:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         auth: FrameAuth | None = None,
         instance: Callable[[], str] = lambda: "",
+        errors: Mapping[int, ErrorFactory] = _NO_MORE_ERRORS,
     ) -> None:
         self.channel = channel
         self.max_frame_size = max_frame_size
         self.auth = auth
         self.instance = instance
+        self.errors = errors
         # A random start: a reply captured from another requester never carries the id we wait for.
         self._correlation = int.from_bytes(os.urandom(8), "big")
 
@@ -172,7 +182,7 @@ class Requester:
             if reply.WhichOneof("body") == "error":
                 if reply.correlation_id not in (0, envelope.correlation_id):
                     continue  # not ours (cannot happen with contexts); ask again
-                raise error_from_wire(reply.error, task_name, task_id)
+                raise error_from_wire(reply.error, task_name, task_id, errors=self.errors)
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")
             return reply

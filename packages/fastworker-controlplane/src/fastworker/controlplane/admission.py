@@ -9,7 +9,7 @@ client that submits once an hour), except that a full cap closes the longest-idl
 room; its nng dialer redials transparently.
 
 nng calls :meth:`ConnectionAdmission.admit` on its own threads; everything else runs on the loop
-that serves the socket (see :class:`fastworker.client.transport.ReplyServer`).
+that serves the socket (see :class:`fastworker.controlplane.replyserver.ReplyServer`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import pynng
-from pynng._nng import ffi, lib
+from pynng.sockaddr import In6Addr, InAddr
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class RefusalLog:
 
 @dataclass
 class _Connection:
+    pipe: pynng.Pipe
     peer: Hashable | None  # None: a transport without peer addresses (ipc, inproc): only the global cap
     connected_at: float
     last_request: float | None = None  # None: no valid request yet
@@ -86,10 +87,9 @@ def peer_key(pipe: pynng.Pipe) -> Hashable | None:
         address = pipe.remote_address
     except pynng.NNGException:
         return None
-    family = address.family
-    if family == lib.NNG_AF_INET:
+    if isinstance(address, InAddr):
         return ("inet", int(address.addr))
-    if family == lib.NNG_AF_INET6:
+    if isinstance(address, In6Addr):
         return ("inet6", bytes(address.addr))
     return None
 
@@ -148,12 +148,13 @@ class ConnectionAdmission:
         Runs on an nng thread before the connection is used: closing pipes is allowed there.
         """
         peer = peer_key(pipe)
-        victim: int | None = None
+        victim: _Connection | None = None
         with self._lock:
             now = self._clock()
             peer_full = peer is not None and self._per_peer.get(peer, 0) >= self.max_per_peer
             if peer_full or len(self._live) >= self.max_connections:
-                victim = self._idlest(now, peer if peer_full else None)
+                idlest = self._idlest(now, peer if peer_full else None)
+                victim = None if idlest is None else self._drop(idlest)
                 if victim is None:
                     refusal = (
                         f"{self.max_per_peer} connections from that address already (--max-connections-per-peer)"
@@ -161,16 +162,15 @@ class ConnectionAdmission:
                         else f"{self.max_connections} connections already (--max-connections)"
                     )
                 else:
-                    self._drop(victim)
                     refusal = ""
             else:
                 refusal = ""
             if not refusal:
-                self._live[pipe.id] = _Connection(peer, now)
+                self._live[pipe.id] = _Connection(pipe, peer, now)
                 if peer is not None:
                     self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
         if victim is not None:
-            close_pipe(victim)
+            _close(victim.pipe)
             self._notify(ConnectionEvent.IDLE_CLOSED)
             self._log.warning(f"evicted:{self.name}", f"closed an idle connection to {self.name} to make room")
         if not refusal:
@@ -192,15 +192,17 @@ class ConnectionAdmission:
                 chosen, chosen_since = pipe_id, since
         return chosen
 
-    def _drop(self, pipe_id: int) -> None:
+    def _drop(self, pipe_id: int) -> _Connection | None:
+        """Forget a connection (under the lock); return it, or None if it was not counted."""
         connection = self._live.pop(pipe_id, None)
         if connection is None or connection.peer is None:
-            return
+            return connection
         left = self._per_peer[connection.peer] - 1
         if left:
             self._per_peer[connection.peer] = left
         else:
             del self._per_peer[connection.peer]
+        return connection
 
     def removed(self, pipe: pynng.Pipe) -> None:
         """Forget a connection that closed (either side); on an nng thread."""
@@ -222,10 +224,10 @@ class ConnectionAdmission:
                 for pipe_id, c in self._live.items()
                 if c.last_request is None and c.connected_at <= deadline and not self.busy(pipe_id)
             ]
-            for pipe_id in silent:
-                self._drop(pipe_id)
-        for pipe_id in silent:
-            close_pipe(pipe_id)
+            closing = [self._drop(pipe_id) for pipe_id in silent]
+        for connection in closing:
+            if connection is not None:
+                _close(connection.pipe)
             self._notify(ConnectionEvent.IDLE_CLOSED)
         if silent:
             logger.info(
@@ -249,11 +251,12 @@ class ConnectionAdmission:
             pass  # the loop is closed: shutting down
 
 
-def close_pipe(pipe_id: int) -> None:
-    """Close one connection of a socket by its nng pipe id (no-op if it is already gone); any thread."""
-    pipe = ffi.new("nng_pipe *")
-    pipe[0].id = pipe_id
-    lib.nng_pipe_close(pipe[0])
+def _close(pipe: pynng.Pipe) -> None:
+    """Close one connection (no-op if it is already gone); any thread."""
+    try:
+        pipe.close()
+    except pynng.NNGException:
+        pass  # closed meanwhile
 
 
 def raise_open_files_limit() -> int:

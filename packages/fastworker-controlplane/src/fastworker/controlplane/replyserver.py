@@ -1,65 +1,40 @@
-"""The only code that drives nng sockets from asyncio: request/reply on both ends, and subscriptions.
+"""The control plane's side of the nng transport: serves Rep0 sockets from the event loop.
 
-pynng's own asyncio layer costs ~200-250 µs of CPU per message and a thread hop per completion
-(measured: 373 µs p50 echo round trip versus 261 µs for the approach below). So the hot paths here
-avoid it:
-
-- A :class:`ReplyServer` watches the Rep0 socket's receive descriptor with ``loop.add_reader`` and
-  pulls requests with non-blocking ``nng_ctx_recvmsg`` into a pool of contexts, so any number of
-  requests can be answered later, each on its own context (a reply can never reach the wrong
-  requester). Replies are sent with callback-free nng aios that are reaped lazily: no thread hop.
-- A :class:`RequestChannel` sends on the Req0 socket's default context (a "fast lane" watched the
-  same way) when it is idle, and falls back to one pynng context per request when it is busy.
-
-Everything runs on the loop's thread. pynng's cffi ``lib``/``ffi`` are used directly for the
-non-blocking context calls that pynng does not wrap; pynng is pinned below 0.10 for that reason.
+A :class:`ReplyServer` watches the socket's receive descriptor with ``loop.add_reader`` and pulls
+requests with non-blocking context receives into a pool of contexts, so any number of requests
+can be answered later, each on its own context (a reply can never reach the wrong requester).
+Replies are sent with callback-free nng aios that are reaped lazily: no thread hop. The raw nng
+calls are in ``fastworker.client._nng`` (pynng's asyncio layer costs ~200-250 µs per message).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import select
-import socket as _socket
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import pynng
-from pynng._nng import ffi, lib
 
-from fastworker.client.admission import ConnectionAdmission, ConnectionEvent, RefusalLog, close_pipe
-from fastworker.client.tls import TlsFiles, configure_dial
+from fastworker.client import _nng
+from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, RefusalLog
 from fastworker.protocol.auth import FrameAuth, authentication_error_frame
 from fastworker.protocol.errors import AuthenticationError
-from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, encode_frame, new_envelope
+from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
 
 logger = logging.getLogger(__name__)
 
-_EAGAIN = lib.NNG_EAGAIN
-_NONBLOCK = lib.NNG_FLAG_NONBLOCK
-#: Requests taken from the socket per loop callback, so one flood cannot starve other work.
-_MAX_RECV_PER_WAKEUP = 256
 #: Requests one connection may have waiting for an answer at once (long polls included).
 DEFAULT_MAX_PENDING_PER_CONNECTION = 1024
-#: Slack over the frame limit for nng's receive limit (nng drops larger messages at the transport).
-_RECV_SLACK = 1024
 #: Contexts a reply server keeps however quiet it gets; above this, contexts unused for a while are closed.
 DEFAULT_MIN_CONTEXTS = 64
 #: Seconds between a reply server's housekeeping rounds (idle connections, pool shrinking).
 _HOUSEKEEPING_INTERVAL = 0.5
 #: Contexts that stayed unused for this many seconds are closed (down to the floor).
 DEFAULT_POOL_SHRINK_AFTER = 5.0
-
-
-class TransportError(Exception):
-    """nng failed a request (e.g. the connection was reset); the request may be retried."""
-
-
-class TransportClosed(TransportError):
-    """The socket was closed while an operation was pending."""
 
 
 def listener_url(listener: pynng.Listener, requested: str) -> str:
@@ -71,64 +46,8 @@ def listener_url(listener: pynng.Listener, requested: str) -> str:
     if scheme not in ("tcp", "tls+tcp"):
         return requested
     host, _, _port = rest.rpartition(":")
-    port = _socket.ntohs(listener.local_address.port)
+    port = socket.ntohs(listener.local_address.port)
     return f"{scheme}://{host}:{port}"
-
-
-def _readable(fd: int) -> bool:
-    """True if nng's receive descriptor says a message is waiting (nng keeps it level-triggered).
-
-    poll, not select: select refuses descriptors from 1,024 up, which a process holding many
-    connections reaches (measured: as cheap, ~1.3 µs).
-    """
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-def _take_message_bytes(msg: Any) -> bytes:
-    """Copy an nng_msg's body into bytes and free the message."""
-    try:
-        data: bytes = ffi.buffer(lib.nng_msg_body(msg), lib.nng_msg_len(msg))[:]
-        return data
-    finally:
-        lib.nng_msg_free(msg)
-
-
-def _new_message(data: bytes) -> Any:
-    msgp = ffi.new("nng_msg **")
-    rc = lib.nng_msg_alloc(msgp, len(data))
-    if rc != 0:
-        raise MemoryError(f"nng_msg_alloc failed ({rc})")
-    msg = msgp[0]
-    ffi.memmove(lib.nng_msg_body(msg), data, len(data))
-    return msg
-
-
-def _start_send(data: bytes, start: Callable[[Any], None]) -> Any:
-    """Put data in a new callback-free aio, start the send with ``start(aio)``, return the aio to reap."""
-    msg = _new_message(data)
-    aiop = ffi.new("nng_aio **")
-    rc = lib.nng_aio_alloc(aiop, ffi.NULL, ffi.NULL)
-    if rc != 0:
-        lib.nng_msg_free(msg)
-        raise MemoryError(f"nng_aio_alloc failed ({rc})")
-    aio = aiop[0]
-    lib.nng_aio_set_msg(aio, msg)
-    start(aio)
-    return aio
-
-
-def _free_aio(aio: Any, *, abort: bool = False) -> None:
-    """Release a finished (or, with abort, unfinished) send aio and any message nng left in it."""
-    if abort:
-        lib.nng_aio_stop(aio)
-    if lib.nng_aio_result(aio) != 0:
-        # nng leaves the message with the aio when the send failed (peer gone, cancelled).
-        msg = lib.nng_aio_get_msg(aio)
-        if msg != ffi.NULL:
-            lib.nng_msg_free(msg)
-    lib.nng_aio_free(aio)
 
 
 class Request:
@@ -214,9 +133,9 @@ class ReplyServer:
         self._housekeeping: asyncio.TimerHandle | None = None
         # Replies handed to nng and not yet reaped. A deque, because replies may also be sent from
         # other threads (see Request.reply); everything else here belongs to the loop's thread.
-        self._sending: deque[tuple[pynng.Context, Any, int]] = deque()
+        self._sending: deque[tuple[pynng.Context, _nng.SendAio, int]] = deque()
         self._loop_thread = 0
-        self._msgp = ffi.new("nng_msg **")
+        self._receiver = _nng.Receiver()
         self._fd = sock.recv_fd
         self._closed = False
         self._reap_handle: asyncio.TimerHandle | None = None
@@ -229,21 +148,22 @@ class ReplyServer:
         self._housekeeping = self._loop.call_later(_HOUSEKEEPING_INTERVAL, self._housekeep)
 
     def _on_readable(self) -> None:
-        for _ in range(_MAX_RECV_PER_WAKEUP):
+        for _ in range(_nng.MAX_RECV_PER_WAKEUP):
             if self._closed:
                 return
             context = self._idle.pop() if self._idle else self._new_context()
             if len(self._idle) < self._idle_low:
                 self._idle_low = len(self._idle)
-            rc = lib.nng_ctx_recvmsg(context.context, self._msgp, _NONBLOCK)
-            if rc != 0:
+            try:
+                received = self._receiver.context_message(context)
+            except pynng.NNGException as exc:
                 self._idle.append(context)
-                if rc != _EAGAIN:
-                    logger.warning("receive failed on the reply socket: nng error %d", rc)
+                logger.warning("receive failed on the reply socket: %s", exc)
                 break
-            msg = self._msgp[0]
-            pipe_id = lib.nng_msg_get_pipe(msg).id
-            data = _take_message_bytes(msg)
+            if received is None:
+                self._idle.append(context)
+                break
+            data, pipe_id = received
             if pipe_id in self._dropped:
                 self._idle.append(context)  # the connection is being closed: nobody would read the reply
                 continue
@@ -270,7 +190,7 @@ class ReplyServer:
                 self._handler(Request(self, context, data, pipe_id))
             except Exception:
                 logger.exception("request handler failed")
-            if not _readable(self._fd):
+            if not _nng.readable(self._fd):
                 break  # a failed nng receive costs ~20 µs; asking the descriptor costs ~1 µs
         if self._sending:
             self._reap()
@@ -292,7 +212,7 @@ class ReplyServer:
         their messages and returns their contexts to the pool.
         """
         self._dropped.add(pipe_id)
-        close_pipe(pipe_id)
+        close_pipe(self._socket, pipe_id)
         self._reap()
         if self._on_event is not None:
             self._on_event(ConnectionEvent.DROPPED_UNREAD)
@@ -362,7 +282,7 @@ class ReplyServer:
             return
         if seal and self._auth is not None:
             data = self._auth.seal(data)
-        aio = _start_send(data, lambda aio: lib.nng_ctx_send(context.context, aio))
+        aio = _nng.send_on_context(context, data)
         self._sending.append((context, aio, pipe_id))
         if self._reap_handle is None and threading.get_ident() == self._loop_thread:
             self._reap_handle = self._loop.call_later(0.05, self._reap_later)
@@ -378,10 +298,10 @@ class ReplyServer:
         sending = self._sending
         for _ in range(len(sending)):
             context, aio, pipe_id = sending.popleft()
-            if lib.nng_aio_busy(aio):
+            if _nng.sending(aio):
                 sending.append((context, aio, pipe_id))
                 continue
-            _free_aio(aio)
+            _nng.free_aio(aio)
             self._idle.append(context)
             self._answered(pipe_id)
 
@@ -426,7 +346,7 @@ class ReplyServer:
             self._housekeeping.cancel()
         self._loop.remove_reader(self._fd)
         while self._sending:
-            _free_aio(self._sending.popleft()[1], abort=True)
+            _nng.free_aio(self._sending.popleft()[1], abort=True)
         self._idle = []
         for context in self._contexts:
             try:
@@ -436,220 +356,12 @@ class ReplyServer:
         self._contexts = set()
 
 
-def _expire(waiter: asyncio.Future[bytes]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
-class RequestChannel:
-    """Sends requests to one Rep0 endpoint and returns the replies; safe for any number of coroutines.
-
-    The first request in flight uses the socket's default context, watched with ``add_reader``;
-    concurrent ones each use their own pynng context. The socket never resends on its own
-    (``resend_time=-1``); callers retry with the same idempotency key.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        tls: TlsFiles | None = None,
-    ) -> None:
-        self._loop = loop
-        self._tls = tls
-        self._socket = pynng.Req0(resend_time=-1, recv_max_size=max_frame_size + _RECV_SLACK)
-        self._dialer: pynng.Dialer | None = None
-        self._address: str | None = None
-        self._fast_waiter: asyncio.Future[bytes] | None = None
-        self._fd = self._socket.recv_fd
-        self._loop.add_reader(self._fd, self._on_readable)
-        self._contexts: list[pynng.Context] = []
-        self._sends: list[Any] = []
-        self._msgp = ffi.new("nng_msg **")
-        self._closed = False
-
-    @property
-    def address(self) -> str | None:
-        """The address currently dialed."""
-        return self._address
-
-    def dial(self, address: str) -> None:
-        """Connect (or reconnect) to address; nng keeps redialing in the background."""
-        if address == self._address:
-            return
-        if self._dialer is not None:
-            self._dialer.close()
-        configure_dial(self._socket, address, self._tls)
-        self._dialer = self._socket.dial(address, block=False)
-        self._address = address
-
-    def _send_on_socket(self, data: bytes) -> None:
-        self._reap_sends()
-        self._sends.append(_start_send(data, lambda aio: lib.nng_send_aio(self._socket.socket, aio)))
-
-    def _reap_sends(self, *, abort: bool = False) -> None:
-        """Free finished send aios (all of them, aborting unfinished ones, when abort is set)."""
-        still_sending = []
-        for aio in self._sends:
-            if lib.nng_aio_busy(aio) and not abort:
-                still_sending.append(aio)
-                continue
-            _free_aio(aio, abort=abort)
-        self._sends = still_sending
-
-    def _on_readable(self) -> None:
-        # Raw non-blocking receive: pynng's recv(block=False) raises (and builds) an exception
-        # whenever nothing is there, which is every other call on this path.
-        # Only one request is ever out on the default context, so one receive is enough.
-        if self._closed or lib.nng_recvmsg(self._socket.socket, self._msgp, _NONBLOCK) != 0:
-            return  # a spurious wake-up (EAGAIN), or no request out (ESTATE)
-        data = _take_message_bytes(self._msgp[0])
-        waiter, self._fast_waiter = self._fast_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(data)
-
-    async def request(self, data: bytes, timeout: float) -> bytes:
-        """Send one request and return its reply.
-
-        Raises:
-            TimeoutError: no reply within timeout (the request may or may not have been processed).
-            TransportClosed: the channel was closed.
-        """
-        if self._closed:
-            raise TransportClosed("request channel is closed")
-        if self._fast_waiter is None:
-            # The socket's default context, sent with a callback-free aio: nng_send() would block
-            # this thread until nng's I/O thread took the message (~60 µs measured).
-            waiter: asyncio.Future[bytes] = self._loop.create_future()
-            self._fast_waiter = waiter
-            self._send_on_socket(data)
-            # A plain timer instead of asyncio.wait_for, which costs a task-like wrapper per call.
-            timer = self._loop.call_later(timeout, _expire, waiter)
+def close_pipe(sock: pynng.Socket, pipe_id: int) -> None:
+    """Close one connection of a socket by its nng pipe id (no-op if it is already gone); any thread."""
+    for pipe in sock.pipes:
+        if pipe.id == pipe_id:
             try:
-                return await waiter
-            finally:
-                timer.cancel()
-                if self._fast_waiter is waiter:
-                    # Timed out or cancelled: the next socket-level send abandons this request.
-                    self._fast_waiter = None
-        return await self._request_on_context(data, timeout)
-
-    async def _request_on_context(self, data: bytes, timeout: float) -> bytes:
-        context = self._contexts.pop() if self._contexts else self._socket.new_context()
-        clean = False
-        try:
-            async with asyncio.timeout(timeout):
-                await context.asend(data)
-                reply: bytes = await context.arecv()
-            clean = True
-            return reply
-        except pynng.NNGException as exc:
-            if self._closed or isinstance(exc, pynng.Closed):
-                raise TransportClosed("request channel is closed") from exc
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if clean and not self._closed:
-                self._contexts.append(context)
-            else:
-                # A context whose request timed out may still receive the late reply: never reuse it.
-                try:
-                    context.close()
-                except pynng.NNGException:
-                    pass  # the socket is already closed, and the context with it
-
-    def close(self) -> None:
-        """Close the socket; pending requests fail."""
-        if self._closed:
+                pipe.close()
+            except pynng.NNGException:
+                pass  # closed meanwhile
             return
-        self._closed = True
-        self._loop.remove_reader(self._fd)
-        if self._fast_waiter is not None and not self._fast_waiter.done():
-            self._fast_waiter.set_exception(TransportClosed("request channel is closed"))
-        for context in self._contexts:
-            context.close()
-        self._contexts = []
-        self._reap_sends(abort=True)
-        self._socket.close()
-
-
-#: Seconds without any message after which a subscription dials its publisher again. A subscriber
-#: never writes, so a connection that died silently (a cut link, a peer that vanished behind it)
-#: is never noticed by TCP; the publisher announces several times a second.
-DEFAULT_SUBSCRIPTION_STALE_AFTER = 5.0
-
-
-class Subscription:
-    """A Sub0 socket dialed to one PUB address, delivering each message to ``on_message`` on the loop.
-
-    Silent for ``stale_after`` seconds, it replaces its socket and dials again (None: never).
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        address: str,
-        topic: bytes,
-        on_message: Callable[[bytes], None],
-        *,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        tls: TlsFiles | None = None,
-        stale_after: float | None = DEFAULT_SUBSCRIPTION_STALE_AFTER,
-    ) -> None:
-        self._loop = loop
-        self._address = address
-        self._topic = topic
-        self._tls = tls
-        self._max_frame_size = max_frame_size
-        self._on_message = on_message
-        self._msgp = ffi.new("nng_msg **")
-        self._closed = False
-        self._stale_after = stale_after
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._open()
-        if stale_after is not None:
-            self._watchdog = loop.call_later(stale_after / 2, self._check_stale)
-
-    def _open(self) -> None:
-        self._socket = pynng.Sub0(recv_max_size=self._max_frame_size + _RECV_SLACK)
-        self._socket.subscribe(self._topic)
-        configure_dial(self._socket, self._address, self._tls)
-        self._socket.dial(self._address, block=False)
-        self._fd = self._socket.recv_fd
-        self._loop.add_reader(self._fd, self._on_readable)
-        self._last_message = self._loop.time()
-
-    def _check_stale(self) -> None:
-        assert self._stale_after is not None
-        if self._closed:
-            return
-        silent = self._loop.time() - self._last_message
-        if silent > self._stale_after:
-            logger.info("nothing heard from %s for %.1f s: dialing it again", self._address, silent)
-            self._loop.remove_reader(self._fd)
-            self._socket.close()
-            self._open()
-        self._watchdog = self._loop.call_later(self._stale_after / 2, self._check_stale)
-
-    def _on_readable(self) -> None:
-        for _ in range(_MAX_RECV_PER_WAKEUP):
-            if self._closed or lib.nng_recvmsg(self._socket.socket, self._msgp, _NONBLOCK) != 0:
-                return
-            data = _take_message_bytes(self._msgp[0])
-            self._last_message = self._loop.time()
-            try:
-                self._on_message(data)
-            except Exception:
-                logger.exception("subscription handler failed")
-            if not _readable(self._fd):
-                return
-
-    def close(self) -> None:
-        """Stop receiving and close the socket."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._loop.remove_reader(self._fd)
-        self._socket.close()

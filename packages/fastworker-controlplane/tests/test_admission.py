@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pynng
 import pytest
 
-from fastworker.client import transport
-from fastworker.client.admission import ConnectionAdmission, ConnectionEvent, RefusalLog, raise_open_files_limit
-from fastworker.client.transport import ReplyServer, Request, RequestChannel
+from fastworker.client._transport import RequestChannel
+from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, RefusalLog, raise_open_files_limit
+from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.protocol.auth import FrameAuth
 
 ANY_PORT = "tcp://127.0.0.1:0"
@@ -43,7 +43,7 @@ class Served:
         self.admission = admission
         if admission is not None:
             admission.attach(self.socket, self.loop, self.events.append)
-        self.url = transport.listener_url(self.socket.listen(ANY_PORT), ANY_PORT)
+        self.url = listener_url(self.socket.listen(ANY_PORT), ANY_PORT)
         self.port = int(self.url.rpartition(":")[2])
         self.server = ReplyServer(
             self.socket,
@@ -81,21 +81,6 @@ async def serve() -> AsyncIterator[Callable[..., Served]]:
     yield make
     for served in made:
         served.close()
-
-
-@pytest.fixture
-async def channels() -> AsyncIterator[Callable[[str], RequestChannel]]:
-    made: list[RequestChannel] = []
-
-    def make(address: str) -> RequestChannel:
-        channel = RequestChannel(asyncio.get_running_loop())
-        channel.dial(address)
-        made.append(channel)
-        return channel
-
-    yield make
-    for channel in made:
-        channel.close()
 
 
 @pytest.fixture

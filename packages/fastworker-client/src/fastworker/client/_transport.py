@@ -1,0 +1,253 @@
+"""The client side of the nng transport, driven from asyncio: request channels and subscriptions.
+
+Private, and shared by FastWorker's own distributions only (the client, the subworker's link; see
+``SHARED_INTERNALS`` in ``scripts/check_layout.py``): no compatibility promise. The serving side
+is the control plane's (``fastworker.controlplane.replyserver``).
+
+A :class:`RequestChannel` sends on the Req0 socket's default context (a "fast lane" whose receive
+descriptor the loop watches) when it is idle, and falls back to one pynng context per request when
+it is busy. Everything runs on the loop's thread; the raw nng calls of the fast lane are in
+``fastworker.client._nng``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pynng
+
+from fastworker.client import _nng
+from fastworker.client.tls import TlsFiles, configure_dial
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+
+logger = logging.getLogger(__name__)
+
+
+class TransportError(Exception):
+    """nng failed a request (e.g. the connection was reset); the request may be retried."""
+
+
+class TransportClosed(TransportError):
+    """The socket was closed while an operation was pending."""
+
+
+def _expire(waiter: asyncio.Future[bytes]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class RequestChannel:
+    """Sends requests to one Rep0 endpoint and returns the replies; safe for any number of coroutines.
+
+    The first request in flight uses the socket's default context, watched with ``add_reader``;
+    concurrent ones each use their own pynng context. The socket never resends on its own
+    (``resend_time=-1``); callers retry with the same idempotency key.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        self._loop = loop
+        self._tls = tls
+        self._socket = pynng.Req0(resend_time=-1, recv_max_size=_nng.recv_max_size(max_frame_size))
+        self._dialer: pynng.Dialer | None = None
+        self._address: str | None = None
+        self._fast_waiter: asyncio.Future[bytes] | None = None
+        self._fd = self._socket.recv_fd
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._contexts: list[pynng.Context] = []
+        self._sends: list[_nng.SendAio] = []
+        self._receiver = _nng.Receiver()
+        self._closed = False
+
+    @property
+    def address(self) -> str | None:
+        """The address currently dialed."""
+        return self._address
+
+    def dial(self, address: str) -> None:
+        """Connect (or reconnect) to address; nng keeps redialing in the background."""
+        if address == self._address:
+            return
+        if self._dialer is not None:
+            self._dialer.close()
+        configure_dial(self._socket, address, self._tls)
+        self._dialer = self._socket.dial(address, block=False)
+        self._address = address
+
+    def _send_on_socket(self, data: bytes) -> None:
+        self._reap_sends()
+        self._sends.append(_nng.send_on_socket(self._socket, data))
+
+    def _reap_sends(self, *, abort: bool = False) -> None:
+        """Free finished send aios (all of them, aborting unfinished ones, when abort is set)."""
+        still_sending = []
+        for aio in self._sends:
+            if not abort and _nng.sending(aio):
+                still_sending.append(aio)
+                continue
+            _nng.free_aio(aio, abort=abort)
+        self._sends = still_sending
+
+    def _on_readable(self) -> None:
+        # Only one request is ever out on the default context, so one receive is enough.
+        if self._closed:
+            return
+        data = self._receiver.socket_message(self._socket)
+        if data is None:
+            return  # a spurious wake-up (EAGAIN), or no request out (ESTATE)
+        waiter, self._fast_waiter = self._fast_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(data)
+
+    async def request(self, data: bytes, timeout: float) -> bytes:
+        """Send one request and return its reply.
+
+        Raises:
+            TimeoutError: no reply within timeout (the request may or may not have been processed).
+            TransportClosed: the channel was closed.
+        """
+        if self._closed:
+            raise TransportClosed("request channel is closed")
+        if self._fast_waiter is None:
+            # The socket's default context, sent with a callback-free aio (see _nng.send_on_socket).
+            waiter: asyncio.Future[bytes] = self._loop.create_future()
+            self._fast_waiter = waiter
+            self._send_on_socket(data)
+            # A plain timer instead of asyncio.wait_for, which costs a task-like wrapper per call.
+            timer = self._loop.call_later(timeout, _expire, waiter)
+            try:
+                return await waiter
+            finally:
+                timer.cancel()
+                if self._fast_waiter is waiter:
+                    # Timed out or cancelled: the next socket-level send abandons this request.
+                    self._fast_waiter = None
+        return await self._request_on_context(data, timeout)
+
+    async def _request_on_context(self, data: bytes, timeout: float) -> bytes:
+        context = self._contexts.pop() if self._contexts else self._socket.new_context()
+        clean = False
+        try:
+            async with asyncio.timeout(timeout):
+                await context.asend(data)
+                reply: bytes = await context.arecv()
+            clean = True
+            return reply
+        except pynng.NNGException as exc:
+            if self._closed or isinstance(exc, pynng.Closed):
+                raise TransportClosed("request channel is closed") from exc
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if clean and not self._closed:
+                self._contexts.append(context)
+            else:
+                # A context whose request timed out may still receive the late reply: never reuse it.
+                try:
+                    context.close()
+                except pynng.NNGException:
+                    pass  # the socket is already closed, and the context with it
+
+    def close(self) -> None:
+        """Close the socket; pending requests fail."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        if self._fast_waiter is not None and not self._fast_waiter.done():
+            self._fast_waiter.set_exception(TransportClosed("request channel is closed"))
+        for context in self._contexts:
+            context.close()
+        self._contexts = []
+        self._reap_sends(abort=True)
+        self._socket.close()
+
+
+#: Seconds without any message after which a subscription dials its publisher again. A subscriber
+#: never writes, so a connection that died silently (a cut link, a peer that vanished behind it)
+#: is never noticed by TCP; the publisher announces several times a second.
+DEFAULT_SUBSCRIPTION_STALE_AFTER = 5.0
+
+
+class Subscription:
+    """A Sub0 socket dialed to one PUB address, delivering each message to ``on_message`` on the loop.
+
+    Silent for ``stale_after`` seconds, it replaces its socket and dials again (None: never).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        address: str,
+        topic: bytes,
+        on_message: Callable[[bytes], None],
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        tls: TlsFiles | None = None,
+        stale_after: float | None = DEFAULT_SUBSCRIPTION_STALE_AFTER,
+    ) -> None:
+        self._loop = loop
+        self._address = address
+        self._topic = topic
+        self._tls = tls
+        self._max_frame_size = max_frame_size
+        self._on_message = on_message
+        self._receiver = _nng.Receiver()
+        self._closed = False
+        self._stale_after = stale_after
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._open()
+        if stale_after is not None:
+            self._watchdog = loop.call_later(stale_after / 2, self._check_stale)
+
+    def _open(self) -> None:
+        self._socket = pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size))
+        self._socket.subscribe(self._topic)
+        configure_dial(self._socket, self._address, self._tls)
+        self._socket.dial(self._address, block=False)
+        self._fd = self._socket.recv_fd
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._last_message = self._loop.time()
+
+    def _check_stale(self) -> None:
+        assert self._stale_after is not None
+        if self._closed:
+            return
+        silent = self._loop.time() - self._last_message
+        if silent > self._stale_after:
+            logger.info("nothing heard from %s for %.1f s: dialing it again", self._address, silent)
+            self._loop.remove_reader(self._fd)
+            self._socket.close()
+            self._open()
+        self._watchdog = self._loop.call_later(self._stale_after / 2, self._check_stale)
+
+    def _on_readable(self) -> None:
+        for _ in range(_nng.MAX_RECV_PER_WAKEUP):
+            if self._closed:
+                return
+            data = self._receiver.socket_message(self._socket)
+            if data is None:
+                return
+            self._last_message = self._loop.time()
+            try:
+                self._on_message(data)
+            except Exception:
+                logger.exception("subscription handler failed")
+            if not _nng.readable(self._fd):
+                return
+
+    def close(self) -> None:
+        """Stop receiving and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._loop.remove_reader(self._fd)
+        self._socket.close()

@@ -1,0 +1,260 @@
+"""``SubmitOptions``: the per-submission options (priority, countdown, eta, expires, task_id), defined once.
+
+Every way of submitting (``Client``/``SyncClient`` ``delay``/``send``/``submit``, typed
+``add.with_options(...)``, the eager test client, ``fastworker submit``) takes these options
+through this module: the dataclass validates them, :meth:`SubmitOptions.apply` is the only
+place that maps them to ``TaskSpec`` wire fields, :class:`SubmitOptionArgs` types them as
+keyword arguments, and :func:`add_submit_arguments` makes one CLI flag per option. Adding an
+option means a proto field, a field here (with its flag's help), and the code that acts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, TypedDict, Unpack, cast
+
+from fastworker.client.models import Priority
+from fastworker.protocol.v1 import task_pb2
+
+__all__ = [
+    "SUBMIT_OPTION_NAMES",
+    "BatchOptionArgs",
+    "SubmitOptionArgs",
+    "SubmitOptions",
+    "add_submit_arguments",
+    "options_from_namespace",
+    "parse_when",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Flag:
+    """How one option appears on the command line (``fastworker submit``)."""
+
+    help: str
+    metavar: str | None = None
+    parse: Callable[[str], Any] = str
+    choices: Sequence[str] | None = None
+    #: False for options that name one task (``task_id``): a batch cannot share them.
+    batch: bool = True
+
+
+def _option(flag: _Flag) -> Any:
+    """A dataclass field defaulting to None (not given) that carries its CLI flag."""
+    return field(default=None, metadata={"flag": flag})
+
+
+def parse_when(text: str) -> datetime | float:
+    """A point in time from the command line: ISO 8601 (naive means UTC), Unix seconds, or ``+SECONDS`` from now.
+
+    Raises:
+        argparse.ArgumentTypeError: the text is none of these (argparse reports it as a usage error).
+    """
+    value = text.strip()
+    try:
+        if value.startswith("+"):
+            seconds = float(value[1:])
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(value)
+            return time.time() + seconds
+        try:
+            seconds = float(value)
+        except ValueError:
+            return datetime.fromisoformat(value)
+        if not math.isfinite(seconds):
+            raise ValueError(value)
+        return seconds
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time (naive means UTC), Unix seconds or +SECONDS from now, got {text!r}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """How one submission is queued; None means "not given" (the task's or control plane's default).
+
+    Attributes:
+        priority: Dispatch level (a :class:`Priority` or its name; stored as a Priority).
+        countdown: Seconds to hold the task as SCHEDULED before it is queued; excludes eta.
+        eta: When to queue it: a datetime (naive means UTC) or Unix seconds; excludes countdown.
+        expires: When an unstarted task is cancelled instead: a datetime (naive means UTC) or Unix seconds.
+        task_id: The id to submit under instead of a fresh UUID4 (a resubmitted id is not run twice).
+
+    Raises:
+        ValueError: an option has a bad value (the message names the option).
+    """
+
+    priority: Priority | str | None = _option(
+        _Flag("dispatch level (default: the task's own)", choices=tuple(p.value for p in Priority))
+    )
+    countdown: float | None = _option(
+        _Flag("hold the task as SCHEDULED this many seconds before queueing it", "SECONDS", float)
+    )
+    eta: datetime | float | None = _option(
+        _Flag("queue the task at this time: ISO 8601 (naive means UTC), Unix seconds or +SECONDS", "WHEN", parse_when)
+    )
+    expires: datetime | float | None = _option(
+        _Flag(
+            "cancel the task if it has not started by this time: ISO 8601 (naive means UTC), Unix seconds or +SECONDS",
+            "WHEN",
+            parse_when,
+        )
+    )
+    task_id: str | None = _option(_Flag("submit under this id instead of a fresh UUID4", "ID", batch=False))
+
+    def __post_init__(self) -> None:
+        if self.priority is not None:
+            object.__setattr__(self, "priority", Priority.parse(self.priority))
+        if self.countdown is not None:
+            _check_number("countdown", self.countdown)
+        for name in ("eta", "expires"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, datetime):
+                _check_number(name, value, what="a datetime or Unix seconds", negative_ok=True)
+        if self.countdown is not None and self.eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        if self.task_id is not None and (not isinstance(self.task_id, str) or not self.task_id):
+            raise ValueError(f"task_id must be a non-empty string, not {self.task_id!r}")
+
+    @classmethod
+    def split(cls, kwargs: Mapping[str, Any]) -> tuple[SubmitOptions, dict[str, Any]]:
+        """Take the reserved option names out of ``**kwargs``: (the options, the task's own keyword arguments)."""
+        if SUBMIT_OPTION_NAMES.isdisjoint(kwargs):
+            return _NO_OPTIONS, dict(kwargs)
+        options = {key: value for key, value in kwargs.items() if key in SUBMIT_OPTION_NAMES}
+        rest = {key: value for key, value in kwargs.items() if key not in SUBMIT_OPTION_NAMES}
+        return cls(**options), rest
+
+    def merged(self, other: SubmitOptions) -> SubmitOptions:
+        """These options with other's given (not None) values replacing them.
+
+        countdown and eta are one choice (when to queue): other giving either drops both of these.
+        """
+        changes = {name: getattr(other, name) for name in _FIELD_NAMES if getattr(other, name) is not None}
+        if not changes:
+            return self
+        values = {name: getattr(self, name) for name in _FIELD_NAMES}
+        if "countdown" in changes or "eta" in changes:
+            values["countdown"] = values["eta"] = None
+        values.update(changes)
+        return SubmitOptions(**values)
+
+    def replace(self, **changes: Unpack[SubmitOptionArgs]) -> SubmitOptions:
+        """These options with the ones given (not None) replacing them; see :meth:`merged`."""
+        return self.merged(SubmitOptions(**changes))
+
+    def for_batch(self) -> SubmitOptions:
+        """These options, checked to make sense for many tasks at once (``delay_many``).
+
+        Raises:
+            ValueError: an option that names one task (``task_id``) is given.
+        """
+        for name in _PER_TASK_NAMES:
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} names one task and cannot be shared by a batch; submit that task alone")
+        return self
+
+    def as_kwargs(self) -> SubmitOptionArgs:
+        """Every option as keyword arguments (None for those not given), for ``send(..., **options.as_kwargs())``."""
+        return cast(SubmitOptionArgs, {name: getattr(self, name) for name in _FIELD_NAMES})
+
+    def apply(self, spec: task_pb2.TaskSpec) -> None:
+        """Write the options into spec's wire fields (a fresh UUID4 when no task_id is given).
+
+        This is the only place that maps options to the wire.
+        """
+        spec.task_id = self.task_id if self.task_id is not None else str(uuid.uuid4())
+        if self.priority is not None:
+            spec.priority = Priority.parse(self.priority).to_wire()
+        if self.countdown is not None or self.eta is not None:
+            spec.eta = _eta_seconds(self.countdown, self.eta)
+        if self.expires is not None:
+            spec.expires = _unix_seconds(self.expires)
+
+
+class BatchOptionArgs(TypedDict, total=False):
+    """The :class:`SubmitOptions` a batch of tasks can share, as keyword arguments (``delay_many``)."""
+
+    priority: Priority | str | None
+    countdown: float | None
+    eta: datetime | float | None
+    expires: datetime | float | None
+
+
+class SubmitOptionArgs(BatchOptionArgs, total=False):
+    """Every :class:`SubmitOptions` field as keyword arguments, for ``**options: Unpack[SubmitOptionArgs]``."""
+
+    task_id: str | None
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SubmitOptions))
+_PER_TASK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SubmitOptions) if not f.metadata["flag"].batch)
+#: The reserved keyword names that ``delay``/``submit`` take as options, not as task arguments.
+SUBMIT_OPTION_NAMES: frozenset[str] = frozenset(_FIELD_NAMES)
+_NO_OPTIONS = SubmitOptions()
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--<option>`` flag per :class:`SubmitOptions` field (``--task-id`` for ``task_id``), each default None."""
+    for option in fields(SubmitOptions):
+        flag: _Flag = option.metadata["flag"]
+        parser.add_argument(
+            "--" + option.name.replace("_", "-"),
+            dest=option.name,
+            type=flag.parse,
+            choices=flag.choices,
+            default=None,
+            metavar=flag.metavar,
+            help=flag.help,
+        )
+
+
+def options_from_namespace(namespace: argparse.Namespace) -> SubmitOptions:
+    """The SubmitOptions given by the flags :func:`add_submit_arguments` added.
+
+    Raises:
+        ValueError: the values do not go together (e.g. countdown with eta); a usage error.
+    """
+    return SubmitOptions(**{name: getattr(namespace, name, None) for name in _FIELD_NAMES})
+
+
+def _check_number(name: str, value: object, *, what: str = "a number of seconds", negative_ok: bool = False) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{name} must be {what}, not {type(value).__qualname__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if value < 0 and not negative_ok:
+        raise ValueError(f"{name} cannot be negative")
+
+
+def _unix_seconds(when: datetime | float) -> float:
+    """Unix seconds for a datetime (naive means UTC) or a number."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    return float(when)
+
+
+def _eta_seconds(countdown: float | None, eta: datetime | float | None) -> float:
+    """The wire ``eta``: Unix seconds to queue at, or 0.0 for at once.
+
+    Raises:
+        ValueError: both are given, or countdown is negative.
+    """
+    if countdown is not None and eta is not None:
+        raise ValueError("give countdown or eta, not both")
+    if countdown is not None:
+        if countdown < 0:
+            raise ValueError("countdown cannot be negative")
+        return time.time() + countdown if countdown > 0 else 0.0
+    if eta is None:
+        return 0.0
+    return _unix_seconds(eta)

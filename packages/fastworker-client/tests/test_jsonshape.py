@@ -1,0 +1,113 @@
+"""The JSON shapes shared by ``fastworker --json`` and the dashboard's API: plain JSON, one shape per object."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import json
+import uuid
+
+from fastworker.client import CancelResult, Priority, TaskDetail, TaskInfo, TaskPage, TaskState
+from fastworker.client.jsonshape import cancel_json, detail_json, jsonable, page_json, retry_json, task_json
+from fastworker.client.models import TaskError
+
+INFO = TaskInfo(
+    id="t1",
+    name="add",
+    state=TaskState.FAILURE,
+    priority=Priority.HIGH,
+    attempts=2,
+    worker="w1",
+    queued_at=1.0,
+    started_at=2.0,
+    finished_at=3.5,
+    result=None,
+    error=TaskError("ValueError", "bad", "tb"),
+)
+
+
+def test_task_json_has_id_first_and_the_taskinfo_fields_in_order() -> None:
+    data = task_json(INFO)
+    assert list(data) == [
+        "id",
+        "name",
+        "state",
+        "priority",
+        "attempts",
+        "worker",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "error",
+    ]
+    assert data["state"] == "FAILURE" and data["priority"] == "high"
+    assert data["error"] == {"type": "ValueError", "message": "bad", "traceback": "tb"}
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+def test_values_the_codec_returns_become_plain_json() -> None:
+    value = {
+        "b": b"\x00\x01",
+        "d": decimal.Decimal("1.10"),
+        "u": uuid.UUID(int=1),
+        "t": (1, (2, 3)),
+        "s": frozenset({4}),
+        "when": dt.date(2020, 1, 2),
+        "at": dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "span": dt.timedelta(seconds=1.5),
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "enum": Colour.RED,
+        "other": object,
+        1: "int key",
+        None: "null key",
+        (1, 2): "tuple key",
+    }
+    data = jsonable(value)
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+    assert data == {
+        "b": "AAE=",
+        "d": "1.10",
+        "u": str(uuid.UUID(int=1)),
+        "t": [1, [2, 3]],
+        "s": [4],
+        "when": "2020-01-02",
+        "at": "2020-01-02T03:04:05+00:00",
+        "span": 1.5,
+        "nan": None,
+        "inf": None,
+        "enum": "red",
+        "other": repr(object),
+        "1": "int key",
+        "null": "null key",
+        "[1, 2]": "tuple key",
+    }
+
+
+def test_detail_is_the_task_then_arguments_and_timings() -> None:
+    detail = TaskDetail(info=INFO, args=[(1, 2), b"raw"], kwargs={"k": decimal.Decimal("2")}, eta=9.0)
+    data = detail_json(detail)
+    assert list(data)[:11] == list(task_json(INFO))
+    assert list(data)[11:] == ["args", "kwargs", "arguments_error", "eta", "wait_time", "run_time"]
+    assert data["args"] == [[1, 2], "cmF3"] and data["kwargs"] == {"k": "2"}
+    assert data["eta"] == 9.0 and data["wait_time"] == 1.0 and data["run_time"] == 1.5
+
+
+def test_page_and_action_outcomes() -> None:
+    assert page_json(TaskPage([INFO], total=3, offset=1, limit=1)) == {
+        "tasks": [task_json(INFO)],
+        "total": 3,
+        "offset": 1,
+        "limit": 1,
+    }
+    assert cancel_json("t1", CancelResult(False, TaskState.SUCCESS)) == {
+        "id": "t1",
+        "cancelled": False,
+        "previous_state": "SUCCESS",
+    }
+    assert retry_json("t1", TaskState.PENDING) == {"id": "t1", "state": "PENDING"}

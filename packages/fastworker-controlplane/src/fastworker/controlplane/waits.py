@@ -1,0 +1,154 @@
+"""Waits on tasks: answer a client once any (or enough) of the tasks it asked for are final.
+
+Runs on the event loop only; the coordinator tells it when a task reached a final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from fastworker.controlplane.records import TaskRecord
+
+logger = logging.getLogger(__name__)
+
+#: Longest a wait may be held by the control plane, in seconds; clients re-ask after it.
+MAX_WAIT = 30.0
+#: How long a wait on several tasks keeps gathering once enough of them finished, in seconds.
+GATHER_WINDOW = 0.005
+#: How long it keeps gathering after a first finish while fewer than enough did, in seconds.
+PATIENCE_WINDOW = 0.05
+#: A wait on n tasks is answered early once n // ENOUGH_DIVISOR of them (at least one) are final.
+ENOUGH_DIVISOR = 8
+
+#: Called with (records now final, ids still pending, ids unknown) when a wait ends.
+WaitCallback = Callable[[list[TaskRecord], list[str], list[str]], None]
+#: Finds a task's record (active or cached), or None if unknown.
+Lookup = Callable[[str], TaskRecord | None]
+
+
+def waits_enough(count: int) -> int:
+    """How many of ``count`` asked-for tasks must be final for a wait to answer before all are."""
+    return max(1, count // ENOUGH_DIVISOR)
+
+
+class Waiter:
+    """A pending wait for any of a set of tasks to reach a final state."""
+
+    __slots__ = ("callback", "done", "enough", "finished", "gather", "ids", "pending", "remaining", "timer")
+
+    def __init__(self, ids: list[str], pending: list[str], callback: WaitCallback) -> None:
+        self.ids = ids  # every id asked for, so unknown ones are still reported at the end
+        self.pending = pending  # the ids this waiter listens on
+        self.callback = callback
+        self.done = False
+        #: Listened-on tasks not final yet.
+        self.remaining = len(pending)
+        #: Asked-for tasks final so far, and how many make an early answer worth it.
+        self.finished = 0
+        self.enough = waits_enough(len(ids))
+        self.timer: asyncio.TimerHandle | None = None
+        self.gather: asyncio.TimerHandle | None = None
+
+
+class Waits:
+    """Every pending wait, indexed by the task ids it listens on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lookup: Lookup) -> None:
+        self._loop = loop
+        self._lookup = lookup
+        self._by_task: dict[str, list[Waiter]] = {}
+
+    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
+        """Call back when any of the tasks is final (with all that are final then), or at timeout."""
+        timeout = max(0.0, min(timeout, MAX_WAIT))
+        finished, pending, missing = self._split(task_ids)
+        if not pending or timeout == 0 or len(finished) >= waits_enough(len(task_ids)):
+            callback(finished, pending, missing)
+            return
+        waiter = Waiter(task_ids, pending, callback)
+        for task_id in pending:
+            self._by_task.setdefault(task_id, []).append(waiter)
+        waiter.timer = self._loop.call_later(timeout, self._answer, waiter)
+        if finished:
+            waiter.finished = len(finished)
+            self._gather(waiter)
+
+    def task_finished(self, task_id: str) -> None:
+        """A task reached a final state: answer or advance the waits on it."""
+        waiters = self._by_task.pop(task_id, None)
+        if not waiters:
+            return
+        for waiter in waiters:
+            if waiter.done:
+                continue
+            waiter.remaining -= 1
+            waiter.finished += 1
+            if waiter.remaining <= 0:
+                self._answer(waiter)  # everything it waits for is final: answer now
+            else:
+                self._gather(waiter)
+
+    def close(self) -> None:
+        """Drop every pending wait (shutdown): their timers stop, nobody is answered."""
+        for waiters in self._by_task.values():
+            for waiter in waiters:
+                for timer in (waiter.timer, waiter.gather):
+                    if timer is not None:
+                        timer.cancel()
+        self._by_task.clear()
+
+    def _gather(self, waiter: Waiter) -> None:
+        """Answer a partly finished wait a moment later with everything final by then.
+
+        Tasks asked for together tend to finish together, and the asker re-asks for the rest, which
+        costs a pass over every id still pending. So a wait answers GATHER_WINDOW after enough of its
+        tasks finished (an eighth, or one of a few), and otherwise no later than PATIENCE_WINDOW after
+        its first finish: a bulk wait takes a logarithmic number of rounds, not one per task.
+        """
+        gather = waiter.gather
+        if waiter.finished >= waiter.enough:
+            if gather is None or gather.when() > self._loop.time() + GATHER_WINDOW:
+                if gather is not None:
+                    gather.cancel()
+                waiter.gather = self._loop.call_later(GATHER_WINDOW, self._answer, waiter)
+        elif gather is None:
+            waiter.gather = self._loop.call_later(PATIENCE_WINDOW, self._answer, waiter)
+
+    def _split(self, task_ids: Iterable[str]) -> tuple[list[TaskRecord], list[str], list[str]]:
+        finished: list[TaskRecord] = []
+        pending: list[str] = []
+        missing: list[str] = []
+        lookup = self._lookup
+        for task_id in task_ids:
+            record = lookup(task_id)
+            if record is None:
+                missing.append(task_id)
+            elif record.is_final:
+                finished.append(record)
+            else:
+                pending.append(task_id)
+        return finished, pending, missing
+
+    def _answer(self, waiter: Waiter) -> None:
+        if waiter.done:
+            return
+        waiter.done = True
+        for timer in (waiter.timer, waiter.gather):
+            if timer is not None:
+                timer.cancel()
+        for task_id in waiter.pending:
+            listeners = self._by_task.get(task_id)
+            if listeners is not None:
+                try:
+                    listeners.remove(waiter)
+                except ValueError:
+                    pass
+                if not listeners:
+                    del self._by_task[task_id]
+        finished, pending, missing = self._split(waiter.ids)
+        try:
+            waiter.callback(finished, pending, missing)
+        except Exception:
+            logger.exception("wait callback failed")

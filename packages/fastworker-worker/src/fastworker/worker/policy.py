@@ -1,0 +1,142 @@
+"""A task's effective policy (retries, backoff, retry_on, time limits, priority): one rule for every path.
+
+The rule, documented in docs/retries-and-time-limits.md ("Which definition wins"):
+
+1. What the submission says, where it says it (``retries``, ``timeout``, ``soft_timeout``,
+   ``priority``; ``expires`` is the submission's alone).
+2. Otherwise the task's definition as the control plane resolves it: its own registry's when it
+   loaded the task, else the definition of the earliest-registered connected subworker that runs it.
+3. Otherwise the built-in defaults (no retries, no time limits, normal priority).
+
+The control plane resolves the policy and sends the resolved limits with every dispatch
+(``TaskSpec.policy_resolved``); a subworker enforces what it is sent and falls back to its own
+definition only for a spec that was not resolved. The eager client applies the same rule with its
+one definition. So where a task ran (a local slot, a subworker, after a journal replay, eagerly)
+never changes how often it is retried or how long it may run.
+
+Lives in the worker package, the lowest layer shared by everything that runs tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+
+from fastworker.client.task import TaskOptions
+from fastworker.protocol.v1 import task_pb2
+
+#: Default cap of the retry delay in seconds.
+DEFAULT_RETRY_BACKOFF_MAX = 600.0
+#: Errors another attempt cannot fix: never retried.
+NOT_RETRIABLE = frozenset({"UnknownTask", "PayloadError", "TaskCancelled"})
+#: Relative jitter applied to backoff delays, so that a burst of failures does not return at once.
+BACKOFF_JITTER = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """The effective options of one task run.
+
+    Attributes:
+        retries: Re-runs allowed after the first attempt.
+        backoff: First retry delay in seconds, doubled per retry.
+        backoff_max: Upper bound of a retry delay in seconds.
+        retry_on: Error type names that qualify for a retry; empty means any error.
+        timeout: Hard time limit in seconds; 0 means none.
+        soft_timeout: Soft time limit in seconds; 0 means none.
+        priority: The wire priority level the task is queued at when the submission names none.
+    """
+
+    retries: int = 0
+    backoff: float = 0.0
+    backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
+    retry_on: frozenset[str] = frozenset()
+    timeout: float = 0.0
+    soft_timeout: float = 0.0
+    priority: int = task_pb2.PRIORITY_NORMAL
+
+    def allows_retry(self, attempts: int, error_type: str, asked: bool) -> bool:
+        """True if a failed run (the ``attempts``-th) gets another one.
+
+        ``asked``: the task raised ``Retry`` itself, which bypasses ``retry_on`` but not the count.
+        """
+        if error_type in NOT_RETRIABLE or attempts >= 1 + self.retries:
+            return False
+        return asked or not self.retry_on or error_type in self.retry_on
+
+    def retry_delay(self, attempts: int, asked_delay: float | None = None) -> float:
+        """Seconds until the next run: the delay the task asked for, else the jittered backoff."""
+        if asked_delay:
+            return asked_delay
+        backoff = min(self.backoff * 2.0 ** max(0, attempts - 1), self.backoff_max)
+        jittered = backoff * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+        return min(jittered, self.backoff_max)
+
+    def write_limits(self, spec: task_pb2.TaskSpec) -> None:
+        """Put the resolved retries and time limits into a spec about to be dispatched."""
+        spec.timeout = self.timeout
+        spec.soft_timeout = self.soft_timeout
+        spec.retries = self.retries
+        spec.policy_resolved = True
+
+
+#: The policy of a task nobody defines (a name the executing side does not know).
+DEFAULT_POLICY = TaskPolicy()
+
+
+def definition_policy(definition: task_pb2.TaskDefinition | None) -> TaskPolicy:
+    """The policy a task definition gives (rule 2), or the defaults without one (rule 3)."""
+    if definition is None:
+        return DEFAULT_POLICY
+    return TaskPolicy(
+        retries=definition.retries,
+        backoff=definition.retry_backoff,
+        backoff_max=definition.retry_backoff_max or DEFAULT_RETRY_BACKOFF_MAX,
+        retry_on=frozenset(definition.retry_on),
+        timeout=definition.timeout,
+        soft_timeout=definition.soft_timeout,
+        priority=definition.priority or task_pb2.PRIORITY_NORMAL,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def options_policy(options: TaskOptions) -> TaskPolicy:
+    """The policy a ``@task`` definition in this process gives (rule 2); cached, options are immutable."""
+    return TaskPolicy(
+        retries=options.retries,
+        backoff=options.retry_backoff,
+        backoff_max=options.retry_backoff_max,
+        retry_on=frozenset(options.retry_on_names),
+        timeout=options.timeout or 0.0,
+        soft_timeout=options.soft_timeout or 0.0,
+        priority=options.priority.to_wire(),
+    )
+
+
+def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy:
+    """The policy of one submission: its own values where it gives them (rule 1), else ``defined``.
+
+    A spec the control plane already resolved carries every limit as given, 0 meaning none.
+    """
+    resolved = spec.policy_resolved
+    retries = spec.retries if spec.HasField("retries") else defined.retries
+    timeout = spec.timeout if (resolved or spec.timeout) else defined.timeout
+    soft_timeout = spec.soft_timeout if (resolved or spec.soft_timeout) else defined.soft_timeout
+    priority = spec.priority or defined.priority
+    if (retries, timeout, soft_timeout, priority) == (
+        defined.retries,
+        defined.timeout,
+        defined.soft_timeout,
+        defined.priority,
+    ):
+        return defined
+    return TaskPolicy(
+        retries=retries,
+        backoff=defined.backoff,
+        backoff_max=defined.backoff_max,
+        retry_on=defined.retry_on,
+        timeout=timeout,
+        soft_timeout=soft_timeout,
+        priority=priority,
+    )

@@ -1,0 +1,77 @@
+"""The one rule for a task's effective options (``fastworker.worker.policy``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastworker.client.task import Priority, TaskOptions
+from fastworker.protocol.v1 import task_pb2
+from fastworker.worker.policy import (
+    DEFAULT_POLICY,
+    TaskPolicy,
+    definition_policy,
+    effective_policy,
+    options_policy,
+)
+
+DEFINED = TaskPolicy(retries=3, backoff=1.0, backoff_max=8.0, timeout=30.0, soft_timeout=20.0, priority=2)
+
+
+def test_the_submission_wins_where_it_says_something_and_the_definition_elsewhere() -> None:
+    spec = task_pb2.TaskSpec(name="t", retries=0, timeout=5.0, priority=task_pb2.PRIORITY_CRITICAL)
+    policy = effective_policy(spec, DEFINED)
+    assert (policy.retries, policy.timeout, policy.soft_timeout) == (0, 5.0, 20.0)
+    assert policy.priority == task_pb2.PRIORITY_CRITICAL
+    assert (policy.backoff, policy.backoff_max) == (1.0, 8.0)
+
+
+def test_a_spec_that_says_nothing_gets_the_definition_itself() -> None:
+    assert effective_policy(task_pb2.TaskSpec(name="t"), DEFINED) is DEFINED
+
+
+def test_a_resolved_spec_is_enforced_as_sent_even_where_it_says_no_limit() -> None:
+    # Given a worker whose own definition has limits, and a spec the control plane resolved to none
+    spec = task_pb2.TaskSpec(name="t")
+    DEFAULT_POLICY.write_limits(spec)
+    policy = effective_policy(spec, DEFINED)
+    assert (policy.timeout, policy.soft_timeout, policy.retries) == (0.0, 0.0, 0)
+
+
+def test_a_definition_and_the_decorator_options_give_the_same_policy() -> None:
+    options = TaskOptions(priority=Priority.HIGH, retries=2, retry_backoff=0.5, timeout=9.0, retry_on=(KeyError,))
+    definition = task_pb2.TaskDefinition(
+        name="t",
+        priority=Priority.HIGH.to_wire(),
+        retries=2,
+        retry_backoff=0.5,
+        retry_backoff_max=600.0,
+        timeout=9.0,
+        retry_on=["KeyError"],
+    )
+    assert options_policy(options) == definition_policy(definition)
+    assert definition_policy(None) is DEFAULT_POLICY
+
+
+@pytest.mark.parametrize(
+    ("attempts", "error_type", "asked", "allowed"),
+    [
+        (1, "KeyError", False, True),
+        (1, "ValueError", False, False),  # not in retry_on
+        (1, "ValueError", True, True),  # Retry bypasses retry_on
+        (3, "KeyError", False, False),  # 1 + 2 retries used up
+        (3, "KeyError", True, False),  # Retry does not bypass the count
+        (1, "PayloadError", True, False),  # never retriable
+        (1, "TaskCancelled", False, False),
+    ],
+)
+def test_which_failures_are_retried(attempts: int, error_type: str, asked: bool, allowed: bool) -> None:
+    policy = TaskPolicy(retries=2, retry_on=frozenset({"KeyError"}))
+    assert policy.allows_retry(attempts, error_type, asked) is allowed
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap_and_an_asked_delay_wins() -> None:
+    policy = TaskPolicy(retries=10, backoff=1.0, backoff_max=5.0)
+    assert 0.8 <= policy.retry_delay(1) <= 1.2
+    assert 1.6 <= policy.retry_delay(2) <= 2.4
+    assert policy.retry_delay(9) <= 5.0
+    assert policy.retry_delay(1, asked_delay=7.0) == 7.0
