@@ -8,6 +8,7 @@ runs inside the control-plane process, so the execution counter below sees every
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -59,11 +60,37 @@ def block_until(path: str, tag: str, limit: float = 10.0) -> bool:
     return False
 
 
+@task(name="fwtests.unique_block_until", unique=True)
+def unique_block_until(path: str, tag: str, limit: float = 10.0) -> bool:
+    """block_until, declared unique: a submission with the same arguments while one is live returns its id."""
+    return block_until(path, tag, limit)
+
+
 @task(name="fwtests.sleep_then_mark")
 def sleep_then_mark(seconds: float, marker: str) -> str:
     """Sleep, then write the wall-clock time into ``marker``; returns the marker path."""
     time.sleep(seconds)
     Path(marker).write_text(repr(time.time()))
+    return marker
+
+
+@task(name="fwtests.spin_then_mark")
+def spin_then_mark(started: str, marker: str, seconds: float = 30.0) -> str:
+    """Touch ``started``, run Python code for ``seconds``, then write ``marker`` (only if never interrupted)."""
+    Path(started).touch()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    Path(marker).touch()
+    return marker
+
+
+@task(name="fwtests.async_sleep_then_mark")
+async def async_sleep_then_mark(started: str, marker: str, seconds: float = 30.0) -> str:
+    """The async twin of spin_then_mark: touch ``started``, sleep on the loop, then write ``marker``."""
+    Path(started).touch()
+    await asyncio.sleep(seconds)
+    Path(marker).touch()
     return marker
 
 

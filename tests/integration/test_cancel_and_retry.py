@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from fastworker.client import CancelResult, TaskState
 
 
@@ -58,3 +62,30 @@ async def test_retrying_a_failed_task_runs_it_again_and_counts_both_attempts(sta
         "retry-after-failure",
         None,
     )
+
+
+@pytest.mark.parametrize("name", ["fwtests.spin_then_mark", "fwtests.async_sleep_then_mark"])
+async def test_cancelling_a_task_running_on_the_control_planes_own_slots_stops_it(
+    start_cp, make_client, tmp_path, name
+):
+    # Given a sync (on a slot thread) or async (on the loop) task running on a control plane alone
+    control_plane = start_cp("--local-concurrency", "2")
+    client = make_client(control_plane)
+    started, marker = tmp_path / "started", tmp_path / "marker"
+    task_id = await client.delay(name, str(started), str(marker))
+    async with asyncio.timeout(15):
+        while not started.exists():
+            await asyncio.sleep(0.02)
+
+    # When it is cancelled
+    result = await client.cancel(task_id)
+
+    # Then the reply says it stopped, it ends CANCELLED, and its remaining code never ran
+    assert result == CancelResult(cancelled=True, previous_state=TaskState.RUNNING)
+    info = await client.status(task_id)
+    assert info.state is TaskState.CANCELLED
+    assert info.error is not None and info.error.type == "TaskCancelled"
+    await asyncio.sleep(0.3)
+    assert not marker.exists()
+    # And the slot it ran on serves the next task
+    assert await client.submit("fwtests.add", 2, 3, timeout=10) == 5

@@ -1,4 +1,4 @@
-"""The fastworker operator CLI against a real control plane: output shapes and the SPEC's exit codes."""
+"""The fastworker operator CLI against a real control plane: output shapes and the the documented exit codes."""
 
 from __future__ import annotations
 

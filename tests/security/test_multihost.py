@@ -504,7 +504,7 @@ async def cut_then_restart_round(fleet: Fleet, agent: Agent, round_: int) -> Rou
             f"ran_twice_held={len(twice_held)}: "
             + "; ".join(f"{k} [{describe_runs(runs[k], cut_at)}]" for k in twice_held[:6])
         )
-    # A retries=0 task w1 was running when it was declared lost may end WorkerLost (SPEC); nothing else fails.
+    # A retries=0 task w1 was running when it was declared lost may end WorkerLost (docs/reference.md); nothing else fails.
     may_fail = {k for k in cut.running if RETRIES[submitted.names[k]] == 0}
     failed = sorted(
         (t, i["state"], i["error"])

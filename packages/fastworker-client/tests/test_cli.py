@@ -404,6 +404,8 @@ def test_submit_passes_arguments_and_every_task_option_to_send(run: Any) -> None
         "2000000000",
         "--task-id",
         "mine",
+        "--unique-key",
+        "nightly-7",
         "--json",
     )
     assert ran.code == RET_OK
@@ -416,6 +418,7 @@ def test_submit_passes_arguments_and_every_task_option_to_send(run: Any) -> None
         "eta": None,
         "expires": 2000000000.0,
         "task_id": "mine",
+        "unique_key": "nightly-7",
     }
 
 

@@ -22,6 +22,7 @@ from fastworker.client import (
     use_client,
 )
 from fastworker.client import handles as handles_module
+from fastworker.client.options import SUBMIT_OPTION_NAMES
 from fastworker.client.task import SyncTaskFunction, TaskOptions
 
 
@@ -96,7 +97,7 @@ async def test_typed_delay_goes_through_the_current_client_and_returns_a_handle(
             "tests.add",
             (1,),
             {"y": 2},
-            {"priority": None, "countdown": None, "eta": None, "expires": None, "task_id": None},
+            dict.fromkeys(SUBMIT_OPTION_NAMES),
         )
     ]
     # The handle keeps the client it was submitted through, also outside the with block.
@@ -112,7 +113,11 @@ async def test_with_options_carries_submission_options_and_a_submit_timeout() ->
         await ADD.with_options(priority="high", countdown=5, task_id="mine").delay(1, 2)
         value = await ADD.with_options(priority=Priority.LOW).with_options(timeout=7).submit(2, 3)
     assert value == 5
-    assert backend.sent[0][3] == {"priority": "high", "countdown": 5, "eta": None, "expires": None, "task_id": "mine"}
+    assert backend.sent[0][3] == dict.fromkeys(SUBMIT_OPTION_NAMES) | {
+        "priority": "high",
+        "countdown": 5,
+        "task_id": "mine",
+    }
     assert backend.sent[1][3]["priority"] is Priority.LOW and backend.sent[1][3]["timeout"] == 7
 
 

@@ -43,8 +43,8 @@ FUTURE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         ({"eta": "tomorrow"}, r"eta must be a datetime or Unix seconds, not str"),
         ({"expires": float("nan")}, r"expires must be finite"),
         ({"expires": [1]}, r"expires must be a datetime or Unix seconds, not list"),
-        ({"task_id": 7}, r"task_id must be a non-empty string, not 7"),
-        ({"task_id": ""}, r"task_id must be a non-empty string, not ''"),
+        ({"task_id": 7}, r"task_id must be a non-empty string of at most 200 characters, not 7"),
+        ({"task_id": ""}, r"task_id must be a non-empty string of at most 200 characters, not ''"),
     ],
 )
 def test_a_bad_value_raises_value_error_naming_the_option(changes: dict[str, Any], message: str) -> None:
@@ -124,16 +124,14 @@ def test_the_typed_dicts_list_exactly_the_dataclass_fields_with_the_same_types()
     assert get_type_hints(SubmitOptionArgs) == get_type_hints(SubmitOptions)
     assert set(SubmitOptionArgs.__optional_keys__) == SUBMIT_OPTION_NAMES == {f.name for f in fields(SubmitOptions)}
     batchable = {f.name for f in fields(SubmitOptions) if f.metadata["flag"].batch}
-    assert set(BatchOptionArgs.__optional_keys__) == batchable == SUBMIT_OPTION_NAMES - {"task_id"}
+    assert set(BatchOptionArgs.__optional_keys__) == batchable == SUBMIT_OPTION_NAMES - {"task_id", "unique_key"}
 
 
 def test_as_kwargs_gives_every_option_and_round_trips() -> None:
     options = SubmitOptions(priority="low", countdown=5, task_id="t")
-    assert options.as_kwargs() == {
+    assert options.as_kwargs() == dict.fromkeys(SUBMIT_OPTION_NAMES) | {
         "priority": Priority.LOW,
         "countdown": 5,
-        "eta": None,
-        "expires": None,
         "task_id": "t",
     }
     assert SubmitOptions(**options.as_kwargs()) == options

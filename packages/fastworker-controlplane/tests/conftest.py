@@ -64,7 +64,13 @@ class Harness:
 
     @staticmethod
     def spec(
-        name: str, *args: Any, task_id: str | None = None, priority: int = 0, eta: float = 0.0, **kwargs: Any
+        name: str,
+        *args: Any,
+        task_id: str | None = None,
+        priority: int = 0,
+        eta: float = 0.0,
+        unique_key: str = "",
+        **kwargs: Any,
     ) -> task_pb2.TaskSpec:
         """A TaskSpec for name called with args and kwargs."""
         return task_pb2.TaskSpec(
@@ -73,6 +79,7 @@ class Harness:
             arguments=encode_arguments(args, kwargs),
             priority=priority,  # type: ignore[arg-type]
             eta=eta,
+            unique_key=unique_key,
         )
 
     @staticmethod

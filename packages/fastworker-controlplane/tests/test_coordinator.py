@@ -352,6 +352,27 @@ async def test_a_task_cancelled_before_its_hand_over_reaches_the_loop_never_star
     assert ran == []
 
 
+async def test_a_sync_task_cancelled_after_a_slot_took_it_but_before_it_started_never_runs(harness: Any) -> None:
+    # Given a sync task a slot took (RUNNING) but has not started yet
+    ran: list[str] = []
+    harness.task(lambda: ran.append("ran"), name="never")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("never"))
+    coordinator.local.concurrency = 1  # let take_local hand out one task, here, on the test's thread
+    run = coordinator.take_local()
+    assert run is not None and record.state == RUNNING
+
+    # When it is cancelled, and then the slot gets to run it (as its thread would)
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+    finished = coordinator.local._run_here(run)
+    coordinator._release_local_place(True)
+    coordinator.local._report(*finished)
+
+    # Then it ends CANCELLED without running
+    assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
+    assert ran == []
+
+
 def interruptible_task(harness: Any, name: str = "spin") -> tuple[threading.Event, list[str]]:
     """Register a sync task that runs Python code until cancelled, recording whether its end ever ran."""
     started, reached = threading.Event(), []

@@ -50,9 +50,9 @@ from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 logger = logging.getLogger(__name__)
 
-#: Where clients find the control plane unless told otherwise (SPEC).
+#: Where clients find the control plane unless told otherwise (docs/reference.md).
 DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
-#: Env vars read by every client (SPEC).
+#: Env vars read by every client (docs/reference.md).
 ENV_CONTROL_PLANE = "FASTWORKER_CONTROL_PLANE"
 ENV_SECRET = "FASTWORKER_SECRET"
 

@@ -1,4 +1,4 @@
-"""The ``--ready-file`` every FastWorker daemon writes once it serves, and removes when it stops (SPEC).
+"""The ``--ready-file`` every FastWorker daemon writes once it serves, and removes when it stops (docs/reference.md).
 
 Private, and shared by FastWorker's own distributions only (the control plane, the subworker, the
 dashboard; see ``SHARED_INTERNALS`` in ``scripts/check_layout.py``): no compatibility promise.

@@ -2,7 +2,7 @@
 
 Rich tables and a spinner for people, ``--json`` (one JSON object or a list, in the shapes of
 :mod:`fastworker.client.jsonshape`, shared with the web dashboard's API) for scripts, and the
-SPEC's exit codes: 0 ok, 1 the task failed, was cancelled or was refused, 2 usage error,
+the documented exit codes: 0 ok, 1 the task failed, was cancelled or was refused, 2 usage error,
 3 control plane unreachable, 4 timeout.
 
 Each subcommand is one ``@command`` function next to the function that declares its arguments.
@@ -54,7 +54,7 @@ from fastworker.client.options import add_submit_arguments, options_from_namespa
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 
-#: Exit codes (SPEC).
+#: Exit codes (docs/reference.md).
 RET_OK = 0
 RET_FAILED = 1
 RET_USAGE = 2

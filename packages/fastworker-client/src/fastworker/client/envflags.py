@@ -1,6 +1,6 @@
 """Gives every command-line flag an environment variable: ``--flag-name`` reads ``FASTWORKER_FLAG_NAME``.
 
-Precedence is flag, then env var, then default (SPEC). Shared by every FastWorker daemon and CLI.
+Precedence is flag, then env var, then default (docs/reference.md). Shared by every FastWorker daemon and CLI.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ FastworkerError                 (fastworker.protocol)
 ├── PayloadError                (fastworker.protocol) arguments/result the codec cannot encode
 ├── AuthenticationError         (fastworker.protocol) missing or wrong secret
 ├── DuplicateTaskName           two different functions registered under one task name
+├── NoCurrentTask               a call that only works inside a running task (report_progress) made outside one
 └── ClientError                 a request the control plane refused, or could not serve
 ├── ControlPlaneUnavailable no control plane answered in time
 ├── UnknownTask             no task is registered under that name
@@ -29,6 +30,7 @@ __all__ = [
     "ControlPlaneUnavailable",
     "DuplicateTaskName",
     "FastworkerError",
+    "NoCurrentTask",
     "PayloadError",
     "ProtocolError",
     "QueueFull",
@@ -67,6 +69,14 @@ class SoftTimeLimitExceeded(FastworkerError):
 
 class TimeLimitExceeded(FastworkerError):
     """The error type of a task stopped by its hard ``timeout`` (the task cannot catch it)."""
+
+
+class NoCurrentTask(FastworkerError, RuntimeError):
+    """Called outside a running task something that only works inside one (``report_progress``).
+
+    Task code runs inside a task when a worker, the control plane's own slots or the eager client
+    execute it; a plain call of the function (a unit test calling it directly) does not.
+    """
 
 
 class ClientError(FastworkerError):

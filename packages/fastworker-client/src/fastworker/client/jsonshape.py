@@ -118,7 +118,7 @@ def _key(key: object) -> str:
 
 
 def task_json(info: TaskInfo) -> JsonObject:
-    """One task: the TaskInfo fields in order, ``id`` first (SPEC), ``error`` as ``{type, message, traceback}``."""
+    """One task: the TaskInfo fields in order, ``id`` first (docs/reference.md), ``error`` as ``{type, message, traceback}``."""
     return {f.name: jsonable(getattr(info, f.name)) for f in dataclasses.fields(info)}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastworker.protocol.errors import PayloadError
@@ -119,8 +119,75 @@ class TaskError:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a running task got, as it last said with :func:`~fastworker.client.report_progress`.
+
+    ``total`` is None when the task does not know how much work there is. ``reported_at`` (Unix
+    seconds, the executing host's clock) takes no part in comparisons: ``Progress(3, 10, "x")``
+    equals what a task reported with ``report_progress(3, 10, "x")``.
+    """
+
+    #: Units of work done so far.
+    done: int
+    #: Units of work in all; None when unknown.
+    total: int | None = None
+    #: What the task is doing now (at most 200 characters).
+    message: str = ""
+    #: When the task reported it (Unix seconds); 0 when unknown.
+    reported_at: float = field(default=0.0, compare=False)
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` in 0..1, or None when the total is unknown (1.0 for a total of 0)."""
+        if self.total is None:
+            return None
+        if self.total <= 0:
+            return 1.0
+        return min(1.0, self.done / self.total)
+
+    def remaining(self, started_at: float | None, now: float | None = None) -> float | None:
+        """Seconds still to go at the rate so far (from ``started_at`` to the report), or None if unknown.
+
+        With ``now``, the time since the report is taken off (never below 0): the estimate as of now.
+        """
+        if self.total is None or not started_at or not self.reported_at:
+            return None
+        if self.done >= self.total:
+            return 0.0
+        elapsed = self.reported_at - started_at
+        if self.done <= 0 or elapsed <= 0:
+            return None
+        left = (self.total - self.done) * elapsed / self.done
+        if now is not None:
+            left -= max(0.0, now - self.reported_at)
+        return max(0.0, left)
+
+    def __str__(self) -> str:
+        """``3/10 (30%) rendering``, or ``3 rendering`` without a total."""
+        fraction = self.fraction
+        count = str(self.done) if self.total is None else f"{self.done}/{self.total} ({fraction or 0.0:.0%})"
+        return f"{count} {self.message}" if self.message else count
+
+    def to_wire(self) -> task_pb2.Progress:
+        """The protobuf message for this value."""
+        wire = task_pb2.Progress(done=self.done, message=self.message, reported_at=self.reported_at)
+        if self.total is not None:
+            wire.total = self.total
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: task_pb2.Progress) -> Progress:
+        """The value of a protobuf message."""
+        return cls(wire.done, wire.total if wire.HasField("total") else None, wire.message, wire.reported_at)
+
+
+@dataclass(frozen=True)
 class TaskInfo:
-    """Everything a client may read about one task (``id`` first, as in the CLI's JSON)."""
+    """Everything a client may read about one task (``id`` first, as in the CLI's JSON).
+
+    ``progress`` is the latest the task reported in its current attempt (a finished task keeps its
+    last one; a retry starts without any), or None.
+    """
 
     id: str
     name: str
@@ -133,6 +200,7 @@ class TaskInfo:
     finished_at: float | None
     result: Any = None
     error: TaskError | None = None
+    progress: Progress | None = None
 
 
 def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, lenient: bool = False) -> TaskInfo:
@@ -165,6 +233,7 @@ def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, 
         finished_at=info.finished_at or None,
         result=result,
         error=error,
+        progress=Progress.from_wire(info.progress) if info.HasField("progress") else None,
     )
 
 

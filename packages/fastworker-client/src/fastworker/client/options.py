@@ -76,6 +76,10 @@ def parse_when(text: str) -> datetime | float:
         ) from None
 
 
+#: Longest task_id or unique_key accepted (the control plane refuses longer ids).
+MAX_KEY_LENGTH = 200
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitOptions:
     """How one submission is queued; None means "not given" (the task's or control plane's default).
@@ -86,6 +90,8 @@ class SubmitOptions:
         eta: When to queue it: a datetime (naive means UTC) or Unix seconds; excludes countdown.
         expires: When an unstarted task is cancelled instead: a datetime (naive means UTC) or Unix seconds.
         task_id: The id to submit under instead of a fresh UUID4 (a resubmitted id is not run twice).
+        unique_key: While a live (unfinished) task has this key, a submission with it returns that
+            task's id instead of queuing another (see ``@task(unique=..., unique_ttl=...)``).
 
     Raises:
         ValueError: an option has a bad value (the message names the option).
@@ -108,6 +114,9 @@ class SubmitOptions:
         )
     )
     task_id: str | None = _option(_Flag("submit under this id instead of a fresh UUID4", "ID", batch=False))
+    unique_key: str | None = _option(
+        _Flag("while a live task has this key, answer with its id instead of queuing another", "KEY", batch=False)
+    )
 
     def __post_init__(self) -> None:
         if self.priority is not None:
@@ -120,8 +129,12 @@ class SubmitOptions:
                 _check_number(name, value, what="a datetime or Unix seconds", negative_ok=True)
         if self.countdown is not None and self.eta is not None:
             raise ValueError("give countdown or eta, not both")
-        if self.task_id is not None and (not isinstance(self.task_id, str) or not self.task_id):
-            raise ValueError(f"task_id must be a non-empty string, not {self.task_id!r}")
+        for name in ("task_id", "unique_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH):
+                raise ValueError(
+                    f"{name} must be a non-empty string of at most {MAX_KEY_LENGTH} characters, not {value!r}"
+                )
 
     @classmethod
     def split(cls, kwargs: Mapping[str, Any]) -> tuple[SubmitOptions, dict[str, Any]]:
@@ -177,6 +190,8 @@ class SubmitOptions:
             spec.eta = _eta_seconds(self.countdown, self.eta)
         if self.expires is not None:
             spec.expires = _unix_seconds(self.expires)
+        if self.unique_key is not None:
+            spec.unique_key = self.unique_key
 
 
 class BatchOptionArgs(TypedDict, total=False):
@@ -192,6 +207,7 @@ class SubmitOptionArgs(BatchOptionArgs, total=False):
     """Every :class:`SubmitOptions` field as keyword arguments, for ``**options: Unpack[SubmitOptionArgs]``."""
 
     task_id: str | None
+    unique_key: str | None
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SubmitOptions))

@@ -59,6 +59,9 @@ class TaskOptions:
         retry_on: Exception classes (or type names, e.g. ``"TimeLimitExceeded"``) that trigger a
             retry; empty means any exception. Retries match on the type's name, as the wire does.
         allow_overlap: For periodic tasks: start a run even while the previous one is unfinished.
+        unique: A submission with the same arguments as a live (unfinished) one returns that one's id.
+        unique_ttl: Longest a uniqueness key holds, in seconds (None: one hour); also bounds
+            ``unique_key`` submissions of this task.
 
     Raises:
         ValueError: A value is out of range, or both ``every`` and ``cron`` are set.
@@ -75,6 +78,8 @@ class TaskOptions:
     cron: str | None = None
     retry_on: tuple[type[BaseException] | str, ...] = ()
     allow_overlap: bool = False
+    unique: bool = False
+    unique_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.priority, Priority):
@@ -103,6 +108,10 @@ class TaskOptions:
                 raise ValueError("cron must be a non-empty cron expression")
             if self.every is not None:
                 raise ValueError("every and cron are mutually exclusive: give one schedule, not both")
+        if not isinstance(self.unique, bool):
+            raise TypeError(f"unique must be a bool, not {type(self.unique).__qualname__}")
+        if self.unique_ttl is not None:
+            _set(self, "unique_ttl", _seconds("unique_ttl", self.unique_ttl))
         if not isinstance(self.retry_on, tuple):
             raise TypeError(f"retry_on must be a tuple, not {type(self.retry_on).__qualname__}")
         for entry in self.retry_on:
@@ -257,6 +266,8 @@ class TaskFunction(Generic[P, R]):
             cron=options.cron or "",
             retry_on=options.retry_on_names,
             allow_overlap=options.allow_overlap,
+            unique=options.unique,
+            unique_ttl=options.unique_ttl or 0.0,
         )
 
     def __repr__(self) -> str:
@@ -431,6 +442,8 @@ def task(
     cron: str | None = None,
     retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
     allow_overlap: bool = False,
+    unique: bool = False,
+    unique_ttl: float | None = None,
 ) -> TaskDecorator: ...
 def task(
     fn: object = None,
@@ -447,6 +460,8 @@ def task(
     cron: str | None = None,
     retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
     allow_overlap: bool = False,
+    unique: bool = False,
+    unique_ttl: float | None = None,
 ) -> TaskFunction[..., Any] | TaskDecorator:
     """Register a function as a task, as ``@task`` or ``@task(...)``.
 
@@ -466,6 +481,9 @@ def task(
         cron: Run periodically on this cron expression; excludes ``every``.
         retry_on: Exception classes, or type names, that trigger a retry; empty means any exception.
         allow_overlap: For periodic tasks: start a run even while the previous one is unfinished.
+        unique: A submission with the same arguments as a live (unfinished) one returns that one's
+            id instead of queuing (the key: the name and the encoded arguments).
+        unique_ttl: Longest a uniqueness key holds, in seconds (None: one hour).
 
     Returns:
         A :class:`TaskFunction` (bare form), or a decorator that makes one.
@@ -493,6 +511,8 @@ def task(
                 cron=cron,
                 retry_on=_retry_on_tuple(retry_on),
                 allow_overlap=allow_overlap,
+                unique=unique,
+                unique_ttl=unique_ttl,
             )
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"@task for {label}: {exc}") from None

@@ -12,6 +12,7 @@ only speaks records.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Worker id reported for tasks the control plane ran itself (SPEC).
+#: Worker id reported for tasks the control plane ran itself (docs/reference.md).
 LOCAL_WORKER_ID = "controlplane"
 #: Seconds between checks for subworkers' running tasks while draining (shutdown only).
 DRAIN_POLL = 0.05
@@ -135,6 +136,8 @@ class Coordinator:
         #: Task names some registered subworker runs (kept current by the dispatcher).
         self.remote_task_names: frozenset[str] = frozenset()
         self.dispatcher: RemoteExecution | None = None
+        #: Uniqueness keys held by live tasks: key -> (record, held until), see ``_unique_key``.
+        self._unique_keys: dict[str, tuple[TaskRecord, float]] = {}
         #: Each task name's policy from its definition (rule 2 of ``policy``); cleared when the fleet changes.
         self._defined_policies: dict[str, TaskPolicy] = {}
         self.lock = threading.Lock()
@@ -264,6 +267,7 @@ class Coordinator:
                 continue
             self.active[record.task_id] = record
             self.active_by_name[record.name] += 1
+            self._rehold_unique_key(record, record.queued_at)
             if record.state == PENDING:
                 queued.append(record)
             else:
@@ -335,6 +339,11 @@ class Coordinator:
         task = self.registry.get(spec.name)
         if task is None and spec.name not in self.remote_task_names:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
+        unique_key = self._unique_key(spec)
+        if unique_key:
+            holder = self._unique_holder(unique_key)
+            if holder is not None:
+                return holder, True  # a live task holds the key: its id answers this submission
         if self.max_queue and len(self.queue) + len(self.schedule) + not_yet_queued >= self.max_queue:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
@@ -347,11 +356,55 @@ class Coordinator:
         self.active[task_id] = record
         self.active_by_name[spec.name] += 1
         self.counters.submitted += 1
+        if unique_key:
+            self._hold_unique_key(record, unique_key, now)
         if spec.eta > now:
             self._hold(record, spec.eta)
         if self.journal is not None:
             self.journal.accepted(record)
         return record, False
+
+    # ------------------------------------------------------------------------------------ unique tasks
+
+    def _unique_key(self, spec: task_pb2.TaskSpec) -> str:
+        """The submission's uniqueness key: its own, else one over name and arguments for a unique task, else ""."""
+        if spec.unique_key:
+            if len(spec.unique_key) > 200:
+                raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "unique_key must be at most 200 characters")
+            return spec.unique_key
+        if not self.defined_policy(spec.name).unique:
+            return ""
+        digest = hashlib.sha256(spec.arguments.SerializeToString(deterministic=True)).hexdigest()
+        return f"{spec.name}\x00{digest}"
+
+    def _unique_holder(self, key: str) -> TaskRecord | None:
+        """The live task holding a uniqueness key within its TTL, or None (an expired hold is dropped)."""
+        held = self._unique_keys.get(key)
+        if held is None:
+            return None
+        record, until = held
+        if record.is_final or self.clock() >= until:
+            del self._unique_keys[key]
+            return None
+        return record
+
+    def _hold_unique_key(self, record: TaskRecord, key: str, since: float) -> None:
+        record.unique_key = key
+        self._unique_keys[key] = (record, since + self.defined_policy(record.name).unique_ttl)
+
+    def _rehold_unique_key(self, record: TaskRecord, since: float) -> None:
+        """A task live again (replayed, retried) takes its key back unless another live task holds it."""
+        try:
+            key = self._unique_key(record.spec)
+        except RequestRefused:
+            key = ""
+        if key and self._unique_holder(key) is None:
+            self._hold_unique_key(record, key, since)
+
+    def _release_unique_key(self, record: TaskRecord) -> None:
+        held = self._unique_keys.get(record.unique_key)
+        if held is not None and held[0] is record:
+            del self._unique_keys[record.unique_key]
 
     def _enqueue(self, record: TaskRecord) -> None:
         """Put a PENDING record in the queue and wake a free slot."""
@@ -515,6 +568,8 @@ class Coordinator:
         else:
             self.counters.cancelled += 1
         self.history.record(now, state == SUCCESS, state == FAILURE)
+        if record.unique_key:
+            self._release_unique_key(record)
         if self.active.pop(record.task_id, None) is not None:
             self.active_by_name[record.name] -= 1
             if self.active_by_name[record.name] <= 0:
@@ -582,6 +637,7 @@ class Coordinator:
         record.queued_at = self.clock()
         self.active[task_id] = record
         self.active_by_name[record.name] += 1
+        self._rehold_unique_key(record, record.queued_at)
         self.counters.retried += 1
         if self.journal is not None:
             self.journal.retried(record)

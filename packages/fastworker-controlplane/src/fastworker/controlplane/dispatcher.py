@@ -29,7 +29,7 @@ from fastworker.protocol.v1 import events_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
-#: Error type of tasks whose worker was lost with no retries left (SPEC).
+#: Error type of tasks whose worker was lost with no retries left (docs/reference.md).
 WORKER_LOST = "WorkerLost"
 #: Most tasks one worker may hold at once (running plus prefetched), whatever capacity it claims.
 DEFAULT_MAX_WORKER_TASKS = 1024

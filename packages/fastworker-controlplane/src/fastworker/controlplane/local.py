@@ -109,10 +109,10 @@ class LocalExecutor:
         self._wake_scheduled = False
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
-        #: Cancels that arrived before their loop run started (the slot's hand-over was in flight).
-        self._cancel_before_start: set[str] = set()
         #: Sync tasks running on slot threads, by task id; guarded by ``_sync_lock``.
         self._sync_runs: dict[str, _SyncRun] = {}
+        #: Cancels of tasks a slot took but that started on neither side yet; guarded by ``_sync_lock``.
+        self._cancel_before_start: set[str] = set()
         self._sync_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._slot_main, name=f"fastworker-slot-{i}", daemon=True)
@@ -160,6 +160,9 @@ class LocalExecutor:
         try:
             try:
                 with self._sync_lock:
+                    if task_id in self._cancel_before_start:
+                        self._cancel_before_start.discard(task_id)
+                        return record, failure("TaskCancelled", "cancelled before it started"), True
                     self._sync_runs[task_id] = entry
                 prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
                 if isinstance(prepared, Outcome):
@@ -189,6 +192,10 @@ class LocalExecutor:
             self._report(*completed.popleft())
 
     def _report(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
+        if self._cancel_before_start:
+            with self._sync_lock:
+                # A cancel that raced this run's end (it found the run on neither side) is moot now.
+                self._cancel_before_start.discard(record.task_id)
         try:
             self._on_done(record, outcome, cancelled)
         except Exception:
@@ -197,8 +204,10 @@ class LocalExecutor:
     def _start_on_loop(self, run: LocalRun) -> None:
         record = run.record
         task_id = record.task_id
-        if task_id in self._cancel_before_start:
+        with self._sync_lock:
+            cancelled = task_id in self._cancel_before_start
             self._cancel_before_start.discard(task_id)
+        if cancelled:
             self._release(False)
             self._report(record, failure("TaskCancelled", "cancelled while running"), True)
             return
@@ -250,12 +259,13 @@ class LocalExecutor:
             return not job.done() and job.cancel()
         with self._sync_lock:
             entry = self._sync_runs.get(task_id)
-            if entry is not None:
-                if not entry.interrupted:
-                    entry.interrupted = True
-                    _send_interrupt(entry.thread_id)
-                return True
-        self._cancel_before_start.add(task_id)  # RUNNING but on neither side: its hand-over is queued
+            if entry is None:
+                # Taken by a slot, started on neither side yet (or just ended, its outcome on the
+                # way): the run checks this before it starts; the outcome's arrival clears it.
+                self._cancel_before_start.add(task_id)
+            elif not entry.interrupted:
+                entry.interrupted = True
+                _send_interrupt(entry.thread_id)
         return True
 
     async def _ensure_pool(self) -> ProcessPool:

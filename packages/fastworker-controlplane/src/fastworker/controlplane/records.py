@@ -35,6 +35,7 @@ class TaskRecord:
         "started_at",
         "state",
         "task_id",
+        "unique_key",
         "worker",
     )
 
@@ -57,6 +58,8 @@ class TaskRecord:
         self.held = False
         #: Identifies the live queue or schedule entry; a stale entry (cancelled, then re-queued) is skipped.
         self.entry = 0
+        #: The uniqueness key this task holds while live (see ``Coordinator``), or "".
+        self.unique_key = ""
 
     @property
     def visible_state(self) -> int:

@@ -3,7 +3,7 @@
 The rule, documented in docs/retries-and-time-limits.md ("Which definition wins"):
 
 1. What the submission says, where it says it (``retries``, ``timeout``, ``soft_timeout``,
-   ``priority``; ``expires`` is the submission's alone).
+   ``priority``; ``expires`` and ``unique_key`` are the submission's alone).
 2. Otherwise the task's definition as the control plane resolves it: its own registry's when it
    loaded the task, else the definition of the earliest-registered connected subworker that runs it.
 3. Otherwise the built-in defaults (no retries, no time limits, normal priority).
@@ -30,6 +30,8 @@ from fastworker.protocol.v1 import task_pb2
 DEFAULT_RETRY_BACKOFF_MAX = 600.0
 #: Errors another attempt cannot fix: never retried.
 NOT_RETRIABLE = frozenset({"UnknownTask", "PayloadError", "TaskCancelled"})
+#: How long a uniqueness key holds when the task's definition gives no ``unique_ttl``, in seconds.
+DEFAULT_UNIQUE_TTL = 3600.0
 #: Relative jitter applied to backoff delays, so that a burst of failures does not return at once.
 BACKOFF_JITTER = 0.2
 
@@ -46,6 +48,8 @@ class TaskPolicy:
         timeout: Hard time limit in seconds; 0 means none.
         soft_timeout: Soft time limit in seconds; 0 means none.
         priority: The wire priority level the task is queued at when the submission names none.
+        unique: A submission with the same arguments as a live one is answered with that one's id.
+        unique_ttl: Longest a uniqueness key holds, in seconds.
     """
 
     retries: int = 0
@@ -55,6 +59,8 @@ class TaskPolicy:
     timeout: float = 0.0
     soft_timeout: float = 0.0
     priority: int = task_pb2.PRIORITY_NORMAL
+    unique: bool = False
+    unique_ttl: float = DEFAULT_UNIQUE_TTL
 
     def allows_retry(self, attempts: int, error_type: str, asked: bool) -> bool:
         """True if a failed run (the ``attempts``-th) gets another one.
@@ -97,6 +103,8 @@ def definition_policy(definition: task_pb2.TaskDefinition | None) -> TaskPolicy:
         timeout=definition.timeout,
         soft_timeout=definition.soft_timeout,
         priority=definition.priority or task_pb2.PRIORITY_NORMAL,
+        unique=definition.unique,
+        unique_ttl=definition.unique_ttl or DEFAULT_UNIQUE_TTL,
     )
 
 
@@ -111,6 +119,8 @@ def options_policy(options: TaskOptions) -> TaskPolicy:
         timeout=options.timeout or 0.0,
         soft_timeout=options.soft_timeout or 0.0,
         priority=options.priority.to_wire(),
+        unique=options.unique,
+        unique_ttl=options.unique_ttl or DEFAULT_UNIQUE_TTL,
     )
 
 
@@ -139,4 +149,6 @@ def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy
         timeout=timeout,
         soft_timeout=soft_timeout,
         priority=priority,
+        unique=defined.unique,
+        unique_ttl=defined.unique_ttl,
     )

@@ -25,7 +25,7 @@ RET_OK = 0
 RET_ERROR = 1
 RET_USAGE = 2
 
-#: Defaults (SPEC: "Addresses and defaults").
+#: Defaults (docs/reference.md, "Defaults and limits").
 DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8080"
 

@@ -224,6 +224,7 @@ class TaskSpec(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     POLICY_RESOLVED_FIELD_NUMBER: _builtins.int
+    UNIQUE_KEY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id: a canonical UUID4 unless the client chose one. Idempotency key: a spec whose id is
     already known is acknowledged again, never queued twice.
@@ -249,6 +250,12 @@ class TaskSpec(_message.Message):
     effective policy (0 meaning no limit), and the worker enforces them as given instead of
     falling back to its own definition of the task.
     """
+    unique_key: _builtins.str
+    """Uniqueness key: while a task with this key is live (not final, and younger than its unique
+    TTL), a submission with the same key is answered with that task's id instead of queuing.
+    Empty: none, unless the task is defined unique (then the control plane derives a key from the
+    name and the encoded arguments).
+    """
     @_builtins.property
     def arguments(self) -> Global___Payload:
         """Encoded [args, kwargs]."""
@@ -272,10 +279,11 @@ class TaskSpec(_message.Message):
         attempt: _builtins.int = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         policy_resolved: _builtins.bool = ...,
+        unique_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "retries", b"retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
     _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
@@ -302,6 +310,7 @@ class TaskInfo(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task id."""
     name: _builtins.str
@@ -334,6 +343,12 @@ class TaskInfo(_message.Message):
     def arguments(self) -> Global___Payload:
         """The encoded arguments; only filled by admin task-detail queries."""
 
+    @_builtins.property
+    def progress(self) -> Global___Progress:
+        """The latest progress the task reported in its current attempt (kept once final; a retry starts
+        without any); unset if it reported none.
+        """
+
     def __init__(
         self,
         *,
@@ -350,14 +365,51 @@ class TaskInfo(_message.Message):
         error: Global___TaskError | None = ...,
         arguments: Global___Payload | None = ...,
         eta: _builtins.float = ...,
+        progress: Global___Progress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "error", b"error", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskInfo: _TypeAlias = TaskInfo  # noqa: Y015
+
+@_typing.final
+class Progress(_message.Message):
+    """How far a running task got, as it last reported it (`report_progress`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REPORTED_AT_FIELD_NUMBER: _builtins.int
+    done: _builtins.int
+    """Units of work done so far."""
+    total: _builtins.int
+    """Units of work in all; unset when the task does not know."""
+    message: _builtins.str
+    """What the task is doing now (at most 200 characters)."""
+    reported_at: _builtins.float
+    """When the task reported it (Unix seconds, UTC, the executing host's clock)."""
+    def __init__(
+        self,
+        *,
+        done: _builtins.int = ...,
+        total: _builtins.int | None = ...,
+        message: _builtins.str = ...,
+        reported_at: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_total", b"_total", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_total", b"_total", "done", b"done", "message", b"message", "reported_at", b"reported_at", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__total: _TypeAlias = _typing.Literal["total"]  # noqa: Y015
+    _WhichOneofArgType__total: _TypeAlias = _typing.Literal["_total", b"_total"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__total) -> _WhichOneofReturnType__total | None: ...
+
+Global___Progress: _TypeAlias = Progress  # noqa: Y015
 
 @_typing.final
 class TaskDefinition(_message.Message):
@@ -377,6 +429,8 @@ class TaskDefinition(_message.Message):
     CRON_FIELD_NUMBER: _builtins.int
     RETRY_ON_FIELD_NUMBER: _builtins.int
     ALLOW_OVERLAP_FIELD_NUMBER: _builtins.int
+    UNIQUE_FIELD_NUMBER: _builtins.int
+    UNIQUE_TTL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The registered name."""
     priority: Global___Priority.ValueType
@@ -399,6 +453,10 @@ class TaskDefinition(_message.Message):
     """Cron expression for periodic runs; empty means none."""
     allow_overlap: _builtins.bool
     """Periodic tasks: start a run even while the previous one is unfinished (default: skip it)."""
+    unique: _builtins.bool
+    """Unique over its arguments: a submission with the same arguments as a live one returns that one's id."""
+    unique_ttl: _builtins.float
+    """How long a uniqueness key holds at most, in seconds (0: the default, one hour)."""
     @_builtins.property
     def retry_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exception type names that trigger a retry; empty means any exception."""
@@ -418,10 +476,12 @@ class TaskDefinition(_message.Message):
         cron: _builtins.str = ...,
         retry_on: _abc.Iterable[_builtins.str] | None = ...,
         allow_overlap: _builtins.bool = ...,
+        unique: _builtins.bool = ...,
+        unique_ttl: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "name", b"name", "priority", b"priority", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "name", b"name", "priority", b"priority", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

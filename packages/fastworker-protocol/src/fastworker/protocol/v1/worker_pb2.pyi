@@ -313,6 +313,7 @@ class TaskOutcome(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     RETRY_DELAY_FIELD_NUMBER: _builtins.int
     RETRY_REQUESTED_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task id."""
     attempt: _builtins.int
@@ -335,6 +336,10 @@ class TaskOutcome(_message.Message):
     def error(self) -> _task_pb2.TaskError:
         """The failure, in FAILURE."""
 
+    @_builtins.property
+    def progress(self) -> _task_pb2.Progress:
+        """The last progress the task reported in this attempt; unset if it reported none."""
+
     def __init__(
         self,
         *,
@@ -347,14 +352,47 @@ class TaskOutcome(_message.Message):
         finished_at: _builtins.float = ...,
         retry_delay: _builtins.float = ...,
         retry_requested: _builtins.bool = ...,
+        progress: _task_pb2.Progress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "finished_at", b"finished_at", "result", b"result", "retry_delay", b"retry_delay", "retry_requested", b"retry_requested", "started_at", b"started_at", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "finished_at", b"finished_at", "progress", b"progress", "result", b"result", "retry_delay", b"retry_delay", "retry_requested", b"retry_requested", "started_at", b"started_at", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskOutcome: _TypeAlias = TaskOutcome  # noqa: Y015
+
+@_typing.final
+class TaskProgress(_message.Message):
+    """Worker -> control plane: the latest progress of a running task (at most a few per second)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task id."""
+    attempt: _builtins.int
+    """The attempt it belongs to; stale attempts are ignored."""
+    @_builtins.property
+    def progress(self) -> _task_pb2.Progress:
+        """How far it got."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        progress: _task_pb2.Progress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "progress", b"progress", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
 
 @_typing.final
 class Results(_message.Message):
@@ -365,6 +403,7 @@ class Results(_message.Message):
     OUTCOMES_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     STARTED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker id."""
     @_builtins.property
@@ -375,16 +414,21 @@ class Results(_message.Message):
     def started_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Prefetched tasks that started since the last report (as in WorkRequest)."""
 
+    @_builtins.property
+    def progress(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskProgress]:
+        """Progress of running tasks since the last report, applied before `outcomes`."""
+
     def __init__(
         self,
         *,
         outcomes: _abc.Iterable[Global___TaskOutcome] | None = ...,
         worker_id: _builtins.str = ...,
         started_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        progress: _abc.Iterable[Global___TaskProgress] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "started_task_ids", b"started_task_ids", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "progress", b"progress", "started_task_ids", b"started_task_ids", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
