@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import enum
 import json
 import uuid
 
-from fastworker.client import CancelResult, Priority, TaskDetail, TaskInfo, TaskPage, TaskState
+from fastworker.client import CancelResult, Priority, Progress, TaskDetail, TaskInfo, TaskPage, TaskState
 from fastworker.client.jsonshape import cancel_json, detail_json, jsonable, page_json, retry_json, task_json
 from fastworker.client.models import TaskError
 
@@ -41,9 +42,19 @@ def test_task_json_has_id_first_and_the_taskinfo_fields_in_order() -> None:
         "finished_at",
         "result",
         "error",
+        "progress",
     ]
     assert data["state"] == "FAILURE" and data["priority"] == "high"
     assert data["error"] == {"type": "ValueError", "message": "bad", "traceback": "tb"}
+    assert data["progress"] is None
+
+
+def test_a_tasks_progress_is_done_total_and_message() -> None:
+    running = dataclasses.replace(INFO, progress=Progress(3, 10, "rendering", reported_at=5.0))
+    assert task_json(running)["progress"] == {"done": 3, "total": 10, "message": "rendering"}
+    unknown_total = dataclasses.replace(INFO, progress=Progress(7, None, ""))
+    assert task_json(unknown_total)["progress"] == {"done": 7, "total": None, "message": ""}
+    json.dumps(task_json(running))
 
 
 class Colour(enum.Enum):
@@ -92,8 +103,8 @@ def test_values_the_codec_returns_become_plain_json() -> None:
 def test_detail_is_the_task_then_arguments_and_timings() -> None:
     detail = TaskDetail(info=INFO, args=[(1, 2), b"raw"], kwargs={"k": decimal.Decimal("2")}, eta=9.0)
     data = detail_json(detail)
-    assert list(data)[:11] == list(task_json(INFO))
-    assert list(data)[11:] == ["args", "kwargs", "arguments_error", "eta", "wait_time", "run_time"]
+    assert list(data)[:12] == list(task_json(INFO))
+    assert list(data)[12:] == ["args", "kwargs", "arguments_error", "eta", "wait_time", "run_time"]
     assert data["args"] == [[1, 2], "cmF3"] and data["kwargs"] == {"k": "2"}
     assert data["eta"] == 9.0 and data["wait_time"] == 1.0 and data["run_time"] == 1.5
 

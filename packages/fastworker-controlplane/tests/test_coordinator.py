@@ -364,8 +364,8 @@ async def test_a_sync_task_cancelled_after_a_slot_took_it_but_before_it_started_
 
     # When it is cancelled, and then the slot gets to run it (as its thread would)
     assert coordinator.cancel(record.task_id) == (True, RUNNING)
-    finished = coordinator.local._run_here(run)
-    coordinator._release_local_place(True)
+    finished = coordinator.local._run_here(run, threading.Lock())
+    coordinator._release_local_place()
     coordinator.local._report(*finished)
 
     # Then it ends CANCELLED without running

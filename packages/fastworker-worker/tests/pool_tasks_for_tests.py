@@ -90,3 +90,23 @@ def fork_and_abort(pid_file: str) -> None:
     Path(pid_file).write_text(str(grandchild))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.abort()
+
+
+@task(name="pool.progress_flood")
+def progress_flood(calls: int) -> int:
+    """Reports ``calls`` values in a tight loop (done = 1..calls of calls); the pool sees only a few."""
+    from fastworker.client import report_progress
+
+    for done in range(1, calls + 1):
+        report_progress(done, calls, f"step {done}")
+    return calls
+
+
+@task(name="pool.progress_then_sleep")
+def progress_then_sleep(seconds: float) -> str:
+    """Reports 1/2 once, then sleeps: the value must reach the pool while the task still runs."""
+    from fastworker.client import report_progress
+
+    report_progress(1, 2, "sleeping")
+    time.sleep(seconds)
+    return "slept"

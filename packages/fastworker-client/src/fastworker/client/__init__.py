@@ -1,6 +1,7 @@
 """FastWorker's client: submit tasks to a control plane and read their results."""
 
 from fastworker.client._async import Client
+from fastworker.client._progress import report_progress
 from fastworker.client._sync import SyncClient
 from fastworker.client.errors import (
     AuthenticationError,
@@ -8,6 +9,7 @@ from fastworker.client.errors import (
     ControlPlaneUnavailable,
     DuplicateTaskName,
     FastworkerError,
+    NoCurrentTask,
     PayloadError,
     ProtocolError,
     QueueFull,
@@ -24,6 +26,7 @@ from fastworker.client.models import (
     CancelResult,
     EventBatch,
     Priority,
+    Progress,
     TaskDetail,
     TaskError,
     TaskEvent,
@@ -44,8 +47,10 @@ __all__ = [
     "DuplicateTaskName",
     "EventBatch",
     "FastworkerError",
+    "NoCurrentTask",
     "PayloadError",
     "Priority",
+    "Progress",
     "ProtocolError",
     "QueueFull",
     "Retry",
@@ -69,6 +74,7 @@ __all__ = [
     "UnknownTask",
     "__version__",
     "current_client",
+    "report_progress",
     "set_default_client",
     "task",
     "use_client",

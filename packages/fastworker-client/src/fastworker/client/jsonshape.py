@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
-from fastworker.client.models import CancelResult, TaskInfo, TaskState
+from fastworker.client.models import CancelResult, Progress, TaskInfo, TaskState
 
 #: JSON data, as ``json.dumps`` takes it (every function here returns plain lists and dicts).
 Json: TypeAlias = None | bool | int | float | str | Sequence["Json"] | Mapping[str, "Json"]
@@ -118,8 +118,21 @@ def _key(key: object) -> str:
 
 
 def task_json(info: TaskInfo) -> JsonObject:
-    """One task: the TaskInfo fields in order, ``id`` first (docs/reference.md), ``error`` as ``{type, message, traceback}``."""
-    return {f.name: jsonable(getattr(info, f.name)) for f in dataclasses.fields(info)}
+    """One task: the TaskInfo fields in order, ``id`` first (docs/reference.md), ``error`` as ``{type, message, traceback}``.
+
+    ``progress`` has :func:`progress_json`'s shape.
+    """
+    return {
+        f.name: progress_json(info.progress) if f.name == "progress" else jsonable(getattr(info, f.name))
+        for f in dataclasses.fields(info)
+    }
+
+
+def progress_json(progress: Progress | None) -> JsonObject | None:
+    """A task's progress: ``{"done", "total", "message"}`` (``total`` null when unknown), or null for none."""
+    if progress is None:
+        return None
+    return {"done": progress.done, "total": progress.total, "message": progress.message}
 
 
 def page_json(page: TaskPageLike) -> JsonObject:

@@ -143,7 +143,10 @@ class Coordinator:
         self.lock = threading.Lock()
         self._work_ready = threading.Condition(self.lock)
         self._slots_stopping = False
-        self.running = 0
+        #: Local runs started (slot threads, under the lock) and ended (the loop only): apart, so
+        #: that the loop's per-outcome bookkeeping takes no lock the slots contend for.
+        self._local_started = 0
+        self._local_ended = 0
         #: Local runs holding a place in the ``--local-concurrency`` bound (freed as each ends).
         self._local_places = 0
         self._drained = asyncio.Event()
@@ -154,6 +157,7 @@ class Coordinator:
             self.take_local,
             self._on_local_done,
             self._release_local_place,
+            on_progress=self.report_progress,
             allow_pickle=allow_pickle,
             task_modules=task_modules,
             sys_path=sys_path,
@@ -246,6 +250,11 @@ class Coordinator:
         self._defined_policies.clear()
 
     @property
+    def running(self) -> int:
+        """Tasks running now on the control plane's own slots (and on its loop)."""
+        return self._local_started - self._local_ended
+
+    @property
     def running_total(self) -> int:
         """Tasks running now, locally and on subworkers."""
         fleet = self.dispatcher.fleet if self.dispatcher is not None else ()
@@ -305,6 +314,7 @@ class Coordinator:
             record.state = PENDING
             record.held = False
             record.worker = ""
+            record.progress = None  # the next attempt starts fresh
             if self.journal is not None:
                 self.journal.waiting(record)
             self.queue.push_front(record)
@@ -442,14 +452,17 @@ class Coordinator:
 
     # --------------------------------------------------------------------------------------- dispatch
 
-    def take_local(self) -> LocalRun | None:
+    def take_local(self, ended_one: bool = False) -> LocalRun | None:
         """Block until a task can start locally, mark it RUNNING and return it (slot threads only).
 
         At most ``local.concurrency`` local tasks run at once, on threads or (async) on the loop.
+        ``ended_one``: the calling slot just ended a run on its thread, whose place is freed here.
         Returns None when the slots must stop.
         """
         bound = self.local.concurrency
         with self.lock:
+            if ended_one:
+                self._local_places -= 1
             while True:
                 if self._slots_stopping:
                     return None
@@ -473,13 +486,14 @@ class Coordinator:
                     record.attempts += 1
                     record.worker = LOCAL_WORKER_ID
                     record.started_at = self.clock()
-                    self.running += 1
+                    self._local_started += 1
                     self._local_places += 1
                     self.counters.executed_locally += 1
                     if self.journal is not None:
                         self.journal.running(record)
-                    return LocalRun(record, task, self.policy_for(record))
+                    break
                 self._work_ready.wait()
+        return LocalRun(record, task, self.policy_for(record))  # outside the lock: slots contend for it
 
     def _expired(self, record: TaskRecord) -> bool:
         expires = record.spec.expires
@@ -489,18 +503,20 @@ class Coordinator:
         """End a task that was not started before its ``expires`` time as CANCELLED (reason: expired)."""
         self.end(record, CANCELLED, "Expired", "the task expired before it could start")
 
-    def _release_local_place(self, on_slot_thread: bool) -> None:
+    def _release_local_place(self) -> None:
+        """A run on the loop ended: free its place, and wake a slot that may wait for it."""
         with self.lock:
             self._local_places -= 1
-            if not on_slot_thread and len(self.queue):
-                self._work_ready.notify()  # a slot may wait for this place; a slot thread takes it itself
+            if len(self.queue):
+                self._work_ready.notify()
 
     def _on_local_done(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
-        with self.lock:
-            self.running -= 1
-            if self.running == 0:
-                self._drained.set()
+        self._local_ended += 1
+        if self._local_ended == self._local_started:
+            self._drained.set()
         if record.state == RUNNING:
+            if outcome.progress is not None:
+                record.progress = outcome.progress.to_wire()  # its last value, with the outcome
             # The slot thread set RUNNING; the loop tells the stream now, before the outcome.
             self.events.publish_task(record)
             state = final_state(outcome, cancelled)
@@ -544,6 +560,7 @@ class Coordinator:
             return
         self.counters.retried += 1
         record.state = RETRYING
+        record.progress = None  # the next attempt starts fresh
         due = self.clock() + policy.retry_delay(record.attempts, retry_delay)
         record.eta = due
         if self.journal is not None:
@@ -577,6 +594,19 @@ class Coordinator:
         self.cache.add(record, now)
         self.events.publish_task(record)
         self.waits.task_finished(record.task_id)
+
+    def report_progress(self, task_id: str, attempt: int, progress: task_pb2.Progress) -> bool:
+        """Keep a running attempt's latest progress and publish it; False for a task not running that attempt.
+
+        Senders rate-limit progress (a few per second per task), so each one is published.
+        """
+        record = self.active.get(task_id)
+        if record is None or record.state != RUNNING or record.held or record.attempts != attempt:
+            return False
+        record.progress = task_pb2.Progress()
+        record.progress.CopyFrom(progress)  # a copy: the message it came in may be large
+        self.events.publish_task(record)
+        return True
 
     def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
         """Call back when any of the tasks is final (with all that are final then), or at timeout (see ``waits``)."""
@@ -633,6 +663,7 @@ class Coordinator:
         self.cache.remove(task_id)
         record.result = None
         record.error = None
+        record.progress = None
         record.finished_at = 0.0
         record.queued_at = self.clock()
         self.active[task_id] = record

@@ -506,6 +506,12 @@ class Dispatcher:
                 self.coordinator.events.publish_task(record)
         return granted
 
+    def progress(self, worker: WorkerRecord, updates: Iterable[worker_pb2.TaskProgress]) -> None:
+        """Keep running tasks' progress, each only against its lease (a stale attempt's is ignored)."""
+        for update in updates:
+            if update.task_id in worker.leases:
+                self.coordinator.report_progress(update.task_id, update.attempt, update.progress)
+
     def results(self, worker: WorkerRecord, outcomes: list[worker_pb2.TaskOutcome]) -> None:
         """Finish the tasks a worker reports, each only against its lease."""
         for outcome in outcomes:
@@ -520,6 +526,8 @@ class Dispatcher:
                 del worker.leases[outcome.task_id]
             if outcome.started_at:
                 record.started_at = outcome.started_at
+            if outcome.HasField("progress"):
+                record.progress = outcome.progress  # the run's last progress, before its outcome
             state = outcome.state
             if state == SUCCESS:
                 worker.processed += 1

@@ -36,6 +36,7 @@ from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.executor import Outcome, prepare, run_async_limited, run_sync
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.policy import options_policy
+from fastworker.worker.progress import LatestProgress
 
 __all__ = ["EagerClient"]
 
@@ -241,12 +242,19 @@ class EagerClient:
         attempts = attempts_before
         while True:
             attempts += 1
+            progress = LatestProgress()  # report_progress works here too; each attempt starts fresh
             if tf.is_async:
                 outcome = await run_async_limited(
-                    tf, args, kwargs, hard=policy.timeout, soft=policy.soft_timeout, allow_pickle=self.allow_pickle
+                    tf,
+                    args,
+                    kwargs,
+                    hard=policy.timeout,
+                    soft=policy.soft_timeout,
+                    allow_pickle=self.allow_pickle,
+                    progress=progress,
                 )
             else:
-                outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle)
+                outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle, progress=progress)
             error_type = outcome.error.type if outcome.error is not None else ""
             if outcome.succeeded or not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None):
                 break
@@ -264,6 +272,7 @@ class EagerClient:
             error=TaskError(outcome.error.type, outcome.error.message, outcome.error.traceback)
             if outcome.error is not None
             else None,
+            progress=progress.value,
         )
         if task_id not in self._infos:
             self.history.append(info)

@@ -135,6 +135,7 @@ class EventBus:
             record.eta,
             record.result,
             record.error,
+            record.progress,
         )
         self._store(snapshot, record.task_id)
 
@@ -414,6 +415,7 @@ class _TaskSnapshot:
         "error",
         "eta",
         "finished_at",
+        "progress",
         "record",
         "result",
         "sequence",
@@ -435,6 +437,7 @@ class _TaskSnapshot:
         eta: float,
         result: Payload | None,
         error: TaskError | None,
+        progress: task_pb2.Progress | None = None,
     ) -> None:
         self.sequence = sequence
         self.at = at
@@ -447,6 +450,7 @@ class _TaskSnapshot:
         self.eta = eta
         self.result = result
         self.error = error
+        self.progress = progress
 
     def build(self) -> events_pb2.Event:
         """The Event message for this snapshot (the result left out when over MAX_EVENT_RESULT_BYTES)."""
@@ -468,4 +472,6 @@ class _TaskSnapshot:
             info.result.CopyFrom(self.result)
         if self.error is not None:
             info.error.CopyFrom(self.error)
+        if self.progress is not None:
+            info.progress.CopyFrom(self.progress)
         return event

@@ -8,6 +8,10 @@ a place in the bound but no thread. Every outcome reaches the coordinator on the
 one path: ``on_done``. Outcomes of sync tasks cross over in batches, one wake-up for everything
 that finished meanwhile.
 
+What tasks report with ``report_progress`` reaches the coordinator through one
+:class:`~fastworker.worker.progress.ProgressRelay` (``on_progress``, on the loop, the latest value per
+task a few times a second); a run's last value rides on its outcome (``Outcome.progress``).
+
 A running sync task is cancelled by raising :class:`TaskCancelled` in its thread
 (``PyThreadState_SetAsyncExc``): it stops at its next Python instruction, its remaining code
 never runs, and the slot lives on. A thread blocked inside one long C call (``time.sleep(600)``)
@@ -28,9 +32,11 @@ from typing import Any
 
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import TaskRecord
+from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
 from fastworker.worker.policy import TaskPolicy
 from fastworker.worker.pool import ProcessPool
+from fastworker.worker.progress import ProgressRelay, Reported
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +50,16 @@ class LocalRun:
     policy: TaskPolicy
 
 
-#: Blocks until a task may start locally and marks it RUNNING; None means "stop".
-TakeNext = Callable[[], LocalRun | None]
+#: Blocks until a task may start locally and marks it RUNNING; None means "stop". Its argument
+#: is True when the calling slot just ended a run: that run's place in the bound is freed first,
+#: under the same lock acquisition.
+TakeNext = Callable[[bool], LocalRun | None]
 #: The coordinator's completion callback, on the loop: (record, outcome, cancelled while running).
 DoneCallback = Callable[[TaskRecord, Outcome, bool], None]
-#: Frees a run's place in the local bound the moment it ends: (on a slot thread?).
-Release = Callable[[bool], None]
+#: Frees the place in the local bound of a run that ended on the loop (async, or in a child process).
+Release = Callable[[], None]
+#: Takes a running task's latest progress, on the loop: (task id, attempt, progress).
+ProgressCallback = Callable[[str, int, task_pb2.Progress], object]
 
 
 class TaskCancelled(BaseException):
@@ -59,10 +69,12 @@ class TaskCancelled(BaseException):
 class _SyncRun:
     """A sync task running on a slot thread, and whether an interrupt was sent to it."""
 
-    __slots__ = ("interrupted", "thread_id")
+    __slots__ = ("interrupted", "lock", "thread_id")
 
-    def __init__(self, thread_id: int) -> None:
+    def __init__(self, thread_id: int, lock: threading.Lock) -> None:
         self.thread_id = thread_id
+        #: The slot's own lock: an interrupt is sent only while the run is registered, under it.
+        self.lock = lock
         self.interrupted = False
 
 
@@ -77,6 +89,7 @@ class LocalExecutor:
         on_done: DoneCallback,
         release: Release,
         *,
+        on_progress: ProgressCallback | None = None,
         allow_pickle: bool = False,
         task_modules: Sequence[str] = (),
         sys_path: Sequence[str] = (),
@@ -88,7 +101,8 @@ class LocalExecutor:
             concurrency: Most tasks running at once (and the number of slot threads).
             take_next: Blocks until a task may start.
             on_done: Called on the loop with every outcome.
-            release: Called as each run ends (before ``on_done``), so the next may start at once.
+            release: Called as each run on the loop ends (before ``on_done``), so the next may start at once.
+            on_progress: Called on the loop with running tasks' progress (rate-limited).
             allow_pickle: Accept and produce pickle payloads.
             task_modules: The modules child processes import to run time-limited sync tasks.
             sys_path: Folders those children put first on sys.path.
@@ -100,6 +114,8 @@ class LocalExecutor:
         self._take_next = take_next
         self._on_done = on_done
         self._release = release
+        self._on_progress = on_progress
+        self._progress = ProgressRelay(self._deliver_progress, loop=loop)
         self._allow_pickle = allow_pickle
         self._task_modules = tuple(task_modules)
         self._sys_path = tuple(sys_path)
@@ -109,11 +125,12 @@ class LocalExecutor:
         self._wake_scheduled = False
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
-        #: Sync tasks running on slot threads, by task id; guarded by ``_sync_lock``.
+        #: Sync tasks running on slot threads, by task id (each entry guarded by its slot's lock).
         self._sync_runs: dict[str, _SyncRun] = {}
-        #: Cancels of tasks a slot took but that started on neither side yet; guarded by ``_sync_lock``.
+        #: Cancels of tasks a slot took but that started on neither side yet. A slot registers its
+        #: run before it looks here and the loop looks for a registered run before it adds here
+        #: (single dict and set operations, atomic): so one of the two sees the other.
         self._cancel_before_start: set[str] = set()
-        self._sync_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._slot_main, name=f"fastworker-slot-{i}", daemon=True)
             for i in range(concurrency)
@@ -127,13 +144,16 @@ class LocalExecutor:
     # ------------------------------------------------------------------------------------ slot threads
 
     def _slot_main(self) -> None:
+        slot_lock = threading.Lock()  # contended only by a cancel of this slot's run
+        ended_one = False
         while True:
             try:
-                run = self._take_next()
+                run = self._take_next(ended_one)
             except Exception:  # a bug must not silently cost a slot: log it and keep the slot alive
                 logger.exception("a local slot failed to take its next task")
                 time.sleep(0.1)
                 continue
+            ended_one = False
             if run is None:
                 return
             if run.task.is_async or self.isolated(run):
@@ -142,8 +162,8 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            record, outcome, cancelled = self._run_here(run)
-            self._release(True)
+            record, outcome, cancelled = self._run_here(run, slot_lock)
+            ended_one = True  # its place is freed by the next take, under that same lock
             self._completed.append((record, outcome, cancelled))
             if not self._wake_scheduled:
                 self._wake_scheduled = True
@@ -152,32 +172,36 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
 
-    def _run_here(self, run: LocalRun) -> tuple[TaskRecord, Outcome, bool]:
+    def _run_here(self, run: LocalRun, slot_lock: threading.Lock) -> tuple[TaskRecord, Outcome, bool]:
         """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled."""
         record = run.record
         task_id = record.task_id
-        entry = _SyncRun(threading.get_ident())
+        entry = _SyncRun(threading.get_ident(), slot_lock)
+        runs = self._sync_runs
         try:
             try:
-                with self._sync_lock:
-                    if task_id in self._cancel_before_start:
-                        self._cancel_before_start.discard(task_id)
-                        return record, failure("TaskCancelled", "cancelled before it started"), True
-                    self._sync_runs[task_id] = entry
+                runs[task_id] = entry
+                if self._cancel_before_start and task_id in self._cancel_before_start:
+                    self._cancel_before_start.discard(task_id)
+                    return record, failure("TaskCancelled", "cancelled before it started"), True
                 prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
                 if isinstance(prepared, Outcome):
                     outcome = prepared
                 else:
-                    outcome = run_sync(run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+                    sink = self._progress.sink(task_id, record.attempts)
+                    outcome = run_sync(
+                        run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, progress=sink
+                    )
+                    outcome.progress = self._progress.finish(sink)
             finally:
-                with self._sync_lock:
-                    self._sync_runs.pop(task_id, None)
+                with slot_lock:
+                    runs.pop(task_id, None)
                     interrupted = entry.interrupted
                 if interrupted:
                     _clear_interrupt(entry.thread_id)  # sent, perhaps not raised yet: it must not hit the slot
         except TaskCancelled:
-            with self._sync_lock:
-                self._sync_runs.pop(task_id, None)
+            with slot_lock:
+                runs.pop(task_id, None)
             return record, failure("TaskCancelled", "cancelled while running"), True
         except BaseException as exc:  # a slot must survive anything a task does
             return record, failure(type(exc).__name__, str(exc)), False
@@ -193,9 +217,8 @@ class LocalExecutor:
 
     def _report(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
         if self._cancel_before_start:
-            with self._sync_lock:
-                # A cancel that raced this run's end (it found the run on neither side) is moot now.
-                self._cancel_before_start.discard(record.task_id)
+            # A cancel that raced this run's end (it found the run on neither side) is moot now.
+            self._cancel_before_start.discard(record.task_id)
         try:
             self._on_done(record, outcome, cancelled)
         except Exception:
@@ -204,11 +227,10 @@ class LocalExecutor:
     def _start_on_loop(self, run: LocalRun) -> None:
         record = run.record
         task_id = record.task_id
-        with self._sync_lock:
-            cancelled = task_id in self._cancel_before_start
-            self._cancel_before_start.discard(task_id)
+        cancelled = task_id in self._cancel_before_start
+        self._cancel_before_start.discard(task_id)
         if cancelled:
-            self._release(False)
+            self._release()
             self._report(record, failure("TaskCancelled", "cancelled while running"), True)
             return
         job = self._loop.create_task(self._run_on_loop(run), name=f"fastworker-task-{task_id}")
@@ -218,21 +240,35 @@ class LocalExecutor:
     async def _run_on_loop(self, run: LocalRun) -> Outcome:
         record, policy = run.record, run.policy
         hard, soft = policy.timeout, policy.soft_timeout
+        sink = self._progress.sink(record.task_id, record.attempts)
         if not run.task.is_async:
             pool = await self._ensure_pool()
-            return await pool.run(
-                record.task_id, record.name, record.spec.arguments, timeout=hard or None, soft_timeout=soft or None
+            outcome = await pool.run(
+                record.task_id,
+                record.name,
+                record.spec.arguments,
+                timeout=hard or None,
+                soft_timeout=soft or None,
+                progress=sink,
             )
-        prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
-        if isinstance(prepared, Outcome):
-            return prepared
-        return await run_async_limited(
-            run.task, prepared[0], prepared[1], hard=hard, soft=soft, allow_pickle=self._allow_pickle
-        )
+        else:
+            prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
+            if isinstance(prepared, Outcome):
+                return prepared
+            outcome = await run_async_limited(
+                run.task, prepared[0], prepared[1], hard=hard, soft=soft, allow_pickle=self._allow_pickle, progress=sink
+            )
+        outcome.progress = self._progress.finish(sink)
+        return outcome
+
+    def _deliver_progress(self, batch: list[Reported]) -> None:
+        if self._on_progress is not None:
+            for task_id, attempt, progress in batch:
+                self._on_progress(task_id, attempt, progress.to_wire())
 
     def _loop_run_done(self, record: TaskRecord, job: asyncio.Task[Outcome]) -> None:
         self._loop_runs.pop(record.task_id, None)
-        self._release(False)
+        self._release()
         if job.cancelled():
             self._report(record, failure("TaskCancelled", "cancelled while running"), True)
             return
@@ -257,13 +293,14 @@ class LocalExecutor:
         job = self._loop_runs.get(task_id)
         if job is not None:
             return not job.done() and job.cancel()
-        with self._sync_lock:
-            entry = self._sync_runs.get(task_id)
-            if entry is None:
-                # Taken by a slot, started on neither side yet (or just ended, its outcome on the
-                # way): the run checks this before it starts; the outcome's arrival clears it.
-                self._cancel_before_start.add(task_id)
-            elif not entry.interrupted:
+        entry = self._sync_runs.get(task_id)
+        if entry is None:
+            # Taken by a slot, started on neither side yet (or just ended, its outcome on the way):
+            # the run looks here once registered; the outcome's arrival clears it.
+            self._cancel_before_start.add(task_id)
+            return True
+        with entry.lock:
+            if self._sync_runs.get(task_id) is entry and not entry.interrupted:
                 entry.interrupted = True
                 _send_interrupt(entry.thread_id)
         return True
@@ -290,6 +327,7 @@ class LocalExecutor:
 
     def close(self, timeout: float = 1.0) -> None:
         """Cancel tasks running on the loop and wait briefly for idle slot threads to leave."""
+        self._progress.close()
         for job in list(self._loop_runs.values()):
             job.cancel()
         for thread in self._threads:

@@ -29,6 +29,7 @@ class TaskRecord:
         "held",
         "name",
         "priority",
+        "progress",
         "queued_at",
         "result",
         "spec",
@@ -53,6 +54,8 @@ class TaskRecord:
         self.eta = spec.eta
         self.result: task_pb2.Payload | None = None
         self.error: task_pb2.TaskError | None = None
+        #: The latest progress of the current attempt (kept once final; cleared for a retry), or None.
+        self.progress: task_pb2.Progress | None = None
         #: Dispatched into a worker's prefetch room and not started there yet: RUNNING inside the
         #: control plane (leased), shown as PENDING to clients until the worker says it started.
         self.held = False
@@ -87,6 +90,8 @@ class TaskRecord:
             info.result.CopyFrom(self.result)
         if self.error is not None:
             info.error.CopyFrom(self.error)
+        if self.progress is not None:
+            info.progress.CopyFrom(self.progress)
         if with_arguments:
             info.arguments.CopyFrom(self.spec.arguments)
 

@@ -132,6 +132,8 @@ class WorkerApi:
             return
         granted: list[str] | None = None
         if kind == "results":
+            if envelope.results.progress:
+                self.dispatcher.progress(worker, envelope.results.progress)
             self.dispatcher.results(worker, list(envelope.results.outcomes))
             if envelope.results.started_task_ids:
                 # Claims of prefetched tasks: answered with those still leased to this worker.

@@ -4,7 +4,9 @@
 with the multiprocessing *spawn* context. The child imports the task modules, reports ``READY``
 with its task names (or ``LOAD_ERROR``), then runs one task per ``RUN`` frame with
 :func:`~fastworker.worker.executor.prepare` and :func:`~fastworker.worker.executor.run_sync`
-and answers each with an ``OUTCOME`` frame, until it reads ``EXIT`` or its pipe closes.
+and answers each with an ``OUTCOME`` frame, until it reads ``EXIT`` or its pipe closes. What a
+task reports with ``report_progress`` goes out as ``PROGRESS`` frames before its ``OUTCOME``, at
+most a few a second (:class:`~fastworker.worker.progress.ProgressPump`: the latest value wins).
 
 Frames are MessagePack arrays sent with ``Connection.send_bytes`` (a 4-byte big-endian length,
 then the body); task data stays in its :class:`~fastworker.protocol.v1.task_pb2.Payload` bytes
@@ -19,6 +21,7 @@ frame          direction   array
 ``LOAD_ERROR`` to pool     ``[2, message, module]``
 ``OUTCOME``    to pool     ``[3, succeeded, codec, data, error type, message, traceback,
                            started_at, finished_at, rss bytes]``
+``PROGRESS``   to pool     ``[4, done, total (-1: unknown), message, reported_at]``
 =============  ==========  ===============================================================
 """
 
@@ -39,21 +42,26 @@ from typing import Any
 import msgpack
 
 from fastworker.client.errors import SoftTimeLimitExceeded
+from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.executor import Outcome, failure, prepare, run_sync
 from fastworker.worker.loader import load_task_modules
+from fastworker.worker.progress import ProgressPump
 
 __all__ = [
     "EXIT",
     "LOAD_ERROR",
     "OUTCOME",
+    "PROGRESS",
     "READY",
     "RUN",
     "ChildConfig",
     "decode",
     "decode_outcome",
+    "decode_progress",
     "encode_exit",
+    "encode_progress",
     "encode_run",
     "main",
     "read_rss",
@@ -66,6 +74,7 @@ EXIT = 2
 READY = 1
 LOAD_ERROR = 2
 OUTCOME = 3
+PROGRESS = 4
 
 _EXIT_FRAME: bytes = msgpack.packb([EXIT])
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -121,6 +130,23 @@ def decode_outcome(message: Sequence[Any]) -> tuple[Outcome, int]:
         error = TaskError(type=error_type, message=error_message, traceback=error_traceback)
         outcome = Outcome(False, None, error, started, finished, None if retry < 0 else float(retry))
     return outcome, int(rss)
+
+
+def encode_progress(progress: Progress) -> bytes:
+    """The ``PROGRESS`` frame body for a run's latest progress."""
+    total = -1 if progress.total is None else progress.total
+    frame: bytes = msgpack.packb([PROGRESS, progress.done, total, progress.message, progress.reported_at])
+    return frame
+
+
+def decode_progress(message: Sequence[Any]) -> Progress:
+    """Rebuild the Progress of a ``PROGRESS`` array; raises ``ValueError`` for a malformed one."""
+    _, done, total, text, reported_at = message
+    if not (isinstance(done, int) and isinstance(total, int) and isinstance(text, str)):
+        raise ValueError(f"malformed progress frame: {message!r:.200}")
+    if done < 0 or total < -1 or not isinstance(reported_at, int | float):
+        raise ValueError(f"malformed progress frame: {message!r:.200}")
+    return Progress(done, None if total < 0 else total, text, float(reported_at))
 
 
 def _encode_outcome(outcome: Outcome, rss: int) -> bytes:
@@ -184,6 +210,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
 
     recv = tasks_in.recv_bytes
     allow_pickle, measure_rss = config.allow_pickle, config.measure_rss
+    pump = ProgressPump(lambda progress: send(encode_progress(progress)))
     while True:
         try:
             frame = recv()
@@ -202,8 +229,12 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                 if isinstance(prepared, Outcome):
                     outcome = prepared
                 else:
-                    with _soft_limit(soft_timeout):
-                        outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
+                    sink = pump.start_run()
+                    try:
+                        with _soft_limit(soft_timeout):
+                            outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle, progress=sink)
+                    finally:
+                        pump.end_run()  # its last progress goes out before its outcome
             reply = _encode_outcome(outcome, read_rss() if measure_rss else 0)
         except BaseException as exc:  # KeyboardInterrupt from the task, or an outcome that did not encode
             text = "".join(traceback.format_exception(exc))

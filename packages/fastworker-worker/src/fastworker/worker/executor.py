@@ -1,7 +1,8 @@
 """Run one task and turn what it returned or raised into wire types (the hot path: no logging, no copies).
 
 Callers decode the arguments with :func:`prepare`, then call :func:`run_sync` (from a worker
-thread) or await :func:`run_async` (on the event loop), and send the :class:`Outcome` on.
+thread) or await :func:`run_async` (on the event loop), and send the :class:`Outcome` on. A caller
+that passes a progress sink gets the task's ``report_progress`` calls (it is bound around the run).
 Any ``Exception`` a task raises, and ``SystemExit``, becomes a failed Outcome; a task cannot
 stop the process. ``KeyboardInterrupt`` and ``asyncio.CancelledError`` propagate.
 """
@@ -16,7 +17,9 @@ from time import time
 from types import TracebackType
 from typing import Any
 
+from fastworker.client import _progress
 from fastworker.client.errors import Retry
+from fastworker.client.models import Progress
 from fastworker.client.task import TaskFunction
 from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE, decode_arguments, encode_value
@@ -36,6 +39,7 @@ class Outcome:
         started_at: Wall-clock time (``time.time()``) when execution started.
         finished_at: Wall-clock time when the outcome was complete.
         retry_delay: Set when the task raised ``Retry``: the delay it asked for (0 for none given).
+        progress: The last progress the run reported, once its runtime took it (None: none).
     """
 
     succeeded: bool
@@ -44,6 +48,7 @@ class Outcome:
     started_at: float
     finished_at: float
     retry_delay: float | None = None
+    progress: Progress | None = None
 
 
 def failure(type_: str, message: str, traceback: str = "", *, started_at: float | None = None) -> Outcome:
@@ -92,6 +97,7 @@ def run_sync(
     *,
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    progress: _progress.ProgressSink | None = None,
 ) -> Outcome:
     """Call a ``def`` task in this thread and encode what it returned or raised.
 
@@ -101,6 +107,7 @@ def run_sync(
         kwargs: Keyword arguments.
         allow_pickle: Encode the result with pickle (an explicit opt-in).
         max_size: Largest result payload, in bytes; a larger one is a ``PayloadError`` failure.
+        progress: Receives what the task reports with ``report_progress`` (None: it may not report).
 
     Raises:
         TypeError: The task is an ``async def`` (use :func:`run_async`).
@@ -108,11 +115,15 @@ def run_sync(
     """
     if tf.is_async:
         raise TypeError(f"task {tf.name!r} is async: run it with run_async")
+    token = None if progress is None else _progress.bind(progress)
     started = time()
     try:
         value = tf.fn(*args, **kwargs)
     except (Exception, SystemExit) as exc:
         return _raised(exc, started)
+    finally:
+        if token is not None:
+            _progress.unbind(token)
     return _returned(value, started, allow_pickle, max_size)
 
 
@@ -123,6 +134,7 @@ async def run_async(
     *,
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    progress: _progress.ProgressSink | None = None,
 ) -> Outcome:
     """Await an ``async def`` task on the running loop and encode what it returned or raised.
 
@@ -132,6 +144,7 @@ async def run_async(
         kwargs: Keyword arguments.
         allow_pickle: Encode the result with pickle (an explicit opt-in).
         max_size: Largest result payload, in bytes; a larger one is a ``PayloadError`` failure.
+        progress: Receives what the task reports with ``report_progress`` (None: it may not report).
 
     Raises:
         TypeError: The task is a plain ``def`` (use :func:`run_sync`, in a thread).
@@ -140,11 +153,15 @@ async def run_async(
     """
     if not tf.is_async:
         raise TypeError(f"task {tf.name!r} is not async: run it with run_sync, in a thread")
+    token = None if progress is None else _progress.bind(progress)  # this coroutine's task's context
     started = time()
     try:
         value = await tf.fn(*args, **kwargs)
     except (Exception, SystemExit) as exc:
         return _raised(exc, started)
+    finally:
+        if token is not None:
+            _progress.unbind(token)
     return _returned(value, started, allow_pickle, max_size)
 
 
@@ -188,6 +205,7 @@ async def run_async_limited(
     hard: float = 0.0,
     soft: float = 0.0,
     allow_pickle: bool = False,
+    progress: _progress.ProgressSink | None = None,
 ) -> Outcome:
     """Like run_async, with time limits (0: none): the coroutine is cancelled when one passes.
 
@@ -198,12 +216,12 @@ async def run_async_limited(
         (seconds, kind) for seconds, kind in ((soft, "SoftTimeLimitExceeded"), (hard, "TimeLimitExceeded")) if seconds
     ]
     if not limits:
-        return await run_async(tf, args, kwargs, allow_pickle=allow_pickle)
+        return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress)
     seconds, kind = min(limits)
     started = time()
     try:
         async with asyncio.timeout(seconds):
-            return await run_async(tf, args, kwargs, allow_pickle=allow_pickle)
+            return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress)
     except TimeoutError:
         which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
         return failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s", started_at=started)

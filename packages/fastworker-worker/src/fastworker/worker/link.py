@@ -159,9 +159,14 @@ class ControlPlaneLink:
         return dispatch
 
     async def send_results(
-        self, worker_id: str, outcomes: Sequence[worker_pb2.TaskOutcome], claims: Sequence[str] = ()
+        self,
+        worker_id: str,
+        outcomes: Sequence[worker_pb2.TaskOutcome],
+        claims: Sequence[str] = (),
+        *,
+        progress: Sequence[worker_pb2.TaskProgress] = (),
     ) -> list[str]:
-        """Report finished tasks, and claim prefetched tasks to start: returns the claims granted.
+        """Report finished tasks and running tasks' progress, and claim prefetched tasks to start: returns the claims granted.
 
         Raises:
             NotRegistered: the control plane does not know this worker.
@@ -172,6 +177,7 @@ class ControlPlaneLink:
             envelope.results.worker_id = worker_id
             envelope.results.outcomes.extend(outcomes)
             envelope.results.started_task_ids.extend(claims)
+            envelope.results.progress.extend(progress)
 
         reply = await self._request(build, timeout=REQUEST_TIMEOUT)
         if reply.WhichOneof("body") != "dispatch":

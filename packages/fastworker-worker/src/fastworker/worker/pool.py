@@ -30,14 +30,18 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import time
 
+from fastworker.client._progress import ProgressSink
+from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload
 from fastworker.worker.child import (
     LOAD_ERROR,
     OUTCOME,
+    PROGRESS,
     READY,
     ChildConfig,
     decode,
     decode_outcome,
+    decode_progress,
     encode_exit,
     encode_run,
 )
@@ -90,6 +94,7 @@ class _Child:
         "grouped",
         "load_error",
         "note",
+        "on_progress",
         "pid",
         "process",
         "reader",
@@ -121,6 +126,8 @@ class _Child:
         self.task_id: str | None = None
         self.task_name = ""
         self.future: asyncio.Future[Outcome] | None = None
+        #: Receives the progress of the task it runs, if its run() passed a sink.
+        self.on_progress: ProgressSink | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.started_at = 0.0
         self.ready: asyncio.Future[None] | None = None
@@ -331,6 +338,7 @@ class ProcessPool:
         *,
         timeout: float | None = None,
         soft_timeout: float | None = None,
+        progress: ProgressSink | None = None,
     ) -> Outcome:
         """Run one sync task in a free child and return how it ended; waits for a free child.
 
@@ -342,6 +350,8 @@ class ProcessPool:
                 killed and replaced and the Outcome fails with ``TimeLimitExceeded``.
             soft_timeout: Soft time limit in seconds, or None: ``SoftTimeLimitExceeded`` is raised
                 inside the task (SIGALRM in the child), which may clean up.
+            progress: Called on the loop with what the task reports with ``report_progress``
+                (rate-limited by the child; its last value arrives before the outcome).
 
         Returns:
             The task's Outcome. Besides what the task itself raised, it fails with
@@ -386,6 +396,7 @@ class ProcessPool:
             future: asyncio.Future[Outcome] = loop.create_future()
             child.state = _State.BUSY
             child.task_id, child.task_name, child.future, child.started_at = task_id, name, future, started
+            child.on_progress = progress
             self._running[task_id] = child
             try:
                 child.writer.send_bytes(frame)
@@ -590,6 +601,8 @@ class ProcessPool:
             tag = message[0]
             if child.state is _State.BUSY and tag == OUTCOME:
                 self._on_outcome(child, *decode_outcome(message))
+            elif tag == PROGRESS:
+                self._on_progress(child, decode_progress(message))
             elif child.state is _State.STARTING and tag == READY:
                 self._on_ready(child, message[2], message[3])
             elif child.state is _State.STARTING and tag == LOAD_ERROR:
@@ -617,10 +630,19 @@ class ProcessPool:
             child.ready.set_result(None)
         self._release(child)
 
+    def _on_progress(self, child: _Child, progress: Progress) -> None:
+        sink = child.on_progress
+        if sink is None or child.state is not _State.BUSY:
+            return  # nobody asked for it (or the task is over): dropped
+        try:
+            sink(progress)
+        except Exception:
+            _log.exception("handling the progress of task %s failed", child.task_id)
+
     def _on_outcome(self, child: _Child, outcome: Outcome, rss: int) -> None:
         future, task_id = child.future, child.task_id
         child.cancel_timer()
-        child.future = child.task_id = None
+        child.future = child.task_id = child.on_progress = None
         if task_id is not None:
             self._running.pop(task_id, None)
         child.tasks += 1
@@ -721,7 +743,7 @@ class ProcessPool:
             else:
                 _log.warning("an idle pool process (pid %d) %s; replacing it", child.pid, how)
             self._replace()
-        child.future = None
+        child.future = child.on_progress = None
         child.exited.set_result(None)
 
     # -- taking children out of service -----------------------------------------------------
@@ -730,7 +752,7 @@ class ProcessPool:
         """Take a child out of service and kill it, failing its task with ``fail`` if given."""
         future, task_id = child.future, child.task_id
         child.cancel_timer()
-        child.future = child.task_id = None
+        child.future = child.task_id = child.on_progress = None
         if task_id is not None:
             self._running.pop(task_id, None)
         if child.state is _State.IDLE:

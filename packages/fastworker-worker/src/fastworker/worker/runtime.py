@@ -8,6 +8,10 @@ long ones here. Async tasks run on this process's event loop; sync tasks run in 
 While its tasks are short it prefetches a few beyond its slots; those start only once the control
 plane granted them (a claim), and nothing starts while its lease has lapsed (the fence of
 ``fastworker.protocol.lease``): a task it holds when its link is cut never runs here and elsewhere.
+
+What running tasks report with ``report_progress`` goes out on a results message of its own, the
+latest value per task at most a few times a second (``progress``); a task's last value rides on its
+outcome.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from fastworker.worker.executor import Outcome, failure, prepare, run_async_limi
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
 from fastworker.worker.policy import effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
+from fastworker.worker.progress import ProgressRelay, Reported, RunSink
 from fastworker.worker.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -170,6 +175,10 @@ class Worker:
         self._background: set[asyncio.Task[Any]] = set()
         #: The drain timeout an operator gave, overriding ``settings.drain_timeout``.
         self._drain_timeout: float | None = None
+        #: Running tasks' progress, rate-limited; what it delivers waits in ``_progress_out`` to be sent.
+        self._progress = ProgressRelay(self._send_progress)
+        self._progress_out: dict[str, worker_pb2.TaskProgress] = {}
+        self._progress_sender: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -538,8 +547,9 @@ class Worker:
 
     async def _execute(self, spec: task_pb2.TaskSpec, instance: str) -> None:
         started = time.time()
+        sink = self._progress.sink(spec.task_id, spec.attempt)
         try:
-            outcome = await self._outcome(spec)
+            outcome = await self._outcome(spec, sink)
         except asyncio.CancelledError:
             if spec.task_id not in self._cancelled:
                 self._running.pop(spec.task_id, None)
@@ -550,6 +560,7 @@ class Worker:
             if current is not None:
                 current.uncancel()
             outcome = failure("TaskCancelled", "cancelled on request while running")
+        outcome.progress = self._progress.finish(sink)
         self._running.pop(spec.task_id, None)
         self._start_waiting()
         self._slot_free.set()
@@ -582,6 +593,8 @@ class Worker:
                 report.error.CopyFrom(outcome.error)
                 if outcome.error.type == "TaskCancelled":
                     report.state = task_pb2.TASK_STATE_CANCELLED
+        if outcome.progress is not None:
+            report.progress.CopyFrom(outcome.progress.to_wire())
         self._results.append((instance, report))
         self._unacked.add(spec.task_id)
         # With a work request out, report at once; else the pull loop is about to carry it.
@@ -594,7 +607,7 @@ class Worker:
             else:
                 self._spawn(self._flush_results())
 
-    async def _outcome(self, spec: task_pb2.TaskSpec) -> Outcome:
+    async def _outcome(self, spec: task_pb2.TaskSpec, progress: RunSink) -> Outcome:
         task = self.registry.get(spec.name)
         if task is None:
             return failure("UnknownTask", f"worker {self.settings.worker_id} has no task {spec.name!r}")
@@ -603,18 +616,52 @@ class Worker:
         if not task.is_async:
             assert self._pool is not None
             return await self._pool.run(
-                spec.task_id, spec.name, spec.arguments, timeout=limit or None, soft_timeout=soft or None
+                spec.task_id,
+                spec.name,
+                spec.arguments,
+                timeout=limit or None,
+                soft_timeout=soft or None,
+                progress=progress,
             )
         prepared = prepare(task, spec.arguments, allow_pickle=self.settings.allow_pickle)
         if isinstance(prepared, Outcome):
             return prepared
         args, kwargs = prepared
         return await run_async_limited(
-            task, args, kwargs, hard=limit, soft=soft, allow_pickle=self.settings.allow_pickle
+            task, args, kwargs, hard=limit, soft=soft, allow_pickle=self.settings.allow_pickle, progress=progress
         )
 
     def _spawn_flush(self) -> None:
         self._spawn(self._flush_results())
+
+    def _send_progress(self, batch: list[Reported]) -> None:
+        """Queue running tasks' latest progress for the control plane (one message at a time, latest wins)."""
+        for task_id, attempt, progress in batch:
+            self._progress_out[task_id] = worker_pb2.TaskProgress(
+                task_id=task_id, attempt=attempt, progress=progress.to_wire()
+            )
+        if self._progress_sender is None and self._link is not None:
+            self._progress_sender = self._spawn(self._flush_progress())
+
+    async def _flush_progress(self) -> None:
+        """Send queued progress; best effort: a lost update is superseded, and the last one rides on the outcome."""
+        link = self._link
+        assert link is not None
+        try:
+            while self._progress_out and self._registered.is_set():
+                batch = list(self._progress_out.values())
+                self._progress_out.clear()
+                try:
+                    await link.send_results(self.settings.worker_id, (), progress=batch)
+                except NotRegistered:
+                    self._lost_registration("the control plane does not know this worker")
+                    return
+                except FastworkerError as exc:
+                    logger.debug("could not report the progress of %d tasks: %s", len(batch), exc)
+                    return
+        finally:
+            self._progress_sender = None
+            self._progress_out.clear()
 
     async def _flush_results(self) -> None:
         """Send finished outcomes in batches; those of a control plane instance that is gone are dropped."""
@@ -706,6 +753,7 @@ class Worker:
 
     async def _close(self) -> None:
         self.state = WorkerState.STOPPED
+        self._progress.close()
         await cancel_all(self._background)
         if self._pool is not None:
             await self._pool.close()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastworker.client import TaskState
+from fastworker.client import Progress, TaskInfo, TaskState
 from fastworker.dashboard.web.preview import TRACEBACK_CHARS, clip, preview
 
 #: Shown for a value that does not exist (yet).
@@ -120,6 +120,23 @@ def percent(part: float, whole: float) -> float:
     return max(0.0, min(100.0, 100.0 * part / whole))
 
 
+def progress_percent(progress: Progress | None) -> float | None:
+    """How far a task got as a percentage (0..100), or None without progress or without a total."""
+    fraction = progress.fraction if progress is not None else None
+    return None if fraction is None else 100.0 * fraction
+
+
+def progress_eta(task: TaskInfo, now: float | None = None) -> str:
+    """``about 12.3 s left`` for a running task, at the rate of its progress so far; empty when unknown."""
+    progress = task.progress
+    if progress is None or task.state is not TaskState.RUNNING:
+        return ""
+    left = progress.remaining(task.started_at, time.time() if now is None else now)
+    if left is None:
+        return ""
+    return "almost done" if left < 1 else f"about {duration(left)} left"
+
+
 def short_id(task_id: str) -> str:
     """The first 8 characters of a task id (the full id goes in the link's title)."""
     return task_id[:8]
@@ -177,6 +194,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
 #: Functions the templates call.
 GLOBALS: dict[str, Callable[..., Any]] = {
     "percent": percent,
+    "progress_percent": progress_percent,
+    "progress_eta": progress_eta,
     "can_cancel": can_cancel,
     "can_retry": can_retry,
 }
