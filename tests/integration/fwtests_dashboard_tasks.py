@@ -44,3 +44,18 @@ def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
 def markup() -> str:
     """A task whose name is HTML; its result is HTML too."""
     return "<i>not italic</i>"
+
+
+@task(name="fwdash.progress")
+def progress(first_gate: str, second_gate: str) -> str:
+    """Report 3/10, wait for the first gate file, report 7/10, wait for the second, return (bounded waits)."""
+    from pathlib import Path
+
+    from fastworker.client import report_progress
+
+    for gate, (done, message) in ((first_gate, (3, "rendering")), (second_gate, (7, "almost there"))):
+        report_progress(done, 10, message)
+        deadline = time.monotonic() + 60
+        while not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return "rendered"

@@ -34,3 +34,18 @@ def fail(message: str) -> None:
 def markup() -> str:
     """A task whose name is markup; the UI must show the brackets."""
     return "[bold]x[/]"
+
+
+@task(name="fwtop.progress")
+def progress(gate: str) -> str:
+    """Report 4/10 "rendering", wait for the gate file (bounded), report 10/10 "done"."""
+    from pathlib import Path
+
+    from fastworker.client import report_progress
+
+    report_progress(4, 10, "rendering")
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report_progress(10, 10, "done")
+    return "rendered"

@@ -263,3 +263,36 @@ def test_auto_refresh_switch_is_remembered(page: Page) -> None:
     expect(page.locator("body")).to_have_attribute("data-live", "off")
     page.locator(".live-switch").click()
     expect(page.locator("body")).to_have_attribute("data-live", "live")
+
+
+def test_a_running_tasks_progress_bar_message_and_eta_update_live(
+    page: Page, client: SyncClient, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    task_id = client.delay("fwdash.progress", str(first), str(second))
+    wait_for_state(client, task_id, TaskState.RUNNING)
+    page.goto(f"/tasks/{task_id}")
+    wait_until_live(page)
+    bar = page.locator("#task-progress .progress-bar")
+    expect(bar).to_have_attribute("aria-valuenow", "3")
+    expect(bar).to_have_attribute("aria-valuemax", "10")
+    expect(page.locator("#task-progress")).to_contain_text("3 / 10 · 30%")
+    expect(page.locator("#task-progress .progress-message")).to_have_text("rendering")
+    expect(page.locator("#task-progress .progress-eta")).to_contain_text(re.compile(r"about .+ left|almost done"))
+    shot(page, "task-progress")
+
+    first.touch()  # the task reports 7/10: the panel follows without a reload
+    expect(bar).to_have_attribute("aria-valuenow", "7")
+    expect(page.locator("#task-progress")).to_contain_text("7 / 10 · 70%")
+    expect(page.locator("#task-progress .progress-message")).to_have_text("almost there")
+    assert_not_reloaded(page)
+
+    page.goto("/tasks")
+    wait_until_live(page)
+    row_bar = page.locator(f'#panel-tasks tr[data-task-id="{task_id}"] .progress-bar')
+    expect(row_bar).to_have_attribute("aria-valuenow", "7")
+    shot(page, "tasks-progress")
+    second.touch()
+    expect(page.locator(f'#panel-tasks tr[data-task-id="{task_id}"]')).to_have_attribute("data-state", "SUCCESS")
+    expect(page.locator(f'#panel-tasks tr[data-task-id="{task_id}"] .progress-eta')).to_have_count(0)
+    assert_not_reloaded(page)

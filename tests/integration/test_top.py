@@ -257,3 +257,28 @@ async def test_lost_control_plane_shows_unreachable_and_the_app_keeps_running(tm
             assert app.is_running
     finally:
         control_plane.stop()
+
+
+async def test_a_running_tasks_progress_shows_in_the_list_and_the_detail_screen(
+    cluster: Any, client: Client, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    task_id = await client.delay("fwtop.progress", str(gate))
+    app = top_for(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for_state(pilot, client, task_id, TaskState.RUNNING)
+        await select_by_search(pilot, app, task_id)
+        await wait_until(pilot, lambda: cell(app, task_id, "progress") == "████░░░░░░ 4/10", "the progress bar")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, TaskDetailScreen), "detail screen")
+        screen = app.screen
+        assert isinstance(screen, TaskDetailScreen)
+
+        def summary() -> str:
+            content = screen.query_one("#detail-summary", Static).content
+            return content.plain if isinstance(content, Text) else ""
+
+        await wait_until(pilot, lambda: "4/10 40%  rendering" in summary(), "the progress line")
+        gate.touch()
+        await wait_until(pilot, lambda: "10/10 100%  done" in summary(), "the last progress, kept once finished")
+        await wait_for_state(pilot, client, task_id, TaskState.SUCCESS)

@@ -87,8 +87,9 @@ def test_progress_reads_as_a_fraction_a_remaining_time_and_text() -> None:
     assert Progress(5).fraction is None
     halfway = Progress(5, 10, "half", reported_at=110.0)
     assert halfway.remaining(started_at=100.0) == pytest.approx(10.0)  # 5 units took 10 s
-    assert halfway.remaining(started_at=100.0, now=114.0) == pytest.approx(6.0)
-    assert halfway.remaining(started_at=100.0, now=500.0) == 0.0
+    assert halfway.remaining(started_at=100.0, now=120.0) == pytest.approx(20.0)  # no news since: slower
+    assert halfway.remaining(started_at=100.0, now=105.0) == pytest.approx(10.0)  # a clock behind the report
+    assert halfway.remaining(started_at=None) is None
     assert Progress(0, 10, reported_at=110.0).remaining(100.0) is None  # no rate yet
     assert Progress(5, None, reported_at=110.0).remaining(100.0) is None
     assert Progress(10, 10, reported_at=110.0).remaining(100.0) == 0.0

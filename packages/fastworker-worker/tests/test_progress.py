@@ -1,13 +1,14 @@
 """Progress on its way out of a task: bound around each run, coalesced, rate-limited, last value first.
 
-Behaviour only: a flood of reports becomes a handful of deliveries, the last value always gets
-through (before the outcome), and a finished run's sink is dead.
+Behaviour only: a flood of reports becomes a handful of deliveries, and the last value always gets
+through (with or before the outcome).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,14 @@ from fastworker.protocol.payload import encode_arguments
 from fastworker.worker.child import PROGRESS, decode, decode_progress, encode_progress
 from fastworker.worker.executor import run_async, run_sync
 from fastworker.worker.pool import ProcessPool
-from fastworker.worker.progress import LatestProgress, ProgressPump, ProgressRelay, Reported
+from fastworker.worker.progress import (
+    REARM_AFTER,
+    LatestProgress,
+    ProgressPump,
+    ProgressRelay,
+    Reported,
+    SlotProgress,
+)
 
 FLOOD = 100_000
 TASKS_DIR = str(Path(__file__).parent)
@@ -64,7 +72,7 @@ async def test_a_flood_on_the_loop_is_delivered_once_with_its_last_value() -> No
 
 async def test_a_flood_from_another_thread_wakes_the_loop_a_few_times_and_ends_on_its_last_value() -> None:
     deliveries = Deliveries()
-    relay = ProgressRelay(deliveries)
+    relay = ProgressRelay(deliveries, loop=asyncio.get_running_loop())
     sink = relay.sink("t1", 3)
 
     def flood() -> None:
@@ -88,18 +96,17 @@ async def test_runs_reported_together_are_delivered_in_one_batch() -> None:
     assert await deliveries.next() == [("a", 1, Progress(2, 2)), ("b", 2, Progress(5, None, "counting"))]
 
 
-async def test_finish_takes_the_last_value_and_the_runs_sink_is_dead_after() -> None:
+async def test_finish_takes_the_last_value_out_of_the_next_delivery() -> None:
     deliveries = Deliveries()
     relay = ProgressRelay(deliveries)
     quiet = relay.sink("quiet", 1)
     assert relay.finish(quiet) is None  # never reported
-    sink = relay.sink("t1", 1)
+    sink, other = relay.sink("t1", 1), relay.sink("t2", 1)
     sink(Progress(1, 3))
     sink(Progress(2, 3))
+    other(Progress(1, 1))
     assert relay.finish(sink) == Progress(2, 3)  # undelivered: the caller sends it with the outcome
-    sink(Progress(3, 3))  # a late report (a background coroutine that outlived the task)
-    await asyncio.sleep(0.3)
-    assert deliveries.batches == []
+    assert await deliveries.next() == [("t2", 1, Progress(1, 1))]
 
 
 async def test_a_failing_delivery_is_logged_and_later_ones_still_come(caplog: pytest.LogCaptureFixture) -> None:
@@ -134,9 +141,9 @@ class FrozenClock:
 def test_a_pump_emits_at_most_its_first_and_its_last_value_while_time_stands_still() -> None:
     emitted: list[Progress] = []
     pump = ProgressPump(emitted.append, clock=FrozenClock())
-    sink = pump.start_run()
+    pump.start_run()
     for n in range(1, FLOOD + 1):
-        sink(value(n))
+        pump(value(n))
     pump.end_run()
     assert 1 <= len(emitted) <= 2
     assert emitted[-1] == value(FLOOD)  # the last value, written before end_run returned
@@ -151,23 +158,45 @@ def test_a_pump_writes_a_held_value_without_waiting_for_the_run_to_end() -> None
         written.set()
 
     pump = ProgressPump(emit)
-    sink = pump.start_run()
-    sink(Progress(1, 2, "sleeping"))
+    pump.start_run()
+    pump(Progress(1, 2, "sleeping"))
     assert written.wait(10)
     assert emitted == [Progress(1, 2, "sleeping")]
     pump.end_run()
     assert emitted == [Progress(1, 2, "sleeping")]  # nothing new was held
 
 
-def test_a_pump_ignores_the_sink_of_a_run_that_ended() -> None:
+def test_a_pump_refuses_reports_between_runs() -> None:
     emitted: list[Progress] = []
     pump = ProgressPump(emitted.append, clock=FrozenClock())
-    old = pump.start_run()
-    pump.end_run()
+    with pytest.raises(NoCurrentTask):
+        pump(Progress(1, 1, "before any run"))
     pump.start_run()
-    old(Progress(9, 9, "late"))
     pump.end_run()
+    with pytest.raises(NoCurrentTask):
+        pump(Progress(9, 9, "late"))
     assert emitted == []
+
+
+async def test_a_slot_sink_serves_run_after_run_and_refuses_between_runs() -> None:
+    deliveries = Deliveries()
+    relay = ProgressRelay(deliveries)
+    slot = SlotProgress(relay)
+    with pytest.raises(NoCurrentTask):
+        slot(Progress(1, 2))
+    slot.start("t1", 2)
+    slot(Progress(1, 2))
+    slot.active = False
+    assert slot.finish() == Progress(1, 2)  # the last value goes with the outcome
+    slot.start("t2", 1)
+    slot(Progress(5, 9))
+    slot.active = False  # ended without finish (interrupted): the next start drops its value
+    slot.start("t3", 1)
+    slot(Progress(1, 3))
+    assert await deliveries.next() == [("t3", 1, Progress(1, 3))]
+    with pytest.raises(NoCurrentTask):
+        slot.active = False
+        slot(Progress(2, 3))
 
 
 def test_progress_frames_round_trip_and_refuse_garbage() -> None:
@@ -253,3 +282,25 @@ async def test_progress_of_a_sleeping_child_arrives_while_it_runs(pool: Any) -> 
     assert pool.cancel("sleeper")
     outcome = await run
     assert outcome.error is not None and outcome.error.type == "TaskCancelled"
+
+
+async def test_a_relay_whose_wake_up_was_lost_arms_again() -> None:
+    deliveries = Deliveries()
+    relay = ProgressRelay(deliveries)
+    sink = relay.sink("t1", 1)
+    # As if a slot thread was interrupted between arming the relay and scheduling its wake-up.
+    relay._armed, relay._armed_at = True, time.monotonic() - 2 * REARM_AFTER
+    sink(Progress(1, 2))
+    assert await deliveries.next() == [("t1", 1, Progress(1, 2))]
+
+
+async def test_a_report_from_a_thread_before_the_relay_knows_its_loop_waits_for_the_next_one() -> None:
+    deliveries = Deliveries()
+    relay = ProgressRelay(deliveries)
+    sink = relay.sink("t1", 1)
+    await asyncio.to_thread(sink, Progress(1, 3))  # no loop to wake: kept pending
+    assert relay.finish(sink) == Progress(1, 3)
+    late = relay.sink("t2", 1)
+    await asyncio.to_thread(late, Progress(1, 3))
+    late(Progress(2, 3))  # from the loop's thread: the relay finds its loop and delivers
+    assert await deliveries.next() == [("t2", 1, Progress(2, 3))]

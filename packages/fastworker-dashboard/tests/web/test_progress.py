@@ -71,8 +71,11 @@ async def test_the_api_gives_progress_as_done_total_message(web: httpx.AsyncClie
 
 def test_eta_is_for_running_tasks_with_a_known_total_and_some_progress() -> None:
     task = running(Progress(5, 10, "", reported_at=1_000.0), started_at=990.0)
-    assert progress_eta(task, now=1_000.0) == "about 10.0 s left"
-    assert progress_eta(task, now=1_009.5) == "almost done"
+    assert progress_eta(task, now=1_000.0) == "about 10.0 s left"  # 5 of 10 took 10 s
+    assert progress_eta(task, now=1_010.0) == "about 20.0 s left"  # no news for 10 s: slower than thought
+    assert progress_eta(replace(task, progress=Progress(999, 1_000, "", reported_at=1_000.0)), now=1_000.0) == (
+        "almost done"
+    )
     assert progress_eta(replace(task, state=TaskState.SUCCESS), now=1_000.0) == ""
     assert progress_eta(replace(task, progress=Progress(0, 10, "", reported_at=1_000.0)), now=1_000.0) == ""
     assert progress_percent(Progress(1, 4)) == 25.0 and progress_percent(Progress(1)) is None

@@ -1,14 +1,16 @@
 """``report_progress``, and the context variable through which it reaches whatever runs the task.
 
-The runtime that executes a task (a pool child, a worker's event loop, a control-plane slot, the
-eager client) binds a *sink* around each run (:func:`bind` / :func:`unbind`, which is all a run
-that never reports pays); ``report_progress`` checks its arguments and hands the sink a
-:class:`~fastworker.client.models.Progress`. Sinks keep only the latest value and pass it on at most
-a few times a second (``fastworker.worker.progress``), so a task may call it as often as it likes.
+The runtime that executes a task binds a *sink* (:data:`SINK`): around each run of an async task
+(a contextvar set and reset is all a run that never reports pays), and once per thread where one
+thread runs task after task (a pool child, a control-plane slot: that sink forwards to the run
+under way, and raises :class:`NoCurrentTask` between runs). ``report_progress`` checks its
+arguments and hands the sink a :class:`~fastworker.client.models.Progress`. Sinks keep only the
+latest value and pass it on at most a few times a second (``fastworker.worker.progress``), so a
+task may call it as often as it likes.
 
 A contextvar follows ``async`` tasks and the coroutines they await (and tasks they create), and
 stays with the thread of a sync task; a thread the task starts itself does not inherit it (run the
-thread's code in ``contextvars.copy_context()`` to report from there).
+thread's code in ``contextvars.copy_context()`` to report from there, while the task runs).
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from typing import SupportsIndex
 from fastworker.client.errors import NoCurrentTask
 from fastworker.client.models import Progress
 
-__all__ = ["MAX_COUNT", "MAX_MESSAGE_LENGTH", "ProgressSink", "bind", "report_progress", "unbind"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_MESSAGE_LENGTH",
+    "SINK",
+    "ProgressSink",
+    "bind",
+    "no_current_task",
+    "report_progress",
+    "unbind",
+]
 
 #: Receives a running task's progress (from the task's own thread or coroutine).
 ProgressSink = Callable[[Progress], None]
@@ -32,17 +43,18 @@ MAX_MESSAGE_LENGTH = 200
 #: Largest ``done`` or ``total`` (the wire carries unsigned 64-bit counts; kept signed-safe).
 MAX_COUNT = 2**63 - 1
 
-_sink: ContextVar[ProgressSink | None] = ContextVar("fastworker_progress_sink", default=None)
+#: The running task's sink in this context; runtimes on a hot path set and reset it directly.
+SINK: ContextVar[ProgressSink | None] = ContextVar("fastworker_progress_sink", default=None)
 
 
 def bind(sink: ProgressSink) -> Token[ProgressSink | None]:
     """Send the progress reported in this context to ``sink`` (until :func:`unbind` with the token)."""
-    return _sink.set(sink)
+    return SINK.set(sink)
 
 
 def unbind(token: Token[ProgressSink | None]) -> None:
     """Undo a :func:`bind` (in the context that made it)."""
-    _sink.reset(token)
+    SINK.reset(token)
 
 
 def _count(name: str, value: object) -> int:
@@ -85,10 +97,15 @@ def report_progress(done: int, total: int | None = None, message: str = "") -> N
         raise TypeError(f"report_progress: message must be a str, not {type(message).__qualname__}")
     if len(message) > MAX_MESSAGE_LENGTH:
         message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
-    sink = _sink.get()
+    sink = SINK.get()
     if sink is None:
-        raise NoCurrentTask(
-            "report_progress() was called outside a running task: it only works in task code run by a "
-            "worker, the control plane or the eager client"
-        )
+        raise no_current_task()
     sink(Progress(done, total, message, time.time()))
+
+
+def no_current_task() -> NoCurrentTask:
+    """The error of a report made outside a running task (also raised by sinks bound between runs)."""
+    return NoCurrentTask(
+        "report_progress() was called outside a running task: it only works in task code run by a "
+        "worker, the control plane or the eager client"
+    )

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fastworker.client._async import Client
+from fastworker.client._waitbar import wait_with_bar
 from fastworker.client.envflags import apply_env_defaults, env_name
 from fastworker.client.errors import (
     ControlPlaneUnavailable,
@@ -295,11 +296,15 @@ def _result_arguments(parser: argparse.ArgumentParser) -> None:
     "result",
     help="a task's result",
     description="Print a task with its result or error: exit 0 on success, 1 on failure or cancellation, "
-    "4 while it is not final.",
+    "4 while it is not final. With --wait on a terminal, a live bar shows the task's progress meanwhile.",
     arguments=_result_arguments,
 )
 async def result(client: Client, args: argparse.Namespace, out: _Output) -> int:
     """Print a task's outcome; exit as it ended (4 if it has not)."""
+    if args.wait and not out.as_json and out.console.is_terminal:
+        info = await wait_with_bar(client, args.task_id, args.timeout, out.console)
+        out.task(info)
+        return _exit_for(info)
     if args.wait:
         return await _wait_and_show(client, args.task_id, args.timeout, out)
     info = await client.status(args.task_id)

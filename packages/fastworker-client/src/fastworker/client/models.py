@@ -146,21 +146,20 @@ class Progress:
         return min(1.0, self.done / self.total)
 
     def remaining(self, started_at: float | None, now: float | None = None) -> float | None:
-        """Seconds still to go at the rate so far (from ``started_at`` to the report), or None if unknown.
+        """Seconds still to go at the rate so far, or None when unknown (no total, no start, nothing done).
 
-        With ``now``, the time since the report is taken off (never below 0): the estimate as of now.
+        The rate is ``done`` units over the time from ``started_at`` to ``now`` (to the report when
+        ``now`` is None): a task that stops reporting sees its estimate grow, not run out.
         """
-        if self.total is None or not started_at or not self.reported_at:
+        if self.total is None or not started_at:
             return None
         if self.done >= self.total:
             return 0.0
-        elapsed = self.reported_at - started_at
+        until = self.reported_at if now is None else max(now, self.reported_at)
+        elapsed = until - started_at
         if self.done <= 0 or elapsed <= 0:
             return None
-        left = (self.total - self.done) * elapsed / self.done
-        if now is not None:
-            left -= max(0.0, now - self.reported_at)
-        return max(0.0, left)
+        return (self.total - self.done) * elapsed / self.done
 
     def __str__(self) -> str:
         """``3/10 (30%) rendering``, or ``3 rendering`` without a total."""

@@ -30,13 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastworker.client._progress import SINK
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import TaskRecord
 from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
 from fastworker.worker.policy import TaskPolicy
 from fastworker.worker.pool import ProcessPool
-from fastworker.worker.progress import ProgressRelay, Reported
+from fastworker.worker.progress import ProgressRelay, Reported, SlotProgress
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class LocalExecutor:
 
     def _slot_main(self) -> None:
         slot_lock = threading.Lock()  # contended only by a cancel of this slot's run
+        slot_progress = SlotProgress(self._progress)
+        SINK.set(slot_progress)  # once for the thread: each run only tells it which run is under way
         ended_one = False
         while True:
             try:
@@ -162,7 +165,7 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            record, outcome, cancelled = self._run_here(run, slot_lock)
+            record, outcome, cancelled = self._run_here(run, slot_lock, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
             self._completed.append((record, outcome, cancelled))
             if not self._wake_scheduled:
@@ -172,8 +175,15 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
 
-    def _run_here(self, run: LocalRun, slot_lock: threading.Lock) -> tuple[TaskRecord, Outcome, bool]:
-        """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled."""
+    def _run_here(
+        self, run: LocalRun, slot_lock: threading.Lock, slot_progress: SlotProgress | None = None
+    ) -> tuple[TaskRecord, Outcome, bool]:
+        """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled.
+
+        ``slot_progress`` is the sink the slot thread bound (without one, the task cannot report progress).
+        """
+        if slot_progress is None:
+            slot_progress = SlotProgress(self._progress)
         record = run.record
         task_id = record.task_id
         entry = _SyncRun(threading.get_ident(), slot_lock)
@@ -188,11 +198,13 @@ class LocalExecutor:
                 if isinstance(prepared, Outcome):
                     outcome = prepared
                 else:
-                    sink = self._progress.sink(task_id, record.attempts)
-                    outcome = run_sync(
-                        run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, progress=sink
-                    )
-                    outcome.progress = self._progress.finish(sink)
+                    slot_progress.start(task_id, record.attempts)
+                    try:
+                        outcome = run_sync(run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+                    finally:
+                        slot_progress.active = False
+                    if slot_progress.latest is not None:
+                        outcome.progress = slot_progress.finish()
             finally:
                 with slot_lock:
                     runs.pop(task_id, None)
@@ -258,7 +270,8 @@ class LocalExecutor:
             outcome = await run_async_limited(
                 run.task, prepared[0], prepared[1], hard=hard, soft=soft, allow_pickle=self._allow_pickle, progress=sink
             )
-        outcome.progress = self._progress.finish(sink)
+        if sink.latest is not None:
+            outcome.progress = self._progress.finish(sink)
         return outcome
 
     def _deliver_progress(self, batch: list[Reported]) -> None:

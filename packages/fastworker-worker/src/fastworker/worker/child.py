@@ -41,6 +41,7 @@ from typing import Any
 
 import msgpack
 
+from fastworker.client._progress import SINK
 from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
@@ -211,6 +212,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
     recv = tasks_in.recv_bytes
     allow_pickle, measure_rss = config.allow_pickle, config.measure_rss
     pump = ProgressPump(lambda progress: send(encode_progress(progress)))
+    SINK.set(pump)  # once: this thread runs every task, and the pump knows which one is under way
     while True:
         try:
             frame = recv()
@@ -229,10 +231,10 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                 if isinstance(prepared, Outcome):
                     outcome = prepared
                 else:
-                    sink = pump.start_run()
+                    pump.start_run()
                     try:
                         with _soft_limit(soft_timeout):
-                            outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle, progress=sink)
+                            outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
                     finally:
                         pump.end_run()  # its last progress goes out before its outcome
             reply = _encode_outcome(outcome, read_rss() if measure_rss else 0)

@@ -17,7 +17,7 @@ from time import time
 from types import TracebackType
 from typing import Any
 
-from fastworker.client import _progress
+from fastworker.client._progress import SINK, ProgressSink
 from fastworker.client.errors import Retry
 from fastworker.client.models import Progress
 from fastworker.client.task import TaskFunction
@@ -97,7 +97,7 @@ def run_sync(
     *,
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
-    progress: _progress.ProgressSink | None = None,
+    progress: ProgressSink | None = None,
 ) -> Outcome:
     """Call a ``def`` task in this thread and encode what it returned or raised.
 
@@ -115,7 +115,7 @@ def run_sync(
     """
     if tf.is_async:
         raise TypeError(f"task {tf.name!r} is async: run it with run_async")
-    token = None if progress is None else _progress.bind(progress)
+    token = None if progress is None else SINK.set(progress)
     started = time()
     try:
         value = tf.fn(*args, **kwargs)
@@ -123,7 +123,7 @@ def run_sync(
         return _raised(exc, started)
     finally:
         if token is not None:
-            _progress.unbind(token)
+            SINK.reset(token)
     return _returned(value, started, allow_pickle, max_size)
 
 
@@ -134,7 +134,7 @@ async def run_async(
     *,
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
-    progress: _progress.ProgressSink | None = None,
+    progress: ProgressSink | None = None,
 ) -> Outcome:
     """Await an ``async def`` task on the running loop and encode what it returned or raised.
 
@@ -153,7 +153,7 @@ async def run_async(
     """
     if not tf.is_async:
         raise TypeError(f"task {tf.name!r} is not async: run it with run_sync, in a thread")
-    token = None if progress is None else _progress.bind(progress)  # this coroutine's task's context
+    token = None if progress is None else SINK.set(progress)  # in this coroutine's task's context
     started = time()
     try:
         value = await tf.fn(*args, **kwargs)
@@ -161,7 +161,7 @@ async def run_async(
         return _raised(exc, started)
     finally:
         if token is not None:
-            _progress.unbind(token)
+            SINK.reset(token)
     return _returned(value, started, allow_pickle, max_size)
 
 
@@ -205,7 +205,7 @@ async def run_async_limited(
     hard: float = 0.0,
     soft: float = 0.0,
     allow_pickle: bool = False,
-    progress: _progress.ProgressSink | None = None,
+    progress: ProgressSink | None = None,
 ) -> Outcome:
     """Like run_async, with time limits (0: none): the coroutine is cancelled when one passes.
 

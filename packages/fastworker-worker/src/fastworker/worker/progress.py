@@ -12,6 +12,11 @@ with no timer running while nothing is reported:
 * :class:`ProgressPump`, in a pool child: the task's thread only stores the value; a daemon thread
   of its own, started at the first report, writes it to the pool (a write is never cut short by the
   soft time limit's SIGALRM, which lands on the task's thread).
+
+A thread that runs one task after another (a pool child's main thread, a control-plane slot)
+binds its sink once (:class:`ProgressPump`, :class:`SlotProgress`), so a run pays a few attribute
+stores, not a contextvar change. The price: code that copies such a thread's context into a thread
+outliving its task reports into whichever run that slot has then.
 """
 
 from __future__ import annotations
@@ -22,24 +27,41 @@ import threading
 import time
 from collections.abc import Callable
 
-from fastworker.client._progress import ProgressSink
+from fastworker.client._progress import ProgressSink, no_current_task
 from fastworker.client.models import Progress
 
-__all__ = ["PROGRESS_INTERVAL", "LatestProgress", "ProgressPump", "ProgressRelay", "Reported", "RunSink"]
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "REARM_AFTER",
+    "LatestProgress",
+    "ProgressPump",
+    "ProgressRelay",
+    "Reported",
+    "RunSink",
+    "SlotProgress",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Least time between two values passed on for one run (and, for a relay, between two deliveries).
 PROGRESS_INTERVAL = 0.25
+#: A relay armed this long without delivering arms again: its wake-up was lost (a cancelled slot
+#: thread interrupted between arming and scheduling it).
+REARM_AFTER = 5.0
 
 #: One run's progress as a relay delivers it: (task id, attempt, latest value).
 Reported = tuple[str, int, Progress]
 
 
 class RunSink:
-    """The sink of one run: holds its latest value; closed by :meth:`ProgressRelay.finish`."""
+    """The sink of one run: its task, its attempt and its latest value, passed on through its relay.
 
-    __slots__ = ("attempt", "latest", "open", "relay", "task_id")
+    Runtimes that already make an object per run subclass it (so a run costs no extra object) and
+    set the four fields themselves. A report after the run ended is delivered like any other: the
+    control plane ignores progress of an attempt it does not count as running.
+    """
+
+    __slots__ = ("attempt", "latest", "relay", "task_id")
 
     def __init__(self, relay: ProgressRelay, task_id: str, attempt: int) -> None:
         self.relay = relay
@@ -47,11 +69,46 @@ class RunSink:
         self.attempt = attempt
         #: The newest value reported in this run (delivered or not).
         self.latest: Progress | None = None
-        self.open = True
 
     def __call__(self, progress: Progress) -> None:
         """Keep ``progress`` as the run's latest value (any thread)."""
-        self.relay._keep(self, progress)
+        self.relay.keep(self, progress)
+
+
+class SlotProgress(RunSink):
+    """The sink a slot thread binds once, reused by each run on it; it refuses reports between runs.
+
+    A run calls :meth:`start`, clears ``active`` when it ends, and takes its last value with
+    :meth:`finish` if ``latest`` is set. A value left by a run that ended otherwise (interrupted) is
+    dropped when the next one starts.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self, relay: ProgressRelay) -> None:
+        super().__init__(relay, "", 0)
+        #: True while a run is under way on this thread.
+        self.active = False
+
+    def start(self, task_id: str, attempt: int) -> None:
+        """A run of this task starts on the slot."""
+        if self.latest is not None:
+            self.finish()
+        self.task_id = task_id
+        self.attempt = attempt
+        self.active = True
+
+    def finish(self) -> Progress | None:
+        """The last value of the run that ended (taken out of the next delivery), and a clean slot."""
+        latest = self.relay.finish(self)
+        self.latest = None
+        return latest
+
+    def __call__(self, progress: Progress) -> None:
+        """Keep ``progress`` as the running task's latest value."""
+        if not self.active:
+            raise no_current_task()
+        self.relay.keep(self, progress)
 
 
 class ProgressRelay:
@@ -59,7 +116,8 @@ class ProgressRelay:
 
     Args:
         deliver: Called on the loop with the runs whose value changed since the last delivery.
-        loop: The loop to deliver on; by default the running loop when the first sink is made.
+        loop: The loop to deliver on; else the one given to :meth:`attach`, else the running loop
+            of the first report made on a loop's thread.
         interval: Least seconds between two deliveries.
     """
 
@@ -78,27 +136,30 @@ class ProgressRelay:
         self._pending: dict[RunSink, None] = {}
         #: True from the first undelivered value until the delivery that takes it, guarded by ``_lock``.
         self._armed = False
+        #: When it was armed (monotonic seconds), guarded by ``_lock``.
+        self._armed_at = 0.0
         self._last_delivery = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Deliver on this loop (for a relay made before its loop ran)."""
+        self._loop = loop
+
     def sink(self, task_id: str, attempt: int) -> RunSink:
-        """A sink for one run of a task (call :meth:`finish` with it when the run ends)."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        """A sink for one run of a task (pass it to :meth:`finish` when the run ends)."""
         return RunSink(self, task_id, attempt)
 
     def finish(self, sink: RunSink) -> Progress | None:
-        """Close a run's sink (later reports are dropped) and return its last value, or None if it reported none.
+        """A run's last value (None if it reported none), taken out of the next delivery: it goes with the outcome.
 
-        A value not delivered yet is not delivered any more: the caller sends it with the outcome.
+        Callers on a hot path skip the call while ``sink.latest`` is None (the common case).
         """
-        sink.open = False
-        if sink.latest is None:
-            return None  # the common case: the run never reported
-        with self._lock:
-            self._pending.pop(sink, None)
-        return sink.latest
+        latest = sink.latest
+        if latest is not None:
+            with self._lock:
+                self._pending.pop(sink, None)
+        return latest
 
     def close(self) -> None:
         """Deliver nothing more."""
@@ -107,17 +168,24 @@ class ProgressRelay:
             self._timer.cancel()
             self._timer = None
 
-    def _keep(self, sink: RunSink, progress: Progress) -> None:
+    def keep(self, sink: RunSink, progress: Progress) -> None:
+        """Store a run's latest value and make sure a delivery is coming (any thread; what a RunSink calls)."""
         with self._lock:
-            if not sink.open:
-                return
             sink.latest = progress
             self._pending[sink] = None
-            if self._armed:
+            now = time.monotonic()
+            if self._armed and now - self._armed_at < REARM_AFTER:
                 return
             self._armed = True
+            self._armed_at = now
         loop = self._loop
-        assert loop is not None
+        if loop is None:
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop attached yet, and this thread runs none: it stays pending
+                with self._lock:
+                    self._armed = False
+                return
         try:
             loop.call_soon_threadsafe(self._arm)
         except RuntimeError:  # the loop closed (shutdown): nothing to deliver to
@@ -133,12 +201,11 @@ class ProgressRelay:
     def _flush(self) -> None:
         assert self._loop is not None
         self._timer = None
-        with self._lock:
-            runs = list(self._pending)
+        with self._lock:  # the fields too: a slot's sink is reused by its next run
+            batch = [(run.task_id, run.attempt, run.latest) for run in self._pending if run.latest is not None]
             self._pending.clear()
             self._armed = False
         self._last_delivery = self._loop.time()
-        batch = [(run.task_id, run.attempt, run.latest) for run in runs if run.latest is not None]
         if batch and not self._closed:
             try:
                 self._deliver(batch)
@@ -148,6 +215,8 @@ class ProgressRelay:
 
 class ProgressPump:
     """A pool child's progress: the latest value of its current run, written out by a thread of its own.
+
+    The child binds it once as its sink; it refuses reports outside a run (``NoCurrentTask``).
 
     Args:
         emit: Writes one value to the pool; always called with the pump's lock held, so that it
@@ -169,33 +238,29 @@ class ProgressPump:
         self._cond = threading.Condition()
         self._pending: Progress | None = None
         self._next = float("-inf")
-        #: The current run's number; a sink of an earlier run is ignored.
-        self._run = 0
+        #: True while a run is under way.
+        self._running = False
         self._thread: threading.Thread | None = None
 
-    def start_run(self) -> ProgressSink:
-        """The sink for the run about to start."""
-        with self._cond:
-            self._run += 1
-            run = self._run
-
-        def sink(progress: Progress) -> None:
-            self._keep(run, progress)
-
-        return sink
+    def start_run(self) -> None:
+        """A run starts: its reports are taken from now on (call from the thread that runs the tasks)."""
+        self._running = True
 
     def end_run(self) -> None:
-        """Emit the run's last value if it is still held, and ignore the run's sink from now on."""
+        """Emit the run's last value if it is still held; reports are refused from now on."""
+        self._running = False
+        if self._thread is None:
+            return  # nothing was ever reported in this process
         with self._cond:
-            self._run += 1
             pending, self._pending = self._pending, None
             if pending is not None:
                 self._emit(pending)
 
-    def _keep(self, run: int, progress: Progress) -> None:
+    def __call__(self, progress: Progress) -> None:
+        """Keep ``progress`` as the current run's latest value; the writer thread sends it in its turn."""
         with self._cond:
-            if run != self._run:
-                return
+            if not self._running:
+                raise no_current_task()
             idle = self._pending is None
             self._pending = progress
             if not idle:

@@ -118,15 +118,21 @@ def _rss_bytes(pids: Sequence[int]) -> int:
     return total
 
 
-class _Running:
-    """A task this worker runs: the asyncio task, the instance that gave it, and the spec."""
+class _Running(RunSink):
+    """A task this worker runs: the asyncio task, the instance that gave it, the spec, and its progress sink."""
 
     __slots__ = ("instance", "runner", "spec")
 
-    def __init__(self, spec: task_pb2.TaskSpec, instance: str, runner: asyncio.Task[None]) -> None:
+    #: Set right after construction: the asyncio task that executes it (and gets this object).
+    runner: asyncio.Task[None]
+
+    def __init__(self, spec: task_pb2.TaskSpec, instance: str, relay: ProgressRelay) -> None:
         self.spec = spec
         self.instance = instance
-        self.runner = runner
+        self.relay = relay
+        self.task_id = spec.task_id
+        self.attempt = spec.attempt
+        self.latest = None
 
 
 class Worker:
@@ -191,6 +197,7 @@ class Worker:
     async def run(self) -> int:
         """Serve until stopped; returns the exit code (0 after a clean drain)."""
         loop = asyncio.get_running_loop()
+        self._progress.attach(loop)  # tasks may report from threads of their own
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         s = self.settings
@@ -525,8 +532,9 @@ class Worker:
         self._run(spec, instance)
 
     def _run(self, spec: task_pb2.TaskSpec, instance: str) -> None:
-        runner = asyncio.get_running_loop().create_task(self._execute(spec, instance))
-        self._running[spec.task_id] = _Running(spec, instance, runner)
+        running = _Running(spec, instance, self._progress)
+        running.runner = asyncio.get_running_loop().create_task(self._execute(running))
+        self._running[spec.task_id] = running
 
     def _start_waiting(self, *, claim: bool = True) -> None:
         """Fill free slots with granted prefetched tasks, oldest first, while this worker's lease holds.
@@ -545,11 +553,11 @@ class Worker:
         if claim and self._claimer is None and self._claims():
             self._claimer = self._spawn(self._claim())
 
-    async def _execute(self, spec: task_pb2.TaskSpec, instance: str) -> None:
+    async def _execute(self, running: _Running) -> None:
+        spec, instance = running.spec, running.instance
         started = time.time()
-        sink = self._progress.sink(spec.task_id, spec.attempt)
         try:
-            outcome = await self._outcome(spec, sink)
+            outcome = await self._outcome(spec, running)
         except asyncio.CancelledError:
             if spec.task_id not in self._cancelled:
                 self._running.pop(spec.task_id, None)
@@ -560,7 +568,8 @@ class Worker:
             if current is not None:
                 current.uncancel()
             outcome = failure("TaskCancelled", "cancelled on request while running")
-        outcome.progress = self._progress.finish(sink)
+        if running.latest is not None:
+            outcome.progress = self._progress.finish(running)
         self._running.pop(spec.task_id, None)
         self._start_waiting()
         self._slot_free.set()

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.text import Text
 
-from fastworker.client import Priority, TaskState
+from fastworker.client import Priority, Progress, TaskInfo, TaskState
 
 #: Shown where a value is not known (yet).
 MISSING = "-"
@@ -105,6 +105,40 @@ def load_bar(in_flight: int, capacity: int, width: int = 10) -> Text:
     bar.append("░" * (width - filled), style="dim")
     bar.append(f" {in_flight}/{capacity}")
     return bar
+
+
+def progress_bar(progress: Progress | None, width: int = 10) -> Text:
+    """A task's progress: ``███░░░░░░░ 3/10``, or the bare count when the total is unknown; empty without progress."""
+    bar = Text()
+    if progress is None:
+        return bar
+    fraction = progress.fraction
+    if fraction is None:
+        bar.append(f"{progress.done:,}")
+        return bar
+    filled = math.floor(fraction * width)  # full only once done
+    bar.append("█" * filled, style="yellow")
+    bar.append("░" * (width - filled), style="dim")
+    bar.append(f" {progress.done:,}/{progress.total:,}")
+    return bar
+
+
+def progress_text(task: TaskInfo, now: float) -> Text:
+    """The detail screen's progress line: the bar, the percentage, the message and (while running) the time left."""
+    progress = task.progress
+    if progress is None:
+        return Text(MISSING)
+    text = progress_bar(progress, width=20)
+    if progress.fraction is not None:
+        text.append(f" {progress.fraction:.0%}")
+    if progress.message:
+        text.append("  ")
+        text.append(progress.message)
+    if task.state is TaskState.RUNNING:
+        left = progress.remaining(task.started_at, now)
+        if left is not None:
+            text.append(f"  ~{format_duration(left)} left", style="dim")
+    return text
 
 
 def state_text(state: TaskState | str) -> Text:

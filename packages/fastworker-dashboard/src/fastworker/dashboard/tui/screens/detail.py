@@ -6,6 +6,7 @@ every refresh interval until the task is final. Every value is shown as plain te
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -24,6 +25,7 @@ from fastworker.dashboard.tui.format import (
     format_timestamp,
     pretty,
     priority_text,
+    progress_text,
     state_text,
 )
 
@@ -41,6 +43,8 @@ def summary_text(detail: TaskDetailView) -> Text:
     _field(text, "id", info.id)
     _field(text, "name", Text(info.name, style="bold"))
     _field(text, "state", state_text(info.state))
+    if info.progress is not None:
+        _field(text, "progress", progress_text(info, time.time()))
     _field(text, "priority", priority_text(info.priority))
     _field(text, "attempts", str(info.attempts))
     _field(text, "worker", info.worker or MISSING)

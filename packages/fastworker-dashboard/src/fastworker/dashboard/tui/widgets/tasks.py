@@ -12,6 +12,7 @@ from fastworker.dashboard.tui.format import (
     format_age,
     format_duration,
     priority_text,
+    progress_bar,
     short_id,
     state_text,
 )
@@ -37,6 +38,7 @@ class TaskTable(KeyedTable):
         ("worker", "Worker"),
         ("age", "Queued"),
         ("runtime", "Runtime"),
+        ("progress", "Progress"),
         ("error", "Error"),
     )
 
@@ -59,6 +61,7 @@ class TaskTable(KeyedTable):
                 Text(task.worker or MISSING),
                 Text(format_age(task.queued_at, now)),
                 Text(format_duration(run_time(task, now))),
+                progress_bar(task.progress),
                 Text(error[:60], style="red"),
             )
             rows.append((task.id, cells))
