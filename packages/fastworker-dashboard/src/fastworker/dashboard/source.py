@@ -9,59 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from fastworker.client import CancelResult, EventBatch, Priority, TaskInfo, TaskState
+from fastworker.client import CancelResult, EventBatch, Priority, TaskState
+from fastworker.client.jsonshape import TaskDetailLike, TaskPageLike
 
-
-class TaskPageView(Protocol):
-    """One page of ``list_tasks``: the tasks shown and how many match in all."""
-
-    @property
-    def tasks(self) -> Sequence[TaskInfo]:
-        """The tasks on this page, newest first."""
-
-    @property
-    def total(self) -> int:
-        """How many tasks match the filters."""
-
-    @property
-    def offset(self) -> int:
-        """Index of the first task shown."""
-
-    @property
-    def limit(self) -> int:
-        """Most tasks on one page (the control plane may cap it)."""
-
-
-class TaskDetailView(Protocol):
-    """``task_detail``: a task's info plus its decoded arguments and timings."""
-
-    @property
-    def info(self) -> TaskInfo:
-        """The task's current info."""
-
-    @property
-    def args(self) -> Sequence[Any]:
-        """Decoded positional arguments."""
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """Decoded keyword arguments."""
-
-    @property
-    def arguments_error(self) -> str | None:
-        """Why the arguments could not be decoded, if they could not."""
-
-    @property
-    def eta(self) -> float | None:
-        """When a scheduled task is due (Unix seconds)."""
-
-    @property
-    def wait_time(self) -> float | None:
-        """Seconds between queueing and start, once started."""
-
-    @property
-    def run_time(self) -> float | None:
-        """Seconds between start and finish, once finished."""
+#: One page of ``list_tasks`` and one ``task_detail``, as the dashboard reads them: the shapes the
+#: client's JSON module already defines (``TaskPage``/``TaskDetail`` and test fakes fit them).
+TaskPageView = TaskPageLike
+TaskDetailView = TaskDetailLike
 
 
 class AdminClient(Protocol):
