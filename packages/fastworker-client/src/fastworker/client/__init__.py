@@ -22,6 +22,7 @@ from fastworker.client.errors import (
     UnknownTask,
 )
 from fastworker.client.handles import TaskBackend, TaskHandle, current_client, set_default_client, use_client
+from fastworker.client.limits import TaskLimits
 from fastworker.client.models import (
     CancelResult,
     EventBatch,
@@ -64,6 +65,7 @@ __all__ = [
     "TaskFunction",
     "TaskHandle",
     "TaskInfo",
+    "TaskLimits",
     "TaskPage",
     "TaskNotFound",
     "TaskOptions",

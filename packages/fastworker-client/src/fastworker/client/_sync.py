@@ -121,3 +121,5 @@ class SyncClient:
     pause = _blocking(Client.pause)
     resume = _blocking(Client.resume)
     drain_worker = _blocking(Client.drain_worker)
+    limits = _blocking(Client.limits)
+    set_limits = _blocking(Client.set_limits)

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fastworker.client.errors import PayloadError
+from fastworker.client.limits import UNSET, Rate, TaskLimits, Unset, check_concurrency
 from fastworker.client.models import Priority, TaskDetail, TaskPage, TaskState, task_info_from_wire
 from fastworker.protocol.payload import decode_arguments
-from fastworker.protocol.v1 import task_pb2
+from fastworker.protocol.v1 import admin_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 
@@ -174,6 +175,45 @@ class AdminMethods:
         reply = await self._request(build)
         return reply.pause_reply.paused
 
+    async def limits(self) -> list[TaskLimits]:
+        """The task names with flow-control limits: the limits, running and waiting counts, the current rate."""
+        reply = await self._request(lambda envelope: envelope.limits.SetInParent())
+        return [limits_from_wire(info) for info in reply.limits_reply.limits]
+
+    async def set_limits(
+        self,
+        name: str,
+        *,
+        rate_limit: str | None | Unset = UNSET,
+        max_concurrency: int | None | Unset = UNSET,
+        clear: bool = False,
+    ) -> TaskLimits:
+        """Change a task name's fleet-wide limits at run time; returns them as they now hold.
+
+        ``rate_limit`` (``"N/s"``, ``"N/m"``, ``"N/h"``) and ``max_concurrency``: None removes that
+        limit, omitted keeps its current value. ``clear``: drop the run-time values first, so the
+        task's definition applies again. Takes effect at once (docs/flow-control.md).
+
+        Raises:
+            ValueError: a malformed rate or concurrency (nothing was sent).
+            UnknownTask: no connected process defines the name.
+        """
+        rate = None if isinstance(rate_limit, Unset) or rate_limit is None else Rate.parse(rate_limit)
+        if not isinstance(max_concurrency, Unset) and max_concurrency is not None:
+            check_concurrency(max_concurrency)
+
+        def build(envelope: Envelope) -> None:
+            body = envelope.set_limits
+            body.name = name
+            body.clear = clear
+            if not isinstance(rate_limit, Unset):
+                body.rate_limit = rate.text if rate is not None else ""
+            if not isinstance(max_concurrency, Unset):
+                body.max_concurrency = max_concurrency or 0
+
+        reply = await self._request(build)
+        return limits_from_wire(reply.set_limits_reply.limits)
+
     async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
         """Ask a subworker to finish its running tasks within ``timeout`` seconds and leave.
 
@@ -189,6 +229,20 @@ class AdminMethods:
 
         reply = await self._request(build)
         return reply.drain_reply.draining
+
+
+def limits_from_wire(info: admin_pb2.TaskLimits) -> TaskLimits:
+    """The client's view of one name's limits."""
+    return TaskLimits(
+        name=info.name,
+        rate_limit=info.rate_limit or None,
+        max_concurrency=info.max_concurrency or None,
+        running=info.running,
+        waiting=info.waiting,
+        current_rate=info.current_rate,
+        burst=info.burst,
+        overridden=info.overridden,
+    )
 
 
 def message_to_dict(message: Any) -> dict[str, Any]:

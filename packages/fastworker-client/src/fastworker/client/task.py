@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, Unpack,
 
 from fastworker.client.errors import DuplicateTaskName
 from fastworker.client.handles import TaskBackend, TaskHandle, current_client
+from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
@@ -62,6 +63,8 @@ class TaskOptions:
         unique: A submission with the same arguments as a live (unfinished) one returns that one's id.
         unique_ttl: Longest a uniqueness key holds, in seconds (None: one hour); also bounds
             ``unique_key`` submissions of this task.
+        rate_limit: Fleet-wide start rate, ``"N/s"``, ``"N/m"`` or ``"N/h"`` (None: none), normalised.
+        max_concurrency: Most tasks of this name running at once across the fleet (None: no limit).
 
     Raises:
         ValueError: A value is out of range, or both ``every`` and ``cron`` are set.
@@ -80,6 +83,8 @@ class TaskOptions:
     allow_overlap: bool = False
     unique: bool = False
     unique_ttl: float | None = None
+    rate_limit: str | None = None
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.priority, Priority):
@@ -112,6 +117,10 @@ class TaskOptions:
             raise TypeError(f"unique must be a bool, not {type(self.unique).__qualname__}")
         if self.unique_ttl is not None:
             _set(self, "unique_ttl", _seconds("unique_ttl", self.unique_ttl))
+        if self.rate_limit is not None:
+            _set(self, "rate_limit", Rate.parse(self.rate_limit).text)
+        if self.max_concurrency is not None:
+            _set(self, "max_concurrency", check_concurrency(self.max_concurrency))
         if not isinstance(self.retry_on, tuple):
             raise TypeError(f"retry_on must be a tuple, not {type(self.retry_on).__qualname__}")
         for entry in self.retry_on:
@@ -268,6 +277,8 @@ class TaskFunction(Generic[P, R]):
             allow_overlap=options.allow_overlap,
             unique=options.unique,
             unique_ttl=options.unique_ttl or 0.0,
+            rate_limit=options.rate_limit or "",
+            max_concurrency=options.max_concurrency or 0,
         )
 
     def __repr__(self) -> str:
@@ -444,6 +455,8 @@ def task(
     allow_overlap: bool = False,
     unique: bool = False,
     unique_ttl: float | None = None,
+    rate_limit: str | None = None,
+    max_concurrency: int | None = None,
 ) -> TaskDecorator: ...
 def task(
     fn: object = None,
@@ -462,6 +475,8 @@ def task(
     allow_overlap: bool = False,
     unique: bool = False,
     unique_ttl: float | None = None,
+    rate_limit: str | None = None,
+    max_concurrency: int | None = None,
 ) -> TaskFunction[..., Any] | TaskDecorator:
     """Register a function as a task, as ``@task`` or ``@task(...)``.
 
@@ -484,6 +499,8 @@ def task(
         unique: A submission with the same arguments as a live (unfinished) one returns that one's
             id instead of queuing (the key: the name and the encoded arguments).
         unique_ttl: Longest a uniqueness key holds, in seconds (None: one hour).
+        rate_limit: Fleet-wide start rate, ``"N/s"``, ``"N/m"`` or ``"N/h"``; see docs/flow-control.md.
+        max_concurrency: Most tasks of this name running at once across the fleet.
 
     Returns:
         A :class:`TaskFunction` (bare form), or a decorator that makes one.
@@ -513,6 +530,8 @@ def task(
                 allow_overlap=allow_overlap,
                 unique=unique,
                 unique_ttl=unique_ttl,
+                rate_limit=rate_limit,
+                max_concurrency=max_concurrency,
             )
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"@task for {label}: {exc}") from None

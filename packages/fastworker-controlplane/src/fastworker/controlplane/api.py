@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, Unset
 from fastworker.controlplane import browse
 from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator, RequestRefused
+from fastworker.controlplane.flow import Gate
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import CANCELLED, RUNNING, TaskRecord
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE
-from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1 import admin_pb2, error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 from fastworker.protocol.v1.events_pb2 import Event
 
@@ -75,6 +77,8 @@ class ClientApi:
             "purge": self._purge,
             "pause": self._pause,
             "drain": self._drain,
+            "limits": self._limits,
+            "set_limits": self._set_limits,
         }
 
     def handle(self, data: bytes, reply: Reply) -> None:
@@ -428,6 +432,38 @@ class ClientApi:
         envelope.drain_reply.draining = draining
         self._send(reply, envelope)
 
+    def _limits(self, request: Envelope, reply: Reply) -> None:
+        envelope = new_envelope(request.correlation_id)
+        queue = self.coordinator.queue
+        now = queue.now()
+        with self.coordinator.lock:
+            for name in sorted(queue.gates):
+                _fill_limits(envelope.limits_reply.limits.add(), name, queue.gates[name], now)
+        self._send(reply, envelope)
+
+    def _set_limits(self, request: Envelope, reply: Reply) -> None:
+        body = request.set_limits
+        if not body.name:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "set_limits needs a task name")
+        rate: Rate | None | Unset = UNSET
+        if body.HasField("rate_limit"):
+            try:
+                rate = Rate.parse(body.rate_limit) if body.rate_limit else None
+            except ValueError as exc:
+                raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, str(exc)) from None
+        concurrency: int | None | Unset = UNSET
+        if body.HasField("max_concurrency"):
+            if body.max_concurrency > MAX_CONCURRENCY:
+                raise RequestRefused(
+                    error_pb2.ERROR_CODE_INVALID_REQUEST, f"max_concurrency must be at most {MAX_CONCURRENCY}"
+                )
+            concurrency = body.max_concurrency or None
+        gate = self.coordinator.set_limits(body.name, rate, concurrency, clear=body.clear)
+        envelope = new_envelope(request.correlation_id)
+        with self.coordinator.lock:
+            _fill_limits(envelope.set_limits_reply.limits, body.name, gate, self.coordinator.queue.now())
+        self._send(reply, envelope)
+
     @staticmethod
     def _level(value: int) -> int:
         if value not in LEVELS:
@@ -436,3 +472,17 @@ class ClientApi:
                 "name a priority level: critical, high, normal or low",
             )
         return value
+
+
+def _fill_limits(info: admin_pb2.TaskLimits, name: str, gate: Gate | None, now: float) -> None:
+    """Write one name's limits and what they hold back (call under the coordinator's lock)."""
+    info.name = name
+    if gate is None:
+        return
+    info.rate_limit = gate.rate.text if gate.rate is not None else ""
+    info.max_concurrency = gate.max_concurrency or 0
+    info.running = gate.running
+    info.waiting = len(gate.waiting)
+    info.current_rate = gate.current_rate(now)
+    info.burst = gate.rate.burst if gate.rate is not None else 0
+    info.overridden = gate.overridden

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fastworker.client.limits import UNSET, Rate, Unset
 from fastworker.client.task import TaskRegistry
 from fastworker.controlplane.events import EventBus
+from fastworker.controlplane.flow import NO_LIMITS, Gate, GatedQueue, Limits
 from fastworker.controlplane.history import FinishHistory
 from fastworker.controlplane.local import LocalExecutor, LocalRun
-from fastworker.controlplane.queue import LEVELS, PriorityQueue, Schedule, level_name
+from fastworker.controlplane.queue import LEVELS, Schedule, level_name
 from fastworker.controlplane.records import (
     CANCELLED,
     FAILURE,
@@ -127,7 +129,8 @@ class Coordinator:
         #: Unfinished tasks per name (the periodic scheduler's "is a run still going?").
         self.active_by_name: Counter[str] = Counter()
         self.cache = ResultCache(result_cache_size, result_ttl, result_cache_bytes)
-        self.queue = PriorityQueue()
+        #: Waiting tasks: the priority queue, with a flow-control gate in front of each limited name.
+        self.queue = GatedQueue()
         self.schedule = Schedule()
         self.counters = Counters()
         #: Every state change, for the dashboard, the CLI and clients that watch tasks.
@@ -140,6 +143,8 @@ class Coordinator:
         self._unique_keys: dict[str, tuple[TaskRecord, float]] = {}
         #: Each task name's policy from its definition (rule 2 of ``policy``); cleared when the fleet changes.
         self._defined_policies: dict[str, TaskPolicy] = {}
+        #: Limits an operator set at run time, per name: the fields given (None: no limit), see ``set_limits``.
+        self._limit_overrides: dict[str, Limits] = {}
         self.lock = threading.Lock()
         self._work_ready = threading.Condition(self.lock)
         self._slots_stopping = False
@@ -168,6 +173,7 @@ class Coordinator:
         self._schedule_timer_due: float | None = None
         self.history = FinishHistory(self.started_at)
         self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
+        self.refresh_limits()  # the limits of the tasks this process defines
 
     # ----------------------------------------------------------------------------------------- lookup
 
@@ -248,6 +254,87 @@ class Coordinator:
         """The subworkers' task names changed: forget definitions resolved from the fleet."""
         self.remote_task_names = task_names
         self._defined_policies.clear()
+        self.refresh_limits()
+
+    # ---------------------------------------------------------------------------------- flow control
+
+    def defined_limits(self, name: str) -> Limits:
+        """A name's limits from its definition (``@task(rate_limit=..., max_concurrency=...)``)."""
+        policy = self.defined_policy(name)
+        if not policy.rate_limit and not policy.max_concurrency:
+            return NO_LIMITS
+        return Limits(Rate.parse(policy.rate_limit) if policy.rate_limit else None, policy.max_concurrency or None)
+
+    def refresh_limits(self) -> None:
+        """Apply every known name's limits: an operator's run-time values, else its definition's."""
+        names = set(self.registry.names()) | self.remote_task_names | self._limit_overrides.keys()
+        names |= self.queue.gates.keys()
+        for name in sorted(names):
+            self._apply_limits(name)
+
+    def _apply_limits(self, name: str) -> Gate | None:
+        override = self._limit_overrides.get(name)
+        try:
+            limits = override if override is not None else self.defined_limits(name)
+        except ValueError as exc:  # a subworker sent a malformed rate: its definition's limit is ignored, loudly
+            logger.warning("ignoring the limits of task %r: %s", name, exc)
+            limits = NO_LIMITS
+        gate = self.queue.gates.get(name)
+        if gate is not None and gate.limits == limits and gate.overridden == (override is not None):
+            return gate
+        with self.lock:
+            running = (r for r in self.active.values() if r.name == name and r.state == RUNNING)
+            gate = self.queue.set_limits(name, limits, running, overridden=override is not None)
+            self._work_ready.notify_all()
+        if self.dispatcher is not None:
+            self.dispatcher.schedule()
+        return gate
+
+    def set_limits(
+        self,
+        name: str,
+        rate: Rate | None | Unset = UNSET,
+        max_concurrency: int | None | Unset = UNSET,
+        *,
+        clear: bool = False,
+    ) -> Gate | None:
+        """Change a name's limits at run time (a value not given stays as it is); ``clear``: back to its definition.
+
+        Takes effect at once: tasks waiting for a looser limit start in this loop turn.
+
+        Raises:
+            RequestRefused: nobody defines the name.
+        """
+        if name not in self.registry and name not in self.remote_task_names and name not in self._limit_overrides:
+            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
+        if clear:
+            self._limit_overrides.pop(name, None)
+        if not isinstance(rate, Unset) or not isinstance(max_concurrency, Unset):
+            current = self.queue.gates[name].limits if name in self.queue.gates else NO_LIMITS
+            self._limit_overrides[name] = Limits(
+                current.rate if isinstance(rate, Unset) else rate,
+                current.max_concurrency if isinstance(max_concurrency, Unset) else max_concurrency,
+            )
+        gate = self._apply_limits(name)
+        limits = gate.limits if gate is not None else NO_LIMITS
+        logger.info(
+            "limits of %s: rate %s, concurrency %s%s",
+            name,
+            limits.rate.text if limits.rate else "none",
+            limits.max_concurrency or "none",
+            "" if name in self._limit_overrides else " (its definition's)",
+        )
+        self.events.publish(events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"limits of {name} changed")
+        return gate
+
+    def _release_gate(self, record: TaskRecord) -> None:
+        """A limited task left RUNNING: free its place, and let what waits at its gate start."""
+        with self.lock:
+            waiting = self.queue.release(record)
+            if waiting:
+                self._work_ready.notify_all()
+        if waiting and self.dispatcher is not None:
+            self.dispatcher.schedule()
 
     @property
     def running(self) -> int:
@@ -315,6 +402,7 @@ class Coordinator:
             record.held = False
             record.worker = ""
             record.progress = None  # the next attempt starts fresh
+            self.queue.release(record)
             if self.journal is not None:
                 self.journal.waiting(record)
             self.queue.push_front(record)
@@ -492,7 +580,7 @@ class Coordinator:
                     if self.journal is not None:
                         self.journal.running(record)
                     break
-                self._work_ready.wait()
+                self._work_ready.wait(self.queue.retry_after())  # a limited name's next token, if one waits
         return LocalRun(record, task, self.policy_for(record))  # outside the lock: slots contend for it
 
     def _expired(self, record: TaskRecord) -> bool:
@@ -559,6 +647,8 @@ class Coordinator:
             self._finalize(record, FAILURE)
             return
         self.counters.retried += 1
+        if record.gate is not None:
+            self._release_gate(record)
         record.state = RETRYING
         record.progress = None  # the next attempt starts fresh
         due = self.clock() + policy.retry_delay(record.attempts, retry_delay)
@@ -572,6 +662,8 @@ class Coordinator:
     # ---------------------------------------------------------------------------------------- finish
 
     def _finalize(self, record: TaskRecord, state: int) -> None:
+        if record.gate is not None:
+            self._release_gate(record)
         now = self.clock()
         record.state = state
         record.held = False

@@ -81,6 +81,8 @@ class Dispatcher:
         self._on_fleet_change = on_fleet_change
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
+        #: Wakes dispatch when a rate-limited name gets its next token (see ``_arm_gate_timer``).
+        self._gate_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._reap_due = self._loop.time() + heartbeat_interval
         self._reaper = self._loop.call_later(heartbeat_interval, self._reap_silent_workers)
@@ -418,14 +420,26 @@ class Dispatcher:
                 if not ready:
                     break
                 names: frozenset[str] = frozenset().union(*(w.task_names for w in ready))
-                record = coordinator.queue.pop(accept=lambda r, names=names: r.name in names)  # type: ignore[misc]
+                gates = coordinator.queue.gates
+                if gates:  # a limited task starts at once or not at all: only into a free slot, never prefetched
+                    free: frozenset[str] = frozenset().union(*(w.task_names for w in ready if w.free > 0))
+                    record = coordinator.queue.pop(
+                        accept=lambda r, names=names, free=free, gates=gates: (
+                            r.name in (free if r.name in gates else names)
+                        )  # type: ignore[misc]
+                    )
+                else:
+                    record = coordinator.queue.pop(accept=lambda r, names=names: r.name in names)  # type: ignore[misc]
                 if record is None:
                     break
                 if record.spec.expires and now > record.spec.expires:
                     record.state = CANCELLED
                     expired.append(record)
                     continue
-                worker = min((w for w in ready if record.name in w.task_names), key=_least_loaded)
+                if record.gate is not None:
+                    worker = min((w for w in ready if w.free > 0 and record.name in w.task_names), key=_least_loaded)
+                else:
+                    worker = min((w for w in ready if record.name in w.task_names), key=_least_loaded)
                 # Beyond its free slots the task waits in the worker's prefetch queue: held (shown
                 # PENDING, never started there) until the worker claims it and is granted it.
                 record.held = len(worker.leases) >= worker.capacity
@@ -438,6 +452,7 @@ class Dispatcher:
                     coordinator.journal.running(record, coordinator.policy_for(record).retries)
                 assigned.setdefault(worker.worker_id, []).append(record)
             self._rebalance(now, assigned)
+            self._arm_gate_timer()
         for record in expired:
             coordinator.expire(record)
         for records in assigned.values():
@@ -448,6 +463,23 @@ class Dispatcher:
             if target is not None:
                 self._answer(target, records)
         coordinator.wake_slots()  # what no worker took, local slots may run
+
+    def _arm_gate_timer(self) -> None:
+        """Dispatch again when a rate-limited name waiting for a token gets one."""
+        delay = self.coordinator.queue.retry_after()
+        if delay is None:
+            return
+        due = self._loop.time() + delay
+        timer = self._gate_timer
+        if timer is not None:
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self._gate_timer = self._loop.call_at(due, self._gate_timer_fired)
+
+    def _gate_timer_fired(self) -> None:
+        self._gate_timer = None
+        self.schedule()
 
     def _rebalance(self, now: float, assigned: dict[str, list[TaskRecord]]) -> None:
         """Move prefetched tasks that were never granted to workers with idle slots (the queue is empty).
@@ -547,5 +579,7 @@ class Dispatcher:
         """Stop the liveness checks and release held work requests."""
         self._closed = True
         self._reaper.cancel()
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
         for worker in self.fleet:
             self._drop_pull(worker)

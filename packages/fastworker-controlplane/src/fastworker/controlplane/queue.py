@@ -66,14 +66,17 @@ class PriorityQueue:
         """Account for a record that left PENDING while queued (cancelled); it is skipped when popped."""
         self._depth[record.priority] -= 1
 
-    def pop(self, accept: Callable[[TaskRecord], bool] | None = None) -> TaskRecord | None:
+    def pop(
+        self, accept: Callable[[TaskRecord], bool] | None = None, levels: tuple[int, ...] = LEVELS
+    ) -> TaskRecord | None:
         """The next PENDING record by priority from the unpaused levels, or None.
 
         With ``accept``, the next one that accept() takes (e.g. a task some free worker can run);
         the ones skipped keep their places. Only the first ``SCAN_LIMIT`` waiting tasks of a level
-        are looked at, so a deep queue of tasks nobody can run costs bounded time.
+        are looked at, so a deep queue of tasks nobody can run costs bounded time. ``levels``:
+        look at these levels only (in dispatch order).
         """
-        for level in LEVELS:
+        for level in levels:
             if level in self.paused:
                 continue
             entries = self._levels[level]
@@ -95,6 +98,35 @@ class PriorityQueue:
                     self._depth[level] -= 1
                     return record
         return None
+
+    def head(self) -> TaskRecord | None:
+        """The record :meth:`pop` would return without ``accept`` (it stays queued), or None."""
+        for level in LEVELS:
+            if level in self.paused:
+                continue
+            entries = self._levels[level]
+            while entries:
+                entry, record = entries[0]
+                if record.entry == entry and record.state == PENDING:
+                    return record
+                entries.popleft()
+        return None
+
+    def take_where(self, select: Callable[[TaskRecord], bool]) -> list[TaskRecord]:
+        """Remove and return the waiting records select() picks, by level then queue order (O(queue))."""
+        taken: list[TaskRecord] = []
+        for level in LEVELS:
+            kept: deque[tuple[int, TaskRecord]] = deque()
+            for entry, record in self._levels[level]:
+                if record.entry != entry or record.state != PENDING:
+                    continue
+                if select(record):
+                    taken.append(record)
+                    self._depth[level] -= 1
+                else:
+                    kept.append((entry, record))
+            self._levels[level] = kept
+        return taken
 
     def oldest_age(self, level: int, now: float) -> float:
         """Seconds the oldest waiting task of a level has waited (0 if none)."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from fastworker.protocol.v1 import task_pb2
+
+if TYPE_CHECKING:
+    from fastworker.controlplane.flow import Gate
 
 PENDING = task_pb2.TASK_STATE_PENDING
 SCHEDULED = task_pb2.TASK_STATE_SCHEDULED
@@ -26,6 +30,7 @@ class TaskRecord:
         "error",
         "eta",
         "finished_at",
+        "gate",
         "held",
         "name",
         "priority",
@@ -63,6 +68,8 @@ class TaskRecord:
         self.entry = 0
         #: The uniqueness key this task holds while live (see ``Coordinator``), or "".
         self.unique_key = ""
+        #: The flow-control gate (``flow.Gate``) counting this task as running, or None.
+        self.gate: Gate | None = None
 
     @property
     def visible_state(self) -> int:

@@ -1,9 +1,11 @@
-"""A task's effective policy (retries, backoff, retry_on, time limits, priority): one rule for every path.
+"""A task's effective policy (retries, backoff, retry_on, time limits, priority, limits): one rule for every path.
 
 The rule, documented in docs/retries-and-time-limits.md ("Which definition wins"):
 
 1. What the submission says, where it says it (``retries``, ``timeout``, ``soft_timeout``,
-   ``priority``; ``expires`` and ``unique_key`` are the submission's alone).
+   ``priority``; ``expires`` and ``unique_key`` are the submission's alone; ``rate_limit`` and
+   ``max_concurrency`` hold per task name, so a submission cannot give them, and an operator's
+   run-time ``set_limits`` beats the definition's).
 2. Otherwise the task's definition as the control plane resolves it: its own registry's when it
    loaded the task, else the definition of the earliest-registered connected subworker that runs it.
 3. Otherwise the built-in defaults (no retries, no time limits, normal priority).
@@ -50,6 +52,8 @@ class TaskPolicy:
         priority: The wire priority level the task is queued at when the submission names none.
         unique: A submission with the same arguments as a live one is answered with that one's id.
         unique_ttl: Longest a uniqueness key holds, in seconds.
+        rate_limit: Fleet-wide start rate of the name (``"50/s"``); empty: none.
+        max_concurrency: Most tasks of the name running at once; 0: no limit.
     """
 
     retries: int = 0
@@ -61,6 +65,8 @@ class TaskPolicy:
     priority: int = task_pb2.PRIORITY_NORMAL
     unique: bool = False
     unique_ttl: float = DEFAULT_UNIQUE_TTL
+    rate_limit: str = ""
+    max_concurrency: int = 0
 
     def allows_retry(self, attempts: int, error_type: str, asked: bool) -> bool:
         """True if a failed run (the ``attempts``-th) gets another one.
@@ -105,6 +111,8 @@ def definition_policy(definition: task_pb2.TaskDefinition | None) -> TaskPolicy:
         priority=definition.priority or task_pb2.PRIORITY_NORMAL,
         unique=definition.unique,
         unique_ttl=definition.unique_ttl or DEFAULT_UNIQUE_TTL,
+        rate_limit=definition.rate_limit,
+        max_concurrency=definition.max_concurrency,
     )
 
 
@@ -121,6 +129,8 @@ def options_policy(options: TaskOptions) -> TaskPolicy:
         priority=options.priority.to_wire(),
         unique=options.unique,
         unique_ttl=options.unique_ttl or DEFAULT_UNIQUE_TTL,
+        rate_limit=options.rate_limit or "",
+        max_concurrency=options.max_concurrency or 0,
     )
 
 
@@ -151,4 +161,6 @@ def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy
         priority=priority,
         unique=defined.unique,
         unique_ttl=defined.unique_ttl,
+        rate_limit=defined.rate_limit,
+        max_concurrency=defined.max_concurrency,
     )

@@ -678,3 +678,159 @@ class DrainReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DrainReply: _TypeAlias = DrainReply  # noqa: Y015
+
+@_typing.final
+class TaskLimits(_message.Message):
+    """One task name's flow-control limits and what they hold back now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    CURRENT_RATE_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    OVERRIDDEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The task name."""
+    rate_limit: _builtins.str
+    """Fleet-wide start rate ("N/s", "N/m" or "N/h"); empty: none."""
+    max_concurrency: _builtins.int
+    """Most tasks of this name running at once; 0: no limit."""
+    running: _builtins.int
+    """Tasks of this name running now (dispatched to a subworker or on a local slot)."""
+    waiting: _builtins.int
+    """Tasks of this name waiting for the limit (queued, not started)."""
+    current_rate: _builtins.float
+    """Starts in the last second."""
+    burst: _builtins.int
+    """Most starts at once after an idle spell (the token bucket's size); 0 without a rate limit."""
+    overridden: _builtins.bool
+    """True when an operator set these limits at run time (they beat the task's definition)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate_limit: _builtins.str = ...,
+        max_concurrency: _builtins.int = ...,
+        running: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+        current_rate: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        overridden: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "current_rate", b"current_rate", "max_concurrency", b"max_concurrency", "name", b"name", "overridden", b"overridden", "rate_limit", b"rate_limit", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLimits: _TypeAlias = TaskLimits  # noqa: Y015
+
+@_typing.final
+class LimitsRequest(_message.Message):
+    """List the task names that have limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitsRequest: _TypeAlias = LimitsRequest  # noqa: Y015
+
+@_typing.final
+class LimitsReply(_message.Message):
+    """The reply to a limits request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskLimits]:
+        """One entry per limited task name, by name."""
+
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[Global___TaskLimits] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitsReply: _TypeAlias = LimitsReply  # noqa: Y015
+
+@_typing.final
+class SetLimitsRequest(_message.Message):
+    """Change one task name's limits at run time; a field left unset keeps its current value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    CLEAR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The task name."""
+    rate_limit: _builtins.str
+    """The new rate ("N/s", "N/m", "N/h"), or empty for no rate limit."""
+    max_concurrency: _builtins.int
+    """The new bound, or 0 for no concurrency limit."""
+    clear: _builtins.bool
+    """Drop the run-time values: the task's definition applies again."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate_limit: _builtins.str | None = ...,
+        max_concurrency: _builtins.int | None = ...,
+        clear: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrency", b"_max_concurrency", "_rate_limit", b"_rate_limit", "max_concurrency", b"max_concurrency", "rate_limit", b"rate_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrency", b"_max_concurrency", "_rate_limit", b"_rate_limit", "clear", b"clear", "max_concurrency", b"max_concurrency", "name", b"name", "rate_limit", b"rate_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_concurrency: _TypeAlias = _typing.Literal["max_concurrency"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrency: _TypeAlias = _typing.Literal["_max_concurrency", b"_max_concurrency"]  # noqa: Y015
+    _WhichOneofReturnType__rate_limit: _TypeAlias = _typing.Literal["rate_limit"]  # noqa: Y015
+    _WhichOneofArgType__rate_limit: _TypeAlias = _typing.Literal["_rate_limit", b"_rate_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrency) -> _WhichOneofReturnType__max_concurrency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_limit) -> _WhichOneofReturnType__rate_limit | None: ...
+
+Global___SetLimitsRequest: _TypeAlias = SetLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetLimitsReply(_message.Message):
+    """The reply to a set-limits request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___TaskLimits:
+        """The task name's limits afterwards."""
+
+    def __init__(
+        self,
+        *,
+        limits: Global___TaskLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitsReply: _TypeAlias = SetLimitsReply  # noqa: Y015

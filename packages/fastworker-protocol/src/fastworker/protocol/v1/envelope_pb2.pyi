@@ -85,6 +85,10 @@ class Envelope(_message.Message):
     DRAIN_REPLY_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     EVENTS_REPLY_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    LIMITS_REPLY_FIELD_NUMBER: _builtins.int
+    SET_LIMITS_FIELD_NUMBER: _builtins.int
+    SET_LIMITS_REPLY_FIELD_NUMBER: _builtins.int
     REGISTER_FIELD_NUMBER: _builtins.int
     REGISTER_REPLY_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
@@ -243,6 +247,22 @@ class Envelope(_message.Message):
         """Admin: a batch of events."""
 
     @_builtins.property
+    def limits(self) -> _admin_pb2.LimitsRequest:
+        """Admin: list flow-control limits."""
+
+    @_builtins.property
+    def limits_reply(self) -> _admin_pb2.LimitsReply:
+        """Answer to limits."""
+
+    @_builtins.property
+    def set_limits(self) -> _admin_pb2.SetLimitsRequest:
+        """Admin: change one task name's limits."""
+
+    @_builtins.property
+    def set_limits_reply(self) -> _admin_pb2.SetLimitsReply:
+        """Answer to set_limits."""
+
+    @_builtins.property
     def register(self) -> _worker_pb2.RegisterRequest:
         """Worker -> CP: registration."""
 
@@ -335,6 +355,10 @@ class Envelope(_message.Message):
         drain_reply: _admin_pb2.DrainReply | None = ...,
         events: _events_pb2.EventsRequest | None = ...,
         events_reply: _events_pb2.EventsReply | None = ...,
+        limits: _admin_pb2.LimitsRequest | None = ...,
+        limits_reply: _admin_pb2.LimitsReply | None = ...,
+        set_limits: _admin_pb2.SetLimitsRequest | None = ...,
+        set_limits_reply: _admin_pb2.SetLimitsReply | None = ...,
         register: _worker_pb2.RegisterRequest | None = ...,
         register_reply: _worker_pb2.RegisterReply | None = ...,
         heartbeat: _worker_pb2.Heartbeat | None = ...,
@@ -349,11 +373,11 @@ class Envelope(_message.Message):
         shutdown_notice: _discovery_pb2.ShutdownNotice | None = ...,
         event: _events_pb2.Event | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "pause", b"pause", "pause_reply", b"pause_reply", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "limits", b"limits", "limits_reply", b"limits_reply", "pause", b"pause", "pause_reply", b"pause_reply", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "set_limits", b"set_limits", "set_limits_reply", b"set_limits_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "auth", b"auth", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "correlation_id", b"correlation_id", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "pause", b"pause", "pause_reply", b"pause_reply", "protocol_version", b"protocol_version", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "sent_at", b"sent_at", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "auth", b"auth", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "correlation_id", b"correlation_id", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "limits", b"limits", "limits_reply", b"limits_reply", "pause", b"pause", "pause_reply", b"pause_reply", "protocol_version", b"protocol_version", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "sent_at", b"sent_at", "set_limits", b"set_limits", "set_limits_reply", b"set_limits_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["error", "ack", "submit", "submit_reply", "submit_batch", "submit_batch_reply", "status", "status_reply", "wait", "wait_reply", "cancel", "cancel_reply", "retry", "retry_reply", "workers", "workers_reply", "queues", "queues_reply", "stats", "stats_reply", "tasks", "tasks_reply", "task_detail", "task_detail_reply", "registered_tasks", "registered_tasks_reply", "purge", "purge_reply", "pause", "pause_reply", "drain", "drain_reply", "events", "events_reply", "register", "register_reply", "heartbeat", "dispatch", "results", "task_started", "cancel_task", "deregister", "drain_worker", "work_request", "announcement", "shutdown_notice", "event"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["error", "ack", "submit", "submit_reply", "submit_batch", "submit_batch_reply", "status", "status_reply", "wait", "wait_reply", "cancel", "cancel_reply", "retry", "retry_reply", "workers", "workers_reply", "queues", "queues_reply", "stats", "stats_reply", "tasks", "tasks_reply", "task_detail", "task_detail_reply", "registered_tasks", "registered_tasks_reply", "purge", "purge_reply", "pause", "pause_reply", "drain", "drain_reply", "events", "events_reply", "limits", "limits_reply", "set_limits", "set_limits_reply", "register", "register_reply", "heartbeat", "dispatch", "results", "task_started", "cancel_task", "deregister", "drain_worker", "work_request", "announcement", "shutdown_notice", "event"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

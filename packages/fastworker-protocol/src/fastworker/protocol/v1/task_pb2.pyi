@@ -431,6 +431,8 @@ class TaskDefinition(_message.Message):
     ALLOW_OVERLAP_FIELD_NUMBER: _builtins.int
     UNIQUE_FIELD_NUMBER: _builtins.int
     UNIQUE_TTL_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The registered name."""
     priority: Global___Priority.ValueType
@@ -457,6 +459,10 @@ class TaskDefinition(_message.Message):
     """Unique over its arguments: a submission with the same arguments as a live one returns that one's id."""
     unique_ttl: _builtins.float
     """How long a uniqueness key holds at most, in seconds (0: the default, one hour)."""
+    rate_limit: _builtins.str
+    """Fleet-wide start rate ("N/s", "N/m" or "N/h"); empty: none. Enforced by the control plane."""
+    max_concurrency: _builtins.int
+    """Most tasks of this name running at once across the fleet and local slots; 0: no limit."""
     @_builtins.property
     def retry_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exception type names that trigger a retry; empty means any exception."""
@@ -478,10 +484,12 @@ class TaskDefinition(_message.Message):
         allow_overlap: _builtins.bool = ...,
         unique: _builtins.bool = ...,
         unique_ttl: _builtins.float = ...,
+        rate_limit: _builtins.str = ...,
+        max_concurrency: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "name", b"name", "priority", b"priority", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "max_concurrency", b"max_concurrency", "name", b"name", "priority", b"priority", "rate_limit", b"rate_limit", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

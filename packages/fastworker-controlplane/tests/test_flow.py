@@ -1,0 +1,139 @@
+"""Flow control on the control plane's own slots: exact concurrency, a smooth rate, changes at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastworker.client.limits import Rate
+from fastworker.controlplane.flow import GatedQueue, Limits
+from fastworker.controlplane.records import PENDING, SUCCESS, TaskRecord
+from fastworker.protocol.v1 import task_pb2
+
+
+async def _until(condition: Callable[[], bool], bound: float = 5.0) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class Tracker:
+    """Counts how many runs overlap, as the tasks themselves see it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.starts: list[float] = []
+
+    def run(self, seconds: float) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.starts.append(time.monotonic())
+        time.sleep(seconds)
+        with self.lock:
+            self.now -= 1
+
+
+async def test_max_concurrency_holds_on_local_slots_while_another_name_runs(harness: Any) -> None:
+    tracker = Tracker()
+    harness.task(tracker.run, name="limited", max_concurrency=2)
+    harness.task(lambda: "free", name="free")
+    coordinator = harness.coordinator(local_concurrency=6)
+    limited = [coordinator.submit(harness.spec("limited", 0.05))[0] for _ in range(10)]
+    free = [coordinator.submit(harness.spec("free"))[0] for _ in range(20)]
+
+    for record in free:
+        assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
+    assert any(not r.is_final for r in limited)  # the free name did not wait for the limited one
+    for record in limited:
+        assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
+    assert tracker.most == 2
+    assert coordinator.queue.gates["limited"].running == 0
+
+
+async def test_a_rate_limit_spreads_starts_after_the_burst(harness: Any) -> None:
+    tracker = Tracker()
+    harness.task(tracker.run, name="paced", rate_limit="20/s")
+    coordinator = harness.coordinator(local_concurrency=4)
+    records = [coordinator.submit(harness.spec("paced", 0.0))[0] for _ in range(12)]
+    for record in records:
+        assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
+    gaps = [b - a for a, b in zip(tracker.starts, tracker.starts[1:], strict=False)]
+    burst = Rate.parse("20/s").burst
+    assert burst == 2
+    # After the first `burst` starts, each waits for a token: 50 ms apart (a little less from timer slack).
+    assert all(gap > 0.04 for gap in gaps[burst - 1 :]), gaps
+    assert tracker.starts[-1] - tracker.starts[0] >= (12 - burst) * 0.05 * 0.9
+
+
+async def test_changing_a_limit_at_run_time_releases_the_waiting_tasks(harness: Any) -> None:
+    release = threading.Event()
+    harness.task(lambda: release.wait(5), name="slow", max_concurrency=1)
+    coordinator = harness.coordinator(local_concurrency=4)
+    records = [coordinator.submit(harness.spec("slow"))[0] for _ in range(3)]
+    await _until(lambda: coordinator.queue.gates["slow"].running == 1)
+    assert len(coordinator.queue.gates["slow"].waiting) == 2
+
+    coordinator.set_limits("slow", max_concurrency=None)
+
+    await _until(lambda: coordinator.running == 3)
+    release.set()
+    for record in records:
+        assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
+
+
+def _record(name: str, priority: int, queued_at: float) -> TaskRecord:
+    return TaskRecord(task_pb2.TaskSpec(task_id=f"{name}-{queued_at}", name=name), priority, queued_at)
+
+
+def test_a_gated_name_keeps_its_priority_order_and_does_not_block_others() -> None:
+    clock = [100.0]
+    queue = GatedQueue(clock=lambda: clock[0])
+    queue.set_limits("report", Limits(max_concurrency=1), iter(()))
+    low = _record("report", task_pb2.PRIORITY_LOW, 1.0)
+    high = _record("report", task_pb2.PRIORITY_HIGH, 2.0)
+    other = _record("email", task_pb2.PRIORITY_LOW, 3.0)
+    for record in (low, high, other):
+        queue.push(record)
+    assert len(queue) == 3 and queue.depth(task_pb2.PRIORITY_LOW) == 2
+
+    assert queue.pop() is high  # the gate's best, ahead of a lower level in the main queue
+    assert queue.pop() is other  # the gate is full: the other name is not blocked
+    assert queue.pop() is None
+    assert queue.release(high)  # tasks wait at that gate
+    assert queue.pop() is low
+    assert low.state == PENDING and low.gate is queue.gates["report"]
+
+
+def test_a_rate_gate_says_when_its_next_token_comes() -> None:
+    clock = [0.0]
+    queue = GatedQueue(clock=lambda: clock[0])
+    queue.set_limits("paced", Limits(rate=Rate.parse("10/s")), iter(()))
+    for n in range(3):
+        queue.push(_record("paced", task_pb2.PRIORITY_NORMAL, float(n)))
+    assert queue.pop() is not None  # the burst: one token
+    assert queue.pop() is None
+    wait = queue.retry_after()
+    assert wait is not None and abs(wait - 0.1) < 1e-9
+    clock[0] += 0.1
+    assert queue.pop() is not None
+
+
+def test_removing_the_limits_moves_waiting_tasks_back_to_the_main_queue() -> None:
+    queue = GatedQueue(clock=lambda: 0.0)
+    queue.set_limits("report", Limits(max_concurrency=1), iter(()))
+    records = [_record("report", task_pb2.PRIORITY_NORMAL, float(n)) for n in range(3)]
+    for record in records:
+        queue.push(record)
+    assert queue.pop() is records[0]
+
+    queue.set_limits("report", Limits(), iter([records[0]]))
+
+    assert "report" not in queue.gates and records[0].gate is None
+    assert [queue.pop(), queue.pop()] == records[1:]
