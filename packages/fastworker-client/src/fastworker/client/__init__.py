@@ -37,6 +37,15 @@ from fastworker.client.models import (
 )
 from fastworker.client.task import BoundTask, TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
+from fastworker.client.workflows import (
+    Signature,
+    WorkflowHandle,
+    WorkflowInfo,
+    chain,
+    chord,
+    group,
+    signature,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -55,6 +64,7 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "SyncClient",
     "TaskBackend",
@@ -74,10 +84,16 @@ __all__ = [
     "TaskTimeout",
     "TimeLimitExceeded",
     "UnknownTask",
+    "WorkflowHandle",
+    "WorkflowInfo",
     "__version__",
+    "chain",
+    "chord",
     "current_client",
+    "group",
     "report_progress",
     "set_default_client",
+    "signature",
     "task",
     "use_client",
 ]

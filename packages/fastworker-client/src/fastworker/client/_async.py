@@ -13,6 +13,7 @@ import contextvars
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
@@ -42,6 +43,7 @@ from fastworker.client.models import (
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles
+from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, plan_workflow
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
@@ -773,6 +775,75 @@ class Client(AdminMethods):
 
     # -------------------------------------------------------------------------------------- control
 
+    # ------------------------------------------------------------------------------------ workflows
+
+    async def delay_workflow(self, workflow: Workflow) -> WorkflowHandle:
+        """Queue a workflow (a chain, group, chord or signature): all its steps at once, or none.
+
+        The control plane holds the graph and queues each step when the steps it depends on
+        succeeded (docs/workflows.md).
+
+        Raises:
+            ValueError: an empty workflow, or a bad option on a step (nothing was sent).
+            PayloadError: a step's arguments cannot be encoded (nothing was sent).
+            UnknownTask: a step names a task nobody defines (nothing was queued).
+            QueueFull: the control plane's queue cannot take every step.
+        """
+        steps, output_ids, output_is_list = plan_workflow(workflow)
+        workflow_id = str(uuid.uuid4())
+        specs = []
+        for step in steps:
+            signature = step.signature
+            options = (
+                signature.options if signature.options.task_id else signature.options.replace(task_id=step.task_id)
+            )
+            spec = self._spec(signature.name, signature.args, signature.kwargs, options)
+            spec.depends_on.extend(step.depends_on)
+            spec.input = step.input
+            spec.output = step.output
+            specs.append(spec)
+
+        def build(envelope: Envelope) -> None:
+            envelope.submit_workflow.workflow_id = workflow_id
+            envelope.submit_workflow.steps.extend(specs)
+
+        reply = await self._request(build)
+        body = reply.submit_workflow_reply
+        return WorkflowHandle(body.workflow_id, tuple(body.task_ids), output_ids, output_is_list, self)
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """A workflow's state and its steps' (``WorkflowInfo``).
+
+        Raises:
+            TaskNotFound: the control plane does not know the workflow (never seen, or its steps left the result cache).
+        """
+        return await self._workflow_request(workflow_id, cancel=False)
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        """Cancel a workflow's waiting and running steps; returns how many were cancelled.
+
+        Raises:
+            TaskNotFound: the control plane does not know the workflow.
+        """
+        reply = await self._request(
+            lambda envelope: _workflow_body(envelope, workflow_id, cancel=True), task_id=workflow_id
+        )
+        return reply.workflow_reply.cancelled
+
+    async def _workflow_request(self, workflow_id: str, *, cancel: bool) -> WorkflowInfo:
+        reply = await self._request(
+            lambda envelope: _workflow_body(envelope, workflow_id, cancel=cancel), task_id=workflow_id
+        )
+        info = reply.workflow_reply.workflow
+        return WorkflowInfo(
+            id=info.workflow_id,
+            state=TaskState.from_wire(info.state),
+            steps=[task_info_from_wire(step, allow_pickle=self.allow_pickle, lenient=True) for step in info.steps],
+            created_at=info.created_at,
+            output_ids=tuple(info.output_ids),
+            output_is_list=info.output_is_list,
+        )
+
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task; says whether it was cancelled and what state it was in.
 
@@ -799,3 +870,8 @@ class Client(AdminMethods):
 
         reply = await self._request(build, task_id=task_id)
         return TaskState.from_wire(reply.retry_reply.state)
+
+
+def _workflow_body(envelope: Envelope, workflow_id: str, *, cancel: bool) -> None:
+    envelope.workflow.workflow_id = workflow_id
+    envelope.workflow.cancel = cancel

@@ -10,10 +10,12 @@ import asyncio
 import functools
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fastworker.client._async import Client
 from fastworker.client.tls import TlsFiles
+from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 T = TypeVar("T")
@@ -123,3 +125,42 @@ class SyncClient:
     drain_worker = _blocking(Client.drain_worker)
     limits = _blocking(Client.limits)
     set_limits = _blocking(Client.set_limits)
+    workflow = _blocking(Client.workflow)
+    cancel_workflow = _blocking(Client.cancel_workflow)
+
+    def delay_workflow(self, workflow: Workflow) -> SyncWorkflowHandle:
+        """Queue a workflow (see :meth:`Client.delay_workflow`); the handle's methods block."""
+        return SyncWorkflowHandle(self._run(self._client.delay_workflow(workflow)), self)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncWorkflowHandle:
+    """A :class:`~fastworker.client.workflows.WorkflowHandle` whose methods block (from ``SyncClient.delay_workflow``)."""
+
+    handle: WorkflowHandle
+    client: SyncClient = field(repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The workflow id."""
+        return self.handle.id
+
+    @property
+    def task_ids(self) -> tuple[str, ...]:
+        """Its steps' task ids, in step order."""
+        return self.handle.task_ids
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow's result; see :meth:`WorkflowHandle.result`."""
+        return self.client._run(self.handle.result(timeout))
+
+    def status(self) -> WorkflowInfo:
+        """The workflow's state and its steps'."""
+        return self.client._run(self.handle.status())
+
+    def cancel(self) -> int:
+        """Cancel its waiting and running steps; returns how many were cancelled."""
+        return self.client._run(self.handle.cancel())
+
+    def __str__(self) -> str:
+        return self.handle.id

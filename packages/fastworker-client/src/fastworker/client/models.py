@@ -185,7 +185,8 @@ class TaskInfo:
     """Everything a client may read about one task (``id`` first, as in the CLI's JSON).
 
     ``progress`` is the latest the task reported in its current attempt (a finished task keeps its
-    last one; a retry starts without any), or None.
+    last one; a retry starts without any), or None. ``depends_on`` lists the tasks it waits (or
+    waited) for; ``workflow_id`` names the workflow it is a step of, or is None.
     """
 
     id: str
@@ -200,6 +201,8 @@ class TaskInfo:
     result: Any = None
     error: TaskError | None = None
     progress: Progress | None = None
+    depends_on: tuple[str, ...] = ()
+    workflow_id: str | None = None
 
 
 def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, lenient: bool = False) -> TaskInfo:
@@ -233,6 +236,8 @@ def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, 
         result=result,
         error=error,
         progress=Progress.from_wire(info.progress) if info.HasField("progress") else None,
+        depends_on=tuple(info.depends_on),
+        workflow_id=info.workflow_id or None,
     )
 
 

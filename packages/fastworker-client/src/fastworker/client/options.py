@@ -76,6 +76,10 @@ def parse_when(text: str) -> datetime | float:
         ) from None
 
 
+def _id_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 #: Longest task_id or unique_key accepted (the control plane refuses longer ids).
 MAX_KEY_LENGTH = 200
 
@@ -92,6 +96,8 @@ class SubmitOptions:
         task_id: The id to submit under instead of a fresh UUID4 (a resubmitted id is not run twice).
         unique_key: While a live (unfinished) task has this key, a submission with it returns that
             task's id instead of queuing another (see ``@task(unique=..., unique_ttl=...)``).
+        depends_on: Task ids (or handles) that must succeed first: the task waits SCHEDULED until
+            they are final, then runs, or fails with ``DependencyFailed`` if one did not succeed.
 
     Raises:
         ValueError: an option has a bad value (the message names the option).
@@ -117,6 +123,9 @@ class SubmitOptions:
     unique_key: str | None = _option(
         _Flag("while a live task has this key, answer with its id instead of queuing another", "KEY", batch=False)
     )
+    depends_on: Sequence[str] | None = _option(
+        _Flag("run only once these tasks succeeded (comma-separated ids)", "ID[,ID...]", _id_list)
+    )
 
     def __post_init__(self) -> None:
         if self.priority is not None:
@@ -135,6 +144,8 @@ class SubmitOptions:
                 raise ValueError(
                     f"{name} must be a non-empty string of at most {MAX_KEY_LENGTH} characters, not {value!r}"
                 )
+        if self.depends_on is not None:
+            object.__setattr__(self, "depends_on", _task_ids("depends_on", self.depends_on))
 
     @classmethod
     def split(cls, kwargs: Mapping[str, Any]) -> tuple[SubmitOptions, dict[str, Any]]:
@@ -192,6 +203,8 @@ class SubmitOptions:
             spec.expires = _unix_seconds(self.expires)
         if self.unique_key is not None:
             spec.unique_key = self.unique_key
+        if self.depends_on:
+            spec.depends_on.extend(self.depends_on)
 
 
 class BatchOptionArgs(TypedDict, total=False):
@@ -201,6 +214,7 @@ class BatchOptionArgs(TypedDict, total=False):
     countdown: float | None
     eta: datetime | float | None
     expires: datetime | float | None
+    depends_on: Sequence[str] | None
 
 
 class SubmitOptionArgs(BatchOptionArgs, total=False):
@@ -239,6 +253,21 @@ def options_from_namespace(namespace: argparse.Namespace) -> SubmitOptions:
         ValueError: the values do not go together (e.g. countdown with eta); a usage error.
     """
     return SubmitOptions(**{name: getattr(namespace, name, None) for name in _FIELD_NAMES})
+
+
+def _task_ids(name: str, value: object) -> tuple[str, ...]:
+    """Task ids from a sequence of ids or of handles (anything with an ``id``), checked."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
+        raise ValueError(f"{name} must be a list of task ids, not {type(value).__qualname__}")
+    ids: list[str] = []
+    for item in value:
+        task_id = getattr(item, "id", item)
+        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_KEY_LENGTH:
+            raise ValueError(f"{name} must hold task ids (non-empty strings), not {task_id!r}")
+        ids.append(task_id)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{name} names a task twice")
+    return tuple(ids)
 
 
 def _check_number(name: str, value: object, *, what: str = "a number of seconds", negative_ok: bool = False) -> None:

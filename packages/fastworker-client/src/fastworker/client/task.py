@@ -22,6 +22,7 @@ from fastworker.client.handles import TaskBackend, TaskHandle, current_client
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
+from fastworker.client.workflows import Signature
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 __all__ = [
@@ -259,6 +260,14 @@ class TaskFunction(Generic[P, R]):
         """A typed handle for a task of this kind submitted earlier (e.g. an id a web request carries)."""
         return TaskHandle(task_id, self.name, client)
 
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this task for a workflow; in a chain the previous result is prepended to ``args``."""
+        return Signature(self.name, args, kwargs)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: exactly these arguments, whatever the previous step returned."""
+        return Signature(self.name, args, kwargs, immutable=True)
+
     def to_definition(self) -> TaskDefinition:
         """The task as the wire announces it (a fresh message on every call)."""
         options = self.options
@@ -321,6 +330,14 @@ class BoundTask(Generic[P, R]):
         backend = self.client if self.client is not None else current_client()
         task_id = await backend.send(self.task.name, args, kwargs, **self.options.as_kwargs())
         return TaskHandle(task_id, self.task.name, backend)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this task with these options; see :meth:`TaskFunction.s`."""
+        return Signature(self.task.name, args, kwargs, self.options)
+
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature of this task with these options; see :meth:`TaskFunction.si`."""
+        return Signature(self.task.name, args, kwargs, self.options, immutable=True)
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Queue the task with these options and return its value; see :meth:`TaskFunction.submit`."""

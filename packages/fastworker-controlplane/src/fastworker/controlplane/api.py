@@ -12,6 +12,7 @@ from fastworker.controlplane.flow import Gate
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import CANCELLED, RUNNING, TaskRecord
 from fastworker.controlplane.waits import MAX_WAIT
+from fastworker.controlplane.workflows import workflow_state
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE
@@ -67,6 +68,8 @@ class ClientApi:
             "wait": self._wait,
             "cancel": self._cancel,
             "retry": self._retry,
+            "submit_workflow": self._submit_workflow,
+            "workflow": self._workflow,
             "stats": self._stats,
             "queues": self._queues,
             "workers": self._workers,
@@ -265,6 +268,44 @@ class ClientApi:
 
         # Stopping a local task takes its thread or the loop a moment: say whether it did.
         self.coordinator.wait([task_id], CANCEL_GRACE, stopped)
+
+    def _submit_workflow(self, request: Envelope, reply: Reply) -> None:
+        body = request.submit_workflow
+        for spec in body.steps:
+            problem = self._oversized(spec)
+            if problem is not None:
+                raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
+        task_ids, duplicate = self.coordinator.submit_workflow(body.workflow_id, body.steps)
+        envelope = new_envelope(request.correlation_id)
+        envelope.submit_workflow_reply.workflow_id = body.workflow_id
+        envelope.submit_workflow_reply.task_ids.extend(task_ids)
+        envelope.submit_workflow_reply.duplicate = duplicate
+        self._send(reply, envelope)
+
+    def _workflow(self, request: Envelope, reply: Reply) -> None:
+        body = request.workflow
+        cancelled = 0
+        if body.cancel:
+            if self.coordinator.journal is not None:
+                reply = self._after_disk(reply)
+            cancelled = self.coordinator.cancel_workflow(body.workflow_id)
+        workflow, steps = self.coordinator.workflow(body.workflow_id)
+        envelope = new_envelope(request.correlation_id)
+        info = envelope.workflow_reply.workflow
+        info.workflow_id = workflow.workflow_id
+        info.created_at = workflow.created_at
+        info.state = workflow_state(iter(steps))  # type: ignore[assignment]
+        info.output_ids.extend(workflow.output_ids)
+        info.output_is_list = workflow.output_is_list
+        for task_id, step in zip(workflow.step_ids, steps, strict=True):
+            if step is None:
+                info.steps.add(task_id=task_id)  # no longer known: its id only
+            else:
+                step.fill_info(info.steps.add())
+        envelope.workflow_reply.cancelled = cancelled
+        self._send(reply, envelope)
 
     def _retry(self, request: Envelope, reply: Reply) -> None:
         if self.coordinator.journal is not None:

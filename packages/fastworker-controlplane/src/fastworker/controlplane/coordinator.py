@@ -17,10 +17,10 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastworker.client.limits import UNSET, Rate, Unset
 from fastworker.client.task import TaskRegistry
@@ -41,7 +41,15 @@ from fastworker.controlplane.records import (
     TaskRecord,
 )
 from fastworker.controlplane.waits import WaitCallback, Waits
-from fastworker.protocol.payload import encode_arguments
+from fastworker.controlplane.workflows import (
+    MAX_DEPENDENCIES,
+    TaskGraph,
+    Workflow,
+    dependency_error,
+    workflow_from_steps,
+)
+from fastworker.protocol.errors import PayloadError
+from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
 from fastworker.worker.executor import Outcome
 from fastworker.worker.policy import TaskPolicy, definition_policy, effective_policy, options_policy
@@ -145,6 +153,13 @@ class Coordinator:
         self._defined_policies: dict[str, TaskPolicy] = {}
         #: Limits an operator set at run time, per name: the fields given (None: no limit), see ``set_limits``.
         self._limit_overrides: dict[str, Limits] = {}
+        #: Tasks waiting for others (``depends_on``) and the workflows made of them.
+        self.graph = TaskGraph()
+        #: Final tasks whose dependants are being settled (a worklist: a chain of failures is not a recursion).
+        self._settling: deque[TaskRecord] = deque()
+        #: Accepted tasks whose dependencies were all final already, settled once the submission is in.
+        self._settle_after_accept: list[TaskRecord] = []
+        self.allow_pickle = allow_pickle
         self.lock = threading.Lock()
         self._work_ready = threading.Condition(self.lock)
         self._slots_stopping = False
@@ -227,6 +242,10 @@ class Coordinator:
         for outcome in outcomes:
             if not isinstance(outcome, RequestRefused) and not outcome[1]:
                 self.events.publish_task(outcome[0])
+        if self._settle_after_accept:
+            settle, self._settle_after_accept = self._settle_after_accept, []
+            for record in settle:
+                self._dependencies_done(record)
         return outcomes
 
     # ----------------------------------------------------------------------------------------- policy
@@ -357,6 +376,7 @@ class Coordinator:
         now = self.clock()
         queued: list[TaskRecord] = []
         finished: list[TaskRecord] = []
+        waiting: list[TaskRecord] = []
         for record in recovered.records:
             if record.is_final:
                 finished.append(record)
@@ -366,10 +386,19 @@ class Coordinator:
             self._rehold_unique_key(record, record.queued_at)
             if record.state == PENDING:
                 queued.append(record)
+            elif record.spec.depends_on and not record.spec.dependencies_met:
+                waiting.append(record)
             else:
                 self.schedule.add(record, record.eta)
         for record in sorted(finished, key=lambda r: r.finished_at):
             self.cache.add(record, now)
+        self.graph.rebuild_workflows(recovered.records)
+        for record in waiting:
+            dependencies = [self._known(task_id) for task_id in record.spec.depends_on]
+            if any(dependency is None for dependency in dependencies) or not self.graph.hold(
+                record, [d for d in dependencies if d is not None]
+            ):
+                self._settle_after_accept.append(record)
         with self.lock:
             self.queue.paused.update(recovered.paused)
             for record in queued:
@@ -378,6 +407,9 @@ class Coordinator:
         self._arm_schedule_timer()
         if self.dispatcher is not None:
             self.dispatcher.schedule()
+        settle, self._settle_after_accept = self._settle_after_accept, []
+        for record in settle:
+            self._dependencies_done(record)
 
     def attach_dispatcher(self, dispatcher: RemoteExecution) -> None:
         """Let subworkers take tasks too (see ``dispatcher``); local slots then run only what no free worker can."""
@@ -437,6 +469,7 @@ class Coordinator:
         task = self.registry.get(spec.name)
         if task is None and spec.name not in self.remote_task_names:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
+        dependencies = self._dependencies(spec) if spec.depends_on and not spec.dependencies_met else None
         unique_key = self._unique_key(spec)
         if unique_key:
             holder = self._unique_holder(unique_key)
@@ -456,7 +489,11 @@ class Coordinator:
         self.counters.submitted += 1
         if unique_key:
             self._hold_unique_key(record, unique_key, now)
-        if spec.eta > now:
+        if dependencies is not None:
+            record.state = SCHEDULED  # waits in the graph, neither queued nor scheduled
+            if not self.graph.hold(record, dependencies):
+                self._settle_after_accept.append(record)
+        elif spec.eta > now:
             self._hold(record, spec.eta)
         if self.journal is not None:
             self.journal.accepted(record)
@@ -686,6 +723,8 @@ class Coordinator:
         self.cache.add(record, now)
         self.events.publish_task(record)
         self.waits.task_finished(record.task_id)
+        if self.graph:
+            self._settle_dependants(record)
 
     def report_progress(self, task_id: str, attempt: int, progress: task_pb2.Progress) -> bool:
         """Keep a running attempt's latest progress and publish it; False for a task not running that attempt.
@@ -703,6 +742,184 @@ class Coordinator:
     def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
         """Call back when any of the tasks is final (with all that are final then), or at timeout (see ``waits``)."""
         self.waits.wait(task_ids, timeout, callback)
+
+    # ------------------------------------------------------------------------------- dependencies
+
+    def _dependencies(self, spec: task_pb2.TaskSpec) -> list[TaskRecord]:
+        """The records of the tasks a spec depends on.
+
+        Raises:
+            RequestRefused: too many, a duplicate, itself, or one the control plane does not know.
+        """
+        ids = spec.depends_on
+        if len(ids) > MAX_DEPENDENCIES:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"at most {MAX_DEPENDENCIES} dependencies")
+        if len(set(ids)) != len(ids) or spec.task_id in ids:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "depends_on must name other tasks, each once")
+        records: list[TaskRecord] = []
+        for task_id in ids:
+            record = self._known(task_id)
+            if record is None:
+                raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"depends on unknown task {task_id!r}")
+            records.append(record)
+        if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(records) != 1:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST,
+                "a task that takes its dependency's result depends on exactly one task",
+            )
+        return records
+
+    def _settle_dependants(self, record: TaskRecord) -> None:
+        """A task is final: fail the tasks that wait for it if it did not succeed, release those it was the last for."""
+        self._settling.append(record)
+        if len(self._settling) > 1:
+            return  # an outer call is draining the worklist
+        while self._settling:
+            done = self._settling[0]
+            for dependant, last in self.graph.finished(done.task_id):
+                if dependant.is_final:
+                    continue
+                if done.state != SUCCESS:
+                    self.graph.forget(dependant)
+                    self._fail_dependant(dependant, dependency_error(done, done.task_id))
+                elif last:
+                    self._dependencies_done(dependant)
+            self._settling.popleft()
+
+    def _dependencies_done(self, record: TaskRecord) -> None:
+        """Every dependency of a waiting task is final: queue it with their results applied, or fail it."""
+        if record.is_final or record.state != SCHEDULED:
+            return
+        spec = record.spec
+        dependencies = [self._known(task_id) for task_id in spec.depends_on]
+        for task_id, dependency in zip(spec.depends_on, dependencies, strict=True):
+            if dependency is None or dependency.state != SUCCESS:
+                self._fail_dependant(record, dependency_error(dependency, task_id))
+                return
+        if spec.input != task_pb2.DEPENDENCY_INPUT_NONE:
+            try:
+                values = [self._result_value(d) for d in dependencies if d is not None]
+                args, kwargs = decode_arguments(spec.arguments, allow_pickle=self.allow_pickle)
+                given = values[0] if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT else values
+                spec.arguments.CopyFrom(encode_arguments((given, *args), kwargs, allow_pickle=self.allow_pickle))
+            except (PayloadError, TypeError, ValueError) as exc:
+                record.error = task_pb2.TaskError(
+                    type="PayloadError", message=f"cannot pass the dependencies' results on: {exc}"
+                )
+                self._finalize(record, FAILURE)
+                return
+        spec.dependencies_met = True
+        now = self.clock()
+        if spec.eta > now:
+            self._hold(record, spec.eta)
+            if self.journal is not None:
+                self.journal.accepted(record)  # written again, with its inputs
+            self.events.publish_task(record)
+            return
+        record.state = PENDING
+        if self.journal is not None:
+            self.journal.accepted(record)
+        self._enqueue(record)
+
+    def _result_value(self, record: TaskRecord) -> Any:
+        if record.result is None:
+            raise ValueError(f"step {record.task_id} kept no result")
+        return decode_value(record.result, allow_pickle=self.allow_pickle)
+
+    def _fail_dependant(self, record: TaskRecord, error: task_pb2.TaskError) -> None:
+        record.error = error
+        self._finalize(record, FAILURE)
+
+    # ----------------------------------------------------------------------------------- workflows
+
+    def submit_workflow(self, workflow_id: str, specs: Sequence[task_pb2.TaskSpec]) -> tuple[list[str], bool]:
+        """Accept every step of a workflow or none; returns (the step ids in order, duplicate).
+
+        Idempotent by workflow id. Each step may depend on earlier steps and on known tasks.
+
+        Raises:
+            RequestRefused: a bad workflow (empty, too big, a step refused); nothing was queued.
+        """
+        known = self.graph.workflows.get(workflow_id)
+        if known is not None:
+            return list(known.step_ids), True
+        if not workflow_id or len(workflow_id) > 200:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "workflow_id must be 1 to 200 characters")
+        if not specs or len(specs) > MAX_DEPENDENCIES:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"a workflow has 1 to {MAX_DEPENDENCIES} steps")
+        self._check_workflow(specs)
+        accepted: list[TaskRecord] = []
+        try:
+            for index, spec in enumerate(specs, start=1):
+                spec.workflow_id = workflow_id
+                spec.workflow_step = index
+                record, duplicate = self.submit(spec)
+                if duplicate:
+                    raise RequestRefused(
+                        error_pb2.ERROR_CODE_INVALID_REQUEST, f"step {index} reuses the known task id {spec.task_id!r}"
+                    )
+                accepted.append(record)
+        except RequestRefused as refused:
+            for record in reversed(accepted):  # all or nothing: what was accepted ends at once
+                if not record.is_final:
+                    self.cancel(record.task_id)
+            raise RequestRefused(refused.code, f"workflow refused: {refused.message}") from None
+        self.graph.add_workflow(workflow_from_steps(workflow_id, accepted, accepted[0].queued_at))
+        return [record.task_id for record in accepted], False
+
+    def _check_workflow(self, specs: Sequence[task_pb2.TaskSpec]) -> None:
+        """Refuse a workflow before any step is accepted, for what would refuse one of its steps."""
+        if not self.accepting:
+            raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
+        ids: set[str] = set()
+        for index, spec in enumerate(specs, start=1):
+            if spec.task_id in ids or self._known(spec.task_id) is not None:
+                raise RequestRefused(
+                    error_pb2.ERROR_CODE_INVALID_REQUEST,
+                    f"workflow refused: step {index} reuses task id {spec.task_id!r}",
+                )
+            if spec.name not in self.registry and spec.name not in self.remote_task_names:
+                raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"workflow refused: unknown task {spec.name!r}")
+            for dependency in spec.depends_on:
+                if dependency not in ids and self._known(dependency) is None:
+                    raise RequestRefused(
+                        error_pb2.ERROR_CODE_INVALID_REQUEST,
+                        f"workflow refused: step {index} depends on unknown task {dependency!r}",
+                    )
+            ids.add(spec.task_id)
+        if self.max_queue and len(self.queue) + len(self.schedule) + len(specs) > self.max_queue:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
+            )
+
+    def workflow(self, workflow_id: str) -> tuple[Workflow, list[TaskRecord | None]]:
+        """A known workflow and its steps' records in step order (None for a step no longer known).
+
+        Raises:
+            RequestRefused: the workflow id is unknown.
+        """
+        workflow = self.graph.workflows.get(workflow_id)
+        if workflow is None:
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"workflow {workflow_id} is not known")
+        return workflow, [self.find(task_id) for task_id in workflow.step_ids]
+
+    def cancel_workflow(self, workflow_id: str) -> int:
+        """Cancel a workflow's waiting and running steps, the last first (so dependants end CANCELLED); returns how many.
+
+        Raises:
+            RequestRefused: the workflow id is unknown.
+        """
+        workflow, steps = self.workflow(workflow_id)
+        cancelled = 0
+        for step in reversed(steps):
+            if step is not None and not step.is_final:
+                done, _ = self.cancel(step.task_id)
+                cancelled += done
+        return cancelled
+
+    def _all_known_ids(self) -> Iterator[str]:
+        yield from self.active
+        yield from (record.task_id for record in self.cache)
 
     # ------------------------------------------------------------------------------- cancel / retry
 
@@ -722,7 +939,10 @@ class Coordinator:
                 self.queue.discard(record)
                 record.state = CANCELLED  # under the lock: no slot can take it any more
         if previous in (SCHEDULED, RETRYING):
-            self.schedule.discard(record)
+            if self.graph.is_waiting(record):
+                self.graph.forget(record)
+            else:
+                self.schedule.discard(record)
         elif previous == RUNNING:
             if record.worker != LOCAL_WORKER_ID and self.dispatcher is not None:
                 # On a subworker: it stops the task (kills the child of a sync task, or drops it from
@@ -810,6 +1030,8 @@ class Coordinator:
 
     def _expire_results(self) -> None:
         self.cache.expire(self.clock())
+        if self.graph.workflows:
+            self.graph.prune_workflows(task_id for task_id in self._all_known_ids())
         self._expiry_timer = self._loop.call_later(min(60.0, self.cache.ttl), self._expire_results)
 
     # -------------------------------------------------------------------------------------- shutdown

@@ -99,8 +99,13 @@ class TaskRecord:
             info.error.CopyFrom(self.error)
         if self.progress is not None:
             info.progress.CopyFrom(self.progress)
+        spec = self.spec
+        if spec.workflow_id:
+            info.workflow_id = spec.workflow_id
+        if spec.depends_on:
+            info.depends_on.extend(spec.depends_on)
         if with_arguments:
-            info.arguments.CopyFrom(self.spec.arguments)
+            info.arguments.CopyFrom(spec.arguments)
 
 
 #: Bytes a finished record costs beyond its payloads (the record, its spec and its info), roughly.

@@ -171,6 +171,166 @@ class SubmitBatchReply(_message.Message):
 Global___SubmitBatchReply: _TypeAlias = SubmitBatchReply  # noqa: Y015
 
 @_typing.final
+class SubmitWorkflowRequest(_message.Message):
+    """Queue a workflow: all its steps or none."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow id (the idempotency key: a known id is acknowledged again, never queued twice)."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskSpec]:
+        """Its steps, dependencies before dependants, each with its own task id."""
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        steps: _abc.Iterable[_task_pb2.TaskSpec] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitWorkflowRequest: _TypeAlias = SubmitWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class SubmitWorkflowReply(_message.Message):
+    """The reply to a workflow submit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow id."""
+    duplicate: _builtins.bool
+    """True if the workflow was already known (nothing new was queued)."""
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The steps' task ids, in step order."""
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "task_ids", b"task_ids", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitWorkflowReply: _TypeAlias = SubmitWorkflowReply  # noqa: Y015
+
+@_typing.final
+class WorkflowRequest(_message.Message):
+    """Read (and optionally cancel) one workflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow id."""
+    cancel: _builtins.bool
+    """Cancel its waiting and running steps first."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        cancel: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowRequest: _TypeAlias = WorkflowRequest  # noqa: Y015
+
+@_typing.final
+class WorkflowInfo(_message.Message):
+    """One workflow as the control plane sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    OUTPUT_IDS_FIELD_NUMBER: _builtins.int
+    OUTPUT_IS_LIST_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The workflow id."""
+    state: _task_pb2.TaskState.ValueType
+    """PENDING (nothing started), RUNNING, then SUCCESS (every step), FAILURE or CANCELLED."""
+    created_at: _builtins.float
+    """When it was accepted (Unix seconds, UTC)."""
+    output_is_list: _builtins.bool
+    """True if the result is the list of those steps' results; false: the one step's result."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskInfo]:
+        """Its steps in step order (arguments not included)."""
+
+    @_builtins.property
+    def output_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The steps whose results make the workflow's result, in step order."""
+
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        state: _task_pb2.TaskState.ValueType = ...,
+        steps: _abc.Iterable[_task_pb2.TaskInfo] | None = ...,
+        created_at: _builtins.float = ...,
+        output_ids: _abc.Iterable[_builtins.str] | None = ...,
+        output_is_list: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "output_ids", b"output_ids", "output_is_list", b"output_is_list", "state", b"state", "steps", b"steps", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowInfo: _TypeAlias = WorkflowInfo  # noqa: Y015
+
+@_typing.final
+class WorkflowReply(_message.Message):
+    """The reply to a workflow request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    cancelled: _builtins.int
+    """Steps this request cancelled."""
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowInfo:
+        """The workflow."""
+
+    def __init__(
+        self,
+        *,
+        workflow: Global___WorkflowInfo | None = ...,
+        cancelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowReply: _TypeAlias = WorkflowReply  # noqa: Y015
+
+@_typing.final
 class StatusRequest(_message.Message):
     """Read the state of one or more tasks."""
 

@@ -65,6 +65,10 @@ class Envelope(_message.Message):
     CANCEL_REPLY_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
     RETRY_REPLY_FIELD_NUMBER: _builtins.int
+    SUBMIT_WORKFLOW_FIELD_NUMBER: _builtins.int
+    SUBMIT_WORKFLOW_REPLY_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    WORKFLOW_REPLY_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     WORKERS_REPLY_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
@@ -165,6 +169,22 @@ class Envelope(_message.Message):
     @_builtins.property
     def retry_reply(self) -> _client_pb2.RetryReply:
         """CP -> client: the retried task's state."""
+
+    @_builtins.property
+    def submit_workflow(self) -> _client_pb2.SubmitWorkflowRequest:
+        """Client: queue a workflow."""
+
+    @_builtins.property
+    def submit_workflow_reply(self) -> _client_pb2.SubmitWorkflowReply:
+        """Answer to submit_workflow."""
+
+    @_builtins.property
+    def workflow(self) -> _client_pb2.WorkflowRequest:
+        """Client: read or cancel a workflow."""
+
+    @_builtins.property
+    def workflow_reply(self) -> _client_pb2.WorkflowReply:
+        """Answer to workflow."""
 
     @_builtins.property
     def workers(self) -> _admin_pb2.WorkersRequest:
@@ -335,6 +355,10 @@ class Envelope(_message.Message):
         cancel_reply: _client_pb2.CancelReply | None = ...,
         retry: _client_pb2.RetryRequest | None = ...,
         retry_reply: _client_pb2.RetryReply | None = ...,
+        submit_workflow: _client_pb2.SubmitWorkflowRequest | None = ...,
+        submit_workflow_reply: _client_pb2.SubmitWorkflowReply | None = ...,
+        workflow: _client_pb2.WorkflowRequest | None = ...,
+        workflow_reply: _client_pb2.WorkflowReply | None = ...,
         workers: _admin_pb2.WorkersRequest | None = ...,
         workers_reply: _admin_pb2.WorkersReply | None = ...,
         queues: _admin_pb2.QueuesRequest | None = ...,
@@ -373,11 +397,11 @@ class Envelope(_message.Message):
         shutdown_notice: _discovery_pb2.ShutdownNotice | None = ...,
         event: _events_pb2.Event | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "limits", b"limits", "limits_reply", b"limits_reply", "pause", b"pause", "pause_reply", b"pause_reply", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "set_limits", b"set_limits", "set_limits_reply", b"set_limits_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "limits", b"limits", "limits_reply", b"limits_reply", "pause", b"pause", "pause_reply", b"pause_reply", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "set_limits", b"set_limits", "set_limits_reply", b"set_limits_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "submit_workflow", b"submit_workflow", "submit_workflow_reply", b"submit_workflow_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply", "workflow", b"workflow", "workflow_reply", b"workflow_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "auth", b"auth", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "correlation_id", b"correlation_id", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "limits", b"limits", "limits_reply", b"limits_reply", "pause", b"pause", "pause_reply", b"pause_reply", "protocol_version", b"protocol_version", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "sent_at", b"sent_at", "set_limits", b"set_limits", "set_limits_reply", b"set_limits_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "announcement", b"announcement", "auth", b"auth", "body", b"body", "cancel", b"cancel", "cancel_reply", b"cancel_reply", "cancel_task", b"cancel_task", "correlation_id", b"correlation_id", "deregister", b"deregister", "dispatch", b"dispatch", "drain", b"drain", "drain_reply", b"drain_reply", "drain_worker", b"drain_worker", "error", b"error", "event", b"event", "events", b"events", "events_reply", b"events_reply", "heartbeat", b"heartbeat", "limits", b"limits", "limits_reply", b"limits_reply", "pause", b"pause", "pause_reply", b"pause_reply", "protocol_version", b"protocol_version", "purge", b"purge", "purge_reply", b"purge_reply", "queues", b"queues", "queues_reply", b"queues_reply", "register", b"register", "register_reply", b"register_reply", "registered_tasks", b"registered_tasks", "registered_tasks_reply", b"registered_tasks_reply", "results", b"results", "retry", b"retry", "retry_reply", b"retry_reply", "sent_at", b"sent_at", "set_limits", b"set_limits", "set_limits_reply", b"set_limits_reply", "shutdown_notice", b"shutdown_notice", "stats", b"stats", "stats_reply", b"stats_reply", "status", b"status", "status_reply", b"status_reply", "submit", b"submit", "submit_batch", b"submit_batch", "submit_batch_reply", b"submit_batch_reply", "submit_reply", b"submit_reply", "submit_workflow", b"submit_workflow", "submit_workflow_reply", b"submit_workflow_reply", "task_detail", b"task_detail", "task_detail_reply", b"task_detail_reply", "task_started", b"task_started", "tasks", b"tasks", "tasks_reply", b"tasks_reply", "wait", b"wait", "wait_reply", b"wait_reply", "work_request", b"work_request", "workers", b"workers", "workers_reply", b"workers_reply", "workflow", b"workflow", "workflow_reply", b"workflow_reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["error", "ack", "submit", "submit_reply", "submit_batch", "submit_batch_reply", "status", "status_reply", "wait", "wait_reply", "cancel", "cancel_reply", "retry", "retry_reply", "workers", "workers_reply", "queues", "queues_reply", "stats", "stats_reply", "tasks", "tasks_reply", "task_detail", "task_detail_reply", "registered_tasks", "registered_tasks_reply", "purge", "purge_reply", "pause", "pause_reply", "drain", "drain_reply", "events", "events_reply", "limits", "limits_reply", "set_limits", "set_limits_reply", "register", "register_reply", "heartbeat", "dispatch", "results", "task_started", "cancel_task", "deregister", "drain_worker", "work_request", "announcement", "shutdown_notice", "event"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["error", "ack", "submit", "submit_reply", "submit_batch", "submit_batch_reply", "status", "status_reply", "wait", "wait_reply", "cancel", "cancel_reply", "retry", "retry_reply", "submit_workflow", "submit_workflow_reply", "workflow", "workflow_reply", "workers", "workers_reply", "queues", "queues_reply", "stats", "stats_reply", "tasks", "tasks_reply", "task_detail", "task_detail_reply", "registered_tasks", "registered_tasks_reply", "purge", "purge_reply", "pause", "pause_reply", "drain", "drain_reply", "events", "events_reply", "limits", "limits_reply", "set_limits", "set_limits_reply", "register", "register_reply", "heartbeat", "dispatch", "results", "task_started", "cancel_task", "deregister", "drain_worker", "work_request", "announcement", "shutdown_notice", "event"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

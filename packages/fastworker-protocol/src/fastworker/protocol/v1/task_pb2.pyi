@@ -128,6 +128,54 @@ CODEC_PICKLE: Codec.ValueType  # 2
 """Python pickle. Refused by every receiver unless explicitly enabled on that side."""
 Global___Codec: _TypeAlias = Codec  # noqa: Y015
 
+class _DependencyInput:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyInputEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyInput.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_INPUT_NONE: _DependencyInput.ValueType  # 0
+    """Nothing: it only waits for them."""
+    DEPENDENCY_INPUT_RESULT: _DependencyInput.ValueType  # 1
+    """The result of its one dependency, as its first argument (a chain's step)."""
+    DEPENDENCY_INPUT_RESULTS: _DependencyInput.ValueType  # 2
+    """The list of its dependencies' results, in depends_on order, as its first argument (a chord's callback)."""
+
+class DependencyInput(_DependencyInput, metaclass=_DependencyInputEnumTypeWrapper):
+    """What a task gets from the tasks it depends on."""
+
+DEPENDENCY_INPUT_NONE: DependencyInput.ValueType  # 0
+"""Nothing: it only waits for them."""
+DEPENDENCY_INPUT_RESULT: DependencyInput.ValueType  # 1
+"""The result of its one dependency, as its first argument (a chain's step)."""
+DEPENDENCY_INPUT_RESULTS: DependencyInput.ValueType  # 2
+"""The list of its dependencies' results, in depends_on order, as its first argument (a chord's callback)."""
+Global___DependencyInput: _TypeAlias = DependencyInput  # noqa: Y015
+
+class _WorkflowOutput:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WorkflowOutputEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkflowOutput.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WORKFLOW_OUTPUT_NONE: _WorkflowOutput.ValueType  # 0
+    """Not part of the result."""
+    WORKFLOW_OUTPUT_VALUE: _WorkflowOutput.ValueType  # 1
+    """Its result is the workflow's result."""
+    WORKFLOW_OUTPUT_ITEM: _WorkflowOutput.ValueType  # 2
+    """Its result is one item of the workflow's result, a list in step order."""
+
+class WorkflowOutput(_WorkflowOutput, metaclass=_WorkflowOutputEnumTypeWrapper):
+    """A workflow step's part in the workflow's result."""
+
+WORKFLOW_OUTPUT_NONE: WorkflowOutput.ValueType  # 0
+"""Not part of the result."""
+WORKFLOW_OUTPUT_VALUE: WorkflowOutput.ValueType  # 1
+"""Its result is the workflow's result."""
+WORKFLOW_OUTPUT_ITEM: WorkflowOutput.ValueType  # 2
+"""Its result is one item of the workflow's result, a list in step order."""
+Global___WorkflowOutput: _TypeAlias = WorkflowOutput  # noqa: Y015
+
 @_typing.final
 class Payload(_message.Message):
     """An encoded value: task arguments, a task result."""
@@ -225,6 +273,12 @@ class TaskSpec(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     POLICY_RESOLVED_FIELD_NUMBER: _builtins.int
     UNIQUE_KEY_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    WORKFLOW_STEP_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_MET_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id: a canonical UUID4 unless the client chose one. Idempotency key: a spec whose id is
     already known is acknowledged again, never queued twice.
@@ -256,6 +310,16 @@ class TaskSpec(_message.Message):
     Empty: none, unless the task is defined unique (then the control plane derives a key from the
     name and the encoded arguments).
     """
+    workflow_id: _builtins.str
+    """The workflow this task is a step of; empty for none."""
+    input: Global___DependencyInput.ValueType
+    """What the task receives from its dependencies, prepended to its arguments once they succeeded."""
+    workflow_step: _builtins.int
+    """The step's place in its workflow (1-based, in the order the workflow was written); 0: none."""
+    output: Global___WorkflowOutput.ValueType
+    """Whether the step's result is the workflow's result, or one item of it."""
+    dependencies_met: _builtins.bool
+    """Set by the control plane when the dependencies succeeded and their results were applied."""
     @_builtins.property
     def arguments(self) -> Global___Payload:
         """Encoded [args, kwargs]."""
@@ -263,6 +327,13 @@ class TaskSpec(_message.Message):
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form string headers for extensions (tracing ids and the like)."""
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks this one waits for: it starts once all of them succeeded, and fails with
+        "DependencyFailed" (naming the first that did not) otherwise. Known to the control plane, or
+        earlier steps of the same workflow.
+        """
 
     def __init__(
         self,
@@ -280,10 +351,16 @@ class TaskSpec(_message.Message):
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         policy_resolved: _builtins.bool = ...,
         unique_key: _builtins.str = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        workflow_id: _builtins.str = ...,
+        input: Global___DependencyInput.ValueType = ...,
+        workflow_step: _builtins.int = ...,
+        output: Global___WorkflowOutput.ValueType = ...,
+        dependencies_met: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "retries", b"retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "dependencies_met", b"dependencies_met", "depends_on", b"depends_on", "eta", b"eta", "expires", b"expires", "headers", b"headers", "input", b"input", "name", b"name", "output", b"output", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key", "workflow_id", b"workflow_id", "workflow_step", b"workflow_step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
     _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
@@ -311,6 +388,8 @@ class TaskInfo(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task id."""
     name: _builtins.str
@@ -331,6 +410,8 @@ class TaskInfo(_message.Message):
     """When it reached a final state; 0 if not yet."""
     eta: _builtins.float
     """When it is due, for SCHEDULED and RETRYING tasks (Unix seconds, UTC); 0 otherwise."""
+    workflow_id: _builtins.str
+    """The workflow it is a step of; empty for none."""
     @_builtins.property
     def result(self) -> Global___Payload:
         """The encoded return value, set in SUCCESS."""
@@ -349,6 +430,10 @@ class TaskInfo(_message.Message):
         without any); unset if it reported none.
         """
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tasks it waits for (or waited for), from its spec."""
+
     def __init__(
         self,
         *,
@@ -366,10 +451,12 @@ class TaskInfo(_message.Message):
         arguments: Global___Payload | None = ...,
         eta: _builtins.float = ...,
         progress: Global___Progress | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        workflow_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "depends_on", b"depends_on", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

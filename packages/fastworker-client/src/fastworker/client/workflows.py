@@ -1,0 +1,324 @@
+"""Workflows: chains, groups and chords of task signatures, held and run by the control plane.
+
+A :class:`Signature` is a task call not made yet (``add.s(1, 2)``). :func:`chain` runs its steps one
+after another, each getting the previous result as its first argument (unless its signature is
+immutable, ``add.si(...)``); :func:`group` runs its members in parallel and its result is their
+results in order; :func:`chord` runs a group, then a callback given the list of its results. They
+nest: a chain may hold groups (the next step gets the list), a group may hold chains.
+
+Submitting one (``await client.delay_workflow(wf)`` or ``await wf.delay()``) sends every step at
+once, each with the steps it depends on (``TaskSpec.depends_on``); the control plane queues a step
+when its dependencies succeeded, prepending their results to its arguments, and fails it with
+``DependencyFailed`` (naming the step that did not succeed) otherwise. Nothing polls: the control
+plane holds the graph (docs/workflows.md).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, Unpack, runtime_checkable
+
+from fastworker.client.errors import ClientError
+from fastworker.client.handles import current_client
+from fastworker.client.models import TaskInfo, TaskState
+from fastworker.client.options import SubmitOptionArgs, SubmitOptions
+from fastworker.protocol.v1 import task_pb2
+
+__all__ = [
+    "Chain",
+    "Chord",
+    "Group",
+    "Signature",
+    "Workflow",
+    "WorkflowBackend",
+    "WorkflowHandle",
+    "WorkflowInfo",
+    "WorkflowStep",
+    "chain",
+    "chord",
+    "group",
+    "plan_workflow",
+    "signature",
+]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Signature(Generic[R]):
+    """A task call to make later: the name, the arguments and the submission options.
+
+    Attributes:
+        name: The task name.
+        args: Positional arguments (a chain prepends the previous result to them).
+        kwargs: Keyword arguments.
+        options: Submission options (priority, countdown, expires, task_id, ...).
+        immutable: Takes no previous result (``add.si(...)``).
+    """
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    options: SubmitOptions = SubmitOptions()
+    immutable: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a signature names its task: a non-empty string")
+        if self.options.unique_key is not None or self.options.depends_on is not None:
+            raise ValueError("a workflow step takes no unique_key or depends_on: the workflow orders its steps")
+
+    def set(self, **options: Unpack[SubmitOptionArgs]) -> Signature[R]:
+        """This signature with submission options replaced (``priority``, ``countdown``, ``expires``, ...)."""
+        return Signature(self.name, self.args, self.kwargs, self.options.replace(**options), self.immutable)
+
+    async def delay(self) -> WorkflowHandle:
+        """Submit this one call as a workflow of one step through the current client."""
+        return await _submit(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """Steps run one after another, each given the previous one's result (see :func:`chain`)."""
+
+    steps: tuple[Workflow, ...]
+
+    async def delay(self) -> WorkflowHandle:
+        """Submit through the current client (as ``add.delay`` does)."""
+        return await _submit(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Members run in parallel; the result is the list of their results, in order (see :func:`group`)."""
+
+    members: tuple[Workflow, ...]
+
+    async def delay(self) -> WorkflowHandle:
+        """Submit through the current client (as ``add.delay`` does)."""
+        return await _submit(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Chord:
+    """A group, then a callback given the list of its results (see :func:`chord`)."""
+
+    header: Group
+    body: Workflow
+
+    async def delay(self) -> WorkflowHandle:
+        """Submit through the current client (as ``add.delay`` does)."""
+        return await _submit(self)
+
+
+#: Anything a workflow is made of.
+Workflow = Signature[Any] | Chain | Group | Chord
+
+
+def signature(
+    name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *, immutable: bool = False
+) -> Signature[Any]:
+    """A signature by task name (for tasks this process does not import)."""
+    return Signature(name, tuple(args), dict(kwargs or {}), immutable=immutable)
+
+
+def chain(*steps: Workflow) -> Chain:
+    """Run ``steps`` in order; each gets the previous step's result prepended to its arguments.
+
+    The chain's result is its last step's. A group in a chain passes the list of its results on.
+    """
+    _check_parts(steps, "chain")
+    if not steps:
+        raise ValueError("a chain needs at least one step")
+    return Chain(tuple(steps))
+
+
+def group(*members: Workflow | Iterable[Workflow]) -> Group:
+    """Run ``members`` in parallel: ``group(a.s(), b.s())`` or ``group([a.s(), b.s()])``; result: the list, in order."""
+    flat: list[Workflow] = []
+    for member in members:
+        if isinstance(member, Signature | Chain | Group | Chord):
+            flat.append(member)
+        else:
+            flat.extend(member)
+    _check_parts(flat, "group")
+    return Group(tuple(flat))
+
+
+def chord(header: Group | Iterable[Workflow], body: Workflow) -> Chord:
+    """Run the ``header`` group, then ``body`` with the list of its results as its first argument."""
+    members = header if isinstance(header, Group) else group(header)
+    _check_parts((body,), "chord")
+    return Chord(members, body)
+
+
+def _check_parts(parts: Iterable[object], what: str) -> None:
+    for part in parts:
+        if not isinstance(part, Signature | Chain | Group | Chord):
+            raise TypeError(
+                f"a {what} is made of signatures (task.s(...)) and workflows, not {type(part).__qualname__}"
+            )
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStep:
+    """One task of a planned workflow: what to call, under which id, after which steps, given what."""
+
+    signature: Signature[Any]
+    task_id: str
+    depends_on: tuple[str, ...]
+    input: task_pb2.DependencyInput.ValueType
+    output: task_pb2.WorkflowOutput.ValueType = task_pb2.WORKFLOW_OUTPUT_NONE
+
+
+def plan_workflow(workflow: Workflow) -> tuple[list[WorkflowStep], tuple[str, ...], bool]:
+    """Flatten a workflow into steps in submission order: (steps, the ids whose results make its result, is a list).
+
+    Raises:
+        ValueError: the workflow has no task at all (an empty group).
+    """
+    steps: list[WorkflowStep] = []
+    outputs, many = _place(workflow, (), None, steps)
+    if not steps:
+        raise ValueError("a workflow needs at least one task")
+    kind = task_pb2.WORKFLOW_OUTPUT_ITEM if many else task_pb2.WORKFLOW_OUTPUT_VALUE
+    marked = set(outputs)
+    steps = [
+        WorkflowStep(s.signature, s.task_id, s.depends_on, s.input, kind) if s.task_id in marked else s for s in steps
+    ]
+    return steps, outputs, many
+
+
+def _place(
+    node: Workflow, incoming: tuple[str, ...], many: bool | None, steps: list[WorkflowStep]
+) -> tuple[tuple[str, ...], bool]:
+    """Add node's steps after ``incoming`` (``many``: a list of results, False: one, None: nothing passed).
+
+    Returns the ids whose results come out of node, and whether they come out as a list.
+    """
+    if isinstance(node, Signature):
+        task_id = node.options.task_id or str(uuid.uuid4())
+        signature, given = node, task_pb2.DEPENDENCY_INPUT_NONE
+        if many is not None and not node.immutable:
+            if many and not incoming:  # after an empty group: the list is known now, and empty
+                signature = Signature(node.name, ([], *node.args), node.kwargs, node.options, True)
+            else:
+                given = task_pb2.DEPENDENCY_INPUT_RESULTS if many else task_pb2.DEPENDENCY_INPUT_RESULT
+        steps.append(WorkflowStep(signature, task_id, incoming, given))
+        return (task_id,), False
+    if isinstance(node, Chain):
+        ids, kind = incoming, many
+        for step in node.steps:
+            ids, kind = _place(step, ids, kind, steps)
+        return ids, bool(kind)
+    if isinstance(node, Group):
+        out: list[str] = []
+        for member in node.members:
+            ids, _ = _place(member, incoming, many, steps)
+            out.extend(ids)
+        return tuple(out), True
+    ids, _ = _place(node.header, incoming, many, steps)
+    return _place(node.body, ids, True, steps)
+
+
+# ------------------------------------------------------------------------------------------- handles
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """A workflow as the control plane sees it (``handle.status()``, ``Client.workflow``).
+
+    Attributes:
+        id: The workflow id.
+        state: PENDING (nothing started), RUNNING, then SUCCESS, FAILURE or CANCELLED once every step is final.
+        steps: Its steps in step order (each TaskInfo carries ``depends_on`` and ``workflow_id``).
+        created_at: When it was accepted (Unix seconds).
+        output_ids: The steps whose results make its result.
+        output_is_list: True when its result is the list of those steps' results.
+    """
+
+    id: str
+    state: TaskState
+    steps: list[TaskInfo]
+    created_at: float
+    output_ids: tuple[str, ...] = ()
+    output_is_list: bool = False
+
+
+@runtime_checkable
+class WorkflowBackend(Protocol):
+    """What a workflow handle talks to (``Client`` implements it)."""
+
+    async def delay_workflow(self, workflow: Workflow) -> WorkflowHandle:
+        """Submit a workflow."""
+        ...
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """Read a workflow."""
+        ...
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        """Cancel a workflow's waiting and running steps."""
+        ...
+
+    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for a task's value."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowHandle:
+    """A submitted workflow: its id, its steps' ids, and how its result is made.
+
+    Attributes:
+        id: The workflow id.
+        task_ids: Its steps' task ids, in step order.
+        output_ids: The steps whose results make its result.
+        output_is_list: True when the result is the list of those results (a group, a chain ending in one).
+        client: The client it was submitted through.
+    """
+
+    id: str
+    task_ids: tuple[str, ...]
+    output_ids: tuple[str, ...]
+    output_is_list: bool
+    client: WorkflowBackend = field(repr=False, compare=False)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow and return its result: the last step's value, or the list of a group's.
+
+        Raises:
+            TaskFailed: a step it needs failed or was cancelled; a step that never ran because an
+                earlier one failed ends with ``DependencyFailed``, whose message names that step.
+            TaskTimeout: timeout passed first (the workflow goes on).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for task_id in self.output_ids:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(await self.client.result(task_id, timeout=left))
+        return values if self.output_is_list else values[0]
+
+    async def status(self) -> WorkflowInfo:
+        """The workflow's state and its steps'."""
+        return await self.client.workflow(self.id)
+
+    async def cancel(self) -> int:
+        """Cancel its waiting and running steps (the last first); returns how many were cancelled."""
+        return await self.client.cancel_workflow(self.id)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+async def _submit(workflow: Workflow) -> WorkflowHandle:
+    client = current_client()
+    if not isinstance(client, WorkflowBackend):
+        raise ClientError(f"{type(client).__qualname__} cannot run workflows: submit through a Client")
+    return await client.delay_workflow(workflow)
