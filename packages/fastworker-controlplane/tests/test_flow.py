@@ -10,6 +10,7 @@ from typing import Any
 
 from fastworker.client.limits import Rate
 from fastworker.controlplane.flow import GatedQueue, Limits
+from fastworker.controlplane.journal import LIMITS, JournalState, recover
 from fastworker.controlplane.records import PENDING, SUCCESS, TaskRecord
 from fastworker.protocol.v1 import task_pb2
 
@@ -137,3 +138,18 @@ def test_removing_the_limits_moves_waiting_tasks_back_to_the_main_queue() -> Non
 
     assert "report" not in queue.gates and records[0].gate is None
     assert [queue.pop(), queue.pop()] == records[1:]
+
+
+def test_run_time_limits_survive_a_journal_replay_and_a_snapshot() -> None:
+    state = JournalState()
+    state.apply((LIMITS, "report", "10/s", 0, False))
+    state.apply((LIMITS, "email", "", 3, False))
+    state.apply((LIMITS, "email", "", 0, True))  # cleared: the definition applies again
+    assert state.limits == {"report": ("10/s", 0)}
+
+    again = JournalState()
+    for record in state.snapshot_records():
+        again.apply(record)
+
+    assert again.limits == {"report": ("10/s", 0)}
+    assert recover(again, 0.0, lambda name: None).limits == {"report": ("10/s", 0)}

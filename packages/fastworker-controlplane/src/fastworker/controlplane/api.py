@@ -499,6 +499,8 @@ class ClientApi:
                     error_pb2.ERROR_CODE_INVALID_REQUEST, f"max_concurrency must be at most {MAX_CONCURRENCY}"
                 )
             concurrency = body.max_concurrency or None
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
         gate = self.coordinator.set_limits(body.name, rate, concurrency, clear=body.clear)
         envelope = new_envelope(request.correlation_id)
         with self.coordinator.lock:

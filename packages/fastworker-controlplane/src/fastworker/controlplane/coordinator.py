@@ -328,12 +328,18 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
         if clear:
             self._limit_overrides.pop(name, None)
+            if self.journal is not None:
+                self.journal.limits(name, "", 0, cleared=True)
         if not isinstance(rate, Unset) or not isinstance(max_concurrency, Unset):
             current = self.queue.gates[name].limits if name in self.queue.gates else NO_LIMITS
-            self._limit_overrides[name] = Limits(
+            override = self._limit_overrides[name] = Limits(
                 current.rate if isinstance(rate, Unset) else rate,
                 current.max_concurrency if isinstance(max_concurrency, Unset) else max_concurrency,
             )
+            if self.journal is not None:
+                self.journal.limits(
+                    name, override.rate.text if override.rate else "", override.max_concurrency or 0, cleared=False
+                )
         gate = self._apply_limits(name)
         limits = gate.limits if gate is not None else NO_LIMITS
         logger.info(
@@ -399,6 +405,12 @@ class Coordinator:
                 record, [d for d in dependencies if d is not None]
             ):
                 self._settle_after_accept.append(record)
+        for name, (rate, concurrency) in recovered.limits.items():
+            try:
+                self._limit_overrides[name] = Limits(Rate.parse(rate) if rate else None, concurrency or None)
+            except ValueError as exc:
+                logger.warning("ignoring the journaled limits of task %r: %s", name, exc)
+        self.refresh_limits()
         with self.lock:
             self.queue.paused.update(recovered.paused)
             for record in queued:
@@ -475,7 +487,7 @@ class Coordinator:
             holder = self._unique_holder(unique_key)
             if holder is not None:
                 return holder, True  # a live task holds the key: its id answers this submission
-        if self.max_queue and len(self.queue) + len(self.schedule) + not_yet_queued >= self.max_queue:
+        if self.max_queue and len(self.queue) + len(self.schedule) + len(self.graph) + not_yet_queued >= self.max_queue:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )
@@ -887,7 +899,7 @@ class Coordinator:
                         f"workflow refused: step {index} depends on unknown task {dependency!r}",
                     )
             ids.add(spec.task_id)
-        if self.max_queue and len(self.queue) + len(self.schedule) + len(specs) > self.max_queue:
+        if self.max_queue and len(self.queue) + len(self.schedule) + len(self.graph) + len(specs) > self.max_queue:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )

@@ -49,11 +49,12 @@ back to the front of its queue if it has retries left, else fails with ``Control
 task dispatched into a worker's prefetch queue that had not started is re-queued without
 counting the attempt. Finished tasks within the result TTL (the newest ``result_cache_size`` of
 them) are readable again; periodic schedules resume from their last run (the scheduler's misfire
-policy decides about slots missed meanwhile); paused priority levels stay paused.
+policy decides about slots missed meanwhile); paused priority levels stay paused, and limits an
+operator set at run time (``set_limits``) hold again.
 
 Compaction. At start, and whenever the file outgrows ``compact_ratio`` times its last snapshot
 (and at least ``compact_min_bytes``), the live state is written to a new file that replaces the
-old one: unfinished tasks, unexpired results, periodic last runs, paused levels. Online, a
+old one: unfinished tasks, unexpired results, periodic last runs, paused levels, run-time limits. Online, a
 compactor thread folds the file up to a batch boundary while the writer keeps appending; the
 writer then copies the batches written meanwhile after the snapshot and renames it into place.
 So the file stays proportional to the live state. ``fastworker-controlplane journal
@@ -151,6 +152,10 @@ TASK_FIELDS = (
     "held",
     "retries",
 )
+#: An operator set a task name's limits at run time (``rate`` "" and ``concurrency`` 0: none), or
+#: cleared them (``cleared``: its definition applies again).
+LIMITS = 8
+LIMITS_FIELDS = ("kind", "name", "rate", "concurrency", "cleared")
 #: Record kinds by name, for inspection.
 KIND_NAMES = {
     ACCEPT: "accept",
@@ -160,6 +165,7 @@ KIND_NAMES = {
     PAUSE: "pause",
     LAST_RUN: "last_run",
     TASK: "task",
+    LIMITS: "limits",
 }
 
 #: Resolves a task name to its registered default retries, or None when this process does not know it.
@@ -433,6 +439,8 @@ class JournalState:
     tasks: dict[str, JournalTask] = field(default_factory=dict)
     paused: set[int] = field(default_factory=set)
     last_runs: dict[str, float] = field(default_factory=dict)
+    #: Run-time limits per task name: (rate text or "", concurrency or 0).
+    limits: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: Records per kind, as read.
     kinds: Counter[int] = field(default_factory=Counter)
     #: Records about tasks the journal no longer has (dropped by a compaction), skipped.
@@ -483,6 +491,11 @@ class JournalState:
                 self.paused.add(record[1])
             else:
                 self.paused.discard(record[1])
+        elif kind == LIMITS:
+            if record[4]:
+                self.limits.pop(record[1], None)
+            else:
+                self.limits[record[1]] = (record[2], record[3])
         elif kind == LAST_RUN:
             name, slot = record[1], record[2]
             if slot > self.last_runs.get(name, float("-inf")):
@@ -514,6 +527,8 @@ class JournalState:
             yield (PAUSE, level, True)
         for name, slot in sorted(self.last_runs.items()):
             yield (LAST_RUN, name, slot)
+        for name, (rate, concurrency) in sorted(self.limits.items()):
+            yield (LIMITS, name, rate, concurrency, False)
 
     def counts(self) -> dict[str, int]:
         """Tasks per state name (PENDING, RUNNING, ...)."""
@@ -644,6 +659,8 @@ class Recovered:
     paused: set[int] = field(default_factory=set)
     #: Periodic task name -> the slot time of its latest run (for ``PeriodicScheduler(last_runs=...)``).
     last_runs: dict[str, float] = field(default_factory=dict)
+    #: Run-time limits per task name: (rate text or "", concurrency or 0).
+    limits: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: Tasks that were running and were re-queued (retries left, or never started from a prefetch queue).
     requeued: int = 0
     #: Tasks that were running and failed with ControlPlaneLost (no retries left).
@@ -675,7 +692,7 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
     ``ControlPlaneLost``. ``state`` is changed to match, so that the snapshot written next holds
     the decisions.
     """
-    recovered = Recovered(paused=set(state.paused), last_runs=dict(state.last_runs))
+    recovered = Recovered(paused=set(state.paused), last_runs=dict(state.last_runs), limits=dict(state.limits))
     front: dict[str, JournalTask] = {}
     specs: dict[str, task_pb2.TaskSpec] = {}
     for task in state.tasks.values():
@@ -931,6 +948,10 @@ class Journal:
         """A priority level was paused or resumed."""
         self._append((PAUSE, level, paused))
 
+    def limits(self, name: str, rate: str, concurrency: int, cleared: bool) -> None:
+        """An operator set a task name's limits (``rate`` "" and ``concurrency`` 0: none), or cleared them."""
+        self._append((LIMITS, name, rate, concurrency, cleared))
+
     def periodic_fired(self, name: str, slot: float) -> None:
         """A periodic task's run for ``slot`` was queued."""
         self._append((LAST_RUN, name, slot))
@@ -1139,6 +1160,10 @@ def inspect(path: str | os.PathLike[str]) -> dict[str, Any]:
         "tasks": len(state.tasks),
         "tasks_by_state": state.counts(),
         "paused": sorted(level_name(level) for level in state.paused),
+        "limits": {
+            name: {"rate_limit": rate or None, "max_concurrency": concurrency or None}
+            for name, (rate, concurrency) in sorted(state.limits.items())
+        },
         "periodic_last_runs": dict(sorted(state.last_runs.items())),
         "snapshot_records": live_records,
         "in_use": _in_use(journal),
