@@ -31,3 +31,12 @@ def spin(ms: float) -> float:
     while time.perf_counter() < end:
         count += 1
     return ms
+
+
+@task
+def limited(x: int) -> int:
+    """Return ``x``; the flow-control scenarios give it a rate limit at run time and queue a backlog behind it.
+
+    No limit in its definition: a limit here would put a gate in front of every scenario's queue.
+    """
+    return x

@@ -27,7 +27,7 @@ from fwbench.core import (
     summarize,
 )
 from fwbench.procs import install_sigint_handler, reap_children, stop_all
-from fwbench.report import compute_ratios, cpu_line, print_tables, table_rows, target_met
+from fwbench.report import compute_ratios, cpu_line, flow_line, print_tables, table_rows, target_met
 
 
 def _git(*args: str) -> str | None:
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{opts.samples:,} latency samples, worker concurrency {opts.worker_concurrency}, {repeats} repeat(s); "
         f"Python {platform.python_version()}, {cpus} CPU(s); {elapsed:,.0f} s" + ("  [--quick]" if args.quick else "")
     )
-    notes = [line for line in (cpu_line(results),) if line]
+    notes = [line for line in (cpu_line(results), flow_line(results)) if line]
     if "rss" in results:
         dash = {run.get("dashboard_note") for run in results["rss"]["runs"] if run.get("dashboard_note")}
         if dash and "idle_dashboard_rss_mb" not in results["rss"]["summary"]:

@@ -263,6 +263,18 @@ def cpu_line(results: dict[str, dict[str, Any]]) -> str | None:
     return ("Control-plane CPU per task (µs): " + ", ".join(parts)) if parts else None
 
 
+def flow_line(results: dict[str, dict[str, Any]]) -> str | None:
+    """Flow control's cost to unlimited names: ``flow_delay_many`` against the ``delay_many`` scenario of this run."""
+    gated, _ = _median(results, ("flow_delay_many", "e2e_tps"))
+    plain, _ = _median(results, ("delay_many", "e2e_tps"))
+    if gated is None or plain is None or plain <= 0:
+        return None
+    return (
+        f"Flow control: delay_many beside a gated backlog {gated:,.0f}/s = {gated / plain:.2f}× "
+        f"the delay_many scenario ({plain:,.0f}/s)"
+    )
+
+
 def _plain_table(title: str, header: Sequence[str], rows: Sequence[tuple[str, ...]], right: set[int]) -> None:
     widths = [
         max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i]) for i in range(len(header))

@@ -59,3 +59,9 @@ def progress(first_gate: str, second_gate: str) -> str:
         while not Path(gate).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     return "rendered"
+
+
+@task(name="fwdash.limited", rate_limit="50/s", max_concurrency=2)
+def limited(x: int) -> int:
+    """Return x: a task whose definition limits it, so the overview's Limits panel lists it."""
+    return x

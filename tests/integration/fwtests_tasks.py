@@ -119,3 +119,9 @@ def execution_counts(prefix: str = "") -> dict[str, int]:
 def markup_named(text: str) -> str:
     """A task whose name and result look like rich markup: operator views must show them literally."""
     return text
+
+
+@task(name="fwtests.limited", rate_limit="100/s", max_concurrency=2)
+def limited(x: int) -> int:
+    """Return x; its definition limits it, for the operator CLI's flow-control commands."""
+    return x

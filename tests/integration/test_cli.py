@@ -168,3 +168,36 @@ def test_cancel_of_a_waiting_task_and_drain_of_a_worker_exit_zero(start_cp_for_w
     # the running task was handed back to the queue when the drain timeout passed
     status = json.loads(fastworker(control_plane, "--json", "status", waiting["id"]).stdout)
     assert status["state"] == "PENDING" and status["worker"] is None
+
+
+def test_limits_and_limit_show_and_change_a_task_s_limits(shared_cp: RunningControlPlane) -> None:
+    def listed() -> dict[str, Any]:
+        done = fastworker(shared_cp, "--json", "limits")
+        assert done.returncode == 0, done.stderr
+        return {entry["name"]: entry for entry in json.loads(done.stdout)}
+
+    defined = listed()["fwtests.limited"]
+    assert defined["rate_limit"] == "100/s" and defined["max_concurrency"] == 2 and defined["overridden"] is False
+    assert list(defined)[:5] == ["name", "rate_limit", "max_concurrency", "running", "waiting"]
+    try:
+        changed = fastworker(shared_cp, "--json", "limit", "fwtests.limited", "--concurrency", "1")
+        assert changed.returncode == 0, changed.stderr
+        now = json.loads(changed.stdout)
+        assert (now["rate_limit"], now["max_concurrency"], now["overridden"]) == ("100/s", 1, True)
+        again = listed()["fwtests.limited"]
+        assert (again["max_concurrency"], again["overridden"]) == (1, True)
+        human = fastworker(shared_cp, "limit", "fwtests.limited", "--rate", "none")
+        assert human.returncode == 0, human.stderr
+        assert "fwtests.limited: no rate limit, concurrency 1, set at run time" in human.stdout
+        table = fastworker(shared_cp, "limits")
+        assert table.returncode == 0 and "fwtests.limited" in table.stdout and "yes" in table.stdout
+        assert fastworker(shared_cp, "--json", "submit", "fwtests.limited", "7", "--wait").returncode == 0
+    finally:
+        cleared = fastworker(shared_cp, "--json", "limit", "fwtests.limited", "--clear")
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)["max_concurrency"] == 2 and json.loads(cleared.stdout)["overridden"] is False
+
+    unknown = fastworker(shared_cp, "--json", "limit", "no.such.task", "--rate", "1/s")
+    assert unknown.returncode == 1 and "no.such.task" in json.loads(unknown.stdout)["error"]
+    assert fastworker(shared_cp, "limit", "fwtests.limited").returncode == 2
+    assert fastworker(shared_cp, "limit", "fwtests.limited", "--rate", "lots").returncode == 2

@@ -296,3 +296,40 @@ def test_a_running_tasks_progress_bar_message_and_eta_update_live(
     expect(page.locator(f'#panel-tasks tr[data-task-id="{task_id}"]')).to_have_attribute("data-state", "SUCCESS")
     expect(page.locator(f'#panel-tasks tr[data-task-id="{task_id}"] .progress-eta')).to_have_count(0)
     assert_not_reloaded(page)
+
+
+def test_limits_set_through_the_form_are_listed_and_refresh_live(page: Page, client: SyncClient) -> None:
+    page.goto("/")
+    defined = page.locator('#limits-table tr[data-limit-name="fwdash.limited"]')
+    expect(defined).to_have_attribute("data-overridden", "false")
+    expect(defined.locator(".limit-rate")).to_contain_text("50/s")
+    expect(defined.locator(".limit-concurrency")).to_contain_text("/2")
+    row = page.locator('#limits-table tr[data-limit-name="fwdash.add"]')
+    try:
+        form = page.locator("#limits-form")
+        form.locator('input[name="name"]').fill("fwdash.add")
+        form.locator('input[name="rate_limit"]').fill("20/s")
+        form.locator('input[name="max_concurrency"]').fill("3")
+        form.locator('button[data-action="set-limits"]').click()
+        expect(page.locator("#flash")).to_contain_text(
+            "limits of fwdash.add: rate 20/s, concurrency 3 (set at run time)"
+        )
+        expect(row).to_have_attribute("data-overridden", "true")
+        expect(row.locator(".limit-rate")).to_contain_text("20/s")
+        expect(row.locator(".limit-origin")).to_have_text("set at run time")
+        assert any("Change this task's limits" in message for message in page.dialogs)  # type: ignore[attr-defined]
+        assert client.submit("fwdash.add", 2, 2, timeout=WAIT) == 4  # tasks still run under the limit
+        shot(page, "limits")
+
+        # A change made elsewhere shows without a reload
+        wait_until_live(page)
+        client.set_limits("fwdash.add", max_concurrency=1)
+        expect(row.locator(".limit-concurrency")).to_contain_text("/1")
+        assert_not_reloaded(page)
+
+        row.locator('button[data-action="clear-limits"]').click()
+        expect(page.locator("#flash")).to_contain_text("limits of fwdash.add: no rate limit, no concurrency limit")
+        expect(row).to_have_count(0)
+        expect(defined).to_be_visible()
+    finally:
+        client.set_limits("fwdash.add", clear=True)

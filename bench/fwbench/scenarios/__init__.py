@@ -7,3 +7,9 @@ from fwbench.scenarios import memory  # noqa: F401
 
 # isort: split
 from fwbench.scenarios import journal  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import flow  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import workflows  # noqa: F401

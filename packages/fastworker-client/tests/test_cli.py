@@ -21,6 +21,7 @@ from fastworker.client import (
     Priority,
     TaskDetail,
     TaskInfo,
+    TaskLimits,
     TaskPage,
     TaskState,
     __version__,
@@ -42,6 +43,7 @@ from fastworker.client.jsonshape import (
     cancel_json,
     detail_json,
     drain_json,
+    limits_json,
     page_json,
     pause_json,
     purge_json,
@@ -49,8 +51,10 @@ from fastworker.client.jsonshape import (
     registered_tasks_json,
     stats_json,
     task_json,
+    task_limits_json,
     workers_json,
 )
+from fastworker.client.limits import UNSET
 from fastworker.client.models import TaskError
 
 TASK_ID = "3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70"
@@ -149,6 +153,15 @@ class FakeClient:
         self._record("drain_worker", worker_id, timeout=timeout)
         return worker_id == "w1"
 
+    async def limits(self) -> list[TaskLimits]:
+        return list(LIMITS)
+
+    async def set_limits(self, name: str, **changes: Any) -> TaskLimits:
+        self._record("set_limits", name, **changes)
+        if name == "nope":
+            raise UnknownTask(f"unknown task {name!r}")
+        return SET_LIMITS
+
 
 DETAIL = TaskDetail(
     info=make_info(TaskState.FAILURE, error=TaskError("ValueError", "bad", "Traceback ...")),
@@ -159,6 +172,11 @@ DETAIL = TaskDetail(
 WORKERS = [{"worker_id": "w1", "host": "h", "capacity": 4, "in_flight": 1}]
 QUEUES = [{"priority": p.value, "depth": 0, "oldest_age": 0.0, "paused": False} for p in Priority]
 STATS = {"submitted": 12, "throughput": float("nan"), "history": [{"at": 1.0, "succeeded": 2, "failed": 1}]}
+LIMITS = [
+    TaskLimits("reports.build", "10/s", 3, running=3, waiting=7, current_rate=9.5, burst=1, overridden=True),
+    TaskLimits("emails.send", None, 2, running=1, waiting=0),
+]
+SET_LIMITS = TaskLimits("reports.build", "5/s", None, running=0, waiting=2, current_rate=0.0, burst=1, overridden=True)
 REGISTERED = [
     {"name": "add", "priority": "normal", "retries": 0, "timeout": 0.0, "soft_timeout": 0.0, "every": 0.0, "cron": ""}
 ]
@@ -251,7 +269,7 @@ def test_the_spec_commands_exist_each_with_a_description_and_every_argument_with
     parser = make_parser()
     (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     spec = {"submit", "status", "result", "cancel", "retry", "workers", "queues", "stats", "tasks"}
-    assert spec | {"list", "inspect", "purge", "pause", "resume", "drain"} <= set(subparsers.choices)
+    assert spec | {"list", "inspect", "purge", "pause", "resume", "drain", "limits", "limit"} <= set(subparsers.choices)
     assert set(subparsers.choices) == set(COMMANDS)
     for name, sub in subparsers.choices.items():
         assert sub.description, name
@@ -419,6 +437,7 @@ def test_submit_passes_arguments_and_every_task_option_to_send(run: Any) -> None
         "expires": 2000000000.0,
         "task_id": "mine",
         "unique_key": "nightly-7",
+        "depends_on": None,
     }
 
 
@@ -467,6 +486,8 @@ def test_task_json_is_the_shared_shape_with_id_first(run: Any) -> None:
         (["drain", "w1"], drain_json("w1", True), RET_OK),
         (["drain", "nobody"], drain_json("nobody", False), RET_FAILED),
         (["retry", TASK_ID], task_json(make_info()), RET_OK),
+        (["limits"], limits_json(LIMITS), RET_OK),
+        (["limit", "reports.build", "--rate", "5/s"], task_limits_json(SET_LIMITS), RET_OK),
     ],
 )
 def test_each_command_prints_the_shared_json_shape(run: Any, argv: list[str], expected: Any, code: int) -> None:
@@ -519,3 +540,73 @@ def test_errors_print_as_json_with_json(run: Any, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(FakeClient, "send", refuse)
     ran = run("submit", "nope", "--json")
     assert ran.code == RET_FAILED and "nope" in ran.json["error"]
+
+
+# ------------------------------------------------------------------------------------ flow control
+
+
+def test_limits_lists_each_limited_name_with_a_run_time_marker(run: Any) -> None:
+    ran = run("limits")
+    assert ran.code == RET_OK
+    for text in ("reports.build", "10/s", "emails.send", "set at run time", "9.50", "yes"):
+        assert text in ran.out, text
+    listed = run("limits", "--json").json
+    assert [entry["name"] for entry in listed] == ["reports.build", "emails.send"]
+    assert list(listed[0])[:5] == ["name", "rate_limit", "max_concurrency", "running", "waiting"]
+    assert listed[1]["rate_limit"] is None and listed[1]["max_concurrency"] == 2
+
+
+def test_limits_with_nothing_limited_says_so(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def nothing(self: FakeClient) -> list[TaskLimits]:
+        return []
+
+    monkeypatch.setattr(FakeClient, "limits", nothing)
+    assert "limits: none" in run("limits").out
+    assert run("limits", "--json").json == []
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--rate", "10/s"], {"rate_limit": "10/s", "max_concurrency": UNSET, "clear": False}),
+        (["--rate", "120/m", "--concurrency", "3"], {"rate_limit": "120/m", "max_concurrency": 3, "clear": False}),
+        (["--rate", "none"], {"rate_limit": None, "max_concurrency": UNSET, "clear": False}),
+        (["--concurrency", "NONE"], {"rate_limit": UNSET, "max_concurrency": None, "clear": False}),
+        (["--clear"], {"rate_limit": UNSET, "max_concurrency": UNSET, "clear": True}),
+        (["--clear", "--concurrency", "2"], {"rate_limit": UNSET, "max_concurrency": 2, "clear": True}),
+    ],
+)
+def test_limit_passes_only_the_limits_given(run: Any, options: list[str], expected: dict[str, Any]) -> None:
+    ran = run("limit", "reports.build", *options)
+    assert ran.code == RET_OK, ran
+    assert ran.client.calls == [("set_limits", ("reports.build",), expected)]
+
+
+def test_limit_prints_the_limits_as_they_now_hold(run: Any) -> None:
+    ran = run("limit", "reports.build", "--rate", "5/s", "--concurrency", "none")
+    assert ran.code == RET_OK
+    assert "reports.build: rate 5/s (burst 1), no concurrency limit, set at run time" in ran.out
+    assert run("--json", "limit", "reports.build", "--clear").json == task_limits_json(SET_LIMITS)
+
+
+def test_limit_without_a_change_or_with_a_bad_value_is_a_usage_error_naming_it(
+    run: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nothing = run("--json", "limit", "reports.build")
+    assert nothing.code == RET_USAGE
+    assert "--rate, --concurrency or --clear" in nothing.json["error"]
+    for option, value in (("--rate", "10/d"), ("--rate", "0/s"), ("--rate", "fast"), ("--concurrency", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["limit", "reports.build", option, value])
+        assert exc.value.code == RET_USAGE
+        err = capsys.readouterr().err
+        assert f"argument {option}" in err and repr(value) in err, err
+    with pytest.raises(SystemExit) as exc:
+        main(["limit", "--rate", "5/s"])  # no NAME
+    assert exc.value.code == RET_USAGE
+    assert FakeClient.made == []  # refused before connecting
+
+
+def test_limit_of_an_unknown_task_exits_one(run: Any) -> None:
+    ran = run("--json", "limit", "nope", "--concurrency", "1")
+    assert ran.code == RET_FAILED and "unknown task 'nope'" in ran.json["error"]

@@ -131,6 +131,8 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "tls",
         "secretfile",
         "dashboardflags",
+        "limits",
+        "workflows",
         "fastapi",  # fastworker.client.fastapi, once something imported it
     }  # `task`: the decorator
     public = {name for name in dir(fastworker.client) if not name.startswith("_")} - modules

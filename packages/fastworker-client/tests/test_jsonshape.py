@@ -9,8 +9,17 @@ import enum
 import json
 import uuid
 
-from fastworker.client import CancelResult, Priority, Progress, TaskDetail, TaskInfo, TaskPage, TaskState
-from fastworker.client.jsonshape import cancel_json, detail_json, jsonable, page_json, retry_json, task_json
+from fastworker.client import CancelResult, Priority, Progress, TaskDetail, TaskInfo, TaskLimits, TaskPage, TaskState
+from fastworker.client.jsonshape import (
+    cancel_json,
+    detail_json,
+    jsonable,
+    limits_json,
+    page_json,
+    retry_json,
+    task_json,
+    task_limits_json,
+)
 from fastworker.client.models import TaskError
 
 INFO = TaskInfo(
@@ -122,3 +131,24 @@ def test_page_and_action_outcomes() -> None:
         "previous_state": "SUCCESS",
     }
     assert retry_json("t1", TaskState.PENDING) == {"id": "t1", "state": "PENDING"}
+
+
+def test_limits_are_the_tasklimits_fields_in_order_with_null_for_no_limit() -> None:
+    limited = TaskLimits("reports.build", "10/s", 3, running=2, waiting=5, current_rate=9.5, burst=1, overridden=True)
+    data = task_limits_json(limited)
+    assert list(data) == [f.name for f in dataclasses.fields(TaskLimits)]
+    assert list(data)[:5] == ["name", "rate_limit", "max_concurrency", "running", "waiting"]
+    assert data == {
+        "name": "reports.build",
+        "rate_limit": "10/s",
+        "max_concurrency": 3,
+        "running": 2,
+        "waiting": 5,
+        "current_rate": 9.5,
+        "burst": 1,
+        "overridden": True,
+    }
+    unlimited = task_limits_json(TaskLimits("add", None, None))
+    assert unlimited["rate_limit"] is None and unlimited["max_concurrency"] is None
+    assert limits_json([limited, TaskLimits("add", None, None)]) == [data, unlimited]
+    assert json.loads(json.dumps(limits_json([limited]))) == [data]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fastworker.client import (
+    FastworkerError,
     PayloadError,
     Retry,
     TaskFailed,
@@ -16,8 +17,12 @@ from fastworker.client import (
     TaskRegistry,
     TaskState,
     UnknownTask,
+    chain,
+    chord,
     current_client,
+    group,
     set_default_client,
+    signature,
 )
 from fastworker.client.models import Priority
 from fastworker.client.task import AsyncTaskFunction, SyncTaskFunction, TaskFunction, TaskOptions
@@ -200,3 +205,124 @@ async def test_task_modules_are_loaded_like_a_worker_loads_them(tmp_path: Any, m
         default_registry.unregister("eager_demo.square")
     with pytest.raises(ValueError, match="not both"):
         EagerClient(TaskRegistry(), task_modules=["eager_demo_tasks"])
+
+
+# --------------------------------------------------------------------------------------- workflows
+
+
+@pytest.fixture
+def steps(tasks: Tasks) -> list[str]:
+    """Registers add, collect, explode and record; returns the calls made, in order."""
+    calls: list[str] = []
+
+    def add(x: int, y: int = 0) -> int:
+        calls.append(f"add({x}, {y})")
+        return x + y
+
+    def collect(values: list[int]) -> list[int]:
+        calls.append(f"collect({values})")
+        return values
+
+    def explode(*args: Any) -> None:
+        calls.append("explode")
+        raise RuntimeError("this step fails")
+
+    tasks.add(add)
+    tasks.add(collect)
+    tasks.add(explode)
+    return calls
+
+
+async def test_a_workflow_runs_its_steps_in_order_with_their_dependencies_results(
+    tasks: Tasks, steps: list[str]
+) -> None:
+    add = tasks.registry.get("add")
+    assert add is not None
+    client = EagerClient(tasks.registry)
+
+    handle = await client.delay_workflow(chain(add.s(1, 2), add.s(10), add.s(100)))
+    assert await handle.result() == 113
+    assert steps == ["add(1, 2)", "add(3, 10)", "add(13, 100)"]
+    info = await handle.status()
+    assert info.state is TaskState.SUCCESS and [s.id for s in info.steps] == list(handle.task_ids)
+    assert all(s.workflow_id == handle.id and s.worker == "eager" for s in info.steps)
+    assert [s.depends_on for s in info.steps] == [(), handle.task_ids[:1], handle.task_ids[1:2]]
+
+    assert await (await client.delay_workflow(group(add.s(i, i) for i in range(5)))).result() == [0, 2, 4, 6, 8]
+    header = [add.s(i) for i in range(4)]
+    assert await (await client.delay_workflow(chord(header, signature("collect")))).result() == [0, 1, 2, 3]
+    nested = chain(add.s(1, 1), group(add.s(1), add.si(5, 5)), signature("collect"))
+    assert await (await client.delay_workflow(nested)).result() == [3, 10]
+    assert await client.cancel_workflow(handle.id) == 0
+    with pytest.raises(TaskNotFound):
+        await client.workflow("never-submitted")
+
+
+async def test_a_failing_step_fails_the_rest_naming_it_and_nothing_after_it_runs(
+    tasks: Tasks, steps: list[str]
+) -> None:
+    client = EagerClient(tasks.registry)
+    workflow = chain(signature("add", (1, 2)), signature("explode"), signature("add", (1,)), signature("add", (2,)))
+
+    handle = await client.delay_workflow(workflow)
+
+    with pytest.raises(TaskFailed) as failed:
+        await handle.result()
+    failing_id = handle.task_ids[1]
+    assert steps == ["add(1, 2)", "explode"]
+    info = await handle.status()
+    assert info.state is TaskState.FAILURE
+    for later in info.steps[2:]:
+        assert later.state is TaskState.FAILURE and later.attempts == 0 and later.started_at is None
+        assert later.error is not None and later.error.type == "DependencyFailed"
+        assert "'explode'" in later.error.message and failing_id in later.error.message
+    assert failed.value.info.id == handle.task_ids[3]
+    assert [i.name for i in client.history] == ["add", "explode", "add", "add"]
+
+
+async def test_a_workflow_with_a_bad_step_runs_nothing(tasks: Tasks, steps: list[str]) -> None:
+    client = EagerClient(tasks.registry)
+    known = await client.delay("add", 0, 0)
+    steps.clear()
+    with pytest.raises(UnknownTask, match="workflow refused"):
+        await client.delay_workflow(chain(signature("add", (1, 2)), signature("nobody.defines.this")))
+    with pytest.raises(PayloadError):
+        await client.delay_workflow(chain(signature("add", (1, 2)), signature("add", (object(),))))
+    with pytest.raises(FastworkerError, match="reuses task id"):
+        await client.delay_workflow(chain(signature("add", (1, 2)), signature("add", (1,)).set(task_id=known)))
+    with pytest.raises(ValueError, match="at least one task"):
+        await client.delay_workflow(group())
+    assert steps == [] and len(client.history) == 1
+
+
+async def test_a_workflow_submitted_with_delay_uses_the_eager_client(tasks: Tasks, steps: list[str]) -> None:
+    add = tasks.registry.get("add")
+    assert add is not None
+    async with EagerClient(tasks.registry):
+        handle = await chain(add.s(2, 2), add.s(1)).delay()
+        assert await handle.result() == 5
+
+
+async def test_depends_on_runs_after_a_success_fails_after_a_failure_and_refuses_an_unknown_id(
+    tasks: Tasks, steps: list[str]
+) -> None:
+    client = EagerClient(tasks.registry)
+    good = await client.delay("add", 1, 2)
+    bad = await client.delay("explode")
+
+    after = await client.delay("add", 5, 5, depends_on=[good])
+    doomed = await client.delay("add", 6, 6, depends_on=[good, bad])
+
+    assert await client.result(after) == 10  # its own arguments: a plain depends_on passes no result
+    info = await client.status(after)
+    assert info.depends_on == (good,)
+    failed = await client.status(doomed)
+    assert failed.state is TaskState.FAILURE and failed.error is not None
+    assert failed.error.type == "DependencyFailed" and bad in failed.error.message
+    assert "add(6, 6)" not in steps
+    with pytest.raises(FastworkerError, match="depends on unknown task 'nope'"):
+        await client.delay("add", 1, 1, depends_on=["nope"])
+    with pytest.raises(FastworkerError, match="other tasks"):
+        await client.delay("add", 1, 1, task_id="me", depends_on=[good, "me"])
+    # an operator's retry of a task that never ran runs it with its own arguments, as a control plane does
+    assert await client.retry(doomed) is TaskState.SUCCESS and await client.result(doomed) == 12

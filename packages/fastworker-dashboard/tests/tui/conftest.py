@@ -28,6 +28,7 @@ from fastworker.client import (
     TaskError,
     TaskEvent,
     TaskInfo,
+    TaskLimits,
     TaskNotFound,
     TaskState,
 )
@@ -152,6 +153,8 @@ class FakeClient:
         self.history = [
             {"at": NOW - 120 + i, "succeeded": i % 7, "failed": 1 if i % 30 == 0 else 0} for i in range(120)
         ]
+        #: What limits() lists (none by default: the limits panel stays hidden).
+        self.limit_list: list[TaskLimits] = []
         self.cancelled: list[str] = []
         self.retried: list[str] = []
         self.pause_calls: list[tuple[str, str]] = []
@@ -219,6 +222,10 @@ class FakeClient:
     async def workers(self) -> list[dict[str, Any]]:
         self._check()
         return [dict(w) for w in self.workers_data]
+
+    async def limits(self) -> list[TaskLimits]:
+        self._check()
+        return list(self.limit_list)
 
     async def tasks(self) -> list[dict[str, Any]]:
         self._check()

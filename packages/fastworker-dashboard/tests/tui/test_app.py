@@ -7,10 +7,10 @@ import html
 from rich.text import Text
 from textual.widgets import Input, Sparkline, Static
 
-from fastworker.client import TaskState
+from fastworker.client import ProtocolError, TaskLimits, TaskState
 from fastworker.dashboard.tui import FastworkerTop, make_app
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
-from fastworker.dashboard.tui.widgets import QueueTable, TaskTable, TopHeader, WorkerTable
+from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 
 SIZE = (160, 50)
 FAILED_ID = "bbbb2222-0000-4000-8000-000000000002"
@@ -73,6 +73,46 @@ async def test_app_renders_workers_tasks_queues_and_counters(fake, wait):
         failed_spark = header.query_one("#spark-failed", Sparkline)
         assert failed_spark.data is not None and sum(failed_spark.data) == 4
         assert header.banner_text == ""
+
+
+async def test_limited_task_names_show_in_a_panel_only_while_there_are_some(fake, wait):
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        limits = app.query_one(LimitTable)
+        await wait(pilot, lambda: app.queue_table.row_count == 4, "queues shown")
+        assert limits.row_count == 0 and not limits.display  # no flow control: the layout is unchanged
+
+        fake.limit_list = [
+            TaskLimits("fwtop.sleep", "10/s", 2, running=2, waiting=5, current_rate=9.5, burst=1, overridden=True),
+            TaskLimits("[red]x[/]", None, 3, running=1),
+        ]
+        await wait(pilot, lambda: limits.row_count == 2, "the limited names listed")
+        assert limits.display
+        assert limits.row_keys == ["[red]x[/]", "fwtop.sleep"]
+        assert cell(limits, "fwtop.sleep", "name") == "fwtop.sleep*"  # set at run time
+        assert cell(limits, "fwtop.sleep", "rate") == "10/s"
+        assert cell(limits, "fwtop.sleep", "concurrency") == "2"
+        assert cell(limits, "fwtop.sleep", "running") == "2"
+        assert cell(limits, "fwtop.sleep", "waiting") == "5"
+        assert cell(limits, "fwtop.sleep", "current") == "9.5"
+        assert cell(limits, "[red]x[/]", "rate") == "-" and cell(limits, "[red]x[/]", "name") == "[red]x[/]"
+        await wait(pilot, lambda: "Limits (* set at run time)" in screen_text(app), "the panel painted")
+        assert "fwtop.sleep" in screen_text(app) and "[red]x[/]" in screen_text(app)  # literally, not as markup
+
+        fake.limit_list = []
+        await wait(pilot, lambda: not limits.display, "the panel hidden again")
+
+
+async def test_limits_that_cannot_be_read_do_not_hide_the_rest(fake, wait, monkeypatch):
+    async def refuse():
+        raise ProtocolError("the control plane does not know limits")
+
+    monkeypatch.setattr(fake, "limits", refuse)
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.queue_table.row_count == 4 and app.worker_table.row_count == 2, "overview shown")
+        assert not app.limit_table.display
+        assert app.query_one(TopHeader).banner_text == ""
 
 
 async def test_markup_in_names_and_worker_ids_renders_literally(fake, wait):

@@ -21,9 +21,11 @@ FORM_ACTIONS = [
     "/queues/high/pause",
     "/queues/high/resume",
     "/workers/w1/drain",
+    "/limits",
 ]
-API_ACTIONS = ["/api" + path for path in FORM_ACTIONS]
-ACTION_METHODS = ("cancel", "retry", "purge", "pause", "resume", "drain_worker")
+#: The API's paths: the form's under /api, but a limits change names its task in the path.
+API_ACTIONS = ["/api" + path for path in FORM_ACTIONS if path != "/limits"] + ["/api/limits/app.add"]
+ACTION_METHODS = ("cancel", "retry", "purge", "pause", "resume", "drain_worker", "set_limits")
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 

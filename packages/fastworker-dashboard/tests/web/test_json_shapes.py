@@ -48,7 +48,17 @@ def run_cli(fake: FakeAdminClient, monkeypatch: pytest.MonkeyPatch, capsys: pyte
 
 
 def test_the_dashboard_serializes_with_the_client_s_shapes() -> None:
-    for name in ("jsonable", "task_json", "page_json", "detail_json", "cancel_json", "stats_json", "queues_json"):
+    for name in (
+        "jsonable",
+        "task_json",
+        "page_json",
+        "detail_json",
+        "cancel_json",
+        "stats_json",
+        "queues_json",
+        "limits_json",
+        "task_limits_json",
+    ):
         assert getattr(serialize, name) is getattr(jsonshape, name), name
 
 
@@ -61,6 +71,7 @@ async def test_reads_print_the_same_json_from_the_cli_and_the_api(
         (["stats"], "/api/stats"),
         (["queues"], "/api/queues"),
         (["workers"], "/api/workers"),
+        (["limits"], "/api/limits"),
         (["tasks"], "/api/registered-tasks"),
         (["list", "--state", "failure", "--limit", "10"], "/api/tasks?state=FAILURE&limit=10"),
         (["list", "--search", "cccc", "--limit", "5", "--offset", "0"], "/api/tasks?search=cccc&limit=5"),
@@ -88,3 +99,13 @@ async def test_actions_print_the_same_json_from_the_cli_and_the_api(web: httpx.A
         assert response.status_code == 200, argv
         assert printed == response.json(), argv
     assert printed == {"worker_id": "w1", "draining": True}
+
+
+async def test_a_limits_change_prints_the_same_json_from_the_cli_and_the_api(
+    web: httpx.AsyncClient, fake: FakeAdminClient, run_cli: Any
+) -> None:
+    code, printed = await run_cli("limit", "app.add", "--rate", "5/s", "--concurrency", "none")
+    response = await web.post("/api/limits/app.add", json={"rate_limit": "5/s", "max_concurrency": None})
+    assert code == 0 and response.status_code == 200
+    assert printed == response.json()
+    assert printed["name"] == "app.add" and printed["rate_limit"] == "5/s" and printed["overridden"] is True

@@ -18,10 +18,13 @@ from fastworker.client import (
     TaskDetail,
     TaskError,
     TaskInfo,
+    TaskLimits,
     TaskNotFound,
     TaskPage,
     TaskState,
+    UnknownTask,
 )
+from fastworker.client.limits import Rate, Unset
 
 NOW = 1_700_000_000.0
 
@@ -88,6 +91,12 @@ class FakeAdminClient:
             "executed_locally": 0,
             "history": [{"at": NOW + i, "succeeded": i % 3, "failed": 1 if i == 5 else 0} for i in range(120)],
         }
+        #: The limited names as limits() lists them; app.add and app.slow are the defined task names.
+        self.limit_state: dict[str, TaskLimits] = {
+            "app.slow": TaskLimits("app.slow", "10/s", 2, running=2, waiting=3, current_rate=9.0, burst=1)
+        }
+        self.defined_limits = {"app.add": TaskLimits("app.add", None, None), "app.slow": self.limit_state["app.slow"]}
+        self.limit_calls: list[tuple[str, dict[str, Any]]] = []
         self.sequence = 0
         self._event = asyncio.Event()
         self.events_in_flight = 0
@@ -224,6 +233,37 @@ class FakeAdminClient:
                 worker["draining"] = True
                 return True
         return False
+
+    async def limits(self) -> list[TaskLimits]:
+        self._check("limits")
+        return [self.limit_state[name] for name in sorted(self.limit_state)]
+
+    async def set_limits(
+        self,
+        name: str,
+        *,
+        rate_limit: str | None | Unset = Unset.UNSET,
+        max_concurrency: int | None | Unset = Unset.UNSET,
+        clear: bool = False,
+    ) -> TaskLimits:
+        """Like the control plane: clear goes back to the definition, then the given limits override it."""
+        self._check("set_limits")
+        self.limit_calls.append((name, {"rate_limit": rate_limit, "max_concurrency": max_concurrency, "clear": clear}))
+        if name not in self.defined_limits:
+            raise UnknownTask(f"unknown task {name!r}")
+        current = self.defined_limits[name] if clear else self.limit_state.get(name, self.defined_limits[name])
+        if isinstance(rate_limit, Unset) and isinstance(max_concurrency, Unset):
+            now = current
+        else:
+            rate = current.rate_limit if isinstance(rate_limit, Unset) else rate_limit
+            bound = current.max_concurrency if isinstance(max_concurrency, Unset) else max_concurrency
+            burst = Rate.parse(rate).burst if rate else 0
+            now = replace(current, rate_limit=rate, max_concurrency=bound, burst=burst, overridden=True)
+        if now.rate_limit or now.max_concurrency:
+            self.limit_state[name] = now
+        else:
+            self.limit_state.pop(name, None)
+        return now
 
     async def aclose(self) -> None:
         self.closed = True

@@ -41,6 +41,7 @@ from fastworker.client.jsonshape import (
     detail_json,
     drain_json,
     jsonable,
+    limits_json,
     page_json,
     pause_json,
     purge_json,
@@ -48,8 +49,10 @@ from fastworker.client.jsonshape import (
     registered_tasks_json,
     stats_json,
     task_json,
+    task_limits_json,
     workers_json,
 )
+from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, TaskLimits, Unset
 from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
 from fastworker.client.options import add_submit_arguments, options_from_namespace
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
@@ -71,6 +74,7 @@ examples:
   fastworker submit emails.send 42 --kwargs '{"subject": "hi"}' --priority high
   fastworker status 3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70 --json
   fastworker workers
+  fastworker limit reports.build --rate 10/s --concurrency 3
 """
 
 
@@ -522,6 +526,94 @@ async def drain(client: Client, args: argparse.Namespace, out: _Output) -> int:
     return RET_OK if draining else RET_FAILED
 
 
+def _rate_option(text: str) -> Rate | None:
+    """``--rate``: ``N/s``, ``N/m``, ``N/h``, or ``none`` (no rate limit)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return Rate.parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N/s, N/m or N/h with N above 0, or none, got {text!r}") from None
+
+
+def _concurrency_option(text: str) -> int | None:
+    """``--concurrency``: a whole number from 1, or ``none`` (no concurrency limit)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_CONCURRENCY}, or none, got {text!r}")
+    return value
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the task name")
+    parser.add_argument(
+        "--rate",
+        type=_rate_option,
+        default=argparse.SUPPRESS,  # absent when not given: keep the current value
+        metavar="N/s|none",
+        help="starts allowed across the fleet: N/s, N/m or N/h (none: no rate limit)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_concurrency_option,
+        default=argparse.SUPPRESS,
+        metavar="N|none",
+        help="most tasks of NAME running at once across the fleet (none: no limit)",
+    )
+    parser.add_argument(
+        "--clear",
+        action="store_true",
+        help="drop the limits set at run time, so the task's definition applies again (before --rate/--concurrency)",
+    )
+
+
+def _limit_changes(args: argparse.Namespace) -> tuple[Rate | None | Unset, int | None | Unset]:
+    """The rate and concurrency ``fastworker limit`` was given (``UNSET``: keep the current value)."""
+    rate: Rate | None | Unset = getattr(args, "rate", UNSET)
+    concurrency: int | None | Unset = getattr(args, "concurrency", UNSET)
+    return rate, concurrency
+
+
+def _check_limit(args: argparse.Namespace) -> None:
+    if _limit_changes(args) == (UNSET, UNSET) and not args.clear:
+        raise ValueError(f"fastworker limit {args.name}: give --rate, --concurrency or --clear")
+
+
+@command(
+    "limits",
+    help="flow-control limits per task name",
+    description="List the task names with a rate or concurrency limit: the limits, the tasks running and "
+    "waiting for them, and the starts in the last second. Limits set at run time are marked.",
+)
+async def limits(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print every limited task name."""
+    found = await client.limits()
+    out.rows("limits", [_limits_row(entry) for entry in found], limits_json(found))
+    return RET_OK
+
+
+@command(
+    "limit",
+    help="change a task name's rate or concurrency limit",
+    description="Change task NAME's fleet-wide limits at once and print them as they now hold; a limit not "
+    "given keeps its value, none removes it, --clear goes back to the task's definition.",
+    arguments=_limit_arguments,
+    check=_check_limit,
+)
+async def limit(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Set one name's limits (exit 1 if no connected process defines it)."""
+    rate, concurrency = _limit_changes(args)
+    text = rate.text if isinstance(rate, Rate) else rate
+    now = await client.set_limits(args.name, rate_limit=text, max_concurrency=concurrency, clear=args.clear)
+    out.action(task_limits_json(now), _limits_sentence(now))
+    return RET_OK
+
+
 # -------------------------------------------------------------------------------------- the output
 
 
@@ -657,6 +749,33 @@ def _task_row(entry: dict[str, Any]) -> dict[str, Any]:
         "async": "yes" if entry.get("is_async") else "",
         "schedule": schedule,
     }
+
+
+def _limits_row(entry: TaskLimits) -> dict[str, Any]:
+    """The columns of a limited task name."""
+    return {
+        "name": entry.name,
+        "rate": entry.rate_limit or "",
+        "burst": entry.burst if entry.rate_limit else "",
+        "concurrency": entry.max_concurrency or "",
+        "running": entry.running,
+        "waiting": entry.waiting,
+        "starts/s now": entry.current_rate,
+        "set at run time": "yes" if entry.overridden else "",
+    }
+
+
+def _limits_sentence(entry: TaskLimits) -> str:
+    """A name's limits in words, as ``fastworker limit`` reports them."""
+    rate = f"rate {entry.rate_limit} (burst {entry.burst})" if entry.rate_limit else "no rate limit"
+    concurrency = f"concurrency {entry.max_concurrency}" if entry.max_concurrency else "no concurrency limit"
+    if entry.overridden:
+        origin = ", set at run time"
+    elif entry.rate_limit or entry.max_concurrency:
+        origin = ", from the task's definition"
+    else:
+        origin = ""
+    return f"{entry.name}: {rate}, {concurrency}{origin}"
 
 
 # ---------------------------------------------------------------------------------------- running

@@ -1,8 +1,8 @@
 """One JSON shape per client object, shared by ``fastworker --json`` and the web dashboard's ``/api``.
 
-Scripts read both; a task, a page of tasks, a task's detail, the stats, queues, workers and the
-outcome of an action look the same whichever they ask. Every function returns plain JSON data
-(``json.dumps`` needs no ``default=``).
+Scripts read both; a task, a page of tasks, a task's detail, the stats, queues, workers, the
+flow-control limits and the outcome of an action look the same whichever they ask. Every function
+returns plain JSON data (``json.dumps`` needs no ``default=``).
 
 Values JSON lacks are written as text a script can use: bytes as base64, ``Decimal`` and ``UUID``
 as their ``str``, dates and times as ISO 8601, ``timedelta`` as seconds, enums as their values,
@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
+from fastworker.client.limits import TaskLimits
 from fastworker.client.models import CancelResult, Progress, TaskInfo, TaskState
 
 #: JSON data, as ``json.dumps`` takes it (every function here returns plain lists and dicts).
@@ -177,6 +178,20 @@ def workers_json(workers: Iterable[Mapping[str, object]]) -> list[JsonObject]:
 def registered_tasks_json(tasks: Iterable[Mapping[str, object]]) -> list[JsonObject]:
     """``Client.tasks()``: one object per registered task name with its default options."""
     return [json_object(t) for t in tasks]
+
+
+def task_limits_json(limits: TaskLimits) -> JsonObject:
+    """One name's flow-control limits: the TaskLimits fields in order, ``name`` first.
+
+    ``{"name", "rate_limit", "max_concurrency", "running", "waiting", "current_rate", "burst",
+    "overridden"}``; a limit that is not set is null.
+    """
+    return {f.name: jsonable(getattr(limits, f.name)) for f in dataclasses.fields(limits)}
+
+
+def limits_json(limits: Iterable[TaskLimits]) -> list[JsonObject]:
+    """``Client.limits()``: one :func:`task_limits_json` object per limited task name, by name."""
+    return [task_limits_json(entry) for entry in limits]
 
 
 def cancel_json(task_id: str, result: CancelResult) -> JsonObject:

@@ -93,7 +93,10 @@ class Chain:
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """Members run in parallel; the result is the list of their results, in order (see :func:`group`)."""
+    """Members run in parallel; the result is the list of their results, in order (see :func:`group`).
+
+    A group inside a group adds its members: the result is one flat list.
+    """
 
     members: tuple[Workflow, ...]
 
@@ -184,9 +187,12 @@ def plan_workflow(workflow: Workflow) -> tuple[list[WorkflowStep], tuple[str, ..
         ValueError: the workflow has no task at all (an empty group).
     """
     steps: list[WorkflowStep] = []
-    outputs, many = _place(workflow, (), None, steps)
+    outputs, passes = _place(workflow, (), _NOTHING, steps)
     if not steps:
         raise ValueError("a workflow needs at least one task")
+    if passes == _EMPTY_LIST:
+        outputs = ()  # ends with an empty group: its result is [], whatever ran before it
+    many = passes in (_LIST, _EMPTY_LIST)
     kind = task_pb2.WORKFLOW_OUTPUT_ITEM if many else task_pb2.WORKFLOW_OUTPUT_VALUE
     marked = set(outputs)
     steps = [
@@ -195,36 +201,45 @@ def plan_workflow(workflow: Workflow) -> tuple[list[WorkflowStep], tuple[str, ..
     return steps, outputs, many
 
 
-def _place(
-    node: Workflow, incoming: tuple[str, ...], many: bool | None, steps: list[WorkflowStep]
-) -> tuple[tuple[str, ...], bool]:
-    """Add node's steps after ``incoming`` (``many``: a list of results, False: one, None: nothing passed).
+#: What a part of a workflow passes to the next: nothing (the start), one result, the list of the
+#: results of the ids it returns, or an empty list (an empty group: the ids are only waited for).
+_NOTHING, _ONE, _LIST, _EMPTY_LIST = "nothing", "one", "list", "empty list"
 
-    Returns the ids whose results come out of node, and whether they come out as a list.
+
+def _place(
+    node: Workflow, incoming: tuple[str, ...], passes: str, steps: list[WorkflowStep]
+) -> tuple[tuple[str, ...], str]:
+    """Add node's steps after the ``incoming`` ids, which pass it what ``passes`` says.
+
+    Returns the ids that come out of node, and what they pass on.
     """
     if isinstance(node, Signature):
         task_id = node.options.task_id or str(uuid.uuid4())
         signature, given = node, task_pb2.DEPENDENCY_INPUT_NONE
-        if many is not None and not node.immutable:
-            if many and not incoming:  # after an empty group: the list is known now, and empty
+        if not node.immutable:
+            if passes == _EMPTY_LIST:  # the list is known now, and empty: prepend it here
                 signature = Signature(node.name, ([], *node.args), node.kwargs, node.options, True)
-            else:
-                given = task_pb2.DEPENDENCY_INPUT_RESULTS if many else task_pb2.DEPENDENCY_INPUT_RESULT
+            elif passes == _LIST:
+                given = task_pb2.DEPENDENCY_INPUT_RESULTS
+            elif passes == _ONE:
+                given = task_pb2.DEPENDENCY_INPUT_RESULT
         steps.append(WorkflowStep(signature, task_id, incoming, given))
-        return (task_id,), False
+        return (task_id,), _ONE
     if isinstance(node, Chain):
-        ids, kind = incoming, many
+        ids, kind = incoming, passes
         for step in node.steps:
             ids, kind = _place(step, ids, kind, steps)
-        return ids, bool(kind)
+        return ids, kind
     if isinstance(node, Group):
+        if not node.members:
+            return incoming, _EMPTY_LIST  # what follows still waits for what came before
         out: list[str] = []
         for member in node.members:
-            ids, _ = _place(member, incoming, many, steps)
+            ids, _ = _place(member, incoming, passes, steps)
             out.extend(ids)
-        return tuple(out), True
-    ids, _ = _place(node.header, incoming, many, steps)
-    return _place(node.body, ids, True, steps)
+        return tuple(out), _LIST
+    ids, kind = _place(node.header, incoming, passes, steps)
+    return _place(node.body, ids, kind, steps)
 
 
 # ------------------------------------------------------------------------------------------- handles

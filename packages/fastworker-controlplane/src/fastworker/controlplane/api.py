@@ -475,11 +475,15 @@ class ClientApi:
 
     def _limits(self, request: Envelope, reply: Reply) -> None:
         envelope = new_envelope(request.correlation_id)
-        queue = self.coordinator.queue
+        envelope.limits_reply.SetInParent()  # an empty list is still an answer
+        coordinator = self.coordinator
+        queue = coordinator.queue
         now = queue.now()
-        with self.coordinator.lock:
-            for name in sorted(queue.gates):
-                _fill_limits(envelope.limits_reply.limits.add(), name, queue.gates[name], now)
+        with coordinator.lock:
+            # Limited names, and names an operator unlimited at run time (their definition is overridden).
+            for name in sorted(queue.gates.keys() | coordinator.overridden_limits()):
+                info = envelope.limits_reply.limits.add()
+                _fill_limits(info, name, queue.gates.get(name), now, coordinator.limits_overridden(name))
         self._send(reply, envelope)
 
     def _set_limits(self, request: Envelope, reply: Reply) -> None:
@@ -504,7 +508,13 @@ class ClientApi:
         gate = self.coordinator.set_limits(body.name, rate, concurrency, clear=body.clear)
         envelope = new_envelope(request.correlation_id)
         with self.coordinator.lock:
-            _fill_limits(envelope.set_limits_reply.limits, body.name, gate, self.coordinator.queue.now())
+            _fill_limits(
+                envelope.set_limits_reply.limits,
+                body.name,
+                gate,
+                self.coordinator.queue.now(),
+                self.coordinator.limits_overridden(body.name),
+            )
         self._send(reply, envelope)
 
     @staticmethod
@@ -517,9 +527,10 @@ class ClientApi:
         return value
 
 
-def _fill_limits(info: admin_pb2.TaskLimits, name: str, gate: Gate | None, now: float) -> None:
+def _fill_limits(info: admin_pb2.TaskLimits, name: str, gate: Gate | None, now: float, overridden: bool) -> None:
     """Write one name's limits and what they hold back (call under the coordinator's lock)."""
     info.name = name
+    info.overridden = overridden
     if gate is None:
         return
     info.rate_limit = gate.rate.text if gate.rate is not None else ""
@@ -528,4 +539,3 @@ def _fill_limits(info: admin_pb2.TaskLimits, name: str, gate: Gate | None, now: 
     info.waiting = len(gate.waiting)
     info.current_rate = gate.current_rate(now)
     info.burst = gate.rate.burst if gate.rate is not None else 0
-    info.overridden = gate.overridden

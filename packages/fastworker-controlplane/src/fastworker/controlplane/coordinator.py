@@ -331,7 +331,10 @@ class Coordinator:
             if self.journal is not None:
                 self.journal.limits(name, "", 0, cleared=True)
         if not isinstance(rate, Unset) or not isinstance(max_concurrency, Unset):
-            current = self.queue.gates[name].limits if name in self.queue.gates else NO_LIMITS
+            if clear:  # the values not given come from the definition again
+                current = self._definition_limits_or_none(name)
+            else:
+                current = self.queue.gates[name].limits if name in self.queue.gates else NO_LIMITS
             override = self._limit_overrides[name] = Limits(
                 current.rate if isinstance(rate, Unset) else rate,
                 current.max_concurrency if isinstance(max_concurrency, Unset) else max_concurrency,
@@ -351,6 +354,20 @@ class Coordinator:
         )
         self.events.publish(events_pb2.EVENT_KIND_QUEUE_CHANGED, detail=f"limits of {name} changed")
         return gate
+
+    def _definition_limits_or_none(self, name: str) -> Limits:
+        try:
+            return self.defined_limits(name)
+        except ValueError:
+            return NO_LIMITS
+
+    def limits_overridden(self, name: str) -> bool:
+        """True while an operator's run-time limits replace the definition's for ``name``."""
+        return name in self._limit_overrides
+
+    def overridden_limits(self) -> set[str]:
+        """The names whose limits an operator set at run time."""
+        return set(self._limit_overrides)
 
     def _release_gate(self, record: TaskRecord) -> None:
         """A limited task left RUNNING: free its place, and let what waits at its gate start."""
@@ -847,7 +864,9 @@ class Coordinator:
     def submit_workflow(self, workflow_id: str, specs: Sequence[task_pb2.TaskSpec]) -> tuple[list[str], bool]:
         """Accept every step of a workflow or none; returns (the step ids in order, duplicate).
 
-        Idempotent by workflow id. Each step may depend on earlier steps and on known tasks.
+        Idempotent by workflow id. Each step may depend on earlier steps and on known tasks. Every
+        reason to refuse a step is checked before any is accepted, and the accepted steps enter the
+        queue together (``submit_many``), so no step of a refused workflow can start.
 
         Raises:
             RequestRefused: a bad workflow (empty, too big, a step refused); nothing was queued.
@@ -860,49 +879,65 @@ class Coordinator:
         if not specs or len(specs) > MAX_DEPENDENCIES:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"a workflow has 1 to {MAX_DEPENDENCIES} steps")
         self._check_workflow(specs)
-        accepted: list[TaskRecord] = []
-        try:
-            for index, spec in enumerate(specs, start=1):
-                spec.workflow_id = workflow_id
-                spec.workflow_step = index
-                record, duplicate = self.submit(spec)
-                if duplicate:
-                    raise RequestRefused(
-                        error_pb2.ERROR_CODE_INVALID_REQUEST, f"step {index} reuses the known task id {spec.task_id!r}"
-                    )
-                accepted.append(record)
-        except RequestRefused as refused:
-            for record in reversed(accepted):  # all or nothing: what was accepted ends at once
+        for index, spec in enumerate(specs, start=1):
+            spec.workflow_id = workflow_id
+            spec.workflow_step = index
+        outcomes = self.submit_many(specs)
+        accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, RequestRefused)]
+        refused = next((outcome for outcome in outcomes if isinstance(outcome, RequestRefused)), None)
+        if refused is not None:  # a check above missed it (a bug): end what was accepted, loudly
+            logger.error("workflow %s: a step was refused after the checks: %s", workflow_id, refused.message)
+            for record in reversed(accepted):
                 if not record.is_final:
                     self.cancel(record.task_id)
-            raise RequestRefused(refused.code, f"workflow refused: {refused.message}") from None
+            raise RequestRefused(refused.code, f"workflow refused: {refused.message}")
         self.graph.add_workflow(workflow_from_steps(workflow_id, accepted, accepted[0].queued_at))
         return [record.task_id for record in accepted], False
 
     def _check_workflow(self, specs: Sequence[task_pb2.TaskSpec]) -> None:
-        """Refuse a workflow before any step is accepted, for what would refuse one of its steps."""
+        """Refuse a workflow, before any step is accepted, for anything that would refuse one of its steps."""
         if not self.accepting:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
         ids: set[str] = set()
         for index, spec in enumerate(specs, start=1):
-            if spec.task_id in ids or self._known(spec.task_id) is not None:
-                raise RequestRefused(
-                    error_pb2.ERROR_CODE_INVALID_REQUEST,
-                    f"workflow refused: step {index} reuses task id {spec.task_id!r}",
-                )
-            if spec.name not in self.registry and spec.name not in self.remote_task_names:
-                raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"workflow refused: unknown task {spec.name!r}")
-            for dependency in spec.depends_on:
-                if dependency not in ids and self._known(dependency) is None:
-                    raise RequestRefused(
-                        error_pb2.ERROR_CODE_INVALID_REQUEST,
-                        f"workflow refused: step {index} depends on unknown task {dependency!r}",
-                    )
+            refusal = self._step_refusal(spec, ids)
+            if refusal is not None:
+                code, message = refusal
+                raise RequestRefused(code, f"workflow refused: step {index} ({spec.name!r}): {message}")
             ids.add(spec.task_id)
         if self.max_queue and len(self.queue) + len(self.schedule) + len(self.graph) + len(specs) > self.max_queue:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )
+
+    def _step_refusal(
+        self, spec: task_pb2.TaskSpec, earlier: set[str]
+    ) -> tuple[error_pb2.ErrorCode.ValueType, str] | None:
+        """Why ``_accept`` would refuse (or answer with another task) this workflow step, or None."""
+        invalid = error_pb2.ERROR_CODE_INVALID_REQUEST
+        if not spec.task_id or len(spec.task_id) > 200:
+            return invalid, "task_id must be 1 to 200 characters"
+        if spec.task_id in earlier or self._known(spec.task_id) is not None:
+            return invalid, f"task id {spec.task_id!r} is already used"
+        if spec.name not in self.registry and spec.name not in self.remote_task_names:
+            return error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}"
+        if (spec.priority or self.defined_policy(spec.name).priority) not in LEVELS:
+            return invalid, f"unknown priority {spec.priority}"
+        try:
+            unique_key = self._unique_key(spec)
+        except RequestRefused as refused:
+            return refused.code, refused.message
+        if unique_key and self._unique_holder(unique_key) is not None:
+            return invalid, "a live task holds its uniqueness key (a workflow step cannot be answered by another task)"
+        ids = spec.depends_on
+        if len(ids) > MAX_DEPENDENCIES or len(set(ids)) != len(ids) or spec.task_id in ids:
+            return invalid, f"depends_on must name at most {MAX_DEPENDENCIES} other tasks, each once"
+        for dependency in ids:
+            if dependency not in earlier and self._known(dependency) is None:
+                return invalid, f"depends on unknown task {dependency!r}"
+        if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(ids) != 1:
+            return invalid, "a step that takes its dependency's result depends on exactly one task"
+        return None
 
     def workflow(self, workflow_id: str) -> tuple[Workflow, list[TaskRecord | None]]:
         """A known workflow and its steps' records in step order (None for a step no longer known).

@@ -11,28 +11,40 @@ What is the same as a real control plane: task names are checked (``UnknownTask`
 results go through the payload codec (``PayloadError``, and values come back as a client would
 read them), exceptions become ``FAILURE`` with the remote-style traceback (``submit``/``result``
 raise ``TaskFailed``), retries follow the task's ``retries``/``retry_on`` and ``Retry``, an
-async task's time limits cancel it, and a task id given twice runs once.
+async task's time limits cancel it, and a task id given twice runs once. Workflows
+(``delay_workflow``, ``chain``/``group``/``chord``) and ``depends_on`` follow the same rules: the
+steps are checked all or nothing, each gets its dependencies' results as the control plane would
+pass them, and a step whose dependency did not succeed fails with ``DependencyFailed`` without
+running; a dependency on an unknown task is refused at submission.
 
 What differs, on purpose: everything runs at once and in order, inside ``delay``; there is no
 queue, so ``priority`` is only recorded, ``countdown``/``eta``/``expires`` are checked but not
 waited for, retries do not wait for their backoff, a sync task's time limits are not enforced
-(it runs in the caller's thread), and ``cancel`` finds every task already final.
+(it runs in the caller's thread), ``cancel`` and ``cancel_workflow`` find every task already
+final, and a workflow's steps run one after another in step order (a group's members too).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Unpack
 
+from fastworker.client._requester import error_from_wire
 from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
 from fastworker.client.handles import use_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
-from fastworker.protocol.payload import decode_value, encode_arguments
-from fastworker.protocol.v1 import task_pb2
+from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, plan_workflow
+from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.workflows import MAX_DEPENDENCIES, dependency_error
+from fastworker.protocol.errors import FastworkerError
+from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
+from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.worker.executor import Outcome, prepare, run_async_limited, run_sync
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.policy import options_policy
@@ -42,6 +54,21 @@ __all__ = ["EagerClient"]
 
 #: The ``TaskInfo.worker`` of tasks an EagerClient ran.
 EAGER_WORKER = "eager"
+
+
+@dataclass(frozen=True, slots=True)
+class _RanWorkflow:
+    """A workflow an EagerClient ran: its steps in step order, and how its result is made."""
+
+    step_ids: tuple[str, ...]
+    output_ids: tuple[str, ...]
+    output_is_list: bool
+    created_at: float
+
+
+def _refused(message: str) -> FastworkerError:
+    """The error a real client raises for a request the control plane refuses as invalid."""
+    return error_from_wire(error_pb2.Error(code=error_pb2.ERROR_CODE_INVALID_REQUEST, message=message))
 
 
 class EagerClient:
@@ -74,6 +101,7 @@ class EagerClient:
         self.history: list[TaskInfo] = []
         self._infos: dict[str, TaskInfo] = {}
         self._calls: dict[str, tuple[tuple[Any, ...], dict[str, Any], Priority | None]] = {}
+        self._workflows: dict[str, _RanWorkflow] = {}
         self._scopes: list[AbstractContextManager[Any]] = []
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -114,23 +142,103 @@ class EagerClient:
 
     async def _send(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: SubmitOptions) -> str:
         """Run one submission: the spec a real client would send, read back as the control plane reads it."""
-        tf = self.registry.get(name)
-        if tf is None:
+        if self.registry.get(name) is None:
             raise UnknownTask(name)
+        spec = self._spec(name, args, kwargs, options)
+        if spec.task_id in self._infos:
+            return spec.task_id  # a resubmitted id is not run twice
+        self._check_dependencies(spec)
+        await self._run_spec(spec)
+        return spec.task_id
+
+    def _spec(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: SubmitOptions
+    ) -> task_pb2.TaskSpec:
+        """The TaskSpec a real client would send (a fresh id unless the options give one).
+
+        Raises:
+            PayloadError: the arguments cannot be encoded.
+        """
         spec = task_pb2.TaskSpec(name=name)
-        spec.arguments.CopyFrom(encode_arguments(args, dict(kwargs), allow_pickle=self.allow_pickle))  # PayloadError
+        spec.arguments.CopyFrom(encode_arguments(args, dict(kwargs), allow_pickle=self.allow_pickle))
         options.apply(spec)
+        return spec
+
+    def _check_dependencies(self, spec: task_pb2.TaskSpec) -> None:
+        """Refuse a ``depends_on`` the control plane would refuse (the same errors a real client raises)."""
+        ids = spec.depends_on
+        if len(ids) > MAX_DEPENDENCIES:
+            raise _refused(f"at most {MAX_DEPENDENCIES} dependencies")
+        if len(set(ids)) != len(ids) or spec.task_id in ids:
+            raise _refused("depends_on must name other tasks, each once")
+        for task_id in ids:
+            if task_id not in self._infos:
+                raise _refused(f"depends on unknown task {task_id!r}")
+
+    async def _run_spec(self, spec: task_pb2.TaskSpec, workflow_id: str | None = None) -> None:
+        """Run one accepted spec: fail it if a dependency did not succeed, else give it their results and run it."""
+        tf = self.registry.get(spec.name)
+        if tf is None:  # pragma: no cover - every caller checked the name
+            raise UnknownTask(spec.name)
         task_id, payload = spec.task_id, spec.arguments
         level = Priority.from_wire(spec.priority) if spec.priority else None
-        if task_id in self._infos:
-            return task_id  # a resubmitted id is not run twice
+        depends_on = tuple(spec.depends_on)
+        dependencies = [self._infos[d] for d in depends_on]
+        failed = next((info for info in dependencies if info.state is not TaskState.SUCCESS), None)
+        if failed is None and spec.input != task_pb2.DEPENDENCY_INPUT_NONE:
+            results = [info.result for info in dependencies]
+            given = results[0] if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT else results
+            args, kwargs = decode_arguments(payload, allow_pickle=self.allow_pickle)
+            payload = encode_arguments((given, *args), kwargs, allow_pickle=self.allow_pickle)
         decoded = prepare(tf, payload, allow_pickle=self.allow_pickle)
         if isinstance(decoded, Outcome):  # pragma: no cover - the payload was just encoded here
-            raise RuntimeError(f"arguments of {name!r} did not decode: {decoded.error}")
+            raise RuntimeError(f"arguments of {spec.name!r} did not decode: {decoded.error}")
         call_args, call_kwargs = decoded
         self._calls[task_id] = (call_args, call_kwargs, level)
-        await self._run(task_id, tf, call_args, call_kwargs, level, attempts_before=0)
-        return task_id
+        if failed is not None:
+            self._record(self._dependency_failed(task_id, tf, level, failed, depends_on, workflow_id))
+            return
+        await self._run(
+            task_id,
+            tf,
+            call_args,
+            call_kwargs,
+            level,
+            attempts_before=0,
+            depends_on=depends_on,
+            workflow_id=workflow_id,
+        )
+
+    @staticmethod
+    def _dependency_failed(
+        task_id: str,
+        tf: TaskFunction[Any, Any],
+        level: Priority | None,
+        dependency: TaskInfo,
+        depends_on: tuple[str, ...],
+        workflow_id: str | None,
+    ) -> TaskInfo:
+        """The info of a task that never ran because ``dependency`` did not succeed (as the control plane says it)."""
+        record = TaskRecord(task_pb2.TaskSpec(task_id=dependency.id, name=dependency.name), 0, 0.0)
+        record.state = dependency.state.to_wire()
+        if dependency.error is not None:
+            record.error = task_pb2.TaskError(type=dependency.error.type, message=dependency.error.message)
+        error = dependency_error(record, dependency.id)
+        now = time.time()
+        return TaskInfo(
+            id=task_id,
+            name=tf.name,
+            state=TaskState.FAILURE,
+            priority=level if level is not None else tf.options.priority,
+            attempts=0,
+            worker=None,
+            queued_at=now,
+            started_at=None,
+            finished_at=now,
+            error=TaskError(error.type, error.message),
+            depends_on=depends_on,
+            workflow_id=workflow_id,
+        )
 
     async def submit(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Run task ``name`` now and return its value. Options as for ``Client.submit``.
@@ -205,6 +313,65 @@ class EagerClient:
         """The values of many tasks, in order (TaskFailed for the first that failed)."""
         return [await self.result(task_id) for task_id in task_ids]
 
+    # -------------------------------------------------------------------------------------- workflows
+
+    async def delay_workflow(self, workflow: Workflow) -> WorkflowHandle:
+        """Run a workflow's steps now, in step order; returns its handle (every step is final already).
+
+        Checked all or nothing first, as a control plane does: nothing runs if a step is refused.
+
+        Raises:
+            ValueError: an empty workflow, or a bad option on a step.
+            PayloadError: a step's arguments cannot be encoded.
+            UnknownTask: a step names a task this client cannot run.
+            FastworkerError: a step reuses a known task id.
+        """
+        steps, output_ids, output_is_list = plan_workflow(workflow)
+        workflow_id = str(uuid.uuid4())
+        specs: list[task_pb2.TaskSpec] = []
+        for step in steps:
+            signature = step.signature
+            options = (
+                signature.options if signature.options.task_id else signature.options.replace(task_id=step.task_id)
+            )
+            spec = self._spec(signature.name, signature.args, signature.kwargs, options)
+            spec.depends_on.extend(step.depends_on)
+            spec.input = step.input
+            spec.output = step.output
+            specs.append(spec)
+        seen: set[str] = set()
+        for index, spec in enumerate(specs, start=1):
+            if self.registry.get(spec.name) is None:
+                raise UnknownTask(spec.name, f"workflow refused: unknown task {spec.name!r}")
+            if spec.task_id in seen or spec.task_id in self._infos:
+                raise _refused(f"workflow refused: step {index} reuses task id {spec.task_id!r}")
+            seen.add(spec.task_id)
+        created_at = time.time()
+        for spec in specs:
+            await self._run_spec(spec, workflow_id)
+        task_ids = tuple(spec.task_id for spec in specs)
+        self._workflows[workflow_id] = _RanWorkflow(task_ids, output_ids, output_is_list, created_at)
+        return WorkflowHandle(workflow_id, task_ids, output_ids, output_is_list, self)
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """A workflow this client ran: its state (final) and its steps'.
+
+        Raises:
+            TaskNotFound: no workflow with this id ran here.
+        """
+        ran = self._workflows.get(workflow_id)
+        if ran is None:
+            raise TaskNotFound(workflow_id)
+        steps = [self._infos[task_id] for task_id in ran.step_ids]
+        states = {step.state for step in steps}
+        state = next((s for s in (TaskState.FAILURE, TaskState.CANCELLED) if s in states), TaskState.SUCCESS)
+        return WorkflowInfo(workflow_id, state, steps, ran.created_at, ran.output_ids, ran.output_is_list)
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        """Every step of an eager workflow is final already: cancels none (0), as a control plane would."""
+        await self.workflow(workflow_id)
+        return 0
+
     # ---------------------------------------------------------------------------------------- control
 
     async def cancel(self, task_id: str) -> CancelResult:
@@ -221,7 +388,16 @@ class EagerClient:
         if tf is None:
             raise UnknownTask(info.name)
         args, kwargs, level = self._calls[task_id]
-        await self._run(task_id, tf, args, kwargs, level, attempts_before=info.attempts)
+        await self._run(
+            task_id,
+            tf,
+            args,
+            kwargs,
+            level,
+            attempts_before=info.attempts,
+            depends_on=info.depends_on,
+            workflow_id=info.workflow_id,
+        )
         return self._infos[task_id].state
 
     # ---------------------------------------------------------------------------------------- running
@@ -235,6 +411,8 @@ class EagerClient:
         level: Priority | None,
         *,
         attempts_before: int,
+        depends_on: tuple[str, ...] = (),
+        workflow_id: str | None = None,
     ) -> None:
         options = tf.options
         policy = options_policy(options)  # the one rule (fastworker.worker.policy), with this one definition
@@ -273,7 +451,14 @@ class EagerClient:
             if outcome.error is not None
             else None,
             progress=progress.value,
+            depends_on=depends_on,
+            workflow_id=workflow_id,
         )
+        self._record(info)
+
+    def _record(self, info: TaskInfo) -> None:
+        """Keep a task's final info (a task run again replaces its entry in the history)."""
+        task_id = info.id
         if task_id not in self._infos:
             self.history.append(info)
         else:

@@ -137,6 +137,8 @@ def dependency_error(dependency: TaskRecord | None, dependency_id: str) -> task_
     """The error of a task whose dependency did not succeed, naming that step and why."""
     if dependency is None:
         message = f"dependency {dependency_id} is no longer known (its record left the result cache)"
+    elif dependency.error is not None and dependency.error.type == DEPENDENCY_FAILED:
+        message = dependency.error.message  # it names the step that failed first: pass that on, not a nesting
     else:
         state = task_pb2.TaskState.Name(dependency.state).removeprefix("TASK_STATE_")  # type: ignore[arg-type]
         why = f": {dependency.error.type}: {dependency.error.message}" if dependency.error is not None else ""

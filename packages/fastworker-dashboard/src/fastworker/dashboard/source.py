@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from fastworker.client import CancelResult, EventBatch, Priority, TaskState
+from fastworker.client import CancelResult, EventBatch, FastworkerError, Priority, TaskLimits, TaskState
 from fastworker.client.jsonshape import TaskDetailLike, TaskPageLike
+from fastworker.client.limits import UNSET, Unset
 
 #: One page of ``list_tasks`` and one ``task_detail``, as the dashboard reads them: the shapes the
 #: client's JSON module already defines (``TaskPage``/``TaskDetail`` and test fakes fit them).
@@ -72,5 +73,30 @@ class AdminClient(Protocol):
     async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
         """Ask a worker to finish its tasks and take no more; False if there is no such worker."""
 
+    async def limits(self) -> list[TaskLimits]:
+        """The task names with flow-control limits, what the limits hold back and the current rate."""
+
+    async def set_limits(
+        self,
+        name: str,
+        *,
+        rate_limit: str | None | Unset = UNSET,
+        max_concurrency: int | None | Unset = UNSET,
+        clear: bool = False,
+    ) -> TaskLimits:
+        """Change a name's limits at run time (None: no limit; UNSET: keep); returns them as they now hold."""
+
     async def aclose(self) -> None:
         """Close the connection."""
+
+
+async def read_limits(client: AdminClient) -> tuple[list[TaskLimits], str | None]:
+    """The limited task names, or none and why they could not be read.
+
+    The limits are a side panel: a control plane that cannot answer them (an older version, or a
+    failing request) must not take the counters, queues and workers down with it.
+    """
+    try:
+        return await client.limits(), None
+    except FastworkerError as exc:
+        return [], str(exc) or type(exc).__name__

@@ -1,7 +1,7 @@
 """``FastworkerTop``: polls the control plane, follows its event stream, and maps keys to admin actions.
 
 All I/O runs in Textual workers (``@work``), never in handlers: the overview (stats, queues,
-workers) and the task list are polled every refresh interval, and a long-poll worker follows
+flow-control limits, workers) and the task list are polled every refresh interval, and a long-poll worker follows
 ``client.events()`` so that new tasks and state changes show up between polls. A failed request
 never ends the app: the header says the control plane is unreachable and the polls keep trying.
 """
@@ -24,10 +24,10 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from fastworker.client import Client, ControlPlaneUnavailable, EventBatch, FastworkerError, TaskNotFound
-from fastworker.dashboard.source import AdminClient
+from fastworker.dashboard.source import AdminClient, read_limits
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
-from fastworker.dashboard.tui.widgets import QueueTable, TaskTable, TopHeader, WorkerTable
+from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _is_active(worker: Worker[Any] | None) -> bool:
 
 
 class FastworkerTop(App[None]):
-    """An "htop for the queue": counters, queues, workers and a live task list with operator keys.
+    """An "htop for the queue": counters, queues, limits, workers and a live task list with operator keys.
 
     Args:
         client: Anything with the admin API of ``fastworker.client.Client`` (see ``AdminClient``).
@@ -105,6 +105,7 @@ class FastworkerTop(App[None]):
         self._error_shown = False
         self.header = TopHeader(address, id="header")
         self.queue_table = QueueTable(id="queues")
+        self.limit_table = LimitTable(id="limits")
         self.worker_table = WorkerTable(id="workers")
         self.task_table = TaskTable(id="tasks")
         self.task_title = Static("", id="task-title")
@@ -113,10 +114,11 @@ class FastworkerTop(App[None]):
     # ------------------------------------------------------------------------------------- layout
 
     def compose(self) -> ComposeResult:
-        """Header, queue and worker panels side by side, the task list, and the key footer."""
+        """Header, queue, limit (while any name is limited) and worker panels side by side, the task list, the keys."""
         yield self.header
         with Horizontal(id="middle"):
             yield self.queue_table
+            yield self.limit_table
             yield self.worker_table
         with Vertical(id="task-panel"):
             with Horizontal(id="task-bar"):
@@ -128,6 +130,7 @@ class FastworkerTop(App[None]):
     def on_mount(self) -> None:
         """Start polling and following events."""
         self.queue_table.border_title = "Queues"
+        self.limit_table.border_title = "Limits (* set at run time)"
         self.worker_table.border_title = "Workers"
         self.task_table.border_title = "Tasks"
         self.task_table.focus()
@@ -155,7 +158,7 @@ class FastworkerTop(App[None]):
 
     def watch_reachable(self, reachable: bool | None) -> None:
         """Show or hide the unreachable banner; dim the panels while their data is stale."""
-        for panel in (self.queue_table, self.worker_table, self.task_table):
+        for panel in (self.queue_table, self.limit_table, self.worker_table, self.task_table):
             panel.set_class(reachable is False, "-stale")
         if reachable:
             self.header.show_connected()
@@ -195,15 +198,21 @@ class FastworkerTop(App[None]):
 
     @work(exclusive=True, group="overview", exit_on_error=False)
     async def _poll_overview(self) -> None:
-        """Read stats, queues and workers and show them."""
+        """Read stats, queues, limits and workers and show them."""
         try:
-            stats, queues, workers = await _gather(self.client.stats(), self.client.queues(), self.client.workers())
+            stats, queues, (limits, limits_error), workers = await _gather(
+                self.client.stats(), self.client.queues(), read_limits(self.client), self.client.workers()
+            )
         except Exception as exc:
             self._record_failure(exc)
             return
         self._record_success()
         self.header.show_stats(stats)
         self.queue_table.show_queues(queues)
+        if limits_error is None:  # else keep what was shown: the limits are a side panel
+            self.limit_table.show_limits(limits)
+        else:
+            logger.debug("reading the limits failed: %s", limits_error)
         self.worker_table.show_workers(workers, time.time())
 
     @work(exclusive=True, group="tasks", exit_on_error=False)

@@ -1,6 +1,6 @@
 """One upstream poller per dashboard, shared by every live viewer.
 
-While at least one browser watches, :class:`LiveFeed` takes a stats/queues/workers snapshot every
+While at least one browser watches, :class:`LiveFeed` takes a stats/queues/workers/limits snapshot every
 ``interval`` seconds and follows the control plane's event stream, only to learn *that* tasks
 changed (and which tasks did). Viewers wait on its version number; task pages are fetched once per
 change, a task's detail once per change *of that task*, and each panel is rendered once per change
@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastworker.client import FastworkerError
-from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView
+from fastworker.client import FastworkerError, TaskLimits
+from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView, read_limits
 from fastworker.dashboard.web.query import TaskFilters
 
 logger = logging.getLogger(__name__)
@@ -48,13 +48,16 @@ class FeedClosed(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The latest stats, queues and workers; ``error`` says why the newest refresh failed (data is then stale)."""
+    """The latest stats, queues, workers and limits; ``error`` says why the newest refresh failed (data is then stale)."""
 
     stats: dict[str, Any] = field(default_factory=dict)
     queues: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
     taken_at: float = 0.0
     error: str | None = None
+    limits: list[TaskLimits] = field(default_factory=list)
+    #: Why the limits could not be read (the rest of the snapshot is fresh all the same).
+    limits_error: str | None = None
 
 
 class LiveFeed:
@@ -281,16 +284,22 @@ class LiveFeed:
         while not self.closed:
             await self._active.wait()
             try:
-                stats, queues, workers = await asyncio.gather(
-                    self.client.stats(), self.client.queues(), self.client.workers()
+                stats, queues, workers, (limits, limits_error) = await asyncio.gather(
+                    self.client.stats(), self.client.queues(), self.client.workers(), read_limits(self.client)
                 )
-                self.snapshot = Snapshot(stats, queues, workers, time.time())
+                self.snapshot = Snapshot(stats, queues, workers, time.time(), limits=limits, limits_error=limits_error)
             except Exception as exc:  # FastworkerError mostly; anything else must not kill the poller
                 if not isinstance(exc, FastworkerError):
                     logger.exception("reading a dashboard snapshot failed")
                 previous = self.snapshot or Snapshot()
                 self.snapshot = Snapshot(
-                    previous.stats, previous.queues, previous.workers, previous.taken_at, error=str(exc) or repr(exc)
+                    previous.stats,
+                    previous.queues,
+                    previous.workers,
+                    previous.taken_at,
+                    error=str(exc) or repr(exc),
+                    limits=previous.limits,
+                    limits_error=previous.limits_error,
                 )
             self._first_snapshot.set()
             self._bump()

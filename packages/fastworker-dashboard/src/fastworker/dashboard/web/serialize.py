@@ -13,6 +13,7 @@ from fastworker.client.jsonshape import (
     detail_json,
     drain_json,
     jsonable,
+    limits_json,
     page_json,
     pause_json,
     purge_json,
@@ -21,6 +22,7 @@ from fastworker.client.jsonshape import (
     retry_json,
     stats_json,
     task_json,
+    task_limits_json,
     workers_json,
 )
 
@@ -29,6 +31,7 @@ __all__ = [
     "detail_json",
     "drain_json",
     "jsonable",
+    "limits_json",
     "overview_json",
     "page_json",
     "pause_json",
@@ -38,6 +41,7 @@ __all__ = [
     "retry_json",
     "stats_json",
     "task_json",
+    "task_limits_json",
     "workers_json",
 ]
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
-from fastworker.client import Priority, TaskState
-from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView
+from fastworker.client import Priority, TaskLimits, TaskState
+from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView, read_limits
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.query import LIMIT_CHOICES, TaskFilters, choices, page_links
@@ -30,6 +30,7 @@ OVERVIEW_PANELS = {
     "panel-counters": "partials/counters.html",
     "panel-throughput": "partials/throughput.html",
     "panel-queues": "partials/queues.html",
+    "panel-limits": "partials/limits.html",
     "panel-workers": "partials/workers_table.html",
     "panel-recent": "partials/recent.html",
 }
@@ -83,9 +84,13 @@ def page_context(
 
 
 def stats_context(
-    stats: Mapping[str, Any], queues: Sequence[Mapping[str, Any]], workers: Sequence[Mapping[str, Any]]
+    stats: Mapping[str, Any],
+    queues: Sequence[Mapping[str, Any]],
+    workers: Sequence[Mapping[str, Any]],
+    limits: Iterable[TaskLimits] = (),
+    limits_error: str | None = None,
 ) -> dict[str, Any]:
-    """Counters, sparkline, queues and workers as the templates read them."""
+    """Counters, sparkline, queues, workers and the limited task names (or why they are missing) as the templates read them."""
     hits = int(stats.get("cache_hits", 0) or 0)
     misses = int(stats.get("cache_misses", 0) or 0)
     lookups = hits + misses
@@ -93,6 +98,8 @@ def stats_context(
         "stats": stats,
         "queues": list(queues),
         "workers": sorted(workers, key=lambda w: str(w.get("worker_id", ""))),
+        "limits": sorted(limits, key=lambda entry: entry.name),
+        "limits_error": limits_error,
         "hit_rate": (100.0 * hits / lookups) if lookups else None,
         "spark": build_sparkline(stats.get("history")),
         "now": time.time(),
@@ -100,11 +107,21 @@ def stats_context(
 
 
 async def overview_context(client: AdminClient) -> dict[str, Any]:
-    """Everything ``/`` shows, read fresh from the control plane."""
-    stats, queues, workers, recent = await asyncio.gather(
-        client.stats(), client.queues(), client.workers(), client.list_tasks(limit=RECENT_LIMIT)
+    """Everything ``/`` shows, read fresh from the control plane (with the task names the limits form suggests)."""
+    stats, queues, workers, recent, (limits, limits_error), registered = await asyncio.gather(
+        client.stats(),
+        client.queues(),
+        client.workers(),
+        client.list_tasks(limit=RECENT_LIMIT),
+        read_limits(client),
+        client.tasks(),
     )
-    return {**stats_context(stats, queues, workers), "recent": list(recent.tasks)}
+    names = choices([*(str(t.get("name", "")) for t in registered), *(entry.name for entry in limits)])
+    return {
+        **stats_context(stats, queues, workers, limits, limits_error),
+        "recent": list(recent.tasks),
+        "limit_names": names,
+    }
 
 
 def tasks_context(filters: TaskFilters, page: TaskPageView) -> dict[str, Any]:

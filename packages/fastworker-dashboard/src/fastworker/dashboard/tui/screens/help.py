@@ -14,7 +14,7 @@ from textual.widgets import Static
 #: (key, what it does) pairs, in the order shown.
 KEYS: tuple[tuple[str, str], ...] = (
     ("up/down", "move the cursor in the focused table"),
-    ("tab", "focus the next panel: search, queues, workers, tasks"),
+    ("tab", "focus the next panel: search, queues, limits (while a task name is limited), workers, tasks"),
     ("enter", "open the selected task's details (args, result, traceback, timings)"),
     ("c", "cancel the selected task"),
     ("r", "retry the selected task (FAILURE or CANCELLED only)"),

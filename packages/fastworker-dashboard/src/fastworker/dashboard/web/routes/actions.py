@@ -1,4 +1,4 @@
-"""HTML form actions (cancel, retry, purge, pause/resume, drain): authorize, act, then 303 back with a flash message.
+"""HTML form actions (cancel, retry, purge, pause/resume, drain, limits): authorize, act, then 303 back with a flash message.
 
 Every form carries the per-app CSRF token and the page to return to; the checks live in
 ``security.authorize_form_action`` (read-only, same origin, token, secret).
@@ -16,6 +16,7 @@ from fastworker.client import ClientError, Priority, TaskNotFound
 from fastworker.dashboard.web.deps import StateDep
 from fastworker.dashboard.web.flash import Flash, set_flash
 from fastworker.dashboard.web.forms import read_form
+from fastworker.dashboard.web.limits import BadLimits, LimitsChange, describe
 from fastworker.dashboard.web.query import BadQuery
 from fastworker.dashboard.web.security import authorize_form_action, safe_next
 
@@ -126,3 +127,21 @@ async def drain_worker(request: Request, state: StateDep, worker_id: str) -> Red
         return Flash(f"no worker {worker_id} is connected", "error")
 
     return await _act(request, state, "/workers", action)
+
+
+@router.post("/limits")
+async def set_limits(request: Request, state: StateDep) -> RedirectResponse:
+    """Change one task name's flow-control limits (the form's ``name``, ``rate_limit``, ``max_concurrency``, ``clear``)."""
+
+    async def action() -> Flash:
+        form = await read_form(request)  # already read (and cached) by the checks
+        name = form.get("name", "").strip()
+        if not name:
+            return Flash("limits not changed: name a task", "error")
+        try:
+            change = LimitsChange.from_form(form)
+        except BadLimits as exc:
+            return Flash(f"limits of {name} not changed: {exc}", "error")
+        return Flash(describe(await change.apply(state.client, name)))
+
+    return await _act(request, state, "/", action)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
-from fastworker.client import Priority
+from fastworker.client import Priority, UnknownTask
 from fastworker.dashboard.web.deps import ClientDep, ConfigDep, FiltersDep, StateDep, ThrottleDep
+from fastworker.dashboard.web.forms import MAX_FORM_BYTES
+from fastworker.dashboard.web.limits import BadLimits, LimitsChange
 from fastworker.dashboard.web.query import BadQuery
 from fastworker.dashboard.web.security import authorize_api_action
 from fastworker.dashboard.web.serialize import (
     cancel_json,
     detail_json,
     drain_json,
+    limits_json,
     overview_json,
     page_json,
     pause_json,
@@ -23,6 +27,7 @@ from fastworker.dashboard.web.serialize import (
     registered_tasks_json,
     retry_json,
     stats_json,
+    task_limits_json,
     workers_json,
 )
 
@@ -142,3 +147,48 @@ async def api_drain(
     if not await client.drain_worker(worker_id):
         raise HTTPException(status_code=404, detail=f"no worker {worker_id} is connected")
     return drain_json(worker_id, True)
+
+
+@router.get("/limits")
+async def api_limits(client: ClientDep) -> list[dict[str, Any]]:
+    """The task names with flow-control limits (``fastworker limits --json``'s shape)."""
+    return limits_json(await client.limits())
+
+
+@router.post("/limits/{name:path}")
+async def api_set_limits(
+    request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, name: str
+) -> dict[str, Any]:
+    """Change one name's limits from ``{"rate_limit", "max_concurrency", "clear"}`` (absent: keep; null: no limit).
+
+    Answers the limits as they now hold (``fastworker limit --json``'s shape); 404 when nobody defines the name.
+    """
+    authorize_api_action(config, throttle, request)
+    change = LimitsChange.from_json(await _json_body(request))
+    try:
+        now = await change.apply(client, name)
+    except UnknownTask as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return task_limits_json(now)
+
+
+async def _json_body(request: Request) -> object:
+    """A small JSON request body (an empty one is ``{}``).
+
+    Raises:
+        BadLimits: too large, not sent as ``application/json``, or not JSON.
+    """
+    body = await request.body()
+    if not body:
+        return {}
+    if len(body) > MAX_FORM_BYTES:
+        raise BadLimits("request body too large")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise BadLimits(
+            f"expected a JSON body (Content-Type: application/json), not {content_type or 'no content type'}"
+        )
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadLimits(f"the body is not JSON: {exc}") from None

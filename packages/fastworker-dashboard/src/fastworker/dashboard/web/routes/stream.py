@@ -96,7 +96,9 @@ def make_panel_renderer(state: DashboardState, request: Request) -> LiveView:
         async def render_stats() -> dict[str, str]:
             snapshot = await feed.current_snapshot(FIRST_SNAPSHOT_WAIT)
             context: dict[str, Any] = {"ui": ui, "full_workers": full}
-            context.update(stats_context(snapshot.stats, snapshot.queues, snapshot.workers))
+            context.update(
+                stats_context(snapshot.stats, snapshot.queues, snapshot.workers, snapshot.limits, snapshot.limits_error)
+            )
             panels = WORKERS_PANELS if full else OVERVIEW_PANELS
             if not full:
                 try:
