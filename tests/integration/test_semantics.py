@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastworker.client import Client, TaskState
+from fastworker.client import Client, ControlPlaneUnavailable, TaskState
 from fastworker.controlplane.testing import start_controlplane, start_worker
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -201,5 +201,22 @@ async def test_a_task_not_started_before_it_expires_ends_cancelled(tmp_path: Pat
         assert info.state is TaskState.CANCELLED
         assert info.error is not None and info.error.type == "Expired"
         assert not (tmp_path / "k9.count").exists()
+    finally:
+        assert cp.stop() == 0
+
+
+async def test_a_closed_client_refuses_further_calls_instead_of_waiting_forever(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        client = Client(cp.discovery)
+        task_id = await client.delay("fwtests_sem.slow", 0.01)
+        await client.aclose()
+        for call in (client.result(task_id), client.wait(task_id), client.status(task_id)):
+            try:
+                async with asyncio.timeout(5):
+                    await call
+            except ControlPlaneUnavailable:
+                continue
+            raise AssertionError("a call on a closed client answered")
     finally:
         assert cp.stop() == 0

@@ -193,10 +193,10 @@ class Client(AdminMethods):
         Raises:
             ControlPlaneUnavailable: no announcement arrived within ``connect_timeout``.
         """
+        if self._closed:  # first: a closed client keeps its channel object, and a wait on it would never end
+            raise ControlPlaneUnavailable("the client is closed")
         if self._channel is not None and self._instance_id:
             return
-        if self._closed:
-            raise ControlPlaneUnavailable("the client is closed")
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
