@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fastworker.client import SyncClient, chain, chord, group, signature
 from fastworker.controlplane.testing import RunningControlPlane
 
 
@@ -201,3 +202,56 @@ def test_limits_and_limit_show_and_change_a_task_s_limits(shared_cp: RunningCont
     assert unknown.returncode == 1 and "no.such.task" in json.loads(unknown.stdout)["error"]
     assert fastworker(shared_cp, "limit", "fwtests.limited").returncode == 2
     assert fastworker(shared_cp, "limit", "fwtests.limited", "--rate", "lots").returncode == 2
+
+
+def test_workflow_shows_the_steps_of_a_real_chord_and_cancels_a_waiting_one(
+    shared_cp: RunningControlPlane, tmp_path: Path
+) -> None:
+    with SyncClient(shared_cp.discovery) as client:
+        # chord(group(chain(add, fail), add), add): the failing branch fails the callback
+        failing = signature("fwtests.fail", args=("cli workflow",), immutable=True)
+        branch = chain(signature("fwtests.add", args=(1, 2)), failing)
+        handle = client.delay_workflow(
+            chord(group(branch, signature("fwtests.add", args=(5, 5))), signature("fwtests.add", args=(0,)))
+        )
+        client.wait_many(list(handle.task_ids), timeout=20)
+
+        done = fastworker(shared_cp, "--json", "workflow", handle.id)
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        assert data["id"] == handle.id and data["state"] == "FAILURE"
+        assert [step["id"] for step in data["steps"]] == list(handle.task_ids)
+        assert [step["state"] for step in data["steps"]] == ["SUCCESS", "FAILURE", "SUCCESS", "FAILURE"]
+        assert data["steps"][3]["depends_on"] == [handle.task_ids[1], handle.task_ids[2]]
+        assert {step["workflow_id"] for step in data["steps"]} == {handle.id}
+
+        human = fastworker(shared_cp, "workflow", handle.id)
+        assert human.returncode == 0, human.stderr
+        assert f"workflow {handle.id} FAILURE" in human.stdout and "2 SUCCESS, 2 FAILURE" in human.stdout
+        lines = human.stdout.splitlines()
+
+        def row(task_id: str) -> str:
+            return next(line for line in lines if task_id[:8] in line)
+
+        assert "ValueError" in row(handle.task_ids[1])
+        assert "(after 2 steps)" in row(handle.task_ids[3]) and "DependencyFailed" in row(handle.task_ids[3])
+        step = fastworker(shared_cp, "status", handle.task_ids[3])
+        assert handle.id in step.stdout  # a step's status names its workflow
+
+        # A workflow still waiting: --cancel cancels its steps; a second cancel finds nothing left (exit 1)
+        gate = tmp_path / "never"
+        waiting = client.delay_workflow(
+            chain(
+                signature("fwtests.block_until", args=(str(gate), "cli-wf-cancel", 20.0)),
+                signature("fwtests.add", args=(1,)),
+            )
+        )
+        cancelled = fastworker(shared_cp, "--json", "workflow", waiting.id, "--cancel")
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert json.loads(cancelled.stdout) == {"id": waiting.id, "cancelled": 2}
+        again = fastworker(shared_cp, "workflow", waiting.id, "--cancel")
+        assert again.returncode == 1 and "cancelled 0 steps" in again.stdout
+        assert "CANCELLED" in again.stdout
+
+    unknown = fastworker(shared_cp, "--json", "workflow", "00000000-0000-4000-8000-00000000000f")
+    assert unknown.returncode == 1 and "is not known to the control plane" in json.loads(unknown.stdout)["error"]

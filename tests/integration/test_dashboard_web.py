@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-from fastworker.client import SyncClient, TaskInfo, TaskState
+from fastworker.client import SyncClient, TaskInfo, TaskState, chain, signature
 from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -333,3 +333,46 @@ def test_limits_set_through_the_form_are_listed_and_refresh_live(page: Page, cli
         expect(defined).to_be_visible()
     finally:
         client.set_limits("fwdash.add", clear=True)
+
+
+def test_a_chain_shows_its_steps_and_their_states_live_on_the_workflow_page(
+    page: Page, client: SyncClient, tmp_path: Path
+) -> None:
+    first_gate, second_gate = tmp_path / "first", tmp_path / "second"
+    handle = client.delay_workflow(
+        chain(
+            signature("fwdash.add", args=(1, 2)),
+            signature("fwdash.progress", args=(str(first_gate), str(second_gate)), immutable=True),
+            signature("fwdash.add", args=(10, 3), immutable=True),
+        )
+    )
+    first, middle, last = handle.task_ids
+    wait_for_state(client, middle, TaskState.RUNNING)
+    page.goto(f"/workflows/{handle.id}")
+    expect(page.locator("#workflow-steps li.workflow-step")).to_have_count(3)
+    expect(page.locator("#workflow-state .badge")).to_have_text("RUNNING")
+    for task_id, state, depth in ((first, "SUCCESS", "0"), (middle, "RUNNING", "1"), (last, "SCHEDULED", "2")):
+        row = page.locator(f'#workflow-steps li[data-task-id="{task_id}"]')
+        expect(row).to_have_attribute("data-state", state)
+        expect(row).to_have_attribute("data-depth", depth)  # each step under the one it waits for (SCHEDULED till then)
+        expect(row.locator(".badge")).to_have_text(state)
+    expect(page.locator(f'li[data-task-id="{middle}"] .progress-bar')).to_have_attribute("aria-valuenow", "3")
+    expect(page.locator("#workflow-counts")).to_contain_text("3 steps:")
+    shot(page, "workflow")
+
+    wait_until_live(page)
+    first_gate.touch()
+    second_gate.touch()  # the last two steps finish: the page follows without a reload
+    expect(page.locator(f'#workflow-steps li[data-task-id="{last}"]')).to_have_attribute("data-state", "SUCCESS")
+    expect(page.locator("#workflow-state .badge")).to_have_text("SUCCESS")
+    expect(page.locator('button[data-action="cancel-workflow"]')).to_have_count(0)
+    assert_not_reloaded(page)
+    assert handle.result(timeout=WAIT) == 13
+
+    # A step links to its task page, which links back to the workflow and to the step it waited for
+    page.locator(f'li[data-task-id="{last}"] a.step-name').click()
+    expect(page).to_have_url(re.compile(f"/tasks/{last}$"))
+    expect(page.locator("#task-workflow")).to_have_text(handle.id)
+    expect(page.locator("#task-depends-on a")).to_have_text(middle[:8])
+    page.locator("#task-workflow").click()
+    expect(page).to_have_url(re.compile(f"/workflows/{handle.id}$"))

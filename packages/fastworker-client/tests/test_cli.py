@@ -24,6 +24,7 @@ from fastworker.client import (
     TaskLimits,
     TaskPage,
     TaskState,
+    WorkflowInfo,
     __version__,
     cli,
 )
@@ -38,7 +39,7 @@ from fastworker.client.cli import (
     make_parser,
     parse_arg,
 )
-from fastworker.client.errors import UnknownTask
+from fastworker.client.errors import TaskNotFound, UnknownTask
 from fastworker.client.jsonshape import (
     cancel_json,
     detail_json,
@@ -53,6 +54,8 @@ from fastworker.client.jsonshape import (
     task_json,
     task_limits_json,
     workers_json,
+    workflow_cancel_json,
+    workflow_json,
 )
 from fastworker.client.limits import UNSET
 from fastworker.client.models import TaskError
@@ -162,6 +165,18 @@ class FakeClient:
             raise UnknownTask(f"unknown task {name!r}")
         return SET_LIMITS
 
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        self._record("workflow", workflow_id)
+        if workflow_id != WORKFLOW.id:
+            raise TaskNotFound(workflow_id)
+        return WORKFLOW
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        self._record("cancel_workflow", workflow_id)
+        if workflow_id != WORKFLOW.id:
+            raise TaskNotFound(workflow_id)
+        return 2
+
 
 DETAIL = TaskDetail(
     info=make_info(TaskState.FAILURE, error=TaskError("ValueError", "bad", "Traceback ...")),
@@ -177,6 +192,32 @@ LIMITS = [
     TaskLimits("emails.send", None, 2, running=1, waiting=0),
 ]
 SET_LIMITS = TaskLimits("reports.build", "5/s", None, running=0, waiting=2, current_rate=0.0, burst=1, overridden=True)
+
+
+def _step(task_id: str, state: TaskState, *depends_on: str, **changes: Any) -> TaskInfo:
+    return make_info(state, id=task_id, depends_on=depends_on, workflow_id="wf-7", result=None, **changes)
+
+
+#: chord(group(chain(fetch, parse), fetch), merge): merge waits for two steps, one of which failed.
+WORKFLOW = WorkflowInfo(
+    "wf-7",
+    TaskState.FAILURE,
+    [
+        _step("a1111111-aaaa", TaskState.SUCCESS, name="fetch"),
+        _step("a2222222-aaaa", TaskState.FAILURE, "a1111111-aaaa", name="parse", error=TaskError("KeyError", "x")),
+        _step("b1111111-bbbb", TaskState.SUCCESS, name="fetch"),
+        _step(
+            "c1111111-cccc",
+            TaskState.FAILURE,
+            "a2222222-aaaa",
+            "b1111111-bbbb",
+            name="[bold]merge[/]",
+            error=TaskError("DependencyFailed", "parse failed"),
+        ),
+    ],
+    created_at=1.0,
+    output_ids=("c1111111-cccc",),
+)
 REGISTERED = [
     {"name": "add", "priority": "normal", "retries": 0, "timeout": 0.0, "soft_timeout": 0.0, "every": 0.0, "cron": ""}
 ]
@@ -269,7 +310,9 @@ def test_the_spec_commands_exist_each_with_a_description_and_every_argument_with
     parser = make_parser()
     (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     spec = {"submit", "status", "result", "cancel", "retry", "workers", "queues", "stats", "tasks"}
-    assert spec | {"list", "inspect", "purge", "pause", "resume", "drain", "limits", "limit"} <= set(subparsers.choices)
+    assert spec | {"list", "inspect", "purge", "pause", "resume", "drain", "limits", "limit", "workflow"} <= set(
+        subparsers.choices
+    )
     assert set(subparsers.choices) == set(COMMANDS)
     for name, sub in subparsers.choices.items():
         assert sub.description, name
@@ -488,6 +531,8 @@ def test_task_json_is_the_shared_shape_with_id_first(run: Any) -> None:
         (["retry", TASK_ID], task_json(make_info()), RET_OK),
         (["limits"], limits_json(LIMITS), RET_OK),
         (["limit", "reports.build", "--rate", "5/s"], task_limits_json(SET_LIMITS), RET_OK),
+        (["workflow", "wf-7"], workflow_json(WORKFLOW), RET_OK),
+        (["workflow", "wf-7", "--cancel"], workflow_cancel_json("wf-7", 2), RET_OK),
     ],
 )
 def test_each_command_prints_the_shared_json_shape(run: Any, argv: list[str], expected: Any, code: int) -> None:
@@ -610,3 +655,65 @@ def test_limit_without_a_change_or_with_a_bad_value_is_a_usage_error_naming_it(
 def test_limit_of_an_unknown_task_exits_one(run: Any) -> None:
     ran = run("--json", "limit", "nope", "--concurrency", "1")
     assert ran.code == RET_FAILED and "unknown task 'nope'" in ran.json["error"]
+
+
+# ---------------------------------------------------------------------------------------- workflows
+
+
+def test_workflow_prints_its_steps_indented_under_what_they_wait_for(run: Any) -> None:
+    ran = run("workflow", "wf-7")
+    assert ran.code == RET_OK, ran.err
+    lines = ran.out.splitlines()
+    assert "workflow wf-7 FAILURE" in lines[0]
+    assert "4 steps: 2 SUCCESS, 2 FAILURE" in lines[0]
+    rows = [line for line in lines if any(key in line for key in ("a1111111", "a2222222", "b1111111", "c1111111"))]
+    assert [row.split()[0] for row in rows] == ["fetch", "└", "fetch", "└"]
+    fetch, parse, other, merge = rows
+    assert fetch.index("fetch") < parse.index("parse")  # parse is indented under the fetch it waits for
+    assert other.index("fetch") == fetch.index("fetch")  # a second root starts at the left again
+    assert "[bold]merge[/]" in merge and "(after 2 steps)" in merge  # literal, not markup; once, after both
+    assert merge.index("└") == parse.index("└")  # under b1111111, the last of its dependencies
+    assert "KeyError" in parse and "DependencyFailed" in merge and "KeyError" not in fetch
+    assert "c1111111" in merge and "c1111111-cccc" not in merge  # short ids
+    assert "\x1b[" not in ran.out  # piped: no colour codes
+
+
+def test_workflow_states_are_coloured_on_a_terminal(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    ran = run("workflow", "wf-7")
+    assert ran.code == RET_OK
+    assert "\x1b[" in ran.out and "SUCCESS" in ran.out
+
+
+def test_workflow_cancel_cancels_then_shows_it(run: Any) -> None:
+    ran = run("workflow", "wf-7", "--cancel")
+    assert ran.code == RET_OK
+    assert "cancelled 2 steps of workflow wf-7" in ran.out and "(after 2 steps)" in ran.out
+    assert [call[0] for call in ran.client.calls] == ["cancel_workflow", "workflow"]
+
+
+def test_an_unknown_workflow_exits_one_with_a_clear_error(run: Any) -> None:
+    ran = run("--json", "workflow", "nope")
+    assert ran.code == RET_FAILED
+    assert ran.json == {
+        "error": "workflow nope is not known to the control plane (never seen, or its steps were forgotten)"
+    }
+    FakeClient.made = []
+    human = run("workflow", "nope", "--cancel")
+    assert human.code == RET_FAILED and "workflow nope is not known" in human.err
+
+
+def test_status_of_a_workflow_step_shows_its_workflow_and_dependencies(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def status(self: FakeClient, task_id: str) -> TaskInfo:
+        return WORKFLOW.steps[3]
+
+    plain = run("status", TASK_ID)
+    assert "workflow_id" not in plain.out and "depends_on" not in plain.out  # only for steps and dependants
+    FakeClient.made = []
+    monkeypatch.setattr(FakeClient, "status", status)
+    step = run("status", TASK_ID)
+    assert "wf-7" in step.out and "a2222222-aaaa, b1111111-bbbb" in step.out

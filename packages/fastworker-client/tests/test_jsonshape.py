@@ -9,7 +9,17 @@ import enum
 import json
 import uuid
 
-from fastworker.client import CancelResult, Priority, Progress, TaskDetail, TaskInfo, TaskLimits, TaskPage, TaskState
+from fastworker.client import (
+    CancelResult,
+    Priority,
+    Progress,
+    TaskDetail,
+    TaskInfo,
+    TaskLimits,
+    TaskPage,
+    TaskState,
+    WorkflowInfo,
+)
 from fastworker.client.jsonshape import (
     cancel_json,
     detail_json,
@@ -19,6 +29,8 @@ from fastworker.client.jsonshape import (
     retry_json,
     task_json,
     task_limits_json,
+    workflow_cancel_json,
+    workflow_json,
 )
 from fastworker.client.models import TaskError
 
@@ -52,10 +64,20 @@ def test_task_json_has_id_first_and_the_taskinfo_fields_in_order() -> None:
         "result",
         "error",
         "progress",
+        "depends_on",
+        "workflow_id",
     ]
     assert data["state"] == "FAILURE" and data["priority"] == "high"
     assert data["error"] == {"type": "ValueError", "message": "bad", "traceback": "tb"}
     assert data["progress"] is None
+    assert data["depends_on"] == [] and data["workflow_id"] is None
+
+
+def test_a_workflow_step_names_its_dependencies_and_its_workflow() -> None:
+    step = dataclasses.replace(INFO, depends_on=("t0", "t00"), workflow_id="wf1")
+    data = task_json(step)
+    assert data["depends_on"] == ["t0", "t00"] and data["workflow_id"] == "wf1"
+    assert json.loads(json.dumps(data)) == data
 
 
 def test_a_tasks_progress_is_done_total_and_message() -> None:
@@ -112,8 +134,8 @@ def test_values_the_codec_returns_become_plain_json() -> None:
 def test_detail_is_the_task_then_arguments_and_timings() -> None:
     detail = TaskDetail(info=INFO, args=[(1, 2), b"raw"], kwargs={"k": decimal.Decimal("2")}, eta=9.0)
     data = detail_json(detail)
-    assert list(data)[:12] == list(task_json(INFO))
-    assert list(data)[12:] == ["args", "kwargs", "arguments_error", "eta", "wait_time", "run_time"]
+    assert list(data)[:14] == list(task_json(INFO))
+    assert list(data)[14:] == ["args", "kwargs", "arguments_error", "eta", "wait_time", "run_time"]
     assert data["args"] == [[1, 2], "cmF3"] and data["kwargs"] == {"k": "2"}
     assert data["eta"] == 9.0 and data["wait_time"] == 1.0 and data["run_time"] == 1.5
 
@@ -152,3 +174,17 @@ def test_limits_are_the_tasklimits_fields_in_order_with_null_for_no_limit() -> N
     assert unlimited["rate_limit"] is None and unlimited["max_concurrency"] is None
     assert limits_json([limited, TaskLimits("add", None, None)]) == [data, unlimited]
     assert json.loads(json.dumps(limits_json([limited]))) == [data]
+
+
+def test_a_workflow_is_its_fields_then_its_steps_in_the_task_shape() -> None:
+    first = dataclasses.replace(INFO, id="s1", state=TaskState.SUCCESS, error=None, result=3, workflow_id="wf1")
+    second = dataclasses.replace(first, id="s2", state=TaskState.PENDING, result=None, depends_on=("s1",))
+    workflow = WorkflowInfo("wf1", TaskState.RUNNING, [first, second], 5.5, output_ids=("s2",), output_is_list=False)
+    data = workflow_json(workflow)
+    assert list(data) == ["id", "state", "created_at", "output_ids", "output_is_list", "steps"]
+    assert data["id"] == "wf1" and data["state"] == "RUNNING" and data["created_at"] == 5.5
+    assert data["output_ids"] == ["s2"] and data["output_is_list"] is False
+    assert data["steps"] == [task_json(first), task_json(second)]
+    assert data["steps"][1]["depends_on"] == ["s1"] and data["steps"][1]["workflow_id"] == "wf1"
+    assert json.loads(json.dumps(data)) == data
+    assert workflow_cancel_json("wf1", 2) == {"id": "wf1", "cancelled": 2}

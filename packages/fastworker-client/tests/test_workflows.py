@@ -7,7 +7,7 @@ each shape's graph is visible at a glance. Nothing here talks to a control plane
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -291,10 +291,10 @@ class FakeBackend:
         self.cancelled.append(workflow_id)
         return 2
 
-    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+    async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
         self.timeouts.append(timeout)
         await asyncio.sleep(self.pause)
-        return self.values[task_id]
+        return [self.values[task_id] for task_id in task_ids]
 
 
 async def test_a_handle_returns_its_one_value_or_its_list_in_order() -> None:
@@ -306,12 +306,10 @@ async def test_a_handle_returns_its_one_value_or_its_list_in_order() -> None:
     assert str(WorkflowHandle("w", (), (), False, backend)) == "w"
 
 
-async def test_a_handle_timeout_bounds_the_whole_wait_not_each_step() -> None:
+async def test_a_handle_waits_for_all_its_result_steps_at_once_within_one_timeout() -> None:
     backend = FakeBackend({"a": 1, "b": 2, "c": 3}, pause=0.05)
-    await WorkflowHandle("w", ("a", "b", "c"), ("a", "b", "c"), True, backend).result(timeout=10.0)
-    first, second, third = backend.timeouts
-    assert first is not None and second is not None and third is not None
-    assert 10.0 >= first > second > third  # what is left of one deadline
+    assert await WorkflowHandle("w", ("a", "b", "c"), ("a", "b", "c"), True, backend).result(timeout=10.0) == [1, 2, 3]
+    assert backend.timeouts == [10.0]  # one wait for every step, bounded by the caller's timeout
 
 
 async def test_delay_on_a_workflow_submits_through_the_current_client() -> None:

@@ -65,12 +65,15 @@ async def test_a_rate_limit_spreads_starts_after_the_burst(harness: Any) -> None
     records = [coordinator.submit(harness.spec("paced", 0.0))[0] for _ in range(12)]
     for record in records:
         assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
-    gaps = [b - a for a, b in zip(tracker.starts, tracker.starts[1:], strict=False)]
     burst = Rate.parse("20/s").burst
     assert burst == 2
-    # After the first `burst` starts, each waits for a token: 50 ms apart (a little less from timer slack).
-    assert all(gap > 0.04 for gap in gaps[burst - 1 :]), gaps
-    assert tracker.starts[-1] - tracker.starts[0] >= (12 - burst) * 0.05 * 0.9
+    # The token bucket's promise: at most burst + rate * W starts in any window of W seconds (one more
+    # allowed for a start that a busy machine delayed between its token and its first line).
+    starts = tracker.starts
+    for index, first in enumerate(starts):
+        within = sum(1 for later in starts[index:] if later - first <= 0.25)
+        assert within <= burst + 20 * 0.25 + 1, starts
+    assert starts[-1] - starts[0] >= (12 - burst) * 0.05 * 0.9
 
 
 async def test_changing_a_limit_at_run_time_releases_the_waiting_tasks(harness: Any) -> None:

@@ -31,6 +31,7 @@ from fastworker.client import (
     TaskLimits,
     TaskNotFound,
     TaskState,
+    WorkflowInfo,
 )
 
 NOW = time.time()
@@ -165,6 +166,9 @@ class FakeClient:
         self.pending_events: list[TaskEvent] = []
         #: Ids still listed but unknown to cancel/retry/detail (evicted between listing and action).
         self.evicted: set[str] = set()
+        #: Workflow id -> its steps' ids in step order (the steps are in task_list).
+        self.workflow_steps: dict[str, list[str]] = {}
+        self.workflow_calls: list[str] = []
 
     def _check(self) -> None:
         if self.unreachable:
@@ -301,6 +305,23 @@ class FakeClient:
         self.pause_calls.append(("resume", level))
         self.paused[level] = False
         return False
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        self._check()
+        self.workflow_calls.append(workflow_id)
+        if workflow_id not in self.workflow_steps:
+            raise TaskNotFound(workflow_id)
+        steps = [self._find(task_id) for task_id in self.workflow_steps[workflow_id]]
+        final = all(step.state.is_final for step in steps)
+        state = TaskState.SUCCESS if final else TaskState.RUNNING
+        return WorkflowInfo(workflow_id, state, steps, NOW - 60, output_ids=(steps[-1].id,))
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        self._check()
+        waiting = [t for t in self.workflow_steps.get(workflow_id, []) if not self._find(t).state.is_final]
+        for task_id in waiting:
+            self._replace(task_id, state=TaskState.CANCELLED, finished_at=time.time())
+        return len(waiting)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -22,10 +22,11 @@ FORM_ACTIONS = [
     "/queues/high/resume",
     "/workers/w1/drain",
     "/limits",
+    "/workflows/9f9f9f9f-0000-4000-8000-00000000000a/cancel",
 ]
 #: The API's paths: the form's under /api, but a limits change names its task in the path.
 API_ACTIONS = ["/api" + path for path in FORM_ACTIONS if path != "/limits"] + ["/api/limits/app.add"]
-ACTION_METHODS = ("cancel", "retry", "purge", "pause", "resume", "drain_worker", "set_limits")
+ACTION_METHODS = ("cancel", "retry", "purge", "pause", "resume", "drain_worker", "set_limits", "cancel_workflow")
 
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from web_fakes import NOW, FakeAdminClient, make_task
 
-from fastworker.client import cli, jsonshape
+from fastworker.client import TaskState, cli, jsonshape
 from fastworker.dashboard.web import serialize
 
 FAILED_ID = "ffffffff-0000-4000-8000-000000000001"
@@ -58,6 +58,8 @@ def test_the_dashboard_serializes_with_the_client_s_shapes() -> None:
         "queues_json",
         "limits_json",
         "task_limits_json",
+        "workflow_json",
+        "workflow_cancel_json",
     ):
         assert getattr(serialize, name) is getattr(jsonshape, name), name
 
@@ -109,3 +111,20 @@ async def test_a_limits_change_prints_the_same_json_from_the_cli_and_the_api(
     assert code == 0 and response.status_code == 200
     assert printed == response.json()
     assert printed["name"] == "app.add" and printed["rate_limit"] == "5/s" and printed["overridden"] is True
+
+
+async def test_a_workflow_and_its_cancel_print_the_same_json_from_the_cli_and_the_api(
+    web: httpx.AsyncClient, fake: FakeAdminClient, run_cli: Any
+) -> None:
+    first = make_task("d" * 8 + "-0000-4000-8000-000000000001", result=b"\x00")
+    second = make_task("d" * 8 + "-0000-4000-8000-000000000002", state=TaskState.RUNNING, depends_on=(first.id,))
+    fake.add_workflow("wf-shapes", [first, second])
+    code, printed = await run_cli("workflow", "wf-shapes")
+    response = await web.get("/api/workflows/wf-shapes")
+    assert code == 0 and response.status_code == 200
+    assert printed == response.json()
+    assert printed["steps"][1]["depends_on"] == [first.id] and printed["steps"][1]["workflow_id"] == "wf-shapes"
+    code, printed = await run_cli("workflow", "wf-shapes", "--cancel")
+    assert code == 0 and printed == {"id": "wf-shapes", "cancelled": 1}
+    response = await web.post("/api/workflows/wf-shapes/cancel")
+    assert response.json() == {"id": "wf-shapes", "cancelled": 0}

@@ -23,6 +23,7 @@ from fastworker.client import (
     TaskPage,
     TaskState,
     UnknownTask,
+    WorkflowInfo,
 )
 from fastworker.client.limits import Rate, Unset
 
@@ -97,6 +98,8 @@ class FakeAdminClient:
         }
         self.defined_limits = {"app.add": TaskLimits("app.add", None, None), "app.slow": self.limit_state["app.slow"]}
         self.limit_calls: list[tuple[str, dict[str, Any]]] = []
+        #: Workflow id -> its steps' ids in step order (the steps themselves are in tasks_by_id).
+        self.workflow_steps: dict[str, list[str]] = {}
         self.sequence = 0
         self._event = asyncio.Event()
         self.events_in_flight = 0
@@ -111,6 +114,11 @@ class FakeAdminClient:
         self.sequence += 1
         self._event.set()
         return info
+
+    def add_workflow(self, workflow_id: str, steps: Sequence[TaskInfo]) -> list[TaskInfo]:
+        """Add a workflow's steps (marked with its id) in step order."""
+        self.workflow_steps[workflow_id] = [step.id for step in steps]
+        return [self.add(replace(step, workflow_id=workflow_id)) for step in steps]
 
     def _check(self, method: str) -> None:
         self.calls[method] += 1
@@ -265,8 +273,40 @@ class FakeAdminClient:
             self.limit_state.pop(name, None)
         return now
 
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        self._check("workflow")
+        if workflow_id not in self.workflow_steps:
+            raise TaskNotFound(workflow_id)
+        steps = [self.tasks_by_id[task_id] for task_id in self.workflow_steps[workflow_id]]
+        return WorkflowInfo(workflow_id, _workflow_state(steps), steps, NOW, output_ids=(steps[-1].id,))
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        self._check("cancel_workflow")
+        if workflow_id not in self.workflow_steps:
+            raise TaskNotFound(workflow_id)
+        cancelled = 0
+        for task_id in reversed(self.workflow_steps[workflow_id]):
+            info = self.tasks_by_id[task_id]
+            if not info.state.is_final:
+                self.add(replace(info, state=TaskState.CANCELLED, finished_at=time.time()))
+                cancelled += 1
+        return cancelled
+
     async def aclose(self) -> None:
         self.closed = True
+
+
+def _workflow_state(steps: Sequence[TaskInfo]) -> TaskState:
+    """PENDING until a step starts, RUNNING until every one is final, then FAILURE, CANCELLED or SUCCESS."""
+    states = {step.state for step in steps}
+    if all(state.is_final for state in states):
+        for final in (TaskState.FAILURE, TaskState.CANCELLED):
+            if final in states:
+                return final
+        return TaskState.SUCCESS
+    if states <= {TaskState.PENDING, TaskState.SCHEDULED}:
+        return TaskState.PENDING
+    return TaskState.RUNNING
 
 
 def _task_event(sequence: int) -> Any:

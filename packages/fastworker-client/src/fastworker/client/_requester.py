@@ -26,6 +26,7 @@ from fastworker.client.errors import (
     AuthenticationError,
     ControlPlaneUnavailable,
     FastworkerError,
+    InvalidRequest,
     PayloadError,
     ProtocolError,
     QueueFull,
@@ -58,6 +59,7 @@ _ERRORS: dict[int, ErrorFactory] = {
     error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION: ProtocolError,
     error_pb2.ERROR_CODE_FRAME_TOO_LARGE: ProtocolError,
     error_pb2.ERROR_CODE_SHUTTING_DOWN: ControlPlaneUnavailable,
+    error_pb2.ERROR_CODE_INVALID_REQUEST: InvalidRequest,
 }
 _NO_MORE_ERRORS: Mapping[int, ErrorFactory] = MappingProxyType({})
 

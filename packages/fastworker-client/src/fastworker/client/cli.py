@@ -51,12 +51,16 @@ from fastworker.client.jsonshape import (
     task_json,
     task_limits_json,
     workers_json,
+    workflow_cancel_json,
+    workflow_json,
 )
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, TaskLimits, Unset
 from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
 from fastworker.client.options import add_submit_arguments, options_from_namespace
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
+from fastworker.client.workflows import WorkflowInfo
+from fastworker.client.workflowtree import state_counts, workflow_tree
 
 #: Exit codes (docs/reference.md).
 RET_OK = 0
@@ -73,6 +77,7 @@ examples:
   fastworker submit add 1 2 --wait
   fastworker submit emails.send 42 --kwargs '{"subject": "hi"}' --priority high
   fastworker status 3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70 --json
+  fastworker workflow 6d1c0b7e-2a44-4f0e-8a51-93c2f0d1e4b8
   fastworker workers
   fastworker limit reports.build --rate 10/s --concurrency 3
 """
@@ -409,6 +414,44 @@ async def inspect(client: Client, args: argparse.Namespace, out: _Output) -> int
     return RET_OK
 
 
+def _workflow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow_id", metavar="WORKFLOW_ID", help="the workflow's id (its handle's id)")
+    parser.add_argument(
+        "--cancel",
+        action="store_true",
+        help="cancel its waiting and running steps first (exit 1 if none was left to cancel)",
+    )
+
+
+@command(
+    "workflow",
+    help="a workflow's steps and their states",
+    description="Print a workflow's state and its steps as an indented list: each step under the step it "
+    "waits for, with its name, short id, state and the error type of a failed step. A step that waits for "
+    "several (a chord's callback) shows once, after the last of them. With --cancel, cancel its waiting "
+    "and running steps first. Exit 1 if the id is unknown.",
+    arguments=_workflow_arguments,
+)
+async def workflow(client: Client, args: argparse.Namespace, out: _Output) -> int:
+    """Print one workflow (cancelling it first with ``--cancel``)."""
+    workflow_id = args.workflow_id
+    try:
+        if args.cancel:
+            cancelled = await client.cancel_workflow(workflow_id)
+            code = RET_OK if cancelled else RET_FAILED
+            if out.as_json:
+                out.data(workflow_cancel_json(workflow_id, cancelled))
+                return code
+            out.say(f"cancelled {cancelled} step{'' if cancelled == 1 else 's'} of workflow {workflow_id}")
+            out.workflow(await client.workflow(workflow_id))
+            return code
+        out.workflow(await client.workflow(workflow_id))
+    except TaskNotFound:
+        out.error(f"workflow {workflow_id} is not known to the control plane (never seen, or its steps were forgotten)")
+        return RET_FAILED
+    return RET_OK
+
+
 @command("workers", help="connected subworkers", description="List the connected subworkers and their load.")
 async def workers(client: Client, args: argparse.Namespace, out: _Output) -> int:
     """Print the subworkers."""
@@ -638,8 +681,12 @@ class _Output:
         table = Table(show_header=False, box=None)
         for field in dataclasses.fields(info):
             value = getattr(info, field.name)
+            if field.name in ("depends_on", "workflow_id") and not value:
+                continue  # shown for dependants and workflow steps only
             if field.name == "error" and info.error is not None:
                 value = f"{info.error.type}: {info.error.message}"
+            elif field.name == "depends_on":
+                value = ", ".join(value)
             table.add_row(Text(field.name, style="bold"), Text("" if value is None else str(value)))
         self.console.print(table)
         if info.error is not None and info.error.traceback:
@@ -687,6 +734,31 @@ class _Output:
             if info.error.traceback:
                 self.console.print(info.error.traceback, markup=False, highlight=False)
 
+    def workflow(self, info: WorkflowInfo) -> None:
+        """The workflow as JSON, or a header line and its steps as an indented list (states in colour on a terminal)."""
+        if self.as_json:
+            self.data(workflow_json(info))
+            return
+        header = Text(f"workflow {info.id} ", style="bold")
+        header.append(state_text(info.state))
+        counts = ", ".join(f"{count} {state.value}" for state, count in state_counts(info.steps))
+        header.append(f"  {len(info.steps)} step{'' if len(info.steps) == 1 else 's'}: {counts}")
+        if info.created_at:
+            header.append(f"  created {_when(info.created_at)}", style="dim")
+        self.console.print(header)
+        table = Table(box=None, pad_edge=False)
+        for column in ("step", "id", "state", "error"):
+            table.add_column(column, overflow="fold")
+        for row in workflow_tree(info.steps):
+            step = row.step
+            label = Text("  " * row.indent + ("└ " if row.depth else ""))
+            label.append(step.name)
+            if row.after_note:
+                label.append(f"  ({row.after_note})", style="dim")
+            error = step.error.type if step.error is not None and step.state is TaskState.FAILURE else ""
+            table.add_row(label, Text(_short_id(step.id)), state_text(step.state), Text(error, style="red"))
+        self.console.print(table)
+
     def error(self, message: str) -> None:
         if self.as_json:
             print(json.dumps({"error": message}))
@@ -701,6 +773,28 @@ def _cell(value: Any) -> Text:
     if isinstance(value, float):
         return Text(f"{value:,.2f}")
     return Text(str(value))
+
+
+#: How each state shows on a terminal (rich drops the colours when the output is piped).
+_STATE_STYLES: dict[TaskState, str] = {
+    TaskState.PENDING: "cyan",
+    TaskState.SCHEDULED: "blue",
+    TaskState.RUNNING: "bold yellow",
+    TaskState.RETRYING: "magenta",
+    TaskState.SUCCESS: "green",
+    TaskState.FAILURE: "bold red",
+    TaskState.CANCELLED: "dim",
+}
+
+
+def state_text(state: TaskState) -> Text:
+    """A task state in its colour."""
+    return Text(state.value, style=_STATE_STYLES.get(state, ""))
+
+
+def _short_id(task_id: str) -> str:
+    """The first 8 characters of an id: enough to tell steps apart (``--json`` has the whole ids)."""
+    return task_id[:8]
 
 
 _SPARKS = "▁▂▃▄▅▆▇█"

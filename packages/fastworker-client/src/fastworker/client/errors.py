@@ -10,6 +10,7 @@ FastworkerError                 (fastworker.protocol)
 ├── ControlPlaneUnavailable no control plane answered in time
 ├── UnknownTask             no task is registered under that name
 ├── QueueFull               the control plane's queue is at its bound
+├── InvalidRequest          the control plane refused a request as invalid (also a ValueError)
 ├── TaskNotFound            the task id is unknown (never seen, or evicted)
 ├── TaskTimeout             the wait bound expired before the task finished
 └── TaskFailed              the task ended in FAILURE or CANCELLED
@@ -30,6 +31,7 @@ __all__ = [
     "ControlPlaneUnavailable",
     "DuplicateTaskName",
     "FastworkerError",
+    "InvalidRequest",
     "NoCurrentTask",
     "PayloadError",
     "ProtocolError",
@@ -97,6 +99,10 @@ class UnknownTask(ClientError):
 
 class QueueFull(ClientError):
     """The control plane's queue is at --max-queue; try again later."""
+
+
+class InvalidRequest(ClientError, ValueError):
+    """The control plane refused a request as invalid; the message names what (an unknown ``depends_on`` id, ...)."""
 
 
 class TaskNotFound(ClientError):

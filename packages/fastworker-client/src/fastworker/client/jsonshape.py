@@ -1,7 +1,7 @@
 """One JSON shape per client object, shared by ``fastworker --json`` and the web dashboard's ``/api``.
 
-Scripts read both; a task, a page of tasks, a task's detail, the stats, queues, workers, the
-flow-control limits and the outcome of an action look the same whichever they ask. Every function
+Scripts read both; a task, a page of tasks, a task's detail, a workflow, the stats, queues,
+workers, the flow-control limits and the outcome of an action look the same whichever they ask. Every function
 returns plain JSON data (``json.dumps`` needs no ``default=``).
 
 Values JSON lacks are written as text a script can use: bytes as base64, ``Decimal`` and ``UUID``
@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeAlias
 
 from fastworker.client.limits import TaskLimits
 from fastworker.client.models import CancelResult, Progress, TaskInfo, TaskState
+from fastworker.client.workflows import WorkflowInfo
 
 #: JSON data, as ``json.dumps`` takes it (every function here returns plain lists and dicts).
 Json: TypeAlias = None | bool | int | float | str | Sequence["Json"] | Mapping[str, "Json"]
@@ -121,7 +122,8 @@ def _key(key: object) -> str:
 def task_json(info: TaskInfo) -> JsonObject:
     """One task: the TaskInfo fields in order, ``id`` first (docs/reference.md), ``error`` as ``{type, message, traceback}``.
 
-    ``progress`` has :func:`progress_json`'s shape.
+    ``progress`` has :func:`progress_json`'s shape; ``depends_on`` is a list of task ids and
+    ``workflow_id`` null for a task outside a workflow.
     """
     return {
         f.name: progress_json(info.progress) if f.name == "progress" else jsonable(getattr(info, f.name))
@@ -158,6 +160,26 @@ def detail_json(detail: TaskDetailLike) -> JsonObject:
         run_time=jsonable(detail.run_time),
     )
     return data
+
+
+def workflow_json(workflow: WorkflowInfo) -> JsonObject:
+    """A workflow: ``{"id", "state", "created_at", "output_ids", "output_is_list", "steps"}``.
+
+    ``steps`` lists its steps in step order, each in :func:`task_json`'s shape (with ``depends_on``).
+    """
+    return {
+        "id": workflow.id,
+        "state": workflow.state.value,
+        "created_at": jsonable(workflow.created_at),
+        "output_ids": list(workflow.output_ids),
+        "output_is_list": workflow.output_is_list,
+        "steps": [task_json(step) for step in workflow.steps],
+    }
+
+
+def workflow_cancel_json(workflow_id: str, cancelled: int) -> JsonObject:
+    """A workflow cancel's outcome: ``{"id", "cancelled"}`` (how many waiting or running steps it cancelled)."""
+    return {"id": workflow_id, "cancelled": cancelled}
 
 
 def stats_json(stats: Mapping[str, object]) -> JsonObject:

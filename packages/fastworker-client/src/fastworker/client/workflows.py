@@ -15,7 +15,6 @@ plane holds the graph (docs/workflows.md).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -282,8 +281,8 @@ class WorkflowBackend(Protocol):
         """Cancel a workflow's waiting and running steps."""
         ...
 
-    async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
-        """Wait for a task's value."""
+    async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
+        """Wait for many tasks' values, in order."""
         ...
 
 
@@ -313,11 +312,7 @@ class WorkflowHandle:
                 earlier one failed ends with ``DependencyFailed``, whose message names that step.
             TaskTimeout: timeout passed first (the workflow goes on).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for task_id in self.output_ids:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(await self.client.result(task_id, timeout=left))
+        values = await self.client.results(self.output_ids, timeout=timeout) if self.output_ids else []
         return values if self.output_is_list else values[0]
 
     async def status(self) -> WorkflowInfo:

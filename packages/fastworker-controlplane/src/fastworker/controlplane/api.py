@@ -286,11 +286,32 @@ class ClientApi:
 
     def _workflow(self, request: Envelope, reply: Reply) -> None:
         body = request.workflow
-        cancelled = 0
-        if body.cancel:
-            if self.coordinator.journal is not None:
-                reply = self._after_disk(reply)
-            cancelled = self.coordinator.cancel_workflow(body.workflow_id)
+        if not body.cancel:
+            self._workflow_reply(request, reply, 0)
+            return
+        if self.coordinator.journal is not None:
+            reply = self._after_disk(reply)
+        cancelled = self.coordinator.cancel_workflow(body.workflow_id)
+        workflow, _ = self.coordinator.workflow(body.workflow_id)
+        stopping = self.coordinator.stopping_locally(workflow.step_ids)
+        if not stopping:
+            self._workflow_reply(request, reply, cancelled)
+            return
+        # Steps running on the control plane's own slots take a moment to stop (as for a plain
+        # cancel): the reply waits for them, at most CANCEL_GRACE, so that it shows them stopped.
+        deadline = self.coordinator.clock() + CANCEL_GRACE
+
+        def stopped(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
+            left = deadline - self.coordinator.clock()
+            if pending and left > 0:
+                self.coordinator.wait(pending, left, stopped)
+            else:
+                self._workflow_reply(request, reply, cancelled)
+
+        self.coordinator.wait(stopping, CANCEL_GRACE, stopped)
+
+    def _workflow_reply(self, request: Envelope, reply: Reply, cancelled: int) -> None:
+        body = request.workflow
         workflow, steps = self.coordinator.workflow(body.workflow_id)
         envelope = new_envelope(request.correlation_id)
         info = envelope.workflow_reply.workflow

@@ -453,7 +453,7 @@ class Coordinator:
     def wake_slots(self) -> None:
         """Let idle local slots look at the queue again (e.g. workers just filled up)."""
         with self.lock:
-            if len(self.queue):
+            if self.queue.startable():
                 self._work_ready.notify_all()
 
     def requeue_front(self, record: TaskRecord) -> None:
@@ -661,7 +661,7 @@ class Coordinator:
         """A run on the loop ended: free its place, and wake a slot that may wait for it."""
         with self.lock:
             self._local_places -= 1
-            if len(self.queue):
+            if self.queue.startable():
                 self._work_ready.notify()
 
     def _on_local_done(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
@@ -963,6 +963,16 @@ class Coordinator:
                 done, _ = self.cancel(step.task_id)
                 cancelled += done
         return cancelled
+
+    def stopping_locally(self, task_ids: Iterable[str]) -> list[str]:
+        """Of these tasks, the ones still running on this process's own slots (a cancel of them is under way)."""
+        return [
+            task_id
+            for task_id in task_ids
+            if (record := self.active.get(task_id)) is not None
+            and record.state == RUNNING
+            and record.worker == LOCAL_WORKER_ID
+        ]
 
     def _all_known_ids(self) -> Iterator[str]:
         yield from self.active

@@ -193,6 +193,19 @@ class GatedQueue(PriorityQueue):
                     soonest = wait
         return soonest
 
+    def startable(self) -> bool:
+        """True if a task may start now: the main queue has one, or a gate with waiting tasks is open.
+
+        Cheaper than ``len()`` with gates, and false while only tasks held by their limits wait (so
+        idle slots are not woken for nothing).
+        """
+        if super().__len__():
+            return True
+        if not self.gates:
+            return False
+        now = self._clock()
+        return any(len(gate.waiting) and gate.wait_for(now) == 0 for gate in self.gates.values())
+
     def now(self) -> float:
         """The gates' clock."""
         return self._clock()

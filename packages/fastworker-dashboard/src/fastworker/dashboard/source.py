@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from fastworker.client import CancelResult, EventBatch, FastworkerError, Priority, TaskLimits, TaskState
+from fastworker.client import CancelResult, EventBatch, FastworkerError, Priority, TaskLimits, TaskState, WorkflowInfo
 from fastworker.client.jsonshape import TaskDetailLike, TaskPageLike
 from fastworker.client.limits import UNSET, Unset
 
@@ -85,6 +85,12 @@ class AdminClient(Protocol):
         clear: bool = False,
     ) -> TaskLimits:
         """Change a name's limits at run time (None: no limit; UNSET: keep); returns them as they now hold."""
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """A workflow's state and its steps' (TaskNotFound when the control plane does not know it)."""
+
+    async def cancel_workflow(self, workflow_id: str) -> int:
+        """Cancel a workflow's waiting and running steps; returns how many were cancelled."""
 
     async def aclose(self) -> None:
         """Close the connection."""

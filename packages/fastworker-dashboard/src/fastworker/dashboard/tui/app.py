@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState
 from fastworker.client import Client, ControlPlaneUnavailable, EventBatch, FastworkerError, TaskNotFound
 from fastworker.dashboard.source import AdminClient, read_limits
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
-from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
+from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen, WorkflowScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class FastworkerTop(App[None]):
         Binding("c", "cancel_task", "Cancel"),
         Binding("r", "retry_task", "Retry"),
         Binding("p", "toggle_pause", "Pause/resume level (queue row or task's)"),
+        Binding("w", "open_workflow", "Workflow", show=False),
         Binding("escape", "leave_search", "Back", show=False),
     ]
 
@@ -265,6 +266,11 @@ class FastworkerTop(App[None]):
             event.task is not None and event.task.id == screen.task_id for event in batch.events
         ):
             screen.load()
+        if isinstance(screen, WorkflowScreen) and any(
+            event.task is not None and (event.task.workflow_id == screen.workflow_id or screen.has_step(event.task.id))
+            for event in batch.events
+        ):
+            screen.load()
 
     def _record_success(self) -> None:
         if self._error_shown:
@@ -355,6 +361,25 @@ class FastworkerTop(App[None]):
         if isinstance(self.screen, TaskDetailScreen):
             return
         self.push_screen(TaskDetailScreen(self.client, task_id, refresh_interval=self.refresh_interval))
+
+    def action_open_workflow(self) -> None:
+        """Show the workflow of the task in the detail screen (or of the task list's selected task)."""
+        screen = self.screen
+        if isinstance(screen, WorkflowScreen):
+            return
+        info = screen.info if isinstance(screen, TaskDetailScreen) else self.task_table.selected_task()
+        if info is None:
+            self._warn("no task selected")
+            return
+        if not info.workflow_id:
+            self._warn(f"task {info.id} is not a step of a workflow")
+            return
+        below = self.screen_stack[-2] if len(self.screen_stack) > 1 else None
+        if isinstance(screen, TaskDetailScreen) and isinstance(below, WorkflowScreen):
+            if below.workflow_id == info.workflow_id:
+                screen.dismiss()  # opened from that workflow's screen: go back to it, rather than stack another
+                return
+        self.push_screen(WorkflowScreen(self.client, info.workflow_id, refresh_interval=self.refresh_interval))
 
     def action_cancel_task(self) -> None:
         """Cancel the selected task."""

@@ -19,7 +19,7 @@ from fastworker.dashboard.web.errors import install_error_handlers
 from fastworker.dashboard.web.headers import SecurityHeaders
 from fastworker.dashboard.web.hosts import HostAllowList, TrustedHosts
 from fastworker.dashboard.web.live import LiveFeed
-from fastworker.dashboard.web.routes import actions, api, auth, metrics, overview, stream, tasks, workers
+from fastworker.dashboard.web.routes import actions, api, auth, metrics, overview, stream, tasks, workers, workflows
 from fastworker.dashboard.web.templating import Renderer
 from fastworker.dashboard.web.throttle import LoginThrottle
 
@@ -93,7 +93,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.add_middleware(TrustedHosts, allow=config.hosts)  # added last: outermost, before any route or header
     install_error_handlers(app)
-    for module in (overview, tasks, workers, actions, auth, api, stream, metrics):
+    for module in (overview, tasks, workflows, workers, actions, auth, api, stream, metrics):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,6 +1,6 @@
 """Maps failures to answers: JSON with a status code under ``/api/``, an HTML error page everywhere else.
 
-TaskNotFound -> 404, ControlPlaneUnavailable -> 503, a bad query or priority -> 400 (422 in the
+TaskNotFound and WorkflowNotFound -> 404, ControlPlaneUnavailable -> 503, a bad query or priority -> 400 (422 in the
 API), a refused action -> 403, too many wrong passwords -> 429, a request the control plane refused -> 409, other control-plane
 errors -> 502.
 """
@@ -59,6 +59,24 @@ def _return_to(request: Request) -> str:
     return safe_next(referer.path + (f"?{referer.query}" if referer.query else ""))
 
 
+class WorkflowNotFound(Exception):
+    """The control plane does not know a workflow id (the client reports it as TaskNotFound, naming the id)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id} is not known to the control plane")
+        self.workflow_id = workflow_id
+
+
+async def _workflow_not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WorkflowNotFound)
+    return error_response(
+        request,
+        404,
+        "Workflow not found",
+        f"No workflow {exc.workflow_id} is known to the control plane (never seen, or its steps were forgotten).",
+    )
+
+
 async def _task_not_found(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TaskNotFound)
     return error_response(request, 404, "Task not found", f"No task {exc.task_id} is known to the control plane.")
@@ -113,6 +131,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the mappings above on ``app`` (more specific exception types win)."""
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(TaskNotFound, _task_not_found)
+    app.add_exception_handler(WorkflowNotFound, _workflow_not_found)
     app.add_exception_handler(ControlPlaneUnavailable, _unavailable)
     app.add_exception_handler(BadQuery, _bad_query)
     app.add_exception_handler(FormError, _bad_form)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastworker.client import FastworkerError, TaskLimits
+from fastworker.client import FastworkerError, TaskLimits, WorkflowInfo
 from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView, read_limits
 from fastworker.dashboard.web.query import TaskFilters
 
@@ -149,6 +149,14 @@ class LiveFeed:
     async def task_page(self, filters: TaskFilters) -> TaskPageView:
         """``list_tasks`` for these filters, read once per task change and shared between viewers."""
         return await self._shared(("page", filters), lambda: self.client.list_tasks(**filters.client_kwargs()))
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """A workflow with its steps, read once per task change (any step's) and shared between viewers."""
+        return await self._shared(("workflow", workflow_id), lambda: self.client.workflow(workflow_id))
+
+    async def read_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """A fresh read of a workflow (a page load); callers asking while one is under way share it."""
+        return await self._single_flight(("workflow", workflow_id), lambda: self.client.workflow(workflow_id))
 
     async def task_detail(self, task_id: str) -> TaskDetailView:
         """``task_detail`` for one id, read again only when an event named that task (or events were missed).

@@ -24,6 +24,8 @@ from fastworker.client.jsonshape import (
     task_json,
     task_limits_json,
     workers_json,
+    workflow_cancel_json,
+    workflow_json,
 )
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "task_json",
     "task_limits_json",
     "workers_json",
+    "workflow_cancel_json",
+    "workflow_json",
 ]
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from fastworker.client import Priority, TaskLimits, TaskState
+from fastworker.client import Priority, TaskLimits, TaskState, WorkflowInfo
+from fastworker.client.workflowtree import state_counts, workflow_tree
 from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView, read_limits
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.config import DashboardConfig
@@ -36,6 +37,7 @@ OVERVIEW_PANELS = {
 }
 TASKS_PANELS = {"panel-tasks": "partials/tasks_table.html"}
 TASK_PANELS = {"panel-task": "partials/task_detail.html"}
+WORKFLOW_PANELS = {"panel-workflow": "partials/workflow_detail.html"}
 WORKERS_PANELS = {"panel-workers": "partials/workers_table.html"}
 #: Every page has the connection status banner.
 STATUS_PANEL = ("panel-status", "partials/status.html")
@@ -153,6 +155,16 @@ def tasks_form_context(
 def detail_context(detail: TaskDetailView) -> dict[str, Any]:
     """The ``/tasks/{id}`` panel."""
     return {"detail": detail, "task": detail.info, "now": time.time()}
+
+
+def workflow_context(workflow: WorkflowInfo) -> dict[str, Any]:
+    """The ``/workflows/{id}`` panel: the workflow, its steps as an indented list, and how many are in each state."""
+    return {
+        "workflow": workflow,
+        "rows": workflow_tree(workflow.steps),
+        "counts": state_counts(workflow.steps),
+        "now": time.time(),
+    }
 
 
 async def workers_context(client: AdminClient) -> dict[str, Any]:

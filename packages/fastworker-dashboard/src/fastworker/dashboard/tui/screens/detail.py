@@ -26,6 +26,7 @@ from fastworker.dashboard.tui.format import (
     pretty,
     priority_text,
     progress_text,
+    short_id,
     state_text,
 )
 
@@ -48,6 +49,14 @@ def summary_text(detail: TaskDetailView) -> Text:
     _field(text, "priority", priority_text(info.priority))
     _field(text, "attempts", str(info.attempts))
     _field(text, "worker", info.worker or MISSING)
+    if info.workflow_id:
+        workflow = Text(info.workflow_id)
+        workflow.append("  (w: its steps)", style="dim")
+        _field(text, "workflow", workflow)
+    if info.depends_on:
+        shown = ", ".join(short_id(task_id) for task_id in info.depends_on[:10])
+        more = f" and {len(info.depends_on) - 10} more" if len(info.depends_on) > 10 else ""
+        _field(text, "after", shown + more)
     _field(text, "queued", format_timestamp(info.queued_at))
     if detail.eta:
         _field(text, "eta", format_timestamp(detail.eta))
@@ -103,6 +112,7 @@ class TaskDetailScreen(ModalScreen[None]):
         Binding("c", "app.cancel_task", "Cancel"),
         Binding("r", "app.retry_task", "Retry"),
         Binding("p", "app.toggle_pause", "Pause/resume level"),
+        Binding("w", "app.open_workflow", "Workflow"),
         Binding("q", "app.quit", "Quit"),
     ]
 

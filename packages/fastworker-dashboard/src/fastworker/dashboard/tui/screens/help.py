@@ -16,6 +16,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("up/down", "move the cursor in the focused table"),
     ("tab", "focus the next panel: search, queues, limits (while a task name is limited), workers, tasks"),
     ("enter", "open the selected task's details (args, result, traceback, timings)"),
+    ("w", "a workflow step's workflow: every step indented under what it waits for, with its state;"),
+    ("", "  enter there opens a step's details"),
     ("c", "cancel the selected task"),
     ("r", "retry the selected task (FAILURE or CANCELLED only)"),
     ("p", "pause or resume a priority level: the selected queue row while the queue panel has focus,"),

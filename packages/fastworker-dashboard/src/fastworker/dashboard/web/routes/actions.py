@@ -1,4 +1,4 @@
-"""HTML form actions (cancel, retry, purge, pause/resume, drain, limits): authorize, act, then 303 back with a flash message.
+"""HTML form actions (cancel, retry, cancel a workflow, purge, pause/resume, drain, limits): authorize, act, then 303 back with a flash message.
 
 Every form carries the per-app CSRF token and the page to return to; the checks live in
 ``security.authorize_form_action`` (read-only, same origin, token, secret).
@@ -79,6 +79,22 @@ async def retry_task(request: Request, state: StateDep, task_id: str) -> Redirec
         return Flash(f"retried {task_id}: {new_state.value}")
 
     return await _act(request, state, f"/tasks/{quote(task_id, safe='')}", action, changes=task_id)
+
+
+@router.post("/workflows/{workflow_id}/cancel")
+async def cancel_workflow(request: Request, state: StateDep, workflow_id: str) -> RedirectResponse:
+    """Cancel a workflow's waiting and running steps."""
+
+    async def action() -> Flash:
+        try:
+            count = await state.client.cancel_workflow(workflow_id)
+        except TaskNotFound:
+            return Flash(f"workflow {workflow_id} is not known to the control plane", "error")
+        if count:
+            return Flash(f"cancelled {count} step{'s' if count != 1 else ''} of workflow {workflow_id}")
+        return Flash(f"nothing cancelled: every step of workflow {workflow_id} had already ended", "info")
+
+    return await _act(request, state, f"/workflows/{quote(workflow_id, safe='')}", action)
 
 
 @router.post("/queues/{priority}/purge")

@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
-from fastworker.client import Priority, UnknownTask
+from fastworker.client import Priority, TaskNotFound, UnknownTask
 from fastworker.dashboard.web.deps import ClientDep, ConfigDep, FiltersDep, StateDep, ThrottleDep
+from fastworker.dashboard.web.errors import WorkflowNotFound
 from fastworker.dashboard.web.forms import MAX_FORM_BYTES
 from fastworker.dashboard.web.limits import BadLimits, LimitsChange
 from fastworker.dashboard.web.query import BadQuery
@@ -29,6 +30,8 @@ from fastworker.dashboard.web.serialize import (
     stats_json,
     task_limits_json,
     workers_json,
+    workflow_cancel_json,
+    workflow_json,
 )
 
 router = APIRouter(prefix="/api")
@@ -104,6 +107,34 @@ async def api_retry(
     new_state = await client.retry(task_id)
     dashboard.feed.forget_task(task_id)
     return retry_json(task_id, new_state)
+
+
+@router.get("/workflows/{workflow_id}")
+async def api_workflow(client: ClientDep, workflow_id: str) -> dict[str, Any]:
+    """A workflow with its steps in step order (``fastworker workflow --json``'s shape; 404 when unknown)."""
+    try:
+        return workflow_json(await client.workflow(workflow_id))
+    except TaskNotFound:
+        raise WorkflowNotFound(workflow_id) from None
+
+
+@router.post("/workflows/{workflow_id}/cancel")
+async def api_cancel_workflow(
+    request: Request,
+    client: ClientDep,
+    config: ConfigDep,
+    throttle: ThrottleDep,
+    dashboard: StateDep,
+    workflow_id: str,
+) -> dict[str, Any]:
+    """Cancel a workflow's waiting and running steps: ``{"id", "cancelled"}`` (404 when unknown)."""
+    authorize_api_action(config, throttle, request)
+    try:
+        cancelled = await client.cancel_workflow(workflow_id)
+    except TaskNotFound:
+        raise WorkflowNotFound(workflow_id) from None
+    dashboard.feed.forget_task(None)
+    return workflow_cancel_json(workflow_id, cancelled)
 
 
 @router.post("/queues/{priority}/purge")

@@ -1,6 +1,6 @@
 """``/stream``: Server-Sent Events that push re-rendered page panels as the control plane changes.
 
-Each viewer names its page (``view=overview|tasks|task|workers``, plus the task filters or id).
+Each viewer names its page (``view=overview|tasks|task|workflow|workers``, plus the task filters or id).
 All viewers share the app's :class:`LiveFeed` (one upstream poller); the panels of one page are
 rendered once per feed change and shared by all its viewers (``LiveFeed.rendered``), at most once
 per refresh interval, and each viewer is sent only panels whose HTML changed, through a bounded
@@ -33,11 +33,13 @@ from fastworker.dashboard.web.views import (
     TASK_PANELS,
     TASKS_PANELS,
     WORKERS_PANELS,
+    WORKFLOW_PANELS,
     Ui,
     detail_context,
     make_ui,
     stats_context,
     tasks_context,
+    workflow_context,
 )
 
 logger = logging.getLogger(__name__)
@@ -145,7 +147,25 @@ def make_panel_renderer(state: DashboardState, request: Request) -> LiveView:
 
         return LiveView((view, task_id, ui), render_task)
 
-    raise BadQuery(f"unknown view {view!r}: expected overview, tasks, task or workers")
+    if view == "workflow":
+        workflow_id = params.get("id", "")
+        if not workflow_id:
+            raise BadQuery("view=workflow needs id=<workflow id>")
+        ui = make_ui(state.config, request, f"/workflows/{quote(workflow_id, safe='')}")
+
+        async def render_workflow() -> dict[str, str]:
+            try:
+                workflow = await feed.workflow(workflow_id)
+            except TaskNotFound:
+                return dict([_status(state, ui, f"workflow {workflow_id} is no longer known to the control plane")])
+            except FastworkerError as exc:
+                return dict([_status(state, ui, str(exc))])
+            context = {"ui": ui, **workflow_context(workflow)}
+            return {**dict([_status(state, ui, None)]), **_render_all(state, WORKFLOW_PANELS, context)}
+
+        return LiveView((view, workflow_id, ui), render_workflow)
+
+    raise BadQuery(f"unknown view {view!r}: expected overview, tasks, task, workflow or workers")
 
 
 async def panel_events(feed: LiveFeed, view: LiveView) -> AsyncGenerator[str, None]:
