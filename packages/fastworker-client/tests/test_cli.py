@@ -39,7 +39,7 @@ from fastworker.client.cli import (
     make_parser,
     parse_arg,
 )
-from fastworker.client.errors import TaskNotFound, UnknownTask
+from fastworker.client.errors import InvalidRequest, TaskNotFound, UnknownTask
 from fastworker.client.jsonshape import (
     cancel_json,
     detail_json,
@@ -717,3 +717,14 @@ def test_status_of_a_workflow_step_shows_its_workflow_and_dependencies(
     monkeypatch.setattr(FakeClient, "status", status)
     step = run("status", TASK_ID)
     assert "wf-7" in step.out and "a2222222-aaaa, b1111111-bbbb" in step.out
+
+
+def test_a_request_the_control_plane_refuses_as_invalid_exits_one_not_two(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args: Any, **kwargs: Any) -> TaskState:
+        raise InvalidRequest("task is RUNNING: only FAILURE or CANCELLED tasks can be retried")
+
+    monkeypatch.setattr(FakeClient, "retry", refuse)
+    ran = run("--json", "retry", TASK_ID)
+    assert ran.code == RET_FAILED and "only FAILURE or CANCELLED" in ran.json["error"]

@@ -30,6 +30,7 @@ from fastworker.client.envflags import apply_env_defaults, env_name
 from fastworker.client.errors import (
     ControlPlaneUnavailable,
     FastworkerError,
+    InvalidRequest,
     QueueFull,
     TaskNotFound,
     TaskTimeout,
@@ -897,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskTimeout as exc:
         out.error(str(exc))
         return RET_TIMEOUT
-    except (UnknownTask, QueueFull, TaskNotFound) as exc:
+    except (UnknownTask, QueueFull, TaskNotFound, InvalidRequest) as exc:  # refused; before ValueError
         out.error(str(exc))
         return RET_FAILED
     except ValueError as exc:  # a bad option value (e.g. countdown with eta)
