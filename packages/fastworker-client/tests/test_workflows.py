@@ -356,13 +356,14 @@ async def test_a_client_sends_every_step_with_its_dependencies_in_one_request(
     steps = list(envelope.submit_workflow.steps)
     assert handle.id == envelope.submit_workflow.workflow_id and handle.task_ids == tuple(t.task_id for t in steps)
     assert [t.name for t in steps] == ["a", "b", "c", "d"]
-    assert [list(t.depends_on) for t in steps] == [
+    assert [list(t.dependencies.task_ids) for t in steps] == [
         [],
         [steps[0].task_id],
         [steps[0].task_id],
         [steps[1].task_id, steps[2].task_id],
     ]
-    assert [INPUTS[t.input] for t in steps] == [NONE, ONE, NONE, LIST]
+    assert [INPUTS[t.dependencies.input] for t in steps] == [NONE, ONE, NONE, LIST]
+    assert not steps[0].HasField("dependencies")  # a step without any sends none
     assert [OUTPUTS[t.output] for t in steps] == ["", "", "", "value"]
     assert steps[1].priority == task_pb2.PRIORITY_HIGH
     assert decode_arguments(steps[2].arguments) == ((2,), {})

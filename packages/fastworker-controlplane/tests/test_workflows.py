@@ -36,8 +36,9 @@ def workflow_specs(workflow: Workflow) -> list[task_pb2.TaskSpec]:
         sig = step.signature
         spec = task_pb2.TaskSpec(name=sig.name, arguments=encode_arguments(sig.args, dict(sig.kwargs)))
         (sig.options if sig.options.task_id else sig.options.replace(task_id=step.task_id)).apply(spec)
-        spec.depends_on.extend(step.depends_on)
-        spec.input = step.input
+        if step.depends_on:
+            spec.dependencies.task_ids.extend(step.depends_on)
+            spec.dependencies.input = step.input
         spec.output = step.output
         specs.append(spec)
     return specs
@@ -46,8 +47,8 @@ def workflow_specs(workflow: Workflow) -> list[task_pb2.TaskSpec]:
 def dependant(name: str, *args: Any, depends_on: list[str], given: int = task_pb2.DEPENDENCY_INPUT_NONE) -> Any:
     """A plain spec that depends on other tasks."""
     spec = task_pb2.TaskSpec(task_id=str(uuid.uuid4()), name=name, arguments=encode_arguments(args, {}))
-    spec.depends_on.extend(depends_on)
-    spec.input = given  # type: ignore[assignment]
+    spec.dependencies.task_ids.extend(depends_on)
+    spec.dependencies.input = given  # type: ignore[assignment]
     return spec
 
 
@@ -109,6 +110,27 @@ def value(record: TaskRecord) -> Any:
 # ---------------------------------------------------------------------------------------- shapes
 
 
+async def test_a_chord_keeps_its_early_results_although_the_result_cache_lets_them_go(harness: Any, ran: Ran) -> None:
+    coordinator = harness.coordinator(result_cache_size=2)  # far fewer than the chord's header
+    header = [signature("add", (i, i)) for i in range(6)] + [signature("slow", (100,))]
+    ids, _ = coordinator.submit_workflow("wf-kept", workflow_specs(chord(header, signature("total"))))
+    await until(
+        lambda: all(coordinator.find(task_id) is None or coordinator.find(task_id).is_final for task_id in ids[:6])
+    )
+    for n in range(5):  # other results pass through the cache meanwhile
+        other, _ = coordinator.submit(
+            task_pb2.TaskSpec(task_id=f"other-{n}", name="add", arguments=encode_arguments((n, n), {}))
+        )
+        await harness.final(coordinator, other.task_id)
+    assert coordinator.cache.peek(ids[0], coordinator.clock()) is None  # evicted from the cache...
+
+    ran.release.set()
+    callback = await harness.final(coordinator, ids[-1])
+
+    assert callback.state == SUCCESS and value(callback) == sum(2 * i for i in range(6)) + 100  # ...but not lost
+    assert not coordinator.graph._kept  # and let go of once read
+
+
 async def test_a_chain_a_group_and_a_chord_pass_their_results_on(harness: Any, ran: Ran) -> None:
     coordinator = harness.coordinator()
 
@@ -153,7 +175,7 @@ async def test_a_workflow_with_a_bad_step_is_refused_and_nothing_of_it_is_accept
     if bad == "unknown task":
         specs[3].name = "nobody.defines.this"
     elif bad == "unknown dependency":
-        specs[-1].depends_on.append("no-such-task")
+        specs[-1].dependencies.task_ids.append("no-such-task")
     elif bad == "known task id":
         specs[2].task_id = known.task_id
     else:
@@ -181,7 +203,7 @@ async def test_a_step_refused_late_lets_no_step_of_the_workflow_run(harness: Any
     elif bad == "long task id":
         last.task_id = "x" * 201
     else:
-        last.input = task_pb2.DEPENDENCY_INPUT_RESULT
+        last.dependencies.input = task_pb2.DEPENDENCY_INPUT_RESULT
 
     with pytest.raises(RequestRefused):
         coordinator.submit_workflow("wf", specs)
@@ -285,7 +307,9 @@ async def test_a_bad_dependency_list_is_refused_at_submission(
     coordinator = harness.coordinator(local_concurrency=0)
     known, _ = coordinator.submit(harness.spec("add", 1, 1))
     spec = dependant("add", 1, 1, depends_on=[])
-    spec.depends_on.extend(spec.task_id if d == "SELF" else known.task_id if d == "A" else d for d in depends_on)
+    spec.dependencies.task_ids.extend(
+        spec.task_id if d == "SELF" else known.task_id if d == "A" else d for d in depends_on
+    )
     with pytest.raises(RequestRefused) as refused:
         coordinator.submit(spec)
     assert refused.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST
@@ -454,7 +478,7 @@ async def test_a_step_whose_dependency_ended_while_it_waited_is_settled_at_resto
     state = JournalState()
     for spec in [*specs, *failed]:
         spec.workflow_id = "wf" if spec in specs else "wf-failed"
-        waiting = SCHEDULED if spec.depends_on else PENDING
+        waiting = SCHEDULED if spec.HasField("dependencies") else PENDING
         state.apply((ACCEPT, spec.task_id, spec.SerializeToString(), NORMAL, now - 3, waiting, 0.0))
     result = encode_value(3).SerializeToString()
     state.apply((FINISH, specs[0].task_id, SUCCESS, 1, "controlplane", now - 2, now - 1, result, None))

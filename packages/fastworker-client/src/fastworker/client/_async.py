@@ -798,8 +798,9 @@ class Client(AdminMethods):
                 signature.options if signature.options.task_id else signature.options.replace(task_id=step.task_id)
             )
             spec = self._spec(signature.name, signature.args, signature.kwargs, options)
-            spec.depends_on.extend(step.depends_on)
-            spec.input = step.input
+            if step.depends_on:
+                spec.dependencies.task_ids.extend(step.depends_on)
+                spec.dependencies.input = step.input
             spec.output = step.output
             specs.append(spec)
 

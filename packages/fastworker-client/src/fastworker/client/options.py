@@ -204,7 +204,7 @@ class SubmitOptions:
         if self.unique_key is not None:
             spec.unique_key = self.unique_key
         if self.depends_on:
-            spec.depends_on.extend(self.depends_on)
+            spec.dependencies.task_ids.extend(self.depends_on)
 
 
 class BatchOptionArgs(TypedDict, total=False):

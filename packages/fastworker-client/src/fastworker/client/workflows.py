@@ -7,7 +7,7 @@ results in order; :func:`chord` runs a group, then a callback given the list of 
 nest: a chain may hold groups (the next step gets the list), a group may hold chains.
 
 Submitting one (``await client.delay_workflow(wf)`` or ``await wf.delay()``) sends every step at
-once, each with the steps it depends on (``TaskSpec.depends_on``); the control plane queues a step
+once, each with the steps it depends on (``TaskSpec.dependencies``); the control plane queues a step
 when its dependencies succeeded, prepending their results to its arguments, and fails it with
 ``DependencyFailed`` (naming the step that did not succeed) otherwise. Nothing polls: the control
 plane holds the graph (docs/workflows.md).

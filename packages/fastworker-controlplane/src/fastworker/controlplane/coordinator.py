@@ -409,7 +409,7 @@ class Coordinator:
             self._rehold_unique_key(record, record.queued_at)
             if record.state == PENDING:
                 queued.append(record)
-            elif record.spec.depends_on and not record.spec.dependencies_met:
+            elif record.spec.HasField("dependencies") and not record.spec.dependencies_met:
                 waiting.append(record)
             else:
                 self.schedule.add(record, record.eta)
@@ -417,7 +417,7 @@ class Coordinator:
             self.cache.add(record, now)
         self.graph.rebuild_workflows(recovered.records)
         for record in waiting:
-            dependencies = [self._known(task_id) for task_id in record.spec.depends_on]
+            dependencies = [self._known(task_id) for task_id in record.spec.dependencies.task_ids]
             if any(dependency is None for dependency in dependencies) or not self.graph.hold(
                 record, [d for d in dependencies if d is not None]
             ):
@@ -498,7 +498,8 @@ class Coordinator:
         task = self.registry.get(spec.name)
         if task is None and spec.name not in self.remote_task_names:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
-        dependencies = self._dependencies(spec) if spec.depends_on and not spec.dependencies_met else None
+        # HasField, not spec.dependencies.task_ids: reading an absent repeated field makes (and keeps) an empty one.
+        dependencies = self._dependencies(spec) if spec.HasField("dependencies") and not spec.dependencies_met else None
         unique_key = self._unique_key(spec)
         if unique_key:
             holder = self._unique_holder(unique_key)
@@ -780,7 +781,7 @@ class Coordinator:
         Raises:
             RequestRefused: too many, a duplicate, itself, or one the control plane does not know.
         """
-        ids = spec.depends_on
+        ids = spec.dependencies.task_ids
         if len(ids) > MAX_DEPENDENCIES:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"at most {MAX_DEPENDENCIES} dependencies")
         if len(set(ids)) != len(ids) or spec.task_id in ids:
@@ -791,7 +792,7 @@ class Coordinator:
             if record is None:
                 raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"depends on unknown task {task_id!r}")
             records.append(record)
-        if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(records) != 1:
+        if spec.dependencies.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(records) != 1:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
                 "a task that takes its dependency's result depends on exactly one task",
@@ -805,11 +806,11 @@ class Coordinator:
             return  # an outer call is draining the worklist
         while self._settling:
             done = self._settling[0]
-            for dependant, last in self.graph.finished(done.task_id):
+            for dependant, last in self.graph.finished(done):
                 if dependant.is_final:
                     continue
                 if done.state != SUCCESS:
-                    self.graph.forget(dependant)
+                    self.graph.left(dependant)
                     self._fail_dependant(dependant, dependency_error(done, done.task_id))
                 elif last:
                     self._dependencies_done(dependant)
@@ -820,17 +821,20 @@ class Coordinator:
         if record.is_final or record.state != SCHEDULED:
             return
         spec = record.spec
-        dependencies = [self._known(task_id) for task_id in spec.depends_on]
-        for task_id, dependency in zip(spec.depends_on, dependencies, strict=True):
+        graph = self.graph
+        ids, given = spec.dependencies.task_ids, spec.dependencies.input
+        dependencies = [graph.kept(task_id) or self._known(task_id) for task_id in ids]
+        graph.left(record)  # what was kept for it is read: let go of it
+        for task_id, dependency in zip(ids, dependencies, strict=True):
             if dependency is None or dependency.state != SUCCESS:
                 self._fail_dependant(record, dependency_error(dependency, task_id))
                 return
-        if spec.input != task_pb2.DEPENDENCY_INPUT_NONE:
+        if given != task_pb2.DEPENDENCY_INPUT_NONE:
             try:
                 values = [self._result_value(d) for d in dependencies if d is not None]
                 args, kwargs = decode_arguments(spec.arguments, allow_pickle=self.allow_pickle)
-                given = values[0] if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT else values
-                spec.arguments.CopyFrom(encode_arguments((given, *args), kwargs, allow_pickle=self.allow_pickle))
+                passed = values[0] if given == task_pb2.DEPENDENCY_INPUT_RESULT else values
+                spec.arguments.CopyFrom(encode_arguments((passed, *args), kwargs, allow_pickle=self.allow_pickle))
             except (PayloadError, TypeError, ValueError) as exc:
                 record.error = task_pb2.TaskError(
                     type="PayloadError", message=f"cannot pass the dependencies' results on: {exc}"
@@ -929,13 +933,13 @@ class Coordinator:
             return refused.code, refused.message
         if unique_key and self._unique_holder(unique_key) is not None:
             return invalid, "a live task holds its uniqueness key (a workflow step cannot be answered by another task)"
-        ids = spec.depends_on
+        ids = spec.dependencies.task_ids if spec.HasField("dependencies") else ()
         if len(ids) > MAX_DEPENDENCIES or len(set(ids)) != len(ids) or spec.task_id in ids:
             return invalid, f"depends_on must name at most {MAX_DEPENDENCIES} other tasks, each once"
         for dependency in ids:
             if dependency not in earlier and self._known(dependency) is None:
                 return invalid, f"depends on unknown task {dependency!r}"
-        if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(ids) != 1:
+        if spec.dependencies.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(ids) != 1:
             return invalid, "a step that takes its dependency's result depends on exactly one task"
         return None
 
@@ -997,7 +1001,7 @@ class Coordinator:
                 record.state = CANCELLED  # under the lock: no slot can take it any more
         if previous in (SCHEDULED, RETRYING):
             if self.graph.is_waiting(record):
-                self.graph.forget(record)
+                self.graph.left(record)
             else:
                 self.schedule.discard(record)
         elif previous == RUNNING:

@@ -166,7 +166,7 @@ class EagerClient:
 
     def _check_dependencies(self, spec: task_pb2.TaskSpec) -> None:
         """Refuse a ``depends_on`` the control plane would refuse (the same errors a real client raises)."""
-        ids = spec.depends_on
+        ids = spec.dependencies.task_ids
         if len(ids) > MAX_DEPENDENCIES:
             raise _refused(f"at most {MAX_DEPENDENCIES} dependencies")
         if len(set(ids)) != len(ids) or spec.task_id in ids:
@@ -182,12 +182,13 @@ class EagerClient:
             raise UnknownTask(spec.name)
         task_id, payload = spec.task_id, spec.arguments
         level = Priority.from_wire(spec.priority) if spec.priority else None
-        depends_on = tuple(spec.depends_on)
+        depends_on = tuple(spec.dependencies.task_ids)
+        given_input = spec.dependencies.input
         dependencies = [self._infos[d] for d in depends_on]
         failed = next((info for info in dependencies if info.state is not TaskState.SUCCESS), None)
-        if failed is None and spec.input != task_pb2.DEPENDENCY_INPUT_NONE:
+        if failed is None and given_input != task_pb2.DEPENDENCY_INPUT_NONE:
             results = [info.result for info in dependencies]
-            given = results[0] if spec.input == task_pb2.DEPENDENCY_INPUT_RESULT else results
+            given = results[0] if given_input == task_pb2.DEPENDENCY_INPUT_RESULT else results
             args, kwargs = decode_arguments(payload, allow_pickle=self.allow_pickle)
             payload = encode_arguments((given, *args), kwargs, allow_pickle=self.allow_pickle)
         decoded = prepare(tf, payload, allow_pickle=self.allow_pickle)
@@ -335,8 +336,9 @@ class EagerClient:
                 signature.options if signature.options.task_id else signature.options.replace(task_id=step.task_id)
             )
             spec = self._spec(signature.name, signature.args, signature.kwargs, options)
-            spec.depends_on.extend(step.depends_on)
-            spec.input = step.input
+            if step.depends_on:
+                spec.dependencies.task_ids.extend(step.depends_on)
+                spec.dependencies.input = step.input
             spec.output = step.output
             specs.append(spec)
         seen: set[str] = set()

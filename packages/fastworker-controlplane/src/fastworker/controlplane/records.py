@@ -102,8 +102,8 @@ class TaskRecord:
         spec = self.spec
         if spec.workflow_id:
             info.workflow_id = spec.workflow_id
-        if spec.depends_on:
-            info.depends_on.extend(spec.depends_on)
+        if spec.HasField("dependencies"):  # not spec.dependencies.task_ids: that would make an empty one
+            info.depends_on.extend(spec.dependencies.task_ids)
         if with_arguments:
             info.arguments.CopyFrom(spec.arguments)
 

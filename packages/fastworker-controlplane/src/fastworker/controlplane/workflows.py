@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SCHEDULED, SUCCESS, TaskRecord
 from fastworker.protocol.v1 import task_pb2
@@ -48,6 +49,12 @@ class TaskGraph:
         self._dependants: dict[str, list[TaskRecord]] = {}
         #: Waiting task id -> how many of its dependencies are not final yet.
         self._unmet: dict[str, int] = {}
+        #: Succeeded dependencies kept for the dependants that still wait for others: task id ->
+        #: [record, how many of them]. So a chord's early results never depend on the result cache's
+        #: bounds (under load, thousands of other results may pass through it meanwhile).
+        self._kept: dict[str, list[Any]] = {}
+        #: Dependant id -> the kept dependencies that counted it (each lets go of it once).
+        self._counted: dict[str, list[str]] = {}
         self.workflows: dict[str, Workflow] = {}
 
     def __bool__(self) -> bool:
@@ -74,8 +81,12 @@ class TaskGraph:
         """True while ``record`` waits here for a dependency."""
         return record.task_id in self._unmet
 
-    def finished(self, task_id: str) -> list[tuple[TaskRecord, bool]]:
-        """A task is final: its dependants, each with True when that was the last dependency it waited for."""
+    def finished(self, record: TaskRecord) -> list[tuple[TaskRecord, bool]]:
+        """A task is final: its dependants, each with True when that was the last dependency it waited for.
+
+        A success is kept (see ``kept``) until each of those dependants has left (``left``).
+        """
+        task_id = record.task_id
         dependants = self._dependants.pop(task_id, None)
         if not dependants:
             return []
@@ -90,11 +101,29 @@ class TaskGraph:
             else:
                 self._unmet[dependant.task_id] = left - 1
                 out.append((dependant, False))
+        if out and record.state == SUCCESS:
+            self._kept[task_id] = [record, len(out)]
+            for dependant, _ in out:
+                self._counted.setdefault(dependant.task_id, []).append(task_id)
         return out
 
-    def forget(self, record: TaskRecord) -> None:
-        """``record`` waits no more (it failed or was cancelled); stale entries under its dependencies are skipped."""
+    def kept(self, task_id: str) -> TaskRecord | None:
+        """A succeeded dependency kept for its waiting dependants, or None."""
+        entry = self._kept.get(task_id)
+        return entry[0] if entry is not None else None
+
+    def left(self, record: TaskRecord) -> None:
+        """``record`` waits no more (released, failed or cancelled).
+
+        Stale entries under its dependencies are skipped, and the dependencies kept for it let go of.
+        """
         self._unmet.pop(record.task_id, None)
+        for task_id in self._counted.pop(record.task_id, ()):
+            entry = self._kept.get(task_id)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._kept[task_id]
 
     # ---------------------------------------------------------------------------------------- workflows
 

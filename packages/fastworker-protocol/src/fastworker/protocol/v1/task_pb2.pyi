@@ -273,9 +273,8 @@ class TaskSpec(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     POLICY_RESOLVED_FIELD_NUMBER: _builtins.int
     UNIQUE_KEY_FIELD_NUMBER: _builtins.int
-    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
-    INPUT_FIELD_NUMBER: _builtins.int
     WORKFLOW_STEP_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     DEPENDENCIES_MET_FIELD_NUMBER: _builtins.int
@@ -312,8 +311,6 @@ class TaskSpec(_message.Message):
     """
     workflow_id: _builtins.str
     """The workflow this task is a step of; empty for none."""
-    input: Global___DependencyInput.ValueType
-    """What the task receives from its dependencies, prepended to its arguments once they succeeded."""
     workflow_step: _builtins.int
     """The step's place in its workflow (1-based, in the order the workflow was written); 0: none."""
     output: Global___WorkflowOutput.ValueType
@@ -329,10 +326,9 @@ class TaskSpec(_message.Message):
         """Free-form string headers for extensions (tracing ids and the like)."""
 
     @_builtins.property
-    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Tasks this one waits for: it starts once all of them succeeded, and fails with
-        "DependencyFailed" (naming the first that did not) otherwise. Known to the control plane, or
-        earlier steps of the same workflow.
+    def dependencies(self) -> Global___Dependencies:
+        """The tasks this one waits for, if any. A message (not a repeated field of the spec) so that
+        the control plane's hot path tests its presence without materialising an empty list.
         """
 
     def __init__(
@@ -351,22 +347,51 @@ class TaskSpec(_message.Message):
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         policy_resolved: _builtins.bool = ...,
         unique_key: _builtins.str = ...,
-        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        dependencies: Global___Dependencies | None = ...,
         workflow_id: _builtins.str = ...,
-        input: Global___DependencyInput.ValueType = ...,
         workflow_step: _builtins.int = ...,
         output: Global___WorkflowOutput.ValueType = ...,
         dependencies_met: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "retries", b"retries"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "dependencies", b"dependencies", "retries", b"retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "dependencies_met", b"dependencies_met", "depends_on", b"depends_on", "eta", b"eta", "expires", b"expires", "headers", b"headers", "input", b"input", "name", b"name", "output", b"output", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key", "workflow_id", b"workflow_id", "workflow_step", b"workflow_step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "dependencies", b"dependencies", "dependencies_met", b"dependencies_met", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "output", b"output", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key", "workflow_id", b"workflow_id", "workflow_step", b"workflow_step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
     _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__retries) -> _WhichOneofReturnType__retries | None: ...
 
 Global___TaskSpec: _TypeAlias = TaskSpec  # noqa: Y015
+
+@_typing.final
+class Dependencies(_message.Message):
+    """The tasks a task waits for: it starts once all of them succeeded, and fails with
+    "DependencyFailed" (naming the first that did not) otherwise.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    input: Global___DependencyInput.ValueType
+    """What the task receives from them, prepended to its arguments once they succeeded."""
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Their task ids: known to the control plane, or earlier steps of the same workflow."""
+
+    def __init__(
+        self,
+        *,
+        task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        input: Global___DependencyInput.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "task_ids", b"task_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependencies: _TypeAlias = Dependencies  # noqa: Y015
 
 @_typing.final
 class TaskInfo(_message.Message):
