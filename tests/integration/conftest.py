@@ -34,10 +34,12 @@ def child_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
 
 
-def launch(workdir: Path, *extra_args: str, **kwargs: Any) -> RunningControlPlane:
-    """Start one control plane with the test tasks (the caller stops it)."""
+def launch(
+    workdir: Path, *extra_args: str, task_modules: tuple[str, ...] = TASK_MODULES, **kwargs: Any
+) -> RunningControlPlane:
+    """Start one control plane with the test tasks, or the given task modules (the caller stops it)."""
     return start_controlplane(
-        task_modules=TASK_MODULES, extra_args=list(extra_args), env=child_env(), workdir=workdir, **kwargs
+        task_modules=task_modules, extra_args=list(extra_args), env=child_env(), workdir=workdir, **kwargs
     )
 
 

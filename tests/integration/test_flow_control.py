@@ -9,18 +9,16 @@ runs nothing itself, and a control plane whose own slots and one subworker share
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastworker.client import Client, TaskInfo, TaskLimits, TaskState
-from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker
 
-TESTS_DIR = Path(__file__).resolve().parent
 FLOW_TASKS = ("fwtests_flow_tasks",)
 PACED = "fwflow.paced"
 BOUNDED = "fwflow.bounded"
@@ -34,32 +32,6 @@ LIMIT = 3
 BOUND = 60.0
 #: Longest a limit change may take to show, in seconds (the issue's figure).
 CHANGE_BOUND = 1.0
-
-
-def child_env() -> dict[str, str]:
-    """This directory first on the children's PYTHONPATH (where the task module lives)."""
-    existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
-
-
-@pytest.fixture
-def flow_cp(tmp_path: Path) -> Iterator[Callable[..., RunningControlPlane]]:
-    """Start a control plane that loads the flow tasks itself (for a mixed fleet); stopped by pid at teardown."""
-    started: list[RunningControlPlane] = []
-
-    def start(*extra_args: str) -> RunningControlPlane:
-        control_plane = start_controlplane(
-            task_modules=FLOW_TASKS, extra_args=list(extra_args), env=child_env(), workdir=tmp_path
-        )
-        started.append(control_plane)
-        return control_plane
-
-    yield start
-    for control_plane in started:
-        control_plane.stop()
-    for control_plane in started:
-        print(f"---- control plane {control_plane.pid} ----")
-        print(control_plane.log())
 
 
 async def start_workers(start_worker: Any, control_plane: RunningControlPlane, *ids: str, **kwargs: Any) -> None:
@@ -223,10 +195,10 @@ async def test_raising_max_concurrency_at_run_time_takes_effect_within_a_second(
 
 @pytest.mark.parametrize("name", [BOUNDED, BOUNDED_SYNC])
 async def test_max_concurrency_counts_local_slots_and_a_subworker_together(
-    name: str, flow_cp: Any, start_worker: Any
+    name: str, start_cp: Any, start_worker: Any
 ) -> None:
     # The subworker has 2 slots and the limit is 3: the third place must be a local slot's
-    control_plane = flow_cp("--local-concurrency", "4")
+    control_plane = start_cp("--local-concurrency", "4", task_modules=FLOW_TASKS)  # it runs them itself too
     start_worker(control_plane, "w-mixed", task_modules=FLOW_TASKS, concurrency=2)
     async with Client(control_plane.discovery) as client:
         task_ids = await client.delay_many([(name, (0.3,))] * 20)

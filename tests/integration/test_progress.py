@@ -11,7 +11,6 @@ the flood.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,39 +18,25 @@ from typing import Any
 import pytest
 
 from fastworker.client import Client, Progress, TaskInfo, TaskState
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+from fastworker.controlplane.testing import RunningControlPlane
 
-TESTS_DIR = Path(__file__).resolve().parent
 PROGRESS_TASKS = ("fwtests_progress_tasks",)
 #: The flood is FLOOD calls of one value; far fewer events than that may reach the stream.
 MOST_EVENTS = 100
 
 
-def child_env() -> dict[str, str]:
-    """This directory first on the children's PYTHONPATH (where the task module lives)."""
-    existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
-
-
 @pytest.fixture
-def progress_cp(tmp_path: Path) -> Any:
-    """Start a control plane (running the progress tasks itself, or none for a worker fleet)."""
-    started: list[RunningControlPlane] = []
+def progress_cp(start_cp: Any) -> Any:
+    """Start a control plane (running the progress tasks itself, or none for a worker fleet); stopped by pid."""
 
     def start(*, local: bool) -> RunningControlPlane:
-        extra = [] if local else ["--local-concurrency", "0"]
-        control_plane = start_controlplane(
-            task_modules=PROGRESS_TASKS if local else (), extra_args=extra, env=child_env(), workdir=tmp_path
-        )
-        started.append(control_plane)
+        if local:
+            control_plane: RunningControlPlane = start_cp(task_modules=PROGRESS_TASKS)
+        else:
+            control_plane = start_cp("--local-concurrency", "0", task_modules=())
         return control_plane
 
-    yield start
-    for control_plane in started:
-        control_plane.stop()
-    for control_plane in started:
-        print(f"---- control plane {control_plane.pid} ----")
-        print(control_plane.log())
+    return start
 
 
 async def wait_for_progress(client: Client, task_id: str, expected: Progress, timeout: float = 30.0) -> TaskInfo:

@@ -16,7 +16,7 @@ plane holds the graph (docs/workflows.md).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, Unpack, runtime_checkable
 
@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+
+#: Builds the TaskSpec of one call (name, args, kwargs, options): the submitting client's own encoder.
+SpecBuilder = Callable[[str, Sequence[Any], Mapping[str, Any], SubmitOptions], task_pb2.TaskSpec]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,17 @@ class WorkflowStep:
     depends_on: tuple[str, ...]
     input: task_pb2.DependencyInput.ValueType
     output: task_pb2.WorkflowOutput.ValueType = task_pb2.WORKFLOW_OUTPUT_NONE
+
+    def to_spec(self, build: SpecBuilder) -> task_pb2.TaskSpec:
+        """The step's TaskSpec: ``build`` encodes the call (a client's own spec builder), this adds its place."""
+        signature = self.signature
+        options = signature.options if signature.options.task_id else signature.options.replace(task_id=self.task_id)
+        spec = build(signature.name, signature.args, signature.kwargs, options)
+        if self.depends_on:
+            spec.dependencies.task_ids.extend(self.depends_on)
+            spec.dependencies.input = self.input
+        spec.output = self.output
+        return spec
 
 
 def plan_workflow(workflow: Workflow) -> tuple[list[WorkflowStep], tuple[str, ...], bool]:

@@ -329,18 +329,7 @@ class EagerClient:
         """
         steps, output_ids, output_is_list = plan_workflow(workflow)
         workflow_id = str(uuid.uuid4())
-        specs: list[task_pb2.TaskSpec] = []
-        for step in steps:
-            signature = step.signature
-            options = (
-                signature.options if signature.options.task_id else signature.options.replace(task_id=step.task_id)
-            )
-            spec = self._spec(signature.name, signature.args, signature.kwargs, options)
-            if step.depends_on:
-                spec.dependencies.task_ids.extend(step.depends_on)
-                spec.dependencies.input = step.input
-            spec.output = step.output
-            specs.append(spec)
+        specs = [step.to_spec(self._spec) for step in steps]
         seen: set[str] = set()
         for index, spec in enumerate(specs, start=1):
             if self.registry.get(spec.name) is None:

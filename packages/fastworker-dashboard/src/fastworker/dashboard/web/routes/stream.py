@@ -129,41 +129,35 @@ def make_panel_renderer(state: DashboardState, request: Request) -> LiveView:
 
         return LiveView((view, filters, ui), render_tasks)
 
+    def one_object(
+        kind: str,
+        path: str,
+        fetch: Callable[[str], Awaitable[Any]],
+        to_context: Callable[[Any], dict[str, Any]],
+        panels: dict[str, str],
+    ) -> LiveView:
+        """The live view of one task or workflow page, by the ``id`` query parameter."""
+        object_id = params.get("id", "")
+        if not object_id:
+            raise BadQuery(f"view={kind} needs id=<{kind} id>")
+        ui = make_ui(state.config, request, f"{path}/{quote(object_id, safe='')}")
+
+        async def render() -> dict[str, str]:
+            try:
+                found = await fetch(object_id)
+            except TaskNotFound:
+                return dict([_status(state, ui, f"{kind} {object_id} is no longer known to the control plane")])
+            except FastworkerError as exc:
+                return dict([_status(state, ui, str(exc))])
+            context = {"ui": ui, **to_context(found)}
+            return {**dict([_status(state, ui, None)]), **_render_all(state, panels, context)}
+
+        return LiveView((view, object_id, ui), render)
+
     if view == "task":
-        task_id = params.get("id", "")
-        if not task_id:
-            raise BadQuery("view=task needs id=<task id>")
-        ui = make_ui(state.config, request, f"/tasks/{quote(task_id, safe='')}")
-
-        async def render_task() -> dict[str, str]:
-            try:
-                detail = await feed.task_detail(task_id)
-            except TaskNotFound:
-                return dict([_status(state, ui, f"task {task_id} is no longer known to the control plane")])
-            except FastworkerError as exc:
-                return dict([_status(state, ui, str(exc))])
-            context = {"ui": ui, **detail_context(detail)}
-            return {**dict([_status(state, ui, None)]), **_render_all(state, TASK_PANELS, context)}
-
-        return LiveView((view, task_id, ui), render_task)
-
+        return one_object("task", "/tasks", feed.task_detail, detail_context, TASK_PANELS)
     if view == "workflow":
-        workflow_id = params.get("id", "")
-        if not workflow_id:
-            raise BadQuery("view=workflow needs id=<workflow id>")
-        ui = make_ui(state.config, request, f"/workflows/{quote(workflow_id, safe='')}")
-
-        async def render_workflow() -> dict[str, str]:
-            try:
-                workflow = await feed.workflow(workflow_id)
-            except TaskNotFound:
-                return dict([_status(state, ui, f"workflow {workflow_id} is no longer known to the control plane")])
-            except FastworkerError as exc:
-                return dict([_status(state, ui, str(exc))])
-            context = {"ui": ui, **workflow_context(workflow)}
-            return {**dict([_status(state, ui, None)]), **_render_all(state, WORKFLOW_PANELS, context)}
-
-        return LiveView((view, workflow_id, ui), render_workflow)
+        return one_object("workflow", "/workflows", feed.workflow, workflow_context, WORKFLOW_PANELS)
 
     raise BadQuery(f"unknown view {view!r}: expected overview, tasks, task, workflow or workers")
 
