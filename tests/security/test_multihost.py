@@ -347,6 +347,18 @@ async def test_tasks_flow_across_hosts_survive_a_cut_link_and_a_control_plane_re
             30,
         )
         await asyncio.sleep(1.0)
+        # Random load may leave w1 idle at any instant: long tasks (one per slot) make sure it runs some at the cut.
+        staged = [exec_task(f"stage-{n}", runs_dir, 3.0) for n in range(4)]
+        await submitted.send(agent, staged)
+        await wait_for(
+            "w1 running a staged long task",
+            lambda: any(
+                r.worker == "w1" and r.ended is None
+                for task_id, _, _ in staged
+                for r in read_executions(runs_dir).get(task_id, [])
+            ),
+            15,
+        )
         cut_at, shown_held = await held_and_cut(fleet, agent, "w1")
         try:
             await asyncio.sleep(CUT_SECONDS)
