@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 
@@ -14,6 +15,7 @@ from fastworker.client import (
     PayloadError,
     Priority,
     QueueFull,
+    TaskInfo,
     TaskNotFound,
     TaskState,
     UnknownTask,
@@ -65,6 +67,23 @@ def test_task_info_translates_states_priorities_results_and_errors() -> None:
     info = task_info_from_wire(failed)
     assert info.error is not None and info.error.type == "ValueError" and info.result is None
     assert info.worker is None and info.started_at is None
+
+
+def test_a_task_info_read_from_the_wire_equals_one_built_normally() -> None:
+    """task_info_from_wire skips the dataclass __init__ for speed: it must still set every field, and only those."""
+    wire = task_pb2.TaskInfo(task_id="t", name="x", state=task_pb2.TASK_STATE_SUCCESS, workflow_id="wf", attempts=1)
+    wire.result.CopyFrom(encode_value([1, 2]))
+    wire.progress.done, wire.progress.total = 3, 4
+    wire.dependencies.task_ids.extend(["a", "b"])
+    info = task_info_from_wire(wire)
+    assert set(vars(info)) == {f.name for f in dataclasses.fields(TaskInfo)}
+    assert info == TaskInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(TaskInfo)})
+    assert info.depends_on == ("a", "b") and info.workflow_id == "wf" and info.progress is not None
+    assert info.progress.done == 3 and info.progress.total == 4 and info.result == [1, 2]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.name = "y"  # type: ignore[misc]
+    plain = task_info_from_wire(task_pb2.TaskInfo(task_id="p", name="x", state=task_pb2.TASK_STATE_PENDING))
+    assert plain.depends_on == () and plain.workflow_id is None and plain.progress is None
 
 
 def test_pickled_results_are_refused_unless_the_client_enables_pickle() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator, RequestRefused
+from fastworker.controlplane.local import SlotRuns
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SCHEDULED, SUCCESS
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.payload import decode_value
@@ -364,7 +365,7 @@ async def test_a_sync_task_cancelled_after_a_slot_took_it_but_before_it_started_
 
     # When it is cancelled, and then the slot gets to run it (as its thread would)
     assert coordinator.cancel(record.task_id) == (True, RUNNING)
-    finished = coordinator.local._run_here(run, threading.Lock())
+    finished = coordinator.local._run_here(run, SlotRuns())
     coordinator._release_local_place()
     coordinator.local._report(*finished)
 

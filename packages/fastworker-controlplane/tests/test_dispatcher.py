@@ -793,3 +793,37 @@ async def test_a_task_whose_result_is_still_on_its_way_is_not_taken_back(dispatc
     # Then the lease stays: the task is not re-queued (so it cannot run twice)
     assert record.task_id in rig.fleet.get("w1").leases
     assert record.state == RUNNING and record.attempts == 1
+
+
+# ------------------------------------------------------------------------------------------ run limits
+
+
+async def test_resolved_limits_travel_only_to_a_worker_whose_own_definition_differs(dispatch_rig: Any) -> None:
+    """The dispatch carries the control plane's resolved retries and time limits exactly when the worker's own
+    definition would resolve them differently; a submission's own values always travel."""
+    rig = dispatch_rig()
+    # Given two workers defining "job": w1 with 2 retries (the first to register, so the control plane's
+    # definition), w2 with 5
+    assert rig.register("w1", {"job": 2}, capacity=1).envelope.register_reply.accepted
+    assert rig.register("w2", {"job": 5}, capacity=1).envelope.register_reply.accepted
+    assert rig.coordinator.defined_policy("job").retries == 2
+
+    # When each worker takes one task of it, and a third task with its own retries goes to w1
+    first, second = rig.submit("job"), rig.submit("job")
+    to_w1, to_w2 = rig.pull("w1"), rig.pull("w2")
+    await until(lambda: to_w1.answered and to_w2.answered)
+    own = rig.submit("job", retries=7)
+    rig.report("w1", rig.success(to_w1.tasks[0], "done"))
+    again = rig.pull("w1")
+    await until(lambda: again.answered)
+
+    # Then w1, which agrees with the control plane, gets the specs as submitted (it resolves them itself)
+    (agreeing,) = to_w1.tasks
+    assert not agreeing.policy_resolved and not agreeing.HasField("retries")
+    # and w2, which does not, gets the control plane's resolution: 2 retries, not its own 5
+    (differing,) = to_w2.tasks
+    assert differing.policy_resolved and differing.retries == 2
+    # and a submission's own value goes with it either way
+    (overridden,) = again.tasks
+    assert overridden.task_id == own.task_id and overridden.retries == 7
+    assert {agreeing.task_id, differing.task_id} == {first.task_id, second.task_id}

@@ -183,7 +183,7 @@ class Coordinator:
             sys_path=sys_path,
         )
         self.local.start()
-        self.waits = Waits(loop, self.find)
+        self.waits = Waits(loop, self.active, self.cache.get, self.clock)
         self._schedule_timer: asyncio.TimerHandle | None = None
         self._schedule_timer_due: float | None = None
         self.history = FinishHistory(self.started_at)
@@ -500,7 +500,8 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
         # HasField, not spec.dependencies.task_ids: reading an absent repeated field makes (and keeps) an empty one.
         dependencies = self._dependencies(spec) if spec.HasField("dependencies") and not spec.dependencies_met else None
-        unique_key = self._unique_key(spec)
+        policy = self.defined_policy(spec.name)
+        unique_key = self._unique_key(spec, policy) if spec.unique_key or policy.unique else ""
         if unique_key:
             holder = self._unique_holder(unique_key)
             if holder is not None:
@@ -509,7 +510,7 @@ class Coordinator:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
             )
-        priority = spec.priority or self.defined_policy(spec.name).priority
+        priority = spec.priority or policy.priority
         if priority not in LEVELS:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
         now = self.clock()
@@ -518,7 +519,7 @@ class Coordinator:
         self.active_by_name[spec.name] += 1
         self.counters.submitted += 1
         if unique_key:
-            self._hold_unique_key(record, unique_key, now)
+            self._hold_unique_key(record, unique_key, now, policy.unique_ttl)
         if dependencies is not None:
             record.state = SCHEDULED  # waits in the graph, neither queued nor scheduled
             if not self.graph.hold(record, dependencies):
@@ -531,13 +532,14 @@ class Coordinator:
 
     # ------------------------------------------------------------------------------------ unique tasks
 
-    def _unique_key(self, spec: task_pb2.TaskSpec) -> str:
+    @staticmethod
+    def _unique_key(spec: task_pb2.TaskSpec, policy: TaskPolicy) -> str:
         """The submission's uniqueness key: its own, else one over name and arguments for a unique task, else ""."""
         if spec.unique_key:
             if len(spec.unique_key) > 200:
                 raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "unique_key must be at most 200 characters")
             return spec.unique_key
-        if not self.defined_policy(spec.name).unique:
+        if not policy.unique:
             return ""
         digest = hashlib.sha256(spec.arguments.SerializeToString(deterministic=True)).hexdigest()
         return f"{spec.name}\x00{digest}"
@@ -553,18 +555,19 @@ class Coordinator:
             return None
         return record
 
-    def _hold_unique_key(self, record: TaskRecord, key: str, since: float) -> None:
+    def _hold_unique_key(self, record: TaskRecord, key: str, since: float, ttl: float) -> None:
         record.unique_key = key
-        self._unique_keys[key] = (record, since + self.defined_policy(record.name).unique_ttl)
+        self._unique_keys[key] = (record, since + ttl)
 
     def _rehold_unique_key(self, record: TaskRecord, since: float) -> None:
         """A task live again (replayed, retried) takes its key back unless another live task holds it."""
+        policy = self.defined_policy(record.name)
         try:
-            key = self._unique_key(record.spec)
+            key = self._unique_key(record.spec, policy)
         except RequestRefused:
             key = ""
         if key and self._unique_holder(key) is None:
-            self._hold_unique_key(record, key, since)
+            self._hold_unique_key(record, key, since, policy.unique_ttl)
 
     def _release_unique_key(self, record: TaskRecord) -> None:
         held = self._unique_keys.get(record.unique_key)
@@ -753,7 +756,7 @@ class Coordinator:
         self.cache.add(record, now)
         self.events.publish_task(record)
         self.waits.task_finished(record.task_id)
-        if self.graph:
+        if self.graph.dependants:
             self._settle_dependants(record)
 
     def report_progress(self, task_id: str, attempt: int, progress: task_pb2.Progress) -> bool:
@@ -925,10 +928,11 @@ class Coordinator:
             return invalid, f"task id {spec.task_id!r} is already used"
         if spec.name not in self.registry and spec.name not in self.remote_task_names:
             return error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}"
-        if (spec.priority or self.defined_policy(spec.name).priority) not in LEVELS:
+        policy = self.defined_policy(spec.name)
+        if (spec.priority or policy.priority) not in LEVELS:
             return invalid, f"unknown priority {spec.priority}"
         try:
-            unique_key = self._unique_key(spec)
+            unique_key = self._unique_key(spec, policy)
         except RequestRefused as refused:
             return refused.code, refused.message
         if unique_key and self._unique_holder(unique_key) is not None:

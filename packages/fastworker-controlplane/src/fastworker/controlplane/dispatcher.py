@@ -387,11 +387,16 @@ class Dispatcher:
         if worker.drain_order is not None:
             envelope.dispatch.drain.timeout = worker.drain_order
         tasks = envelope.dispatch.tasks
-        policy_for = self.coordinator.policy_for
+        coordinator = self.coordinator
+        own_limits = worker.run_limits
         for record in records:
             record.spec.attempt = record.attempts
             tasks.append(record.spec)
-            policy_for(record).write_limits(tasks[-1])  # the worker enforces these, not its own copy
+            # The worker enforces the control plane's rule, not its own copy of the definition: the
+            # resolved limits go with the task unless the worker's definition gives the same ones
+            # (then it resolves the spec's own values on top of it exactly as the control plane does).
+            if own_limits.get(record.name) != coordinator.defined_policy(record.name).run_limits:
+                coordinator.policy_for(record).write_limits(tasks[-1])
             if record.held:
                 envelope.dispatch.prefetched_task_ids.append(record.task_id)
         envelope.dispatch.SetInParent()

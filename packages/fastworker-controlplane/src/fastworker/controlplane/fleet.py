@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastworker.controlplane.records import TaskRecord
 from fastworker.protocol.v1 import task_pb2, worker_pb2
+from fastworker.worker.policy import definition_policy
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,6 +35,7 @@ class WorkerRecord:
         "last_seen",
         "leases",
         "pid",
+        "run_limits",
         "pipe_id",
         "prefetch",
         "processed",
@@ -84,6 +86,8 @@ class WorkerRecord:
         self.capacity = min(max(1, request.capacity), max_capacity)
         self.version = request.version
         self.definitions: dict[str, task_pb2.TaskDefinition] = {d.name: d for d in request.tasks}
+        #: The run limits the worker's own definitions give (``TaskPolicy.run_limits``), by task name.
+        self.run_limits = {d.name: definition_policy(d).run_limits for d in request.tasks}
         self.task_names = frozenset(self.definitions)
         self.pipe_id = pipe_id
 

@@ -232,7 +232,7 @@ class GatedQueue(PriorityQueue):
         if gates and record.name in gates:
             gates[record.name].waiting.push(record)
         else:
-            super().push(record)
+            PriorityQueue.push(self, record)  # not super(): this runs for every task
 
     def push_front(self, record: TaskRecord) -> None:
         """Put a record back at the front of its level, behind its gate if its name has one."""
@@ -259,7 +259,7 @@ class GatedQueue(PriorityQueue):
         (it was held back already); tasks of a higher level go first.
         """
         if not self.gates:
-            return super().pop(accept, levels)
+            return PriorityQueue.pop(self, accept, levels)  # not super(): this runs for every task
         now = self._clock()
         best: tuple[int, float, Gate, TaskRecord] | None = None
         for gate in self.gates.values():

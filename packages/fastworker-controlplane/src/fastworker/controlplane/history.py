@@ -27,19 +27,22 @@ class FinishHistory:
     def __init__(self, started_at: float) -> None:
         self.started_at = started_at
         self._seconds: deque[SecondCounts] = deque()
+        self._current = SecondCounts(-1)  # the newest second's counts (a placeholder until a finish)
 
     def record(self, now: float, succeeded: bool, failed: bool) -> None:
         """Count one task that reached a final state at ``now`` (cancelled: neither flag)."""
-        second = int(now)
-        seconds = self._seconds
-        if not seconds or seconds[-1].second != second:
-            seconds.append(SecondCounts(second))
+        counts = self._current
+        if counts.second != int(now):
+            counts = self._current = SecondCounts(int(now))
+            seconds = self._seconds
+            seconds.append(counts)
             if len(seconds) > HISTORY_WINDOW + 1:
                 seconds.popleft()
-        counts = seconds[-1]
         counts.finished += 1
-        counts.succeeded += succeeded
-        counts.failed += failed
+        if succeeded:
+            counts.succeeded += 1
+        elif failed:
+            counts.failed += 1
 
     def throughput(self, now: float) -> float:
         """Tasks finished per second over the last minute (or since start, if shorter)."""

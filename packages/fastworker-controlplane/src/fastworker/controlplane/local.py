@@ -42,7 +42,7 @@ from fastworker.worker.progress import ProgressRelay, Reported, SlotProgress
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LocalRun:
     """A task a slot took: its record, its function and its effective policy."""
 
@@ -67,15 +67,19 @@ class TaskCancelled(BaseException):
     """Raised inside a running sync task's thread to cancel it (a BaseException: ``except Exception`` lets it by)."""
 
 
-class _SyncRun:
-    """A sync task running on a slot thread, and whether an interrupt was sent to it."""
+class SlotRuns:
+    """One slot thread's handle for the sync runs on it: registered by task id while each runs.
+
+    One per slot, reused by each run (``interrupted`` is reset when a run starts): a cancel finds it
+    by task id and checks, under the slot's lock, that this task is still the one registered.
+    """
 
     __slots__ = ("interrupted", "lock", "thread_id")
 
-    def __init__(self, thread_id: int, lock: threading.Lock) -> None:
-        self.thread_id = thread_id
-        #: The slot's own lock: an interrupt is sent only while the run is registered, under it.
-        self.lock = lock
+    def __init__(self) -> None:
+        self.thread_id = threading.get_ident()
+        #: Contended only by a cancel of this slot's run: an interrupt is sent only while the run is registered.
+        self.lock = threading.Lock()
         self.interrupted = False
 
 
@@ -127,7 +131,7 @@ class LocalExecutor:
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
         #: Sync tasks running on slot threads, by task id (each entry guarded by its slot's lock).
-        self._sync_runs: dict[str, _SyncRun] = {}
+        self._sync_runs: dict[str, SlotRuns] = {}
         #: Cancels of tasks a slot took but that started on neither side yet. A slot registers its
         #: run before it looks here and the loop looks for a registered run before it adds here
         #: (single dict and set operations, atomic): so one of the two sees the other.
@@ -145,7 +149,7 @@ class LocalExecutor:
     # ------------------------------------------------------------------------------------ slot threads
 
     def _slot_main(self) -> None:
-        slot_lock = threading.Lock()  # contended only by a cancel of this slot's run
+        slot = SlotRuns()
         slot_progress = SlotProgress(self._progress)
         SINK.set(slot_progress)  # once for the thread: each run only tells it which run is under way
         ended_one = False
@@ -165,7 +169,7 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            record, outcome, cancelled = self._run_here(run, slot_lock, slot_progress)
+            record, outcome, cancelled = self._run_here(run, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
             self._completed.append((record, outcome, cancelled))
             if not self._wake_scheduled:
@@ -176,7 +180,7 @@ class LocalExecutor:
                     return
 
     def _run_here(
-        self, run: LocalRun, slot_lock: threading.Lock, slot_progress: SlotProgress | None = None
+        self, run: LocalRun, slot: SlotRuns, slot_progress: SlotProgress | None = None
     ) -> tuple[TaskRecord, Outcome, bool]:
         """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled.
 
@@ -186,11 +190,12 @@ class LocalExecutor:
             slot_progress = SlotProgress(self._progress)
         record = run.record
         task_id = record.task_id
-        entry = _SyncRun(threading.get_ident(), slot_lock)
+        slot_lock = slot.lock
         runs = self._sync_runs
+        slot.interrupted = False  # this run's: the last run's registration was withdrawn under the lock
         try:
             try:
-                runs[task_id] = entry
+                runs[task_id] = slot
                 if self._cancel_before_start and task_id in self._cancel_before_start:
                     self._cancel_before_start.discard(task_id)
                     return record, failure("TaskCancelled", "cancelled before it started"), True
@@ -208,9 +213,9 @@ class LocalExecutor:
             finally:
                 with slot_lock:
                     runs.pop(task_id, None)
-                    interrupted = entry.interrupted
+                    interrupted = slot.interrupted
                 if interrupted:
-                    _clear_interrupt(entry.thread_id)  # sent, perhaps not raised yet: it must not hit the slot
+                    _clear_interrupt(slot.thread_id)  # sent, perhaps not raised yet: it must not hit the slot
         except TaskCancelled:
             with slot_lock:
                 runs.pop(task_id, None)
@@ -224,8 +229,17 @@ class LocalExecutor:
     def _deliver_completed(self) -> None:
         self._wake_scheduled = False
         completed = self._completed
+        if self._cancel_before_start:
+            while completed:
+                self._report(*completed.popleft())
+            return
+        on_done = self._on_done  # the hot path of ``_report``, inlined: one loop wake-up, thousands of ends
         while completed:
-            self._report(*completed.popleft())
+            record, outcome, cancelled = completed.popleft()
+            try:
+                on_done(record, outcome, cancelled)
+            except Exception:
+                logger.exception("completion handling failed for task %s", record.task_id)
 
     def _report(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
         if self._cancel_before_start:

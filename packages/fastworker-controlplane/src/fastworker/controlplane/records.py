@@ -103,7 +103,7 @@ class TaskRecord:
         if spec.workflow_id:
             info.workflow_id = spec.workflow_id
         if spec.HasField("dependencies"):  # not spec.dependencies.task_ids: that would make an empty one
-            info.depends_on.extend(spec.dependencies.task_ids)
+            info.dependencies.CopyFrom(spec.dependencies)
         if with_arguments:
             info.arguments.CopyFrom(spec.arguments)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from fastworker.controlplane.records import TaskRecord
 
@@ -24,8 +24,8 @@ ENOUGH_DIVISOR = 8
 
 #: Called with (records now final, ids still pending, ids unknown) when a wait ends.
 WaitCallback = Callable[[list[TaskRecord], list[str], list[str]], None]
-#: Finds a task's record (active or cached), or None if unknown.
-Lookup = Callable[[str], TaskRecord | None]
+#: Finds a finished task's record in the result cache at a time, or None.
+CacheLookup = Callable[[str, float], TaskRecord | None]
 
 
 def waits_enough(count: int) -> int:
@@ -55,9 +55,18 @@ class Waiter:
 class Waits:
     """Every pending wait, indexed by the task ids it listens on."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, lookup: Lookup) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        active: Mapping[str, TaskRecord],
+        cached: CacheLookup,
+        clock: Callable[[], float],
+    ) -> None:
+        """``active`` and ``cached``: where a task's record is (a bulk wait looks up thousands at once)."""
         self._loop = loop
-        self._lookup = lookup
+        self._active = active
+        self._cached = cached
+        self._clock = clock
         self._by_task: dict[str, list[Waiter]] = {}
 
     def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
@@ -120,9 +129,11 @@ class Waits:
         finished: list[TaskRecord] = []
         pending: list[str] = []
         missing: list[str] = []
-        lookup = self._lookup
+        active = self._active.get
+        cached = self._cached
+        now = self._clock()
         for task_id in task_ids:
-            record = lookup(task_id)
+            record = active(task_id) or cached(task_id, now)
             if record is None:
                 missing.append(task_id)
             elif record.is_final:

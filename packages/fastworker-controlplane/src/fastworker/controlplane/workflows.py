@@ -45,8 +45,8 @@ class TaskGraph:
     """Tasks waiting for others, by the task they wait for; and the workflows known."""
 
     def __init__(self) -> None:
-        #: Dependency task id -> the tasks waiting for it.
-        self._dependants: dict[str, list[TaskRecord]] = {}
+        #: Dependency task id -> the tasks waiting for it; empty while nothing waits (the hot path's check).
+        self.dependants: dict[str, list[TaskRecord]] = {}
         #: Waiting task id -> how many of its dependencies are not final yet.
         self._unmet: dict[str, int] = {}
         #: Succeeded dependencies kept for the dependants that still wait for others: task id ->
@@ -56,10 +56,6 @@ class TaskGraph:
         #: Dependant id -> the kept dependencies that counted it (each lets go of it once).
         self._counted: dict[str, list[str]] = {}
         self.workflows: dict[str, Workflow] = {}
-
-    def __bool__(self) -> bool:
-        """True while any task waits for another (the coordinator's hot-path check)."""
-        return bool(self._dependants)
 
     def __len__(self) -> int:
         """Tasks waiting for their dependencies."""
@@ -71,7 +67,7 @@ class TaskGraph:
         for dependency in dependencies:
             if dependency.is_final:
                 continue
-            self._dependants.setdefault(dependency.task_id, []).append(record)
+            self.dependants.setdefault(dependency.task_id, []).append(record)
             unmet += 1
         if unmet:
             self._unmet[record.task_id] = unmet
@@ -87,7 +83,7 @@ class TaskGraph:
         A success is kept (see ``kept``) until each of those dependants has left (``left``).
         """
         task_id = record.task_id
-        dependants = self._dependants.pop(task_id, None)
+        dependants = self.dependants.pop(task_id, None)
         if not dependants:
             return []
         out: list[tuple[TaskRecord, bool]] = []

@@ -85,6 +85,11 @@ class TaskPolicy:
         jittered = backoff * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
         return min(jittered, self.backoff_max)
 
+    @property
+    def run_limits(self) -> tuple[int, float, float]:
+        """(retries, timeout, soft_timeout): what the executing side enforces, and all ``write_limits`` writes."""
+        return self.retries, self.timeout, self.soft_timeout
+
     def write_limits(self, spec: task_pb2.TaskSpec) -> None:
         """Put the resolved retries and time limits into a spec about to be dispatched."""
         spec.timeout = self.timeout
@@ -118,7 +123,7 @@ def definition_policy(definition: task_pb2.TaskDefinition | None) -> TaskPolicy:
 
 @functools.lru_cache(maxsize=4096)
 def options_policy(options: TaskOptions) -> TaskPolicy:
-    """The policy a ``@task`` definition in this process gives (rule 2); cached, options are immutable."""
+    """The policy a ``@task`` definition in this process gives (rule 2); callers keep it per name (options never change)."""
     return TaskPolicy(
         retries=options.retries,
         backoff=options.retry_backoff,
@@ -140,6 +145,8 @@ def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy
     A spec the control plane already resolved carries every limit as given, 0 meaning none.
     """
     resolved = spec.policy_resolved
+    if not (resolved or spec.timeout or spec.soft_timeout or spec.priority or spec.HasField("retries")):
+        return defined  # the common case, decided in a few reads
     retries = spec.retries if spec.HasField("retries") else defined.retries
     timeout = spec.timeout if (resolved or spec.timeout) else defined.timeout
     soft_timeout = spec.soft_timeout if (resolved or spec.soft_timeout) else defined.soft_timeout

@@ -37,7 +37,7 @@ from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
-from fastworker.worker.policy import effective_policy, options_policy
+from fastworker.worker.policy import TaskPolicy, effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, RunSink
 from fastworker.worker.version import __version__
@@ -146,6 +146,8 @@ class Worker:
         self.failed = 0
         self.heartbeat_interval = 1.0
         self._running: dict[str, _Running] = {}
+        #: Each task name's policy from its ``@task`` options, built once (the options never change).
+        self._defined: dict[str, TaskPolicy] = {}
         #: Prefetched tasks waiting here for a free slot (they count as held), in dispatch order.
         self._backlog: dict[str, tuple[task_pb2.TaskSpec, str]] = {}
         #: Prefetched tasks the control plane granted: only these may start (``Results.started_task_ids``).
@@ -620,7 +622,10 @@ class Worker:
         task = self.registry.get(spec.name)
         if task is None:
             return failure("UnknownTask", f"worker {self.settings.worker_id} has no task {spec.name!r}")
-        policy = effective_policy(spec, options_policy(task.options))
+        defined = self._defined.get(spec.name)
+        if defined is None:
+            defined = self._defined[spec.name] = options_policy(task.options)
+        policy = effective_policy(spec, defined)
         limit, soft = policy.timeout, policy.soft_timeout
         if not task.is_async:
             assert self._pool is not None

@@ -413,7 +413,7 @@ class TaskInfo(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
-    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task id."""
@@ -456,8 +456,10 @@ class TaskInfo(_message.Message):
         """
 
     @_builtins.property
-    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The tasks it waits for (or waited for), from its spec."""
+    def dependencies(self) -> Global___Dependencies:
+        """The tasks it waits for (or waited for) and what it gets from them, from its spec; unset for
+        none (a submessage, so a reader tests its presence without materialising an empty list).
+        """
 
     def __init__(
         self,
@@ -476,12 +478,12 @@ class TaskInfo(_message.Message):
         arguments: Global___Payload | None = ...,
         eta: _builtins.float = ...,
         progress: Global___Progress | None = ...,
-        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        dependencies: Global___Dependencies | None = ...,
         workflow_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "depends_on", b"depends_on", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "dependencies", b"dependencies", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
