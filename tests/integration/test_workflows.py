@@ -314,6 +314,10 @@ async def test_depends_on_runs_a_task_once_both_succeeded_and_fails_it_when_one_
             await client.delay("fwwf.add", 1, 1, key=prefix + "orphan", depends_on=["no-such-task"], task_id=prefix)
         with pytest.raises(TaskNotFound):
             await client.status(prefix)
+        # and an unknown workflow id is named as one
+        for ask in (client.workflow, client.cancel_workflow):
+            with pytest.raises(TaskNotFound, match=f"^workflow {prefix}no-workflow is not known"):
+                await ask(prefix + "no-workflow")
 
     assert executions(fleet.runs, prefix) == {
         prefix + "first": 1,

@@ -73,10 +73,35 @@ CLIENT_KINDS = frozenset(
         "purge",
         "pause",
         "drain",
+        "submit_workflow",
+        "workflow",
+        "limits",
+        "set_limits",
     }
 )
 DISPATCH_KINDS = frozenset({"register", "work_request", "results", "heartbeat", "deregister"})
 SERVED = {"client": CLIENT_KINDS, "dispatch": DISPATCH_KINDS}
+#: Envelope bodies no channel serves: what the control plane sends (errors, dispatches, notices,
+#: announcements, events), and ``task_started`` (a worker's claims ride on its work requests and results).
+NOT_SERVED = frozenset(
+    {
+        "error",
+        "ack",
+        "dispatch",
+        "task_started",
+        "cancel_task",
+        "drain_worker",
+        "announcement",
+        "shutdown_notice",
+        "event",
+    }
+)
+
+
+def test_every_request_kind_of_the_protocol_is_attacked_on_its_channel() -> None:
+    """A request kind added to the protocol must join the hostile generators (new kinds were missed once)."""
+    bodies = {f.name for f in Envelope.DESCRIPTOR.oneofs_by_name["body"].fields if not f.name.endswith("_reply")}
+    assert bodies - NOT_SERVED == CLIENT_KINDS | DISPATCH_KINDS
 
 
 def new_envelope(correlation_id: int = 1) -> Envelope:
@@ -737,6 +762,8 @@ def test_valid_requests_with_absurd_values_are_answered_without_internal_errors_
         )
         for level in ("critical", "high", "normal", "low"):
             client.resume(level)
+        for name in ("fwsec.echo", "fwsec.noop"):  # absurd set_limits may have throttled them to nothing
+            client.set_limits(name, clear=True)
         assert client.submit("fwsec.echo", "alive", timeout=10) == "alive"
         # A real worker can still join and work.
         start_worker(control_plane.discovery, "honest", concurrency=2, ready_timeout=15)

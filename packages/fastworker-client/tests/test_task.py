@@ -9,6 +9,7 @@ import pickle
 import sys
 import textwrap
 from collections.abc import Coroutine, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, assert_type
 
@@ -17,9 +18,11 @@ import pytest
 from fastworker.client.errors import DuplicateTaskName, FastworkerError
 from fastworker.client.models import Priority
 from fastworker.client.task import (
+    TASK_OPTION_NAMES,
     AsyncTaskFunction,
     SyncTaskFunction,
     TaskFunction,
+    TaskOptionArgs,
     TaskOptions,
     TaskRegistry,
     default_registry,
@@ -264,6 +267,8 @@ def test_to_definition_returns_a_fresh_message_each_time() -> None:
         ({"name": ""}, ValueError, "name must be non-empty"),
         ({"name": " padded "}, ValueError, "without surrounding whitespace"),
         ({"name": 7}, TypeError, "name must be a str, not int"),
+        ({"retires": 3}, TypeError, "unknown option retires"),
+        ({"queue": "x", "rate": "1/s"}, TypeError, "unknown options queue, rate"),
     ],
 )
 def test_invalid_options_fail_at_decoration_naming_the_function(
@@ -276,6 +281,14 @@ def test_invalid_options_fail_at_decoration_naming_the_function(
         task(**options)(misconfigured)
     assert "misconfigured" in str(excinfo.value)
     assert "misconfigured" not in default_registry
+
+
+def test_the_decorator_options_are_the_task_options_fields_and_name() -> None:
+    """``TaskOptionArgs`` is the one list of ``@task``'s keywords besides ``TaskOptions``: the two must agree."""
+    assert (
+        set(TaskOptionArgs.__optional_keys__) == TASK_OPTION_NAMES == {"name"} | {f.name for f in fields(TaskOptions)}
+    )
+    assert list(inspect.signature(task).parameters) == ["fn", "options"]
 
 
 def test_a_periodic_task_whose_function_requires_arguments_is_refused() -> None:

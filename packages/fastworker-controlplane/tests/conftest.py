@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pynng
 import pytest
 
 from fastworker.client._transport import RequestChannel
@@ -391,3 +392,65 @@ async def channels() -> AsyncIterator[Callable[[str], RequestChannel]]:
     yield make
     for channel in made:
         channel.close()
+
+
+# ------------------------------------------------------------------------------------- reply servers
+
+from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent  # noqa: E402
+from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url  # noqa: E402
+
+ANY_PORT = "tcp://127.0.0.1:0"
+
+
+class Served:
+    """A Rep0 socket on loopback served by a ReplyServer (with admission), recording connection events."""
+
+    def __init__(
+        self, handler: Callable[[Request], None], admission: ConnectionAdmission | None, **options: object
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.events: list[ConnectionEvent] = []
+        self.requests: list[Request] = []
+        self.handler = handler
+        self.socket = pynng.Rep0()
+        self.admission = admission
+        if admission is not None:
+            admission.attach(self.socket, self.loop, self.events.append)
+        self.url = listener_url(self.socket.listen(ANY_PORT), ANY_PORT)
+        self.port = int(self.url.rpartition(":")[2])
+        self.server = ReplyServer(
+            self.socket,
+            self._handle,
+            self.loop,
+            admission=admission,
+            on_event=self.events.append,
+            **options,  # type: ignore[arg-type]
+        )
+        self.server.start()
+
+    def _handle(self, request: Request) -> None:
+        self.requests.append(request)
+        self.handler(request)
+
+    def close(self) -> None:
+        for request in self.requests:
+            request.drop()
+        self.requests.clear()
+        self.server.close()
+        self.socket.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Served]]:
+    made: list[Served] = []
+
+    def make(
+        handler: Callable[[Request], None], admission: ConnectionAdmission | None = None, **options: object
+    ) -> Served:
+        served = Served(handler, admission, **options)
+        made.append(served)
+        return served
+
+    yield make
+    for served in made:
+        served.close()

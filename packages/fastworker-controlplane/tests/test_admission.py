@@ -12,75 +12,21 @@ import asyncio
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pynng
 import pytest
 
 from fastworker.client._transport import RequestChannel
 from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, RefusalLog, raise_open_files_limit
-from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
+from fastworker.controlplane.replyserver import ReplyServer, Request
 from fastworker.protocol.auth import FrameAuth
 
-ANY_PORT = "tcp://127.0.0.1:0"
 BOUND = 20.0
 ATTACKER = "127.0.0.7"
 #: nng's TCP handshake of a Req0 peer: b"\0SP\0", protocol 0x0030 (Req0) big-endian, two reserved bytes.
 REQ0_HANDSHAKE = b"\x00SP\x00\x00\x30\x00\x00"
-
-
-class Served:
-    """A Rep0 socket on loopback served by a ReplyServer (with admission), recording connection events."""
-
-    def __init__(
-        self, handler: Callable[[Request], None], admission: ConnectionAdmission | None, **options: object
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.events: list[ConnectionEvent] = []
-        self.requests: list[Request] = []
-        self.handler = handler
-        self.socket = pynng.Rep0()
-        self.admission = admission
-        if admission is not None:
-            admission.attach(self.socket, self.loop, self.events.append)
-        self.url = listener_url(self.socket.listen(ANY_PORT), ANY_PORT)
-        self.port = int(self.url.rpartition(":")[2])
-        self.server = ReplyServer(
-            self.socket,
-            self._handle,
-            self.loop,
-            admission=admission,
-            on_event=self.events.append,
-            **options,  # type: ignore[arg-type]
-        )
-        self.server.start()
-
-    def _handle(self, request: Request) -> None:
-        self.requests.append(request)
-        self.handler(request)
-
-    def close(self) -> None:
-        for request in self.requests:
-            request.drop()
-        self.requests.clear()
-        self.server.close()
-        self.socket.close()
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Served]]:
-    made: list[Served] = []
-
-    def make(
-        handler: Callable[[Request], None], admission: ConnectionAdmission | None = None, **options: object
-    ) -> Served:
-        served = Served(handler, admission, **options)
-        made.append(served)
-        return served
-
-    yield make
-    for served in made:
-        served.close()
 
 
 @pytest.fixture
@@ -142,7 +88,7 @@ def echo(request: Request) -> None:
 
 
 async def test_connections_beyond_the_per_peer_cap_are_refused_and_other_addresses_still_get_in(
-    serve: Callable[..., Served], channels: Callable[[str], RequestChannel], raw_sockets: list[socket.socket]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel], raw_sockets: list[socket.socket]
 ) -> None:
     served = serve(echo, ConnectionAdmission(name="test", max_connections=10, max_per_peer=3, idle_timeout=60))
 
@@ -183,7 +129,7 @@ async def test_refusal_logs_are_rate_limited_with_a_count_of_those_left_out(
 
 
 async def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_timeout(
-    serve: Callable[..., Served], raw_sockets: list[socket.socket]
+    serve: Callable[..., Any], raw_sockets: list[socket.socket]
 ) -> None:
     served = serve(echo, ConnectionAdmission(name="test", idle_timeout=0.5))
     silent = raw_peer(raw_sockets, served.port)
@@ -194,7 +140,7 @@ async def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_
 
 
 async def test_an_idle_connection_that_has_spoken_is_kept_and_a_dropped_silent_one_redials_transparently(
-    serve: Callable[..., Served], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     served = serve(echo, ConnectionAdmission(name="test", idle_timeout=0.5))
     talker = channels(served.url)
@@ -211,7 +157,7 @@ async def test_an_idle_connection_that_has_spoken_is_kept_and_a_dropped_silent_o
 
 
 async def test_a_full_cap_closes_the_connection_idle_the_longest_to_make_room(
-    serve: Callable[..., Served], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     served = serve(echo, ConnectionAdmission(name="test", max_connections=10, max_per_peer=2, idle_timeout=0.5))
     first, second = channels(served.url), channels(served.url)
@@ -227,7 +173,7 @@ async def test_a_full_cap_closes_the_connection_idle_the_longest_to_make_room(
 
 
 async def test_a_connection_with_a_request_in_flight_is_never_closed_as_idle(
-    serve: Callable[..., Served], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     held: list[Request] = []
     served = serve(held.append, ConnectionAdmission(name="test", max_connections=10, max_per_peer=1, idle_timeout=0.3))
@@ -248,7 +194,7 @@ async def test_a_connection_with_a_request_in_flight_is_never_closed_as_idle(
 
 
 async def test_a_connection_that_does_not_read_its_replies_is_closed_and_what_they_held_is_freed(
-    serve: Callable[..., Served], channels: Callable[[str], RequestChannel], raw_sockets: list[socket.socket]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel], raw_sockets: list[socket.socket]
 ) -> None:
     big = b"x" * 65536
     served = serve(lambda request: request.reply(big), max_pending_per_connection=32)
@@ -272,7 +218,7 @@ async def test_a_connection_that_does_not_read_its_replies_is_closed_and_what_th
 
 
 async def test_a_peer_without_the_secret_that_never_reads_its_refusals_is_closed_too(
-    serve: Callable[..., Served], raw_sockets: list[socket.socket]
+    serve: Callable[..., Any], raw_sockets: list[socket.socket]
 ) -> None:
     served = serve(echo, auth=FrameAuth("s3cret"), max_pending_per_connection=16)
     hog = raw_peer(raw_sockets, served.port, source="127.0.0.1", rcvbuf=4096)
@@ -292,7 +238,7 @@ async def test_a_peer_without_the_secret_that_never_reads_its_refusals_is_closed
 
 
 async def test_a_connection_holding_many_long_polls_is_told_to_wait_not_dropped(
-    serve: Callable[..., Served],
+    serve: Callable[..., Any],
 ) -> None:
     held: list[Request] = []
     served = serve(held.append, max_pending_per_connection=8)
@@ -317,7 +263,7 @@ async def test_a_connection_holding_many_long_polls_is_told_to_wait_not_dropped(
 
 
 async def test_the_context_pool_shrinks_back_to_its_floor_once_the_load_has_gone(
-    serve: Callable[..., Served], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     loop = asyncio.get_running_loop()
     served = serve(lambda request: loop.call_later(0.05, echo, request), min_contexts=4, pool_shrink_after=0.3)

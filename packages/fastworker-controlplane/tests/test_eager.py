@@ -254,7 +254,7 @@ async def test_a_workflow_runs_its_steps_in_order_with_their_dependencies_result
     nested = chain(add.s(1, 1), group(add.s(1), add.si(5, 5)), signature("collect"))
     assert await (await client.delay_workflow(nested)).result() == [3, 10]
     assert await client.cancel_workflow(handle.id) == 0
-    with pytest.raises(TaskNotFound):
+    with pytest.raises(TaskNotFound, match="^workflow never-submitted is not known"):
         await client.workflow("never-submitted")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pynng
@@ -19,48 +19,6 @@ from fastworker.controlplane.replyserver import ReplyServer, Request, listener_u
 
 ANY_PORT = "tcp://127.0.0.1:0"
 BOUND = 20.0
-
-
-class Server:
-    """A Rep0 socket served by a ReplyServer on the running loop, with a swappable handler."""
-
-    def __init__(self, handler: Callable[[Request], None]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.handler = handler
-        self.requests: list[Request] = []
-        self.socket = pynng.Rep0()
-        listener = self.socket.listen(ANY_PORT)
-        self.url = listener_url(listener, ANY_PORT)
-        self.server = ReplyServer(self.socket, self._handle, self.loop)
-        self.server.start()
-
-    def _handle(self, request: Request) -> None:
-        self.requests.append(request)
-        self.handler(request)
-
-    def close(self) -> None:
-        # Give unanswered requests' contexts back while the socket is open: a pynng Context that is
-        # garbage-collected after its socket closed raises from __del__.
-        for request in self.requests:
-            request.drop()
-        self.requests.clear()
-        self.server.close()
-        self.socket.close()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[[Callable[[Request], None]], Server]]:
-    """Makes Servers; closes them all after the test."""
-    made: list[Server] = []
-
-    def make(handler: Callable[[Request], None]) -> Server:
-        server = Server(handler)
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
 
 
 def echo(request: Request) -> None:
@@ -112,10 +70,10 @@ def test_listener_url_leaves_non_tcp_addresses_alone() -> None:
 
 
 async def test_concurrent_requests_each_get_their_own_reply(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     # Given a server that answers out of order, some at once and some after a random delay
-    server = servers(delayed_echo(seed=1234))
+    server = serve(delayed_echo(seed=1234))
     channel = channels(server.url)
 
     # When 2,000 requests are in flight at once on one channel
@@ -130,9 +88,9 @@ async def test_concurrent_requests_each_get_their_own_reply(
 
 
 async def test_sequential_requests_to_a_delayed_server_each_get_their_reply(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
-    server = servers(delayed_echo(seed=7))
+    server = serve(delayed_echo(seed=7))
     channel = channels(server.url)
 
     for i in range(50):
@@ -140,9 +98,9 @@ async def test_sequential_requests_to_a_delayed_server_each_get_their_reply(
 
 
 async def test_mixed_bursts_and_single_requests_never_cross(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
-    server = servers(delayed_echo(seed=99))
+    server = serve(delayed_echo(seed=99))
     channel = channels(server.url)
 
     for burst in range(5):
@@ -154,7 +112,7 @@ async def test_mixed_bursts_and_single_requests_never_cross(
 
 
 async def test_a_request_sent_before_the_server_listens_is_answered_once_it_does(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel], unused_address: str
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel], unused_address: str
 ) -> None:
     # Given a channel dialing an address where nothing listens yet
     channel = channels(unused_address)
@@ -177,7 +135,7 @@ async def test_a_request_sent_before_the_server_listens_is_answered_once_it_does
 
 
 async def test_a_request_the_server_never_answers_times_out_and_the_channel_keeps_working(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     # Given a server that ignores the first request it gets and echoes the rest
     def handle(request: Request) -> None:
@@ -185,7 +143,7 @@ async def test_a_request_the_server_never_answers_times_out_and_the_channel_keep
             return
         echo(request)
 
-    server = servers(handle)
+    server = serve(handle)
     channel = channels(server.url)
 
     # When a request goes unanswered, it times out
@@ -199,14 +157,14 @@ async def test_a_request_the_server_never_answers_times_out_and_the_channel_keep
 
 
 async def test_among_concurrent_requests_the_unanswered_ones_time_out_and_the_others_get_their_replies(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     # Given a server that ignores odd-numbered requests
     def handle(request: Request) -> None:
         if int(request.data) % 2 == 0:
             echo(request)
 
-    server = servers(handle)
+    server = serve(handle)
     channel = channels(server.url)
 
     # When 20 requests are in flight at once
@@ -230,7 +188,7 @@ async def test_among_concurrent_requests_the_unanswered_ones_time_out_and_the_ot
 
 
 async def test_replying_twice_sends_one_reply(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     # Given a server whose handler replies twice to each request, and a spy on its sends
     sends: list[bytes] = []
@@ -241,7 +199,7 @@ async def test_replying_twice_sends_one_reply(
         request.reply(b"first")
         request.reply(b"second")
 
-    server = servers(handle)
+    server = serve(handle)
     real_send = server.server._send
 
     def spy(context: Any, data: bytes, **options: Any) -> None:
@@ -262,7 +220,7 @@ async def test_replying_twice_sends_one_reply(
 
 
 async def test_a_dropped_request_gets_no_reply_and_cannot_be_answered_later(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
 ) -> None:
     def handle(request: Request) -> None:
         if request.data == b"drop":
@@ -271,7 +229,7 @@ async def test_a_dropped_request_gets_no_reply_and_cannot_be_answered_later(
         else:
             echo(request)
 
-    server = servers(handle)
+    server = serve(handle)
     channel = channels(server.url)
 
     with pytest.raises(TimeoutError):
@@ -283,14 +241,14 @@ async def test_a_dropped_request_gets_no_reply_and_cannot_be_answered_later(
 
 
 async def test_a_handler_that_raises_does_not_stop_the_server(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel], caplog: pytest.LogCaptureFixture
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel], caplog: pytest.LogCaptureFixture
 ) -> None:
     def handle(request: Request) -> None:
         if request.data == b"crash":
             raise RuntimeError("handler bug")
         echo(request)
 
-    server = servers(handle)
+    server = serve(handle)
     channel = channels(server.url)
 
     with pytest.raises(TimeoutError):
@@ -302,10 +260,8 @@ async def test_a_handler_that_raises_does_not_stop_the_server(
     caplog.clear()
 
 
-async def test_replies_sent_are_reaped(
-    servers: Callable[..., Server], channels: Callable[[str], RequestChannel]
-) -> None:
-    server = servers(echo)
+async def test_replies_sent_are_reaped(serve: Callable[..., Any], channels: Callable[[str], RequestChannel]) -> None:
+    server = serve(echo)
     channel = channels(server.url)
 
     await asyncio.gather(*(channel.request(b"%d" % i, timeout=BOUND) for i in range(50)))

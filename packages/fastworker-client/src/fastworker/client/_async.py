@@ -815,15 +815,17 @@ class Client(AdminMethods):
         Raises:
             TaskNotFound: the control plane does not know the workflow.
         """
-        reply = await self._request(
-            lambda envelope: _workflow_body(envelope, workflow_id, cancel=True), task_id=workflow_id
-        )
+        reply = await self._workflow_reply(workflow_id, cancel=True)
         return reply.workflow_reply.cancelled
 
+    async def _workflow_reply(self, workflow_id: str, *, cancel: bool) -> Envelope:
+        try:
+            return await self._request(lambda envelope: _workflow_body(envelope, workflow_id, cancel=cancel))
+        except TaskNotFound:
+            raise TaskNotFound(workflow_id, what="workflow") from None
+
     async def _workflow_request(self, workflow_id: str, *, cancel: bool) -> WorkflowInfo:
-        reply = await self._request(
-            lambda envelope: _workflow_body(envelope, workflow_id, cancel=cancel), task_id=workflow_id
-        )
+        reply = await self._workflow_reply(workflow_id, cancel=cancel)
         info = reply.workflow_reply.workflow
         return WorkflowInfo(
             id=info.workflow_id,

@@ -106,10 +106,13 @@ class InvalidRequest(ClientError, ValueError):
 
 
 class TaskNotFound(ClientError):
-    """The control plane does not know the task id (never seen, or evicted from the result cache)."""
+    """The control plane does not know the task id (never seen, or evicted from the result cache).
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id} is not known to the control plane")
+    Also raised for an unknown workflow id (``what="workflow"``): the id is in ``task_id`` then too.
+    """
+
+    def __init__(self, task_id: str, what: str = "task") -> None:
+        super().__init__(f"{what} {task_id} is not known to the control plane")
         self.task_id = task_id
 
 

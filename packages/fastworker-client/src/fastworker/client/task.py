@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
+from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast, overload
 
 from fastworker.client.errors import DuplicateTaskName
 from fastworker.client.handles import TaskBackend, TaskHandle, current_client
@@ -31,6 +31,7 @@ __all__ = [
     "SyncTaskFunction",
     "TaskDecorator",
     "TaskFunction",
+    "TaskOptionArgs",
     "TaskOptions",
     "TaskRegistry",
     "default_registry",
@@ -43,6 +44,33 @@ R_co = TypeVar("R_co", covariant=True)
 
 #: Largest value of an ``int32`` wire field (``TaskDefinition.retries``).
 _INT32_MAX = 2**31 - 1
+
+
+class TaskOptionArgs(TypedDict, total=False):
+    """``@task``'s keyword options as a user gives them: :class:`TaskOptions`' fields, and ``name``.
+
+    The one list of them besides ``TaskOptions`` itself (a test keeps the two equal).
+    """
+
+    name: str | None
+    priority: Priority | str
+    retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    timeout: float | None
+    soft_timeout: float | None
+    every: float | None
+    cron: str | None
+    retry_on: Iterable[type[BaseException] | str] | type[BaseException]
+    allow_overlap: bool
+    unique: bool
+    unique_ttl: float | None
+    rate_limit: str | None
+    max_concurrency: int | None
+
+
+#: The keyword options ``@task`` accepts.
+TASK_OPTION_NAMES: frozenset[str] = frozenset(TaskOptionArgs.__annotations__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +114,24 @@ class TaskOptions:
     unique_ttl: float | None = None
     rate_limit: str | None = None
     max_concurrency: int | None = None
+
+    @classmethod
+    def from_args(cls, options: TaskOptionArgs) -> TaskOptions:
+        """The options as ``@task(...)`` takes them (a priority's name, one exception class), validated.
+
+        Raises:
+            TypeError: an unknown option, or a value of the wrong type.
+            ValueError: a value out of range.
+        """
+        unknown = sorted(options.keys() - TASK_OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+        values: dict[str, Any] = {key: value for key, value in options.items() if key != "name"}
+        if "priority" in values:
+            values["priority"] = Priority.parse(values["priority"])
+        if "retry_on" in values:
+            values["retry_on"] = _retry_on_tuple(values["retry_on"])
+        return cls(**values)
 
     def __post_init__(self) -> None:
         if not isinstance(self.priority, Priority):
@@ -457,44 +503,8 @@ def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTaskFunction[P, R]:
 @overload
 def task(fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
 @overload
-def task(
-    *,
-    name: str | None = None,
-    priority: Priority | str = Priority.NORMAL,
-    retries: int = 0,
-    retry_backoff: float = 1.0,
-    retry_backoff_max: float = 600.0,
-    timeout: float | None = None,
-    soft_timeout: float | None = None,
-    every: float | None = None,
-    cron: str | None = None,
-    retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
-    allow_overlap: bool = False,
-    unique: bool = False,
-    unique_ttl: float | None = None,
-    rate_limit: str | None = None,
-    max_concurrency: int | None = None,
-) -> TaskDecorator: ...
-def task(
-    fn: object = None,
-    /,
-    *,
-    name: str | None = None,
-    priority: Priority | str = Priority.NORMAL,
-    retries: int = 0,
-    retry_backoff: float = 1.0,
-    retry_backoff_max: float = 600.0,
-    timeout: float | None = None,
-    soft_timeout: float | None = None,
-    every: float | None = None,
-    cron: str | None = None,
-    retry_on: Iterable[type[BaseException] | str] | type[BaseException] = (),
-    allow_overlap: bool = False,
-    unique: bool = False,
-    unique_ttl: float | None = None,
-    rate_limit: str | None = None,
-    max_concurrency: int | None = None,
-) -> TaskFunction[..., Any] | TaskDecorator:
+def task(**options: Unpack[TaskOptionArgs]) -> TaskDecorator: ...
+def task(fn: object = None, /, **options: Unpack[TaskOptionArgs]) -> TaskFunction[..., Any] | TaskDecorator:
     """Register a function as a task, as ``@task`` or ``@task(...)``.
 
     The task joins :data:`default_registry` at once, so a second, different function under the
@@ -534,25 +544,10 @@ def task(
             raise TypeError(f"@task decorates a function, not {type(function).__qualname__}{hint}")
         label = _qualified_name(function)
         try:
-            options = TaskOptions(
-                priority=Priority.parse(priority),
-                retries=retries,
-                retry_backoff=retry_backoff,
-                retry_backoff_max=retry_backoff_max,
-                timeout=timeout,
-                soft_timeout=soft_timeout,
-                every=every,
-                cron=cron,
-                retry_on=_retry_on_tuple(retry_on),
-                allow_overlap=allow_overlap,
-                unique=unique,
-                unique_ttl=unique_ttl,
-                rate_limit=rate_limit,
-                max_concurrency=max_concurrency,
-            )
+            task_options = TaskOptions.from_args(options)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"@task for {label}: {exc}") from None
-        return default_registry.register(_make_task(function, label, name, options))
+        return default_registry.register(_make_task(function, label, options.get("name"), task_options))
 
     if fn is None:
         return decorate  # type: ignore[return-value]  # the overloads give the decorator its precise type

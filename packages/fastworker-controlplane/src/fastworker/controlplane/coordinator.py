@@ -755,7 +755,7 @@ class Coordinator:
                 del self.active_by_name[record.name]
         self.cache.add(record, now)
         self.events.publish_task(record)
-        self.waits.task_finished(record.task_id)
+        self.waits.task_finished(record)
         if self.graph.dependants:
             self._settle_dependants(record)
 

@@ -352,7 +352,7 @@ class EagerClient:
         """
         ran = self._workflows.get(workflow_id)
         if ran is None:
-            raise TaskNotFound(workflow_id)
+            raise TaskNotFound(workflow_id, what="workflow")
         steps = [self._infos[task_id] for task_id in ran.step_ids]
         states = {step.state for step in steps}
         state = next((s for s in (TaskState.FAILURE, TaskState.CANCELLED) if s in states), TaskState.SUCCESS)

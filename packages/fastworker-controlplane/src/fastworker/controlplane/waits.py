@@ -36,17 +36,33 @@ def waits_enough(count: int) -> int:
 class Waiter:
     """A pending wait for any of a set of tasks to reach a final state."""
 
-    __slots__ = ("callback", "done", "enough", "finished", "gather", "ids", "pending", "remaining", "timer")
+    __slots__ = (
+        "callback",
+        "done",
+        "enough",
+        "finished",
+        "gather",
+        "missing",
+        "pending",
+        "records",
+        "remaining",
+        "timer",
+    )
 
-    def __init__(self, ids: list[str], pending: list[str], callback: WaitCallback) -> None:
-        self.ids = ids  # every id asked for, so unknown ones are still reported at the end
+    def __init__(
+        self, ids: list[str], finished: list[TaskRecord], pending: list[str], missing: list[str], callback: WaitCallback
+    ) -> None:
+        #: The records final when asked, then each listened-on task's as it finishes: the answer is
+        #: built from these, not by looking every asked-for id up again.
+        self.records = finished
         self.pending = pending  # the ids this waiter listens on
+        self.missing = missing  # the ids unknown when asked (reported as such in the answer)
         self.callback = callback
         self.done = False
         #: Listened-on tasks not final yet.
         self.remaining = len(pending)
         #: Asked-for tasks final so far, and how many make an early answer worth it.
-        self.finished = 0
+        self.finished = len(finished)
         self.enough = waits_enough(len(ids))
         self.timer: asyncio.TimerHandle | None = None
         self.gather: asyncio.TimerHandle | None = None
@@ -76,22 +92,27 @@ class Waits:
         if not pending or timeout == 0 or len(finished) >= waits_enough(len(task_ids)):
             callback(finished, pending, missing)
             return
-        waiter = Waiter(task_ids, pending, callback)
+        waiter = Waiter(task_ids, finished, pending, missing, callback)
+        by_task = self._by_task
         for task_id in pending:
-            self._by_task.setdefault(task_id, []).append(waiter)
+            listeners = by_task.get(task_id)
+            if listeners is None:
+                by_task[task_id] = [waiter]
+            else:
+                listeners.append(waiter)
         waiter.timer = self._loop.call_later(timeout, self._answer, waiter)
         if finished:
-            waiter.finished = len(finished)
             self._gather(waiter)
 
-    def task_finished(self, task_id: str) -> None:
+    def task_finished(self, record: TaskRecord) -> None:
         """A task reached a final state: answer or advance the waits on it."""
-        waiters = self._by_task.pop(task_id, None)
+        waiters = self._by_task.pop(record.task_id, None)
         if not waiters:
             return
         for waiter in waiters:
             if waiter.done:
                 continue
+            waiter.records.append(record)
             waiter.remaining -= 1
             waiter.finished += 1
             if waiter.remaining <= 0:
@@ -149,17 +170,32 @@ class Waits:
         for timer in (waiter.timer, waiter.gather):
             if timer is not None:
                 timer.cancel()
+        # The records it collected, checked again: one may have left its final state since (an
+        # operator's retry), and is pending then.
+        finished: list[TaskRecord] = []
+        reopened: set[str] = set()
+        for record in waiter.records:
+            if record.is_final:
+                finished.append(record)
+            else:
+                reopened.add(record.task_id)
+        done = {record.task_id for record in finished}
+        pending = list(reopened)
+        by_task = self._by_task
         for task_id in waiter.pending:
-            listeners = self._by_task.get(task_id)
+            if task_id in done:
+                continue  # its listeners were dropped when it finished
+            if task_id not in reopened:
+                pending.append(task_id)
+            listeners = by_task.get(task_id)
             if listeners is not None:
                 try:
                     listeners.remove(waiter)
                 except ValueError:
                     pass
                 if not listeners:
-                    del self._by_task[task_id]
-        finished, pending, missing = self._split(waiter.ids)
+                    del by_task[task_id]
         try:
-            waiter.callback(finished, pending, missing)
+            waiter.callback(finished, pending, waiter.missing)
         except Exception:
             logger.exception("wait callback failed")

@@ -1,0 +1,91 @@
+"""Waits answer from the records they collected as tasks finished, without looking every asked-for id up again."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastworker.controlplane.records import PENDING, RUNNING, SUCCESS, TaskRecord
+from fastworker.controlplane.waits import WaitCallback, Waits
+from fastworker.protocol.v1 import task_pb2
+
+Answer = tuple[list[str], list[str], list[str]]
+
+
+class Tasks:
+    """Records by id, as the coordinator's active table (the result cache here is empty)."""
+
+    def __init__(self, *ids: str) -> None:
+        self.active = {task_id: TaskRecord(task_pb2.TaskSpec(task_id=task_id, name="t"), 0, 0.0) for task_id in ids}
+
+    def finish(self, waits: Waits, task_id: str) -> TaskRecord:
+        record = self.active.pop(task_id)  # a final task leaves the active table, as in the coordinator
+        record.state = SUCCESS
+        waits.task_finished(record)
+        return record
+
+
+def waits_on(tasks: Tasks) -> tuple[Waits, list[Answer]]:
+    answers: list[Answer] = []
+    waits = Waits(asyncio.get_running_loop(), tasks.active, lambda task_id, now: None, lambda: 0.0)
+    return waits, answers
+
+
+def recorder(answers: list[Answer]) -> WaitCallback:
+    def answer(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
+        answers.append(([r.task_id for r in finished], pending, missing))
+
+    return answer
+
+
+async def test_a_wait_is_answered_with_what_finished_while_it_waited_even_after_the_cache_forgot_it() -> None:
+    # Given a wait on three running tasks and one unknown id
+    tasks = Tasks("a", "b", "c")
+    waits, answers = waits_on(tasks)
+    waits.wait(["a", "b", "c", "nope"], 5.0, recorder(answers))
+
+    # When all three finish (their records are in neither the active table nor the cache afterwards)
+    for task_id in ("a", "b", "c"):
+        tasks.finish(waits, task_id)
+
+    # Then it is answered at once with the three, and the unknown id as missing
+    assert answers == [(["a", "b", "c"], [], ["nope"])]
+
+
+async def test_a_task_reopened_before_the_answer_is_reported_pending_once() -> None:
+    # Given a wait on two tasks, one of which finished while it waited
+    tasks = Tasks("a", "b")
+    waits, answers = waits_on(tasks)
+    waits.wait(["a", "b"], 0.05, recorder(answers))
+    first = tasks.finish(waits, "a")
+
+    # When an operator's retry puts it back to PENDING before the wait answers (at its timeout)
+    first.state = PENDING
+    tasks.active["a"] = first
+    tasks.active["b"].state = RUNNING
+    async with asyncio.timeout(5):
+        while not answers:
+            await asyncio.sleep(0.01)
+
+    # Then both are pending, each named once, and nothing is reported finished
+    assert answers == [([], ["a", "b"], [])]
+
+
+async def test_a_task_final_when_asked_and_retried_before_the_answer_is_pending() -> None:
+    # Given a wait on a finished task, a running one and 14 unknown ids (one of 16 final is too few
+    # for an answer at once)
+    tasks = Tasks("done", "busy")
+    waits, answers = waits_on(tasks)
+    done = tasks.active["done"]
+    done.state = SUCCESS
+    unknown = [f"unknown-{n}" for n in range(14)]
+    waits.wait(["done", "busy", *unknown], 0.05, recorder(answers))
+    assert answers == []
+
+    # When the finished one is retried before the answer
+    done.state = PENDING
+    async with asyncio.timeout(5):
+        while not answers:
+            await asyncio.sleep(0.01)
+
+    # Then it is reported pending with the running one
+    assert answers == [([], ["done", "busy"], unknown)]
