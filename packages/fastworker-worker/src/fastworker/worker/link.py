@@ -119,6 +119,13 @@ class ControlPlaneLink:
 
         reply = await self._request(build, timeout=REQUEST_TIMEOUT)
         answer = reply.register_reply
+        if answer.accepted and answer.instance_id:
+            # The instance that accepted us is the current one, even before its announcement reaches
+            # us (a worker told "not registered" by a restarted control plane registers at once):
+            # outcomes are kept for the instance that gave their tasks, so the pull loop must name
+            # this one, or it would drop every outcome of the new instance as an old one's, and the
+            # control plane would re-queue (and re-run) each of those tasks until the announcement came.
+            self.instance_id = answer.instance_id
         self._registered_instance = answer.instance_id or instance
         self.instance_changed.clear()
         return answer

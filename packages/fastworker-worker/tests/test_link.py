@@ -1,0 +1,64 @@
+"""The link follows the control plane instance that accepted the worker, announced or not."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pynng
+
+from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.v1 import worker_pb2
+from fastworker.worker.link import ControlPlaneLink
+
+BOUND = 10.0
+
+
+async def answer_registration(rep: pynng.Rep0, instance_id: str, accepted: bool) -> None:
+    """Answer one RegisterRequest as a control plane with this instance id."""
+    request = decode_frame(await rep.arecv())
+    assert request.WhichOneof("body") == "register"
+    reply = new_envelope(request.correlation_id)
+    reply.register_reply.accepted = accepted
+    reply.register_reply.instance_id = instance_id
+    await rep.asend(encode_frame(reply))
+
+
+async def registered_with(instance_id: str, *, accepted: bool = True) -> ControlPlaneLink:
+    """A link that knows instance "old" (from its last announcement) and registers with a control plane that answers."""
+    with pynng.Rep0() as rep:
+        listener = rep.listen("tcp://127.0.0.1:0")
+        port = socket.ntohs(listener.local_address.port)  # nng gives it in network byte order
+        link = ControlPlaneLink("tcp://127.0.0.1:1")  # nothing announces there: no announcement ever arrives
+        link.instance_id = "old"
+        link._channel.dial(f"tcp://127.0.0.1:{port}")
+        try:
+            async with asyncio.timeout(BOUND):
+                server = asyncio.create_task(answer_registration(rep, instance_id, accepted))
+                await link.register(worker_pb2.RegisterRequest(worker_id="w1"))
+                await server
+        except BaseException:
+            link.close()
+            raise
+    return link
+
+
+async def test_a_worker_registered_by_a_restarted_control_plane_takes_its_instance_before_the_announcement() -> None:
+    # Given a worker that knows the old instance, told "not registered" by a restarted control plane
+    # When it registers and the new instance accepts it before its announcement arrived
+    link = await registered_with("new")
+    try:
+        # Then the new instance is the current one: outcomes of the tasks it dispatches are kept for it
+        # (with "old", the pull loop dropped them as stale and the control plane re-ran each task)
+        assert link.instance_id == "new"
+        assert not link.instance_changed.is_set()
+    finally:
+        link.close()
+
+
+async def test_a_refused_registration_does_not_change_the_instance() -> None:
+    link = await registered_with("other", accepted=False)
+    try:
+        assert link.instance_id == "old"
+    finally:
+        link.close()
