@@ -61,7 +61,7 @@ from fastworker.client.options import add_submit_arguments, options_from_namespa
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 from fastworker.client.workflows import WorkflowInfo
-from fastworker.client.workflowtree import state_counts, workflow_tree
+from fastworker.client.workflowtree import state_counts, state_text, workflow_tree
 
 #: Exit codes (docs/reference.md).
 RET_OK = 0
@@ -774,23 +774,6 @@ def _cell(value: Any) -> Text:
     if isinstance(value, float):
         return Text(f"{value:,.2f}")
     return Text(str(value))
-
-
-#: How each state shows on a terminal (rich drops the colours when the output is piped).
-_STATE_STYLES: dict[TaskState, str] = {
-    TaskState.PENDING: "cyan",
-    TaskState.SCHEDULED: "blue",
-    TaskState.RUNNING: "bold yellow",
-    TaskState.RETRYING: "magenta",
-    TaskState.SUCCESS: "green",
-    TaskState.FAILURE: "bold red",
-    TaskState.CANCELLED: "dim",
-}
-
-
-def state_text(state: TaskState) -> Text:
-    """A task state in its colour."""
-    return Text(state.value, style=_STATE_STYLES.get(state, ""))
 
 
 def _short_id(task_id: str) -> str:

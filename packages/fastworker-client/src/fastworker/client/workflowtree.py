@@ -2,7 +2,8 @@
 
 ``fastworker workflow``, the web dashboard's workflow page and ``fastworker-top`` all show a
 workflow this way. A step with several dependencies (a chord's callback) appears once, under the
-last of them in step order, and says how many steps it waits for.
+last of them in step order, and says how many steps it waits for. A state is drawn in one
+colour everywhere on a terminal (:func:`state_text`, for ``fastworker`` and ``fastworker-top``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.text import Text
+
 from fastworker.client.models import TaskInfo, TaskState
 
-__all__ = ["MAX_INDENT", "TreeRow", "state_counts", "workflow_tree"]
+__all__ = ["MAX_INDENT", "STATE_STYLES", "TreeRow", "state_counts", "state_text", "workflow_tree"]
+
+#: How each state shows on a terminal (rich drops the colours when the output is piped).
+STATE_STYLES: dict[TaskState, str] = {
+    TaskState.PENDING: "cyan",
+    TaskState.SCHEDULED: "blue",
+    TaskState.RUNNING: "bold yellow",
+    TaskState.RETRYING: "magenta",
+    TaskState.SUCCESS: "green",
+    TaskState.FAILURE: "bold red",
+    TaskState.CANCELLED: "dim",
+}
+
+
+def state_text(state: TaskState | str) -> Text:
+    """A task state in its colour (a value that is no state, as shown, uncoloured)."""
+    try:
+        parsed = TaskState(state)
+    except ValueError:
+        return Text(str(state))
+    return Text(parsed.value, style=STATE_STYLES.get(parsed, ""))
+
 
 #: Deeper steps (a long chain) are drawn at this indentation, so that rows stay readable.
 MAX_INDENT = 12

@@ -14,19 +14,13 @@ from typing import Any
 from rich.text import Text
 
 from fastworker.client import Priority, Progress, TaskInfo, TaskState
+from fastworker.client.workflowtree import (
+    state_text as state_text,  # the one state colouring, with the TUI's formatters
+)
 
 #: Shown where a value is not known (yet).
 MISSING = "-"
 
-_STATE_STYLES: dict[TaskState, str] = {
-    TaskState.PENDING: "cyan",
-    TaskState.SCHEDULED: "blue",
-    TaskState.RUNNING: "bold yellow",
-    TaskState.RETRYING: "magenta",
-    TaskState.SUCCESS: "green",
-    TaskState.FAILURE: "bold red",
-    TaskState.CANCELLED: "dim",
-}
 
 _PRIORITY_STYLES: dict[Priority, str] = {
     Priority.CRITICAL: "bold red",
@@ -139,15 +133,6 @@ def progress_text(task: TaskInfo, now: float) -> Text:
         if left is not None:
             text.append(f"  ~{format_duration(left)} left", style="dim")
     return text
-
-
-def state_text(state: TaskState | str) -> Text:
-    """A task state in its colour."""
-    try:
-        parsed = TaskState(state)
-    except ValueError:
-        return Text(str(state))
-    return Text(parsed.value, style=_STATE_STYLES.get(parsed, ""))
 
 
 def priority_text(priority: Priority | str) -> Text:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 
@@ -83,6 +84,21 @@ def page_context(
         "stream_url": stream_url,
         "title": title,
     }
+
+
+def object_page_context(
+    config: DashboardConfig, request: Request, kind: str, object_id: str, title: str
+) -> dict[str, Any]:
+    """The layout of one task's or workflow's page (``kind``: ``"task"`` or ``"workflow"``), live on its own stream view."""
+    quoted = quote(object_id, safe="")
+    return page_context(
+        config,
+        request,
+        page_name="tasks",
+        next_url=f"/{kind}s/{quoted}",
+        stream_url=f"/stream?view={kind}&id={quoted}",
+        title=title,
+    )
 
 
 def stats_context(

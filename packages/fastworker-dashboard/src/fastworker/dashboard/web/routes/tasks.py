@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from fastworker.dashboard.web.deps import DashboardState, FiltersDep, StateDep
 from fastworker.dashboard.web.preview import DOWNLOAD_CAP, render_capped
-from fastworker.dashboard.web.views import detail_context, page_context, tasks_context, tasks_form_context
+from fastworker.dashboard.web.views import (
+    detail_context,
+    object_page_context,
+    page_context,
+    tasks_context,
+    tasks_form_context,
+)
 
 router = APIRouter()
 
@@ -47,16 +52,8 @@ async def task_page(request: Request, state: StateDep, task_id: str) -> HTMLResp
     Loads of one task share reads (see ``LiveFeed.page_task_detail``); large values are shown as previews.
     """
     detail = await state.feed.page_task_detail(task_id)
-    quoted = quote(task_id, safe="")
     context = {
-        **page_context(
-            state.config,
-            request,
-            page_name="tasks",
-            next_url=f"/tasks/{quoted}",
-            stream_url=f"/stream?view=task&id={quoted}",
-            title=f"Task {detail.info.name}",
-        ),
+        **object_page_context(state.config, request, "task", task_id, f"Task {detail.info.name}"),
         **detail_context(detail),
     }
     return state.renderer.page(request, "task.html", context)

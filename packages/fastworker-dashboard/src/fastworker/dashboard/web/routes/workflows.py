@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
@@ -11,7 +9,7 @@ from fastworker.client import TaskNotFound
 from fastworker.dashboard.web.deps import StateDep
 from fastworker.dashboard.web.errors import WorkflowNotFound
 from fastworker.dashboard.web.formatting import short_id
-from fastworker.dashboard.web.views import page_context, workflow_context
+from fastworker.dashboard.web.views import object_page_context, workflow_context
 
 router = APIRouter()
 
@@ -23,16 +21,8 @@ async def workflow_page(request: Request, state: StateDep, workflow_id: str) -> 
         workflow = await state.feed.read_workflow(workflow_id)
     except TaskNotFound:
         raise WorkflowNotFound(workflow_id) from None
-    quoted = quote(workflow_id, safe="")
     context = {
-        **page_context(
-            state.config,
-            request,
-            page_name="tasks",
-            next_url=f"/workflows/{quoted}",
-            stream_url=f"/stream?view=workflow&id={quoted}",
-            title=f"Workflow {short_id(workflow_id)}",
-        ),
+        **object_page_context(state.config, request, "workflow", workflow_id, f"Workflow {short_id(workflow_id)}"),
         **workflow_context(workflow),
     }
     return state.renderer.page(request, "workflow.html", context)
