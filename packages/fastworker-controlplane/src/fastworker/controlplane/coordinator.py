@@ -740,6 +740,9 @@ class Coordinator:
         record.finished_at = now
         if self.journal is not None:
             self.journal.finished(record)
+        # Waiting clients are answered first (their answers read the record alone): the rest is
+        # bookkeeping, done while the answer is on its way.
+        self.waits.task_finished(record)
         if state == SUCCESS:
             self.counters.succeeded += 1
         elif state == FAILURE:
@@ -755,7 +758,6 @@ class Coordinator:
                 del self.active_by_name[record.name]
         self.cache.add(record, now)
         self.events.publish_task(record)
-        self.waits.task_finished(record)
         if self.graph.dependants:
             self._settle_dependants(record)
 

@@ -33,6 +33,7 @@ from typing import Any
 from fastworker.client._progress import SINK
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.wakeup import LoopWakeup
 from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
 from fastworker.worker.policy import TaskPolicy
@@ -127,7 +128,8 @@ class LocalExecutor:
         self._pool: ProcessPool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
-        self._wake_scheduled = False
+        #: Tells the loop that slot threads completed runs (made when the slots start).
+        self._completions: LoopWakeup | None = None
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
         #: Sync tasks running on slot threads, by task id (each entry guarded by its slot's lock).
@@ -143,6 +145,8 @@ class LocalExecutor:
 
     def start(self) -> None:
         """Start the slot threads."""
+        if self._threads:
+            self._completions = LoopWakeup(self._loop, self._deliver_completed)
         for thread in self._threads:
             thread.start()
 
@@ -150,6 +154,8 @@ class LocalExecutor:
 
     def _slot_main(self) -> None:
         slot = SlotRuns()
+        completions = self._completions
+        assert completions is not None  # made before the threads start
         slot_progress = SlotProgress(self._progress)
         SINK.set(slot_progress)  # once for the thread: each run only tells it which run is under way
         ended_one = False
@@ -172,12 +178,7 @@ class LocalExecutor:
             record, outcome, cancelled = self._run_here(run, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
             self._completed.append((record, outcome, cancelled))
-            if not self._wake_scheduled:
-                self._wake_scheduled = True
-                try:
-                    self._loop.call_soon_threadsafe(self._deliver_completed)
-                except RuntimeError:  # the loop closed during shutdown
-                    return
+            completions.set()
 
     def _run_here(
         self, run: LocalRun, slot: SlotRuns, slot_progress: SlotProgress | None = None
@@ -227,7 +228,6 @@ class LocalExecutor:
     # ------------------------------------------------------------------------------------ event loop
 
     def _deliver_completed(self) -> None:
-        self._wake_scheduled = False
         completed = self._completed
         if self._cancel_before_start:
             while completed:
@@ -359,6 +359,8 @@ class LocalExecutor:
             job.cancel()
         for thread in self._threads:
             thread.join(timeout=timeout / max(1, len(self._threads)))
+        if self._completions is not None:
+            self._completions.close()
 
 
 def _send_interrupt(thread_id: int) -> None:
