@@ -74,6 +74,7 @@ def main() -> int:
         print(
             f"web dashboard not served on {args.dashboard_address} (port taken?); try --dashboard-address 127.0.0.1:0"
         )
+    print(f"Prometheus metrics: {control_plane.metrics}/metrics (health: {control_plane.metrics}/healthz)")
     worker = start_worker(control_plane.discovery, task_modules=["example_tasks"], worker_id="demo-worker", env=env)
     print(f"subworker pid {worker.pid} registered; it shares the work with the control plane's own slots")
     print(f"terminal view: fastworker-top --control-plane {control_plane.discovery}")

@@ -87,7 +87,8 @@ def start_control_plane(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "fastworker.controlplane", "--task-modules", "quickstart"]
     argv += ["--discovery-address", "tcp://127.0.0.1:0", "--client-address", "tcp://127.0.0.1:0"]
-    argv += ["--dispatch-address", "tcp://127.0.0.1:0", "--no-dashboard", "--ready-file", str(ready)]
+    argv += ["--dispatch-address", "tcp://127.0.0.1:0", "--no-dashboard", "--metrics-address", "127.0.0.1:0"]
+    argv += ["--ready-file", str(ready)]
     process = subprocess.Popen(argv, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,24 @@ def test_workflow_shows_the_steps_of_a_real_chord_and_cancels_a_waiting_one(
 
     unknown = fastworker(shared_cp, "--json", "workflow", "00000000-0000-4000-8000-00000000000f")
     assert unknown.returncode == 1 and "is not known to the control plane" in json.loads(unknown.stdout)["error"]
+
+
+def test_output_piped_to_another_program_is_never_wrapped_and_times_are_iso(shared_cp: RunningControlPlane) -> None:
+    # Given a task whose id is long, and no COLUMNS telling rich a width (as in `fastworker list | grep ID`)
+    task_id = "piped-" + "x" * 90
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+
+    def piped(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "fastworker.client", "--control-plane", shared_cp.discovery, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
+
+    submitted = piped("submit", "fwtests.add", "2", "3", "--task-id", task_id, "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    # Then the listing holds the whole id on one line, and grep would find it
+    listing = piped("list", "--search", "piped-")
+    assert [line for line in listing.stdout.splitlines() if task_id in line], listing.stdout
+    # and the status prints its times as ISO-8601, not as epoch floats
+    status = piped("status", task_id)
+    (queued,) = [line for line in status.stdout.splitlines() if line.strip().startswith("queued_at")]
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", queued), queued
+    assert not re.search(r"\b1[6-9]\d{8}\.\d+", status.stdout), status.stdout

@@ -109,6 +109,7 @@ def test_a_non_loopback_bind_needs_a_password_or_dashboard_insecure(start_cp: An
         "tcp://127.0.0.1:0",
         "--dashboard-address",
         "0.0.0.0:0",
+        "--no-metrics",
         "--local-concurrency",
         "1",
     ]

@@ -377,7 +377,15 @@ async def test_a_disk_that_refuses_to_grow_the_journal_stops_start_up_naming_it_
     digest = sha256(journal)
 
     # When a control plane starts on it in a process whose files may not grow past 64 KiB
-    argv = [sys.executable, "-m", "fastworker.controlplane", "--no-dashboard", "--local-concurrency", "0"]
+    argv = [
+        sys.executable,
+        "-m",
+        "fastworker.controlplane",
+        "--no-dashboard",
+        "--no-metrics",
+        "--local-concurrency",
+        "0",
+    ]
     argv += ["--task-modules", "fwtests_journal_tasks", "--journal", str(journal)]
     for name, address in free_addresses().items():
         argv += [f"--{name}-address", address]

@@ -165,7 +165,8 @@ def start_controlplane(
     discovery, client, dispatch = (f"tcp://0.0.0.0:{port}" for port in ports)
     argv = [sys.executable, "-m", "fastworker.controlplane", "--discovery-address", discovery]
     argv += ["--client-address", client, "--dispatch-address", dispatch, "--advertise-host", host.address]
-    argv += ["--no-dashboard", "--ready-file", str(ready), "--task-modules", *TASK_MODULES, *flags]
+    argv += ["--no-dashboard", "--metrics-address", "127.0.0.1:0", "--ready-file", str(ready)]
+    argv += ["--task-modules", *TASK_MODULES, *flags]
     process = _launch(host.namespace, argv, env, log_path)
     try:
         info = wait_for_ready_file(ready, process, log_path, ready_timeout)

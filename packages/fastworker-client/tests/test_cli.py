@@ -322,6 +322,23 @@ def test_the_spec_commands_exist_each_with_a_description_and_every_argument_with
         assert action.help, action.dest
 
 
+def test_an_unknown_flag_is_named_even_without_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, named in ((["--bogus"], "--bogus"), (["list", "--bogus2"], "--bogus2"), ([], "COMMAND")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == RET_USAGE, argv
+        assert named in capsys.readouterr().err, argv
+
+
+def test_states_and_priorities_are_accepted_in_the_case_they_are_printed_in(run: Any) -> None:
+    ran = run("list", "--state", "FAILURE", "--state", "Running", "--priority", "HIGH")
+    assert ran.code == RET_OK
+    assert ran.client.calls[0][2]["states"] == ["failure", "running"]
+    assert ran.client.calls[0][2]["priority"] == "high"
+    args = make_parser().parse_args(["pause", "LOW"])
+    assert args.priority == "low"
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--version"])

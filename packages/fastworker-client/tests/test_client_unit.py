@@ -150,6 +150,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "tls",
         "secretfile",
         "dashboardflags",
+        "logsetup",
         "limits",
         "workflows",
         "workflowtree",

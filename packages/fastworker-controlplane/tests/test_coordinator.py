@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator, RequestRefused
+from fastworker.controlplane.coordinator import Coordinator, RequestRefused
 from fastworker.controlplane.local import SlotRuns
-from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SCHEDULED, SUCCESS
+from fastworker.controlplane.records import CANCELLED, FAILURE, LOCAL_WORKER_ID, PENDING, RUNNING, SCHEDULED, SUCCESS
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2

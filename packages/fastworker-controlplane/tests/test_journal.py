@@ -27,7 +27,7 @@ from fastworker.client.envflags import apply_env_defaults
 from fastworker.controlplane import cli
 from fastworker.controlplane import journal as journal_module
 from fastworker.controlplane.api import ClientApi
-from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator
+from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.journal import (
     ACCEPT,
     CONTROL_PLANE_LOST,
@@ -46,6 +46,7 @@ from fastworker.controlplane.journal import (
 from fastworker.controlplane.records import (
     CANCELLED,
     FAILURE,
+    LOCAL_WORKER_ID,
     PENDING,
     RETRYING,
     RUNNING,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
+from fastworker.client import _tracing as tracing
 from fastworker.client import handles
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._requester import Requester, error_from_wire
@@ -314,6 +315,7 @@ class Client(AdminMethods):
         spec.name = name
         spec.arguments.CopyFrom(encode_arguments(args, kwargs, allow_pickle=self.allow_pickle))
         options.apply(spec)
+        tracing.inject_send(spec)
         return spec
 
     async def delay(self, name: str, /, *args: Any, **kwargs: Any) -> str:

@@ -56,6 +56,7 @@ from fastworker.client.jsonshape import (
     workflow_json,
 )
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, TaskLimits, Unset
+from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
 from fastworker.client.options import add_submit_arguments, options_from_namespace
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
@@ -166,6 +167,7 @@ def _common_flags(*, after_command: bool) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to look for the control plane (default 5)",
     )
+    add_logging_flags(parent, default_level="WARNING")
     if after_command:
         for action in parent._actions:  # not set_defaults: that would put SUPPRESS in the namespace
             action.default = argparse.SUPPRESS
@@ -183,8 +185,9 @@ def make_parser() -> argparse.ArgumentParser:
         parents=[_common_flags(after_command=False)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Not required here: main() says which flag is unknown before it says the command is missing.
     subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="what to do (fastworker COMMAND --help for more)"
+        dest="command", metavar="COMMAND", help="what to do (fastworker COMMAND --help for more)"
     )
     after = _common_flags(after_command=True)
     for spec in COMMANDS.values():
@@ -227,7 +230,9 @@ def _task_id_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _priority_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("priority", choices=_PRIORITIES, metavar="PRIORITY", help="critical, high, normal or low")
+    parser.add_argument(
+        "priority", choices=_PRIORITIES, type=str.lower, metavar="PRIORITY", help="critical, high, normal or low"
+    )
 
 
 def _wait_arguments(parser: argparse.ArgumentParser, wait_help: str) -> None:
@@ -360,10 +365,13 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         choices=[s.value.lower() for s in TaskState],
-        help="only tasks in this state (repeatable)",
+        type=str.lower,  # SUCCESS as printed, or success
+        help="only tasks in this state, in any case (repeatable)",
     )
     parser.add_argument("--name", default="", help="only this task name")
-    parser.add_argument("--priority", choices=_PRIORITIES, default=None, help="only this priority level")
+    parser.add_argument(
+        "--priority", choices=_PRIORITIES, type=str.lower, default=None, help="only this priority level, in any case"
+    )
     parser.add_argument("--worker", default="", help="only tasks run by this worker id")
     parser.add_argument(
         "--search", default="", metavar="TEXT", help="only tasks whose id starts with TEXT or whose name contains it"
@@ -661,12 +669,19 @@ async def limit(client: Client, args: argparse.Namespace, out: _Output) -> int:
 # -------------------------------------------------------------------------------------- the output
 
 
+#: The width output piped to another program is laid out in: wide enough that nothing wraps.
+_PIPED_WIDTH = 100_000
+
+
 class _Output:
     """Prints for people (rich) or for scripts (JSON on stdout)."""
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.console = Console()
+        if not self.console.is_terminal:
+            # Piped into grep, a file or a pager: never wrap or cut at 80 columns (whole ids stay whole).
+            self.console = Console(width=_PIPED_WIDTH)
         self.errors = Console(stderr=True)
 
     def data(self, value: Json) -> None:
@@ -688,6 +703,8 @@ class _Output:
                 value = f"{info.error.type}: {info.error.message}"
             elif field.name == "depends_on":
                 value = ", ".join(value)
+            elif field.name.endswith("_at"):
+                value = _when(value)  # ISO-8601, as everywhere else
             table.add_row(Text(field.name, style="bold"), Text("" if value is None else str(value)))
         self.console.print(table)
         if info.error is not None and info.error.traceback:
@@ -866,12 +883,23 @@ async def _run(args: argparse.Namespace, out: _Output) -> int:
         return await spec.run(client, args, out)
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse like ``parse_args``, but an unknown flag is named even when the command is missing too (exit 2)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     parser = make_parser()
     apply_env_defaults(parser)
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     args.secret = resolve_secret(parser, args, argv)
+    configure_logging(args.log_level, args.log_format)
     out = _Output(args.json)
     try:
         return asyncio.run(_run(args, out))

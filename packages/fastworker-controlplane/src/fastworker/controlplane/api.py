@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, Unset
 from fastworker.controlplane import browse
-from fastworker.controlplane.coordinator import LOCAL_WORKER_ID, Coordinator, RequestRefused
+from fastworker.controlplane.coordinator import Coordinator, RequestRefused
 from fastworker.controlplane.flow import Gate
 from fastworker.controlplane.queue import LEVELS
-from fastworker.controlplane.records import CANCELLED, RUNNING, TaskRecord
+from fastworker.controlplane.records import CANCELLED, LOCAL_WORKER_ID, RUNNING, TaskRecord
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.controlplane.workflows import workflow_state
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from fastworker.client import secretfile
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.task import TaskRegistry
 from fastworker.controlplane import journal, journal_salvage
 from fastworker.controlplane import settings as defaults
@@ -65,6 +66,13 @@ def make_parser() -> argparse.ArgumentParser:
         "--dashboard-address", default=defaults.DEFAULT_DASHBOARD_ADDRESS, help="HOST:PORT of the web dashboard"
     )
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the web dashboard")
+    p.add_argument(
+        "--metrics-address",
+        default=defaults.DEFAULT_METRICS_ADDRESS,
+        metavar="HOST:PORT",
+        help="plain-HTTP listener for GET /metrics (Prometheus) and GET /healthz",
+    )
+    p.add_argument("--no-metrics", action="store_true", help="serve neither /metrics nor /healthz")
     p.add_argument("--dashboard-read-only", action="store_true", help="serve the dashboard without its action buttons")
     add_dashboard_flags(p)
     p.add_argument(
@@ -145,26 +153,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-ca", default=None, metavar="PEM", help="CA bundle: peers must present a certificate it signed"
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_logging_flags(p)
     p.add_argument(
         "--ready-file", default=None, metavar="PATH", help="write a JSON object with pid and addresses once serving"
     )
     return p
-
-
-def configure_logging(level: str) -> None:
-    """Plain one-line logs on stderr; libraries only get loggers."""
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-            "handlers": {
-                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
-            },
-            "root": {"level": level, "handlers": ["stderr"]},
-        }
-    )
 
 
 def make_journal_parser() -> argparse.ArgumentParser:
@@ -251,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_env_defaults(parser)
     args = parser.parse_args(arguments)
     args.secret = secretfile.resolve_secret(parser, args, arguments)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if os.getcwd() not in sys.path:
         # Console scripts do not put the working directory on sys.path; task modules usually live there.
         sys.path.insert(0, os.getcwd())
@@ -268,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dispatch_address=args.dispatch_address,
             dashboard_address=args.dashboard_address,
             no_dashboard=args.no_dashboard,
+            metrics_address=args.metrics_address,
+            no_metrics=args.no_metrics,
             dashboard_read_only=args.dashboard_read_only,
             dashboard_password=dashboard_password(args),
             dashboard_hosts=tuple(args.dashboard_host),

@@ -28,10 +28,12 @@ from fastworker.controlplane.events import EventBus
 from fastworker.controlplane.flow import NO_LIMITS, Gate, GatedQueue, Limits
 from fastworker.controlplane.history import FinishHistory
 from fastworker.controlplane.local import LocalExecutor, LocalRun
+from fastworker.controlplane.metrics import TaskMetrics
 from fastworker.controlplane.queue import LEVELS, Schedule, level_name
 from fastworker.controlplane.records import (
     CANCELLED,
     FAILURE,
+    LOCAL_WORKER_ID,
     PENDING,
     RETRYING,
     RUNNING,
@@ -60,8 +62,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Worker id reported for tasks the control plane ran itself (docs/reference.md).
-LOCAL_WORKER_ID = "controlplane"
 #: Seconds between checks for subworkers' running tasks while draining (shutdown only).
 DRAIN_POLL = 0.05
 
@@ -141,6 +141,8 @@ class Coordinator:
         self.queue = GatedQueue()
         self.schedule = Schedule()
         self.counters = Counters()
+        #: Per task name totals and time histograms, for /metrics.
+        self.metrics = TaskMetrics()
         #: Every state change, for the dashboard, the CLI and clients that watch tasks.
         self.events = EventBus()
         self.accepting = True
@@ -463,15 +465,22 @@ class Coordinator:
             record.held = False
             record.worker = ""
             record.progress = None  # the next attempt starts fresh
+            record.ready_at = self.clock()
             self.queue.release(record)
             if self.journal is not None:
                 self.journal.waiting(record)
             self.queue.push_front(record)
             self._work_ready.notify()
         self.counters.retried += 1
+        self.metrics.retried(record.name)
         self.events.publish_task(record)
         if self.dispatcher is not None:
             self.dispatcher.schedule()
+
+    def mark_started(self, record: TaskRecord, now: float) -> None:
+        """An attempt starts running now (call under ``lock``): its start time, counted for the metrics."""
+        record.started_at = now
+        self.metrics.started(record.name, now - record.ready_at)
 
     def end(self, record: TaskRecord, state: int, error_type: str, message: str) -> None:
         """End a task with a system error: FAILURE (``WorkerLost``, ``UnknownTask``) or CANCELLED (cancelled, expired).
@@ -518,6 +527,7 @@ class Coordinator:
         self.active[task_id] = record
         self.active_by_name[spec.name] += 1
         self.counters.submitted += 1
+        self.metrics.submitted(spec.name)
         if unique_key:
             self._hold_unique_key(record, unique_key, now, policy.unique_ttl)
         if dependencies is not None:
@@ -578,6 +588,7 @@ class Coordinator:
         """Put a PENDING record in the queue and wake a free slot."""
         with self.lock:
             record.state = PENDING
+            record.ready_at = self.clock()
             self.queue.push(record)
             self._work_ready.notify()
         self.events.publish_task(record)
@@ -643,7 +654,7 @@ class Coordinator:
                     record.state = RUNNING
                     record.attempts += 1
                     record.worker = LOCAL_WORKER_ID
-                    record.started_at = self.clock()
+                    self.mark_started(record, self.clock())
                     self._local_started += 1
                     self._local_places += 1
                     self.counters.executed_locally += 1
@@ -716,7 +727,9 @@ class Coordinator:
         if not policy.allows_retry(record.attempts, error.type if error is not None else "", retry_delay is not None):
             self._finalize(record, FAILURE)
             return
+        self._attempt_ran(record, self.clock())
         self.counters.retried += 1
+        self.metrics.retried(record.name)
         if record.gate is not None:
             self._release_gate(record)
         record.state = RETRYING
@@ -735,6 +748,7 @@ class Coordinator:
         if record.gate is not None:
             self._release_gate(record)
         now = self.clock()
+        self._attempt_ran(record, now)
         record.state = state
         record.held = False
         record.finished_at = now
@@ -745,10 +759,13 @@ class Coordinator:
         self.waits.task_finished(record)
         if state == SUCCESS:
             self.counters.succeeded += 1
+            self.metrics.succeeded(record.name)
         elif state == FAILURE:
             self.counters.failed += 1
+            self.metrics.failed(record.name, record.error.type if record.error is not None else "")
         else:
             self.counters.cancelled += 1
+            self.metrics.cancelled(record.name)
         self.history.record(now, state == SUCCESS, state == FAILURE)
         if record.unique_key:
             self._release_unique_key(record)
@@ -760,6 +777,11 @@ class Coordinator:
         self.events.publish_task(record)
         if self.graph.dependants:
             self._settle_dependants(record)
+
+    def _attempt_ran(self, record: TaskRecord, now: float) -> None:
+        """Observe the runtime of the attempt ending now, if it was running (not queued, held or waiting)."""
+        if record.state == RUNNING and not record.held and record.started_at:
+            self.metrics.ran(record.name, now - record.started_at)
 
     def report_progress(self, task_id: str, attempt: int, progress: task_pb2.Progress) -> bool:
         """Keep a running attempt's latest progress and publish it; False for a task not running that attempt.

@@ -451,7 +451,10 @@ class Dispatcher:
                 record.state = RUNNING
                 record.attempts += 1
                 record.worker = worker.worker_id
-                record.started_at = 0.0 if record.held else now
+                if record.held:
+                    record.started_at = 0.0
+                else:
+                    coordinator.mark_started(record, now)
                 worker.leases[record.task_id] = record
                 if coordinator.journal is not None:
                     coordinator.journal.running(record, coordinator.policy_for(record).retries)
@@ -508,7 +511,7 @@ class Dispatcher:
                     del victim.leases[record.task_id]
                     record.held = False
                     record.worker = thief.worker_id
-                    record.started_at = now
+                    self.coordinator.mark_started(record, now)
                     thief.leases[record.task_id] = record
                     if self.coordinator.journal is not None:
                         self.coordinator.journal.running(record, self.coordinator.policy_for(record).retries)
@@ -536,8 +539,9 @@ class Dispatcher:
                 continue
             granted.append(task_id)
             if record.held:
-                record.held = False
-                record.started_at = now
+                with self.coordinator.lock:
+                    record.held = False
+                    self.coordinator.mark_started(record, now)
                 if self.coordinator.journal is not None:
                     self.coordinator.journal.running(record)
                 self.coordinator.events.publish_task(record)
@@ -561,6 +565,9 @@ class Dispatcher:
                 continue
             with self.coordinator.lock:
                 del worker.leases[outcome.task_id]
+                if record.held and outcome.started_at:  # it ran before its grant reached it: it started
+                    record.held = False
+                    self.coordinator.mark_started(record, outcome.started_at)
             if outcome.started_at:
                 record.started_at = outcome.started_at
             if outcome.HasField("progress"):

@@ -30,12 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
 from fastworker.client.task import TaskFunction
-from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.records import LOCAL_WORKER_ID, TaskRecord
 from fastworker.controlplane.wakeup import LoopWakeup
 from fastworker.protocol.v1 import task_pb2
-from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync
+from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync, tell_span
 from fastworker.worker.policy import TaskPolicy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, SlotProgress
@@ -206,7 +207,9 @@ class LocalExecutor:
                 else:
                     slot_progress.start(task_id, record.attempts)
                     try:
-                        outcome = run_sync(run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+                        with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID) as span:
+                            outcome = run_sync(run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+                            tell_span(span, outcome)
                     finally:
                         slot_progress.active = False
                     if slot_progress.latest is not None:
@@ -264,6 +267,12 @@ class LocalExecutor:
         job.add_done_callback(lambda done, record=record: self._loop_run_done(record, done))  # type: ignore[misc]
 
     async def _run_on_loop(self, run: LocalRun) -> Outcome:
+        with tracing.process(run.record.spec, run.record.attempts, LOCAL_WORKER_ID) as span:
+            outcome = await self._run_on_loop_untraced(run)
+            tell_span(span, outcome)
+        return outcome
+
+    async def _run_on_loop_untraced(self, run: LocalRun) -> Outcome:
         record, policy = run.record, run.policy
         hard, soft = policy.timeout, policy.soft_timeout
         sink = self._progress.sink(record.task_id, record.attempts)

@@ -19,6 +19,8 @@ SUCCESS = task_pb2.TASK_STATE_SUCCESS
 FAILURE = task_pb2.TASK_STATE_FAILURE
 CANCELLED = task_pb2.TASK_STATE_CANCELLED
 FINAL_STATES = frozenset({SUCCESS, FAILURE, CANCELLED})
+#: Worker id reported for tasks the control plane ran itself (docs/reference.md).
+LOCAL_WORKER_ID = "controlplane"
 
 
 class TaskRecord:
@@ -36,6 +38,7 @@ class TaskRecord:
         "priority",
         "progress",
         "queued_at",
+        "ready_at",
         "result",
         "spec",
         "started_at",
@@ -54,6 +57,9 @@ class TaskRecord:
         self.attempts = 0
         self.worker = ""
         self.queued_at = queued_at
+        #: When the current attempt could first run (queued, released at its eta or retry due,
+        #: re-queued): the start of its queue wait.
+        self.ready_at = queued_at
         self.started_at = 0.0
         self.finished_at = 0.0
         self.eta = spec.eta

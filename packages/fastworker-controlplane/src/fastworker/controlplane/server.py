@@ -23,8 +23,10 @@ from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.discovery import DiscoveryPublisher
 from fastworker.controlplane.dispatcher import Dispatcher
+from fastworker.controlplane.exporter import take_snapshot
 from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
+from fastworker.controlplane.metricsserver import MetricsServer
 from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.controlplane.settings import ControlPlaneSettings
@@ -85,6 +87,7 @@ class ControlPlane:
         self._tls: TlsFiles | None = None
         self._last_refusal_log = float("-inf")
         self.journal: Journal | None = None
+        self._metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         """Replay the journal (if any), bind every socket, start serving, and write the ready file."""
@@ -170,6 +173,7 @@ class ControlPlane:
             "client": client_address,
             "dispatch": dispatch_address,
             "dashboard": None,
+            "metrics": None,
         }
         self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval, auth=self._auth)
         self._publisher.start()
@@ -181,6 +185,8 @@ class ControlPlane:
             last_runs=self.journal.recovered.last_runs if self.journal is not None else None,
         )
         self.periodic.start(loop)
+        if not s.no_metrics:
+            self._start_metrics(loop)
         await self._start_dashboard(discovery_address)
         if s.ready_file:
             write_ready_file(s.ready_file, self.addresses)
@@ -194,6 +200,21 @@ class ControlPlane:
             len(self.registry),
             s.local_concurrency,
         )
+
+    def _start_metrics(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve /metrics and /healthz on ``--metrics-address`` (a port in use stops the start, as for any listener)."""
+        coordinator = self.coordinator
+        assert coordinator is not None
+
+        def healthy() -> str | None:
+            return None if coordinator.accepting else "the control plane is shutting down"
+
+        self._metrics = MetricsServer(
+            loop, self.settings.metrics_address, lambda: take_snapshot(coordinator, self.fleet), healthy
+        )
+        self._metrics.start()
+        self.addresses["metrics"] = self._metrics.url
+        logger.info("metrics on %s/metrics, health on %s/healthz", self._metrics.url, self._metrics.url)
 
     async def _start_dashboard(self, discovery_address: str) -> None:
         """Serve the web dashboard in this process when ``fastworker-dashboard`` is installed.
@@ -406,6 +427,9 @@ class ControlPlane:
             await coordinator.local.close_pool()
         if self.journal is not None:
             self.journal.close()
+        if self._metrics is not None:  # last: probes see 503 (shutting down) during the drain
+            await asyncio.to_thread(self._metrics.close)
+            self._metrics = None
         for server in self._servers:
             server.close()
         for sock in self._sockets:

@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass, field
 
 from fastworker.client.tls import TlsFiles
+from fastworker.protocol.addresses import parse_http_address
 
 #: Default addresses (docs/reference.md).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"
 DEFAULT_CLIENT_ADDRESS = "tcp://127.0.0.1:5551"
 DEFAULT_DISPATCH_ADDRESS = "tcp://127.0.0.1:5552"
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8080"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:5553"
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class ControlPlaneSettings:
     dispatch_address: str = DEFAULT_DISPATCH_ADDRESS
     dashboard_address: str = DEFAULT_DASHBOARD_ADDRESS
     no_dashboard: bool = False
+    #: HOST:PORT of the plain-HTTP listener for /metrics and /healthz.
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
+    no_metrics: bool = False
     dashboard_read_only: bool = False
     #: Password for the dashboard's actions and /login (None: the secret).
     dashboard_password: str | None = field(default=None, repr=False)
@@ -86,6 +91,8 @@ class ControlPlaneSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if not self.no_metrics:
+            parse_http_address(self.metrics_address, "metrics")  # raises ValueError naming it
         if self.tls_ca and not self.tls_cert:
             raise ValueError("--tls-ca needs --tls-cert and --tls-key (it checks the peers of a TLS listener)")
         self.tls  # noqa: B018 - checks the files exist and come in pairs

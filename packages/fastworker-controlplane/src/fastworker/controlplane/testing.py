@@ -73,6 +73,8 @@ class RunningControlPlane(_Daemon):
     client: str = ""
     dispatch: str = ""
     dashboard: str | None = None
+    #: Base URL of its /metrics and /healthz listener (None when started with metrics=False).
+    metrics: str | None = None
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
@@ -117,12 +119,14 @@ def start_controlplane(
     workdir: Path | None = None,
     ready_timeout: float = READY_TIMEOUT,
     dashboard: bool | str = False,
+    metrics: bool | str = True,
 ) -> RunningControlPlane:
     """Start ``fastworker-controlplane`` as a subprocess and wait until it serves.
 
     Port 0 lets the OS pick free ports; the real addresses come from the ready file. With
     ``dashboard`` it serves the web dashboard too, on a free loopback port or on the ``HOST:PORT``
-    given; ``.dashboard`` is its URL (None if it could not be served).
+    given; ``.dashboard`` is its URL (None if it could not be served). Likewise ``metrics`` (on by
+    default, on a free loopback port) and ``.metrics``.
     """
     folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-cp-"))
     ready = folder / f"ready-{time.monotonic_ns()}.json"
@@ -138,6 +142,11 @@ def start_controlplane(
         "--dispatch-address",
         dispatch,
         *(_dashboard_flags(dashboard)),
+        *(
+            ["--metrics-address", metrics if isinstance(metrics, str) else "127.0.0.1:0"]
+            if metrics
+            else ["--no-metrics"]
+        ),
         "--ready-file",
         str(ready),
         *(["--task-modules", *task_modules] if task_modules else []),
@@ -158,6 +167,7 @@ def start_controlplane(
         client=str(info["client"]),
         dispatch=str(info["dispatch"]),
         dashboard=info["dashboard"] if isinstance(info.get("dashboard"), str) else None,  # type: ignore[arg-type]
+        metrics=info["metrics"] if isinstance(info.get("metrics"), str) else None,  # type: ignore[arg-type]
         log_path=log_path,
         argv=argv,
     )

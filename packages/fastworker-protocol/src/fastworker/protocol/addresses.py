@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 _SCHEMES = ("tcp", "tls+tcp", "ipc", "inproc")
 
@@ -69,3 +70,36 @@ def parse_address(url: str) -> Address:
     if not 0 <= port <= 65535:
         raise ValueError(f"address {url!r} has a port out of range")
     return Address(scheme, host, port)
+
+
+def parse_http_address(address: str, what: str = "HTTP listener") -> tuple[str, int]:
+    """Split an HTTP listener's ``HOST:PORT`` (an ``http://`` prefix and ``[v6]`` brackets accepted) into host and port.
+
+    Raises:
+        ValueError: not ``HOST:PORT``, another scheme, a path, or a port outside 0..65535.
+    """
+    text = address.strip()
+    if not text:
+        raise ValueError(f"{what} address is empty: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme != "http":
+            raise ValueError(f"{what} address {address!r}: only http:// is supported (or plain HOST:PORT)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{what} address {address!r} must not have a path or query: expected HOST:PORT")
+        text = parts.netloc
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text:
+        raise ValueError(f"{what} address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"{what} address {address!r}: unbalanced [ ] around an IPv6 host")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{what} address {address!r}: put an IPv6 host in brackets, e.g. [::1]:8080")
+    if not port_text.isdigit():
+        raise ValueError(f"{what} address {address!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{what} address {address!r}: port {port} is out of range 0..65535")
+    return host, port

@@ -41,6 +41,7 @@ from typing import Any
 
 import msgpack
 
+from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
 from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.models import Progress
@@ -100,9 +101,11 @@ class ChildConfig:
     parent_pid: int
 
 
-def encode_run(task_id: str, name: str, arguments: Payload, soft_timeout: float = 0.0) -> bytes:
-    """The ``RUN`` frame body for one task (soft_timeout 0: none)."""
-    frame: bytes = msgpack.packb([RUN, task_id, name, arguments.codec, arguments.data, soft_timeout])
+def encode_run(
+    task_id: str, name: str, arguments: Payload, soft_timeout: float = 0.0, trace: dict[str, str] | None = None
+) -> bytes:
+    """The ``RUN`` frame body for one task (soft_timeout 0: none; ``trace``: the run's trace context, if any)."""
+    frame: bytes = msgpack.packb([RUN, task_id, name, arguments.codec, arguments.data, soft_timeout, trace or {}])
     return frame
 
 
@@ -221,7 +224,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
         message = decode(frame)
         if message[0] != RUN:
             return
-        _, _task_id, name, codec, data, soft_timeout = message
+        _, _task_id, name, codec, data, soft_timeout, trace = message
         tf = registry.get(name)
         try:
             if tf is None or tf.is_async:
@@ -233,7 +236,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                 else:
                     pump.start_run()
                     try:
-                        with _soft_limit(soft_timeout):
+                        with _soft_limit(soft_timeout), tracing.attached(trace):
                             outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
                     finally:
                         pump.end_run()  # its last progress goes out before its outcome

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import logging.config
 import os
 import sys
 from collections.abc import Sequence
 
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.logsetup import add_logging_flags, configure_logging, set_process_log_fields
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
 from fastworker.worker.errors import TaskLoadError
@@ -67,7 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=None, metavar="PEM", help="this worker's certificate (mutual TLS)")
     p.add_argument("--tls-key", default=None, metavar="PEM", help="the key of --tls-cert")
     p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, worker_id} as JSON once registered")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_logging_flags(p)
     return p
 
 
@@ -77,17 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
     args.secret = resolve_secret(parser, args, argv)
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-            "handlers": {
-                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
-            },
-            "root": {"level": args.log_level, "handlers": ["stderr"]},
-        }
-    )
+    configure_logging(args.log_level, args.log_format)
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # console scripts do not; task modules usually live there
@@ -115,4 +104,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return RET_ERROR
     except ValueError as exc:
         parser.error(str(exc))
+    set_process_log_fields(worker_id=settings.worker_id)
     return asyncio.run(Worker(settings, registry).run())

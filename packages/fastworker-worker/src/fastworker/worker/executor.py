@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from fastworker.client._progress import SINK, ProgressSink
+from fastworker.client._tracing import ProcessSpan
 from fastworker.client.errors import Retry
 from fastworker.client.models import Progress
 from fastworker.client.task import TaskFunction
@@ -225,3 +226,19 @@ async def run_async_limited(
     except TimeoutError:
         which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
         return failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s", started_at=started)
+
+
+def tell_span(span: ProcessSpan, outcome: Outcome, cancelled: bool = False) -> None:
+    """Tell a run's tracing span how the run ended (a no-op when tracing is off)."""
+    if outcome.succeeded:
+        span.ended("success")
+        return
+    error = outcome.error
+    error_type = error.type if error is not None else ""
+    if cancelled or error_type == "TaskCancelled":
+        kind = "cancelled"
+    elif outcome.retry_delay is not None:
+        kind = "retry"
+    else:
+        kind = "failure"
+    span.ended(kind, error_type, error.message if error is not None else "")

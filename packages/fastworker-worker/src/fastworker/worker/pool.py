@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import time
 
+from fastworker.client import _tracing as tracing
 from fastworker.client._progress import ProgressSink
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload
@@ -376,7 +377,7 @@ class ProcessPool:
             raise ValueError(f"task {task_id!r} is in this process pool already")
         if name not in self._sync_names:
             return failure("UnknownTask", f"no task named {name!r} in the pool's task modules")
-        frame = encode_run(task_id, name, arguments, soft_timeout or 0.0)
+        frame = encode_run(task_id, name, arguments, soft_timeout or 0.0, tracing.carrier())
         for _ in range(_SEND_ATTEMPTS):
             child = self._take_idle()
             if child is None:

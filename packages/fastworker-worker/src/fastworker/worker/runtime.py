@@ -28,6 +28,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastworker.client import _tracing as tracing
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._readyfile import remove_ready_file, write_ready_file
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
@@ -35,7 +36,7 @@ from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.v1 import task_pb2, worker_pb2
-from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited
+from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
 from fastworker.worker.policy import TaskPolicy, effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
@@ -558,18 +559,9 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         spec, instance = running.spec, running.instance
         started = time.time()
-        try:
-            outcome = await self._outcome(spec, running)
-        except asyncio.CancelledError:
-            if spec.task_id not in self._cancelled:
-                self._running.pop(spec.task_id, None)
-                self._slot_free.set()
-                raise
-            self._cancelled.discard(spec.task_id)
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            outcome = failure("TaskCancelled", "cancelled on request while running")
+        with tracing.process(spec, spec.attempt, self.settings.worker_id) as span:
+            outcome = await self._outcome_or_cancel(running)
+            tell_span(span, outcome)
         if running.latest is not None:
             outcome.progress = self._progress.finish(running)
         self._running.pop(spec.task_id, None)
@@ -582,6 +574,22 @@ class Worker:
         finished = outcome.finished_at or time.time()
         self._run_time = 0.8 * self._run_time + 0.2 * max(0.0, finished - (outcome.started_at or started))
         self._report(spec, instance, outcome, started)
+
+    async def _outcome_or_cancel(self, running: _Running) -> Outcome:
+        """The run's outcome; a cancel asked for by the control plane ends it as TaskCancelled."""
+        spec = running.spec
+        try:
+            return await self._outcome(spec, running)
+        except asyncio.CancelledError:
+            if spec.task_id not in self._cancelled:
+                self._running.pop(spec.task_id, None)
+                self._slot_free.set()
+                raise
+            self._cancelled.discard(spec.task_id)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return failure("TaskCancelled", "cancelled on request while running")
 
     def _report(self, spec: task_pb2.TaskSpec, instance: str, outcome: Outcome, started: float) -> None:
         """Queue a task's outcome for the control plane (sent with the next work request, or at once)."""

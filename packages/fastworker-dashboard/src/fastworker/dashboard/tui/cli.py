@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 from fastworker.client.envflags import apply_env_defaults
@@ -12,6 +13,7 @@ from fastworker.dashboard.version import __version__
 
 #: Exit codes.
 RET_OK = 0
+RET_ERROR = 1
 RET_USAGE = 2
 
 DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
@@ -68,6 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.secret = resolve_secret(parser, args, argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else RET_USAGE
+    if not sys.stdout.isatty():
+        # A full-screen UI piped into a file or another program is kilobytes of escape codes.
+        print(
+            "fastworker-top: standard output is not a terminal; for scripts use "
+            "`fastworker stats --json`, `fastworker list --json` or `fastworker workers --json`",
+            file=sys.stderr,
+        )
+        return RET_ERROR
     # Imported here so that --help stays fast and needs no terminal.
     from textual.logging import TextualHandler
 

@@ -14,6 +14,7 @@ from types import FrameType
 from fastworker.client._readyfile import write_ready_file
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.app import create_app
@@ -67,22 +68,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true", help="no action buttons; every action answers 403")
     add_dashboard_flags(p)
     p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, dashboard} as JSON once serving")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    add_logging_flags(p)
     return p
-
-
-def _configure_logging(level: str) -> None:
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-            "handlers": {
-                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
-            },
-            "root": {"level": level, "handlers": ["stderr"]},
-        }
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
     args.secret = resolve_secret(parser, args, argv)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     logger = logging.getLogger("fastworker.dashboard")
     host, port = args.dashboard_address
     try:

@@ -94,7 +94,6 @@ _GAUGES = (
     ("fastworker_tasks_queued", "queued", "Tasks waiting in the priority queues."),
     ("fastworker_workers", "workers", "Connected subworkers."),
     ("fastworker_result_cache_size", "cache_size", "Task records held in the result cache."),
-    ("fastworker_throughput_tasks_per_second", "throughput", "Tasks finished per second over the last minute."),
     ("fastworker_uptime_seconds", "uptime", "Seconds since the control plane started."),
 )
 

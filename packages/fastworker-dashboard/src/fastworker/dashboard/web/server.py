@@ -13,10 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
+
+from fastworker.protocol.addresses import parse_http_address
 
 logger = logging.getLogger(__name__)
 
@@ -25,36 +26,12 @@ START_TIMEOUT = 15.0
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (an ``http://`` prefix and ``[v6]`` brackets accepted) into host and port.
+    """Split the dashboard's ``HOST:PORT`` (an ``http://`` prefix and ``[v6]`` brackets accepted).
 
     Raises:
         ValueError: not ``HOST:PORT``, another scheme, a path, or a port outside 0..65535.
     """
-    text = address.strip()
-    if not text:
-        raise ValueError("dashboard address is empty: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.scheme != "http":
-            raise ValueError(f"dashboard address {address!r}: only http:// is supported (or plain HOST:PORT)")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"dashboard address {address!r} must not have a path or query: expected HOST:PORT")
-        text = parts.netloc
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text:
-        raise ValueError(f"dashboard address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"dashboard address {address!r}: unbalanced [ ] around an IPv6 host")
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"dashboard address {address!r}: put an IPv6 host in brackets, e.g. [::1]:8080")
-    if not port_text.isdigit():
-        raise ValueError(f"dashboard address {address!r}: port {port_text!r} is not a number")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"dashboard address {address!r}: port {port} is out of range 0..65535")
-    return host, port
+    return parse_http_address(address, "dashboard")
 
 
 def _bind(host: str, port: int) -> socket.socket:

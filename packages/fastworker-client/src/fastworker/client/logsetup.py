@@ -1,0 +1,122 @@
+"""How every FastWorker daemon and CLI logs: ``--log-level``, ``--log-format text|json``, task fields.
+
+Text is one line per record (the default, for people); JSON is one object per line with ``time``
+(ISO-8601, UTC), ``level``, ``logger``, ``message`` and, where they apply, ``task_id``,
+``task_name``, ``worker_id`` and ``attempt`` (for log shippers). Those fields come from
+:func:`log_fields` (a context: everything logged while a task runs carries them), from the
+process-wide fields set with :func:`set_process_log_fields` (a subworker's id), or from a call's
+``extra=``. Shared by every distribution's command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMATS = ("text", "json")
+#: Fields a JSON record carries when they apply (and the text format appends as ``key=value``).
+TASK_FIELDS = ("task_id", "task_name", "worker_id", "attempt")
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("fastworker_log_fields", default=None)
+_process_fields: dict[str, Any] = {}
+
+
+def add_logging_flags(parser: argparse.ArgumentParser, *, default_level: str = "INFO") -> None:
+    """Add ``--log-level`` and ``--log-format`` (their env vars come from ``apply_env_defaults``)."""
+    parser.add_argument(
+        "--log-level", default=default_level, choices=LEVELS, type=str.upper, help="least severe level logged"
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        type=str.lower,
+        help="text: one line per record; json: one JSON object per line, with task_id, task_name, worker_id "
+        "and attempt where they apply (for log shippers)",
+    )
+
+
+def configure_logging(level: str, log_format: str = "text", stream: IO[str] | None = None) -> None:
+    """Log every record at ``level`` or above to ``stream`` (stderr) in ``log_format``; libraries only log."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(_TEXT_FORMAT))
+    handler.addFilter(_add_fields)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def set_process_log_fields(**fields: Any) -> None:
+    """Fields every record of this process carries (e.g. ``worker_id``); None removes one."""
+    for key, value in fields.items():
+        if value is None:
+            _process_fields.pop(key, None)
+        else:
+            _process_fields[key] = value
+
+
+@contextlib.contextmanager
+def log_fields(**fields: Any) -> Iterator[None]:
+    """Within the block (this thread or task), records carry these fields too, e.g. a running task's id."""
+    current = _context.get()
+    token = _context.set({**current, **fields} if current else fields)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def _add_fields(record: logging.LogRecord) -> bool:
+    """A handler filter: copy the context's and the process's fields onto the record (a call's ``extra=`` wins)."""
+    for source in (_context.get(), _process_fields):
+        if source:
+            for key, value in source.items():
+                if key not in record.__dict__:
+                    record.__dict__[key] = value
+    return True
+
+
+class TextFormatter(logging.Formatter):
+    """The plain line, with ``[task_id=... attempt=...]`` appended when a record has task fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line (a traceback follows on the next lines, as usual)."""
+        line = super().format(record)
+        fields = [f"{key}={record.__dict__[key]}" for key in TASK_FIELDS if record.__dict__.get(key) is not None]
+        if not fields:
+            return line
+        first, newline, rest = line.partition("\n")
+        return f"{first} [{' '.join(fields)}]{newline}{rest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line (a traceback is a string field, never extra lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in TASK_FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)

@@ -1,0 +1,75 @@
+"""OpenTelemetry spans: a submission's context rides in the task's headers and parents the run's span."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fastworker.client import _tracing
+from fastworker.protocol.v1 import task_pb2
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):  # set once per process
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        trace.set_tracer_provider(provider)
+    _EXPORTER.clear()
+    yield _EXPORTER
+
+
+def test_a_send_span_writes_its_context_and_the_process_span_is_its_child(spans: InMemorySpanExporter) -> None:
+    spec = task_pb2.TaskSpec(task_id="t-1", name="reports.build")
+    with trace.get_tracer("app").start_as_current_span("request"):
+        _tracing.inject_send(spec)
+    assert spec.headers["traceparent"].startswith("00-")
+
+    with _tracing.process(spec, 2, "w-1") as span:
+        span.ended("retry", "Retry", "again later")
+
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    send, process, request = by_name["send reports.build"], by_name["process reports.build"], by_name["request"]
+    assert send.kind is trace.SpanKind.PRODUCER and process.kind is trace.SpanKind.CONSUMER
+    assert send.parent is not None and send.parent.span_id == request.context.span_id
+    assert process.parent is not None and process.parent.span_id == send.context.span_id
+    assert process.context.trace_id == request.context.trace_id
+    assert dict(process.attributes or {}) == {
+        "messaging.system": "fastworker",
+        "messaging.operation": "process",
+        "messaging.message.id": "t-1",
+        "fastworker.task.name": "reports.build",
+        "fastworker.task.attempt": 2,
+        "fastworker.worker.id": "w-1",
+        "fastworker.task.outcome": "retry",
+        "error.type": "Retry",
+    }
+    assert process.status.status_code is trace.StatusCode.ERROR
+
+
+def test_a_run_without_a_context_is_a_root_span(spans: InMemorySpanExporter) -> None:
+    with _tracing.process(task_pb2.TaskSpec(task_id="t-2", name="n"), 1, "controlplane") as span:
+        span.ended("success")
+    (process,) = spans.get_finished_spans()
+    assert process.parent is None
+    assert process.attributes is not None and process.attributes["fastworker.task.outcome"] == "success"
+    assert process.status.status_code is trace.StatusCode.UNSET
+
+
+def test_without_opentelemetry_nothing_is_recorded_or_written(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_tracing, "INSTALLED", False)  # as where opentelemetry-api is not installed
+    spec = task_pb2.TaskSpec(task_id="t-3", name="n")
+    _tracing.inject_send(spec)
+    with _tracing.process(spec, 1, "w") as span:
+        span.ended("failure", "KeyError", "x")
+    assert spans.get_finished_spans() == ()
+    assert dict(spec.headers) == {}

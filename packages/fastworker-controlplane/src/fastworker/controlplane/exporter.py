@@ -1,0 +1,250 @@
+"""The control plane's state as Prometheus metric families: copied on the loop, rendered off it.
+
+:func:`take_snapshot` copies what a scrape reports (on the loop, so nothing changes under it);
+:class:`ControlPlaneCollector` turns a snapshot into families for ``prometheus_client`` on the
+HTTP server's thread. Counters are exported as counters (rates are ``rate()``'s job), label
+values are bounded (see ``fastworker.controlplane.metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from fastworker.controlplane.coordinator import Coordinator, Counters
+from fastworker.controlplane.fleet import Fleet
+from fastworker.controlplane.metrics import TIME_BUCKETS, NameCounts
+from fastworker.controlplane.queue import LEVELS, level_name
+from fastworker.controlplane.version import __version__
+
+
+@dataclass
+class WorkerGauges:
+    """One connected subworker, as a scrape sees it."""
+
+    worker_id: str
+    in_flight: int
+    capacity: int
+    heartbeat_age: float
+    draining: bool
+    processed: int
+    failed: int
+    rss_bytes: int
+
+
+@dataclass
+class Snapshot:
+    """Everything one scrape reports, copied at one moment on the loop."""
+
+    tasks: dict[str, NameCounts]
+    #: (priority name, depth, seconds the oldest has waited, paused) per level, highest first.
+    queues: list[tuple[str, int, float, bool]]
+    workers: list[WorkerGauges]
+    counters: Counters
+    scheduled: int = 0
+    running: int = 0
+    result_cache_size: int = 0
+    result_cache_hits: int = 0
+    result_cache_misses: int = 0
+    accepting: bool = True
+    uptime: float = 0.0
+    local_concurrency: int = 0
+
+
+def take_snapshot(coordinator: Coordinator, fleet: Fleet | None) -> Snapshot:
+    """Copy what a scrape reports (on the loop: nothing changes while it is copied)."""
+    now = coordinator.clock()
+    with coordinator.lock:  # slot threads count starts under it
+        tasks = coordinator.metrics.snapshot()
+    queue = coordinator.queue
+    queues = [
+        (level_name(level), queue.depth(level), queue.oldest_age(level, now), level in queue.paused) for level in LEVELS
+    ]
+    workers = [
+        WorkerGauges(
+            w.worker_id,
+            len(w.leases),
+            w.capacity,
+            max(0.0, now - w.last_seen),
+            w.draining,
+            w.processed,
+            w.failed,
+            w.rss_bytes,
+        )
+        for w in (fleet or ())
+    ]
+    counters = Counters(**vars(coordinator.counters))
+    return Snapshot(
+        tasks=tasks,
+        queues=queues,
+        workers=workers,
+        counters=counters,
+        scheduled=len(coordinator.schedule),
+        running=coordinator.running_total,
+        result_cache_size=len(coordinator.cache),
+        result_cache_hits=coordinator.cache.hits,
+        result_cache_misses=coordinator.cache.misses,
+        accepting=coordinator.accepting,
+        uptime=now - coordinator.started_at,
+        local_concurrency=coordinator.local.concurrency,
+    )
+
+
+#: Control-plane-wide counters exported as ``fastworker_<name>_total``: (Counters field, help).
+_PLANE_COUNTERS = (
+    ("rejected_frames", "Frames refused as malformed, oversize or unauthenticated."),
+    ("auth_failures", "Frames refused because they failed authentication."),
+    ("late_outcomes", "Subworker outcomes ignored because the task had been taken back."),
+    ("duplicate_worker_ids", "Registrations refused because a live worker held the id."),
+    ("connections_refused", "Connections refused by --max-connections or --max-connections-per-peer."),
+    ("connections_idle_closed", "Connections closed for silence or to make room."),
+    ("connections_dropped_unread", "Connections closed for not reading their replies."),
+    ("executed_locally", "Task attempts the control plane ran on its own slots."),
+)
+
+
+def families(snapshot: Snapshot) -> Iterator[Metric]:
+    """The metric families of one snapshot."""
+    yield from _task_families(snapshot.tasks)
+    depth = GaugeMetricFamily("fastworker_queue_depth", "Tasks waiting to start, per priority.", labels=["priority"])
+    oldest = GaugeMetricFamily(
+        "fastworker_queue_oldest_age_seconds",
+        "Seconds the oldest waiting task of a priority has waited (0 when none waits).",
+        labels=["priority"],
+    )
+    paused = GaugeMetricFamily("fastworker_queue_paused", "1 while a priority level is paused.", labels=["priority"])
+    for name, count, age, is_paused in snapshot.queues:
+        depth.add_metric([name], count)
+        oldest.add_metric([name], age)
+        paused.add_metric([name], 1 if is_paused else 0)
+    yield from (depth, oldest, paused)
+    yield GaugeMetricFamily(
+        "fastworker_tasks_scheduled", "Tasks waiting for their eta, countdown or retry.", value=snapshot.scheduled
+    )
+    yield GaugeMetricFamily(
+        "fastworker_tasks_running", "Tasks running now, here and on subworkers.", value=snapshot.running
+    )
+    yield GaugeMetricFamily(
+        "fastworker_result_cache_entries", "Finished tasks kept in the result cache.", value=snapshot.result_cache_size
+    )
+    yield CounterMetricFamily(
+        "fastworker_result_cache_hits", "Result lookups that found the task.", value=snapshot.result_cache_hits
+    )
+    yield CounterMetricFamily(
+        "fastworker_result_cache_misses",
+        "Result lookups that did not find the task.",
+        value=snapshot.result_cache_misses,
+    )
+    yield GaugeMetricFamily(
+        "fastworker_local_slots", "Tasks the control plane runs at once itself.", value=snapshot.local_concurrency
+    )
+    yield from _worker_families(snapshot.workers)
+    for field_name, text in _PLANE_COUNTERS:
+        yield CounterMetricFamily(f"fastworker_{field_name}", text, value=getattr(snapshot.counters, field_name))
+    yield GaugeMetricFamily(
+        "fastworker_accepting",
+        "1 while the control plane accepts tasks (0 while it shuts down).",
+        value=snapshot.accepting,
+    )
+    yield GaugeMetricFamily(
+        "fastworker_uptime_seconds", "Seconds since the control plane started.", value=snapshot.uptime
+    )
+    info = GaugeMetricFamily("fastworker_build_info", "The control plane's version (always 1).", labels=["version"])
+    info.add_metric([__version__], 1)
+    yield info
+
+
+def _task_families(tasks: dict[str, NameCounts]) -> Iterator[Metric]:
+    simple = (
+        ("submitted", "Tasks accepted, per task name."),
+        ("started", "Task attempts started, per task name."),
+        ("succeeded", "Tasks that ended in SUCCESS, per task name."),
+        ("retried", "Failed attempts that were retried, per task name."),
+        ("cancelled", "Tasks that ended in CANCELLED (expired ones included), per task name."),
+    )
+    names = sorted(tasks)
+    for attribute, text in simple:
+        family = CounterMetricFamily(f"fastworker_tasks_{attribute}", text, labels=["task"])
+        for name in names:
+            family.add_metric([name], getattr(tasks[name], attribute))
+        yield family
+    failed = CounterMetricFamily(
+        "fastworker_tasks_failed",
+        "Tasks that ended in FAILURE, per task name and error type.",
+        labels=["task", "exception"],
+    )
+    for name in names:
+        for error_type, count in sorted(tasks[name].failed.items()):
+            failed.add_metric([name, error_type], count)
+    yield failed
+    for attribute, metric, text in (
+        ("runtime", "fastworker_task_runtime_seconds", "Seconds each attempt ran, per task name."),
+        (
+            "queue_wait",
+            "fastworker_task_queue_wait_seconds",
+            "Seconds from when an attempt could run (queued, its eta or retry due) to its start, per task name.",
+        ),
+    ):
+        histograms = HistogramMetricFamily(metric, text, labels=["task"])
+        for name in names:
+            histogram = getattr(tasks[name], attribute)
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*TIME_BUCKETS, float("inf")), histogram.counts, strict=True):
+                cumulative += count
+                buckets.append((_bound(bound), cumulative))
+            histograms.add_metric([name], buckets, histogram.sum)
+        yield histograms
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(value)
+
+
+def _worker_families(workers: list[WorkerGauges]) -> Iterator[Metric]:
+    yield GaugeMetricFamily("fastworker_workers_online", "Subworkers registered now.", value=len(workers))
+    online = GaugeMetricFamily("fastworker_worker_online", "1 for each subworker registered now.", labels=["worker"])
+    in_flight = GaugeMetricFamily(
+        "fastworker_worker_in_flight", "Tasks leased to a subworker (running or prefetched).", labels=["worker"]
+    )
+    capacity = GaugeMetricFamily("fastworker_worker_capacity", "A subworker's slots.", labels=["worker"])
+    heartbeat = GaugeMetricFamily(
+        "fastworker_worker_last_heartbeat_age_seconds",
+        "Seconds since a subworker was last heard from.",
+        labels=["worker"],
+    )
+    draining = GaugeMetricFamily("fastworker_worker_draining", "1 while a subworker drains to stop.", labels=["worker"])
+    processed = CounterMetricFamily(
+        "fastworker_worker_processed", "Tasks a subworker finished since it registered.", labels=["worker"]
+    )
+    failed = CounterMetricFamily(
+        "fastworker_worker_failed", "Tasks that failed on a subworker since it registered.", labels=["worker"]
+    )
+    rss = GaugeMetricFamily(
+        "fastworker_worker_rss_bytes", "A subworker's resident memory, as it reports it.", labels=["worker"]
+    )
+    for worker in sorted(workers, key=lambda w: w.worker_id):
+        labels = [worker.worker_id]
+        online.add_metric(labels, 1)
+        in_flight.add_metric(labels, worker.in_flight)
+        capacity.add_metric(labels, worker.capacity)
+        heartbeat.add_metric(labels, worker.heartbeat_age)
+        draining.add_metric(labels, 1 if worker.draining else 0)
+        processed.add_metric(labels, worker.processed)
+        failed.add_metric(labels, worker.failed)
+        rss.add_metric(labels, worker.rss_bytes)
+    yield from (online, in_flight, capacity, heartbeat, draining, processed, failed, rss)
+
+
+class ControlPlaneCollector(Collector):
+    """A ``prometheus_client`` collector over snapshots taken by ``snapshot`` (which may raise to fail the scrape)."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        """The families of a fresh snapshot (called by the registry for each scrape)."""
+        yield from families(self._snapshot())

@@ -1,0 +1,138 @@
+"""Per task name metrics: what the coordinator counts as tasks run, and how it is exported (bounded labels)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fastworker.client import Retry
+from fastworker.controlplane.exporter import ControlPlaneCollector, take_snapshot
+from fastworker.controlplane.metrics import MAX_EXCEPTION_TYPES, MAX_TASK_NAMES, OTHER, TIME_BUCKETS, TaskMetrics
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(snapshot: Any) -> Samples:
+    """Render through prometheus_client and parse the text back: every sample by (name, sorted labels)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControlPlaneCollector(lambda: snapshot))
+    text = generate_latest(registry).decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def test_counts_by_outcome_and_histograms_per_task_name(harness: Any) -> None:
+    # Given tasks that succeed, fail with their own exception, and fail once then succeed on retry
+    harness.task(lambda x: x + 1, name="inc")
+
+    def boom() -> None:
+        raise KeyError("missing")
+
+    harness.task(boom, name="boom")
+    attempts = {"n": 0}
+
+    def flaky() -> str:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise Retry(delay=0.01)
+        return "ok"
+
+    harness.task(flaky, name="flaky", retries=2)
+    coordinator = harness.coordinator(local_concurrency=2)
+
+    # When each runs to its final state
+    ids = [coordinator.submit(harness.spec("inc", i))[0].task_id for i in range(3)]
+    ids.append(coordinator.submit(harness.spec("boom"))[0].task_id)
+    ids.append(coordinator.submit(harness.spec("flaky"))[0].task_id)
+    for task_id in ids:
+        await harness.final(coordinator, task_id)
+
+    # Then the exported counters say so, per name and per exception type
+    samples = scrape(take_snapshot(coordinator, None))
+    assert samples[("fastworker_tasks_submitted_total", (("task", "inc"),))] == 3
+    assert samples[("fastworker_tasks_started_total", (("task", "inc"),))] == 3
+    assert samples[("fastworker_tasks_succeeded_total", (("task", "inc"),))] == 3
+    assert samples[("fastworker_tasks_failed_total", (("exception", "KeyError"), ("task", "boom")))] == 1
+    assert samples[("fastworker_tasks_retried_total", (("task", "flaky"),))] == 1
+    assert samples[("fastworker_tasks_started_total", (("task", "flaky"),))] == 2
+    assert samples[("fastworker_tasks_succeeded_total", (("task", "flaky"),))] == 1
+    assert ("fastworker_tasks_failed_total", (("exception", "Retry"), ("task", "flaky"))) not in samples
+    # and each attempt that ran is in the runtime histogram, each start in the queue-wait one
+    assert samples[("fastworker_task_runtime_seconds_count", (("task", "inc"),))] == 3
+    assert samples[("fastworker_task_runtime_seconds_count", (("task", "flaky"),))] == 2
+    assert samples[("fastworker_task_queue_wait_seconds_count", (("task", "flaky"),))] == 2
+    assert samples[("fastworker_task_runtime_seconds_bucket", (("le", "+Inf"), ("task", "inc")))] == 3
+    assert samples[("fastworker_task_runtime_seconds_sum", (("task", "inc"),))] >= 0
+    assert samples[("fastworker_queue_depth", (("priority", "normal"),))] == 0
+    assert samples[("fastworker_workers_online", ())] == 0
+
+
+async def test_a_cancelled_waiting_task_counts_as_cancelled_without_a_runtime(harness: Any) -> None:
+    started, release = harness.gate(), harness.gate()
+
+    def block() -> None:
+        started.set()
+        assert release.wait(10)
+
+    harness.task(block, name="block")
+    harness.task(lambda: None, name="later")
+    coordinator = harness.coordinator(local_concurrency=1)
+    coordinator.submit(harness.spec("block"))
+    while not started.is_set():
+        await asyncio.sleep(0.005)
+    waiting, _ = coordinator.submit(harness.spec("later"))
+    coordinator.cancel(waiting.task_id)
+    release.set()
+
+    samples = scrape(take_snapshot(coordinator, None))
+    assert samples[("fastworker_tasks_cancelled_total", (("task", "later"),))] == 1
+    assert samples[("fastworker_tasks_started_total", (("task", "later"),))] == 0
+    assert samples[("fastworker_task_runtime_seconds_count", (("task", "later"),))] == 0
+
+
+def test_task_names_beyond_the_bound_share_one_label() -> None:
+    metrics = TaskMetrics()
+    for i in range(MAX_TASK_NAMES + 50):
+        metrics.submitted(f"task-{i}")
+    counts = metrics.snapshot()
+    assert len(counts) == MAX_TASK_NAMES + 1
+    assert counts[OTHER].submitted == 50
+    metrics.submitted("task-0")  # a name that has its own label keeps it
+    assert metrics.snapshot()["task-0"].submitted == 2
+
+
+def test_exception_types_beyond_the_bound_share_one_label() -> None:
+    metrics = TaskMetrics()
+    for i in range(MAX_EXCEPTION_TYPES + 5):
+        metrics.failed("t", f"Error{i}")
+    failed = metrics.snapshot()["t"].failed
+    assert len(failed) == MAX_EXCEPTION_TYPES + 1
+    assert failed[OTHER] == 5
+
+
+def test_histogram_buckets_are_cumulative_in_the_export_and_negative_times_count_as_zero() -> None:
+    metrics = TaskMetrics()
+    for seconds in (-3.0, 0.0005, 0.02, 7.0, 10_000.0):
+        metrics.ran("t", seconds)
+    histogram = metrics.snapshot()["t"].runtime
+    assert sum(histogram.counts) == 5
+    assert histogram.counts[0] == 2  # -3 (clamped) and 0.0005 are both <= the first bound
+    assert histogram.counts[-1] == 1  # 10,000 s is beyond the last bound: +Inf only
+    assert abs(histogram.sum - (0.0005 + 0.02 + 7.0 + 10_000.0)) < 1e-9
+    assert len(histogram.counts) == len(TIME_BUCKETS) + 1
+
+
+def test_a_snapshot_is_a_copy() -> None:
+    metrics = TaskMetrics()
+    metrics.submitted("t")
+    copy = metrics.snapshot()
+    metrics.submitted("t")
+    metrics.ran("t", 1.0)
+    assert copy["t"].submitted == 1
+    assert sum(copy["t"].runtime.counts) == 0

@@ -1,0 +1,83 @@
+"""GET /metrics and /healthz of a real control-plane process after known work, checked by promtool.
+
+In the ``controlplane`` tox environment the dashboard distribution is not installed: these metrics
+are the control plane's own. ``promtool`` (Prometheus's linter) comes from Debian's prometheus
+package; ``scripts/test`` puts it on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fastworker.client import Client, TaskFailed
+from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+from fastworker.controlplane.version import __version__
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[RunningControlPlane]:
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    running = start_controlplane(task_modules=["cpmetrics_tasks"], env={"PYTHONPATH": path}, workdir=tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+async def test_metrics_after_known_work_are_exact_and_promtool_clean(control_plane: RunningControlPlane) -> None:
+    assert control_plane.metrics is not None
+    async with Client(control_plane.discovery) as client:
+        for i in range(5):
+            assert await client.submit("metrics.add", i, 1, timeout=10) == i + 1
+        for key in ("a", "b"):
+            with pytest.raises(TaskFailed):
+                await client.submit("metrics.missing", key, timeout=10)
+        assert await client.submit("metrics.flaky", timeout=10) == "ok"
+
+    status, body = get(f"{control_plane.metrics}/metrics")
+    assert status == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    add, missing, flaky = (("task", "metrics.add"),), (("task", "metrics.missing"),), (("task", "metrics.flaky"),)
+    assert samples[("fastworker_tasks_submitted_total", add)] == 5
+    assert samples[("fastworker_tasks_succeeded_total", add)] == 5
+    assert samples[("fastworker_tasks_failed_total", (("exception", "KeyError"), *missing))] == 2
+    assert samples[("fastworker_tasks_retried_total", flaky)] == 1
+    assert samples[("fastworker_tasks_started_total", flaky)] == 2
+    assert samples[("fastworker_task_runtime_seconds_count", add)] == 5
+    assert samples[("fastworker_task_runtime_seconds_bucket", (("le", "+Inf"), *add))] == 5
+    assert samples[("fastworker_task_queue_wait_seconds_count", flaky)] == 2
+    # the retry's 0.05 s delay is spent scheduled, not queued: its queue wait counts from its due time
+    assert samples[("fastworker_task_queue_wait_seconds_bucket", (("le", "1.0"), *flaky))] == 2
+    assert samples[("fastworker_queue_depth", (("priority", "normal"),))] == 0
+    assert samples[("fastworker_workers_online", ())] == 0
+    assert samples[("fastworker_auth_failures_total", ())] == 0
+    assert ("fastworker_build_info", (("version", __version__),)) in samples
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert "fastworker_throughput_tasks_per_second" not in body.decode()
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is not on PATH: `bash scripts/test` installs it (Debian's prometheus package)"
+    checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert checked.stdout.strip() == b"" and checked.stderr.strip() == b"", "promtool found lint problems"
+
+    assert get(f"{control_plane.metrics}/healthz") == (200, b"ok\n")

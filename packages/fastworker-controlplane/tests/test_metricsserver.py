@@ -1,0 +1,190 @@
+"""The /metrics and /healthz listener: what it answers, to whom, and when the loop does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fastworker.controlplane import metricsserver
+from fastworker.controlplane.coordinator import Counters
+from fastworker.controlplane.exporter import Snapshot
+from fastworker.controlplane.metrics import TaskMetrics
+from fastworker.controlplane.metricsserver import MetricsServer
+
+
+def snapshot() -> Snapshot:
+    metrics = TaskMetrics()
+    metrics.submitted("reports.build")
+    return Snapshot(
+        tasks=metrics.snapshot(), queues=[("normal", 2, 1.5, False)], workers=[], counters=Counters(auth_failures=3)
+    )
+
+
+Health = Callable[[], "str | None"]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., MetricsServer]]:
+    servers: list[MetricsServer] = []
+
+    def start(
+        address: str = "127.0.0.1:0", healthy: Health = lambda: None, take: Callable[[], Snapshot] = snapshot
+    ) -> MetricsServer:
+        server = MetricsServer(asyncio.get_running_loop(), address, take, healthy)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await asyncio.to_thread(server.close)
+
+
+async def fetch(
+    server: MetricsServer, path: str, method: str = "GET", host: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request from a thread (the loop must stay free to answer the server)."""
+
+    def request() -> tuple[int, dict[str, str], bytes]:
+        address = server.url.removeprefix("http://")
+        connection = http.client.HTTPConnection(address, timeout=10)
+        try:
+            headers = {"Host": host} if host is not None else {}
+            connection.request(method, path, headers=headers)
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(request)
+
+
+async def test_metrics_are_served_as_prometheus_text_with_the_process_and_python_collectors(
+    serve: Callable[..., MetricsServer],
+) -> None:
+    server = serve()
+    status, headers, body = await fetch(server, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    names = {family.name for family in text_string_to_metric_families(body.decode())}
+    assert {
+        "fastworker_tasks_submitted",
+        "fastworker_queue_depth",
+        "fastworker_auth_failures",
+        "fastworker_build_info",
+    } <= names
+    assert {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "python_info",
+        "python_gc_objects_collected",
+    } <= names
+    assert b'fastworker_tasks_submitted_total{task="reports.build"} 1.0' in body
+    assert b'fastworker_queue_depth{priority="normal"} 2.0' in body
+    assert b"fastworker_auth_failures_total 3.0" in body
+
+
+async def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(serve: Callable[..., MetricsServer]) -> None:
+    server = serve()
+
+    def request() -> tuple[str, bytes]:
+        connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=10)
+        connection.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        response = connection.getresponse()
+        return response.getheader("Content-Type") or "", response.read()
+
+    content_type, body = await asyncio.to_thread(request)
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+
+async def test_healthz_answers_ok_then_503_while_shutting_down(serve: Callable[..., MetricsServer]) -> None:
+    reason: list[str | None] = [None]
+    server = serve(healthy=lambda: reason[0])
+    assert (await fetch(server, "/healthz"))[::2] == (200, b"ok\n")
+    reason[0] = "the control plane is shutting down"
+    status, _, body = await fetch(server, "/healthz")
+    assert (status, body) == (503, b"the control plane is shutting down\n")
+
+
+async def test_a_loop_that_does_not_answer_makes_both_endpoints_503(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metricsserver, "LOOP_ANSWER_TIMEOUT", 0.2)
+    server = serve()
+    answers: dict[str, tuple[int, bytes]] = {}
+
+    def probe() -> None:
+        address = server.url.removeprefix("http://")
+        for path in ("/healthz", "/metrics"):
+            connection = http.client.HTTPConnection(address, timeout=10)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            answers[path] = (response.status, response.read())
+            connection.close()
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    time.sleep(1.5)  # this blocks the loop, as a stuck control plane would: neither can be answered in time
+    prober.join(10)
+    assert answers["/healthz"][0] == 503 and b"does not answer" in answers["/healthz"][1]
+    assert answers["/metrics"][0] == 503
+    assert (await fetch(server, "/healthz"))[0] == 200  # the loop free again, it answers again
+
+
+async def test_head_answers_without_a_body_and_other_methods_and_paths_are_refused(
+    serve: Callable[..., MetricsServer],
+) -> None:
+    server = serve()
+    status, headers, body = await fetch(server, "/metrics", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+    assert (await fetch(server, "/healthz", method="HEAD"))[0] == 200
+    status, headers, _ = await fetch(server, "/metrics", method="POST")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert (await fetch(server, "/"))[0] == 404
+    assert (await fetch(server, "/metrics/../admin"))[0] == 404
+
+
+async def test_on_loopback_a_foreign_host_header_is_refused(serve: Callable[..., MetricsServer]) -> None:
+    server = serve()
+    port = server.url.rsplit(":", 1)[1]
+    assert (await fetch(server, "/metrics", host="attacker.example"))[0] == 400
+    assert (await fetch(server, "/metrics", host=f"attacker.example:{port}"))[0] == 400
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+        assert (await fetch(server, "/healthz", host=host))[0] == 200, host
+
+
+async def test_connections_beyond_the_cap_are_closed_and_silent_ones_do_not_stop_others(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve()
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(metricsserver.MAX_CONNECTIONS + 4)]
+    try:
+        await asyncio.sleep(0.2)
+        # The cap is full of silent connections: one more is closed at once instead of queued forever
+        extra = socket.create_connection((host, int(port)), timeout=5)
+        extra.settimeout(5)
+        assert await asyncio.to_thread(extra.recv, 1) == b""
+        extra.close()
+    finally:
+        for sock in silent:
+            sock.close()
+    await asyncio.sleep(0.2)
+    assert (await fetch(server, "/healthz"))[0] == 200  # the silent ones gone, it serves again
+
+
+def test_a_bad_address_is_refused_naming_it() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="metrics address 'nonsense'"):
+            MetricsServer(loop, "nonsense", snapshot, lambda: None)
+    finally:
+        loop.close()
