@@ -745,3 +745,27 @@ def test_a_request_the_control_plane_refuses_as_invalid_exits_one_not_two(
     monkeypatch.setattr(FakeClient, "retry", refuse)
     ran = run("--json", "retry", TASK_ID)
     assert ran.code == RET_FAILED and "only FAILURE or CANCELLED" in ran.json["error"]
+
+
+def test_without_rich_the_console_script_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from fastworker.client import command
+
+    # As in an application that installed fastworker-client without the cli extra
+    for name in [n for n in sys.modules if n == "rich" or n.startswith("rich.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "rich", None)
+    for name in ("fastworker.client.cli", "fastworker.client._waitbar", "fastworker.client.workflowtree"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delattr(fastworker_client_module(), "cli", raising=False)
+    assert command.main(["stats"]) == command.RET_MISSING
+    assert "pip install 'fastworker-client[cli]'" in capsys.readouterr().err
+
+
+def fastworker_client_module() -> Any:
+    import fastworker.client
+
+    return fastworker.client

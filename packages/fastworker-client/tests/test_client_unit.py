@@ -151,6 +151,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "secretfile",
         "dashboardflags",
         "logsetup",
+        "command",
         "limits",
         "workflows",
         "workflowtree",

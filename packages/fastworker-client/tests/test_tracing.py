@@ -66,7 +66,7 @@ def test_a_run_without_a_context_is_a_root_span(spans: InMemorySpanExporter) -> 
 def test_without_opentelemetry_nothing_is_recorded_or_written(
     spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_tracing, "INSTALLED", False)  # as where opentelemetry-api is not installed
+    monkeypatch.setattr(_tracing, "_loaded", lambda: None)  # as where the application does not use OpenTelemetry
     spec = task_pb2.TaskSpec(task_id="t-3", name="n")
     _tracing.inject_send(spec)
     with _tracing.process(spec, 1, "w") as span:

@@ -1,5 +1,5 @@
 """``python -m fastworker.client`` runs the ``fastworker`` operator command."""
 
-from fastworker.client.cli import main
+from fastworker.client.command import main
 
 raise SystemExit(main())

@@ -1,40 +1,54 @@
-"""OpenTelemetry spans and W3C trace-context propagation, when ``opentelemetry-api`` is installed.
+"""OpenTelemetry spans and W3C trace-context propagation, when the application uses ``opentelemetry-api``.
 
 Private, shared by the client (``send <task>`` spans, the context written into the task's headers)
 and the executing sides, the control plane's slots and subworkers (``process <task>`` spans whose
-parent is that context). Without ``opentelemetry-api``, or with it but no tracer provider
-configured, every function returns at once: one global read, no span, no header.
+parent is that context). OpenTelemetry is never imported here first: only once the application
+(or its task modules) imported it, so a process that does not trace pays neither its ~90 ms import
+nor more than a dictionary lookup per submission and per run; nor does one whose tracer provider
+is not configured (the API's no-op), beyond reading the provider.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
-
-try:  # an optional dependency: fastworker-client[otel]
-    from opentelemetry import context as _context
-    from opentelemetry import propagate as _propagate
-    from opentelemetry import trace as _trace
-
-    INSTALLED = True
-except ImportError:  # pragma: no cover - exercised where opentelemetry is not installed
-    INSTALLED = False
 
 from fastworker.client.version import __version__
 from fastworker.protocol.v1 import task_pb2
 
 #: ``messaging.system`` of every span.
 SYSTEM = "fastworker"
-_NO_OP_PROVIDERS: tuple[type, ...] = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider) if INSTALLED else ()
+#: The OpenTelemetry modules (context, propagate, trace), once the application imported them.
+_modules: tuple[Any, Any, Any] | None = None
+
+
+def _loaded() -> tuple[Any, Any, Any] | None:
+    global _modules
+    if _modules is None:
+        if "opentelemetry.trace" not in sys.modules:
+            return None  # the application does not trace
+        from opentelemetry import context, propagate, trace
+
+        _modules = (context, propagate, trace)
+    return _modules
+
+
+def _required() -> tuple[Any, Any, Any]:
+    """The OpenTelemetry modules, where :func:`tracer` returned one (they are loaded then)."""
+    assert _modules is not None
+    return _modules
 
 
 def tracer() -> Any | None:
-    """The tracer to use, or None when tracing is off (not installed, or no provider configured)."""
-    if not INSTALLED:
+    """The tracer to use, or None when tracing is off (OpenTelemetry unused, or no provider configured)."""
+    modules = _loaded()
+    if modules is None:
         return None
-    provider = _trace.get_tracer_provider()
-    if isinstance(provider, _NO_OP_PROVIDERS):
+    trace = modules[2]
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return None
     return provider.get_tracer("fastworker", __version__)
 
@@ -49,10 +63,11 @@ def inject_send(spec: task_pb2.TaskSpec) -> None:
     active = tracer()
     if active is None:
         return
+    _, propagate, trace = _required()
     name, task_id = spec.name, spec.task_id
     with active.start_as_current_span(
         f"send {name}",
-        kind=_trace.SpanKind.PRODUCER,
+        kind=trace.SpanKind.PRODUCER,
         attributes={
             "messaging.system": SYSTEM,
             "messaging.operation": "send",
@@ -60,7 +75,7 @@ def inject_send(spec: task_pb2.TaskSpec) -> None:
             "fastworker.task.name": name,
         },
     ):
-        _propagate.inject(spec.headers)
+        propagate.inject(spec.headers)
 
 
 class ProcessSpan:
@@ -80,7 +95,8 @@ class ProcessSpan:
         if error_type:
             span.set_attribute("error.type", error_type)
         if outcome in ("failure", "retry"):
-            span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{error_type}: {message}"[:500]))
+            trace = sys.modules["opentelemetry.trace"]
+            span.set_status(trace.Status(trace.StatusCode.ERROR, f"{error_type}: {message}"[:500]))
 
 
 _OFF = ProcessSpan(None)
@@ -96,11 +112,12 @@ def process(spec: task_pb2.TaskSpec, attempt: int, worker_id: str) -> Iterator[P
     if active is None:
         yield _OFF
         return
+    _, propagate, trace = _required()
     name, task_id = spec.name, spec.task_id
     with active.start_as_current_span(
         f"process {name}",
-        context=_propagate.extract(spec.headers) if spec.headers else None,
-        kind=_trace.SpanKind.CONSUMER,
+        context=propagate.extract(spec.headers) if spec.headers else None,
+        kind=trace.SpanKind.CONSUMER,
         attributes={
             "messaging.system": SYSTEM,
             "messaging.operation": "process",
@@ -119,7 +136,7 @@ def carrier() -> dict[str, str]:
     """The current trace context as W3C headers, to hand to another process ({} when tracing is off)."""
     headers: dict[str, str] = {}
     if tracer() is not None:
-        _propagate.inject(headers)
+        _required()[1].inject(headers)
     return headers
 
 
@@ -129,8 +146,9 @@ def attached(headers: dict[str, str] | None) -> Iterator[None]:
     if not headers or tracer() is None:
         yield
         return
-    token = _context.attach(_propagate.extract(headers))
+    context, propagate, _ = _required()
+    token = context.attach(propagate.extract(headers))
     try:
         yield
     finally:
-        _context.detach(token)
+        context.detach(token)
