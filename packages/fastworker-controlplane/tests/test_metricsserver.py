@@ -161,24 +161,54 @@ async def test_on_loopback_a_foreign_host_header_is_refused(serve: Callable[...,
         assert (await fetch(server, "/healthz", host=host))[0] == 200, host
 
 
-async def test_connections_beyond_the_cap_are_closed_and_silent_ones_do_not_stop_others(
+async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS_PER_PEER", 3)
     server = serve()
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(metricsserver.MAX_CONNECTIONS + 4)]
+    port = int(server.url.rsplit(":", 1)[1])
+    # One peer (127.0.0.1) opens more silent connections than it may hold
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
     try:
         await asyncio.sleep(0.2)
-        # The cap is full of silent connections: one more is closed at once instead of queued forever
-        extra = socket.create_connection((host, int(port)), timeout=5)
-        extra.settimeout(5)
+        # its connections beyond the per-peer cap are closed at once instead of waiting their turn
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert await asyncio.to_thread(extra.recv, 1) == b""
+        extra.close()
+        # while another address (127.0.0.2, also loopback) still gets its answer
+        other = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.2", 0))
+
+        def probe() -> int:
+            other.request("GET", "/healthz", headers={"Host": f"127.0.0.1:{port}"})
+            return other.getresponse().status
+
+        assert await asyncio.to_thread(probe) == 200
+        other.close()
+    finally:
+        for sock in silent:
+            sock.close()
+    await asyncio.sleep(0.2)
+    assert (await fetch(server, "/healthz"))[0] == 200  # the silent ones gone, the peer is served again
+
+
+async def test_connections_beyond_the_overall_cap_are_closed(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS_PER_PEER", 100)
+    server = serve()
+    port = int(server.url.rsplit(":", 1)[1])
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    try:
+        await asyncio.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
         assert await asyncio.to_thread(extra.recv, 1) == b""
         extra.close()
     finally:
         for sock in silent:
             sock.close()
     await asyncio.sleep(0.2)
-    assert (await fetch(server, "/healthz"))[0] == 200  # the silent ones gone, it serves again
+    assert (await fetch(server, "/healthz"))[0] == 200
 
 
 def test_a_bad_address_is_refused_naming_it() -> None:

@@ -37,19 +37,36 @@ StartResponse = Callable[..., Any]
 LOOP_ANSWER_TIMEOUT = 5.0
 #: Connections served at once; more are closed at once (a scraper and a probe need two).
 MAX_CONNECTIONS = 16
+#: Of those, connections from one address: one host holding silent connections cannot starve
+#: the scraper and the liveness probe (which would have the control plane restarted).
+MAX_CONNECTIONS_PER_PEER = 4
 #: Seconds a connection may stay silent before it is closed.
 CONNECTION_TIMEOUT = 10.0
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """Threads per connection, at most ``MAX_CONNECTIONS`` at once and ``MAX_CONNECTIONS_PER_PEER`` per address."""
+
     daemon_threads = True
     allow_reuse_address = True
-    slots: threading.BoundedSemaphore
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._guard = threading.Lock()
+        self._open = 0
+        self._by_peer: dict[str, int] = {}
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)  # over the cap: closed at once, nothing is read
+        peer = str(client_address[0])
+        with self._guard:
+            held = self._by_peer.get(peer, 0)
+            admitted = self._open < MAX_CONNECTIONS and held < MAX_CONNECTIONS_PER_PEER
+            if admitted:
+                self._open += 1
+                self._by_peer[peer] = held + 1
+        if not admitted:
+            self.shutdown_request(request)  # over a cap: closed at once, nothing is read
             return
         super().process_request(request, client_address)
 
@@ -57,7 +74,14 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            peer = str(client_address[0])
+            with self._guard:
+                self._open -= 1
+                left = self._by_peer[peer] - 1
+                if left:
+                    self._by_peer[peer] = left
+                else:
+                    del self._by_peer[peer]
 
 
 class _Server6(_Server):
@@ -96,7 +120,6 @@ class MetricsServer:
         GCCollector(registry=self.registry)
         server_class = _Server6 if ":" in host else _Server
         self._server = make_server(host, port, self._app, server_class=server_class, handler_class=_QuietHandler)
-        self._server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         bound_port = self._server.server_address[1]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}"
         self._allowed_hosts: frozenset[str] | None = (
