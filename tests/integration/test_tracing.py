@@ -22,14 +22,24 @@ from fastworker.client import Client, TaskFailed
 
 _EXPORTER = InMemorySpanExporter()
 
+_ATTACHED: set[int] = set()
+
+
+def _export_to(exporter: InMemorySpanExporter) -> None:
+    """Send this process's spans to ``exporter`` too (a provider is set once per process: others' may be first)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    if id(exporter) not in _ATTACHED:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _ATTACHED.add(id(exporter))
+
 
 @pytest.fixture(scope="module")
 def client_spans() -> Iterator[InMemorySpanExporter]:
     """The test process's spans (a tracer provider can be set once per process: this module owns it)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
+    _export_to(_EXPORTER)
     yield _EXPORTER
 
 

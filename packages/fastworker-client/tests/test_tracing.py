@@ -15,13 +15,23 @@ from fastworker.protocol.v1 import task_pb2
 
 _EXPORTER = InMemorySpanExporter()
 
+_ATTACHED: set[int] = set()
+
+
+def _export_to(exporter: InMemorySpanExporter) -> None:
+    """Send this process's spans to ``exporter`` too (a provider is set once per process: others' may be first)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    if id(exporter) not in _ATTACHED:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _ATTACHED.add(id(exporter))
+
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):  # set once per process
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
-        trace.set_tracer_provider(provider)
+    _export_to(_EXPORTER)
     _EXPORTER.clear()
     yield _EXPORTER
 

@@ -102,16 +102,35 @@ class ProcessSpan:
 _OFF = ProcessSpan(None)
 
 
-@contextlib.contextmanager
-def process(spec: task_pb2.TaskSpec, attempt: int, worker_id: str) -> Iterator[ProcessSpan]:
+class _Untraced:
+    """The context manager :func:`process` returns when tracing is off: no generator, no span, per run."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> ProcessSpan:
+        return _OFF
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
+
+
+def process(spec: task_pb2.TaskSpec, attempt: int, worker_id: str) -> contextlib.AbstractContextManager[ProcessSpan]:
     """A ``process <name>`` CONSUMER span around one run, current inside the block (the task's own spans nest).
 
-    Its parent is the context the submitting client wrote into the task's headers, if any.
+    Its parent is the context the submitting client wrote into the task's headers, if any. With
+    tracing off this is a shared do-nothing context manager: the hot path pays a lookup, not a span.
     """
     active = tracer()
     if active is None:
-        yield _OFF
-        return
+        return _UNTRACED
+    return _traced_process(active, spec, attempt, worker_id)
+
+
+@contextlib.contextmanager
+def _traced_process(active: Any, spec: task_pb2.TaskSpec, attempt: int, worker_id: str) -> Iterator[ProcessSpan]:
     _, propagate, trace = _required()
     name, task_id = spec.name, spec.task_id
     with active.start_as_current_span(
