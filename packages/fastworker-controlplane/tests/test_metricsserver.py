@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import socket
 import threading
@@ -161,6 +162,28 @@ async def test_on_loopback_a_foreign_host_header_is_refused(serve: Callable[...,
         assert (await fetch(server, "/healthz", host=host))[0] == 200, host
 
 
+@contextlib.asynccontextmanager
+async def silent_connections(port: int, count: int) -> AsyncIterator[None]:
+    """``count`` connections to the listener that never send a byte, closed on leaving."""
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    try:
+        await asyncio.sleep(0.2)  # accepted (or refused) by now
+        yield
+    finally:
+        for sock in silent:
+            sock.close()
+    await asyncio.sleep(0.2)  # their handler threads see them gone
+
+
+async def closed_at_once(port: int) -> bool:
+    """Whether one more connection is closed by the listener without a byte read (within 5 s)."""
+    extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        return await asyncio.to_thread(extra.recv, 1) == b""
+    finally:
+        extra.close()
+
+
 async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,13 +191,9 @@ async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
     # One peer (127.0.0.1) opens more silent connections than it may hold
-    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
-    try:
-        await asyncio.sleep(0.2)
+    async with silent_connections(port, 6):
         # its connections beyond the per-peer cap are closed at once instead of waiting their turn
-        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
-        assert await asyncio.to_thread(extra.recv, 1) == b""
-        extra.close()
+        assert await closed_at_once(port)
         # while another address (127.0.0.2, also loopback) still gets its answer
         other = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.2", 0))
 
@@ -184,10 +203,6 @@ async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
 
         assert await asyncio.to_thread(probe) == 200
         other.close()
-    finally:
-        for sock in silent:
-            sock.close()
-    await asyncio.sleep(0.2)
     assert (await fetch(server, "/healthz"))[0] == 200  # the silent ones gone, the peer is served again
 
 
@@ -198,16 +213,8 @@ async def test_connections_beyond_the_overall_cap_are_closed(
     monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS_PER_PEER", 100)
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
-    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
-    try:
-        await asyncio.sleep(0.2)
-        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
-        assert await asyncio.to_thread(extra.recv, 1) == b""
-        extra.close()
-    finally:
-        for sock in silent:
-            sock.close()
-    await asyncio.sleep(0.2)
+    async with silent_connections(port, 4):
+        assert await closed_at_once(port)
     assert (await fetch(server, "/healthz"))[0] == 200
 
 

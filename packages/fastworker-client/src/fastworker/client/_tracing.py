@@ -53,6 +53,16 @@ def tracer() -> Any | None:
     return provider.get_tracer("fastworker", __version__)
 
 
+def _attributes(operation: str, spec: task_pb2.TaskSpec) -> dict[str, Any]:
+    """The attributes every span of a task carries (messaging conventions, plus the task's name)."""
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.operation": operation,
+        "messaging.message.id": spec.task_id,
+        "fastworker.task.name": spec.name,
+    }
+
+
 def inject_send(spec: task_pb2.TaskSpec) -> None:
     """Record a ``send <name>`` PRODUCER span for a submission and write its context into the spec's headers.
 
@@ -64,16 +74,8 @@ def inject_send(spec: task_pb2.TaskSpec) -> None:
     if active is None:
         return
     _, propagate, trace = _required()
-    name, task_id = spec.name, spec.task_id
     with active.start_as_current_span(
-        f"send {name}",
-        kind=trace.SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": SYSTEM,
-            "messaging.operation": "send",
-            "messaging.message.id": task_id,
-            "fastworker.task.name": name,
-        },
+        f"send {spec.name}", kind=trace.SpanKind.PRODUCER, attributes=_attributes("send", spec)
     ):
         propagate.inject(spec.headers)
 
@@ -132,19 +134,14 @@ def process(spec: task_pb2.TaskSpec, attempt: int, worker_id: str) -> contextlib
 @contextlib.contextmanager
 def _traced_process(active: Any, spec: task_pb2.TaskSpec, attempt: int, worker_id: str) -> Iterator[ProcessSpan]:
     _, propagate, trace = _required()
-    name, task_id = spec.name, spec.task_id
+    attributes = _attributes("process", spec)
+    attributes["fastworker.task.attempt"] = attempt
+    attributes["fastworker.worker.id"] = worker_id
     with active.start_as_current_span(
-        f"process {name}",
+        f"process {spec.name}",
         context=propagate.extract(spec.headers) if spec.headers else None,
         kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": SYSTEM,
-            "messaging.operation": "process",
-            "messaging.message.id": task_id,
-            "fastworker.task.name": name,
-            "fastworker.task.attempt": attempt,
-            "fastworker.worker.id": worker_id,
-        },
+        attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
