@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 from fastworker.client import task
@@ -31,6 +32,8 @@ async def paced() -> float:
 
 async def _hold(seconds: float, gate: str) -> list[float]:
     started = time.time()
+    if gate:  # a mark that this run began: the test opens the gate only once the runs it counts have
+        Path(f"{gate}.started-{uuid.uuid4().hex}").touch()
     await asyncio.sleep(seconds)
     if gate:
         deadline = time.monotonic() + GATE_WAIT
@@ -41,7 +44,7 @@ async def _hold(seconds: float, gate: str) -> list[float]:
 
 @task(name="fwflow.bounded", max_concurrency=BOUNDED)
 async def bounded(seconds: float, gate: str = "") -> list[float]:
-    """Sleep ``seconds``, then wait for the file ``gate`` if one is named; ``[start, end]``."""
+    """Sleep ``seconds``, then wait for the file ``gate`` if one is named (marking ``gate.started-*``); ``[start, end]``."""
     return await _hold(seconds, gate)
 
 

@@ -69,6 +69,15 @@ async def all_succeeded(client: Client, task_ids: Sequence[str]) -> list[TaskInf
     return infos
 
 
+async def until_started(gate: Path, count: int) -> None:
+    """Wait (bounded) until ``count`` gated runs have left their ``started`` marks beside ``gate``."""
+    deadline = time.monotonic() + BOUND
+    while len(list(gate.parent.glob(f"{gate.name}.started-*"))) < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"fewer than {count} runs ever started")
+        await asyncio.sleep(0.01)
+
+
 def most_in_a_window(starts: Sequence[float], window: float = 1.0) -> int:
     """The most starts in any half-open window ``[t, t + window)`` (sliding over the sorted starts)."""
     ordered = sorted(starts)
@@ -177,7 +186,8 @@ async def test_raising_max_concurrency_at_run_time_takes_effect_within_a_second(
         rose_after = time.monotonic() - replied
         full = await until_limits(client, BOUNDED, lambda limits: limits.running == 10, bound=5.0)
         assert full.waiting == 2
-
+        # The control plane counts a task running once it is sent; its run begins a moment later
+        await until_started(gate, 10)
         gate.touch()
         runs = [info.result for info in await all_succeeded(client, task_ids)]
 

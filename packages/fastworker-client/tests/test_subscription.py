@@ -135,3 +135,43 @@ async def test_a_subscription_that_hears_its_publisher_keeps_its_connection(prox
         proxied.pub.send(b"tick")
         await asyncio.sleep(0.02)
     assert proxied.received and proxied.proxy.connections == 1
+
+
+class FailingOnceSubscription(Subscription):
+    """Its first re-dial fails as nng can fail (a closed library, an exhausted fd table)."""
+
+    opens = 0
+
+    def _open(self) -> None:
+        self.opens += 1
+        if self.opens == 2:
+            raise pynng.NotSupported("Not supported", 9)
+        super()._open()
+
+
+async def test_a_re_dial_that_fails_is_tried_again_rather_than_leaving_the_subscription_deaf(
+    publisher: tuple[pynng.Pub0, int],
+) -> None:
+    pub, port = publisher
+    proxy = FreezingProxy(port)
+    proxy_port = await proxy.start()
+    received: list[bytes] = []
+    subscription = FailingOnceSubscription(
+        asyncio.get_running_loop(), f"tcp://127.0.0.1:{proxy_port}", b"", received.append, stale_after=0.5
+    )
+    try:
+        async with asyncio.timeout(BOUND):
+            while not received:
+                pub.send(b"before")
+                await asyncio.sleep(0.02)
+        proxy.freeze()
+        received.clear()
+        async with asyncio.timeout(BOUND):
+            while b"after" not in received:
+                pub.send(b"after")
+                await asyncio.sleep(0.02)
+        # The first re-dial failed; the watchdog kept going and the next one reached the publisher
+        assert subscription.opens >= 3
+    finally:
+        subscription.close()
+        await proxy.close()

@@ -207,13 +207,25 @@ class Subscription:
             self._watchdog = loop.call_later(stale_after / 2, self._check_stale)
 
     def _open(self) -> None:
-        self._socket = pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size))
-        self._socket.subscribe(self._topic)
-        configure_dial(self._socket, self._address, self._tls)
-        self._socket.dial(self._address, block=False)
-        self._fd = self._socket.recv_fd
-        self._loop.add_reader(self._fd, self._on_readable)
+        socket = pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size))
+        try:
+            socket.subscribe(self._topic)
+            configure_dial(socket, self._address, self._tls)
+            socket.dial(self._address, block=False)
+            fd = socket.recv_fd
+            self._loop.add_reader(fd, self._on_readable)
+        except BaseException:
+            socket.close()
+            raise
+        self._socket, self._fd = socket, fd
         self._last_message = self._loop.time()
+
+    def _shut(self) -> None:
+        """Stop watching and close the current socket, if there is one."""
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._socket.close()
+            self._fd = -1
 
     def _check_stale(self) -> None:
         assert self._stale_after is not None
@@ -222,9 +234,12 @@ class Subscription:
         silent = self._loop.time() - self._last_message
         if silent > self._stale_after:
             logger.info("nothing heard from %s for %.1f s: dialing it again", self._address, silent)
-            self._loop.remove_reader(self._fd)
-            self._socket.close()
-            self._open()
+            self._shut()
+            try:
+                self._open()
+            except (pynng.NNGException, OSError) as error:
+                # Left without a socket, it tries again next round rather than go deaf for good
+                logger.warning("could not dial %s again (%s): retrying", self._address, error)
         self._watchdog = self._loop.call_later(self._stale_after / 2, self._check_stale)
 
     def _on_readable(self) -> None:
@@ -249,5 +264,4 @@ class Subscription:
         self._closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
-        self._loop.remove_reader(self._fd)
-        self._socket.close()
+        self._shut()
