@@ -63,7 +63,7 @@ def table_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
                 met = "" if target is None else _met_text(target, result)
             rows.append((name if first else "", metric.label, median, spread, target.text if target else "", met))
             first = False
-        label = "correctness (all runs)" if sc.needs_controlplane else "measured (peer's own errors above)"
+        label = "correctness (all runs)" if sc.needs_controlplane else "runs (errors above)"
         wrong = sum(run.get("wrong", 0) for run in result["runs"])
         lost = sum(run.get("lost", 0) for run in result["runs"])
         errors = sum(1 for run in result["runs"] if "error" in run)

@@ -13,3 +13,6 @@ from fwbench.scenarios import flow  # noqa: F401
 
 # isort: split
 from fwbench.scenarios import workflows  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import startup  # noqa: F401

@@ -1,8 +1,13 @@
-"""FastWorker's client: submit tasks to a control plane and read their results."""
+"""FastWorker's client: submit tasks to a control plane and read their results.
 
-from fastworker.client._async import Client
-from fastworker.client._progress import report_progress
-from fastworker.client._sync import SyncClient
+What defines tasks (``task``, the models, the errors) is imported with the package; what submits
+them (``Client`` and the transport, asyncio and nng under it), ``SyncClient``'s thread, progress
+reporting and the workflow canvas load on first use, so a module of task definitions or a
+command's start-up does not pay for them (bench scenario ``import_time``).
+"""
+
+from typing import TYPE_CHECKING
+
 from fastworker.client.errors import (
     AuthenticationError,
     ClientError,
@@ -38,15 +43,50 @@ from fastworker.client.models import (
 )
 from fastworker.client.task import BoundTask, TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
-from fastworker.client.workflows import (
-    Signature,
-    WorkflowHandle,
-    WorkflowInfo,
-    chain,
-    chord,
-    group,
-    signature,
-)
+
+if TYPE_CHECKING:
+    from fastworker.client._async import Client
+    from fastworker.client._progress import report_progress
+    from fastworker.client._sync import SyncClient
+    from fastworker.client.workflows import (
+        Signature,
+        WorkflowHandle,
+        WorkflowInfo,
+        chain,
+        chord,
+        group,
+        signature,
+    )
+
+#: Public names loaded on first use -> the module that defines them.
+_LAZY = {
+    "Client": "fastworker.client._async",
+    "SyncClient": "fastworker.client._sync",
+    "report_progress": "fastworker.client._progress",
+    **dict.fromkeys(
+        ("Signature", "WorkflowHandle", "WorkflowInfo", "chain", "chord", "group", "signature"),
+        "fastworker.client.workflows",
+    ),
+}
+
+
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise accept any misspelt name
+
+    def __getattr__(name):
+        """Import a lazily loaded public name's module once, then keep the name here (PEP 562)."""
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) - {"TYPE_CHECKING"} | set(_LAZY))
+
 
 __all__ = [
     "AuthenticationError",

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from fastworker.client import _tracing as tracing
 from fastworker.client import handles
@@ -44,12 +44,14 @@ from fastworker.client.models import (
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles
-from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, plan_workflow
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
+
+if TYPE_CHECKING:  # the canvas loads on the first workflow, not with the client
+    from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
 
 logger = logging.getLogger(__name__)
 
@@ -791,6 +793,8 @@ class Client(AdminMethods):
             UnknownTask: a step names a task nobody defines (nothing was queued).
             QueueFull: the control plane's queue cannot take every step.
         """
+        from fastworker.client.workflows import WorkflowHandle, plan_workflow
+
         steps, output_ids, output_is_list = plan_workflow(workflow)
         workflow_id = str(uuid.uuid4())
         specs = [step.to_spec(self._spec) for step in steps]
@@ -827,6 +831,8 @@ class Client(AdminMethods):
             raise TaskNotFound(workflow_id, what="workflow") from None
 
     async def _workflow_request(self, workflow_id: str, *, cancel: bool) -> WorkflowInfo:
+        from fastworker.client.workflows import WorkflowInfo
+
         reply = await self._workflow_reply(workflow_id, cancel=cancel)
         info = reply.workflow_reply.workflow
         return WorkflowInfo(

@@ -11,12 +11,14 @@ import functools
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from fastworker.client._async import Client
 from fastworker.client.tls import TlsFiles
-from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+
+if TYPE_CHECKING:
+    from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
 
 T = TypeVar("T")
 P = ParamSpec("P")

@@ -10,17 +10,19 @@ option means a proto field, a field here (with its flag's help), and the code th
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from fastworker.client.models import Priority
 from fastworker.protocol.v1 import task_pb2
+
+if TYPE_CHECKING:  # argparse loads with a command line, not with the client
+    import argparse
 
 __all__ = [
     "SUBMIT_OPTION_NAMES",
@@ -71,6 +73,8 @@ def parse_when(text: str) -> datetime | float:
             raise ValueError(value)
         return seconds
     except ValueError:
+        import argparse
+
         raise argparse.ArgumentTypeError(
             f"expected an ISO 8601 time (naive means UTC), Unix seconds or +SECONDS from now, got {text!r}"
         ) from None

@@ -9,11 +9,14 @@ the file wins (docs/reference.md). Giving both flags is a usage error: one of th
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the client reads the secret's env var without loading argparse
+    import argparse
 
 #: Largest secret file read, in bytes: a secret is a line, not a document.
 MAX_SECRET_FILE_BYTES = 64 * 1024

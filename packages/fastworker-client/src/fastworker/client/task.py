@@ -15,15 +15,29 @@ import math
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 
 from fastworker.client.errors import DuplicateTaskName
 from fastworker.client.handles import TaskBackend, TaskHandle, current_client
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
-from fastworker.client.workflows import Signature
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
+
+if TYPE_CHECKING:
+    from fastworker.client.workflows import Signature
 
 __all__ = [
     "AsyncTaskFunction",
@@ -308,11 +322,11 @@ class TaskFunction(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature of this task for a workflow; in a chain the previous result is prepended to ``args``."""
-        return Signature(self.name, args, kwargs)
+        return _signature(self.name, args, kwargs, None, False)
 
     def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """An immutable signature: exactly these arguments, whatever the previous step returned."""
-        return Signature(self.name, args, kwargs, immutable=True)
+        return _signature(self.name, args, kwargs, None, True)
 
     def to_definition(self) -> TaskDefinition:
         """The task as the wire announces it (a fresh message on every call)."""
@@ -379,11 +393,11 @@ class BoundTask(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature of this task with these options; see :meth:`TaskFunction.s`."""
-        return Signature(self.task.name, args, kwargs, self.options)
+        return _signature(self.task.name, args, kwargs, self.options, False)
 
     def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """An immutable signature of this task with these options; see :meth:`TaskFunction.si`."""
-        return Signature(self.task.name, args, kwargs, self.options, immutable=True)
+        return _signature(self.task.name, args, kwargs, self.options, True)
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Queue the task with these options and return its value; see :meth:`TaskFunction.submit`."""
@@ -603,3 +617,12 @@ def _check_callable_without_arguments(fn: Callable[..., Any], label: str) -> Non
         raise ValueError(
             f"@task for {label}: a periodic task runs without arguments, but the function requires {', '.join(required)}"
         )
+
+
+def _signature(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: SubmitOptions | None, immutable: bool
+) -> Signature[Any]:
+    """A workflow step; the canvas module loads on the first one (``import fastworker.client`` skips it)."""
+    from fastworker.client.workflows import Signature
+
+    return Signature(name, args, kwargs, SubmitOptions() if options is None else options, immutable=immutable)
