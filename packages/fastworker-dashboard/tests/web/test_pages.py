@@ -149,7 +149,7 @@ async def test_task_rows_offer_cancel_or_retry_where_they_apply(web: httpx.Async
 async def test_workers_page_shows_load_memory_and_a_drain_button(web: httpx.AsyncClient) -> None:
     html = (await web.get("/workers")).text
     assert 'data-worker-id="w1"' in html
-    assert "1/4" in html and 'style="width: 25%"' in html
+    assert "1/4" in html and 'class="w-25"' in html
     assert "50.0 MiB" in html
     assert 'data-action="drain"' in html
     assert "4242" in html

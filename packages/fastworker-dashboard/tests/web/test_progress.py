@@ -36,7 +36,7 @@ async def test_a_running_task_shows_a_bar_with_its_count_message_and_eta_on_ever
     for path in ("/", "/tasks", f"/tasks/{RUNNING_ID}"):
         html = (await web.get(path)).text
         assert 'role="progressbar"' in html and 'aria-valuenow="3"' in html and 'aria-valuemax="10"' in html, path
-        assert 'style="width: 30.0%"' in html, path
+        assert 'class="w-30"' in html, path
         assert "3 / 10 · 30%" in html and "rendering pages" in html, path
         assert re.search(r'class="progress-eta">about \d', html), path  # 3 of 10 in 10 s: about 23 s left
     detail = (await web.get(f"/tasks/{RUNNING_ID}")).text

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
@@ -47,6 +48,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_completion_flag(parser)
     parser.add_argument(
         "--control-plane",
         default=DEFAULT_CONTROL_PLANE,

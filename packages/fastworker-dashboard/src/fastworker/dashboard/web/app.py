@@ -16,6 +16,7 @@ from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.deps import DashboardState
 from fastworker.dashboard.web.errors import install_error_handlers
+from fastworker.dashboard.web.head import HeadAsGet
 from fastworker.dashboard.web.headers import SecurityHeaders
 from fastworker.dashboard.web.hosts import HostAllowList, TrustedHosts
 from fastworker.dashboard.web.live import LiveFeed
@@ -91,7 +92,8 @@ def create_app(
         openapi_url="/api/openapi.json",
     )
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(TrustedHosts, allow=config.hosts)  # added last: outermost, before any route or header
+    app.add_middleware(TrustedHosts, allow=config.hosts)  # outermost but one: before any route or header
+    app.add_middleware(HeadAsGet)  # added last: outermost, so a HEAD gets exactly what a GET gets, minus the body
     install_error_handlers(app)
     for module in (overview, tasks, workflows, workers, actions, auth, api, stream, metrics):
         app.include_router(module.router)

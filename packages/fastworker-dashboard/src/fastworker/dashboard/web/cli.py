@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from fastworker.client._readyfile import write_ready_file
+from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
@@ -55,6 +56,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_completion_flag(p)
     p.add_argument("--control-plane", default=DEFAULT_CONTROL_PLANE, help="the control plane's discovery address")
     p.add_argument(
         "--dashboard-address",

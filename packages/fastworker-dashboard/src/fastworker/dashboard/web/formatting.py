@@ -120,6 +120,16 @@ def percent(part: float, whole: float) -> float:
     return max(0.0, min(100.0, 100.0 * part / whole))
 
 
+def width_class(pct: float | None) -> str:
+    """The ``w-N`` class (N: whole percent, 0..100) that gives a bar its width.
+
+    A class rather than a ``style`` attribute: the Content-Security-Policy allows no inline styles.
+    None (an unknown total) is a full bar.
+    """
+    value = 100.0 if pct is None or math.isnan(pct) else max(0.0, min(100.0, pct))
+    return f"w-{round(value)}"
+
+
 def progress_percent(progress: Progress | None) -> float | None:
     """How far a task got as a percentage (0..100), or None without progress or without a total."""
     fraction = progress.fraction if progress is not None else None
@@ -190,6 +200,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "clip": clip,
     "traceback_preview": lambda text: clip(text, TRACEBACK_CHARS),
     "size": size,
+    "width_class": width_class,
 }
 #: Functions the templates call.
 GLOBALS: dict[str, Callable[..., Any]] = {
