@@ -333,7 +333,7 @@ def test_every_subcommand_and_flag_is_documented_and_nothing_else(
             if env_column is None:
                 continue
             env_cell = row[env_column]
-            if parser.prog in env_progs and key.startswith("--"):
+            if parser.prog in env_progs and key.startswith("--") and action.dest not in envflags.WITHOUT_ENV:
                 assert code_of(env_cell) == envflags.env_name(action.dest), f"{where} {key}: env var {env_cell!r}"
             else:
                 assert env_cell == NONE, f"{where} {key} reads no env var, but the reference says {env_cell!r}"
@@ -343,6 +343,30 @@ def test_every_subcommand_and_flag_is_documented_and_nothing_else(
         missing = expected - documented[path]
         where = f"{script} {' '.join(path)}".strip()
         assert not missing, f"{where}: not in docs/reference.md: {sorted(missing)}"
+
+
+def test_one_environment_variable_name_per_option_across_every_script(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flag spelt alike reads one env var everywhere, ``FASTWORKER_`` and its name; no env var serves two flags."""
+    env_of: dict[str, set[str]] = {}
+    flags_of: dict[str, set[str]] = {}
+    for script, (module, _) in SCRIPTS.items():
+        env_progs = env_enabled_progs(module, monkeypatch, capsys)
+        for parser in parsers_of(script).values():
+            if parser.prog not in env_progs:
+                continue
+            for action in parser._actions:
+                if action.dest in envflags.WITHOUT_ENV:
+                    continue
+                for flag in (option for option in action.option_strings if option.startswith("--")):
+                    name = envflags.env_name(action.dest)
+                    assert name == "FASTWORKER_" + flag[2:].replace("-", "_").upper(), f"{parser.prog} {flag}: {name}"
+                    env_of.setdefault(flag, set()).add(name)
+                    flags_of.setdefault(name, set()).add(flag)
+    assert len(env_of) > 40  # every script's flags were read
+    assert not {flag: names for flag, names in env_of.items() if len(names) > 1}
+    assert not {name: flags for name, flags in flags_of.items() if len(flags) > 1}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))

@@ -152,6 +152,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "dashboardflags",
         "logsetup",
         "command",
+        "completion",
         "limits",
         "workflows",
         "workflowtree",

@@ -26,7 +26,8 @@ from rich.text import Text
 
 from fastworker.client._async import Client
 from fastworker.client._waitbar import wait_with_bar
-from fastworker.client.envflags import apply_env_defaults, env_name
+from fastworker.client.completion import add_completion_flag
+from fastworker.client.envflags import _arguments, apply_env_defaults, env_name
 from fastworker.client.errors import (
     ControlPlaneUnavailable,
     FastworkerError,
@@ -169,7 +170,7 @@ def _common_flags(*, after_command: bool) -> argparse.ArgumentParser:
     )
     add_logging_flags(parent, default_level="WARNING")
     if after_command:
-        for action in parent._actions:  # not set_defaults: that would put SUPPRESS in the namespace
+        for action in _arguments(parent):  # not set_defaults: that would put SUPPRESS in the namespace
             action.default = argparse.SUPPRESS
             action.help = f"{action.help} [env {env_name(action.dest)}]"
     return parent
@@ -185,6 +186,7 @@ def make_parser() -> argparse.ArgumentParser:
         parents=[_common_flags(after_command=False)],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_completion_flag(parser)
     # Not required here: main() says which flag is unknown before it says the command is missing.
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", help="what to do (fastworker COMMAND --help for more)"

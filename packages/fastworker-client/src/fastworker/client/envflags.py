@@ -1,6 +1,9 @@
 """Gives every command-line flag an environment variable: ``--flag-name`` reads ``FASTWORKER_FLAG_NAME``.
 
 Precedence is flag, then env var, then default (docs/reference.md). Shared by every FastWorker daemon and CLI.
+
+Also the one place that reads a parser's arguments and subcommands (argparse has no public way to),
+for this module, the ``fastworker`` CLI and :mod:`fastworker.client.completion`.
 """
 
 from __future__ import annotations
@@ -8,9 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+#: Destinations of the flags that read no env var: they act at once (print and exit) rather than set a value.
+WITHOUT_ENV = frozenset({"help", "version", "completion"})
 
 
 def env_name(dest: str) -> str:
@@ -49,13 +56,41 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
 
 
 def _flags(parser: argparse.ArgumentParser) -> Sequence[argparse.Action]:
-    """The parser's optional arguments, but --help and --version.
+    """The parser's optional arguments, but those in ``WITHOUT_ENV`` (--help, --version, --completion)."""
+    return [a for a in _arguments(parser) if a.option_strings and a.dest not in WITHOUT_ENV]
 
-    argparse has no public way to list a parser's arguments (checked on CPython 3.11 to 3.13), and
-    every FastWorker CLI builds a plain ArgumentParser; ``_actions`` has kept its meaning since
-    Python 2.7. This is the only place it is read.
-    """
-    return [a for a in parser._actions if a.option_strings and a.dest not in ("help", "version")]
+
+# ----------------------------------------------------------------------------- reading a parser
+# argparse has no public way to list a parser's arguments or subcommands (checked on CPython 3.11
+# to 3.13), and every FastWorker CLI builds a plain ArgumentParser. ``_actions``, ``_SubParsersAction``
+# (with its ``choices`` and ``_choices_actions``) and the append/extend/count action classes have
+# kept their meaning since Python 2.7/3.8. These functions are the only places they are read.
+
+
+class _Subcommand(NamedTuple):
+    """One name a subparsers action takes (an alias is one more, with the same parser)."""
+
+    name: str
+    help: str
+    parser: argparse.ArgumentParser
+
+
+def _arguments(parser: argparse.ArgumentParser) -> Sequence[argparse.Action]:
+    """Every argument of the parser in the order added: flags, positionals, the subparsers action."""
+    return list(parser._actions)
+
+
+def _subcommands(action: argparse.Action) -> list[_Subcommand] | None:
+    """The subcommands of a subparsers action in the order added (None for any other action)."""
+    if not isinstance(action, argparse._SubParsersAction):
+        return None
+    helps = {id(action.choices[choice.dest]): choice.help or "" for choice in action._choices_actions}
+    return [_Subcommand(name, helps.get(id(sub), ""), sub) for name, sub in action.choices.items()]
+
+
+def _repeatable(action: argparse.Action) -> bool:
+    """Whether giving the flag again adds to its value (append, extend, count) rather than replacing it."""
+    return isinstance(action, argparse._AppendAction | argparse._AppendConstAction | argparse._CountAction)
 
 
 def _convert(parser: argparse.ArgumentParser, action: argparse.Action, name: str, raw: str) -> object:

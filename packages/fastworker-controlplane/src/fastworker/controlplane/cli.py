@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from fastworker.client import secretfile
+from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
@@ -56,6 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_completion_flag(p, commands={"journal": make_journal_parser})  # main() dispatches journal itself
     p.add_argument(
         "--task-modules", nargs="+", default=[], metavar="MODULE", help="modules that define @task functions"
     )

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging, set_process_log_fields
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
@@ -37,6 +38,7 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_completion_flag(p)
     p.add_argument(
         "--task-modules", nargs="+", required=True, metavar="MODULE", help="modules that define @task functions"
     )
