@@ -8,6 +8,7 @@ lives next to this file; the child finds it because this directory is prepended 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from fastworker.client import Client, TaskInfo, TaskState
 from fastworker.controlplane import testing
@@ -22,8 +24,20 @@ from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, 
 
 TESTS_DIR = Path(__file__).resolve().parent
 TASK_MODULES = ("fwtests_tasks",)
+#: Debian's chromium, which Playwright drives (it never downloads a browser of its own).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 StartControlPlane = Callable[..., RunningControlPlane]
+OneWorkerCluster = Callable[..., contextlib.AbstractContextManager[tuple[RunningControlPlane, RunningWorker]]]
 MakeClient = Callable[..., Client]
 WaitForState = Callable[..., Coroutine[Any, Any, TaskInfo]]
 
@@ -173,3 +187,64 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
     for worker in started:
         print(f"---- worker {worker.worker_id} pid {worker.pid} ({' '.join(worker.argv[3:])}) ----")
         print(worker.log())
+
+
+@contextlib.contextmanager
+def _one_worker_cluster(
+    workdir: Path,
+    *,
+    task_modules: tuple[str, ...],
+    concurrency: int,
+    controlplane_args: tuple[str, ...] = (),
+    dashboard: bool = False,
+) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
+    """A control plane that runs nothing itself and one subworker ``w1``; both stopped by pid, their logs printed."""
+    control_plane = start_controlplane(
+        extra_args=["--local-concurrency", "0", *controlplane_args],
+        env=child_env(),
+        workdir=workdir,
+        dashboard=dashboard,
+    )
+    try:
+        assert control_plane.dashboard or not dashboard, (
+            f"the control plane served no dashboard:\n{control_plane.log()}"
+        )
+        worker = testing.start_worker(
+            control_plane.discovery,
+            task_modules=task_modules,
+            concurrency=concurrency,
+            worker_id="w1",
+            env=child_env(),
+            workdir=workdir,
+        )
+    except BaseException:
+        control_plane.stop()
+        raise
+    try:
+        yield control_plane, worker
+    finally:
+        worker.stop()
+        control_plane.stop()
+        print(f"---- control plane ----\n{control_plane.log()}\n---- worker w1 ----\n{worker.log()}")
+
+
+@pytest.fixture(scope="session")
+def one_worker_cluster() -> OneWorkerCluster:
+    """``one_worker_cluster(workdir, task_modules=, concurrency=, controlplane_args=, dashboard=)``: a context
+    manager for a module's cluster (a session fixture, so that module-scoped fixtures may use it)."""
+    return _one_worker_cluster
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium under Playwright's sync API, one per test module."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -16,7 +16,6 @@ is bounded; every process is stopped by pid. Results land in ``test-artifacts/da
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,26 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from fastworker.client import SyncClient, TaskState, chain, signature
-from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "dashboard" / "a11y"
 AXE = TESTS_DIR / "vendor" / "axe-core" / "axe.min.js"
-CHROMIUM = Path("/usr/bin/chromium")
 TASK_MODULES = ("fwtests_dashboard_tasks",)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT = 15.0  # seconds; generous for a small, noisy machine
 WAIT_MS = WAIT * 1000
 PASSWORD = "a11y-dashboard-password"
@@ -104,40 +93,20 @@ if (typeof NativeEventSource === "function") {
 """
 
 
-def _child_env() -> dict[str, str]:
-    existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, one_worker_cluster: Any
+) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
     """A control plane serving the dashboard (with a password) and running nothing itself, plus subworker ``w1``."""
     workdir = tmp_path_factory.mktemp("dashboard-a11y")
-    control_plane = start_controlplane(
-        extra_args=["--local-concurrency", "0", "--dashboard-password", PASSWORD],
-        env=_child_env(),
-        workdir=workdir,
+    with one_worker_cluster(
+        workdir,
+        task_modules=TASK_MODULES,
+        concurrency=2,
+        controlplane_args=("--dashboard-password", PASSWORD),
         dashboard=True,
-    )
-    try:
-        assert control_plane.dashboard, f"the control plane served no dashboard:\n{control_plane.log()}"
-        worker = start_worker(
-            control_plane.discovery,
-            task_modules=TASK_MODULES,
-            concurrency=2,
-            worker_id="w1",
-            env=_child_env(),
-            workdir=workdir,
-        )
-    except BaseException:
-        control_plane.stop()
-        raise
-    try:
-        yield control_plane, worker
-    finally:
-        worker.stop()
-        control_plane.stop()
-        print(f"---- control plane ----\n{control_plane.log()}\n---- worker ----\n{worker.log()}")
+    ) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
@@ -211,21 +180,6 @@ def pages(
             for gate in ("first", "second"):
                 (gates / gate).touch()
             client.cancel(sleeper)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests"
-        )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _context(chromium: Browser, dashboard_url: str, **options: Any) -> BrowserContext:

@@ -9,68 +9,35 @@ is bounded. Screenshots land in ``test-artifacts/dashboard/`` under the reposito
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from fastworker.client import SyncClient, TaskInfo, TaskState, chain, signature
-from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent.parent
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "dashboard"
-CHROMIUM = Path("/usr/bin/chromium")
 TASK_MODULES = ("fwtests_dashboard_tasks",)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT = 15.0  # seconds; generous for a small, noisy machine
 WAIT_MS = WAIT * 1000
 MARKUP_NAME = 'fwdash.<b id="fwdash-bold">markup</b>&amp;<script>window.fwdashXss = 1</script>'
 
 
-def _child_env() -> dict[str, str]:
-    existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, one_worker_cluster: Any
+) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
     """A control plane serving the dashboard and running nothing itself, plus one subworker ``w1``."""
     workdir = tmp_path_factory.mktemp("dashboard-web")
-    control_plane = start_controlplane(
-        extra_args=["--local-concurrency", "0"], env=_child_env(), workdir=workdir, dashboard=True
-    )
-    try:
-        assert control_plane.dashboard, f"the control plane served no dashboard:\n{control_plane.log()}"
-        worker = start_worker(
-            control_plane.discovery,
-            task_modules=TASK_MODULES,
-            concurrency=2,
-            worker_id="w1",
-            env=_child_env(),
-            workdir=workdir,
-        )
-    except BaseException:
-        control_plane.stop()
-        raise
-    try:
-        yield control_plane, worker
-    finally:
-        worker.stop()
-        control_plane.stop()
-        print(f"---- control plane ----\n{control_plane.log()}\n---- worker ----\n{worker.log()}")
+    with one_worker_cluster(workdir, task_modules=TASK_MODULES, concurrency=2, dashboard=True) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
@@ -84,25 +51,6 @@ def dashboard_url(cluster: tuple[RunningControlPlane, RunningWorker]) -> str:
 def client(cluster: tuple[RunningControlPlane, RunningWorker]) -> Iterator[SyncClient]:
     with SyncClient(cluster[0].discovery) as sync_client:
         yield sync_client
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run the browser tests"
-        )
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def _launch(playwright: Playwright) -> Browser:
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ prefix, ``enter``. Every wait is bounded and polls while the app runs.
 from __future__ import annotations
 
 import html
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,45 +19,22 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from fastworker.client import Client, TaskState
-from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker
 from fastworker.dashboard.tui import FastworkerTop, make_app
 from fastworker.dashboard.tui.screens import TaskDetailScreen
 
-TESTS_DIR = Path(__file__).resolve().parent
 TOP_TASKS = ("fwtests_top_tasks",)
 SIZE = (160, 50)
 WAIT = 20.0  # generous: the CI machine is small and noisy
 
 
-def _child_env() -> dict[str, str]:
-    """This directory first on the children's PYTHONPATH, so they can import the task module."""
-    existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(part for part in (str(TESTS_DIR), existing) if part)}
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, one_worker_cluster: Any
+) -> Iterator[tuple[RunningControlPlane, RunningWorker]]:
     """One control plane that runs nothing itself, and one subworker ``w1`` with the top tasks."""
-    workdir = tmp_path_factory.mktemp("top")
-    control_plane = start_controlplane(extra_args=["--local-concurrency", "0"], env=_child_env(), workdir=workdir)
-    try:
-        worker = start_worker(
-            control_plane.discovery,
-            task_modules=TOP_TASKS,
-            concurrency=4,
-            worker_id="w1",
-            env=_child_env(),
-            workdir=workdir,
-        )
-    except Exception:
-        control_plane.stop()
-        raise
-    try:
-        yield control_plane, worker
-    finally:
-        worker.stop()
-        control_plane.stop()
-        print(f"---- control plane ----\n{control_plane.log()}\n---- worker w1 ----\n{worker.log()}")
+    with one_worker_cluster(tmp_path_factory.mktemp("top"), task_modules=TOP_TASKS, concurrency=4) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -245,8 +221,8 @@ async def test_p_pauses_and_resumes_the_selected_tasks_level(cluster: Any, clien
         assert await client.result(waiting, timeout=WAIT) == 4
 
 
-async def test_lost_control_plane_shows_unreachable_and_the_app_keeps_running(tmp_path: Path) -> None:
-    control_plane = start_controlplane(extra_args=["--local-concurrency", "0"], env=_child_env(), workdir=tmp_path)
+async def test_lost_control_plane_shows_unreachable_and_the_app_keeps_running(start_cp_for_workers: Any) -> None:
+    control_plane = start_cp_for_workers()
     try:
         app = make_app(control_plane.discovery, refresh_interval=0.25)
         async with app.run_test(size=SIZE) as pilot:

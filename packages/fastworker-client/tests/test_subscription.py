@@ -92,42 +92,47 @@ class Proxied:
     pub: pynng.Pub0
     proxy: FreezingProxy
     received: list[bytes]
+    subscription: Subscription
 
 
 @pytest.fixture
-async def proxied(publisher: tuple[pynng.Pub0, int]) -> AsyncIterator[Proxied]:
+async def proxied(publisher: tuple[pynng.Pub0, int], request: pytest.FixtureRequest) -> AsyncIterator[Proxied]:
+    """The subscription is a ``Subscription``, or the class given by indirect parametrization."""
     pub, port = publisher
     proxy = FreezingProxy(port)
     proxy_port = await proxy.start()
     received: list[bytes] = []
-    subscription = Subscription(
+    kind: type[Subscription] = getattr(request, "param", Subscription)
+    subscription = kind(
         asyncio.get_running_loop(), f"tcp://127.0.0.1:{proxy_port}", b"", received.append, stale_after=0.5
     )
     try:
-        yield Proxied(pub, proxy, received)
+        yield Proxied(pub, proxy, received, subscription)
     finally:
         subscription.close()
         await proxy.close()
 
 
 async def test_a_subscription_silent_past_stale_after_dials_again_and_hears_the_publisher(proxied: Proxied) -> None:
+    await hear_again_after_a_silent_death(proxied)
+    # It heard nothing for half a second, so it dialed again and hears the publisher anew
+    assert proxied.proxy.connections >= 2
+
+
+async def hear_again_after_a_silent_death(proxied: Proxied) -> None:
+    """Hear the publisher, let the path die silently (open but mute), then hear it again (bounded)."""
     pub, proxy, received = proxied.pub, proxied.proxy, proxied.received
     async with asyncio.timeout(BOUND):
         while not received:
             pub.send(b"before")
             await asyncio.sleep(0.02)
     assert proxy.connections == 1
-
-    # The path dies silently: the subscriber's connection stays open but nothing comes through
     proxy.freeze()
     received.clear()
     async with asyncio.timeout(BOUND):
         while b"after" not in received:
             pub.send(b"after")
             await asyncio.sleep(0.02)
-
-    # It heard nothing for half a second, so it dialed again and hears the publisher anew
-    assert proxy.connections >= 2
 
 
 async def test_a_subscription_that_hears_its_publisher_keeps_its_connection(proxied: Proxied) -> None:
@@ -149,29 +154,8 @@ class FailingOnceSubscription(Subscription):
         super()._open()
 
 
-async def test_a_re_dial_that_fails_is_tried_again_rather_than_leaving_the_subscription_deaf(
-    publisher: tuple[pynng.Pub0, int],
-) -> None:
-    pub, port = publisher
-    proxy = FreezingProxy(port)
-    proxy_port = await proxy.start()
-    received: list[bytes] = []
-    subscription = FailingOnceSubscription(
-        asyncio.get_running_loop(), f"tcp://127.0.0.1:{proxy_port}", b"", received.append, stale_after=0.5
-    )
-    try:
-        async with asyncio.timeout(BOUND):
-            while not received:
-                pub.send(b"before")
-                await asyncio.sleep(0.02)
-        proxy.freeze()
-        received.clear()
-        async with asyncio.timeout(BOUND):
-            while b"after" not in received:
-                pub.send(b"after")
-                await asyncio.sleep(0.02)
-        # The first re-dial failed; the watchdog kept going and the next one reached the publisher
-        assert subscription.opens >= 3
-    finally:
-        subscription.close()
-        await proxy.close()
+@pytest.mark.parametrize("proxied", [FailingOnceSubscription], indirect=True)
+async def test_a_re_dial_that_fails_is_tried_again_rather_than_leaving_the_subscription_deaf(proxied: Proxied) -> None:
+    await hear_again_after_a_silent_death(proxied)
+    # The first re-dial failed; the watchdog kept going and the next one reached the publisher
+    assert isinstance(proxied.subscription, FailingOnceSubscription) and proxied.subscription.opens >= 3
