@@ -11,6 +11,13 @@ Each shell loads the printed script and is asked what it offers for a command li
   (or sourced, once), a TAB typed after the line; ``compadd`` is wrapped to record the matches
   the completion system really adds.
 
+The small parsers carry every feature the five console scripts rely on: subcommands (and aliases),
+flags after the subcommand, choices of flags and of positional arguments, file metavars (``PATH``,
+``NEW_PATH``, ``PEM``), values that complete to nothing, a flag taking several values, a repeatable
+flag, and a command dispatched by hand before parsing (``commands=``, as ``fastworker-controlplane
+journal``). This harness is the only one: tests/integration/test_completion.py checks that each
+installed script prints what the generator makes of its parser, and asks fish what each parser offers.
+
 zsh and fish come from Debian's ``zsh`` and ``fish`` packages (``bash scripts/test`` installs them).
 """
 
@@ -154,110 +161,6 @@ def names(found: list[str]) -> set[str]:
     return {word.rstrip("/").rsplit("/", 1)[-1] for word in found}
 
 
-# ------------------------------------------------------------------------------ a small parser
-
-
-def small_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tool")
-    parser.add_argument("--version", action="version", version="tool 1")
-    add_completion_flag(parser)
-    parser.add_argument("--level", choices=["low", "high"], help="a level")
-    parser.add_argument("--ready-file", metavar="PATH", help="where to say so")
-    parser.add_argument("--address", metavar="HOST:PORT", help="where to listen; not a file")
-    parser.add_argument("--tag", action="append", default=[], help="repeatable: 'quoted' [bracketed]: colons")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = subparsers.add_parser("run", aliases=["go"], help="run: it")
-    run.add_argument("speed", choices=["fast", "slow"])
-    run.add_argument("inputs", nargs="*", metavar="PATH")
-    run.add_argument("--json", action="store_true", help="print JSON")
-    run.add_argument("--level", choices=["low", "high"], help="a level, after the command too")
-    show = subparsers.add_parser("show", help="show one thing")
-    show.add_argument("item")
-    return parser
-
-
-#: (line, candidates, how they must be offered: see check()), for every shell.
-SMALL_CASES: list[tuple[str, set[str], str]] = [
-    ("tool ", {"run", "go", "show"}, "=="),
-    ("tool --", {"--help", "--version", "--completion", "--level", "--ready-file", "--address", "--tag"}, "=="),
-    ("tool --level ", {"low", "high"}, "=="),
-    ("tool --completion ", set(SHELLS), "=="),
-    ("tool --address ", set(), "=="),
-    ("tool --ready-file ", {"ready.json", "cert.pem", "certs"}, ">="),
-    ("tool --ready-file certs/", {"ca.pem"}, "=="),
-    ("tool --address 127.0.0.1:8080 --tag a:b r", {"run"}, "=="),
-    ("tool go ", {"fast", "slow"}, "=="),
-    ("tool run fast ", {"ready.json", "cert.pem", "certs"}, ">="),
-    ("tool run fast x.pem ", {"ready.json", "cert.pem", "certs"}, ">="),
-    ("tool run --", {"--help", "--json", "--level"}, "=="),
-    ("tool run --level ", {"low", "high"}, "=="),
-    ("tool show ", set(), "=="),
-]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A folder with files to complete: ready.json, cert.pem and certs/ca.pem."""
-    (tmp_path / "ready.json").write_text("{}")
-    (tmp_path / "cert.pem").write_text("")
-    (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "ca.pem").write_text("")
-    return tmp_path
-
-
-def write_script(parser: argparse.ArgumentParser, shell_name: str, folder: Path) -> Path:
-    path = folder / f"completion.{shell_name}"
-    path.write_text(completion_script(parser, shell_name))
-    return path
-
-
-def check(found: list[str], expected: set[str], mode: str, line: str) -> None:
-    """``==``: exactly these are offered; ``>=``: at least these; ``!``: none of these."""
-    offered = names(found)
-    if mode == "==":
-        assert offered == expected, line
-    elif mode == ">=":
-        assert expected <= offered, line
-    else:
-        assert not expected & offered, line
-
-
-@pytest.mark.parametrize(("line", "expected", "mode"), SMALL_CASES)
-def test_bash_offers_subcommands_flags_choices_and_files(
-    workdir: Path, line: str, expected: set[str], mode: str
-) -> None:
-    script = write_script(small_parser(), "bash", workdir)
-    check(bash_complete(script, line, workdir), expected, mode, line)
-
-
-@pytest.mark.parametrize(("line", "expected", "mode"), SMALL_CASES)
-def test_fish_offers_subcommands_flags_choices_and_files(
-    workdir: Path, line: str, expected: set[str], mode: str
-) -> None:
-    script = write_script(small_parser(), "fish", workdir)
-    check(fish_complete(script, line, workdir), expected, mode, line)
-
-
-def test_zsh_offers_subcommands_flags_choices_and_files(workdir: Path) -> None:
-    script = write_script(small_parser(), "zsh", workdir)
-    assert subprocess.run([shell("zsh"), "-n", str(script)], capture_output=True, timeout=30).returncode == 0
-    zsh = Zsh(workdir, script, "tool")
-    try:
-        for line, expected, mode in SMALL_CASES:
-            check(zsh.complete(line), expected, mode, line)
-    finally:
-        zsh.close()
-
-
-def test_bash_answers_only_the_part_after_an_equals_sign_or_a_colon(workdir: Path) -> None:
-    """bash replaces only the text after the word's last ``=`` or ``:``; the candidates must fit that."""
-    script = write_script(small_parser(), "bash", workdir)
-    assert bash_complete(script, "tool --level=h", workdir) == ["high"]
-    assert sorted(bash_complete(script, "tool --level=", workdir)) == ["high", "low"]
-    assert bash_complete(script, "tool --ready-file=certs/c", workdir) == ["certs/ca.pem"]
-    assert bash_complete(script, "tool --ready-file=cert.", workdir) == ["cert.pem"]
-
-
 def readline_lines(script: Path, keys: list[str], cwd: Path) -> list[list[str]]:
     """Type each line (with its TABs) into an interactive bash, press enter, and return what ``tool`` received."""
     setup = cwd / "setup.bash"
@@ -296,6 +199,159 @@ def readline_lines(script: Path, keys: list[str], cwd: Path) -> list[list[str]]:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+def offered(shell_name: str, script: Path, command: str, lines: list[str], cwd: Path) -> list[list[str]]:
+    """What the shell offers for each line (zsh: once ``zsh -n`` accepts the script, in one session)."""
+    if shell_name == "bash":
+        return [bash_complete(script, line, cwd) for line in lines]
+    if shell_name == "fish":
+        return [fish_complete(script, line, cwd) for line in lines]
+    syntax = subprocess.run([shell("zsh"), "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert syntax.returncode == 0, syntax.stderr
+    zsh = Zsh(cwd, script, command)
+    try:
+        return [zsh.complete(line) for line in lines]
+    finally:
+        zsh.close()
+
+
+#: (command line, candidates, how they must be offered): ``==`` exactly these, ``>=`` at least these, ``!`` none.
+Case = tuple[str, set[str], str]
+
+
+def check(shell_name: str, script: Path, command: str, cases: list[Case], cwd: Path) -> None:
+    """Asks the shell for every case's line; fails naming each line offered otherwise than its case says."""
+    found = offered(shell_name, script, command, [line for line, _, _ in cases], cwd)
+    wrong = []
+    for (line, expected, mode), words in zip(cases, found, strict=True):
+        got = names(words)
+        if not (got == expected if mode == "==" else expected <= got if mode == ">=" else not expected & got):
+            wrong.append(f"{line!r} offers {sorted(got)}, not {mode} {sorted(expected)}")
+    assert not wrong, f"in {shell_name}:\n" + "\n".join(wrong)
+
+
+# ----------------------------------------------------------------------------------- small parsers
+
+#: The files in ``workdir`` (certs/ holds ca.pem).
+FILES = {"ready.json", "cert.pem", "certs"}
+
+
+def small_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--version", action="version", version="tool 1")
+    add_completion_flag(parser)
+    parser.add_argument("--level", choices=["low", "high"], help="a level")
+    parser.add_argument("--ready-file", metavar="PATH", help="where to say so")
+    parser.add_argument("--address", metavar="HOST:PORT", help="where to listen; not a file")
+    parser.add_argument("--tag", action="append", default=[], help="repeatable: 'quoted' [bracketed]: colons")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = subparsers.add_parser("run", aliases=["go"], help="run: it")
+    run.add_argument("speed", choices=["fast", "slow"])
+    run.add_argument("inputs", nargs="*", metavar="PATH")
+    run.add_argument("--json", action="store_true", help="print JSON")
+    run.add_argument("--level", choices=["low", "high"], help="a level, after the command too")
+    show = subparsers.add_parser("show", help="show one thing")
+    show.add_argument("item")
+    return parser
+
+
+SMALL_CASES: list[Case] = [
+    ("tool ", {"run", "go", "show"}, "=="),
+    ("tool --", {"--help", "--version", "--completion", "--level", "--ready-file", "--address", "--tag"}, "=="),
+    ("tool --level ", {"low", "high"}, "=="),
+    ("tool --completion ", set(SHELLS), "=="),
+    ("tool --address ", set(), "=="),
+    ("tool --ready-file ", FILES, ">="),
+    ("tool --ready-file certs/", {"ca.pem"}, "=="),
+    ("tool --address 127.0.0.1:8080 --tag a:b r", {"run"}, "=="),
+    ("tool go ", {"fast", "slow"}, "=="),
+    ("tool run fast ", FILES, ">="),
+    ("tool run fast x.pem ", FILES, ">="),
+    ("tool run --", {"--help", "--json", "--level"}, "=="),
+    ("tool run --level ", {"low", "high"}, "=="),
+    ("tool show ", set(), "=="),
+]
+
+
+def tools_parser() -> argparse.ArgumentParser:
+    """``daemon tools ...``: dispatched by the daemon before its parser runs, as fastworker-controlplane's ``journal``."""
+    parser = argparse.ArgumentParser(prog="daemon tools", description="Offline tools (stopped daemon).")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="inspect|compact|salvage")
+    actions.add_parser("inspect", help="look").add_argument("path", metavar="PATH")
+    compact = actions.add_parser("compact", help="shrink it")
+    compact.add_argument("path", metavar="PATH")
+    compact.add_argument("--keep", type=int, help="results to keep")
+    salvage = actions.add_parser("salvage", help="copy what reads")
+    salvage.add_argument("path", metavar="PATH")
+    salvage.add_argument("new_path", metavar="NEW_PATH")
+    return parser
+
+
+def daemon_parser() -> argparse.ArgumentParser:
+    """A daemon's flags, with no subcommand: several values, text, choices, a PEM file; and ``tools``."""
+    daemon = argparse.ArgumentParser(prog="daemon")
+    add_completion_flag(daemon, commands={"tools": tools_parser})
+    daemon.add_argument("--modules", nargs="+", default=[], metavar="MODULE", help="modules to load")
+    daemon.add_argument("--port", type=int, help="where to listen")
+    daemon.add_argument("--policy", choices=["once", "skip", "all"], help="what to do")
+    daemon.add_argument("--tls-cert", metavar="PEM", help="the certificate")
+    return daemon
+
+
+DAEMON_CASES: list[Case] = [
+    ("daemon ", {"tools"}, "=="),
+    ("daemon --", {"--help", "--completion", "--modules", "--port", "--policy", "--tls-cert"}, "=="),
+    ("daemon --policy ", {"once", "skip", "all"}, "=="),
+    ("daemon --tls-cert ", FILES, ">="),
+    ("daemon --port ", set(), "=="),
+    ("daemon tools ", {"inspect", "compact", "salvage"}, "=="),
+    ("daemon tools inspect ", FILES, ">="),
+    ("daemon tools salvage cert.pem ", FILES, ">="),
+    ("daemon tools compact --", {"--help", "--keep"}, "=="),
+    # tools is a command only as the first word, as the daemon dispatches it
+    ("daemon --modules app ", {"tools"}, "!"),
+    ("daemon --port 1 ", {"tools"}, "!"),
+    ("daemon --port 1 tools ", {"inspect"}, "!"),
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with files to complete: ready.json, cert.pem and certs/ca.pem."""
+    (tmp_path / "ready.json").write_text("{}")
+    (tmp_path / "cert.pem").write_text("")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("")
+    return tmp_path
+
+
+def write_script(
+    parser: argparse.ArgumentParser, shell_name: str, folder: Path, **commands: argparse.ArgumentParser
+) -> Path:
+    path = folder / f"{parser.prog}.{shell_name}"
+    path.write_text(completion_script(parser, shell_name, commands=commands))
+    return path
+
+
+@pytest.mark.parametrize("shell_name", SHELLS)
+def test_subcommands_flags_choices_and_files_complete(workdir: Path, shell_name: str) -> None:
+    check(shell_name, write_script(small_parser(), shell_name, workdir), "tool", SMALL_CASES, workdir)
+
+
+@pytest.mark.parametrize("shell_name", SHELLS)
+def test_a_command_dispatched_by_hand_completes_as_the_first_word(workdir: Path, shell_name: str) -> None:
+    script = write_script(daemon_parser(), shell_name, workdir, tools=tools_parser())
+    check(shell_name, script, "daemon", DAEMON_CASES, workdir)
+
+
+def test_bash_answers_only_the_part_after_an_equals_sign_or_a_colon(workdir: Path) -> None:
+    """bash replaces only the text after the word's last ``=`` or ``:``; the candidates must fit that."""
+    script = write_script(small_parser(), "bash", workdir)
+    assert bash_complete(script, "tool --level=h", workdir) == ["high"]
+    assert sorted(bash_complete(script, "tool --level=", workdir)) == ["high", "low"]
+    assert bash_complete(script, "tool --ready-file=certs/c", workdir) == ["certs/ca.pem"]
+    assert bash_complete(script, "tool --ready-file=cert.", workdir) == ["cert.pem"]
 
 
 def test_bash_readline_inserts_what_the_function_answers(workdir: Path) -> None:
@@ -351,12 +407,14 @@ def test_an_unknown_shell_is_refused() -> None:
         completion_script(small_parser(), "tcsh")
 
 
-def test_the_flag_prints_the_script_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    for name in SHELLS:
+@pytest.mark.parametrize("shell_name", SHELLS)
+def test_the_flag_prints_the_script_and_exits_zero(capsys: pytest.CaptureFixture[str], shell_name: str) -> None:
+    """What ``completion_script`` makes of the parser, with the commands the flag was given made into parsers."""
+    for make, commands in ((small_parser, {}), (daemon_parser, {"tools": tools_parser()})):
         with pytest.raises(SystemExit) as exc:
-            small_parser().parse_args(["--completion", name])
+            make().parse_args(["--completion", shell_name])
         assert exc.value.code == 0
-        assert capsys.readouterr().out == completion_script(small_parser(), name)
+        assert capsys.readouterr().out == completion_script(make(), shell_name, commands=commands)
 
 
 def test_the_flag_refuses_another_shell_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -371,24 +429,6 @@ def test_the_flag_reads_no_environment_variable() -> None:
     apply_env_defaults(parser, {"FASTWORKER_COMPLETION": "bash"})
     assert "FASTWORKER_COMPLETION" not in parser.format_help()
     assert not hasattr(parser.parse_args(["show", "x"]), "completion")
-
-
-def test_extra_commands_dispatched_by_hand_complete_like_subcommands(workdir: Path) -> None:
-    def tools() -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog="daemon tools", description="Offline tools (stopped daemon).")
-        actions = parser.add_subparsers(dest="action")
-        actions.add_parser("inspect", help="look").add_argument("path", metavar="PATH")
-        return parser
-
-    daemon = argparse.ArgumentParser(prog="daemon")
-    daemon.add_argument("--port", type=int)
-    script = workdir / "daemon.bash"
-    script.write_text(completion_script(daemon, "bash", commands={"tools": tools()}))
-    assert bash_complete(script, "daemon ", workdir) == ["tools"]
-    assert bash_complete(script, "daemon tools ", workdir) == ["inspect"]
-    assert {"ready.json", "cert.pem", "certs"} <= set(bash_complete(script, "daemon tools inspect ", workdir))
-    assert "tools" not in bash_complete(script, "daemon --port 1 ", workdir)  # only as the first word
-    assert "inspect" not in bash_complete(script, "daemon --port 1 tools ", workdir)
 
 
 # -------------------------------------------------------------------------------- the fastworker script
@@ -413,8 +453,7 @@ def fastworker_scripts(folder: Path) -> dict[str, Path]:
 PRIORITIES = {"critical", "high", "normal", "low"}
 COMMON = {"--control-plane", "--secret", "--secret-file", "--json", "--connect-timeout", "--log-level", "--log-format"}
 
-#: (line, candidates, how they must be offered: see check()), for every shell.
-FASTWORKER_CASES: list[tuple[str, set[str], str]] = [
+FASTWORKER_CASES: list[Case] = [
     ("fastworker ", set(cli.COMMANDS), "=="),
     ("fastworker su", {"submit"}, "=="),
     ("fastworker --json --control-plane tcp://127.0.0.1:5550 st", {"stats", "status"}, "=="),
@@ -423,14 +462,16 @@ FASTWORKER_CASES: list[tuple[str, set[str], str]] = [
     ("fastworker --log-format ", {"text", "json"}, "=="),
     ("fastworker stats --log-level ", {"DEBUG", "INFO", "WARNING", "ERROR"}, "=="),
     ("fastworker stats --", {"--help", *COMMON}, "=="),
+    ("fastworker workers --js", {"--json"}, "=="),
     (
         "fastworker list --state ",
         {"pending", "scheduled", "running", "retrying", "success", "failure", "cancelled"},
         "==",
     ),
     ("fastworker purge ", PRIORITIES, "=="),
-    ("fastworker --secret-file ", {"ready.json", "cert.pem", "certs"}, ">="),
-    ("fastworker status --secret-file ", {"ready.json", "cert.pem", "certs"}, ">="),
+    ("fastworker pause ", PRIORITIES, "=="),
+    ("fastworker --secret-file ", FILES, ">="),
+    ("fastworker status --secret-file ", FILES, ">="),
     ("fastworker --control-plane ", set(), "=="),
     ("fastworker --completion ", set(SHELLS), "=="),
 ]
@@ -441,24 +482,9 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return fastworker_scripts(tmp_path_factory.mktemp("fastworker-completion"))
 
 
-@pytest.mark.parametrize(("line", "expected", "mode"), FASTWORKER_CASES)
-def test_fastworker_in_bash(scripts: dict[str, Path], workdir: Path, line: str, expected: set[str], mode: str) -> None:
-    check(bash_complete(scripts["bash"], line, workdir), expected, mode, line)
-
-
-@pytest.mark.parametrize(("line", "expected", "mode"), FASTWORKER_CASES)
-def test_fastworker_in_fish(scripts: dict[str, Path], workdir: Path, line: str, expected: set[str], mode: str) -> None:
-    check(fish_complete(scripts["fish"], line, workdir), expected, mode, line)
-
-
-def test_fastworker_in_zsh(scripts: dict[str, Path], workdir: Path) -> None:
-    assert subprocess.run([shell("zsh"), "-n", str(scripts["zsh"])], capture_output=True, timeout=30).returncode == 0
-    zsh = Zsh(workdir, scripts["zsh"], "fastworker")
-    try:
-        for line, expected, mode in FASTWORKER_CASES:
-            check(zsh.complete(line), expected, mode, line)
-    finally:
-        zsh.close()
+@pytest.mark.parametrize("shell_name", SHELLS)
+def test_fastworker_completes(scripts: dict[str, Path], workdir: Path, shell_name: str) -> None:
+    check(shell_name, scripts[shell_name], "fastworker", FASTWORKER_CASES, workdir)
 
 
 def test_fastworker_completion_goes_before_the_command_and_refuses_other_shells() -> None:
