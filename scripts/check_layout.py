@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: For each distribution, the fastworker subpackages it may import (itself included).
@@ -50,29 +51,33 @@ def namespace_violations(root: Path) -> list[str]:
     return [f"{p.relative_to(root)}: breaks the PEP 420 namespace 'fastworker' (delete it)" for p in found]
 
 
-def _imported_fastworker_packages(tree: ast.AST) -> Iterator[tuple[int, str]]:
+@dataclass
+class _Module:
+    """What the checks need from one file, read in a single walk of its syntax tree."""
+
+    imports: list[tuple[int, str, str]] = field(default_factory=list)  # (line, dotted name, local name or "")
+    private_attributes: list[tuple[int, str, str]] = field(default_factory=list)  # (line, name, _attr)
+
+
+def _scan(tree: ast.AST) -> _Module:
+    found = _Module()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.imports += [(node.lineno, alias.name, alias.asname or "") for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-            if node.module == "fastworker":
-                names = [f"fastworker.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "fastworker" and len(parts) > 1:
-                yield node.lineno, parts[1]
+            found.imports += [
+                (node.lineno, f"{node.module}.{alias.name}", alias.asname or alias.name) for alias in node.names
+            ]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and _private(node.attr):
+            found.private_attributes.append((node.lineno, node.value.id, node.attr))
+    return found
 
 
-def layer_violations(root: Path) -> list[str]:
-    """Every import of a fastworker subpackage that its distribution may not depend on (src and tests)."""
-    problems: list[str] = []
+def _modules(root: Path, problems: list[str]) -> Iterator[tuple[str, Path, _Module]]:
+    """Every Python file of every distribution (src and tests), parsed once: (distribution, path, scan)."""
     for package_dir in sorted((root / "packages").glob("fastworker-*")):
         own = package_dir.name.removeprefix("fastworker-")
-        allowed = ALLOWED_IMPORTS.get(own)
-        if allowed is None:
+        if own not in ALLOWED_IMPORTS:
             problems.append(f"{package_dir.relative_to(root)}: unknown distribution; add it to ALLOWED_IMPORTS")
             continue
         for path in _python_files(package_dir):
@@ -81,13 +86,25 @@ def layer_violations(root: Path) -> list[str]:
             except SyntaxError as exc:
                 problems.append(f"{path.relative_to(root)}: cannot parse: {exc}")
                 continue
-            for lineno, target in _imported_fastworker_packages(tree):
-                if target not in allowed:
-                    problems.append(
-                        f"{path.relative_to(root)}:{lineno}: fastworker-{own} must not import fastworker.{target} "
-                        f"(allowed: {', '.join(sorted(allowed))})"
-                    )
-    return problems
+            yield own, path, _scan(tree)
+
+
+def _imported_fastworker_packages(module: _Module) -> Iterator[tuple[int, str]]:
+    for lineno, dotted, _ in module.imports:
+        parts = dotted.split(".")
+        if parts[0] == "fastworker" and len(parts) > 1:
+            yield lineno, parts[1]
+
+
+def _layer_violations(root: Path, own: str, path: Path, module: _Module) -> Iterator[str]:
+    """Imports of a fastworker subpackage that the file's distribution may not depend on."""
+    allowed = ALLOWED_IMPORTS[own]
+    for lineno, target in _imported_fastworker_packages(module):
+        if target not in allowed:
+            yield (
+                f"{path.relative_to(root)}:{lineno}: fastworker-{own} must not import fastworker.{target} "
+                f"(allowed: {', '.join(sorted(allowed))})"
+            )
 
 
 def _private(name: str) -> bool:
@@ -95,62 +112,58 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def _foreign_private_uses(tree: ast.AST, own: str) -> Iterator[tuple[int, str]]:
-    """Private names of other fastworker distributions this module uses: (line, dotted name)."""
+def _foreign_private_uses(module: _Module, own: str) -> Iterator[tuple[int, str]]:
+    """Private names of other fastworker distributions this module uses: (line, dotted name).
+
+    ``import a.b`` binds no local name this check follows (``a`` is not foreign); ``import a.b as c``
+    and ``from a import b`` bind ``c`` and ``b``.
+    """
     bound: dict[str, str] = {}  # local name -> the foreign dotted name it stands for
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            targets = [(alias.name, alias.asname or "") for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            targets = [(f"{node.module}.{alias.name}", alias.asname or alias.name) for alias in node.names]
-        else:
+    for lineno, dotted, local in module.imports:
+        parts = dotted.split(".")
+        if parts[0] != "fastworker" or len(parts) < 2 or parts[1] == own:
             continue
-        for dotted, local in targets:
-            parts = dotted.split(".")
-            if parts[0] != "fastworker" or len(parts) < 2 or parts[1] == own:
-                continue
-            if local:
-                bound[local] = dotted
-            if dotted in SHARED_INTERNALS:
-                continue
-            for depth in range(3, len(parts) + 1):
-                if _private(parts[depth - 1]) and ".".join(parts[:depth]) not in SHARED_INTERNALS:
-                    yield node.lineno, dotted
-                    break
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and _private(node.attr):
-            imported = bound.get(node.value.id)
-            if imported is not None:
-                yield node.lineno, f"{imported}.{node.attr}"
+        if local:
+            bound[local] = dotted
+        if dotted in SHARED_INTERNALS:
+            continue
+        for depth in range(3, len(parts) + 1):
+            if _private(parts[depth - 1]) and ".".join(parts[:depth]) not in SHARED_INTERNALS:
+                yield lineno, dotted
+                break
+    for lineno, name, attr in module.private_attributes:
+        imported = bound.get(name)
+        if imported is not None:
+            yield lineno, f"{imported}.{attr}"
 
 
-def private_violations(root: Path) -> list[str]:
-    """Every use of another distribution's private name outside ``SHARED_INTERNALS`` (src and tests)."""
-    problems: list[str] = []
+def _shared_internals_exist(root: Path) -> Iterator[str]:
     for module in SHARED_INTERNALS:
         parts = module.split(".")
         source = root / "packages" / f"fastworker-{parts[1]}" / "src" / Path(*parts)
         if not (source.with_suffix(".py").is_file() or (source / "__init__.py").is_file()):
-            problems.append(f"scripts/check_layout.py: SHARED_INTERNALS names {module}, which does not exist")
-    for package_dir in sorted((root / "packages").glob("fastworker-*")):
-        own = package_dir.name.removeprefix("fastworker-")
-        for path in _python_files(package_dir):
-            try:
-                tree = ast.parse(path.read_text(), filename=str(path))
-            except SyntaxError:
-                continue  # reported by layer_violations
-            for lineno, name in _foreign_private_uses(tree, own):
-                problems.append(
-                    f"{path.relative_to(root)}:{lineno}: fastworker-{own} uses the private name {name} "
-                    "(make it public, or move it to a module in SHARED_INTERNALS)"
-                )
-    return problems
+            yield f"scripts/check_layout.py: SHARED_INTERNALS names {module}, which does not exist"
+
+
+def import_violations(root: Path) -> list[str]:
+    """Imports against the layers, then uses of another distribution's private names (src and tests)."""
+    problems: list[str] = []
+    layers: list[str] = []
+    privates: list[str] = list(_shared_internals_exist(root))
+    for own, path, module in _modules(root, problems):
+        layers += _layer_violations(root, own, path, module)
+        privates += (
+            f"{path.relative_to(root)}:{lineno}: fastworker-{own} uses the private name {name} "
+            "(make it public, or move it to a module in SHARED_INTERNALS)"
+            for lineno, name in _foreign_private_uses(module, own)
+        )
+    return problems + layers + privates
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
-    problems = namespace_violations(root) + layer_violations(root) + private_violations(root)
+    problems = namespace_violations(root) + import_violations(root)
     for line in problems:
         print(line)
     if not problems:
