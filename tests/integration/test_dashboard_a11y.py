@@ -234,6 +234,20 @@ def test_axe_finds_no_serious_or_critical_violation(
     assert not blocking, f"axe on {pages[page_id]} ({scheme}):\n" + "\n".join(map(_describe, blocking))
 
 
+def _until(page: Page, expression: str) -> None:
+    """Poll ``expression`` from here until it is true (bounded).
+
+    Not ``page.wait_for_function``: once its first check fails it polls with a function the page
+    compiles from a string, which this CSP (no 'unsafe-eval') refuses. ``page.evaluate`` runs
+    through the DevTools protocol, which the page's CSP does not govern.
+    """
+    deadline = time.monotonic() + WAIT
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            pytest.fail(f"never true within {WAIT:g} s: {expression}")
+        page.wait_for_timeout(50)
+
+
 @pytest.mark.parametrize("page_id", PAGE_IDS)
 def test_the_csp_allows_nothing_inline_and_no_page_violates_it(
     chromium: Browser, dashboard_url: str, pages: dict[str, str], page_id: str
@@ -251,15 +265,16 @@ def test_the_csp_allows_nothing_inline_and_no_page_violates_it(
         assert "style-src 'self';" in policy and "script-src 'self';" in policy, policy
         if page.locator("body").get_attribute("data-stream"):
             # Live pages: the stream's first message redraws every panel; those fragments must comply too.
-            page.wait_for_function(
-                "[...document.querySelectorAll('[id^=\"panel-\"]')].every((panel) => window.fwPanels.has(panel.id))"
+            _until(
+                page,
+                "[...document.querySelectorAll('[id^=\"panel-\"]')].every((panel) => window.fwPanels.has(panel.id))",
             )
         # A probe that must be refused proves the listener works; violations are reported in order,
         # so once the probe's has arrived, any the page caused before it has too.
         page.evaluate(
             "document.body.insertAdjacentHTML('beforeend', '<i id=\"fw-csp-probe\" style=\"color: red\"></i>')"
         )
-        page.wait_for_function("window.fwCspViolations.some((v) => v.target === 'fw-csp-probe')")
+        _until(page, "window.fwCspViolations.some((v) => v.target === 'fw-csp-probe')")
         violations = [v for v in page.evaluate("window.fwCspViolations") if v["target"] != "fw-csp-probe"]
     finally:
         context.close()
