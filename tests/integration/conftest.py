@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from fastworker.client import Client, TaskInfo, TaskState
 from fastworker.controlplane import testing
@@ -26,6 +26,9 @@ TESTS_DIR = Path(__file__).resolve().parent
 TASK_MODULES = ("fwtests_tasks",)
 #: Debian's chromium, which Playwright drives (it never downloads a browser of its own).
 CHROMIUM = Path("/usr/bin/chromium")
+#: Playwright's assertions wait 5 s by default; a 2-core machine running two suites needs the
+#: browser tests' own bound.
+expect.set_options(timeout=15_000)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

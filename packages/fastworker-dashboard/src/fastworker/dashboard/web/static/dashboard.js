@@ -25,11 +25,45 @@
     if (label) { label.textContent = LABELS[state] || state; }
   }
 
+  // A panel is never redrawn under a pressed pointer: replacing its button between the press and the
+  // release would lose the click. Its latest fragment waits until the click has fired. A fragment
+  // equal to the one drawn last is not drawn again (no churn under the reader's cursor).
+  var drawn = {};
+  var held = {};
+  var pressedPanel = null;
+
+  function panelOf(node) {
+    for (; node && node !== document; node = node.parentNode) {
+      if (node.id && node.id.indexOf("panel-") === 0) { return node; }
+    }
+    return null;
+  }
+
+  function draw(id, html) {
+    var element = document.getElementById(id);
+    if (!element || drawn[id] === html) { return; }
+    if (element === pressedPanel) { held[id] = html; return; }
+    element.innerHTML = html;
+    drawn[id] = html;
+  }
+
+  function release() {
+    pressedPanel = null;
+    window.setTimeout(function () {  // a task after the release: the click it leads to has fired
+      var pending = held;
+      held = {};
+      Object.keys(pending).forEach(function (id) { draw(id, pending[id]); });
+    }, 0);
+  }
+
+  document.addEventListener("pointerdown", function (event) { pressedPanel = panelOf(event.target); }, true);
+  document.addEventListener("pointerup", release, true);
+  document.addEventListener("pointercancel", release, true);
+
   function applyPanel(event) {
     var message;
     try { message = JSON.parse(event.data); } catch (e) { return; }
-    var element = document.getElementById(message.id);
-    if (element) { element.innerHTML = message.html; }
+    draw(message.id, message.html);
     setState("live");
   }
 
