@@ -239,6 +239,14 @@ def one_worker_cluster() -> OneWorkerCluster:
 
 
 @pytest.fixture(scope="module")
+def dashboard_url(cluster: tuple[RunningControlPlane, RunningWorker]) -> str:
+    """The web dashboard of the requesting module's ``cluster`` (a control plane started with ``dashboard=True``)."""
+    url = cluster[0].dashboard
+    assert url is not None
+    return url
+
+
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Debian's chromium under Playwright's sync API, one per test module."""
     if not CHROMIUM.exists():

@@ -109,13 +109,6 @@ def cluster(
         yield pair
 
 
-@pytest.fixture(scope="module")
-def dashboard_url(cluster: tuple[RunningControlPlane, RunningWorker]) -> str:
-    url = cluster[0].dashboard
-    assert url is not None
-    return url
-
-
 def _wait_for_state(client: SyncClient, task_id: str, state: TaskState) -> None:
     deadline = time.monotonic() + WAIT
     info = client.status(task_id)

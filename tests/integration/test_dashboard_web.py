@@ -41,13 +41,6 @@ def cluster(
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(cluster: tuple[RunningControlPlane, RunningWorker]) -> str:
-    url = cluster[0].dashboard
-    assert url is not None
-    return url
-
-
-@pytest.fixture(scope="module")
 def client(cluster: tuple[RunningControlPlane, RunningWorker]) -> Iterator[SyncClient]:
     with SyncClient(cluster[0].discovery) as sync_client:
         yield sync_client
