@@ -187,11 +187,15 @@ async def test_a_worker_claiming_absurd_capacity_holds_at_most_the_cap_and_the_h
             while sum(completions(done).values()) < 400 - len(held) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             hoarder_info = next(w for w in await client.workers() if w["worker_id"] == "hoarder")
+            # Counted while the hoarder still holds its tasks: once it hangs up they are re-queued
+            # and the honest worker runs them too.
+            completed_while_held = sum(completions(done).values())
     finally:
         stop.set()
         await asyncio.wait_for(hoarder, 10)
 
     assert hoarder_info["capacity"] == 16
     assert len(set(held)) <= 16, f"the hoarder was handed {len(set(held))} tasks"
-    assert sum(completions(done).values()) == 400 - len(set(held)) >= 384
-    assert len(ids) == 400
+    assert completed_while_held == 400 - len(set(held)) >= 384
+    async with Client(control_plane.discovery) as client:  # the hoarder hung up: what it held runs elsewhere
+        assert_each_completed_once(await final_infos(client, ids), completions(done))
