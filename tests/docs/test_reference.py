@@ -38,6 +38,7 @@ import pytest
 
 from fastworker.client import Client, TaskState, envflags, task
 from fastworker.client import cli as client_cli
+from fastworker.client.cpus import available_cpus
 from fastworker.controlplane import cli as controlplane_cli
 from fastworker.dashboard.tui import cli as top_cli
 from fastworker.dashboard.web import cli as dashboard_cli
@@ -264,7 +265,7 @@ def default_is_documented(action: argparse.Action, cell: str) -> bool:
         shown.add(f"{value:g}")
     if isinstance(value, int):
         shown.add(f"{value:,}")
-        if value == os.cpu_count() and "CPU core" in cell:
+        if value == available_cpus() and "usable CPU" in cell:
             return True  # a default computed from this machine
     return any(f"`{text}`" in cell for text in shown)
 

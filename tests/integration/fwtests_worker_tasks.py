@@ -1,11 +1,12 @@
 """Tasks for the subworker tests, loaded by the workers only (``--task-modules fwtests_worker_tasks``).
 
 The control plane in these tests runs with ``--local-concurrency 0`` and without this module, so
-every task here runs on a subworker. Sync tasks run in the worker's child processes; each task
-tells which worker ran it through ``FWTESTS_WORKER_ID``, which the test fixture sets to the
-worker's ``--worker-id`` (children inherit the worker's environment). Tasks that must detect a
-second execution write files: an append-only log per process, or a marker created with
-``O_EXCL`` (a second completion raises ``FileExistsError`` and fails that attempt).
+every task here runs on a subworker. Sync tasks run in the worker's child processes (or, with
+``--pool threads``, on threads of the worker process); each task tells which worker ran it
+through ``FWTESTS_WORKER_ID``, which the test fixture sets to the worker's ``--worker-id``
+(children inherit the worker's environment). Tasks that must detect a second execution write
+files: an append-only log per process, or a marker created with ``O_EXCL`` (a second completion
+raises ``FileExistsError`` and fails that attempt).
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def _create_once(path: Path, text: str) -> None:
 def whoami() -> str:
     """The id of the worker that ran it."""
     return worker_id()
+
+
+@task(name="fwtests_worker.pid")
+def pid(seconds: float = 0.0) -> int:
+    """Sleep, then return the pid of the process that ran it."""
+    time.sleep(seconds)
+    return os.getpid()
 
 
 @task(name="fwtests_worker.record")

@@ -139,3 +139,13 @@ def test_a_worker_with_a_wrong_secret_never_joins_and_says_why(start_cp_for_work
             assert client.workers() == []
     finally:
         stop_process(process)
+
+
+def test_listening_beyond_loopback_without_a_secret_is_warned_about_and_with_one_it_is_not(
+    start_cp_for_workers: Any,
+) -> None:
+    exposed = start_cp_for_workers("--client-address", "tcp://0.0.0.0:0")
+    secured = start_cp_for_workers("--client-address", "tcp://0.0.0.0:0", "--secret", SECRET)
+    warning = "with no --secret: anyone who reaches these ports can submit tasks"
+    assert warning in exposed.log() and "listening beyond loopback (tcp://0.0.0.0:" in exposed.log()
+    assert warning not in secured.log()

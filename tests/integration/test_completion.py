@@ -83,6 +83,7 @@ OFFERS: dict[str, list[tuple[str, set[str], str]]] = {
     "fastworker-worker": [
         ("fastworker-worker --", {"--task-modules", "--concurrency", "--ready-file", "--completion"}, ">="),
         ("fastworker-worker --ready-file ", FILES, "=="),
+        ("fastworker-worker --pool ", {"processes", "threads"}, "=="),
         ("fastworker-worker --tls-key ", FILES, "=="),
         ("fastworker-worker --log-level ", LEVELS, "=="),
         ("fastworker-worker --worker-id ", set(), "=="),

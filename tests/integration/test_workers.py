@@ -1,8 +1,8 @@
 """Subworkers: dispatch across a fleet, loss and recovery, drain, crashes and limits, routing by task name.
 
-Every test runs a control plane that executes nothing itself (``--local-concurrency 0``, no task
-modules) and real ``fastworker-worker`` processes that load ``fwtests_worker_tasks`` (see the
-``start_cp_for_workers`` and ``start_worker`` fixtures). Tasks report the worker that ran them;
+Every test but the usage check runs a control plane that executes nothing itself
+(``--local-concurrency 0``, no task modules) and real ``fastworker-worker`` processes that load
+``fwtests_worker_tasks`` (see the ``start_cp_for_workers`` and ``start_worker`` fixtures). Tasks report the worker that ran them;
 those that must prove "exactly once" leave files behind (see the task module).
 """
 
@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -391,3 +394,67 @@ async def test_a_worker_that_stops_heartbeating_is_dropped_its_task_rerun_elsewh
     assert executions == {frozen.worker_id: 2, other.worker_id: 2}
     assert frozen.process.poll() is None
     assert await client.submit("fwtests_worker.whoami", timeout=10) in {frozen.worker_id, other.worker_id}
+
+
+async def test_pool_threads_runs_sync_tasks_in_the_worker_process_and_pool_processes_in_a_child(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    workers = await asyncio.gather(
+        asyncio.to_thread(start_worker, control_plane, "threads", "--pool", "threads", concurrency=1),
+        asyncio.to_thread(start_worker, control_plane, "processes", "--pool", "processes", concurrency=1),
+    )
+    client = make_client(control_plane)
+    pid_of = {worker.worker_id: worker.pid for worker in workers}
+
+    # Each worker runs one task at a time: the control plane gives the four to both of them.
+    ids = await client.delay_many([("fwtests_worker.pid", (0.3,))] * 4)
+    infos = await client.wait_many(ids, timeout=20)
+
+    assert [info.state for info in infos] == [TaskState.SUCCESS] * 4
+    ran: dict[str, set[int]] = {}
+    for info in infos:
+        ran.setdefault(info.worker, set()).add(info.result)
+    assert set(ran) == {"threads", "processes"}, ran
+    assert ran["threads"] == {pid_of["threads"]}
+    assert not ran["processes"] & set(pid_of.values())  # a child process of the worker
+
+
+def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(__file__).parent), env.get("PYTHONPATH"))))
+    worker = [sys.executable, "-m", "fastworker.worker", "--task-modules", "fwtests_worker_tasks"]
+
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*worker, *args], env={**env, **extra_env}, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    def error(done: subprocess.CompletedProcess[str]) -> str:
+        assert done.returncode == 2, done.stderr
+        return done.stderr.splitlines()[-1]  # after the usage text
+
+    assert error(run("--pool", "threads", "--max-tasks-per-child", "5")) == (
+        "fastworker-worker: error: --pool threads takes no --max-tasks-per-child: threads are never replaced "
+        "(these apply to --pool processes)"
+    )
+    by_env = error(run("--max-child-rss", "100", "--max-tasks-per-child", "5", FASTWORKER_POOL="threads"))
+    assert "--pool threads takes no --max-tasks-per-child or --max-child-rss" in by_env
+    assert "fibers" in error(run("--pool", "fibers"))
+
+
+async def test_a_thread_stuck_past_its_hard_limit_takes_no_new_task_and_another_worker_runs_them(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    start_worker(control_plane, "stuck", "--pool", "threads", concurrency=1)
+    client = make_client(control_plane)
+    # Its only thread sleeps 30 s in C, past the task's 1 s hard limit: the task fails, the thread stays.
+    hung = await client.wait_many([await client.delay("fwtests_worker.hang")], timeout=20)
+    assert hung[0].state == TaskState.FAILURE and hung[0].error.type == "TimeLimitExceeded"
+    await asyncio.to_thread(start_worker, control_plane, "free", concurrency=1)
+
+    ids = await client.delay_many([("fwtests_worker.pid", (0.0,))] * 3)
+    infos = await client.wait_many(ids, timeout=20)  # well before the stuck thread comes back
+
+    assert [(info.state, info.worker) for info in infos] == [(TaskState.SUCCESS, "free")] * 3

@@ -7,6 +7,7 @@ in-process tasks. Blocking tasks wait on gates that the harness releases in tear
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from fastworker.controlplane.local import SlotRuns
 from fastworker.controlplane.records import CANCELLED, FAILURE, LOCAL_WORKER_ID, PENDING, RUNNING, SCHEDULED, SUCCESS
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.payload import decode_value
-from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1 import client_pb2, error_pb2, task_pb2
 
 BOUND = 10.0
 
@@ -883,3 +884,33 @@ async def test_throughput_is_tasks_finished_per_second_over_the_last_minute(harn
     # And tasks older than a minute no longer count
     now[0] = 1100.0
     assert coordinator.history.throughput(coordinator.clock()) == 0.0
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+async def test_a_queued_task_costs_under_750_bytes_so_100000_fit_in_the_memory_budget(harness: Any) -> None:
+    # Given 50,000 trivial tasks as the control plane receives them: parsed from batch frames
+    harness.task(lambda x, y: x + y, name="app.add")
+    coordinator = harness.coordinator(local_concurrency=0)
+    count = 50_000
+    frames = [
+        client_pb2.SubmitBatchRequest(
+            tasks=[harness.spec("app.add", i, i) for i in range(start, start + 1000)]
+        ).SerializeToString()
+        for start in range(0, count, 1000)
+    ]
+    gc.collect()
+    before = _rss_bytes()  # resident memory, not tracemalloc: protobuf's arenas are not traced
+    # When they are queued with no one to run them
+    for frame in frames:
+        outcomes = coordinator.submit_many(client_pb2.SubmitBatchRequest.FromString(frame).tasks)
+        assert not any(isinstance(outcome, RequestRefused) for outcome in outcomes)
+    del outcomes
+    gc.collect()
+    per_task = (_rss_bytes() - before) / count
+    # Then each holds its record and encoded spec, not a parsed spec and its batch (about 980 bytes before)
+    assert len(coordinator.queue) == count
+    assert per_task < 750, f"{per_task:.0f} bytes per queued task"

@@ -293,3 +293,42 @@ def test_the_newest_record_stays_even_when_it_alone_is_over_the_byte_bound() -> 
     cache.add(with_result("small", 10), now=0.0)
     cache.add(with_result("huge", 50_000), now=0.0)
     assert ids(cache) == ["huge"]
+
+
+# ------------------------------------------------------------------------------ the spec kept encoded
+
+
+def test_a_compacted_record_gives_back_the_same_spec_and_its_encoding_unchanged() -> None:
+    spec = task_pb2.TaskSpec(task_id="t1", name="app.add", arguments=encode_arguments((1, 2), {}), expires=9.0)
+    record = TaskRecord(spec, task_pb2.PRIORITY_NORMAL, 0.0)
+    record.compact()
+    assert record.encoded_spec() == spec.SerializeToString()
+    assert record.spec == spec and record.expires == 9.0 and record.name == "app.add"
+
+
+def test_a_change_made_through_edit_spec_survives_compaction_and_reaches_the_encoding() -> None:
+    record = TaskRecord(task_pb2.TaskSpec(task_id="t1", name="t"), task_pb2.PRIORITY_NORMAL, 0.0)
+    record.compact()
+    record.edit_spec().arguments.CopyFrom(encode_arguments((41,), {}))
+    record.edit_spec().workflow_id = "wf"
+    record.compact()
+    assert task_pb2.TaskSpec.FromString(record.encoded_spec()).workflow_id == "wf"
+    assert record.spec.arguments == encode_arguments((41,), {})
+    info = task_pb2.TaskInfo()
+    record.fill_info(info, with_arguments=True)
+    assert info.workflow_id == "wf" and info.arguments == encode_arguments((41,), {})
+
+
+def test_a_record_made_from_an_encoding_keeps_it_and_parses_only_when_read() -> None:
+    spec = task_pb2.TaskSpec(task_id="t1", name="t", dependencies=task_pb2.Dependencies(task_ids=["a"]))
+    encoded = spec.SerializeToString()
+    record = TaskRecord(spec, task_pb2.PRIORITY_NORMAL, 0.0, encoded=encoded)
+    assert record.encoded_spec() is encoded
+    info = task_pb2.TaskInfo()
+    record.fill_info(info)
+    assert list(info.dependencies.task_ids) == ["a"]
+
+
+def test_records_share_their_task_name_string() -> None:
+    a, b = (TaskRecord(task_pb2.TaskSpec(task_id=i, name="app.add"), 0, 0.0) for i in ("1", "2"))
+    assert a.name is b.name

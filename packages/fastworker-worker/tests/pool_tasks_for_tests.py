@@ -1,4 +1,4 @@
-"""Tasks that test_pool.py runs in ProcessPool children (imported there through ``sys_path``)."""
+"""Tasks that test_pool.py runs in ProcessPool children (imported there through ``sys_path``), and test_threads.py on threads."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.task import task
 from fastworker.worker.child import read_rss
 
@@ -110,3 +111,30 @@ def progress_then_sleep(seconds: float) -> str:
     report_progress(1, 2, "sleeping")
     time.sleep(seconds)
     return "slept"
+
+
+@task(name="pool.spin")
+def spin(seconds: float, marker: str = "") -> int:
+    """Loop in pure Python (an exception raised in its thread lands at once); write what stopped it to ``marker``."""
+    deadline = time.monotonic() + seconds
+    loops = 0
+    try:
+        while time.monotonic() < deadline:
+            loops += 1
+    except BaseException as exc:
+        if marker:
+            Path(marker).write_text(type(exc).__name__)
+        raise
+    return loops
+
+
+@task(name="pool.soft_cleanup")
+def soft_cleanup(seconds: float) -> str:
+    """Loop in pure Python; on its soft time limit, clean up and return."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            pass
+    except SoftTimeLimitExceeded as exc:
+        return f"cleaned up after {type(exc).__name__}"
+    return "finished"

@@ -87,7 +87,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--local-concurrency",
         type=int,
         default=None,
-        help="tasks run in this process at once (default: CPU cores; 0 = only subworkers)",
+        help="tasks run in this process at once (default: the CPUs it may use, container limits included; 0 = only subworkers)",
     )
     p.add_argument("--result-cache-size", type=int, default=10_000, help="finished tasks remembered (LRU)")
     p.add_argument(

@@ -430,6 +430,8 @@ class Coordinator:
             except ValueError as exc:
                 logger.warning("ignoring the journaled limits of task %r: %s", name, exc)
         self.refresh_limits()
+        for record in recovered.records:
+            record.compact()  # read above; kept encoded from here on
         with self.lock:
             self.queue.paused.update(recovered.paused)
             for record in queued:
@@ -524,7 +526,7 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
         now = self.clock()
         record = TaskRecord(spec, priority, now)
-        self.active[task_id] = record
+        self.active[record.task_id] = record  # the record's own string: one copy of the id per task
         self.active_by_name[spec.name] += 1
         self.counters.submitted += 1
         self.metrics.submitted(spec.name)
@@ -538,6 +540,7 @@ class Coordinator:
             self._hold(record, spec.eta)
         if self.journal is not None:
             self.journal.accepted(record)
+        record.compact()  # waiting tasks keep their spec encoded: a parsed one costs 4x the memory
         return record, False
 
     # ------------------------------------------------------------------------------------ unique tasks
@@ -665,7 +668,7 @@ class Coordinator:
         return LocalRun(record, task, self.policy_for(record))  # outside the lock: slots contend for it
 
     def _expired(self, record: TaskRecord) -> bool:
-        expires = record.spec.expires
+        expires = record.expires
         return bool(expires) and self.clock() > expires
 
     def expire(self, record: TaskRecord) -> None:
@@ -774,6 +777,7 @@ class Coordinator:
             if self.active_by_name[record.name] <= 0:
                 del self.active_by_name[record.name]
         self.cache.add(record, now)
+        record.compact()
         self.events.publish_task(record)
         if self.graph.dependants:
             self._settle_dependants(record)
@@ -847,7 +851,7 @@ class Coordinator:
         """Every dependency of a waiting task is final: queue it with their results applied, or fail it."""
         if record.is_final or record.state != SCHEDULED:
             return
-        spec = record.spec
+        spec = record.edit_spec()  # the dependencies' results may be passed into its arguments
         graph = self.graph
         ids, given = spec.dependencies.task_ids, spec.dependencies.input
         dependencies = [graph.kept(task_id) or self._known(task_id) for task_id in ids]

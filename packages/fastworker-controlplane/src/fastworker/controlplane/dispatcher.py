@@ -390,13 +390,14 @@ class Dispatcher:
         coordinator = self.coordinator
         own_limits = worker.run_limits
         for record in records:
-            record.spec.attempt = record.attempts
-            tasks.append(record.spec)
+            wire = tasks.add()
+            wire.MergeFromString(record.encoded_spec())  # cheaper than copying a parsed spec
+            wire.attempt = record.attempts
             # The worker enforces the control plane's rule, not its own copy of the definition: the
             # resolved limits go with the task unless the worker's definition gives the same ones
             # (then it resolves the spec's own values on top of it exactly as the control plane does).
             if own_limits.get(record.name) != coordinator.defined_policy(record.name).run_limits:
-                coordinator.policy_for(record).write_limits(tasks[-1])
+                coordinator.policy_for(record).write_limits(wire)
             if record.held:
                 envelope.dispatch.prefetched_task_ids.append(record.task_id)
         envelope.dispatch.SetInParent()
@@ -437,7 +438,7 @@ class Dispatcher:
                     record = coordinator.queue.pop(accept=lambda r, names=names: r.name in names)  # type: ignore[misc]
                 if record is None:
                     break
-                if record.spec.expires and now > record.spec.expires:
+                if record.expires and now > record.expires:
                     record.state = CANCELLED
                     expired.append(record)
                     continue

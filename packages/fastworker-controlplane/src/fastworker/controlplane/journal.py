@@ -727,7 +727,7 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
         rest = {task_id: task for task_id, task in state.tasks.items() if task_id not in front}
         state.tasks = front | rest
     for task in state.tasks.values():
-        record = TaskRecord(specs[task.task_id], task.priority, task.queued_at)
+        record = TaskRecord(specs[task.task_id], task.priority, task.queued_at, encoded=task.spec)
         record.state = task.state
         record.attempts = task.attempts
         record.worker = task.worker
@@ -900,7 +900,7 @@ class Journal:
             (
                 ACCEPT,
                 record.task_id,
-                record.spec.SerializeToString(),
+                record.encoded_spec(),
                 record.priority,
                 record.queued_at,
                 record.state,
@@ -940,7 +940,7 @@ class Journal:
 
     def retried(self, record: TaskRecord) -> None:
         """A finished task is queued again under its id (written whole: the journal may have dropped it)."""
-        task = JournalTask(record.task_id, record.spec.SerializeToString(), record.priority, record.queued_at)
+        task = JournalTask(record.task_id, record.encoded_spec(), record.priority, record.queued_at)
         task.attempts = record.attempts
         self._append(task.as_record())
 

@@ -188,6 +188,15 @@ class ControlPlane:
         if not s.no_metrics:
             self._start_metrics(loop)
         await self._start_dashboard(discovery_address)
+        exposed = [
+            url for url in (discovery_address, client_address, dispatch_address) if not parse_address(url).is_loopback()
+        ]
+        if exposed and not s.secret:
+            logger.warning(
+                "listening beyond loopback (%s) with no --secret: anyone who reaches these ports can submit "
+                "tasks, read results and act as a subworker; set --secret (and TLS) or bind to loopback",
+                ", ".join(exposed),
+            )
         if s.ready_file:
             write_ready_file(s.ready_file, self.addresses)
         logger.info(
@@ -217,19 +226,22 @@ class ControlPlane:
         logger.info("metrics on %s/metrics, health on %s/healthz", self._metrics.url, self._metrics.url)
 
     async def _start_dashboard(self, discovery_address: str) -> None:
-        """Serve the web dashboard in this process when ``fastworker-dashboard`` is installed.
+        """Serve the web dashboard from this process when ``fastworker-dashboard`` is installed.
 
-        It runs in a thread of its own with its own event loop and reads this control plane through
-        a client like any remote dashboard does, so a slow page never stalls dispatch. Imported by
-        name: the dashboard depends on the client, not the other way round, and stays optional.
+        Its port is bound now and its web stack loaded when the first browser connects
+        (``fastworker.dashboard.web.lazy``): most control planes never show the page, and the stack
+        costs ~23 MiB. It runs in threads of its own and reads this control plane through a client
+        like any remote dashboard does, so a slow page never stalls dispatch. Imported by name: the
+        dashboard depends on the client, not the other way round, and stays optional.
         """
         s = self.settings
         if s.no_dashboard:
             return
         try:
-            web_app = importlib.import_module("fastworker.dashboard.web.app")
-            web_server = importlib.import_module("fastworker.dashboard.web.server")
+            lazy = importlib.import_module("fastworker.dashboard.web.lazy")
+            listen = importlib.import_module("fastworker.dashboard.web.listen")
             exposure = importlib.import_module("fastworker.dashboard.web.exposure")
+            hosts = importlib.import_module("fastworker.dashboard.web.hosts")
         except ImportError:
             logger.info("fastworker-dashboard is not installed: serving no web dashboard")
             return
@@ -238,17 +250,22 @@ class ControlPlane:
             discovery_address = address.with_host("127.0.0.1").url
         password = s.dashboard_password or s.secret
         try:
-            host, port = web_server.parse_address(s.dashboard_address)
+            host, port = listen.parse_address(s.dashboard_address)
+            hosts.HostAllowList(
+                bind_host=host, extra=tuple(s.dashboard_hosts)
+            )  # a bad name fails the start, not the first page
         except ValueError as exc:
             logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
             return
         # Raises UnprotectedDashboard (start fails, the process exits 1): no password past loopback.
         exposed = exposure.refuse_unprotected(host, port, protected=bool(password), insecure=s.dashboard_insecure)
-        try:
-            # Under TLS its client dials this very process over loopback: no peer to verify, and
-            # with mutual TLS it presents this control plane's own certificate.
-            own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
-            app = web_app.create_app(
+        # Under TLS its client dials this very process over loopback: no peer to verify, and
+        # with mutual TLS it presents this control plane's own certificate.
+        own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
+
+        def make_app() -> Any:
+            web_app = importlib.import_module("fastworker.dashboard.web.app")
+            return web_app.create_app(
                 control_plane=discovery_address,
                 secret=s.secret,
                 read_only=s.dashboard_read_only,
@@ -257,9 +274,10 @@ class ControlPlane:
                 hosts=s.dashboard_hosts,
                 bind_host=host,
             )
-            # In a thread: the app's client connects through this loop's discovery announcements.
-            self._dashboard = await asyncio.to_thread(web_server.start_in_thread, app, host, port)
-        except (OSError, ValueError, RuntimeError) as exc:
+
+        try:
+            self._dashboard = lazy.LazyDashboard(make_app, host, port)
+        except OSError as exc:
             logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
             return
         self.addresses["dashboard"] = self._dashboard.url

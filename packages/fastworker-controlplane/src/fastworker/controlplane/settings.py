@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
+from fastworker.client.cpus import available_cpus
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_http_address
 
@@ -43,7 +43,7 @@ class ControlPlaneSettings:
     tls_key: str | None = None
     tls_ca: str | None = None
     advertise_host: str | None = None
-    local_concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    local_concurrency: int = field(default_factory=available_cpus)
     result_cache_size: int = 10_000
     #: Bound on the memory of the result cache, in MiB (estimated from payload sizes).
     result_cache_mb: int = 512

@@ -9,13 +9,14 @@ import sys
 from collections.abc import Sequence
 
 from fastworker.client.completion import add_completion_flag
+from fastworker.client.cpus import available_cpus
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging, set_process_log_fields
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
-from fastworker.worker.runtime import Worker, WorkerSettings, default_worker_id
+from fastworker.worker.runtime import POOLS, Worker, WorkerSettings, default_worker_id
 from fastworker.worker.version import __version__
 
 #: Exit codes.
@@ -44,7 +45,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--control-plane", default="tcp://127.0.0.1:5550", help="the control plane's discovery address")
     p.add_argument(
-        "--concurrency", type=int, default=os.cpu_count() or 1, help="tasks run at once (default: CPU cores)"
+        "--concurrency",
+        type=int,
+        default=available_cpus(),
+        help="tasks run at once (default: the CPUs it may use, container limits included)",
     )
     p.add_argument(
         "--prefetch",
@@ -55,6 +59,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--worker-id", default=None, help="unique id in the fleet (default: HOST-PID)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish running tasks on SIGTERM")
+    p.add_argument(
+        "--pool",
+        choices=POOLS,
+        default="processes",
+        help="where sync tasks run: child processes (a crash or hard time limit costs one child) or threads of "
+        "this process (cheaper; a hard time limit or cancel interrupts the thread but cannot kill it)",
+    )
     p.add_argument(
         "--max-tasks-per-child", type=int, default=0, help="replace a child process after N tasks (0: never)"
     )
@@ -91,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefetch=args.prefetch if args.prefetch is not None else 4 * args.concurrency,
             worker_id=args.worker_id or default_worker_id(),
             drain_timeout=args.drain_timeout,
+            pool=args.pool,
             max_tasks_per_child=args.max_tasks_per_child,
             max_child_rss=args.max_child_rss * 1024 * 1024,
             allow_pickle=args.allow_pickle,

@@ -234,6 +234,11 @@ class ProcessPool:
         return self._restarts
 
     @property
+    def abandoned(self) -> int:
+        """Always 0: a child whose task was given up is killed and replaced, never left running."""
+        return 0
+
+    @property
     def pids(self) -> list[int]:
         """The pids of the children in service (starting, idle or busy), oldest first."""
         return [child.pid for child in self._children if child.state in _IN_SERVICE]

@@ -3,7 +3,8 @@
 A worker asks for work only while it has a free slot (one outstanding WorkRequest at a time), so
 the control plane never hands it more than it can start at once and short tasks never wait behind
 long ones here. Async tasks run on this process's event loop; sync tasks run in child processes
-(``pool``), so a task that crashes or hangs costs one child, not the worker.
+(``pool``), so a task that crashes or hangs costs one child, not the worker; ``--pool threads``
+runs them on threads of this process instead (``threads``): cheaper, with no such isolation.
 
 While its tasks are short it prefetches a few beyond its slots; those start only once the control
 plane granted them (a claim), and nothing starts while its lease has lapsed (the fence of
@@ -31,6 +32,7 @@ from typing import Any
 from fastworker.client import _tracing as tracing
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._readyfile import remove_ready_file, write_ready_file
+from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
@@ -41,6 +43,7 @@ from fastworker.worker.link import ControlPlaneLink, NotRegistered
 from fastworker.worker.policy import TaskPolicy, effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, RunSink
+from fastworker.worker.threads import ThreadPool
 from fastworker.worker.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,8 @@ REFILL_REPORT_DELAY = 0.005
 MAX_PREFETCH = 10_000
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
 EXIT_ID_IN_USE = 3
+#: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
+POOLS = ("processes", "threads")
 
 
 class WorkerState(enum.StrEnum):
@@ -80,11 +85,13 @@ class WorkerSettings:
 
     task_modules: tuple[str, ...]
     control_plane: str = "tcp://127.0.0.1:5550"
-    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    concurrency: int = field(default_factory=available_cpus)
     #: Tasks held beyond ``concurrency`` while tasks are short (see ``PREFETCH_TASK_TIME``).
     prefetch: int = 0
     worker_id: str = field(default_factory=default_worker_id)
     drain_timeout: float = 30.0
+    #: Where sync tasks run: ``processes`` (one child each) or ``threads`` (of this process).
+    pool: str = "processes"
     max_tasks_per_child: int = 0
     max_child_rss: int = 0
     allow_pickle: bool = False
@@ -104,6 +111,22 @@ class WorkerSettings:
             raise ValueError("--worker-id cannot be empty")
         if self.drain_timeout < 0:
             raise ValueError("--drain-timeout cannot be negative")
+        if self.pool not in POOLS:
+            raise ValueError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        if self.pool == "threads":
+            child_flags = [
+                flag
+                for flag, value in (
+                    ("--max-tasks-per-child", self.max_tasks_per_child),
+                    ("--max-child-rss", self.max_child_rss),
+                )
+                if value
+            ]
+            if child_flags:
+                raise ValueError(
+                    f"--pool threads takes no {' or '.join(child_flags)}: threads are never replaced "
+                    "(these apply to --pool processes)"
+                )
 
 
 def _rss_bytes(pids: Sequence[int]) -> int:
@@ -180,7 +203,7 @@ class Worker:
         self._registered = asyncio.Event()
         self._stop = asyncio.Event()
         self._link: ControlPlaneLink | None = None
-        self._pool: ProcessPool | None = None
+        self._pool: ProcessPool | ThreadPool | None = None
         self._background: set[asyncio.Task[Any]] = set()
         #: The drain timeout an operator gave, overriding ``settings.drain_timeout``.
         self._drain_timeout: float | None = None
@@ -205,14 +228,18 @@ class Worker:
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         s = self.settings
         if any(not task.is_async for task in self.registry):
-            self._pool = ProcessPool(
-                s.concurrency,
-                list(s.task_modules),
-                max_tasks_per_child=s.max_tasks_per_child,
-                max_rss_bytes=s.max_child_rss,
-                allow_pickle=s.allow_pickle,
-                sys_path=list(s.sys_path),
-            )
+            if s.pool == "threads":
+                self._pool = ThreadPool(s.concurrency, self.registry, allow_pickle=s.allow_pickle)
+                self._pool.on_abandoned_returned = self._abandoned_slot_freed
+            else:
+                self._pool = ProcessPool(
+                    s.concurrency,
+                    list(s.task_modules),
+                    max_tasks_per_child=s.max_tasks_per_child,
+                    max_rss_bytes=s.max_child_rss,
+                    allow_pickle=s.allow_pickle,
+                    sys_path=list(s.sys_path),
+                )
             await self._pool.start()
         self._link = ControlPlaneLink(s.control_plane, secret=s.secret, tls=s.tls)
         self._link.on_cancel = self._cancel_tasks
@@ -340,11 +367,16 @@ class Worker:
         assert link is not None
         while self.state is WorkerState.RUNNING:
             prefetch = self._prefetch()
-            room = self.settings.concurrency + prefetch - len(self._running) - len(self._backlog)
-            starving = not self._backlog and len(self._running) < self.settings.concurrency
+            occupied = self._occupied()
+            room = self.settings.concurrency + prefetch - occupied - len(self._backlog)
+            starving = not self._backlog and occupied < self.settings.concurrency
             # With a prefetch queue that still feeds the slots, ask again only once half of it is
             # free: each round trip then carries several outcomes and several tasks.
             if room <= 0 or (not starving and room < max(1, prefetch // 2)):
+                if room <= 0 and self._results and not self._flush_scheduled:
+                    # No work request will carry them (threads stuck past a hard limit hold the slots).
+                    self._flush_scheduled = True
+                    self._spawn(self._flush_results())
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -379,7 +411,7 @@ class Worker:
 
     def _claims(self) -> list[str]:
         """Prefetched tasks to ask to start: the oldest not granted or asked for yet, one per free slot."""
-        free = self.settings.concurrency - len(self._running) - len(self._granted) - len(self._claiming)
+        free = self.settings.concurrency - self._occupied() - len(self._granted) - len(self._claiming)
         if free <= 0:
             return []
         return [t for t in self._backlog if t not in self._granted and t not in self._claiming][:free]
@@ -522,7 +554,7 @@ class Worker:
         """
         if spec.task_id in self._running or spec.task_id in self._backlog:
             return  # already holding this very task (a duplicate delivery): never run it twice at once
-        if prefetched or len(self._running) >= self.settings.concurrency:
+        if prefetched or self._occupied() >= self.settings.concurrency:
             self._backlog[spec.task_id] = (spec, instance)
             if not prefetched:
                 self._granted.add(spec.task_id)  # counted as running already: starts when a slot frees
@@ -534,6 +566,16 @@ class Worker:
             return
         self._run(spec, instance)
 
+    def _occupied(self) -> int:
+        """Slots in use: running tasks, and pool threads still inside tasks given up at their hard limit."""
+        pool = self._pool
+        return len(self._running) + (pool.abandoned if pool is not None else 0)
+
+    def _abandoned_slot_freed(self) -> None:
+        """A thread given up at its hard limit came back: its slot takes work again."""
+        self._start_waiting()
+        self._slot_free.set()
+
     def _run(self, spec: task_pb2.TaskSpec, instance: str) -> None:
         running = _Running(spec, instance, self._progress)
         running.runner = asyncio.get_running_loop().create_task(self._execute(running))
@@ -544,11 +586,11 @@ class Worker:
 
         Claims more for the slots still free (``claim``).
         """
-        if self._granted and len(self._running) < self.settings.concurrency:
+        if self._granted and self._occupied() < self.settings.concurrency:
             if not self._registered.is_set() or self._fenced():
                 return
             for task_id in [task_id for task_id in self._backlog if task_id in self._granted]:
-                if len(self._running) >= self.settings.concurrency:
+                if self._occupied() >= self.settings.concurrency:
                     break
                 spec, instance = self._backlog.pop(task_id)
                 self._granted.discard(task_id)

@@ -17,43 +17,14 @@ from dataclasses import dataclass, field
 import uvicorn
 from fastapi import FastAPI
 
-from fastworker.protocol.addresses import parse_http_address
+from fastworker.dashboard.web.listen import bind, bound_address, local_url, parse_address
+
+__all__ = ["START_TIMEOUT", "RunningDashboard", "parse_address", "serve_socket", "start_in_thread"]
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait for the server to start serving, in seconds.
 START_TIMEOUT = 15.0
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """Split the dashboard's ``HOST:PORT`` (an ``http://`` prefix and ``[v6]`` brackets accepted).
-
-    Raises:
-        ValueError: not ``HOST:PORT``, another scheme, a path, or a port outside 0..65535.
-    """
-    return parse_http_address(address, "dashboard")
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (the OS picks the port for 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=128)
-    sock.set_inheritable(False)
-    return sock
-
-
-def bound_address(sock: socket.socket) -> str:
-    """The socket's real ``HOST:PORT`` (wildcards stay wildcards: this is what it listens on, not a URL)."""
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
 
 
 @dataclass
@@ -101,8 +72,18 @@ def start_in_thread(app: FastAPI, host: str, port: int, *, log_level: str = "war
         OSError: the address cannot be bound (in use, not local, ...).
         RuntimeError: the server did not start (its lifespan failed, or it took longer than ``START_TIMEOUT``).
     """
-    sock = _bind(host, port)
-    url = _url(sock)
+    return serve_socket(app, bind(host, port), log_level=log_level)
+
+
+def serve_socket(app: FastAPI, sock: socket.socket, *, log_level: str = "warning") -> RunningDashboard:
+    """Serve ``app`` on an already listening socket from a daemon thread; returns once it accepts connections.
+
+    The server owns the socket from here on and closes it when it stops.
+
+    Raises:
+        RuntimeError: the server did not start (its lifespan failed, or it took longer than ``START_TIMEOUT``).
+    """
+    url = local_url(sock)
     bound = bound_address(sock)
     config = uvicorn.Config(
         app,
