@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from fastworker.client import set_default_client
+from fastworker.client import handles, set_default_client, set_default_sync_client
 from fastworker.client.task import default_registry
 from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
 
@@ -160,10 +160,15 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     registered = {tf.name: tf for tf in default_registry}
     modules_before = set(sys.modules)
     previous_default = set_default_client(None)
+    previous_sync_default = set_default_sync_client(None)
     try:
         yield tmp_path
     finally:
         set_default_client(previous_default)
+        set_default_sync_client(previous_sync_default)
+        # `add.delay_sync(...)` made a SyncClient from this document's FASTWORKER_CONTROL_PLANE:
+        # the next document has a control plane of its own.
+        handles._close_environment_sync_client()
         for name in set(sys.modules) - modules_before:
             module = sys.modules[name]
             if str(getattr(module, "__file__", "") or "").startswith(str(tmp_path)):

@@ -151,8 +151,10 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "secretfile",
         "dashboardflags",
         "logsetup",
+        "context",  # fastworker.client.context, imported by logsetup
         "command",
         "completion",
+        "cpus",
         "limits",
         "workflows",
         "workflowtree",

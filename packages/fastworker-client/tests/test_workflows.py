@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fastworker.client import (
+    CallContextError,
     Client,
     ClientError,
     Priority,
@@ -368,3 +369,10 @@ async def test_a_client_sends_every_step_with_its_dependencies_in_one_request(
     assert steps[1].priority == task_pb2.PRIORITY_HIGH
     assert decode_arguments(steps[2].arguments) == ((2,), {})
     assert handle.output_ids == (steps[3].task_id,) and not handle.output_is_list
+
+
+@pytest.mark.filterwarnings("error")  # a coroutine made and dropped would warn "never awaited"
+def test_a_workflow_delayed_from_sync_code_is_refused_at_once_naming_the_sync_way() -> None:
+    for workflow in (s("a"), chain(s("a"), s("b")), group([s("a")]), chord(group([s("a")]), s("b"))):
+        with pytest.raises(CallContextError, match=r"nothing was submitted.*delay_workflow"):
+            workflow.delay()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastworker.client.context import current_task
 from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.task import task
 from fastworker.worker.child import read_rss
@@ -138,3 +140,18 @@ def soft_cleanup(seconds: float) -> str:
     except SoftTimeLimitExceeded as exc:
         return f"cleaned up after {type(exc).__name__}"
     return "finished"
+
+
+@task(name="pool.whoami")
+def whoami() -> list[Any]:
+    """The running task's context, as current_task() gives it."""
+    context = current_task()
+    return [context.id, context.name, context.attempt, context.retries_left, context.worker_id, context.traceparent]
+
+
+@task(name="pool.log")
+def log(text: str) -> None:
+    """Log at INFO and DEBUG from the task (a logger of its own module)."""
+    logger = logging.getLogger("pool_tasks_for_tests")
+    logger.info("info %s from %s", text, current_task().id)
+    logger.debug("debug %s", text)

@@ -5,7 +5,10 @@ Not collected by pytest (no ``test_`` prefix); ``test_typing.py`` runs mypy over
 
 from __future__ import annotations
 
-from fastworker.client import Client, TaskHandle, task
+import asyncio
+from typing import assert_type
+
+from fastworker.client import Client, SyncClient, SyncTaskBackend, SyncTaskHandle, TaskHandle, task
 
 
 @task
@@ -31,6 +34,50 @@ async def correct_calls(client: Client) -> None:
     body: dict[str, str] = await mail.result()
     by_name: str = await client.delay("add", 1, 2)  # by name: untyped, always accepted
     print(total, again, sent, body, by_name, await mail.status(), await mail.cancel())
+
+
+async def awaitable_calls_compose() -> None:
+    assert_type(await add.delay(1, 2), TaskHandle[int])
+    assert_type(await add.with_options(priority="high").submit(1, 2), int)
+    first, second = await asyncio.gather(add.delay(1, 2), send_email.delay(3))
+    assert_type(first, TaskHandle[int])
+    assert_type(second, TaskHandle[dict[str, str]])
+    handles: list[TaskHandle[int]] = [await add.delay(i, i) for i in range(3)]
+    pending: asyncio.Task[int] = asyncio.create_task(add.submit(1, 2))
+    print(handles, await pending)
+
+
+def sync_calls(client: SyncClient) -> None:
+    assert_type(add.delay_sync(1, 2), SyncTaskHandle[int])
+    handle: SyncTaskHandle[int] = add.delay_sync(1, y=2)
+    total: int = handle.result(timeout=5)
+    total = add.submit_sync(1, 2)
+    total = add.with_options(priority="high", timeout=10).submit_sync(3, 4)
+    later: SyncTaskHandle[int] = add.with_options(client=client, countdown=5).delay_sync(x=1, y=2)
+    again: SyncTaskHandle[int] = add.handle_sync(later.id)
+    sent: dict[str, str] = send_email.submit_sync(7)
+    mail = send_email.delay_sync(7, subject="welcome")
+    body: dict[str, str] = mail.result()
+    backend: SyncTaskBackend = client  # SyncClient is a sync backend
+    print(total, again, sent, body, backend, mail.status(), mail.wait(1), mail.cancel())
+
+
+def incorrect_sync_calls() -> None:
+    add.delay_sync("x", 2)  # expect-error
+    add.delay_sync(1)  # expect-error
+    add.submit_sync(1, "2")  # expect-error
+    add.with_options(priority="high").delay_sync(1, "2")  # expect-error
+    wrong: str = add.submit_sync(1, 2)  # expect-error
+    text: str = add.delay_sync(1, 2).result()  # expect-error
+    mistyped: SyncTaskHandle[str] = add.delay_sync(1, 2)  # expect-error
+    add.delay(1, 2)  # expect-error
+    print(wrong, text, mistyped)
+
+
+async def sync_handles_are_not_awaitable() -> None:
+    await add.delay_sync(1, 2)  # expect-error
+    handle: TaskHandle[int] = add.delay_sync(1, 2)  # expect-error
+    print(handle)
 
 
 async def incorrect_calls() -> None:

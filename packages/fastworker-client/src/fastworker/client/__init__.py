@@ -8,8 +8,10 @@ command's start-up does not pay for them (bench scenario ``import_time``).
 
 from typing import TYPE_CHECKING
 
+from fastworker.client.context import TaskContext, current_task
 from fastworker.client.errors import (
     AuthenticationError,
+    CallContextError,
     ClientError,
     ControlPlaneUnavailable,
     DuplicateTaskName,
@@ -27,7 +29,18 @@ from fastworker.client.errors import (
     TimeLimitExceeded,
     UnknownTask,
 )
-from fastworker.client.handles import TaskBackend, TaskHandle, current_client, set_default_client, use_client
+from fastworker.client.handles import (
+    SyncTaskBackend,
+    SyncTaskHandle,
+    TaskBackend,
+    TaskHandle,
+    current_client,
+    current_sync_client,
+    set_default_client,
+    set_default_sync_client,
+    use_client,
+    use_sync_client,
+)
 from fastworker.client.limits import TaskLimits
 from fastworker.client.models import (
     CancelResult,
@@ -91,6 +104,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AuthenticationError",
     "BoundTask",
+    "CallContextError",
     "CancelResult",
     "Client",
     "ClientError",
@@ -109,7 +123,10 @@ __all__ = [
     "Signature",
     "SoftTimeLimitExceeded",
     "SyncClient",
+    "SyncTaskBackend",
+    "SyncTaskHandle",
     "TaskBackend",
+    "TaskContext",
     "TaskDetail",
     "TaskError",
     "TaskEvent",
@@ -132,10 +149,14 @@ __all__ = [
     "chain",
     "chord",
     "current_client",
+    "current_sync_client",
+    "current_task",
     "group",
     "report_progress",
     "set_default_client",
+    "set_default_sync_client",
     "signature",
     "task",
     "use_client",
+    "use_sync_client",
 ]

@@ -2,17 +2,21 @@
 
 It runs one ``Client`` on a private event loop in a daemon thread, so it keeps the async
 client's single connection, coalescing and correctness, and is safe to share across threads.
+``with SyncClient(...)`` makes it the current client of sync typed calls (``add.delay_sync(...)``)
+inside the block, as ``async with Client(...)`` does for ``await add.delay(...)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from fastworker.client import handles
 from fastworker.client._async import Client
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
@@ -66,11 +70,18 @@ class SyncClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name="fastworker-sync-client", daemon=True)
         self._thread.start()
         self._closed = False
+        # Tokens of `with` blocks that made this the current sync client (handles.current_sync_client).
+        self._current_tokens: list[contextvars.Token[Any]] = []
 
     @property
     def address(self) -> str:
         """The discovery address in use."""
         return self._client.address
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran: every call raises ``RuntimeError`` then."""
+        return self._closed
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if self._closed:
@@ -79,10 +90,14 @@ class SyncClient:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def __enter__(self) -> SyncClient:
+        """Connect, and make this the current client of sync typed calls (``add.delay_sync(...)``) in the block."""
         self.connect()
+        self._current_tokens.append(handles._push_sync(self))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._current_tokens:
+            handles._reset_sync(self._current_tokens.pop())
         self.close()
 
     def connect(self) -> None:

@@ -5,8 +5,9 @@ FastworkerError                 (fastworker.protocol)
 ├── PayloadError                (fastworker.protocol) arguments/result the codec cannot encode
 ├── AuthenticationError         (fastworker.protocol) missing or wrong secret
 ├── DuplicateTaskName           two different functions registered under one task name
-├── NoCurrentTask               a call that only works inside a running task (report_progress) made outside one
+├── NoCurrentTask               a call that only works inside a running task (report_progress, current_task) made outside one
 └── ClientError                 a request the control plane refused, or could not serve
+├── CallContextError        a typed call made where it cannot work (nothing was submitted)
 ├── ControlPlaneUnavailable no control plane answered in time
 ├── UnknownTask             no task is registered under that name
 ├── QueueFull               the control plane's queue is at its bound
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "CallContextError",
     "ClientError",
     "ControlPlaneUnavailable",
     "DuplicateTaskName",
@@ -49,8 +51,13 @@ __all__ = [
 class Retry(FastworkerError):
     """Raised by a task to ask for another attempt (counted against its ``retries``), after ``delay`` seconds.
 
-    Control flow, not a failure: the task goes to RETRYING and runs again; only when no retries
-    are left does it end in FAILURE with error type ``Retry``.
+    Control flow, not a failure: the task goes to RETRYING and runs again. Without a ``delay``
+    (or with 0) it waits the task's ``retry_backoff``, doubled per retry, as after a failure.
+
+    Raised while handling an exception (``except ConnectionError: raise Retry()``, or
+    ``raise Retry() from exc``), the attempt's error is that exception's type and message (the
+    traceback shows both); so when no retries are left the task ends in FAILURE with the task's
+    own error. A bare ``Retry`` (or ``raise Retry() from None``) ends it with error type ``Retry``.
     """
 
     def __init__(self, delay: float | None = None, message: str = "") -> None:
@@ -74,7 +81,7 @@ class TimeLimitExceeded(FastworkerError):
 
 
 class NoCurrentTask(FastworkerError, RuntimeError):
-    """Called outside a running task something that only works inside one (``report_progress``).
+    """Called outside a running task something that only works inside one (``report_progress``, ``current_task``).
 
     Task code runs inside a task when a worker, the control plane's own slots or the eager client
     execute it; a plain call of the function (a unit test calling it directly) does not.
@@ -83,6 +90,17 @@ class NoCurrentTask(FastworkerError, RuntimeError):
 
 class ClientError(FastworkerError):
     """A request the control plane refused or could not serve."""
+
+
+class CallContextError(ClientError, RuntimeError):
+    """A typed task call made where it cannot work; nothing was submitted, and the message names the call that works.
+
+    ``add.delay(...)``/``add.submit(...)`` return a coroutine for ``await``: called in a thread with
+    no running event loop (a Django or Flask view, a script) they raise this at once instead of
+    returning a coroutine nobody awaits. ``add.delay_sync(...)``/``add.submit_sync(...)`` block:
+    called on a thread that runs an event loop they raise this instead of stalling the loop.
+    Also a ``RuntimeError``, as asyncio's own "no running event loop" is.
+    """
 
 
 class ControlPlaneUnavailable(ClientError):

@@ -10,27 +10,50 @@
    FastAPI app, whose request handlers run outside the lifespan's context).
 
 Otherwise :func:`current_client` raises :class:`~fastworker.client.ClientError`.
+
+Sync code (a Django or Flask view, a script) calls ``add.delay_sync(1, 2)``, which blocks and
+returns a :class:`SyncTaskHandle`. It uses, in this order: the client given explicitly (a
+``SyncClient`` in ``with_options(client=...)``); the innermost ``with SyncClient(...)`` or
+``with use_sync_client(c):`` block; the process default set by :func:`set_default_sync_client`;
+else one ``SyncClient`` made from the environment on first use (``FASTWORKER_CONTROL_PLANE``, the
+secret and TLS variables, as ``SyncClient()`` reads them), shared by every thread and closed when
+the interpreter exits (:func:`current_sync_client`).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
+import logging
+import os
+import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast
 
 from fastworker.client.errors import ClientError
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
 
+if TYPE_CHECKING:  # SyncClient loads its thread and asyncio on first use, not with the package
+    from fastworker.client._sync import SyncClient
+
 __all__ = [
+    "SyncTaskBackend",
+    "SyncTaskHandle",
     "TaskBackend",
     "TaskHandle",
     "current_client",
+    "current_sync_client",
     "set_default_client",
+    "set_default_sync_client",
     "use_client",
+    "use_sync_client",
 ]
+
+logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -77,6 +100,51 @@ class TaskBackend(Protocol):
         ...
 
     async def cancel(self, task_id: str) -> CancelResult:
+        """Cancel the task."""
+        ...
+
+
+class SyncTaskBackend(Protocol):
+    """What sync typed calls (``add.delay_sync(...)``) and :class:`SyncTaskHandle` talk to: :class:`TaskBackend`, blocking.
+
+    :class:`~fastworker.client.SyncClient` implements it.
+    """
+
+    def send(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[SubmitOptionArgs],
+    ) -> str:
+        """Queue a task with explicit arguments; returns its id."""
+        ...
+
+    def send_and_wait(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Unpack[SubmitOptionArgs],
+    ) -> Any:
+        """Queue a task with explicit arguments and return its value once it finished."""
+        ...
+
+    def status(self, task_id: str) -> TaskInfo:
+        """The task's current state."""
+        ...
+
+    def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for the task's value."""
+        ...
+
+    def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task is final and return its info."""
+        ...
+
+    def cancel(self, task_id: str) -> CancelResult:
         """Cancel the task."""
         ...
 
@@ -136,6 +204,122 @@ def _reset(token: contextvars.Token[TaskBackend | None]) -> None:
         _current.reset(token)
 
 
+# ------------------------------------------------------------------------------- sync code's client
+
+_current_sync: contextvars.ContextVar[SyncTaskBackend | None] = contextvars.ContextVar(
+    "fastworker_current_sync_client", default=None
+)
+_default_sync: SyncTaskBackend | None = None
+#: The SyncClient made from the environment on first use (see current_sync_client), and its lock.
+_from_env: SyncClient | None = None
+_from_env_lock = threading.Lock()
+_from_env_hooks_installed = False
+
+
+def current_sync_client() -> SyncTaskBackend:
+    """The client sync typed calls (``add.delay_sync(...)``) use here.
+
+    The innermost ``with SyncClient(...)`` or :func:`use_sync_client` block's, else the process
+    default (:func:`set_default_sync_client`), else one ``SyncClient()`` made from the environment
+    on first use (``FASTWORKER_CONTROL_PLANE``, else ``tcp://127.0.0.1:5550``; the secret from
+    ``FASTWORKER_SECRET_FILE`` or ``FASTWORKER_SECRET``; TLS from ``FASTWORKER_TLS_*``): made once
+    whichever thread asks first, shared by all, closed at interpreter exit, made again in a
+    forked child.
+
+    Raises:
+        ValueError: the environment names a secret file or TLS files that cannot be used.
+    """
+    client = _current_sync.get()
+    if client is None:
+        client = _default_sync
+    if client is None:
+        client = _environment_sync_client()
+    return client
+
+
+def set_default_sync_client(client: SyncTaskBackend | None) -> SyncTaskBackend | None:
+    """Make client the process-wide default for sync typed calls (None clears it); returns the previous one.
+
+    Without one, they use a ``SyncClient`` made from the environment. A client made current by
+    ``with SyncClient(...)`` or :func:`use_sync_client` still wins inside its block.
+    """
+    global _default_sync
+    previous, _default_sync = _default_sync, client
+    return previous
+
+
+@contextlib.contextmanager
+def use_sync_client(client: SyncTaskBackend) -> Iterator[SyncTaskBackend]:
+    """Make client the current one for sync typed calls inside the ``with`` block (this thread only)."""
+    token = _current_sync.set(client)
+    try:
+        yield client
+    finally:
+        _reset_sync(token)
+
+
+def _push_sync(client: SyncTaskBackend) -> contextvars.Token[SyncTaskBackend | None]:
+    """Make client current for sync typed calls (``SyncClient.__enter__``); give the token to :func:`_reset_sync`."""
+    return _current_sync.set(client)
+
+
+def _reset_sync(token: contextvars.Token[SyncTaskBackend | None]) -> None:
+    """Undo a :func:`_push_sync`; a token from another context is dropped."""
+    with contextlib.suppress(ValueError):
+        _current_sync.reset(token)
+
+
+def _environment_sync_client() -> SyncClient:
+    """The process's SyncClient made from the environment, made on first use (thread-safe)."""
+    global _from_env, _from_env_hooks_installed
+    client = _from_env
+    if client is not None and not client.closed:
+        return client
+    with _from_env_lock:
+        if _from_env is None or _from_env.closed:
+            from fastworker.client._sync import SyncClient
+
+            _from_env = SyncClient()
+            if not _from_env_hooks_installed:
+                _from_env_hooks_installed = True
+                atexit.register(_close_environment_sync_client)
+                if hasattr(os, "register_at_fork"):
+                    os.register_at_fork(after_in_child=_forget_environment_sync_client)
+        return _from_env
+
+
+def _close_environment_sync_client() -> None:
+    """Close the SyncClient made from the environment, if any (at exit; tests between environments)."""
+    global _from_env
+    with _from_env_lock:
+        client, _from_env = _from_env, None
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # at interpreter exit: report, never raise
+            logger.warning("closing the environment's SyncClient failed", exc_info=True)
+
+
+def _forget_environment_sync_client() -> None:
+    """In a forked child: the parent's client thread did not survive the fork; the next call makes a new one."""
+    global _from_env, _from_env_lock
+    _from_env = None
+    _from_env_lock = threading.Lock()
+
+
+def _event_loop_running() -> bool:
+    """True when this thread is running an asyncio event loop.
+
+    Without ``asyncio`` imported no loop can run, so a sync caller pays no asyncio import here.
+    """
+    if "asyncio" not in sys.modules:
+        return False
+    import asyncio
+
+    # get_running_loop() without the RuntimeError: the same C function, cheaper on both paths.
+    return asyncio._get_running_loop() is not None
+
+
 @dataclass(frozen=True, slots=True)
 class TaskHandle(Generic[R]):
     """One submitted task, typed by what its function returns: ``await add.delay(1, 2)`` is a ``TaskHandle[int]``.
@@ -189,6 +373,65 @@ class TaskHandle(Generic[R]):
             TaskNotFound: the control plane does not know the id.
         """
         return await self._backend().cancel(self.id)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTaskHandle(Generic[R]):
+    """One submitted task, for sync code: ``add.delay_sync(1, 2)`` is a ``SyncTaskHandle[int]``; its methods block.
+
+    Build one for a known id with ``add.handle_sync(task_id)`` (typed) or ``SyncTaskHandle(task_id)``.
+
+    Attributes:
+        id: The task id.
+        name: The task name ("" when unknown).
+        client: The sync client it was submitted through; None means :func:`current_sync_client`
+            at each call.
+    """
+
+    id: str
+    name: str = ""
+    client: SyncTaskBackend | None = field(default=None, repr=False, compare=False)
+
+    def _backend(self) -> SyncTaskBackend:
+        return self.client if self.client is not None else current_sync_client()
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the task to finish and return its value.
+
+        Raises:
+            TaskFailed: the task ended in FAILURE or CANCELLED.
+            TaskTimeout: timeout passed first (the task goes on).
+            TaskNotFound: the control plane does not know the id (never seen, or evicted).
+        """
+        return cast(R, self._backend().result(self.id, timeout=timeout))
+
+    def status(self) -> TaskInfo:
+        """The task's current state and, when final, its result or error.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+        """
+        return self._backend().status(self.id)
+
+    def wait(self, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task is final and return its TaskInfo (without raising for FAILURE).
+
+        Raises:
+            TaskTimeout: timeout passed first.
+            TaskNotFound: the control plane does not know the id.
+        """
+        return self._backend().wait(self.id, timeout=timeout)
+
+    def cancel(self) -> CancelResult:
+        """Cancel the task (queued, scheduled or running); says whether it was cancelled.
+
+        Raises:
+            TaskNotFound: the control plane does not know the id.
+        """
+        return self._backend().cancel(self.id)
 
     def __str__(self) -> str:
         return self.id

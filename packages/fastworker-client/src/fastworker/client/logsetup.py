@@ -2,10 +2,12 @@
 
 Text is one line per record (the default, for people); JSON is one object per line with ``time``
 (ISO-8601, UTC), ``level``, ``logger``, ``message`` and, where they apply, ``task_id``,
-``task_name``, ``worker_id`` and ``attempt`` (for log shippers). Those fields come from
-:func:`log_fields` (a context: everything logged while a task runs carries them), from the
-process-wide fields set with :func:`set_process_log_fields` (a subworker's id), or from a call's
-``extra=``. Shared by every distribution's command line.
+``task_name``, ``worker_id`` and ``attempt`` (for log shippers). Those fields come from the
+running task (``fastworker.client.context``: everything a task logs while it runs carries them,
+whatever logger it uses), from :func:`log_fields` (a context of one's own), from the process-wide
+fields set with :func:`set_process_log_fields` (a subworker's id), or from a call's ``extra=``.
+Shared by every distribution's command line; a subworker's child processes log the same way
+(:func:`logging_settings` is what they are given).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from fastworker.client.context import CURRENT
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -57,6 +61,21 @@ def configure_logging(level: str, log_format: str = "text", stream: IO[str] | No
     root.setLevel(level.upper())
 
 
+def logging_settings() -> tuple[str, str, dict[str, Any]] | None:
+    """``(level, format, process fields)`` of this process's logging, if :func:`configure_logging` set it up.
+
+    What a child process needs to log as this one does (``configure_logging`` and
+    ``set_process_log_fields`` with these), to the stderr it inherits. None when the root logger
+    has no handler of ``configure_logging``'s (never called, or replaced since).
+    """
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if _add_fields in handler.filters:
+            log_format = "json" if isinstance(handler.formatter, JsonFormatter) else "text"
+            return logging.getLevelName(root.level), log_format, dict(_process_fields)
+    return None
+
+
 def set_process_log_fields(**fields: Any) -> None:
     """Fields every record of this process carries (e.g. ``worker_id``); None removes one."""
     for key, value in fields.items():
@@ -78,12 +97,29 @@ def log_fields(**fields: Any) -> Iterator[None]:
 
 
 def _add_fields(record: logging.LogRecord) -> bool:
-    """A handler filter: copy the context's and the process's fields onto the record (a call's ``extra=`` wins)."""
-    for source in (_context.get(), _process_fields):
-        if source:
-            for key, value in source.items():
-                if key not in record.__dict__:
-                    record.__dict__[key] = value
+    """A handler filter: copy the context's, the running task's and the process's fields onto the record.
+
+    A call's ``extra=`` wins over them all, :func:`log_fields` over the task's, the task's over the process's.
+    """
+    fields = record.__dict__
+    extra = _context.get()
+    if extra:
+        for key, value in extra.items():
+            if key not in fields:
+                fields[key] = value
+    task = CURRENT.get()
+    if task is not None:
+        if "task_id" not in fields:
+            fields["task_id"] = task.id
+        if "task_name" not in fields:
+            fields["task_name"] = task.name
+        if "worker_id" not in fields:
+            fields["worker_id"] = task.worker_id
+        if "attempt" not in fields:
+            fields["attempt"] = task.attempt
+    for key, value in _process_fields.items():
+        if key not in fields:
+            fields[key] = value
     return True
 
 

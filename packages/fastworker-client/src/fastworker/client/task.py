@@ -3,8 +3,12 @@
 Decorating a function wraps it in a :class:`TaskFunction` (calling it still runs the function
 directly, so tasks stay unit-testable) and registers it in :data:`default_registry` at once, so
 that two different functions claiming one task name fail when their module is imported.
-Decorating does no I/O; a TaskFunction's typed ``delay``/``submit`` go through the current
-client (:mod:`fastworker.client.handles`).
+Decorating does no I/O; a TaskFunction's typed ``delay``/``submit`` (for ``await``, in async
+code) and ``delay_sync``/``submit_sync`` (blocking, in sync code) go through the current client
+(:mod:`fastworker.client.handles`). Each refuses at once, with
+:class:`~fastworker.client.CallContextError` naming the other, to run where it cannot work: an
+awaitable call in a thread without an event loop would make a coroutine nobody awaits (a
+submission silently lost), a blocking call on an event loop's thread would stall the loop.
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ from typing import (
     overload,
 )
 
-from fastworker.client.errors import DuplicateTaskName
-from fastworker.client.handles import TaskBackend, TaskHandle, current_client
+from fastworker.client.errors import CallContextError, DuplicateTaskName
+from fastworker.client.handles import (
+    SyncTaskBackend,
+    SyncTaskHandle,
+    TaskBackend,
+    TaskHandle,
+    _event_loop_running,
+    current_client,
+    current_sync_client,
+)
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
@@ -272,42 +284,80 @@ class TaskFunction(Generic[P, R]):
         """Call the original function directly, in this process."""
         return self.fn(*args, **kwargs)
 
-    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        """Queue this task through the current client; returns a handle typed by the task's result.
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[object, object, TaskHandle[R]]:
+        """Queue this task through the current client, in async code: ``await add.delay(1, 2)``.
 
+        Returns a coroutine to await (alone, in ``asyncio.gather``, ...), whose value is a handle
+        typed by the task's result; it is typed ``Coroutine[object, object, ...]``, not ``Any, Any``,
+        with which mypy infers ``Any`` for a ``gather`` over tasks of different result types.
         Arguments are checked against the function's signature by type checkers. Submission
         options go through :meth:`with_options`: ``await add.with_options(priority="high").delay(1, 2)``.
+        Sync code calls :meth:`delay_sync`.
 
         Raises:
+            CallContextError: at once, when this thread runs no event loop (sync code): nothing is
+                submitted, no coroutine is made, and the message names ``delay_sync``.
             ClientError: there is no current client (see :func:`~fastworker.client.current_client`).
             PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for ``Client.delay``.
         """
-        return await BoundTask(self).delay(*args, **kwargs)
+        return BoundTask(self)._delay(_label(self), args, kwargs)
 
-    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Queue this task through the current client and return its value once it finished.
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[object, object, R]:
+        """Queue this task through the current client and return its value once it finished, in async code.
 
-        Waits without bound unless ``with_options(timeout=...)`` gives one.
+        Returns a coroutine to await. Waits without bound unless ``with_options(timeout=...)``
+        gives one. Sync code calls :meth:`submit_sync`.
 
         Raises:
+            CallContextError: at once, when this thread runs no event loop (sync code); names ``submit_sync``.
             TaskFailed: the task ended in FAILURE or CANCELLED.
             TaskTimeout: the ``with_options`` timeout passed first.
             ClientError, PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
         """
-        return await BoundTask(self).submit(*args, **kwargs)
+        return BoundTask(self)._submit(_label(self), args, kwargs)
+
+    def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncTaskHandle[R]:
+        """Queue this task from sync code (a Django or Flask view, a script); blocks until it is accepted.
+
+        Submits through the current sync client (:func:`~fastworker.client.current_sync_client`:
+        the innermost ``with SyncClient(...)`` block, else the default sync client, else one
+        ``SyncClient`` made from the environment on first use) and returns a handle whose methods
+        block, typed by the task's result.
+
+        Raises:
+            CallContextError: at once, when this thread runs an event loop (async code), which the
+                call would stall: nothing is submitted; the message names ``await ....delay(...)``.
+            PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for ``SyncClient.delay``.
+        """
+        return BoundTask(self)._delay_sync(_label(self), args, kwargs)
+
+    def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Queue this task from sync code and return its value once it finished (blocks).
+
+        Waits without bound unless ``with_options(timeout=...)`` gives one.
+
+        Raises:
+            CallContextError: at once, when this thread runs an event loop; names ``await ....submit(...)``.
+            TaskFailed: the task ended in FAILURE or CANCELLED.
+            TaskTimeout: the ``with_options`` timeout passed first.
+            PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay_sync.
+        """
+        return BoundTask(self)._submit_sync(_label(self), args, kwargs)
 
     def with_options(
         self,
         *,
         timeout: float | None = None,
-        client: TaskBackend | None = None,
+        client: TaskBackend | SyncTaskBackend | None = None,
         **options: Unpack[SubmitOptionArgs],
     ) -> BoundTask[P, R]:
-        """This task with submission options, for typed ``delay``/``submit``.
+        """This task with submission options, for typed ``delay``/``submit`` and ``delay_sync``/``submit_sync``.
 
         Args:
-            timeout: How long ``submit`` waits for the result before ``TaskTimeout``.
-            client: The client to submit through, instead of the current one.
+            timeout: How long ``submit``/``submit_sync`` wait for the result before ``TaskTimeout``.
+            client: The client to submit through, instead of the current one: a ``Client`` (or
+                another async :class:`~fastworker.client.TaskBackend`) for ``delay``/``submit``, a
+                ``SyncClient`` for ``delay_sync``/``submit_sync`` (the other kind is a ``TypeError``).
             **options: The :class:`~fastworker.client.options.SubmitOptions` (``priority``,
                 ``countdown``, ``eta``, ``expires``, ``task_id``).
 
@@ -319,6 +369,10 @@ class TaskFunction(Generic[P, R]):
     def handle(self, task_id: str, *, client: TaskBackend | None = None) -> TaskHandle[R]:
         """A typed handle for a task of this kind submitted earlier (e.g. an id a web request carries)."""
         return TaskHandle(task_id, self.name, client)
+
+    def handle_sync(self, task_id: str, *, client: SyncTaskBackend | None = None) -> SyncTaskHandle[R]:
+        """A typed handle whose methods block, for a task of this kind submitted earlier (sync code)."""
+        return SyncTaskHandle(task_id, self.name, client)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature of this task for a workflow; in a chain the previous result is prepended to ``args``."""
@@ -361,20 +415,21 @@ class BoundTask(Generic[P, R]):
     Attributes:
         task: The task function.
         options: The submission options (priority, countdown, eta, expires, task_id).
-        timeout: How long ``submit`` waits for the result, or None for no bound.
-        client: The client to submit through, or None for the current one.
+        timeout: How long ``submit``/``submit_sync`` wait for the result, or None for no bound.
+        client: The client to submit through (async for ``delay``/``submit``, sync for
+            ``delay_sync``/``submit_sync``), or None for the current one.
     """
 
     task: TaskFunction[P, R]
     options: SubmitOptions = SubmitOptions()
     timeout: float | None = None
-    client: TaskBackend | None = None
+    client: TaskBackend | SyncTaskBackend | None = None
 
     def with_options(
         self,
         *,
         timeout: float | None = None,
-        client: TaskBackend | None = None,
+        client: TaskBackend | SyncTaskBackend | None = None,
         **options: Unpack[SubmitOptionArgs],
     ) -> BoundTask[P, R]:
         """These options with the ones given here (not None) replacing them (see :meth:`SubmitOptions.merged`)."""
@@ -385,11 +440,82 @@ class BoundTask(Generic[P, R]):
             client=self.client if client is None else client,
         )
 
-    async def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        """Queue the task with these options; see :meth:`TaskFunction.delay`."""
-        backend = self.client if self.client is not None else current_client()
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[object, object, TaskHandle[R]]:
+        """Queue the task with these options, in async code; see :meth:`TaskFunction.delay`."""
+        return self._delay(_bound_label(self.task), args, kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[object, object, R]:
+        """Queue the task with these options and return its value, in async code; see :meth:`TaskFunction.submit`."""
+        return self._submit(_bound_label(self.task), args, kwargs)
+
+    def delay_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncTaskHandle[R]:
+        """Queue the task with these options from sync code (blocks); see :meth:`TaskFunction.delay_sync`."""
+        return self._delay_sync(_bound_label(self.task), args, kwargs)
+
+    def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Queue the task with these options and return its value, from sync code; see :meth:`TaskFunction.submit_sync`."""
+        return self._submit_sync(_bound_label(self.task), args, kwargs)
+
+    # Each public call checks where it runs *before* making a coroutine or a request, so that a
+    # call that cannot work raises at once and nothing is submitted (or left un-awaited).
+
+    def _delay(
+        self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[object, object, TaskHandle[R]]:
+        _require_event_loop(label, "delay")
+        return self._send(self._async_client(label, "delay"), args, kwargs)
+
+    def _submit(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[object, object, R]:
+        _require_event_loop(label, "submit")
+        return self._send_and_wait(self._async_client(label, "submit"), args, kwargs)
+
+    async def _send(self, client: TaskBackend | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskHandle[R]:
+        backend = client if client is not None else current_client()
         task_id = await backend.send(self.task.name, args, kwargs, **self.options.as_kwargs())
         return TaskHandle(task_id, self.task.name, backend)
+
+    async def _send_and_wait(self, client: TaskBackend | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        backend = client if client is not None else current_client()
+        value = await backend.send_and_wait(
+            self.task.name, args, kwargs, timeout=self.timeout, **self.options.as_kwargs()
+        )
+        return cast(R, value)
+
+    def _delay_sync(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SyncTaskHandle[R]:
+        _refuse_event_loop(label, "delay")
+        backend = self._sync_client(label, "delay")
+        task_id = backend.send(self.task.name, args, kwargs, **self.options.as_kwargs())
+        return SyncTaskHandle(task_id, self.task.name, backend)
+
+    def _submit_sync(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        _refuse_event_loop(label, "submit")
+        backend = self._sync_client(label, "submit")
+        value = backend.send_and_wait(self.task.name, args, kwargs, timeout=self.timeout, **self.options.as_kwargs())
+        return cast(R, value)
+
+    def _async_client(self, label: str, method: str) -> TaskBackend | None:
+        """The explicit client for an awaitable call (None: the current one); a blocking one is refused."""
+        if self.client is None:
+            return None
+        if not _is_async_backend(self.client):
+            raise TypeError(
+                f"{label}.{method}(...): the client given with with_options(client=...) is a blocking "
+                f"{type(self.client).__name__}; call {label}.{method}_sync(...) with it, or give an async "
+                f"Client (nothing was submitted)"
+            )
+        return cast(TaskBackend, self.client)
+
+    def _sync_client(self, label: str, method: str) -> SyncTaskBackend:
+        """The client for a blocking call: the explicit one (an async one is refused), else the current sync client."""
+        if self.client is None:
+            return current_sync_client()
+        if _is_async_backend(self.client):
+            raise TypeError(
+                f"{label}.{method}_sync(...): the client given with with_options(client=...) is an async "
+                f"{type(self.client).__name__}; `await {label}.{method}(...)` with it, or give a SyncClient "
+                f"(nothing was submitted)"
+            )
+        return cast(SyncTaskBackend, self.client)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature of this task with these options; see :meth:`TaskFunction.s`."""
@@ -398,14 +524,6 @@ class BoundTask(Generic[P, R]):
     def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
         """An immutable signature of this task with these options; see :meth:`TaskFunction.si`."""
         return _signature(self.task.name, args, kwargs, self.options, True)
-
-    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Queue the task with these options and return its value; see :meth:`TaskFunction.submit`."""
-        backend = self.client if self.client is not None else current_client()
-        value = await backend.send_and_wait(
-            self.task.name, args, kwargs, timeout=self.timeout, **self.options.as_kwargs()
-        )
-        return cast(R, value)
 
 
 class SyncTaskFunction(TaskFunction[P, R]):
@@ -616,6 +734,42 @@ def _check_callable_without_arguments(fn: Callable[..., Any], label: str) -> Non
     if required:
         raise ValueError(
             f"@task for {label}: a periodic task runs without arguments, but the function requires {', '.join(required)}"
+        )
+
+
+def _label(task: TaskFunction[Any, Any]) -> str:
+    """How code names the task in messages: the decorated function's name (``add``), else the task name."""
+    name = getattr(task, "__name__", None)
+    return name if isinstance(name, str) and name else task.name
+
+
+def _bound_label(task: TaskFunction[Any, Any]) -> str:
+    return f"{_label(task)}.with_options(...)"
+
+
+def _is_async_backend(client: object) -> bool:
+    """True for a client whose calls are awaited (``Client``, ``EagerClient``), False for a blocking one."""
+    return inspect.iscoroutinefunction(getattr(client, "send", None))
+
+
+def _require_event_loop(label: str, method: str) -> None:
+    """Refuse an awaitable call in a thread without a running event loop: its coroutine would never run."""
+    if not _event_loop_running():
+        raise CallContextError(
+            f"{label}.{method}(...) was called in sync code (no event loop runs in this thread): it "
+            f"returns a coroutine that only `await` would run, so nothing was submitted. From sync code "
+            f"(a Django or Flask view, a script) call {label}.{method}_sync(...), which blocks and "
+            f"submits through a SyncClient; in async code, `await {label}.{method}(...)`."
+        )
+
+
+def _refuse_event_loop(label: str, method: str) -> None:
+    """Refuse a blocking call on a thread that runs an event loop: it would stall every coroutine of the loop."""
+    if _event_loop_running():
+        raise CallContextError(
+            f"{label}.{method}_sync(...) blocks, and this thread runs an event loop that it would stall: "
+            f"nothing was submitted. In async code, `await {label}.{method}(...)`; run blocking code in "
+            f"a thread (`await asyncio.to_thread(...)`)."
         )
 
 

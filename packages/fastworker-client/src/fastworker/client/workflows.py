@@ -16,12 +16,12 @@ plane holds the graph (docs/workflows.md).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, Unpack, runtime_checkable
 
-from fastworker.client.errors import ClientError
-from fastworker.client.handles import current_client
+from fastworker.client.errors import CallContextError, ClientError
+from fastworker.client.handles import _event_loop_running, current_client
 from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1 import task_pb2
@@ -77,9 +77,13 @@ class Signature(Generic[R]):
         """This signature with submission options replaced (``priority``, ``countdown``, ``expires``, ...)."""
         return Signature(self.name, self.args, self.kwargs, self.options.replace(**options), self.immutable)
 
-    async def delay(self) -> WorkflowHandle:
-        """Submit this one call as a workflow of one step through the current client."""
-        return await _submit(self)
+    def delay(self) -> Coroutine[object, object, WorkflowHandle]:
+        """Submit this one call as a workflow of one step through the current client (``await`` it).
+
+        Raises:
+            CallContextError: at once, in sync code (see :func:`_submit_awaited`).
+        """
+        return _submit_awaited(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +92,9 @@ class Chain:
 
     steps: tuple[Workflow, ...]
 
-    async def delay(self) -> WorkflowHandle:
-        """Submit through the current client (as ``add.delay`` does)."""
-        return await _submit(self)
+    def delay(self) -> Coroutine[object, object, WorkflowHandle]:
+        """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
+        return _submit_awaited(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +106,9 @@ class Group:
 
     members: tuple[Workflow, ...]
 
-    async def delay(self) -> WorkflowHandle:
-        """Submit through the current client (as ``add.delay`` does)."""
-        return await _submit(self)
+    def delay(self) -> Coroutine[object, object, WorkflowHandle]:
+        """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
+        return _submit_awaited(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +118,9 @@ class Chord:
     header: Group
     body: Workflow
 
-    async def delay(self) -> WorkflowHandle:
-        """Submit through the current client (as ``add.delay`` does)."""
-        return await _submit(self)
+    def delay(self) -> Coroutine[object, object, WorkflowHandle]:
+        """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
+        return _submit_awaited(self)
 
 
 #: Anything a workflow is made of.
@@ -339,6 +343,18 @@ class WorkflowHandle:
 
     def __str__(self) -> str:
         return self.id
+
+
+def _submit_awaited(workflow: Workflow) -> Coroutine[object, object, WorkflowHandle]:
+    """The submission's coroutine; refused at once in a thread with no running event loop, where it would never run."""
+    if not _event_loop_running():
+        kind = type(workflow).__name__.lower()
+        raise CallContextError(
+            f"{kind}(...).delay() was called in sync code (no event loop runs in this thread): it returns a "
+            "coroutine that only `await` would run, so nothing was submitted. From sync code, submit it with "
+            "a SyncClient: `with SyncClient() as client: client.delay_workflow(workflow)`."
+        )
+    return _submit(workflow)
 
 
 async def _submit(workflow: Workflow) -> WorkflowHandle:

@@ -748,6 +748,8 @@ class Coordinator:
     # ---------------------------------------------------------------------------------------- finish
 
     def _finalize(self, record: TaskRecord, state: int) -> None:
+        if state == SUCCESS:
+            record.error = None  # an earlier attempt's error is no part of a success
         if record.gate is not None:
             self._release_gate(record)
         now = self.clock()

@@ -11,7 +11,8 @@ What is the same as a real control plane: task names are checked (``UnknownTask`
 results go through the payload codec (``PayloadError``, and values come back as a client would
 read them), exceptions become ``FAILURE`` with the remote-style traceback (``submit``/``result``
 raise ``TaskFailed``), retries follow the task's ``retries``/``retry_on`` and ``Retry``, an
-async task's time limits cancel it, and a task id given twice runs once. Workflows
+async task's time limits cancel it, ``current_task()`` and ``report_progress`` work in the task
+(its ``worker_id`` is ``"eager"``), and a task id given twice runs once. Workflows
 (``delay_workflow``, ``chain``/``group``/``chord``) and ``depends_on`` follow the same rules: the
 steps are checked all or nothing, each gets its dependencies' results as the control plane would
 pass them, and a step whose dependency did not succeed fails with ``DependencyFailed`` without
@@ -33,7 +34,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Unpack
 
+from fastworker.client import _tracing as tracing
 from fastworker.client._requester import error_from_wire
+from fastworker.client.context import TaskContext
 from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
 from fastworker.client.handles import use_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
@@ -49,6 +52,7 @@ from fastworker.worker.executor import Outcome, prepare, run_async_limited, run_
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.policy import options_policy
 from fastworker.worker.progress import LatestProgress
+from fastworker.worker.tasklog import log_outcome
 
 __all__ = ["EagerClient"]
 
@@ -409,9 +413,11 @@ class EagerClient:
         policy = options_policy(options)  # the one rule (fastworker.worker.policy), with this one definition
         queued_at = time.time()
         attempts = attempts_before
+        traceparent = tracing.carrier().get("traceparent")  # the submitting code's trace, if it traces
         while True:
             attempts += 1
             progress = LatestProgress()  # report_progress works here too; each attempt starts fresh
+            context = TaskContext(task_id, tf.name, attempts, policy.retries_left(attempts), EAGER_WORKER, traceparent)
             if tf.is_async:
                 outcome = await run_async_limited(
                     tf,
@@ -421,9 +427,11 @@ class EagerClient:
                     soft=policy.soft_timeout,
                     allow_pickle=self.allow_pickle,
                     progress=progress,
+                    context=context,
                 )
             else:
-                outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle, progress=progress)
+                outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle, progress=progress, context=context)
+            log_outcome(context, outcome, policy)
             error_type = outcome.error.type if outcome.error is not None else ""
             if outcome.succeeded or not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None):
                 break

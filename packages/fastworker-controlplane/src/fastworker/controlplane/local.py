@@ -12,6 +12,10 @@ What tasks report with ``report_progress`` reaches the coordinator through one
 :class:`~fastworker.worker.progress.ProgressRelay` (``on_progress``, on the loop, the latest value per
 task a few times a second); a run's last value rides on its outcome (``Outcome.progress``).
 
+Each run binds its :class:`~fastworker.client.context.TaskContext` (``current_task()``; the
+fields of what the task logs), and ends with one ``fastworker.task`` log line
+(:mod:`fastworker.worker.tasklog`).
+
 A running sync task is cancelled by raising :class:`TaskCancelled` in its thread
 (``PyThreadState_SetAsyncExc``): it stops at its next Python instruction, its remaining code
 never runs, and the slot lives on. A thread blocked inside one long C call (``time.sleep(600)``)
@@ -32,6 +36,7 @@ from typing import Any
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
+from fastworker.client.context import TaskContext
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import LOCAL_WORKER_ID, TaskRecord
 from fastworker.controlplane.wakeup import LoopWakeup
@@ -40,6 +45,7 @@ from fastworker.worker.executor import Outcome, failure, prepare, run_async_limi
 from fastworker.worker.policy import TaskPolicy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, SlotProgress
+from fastworker.worker.tasklog import log_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,20 @@ class LocalRun:
     record: TaskRecord
     task: TaskFunction[Any, Any]
     policy: TaskPolicy
+
+    def context(self) -> TaskContext:
+        """What ``current_task()`` returns in this run (the record counts the attempt already)."""
+        record = self.record
+        attempt = record.attempts or 1
+        headers = record.spec.headers
+        return TaskContext(
+            record.task_id,
+            record.name,
+            attempt,
+            self.policy.retries_left(attempt),
+            LOCAL_WORKER_ID,
+            headers.get("traceparent") if headers else None,
+        )
 
 
 #: Blocks until a task may start locally and marks it RUNNING; None means "stop". Its argument
@@ -176,18 +196,29 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            record, outcome, cancelled = self._run_here(run, slot, slot_progress)
+            context = run.context()
+            record, outcome, cancelled = self._run_here_unlogged(run, context, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
             self._completed.append((record, outcome, cancelled))
             completions.set()
+            log_outcome(context, outcome, run.policy)  # once the outcome is on its way
 
     def _run_here(
         self, run: LocalRun, slot: SlotRuns, slot_progress: SlotProgress | None = None
     ) -> tuple[TaskRecord, Outcome, bool]:
-        """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled.
+        """Run a sync task on this thread, and log how it ended; an interrupt (cancel) ends it as cancelled.
 
         ``slot_progress`` is the sink the slot thread bound (without one, the task cannot report progress).
         """
+        context = run.context()
+        ended = self._run_here_unlogged(run, context, slot, slot_progress)
+        log_outcome(context, ended[1], run.policy)
+        return ended
+
+    def _run_here_unlogged(
+        self, run: LocalRun, context: TaskContext, slot: SlotRuns, slot_progress: SlotProgress | None
+    ) -> tuple[TaskRecord, Outcome, bool]:
+        """:meth:`_run_here` without its log line (the slot logs once it handed the outcome on)."""
         if slot_progress is None:
             slot_progress = SlotProgress(self._progress)
         record = run.record
@@ -208,7 +239,9 @@ class LocalExecutor:
                     slot_progress.start(task_id, record.attempts)
                     try:
                         with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID) as span:
-                            outcome = run_sync(run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle)
+                            outcome = run_sync(
+                                run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
+                            )
                             tell_span(span, outcome)
                     finally:
                         slot_progress.active = False
@@ -267,12 +300,19 @@ class LocalExecutor:
         job.add_done_callback(lambda done, record=record: self._loop_run_done(record, done))  # type: ignore[misc]
 
     async def _run_on_loop(self, run: LocalRun) -> Outcome:
-        with tracing.process(run.record.spec, run.record.attempts, LOCAL_WORKER_ID) as span:
-            outcome = await self._run_on_loop_untraced(run)
-            tell_span(span, outcome)
+        context = run.context()
+        started = time.time()
+        try:
+            with tracing.process(run.record.spec, run.record.attempts, LOCAL_WORKER_ID) as span:
+                outcome = await self._run_on_loop_untraced(run, context)
+                tell_span(span, outcome)
+        except asyncio.CancelledError:
+            log_outcome(context, failure("TaskCancelled", "cancelled while running", started_at=started))
+            raise
+        log_outcome(context, outcome, run.policy)
         return outcome
 
-    async def _run_on_loop_untraced(self, run: LocalRun) -> Outcome:
+    async def _run_on_loop_untraced(self, run: LocalRun, context: TaskContext | None = None) -> Outcome:
         record, policy = run.record, run.policy
         hard, soft = policy.timeout, policy.soft_timeout
         sink = self._progress.sink(record.task_id, record.attempts)
@@ -285,13 +325,21 @@ class LocalExecutor:
                 timeout=hard or None,
                 soft_timeout=soft or None,
                 progress=sink,
+                context=context,
             )
         else:
             prepared = prepare(run.task, record.spec.arguments, allow_pickle=self._allow_pickle)
             if isinstance(prepared, Outcome):
                 return prepared
             outcome = await run_async_limited(
-                run.task, prepared[0], prepared[1], hard=hard, soft=soft, allow_pickle=self._allow_pickle, progress=sink
+                run.task,
+                prepared[0],
+                prepared[1],
+                hard=hard,
+                soft=soft,
+                allow_pickle=self._allow_pickle,
+                progress=sink,
+                context=context,
             )
         if sink.latest is not None:
             outcome.progress = self._progress.finish(sink)

@@ -7,6 +7,9 @@ with its task names (or ``LOAD_ERROR``), then runs one task per ``RUN`` frame wi
 and answers each with an ``OUTCOME`` frame, until it reads ``EXIT`` or its pipe closes. What a
 task reports with ``report_progress`` goes out as ``PROGRESS`` frames before its ``OUTCOME``, at
 most a few a second (:class:`~fastworker.worker.progress.ProgressPump`: the latest value wins).
+Each run's task context (``current_task()``) comes with its ``RUN`` frame. The child logs as the
+daemon that started it does (level, format, process fields: :class:`ChildConfig`), to the stderr
+it inherits, so what a task logs reaches the daemon's log with the task's fields.
 
 Frames are MessagePack arrays sent with ``Connection.send_bytes`` (a 4-byte big-endian length,
 then the body); task data stays in its :class:`~fastworker.protocol.v1.task_pb2.Payload` bytes
@@ -15,7 +18,8 @@ and is never pickled:
 =============  ==========  ===============================================================
 frame          direction   array
 =============  ==========  ===============================================================
-``RUN``        to child    ``[1, task_id, name, codec, data, soft_timeout]``
+``RUN``        to child    ``[1, task_id, name, codec, data, soft_timeout, trace, attempt,
+                           retries_left, worker_id, traceparent ("": none)]``
 ``EXIT``       to child    ``[2]``
 ``READY``      to pool     ``[1, pid, [sync task names], [async task names]]``
 ``LOAD_ERROR`` to pool     ``[2, message, module]``
@@ -43,6 +47,7 @@ import msgpack
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
+from fastworker.client.context import TaskContext
 from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
@@ -92,6 +97,10 @@ class ChildConfig:
         allow_pickle: Accept pickled arguments and pickle results (an explicit opt-in).
         measure_rss: Report the resident set size after each task (the pool has an RSS limit).
         parent_pid: The pool's pid; the child exits when it is no longer its parent.
+        log_level: The least severe level the child logs ("": leave its logging alone, as
+            Python's defaults have it).
+        log_format: ``text`` or ``json`` (``fastworker.client.logsetup``).
+        log_fields: Fields every record of the child carries (the daemon's ``worker_id``).
     """
 
     task_modules: tuple[str, ...]
@@ -99,13 +108,44 @@ class ChildConfig:
     allow_pickle: bool
     measure_rss: bool
     parent_pid: int
+    log_level: str = ""
+    log_format: str = "text"
+    log_fields: tuple[tuple[str, Any], ...] = ()
 
 
 def encode_run(
-    task_id: str, name: str, arguments: Payload, soft_timeout: float = 0.0, trace: dict[str, str] | None = None
+    task_id: str,
+    name: str,
+    arguments: Payload,
+    soft_timeout: float = 0.0,
+    trace: dict[str, str] | None = None,
+    context: TaskContext | None = None,
 ) -> bytes:
-    """The ``RUN`` frame body for one task (soft_timeout 0: none; ``trace``: the run's trace context, if any)."""
-    frame: bytes = msgpack.packb([RUN, task_id, name, arguments.codec, arguments.data, soft_timeout, trace or {}])
+    """The ``RUN`` frame body for one task.
+
+    ``soft_timeout`` 0: none; ``trace``: the run's trace context, if any; ``context``: what
+    ``current_task()`` returns in the child (None: a first attempt, no retries, no worker id).
+    """
+    if context is None:
+        attempt, retries_left, worker_id, traceparent = 1, 0, "", ""
+    else:
+        attempt, retries_left, worker_id = context.attempt, context.retries_left, context.worker_id
+        traceparent = context.traceparent or ""
+    frame: bytes = msgpack.packb(
+        [
+            RUN,
+            task_id,
+            name,
+            arguments.codec,
+            arguments.data,
+            soft_timeout,
+            trace or {},
+            attempt,
+            retries_left,
+            worker_id,
+            traceparent,
+        ]
+    )
     return frame
 
 
@@ -197,6 +237,11 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
     _detach(config.parent_pid)
     for conn in (tasks_in, results_out):  # keep them out of processes that tasks start
         os.set_inheritable(conn.fileno(), False)
+    if config.log_level:  # before the task modules load: what they log at import counts too
+        from fastworker.client.logsetup import configure_logging, set_process_log_fields
+
+        configure_logging(config.log_level, config.log_format)
+        set_process_log_fields(**dict(config.log_fields))
     sys.path[:0] = config.sys_path
     send = results_out.send_bytes
     try:
@@ -224,7 +269,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
         message = decode(frame)
         if message[0] != RUN:
             return
-        _, _task_id, name, codec, data, soft_timeout, trace = message
+        _, task_id, name, codec, data, soft_timeout, trace, attempt, retries_left, worker_id, traceparent = message
         tf = registry.get(name)
         try:
             if tf is None or tf.is_async:
@@ -234,10 +279,11 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                 if isinstance(prepared, Outcome):
                     outcome = prepared
                 else:
+                    context = TaskContext(task_id, name, attempt, retries_left, worker_id, traceparent or None)
                     pump.start_run()
                     try:
                         with _soft_limit(soft_timeout), tracing.attached(trace):
-                            outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle)
+                            outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle, context=context)
                     finally:
                         pump.end_run()  # its last progress goes out before its outcome
             reply = _encode_outcome(outcome, read_rss() if measure_rss else 0)

@@ -2,7 +2,9 @@
 
 Callers decode the arguments with :func:`prepare`, then call :func:`run_sync` (from a worker
 thread) or await :func:`run_async` (on the event loop), and send the :class:`Outcome` on. A caller
-that passes a progress sink gets the task's ``report_progress`` calls (it is bound around the run).
+that passes a progress sink gets the task's ``report_progress`` calls (it is bound around the run),
+and one that passes a :class:`~fastworker.client.context.TaskContext` lets the task read it with
+``current_task()`` (and the task's log records carry its fields).
 Any ``Exception`` a task raises, and ``SystemExit``, becomes a failed Outcome; a task cannot
 stop the process. ``KeyboardInterrupt`` and ``asyncio.CancelledError`` propagate.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from fastworker.client._progress import SINK, ProgressSink
 from fastworker.client._tracing import ProcessSpan
+from fastworker.client.context import CURRENT, TaskContext
 from fastworker.client.errors import Retry
 from fastworker.client.models import Progress
 from fastworker.client.task import TaskFunction
@@ -39,7 +42,8 @@ class Outcome:
         error: What went wrong; None on success.
         started_at: Wall-clock time (``time.time()``) when execution started.
         finished_at: Wall-clock time when the outcome was complete.
-        retry_delay: Set when the task raised ``Retry``: the delay it asked for (0 for none given).
+        retry_delay: Set when the task raised ``Retry``: the delay it asked for (0 for none given:
+            the policy's backoff then).
         progress: The last progress the run reported, once its runtime took it (None: none).
     """
 
@@ -99,6 +103,7 @@ def run_sync(
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     progress: ProgressSink | None = None,
+    context: TaskContext | None = None,
 ) -> Outcome:
     """Call a ``def`` task in this thread and encode what it returned or raised.
 
@@ -109,6 +114,7 @@ def run_sync(
         allow_pickle: Encode the result with pickle (an explicit opt-in).
         max_size: Largest result payload, in bytes; a larger one is a ``PayloadError`` failure.
         progress: Receives what the task reports with ``report_progress`` (None: it may not report).
+        context: What ``current_task()`` returns in the task (None: it raises ``NoCurrentTask``).
 
     Raises:
         TypeError: The task is an ``async def`` (use :func:`run_async`).
@@ -117,6 +123,7 @@ def run_sync(
     if tf.is_async:
         raise TypeError(f"task {tf.name!r} is async: run it with run_async")
     token = None if progress is None else SINK.set(progress)
+    bound = None if context is None else CURRENT.set(context)
     started = time()
     try:
         value = tf.fn(*args, **kwargs)
@@ -125,6 +132,8 @@ def run_sync(
     finally:
         if token is not None:
             SINK.reset(token)
+        if bound is not None:
+            CURRENT.reset(bound)
     return _returned(value, started, allow_pickle, max_size)
 
 
@@ -136,6 +145,7 @@ async def run_async(
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     progress: ProgressSink | None = None,
+    context: TaskContext | None = None,
 ) -> Outcome:
     """Await an ``async def`` task on the running loop and encode what it returned or raised.
 
@@ -146,6 +156,7 @@ async def run_async(
         allow_pickle: Encode the result with pickle (an explicit opt-in).
         max_size: Largest result payload, in bytes; a larger one is a ``PayloadError`` failure.
         progress: Receives what the task reports with ``report_progress`` (None: it may not report).
+        context: What ``current_task()`` returns in the task (None: it raises ``NoCurrentTask``).
 
     Raises:
         TypeError: The task is a plain ``def`` (use :func:`run_sync`, in a thread).
@@ -155,6 +166,7 @@ async def run_async(
     if not tf.is_async:
         raise TypeError(f"task {tf.name!r} is not async: run it with run_sync, in a thread")
     token = None if progress is None else SINK.set(progress)  # in this coroutine's task's context
+    bound = None if context is None else CURRENT.set(context)
     started = time()
     try:
         value = await tf.fn(*args, **kwargs)
@@ -163,6 +175,8 @@ async def run_async(
     finally:
         if token is not None:
             SINK.reset(token)
+        if bound is not None:
+            CURRENT.reset(bound)
     return _returned(value, started, allow_pickle, max_size)
 
 
@@ -184,10 +198,25 @@ def _raised(exc: BaseException, started: float) -> Outcome:
     if tb is not None:
         tb = tb.tb_next
     text = "".join(_traceback.format_exception(type(exc), exc, tb))
-    outcome = failure(type(exc).__name__, _text(exc), text, started_at=started)
-    if isinstance(exc, Retry):
-        outcome.retry_delay = exc.delay or 0.0
+    if not isinstance(exc, Retry):
+        return failure(type(exc).__name__, _text(exc), text, started_at=started)
+    # A Retry raised while handling the task's own error stands for that error: the attempt (and,
+    # with no retry left, the task) ends with its type and message; the traceback shows both.
+    reason = _retry_reason(exc)
+    shown = exc if reason is None else reason
+    outcome = failure(type(shown).__name__, _text(shown), text, started_at=started)
+    outcome.retry_delay = exc.delay or 0.0
     return outcome
+
+
+def _retry_reason(exc: Retry) -> BaseException | None:
+    """The error a ``Retry`` was raised for: its explicit cause, else the exception being handled; None for none."""
+    reason = exc.__cause__
+    if reason is None and not exc.__suppress_context__:
+        reason = exc.__context__
+    if reason is None or isinstance(reason, Retry):
+        return None
+    return reason
 
 
 def _text(exc: BaseException) -> str:
@@ -207,6 +236,7 @@ async def run_async_limited(
     soft: float = 0.0,
     allow_pickle: bool = False,
     progress: ProgressSink | None = None,
+    context: TaskContext | None = None,
 ) -> Outcome:
     """Like run_async, with time limits (0: none): the coroutine is cancelled when one passes.
 
@@ -217,12 +247,12 @@ async def run_async_limited(
         (seconds, kind) for seconds, kind in ((soft, "SoftTimeLimitExceeded"), (hard, "TimeLimitExceeded")) if seconds
     ]
     if not limits:
-        return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress)
+        return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
     seconds, kind = min(limits)
     started = time()
     try:
         async with asyncio.timeout(seconds):
-            return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress)
+            return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
     except TimeoutError:
         which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
         return failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s", started_at=started)

@@ -78,12 +78,22 @@ class TaskPolicy:
         return asked or not self.retry_on or error_type in self.retry_on
 
     def retry_delay(self, attempts: int, asked_delay: float | None = None) -> float:
-        """Seconds until the next run: the delay the task asked for, else the jittered backoff."""
+        """Seconds until the next run: the delay the task asked for, else the jittered backoff.
+
+        ``Retry()`` without a delay (``asked_delay`` 0) waits the backoff, as a failure does.
+        """
         if asked_delay:
             return asked_delay
-        backoff = min(self.backoff * 2.0 ** max(0, attempts - 1), self.backoff_max)
-        jittered = backoff * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+        jittered = self.backoff_delay(attempts) * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
         return min(jittered, self.backoff_max)
+
+    def backoff_delay(self, attempts: int) -> float:
+        """The backoff after the ``attempts``-th run, before jitter: ``backoff`` doubled per retry, capped."""
+        return min(self.backoff * 2.0 ** max(0, attempts - 1), self.backoff_max)
+
+    def retries_left(self, attempt: int) -> int:
+        """Retries still allowed after the ``attempt``-th run (the count ``allows_retry`` applies)."""
+        return max(0, 1 + self.retries - attempt)
 
     @property
     def run_limits(self) -> tuple[int, float, float]:

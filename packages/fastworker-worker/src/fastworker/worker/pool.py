@@ -12,6 +12,10 @@ dies on its own (``os.abort()``, a segfault, the OOM killer) is replaced and its
 ``WorkerCrashed``; a child that ran ``max_tasks_per_child`` tasks or grew past ``max_rss_bytes``
 is asked to exit and replaced. Every child is reaped: none is left a zombie.
 
+Children log as this process does when ``fastworker.client.logsetup.configure_logging`` set it
+up (a daemon's ``--log-level`` and ``--log-format``, and its ``worker_id``), to the stderr they
+inherit; each run's :class:`~fastworker.client.context.TaskContext` travels with its task.
+
 Not thread-safe: call every method from the thread that runs the pool's event loop.
 """
 
@@ -32,6 +36,8 @@ from time import time
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import ProgressSink
+from fastworker.client.context import TaskContext
+from fastworker.client.logsetup import logging_settings
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload
 from fastworker.worker.child import (
@@ -192,12 +198,16 @@ class ProcessPool:
         self._modules = tuple(task_modules)
         self._max_tasks = max_tasks_per_child
         self._max_rss = max_rss_bytes
+        logs = logging_settings()
         self._config = ChildConfig(
             task_modules=self._modules,
             sys_path=tuple(os.fspath(entry) for entry in sys_path),
             allow_pickle=bool(allow_pickle),
             measure_rss=max_rss_bytes > 0,
             parent_pid=os.getpid(),
+            log_level=logs[0] if logs is not None else "",
+            log_format=logs[1] if logs is not None else "text",
+            log_fields=tuple(logs[2].items()) if logs is not None else (),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._children: dict[_Child, None] = {}  # every child not yet reaped, in spawn order
@@ -345,6 +355,7 @@ class ProcessPool:
         timeout: float | None = None,
         soft_timeout: float | None = None,
         progress: ProgressSink | None = None,
+        context: TaskContext | None = None,
     ) -> Outcome:
         """Run one sync task in a free child and return how it ended; waits for a free child.
 
@@ -358,6 +369,8 @@ class ProcessPool:
                 inside the task (SIGALRM in the child), which may clean up.
             progress: Called on the loop with what the task reports with ``report_progress``
                 (rate-limited by the child; its last value arrives before the outcome).
+            context: What ``current_task()`` returns in the task (None: attempt 1, no retries
+                left, no worker id).
 
         Returns:
             The task's Outcome. Besides what the task itself raised, it fails with
@@ -382,7 +395,7 @@ class ProcessPool:
             raise ValueError(f"task {task_id!r} is in this process pool already")
         if name not in self._sync_names:
             return failure("UnknownTask", f"no task named {name!r} in the pool's task modules")
-        frame = encode_run(task_id, name, arguments, soft_timeout or 0.0, tracing.carrier())
+        frame = encode_run(task_id, name, arguments, soft_timeout or 0.0, tracing.carrier(), context)
         for _ in range(_SEND_ATTEMPTS):
             child = self._take_idle()
             if child is None:

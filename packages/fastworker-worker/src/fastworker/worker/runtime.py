@@ -32,6 +32,7 @@ from typing import Any
 from fastworker.client import _tracing as tracing
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._readyfile import remove_ready_file, write_ready_file
+from fastworker.client.context import TaskContext
 from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.task import TaskRegistry
@@ -43,6 +44,7 @@ from fastworker.worker.link import ControlPlaneLink, NotRegistered
 from fastworker.worker.policy import TaskPolicy, effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, RunSink
+from fastworker.worker.tasklog import log_outcome
 from fastworker.worker.threads import ThreadPool
 from fastworker.worker.version import __version__
 
@@ -145,7 +147,7 @@ def _rss_bytes(pids: Sequence[int]) -> int:
 class _Running(RunSink):
     """A task this worker runs: the asyncio task, the instance that gave it, the spec, and its progress sink."""
 
-    __slots__ = ("instance", "runner", "spec")
+    __slots__ = ("context", "instance", "policy", "runner", "spec")
 
     #: Set right after construction: the asyncio task that executes it (and gets this object).
     runner: asyncio.Task[None]
@@ -157,6 +159,9 @@ class _Running(RunSink):
         self.task_id = spec.task_id
         self.attempt = spec.attempt
         self.latest = None
+        #: What ``current_task()`` returns in the run, and the run's policy, once it is known.
+        self.context: TaskContext | None = None
+        self.policy: TaskPolicy | None = None
 
 
 class Worker:
@@ -616,6 +621,7 @@ class Worker:
         finished = outcome.finished_at or time.time()
         self._run_time = 0.8 * self._run_time + 0.2 * max(0.0, finished - (outcome.started_at or started))
         self._report(spec, instance, outcome, started)
+        log_outcome(running.context or self._context(spec, None), outcome, running.policy)  # once it is on its way
 
     async def _outcome_or_cancel(self, running: _Running) -> Outcome:
         """The run's outcome; a cancel asked for by the control plane ends it as TaskCancelled."""
@@ -668,14 +674,15 @@ class Worker:
             else:
                 self._spawn(self._flush_results())
 
-    async def _outcome(self, spec: task_pb2.TaskSpec, progress: RunSink) -> Outcome:
+    async def _outcome(self, spec: task_pb2.TaskSpec, running: _Running) -> Outcome:
         task = self.registry.get(spec.name)
         if task is None:
             return failure("UnknownTask", f"worker {self.settings.worker_id} has no task {spec.name!r}")
         defined = self._defined.get(spec.name)
         if defined is None:
             defined = self._defined[spec.name] = options_policy(task.options)
-        policy = effective_policy(spec, defined)
+        policy = running.policy = effective_policy(spec, defined)
+        context = running.context = self._context(spec, policy)
         limit, soft = policy.timeout, policy.soft_timeout
         if not task.is_async:
             assert self._pool is not None
@@ -685,14 +692,34 @@ class Worker:
                 spec.arguments,
                 timeout=limit or None,
                 soft_timeout=soft or None,
-                progress=progress,
+                progress=running,
+                context=context,
             )
         prepared = prepare(task, spec.arguments, allow_pickle=self.settings.allow_pickle)
         if isinstance(prepared, Outcome):
             return prepared
         args, kwargs = prepared
         return await run_async_limited(
-            task, args, kwargs, hard=limit, soft=soft, allow_pickle=self.settings.allow_pickle, progress=progress
+            task,
+            args,
+            kwargs,
+            hard=limit,
+            soft=soft,
+            allow_pickle=self.settings.allow_pickle,
+            progress=running,
+            context=context,
+        )
+
+    def _context(self, spec: task_pb2.TaskSpec, policy: TaskPolicy | None) -> TaskContext:
+        """What ``current_task()`` returns in a run of ``spec`` (no retries left without a policy)."""
+        attempt = spec.attempt or 1
+        return TaskContext(
+            spec.task_id,
+            spec.name,
+            attempt,
+            policy.retries_left(attempt) if policy is not None else 0,
+            self.settings.worker_id,
+            spec.headers.get("traceparent") if spec.headers else None,
         )
 
     def _spawn_flush(self) -> None:

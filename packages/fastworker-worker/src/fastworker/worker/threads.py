@@ -42,6 +42,7 @@ from typing import Any
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import ProgressSink
+from fastworker.client.context import TaskContext
 from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.task import TaskFunction, TaskRegistry
 from fastworker.protocol.v1.task_pb2 import Payload
@@ -85,6 +86,7 @@ class _Run:
     __slots__ = (
         "abandoned_at",
         "arguments",
+        "context",
         "early",
         "future",
         "name",
@@ -109,8 +111,10 @@ class _Run:
         soft: float,
         progress: ProgressSink | None,
         future: asyncio.Future[Outcome],
+        context: TaskContext | None = None,
     ) -> None:
         self.slot = slot
+        self.context = context
         self.task_id = task_id
         self.name = tf.name
         self.tf = tf
@@ -249,6 +253,7 @@ class ThreadPool:
         timeout: float | None = None,
         soft_timeout: float | None = None,
         progress: ProgressSink | None = None,
+        context: TaskContext | None = None,
     ) -> Outcome:
         """Run one sync task on a free thread and return how it ended; waits for a free thread.
 
@@ -262,6 +267,7 @@ class ThreadPool:
                 inside the task, which may clean up.
             progress: Called on the task's thread with what the task reports with
                 ``report_progress`` (so it must be thread-safe, as a ``RunSink`` is).
+            context: What ``current_task()`` returns in the task (None: it raises ``NoCurrentTask``).
 
         Returns:
             The task's Outcome. Besides what the task itself raised, it fails with
@@ -296,7 +302,7 @@ class ThreadPool:
             self._release(slot)
             raise RuntimeError("the thread pool is closed")
         soft = soft_timeout if soft_timeout is not None and soft_timeout > 0 else 0.0
-        run = _Run(slot, task_id, tf, arguments, soft, progress, loop.create_future())
+        run = _Run(slot, task_id, tf, arguments, soft, progress, loop.create_future(), context)
         slot.run = run
         self._running[task_id] = run
         if soft:
@@ -460,7 +466,12 @@ class ThreadPool:
                 return prepared
             with tracing.attached(run.trace):
                 outcome = run_sync(
-                    run.tf, prepared[0], prepared[1], allow_pickle=self._allow_pickle, progress=run.progress
+                    run.tf,
+                    prepared[0],
+                    prepared[1],
+                    allow_pickle=self._allow_pickle,
+                    progress=run.progress,
+                    context=run.context,
                 )
         finally:
             with slot.lock:
