@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from fastworker.client.context import CURRENT
+from fastworker.client.context import bound_task
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -107,7 +107,7 @@ def _add_fields(record: logging.LogRecord) -> bool:
         for key, value in extra.items():
             if key not in fields:
                 fields[key] = value
-    task = CURRENT.get()
+    task = bound_task()
     if task is not None:
         if "task_id" not in fields:
             fields["task_id"] = task.id

@@ -36,7 +36,7 @@ from typing import Any
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
-from fastworker.client.context import TaskContext
+from fastworker.client.context import ContextSource, TaskContext
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import LOCAL_WORKER_ID, TaskRecord
 from fastworker.controlplane.wakeup import LoopWakeup
@@ -196,7 +196,7 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            context = run.context()
+            context = run.context  # made only if the task asks for it or something logs
             record, outcome, cancelled = self._run_here_unlogged(run, context, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
             self._completed.append((record, outcome, cancelled))
@@ -216,7 +216,7 @@ class LocalExecutor:
         return ended
 
     def _run_here_unlogged(
-        self, run: LocalRun, context: TaskContext, slot: SlotRuns, slot_progress: SlotProgress | None
+        self, run: LocalRun, context: ContextSource, slot: SlotRuns, slot_progress: SlotProgress | None
     ) -> tuple[TaskRecord, Outcome, bool]:
         """:meth:`_run_here` without its log line (the slot logs once it handed the outcome on)."""
         if slot_progress is None:

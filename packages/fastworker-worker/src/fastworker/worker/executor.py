@@ -21,7 +21,7 @@ from typing import Any
 
 from fastworker.client._progress import SINK, ProgressSink
 from fastworker.client._tracing import ProcessSpan
-from fastworker.client.context import CURRENT, TaskContext
+from fastworker.client.context import CURRENT, ContextSource
 from fastworker.client.errors import Retry
 from fastworker.client.models import Progress
 from fastworker.client.task import TaskFunction
@@ -103,7 +103,7 @@ def run_sync(
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     progress: ProgressSink | None = None,
-    context: TaskContext | None = None,
+    context: ContextSource | None = None,
 ) -> Outcome:
     """Call a ``def`` task in this thread and encode what it returned or raised.
 
@@ -145,7 +145,7 @@ async def run_async(
     allow_pickle: bool = False,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     progress: ProgressSink | None = None,
-    context: TaskContext | None = None,
+    context: ContextSource | None = None,
 ) -> Outcome:
     """Await an ``async def`` task on the running loop and encode what it returned or raised.
 
@@ -236,7 +236,7 @@ async def run_async_limited(
     soft: float = 0.0,
     allow_pickle: bool = False,
     progress: ProgressSink | None = None,
-    context: TaskContext | None = None,
+    context: ContextSource | None = None,
 ) -> Outcome:
     """Like run_async, with time limits (0: none): the coroutine is cancelled when one passes.
 

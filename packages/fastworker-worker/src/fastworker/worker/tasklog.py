@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from fastworker.client.context import TaskContext
+from fastworker.client.context import ContextSource, resolve
 from fastworker.worker.executor import Outcome
 from fastworker.worker.policy import TaskPolicy
 
@@ -32,13 +32,14 @@ MAX_MESSAGE = 500
 logger = logging.getLogger(LOGGER_NAME)
 
 
-def log_outcome(context: TaskContext, outcome: Outcome, policy: TaskPolicy | None = None) -> None:
+def log_outcome(source: ContextSource, outcome: Outcome, policy: TaskPolicy | None = None) -> None:
     """Log how one run of a task ended (``policy``: the task's, to tell a retry from a final failure)."""
     if outcome.succeeded:
         if not logger.isEnabledFor(logging.DEBUG):
             return
     elif not logger.isEnabledFor(logging.WARNING):
         return
+    context = resolve(source)
     fields = {
         "task_id": context.id,
         "task_name": context.name,
