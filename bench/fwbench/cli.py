@@ -72,6 +72,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rss-tasks", type=int, help="tasks queued by the rss scenario (default 100000; 5000 with --quick)")
     p.add_argument("--rss-cycles", type=int, help="queue-and-drain cycles in rss (default 3; 1 with --quick)")
     p.add_argument("--cpu-tasks", type=int, help="5 ms tasks per cpu_scaling half (default 400; 60 with --quick)")
+    p.add_argument(
+        "--fleet-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="fleet: connected subworkers per row (default 1 10 100 500; 1 10 with --quick)",
+    )
+    p.add_argument(
+        "--fleet-real-max",
+        type=int,
+        help="fleet: largest size run with real worker processes; larger sizes are simulated (default 10; 1 with --quick)",
+    )
+    p.add_argument("--fleet-capacity", type=int, default=2, help="fleet: slots (--concurrency) of each worker (2)")
     p.add_argument("--wait-timeout", type=float, default=120.0, help="seconds to wait for a run's tasks (120)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"write results here (default {DEFAULT_JSON})")
     p.add_argument("--quick", action="store_true", help="smoke test: one small run per scenario (< 60 s)")
@@ -125,6 +138,9 @@ def build_options(args: argparse.Namespace) -> Options:
         reference_callers=args.reference_callers,
         reference_seconds=args.reference_seconds if args.reference_seconds is not None else (2.0 if quick else 5.0),
         huey_worker_type=args.huey_worker_type,
+        fleet_sizes=tuple(args.fleet_sizes or ((1, 10) if quick else (1, 10, 100, 500))),
+        fleet_real_max=pick(args.fleet_real_max, 10, 1),
+        fleet_capacity=args.fleet_capacity,
         quick=quick,
         extra={
             "reference_python": args.reference_python,
@@ -234,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dash and "idle_dashboard_rss_mb" not in results["rss"]["summary"]:
             notes.append("RSS with the dashboard on: n/a — " + "; ".join(sorted(dash))[:300])
     print_tables(title, table_rows(results), ratios, notes)
+    for name, result in results.items():
+        own_report = SCENARIOS[name].report
+        if own_report is not None:
+            own_report(result)
 
     report = {
         "meta": {

@@ -83,6 +83,11 @@ class Options:
     reference_callers: int = 8
     reference_seconds: float = 5.0
     huey_worker_type: str = "process"
+    #: ``fleet``: connected subworkers per row, the largest size run with real worker processes
+    #: (larger ones are simulated, ``fwbench.fleetsim``), and each worker's slots.
+    fleet_sizes: tuple[int, ...] = (1, 10, 100, 500)
+    fleet_real_max: int = 10
+    fleet_capacity: int = 2
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -135,6 +140,8 @@ class Scenario:
     needs_controlplane: bool = True
     #: Part of ``python bench/run.py`` without ``--scenarios`` (peers and sweeps are opt-in).
     default: bool = True
+    #: Prints a table of the scenario's own after the main one (given its result: summary and runs).
+    report: Callable[[dict[str, Any]], None] | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -149,6 +156,7 @@ def scenario(
     controlplane_args: Callable[[Options], list[str]] | None = None,
     needs_controlplane: bool = True,
     default: bool = True,
+    report: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register a scenario: an async function (control plane, options) -> dict of metrics.
 
@@ -160,7 +168,15 @@ def scenario(
         if name in SCENARIOS:
             raise ValueError(f"scenario {name!r} registered twice")
         SCENARIOS[name] = Scenario(
-            name, description, fn, tuple(display), tuple(targets), controlplane_args, needs_controlplane, default
+            name,
+            description,
+            fn,
+            tuple(display),
+            tuple(targets),
+            controlplane_args,
+            needs_controlplane,
+            default,
+            report,
         )
         return fn
 

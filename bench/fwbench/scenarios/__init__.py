@@ -16,3 +16,6 @@ from fwbench.scenarios import workflows  # noqa: F401
 
 # isort: split
 from fwbench.scenarios import startup  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import fleet  # noqa: F401

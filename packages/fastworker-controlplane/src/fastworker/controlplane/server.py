@@ -84,6 +84,10 @@ class ControlPlane:
         self._publisher: DiscoveryPublisher | None = None
         self._dashboard: Any = None
         self._auth: FrameAuth | None = None
+        #: Task names the last sealed announcement listed, and the workers whose schedules were read:
+        #: a registration costs O(1) here, not O(fleet) (a fleet of 500 re-registering after a restart).
+        self._announced_names: frozenset[str] = frozenset()
+        self._schedules_read: set[tuple[str, str]] = set()
         self._tls: TlsFiles | None = None
         self._last_refusal_log = float("-inf")
         self.journal: Journal | None = None
@@ -366,10 +370,22 @@ class ControlPlane:
         return options_policy(task.options).retries if task is not None else None
 
     def _fleet_changed(self) -> None:
-        if self._publisher is not None:
-            self._publisher.publish_now()  # workers and clients learn new task names at once
-        if self.periodic is not None and self.fleet is not None:
-            for worker in self.fleet:
+        fleet = self.fleet
+        if self._publisher is not None and self._auth is not None and fleet is not None:
+            # Only a sealed announcement lists task names: when they change, peers learn it at once
+            # (an unsealed one does not change with the fleet; the regular ticks carry the counts).
+            names = frozenset(fleet.task_names())
+            if names != self._announced_names:
+                self._announced_names = names
+                self._publisher.publish_now()
+        if self.periodic is not None and fleet is not None:
+            present = {(worker.worker_id, worker.incarnation) for worker in fleet}
+            self._schedules_read &= present
+            for worker in fleet:
+                key = (worker.worker_id, worker.incarnation)
+                if key in self._schedules_read:
+                    continue  # read when it registered
+                self._schedules_read.add(key)
                 try:
                     specs = periodic_specs(worker.definitions.values())
                 except (ValueError, TypeError) as exc:  # registration refuses these; never break the fleet
