@@ -69,6 +69,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"subworker --concurrency for the workers* and rss scenarios (default {DEFAULT_WORKER_CONCURRENCY}; "
         "4 with --quick, which spawns fewer child processes)",
     )
+    p.add_argument(
+        "--worker-pool",
+        choices=("processes", "threads"),
+        default="processes",
+        help="subworker --pool for the workers* scenarios (default processes)",
+    )
     p.add_argument("--rss-tasks", type=int, help="tasks queued by the rss scenario (default 100000; 5000 with --quick)")
     p.add_argument("--rss-cycles", type=int, help="queue-and-drain cycles in rss (default 3; 1 with --quick)")
     p.add_argument("--cpu-tasks", type=int, help="5 ms tasks per cpu_scaling half (default 400; 60 with --quick)")
@@ -128,6 +134,7 @@ def build_options(args: argparse.Namespace) -> Options:
         local_concurrency=args.local_concurrency,
         wait_timeout=args.wait_timeout,
         worker_concurrency=pick(args.worker_concurrency, DEFAULT_WORKER_CONCURRENCY, 4),
+        worker_pool=args.worker_pool,
         rss_tasks=pick(args.rss_tasks, 100_000, 5_000),
         rss_cycles=pick(args.rss_cycles, 3, 1),
         cpu_tasks=pick(args.cpu_tasks, 400, 60),

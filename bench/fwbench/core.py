@@ -73,6 +73,8 @@ class Options:
     local_concurrency: int | None = None
     wait_timeout: float = 120.0
     worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    #: The subworkers' ``--pool`` in the workers* scenarios.
+    worker_pool: str = "processes"
     rss_tasks: int = 100_000
     rss_cycles: int = 3
     cpu_tasks: int = 400
@@ -315,9 +317,11 @@ def controlplane_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def fleet(
-    cp: RunningControlPlane, count: int, concurrency: int, prefix: str = "bench"
+    cp: RunningControlPlane, count: int, concurrency: int, prefix: str = "bench", pool: str = "processes"
 ) -> Iterator[list[RunningWorker]]:
     """Start ``count`` subworkers for bench/tasks.py, one after another, each registered before the next.
+
+    ``pool`` is their ``--pool`` (sync tasks in child processes, or in threads of the worker).
 
     Every worker that started is stopped by pid (SIGTERM, SIGKILL after a bound) when the block
     ends, however it ends, including when a later worker failed to start.
@@ -332,6 +336,7 @@ def fleet(
                         task_modules=[TASK_MODULE],
                         concurrency=concurrency,
                         worker_id=f"{prefix}-{index}",
+                        extra_args=[] if pool == "processes" else ["--pool", pool],
                         env=controlplane_env(),
                         workdir=Path(folder),
                         ready_timeout=60,
@@ -367,7 +372,7 @@ async def throughput_run(
     the control plane should then run with ``--local-concurrency 0``.
     """
     n = opts.tasks if n is None else n
-    with fleet(cp, workers, opts.worker_concurrency):
+    with fleet(cp, workers, opts.worker_concurrency, pool=opts.worker_pool):
         async with Client(cp.discovery) as client:
             problems = await wait_for_workers(client, workers) if workers else []
             await client.stats()  # connected and one round trip done before timing
@@ -412,7 +417,12 @@ def _worker_checks(
     local = stats.get("executed_locally") or 0
     if local:
         problems.append(f"the control plane ran {local} tasks itself (local execution should be off)")
-    return {"workers": workers, "worker_concurrency": opts.worker_concurrency, "workers_used": len(used)}
+    return {
+        "workers": workers,
+        "worker_concurrency": opts.worker_concurrency,
+        "worker_pool": opts.worker_pool,
+        "workers_used": len(used),
+    }
 
 
 async def latency_run(cp: RunningControlPlane, opts: Options, *, workers: int = 0) -> dict[str, Any]:
@@ -421,7 +431,7 @@ async def latency_run(cp: RunningControlPlane, opts: Options, *, workers: int = 
     problems: list[str] = []
     samples: list[float] = []
     wrong = lost = 0
-    with fleet(cp, workers, opts.worker_concurrency):
+    with fleet(cp, workers, opts.worker_concurrency, pool=opts.worker_pool):
         async with Client(cp.discovery) as client:
             if workers:
                 problems += await wait_for_workers(client, workers)
@@ -461,7 +471,9 @@ async def latency_run(cp: RunningControlPlane, opts: Options, *, workers: int = 
     if workers and stats.get("executed_locally"):
         problems.append(f"the control plane ran {stats['executed_locally']} tasks itself")
     if workers:
-        result.update({"workers": workers, "worker_concurrency": opts.worker_concurrency})
+        result.update(
+            {"workers": workers, "worker_concurrency": opts.worker_concurrency, "worker_pool": opts.worker_pool}
+        )
     return result
 
 
