@@ -185,3 +185,21 @@ async def test_the_eager_client_gives_the_context_and_the_final_error_as_a_contr
     assert messages[0].endswith(": TimeoutError: slow upstream")
     assert messages[1].startswith(f"task eager.flaky[{task_id}] succeeded in ")
     assert "failed in" in messages[-1] and messages[-1].endswith("KeyError: 'gone'")
+
+
+async def test_each_run_line_of_a_local_task_names_the_attempt_that_ran(harness: Any, json_log: io.StringIO) -> None:
+    runs = itertools.count(1)
+
+    def once_more() -> str:
+        if next(runs) == 1:
+            raise Retry()
+        return "ok"
+
+    harness.task(once_more, retries=1, retry_backoff=0.01)
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("once_more"))
+    assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    ended = [(line["attempt"], line["level"]) for line in lines if line["logger"] == "fastworker.task"]
+    # Read when the run ended, not once the loop had already counted the next attempt.
+    assert ended == [(1, "INFO"), (2, "DEBUG")]

@@ -45,7 +45,7 @@ from fastworker.worker.executor import Outcome, failure, prepare, run_async_limi
 from fastworker.worker.policy import TaskPolicy
 from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, SlotProgress
-from fastworker.worker.tasklog import log_outcome
+from fastworker.worker.tasklog import log_outcome, logs
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +196,15 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            context = run.context  # made only if the task asks for it or something logs
-            record, outcome, cancelled = self._run_here_unlogged(run, context, slot, slot_progress)
+            # Made only if the task asks for it or something logs (a maker is bound meanwhile).
+            record, outcome, cancelled = self._run_here_unlogged(run, run.context, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
+            # Read before the outcome is handed on: the loop may count the next attempt at once.
+            ended = run.context() if logs(outcome) else None
             self._completed.append((record, outcome, cancelled))
             completions.set()
-            log_outcome(context, outcome, run.policy)  # once the outcome is on its way
+            if ended is not None:
+                log_outcome(ended, outcome, run.policy)  # once the outcome is on its way
 
     def _run_here(
         self, run: LocalRun, slot: SlotRuns, slot_progress: SlotProgress | None = None

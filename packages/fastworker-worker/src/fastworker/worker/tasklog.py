@@ -22,7 +22,7 @@ from fastworker.client.context import ContextSource, resolve
 from fastworker.worker.executor import Outcome
 from fastworker.worker.policy import TaskPolicy
 
-__all__ = ["LOGGER_NAME", "log_outcome"]
+__all__ = ["LOGGER_NAME", "log_outcome", "logs"]
 
 #: The logger every per-task line goes to.
 LOGGER_NAME = "fastworker.task"
@@ -32,12 +32,14 @@ MAX_MESSAGE = 500
 logger = logging.getLogger(LOGGER_NAME)
 
 
+def logs(outcome: Outcome) -> bool:
+    """Whether :func:`log_outcome` writes a line for this outcome at the configured level."""
+    return logger.isEnabledFor(logging.DEBUG if outcome.succeeded else logging.WARNING)
+
+
 def log_outcome(source: ContextSource, outcome: Outcome, policy: TaskPolicy | None = None) -> None:
     """Log how one run of a task ended (``policy``: the task's, to tell a retry from a final failure)."""
-    if outcome.succeeded:
-        if not logger.isEnabledFor(logging.DEBUG):
-            return
-    elif not logger.isEnabledFor(logging.WARNING):
+    if not logs(outcome):
         return
     context = resolve(source)
     fields = {
