@@ -38,6 +38,20 @@ def json_log() -> Iterator[io.StringIO]:
     set_process_log_fields(worker_id=None)
 
 
+async def run_lines(json_log: io.StringIO, count: int) -> list[dict[str, Any]]:
+    """The log's JSON lines once it holds ``count`` ``fastworker.task`` lines (bounded).
+
+    A slot writes a run's line after handing its outcome on, so the task can be final before it.
+    """
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+        if sum(line["logger"] == "fastworker.task" for line in lines) >= count:
+            return lines
+        assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} run lines: {lines}"
+        await asyncio.sleep(0.01)
+
+
 def fields_of(context: Any) -> list[Any]:
     return [context.id, context.name, context.attempt, context.retries_left, context.worker_id, context.traceparent]
 
@@ -95,7 +109,7 @@ async def test_what_a_local_task_logs_carries_its_fields_and_each_run_ends_with_
     async_record, _ = coordinator.submit(harness.spec("chatty_async"))
     for record in (sync_record, async_record):
         assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
-    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    lines = await run_lines(json_log, 2)
     for record, text in ((sync_record, "hello"), (async_record, "async hello")):
         mine = [line for line in lines if line.get("task_id") == record.task_id]
         said = [line for line in mine if line["logger"] == "tasks.chatty"]
@@ -199,7 +213,7 @@ async def test_each_run_line_of_a_local_task_names_the_attempt_that_ran(harness:
     coordinator = harness.coordinator()
     record, _ = coordinator.submit(harness.spec("once_more"))
     assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
-    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    lines = await run_lines(json_log, 2)
     ended = [(line["attempt"], line["level"]) for line in lines if line["logger"] == "fastworker.task"]
     # Read when the run ended, not once the loop had already counted the next attempt.
     assert ended == [(1, "INFO"), (2, "DEBUG")]
