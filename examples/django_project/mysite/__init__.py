@@ -1,0 +1,1 @@
+"""The example project: its settings, URLs and the module the WSGI server loads."""

@@ -1,0 +1,1 @@
+"""The shop's migrations (made by ``manage.py makemigrations``)."""
