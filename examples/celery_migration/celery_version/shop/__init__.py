@@ -1,0 +1,1 @@
+"""A small shop: orders are totalled, charged and receipted by background tasks."""
