@@ -68,6 +68,8 @@ SCRIPTS: dict[str, tuple[ModuleType, dict[tuple[str, ...], ParserFactory]]] = {
 MODULES = [
     "fastworker.client",
     "fastworker.client.fastapi",
+    "fastworker.client.django",
+    "fastworker.client.django.testing",
     "fastworker.worker",
     "fastworker.controlplane",
     "fastworker.controlplane.testing",
@@ -374,6 +376,20 @@ def test_one_environment_variable_name_per_option_across_every_script(
 def test_every_script_takes_version_as_the_reference_says(script: str) -> None:
     parser = SCRIPTS[script][1][()]()
     assert any(isinstance(action, argparse._VersionAction) for action in parser._actions), script
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_subcommand_has_a_description_and_every_argument_help(script: str) -> None:
+    """``--help`` must say what a subcommand does and what each argument means, on every script."""
+    missing = []
+    for path, parser in parsers_of(script).items():
+        words = " ".join((script, *path))
+        if not parser.description:
+            missing.append(f"{words}: no description")
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction) and not action.help:
+                missing.append(f"{words}: {max(action.option_strings, key=len, default=action.dest)} has no help")
+    assert not missing
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 
 from opentelemetry import trace
@@ -38,6 +39,8 @@ class JsonLinesExporter(SpanExporter):
                         "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
                         "attributes": dict(span.attributes or {}),
                         "status": span.status.status_code.name,
+                        "start": span.start_time,
+                        "end": span.end_time,
                         "pid": os.getpid(),
                     }
                 )
@@ -57,6 +60,13 @@ if os.environ.get("FWTESTS_SPANS"):
 def add(x: int, y: int) -> int:
     with trace.get_tracer("fwtests").start_as_current_span("inside add"):
         return x + y
+
+
+@task(name="tracing.sleep")
+def sleep(seconds: float) -> float:
+    """Holds its slot, so that the next task waits in the queue for about ``seconds``."""
+    time.sleep(seconds)
+    return seconds
 
 
 @task(name="tracing.fail")

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,20 @@ def test_output_piped_to_another_program_is_never_wrapped_and_times_are_iso(shar
     (queued,) = [line for line in status.stdout.splitlines() if line.strip().startswith("queued_at")]
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", queued), queued
     assert not re.search(r"\b1[6-9]\d{8}\.\d+", status.stdout), status.stdout
+
+
+def test_workers_prints_a_live_worker_s_last_heartbeat_as_iso_and_json_keeps_unix_seconds(
+    start_cp_for_workers: Any, start_worker: Any
+) -> None:
+    # Given a subworker online
+    control_plane = start_cp_for_workers()
+    start_worker(control_plane, "cli-times", concurrency=1)
+    # When people list the workers
+    listed = fastworker(control_plane, "workers")
+    assert listed.returncode == 0 and "cli-times" in listed.stdout, listed.stdout
+    # Then the last heartbeat is an ISO-8601 time like every other time printed, never an epoch float
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", listed.stdout), listed.stdout
+    assert not re.search(r"\b1[6-9]\d{2},?\d{3},?\d{3}\.\d+", listed.stdout), listed.stdout
+    # and scripts still read Unix seconds
+    (worker,) = json.loads(fastworker(control_plane, "--json", "workers").stdout)
+    assert abs(worker["last_heartbeat"] - time.time()) < 60, worker

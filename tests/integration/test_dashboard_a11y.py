@@ -48,6 +48,7 @@ PAGE_IDS = (
     "task-success",
     "task-failure",
     "task-running",
+    "task-unserved",
     "workflow",
     "workers",
     "login",
@@ -126,7 +127,7 @@ def pages(
     """Fill the control plane so that every kind of badge, pill and bar is on some page; answer each page's path.
 
     Tasks succeed at every priority, one fails, one is cancelled, one is held SCHEDULED, three wait in
-    the paused low queue; a workflow's middle step runs with progress (held by a gate file) and a
+    the paused low queue, one waits in the named queue "reports" that nothing serves; a workflow's middle step runs with progress (held by a gate file) and a
     long sleep fills the worker's other slot; one task name has run-time limits.
     """
     gates = tmp_path_factory.mktemp("a11y-gates")
@@ -144,6 +145,7 @@ def pages(
         client.pause("low")
         for n in range(3):
             client.delay("fwdash.add", n, 1, priority="low")  # PENDING in a paused queue
+        unserved = client.delay("fwdash.add", 7, 7, queue="reports")  # PENDING: no worker serves "reports"
         client.set_limits("fwdash.add", rate_limit="100/s", max_concurrency=5)
         workflow = client.delay_workflow(
             chain(
@@ -164,6 +166,7 @@ def pages(
                 "task-success": f"/tasks/{done[0]}",
                 "task-failure": f"/tasks/{failed}",
                 "task-running": f"/tasks/{running}",
+                "task-unserved": f"/tasks/{unserved}",
                 "workflow": f"/workflows/{workflow.id}",
                 "workers": "/workers",
                 "login": "/login",

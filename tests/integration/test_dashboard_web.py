@@ -178,7 +178,7 @@ def test_pause_and_resume_change_the_shown_queue_state(page: Page, client: SyncC
     row = page.locator('#queues-table tr[data-priority="low"]')
     expect(row).to_have_attribute("data-paused", "false")
     row.locator('button[data-action="pause"]').click()
-    expect(page.locator("#flash")).to_contain_text("low queue paused")
+    expect(page.locator("#flash")).to_contain_text("low level paused in every queue")
     expect(row).to_have_attribute("data-paused", "true")
     expect(row.locator(".queue-state")).to_have_text("paused")
     # While paused, a low task waits: the queue depth shows it live
@@ -187,7 +187,7 @@ def test_pause_and_resume_change_the_shown_queue_state(page: Page, client: SyncC
     expect(row.locator(".depth-value")).to_have_text("1")
     shot(page, "queue-paused")
     row.locator('button[data-action="resume"]').click()
-    expect(page.locator("#flash")).to_contain_text("low queue resumed")
+    expect(page.locator("#flash")).to_contain_text("low level resumed in every queue")
     expect(row).to_have_attribute("data-paused", "false")
     wait_for_state(client, waiting, TaskState.SUCCESS)
 

@@ -8,6 +8,9 @@ prefix, ``enter``. Every wait is bounded and polls while the app runs.
 from __future__ import annotations
 
 import html
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from textual.widgets import Static
 from fastworker.client import Client, TaskState
 from fastworker.controlplane.testing import RunningControlPlane, RunningWorker
 from fastworker.dashboard.tui import FastworkerTop, make_app
+from fastworker.dashboard.tui.cli import RET_ERROR
 from fastworker.dashboard.tui.screens import TaskDetailScreen
 
 TOP_TASKS = ("fwtests_top_tasks",)
@@ -201,7 +205,7 @@ async def test_p_pauses_and_resumes_the_selected_tasks_level(cluster: Any, clien
             if time.monotonic() > deadline:
                 pytest.fail("the low level was not paused")
             await pilot.pause(0.05)
-        queue_state = lambda: app.queue_table.get_cell("low", "state").plain  # noqa: E731
+        queue_state = lambda: app.queue_table.get_cell("default/low", "state").plain  # noqa: E731
         await wait_until(pilot, lambda: queue_state() == "PAUSED", "PAUSED marker on the low queue")
 
         try:
@@ -258,3 +262,23 @@ async def test_a_running_tasks_progress_shows_in_the_list_and_the_detail_screen(
         gate.touch()
         await wait_until(pilot, lambda: "10/10 100%  done" in summary(), "the last progress, kept once finished")
         await wait_for_state(pilot, client, task_id, TaskState.SUCCESS)
+
+
+def test_top_piped_into_another_program_refuses_with_a_one_line_hint_and_writes_nothing() -> None:
+    # Given fastworker-top with its stdout a pipe (as in `fastworker-top > file` or `| less`)
+    script = Path(sys.executable).with_name("fastworker-top")
+    assert script.is_file(), f"fastworker-top is not installed next to {sys.executable}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    ran = subprocess.run(
+        [str(script), "--control-plane", "tcp://127.0.0.1:9"],  # refused before connecting anywhere
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    # Then it exits 1 without drawing a screen into the pipe, and says what to use instead in one line
+    assert ran.returncode == RET_ERROR, ran
+    assert ran.stdout == b"", ran.stdout[:200]
+    hint = ran.stderr.decode().splitlines()
+    assert len(hint) == 1, hint
+    assert "not a terminal" in hint[0] and "fastworker stats --json" in hint[0], hint

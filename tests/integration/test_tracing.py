@@ -1,7 +1,7 @@
-"""OpenTelemetry across real processes: the client's ``send`` span, a subworker's ``process`` span and the task's own spans are one trace.
+"""OpenTelemetry across real processes: the client's ``send`` span, the ``wait`` and ``process`` spans where the task runs and the task's own spans are one trace.
 
-The test process uses the SDK's in-memory exporter; the subworker (a real process) exports its
-spans as JSON lines to a file (``fwtests_tracing_tasks``).
+The test process uses the SDK's in-memory exporter; the subworker or the control plane running
+the task (a real process) exports its spans as JSON lines to a file (``fwtests_tracing_tasks``).
 """
 
 from __future__ import annotations
@@ -44,14 +44,21 @@ def client_spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def spans_of(path: Path, task_id: str, count: int, bound: float = 15.0) -> list[dict[str, Any]]:
-    """The worker's spans for one task, once ``count`` of them were written (bounded wait)."""
+    """The worker's spans, once ``count`` ``process`` spans of one task were written (bounded wait).
+
+    A run's ``wait`` span is written before its ``process`` span (it ends where the run starts).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + bound
     while True:
         spans = []
         if path.exists():
             spans = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        mine = [s for s in spans if s["attributes"].get("messaging.message.id") == task_id]
+        mine = [
+            s
+            for s in spans
+            if s["attributes"].get("messaging.message.id") == task_id and s["name"].startswith("process ")
+        ]
         if len(mine) >= count or loop.time() > deadline:
             return spans
         await asyncio.sleep(0.05)
@@ -98,7 +105,9 @@ async def test_send_and_process_spans_form_one_trace_across_processes(
     assert process["kind"] == "CONSUMER"
     assert process["trace_id"] == trace_id
     assert process["parent_id"] == format(send.context.span_id, "016x")
-    assert process["attributes"] == {
+    attributes = dict(process["attributes"])
+    attributes.pop("fastworker.task.queue_wait_seconds", None)  # the wait's own test checks it
+    assert attributes == {
         "messaging.system": "fastworker",
         "messaging.operation": "process",
         "messaging.message.id": task_id,
@@ -112,7 +121,76 @@ async def test_send_and_process_spans_form_one_trace_across_processes(
     assert inside["trace_id"] == trace_id and inside["parent_id"] == process["span_id"]
     assert inside["pid"] != process["pid"]
     # and the failed run says so
-    (failed,) = [s for s in spans if s["attributes"].get("messaging.message.id") == failing_id]
+    (failed,) = [s for s in spans if s["name"] == "process tracing.fail"]
     assert failed["status"] == "ERROR" and failed["attributes"]["fastworker.task.outcome"] == "failure"
     assert failed["attributes"]["error.type"] == "ValueError"
     assert failed["trace_id"] == trace_id
+
+
+def check_wait(spans: list[dict[str, Any]], send: Any, worker_id: str, at_least: float) -> None:
+    """The task's ``wait`` span: a sibling of its ``process`` span under ``send``, from ready to the run's start."""
+    task_id = send.attributes["messaging.message.id"]
+    mine = [s for s in spans if s["attributes"].get("messaging.message.id") == task_id]
+    (wait,) = [s for s in mine if s["name"] == f"wait {send.attributes['fastworker.task.name']}"]
+    (process,) = [s for s in mine if s["name"].startswith("process ")]
+    assert wait["kind"] == "INTERNAL"
+    assert wait["trace_id"] == process["trace_id"] == format(send.context.trace_id, "032x")
+    assert wait["parent_id"] == process["parent_id"] == format(send.context.span_id, "016x")
+    assert wait["attributes"]["fastworker.worker.id"] == worker_id
+    assert wait["attributes"]["fastworker.task.attempt"] == 1
+    # it ends where the run begins, and began once the control plane had the task (one host, one clock)
+    assert wait["end"] == process["start"]
+    assert wait["start"] >= send.start_time
+    waited = process["attributes"]["fastworker.task.queue_wait_seconds"]
+    assert waited == (wait["end"] - wait["start"]) / 1e9
+    assert at_least <= waited < 15, waited
+
+
+async def submit_behind_a_busy_slot(discovery: str) -> tuple[str, str]:
+    """A traced request submits a task that holds the only slot for 0.6 s, then ``tracing.add``; both finish."""
+    async with Client(discovery) as client:
+        with trace.get_tracer("fwtests").start_as_current_span("handle request"):
+            busy = await client.delay("tracing.sleep", 0.6)
+            task_id = await client.delay("tracing.add", 1, 2)
+        assert await client.result(task_id, timeout=15) == 3
+        assert await client.result(busy, timeout=15) == 0.6
+    return busy, task_id
+
+
+async def test_the_wait_in_the_queue_is_a_span_on_the_control_plane_s_own_slots(
+    start_cp: Any, client_spans: InMemorySpanExporter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a control plane that runs the tasks itself, on one slot, and exports its spans
+    spans_file = tmp_path / "controlplane-spans.jsonl"
+    monkeypatch.setenv("FWTESTS_SPANS", str(spans_file))
+    control_plane = start_cp("--local-concurrency", "1", task_modules=("fwtests_tracing_tasks",))
+    client_spans.clear()
+    # When a traced task waits behind a busy slot
+    _, task_id = await submit_behind_a_busy_slot(control_plane.discovery)
+    # Then its wait in the queue is a span of the caller's trace, as long as the slot was busy
+    sends = {
+        s.attributes["messaging.message.id"]: s for s in client_spans.get_finished_spans() if s.name.startswith("send ")
+    }
+    check_wait(await spans_of(spans_file, task_id, 1), sends[task_id], "controlplane", at_least=0.2)
+
+
+async def test_the_wait_in_the_queue_is_a_span_on_a_subworker(
+    start_cp_for_workers: Any,
+    start_worker: Any,
+    client_spans: InMemorySpanExporter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a subworker with one slot that exports its spans
+    spans_file = tmp_path / "worker-spans.jsonl"
+    monkeypatch.setenv("FWTESTS_SPANS", str(spans_file))
+    control_plane = start_cp_for_workers()
+    start_worker(control_plane, "wait-w1", task_modules=("fwtests_tracing_tasks",), concurrency=1)
+    client_spans.clear()
+    # When a traced task waits behind its busy slot
+    _, task_id = await submit_behind_a_busy_slot(control_plane.discovery)
+    # Then its wait (from the control plane's ready time to the subworker's start) is a span of the caller's trace
+    sends = {
+        s.attributes["messaging.message.id"]: s for s in client_spans.get_finished_spans() if s.name.startswith("send ")
+    }
+    check_wait(await spans_of(spans_file, task_id, 1), sends[task_id], "wait-w1", at_least=0.2)

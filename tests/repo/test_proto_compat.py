@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "proto" / "released" / "fastworker-protocol-v1.binpb"
 ADMIN = "proto/fastworker/protocol/v1/admin.proto"
 TASK = "proto/fastworker/protocol/v1/task.proto"
-PAUSED = "  // True while dispatch of this level is paused.\n  bool paused = 4;\n"
+PAUSED = "  // True while dispatch of this level is paused (a level is paused in every queue).\n  bool paused = 4;\n"
 
 
 def buf(workspace: Path, *args: str) -> tuple[int, list[dict[str, Any]]]:
@@ -95,7 +95,7 @@ def test_a_renumbered_field_fails_naming_it(workspace: Path, released: Path) -> 
 
 def test_an_added_field_passes(workspace: Path, released: Path) -> None:
     _edit(
-        workspace, ADMIN, PAUSED, PAUSED + "  // Tasks that waited longest, by id.\n  repeated string oldest_ids = 5;\n"
+        workspace, ADMIN, PAUSED, PAUSED + "  // Tasks that waited longest, by id.\n  repeated string oldest_ids = 7;\n"
     )
     assert breaking(workspace, released) == []
     assert lint(workspace) == []
@@ -142,7 +142,7 @@ def test_a_change_peers_or_the_python_api_would_notice_fails(
 
 def test_a_camel_case_field_fails_lint_and_breaks_nothing(workspace: Path, released: Path) -> None:
     _edit(
-        workspace, ADMIN, PAUSED, PAUSED + "  // Age of the oldest task, in milliseconds.\n  uint64 oldestAgeMs = 5;\n"
+        workspace, ADMIN, PAUSED, PAUSED + "  // Age of the oldest task, in milliseconds.\n  uint64 oldestAgeMs = 7;\n"
     )
     findings = lint(workspace)
     assert rules(findings) == {"FIELD_LOWER_SNAKE_CASE"}
@@ -166,6 +166,6 @@ def test_an_inline_ignore_comment_is_refused(workspace: Path) -> None:
         workspace,
         ADMIN,
         PAUSED,
-        PAUSED + "  // Age in milliseconds.\n  // buf:lint:ignore FIELD_LOWER_SNAKE_CASE\n  uint64 oldestAgeMs = 5;\n",
+        PAUSED + "  // Age in milliseconds.\n  // buf:lint:ignore FIELD_LOWER_SNAKE_CASE\n  uint64 oldestAgeMs = 7;\n",
     )
     assert rules(lint(workspace)) == {"FIELD_LOWER_SNAKE_CASE"}

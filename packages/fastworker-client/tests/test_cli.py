@@ -185,7 +185,10 @@ DETAIL = TaskDetail(
     eta=None,
 )
 WORKERS = [{"worker_id": "w1", "host": "h", "capacity": 4, "in_flight": 1}]
-QUEUES = [{"priority": p.value, "depth": 0, "oldest_age": 0.0, "paused": False} for p in Priority]
+QUEUES = [
+    {"queue": "default", "priority": p.value, "depth": 0, "oldest_age": 0.0, "paused": False, "servers": 1}
+    for p in Priority
+]
 STATS = {"submitted": 12, "throughput": float("nan"), "history": [{"at": 1.0, "succeeded": 2, "failed": 1}]}
 LIMITS = [
     TaskLimits("reports.build", "10/s", 3, running=3, waiting=7, current_rate=9.5, burst=1, overridden=True),
@@ -476,6 +479,8 @@ def test_submit_passes_arguments_and_every_task_option_to_send(run: Any) -> None
         '{"y": [2]}',
         "--priority",
         "high",
+        "--queue",
+        "reports",
         "--countdown",
         "5",
         "--expires",
@@ -492,6 +497,7 @@ def test_submit_passes_arguments_and_every_task_option_to_send(run: Any) -> None
     assert method == "send" and args == ("add", [1, "x"], {"y": [2]})
     assert options == {
         "priority": Priority.HIGH,
+        "queue": "reports",
         "countdown": 5.0,
         "eta": None,
         "expires": 2000000000.0,
@@ -593,6 +599,109 @@ def test_human_output_of_the_commands(run: Any) -> None:
     assert "is PENDING again" in run("retry", TASK_ID).out
     assert "low: dispatching" in run("resume", "low").out
     assert f"task {TASK_ID} cancelled (it was PENDING)" in run("cancel", TASK_ID).out
+
+
+def test_times_print_as_iso_8601_for_people_and_as_unix_seconds_with_json(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker heard from at a known instant and a control plane up for 90 s
+    heartbeat = 1_796_497_322.25
+    seen = [{"worker_id": "w1", "host": "h", "in_flight": 1, "last_heartbeat": heartbeat}]
+
+    async def workers(self: FakeClient) -> list[dict[str, Any]]:
+        return [dict(w) for w in seen]
+
+    async def stats(self: FakeClient) -> dict[str, Any]:
+        return {"submitted": 1, "uptime": 90.5, "history": []}
+
+    monkeypatch.setattr(FakeClient, "workers", workers)
+    monkeypatch.setattr(FakeClient, "stats", stats)
+    # Then people read the instant as ISO-8601 (UTC) and the duration in seconds, never an epoch float
+    listed = run("workers").out
+    assert "2026-12-05T19:02:02.250+00:00" in listed, listed
+    assert "1796497322" not in listed.replace(",", ""), listed
+    assert "90.500 s" in run("stats").out
+    # and scripts keep Unix seconds
+    assert run("workers", "--json").json[0]["last_heartbeat"] == heartbeat
+
+
+def _levels(queue: str, servers: int, **depths: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "queue": queue,
+            "priority": p.value,
+            "depth": depths.get(p.value, 0),
+            "oldest_age": 12.5 if depths.get(p.value) else 0.0,
+            "paused": p is Priority.LOW,
+            "servers": servers,
+        }
+        for p in Priority
+    ]
+
+
+#: "default" (served by the control plane's slots and a subworker), "idle" (served, empty), "reports" (unserved).
+NAMED_QUEUES = [*_levels("default", 2, high=1), *_levels("idle", 1), *_levels("reports", 0, normal=3, low=1)]
+
+
+@pytest.fixture
+def named_queues(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def queues(self: FakeClient) -> list[dict[str, Any]]:
+        return [dict(q) for q in NAMED_QUEUES]
+
+    monkeypatch.setattr(FakeClient, "queues", queues)
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The body rows of a rich table as lists of cell texts."""
+    return [[cell.strip() for cell in line.strip("│").split("│")] for line in text.splitlines() if line.startswith("│")]
+
+
+def test_queues_for_people_show_each_queue_and_level_and_the_unserved_queue(run: Any, named_queues: None) -> None:
+    ran = run("queues")
+    assert ran.code == RET_OK
+    lines = ran.out.splitlines()
+    header = next(line for line in lines if "priority" in line)
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "queue",
+        "priority",
+        "depth",
+        "oldest_age",
+        "paused",
+        "servers",
+    ]
+    # Every level of "default"; of the others only the levels tasks wait in, and one "-" row for an empty queue
+    assert _table_rows(ran.out) == [
+        ["default", "critical", "0", "0.000 s", "", "2"],
+        ["default", "high", "1", "12.500 s", "", "2"],
+        ["default", "normal", "0", "0.000 s", "", "2"],
+        ["default", "low", "0", "0.000 s", "paused", "2"],
+        ["idle", "-", "0", "0.000 s", "", "1"],
+        ["reports", "normal", "3", "12.500 s", "", "0 (none)"],
+        ["reports", "low", "1", "12.500 s", "paused", "0 (none)"],
+    ]
+    assert (
+        "no worker serves queue reports: its 4 waiting tasks start once a worker with --queues reports connects"
+        in ran.out
+    )
+    assert "(--json lists them all)" in ran.out
+
+
+def test_queues_json_is_every_entry_as_the_client_returns_it(run: Any, named_queues: None) -> None:
+    ran = run("queues", "--json")
+    assert ran.code == RET_OK
+    assert ran.json == queues_json(NAMED_QUEUES) == NAMED_QUEUES
+    assert len(ran.json) == 12 and "no worker" not in ran.out
+
+
+def test_queues_of_only_the_default_queue_show_its_four_levels_and_no_notes(run: Any) -> None:
+    ran = run("queues")
+    assert [row[:2] for row in _table_rows(ran.out)] == [["default", p.value] for p in Priority]
+    assert "no worker" not in ran.out and "not shown" not in ran.out
+
+
+def test_level_actions_say_they_act_in_every_queue() -> None:
+    for name in ("purge", "pause", "resume"):
+        assert "in every queue" in COMMANDS[name].help and "every named queue" in COMMANDS[name].description
 
 
 def test_errors_print_as_json_with_json(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -503,3 +503,17 @@ def test_a_forked_child_makes_its_own_environment_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["child", "0", "parent", "kept", "True"]
+
+
+def test_set_default_client_given_a_sync_client_makes_it_the_default_of_sync_calls() -> None:
+    from fastworker.client import SyncClient, set_default_client
+    from fastworker.client.handles import current_sync_client, set_default_sync_client
+
+    client = SyncClient("tcp://127.0.0.1:9")  # never connected: nothing is sent
+    previous = set_default_sync_client(None)
+    try:
+        assert set_default_client(client) is None
+        assert current_sync_client() is client
+    finally:
+        set_default_sync_client(previous)
+        client.close()

@@ -268,7 +268,7 @@ def test_to_definition_returns_a_fresh_message_each_time() -> None:
         ({"name": " padded "}, ValueError, "without surrounding whitespace"),
         ({"name": 7}, TypeError, "name must be a str, not int"),
         ({"retires": 3}, TypeError, "unknown option retires"),
-        ({"queue": "x", "rate": "1/s"}, TypeError, "unknown options queue, rate"),
+        ({"queues": "x", "rate": "1/s"}, TypeError, "unknown options queues, rate"),
     ],
 )
 def test_invalid_options_fail_at_decoration_naming_the_function(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +84,59 @@ def test_without_opentelemetry_nothing_is_recorded_or_written(
         span.ended("failure", "KeyError", "x")
     assert spans.get_finished_spans() == ()
     assert dict(spec.headers) == {}
+
+
+def test_the_wait_in_the_queue_is_a_span_between_ready_and_the_run_for_a_traced_task(
+    spans: InMemorySpanExporter,
+) -> None:
+    # Given a traced submission that the control plane stamped as ready 2.5 s before the run
+    spec = task_pb2.TaskSpec(task_id="t-4", name="reports.build")
+    with trace.get_tracer("app").start_as_current_span("request"):
+        _tracing.inject_send(spec)
+    ready = time.time() - 2.5
+    _tracing.stamp_ready(spec, ready)
+    assert spec.headers[_tracing.READY_AT] == f"{ready:.6f}"
+
+    with _tracing.process(spec, 1, "w-1") as span:
+        span.ended("success")
+
+    # Then a `wait` span, a sibling of `process` under `send`, runs from ready to the run's start
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    send, wait, process = by_name["send reports.build"], by_name["wait reports.build"], by_name["process reports.build"]
+    assert wait.parent is not None and wait.parent.span_id == send.context.span_id
+    assert wait.context.trace_id == send.context.trace_id
+    assert wait.kind is trace.SpanKind.INTERNAL
+    assert wait.start_time is not None and wait.end_time == process.start_time
+    assert abs(wait.start_time / 1e9 - ready) < 0.001
+    waited = (process.attributes or {})["fastworker.task.queue_wait_seconds"]
+    assert isinstance(waited, float) and 2.5 <= waited < 10
+    assert dict(wait.attributes or {}) == {
+        "messaging.system": "fastworker",
+        "messaging.message.id": "t-4",
+        "fastworker.task.name": "reports.build",
+        "fastworker.task.attempt": 1,
+        "fastworker.worker.id": "w-1",
+    }
+
+
+def test_a_ready_time_given_by_the_local_slots_and_a_clock_ahead_never_make_a_negative_wait(
+    spans: InMemorySpanExporter,
+) -> None:
+    spec = task_pb2.TaskSpec(task_id="t-5", name="n")
+    with trace.get_tracer("app").start_as_current_span("request"):
+        _tracing.inject_send(spec)
+    with _tracing.process(spec, 1, "controlplane", ready_at=time.time() + 60):  # another host's clock, ahead
+        pass
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    assert by_name["wait n"].start_time == by_name["wait n"].end_time == by_name["process n"].start_time
+    assert (by_name["process n"].attributes or {})["fastworker.task.queue_wait_seconds"] == 0.0
+
+
+def test_an_untraced_task_gets_no_ready_header_and_no_wait_span(spans: InMemorySpanExporter) -> None:
+    spec = task_pb2.TaskSpec(task_id="t-6", name="n")
+    _tracing.stamp_ready(spec, time.time())
+    assert dict(spec.headers) == {}  # the control plane adds nothing to untraced tasks
+    with _tracing.process(spec, 1, "controlplane", ready_at=time.time() - 1):
+        pass
+    (process,) = spans.get_finished_spans()
+    assert process.name == "process n" and "fastworker.task.queue_wait_seconds" not in (process.attributes or {})

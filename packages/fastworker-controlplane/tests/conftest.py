@@ -264,10 +264,12 @@ class DispatchRig:
         pipe_id: int | None = None,
         correlation_id: int | None = None,
         incarnation: str = "",
+        queues: tuple[str, ...] = (),
     ) -> FakeRequest:
         """Register a worker running tasks ({name: default retries} or [names], retries 0).
 
-        ``incarnation`` names the worker process (empty: an old worker that sends none).
+        ``incarnation`` names the worker process (empty: an old worker that sends none);
+        ``queues``: the named queues it serves (empty: "default").
         """
         definitions = tasks if isinstance(tasks, dict) else dict.fromkeys(tasks, 0)
         if pipe_id is None:
@@ -281,6 +283,7 @@ class DispatchRig:
         body.capacity = capacity
         body.version = "0.1.0"
         body.incarnation = incarnation
+        body.queues.extend(queues)
         for name, retries in definitions.items():
             body.tasks.append(task_pb2.TaskDefinition(name=name, retries=retries))
         return self.send(envelope, pipe_id)
@@ -350,10 +353,17 @@ class DispatchRig:
     # -------------------------------------------------------------------------------- as a client
 
     def submit(
-        self, name: str, *args: Any, retries: int | None = None, priority: int = 0, task_id: str | None = None
+        self,
+        name: str,
+        *args: Any,
+        retries: int | None = None,
+        priority: int = 0,
+        task_id: str | None = None,
+        queue: str = "",
     ) -> TaskRecord:
         """Submit like the client does (retries unset: the task's registered default)."""
         spec = self.harness.spec(name, *args, task_id=task_id, priority=priority)
+        spec.queue = queue
         if retries is not None:
             spec.retries = retries
         record, duplicate = self.coordinator.submit(spec)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from fastworker.client import Retry, task
 
 _flaky_runs = 0
@@ -25,3 +28,12 @@ def flaky() -> str:
     if _flaky_runs == 1:
         raise Retry(delay=0.05)
     return "ok"
+
+
+@task(name="metrics.wait_for")
+def wait_for(path: str) -> str:
+    """Runs until the test creates ``path`` (bounded), so it is seen in flight."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "released"

@@ -910,3 +910,20 @@ async def test_closing_while_the_disk_refuses_never_acknowledges_what_was_not_wr
     assert acknowledged == []
     assert f"journal {path}: write failed" in caplog.text and "No space left on device" in caplog.text
     assert path.read_bytes() == MAGIC
+
+
+async def test_a_task_s_named_queue_comes_back_after_a_stop(harness: Any, journals: Any) -> None:
+    # Given tasks in the queue their definition names and the one their submission names, that nothing serves
+    harness.task(lambda: None, name="report", queue="reports")
+    journal = journals()
+    coordinator = harness.coordinator(local_concurrency=1, journal=journal)
+    own, _ = coordinator.submit(spec("report"))
+    named, _ = coordinator.submit(spec("report", queue="urgent"))
+    assert (own.queue, named.queue, own.state, named.state) == ("reports", "urgent", PENDING, PENDING)
+
+    # When the journal is opened again, even where the definition says another queue now
+    journal.close()
+    records = by_id(journals())
+
+    # Then each waits in the queue it was accepted into
+    assert (records[own.task_id].queue, records[named.task_id].queue) == ("reports", "urgent")

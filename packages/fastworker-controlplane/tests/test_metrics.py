@@ -10,7 +10,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fastworker.client import Retry
 from fastworker.controlplane.exporter import ControlPlaneCollector, take_snapshot
-from fastworker.controlplane.metrics import MAX_EXCEPTION_TYPES, MAX_TASK_NAMES, OTHER, TIME_BUCKETS, TaskMetrics
+from fastworker.controlplane.metrics import (
+    MAX_EXCEPTION_TYPES,
+    MAX_LABEL_LENGTH,
+    MAX_TASK_NAMES,
+    OTHER,
+    TIME_BUCKETS,
+    TaskMetrics,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -136,3 +143,18 @@ def test_a_snapshot_is_a_copy() -> None:
     metrics.ran("t", 1.0)
     assert copy["t"].submitted == 1
     assert sum(copy["t"].runtime.counts) == 0
+
+
+def test_a_task_name_longer_than_a_label_keeps_its_counts_under_the_cut_name() -> None:
+    # Task names have no length limit, but labels are cut: every update must find the cut entry
+    name = "t" * (MAX_LABEL_LENGTH + 50)
+    metrics = TaskMetrics()
+    for _ in range(3):
+        metrics.submitted(name)
+    metrics.started(name, 0.5)
+    metrics.succeeded(name)
+    counts = metrics.snapshot()
+    assert list(counts) == [name[:MAX_LABEL_LENGTH]]
+    only = counts[name[:MAX_LABEL_LENGTH]]
+    assert (only.submitted, only.started, only.succeeded) == (3, 1, 1)
+    assert sum(only.queue_wait.counts) == 1

@@ -7,9 +7,11 @@ package; ``scripts/test`` puts it on PATH.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastworker.client import Client, TaskFailed
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane
+from fastworker.client import Client, TaskFailed, TaskState
+from fastworker.controlplane.testing import RunningControlPlane, start_controlplane, start_worker
 from fastworker.controlplane.version import __version__
 
 HERE = Path(__file__).resolve().parent
@@ -81,3 +83,71 @@ async def test_metrics_after_known_work_are_exact_and_promtool_clean(control_pla
     assert checked.stdout.strip() == b"" and checked.stderr.strip() == b"", "promtool found lint problems"
 
     assert get(f"{control_plane.metrics}/healthz") == (200, b"ok\n")
+
+
+def samples_of(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition by (name, sorted labels)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+async def test_a_live_subworker_s_gauges_are_exported_and_promtool_clean(tmp_path: Path) -> None:
+    # Given a control plane that runs nothing itself and one subworker with one slot
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path}
+    control_plane = start_controlplane(extra_args=["--local-concurrency", "0"], env=env, workdir=tmp_path)
+    try:
+        worker = start_worker(
+            control_plane.discovery,
+            task_modules=["cpmetrics_tasks"],
+            concurrency=1,
+            worker_id="metrics-w1",
+            env=env,
+            workdir=tmp_path,
+        )
+        try:
+            await _check_worker_series(control_plane, tmp_path / "release")
+        finally:
+            worker.stop()
+    finally:
+        control_plane.stop()
+
+
+async def _check_worker_series(control_plane: RunningControlPlane, release: Path) -> None:
+    assert control_plane.metrics is not None
+    one = (("worker", "metrics-w1"),)
+    async with Client(control_plane.discovery) as client:
+        # When a task runs on it (held until the test releases it)
+        task_id = await client.delay("metrics.wait_for", str(release))
+        deadline = time.monotonic() + 20
+        while (await client.status(task_id)).state is not TaskState.RUNNING:
+            assert time.monotonic() < deadline, "the task never started on the subworker"
+            await asyncio.sleep(0.05)
+        status, body = get(f"{control_plane.metrics}/metrics")
+        assert status == 200
+        samples = samples_of(body)
+        # Then the worker is online, with the task in flight and a fresh heartbeat
+        assert samples[("fastworker_workers_online", ())] == 1
+        assert samples[("fastworker_worker_online", one)] == 1
+        assert samples[("fastworker_worker_in_flight", one)] == 1
+        assert samples[("fastworker_worker_capacity", one)] == 1
+        assert samples[("fastworker_worker_draining", one)] == 0
+        # (heartbeats come every second; a worker silent for --heartbeat-timeout, 5 s, is dropped)
+        assert 0 <= samples[("fastworker_worker_last_heartbeat_age_seconds", one)] < 5
+        assert samples[("fastworker_tasks_started_total", (("task", "metrics.wait_for"),))] == 1
+        # and promtool finds nothing to say about an exposition with worker series
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is not on PATH: `bash scripts/test` installs it (Debian's prometheus package)"
+        checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+        assert checked.stdout.strip() == b"" and checked.stderr.strip() == b"", "promtool found lint problems"
+
+        # When it finishes, nothing is in flight any more and the success is counted
+        release.touch()
+        assert await client.result(task_id, timeout=30) == "released"
+    samples = samples_of(get(f"{control_plane.metrics}/metrics")[1])
+    assert samples[("fastworker_worker_in_flight", one)] == 0
+    assert samples[("fastworker_tasks_succeeded_total", (("task", "metrics.wait_for"),))] == 1

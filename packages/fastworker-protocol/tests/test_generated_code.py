@@ -48,6 +48,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "lease",
         "framing",
         "payload",
+        "queues",
         "v1",
         "version",
         "versioning",

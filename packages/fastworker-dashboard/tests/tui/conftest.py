@@ -50,6 +50,7 @@ def make_task(
     worker: str | None = "w1",
     error: TaskError | None = None,
     result: Any = None,
+    queue: str = "default",
 ) -> TaskInfo:
     started = NOW - age + 0.5 if state not in (TaskState.PENDING, TaskState.SCHEDULED) else None
     finished = NOW - age + 1.5 if state.is_final and started else None
@@ -65,6 +66,7 @@ def make_task(
         finished_at=finished,
         result=result,
         error=error,
+        queue=queue,
     )
 
 
@@ -123,6 +125,8 @@ class FakeClient:
         self.task_list: list[TaskInfo] = list(default_tasks() if tasks is None else tasks)
         self.unreachable = False
         self.paused: dict[str, bool] = {p.value: False for p in Priority}
+        #: Named queue -> how many serve it (subworkers, plus 1 for the control plane's slots).
+        self.served: dict[str, int] = {"default": 1}
         self.workers_data: list[dict[str, Any]] = [
             {
                 "worker_id": "w1",
@@ -213,13 +217,24 @@ class FakeClient:
         }
 
     async def queues(self) -> list[dict[str, Any]]:
+        """Like the control plane: each queue tasks wait in or something serves, "default" first, then by name."""
         self._check()
-        depth = {p.value: 0 for p in Priority}
+        depth: dict[tuple[str, str], int] = {}
         for task in self.task_list:
             if task.state is TaskState.PENDING:
-                depth[task.priority.value] += 1
+                key = (task.queue, task.priority.value)
+                depth[key] = depth.get(key, 0) + 1
+        names = {queue for queue, _ in depth} | set(self.served)
         return [
-            {"priority": p.value, "depth": depth[p.value], "oldest_age": 20.0, "paused": self.paused[p.value]}
+            {
+                "queue": name,
+                "priority": p.value,
+                "depth": depth.get((name, p.value), 0),
+                "oldest_age": 20.0,
+                "paused": self.paused[p.value],
+                "servers": self.served.get(name, 0),
+            }
+            for name in sorted(names, key=lambda name: (name != "default", name))
             for p in Priority
         ]
 

@@ -59,8 +59,8 @@ async def test_app_renders_workers_tasks_queues_and_counters(fake, wait):
         assert tasks.row_keys[0].startswith("eeee5555") and tasks.row_keys[-1].startswith("aaaa1111")
         assert cell(tasks, FAILED_ID, "state") == "FAILURE"
         assert cell(tasks, FAILED_ID, "error") == "ValueError: boom"
-        assert cell(queues, "normal", "depth") == "1"
-        assert cell(queues, "normal", "state") == "running"
+        assert cell(queues, "default/normal", "depth") == "1"
+        assert cell(queues, "default/normal", "state") == "running"
 
         header = app.query_one(TopHeader)
         counters = header.query_one("#counters", Static).content
@@ -172,12 +172,12 @@ async def test_p_pauses_and_resumes_the_selected_tasks_level(fake, wait, notes):
         await pilot.press("p")
         await wait(pilot, lambda: "paused high" in notes.texts(), "pause notification")
         assert fake.pause_calls == [("pause", "high")]
-        await wait(pilot, lambda: cell(app.queue_table, "high", "state") == "PAUSED", "PAUSED marker")
+        await wait(pilot, lambda: cell(app.queue_table, "default/high", "state") == "PAUSED", "PAUSED marker")
 
         await pilot.press("p")
         await wait(pilot, lambda: "resumed high" in notes.texts(), "resume notification")
         assert fake.pause_calls == [("pause", "high"), ("resume", "high")]
-        await wait(pilot, lambda: cell(app.queue_table, "high", "state") == "running", "marker gone")
+        await wait(pilot, lambda: cell(app.queue_table, "default/high", "state") == "running", "marker gone")
 
 
 async def test_p_on_the_focused_queue_panel_pauses_the_cursor_row(fake, wait, notes):
@@ -186,7 +186,7 @@ async def test_p_on_the_focused_queue_panel_pauses_the_cursor_row(fake, wait, no
         queues = app.queue_table
         await wait(pilot, lambda: queues.row_count == 4, "queues shown")
         queues.focus()
-        assert queues.select_key("low")
+        assert queues.select_key("default/low")
         await pilot.pause()
         await pilot.press("p")
         await wait(pilot, lambda: fake.pause_calls == [("pause", "low")], "pause of the low level")

@@ -64,12 +64,12 @@ async def test_retry_refused_by_the_control_plane_is_an_error_flash(web: httpx.A
 async def test_purge_pause_resume_and_drain_report_their_effect(web: httpx.AsyncClient, fake: FakeAdminClient) -> None:
     fake.queue_state["low"]["depth"] = 12
     await post_form(web, "/queues/low/purge")
-    assert "purged 12 low tasks" in (await web.get("/")).text
+    assert "purged 12 low tasks from every queue" in (await web.get("/")).text
     await post_form(web, "/queues/low/pause")
     html = (await web.get("/")).text
-    assert "low queue paused" in html and 'data-priority="low" data-paused="true"' in html
+    assert "low level paused in every queue" in html and 'data-priority="low" data-paused="true"' in html
     await post_form(web, "/queues/low/resume")
-    assert "low queue resumed" in (await web.get("/")).text
+    assert "low level resumed in every queue" in (await web.get("/")).text
     await post_form(web, "/workers/w1/drain")
     assert "draining worker w1" in (await web.get("/")).text
     await post_form(web, "/workers/nobody/drain")

@@ -55,9 +55,20 @@ class FakeAdminClient:
         self.closed = False
         self.tasks_by_id: dict[str, TaskInfo] = {}
         self.arguments: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+        #: The "default" queue's levels by priority (served by the control plane's own slots).
         self.queue_state = {
-            p.value: {"priority": p.value, "depth": 0, "oldest_age": 0.0, "paused": False} for p in Priority
+            p.value: {
+                "queue": "default",
+                "priority": p.value,
+                "depth": 0,
+                "oldest_age": 0.0,
+                "paused": False,
+                "servers": 1,
+            }
+            for p in Priority
         }
+        #: Other named queues' entries, listed after "default" (their paused flags follow queue_state's).
+        self.other_queues: list[dict[str, Any]] = []
         self.worker_list: list[dict[str, Any]] = [
             {
                 "worker_id": "w1",
@@ -133,7 +144,8 @@ class FakeAdminClient:
 
     async def queues(self) -> list[dict[str, Any]]:
         self._check("queues")
-        return [dict(q) for q in self.queue_state.values()]
+        others = [{**q, "paused": self.queue_state[q["priority"]]["paused"]} for q in self.other_queues]
+        return [dict(q) for q in self.queue_state.values()] + others
 
     async def workers(self) -> list[dict[str, Any]]:
         self._check("workers")
@@ -220,8 +232,10 @@ class FakeAdminClient:
 
     async def purge(self, priority: Priority | str) -> int:
         self._check("purge")
-        queue = self.queue_state[Priority.parse(priority).value]
-        count, queue["depth"] = queue["depth"], 0
+        level = Priority.parse(priority).value
+        count = 0
+        for queue in [self.queue_state[level], *(q for q in self.other_queues if q["priority"] == level)]:
+            count, queue["depth"] = count + queue["depth"], 0
         return int(count)
 
     async def pause(self, priority: Priority | str) -> bool:
@@ -313,6 +327,21 @@ def _task_event(sequence: int) -> Any:
     from fastworker.client import TaskEvent
 
     return TaskEvent(sequence=sequence, kind="task_state", at=time.time())
+
+
+def queue_levels(queue: str, servers: int, **depths: int) -> list[dict[str, Any]]:
+    """One named queue's four entries as ``Client.queues()`` lists them, with the given depth per level."""
+    return [
+        {
+            "queue": queue,
+            "priority": p.value,
+            "depth": depths.get(p.value, 0),
+            "oldest_age": 7.5 if depths.get(p.value) else 0.0,
+            "paused": False,
+            "servers": servers,
+        }
+        for p in Priority
+    ]
 
 
 def failing_task() -> TaskInfo:

@@ -58,6 +58,7 @@ from fastworker.client.task import BoundTask, TaskFunction, TaskOptions, TaskReg
 from fastworker.client.version import __version__
 
 if TYPE_CHECKING:
+    from fastworker.client import hooks
     from fastworker.client._async import Client
     from fastworker.client._progress import report_progress
     from fastworker.client._sync import SyncClient
@@ -71,9 +72,10 @@ if TYPE_CHECKING:
         signature,
     )
 
-#: Public names loaded on first use -> the module that defines them.
+#: Public names loaded on first use -> the module that defines them (a submodule: itself).
 _LAZY = {
     "Client": "fastworker.client._async",
+    "hooks": "fastworker.client.hooks",
     "SyncClient": "fastworker.client._sync",
     "report_progress": "fastworker.client._progress",
     **dict.fromkeys(
@@ -92,7 +94,9 @@ if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise accept
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         import importlib
 
-        value = getattr(importlib.import_module(module), name)
+        value = importlib.import_module(module)
+        if module != f"{__name__}.{name}":
+            value = getattr(value, name)
         globals()[name] = value
         return value
 
@@ -152,6 +156,7 @@ __all__ = [
     "current_sync_client",
     "current_task",
     "group",
+    "hooks",
     "report_progress",
     "set_default_client",
     "set_default_sync_client",

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from fastworker.client import _tracing as tracing
-from fastworker.client import handles
+from fastworker.client import handles, hooks
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._requester import Requester, error_from_wire
 from fastworker.client._transport import RequestChannel, Subscription
@@ -318,6 +318,8 @@ class Client(AdminMethods):
         spec.arguments.CopyFrom(encode_arguments(args, kwargs, allow_pickle=self.allow_pickle))
         options.apply(spec)
         tracing.inject_send(spec)
+        if hooks.REGISTERED.submit:
+            hooks.call_submit(name, spec.task_id, args, kwargs, options)
         return spec
 
     async def delay(self, name: str, /, *args: Any, **kwargs: Any) -> str:

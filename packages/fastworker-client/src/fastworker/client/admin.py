@@ -14,6 +14,7 @@ from fastworker.client.errors import PayloadError
 from fastworker.client.limits import UNSET, Rate, TaskLimits, Unset, check_concurrency
 from fastworker.client.models import Priority, TaskDetail, TaskPage, TaskState, task_info_from_wire
 from fastworker.protocol.payload import decode_arguments
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import admin_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -38,14 +39,25 @@ class AdminMethods:
         return message_to_dict(reply.stats_reply)
 
     async def queues(self) -> list[dict[str, Any]]:
-        """Depth, oldest age and paused flag per priority level, critical first."""
+        """Depth, oldest age and paused flag per named queue and priority level.
+
+        One entry per queue and level: ``{"queue", "priority", "depth", "oldest_age", "paused",
+        "servers"}``, critical first within a queue: ``"default"`` (always), then the other queues
+        something serves, then the unserved ones tasks wait in, each group by name (at most 1,000
+        queues: unserved ones beyond that are left out). ``servers`` counts the
+        subworkers serving it plus one for the control plane's own slots (0: its tasks wait for a
+        worker that serves it; None from a control plane that predates named queues). Pausing is
+        per level, across every queue.
+        """
         reply = await self._request(lambda envelope: envelope.queues.SetInParent())
         return [
             {
+                "queue": q.queue or DEFAULT_QUEUE,
                 "priority": Priority.from_wire(q.priority).value,
                 "depth": q.depth,
                 "oldest_age": q.oldest_age,
                 "paused": q.paused,
+                "servers": q.servers if q.queue else None,  # None: a control plane too old to say
             }
             for q in reply.queues_reply.queues
         ]

@@ -64,6 +64,7 @@ from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 from fastworker.client.workflows import WorkflowInfo
 from fastworker.client.workflowtree import state_counts, state_text, workflow_tree
+from fastworker.protocol.queues import DEFAULT_QUEUE
 
 #: Exit codes (docs/reference.md).
 RET_OK = 0
@@ -467,19 +468,24 @@ async def workflow(client: Client, args: argparse.Namespace, out: _Output) -> in
 async def workers(client: Client, args: argparse.Namespace, out: _Output) -> int:
     """Print the subworkers."""
     found = await client.workers()
-    out.rows("workers", found, workers_json(found))
+    out.rows("workers", [_worker_row(entry) for entry in found], workers_json(found))
     return RET_OK
 
 
 @command(
     "queues",
-    help="queue depth per priority",
-    description="List each priority level's depth, oldest waiting age and paused flag.",
+    help="queue depth per named queue and priority",
+    description="List each named queue's depth and oldest waiting age per priority level, who serves it "
+    "(0: its tasks wait for a worker that serves it), and which levels are paused.",
 )
 async def queues(client: Client, args: argparse.Namespace, out: _Output) -> int:
-    """Print the queues."""
+    """Print the queues: for people, without the empty levels of queues other than the first."""
     found = await client.queues()
-    out.rows("queues", found, queues_json(found))
+    rows, notes = _queue_rows(found)
+    out.rows("queues", rows, queues_json(found))
+    if not out.as_json:
+        for note in notes:
+            out.note(note)
     return RET_OK
 
 
@@ -495,7 +501,9 @@ async def stats(client: Client, args: argparse.Namespace, out: _Output) -> int:
         out.data(stats_json(counters))
         return RET_OK
     history = counters.pop("history", [])
-    rows: list[dict[str, Any]] = [{"counter": k, "value": v} for k, v in counters.items()]
+    rows: list[dict[str, Any]] = [
+        {"counter": k, "value": _seconds(v) if k == "uptime" else v} for k, v in counters.items()
+    ]
     rows.append({"counter": "finished/s, last 2 min", "value": sparkline(s["succeeded"] for s in history)})
     rows.append({"counter": "failed/s, last 2 min", "value": sparkline(s["failed"] for s in history)})
     out.rows("stats", rows)
@@ -516,8 +524,8 @@ async def tasks(client: Client, args: argparse.Namespace, out: _Output) -> int:
 
 @command(
     "purge",
-    help="cancel every waiting task of a priority level",
-    description="Cancel every task waiting at one priority level; running tasks are not touched.",
+    help="cancel every waiting task of a priority level (in every queue)",
+    description="Cancel every task waiting at one priority level, in every named queue; running tasks are not touched.",
     arguments=_priority_argument,
 )
 async def purge(client: Client, args: argparse.Namespace, out: _Output) -> int:
@@ -529,8 +537,9 @@ async def purge(client: Client, args: argparse.Namespace, out: _Output) -> int:
 
 @command(
     "pause",
-    help="stop dispatching a priority level",
-    description="Stop dispatching one priority level; its tasks wait and new ones are still accepted.",
+    help="stop dispatching a priority level (in every queue)",
+    description="Stop dispatching one priority level, in every named queue; its tasks wait and new ones are still "
+    "accepted.",
     arguments=_priority_argument,
 )
 async def pause(client: Client, args: argparse.Namespace, out: _Output) -> int:
@@ -541,8 +550,8 @@ async def pause(client: Client, args: argparse.Namespace, out: _Output) -> int:
 
 @command(
     "resume",
-    help="dispatch a paused priority level again",
-    description="Dispatch a paused priority level again.",
+    help="dispatch a paused priority level again (in every queue)",
+    description="Dispatch a paused priority level again, in every named queue.",
     arguments=_priority_argument,
 )
 async def resume(client: Client, args: argparse.Namespace, out: _Output) -> int:
@@ -728,6 +737,10 @@ class _Output:
             table.add_row(*(_cell(row[c]) for c in columns))
         self.console.print(table)
 
+    def note(self, text: str) -> None:
+        """A remark after a table, for people only (in yellow, never read as markup)."""
+        self.console.print(Text(text, style="yellow"))
+
     def action(self, value: Json, text: str) -> None:
         if self.as_json:
             self.data(value)
@@ -832,6 +845,55 @@ def _list_row(info: TaskInfo) -> dict[str, Any]:
         "queued": _when(info.queued_at),
         "error": f"{info.error.type}: {info.error.message}" if info.error is not None else "",
     }
+
+
+def _worker_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """A subworker's columns for people: its last heartbeat as ISO-8601, like every time printed (not epoch)."""
+    return {key: _when(value) if key == "last_heartbeat" else value for key, value in entry.items()}
+
+
+def _queue_rows(found: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``fastworker queues`` for people: the rows, and notes on queues nobody serves and on hidden rows.
+
+    The first queue ("default") shows every level, so every level's paused flag is in view (pausing
+    acts on a level in every queue); the others show only the levels tasks wait in, or one ``-`` row
+    while nothing waits, so that many named queues stay readable. ``--json`` lists every entry.
+    """
+    order: list[str] = []
+    by_queue: dict[str, list[dict[str, Any]]] = {}
+    for entry in found:
+        name = str(entry.get("queue") or DEFAULT_QUEUE)
+        if name not in by_queue:
+            order.append(name)
+            by_queue[name] = []
+        by_queue[name].append(entry)
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    hidden = 0
+    for index, name in enumerate(order):
+        entries = by_queue[name]
+        servers = entries[0].get("servers")
+        waiting = sum(int(e.get("depth") or 0) for e in entries)
+        shown = entries if index == 0 or name == DEFAULT_QUEUE else [e for e in entries if e.get("depth")]
+        hidden += len(entries) - len(shown)
+        served = "" if servers is None else (f"{servers}" if servers else "0 (none)")
+        for entry in shown or [{"priority": "-", "depth": 0, "oldest_age": 0.0, "paused": False}]:
+            rows.append(
+                {
+                    "queue": name,
+                    "priority": entry.get("priority", ""),
+                    "depth": entry.get("depth", 0),
+                    "oldest_age": _seconds(float(entry.get("oldest_age") or 0.0)),
+                    "paused": "paused" if entry.get("paused") else "",
+                    "servers": served,
+                }
+            )
+        if servers == 0:
+            tasks = f"its {waiting} waiting task{'' if waiting == 1 else 's'} start" if waiting else "its tasks start"
+            notes.append(f"no worker serves queue {name}: {tasks} once a worker with --queues {name} connects")
+    if hidden:
+        notes.append("levels of the other queues with nothing waiting are not shown (--json lists them all)")
+    return rows, notes
 
 
 def _task_row(entry: dict[str, Any]) -> dict[str, Any]:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import inspect
 import logging
 import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast, overload
 
 from fastworker.client.errors import ClientError
 from fastworker.client.models import CancelResult, TaskInfo
@@ -173,13 +174,22 @@ def current_client() -> TaskBackend:
     return client
 
 
-def set_default_client(client: TaskBackend | None) -> TaskBackend | None:
+@overload
+def set_default_client(client: TaskBackend | None) -> TaskBackend | None: ...
+@overload
+def set_default_client(client: SyncTaskBackend) -> SyncTaskBackend | None: ...
+def set_default_client(client: TaskBackend | SyncTaskBackend | None) -> TaskBackend | SyncTaskBackend | None:
     """Make client the process-wide default for typed submissions (None clears it); returns the previous one.
 
     A client made current by ``async with`` or :func:`use_client` still wins inside its block.
+    Given a ``SyncClient`` (blocking methods), it becomes the default of sync typed calls
+    (``add.delay_sync(...)``) instead, as :func:`set_default_sync_client` makes it.
     """
     global _default
-    previous, _default = _default, client
+    send = getattr(client, "send", None)
+    if send is not None and not inspect.iscoroutinefunction(send):  # a SyncClient: blocking methods
+        return set_default_sync_client(cast(SyncTaskBackend, client))
+    previous, _default = _default, cast(TaskBackend | None, client)
     return previous
 
 

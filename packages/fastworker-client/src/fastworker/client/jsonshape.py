@@ -188,7 +188,7 @@ def stats_json(stats: Mapping[str, object]) -> JsonObject:
 
 
 def queues_json(queues: Iterable[Mapping[str, object]]) -> list[JsonObject]:
-    """``Client.queues()``: one object per priority level, critical first."""
+    """``Client.queues()``: one object per named queue and priority level (see ``Client.queues``)."""
     return [json_object(q) for q in queues]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import decode_value
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
 
 
@@ -203,6 +204,8 @@ class TaskInfo:
     progress: Progress | None = None
     depends_on: tuple[str, ...] = ()
     workflow_id: str | None = None
+    #: The named queue it waits (or waited) in.
+    queue: str = DEFAULT_QUEUE
 
 
 def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, lenient: bool = False) -> TaskInfo:
@@ -242,6 +245,7 @@ def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, 
         # HasField first: reading an absent repeated field costs a microsecond per task on a bulk wait.
         depends_on=tuple(info.dependencies.task_ids) if info.HasField("dependencies") else (),
         workflow_id=info.workflow_id or None,
+        queue=info.queue or DEFAULT_QUEUE,
     )
     return task_info
 

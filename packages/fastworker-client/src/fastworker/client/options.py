@@ -1,4 +1,4 @@
-"""``SubmitOptions``: the per-submission options (priority, countdown, eta, expires, task_id), defined once.
+"""``SubmitOptions``: the per-submission options (priority, queue, countdown, eta, expires, task_id, ...), defined once.
 
 Every way of submitting (``Client``/``SyncClient`` ``delay``/``send``/``submit``, typed
 ``add.with_options(...)``, the eager test client, ``fastworker submit``) takes these options
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from fastworker.client.models import Priority
+from fastworker.protocol.queues import QueueNameError, check_queue_name, parse_queues
 from fastworker.protocol.v1 import task_pb2
 
 if TYPE_CHECKING:  # argparse loads with a command line, not with the client
@@ -32,6 +33,8 @@ __all__ = [
     "add_submit_arguments",
     "options_from_namespace",
     "parse_when",
+    "queue_argument",
+    "queues_argument",
 ]
 
 
@@ -80,6 +83,26 @@ def parse_when(text: str) -> datetime | float:
         ) from None
 
 
+def queue_argument(text: str) -> str:
+    """A queue name from the command line (argparse reports a bad one as a usage error naming it)."""
+    try:
+        return check_queue_name(text.strip())
+    except QueueNameError as exc:
+        import argparse
+
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def queues_argument(text: str) -> tuple[str, ...]:
+    """A comma-separated list of queue names from the command line or environment (``--queues``)."""
+    try:
+        return parse_queues(text)
+    except QueueNameError as exc:
+        import argparse
+
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _id_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -94,6 +117,7 @@ class SubmitOptions:
 
     Attributes:
         priority: Dispatch level (a :class:`Priority` or its name; stored as a Priority).
+        queue: The named queue to wait in instead of the task's own (only workers serving it run it).
         countdown: Seconds to hold the task as SCHEDULED before it is queued; excludes eta.
         eta: When to queue it: a datetime (naive means UTC) or Unix seconds; excludes countdown.
         expires: When an unstarted task is cancelled instead: a datetime (naive means UTC) or Unix seconds.
@@ -109,6 +133,9 @@ class SubmitOptions:
 
     priority: Priority | str | None = _option(
         _Flag("dispatch level (default: the task's own)", choices=tuple(p.value for p in Priority))
+    )
+    queue: str | None = _option(
+        _Flag("wait in this named queue (default: the task's own, else 'default')", "QUEUE", queue_argument)
     )
     countdown: float | None = _option(
         _Flag("hold the task as SCHEDULED this many seconds before queueing it", "SECONDS", float)
@@ -134,6 +161,8 @@ class SubmitOptions:
     def __post_init__(self) -> None:
         if self.priority is not None:
             object.__setattr__(self, "priority", Priority.parse(self.priority))
+        if self.queue is not None:
+            check_queue_name(self.queue)
         if self.countdown is not None:
             _check_number("countdown", self.countdown)
         for name in ("eta", "expires"):
@@ -201,6 +230,8 @@ class SubmitOptions:
         spec.task_id = self.task_id if self.task_id is not None else str(uuid.uuid4())
         if self.priority is not None:
             spec.priority = Priority.parse(self.priority).to_wire()
+        if self.queue is not None:
+            spec.queue = self.queue
         if self.countdown is not None or self.eta is not None:
             spec.eta = _eta_seconds(self.countdown, self.eta)
         if self.expires is not None:
@@ -215,6 +246,7 @@ class BatchOptionArgs(TypedDict, total=False):
     """The :class:`SubmitOptions` a batch of tasks can share, as keyword arguments (``delay_many``)."""
 
     priority: Priority | str | None
+    queue: str | None
     countdown: float | None
     eta: datetime | float | None
     expires: datetime | float | None

@@ -46,6 +46,7 @@ from fastworker.client.handles import (
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
+from fastworker.protocol.queues import check_queue_name
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class TaskOptionArgs(TypedDict, total=False):
     unique_ttl: float | None
     rate_limit: str | None
     max_concurrency: int | None
+    queue: str | None
+    result_ttl: float | None
 
 
 #: The keyword options ``@task`` accepts.
@@ -120,6 +123,8 @@ class TaskOptions:
             ``unique_key`` submissions of this task.
         rate_limit: Fleet-wide start rate, ``"N/s"``, ``"N/m"`` or ``"N/h"`` (None: none), normalised.
         max_concurrency: Most tasks of this name running at once across the fleet (None: no limit).
+        queue: The named queue its submissions wait in unless they name another (None: ``"default"``).
+        result_ttl: Seconds its final results are kept (None: the control plane's ``--result-ttl``).
 
     Raises:
         ValueError: A value is out of range, or both ``every`` and ``cron`` are set.
@@ -140,6 +145,8 @@ class TaskOptions:
     unique_ttl: float | None = None
     rate_limit: str | None = None
     max_concurrency: int | None = None
+    queue: str | None = None
+    result_ttl: float | None = None
 
     @classmethod
     def from_args(cls, options: TaskOptionArgs) -> TaskOptions:
@@ -194,6 +201,10 @@ class TaskOptions:
             _set(self, "rate_limit", Rate.parse(self.rate_limit).text)
         if self.max_concurrency is not None:
             _set(self, "max_concurrency", check_concurrency(self.max_concurrency))
+        if self.queue is not None:
+            check_queue_name(self.queue)
+        if self.result_ttl is not None:
+            _set(self, "result_ttl", _seconds("result_ttl", self.result_ttl))
         if not isinstance(self.retry_on, tuple):
             raise TypeError(f"retry_on must be a tuple, not {type(self.retry_on).__qualname__}")
         for entry in self.retry_on:
@@ -402,6 +413,8 @@ class TaskFunction(Generic[P, R]):
             unique_ttl=options.unique_ttl or 0.0,
             rate_limit=options.rate_limit or "",
             max_concurrency=options.max_concurrency or 0,
+            queue=options.queue or "",
+            result_ttl=options.result_ttl or 0.0,
         )
 
     def __repr__(self) -> str:
@@ -660,6 +673,9 @@ def task(fn: object = None, /, **options: Unpack[TaskOptionArgs]) -> TaskFunctio
         unique_ttl: Longest a uniqueness key holds, in seconds (None: one hour).
         rate_limit: Fleet-wide start rate, ``"N/s"``, ``"N/m"`` or ``"N/h"``; see docs/flow-control.md.
         max_concurrency: Most tasks of this name running at once across the fleet.
+        queue: The named queue its submissions wait in unless they name another (default ``"default"``);
+            only workers serving it (``--queues``) run them.
+        result_ttl: Seconds its final results are kept (default: the control plane's ``--result-ttl``).
 
     Returns:
         A :class:`TaskFunction` (bare form), or a decorator that makes one.

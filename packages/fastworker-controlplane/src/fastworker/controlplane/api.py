@@ -372,12 +372,14 @@ class ClientApi:
         now = c.clock()
         envelope = new_envelope(request.correlation_id)
         body = envelope.queues_reply
-        for level in LEVELS:
+        for level in c.named_queues(now):
             info = body.queues.add()
-            info.priority = level  # type: ignore[assignment]
-            info.depth = c.queue.depth(level)
-            info.oldest_age = c.queue.oldest_age(level, now)
-            info.paused = level in c.queue.paused
+            info.queue = level.queue
+            info.priority = level.level  # type: ignore[assignment]
+            info.depth = level.depth
+            info.oldest_age = level.oldest_age
+            info.paused = level.paused
+            info.servers = level.servers
         body.scheduled = len(c.schedule)
         body.running = c.running_total
         body.max_queue = c.max_queue

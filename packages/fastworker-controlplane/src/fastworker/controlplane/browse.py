@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.records import ResultCache, TaskRecord
 from fastworker.protocol.v1 import admin_pb2, task_pb2
 
 #: Most tasks one page may hold.
@@ -67,10 +67,17 @@ def page(
 
 
 def known_records(
-    active: Iterable[TaskRecord], finished: Iterable[TaskRecord], ttl_cutoff: float
+    active: Iterable[TaskRecord], finished: ResultCache | Iterable[TaskRecord], ttl_cutoff: float
 ) -> Iterator[TaskRecord]:
-    """Live tasks, then finished ones still within their TTL (the two sets are disjoint by construction)."""
+    """Live tasks, then finished ones still within their TTL (the two sets are disjoint by construction).
+
+    ``ttl_cutoff`` is ``now`` minus the global TTL; a result cache is asked for its unexpired
+    records at that ``now`` instead, so that a task's own ``result_ttl`` counts in listings too.
+    """
     yield from active
+    if isinstance(finished, ResultCache):
+        yield from finished.unexpired(ttl_cutoff + finished.ttl)
+        return
     for record in finished:
         if record.finished_at >= ttl_cutoff:
             yield record

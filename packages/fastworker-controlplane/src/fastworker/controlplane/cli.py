@@ -17,12 +17,14 @@ from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
+from fastworker.client.options import queues_argument
 from fastworker.client.task import TaskRegistry
 from fastworker.controlplane import journal, journal_salvage
 from fastworker.controlplane import settings as defaults
 from fastworker.controlplane.server import ControlPlane
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
 
@@ -88,6 +90,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="tasks run in this process at once (default: the CPUs it may use, container limits included; 0 = only subworkers)",
+    )
+    p.add_argument(
+        "--queues",
+        type=queues_argument,
+        default=DEFAULT_QUEUE,
+        metavar="QUEUE[,QUEUE...]",
+        help=f"the named queues this process's own slots take tasks from, comma-separated (default: {DEFAULT_QUEUE})",
     )
     p.add_argument("--result-cache-size", type=int, default=10_000, help="finished tasks remembered (LRU)")
     p.add_argument(
@@ -169,17 +178,30 @@ def make_journal_parser() -> argparse.ArgumentParser:
         description="Look at, or compact, a control plane's journal (--journal) while no control plane runs on it.",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="inspect|compact|salvage")
-    inspect = actions.add_parser("inspect", help="describe a journal: size, records, tasks by state (changes nothing)")
+    inspect = actions.add_parser(
+        "inspect",
+        help="describe a journal: size, records, tasks by state (changes nothing)",
+        description="Describe a journal: size, records, tasks by state, paused levels, periodic last runs. "
+        "Changes nothing, and works while a control plane uses it.",
+    )
     inspect.add_argument("path", metavar="PATH", help="the journal file")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
-    compact = actions.add_parser("compact", help="rewrite a journal as its live state (refused while it is in use)")
+    compact = actions.add_parser(
+        "compact",
+        help="rewrite a journal as its live state (refused while it is in use)",
+        description="Rewrite a journal as its live state: unfinished tasks, and the results still kept. "
+        "Refused while a control plane uses it.",
+    )
     compact.add_argument("path", metavar="PATH", help="the journal file")
     compact.add_argument(
         "--result-ttl", type=_positive_float, default=3600.0, help="drop results finished longer ago (seconds)"
     )
     compact.add_argument("--result-cache-size", type=int, default=10_000, help="keep at most this many results")
     salvage = actions.add_parser(
-        "salvage", help="copy every readable batch of a corrupt journal into a new file (PATH is not changed)"
+        "salvage",
+        help="copy every readable batch of a corrupt journal into a new file (PATH is not changed)",
+        description="Copy every readable batch of a journal refused as corrupt into NEW_PATH and report what was "
+        "skipped. PATH is not changed; start the control plane on NEW_PATH.",
     )
     salvage.add_argument("path", metavar="PATH", help="the journal file")
     salvage.add_argument("new_path", metavar="NEW_PATH", help="the new journal (must not exist)")
@@ -277,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             local_concurrency=args.local_concurrency
             if args.local_concurrency is not None
             else defaults.ControlPlaneSettings().local_concurrency,
+            queues=args.queues,
             result_cache_size=args.result_cache_size,
             result_cache_mb=args.result_cache_mb,
             max_connections=args.max_connections,

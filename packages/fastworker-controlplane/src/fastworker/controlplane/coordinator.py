@@ -18,9 +18,9 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fastworker.client.limits import UNSET, Rate, Unset
 from fastworker.client.task import TaskRegistry
@@ -52,6 +52,7 @@ from fastworker.controlplane.workflows import (
 )
 from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
+from fastworker.protocol.queues import DEFAULT_QUEUE, QueueNameError, check_queue_name
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
 from fastworker.worker.executor import Outcome
 from fastworker.worker.policy import TaskPolicy, definition_policy, effective_policy, options_policy
@@ -80,6 +81,22 @@ class RequestRefused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+#: Most named queues :meth:`Coordinator.named_queues` lists: every served one, then waiting ones by name.
+MAX_LISTED_QUEUES = 1000
+
+
+class NamedQueueLevel(NamedTuple):
+    """One priority level of one named queue, as operators see it (``fastworker queues``, /metrics)."""
+
+    queue: str
+    level: int
+    depth: int
+    oldest_age: float
+    paused: bool
+    #: Subworkers serving the queue, plus one when this process's own slots do.
+    servers: int
 
 
 @dataclass
@@ -116,6 +133,7 @@ class Coordinator:
         registry: TaskRegistry,
         *,
         local_concurrency: int,
+        local_queues: Collection[str] = (DEFAULT_QUEUE,),
         result_cache_size: int,
         result_ttl: float,
         result_cache_bytes: int = 0,
@@ -146,6 +164,8 @@ class Coordinator:
         #: Every state change, for the dashboard, the CLI and clients that watch tasks.
         self.events = EventBus()
         self.accepting = True
+        #: The named queues this process's own slots take tasks from (``--queues``).
+        self.local_queues = frozenset(local_queues)
         #: Task names some registered subworker runs (kept current by the dispatcher).
         self.remote_task_names: frozenset[str] = frozenset()
         self.dispatcher: RemoteExecution | None = None
@@ -392,6 +412,38 @@ class Coordinator:
         remote = sum(1 for w in fleet for r in w.leases.values() if not r.held)
         return self.running + remote
 
+    def named_queues(self, now: float) -> list[NamedQueueLevel]:
+        """Each named queue's levels: "default", the other served queues by name, then unserved ones tasks wait in.
+
+        ``servers`` counts the subworkers serving the queue, plus one for this process's own slots:
+        tasks of a queue nobody serves wait (PENDING) until a worker that serves it connects.
+        """
+        fleet = self.dispatcher.fleet if self.dispatcher is not None else None
+        local = self.local_queues if self.local.concurrency > 0 else frozenset()
+        served = local | {DEFAULT_QUEUE}  # "default" always: it is where tasks go
+        if fleet is not None:
+            for worker in fleet:
+                served |= worker.queues
+        # Queue names come from submissions: past MAX_LISTED_QUEUES, the unserved ones are left out.
+        waiting = sorted(self.queue.queue_names() - served)[: max(0, MAX_LISTED_QUEUES - len(served))]
+        ordered = sorted(served, key=lambda name: (name != DEFAULT_QUEUE, name)) + waiting
+        queue = self.queue
+        levels: list[NamedQueueLevel] = []
+        for name in ordered:
+            servers = (name in local) + (fleet.servers(name) if fleet is not None else 0)
+            for level in LEVELS:
+                levels.append(
+                    NamedQueueLevel(
+                        name,
+                        level,
+                        queue.queue_depth(name, level),
+                        queue.oldest_age(level, now, name),
+                        level in queue.paused,
+                        servers,
+                    )
+                )
+        return levels
+
     def restore(self, recovered: Recovered) -> None:
         """Take in the tasks a journal replay recovered (at start, before serving; nothing is journaled again).
 
@@ -416,7 +468,11 @@ class Coordinator:
             else:
                 self.schedule.add(record, record.eta)
         for record in sorted(finished, key=lambda r: r.finished_at):
-            self.cache.add(record, now)
+            # The TTL journaled with the result; else (an older journal, ControlPlaneLost) its definition's here.
+            result_ttl = recovered.result_ttls.get(record.task_id)
+            if result_ttl is None:
+                result_ttl = self.defined_policy(record.name).result_ttl
+            self.cache.add(record, now, result_ttl)
         self.graph.rebuild_workflows(recovered.records)
         for record in waiting:
             dependencies = [self._known(task_id) for task_id in record.spec.dependencies.task_ids]
@@ -452,7 +508,7 @@ class Coordinator:
         if record.name not in self.registry:
             return False
         dispatcher = self.dispatcher
-        return dispatcher is None or not dispatcher.fleet.has_free_slot_for(record.name)
+        return dispatcher is None or not dispatcher.fleet.has_free_slot_for(record)
 
     def wake_slots(self) -> None:
         """Let idle local slots look at the queue again (e.g. workers just filled up)."""
@@ -524,8 +580,16 @@ class Coordinator:
         priority = spec.priority or policy.priority
         if priority not in LEVELS:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
+        if spec.queue:
+            try:
+                check_queue_name(spec.queue)
+            except QueueNameError as exc:
+                raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, str(exc)) from None
         now = self.clock()
         record = TaskRecord(spec, priority, now)
+        if not spec.queue and policy.queue != DEFAULT_QUEUE:
+            # The task's own queue, written into the spec so that a journal replay and the task's info keep it.
+            record.edit_spec().queue = record.queue = policy.queue
         self.active[record.task_id] = record  # the record's own string: one copy of the id per task
         self.active_by_name[spec.name] += 1
         self.counters.submitted += 1
@@ -641,7 +705,9 @@ class Coordinator:
                 if self._local_places >= bound:
                     self._work_ready.wait()
                     continue
-                record = self.queue.pop(None if self.dispatcher is None else self._runnable_locally)
+                record = self.queue.pop(
+                    None if self.dispatcher is None else self._runnable_locally, queues=self.local_queues
+                )
                 if record is not None and self._expired(record):
                     record.state = CANCELLED  # under the lock: nobody else takes it; the loop finishes it
                     self._loop.call_soon_threadsafe(self.expire, record)
@@ -757,8 +823,9 @@ class Coordinator:
         record.state = state
         record.held = False
         record.finished_at = now
+        result_ttl = self.defined_policy(record.name).result_ttl  # its own, kept with the result (0: --result-ttl)
         if self.journal is not None:
-            self.journal.finished(record)
+            self.journal.finished(record, result_ttl)
         # Waiting clients are answered first (their answers read the record alone): the rest is
         # bookkeeping, done while the answer is on its way.
         self.waits.task_finished(record)
@@ -778,7 +845,7 @@ class Coordinator:
             self.active_by_name[record.name] -= 1
             if self.active_by_name[record.name] <= 0:
                 del self.active_by_name[record.name]
-        self.cache.add(record, now)
+        self.cache.add(record, now, result_ttl)
         record.compact()
         self.events.publish_task(record)
         if self.graph.dependants:
@@ -1127,7 +1194,7 @@ class Coordinator:
         self.cache.expire(self.clock())
         if self.graph.workflows:
             self.graph.prune_workflows(task_id for task_id in self._all_known_ids())
-        self._expiry_timer = self._loop.call_later(min(60.0, self.cache.ttl), self._expire_results)
+        self._expiry_timer = self._loop.call_later(self.cache.sweep_interval, self._expire_results)
 
     # -------------------------------------------------------------------------------------- shutdown
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from fastworker.client import _tracing as tracing
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
 from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS, TaskRecord
@@ -48,6 +49,15 @@ class WorkerIdInUse(Exception):
             "give each worker its own --worker-id"
         )
         self.holder = holder
+
+
+def _names_by_queue(workers: Iterable[WorkerRecord]) -> dict[str, frozenset[str]]:
+    """For each named queue the workers serve, the task names they run from it."""
+    names: dict[str, frozenset[str]] = {}
+    for worker in workers:
+        for queue in worker.queues:
+            names[queue] = names.get(queue, frozenset()) | worker.task_names
+    return names
 
 
 def _least_loaded(worker: WorkerRecord) -> tuple[float, int]:
@@ -393,6 +403,7 @@ class Dispatcher:
             wire = tasks.add()
             wire.MergeFromString(record.encoded_spec())  # cheaper than copying a parsed spec
             wire.attempt = record.attempts
+            tracing.stamp_ready(wire, record.ready_at)  # a traced task only: its `wait` span where it runs
             # The worker enforces the control plane's rule, not its own copy of the definition: the
             # resolved limits go with the task unless the worker's definition gives the same ones
             # (then it resolves the spec's own values on top of it exactly as the control plane does).
@@ -425,17 +436,21 @@ class Dispatcher:
                 ready = [w for w in self.fleet if w.accepting and w.room > 0]
                 if not ready:
                     break
-                names: frozenset[str] = frozenset().union(*(w.task_names for w in ready))
+                names = _names_by_queue(ready)
                 gates = coordinator.queue.gates
                 if gates:  # a limited task starts at once or not at all: only into a free slot, never prefetched
-                    free: frozenset[str] = frozenset().union(*(w.task_names for w in ready if w.free > 0))
+                    free = _names_by_queue([w for w in ready if w.free > 0])
                     record = coordinator.queue.pop(
-                        accept=lambda r, names=names, free=free, gates=gates: (
-                            r.name in (free if r.name in gates else names)
-                        )  # type: ignore[misc]
+                        accept=lambda r, names=names, free=free, gates=gates: (  # type: ignore[misc]
+                            r.name in (free if r.name in gates else names).get(r.queue, ())
+                        ),
+                        queues=names,
                     )
                 else:
-                    record = coordinator.queue.pop(accept=lambda r, names=names: r.name in names)  # type: ignore[misc]
+                    record = coordinator.queue.pop(
+                        accept=lambda r, names=names: r.name in names[r.queue],  # type: ignore[misc]
+                        queues=names,
+                    )
                 if record is None:
                     break
                 if record.expires and now > record.expires:
@@ -443,9 +458,9 @@ class Dispatcher:
                     expired.append(record)
                     continue
                 if record.gate is not None:
-                    worker = min((w for w in ready if w.free > 0 and record.name in w.task_names), key=_least_loaded)
+                    worker = min((w for w in ready if w.free > 0 and w.serves(record)), key=_least_loaded)
                 else:
-                    worker = min((w for w in ready if record.name in w.task_names), key=_least_loaded)
+                    worker = min((w for w in ready if w.serves(record)), key=_least_loaded)
                 # Beyond its free slots the task waits in the worker's prefetch queue: held (shown
                 # PENDING, never started there) until the worker claims it and is granted it.
                 record.held = len(worker.leases) >= worker.capacity
@@ -507,7 +522,7 @@ class Dispatcher:
             for victim in victims:
                 if victim is thief or thief.free <= 0:
                     continue
-                moving = [r for r in victim.leases.values() if r.held and r.name in thief.task_names][: thief.free]
+                moving = [r for r in victim.leases.values() if r.held and thief.serves(r)][: thief.free]
                 for record in moving:
                     del victim.leases[record.task_id]
                     record.held = False

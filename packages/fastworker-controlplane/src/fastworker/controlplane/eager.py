@@ -19,14 +19,16 @@ pass them, and a step whose dependency did not succeed fails with ``DependencyFa
 running; a dependency on an unknown task is refused at submission.
 
 What differs, on purpose: everything runs at once and in order, inside ``delay``; there is no
-queue, so ``priority`` is only recorded, ``countdown``/``eta``/``expires`` are checked but not
+queue, so ``priority`` and ``queue`` are only recorded, ``countdown``/``eta``/``expires`` are checked but not
 waited for, retries do not wait for their backoff, a sync task's time limits are not enforced
 (it runs in the caller's thread), ``cancel`` and ``cancel_workflow`` find every task already
-final, and a workflow's steps run one after another in step order (a group's members too).
+final, a workflow's steps run one after another in step order (a group's members too), and
+results never expire.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Unpack
 
 from fastworker.client import _tracing as tracing
+from fastworker.client import hooks
 from fastworker.client._requester import error_from_wire
 from fastworker.client.context import TaskContext
 from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
@@ -47,6 +50,7 @@ from fastworker.controlplane.records import TaskRecord
 from fastworker.controlplane.workflows import MAX_DEPENDENCIES, dependency_error
 from fastworker.protocol.errors import FastworkerError
 from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.worker.executor import Outcome, prepare, run_async_limited, run_sync
 from fastworker.worker.loader import load_task_modules
@@ -105,6 +109,8 @@ class EagerClient:
         self.history: list[TaskInfo] = []
         self._infos: dict[str, TaskInfo] = {}
         self._calls: dict[str, tuple[tuple[Any, ...], dict[str, Any], Priority | None]] = {}
+        #: Each task's named queue (its submission's, else its definition's, else "default"), for its info.
+        self._queues: dict[str, str] = {}
         self._workflows: dict[str, _RanWorkflow] = {}
         self._scopes: list[AbstractContextManager[Any]] = []
 
@@ -166,6 +172,8 @@ class EagerClient:
         spec = task_pb2.TaskSpec(name=name)
         spec.arguments.CopyFrom(encode_arguments(args, dict(kwargs), allow_pickle=self.allow_pickle))
         options.apply(spec)
+        if hooks.REGISTERED.submit:
+            hooks.call_submit(name, spec.task_id, args, kwargs, options)
         return spec
 
     def _check_dependencies(self, spec: task_pb2.TaskSpec) -> None:
@@ -200,6 +208,7 @@ class EagerClient:
             raise RuntimeError(f"arguments of {spec.name!r} did not decode: {decoded.error}")
         call_args, call_kwargs = decoded
         self._calls[task_id] = (call_args, call_kwargs, level)
+        self._queues[task_id] = spec.queue or tf.options.queue or DEFAULT_QUEUE  # recorded only: nothing waits
         if failed is not None:
             self._record(self._dependency_failed(task_id, tf, level, failed, depends_on, workflow_id))
             return
@@ -458,6 +467,9 @@ class EagerClient:
     def _record(self, info: TaskInfo) -> None:
         """Keep a task's final info (a task run again replaces its entry in the history)."""
         task_id = info.id
+        queue = self._queues.get(task_id, DEFAULT_QUEUE)
+        if queue != info.queue:
+            info = dataclasses.replace(info, queue=queue)
         if task_id not in self._infos:
             self.history.append(info)
         else:

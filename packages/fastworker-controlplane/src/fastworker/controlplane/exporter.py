@@ -9,14 +9,14 @@ values are bounded (see ``fastworker.controlplane.metrics``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fastworker.controlplane.coordinator import Coordinator, Counters
+from fastworker.controlplane.coordinator import Coordinator, Counters, NamedQueueLevel
 from fastworker.controlplane.fleet import Fleet
-from fastworker.controlplane.metrics import TIME_BUCKETS, NameCounts
+from fastworker.controlplane.metrics import OTHER, TIME_BUCKETS, NameCounts
 from fastworker.controlplane.queue import LEVELS, level_name
 from fastworker.controlplane.version import __version__
 
@@ -44,6 +44,8 @@ class Snapshot:
     queues: list[tuple[str, int, float, bool]]
     workers: list[WorkerGauges]
     counters: Counters
+    #: The same per named queue and level, with the queue's servers.
+    named_queues: list[NamedQueueLevel] = field(default_factory=list)
     scheduled: int = 0
     running: int = 0
     result_cache_size: int = 0
@@ -80,6 +82,7 @@ def take_snapshot(coordinator: Coordinator, fleet: Fleet | None) -> Snapshot:
     return Snapshot(
         tasks=tasks,
         queues=queues,
+        named_queues=coordinator.named_queues(now),
         workers=workers,
         counters=counters,
         scheduled=len(coordinator.schedule),
@@ -106,6 +109,48 @@ _PLANE_COUNTERS = (
 )
 
 
+#: Named queues exported by name; the others are summed under ``queue="__other__"`` (bounded labels).
+MAX_NAMED_QUEUES = 100
+
+
+def _named_queue_families(levels: list[NamedQueueLevel]) -> Iterator[Metric]:
+    """Depth and age per named queue and priority, and who serves each queue (0: its tasks wait)."""
+    depth = GaugeMetricFamily(
+        "fastworker_named_queue_depth",
+        "Tasks waiting to start, per named queue and priority.",
+        labels=["queue", "priority"],
+    )
+    oldest = GaugeMetricFamily(
+        "fastworker_named_queue_oldest_age_seconds",
+        "Seconds the oldest waiting task of a named queue and priority has waited (0 when none waits).",
+        labels=["queue", "priority"],
+    )
+    servers = GaugeMetricFamily(
+        "fastworker_named_queue_servers",
+        "Subworkers serving a named queue, plus 1 when the control plane's own slots do (0: its tasks wait).",
+        labels=["queue"],
+    )
+    # Queue names come from submissions: past MAX_NAMED_QUEUES, the rest are summed under OTHER.
+    depths: dict[tuple[str, int], int] = {}
+    ages: dict[tuple[str, int], float] = {}
+    served: dict[str, int] = {}
+    for level in levels:
+        queue = level.queue if level.queue in served or len(served) < MAX_NAMED_QUEUES else OTHER
+        key = (queue, level.level)
+        depths[key] = depths.get(key, 0) + level.depth
+        ages[key] = max(ages.get(key, 0.0), level.oldest_age)
+        if queue != OTHER:
+            served[queue] = level.servers
+        elif level.level == LEVELS[0]:  # once per queue, not per level
+            served[OTHER] = served.get(OTHER, 0) + level.servers
+    for (queue, level_number), count in depths.items():
+        depth.add_metric([queue, level_name(level_number)], count)
+        oldest.add_metric([queue, level_name(level_number)], ages[(queue, level_number)])
+    for queue, count in served.items():
+        servers.add_metric([queue], count)
+    yield from (depth, oldest, servers)
+
+
 def families(snapshot: Snapshot) -> Iterator[Metric]:
     """The metric families of one snapshot."""
     yield from _task_families(snapshot.tasks)
@@ -121,6 +166,7 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
         oldest.add_metric([name], age)
         paused.add_metric([name], 1 if is_paused else 0)
     yield from (depth, oldest, paused)
+    yield from _named_queue_families(snapshot.named_queues)
     yield GaugeMetricFamily(
         "fastworker_tasks_scheduled", "Tasks waiting for their eta, countdown or retry.", value=snapshot.scheduled
     )

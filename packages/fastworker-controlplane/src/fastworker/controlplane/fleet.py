@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from fastworker.controlplane.records import TaskRecord
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.policy import definition_policy
 
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
 
     from fastworker.controlplane.replyserver import Request
 
+
+#: What a worker that names no queue serves.
+DEFAULT_QUEUES = frozenset({DEFAULT_QUEUE})
 
 #: Most tasks a worker may hold beyond its capacity, per slot.
 MAX_PREFETCH_PER_SLOT = 16
@@ -39,6 +43,7 @@ class WorkerRecord:
         "pipe_id",
         "prefetch",
         "processed",
+        "queues",
         "cancels",
         "pull",
         "pull_correlation",
@@ -89,6 +94,8 @@ class WorkerRecord:
         #: The run limits the worker's own definitions give (``TaskPolicy.run_limits``), by task name.
         self.run_limits = {d.name: definition_policy(d).run_limits for d in request.tasks}
         self.task_names = frozenset(self.definitions)
+        #: The named queues it takes tasks from.
+        self.queues = frozenset(request.queues) if request.queues else DEFAULT_QUEUES
         self.pipe_id = pipe_id
 
     @property
@@ -115,9 +122,13 @@ class WorkerRecord:
         """True while tasks may be sent to it: a work request is open and it is not draining."""
         return self.pull is not None and not self.draining
 
-    def can_take(self, name: str) -> bool:
-        """True if a task of this name could start here now (a free slot, not just prefetch room)."""
-        return self.accepting and self.free > 0 and name in self.task_names
+    def serves(self, record: TaskRecord) -> bool:
+        """True if this worker runs the task's name and serves its queue (whatever its load)."""
+        return record.name in self.task_names and record.queue in self.queues
+
+    def can_take(self, record: TaskRecord) -> bool:
+        """True if the task could start here now (a free slot, not just prefetch room)."""
+        return self.accepting and self.free > 0 and self.serves(record)
 
 
 class Fleet:
@@ -166,8 +177,12 @@ class Fleet:
                 return definition
         return None
 
-    def has_free_slot_for(self, name: str) -> bool:
-        """True if some worker could take a task of this name now."""
+    def has_free_slot_for(self, record: TaskRecord) -> bool:
+        """True if some worker could start this task now."""
         if not self._workers:
             return False  # the common case of a control plane alone: asked once per local task
-        return any(worker.can_take(name) for worker in self._workers.values())
+        return any(worker.can_take(record) for worker in self._workers.values())
+
+    def servers(self, queue: str) -> int:
+        """How many workers serve a named queue."""
+        return sum(queue in worker.queues for worker in self._workers.values())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 from fastworker.client.limits import Rate
@@ -251,7 +251,10 @@ class GatedQueue(PriorityQueue):
             super().discard(record)
 
     def pop(
-        self, accept: Callable[[TaskRecord], bool] | None = None, levels: tuple[int, ...] = LEVELS
+        self,
+        accept: Callable[[TaskRecord], bool] | None = None,
+        levels: tuple[int, ...] = LEVELS,
+        queues: Collection[str] | None = None,
     ) -> TaskRecord | None:
         """The next task to start, gated names included; a gated one takes its token and place here.
 
@@ -259,35 +262,49 @@ class GatedQueue(PriorityQueue):
         (it was held back already); tasks of a higher level go first.
         """
         if not self.gates:
-            return PriorityQueue.pop(self, accept, levels)  # not super(): this runs for every task
+            return PriorityQueue.pop(self, accept, levels, queues)  # not super(): this runs for every task
         now = self._clock()
         best: tuple[int, float, Gate, TaskRecord] | None = None
         for gate in self.gates.values():
             if not len(gate.waiting) or gate.wait_for(now) > 0:
                 continue
-            head = gate.waiting.head()
+            head = gate.waiting.head(queues)
             if head is None or head.priority not in levels or (accept is not None and not accept(head)):
                 continue
             rank = (LEVELS.index(head.priority), head.queued_at)
             if best is None or rank < best[:2]:
                 best = (rank[0], rank[1], gate, head)
         if best is None:
-            return super().pop(accept, levels)
+            return super().pop(accept, levels, queues)
         level_index, _, gate, _ = best
-        record = super().pop(accept, tuple(level for level in levels if LEVELS.index(level) < level_index))
+        record = super().pop(accept, tuple(level for level in levels if LEVELS.index(level) < level_index), queues)
         if record is not None:
             return record
-        record = gate.waiting.pop()
+        record = gate.waiting.pop(queues=queues)
         assert record is not None  # its head was live a moment ago, under the same lock
         gate.admit(record, now)
         return record
 
-    def oldest_age(self, level: int, now: float) -> float:
-        """Seconds the oldest waiting task of a level has waited, gated ones included."""
-        age = super().oldest_age(level, now)
+    def oldest_age(self, level: int, now: float, queue: str | None = None) -> float:
+        """Seconds the oldest waiting task of a level (in one named queue, or any) has waited, gated ones included."""
+        age = super().oldest_age(level, now, queue)
         for gate in self.gates.values():
-            age = max(age, gate.waiting.oldest_age(level, now))
+            age = max(age, gate.waiting.oldest_age(level, now, queue))
         return age
+
+    def queue_depth(self, queue: str, level: int) -> int:
+        """Waiting tasks of one named queue at one level, gated ones included."""
+        depth = super().queue_depth(queue, level)
+        for gate in self.gates.values():
+            depth += gate.waiting.queue_depth(queue, level)
+        return depth
+
+    def queue_names(self) -> set[str]:
+        """The named queues some task waits in, behind a gate or not."""
+        names = super().queue_names()
+        for gate in self.gates.values():
+            names |= gate.waiting.queue_names()
+        return names
 
     def drain(self, level: int) -> list[TaskRecord]:
         """Remove and return every waiting record of one level, gated ones included."""

@@ -47,8 +47,9 @@ Replay. On start the journal is read and folded into one state per task. Queued 
 tasks are queued or scheduled again; a task that was running (locally or on a subworker) goes
 back to the front of its queue if it has retries left, else fails with ``ControlPlaneLost``; a
 task dispatched into a worker's prefetch queue that had not started is re-queued without
-counting the attempt. Finished tasks within the result TTL (the newest ``result_cache_size`` of
-them) are readable again; periodic schedules resume from their last run (the scheduler's misfire
+counting the attempt. Finished tasks within their result TTL (their task's ``result_ttl`` as it
+was when they finished, else ``result_ttl``; the newest ``result_cache_size`` of them) are readable
+again; periodic schedules resume from their last run (the scheduler's misfire
 policy decides about slots missed meanwhile); paused priority levels stay paused, and limits an
 operator set at run time (``set_limits``) hold again.
 
@@ -124,9 +125,21 @@ RUN_FIELDS = ("kind", "task_id", "attempts", "worker", "started_at", "held", "re
 #: A task waits again: PENDING (taken back from a worker) or RETRYING until ``eta``.
 WAIT = 3
 WAIT_FIELDS = ("kind", "task_id", "state", "attempts", "eta", "error")
-#: A task reached a final state.
+#: A task reached a final state; ``result_ttl``: its task's own result TTL (0: the control plane's),
+#: absent from records written before per-task TTLs.
 FINISH = 4
-FINISH_FIELDS = ("kind", "task_id", "state", "attempts", "worker", "started_at", "finished_at", "result", "error")
+FINISH_FIELDS = (
+    "kind",
+    "task_id",
+    "state",
+    "attempts",
+    "worker",
+    "started_at",
+    "finished_at",
+    "result",
+    "error",
+    "result_ttl",
+)
 #: A priority level was paused or resumed.
 PAUSE = 5
 PAUSE_FIELDS = ("kind", "level", "paused")
@@ -151,6 +164,7 @@ TASK_FIELDS = (
     "error",
     "held",
     "retries",
+    "result_ttl",
 )
 #: An operator set a task name's limits at run time (``rate`` "" and ``concurrency`` 0: none), or
 #: cleared them (``cleared``: its definition applies again).
@@ -367,6 +381,7 @@ class JournalTask:
         "priority",
         "queued_at",
         "result",
+        "result_ttl",
         "retries",
         "spec",
         "started_at",
@@ -391,6 +406,8 @@ class JournalTask:
         self.held = False
         #: Retries the dispatcher resolved for a remote task (from its worker's definition); -1 unknown.
         self.retries = -1
+        #: A finished task's own result TTL in seconds (0: the control plane's ``--result-ttl``).
+        self.result_ttl = 0.0
 
     def as_record(self) -> tuple[Any, ...]:
         """This task as one TASK record."""
@@ -410,6 +427,7 @@ class JournalTask:
             self.error,
             self.held,
             self.retries,
+            self.result_ttl,
         )
 
     @classmethod
@@ -429,6 +447,8 @@ class JournalTask:
             task.held,
             task.retries,
         ) = record[4:15]
+        if len(record) > 15:  # written since per-task result TTLs
+            task.result_ttl = record[15]
         return task
 
 
@@ -467,6 +487,7 @@ class JournalState:
             task.state, task.attempts, task.worker, task.started_at, task.finished_at, task.result, task.error = record[
                 2:9
             ]
+            task.result_ttl = record[9] if len(record) > 9 else 0.0
             task.held = False
         elif kind == ACCEPT:
             task = JournalTask(record[1], record[2], record[3], record[4])
@@ -505,10 +526,12 @@ class JournalState:
             raise _UnknownRecord(kind)
 
     def prune(self, now: float, result_ttl: float, result_cache_size: int) -> int:
-        """Drop finished tasks past the result TTL, and all but the newest ``result_cache_size``; returns how many."""
-        cutoff = now - result_ttl
+        """Drop finished tasks past their result TTL, and all but the newest ``result_cache_size``; returns how many.
+
+        A task's own TTL (``JournalTask.result_ttl``) beats ``result_ttl``, as in the result cache.
+        """
         finished = [t for t in self.tasks.values() if t.state in FINAL_STATES]
-        keep = {t.task_id for t in finished if t.finished_at >= cutoff}
+        keep = {t.task_id for t in finished if now - t.finished_at <= (t.result_ttl or result_ttl)}
         if len(keep) > result_cache_size:
             newest = sorted((t for t in finished if t.task_id in keep), key=lambda t: t.finished_at)
             keep = {t.task_id for t in newest[-result_cache_size:]}
@@ -661,6 +684,8 @@ class Recovered:
     last_runs: dict[str, float] = field(default_factory=dict)
     #: Run-time limits per task name: (rate text or "", concurrency or 0).
     limits: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: Finished tasks' own result TTLs by task id (only those journaled with one), for the result cache.
+    result_ttls: dict[str, float] = field(default_factory=dict)
     #: Tasks that were running and were re-queued (retries left, or never started from a prefetch queue).
     requeued: int = 0
     #: Tasks that were running and failed with ControlPlaneLost (no retries left).
@@ -738,6 +763,8 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
             record.result = task_pb2.Payload.FromString(task.result)
         if task.error is not None:
             record.error = task_pb2.TaskError.FromString(task.error)
+        if task.result_ttl and task.state in FINAL_STATES:
+            recovered.result_ttls[task.task_id] = task.result_ttl
         recovered.records.append(record)
     return recovered
 
@@ -756,7 +783,7 @@ class Journal:
 
     Args:
         path: The journal file (created if missing; its directory must exist).
-        result_ttl: Seconds a finished task is kept (as the result cache).
+        result_ttl: Seconds a finished task is kept unless its task has its own (as the result cache).
         result_cache_size: Most finished tasks kept (the newest).
         retries_for: A task name's registered default retries, or None if unknown here.
         sync: fdatasync every batch (power-loss safe); False only writes (survives kill -9, not a power loss).
@@ -920,8 +947,8 @@ class Journal:
         error = record.error.SerializeToString() if record.error is not None else None
         self._append((WAIT, record.task_id, record.state, record.attempts, record.eta, error))
 
-    def finished(self, record: TaskRecord) -> None:
-        """A task reached its final state (result or error set)."""
+    def finished(self, record: TaskRecord, result_ttl: float = 0.0) -> None:
+        """A task reached its final state (result or error set); ``result_ttl``: its task's own (0: none)."""
         result = record.result.SerializeToString() if record.result is not None else None
         error = record.error.SerializeToString() if record.error is not None else None
         self._append(
@@ -935,6 +962,7 @@ class Journal:
                 record.finished_at,
                 result,
                 error,
+                result_ttl,
             )
         )
 

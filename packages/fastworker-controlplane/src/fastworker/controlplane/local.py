@@ -241,7 +241,9 @@ class LocalExecutor:
                 else:
                     slot_progress.start(task_id, record.attempts)
                     try:
-                        with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID) as span:
+                        with tracing.process(
+                            record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at
+                        ) as span:
                             outcome = run_sync(
                                 run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
                             )
@@ -306,7 +308,8 @@ class LocalExecutor:
         context = run.context()
         started = time.time()
         try:
-            with tracing.process(run.record.spec, run.record.attempts, LOCAL_WORKER_ID) as span:
+            record = run.record
+            with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
                 outcome = await self._run_on_loop_untraced(run, context)
                 tell_span(span, outcome)
         except asyncio.CancelledError:

@@ -110,13 +110,15 @@ class TaskMetrics:
         self._names: dict[str, NameCounts] = {}
 
     def _for(self, name: str) -> NameCounts:
+        # Looked up under the cut name it is stored under, or a long name would start afresh each time.
+        name = _label(name)
         counts = self._names.get(name)
         if counts is None:
             if len(self._names) >= MAX_TASK_NAMES:
                 name = OTHER
                 counts = self._names.get(name)
             if counts is None:
-                counts = self._names[_label(name)] = NameCounts()
+                counts = self._names[name] = NameCounts()
         return counts
 
     def submitted(self, name: str) -> None:

@@ -1,4 +1,16 @@
-"""The control plane's one authoritative scheduler of periodic tasks (``@task(every=...)`` and ``@task(cron=...)``)."""
+"""The control plane's one authoritative scheduler of periodic tasks (``@task(every=...)`` and ``@task(cron=...)``).
+
+Where a task's schedule comes from (docs/scheduling.md, "Where schedules come from"): a schedule is
+an option of the task's definition, and the definition in force is chosen as for every other
+option (``fastworker.worker.policy``): the control plane's own (its ``--task-modules``) when it
+loaded the task, else that of the earliest-registered connected subworker that defines it. A
+definition in force without ``every``/``cron`` means "not periodic". Another subworker whose
+schedule differs is logged once and changes nothing; when the subworker in force leaves, the next
+earliest one's definition applies (logged); when no connected subworker defines the task any
+more, it is not scheduled (no runs are queued that nobody could run). Whatever changes, one task
+has one schedule here, and a schedule that takes over resumes after the task's last run, so no
+slot runs twice.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +28,18 @@ from typing import Protocol
 # (also marked unused-ignore) keeps mypy --strict clean both with and without them.
 from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
 
+from fastworker.protocol.v1.task_pb2 import TaskDefinition
+
 __all__ = [
     "CRON_SCAN_LIMIT",
+    "Definer",
     "MAX_CATCH_UP",
     "MAX_TIMER_DELAY",
     "MISFIRE_GRACE",
     "MisfirePolicy",
     "PeriodicScheduler",
     "PeriodicSpec",
+    "schedule_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +89,20 @@ def schedule_problem(name: str, every: float, cron: str) -> str | None:
     except (ValueError, TypeError) as exc:
         return str(exc)
     return None
+
+
+def schedule_of(definition: TaskDefinition) -> PeriodicSpec | None:
+    """The schedule a task definition gives (with its ``allow_overlap``), or None when it is not periodic.
+
+    Raises:
+        ValueError: The schedule is unusable (see :func:`schedule_problem`).
+        TypeError: A value has the wrong type.
+    """
+    if not definition.every and not definition.cron:
+        return None
+    return PeriodicSpec(
+        definition.name, definition.every or None, definition.cron or None, allow_overlap=definition.allow_overlap
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +188,20 @@ def _cron_before(expr: str, t: float, count: int) -> list[float]:
     return [float(it.get_prev(float)) for _ in range(count)]
 
 
+class Definer(Protocol):
+    """A registered subworker as :meth:`PeriodicScheduler.follow_fleet` reads it (``fleet.WorkerRecord``)."""
+
+    @property
+    def worker_id(self) -> str:
+        """Its worker id."""
+        ...
+
+    @property
+    def definitions(self) -> Mapping[str, TaskDefinition]:
+        """Its task definitions by name (a new mapping when it registers again)."""
+        ...
+
+
 class _Slots(Protocol):
     """A task's schedule: its next slot, and how to consume the slots that are due."""
 
@@ -231,11 +275,13 @@ class _CronSlots:
 
 @dataclass(slots=True)
 class _Entry:
-    """A registered periodic task, its schedule and its counters."""
+    """A registered periodic task, its schedule, where the schedule comes from, and its counters."""
 
     spec: PeriodicSpec
     slots: _Slots
     last_fired: float | None
+    #: The subworker whose definition gives the schedule; None: the control plane's own.
+    source: str | None = None
     fired: int = 0
     skipped_overlap: int = 0
     misfired: int = 0
@@ -276,6 +322,8 @@ class PeriodicScheduler:
             misfire policy decides about the slots missed since. Names not yet added are kept
             for when they are.
         misfire_grace: Seconds a slot may be late and still run as on time.
+        local_names: Every task name the control plane itself defines, periodic or not: for these its
+            own definition decides, and subworkers' schedules are ignored (see :meth:`follow_fleet`).
 
     Raises:
         ValueError: An unknown misfire policy, a negative grace or a non-finite last run time.
@@ -292,6 +340,7 @@ class PeriodicScheduler:
         misfire: MisfirePolicy | str = MisfirePolicy.RUN_ONCE,
         last_runs: Mapping[str, float] | None = None,
         misfire_grace: float = MISFIRE_GRACE,
+        local_names: Iterable[str] = (),
     ) -> None:
         self._submit = submit
         self._is_running = is_running
@@ -306,6 +355,12 @@ class PeriodicScheduler:
                 raise ValueError(f"last run of periodic task {name!r} must be a finite POSIX time, got {at!r}")
             self._restored[name] = float(at)
         self._entries: dict[str, _Entry] = {}
+        #: The control plane's own definitions: name -> its schedule, or None for a task it runs unscheduled.
+        self._own: dict[str, PeriodicSpec | None] = dict.fromkeys(local_names)
+        #: (worker id, task name) whose differing schedule was logged; forgotten when the worker leaves.
+        self._warned: set[tuple[str, str]] = set()
+        #: Each connected worker's definitions as last read, and the schedules among them.
+        self._read: dict[str, tuple[Mapping[str, TaskDefinition], dict[str, PeriodicSpec]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         for spec in specs:
@@ -314,13 +369,15 @@ class PeriodicScheduler:
     # ------------------------------------------------------------------------------------ registry
 
     def add(self, spec: PeriodicSpec) -> None:
-        """Start scheduling a task; a name already scheduled is left as it is (idempotent by name).
+        """Start scheduling a task the control plane itself defines; a name already scheduled is left as it is.
 
         Raises:
             TypeError: spec is not a :class:`PeriodicSpec`.
         """
         if not isinstance(spec, PeriodicSpec):
             raise TypeError(f"add() takes a PeriodicSpec, not {type(spec).__qualname__}")
+        if self._own.get(spec.name) is None:
+            self._own[spec.name] = spec
         existing = self._entries.get(spec.name)
         if existing is not None:
             if existing.spec != spec:
@@ -331,22 +388,133 @@ class PeriodicScheduler:
                     _describe(spec),
                 )
             return
-        last = self._restored.pop(spec.name, None)
-        start = self._clock() if last is None else last
-        slots: _Slots
-        if spec.every is not None:
-            slots = _EverySlots(spec.every, start)
-        else:
-            assert spec.cron is not None  # PeriodicSpec guarantees exactly one schedule
-            slots = _CronSlots(spec.cron, start)
-        self._entries[spec.name] = _Entry(spec=spec, slots=slots, last_fired=last)
+        self._start(spec, None, self._restored.pop(spec.name, None))
         if self._loop is not None:
             self._arm()
+
+    def _start(self, spec: PeriodicSpec, source: str | None, last: float | None) -> None:
+        """Schedule spec from the task's last run ``last``, else from now."""
+        self._entries[spec.name] = _Entry(spec=spec, slots=self._slots(spec, last), last_fired=last, source=source)
+
+    def _slots(self, spec: PeriodicSpec, last: float | None) -> _Slots:
+        """The slots of ``spec`` after ``last`` (strictly: a slot that ran never runs again), else after now."""
+        start = self._clock() if last is None else last
+        if spec.every is not None:
+            return _EverySlots(spec.every, start)
+        assert spec.cron is not None  # PeriodicSpec guarantees exactly one schedule
+        return _CronSlots(spec.cron, start)
+
+    def follow_fleet(self, workers: Iterable[Definer]) -> None:
+        """Apply the connected subworkers' schedules by the one rule (see the module docstring).
+
+        Call it with every registered subworker, earliest-registered first, whenever the fleet
+        changes. Names the control plane defines keep their own schedule (or none); for the others
+        the earliest definer's applies; a differing schedule of another worker is logged once. A
+        worker's definitions are read once per registration, and only periodic names are looked
+        at, so a fleet change costs O(workers x periodic names).
+        """
+        fleet = list(workers)
+        read: dict[str, tuple[Mapping[str, TaskDefinition], dict[str, PeriodicSpec]]] = {}
+        names = {name for name, entry in self._entries.items() if entry.source is not None}
+        for worker in fleet:
+            known = self._read.get(worker.worker_id)
+            if known is None or known[0] is not worker.definitions:  # registered (again) since
+                known = (worker.definitions, self._worker_schedules(worker))
+            read[worker.worker_id] = known
+            names.update(known[1])
+        self._read = read
+        self._warned = {key for key in self._warned if key[0] in read}
+        for name in sorted(names):
+            definers = [(w.worker_id, read[w.worker_id][1].get(name)) for w in fleet if name in w.definitions]
+            self._settle(name, definers)
+        if self._loop is not None:
+            self._arm()
+
+    @staticmethod
+    def _worker_schedules(worker: Definer) -> dict[str, PeriodicSpec]:
+        """A worker's periodic definitions; an unusable one counts as none (registration refuses those anyway)."""
+        schedules: dict[str, PeriodicSpec] = {}
+        for name, definition in worker.definitions.items():
+            try:
+                schedule = schedule_of(definition)
+            except (ValueError, TypeError) as exc:
+                logger.error("worker %s: unusable periodic schedule ignored: %s", worker.worker_id, exc)
+                continue
+            if schedule is not None:
+                schedules[name] = schedule
+        return schedules
+
+    def _settle(self, name: str, definers: list[tuple[str, PeriodicSpec | None]]) -> None:
+        """Put the schedule in force for one name into effect, and log workers that disagree with it."""
+        own = name in self._own
+        if own:
+            in_force, source = self._own[name], None
+        elif definers:
+            source, in_force = definers[0]
+        else:
+            self._stop(name, "no connected subworker defines it any more")
+            return
+        for worker_id, schedule in definers:
+            key = (worker_id, name)
+            if worker_id == source or schedule == in_force:
+                self._warned.discard(key)
+            elif key not in self._warned:
+                self._warned.add(key)
+                logger.warning(
+                    "periodic task %r: worker %s defines %s, but %s (%s) is in force; its schedule is ignored",
+                    name,
+                    worker_id,
+                    _describe_or_none(schedule),
+                    _describe_or_none(in_force),
+                    _source(source),
+                )
+        if own:
+            return  # scheduled (or not) from the start, whatever the fleet says
+        assert source is not None
+        entry = self._entries.get(name)
+        if in_force is None:
+            self._stop(name, f"the definition of {_source(source)}, now in force, has no schedule")
+        elif entry is None:
+            self._start(in_force, source, self._restored.pop(name, None))
+            logger.info("periodic task %r: %s, from %s", name, _describe(in_force), _source(source))
+        elif entry.spec != in_force:
+            logger.info(
+                "periodic task %r: now %s, from %s (was %s, from %s)",
+                name,
+                _describe(in_force),
+                _source(source),
+                _describe(entry.spec),
+                _source(entry.source),
+            )
+            entry.spec, entry.slots, entry.source = in_force, self._slots(in_force, entry.last_fired), source
+        elif entry.source != source:
+            logger.info(
+                "periodic task %r: %s, now from %s (was from %s)",
+                name,
+                _describe(in_force),
+                _source(source),
+                _source(entry.source),
+            )
+            entry.source = source
+
+    def _stop(self, name: str, why: str) -> None:
+        """Stop scheduling a task, keeping its last run for when a definer comes back."""
+        entry = self._entries.pop(name, None)
+        if entry is None:
+            return
+        if entry.last_fired is not None:
+            self._restored[name] = entry.last_fired
+        logger.info("periodic task %r: no longer scheduled (%s): %s", name, _describe(entry.spec), why)
 
     @property
     def specs(self) -> tuple[PeriodicSpec, ...]:
         """Every scheduled task, in the order they were added."""
         return tuple(entry.spec for entry in self._entries.values())
+
+    @property
+    def sources(self) -> dict[str, str | None]:
+        """Where each scheduled task's schedule comes from: a subworker's id, or None for the control plane's own."""
+        return {name: entry.source for name, entry in self._entries.items()}
 
     # ------------------------------------------------------------------------------------ firing
 
@@ -494,3 +662,12 @@ def _describe(spec: PeriodicSpec) -> str:
     """A spec's schedule as log messages show it."""
     schedule = f"every {spec.every:g} s" if spec.every is not None else f"cron {spec.cron!r}"
     return f"{schedule}{', overlapping' if spec.allow_overlap else ''}"
+
+
+def _describe_or_none(spec: PeriodicSpec | None) -> str:
+    return "no schedule" if spec is None else _describe(spec)
+
+
+def _source(source: str | None) -> str:
+    """Where a schedule comes from, as log messages say it."""
+    return "the control plane's task modules" if source is None else f"worker {source}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ class TaskRecord:
         "name",
         "priority",
         "progress",
+        "queue",
         "queued_at",
         "ready_at",
         "result",
@@ -68,6 +71,9 @@ class TaskRecord:
         self._linked = bool(spec.workflow_id) or spec.HasField("dependencies")
         self.expires = spec.expires or 0.0  # "or 0.0": the shared constant, not a new float per task
         self.priority = priority
+        #: The named queue it waits in (interned). An empty ``spec.queue`` is the "default" queue here;
+        #: the coordinator writes a task's non-default queue into its spec when it accepts it.
+        self.queue = sys.intern(spec.queue) if spec.queue else DEFAULT_QUEUE
         self.state: int = PENDING
         self.attempts = 0
         self.worker = ""
@@ -136,6 +142,7 @@ class TaskRecord:
         info.name = self.name
         info.state = self.visible_state  # type: ignore[assignment]
         info.priority = self.priority  # type: ignore[assignment]
+        info.queue = self.queue
         info.attempts = self.attempts
         info.worker = self.worker
         info.queued_at = self.queued_at
@@ -160,6 +167,10 @@ class TaskRecord:
 
 #: Bytes a finished record costs beyond its encoded spec and payloads (the record, its entries), roughly.
 RECORD_OVERHEAD = 500
+#: Longest time between sweeps of expired results, in seconds.
+MAX_SWEEP_INTERVAL = 60.0
+#: Shortest time between sweeps that a task's own short ``result_ttl`` can ask for, in seconds.
+MIN_TASK_TTL_SWEEP = 1.0
 
 
 def record_bytes(record: TaskRecord) -> int:
@@ -175,8 +186,11 @@ def record_bytes(record: TaskRecord) -> int:
 class ResultCache:
     """Finished records by task id, bounded by count and by bytes (least recently used goes first) and by age.
 
-    Age counts from when the task finished; a read refreshes recency but not age. ``now`` is passed
-    in so tests can drive the clock.
+    Age counts from when the task finished; a read refreshes recency but not age. A record is kept
+    for its task's own TTL (``@task(result_ttl=...)``, given to :meth:`add`) or else the cache's
+    ``ttl``; the count and byte bounds hold whatever the TTLs. A record past its TTL is never
+    returned (reads check it); :meth:`expire` frees its memory. ``now`` is passed in so tests can
+    drive the clock.
     """
 
     def __init__(self, max_size: int, ttl: float, max_bytes: int = 0) -> None:
@@ -193,6 +207,10 @@ class ResultCache:
         self.bytes = 0
         self._records: OrderedDict[str, TaskRecord] = OrderedDict()
         self._sizes: dict[str, int] = {}
+        #: The TTL of each record whose task has its own (only those: a record without one costs nothing more).
+        self._ttls: dict[str, float] = {}
+        #: The shortest per-task TTL seen so far (inf: none), for :attr:`sweep_interval`.
+        self._shortest_ttl = math.inf
         self.hits = 0
         self.misses = 0
         self.evicted = 0
@@ -203,27 +221,40 @@ class ResultCache:
     def __iter__(self) -> Iterator[TaskRecord]:
         return iter(self._records.values())
 
-    def add(self, record: TaskRecord, now: float) -> None:
-        """Keep a finished record, evicting the least recently used ones over the count and byte bounds."""
+    def add(self, record: TaskRecord, now: float, ttl: float = 0.0) -> None:
+        """Keep a finished record for ``ttl`` seconds (0: the cache's TTL), evicting the least recently used."""
         task_id = record.task_id
         size = record_bytes(record)
         self.bytes += size - self._sizes.get(task_id, 0)
         self._sizes[task_id] = size
+        ttls = self._ttls
+        if ttl and ttl != self.ttl:
+            ttls[task_id] = ttl
+            if ttl < self._shortest_ttl:
+                self._shortest_ttl = ttl
+        elif ttls:
+            ttls.pop(task_id, None)  # kept again (a retried task): its earlier TTL no longer applies
         records = self._records
         records[task_id] = record
         records.move_to_end(task_id)
         while len(records) > self.max_size or (self.max_bytes and self.bytes > self.max_bytes and len(records) > 1):
             old_id, _ = records.popitem(last=False)
             self.bytes -= self._sizes.pop(old_id, 0)
+            if ttls:
+                ttls.pop(old_id, None)
             self.evicted += 1
 
+    def ttl_of(self, task_id: str) -> float:
+        """Seconds the record of ``task_id`` is kept after it finished (its task's TTL, else the cache's)."""
+        return self._ttls.get(task_id, self.ttl) if self._ttls else self.ttl
+
     def get(self, task_id: str, now: float) -> TaskRecord | None:
-        """The record if present and younger than the TTL (an expired one is dropped)."""
+        """The record if present and within its TTL (an expired one is dropped)."""
         record = self._records.get(task_id)
         if record is None:
             self.misses += 1
             return None
-        if now - record.finished_at > self.ttl:
+        if now - record.finished_at > (self._ttls.get(task_id, self.ttl) if self._ttls else self.ttl):
             self._drop(task_id)
             self.evicted += 1
             self.misses += 1
@@ -235,23 +266,44 @@ class ResultCache:
     def peek(self, task_id: str, now: float) -> TaskRecord | None:
         """The record if present and unexpired, without counting a hit or refreshing recency."""
         record = self._records.get(task_id)
-        if record is None or now - record.finished_at > self.ttl:
+        if record is None or now - record.finished_at > self.ttl_of(task_id):
             return None
         return record
+
+    def unexpired(self, now: float) -> Iterator[TaskRecord]:
+        """The records still within their TTL at ``now``, least recently used first (for listings)."""
+        ttls, ttl = self._ttls, self.ttl
+        if not ttls:
+            cutoff = now - ttl
+            return (record for record in self._records.values() if record.finished_at >= cutoff)
+        return (
+            record for task_id, record in self._records.items() if now - record.finished_at <= ttls.get(task_id, ttl)
+        )
 
     def remove(self, task_id: str) -> TaskRecord | None:
         """Take a record out (e.g. when a finished task is retried)."""
         self.bytes -= self._sizes.pop(task_id, 0)
+        self._ttls.pop(task_id, None)
         return self._records.pop(task_id, None)
 
     def _drop(self, task_id: str) -> None:
         del self._records[task_id]
         self.bytes -= self._sizes.pop(task_id, 0)
+        self._ttls.pop(task_id, None)
+
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between :meth:`expire` sweeps: the shortest TTL in use, at most 60 (a task's own: at least 1)."""
+        return min(MAX_SWEEP_INTERVAL, self.ttl, max(MIN_TASK_TTL_SWEEP, self._shortest_ttl))
 
     def expire(self, now: float) -> int:
-        """Drop every record older than the TTL; return how many went."""
-        cutoff = now - self.ttl
-        expired = [tid for tid, rec in self._records.items() if rec.finished_at < cutoff]
+        """Drop every record past its TTL; return how many went (one pass over the cache)."""
+        ttls, ttl = self._ttls, self.ttl
+        if ttls:
+            expired = [tid for tid, rec in self._records.items() if now - rec.finished_at > ttls.get(tid, ttl)]
+        else:
+            cutoff = now - ttl
+            expired = [tid for tid, rec in self._records.items() if rec.finished_at < cutoff]
         for task_id in expired:
             self._drop(task_id)
         self.evicted += len(expired)

@@ -27,7 +27,7 @@ from fastworker.controlplane.exporter import take_snapshot
 from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
 from fastworker.controlplane.metricsserver import MetricsServer
-from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec
+from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec, schedule_of
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
@@ -62,8 +62,8 @@ def advertised(bound: str, advertise_host: str | None) -> str:
 
 
 def periodic_specs(definitions: Iterable[TaskDefinition]) -> list[PeriodicSpec]:
-    """The periodic schedules among task definitions (``every`` or ``cron`` set)."""
-    return [PeriodicSpec(d.name, d.every or None, d.cron or None) for d in definitions if d.every > 0 or d.cron]
+    """The periodic schedules among task definitions (``every`` or ``cron`` set), with their ``allow_overlap``."""
+    return [spec for d in definitions if (spec := schedule_of(d)) is not None]
 
 
 class ControlPlane:
@@ -84,10 +84,8 @@ class ControlPlane:
         self._publisher: DiscoveryPublisher | None = None
         self._dashboard: Any = None
         self._auth: FrameAuth | None = None
-        #: Task names the last sealed announcement listed, and the workers whose schedules were read:
-        #: a registration costs O(1) here, not O(fleet) (a fleet of 500 re-registering after a restart).
+        #: Task names the last sealed announcement listed.
         self._announced_names: frozenset[str] = frozenset()
-        self._schedules_read: set[tuple[str, str]] = set()
         self._tls: TlsFiles | None = None
         self._last_refusal_log = float("-inf")
         self.journal: Journal | None = None
@@ -113,6 +111,7 @@ class ControlPlane:
             loop,
             self.registry,
             local_concurrency=s.local_concurrency,
+            local_queues=s.queues,
             result_cache_size=s.result_cache_size,
             result_cache_bytes=s.result_cache_mb * 1024 * 1024,
             result_ttl=s.result_ttl,
@@ -187,6 +186,7 @@ class ControlPlane:
             is_running=self.coordinator.is_active,
             misfire=s.misfire_policy,
             last_runs=self.journal.recovered.last_runs if self.journal is not None else None,
+            local_names=self.registry.names(),
         )
         self.periodic.start(loop)
         if not s.no_metrics:
@@ -379,20 +379,8 @@ class ControlPlane:
                 self._announced_names = names
                 self._publisher.publish_now()
         if self.periodic is not None and fleet is not None:
-            present = {(worker.worker_id, worker.incarnation) for worker in fleet}
-            self._schedules_read &= present
-            for worker in fleet:
-                key = (worker.worker_id, worker.incarnation)
-                if key in self._schedules_read:
-                    continue  # read when it registered
-                self._schedules_read.add(key)
-                try:
-                    specs = periodic_specs(worker.definitions.values())
-                except (ValueError, TypeError) as exc:  # registration refuses these; never break the fleet
-                    logger.error("worker %s: unusable periodic schedule ignored: %s", worker.worker_id, exc)
-                    continue
-                for spec in specs:
-                    self.periodic.add(spec)
+            # Where each periodic task's schedule comes from (docs/scheduling.md): O(fleet x periodic names).
+            self.periodic.follow_fleet(fleet)
 
     def _describe(self, announcement: Announcement) -> None:
         announcement.instance_id = self.instance_id

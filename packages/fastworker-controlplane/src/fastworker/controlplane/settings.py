@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastworker.client.cpus import available_cpus
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_http_address
+from fastworker.protocol.queues import DEFAULT_QUEUE
 
 #: Default addresses (docs/reference.md).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"
@@ -44,6 +45,8 @@ class ControlPlaneSettings:
     tls_ca: str | None = None
     advertise_host: str | None = None
     local_concurrency: int = field(default_factory=available_cpus)
+    #: The named queues this process's own slots take tasks from.
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     result_cache_size: int = 10_000
     #: Bound on the memory of the result cache, in MiB (estimated from payload sizes).
     result_cache_mb: int = 512
@@ -73,6 +76,7 @@ class ControlPlaneSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.local_concurrency >= 0, "--local-concurrency must be 0 or more"),
+            (bool(self.queues), "--queues must name at least one queue"),
             (self.result_cache_size >= 1, "--result-cache-size must be at least 1"),
             (self.result_cache_mb >= 1, "--result-cache-mb must be at least 1"),
             (self.max_connections >= 1, "--max-connections must be at least 1"),

@@ -11,6 +11,7 @@ from fastworker.controlplane.fleet import WorkerRecord
 from fastworker.controlplane.periodic import schedule_problem
 from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
+from fastworker.protocol.queues import MAX_QUEUES, QueueNameError, check_queue_name
 from fastworker.protocol.v1 import error_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -18,7 +19,14 @@ logger = logging.getLogger(__name__)
 
 
 def _definitions_problem(body: worker_pb2.RegisterRequest) -> str | None:
-    """Why a registration's task definitions are unusable (refused before the worker joins), or None."""
+    """Why a registration's task definitions or queues are unusable (refused before the worker joins), or None."""
+    if len(body.queues) > MAX_QUEUES:
+        return f"a worker may serve at most {MAX_QUEUES} queues, not {len(body.queues)}"
+    try:
+        for queue in body.queues:
+            check_queue_name(queue)
+    except QueueNameError as exc:
+        return str(exc)
     for definition in body.tasks:
         name = definition.name
         if not name or len(name) > 200 or name != name.strip():
@@ -26,6 +34,11 @@ def _definitions_problem(body: worker_pb2.RegisterRequest) -> str | None:
         problem = schedule_problem(name, definition.every, definition.cron)
         if problem is not None:
             return problem
+        if definition.queue:
+            try:
+                check_queue_name(definition.queue)
+            except QueueNameError as exc:
+                return f"task {name!r}: {exc}"
     return None
 
 

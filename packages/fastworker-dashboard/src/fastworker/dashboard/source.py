@@ -26,7 +26,7 @@ class AdminClient(Protocol):
         """Counters, throughput and the per-second history."""
 
     async def queues(self) -> list[dict[str, Any]]:
-        """Depth, oldest age and paused flag per priority level."""
+        """Depth, oldest age, paused flag and servers per named queue and priority level ("default" first)."""
 
     async def workers(self) -> list[dict[str, Any]]:
         """The connected subworkers."""
@@ -62,13 +62,13 @@ class AdminClient(Protocol):
         """Re-queue a FAILURE or CANCELLED task."""
 
     async def purge(self, priority: Priority | str) -> int:
-        """Cancel every waiting task of one level; returns how many."""
+        """Cancel every waiting task of one level, in every queue; returns how many."""
 
     async def pause(self, priority: Priority | str) -> bool:
-        """Stop dispatching one level; True when it is now paused."""
+        """Stop dispatching one level, in every queue; True when it is now paused."""
 
     async def resume(self, priority: Priority | str) -> bool:
-        """Dispatch one level again; False when it is now running."""
+        """Dispatch one level again, in every queue; False when it is now running."""
 
     async def drain_worker(self, worker_id: str, *, timeout: float = 30.0) -> bool:
         """Ask a worker to finish its tasks and take no more; False if there is no such worker."""

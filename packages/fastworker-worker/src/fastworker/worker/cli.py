@@ -12,8 +12,10 @@ from fastworker.client.completion import add_completion_flag
 from fastworker.client.cpus import available_cpus
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging, set_process_log_fields
+from fastworker.client.options import queues_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.runtime import POOLS, Worker, WorkerSettings, default_worker_id
@@ -49,6 +51,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=available_cpus(),
         help="tasks run at once (default: the CPUs it may use, container limits included)",
+    )
+    p.add_argument(
+        "--queues",
+        type=queues_argument,
+        default=DEFAULT_QUEUE,
+        metavar="QUEUE[,QUEUE...]",
+        help=f"the named queues to take tasks from, comma-separated (default: {DEFAULT_QUEUE})",
     )
     p.add_argument(
         "--prefetch",
@@ -99,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_modules=tuple(args.task_modules),
             control_plane=args.control_plane,
             concurrency=args.concurrency,
+            queues=args.queues,
             prefetch=args.prefetch if args.prefetch is not None else 4 * args.concurrency,
             worker_id=args.worker_id or default_worker_id(),
             drain_timeout=args.drain_timeout,

@@ -7,6 +7,11 @@ and one that passes a :class:`~fastworker.client.context.TaskContext` lets the t
 ``current_task()`` (and the task's log records carry its fields).
 Any ``Exception`` a task raises, and ``SystemExit``, becomes a failed Outcome; a task cannot
 stop the process. ``KeyboardInterrupt`` and ``asyncio.CancelledError`` propagate.
+
+Every runtime runs tasks through these functions, so they also call this process's task hooks
+(:mod:`fastworker.client.hooks`): ``before_task``, then the task, then ``on_retry`` or
+``on_failure``, then ``after_task``, in the run's thread or loop with the context bound. With no
+hook registered a run pays one attribute check for them; with some it takes ``_run_*_hooked``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from typing import Any
 
 from fastworker.client._progress import SINK, ProgressSink
 from fastworker.client._tracing import ProcessSpan
-from fastworker.client.context import CURRENT, ContextSource
-from fastworker.client.errors import Retry
+from fastworker.client.context import CURRENT, ContextSource, TaskContext, resolve
+from fastworker.client.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from fastworker.client.hooks import REGISTERED as HOOKS
+from fastworker.client.hooks import RunOutcome, call_after, call_before
 from fastworker.client.models import Progress
 from fastworker.client.task import TaskFunction
 from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE, decode_arguments, encode_value
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
+from fastworker.worker.policy import NOT_RETRIABLE, options_policy
 
 __all__ = ["Outcome", "failure", "prepare", "run_async", "run_async_limited", "run_sync"]
 
@@ -122,6 +130,8 @@ def run_sync(
     """
     if tf.is_async:
         raise TypeError(f"task {tf.name!r} is async: run it with run_async")
+    if HOOKS.running:
+        return _run_sync_hooked(tf, args, kwargs, allow_pickle, max_size, progress, context)
     token = None if progress is None else SINK.set(progress)
     bound = None if context is None else CURRENT.set(context)
     started = time()
@@ -165,6 +175,8 @@ async def run_async(
     """
     if not tf.is_async:
         raise TypeError(f"task {tf.name!r} is not async: run it with run_sync, in a thread")
+    if HOOKS.running:
+        return await _run_async_hooked(tf, args, kwargs, allow_pickle, max_size, progress, context)
     token = None if progress is None else SINK.set(progress)  # in this coroutine's task's context
     bound = None if context is None else CURRENT.set(context)
     started = time()
@@ -249,13 +261,164 @@ async def run_async_limited(
     if not limits:
         return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
     seconds, kind = min(limits)
+    if HOOKS.running:
+        return await _run_async_hooked(
+            tf, args, kwargs, allow_pickle, DEFAULT_MAX_PAYLOAD_SIZE, progress, context, seconds, kind
+        )
     started = time()
     try:
         async with asyncio.timeout(seconds):
             return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
     except TimeoutError:
-        which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
-        return failure(kind, f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s", started_at=started)
+        return failure(kind, _limit_message(tf, kind, seconds), started_at=started)
+
+
+def _limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
+    which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
+    return f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s"
+
+
+# ---------------------------------------------------------------------------------- hooked runs
+# The same runs as above with this process's hooks around them, taken only while one is registered.
+
+
+def _run_sync_hooked(
+    tf: TaskFunction[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    allow_pickle: bool,
+    max_size: int,
+    progress: ProgressSink | None,
+    context: ContextSource | None,
+) -> Outcome:
+    """:func:`run_sync` with hooks: before, the task, on_retry/on_failure, after; an interrupt gets after only."""
+    ctx = _hook_context(tf, context)
+    token = None if progress is None else SINK.set(progress)
+    bound = None if context is None else CURRENT.set(ctx)  # made once: the hooks and the task share it
+    try:
+        call_before(ctx)
+        started = time()
+        try:
+            value = tf.fn(*args, **kwargs)
+        except (Exception, SystemExit) as exc:
+            outcome = _raised(exc, started)
+            _call_after(tf, ctx, outcome, None, exc)
+            return outcome
+        except BaseException as exc:  # a cancel or an interrupt from outside: after_task, then on its way
+            call_after(ctx, RunOutcome(False, None, exc, max(0.0, time() - started)), None)
+            raise
+        outcome = _returned(value, started, allow_pickle, max_size)
+        _call_after(tf, ctx, outcome, value, None)
+        return outcome
+    finally:
+        if token is not None:
+            SINK.reset(token)
+        if bound is not None:
+            CURRENT.reset(bound)
+
+
+async def _run_async_hooked(
+    tf: TaskFunction[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    allow_pickle: bool,
+    max_size: int,
+    progress: ProgressSink | None,
+    context: ContextSource | None,
+    seconds: float = 0.0,
+    kind: str = "",
+) -> Outcome:
+    """:func:`run_async` (with a time limit: :func:`run_async_limited`) with hooks, outside the limit's scope.
+
+    The hooks run before the limit starts and after it ended, so they neither count against it nor
+    get cancelled by it; a run stopped at its limit ends with the limit's error, like any failure.
+    """
+    ctx = _hook_context(tf, context)
+    token = None if progress is None else SINK.set(progress)
+    bound = None if context is None else CURRENT.set(ctx)
+    try:
+        call_before(ctx)
+        started = time()
+        raised: BaseException | None
+        try:
+            if seconds:
+                try:
+                    async with asyncio.timeout(seconds):
+                        outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
+                except TimeoutError:  # the task's own errors were caught inside: this is the limit
+                    message = _limit_message(tf, kind, seconds)
+                    outcome, value = failure(kind, message, started_at=started), None
+                    limit = SoftTimeLimitExceeded if kind == "SoftTimeLimitExceeded" else TimeLimitExceeded
+                    raised = limit(message)
+            else:
+                outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
+        except BaseException as exc:  # cancelled (or interrupted): after_task, then on its way
+            call_after(ctx, RunOutcome(False, None, exc, max(0.0, time() - started)), None)
+            raise
+        _call_after(tf, ctx, outcome, value, raised)
+        return outcome
+    finally:
+        if token is not None:
+            SINK.reset(token)
+        if bound is not None:
+            CURRENT.reset(bound)
+
+
+async def _await_task(
+    tf: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], allow_pickle: bool, max_size: int
+) -> tuple[Outcome, Any, BaseException | None]:
+    """Await the task: (its outcome, what it returned, what it raised); only interrupts escape."""
+    started = time()
+    try:
+        value = await tf.fn(*args, **kwargs)
+    except (Exception, SystemExit) as exc:
+        return _raised(exc, started), None, exc
+    return _returned(value, started, allow_pickle, max_size), value, None
+
+
+def _hook_context(tf: TaskFunction[Any, Any], context: ContextSource | None) -> TaskContext:
+    """The context the hooks get: the run's, or (a caller that gave none) one with no id, worker or retries."""
+    if context is None:
+        return TaskContext("", tf.name, 1, 0, "")
+    return resolve(context)
+
+
+def _call_after(
+    tf: TaskFunction[Any, Any], ctx: TaskContext, outcome: Outcome, value: Any, raised: BaseException | None
+) -> None:
+    """Tell the hooks how a run ended: on_retry or on_failure for a failure, then after_task."""
+    runtime = max(0.0, outcome.finished_at - outcome.started_at)
+    if outcome.succeeded:
+        call_after(ctx, RunOutcome(True, value, None, runtime), None)
+        return
+    error = _reported_error(outcome, raised)
+    call_after(ctx, RunOutcome(False, None, error, runtime), will_retry(tf, ctx, outcome))
+
+
+def _reported_error(outcome: Outcome, raised: BaseException | None) -> BaseException:
+    """The exception a failed run's info reports: the raised one (a Retry's reason), else one for the outcome."""
+    if raised is None:  # a result that did not encode: there is only the outcome's text
+        return PayloadError(outcome.error.message if outcome.error is not None else "")
+    if isinstance(raised, Retry):
+        return _retry_reason(raised) or raised
+    return raised
+
+
+def will_retry(tf: TaskFunction[Any, Any], ctx: TaskContext, outcome: Outcome) -> bool:
+    """Whether a failed run is run again, as the control plane (and the eager client) decides it, here.
+
+    The rule of ``TaskPolicy.allows_retry``: ``ctx.retries_left`` carries the resolved retry count
+    (a submission's own, else the definition's); ``retry_on`` is this process's definition of the
+    task, the one the control plane applies unless it resolved the name from another process's
+    differing definition (docs/hooks.md).
+    """
+    error_type = outcome.error.type if outcome.error is not None else ""
+    if ctx.retries_left <= 0 or error_type in NOT_RETRIABLE:
+        return False
+    if outcome.retry_delay is not None:  # Retry: bypasses retry_on, not the count
+        return True
+    retry_on = options_policy(tf.options).retry_on
+    return not retry_on or error_type in retry_on
 
 
 def tell_span(span: ProcessSpan, outcome: Outcome, cancelled: bool = False) -> None:

@@ -1,14 +1,15 @@
-"""A task's effective policy (retries, backoff, retry_on, time limits, priority, limits): one rule for every path.
+"""A task's effective policy (retries, backoff, retry_on, time limits, priority, queue, limits): one rule for every path.
 
 The rule, documented in docs/retries-and-time-limits.md ("Which definition wins"):
 
 1. What the submission says, where it says it (``retries``, ``timeout``, ``soft_timeout``,
-   ``priority``; ``expires`` and ``unique_key`` are the submission's alone; ``rate_limit`` and
+   ``priority``, ``queue``; ``expires`` and ``unique_key`` are the submission's alone; ``rate_limit`` and
    ``max_concurrency`` hold per task name, so a submission cannot give them, and an operator's
    run-time ``set_limits`` beats the definition's).
 2. Otherwise the task's definition as the control plane resolves it: its own registry's when it
    loaded the task, else the definition of the earliest-registered connected subworker that runs it.
-3. Otherwise the built-in defaults (no retries, no time limits, normal priority).
+3. Otherwise the built-in defaults (no retries, no time limits, normal priority, the
+   ``"default"`` queue, results kept for the control plane's ``--result-ttl``).
 
 The control plane resolves the policy and sends the resolved limits with every dispatch
 (``TaskSpec.policy_resolved``); a subworker enforces what it is sent and falls back to its own
@@ -26,6 +27,7 @@ import random
 from dataclasses import dataclass
 
 from fastworker.client.task import TaskOptions
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
 
 #: Default cap of the retry delay in seconds.
@@ -54,6 +56,8 @@ class TaskPolicy:
         unique_ttl: Longest a uniqueness key holds, in seconds.
         rate_limit: Fleet-wide start rate of the name (``"50/s"``); empty: none.
         max_concurrency: Most tasks of the name running at once; 0: no limit.
+        queue: The named queue the task waits in.
+        result_ttl: Seconds its final result is kept; 0: the control plane's ``--result-ttl``.
     """
 
     retries: int = 0
@@ -67,6 +71,8 @@ class TaskPolicy:
     unique_ttl: float = DEFAULT_UNIQUE_TTL
     rate_limit: str = ""
     max_concurrency: int = 0
+    queue: str = DEFAULT_QUEUE
+    result_ttl: float = 0.0
 
     def allows_retry(self, attempts: int, error_type: str, asked: bool) -> bool:
         """True if a failed run (the ``attempts``-th) gets another one.
@@ -128,6 +134,8 @@ def definition_policy(definition: task_pb2.TaskDefinition | None) -> TaskPolicy:
         unique_ttl=definition.unique_ttl or DEFAULT_UNIQUE_TTL,
         rate_limit=definition.rate_limit,
         max_concurrency=definition.max_concurrency,
+        queue=definition.queue or DEFAULT_QUEUE,
+        result_ttl=definition.result_ttl,
     )
 
 
@@ -146,6 +154,8 @@ def options_policy(options: TaskOptions) -> TaskPolicy:
         unique_ttl=options.unique_ttl or DEFAULT_UNIQUE_TTL,
         rate_limit=options.rate_limit or "",
         max_concurrency=options.max_concurrency or 0,
+        queue=options.queue or DEFAULT_QUEUE,
+        result_ttl=options.result_ttl or 0.0,
     )
 
 
@@ -155,17 +165,19 @@ def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy
     A spec the control plane already resolved carries every limit as given, 0 meaning none.
     """
     resolved = spec.policy_resolved
-    if not (resolved or spec.timeout or spec.soft_timeout or spec.priority or spec.HasField("retries")):
+    if not (resolved or spec.timeout or spec.soft_timeout or spec.priority or spec.queue or spec.HasField("retries")):
         return defined  # the common case, decided in a few reads
     retries = spec.retries if spec.HasField("retries") else defined.retries
     timeout = spec.timeout if (resolved or spec.timeout) else defined.timeout
     soft_timeout = spec.soft_timeout if (resolved or spec.soft_timeout) else defined.soft_timeout
     priority = spec.priority or defined.priority
-    if (retries, timeout, soft_timeout, priority) == (
+    queue = spec.queue or defined.queue
+    if (retries, timeout, soft_timeout, priority, queue) == (
         defined.retries,
         defined.timeout,
         defined.soft_timeout,
         defined.priority,
+        defined.queue,
     ):
         return defined
     return TaskPolicy(
@@ -180,4 +192,6 @@ def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy
         unique_ttl=defined.unique_ttl,
         rate_limit=defined.rate_limit,
         max_concurrency=defined.max_concurrency,
+        queue=queue,
+        result_ttl=defined.result_ttl,
     )

@@ -38,6 +38,7 @@ from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.lease import fence_after, worker_fenced
+from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
@@ -88,6 +89,8 @@ class WorkerSettings:
     task_modules: tuple[str, ...]
     control_plane: str = "tcp://127.0.0.1:5550"
     concurrency: int = field(default_factory=available_cpus)
+    #: The named queues it takes tasks from.
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     #: Tasks held beyond ``concurrency`` while tasks are short (see ``PREFETCH_TASK_TIME``).
     prefetch: int = 0
     worker_id: str = field(default_factory=default_worker_id)
@@ -107,6 +110,10 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
+        if not self.queues:
+            raise ValueError("--queues must name at least one queue")
+        for queue in self.queues:
+            check_queue_name(queue)
         if not 0 <= self.prefetch <= MAX_PREFETCH:
             raise ValueError(f"--prefetch must be 0..{MAX_PREFETCH}")
         if not self.worker_id:
@@ -232,6 +239,14 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         s = self.settings
+        elsewhere = sorted(t.name for t in self.registry if (t.options.queue or DEFAULT_QUEUE) not in s.queues)
+        if elsewhere:
+            logger.warning(
+                "this worker serves the queues %s; these tasks go to other queues unless a submission names one of "
+                "these, so they will not run here: %s",
+                ",".join(s.queues),
+                ", ".join(elsewhere),
+            )
         if any(not task.is_async for task in self.registry):
             if s.pool == "threads":
                 self._pool = ThreadPool(s.concurrency, self.registry, allow_pickle=s.allow_pickle)
@@ -292,6 +307,7 @@ class Worker:
             capacity=s.concurrency,
             version=__version__,
             incarnation=self.incarnation,
+            queues=s.queues,
         )
         request.tasks.extend(self.registry.definitions())
         try:

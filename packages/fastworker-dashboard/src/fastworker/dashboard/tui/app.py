@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds one event long poll may be held by the control plane.
 EVENT_POLL_TIMEOUT = 1.0
+#: Rows of the queue/limits/workers panel row (``#middle`` in top.tcss), and most it grows to for many queues.
+MIDDLE_HEIGHT = 9
+MIDDLE_MAX_HEIGHT = 16
 #: Event kinds that change the overview panels.
 _OVERVIEW_EVENTS = frozenset({"worker_online", "worker_offline", "queue_changed"})
 
@@ -105,6 +108,7 @@ class FastworkerTop(App[None]):
         self._last_problem = ""
         self._error_shown = False
         self.header = TopHeader(address, id="header")
+        self.middle = Horizontal(id="middle")
         self.queue_table = QueueTable(id="queues")
         self.limit_table = LimitTable(id="limits")
         self.worker_table = WorkerTable(id="workers")
@@ -117,7 +121,7 @@ class FastworkerTop(App[None]):
     def compose(self) -> ComposeResult:
         """Header, queue, limit (while any name is limited) and worker panels side by side, the task list, the keys."""
         yield self.header
-        with Horizontal(id="middle"):
+        with self.middle:
             yield self.queue_table
             yield self.limit_table
             yield self.worker_table
@@ -210,11 +214,18 @@ class FastworkerTop(App[None]):
         self._record_success()
         self.header.show_stats(stats)
         self.queue_table.show_queues(queues)
+        self._fit_middle()
         if limits_error is None:  # else keep what was shown: the limits are a side panel
             self.limit_table.show_limits(limits)
         else:
             logger.debug("reading the limits failed: %s", limits_error)
         self.worker_table.show_workers(workers, time.time())
+
+    def _fit_middle(self) -> None:
+        """Grow the panel row with the queue rows (several named queues), so none hides below the fold."""
+        wanted = min(max(MIDDLE_HEIGHT, self.queue_table.row_count + 3), MIDDLE_MAX_HEIGHT)  # + header and border
+        if self.middle.styles.height is None or self.middle.styles.height.value != wanted:
+            self.middle.styles.height = wanted
 
     @work(exclusive=True, group="tasks", exit_on_error=False)
     async def _fetch_tasks(self) -> None:
@@ -316,9 +327,9 @@ class FastworkerTop(App[None]):
         return self.task_table.selected_key()
 
     def _target_priority(self) -> str | None:
-        """The level ``p`` acts on: the focused queue row, else the target task's level."""
+        """The level ``p`` acts on: the focused queue row's (of any named queue), else the target task's level."""
         if self.focused is self.queue_table:
-            return self.queue_table.selected_key()
+            return self.queue_table.selected_level()
         screen = self.screen
         if isinstance(screen, TaskDetailScreen):
             return screen.info.priority.value if screen.info is not None else None
@@ -360,7 +371,11 @@ class FastworkerTop(App[None]):
     def _open_detail(self, task_id: str) -> None:
         if isinstance(self.screen, TaskDetailScreen):
             return
-        self.push_screen(TaskDetailScreen(self.client, task_id, refresh_interval=self.refresh_interval))
+        self.push_screen(
+            TaskDetailScreen(
+                self.client, task_id, refresh_interval=self.refresh_interval, unserved=self.queue_table.is_unserved
+            )
+        )
 
     def action_open_workflow(self) -> None:
         """Show the workflow of the task in the detail screen (or of the task list's selected task)."""
@@ -401,7 +416,10 @@ class FastworkerTop(App[None]):
         """Pause the target level, or resume it when it is paused."""
         level = self._target_priority()
         if level is None:
-            self._warn("select a queue row or a task to pause its level")
+            if self.focused is self.queue_table and self.queue_table.selected_key() is not None:
+                self._warn("nothing waits in this queue: select a level's row to pause that level")
+            else:
+                self._warn("select a queue row or a task to pause its level")
             return
         self._toggle_pause(level, self.queue_table.is_paused(level))
 
@@ -440,7 +458,9 @@ class FastworkerTop(App[None]):
         except Exception as exc:
             self._fail(f"cannot {verb} {level}: {exc}")
         else:
-            self.notify(f"{'paused' if now_paused else 'resumed'} {level}", markup=False)
+            # The control plane pauses a level in every named queue: say so once there are several.
+            where = " in every queue" if self.queue_table.queue_count > 1 else ""
+            self.notify(f"{'paused' if now_paused else 'resumed'} {level}{where}", markup=False)
         self.refresh_overview()
 
     def _after_task_action(self) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fastworker.dashboard.queues import queue_name
+
 #: The content type Prometheus expects for this format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -98,6 +100,73 @@ _GAUGES = (
 )
 
 
+#: Named queues exported by name, as the control plane's own exporter does; the rest share :data:`OTHER_QUEUE`.
+MAX_NAMED_QUEUES = 100
+#: The label value the queues beyond :data:`MAX_NAMED_QUEUES` are summed under (queue names come from submissions).
+OTHER_QUEUE = "__other__"
+
+
+def _level_families(queues: Sequence[Mapping[str, Any]]) -> list[Metric]:
+    """Depth, oldest age and paused flag per priority level, across every named queue (one sample per level)."""
+    depth: dict[str, float] = {}
+    oldest: dict[str, float] = {}
+    paused: dict[str, bool] = {}
+    for queue in queues:
+        level = str(queue.get("priority", ""))
+        depth[level] = depth.get(level, 0) + _number(queue, "depth")
+        oldest[level] = max(oldest.get(level, 0.0), _number(queue, "oldest_age"))
+        paused[level] = paused.get(level, False) or bool(queue.get("paused"))
+    depth_metric = Metric("fastworker_queue_depth", "gauge", "Tasks waiting per priority level, in every queue.")
+    oldest_metric = Metric(
+        "fastworker_queue_oldest_age_seconds", "gauge", "Age of the oldest waiting task per level, in every queue."
+    )
+    paused_metric = Metric("fastworker_queue_paused", "gauge", "1 when the priority level is paused (in every queue).")
+    for level in depth:  # in the order listed: critical first
+        depth_metric.add(depth[level], priority=level)
+        oldest_metric.add(oldest[level], priority=level)
+        paused_metric.add(1 if paused[level] else 0, priority=level)
+    return [depth_metric, oldest_metric, paused_metric]
+
+
+def _named_queue_families(queues: Sequence[Mapping[str, Any]]) -> list[Metric]:
+    """Depth and oldest age per named queue and level, and who serves each queue (0: its tasks wait)."""
+    depths: dict[tuple[str, str], float] = {}
+    ages: dict[tuple[str, str], float] = {}
+    servers: dict[str, float] = {}
+    named: set[str] = set()
+    counted: set[str] = set()
+    for queue in queues:
+        name = queue_name(queue)
+        if name in named or len(named) < MAX_NAMED_QUEUES:
+            named.add(name)
+            label = name
+        else:
+            label = OTHER_QUEUE
+        key = (label, str(queue.get("priority", "")))
+        depths[key] = depths.get(key, 0) + _number(queue, "depth")
+        ages[key] = max(ages.get(key, 0.0), _number(queue, "oldest_age"))
+        if name not in counted and queue.get("servers") is not None:  # once per queue, not per level
+            counted.add(name)
+            servers[label] = servers.get(label, 0) + _number(queue, "servers")
+    depth = Metric("fastworker_named_queue_depth", "gauge", "Tasks waiting per named queue and priority level.")
+    oldest = Metric(
+        "fastworker_named_queue_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest waiting task per named queue and level.",
+    )
+    served = Metric(
+        "fastworker_named_queue_servers",
+        "gauge",
+        "Subworkers serving a named queue, plus 1 when the control plane's own slots do (0: its tasks wait).",
+    )
+    for (label, level), count in depths.items():
+        depth.add(count, queue=label, priority=level)
+        oldest.add(ages[(label, level)], queue=label, priority=level)
+    for label, count in servers.items():
+        served.add(count, queue=label)
+    return [depth, oldest, served]
+
+
 def build_metrics(
     stats: Mapping[str, Any], queues: Sequence[Mapping[str, Any]], workers: Sequence[Mapping[str, Any]]
 ) -> list[Metric]:
@@ -105,15 +174,8 @@ def build_metrics(
     families = [Metric(name, "counter", text).add(_number(stats, key)) for name, key, text in _COUNTERS]
     families += [Metric(name, "gauge", text).add(_number(stats, key)) for name, key, text in _GAUGES]
 
-    depth = Metric("fastworker_queue_depth", "gauge", "Tasks waiting per priority level.")
-    oldest = Metric("fastworker_queue_oldest_age_seconds", "gauge", "Age of the oldest waiting task per level.")
-    paused = Metric("fastworker_queue_paused", "gauge", "1 when the priority level is paused.")
-    for queue in queues:
-        level = str(queue.get("priority", ""))
-        depth.add(_number(queue, "depth"), priority=level)
-        oldest.add(_number(queue, "oldest_age"), priority=level)
-        paused.add(1 if queue.get("paused") else 0, priority=level)
-    families += [depth, oldest, paused]
+    families += _level_families(queues)
+    families += _named_queue_families(queues)
 
     in_flight = Metric("fastworker_worker_in_flight", "gauge", "Tasks running on each worker.")
     capacity = Metric("fastworker_worker_capacity", "gauge", "Tasks each worker may run at once.")

@@ -15,14 +15,16 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 
-from fastworker.client import Priority, TaskLimits, TaskState, WorkflowInfo
+from fastworker.client import Priority, TaskInfo, TaskLimits, TaskState, WorkflowInfo
 from fastworker.client.workflowtree import state_counts, workflow_tree
+from fastworker.dashboard.queues import group_queues, level_depths
 from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView, read_limits
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.query import LIMIT_CHOICES, TaskFilters, choices, page_links
 from fastworker.dashboard.web.security import is_logged_in
 from fastworker.dashboard.web.sparkline import build_sparkline
+from fastworker.protocol.queues import DEFAULT_QUEUE
 
 #: Tasks in the overview's recent list.
 RECENT_LIMIT = 12
@@ -108,13 +110,22 @@ def stats_context(
     limits: Iterable[TaskLimits] = (),
     limits_error: str | None = None,
 ) -> dict[str, Any]:
-    """Counters, sparkline, queues, workers and the limited task names (or why they are missing) as the templates read them."""
+    """Counters, sparkline, queues, workers and the limited task names (or why they are missing) as the templates read them.
+
+    The queue panel groups the levels per named queue; it shows the groups' headings only when
+    there is more than the "default" queue, or a queue nobody serves, so that a single-queue
+    deployment sees the same four rows as before named queues.
+    """
     hits = int(stats.get("cache_hits", 0) or 0)
     misses = int(stats.get("cache_misses", 0) or 0)
     lookups = hits + misses
+    groups = group_queues(queues)
     return {
         "stats": stats,
         "queues": list(queues),
+        "queue_groups": groups,
+        "queue_headings": len(groups) > 1 or any(g.name != DEFAULT_QUEUE or g.servers == 0 for g in groups),
+        "level_depths": level_depths(queues),
         "workers": sorted(workers, key=lambda w: str(w.get("worker_id", ""))),
         "limits": sorted(limits, key=lambda entry: entry.name),
         "limits_error": limits_error,
@@ -168,9 +179,21 @@ def tasks_form_context(
     }
 
 
-def detail_context(detail: TaskDetailView) -> dict[str, Any]:
-    """The ``/tasks/{id}`` panel."""
-    return {"detail": detail, "task": detail.info, "now": time.time()}
+def detail_context(detail: TaskDetailView, queues: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``/tasks/{id}`` panel; with ``queues``, a waiting task whose queue nobody serves says so."""
+    return {
+        "detail": detail,
+        "task": detail.info,
+        "queue_unserved": queues is not None and queue_unserved(detail.info, queues),
+        "now": time.time(),
+    }
+
+
+def queue_unserved(info: TaskInfo, queues: Iterable[Mapping[str, Any]]) -> bool:
+    """True when ``info`` waits to start in a queue that ``queues`` says nothing serves."""
+    if info.state is not TaskState.PENDING:
+        return False
+    return any(g.name == info.queue and g.servers == 0 for g in group_queues(queues))
 
 
 def workflow_context(workflow: WorkflowInfo) -> dict[str, Any]:

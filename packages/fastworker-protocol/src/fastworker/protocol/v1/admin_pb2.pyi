@@ -126,7 +126,7 @@ Global___WorkersReply: _TypeAlias = WorkersReply  # noqa: Y015
 
 @_typing.final
 class QueueInfo(_message.Message):
-    """The queue at one priority level."""
+    """One priority level of one named queue."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -134,6 +134,8 @@ class QueueInfo(_message.Message):
     DEPTH_FIELD_NUMBER: _builtins.int
     OLDEST_AGE_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    SERVERS_FIELD_NUMBER: _builtins.int
     priority: _task_pb2.Priority.ValueType
     """The level."""
     depth: _builtins.int
@@ -141,7 +143,13 @@ class QueueInfo(_message.Message):
     oldest_age: _builtins.float
     """Age of the oldest waiting task, in seconds; 0 if empty."""
     paused: _builtins.bool
-    """True while dispatch of this level is paused."""
+    """True while dispatch of this level is paused (a level is paused in every queue)."""
+    queue: _builtins.str
+    """The named queue."""
+    servers: _builtins.int
+    """Connected subworkers serving the queue, plus 1 when the control plane's own slots serve it:
+    0 means its tasks wait until one that serves it connects.
+    """
     def __init__(
         self,
         *,
@@ -149,10 +157,12 @@ class QueueInfo(_message.Message):
         depth: _builtins.int = ...,
         oldest_age: _builtins.float = ...,
         paused: _builtins.bool = ...,
+        queue: _builtins.str = ...,
+        servers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "oldest_age", b"oldest_age", "paused", b"paused", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "oldest_age", b"oldest_age", "paused", b"paused", "priority", b"priority", "queue", b"queue", "servers", b"servers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -193,7 +203,10 @@ class QueuesReply(_message.Message):
     """The configured bound on waiting tasks; 0 means unbounded."""
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueInfo]:
-        """One entry per level, critical first."""
+        """One entry per named queue and level, critical first within a queue: "default" (always),
+        then the other queues something serves, then the unserved ones tasks wait in, each group by
+        name; at most 1000 queues (the unserved beyond that are left out).
+        """
 
     def __init__(
         self,

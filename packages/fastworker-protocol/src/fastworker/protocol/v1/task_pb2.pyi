@@ -278,6 +278,7 @@ class TaskSpec(_message.Message):
     WORKFLOW_STEP_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     DEPENDENCIES_MET_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id: a canonical UUID4 unless the client chose one. Idempotency key: a spec whose id is
     already known is acknowledged again, never queued twice.
@@ -317,6 +318,10 @@ class TaskSpec(_message.Message):
     """Whether the step's result is the workflow's result, or one item of it."""
     dependencies_met: _builtins.bool
     """Set by the control plane when the dependencies succeeded and their results were applied."""
+    queue: _builtins.str
+    """The named queue it waits in; empty means the task's registered default (else "default").
+    Only workers (and control-plane slots) serving the queue run it.
+    """
     @_builtins.property
     def arguments(self) -> Global___Payload:
         """Encoded [args, kwargs]."""
@@ -352,10 +357,11 @@ class TaskSpec(_message.Message):
         workflow_step: _builtins.int = ...,
         output: Global___WorkflowOutput.ValueType = ...,
         dependencies_met: _builtins.bool = ...,
+        queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "dependencies", b"dependencies", "retries", b"retries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "dependencies", b"dependencies", "dependencies_met", b"dependencies_met", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "output", b"output", "policy_resolved", b"policy_resolved", "priority", b"priority", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key", "workflow_id", b"workflow_id", "workflow_step", b"workflow_step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "arguments", b"arguments", "attempt", b"attempt", "dependencies", b"dependencies", "dependencies_met", b"dependencies_met", "eta", b"eta", "expires", b"expires", "headers", b"headers", "name", b"name", "output", b"output", "policy_resolved", b"policy_resolved", "priority", b"priority", "queue", b"queue", "retries", b"retries", "soft_timeout", b"soft_timeout", "task_id", b"task_id", "timeout", b"timeout", "unique_key", b"unique_key", "workflow_id", b"workflow_id", "workflow_step", b"workflow_step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
     _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
@@ -415,6 +421,7 @@ class TaskInfo(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task id."""
     name: _builtins.str
@@ -437,6 +444,8 @@ class TaskInfo(_message.Message):
     """When it is due, for SCHEDULED and RETRYING tasks (Unix seconds, UTC); 0 otherwise."""
     workflow_id: _builtins.str
     """The workflow it is a step of; empty for none."""
+    queue: _builtins.str
+    """The named queue it waits (or waited) in."""
     @_builtins.property
     def result(self) -> Global___Payload:
         """The encoded return value, set in SUCCESS."""
@@ -480,10 +489,11 @@ class TaskInfo(_message.Message):
         progress: Global___Progress | None = ...,
         dependencies: Global___Dependencies | None = ...,
         workflow_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "dependencies", b"dependencies", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "dependencies", b"dependencies", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queue", b"queue", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -547,6 +557,8 @@ class TaskDefinition(_message.Message):
     UNIQUE_TTL_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    RESULT_TTL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The registered name."""
     priority: Global___Priority.ValueType
@@ -577,6 +589,10 @@ class TaskDefinition(_message.Message):
     """Fleet-wide start rate ("N/s", "N/m" or "N/h"); empty: none. Enforced by the control plane."""
     max_concurrency: _builtins.int
     """Most tasks of this name running at once across the fleet and local slots; 0: no limit."""
+    queue: _builtins.str
+    """Default named queue; empty means "default"."""
+    result_ttl: _builtins.float
+    """How long its final result is kept, in seconds; 0: the control plane's --result-ttl."""
     @_builtins.property
     def retry_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exception type names that trigger a retry; empty means any exception."""
@@ -600,10 +616,12 @@ class TaskDefinition(_message.Message):
         unique_ttl: _builtins.float = ...,
         rate_limit: _builtins.str = ...,
         max_concurrency: _builtins.int = ...,
+        queue: _builtins.str = ...,
+        result_ttl: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "max_concurrency", b"max_concurrency", "name", b"name", "priority", b"priority", "rate_limit", b"rate_limit", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "max_concurrency", b"max_concurrency", "name", b"name", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result_ttl", b"result_ttl", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -32,6 +32,7 @@ class RegisterRequest(_message.Message):
     TASKS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable worker id (chosen by the worker; unique in the fleet)."""
     host: _builtins.str
@@ -51,6 +52,10 @@ class RegisterRequest(_message.Message):
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskDefinition]:
         """The tasks it can run."""
 
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The named queues it serves; empty means only "default"."""
+
     def __init__(
         self,
         *,
@@ -61,10 +66,11 @@ class RegisterRequest(_message.Message):
         tasks: _abc.Iterable[_task_pb2.TaskDefinition] | None = ...,
         version: _builtins.str = ...,
         incarnation: _builtins.str = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "host", b"host", "incarnation", b"incarnation", "pid", b"pid", "tasks", b"tasks", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "host", b"host", "incarnation", b"incarnation", "pid", b"pid", "queues", b"queues", "tasks", b"tasks", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

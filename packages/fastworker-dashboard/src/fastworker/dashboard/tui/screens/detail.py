@@ -7,6 +7,7 @@ every refresh interval until the task is final. Every value is shown as plain te
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.text import Text
@@ -37,8 +38,8 @@ def _field(text: Text, label: str, value: str | Text) -> None:
     text.append("\n")
 
 
-def summary_text(detail: TaskDetailView) -> Text:
-    """Identity, state and timings (wait and run separately)."""
+def summary_text(detail: TaskDetailView, *, unserved: bool = False) -> Text:
+    """Identity, state and timings (wait and run separately); ``unserved``: nothing serves its queue."""
     info = detail.info
     text = Text()
     _field(text, "id", info.id)
@@ -47,6 +48,10 @@ def summary_text(detail: TaskDetailView) -> Text:
     if info.progress is not None:
         _field(text, "progress", progress_text(info, time.time()))
     _field(text, "priority", priority_text(info.priority))
+    queue = Text(info.queue)
+    if unserved and info.state is TaskState.PENDING:
+        queue.append("  no worker serves this queue: it waits for one", style="bold red")
+    _field(text, "queue", queue)
     _field(text, "attempts", str(info.attempts))
     _field(text, "worker", info.worker or MISSING)
     if info.workflow_id:
@@ -116,11 +121,20 @@ class TaskDetailScreen(ModalScreen[None]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self, client: AdminClient, task_id: str, *, refresh_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: AdminClient,
+        task_id: str,
+        *,
+        refresh_interval: float = 1.0,
+        unserved: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.client = client
         self.task_id = task_id
         self.refresh_interval = refresh_interval
+        #: Whether nothing serves a named queue (the queue panel's last snapshot knows).
+        self.unserved = unserved or (lambda queue: False)
         #: The last detail read, or None before the first answer.
         self.detail: TaskDetailView | None = None
 
@@ -179,7 +193,7 @@ class TaskDetailScreen(ModalScreen[None]):
         """Render a detail snapshot."""
         self.detail = detail
         info = detail.info
-        self.query_one("#detail-summary", Static).update(summary_text(detail))
+        self.query_one("#detail-summary", Static).update(summary_text(detail, unserved=self.unserved(info.queue)))
         self.query_one("#detail-args", Static).update(arguments_text(detail))
         self.query_one("#detail-result", Static).update(result_text(info))
         self.query_one("#detail-error", Static).update(error_text(info))

@@ -99,36 +99,38 @@ async def cancel_workflow(request: Request, state: StateDep, workflow_id: str) -
 
 @router.post("/queues/{priority}/purge")
 async def purge_queue(request: Request, state: StateDep, priority: str) -> RedirectResponse:
-    """Cancel every task waiting at one priority level."""
+    """Cancel every task waiting at one priority level, in every named queue."""
 
     async def action() -> Flash:
         level = _priority(priority)
         count = await state.client.purge(level)
-        return Flash(f"purged {count} {level.value} task{'s' if count != 1 else ''}")
+        return Flash(f"purged {count} {level.value} task{'s' if count != 1 else ''} from every queue")
 
     return await _act(request, state, "/", action)
 
 
 @router.post("/queues/{priority}/pause")
 async def pause_queue(request: Request, state: StateDep, priority: str) -> RedirectResponse:
-    """Stop dispatching one priority level (its tasks keep waiting)."""
+    """Stop dispatching one priority level in every named queue (its tasks keep waiting)."""
 
     async def action() -> Flash:
         level = _priority(priority)
         paused = await state.client.pause(level)
-        return Flash(f"{level.value} queue {'paused' if paused else 'still running'}", "success" if paused else "error")
+        text = f"{level.value} level {'paused' if paused else 'still running'} in every queue"
+        return Flash(text, "success" if paused else "error")
 
     return await _act(request, state, "/", action)
 
 
 @router.post("/queues/{priority}/resume")
 async def resume_queue(request: Request, state: StateDep, priority: str) -> RedirectResponse:
-    """Dispatch one priority level again."""
+    """Dispatch one priority level again, in every named queue."""
 
     async def action() -> Flash:
         level = _priority(priority)
         paused = await state.client.resume(level)
-        return Flash(f"{level.value} queue {'still paused' if paused else 'resumed'}", "error" if paused else "success")
+        text = f"{level.value} level {'still paused' if paused else 'resumed'} in every queue"
+        return Flash(text, "error" if paused else "success")
 
     return await _act(request, state, "/", action)
 

@@ -59,7 +59,7 @@ async def api_stats(client: ClientDep) -> dict[str, Any]:
 
 @router.get("/queues")
 async def api_queues(client: ClientDep) -> list[dict[str, Any]]:
-    """Depth, oldest age and paused flag per priority level."""
+    """Depth, oldest age, paused flag and servers per named queue and priority level (as ``Client.queues()``)."""
     return queues_json(await client.queues())
 
 
@@ -141,7 +141,7 @@ async def api_cancel_workflow(
 async def api_purge(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, priority: str
 ) -> dict[str, Any]:
-    """Cancel every waiting task of one level: ``{"purged": count}``."""
+    """Cancel every waiting task of one level, in every queue: ``{"purged": count}``."""
     authorize_api_action(config, throttle, request)
     level = _priority(priority)
     purged = await client.purge(level)
@@ -153,7 +153,7 @@ async def api_purge(
 async def api_pause(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, priority: str
 ) -> dict[str, Any]:
-    """Stop dispatching one level: ``{"paused": true}``."""
+    """Stop dispatching one level, in every queue: ``{"paused": true}``."""
     authorize_api_action(config, throttle, request)
     level = _priority(priority)
     return pause_json(level.value, await client.pause(level))
@@ -163,7 +163,7 @@ async def api_pause(
 async def api_resume(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, priority: str
 ) -> dict[str, Any]:
-    """Dispatch one level again: ``{"paused": false}``."""
+    """Dispatch one level again, in every queue: ``{"paused": false}``."""
     authorize_api_action(config, throttle, request)
     level = _priority(priority)
     return pause_json(level.value, await client.resume(level))

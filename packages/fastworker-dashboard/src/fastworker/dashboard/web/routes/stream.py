@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 
-from fastworker.client import FastworkerError, TaskNotFound
+from fastworker.client import FastworkerError, TaskNotFound, TaskState, WorkflowInfo
+from fastworker.dashboard.source import TaskDetailView
 from fastworker.dashboard.web.deps import DashboardState, StateDep
 from fastworker.dashboard.web.live import FeedClosed, LiveFeed
 from fastworker.dashboard.web.query import BadQuery, TaskFilters
@@ -133,7 +134,7 @@ def make_panel_renderer(state: DashboardState, request: Request) -> LiveView:
         kind: str,
         path: str,
         fetch: Callable[[str], Awaitable[Any]],
-        to_context: Callable[[Any], dict[str, Any]],
+        to_context: Callable[[Any], Awaitable[dict[str, Any]]],
         panels: dict[str, str],
     ) -> LiveView:
         """The live view of one task or workflow page, by the ``id`` query parameter."""
@@ -149,15 +150,24 @@ def make_panel_renderer(state: DashboardState, request: Request) -> LiveView:
                 return dict([_status(state, ui, f"{kind} {object_id} is no longer known to the control plane")])
             except FastworkerError as exc:
                 return dict([_status(state, ui, str(exc))])
-            context = {"ui": ui, **to_context(found)}
+            context = {"ui": ui, **(await to_context(found))}
             return {**dict([_status(state, ui, None)]), **_render_all(state, panels, context)}
 
         return LiveView((view, object_id, ui), render)
 
+    async def task_context(detail: TaskDetailView) -> dict[str, Any]:
+        # Only a waiting task needs the queues (is its queue served?): the feed's snapshot has them.
+        if detail.info.state is not TaskState.PENDING:
+            return detail_context(detail)
+        return detail_context(detail, (await feed.current_snapshot(FIRST_SNAPSHOT_WAIT)).queues)
+
+    async def workflow_page_context(workflow: WorkflowInfo) -> dict[str, Any]:
+        return workflow_context(workflow)
+
     if view == "task":
-        return one_object("task", "/tasks", feed.task_detail, detail_context, TASK_PANELS)
+        return one_object("task", "/tasks", feed.task_detail, task_context, TASK_PANELS)
     if view == "workflow":
-        return one_object("workflow", "/workflows", feed.workflow, workflow_context, WORKFLOW_PANELS)
+        return one_object("workflow", "/workflows", feed.workflow, workflow_page_context, WORKFLOW_PANELS)
 
     raise BadQuery(f"unknown view {view!r}: expected overview, tasks, task, workflow or workers")
 

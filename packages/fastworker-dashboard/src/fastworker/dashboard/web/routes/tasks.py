@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from fastworker.client import FastworkerError, TaskState
+from fastworker.dashboard.source import TaskDetailView
 from fastworker.dashboard.web.deps import DashboardState, FiltersDep, StateDep
 from fastworker.dashboard.web.preview import DOWNLOAD_CAP, render_capped
 from fastworker.dashboard.web.views import (
@@ -54,9 +56,19 @@ async def task_page(request: Request, state: StateDep, task_id: str) -> HTMLResp
     detail = await state.feed.page_task_detail(task_id)
     context = {
         **object_page_context(state.config, request, "task", task_id, f"Task {detail.info.name}"),
-        **detail_context(detail),
+        **detail_context(detail, await _queues_if_waiting(state, detail)),
     }
     return state.renderer.page(request, "task.html", context)
+
+
+async def _queues_if_waiting(state: DashboardState, detail: TaskDetailView) -> list[dict[str, Any]] | None:
+    """The queues, read only for a waiting task (to say whether anything serves its queue); None if unreadable."""
+    if detail.info.state is not TaskState.PENDING:
+        return None
+    try:
+        return await state.client.queues()
+    except FastworkerError:
+        return None  # the detail shows without the marker; the live stream adds it when it can
 
 
 async def _download(state: DashboardState, task_id: str, what: str, value: Any) -> Response:
