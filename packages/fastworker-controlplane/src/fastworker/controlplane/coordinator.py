@@ -823,7 +823,8 @@ class Coordinator:
         record.state = state
         record.held = False
         record.finished_at = now
-        result_ttl = self.defined_policy(record.name).result_ttl  # its own, kept with the result (0: --result-ttl)
+        policy = self._defined_policies.get(record.name) or self.defined_policy(record.name)  # inline: every task
+        result_ttl = policy.result_ttl  # its own, kept with the result (0: --result-ttl)
         if self.journal is not None:
             self.journal.finished(record, result_ttl)
         # Waiting clients are answered first (their answers read the record alone): the rest is

@@ -110,9 +110,11 @@ class TaskMetrics:
         self._names: dict[str, NameCounts] = {}
 
     def _for(self, name: str) -> NameCounts:
-        # Looked up under the cut name it is stored under, or a long name would start afresh each time.
-        name = _label(name)
-        counts = self._names.get(name)
+        counts = self._names.get(name)  # the common case first: a name of a label's length, seen before
+        if counts is None:
+            # Stored under its cut name, or a long name would start afresh each time.
+            name = _label(name)
+            counts = self._names.get(name)
         if counts is None:
             if len(self._names) >= MAX_TASK_NAMES:
                 name = OTHER

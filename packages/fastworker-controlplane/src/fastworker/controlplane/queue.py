@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 
 from fastworker.controlplane.records import PENDING, RETRYING, SCHEDULED, TaskRecord
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
 
 _HELD = frozenset({SCHEDULED, RETRYING})
@@ -35,6 +36,46 @@ def level_name(level: int) -> str:
     return task_pb2.Priority.Name(level).removeprefix("PRIORITY_").lower()  # type: ignore[arg-type]
 
 
+def _first_index(
+    entries: deque[tuple[int, TaskRecord]], accept: Callable[[TaskRecord], bool] | None, older_than: int | None
+) -> int:
+    """Index of the first live record of one FIFO that accept() takes (and older than ``older_than``), or -1.
+
+    Drops stale entries at its head (cancelled, or re-queued elsewhere); looks at ``SCAN_LIMIT`` at most.
+    """
+    while entries:
+        entry, record = entries[0]
+        if record.entry != entry or record.state != PENDING:
+            entries.popleft()
+            continue
+        if older_than is not None and entry > older_than:
+            return -1
+        if accept is None or accept(record):
+            return 0
+        break
+    else:
+        return -1
+    for index, (entry, record) in enumerate(itertools.islice(entries, 1, SCAN_LIMIT), start=1):
+        if older_than is not None and entry > older_than:
+            return -1
+        if record.entry == entry and record.state == PENDING and accept(record):
+            return index
+    return -1
+
+
+class _Fifo(deque[tuple[int, TaskRecord]]):
+    """One named queue's waiting tasks at one level, as (entry, record), with its live count.
+
+    ``live`` counts the PENDING records in it; cancelled ones stay as stale entries until popped.
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+
+
 class PriorityQueue:
     """Waiting (PENDING) tasks by level and named queue, with per-level pause and live depth counts.
 
@@ -44,11 +85,9 @@ class PriorityQueue:
     """
 
     def __init__(self) -> None:
-        self._levels: dict[int, dict[str, deque[tuple[int, TaskRecord]]]] = {level: {} for level in LEVELS}
+        self._levels: dict[int, dict[str, _Fifo]] = {level: {} for level in LEVELS}
         self._entries = itertools.count(1)
         self._depth: dict[int, int] = dict.fromkeys(LEVELS, 0)
-        #: Waiting tasks per (queue, level); a key leaves when its count is 0, so names do not pile up.
-        self._queue_depth: dict[tuple[str, int], int] = {}
         self.paused: set[int] = set()
 
     def __len__(self) -> int:
@@ -60,43 +99,42 @@ class PriorityQueue:
 
     def queue_depth(self, queue: str, level: int) -> int:
         """Waiting tasks of one named queue at one level."""
-        return self._queue_depth.get((queue, level), 0)
+        fifo = self._levels[level].get(queue)
+        return 0 if fifo is None else fifo.live
 
     def queue_names(self) -> set[str]:
         """The named queues some task waits in."""
-        return {queue for queue, _level in self._queue_depth}
+        return {queue for fifos in self._levels.values() for queue, fifo in fifos.items() if fifo.live}
 
-    def _fifo(self, record: TaskRecord) -> deque[tuple[int, TaskRecord]]:
-        queues = self._levels[record.priority]
-        entries = queues.get(record.queue)
-        if entries is None:
-            entries = queues[record.queue] = deque()
-        return entries
-
-    def _count(self, record: TaskRecord, change: int) -> None:
-        self._depth[record.priority] += change
-        key = (record.queue, record.priority)
-        left = self._queue_depth.get(key, 0) + change
-        if left:
-            self._queue_depth[key] = left
-        else:
-            self._queue_depth.pop(key, None)
+    def _fifo(self, record: TaskRecord) -> _Fifo:
+        fifos = self._levels[record.priority]
+        fifo = fifos.get(record.queue)
+        if fifo is None:
+            fifo = fifos[record.queue] = _Fifo()
+        return fifo
 
     def push(self, record: TaskRecord) -> None:
         """Queue a PENDING record at the back of its level in its named queue."""
         record.entry = entry = next(self._entries)
-        self._fifo(record).append((entry, record))
-        self._count(record, 1)
+        fifo = self._levels[record.priority].get(record.queue)  # inline: this runs for every task
+        if fifo is None:
+            fifo = self._fifo(record)
+        fifo.append((entry, record))
+        fifo.live += 1
+        self._depth[record.priority] += 1
 
     def push_front(self, record: TaskRecord) -> None:
         """Put a record back at the front of its level in its named queue (a dispatch that could not start)."""
         record.entry = entry = next(self._entries)
-        self._fifo(record).appendleft((entry, record))
-        self._count(record, 1)
+        fifo = self._fifo(record)
+        fifo.appendleft((entry, record))
+        fifo.live += 1
+        self._depth[record.priority] += 1
 
     def discard(self, record: TaskRecord) -> None:
         """Account for a record that left PENDING while queued (cancelled); it is skipped when popped."""
-        self._count(record, -1)
+        self._levels[record.priority][record.queue].live -= 1
+        self._depth[record.priority] -= 1
 
     def pop(
         self,
@@ -115,55 +153,69 @@ class PriorityQueue:
         for level in levels:
             if level in self.paused:
                 continue
-            found = self._first(self._levels[level], accept, queues)
-            if found is not None:
-                entries, index, record = found
-                if index:
-                    del entries[index]
-                else:
-                    entries.popleft()
-                self._count(record, -1)
-                return record
+            fifos = self._levels[level]
+            if len(fifos) == 1:  # the common case, one named queue: no merge across queues
+                ((queue, entries),) = fifos.items()
+                if queues is not None and queue not in queues:
+                    continue
+                while entries:  # the head first, inline: this runs for every task
+                    entry, record = entries[0]
+                    if record.entry != entry or record.state != PENDING:
+                        entries.popleft()  # stale: cancelled or re-queued elsewhere
+                        continue
+                    if accept is None or accept(record):
+                        entries.popleft()
+                        entries.live -= 1
+                        self._depth[level] -= 1
+                        return record
+                    break
+                index = _first_index(entries, accept, None) if entries else -1
+                if index < 0:
+                    if not entries and queue != DEFAULT_QUEUE:
+                        del fifos[queue]
+                    continue
+            elif fifos:
+                found = self._first(fifos, accept, queues)
+                if found is None:
+                    continue
+                entries, index = found
+            else:
+                continue
+            record = entries[index][1]
+            if index:
+                del entries[index]
+            else:
+                entries.popleft()
+            entries.live -= 1
+            self._depth[level] -= 1
+            return record
         return None
 
     @staticmethod
     def _first(
-        by_queue: dict[str, deque[tuple[int, TaskRecord]]],
+        fifos: dict[str, _Fifo],
         accept: Callable[[TaskRecord], bool] | None,
         queues: Collection[str] | None,
-    ) -> tuple[deque[tuple[int, TaskRecord]], int, TaskRecord] | None:
-        """The oldest acceptable live record of one level among the served queues: (its FIFO, index, record).
+    ) -> tuple[_Fifo, int] | None:
+        """The oldest acceptable live record of one level among the served queues: (its FIFO, its index).
 
-        Drops stale entries at the FIFOs' heads, and FIFOs left empty.
+        Looks at the served queues' FIFOs only: names nobody serves (however many a client made)
+        cost nothing. Drops FIFOs left empty (but the default queue's).
         """
-        best: tuple[deque[tuple[int, TaskRecord]], int, TaskRecord] | None = None
+        best: tuple[_Fifo, int] | None = None
+        best_entry = 0
         emptied: list[str] | None = None
-        # The served queues' FIFOs only: names nobody serves (however many a client made) cost nothing.
-        fifos = by_queue.items() if queues is None else [(q, by_queue[q]) for q in queues if q in by_queue]
-        for queue, entries in fifos:
-            while entries:
-                entry, record = entries[0]
-                if record.entry != entry or record.state != PENDING:
-                    entries.popleft()  # stale: cancelled or re-queued elsewhere
-                    continue
-                break
-            if not entries:
+        names = fifos if queues is None else [name for name in queues if name in fifos]
+        for queue in names:
+            entries = fifos[queue]
+            index = _first_index(entries, accept, best_entry if best is not None else None)
+            if index >= 0:
+                best, best_entry = (entries, index), entries[index][0]
+            elif not entries and queue != DEFAULT_QUEUE:
                 emptied = [queue] if emptied is None else [*emptied, queue]
-                continue
-            if best is not None and entries[0][0] > best[2].entry:
-                continue  # even its head is younger than the best so far
-            if accept is None or accept(entries[0][1]):
-                best = (entries, 0, entries[0][1])
-                continue
-            for index, (entry, record) in enumerate(itertools.islice(entries, 1, SCAN_LIMIT), start=1):
-                if best is not None and entry > best[2].entry:
-                    break
-                if record.entry == entry and record.state == PENDING and accept(record):
-                    best = (entries, index, record)
-                    break
         if emptied is not None:
             for queue in emptied:
-                del by_queue[queue]
+                del fifos[queue]
         return best
 
     def head(self, queues: Collection[str] | None = None) -> TaskRecord | None:
@@ -173,7 +225,8 @@ class PriorityQueue:
                 continue
             found = self._first(self._levels[level], None, queues)
             if found is not None:
-                return found[2]
+                entries, index = found
+                return entries[index][1]
         return None
 
     def take_where(self, select: Callable[[TaskRecord], bool]) -> list[TaskRecord]:
@@ -183,16 +236,17 @@ class PriorityQueue:
             picked: list[tuple[int, TaskRecord]] = []
             by_queue = self._levels[level]
             for queue, entries in list(by_queue.items()):
-                kept: deque[tuple[int, TaskRecord]] = deque()
+                kept = _Fifo()
                 for entry, record in entries:
                     if record.entry != entry or record.state != PENDING:
                         continue
                     if select(record):
                         picked.append((entry, record))
-                        self._count(record, -1)
+                        self._depth[level] -= 1
                     else:
                         kept.append((entry, record))
-                if kept:
+                        kept.live += 1
+                if kept or queue == DEFAULT_QUEUE:
                     by_queue[queue] = kept
                 else:
                     del by_queue[queue]
@@ -221,8 +275,6 @@ class PriorityQueue:
         ]
         self._levels[level].clear()
         self._depth[level] = 0
-        for key in [key for key in self._queue_depth if key[1] == level]:
-            del self._queue_depth[key]
         return [record for _entry, record in sorted(live, key=lambda item: item[0])]
 
 
