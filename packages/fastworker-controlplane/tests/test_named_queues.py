@@ -25,7 +25,8 @@ _ids = itertools.count(1)
 
 
 def record(queue: str = "", priority: int = NORMAL, name: str = "t") -> TaskRecord:
-    return TaskRecord(task_pb2.TaskSpec(task_id=f"task-{next(_ids)}", name=name, queue=queue), priority, 0.0)
+    spec = task_pb2.TaskSpec(task_id=f"task-{next(_ids)}", name=name, queue=queue)
+    return TaskRecord(spec, priority, 0.0, queue=queue) if queue else TaskRecord(spec, priority, 0.0)
 
 
 async def settle(turns: int = 5) -> None:

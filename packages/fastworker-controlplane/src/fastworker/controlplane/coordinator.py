@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -580,16 +581,17 @@ class Coordinator:
         priority = spec.priority or policy.priority
         if priority not in LEVELS:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
-        if spec.queue:
+        queue = spec.queue  # read once: each read of a string field makes a new str
+        if queue:
             try:
-                check_queue_name(spec.queue)
+                queue = sys.intern(check_queue_name(queue))
             except QueueNameError as exc:
                 raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, str(exc)) from None
         now = self.clock()
-        record = TaskRecord(spec, priority, now)
-        if not spec.queue and policy.queue != DEFAULT_QUEUE:
+        record = TaskRecord(spec, priority, now, queue=queue or policy.queue)
+        if not queue and policy.queue != DEFAULT_QUEUE:
             # The task's own queue, written into the spec so that a journal replay and the task's info keep it.
-            record.edit_spec().queue = record.queue = policy.queue
+            record.edit_spec().queue = policy.queue
         self.active[record.task_id] = record  # the record's own string: one copy of the id per task
         self.active_by_name[spec.name] += 1
         self.counters.submitted += 1

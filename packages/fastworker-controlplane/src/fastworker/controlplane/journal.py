@@ -72,6 +72,7 @@ import logging
 import os
 import re
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -95,6 +96,7 @@ from fastworker.controlplane.records import (
     SUCCESS,
     TaskRecord,
 )
+from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
 
 logger = logging.getLogger(__name__)
@@ -752,7 +754,9 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
         rest = {task_id: task for task_id, task in state.tasks.items() if task_id not in front}
         state.tasks = front | rest
     for task in state.tasks.values():
-        record = TaskRecord(specs[task.task_id], task.priority, task.queued_at, encoded=task.spec)
+        spec = specs[task.task_id]
+        queue = sys.intern(spec.queue) if spec.queue else DEFAULT_QUEUE
+        record = TaskRecord(spec, task.priority, task.queued_at, encoded=task.spec, queue=queue)
         record.state = task.state
         record.attempts = task.attempts
         record.worker = task.worker

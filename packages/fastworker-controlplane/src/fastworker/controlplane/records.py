@@ -60,8 +60,20 @@ class TaskRecord:
         "worker",
     )
 
-    def __init__(self, spec: task_pb2.TaskSpec, priority: int, queued_at: float, *, encoded: bytes = b"") -> None:
-        """A PENDING record; ``encoded``, when given, is ``spec``'s encoding, kept instead of the parsed spec."""
+    def __init__(
+        self,
+        spec: task_pb2.TaskSpec,
+        priority: int,
+        queued_at: float,
+        *,
+        encoded: bytes = b"",
+        queue: str = DEFAULT_QUEUE,
+    ) -> None:
+        """A PENDING record; ``encoded``, when given, is ``spec``'s encoding, kept instead of the parsed spec.
+
+        ``queue``: the named queue it waits in, as the caller resolved it (``spec.queue`` is not read
+        here: the accept path has read it already, and each read makes a new string).
+        """
         self._spec: task_pb2.TaskSpec | None = None if encoded else spec
         #: The spec's encoding once made; b"" while the parsed spec may differ from it.
         self._encoded = encoded
@@ -71,9 +83,9 @@ class TaskRecord:
         self._linked = bool(spec.workflow_id) or spec.HasField("dependencies")
         self.expires = spec.expires or 0.0  # "or 0.0": the shared constant, not a new float per task
         self.priority = priority
-        #: The named queue it waits in (interned). An empty ``spec.queue`` is the "default" queue here;
-        #: the coordinator writes a task's non-default queue into its spec when it accepts it.
-        self.queue = sys.intern(spec.queue) if spec.queue else DEFAULT_QUEUE
+        #: The named queue it waits in (one shared string per name); the coordinator writes a task's
+        #: non-default queue into its spec when it accepts it, so a journal replay finds it there.
+        self.queue = queue
         self.state: int = PENDING
         self.attempts = 0
         self.worker = ""
