@@ -419,19 +419,19 @@ class Coordinator:
         ``servers`` counts the subworkers serving the queue, plus one for this process's own slots:
         tasks of a queue nobody serves wait (PENDING) until a worker that serves it connects.
         """
-        fleet = self.dispatcher.fleet if self.dispatcher is not None else None
         local = self.local_queues if self.local.concurrency > 0 else frozenset()
-        served = local | {DEFAULT_QUEUE}  # "default" always: it is where tasks go
-        if fleet is not None:
-            for worker in fleet:
-                served |= worker.queues
+        servers = Counter(local)  # one pass over the fleet, however many queues are listed
+        if self.dispatcher is not None:
+            for worker in self.dispatcher.fleet:
+                servers.update(worker.queues)
+        served = servers.keys() | {DEFAULT_QUEUE}  # "default" always: it is where tasks go
         # Queue names come from submissions: past MAX_LISTED_QUEUES, the unserved ones are left out.
         waiting = sorted(self.queue.queue_names() - served)[: max(0, MAX_LISTED_QUEUES - len(served))]
         ordered = sorted(served, key=lambda name: (name != DEFAULT_QUEUE, name)) + waiting
         queue = self.queue
         levels: list[NamedQueueLevel] = []
         for name in ordered:
-            servers = (name in local) + (fleet.servers(name) if fleet is not None else 0)
+            count = servers[name]
             for level in LEVELS:
                 levels.append(
                     NamedQueueLevel(
@@ -440,7 +440,7 @@ class Coordinator:
                         queue.queue_depth(name, level),
                         queue.oldest_age(level, now, name),
                         level in queue.paused,
-                        servers,
+                        count,
                     )
                 )
         return levels

@@ -182,7 +182,3 @@ class Fleet:
         if not self._workers:
             return False  # the common case of a control plane alone: asked once per local task
         return any(worker.can_take(record) for worker in self._workers.values())
-
-    def servers(self, queue: str) -> int:
-        """How many workers serve a named queue."""
-        return sum(queue in worker.queues for worker in self._workers.values())
