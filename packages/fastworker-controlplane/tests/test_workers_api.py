@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from fastworker.controlplane.records import PENDING, RUNNING, SUCCESS
+from fastworker.controlplane.records import CANCELLED, PENDING, RUNNING, SUCCESS
 from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, new_envelope
 from fastworker.protocol.payload import decode_value
-from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1 import error_pb2, task_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 BOUND = 5.0
@@ -293,9 +293,9 @@ async def test_the_reply_to_a_pull_echoes_the_requests_correlation_id(dispatch_r
     assert empty.envelope.correlation_id == 1002
 
 
-async def test_a_newer_pull_replaces_an_older_one_which_is_answered_empty_with_its_own_correlation_id(
-    dispatch_rig: Any,
-) -> None:
+async def test_a_newer_pull_replaces_an_older_one_which_is_dropped_unanswered(dispatch_rig: Any) -> None:
+    # The worker sent a new request on the same nng context: its socket no longer delivers an answer
+    # to the older one, so an answer would only lose what it carried (stop orders, grants).
     rig = dispatch_rig()
     rig.register("w1", ["job"])
     older = rig.pull("w1", correlation_id=7)
@@ -303,14 +303,37 @@ async def test_a_newer_pull_replaces_an_older_one_which_is_answered_empty_with_i
     assert not older.answered
 
     newer = rig.pull("w1", correlation_id=8)
-    assert older.tasks == []
-    assert older.envelope.correlation_id == 7
+    assert older.dropped and older.replies == []
 
     record = rig.submit("job")
     await settle()
     assert [s.task_id for s in newer.tasks] == [record.task_id]
     assert newer.envelope.correlation_id == 8
-    assert len(older.replies) == 1
+
+
+async def test_a_stop_order_is_repeated_on_every_answer_until_the_task_s_outcome_arrives(dispatch_rig: Any) -> None:
+    # An answer the worker never read (it replaced its request meanwhile) must not lose the order.
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=2)
+    record = rig.submit("job")
+    first = rig.pull("w1")
+    await settle()
+    (spec,) = first.tasks
+    assert rig.coordinator.cancel(record.task_id)[0]
+
+    unread = rig.pull("w1", hold=0.0)
+    await settle()
+    assert list(unread.envelope.dispatch.cancel_task_ids) == [record.task_id]
+    again = rig.pull("w1", hold=0.0)
+    await settle()
+    assert list(again.envelope.dispatch.cancel_task_ids) == [record.task_id]
+
+    cancelled = worker_pb2.TaskOutcome(task_id=spec.task_id, attempt=spec.attempt, state=task_pb2.TASK_STATE_CANCELLED)
+    rig.report("w1", cancelled)
+    after = rig.pull("w1", hold=0.0)
+    await settle()
+    assert list(after.envelope.dispatch.cancel_task_ids) == []
+    assert record.state == CANCELLED
 
 
 async def test_outcomes_sent_with_a_pull_are_recorded_before_the_next_dispatch(harness: Any, dispatch_rig: Any) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from fastworker.client import _tracing as tracing
 from fastworker.controlplane.coordinator import Coordinator
@@ -292,21 +292,21 @@ class Dispatcher:
         request: Request,
         hold: float,
         correlation_id: int,
-        claims: Iterable[str] = (),
+        claims: Sequence[str] = (),
     ) -> None:
         """A worker asks for work: answer now if there is some, else hold the request up to ``hold``.
 
         ``claims`` are prefetched tasks the worker asks to start: those it still holds are granted in
         the answer (from then on they count as running), and a request with claims is answered at
-        once, so that a free slot never waits for the hold.
+        once. A worker that has news while its request is held sends a new request in its place:
+        the older one is dropped unanswered (the worker's socket no longer reads its answer).
         """
-        if worker.pull is not None:
-            self._answer(worker, [])  # a newer request replaces an older one
-        granted = self.started(worker, claims)
-        worker.grants.extend(granted)
+        self._drop_pull(worker)
+        if claims:
+            worker.grants.extend(self.started(worker, claims))
         worker.pull = request
         worker.pull_correlation = correlation_id
-        hold = 0.0 if granted else max(0.05, min(hold, self.heartbeat_interval))
+        hold = 0.0 if claims else min(hold, self.heartbeat_interval)
         worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
         self.schedule()
 
@@ -326,10 +326,14 @@ class Dispatcher:
         return True
 
     def take_cancels(self, worker: WorkerRecord) -> list[str]:
-        """The stop orders for a worker that are still relevant (its leases), cleared once taken."""
-        orders = [task_id for task_id in worker.cancels if task_id in worker.leases]
-        worker.cancels.clear()
-        return orders
+        """The stop orders for a worker that are still relevant (its leases).
+
+        Repeated on every answer until the task's lease ends: an answer the worker never read (it
+        sent a newer request meanwhile) cannot lose an order; the worker acts on each order once.
+        """
+        if worker.cancels:
+            worker.cancels.intersection_update(worker.leases)
+        return list(worker.cancels)
 
     def request_drain(self, worker_id: str, timeout: float) -> bool:
         """Ask a worker to drain (operator action): nothing new goes to it, and it is told at once.
@@ -366,8 +370,10 @@ class Dispatcher:
                 record.attempts -= 1
                 record.started_at = 0.0
                 self.coordinator.requeue_front(record)
-        logger.warning(
-            "worker %s never received %d dispatched tasks (a lost reply); re-queued", worker.worker_id, len(missing)
+        logger.info(
+            "worker %s never received %d dispatched tasks (an answer it no longer read); re-queued",
+            worker.worker_id,
+            len(missing),
         )
 
     def _expire_pull(self, worker: WorkerRecord, request: Request) -> None:
@@ -543,24 +549,35 @@ class Dispatcher:
         """Prefetched tasks the worker starts (or asks to start): RUNNING from now on, for clients too.
 
         Returns the ids granted: those still leased to this worker. A task taken back meanwhile is
-        not granted, so the worker drops it instead of running it a second time.
+        not granted, so the worker drops it instead of running it a second time. Nor is a claim ahead
+        of a free slot (the worker queues granted tasks behind running ones) while another worker has
+        a free slot for the task: that worker gets it instead (``_rebalance``).
         """
         now = self.coordinator.clock()
         granted: list[str] = []
         if not self.coordinator.accepting:
             return granted  # shutting down: what has not started stays unstarted, for the next instance
+        running = -1
+        idle: list[WorkerRecord] = []
         for task_id in task_ids:
             record = worker.leases.get(task_id)
             if record is None:
                 continue
-            granted.append(task_id)
             if record.held:
+                if running < 0:
+                    running = sum(1 for r in worker.leases.values() if not r.held)
+                    idle = [w for w in self.fleet if w is not worker and w.accepting and w.free > 0]
+                if running >= worker.capacity and any(w.serves(record) for w in idle):
+                    self.schedule()  # refused: the claimer drops it, and the idle worker takes it
+                    continue
+                running += 1
                 with self.coordinator.lock:
                     record.held = False
                     self.coordinator.mark_started(record, now)
                 if self.coordinator.journal is not None:
                     self.coordinator.journal.running(record)
                 self.coordinator.events.publish_task(record)
+            granted.append(task_id)
         return granted
 
     def progress(self, worker: WorkerRecord, updates: Iterable[worker_pb2.TaskProgress]) -> None:

@@ -204,7 +204,11 @@ class WorkRequest(_message.Message):
     worker_id: _builtins.str
     """The worker id."""
     hold: _builtins.float
-    """Longest the control plane may hold the request, in seconds."""
+    """Longest the control plane may hold the request, in seconds, when it has nothing to send. A
+    request that carries outcomes or claims is answered at once whatever it says, so a held request
+    never carries any: a worker that has news while its request is held sends a new request in its
+    place (nng abandons the old one) and loses nothing by it.
+    """
     prefetch: _builtins.int
     """Tasks the worker will take beyond its capacity right now, to queue locally until a slot frees
     (prefetch: several tasks per round trip while its tasks are short; 0 while they are long).
@@ -212,7 +216,7 @@ class WorkRequest(_message.Message):
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]:
         """Outcomes that finished since the last report, processed before any dispatch (one message for
-        "this slot is free again, here is its result, send the next task").
+        "these slots are free again, here are their results, send the next tasks").
         """
 
     @_builtins.property
@@ -226,7 +230,9 @@ class WorkRequest(_message.Message):
     def started_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Prefetched tasks the worker asks to start (claims). A prefetched task is started only once the
         control plane granted it (Dispatch.granted_task_ids): from then on it counts as running, so a task
-        still held when the link is cut is never run both by the cut-off worker and by another one.
+        still held when the link is cut is never run both by the cut-off worker and by another one. A
+        worker claims up to one task per slot ahead of its free slots, so a slot that frees starts its
+        next task at once, with no round trip.
         """
 
     def __init__(
