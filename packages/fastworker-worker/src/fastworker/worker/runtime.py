@@ -491,7 +491,10 @@ class Worker:
             wake_at = due_at
         wants_work = room > 0 and (starving or room >= max(1, prefetch // 2))
         if results_due or (claims and (starving or wants_work)):
-            return 0.0, claims, True  # answered at once: a held request never carries news
+            # Held only once this worker is idle (no more news can come meanwhile), else answered at
+            # once: the control plane then has its next request the moment it has reported.
+            idle = occupied == 0 and not self._backlog
+            return (self.heartbeat_interval if idle else 0.0), claims, True
         if wants_work:
             if occupied == 0 or self._run_time >= PREFETCH_TASK_TIME:
                 return self.heartbeat_interval, [], False  # nothing to report can come soon: hold it

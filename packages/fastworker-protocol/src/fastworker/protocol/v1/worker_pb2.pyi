@@ -204,10 +204,10 @@ class WorkRequest(_message.Message):
     worker_id: _builtins.str
     """The worker id."""
     hold: _builtins.float
-    """Longest the control plane may hold the request, in seconds, when it has nothing to send. A
-    request that carries outcomes or claims is answered at once whatever it says, so a held request
-    never carries any: a worker that has news while its request is held sends a new request in its
-    place (nng abandons the old one) and loses nothing by it.
+    """Longest the control plane may hold the request, in seconds, when it has nothing to send (one
+    that carries claims is answered at once). A worker asks for a hold only while nothing runs there
+    (no news can come before the answer) or on a request without outcomes; news for a held request
+    goes on a new request in its place (nng abandons the old one; the control plane drops it).
     """
     prefetch: _builtins.int
     """Tasks the worker will take beyond its capacity right now, to queue locally until a slot frees
