@@ -1,10 +1,11 @@
 """The image's HEALTHCHECK, for docker and podman (Kubernetes ignores it and uses the pod's probes).
 
-One image runs both daemons, and only the control plane serves ``/healthz``, so the check starts
-from what both write: the ready file (``FASTWORKER_READY_FILE``, set in the image), present from the
-moment a daemon serves (a worker: once registered) until it stops. A ready file that names a
-metrics listener (a control plane) must also answer ``GET /healthz`` with 200: that one turns 503
-when the event loop is stuck or the process shuts down. Exit 0 healthy, 1 not.
+One image runs both daemons, so the check starts from what both write: the ready file
+(``FASTWORKER_READY_FILE``, set in the image), present from the moment a daemon serves (a worker:
+once registered) until it stops. A ready file that names a listener serving ``/healthz`` (a
+control plane's ``metrics``, a worker's ``health`` with ``--health-address``) must also answer
+``GET /healthz`` with 200: that one turns 503 when the event loop is stuck or the daemon stops.
+Exit 0 healthy, 1 not.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def main() -> int:
     except (OSError, ValueError) as exc:
         print(f"not ready: {path}: {exc}")
         return 1
-    metrics = ready.get("metrics") if isinstance(ready, dict) else None
+    metrics = (ready.get("metrics") or ready.get("health")) if isinstance(ready, dict) else None
     if not isinstance(metrics, str) or not metrics:
-        return 0  # a worker (registered), or a control plane run with --no-metrics (serving)
+        return 0  # a worker without --health-address (registered), or a control plane with --no-metrics
     # A wildcard bind is reached on loopback; the listener answers any Host when bound beyond it.
     url = metrics.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/healthz"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY

@@ -654,6 +654,18 @@ def test_services_and_probes_reach_the_ports_the_flags_bind(shipped: list[dict[s
     assert workload["spec"]["serviceName"] in {s["metadata"]["name"] for s in find(shipped, "Service")}
 
 
+def test_the_worker_s_liveness_probe_reaches_the_port_its_health_flag_binds(shipped: list[dict[str, Any]]) -> None:
+    workload, container = daemon_workload(shipped, "fastworker-worker")
+    parsed = parse_daemon(workload, container, shipped)
+    host, port = parse_http_address(parsed.health_address)
+    assert host == "0.0.0.0", f"--health-address binds {host}: the kubelet cannot reach it"
+    assert container_ports(container) == {"health": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["timeoutSeconds"] > LOOP_ANSWER_TIMEOUT
+    # No Service sends a worker traffic, so no readiness probe; /healthz ignores the control plane.
+    assert "readinessProbe" not in container and "startupProbe" not in container
+
+
 def service_port(objects: list[dict[str, Any]], host: str, port: int) -> tuple[dict[str, Any], str]:
     """The Service a cluster DNS name names, and the target port name its ``port`` goes to."""
     labels = host.split(".")
@@ -1229,6 +1241,8 @@ def test_both_daemons_run_as_pid_1_and_stop_cleanly_on_sigterm(
     worker = start_pod(objects, "fastworker-worker", cluster, claims=claims, netns_of=controlplane)
     wait_for(lambda: worker.host_path(ready_file).exists(), worker, "not registered")
     assert namespaced_pid(worker.pid) == 1
+    health_port = parse_http_address(worker_parsed.health_address)[1]
+    assert worker.http_get(health_port, "/healthz") == (200, "ok\n")
     status, exposition = controlplane.http_get(metrics_port, "/metrics")
     assert status == 200
     online = {

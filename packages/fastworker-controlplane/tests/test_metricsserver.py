@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fastworker.controlplane import metricsserver
+from fastworker.client import _httplisten
 from fastworker.controlplane.coordinator import Counters
 from fastworker.controlplane.exporter import Snapshot
 from fastworker.controlplane.metrics import TaskMetrics
@@ -118,7 +118,7 @@ async def test_healthz_answers_ok_then_503_while_shutting_down(serve: Callable[.
 async def test_a_loop_that_does_not_answer_makes_both_endpoints_503(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(metricsserver, "LOOP_ANSWER_TIMEOUT", 0.2)
+    monkeypatch.setattr(_httplisten, "LOOP_ANSWER_TIMEOUT", 0.2)
     server = serve()
     answers: dict[str, tuple[int, bytes]] = {}
 
@@ -187,7 +187,7 @@ async def closed_at_once(port: int) -> bool:
 async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS_PER_PEER", 3)
+    monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 3)
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
     # One peer (127.0.0.1) opens more silent connections than it may hold
@@ -209,8 +209,8 @@ async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
 async def test_connections_beyond_the_overall_cap_are_closed(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS", 4)
-    monkeypatch.setattr(metricsserver, "MAX_CONNECTIONS_PER_PEER", 100)
+    monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 100)
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
     async with silent_connections(port, 4):

@@ -438,11 +438,16 @@ class Dispatcher:
         now = self.coordinator.clock()
         coordinator = self.coordinator
         with coordinator.lock:
+            ready: list[WorkerRecord] = []
+            names: dict[str, frozenset[str]] = {}
+            fleet_changed = True  # the workers with room, and what they run, are worked out again
             while True:
-                ready = [w for w in self.fleet if w.accepting and w.room > 0]
-                if not ready:
-                    break
-                names = _names_by_queue(ready)
+                if fleet_changed:
+                    ready = [w for w in self.fleet if w.accepting and w.room > 0]
+                    if not ready:
+                        break
+                    names = _names_by_queue(ready)
+                    fleet_changed = False
                 gates = coordinator.queue.gates
                 if gates:  # a limited task starts at once or not at all: only into a free slot, never prefetched
                     free = _names_by_queue([w for w in ready if w.free > 0])
@@ -481,6 +486,7 @@ class Dispatcher:
                 if coordinator.journal is not None:
                     coordinator.journal.running(record, coordinator.policy_for(record).retries)
                 assigned.setdefault(worker.worker_id, []).append(record)
+                fleet_changed = worker.room <= 0
             self._rebalance(now, assigned)
             self._arm_gate_timer()
         for record in expired:

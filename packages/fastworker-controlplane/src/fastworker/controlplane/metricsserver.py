@@ -1,101 +1,39 @@
 """The control plane's plain-HTTP listener (``--metrics-address``): ``/metrics`` for Prometheus, ``/healthz`` for probes.
 
-It runs on threads of its own, so a scrape never waits for the loop's other work, and asks the
-loop for what it reports (a copy taken there): a loop that does not answer within a few seconds
-makes ``/healthz`` answer 503, which is what a liveness probe is for. ``prometheus_client``
-renders the exposition (text or OpenMetrics, as the scraper asks) and adds the process and
-Python collectors. Bound to loopback, it answers only requests whose ``Host`` names loopback or
-the bound address (a web page elsewhere cannot read it through DNS rebinding); connections are
-capped and silent ones closed.
+The listener (threads of its own, Host check, connection caps, the loop's answer bounded in time)
+is ``fastworker.client._httplisten``, shared with the subworker's ``/healthz``; what the loop
+reports is a copy taken there. ``prometheus_client`` renders the exposition (text or OpenMetrics,
+as the scraper asks) and adds the process and Python collectors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gzip
 import logging
-import socket
-import socketserver
-import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from fastworker.client._httplisten import (
+    LOOP_ANSWER_TIMEOUT,
+    HttpListener,
+    StartResponse,
+    health,
+    on_loop,
+    plain,
+    refuse_unserved,
+)
 from fastworker.controlplane.exporter import ControlPlaneCollector, Snapshot
-from fastworker.protocol.addresses import Address, parse_http_address
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-StartResponse = Callable[..., Any]
-
-#: Seconds the loop has to answer a scrape or a health check before it counts as stuck.
-LOOP_ANSWER_TIMEOUT = 5.0
-#: Connections served at once; more are closed at once (a scraper and a probe need two).
-MAX_CONNECTIONS = 16
-#: Of those, connections from one address: one host holding silent connections cannot starve
-#: the scraper and the liveness probe (which would have the control plane restarted).
-MAX_CONNECTIONS_PER_PEER = 4
-#: Seconds a connection may stay silent before it is closed.
-CONNECTION_TIMEOUT = 10.0
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+__all__ = ["LOOP_ANSWER_TIMEOUT", "MetricsServer"]
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    """Threads per connection, at most ``MAX_CONNECTIONS`` at once and ``MAX_CONNECTIONS_PER_PEER`` per address."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_activate(self) -> None:
-        super().server_activate()
-        self._guard = threading.Lock()
-        self._open = 0
-        self._by_peer: dict[str, int] = {}
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        peer = str(client_address[0])
-        with self._guard:
-            held = self._by_peer.get(peer, 0)
-            admitted = self._open < MAX_CONNECTIONS and held < MAX_CONNECTIONS_PER_PEER
-            if admitted:
-                self._open += 1
-                self._by_peer[peer] = held + 1
-        if not admitted:
-            self.shutdown_request(request)  # over a cap: closed at once, nothing is read
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            peer = str(client_address[0])
-            with self._guard:
-                self._open -= 1
-                left = self._by_peer[peer] - 1
-                if left:
-                    self._by_peer[peer] = left
-                else:
-                    del self._by_peer[peer]
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    timeout = CONNECTION_TIMEOUT
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics listener: %s", format % args)
-
-
-class MetricsServer:
+class MetricsServer(HttpListener):
     """Serves ``/metrics`` and ``/healthz`` from a thread; every answer is taken on ``loop``.
 
     ``snapshot`` and ``healthy`` run on the loop's thread; ``healthy`` returns None when the
@@ -112,85 +50,23 @@ class MetricsServer:
         self._loop = loop
         self._snapshot = snapshot
         self._healthy = healthy
-        host, port = parse_http_address(address, "metrics")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ControlPlaneCollector(lambda: self._on_loop(self._snapshot)))
+        self.registry.register(ControlPlaneCollector(lambda: on_loop(self._loop, self._snapshot)))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        server_class = _Server6 if ":" in host else _Server
-        self._server = make_server(host, port, self._app, server_class=server_class, handler_class=_QuietHandler)
-        bound_port = self._server.server_address[1]
-        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}"
-        self._allowed_hosts: frozenset[str] | None = (
-            _LOOPBACK_NAMES | {host.lower()} if Address("tcp", host).is_loopback() else None  # None: any Host
-        )
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Serve on a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.25}, name="fastworker-metrics", daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop serving and release the port (from any thread but the server's own)."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
+        super().__init__(address, self._answer, what="metrics")
 
     # ------------------------------------------------------------------------------- the server thread
 
-    def _on_loop(self, function: Callable[[], T]) -> T:
-        """Run ``function`` on the loop and return its value (raises TimeoutError if the loop does not answer)."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function())
-                except BaseException as exc:  # handed to the waiting thread
-                    future.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)  # RuntimeError once the loop is closed
-        return future.result(LOOP_ANSWER_TIMEOUT)
-
-    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _answer(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        refused = refuse_unserved(environ, start_response, ("/metrics", "/healthz"))
+        if refused is not None:
+            return refused
         method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "")
-        if not self._host_allowed(environ.get("HTTP_HOST", "")):
-            return _plain(start_response, "400 Bad Request", "unknown Host header\n", method)
-        if path not in ("/metrics", "/healthz"):
-            return _plain(start_response, "404 Not Found", "not found: /metrics and /healthz are served\n", method)
-        if method not in ("GET", "HEAD"):
-            return _plain(
-                start_response, "405 Method Not Allowed", "GET or HEAD only\n", method, [("Allow", "GET, HEAD")]
-            )
-        if path == "/healthz":
-            return self._health(start_response, method)
+        if environ.get("PATH_INFO", "") == "/healthz":
+            return health(self._loop, self._healthy, start_response, method, "control plane")
         return self._metrics(environ, start_response, method)
-
-    def _host_allowed(self, host_header: str) -> bool:
-        host = host_header.strip().lower()
-        if self._allowed_hosts is None or not host:  # browsers always send one: no Host is no rebinding
-            return True
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host
-        else:
-            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return host in self._allowed_hosts
-
-    def _health(self, start_response: StartResponse, method: str) -> Iterable[bytes]:
-        try:
-            problem = self._on_loop(self._healthy)
-        except (TimeoutError, RuntimeError):
-            problem = "the control plane's event loop does not answer"
-        if problem is None:
-            return _plain(start_response, "200 OK", "ok\n", method)
-        return _plain(start_response, "503 Service Unavailable", f"{problem}\n", method)
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse, method: str) -> Iterable[bytes]:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
@@ -198,7 +74,7 @@ class MetricsServer:
             body = encoder(self.registry)
         except (TimeoutError, RuntimeError) as exc:
             logger.warning("metrics scrape failed: %s", exc or type(exc).__name__)
-            return _plain(
+            return plain(
                 start_response, "503 Service Unavailable", "the control plane's event loop does not answer\n", method
             )
         headers = [("Content-Type", content_type)]
@@ -208,14 +84,3 @@ class MetricsServer:
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
         return [b"" if method == "HEAD" else body]
-
-
-def _plain(
-    start_response: StartResponse, status: str, text: str, method: str, extra: list[tuple[str, str]] | None = None
-) -> list[bytes]:
-    body = text.encode()
-    start_response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *(extra or [])],
-    )
-    return [b"" if method == "HEAD" else body]

@@ -87,7 +87,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-cert", default=None, metavar="PEM", help="this worker's certificate (mutual TLS)")
     p.add_argument("--tls-key", default=None, metavar="PEM", help="the key of --tls-cert")
-    p.add_argument("--ready-file", default=None, metavar="PATH", help="write {pid, worker_id} as JSON once registered")
+    p.add_argument(
+        "--ready-file",
+        default=None,
+        metavar="PATH",
+        help="write {pid, worker_id, health} as JSON once registered",
+    )
+    p.add_argument(
+        "--health-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve GET /healthz here for a liveness probe: 200 while this worker's event loop answers "
+        "(port 0 picks one; default: off)",
+    )
     add_logging_flags(p)
     return p
 
@@ -117,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_child_rss=args.max_child_rss * 1024 * 1024,
             allow_pickle=args.allow_pickle,
             ready_file=args.ready_file,
+            health_address=args.health_address,
             secret=args.secret or None,
             tls=TlsFiles(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
             if (args.tls_ca or args.tls_cert or args.tls_key)

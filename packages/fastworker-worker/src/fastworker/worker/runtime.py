@@ -37,10 +37,12 @@ from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
+from fastworker.protocol.addresses import parse_http_address
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
+from fastworker.worker.health import HealthServer
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
 from fastworker.worker.policy import TaskPolicy, effective_policy, options_policy
 from fastworker.worker.pool import ProcessPool
@@ -61,10 +63,14 @@ REPORT_DELAY = 0.002
 #: news (an outcome, most likely) before it polls again, this time letting the control plane hold it:
 #: twice the recent run time, within these bounds, in seconds.
 QUIET_BOUNDS = (0.002, 0.02)
+#: While work requests renew the lease, one heartbeat per this many intervals carries the figures.
+QUIET_BEATS = 5
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
 EXIT_ID_IN_USE = 3
+#: Exit code when --health-address cannot be bound (in use, or not an address of this host).
+EXIT_LISTEN_FAILED = 1
 #: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
 POOLS = ("processes", "threads")
 
@@ -106,6 +112,8 @@ class WorkerSettings:
     max_child_rss: int = 0
     allow_pickle: bool = False
     ready_file: str | None = None
+    #: ``HOST:PORT`` to serve ``/healthz`` on for a liveness probe (``fastworker.worker.health``), if any.
+    health_address: str | None = None
     sys_path: tuple[str, ...] = ()
     #: The control plane's shared secret (every frame sealed and checked), if it has one.
     secret: str | None = field(default=None, repr=False)
@@ -125,6 +133,8 @@ class WorkerSettings:
             raise ValueError("--worker-id cannot be empty")
         if self.drain_timeout < 0:
             raise ValueError("--drain-timeout cannot be negative")
+        if self.health_address is not None:
+            parse_http_address(self.health_address, "--health-address")  # raises ValueError naming it
         if self.pool not in POOLS:
             raise ValueError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
         if self.pool == "threads":
@@ -238,6 +248,7 @@ class Worker:
         self._progress = ProgressRelay(self._send_progress)
         self._progress_out: dict[str, worker_pb2.TaskProgress] = {}
         self._progress_sender: asyncio.Task[None] | None = None
+        self._health: HealthServer | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -254,6 +265,16 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         s = self.settings
+        if s.health_address is not None:
+            # First, so a liveness probe is answered while the worker waits for a control plane; a
+            # port in use stops the start (OSError), as for the control plane's listeners.
+            try:
+                self._health = HealthServer(loop, s.health_address, self._health_problem)
+            except OSError as exc:
+                logger.error("cannot serve --health-address %s: %s", s.health_address, exc)
+                return EXIT_LISTEN_FAILED
+            self._health.start()
+            logger.info("health on %s/healthz", self._health.url)
         elsewhere = sorted(t.name for t in self.registry if (t.options.queue or DEFAULT_QUEUE) not in s.queues)
         if elsewhere:
             logger.warning(
@@ -289,7 +310,10 @@ class Worker:
             return self.exit_code
         self.state = WorkerState.RUNNING
         if s.ready_file:
-            write_ready_file(s.ready_file, {"worker_id": s.worker_id})
+            about = {"worker_id": s.worker_id}
+            if self._health is not None:
+                about["health"] = self._health.url
+            write_ready_file(s.ready_file, about)
         for coroutine in (self._pull_loop(), self._heartbeat_loop(), self._follow_restarts()):
             self._spawn(coroutine)
         await self._stop.wait()
@@ -583,12 +607,24 @@ class Worker:
             self._unacked.discard(report.task_id)
 
     async def _heartbeat_loop(self) -> None:
+        """Tell the control plane this worker lives, once per heartbeat interval.
+
+        Work requests renew the lease as well: while they are answered, a heartbeat goes out only
+        every ``QUIET_BEATS`` intervals, with the worker's figures (RSS, counts), which halves what
+        an idle fleet costs the control plane (a held request and a heartbeat per worker and second).
+        """
         link = self._link
         assert link is not None
+        skipped = 0
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             if not self._registered.is_set():
                 continue
+            recent = time.monotonic() - link.last_contact < 2 * self.heartbeat_interval
+            if recent and skipped < QUIET_BEATS - 1:
+                skipped += 1
+                continue
+            skipped = 0
             try:
                 await link.heartbeat(self._beat())
             except NotRegistered:
@@ -684,9 +720,14 @@ class Worker:
         if self._granted and self._occupied() < self.settings.concurrency:
             if not self._registered.is_set() or self._fenced():
                 return
-            for task_id in [task_id for task_id in self._backlog if task_id in self._granted]:
-                if self._occupied() >= self.settings.concurrency:
-                    break
+            free = self.settings.concurrency - self._occupied()
+            starting: list[str] = []
+            for task_id in self._backlog:  # granted ones are the oldest: this stops after a few
+                if task_id in self._granted:
+                    starting.append(task_id)
+                    if len(starting) >= free:
+                        break
+            for task_id in starting:
                 spec, instance = self._backlog.pop(task_id)
                 self._granted.discard(task_id)
                 self._run(spec, instance)
@@ -927,6 +968,10 @@ class Worker:
             len(unfinished) + len(waiting),
         )
 
+    def _health_problem(self) -> str | None:
+        """Why this worker is not healthy (None while it runs): read on the loop by ``/healthz``."""
+        return "the worker has stopped" if self.state is WorkerState.STOPPED else None
+
     async def _close(self) -> None:
         self.state = WorkerState.STOPPED
         self._progress.close()
@@ -937,3 +982,5 @@ class Worker:
             self._link.close()
         if self.settings.ready_file:
             remove_ready_file(self.settings.ready_file)
+        if self._health is not None:
+            await asyncio.to_thread(self._health.close)  # joins the listener's thread

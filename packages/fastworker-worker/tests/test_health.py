@@ -1,0 +1,98 @@
+"""The subworker's /healthz (``--health-address``): what it answers, to whom, and when its loop is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from fastworker.client import _httplisten
+from fastworker.client.task import TaskRegistry
+from fastworker.worker.health import HealthServer
+from fastworker.worker.runtime import Worker, WorkerSettings, WorkerState
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., HealthServer]]:
+    servers: list[HealthServer] = []
+
+    def start(healthy: Callable[[], str | None] = lambda: None, address: str = "127.0.0.1:0") -> HealthServer:
+        server = HealthServer(asyncio.get_running_loop(), address, healthy)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await asyncio.to_thread(server.close)
+
+
+def request(server: HealthServer, path: str, method: str = "GET", host: str | None = None) -> tuple[int, bytes]:
+    """One request (call it from a thread: the loop must stay free to answer)."""
+    connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=10)
+    try:
+        connection.request(method, path, headers={"Host": host} if host is not None else {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+async def fetch(server: HealthServer, path: str, method: str = "GET", host: str | None = None) -> tuple[int, bytes]:
+    return await asyncio.to_thread(request, server, path, method, host)
+
+
+async def test_healthz_answers_ok_while_healthy_and_the_reason_when_not(serve: Callable[..., HealthServer]) -> None:
+    reason: list[str | None] = [None]
+    server = serve(lambda: reason[0])
+    assert await fetch(server, "/healthz") == (200, b"ok\n")
+    reason[0] = "the worker has stopped"
+    assert await fetch(server, "/healthz") == (503, b"the worker has stopped\n")
+
+
+async def test_a_worker_whose_loop_does_not_answer_is_unhealthy_until_it_answers_again(
+    serve: Callable[..., HealthServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httplisten, "LOOP_ANSWER_TIMEOUT", 0.2)
+    server = serve()
+    answer: list[tuple[int, bytes]] = []
+    prober = threading.Thread(target=lambda: answer.append(request(server, "/healthz")))
+    prober.start()
+    time.sleep(1.5)  # blocks the loop, as an async task that never yields would
+    prober.join(10)
+    assert answer == [(503, b"the worker's event loop does not answer\n")]
+    assert await fetch(server, "/healthz") == (200, b"ok\n")
+
+
+async def test_only_get_and_head_of_healthz_are_served_and_a_foreign_host_is_refused(
+    serve: Callable[..., HealthServer],
+) -> None:
+    server = serve()
+    port = server.url.rsplit(":", 1)[1]
+    assert await fetch(server, "/healthz", method="HEAD") == (200, b"")
+    assert (await fetch(server, "/healthz", method="POST"))[0] == 405
+    assert (await fetch(server, "/metrics"))[0] == 404
+    assert (await fetch(server, "/healthz", host="attacker.example"))[0] == 400
+    assert (await fetch(server, "/healthz", host=f"localhost:{port}"))[0] == 200
+
+
+async def test_a_port_in_use_fails_at_once(serve: Callable[..., HealthServer]) -> None:
+    taken = serve()
+    with pytest.raises(OSError):
+        HealthServer(asyncio.get_running_loop(), taken.url.removeprefix("http://"), lambda: None)
+
+
+def test_a_bad_health_address_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="--health-address address 'nowhere'"):
+        WorkerSettings(task_modules=(), health_address="nowhere")
+
+
+async def test_the_worker_reports_unhealthy_once_stopped() -> None:
+    worker = Worker(WorkerSettings(task_modules=()), TaskRegistry())
+    assert worker._health_problem() is None
+    worker.state = WorkerState.STOPPED
+    assert worker._health_problem() == "the worker has stopped"

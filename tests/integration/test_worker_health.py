@@ -1,0 +1,55 @@
+"""A real subworker's ``--health-address``: /healthz from its start until it stops, and a port in use.
+
+Uses the ``start_cp_for_workers`` and ``start_worker`` fixtures of ``test_workers.py`` (conftest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import re
+import signal
+from urllib.parse import urlsplit
+
+import pytest
+
+from fastworker.controlplane.testing import HarnessError
+
+
+def get(url: str) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        connection.request("GET", parts.path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+async def test_a_worker_serves_healthz_while_it_runs_and_releases_the_port_when_it_stops(
+    start_cp_for_workers, start_worker
+):
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "probed", "--health-address", "127.0.0.1:0", concurrency=1)
+    found = re.search(r"health on (http://127\.0\.0\.1:\d+/healthz)", worker.log())
+    assert found, worker.log()
+    url = found.group(1)
+    assert await asyncio.to_thread(get, url) == (200, b"ok\n")
+
+    worker.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.process.wait, 30) == 0
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.to_thread(get, url)
+
+
+async def test_a_health_address_in_use_stops_the_worker_at_start_naming_it(start_cp_for_workers, start_worker):
+    control_plane = start_cp_for_workers()
+    first = start_worker(control_plane, "first", "--health-address", "127.0.0.1:0", concurrency=1)
+    found = re.search(r"health on http://(127\.0\.0\.1:\d+)/healthz", first.log())
+    assert found, first.log()
+    taken = found.group(1)
+    with pytest.raises(HarnessError) as refused:
+        start_worker(control_plane, "second", "--health-address", taken, concurrency=1, ready_timeout=30)
+    assert "daemon exited with 1" in str(refused.value)
+    assert f"cannot serve --health-address {taken}" in str(refused.value)
