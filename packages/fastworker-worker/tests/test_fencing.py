@@ -60,12 +60,12 @@ async def test_a_worker_whose_lease_lapsed_starts_nothing_it_holds_until_the_con
     worker._link = link
     hold(worker, "t1", granted=True)
 
-    worker._start_waiting()
+    worker._start_waiting(claim=False)
     await asyncio.sleep(0.05)
     assert worker.ran == [] and "t1" in worker._backlog  # fenced: held, not started
 
     link.last_contact = time.monotonic()  # an answer came back
-    worker._start_waiting()
+    worker._start_waiting(claim=False)
     await asyncio.sleep(0.05)
     assert worker.ran == ["t1"]
 
@@ -74,12 +74,12 @@ async def test_a_prefetched_task_starts_only_once_granted(worker: Any) -> None:
     worker._link = SilentLink(time.monotonic())
     hold(worker, "t1", granted=False)
 
-    worker._start_waiting()
+    worker._start_waiting(claim=False)
     await asyncio.sleep(0.05)
     assert worker.ran == []
 
     worker._take_grants(["t1"], ["t1"])
-    worker._start_waiting()
+    worker._start_waiting(claim=False)
     await asyncio.sleep(0.05)
     assert worker.ran == ["t1"]
 
@@ -116,6 +116,19 @@ async def test_a_task_the_control_plane_counts_as_prefetched_waits_for_a_grant_e
     assert worker.ran == [] and "next" in worker._backlog and "next" not in worker._granted
 
     worker._take_grants(["next"], ["next"])
-    worker._start_waiting()
+    worker._start_waiting(claim=False)
     await asyncio.sleep(0.05)
     assert worker.ran == ["next"]
+
+
+async def test_a_worker_claims_only_for_its_free_slots_never_ahead(worker: Any) -> None:
+    # A granted task counts as running: granted before a slot could start it, it might start here after
+    # a cut (before the fence) while the control plane, having lost this worker, runs it elsewhere too.
+    worker._link = SilentLink(time.monotonic())
+    worker._run_time = 0.001  # short tasks: the worker prefetches
+    for n in range(3):
+        hold(worker, f"t{n}", granted=False)
+
+    assert worker._claims() == ["t0"]
+    worker._granted.add("t0")  # granted, about to start in the free slot
+    assert worker._claims() == []

@@ -298,15 +298,16 @@ class Dispatcher:
 
         ``claims`` are prefetched tasks the worker asks to start: those it still holds are granted in
         the answer (from then on they count as running), and a request with claims is answered at
-        once. A worker that has news while its request is held sends a new request in its place:
-        the older one is dropped unanswered (the worker's socket no longer reads its answer).
+        once. A newer request (the worker gave up waiting, or registered again) replaces an older
+        one, which is dropped unanswered: the worker's socket no longer reads that answer, and the
+        stop orders and grants it would carry stay for the next one.
         """
         self._drop_pull(worker)
         if claims:
             worker.grants.extend(self.started(worker, claims))
         worker.pull = request
         worker.pull_correlation = correlation_id
-        hold = 0.0 if claims else min(hold, self.heartbeat_interval)
+        hold = 0.0 if claims else max(0.05, min(hold, self.heartbeat_interval))
         worker.pull_timer = self._loop.call_later(hold, self._expire_pull, worker, request)
         self.schedule()
 

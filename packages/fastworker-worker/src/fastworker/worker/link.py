@@ -137,13 +137,11 @@ class ControlPlaneLink:
         outcomes: Sequence[worker_pb2.TaskOutcome] = (),
         held_task_ids: Sequence[str] = (),
         prefetch: int = 0,
-        claims: Sequence[str] = (),
     ) -> worker_pb2.Dispatch:
-        """Report outcomes, claim prefetched tasks and ask for work: returns the control plane's Dispatch.
+        """Report outcomes and ask for work: returns the control plane's Dispatch (``instance_id`` filled in).
 
         ``held_task_ids`` lists every task this worker holds, so the control plane can take back
-        tasks whose dispatch never arrived; the Dispatch's ``granted_task_ids`` are the claims it
-        granted, and its ``instance_id`` is filled in.
+        tasks whose dispatch never arrived.
 
         Raises:
             NotRegistered: the control plane does not know this worker.
@@ -156,7 +154,6 @@ class ControlPlaneLink:
             envelope.work_request.outcomes.extend(outcomes)
             envelope.work_request.held_task_ids.extend(held_task_ids)
             envelope.work_request.prefetch = prefetch
-            envelope.work_request.started_task_ids.extend(claims)
 
         reply = await self._request(build, timeout=REQUEST_TIMEOUT, hold=hold)
         dispatch = reply.dispatch
@@ -172,10 +169,11 @@ class ControlPlaneLink:
         self,
         worker_id: str,
         outcomes: Sequence[worker_pb2.TaskOutcome],
+        claims: Sequence[str] = (),
         *,
         progress: Sequence[worker_pb2.TaskProgress] = (),
-    ) -> None:
-        """Report finished tasks (while draining) and running tasks' progress on a request of their own.
+    ) -> list[str]:
+        """Report finished tasks and running tasks' progress, and claim prefetched tasks to start: returns the claims granted.
 
         Raises:
             NotRegistered: the control plane does not know this worker.
@@ -185,9 +183,13 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.results.worker_id = worker_id
             envelope.results.outcomes.extend(outcomes)
+            envelope.results.started_task_ids.extend(claims)
             envelope.results.progress.extend(progress)
 
-        await self._request(build, timeout=REQUEST_TIMEOUT)
+        reply = await self._request(build, timeout=REQUEST_TIMEOUT)
+        if reply.WhichOneof("body") != "dispatch":
+            return []
+        return list(reply.dispatch.granted_task_ids)
 
     async def heartbeat(self, beat: worker_pb2.Heartbeat) -> None:
         """Tell the control plane this worker lives, with its load.

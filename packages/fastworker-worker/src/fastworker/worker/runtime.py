@@ -56,14 +56,9 @@ logger = logging.getLogger(__name__)
 #: Prefetch only while recent tasks ran shorter than this on average, in seconds: holding long
 #: tasks in a local queue would keep them from an idle worker (Celery's prefetch trap).
 PREFETCH_TASK_TIME = 0.02
-#: Longest an outcome waits to ride on the next work request with others while every slot still has
-#: work, in seconds; a slot left with nothing to start reports at once.
-REPORT_DELAY = 0.002
-#: After a poll answered at once came back empty while short tasks ran, how long the worker waits for
-#: news (an outcome, most likely) before it polls again, this time letting the control plane hold it:
-#: twice the recent run time, within these bounds, in seconds.
-QUIET_BOUNDS = (0.002, 0.02)
-#: While work requests renew the lease, one heartbeat per this many intervals carries the figures.
+#: How long an outcome may wait for the next work request while a refill request is out, in seconds.
+REFILL_REPORT_DELAY = 0.005
+#: While work requests keep the lease fresh, one heartbeat per this many intervals carries the figures.
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
@@ -203,10 +198,13 @@ class Worker:
         self._backlog: dict[str, tuple[task_pb2.TaskSpec, str]] = {}
         #: Prefetched tasks the control plane granted: only these may start (``Results.started_task_ids``).
         self._granted: set[str] = set()
-        #: Prefetched tasks asked for on the work request in flight.
+        #: Prefetched tasks asked for on the claim request in flight, and that request's task.
         self._claiming: set[str] = set()
+        self._claimer: asyncio.Task[None] | None = None
         #: Running tasks the control plane ordered stopped (it repeats an order until the outcome).
         self._stopping: set[str] = set()
+        #: The work request in flight (abandoned when this worker registers again).
+        self._poll: asyncio.Task[worker_pb2.Dispatch] | None = None
         #: Random per process: lets the control plane tell a reconnect of this process from another
         #: process that claims the same worker id.
         self.incarnation = uuid.uuid4().hex
@@ -218,23 +216,14 @@ class Worker:
         #: starts high, so a worker prefetches only once its tasks have proven short.
         self._run_time = 1.0
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
-        #: Monotonic time the oldest unsent outcome was queued (``REPORT_DELAY`` counts from it).
-        self._results_since = 0.0
         #: Tasks finished here whose results the control plane has not acknowledged yet.
         self._unacked: set[str] = set()
         #: Async tasks this worker cancelled because the control plane asked (reported, not handed back).
         self._cancelled: set[str] = set()
         self._flush_scheduled = False
-        #: The work request in flight, and whether it is a poll the control plane may hold (it then
-        #: carries no news, so a request with news may take its place).
-        self._poll: asyncio.Task[worker_pb2.Dispatch] | None = None
-        self._poll_holds = False
-        #: No poll without news before this monotonic time (a poll just came back empty), and
-        #: whether the next one may be held (it waited its quiet time).
-        self._quiet_until = 0.0
-        self._polled_empty = False
-        self._wake_timer: asyncio.TimerHandle | None = None
-        #: Set whenever the pull loop may have something new to ask or say (and when a slot frees).
+        self._pulling = False
+        #: The work request out is a refill (the prefetch queue still feeds the slots), not a starving one.
+        self._refilling = False
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._registered = asyncio.Event()
@@ -267,7 +256,7 @@ class Worker:
         s = self.settings
         if s.health_address is not None:
             # First, so a liveness probe is answered while the worker waits for a control plane; a
-            # port in use stops the start (OSError), as for the control plane's listeners.
+            # port in use stops the start, as for the control plane's listeners.
             try:
                 self._health = HealthServer(loop, s.health_address, self._health_problem)
             except OSError as exc:
@@ -393,9 +382,10 @@ class Worker:
         while not self._stop.is_set():
             if await self._register():
                 self._start_waiting()
-                # The work request in flight went to the instance before (its answer may never come):
-                # ask the one that accepted us at once.
-                self._repoll()
+                if self._poll is not None:
+                    # The work request in flight went to the instance before, whose answer may never
+                    # come: the pull loop asks the one that accepted us at once.
+                    self._poll.cancel()
                 self._slot_free.set()
                 return
             await asyncio.sleep(0.5)
@@ -426,39 +416,42 @@ class Worker:
     # ----------------------------------------------------------------------------------------- loops
 
     async def _pull_loop(self) -> None:
-        """Ask for work and report outcomes and claims, one request at a time, on the link's fast lane.
-
-        ``_plan`` says when: at once when a slot would be left with nothing to start, else once
-        half the prefetch room is free or an outcome waited ``REPORT_DELAY``, so each request
-        carries several outcomes and each answer several tasks.
-        """
         link = self._link
         assert link is not None
         while self.state is WorkerState.RUNNING:
-            await self._registered.wait()
-            plan = self._plan()
-            if plan is None:
+            prefetch = self._prefetch()
+            occupied = self._occupied()
+            room = self.settings.concurrency + prefetch - occupied - len(self._backlog)
+            starving = not self._backlog and occupied < self.settings.concurrency
+            # With a prefetch queue that still feeds the slots, ask again only once half of it is
+            # free: each round trip then carries several outcomes and several tasks.
+            if room <= 0 or (not starving and room < max(1, prefetch // 2)):
+                if room <= 0 and self._results and not self._flush_scheduled:
+                    # No work request will carry them (threads stuck past a hard limit hold the slots).
+                    self._flush_scheduled = True
+                    self._spawn(self._flush_results())
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            hold, claims, _ = plan
-            room = self.settings.concurrency + self._prefetch() - self._occupied() - len(self._backlog)
+            await self._registered.wait()
             current = link.instance_id
+            # Results waiting to be reported ride along: one message frees the slot and asks for more.
             outcomes = self._take_results(current)
             held = [*self._running, *self._backlog, *self._unacked]
-            self._claiming.update(claims)
+            self._pulling = True
+            self._refilling = not starving
             call = asyncio.ensure_future(
-                link.pull(self.settings.worker_id, hold, outcomes, held, self._prefetch(), claims)
+                link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes, held, prefetch)
             )
-            self._poll, self._poll_holds = call, hold > 0 and not outcomes and not claims
+            self._poll = call
             try:
                 dispatch = await call
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if not call.cancelled() or me is None or me.cancelling():
                     raise
-                # Replaced (``_repoll``): a held poll carries no outcomes; any other's are sent again
-                # (the control plane applies an outcome once and ignores a copy).
+                # Abandoned after registering again: its outcomes go again (the control plane applies
+                # an outcome once and ignores a copy).
                 self._give_back(current, outcomes)
                 continue
             except NotRegistered:
@@ -472,104 +465,57 @@ class Worker:
                 await asyncio.sleep(0.2)
                 continue
             finally:
+                self._pulling = False
                 self._poll = None
-                self._claiming.difference_update(claims)
             self._acknowledged(outcomes)
-            if claims:
-                self._take_grants(claims, dispatch.granted_task_ids)
+            self._start_waiting()
             prefetched = set(dispatch.prefetched_task_ids)
             for spec in dispatch.tasks:
                 self._start(spec, dispatch.instance_id, prefetched=spec.task_id in prefetched)
-            self._start_waiting()
-            if len(dispatch.tasks) < room:
-                # The control plane ran dry: while short tasks run here, wait for their news a while
-                # (the next request carries it) rather than poll again at once; then poll with a hold.
-                low, high = QUIET_BOUNDS
-                self._quiet_until = time.monotonic() + min(high, max(low, 2 * self._run_time))
-                self._polled_empty = True
-            else:
-                self._quiet_until, self._polled_empty = 0.0, False
-
-    def _plan(self) -> tuple[float, list[str], bool] | None:
-        """The next work request as (hold, claims, has news), or None if it is not time for one yet.
-
-        Arms a wake-up for when one falls due. The control plane may hold a request while nothing
-        runs here (nothing to report can come meanwhile), or while tasks run long if it carries no
-        news (news that comes meanwhile replaces it, ``_wake``). While short tasks run, a poll is
-        answered at once, and after the control plane ran dry the next one waits a quiet time for
-        news to ride along.
-        """
-        s = self.settings
-        occupied = self._occupied()
-        # A slot will be left with nothing to start: say everything now.
-        starving = occupied + len(self._granted) < s.concurrency
-        prefetch = self._prefetch()
-        room = s.concurrency + prefetch - occupied - len(self._backlog)
-        claims = self._claims()
-        now = time.monotonic()
-        wake_at = float("inf")
-        results_due = False
-        if self._results:
-            due_at = self._results_since + REPORT_DELAY
-            results_due = starving or now >= due_at
-            wake_at = due_at
-        wants_work = room > 0 and (starving or room >= max(1, prefetch // 2))
-        if results_due or (claims and (starving or wants_work)):
-            # Held only once this worker is idle (no more news can come meanwhile), else answered at
-            # once: the control plane then has its next request the moment it has reported.
-            idle = occupied == 0 and not self._backlog
-            return (self.heartbeat_interval if idle else 0.0), claims, True
-        if wants_work:
-            if occupied == 0 or self._run_time >= PREFETCH_TASK_TIME:
-                return self.heartbeat_interval, [], False  # nothing to report can come soon: hold it
-            if now >= self._quiet_until:
-                return (self.heartbeat_interval if self._polled_empty else 0.0), [], False
-            wake_at = min(wake_at, self._quiet_until)
-        if wake_at != float("inf"):
-            self._arm_wake(wake_at)
-        return None
-
-    def _arm_wake(self, at: float) -> None:
-        """Wake the pull loop at monotonic time ``at`` (the earliest asked for wins)."""
-        timer = self._wake_timer
-        loop = asyncio.get_running_loop()
-        when = loop.time() + max(0.0, at - time.monotonic())
-        if timer is not None:
-            if timer.when() <= when and not timer.cancelled():
-                return
-            timer.cancel()
-        self._wake_timer = loop.call_at(when, self._woken)
-
-    def _woken(self) -> None:
-        self._wake_timer = None
-        self._wake()  # outcomes falling due may replace a held poll
-
-    def _wake(self) -> None:
-        """Something changed: wake the pull loop, and let a request with news replace a held poll."""
-        self._slot_free.set()
-        if self._poll is not None and self._poll_holds and self.state is WorkerState.RUNNING:
-            plan = self._plan()
-            if plan is not None and plan[2]:
-                self._repoll()
-
-    def _repoll(self) -> None:
-        """Abandon the work request in flight: the pull loop sends a new one at once."""
-        if self._poll is not None:
-            self._poll_holds = False
-            self._poll.cancel()
+            if prefetched:
+                self._start_waiting()  # claims them at once if a slot of ours is free already
 
     def _claims(self) -> list[str]:
-        """Prefetched tasks to ask to start: the oldest not granted or asked for yet.
-
-        One per free slot, and one more per slot while tasks are short (granted ahead: a slot that
-        frees starts its next task at once, with no round trip).
-        """
-        s = self.settings
-        ahead = s.concurrency if self._run_time < PREFETCH_TASK_TIME else 0
-        free = s.concurrency + ahead - self._occupied() - len(self._granted) - len(self._claiming)
-        if free <= 0 or len(self._backlog) <= len(self._granted):
+        """Prefetched tasks to ask to start: the oldest not granted or asked for yet, one per free slot."""
+        free = self.settings.concurrency - self._occupied() - len(self._granted) - len(self._claiming)
+        if free <= 0:
             return []
         return [t for t in self._backlog if t not in self._granted and t not in self._claiming][:free]
+
+    async def _claim(self) -> None:
+        """Ask to start prefetched tasks for the free slots, with the outcomes waiting to be reported.
+
+        A prefetched task starts only once the control plane granted it, so that a task it may hand
+        to another worker (after this one's link was cut) is never started here too. Claims go on
+        their own request, answered at once, never behind a held work request.
+        """
+        link = self._link
+        assert link is not None
+        try:
+            while self.state is WorkerState.RUNNING and (claims := self._claims()):
+                await self._registered.wait()
+                current = link.instance_id
+                outcomes = self._take_results(current)
+                self._claiming.update(claims)
+                try:
+                    granted = await link.send_results(self.settings.worker_id, outcomes, claims)
+                except NotRegistered:
+                    self._give_back(current, outcomes)
+                    self._lost_registration("the control plane does not know this worker")
+                    return
+                except FastworkerError as exc:
+                    if not isinstance(exc, ControlPlaneUnavailable):
+                        logger.warning("claim failed (asking again): %s", exc)
+                    self._give_back(current, outcomes)
+                    await asyncio.sleep(0.2)
+                    continue
+                finally:
+                    self._claiming.difference_update(claims)
+                self._acknowledged(outcomes)
+                self._take_grants(claims, granted)
+                self._start_waiting(claim=False)
+        finally:
+            self._claimer = None
 
     def _take_grants(self, claims: Sequence[str], granted: Sequence[str]) -> None:
         """Record which claims the control plane granted; a claim it refused was taken back: dropped."""
@@ -609,9 +555,11 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         """Tell the control plane this worker lives, once per heartbeat interval.
 
-        Work requests renew the lease as well: while they are answered, a heartbeat goes out only
-        every ``QUIET_BEATS`` intervals, with the worker's figures (RSS, counts), which halves what
-        an idle fleet costs the control plane (a held request and a heartbeat per worker and second).
+        Work requests renew the lease as well: while they are answered often enough that the lease
+        stays fresh until the next check, a heartbeat goes out only every ``QUIET_BEATS`` intervals,
+        with the worker's figures (RSS, counts). That nearly halves what an idle fleet costs the
+        control plane (a held request and a heartbeat per worker and second); with a heartbeat
+        timeout of about three intervals or less, every beat goes out, as before.
         """
         link = self._link
         assert link is not None
@@ -620,8 +568,10 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             if not self._registered.is_set():
                 continue
-            recent = time.monotonic() - link.last_contact < 2 * self.heartbeat_interval
-            if recent and skipped < QUIET_BEATS - 1:
+            # Skipped only if, checked again one interval from now, this worker would still be short of
+            # its fence (and so the control plane well short of its timeout), whatever the two settings.
+            age = time.monotonic() - link.last_contact
+            if age + self.heartbeat_interval < fence_after(self.heartbeat_timeout) and skipped < QUIET_BEATS - 1:
                 skipped += 1
                 continue
             skipped = 0
@@ -633,7 +583,6 @@ class Worker:
                 logger.debug("heartbeat failed: %s", exc)
             else:
                 self._start_waiting()  # an answer lifts the fence, if it was up
-                self._slot_free.set()
 
     def _beat(self) -> worker_pb2.Heartbeat:
         return worker_pb2.Heartbeat(
@@ -715,22 +664,22 @@ class Worker:
         running.runner = asyncio.get_running_loop().create_task(self._execute(running))
         self._running[spec.task_id] = running
 
-    def _start_waiting(self) -> None:
-        """Fill free slots with granted prefetched tasks, oldest first, while this worker's lease holds."""
+    def _start_waiting(self, *, claim: bool = True) -> None:
+        """Fill free slots with granted prefetched tasks, oldest first, while this worker's lease holds.
+
+        Claims more for the slots still free (``claim``).
+        """
         if self._granted and self._occupied() < self.settings.concurrency:
             if not self._registered.is_set() or self._fenced():
                 return
-            free = self.settings.concurrency - self._occupied()
-            starting: list[str] = []
-            for task_id in self._backlog:  # granted ones are the oldest: this stops after a few
-                if task_id in self._granted:
-                    starting.append(task_id)
-                    if len(starting) >= free:
-                        break
-            for task_id in starting:
+            for task_id in [task_id for task_id in self._backlog if task_id in self._granted]:
+                if self._occupied() >= self.settings.concurrency:
+                    break
                 spec, instance = self._backlog.pop(task_id)
                 self._granted.discard(task_id)
                 self._run(spec, instance)
+        if claim and self._claimer is None and self._claims():
+            self._claimer = self._spawn(self._claim())
 
     async def _execute(self, running: _Running) -> None:
         spec, instance = running.spec, running.instance
@@ -793,15 +742,17 @@ class Worker:
                     report.state = task_pb2.TASK_STATE_CANCELLED
         if outcome.progress is not None:
             report.progress.CopyFrom(outcome.progress.to_wire())
-        if not self._results:
-            self._results_since = time.monotonic()
         self._results.append((instance, report))
         self._unacked.add(spec.task_id)
-        if self.state is WorkerState.RUNNING:
-            self._wake()  # the pull loop carries it
-        elif self.state is WorkerState.DRAINING and not self._flush_scheduled:
-            self._flush_scheduled = True  # the pull loop has stopped: report on a request of its own
-            self._spawn(self._flush_results())
+        # With a work request out, report at once; else the pull loop is about to carry it.
+        if self._pulling and not self._flush_scheduled:
+            self._flush_scheduled = True
+            if self._refilling:
+                # A refill is usually answered at once, and the next request carries this outcome:
+                # report separately only if it is held (the control plane ran out of work).
+                asyncio.get_running_loop().call_later(REFILL_REPORT_DELAY, self._spawn_flush)
+            else:
+                self._spawn(self._flush_results())
 
     async def _outcome(self, spec: task_pb2.TaskSpec, running: _Running) -> Outcome:
         task = self.registry.get(spec.name)
@@ -850,6 +801,9 @@ class Worker:
             self.settings.worker_id,
             spec.headers.get("traceparent") if spec.headers else None,
         )
+
+    def _spawn_flush(self) -> None:
+        self._spawn(self._flush_results())
 
     def _send_progress(self, batch: list[Reported]) -> None:
         """Queue running tasks' latest progress for the control plane (one message at a time, latest wins)."""

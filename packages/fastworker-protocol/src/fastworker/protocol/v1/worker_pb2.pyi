@@ -204,11 +204,7 @@ class WorkRequest(_message.Message):
     worker_id: _builtins.str
     """The worker id."""
     hold: _builtins.float
-    """Longest the control plane may hold the request, in seconds, when it has nothing to send (one
-    that carries claims is answered at once). A worker asks for a hold only while nothing runs there
-    (no news can come before the answer) or on a request without outcomes; news for a held request
-    goes on a new request in its place (nng abandons the old one; the control plane drops it).
-    """
+    """Longest the control plane may hold the request, in seconds."""
     prefetch: _builtins.int
     """Tasks the worker will take beyond its capacity right now, to queue locally until a slot frees
     (prefetch: several tasks per round trip while its tasks are short; 0 while they are long).
@@ -216,7 +212,7 @@ class WorkRequest(_message.Message):
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskOutcome]:
         """Outcomes that finished since the last report, processed before any dispatch (one message for
-        "these slots are free again, here are their results, send the next tasks").
+        "this slot is free again, here is its result, send the next task").
         """
 
     @_builtins.property
@@ -230,9 +226,7 @@ class WorkRequest(_message.Message):
     def started_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Prefetched tasks the worker asks to start (claims). A prefetched task is started only once the
         control plane granted it (Dispatch.granted_task_ids): from then on it counts as running, so a task
-        still held when the link is cut is never run both by the cut-off worker and by another one. A
-        worker claims up to one task per slot ahead of its free slots, so a slot that frees starts its
-        next task at once, with no round trip.
+        still held when the link is cut is never run both by the cut-off worker and by another one.
         """
 
     def __init__(
