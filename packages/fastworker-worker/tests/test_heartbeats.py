@@ -28,11 +28,13 @@ class CountingLink:
         self.beats += 1
 
 
-async def beats_in(link: CountingLink, *, interval: float, timeout: float, checks: int) -> int:
+async def beats_in(link: CountingLink, *, interval: float, timeout: float, checks: int, polling: bool = True) -> int:
+    """Heartbeats sent over ``checks`` intervals; ``polling``: a work request is out all along."""
     worker = Worker(WorkerSettings(task_modules=()), TaskRegistry())
     worker.heartbeat_interval, worker.heartbeat_timeout = interval, timeout
     worker._link = link  # type: ignore[assignment]
     worker._registered.set()
+    worker._pulling = polling
     loop = asyncio.create_task(worker._heartbeat_loop())
     await asyncio.sleep(interval * (checks + 0.5))
     loop.cancel()
@@ -53,4 +55,11 @@ async def test_a_short_heartbeat_timeout_gets_a_heartbeat_at_every_check_even_wi
     # interval 0.05, timeout 0.15: the fence falls 0.075 s after the send, before the next check could
     # come for a request sent an interval ago
     beats = await beats_in(CountingLink(age=0.05), interval=0.05, timeout=0.15, checks=10)
+    assert beats >= 8
+
+
+async def test_a_worker_with_no_work_request_out_heartbeats_at_every_check() -> None:
+    # All its room used (running and prefetched): stop and drain orders reach it only on a heartbeat's
+    # answer, so none is skipped however fresh its lease.
+    beats = await beats_in(CountingLink(age=0.05), interval=0.05, timeout=5.0, checks=10, polling=False)
     assert beats >= 8

@@ -555,11 +555,12 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         """Tell the control plane this worker lives, once per heartbeat interval.
 
-        Work requests renew the lease as well: while they are answered often enough that the lease
-        stays fresh until the next check, a heartbeat goes out only every ``QUIET_BEATS`` intervals,
-        with the worker's figures (RSS, counts). That nearly halves what an idle fleet costs the
-        control plane (a held request and a heartbeat per worker and second); with a heartbeat
-        timeout of about three intervals or less, every beat goes out, as before.
+        Work requests renew the lease as well: while one is out (orders reach the worker on its
+        answer at once) and they are answered often enough that the lease stays fresh until the next
+        check, a heartbeat goes out only every ``QUIET_BEATS`` intervals,
+        with the worker's figures (RSS, counts): an idle worker sends 1.2 requests a second instead
+        of 2 (a held work request and a heartbeat), about a quarter less control-plane CPU for an
+        idle fleet. With a heartbeat timeout of about three intervals or less every beat goes out.
         """
         link = self._link
         assert link is not None
@@ -568,10 +569,13 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             if not self._registered.is_set():
                 continue
-            # Skipped only if, checked again one interval from now, this worker would still be short of
-            # its fence (and so the control plane well short of its timeout), whatever the two settings.
+            # Skipped only while a work request is out (the control plane answers it at once with any
+            # stop or drain order) and if, checked again one interval from now, this worker would still
+            # be short of its fence (so the control plane well short of its timeout), whatever the
+            # two settings.
             age = time.monotonic() - link.last_contact
-            if age + self.heartbeat_interval < fence_after(self.heartbeat_timeout) and skipped < QUIET_BEATS - 1:
+            fresh = age + self.heartbeat_interval < fence_after(self.heartbeat_timeout)
+            if self._pulling and fresh and skipped < QUIET_BEATS - 1:
                 skipped += 1
                 continue
             skipped = 0
