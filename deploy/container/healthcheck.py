@@ -32,11 +32,11 @@ def main() -> int:
     except (OSError, ValueError) as exc:
         print(f"not ready: {path}: {exc}")
         return 1
-    metrics = (ready.get("metrics") or ready.get("health")) if isinstance(ready, dict) else None
-    if not isinstance(metrics, str) or not metrics:
+    listener = (ready.get("metrics") or ready.get("health")) if isinstance(ready, dict) else None
+    if not isinstance(listener, str) or not listener:
         return 0  # a worker without --health-address (registered), or a control plane with --no-metrics
     # A wildcard bind is reached on loopback; the listener answers any Host when bound beyond it.
-    url = metrics.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/healthz"
+    url = listener.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:") + "/healthz"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP(S)_PROXY
     try:
         with opener.open(url, timeout=TIMEOUT) as answer:

@@ -441,14 +441,14 @@ class Dispatcher:
         with coordinator.lock:
             ready: list[WorkerRecord] = []
             names: dict[str, frozenset[str]] = {}
-            fleet_changed = True  # the workers with room, and what they run, are worked out again
+            refresh_ready = True  # the workers with room, and what they run, are worked out (again)
             while True:
-                if fleet_changed:
+                if refresh_ready:
                     ready = [w for w in self.fleet if w.accepting and w.room > 0]
                     if not ready:
                         break
                     names = _names_by_queue(ready)
-                    fleet_changed = False
+                    refresh_ready = False
                 gates = coordinator.queue.gates
                 if gates:  # a limited task starts at once or not at all: only into a free slot, never prefetched
                     free = _names_by_queue([w for w in ready if w.free > 0])
@@ -487,7 +487,7 @@ class Dispatcher:
                 if coordinator.journal is not None:
                     coordinator.journal.running(record, coordinator.policy_for(record).retries)
                 assigned.setdefault(worker.worker_id, []).append(record)
-                fleet_changed = worker.room <= 0
+                refresh_ready = worker.room <= 0  # it filled: leave it out of the next pick
             self._rebalance(now, assigned)
             self._arm_gate_timer()
         for record in expired:
