@@ -151,6 +151,28 @@ async def test_prefetched_tasks_are_granted_only_while_still_leased_and_a_claim_
     assert not records[1].held and records[1].started_at > 0  # RUNNING for clients from the grant
 
 
+async def test_a_claim_crossing_a_cancel_is_refused_and_the_task_ends_cancelled_unstarted(dispatch_rig: Any) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
+    records = [rig.submit("job", n) for n in range(3)]
+    first = rig.pull("w1", prefetch=2)
+    await settle()
+    _, held_a, held_b = first.tasks
+    # A client cancels task a while it waits in w1's prefetch queue; w1's claim for it is on its way
+    cancelled, _ = rig.coordinator.cancel(held_a.task_id)
+    assert cancelled and records[1].state == RUNNING and records[1].held  # the stop order is not read yet
+
+    claim = rig.pull("w1", claims=[held_a.task_id, held_b.task_id])
+    await until(lambda: claim.answered)
+
+    assert list(claim.envelope.dispatch.granted_task_ids) == [held_b.task_id]
+    assert records[1].state == CANCELLED and records[1].started_at == 0.0
+    assert records[1].error.type == "TaskCancelled"
+    worker = rig.fleet.get("w1")
+    assert held_a.task_id not in worker.leases and held_a.task_id not in rig.dispatcher.take_cancels(worker)
+    assert records[2].state == RUNNING and not records[2].held
+
+
 async def test_an_outcome_for_a_task_taken_back_is_ignored_and_counted(dispatch_rig: Any) -> None:
     rig = dispatch_rig()
     rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a")

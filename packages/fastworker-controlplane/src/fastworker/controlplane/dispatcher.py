@@ -319,12 +319,16 @@ class Dispatcher:
                 return False
             # Prefetched by a worker since lost, waiting for its fence: never started, and never will
             # be there (it cannot be granted any more), so it ends here.
-            self.coordinator.end(record, CANCELLED, "TaskCancelled", "cancelled by request before it started")
+            self._end_unstarted(record)
             return True
         worker.cancels.add(record.task_id)
         if worker.pull is not None:
             self._answer(worker, [])  # deliver the order now rather than at the next heartbeat
         return True
+
+    def _end_unstarted(self, record: TaskRecord) -> None:
+        """End a prefetched task cancelled before any worker started it."""
+        self.coordinator.end(record, CANCELLED, "TaskCancelled", "cancelled by request before it started")
 
     def take_cancels(self, worker: WorkerRecord) -> list[str]:
         """The stop orders for a worker that are still relevant (its leases).
@@ -556,7 +560,8 @@ class Dispatcher:
         """Prefetched tasks the worker starts (or asks to start): RUNNING from now on, for clients too.
 
         Returns the ids granted: those still leased to this worker. A task taken back meanwhile is
-        not granted, so the worker drops it instead of running it a second time. Nor is a claim ahead
+        not granted, so the worker drops it instead of running it a second time; nor is one cancelled
+        meanwhile, which ends CANCELLED without having started. Nor is a claim ahead
         of a free slot (the worker queues granted tasks behind running ones) while another worker has
         a free slot for the task: that worker gets it instead (``_rebalance``).
         """
@@ -571,6 +576,15 @@ class Dispatcher:
             if record is None:
                 continue
             if record.held:
+                if task_id in worker.cancels:
+                    # Cancelled while the claim was on its way: it never started, so it ends here and the
+                    # worker, refused, drops it (the stop order alone would come after a grant: too late).
+                    with self.coordinator.lock:
+                        del worker.leases[task_id]
+                    worker.cancels.discard(task_id)
+                    self._end_unstarted(record)
+                    self.schedule()
+                    continue
                 if running < 0:
                     running = sum(1 for r in worker.leases.values() if not r.held)
                     idle = [w for w in self.fleet if w is not worker and w.accepting and w.free > 0]
