@@ -133,6 +133,29 @@ async def test_sequential_requests_on_an_idle_channel_each_get_their_reply(
     assert len(server.received) == 200
 
 
+async def test_a_request_sent_aside_leaves_the_cheap_lane_to_the_requests_sent_meanwhile(
+    servers: Callable[..., PlainServer], channels: Callable[[str], RequestChannel]
+) -> None:
+    # Given a server that holds one kind of request (a long poll) and answers the others
+    server = servers(lambda data: None if data == b"held" else echo(data))
+    channel = channels(server.url)
+
+    # When a held request goes aside, then short requests follow while it is out
+    held = asyncio.ensure_future(channel.request(b"held", timeout=1.0, aside=True))
+    await asyncio.sleep(0.05)
+    assert channel._fast_waiter is None  # on a context: the socket's own lane is still free
+
+    short = asyncio.ensure_future(channel.request(b"short-1", timeout=BOUND))
+    await asyncio.sleep(0)
+    assert channel._fast_waiter is not None  # the first short request took the cheap lane
+    assert await short == b"echo:short-1"
+    assert await channel.request(b"short-2", timeout=BOUND) == b"echo:short-2"
+
+    # Then the held one is still out, on its own context, until its timeout
+    with pytest.raises(TimeoutError):
+        await held
+
+
 async def test_a_request_to_an_address_without_a_server_times_out(
     channels: Callable[[str], RequestChannel],
 ) -> None:

@@ -16,7 +16,8 @@ from fastworker.client.task import TaskRegistry, task
 from fastworker.protocol.lease import fence_after
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import task_pb2
-from fastworker.worker.runtime import Worker, WorkerSettings
+from fastworker.worker import runtime
+from fastworker.worker.runtime import Worker, WorkerSettings, WorkerState
 
 HEARTBEAT_TIMEOUT = 5.0
 
@@ -44,6 +45,31 @@ def worker() -> Worker:
     worker._registered.set()
     worker.ran = ran  # type: ignore[attr-defined]
     return worker
+
+
+class ClaimingLink(SilentLink):
+    """Answers claims at once, granting them all, and records each claim request's task ids."""
+
+    def __init__(self) -> None:
+        super().__init__(time.monotonic())
+        self.instance_id = "instance"
+        self.claims: list[list[str]] = []
+
+    async def send_results(self, worker_id: str, outcomes: Any, claims: Any = (), **_: Any) -> list[str]:
+        self.claims.append(list(claims))
+        return list(claims)
+
+
+def busy_worker(concurrency: int, busy: int) -> tuple[Worker, ClaimingLink]:
+    """A running worker with ``busy`` of its slots taken by tasks that never end, and a ClaimingLink."""
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=concurrency), TaskRegistry())
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+    worker._link = link = ClaimingLink()
+    for n in range(busy):
+        worker._running[f"busy{n}"] = object()  # type: ignore[assignment]
+    return worker, link
 
 
 def hold(worker: Worker, task_id: str, *, granted: bool) -> None:
@@ -132,3 +158,32 @@ async def test_a_worker_claims_only_for_its_free_slots_never_ahead(worker: Any) 
     assert worker._claims() == ["t0"]
     worker._granted.add("t0")  # granted, about to start in the free slot
     assert worker._claims() == []
+
+
+async def test_a_claim_waits_briefly_for_more_slots_while_most_are_busy_then_claims_them_in_one_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "CLAIM_GATHER", 0.2)
+    worker, link = busy_worker(concurrency=4, busy=3)
+    for n in range(3):
+        hold(worker, f"p{n}", granted=False)
+
+    claimer = asyncio.ensure_future(worker._claim())
+    await asyncio.sleep(0.05)
+    assert link.claims == []  # three of four slots busy: more free any moment, so it waits
+    del worker._running["busy0"]  # another slot frees meanwhile
+
+    async with asyncio.timeout(5):
+        await claimer
+    assert link.claims == [["p0", "p1"]]  # one request for both free slots, never ahead of them
+
+
+async def test_a_claim_goes_at_once_when_half_the_slots_or_more_are_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "CLAIM_GATHER", 30.0)  # a wait would outlast the test's bound
+    worker, link = busy_worker(concurrency=4, busy=2)
+    for n in range(3):
+        hold(worker, f"p{n}", granted=False)
+
+    async with asyncio.timeout(5):
+        await worker._claim()
+    assert link.claims == [["p0", "p1"]]

@@ -127,6 +127,7 @@ class Requester:
         *,
         timeout: float,
         hold: float = 0.0,
+        aside: bool = False,
         task_id: str = "",
         task_name: str = "",
     ) -> Envelope:
@@ -136,6 +137,8 @@ class Requester:
             build: Fills the body of a new envelope, or is the envelope to send.
             timeout: Seconds for the whole exchange, retries included, beyond ``hold``.
             hold: Seconds the control plane may hold the request before replying (long polls).
+            aside: Leave the channel's cheap lane to the requests sent while this one is out
+                (``RequestChannel.request``).
             task_id: Names the task in a TaskNotFound error.
             task_name: Names the task in an UnknownTask error.
 
@@ -161,7 +164,7 @@ class Requester:
             addressed_to = self.instance()
             sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
             try:
-                data = await self.channel.request(sealed, min(attempt_timeout, remaining))
+                data = await self.channel.request(sealed, min(attempt_timeout, remaining), aside=aside)
             except TimeoutError:
                 continue
             except TransportClosed:

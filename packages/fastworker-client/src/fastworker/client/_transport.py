@@ -44,6 +44,11 @@ class RequestChannel:
     The first request in flight uses the socket's default context, watched with ``add_reader``;
     concurrent ones each use their own pynng context. The socket never resends on its own
     (``resend_time=-1``); callers retry with the same idempotency key.
+
+    The default context is the cheap lane (the loop reads the socket itself; a context's reply
+    comes through one of nng's threads). A request sent ``aside`` goes on a context even when the
+    cheap lane is free, keeping it for the requests sent meanwhile: a busy subworker's held work
+    request leaves it to its outcomes and claims, many per work request.
     """
 
     def __init__(
@@ -106,8 +111,8 @@ class RequestChannel:
         if waiter is not None and not waiter.done():
             waiter.set_result(data)
 
-    async def request(self, data: bytes, timeout: float) -> bytes:
-        """Send one request and return its reply.
+    async def request(self, data: bytes, timeout: float, *, aside: bool = False) -> bytes:
+        """Send one request and return its reply (``aside``: on a context, leaving the cheap lane free).
 
         Raises:
             TimeoutError: no reply within timeout (the request may or may not have been processed).
@@ -115,7 +120,7 @@ class RequestChannel:
         """
         if self._closed:
             raise TransportClosed("request channel is closed")
-        if self._fast_waiter is None:
+        if self._fast_waiter is None and not aside:
             # The socket's default context, sent with a callback-free aio (see _nng.send_on_socket).
             waiter: asyncio.Future[bytes] = self._loop.create_future()
             self._fast_waiter = waiter

@@ -90,10 +90,12 @@ class ControlPlaneLink:
         if self._registered_instance and announcement.instance_id != self._registered_instance:
             self.instance_changed.set()
 
-    async def _request(self, build: Callable[[Envelope], None], *, timeout: float, hold: float = 0.0) -> Envelope:
+    async def _request(
+        self, build: Callable[[Envelope], None], *, timeout: float, hold: float = 0.0, aside: bool = False
+    ) -> Envelope:
         """One exchange with the control plane; an answer renews this worker's lease (``last_contact``)."""
         sent = time.monotonic()
-        reply = await self._requester.request(build, timeout=timeout, hold=hold)
+        reply = await self._requester.request(build, timeout=timeout, hold=hold, aside=aside)
         self.last_contact = max(self.last_contact, sent)
         return reply
 
@@ -137,11 +139,15 @@ class ControlPlaneLink:
         outcomes: Sequence[worker_pb2.TaskOutcome] = (),
         held_task_ids: Sequence[str] = (),
         prefetch: int = 0,
+        *,
+        busy: bool = False,
     ) -> worker_pb2.Dispatch:
         """Report outcomes and ask for work: returns the control plane's Dispatch (``instance_id`` filled in).
 
         ``held_task_ids`` lists every task this worker holds, so the control plane can take back
-        tasks whose dispatch never arrived.
+        tasks whose dispatch never arrived. A ``busy`` worker (it will report outcomes and claim
+        tasks while this request is held) sends it aside, leaving the cheap lane to those; an idle
+        one keeps the cheap lane for it, since its answer starts the next task.
 
         Raises:
             NotRegistered: the control plane does not know this worker.
@@ -155,7 +161,7 @@ class ControlPlaneLink:
             envelope.work_request.held_task_ids.extend(held_task_ids)
             envelope.work_request.prefetch = prefetch
 
-        reply = await self._request(build, timeout=REQUEST_TIMEOUT, hold=hold)
+        reply = await self._request(build, timeout=REQUEST_TIMEOUT, hold=hold, aside=busy)
         dispatch = reply.dispatch
         if dispatch.cancel_task_ids:
             self.on_cancel(list(dispatch.cancel_task_ids))

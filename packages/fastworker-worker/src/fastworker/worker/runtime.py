@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 PREFETCH_TASK_TIME = 0.02
 #: How long an outcome may wait for the next work request while a refill request is out, in seconds.
 REFILL_REPORT_DELAY = 0.005
+#: Seconds a claim waits for more slots to free while at least half of them are still busy.
+CLAIM_GATHER = 0.001
 #: While work requests keep the lease fresh, one heartbeat per this many intervals carries the figures.
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
@@ -441,7 +443,14 @@ class Worker:
             self._pulling = True
             self._refilling = not starving
             call = asyncio.ensure_future(
-                link.pull(self.settings.worker_id, self.heartbeat_interval, outcomes, held, prefetch)
+                link.pull(
+                    self.settings.worker_id,
+                    self.heartbeat_interval,
+                    outcomes,
+                    held,
+                    prefetch,
+                    busy=bool(self._running or self._backlog),
+                )
             )
             self._poll = call
             try:
@@ -491,8 +500,16 @@ class Worker:
         """
         link = self._link
         assert link is not None
+        gathered = False
         try:
             while self.state is WorkerState.RUNNING and (claims := self._claims()):
+                if not gathered and self._running and self._occupied() > self.settings.concurrency // 2:
+                    # More of our slots free any moment: gather them into one claim (fewer, larger
+                    # round trips). With half the slots free, or none busy, claim at once.
+                    gathered = True
+                    await asyncio.sleep(CLAIM_GATHER)
+                    continue
+                gathered = False
                 await self._registered.wait()
                 current = link.instance_id
                 outcomes = self._take_results(current)
