@@ -19,3 +19,6 @@ from fwbench.scenarios import startup  # noqa: F401
 
 # isort: split
 from fwbench.scenarios import fleet  # noqa: F401
+
+# isort: split
+from fwbench.scenarios import transport  # noqa: F401
