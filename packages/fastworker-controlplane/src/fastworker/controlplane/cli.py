@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from fastworker.client import secretfile
+from fastworker.client._init import become_init_if_pid1
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
@@ -268,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_env_defaults(parser)
     args = parser.parse_args(arguments)
     args.secret = secretfile.resolve_secret(parser, args, arguments)
+    become_init_if_pid1()  # a container's PID 1 stays behind to reap orphans; the daemon goes on here
     configure_logging(args.log_level, args.log_format)
     if os.getcwd() not in sys.path:
         # Console scripts do not put the working directory on sys.path; task modules usually live there.

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from fastworker.client._init import become_init_if_pid1
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.cpus import available_cpus
 from fastworker.client.envflags import apply_env_defaults
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_env_defaults(parser)
     args = parser.parse_args(argv)
     args.secret = resolve_secret(parser, args, argv)
+    become_init_if_pid1()  # a container's PID 1 stays behind to reap orphans; the daemon goes on here
     configure_logging(args.log_level, args.log_format)
     cwd = os.getcwd()
     if cwd not in sys.path:
