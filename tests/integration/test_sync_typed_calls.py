@@ -87,7 +87,7 @@ def test_a_plain_def_view_submits_with_delay_sync_and_the_task_runs(environment:
     assert add.submit_sync(2, 3) == 5
     assert add.with_options(priority="high", timeout=20).submit_sync(40, 2) == 42
 
-    made = handles_module._from_env  # made lazily, from the environment
+    made = handles_module._from_env.current  # made lazily, from the environment
     assert isinstance(made, SyncClient) and made.address == environment.discovery
     typed: SyncTaskHandle[int] = add.delay_sync(1, 1)
     assert typed.client is made and typed.wait(timeout=20).result == 2
@@ -122,7 +122,7 @@ async def test_from_async_code_delay_sync_raises_and_sync_code_in_a_thread_submi
 ) -> None:
     with pytest.raises(CallContextError, match=r"`await add\.delay\(\.\.\.\)`"):
         add.delay_sync(1, 2)
-    assert handles_module._from_env is None  # refused before any client was made
+    assert handles_module._from_env.current is None  # refused before any client was made
 
     def view() -> int:
         return add.submit_sync(20, 22)

@@ -373,7 +373,7 @@ def test_the_defaults_are_the_apps_clients_and_the_sync_one_is_made_from_the_set
 
     assert current_sync_client() is clients.DEFAULT_SYNC_CLIENT
     assert current_client() is clients.DEFAULT_CLIENT
-    assert clients._sync_client is None  # nothing is made, nothing connects, until a call
+    assert clients._sync_client.current is None  # nothing is made, nothing connects, until a call
     backend = clients.sync_backend()
     assert isinstance(backend, SyncClient) and backend.address == NOWHERE
     assert clients.sync_backend() is backend  # one, shared

@@ -448,7 +448,7 @@ def test_a_bad_environment_raises_and_is_tried_again_on_the_next_call(monkeypatc
     monkeypatch.setenv("FASTWORKER_SECRET_FILE", "/no/such/secret/file")
     with pytest.raises(ValueError, match="/no/such/secret/file"):
         ADD.delay_sync(1, 2)
-    assert handles_module._from_env is None
+    assert handles_module._from_env.current is None
     monkeypatch.delenv("FASTWORKER_SECRET_FILE")
     monkeypatch.setenv("FASTWORKER_CONTROL_PLANE", "tcp://127.0.0.1:1")
     assert isinstance(current_sync_client(), SyncClient)

@@ -22,18 +22,15 @@ the interpreter exits (:func:`current_sync_client`).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import contextvars
 import inspect
-import logging
-import os
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast, overload
 
+from fastworker.client._lazysync import LazySyncClient
 from fastworker.client.errors import ClientError
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
@@ -54,7 +51,6 @@ __all__ = [
     "use_sync_client",
 ]
 
-logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -220,10 +216,8 @@ _current_sync: contextvars.ContextVar[SyncTaskBackend | None] = contextvars.Cont
     "fastworker_current_sync_client", default=None
 )
 _default_sync: SyncTaskBackend | None = None
-#: The SyncClient made from the environment on first use (see current_sync_client), and its lock.
-_from_env: SyncClient | None = None
-_from_env_lock = threading.Lock()
-_from_env_hooks_installed = False
+#: The SyncClient made from the environment on first use (see current_sync_client).
+_from_env = LazySyncClient("the environment's SyncClient")
 
 
 def current_sync_client() -> SyncTaskBackend:
@@ -281,40 +275,18 @@ def _reset_sync(token: contextvars.Token[SyncTaskBackend | None]) -> None:
 
 def _environment_sync_client() -> SyncClient:
     """The process's SyncClient made from the environment, made on first use (thread-safe)."""
-    global _from_env, _from_env_hooks_installed
-    client = _from_env
-    if client is not None and not client.closed:
-        return client
-    with _from_env_lock:
-        if _from_env is None or _from_env.closed:
-            from fastworker.client._sync import SyncClient
+    return _from_env.get(_new_environment_sync_client)
 
-            _from_env = SyncClient()
-            if not _from_env_hooks_installed:
-                _from_env_hooks_installed = True
-                atexit.register(_close_environment_sync_client)
-                if hasattr(os, "register_at_fork"):
-                    os.register_at_fork(after_in_child=_forget_environment_sync_client)
-        return _from_env
+
+def _new_environment_sync_client() -> SyncClient:
+    from fastworker.client._sync import SyncClient
+
+    return SyncClient()
 
 
 def _close_environment_sync_client() -> None:
     """Close the SyncClient made from the environment, if any (at exit; tests between environments)."""
-    global _from_env
-    with _from_env_lock:
-        client, _from_env = _from_env, None
-    if client is not None:
-        try:
-            client.close()
-        except Exception:  # at interpreter exit: report, never raise
-            logger.warning("closing the environment's SyncClient failed", exc_info=True)
-
-
-def _forget_environment_sync_client() -> None:
-    """In a forked child: the parent's client thread did not survive the fork; the next call makes a new one."""
-    global _from_env, _from_env_lock
-    _from_env = None
-    _from_env_lock = threading.Lock()
+    _from_env.close()
 
 
 def _event_loop_running() -> bool:

@@ -20,9 +20,7 @@ backend the settings describe, so that nothing connects while Django starts and
 from __future__ import annotations
 
 import asyncio
-import atexit
 import importlib
-import logging
 import os
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, cast
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
+from fastworker.client._lazysync import LazySyncClient
 from fastworker.client.django.conf import SETTING, FastWorkerSettings, parse_settings
 from fastworker.client.handles import SyncTaskBackend, TaskBackend
 from fastworker.client.models import CancelResult, TaskInfo
@@ -52,7 +51,6 @@ __all__ = [
     "sync_backend",
 ]
 
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -304,7 +302,8 @@ class SyncClientAsyncBackend:
 
 _lock = threading.RLock()
 _settings: FastWorkerSettings | None = None
-_sync_client: SyncClient | None = None
+#: The SyncClient the settings describe, made on first use.
+_sync_client = LazySyncClient("FastWorker's SyncClient")
 _settings_eager: Eager | None = None
 #: eager_tasks() blocks, innermost last: they win over the settings, in every thread.
 _overrides: list[Eager] = []
@@ -338,25 +337,17 @@ def _cache_settings(parsed: FastWorkerSettings) -> FastWorkerSettings:
 
 def _settings_client(parsed: FastWorkerSettings) -> SyncClient:
     """The SyncClient the settings describe, made once (thread-safe)."""
-    global _sync_client, _hooks_installed
-    client = _sync_client
-    if client is not None and not client.closed:
-        return client
-    with _lock:
-        if _sync_client is None or _sync_client.closed:
-            try:
-                options = parsed.client_options()
-            except ValueError as exc:
-                raise ImproperlyConfigured(str(exc)) from None
-            from fastworker.client._sync import SyncClient
 
-            _sync_client = SyncClient(**options)
-            if not _hooks_installed:
-                _hooks_installed = True
-                atexit.register(_close_client)
-                if hasattr(os, "register_at_fork"):
-                    os.register_at_fork(after_in_child=_forget_after_fork)
-        return _sync_client
+    def make() -> SyncClient:
+        try:
+            options = parsed.client_options()
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
+        from fastworker.client._sync import SyncClient
+
+        return SyncClient(**options)
+
+    return _sync_client.get(make)
 
 
 def _eager_from_settings() -> Eager:
@@ -426,25 +417,17 @@ def reset() -> None:
     with _lock:
         _settings = None
         _settings_eager = None
-    _close_client()
+    _sync_client.close()
 
 
-def _close_client() -> None:
-    global _sync_client
-    with _lock:
-        client, _sync_client = _sync_client, None
-    if client is not None:
-        try:
-            client.close()
-        except Exception:  # at interpreter exit: report, never raise
-            logger.warning("closing FastWorker's SyncClient failed", exc_info=True)
-
-
-def _forget_after_fork() -> None:
-    """In a forked child: the parent's client thread did not survive the fork; the next call makes a new client."""
-    global _sync_client, _lock
-    _sync_client = None
+def _new_lock_after_fork() -> None:
+    """In a forked child: a lock another thread of the parent held would stay held for good."""
+    global _lock
     _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 # ------------------------------------------------------------------------------- the process defaults
