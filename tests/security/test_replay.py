@@ -16,6 +16,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pynng
 import pytest
@@ -46,11 +47,11 @@ def wiretap(client: Client) -> list[bytes]:
     channel = client._channel
     assert channel is not None
     sent: list[bytes] = []
-    send: Callable[[bytes, float], Awaitable[bytes]] = channel.request
+    send: Callable[..., Awaitable[bytes]] = channel.request
 
-    async def recording(data: bytes, timeout: float) -> bytes:
+    async def recording(data: bytes, timeout: float, **options: Any) -> bytes:
         sent.append(data)
-        return await send(data, timeout)
+        return await send(data, timeout, **options)
 
     channel.request = recording  # type: ignore[method-assign]
     return sent
