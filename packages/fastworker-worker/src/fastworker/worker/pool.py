@@ -55,6 +55,7 @@ from fastworker.worker.child import (
 from fastworker.worker.child import main as child_main
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.executor import Outcome, failure
+from fastworker.worker.slotwait import SlotWaiters
 
 __all__ = ["ProcessPool"]
 
@@ -212,9 +213,7 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._children: dict[_Child, None] = {}  # every child not yet reaped, in spawn order
         self._idle: deque[_Child] = deque()
-        self._waiters: deque[asyncio.Future[_Child | None]] = deque()
-        self._waiting: dict[str, asyncio.Future[_Child | None]] = {}  # task id -> its waiter
-        self._cancelled_waiting: set[str] = set()
+        self._waiters: SlotWaiters[_Child] = SlotWaiters(self._release)
         self._running: dict[str, _Child] = {}
         self._sync_names: frozenset[str] = frozenset()
         self._async_names: frozenset[str] = frozenset()
@@ -316,11 +315,7 @@ class ProcessPool:
             for handle in self._respawns:
                 handle.cancel()
             self._respawns.clear()
-            closed = RuntimeError("the process pool is closed")
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(closed)
+            self._waiters.fail_all(RuntimeError("the process pool is closed"))
             for child in list(self._children):
                 if child.state is _State.STARTING or child.state is _State.RESERVED:
                     self._evict(child)
@@ -391,7 +386,7 @@ class ProcessPool:
             raise TypeError(f"task {name!r} is async: await it on the event loop, not in a pool process")
         if timeout is not None:
             _check_seconds("timeout", timeout)
-        if task_id in self._running or task_id in self._waiting:
+        if task_id in self._running or task_id in self._waiters:
             raise ValueError(f"task {task_id!r} is in this process pool already")
         if name not in self._sync_names:
             return failure("UnknownTask", f"no task named {name!r} in the pool's task modules")
@@ -402,8 +397,7 @@ class ProcessPool:
                 child = await self._wait_for_child(task_id)
             if child is None:
                 return failure("TaskCancelled", f"task {name!r} was cancelled before it started")
-            if task_id in self._cancelled_waiting:
-                self._cancelled_waiting.discard(task_id)
+            if self._waiters.cancelled_after_hand_over(task_id):
                 self._release(child)
                 return failure("TaskCancelled", f"task {name!r} was cancelled before it started")
             if self._is_closed():  # closed while this run() waited
@@ -443,15 +437,9 @@ class ProcessPool:
         Returns:
             True when the task was running or waiting in this pool; False otherwise.
         """
-        waiter = self._waiting.get(task_id)
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(None)
-            elif waiter.cancelled() or waiter.exception() is not None:
-                return False
-            elif waiter.result() is not None:  # a child was handed over; run() has not resumed yet
-                self._cancelled_waiting.add(task_id)
-            return True
+        waiting = self._waiters.cancel(task_id)
+        if waiting is not None:
+            return waiting
         child = self._running.get(task_id)
         if child is None:
             return False
@@ -475,35 +463,18 @@ class ProcessPool:
 
     async def _wait_for_child(self, task_id: str) -> _Child | None:
         """Wait until a child is free (None when the task was cancelled while waiting)."""
-        assert self._loop is not None
         if self._closed:
             raise RuntimeError("the process pool is closed")
-        waiter: asyncio.Future[_Child | None] = self._loop.create_future()
-        self._waiters.append(waiter)
-        self._waiting[task_id] = waiter
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                handed = waiter.result()
-                if handed is not None:
-                    self._release(handed)
-            raise
-        finally:
-            del self._waiting[task_id]
+        return await self._waiters.wait(task_id)
 
     def _release(self, child: _Child) -> None:
         """Hand a ready child to the oldest waiting run(), or queue it as idle."""
         if child.state is not _State.IDLE and child.state is not _State.RESERVED:
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                child.state = _State.RESERVED
-                waiter.set_result(child)
-                return
-        child.state = _State.IDLE
-        self._idle.append(child)
+        child.state = _State.RESERVED
+        if not self._waiters.hand(child):
+            child.state = _State.IDLE
+            self._idle.append(child)
 
     # -- child events -----------------------------------------------------------------------
 

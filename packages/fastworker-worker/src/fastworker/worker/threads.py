@@ -47,6 +47,7 @@ from fastworker.client.errors import SoftTimeLimitExceeded
 from fastworker.client.task import TaskFunction, TaskRegistry
 from fastworker.protocol.v1.task_pb2 import Payload
 from fastworker.worker.executor import Outcome, failure, prepare, run_sync
+from fastworker.worker.slotwait import SlotWaiters
 
 __all__ = ["TaskInterrupted", "ThreadPool"]
 
@@ -158,9 +159,7 @@ class ThreadPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: list[_Slot] = []
         self._idle: deque[_Slot] = deque()
-        self._waiters: deque[asyncio.Future[_Slot | None]] = deque()
-        self._waiting: dict[str, asyncio.Future[_Slot | None]] = {}  # task id -> its waiter
-        self._cancelled_waiting: set[str] = set()
+        self._waiters: SlotWaiters[_Slot] = SlotWaiters(self._release)
         self._running: dict[str, _Run] = {}  # runs whose outcome is not decided yet
         self._started = False
         self._closed = False
@@ -228,11 +227,7 @@ class ThreadPool:
             raise ValueError(f"timeout must be 0 or more seconds, got {timeout!r}")
         if not self._closed:
             self._closed = True
-            closed = RuntimeError("the thread pool is closed")
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(closed)
+            self._waiters.fail_all(RuntimeError("the thread pool is closed"))
             while self._idle:
                 self._idle.popleft().inbox.put(None)
         pending = [run.future for run in self._running.values()]
@@ -288,13 +283,12 @@ class ThreadPool:
             raise TypeError(f"task {name!r} is async: await it on the event loop, not in a pool thread")
         if timeout is not None:
             _check_seconds("timeout", timeout)
-        if task_id in self._running or task_id in self._waiting:
+        if task_id in self._running or task_id in self._waiters:
             raise ValueError(f"task {task_id!r} is in this thread pool already")
         if tf is None:
             return failure("UnknownTask", f"no task named {name!r} in this worker's task modules")
-        slot = self._idle.popleft() if self._idle else await self._wait_for_slot(task_id)
-        if slot is None or task_id in self._cancelled_waiting:
-            self._cancelled_waiting.discard(task_id)
+        slot = self._idle.popleft() if self._idle else await self._waiters.wait(task_id)
+        if slot is None or self._waiters.cancelled_after_hand_over(task_id):
             if slot is not None:
                 self._release(slot)
             return failure("TaskCancelled", f"task {name!r} was cancelled before it started")
@@ -325,15 +319,9 @@ class ThreadPool:
         Returns:
             True when the task was running or waiting in this pool; False otherwise.
         """
-        waiter = self._waiting.get(task_id)
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(None)
-            elif waiter.cancelled() or waiter.exception() is not None:
-                return False
-            elif waiter.result() is not None:  # a thread was handed over; run() has not resumed yet
-                self._cancelled_waiting.add(task_id)
-            return True
+        waiting = self._waiters.cancel(task_id)
+        if waiting is not None:
+            return waiting
         run = self._running.get(task_id)
         if run is None:
             return False
@@ -344,34 +332,13 @@ class ThreadPool:
     def _is_closed(self) -> bool:
         return self._closed
 
-    async def _wait_for_slot(self, task_id: str) -> _Slot | None:
-        """Wait until a thread is free (None when the task was cancelled while waiting)."""
-        assert self._loop is not None
-        waiter: asyncio.Future[_Slot | None] = self._loop.create_future()
-        self._waiters.append(waiter)
-        self._waiting[task_id] = waiter
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                handed = waiter.result()
-                if handed is not None:
-                    self._release(handed)
-            raise
-        finally:
-            del self._waiting[task_id]
-
     def _release(self, slot: _Slot) -> None:
         """Hand a free thread to the oldest waiting run(), or queue it as idle; after close, let it exit."""
         if self._closed:
             slot.inbox.put(None)
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(slot)
-                return
-        self._idle.append(slot)
+        if not self._waiters.hand(slot):
+            self._idle.append(slot)
 
     # -- limits and interrupts (on the loop) ------------------------------------------------
 
