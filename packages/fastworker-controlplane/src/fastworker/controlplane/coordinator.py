@@ -224,7 +224,10 @@ class Coordinator:
 
     def _known(self, task_id: str) -> TaskRecord | None:
         """Like find, for de-duplication: does not count as a cache lookup."""
-        return self.active.get(task_id) or self.cache.peek(task_id, self.clock())
+        record = self.active.get(task_id)
+        if record is None and task_id in self.cache:  # a new id (the common case) costs two lookups
+            record = self.cache.peek(task_id, self.clock())
+        return record
 
     # ----------------------------------------------------------------------------------------- submit
 
@@ -563,12 +566,12 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
         if not task_id or len(task_id) > 200:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "task_id must be 1 to 200 characters")
-        task = self.registry.get(spec.name)
-        if task is None and spec.name not in self.remote_task_names:
-            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}")
+        name = spec.name  # read once: each read of a string field makes a new str
+        if self.registry.get(name) is None and name not in self.remote_task_names:
+            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
         # HasField, not spec.dependencies.task_ids: reading an absent repeated field makes (and keeps) an empty one.
         dependencies = self._dependencies(spec) if spec.HasField("dependencies") and not spec.dependencies_met else None
-        policy = self.defined_policy(spec.name)
+        policy = self._defined_policies.get(name) or self.defined_policy(name)  # inline: every task
         unique_key = self._unique_key(spec, policy) if spec.unique_key or policy.unique else ""
         if unique_key:
             holder = self._unique_holder(unique_key)
@@ -588,14 +591,15 @@ class Coordinator:
             except QueueNameError as exc:
                 raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, str(exc)) from None
         now = self.clock()
-        record = TaskRecord(spec, priority, now, queue=queue or policy.queue)
+        record = TaskRecord(spec, priority, now, queue=queue or policy.queue, task_id=task_id, name=name)
         if not queue and policy.queue != DEFAULT_QUEUE:
             # The task's own queue, written into the spec so that a journal replay and the task's info keep it.
             record.edit_spec().queue = policy.queue
-        self.active[record.task_id] = record  # the record's own string: one copy of the id per task
-        self.active_by_name[spec.name] += 1
+        self.active[task_id] = record
+        name = record.name  # the interned one
+        self.active_by_name[name] += 1
         self.counters.submitted += 1
-        self.metrics.submitted(spec.name)
+        self.metrics.submitted(name)
         if unique_key:
             self._hold_unique_key(record, unique_key, now, policy.unique_ttl)
         if dependencies is not None:
@@ -821,7 +825,8 @@ class Coordinator:
         if record.gate is not None:
             self._release_gate(record)
         now = self.clock()
-        self._attempt_ran(record, now)
+        if record.state == RUNNING and not record.held and record.started_at:  # _attempt_ran, inline: every task
+            self.metrics.ran(record.name, now - record.started_at)
         record.state = state
         record.held = False
         record.finished_at = now

@@ -68,17 +68,20 @@ class TaskRecord:
         *,
         encoded: bytes = b"",
         queue: str = DEFAULT_QUEUE,
+        task_id: str = "",
+        name: str = "",
     ) -> None:
         """A PENDING record; ``encoded``, when given, is ``spec``'s encoding, kept instead of the parsed spec.
 
         ``queue``: the named queue it waits in, as the caller resolved it (``spec.queue`` is not read
-        here: the accept path has read it already, and each read makes a new string).
+        here: the accept path has read it already, and each read makes a new string); likewise
+        ``task_id`` and ``name``, when given, are the spec's.
         """
         self._spec: task_pb2.TaskSpec | None = None if encoded else spec
         #: The spec's encoding once made; b"" while the parsed spec may differ from it.
         self._encoded = encoded
-        self.task_id = spec.task_id
-        self.name = sys.intern(spec.name)  # one string per task name, not one per task
+        self.task_id = task_id or spec.task_id
+        self.name = sys.intern(name or spec.name)  # one string per task name, not one per task
         #: A step of a workflow or a task with dependencies: its info carries them (read from the spec).
         self._linked = bool(spec.workflow_id) or spec.HasField("dependencies")
         self.expires = spec.expires or 0.0  # "or 0.0": the shared constant, not a new float per task
@@ -134,8 +137,10 @@ class TaskRecord:
 
     def compact(self) -> None:
         """Keep only the spec's encoding while nothing reads it (queued, finished)."""
-        if self._spec is not None:
-            self.encoded_spec()
+        spec = self._spec
+        if spec is not None:
+            if not self._encoded:
+                self._encoded = spec.SerializeToString()
             self._spec = None
 
     @property
@@ -187,7 +192,7 @@ MIN_TASK_TTL_SWEEP = 1.0
 
 def record_bytes(record: TaskRecord) -> int:
     """An estimate of the memory a finished record holds: overhead, encoded spec (arguments included), result and error."""
-    size = RECORD_OVERHEAD + len(record.encoded_spec())
+    size = RECORD_OVERHEAD + len(record._encoded or record.encoded_spec())
     if record.result is not None:
         size += len(record.result.data)
     if record.error is not None:
@@ -229,6 +234,10 @@ class ResultCache:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __contains__(self, task_id: str) -> bool:
+        """Whether a record is kept for the id, expired or not (see :meth:`peek`)."""
+        return task_id in self._records
 
     def __iter__(self) -> Iterator[TaskRecord]:
         return iter(self._records.values())
