@@ -116,8 +116,11 @@ def test_1100_idle_connections_from_one_address_do_not_stop_a_legitimate_client_
         elapsed = time.monotonic() - started
         assert elapsed < 1.0
         eventually(lambda: sum(not closed_by_peer(s) for s in raw_sockets) <= 256, "attacker held at 256")
-        refused = client.stats()["connections_refused"]
-        assert refused >= 1100 - 256 - 50  # some may have been admitted after silent ones expired
+        counters = client.stats()
+        refused, freed = counters["connections_refused"], counters["connections_idle_closed"]
+        # Beyond the cap each one is refused, unless a silent one's slot was freed for it meanwhile (a
+        # flood slowed by a loaded machine outlasts the idle timeout): counted, not guessed.
+        assert refused >= 1100 - 256 - freed and refused > 0
 
         # Silent connections are closed after --idle-connection-timeout; the client's, which spoke, is kept.
         eventually(lambda: all(closed_by_peer(s) for s in raw_sockets), "every silent connection closed")
