@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import Any
 
-from fwbench.core import Metric, Options, scenario
+from fwbench.core import Metric, Options, percentile, scenario
 
 SAMPLES, QUICK_SAMPLES = 3000, 300
 
@@ -94,10 +94,6 @@ def _round_trips(server_code: str, client_code: str, address: str, samples: int)
     return sorted(json.loads(done.stdout))
 
 
-def _ms(samples: list[float], quantile: float) -> float:
-    return samples[min(len(samples) - 1, int(len(samples) * quantile))] * 1000
-
-
 @scenario(
     "transport_floor",
     "one request/reply round trip between two processes on loopback, over pynng and over plain sockets",
@@ -113,11 +109,12 @@ async def transport_floor(cp: object, opts: Options) -> dict[str, Any]:
     count = QUICK_SAMPLES if opts.quick else SAMPLES
     nng = await asyncio.to_thread(_round_trips, _NNG_SERVER, _NNG_CLIENT, f"tcp://127.0.0.1:{_free_port()}", count)
     tcp = await asyncio.to_thread(_round_trips, _TCP_SERVER, _TCP_CLIENT, f"127.0.0.1:{_free_port()}", count)
+    nng_p50 = percentile(nng, 50) * 1000
     return {
-        "nng_p50_ms": _ms(nng, 0.5),
-        "nng_p90_ms": _ms(nng, 0.9),
-        "tcp_p50_ms": _ms(tcp, 0.5),
-        "subworker_floor_ms": 2 * _ms(nng, 0.5),
+        "nng_p50_ms": nng_p50,
+        "nng_p90_ms": percentile(nng, 90) * 1000,
+        "tcp_p50_ms": percentile(tcp, 50) * 1000,
+        "subworker_floor_ms": 2 * nng_p50,
         "samples": count,
         "valid": True,
         "wrong": 0,
