@@ -18,6 +18,7 @@ outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -60,6 +61,9 @@ PREFETCH_TASK_TIME = 0.02
 REFILL_REPORT_DELAY = 0.005
 #: Seconds a claim waits for more slots to free while at least half of them are still busy.
 CLAIM_GATHER = 0.001
+#: Seconds the next work request waits for a just-started short task when the control plane had
+#: no more work: the request then carries its outcome (one message each way per task, not three).
+PULL_GATHER = 0.001
 #: While work requests keep the lease fresh, one heartbeat per this many intervals carries the figures.
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
@@ -226,6 +230,9 @@ class Worker:
         self._pulling = False
         #: The work request out is a refill (the prefetch queue still feeds the slots), not a starving one.
         self._refilling = False
+        #: The last dispatch held fewer tasks than asked for: the control plane had no more for us, so
+        #: the next work request will likely be held until work comes.
+        self._dry = False
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._registered = asyncio.Event()
@@ -421,6 +428,13 @@ class Worker:
         link = self._link
         assert link is not None
         while self.state is WorkerState.RUNNING:
+            if self._dry and self._running and not self._results and self._run_time < PULL_GATHER:
+                # Nothing more to fetch now and our tasks are short: wait for one to end, so that
+                # the next request carries its outcome instead of a separate report.
+                self._slot_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PULL_GATHER):
+                        await self._slot_free.wait()
             prefetch = self._prefetch()
             occupied = self._occupied()
             room = self.settings.concurrency + prefetch - occupied - len(self._backlog)
@@ -477,6 +491,7 @@ class Worker:
                 self._pulling = False
                 self._poll = None
             self._acknowledged(outcomes)
+            self._dry = len(dispatch.tasks) < room
             self._start_waiting()
             prefetched = set(dispatch.prefetched_task_ids)
             for spec in dispatch.tasks:
@@ -768,7 +783,7 @@ class Worker:
         # With a work request out, report at once; else the pull loop is about to carry it.
         if self._pulling and not self._flush_scheduled:
             self._flush_scheduled = True
-            if self._refilling:
+            if self._refilling and not self._dry:
                 # A refill is usually answered at once, and the next request carries this outcome:
                 # report separately only if it is held (the control plane ran out of work).
                 asyncio.get_running_loop().call_later(REFILL_REPORT_DELAY, self._spawn_flush)

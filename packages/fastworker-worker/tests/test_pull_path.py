@@ -1,0 +1,126 @@
+"""How outcomes reach the control plane when it runs out of work: never stuck behind a held request.
+
+Driven on the worker's own pull loop (no sockets): a stand-in link answers the first work request
+with one task and holds every later one, as a control plane with an empty queue does, and records
+which message carried each outcome. The tasks are async, so they run on this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from fastworker.client.task import TaskRegistry, task
+from fastworker.protocol.payload import encode_arguments
+from fastworker.protocol.v1 import task_pb2, worker_pb2
+from fastworker.worker import runtime
+from fastworker.worker.runtime import Worker, WorkerSettings, WorkerState
+
+
+class EmptyingLink:
+    """Gives one task to the first work request, then holds requests; records what carried outcomes."""
+
+    def __init__(self) -> None:
+        self.instance_id = "instance"
+        self.last_contact = time.monotonic()
+        #: ("pull" or "report", the task ids of the outcomes it carried), in order.
+        self.sent: list[tuple[str, list[str]]] = []
+        self.reported = asyncio.Event()
+
+    async def pull(self, worker_id: str, hold: float, outcomes: Any = (), *_: Any, **__: Any) -> worker_pb2.Dispatch:
+        self._record("pull", outcomes)
+        self.last_contact = time.monotonic()
+        if len(self.sent) == 1:
+            spec = task_pb2.TaskSpec(task_id="t1", name="job", attempt=1, arguments=encode_arguments((), {}))
+            return worker_pb2.Dispatch(tasks=[spec], instance_id=self.instance_id)
+        await asyncio.Event().wait()  # no more work: held until the test ends
+        raise AssertionError("unreachable")
+
+    async def send_results(self, worker_id: str, outcomes: Any, claims: Any = (), **_: Any) -> list[str]:
+        self._record("report", outcomes)
+        return list(claims)
+
+    def _record(self, kind: str, outcomes: Any) -> None:
+        ids = [outcome.task_id for outcome in outcomes]
+        self.sent.append((kind, ids))
+        if ids:
+            self.reported.set()
+
+
+def running_worker(concurrency: int, *, task_time: float, release: asyncio.Event | None = None) -> Worker:
+    registry = TaskRegistry()
+
+    @task(name="job")
+    async def job() -> str:
+        if release is not None:
+            await release.wait()
+        return "done"
+
+    registry.register(job)
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=concurrency, prefetch=4 * concurrency), registry)
+    worker.state = WorkerState.RUNNING
+    worker._registered.set()
+    worker._run_time = task_time  # what recent tasks took (decides prefetch and gathering)
+    worker._link = EmptyingLink()  # type: ignore[assignment]
+    return worker
+
+
+async def pull_until_reported(worker: Worker) -> EmptyingLink:
+    link: Any = worker._link
+    loop = asyncio.ensure_future(worker._pull_loop())
+    try:
+        async with asyncio.timeout(5):
+            await link.reported.wait()
+        await asyncio.sleep(0.01)  # anything else it was about to send
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    return link  # type: ignore[no-any-return]
+
+
+async def test_a_full_worker_reports_at_once_when_the_control_plane_had_no_more_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Concurrency 1: the task fills the only slot, so the next request is a refill; the control plane,
+    # which gave one task of the several asked for, holds it. The outcome must not wait for its answer.
+    monkeypatch.setattr(runtime, "REFILL_REPORT_DELAY", 60.0)  # waiting for the refill outlasts the bound
+    monkeypatch.setattr(runtime, "PULL_GATHER", 0.0)  # no gathering: the refill goes out at once
+    worker = running_worker(concurrency=1, task_time=0.001)
+
+    link = await pull_until_reported(worker)
+
+    assert ("report", ["t1"]) in link.sent
+
+
+async def test_the_next_work_request_carries_a_short_tasks_outcome_when_the_control_plane_had_no_more_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "PULL_GATHER", 30.0)  # a wait for the timer would outlast the bound
+    worker = running_worker(concurrency=16, task_time=0.0001)
+
+    link = await pull_until_reported(worker)
+
+    # One message each way per task: the task's answer, then a request with its outcome (held).
+    assert link.sent == [("pull", []), ("pull", ["t1"])]
+
+
+async def test_a_worker_whose_tasks_are_long_asks_for_more_work_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Free slots are not held back waiting for a task that is not expected to end within the window.
+    monkeypatch.setattr(runtime, "PULL_GATHER", 30.0)
+    release = asyncio.Event()
+    worker = running_worker(concurrency=16, task_time=60.0, release=release)
+    loop = asyncio.ensure_future(worker._pull_loop())
+    link: Any = worker._link
+    try:
+        async with asyncio.timeout(5):
+            while len(link.sent) < 2:
+                await asyncio.sleep(0.01)
+        assert link.sent == [("pull", []), ("pull", [])]  # asked again while t1 still runs
+        assert "t1" in worker._running
+    finally:
+        release.set()
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
