@@ -34,7 +34,7 @@ class EmptyingLink:
         self._record("pull", outcomes)
         self.last_contact = time.monotonic()
         if len(self.sent) == 1:
-            spec = task_pb2.TaskSpec(task_id="t1", name="job", attempt=1, arguments=encode_arguments((), {}))
+            spec = task_pb2.TaskSpec(task_id="t1", name="pull_path_job", attempt=1, arguments=encode_arguments((), {}))
             return worker_pb2.Dispatch(tasks=[spec], instance_id=self.instance_id)
         await asyncio.Event().wait()  # no more work: held until the test ends
         raise AssertionError("unreachable")
@@ -53,7 +53,7 @@ class EmptyingLink:
 def running_worker(concurrency: int, *, task_time: float, release: asyncio.Event | None = None) -> Worker:
     registry = TaskRegistry()
 
-    @task(name="job")
+    @task(name="pull_path_job")
     async def job() -> str:
         if release is not None:
             await release.wait()
