@@ -124,3 +124,25 @@ async def test_a_worker_whose_tasks_are_long_asks_for_more_work_at_once(monkeypa
         release.set()
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_worker_that_starts_draining_while_it_waits_for_its_short_task_asks_for_no_more_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "PULL_GATHER", 0.2)
+    release = asyncio.Event()
+    worker = running_worker(concurrency=16, task_time=0.0001, release=release)
+    link: Any = worker._link
+    loop = asyncio.ensure_future(worker._pull_loop())
+    try:
+        async with asyncio.timeout(5):
+            while "t1" not in worker._running:
+                await asyncio.sleep(0.01)
+        worker.state = WorkerState.DRAINING  # during the wait for t1
+        async with asyncio.timeout(5):
+            await asyncio.shield(loop)  # the loop ends by itself once the wait is over
+        assert link.sent == [("pull", [])]
+    finally:
+        release.set()
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

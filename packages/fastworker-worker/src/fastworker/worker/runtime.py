@@ -427,14 +427,18 @@ class Worker:
     async def _pull_loop(self) -> None:
         link = self._link
         assert link is not None
+        gather = False
         while self.state is WorkerState.RUNNING:
-            if self._dry and self._running and not self._results and self._run_time < PULL_GATHER:
-                # Nothing more to fetch now and our tasks are short: wait for one to end, so that
-                # the next request carries its outcome instead of a separate report.
-                self._slot_free.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(PULL_GATHER):
-                        await self._slot_free.wait()
+            if gather:
+                gather = False
+                if self._running and not self._results and self._run_time < PULL_GATHER:
+                    # Nothing more to fetch now and our tasks are short: wait (once) for one to end,
+                    # so that the next request carries its outcome instead of a separate report.
+                    self._slot_free.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(PULL_GATHER):
+                            await self._slot_free.wait()
+                    continue
             prefetch = self._prefetch()
             occupied = self._occupied()
             room = self.settings.concurrency + prefetch - occupied - len(self._backlog)
@@ -491,7 +495,7 @@ class Worker:
                 self._pulling = False
                 self._poll = None
             self._acknowledged(outcomes)
-            self._dry = len(dispatch.tasks) < room
+            self._dry = gather = len(dispatch.tasks) < room
             self._start_waiting()
             prefetched = set(dispatch.prefetched_task_ids)
             for spec in dispatch.tasks:
