@@ -2,7 +2,9 @@
 
 Where the secret comes from, first found wins: ``--secret``, ``--secret-file``, the file named by
 ``FASTWORKER_SECRET_FILE``, ``FASTWORKER_SECRET``. Giving both flags, or a file that is missing or
-empty, is a usage error (exit 2) whose message names the file. Against real processes.
+empty, is a usage error (exit 2) whose message names the file. The files are read again when they
+change, so a fleet rotates its secret in three steps with ``--secret-fallbacks-file`` and no
+restart. Against real processes.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastworker.client import AuthenticationError, SyncClient
+from fastworker.client.secretfile import SecretFiles
 from fastworker.controlplane.testing import run_controlplane
+from fastworker.protocol.auth import RELOAD_INTERVAL
 
 HERE = Path(__file__).resolve().parent
 
@@ -111,3 +116,46 @@ def test_a_missing_or_empty_secret_file_or_both_flags_is_a_usage_error_naming_th
     both = run_cli([*argv, "--secret", SECRET, "--secret-file", str(missing), *extra])
     assert both.returncode == 2, both.stderr
     assert "--secret or --secret-file, not both" in both.stderr
+
+    fallbacks = run_cli([*argv, "--secret", SECRET, *extra], env={"FASTWORKER_SECRET_FALLBACKS_FILE": str(missing)})
+    assert fallbacks.returncode == 2, fallbacks.stderr
+    assert f"cannot read the secret fallbacks file {missing}" in fallbacks.stderr
+
+
+def test_a_fleet_rotates_its_secret_in_three_steps_with_no_restart_and_no_refused_request(
+    start_cp_for_workers: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    secret, fallbacks = tmp_path / "secret", tmp_path / "fallbacks"
+    secret.write_text("old-secret\n")
+    fallbacks.write_text("")
+    files = ["--secret-file", str(secret), "--secret-fallbacks-file", str(fallbacks)]
+    control_plane = start_cp_for_workers(*files)
+    start_worker(control_plane, "rotating-worker", *files)
+
+    def put(path: Path, text: str) -> None:  # a new file put in place, as a Kubernetes Secret volume does
+        path.with_suffix(".new").write_text(text)
+        os.replace(path.with_suffix(".new"), path)
+
+    ran = 0
+    with SyncClient(control_plane.discovery, secret=SecretFiles(str(secret), str(fallbacks))) as client:
+        assert client.submit("fwtests_worker.whoami", timeout=20) == "rotating-worker"
+        for step, (sealing, accepted) in enumerate(
+            [("old-secret", "new-secret"), ("new-secret", "old-secret"), ("new-secret", "")], start=1
+        ):
+            put(fallbacks, accepted + "\n" if accepted else "")
+            put(secret, sealing + "\n")
+            # Every process (control plane, worker, this client) takes the step within the interval,
+            # each at its own moment: tasks keep running through the worker all the while.
+            until = time.monotonic() + 2 * RELOAD_INTERVAL + 0.5
+            while time.monotonic() < until:
+                assert client.submit("fwtests_worker.whoami", timeout=20) == "rotating-worker", f"step {step}"
+                ran += 1
+                time.sleep(0.02)
+    assert ran > 30
+
+    with SyncClient(control_plane.discovery, secret="new-secret") as client:
+        assert client.submit("fwtests_worker.whoami", timeout=20) == "rotating-worker"
+        assert client.stats()["failed"] == 0
+    with pytest.raises(AuthenticationError):  # the old secret is gone everywhere
+        with SyncClient(control_plane.discovery, secret="old-secret", connect_timeout=2) as client:
+            client.stats()

@@ -107,9 +107,12 @@ KEDA_PROMETHEUS_KEYS = frozenset(
 #: Flags that take one value each time they are given (docs/reference.md); any other given twice is a mistake.
 REPEATABLE = frozenset({"--dashboard-host"})
 #: The Secrets the operator creates (docs/kubernetes.md), and their keys.
-SECRETS = {"fastworker": ("secret", "dashboard-password"), "fastworker-tls": ("tls.crt", "tls.key", "ca.crt")}
+SECRETS = {
+    "fastworker": ("secret", "secret-fallbacks", "dashboard-password"),
+    "fastworker-tls": ("tls.crt", "tls.key", "ca.crt"),
+}
 #: The flags that name a file from a Secret.
-SECRET_FILE_FLAGS = ("secret_file", "dashboard_password_file", "tls_cert", "tls_key", "tls_ca")
+SECRET_FILE_FLAGS = ("secret_file", "secret_fallbacks_file", "dashboard_password_file", "tls_cert", "tls_key", "tls_ca")
 
 
 # --------------------------------------------------------------------------------------------- tools

@@ -451,7 +451,16 @@ def fastworker_scripts(folder: Path) -> dict[str, Path]:
 
 
 PRIORITIES = {"critical", "high", "normal", "low"}
-COMMON = {"--control-plane", "--secret", "--secret-file", "--json", "--connect-timeout", "--log-level", "--log-format"}
+COMMON = {
+    "--control-plane",
+    "--secret",
+    "--secret-file",
+    "--secret-fallbacks-file",
+    "--json",
+    "--connect-timeout",
+    "--log-level",
+    "--log-format",
+}
 
 FASTWORKER_CASES: list[Case] = [
     ("fastworker ", set(cli.COMMANDS), "=="),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fastworker.protocol import auth as auth_module
 from fastworker.protocol import decode_frame, encode_frame, new_envelope
 from fastworker.protocol.auth import SEALED_PREFIX, FrameAuth, authentication_error_frame, is_sealed
 from fastworker.protocol.errors import AuthenticationError
@@ -131,3 +132,53 @@ def test_a_frame_addressed_to_an_identity_opens_only_there() -> None:
     with pytest.raises(AuthenticationError, match="another control plane instance"):
         restarted.open(sender.seal(frame()))  # an unaddressed frame is refused where an identity is set
     assert restarted.open(sender.seal(frame(), recipient="b2")) == frame()
+
+
+class Rotating:
+    """A SecretSource whose secrets the test changes; counts how often it is asked."""
+
+    def __init__(self, *secrets: str) -> None:
+        self.current = secrets
+        self.asked = 0
+
+    def secrets(self) -> tuple[str, ...]:
+        self.asked += 1
+        return self.current
+
+
+def test_a_rotation_in_three_steps_refuses_no_frame_between_peers_at_different_steps() -> None:
+    # Each step reaches the peers one after the other; every pair of adjacent steps must interoperate.
+    steps = [("old",), ("old", "new"), ("new", "old"), ("new",)]
+    for before, after in zip(steps, steps[1:], strict=False):
+        early, late = FrameAuth(Rotating(*after)), FrameAuth(Rotating(*before))
+        assert late.open(early.seal(frame("a"))) == frame("a")
+        assert early.open(late.seal(frame("b"))) == frame("b")
+    # Skipping the middle steps is what refuses frames: a peer that seals with "new" before the
+    # other accepts it.
+    with pytest.raises(AuthenticationError, match="wrong shared secret"):
+        FrameAuth("old").open(FrameAuth(Rotating("new", "old")).seal(frame()))
+
+
+def test_frames_addressed_to_an_instance_open_under_a_fallback_secret_too() -> None:
+    receiver = FrameAuth(Rotating("new", "old"), identity="instance-1")
+    assert receiver.open(FrameAuth("old").seal(frame(), recipient="instance-1")) == frame()
+    with pytest.raises(AuthenticationError, match="addressed to another"):
+        receiver.open(FrameAuth("old").seal(frame(), recipient="instance-0"))
+
+
+def test_a_source_is_asked_again_once_per_interval_and_its_change_applies_to_both_directions() -> None:
+    source, reload_clock = Rotating("old"), Clock(0.0)
+    auth = FrameAuth(source, reload_clock=reload_clock)
+    asked = source.asked
+    for _ in range(100):
+        auth.seal(frame())
+    assert source.asked == asked  # not per frame
+
+    source.current = ("new",)
+    assert FrameAuth("old").open(auth.seal(frame()))  # still sealing with the old one within the interval
+    reload_clock.now += auth_module.RELOAD_INTERVAL
+    sealed = auth.seal(frame())
+    assert source.asked == asked + 1
+    assert FrameAuth("new").open(sealed) == frame()
+    with pytest.raises(AuthenticationError):
+        auth.open(FrameAuth("old").seal(frame()))  # the old one is not accepted any more

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from fastworker.client._async import Client
     from fastworker.client._progress import report_progress
     from fastworker.client._sync import SyncClient
+    from fastworker.client.secretfile import SecretFiles
     from fastworker.client.workflows import (
         Signature,
         WorkflowHandle,
@@ -77,6 +78,7 @@ _LAZY = {
     "Client": "fastworker.client._async",
     "hooks": "fastworker.client.hooks",
     "SyncClient": "fastworker.client._sync",
+    "SecretFiles": "fastworker.client.secretfile",
     "report_progress": "fastworker.client._progress",
     **dict.fromkeys(
         ("Signature", "WorkflowHandle", "WorkflowInfo", "chain", "chord", "group", "signature"),
@@ -126,6 +128,7 @@ __all__ = [
     "Retry",
     "Signature",
     "SoftTimeLimitExceeded",
+    "SecretFiles",
     "SyncClient",
     "SyncTaskBackend",
     "SyncTaskHandle",

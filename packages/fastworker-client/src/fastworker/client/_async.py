@@ -44,7 +44,7 @@ from fastworker.client.models import (
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles
-from fastworker.protocol.auth import FrameAuth
+from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
@@ -125,8 +125,10 @@ class Client(AdminMethods):
         address: The control plane's discovery address; defaults to ``FASTWORKER_CONTROL_PLANE``,
             then ``tcp://127.0.0.1:5550``. The client learns every other endpoint from it.
         secret: Shared secret: every frame is sealed with it and every reply checked; required
-            when the control plane has one. Default: the file named by ``FASTWORKER_SECRET_FILE``
-            (ValueError if it cannot be used), else ``FASTWORKER_SECRET``.
+            when the control plane has one. A :class:`~fastworker.client.SecretFiles` is read again
+            when its files change (rotation). Default: the file named by ``FASTWORKER_SECRET_FILE``
+            (with ``FASTWORKER_SECRET_FALLBACKS_FILE``; ValueError if one cannot be used), else
+            ``FASTWORKER_SECRET``.
         connect_timeout: Seconds to wait for the control plane's announcement.
         request_timeout: Seconds one request may take, retries included, before
             ``ControlPlaneUnavailable``.
@@ -140,7 +142,7 @@ class Client(AdminMethods):
         self,
         address: str | None = None,
         *,
-        secret: str | None = None,
+        secret: Secret | None = None,
         connect_timeout: float = 5.0,
         request_timeout: float = 10.0,
         allow_pickle: bool = False,

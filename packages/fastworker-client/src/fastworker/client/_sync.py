@@ -23,6 +23,7 @@ from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 if TYPE_CHECKING:
     from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
+    from fastworker.protocol.auth import Secret
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -50,7 +51,7 @@ class SyncClient:
         self,
         address: str | None = None,
         *,
-        secret: str | None = None,
+        secret: Secret | None = None,
         connect_timeout: float = 5.0,
         request_timeout: float = 10.0,
         allow_pickle: bool = False,

@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from fastworker.client._async import Client
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError, QueueFull
 from fastworker.client.handles import TaskBackend, set_default_client
+from fastworker.protocol.auth import Secret
 
 __all__ = ["FastWorker", "FastWorkerClient", "get_client"]
 
@@ -79,7 +80,7 @@ class FastWorker:
         app: FastAPI | None = None,
         address: str | None = None,
         *,
-        secret: str | None = None,
+        secret: Secret | None = None,
         client: Client | TaskBackend | None = None,
         health_path: str | None = None,
         set_default: bool = True,

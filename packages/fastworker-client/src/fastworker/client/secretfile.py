@@ -5,24 +5,36 @@ Shared by every daemon and CLI for ``--secret-file`` and the dashboard's ``--das
 Where the shared secret comes from, first found wins: ``--secret``, ``--secret-file``, the file
 named by ``FASTWORKER_SECRET_FILE``, ``FASTWORKER_SECRET``. Flags beat env vars; between env vars
 the file wins (docs/reference.md). Giving both flags is a usage error: one of them would be silently ignored.
+
+A secret from a file is a :class:`SecretFiles`: read again when the file changes, with the secrets
+of ``--secret-fallbacks-file`` also accepted, so that a fleet rotates its secret without a restart
+(docs/security.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:  # the client reads the secret's env var without loading argparse
     import argparse
+
+    from fastworker.protocol.auth import Secret
 
 #: Largest secret file read, in bytes: a secret is a line, not a document.
 MAX_SECRET_FILE_BYTES = 64 * 1024
 #: The env vars of the shared secret and of a file holding it (docs/reference.md).
 ENV_SECRET = "FASTWORKER_SECRET"
 ENV_SECRET_FILE = "FASTWORKER_SECRET_FILE"
+#: The env var of a file of further secrets accepted (not used to seal) during a rotation.
+ENV_SECRET_FALLBACKS_FILE = "FASTWORKER_SECRET_FALLBACKS_FILE"
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def read_secret_file(path: str) -> str:
@@ -32,17 +44,7 @@ def read_secret_file(path: str) -> str:
         ValueError: the file cannot be read, is too large, is not UTF-8, or holds an empty secret;
             the message names the path.
     """
-    try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read the secret file {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_SECRET_FILE_BYTES:
-        raise ValueError(f"the secret file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"the secret file {path} is not UTF-8 text") from exc
+    text = _read_text(path, "secret file")
     if text.endswith("\r\n"):
         text = text[:-2]
     elif text.endswith("\n"):
@@ -52,53 +54,168 @@ def read_secret_file(path: str) -> str:
     return text
 
 
-def secret_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """The shared secret the environment gives: the file named by ``FASTWORKER_SECRET_FILE``, else ``FASTWORKER_SECRET``.
+def read_fallbacks_file(path: str) -> tuple[str, ...]:
+    """The secrets in a fallbacks file: one per line, blank lines skipped (an empty file holds none).
 
     Raises:
-        ValueError: ``FASTWORKER_SECRET_FILE`` names a file that cannot be used (the message names it).
+        ValueError: the file cannot be read, is too large or is not UTF-8; the message names the path.
+    """
+    lines = _read_text(path, "secret fallbacks file").splitlines()
+    return tuple(line.removesuffix("\r") for line in lines if line.strip())
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"the {what} {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the {what} {path} is not UTF-8 text") from exc
+
+
+class SecretFiles:
+    """The shared secret from a file (or given), and fallbacks from another file, read again when a file changes.
+
+    A :class:`~fastworker.protocol.auth.SecretSource`: the secret seals, it and every fallback open.
+    A file is read again when its inode, size or modification time changes (a Kubernetes Secret
+    volume swaps a symlink); one that cannot be read then, or holds no secret, leaves the last
+    good secrets in force and logs a warning, so a half-done edit never locks the process out.
+    """
+
+    def __init__(
+        self, secret_file: str | None = None, fallbacks_file: str | None = None, *, secret: str | None = None
+    ) -> None:
+        """Read the files now.
+
+        Raises:
+            ValueError: neither or both of ``secret_file`` and ``secret``, or a file that cannot be used
+                (the message names it).
+        """
+        if (secret_file is None) == (secret is None):
+            raise ValueError("give the shared secret either as a file or as a value")
+        self.secret_file = secret_file
+        self.fallbacks_file = fallbacks_file
+        self._secret = secret if secret is not None else read_secret_file(str(secret_file))
+        self._fallbacks = read_fallbacks_file(fallbacks_file) if fallbacks_file else ()
+        self._stamps = {path: _stamp(path) for path in (secret_file, fallbacks_file) if path}
+        self._complaints: set[str] = set()
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret, then the fallbacks that differ from it (files read again if they changed)."""
+        if self.secret_file is not None and self._changed(self.secret_file):
+            self._secret = self._reread(self.secret_file, read_secret_file, self._secret)
+        if self.fallbacks_file is not None and self._changed(self.fallbacks_file):
+            self._fallbacks = self._reread(self.fallbacks_file, read_fallbacks_file, self._fallbacks)
+        return (self._secret, *(secret for secret in self._fallbacks if secret != self._secret))
+
+    def _changed(self, path: str) -> bool:
+        stamp = _stamp(path)
+        if stamp == self._stamps.get(path):
+            return False
+        self._stamps[path] = stamp
+        return True
+
+    def _reread(self, path: str, read: Callable[[str], _T], last: _T) -> _T:
+        try:
+            value = read(path)
+        except ValueError as exc:
+            if str(exc) not in self._complaints:
+                self._complaints.add(str(exc))
+                logger.warning("%s: keeping the secrets in force", exc)
+            return last
+        self._complaints.clear()
+        logger.info("read %s again: its secrets are in force now", path)
+        return value
+
+    def __repr__(self) -> str:  # never the secrets
+        return f"SecretFiles(secret_file={self.secret_file!r}, fallbacks_file={self.fallbacks_file!r})"
+
+
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+    """What tells a changed file: device, inode, size, modification time (None: cannot stat it now)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def secret_from_env(environ: Mapping[str, str] | None = None) -> Secret | None:
+    """The shared secret the environment gives: the file named by ``FASTWORKER_SECRET_FILE``, else ``FASTWORKER_SECRET``.
+
+    A file (or ``FASTWORKER_SECRET_FALLBACKS_FILE``) gives a :class:`SecretFiles`, read again when it changes.
+
+    Raises:
+        ValueError: a file named there cannot be used, or fallbacks come without a secret (the message names it).
     """
     env = os.environ if environ is None else environ
-    path = env.get(ENV_SECRET_FILE)
-    if path:
-        return read_secret_file(path)
-    return env.get(ENV_SECRET) or None
+    return _secrets(env.get(ENV_SECRET) or None, env.get(ENV_SECRET_FILE) or None, env.get(ENV_SECRET_FALLBACKS_FILE))
+
+
+def _secrets(secret: str | None, secret_file: str | None, fallbacks_file: str | None) -> Secret | None:
+    """The secret to use: from the file if one is named (it wins), else the value; with fallbacks, a source of both.
+
+    Raises:
+        ValueError: a file cannot be used, or fallbacks come without a secret.
+    """
+    if secret_file:
+        return SecretFiles(secret_file, fallbacks_file or None)
+    if fallbacks_file:
+        if not secret:
+            raise ValueError(f"the secret fallbacks file {fallbacks_file} is given, but no shared secret")
+        return SecretFiles(None, fallbacks_file, secret=secret)
+    return secret or None
 
 
 def add_secret_file_flag(parser: argparse.ArgumentParser) -> None:
-    """Add ``--secret-file PATH`` (read by :func:`resolve_secret`; its env var comes from ``apply_env_defaults``)."""
+    """Add ``--secret-file`` and ``--secret-fallbacks-file`` (read by :func:`resolve_secret`; env vars from ``apply_env_defaults``)."""
     parser.add_argument(
         "--secret-file",
         default=None,
         metavar="PATH",
-        help="read the shared secret from PATH (trailing newline stripped), so that ps never shows it",
+        help="read the shared secret from PATH (trailing newline stripped), so that ps never shows it; "
+        "read again when it changes",
+    )
+    parser.add_argument(
+        "--secret-fallbacks-file",
+        default=None,
+        metavar="PATH",
+        help="further secrets accepted, one per line, never used to seal (a rotation's old or next secret); "
+        "read again when it changes",
     )
 
 
 def resolve_secret(
     parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None = None
-) -> str | None:
+) -> Secret | None:
     """The shared secret for parsed ``args``: ``--secret``, else ``--secret-file`` (flag or env var), else ``FASTWORKER_SECRET``.
 
-    ``argv`` (default ``sys.argv[1:]``) tells a flag from its env var, which ``apply_env_defaults``
-    made indistinguishable in ``args``.
+    A secret file, or ``--secret-fallbacks-file``, gives a :class:`SecretFiles`. ``argv`` (default
+    ``sys.argv[1:]``) tells a flag from its env var, which ``apply_env_defaults`` made
+    indistinguishable in ``args``.
 
     Raises:
-        SystemExit: both flags were given, or the secret file is missing, unreadable or empty
-            (argparse's usage error, exit 2, naming the path).
+        SystemExit: both flags were given, a file is missing, unreadable or empty, or fallbacks come
+            without a secret (argparse's usage error, exit 2, naming the path).
     """
     secret_given, file_given = _secret_flags_given(sys.argv[1:] if argv is None else argv)
     if secret_given and file_given:
         parser.error("give the shared secret with --secret or --secret-file, not both")
-    if secret_given:
-        return str(args.secret) or None
-    path = getattr(args, "secret_file", None)
-    if path:
-        try:
-            return read_secret_file(str(path))
-        except ValueError as exc:
-            parser.error(str(exc))
-    return str(args.secret) if args.secret else None
+    secret_file = None if secret_given else getattr(args, "secret_file", None)
+    fallbacks_file = getattr(args, "secret_fallbacks_file", None)
+    try:
+        return _secrets(
+            str(args.secret) if args.secret else None,
+            str(secret_file) if secret_file else None,
+            str(fallbacks_file) if fallbacks_file else None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _secret_flags_given(argv: Sequence[str]) -> tuple[bool, bool]:

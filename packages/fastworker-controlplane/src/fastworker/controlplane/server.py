@@ -252,7 +252,6 @@ class ControlPlane:
         address = parse_address(discovery_address)
         if address.host in _WILDCARD_HOSTS:
             discovery_address = address.with_host("127.0.0.1").url
-        password = s.dashboard_password or s.secret
         try:
             host, port = listen.parse_address(s.dashboard_address)
             hosts.HostAllowList(
@@ -262,7 +261,8 @@ class ControlPlane:
             logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
             return
         # Raises UnprotectedDashboard (start fails, the process exits 1): no password past loopback.
-        exposed = exposure.refuse_unprotected(host, port, protected=bool(password), insecure=s.dashboard_insecure)
+        protected = bool(s.dashboard_password or s.secret)  # the app's password defaults to the secret
+        exposed = exposure.refuse_unprotected(host, port, protected=protected, insecure=s.dashboard_insecure)
         # Under TLS its client dials this very process over loopback: no peer to verify, and
         # with mutual TLS it presents this control plane's own certificate.
         own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
@@ -274,7 +274,7 @@ class ControlPlane:
                 secret=s.secret,
                 read_only=s.dashboard_read_only,
                 tls=own,
-                password=password,
+                password=s.dashboard_password,  # None: the secret
                 hosts=s.dashboard_hosts,
                 bind_host=host,
             )
@@ -286,7 +286,7 @@ class ControlPlane:
             return
         self.addresses["dashboard"] = self._dashboard.url
         logger.info("web dashboard on %s (bound to %s)", self._dashboard.url, self._dashboard.bound)
-        if exposed and not password:
+        if exposed and not protected:
             logger.warning(
                 "the web dashboard listens on %s with neither secret nor password (--dashboard-insecure): "
                 "anyone who reaches it can read tasks and act",

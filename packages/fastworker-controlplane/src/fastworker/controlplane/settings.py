@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastworker.client.cpus import available_cpus
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_http_address
+from fastworker.protocol.auth import Secret
 from fastworker.protocol.queues import DEFAULT_QUEUE
 
 #: Default addresses (docs/reference.md).
@@ -38,7 +39,7 @@ class ControlPlaneSettings:
     #: Serve the dashboard on a non-loopback address even with neither secret nor password.
     dashboard_insecure: bool = False
     #: Shared secret: with it, every frame on every channel is sealed and checked (protocol.auth).
-    secret: str | None = field(default=None, repr=False)
+    secret: Secret | None = field(default=None, repr=False)
     #: TLS on every channel: this certificate and key; with a CA, peers need certificates it signed.
     tls_cert: str | None = None
     tls_key: str | None = None

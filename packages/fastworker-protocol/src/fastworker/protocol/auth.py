@@ -21,6 +21,11 @@ envelope's correlation id, and requesters start correlation ids at a random valu
 
 This authenticates; it does not encrypt: use TLS for confidentiality. The secret never crosses
 the wire, and nothing in a frame reveals it.
+
+Rotation. A :class:`SecretSource` (a secret file, read again when it changes) gives several secrets:
+the first seals, every one opens. Asked again every :data:`RELOAD_INTERVAL` seconds, it lets a
+fleet move to a new secret with no restart and no refused frame: first accept the new one
+everywhere, then seal with it, then drop the old one (docs/security.md).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import os
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeAlias
 
 from fastworker.protocol.errors import AuthenticationError
 from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, encode_frame, new_envelope
@@ -47,6 +53,8 @@ DEFAULT_WINDOW = 60.0
 DEFAULT_REPLAY_CAPACITY = 1_000_000
 #: Most recipients' derived keys kept by one sender.
 _MAX_RECIPIENT_KEYS = 64
+#: Seconds between two asks of a :class:`SecretSource` for the secrets in force.
+RELOAD_INTERVAL = 2.0
 
 _TIME = struct.Struct(">d")
 _NONCE_SIZE = 12
@@ -56,29 +64,62 @@ _OVERHEAD = _HEADER_SIZE + _MAC_SIZE
 _PLAIN_HEADER = len(FRAME_PREFIX)
 
 
+class SecretSource(Protocol):
+    """Where a shared secret that may change comes from (a secret file, read again when it changes)."""
+
+    def secrets(self) -> Sequence[str]:
+        """The secrets in force, at least one: the first seals; every one opens (a rotation's old or next one)."""
+        ...
+
+
+#: A shared secret as every component takes it: one fixed secret, or a source of rotating ones.
+Secret: TypeAlias = str | SecretSource
+
+
+def sealing_secret(secret: Secret) -> str:
+    """The secret that seals now (for what needs one plain value, like the dashboard's default password)."""
+    return secret if isinstance(secret, str) else secret.secrets()[0]
+
+
+def _derive_key(secret: str | bytes) -> bytes:
+    """The MAC key of a secret, so that the configured secret itself is never used directly."""
+    if not secret:
+        raise ValueError("the shared secret cannot be empty")
+    raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return hashlib.sha256(b"fastworker frame key v1\x00" + raw).digest()
+
+
 class FrameAuth:
-    """Seals outgoing frames and opens incoming ones with one shared secret.
+    """Seals outgoing frames and opens incoming ones with a shared secret (or a rotating set of them).
 
     Not thread-safe for :meth:`open` (the replay memory); use one per receiving loop.
     """
 
     def __init__(
         self,
-        secret: str | bytes,
+        secret: str | bytes | SecretSource,
         *,
         window: float = DEFAULT_WINDOW,
         replay_capacity: int = DEFAULT_REPLAY_CAPACITY,
         clock: Callable[[], float] = time.time,
         identity: str = "",
+        reload_clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not secret:
-            raise ValueError("the shared secret cannot be empty")
-        raw = secret.encode() if isinstance(secret, str) else bytes(secret)
-        # Derive the MAC key, so that the configured secret itself is never used directly.
-        self._key = hashlib.sha256(b"fastworker frame key v1\x00" + raw).digest()
+        """``reload_clock``: when to ask a :class:`SecretSource` again (every :data:`RELOAD_INTERVAL`)."""
+        self._source: SecretSource | None = None
+        if isinstance(secret, str | bytes):
+            initial: Sequence[str | bytes] = (secret,)
+        else:
+            self._source, initial = secret, secret.secrets()
+        self._reload_clock = reload_clock
+        self._next_reload = reload_clock() + RELOAD_INTERVAL
+        self._secrets: tuple[str | bytes, ...] = ()
+        #: The MAC keys of the secrets in force; the first seals.
+        self._keys: tuple[bytes, ...] = ()
+        self._recipient_keys: dict[tuple[bytes, str], bytes] = {}
+        self._use(initial)
         #: When set, :meth:`open` accepts only frames sealed with ``recipient=identity``.
         self.identity = identity
-        self._recipient_keys: dict[str, bytes] = {}
         self.window = window
         self.replay_capacity = replay_capacity
         self._clock = clock
@@ -87,21 +128,44 @@ class FrameAuth:
         #: when more than ``replay_capacity`` frames arrived within one window.
         self._floor = float("-inf")
 
-    def _key_for(self, recipient: str) -> bytes:
-        """The MAC key of frames addressed to ``recipient`` (the plain key when none is named).
+    def _use(self, secrets: Sequence[str | bytes]) -> None:
+        """Make these the secrets in force (the first seals); derive their keys once."""
+        secrets = tuple(secrets)
+        if not secrets:
+            raise ValueError("the shared secret cannot be empty")
+        if secrets != self._secrets:
+            self._keys = tuple(_derive_key(secret) for secret in secrets)
+            self._secrets = secrets
+            self._recipient_keys = {}
+
+    def _reload(self) -> None:
+        """Ask the source for the secrets in force, at most once per interval."""
+        source = self._source
+        if source is None:
+            return
+        now = self._reload_clock()
+        if now < self._next_reload:
+            return
+        self._next_reload = now + RELOAD_INTERVAL
+        secrets = source.secrets()
+        if secrets:  # a source keeps its last good secrets when a file cannot be read; never none
+            self._use(secrets)
+
+    def _key_for(self, recipient: str, key: bytes) -> bytes:
+        """The MAC key of frames addressed to ``recipient`` under ``key`` (``key`` itself when none is named).
 
         A separate key per recipient, rather than the id mixed into the MAC input, so that no frame
         addressed to one recipient (or to none) can be reinterpreted as addressed to another.
         """
         if not recipient:
-            return self._key
-        key = self._recipient_keys.get(recipient)
-        if key is None:
+            return key
+        keyed = self._recipient_keys.get((key, recipient))
+        if keyed is None:
             if len(self._recipient_keys) >= _MAX_RECIPIENT_KEYS:
                 self._recipient_keys.clear()  # a peer sees a handful of instances in its life
-            key = hmac.new(self._key, b"recipient\x00" + recipient.encode(), hashlib.sha256).digest()
-            self._recipient_keys[recipient] = key
-        return key
+            keyed = hmac.new(key, b"recipient\x00" + recipient.encode(), hashlib.sha256).digest()
+            self._recipient_keys[(key, recipient)] = keyed
+        return keyed
 
     def seal(self, frame: bytes, *, recipient: str = "") -> bytes:
         """The sealed form of a plain frame (a fresh nonce every call, so a resend is not a replay).
@@ -111,9 +175,11 @@ class FrameAuth:
             recipient: The receiver's identity (the control plane's instance id): only a receiver
                 with that identity opens the frame, so a capture dies with the instance it was sent to.
         """
+        if self._source is not None:
+            self._reload()
         header = SEALED_PREFIX + _TIME.pack(self._clock()) + os.urandom(_NONCE_SIZE)
         body = memoryview(frame)[_PLAIN_HEADER:]
-        mac = hmac.new(self._key_for(recipient), header, hashlib.sha256)
+        mac = hmac.new(self._key_for(recipient, self._keys[0]), header, hashlib.sha256)
         mac.update(body)
         return b"".join((header, mac.digest(), body))
 
@@ -130,12 +196,18 @@ class FrameAuth:
             raise AuthenticationError("frame is not authenticated: this peer requires the shared secret")
         if len(data) < _OVERHEAD:
             raise AuthenticationError("authenticated frame is truncated")
+        if self._source is not None:
+            self._reload()
         view = memoryview(data)
         header = view[:_HEADER_SIZE]
         body = view[_OVERHEAD:]
-        mac = hmac.new(self._key_for(self.identity), header, hashlib.sha256)
-        mac.update(body)
-        if not hmac.compare_digest(mac.digest(), view[_HEADER_SIZE:_OVERHEAD]):
+        given = view[_HEADER_SIZE:_OVERHEAD]
+        for key in self._keys:  # the sealing one first: the others only while a rotation is under way
+            mac = hmac.new(self._key_for(self.identity, key), header, hashlib.sha256)
+            mac.update(body)
+            if hmac.compare_digest(mac.digest(), given):
+                break
+        else:
             if self.identity:
                 raise AuthenticationError(
                     "frame authentication failed: wrong shared secret, altered frame, or addressed to another "

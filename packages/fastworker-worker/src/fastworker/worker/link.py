@@ -17,7 +17,7 @@ from fastworker.client._transport import RequestChannel, Subscription
 from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
 from fastworker.client.errors import FastworkerError
 from fastworker.client.tls import TlsFiles
-from fastworker.protocol.auth import FrameAuth
+from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.v1 import error_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -40,7 +40,7 @@ class ControlPlaneLink:
         discovery_address: str,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        secret: str | None = None,
+        secret: Secret | None = None,
         tls: TlsFiles | None = None,
     ) -> None:
         self.discovery_address = discovery_address

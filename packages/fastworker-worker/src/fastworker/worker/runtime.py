@@ -39,6 +39,7 @@ from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_http_address
+from fastworker.protocol.auth import Secret
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
@@ -117,7 +118,7 @@ class WorkerSettings:
     health_address: str | None = None
     sys_path: tuple[str, ...] = ()
     #: The control plane's shared secret (every frame sealed and checked), if it has one.
-    secret: str | None = field(default=None, repr=False)
+    secret: Secret | None = field(default=None, repr=False)
     #: TLS files for a ``tls+tcp://`` control plane.
     tls: TlsFiles | None = None
 

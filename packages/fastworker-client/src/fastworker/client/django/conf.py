@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastworker.client.secretfile import read_secret_file
+from fastworker.client.secretfile import SecretFiles
 from fastworker.protocol.addresses import parse_address
 
 __all__ = ["SETTING", "FastWorkerSettings", "parse_settings"]
@@ -70,7 +70,7 @@ class FastWorkerSettings:
             options["secret"] = self.secret
         elif self.secret_file is not None:
             try:
-                options["secret"] = read_secret_file(self.secret_file)
+                options["secret"] = SecretFiles(self.secret_file)  # read again when it changes
             except ValueError as exc:
                 raise ValueError(f"{_key('SECRET_FILE')}: {exc}") from None
         if self.tls_ca is not None or self.tls_cert is not None or self.tls_key is not None:

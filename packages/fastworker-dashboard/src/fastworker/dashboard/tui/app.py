@@ -28,6 +28,7 @@ from fastworker.dashboard.source import AdminClient, read_limits
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen, WorkflowScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
+from fastworker.protocol.auth import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -472,7 +473,7 @@ class FastworkerTop(App[None]):
 
 def make_app(
     control_plane: str,
-    secret: str | None = None,
+    secret: Secret | None = None,
     *,
     client: AdminClient | None = None,
     refresh_interval: float = 1.0,

@@ -23,6 +23,7 @@ from fastworker.dashboard.web.live import LiveFeed
 from fastworker.dashboard.web.routes import actions, api, auth, metrics, overview, stream, tasks, workers, workflows
 from fastworker.dashboard.web.templating import Renderer
 from fastworker.dashboard.web.throttle import LoginThrottle
+from fastworker.protocol.auth import Secret, sealing_secret
 
 #: The vendored CSS, JS and icon.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -31,7 +32,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 def create_app(
     *,
     control_plane: str,
-    secret: str | None = None,
+    secret: Secret | None = None,
     read_only: bool = False,
     client: AdminClient | None = None,
     refresh_interval: float = 1.0,
@@ -45,7 +46,7 @@ def create_app(
     Args:
         control_plane: The control plane's discovery address.
         secret: The control plane's shared secret (the client's); also the password for actions unless
-            ``password`` is given.
+            ``password`` is given (a rotating secret: the one that seals when the app is made).
         read_only: Hide action buttons and answer every action with 403.
         client: A client to use instead of opening one (the caller keeps ownership and closes it).
         refresh_interval: Seconds between live snapshots, and the least time between two redraws of a panel.
@@ -59,7 +60,7 @@ def create_app(
     """
     config = DashboardConfig(
         control_plane=control_plane,
-        password=password or secret or None,
+        password=password or (sealing_secret(secret) if secret else None),
         read_only=read_only,
         refresh_interval=refresh_interval,
         hosts=HostAllowList(bind_host=bind_host, extra=tuple(hosts)),
