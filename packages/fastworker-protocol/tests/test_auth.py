@@ -182,3 +182,21 @@ def test_a_source_is_asked_again_once_per_interval_and_its_change_applies_to_bot
     assert FrameAuth("new").open(sealed) == frame()
     with pytest.raises(AuthenticationError):
         auth.open(FrameAuth("old").seal(frame()))  # the old one is not accepted any more
+
+
+def test_a_source_that_fails_or_gives_nothing_leaves_the_secrets_in_force() -> None:
+    class Failing(Rotating):
+        def secrets(self) -> tuple[str, ...]:
+            self.asked += 1
+            if self.asked > 1:
+                raise OSError("the file went away")
+            return self.current
+
+    reload_clock = Clock(0.0)
+    failing, emptied = Failing("old"), Rotating("old")
+    auths = [FrameAuth(failing, reload_clock=reload_clock), FrameAuth(emptied, reload_clock=reload_clock)]
+    emptied.current = ()
+    reload_clock.now += auth_module.RELOAD_INTERVAL
+    for auth in auths:
+        assert FrameAuth("old").open(auth.seal(frame())) == frame()
+    assert failing.asked == 2 and emptied.asked == 2  # both were asked again

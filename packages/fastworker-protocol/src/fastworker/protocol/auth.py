@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import struct
 import time
@@ -42,6 +43,8 @@ from typing import Protocol, TypeAlias
 from fastworker.protocol.errors import AuthenticationError
 from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
+
+logger = logging.getLogger(__name__)
 
 #: Wire-format byte of a sealed frame (a plain frame has 1).
 SEALED_WIRE_FORMAT = 2
@@ -147,9 +150,12 @@ class FrameAuth:
         if now < self._next_reload:
             return
         self._next_reload = now + RELOAD_INTERVAL
-        secrets = source.secrets()
-        if secrets:  # a source keeps its last good secrets when a file cannot be read; never none
-            self._use(secrets)
+        try:
+            secrets = source.secrets()
+            if secrets:
+                self._use(secrets)
+        except Exception:  # a source that fails must not fail the frame: the secrets in force stay
+            logger.warning("could not read the shared secrets again; keeping those in force", exc_info=True)
 
     def _key_for(self, recipient: str, key: bytes) -> bytes:
         """The MAC key of frames addressed to ``recipient`` under ``key`` (``key`` itself when none is named).
