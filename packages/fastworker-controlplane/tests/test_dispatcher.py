@@ -827,3 +827,19 @@ async def test_resolved_limits_travel_only_to_a_worker_whose_own_definition_diff
     (overridden,) = again.tasks
     assert overridden.task_id == own.task_id and overridden.retries == 7
     assert {agreeing.task_id, differing.task_id} == {first.task_id, second.task_id}
+
+
+async def test_a_dispatched_task_carries_the_priority_it_was_queued_at_so_the_worker_starts_it_by_that(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig()
+    # Given "urgent" defined high by default on the control plane, and a worker that runs it and "job"
+    rig.harness.task(lambda: None, "urgent", priority="high")
+    rig.register("w1", ["urgent", "job"], capacity=4)
+    # When a plain task, one of the high default and an explicitly critical one are dispatched
+    plain, by_default, critical = rig.submit("job"), rig.submit("urgent"), rig.submit("job", priority=1)
+    taken = rig.pull("w1")
+    await until(lambda: taken.answered)
+    priorities = {spec.task_id: spec.priority for spec in taken.tasks}
+    # Then each carries its level (a worker's prefetch queue starts by it); a normal one stays unset
+    assert priorities == {plain.task_id: 0, by_default.task_id: task_pb2.PRIORITY_HIGH, critical.task_id: 1}

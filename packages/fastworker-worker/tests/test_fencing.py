@@ -187,3 +187,29 @@ async def test_a_claim_goes_at_once_when_half_the_slots_or_more_are_free(monkeyp
     async with asyncio.timeout(5):
         await worker._claim()
     assert link.claims == [["p0", "p1"]]
+
+
+def prefetched_at(worker: Worker, task_id: str, priority: int) -> None:
+    """Dispatch a task as prefetched, at a priority (0: none of its own, normal)."""
+    spec = task_pb2.TaskSpec(task_id=task_id, name="job", attempt=1, arguments=encode_arguments((task_id,), {}))
+    spec.priority = priority  # type: ignore[assignment]
+    worker._start(spec, "instance", prefetched=True)
+
+
+async def test_a_critical_task_prefetched_behind_normal_ones_is_claimed_and_started_first(worker: Any) -> None:
+    worker._link = SilentLink(time.monotonic())
+    worker._run_time = 0.001
+    prefetched_at(worker, "normal-1", 0)
+    prefetched_at(worker, "low", task_pb2.PRIORITY_LOW)
+    prefetched_at(worker, "critical", task_pb2.PRIORITY_CRITICAL)
+    prefetched_at(worker, "normal-2", task_pb2.PRIORITY_NORMAL)
+
+    # The one free slot claims the critical task, not the oldest one
+    assert worker._claims() == ["critical"]
+    # and with every one granted, they start critical first, then normal in dispatch order, low last
+    worker._granted.update(worker._backlog)
+    order = worker._by_priority([task_id for task_id in worker._backlog if task_id in worker._granted])
+    assert order == ["critical", "normal-1", "normal-2", "low"]
+    worker._start_waiting(claim=False)
+    await asyncio.sleep(0.05)
+    assert worker.ran[0] == "critical"

@@ -26,7 +26,10 @@ from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS
 from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.lease import may_take_back
-from fastworker.protocol.v1 import events_pb2, worker_pb2
+from fastworker.protocol.v1 import events_pb2, task_pb2, worker_pb2
+
+#: The level a task without a priority of its own has on a worker (the others go into the dispatched spec).
+NORMAL = task_pb2.PRIORITY_NORMAL
 
 logger = logging.getLogger(__name__)
 
@@ -414,6 +417,8 @@ class Dispatcher:
             wire = tasks.add()
             wire.MergeFromString(record.encoded_spec())  # cheaper than copying a parsed spec
             wire.attempt = record.attempts
+            if record.priority != NORMAL and wire.priority != record.priority:
+                wire.priority = record.priority  # type: ignore[assignment]  # its level as queued: the worker starts by it
             tracing.stamp_ready(wire, record.ready_at)  # a traced task only: its `wait` span where it runs
             # The worker enforces the control plane's rule, not its own copy of the definition: the
             # resolved limits go with the task unless the worker's definition gives the same ones

@@ -69,6 +69,8 @@ PULL_GATHER = 0.001
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
+#: The rank of a task that gives no priority (the control plane writes any other one into the spec).
+NORMAL_PRIORITY = task_pb2.PRIORITY_NORMAL
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
 EXIT_ID_IN_USE = 3
 #: Exit code when --health-address cannot be bound (in use, or not an address of this host).
@@ -201,8 +203,11 @@ class Worker:
         self._running: dict[str, _Running] = {}
         #: Each task name's policy from its ``@task`` options, built once (the options never change).
         self._defined: dict[str, TaskPolicy] = {}
-        #: Prefetched tasks waiting here for a free slot (they count as held), in dispatch order.
+        #: Prefetched tasks waiting here for a free slot (they count as held), in dispatch order;
+        #: they start by priority, then in that order (:meth:`_by_priority`).
         self._backlog: dict[str, tuple[task_pb2.TaskSpec, str]] = {}
+        #: Some task in the backlog is of another priority than normal: order it before starting any.
+        self._backlog_ranked = False
         #: Prefetched tasks the control plane granted: only these may start (``Results.started_task_ids``).
         self._granted: set[str] = set()
         #: Prefetched tasks asked for on the claim request in flight, and that request's task.
@@ -509,7 +514,22 @@ class Worker:
         free = self.settings.concurrency - self._occupied() - len(self._granted) - len(self._claiming)
         if free <= 0:
             return []
-        return [t for t in self._backlog if t not in self._granted and t not in self._claiming][:free]
+        return self._by_priority([t for t in self._backlog if t not in self._granted and t not in self._claiming])[
+            :free
+        ]
+
+    def _by_priority(self, task_ids: list[str]) -> list[str]:
+        """Backlog tasks in the order they start: higher priority first, then dispatch order.
+
+        So a critical task dispatched behind prefetched normal ones starts at the next free slot.
+        """
+        if not self._backlog_ranked:
+            return task_ids
+        if not self._backlog:
+            self._backlog_ranked = False
+            return task_ids
+        backlog = self._backlog
+        return sorted(task_ids, key=lambda task_id: backlog[task_id][0].priority or NORMAL_PRIORITY)
 
     async def _claim(self) -> None:
         """Ask to start prefetched tasks for the free slots, with the outcomes waiting to be reported.
@@ -680,6 +700,8 @@ class Worker:
             return  # already holding this very task (a duplicate delivery): never run it twice at once
         if prefetched or self._occupied() >= self.settings.concurrency:
             self._backlog[spec.task_id] = (spec, instance)
+            if spec.priority and spec.priority != NORMAL_PRIORITY:
+                self._backlog_ranked = True
             if not prefetched:
                 self._granted.add(spec.task_id)  # counted as running already: starts when a slot frees
             return
@@ -706,14 +728,14 @@ class Worker:
         self._running[spec.task_id] = running
 
     def _start_waiting(self, *, claim: bool = True) -> None:
-        """Fill free slots with granted prefetched tasks, oldest first, while this worker's lease holds.
+        """Fill free slots with granted prefetched tasks (by priority, then oldest) while this worker's lease holds.
 
         Claims more for the slots still free (``claim``).
         """
         if self._granted and self._occupied() < self.settings.concurrency:
             if not self._registered.is_set() or self._fenced():
                 return
-            for task_id in [task_id for task_id in self._backlog if task_id in self._granted]:
+            for task_id in self._by_priority([task_id for task_id in self._backlog if task_id in self._granted]):
                 if self._occupied() >= self.settings.concurrency:
                     break
                 spec, instance = self._backlog.pop(task_id)
