@@ -98,11 +98,21 @@ OFFERS: dict[str, list[tuple[str, set[str], str]]] = {
     "fastworker-top": [
         (
             "fastworker-top --",
-            {"--help", "--version", "--completion", "--control-plane", "--secret", "--secret-file", "--refresh"},
+            {
+                "--help",
+                "--version",
+                "--completion",
+                "--control-plane",
+                "--secret",
+                "--secret-file",
+                "--secret-fallbacks-file",
+                "--refresh",
+            },
             "==",
         ),
         ("fastworker-top --completion ", set(SHELLS), "=="),
         ("fastworker-top --secret-file ", FILES, "=="),
+        ("fastworker-top --secret-fallbacks-file ", FILES, "=="),
     ],
 }
 
