@@ -7,6 +7,7 @@ them per worker). Workers are started and registered before the clock starts.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from fwbench.core import (
     Target,
     fleet,
     latency_run,
+    latency_summary,
     scenario,
     submit_batches,
     submit_individually,
@@ -124,6 +126,76 @@ async def cpu_scaling_scenario(cp: RunningControlPlane | None, opts: Options) ->
         "two_workers_tps": two,
         "scaling": two / one,
         "ideal_tps_per_worker": 1000 / 5.0,
+        "problems": problems,
+    }
+
+
+#: The busy worker's slots in workers1_critical_latency (its prefetch room is 4 times this).
+BUSY_CONCURRENCY = 4
+#: The background load there: this many loops, each keeping a batch of 2 ms spin tasks in flight.
+BUSY_LOOPS, BUSY_BATCH, BUSY_SPIN_MS = 2, 40, 2.0
+
+
+@scenario(
+    "workers1_critical_latency",
+    f"critical add(i, 1) one after another (--samples / 10) through 1 subworker of {BUSY_CONCURRENCY} slots kept"
+    f" busy by {BUSY_LOOPS} loops of {BUSY_BATCH} {BUSY_SPIN_MS:g} ms spin tasks; times from the task's own record",
+    display=(
+        Metric("start_wait_p50_ms", "submit → started, p50, ms", ".2f"),
+        Metric("p50_ms", "submit → result, p50, ms", ".2f"),
+        Metric("p90_ms", "submit → result, p90, ms", ".2f"),
+        Metric("report_lag_p50_ms", "finished → result at the client, p50, ms", ".2f"),
+    ),
+    controlplane_args=workers_only,
+    default=False,
+)
+async def critical_latency_scenario(cp: RunningControlPlane | None, opts: Options) -> dict[str, Any]:
+    """How long a critical task waits behind prefetched normal ones on a busy worker, and where the time goes."""
+    control_plane = _cp(cp)
+    n = max(20, opts.samples // 10)
+    problems: list[str] = []
+    waits: list[float] = []
+    totals: list[float] = []
+    lags: list[float] = []
+    wrong = 0
+    with fleet(control_plane, 1, BUSY_CONCURRENCY, prefix="bench-busy"):
+        async with Client(control_plane.discovery) as client, Client(control_plane.discovery) as load:
+            problems += await wait_for_workers(client, 1)
+            stop = asyncio.Event()
+
+            async def keep_busy() -> None:
+                while not stop.is_set():
+                    ids = await load.delay_many([("spin", (BUSY_SPIN_MS,))] * BUSY_BATCH)
+                    await load.wait_many(ids, timeout=opts.wait_timeout)
+
+            loops = [asyncio.ensure_future(keep_busy()) for _ in range(BUSY_LOOPS)]
+            try:
+                await asyncio.sleep(1.0)  # the worker's prefetch room fills, its run times settle
+                for i in range(n):
+                    submitted = time.time()
+                    task_id = await client.delay("add", i, 1, priority="critical")
+                    value = await client.result(task_id, timeout=opts.wait_timeout)
+                    received = time.time()
+                    info = await client.status(task_id)
+                    wrong += value != i + 1
+                    totals.append(received - submitted)
+                    waits.append((info.started_at or received) - submitted)
+                    lags.append(received - (info.finished_at or received))
+            finally:
+                stop.set()
+                await asyncio.gather(*loops, return_exceptions=True)
+    if wrong:
+        problems.append(f"{wrong} of {n} critical tasks returned a wrong value")
+    total = latency_summary(totals)
+    return {
+        "valid": not problems,
+        "wrong": wrong,
+        "lost": 0,
+        "samples": n,
+        "start_wait_p50_ms": latency_summary(waits)["p50_ms"],
+        "p50_ms": total["p50_ms"],
+        "p90_ms": total["p90_ms"],
+        "report_lag_p50_ms": latency_summary(lags)["p50_ms"],
         "problems": problems,
     }
 
