@@ -59,7 +59,6 @@ from fastworker.client.jsonshape import (
 )
 from fastworker.client.limits import UNSET
 from fastworker.client.models import TaskError
-from fastworker.protocol.auth import sealing_secret
 
 TASK_ID = "3b0f2a4e-7f45-4c1e-9d3a-2f5e8c1b9a70"
 
@@ -407,7 +406,7 @@ def test_a_common_flag_works_before_and_after_the_command_and_after_wins(
         ran = run(*argv)
         assert ran.code == RET_OK, ran
         value = getattr(ran.client, attribute)
-        return value if value is None or isinstance(value, str | int | float) else sealing_secret(value)
+        return value if value is None or isinstance(value, str | int | float) else value.secrets()[0]
 
     assert given("stats") == default
     assert given(flag, before, "stats") == got_before

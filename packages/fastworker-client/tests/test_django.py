@@ -49,7 +49,6 @@ from fastworker.client import (  # noqa: E402
 )
 from fastworker.client.models import CancelResult, Priority  # noqa: E402
 from fastworker.client.task import default_registry  # noqa: E402
-from fastworker.protocol.auth import sealing_secret  # noqa: E402
 
 PROJECT_FILES = {
     "fw_shop/__init__.py": "",
@@ -321,7 +320,7 @@ def test_client_options_are_only_the_given_ones_and_read_the_secret_file(tmp_pat
     secret.write_text("s3cret\n")
     parsed, _ = parse_settings({"CONTROL_PLANE": "tcp://h:1", "SECRET_FILE": secret, "REQUEST_TIMEOUT": 3})
     options = parsed.client_options()
-    assert sealing_secret(options.pop("secret")) == "s3cret"  # read again when the file changes
+    assert options.pop("secret").secrets() == ("s3cret",)  # read again when the file changes
     assert options == {"address": "tcp://h:1", "request_timeout": 3.0}
     with pytest.raises(ValueError, match=r'^FASTWORKER\["SECRET_FILE"\]: cannot read the secret file'):
         parse_settings({"SECRET_FILE": str(tmp_path / "missing")})[0].client_options()
@@ -387,7 +386,7 @@ def test_the_defaults_are_the_apps_clients_and_the_sync_one_is_made_from_the_set
         assert backend.closed  # the setting changed: the old client is closed
         changed = clients.sync_backend()
         assert isinstance(changed, SyncClient)
-        assert (changed.address, sealing_secret(changed._client.secret)) == ("tcp://127.0.0.1:10", "from-a-file")
+        assert (changed.address, changed._client.secret.secrets()) == ("tcp://127.0.0.1:10", ("from-a-file",))
     assert changed.closed
 
 

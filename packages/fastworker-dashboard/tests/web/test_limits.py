@@ -272,3 +272,30 @@ async def _panel(events: AsyncIterator[str], wanted: str, containing: str) -> st
                 if payload["id"] == wanted and containing in payload["html"]:
                     return str(payload["html"])
     raise AssertionError(f"the stream ended before {wanted} showed {containing!r}")
+
+
+class RotatingSecret:
+    """A SecretSource the test rotates (as SecretFiles does when its files change)."""
+
+    def __init__(self, *secrets: str) -> None:
+        self.current = secrets
+
+    def secrets(self) -> tuple[str, ...]:
+        return self.current
+
+
+async def test_with_a_rotating_secret_as_password_every_secret_in_force_is_accepted_and_a_dropped_one_refused(
+    make_client: MakeClient, fake: FakeAdminClient
+) -> None:
+    rotating = RotatingSecret("new", "old")  # step 2 of a rotation: sealing with "new", "old" still accepted
+    client = await make_client(secret=rotating)
+    for password in ("new", "old"):
+        accepted = await client.post(
+            "/api/limits/app.add", json={"max_concurrency": 1}, headers={"X-FastWorker-Secret": password}
+        )
+        assert accepted.status_code == 200, password
+    rotating.current = ("new",)  # step 3: the old one is dropped
+    refused = await client.post(
+        "/api/limits/app.add", json={"max_concurrency": 1}, headers={"X-FastWorker-Secret": "old"}
+    )
+    assert refused.status_code == 403 and fake.calls["set_limits"] == 2

@@ -79,11 +79,6 @@ class SecretSource(Protocol):
 Secret: TypeAlias = str | SecretSource
 
 
-def sealing_secret(secret: Secret) -> str:
-    """The secret that seals now (for what needs one plain value, like the dashboard's default password)."""
-    return secret if isinstance(secret, str) else secret.secrets()[0]
-
-
 def _derive_key(secret: str | bytes) -> bytes:
     """The MAC key of a secret, so that the configured secret itself is never used directly."""
     if not secret:

@@ -23,7 +23,7 @@ from fastworker.dashboard.web.live import LiveFeed
 from fastworker.dashboard.web.routes import actions, api, auth, metrics, overview, stream, tasks, workers, workflows
 from fastworker.dashboard.web.templating import Renderer
 from fastworker.dashboard.web.throttle import LoginThrottle
-from fastworker.protocol.auth import Secret, sealing_secret
+from fastworker.protocol.auth import Secret
 
 #: The vendored CSS, JS and icon.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -46,7 +46,7 @@ def create_app(
     Args:
         control_plane: The control plane's discovery address.
         secret: The control plane's shared secret (the client's); also the password for actions unless
-            ``password`` is given (a rotating secret: the one that seals when the app is made).
+            ``password`` is given (a rotating secret: any secret in force).
         read_only: Hide action buttons and answer every action with 403.
         client: A client to use instead of opening one (the caller keeps ownership and closes it).
         refresh_interval: Seconds between live snapshots, and the least time between two redraws of a panel.
@@ -60,7 +60,7 @@ def create_app(
     """
     config = DashboardConfig(
         control_plane=control_plane,
-        password=password or (sealing_secret(secret) if secret else None),
+        password=password or secret or None,
         read_only=read_only,
         refresh_interval=refresh_interval,
         hosts=HostAllowList(bind_host=bind_host, extra=tuple(hosts)),

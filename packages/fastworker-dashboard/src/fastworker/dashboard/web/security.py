@@ -69,7 +69,7 @@ def check_password(config: DashboardConfig, throttle: LoginThrottle, request: Re
     wait = throttle.wait_left(address)
     if wait > 0:
         raise LoginThrottled(wait)
-    if _equal(presented, config.password):
+    if any(_equal(presented, password) for password in config.passwords()):
         throttle.succeeded(address)
         return True
     failures, wait = throttle.failed(address)
