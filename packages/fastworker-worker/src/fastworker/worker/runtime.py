@@ -514,9 +514,8 @@ class Worker:
         free = self.settings.concurrency - self._occupied() - len(self._granted) - len(self._claiming)
         if free <= 0:
             return []
-        return self._by_priority([t for t in self._backlog if t not in self._granted and t not in self._claiming])[
-            :free
-        ]
+        waiting = [t for t in self._backlog if t not in self._granted and t not in self._claiming]
+        return self._by_priority(waiting)[:free]
 
     def _by_priority(self, task_ids: list[str]) -> list[str]:
         """Backlog tasks in the order they start: higher priority first, then dispatch order.
