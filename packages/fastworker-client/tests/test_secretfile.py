@@ -142,3 +142,13 @@ def test_secret_files_refuse_neither_or_both_of_a_file_and_a_value(tmp_path: Pat
     path.write_text("x")
     with pytest.raises(ValueError, match="either as a file or as a value"):
         SecretFiles(str(path), secret="y")
+
+
+def test_a_fallbacks_file_of_more_than_eight_secrets_is_refused_naming_it(tmp_path: Path) -> None:
+    # Each secret costs a failing frame one more MAC: a long list would make garbage expensive.
+    fallbacks = tmp_path / "fallbacks"
+    fallbacks.write_text("".join(f"old-{n}\n" for n in range(8)))
+    assert len(SecretFiles(None, str(fallbacks), secret="s").secrets()) == 9
+    fallbacks.write_text("".join(f"old-{n}\n" for n in range(9)))
+    with pytest.raises(ValueError, match=f"the secret fallbacks file {fallbacks} holds 9 secrets; at most 8"):
+        SecretFiles(None, str(fallbacks), secret="s")

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # the client reads the secret's env var without loading argpa
 
 #: Largest secret file read, in bytes: a secret is a line, not a document.
 MAX_SECRET_FILE_BYTES = 64 * 1024
+#: Most secrets a fallbacks file may hold: a frame that fails is checked against each of them, so
+#: a long list would let garbage cost the receiver that many MACs (a rotation needs one).
+MAX_SECRET_FALLBACKS = 8
 #: The env vars of the shared secret and of a file holding it (docs/reference.md).
 ENV_SECRET = "FASTWORKER_SECRET"
 ENV_SECRET_FILE = "FASTWORKER_SECRET_FILE"
@@ -58,10 +61,15 @@ def read_fallbacks_file(path: str) -> tuple[str, ...]:
     """The secrets in a fallbacks file: one per line, blank lines skipped (an empty file holds none).
 
     Raises:
-        ValueError: the file cannot be read, is too large or is not UTF-8; the message names the path.
+        ValueError: the file cannot be read, is too large, is not UTF-8 or holds more than
+            :data:`MAX_SECRET_FALLBACKS` secrets; the message names the path.
     """
-    lines = _read_text(path, "secret fallbacks file").splitlines()
-    return tuple(line.removesuffix("\r") for line in lines if line.strip())
+    secrets = tuple(line for line in _read_text(path, "secret fallbacks file").splitlines() if line.strip())
+    if len(secrets) > MAX_SECRET_FALLBACKS:
+        raise ValueError(
+            f"the secret fallbacks file {path} holds {len(secrets)} secrets; at most {MAX_SECRET_FALLBACKS} are allowed"
+        )
+    return secrets
 
 
 def _read_text(path: str, what: str) -> str:
