@@ -108,9 +108,10 @@ class SecretFiles:
             raise ValueError("give the shared secret either as a file or as a value")
         self.secret_file = secret_file
         self.fallbacks_file = fallbacks_file
+        # Stamped before reading: a file replaced in between is read again at the next ask.
+        self._stamps = {path: _stamp(path) for path in (secret_file, fallbacks_file) if path}
         self._secret = secret if secret is not None else read_secret_file(str(secret_file))
         self._fallbacks = read_fallbacks_file(fallbacks_file) if fallbacks_file else ()
-        self._stamps = {path: _stamp(path) for path in (secret_file, fallbacks_file) if path}
         self._complaints: set[str] = set()
 
     def secrets(self) -> tuple[str, ...]:
