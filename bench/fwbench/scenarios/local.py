@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
+from fastworker.client import Client
 from fastworker.controlplane.testing import RunningControlPlane
 from fwbench.core import (
     Metric,
     Options,
     Target,
     latency_run,
+    latency_summary,
     scenario,
     submit_batches,
     submit_individually,
     throughput_run,
 )
+
+#: Seconds between the probe's stats() calls in stats_under_load.
+PROBE_INTERVAL = 0.01
 
 THROUGHPUT_DISPLAY = (
     Metric("e2e_tps", "end to end, tasks/s"),
@@ -67,3 +74,46 @@ async def delay_many_scenario(cp: RunningControlPlane | None, opts: Options) -> 
 )
 async def submit_latency_scenario(cp: RunningControlPlane | None, opts: Options) -> dict[str, Any]:
     return await latency_run(_cp(cp), opts)
+
+
+@scenario(
+    "stats_under_load",
+    "delay_many's N tasks, while a second client calls stats() every 10 ms: how long the control plane"
+    " keeps a request waiting while its local slots are busy; local slots",
+    display=(
+        Metric("e2e_tps", "end to end, tasks/s"),
+        Metric("probe_p50_ms", "stats() under load, p50, ms", ".1f"),
+        Metric("probe_p90_ms", "stats() under load, p90, ms", ".1f"),
+        Metric("probe_max_ms", "stats() under load, max, ms", ".1f"),
+        Metric("probes", "stats() calls answered", ",.0f"),
+    ),
+    default=False,
+)
+async def stats_under_load_scenario(cp: RunningControlPlane | None, opts: Options) -> dict[str, Any]:
+    control_plane = _cp(cp)
+    samples: list[float] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        async with Client(control_plane.discovery) as client:
+            await client.stats()
+            while not stop.is_set():
+                started = time.perf_counter()
+                await client.stats()
+                samples.append(time.perf_counter() - started)
+                await asyncio.sleep(PROBE_INTERVAL)
+
+    prober = asyncio.ensure_future(probe())
+    try:
+        result = await throughput_run(control_plane, opts, submit_batches)
+    finally:
+        stop.set()
+        await prober
+    probes = latency_summary(samples)
+    result.update(
+        probes=len(samples),
+        probe_p50_ms=probes["p50_ms"],
+        probe_p90_ms=probes["p90_ms"],
+        probe_max_ms=probes["max_ms"],
+    )
+    return result

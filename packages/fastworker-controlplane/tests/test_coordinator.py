@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from fastworker.controlplane.coordinator import Coordinator, RequestRefused
-from fastworker.controlplane.local import SlotRuns
+from fastworker.controlplane import coordinator as coordinator_module
+from fastworker.controlplane.coordinator import SLOT_LOCK_YIELDS, Coordinator, RequestRefused
+from fastworker.controlplane.local import LocalExecutor, SlotRuns
 from fastworker.controlplane.records import CANCELLED, FAILURE, LOCAL_WORKER_ID, PENDING, RUNNING, SCHEDULED, SUCCESS
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.payload import decode_value
@@ -785,6 +786,89 @@ async def test_with_one_slot_a_critical_task_runs_before_every_task_queued_earli
 
     # Then they start strictly by priority, FIFO within a level
     assert order == ["critical", "high", "normal", "low-0", "low-1", "low-2"]
+
+
+# ------------------------------------------------------------------------------------ slots and the loop
+
+
+class _CountedSleep:
+    """The coordinator's ``time`` module, with ``sleep(0)`` counted (the slot's yields of the GIL)."""
+
+    def __init__(self) -> None:
+        self.yields = 0
+
+    def sleep(self, seconds: float) -> None:
+        if seconds == 0:
+            self.yields += 1
+        time.sleep(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.mark.parametrize("held_for_yields", [3, SLOT_LOCK_YIELDS + 5])
+async def test_a_slot_gives_up_the_gil_while_the_lock_is_held_then_blocks_on_it(
+    harness: Any, monkeypatch: pytest.MonkeyPatch, held_for_yields: int
+) -> None:
+    # Given the coordinator's lock held by another thread until the slot yielded a number of times
+    coordinator = harness.coordinator(local_concurrency=0)
+    counted = _CountedSleep()
+    monkeypatch.setattr(coordinator_module, "time", counted)
+    held, taken = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with coordinator.lock:
+            held.set()
+            deadline = time.monotonic() + BOUND
+            while counted.yields < min(held_for_yields, SLOT_LOCK_YIELDS) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(0.05)  # a slot past its yields blocks meanwhile
+
+    def slot() -> None:
+        coordinator._lock_for_slot()
+        taken.set()
+        coordinator.lock.release()
+
+    holding = threading.Thread(target=holder)
+    holding.start()
+    assert held.wait(BOUND)
+
+    # When a slot takes the lock
+    await asyncio.to_thread(slot)
+    holding.join(BOUND)
+
+    # Then it yielded while the holder kept the lock, at most SLOT_LOCK_YIELDS times, and then got it
+    assert taken.is_set()
+    assert 1 <= counted.yields <= SLOT_LOCK_YIELDS
+    if held_for_yields > SLOT_LOCK_YIELDS:
+        assert counted.yields == SLOT_LOCK_YIELDS  # then it blocked on the lock instead of spinning on
+
+
+async def test_outcomes_that_arrive_while_the_loop_delivers_wait_for_the_next_wakeup(harness: Any) -> None:
+    # Given two outcomes waiting for the loop, and a slot that adds a third while the loop delivers
+    delivered: list[str] = []
+    executor = LocalExecutor(
+        asyncio.get_running_loop(),
+        0,
+        lambda ended: None,
+        lambda record, outcome, cancelled: on_done(record),
+        lambda: None,
+    )
+
+    def on_done(record: Any) -> None:
+        delivered.append(record)
+        if record == "first":
+            executor._completed.append(("third", None, False))  # type: ignore[arg-type]
+
+    executor._completed.extend([("first", None, False), ("second", None, False)])  # type: ignore[list-item]
+
+    # When the loop delivers
+    executor._deliver_completed()
+
+    # Then it delivered what was there when it began, and leaves the third to the next wake-up (so it
+    # serves requests and timers in between, however fast the slots add outcomes)
+    assert delivered == ["first", "second"]
+    assert [entry[0] for entry in executor._completed] == ["third"]
 
 
 # ----------------------------------------------------------------------------------------------- drain

@@ -49,6 +49,12 @@ from fastworker.worker.tasklog import log_outcome, logs
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the loop may wait for the GIL to deliver outcomes before a slot that ends a run waits
+#: for it (at most LOOP_TURN_WAIT) instead of starting its next task: busy slots would keep it from
+#: the GIL, and from the requests and timers it serves, for tens of milliseconds.
+LOOP_TURN_AFTER = 0.002
+LOOP_TURN_WAIT = 0.005
+
 
 @dataclass(slots=True)
 class LocalRun:
@@ -203,6 +209,7 @@ class LocalExecutor:
             ended = run.context() if logs(outcome) else None
             self._completed.append((record, outcome, cancelled))
             completions.set()
+            completions.let_loop_run(LOOP_TURN_AFTER, LOOP_TURN_WAIT)
             if ended is not None:
                 log_outcome(ended, outcome, run.policy)  # once the outcome is on its way
 
@@ -269,13 +276,16 @@ class LocalExecutor:
     # ------------------------------------------------------------------------------------ event loop
 
     def _deliver_completed(self) -> None:
+        # Only the outcomes here now: slots that add more meanwhile wake the loop again, and in
+        # between it serves requests and timers (with ``while completed``, busy slots kept it here).
         completed = self._completed
+        count = len(completed)
         if self._cancel_before_start:
-            while completed:
+            for _ in range(count):
                 self._report(*completed.popleft())
             return
         on_done = self._on_done  # the hot path of ``_report``, inlined: one loop wake-up, thousands of ends
-        while completed:
+        for _ in range(count):
             record, outcome, cancelled = completed.popleft()
             try:
                 on_done(record, outcome, cancelled)

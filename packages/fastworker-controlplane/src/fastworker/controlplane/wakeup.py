@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable
 
 
@@ -26,6 +27,9 @@ class LoopWakeup:
         self._loop = loop
         self._callback = callback
         self._pending = False
+        #: When the pending wake-up was asked for (monotonic), and what is set once its callback ran.
+        self._asked_at = 0.0
+        self._served = threading.Event()
         self._closed = False
         # Guards the descriptors against a thread writing while close() releases them (the number
         # could be reused by an unrelated file at once).
@@ -42,6 +46,8 @@ class LoopWakeup:
         """Ask for the callback to run on the loop (any thread; cheap when one is already asked for)."""
         if self._pending:
             return
+        self._served = threading.Event()
+        self._asked_at = time.monotonic()
         self._pending = True
         with self._lock:
             if self._closed:
@@ -56,8 +62,22 @@ class LoopWakeup:
             os.read(self._read_fd, 4096)
         except BlockingIOError:
             return
+        served = self._served
         self._pending = False
-        self._callback()
+        try:
+            self._callback()
+        finally:
+            served.set()
+
+    def let_loop_run(self, after: float, timeout: float) -> None:
+        """Wait (without the GIL) for the pending callback if it was asked for more than ``after`` seconds ago.
+
+        Threads that keep the GIL busy (local slots running short tasks) would otherwise keep the
+        loop from it for many switch intervals: the loop competes for the GIL with each of them.
+        Waiting at most ``timeout``: a loop busy elsewhere slows the caller down, never stops it.
+        """
+        if self._pending and time.monotonic() - self._asked_at > after:
+            self._served.wait(timeout)
 
     def close(self) -> None:
         """Stop watching and release the descriptors (on the loop's thread)."""
