@@ -134,6 +134,30 @@ async def test_no_more_tasks_run_at_once_than_the_pool_has_threads(make_pool: Ma
     assert max(seen) == 2 and pool.busy == 0
 
 
+async def test_runs_that_end_while_the_loop_is_busy_are_settled_together_with_one_wakeup(make_pool: MakePool) -> None:
+    # Given four runs handed to four threads
+    pool = await make_pool(4)
+    deliveries: list[int] = []
+    deliver = pool._deliver_ended
+
+    def counted() -> None:
+        deliveries.append(len(pool._ended))
+        deliver()
+
+    pool._deliver_ended = counted  # type: ignore[method-assign]
+    runs = [asyncio.ensure_future(run(pool, "pool.add", i, 1)) for i in range(4)]
+    await asyncio.sleep(0)  # each run is handed to its thread
+
+    # When they all end while the loop is busy
+    time.sleep(0.3)
+    outcomes = await asyncio.gather(*runs)
+
+    # Then one loop callback settled all four, each with its own outcome
+    assert [value(outcome) for outcome in outcomes] == [1, 2, 3, 4]
+    assert deliveries == [4]
+    assert pool.busy == 0
+
+
 async def test_the_soft_time_limit_raises_in_the_task_which_can_clean_up(make_pool: MakePool) -> None:
     pool = await make_pool()
 

@@ -3,8 +3,9 @@
 :class:`ThreadPool` offers what the runtime uses of :class:`~fastworker.worker.pool.ProcessPool`
 (``start``, ``run``, ``cancel``, ``close``, ``pids``), for sync tasks that wait on I/O or release
 the GIL, where a child process per slot costs more than it protects. ``size`` slot threads run
-one task each at a time; the pool hands tasks to idle slots on the event loop, and each slot
-hands its outcome back with ``call_soon_threadsafe``.
+one task each at a time; the pool hands tasks to idle slots on the event loop, and the slots hand
+their outcomes back through one queue, with one ``call_soon_threadsafe`` (a wake-up of the loop)
+for all that end before the loop gets to them, not one per task.
 
 A thread cannot be killed, so a limit or a cancel raises an exception in the task's thread
 (``PyThreadState_SetAsyncExc``). It lands at the thread's next Python instruction: code blocked
@@ -161,6 +162,9 @@ class ThreadPool:
         self._idle: deque[_Slot] = deque()
         self._waiters: SlotWaiters[_Slot] = SlotWaiters(self._release)
         self._running: dict[str, _Run] = {}  # runs whose outcome is not decided yet
+        #: Runs the slot threads left, with how they ended, for the loop to settle (:meth:`_deliver_ended`).
+        self._ended: deque[tuple[_Run, Outcome]] = deque()
+        self._wake_asked = False
         self._started = False
         self._closed = False
         #: Called on the loop when a thread given up at its hard limit (or cancelled) leaves its task.
@@ -415,10 +419,21 @@ class ThreadPool:
                 outcome = self._execute(slot, run)
             except BaseException as exc:  # an interrupt that landed just outside the task: the slot lives on
                 outcome = failure(type(exc).__name__, _text(exc), started_at=run.started_at)
-            try:
-                loop.call_soon_threadsafe(self._on_done, run, outcome)
-            except RuntimeError:  # the loop closed (the worker is exiting): nobody waits for it
-                return
+            self._ended.append((run, outcome))
+            if not self._wake_asked:
+                self._wake_asked = True
+                try:
+                    loop.call_soon_threadsafe(self._deliver_ended)
+                except RuntimeError:  # the loop closed (the worker is exiting): nobody waits for it
+                    return
+
+    def _deliver_ended(self) -> None:
+        """Settle every run the slots left since the last call (on the loop): one wake-up for all of them."""
+        self._wake_asked = False  # before reading: a run added from now on asks again
+        ended = self._ended
+        for _ in range(len(ended)):
+            run, outcome = ended.popleft()
+            self._on_done(run, outcome)
 
     def _execute(self, slot: _Slot, run: _Run) -> Outcome:
         """Run one task on this thread, with interrupts allowed only while it is under way."""
