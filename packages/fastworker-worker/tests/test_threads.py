@@ -158,6 +158,33 @@ async def test_runs_that_end_while_the_loop_is_busy_are_settled_together_with_on
     assert pool.busy == 0
 
 
+async def test_a_run_whose_settling_fails_leaves_the_others_of_its_batch_settled(
+    make_pool: MakePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given two runs that end together, the first of which fails to settle (a callback of the runtime raised)
+    pool = await make_pool(2)
+    settle = pool._on_done
+    broken: list[str] = []
+
+    def on_done(run_: Any, outcome: Outcome) -> None:
+        if not broken:
+            broken.append(run_.task_id)
+            raise RuntimeError("settling failed")
+        settle(run_, outcome)
+
+    pool._on_done = on_done  # type: ignore[method-assign]
+    first = asyncio.ensure_future(run(pool, "pool.add", 1, 1))
+    second = asyncio.ensure_future(run(pool, "pool.add", 2, 2))
+    await asyncio.sleep(0)
+    time.sleep(0.3)  # both end before the loop settles them
+
+    # When the loop settles the batch, then the second run still gets its outcome, and the failure is logged
+    with caplog.at_level(logging.ERROR, logger="fastworker.worker.threads"):
+        assert value(await asyncio.wait_for(second, 5)) == 4
+    assert broken and "settling failed" in caplog.text
+    first.cancel()
+
+
 async def test_the_soft_time_limit_raises_in_the_task_which_can_clean_up(make_pool: MakePool) -> None:
     pool = await make_pool()
 

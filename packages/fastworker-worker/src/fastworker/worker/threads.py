@@ -433,7 +433,10 @@ class ThreadPool:
         ended = self._ended
         for _ in range(len(ended)):
             run, outcome = ended.popleft()
-            self._on_done(run, outcome)
+            try:
+                self._on_done(run, outcome)
+            except Exception:  # one run's failure must not leave the others of the batch unsettled
+                _log.exception("settling task %s (%s) failed", run.task_id, run.name)
 
     def _execute(self, slot: _Slot, run: _Run) -> Outcome:
         """Run one task on this thread, with interrupts allowed only while it is under way."""
