@@ -85,6 +85,15 @@ def spin_then_mark(started: str, marker: str, seconds: float = 30.0) -> str:
     return marker
 
 
+@task(name="fwtests.block_in_c_then_mark")
+def block_in_c_then_mark(started: str, marker: str, seconds: float) -> str:
+    """Touch ``started``, block in one call into C (``time.sleep``) for ``seconds``, then write ``marker``."""
+    Path(started).touch()
+    time.sleep(seconds)
+    Path(marker).touch()
+    return marker
+
+
 @task(name="fwtests.async_sleep_then_mark")
 async def async_sleep_then_mark(started: str, marker: str, seconds: float = 30.0) -> str:
     """The async twin of spin_then_mark: touch ``started``, sleep on the loop, then write ``marker``."""

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fastworker.client import CancelResult, TaskState
+from fastworker.client import CancelResult, InvalidRequest, TaskState
 
 
 async def test_cancelling_a_queued_task_stops_it_from_ever_running_and_retry_runs_it_again(
@@ -88,4 +88,39 @@ async def test_cancelling_a_task_running_on_the_control_planes_own_slots_stops_i
     await asyncio.sleep(0.3)
     assert not marker.exists()
     # And the slot it ran on serves the next task
+    assert await client.submit("fwtests.add", 2, 3, timeout=10) == 5
+
+
+async def test_cancelling_a_local_sync_task_blocked_in_a_call_into_c_ends_it_at_once_and_its_code_never_resumes(
+    start_cp, make_client, tmp_path
+):
+    # Given a sync task on a control-plane slot, inside time.sleep (no Python instruction runs
+    # until it returns, so the interrupt waits for it)
+    control_plane = start_cp("--local-concurrency", "2")
+    client = make_client(control_plane)
+    started, marker = tmp_path / "started", tmp_path / "marker"
+    task_id = await client.delay("fwtests.block_in_c_then_mark", str(started), str(marker), 4.0)
+    async with asyncio.timeout(15):
+        while not started.exists():
+            await asyncio.sleep(0.02)
+
+    # When it is cancelled, the reply says so (after the grace for stopping) and it is CANCELLED
+    assert await client.cancel(task_id) == CancelResult(cancelled=True, previous_state=TaskState.RUNNING)
+    info = await client.status(task_id)
+    assert info.state is TaskState.CANCELLED
+    assert info.error is not None and info.error.type == "TaskCancelled"
+    # And while its thread is still inside the call, the id cannot be run again
+    with pytest.raises(InvalidRequest, match="has not returned yet"):
+        await client.retry(task_id)
+
+    # Once the call returned (a retry is accepted then), the rest of its code had not run
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                await client.retry(task_id)
+                break
+            except InvalidRequest:
+                await asyncio.sleep(0.1)
+    assert not marker.exists()
+    assert (await client.status(task_id)).state in (TaskState.PENDING, TaskState.RUNNING)
     assert await client.submit("fwtests.add", 2, 3, timeout=10) == 5

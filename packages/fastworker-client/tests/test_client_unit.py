@@ -88,10 +88,10 @@ def test_a_task_info_read_from_the_wire_equals_one_built_normally() -> None:
 
 def test_pickled_results_are_refused_unless_the_client_enables_pickle() -> None:
     wire = task_pb2.TaskInfo(task_id="t", name="x", state=task_pb2.TASK_STATE_SUCCESS)
-    wire.result.CopyFrom(encode_value({"a": 1}, allow_pickle=True))
+    wire.result.CopyFrom(encode_value({"a": 1j}, allow_pickle=True))  # a complex: only pickle carries it
     with pytest.raises(PayloadError):
         task_info_from_wire(wire)
-    assert task_info_from_wire(wire, allow_pickle=True).result == {"a": 1}
+    assert task_info_from_wire(wire, allow_pickle=True).result == {"a": 1j}
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,16 @@ def test_error_replies_map_to_typed_exceptions(code: int, expected: type[Excepti
     error = _error_from_wire(error_pb2.Error(code=code, message="m"), task_name="n", task_id="i")  # type: ignore[arg-type]
     assert isinstance(error, expected)
     assert isinstance(error, fastworker.client.FastworkerError)
+
+
+def test_task_not_found_says_what_was_not_found() -> None:
+    assert (TaskNotFound("t1").task_id, TaskNotFound("t1").what) == ("t1", "task")
+    error = TaskNotFound("w1", what="workflow")
+    assert (error.task_id, error.what, str(error)) == (
+        "w1",
+        "workflow",
+        "workflow w1 is not known to the control plane",
+    )
 
 
 async def test_unencodable_arguments_are_refused_before_anything_is_sent() -> None:

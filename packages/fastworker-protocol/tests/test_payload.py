@@ -181,3 +181,53 @@ def test_pickle_round_trips_arbitrary_objects_when_enabled_on_both_sides() -> No
     payload = encode_value(value, allow_pickle=True)
     assert payload.codec == CODEC_PICKLE
     assert decode_value(payload, allow_pickle=True) == value
+
+
+def test_a_side_that_allows_pickle_sends_plain_values_with_the_safe_codec() -> None:
+    # A peer that did not opt in must still read them (an int result, plain arguments).
+    for value in ROUND_TRIP_VALUES:
+        payload = encode_value(value, allow_pickle=True)
+        assert payload.codec == CODEC_MSGPACK, value
+        decoded = decode_value(payload)
+        assert decoded == value or (decoded != decoded and value != value)
+        assert type(decoded) is type(value)
+    arguments = encode_arguments((1, 2), {"when": dt.datetime(2026, 1, 2, tzinfo=dt.UTC)}, allow_pickle=True)
+    assert arguments.codec == CODEC_MSGPACK
+    assert decode_arguments(arguments) == ((1, 2), {"when": dt.datetime(2026, 1, 2, tzinfo=dt.UTC)})
+
+
+class _Colour(enum.IntEnum):
+    RED = 1
+
+
+_Point = namedtuple("_Point", "x y")  # at module level: pickle finds a class by its name
+
+
+def _zoned() -> dt.datetime:
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        zone = zoneinfo.ZoneInfo("Europe/Paris")
+    except zoneinfo.ZoneInfoNotFoundError:
+        zone = dt.timezone(dt.timedelta(hours=1), "CET")  # no tz database: a named fixed zone is lossy too
+    return dt.datetime(2026, 7, 1, 12, tzinfo=zone)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        complex(1, 2),
+        bytearray(b"ab"),
+        _Colour.RED,
+        _Point(1, 2),
+        OrderedDict(a=1),
+        [1, (2, bytearray(b"nested"))],
+        {"at": _zoned()},
+    ],
+    ids=["complex", "bytearray", "int-enum", "namedtuple", "ordereddict", "nested-bytearray", "zoned-datetime"],
+)
+def test_a_side_that_allows_pickle_pickles_what_the_safe_codec_would_change(value: Any) -> None:
+    payload = encode_value(value, allow_pickle=True)
+    assert payload.codec == CODEC_PICKLE
+    decoded = decode_value(payload, allow_pickle=True)
+    assert decoded == value
+    assert type(decoded) is type(value)

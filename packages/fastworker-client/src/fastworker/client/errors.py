@@ -132,6 +132,7 @@ class TaskNotFound(ClientError):
     def __init__(self, task_id: str, what: str = "task") -> None:
         super().__init__(f"{what} {task_id} is not known to the control plane")
         self.task_id = task_id
+        self.what = what
 
 
 class TaskTimeout(ClientError):

@@ -264,9 +264,10 @@ class ClientApi:
             return
 
         def stopped(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
-            answer(any(r.state == CANCELLED for r in finished))
+            answer(any(r.state == CANCELLED for r in finished) or self.coordinator.abandon_local_run(task_id))
 
-        # Stopping a local task takes its thread or the loop a moment: say whether it did.
+        # Stopping a local task takes its thread or the loop a moment: say whether it did (a
+        # thread still inside a long call then is ended as CANCELLED all the same).
         self.coordinator.wait([task_id], CANCEL_GRACE, stopped)
 
     def _submit_workflow(self, request: Envelope, reply: Reply) -> None:
@@ -306,6 +307,8 @@ class ClientApi:
             if pending and left > 0:
                 self.coordinator.wait(pending, left, stopped)
             else:
+                for task_id in pending:
+                    self.coordinator.abandon_local_run(task_id)
                 self._workflow_reply(request, reply, cancelled)
 
         self.coordinator.wait(stopping, CANCEL_GRACE, stopped)

@@ -193,6 +193,9 @@ class Coordinator:
         #: that the loop's per-outcome bookkeeping takes no lock the slots contend for.
         self._local_started = 0
         self._local_ended = 0
+        #: Local sync tasks ended CANCELLED while their thread was still inside a call (see
+        #: :meth:`abandon_local_run`), until that run's own outcome arrives (and is dropped).
+        self._abandoned: set[str] = set()
         #: Local runs holding a place in the ``--local-concurrency`` bound (freed as each ends).
         self._local_places = 0
         self._drained = asyncio.Event()
@@ -783,6 +786,9 @@ class Coordinator:
         self._local_ended += 1
         if self._local_ended == self._local_started:
             self._drained.set()
+        if self._abandoned and record.task_id in self._abandoned:
+            self._abandoned.discard(record.task_id)  # the end of a run already ended as CANCELLED
+            return
         if record.state == RUNNING:
             if outcome.progress is not None:
                 record.progress = outcome.progress.to_wire()  # its last value, with the outcome
@@ -1151,6 +1157,33 @@ class Coordinator:
         self.end(record, CANCELLED, "TaskCancelled", "cancelled by request")
         return True, previous
 
+    def abandon_local_run(self, task_id: str) -> bool:
+        """End as CANCELLED a local sync task that was interrupted but whose thread has not stopped yet.
+
+        Its thread is inside one long call into C (``time.sleep(600)``, a socket read): the
+        interrupt is raised when that call returns, so the rest of its code never runs, but the
+        slot stays busy until then. The cancel ends the task now instead of leaving it RUNNING
+        (a cancel that said False for a task that later ended CANCELLED told nobody anything);
+        the run's own outcome is dropped when it arrives, and until then the id cannot be retried.
+        False if the task is not such a run (it stopped, or it is not a sync run on this process).
+        """
+        record = self.active.get(task_id)
+        if (
+            record is None
+            or record.state != RUNNING
+            or record.worker != LOCAL_WORKER_ID
+            or not self.local.interrupt_pending(task_id)
+        ):
+            return False
+        self._abandoned.add(task_id)
+        self.end(
+            record,
+            CANCELLED,
+            "TaskCancelled",
+            "cancelled while running; its thread was inside a call that had not returned, after which none of its code runs",
+        )
+        return True
+
     def retry(self, task_id: str) -> TaskRecord:
         """Re-queue a FAILURE or CANCELLED task under its id with its original arguments and priority.
 
@@ -1164,6 +1197,12 @@ class Coordinator:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
                 f"only FAILURE or CANCELLED tasks can be retried (task is {task_pb2.TaskState.Name(record.state)})",  # type: ignore[arg-type]
+            )
+        if task_id in self._abandoned:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST,
+                f"task {task_id} was cancelled while its thread was inside a call that has not returned yet;"
+                " retry it once that call returned",
             )
         if not self.accepting:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")

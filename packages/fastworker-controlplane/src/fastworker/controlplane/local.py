@@ -384,6 +384,11 @@ class LocalExecutor:
             not run.task.is_async and bool(self._task_modules) and bool(run.policy.timeout or run.policy.soft_timeout)
         )
 
+    def interrupt_pending(self, task_id: str) -> bool:
+        """True if this task runs on a slot thread that was sent an interrupt it has not acted on yet (loop)."""
+        entry = self._sync_runs.get(task_id)
+        return entry is not None and entry.interrupted
+
     def cancel_running(self, task_id: str) -> bool:
         """Stop a running local task (on the loop); False if it is not running here any more.
 

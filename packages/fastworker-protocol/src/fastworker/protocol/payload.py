@@ -3,7 +3,10 @@
 The default codec is MessagePack with extension types, so that decoding never executes code and
 values round-trip with their Python types: JSON types plus bytes, tuples, sets, datetimes, dates,
 times, timedeltas, UUIDs, Decimals and integers beyond 64 bits. Pickle exists only as an explicit
-opt-in (``allow_pickle=True``) on the side that encodes and on the side that decodes.
+opt-in (``allow_pickle=True``) on the side that encodes and on the side that decodes; a side that
+opted in still sends MessagePack for every value it gives back exactly (so plain values stay
+readable by sides that did not), and pickle for the rest (a ``complex``, an application's class,
+an enum, a ``bytearray``, a ``zoneinfo`` datetime, subclasses of the native types).
 """
 
 from __future__ import annotations
@@ -142,21 +145,53 @@ def _unpack(data: bytes) -> Any:
         _nesting.depth = depth
 
 
+#: Types the safe codec gives back as they were, whatever their value.
+_EXACT_SCALARS = frozenset(
+    {type(None), bool, int, float, str, bytes, _dt.date, _dt.timedelta, uuid.UUID, decimal.Decimal}
+)
+_CONTAINERS = frozenset({list, tuple, set, frozenset})
+
+
+def _round_trips(value: Any, depth: int) -> bool:
+    """True if the safe codec decodes ``value`` to an equal value of the very same types, nested ones too.
+
+    Not so: subclasses of the native types (enums, namedtuples, OrderedDicts), bytearrays and
+    memoryviews (sent as bytes), times in a zone other than a fixed offset (a ``zoneinfo`` zone
+    would come back as its offset), and everything the codec refuses.
+    """
+    kind = type(value)
+    if kind in _EXACT_SCALARS:
+        return True
+    if kind is _dt.datetime or kind is _dt.time:
+        return value.tzinfo is None or type(value.tzinfo) is _dt.timezone
+    if depth >= MAX_EXT_NESTING:
+        return False
+    if kind in _CONTAINERS:
+        return all(_round_trips(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(_round_trips(k, depth + 1) and _round_trips(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def encode_value(value: Any, *, allow_pickle: bool = False, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> Payload:
     """Encode one value (a task result) into a Payload.
 
     Raises:
         PayloadError: the value holds a type the codec cannot encode, or the result is over max_size.
     """
-    if allow_pickle:
-        data = _pickle_dumps(value)
-        codec: Codec.ValueType = CODEC_PICKLE
+    codec: Codec.ValueType = CODEC_MSGPACK
+    if allow_pickle and not _round_trips(value, 0):
+        data, codec = _pickle_dumps(value), CODEC_PICKLE
     else:
+        # With pickle allowed too, the safe codec whenever it gives the value back as it was: a
+        # side that did not opt in reads it (plain values work across a partly opted-in fleet).
         try:
             data = _pack(value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise PayloadError(f"cannot encode {type(value).__qualname__}: {exc}") from exc
-        codec = CODEC_MSGPACK
+            if allow_pickle:
+                data, codec = _pickle_dumps(value), CODEC_PICKLE
+            else:
+                raise PayloadError(f"cannot encode {type(value).__qualname__}: {exc}") from exc
     if len(data) > max_size:
         raise PayloadError(f"encoded payload of {len(data)} bytes exceeds the limit of {max_size} bytes")
     return Payload(codec=codec, data=data)
