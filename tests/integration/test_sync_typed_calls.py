@@ -93,6 +93,16 @@ def test_a_plain_def_view_submits_with_delay_sync_and_the_task_runs(environment:
     assert typed.client is made and typed.wait(timeout=20).result == 2
 
 
+def test_inside_with_sync_client_the_awaitable_calls_submit_through_it(environment: RunningControlPlane) -> None:
+    tag = f"with-block:{uuid.uuid4()}"
+    with SyncClient(environment.discovery) as client:
+        handle = record.delay(tag)  # sync code, a SyncClient current: submitted through it
+        assert add.submit(20, 22) == 42
+    assert handles_module._from_env.current is None  # the block's client served the calls
+    assert isinstance(handle, SyncTaskHandle) and handle.client is client
+    assert execution_counts.submit_sync(tag) == {tag: 1}  # ran exactly once
+
+
 def test_delay_from_a_plain_def_view_raises_at_once_and_nothing_is_submitted(
     environment: RunningControlPlane,
 ) -> None:

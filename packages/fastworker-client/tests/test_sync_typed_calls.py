@@ -285,6 +285,52 @@ def test_without_asyncio_imported_the_check_imports_no_asyncio() -> None:
     assert done.stdout.split() == ["raised", "False", "False"] and done.stderr == ""
 
 
+def test_in_sync_code_with_a_sync_client_current_the_awaitable_calls_submit_through_it(
+    no_environment_client: list[object],
+) -> None:
+    """SPEC: typed calls from sync code submit through the innermost ``with SyncClient()`` or the default one."""
+    backend = FakeSyncBackend()
+    with use_sync_client(backend):
+        handle = ADD.delay(1, y=2)
+        assert ADD.submit(2, 3) == 5
+        assert ADD.with_options(priority="high").delay(1, 1).id == "sync-2"
+    assert isinstance(handle, SyncTaskHandle)
+    assert (handle.id, handle.result(timeout=1)) == ("sync-0", 3)
+    assert backend.sent[2][3]["priority"] == "high"
+
+    default = FakeSyncBackend("default")
+    set_default_sync_client(default)
+    assert ADD.delay(4, 4).id == "default-0"  # type: ignore[attr-defined]
+    given = FakeSyncBackend("given")
+    set_default_sync_client(None)
+    assert ADD.with_options(client=given).submit(1, 2) == 3
+    assert [sent[1] for sent in given.sent] == [(1, 2)]
+    with pytest.raises(CallContextError, match=r"_add\.delay_sync\(\.\.\.\)"):
+        ADD.delay(1, 2)  # type: ignore[unused-coroutine]  # none current again: refused, as before
+    assert no_environment_client == []
+
+
+def test_in_sync_code_a_workflow_delay_submits_through_the_current_sync_client() -> None:
+    from fastworker.client import chain
+
+    class WorkflowSyncBackend(FakeSyncBackend):
+        def __init__(self) -> None:
+            super().__init__("wf")
+            self.workflows: list[object] = []
+
+        def delay_workflow(self, workflow: object) -> str:
+            self.workflows.append(workflow)
+            return "workflow-handle"
+
+    backend = WorkflowSyncBackend()
+    flow = chain(ADD.s(1, 2), ADD.s(3))
+    with pytest.raises(CallContextError, match="no SyncClient current"):
+        flow.delay()  # type: ignore[unused-coroutine]
+    with use_sync_client(backend):
+        assert flow.delay() == "workflow-handle"  # type: ignore[comparison-overlap]
+    assert backend.workflows == [flow]
+
+
 # ---------------------------------------------------------------------------- the sync twin submits
 
 

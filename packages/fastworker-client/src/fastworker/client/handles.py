@@ -241,6 +241,17 @@ def current_sync_client() -> SyncTaskBackend:
     return client
 
 
+def _chosen_sync_client() -> SyncTaskBackend | None:
+    """The sync client the code made current (``with SyncClient(...)``, the default), or None: never the environment's.
+
+    Typed awaitable calls in sync code (``add.delay(...)`` without ``await``) submit through it and
+    are refused without one: a client made up for them from the environment would hide the
+    missing ``await`` of code that meant to be async.
+    """
+    client = _current_sync.get()
+    return client if client is not None else _default_sync
+
+
 def set_default_sync_client(client: SyncTaskBackend | None) -> SyncTaskBackend | None:
     """Make client the process-wide default for sync typed calls (None clears it); returns the previous one.
 

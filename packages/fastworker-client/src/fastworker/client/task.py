@@ -8,7 +8,9 @@ code) and ``delay_sync``/``submit_sync`` (blocking, in sync code) go through the
 (:mod:`fastworker.client.handles`). Each refuses at once, with
 :class:`~fastworker.client.CallContextError` naming the other, to run where it cannot work: an
 awaitable call in a thread without an event loop would make a coroutine nobody awaits (a
-submission silently lost), a blocking call on an event loop's thread would stall the loop.
+submission silently lost), a blocking call on an event loop's thread would stall the loop. An
+awaitable call in sync code that made a SyncClient current (``with SyncClient(...)``, a default
+sync client) submits through it instead, as the blocking twin does.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from fastworker.client.handles import (
     SyncTaskHandle,
     TaskBackend,
     TaskHandle,
+    _chosen_sync_client,
     _event_loop_running,
     current_client,
     current_sync_client,
@@ -303,11 +306,15 @@ class TaskFunction(Generic[P, R]):
         with which mypy infers ``Any`` for a ``gather`` over tasks of different result types.
         Arguments are checked against the function's signature by type checkers. Submission
         options go through :meth:`with_options`: ``await add.with_options(priority="high").delay(1, 2)``.
-        Sync code calls :meth:`delay_sync`.
+        Sync code calls :meth:`delay_sync`; called in sync code inside ``with SyncClient(...)`` (or
+        with a default sync client set, or a SyncClient given with ``with_options``), this submits
+        through that client and returns what ``delay_sync`` does, a blocking handle (the type says
+        coroutine: typed sync code calls ``delay_sync``).
 
         Raises:
-            CallContextError: at once, when this thread runs no event loop (sync code): nothing is
-                submitted, no coroutine is made, and the message names ``delay_sync``.
+            CallContextError: at once, when this thread runs no event loop (sync code) and no
+                SyncClient is current: nothing is submitted, no coroutine is made, and the message
+                names ``delay_sync``.
             ClientError: there is no current client (see :func:`~fastworker.client.current_client`).
             PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for ``Client.delay``.
         """
@@ -317,10 +324,12 @@ class TaskFunction(Generic[P, R]):
         """Queue this task through the current client and return its value once it finished, in async code.
 
         Returns a coroutine to await. Waits without bound unless ``with_options(timeout=...)``
-        gives one. Sync code calls :meth:`submit_sync`.
+        gives one. Sync code calls :meth:`submit_sync` (inside ``with SyncClient(...)`` this call does
+        the same, as :meth:`delay` does).
 
         Raises:
-            CallContextError: at once, when this thread runs no event loop (sync code); names ``submit_sync``.
+            CallContextError: at once, when this thread runs no event loop (sync code) and no
+                SyncClient is current; names ``submit_sync``.
             TaskFailed: the task ended in FAILURE or CANCELLED.
             TaskTimeout: the ``with_options`` timeout passed first.
             ClientError, PayloadError, UnknownTask, QueueFull, ControlPlaneUnavailable: as for delay.
@@ -475,12 +484,25 @@ class BoundTask(Generic[P, R]):
     def _delay(
         self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[object, object, TaskHandle[R]]:
-        _require_event_loop(label, "delay")
+        if not _event_loop_running():
+            # Sync code: through the SyncClient it made current, a blocking handle (typed: delay_sync).
+            self._require_sync_client(label, "delay")
+            return cast(Coroutine[object, object, TaskHandle[R]], self._delay_sync(label, args, kwargs))
         return self._send(self._async_client(label, "delay"), args, kwargs)
 
     def _submit(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[object, object, R]:
-        _require_event_loop(label, "submit")
+        if not _event_loop_running():
+            self._require_sync_client(label, "submit")
+            return cast(Coroutine[object, object, R], self._submit_sync(label, args, kwargs))
         return self._send_and_wait(self._async_client(label, "submit"), args, kwargs)
+
+    def _require_sync_client(self, label: str, method: str) -> None:
+        """In sync code, an awaitable call needs a SyncClient made current or given; else CallContextError."""
+        if self.client is not None and not _is_async_backend(self.client):
+            return
+        if self.client is None and _chosen_sync_client() is not None:
+            return
+        _refuse_sync_code(label, method)
 
     async def _send(self, client: TaskBackend | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskHandle[R]:
         backend = client if client is not None else current_client()
@@ -768,15 +790,14 @@ def _is_async_backend(client: object) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "send", None))
 
 
-def _require_event_loop(label: str, method: str) -> None:
-    """Refuse an awaitable call in a thread without a running event loop: its coroutine would never run."""
-    if not _event_loop_running():
-        raise CallContextError(
-            f"{label}.{method}(...) was called in sync code (no event loop runs in this thread): it "
-            f"returns a coroutine that only `await` would run, so nothing was submitted. From sync code "
-            f"(a Django or Flask view, a script) call {label}.{method}_sync(...), which blocks and "
-            f"submits through a SyncClient; in async code, `await {label}.{method}(...)`."
-        )
+def _refuse_sync_code(label: str, method: str) -> None:
+    """Refuse an awaitable call in sync code that made no SyncClient current: its coroutine would never run."""
+    raise CallContextError(
+        f"{label}.{method}(...) was called in sync code (no event loop runs in this thread) with no SyncClient "
+        f"current: it returns a coroutine that only `await` would run, so nothing was submitted. From sync code "
+        f"(a Django or Flask view, a script) call {label}.{method}_sync(...), which blocks and submits through a "
+        f"SyncClient, or call it inside `with SyncClient(...):`; in async code, `await {label}.{method}(...)`."
+    )
 
 
 def _refuse_event_loop(label: str, method: str) -> None:

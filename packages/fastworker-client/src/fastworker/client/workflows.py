@@ -18,10 +18,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, Unpack, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
 
 from fastworker.client.errors import CallContextError, ClientError
-from fastworker.client.handles import _event_loop_running, current_client
+from fastworker.client.handles import _chosen_sync_client, _event_loop_running, current_client
 from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1 import task_pb2
@@ -346,13 +346,22 @@ class WorkflowHandle:
 
 
 def _submit_awaited(workflow: Workflow) -> Coroutine[object, object, WorkflowHandle]:
-    """The submission's coroutine; refused at once in a thread with no running event loop, where it would never run."""
+    """The submission's coroutine; in sync code, submitted through the SyncClient made current, else refused at once.
+
+    Without a running event loop the coroutine would never run; with a SyncClient current
+    (``with SyncClient(...)``, a default sync client) the workflow is submitted through it and its
+    blocking handle returned, as ``SyncClient.delay_workflow`` does.
+    """
     if not _event_loop_running():
+        sync = _chosen_sync_client()
+        delay_workflow = getattr(sync, "delay_workflow", None)
+        if delay_workflow is not None:
+            return cast(Coroutine[object, object, WorkflowHandle], delay_workflow(workflow))
         kind = type(workflow).__name__.lower()
         raise CallContextError(
-            f"{kind}(...).delay() was called in sync code (no event loop runs in this thread): it returns a "
-            "coroutine that only `await` would run, so nothing was submitted. From sync code, submit it with "
-            "a SyncClient: `with SyncClient() as client: client.delay_workflow(workflow)`."
+            f"{kind}(...).delay() was called in sync code (no event loop runs in this thread) with no SyncClient "
+            "current: it returns a coroutine that only `await` would run, so nothing was submitted. From sync "
+            "code, submit it with a SyncClient: `with SyncClient() as client: client.delay_workflow(workflow)`."
         )
     return _submit(workflow)
 
