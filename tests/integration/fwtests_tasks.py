@@ -9,6 +9,7 @@ runs inside the control-plane process, so the execution counter below sees every
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import Counter
@@ -92,6 +93,12 @@ def block_in_c_then_mark(started: str, marker: str, seconds: float) -> str:
     time.sleep(seconds)
     Path(marker).touch()
     return marker
+
+
+@task(name="fwtests.exit_process")
+def exit_process(code: int) -> None:
+    """End the whole process at once (``os._exit``): a task that crashes whatever runs it."""
+    os._exit(code)
 
 
 @task(name="fwtests.async_sleep_then_mark")

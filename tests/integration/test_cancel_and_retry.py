@@ -124,3 +124,21 @@ async def test_cancelling_a_local_sync_task_blocked_in_a_call_into_c_ends_it_at_
     assert not marker.exists()
     assert (await client.status(task_id)).state in (TaskState.PENDING, TaskState.RUNNING)
     assert await client.submit("fwtests.add", 2, 3, timeout=10) == 5
+
+
+async def test_with_local_pool_processes_a_sync_task_that_kills_its_process_costs_a_child_not_the_control_plane(
+    start_cp, make_client
+):
+    # Given a control plane alone, running its own sync tasks in child processes
+    control_plane = start_cp("--local-concurrency", "1", "--local-pool", "processes")
+    client = make_client(control_plane)
+
+    # When a task ends the process it runs in
+    task_id = await client.delay("fwtests.exit_process", 3)
+
+    # Then the task fails as a crash, and the control plane goes on serving (a child replaced)
+    info = await client.wait(task_id, timeout=20)
+    assert info.state is TaskState.FAILURE
+    assert info.error is not None and info.error.type == "WorkerCrashed"
+    assert control_plane.process.poll() is None
+    assert await client.submit("fwtests.add", 2, 3, timeout=20) == 5

@@ -135,6 +135,25 @@ async def test_a_spec_with_an_unknown_priority_is_refused_as_invalid(harness: An
     assert len(coordinator.active) == 0
 
 
+@pytest.mark.parametrize(("field", "value"), [("timeout", -5.0), ("soft_timeout", float("nan")), ("eta", float("inf"))])
+async def test_a_spec_with_a_time_limit_or_time_no_run_could_honour_is_refused_as_invalid(
+    harness: Any, field: str, value: float
+) -> None:
+    # A hand-made frame (the client checks these): a negative time limit jammed a subworker's slot.
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    spec = harness.spec("noop")
+    setattr(spec, field, value)
+
+    with pytest.raises(RequestRefused, match=field) as caught:
+        coordinator.submit(spec)
+    with pytest.raises(RequestRefused, match=f"step 1 .*{field}"):
+        coordinator.submit_workflow("wf-bad", [spec])
+
+    assert caught.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+    assert len(coordinator.active) == 0
+
+
 @pytest.mark.parametrize("task_id", ["", "x" * 201])
 async def test_a_task_id_that_is_empty_or_too_long_is_refused(harness: Any, task_id: str) -> None:
     harness.task(lambda: None, name="noop")

@@ -12,6 +12,7 @@ from fastworker.worker.policy import (
     definition_policy,
     effective_policy,
     options_policy,
+    spec_problem,
 )
 
 DEFINED = TaskPolicy(retries=3, backoff=1.0, backoff_max=8.0, timeout=30.0, soft_timeout=20.0, priority=2)
@@ -75,3 +76,31 @@ def test_backoff_doubles_with_jitter_up_to_its_cap_and_an_asked_delay_wins() -> 
     assert 1.6 <= policy.retry_delay(2) <= 2.4
     assert policy.retry_delay(9) <= 5.0
     assert policy.retry_delay(1, asked_delay=7.0) == 7.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("timeout", -5.0, "timeout must be a finite number"),
+        ("timeout", float("nan"), "timeout must be a finite number"),
+        ("timeout", float("inf"), "timeout must be a finite number"),
+        ("soft_timeout", float("nan"), "soft_timeout must be a finite number"),
+        ("eta", float("inf"), "eta must be Unix seconds"),
+        ("eta", 1e300, "eta must be Unix seconds"),
+        ("expires", float("-inf"), "expires must be Unix seconds"),
+        ("retries", -1, "retries must be 0 or more"),
+    ],
+)
+def test_a_submission_with_a_time_limit_or_time_no_run_could_honour_is_named(
+    field: str, value: float, named: str
+) -> None:
+    spec = task_pb2.TaskSpec(task_id="t", name="n")
+    setattr(spec, field, value)
+    problem = spec_problem(spec)
+    assert problem is not None and problem.startswith(named), problem
+
+
+def test_ordinary_submissions_have_no_problem() -> None:
+    assert spec_problem(task_pb2.TaskSpec(task_id="t", name="n")) is None
+    assert spec_problem(task_pb2.TaskSpec(task_id="t", name="n", timeout=30, soft_timeout=20, retries=0)) is None
+    assert spec_problem(task_pb2.TaskSpec(task_id="t", name="n", eta=1_900_000_000.5, expires=1_900_000_100)) is None

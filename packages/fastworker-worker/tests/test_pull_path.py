@@ -146,3 +146,30 @@ async def test_a_worker_that_starts_draining_while_it_waits_for_its_short_task_a
         release.set()
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_run_that_cannot_even_start_is_reported_failed_and_frees_its_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A spec the worker cannot honour (a negative time limit from a hand-made frame made the process
+    # pool raise): the run used to die unseen, leaving the task RUNNING and the slot taken for good.
+    worker = running_worker(1, task_time=1.0)
+    carried: list[worker_pb2.TaskOutcome] = []
+    link: Any = worker._link
+    recorded = link._record
+
+    def record(kind: str, outcomes: Any) -> None:
+        carried.extend(outcomes)
+        recorded(kind, outcomes)
+
+    link._record = record
+
+    async def cannot_start(spec: task_pb2.TaskSpec, running: Any) -> Any:
+        raise ValueError(f"timeout must be 0 or more seconds, got {-5.0!r}")
+
+    monkeypatch.setattr(worker, "_outcome", cannot_start)
+    await pull_until_reported(worker)
+
+    assert [(o.task_id, o.state, o.error.type) for o in carried] == [("t1", task_pb2.TASK_STATE_FAILURE, "ValueError")]
+    assert "could not run the task" in carried[0].error.message
+    assert worker._running == {} and worker.failed == 1

@@ -28,6 +28,7 @@ from fastworker.controlplane.version import __version__
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
+from fastworker.worker.runtime import POOLS
 
 #: Exit codes.
 RET_OK = 0
@@ -91,6 +92,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="tasks run in this process at once (default: the CPUs it may use, container limits included; 0 = only subworkers)",
+    )
+    p.add_argument(
+        "--local-pool",
+        choices=POOLS,
+        default="threads",
+        help="where the sync tasks this process runs itself run: threads of it (fast; a task that crashes its "
+        "process takes the control plane down) or child processes (a crash or hard time limit costs one child)",
     )
     p.add_argument(
         "--queues",
@@ -301,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             local_concurrency=args.local_concurrency
             if args.local_concurrency is not None
             else defaults.ControlPlaneSettings().local_concurrency,
+            local_pool=args.local_pool,
             queues=args.queues,
             result_cache_size=args.result_cache_size,
             result_cache_mb=args.result_cache_mb,

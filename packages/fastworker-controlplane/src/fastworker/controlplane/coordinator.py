@@ -56,7 +56,7 @@ from fastworker.protocol.payload import decode_arguments, decode_value, encode_a
 from fastworker.protocol.queues import DEFAULT_QUEUE, QueueNameError, check_queue_name
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
 from fastworker.worker.executor import Outcome
-from fastworker.worker.policy import TaskPolicy, definition_policy, effective_policy, options_policy
+from fastworker.worker.policy import TaskPolicy, definition_policy, effective_policy, options_policy, spec_problem
 
 if TYPE_CHECKING:
     from fastworker.controlplane.journal import Journal, Recovered
@@ -137,6 +137,7 @@ class Coordinator:
         registry: TaskRegistry,
         *,
         local_concurrency: int,
+        local_pool: str = "threads",
         local_queues: Collection[str] = (DEFAULT_QUEUE,),
         result_cache_size: int,
         result_ttl: float,
@@ -210,6 +211,7 @@ class Coordinator:
             allow_pickle=allow_pickle,
             task_modules=task_modules,
             sys_path=sys_path,
+            isolate_sync=local_pool == "processes",
         )
         self.local.start()
         self.waits = Waits(loop, self.active, self.cache.get, self.clock)
@@ -575,6 +577,9 @@ class Coordinator:
         name = spec.name  # read once: each read of a string field makes a new str
         if self.registry.get(name) is None and name not in self.remote_task_names:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
+        problem = spec_problem(spec)
+        if problem is not None:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, problem)
         # HasField, not spec.dependencies.task_ids: reading an absent repeated field makes (and keeps) an empty one.
         dependencies = self._dependencies(spec) if spec.HasField("dependencies") and not spec.dependencies_met else None
         policy = self._defined_policies.get(name) or self.defined_policy(name)  # inline: every task
@@ -1064,6 +1069,9 @@ class Coordinator:
             return invalid, f"task id {spec.task_id!r} is already used"
         if spec.name not in self.registry and spec.name not in self.remote_task_names:
             return error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}"
+        problem = spec_problem(spec)
+        if problem is not None:
+            return invalid, problem
         policy = self.defined_policy(spec.name)
         if (spec.priority or policy.priority) not in LEVELS:
             return invalid, f"unknown priority {spec.priority}"

@@ -126,6 +126,7 @@ class LocalExecutor:
         allow_pickle: bool = False,
         task_modules: Sequence[str] = (),
         sys_path: Sequence[str] = (),
+        isolate_sync: bool = False,
     ) -> None:
         """Create the slots (not started).
 
@@ -139,6 +140,8 @@ class LocalExecutor:
             allow_pickle: Accept and produce pickle payloads.
             task_modules: The modules child processes import to run time-limited sync tasks.
             sys_path: Folders those children put first on sys.path.
+            isolate_sync: Run every sync task in a child process (``--local-pool processes``), not
+                only time-limited ones: a task that crashes its process then costs a child, not this one.
         """
         if concurrency < 0:
             raise ValueError("local concurrency cannot be negative")
@@ -152,6 +155,7 @@ class LocalExecutor:
         self._allow_pickle = allow_pickle
         self._task_modules = tuple(task_modules)
         self._sys_path = tuple(sys_path)
+        self._isolate_sync = isolate_sync
         self._pool: ProcessPool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
@@ -379,9 +383,15 @@ class LocalExecutor:
         self._report(record, job.result(), False)
 
     def isolated(self, run: LocalRun) -> bool:
-        """True if this sync task runs in a child process: it has a time limit, which a thread cannot enforce."""
+        """True if this sync task runs in a child process.
+
+        Always with ``--local-pool processes``; otherwise when it has a time limit, which a thread
+        cannot enforce.
+        """
         return (
-            not run.task.is_async and bool(self._task_modules) and bool(run.policy.timeout or run.policy.soft_timeout)
+            not run.task.is_async
+            and bool(self._task_modules)
+            and (self._isolate_sync or bool(run.policy.timeout or run.policy.soft_timeout))
         )
 
     def interrupt_pending(self, task_id: str) -> bool:

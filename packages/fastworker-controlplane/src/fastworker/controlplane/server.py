@@ -111,6 +111,7 @@ class ControlPlane:
             loop,
             self.registry,
             local_concurrency=s.local_concurrency,
+            local_pool=s.local_pool,
             local_queues=s.queues,
             result_cache_size=s.result_cache_size,
             result_cache_bytes=s.result_cache_mb * 1024 * 1024,

@@ -9,6 +9,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_http_address
 from fastworker.protocol.auth import Secret
 from fastworker.protocol.queues import DEFAULT_QUEUE
+from fastworker.worker.runtime import POOLS
 
 #: Default addresses (docs/reference.md).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"
@@ -46,6 +47,9 @@ class ControlPlaneSettings:
     tls_ca: str | None = None
     advertise_host: str | None = None
     local_concurrency: int = field(default_factory=available_cpus)
+    #: Where this process's own sync tasks run: "threads" of it (fast; a task that crashes its
+    #: process takes the control plane with it) or "processes", children (isolated, slower).
+    local_pool: str = "threads"
     #: The named queues this process's own slots take tasks from.
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     result_cache_size: int = 10_000
@@ -77,6 +81,7 @@ class ControlPlaneSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.local_concurrency >= 0, "--local-concurrency must be 0 or more"),
+            (self.local_pool in POOLS, f"--local-pool must be one of {', '.join(POOLS)}, not {self.local_pool!r}"),
             (bool(self.queues), "--queues must name at least one queue"),
             (self.result_cache_size >= 1, "--result-cache-size must be at least 1"),
             (self.result_cache_mb >= 1, "--result-cache-mb must be at least 1"),

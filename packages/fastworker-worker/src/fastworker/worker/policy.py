@@ -23,6 +23,7 @@ Lives in the worker package, the lowest layer shared by everything that runs tas
 from __future__ import annotations
 
 import functools
+import math
 import random
 from dataclasses import dataclass
 
@@ -157,6 +158,30 @@ def options_policy(options: TaskOptions) -> TaskPolicy:
         queue=options.queue or DEFAULT_QUEUE,
         result_ttl=options.result_ttl or 0.0,
     )
+
+
+#: Latest ``eta``/``expires`` a submission may give: the end of year 9999, in Unix seconds.
+MAX_UNIX_SECONDS = 253402300799.0
+
+
+def spec_problem(spec: task_pb2.TaskSpec) -> str | None:
+    """What is wrong with a submission's own limits and times, or None (the control plane refuses it then).
+
+    The client checks these before sending; a hand-made frame does not, and a negative or NaN time
+    limit would leave a subworker's slot waiting on a run that never starts.
+    """
+    timeout, soft_timeout, eta, expires = spec.timeout, spec.soft_timeout, spec.eta, spec.expires
+    if not (timeout or soft_timeout or eta or expires or spec.HasField("retries")):
+        return None  # the common case, decided in a few reads
+    for name, seconds in (("timeout", timeout), ("soft_timeout", soft_timeout)):
+        if not math.isfinite(seconds) or seconds < 0:
+            return f"{name} must be a finite number of seconds, 0 or more (0: none), got {seconds!r}"
+    for name, when in (("eta", eta), ("expires", expires)):
+        if not math.isfinite(when) or when < 0 or when > MAX_UNIX_SECONDS:
+            return f"{name} must be Unix seconds between 0 and {MAX_UNIX_SECONDS:.0f} (0: none), got {when!r}"
+    if spec.HasField("retries") and spec.retries < 0:
+        return f"retries must be 0 or more, got {spec.retries}"
+    return None
 
 
 def effective_policy(spec: task_pb2.TaskSpec, defined: TaskPolicy) -> TaskPolicy:

@@ -769,6 +769,11 @@ class Worker:
         spec = running.spec
         try:
             return await self._outcome(spec, running)
+        except (
+            Exception
+        ) as exc:  # the run could not even start (a bug, a spec it cannot honour): fail it, keep the slot
+            logger.exception("task %s (%s) could not be run", spec.task_id, spec.name)
+            return failure(type(exc).__name__, f"the worker could not run the task: {exc}")
         except asyncio.CancelledError:
             if spec.task_id not in self._cancelled:
                 self._running.pop(spec.task_id, None)
