@@ -179,8 +179,15 @@ def pages(
 
 
 def _context(chromium: Browser, dashboard_url: str, **options: Any) -> BrowserContext:
+    """A browser context logged in to the dashboard (with a password, every page but /login needs it)."""
     context = chromium.new_context(base_url=dashboard_url, viewport={"width": 1400, "height": 1000}, **options)
     context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto("/login?next=/workers")
+    page.fill('input[name="secret"]', PASSWORD)
+    page.click('form[action="/login"] button[type="submit"]')
+    page.wait_for_url("**/workers")
+    page.close()
     return context
 
 

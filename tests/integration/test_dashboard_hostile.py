@@ -165,8 +165,15 @@ def test_the_dashboard_password_is_separate_from_the_frame_secret(start_cp: Any,
     with_password = urllib.parse.urlencode({"csrf": csrf, "secret": "dash-pass", "next": "/"})
     status, headers, _ = request(base, "POST", "/login", body=with_password, headers=origin)
     assert status == 303 and "fastworker_session" in headers["set-cookie"]
+    session = headers["set-cookie"].split(";", 1)[0]
+    # Reading needs the password too (a login, or the header); the frame secret is not it.
+    assert request(base, "GET", "/api/stats")[0] == 401
+    assert request(base, "GET", "/tasks")[0] == 303
+    assert request(base, "GET", "/api/stats", headers={"X-FastWorker-Secret": "frame-secret"})[0] == 401
+    assert request(base, "GET", "/api/stats", headers={"X-FastWorker-Secret": "dash-pass"})[0] == 200
     # The dashboard still reads the control plane with the frame secret.
-    assert request(base, "GET", "/api/stats")[0] == 200
+    assert request(base, "GET", "/api/stats", headers={"Cookie": session})[0] == 200
+    assert request(base, "GET", "/tasks", headers={"Cookie": session})[0] == 200
 
 
 def _stalled_viewer(base: str, path: str) -> socket.socket:

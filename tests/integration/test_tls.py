@@ -60,7 +60,8 @@ def test_every_channel_uses_tls_and_clients_workers_and_the_dashboard_work_over_
         assert client.results(ids, timeout=20) == ["tls-worker"] * 100
 
     assert control_plane.dashboard is not None  # its own client reached the control plane over TLS
-    with urllib.request.urlopen(control_plane.dashboard + "/", timeout=10) as page:
+    overview = urllib.request.Request(control_plane.dashboard + "/", headers={"X-FastWorker-Secret": SECRET})
+    with urllib.request.urlopen(overview, timeout=10) as page:
         assert "tls-worker" in page.read().decode()
 
 

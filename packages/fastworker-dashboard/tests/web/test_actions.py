@@ -137,7 +137,9 @@ async def test_login_sets_a_session_cookie_that_authorizes_actions(
     make_client: MakeClient, fake: FakeAdminClient
 ) -> None:
     client = await make_client(secret="s3cret")
-    assert "Log in for actions" in (await client.get("/")).text
+    to_login = await client.get("/workers?x=1")  # a page: to /login, and back once logged in
+    assert to_login.status_code == 303 and to_login.headers["location"] == "/login?next=%2Fworkers%3Fx%3D1"
+    assert ">Log in</a>" in (await client.get("/login")).text
     refused = await client.post(
         "/login", data={"csrf": csrf_token(client), "secret": "bad", "next": "/"}, headers=SAME_ORIGIN
     )
@@ -147,10 +149,12 @@ async def test_login_sets_a_session_cookie_that_authorizes_actions(
     )
     assert accepted.status_code == 303 and accepted.headers["location"] == "/workers"
     assert "s3cret" not in accepted.headers["set-cookie"]
+    assert (await client.get("/workers")).status_code == 200
     assert (await post_form(client, "/workers/w1/drain")).status_code == 303
     assert fake.calls["drain_worker"] == 1
     await client.post("/logout", data={"next": "/"}, headers=SAME_ORIGIN)
     assert (await post_form(client, "/workers/w1/drain")).status_code == 403
+    assert (await client.get("/workers")).status_code == 303
 
 
 async def test_secret_is_required_for_api_actions_in_the_header(make_client: MakeClient, fake: FakeAdminClient) -> None:
@@ -160,7 +164,11 @@ async def test_secret_is_required_for_api_actions_in_the_header(make_client: Mak
     response = await client.post("/api/queues/low/pause", headers={"X-FastWorker-Secret": "s3cret"})
     assert response.status_code == 200
     assert response.json() == {"priority": "low", "paused": True}
-    assert (await client.get("/api/stats")).status_code == 200  # reads stay open
+    # Reads need it too: task arguments and results are what the secret protects.
+    assert (await client.get("/api/stats")).status_code == 401
+    assert (await client.get("/api/stats", headers={"X-FastWorker-Secret": "nope"})).status_code == 401
+    assert (await client.get("/api/stats", headers={"X-FastWorker-Secret": "s3cret"})).status_code == 200
+    assert (await client.get("/healthz")).status_code == 200 and (await client.get("/metrics")).status_code == 200
 
 
 async def test_api_actions_answer_json(web: httpx.AsyncClient, fake: FakeAdminClient) -> None:

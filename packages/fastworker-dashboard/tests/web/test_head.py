@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.routing import Mount
-from web_fakes import FakeAdminClient, make_task
+from web_fakes import FakeAdminClient, log_in, make_task
 
 from fastworker.client import TaskState
 
@@ -77,9 +77,9 @@ def get_routes(app: FastAPI) -> set[str]:
 
 @pytest.fixture
 async def web(make_client: MakeClient, fake: FakeAdminClient) -> httpx.AsyncClient:
-    """A dashboard with a password (so ``/login`` is a page) and a workflow to show."""
+    """A dashboard with a password (so ``/login`` is a page), logged in, and a workflow to show."""
     fake.add_workflow(WORKFLOW_ID, [make_task("c" * 8 + "-0000-4000-8000-000000000001", state=TaskState.RUNNING)])
-    return await make_client(password="pw")
+    return log_in(await make_client(password="pw"))
 
 
 async def test_every_get_route_has_a_sample(web: httpx.AsyncClient) -> None:
@@ -110,3 +110,39 @@ async def test_head_of_the_live_stream_answers_at_once_and_ends_the_stream(web: 
     # The stream's viewer left with the answer: the shared feed has nobody to poll for.
     feed = web.app.state.dashboard.feed  # type: ignore[attr-defined]
     assert feed.viewers == 0
+
+
+#: What a dashboard with a password shows without it: logging in, health and metrics (for probes
+#: and scrapers), the API's schema and the static files.
+OPEN_WITHOUT_PASSWORD = {"/login", "/metrics", "/healthz", "/api/openapi.json", "/static"}
+
+
+@pytest.mark.parametrize("route", sorted({**SAMPLES, **STREAMING}))
+async def test_with_a_password_every_other_read_needs_it(
+    make_client: MakeClient, fake: FakeAdminClient, route: str
+) -> None:
+    fake.add_workflow(WORKFLOW_ID, [make_task("c" * 8 + "-0000-4000-8000-000000000001", state=TaskState.RUNNING)])
+    client = await make_client(password="pw")
+    url = {**SAMPLES, **STREAMING}[route]
+    response = await client.get(url)
+    if route in OPEN_WITHOUT_PASSWORD:
+        assert response.status_code == 200, url
+    elif route.startswith(("/api/", "/stream")):
+        assert response.status_code == 401, url
+        assert "X-FastWorker-Secret" in response.json()["detail"]
+        assert "aaaaaaaa" not in response.text
+    else:
+        assert response.status_code == 303, url
+        assert response.headers["location"].startswith("/login?next=%2F"), url
+    if route not in OPEN_WITHOUT_PASSWORD and route not in STREAMING:
+        assert (await client.get(url, headers={"X-FastWorker-Secret": "pw"})).status_code == 200, url
+
+
+async def test_a_read_only_dashboard_with_a_password_lets_a_browser_log_in_to_read(make_client: MakeClient) -> None:
+    client = await make_client(password="pw", read_only=True)
+    assert (await client.get("/workers")).status_code == 303
+    form = {"csrf": str(client.app.state.dashboard.config.csrf_token), "secret": "pw", "next": "/workers"}  # type: ignore[attr-defined]
+    logged_in = await client.post("/login", data=form, headers={"origin": "http://testserver"})
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/workers"
+    page = await client.get("/workers")
+    assert page.status_code == 200 and "read-only" in page.text and "Log out" in page.text

@@ -222,7 +222,8 @@ async def test_api_set_limits_needs_the_secret_header(make_client: MakeClient, f
         "/api/limits/app.add", json={"max_concurrency": 1}, headers={"X-FastWorker-Secret": "s3cret"}
     )
     assert accepted.status_code == 200 and fake.calls["set_limits"] == 1
-    assert (await client.get("/api/limits")).status_code == 200  # reads stay open
+    assert (await client.get("/api/limits")).status_code == 401  # reads need it too
+    assert (await client.get("/api/limits", headers={"X-FastWorker-Secret": "s3cret"})).status_code == 200
 
 
 # ----------------------------------------------------------------------------------------- live

@@ -362,3 +362,11 @@ SAME_ORIGIN = {"origin": "http://testserver"}
 def csrf_token(client: Any) -> str:
     """The per-instance form token of the app behind a client made by the ``make_client`` fixture."""
     return str(client.app.state.dashboard.config.csrf_token)
+
+
+def log_in(client: Any) -> Any:
+    """Give a client of the ``make_client`` fixture the session cookie a successful /login sets; returns it."""
+    from fastworker.dashboard.web.security import SESSION_COOKIE
+
+    client.cookies.set(SESSION_COOKIE, client.app.state.dashboard.config.session_token())
+    return client

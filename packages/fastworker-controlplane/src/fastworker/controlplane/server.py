@@ -433,10 +433,13 @@ class ControlPlane:
         if coordinator is not None:
             drained = await coordinator.drain(self.settings.drain_timeout)
             if not drained:
+                here = coordinator.running
                 logger.warning(
-                    "drain timeout (%.1f s) passed with %d tasks still running",
+                    "drain timeout (%.1f s) passed with %d tasks still running (%d on this process's slots, %d on subworkers)",
                     self.settings.drain_timeout,
-                    coordinator.running,
+                    coordinator.running_total,
+                    here,
+                    coordinator.running_total - here,
                 )
             if self.dispatcher is not None:
                 self.dispatcher.close()

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.staticfiles import StaticFiles
 
 from fastworker.client import Client
@@ -14,7 +14,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.config import DashboardConfig
-from fastworker.dashboard.web.deps import DashboardState
+from fastworker.dashboard.web.deps import DashboardState, require_reader
 from fastworker.dashboard.web.errors import install_error_handlers
 from fastworker.dashboard.web.head import HeadAsGet
 from fastworker.dashboard.web.headers import SecurityHeaders
@@ -96,7 +96,10 @@ def create_app(
     app.add_middleware(TrustedHosts, allow=config.hosts)  # outermost but one: before any route or header
     app.add_middleware(HeadAsGet)  # added last: outermost, so a HEAD gets exactly what a GET gets, minus the body
     install_error_handlers(app)
-    for module in (overview, tasks, workflows, workers, actions, auth, api, stream, metrics):
+    # With a password, reading needs it too (security.authorize_read); logging in, health, metrics do not.
+    for module in (overview, tasks, workflows, workers, actions, api, stream):
+        app.include_router(module.router, dependencies=[Depends(require_reader)])
+    for module in (auth, metrics):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -12,6 +12,7 @@ from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.live import LiveFeed
 from fastworker.dashboard.web.query import TaskFilters
+from fastworker.dashboard.web.security import authorize_read
 from fastworker.dashboard.web.templating import Renderer
 from fastworker.dashboard.web.throttle import LoginThrottle
 
@@ -54,6 +55,12 @@ def get_config(request: Request) -> DashboardConfig:
 def get_throttle(request: Request) -> LoginThrottle:
     """The app's table of failed logins per client address."""
     return get_state(request).throttle
+
+
+def require_reader(request: Request) -> None:
+    """Every gated route's dependency: the password for a read when one is set (see ``security.authorize_read``)."""
+    state = get_state(request)
+    authorize_read(state.config, state.throttle, request)
 
 
 def get_filters(request: Request) -> TaskFilters:

@@ -8,17 +8,17 @@ errors -> 502.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from fastworker.client import ClientError, ControlPlaneUnavailable, FastworkerError, TaskNotFound
 from fastworker.dashboard.web.deps import get_state
 from fastworker.dashboard.web.forms import FormError
 from fastworker.dashboard.web.query import BadQuery
-from fastworker.dashboard.web.security import ActionDenied, LoginThrottled, safe_next
+from fastworker.dashboard.web.security import SECRET_HEADER, ActionDenied, LoginNeeded, LoginThrottled, safe_next
 from fastworker.dashboard.web.views import page_context
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,16 @@ async def _denied(request: Request, exc: Exception) -> Response:
     return error_response(request, 403, "Action refused", exc.message, login_hint=exc.login_hint)
 
 
+async def _login_needed(request: Request, exc: Exception) -> Response:
+    """Programs get 401; a browser goes to /login and comes back to this page."""
+    if is_api(request):
+        return JSONResponse(
+            {"detail": f"this dashboard needs its password: log in, or send it in the {SECRET_HEADER} header"},
+            status_code=401,
+        )
+    return RedirectResponse(f"/login?{urlencode({'next': _return_to(request)})}", status_code=303)
+
+
 async def _throttled(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginThrottled)
     response = error_response(request, 429, "Too many attempts", exc.message)
@@ -137,5 +147,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FormError, _bad_form)
     app.add_exception_handler(ActionDenied, _denied)
     app.add_exception_handler(LoginThrottled, _throttled)
+    app.add_exception_handler(LoginNeeded, _login_needed)
     app.add_exception_handler(ClientError, _refused)
     app.add_exception_handler(FastworkerError, _control_plane_error)

@@ -1,9 +1,12 @@
-"""Who may act: read-only mode, same-origin checks, the per-app CSRF token and the dashboard password.
+"""Who may read and act: the dashboard password, read-only mode, same-origin checks and the per-app CSRF token.
 
-Reads stay open (the dashboard binds loopback by default, and refuses foreign ``Host`` names);
-every action goes through :func:`authorize_form_action` (HTML forms) or
-:func:`authorize_api_action` (JSON API), and every password check through :func:`check_password`,
-which the login throttle guards.
+With a password (the control plane's secret unless a separate one is set), every read (pages,
+the JSON API, the live stream, downloads) needs it too, through :func:`authorize_read`: task
+arguments and results are what the secret protects on the wire, and a dashboard bound beyond
+loopback is allowed only with a password. ``/login``, ``/healthz``, ``/metrics`` (counts, for
+probes and scrapers) and static files stay open. Every action goes through
+:func:`authorize_form_action` (HTML forms) or :func:`authorize_api_action` (JSON API), and every
+password check through :func:`check_password`, which the login throttle guards.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class ActionDenied(Exception):
         self.message = message
         #: True when logging in with the password would help.
         self.login_hint = login_hint
+
+
+class LoginNeeded(Exception):
+    """A read without the password (401 for programs; pages redirect to /login and come back)."""
 
 
 class LoginThrottled(ActionDenied):
@@ -88,6 +95,24 @@ def is_logged_in(config: DashboardConfig, request: Request) -> bool:
     if not config.password:
         return True
     return _equal(request.cookies.get(SESSION_COOKIE), config.session_token())
+
+
+def authorize_read(config: DashboardConfig, throttle: LoginThrottle, request: Request) -> None:
+    """Let a read through when no password is set, the browser logged in, or ``X-FastWorker-Secret`` holds it.
+
+    Only GET (and HEAD, answered as GET) is checked here: actions check the password themselves,
+    a form's ``secret`` field included.
+
+    Raises:
+        LoginNeeded: neither cookie nor header, or a wrong header.
+        LoginThrottled: this address sent wrong passwords too often lately.
+    """
+    if not config.password or request.method != "GET" or is_logged_in(config, request):
+        return
+    presented = request.headers.get(SECRET_HEADER)
+    if presented is not None and check_password(config, throttle, request, presented):
+        return
+    raise LoginNeeded()
 
 
 def check_same_origin(config: DashboardConfig, request: Request) -> None:

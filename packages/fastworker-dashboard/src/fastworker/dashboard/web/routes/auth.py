@@ -1,4 +1,4 @@
-"""``/login`` and ``/logout``: trade the dashboard password for a session cookie that lets forms act (throttled per address)."""
+"""``/login`` and ``/logout``: trade the dashboard password for a session cookie that lets a browser read and act (throttled per address)."""
 
 from __future__ import annotations
 
@@ -45,15 +45,13 @@ async def login(request: Request, state: StateDep) -> RedirectResponse:
     """
     form = await read_form(request)
     config = state.config
-    if config.read_only:
-        raise ActionDenied("this dashboard is read-only: there is nothing to log in for")
     check_same_origin(config, request)
     check_csrf(config, form)
     if not config.secret_required or not check_password(config, state.throttle, request, form.get("secret")):
         raise ActionDenied("wrong secret", login_hint=config.secret_required)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
     response.set_cookie(SESSION_COOKIE, config.session_token(), httponly=True, samesite="strict", path="/")
-    set_flash(response, Flash("logged in: actions are enabled"))
+    set_flash(response, Flash("logged in" if config.read_only else "logged in: actions are enabled"))
     return response
 
 
