@@ -295,3 +295,34 @@ def test_workers_prints_a_live_worker_s_last_heartbeat_as_iso_and_json_keeps_uni
     # and scripts still read Unix seconds
     (worker,) = json.loads(fastworker(control_plane, "--json", "workers").stdout)
     assert abs(worker["last_heartbeat"] - time.time()) < 60, worker
+
+
+def test_result_of_a_finished_task_with_a_zero_timeout_is_shown_not_timed_out(shared_cp: RunningControlPlane) -> None:
+    done = fastworker(shared_cp, "--json", "submit", "fwtests.add", "20", "22", "--wait", "--timeout", "10")
+    task_id = json.loads(done.stdout)["id"]
+    again = fastworker(shared_cp, "--json", "result", task_id, "--wait", "--timeout", "0")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["result"] == 42
+
+
+def test_a_wait_ends_with_exit_three_when_the_control_plane_goes_away(start_cp: Any) -> None:
+    # A control plane that runs nothing: the task stays PENDING, then the control plane stops for good.
+    control_plane = start_cp("--local-concurrency", "0")
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "fastworker.client", "--control-plane", control_plane.discovery, "--json"]
+        + ["submit", "fwtests.add", "1", "2", "--wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # submitted, and waiting
+        assert waiting.poll() is None
+        control_plane.stop()
+        out, _ = waiting.communicate(timeout=60)  # request_timeout (10 s) beyond the 5 s hold, then exit
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert waiting.returncode == 3, out
+    assert "control plane" in json.loads(out)["error"]

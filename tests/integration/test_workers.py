@@ -441,6 +441,12 @@ def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path)
     by_env = error(run("--max-child-rss", "100", "--max-tasks-per-child", "5", FASTWORKER_POOL="threads"))
     assert "--pool threads takes no --max-tasks-per-child or --max-child-rss" in by_env
     assert "fibers" in error(run("--pool", "fibers"))
+    # An empty id (an unset variable) and a malformed control-plane address are named, not defaulted or a traceback.
+    assert "--worker-id cannot be empty" in error(run("--worker-id", ""))
+    assert "--worker-id cannot be empty" in error(run(FASTWORKER_WORKER_ID=""))
+    assert "--control-plane: unsupported address 'garbage'" in error(run("--control-plane", "garbage"))
+    assert "port out of range" in error(run("--control-plane", "tcp://127.0.0.1:70000"))
+    assert "expected a number of seconds" in error(run("--drain-timeout", "nan"))
 
 
 async def test_a_thread_stuck_past_its_hard_limit_takes_no_new_task_and_another_worker_runs_them(

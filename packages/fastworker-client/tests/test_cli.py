@@ -284,10 +284,57 @@ def run(capsys: pytest.CaptureFixture[str]) -> Any:
         ("[1, 2]", [1, 2]),
         ('{"a": 1}', {"a": 1}),
         ("true", True),
+        # Not JSON (RFC 8259), though Python's json module takes them: text.
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("1e400", "1e400"),
+        ("[1, NaN]", "[1, NaN]"),
     ],
 )
 def test_arguments_are_json_when_they_parse_and_text_otherwise(text: str, value: object) -> None:
     assert parse_arg(text) == value
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "add", "--timeout", "-1", "--wait"],
+        ["submit", "add", "--timeout", "nan", "--wait"],
+        ["result", TASK_ID, "--wait", "--timeout", "inf"],
+        ["--connect-timeout", "-1", "stats"],
+        ["drain", "w1", "--timeout", "soon"],
+    ],
+)
+def test_a_duration_that_is_negative_or_not_a_finite_number_is_a_usage_error_naming_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == RET_USAGE
+    assert "expected a number of seconds, 0 or more, got" in capsys.readouterr().err
+    assert FakeClient.made == []
+
+
+def test_with_json_a_usage_error_is_json_on_stdout_too(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--json", "submit", "add", "--kwargs", "[1]"], ["--json", "bogus"], ["stats", "--json", "--nope"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        captured = capsys.readouterr()
+        assert exc.value.code == RET_USAGE, argv
+        assert json.loads(captured.out)["error"], argv  # one JSON object
+        assert "usage:" in captured.err, argv
+    with pytest.raises(SystemExit):
+        main(["submit", "add", "--kwargs", "[1]"])
+    assert capsys.readouterr().out == ""  # without --json, stdout stays empty
+
+
+def test_a_malformed_control_plane_address_is_a_usage_error_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "Client", Client)  # the real one
+    for address in ("notanaddress", "tcp://127.0.0.1:99999", "http://127.0.0.1:5550"):
+        assert main(["--json", "--control-plane", address, "stats"]) == RET_USAGE, address
+        assert address in json.loads(capsys.readouterr().out)["error"]
 
 
 def test_usage_errors_exit_two() -> None:
@@ -703,6 +750,30 @@ def test_queues_of_only_the_default_queue_show_its_four_levels_and_no_notes(run:
 def test_level_actions_say_they_act_in_every_queue() -> None:
     for name in ("purge", "pause", "resume"):
         assert "in every queue" in COMMANDS[name].help and "every named queue" in COMMANDS[name].description
+
+
+def test_control_characters_from_tasks_print_escaped_never_raw(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A result or error message could otherwise recolour, move the cursor or rewrite the terminal.
+    hostile = "\x1b[2J\x1b[31mred\rgone\x9b"
+    failed = make_info(
+        TaskState.FAILURE, name="x\x1b]0;title\x07", result=hostile, error=TaskError("E", f"[bold]{hostile}", "")
+    )
+
+    async def status(self: FakeClient, task_id: str) -> TaskInfo:
+        return failed
+
+    async def refuse(*args: Any, **kwargs: Any) -> str:
+        raise UnknownTask(hostile)
+
+    monkeypatch.setattr(FakeClient, "status", status)
+    shown = run("status", TASK_ID)
+    assert "\x1b" not in shown.out and "\r" not in shown.out and "\x9b" not in shown.out and "\x07" not in shown.out
+    assert "\\x1b[31mred\\x0dgone\\x9b" in shown.out and "[bold]" in shown.out
+    monkeypatch.setattr(FakeClient, "send", refuse)
+    error = run("submit", "x")
+    assert error.code == RET_FAILED and "\x1b" not in error.err and "\\x1b[2J" in error.err
+    as_json = run("--json", "status", TASK_ID)
+    assert json.loads(as_json.out)["result"] == hostile  # JSON carries the text as it is, escaped by JSON
 
 
 def test_errors_print_as_json_with_json(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:

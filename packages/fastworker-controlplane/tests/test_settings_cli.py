@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -83,6 +84,12 @@ def test_settings_are_frozen() -> None:
         ({"drain_timeout": -0.5}, "--drain-timeout"),
         ({"announce_interval": 0.0}, "--announce-interval"),
         ({"max_frame_size": 1023}, "--max-frame-size"),
+        ({"local_concurrency": -1}, "got -1"),  # and the value
+        ({"discovery_address": "foo://bar"}, "--discovery-address: unsupported address 'foo://bar'"),
+        ({"client_address": "tcp://127.0.0.1:99999"}, "--client-address: .* port out of range"),
+        ({"dispatch_address": "tcp://nohost"}, "--dispatch-address: .* needs HOST:PORT"),
+        ({"dashboard_address": "127.0.0.1:abc"}, "dashboard address '127.0.0.1:abc'"),
+        ({"local_pool": "fork"}, "--local-pool must be one of processes, threads, not 'fork'"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_flag(fields: dict[str, Any], message: str) -> None:
@@ -266,7 +273,11 @@ def test_main_exits_1_when_a_task_module_cannot_be_imported(capsys: pytest.Captu
         ["--max-queue", "-3"],
         ["--heartbeat-interval", "5", "--heartbeat-timeout", "2"],
         ["--drain-timeout", "-1"],
+        ["--drain-timeout", "nan"],
+        ["--result-ttl", "abc"],
         ["--max-frame-size", "10"],
+        ["--discovery-address", "foo://bar"],
+        ["--dashboard-address", "127.0.0.1:abc"],
     ],
 )
 @pytest.mark.usefixtures("restore_process_state")
@@ -315,3 +326,28 @@ def test_main_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> 
 
     assert caught.value.code == 0
     assert __version__ in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("restore_process_state")
+@pytest.mark.parametrize("flag", ["--client-address", "--dashboard-address", "--metrics-address"])
+def test_a_listener_address_in_use_stops_the_start_naming_the_flag_and_the_address(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        address = f"tcp://127.0.0.1:{port}" if flag == "--client-address" else f"127.0.0.1:{port}"
+        flags = ["--local-concurrency", "0", "--discovery-address", "tcp://127.0.0.1:0"]
+        flags += ["--client-address", "tcp://127.0.0.1:0", "--dispatch-address", "tcp://127.0.0.1:0"]
+        flags += ["--metrics-address", "127.0.0.1:0", "--dashboard-address", "127.0.0.1:0", flag, address]
+        code = cli.main(flags)
+    assert code == cli.RET_ERROR
+    assert f"cannot start: cannot listen on the {flag} {address}" in capsys.readouterr().err
+
+
+def test_seconds_flags_name_a_bad_value() -> None:
+    parser = cli.make_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--result-ttl", "abc"])
+    assert "_positive_float" not in parser.format_help()

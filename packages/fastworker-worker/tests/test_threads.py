@@ -167,7 +167,7 @@ async def test_a_run_whose_settling_fails_leaves_the_others_of_its_batch_settled
     broken: list[str] = []
 
     def on_done(run_: Any, outcome: Outcome) -> None:
-        if not broken:
+        if value(outcome) == 2:  # the first run's (1 + 1), whichever thread ends first
             broken.append(run_.task_id)
             raise RuntimeError("settling failed")
         settle(run_, outcome)

@@ -44,6 +44,7 @@ from fastworker.client.models import (
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles
+from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
@@ -118,12 +119,24 @@ class _Slot:
 _Listener = asyncio.Future[task_pb2.TaskInfo] | _Slot
 
 
+def _check_wait_timeout(timeout: float | None) -> None:
+    """A wait bound is None (no bound) or a number of seconds, 0 or more.
+
+    Raises:
+        ValueError: a negative or NaN timeout.
+    """
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be None or a number of seconds, 0 or more, got {timeout!r}")
+
+
 class Client(AdminMethods):
     """Submits tasks to a FastWorker control plane and reads their results (asyncio).
 
     Args:
         address: The control plane's discovery address; defaults to ``FASTWORKER_CONTROL_PLANE``,
-            then ``tcp://127.0.0.1:5550``. The client learns every other endpoint from it.
+            then ``tcp://127.0.0.1:5550``. The client learns every other endpoint from it. A
+            malformed one (not ``tcp://HOST:PORT``, ``tls+tcp://``, ``ipc://`` or ``inproc://``)
+            is a ValueError naming it.
         secret: Shared secret: every frame is sealed with it and every reply checked; required
             when the control plane has one. A :class:`~fastworker.client.SecretFiles` is read again
             when its files change (rotation). Default: the file named by ``FASTWORKER_SECRET_FILE``
@@ -150,6 +163,7 @@ class Client(AdminMethods):
         tls: TlsFiles | None = None,
     ) -> None:
         self.address = address or os.environ.get(ENV_CONTROL_PLANE) or DEFAULT_CONTROL_PLANE
+        parse_address(self.address)  # a malformed address is a ValueError naming it here, not at the first dial
         self.secret = secret if secret is not None else secret_from_env()
         #: TLS files for ``tls+tcp://`` control planes (default: the ``FASTWORKER_TLS_*`` env vars).
         self.tls = tls if tls is not None else TlsFiles.from_env()
@@ -566,7 +580,10 @@ class Client(AdminMethods):
         Raises:
             TaskTimeout: timeout passed first.
             TaskNotFound: the control plane does not know the id.
+            ControlPlaneUnavailable: the control plane did not answer within ``request_timeout``
+                (a restart it comes back from within that time is waited through).
         """
+        _check_wait_timeout(timeout)
         await self.connect()
         future: asyncio.Future[task_pb2.TaskInfo] = asyncio.get_running_loop().create_future()
         self._awaited.setdefault(task_id, []).append(future)
@@ -577,9 +594,14 @@ class Client(AdminMethods):
                 info = await future
             else:
                 try:
-                    async with asyncio.timeout(max(0.0, timeout)):
+                    async with asyncio.timeout(timeout):
                         info = await future
                 except TimeoutError:
+                    # The bound may pass before the first answer (timeout=0): a task final by then is
+                    # no timeout.
+                    last = await self.status(task_id)
+                    if last.state.is_final:
+                        return last
                     raise TaskTimeout(task_id, timeout) from None
         finally:
             self._forget_waiter(task_id, future)
@@ -605,6 +627,7 @@ class Client(AdminMethods):
             TaskTimeout: timeout passed first (naming the first task still unfinished).
             TaskNotFound: the control plane does not know one of the ids.
         """
+        _check_wait_timeout(timeout)
         await self.connect()
         bulk = _BulkWait(asyncio.get_running_loop(), len(task_ids))
         slots = [_Slot(bulk, index) for index in range(len(task_ids))]
@@ -653,7 +676,6 @@ class Client(AdminMethods):
             self._spawn(self._send_wait(ids))
 
     async def _send_wait(self, ids: list[str]) -> None:
-        retry_after = 0.0
         try:
 
             def build(envelope: Envelope) -> None:
@@ -662,14 +684,10 @@ class Client(AdminMethods):
 
             try:
                 reply = await self._request(build, hold=_SERVER_WAIT)
-            except ControlPlaneUnavailable:
-                # Keep waiting: the callers' own timeouts bound the wait; ask again shortly.
-                retry_after = 0.5
-                for task_id in ids:
-                    if task_id in self._awaited:
-                        self._unsent[task_id] = None
-                return
             except FastworkerError as exc:
+                # ControlPlaneUnavailable too (no answer within request_timeout beyond the hold; a
+                # restart within it is waited through): a wait without a timeout must not outlive a
+                # control plane that is gone for good.
                 for task_id in ids:
                     for future in self._awaited.get(task_id, ()):
                         if not future.done():
@@ -693,10 +711,7 @@ class Client(AdminMethods):
         finally:
             self._waits_in_flight -= 1
             if self._unsent and not self._closed:
-                if retry_after:
-                    asyncio.get_running_loop().call_later(retry_after, self._schedule_pump)
-                else:
-                    self._schedule_pump()
+                self._schedule_pump()
 
     # --------------------------------------------------------------------------------------- events
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, TaskID, TextColumn
 from rich.progress import Progress as Bar
 
+from fastworker.client._terminal import visible
 from fastworker.client.errors import TaskTimeout
 from fastworker.client.models import EventBatch, TaskInfo
 
@@ -37,11 +38,11 @@ class _Watchable(Protocol):
 def _describe(info: TaskInfo) -> tuple[str, float | None, float, str, str]:
     """(description, total, completed, count text, time-left text) for one state of the task."""
     progress = info.progress
-    description = f"{info.name} {info.state.value}"
+    description = f"{visible(info.name)} {info.state.value}"
     if progress is None:
         return description, None, 0, "", ""
     if progress.message:
-        description = f"{description}: {progress.message}"
+        description = f"{description}: {visible(progress.message)}"
     if progress.total is None:
         return description, None, progress.done, f"{progress.done:,}", ""
     count = f"{progress.done:,}/{progress.total:,}"

@@ -16,15 +16,18 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import math
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from fastworker.client._async import Client
+from fastworker.client._terminal import visible
 from fastworker.client._waitbar import wait_with_bar
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import _arguments, apply_env_defaults, env_name
@@ -59,7 +62,7 @@ from fastworker.client.jsonshape import (
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, TaskLimits, Unset
 from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
-from fastworker.client.options import add_submit_arguments, options_from_namespace
+from fastworker.client.options import add_submit_arguments, options_from_namespace, seconds_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 from fastworker.client.workflows import WorkflowInfo
@@ -145,14 +148,14 @@ def command(
 # -------------------------------------------------------------------------------- the common flags
 
 
-def _common_flags(*, after_command: bool) -> argparse.ArgumentParser:
+def _common_flags(*, after_command: bool) -> _Parser:
     """A parent parser holding the common flags.
 
     Before the command they carry the defaults (which ``apply_env_defaults`` replaces with env
     vars); after it they default to ``SUPPRESS``, so a flag given there overrides the value from
     before the command and an absent one leaves it alone.
     """
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _Parser(add_help=False)
     parent.add_argument(
         "--control-plane",
         default=None,
@@ -164,7 +167,7 @@ def _common_flags(*, after_command: bool) -> argparse.ArgumentParser:
     parent.add_argument("--json", action="store_true", help="print JSON for scripts")
     parent.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds_argument,
         default=5.0,
         metavar="SECONDS",
         help="how long to look for the control plane (default 5)",
@@ -177,9 +180,29 @@ def _common_flags(*, after_command: bool) -> argparse.ArgumentParser:
     return parent
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are also ``{"error": ...}`` on stdout when JSON was asked for.
+
+    A script reading ``--json`` output then gets JSON for every error, usage errors included
+    (exit 2 still; the usage text goes to stderr as always).
+    """
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(json.dumps({"error": f"{self.prog}: {message}"}), flush=True)
+        super().error(message)
+
+
+def _json_asked(argv: Sequence[str]) -> bool:
+    """True when the command line or ``FASTWORKER_JSON`` asks for JSON (looked at before parsing)."""
+    return "--json" in argv or os.environ.get("FASTWORKER_JSON", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser (env vars are applied by ``main``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastworker",
         description="Submit and inspect FastWorker tasks.",
         epilog=_EPILOG,
@@ -209,10 +232,29 @@ def _count(text: str) -> int:
     return value
 
 
+def _strict_json(text: str) -> Any:
+    """JSON as RFC 8259 has it: no ``NaN``/``Infinity``, no number too large for a float (Python's json takes them).
+
+    Raises:
+        ValueError: not JSON.
+    """
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"number out of range: {literal}")
+        return value
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_float=number, parse_constant=refuse)
+
+
 def parse_arg(text: str) -> Any:
-    """A command-line task argument: JSON when it parses as JSON, else the text itself."""
+    """A command-line task argument: JSON when it parses as JSON, else the text itself (``NaN`` stays a string)."""
     try:
-        return json.loads(text)
+        return _strict_json(text)
     except ValueError:
         return text
 
@@ -220,7 +262,7 @@ def parse_arg(text: str) -> Any:
 def _kwargs_object(text: str) -> dict[str, Any]:
     """``--kwargs``: a JSON object (argparse reports anything else as a usage error)."""
     try:
-        value = json.loads(text)
+        value = _strict_json(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -241,7 +283,11 @@ def _priority_argument(parser: argparse.ArgumentParser) -> None:
 def _wait_arguments(parser: argparse.ArgumentParser, wait_help: str) -> None:
     parser.add_argument("--wait", action="store_true", help=wait_help)
     parser.add_argument(
-        "--timeout", type=float, default=None, metavar="SECONDS", help="longest wait (exit 4 when it passes)"
+        "--timeout",
+        type=seconds_argument,
+        default=None,
+        metavar="SECONDS",
+        help="longest wait (exit 4 when it passes)",
     )
 
 
@@ -264,7 +310,9 @@ async def _wait_and_show(client: Client, task_id: str, timeout: float | None, ou
 
 def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="registered task name")
-    parser.add_argument("args", nargs="*", metavar="ARG", help="positional arguments (JSON if they parse, else text)")
+    parser.add_argument(
+        "args", nargs="*", default=[], metavar="ARG", help="positional arguments (JSON if they parse, else text)"
+    )
     parser.add_argument(
         "--kwargs", type=_kwargs_object, default=None, metavar="JSON", help="keyword arguments as a JSON object"
     )
@@ -568,7 +616,7 @@ def _drain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("worker_id", metavar="WORKER_ID", help="the subworker's id (see fastworker workers)")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_argument,
         default=30.0,
         metavar="SECONDS",
         help="time to finish running tasks before they are re-queued (default 30)",
@@ -699,7 +747,7 @@ class _Output:
         print(json.dumps(value))
 
     def say(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(visible(text), markup=False, highlight=False)
 
     def task(self, info: TaskInfo) -> None:
         if self.as_json:
@@ -716,10 +764,10 @@ class _Output:
                 value = ", ".join(value)
             elif field.name.endswith("_at"):
                 value = _when(value)  # ISO-8601, as everywhere else
-            table.add_row(Text(field.name, style="bold"), Text("" if value is None else str(value)))
+            table.add_row(Text(field.name, style="bold"), Text("" if value is None else visible(str(value))))
         self.console.print(table)
         if info.error is not None and info.error.traceback:
-            self.console.print(info.error.traceback, markup=False, highlight=False)
+            self.console.print(visible(info.error.traceback), markup=False, highlight=False)
 
     def rows(self, title: str, rows: list[dict[str, Any]], as_json: Json | None = None) -> None:
         """A table for people; for scripts ``as_json`` (default: the rows themselves)."""
@@ -739,7 +787,7 @@ class _Output:
 
     def note(self, text: str) -> None:
         """A remark after a table, for people only (in yellow, never read as markup)."""
-        self.console.print(Text(text, style="yellow"))
+        self.console.print(Text(visible(text), style="yellow"))
 
     def action(self, value: Json, text: str) -> None:
         if self.as_json:
@@ -760,12 +808,12 @@ class _Output:
             ("ran", _seconds(detail.run_time)),
         ):
             if value:
-                table.add_row(Text(key, style="bold"), Text(value))
+                table.add_row(Text(key, style="bold"), Text(visible(value)))
         self.console.print(table)
         if info.error is not None:
-            self.console.print(Text(f"{info.error.type}: {info.error.message}", style="red"))
+            self.console.print(Text(visible(f"{info.error.type}: {info.error.message}"), style="red"))
             if info.error.traceback:
-                self.console.print(info.error.traceback, markup=False, highlight=False)
+                self.console.print(visible(info.error.traceback), markup=False, highlight=False)
 
     def workflow(self, info: WorkflowInfo) -> None:
         """The workflow as JSON, or a header line and its steps as an indented list (states in colour on a terminal)."""
@@ -785,27 +833,28 @@ class _Output:
         for row in workflow_tree(info.steps):
             step = row.step
             label = Text("  " * row.indent + ("└ " if row.depth else ""))
-            label.append(step.name)
+            label.append(visible(step.name))
             if row.after_note:
                 label.append(f"  ({row.after_note})", style="dim")
             error = step.error.type if step.error is not None and step.state is TaskState.FAILURE else ""
-            table.add_row(label, Text(_short_id(step.id)), state_text(step.state), Text(error, style="red"))
+            table.add_row(label, Text(_short_id(step.id)), state_text(step.state), Text(visible(error), style="red"))
         self.console.print(table)
 
     def error(self, message: str) -> None:
         if self.as_json:
             print(json.dumps({"error": message}))
         else:
-            self.errors.print(f"[red]error:[/red] {message}", highlight=False)
+            # Never markup (a task's message may hold brackets), never wrapped (piped into a log).
+            self.errors.print(Text.assemble(("error:", "red"), " ", visible(message)), soft_wrap=True)
 
 
 def _cell(value: Any) -> Text:
-    """A table cell as plain text: task names and messages are never read as rich markup."""
+    """A table cell as plain text: task names and messages are never read as rich markup, control characters escaped."""
     if isinstance(value, list):
-        return Text(", ".join(map(str, value)))
+        return Text(visible(", ".join(map(str, value))))
     if isinstance(value, float):
         return Text(f"{value:,.2f}")
-    return Text(str(value))
+    return Text(visible(str(value)))
 
 
 def _short_id(task_id: str) -> str:
@@ -889,7 +938,11 @@ def _queue_rows(found: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
                 }
             )
         if servers == 0:
-            tasks = f"its {waiting} waiting task{'' if waiting == 1 else 's'} start" if waiting else "its tasks start"
+            tasks = (
+                f"its {waiting} waiting task{' starts' if waiting == 1 else 's start'}"
+                if waiting
+                else "its tasks start"
+            )
             notes.append(f"no worker serves queue {name}: {tasks} once a worker with --queues {name} connects")
     if hidden:
         notes.append("levels of the other queues with nothing waiting are not shown (--json lists them all)")
@@ -959,6 +1012,7 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
+    _Parser.json_errors = _json_asked(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     apply_env_defaults(parser)
     args = parse_command_line(parser, argv)
@@ -984,6 +1038,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return RET_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left early (``| head``): stop quietly, as the tables do (rich exits 1 there).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return RET_FAILED
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ __all__ = [
     "parse_when",
     "queue_argument",
     "queues_argument",
+    "seconds_argument",
 ]
 
 
@@ -81,6 +82,19 @@ def parse_when(text: str) -> datetime | float:
         raise argparse.ArgumentTypeError(
             f"expected an ISO 8601 time (naive means UTC), Unix seconds or +SECONDS from now, got {text!r}"
         ) from None
+
+
+def seconds_argument(text: str) -> float:
+    """A duration from the command line or environment: finite seconds, 0 or more (argparse names a bad one)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return seconds
 
 
 def queue_argument(text: str) -> str:

@@ -18,11 +18,11 @@ from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
-from fastworker.client.options import queues_argument
+from fastworker.client.options import queues_argument, seconds_argument
 from fastworker.client.task import TaskRegistry
 from fastworker.controlplane import journal, journal_salvage
 from fastworker.controlplane import settings as defaults
-from fastworker.controlplane.server import ControlPlane
+from fastworker.controlplane.server import CannotListen, ControlPlane
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.protocol.queues import DEFAULT_QUEUE
@@ -43,13 +43,6 @@ _EPILOG = """examples:
   fastworker-controlplane journal inspect /var/lib/fastworker/tasks.journal    (or: journal compact PATH)
   fastworker-controlplane journal salvage tasks.journal salvaged.journal    (a journal refused as corrupt)
 """
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -122,7 +115,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--idle-connection-timeout",
-        type=_positive_float,
+        type=seconds_argument,
         default=10.0,
         metavar="SECONDS",
         help="close connections that send no valid (with a secret: authenticated) request this long after "
@@ -134,7 +127,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=1024,
         help="most tasks one subworker may hold at once, running plus prefetched (a larger claimed capacity is capped)",
     )
-    p.add_argument("--result-ttl", type=_positive_float, default=3600.0, help="seconds a finished task is remembered")
+    p.add_argument("--result-ttl", type=seconds_argument, default=3600.0, help="seconds a finished task is remembered")
     p.add_argument(
         "--max-queue", type=int, default=0, help="bound on waiting tasks (PENDING + SCHEDULED); 0 = unbounded"
     )
@@ -145,12 +138,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="write-ahead journal file (created if missing): queued tasks, states and results survive a restart "
         "or a crash; a submission is acknowledged once it is on disk",
     )
-    p.add_argument("--heartbeat-interval", type=_positive_float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--heartbeat-interval", type=seconds_argument, default=1.0, help="seconds between heartbeats")
     p.add_argument(
-        "--heartbeat-timeout", type=_positive_float, default=5.0, help="silence after which a worker is lost"
+        "--heartbeat-timeout", type=seconds_argument, default=5.0, help="silence after which a worker is lost"
     )
     p.add_argument(
-        "--drain-timeout", type=_positive_float, default=30.0, help="seconds to finish running tasks on shutdown"
+        "--drain-timeout", type=seconds_argument, default=30.0, help="seconds to finish running tasks on shutdown"
     )
     p.add_argument("--max-frame-size", type=int, default=16 * 1024 * 1024, help="largest accepted frame in bytes")
     p.add_argument(
@@ -203,7 +196,7 @@ def make_journal_parser() -> argparse.ArgumentParser:
     )
     compact.add_argument("path", metavar="PATH", help="the journal file")
     compact.add_argument(
-        "--result-ttl", type=_positive_float, default=3600.0, help="drop results finished longer ago (seconds)"
+        "--result-ttl", type=seconds_argument, default=3600.0, help="drop results finished longer ago (seconds)"
     )
     compact.add_argument("--result-cache-size", type=int, default=10_000, help="keep at most this many results")
     salvage = actions.add_parser(
@@ -338,7 +331,10 @@ async def _run(settings: ControlPlaneSettings, registry: TaskRegistry) -> int:
     control_plane = ControlPlane(settings, registry)
     try:
         await control_plane.start()
-    except Exception as exc:  # pynng.AddressInUse and friends: say what failed, exit non-zero
+    except CannotListen as exc:  # an address in use: named by its flag
+        logging.getLogger(__name__).error("cannot start: %s", exc)
+        return RET_ERROR
+    except Exception as exc:  # anything else: say what failed, exit non-zero
         logging.getLogger(__name__).error("cannot start: %s: %s", type(exc).__name__, exc)
         return RET_ERROR
     await control_plane.run()

@@ -1204,7 +1204,7 @@ class Coordinator:
         if record.state not in (FAILURE, CANCELLED):
             raise RequestRefused(
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
-                f"only FAILURE or CANCELLED tasks can be retried (task is {task_pb2.TaskState.Name(record.state)})",  # type: ignore[arg-type]
+                f"only FAILURE or CANCELLED tasks can be retried (task is {task_pb2.TaskState.Name(record.state).removeprefix('TASK_STATE_')})",  # type: ignore[arg-type]
             )
         if task_id in self._abandoned:
             raise RequestRefused(

@@ -66,6 +66,18 @@ def periodic_specs(definitions: Iterable[TaskDefinition]) -> list[PeriodicSpec]:
     return [spec for d in definitions if (spec := schedule_of(d)) is not None]
 
 
+class CannotListen(Exception):
+    """A listener could not be opened (an address in use, no permission): the start fails naming it."""
+
+
+def _listen(what: str, address: str, listen: Callable[[], Any]) -> Any:
+    """``listen()``, with a failure named by the flag and the address it concerns."""
+    try:
+        return listen()
+    except (pynng.NNGException, OSError) as exc:
+        raise CannotListen(f"cannot listen on the {what} {address}: {exc}") from exc
+
+
 class ControlPlane:
     """One control-plane process: sockets, coordinator, discovery, and the shutdown sequence."""
 
@@ -132,7 +144,9 @@ class ControlPlane:
             api.handle(request.data, request.reply)
 
         self._tls = s.tls
-        client_address = self._serve(pynng.Rep0, self._address(s.client_address), serve_client, loop)
+        client_address = self._serve(
+            pynng.Rep0, self._address(s.client_address), serve_client, loop, "--client-address"
+        )
 
         self.fleet = Fleet()
         self.dispatcher = Dispatcher(
@@ -152,7 +166,9 @@ class ControlPlane:
             heartbeat_timeout=s.heartbeat_timeout,
             max_frame_size=s.max_frame_size,
         )
-        dispatch_address = self._serve(pynng.Rep0, self._address(s.dispatch_address), workers_api.handle, loop)
+        dispatch_address = self._serve(
+            pynng.Rep0, self._address(s.dispatch_address), workers_api.handle, loop, "--dispatch-address"
+        )
         dispatch_socket = self._sockets[-1]
         dispatcher = self.dispatcher
 
@@ -171,7 +187,9 @@ class ControlPlane:
         if self._tls is not None:
             pub.tls_config = self._tls.server_config()
         requested = self._address(s.discovery_address)
-        discovery_address = listener_url(pub.listen(requested), requested)
+        discovery_address = listener_url(
+            _listen("--discovery-address", requested, lambda: pub.listen(requested)), requested
+        )
         self.addresses = {
             "discovery": discovery_address,
             "client": client_address,
@@ -223,8 +241,11 @@ class ControlPlane:
         def healthy() -> str | None:
             return None if coordinator.accepting else "the control plane is shutting down"
 
-        self._metrics = MetricsServer(
-            loop, self.settings.metrics_address, lambda: take_snapshot(coordinator, self.fleet), healthy
+        address = self.settings.metrics_address
+        self._metrics = _listen(
+            "--metrics-address",
+            address,
+            lambda: MetricsServer(loop, address, lambda: take_snapshot(coordinator, self.fleet), healthy),
         )
         self._metrics.start()
         self.addresses["metrics"] = self._metrics.url
@@ -258,9 +279,8 @@ class ControlPlane:
             hosts.HostAllowList(
                 bind_host=host, extra=tuple(s.dashboard_hosts)
             )  # a bad name fails the start, not the first page
-        except ValueError as exc:
-            logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
-            return
+        except ValueError as exc:  # the settings checked the address: a --dashboard-host name, then
+            raise CannotListen(f"cannot serve the web dashboard on {s.dashboard_address}: {exc}") from exc
         # Raises UnprotectedDashboard (start fails, the process exits 1): no password past loopback.
         protected = bool(s.dashboard_password or s.secret)  # the app's password defaults to the secret
         exposed = exposure.refuse_unprotected(host, port, protected=protected, insecure=s.dashboard_insecure)
@@ -280,11 +300,10 @@ class ControlPlane:
                 bind_host=host,
             )
 
-        try:
-            self._dashboard = lazy.LazyDashboard(make_app, host, port)
-        except OSError as exc:
-            logger.error("web dashboard not served on %s: %s", s.dashboard_address, exc)
-            return
+        # A port in use stops the start, as for every other listener.
+        self._dashboard = _listen(
+            "--dashboard-address", s.dashboard_address, lambda: lazy.LazyDashboard(make_app, host, port)
+        )
         self.addresses["dashboard"] = self._dashboard.url
         logger.info("web dashboard on %s (bound to %s)", self._dashboard.url, self._dashboard.bound)
         if exposed and not protected:
@@ -300,13 +319,14 @@ class ControlPlane:
         address: str,
         handler: Callable[[Request], None],
         loop: asyncio.AbstractEventLoop,
+        what: str,
     ) -> str:
         sock = factory(recv_max_size=recv_max_size(self.settings.max_frame_size))
         self._sockets.append(sock)
         admission = self._bound_connections(sock, address, loop)
         if self._tls is not None:
             sock.tls_config = self._tls.server_config()
-        bound = listener_url(sock.listen(address), address)
+        bound = listener_url(_listen(what, address, lambda: sock.listen(address)), address)
         server = ReplyServer(
             sock,
             handler,

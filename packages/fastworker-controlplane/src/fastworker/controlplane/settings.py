@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from fastworker.client.cpus import available_cpus
 from fastworker.client.tls import TlsFiles
-from fastworker.protocol.addresses import parse_http_address
+from fastworker.protocol.addresses import parse_address, parse_http_address
 from fastworker.protocol.auth import Secret
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker.runtime import POOLS
@@ -80,27 +80,50 @@ class ControlPlaneSettings:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.local_concurrency >= 0, "--local-concurrency must be 0 or more"),
+            (self.local_concurrency >= 0, f"--local-concurrency must be 0 or more, got {self.local_concurrency!r}"),
             (self.local_pool in POOLS, f"--local-pool must be one of {', '.join(POOLS)}, not {self.local_pool!r}"),
             (bool(self.queues), "--queues must name at least one queue"),
-            (self.result_cache_size >= 1, "--result-cache-size must be at least 1"),
-            (self.result_cache_mb >= 1, "--result-cache-mb must be at least 1"),
-            (self.max_connections >= 1, "--max-connections must be at least 1"),
-            (self.max_connections_per_peer >= 1, "--max-connections-per-peer must be at least 1"),
-            (self.idle_connection_timeout > 0, "--idle-connection-timeout must be positive"),
-            (self.max_worker_tasks >= 1, "--max-worker-tasks must be at least 1"),
-            (self.result_ttl > 0, "--result-ttl must be positive"),
-            (self.max_queue >= 0, "--max-queue must be 0 (unbounded) or more"),
-            (self.heartbeat_interval > 0, "--heartbeat-interval must be positive"),
-            (self.heartbeat_timeout > self.heartbeat_interval, "--heartbeat-timeout must exceed --heartbeat-interval"),
-            (self.drain_timeout >= 0, "--drain-timeout cannot be negative"),
-            (self.announce_interval > 0, "--announce-interval must be positive"),
-            (self.max_frame_size >= 1024, "--max-frame-size must be at least 1024 bytes"),
-            (self.misfire_policy in ("run_once", "skip", "run_all"), "--misfire-policy: run_once, skip or run_all"),
+            (self.result_cache_size >= 1, f"--result-cache-size must be at least 1, got {self.result_cache_size!r}"),
+            (self.result_cache_mb >= 1, f"--result-cache-mb must be at least 1, got {self.result_cache_mb!r}"),
+            (self.max_connections >= 1, f"--max-connections must be at least 1, got {self.max_connections!r}"),
+            (
+                self.max_connections_per_peer >= 1,
+                f"--max-connections-per-peer must be at least 1, got {self.max_connections_per_peer!r}",
+            ),
+            (
+                self.idle_connection_timeout > 0,
+                f"--idle-connection-timeout must be positive, got {self.idle_connection_timeout!r}",
+            ),
+            (self.max_worker_tasks >= 1, f"--max-worker-tasks must be at least 1, got {self.max_worker_tasks!r}"),
+            (self.result_ttl > 0, f"--result-ttl must be positive, got {self.result_ttl!r}"),
+            (self.max_queue >= 0, f"--max-queue must be 0 (unbounded) or more, got {self.max_queue!r}"),
+            (self.heartbeat_interval > 0, f"--heartbeat-interval must be positive, got {self.heartbeat_interval!r}"),
+            (
+                self.heartbeat_timeout > self.heartbeat_interval,
+                f"--heartbeat-timeout must exceed --heartbeat-interval ({self.heartbeat_timeout!r} <= {self.heartbeat_interval!r})",
+            ),
+            (self.drain_timeout >= 0, f"--drain-timeout cannot be negative, got {self.drain_timeout!r}"),
+            (self.announce_interval > 0, f"--announce-interval must be positive, got {self.announce_interval!r}"),
+            (self.max_frame_size >= 1024, f"--max-frame-size must be at least 1024 bytes, got {self.max_frame_size!r}"),
+            (
+                self.misfire_policy in ("run_once", "skip", "run_all"),
+                f"--misfire-policy: run_once, skip or run_all, got {self.misfire_policy!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for flag, address in (
+            ("--discovery-address", self.discovery_address),
+            ("--client-address", self.client_address),
+            ("--dispatch-address", self.dispatch_address),
+        ):
+            try:
+                parse_address(address)
+            except ValueError as exc:
+                raise ValueError(f"{flag}: {exc}") from None
+        if not self.no_dashboard:
+            parse_http_address(self.dashboard_address, "dashboard")  # raises ValueError naming it
         if not self.no_metrics:
             parse_http_address(self.metrics_address, "metrics")  # raises ValueError naming it
         if self.tls_ca and not self.tls_cert:

@@ -13,7 +13,7 @@ from fastworker.client.completion import add_completion_flag
 from fastworker.client.cpus import available_cpus
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging, set_process_log_fields
-from fastworker.client.options import queues_argument
+from fastworker.client.options import queues_argument, seconds_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.queues import DEFAULT_QUEUE
@@ -68,7 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="tasks to hold beyond --concurrency while tasks are short (default: 4 x concurrency; 0: never)",
     )
     p.add_argument("--worker-id", default=None, help="unique id in the fleet (default: HOST-PID)")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish running tasks on SIGTERM")
+    p.add_argument(
+        "--drain-timeout", type=seconds_argument, default=30.0, help="seconds to finish running tasks on SIGTERM"
+    )
     p.add_argument(
         "--pool",
         choices=POOLS,
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=args.concurrency,
             queues=args.queues,
             prefetch=args.prefetch if args.prefetch is not None else 4 * args.concurrency,
-            worker_id=args.worker_id or default_worker_id(),
+            worker_id=default_worker_id() if args.worker_id is None else args.worker_id,  # "" is refused
             drain_timeout=args.drain_timeout,
             pool=args.pool,
             max_tasks_per_child=args.max_tasks_per_child,

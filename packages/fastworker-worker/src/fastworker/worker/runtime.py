@@ -38,7 +38,7 @@ from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
-from fastworker.protocol.addresses import parse_http_address
+from fastworker.protocol.addresses import parse_address, parse_http_address
 from fastworker.protocol.auth import Secret
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
@@ -134,7 +134,11 @@ class WorkerSettings:
         if not 0 <= self.prefetch <= MAX_PREFETCH:
             raise ValueError(f"--prefetch must be 0..{MAX_PREFETCH}")
         if not self.worker_id:
-            raise ValueError("--worker-id cannot be empty")
+            raise ValueError("--worker-id cannot be empty (an unset variable?); leave it out for HOST-PID")
+        try:
+            parse_address(self.control_plane)
+        except ValueError as exc:
+            raise ValueError(f"--control-plane: {exc}") from None
         if self.drain_timeout < 0:
             raise ValueError("--drain-timeout cannot be negative")
         if self.health_address is not None:

@@ -1,0 +1,16 @@
+"""Text from tasks made safe for a terminal: control characters shown as escapes, never sent raw."""
+
+from __future__ import annotations
+
+#: Control characters (C0 but tab and newline, DEL, C1) as the escapes Python writes for them.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if code not in (0x09, 0x0A)}
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters escaped.
+
+    A result, argument, name, progress or error message could otherwise carry escape sequences or
+    carriage returns that recolour, move the cursor or rewrite what the operator reads (``--json``
+    escapes them as JSON does).
+    """
+    return text.translate(_CONTROL_ESCAPES)
