@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 import time
 import uuid
@@ -74,6 +75,8 @@ _MAX_BATCH = 10_000
 _MAX_IDS_PER_WAIT = 1000
 #: How long the control plane may hold one wait request, in seconds.
 _SERVER_WAIT = 5.0
+#: Longest look at a task's state once a wait's bound passed (a task final by then is returned).
+_LAST_LOOK = 0.5
 
 T = TypeVar("T")
 
@@ -119,14 +122,17 @@ class _Slot:
 _Listener = asyncio.Future[task_pb2.TaskInfo] | _Slot
 
 
-def _check_wait_timeout(timeout: float | None) -> None:
-    """A wait bound is None (no bound) or a number of seconds, 0 or more.
+def _wait_bound(timeout: float | None) -> float | None:
+    """A wait bound: None (no bound) or seconds, a negative one (a deadline already past) as 0.
 
     Raises:
-        ValueError: a negative or NaN timeout.
+        ValueError: NaN, which bounds nothing.
     """
-    if timeout is not None and not timeout >= 0:
-        raise ValueError(f"timeout must be None or a number of seconds, 0 or more, got {timeout!r}")
+    if timeout is None:
+        return None
+    if math.isnan(timeout):
+        raise ValueError("timeout must be None or a number of seconds, not NaN")
+    return max(0.0, timeout)
 
 
 class Client(AdminMethods):
@@ -582,27 +588,32 @@ class Client(AdminMethods):
             TaskNotFound: the control plane does not know the id.
             ControlPlaneUnavailable: the control plane did not answer within ``request_timeout``
                 (a restart it comes back from within that time is waited through).
+            ValueError: a NaN timeout (a negative one is 0: a deadline already past).
         """
-        _check_wait_timeout(timeout)
+        bound = _wait_bound(timeout)
         await self.connect()
         future: asyncio.Future[task_pb2.TaskInfo] = asyncio.get_running_loop().create_future()
         self._awaited.setdefault(task_id, []).append(future)
         self._unsent[task_id] = None
         self._schedule_pump()
         try:
-            if timeout is None:
+            if bound is None:
                 info = await future
             else:
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(bound):
                         info = await future
                 except TimeoutError:
                     # The bound may pass before the first answer (timeout=0): a task final by then is
-                    # no timeout.
-                    last = await self.status(task_id)
-                    if last.state.is_final:
+                    # no timeout. One quick look, bounded too: an unreachable control plane times out.
+                    try:
+                        async with asyncio.timeout(_LAST_LOOK):
+                            last = await self.status(task_id)
+                    except (TimeoutError, ControlPlaneUnavailable):
+                        last = None
+                    if last is not None and last.state.is_final:
                         return last
-                    raise TaskTimeout(task_id, timeout) from None
+                    raise TaskTimeout(task_id, bound) from None
         finally:
             self._forget_waiter(task_id, future)
         return task_info_from_wire(info, allow_pickle=self.allow_pickle)
@@ -627,7 +638,7 @@ class Client(AdminMethods):
             TaskTimeout: timeout passed first (naming the first task still unfinished).
             TaskNotFound: the control plane does not know one of the ids.
         """
-        _check_wait_timeout(timeout)
+        bound = _wait_bound(timeout)
         await self.connect()
         bulk = _BulkWait(asyncio.get_running_loop(), len(task_ids))
         slots = [_Slot(bulk, index) for index in range(len(task_ids))]
@@ -638,7 +649,7 @@ class Client(AdminMethods):
         try:
             if task_ids:
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(bound):
                         await bulk.future
                 except TimeoutError:
                     first = next(i for i, info in enumerate(bulk.infos) if info is None)
