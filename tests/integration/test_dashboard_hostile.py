@@ -125,6 +125,19 @@ def test_a_non_loopback_bind_needs_a_password_or_dashboard_insecure(start_cp: An
     assert request(control_plane.dashboard, "GET", "/api/stats")[0] == 200  # over loopback
 
 
+def test_a_dashboard_address_in_use_stops_the_start_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        argv = [sys.executable, "-m", "fastworker.controlplane", "--no-metrics", "--local-concurrency", "0"]
+        argv += ["--discovery-address", "tcp://127.0.0.1:0", "--client-address", "tcp://127.0.0.1:0"]
+        argv += ["--dispatch-address", "tcp://127.0.0.1:0", "--dashboard-address", address]
+        refused = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    assert f"cannot start: cannot listen on the --dashboard-address {address}" in refused.stderr
+
+
 def test_login_guessing_is_slowed_to_a_few_attempts_per_second(start_cp: Any) -> None:
     control_plane = start_cp("--secret", "frame-secret", dashboard=True)
     base = control_plane.dashboard

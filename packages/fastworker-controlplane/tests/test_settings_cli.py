@@ -329,7 +329,7 @@ def test_main_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.usefixtures("restore_process_state")
-@pytest.mark.parametrize("flag", ["--client-address", "--dashboard-address", "--metrics-address"])
+@pytest.mark.parametrize("flag", ["--client-address", "--metrics-address"])  # the dashboard's: tests/integration
 def test_a_listener_address_in_use_stops_the_start_naming_the_flag_and_the_address(
     flag: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
