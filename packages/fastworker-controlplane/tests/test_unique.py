@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastworker.controlplane.records import PENDING, SUCCESS
+import pytest
+
+from fastworker.controlplane.coordinator import RequestRefused
+from fastworker.controlplane.records import CANCELLED, PENDING, RUNNING, SUCCESS
 
 
 class FakeClock:
@@ -75,3 +78,51 @@ async def test_a_cancelled_holder_frees_its_key(harness: Any) -> None:
     second, duplicate = coordinator.submit(harness.spec("report", 1, unique_key="k"))
 
     assert not duplicate and second is not first
+
+
+async def test_a_retry_while_another_live_task_holds_the_key_is_refused_naming_it(harness: Any) -> None:
+    # At most one live task per key: the cancelled one would run beside the new holder.
+    harness.task(lambda n: n, name="report", unique=True)
+    coordinator = harness.coordinator(local_concurrency=0)
+    first, _ = coordinator.submit(harness.spec("report", 1))
+    coordinator.cancel(first.task_id)
+    second, _ = coordinator.submit(harness.spec("report", 1))
+    assert second is not first
+
+    with pytest.raises(RequestRefused, match=f"live task {second.task_id} holds task {first.task_id}'s uniqueness key"):
+        coordinator.retry(first.task_id)
+    assert first.state == CANCELLED
+
+    coordinator.cancel(second.task_id)
+    assert coordinator.retry(first.task_id) is first and first.state == PENDING  # the key is free again
+
+
+async def test_a_running_task_being_cancelled_answers_no_new_submission_of_its_key(harness: Any) -> None:
+    # Its cancel is under way (a subworker stops it and reports a moment later): it ends CANCELLED.
+    harness.task(lambda n: n, name="report")
+    coordinator = harness.coordinator(local_concurrency=0)
+    first, _ = coordinator.submit(harness.spec("report", 1, unique_key="k"))
+    first.state, first.worker = RUNNING, "some-worker"  # taken by a subworker, as far as cancel is concerned
+
+    class Stopping:
+        def cancel_running(self, record: Any) -> bool:
+            return True
+
+        def schedule(self) -> None:
+            pass
+
+    coordinator.dispatcher = Stopping()  # type: ignore[assignment]
+    assert coordinator.cancel(first.task_id) == (True, RUNNING)
+    second, duplicate = coordinator.submit(harness.spec("report", 1, unique_key="k"))
+
+    assert not duplicate and second is not first
+
+
+async def test_a_workflow_whose_steps_share_a_uniqueness_key_is_refused(harness: Any) -> None:
+    harness.task(lambda n: n, name="build", unique=True)
+    coordinator = harness.coordinator(local_concurrency=0)
+    steps = [harness.spec("build", 7), harness.spec("build", 7)]
+
+    with pytest.raises(RequestRefused, match="step 2 .*same uniqueness key"):
+        coordinator.submit_workflow("wf-twins", steps)
+    assert len(coordinator.active) == 0

@@ -15,7 +15,7 @@ import pytest
 from fastworker.client.task import TaskRegistry, task
 from fastworker.protocol.lease import fence_after
 from fastworker.protocol.payload import encode_arguments
-from fastworker.protocol.v1 import task_pb2
+from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker import runtime
 from fastworker.worker.runtime import Worker, WorkerSettings, WorkerState
 
@@ -213,3 +213,39 @@ async def test_a_critical_task_prefetched_behind_normal_ones_is_claimed_and_star
     worker._start_waiting(claim=False)
     await asyncio.sleep(0.05)
     assert worker.ran[0] == "critical"
+
+
+async def test_a_fresh_registration_stops_the_tasks_running_here_that_the_control_plane_took_back() -> None:
+    # A worker paused past its heartbeat timeout comes back: the control plane dropped it, re-ran or
+    # failed its running task, and registers it anew (not resumed). The old run must not go on.
+    registry = TaskRegistry()
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    @task(name="long_job")
+    async def long_job() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    registry.register(long_job)
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=2), registry)
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+
+    class RegisteringLink(ClaimingLink):
+        async def register(self, request: Any) -> Any:
+            return worker_pb2.RegisterReply(accepted=True, resumed=False, instance_id="instance")
+
+    worker._link = RegisteringLink()  # type: ignore[assignment]
+    spec = task_pb2.TaskSpec(task_id="t-long", name="long_job", attempt=1, arguments=encode_arguments((), {}))
+    worker._start(spec, "instance")
+    await asyncio.wait_for(started.wait(), 5)
+
+    assert await worker._register() is True
+    await asyncio.wait_for(stopped.wait(), 5)
+    await asyncio.sleep(0.05)
+    assert "t-long" not in worker._running

@@ -653,6 +653,16 @@ class Coordinator:
         record.unique_key = key
         self._unique_keys[key] = (record, since + ttl)
 
+    def _key_holder_other_than(self, record: TaskRecord) -> TaskRecord | None:
+        """The live task other than ``record`` that holds the uniqueness key ``record`` would hold, if any."""
+        policy = self.defined_policy(record.name)
+        try:
+            key = self._unique_key(record.spec, policy)
+        except RequestRefused:
+            return None
+        holder = self._unique_holder(key) if key else None
+        return holder if holder is not record else None
+
     def _rehold_unique_key(self, record: TaskRecord, since: float) -> None:
         """A task live again (replayed, retried) takes its key back unless another live task holds it."""
         policy = self.defined_policy(record.name)
@@ -1047,8 +1057,9 @@ class Coordinator:
         if not self.accepting:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
         ids: set[str] = set()
+        keys: set[str] = set()
         for index, spec in enumerate(specs, start=1):
-            refusal = self._step_refusal(spec, ids)
+            refusal = self._step_refusal(spec, ids, keys)
             if refusal is not None:
                 code, message = refusal
                 raise RequestRefused(code, f"workflow refused: step {index} ({spec.name!r}): {message}")
@@ -1059,9 +1070,12 @@ class Coordinator:
             )
 
     def _step_refusal(
-        self, spec: task_pb2.TaskSpec, earlier: set[str]
+        self, spec: task_pb2.TaskSpec, earlier: set[str], earlier_keys: set[str]
     ) -> tuple[error_pb2.ErrorCode.ValueType, str] | None:
-        """Why ``_accept`` would refuse (or answer with another task) this workflow step, or None."""
+        """Why ``_accept`` would refuse (or answer with another task) this workflow step, or None.
+
+        ``earlier_keys``: the uniqueness keys of the steps before it, to which this step's is added.
+        """
         invalid = error_pb2.ERROR_CODE_INVALID_REQUEST
         if not spec.task_id or len(spec.task_id) > 200:
             return invalid, "task_id must be 1 to 200 characters"
@@ -1081,6 +1095,11 @@ class Coordinator:
             return refused.code, refused.message
         if unique_key and self._unique_holder(unique_key) is not None:
             return invalid, "a live task holds its uniqueness key (a workflow step cannot be answered by another task)"
+        if unique_key and unique_key in earlier_keys:
+            return (
+                invalid,
+                "an earlier step has the same uniqueness key (a workflow step cannot be answered by another)",
+            )
         ids = spec.dependencies.task_ids if spec.HasField("dependencies") else ()
         if len(ids) > MAX_DEPENDENCIES or len(set(ids)) != len(ids) or spec.task_id in ids:
             return invalid, f"depends_on must name at most {MAX_DEPENDENCIES} other tasks, each once"
@@ -1089,6 +1108,8 @@ class Coordinator:
                 return invalid, f"depends on unknown task {dependency!r}"
         if spec.dependencies.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(ids) != 1:
             return invalid, "a step that takes its dependency's result depends on exactly one task"
+        if unique_key:
+            earlier_keys.add(unique_key)
         return None
 
     def workflow(self, workflow_id: str) -> tuple[Workflow, list[TaskRecord | None]]:
@@ -1156,10 +1177,15 @@ class Coordinator:
             if record.worker != LOCAL_WORKER_ID and self.dispatcher is not None:
                 # On a subworker: it stops the task (kills the child of a sync task, or drops it from
                 # its prefetch queue) and reports CANCELLED.
-                return self.dispatcher.cancel_running(record), shown
-            # Stopped here (interrupted in its thread, or cancelled on the loop): its completion
-            # finalizes it as CANCELLED.
-            return self.local.cancel_running(task_id), previous
+                stopping, previous = self.dispatcher.cancel_running(record), shown
+            else:
+                # Stopped here (interrupted in its thread, or cancelled on the loop): its completion
+                # finalizes it as CANCELLED.
+                stopping = self.local.cancel_running(task_id)
+            if stopping and record.unique_key:
+                # A task being stopped answers no new submission of its key (it ends CANCELLED).
+                self._release_unique_key(record)
+            return stopping, previous
         elif previous != PENDING:
             return False, previous
         self.end(record, CANCELLED, "TaskCancelled", "cancelled by request")
@@ -1214,6 +1240,12 @@ class Coordinator:
             )
         if not self.accepting:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
+        holder = self._key_holder_other_than(record)
+        if holder is not None:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST,
+                f"live task {holder.task_id} holds task {task_id}'s uniqueness key: retry it once that one ended",
+            )
         self.cache.remove(task_id)
         record.result = None
         record.error = None

@@ -547,16 +547,22 @@ class PeriodicScheduler:
                 runs = [latest] if on_time else []
             else:
                 runs = kept
+            results = [(entry.spec.name, self._fire(entry, slot)) for slot in runs]
+            fired.extend(results)
             if missed:
                 entry.misfired += missed
+                started = sum(1 for _, task_id in results if task_id is not None)
                 logger.info(
-                    "periodic task %r missed %d slot(s) (%s): running %d now",
+                    "periodic task %r missed %d slot(s) (%s): %d run now%s%s",
                     entry.spec.name,
                     missed,
                     self.misfire.value,
-                    len(runs),
+                    started,
+                    f", {len(runs) - started} not started (the previous run goes on, or refused)"
+                    if started < len(runs)
+                    else "",
+                    f" (the latest slot, {now - latest:.2f} s late, is on time)" if on_time else "",
                 )
-            fired.extend((entry.spec.name, self._fire(entry, slot)) for slot in runs)
         if self._loop is not None:
             self._arm()
         return fired

@@ -374,6 +374,16 @@ class Worker:
             # A fresh registration: the control plane holds no lease for what this worker prefetched
             # before (it took those back, or will once this worker's fence has passed): start none.
             self._drop_prefetched()
+            # Nor for what runs here: it re-ran those elsewhere or failed them (WorkerLost) while it
+            # did not hear from us (a paused process, a cut link). Stop them, so that a task is not
+            # run twice at once and a task reported failed does not go on acting.
+            taken_back = [task_id for task_id in self._running if task_id not in self._stopping]
+            if taken_back:
+                logger.warning(
+                    "stopping %d running tasks the control plane took back while it did not hear from this worker",
+                    len(taken_back),
+                )
+                self._cancel_tasks(taken_back)
         self._registered.set()
         logger.info(
             "worker %s registered with control plane %s (%d tasks, capacity %d)",
