@@ -447,6 +447,7 @@ def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path)
     assert "--control-plane: unsupported address 'garbage'" in error(run("--control-plane", "garbage"))
     assert "port out of range" in error(run("--control-plane", "tcp://127.0.0.1:70000"))
     assert "expected a number of seconds" in error(run("--drain-timeout", "nan"))
+    assert "uses TLS: give the CA bundle (--tls-ca)" in error(run("--control-plane", "tls+tcp://127.0.0.1:5550"))
 
 
 async def test_a_thread_stuck_past_its_hard_limit_takes_no_new_task_and_another_worker_runs_them(

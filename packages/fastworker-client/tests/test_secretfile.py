@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from fastworker.client.envflags import apply_env_defaults
-from fastworker.client.secretfile import SecretFiles, add_secret_file_flag, resolve_secret, secret_from_env
+from fastworker.client.secretfile import (
+    SecretFiles,
+    add_secret_file_flag,
+    read_secret_file,
+    resolve_secret,
+    secret_from_env,
+)
 from fastworker.protocol.auth import Secret
 
 
@@ -152,3 +158,10 @@ def test_a_fallbacks_file_of_more_than_eight_secrets_is_refused_naming_it(tmp_pa
     fallbacks.write_text("".join(f"old-{n}\n" for n in range(9)))
     with pytest.raises(ValueError, match=f"the secret fallbacks file {fallbacks} holds 9 secrets; at most 8"):
         SecretFiles(None, str(fallbacks), secret="s")
+
+
+def test_a_secret_file_of_white_space_only_is_refused_as_empty(tmp_path: Path) -> None:
+    blank = tmp_path / "blank"
+    blank.write_text("   \n")
+    with pytest.raises(ValueError, match=f"the secret file {blank} is empty \\(only white space\\)"):
+        read_secret_file(str(blank))

@@ -320,3 +320,47 @@ async def test_a_closed_subscription_delivers_nothing_more(publisher: tuple[pynn
         await asyncio.sleep(0.01)
 
     assert len(received) == count
+
+
+class _ReplyWinsContext:
+    """Answers like a pynng context whose reply arrives while its task is being cancelled.
+
+    pynng meets a cancel by asking nng to cancel the operation and waiting for it: an operation that
+    completed meanwhile returns its reply as if nothing had happened.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.closed = False
+
+    async def asend(self, data: bytes) -> None:
+        pass
+
+    async def arecv(self) -> bytes:
+        reply: asyncio.Future[bytes] = self._loop.create_future()
+        self._loop.call_later(0.05, reply.set_result, b"late reply")
+        while True:
+            try:
+                return await asyncio.shield(reply)
+            except asyncio.CancelledError:
+                continue  # the reply wins: the cancel is not seen here
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_request_cancelled_while_its_reply_arrives_still_ends_cancelled() -> None:
+    # A worker's loop of requests must end when its task is cancelled (a drained worker waited for
+    # ever on its heartbeat loop, deaf to SIGTERM, when the cancel came with a reply).
+    loop = asyncio.get_running_loop()
+    channel = RequestChannel(loop)
+    context = _ReplyWinsContext(loop)
+    channel._contexts.append(context)  # type: ignore[arg-type]
+    try:
+        request = asyncio.ensure_future(channel.request(b"ping", 5.0, aside=True))
+        await asyncio.sleep(0.01)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    finally:
+        channel.close()

@@ -336,6 +336,28 @@ async def test_a_stop_order_is_repeated_on_every_answer_until_the_task_s_outcome
     assert record.state == CANCELLED
 
 
+async def test_a_task_retried_after_its_cancel_runs_again_without_the_old_stop_order(dispatch_rig: Any) -> None:
+    # The order for attempt 1 must not stop attempt 2 on the same worker (it did, about 1 s later).
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=2)
+    record = rig.submit("job")
+    first = rig.pull("w1")
+    await settle()
+    (spec,) = first.tasks
+    assert rig.coordinator.cancel(record.task_id)[0]
+    cancelled = worker_pb2.TaskOutcome(task_id=spec.task_id, attempt=spec.attempt, state=task_pb2.TASK_STATE_CANCELLED)
+    rig.report("w1", cancelled)
+    assert record.state == CANCELLED
+
+    rig.coordinator.retry(record.task_id)
+    again = rig.pull("w1")
+    await settle()
+    assert [(s.task_id, s.attempt) for s in again.tasks] == [(record.task_id, 2)]
+    later = rig.pull("w1", hold=0.0)
+    await asyncio.sleep(0.1)
+    assert list(later.envelope.dispatch.cancel_task_ids) == []
+
+
 async def test_outcomes_sent_with_a_pull_are_recorded_before_the_next_dispatch(harness: Any, dispatch_rig: Any) -> None:
     rig = dispatch_rig()
     rig.register("w1", ["job"], capacity=1)

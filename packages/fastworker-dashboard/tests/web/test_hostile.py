@@ -211,6 +211,16 @@ async def test_login_guessing_is_slowed_per_address_and_logged_sparingly(
     assert 1 <= len(failures) <= checked
 
 
+async def test_a_request_without_a_password_is_not_counted_as_a_guess(make_client: MakeClient) -> None:
+    # A probe or a script that forgot the header must not lock its address (behind a proxy: everyone) out.
+    client = await make_client(secret="right")
+    for _ in range(6):
+        assert (await client.post("/api/queues/low/pause", headers=SAME_ORIGIN)).status_code == 403
+        assert (await client.get("/api/stats", headers={"X-FastWorker-Secret": ""})).status_code == 401
+    right = await client.post("/api/queues/low/pause", headers={**SAME_ORIGIN, "X-FastWorker-Secret": "right"})
+    assert right.status_code == 200
+
+
 # ------------------------------------------------------------------------------------ large values
 
 

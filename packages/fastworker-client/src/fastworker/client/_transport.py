@@ -139,13 +139,14 @@ class RequestChannel:
     async def _request_on_context(self, data: bytes, timeout: float) -> bytes:
         context = self._contexts.pop() if self._contexts else self._socket.new_context()
         clean = False
+        task = asyncio.current_task()
         try:
             async with asyncio.timeout(timeout):
                 await context.asend(data)
                 reply: bytes = await context.arecv()
             clean = True
-            return reply
         except pynng.NNGException as exc:
+            _raise_if_cancelled(task, exc)
             if self._closed or isinstance(exc, pynng.Closed):
                 raise TransportClosed("request channel is closed") from exc
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
@@ -158,6 +159,8 @@ class RequestChannel:
                     context.close()
                 except pynng.NNGException:
                     pass  # the socket is already closed, and the context with it
+        _raise_if_cancelled(task)
+        return reply
 
     def close(self) -> None:
         """Close the socket; pending requests fail."""
@@ -178,6 +181,19 @@ class RequestChannel:
 #: never writes, so a connection that died silently (a cut link, a peer that vanished behind it)
 #: is never noticed by TCP; the publisher announces several times a second.
 DEFAULT_SUBSCRIPTION_STALE_AFTER = 5.0
+
+
+def _raise_if_cancelled(task: asyncio.Task[object] | None, cause: BaseException | None = None) -> None:
+    """Raise CancelledError if someone cancelled ``task`` while pynng finished its operation.
+
+    pynng answers a cancel by cancelling the nng operation and waiting for it; one that completed
+    meanwhile (a reply, an error) comes back as if no cancel had happened, and the cancel is lost: a
+    loop around the request then never ends, and whoever awaits its task waits for ever (a drained
+    worker that never exited, deaf to SIGTERM). ``asyncio.timeout`` withdraws its own cancel on the
+    way out, so what is left here is someone else's.
+    """
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause
 
 
 class Subscription:

@@ -44,7 +44,7 @@ def read_secret_file(path: str) -> str:
     r"""The secret in ``path``, with one trailing newline (``\n`` or ``\r\n``) stripped.
 
     Raises:
-        ValueError: the file cannot be read, is too large, is not UTF-8, or holds an empty secret;
+        ValueError: the file cannot be read, is too large, is not UTF-8, or holds an empty (or blank) secret;
             the message names the path.
     """
     text = _read_text(path, "secret file")
@@ -52,8 +52,8 @@ def read_secret_file(path: str) -> str:
         text = text[:-2]
     elif text.endswith("\n"):
         text = text[:-1]
-    if not text:
-        raise ValueError(f"the secret file {path} is empty")
+    if not text.strip():
+        raise ValueError(f"the secret file {path} is empty" + (" (only white space)" if text else ""))
     return text
 
 

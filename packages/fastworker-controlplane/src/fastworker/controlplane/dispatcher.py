@@ -493,6 +493,9 @@ class Dispatcher:
                 else:
                     coordinator.mark_started(record, now)
                 worker.leases[record.task_id] = record
+                # A stop order left from an earlier attempt of this id (cancelled, then retried) is
+                # not for this one.
+                worker.cancels.discard(record.task_id)
                 if coordinator.journal is not None:
                     coordinator.journal.running(record, coordinator.policy_for(record).retries)
                 assigned.setdefault(worker.worker_id, []).append(record)
@@ -624,6 +627,7 @@ class Dispatcher:
                 continue
             with self.coordinator.lock:
                 del worker.leases[outcome.task_id]
+                worker.cancels.discard(outcome.task_id)  # done with: its lease ended
                 if record.held and outcome.started_at:  # it ran before its grant reached it: it started
                     record.held = False
                     self.coordinator.mark_started(record, outcome.started_at)

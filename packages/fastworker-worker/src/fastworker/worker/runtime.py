@@ -136,9 +136,11 @@ class WorkerSettings:
         if not self.worker_id:
             raise ValueError("--worker-id cannot be empty (an unset variable?); leave it out for HOST-PID")
         try:
-            parse_address(self.control_plane)
+            address = parse_address(self.control_plane)
         except ValueError as exc:
             raise ValueError(f"--control-plane: {exc}") from None
+        if address.scheme == "tls+tcp" and self.tls is None:
+            raise ValueError(f"--control-plane {self.control_plane} uses TLS: give the CA bundle (--tls-ca)")
         if self.drain_timeout < 0:
             raise ValueError("--drain-timeout cannot be negative")
         if self.health_address is not None:

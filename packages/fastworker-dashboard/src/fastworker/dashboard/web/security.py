@@ -72,6 +72,8 @@ def check_password(config: DashboardConfig, throttle: LoginThrottle, request: Re
     """
     if not config.password:
         return True
+    if not presented:
+        return False  # no password given is not a guess: a probe or a forgotten header locks nobody out
     address = client_address(request)
     wait = throttle.wait_left(address)
     if wait > 0:
