@@ -311,8 +311,8 @@ async def test_a_newer_pull_replaces_an_older_one_which_is_dropped_unanswered(di
     assert newer.envelope.correlation_id == 8
 
 
-async def test_a_stop_order_is_repeated_on_every_answer_until_the_task_s_outcome_arrives(dispatch_rig: Any) -> None:
-    # An answer the worker never read (it replaced its request meanwhile) must not lose the order.
+async def cancelled_on_w1(dispatch_rig: Any) -> tuple[Any, Any, task_pb2.TaskSpec]:
+    """A rig whose worker w1 runs a task whose cancel the control plane has just ordered: (rig, record, spec)."""
     rig = dispatch_rig()
     rig.register("w1", ["job"], capacity=2)
     record = rig.submit("job")
@@ -320,6 +320,12 @@ async def test_a_stop_order_is_repeated_on_every_answer_until_the_task_s_outcome
     await settle()
     (spec,) = first.tasks
     assert rig.coordinator.cancel(record.task_id)[0]
+    return rig, record, spec
+
+
+async def test_a_stop_order_is_repeated_on_every_answer_until_the_task_s_outcome_arrives(dispatch_rig: Any) -> None:
+    # An answer the worker never read (it replaced its request meanwhile) must not lose the order.
+    rig, record, spec = await cancelled_on_w1(dispatch_rig)
 
     unread = rig.pull("w1", hold=0.0)
     await asyncio.sleep(0.1)  # past the shortest hold (50 ms): answered empty, with the order
@@ -338,13 +344,7 @@ async def test_a_stop_order_is_repeated_on_every_answer_until_the_task_s_outcome
 
 async def test_a_task_retried_after_its_cancel_runs_again_without_the_old_stop_order(dispatch_rig: Any) -> None:
     # The order for attempt 1 must not stop attempt 2 on the same worker (it did, about 1 s later).
-    rig = dispatch_rig()
-    rig.register("w1", ["job"], capacity=2)
-    record = rig.submit("job")
-    first = rig.pull("w1")
-    await settle()
-    (spec,) = first.tasks
-    assert rig.coordinator.cancel(record.task_id)[0]
+    rig, record, spec = await cancelled_on_w1(dispatch_rig)
     cancelled = worker_pb2.TaskOutcome(task_id=spec.task_id, attempt=spec.attempt, state=task_pb2.TASK_STATE_CANCELLED)
     rig.report("w1", cancelled)
     assert record.state == CANCELLED
