@@ -30,7 +30,7 @@ from fastworker.client._async import Client
 from fastworker.client._terminal import visible
 from fastworker.client._waitbar import wait_with_bar
 from fastworker.client.completion import add_completion_flag
-from fastworker.client.envflags import _arguments, apply_env_defaults, env_name
+from fastworker.client.envflags import _arguments, apply_env_defaults, env_name, env_true
 from fastworker.client.errors import (
     ControlPlaneUnavailable,
     FastworkerError,
@@ -197,7 +197,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _json_asked(argv: Sequence[str]) -> bool:
     """True when the command line or ``FASTWORKER_JSON`` asks for JSON (looked at before parsing)."""
-    return "--json" in argv or os.environ.get("FASTWORKER_JSON", "").strip().lower() in ("1", "true", "yes", "on")
+    return "--json" in argv or env_true(os.environ.get("FASTWORKER_JSON", ""))
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,11 @@ _FALSE = {"0", "false", "no", "off", ""}
 WITHOUT_ENV = frozenset({"help", "version", "completion"})
 
 
+def env_true(text: str) -> bool:
+    """True for the words an on/off env var takes as on (``1``, ``true``, ``yes``, ``on``; any case)."""
+    return text.strip().lower() in _TRUE
+
+
 def env_name(dest: str) -> str:
     """The env var for an argparse destination, e.g. ``local_concurrency`` -> ``FASTWORKER_LOCAL_CONCURRENCY``."""
     return "FASTWORKER_" + dest.upper()

@@ -653,23 +653,23 @@ class Coordinator:
         record.unique_key = key
         self._unique_keys[key] = (record, since + ttl)
 
-    def _key_holder_other_than(self, record: TaskRecord) -> TaskRecord | None:
-        """The live task other than ``record`` that holds the uniqueness key ``record`` would hold, if any."""
+    def _record_unique_key(self, record: TaskRecord) -> tuple[str, TaskPolicy]:
+        """The uniqueness key a known task would hold (``""``: none), with its policy."""
         policy = self.defined_policy(record.name)
         try:
-            key = self._unique_key(record.spec, policy)
+            return self._unique_key(record.spec, policy), policy
         except RequestRefused:
-            return None
+            return "", policy
+
+    def _key_holder_other_than(self, record: TaskRecord) -> TaskRecord | None:
+        """The live task other than ``record`` that holds the uniqueness key ``record`` would hold, if any."""
+        key, _ = self._record_unique_key(record)
         holder = self._unique_holder(key) if key else None
         return holder if holder is not record else None
 
     def _rehold_unique_key(self, record: TaskRecord, since: float) -> None:
         """A task live again (replayed, retried) takes its key back unless another live task holds it."""
-        policy = self.defined_policy(record.name)
-        try:
-            key = self._unique_key(record.spec, policy)
-        except RequestRefused:
-            key = ""
+        key, policy = self._record_unique_key(record)
         if key and self._unique_holder(key) is None:
             self._hold_unique_key(record, key, since, policy.unique_ttl)
 
