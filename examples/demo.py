@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from fastworker.client import Client, TaskFailed
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane, start_worker
+from fastworker.controlplane.testing import HarnessError, RunningControlPlane, start_controlplane, start_worker
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,14 +66,19 @@ def main() -> int:
     args = parser.parse_args()
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "quickstart"), os.environ.get("PYTHONPATH")]))}
     print("starting the control plane with examples/quickstart/example_tasks.py ...")
-    control_plane = start_controlplane(task_modules=["example_tasks"], env=env, dashboard=args.dashboard_address)
+    try:
+        control_plane = start_controlplane(task_modules=["example_tasks"], env=env, dashboard=args.dashboard_address)
+    except HarnessError as exc:
+        if "cannot listen on the --dashboard-address" not in str(exc):
+            raise
+        # A port in use stops the control plane's start: the demo takes any free one instead.
+        print(f"{args.dashboard_address} is taken: serving the web dashboard on a free port instead")
+        control_plane = start_controlplane(task_modules=["example_tasks"], env=env, dashboard="127.0.0.1:0")
     print(f"control plane pid {control_plane.pid}: discovery {control_plane.discovery}, clients {control_plane.client}")
     if control_plane.dashboard:
         print(f"web dashboard: {control_plane.dashboard}")
     else:
-        print(
-            f"web dashboard not served on {args.dashboard_address} (port taken?); try --dashboard-address 127.0.0.1:0"
-        )
+        print("web dashboard not served (is fastworker-dashboard installed?)")
     print(f"Prometheus metrics: {control_plane.metrics}/metrics (health: {control_plane.metrics}/healthz)")
     worker = start_worker(control_plane.discovery, task_modules=["example_tasks"], worker_id="demo-worker", env=env)
     print(f"subworker pid {worker.pid} registered; it shares the work with the control plane's own slots")
