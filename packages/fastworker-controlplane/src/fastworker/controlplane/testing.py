@@ -15,9 +15,11 @@ and, for subworkers (the control plane runs no task itself with ``--local-concur
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,24 @@ from pathlib import Path
 READY_TIMEOUT = 20.0
 #: Longest wait for a daemon to exit after SIGTERM before it is killed, in seconds.
 STOP_TIMEOUT = 15.0
+
+
+#: Folders this harness made itself (no ``workdir``): removed when this Python process exits, so
+#: test runs do not leave one folder per daemon in the temp dir; tests may read logs until then.
+_OWN_FOLDERS: list[Path] = []
+
+
+def _own_folder(prefix: str) -> Path:
+    if not _OWN_FOLDERS:
+        atexit.register(_remove_own_folders)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    _OWN_FOLDERS.append(folder)
+    return folder
+
+
+def _remove_own_folders() -> None:
+    while _OWN_FOLDERS:
+        shutil.rmtree(_OWN_FOLDERS.pop(), ignore_errors=True)
 
 
 class HarnessError(RuntimeError):
@@ -128,7 +148,7 @@ def start_controlplane(
     given; ``.dashboard`` is its URL (None if it could not be served). Likewise ``metrics`` (on by
     default, on a free loopback port) and ``.metrics``.
     """
-    folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-cp-"))
+    folder = Path(workdir) if workdir else _own_folder("fastworker-cp-")
     ready = folder / f"ready-{time.monotonic_ns()}.json"
     log_path = folder / f"controlplane-{time.monotonic_ns()}.log"
     argv = [
@@ -216,7 +236,7 @@ def start_worker(
         raise TypeError(
             f"task_modules must be a sequence of module names, not a str (did you mean [{task_modules!r}]?)"
         )
-    folder = Path(workdir or tempfile.mkdtemp(prefix="fastworker-worker-"))
+    folder = Path(workdir) if workdir else _own_folder("fastworker-worker-")
     stamp = time.monotonic_ns()
     ready = folder / f"worker-ready-{stamp}.json"
     log_path = folder / f"worker-{stamp}.log"
