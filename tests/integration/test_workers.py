@@ -465,3 +465,18 @@ async def test_a_thread_stuck_past_its_hard_limit_takes_no_new_task_and_another_
     infos = await client.wait_many(ids, timeout=20)  # well before the stuck thread comes back
 
     assert [(info.state, info.worker) for info in infos] == [(TaskState.SUCCESS, "free")] * 3
+
+
+def test_a_worker_whose_control_plane_shut_down_exits_promptly_on_sigterm(start_cp_for_workers, start_worker):
+    # Given a worker whose control plane stopped (it announced its shutdown on discovery first)
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "w1")
+    assert control_plane.stop() == 0
+    # When the worker is told to stop
+    began = time.monotonic()
+    exit_code = worker.stop(20)
+    took = time.monotonic() - began
+    # Then it leaves after one short farewell attempt, not two 5-second request timeouts (10 s before)
+    assert exit_code == 0
+    assert took < 4.0, f"the worker took {took:.1f} s to exit:\n{worker.log()}"
+    assert "within 5 s" not in worker.log()

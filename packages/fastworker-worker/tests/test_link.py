@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pynng
 
 from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
 from fastworker.protocol.v1 import worker_pb2
-from fastworker.worker.link import ControlPlaneLink
+from fastworker.worker.link import FAREWELL_TIMEOUT_AFTER_SHUTDOWN, REQUEST_TIMEOUT, ControlPlaneLink
 
 BOUND = 10.0
 
@@ -60,5 +61,46 @@ async def test_a_refused_registration_does_not_change_the_instance() -> None:
     link = await registered_with("other", accepted=False)
     try:
         assert link.instance_id == "old"
+    finally:
+        link.close()
+
+
+def _discovery_frame(body: str, instance_id: str) -> bytes:
+    envelope = new_envelope()
+    if body == "shutdown_notice":
+        envelope.shutdown_notice.instance_id = instance_id
+        envelope.shutdown_notice.reason = "SIGTERM"
+    else:
+        envelope.announcement.instance_id = instance_id
+        envelope.announcement.dispatch_address = "tcp://127.0.0.1:1"
+    return encode_frame(envelope)
+
+
+async def test_a_leaving_worker_waits_briefly_for_a_control_plane_that_announced_its_shutdown() -> None:
+    link = ControlPlaneLink("tcp://127.0.0.1:1")
+    try:
+        link._on_discovery(_discovery_frame("announcement", "cp1"))
+        link.last_contact = time.monotonic()
+        assert link.farewell_timeout(5.0) == REQUEST_TIMEOUT  # a live control plane: the usual bound
+        link._on_discovery(_discovery_frame("shutdown_notice", "someone-else"))
+        assert link.farewell_timeout(5.0) == REQUEST_TIMEOUT  # another instance's notice is not ours
+        link._on_discovery(_discovery_frame("shutdown_notice", "cp1"))
+        assert link.farewell_timeout(5.0) == FAREWELL_TIMEOUT_AFTER_SHUTDOWN
+        link.farewell_unanswered()
+        assert link.farewell_timeout(5.0) is None  # it announced its end and then did not answer: gone
+        link._on_discovery(_discovery_frame("announcement", "cp2"))  # a new control plane
+        assert link.farewell_timeout(5.0) == REQUEST_TIMEOUT
+    finally:
+        link.close()
+
+
+async def test_a_leaving_worker_does_not_wait_for_a_control_plane_silent_past_the_heartbeat_timeout() -> None:
+    link = ControlPlaneLink("tcp://127.0.0.1:1")
+    try:
+        assert link.farewell_timeout(5.0) is None  # never answered at all
+        link.last_contact = time.monotonic() - 6.0
+        assert link.farewell_timeout(5.0) is None  # it has taken back (or is taking back) this worker's tasks
+        link.last_contact = time.monotonic() - 4.0
+        assert link.farewell_timeout(5.0) == REQUEST_TIMEOUT
     finally:
         link.close()

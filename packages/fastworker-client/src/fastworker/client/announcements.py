@@ -40,13 +40,16 @@ class AnnouncementReader:
                     "the control plane requires the shared secret "
                     "(set FASTWORKER_SECRET_FILE or FASTWORKER_SECRET, or pass one)"
                 )
-            return decode_frame(data, max_size=self.max_frame_size)
+            envelope = decode_frame(data, max_size=self.max_frame_size)
         except AuthenticationError as exc:
             if str(exc) != self.problem:
                 logger.warning("ignored a discovery announcement: %s", exc)
             self.problem = str(exc)
         except (DecodeError, IncompatibleProtocol) as exc:
             logger.debug("ignored a discovery frame: %s", exc)
+        else:
+            self.problem = ""
+            return envelope
         return None
 
     def announcement(self, data: bytes) -> Announcement | None:
@@ -54,5 +57,4 @@ class AnnouncementReader:
         envelope = self.read(data)
         if envelope is None or envelope.WhichOneof("body") != "announcement":
             return None
-        self.problem = ""
         return envelope.announcement

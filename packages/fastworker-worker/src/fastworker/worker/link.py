@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a plain request (register, results, heartbeat) may take, retries included.
 REQUEST_TIMEOUT = 5.0
+#: Seconds a leaving worker's last requests may take once its control plane announced its shutdown:
+#: one that still drains answers at once, and one that is gone must not hold the worker's exit.
+FAREWELL_TIMEOUT_AFTER_SHUTDOWN = 1.0
 
 
 class NotRegistered(FastworkerError):
@@ -55,6 +58,9 @@ class ControlPlaneLink:
         self.instance_changed = asyncio.Event()
         self._announced = asyncio.Event()
         self._registered_instance = ""
+        #: True once the control plane this worker follows announced its shutdown (until another announces itself).
+        self.shutdown_announced = False
+        self._farewell_unanswered = False
         #: Called with the ids of running tasks the control plane wants stopped.
         self.on_cancel: Callable[[list[str]], None] = lambda task_ids: None
         #: Called with the drain timeout when an operator asked this worker to drain.
@@ -80,9 +86,19 @@ class ControlPlaneLink:
         return self._announcements.problem
 
     def _on_discovery(self, data: bytes) -> None:
-        announcement = self._announcements.announcement(data)
-        if announcement is None or not announcement.dispatch_address:
+        envelope = self._announcements.read(data)
+        if envelope is None:
             return
+        body = envelope.WhichOneof("body")
+        if body == "shutdown_notice":
+            if envelope.shutdown_notice.instance_id == self.instance_id:
+                self.shutdown_announced = True
+            return
+        announcement = envelope.announcement
+        if body != "announcement" or not announcement.dispatch_address:
+            return
+        if announcement.instance_id != self.instance_id:
+            self.shutdown_announced = self._farewell_unanswered = False
         self.instance_id = announcement.instance_id
         self.dispatch_address = announcement.dispatch_address
         self._channel.dial(announcement.dispatch_address)
@@ -197,7 +213,23 @@ class ControlPlaneLink:
             return []
         return list(reply.dispatch.granted_task_ids)
 
-    async def heartbeat(self, beat: worker_pb2.Heartbeat) -> None:
+    def farewell_timeout(self, heartbeat_timeout: float) -> float | None:
+        """How long a leaving worker's last requests (drain notice, results, deregistration) may take.
+
+        None: not worth sending. The control plane has not answered for longer than the heartbeat
+        timeout, so it has taken (or is about to take) back this worker's tasks, as for a crash.
+        """
+        if time.monotonic() - self.last_contact > heartbeat_timeout:
+            return None
+        if self.shutdown_announced:
+            return None if self._farewell_unanswered else FAREWELL_TIMEOUT_AFTER_SHUTDOWN
+        return REQUEST_TIMEOUT
+
+    def farewell_unanswered(self) -> None:
+        """A farewell request got no answer: after a shutdown notice, the control plane is gone."""
+        self._farewell_unanswered = True
+
+    async def heartbeat(self, beat: worker_pb2.Heartbeat, *, timeout: float = REQUEST_TIMEOUT) -> None:
         """Tell the control plane this worker lives, with its load.
 
         Raises:
@@ -208,14 +240,16 @@ class ControlPlaneLink:
         def build(envelope: Envelope) -> None:
             envelope.heartbeat.CopyFrom(beat)
 
-        reply = await self._request(build, timeout=REQUEST_TIMEOUT)
+        reply = await self._request(build, timeout=timeout)
         if reply.WhichOneof("body") == "heartbeat":
             if reply.heartbeat.cancel_task_ids:
                 self.on_cancel(list(reply.heartbeat.cancel_task_ids))
             if reply.heartbeat.HasField("drain"):
                 self.on_drain(reply.heartbeat.drain.timeout)
 
-    async def deregister(self, worker_id: str, returned_task_ids: Sequence[str]) -> None:
+    async def deregister(
+        self, worker_id: str, returned_task_ids: Sequence[str], *, timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         """Leave the fleet, handing back tasks this worker will not finish.
 
         Raises:
@@ -226,7 +260,7 @@ class ControlPlaneLink:
             envelope.deregister.worker_id = worker_id
             envelope.deregister.returned_task_ids.extend(returned_task_ids)
 
-        await self._request(build, timeout=REQUEST_TIMEOUT)
+        await self._request(build, timeout=timeout)
 
     def close(self) -> None:
         """Close the sockets."""

@@ -964,10 +964,20 @@ class Worker:
         deadline = time.monotonic() + (
             self._drain_timeout if self._drain_timeout is not None else self.settings.drain_timeout
         )
-        try:
-            await link.heartbeat(self._beat())  # the control plane stops dispatching to us at once
-        except FastworkerError as exc:
-            logger.warning("could not announce the drain: %s", exc)
+        farewell = link.farewell_timeout(self.heartbeat_timeout)
+        if farewell is None:
+            logger.info(
+                "the control plane has not answered for over %g s: leaving without telling it "
+                "(it takes back what this worker held, as for a worker that vanished)",
+                self.heartbeat_timeout,
+            )
+        else:
+            try:
+                # The control plane stops dispatching to us at once.
+                await link.heartbeat(self._beat(), timeout=farewell)
+            except FastworkerError as exc:
+                logger.warning("could not announce the drain: %s", exc)
+                link.farewell_unanswered()
         # Prefetched tasks have not started: hand them back now, for another worker to run.
         waiting = [spec.task_id for spec, _ in self._backlog.values()]
         self._backlog.clear()
@@ -989,15 +999,21 @@ class Worker:
                 pass
             if self._pool is not None:
                 self._pool.cancel(running.spec.task_id)  # stop the child if it still runs the task
-        if self._results:
+        farewell = link.farewell_timeout(self.heartbeat_timeout)  # again: the drain may have taken long
+        if self._results and farewell is not None:
             try:
-                await asyncio.wait_for(self._flush_results(), timeout=5.0)
+                await asyncio.wait_for(self._flush_results(), timeout=farewell)
             except TimeoutError:
-                logger.warning("could not report %d results before leaving", len(self._results))
-        try:
-            await link.deregister(self.settings.worker_id, [*waiting, *(r.spec.task_id for r in unfinished)])
-        except FastworkerError as exc:
-            logger.warning("could not deregister: %s", exc)
+                pass
+        if self._results:
+            logger.warning("could not report %d results before leaving", len(self._results))
+        if farewell is not None:
+            try:
+                await link.deregister(
+                    self.settings.worker_id, [*waiting, *(r.spec.task_id for r in unfinished)], timeout=farewell
+                )
+            except FastworkerError as exc:
+                logger.warning("could not deregister: %s", exc)
         logger.info(
             "worker %s drained: %d finished, %d handed back",
             self.settings.worker_id,
