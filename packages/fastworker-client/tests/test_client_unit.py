@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import socket
 import time
 
+import pynng
 import pytest
 
 import fastworker.client
@@ -132,9 +134,19 @@ async def test_unencodable_arguments_are_refused_before_anything_is_sent() -> No
 
 async def test_a_client_without_a_control_plane_raises_control_plane_unavailable() -> None:
     client = Client("tcp://127.0.0.1:9", connect_timeout=0.2)
-    with pytest.raises(ControlPlaneUnavailable, match="no control plane announced itself"):
+    with pytest.raises(ControlPlaneUnavailable, match="no control plane announced itself.*nothing listens there"):
         await client.delay("add", 1, 2)
     await client.aclose()
+
+
+async def test_a_client_that_reached_something_silent_says_it_connected() -> None:
+    with pynng.Pub0() as silent:  # a PUB socket that never publishes: reachable, but no control plane
+        listener = silent.listen("tcp://127.0.0.1:0")
+        address = f"tcp://127.0.0.1:{socket.ntohs(listener.local_address.port)}"
+        client = Client(address, connect_timeout=1.0)
+        with pytest.raises(ControlPlaneUnavailable, match=f"connected to {address}, but nothing there announced"):
+            await client.workers()
+        await client.aclose()
 
 
 async def test_the_address_comes_from_the_environment_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:

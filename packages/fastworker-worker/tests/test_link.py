@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 
 import pynng
+import pytest
 
+from fastworker.client.task import TaskRegistry
 from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
 from fastworker.protocol.v1 import worker_pb2
+from fastworker.worker import runtime
 from fastworker.worker.link import FAREWELL_TIMEOUT_AFTER_SHUTDOWN, REQUEST_TIMEOUT, ControlPlaneLink
+from fastworker.worker.runtime import Worker, WorkerSettings
 
 BOUND = 10.0
 
@@ -104,3 +109,24 @@ async def test_a_leaving_worker_does_not_wait_for_a_control_plane_silent_past_th
         assert link.farewell_timeout(5.0) == REQUEST_TIMEOUT
     finally:
         link.close()
+
+
+async def test_a_worker_that_hears_no_control_plane_says_why_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runtime, "UNHEARD_WARNING_EVERY", 0.2)
+    worker = Worker(WorkerSettings(task_modules=()), TaskRegistry())
+    worker._link = ControlPlaneLink("tcp://127.0.0.1:9")  # nothing listens on the discard port
+    try:
+        looking = asyncio.create_task(worker._first_registration())
+        await asyncio.sleep(0.5)
+        worker.request_stop("test over")
+        async with asyncio.timeout(BOUND):
+            await looking
+    finally:
+        worker._link.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) >= 2
+    assert (
+        "still no control plane after 0 s: could not connect to tcp://127.0.0.1:9: nothing listens there" in warnings[0]
+    )

@@ -24,7 +24,7 @@ from fastworker.client._background import cancel_all, spawn
 from fastworker.client._requester import Requester, error_from_wire
 from fastworker.client._transport import RequestChannel, Subscription
 from fastworker.client.admin import AdminMethods
-from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
+from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader, why_unheard
 from fastworker.client.errors import (
     AuthenticationError,
     ControlPlaneUnavailable,
@@ -44,7 +44,7 @@ from fastworker.client.models import (
 )
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.secretfile import secret_from_env
-from fastworker.client.tls import TlsFiles
+from fastworker.client.tls import TlsFiles, is_tls
 from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
@@ -253,8 +253,10 @@ class Client(AdminMethods):
                 problem = self._announcements.problem if self._announcements is not None else ""
                 if problem:
                     raise AuthenticationError(f"{problem} (control plane on {self.address})") from None
+                reached = self._subscription is not None and self._subscription.reached
                 raise ControlPlaneUnavailable(
-                    f"no control plane announced itself on {self.address} within {self.connect_timeout:g} s"
+                    f"no control plane announced itself within {self.connect_timeout:g} s: "
+                    + why_unheard(self.address, reached=reached, tls=is_tls(self.address))
                 ) from None
 
     def _on_discovery(self, data: bytes) -> None:

@@ -223,6 +223,9 @@ class Subscription:
         self._closed = False
         self._stale_after = stale_after
         self._watchdog: asyncio.TimerHandle | None = None
+        #: True once a connection to the address got through (TCP, and TLS and nng's handshake):
+        #: tells "nothing could be reached" from "something was reached, but it announced nothing".
+        self.reached = False
         self._open()
         if stale_after is not None:
             self._watchdog = loop.call_later(stale_after / 2, self._check_stale)
@@ -231,6 +234,7 @@ class Subscription:
         socket = pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size))
         try:
             socket.subscribe(self._topic)
+            socket.add_post_pipe_connect_cb(self._on_connected)
             configure_dial(socket, self._address, self._tls)
             socket.dial(self._address, block=False)
             fd = socket.recv_fd
@@ -240,6 +244,9 @@ class Subscription:
             raise
         self._socket, self._fd = socket, fd
         self._last_message = self._loop.time()
+
+    def _on_connected(self, _pipe: pynng.Pipe) -> None:
+        self.reached = True  # on an nng thread: one attribute write
 
     def _shut(self) -> None:
         """Stop watching and close the current socket, if there is one."""

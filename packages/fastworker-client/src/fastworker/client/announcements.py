@@ -58,3 +58,21 @@ class AnnouncementReader:
         if envelope is None or envelope.WhichOneof("body") != "announcement":
             return None
         return envelope.announcement
+
+
+def why_unheard(address: str, *, reached: bool, tls: bool) -> str:
+    """Why no control plane announced itself on ``address``, as far as this side can tell."""
+    if reached:
+        return (
+            f"connected to {address}, but nothing there announced a control plane "
+            "(another service on that port, or a control plane of an incompatible version?)"
+        )
+    if tls:
+        return (
+            f"could not connect to {address}: nothing listens there, or the TLS handshake failed "
+            "(check that the CA bundle signed the control plane's certificate and that the "
+            "certificate names the host dialled)"
+        )
+    return (
+        f"could not connect to {address}: nothing listens there (or it requires TLS: dial tls+tcp:// with a CA bundle)"
+    )

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from fastworker.client._requester import Requester
 from fastworker.client._transport import RequestChannel, Subscription
-from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader
+from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader, why_unheard
 from fastworker.client.errors import FastworkerError
-from fastworker.client.tls import TlsFiles
+from fastworker.client.tls import TlsFiles, is_tls
 from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.v1 import error_pb2, worker_pb2
@@ -84,6 +84,12 @@ class ControlPlaneLink:
     def problem(self) -> str:
         """Why announcements heard so far were refused (a missing or wrong secret), if they were."""
         return self._announcements.problem
+
+    def why_unheard(self) -> str:
+        """Why no control plane announced itself yet, as far as this side can tell."""
+        return why_unheard(
+            self.discovery_address, reached=self._subscription.reached, tls=is_tls(self.discovery_address)
+        )
 
     def _on_discovery(self, data: bytes) -> None:
         envelope = self._announcements.read(data)

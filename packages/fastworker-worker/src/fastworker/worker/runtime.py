@@ -75,6 +75,8 @@ NORMAL_PRIORITY = task_pb2.PRIORITY_NORMAL
 EXIT_ID_IN_USE = 3
 #: Exit code when --health-address cannot be bound (in use, or not an address of this host).
 EXIT_LISTEN_FAILED = 1
+#: Seconds between warnings, while no control plane announced itself yet, of why none did.
+UNHEARD_WARNING_EVERY = 10.0
 #: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
 POOLS = ("processes", "threads")
 
@@ -332,15 +334,25 @@ class Worker:
         return self.exit_code
 
     async def _first_registration(self) -> None:
-        assert self._link is not None
+        link = self._link
+        assert link is not None
+        looking_since = time.monotonic()
         while not self._stop.is_set():
-            waiting = asyncio.ensure_future(self._link.wait_for_control_plane())
+            waiting = asyncio.ensure_future(link.wait_for_control_plane())
             stopping = asyncio.ensure_future(self._stop.wait())
-            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiting, stopping}, timeout=UNHEARD_WARNING_EVERY, return_when=asyncio.FIRST_COMPLETED
+            )
             waiting.cancel()
             stopping.cancel()
             if self._stop.is_set():
                 return
+            if not done:
+                if not link.problem:  # a refused announcement (the secret) is reported as such already
+                    logger.warning(
+                        "still no control plane after %.0f s: %s", time.monotonic() - looking_since, link.why_unheard()
+                    )
+                continue
             if await self._register():
                 return
             await asyncio.sleep(0.5)
