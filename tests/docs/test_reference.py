@@ -67,6 +67,7 @@ SCRIPTS: dict[str, tuple[ModuleType, dict[tuple[str, ...], ParserFactory]]] = {
 #: functions the module defines).
 MODULES = [
     "fastworker.client",
+    "fastworker.client.home",
     "fastworker.client.fastapi",
     "fastworker.client.django",
     "fastworker.client.django.testing",

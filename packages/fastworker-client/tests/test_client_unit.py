@@ -168,6 +168,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "cli",
         "jsonshape",
         "handles",
+        "home",
         "options",
         "tls",
         "secretfile",

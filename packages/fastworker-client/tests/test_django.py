@@ -573,7 +573,7 @@ def test_without_fastworker_controlplane_eager_mode_fails_naming_the_package(mon
 
 
 def test_finish_without_loop_runs_a_coroutine_that_never_suspends_and_refuses_one_that_does() -> None:
-    from fastworker.client.django.clients import finish_without_loop
+    from fastworker.client._eagersync import finish_without_loop
 
     async def plain() -> int:
         return 7
@@ -584,13 +584,13 @@ def test_finish_without_loop_runs_a_coroutine_that_never_suspends_and_refuses_on
 
     assert finish_without_loop(plain()) == 7
     coroutine = suspends()
-    with pytest.raises(RuntimeError, match="bug in fastworker.client.django"):
+    with pytest.raises(RuntimeError, match="bug in FastWorker's eager mode"):
         finish_without_loop(coroutine)
     assert coroutine.cr_frame is None  # closed: no "never awaited" warning
 
 
 def test_the_eager_sync_face_runs_sync_tasks_here_with_no_event_loop_and_async_tasks_on_their_own() -> None:
-    from fastworker.client.django.clients import EagerSyncBackend
+    from fastworker.client._eagersync import EagerSyncBackend
 
     eager = FakeEager()
     backend = EagerSyncBackend(eager)
@@ -604,7 +604,8 @@ def test_the_eager_sync_face_runs_sync_tasks_here_with_no_event_loop_and_async_t
 
 
 def test_the_eager_async_face_runs_sync_tasks_where_django_runs_the_orm() -> None:
-    from fastworker.client.django.clients import EagerAsyncBackend, EagerSyncBackend
+    from fastworker.client._eagersync import EagerSyncBackend
+    from fastworker.client.django.clients import EagerAsyncBackend
 
     eager = FakeEager()
     backend = EagerAsyncBackend(eager, EagerSyncBackend(eager))

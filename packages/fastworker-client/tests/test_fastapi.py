@@ -22,6 +22,7 @@ from fastworker.client import (
     TaskRegistry,
     current_client,
     set_default_client,
+    set_default_sync_client,
 )
 from fastworker.client.fastapi import FastWorker, FastWorkerClient
 from fastworker.client.task import SyncTaskFunction, TaskOptions
@@ -152,6 +153,21 @@ async def test_typed_submissions_in_handlers_use_the_apps_client() -> None:
     async with serve(app) as http:
         assert (await http.post("/double/21")).json() == {"task_id": "id-1"}
     assert fake.sent == [("tests.double", (21,))]
+
+
+async def test_typed_submissions_in_plain_def_handlers_use_the_apps_client_too() -> None:
+    app = FastAPI()
+    fake = FakeClient()
+    FastWorker(app, client=fake)  # type: ignore[arg-type]
+
+    @app.post("/double/{x}")
+    def double(x: int) -> dict[str, str]:  # FastAPI runs it on a thread pool, with no event loop
+        return {"task_id": DOUBLE.delay_sync(x).id}
+
+    async with serve(app) as http:
+        assert (await http.post("/double/21")).json() == {"task_id": "id-1"}
+    assert fake.sent == [("tests.double", (21,))]  # not a SyncClient of FASTWORKER_CONTROL_PLANE's
+    assert set_default_sync_client(None) is None  # the app stopped: its sync default went with it
 
 
 @pytest.mark.parametrize("error", [ControlPlaneUnavailable("down"), QueueFull("full")])

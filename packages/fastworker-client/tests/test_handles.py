@@ -22,6 +22,7 @@ from fastworker.client import (
     use_client,
 )
 from fastworker.client import handles as handles_module
+from fastworker.client import home as home_module
 from fastworker.client.options import SUBMIT_OPTION_NAMES
 from fastworker.client.task import SyncTaskFunction, TaskOptions
 
@@ -187,3 +188,37 @@ def test_handles_are_frozen() -> None:
 
 def test_calling_a_task_function_still_runs_it_directly() -> None:
     assert ADD(2, 5) == 7
+
+
+async def test_inside_a_daemon_the_home_control_planes_client_comes_after_the_current_and_default_ones() -> None:
+    home_module.set_home(home_module.Home("tcp://127.0.0.1:7", secret="s3"))
+    try:
+        home_client = current_client()
+        assert isinstance(home_client, Client)
+        assert (home_client.address, home_client.secret) == ("tcp://127.0.0.1:7", "s3")
+        assert current_client() is home_client  # one per event loop, made once
+        default, current = FakeBackend("default"), FakeBackend("current")
+        set_default_client(default)
+        assert current_client() is default
+        with use_client(current):
+            assert current_client() is current
+        set_default_client(None)
+        await home_module.close_home_clients()
+        assert current_client() is not home_client  # closed with the daemon, made afresh if asked again
+        await home_module.close_home_clients()
+    finally:
+        home_module.set_home(None)
+    with pytest.raises(ClientError):
+        current_client()
+
+
+def test_inside_a_daemon_sync_calls_default_to_the_home_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTWORKER_CONTROL_PLANE", "tcp://127.0.0.1:8")
+    home_module.set_home(home_module.Home("tcp://127.0.0.1:7"))
+    try:
+        sync_client = handles_module.current_sync_client()
+        assert sync_client.address == "tcp://127.0.0.1:7"  # type: ignore[attr-defined]  # not the environment's
+    finally:
+        home_module.set_home(None)
+    assert handles_module.current_sync_client().address == "tcp://127.0.0.1:8"  # type: ignore[attr-defined]
+    handles_module._close_environment_sync_client()

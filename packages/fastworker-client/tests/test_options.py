@@ -90,11 +90,11 @@ def test_split_validates() -> None:
 
 def test_apply_writes_every_given_option_into_its_wire_field() -> None:
     spec = task_pb2.TaskSpec()
-    SubmitOptions(priority="critical", eta=dt.datetime(2030, 1, 1), expires=1234.5, task_id="abc").apply(spec)
+    SubmitOptions(priority="critical", eta=dt.datetime(2030, 1, 1), expires=1_900_000_000.5, task_id="abc").apply(spec)
     assert spec.task_id == "abc"
     assert spec.priority == task_pb2.PRIORITY_CRITICAL
     assert spec.eta == FUTURE.timestamp()  # a naive datetime means UTC
-    assert spec.expires == 1234.5
+    assert spec.expires == 1_900_000_000.5
 
 
 def test_apply_turns_a_countdown_into_an_absolute_eta_and_a_naive_expiry_into_utc() -> None:
@@ -143,8 +143,8 @@ def test_as_kwargs_gives_every_option_and_round_trips() -> None:
 def test_merged_lets_the_given_values_win_and_keeps_the_rest() -> None:
     base = SubmitOptions(priority="high", countdown=5, task_id="a")
     assert base.merged(SubmitOptions(priority="low")) == SubmitOptions(priority="low", countdown=5, task_id="a")
-    assert base.replace(task_id="b", expires=9.0) == SubmitOptions(
-        priority="high", countdown=5, expires=9.0, task_id="b"
+    assert base.replace(task_id="b", expires=1_900_000_009.0) == SubmitOptions(
+        priority="high", countdown=5, expires=1_900_000_009.0, task_id="b"
     )
     assert base.merged(SubmitOptions()) is base
     assert base.replace(priority=None) is base  # None means "not given", never "clear"
@@ -271,3 +271,31 @@ async def test_client_delay_many_gives_every_task_the_shared_options_and_its_own
         assert before + 60 <= spec.eta <= time.time() + 60
     with pytest.raises(ValueError, match="task_id names one task"):
         await client.delay_many([("add", (1, 2))], task_id="x")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        ({"expires": 60}, "expires=timedelta(seconds=60) (on the command line: --expires +60)"),
+        ({"eta": 300.0}, "countdown=300 (on the command line: --countdown 300)"),
+    ],
+)
+def test_a_duration_given_where_unix_seconds_are_meant_is_refused_naming_the_form_that_works(
+    option: dict[str, float], hint: str
+) -> None:
+    # Celery's expires=60 means "in 60 s": read as Unix seconds it would expire every task at once.
+    with pytest.raises(ValueError, match="is Unix seconds, a time in 1970") as refused:
+        SubmitOptions(**option)  # type: ignore[arg-type]
+    assert hint in str(refused.value)
+
+
+def test_a_timedelta_counts_from_the_submission_not_from_when_the_options_were_made() -> None:
+    later = SubmitOptions(countdown=dt.timedelta(seconds=30), expires=dt.timedelta(minutes=5))
+    before = time.time()
+    spec = task_pb2.TaskSpec()
+    later.apply(spec)
+    after = time.time()
+    assert before + 30 <= spec.eta <= after + 30
+    assert before + 300 <= spec.expires <= after + 300
+    with pytest.raises(ValueError, match="expires cannot be negative"):
+        SubmitOptions(expires=dt.timedelta(seconds=-1))

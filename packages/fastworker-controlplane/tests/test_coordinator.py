@@ -757,6 +757,33 @@ async def test_a_task_with_a_future_eta_is_scheduled_then_runs_when_due(harness:
     assert len(coordinator.schedule) == 0
 
 
+async def test_a_task_that_expires_before_its_eta_ends_at_its_expiry_not_when_due(harness: Any) -> None:
+    harness.task(lambda: "too late", name="later")
+    coordinator = harness.coordinator()
+    spec = harness.spec("later", eta=time.time() + 60)
+    spec.expires = time.time() + 0.2
+
+    record, _ = coordinator.submit(spec)
+    assert record.state == SCHEDULED
+
+    done = await harness.final(coordinator, record.task_id)
+    assert (done.state, done.error.type) == (CANCELLED, "Expired")
+    assert done.started_at == 0  # it never ran
+    assert len(coordinator.schedule) == 0  # no longer counted against --max-queue
+
+
+async def test_a_task_that_expires_after_its_eta_runs_when_due(harness: Any) -> None:
+    harness.task(lambda: "on time", name="later")
+    coordinator = harness.coordinator()
+    spec = harness.spec("later", eta=time.time() + 0.2)
+    spec.expires = time.time() + 60
+
+    record, _ = coordinator.submit(spec)
+
+    done = await harness.final(coordinator, record.task_id)
+    assert (done.state, decode_value(done.result)) == (SUCCESS, "on time")
+
+
 async def test_a_task_with_a_past_eta_is_queued_at_once(harness: Any) -> None:
     harness.task(lambda: None, name="noop")
     coordinator = harness.coordinator(local_concurrency=0)

@@ -36,7 +36,7 @@ def fail() -> None:
 TESTS = """\
 import pytest
 
-from fastworker.client import TaskFailed, TaskState, current_client
+from fastworker.client import TaskFailed, TaskState, current_client, set_default_sync_client
 from plugin_demo_tasks import add, fail
 
 
@@ -53,9 +53,17 @@ async def test_failures_raise_task_failed(fastworker_eager):
     assert fastworker_eager.history[-1].state is TaskState.FAILURE
 
 
+def test_sync_code_runs_eagerly_too(fastworker_eager):
+    # A Flask view or a script calls delay_sync: in the test it runs here, never on a real control plane.
+    assert add.delay_sync(4, 5).result() == 9
+    assert add.submit_sync(1, 1) == 2
+    assert [info.name for info in fastworker_eager.history] == ["plugin_demo.add"] * 2
+
+
 def test_the_eager_client_is_only_the_default_during_the_test():
     with pytest.raises(Exception, match="no client"):
         current_client()
+    assert set_default_sync_client(None) is None
 """
 
 
@@ -82,13 +90,13 @@ def test_eager_fixture_runs_the_configured_task_modules_in_process(tmp_path: Pat
     project = _project(tmp_path, 'fastworker_task_modules = ["plugin_demo_tasks"]')
     result = _pytest(project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 def test_eager_fixture_without_configured_modules_runs_every_imported_task(tmp_path: Path) -> None:
     result = _pytest(_project(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 def test_the_controlplane_fixture_says_how_to_name_the_task_modules(tmp_path: Path) -> None:

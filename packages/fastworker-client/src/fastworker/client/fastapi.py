@@ -21,7 +21,8 @@
 
 What it does: at startup (before the app's own lifespan, so that can use it) it creates the
 client, starts connecting in the background without delaying startup, and makes the client the
-process default for typed submissions (``add.delay(...)``); at shutdown it closes it. The client
+process default for typed submissions (``add.delay(...)``, and ``add.delay_sync(...)`` in plain
+``def`` endpoints, run on the app's loop); at shutdown it closes it. The client
 is asyncio-native (nng sockets watched by the event loop), so handlers never block on it.
 :class:`~fastworker.client.ControlPlaneUnavailable` and :class:`~fastworker.client.QueueFull`
 raised by a handler become ``503 Service Unavailable`` answers with ``Retry-After`` (turn off
@@ -36,8 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, cast
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Annotated, Any, TypeVar, Unpack, cast
 
 try:
     from fastapi import Depends, FastAPI, Request
@@ -47,12 +48,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from fastworker.client._async import Client
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError, QueueFull
-from fastworker.client.handles import TaskBackend, set_default_client
+from fastworker.client.handles import TaskBackend, set_default_client, set_default_sync_client
+from fastworker.client.models import CancelResult, TaskInfo
+from fastworker.client.options import SubmitOptionArgs
 from fastworker.protocol.auth import Secret
 
 __all__ = ["FastWorker", "FastWorkerClient", "get_client"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Seconds ``Retry-After`` suggests when the control plane is unavailable or its queue is full.
 RETRY_AFTER_SECONDS = 5
@@ -144,11 +149,17 @@ class FastWorker:
         if isinstance(client, Client) and given is None:
             self._connecting = asyncio.get_running_loop().create_task(self._connect(client))
         previous = set_default_client(client) if self.set_default else None
+        # Plain ``def`` endpoints run on a thread pool: their ``add.delay_sync(...)`` goes through the
+        # same client, on the app's loop.
+        previous_sync = (
+            set_default_sync_client(_OnLoop(client, asyncio.get_running_loop())) if self.set_default else None
+        )
         try:
             yield cast(Client, client)
         finally:
             if self.set_default:
                 set_default_client(previous)
+                set_default_sync_client(previous_sync)
             if self._connecting is not None:
                 self._connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -224,6 +235,60 @@ class FastWorker:
     async def _health_response(self) -> JSONResponse:
         report = await self.health()
         return JSONResponse(report, status_code=200 if report["connected"] else 503)
+
+
+class _OnLoop:
+    """The blocking face of the app's client for ``def`` endpoints: each call runs on the app's loop.
+
+    Called from the thread pool FastAPI runs ``def`` endpoints on; sharing the app's one client
+    means its address, secret, timeouts (or an ``EagerClient`` given with :meth:`FastWorker.use`)
+    apply to sync code too.
+    """
+
+    def __init__(self, client: TaskBackend, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    def send(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[SubmitOptionArgs],
+    ) -> str:
+        """Submit; returns the task id."""
+        return self._run(self._client.send(name, args, kwargs, **options))
+
+    def send_and_wait(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Unpack[SubmitOptionArgs],
+    ) -> Any:
+        """Submit and wait for the value."""
+        return self._run(self._client.send_and_wait(name, args, kwargs, timeout=timeout, **options))
+
+    def status(self, task_id: str) -> TaskInfo:
+        """The task's info."""
+        return self._run(self._client.status(task_id))
+
+    def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """The task's value, once final."""
+        return self._run(self._client.result(task_id, timeout=timeout))
+
+    def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """The task's info, once final."""
+        return self._run(self._client.wait(task_id, timeout=timeout))
+
+    def cancel(self, task_id: str) -> CancelResult:
+        """Cancel the task."""
+        return self._run(self._client.cancel(task_id))
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -9,15 +9,20 @@
 3. the process default set by :func:`set_default_client` (``FastWorker(app)`` sets it for a
    FastAPI app, whose request handlers run outside the lifespan's context).
 
+4. inside a FastWorker daemon (a task running on the control plane or a subworker, or in their
+   child processes), a client of the control plane that runs the task
+   (:mod:`fastworker.client.home`), one per event loop.
+
 Otherwise :func:`current_client` raises :class:`~fastworker.client.ClientError`.
 
 Sync code (a Django or Flask view, a script) calls ``add.delay_sync(1, 2)``, which blocks and
 returns a :class:`SyncTaskHandle`. It uses, in this order: the client given explicitly (a
 ``SyncClient`` in ``with_options(client=...)``); the innermost ``with SyncClient(...)`` or
 ``with use_sync_client(c):`` block; the process default set by :func:`set_default_sync_client`;
-else one ``SyncClient`` made from the environment on first use (``FASTWORKER_CONTROL_PLANE``, the
-secret and TLS variables, as ``SyncClient()`` reads them), shared by every thread and closed when
-the interpreter exits (:func:`current_sync_client`).
+else one ``SyncClient`` made on first use, shared by every thread and closed when the interpreter
+exits (:func:`current_sync_client`): of the control plane that runs the task inside a daemon, else
+from the environment (``FASTWORKER_CONTROL_PLANE``, the secret and TLS variables, as
+``SyncClient()`` reads them).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast,
 
 from fastworker.client._lazysync import LazySyncClient
 from fastworker.client.errors import ClientError
+from fastworker.client.home import home, home_client
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
 
@@ -159,12 +165,16 @@ _NO_CLIENT = (
 def current_client() -> TaskBackend:
     """The client typed submissions use here: the context's current client, else the process default.
 
+    Inside a daemon (:mod:`fastworker.client.home`), else a client of the control plane that runs the task.
+
     Raises:
-        ClientError: neither is set.
+        ClientError: none of them is set.
     """
     client = _current.get()
     if client is None:
         client = _default
+    if client is None:
+        client = home_client()
     if client is None:
         raise ClientError(_NO_CLIENT)
     return client
@@ -292,6 +302,9 @@ def _environment_sync_client() -> SyncClient:
 def _new_environment_sync_client() -> SyncClient:
     from fastworker.client._sync import SyncClient
 
+    place = home()
+    if place is not None:
+        return SyncClient(place.address, secret=place.secret, tls=place.tls)
     return SyncClient()
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from fastworker.client.models import Priority
@@ -132,9 +132,12 @@ class SubmitOptions:
     Attributes:
         priority: Dispatch level (a :class:`Priority` or its name; stored as a Priority).
         queue: The named queue to wait in instead of the task's own (only workers serving it run it).
-        countdown: Seconds to hold the task as SCHEDULED before it is queued; excludes eta.
+        countdown: Seconds (or a ``timedelta``) to hold the task as SCHEDULED before it is queued;
+            excludes eta.
         eta: When to queue it: a datetime (naive means UTC) or Unix seconds; excludes countdown.
-        expires: When an unstarted task is cancelled instead: a datetime (naive means UTC) or Unix seconds.
+        expires: When an unstarted task is cancelled instead: a datetime (naive means UTC), Unix
+            seconds, or a ``timedelta`` from the submission (Celery's ``expires=60`` is
+            ``timedelta(seconds=60)`` here: a number under 10⁹, a time before 2001, is refused).
         task_id: The id to submit under instead of a fresh UUID4 (a resubmitted id is not run twice).
         unique_key: While a live (unfinished) task has this key, a submission with it returns that
             task's id instead of queuing another (see ``@task(unique=..., unique_ttl=...)``).
@@ -151,13 +154,13 @@ class SubmitOptions:
     queue: str | None = _option(
         _Flag("wait in this named queue (default: the task's own, else 'default')", "QUEUE", queue_argument)
     )
-    countdown: float | None = _option(
+    countdown: float | timedelta | None = _option(
         _Flag("hold the task as SCHEDULED this many seconds before queueing it", "SECONDS", float)
     )
     eta: datetime | float | None = _option(
         _Flag("queue the task at this time: ISO 8601 (naive means UTC), Unix seconds or +SECONDS", "WHEN", parse_when)
     )
-    expires: datetime | float | None = _option(
+    expires: datetime | float | timedelta | None = _option(
         _Flag(
             "cancel the task if it has not started by this time: ISO 8601 (naive means UTC), Unix seconds or +SECONDS",
             "WHEN",
@@ -178,11 +181,23 @@ class SubmitOptions:
         if self.queue is not None:
             check_queue_name(self.queue)
         if self.countdown is not None:
-            _check_number("countdown", self.countdown)
+            _check_number("countdown", _seconds_of(self.countdown))
+        if isinstance(self.expires, timedelta):
+            _check_number("expires", _seconds_of(self.expires), what="a timedelta of 0 or more")
         for name in ("eta", "expires"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, datetime):
+            if value is not None and not isinstance(value, datetime | timedelta):
                 _check_number(name, value, what="a datetime or Unix seconds", negative_ok=True)
+                if 0 < value < EARLIEST_UNIX_SECONDS:
+                    instead = (
+                        f"countdown={value:g} (on the command line: --countdown {value:g})"
+                        if name == "eta"
+                        else f"expires=timedelta(seconds={value:g}) (on the command line: --expires +{value:g})"
+                    )
+                    raise ValueError(
+                        f"{name}={value:g} is Unix seconds, a time in {_year(value)}: "
+                        f"for {value:g} seconds from now, give {instead}"
+                    )
         if self.countdown is not None and self.eta is not None:
             raise ValueError("give countdown or eta, not both")
         for name in ("task_id", "unique_key"):
@@ -247,9 +262,13 @@ class SubmitOptions:
         if self.queue is not None:
             spec.queue = self.queue
         if self.countdown is not None or self.eta is not None:
-            spec.eta = _eta_seconds(self.countdown, self.eta)
+            countdown = None if self.countdown is None else _seconds_of(self.countdown)
+            spec.eta = _eta_seconds(countdown, self.eta)
         if self.expires is not None:
-            spec.expires = _unix_seconds(self.expires)
+            expires = self.expires
+            spec.expires = (
+                time.time() + _seconds_of(expires) if isinstance(expires, timedelta) else _unix_seconds(expires)
+            )
         if self.unique_key is not None:
             spec.unique_key = self.unique_key
         if self.depends_on:
@@ -261,9 +280,9 @@ class BatchOptionArgs(TypedDict, total=False):
 
     priority: Priority | str | None
     queue: str | None
-    countdown: float | None
+    countdown: float | timedelta | None
     eta: datetime | float | None
-    expires: datetime | float | None
+    expires: datetime | float | timedelta | None
     depends_on: Sequence[str] | None
 
 
@@ -327,6 +346,20 @@ def _check_number(name: str, value: object, *, what: str = "a number of seconds"
         raise ValueError(f"{name} must be finite, got {value!r}")
     if value < 0 and not negative_ok:
         raise ValueError(f"{name} cannot be negative")
+
+
+#: Numbers below this are refused as ``eta``/``expires`` (Unix seconds before 2001-09-09): they are
+#: durations meant as "from now" (Celery's ``expires=60``), and would expire or start every task at once.
+EARLIEST_UNIX_SECONDS = 1_000_000_000
+
+
+def _year(unix_seconds: float) -> int:
+    return datetime.fromtimestamp(unix_seconds, UTC).year
+
+
+def _seconds_of(duration: float | timedelta) -> float:
+    """Seconds in a number or a ``timedelta``."""
+    return duration.total_seconds() if isinstance(duration, timedelta) else duration
 
 
 def _unix_seconds(when: datetime | float) -> float:

@@ -478,7 +478,7 @@ class Coordinator:
             elif record.spec.HasField("dependencies") and not record.spec.dependencies_met:
                 waiting.append(record)
             else:
-                self.schedule.add(record, record.eta)
+                self.schedule.add(record, self._look_at(record, record.eta))
         for record in sorted(finished, key=lambda r: r.finished_at):
             # The TTL journaled with the result; else (an older journal, ControlPlaneLost) its definition's here.
             result_ttl = recovered.result_ttls.get(record.task_id)
@@ -692,8 +692,18 @@ class Coordinator:
     def _hold(self, record: TaskRecord, due: float) -> None:
         record.state = SCHEDULED
         record.eta = due
-        self.schedule.add(record, due)
+        self.schedule.add(record, self._look_at(record, due))
         self._arm_schedule_timer()
+
+    @staticmethod
+    def _look_at(record: TaskRecord, due: float) -> float:
+        """When a held task needs the schedule's attention: when due, or when it expires if that comes first.
+
+        A task that never started and expires before its countdown or ETA ends at its expiry, not at
+        its due time (it counted against ``--max-queue`` and read SCHEDULED meanwhile).
+        """
+        expires = record.expires
+        return expires if expires and not record.attempts and expires < due else due
 
     def _arm_schedule_timer(self) -> None:
         due = self.schedule.next_due()
@@ -708,7 +718,11 @@ class Coordinator:
     def _release_due(self) -> None:
         self._schedule_timer = None
         self._schedule_timer_due = None
-        for record in self.schedule.pop_due(self.clock()):
+        now = self.clock()
+        for record in self.schedule.pop_due(now):
+            if record.expires and not record.attempts and now >= record.expires:
+                self.expire(record)
+                continue
             record.eta = 0.0
             self._enqueue(record)
         self._arm_schedule_timer()

@@ -38,6 +38,7 @@ from typing import Any, Unpack
 
 from fastworker.client import _tracing as tracing
 from fastworker.client import hooks
+from fastworker.client._eagersync import EagerSyncBackend
 from fastworker.client._requester import error_from_wire
 from fastworker.client.context import TaskContext
 from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
@@ -113,6 +114,15 @@ class EagerClient:
         self._queues: dict[str, str] = {}
         self._workflows: dict[str, _RanWorkflow] = {}
         self._scopes: list[AbstractContextManager[Any]] = []
+        self._sync = EagerSyncBackend(self)
+
+    @property
+    def sync(self) -> EagerSyncBackend:
+        """The blocking face, for sync code (``add.delay_sync(...)``): ``set_default_sync_client(eager.sync)``.
+
+        A sync task runs in the calling thread with no event loop; an async one on a fresh loop.
+        """
+        return self._sync
 
     # ------------------------------------------------------------------------------------- lifecycle
 

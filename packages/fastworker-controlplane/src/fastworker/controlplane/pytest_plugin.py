@@ -40,7 +40,7 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from fastworker.client import Client, SyncClient, set_default_client
+from fastworker.client import Client, SyncClient, set_default_client, set_default_sync_client
 from fastworker.controlplane.eager import EagerClient
 from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
 
@@ -191,11 +191,15 @@ def fastworker_sync_client(fastworker_controlplane: RunningControlPlane) -> Iter
 def fastworker_eager(fastworker_task_modules: list[str]) -> Iterator[EagerClient]:
     """An ``EagerClient`` (tasks run in-process at submission, no sockets), the default client during the test.
 
-    It runs the configured task modules' tasks, or every task imported in the process when none are configured.
+    The default of typed calls from async code and from sync code (``add.delay_sync(...)``, through
+    ``client.sync``) alike. It runs the configured task modules' tasks, or every task imported in
+    the process when none are configured.
     """
     client = EagerClient(task_modules=fastworker_task_modules) if fastworker_task_modules else EagerClient()
     previous = set_default_client(client)
+    previous_sync = set_default_sync_client(client.sync)
     try:
         yield client
     finally:
         set_default_client(previous)
+        set_default_sync_client(previous_sync)

@@ -16,6 +16,7 @@ import pynng
 
 from fastworker.client._nng import recv_max_size
 from fastworker.client._readyfile import remove_ready_file, write_ready_file
+from fastworker.client.home import Home, close_home_clients, set_home
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles, tls_address
 from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, raise_open_files_limit
@@ -197,6 +198,8 @@ class ControlPlane:
             "dashboard": None,
             "metrics": None,
         }
+        home = self._home(discovery_address)
+        set_home(home)  # tasks that submit tasks reach this control plane, with its secret and TLS
         self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval, auth=self._auth)
         self._publisher.start()
         self.periodic = PeriodicScheduler(
@@ -210,7 +213,7 @@ class ControlPlane:
         self.periodic.start(loop)
         if not s.no_metrics:
             self._start_metrics(loop)
-        await self._start_dashboard(discovery_address)
+        await self._start_dashboard(home)
         exposed = [
             url for url in (discovery_address, client_address, dispatch_address) if not parse_address(url).is_loopback()
         ]
@@ -251,7 +254,20 @@ class ControlPlane:
         self.addresses["metrics"] = self._metrics.url
         logger.info("metrics on %s/metrics, health on %s/healthz", self._metrics.url, self._metrics.url)
 
-    async def _start_dashboard(self, discovery_address: str) -> None:
+    def _home(self, discovery_address: str) -> Home:
+        """How code in this process reaches this control plane as a client (tasks, the dashboard).
+
+        Its discovery address (a wildcard host dialled as loopback) and secret; under TLS, this
+        control plane's own certificate (mutual TLS asks for one), with no peer to verify: it is itself.
+        """
+        s = self.settings
+        address = parse_address(discovery_address)
+        if address.host in _WILDCARD_HOSTS:
+            discovery_address = address.with_host("127.0.0.1").url
+        own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
+        return Home(discovery_address, secret=s.secret, tls=own)
+
+    async def _start_dashboard(self, home: Home) -> None:
         """Serve the web dashboard from this process when ``fastworker-dashboard`` is installed.
 
         Its port is bound now and its web stack loaded when the first browser connects
@@ -271,9 +287,6 @@ class ControlPlane:
         except ImportError:
             logger.info("fastworker-dashboard is not installed: serving no web dashboard")
             return
-        address = parse_address(discovery_address)
-        if address.host in _WILDCARD_HOSTS:
-            discovery_address = address.with_host("127.0.0.1").url
         try:
             host, port = listen.parse_address(s.dashboard_address)
             hosts.HostAllowList(
@@ -284,17 +297,14 @@ class ControlPlane:
         # Raises UnprotectedDashboard (start fails, the process exits 1): no password past loopback.
         protected = bool(s.dashboard_password or s.secret)  # the app's password defaults to the secret
         exposed = exposure.refuse_unprotected(host, port, protected=protected, insecure=s.dashboard_insecure)
-        # Under TLS its client dials this very process over loopback: no peer to verify, and
-        # with mutual TLS it presents this control plane's own certificate.
-        own = TlsFiles(cert=s.tls_cert, key=s.tls_key, verify=False) if self._tls else None
 
         def make_app() -> Any:
             web_app = importlib.import_module("fastworker.dashboard.web.app")
             return web_app.create_app(
-                control_plane=discovery_address,
+                control_plane=home.address,
                 secret=s.secret,
                 read_only=s.dashboard_read_only,
-                tls=own,
+                tls=home.tls,
                 password=s.dashboard_password,  # None: the secret
                 hosts=s.dashboard_hosts,
                 bind_host=host,
@@ -471,6 +481,7 @@ class ControlPlane:
                 await server.flush(timeout=1.0)
             coordinator.close()
             await coordinator.local.close_pool()
+        await close_home_clients()  # after the drain: the tasks that ran in it may have used one
         if self.journal is not None:
             self.journal.close()
         if self._metrics is not None:  # last: probes see 503 (shutting down) during the drain

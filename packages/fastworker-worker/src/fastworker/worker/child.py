@@ -49,6 +49,7 @@ from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
 from fastworker.client.context import TaskContext
 from fastworker.client.errors import SoftTimeLimitExceeded
+from fastworker.client.home import Home, set_home
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 from fastworker.worker.errors import TaskLoadError
@@ -101,6 +102,7 @@ class ChildConfig:
             Python's defaults have it).
         log_format: ``text`` or ``json`` (``fastworker.client.logsetup``).
         log_fields: Fields every record of the child carries (the daemon's ``worker_id``).
+        home: The control plane the child's tasks submit to by default (the daemon's).
     """
 
     task_modules: tuple[str, ...]
@@ -111,6 +113,7 @@ class ChildConfig:
     log_level: str = ""
     log_format: str = "text"
     log_fields: tuple[tuple[str, Any], ...] = ()
+    home: Home | None = None
 
 
 def encode_run(
@@ -243,6 +246,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
         configure_logging(config.log_level, config.log_format)
         set_process_log_fields(**dict(config.log_fields))
     sys.path[:0] = config.sys_path
+    set_home(config.home)
     send = results_out.send_bytes
     try:
         registry = load_task_modules(config.task_modules)

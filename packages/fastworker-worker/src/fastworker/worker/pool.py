@@ -37,6 +37,7 @@ from time import time
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import ProgressSink
 from fastworker.client.context import TaskContext
+from fastworker.client.home import home
 from fastworker.client.logsetup import logging_settings
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload
@@ -209,6 +210,7 @@ class ProcessPool:
             log_level=logs[0] if logs is not None else "",
             log_format=logs[1] if logs is not None else "text",
             log_fields=tuple(logs[2].items()) if logs is not None else (),
+            home=home(),  # the daemon's control plane, for tasks that submit tasks
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._children: dict[_Child, None] = {}  # every child not yet reaped, in spawn order

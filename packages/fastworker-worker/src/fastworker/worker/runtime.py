@@ -36,6 +36,7 @@ from fastworker.client._readyfile import remove_ready_file, write_ready_file
 from fastworker.client.context import TaskContext
 from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
+from fastworker.client.home import Home, close_home_clients, set_home
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
@@ -295,6 +296,9 @@ class Worker:
                 ",".join(s.queues),
                 ", ".join(elsewhere),
             )
+        # Tasks that submit tasks (``add.delay_sync(...)``, ``await add.delay(...)``) reach this
+        # worker's control plane, here and in the pool's children.
+        set_home(Home(s.control_plane, secret=s.secret, tls=s.tls))
         if any(not task.is_async for task in self.registry):
             if s.pool == "threads":
                 self._pool = ThreadPool(s.concurrency, self.registry, allow_pickle=s.allow_pickle)
@@ -1041,6 +1045,7 @@ class Worker:
         self.state = WorkerState.STOPPED
         self._progress.close()
         await cancel_all(self._background)
+        await close_home_clients()
         if self._pool is not None:
             await self._pool.close()
         if self._link is not None:

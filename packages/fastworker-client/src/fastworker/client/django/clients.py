@@ -25,17 +25,17 @@ import os
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, cast
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 
+from fastworker.client._eagersync import EagerBackend, EagerSyncBackend
 from fastworker.client._lazysync import LazySyncClient
 from fastworker.client.django.conf import SETTING, FastWorkerSettings, parse_settings
 from fastworker.client.handles import SyncTaskBackend, TaskBackend
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
-from fastworker.client.task import TaskRegistry
 
 if TYPE_CHECKING:
     from fastworker.client._async import Client
@@ -59,13 +59,6 @@ T = TypeVar("T")
 EAGER_MODULE = "fastworker.controlplane.eager"
 
 
-class EagerBackend(TaskBackend, Protocol):
-    """What the app needs of fastworker-controlplane's ``EagerClient`` (and what tests read from it)."""
-
-    registry: TaskRegistry
-    history: list[TaskInfo]
-
-
 def new_eager_client(task_modules: Sequence[str] = ()) -> EagerBackend:
     """A fresh ``EagerClient`` for every imported task (or only those of task_modules).
 
@@ -86,81 +79,6 @@ def new_eager_client(task_modules: Sequence[str] = ()) -> EagerBackend:
 
 
 # ------------------------------------------------------------------------------------ eager backends
-
-
-def finish_without_loop(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (an EagerClient call for a sync task) to its end, here, with no event loop.
-
-    With no loop running in the thread, a sync task can use Django's ORM, which refuses to run
-    where an event loop runs; the task also runs on the caller's database connection.
-
-    Raises:
-        RuntimeError: the coroutine suspended after all (it needs an event loop); it is closed.
-    """
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return cast(T, done.value)
-    coroutine.close()
-    raise RuntimeError(
-        "an eager call waited for an event loop while running a sync task in sync code; "
-        "this is a bug in fastworker.client.django, please report it"
-    )
-
-
-class EagerSyncBackend:
-    """The blocking face of an EagerClient, for ``add.delay_sync(...)`` and ``delay_on_commit`` in eager mode.
-
-    A sync task runs in the caller's thread with no event loop (see :func:`finish_without_loop`);
-    an async task runs on a fresh event loop in this thread, as ``asyncio.run`` does.
-    """
-
-    def __init__(self, eager: EagerBackend) -> None:
-        self.eager = eager
-
-    def _run(self, name: str, coroutine: Coroutine[Any, Any, T]) -> T:
-        task = self.eager.registry.get(name)
-        if task is not None and task.is_async:
-            return asyncio.run(coroutine)
-        return finish_without_loop(coroutine)  # an unknown name raises UnknownTask before any await
-
-    def send(
-        self,
-        name: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Unpack[SubmitOptionArgs],
-    ) -> str:
-        """Run the task now; returns its id."""
-        return self._run(name, self.eager.send(name, args, kwargs, **options))
-
-    def send_and_wait(
-        self,
-        name: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-        **options: Unpack[SubmitOptionArgs],
-    ) -> Any:
-        """Run the task now and return its value (TaskFailed if it failed)."""
-        return self._run(name, self.eager.send_and_wait(name, args, kwargs, timeout=timeout, **options))
-
-    def status(self, task_id: str) -> TaskInfo:
-        """The task's final info (TaskNotFound for an id that did not run here)."""
-        return finish_without_loop(self.eager.status(task_id))
-
-    def result(self, task_id: str, *, timeout: float | None = None) -> Any:
-        """The task's value."""
-        return finish_without_loop(self.eager.result(task_id, timeout=timeout))
-
-    def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
-        """The task's final info."""
-        return finish_without_loop(self.eager.wait(task_id, timeout=timeout))
-
-    def cancel(self, task_id: str) -> CancelResult:
-        """An eager task is final already: cancels nothing, as a control plane would say."""
-        return finish_without_loop(self.eager.cancel(task_id))
 
 
 class EagerAsyncBackend:

@@ -1,0 +1,105 @@
+"""The blocking face of an in-process ``EagerClient``: ``add.delay_sync(...)`` in eager mode.
+
+Shared by Django's eager mode (``fastworker.client.django``) and the pytest plugin's
+``fastworker_eager`` fixture (``EagerClient.sync``, from fastworker-controlplane). A sync task runs
+in the caller's thread with no event loop running (so that it can use an ORM that refuses to run
+where one runs, on the caller's database connection); an async task runs on a fresh event loop in
+this thread, as ``asyncio.run`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, Unpack, cast
+
+from fastworker.client.handles import TaskBackend
+from fastworker.client.models import CancelResult, TaskInfo
+from fastworker.client.options import SubmitOptionArgs
+from fastworker.client.task import TaskRegistry
+
+__all__ = ["EagerBackend", "EagerSyncBackend", "finish_without_loop"]
+
+T = TypeVar("T")
+
+
+class EagerBackend(TaskBackend, Protocol):
+    """What the app needs of fastworker-controlplane's ``EagerClient`` (and what tests read from it)."""
+
+    registry: TaskRegistry
+    history: list[TaskInfo]
+
+
+def finish_without_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (an EagerClient call for a sync task) to its end, here, with no event loop.
+
+    With no loop running in the thread, a sync task can use Django's ORM, which refuses to run
+    where an event loop runs; the task also runs on the caller's database connection.
+
+    Raises:
+        RuntimeError: the coroutine suspended after all (it needs an event loop); it is closed.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError(
+        "an eager call waited for an event loop while running a sync task in sync code; "
+        "this is a bug in FastWorker's eager mode, please report it"
+    )
+
+
+class EagerSyncBackend:
+    """The blocking face of an EagerClient, for ``add.delay_sync(...)`` and ``delay_on_commit`` in eager mode.
+
+    A sync task runs in the caller's thread with no event loop (see :func:`finish_without_loop`);
+    an async task runs on a fresh event loop in this thread, as ``asyncio.run`` does.
+    """
+
+    def __init__(self, eager: EagerBackend) -> None:
+        self.eager = eager
+
+    def _run(self, name: str, coroutine: Coroutine[Any, Any, T]) -> T:
+        task = self.eager.registry.get(name)
+        if task is not None and task.is_async:
+            return asyncio.run(coroutine)
+        return finish_without_loop(coroutine)  # an unknown name raises UnknownTask before any await
+
+    def send(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[SubmitOptionArgs],
+    ) -> str:
+        """Run the task now; returns its id."""
+        return self._run(name, self.eager.send(name, args, kwargs, **options))
+
+    def send_and_wait(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Unpack[SubmitOptionArgs],
+    ) -> Any:
+        """Run the task now and return its value (TaskFailed if it failed)."""
+        return self._run(name, self.eager.send_and_wait(name, args, kwargs, timeout=timeout, **options))
+
+    def status(self, task_id: str) -> TaskInfo:
+        """The task's final info (TaskNotFound for an id that did not run here)."""
+        return finish_without_loop(self.eager.status(task_id))
+
+    def result(self, task_id: str, *, timeout: float | None = None) -> Any:
+        """The task's value."""
+        return finish_without_loop(self.eager.result(task_id, timeout=timeout))
+
+    def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        """The task's final info."""
+        return finish_without_loop(self.eager.wait(task_id, timeout=timeout))
+
+    def cancel(self, task_id: str) -> CancelResult:
+        """An eager task is final already: cancels nothing, as a control plane would say."""
+        return finish_without_loop(self.eager.cancel(task_id))
