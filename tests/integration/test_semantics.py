@@ -180,6 +180,8 @@ async def test_cancelling_running_tasks_on_a_worker_stops_them_and_they_end_canc
             for task_id in (sync_id, async_id):
                 result = await client.cancel(task_id)
                 assert result.cancelled and result.previous_state is TaskState.RUNNING
+                # The reply waits for the worker to stop it: a status read right after says so.
+                assert (await client.status(task_id)).state is TaskState.CANCELLED
             infos = [await client.wait(task_id, timeout=10) for task_id in (sync_id, async_id)]
             assert time.monotonic() - started < 10
             assert [info.state for info in infos] == [TaskState.CANCELLED, TaskState.CANCELLED]

@@ -258,16 +258,28 @@ class ClientApi:
             envelope.cancel_reply.previous_state = previous  # type: ignore[assignment]
             self._send(reply, envelope)
 
-        record = self.coordinator.find(task_id)
-        if not (cancelled and previous == RUNNING and record is not None and record.worker == LOCAL_WORKER_ID):
+        if not (cancelled and self.coordinator.stopping([task_id])):
             answer(cancelled)
             return
 
         def stopped(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
-            answer(any(r.state == CANCELLED for r in finished) or self.coordinator.abandon_local_run(task_id))
+            if any(r.state == CANCELLED for r in finished):
+                answer(True)
+            elif self.coordinator.abandon_local_run(task_id):
+                answer(True)
+            else:
+                # On a subworker that has not confirmed within the grace (a task that ignores its
+                # stop, a slow link): the order stands and the task ends CANCELLED when the worker
+                # stops it, or WorkerLost when the worker is gone. On this process, it ended otherwise.
+                record = self.coordinator.find(task_id)
+                answer(
+                    record is not None
+                    and (record.state == CANCELLED or (record.state == RUNNING and record.worker != LOCAL_WORKER_ID))
+                )
 
-        # Stopping a local task takes its thread or the loop a moment: say whether it did (a
-        # thread still inside a long call then is ended as CANCELLED all the same).
+        # Stopping a running task takes its thread, the loop or its subworker a moment: the reply
+        # waits for it (at most CANCEL_GRACE), so that a status read after it shows CANCELLED (a
+        # local thread still inside a long call is ended as CANCELLED all the same).
         self.coordinator.wait([task_id], CANCEL_GRACE, stopped)
 
     def _submit_workflow(self, request: Envelope, reply: Reply) -> None:
@@ -294,12 +306,12 @@ class ClientApi:
             reply = self._after_disk(reply)
         cancelled = self.coordinator.cancel_workflow(body.workflow_id)
         workflow, _ = self.coordinator.workflow(body.workflow_id)
-        stopping = self.coordinator.stopping_locally(workflow.step_ids)
+        stopping = self.coordinator.stopping(workflow.step_ids)
         if not stopping:
             self._workflow_reply(request, reply, cancelled)
             return
-        # Steps running on the control plane's own slots take a moment to stop (as for a plain
-        # cancel): the reply waits for them, at most CANCEL_GRACE, so that it shows them stopped.
+        # Running steps take a moment to stop, here or on their subworkers (as for a plain cancel):
+        # the reply waits for them, at most CANCEL_GRACE, so that it shows them stopped.
         deadline = self.coordinator.clock() + CANCEL_GRACE
 
         def stopped(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:

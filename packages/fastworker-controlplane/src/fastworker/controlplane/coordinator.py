@@ -1151,14 +1151,12 @@ class Coordinator:
                 cancelled += done
         return cancelled
 
-    def stopping_locally(self, task_ids: Iterable[str]) -> list[str]:
-        """Of these tasks, the ones still running on this process's own slots (a cancel of them is under way)."""
+    def stopping(self, task_ids: Iterable[str]) -> list[str]:
+        """Of these tasks, the ones still running, here or on a subworker (a cancel of them is under way)."""
         return [
             task_id
             for task_id in task_ids
-            if (record := self.active.get(task_id)) is not None
-            and record.state == RUNNING
-            and record.worker == LOCAL_WORKER_ID
+            if (record := self.active.get(task_id)) is not None and record.state == RUNNING
         ]
 
     def _all_known_ids(self) -> Iterator[str]:
