@@ -214,6 +214,70 @@ async def test_kill_9_with_queued_scheduled_and_running_tasks_then_restart_loses
     assert [ran[f"b{i}"] for i in range(2)] == [1, 1]
 
 
+async def test_kill_9_while_the_control_planes_own_slots_run_tasks_runs_none_of_them_twice(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    # Given a journaled control plane that runs tasks itself, busy with a stream of tasks without retries
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    first = daemons.control_plane(journal, addresses, "--local-concurrency", "2")
+    async with Client(first.discovery) as client:
+        task_ids = await client.delay_many([(RECORD, (str(runs), f"k{i}")) for i in range(4000)])
+        await until(lambda: _ran_some(runs, 500))
+    # When it is killed mid-stream and restarted on the same journal
+    kill_9(first)
+    second = daemons.control_plane(journal, addresses, "--local-concurrency", "2")
+    async with Client(second.discovery) as client:
+        infos = await client.wait_many(task_ids, timeout=120)
+    # Then every task is final, and none ran twice: a task started only once its start was on disk,
+    # so the replay never took one that had run for one still queued
+    assert all(info.state.is_final for info in infos)
+    ran = executions(runs)
+    twice = {key: count for key, count in ran.items() if count > 1}
+    assert twice == {}, f"{len(twice)} tasks ran twice, e.g. {sorted(twice)[:5]}"
+    # those whose start was on disk but not their end (running, or ended just before the kill) failed
+    # with the reason, having run once; every other one succeeded
+    for i, info in enumerate(infos):
+        if info.state is not TaskState.SUCCESS:
+            assert info.error is not None and info.error.type == "ControlPlaneLost", info
+            assert ran[f"k{i}"] <= 1
+
+
+async def _ran_some(runs: Path, count: int) -> bool:
+    return len(os.listdir(runs)) >= count
+
+
+async def test_a_replayed_queue_of_tasks_only_subworkers_define_waits_for_them_not_for_local_slots(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    # Given a journaled control plane with slots of its own, whose queue holds tasks only its
+    # subworker defines, waiting behind one the worker is busy with
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    release = tmp_path / "release"
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    own = ("--local-concurrency", "1")
+    first = daemons.control_plane(journal, addresses, *own, task_modules=("fwtests_tasks",))
+    daemons.worker(first, "wq", concurrency=1)
+    async with Client(first.discovery) as client:
+        busy = await client.delay("fwtests_journal.block_retry", str(runs), "busy", str(release))
+        await until(lambda: _all_running(client, [busy]))
+        queued = [await client.delay(RECORD, str(runs), f"q{i}") for i in range(10)]
+    # When the control plane restarts from its journal
+    kill_9(first)
+    second = daemons.control_plane(journal, addresses, *own, task_modules=("fwtests_tasks",))
+    async with Client(second.discovery) as client:
+        await asyncio.sleep(1.0)  # its own slots are free meanwhile: they must not take these
+        assert await states(client, queued) == {TaskState.PENDING: 10}
+        # Then they run on the subworker once it is back
+        release.touch()
+        infos = await client.wait_many(queued, timeout=BOUND)
+    assert [(info.state, info.worker) for info in infos] == [(TaskState.SUCCESS, "wq")] * 10
+
+
 async def _all_running(client: Client, task_ids: list[str]) -> bool:
     return await states(client, task_ids) == {TaskState.RUNNING: len(task_ids)}
 

@@ -610,9 +610,11 @@ async def test_submissions_and_results_are_acknowledged_only_once_on_disk(harnes
     await until(lambda: api.coordinator.counters.succeeded == 4)
     await asyncio.sleep(0.05)
 
-    # Then none of the accepted ones is answered, though the tasks ran
+    # Then none of the accepted ones is answered, though the tasks ran (each slot wrote the start of
+    # its task to the file first; the replies wait for the writer's flush)
     assert (one.envelopes, batch.envelopes, waited.envelopes) == ([], [], [])
     assert cancel.envelopes[0].error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
+    assert journal.size > len(MAGIC)
 
     # When the journal writes
     journal.start(asyncio.get_running_loop())
@@ -813,6 +815,23 @@ async def test_a_symlink_planted_at_the_journal_temporary_path_is_not_followed(
     assert "tasks.journal.compact" not in directory_listing(tmp_path)
 
 
+def test_a_journal_with_another_hard_link_is_refused(tmp_path: Path) -> None:
+    # A second name for the file would take a lock of its own: two control planes on one journal.
+    path = tmp_path / "tasks.journal"
+    path.write_bytes(MAGIC)
+    os.link(path, tmp_path / "other-name.journal")
+    with pytest.raises(JournalError, match="has 2 hard links: another name for it could run a second control plane"):
+        Journal(path)
+    with pytest.raises(JournalError, match="has 2 hard links"):
+        Journal(tmp_path / "other-name.journal")
+    assert path.read_bytes() == MAGIC
+
+
+def test_a_journal_in_a_missing_directory_names_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=f"its directory {tmp_path / 'nowhere'} does not exist"):
+        Journal(tmp_path / "nowhere" / "tasks.journal")
+
+
 def test_a_symlinked_journal_path_is_refused_and_left_alone(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere.journal"
     target.write_bytes(MAGIC)
@@ -858,7 +877,7 @@ async def test_offline_compact_on_a_full_disk_names_the_journal_and_leaves_no_st
 async def test_a_write_cut_short_by_a_full_disk_is_cut_off_before_the_batch_is_written_again(
     journals: Any, tmp_path: Path, monkeypatch: Any, caplog: Any
 ) -> None:
-    # Given a disk that takes half a batch, then refuses to cut it off once, then recovers
+    # Given a disk that takes half a batch and is then full, refuses to cut it off once, then recovers
     path = tmp_path / "tasks.journal"
     journal = journals(path)
     monkeypatch.setattr(journal_module, "WRITE_RETRY_DELAY", 0.01)
@@ -867,6 +886,8 @@ async def test_a_write_cut_short_by_a_full_disk_is_cut_off_before_the_batch_is_w
 
     def half_write(fd: int, data: Any) -> int:
         writes[0] += 1
+        if writes[0] == 2:
+            no_space()  # what writing on after a short write says: the cause, not "short write"
         return real_write(fd, bytes(data)[: len(data) // 2] if writes[0] == 1 else data)
 
     def stuck_truncate(fd: int, length: int) -> None:
@@ -886,8 +907,8 @@ async def test_a_write_cut_short_by_a_full_disk_is_cut_off_before_the_batch_is_w
     await until(lambda: acknowledged == [True])
     journal.close()
 
-    # Then the failure named the journal, and the file holds the batch once, whole
-    assert f"journal {path}: write failed" in caplog.text
+    # Then the failure named the journal and its cause, and the file holds the batch once, whole
+    assert f"journal {path}: write failed ([Errno 28] No space left on device)" in caplog.text
     assert list(fold(path)[0].tasks) == [record.task_id]
     assert fold(path)[1].torn_bytes == 0
 
@@ -927,3 +948,48 @@ async def test_a_task_s_named_queue_comes_back_after_a_stop(harness: Any, journa
 
     # Then each waits in the queue it was accepted into
     assert (records[own.task_id].queue, records[named.task_id].queue) == ("reports", "urgent")
+
+
+async def test_a_start_written_through_reaches_the_file_after_the_acceptance_before_any_flush(
+    journals: Any, tmp_path: Path
+) -> None:
+    # Given a journal whose writer has not flushed anything, holding a task's acceptance and its start
+    path = tmp_path / "tasks.journal"
+    journal = journals(path, start=False)
+    record = TaskRecord(spec("add", 1), NORMAL, 1.0)
+    journal.accepted(record)
+    record.state, record.attempts, record.worker, record.started_at = RUNNING, 1, "controlplane", 2.0
+    journal.running(record)
+
+    # When a slot writes them through, as it does before it starts the task
+    assert journal.write_through()
+
+    # Then the file has both, in that order: a crash now replays the task as started, never as queued
+    state, _ = fold(path)
+    assert state.tasks[record.task_id].state == RUNNING
+    assert state.tasks[record.task_id].attempts == 1
+    assert journal.write_through()  # nothing more to write
+
+
+async def test_a_start_is_not_written_through_while_the_disk_refuses_and_waits_for_the_writer(
+    journals: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path = tmp_path / "tasks.journal"
+    journal = journals(path)
+    monkeypatch.setattr(journal_module, "WRITE_RETRY_DELAY", 0.01)
+    real_write = os.write
+    monkeypatch.setattr(journal_module.os, "write", no_space)
+    journal.accepted(TaskRecord(spec("add", 1), NORMAL, 1.0))
+    assert not await journal.flush(timeout=0.2)  # the writer failed and retries
+    journal.accepted(TaskRecord(spec("add", 2), NORMAL, 1.0))
+
+    assert not journal.write_through()  # no write beside a writer that the disk refuses
+    waiting = asyncio.ensure_future(asyncio.to_thread(journal.ensure_written))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()  # a slot waits rather than start a task whose start is not written
+
+    monkeypatch.setattr(journal_module.os, "write", real_write)  # the disk recovers
+    async with asyncio.timeout(10):
+        await waiting
+    journal.close()
+    assert len(fold(path)[0].tasks) == 2

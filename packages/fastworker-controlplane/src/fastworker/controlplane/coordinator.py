@@ -747,9 +747,9 @@ class Coordinator:
                 if self._local_places >= bound:
                     self._work_ready.wait()
                     continue
-                record = self.queue.pop(
-                    None if self.dispatcher is None else self._runnable_locally, queues=self.local_queues
-                )
+                # Always filtered: between a journal's replay and the dispatcher's start, the queue
+                # holds tasks that only subworkers define.
+                record = self.queue.pop(self._runnable_locally, queues=self.local_queues)
                 if record is not None and self._expired(record):
                     record.state = CANCELLED  # under the lock: nobody else takes it; the loop finishes it
                     self._loop.call_soon_threadsafe(self.expire, record)
@@ -775,6 +775,10 @@ class Coordinator:
                 self._work_ready.wait(self.queue.retry_after())  # a limited name's next token, if one waits
         finally:
             self.lock.release()
+        if self.journal is not None:
+            # Start only once the start is written (with the task's acceptance before it): a crash
+            # then never replays as queued a task that already ran, which would run it twice.
+            self.journal.ensure_written()
         return LocalRun(record, task, self.policy_for(record))  # outside the lock: slots contend for it
 
     def _lock_for_slot(self) -> None:

@@ -428,7 +428,18 @@ class Dispatcher:
             if record.held:
                 envelope.dispatch.prefetched_task_ids.append(record.task_id)
         envelope.dispatch.SetInParent()
-        request.reply(encode_frame(envelope))
+        frame = encode_frame(envelope)
+        journal = coordinator.journal
+        if (
+            journal is not None
+            and (records or envelope.dispatch.granted_task_ids)
+            and not journal.write_through(block=False)
+        ):
+            # The worker starts what it gets: only once those starts are written (Journal.write_through),
+            # or, while the disk refuses writes, once they are on disk.
+            journal.after_durable(lambda: request.reply(frame))
+        else:
+            request.reply(frame)
 
     # ------------------------------------------------------------------------------------- dispatch
 

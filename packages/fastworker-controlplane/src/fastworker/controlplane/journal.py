@@ -846,12 +846,20 @@ class Journal:
             raise
         self._mutex = threading.Lock()
         self._wake = threading.Condition(self._mutex)
+        #: Notified (under ``_mutex``) as batches become durable, for threads in :meth:`wait_durable`.
+        self._durable_now = threading.Condition(self._mutex)
+        self._durable_waiters = 0
         self._buffer: list[tuple[Any, ...]] = []
         self._appended = 0  # records appended so far
-        self._durable = 0  # records on disk so far
+        self._written = 0  # records written to the file so far (survive a crash of this process)
+        self._durable = 0  # records on disk so far (flushed: survive a power loss)
+        #: Serializes taking the buffer and writing it (the writer's batches and the slots' write-through),
+        #: so that records reach the file in the order they were appended; and the file's replacement.
+        self._file_lock = threading.Lock()
         self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()
         self._idle = False
         self._closing = False
+        self._writer_done = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
         self._compactor: threading.Thread | None = None
@@ -1004,6 +1012,32 @@ class Journal:
         if now:
             callback()
 
+    def wait_durable(self, timeout: float | None = None) -> bool:
+        """Block this thread (never the loop's) until every record appended so far is on disk.
+
+        How a task starts only once its start is recorded: a crash can then never replay as
+        queued a task that already ran. False if that took longer than ``timeout`` or the journal
+        closed first (a full or failing disk holds it meanwhile, as it holds replies).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mutex:
+            target = self._appended
+            if self._durable >= target:
+                return True
+            self._durable_waiters += 1
+            self._notify()
+            try:
+                while self._durable < target:
+                    if self._closing and self._writer_done:
+                        return False
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._durable_now.wait(0.5 if left is None else min(left, 0.5))
+                return True
+            finally:
+                self._durable_waiters -= 1
+
     def _notify(self) -> None:
         if self._idle:
             self._idle = False
@@ -1022,23 +1056,47 @@ class Journal:
     # ------------------------------------------------------------------------------------ writer
 
     def _write_loop(self) -> None:
+        try:
+            self._write_batches()
+        finally:
+            with self._mutex:
+                self._writer_done = True
+                self._durable_now.notify_all()
+
+    def _write_batches(self) -> None:
         while True:
             with self._mutex:
-                while not self._buffer and not self._closing and self._compacted is None:
+                while (
+                    not self._buffer
+                    and (self._written == self._durable or not self._callbacks)
+                    and not self._closing
+                    and self._compacted is None
+                ):
                     self._idle = True
                     self._wake.wait()
                 self._idle = False
-                batch, self._buffer = self._buffer, []
-                target = self._appended
                 closing = self._closing
                 compacted, self._compacted = self._compacted, None
-            if compacted is not None:
-                self._install(*compacted)
-            if batch:
-                if not self._write(_frame(batch)):
-                    return  # closing with the disk refusing: what was not written is never acknowledged
-                self.batches += 1
-            self._durable = target
+            with self._file_lock:
+                if compacted is not None:
+                    self._install(*compacted)
+                with self._mutex:
+                    batch, self._buffer = self._buffer, []
+                    target = self._appended
+                if batch:
+                    if not self._write(_frame(batch)):
+                        return  # closing with the disk refusing: what was not written is never acknowledged
+                    self.batches += 1
+                with self._mutex:
+                    self._written = target
+            # Outside the file lock: slots write the starts of their tasks meanwhile (write_through).
+            # Only this thread replaces the file (_install), so the descriptor stays the one written to.
+            if self.sync and target > self._durable and not self._sync():
+                return
+            with self._mutex:
+                self._durable = target
+                if self._durable_waiters:
+                    self._durable_now.notify_all()
             if self._callbacks and self._loop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
                     self._loop.call_soon_threadsafe(self._run_callbacks)
@@ -1046,32 +1104,77 @@ class Journal:
                 return
             self._maybe_compact()
 
+    def write_through(self, *, block: bool = True) -> bool:
+        """Write every record appended so far to the file now, on this thread; False if that cannot be done now.
+
+        How a task starts only once its start is recorded, without waiting for the disk's flush:
+        written, it survives a crash of this process (the kernel has it), so the replay never
+        takes a task that ran for one still queued; the writer thread makes it durable for the
+        replies that wait for that. False while the disk refuses writes (the writer retries them):
+        then wait with :meth:`wait_durable`, or, on the loop, :meth:`after_durable`. ``block=False``
+        (the loop): also False when the writer is writing at this moment, rather than wait for it.
+        """
+        if self._failed_write:
+            return False  # the writer holds the file while it retries: do not queue up behind it
+        wanted = self._appended  # this caller's records: another thread may write them meanwhile
+        if not self._file_lock.acquire(blocking=block):
+            return False
+        try:
+            with self._mutex:
+                if self._written >= wanted:
+                    return True
+                if self._failed_write or self._closing:
+                    return False
+                batch, self._buffer = self._buffer, []
+                target = self._appended
+            data = _frame(batch)
+            try:
+                self._write_once(data)
+            except OSError:
+                with self._mutex:
+                    self._buffer[:0] = batch  # the writer writes them, in order, when the disk takes them
+                    self._notify()
+                return False
+            self._size += len(data)
+            self.batches += 1
+            with self._mutex:
+                self._written = target  # made durable by the writer's next flush (not woken for it: one per batch)
+        finally:
+            self._file_lock.release()
+        return True
+
+    def ensure_written(self) -> None:
+        """:meth:`write_through`, else wait until the writer got everything onto the disk (a thread, never the loop)."""
+        if not self.write_through():
+            self.wait_durable()
+
+    def _write_once(self, data: bytes) -> None:
+        """Append one batch (under the file lock); a part written before a failure is cut off before the next write."""
+        if self._cut_back:
+            os.ftruncate(self._fd, self._size)  # never append after a part of a batch
+            self._cut_back = False
+        self._cut_back = True  # until the whole batch is written
+        written = 0
+        while written < len(data):
+            # A short write (a full disk) is written on: the next write raises the cause (ENOSPC).
+            step = os.write(self._fd, data[written:])
+            if step == 0:
+                raise OSError(errno.EIO, f"write made no progress ({written} of {len(data)} bytes)")
+            written += step
+        self._cut_back = False
+
     def _write(self, data: bytes) -> bool:
-        """Append one batch and make it durable, retrying while the disk refuses; False if closing meanwhile.
+        """Append one batch (under the file lock), retrying while the disk refuses; False if closing meanwhile.
 
         Replies waiting for the batch wait as long (they are never sent for data not on disk); the
         error is logged with the journal's path once per outage.
         """
         while True:
             try:
-                if self._cut_back:
-                    os.ftruncate(self._fd, self._size)  # never append after a part of a batch
-                    self._cut_back = False
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    self._cut_back = True
-                    raise OSError(errno.EIO, f"short write ({written} of {len(data)} bytes)")
-                if self.sync:
-                    os.fdatasync(self._fd)
+                self._write_once(data)
             except OSError as exc:
                 self._cut_back = True
-                if not self._failed_write:
-                    logger.error(
-                        "journal %s: write failed (%s); replies that wait for the disk are held until it succeeds",
-                        self.path,
-                        exc,
-                    )
-                self._failed_write = True
+                self._write_failed(exc)
                 if self._closing:
                     logger.error(
                         "journal %s: closing with %d bytes unwritten (never acknowledged)", self.path, len(data)
@@ -1081,11 +1184,38 @@ class Journal:
                     return False
                 time.sleep(WRITE_RETRY_DELAY)
                 continue
-            if self._failed_write:
-                logger.warning("journal %s: writing again", self.path)
-                self._failed_write = False
+            self._write_recovered()
             self._size += len(data)
             return True
+
+    def _sync(self) -> bool:
+        """Make what was written durable, retrying while the disk refuses; False if closing meanwhile."""
+        while True:
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self._write_failed(exc)
+                if self._closing:
+                    logger.error("journal %s: closing with writes not made durable (never acknowledged)", self.path)
+                    return False
+                time.sleep(WRITE_RETRY_DELAY)
+                continue
+            self._write_recovered()
+            return True
+
+    def _write_failed(self, exc: OSError) -> None:
+        if not self._failed_write:
+            logger.error(
+                "journal %s: write failed (%s); replies that wait for the disk are held until it succeeds",
+                self.path,
+                exc,
+            )
+        self._failed_write = True
+
+    def _write_recovered(self) -> None:
+        if self._failed_write:
+            logger.warning("journal %s: writing again", self.path)
+            self._failed_write = False
 
     # -------------------------------------------------------------------------------- compaction
 
@@ -1149,8 +1279,21 @@ class Journal:
 
 
 def _lock(path: Path) -> int:
-    """Take the journal's exclusive lock (``PATH.lock``) or raise JournalError; returns the lock's descriptor."""
+    """Take the journal's exclusive lock (``PATH.lock``) or raise JournalError; returns the lock's descriptor.
+
+    The lock is by name; a hard link is another name for the same file, so a journal with more
+    than one link is refused (a second control plane could open it under its other name).
+    """
     lock_path = path.with_name(path.name + ".lock")
+    if not path.parent.is_dir():
+        raise JournalError(f"journal {path}: its directory {path.parent} does not exist (or is not a directory)")
+    with contextlib.suppress(FileNotFoundError):
+        links = os.lstat(path).st_nlink
+        if links > 1:
+            raise JournalError(
+                f"journal {path} has {links} hard links: another name for it could run a second control plane "
+                "on the same tasks; keep one name (remove the other links)"
+            )
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:

@@ -169,7 +169,13 @@ class WorkerApi:
             ack.dispatch.SetInParent()
         else:
             ack.ack.SetInParent()
-        request.reply(encode_frame(ack))
+        frame = encode_frame(ack)
+        journal = self.coordinator.journal
+        if granted and journal is not None and not journal.write_through(block=False):
+            # The worker starts the tasks granted here: only once those starts are written (or on disk).
+            journal.after_durable(lambda: request.reply(frame))
+        else:
+            request.reply(frame)
 
     @staticmethod
     def _worker_id(kind: str, envelope: Envelope) -> str:
