@@ -259,6 +259,8 @@ def test_to_definition_returns_a_fresh_message_each_time() -> None:
         ({"every": 0}, ValueError, "every must be more than 0 seconds"),
         ({"every": 60, "cron": "* * * * *"}, ValueError, "every and cron are mutually exclusive"),
         ({"cron": "   "}, ValueError, "cron must be a non-empty cron expression"),
+        ({"cron": "*/5 * * *"}, ValueError, r"cron must have 5 fields .* got 4 in '\*/5 \* \* \*'"),
+        ({"cron": "@fortnightly"}, ValueError, "cron must have 5 fields"),
         ({"priority": "urgent"}, ValueError, "unknown priority 'urgent'"),
         ({"retry_on": [42]}, TypeError, "retry_on entries must be exception classes or their names, got 42"),
         ({"retry_on": [int]}, TypeError, "retry_on entries must be exception classes"),

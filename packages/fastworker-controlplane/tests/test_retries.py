@@ -6,7 +6,10 @@ import asyncio
 import itertools
 from typing import Any
 
-from fastworker.client import Retry
+import pytest
+
+from fastworker.client import Retry, TaskFailed
+from fastworker.controlplane.eager import EagerClient
 from fastworker.controlplane.records import CANCELLED, FAILURE, RETRYING, SUCCESS
 
 
@@ -87,6 +90,29 @@ async def test_a_retry_exception_asks_for_another_attempt_after_its_own_delay(ha
 
     assert final.state == SUCCESS
     assert final.attempts == 2
+
+
+@pytest.mark.parametrize("eager", [False, True])
+async def test_a_retry_asked_for_with_none_left_says_so_in_the_final_error(harness: Any, eager: bool) -> None:
+    # Celery allows 3 retries by default, FastWorker none: "retry requested in 0.1 s" read as if one were coming.
+    def busy() -> None:
+        raise Retry(delay=0.1)
+
+    harness.task(busy, name="busy")  # retries=0, the default
+    if eager:
+        with pytest.raises(TaskFailed) as failed:
+            await EagerClient(registry=harness.registry).submit("busy")
+        error = failed.value.info.error
+        assert error is not None
+        message, attempts = error.message, failed.value.info.attempts
+    else:
+        coordinator = harness.coordinator()
+        record, _ = coordinator.submit(harness.spec("busy"))
+        final = await harness.final(coordinator, record.task_id, bound=5)
+        assert final.state == FAILURE and final.error is not None
+        message, attempts = final.error.message, final.attempts
+    assert message == "retry requested in 0.1 s, but no retry is left (retries=0)"
+    assert attempts == 1
 
 
 async def test_only_listed_exception_types_are_retried_when_retry_on_is_given(harness: Any) -> None:

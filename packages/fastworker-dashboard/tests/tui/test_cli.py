@@ -48,3 +48,31 @@ def test_version_prints_the_program_and_its_version(capsys: pytest.CaptureFixtur
 
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"fastworker-top {__version__}"
+
+
+def test_log_flags_and_their_env_vars_are_taken_as_on_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FASTWORKER_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("FASTWORKER_LOG_FORMAT", raising=False)
+    args = cli.make_parser().parse_args([])
+    assert (args.log_level, args.log_format) == ("WARNING", "text")
+    monkeypatch.setenv("FASTWORKER_LOG_FORMAT", "json")
+    args = cli.make_parser().parse_args(["--log-level", "debug"])
+    assert (args.log_level, args.log_format) == ("DEBUG", "json")
+
+
+def test_log_records_go_to_textuals_log_in_the_format_asked_never_to_the_screen() -> None:
+    import logging
+
+    from textual.logging import TextualHandler
+
+    from fastworker.client.logsetup import JsonFormatter, configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("DEBUG", "json", handler=TextualHandler())
+        (handler,) = root.handlers
+        assert isinstance(handler, TextualHandler) and isinstance(handler.formatter, JsonFormatter)
+        assert root.level == logging.DEBUG
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])

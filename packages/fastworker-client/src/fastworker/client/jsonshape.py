@@ -139,13 +139,22 @@ def progress_json(progress: Progress | None) -> JsonObject | None:
 
 
 def page_json(page: TaskPageLike) -> JsonObject:
-    """A ``list_tasks`` page: ``{"tasks": [task, ...], "total", "offset", "limit"}``."""
+    """A ``list_tasks`` page: ``{"tasks": [task, ...], "total", "offset", "limit"}``.
+
+    A listed task has no ``result`` key: a listing carries no results (``null`` would read as a
+    task that returned None); ``status`` or ``inspect`` show it.
+    """
     return {
-        "tasks": [task_json(t) for t in page.tasks],
+        "tasks": [_without_result(task_json(t)) for t in page.tasks],
         "total": page.total,
         "offset": page.offset,
         "limit": page.limit,
     }
+
+
+def _without_result(data: JsonObject) -> JsonObject:
+    data.pop("result", None)
+    return data
 
 
 def detail_json(detail: TaskDetailLike) -> JsonObject:

@@ -49,9 +49,15 @@ def add_logging_flags(parser: argparse.ArgumentParser, *, default_level: str = "
     )
 
 
-def configure_logging(level: str, log_format: str = "text", stream: IO[str] | None = None) -> None:
-    """Log every record at ``level`` or above to ``stream`` (stderr) in ``log_format``; libraries only log."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+def configure_logging(
+    level: str, log_format: str = "text", stream: IO[str] | None = None, *, handler: logging.Handler | None = None
+) -> None:
+    """Log every record at ``level`` or above to ``stream`` (stderr) in ``log_format``; libraries only log.
+
+    ``handler``: where records go instead of a stream (``fastworker-top``: Textual's log, never the screen).
+    """
+    if handler is None:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(_TEXT_FORMAT))
     handler.addFilter(_add_fields)
     root = logging.getLogger()

@@ -105,6 +105,20 @@ class TaskOptionArgs(TypedDict, total=False):
 TASK_OPTION_NAMES: frozenset[str] = frozenset(TaskOptionArgs.__annotations__)
 
 
+#: The one-word cron schedules accepted besides 5 fields.
+CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+def cron_shape_problem(expr: str) -> str | None:
+    """Why ``expr`` is not shaped like a cron schedule (5 fields, or an alias such as ``@hourly``), or None."""
+    fields = expr.split()
+    if len(fields) == 1 and fields[0].lower() in CRON_ALIASES:
+        return None
+    if len(fields) != 5:
+        return f"cron must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} in {expr!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
     """A task's validated defaults, as given to ``@task``; every submission may override some of them.
@@ -194,6 +208,9 @@ class TaskOptions:
                 raise TypeError(f"cron must be a str, not {type(self.cron).__qualname__}")
             if not self.cron.strip():
                 raise ValueError("cron must be a non-empty cron expression")
+            problem = cron_shape_problem(self.cron)
+            if problem is not None:
+                raise ValueError(problem)  # the control plane checks the fields' values (croniter)
             if self.every is not None:
                 raise ValueError("every and cron are mutually exclusive: give one schedule, not both")
         if not isinstance(self.unique, bool):

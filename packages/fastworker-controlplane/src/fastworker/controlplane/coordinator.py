@@ -864,6 +864,8 @@ class Coordinator:
         record.error = error
         policy = self.policy_for(record)
         if not policy.allows_retry(record.attempts, error.type if error is not None else "", retry_delay is not None):
+            if error is not None:
+                policy.final_retry_error(error)
             self._finalize(record, FAILURE)
             return
         self._attempt_ran(record, self.clock())

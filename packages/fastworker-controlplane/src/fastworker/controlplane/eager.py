@@ -452,7 +452,11 @@ class EagerClient:
                 outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle, progress=progress, context=context)
             log_outcome(context, outcome, policy)
             error_type = outcome.error.type if outcome.error is not None else ""
-            if outcome.succeeded or not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None):
+            if outcome.succeeded:
+                break
+            if not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None):
+                if outcome.error is not None:
+                    policy.final_retry_error(outcome.error)
                 break
         info = TaskInfo(
             id=task_id,

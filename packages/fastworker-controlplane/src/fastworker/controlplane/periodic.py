@@ -28,6 +28,7 @@ from typing import Protocol
 # (also marked unused-ignore) keeps mypy --strict clean both with and without them.
 from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
 
+from fastworker.client.task import cron_shape_problem
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 __all__ = [
@@ -55,10 +56,8 @@ MAX_TIMER_DELAY = 60.0
 #: (about 16 hours of a minutely cron) so that catching up never blocks the event loop for long.
 CRON_SCAN_LIMIT = 1000
 
+
 #: Cron's ``@`` shorthands that stand for a 5-field expression.
-_CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
-
-
 class MisfirePolicy(StrEnum):
     """What to do with slots that passed while nothing could fire them (downtime, a late wake-up).
 
@@ -157,14 +156,9 @@ def _check_cron(where: str, expr: object) -> None:
     """Raise unless expr is a 5-field cron expression that croniter accepts and that ever matches."""
     if not isinstance(expr, str):
         raise TypeError(f"{where}: cron must be a str, not {type(expr).__qualname__}")
-    fields = expr.split()
-    if len(fields) == 1 and fields[0].lower() in _CRON_ALIASES:
-        pass
-    elif len(fields) != 5:
-        raise ValueError(
-            f"{where}: cron must have 5 fields (minute hour day-of-month month day-of-week), "
-            f"got {len(fields)} in {expr!r}"
-        )
+    problem = cron_shape_problem(expr)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
     try:
         following = _cron_after(expr, 0.0)
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:  # croniter's errors are ValueErrors

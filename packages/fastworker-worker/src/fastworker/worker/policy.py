@@ -84,6 +84,11 @@ class TaskPolicy:
             return False
         return asked or not self.retry_on or error_type in self.retry_on
 
+    def final_retry_error(self, error: task_pb2.TaskError) -> None:
+        """Say, in a ``Retry`` that ended a task, that no retry was left (it read as if one were coming)."""
+        if error.type == "Retry":
+            error.message = f"{error.message or 'retry requested'}, but no retry is left (retries={self.retries})"
+
     def retry_delay(self, attempts: int, asked_delay: float | None = None) -> float:
         """Seconds until the next run: the delay the task asked for, else the jittered backoff.
 

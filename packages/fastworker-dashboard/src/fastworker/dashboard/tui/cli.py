@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
 
@@ -60,6 +60,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS", help="seconds between polls (default 1)"
     )
+    # Records go to Textual's devtools log (`textual console`), never onto the screen being drawn.
+    add_logging_flags(parser, default_level="WARNING")
     apply_env_defaults(parser)
     return parser
 
@@ -86,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastworker.dashboard.tui.app import make_app
 
     # Library log records go to Textual's devtools log, never onto the screen being drawn.
-    logging.basicConfig(level=logging.WARNING, handlers=[TextualHandler()], force=True)
+    configure_logging(args.log_level, args.log_format, handler=TextualHandler())
     app = make_app(args.control_plane, args.secret, refresh_interval=args.refresh)
     app.run()
     return app.return_code or RET_OK
