@@ -38,6 +38,21 @@ def recv_max_size(max_frame_size: int) -> int:
     return max_frame_size + _RECV_SLACK
 
 
+#: A server reads frames up to this many times its limit (at least REFUSED_FRAMES_READ_MIN bytes) to
+#: refuse them with a typed error; larger ones are cut off by the transport, which closes the connection.
+REFUSED_FRAMES_READ_FACTOR = 4
+REFUSED_FRAMES_READ_MIN = 1024 * 1024
+
+
+def server_recv_max_size(max_frame_size: int) -> int:
+    """The ``recv_max_size`` of a listening socket: oversize frames up to a bound are read, to be answered.
+
+    A frame over the limit gets ``FRAME_TOO_LARGE`` (logged, counted) when the transport let it
+    through; beyond this bound, buffering it to say so would let one peer hold that much memory.
+    """
+    return max(max_frame_size * REFUSED_FRAMES_READ_FACTOR, REFUSED_FRAMES_READ_MIN) + _RECV_SLACK
+
+
 def readable(fd: int) -> bool:
     """True if nng's receive descriptor says a message is waiting (nng keeps it level-triggered).
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pynng
 
-from fastworker.client._nng import recv_max_size
+from fastworker.client._nng import server_recv_max_size
 from fastworker.client._readyfile import remove_ready_file, write_ready_file
 from fastworker.client.home import Home, close_home_clients, set_home
 from fastworker.client.task import TaskRegistry
@@ -331,7 +331,7 @@ class ControlPlane:
         loop: asyncio.AbstractEventLoop,
         what: str,
     ) -> str:
-        sock = factory(recv_max_size=recv_max_size(self.settings.max_frame_size))
+        sock = factory(recv_max_size=server_recv_max_size(self.settings.max_frame_size))
         self._sockets.append(sock)
         admission = self._bound_connections(sock, address, loop)
         if self._tls is not None:
