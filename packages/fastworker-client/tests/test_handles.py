@@ -222,3 +222,34 @@ def test_inside_a_daemon_sync_calls_default_to_the_home_control_plane(monkeypatc
         home_module.set_home(None)
     assert handles_module.current_sync_client().address == "tcp://127.0.0.1:8"  # type: ignore[attr-defined]
     handles_module._close_environment_sync_client()
+
+
+def _takes_countdown(x: int, countdown: int) -> int:
+    return x + countdown
+
+
+KW = TaskRegistry().register(SyncTaskFunction(_takes_countdown, "tests.kw", TaskOptions()))
+
+
+async def test_an_option_given_as_an_argument_of_a_typed_call_is_refused_unless_the_task_takes_it() -> None:
+    backend = FakeBackend()
+    with use_client(backend):
+        # Celery's apply_async words on delay: the task would get them, fail with TypeError, the option lost.
+        with pytest.raises(
+            TypeError, match=r"_add\(\) got countdown=\.\.\., which .*_add does not take: .*with_options"
+        ):
+            await ADD.delay(1, 2, countdown=5)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"got priority=\.\.\., timeout=\.\.\."):
+            await ADD.submit(1, 2, timeout=3, priority="high")  # type: ignore[call-arg]
+        assert backend.sent == []  # nothing was submitted
+
+    # A task whose own parameter has the name gets it as its argument
+    sent: list[Mapping[str, Any] | None] = []
+
+    class Recorder(FakeBackend):
+        async def send(self, name: str, args: Sequence[Any] = (), kwargs: Any = None, **options: Any) -> str:
+            sent.append(kwargs)
+            return "kw-1"
+
+    assert (await KW.with_options(client=Recorder()).delay(1, countdown=5)).id == "kw-1"
+    assert sent == [{"countdown": 5}]

@@ -48,7 +48,7 @@ from fastworker.client.handles import (
 )
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
-from fastworker.client.options import SubmitOptionArgs, SubmitOptions
+from fastworker.client.options import SUBMIT_OPTION_NAMES, SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.queues import check_queue_name
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
@@ -501,6 +501,8 @@ class BoundTask(Generic[P, R]):
     def _delay(
         self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Coroutine[object, object, TaskHandle[R]]:
+        if kwargs and not _OPTION_WORDS.isdisjoint(kwargs):
+            _refuse_options_as_arguments(self.task, label, kwargs)
         if not _event_loop_running():
             # Sync code: through the SyncClient it made current, a blocking handle (typed: delay_sync).
             self._require_sync_client(label, "delay")
@@ -508,6 +510,8 @@ class BoundTask(Generic[P, R]):
         return self._send(self._async_client(label, "delay"), args, kwargs)
 
     def _submit(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[object, object, R]:
+        if kwargs and not _OPTION_WORDS.isdisjoint(kwargs):
+            _refuse_options_as_arguments(self.task, label, kwargs)
         if not _event_loop_running():
             self._require_sync_client(label, "submit")
             return cast(Coroutine[object, object, R], self._submit_sync(label, args, kwargs))
@@ -534,12 +538,16 @@ class BoundTask(Generic[P, R]):
         return cast(R, value)
 
     def _delay_sync(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SyncTaskHandle[R]:
+        if kwargs and not _OPTION_WORDS.isdisjoint(kwargs):
+            _refuse_options_as_arguments(self.task, label, kwargs)
         _refuse_event_loop(label, "delay")
         backend = self._sync_client(label, "delay")
         task_id = backend.send(self.task.name, args, kwargs, **self.options.as_kwargs())
         return SyncTaskHandle(task_id, self.task.name, backend)
 
     def _submit_sync(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        if kwargs and not _OPTION_WORDS.isdisjoint(kwargs):
+            _refuse_options_as_arguments(self.task, label, kwargs)
         _refuse_event_loop(label, "submit")
         backend = self._sync_client(label, "submit")
         value = backend.send_and_wait(self.task.name, args, kwargs, timeout=self.timeout, **self.options.as_kwargs())
@@ -800,6 +808,33 @@ def _label(task: TaskFunction[Any, Any]) -> str:
 
 def _bound_label(task: TaskFunction[Any, Any]) -> str:
     return f"{_label(task)}.with_options(...)"
+
+
+#: Words that are submission options on ``Client.delay`` but task arguments on a typed call.
+_OPTION_WORDS = SUBMIT_OPTION_NAMES | {"timeout", "client"}
+
+
+def _refuse_options_as_arguments(task: TaskFunction[Any, Any], label: str, kwargs: dict[str, Any]) -> None:
+    """Refuse option words given as keyword arguments to a typed call whose function does not take them.
+
+    ``add.delay(1, 2, countdown=5)`` passes ``countdown`` to the task (as Celery's ``delay`` does);
+    a task without such a parameter would be accepted and then fail with ``TypeError`` at run time,
+    the option silently lost. Refused here instead, naming ``with_options``; nothing is submitted.
+    """
+    try:
+        parameters = inspect.signature(task.fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): let the run say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    taken = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    options = sorted(name for name in kwargs if name in _OPTION_WORDS and name not in taken)
+    if options:
+        given = ", ".join(f"{name}=..." for name in options)
+        raise TypeError(
+            f"{label}() got {given}, which {task.qualified_name} does not take: submission options go through "
+            f"{_label(task)}.with_options({given}) (nothing was submitted)"
+        )
 
 
 def _is_async_backend(client: object) -> bool:
