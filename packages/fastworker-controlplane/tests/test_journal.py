@@ -993,3 +993,32 @@ async def test_a_start_is_not_written_through_while_the_disk_refuses_and_waits_f
         await waiting
     journal.close()
     assert len(fold(path)[0].tasks) == 2
+
+
+async def test_a_header_cut_short_starts_as_an_empty_journal(journals: Any, tmp_path: Path, caplog: Any) -> None:
+    path = tmp_path / "tasks.journal"
+    path.write_bytes(MAGIC[:5])  # a creation cut short: nothing was ever written after it
+    journal = journals(path)
+    assert journal.recovered.summary()  # opened, with nothing to recover
+    assert "ignored 5 bytes of an unfinished last write" in caplog.text
+    journal.close()
+    assert path.read_bytes().startswith(MAGIC)
+
+
+def test_a_journal_of_another_format_version_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.journal"
+    path.write_bytes(b"fastworker-journal 2\n")
+    with pytest.raises(JournalError, match="unsupported journal format version 2"):
+        Journal(path)
+    assert path.read_bytes() == b"fastworker-journal 2\n"
+
+
+@pytest.mark.parametrize("size", ["0", "-5", "many"])
+def test_compact_refuses_a_result_cache_size_below_one_as_a_usage_error(size: str, tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "tasks.journal"
+    path.write_bytes(MAGIC)
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["journal", "compact", str(path), "--result-cache-size", size])
+    assert usage.value.code == 2
+    assert "--result-cache-size: expected a whole number, 1 or more" in capsys.readouterr().err
+    assert path.read_bytes() == MAGIC  # nothing was dropped

@@ -177,7 +177,8 @@ def make_journal_parser() -> argparse.ArgumentParser:
     """The parser of ``fastworker-controlplane journal inspect|compact PATH`` (offline journal tools)."""
     p = argparse.ArgumentParser(
         prog="fastworker-controlplane journal",
-        description="Look at, or compact, a control plane's journal (--journal) while no control plane runs on it.",
+        description="Look at, compact or salvage a control plane's journal (--journal). inspect and salvage also "
+        "work while a control plane uses it; compact is refused then.",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="inspect|compact|salvage")
     inspect = actions.add_parser(
@@ -198,7 +199,9 @@ def make_journal_parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--result-ttl", type=seconds_argument, default=3600.0, help="drop results finished longer ago (seconds)"
     )
-    compact.add_argument("--result-cache-size", type=int, default=10_000, help="keep at most this many results")
+    compact.add_argument(
+        "--result-cache-size", type=_at_least_one, default=10_000, help="keep at most this many results (1 or more)"
+    )
     salvage = actions.add_parser(
         "salvage",
         help="copy every readable batch of a corrupt journal into a new file (PATH is not changed)",
@@ -208,6 +211,17 @@ def make_journal_parser() -> argparse.ArgumentParser:
     salvage.add_argument("path", metavar="PATH", help="the journal file")
     salvage.add_argument("new_path", metavar="NEW_PATH", help="the new journal (must not exist)")
     return p
+
+
+def _at_least_one(text: str) -> int:
+    """A count of 1 or more from the command line (argparse reports a bad one as a usage error naming it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, got {text!r}")
+    return value
 
 
 def journal_main(argv: Sequence[str]) -> int:
@@ -221,7 +235,7 @@ def journal_main(argv: Sequence[str]) -> int:
             print("\n".join(journal_salvage.salvage(args.path, args.new_path).lines()))
         else:
             before, after = journal.compact(
-                args.path, result_ttl=args.result_ttl, result_cache_size=max(1, args.result_cache_size)
+                args.path, result_ttl=args.result_ttl, result_cache_size=args.result_cache_size
             )
             print(f"compacted {args.path}: {before:,} -> {after:,} bytes")
     except (journal.JournalError, OSError) as exc:

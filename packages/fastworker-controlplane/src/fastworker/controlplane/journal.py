@@ -103,6 +103,7 @@ logger = logging.getLogger(__name__)
 
 #: The first bytes of every journal file (format version 1).
 MAGIC = b"fastworker-journal 1\n"
+_MAGIC_NAME = b"fastworker-journal "
 _HEADER = struct.Struct("<II")  # batch length, crc32 of the batch
 #: Largest batch a reader accepts; anything larger is a corrupt length field.
 MAX_BATCH_BYTES = 1 << 30
@@ -298,6 +299,15 @@ def read_batches(file: BinaryIO, info: ScanInfo, end: int | None = None) -> Iter
     if magic != MAGIC:
         if not magic:
             return
+        if len(magic) < len(MAGIC) and MAGIC.startswith(magic):
+            info.torn_bytes = len(magic)  # a header cut short: nothing was ever written after it
+            return
+        if magic.startswith(_MAGIC_NAME):
+            version = magic[len(_MAGIC_NAME) :].split(b"\n")[0].decode(errors="replace")
+            raise JournalError(
+                f"unsupported journal format version {version} (this control plane reads version 1): "
+                "a journal of a newer FastWorker"
+            )
         raise JournalError(f"not a FastWorker journal (it starts with {magic[:24]!r})")
     offset = len(MAGIC)
     info.valid_end = offset
