@@ -52,6 +52,7 @@ async def test_a_subworker_task_result_ttl_expires_its_results_before_the_global
         async with Client(control_plane.discovery) as client:
             registered = {t["name"]: t for t in await client.tasks()}
             assert registered["ttl.short"]["result_ttl"] == TTL
+            assert registered["ttl.plain"]["queue"] == "default"  # where it waits, not the wire's ""
             short = await client.delay("ttl.short")
             plain = await client.delay("ttl.plain")
             assert await client.result(short, timeout=BOUND) == "short"

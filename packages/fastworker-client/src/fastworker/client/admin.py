@@ -74,6 +74,7 @@ class AdminMethods:
         for definition in reply.registered_tasks_reply.tasks:
             entry = message_to_dict(definition)
             entry["priority"] = Priority.from_wire(definition.priority).value
+            entry["queue"] = definition.queue or DEFAULT_QUEUE  # the queue it waits in (the wire leaves "default" out)
             tasks.append(entry)
         return tasks
 

@@ -960,6 +960,9 @@ def _task_row(entry: dict[str, Any]) -> dict[str, Any]:
         "limits (soft/hard)": limits,
         "async": "yes" if entry.get("is_async") else "",
         "schedule": schedule,
+        "queue": entry.get("queue", ""),
+        "rate": entry.get("rate_limit") or "",
+        "concurrency": entry.get("max_concurrency") or "",
     }
 
 
