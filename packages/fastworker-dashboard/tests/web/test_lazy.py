@@ -71,17 +71,29 @@ def test_a_port_in_use_fails_at_once_not_on_the_first_page() -> None:
             LazyDashboard(lambda: None, "127.0.0.1", taken.getsockname()[1])
 
 
-def test_an_app_that_cannot_be_built_is_logged_and_browsers_are_refused(caplog: pytest.LogCaptureFixture) -> None:
-    def broken() -> Any:
-        raise RuntimeError("no templates here")
+def test_an_app_that_cannot_be_built_is_answered_503_and_tried_again_at_the_next_connection(
+    caplog: pytest.LogCaptureFixture, fake: FakeAdminClient
+) -> None:
+    # Given an app that cannot be built the first time (a broken install, a file being replaced)
+    attempts: list[int] = []
 
-    dashboard = LazyDashboard(broken, "127.0.0.1", 0)
+    def flaky() -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("no templates here")
+        return create_app(control_plane="tcp://127.0.0.1:5550", client=fake)
+
+    dashboard = LazyDashboard(flaky, "127.0.0.1", 0)
     try:
         with caplog.at_level(logging.ERROR, logger="fastworker.dashboard.web.lazy"):
-            with httpx.Client(base_url=dashboard.url, timeout=30) as http, pytest.raises(httpx.TransportError):
-                http.get("/")
-            dashboard._watcher.join(10)
-        assert "could not be started" in caplog.text and "no templates here" in caplog.text
-        assert not dashboard.loaded and not dashboard.alive
+            with httpx.Client(base_url=dashboard.url, timeout=30) as http:
+                # When a browser comes: it is told so, and the failure is logged
+                first = http.get("/")
+                assert first.status_code == 503 and "could not be started (RuntimeError)" in first.text
+                assert "could not be started" in caplog.text and "no templates here" in caplog.text
+                assert dashboard.alive and not dashboard.loaded  # the port stays open
+                # Then the next connection tries again, and is served
+                assert http.get("/").status_code == 200
+        assert dashboard.loaded and len(attempts) == 2
     finally:
         dashboard.stop()

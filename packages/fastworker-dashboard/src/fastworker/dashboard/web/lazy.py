@@ -31,7 +31,7 @@ class LazyDashboard:
 
     ``url`` is where to browse it from this machine, ``bound`` what it listens on; :attr:`loaded`
     tells whether the web stack was loaded yet. If building or starting the app fails, the error is
-    logged and the socket closed, so browsers are refused rather than left waiting.
+    logged, that connection is answered ``503``, and the next connection tries again.
     """
 
     def __init__(self, make_app: Callable[[], Any], host: str, port: int, *, log_level: str = "warning") -> None:
@@ -77,26 +77,35 @@ class LazyDashboard:
     def _wait_then_serve(self) -> None:
         sock = self._sock
         assert sock is not None
-        try:
-            readable, _, _ = select.select([sock.fileno(), self._wake_read], [], [])
-        except (OSError, ValueError):  # the socket closed under us: stopping
-            return
-        if self._wake_read in readable:
-            return
-        try:
-            from fastworker.dashboard.web.server import serve_socket  # the web stack loads here
+        failures = 0
+        while True:
+            try:
+                readable, _, _ = select.select([sock.fileno(), self._wake_read], [], [])
+            except (OSError, ValueError):  # the socket closed under us: stopping
+                return
+            if self._wake_read in readable:
+                return
+            try:
+                from fastworker.dashboard.web.server import serve_socket  # the web stack loads here
 
-            app = self._make_app()
-            with self._lock:
-                if self._stopping:
-                    return
-                self._running = serve_socket(app, sock, log_level=self._log_level)
-                self._sock = None  # the server owns it now
-        except Exception:
-            logger.exception("the web dashboard on %s could not be started: browsers are refused", self.url)
-            self._close()
+                app = self._make_app()
+                with self._lock:
+                    if self._stopping:
+                        return
+                    self._running = serve_socket(app, sock, log_level=self._log_level)
+                    self._sock = None  # the server owns it now
+            except Exception as exc:
+                # Answered, and tried again at the next connection: a closed port (what this did
+                # before) would leave the dashboard gone for the control plane's whole life.
+                if failures == 0:
+                    logger.exception("the web dashboard on %s could not be started: answering 503", self.url)
+                else:
+                    logger.debug("the web dashboard on %s still cannot start: %s", self.url, exc)
+                failures += 1
+                _refuse_one(sock, f"the web dashboard could not be started ({type(exc).__name__}): see the log")
+                continue
+            logger.info("web dashboard loaded on first connection to %s", self.url)
             return
-        logger.info("web dashboard loaded on first connection to %s", self.url)
 
     def _close(self) -> None:
         with self._lock:
@@ -107,3 +116,22 @@ class LazyDashboard:
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
+
+
+def _refuse_one(sock: socket.socket, reason: str) -> None:
+    """Answer the connection waiting on ``sock`` with a plain 503 (bounded: a peer that never reads is dropped)."""
+    try:
+        conn, _ = sock.accept()
+    except OSError:
+        return
+    body = (reason + "\n").encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with conn:
+        conn.settimeout(1.0)
+        try:
+            conn.sendall(head + body)
+        except OSError:
+            pass
