@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fastworker.controlplane.coordinator import RequestRefused
+from fastworker.controlplane.coordinator import UNSERVABLE_AFTER, RequestRefused
 from fastworker.controlplane.queue import SCAN_LIMIT, PriorityQueue
 from fastworker.controlplane.records import PENDING, RUNNING, SUCCESS, TaskRecord
 from fastworker.protocol.v1 import error_pb2, task_pb2
@@ -253,3 +253,30 @@ async def test_the_eager_client_records_each_task_s_queue(harness: Any) -> None:
     ]
 
     assert [(await eager.status(tid)).queue for tid in ids] == ["default", "reports", "urgent"]
+
+
+async def test_a_task_waiting_in_a_served_queue_that_no_server_defines_is_logged_once(
+    dispatch_rig: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker serving "reports" that does not define "job" (another worker does, for "default")
+    rig = dispatch_rig()
+    rig.register("w-jobs", ["job"])
+    rig.register("w-reports", ["report"], queues=("reports",))
+    stuck = rig.submit("job", queue="reports")
+    served = rig.submit("report", queue="reports")
+    coordinator = rig.coordinator
+
+    # When the check runs before and after the task waited its grace
+    coordinator.warn_unservable(rig.clock())
+    assert "wait in queue" not in caplog.text  # not yet: it has only just been queued
+    rig.clock.advance(UNSERVABLE_AFTER + 1)
+    coordinator.warn_unservable(rig.clock())
+    coordinator.warn_unservable(rig.clock())
+
+    # Then it is logged once, naming the task, the queue and who serves it; the servable one is not
+    lines = [r.getMessage() for r in caplog.records if "wait in queue" in r.getMessage()]
+    assert lines == [
+        "tasks 'job' wait in queue 'reports', which w-reports serve(s), but none of them defines 'job': they wait "
+        "until a process that defines it serves that queue (start a worker with its module and --queues reports)"
+    ]
+    assert (stuck.state, served.state) == (PENDING, PENDING)

@@ -69,6 +69,10 @@ DRAIN_POLL = 0.05
 #: How often a slot thread gives up the GIL waiting for the coordinator's lock before it blocks on it
 #: (see :meth:`Coordinator._lock_for_slot`).
 SLOT_LOCK_YIELDS = 50
+#: Seconds a task waits in a served queue that no serving process defines it for before that is logged.
+UNSERVABLE_AFTER = 10.0
+#: Seconds before the same queue and task name are logged again.
+UNSERVABLE_LOG_EVERY = 600.0
 
 
 def final_state(outcome: Outcome, cancelled: bool) -> int:
@@ -163,6 +167,8 @@ class Coordinator:
         #: Waiting tasks: the priority queue, with a flow-control gate in front of each limited name.
         self.queue = GatedQueue()
         self.schedule = Schedule()
+        #: When each (queue, task name) that nobody serving the queue defines was last logged.
+        self._unservable_logged: dict[tuple[str, str], float] = {}
         self.counters = Counters()
         #: Per task name totals and time histograms, for /metrics.
         self.metrics = TaskMetrics()
@@ -455,6 +461,41 @@ class Coordinator:
                     )
                 )
         return levels
+
+    def warn_unservable(self, now: float) -> None:
+        """Log the tasks that wait in a queue some process serves, though none of those defines them.
+
+        Such a task waits for ever, while ``queues`` counts servers for its queue (a worker started
+        with ``--queues reports`` but without the module that defines the task). Checked from the
+        oldest waiting task of each queue and level once it waited UNSERVABLE_AFTER seconds; logged
+        once per queue and name every UNSERVABLE_LOG_EVERY seconds.
+        """
+        workers = list(self.dispatcher.fleet) if self.dispatcher is not None else []
+        local_queues = self.local_queues if self.local.concurrency > 0 else frozenset()
+        for record in self.queue.heads():
+            if now - record.queued_at < UNSERVABLE_AFTER:
+                continue
+            queue, name = record.queue, record.name
+            servers = [w for w in workers if queue in w.queues]
+            local = queue in local_queues
+            if not servers and not local:
+                continue  # nobody serves the queue: `queues` shows that (servers 0)
+            if (local and name in self.registry) or any(name in w.task_names for w in servers):
+                continue
+            key = (queue, name)
+            if now - self._unservable_logged.get(key, float("-inf")) < UNSERVABLE_LOG_EVERY:
+                continue
+            self._unservable_logged[key] = now
+            serving = [w.worker_id for w in servers] + (["this control plane's slots"] if local else [])
+            logger.warning(
+                "tasks %r wait in queue %r, which %s serve(s), but none of them defines %r: they wait until a "
+                "process that defines it serves that queue (start a worker with its module and --queues %s)",
+                name,
+                queue,
+                ", ".join(serving),
+                name,
+                queue,
+            )
 
     def restore(self, recovered: Recovered) -> None:
         """Take in the tasks a journal replay recovered (at start, before serving; nothing is journaled again).

@@ -41,6 +41,8 @@ DEFAULT_MAX_WORKER_TASKS = 1024
 FENCE_SLACK = 0.05
 #: Lateness of the liveness check, in seconds, beyond which this process counts as having stalled.
 STALL_TOLERANCE = 0.5
+#: Seconds between looks for tasks that wait in a served queue no serving process defines them for.
+UNSERVABLE_CHECK_EVERY = 5.0
 
 
 class WorkerIdInUse(Exception):
@@ -99,6 +101,7 @@ class Dispatcher:
         self._closed = False
         self._reap_due = self._loop.time() + heartbeat_interval
         self._reaper = self._loop.call_later(heartbeat_interval, self._reap_silent_workers)
+        self._unservable_check_due = 0.0
         self.lost_total = 0
         coordinator.attach_dispatcher(self)
 
@@ -286,6 +289,9 @@ class Dispatcher:
                 self.lose(worker, f"no heartbeat for {now - worker.heard_at:.1f} s")
         self._reap_due = self._loop.time() + self.heartbeat_interval
         self._reaper = self._loop.call_later(self.heartbeat_interval, self._reap_silent_workers)
+        if self._loop.time() >= self._unservable_check_due:
+            self._unservable_check_due = self._loop.time() + UNSERVABLE_CHECK_EVERY
+            self.coordinator.warn_unservable(self.coordinator.clock())
 
     # ---------------------------------------------------------------------------------------- pulls
 

@@ -299,6 +299,12 @@ class GatedQueue(PriorityQueue):
             depth += gate.waiting.queue_depth(queue, level)
         return depth
 
+    def heads(self) -> Iterator[TaskRecord]:
+        """The oldest waiting record of each level in each named queue, behind each gate too."""
+        yield from super().heads()
+        for gate in self.gates.values():
+            yield from gate.waiting.heads()
+
     def queue_names(self) -> set[str]:
         """The named queues some task waits in, behind a gate or not."""
         names = super().queue_names()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 
 from fastworker.controlplane.records import PENDING, RETRYING, SCHEDULED, TaskRecord
 from fastworker.protocol.queues import DEFAULT_QUEUE
@@ -228,6 +228,15 @@ class PriorityQueue:
                 entries, index = found
                 return entries[index][1]
         return None
+
+    def heads(self) -> Iterator[TaskRecord]:
+        """The oldest waiting record of each level in each named queue (paused levels included)."""
+        for level in LEVELS:
+            for entries in self._levels[level].values():
+                for entry, record in entries:
+                    if record.entry == entry and record.state == PENDING:
+                        yield record
+                        break
 
     def take_where(self, select: Callable[[TaskRecord], bool]) -> list[TaskRecord]:
         """Remove and return the waiting records select() picks, by level then queue order (O(queue))."""
