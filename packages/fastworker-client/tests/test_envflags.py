@@ -213,3 +213,24 @@ def test_the_os_environment_is_read_when_no_mapping_is_given(monkeypatch: pytest
     apply_env_defaults(parser)
 
     assert parser.parse_args(["--worker-id", "w"]).concurrency == 11
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "FASTWORKER_CONCURRENCY",
+            "abc",
+            "FASTWORKER_CONCURRENCY='abc' is not a whole number (the value of --concurrency)",
+        ),
+        ("FASTWORKER_TIMEOUT", "soon", "FASTWORKER_TIMEOUT='soon' is not a number (the value of --timeout)"),
+    ],
+)
+def test_an_env_value_the_flag_cannot_read_names_what_it_should_be(
+    variable: str, value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parse({variable: value})
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "invalid literal" not in err

@@ -103,8 +103,12 @@ def _convert(parser: argparse.ArgumentParser, action: argparse.Action, name: str
     if action.type is not None:
         try:
             value = action.type(raw)  # type: ignore[operator]
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        except argparse.ArgumentTypeError as exc:
             parser.error(f"{name}={raw!r}: {exc}")
+        except (TypeError, ValueError):
+            # int("abc")'s own words ("invalid literal for int() with base 10") say nothing to an operator.
+            kind = {int: "a whole number", float: "a number"}.get(action.type, "a valid value")  # type: ignore[call-overload]
+            parser.error(f"{name}={raw!r} is not {kind} (the value of {'/'.join(action.option_strings)})")
     if action.choices is not None and value not in action.choices:
         choices = ", ".join(repr(c) for c in action.choices)
         parser.error(f"{name}={raw!r}: invalid choice (choose from {choices})")
