@@ -376,3 +376,14 @@ def test_a_workflow_delayed_from_sync_code_is_refused_at_once_naming_the_sync_wa
     for workflow in (s("a"), chain(s("a"), s("b")), group([s("a")]), chord(group([s("a")]), s("b"))):
         with pytest.raises(CallContextError, match=r"nothing was submitted.*delay_workflow"):
             workflow.delay()
+
+
+def test_the_pipe_operator_builds_workflows_as_celery_does() -> None:
+    a, b, c = signature("add", (1, 2)), signature("add", (10,)), signature("tsum")
+    assert a | b == chain(a, b)
+    assert a | b | c == chain(a, b, c)  # one flat chain, not a chain in a chain
+    assert chain(a, b) | chain(c, a) == chain(a, b, c, a)
+    assert group([a, b]) | c == chord(group([a, b]), c)  # a group then a step: a chord
+    assert chord(group([a]), c) | b == chain(chord(group([a]), c), b)
+    with pytest.raises(TypeError, match="followed by a signature"):
+        a | 3  # type: ignore[operator]

@@ -85,6 +85,10 @@ class Signature(Generic[R]):
         """
         return _submit_awaited(self)
 
+    def __or__(self, then: Workflow) -> Chain:
+        """``a.s() | b.s()``: a chain (Celery's spelling)."""
+        return _chained(self, then)
+
 
 @dataclass(frozen=True, slots=True)
 class Chain:
@@ -95,6 +99,10 @@ class Chain:
     def delay(self) -> Coroutine[object, object, WorkflowHandle]:
         """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
         return _submit_awaited(self)
+
+    def __or__(self, then: Workflow) -> Chain:
+        """``chain(...) | c.s()``: the chain with one more step."""
+        return _chained(self, then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,10 @@ class Group:
         """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
         return _submit_awaited(self)
 
+    def __or__(self, then: Workflow) -> Chord:
+        """``group(...) | total.s()``: a chord, as in Celery."""
+        return chord(self, _checked_next(then))
+
 
 @dataclass(frozen=True, slots=True)
 class Chord:
@@ -121,6 +133,10 @@ class Chord:
     def delay(self) -> Coroutine[object, object, WorkflowHandle]:
         """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
         return _submit_awaited(self)
+
+    def __or__(self, then: Workflow) -> Chain:
+        """``chord(...) | c.s()``: a chain, the chord's result given to the next step."""
+        return _chained(self, then)
 
 
 #: Anything a workflow is made of.
@@ -162,6 +178,22 @@ def chord(header: Group | Iterable[Workflow], body: Workflow) -> Chord:
     members = header if isinstance(header, Group) else group(header)
     _check_parts((body,), "chord")
     return Chord(members, body)
+
+
+def _checked_next(then: object) -> Workflow:
+    if not isinstance(then, Signature | Chain | Group | Chord):
+        raise TypeError(
+            f"a workflow is followed by a signature (task.s(...)) or a workflow, not {type(then).__qualname__}"
+        )
+    return then
+
+
+def _chained(first: Workflow, then: object) -> Chain:
+    """``first | then`` for all but a group (Celery's operator): one chain, chains flattened into it."""
+    following = _checked_next(then)
+    steps = first.steps if isinstance(first, Chain) else (first,)
+    more = following.steps if isinstance(following, Chain) else (following,)
+    return chain(*steps, *more)
 
 
 def _check_parts(parts: Iterable[object], what: str) -> None:
