@@ -182,6 +182,8 @@ async def test_a_restored_coordinator_runs_the_queue_again_and_answers_for_finis
         assert done.attempts == 1
     assert second.find(queued[0].task_id).state == CANCELLED
     assert decode_value(second.find(soon.task_id).result) == 101
+    # its counters add up: the 20 it took over count as submitted, as their 20 ends count as succeeded
+    assert (second.counters.submitted, second.counters.succeeded) == (20, 20)
     # and a resubmission of a known id is a duplicate, not a second run
     _, duplicate = second.submit(spec("add", 5, 1, task_id=queued[5].task_id))
     assert duplicate

@@ -513,6 +513,7 @@ class Coordinator:
                 continue
             self.active[record.task_id] = record
             self.active_by_name[record.name] += 1
+            self.counters.submitted += 1  # this process's tasks now: counted as the ones it finishes are
             self._rehold_unique_key(record, record.queued_at)
             if record.state == PENDING:
                 queued.append(record)
