@@ -497,3 +497,19 @@ def test_allow_overlap_is_carried_into_the_definition() -> None:
         assert isinstance(default_registry, TaskRegistry)
     finally:
         default_registry.unregister("test_task.overlapping_tick")
+
+
+def test_a_cron_schedule_takes_a_time_zone_checked_at_import() -> None:
+    registry = TaskRegistry()
+
+    def nightly() -> None: ...
+
+    registered = registry.register(
+        SyncTaskFunction(nightly, "nightly", TaskOptions(cron="0 3 * * *", timezone="Europe/Paris"))
+    )
+    assert registered.to_definition().timezone == "Europe/Paris"
+    assert SyncTaskFunction(nightly, "n2", TaskOptions(cron="0 3 * * *")).to_definition().timezone == ""
+    with pytest.raises(ValueError, match="unknown timezone 'Europe/Pariss'"):
+        TaskOptions(cron="0 3 * * *", timezone="Europe/Pariss")
+    with pytest.raises(ValueError, match="timezone applies to a cron schedule"):
+        TaskOptions(every=60, timezone="Europe/Paris")

@@ -172,6 +172,35 @@ def test_cron_first_slot_is_the_next_matching_minute() -> None:
     assert scheduler.next_due() == utc(2024, 3, 2, 1, 0)  # strictly after the start
 
 
+def test_cron_in_a_time_zone_follows_its_daylight_saving_time() -> None:
+    # "0 3 * * *" in Paris: 01:00 UTC in summer (CEST), 02:00 UTC in winter (CET); the spring change
+    # (2026-03-29) moves it from one to the other, and the run is neither skipped nor doubled.
+    spec = PeriodicSpec("nightly", every=None, cron="0 3 * * *", timezone="Europe/Paris")
+    clock = FakeClock(utc(2026, 3, 27, 12, 0))
+    scheduler, _, submit, _ = make(spec, clock=clock)
+    for _ in range(3):  # the 28th, the 29th (the change), the 30th
+        clock.now = scheduler.next_due() or 0.0
+        scheduler.fire_due()
+    assert submit.slots == [utc(2026, 3, 28, 2, 0), utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 1, 0)]
+    summer = make(spec, clock=FakeClock(utc(2026, 7, 1, 12, 0)))[0]
+    assert summer.next_due() == utc(2026, 7, 2, 1, 0)
+    assert make(cron("nightly", "0 3 * * *"), clock=FakeClock(utc(2026, 7, 1, 12, 0)))[0].next_due() == utc(
+        2026, 7, 2, 3, 0
+    )  # without a time zone: UTC
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
+        ({"every": 60.0, "timezone": "Europe/Paris"}, "timezone applies to a cron schedule"),
+    ],
+)
+def test_a_bad_time_zone_is_refused_naming_the_task(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=f"periodic task 'nightly': .*{message}"):
+        PeriodicSpec("nightly", every=fields.get("every"), cron=fields.get("cron"), timezone=fields["timezone"])  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------------------ overlap
 
 

@@ -99,6 +99,7 @@ class TaskOptionArgs(TypedDict, total=False):
     max_concurrency: int | None
     queue: str | None
     result_ttl: float | None
+    timezone: str | None
 
 
 #: The keyword options ``@task`` accepts.
@@ -107,6 +108,22 @@ TASK_OPTION_NAMES: frozenset[str] = frozenset(TaskOptionArgs.__annotations__)
 
 #: The one-word cron schedules accepted besides 5 fields.
 CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+
+
+def check_timezone(name: object) -> str:
+    """An IANA time zone name this machine knows (``ValueError`` naming it otherwise); returns it."""
+    if not isinstance(name, str):
+        raise TypeError(f"timezone must be an IANA time zone name, not {type(name).__qualname__}")
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {name!r}: give an IANA name such as 'Europe/Paris' "
+            "(pip install tzdata where the system has no time zone database)"
+        ) from None
+    return name
 
 
 def cron_shape_problem(expr: str) -> str | None:
@@ -142,6 +159,8 @@ class TaskOptions:
         max_concurrency: Most tasks of this name running at once across the fleet (None: no limit).
         queue: The named queue its submissions wait in unless they name another (None: ``"default"``).
         result_ttl: Seconds its final results are kept (None: the control plane's ``--result-ttl``).
+        timezone: The IANA time zone its ``cron`` is read in (``"Europe/Paris"``; None: UTC), daylight
+            saving time included.
 
     Raises:
         ValueError: A value is out of range, or both ``every`` and ``cron`` are set.
@@ -164,6 +183,7 @@ class TaskOptions:
     max_concurrency: int | None = None
     queue: str | None = None
     result_ttl: float | None = None
+    timezone: str | None = None
 
     @classmethod
     def from_args(cls, options: TaskOptionArgs) -> TaskOptions:
@@ -213,6 +233,10 @@ class TaskOptions:
                 raise ValueError(problem)  # the control plane checks the fields' values (croniter)
             if self.every is not None:
                 raise ValueError("every and cron are mutually exclusive: give one schedule, not both")
+        if self.timezone is not None:
+            if self.cron is None:
+                raise ValueError("timezone applies to a cron schedule: give cron too (every counts seconds)")
+            check_timezone(self.timezone)
         if not isinstance(self.unique, bool):
             raise TypeError(f"unique must be a bool, not {type(self.unique).__qualname__}")
         if self.unique_ttl is not None:
@@ -441,6 +465,7 @@ class TaskFunction(Generic[P, R]):
             max_concurrency=options.max_concurrency or 0,
             queue=options.queue or "",
             result_ttl=options.result_ttl or 0.0,
+            timezone=options.timezone or "",
         )
 
     def __repr__(self) -> str:
@@ -723,6 +748,8 @@ def task(fn: object = None, /, **options: Unpack[TaskOptionArgs]) -> TaskFunctio
         queue: The named queue its submissions wait in unless they name another (default ``"default"``);
             only workers serving it (``--queues``) run them.
         result_ttl: Seconds its final results are kept (default: the control plane's ``--result-ttl``).
+        timezone: The IANA time zone ``cron`` is read in (default UTC), e.g. ``"Europe/Paris"``: "0 3 * * *"
+            is then 03:00 there, summer and winter.
 
     Returns:
         A :class:`TaskFunction` (bare form), or a decorator that makes one.

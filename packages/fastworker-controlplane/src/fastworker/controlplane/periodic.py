@@ -21,14 +21,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 # No py.typed in croniter itself: types-croniter supplies the stubs where installed; the ignore
 # (also marked unused-ignore) keeps mypy --strict clean both with and without them.
 from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
 
-from fastworker.client.task import cron_shape_problem
+from fastworker.client.task import check_timezone, cron_shape_problem
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 __all__ = [
@@ -79,12 +81,12 @@ MIN_EVERY = 0.001
 RETRY_AFTER_ERROR = 1.0
 
 
-def schedule_problem(name: str, every: float, cron: str) -> str | None:
+def schedule_problem(name: str, every: float, cron: str, timezone: str = "") -> str | None:
     """Why a task definition's schedule (``every`` > 0 or ``cron`` set) is unusable, or None if it is fine."""
     if not every and not cron:
         return None
     try:
-        PeriodicSpec(name, every or None, cron or None)
+        PeriodicSpec(name, every or None, cron or None, timezone=timezone or None)
     except (ValueError, TypeError) as exc:
         return str(exc)
     return None
@@ -100,7 +102,11 @@ def schedule_of(definition: TaskDefinition) -> PeriodicSpec | None:
     if not definition.every and not definition.cron:
         return None
     return PeriodicSpec(
-        definition.name, definition.every or None, definition.cron or None, allow_overlap=definition.allow_overlap
+        definition.name,
+        definition.every or None,
+        definition.cron or None,
+        allow_overlap=definition.allow_overlap,
+        timezone=definition.timezone or None,
     )
 
 
@@ -112,9 +118,11 @@ class PeriodicSpec:
         name: The registered task name.
         every: Run every this many seconds, or None.
         cron: Run on this 5-field cron expression (minute hour day-of-month month day-of-week,
-            evaluated in UTC; cron's ``@hourly``-style shorthands are accepted too), or None.
+            evaluated in ``timezone``; cron's ``@hourly``-style shorthands are accepted too), or None.
         allow_overlap: Fire a slot even while an earlier run of the task is still pending or
             running; by default such a slot is skipped.
+        timezone: The IANA time zone the cron expression is read in (None: UTC), daylight saving
+            time included: "0 3 * * *" in "Europe/Paris" is 01:00 UTC in summer, 02:00 in winter.
 
     Raises:
         ValueError: Both or neither of ``every`` and ``cron`` are set, ``every`` is not more than
@@ -126,6 +134,7 @@ class PeriodicSpec:
     every: float | None
     cron: str | None
     allow_overlap: bool = False
+    timezone: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -148,11 +157,18 @@ class PeriodicSpec:
                     f"{where}: every must be a finite number of seconds, at least {MIN_EVERY:g}, got {every!r}"
                 )
             object.__setattr__(self, "every", float(every))
+        if self.timezone is not None:
+            if self.cron is None:
+                raise ValueError(f"{where}: timezone applies to a cron schedule, not to every")
+            try:
+                check_timezone(self.timezone)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{where}: {exc}") from None
         if self.cron is not None:
-            _check_cron(where, self.cron)
+            _check_cron(where, self.cron, self.timezone)
 
 
-def _check_cron(where: str, expr: object) -> None:
+def _check_cron(where: str, expr: object, tz: str | None = None) -> None:
     """Raise unless expr is a 5-field cron expression that croniter accepts and that ever matches."""
     if not isinstance(expr, str):
         raise TypeError(f"{where}: cron must be a str, not {type(expr).__qualname__}")
@@ -160,25 +176,30 @@ def _check_cron(where: str, expr: object) -> None:
     if problem is not None:
         raise ValueError(f"{where}: {problem}")
     try:
-        following = _cron_after(expr, 0.0)
+        following = _cron_after(expr, 0.0, tz)
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:  # croniter's errors are ValueErrors
         raise ValueError(f"{where}: invalid cron expression {expr!r}: {exc}") from None
     if following is None:
         raise ValueError(f"{where}: cron expression {expr!r} never matches a date")
 
 
-def _cron_after(expr: str, t: float) -> float | None:
-    """The first slot of expr strictly after POSIX time t (UTC), or None when there is none."""
+def _cron(expr: str, t: float, tz: str | None) -> croniter:
+    """A croniter over expr from POSIX time t: in UTC, or read in the time zone ``tz``."""
+    return croniter(expr, t if tz is None else datetime.fromtimestamp(t, ZoneInfo(tz)))
+
+
+def _cron_after(expr: str, t: float, tz: str | None = None) -> float | None:
+    """The first slot of expr strictly after POSIX time t, or None when there is none."""
     try:
-        return float(croniter(expr, t).get_next(float))
+        return float(_cron(expr, t, tz).get_next(float))
     except CroniterBadDateError:  # no match within croniter's horizon
         return None
 
 
-def _cron_before(expr: str, t: float, count: int) -> list[float]:
-    """Up to count slots of expr at or before POSIX time t (UTC), latest first."""
+def _cron_before(expr: str, t: float, count: int, tz: str | None = None) -> list[float]:
+    """Up to count slots of expr at or before POSIX time t, latest first."""
     # 5-field slots fall on whole minutes, so "at or before t" is "strictly before floor(t) + 1".
-    it = croniter(expr, float(math.floor(t) + 1))
+    it = _cron(expr, float(math.floor(t) + 1), tz)
     return [float(it.get_prev(float)) for _ in range(count)]
 
 
@@ -238,18 +259,19 @@ class _EverySlots:
 
 
 class _CronSlots:
-    """The matching minutes of a cron expression, in UTC."""
+    """The matching minutes of a cron expression, in UTC or in the schedule's time zone."""
 
-    def __init__(self, expr: str, after: float) -> None:
+    def __init__(self, expr: str, after: float, tz: str | None = None) -> None:
         self.expr = expr
-        self.next_due: float | None = _cron_after(expr, after)
+        self.tz = tz
+        self.next_due: float | None = _cron_after(expr, after, tz)
 
     def take_due(self, now: float, keep: int) -> tuple[int, list[float]]:
         first = self.next_due
         assert first is not None and first <= now, "take_due called with nothing due"
         kept: deque[float] = deque([first], maxlen=keep)
         count = 1
-        it = croniter(self.expr, first)
+        it = _cron(self.expr, first, self.tz)
         while True:
             try:
                 slot = float(it.get_next(float))
@@ -262,8 +284,8 @@ class _CronSlots:
             count += 1
             kept.append(slot)
             if count >= CRON_SCAN_LIMIT:  # a long gap: stop counting and jump to the present
-                self.next_due = _cron_after(self.expr, now)
-                return count, sorted(_cron_before(self.expr, now, keep))
+                self.next_due = _cron_after(self.expr, now, self.tz)
+                return count, sorted(_cron_before(self.expr, now, keep, self.tz))
         return count, list(kept)
 
 
@@ -396,7 +418,7 @@ class PeriodicScheduler:
         if spec.every is not None:
             return _EverySlots(spec.every, start)
         assert spec.cron is not None  # PeriodicSpec guarantees exactly one schedule
-        return _CronSlots(spec.cron, start)
+        return _CronSlots(spec.cron, start, spec.timezone)
 
     def follow_fleet(self, workers: Iterable[Definer]) -> None:
         """Apply the connected subworkers' schedules by the one rule (see the module docstring).
@@ -661,6 +683,8 @@ class PeriodicScheduler:
 def _describe(spec: PeriodicSpec) -> str:
     """A spec's schedule as log messages show it."""
     schedule = f"every {spec.every:g} s" if spec.every is not None else f"cron {spec.cron!r}"
+    if spec.timezone:
+        schedule += f" in {spec.timezone}"
     return f"{schedule}{', overlapping' if spec.allow_overlap else ''}"
 
 

@@ -31,7 +31,7 @@ def _definitions_problem(body: worker_pb2.RegisterRequest) -> str | None:
         name = definition.name
         if not name or len(name) > 200 or name != name.strip():
             return f"task name {name[:50]!r} must be 1 to 200 characters without surrounding whitespace"
-        problem = schedule_problem(name, definition.every, definition.cron)
+        problem = schedule_problem(name, definition.every, definition.cron, definition.timezone)
         if problem is not None:
             return problem
         if definition.queue:

@@ -559,6 +559,7 @@ class TaskDefinition(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     RESULT_TTL_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The registered name."""
     priority: Global___Priority.ValueType
@@ -593,6 +594,8 @@ class TaskDefinition(_message.Message):
     """Default named queue; empty means "default"."""
     result_ttl: _builtins.float
     """How long its final result is kept, in seconds; 0: the control plane's --result-ttl."""
+    timezone: _builtins.str
+    """The IANA time zone its cron expression is read in (e.g. "Europe/Paris"); empty means UTC."""
     @_builtins.property
     def retry_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Exception type names that trigger a retry; empty means any exception."""
@@ -618,10 +621,11 @@ class TaskDefinition(_message.Message):
         max_concurrency: _builtins.int = ...,
         queue: _builtins.str = ...,
         result_ttl: _builtins.float = ...,
+        timezone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "max_concurrency", b"max_concurrency", "name", b"name", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result_ttl", b"result_ttl", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_overlap", b"allow_overlap", "cron", b"cron", "every", b"every", "is_async", b"is_async", "max_concurrency", b"max_concurrency", "name", b"name", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result_ttl", b"result_ttl", "retries", b"retries", "retry_backoff", b"retry_backoff", "retry_backoff_max", b"retry_backoff_max", "retry_on", b"retry_on", "soft_timeout", b"soft_timeout", "timeout", b"timeout", "timezone", b"timezone", "unique", b"unique", "unique_ttl", b"unique_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
