@@ -107,6 +107,8 @@ OFFERS: dict[str, list[tuple[str, set[str], str]]] = {
                 "--secret-file",
                 "--secret-fallbacks-file",
                 "--refresh",
+                "--log-level",
+                "--log-format",
             },
             "==",
         ),
