@@ -652,10 +652,11 @@ class Worker:
         """
         link = self._link
         assert link is not None
-        skipped = 0
+        skipped = QUIET_BEATS - 1  # the first check sends one: the control plane learns the figures (RSS) at once
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             if not self._registered.is_set():
+                skipped = QUIET_BEATS - 1  # and again once registered anew
                 continue
             # Skipped only while a work request is out (the control plane answers it at once with any
             # stop or drain order) and if, checked again one interval from now, this worker would still
