@@ -480,3 +480,38 @@ def test_a_worker_whose_control_plane_shut_down_exits_promptly_on_sigterm(start_
     assert exit_code == 0
     assert took < 4.0, f"the worker took {took:.1f} s to exit:\n{worker.log()}"
     assert "within 5 s" not in worker.log()
+
+
+async def test_a_worker_paused_past_its_fence_but_short_of_the_timeout_leaves_no_task_stuck(
+    start_cp_for_workers, start_worker, make_client
+):
+    # Given three prefetching workers under a stream of short tasks, one of them paused (SIGSTOP)
+    # longer than its fence (2.1 s with a 3 s heartbeat timeout) but not long enough to be dropped
+    control_plane = start_cp_for_workers("--heartbeat-timeout", "3")
+    paused, *_ = await start_workers(start_worker, control_plane, "p1", "p2", "p3", concurrency=2)
+    client = make_client(control_plane)
+
+    async def stream() -> list[str]:
+        ids: list[str] = []
+        for _ in range(15):
+            ids += await client.delay_many([("fwtests_worker.whoami", ())] * 40)
+            await asyncio.sleep(0.1)
+        return ids
+
+    submitting = asyncio.ensure_future(stream())
+    await asyncio.sleep(0.5)
+    os.kill(paused.pid, signal.SIGSTOP)
+    await asyncio.sleep(2.6)
+    os.kill(paused.pid, signal.SIGCONT)
+    ids = await submitting
+
+    # Then every task ends (the tasks that reached it after its fence were handed back, not held for
+    # ever: before, two stayed RUNNING and kept its slots, so it never got work again)
+    infos = await client.wait_many(ids, timeout=60)
+    assert Counter(info.state for info in infos) == {TaskState.SUCCESS: len(ids)}
+    async with asyncio.timeout(10):
+        while True:
+            listed = {w["worker_id"]: w for w in await client.workers()}
+            if listed["p1"]["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.1)

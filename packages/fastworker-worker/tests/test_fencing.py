@@ -115,19 +115,25 @@ async def test_a_claim_the_control_plane_refuses_drops_the_task_it_took_back(wor
     hold(worker, "t1", granted=False)
     hold(worker, "t2", granted=False)
 
+    worker._slot_free.clear()  # the pull loop waits: its backlog filled its room
     worker._take_grants(["t1", "t2"], ["t2"])
 
     assert "t1" not in worker._backlog and worker._granted == {"t2"}
+    # Room again: the pull loop asks at once, and its request lists what this worker still holds
+    # (a review found a worker paused past its fence waiting for ever, its leases stuck RUNNING)
+    assert worker._slot_free.is_set()
 
 
 async def test_a_task_dispatched_into_a_free_slot_after_the_fence_is_not_started(worker: Any) -> None:
     worker._link = SilentLink(time.monotonic() - HEARTBEAT_TIMEOUT)
     spec = task_pb2.TaskSpec(task_id="late", name="job", attempt=1, arguments=encode_arguments(("late",), {}))
 
+    worker._slot_free.clear()
     worker._start(spec, "instance")
     await asyncio.sleep(0.05)
 
     assert worker.ran == [] and not worker._running and "late" not in worker._backlog
+    assert worker._slot_free.is_set()  # the next work request goes out: it lets the control plane re-queue it
 
 
 async def test_a_task_the_control_plane_counts_as_prefetched_waits_for_a_grant_even_with_a_free_slot(

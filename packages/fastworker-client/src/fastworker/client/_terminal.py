@@ -14,3 +14,12 @@ def visible(text: str) -> str:
     escapes them as JSON does).
     """
     return text.translate(_CONTROL_ESCAPES)
+
+
+#: The same, with newlines escaped too: text that must stay on one line (a log record's message).
+_LINE_ESCAPES = {**_CONTROL_ESCAPES, 0x0A: "\\n"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters, newlines included, escaped: it cannot start a line of its own."""
+    return text.translate(_LINE_ESCAPES)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from fastworker.client._terminal import one_line, visible
 from fastworker.client.context import bound_task
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -130,7 +131,26 @@ def _add_fields(record: logging.LogRecord) -> bool:
 
 
 class TextFormatter(logging.Formatter):
-    """The plain line, with ``[task_id=... attempt=...]`` appended when a record has task fields."""
+    """The plain line, with ``[task_id=... attempt=...]`` appended when a record has task fields.
+
+    A message is one line whatever it holds (a task's error text is user input: a newline in it
+    would forge a record of its own, an escape sequence would reach the terminal of whoever tails
+    the log): control characters and newlines are escaped. A traceback follows on indented lines,
+    so none of them can pass for a record either.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message part, on one line."""
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback, each line indented and its control characters escaped."""
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        """The stack, as a traceback."""
+        return _indented(super().formatStack(stack_info))
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line (a traceback follows on the next lines, as usual)."""
@@ -140,6 +160,10 @@ class TextFormatter(logging.Formatter):
             return line
         first, newline, rest = line.partition("\n")
         return f"{first} [{' '.join(fields)}]{newline}{rest}"
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + visible(line) for line in text.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):

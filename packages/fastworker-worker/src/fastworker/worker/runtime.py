@@ -441,6 +441,7 @@ class Worker:
         """Forget prefetched tasks that never started (the control plane re-queues them)."""
         if self._backlog:
             logger.info("dropping %d prefetched tasks that never started", len(self._backlog))
+            self._slot_free.set()
         self._backlog.clear()
         self._granted.clear()
 
@@ -616,6 +617,9 @@ class Worker:
             else:
                 del self._backlog[task_id]
                 logger.info("prefetched task %s was taken back by the control plane: dropped", task_id)
+                # Room for more: the pull loop, waiting for a slot while its backlog was full, asks again
+                # (and its request tells the control plane what this worker still holds).
+                self._slot_free.set()
 
     def _prefetch(self) -> int:
         """Tasks to take beyond the slots now: the setting while tasks are short, else none."""
@@ -739,8 +743,10 @@ class Worker:
             return
         if self._fenced():
             # The answer came too late: the control plane may take this task back before it could
-            # hear from us again. Not held: the next work request lets it re-queue the task.
+            # hear from us again. Not held: the next work request lets it re-queue the task, so
+            # that request must go out (the pull loop may be waiting for a slot to free).
             logger.warning("task %s arrived after this worker's fence: not started", spec.task_id)
+            self._slot_free.set()
             return
         self._run(spec, instance)
 

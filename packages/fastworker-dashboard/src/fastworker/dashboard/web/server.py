@@ -94,6 +94,10 @@ def serve_socket(app: FastAPI, sock: socket.socket, *, log_level: str = "warning
         ws="none",
         timeout_graceful_shutdown=3,
         server_header=False,
+        # The client's address is the connection's: uvicorn would otherwise take X-Forwarded-For
+        # from any loopback peer, and a local caller (or a proxy passing the header through) would
+        # pick the address the password throttle counts and the log names.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
