@@ -168,9 +168,11 @@ def test_cancel_of_a_waiting_task_and_drain_of_a_worker_exit_zero(start_cp_for_w
     drain = fastworker(control_plane, "drain", "cli-drain", "--timeout", "0.5")
     assert drain.returncode == 0 and "cli-drain is draining" in drain.stdout
     assert worker.process.wait(timeout=15) == 0
-    # the running task was handed back to the queue when the drain timeout passed
+    # the running task, stopped when the drain timeout passed, ran there: without retries it fails
+    # (a task id is never run twice), naming the drain
     status = json.loads(fastworker(control_plane, "--json", "status", waiting["id"]).stdout)
-    assert status["state"] == "PENDING" and status["worker"] is None
+    assert (status["state"], status["attempts"], status["error"]["type"]) == ("FAILURE", 1, "WorkerLost")
+    assert "drained and left (its drain timeout passed)" in status["error"]["message"]
 
 
 def test_limits_and_limit_show_and_change_a_task_s_limits(shared_cp: RunningControlPlane) -> None:

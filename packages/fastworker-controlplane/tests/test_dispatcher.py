@@ -683,6 +683,7 @@ async def test_deregister_requeues_the_returned_tasks_without_counting_the_attem
         assert record.attempts == 0
         assert record.worker == ""
         assert record.started_at == 0.0
+    assert rig.coordinator.counters.retried == 0  # none of them ran: none was retried
     assert rig.coordinator.remote_task_names == {"job"}  # w2 still runs it
 
     # No retries were used up: with none registered, the next worker still gets them, as attempt 1
@@ -711,6 +712,7 @@ async def test_deregister_treats_tasks_not_handed_back_like_a_loss(harness: Any,
     assert (returned.state, returned.attempts) == (PENDING, 0)
     # Still running when the worker left: re-queued with the attempt counted, like after a loss...
     assert (kept_retry.state, kept_retry.attempts, kept_retry.worker) == (PENDING, 1, "")
+    assert rig.coordinator.counters.retried == 1  # that one, and not the returned one
     # ...or failed with WorkerLost when no retry is left
     failed = await harness.final(rig.coordinator, kept_doomed.task_id)
     assert failed.error is not None and failed.error.type == WORKER_LOST

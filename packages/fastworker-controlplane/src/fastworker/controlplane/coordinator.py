@@ -570,8 +570,12 @@ class Coordinator:
             if self.queue.startable():
                 self._work_ready.notify_all()
 
-    def requeue_front(self, record: TaskRecord) -> None:
-        """Put a task taken back from a worker at the front of its level, to run again next."""
+    def requeue_front(self, record: TaskRecord, *, ran: bool) -> None:
+        """Put a task taken back from a worker at the front of its level, to run again next.
+
+        ``ran``: an attempt of it ran (or may have), so this is a retry and counted as one; a task
+        that never started there (prefetched, handed back, never received) just goes back.
+        """
         with self.lock:
             record.state = PENDING
             record.held = False
@@ -583,8 +587,9 @@ class Coordinator:
                 self.journal.waiting(record)
             self.queue.push_front(record)
             self._work_ready.notify()
-        self.counters.retried += 1
-        self.metrics.retried(record.name)
+        if ran:
+            self.counters.retried += 1
+            self.metrics.retried(record.name)
         self.events.publish_task(record)
         if self.dispatcher is not None:
             self.dispatcher.schedule()

@@ -210,7 +210,13 @@ class Dispatcher:
             self.schedule()
 
     def deregister(self, worker: WorkerRecord, returned: list[str]) -> None:
-        """A draining worker leaves: tasks it hands back are re-queued without counting an attempt."""
+        """A draining worker leaves: tasks it hands back (it started none of them) go back to the queue.
+
+        Its other tasks ran there and were stopped when its drain timeout passed: as for a lost
+        worker, they run again only if they have retries left (that run counted as an attempt),
+        else they fail with ``WorkerLost``; a task id is never run twice otherwise. (A worker of
+        0.1.0 hands those back too: they go back without counting, as they did.)
+        """
         with self.coordinator.lock:
             self.fleet.remove(worker.worker_id)
             leases = dict(worker.leases)
@@ -221,9 +227,9 @@ class Dispatcher:
             if record is not None and record.state == RUNNING and record.worker == worker.worker_id:
                 record.attempts -= 1
                 record.started_at = 0.0
-                self.coordinator.requeue_front(record)
-        for record in reversed(leases.values()):  # still running when it left: same as a loss
-            self._take_back(record, worker, "left")
+                self.coordinator.requeue_front(record, ran=False)
+        for record in reversed(leases.values()):  # ran there, stopped at its drain timeout: as a loss
+            self._take_back(record, worker, "drained and left (its drain timeout passed)")
         logger.info("worker %s deregistered (%d tasks handed back)", worker.worker_id, len(returned))
         self.coordinator.events.publish(
             events_pb2.EVENT_KIND_WORKER_OFFLINE, worker_id=worker.worker_id, detail="drained"
@@ -244,11 +250,11 @@ class Dispatcher:
             return False  # already finished or moved on
         if record.held:
             record.attempts -= 1
-            self.coordinator.requeue_front(record)
+            self.coordinator.requeue_front(record, ran=False)
             return True
         if record.attempts < 1 + self.coordinator.policy_for(record).retries:
             record.started_at = 0.0
-            self.coordinator.requeue_front(record)
+            self.coordinator.requeue_front(record, ran=True)
             return True
         self.coordinator.end(
             record, FAILURE, WORKER_LOST, f"worker {worker.worker_id} {what_happened} while running the task"
@@ -383,7 +389,7 @@ class Dispatcher:
             if record.state == RUNNING and record.worker == worker.worker_id:
                 record.attempts -= 1
                 record.started_at = 0.0
-                self.coordinator.requeue_front(record)
+                self.coordinator.requeue_front(record, ran=False)
         logger.info(
             "worker %s never received %d dispatched tasks (an answer it no longer read); re-queued",
             worker.worker_id,

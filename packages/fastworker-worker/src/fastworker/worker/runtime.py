@@ -1032,16 +1032,17 @@ class Worker:
             logger.warning("could not report %d results before leaving", len(self._results))
         if farewell is not None:
             try:
-                await link.deregister(
-                    self.settings.worker_id, [*waiting, *(r.spec.task_id for r in unfinished)], timeout=farewell
-                )
+                # Only what never started here goes back as if it had not come: a task stopped at the
+                # drain timeout ran, and the control plane re-runs it only if it has retries left.
+                await link.deregister(self.settings.worker_id, waiting, timeout=farewell)
             except FastworkerError as exc:
                 logger.warning("could not deregister: %s", exc)
         logger.info(
-            "worker %s drained: %d finished, %d handed back",
+            "worker %s drained: %d finished, %d handed back unstarted, %d stopped at the drain timeout",
             self.settings.worker_id,
             self.processed,
-            len(unfinished) + len(waiting),
+            len(waiting),
+            len(unfinished),
         )
 
     def _health_problem(self) -> str | None:
