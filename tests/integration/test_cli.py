@@ -328,3 +328,30 @@ def test_a_wait_ends_with_exit_three_when_the_control_plane_goes_away(start_cp: 
             waiting.wait()
     assert waiting.returncode == 3, out
     assert "control plane" in json.loads(out)["error"]
+
+
+def _reader_leaves_early(cp: RunningControlPlane, *args: str) -> tuple[int, str]:
+    """Run a command whose reader takes one line and leaves (``| head -1``): its exit code and stderr."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "fastworker.client", "--control-plane", cp.discovery, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "240"},
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()
+        code = process.wait(timeout=30)
+        return code, process.stderr.read()
+
+
+def test_a_reader_that_leaves_early_changes_no_exit_code(shared_cp: RunningControlPlane) -> None:
+    # `fastworker inspect ID | head -1` exited 1, "the task failed" to a script with pipefail
+    with SyncClient(shared_cp.discovery) as client:
+        ok = client.delay("fwtests.add", 1, 2)
+        failed = client.delay("fwtests.fail", "boom\n" * 2000)  # a long traceback: several writes
+        client.wait_many([ok, failed], timeout=10)
+    assert _reader_leaves_early(shared_cp, "inspect", ok) == (0, "")
+    assert _reader_leaves_early(shared_cp, "status", failed) == (0, "")
+    assert _reader_leaves_early(shared_cp, "result", failed) == (1, "")  # the task failed: that, and only that

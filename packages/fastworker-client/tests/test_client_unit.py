@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import socket
 import time
+from typing import Any
 
 import pynng
 import pytest
@@ -27,6 +28,7 @@ from fastworker.client.models import task_info_from_wire
 from fastworker.client.options import _eta_seconds
 from fastworker.protocol import encode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
+from fastworker.protocol.v1.envelope_pb2 import Envelope
 
 
 def test_countdown_and_eta_become_an_absolute_due_time() -> None:
@@ -212,3 +214,21 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "use_client",
     ):
         assert name in fastworker.client.__all__, name
+
+
+async def test_a_page_offset_past_what_the_wire_carries_asks_for_an_empty_page_not_a_crash() -> None:
+    # uint32 on the wire: the dashboard answered ?offset=4294967296 with a 500 (ValueError: out of range)
+    sent: list[Any] = []
+
+    class Recording(Client):
+        async def _request(self, build: Any, *, task_id: str = "", **_: Any) -> Any:
+            envelope = Envelope()
+            build(envelope)
+            sent.append(envelope.tasks)
+            reply = Envelope()
+            reply.tasks_reply.SetInParent()
+            return reply
+
+    page = await Recording("tcp://127.0.0.1:9").list_tasks(offset=2**40, limit=2**40)
+    assert (sent[0].offset, sent[0].limit) == (2**32 - 1, 2**32 - 1)
+    assert page.tasks == []

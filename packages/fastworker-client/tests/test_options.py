@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import time
 import uuid
 from dataclasses import fields
@@ -299,3 +300,16 @@ def test_a_timedelta_counts_from_the_submission_not_from_when_the_options_were_m
     assert before + 300 <= spec.expires <= after + 300
     with pytest.raises(ValueError, match="expires cannot be negative"):
         SubmitOptions(expires=dt.timedelta(seconds=-1))
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ({"countdown": 1e30}, "countdown=1e+30 ends after the year 9999"),
+        ({"eta": 1e14}, "eta=1e+14 is after the year 9999"),
+    ],
+)
+def test_a_time_past_the_year_9999_is_refused_naming_the_option(option: dict[str, float], said: str) -> None:
+    # It reached the control plane, refused there as an `eta` problem (CLI exit 1, not 2)
+    with pytest.raises(ValueError, match=re.escape(said)):
+        SubmitOptions(**option)  # type: ignore[arg-type]

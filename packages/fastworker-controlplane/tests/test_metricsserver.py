@@ -225,3 +225,16 @@ def test_a_bad_address_is_refused_naming_it() -> None:
             MetricsServer(loop, "nonsense", snapshot, lambda: None)
     finally:
         loop.close()
+
+
+async def test_a_silent_connection_timing_out_is_logged_not_printed_to_stderr(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # socketserver printed a traceback to stderr, around the logging (raw lines in a JSON log stream)
+    monkeypatch.setattr(_httplisten._QuietHandler, "timeout", 0.2)
+    server = serve()
+    port = int(server.url.rsplit(":", 1)[1])
+    async with silent_connections(port, 1):
+        await asyncio.sleep(0.6)  # it times out meanwhile
+    assert (await fetch(server, "/healthz"))[0] == 200
+    assert "Traceback" not in capfd.readouterr().err

@@ -82,6 +82,14 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
                 else:
                     del self._by_peer[peer]
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed (timed out silent, reset): logged, never printed to stderr.
+
+        socketserver's own handler prints a traceback to stderr, around the daemon's logging: a
+        port scanner or a half-open scrape would put raw lines into a ``--log-format json`` stream.
+        """
+        logger.debug("http listener: a connection from %s ended in an error", client_address[0], exc_info=True)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6

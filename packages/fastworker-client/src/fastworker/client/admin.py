@@ -18,6 +18,9 @@ from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import admin_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
+#: Largest value of a uint32 wire field (a page's offset and limit).
+_UINT32_MAX = 2**32 - 1
+
 
 class AdminMethods:
     """The admin API; subclasses provide the transport (``_request``) and the pickle setting."""
@@ -117,8 +120,9 @@ class AdminMethods:
             body.priority = wire_priority
             body.worker = worker
             body.text = search
-            body.offset = offset
-            body.limit = limit
+            # uint32 on the wire: a larger offset is past every task anyway (an empty page)
+            body.offset = min(offset, _UINT32_MAX)
+            body.limit = min(limit, _UINT32_MAX)
             body.SetInParent()
 
         reply = await self._request(build)

@@ -15,12 +15,13 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import io
 import json
 import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -1021,6 +1022,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_command_line(parser, argv)
     args.secret = resolve_secret(parser, args, argv)
     configure_logging(args.log_level, args.log_format)
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(args: argparse.Namespace) -> int:
     out = _Output(args.json)
     try:
         return asyncio.run(_run(args, out))
@@ -1041,10 +1051,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return RET_FAILED
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader left early (``| head``): stop quietly, as the tables do (rich exits 1 there).
+    except BrokenPipeError:  # a write that went around the wrapper: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return RET_FAILED
+
+
+class _ReaderMayLeave(io.TextIOBase):
+    """Standard output whose reader may leave early (``| head``): what follows is dropped, quietly.
+
+    The command then ends with its own exit code: a ``status`` of a finished task piped into
+    ``head`` exits 0, not 1 (which means "the task failed" to a script with ``pipefail``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_left()
+
+    def _reader_left(self) -> None:
+        self._gone = True
+        # Later writes, and the interpreter's own flush at exit, go nowhere instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
 
 
 if __name__ == "__main__":

@@ -182,12 +182,16 @@ class SubmitOptions:
             check_queue_name(self.queue)
         if self.countdown is not None:
             _check_number("countdown", _seconds_of(self.countdown))
+            if time.time() + _seconds_of(self.countdown) > LATEST_UNIX_SECONDS:
+                raise ValueError(f"countdown={_seconds_of(self.countdown):g} ends after the year 9999")
         if isinstance(self.expires, timedelta):
             _check_number("expires", _seconds_of(self.expires), what="a timedelta of 0 or more")
         for name in ("eta", "expires"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, datetime | timedelta):
                 _check_number(name, value, what="a datetime or Unix seconds", negative_ok=True)
+                if value > LATEST_UNIX_SECONDS:
+                    raise ValueError(f"{name}={value:g} is after the year 9999 (Unix seconds)")
                 if 0 < value < EARLIEST_UNIX_SECONDS:
                     instead = (
                         f"countdown={value:g} (on the command line: --countdown {value:g})"
@@ -347,6 +351,10 @@ def _check_number(name: str, value: object, *, what: str = "a number of seconds"
     if value < 0 and not negative_ok:
         raise ValueError(f"{name} cannot be negative")
 
+
+#: Latest ``eta``/``expires`` a submission may give: the end of year 9999, in Unix seconds (what a
+#: datetime can hold; the control plane refuses later ones too).
+LATEST_UNIX_SECONDS = 253402300799.0
 
 #: Numbers below this are refused as ``eta``/``expires`` (Unix seconds before 2001-09-09): they are
 #: durations meant as "from now" (Celery's ``expires=60``), and would expire or start every task at once.

@@ -27,6 +27,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from fastworker.client.options import LATEST_UNIX_SECONDS
 from fastworker.client.task import TaskOptions
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
@@ -166,7 +167,7 @@ def options_policy(options: TaskOptions) -> TaskPolicy:
 
 
 #: Latest ``eta``/``expires`` a submission may give: the end of year 9999, in Unix seconds.
-MAX_UNIX_SECONDS = 253402300799.0
+MAX_UNIX_SECONDS = LATEST_UNIX_SECONDS
 
 
 def spec_problem(spec: task_pb2.TaskSpec) -> str | None:
