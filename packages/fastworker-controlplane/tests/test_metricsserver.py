@@ -231,7 +231,7 @@ async def test_a_silent_connection_timing_out_is_logged_not_printed_to_stderr(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # socketserver printed a traceback to stderr, around the logging (raw lines in a JSON log stream)
-    monkeypatch.setattr(_httplisten._QuietHandler, "timeout", 0.2)
+    monkeypatch.setattr(_httplisten.QuietHandler, "timeout", 0.2)
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
     async with silent_connections(port, 1):

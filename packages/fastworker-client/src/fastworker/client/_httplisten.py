@@ -95,7 +95,7 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class _QuietHandler(WSGIRequestHandler):
+class QuietHandler(WSGIRequestHandler):
     timeout = CONNECTION_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -115,7 +115,7 @@ class HttpListener:
         self._app = app
         self._what = what
         server_class = _Server6 if ":" in host else _Server
-        self._server = make_server(host, port, self._guarded, server_class=server_class, handler_class=_QuietHandler)
+        self._server = make_server(host, port, self._guarded, server_class=server_class, handler_class=QuietHandler)
         bound_port = self._server.server_address[1]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}"
         self._allowed_hosts: frozenset[str] | None = (
