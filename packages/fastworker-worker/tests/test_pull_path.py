@@ -8,6 +8,7 @@ which message carried each outcome. The tasks are async, so they run on this loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -173,3 +174,26 @@ async def test_a_run_that_cannot_even_start_is_reported_failed_and_frees_its_slo
     assert [(o.task_id, o.state, o.error.type) for o in carried] == [("t1", task_pb2.TASK_STATE_FAILURE, "ValueError")]
     assert "could not run the task" in carried[0].error.message
     assert worker._running == {} and worker.failed == 1
+
+
+async def test_a_results_flush_cancelled_as_the_worker_stops_leaves_no_successor_behind() -> None:
+    # A refused worker printed "coroutine ... was never awaited" and "Task was destroyed but it is
+    # pending" at exit: the cancelled flush spawned another one that the closing loop never ran.
+    worker = Worker(WorkerSettings(task_modules=()), TaskRegistry())
+
+    class Hanging:
+        instance_id = "instance"
+
+        async def send_results(self, *args: object, **kwargs: object) -> list[str]:
+            await asyncio.sleep(3600)
+            return []
+
+    worker._link = Hanging()  # type: ignore[assignment]
+    # Not registered (refused): the flush waits for a registration, its outcome still queued
+    worker._results.append(("instance", worker_pb2.TaskOutcome(task_id="t1")))
+    flush = asyncio.create_task(worker._flush_results())
+    await asyncio.sleep(0.05)
+    flush.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flush
+    assert not worker._background  # nothing spawned to run after the loop is gone

@@ -944,6 +944,7 @@ class Worker:
         """Send finished outcomes in batches; those of a control plane instance that is gone are dropped."""
         link = self._link
         assert link is not None
+        cancelled = False
         try:
             while self._results:
                 await self._registered.wait()
@@ -964,9 +965,12 @@ class Worker:
                     await asyncio.sleep(0.5)
                     continue
                 self._acknowledged(batch)
+        except asyncio.CancelledError:
+            cancelled = True  # the worker stops (or its drain gave up on the control plane): no successor
+            raise
         finally:
             self._flush_scheduled = False
-            if self._results:
+            if self._results and not cancelled and self.state is not WorkerState.STOPPED:
                 self._flush_scheduled = True
                 self._spawn(self._flush_results())
 
