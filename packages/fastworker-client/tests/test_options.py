@@ -313,3 +313,9 @@ def test_a_time_past_the_year_9999_is_refused_naming_the_option(option: dict[str
     # It reached the control plane, refused there as an `eta` problem (CLI exit 1, not 2)
     with pytest.raises(ValueError, match=re.escape(said)):
         SubmitOptions(**option)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("task_id", ["a/b", "..", "new\nline"])
+def test_a_task_id_the_control_plane_would_refuse_is_refused_before_sending(task_id: str) -> None:
+    with pytest.raises(ValueError, match="task_id must be printable characters without '/'"):
+        SubmitOptions(task_id=task_id)

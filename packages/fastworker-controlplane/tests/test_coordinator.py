@@ -1044,3 +1044,13 @@ async def test_a_queued_task_costs_under_750_bytes_so_100000_fit_in_the_memory_b
     # Then each holds its record and encoded spec, not a parsed spec and its batch (about 980 bytes before)
     assert len(coordinator.queue) == count
     assert per_task < 750, f"{per_task:.0f} bytes per queued task"
+
+
+@pytest.mark.parametrize("task_id", ["a/b", ".", "..", "tab\there", "bell\x07"])
+async def test_a_task_id_no_url_or_terminal_can_show_is_refused_naming_it(harness: Any, task_id: str) -> None:
+    # The dashboard's /tasks/ID could not reach "a/b" or "..", nor cancel or retry them
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0)
+    with pytest.raises(RequestRefused, match="task_id must be printable characters without '/'") as refused:
+        coordinator.submit(harness.spec("noop", task_id=task_id))
+    assert refused.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST

@@ -47,6 +47,7 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "errors",
         "lease",
         "framing",
+        "ids",
         "payload",
         "queues",
         "v1",

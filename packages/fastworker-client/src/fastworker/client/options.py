@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from fastworker.client.models import Priority
+from fastworker.protocol.ids import task_id_problem
 from fastworker.protocol.queues import QueueNameError, check_queue_name, parse_queues
 from fastworker.protocol.v1 import task_pb2
 
@@ -210,6 +211,8 @@ class SubmitOptions:
                 raise ValueError(
                     f"{name} must be a non-empty string of at most {MAX_KEY_LENGTH} characters, not {value!r}"
                 )
+        if self.task_id is not None and (problem := task_id_problem(self.task_id)) is not None:
+            raise ValueError(problem)
         if self.depends_on is not None:
             object.__setattr__(self, "depends_on", _task_ids("depends_on", self.depends_on))
 

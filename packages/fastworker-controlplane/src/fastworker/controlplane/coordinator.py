@@ -52,6 +52,7 @@ from fastworker.controlplane.workflows import (
     workflow_from_steps,
 )
 from fastworker.protocol.errors import PayloadError
+from fastworker.protocol.ids import task_id_problem
 from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
 from fastworker.protocol.queues import DEFAULT_QUEUE, QueueNameError, check_queue_name
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
@@ -619,8 +620,8 @@ class Coordinator:
             return existing, True
         if not self.accepting:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
-        if not task_id or len(task_id) > 200:
-            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "task_id must be 1 to 200 characters")
+        if (problem := task_id_problem(task_id)) is not None:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, problem)
         name = spec.name  # read once: each read of a string field makes a new str
         if self.registry.get(name) is None and name not in self.remote_task_names:
             raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
@@ -1144,8 +1145,8 @@ class Coordinator:
         ``earlier_keys``: the uniqueness keys of the steps before it, to which this step's is added.
         """
         invalid = error_pb2.ERROR_CODE_INVALID_REQUEST
-        if not spec.task_id or len(spec.task_id) > 200:
-            return invalid, "task_id must be 1 to 200 characters"
+        if (problem := task_id_problem(spec.task_id)) is not None:
+            return invalid, problem
         if spec.task_id in earlier or self._known(spec.task_id) is not None:
             return invalid, f"task id {spec.task_id!r} is already used"
         if spec.name not in self.registry and spec.name not in self.remote_task_names:
