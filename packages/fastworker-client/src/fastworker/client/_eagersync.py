@@ -18,7 +18,7 @@ from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
 from fastworker.client.task import TaskRegistry
 
-__all__ = ["EagerBackend", "EagerSyncBackend", "finish_without_loop"]
+__all__ = ["BlockingBackend", "EagerBackend", "EagerSyncBackend", "finish_without_loop"]
 
 T = TypeVar("T")
 
@@ -50,21 +50,18 @@ def finish_without_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     )
 
 
-class EagerSyncBackend:
-    """The blocking face of an EagerClient, for ``add.delay_sync(...)`` and ``delay_on_commit`` in eager mode.
+class BlockingBackend:
+    """A :class:`TaskBackend`'s methods made blocking: each call's coroutine is run to its end by ``_run``.
 
-    A sync task runs in the caller's thread with no event loop (see :func:`finish_without_loop`);
-    an async task runs on a fresh event loop in this thread, as ``asyncio.run`` does.
+    Subclasses say how (in this thread with no loop, or on another thread's loop); ``name`` is the
+    task's for a submission, ``""`` for a call about a task id.
     """
 
-    def __init__(self, eager: EagerBackend) -> None:
-        self.eager = eager
+    def __init__(self, backend: TaskBackend) -> None:
+        self.backend = backend
 
     def _run(self, name: str, coroutine: Coroutine[Any, Any, T]) -> T:
-        task = self.eager.registry.get(name)
-        if task is not None and task.is_async:
-            return asyncio.run(coroutine)
-        return finish_without_loop(coroutine)  # an unknown name raises UnknownTask before any await
+        raise NotImplementedError
 
     def send(
         self,
@@ -73,8 +70,8 @@ class EagerSyncBackend:
         kwargs: Mapping[str, Any] | None = None,
         **options: Unpack[SubmitOptionArgs],
     ) -> str:
-        """Run the task now; returns its id."""
-        return self._run(name, self.eager.send(name, args, kwargs, **options))
+        """Submit; returns the task id."""
+        return self._run(name, self.backend.send(name, args, kwargs, **options))
 
     def send_and_wait(
         self,
@@ -85,21 +82,39 @@ class EagerSyncBackend:
         timeout: float | None = None,
         **options: Unpack[SubmitOptionArgs],
     ) -> Any:
-        """Run the task now and return its value (TaskFailed if it failed)."""
-        return self._run(name, self.eager.send_and_wait(name, args, kwargs, timeout=timeout, **options))
+        """Submit and return the task's value (TaskFailed if it failed)."""
+        return self._run(name, self.backend.send_and_wait(name, args, kwargs, timeout=timeout, **options))
 
     def status(self, task_id: str) -> TaskInfo:
-        """The task's final info (TaskNotFound for an id that did not run here)."""
-        return finish_without_loop(self.eager.status(task_id))
+        """The task's info."""
+        return self._run("", self.backend.status(task_id))
 
     def result(self, task_id: str, *, timeout: float | None = None) -> Any:
-        """The task's value."""
-        return finish_without_loop(self.eager.result(task_id, timeout=timeout))
+        """The task's value, once final."""
+        return self._run("", self.backend.result(task_id, timeout=timeout))
 
     def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
-        """The task's final info."""
-        return finish_without_loop(self.eager.wait(task_id, timeout=timeout))
+        """The task's info, once final."""
+        return self._run("", self.backend.wait(task_id, timeout=timeout))
 
     def cancel(self, task_id: str) -> CancelResult:
-        """An eager task is final already: cancels nothing, as a control plane would say."""
-        return finish_without_loop(self.eager.cancel(task_id))
+        """Cancel the task (an eager task is final already: nothing, as a control plane would say)."""
+        return self._run("", self.backend.cancel(task_id))
+
+
+class EagerSyncBackend(BlockingBackend):
+    """The blocking face of an EagerClient, for ``add.delay_sync(...)`` and ``delay_on_commit`` in eager mode.
+
+    A sync task runs in the caller's thread with no event loop (see :func:`finish_without_loop`);
+    an async task runs on a fresh event loop in this thread, as ``asyncio.run`` does.
+    """
+
+    def __init__(self, eager: EagerBackend) -> None:
+        super().__init__(eager)
+        self.eager = eager
+
+    def _run(self, name: str, coroutine: Coroutine[Any, Any, T]) -> T:
+        task = self.eager.registry.get(name) if name else None
+        if task is not None and task.is_async:
+            return asyncio.run(coroutine)
+        return finish_without_loop(coroutine)  # an unknown name raises UnknownTask before any await

@@ -37,8 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Annotated, Any, TypeVar, Unpack, cast
+from collections.abc import AsyncIterator, Coroutine
+from typing import Annotated, Any, TypeVar, cast
 
 try:
     from fastapi import Depends, FastAPI, Request
@@ -47,10 +47,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastworker.client.fastapi needs FastAPI: pip install 'fastworker-client[fastapi]'") from exc
 
 from fastworker.client._async import Client
+from fastworker.client._eagersync import BlockingBackend
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError, QueueFull
 from fastworker.client.handles import TaskBackend, set_default_client, set_default_sync_client
-from fastworker.client.models import CancelResult, TaskInfo
-from fastworker.client.options import SubmitOptionArgs
 from fastworker.protocol.auth import Secret
 
 __all__ = ["FastWorker", "FastWorkerClient", "get_client"]
@@ -237,7 +236,7 @@ class FastWorker:
         return JSONResponse(report, status_code=200 if report["connected"] else 503)
 
 
-class _OnLoop:
+class _OnLoop(BlockingBackend):
     """The blocking face of the app's client for ``def`` endpoints: each call runs on the app's loop.
 
     Called from the thread pool FastAPI runs ``def`` endpoints on; sharing the app's one client
@@ -246,49 +245,11 @@ class _OnLoop:
     """
 
     def __init__(self, client: TaskBackend, loop: asyncio.AbstractEventLoop) -> None:
-        self._client = client
+        super().__init__(client)
         self._loop = loop
 
-    def _run(self, call: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
-
-    def send(
-        self,
-        name: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Unpack[SubmitOptionArgs],
-    ) -> str:
-        """Submit; returns the task id."""
-        return self._run(self._client.send(name, args, kwargs, **options))
-
-    def send_and_wait(
-        self,
-        name: str,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-        **options: Unpack[SubmitOptionArgs],
-    ) -> Any:
-        """Submit and wait for the value."""
-        return self._run(self._client.send_and_wait(name, args, kwargs, timeout=timeout, **options))
-
-    def status(self, task_id: str) -> TaskInfo:
-        """The task's info."""
-        return self._run(self._client.status(task_id))
-
-    def result(self, task_id: str, *, timeout: float | None = None) -> Any:
-        """The task's value, once final."""
-        return self._run(self._client.result(task_id, timeout=timeout))
-
-    def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
-        """The task's info, once final."""
-        return self._run(self._client.wait(task_id, timeout=timeout))
-
-    def cancel(self, task_id: str) -> CancelResult:
-        """Cancel the task."""
-        return self._run(self._client.cancel(task_id))
+    def _run(self, name: str, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
