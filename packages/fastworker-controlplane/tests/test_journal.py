@@ -155,7 +155,7 @@ async def test_queued_scheduled_running_and_finished_tasks_come_back_after_a_sto
     assert records[later.task_id].state == SCHEDULED and records[later.task_id].eta == later.eta
     assert records[cancelled.task_id].state == CANCELLED
     assert reopened.recovered.paused == {LOW}
-    assert (reopened.recovered.requeued, reopened.recovered.lost) == (1, 1)
+    assert (reopened.recovered.requeued, reopened.recovered.lost) == (1, [once.task_id])
 
 
 async def test_a_restored_coordinator_runs_the_queue_again_and_answers_for_finished_tasks(
@@ -187,6 +187,32 @@ async def test_a_restored_coordinator_runs_the_queue_again_and_answers_for_finis
     # and a resubmission of a known id is a duplicate, not a second run
     _, duplicate = second.submit(spec("add", 5, 1, task_id=queued[5].task_id))
     assert duplicate
+
+
+async def test_a_restored_coordinator_counts_the_tasks_the_replay_failed_as_its_own_failures(
+    harness: Any, journals: Any
+) -> None:
+    # Given a journal that stopped while a task without retries ran, and one task queued
+    harness.task(lambda x, y: x + y, name="add")
+    blocking_task(harness, "block_once")
+    journal = journals()
+    first = harness.coordinator(local_concurrency=1, journal=journal)
+    running, _ = first.submit(spec("block_once"))
+    await until(lambda: running.state == RUNNING)
+    queued, _ = first.submit(spec("add", 1, 1))
+    journal.close()
+
+    # When a coordinator restores it and runs the queue
+    reopened = journals()
+    second = harness.coordinator(local_concurrency=1, journal=reopened)
+    second.restore(reopened.recovered)
+    await harness.final(second, queued.task_id)
+
+    # Then the lost task is one of its failures, in stats and in /metrics, beside the one it ran
+    assert second.find(running.task_id).error.type == CONTROL_PLANE_LOST
+    counters = second.counters
+    assert (counters.submitted, counters.succeeded, counters.failed) == (2, 1, 1)
+    assert second.metrics.snapshot()["block_once"].failed == {CONTROL_PLANE_LOST: 1}
 
 
 async def test_the_restored_queue_keeps_running_and_its_runs_are_journaled_too(harness: Any, journals: Any) -> None:

@@ -522,7 +522,15 @@ class Coordinator:
                 waiting.append(record)
             else:
                 self.schedule.add(record, self._look_at(record, record.eta))
+        lost = set(recovered.lost)
         for record in sorted(finished, key=lambda r: r.finished_at):
+            if record.task_id in lost:
+                # Failed by this replay (it was running when the last process stopped): this process's
+                # failure to count, or stats and /metrics would never show that the tasks were lost.
+                self.counters.submitted += 1
+                self.counters.failed += 1
+                self.metrics.failed(record.name, record.error.type if record.error is not None else "")
+                self.history.record(now, False, True)
             # The TTL journaled with the result; else (an older journal, ControlPlaneLost) its definition's here.
             result_ttl = recovered.result_ttls.get(record.task_id)
             if result_ttl is None:

@@ -700,16 +700,17 @@ class Recovered:
     result_ttls: dict[str, float] = field(default_factory=dict)
     #: Tasks that were running and were re-queued (retries left, or never started from a prefetch queue).
     requeued: int = 0
-    #: Tasks that were running and failed with ControlPlaneLost (no retries left).
-    lost: int = 0
+    #: Ids of the tasks that were running and failed with ControlPlaneLost (no retries left): the
+    #: restoring process counts these failures as its own (stats, /metrics), since no one else can.
+    lost: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the log."""
         states = Counter(r.state for r in self.records)
         return (
             f"{states[PENDING] - self.requeued} queued, {states[SCHEDULED] + states[RETRYING]} scheduled, "
-            f"{self.requeued} re-queued and {self.lost} failed of those running at the stop, "
-            f"{states[SUCCESS] + states[FAILURE] + states[CANCELLED] - self.lost} results"
+            f"{self.requeued} re-queued and {len(self.lost)} failed of those running at the stop, "
+            f"{states[SUCCESS] + states[FAILURE] + states[CANCELLED] - len(self.lost)} results"
         )
 
 
@@ -752,7 +753,7 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
                 message=f"the control plane stopped while the task was running {where} "
                 f"(attempt {task.attempts}); it has no retries left",
             ).SerializeToString()
-            recovered.lost += 1
+            recovered.lost.append(task.task_id)
             continue
         task.state = PENDING
         task.worker = ""
