@@ -10,8 +10,11 @@ plane with SIGKILL in the middle of a chord and finishes the chord on a restarte
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -405,3 +408,61 @@ async def test_a_chord_survives_a_kill_9_of_the_control_plane_and_each_step_runs
             daemon.stop()
         for daemon in started:
             print(f"---- pid {daemon.pid} ({' '.join(daemon.argv[3:])}) ----\n{daemon.log()}")
+
+
+async def test_a_step_that_left_the_result_cache_is_listed_as_forgotten_while_its_workflow_goes_on(
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    gate = tmp_path / "gate"
+    cp = start_controlplane(
+        task_modules=TASKS,
+        extra_args=["--local-concurrency", "2", "--result-cache-size", "20"],
+        env=child_env(runs),
+        workdir=tmp_path,
+    )
+    try:
+        async with Client(cp.discovery) as client:
+            # Given a chord whose quick member finished while the other waits at a gate
+            handle = await chord(
+                group(step("add", 1, 1, key="quick"), step("wait_for", str(gate), key="gated")),
+                step("collect", key="cb"),
+            ).delay()
+            quick, gated, callback = handle.task_ids
+            await until_state(client, quick, TaskState.SUCCESS)
+            # When 100 other results push the quick member's record out of the result cache
+            ids = [await client.delay("fwwf.add", i, i, key="filler") for i in range(100)]
+            await client.results(ids[-5:], timeout=BOUND)  # the earlier ones left the cache too
+            with pytest.raises(TaskNotFound):
+                await client.status(quick)
+
+            # Then the workflow still reads: the quick member listed as forgotten, the others as they are
+            info = await handle.status()
+            assert info.state is TaskState.RUNNING and info.forgotten == (quick,)
+            assert [(s.id, s.state) for s in info.steps] == [
+                (gated, TaskState.RUNNING),
+                (callback, TaskState.SCHEDULED),
+            ]
+            shown = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fastworker.client",
+                    "--control-plane",
+                    cp.discovery,
+                    "workflow",
+                    handle.id,
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=BOUND,
+            )
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout)["forgotten"] == [quick]
+            # and the chord ends as it would have (the callback got both values, kept for it)
+            gate.touch()
+            assert await handle.result(timeout=BOUND) == [2, "gated"]
+    finally:
+        cp.stop()

@@ -183,9 +183,12 @@ def test_limits_are_the_tasklimits_fields_in_order_with_null_for_no_limit() -> N
 def test_a_workflow_is_its_fields_then_its_steps_in_the_task_shape() -> None:
     first = dataclasses.replace(INFO, id="s1", state=TaskState.SUCCESS, error=None, result=3, workflow_id="wf1")
     second = dataclasses.replace(first, id="s2", state=TaskState.PENDING, result=None, depends_on=("s1",))
-    workflow = WorkflowInfo("wf1", TaskState.RUNNING, [first, second], 5.5, output_ids=("s2",), output_is_list=False)
+    workflow = WorkflowInfo(
+        "wf1", TaskState.RUNNING, [first, second], 5.5, output_ids=("s2",), output_is_list=False, forgotten=("s0",)
+    )
     data = workflow_json(workflow)
-    assert list(data) == ["id", "state", "created_at", "output_ids", "output_is_list", "steps"]
+    assert list(data) == ["id", "state", "created_at", "output_ids", "output_is_list", "steps", "forgotten"]
+    assert data["forgotten"] == ["s0"]
     assert data["id"] == "wf1" and data["state"] == "RUNNING" and data["created_at"] == 5.5
     assert data["output_ids"] == ["s2"] and data["output_is_list"] is False
     assert data["steps"] == [task_json(first), task_json(second)]

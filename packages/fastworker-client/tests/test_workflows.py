@@ -166,6 +166,21 @@ def test_a_chord_with_an_empty_header_calls_its_body_with_an_empty_list() -> Non
     assert rows(chord([], s("body")))[0] == [("body", ([],), [], NONE, "value")]
 
 
+def test_an_empty_group_inside_a_group_adds_nothing_to_its_list_even_after_a_previous_step() -> None:
+    table, out, many = rows(chain(s("a"), group(group(), s("c"))))
+    assert table == [("a", (), [], NONE, ""), ("c", (), [0], ONE, "item")]
+    assert (out, many) == ([1], True)  # [c's], not [a's, c's]
+    table, out, many = rows(chain(s("a"), group(group(), group())))
+    assert (out, many) == ([], True)  # an empty list, as for one empty group
+
+
+def test_a_group_member_chain_that_ends_in_an_empty_group_is_refused() -> None:
+    with pytest.raises(ValueError, match="ends in an empty group"):
+        plan_workflow(group(chain(s("a"), group()), s("b")))
+    with pytest.raises(ValueError, match="ends in an empty group"):
+        plan_workflow(chord([chain(s("a"), group()), s("b")], s("body")))
+
+
 def test_nested_groups_run_all_their_members_in_parallel_and_their_result_is_one_flat_list() -> None:
     table, out, many = rows(group(group(s("a"), s("b")), group(s("c")), s("d")))
     assert table == [

@@ -324,5 +324,29 @@ async def test_depends_on_runs_after_a_success_fails_after_a_failure_and_refuses
         await client.delay("add", 1, 1, depends_on=["nope"])
     with pytest.raises(FastworkerError, match="other tasks"):
         await client.delay("add", 1, 1, task_id="me", depends_on=[good, "me"])
-    # an operator's retry of a task that never ran runs it with its own arguments, as a control plane does
-    assert await client.retry(doomed) is TaskState.SUCCESS and await client.result(doomed) == 12
+    # an operator's retry of a task that never ran is refused while its dependency failed, as a control plane does
+    with pytest.raises(FastworkerError, match=f"task {doomed} never ran: its dependency {bad} is FAILURE"):
+        await client.retry(doomed)
+    assert "add(6, 6)" not in steps
+
+
+async def test_a_step_that_never_ran_is_retried_with_its_dependencys_result_once_that_succeeded(tasks: Tasks) -> None:
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return 7
+
+    tasks.add(flaky)
+    tasks.add(lambda x, y: x + y, name="add")
+    client = EagerClient(tasks.registry)
+    handle = await client.delay_workflow(chain(signature("flaky"), signature("add", (1,))))
+    first, second = handle.task_ids
+    assert (await client.status(second)).error.type == "DependencyFailed"  # type: ignore[union-attr]
+
+    assert await client.retry(first) is TaskState.SUCCESS
+    assert await client.retry(second) is TaskState.SUCCESS
+    assert await client.result(second) == 8  # add(7, 1): the first's result prepended
+    assert await handle.result() == 8

@@ -277,6 +277,38 @@ async def test_a_dependency_that_did_not_succeed_before_the_submission_fails_it_
     assert "never" not in ran.keys
 
 
+async def test_a_step_that_never_ran_for_a_failed_dependency_is_retried_only_with_its_dependencys_result(
+    harness: Any, ran: Ran
+) -> None:
+    # Given chain(flaky(), add(1)) whose first step failed once, so the second never ran
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return 7
+
+    harness.task(flaky, name="flaky")
+    coordinator = harness.coordinator(local_concurrency=2)
+    steps = chain(signature("flaky"), signature("add", args=(1,)))
+    first, second = coordinator.submit_workflow("wf", workflow_specs(steps))[0]
+    assert (await harness.final(coordinator, second)).error.type == DEPENDENCY_FAILED
+
+    # When the second step is retried while the first still failed, it is refused, naming the first
+    with pytest.raises(RequestRefused, match=first) as refused:
+        coordinator.retry(second)
+    assert refused.value.code == error_pb2.ERROR_CODE_INVALID_REQUEST and "FAILURE" in str(refused.value)
+    assert coordinator.find(second).state == FAILURE and coordinator.find(second).attempts == 0
+
+    # Then once the first is retried and succeeds, retrying the second runs it with the first's result
+    coordinator.retry(first)
+    assert value(await harness.final(coordinator, first)) == 7
+    coordinator.retry(second)
+    assert value(await harness.final(coordinator, second)) == 8  # add(7, 1): the first's result prepended
+    assert coordinator.find(second).attempts == 1
+
+
 async def test_a_task_runs_once_all_of_its_dependencies_succeeded(harness: Any, ran: Ran) -> None:
     coordinator = harness.coordinator()
     slow, _ = coordinator.submit(harness.spec("slow", 1))

@@ -867,13 +867,21 @@ class Client(AdminMethods):
 
         reply = await self._workflow_reply(workflow_id, cancel=cancel)
         info = reply.workflow_reply.workflow
+        steps: list[TaskInfo] = []
+        forgotten: list[str] = []
+        for step in info.steps:
+            if step.state == task_pb2.TASK_STATE_UNSPECIFIED:  # the control plane sends such a step's id only
+                forgotten.append(step.task_id)
+            else:
+                steps.append(task_info_from_wire(step, allow_pickle=self.allow_pickle, lenient=True))
         return WorkflowInfo(
             id=info.workflow_id,
             state=TaskState.from_wire(info.state),
-            steps=[task_info_from_wire(step, allow_pickle=self.allow_pickle, lenient=True) for step in info.steps],
+            steps=steps,
             created_at=info.created_at,
             output_ids=tuple(info.output_ids),
             output_is_list=info.output_is_list,
+            forgotten=tuple(forgotten),
         )
 
     async def cancel(self, task_id: str) -> CancelResult:

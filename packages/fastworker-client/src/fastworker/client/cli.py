@@ -825,6 +825,8 @@ class _Output:
         header.append(state_text(info.state))
         counts = ", ".join(f"{count} {state.value}" for state, count in state_counts(info.steps))
         header.append(f"  {len(info.steps)} step{'' if len(info.steps) == 1 else 's'}: {counts}")
+        if info.forgotten:
+            header.append(f", {len(info.forgotten)} no longer known (left the result cache)")
         if info.created_at:
             header.append(f"  created {_when(info.created_at)}", style="dim")
         self.console.print(header)

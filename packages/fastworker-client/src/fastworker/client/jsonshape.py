@@ -172,9 +172,10 @@ def detail_json(detail: TaskDetailLike) -> JsonObject:
 
 
 def workflow_json(workflow: WorkflowInfo) -> JsonObject:
-    """A workflow: ``{"id", "state", "created_at", "output_ids", "output_is_list", "steps"}``.
+    """A workflow: ``{"id", "state", "created_at", "output_ids", "output_is_list", "steps", "forgotten"}``.
 
-    ``steps`` lists its steps in step order, each in :func:`task_json`'s shape (with ``depends_on``).
+    ``steps`` lists its steps in step order, each in :func:`task_json`'s shape (with ``depends_on``);
+    ``forgotten`` the ids of finished steps whose records left the result cache.
     """
     return {
         "id": workflow.id,
@@ -183,6 +184,7 @@ def workflow_json(workflow: WorkflowInfo) -> JsonObject:
         "output_ids": list(workflow.output_ids),
         "output_is_list": workflow.output_is_list,
         "steps": [task_json(step) for step in workflow.steps],
+        "forgotten": list(workflow.forgotten),
     }
 
 

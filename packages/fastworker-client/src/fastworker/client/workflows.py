@@ -280,12 +280,21 @@ def _place(
             ids, kind = _place(step, ids, kind, steps)
         return ids, kind
     if isinstance(node, Group):
-        if not node.members:
-            return incoming, _EMPTY_LIST  # what follows still waits for what came before
         out: list[str] = []
         for member in node.members:
-            ids, _ = _place(member, incoming, passes, steps)
+            placed = len(steps)
+            ids, kind = _place(member, incoming, passes, steps)
+            if kind == _EMPTY_LIST:
+                if len(steps) > placed:
+                    # Its ids would be waited for and their values listed, though its value is [].
+                    raise ValueError(
+                        "a group member that ends in an empty group (such as chain(a, group())) has no value"
+                        " for the group's list: leave the empty group out"
+                    )
+                continue  # an empty group inside a group adds nothing to the flat list
             out.extend(ids)
+        if not out:
+            return incoming, _EMPTY_LIST  # what follows still waits for what came before
         return tuple(out), _LIST
     ids, kind = _place(node.header, incoming, passes, steps)
     return _place(node.body, ids, kind, steps)
@@ -301,10 +310,13 @@ class WorkflowInfo:
     Attributes:
         id: The workflow id.
         state: PENDING (nothing started), RUNNING, then SUCCESS, FAILURE or CANCELLED once every step is final.
-        steps: Its steps in step order (each TaskInfo carries ``depends_on`` and ``workflow_id``).
+        steps: Its steps in step order (each TaskInfo carries ``depends_on`` and ``workflow_id``),
+            but those in ``forgotten``.
         created_at: When it was accepted (Unix seconds).
         output_ids: The steps whose results make its result.
         output_is_list: True when its result is the list of those steps' results.
+        forgotten: The ids of finished steps whose records left the result cache (evicted, or past
+            their TTL) while the workflow was still known: their state can no longer be told.
     """
 
     id: str
@@ -313,6 +325,7 @@ class WorkflowInfo:
     created_at: float
     output_ids: tuple[str, ...] = ()
     output_is_list: bool = False
+    forgotten: tuple[str, ...] = ()
 
 
 @runtime_checkable

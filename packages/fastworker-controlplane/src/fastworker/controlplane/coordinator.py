@@ -49,6 +49,7 @@ from fastworker.controlplane.workflows import (
     TaskGraph,
     Workflow,
     dependency_error,
+    unreleased_retry_refusal,
     workflow_from_steps,
 )
 from fastworker.protocol.errors import PayloadError
@@ -1320,6 +1321,10 @@ class Coordinator:
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
                 f"live task {holder.task_id} holds task {task_id}'s uniqueness key: retry it once that one ended",
             )
+        spec = record.spec
+        unreleased = spec.HasField("dependencies") and not spec.dependencies_met
+        if unreleased:
+            self._check_dependencies_succeeded(record)
         self.cache.remove(task_id)
         record.result = None
         record.error = None
@@ -1330,10 +1335,38 @@ class Coordinator:
         self.active_by_name[record.name] += 1
         self._rehold_unique_key(record, record.queued_at)
         self.counters.retried += 1
+        if unreleased:
+            # It never ran: released now as its dependencies' successes release a waiting task (their
+            # results passed in, the record written whole to the journal then).
+            record.state = SCHEDULED
+            self._dependencies_done(record)
+            return record
         if self.journal is not None:
             self.journal.retried(record)
         self._enqueue(record)
         return record
+
+    def _check_dependencies_succeeded(self, record: TaskRecord) -> None:
+        """Refuse the retry of a task that never ran because a dependency did not succeed, while that holds.
+
+        Run without its dependencies' results it would run with other arguments than its workflow
+        gives it; once every dependency succeeded (retried by hand, say) it may run with them.
+
+        Raises:
+            RequestRefused: a dependency is not SUCCESS (or no longer known).
+        """
+        for dependency_id in record.spec.dependencies.task_ids:
+            dependency = self._known(dependency_id)
+            if dependency is not None and dependency.state == SUCCESS:
+                continue
+            state = (
+                None
+                if dependency is None
+                else task_pb2.TaskState.Name(dependency.visible_state).removeprefix("TASK_STATE_")  # type: ignore[arg-type]
+            )
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST, unreleased_retry_refusal(record.task_id, dependency_id, state)
+            )
 
     # --------------------------------------------------------------------------------- operator actions
 

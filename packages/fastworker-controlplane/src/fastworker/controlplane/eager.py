@@ -48,7 +48,7 @@ from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitO
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
 from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, plan_workflow
 from fastworker.controlplane.records import TaskRecord
-from fastworker.controlplane.workflows import MAX_DEPENDENCIES, dependency_error
+from fastworker.controlplane.workflows import MAX_DEPENDENCIES, dependency_error, unreleased_retry_refusal
 from fastworker.protocol.errors import FastworkerError
 from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
 from fastworker.protocol.queues import DEFAULT_QUEUE
@@ -110,6 +110,9 @@ class EagerClient:
         self.history: list[TaskInfo] = []
         self._infos: dict[str, TaskInfo] = {}
         self._calls: dict[str, tuple[tuple[Any, ...], dict[str, Any], Priority | None]] = {}
+        #: Tasks that never ran because a dependency did not succeed: their specs, to run them with
+        #: their dependencies' results if they are retried once those succeeded.
+        self._unreleased: dict[str, task_pb2.TaskSpec] = {}
         #: Each task's named queue (its submission's, else its definition's, else "default"), for its info.
         self._queues: dict[str, str] = {}
         self._workflows: dict[str, _RanWorkflow] = {}
@@ -220,8 +223,10 @@ class EagerClient:
         self._calls[task_id] = (call_args, call_kwargs, level)
         self._queues[task_id] = spec.queue or tf.options.queue or DEFAULT_QUEUE  # recorded only: nothing waits
         if failed is not None:
+            self._unreleased[task_id] = spec
             self._record(self._dependency_failed(task_id, tf, level, failed, depends_on, workflow_id))
             return
+        self._unreleased.pop(task_id, None)
         await self._run(
             task_id,
             tf,
@@ -401,6 +406,14 @@ class EagerClient:
         tf = self.registry.get(info.name)
         if tf is None:
             raise UnknownTask(info.name)
+        unreleased = self._unreleased.get(task_id)
+        if unreleased is not None:  # as the control plane: only once its dependencies succeeded, with their results
+            for dependency_id in unreleased.dependencies.task_ids:
+                state = self._infos[dependency_id].state
+                if state is not TaskState.SUCCESS:
+                    raise _refused(unreleased_retry_refusal(task_id, dependency_id, state.value))
+            await self._run_spec(unreleased, info.workflow_id)
+            return self._infos[task_id].state
         args, kwargs, level = self._calls[task_id]
         await self._run(
             task_id,

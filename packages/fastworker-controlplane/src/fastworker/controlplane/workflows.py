@@ -21,7 +21,14 @@ from typing import Any
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SCHEDULED, SUCCESS, TaskRecord
 from fastworker.protocol.v1 import task_pb2
 
-__all__ = ["DEPENDENCY_FAILED", "TaskGraph", "Workflow", "dependency_error", "workflow_state"]
+__all__ = [
+    "DEPENDENCY_FAILED",
+    "TaskGraph",
+    "Workflow",
+    "dependency_error",
+    "unreleased_retry_refusal",
+    "workflow_state",
+]
 
 #: Error type of a task whose dependency did not succeed.
 DEPENDENCY_FAILED = "DependencyFailed"
@@ -169,6 +176,23 @@ def dependency_error(dependency: TaskRecord | None, dependency_id: str) -> task_
         why = f": {dependency.error.type}: {dependency.error.message}" if dependency.error is not None else ""
         message = f"step {dependency.name!r} ({dependency.task_id}) ended {state}{why}"
     return task_pb2.TaskError(type=DEPENDENCY_FAILED, message=message)
+
+
+def unreleased_retry_refusal(task_id: str, dependency_id: str, dependency_state: str | None) -> str:
+    """Why a task that never ran (a dependency did not succeed) cannot be retried yet.
+
+    Run without its dependencies' results it would get other arguments than its workflow gives it.
+    ``dependency_state`` is that dependency's state name, None when it is no longer known.
+    """
+    why = (
+        "is no longer known (its record left the result cache)"
+        if dependency_state is None
+        else f"is {dependency_state}"
+    )
+    return (
+        f"task {task_id} never ran: its dependency {dependency_id} {why}; it runs only once every dependency"
+        " succeeded (retry that one first, or submit the workflow again)"
+    )
 
 
 def workflow_state(steps: Iterator[TaskRecord | None]) -> int:

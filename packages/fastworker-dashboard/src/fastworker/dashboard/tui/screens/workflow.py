@@ -60,6 +60,8 @@ def summary_text(workflow: WorkflowInfo) -> Text:
             text.append(", ")
         text.append(f"{count} ")
         text.append(state_text(state))
+    if workflow.forgotten:
+        text.append(f", {len(workflow.forgotten)} no longer known (left the result cache)", style="dim")
     text.append("   accepted ", style="dim")
     text.append(format_timestamp(workflow.created_at))
     return text
