@@ -17,6 +17,7 @@ import pytest
 
 from fastworker.controlplane import coordinator as coordinator_module
 from fastworker.controlplane.coordinator import SLOT_LOCK_YIELDS, Coordinator, RequestRefused
+from fastworker.controlplane.expiry import COMPACT_ABOVE, ExpiryWatch
 from fastworker.controlplane.local import LocalExecutor, SlotRuns
 from fastworker.controlplane.records import CANCELLED, FAILURE, LOCAL_WORKER_ID, PENDING, RUNNING, SCHEDULED, SUCCESS
 from fastworker.controlplane.waits import MAX_WAIT
@@ -770,6 +771,58 @@ async def test_a_task_that_expires_before_its_eta_ends_at_its_expiry_not_when_du
     assert (done.state, done.error.type) == (CANCELLED, "Expired")
     assert done.started_at == 0  # it never ran
     assert len(coordinator.schedule) == 0  # no longer counted against --max-queue
+
+
+@pytest.mark.parametrize("waits", ["in a queue nobody takes from", "in a paused level", "for its dependency"])
+async def test_a_task_that_expires_while_it_waits_ends_at_its_expiry_and_frees_its_room_and_key(
+    harness: Any, waits: str
+) -> None:
+    # Given a control plane with room for two waiting tasks, and a task that will wait past its expiry
+    harness.task(lambda: "too late", name="later")
+    gate = harness.gate()
+    harness.task(lambda: gate.wait(BOUND), name="blocker")
+    coordinator = harness.coordinator(local_concurrency=0 if waits != "for its dependency" else 1, max_queue=2)
+    spec = harness.spec("later", unique_key="nightly")
+    spec.expires = time.time() + 0.2
+    if waits == "in a paused level":
+        coordinator.set_paused(task_pb2.PRIORITY_NORMAL, True)
+    elif waits == "for its dependency":
+        blocker, _ = coordinator.submit(harness.spec("blocker"))
+        spec.dependencies.task_ids.append(blocker.task_id)
+
+    record, _ = coordinator.submit(spec)
+    assert not record.is_final
+
+    # When its expiry passes, it ends then, though nothing took it
+    done = await harness.final(coordinator, record.task_id)
+    assert (done.state, done.error.type, done.attempts) == (CANCELLED, "Expired", 0)
+    # Then it holds no room under --max-queue and no uniqueness key any more
+    assert len(coordinator.queue) + len(coordinator.graph) == 0
+    fresh, duplicate = coordinator.submit(harness.spec("later", unique_key="nightly"))
+    assert not duplicate and fresh.task_id != record.task_id
+    gate.set()
+
+
+async def test_a_task_submitted_after_its_expiry_ends_at_once_though_it_waits_for_nothing(harness: Any) -> None:
+    harness.task(lambda: "too late", name="later")
+    coordinator = harness.coordinator(local_concurrency=0)
+    spec = harness.spec("later")
+    spec.expires = time.time() - 60
+
+    record, _ = coordinator.submit(spec)
+
+    done = await harness.final(coordinator, record.task_id)
+    assert (done.state, done.error.type) == (CANCELLED, "Expired")
+
+
+def test_the_expiry_watch_stays_proportional_to_the_live_tasks() -> None:
+    watch = ExpiryWatch()
+    live: set[str] = set()
+    for i in range(10_000):  # far-off expiries of tasks that end at once: 10,000 entries, 1 live
+        live = {f"t{i}"}
+        watch.add(f"t{i}", 1e10, live)
+    assert len(watch) <= COMPACT_ABOVE + 2
+    assert watch.pop_due(2e10)[-1] == "t9999"
 
 
 async def test_a_task_that_expires_after_its_eta_runs_when_due(harness: Any) -> None:

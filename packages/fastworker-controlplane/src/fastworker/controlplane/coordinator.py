@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from fastworker.client.limits import UNSET, Rate, Unset
 from fastworker.client.task import TaskRegistry
 from fastworker.controlplane.events import EventBus
+from fastworker.controlplane.expiry import ExpiryWatch
 from fastworker.controlplane.flow import NO_LIMITS, Gate, GatedQueue, Limits
 from fastworker.controlplane.history import FinishHistory
 from fastworker.controlplane.local import LocalExecutor, LocalRun
@@ -225,6 +226,10 @@ class Coordinator:
         self.waits = Waits(loop, self.active, self.cache.get, self.clock)
         self._schedule_timer: asyncio.TimerHandle | None = None
         self._schedule_timer_due: float | None = None
+        #: Tasks with an ``expires`` time: those still waiting then end at once (see ``expiry``).
+        self.expiries = ExpiryWatch()
+        self._waiting_expiry_timer: asyncio.TimerHandle | None = None
+        self._waiting_expiry_due: float | None = None
         self.history = FinishHistory(self.started_at)
         self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
         self.refresh_limits()  # the limits of the tasks this process defines
@@ -516,6 +521,8 @@ class Coordinator:
             self.active[record.task_id] = record
             self.active_by_name[record.name] += 1
             self.counters.submitted += 1  # this process's tasks now: counted as the ones it finishes are
+            if record.expires:
+                self._watch_expiry(record)
             self._rehold_unique_key(record, record.queued_at)
             if record.state == PENDING:
                 queued.append(record)
@@ -678,6 +685,8 @@ class Coordinator:
             self._hold(record, spec.eta)
         if self.journal is not None:
             self.journal.accepted(record)
+        if record.expires:
+            self._watch_expiry(record)
         record.compact()  # waiting tasks keep their spec encoded: a parsed one costs 4x the memory
         return record, False
 
@@ -783,6 +792,42 @@ class Coordinator:
             record.eta = 0.0
             self._enqueue(record)
         self._arm_schedule_timer()
+
+    def _watch_expiry(self, record: TaskRecord) -> None:
+        self.expiries.add(record.task_id, record.expires, self.active)
+        self._arm_waiting_expiry_timer()
+
+    def _arm_waiting_expiry_timer(self) -> None:
+        due = self.expiries.next_due()
+        if due is None or (self._waiting_expiry_due is not None and self._waiting_expiry_due <= due):
+            return
+        if self._waiting_expiry_timer is not None:
+            self._waiting_expiry_timer.cancel()
+        # A millisecond late: the loop's timers may fire a little early by the wall clock.
+        self._waiting_expiry_timer = self._loop.call_later(max(0.0, due - self.clock()) + 0.001, self._expire_waiting)
+        self._waiting_expiry_due = due
+
+    def _expire_waiting(self) -> None:
+        """End the tasks whose expiry passed while they waited (queued, or for their dependencies)."""
+        self._waiting_expiry_timer = None
+        self._waiting_expiry_due = None
+        now = self.clock()
+        for task_id in self.expiries.pop_due(now):
+            record = self.active.get(task_id)
+            if record is None or not record.expires or now <= record.expires:
+                continue  # ended meanwhile, or another task under a retried id
+            with self.lock:
+                queued = record.state == PENDING
+                if queued:
+                    self.queue.discard(record)
+                    record.state = CANCELLED  # under the lock: no slot can take it any more
+            if queued:
+                self.expire(record)
+            elif record.state == SCHEDULED and self.graph.is_waiting(record):
+                self.graph.left(record)
+                self.expire(record)
+            # SCHEDULED for an eta: the schedule ends it at its expiry (``_look_at``); started: too late.
+        self._arm_waiting_expiry_timer()
 
     # --------------------------------------------------------------------------------------- dispatch
 
@@ -1443,6 +1488,8 @@ class Coordinator:
     def close(self) -> None:
         """Stop timers and the local executor."""
         self._expiry_timer.cancel()
+        if self._waiting_expiry_timer is not None:
+            self._waiting_expiry_timer.cancel()
         if self._schedule_timer is not None:
             self._schedule_timer.cancel()
         self.waits.close()
