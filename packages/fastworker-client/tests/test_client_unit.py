@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import socket
@@ -138,6 +139,21 @@ async def test_a_client_without_a_control_plane_raises_control_plane_unavailable
     client = Client("tcp://127.0.0.1:9", connect_timeout=0.2)
     with pytest.raises(ControlPlaneUnavailable, match="no control plane announced itself.*nothing listens there"):
         await client.delay("add", 1, 2)
+    await client.aclose()
+
+
+async def test_concurrent_calls_without_a_control_plane_each_fail_after_one_connect_timeout_not_in_turn() -> None:
+    # Given 10 calls made at once by a client that never reached a control plane
+    client = Client("tcp://127.0.0.1:9", connect_timeout=0.5)
+    calls = [asyncio.ensure_future(client.status(f"t{i}")) for i in range(10)]
+
+    # When the first fails, the others are done within half a timeout more (in turn, the last took 10)
+    done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(calls, timeout=0.25)
+
+    # Then every one failed with ControlPlaneUnavailable
+    assert all(call.done() for call in calls), f"{sum(not c.done() for c in calls)} of 10 still waiting"
+    assert all(isinstance(call.exception(), ControlPlaneUnavailable) for call in calls)
     await client.aclose()
 
 

@@ -183,7 +183,6 @@ class Client(AdminMethods):
         self._subscription: Subscription | None = None
         self._announced: asyncio.Event | None = None
         self._announcements: AnnouncementReader | None = None
-        self._connect_lock: asyncio.Lock | None = None
         self._instance_id = ""
         self._closed = False
         # Coalesced submissions: (spec, future) waiting for a batch slot.
@@ -226,38 +225,38 @@ class Client(AdminMethods):
         if self._loop is None:
             self._loop = loop
             self._announced = asyncio.Event()
-            self._connect_lock = asyncio.Lock()
         elif self._loop is not loop:
             raise RuntimeError("a Client is bound to the event loop it was first used on")
-        assert self._connect_lock is not None and self._announced is not None
-        async with self._connect_lock:
-            if self._subscription is None:
-                auth = FrameAuth(self.secret) if self.secret else None
-                self._announcements = AnnouncementReader(auth, max_frame_size=self.max_frame_size)
-                self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size, tls=self.tls)
-                self._requester = Requester(
-                    self._channel, max_frame_size=self.max_frame_size, auth=auth, instance=lambda: self._instance_id
-                )
-                self._subscription = Subscription(
-                    loop,
-                    self.address,
-                    DISCOVERY_TOPIC,
-                    self._on_discovery,
-                    max_frame_size=self.max_frame_size,
-                    tls=self.tls,
-                )
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await self._announced.wait()
-            except TimeoutError:
-                problem = self._announcements.problem if self._announcements is not None else ""
-                if problem:
-                    raise AuthenticationError(f"{problem} (control plane on {self.address})") from None
-                reached = self._subscription is not None and self._subscription.reached
-                raise ControlPlaneUnavailable(
-                    f"no control plane announced itself within {self.connect_timeout:g} s: "
-                    + why_unheard(self.address, reached=reached, tls=is_tls(self.address))
-                ) from None
+        assert self._announced is not None
+        if self._subscription is None:  # no await before it is set: the first caller makes it, alone
+            auth = FrameAuth(self.secret) if self.secret else None
+            self._announcements = AnnouncementReader(auth, max_frame_size=self.max_frame_size)
+            self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size, tls=self.tls)
+            self._requester = Requester(
+                self._channel, max_frame_size=self.max_frame_size, auth=auth, instance=lambda: self._instance_id
+            )
+            self._subscription = Subscription(
+                loop,
+                self.address,
+                DISCOVERY_TOPIC,
+                self._on_discovery,
+                max_frame_size=self.max_frame_size,
+                tls=self.tls,
+            )
+        # Every caller waits for the one announcement side by side, each for connect_timeout from its
+        # own start (waiting in turn behind a lock, the k-th of many failed after k timeouts).
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._announced.wait()
+        except TimeoutError:
+            problem = self._announcements.problem if self._announcements is not None else ""
+            if problem:
+                raise AuthenticationError(f"{problem} (control plane on {self.address})") from None
+            reached = self._subscription is not None and self._subscription.reached
+            raise ControlPlaneUnavailable(
+                f"no control plane announced itself within {self.connect_timeout:g} s: "
+                + why_unheard(self.address, reached=reached, tls=is_tls(self.address))
+            ) from None
 
     def _on_discovery(self, data: bytes) -> None:
         announcement = self._announcements.announcement(data) if self._announcements is not None else None
