@@ -15,11 +15,14 @@ other nng need goes through pynng's public API.
 
 from __future__ import annotations
 
+import os
 import select
 from collections.abc import Callable
 
 import pynng
 from pynng import ffi, lib
+
+from fastworker.client.errors import ForkedProcessError
 
 #: Slack over the frame limit for nng's receive limit (nng drops larger messages at the transport).
 _RECV_SLACK = 1024
@@ -31,6 +34,37 @@ _NONBLOCK = lib.NNG_FLAG_NONBLOCK
 
 #: An nng aio carrying one send (a cffi pointer): opaque outside this module.
 SendAio = object
+
+
+#: True once this process (or the one it was forked from) opened an nng socket.
+_nng_started = False
+#: True in a child forked after that: nng refuses to run there, aborting the whole process.
+_forked_after_start = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_start
+    _forked_after_start = _forked_after_start or _nng_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_not_forked(what: str) -> None:
+    """Raise ForkedProcessError in a child forked after nng started in its parent (nng would abort it).
+
+    Call before opening an nng socket (marks nng as started) or using one made before a fork.
+    """
+    global _nng_started
+    if _forked_after_start:
+        raise ForkedProcessError(
+            f"{what} in process {os.getpid()}, which was forked from a process that had already used FastWorker's"
+            " client: nng, its transport, cannot run after such a fork. Make the first call after the fork"
+            " (gunicorn without --preload, no submission at import time) or start the children with the"
+            " 'spawn' or 'forkserver' method"
+        )
+    _nng_started = True
 
 
 def recv_max_size(max_frame_size: int) -> int:

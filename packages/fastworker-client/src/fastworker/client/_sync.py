@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from fastworker.client import handles
 from fastworker.client._async import Client
+from fastworker.client.errors import ForkedProcessError
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -68,6 +70,7 @@ class SyncClient:
             tls=tls,
         )
         self._loop = asyncio.new_event_loop()
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fastworker-sync-client", daemon=True)
         self._thread.start()
         self._closed = False
@@ -88,6 +91,12 @@ class SyncClient:
         if self._closed:
             coroutine.close()
             raise RuntimeError("the SyncClient is closed")
+        if self._pid != os.getpid():  # its loop's thread stayed in the parent: the call would wait for ever
+            coroutine.close()
+            raise ForkedProcessError(
+                f"this SyncClient was made in process {self._pid}, which process {os.getpid()} was forked from:"
+                " its thread did not survive the fork; make a SyncClient in this process (after the fork)"
+            )
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def __enter__(self) -> SyncClient:

@@ -60,6 +60,7 @@ class RequestChannel:
     ) -> None:
         self._loop = loop
         self._tls = tls
+        _nng.check_not_forked("a client connected")
         self._socket = pynng.Req0(resend_time=-1, recv_max_size=_nng.recv_max_size(max_frame_size))
         self._dialer: pynng.Dialer | None = None
         self._address: str | None = None
@@ -231,6 +232,7 @@ class Subscription:
             self._watchdog = loop.call_later(stale_after / 2, self._check_stale)
 
     def _open(self) -> None:
+        _nng.check_not_forked("a subscription opened")
         socket = pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size))
         try:
             socket.subscribe(self._topic)

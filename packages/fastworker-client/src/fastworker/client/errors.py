@@ -103,6 +103,16 @@ class CallContextError(ClientError, RuntimeError):
     """
 
 
+class ForkedProcessError(ClientError, RuntimeError):
+    """A client used in a process forked from one that had already used a client; nothing was sent.
+
+    nng, the transport, cannot run at all in such a child (it would abort the process), and the
+    parent's clients have no thread there. Make the first call after the fork (gunicorn without
+    ``--preload``, no submission at import), or start children with the ``spawn`` or
+    ``forkserver`` method. Also a ``RuntimeError``.
+    """
+
+
 class ControlPlaneUnavailable(ClientError):
     """No control plane answered within the allowed time."""
 
