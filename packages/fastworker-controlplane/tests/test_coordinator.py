@@ -223,6 +223,31 @@ async def test_a_full_queue_refuses_new_tasks_until_one_leaves_it(harness: Any) 
     assert len(coordinator.queue) + len(coordinator.schedule) == 3
 
 
+async def test_a_full_queue_refuses_a_retry_too_and_says_how_many_wait(harness: Any) -> None:
+    # Given a failed task, and then a queue at its bound of two (one waiting for the other: SCHEDULED)
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    harness.task(boom, name="boom")
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=1, max_queue=2)
+    failed, _ = coordinator.submit(harness.spec("boom"))
+    await harness.final(coordinator, failed.task_id)
+    coordinator.set_paused(task_pb2.PRIORITY_NORMAL, True)
+    first, _ = coordinator.submit(harness.spec("noop"))
+    then = harness.spec("noop")
+    then.dependencies.task_ids.append(first.task_id)
+    coordinator.submit(then)
+    assert coordinator.scheduled_count == 1  # what stats, queues and /metrics show as scheduled
+
+    # When the failed task is retried, it is refused as a new submission would be
+    with pytest.raises(RequestRefused) as caught:
+        coordinator.retry(failed.task_id)
+    assert caught.value.code == error_pb2.ERROR_CODE_QUEUE_FULL
+    assert "2 tasks wait, --max-queue is 2" in str(caught.value)
+    assert coordinator.find(failed.task_id).state == FAILURE
+
+
 async def test_the_queue_bound_does_not_count_running_tasks(harness: Any) -> None:
     # Given one slot busy running a task and a bound of one waiting task
     harness.task(lambda: None, name="noop")

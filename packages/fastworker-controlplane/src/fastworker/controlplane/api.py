@@ -361,7 +361,7 @@ class ClientApi:
         s.cancelled = c.counters.cancelled
         s.retried = c.counters.retried
         s.queued = len(c.queue)
-        s.scheduled = len(c.schedule)
+        s.scheduled = c.scheduled_count
         s.running = c.running_total
         s.workers = len(c.dispatcher.fleet) if c.dispatcher is not None else 0
         s.cache_size = len(c.cache)
@@ -395,7 +395,7 @@ class ClientApi:
             info.oldest_age = level.oldest_age
             info.paused = level.paused
             info.servers = level.servers
-        body.scheduled = len(c.schedule)
+        body.scheduled = c.scheduled_count
         body.running = c.running_total
         body.max_queue = c.max_queue
         self._send(reply, envelope)

@@ -652,10 +652,8 @@ class Coordinator:
             holder = self._unique_holder(unique_key)
             if holder is not None:
                 return holder, True  # a live task holds the key: its id answers this submission
-        if self.max_queue and len(self.queue) + len(self.schedule) + len(self.graph) + not_yet_queued >= self.max_queue:
-            raise RequestRefused(
-                error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
-            )
+        if self.max_queue and self.waiting_count() + not_yet_queued >= self.max_queue:
+            raise self._queue_full(1, not_yet_queued)
         priority = spec.priority or policy.priority
         if priority not in LEVELS:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"unknown priority {spec.priority}")
@@ -689,6 +687,26 @@ class Coordinator:
             self._watch_expiry(record)
         record.compact()  # waiting tasks keep their spec encoded: a parsed one costs 4x the memory
         return record, False
+
+    def waiting_count(self) -> int:
+        """Tasks waiting to start (queued, scheduled, retrying, or waiting for dependencies): what ``--max-queue`` bounds."""
+        return len(self.queue) + len(self.schedule) + len(self.graph)
+
+    @property
+    def scheduled_count(self) -> int:
+        """Tasks SCHEDULED or RETRYING: held until a time (eta, countdown, retry) or until their dependencies end."""
+        return len(self.schedule) + len(self.graph)
+
+    def _queue_full(self, adding: int, accepted_with_it: int = 0) -> RequestRefused:
+        """The refusal of ``adding`` more waiting tasks (``accepted_with_it``: earlier ones of the same request)."""
+        waiting = self.waiting_count()
+        what = "a task" if adding == 1 else f"{adding} tasks"
+        besides = f" (and {accepted_with_it} accepted with it)" if accepted_with_it else ""
+        return RequestRefused(
+            error_pb2.ERROR_CODE_QUEUE_FULL,
+            f"queue is full: {waiting} tasks wait{besides}, --max-queue is {self.max_queue}, no room for {what};"
+            " try again later",
+        )
 
     # ------------------------------------------------------------------------------------ unique tasks
 
@@ -1186,10 +1204,8 @@ class Coordinator:
                 code, message = refusal
                 raise RequestRefused(code, f"workflow refused: step {index} ({spec.name!r}): {message}")
             ids.add(spec.task_id)
-        if self.max_queue and len(self.queue) + len(self.schedule) + len(self.graph) + len(specs) > self.max_queue:
-            raise RequestRefused(
-                error_pb2.ERROR_CODE_QUEUE_FULL, f"queue is full ({self.max_queue} tasks waiting); try again later"
-            )
+        if self.max_queue and self.waiting_count() + len(specs) > self.max_queue:
+            raise self._queue_full(len(specs))
 
     def _step_refusal(
         self, spec: task_pb2.TaskSpec, earlier: set[str], earlier_keys: set[str]
@@ -1366,6 +1382,8 @@ class Coordinator:
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
                 f"live task {holder.task_id} holds task {task_id}'s uniqueness key: retry it once that one ended",
             )
+        if self.max_queue and self.waiting_count() >= self.max_queue:
+            raise self._queue_full(1)  # a retried task waits like a new one
         spec = record.spec
         unreleased = spec.HasField("dependencies") and not spec.dependencies_met
         if unreleased:

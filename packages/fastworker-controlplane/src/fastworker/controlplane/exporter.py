@@ -85,7 +85,7 @@ def take_snapshot(coordinator: Coordinator, fleet: Fleet | None) -> Snapshot:
         named_queues=coordinator.named_queues(now),
         workers=workers,
         counters=counters,
-        scheduled=len(coordinator.schedule),
+        scheduled=coordinator.scheduled_count,
         running=coordinator.running_total,
         result_cache_size=len(coordinator.cache),
         result_cache_hits=coordinator.cache.hits,
@@ -168,7 +168,9 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from (depth, oldest, paused)
     yield from _named_queue_families(snapshot.named_queues)
     yield GaugeMetricFamily(
-        "fastworker_tasks_scheduled", "Tasks waiting for their eta, countdown or retry.", value=snapshot.scheduled
+        "fastworker_tasks_scheduled",
+        "Tasks waiting for their eta, countdown, retry or dependencies.",
+        value=snapshot.scheduled,
     )
     yield GaugeMetricFamily(
         "fastworker_tasks_running", "Tasks running now, here and on subworkers.", value=snapshot.running
