@@ -36,9 +36,11 @@ class Tracker:
             self.now += 1
             self.most = max(self.most, self.now)
             self.starts.append(time.monotonic())
-        time.sleep(seconds)
-        with self.lock:
-            self.now -= 1
+        try:
+            time.sleep(seconds)
+        finally:  # also when a cancel's TaskCancelled is raised as the sleep returns
+            with self.lock:
+                self.now -= 1
 
 
 async def test_max_concurrency_holds_on_local_slots_while_another_name_runs(harness: Any) -> None:
@@ -156,3 +158,25 @@ def test_run_time_limits_survive_a_journal_replay_and_a_snapshot() -> None:
 
     assert again.limits == {"report": ("10/s", 0)}
     assert recover(again, 0.0, lambda name: None).limits == {"report": ("10/s", 0)}
+
+
+async def test_a_cancelled_run_still_inside_a_call_keeps_its_place_under_max_concurrency_until_it_returns(
+    harness: Any,
+) -> None:
+    # Given a name limited to one at a time, whose first run sleeps in one long call into C
+    tracker = Tracker()
+    harness.task(tracker.run, name="limited", max_concurrency=1)
+    coordinator = harness.coordinator(local_concurrency=2)
+    first, _ = coordinator.submit(harness.spec("limited", 1.5))
+    second, _ = coordinator.submit(harness.spec("limited", 0.0))
+    await _until(lambda: tracker.now == 1)
+
+    # When it is cancelled, and ended CANCELLED while its thread is still inside that call
+    coordinator.cancel(first.task_id)
+    assert coordinator.abandon_local_run(first.task_id)
+    assert coordinator.find(first.task_id).is_final
+
+    # Then the second starts only once that call returned: never two at once
+    assert (await harness.final(coordinator, second.task_id)).state == SUCCESS
+    assert tracker.most == 1
+    await _until(lambda: coordinator.queue.gates["limited"].running == 0)

@@ -206,6 +206,8 @@ class Coordinator:
         #: Local sync tasks ended CANCELLED while their thread was still inside a call (see
         #: :meth:`abandon_local_run`), until that run's own outcome arrives (and is dropped).
         self._abandoned: set[str] = set()
+        #: The flow-control gates whose place such a run still holds, by task id.
+        self._abandoned_gates: dict[str, Gate] = {}
         #: Local runs holding a place in the ``--local-concurrency`` bound (freed as each ends).
         self._local_places = 0
         self._drained = asyncio.Event()
@@ -941,6 +943,10 @@ class Coordinator:
             self._drained.set()
         if self._abandoned and record.task_id in self._abandoned:
             self._abandoned.discard(record.task_id)  # the end of a run already ended as CANCELLED
+            gate = self._abandoned_gates.pop(record.task_id, None)
+            if gate is not None:
+                record.gate = gate
+                self._release_gate(record)
             return
         if record.state == RUNNING:
             if outcome.progress is not None:
@@ -1346,6 +1352,11 @@ class Coordinator:
         ):
             return False
         self._abandoned.add(task_id)
+        if record.gate is not None:
+            # Its thread still runs: its place under the name's max_concurrency is given back only
+            # when that run returns, or the next task of the name would run beside it.
+            self._abandoned_gates[task_id] = record.gate
+            record.gate = None
         self.end(
             record,
             CANCELLED,
