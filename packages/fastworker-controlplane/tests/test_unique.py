@@ -8,6 +8,7 @@ import pytest
 
 from fastworker.controlplane.coordinator import RequestRefused
 from fastworker.controlplane.records import CANCELLED, PENDING, RUNNING, SUCCESS
+from fastworker.protocol.v1 import task_pb2
 
 
 class FakeClock:
@@ -126,3 +127,27 @@ async def test_a_workflow_whose_steps_share_a_uniqueness_key_is_refused(harness:
     with pytest.raises(RequestRefused, match="step 2 .*same uniqueness key"):
         coordinator.submit_workflow("wf-twins", steps)
     assert len(coordinator.active) == 0
+
+
+async def test_a_unique_step_that_would_take_an_earlier_steps_result_is_refused(harness: Any) -> None:
+    # Its key would be made of the arguments given now, without the result that joins them later
+    harness.task(lambda n: n, name="build", unique=True)
+    harness.task(lambda: 7, name="seven")
+    coordinator = harness.coordinator(local_concurrency=0)
+    first = harness.spec("seven")
+    piped = harness.spec("build")
+    piped.dependencies.task_ids.append(first.task_id)
+    piped.dependencies.input = task_pb2.DEPENDENCY_INPUT_RESULT
+
+    with pytest.raises(RequestRefused, match="unique task 'build' cannot take an earlier step's result"):
+        coordinator.submit_workflow("wf-piped", [first, piped])
+    assert len(coordinator.active) == 0
+
+    # Immutable (takes no result), or with a key of its own, it is accepted
+    immutable = harness.spec("build", 7)
+    immutable.dependencies.task_ids.append(first.task_id)
+    keyed = harness.spec("build", unique_key="build-after-seven")
+    keyed.dependencies.task_ids.append(first.task_id)
+    keyed.dependencies.input = task_pb2.DEPENDENCY_INPUT_RESULT
+    ids, _ = coordinator.submit_workflow("wf-ok", [first, immutable, keyed])
+    assert len(ids) == 3

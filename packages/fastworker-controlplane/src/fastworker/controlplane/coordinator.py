@@ -650,6 +650,8 @@ class Coordinator:
         dependencies = self._dependencies(spec) if spec.HasField("dependencies") and not spec.dependencies_met else None
         policy = self._defined_policies.get(name) or self.defined_policy(name)  # inline: every task
         unique_key = self._unique_key(spec, policy) if spec.unique_key or policy.unique else ""
+        if unique_key and dependencies is not None and (problem := _piped_unique_problem(spec)) is not None:
+            raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, problem)
         if unique_key:
             holder = self._unique_holder(unique_key)
             if holder is not None:
@@ -1237,6 +1239,8 @@ class Coordinator:
             unique_key = self._unique_key(spec, policy)
         except RequestRefused as refused:
             return refused.code, refused.message
+        if unique_key and (problem := _piped_unique_problem(spec)) is not None:
+            return invalid, problem
         if unique_key and self._unique_holder(unique_key) is not None:
             return invalid, "a live task holds its uniqueness key (a workflow step cannot be answered by another task)"
         if unique_key and unique_key in earlier_keys:
@@ -1527,3 +1531,17 @@ class Coordinator:
             self._slots_stopping = True
             self._work_ready.notify_all()
         self.local.close()
+
+
+def _piped_unique_problem(spec: task_pb2.TaskSpec) -> str | None:
+    """Why a unique task (its key made of its arguments) cannot be a step that takes an earlier result, or None.
+
+    Its key is made of the arguments given now, and the earlier result joins them only when it is
+    released, so two live tasks could run with the same final arguments.
+    """
+    if spec.unique_key or not spec.HasField("dependencies") or not spec.dependencies.input:
+        return None
+    return (
+        f"unique task {spec.name!r} cannot take an earlier step's result (its uniqueness key covers only the"
+        " arguments given now): make it immutable (.si(...)) or give it a unique_key"
+    )
