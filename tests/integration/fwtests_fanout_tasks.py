@@ -20,3 +20,9 @@ def spawn_sync(x: int) -> str:
 async def spawn_async(x: int) -> str:
     """Submit ``add(x, 2)`` from async task code; its id."""
     return (await add.delay(x, 2)).id
+
+
+@task(name="fanout.spawn_workflow_sync")
+def spawn_workflow_sync(x: int) -> str:
+    """Submit the workflow ``add(x, 3) | add(0)`` from sync task code; its last step's id."""
+    return (add.s(x, 3) | add.s(0)).delay_sync().task_ids[-1]

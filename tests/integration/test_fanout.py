@@ -18,7 +18,7 @@ from fastworker.controlplane.testing import run_controlplane, run_worker
 
 SECRET = "fan-out-secret"
 MODULES = ["fwtests_fanout_tasks"]
-SPAWNERS = [("fanout.spawn_sync", 1), ("fanout.spawn_async", 2)]
+SPAWNERS = [("fanout.spawn_sync", 1), ("fanout.spawn_async", 2), ("fanout.spawn_workflow_sync", 3)]
 
 
 def _env() -> dict[str, str]:

@@ -331,6 +331,38 @@ def test_in_sync_code_a_workflow_delay_submits_through_the_current_sync_client()
     assert backend.workflows == [flow]
 
 
+def test_a_workflow_delay_sync_submits_through_the_current_sync_client_and_refuses_on_a_loop() -> None:
+    from fastworker.client import chain, group
+
+    class WorkflowSyncBackend(FakeSyncBackend):
+        def __init__(self) -> None:
+            super().__init__("wf")
+            self.workflows: list[object] = []
+
+        def delay_workflow(self, workflow: object) -> str:
+            self.workflows.append(workflow)
+            return "blocking-handle"
+
+    backend = WorkflowSyncBackend()
+    flow, fan = chain(ADD.s(1, 2), ADD.s(3)), group(ADD.s(1, 1), ADD.s(2, 2))
+    set_default_sync_client(backend)  # as a daemon's home, or a process default, is found
+    try:
+        assert flow.delay_sync() == "blocking-handle"  # type: ignore[comparison-overlap]
+        assert fan.delay_sync() == "blocking-handle"  # type: ignore[comparison-overlap]
+        assert ADD.s(5, 5).delay_sync() == "blocking-handle"  # type: ignore[comparison-overlap]
+
+        async def on_a_loop() -> None:
+            with pytest.raises(CallContextError, match=r"await chain\(\.\.\.\)\.delay\(\)"):
+                flow.delay_sync()
+
+        asyncio.run(on_a_loop())
+    finally:
+        set_default_sync_client(None)
+    assert backend.workflows == [flow, fan, ADD.s(5, 5)]
+    with pytest.raises(CallContextError, match=r"call chain\(\.\.\.\)\.delay_sync\(\)"):
+        flow.delay()  # type: ignore[unused-coroutine]  # the advice names the sync spelling
+
+
 # ---------------------------------------------------------------------------- the sync twin submits
 
 

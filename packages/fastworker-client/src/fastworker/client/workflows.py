@@ -18,13 +18,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
 
 from fastworker.client.errors import CallContextError, ClientError
-from fastworker.client.handles import _chosen_sync_client, _event_loop_running, current_client
+from fastworker.client.handles import _chosen_sync_client, _event_loop_running, current_client, current_sync_client
 from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1 import task_pb2
+
+if TYPE_CHECKING:
+    from fastworker.client._sync import SyncWorkflowHandle
 
 __all__ = [
     "Chain",
@@ -85,6 +88,10 @@ class Signature(Generic[R]):
         """
         return _submit_awaited(self)
 
+    def delay_sync(self) -> SyncWorkflowHandle:
+        """Submit from sync code through the current sync client, as ``add.delay_sync`` does (blocks until accepted)."""
+        return _submit_blocking(self)
+
     def __or__(self, then: Workflow) -> Chain:
         """``a.s() | b.s()``: a chain (Celery's spelling)."""
         return _chained(self, then)
@@ -99,6 +106,10 @@ class Chain:
     def delay(self) -> Coroutine[object, object, WorkflowHandle]:
         """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
         return _submit_awaited(self)
+
+    def delay_sync(self) -> SyncWorkflowHandle:
+        """Submit from sync code through the current sync client, as ``add.delay_sync`` does (blocks until accepted)."""
+        return _submit_blocking(self)
 
     def __or__(self, then: Workflow) -> Chain:
         """``chain(...) | c.s()``: the chain with one more step."""
@@ -118,6 +129,10 @@ class Group:
         """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
         return _submit_awaited(self)
 
+    def delay_sync(self) -> SyncWorkflowHandle:
+        """Submit from sync code through the current sync client, as ``add.delay_sync`` does (blocks until accepted)."""
+        return _submit_blocking(self)
+
     def __or__(self, then: Workflow) -> Chord:
         """``group(...) | total.s()``: a chord, as in Celery."""
         return chord(self, _checked_next(then))
@@ -133,6 +148,10 @@ class Chord:
     def delay(self) -> Coroutine[object, object, WorkflowHandle]:
         """Submit through the current client (as ``add.delay`` does; ``await`` it, in async code)."""
         return _submit_awaited(self)
+
+    def delay_sync(self) -> SyncWorkflowHandle:
+        """Submit from sync code through the current sync client, as ``add.delay_sync`` does (blocks until accepted)."""
+        return _submit_blocking(self)
 
     def __or__(self, then: Workflow) -> Chain:
         """``chord(...) | c.s()``: a chain, the chord's result given to the next step."""
@@ -405,10 +424,25 @@ def _submit_awaited(workflow: Workflow) -> Coroutine[object, object, WorkflowHan
         kind = type(workflow).__name__.lower()
         raise CallContextError(
             f"{kind}(...).delay() was called in sync code (no event loop runs in this thread) with no SyncClient "
-            "current: it returns a coroutine that only `await` would run, so nothing was submitted. From sync "
-            "code, submit it with a SyncClient: `with SyncClient() as client: client.delay_workflow(workflow)`."
+            f"current: it returns a coroutine that only `await` would run, so nothing was submitted. From sync "
+            f"code, call {kind}(...).delay_sync(), which submits as add.delay_sync() does."
         )
     return _submit(workflow)
+
+
+def _submit_blocking(workflow: Workflow) -> SyncWorkflowHandle:
+    """Submit through the current sync client (``current_sync_client``: in a task, its own control plane's)."""
+    if _event_loop_running():
+        kind = type(workflow).__name__.lower()
+        raise CallContextError(
+            f"{kind}(...).delay_sync() was called on a thread that runs an event loop, which it would stall:"
+            f" nothing was submitted; use `await {kind}(...).delay()`"
+        )
+    client = current_sync_client()
+    delay_workflow = getattr(client, "delay_workflow", None)
+    if delay_workflow is None:
+        raise ClientError(f"{type(client).__qualname__} cannot run workflows: submit through a SyncClient")
+    return cast("SyncWorkflowHandle", delay_workflow(workflow))
 
 
 async def _submit(workflow: Workflow) -> WorkflowHandle:
