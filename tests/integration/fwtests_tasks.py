@@ -141,3 +141,14 @@ def markup_named(text: str) -> str:
 def limited(x: int) -> int:
     """Return x; its definition limits it, for the operator CLI's flow-control commands."""
     return x
+
+
+@task(name="fwtests.log_then_block")
+def log_then_block(log: str, tag: str, gate: str, limit: float = 20.0) -> str:
+    """Append ``tag`` to the file ``log`` (one line per run, whichever process runs it), then wait for ``gate``."""
+    with open(log, "a") as lines:
+        lines.write(tag + "\n")
+    deadline = time.monotonic() + limit
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return tag

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import time
 
 import pytest
 
-from fastworker.client import ControlPlaneUnavailable, TaskState
+from fastworker.client import ControlPlaneUnavailable, TaskNotFound, TaskState
 
 #: Longest a client may take to find a restarted control plane again.
 RECONNECT_BOUND = 15.0
@@ -68,3 +70,33 @@ async def test_sigterm_lets_the_running_task_finish_refuses_new_work_and_exits_z
     assert "shutting down: SIGTERM" in log
     assert "drain timeout" not in log
     assert re.search(r"control plane \w+ stopped", log)
+
+
+async def test_a_submit_in_flight_when_a_control_plane_without_a_journal_dies_is_not_run_again_by_the_next(
+    start_cp, make_client, tmp_path
+):
+    # Given a submit that waits for its task, which started on a control plane without a journal
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    first = start_cp()
+    client = make_client(first)
+    submitted = asyncio.ensure_future(
+        client.submit("fwtests.log_then_block", str(log), "once", str(gate), task_id="in-flight", timeout=60)
+    )
+    deadline = time.monotonic() + RECONNECT_BOUND
+    while not (log.exists() and log.read_text()):
+        assert time.monotonic() < deadline and not submitted.done(), "the task never started"
+        await asyncio.sleep(0.02)
+
+    # When that control plane is killed and another starts on the same addresses
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.to_thread(first.process.wait, 10)
+    gate.touch()  # a second run would end at once
+    start_cp(discovery=first.discovery, client=first.client, dispatch=first.dispatch)
+
+    # Then the submit fails, saying why, instead of running the task a second time on the new one
+    with pytest.raises(ControlPlaneUnavailable, match="keeps no journal"):
+        async with asyncio.timeout(RECONNECT_BOUND):
+            await submitted
+    with pytest.raises(TaskNotFound):
+        await client.status("in-flight")  # never accepted by the new instance
+    assert log.read_text().splitlines() == ["once"]

@@ -248,3 +248,36 @@ async def test_a_page_offset_past_what_the_wire_carries_asks_for_an_empty_page_n
     page = await Recording("tcp://127.0.0.1:9").list_tasks(offset=2**40, limit=2**40)
     assert (sent[0].offset, sent[0].limit) == (2**32 - 1, 2**32 - 1)
     assert page.tasks == []
+
+
+async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instance_that_attempt_went_to() -> None:
+    from fastworker.client._requester import Requester
+    from fastworker.client._transport import TransportError
+    from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+
+    class FlakyChannel:
+        """Drops the first attempt's connection (its fate unknown), answers the second."""
+
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        async def request(self, frame: bytes, timeout: float, *, aside: bool = False) -> bytes:
+            self.sent.append(frame)
+            if len(self.sent) == 1:
+                raise TransportError("connection reset")
+            reply = new_envelope(decode_frame(frame).correlation_id)
+            reply.ack.SetInParent()
+            return encode_frame(reply)
+
+    instance = ["first-instance"]
+    channel = FlakyChannel()
+    requester = Requester(channel, instance=lambda: instance[0])  # type: ignore[arg-type]
+
+    def build(envelope: Any) -> None:
+        envelope.submit.task.task_id = "t-1"
+
+    await requester.request(build, timeout=5)
+
+    first, second = (decode_frame(frame) for frame in channel.sent)
+    assert first.resent_from == "" and second.resent_from == "first-instance"
+    assert second.submit.task.task_id == "t-1" and second.correlation_id == first.correlation_id

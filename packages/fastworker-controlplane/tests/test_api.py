@@ -51,10 +51,10 @@ def request(build: Callable[[Envelope], None], correlation_id: int = 7, **fields
     return encode_frame(envelope)
 
 
-def ask(api: ClientApi, build: Callable[[Envelope], None], correlation_id: int = 7) -> Envelope:
-    """Send one request that is answered at once; return the decoded reply."""
+def ask(api: ClientApi, build: Callable[[Envelope], None], correlation_id: int = 7, **fields: Any) -> Envelope:
+    """Send one request that is answered at once (``fields``: envelope fields); return the decoded reply."""
     replies = Replies()
-    api.handle(request(build, correlation_id), replies)
+    api.handle(request(build, correlation_id, **fields), replies)
     reply = replies.only()
     assert reply.correlation_id == correlation_id
     return reply
@@ -74,9 +74,11 @@ def api_for(harness: Any) -> Callable[..., ClientApi]:
     harness.task(boom)
     harness.task(lambda value: value, name="echo", priority="high")
 
-    def make(*, max_frame_size: int = 1024 * 1024, **coordinator_kwargs: Any) -> ClientApi:
+    def make(*, max_frame_size: int = 1024 * 1024, instance_id: str = "", **coordinator_kwargs: Any) -> ClientApi:
         coordinator_kwargs.setdefault("local_concurrency", 0)
-        return ClientApi(harness.coordinator(**coordinator_kwargs), max_frame_size=max_frame_size)
+        return ClientApi(
+            harness.coordinator(**coordinator_kwargs), max_frame_size=max_frame_size, instance_id=instance_id
+        )
 
     return make
 
@@ -592,3 +594,29 @@ async def test_drain_of_an_unknown_worker_says_so_and_an_absurd_timeout_is_refus
     assert absurd.error.code == error_pb2.ERROR_CODE_INVALID_REQUEST
     nameless = ask(api, lambda e: e.drain.SetInParent())
     assert nameless.error.code == error_pb2.ERROR_CODE_INVALID_REQUEST
+
+
+async def test_a_submission_sent_again_after_another_instance_went_silent_is_refused_unless_known_here(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Given a control plane without a journal, instance "new", that already accepted one task
+    api = api_for(instance_id="new")
+    known = harness.spec("add", 1, 1)
+    ask(api, submit(known))
+    fresh, other = harness.spec("add", 2, 2), harness.spec("add", 3, 3)
+
+    # When submissions come again naming "old" as the instance their unanswered attempt went to
+    refused = ask(api, submit(fresh), correlation_id=31, resent_from="old")
+    again = ask(api, submit(known), correlation_id=32, resent_from="old")
+    batch = ask(api, lambda e: e.submit_batch.tasks.extend([known, other]), correlation_id=33, resent_from="old")
+    same = ask(api, submit(other), correlation_id=34, resent_from="new")
+
+    # Then the unknown one is refused (the old instance may have run it), a known one is its duplicate,
+    # and a resend to the same instance is an ordinary submission
+    assert refused.error.code == error_pb2.ERROR_CODE_OUTCOME_UNKNOWN
+    assert fresh.task_id in refused.error.message and "keeps no journal" in refused.error.message
+    assert api.coordinator.find(fresh.task_id) is None
+    assert again.submit_reply.duplicate
+    first, second = batch.submit_batch_reply.outcomes
+    assert first.accepted.duplicate and second.error.code == error_pb2.ERROR_CODE_OUTCOME_UNKNOWN
+    assert same.submit_reply.task_id == other.task_id and not same.submit_reply.duplicate

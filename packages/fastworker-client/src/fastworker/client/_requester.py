@@ -3,7 +3,9 @@
 Private, and shared by FastWorker's own distributions only (the client and the subworker's link,
 so both retry the same way; see ``SHARED_INTERNALS`` in ``scripts/check_layout.py``): no
 compatibility promise. Every request is idempotent (submissions carry their task id), so
-resending after a lost reply never runs anything twice.
+resending after a lost reply never runs anything twice: a resend names the instance the unanswered
+attempt went to, and a control plane restarted without a journal refuses a submission it does not
+know that names another instance (it may have run there).
 
 With a shared secret every request is addressed to the control plane instance that the latest
 authenticated announcement named (see ``protocol.auth``), so a captured request is refused by the
@@ -59,6 +61,7 @@ _ERRORS: dict[int, ErrorFactory] = {
     error_pb2.ERROR_CODE_INCOMPATIBLE_VERSION: ProtocolError,
     error_pb2.ERROR_CODE_FRAME_TOO_LARGE: ProtocolError,
     error_pb2.ERROR_CODE_SHUTTING_DOWN: ControlPlaneUnavailable,
+    error_pb2.ERROR_CODE_OUTCOME_UNKNOWN: ControlPlaneUnavailable,
     error_pb2.ERROR_CODE_INVALID_REQUEST: InvalidRequest,
 }
 _NO_MORE_ERRORS: Mapping[int, ErrorFactory] = MappingProxyType({})
@@ -166,11 +169,13 @@ class Requester:
             try:
                 data = await self.channel.request(sealed, min(attempt_timeout, remaining), aside=aside)
             except TimeoutError:
+                frame = self._resent_from(envelope, frame, addressed_to)
                 continue
             except TransportClosed:
                 raise ControlPlaneUnavailable("the connection was closed") from None
             except TransportError as exc:
                 logger.debug("request failed (%s); retrying", exc)
+                frame = self._resent_from(envelope, frame, addressed_to)
                 await asyncio.sleep(0.05)
                 continue
             try:
@@ -191,6 +196,18 @@ class Requester:
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")
             return reply
+
+    def _resent_from(self, envelope: Envelope, frame: bytes, addressed_to: str) -> bytes:
+        """The frame to send again after an attempt with no answer: naming the instance that attempt went to.
+
+        That instance may have acted on it (accepted a task, started it) before it stopped; a
+        restarted control plane without a journal then refuses a submission it does not know
+        (``Envelope.resent_from``) rather than run it a second time. The first such instance counts.
+        """
+        if envelope.resent_from or not addressed_to:
+            return frame
+        envelope.resent_from = addressed_to
+        return encode_frame(envelope, max_size=self.max_frame_size)
 
     def _opened(self, data: bytes) -> bytes:
         """The plain reply frame, checked when a secret is configured.

@@ -58,9 +58,13 @@ def decode_request(data: bytes, max_size: int) -> Envelope | tuple[error_pb2.Err
 class ClientApi:
     """Handles one decoded request at a time; replies at once, or later for waits."""
 
-    def __init__(self, coordinator: Coordinator, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self, coordinator: Coordinator, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, instance_id: str = ""
+    ) -> None:
         self.coordinator = coordinator
         self.max_frame_size = max_frame_size
+        #: This control plane's instance id, to tell a request sent again after another instance's silence.
+        self.instance_id = instance_id
         self._handlers: dict[str, Callable[[Envelope, Reply], None]] = {
             "submit": self._submit,
             "submit_batch": self._submit_batch,
@@ -129,6 +133,24 @@ class ClientApi:
 
     # ------------------------------------------------------------------------------------ submissions
 
+    def _unvouched(self, request: Envelope) -> bool:
+        """True for a request sent again after an unanswered attempt to another instance, without a journal here.
+
+        This process then knows nothing of what that instance accepted: a submission the attempt
+        carried may have started there before it stopped, and must not run a second time here.
+        """
+        resent_from = request.resent_from
+        return bool(resent_from) and resent_from != self.instance_id and self.coordinator.journal is None
+
+    @staticmethod
+    def _outcome_unknown(what: str) -> RequestRefused:
+        return RequestRefused(
+            error_pb2.ERROR_CODE_OUTCOME_UNKNOWN,
+            f"{what} was sent again after the control plane restarted, and it keeps no journal: the instance it"
+            " first went to may have started it before it stopped, so it is not queued again here (look it up"
+            " with status, or submit it again if it must run)",
+        )
+
     def _oversized(self, spec: task_pb2.TaskSpec) -> str | None:
         """Why a task's arguments are refused (over the payload limit; counted), or None.
 
@@ -149,6 +171,8 @@ class ClientApi:
         problem = self._oversized(request.submit.task)
         if problem is not None:
             raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
+        if self._unvouched(request) and self.coordinator.find(request.submit.task.task_id) is None:
+            raise self._outcome_unknown(f"task {request.submit.task.task_id}")
         journaled = self.coordinator.journal is not None
         if journaled:
             reply = self._after_disk(reply)
@@ -186,6 +210,13 @@ class ClientApi:
             None if problem is None else RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
             for problem in map(self._oversized, specs)
         ]
+        if self._unvouched(request):
+            refusals = [
+                self._outcome_unknown(f"task {spec.task_id}")
+                if refused is None and self.coordinator.find(spec.task_id) is None
+                else refused
+                for spec, refused in zip(specs, refusals, strict=True)
+            ]
         admitted = [spec for spec, refused in zip(specs, refusals, strict=True) if refused is None]
         admitted_results = iter(self.coordinator.submit_many(admitted))
         for spec, refused in zip(specs, refusals, strict=True):
@@ -288,6 +319,8 @@ class ClientApi:
             problem = self._oversized(spec)
             if problem is not None:
                 raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
+        if self._unvouched(request) and body.workflow_id not in self.coordinator.graph.workflows:
+            raise self._outcome_unknown(f"workflow {body.workflow_id}")
         if self.coordinator.journal is not None:
             reply = self._after_disk(reply)
         task_ids, duplicate = self.coordinator.submit_workflow(body.workflow_id, body.steps)

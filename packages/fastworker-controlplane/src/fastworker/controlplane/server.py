@@ -137,7 +137,7 @@ class ControlPlane:
         )
         if self.journal is not None:
             self.coordinator.restore(self.journal.recovered)
-        api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size)
+        api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size, instance_id=self.instance_id)
         # Requests must be addressed to this instance: a frame captured before a restart is refused after it.
         self._auth = FrameAuth(s.secret, identity=self.instance_id) if s.secret else None
 

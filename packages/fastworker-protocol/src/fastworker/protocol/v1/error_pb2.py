@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fastworker/protocol/v1/error.proto\x12\x16\x66\x61stworker.protocol.v1\"\xb6\x01\n\x05\x45rror\x12/\n\x04\x63ode\x18\x01 \x01(\x0e\x32!.fastworker.protocol.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12;\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32*.fastworker.protocol.v1.Error.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xa6\x03\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45RROR_CODE_PROTOCOL\x10\x01\x12#\n\x1f\x45RROR_CODE_INCOMPATIBLE_VERSION\x10\x02\x12\x1e\n\x1a\x45RROR_CODE_FRAME_TOO_LARGE\x10\x03\x12\x1d\n\x19\x45RROR_CODE_AUTHENTICATION\x10\x04\x12\x1b\n\x17\x45RROR_CODE_UNKNOWN_TASK\x10\x05\x12\x19\n\x15\x45RROR_CODE_QUEUE_FULL\x10\x06\x12\x1d\n\x19\x45RROR_CODE_TASK_NOT_FOUND\x10\x07\x12\x16\n\x12\x45RROR_CODE_PAYLOAD\x10\x08\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\t\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\n\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x0b\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x0c\x12\x1d\n\x19\x45RROR_CODE_NOT_REGISTERED\x10\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fastworker/protocol/v1/error.proto\x12\x16\x66\x61stworker.protocol.v1\"\xb6\x01\n\x05\x45rror\x12/\n\x04\x63ode\x18\x01 \x01(\x0e\x32!.fastworker.protocol.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12;\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32*.fastworker.protocol.v1.Error.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc6\x03\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45RROR_CODE_PROTOCOL\x10\x01\x12#\n\x1f\x45RROR_CODE_INCOMPATIBLE_VERSION\x10\x02\x12\x1e\n\x1a\x45RROR_CODE_FRAME_TOO_LARGE\x10\x03\x12\x1d\n\x19\x45RROR_CODE_AUTHENTICATION\x10\x04\x12\x1b\n\x17\x45RROR_CODE_UNKNOWN_TASK\x10\x05\x12\x19\n\x15\x45RROR_CODE_QUEUE_FULL\x10\x06\x12\x1d\n\x19\x45RROR_CODE_TASK_NOT_FOUND\x10\x07\x12\x16\n\x12\x45RROR_CODE_PAYLOAD\x10\x08\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\t\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\n\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x0b\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x0c\x12\x1d\n\x19\x45RROR_CODE_NOT_REGISTERED\x10\r\x12\x1e\n\x1a\x45RROR_CODE_OUTCOME_UNKNOWN\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERROR_DETAILSENTRY']._loaded_options = None
   _globals['_ERROR_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_ERRORCODE']._serialized_start=248
-  _globals['_ERRORCODE']._serialized_end=670
+  _globals['_ERRORCODE']._serialized_end=702
   _globals['_ERROR']._serialized_start=63
   _globals['_ERROR']._serialized_end=245
   _globals['_ERROR_DETAILSENTRY']._serialized_start=199

@@ -53,6 +53,10 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """A bug or unexpected failure on the receiving side."""
     ERROR_CODE_NOT_REGISTERED: _ErrorCode.ValueType  # 13
     """The worker id is not registered (or was dropped): register again."""
+    ERROR_CODE_OUTCOME_UNKNOWN: _ErrorCode.ValueType  # 14
+    """A submission sent again after the control plane restarted without a journal: the previous
+    instance may have run it, so it is not queued again (see Envelope.resent_from).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Machine-readable error categories; clients map each to a typed exception."""
@@ -85,6 +89,10 @@ ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 12
 """A bug or unexpected failure on the receiving side."""
 ERROR_CODE_NOT_REGISTERED: ErrorCode.ValueType  # 13
 """The worker id is not registered (or was dropped): register again."""
+ERROR_CODE_OUTCOME_UNKNOWN: ErrorCode.ValueType  # 14
+"""A submission sent again after the control plane restarted without a journal: the previous
+instance may have run it, so it is not queued again (see Envelope.resent_from).
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
