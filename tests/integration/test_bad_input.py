@@ -16,6 +16,8 @@ from fastworker.client import (
     TaskNotFound,
     TaskState,
     UnknownTask,
+    group,
+    signature,
 )
 from fastworker.controlplane.testing import RunningControlPlane
 from fastworker.protocol import FRAME_PREFIX, DecodeError, decode_frame, encode_frame, new_envelope
@@ -85,6 +87,17 @@ async def test_an_unencodable_argument_raises_payload_error_in_the_client_and_su
         await client.delay("fwtests.add", object(), 1)
     with pytest.raises(PayloadError):
         await client.submit("fwtests.add", 1, object(), timeout=5)
+    assert (await client.stats())["submitted"] == before
+    await assert_still_serving(client)
+
+
+async def test_a_workflow_too_large_for_one_frame_raises_payload_error_and_submits_nothing(shared_cp, make_client):
+    # Each step's arguments are within the payload bound; together they exceed the client's frame limit
+    client = make_client(shared_cp, max_frame_size=64 * 1024)
+    before = (await client.stats())["submitted"]
+    steps = group([signature("fwtests.record", args=("x" * 30_000,)) for _ in range(3)])
+    with pytest.raises(PayloadError, match="do not fit in one frame"):
+        await client.delay_workflow(steps)
     assert (await client.stats())["submitted"] == before
     await assert_still_serving(client)
 

@@ -402,3 +402,11 @@ def test_the_pipe_operator_builds_workflows_as_celery_does() -> None:
     assert chord(group([a]), c) | b == chain(chord(group([a]), c), b)
     with pytest.raises(TypeError, match="followed by a signature"):
         a | 3  # type: ignore[operator]
+
+
+def test_a_workflow_nested_too_deeply_to_walk_is_refused_with_a_value_error() -> None:
+    nested: Workflow = s("a")
+    for _ in range(5_000):
+        nested = chain(nested, s("b"))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        plan_workflow(nested)

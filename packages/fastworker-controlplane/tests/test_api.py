@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.queue import LEVELS
+from fastworker.controlplane.records import SUCCESS
 from fastworker.protocol.framing import FRAME_PREFIX, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
@@ -620,3 +622,36 @@ async def test_a_submission_sent_again_after_another_instance_went_silent_is_ref
     first, second = batch.submit_batch_reply.outcomes
     assert first.accepted.duplicate and second.error.code == error_pb2.ERROR_CODE_OUTCOME_UNKNOWN
     assert same.submit_reply.task_id == other.task_id and not same.submit_reply.duplicate
+
+
+async def test_a_workflow_cancel_does_not_count_a_running_step_that_ended_on_its_own_first(harness: Any) -> None:
+    # Given a workflow whose only step is running and swallows the stop (it ends SUCCESS)
+    started = harness.gate()
+
+    def stubborn() -> str:
+        started.set()
+        try:
+            while True:
+                time.sleep(0.001)
+        except BaseException:  # the cancel's TaskCancelled, swallowed
+            return "finished anyway"
+
+    harness.task(stubborn, name="stubborn")
+    api = ClientApi(harness.coordinator(local_concurrency=1))
+    spec = harness.spec("stubborn")
+    api.coordinator.submit_workflow("wf-stubborn", [spec])
+    await asyncio.to_thread(started.wait, 10)
+
+    # When the workflow is cancelled
+    replies = Replies()
+
+    def cancel_workflow(envelope: Envelope) -> None:
+        envelope.workflow.workflow_id = "wf-stubborn"
+        envelope.workflow.cancel = True
+
+    api.handle(request(cancel_workflow), replies)
+    reply = await replies.next()
+
+    # Then the reply counts no cancelled step: the one it ordered to stop ended SUCCESS
+    assert api.coordinator.find(spec.task_id).state == SUCCESS
+    assert reply.workflow_reply.cancelled == 0

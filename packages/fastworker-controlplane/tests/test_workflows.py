@@ -273,6 +273,7 @@ async def test_a_dependency_that_did_not_succeed_before_the_submission_fails_it_
     assert not duplicate and record.state == FAILURE and record.attempts == 0
     assert record.error is not None and record.error.type == DEPENDENCY_FAILED
     assert "'boom'" in record.error.message and dependency.task_id in record.error.message
+    assert record.error.message.startswith("task 'boom'")  # a plain depends_on: no workflow, no "step"
     assert ("CANCELLED" if end == "cancelled" else "FAILURE") in record.error.message
     assert "never" not in ran.keys
 

@@ -29,6 +29,7 @@ from fastworker.client.errors import (
     AuthenticationError,
     ControlPlaneUnavailable,
     FastworkerError,
+    PayloadError,
     ProtocolError,
     TaskFailed,
     TaskNotFound,
@@ -47,6 +48,7 @@ from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles, is_tls
 from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth, Secret
+from fastworker.protocol.errors import FrameTooLarge
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
@@ -834,7 +836,13 @@ class Client(AdminMethods):
             envelope.submit_workflow.workflow_id = workflow_id
             envelope.submit_workflow.steps.extend(specs)
 
-        reply = await self._request(build)
+        try:
+            reply = await self._request(build)
+        except FrameTooLarge as exc:  # before anything was sent: a payload problem, as for one task's arguments
+            raise PayloadError(
+                f"the workflow's {len(specs)} steps do not fit in one frame ({exc}): every step is sent at once,"
+                " so pass smaller arguments (ids, not documents) or split the work into several workflows"
+            ) from None
         body = reply.submit_workflow_reply
         return WorkflowHandle(body.workflow_id, tuple(body.task_ids), output_ids, output_is_list, self)
 

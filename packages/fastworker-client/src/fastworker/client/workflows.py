@@ -252,10 +252,16 @@ def plan_workflow(workflow: Workflow) -> tuple[list[WorkflowStep], tuple[str, ..
     """Flatten a workflow into steps in submission order: (steps, the ids whose results make its result, is a list).
 
     Raises:
-        ValueError: the workflow has no task at all (an empty group).
+        ValueError: the workflow has no task at all (an empty group), or is nested too deeply to walk.
     """
     steps: list[WorkflowStep] = []
-    outputs, passes = _place(workflow, (), _NOTHING, steps)
+    try:
+        outputs, passes = _place(workflow, (), _NOTHING, steps)
+    except RecursionError:
+        raise ValueError(
+            "the workflow is nested too deeply (chains in chains, groups in groups, hundreds of levels):"
+            " build it flat, e.g. chain(*steps) rather than chain(chain(...), step)"
+        ) from None
     if not steps:
         raise ValueError("a workflow needs at least one task")
     if passes == _EMPTY_LIST:

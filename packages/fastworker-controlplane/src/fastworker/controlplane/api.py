@@ -299,19 +299,24 @@ class ClientApi:
             elif self.coordinator.abandon_local_run(task_id):
                 answer(True)
             else:
-                # On a subworker that has not confirmed within the grace (a task that ignores its
-                # stop, a slow link): the order stands and the task ends CANCELLED when the worker
-                # stops it, or WorkerLost when the worker is gone. On this process, it ended otherwise.
-                record = self.coordinator.find(task_id)
-                answer(
-                    record is not None
-                    and (record.state == CANCELLED or (record.state == RUNNING and record.worker != LOCAL_WORKER_ID))
-                )
+                answer(self._stopped_or_stopping(task_id))
 
         # Stopping a running task takes its thread, the loop or its subworker a moment: the reply
         # waits for it (at most CANCEL_GRACE), so that a status read after it shows CANCELLED (a
         # local thread still inside a long call is ended as CANCELLED all the same).
         self.coordinator.wait([task_id], CANCEL_GRACE, stopped)
+
+    def _stopped_or_stopping(self, task_id: str) -> bool:
+        """After a cancel's grace: did the running task stop (CANCELLED), or does its stop order still stand?
+
+        On a subworker that has not confirmed within the grace (a task that ignores its stop, a slow
+        link) the order stands: the task ends CANCELLED when the worker stops it, or WorkerLost when
+        the worker is gone. Otherwise it ended on its own first (SUCCESS or FAILURE): not cancelled.
+        """
+        record = self.coordinator.find(task_id)
+        return record is not None and (
+            record.state == CANCELLED or (record.state == RUNNING and record.worker != LOCAL_WORKER_ID)
+        )
 
     def _submit_workflow(self, request: Envelope, reply: Reply) -> None:
         body = request.submit_workflow
@@ -354,7 +359,9 @@ class ClientApi:
             else:
                 for task_id in pending:
                     self.coordinator.abandon_local_run(task_id)
-                self._workflow_reply(request, reply, cancelled)
+                # Counted as cancelled when ordered to stop; one that ended on its own first was not.
+                ended_first = sum(1 for task_id in stopping if not self._stopped_or_stopping(task_id))
+                self._workflow_reply(request, reply, cancelled - ended_first)
 
         self.coordinator.wait(stopping, CANCEL_GRACE, stopped)
 

@@ -174,7 +174,8 @@ def dependency_error(dependency: TaskRecord | None, dependency_id: str) -> task_
     else:
         state = task_pb2.TaskState.Name(dependency.state).removeprefix("TASK_STATE_")  # type: ignore[arg-type]
         why = f": {dependency.error.type}: {dependency.error.message}" if dependency.error is not None else ""
-        message = f"step {dependency.name!r} ({dependency.task_id}) ended {state}{why}"
+        kind = "step" if dependency.spec.workflow_id else "task"  # a workflow's step, or a plain depends_on
+        message = f"{kind} {dependency.name!r} ({dependency.task_id}) ended {state}{why}"
     return task_pb2.TaskError(type=DEPENDENCY_FAILED, message=message)
 
 
