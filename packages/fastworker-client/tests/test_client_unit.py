@@ -281,3 +281,14 @@ async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instan
     first, second = (decode_frame(frame) for frame in channel.sent)
     assert first.resent_from == "" and second.resent_from == "first-instance"
     assert second.submit.task.task_id == "t-1" and second.correlation_id == first.correlation_id
+
+
+def test_a_client_used_on_a_second_event_loop_raises_a_typed_error_naming_the_rule() -> None:
+    from fastworker.client import CallContextError
+
+    client = Client("tcp://127.0.0.1:9", connect_timeout=0.05)
+    with pytest.raises(ControlPlaneUnavailable):
+        asyncio.run(client.status("x"))  # first loop: binds the client (nothing listens)
+    with pytest.raises(CallContextError, match="first used on another event loop"):
+        asyncio.run(client.status("x"))
+    asyncio.run(client.aclose())

@@ -27,6 +27,7 @@ from fastworker.client.admin import AdminMethods
 from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader, why_unheard
 from fastworker.client.errors import (
     AuthenticationError,
+    CallContextError,
     ControlPlaneUnavailable,
     FastworkerError,
     PayloadError,
@@ -221,14 +222,17 @@ class Client(AdminMethods):
         """
         if self._closed:  # first: a closed client keeps its channel object, and a wait on it would never end
             raise ControlPlaneUnavailable("the client is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop and self._loop is not None:  # before the fast return: its sockets serve that loop
+            raise CallContextError(
+                "this Client was first used on another event loop (each asyncio.run() makes a new one), which its"
+                " connection belongs to: make one Client per event loop, or keep one loop (e.g. one asyncio.run)"
+            )
         if self._channel is not None and self._instance_id:
             return
-        loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             self._announced = asyncio.Event()
-        elif self._loop is not loop:
-            raise RuntimeError("a Client is bound to the event loop it was first used on")
         assert self._announced is not None
         if self._subscription is None:  # no await before it is set: the first caller makes it, alone
             auth = FrameAuth(self.secret) if self.secret else None
