@@ -950,3 +950,15 @@ def fastworker_client_module() -> Any:
     import fastworker.client
 
     return fastworker.client
+
+
+def test_a_task_command_given_a_workflow_id_says_to_use_workflow(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def unknown(self: FakeClient, task_id: str) -> TaskInfo:
+        raise TaskNotFound(task_id)
+
+    monkeypatch.setattr(FakeClient, "status", unknown)
+    shown = run("status", WORKFLOW.id)
+    assert shown.code == RET_FAILED
+    assert f"it is a workflow id; `fastworker workflow {WORKFLOW.id}` shows that workflow" in shown.err
+    plain = run("status", "no-such-id")
+    assert plain.code == RET_FAILED and "workflow" not in plain.err

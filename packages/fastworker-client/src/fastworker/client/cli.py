@@ -1003,7 +1003,22 @@ async def _run(args: argparse.Namespace, out: _Output) -> int:
     spec = COMMANDS[args.command]
     spec.check(args)  # usage errors before looking for the control plane
     async with Client(args.control_plane, secret=args.secret, connect_timeout=args.connect_timeout) as client:
-        return await spec.run(client, args, out)
+        try:
+            return await spec.run(client, args, out)
+        except TaskNotFound as exc:
+            if exc.what == "task" and await _is_workflow(client, exc.task_id):
+                out.error(f"{exc}: it is a workflow id; `fastworker workflow {exc.task_id}` shows that workflow")
+                return RET_FAILED
+            raise
+
+
+async def _is_workflow(client: Client, maybe_id: str) -> bool:
+    """Whether an id the control plane knows no task by is a workflow's (the hint for a task command given one)."""
+    try:
+        await client.workflow(maybe_id)
+    except FastworkerError:
+        return False
+    return True
 
 
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
