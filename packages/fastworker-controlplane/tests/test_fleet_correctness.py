@@ -159,8 +159,11 @@ async def test_a_claim_crossing_a_cancel_is_refused_and_the_task_ends_cancelled_
     await settle()
     _, held_a, held_b = first.tasks
     # A client cancels task a while it waits in w1's prefetch queue; w1's claim for it is on its way
-    cancelled, _ = rig.coordinator.cancel(held_a.task_id)
-    assert cancelled and records[1].state == RUNNING and records[1].held  # the stop order is not read yet
+    cancelled, previous = rig.coordinator.cancel(held_a.task_id)
+    # It ends at once, its dispatch counted as no run: it never started, and no drain or loss of w1
+    # can hand it back to the queue any more
+    assert cancelled and previous == PENDING and records[1].state == CANCELLED and records[1].attempts == 0
+    assert held_a.task_id not in rig.fleet.get("w1").leases
 
     claim = rig.pull("w1", claims=[held_a.task_id, held_b.task_id])
     await until(lambda: claim.answered)
@@ -264,3 +267,20 @@ async def test_an_idle_worker_takes_prefetched_tasks_another_holds_behind_a_long
     claim = rig.pull("w1", claims=[held_a.task_id, held_b.task_id])
     await until(lambda: claim.answered)
     assert list(claim.envelope.dispatch.granted_task_ids) == [held_b.task_id]
+
+
+async def test_a_prefetched_task_cancelled_before_its_holder_drains_stays_cancelled(dispatch_rig: Any) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
+    records = [rig.submit("job", n) for n in range(3)]
+    first = rig.pull("w1", prefetch=2)
+    await settle()
+    _, held_a, held_b = first.tasks
+    assert rig.coordinator.cancel(held_a.task_id)[0]
+
+    # When w1 drains and hands back both prefetched tasks, as it never started them
+    rig.dispatcher.deregister(rig.fleet.get("w1"), [held_a.task_id, held_b.task_id])
+
+    # Then the cancelled one is not queued again (it would run elsewhere); the other is
+    assert records[1].state == CANCELLED and records[1].attempts == 0
+    assert records[2].state == PENDING and records[2].attempts == 0

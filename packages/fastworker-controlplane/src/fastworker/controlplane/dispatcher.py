@@ -327,22 +327,32 @@ class Dispatcher:
         self.schedule()
 
     def cancel_running(self, record: TaskRecord) -> bool:
-        """Ask the worker running a task to stop it (on its next reply); False if no worker holds it."""
+        """Ask the worker running a task to stop it (on its next reply); False if no worker holds it.
+
+        A prefetched task not granted yet ends here at once: it has not started, and cannot any more
+        (a claim for it is refused, so its holder drops it), nor can a drain or the loss of its
+        holder hand it back to the queue.
+        """
         worker = self.fleet.get(record.worker)
-        if worker is None or record.task_id not in worker.leases:
-            if not record.held:
-                return False
-            # Prefetched by a worker since lost, waiting for its fence: never started, and never will
-            # be there (it cannot be granted any more), so it ends here.
+        if record.held:
+            if worker is not None:
+                with self.coordinator.lock:
+                    worker.leases.pop(record.task_id, None)
+                worker.cancels.discard(record.task_id)
+                self.schedule()  # its room under the worker's prefetch is free
             self._end_unstarted(record)
             return True
+        if worker is None or record.task_id not in worker.leases:
+            return False
         worker.cancels.add(record.task_id)
         if worker.pull is not None:
             self._answer(worker, [])  # deliver the order now rather than at the next heartbeat
         return True
 
     def _end_unstarted(self, record: TaskRecord) -> None:
-        """End a prefetched task cancelled before any worker started it."""
+        """End a prefetched task cancelled before any worker started it (its dispatch counted no run)."""
+        record.held = False
+        record.attempts = max(0, record.attempts - 1)
         self.coordinator.end(record, CANCELLED, "TaskCancelled", "cancelled by request before it started")
 
     def take_cancels(self, worker: WorkerRecord) -> list[str]:
@@ -607,15 +617,6 @@ class Dispatcher:
             if record is None:
                 continue
             if record.held:
-                if task_id in worker.cancels:
-                    # Cancelled while the claim was on its way: it never started, so it ends here and the
-                    # worker, refused, drops it (the stop order alone would come after a grant: too late).
-                    with self.coordinator.lock:
-                        del worker.leases[task_id]
-                    worker.cancels.discard(task_id)
-                    self._end_unstarted(record)
-                    self.schedule()
-                    continue
                 if running < 0:
                     running = sum(1 for r in worker.leases.values() if not r.held)
                     idle = [w for w in self.fleet if w is not worker and w.accepting and w.free > 0]
