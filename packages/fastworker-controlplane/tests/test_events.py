@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -157,6 +158,22 @@ def test_a_result_over_the_limit_is_left_out_of_the_event_and_one_at_the_limit_i
     assert (big.task.task_id, big.task.state, big.task.error.message) == ("big", SUCCESS, "kept")
     assert over_limit.result is not None and len(over_limit.result.data) == MAX_EVENT_RESULT_BYTES + 1
     assert MAX_EVENT_RESULT_BYTES == 64 * 1024
+
+
+def test_the_event_ring_keeps_neither_the_records_nor_their_large_results_alive() -> None:
+    # Given tasks with 1 MiB results (and their arguments) published, then dropped everywhere else
+    bus = EventBus(capacity=100)
+    big = [record(f"t{i}", state=SUCCESS, result=b"x" * (1 << 20)) for i in range(5)]
+    for each in big:
+        bus.publish_task(each)
+    results = {id(each.result) for each in big}
+    ids = {id(each) for each in big}
+
+    # Then nothing the ring holds refers to a record or to one of those results (the result cache
+    # bounds those; the ring would hold 10,000 of them), and the events still read
+    referred = {id(obj) for entry in bus._ring for obj in gc.get_referents(entry)}
+    assert not referred & ids and not referred & results
+    assert [event.task.task_id for event in bus.read(0)[0]] == [f"t{i}" for i in range(5)]
 
 
 # ---------------------------------------------------------------------------------------------- read

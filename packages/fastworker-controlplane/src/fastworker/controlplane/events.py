@@ -123,6 +123,7 @@ class EventBus:
         Args:
             record: The task that just changed state.
         """
+        result = record.result
         snapshot = _TaskSnapshot(
             self._last + 1,
             self._clock(),
@@ -133,7 +134,9 @@ class EventBus:
             record.started_at,
             record.finished_at,
             record.eta,
-            record.result,
+            # Only what the event may carry: the ring keeps 10,000 snapshots, long after the result
+            # cache let their records go, so a large result kept here would hold its memory as long.
+            result if result is None or len(result.data) <= MAX_EVENT_RESULT_BYTES else None,
             record.error,
             record.progress,
         )
@@ -415,12 +418,15 @@ class _TaskSnapshot:
         "error",
         "eta",
         "finished_at",
+        "name",
+        "priority",
         "progress",
-        "record",
+        "queued_at",
         "result",
         "sequence",
         "started_at",
         "state",
+        "task_id",
         "worker",
     )
 
@@ -441,7 +447,12 @@ class _TaskSnapshot:
     ) -> None:
         self.sequence = sequence
         self.at = at
-        self.record = record
+        # The record's identity, not the record: it holds the arguments (up to 8 MiB) and the
+        # result, which the ring must not keep alive after the result cache dropped them.
+        self.task_id = record.task_id
+        self.name = record.name
+        self.priority = record.priority
+        self.queued_at = record.queued_at
         self.state = state
         self.attempts = attempts
         self.worker = worker
@@ -456,19 +467,18 @@ class _TaskSnapshot:
         """The Event message for this snapshot (the result left out when over MAX_EVENT_RESULT_BYTES)."""
         event = events_pb2.Event(sequence=self.sequence, kind=_TASK_STATE, at=self.at)
         info = event.task
-        record = self.record
-        info.task_id = record.task_id
-        info.name = record.name
+        info.task_id = self.task_id
+        info.name = self.name
         info.state = self.state  # type: ignore[assignment]
-        info.priority = record.priority  # type: ignore[assignment]
+        info.priority = self.priority  # type: ignore[assignment]
         info.attempts = self.attempts
         info.worker = self.worker
-        info.queued_at = record.queued_at
+        info.queued_at = self.queued_at
         info.started_at = self.started_at
         info.finished_at = self.finished_at
         if self.state in (task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_RETRYING):
             info.eta = self.eta
-        if self.result is not None and len(self.result.data) <= MAX_EVENT_RESULT_BYTES:
+        if self.result is not None:  # one over MAX_EVENT_RESULT_BYTES was not kept
             info.result.CopyFrom(self.result)
         if self.error is not None:
             info.error.CopyFrom(self.error)
