@@ -217,6 +217,30 @@ async def test_a_connection_that_does_not_read_its_replies_is_closed_and_what_th
     assert len(await reader.request(b"still here", timeout=BOUND)) == len(big)
 
 
+async def test_a_connection_leaving_large_replies_unread_is_closed_by_their_bytes_long_before_their_count(
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel], raw_sockets: list[socket.socket]
+) -> None:
+    # Given replies of 1 MiB, at most 1,024 of them kept per connection, and at most 8 MiB unread
+    big = b"x" * (1024 * 1024)
+    served = serve(lambda request: request.reply(big), max_unread_bytes=8 * 1024 * 1024)
+    hog = raw_peer(raw_sockets, served.port, source="127.0.0.1", rcvbuf=4096)
+    hog.setblocking(False)
+    frames = b"".join(req0_frame(i + 1, b"give me more") for i in range(200))
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(BOUND):
+            await loop.sock_sendall(hog, frames)
+    except (ConnectionError, TimeoutError):
+        pass
+
+    # Then it is closed, though it held far fewer than 1,024 replies, and what they held is freed
+    await eventually(lambda: ConnectionEvent.DROPPED_UNREAD in served.events)
+    await eventually(lambda: served.server.pending_sends == 0)
+    assert await closed_by_peer(hog)
+    reader = channels(served.url)
+    assert len(await reader.request(b"still here", timeout=BOUND)) == len(big)
+
+
 async def test_a_peer_without_the_secret_that_never_reads_its_refusals_is_closed_too(
     serve: Callable[..., Any], raw_sockets: list[socket.socket]
 ) -> None:

@@ -655,3 +655,23 @@ async def test_a_workflow_cancel_does_not_count_a_running_step_that_ended_on_its
     # Then the reply counts no cancelled step: the one it ordered to stop ended SUCCESS
     assert api.coordinator.find(spec.task_id).state == SUCCESS
     assert reply.workflow_reply.cancelled == 0
+
+
+async def test_a_task_detail_too_large_for_one_frame_leaves_the_result_out_and_status_reads_it(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Given a task whose arguments and result each fit a frame, but not both together
+    api = api_for(max_frame_size=256 * 1024, local_concurrency=1)
+    value = "v" * (140 * 1024)  # 280 KiB together: over the 256 KiB frame
+    spec = harness.spec("echo", value)
+    ask(api, submit(spec))
+    await harness.final(api.coordinator, spec.task_id)
+
+    # When its detail is asked for, it comes with the arguments and without the result
+    detail = ask(api, lambda e: setattr(e.task_detail, "task_id", spec.task_id)).task_detail_reply.task
+    assert detail.state == task_pb2.TASK_STATE_SUCCESS and detail.HasField("arguments")
+    assert not detail.HasField("result")
+
+    # And status reads the result alone
+    status = ask(api, lambda e: e.status.task_ids.append(spec.task_id)).status_reply.tasks[0]
+    assert decode_value(status.result) == value

@@ -200,6 +200,10 @@ class FakeAdminClient:
         ]
         return TaskPage(tasks=matches[offset : offset + limit], total=len(matches), offset=offset, limit=limit)
 
+    async def status(self, task_id: str) -> TaskInfo:
+        self._check("status")
+        return self._get(task_id)
+
     async def task_detail(self, task_id: str) -> TaskDetail:
         self._check("task_detail")
         if task_id not in self.tasks_by_id:

@@ -72,9 +72,11 @@ def recv_max_size(max_frame_size: int) -> int:
     return max_frame_size + _RECV_SLACK
 
 
-#: A server reads frames up to this many times its limit (at least REFUSED_FRAMES_READ_MIN bytes) to
-#: refuse them with a typed error; larger ones are cut off by the transport, which closes the connection.
-REFUSED_FRAMES_READ_FACTOR = 4
+#: A server reads frames up to its limit plus this fraction of it (at least REFUSED_FRAMES_READ_MIN more
+#: bytes) to refuse them with a typed error; larger ones are cut off by the transport, which closes the
+#: connection unbuffered. Every connection may hold one such frame in nng's buffers at a time, so the
+#: worst case is --max-connections times this: kept near the limit (4x let 30 peers hold 1.6 GB).
+REFUSED_FRAMES_READ_OVER = 0.25
 REFUSED_FRAMES_READ_MIN = 1024 * 1024
 
 
@@ -84,7 +86,8 @@ def server_recv_max_size(max_frame_size: int) -> int:
     A frame over the limit gets ``FRAME_TOO_LARGE`` (logged, counted) when the transport let it
     through; beyond this bound, buffering it to say so would let one peer hold that much memory.
     """
-    return max(max_frame_size * REFUSED_FRAMES_READ_FACTOR, REFUSED_FRAMES_READ_MIN) + _RECV_SLACK
+    over = max(int(max_frame_size * REFUSED_FRAMES_READ_OVER), REFUSED_FRAMES_READ_MIN)
+    return max_frame_size + over + _RECV_SLACK
 
 
 def readable(fd: int) -> bool:

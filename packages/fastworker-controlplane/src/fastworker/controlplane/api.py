@@ -55,6 +55,10 @@ def decode_request(data: bytes, max_size: int) -> Envelope | tuple[error_pb2.Err
         return error_pb2.ERROR_CODE_PROTOCOL, str(exc)
 
 
+#: Room kept in a task detail's frame for the envelope and its sealing, beyond the task's own fields.
+DETAIL_FRAME_SLACK = 64 * 1024
+
+
 class ClientApi:
     """Handles one decoded request at a time; replies at once, or later for waits."""
 
@@ -515,8 +519,13 @@ class ClientApi:
         if record is None:
             raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
         envelope = new_envelope(request.correlation_id)
-        record.fill_info(envelope.task_detail_reply.task, with_arguments=True)
-        envelope.task_detail_reply.task.eta = record.eta
+        info = envelope.task_detail_reply.task
+        record.fill_info(info, with_arguments=True)
+        info.eta = record.eta
+        if info.HasField("result") and envelope.ByteSize() > self.max_frame_size - DETAIL_FRAME_SLACK:
+            # Arguments and a result each within the payload bound may not fit one frame together: the
+            # result is left out (``status`` reads it alone), rather than the whole detail refused.
+            info.ClearField("result")
         self._send(reply, envelope)
 
     # ------------------------------------------------------------------------------- operator actions

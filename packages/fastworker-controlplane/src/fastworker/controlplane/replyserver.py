@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 #: Requests one connection may have waiting for an answer at once (long polls included).
 DEFAULT_MAX_PENDING_PER_CONNECTION = 1024
+#: Bytes of replies one connection may leave unread before it is closed: a count alone let a peer
+#: that never reads hold 1,024 replies of up to 16 MiB each (measured: 3 GB, and a stalled loop).
+DEFAULT_MAX_UNREAD_BYTES = 64 * 1024 * 1024
+#: A connection's unread bytes are counted once it holds this many requests (a pass over the sends).
+_COUNT_BYTES_FROM = 4
 #: Contexts a reply server keeps however quiet it gets; above this, contexts unused for a while are closed.
 DEFAULT_MIN_CONTEXTS = 64
 #: Seconds between a reply server's housekeeping rounds (idle connections, pool shrinking).
@@ -102,6 +107,7 @@ class ReplyServer:
         auth: FrameAuth | None = None,
         on_refused: Callable[[str], None] | None = None,
         max_pending_per_connection: int = DEFAULT_MAX_PENDING_PER_CONNECTION,
+        max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
         admission: ConnectionAdmission | None = None,
         on_event: Callable[[ConnectionEvent], None] | None = None,
         min_contexts: int = DEFAULT_MIN_CONTEXTS,
@@ -116,6 +122,7 @@ class ReplyServer:
         #: Requests received and not yet answered, per connection (bounds what one peer can hold).
         self._pending: dict[int, int] = {}
         self.max_pending_per_connection = max_pending_per_connection
+        self.max_unread_bytes = max_unread_bytes
         self._admission = admission
         if admission is not None:
             admission.busy = self._busy
@@ -133,7 +140,7 @@ class ReplyServer:
         self._housekeeping: asyncio.TimerHandle | None = None
         # Replies handed to nng and not yet reaped. A deque, because replies may also be sent from
         # other threads (see Request.reply); everything else here belongs to the loop's thread.
-        self._sending: deque[tuple[pynng.Context, _nng.SendAio, int]] = deque()
+        self._sending: deque[tuple[pynng.Context, _nng.SendAio, int, int]] = deque()  # ..., pipe, size
         self._loop_thread = 0
         self._receiver = _nng.Receiver()
         self._fd = sock.recv_fd
@@ -168,8 +175,12 @@ class ReplyServer:
                 self._idle.append(context)  # the connection is being closed: nobody would read the reply
                 continue
             held = self._pending.get(pipe_id, 0)
-            if held >= self.max_pending_per_connection and (
-                self._unsent_replies(pipe_id) >= self.max_pending_per_connection
+            if held >= _COUNT_BYTES_FROM and (
+                (
+                    held >= self.max_pending_per_connection
+                    and self._unsent_replies(pipe_id) >= self.max_pending_per_connection
+                )
+                or self._unsent_bytes(pipe_id) > self.max_unread_bytes
             ):
                 self._idle.append(context)
                 self._drop_unread(pipe_id)
@@ -205,6 +216,11 @@ class ReplyServer:
         self._reap()
         return sum(1 for entry in list(self._sending) if entry[2] == pipe_id)
 
+    def _unsent_bytes(self, pipe_id: int) -> int:
+        """Bytes of the replies to this connection that nng has not written yet."""
+        self._reap()
+        return sum(entry[3] for entry in list(self._sending) if entry[2] == pipe_id)
+
     def _drop_unread(self, pipe_id: int) -> None:
         """Close a connection that sends requests but does not read the replies.
 
@@ -218,7 +234,8 @@ class ReplyServer:
             self._on_event(ConnectionEvent.DROPPED_UNREAD)
         self._drop_log.warning(
             "unread",
-            f"closed a connection holding {self.max_pending_per_connection} replies it did not read",
+            f"closed a connection that did not read its replies (at most {self.max_pending_per_connection}"
+            f" replies or {self.max_unread_bytes // (1024 * 1024)} MiB are kept for one)",
         )
 
     def _housekeep(self) -> None:
@@ -283,7 +300,7 @@ class ReplyServer:
         if seal and self._auth is not None:
             data = self._auth.seal(data)
         aio = _nng.send_on_context(context, data)
-        self._sending.append((context, aio, pipe_id))
+        self._sending.append((context, aio, pipe_id, len(data)))
         if self._reap_handle is None and threading.get_ident() == self._loop_thread:
             self._reap_handle = self._loop.call_later(0.05, self._reap_later)
 
@@ -297,9 +314,10 @@ class ReplyServer:
         """Free the aios of finished sends and return their contexts to the pool."""
         sending = self._sending
         for _ in range(len(sending)):
-            context, aio, pipe_id = sending.popleft()
+            entry = sending.popleft()
+            context, aio, pipe_id, _ = entry
             if _nng.sending(aio):
-                sending.append((context, aio, pipe_id))
+                sending.append(entry)
                 continue
             _nng.free_aio(aio)
             self._idle.append(context)

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from fastworker.client import CancelResult, EventBatch, FastworkerError, Priority, TaskLimits, TaskState, WorkflowInfo
+from fastworker.client import (
+    CancelResult,
+    EventBatch,
+    FastworkerError,
+    Priority,
+    TaskInfo,
+    TaskLimits,
+    TaskState,
+    WorkflowInfo,
+)
 from fastworker.client.jsonshape import TaskDetailLike, TaskPageLike
 from fastworker.client.limits import UNSET, Unset
 
@@ -53,7 +62,10 @@ class AdminClient(Protocol):
         """A filtered page of live and recently finished tasks, newest first."""
 
     async def task_detail(self, task_id: str) -> TaskDetailView:
-        """One task with its arguments and timings."""
+        """One task with its arguments and timings (a result too large to fit with them left out)."""
+
+    async def status(self, task_id: str) -> TaskInfo:
+        """One task's state, with its result."""
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task."""

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastworker.client import FastworkerError, TaskLimits, WorkflowInfo
+from fastworker.client import FastworkerError, TaskInfo, TaskLimits, WorkflowInfo
 from fastworker.dashboard.source import AdminClient, TaskDetailView, TaskPageView, read_limits
 from fastworker.dashboard.web.query import TaskFilters
 
@@ -199,6 +199,10 @@ class LiveFeed:
             self._details.clear()
         else:
             self._details.pop(task_id, None)
+
+    async def read_status(self, task_id: str) -> TaskInfo:
+        """A fresh ``status`` of one task (its result with it); callers asking meanwhile share it."""
+        return await self._single_flight(("status", task_id), lambda: self.client.status(task_id))
 
     async def read_task_detail(self, task_id: str) -> TaskDetailView:
         """A fresh ``task_detail``; callers asking while one read for that id is under way share it."""

@@ -98,6 +98,6 @@ async def task_arguments(state: StateDep, task_id: str) -> Response:
 
 @router.get("/tasks/{task_id}/result")
 async def task_result(state: StateDep, task_id: str) -> Response:
-    """The task's result in full, up to the download cap."""
-    detail = await state.feed.read_task_detail(task_id)
-    return await _download(state, task_id, "result", detail.info.result)
+    """The task's result in full, up to the download cap (read alone: a detail may leave a large one out)."""
+    info = await state.feed.read_status(task_id)
+    return await _download(state, task_id, "result", info.result)
