@@ -32,8 +32,6 @@ DEFAULT_MAX_PENDING_PER_CONNECTION = 1024
 #: Bytes of replies one connection may leave unread before it is closed: a count alone let a peer
 #: that never reads hold 1,024 replies of up to 16 MiB each (measured: 3 GB, and a stalled loop).
 DEFAULT_MAX_UNREAD_BYTES = 64 * 1024 * 1024
-#: A connection's unread bytes are counted once it holds this many requests (a pass over the sends).
-_COUNT_BYTES_FROM = 4
 #: Contexts a reply server keeps however quiet it gets; above this, contexts unused for a while are closed.
 DEFAULT_MIN_CONTEXTS = 64
 #: Seconds between a reply server's housekeeping rounds (idle connections, pool shrinking).
@@ -141,6 +139,9 @@ class ReplyServer:
         # Replies handed to nng and not yet reaped. A deque, because replies may also be sent from
         # other threads (see Request.reply); everything else here belongs to the loop's thread.
         self._sending: deque[tuple[pynng.Context, _nng.SendAio, int, int]] = deque()  # ..., pipe, size
+        #: Bytes handed to nng and not reaped yet, per connection; replies come from any thread.
+        self._unsent: dict[int, int] = {}
+        self._unsent_lock = threading.Lock()
         self._loop_thread = 0
         self._receiver = _nng.Receiver()
         self._fd = sock.recv_fd
@@ -175,12 +176,12 @@ class ReplyServer:
                 self._idle.append(context)  # the connection is being closed: nobody would read the reply
                 continue
             held = self._pending.get(pipe_id, 0)
-            if held >= _COUNT_BYTES_FROM and (
-                (
-                    held >= self.max_pending_per_connection
-                    and self._unsent_replies(pipe_id) >= self.max_pending_per_connection
-                )
-                or self._unsent_bytes(pipe_id) > self.max_unread_bytes
+            if (
+                held >= self.max_pending_per_connection
+                and self._unsent_replies(pipe_id) >= self.max_pending_per_connection
+            ) or (
+                self._unsent.get(pipe_id, 0) > self.max_unread_bytes
+                and self._unsent_bytes(pipe_id) > self.max_unread_bytes
             ):
                 self._idle.append(context)
                 self._drop_unread(pipe_id)
@@ -217,9 +218,9 @@ class ReplyServer:
         return sum(1 for entry in list(self._sending) if entry[2] == pipe_id)
 
     def _unsent_bytes(self, pipe_id: int) -> int:
-        """Bytes of the replies to this connection that nng has not written yet."""
+        """Bytes of the replies to this connection that nng has not written yet (reaped first)."""
         self._reap()
-        return sum(entry[3] for entry in list(self._sending) if entry[2] == pipe_id)
+        return self._unsent.get(pipe_id, 0)
 
     def _drop_unread(self, pipe_id: int) -> None:
         """Close a connection that sends requests but does not read the replies.
@@ -300,7 +301,10 @@ class ReplyServer:
         if seal and self._auth is not None:
             data = self._auth.seal(data)
         aio = _nng.send_on_context(context, data)
-        self._sending.append((context, aio, pipe_id, len(data)))
+        size = len(data)
+        with self._unsent_lock:
+            self._unsent[pipe_id] = self._unsent.get(pipe_id, 0) + size
+        self._sending.append((context, aio, pipe_id, size))
         if self._reap_handle is None and threading.get_ident() == self._loop_thread:
             self._reap_handle = self._loop.call_later(0.05, self._reap_later)
 
@@ -315,10 +319,16 @@ class ReplyServer:
         sending = self._sending
         for _ in range(len(sending)):
             entry = sending.popleft()
-            context, aio, pipe_id, _ = entry
+            context, aio, pipe_id, size = entry
             if _nng.sending(aio):
                 sending.append(entry)
                 continue
+            with self._unsent_lock:
+                left = self._unsent.get(pipe_id, 0) - size
+                if left > 0:
+                    self._unsent[pipe_id] = left
+                else:
+                    self._unsent.pop(pipe_id, None)
             _nng.free_aio(aio)
             self._idle.append(context)
             self._answered(pipe_id)
