@@ -130,3 +130,15 @@ def held(seconds: float) -> str:
 def always_fails() -> None:
     """Fail (for retry by request)."""
     raise ValueError("fails on purpose")
+
+
+@task(name="fwtests_sem.async_stubborn")
+async def async_stubborn(seconds: float) -> str:
+    """An async task that catches its cancellation and returns a value anyway (it must still end CANCELLED)."""
+    import asyncio
+
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.1)
+    return "ran on"

@@ -155,3 +155,18 @@ async def test_retry_of_a_failed_task_runs_it_again_under_the_same_id(system: tu
         second = await client.wait(task_id, timeout=20)
     assert second.state is TaskState.FAILURE
     assert second.attempts == 2
+
+
+async def test_an_async_task_that_catches_its_cancellation_still_ends_cancelled(
+    system: tuple[str, RunningControlPlane],
+) -> None:
+    _, cp = system
+    async with Client(cp.discovery) as client:
+        task_id = await client.delay("fwtests_sem.async_stubborn", 30)
+        async with asyncio.timeout(20):
+            while (await client.status(task_id)).state is not TaskState.RUNNING:
+                await asyncio.sleep(0.05)
+        assert (await client.cancel(task_id)).cancelled
+        info = await client.wait(task_id, timeout=20)
+        assert info.state is TaskState.CANCELLED and info.result is None
+        assert info.error is not None and "caught the cancellation" in info.error.message

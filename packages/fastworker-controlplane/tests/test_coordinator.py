@@ -346,6 +346,31 @@ async def test_a_task_calling_sys_exit_fails_and_the_slot_keeps_serving(harness:
 # ---------------------------------------------------------------------------------------------- cancel
 
 
+async def test_an_async_task_that_catches_its_cancellation_and_returns_still_ends_cancelled(harness: Any) -> None:
+    # Given a running async task that swallows asyncio.CancelledError and returns a value later
+    started = asyncio.Event()
+
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # clean-up that takes a moment, then a value
+        return "ran on"
+
+    harness.task(stubborn)
+    coordinator = harness.coordinator()
+    record, _ = coordinator.submit(harness.spec("stubborn"))
+    async with asyncio.timeout(BOUND):
+        await started.wait()
+
+    # When it is cancelled, it ends CANCELLED, its value dropped: the reply said it was cancelled
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+    done = await harness.final(coordinator, record.task_id)
+    assert (done.state, done.error.type, done.result) == (CANCELLED, "TaskCancelled", None)
+    assert "caught the cancellation" in done.error.message
+
+
 async def test_cancelling_a_running_async_task_ends_it_as_cancelled(harness: Any) -> None:
     # Given an async task that is running (and would run for a long time)
     started = asyncio.Event()

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from fastworker.client import hooks
 from fastworker.client.task import TaskFunction, default_registry, task
 from fastworker.protocol.payload import decode_value, encode_arguments, encode_value
 from fastworker.protocol.v1.task_pb2 import CODEC_MSGPACK, CODEC_PICKLE, Payload
-from fastworker.worker.executor import Outcome, failure, prepare, run_async, run_sync
+from fastworker.worker.executor import Outcome, failure, prepare, run_async, run_async_limited, run_sync
 
 
 @pytest.fixture(autouse=True)
@@ -390,3 +391,29 @@ def test_the_executor_accepts_any_task_function() -> None:
 
     generic: TaskFunction[Any, Any] = typed
     assert succeeded_value(run_sync(generic, (1,), {})) == 1
+
+
+@pytest.mark.parametrize("hooked", [False, True])
+async def test_an_async_task_that_catches_its_time_limits_cancellation_still_fails_with_time_limit_exceeded(
+    hooked: bool,
+) -> None:
+    @task(name="stubborn_async", timeout=0.05)
+    async def stubborn_async() -> str:
+        for _ in range(3):
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass  # caught: it runs on
+        return "ran on"
+
+    def noop(ctx: object) -> None:
+        pass
+
+    if hooked:  # the executor's other path: the same run with hooks around it
+        hooks.before_task(noop)
+    try:
+        outcome = await run_async_limited(stubborn_async, (), {}, hard=0.05)
+    finally:
+        hooks.remove(noop)
+    assert not outcome.succeeded and outcome.error is not None
+    assert outcome.error.type == "TimeLimitExceeded" and "caught the cancellation" in outcome.error.message

@@ -163,6 +163,8 @@ class LocalExecutor:
         self._completions: LoopWakeup | None = None
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
+        #: Loop runs cancelled on request (a run that catches the cancellation still ends CANCELLED).
+        self._loop_cancels: set[str] = set()
         #: Sync tasks running on slot threads, by task id (each entry guarded by its slot's lock).
         self._sync_runs: dict[str, SlotRuns] = {}
         #: Cancels of tasks a slot took but that started on neither side yet. A slot registers its
@@ -373,8 +375,17 @@ class LocalExecutor:
     def _loop_run_done(self, record: TaskRecord, job: asyncio.Task[Outcome]) -> None:
         self._loop_runs.pop(record.task_id, None)
         self._release()
+        asked = record.task_id in self._loop_cancels
+        self._loop_cancels.discard(record.task_id)
         if job.cancelled():
             self._report(record, failure("TaskCancelled", "cancelled while running"), True)
+            return
+        if asked:  # it caught asyncio.CancelledError and returned or raised later: cancelled all the same
+            message = (
+                "cancelled while running; it caught the cancellation (asyncio.CancelledError) and ran on until it"
+                " returned, its value dropped"
+            )
+            self._report(record, failure("TaskCancelled", message), True)
             return
         error = job.exception()
         if error is not None:
@@ -407,7 +418,10 @@ class LocalExecutor:
         """
         job = self._loop_runs.get(task_id)
         if job is not None:
-            return not job.done() and job.cancel()
+            if job.done() or not job.cancel():
+                return False
+            self._loop_cancels.add(task_id)  # a run that catches it and returns still ended CANCELLED
+            return True
         entry = self._sync_runs.get(task_id)
         if entry is None:
             # Taken by a slot, started on neither side yet (or just ended, its outcome on the way):

@@ -267,15 +267,25 @@ async def run_async_limited(
         )
     started = time()
     try:
-        async with asyncio.timeout(seconds):
-            return await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
+        async with asyncio.timeout(seconds) as limit:
+            outcome = await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
     except TimeoutError:
         return failure(kind, _limit_message(tf, kind, seconds), started_at=started)
+    if limit.expired():  # it caught the cancellation and returned later: the limit still failed it
+        return failure(kind, _ignored_limit_message(tf, kind, seconds), started_at=started)
+    return outcome
 
 
 def _limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
     which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
     return f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s"
+
+
+def _ignored_limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
+    return (
+        f"{_limit_message(tf, kind, seconds)}; it caught the cancellation (asyncio.CancelledError) and ran on"
+        " until it returned, its value dropped: let CancelledError propagate"
+    )
 
 
 # ---------------------------------------------------------------------------------- hooked runs
@@ -343,10 +353,13 @@ async def _run_async_hooked(
         try:
             if seconds:
                 try:
-                    async with asyncio.timeout(seconds):
+                    async with asyncio.timeout(seconds) as deadline:
                         outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
+                    expired = deadline.expired()  # caught by the task, which returned later
+                    message = _ignored_limit_message(tf, kind, seconds)
                 except TimeoutError:  # the task's own errors were caught inside: this is the limit
-                    message = _limit_message(tf, kind, seconds)
+                    expired, message = True, _limit_message(tf, kind, seconds)
+                if expired:
                     outcome, value = failure(kind, message, started_at=started), None
                     limit = SoftTimeLimitExceeded if kind == "SoftTimeLimitExceeded" else TimeLimitExceeded
                     raised = limit(message)

@@ -807,7 +807,7 @@ class Worker:
         """The run's outcome; a cancel asked for by the control plane ends it as TaskCancelled."""
         spec = running.spec
         try:
-            return await self._outcome(spec, running)
+            outcome = await self._outcome(spec, running)
         except (
             Exception
         ) as exc:  # the run could not even start (a bug, a spec it cannot honour): fail it, keep the slot
@@ -824,6 +824,17 @@ class Worker:
             if current is not None:
                 current.uncancel()
             return failure("TaskCancelled", "cancelled on request while running")
+        if spec.task_id in self._cancelled:  # an async task that caught its cancellation and returned
+            self._cancelled.discard(spec.task_id)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return failure(
+                "TaskCancelled",
+                "cancelled on request while running; it caught the cancellation (asyncio.CancelledError) and ran on"
+                " until it returned, its value dropped",
+            )
+        return outcome
 
     def _report(self, spec: task_pb2.TaskSpec, instance: str, outcome: Outcome, started: float) -> None:
         """Queue a task's outcome for the control plane (sent with the next work request, or at once)."""
