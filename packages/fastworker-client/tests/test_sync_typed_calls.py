@@ -310,38 +310,32 @@ def test_in_sync_code_with_a_sync_client_current_the_awaitable_calls_submit_thro
     assert no_environment_client == []
 
 
+class WorkflowSyncBackend(FakeSyncBackend):
+    """A sync backend that also takes workflows (as SyncClient.delay_workflow does), recording them."""
+
+    def __init__(self) -> None:
+        super().__init__("wf")
+        self.workflows: list[object] = []
+
+    def delay_workflow(self, workflow: object) -> str:
+        self.workflows.append(workflow)
+        return "blocking-handle"
+
+
 def test_in_sync_code_a_workflow_delay_submits_through_the_current_sync_client() -> None:
     from fastworker.client import chain
-
-    class WorkflowSyncBackend(FakeSyncBackend):
-        def __init__(self) -> None:
-            super().__init__("wf")
-            self.workflows: list[object] = []
-
-        def delay_workflow(self, workflow: object) -> str:
-            self.workflows.append(workflow)
-            return "workflow-handle"
 
     backend = WorkflowSyncBackend()
     flow = chain(ADD.s(1, 2), ADD.s(3))
     with pytest.raises(CallContextError, match="no SyncClient current"):
         flow.delay()  # type: ignore[unused-coroutine]
     with use_sync_client(backend):
-        assert flow.delay() == "workflow-handle"  # type: ignore[comparison-overlap]
+        assert flow.delay() == "blocking-handle"  # type: ignore[comparison-overlap]
     assert backend.workflows == [flow]
 
 
 def test_a_workflow_delay_sync_submits_through_the_current_sync_client_and_refuses_on_a_loop() -> None:
     from fastworker.client import chain, group
-
-    class WorkflowSyncBackend(FakeSyncBackend):
-        def __init__(self) -> None:
-            super().__init__("wf")
-            self.workflows: list[object] = []
-
-        def delay_workflow(self, workflow: object) -> str:
-            self.workflows.append(workflow)
-            return "blocking-handle"
 
     backend = WorkflowSyncBackend()
     flow, fan = chain(ADD.s(1, 2), ADD.s(3)), group(ADD.s(1, 1), ADD.s(2, 2))
