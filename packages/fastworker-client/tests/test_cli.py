@@ -222,7 +222,17 @@ WORKFLOW = WorkflowInfo(
     output_ids=("c1111111-cccc",),
 )
 REGISTERED = [
-    {"name": "add", "priority": "normal", "retries": 0, "timeout": 0.0, "soft_timeout": 0.0, "every": 0.0, "cron": ""}
+    {"name": "add", "priority": "normal", "retries": 0, "timeout": 0.0, "soft_timeout": 0.0, "every": 0.0, "cron": ""},
+    {
+        "name": "nightly",
+        "priority": "low",
+        "retries": 0,
+        "timeout": 0.0,
+        "soft_timeout": 0.0,
+        "every": 0.0,
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Paris",
+    },
 ]
 
 
@@ -610,6 +620,13 @@ def test_each_command_prints_the_shared_json_shape(run: Any, argv: list[str], ex
     ran = run(*argv, "--json")
     assert ran.code == code
     assert ran.json == expected
+
+
+def test_tasks_table_names_the_time_zone_a_cron_schedule_is_read_in(run: Any) -> None:
+    ran = run("tasks")
+    assert ran.code == RET_OK
+    (line,) = [line for line in ran.out.splitlines() if "nightly" in line]
+    assert "0 3 * * * Europe/Paris" in line
 
 
 def test_list_passes_filters_and_prints_a_page(run: Any) -> None:

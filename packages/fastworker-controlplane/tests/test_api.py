@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import SUCCESS
 from fastworker.protocol.framing import FRAME_PREFIX, decode_frame, encode_frame, new_envelope
-from fastworker.protocol.payload import decode_value
+from fastworker.protocol.payload import decode_value, encode_arguments
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -374,6 +375,80 @@ async def test_wait_for_final_and_unknown_tasks_replies_at_once(
     assert list(reply.wait_reply.missing) == ["unknown"]
 
 
+async def test_a_wait_whose_results_exceed_one_frame_lists_the_rest_as_pending_for_the_next_ask(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    api = api_for(local_concurrency=2, max_frame_size=1024 * 1024)
+    records = [api.coordinator.submit(harness.spec("echo", str(i) * 400_000))[0] for i in range(4)]
+    ids = [record.task_id for record in records]
+    for task_id in ids:
+        await harness.final(api.coordinator, task_id)
+    received: dict[str, int] = {}
+    asks = 0
+    while len(received) < len(ids):
+        asks += 1
+        assert asks <= len(ids), "no progress"
+        wanted = [task_id for task_id in ids if task_id not in received]
+
+        def build(envelope: Envelope, wanted: list[str] = wanted) -> None:
+            envelope.wait.task_ids.extend(wanted)
+            envelope.wait.timeout = 5.0
+
+        replies = Replies()
+        api.handle(request(build, correlation_id=40 + asks), replies)
+        frame = replies.frames[0]
+        assert len(frame) <= 1024 * 1024  # it fits the frame limit the client reads with
+        body = replies.only().wait_reply
+        assert body.finished, "each reply carries at least one result"
+        for info in body.finished:
+            received[info.task_id] = len(decode_value(info.result))
+        assert set(body.pending) == set(wanted) - {info.task_id for info in body.finished}
+
+    assert received == dict.fromkeys(ids, 400_000)
+    assert asks > 1
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+async def test_arguments_in_a_codec_this_control_plane_does_not_accept_are_refused_at_the_door(
+    api_for: Callable[..., ClientApi], harness: Any, allow_pickle: bool
+) -> None:
+    api = api_for(allow_pickle=allow_pickle)
+    pickled = harness.spec("echo", "x")
+    pickled.arguments.CopyFrom(encode_arguments(["x"], {}, allow_pickle=True))
+    pickled.arguments.codec = task_pb2.CODEC_PICKLE
+    unknown = harness.spec("echo", "y")
+    unknown.arguments.codec = 7  # type: ignore[assignment]
+
+    single = ask(api, submit(pickled))
+    batch = ask(api, lambda envelope: envelope.submit_batch.tasks.extend([unknown, harness.spec("echo", "z")]))
+
+    if allow_pickle:
+        assert single.submit_reply.task_id == pickled.task_id
+    else:
+        assert single.error.code == error_pb2.ERROR_CODE_PAYLOAD
+        assert "pickle" in single.error.message and "--allow-pickle" in single.error.message
+        assert api.coordinator.find(pickled.task_id) is None
+    refused, accepted = batch.submit_batch_reply.outcomes
+    assert refused.error.code == error_pb2.ERROR_CODE_PAYLOAD
+    assert "unknown payload codec 7" in refused.error.message
+    assert api.coordinator.find(unknown.task_id) is None
+    assert accepted.HasField("accepted")
+
+
+async def test_a_flood_of_garbage_client_frames_is_counted_in_full_but_logged_once(
+    api_for: Callable[..., ClientApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = api_for()
+    replies: list[bytes] = []
+    with caplog.at_level(logging.WARNING, logger="fastworker.controlplane.api"):
+        for _ in range(1000):
+            api.handle(b"garbage bytes", replies.append)
+
+    assert len(replies) == 1000  # every frame still gets its typed error
+    assert api.coordinator.counters.rejected_frames == 1000
+    assert len([r for r in caplog.records if "refused a client frame" in r.getMessage()]) == 1
+
+
 async def test_wait_that_times_out_replies_with_the_pending_ids(
     api_for: Callable[..., ClientApi], harness: Any
 ) -> None:
@@ -544,7 +619,12 @@ async def test_a_failing_task_submitted_with_wait_is_answered_once_with_its_erro
 
 
 def spec_for(name: str, task_id: str, priority: int = task_pb2.PRIORITY_LOW) -> task_pb2.TaskSpec:
-    return task_pb2.TaskSpec(task_id=task_id, name=name, priority=priority)  # type: ignore[arg-type]
+    return task_pb2.TaskSpec(
+        task_id=task_id,
+        name=name,
+        priority=priority,  # type: ignore[arg-type]
+        arguments=encode_arguments((), {}),
+    )
 
 
 @pytest.mark.parametrize("kind", ["purge", "pause"])

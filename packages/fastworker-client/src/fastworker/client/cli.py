@@ -954,7 +954,10 @@ def _queue_rows(found: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 
 def _task_row(entry: dict[str, Any]) -> dict[str, Any]:
     """The columns of a registered task that fit a terminal."""
-    schedule = f"every {entry['every']:g} s" if entry.get("every") else (entry.get("cron") or "")
+    if entry.get("every"):
+        schedule = f"every {entry['every']:g} s"
+    else:  # a cron expression is read in its time zone (UTC when none is named)
+        schedule = " ".join(part for part in (entry.get("cron") or "", entry.get("timezone") or "") if part)
     limits = "/".join(f"{entry[k]:g} s" for k in ("soft_timeout", "timeout") if entry.get(k)) or ""
     return {
         "name": entry["name"],

@@ -9,6 +9,7 @@ from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, Unset
 from fastworker.controlplane import browse
 from fastworker.controlplane.coordinator import Coordinator, RequestRefused
 from fastworker.controlplane.flow import Gate
+from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import CANCELLED, LOCAL_WORKER_ID, RUNNING, TaskRecord
 from fastworker.controlplane.waits import MAX_WAIT
@@ -59,6 +60,29 @@ def decode_request(data: bytes, max_size: int) -> Envelope | tuple[error_pb2.Err
 DETAIL_FRAME_SLACK = 64 * 1024
 
 
+#: Bytes a task's info takes in a reply beyond its result, error and progress payloads, at most (ids, name, times).
+INFO_OVERHEAD = 1024
+
+
+def _within_frame(records: list[TaskRecord], budget: int) -> tuple[list[TaskRecord], list[TaskRecord]]:
+    """The leading records whose infos fit ``budget`` bytes together (the first always), and the rest."""
+    used = 0
+    for index, record in enumerate(records):
+        used += INFO_OVERHEAD + _payload_bytes(record)
+        if used > budget and index > 0:
+            return records[:index], records[index:]
+    return records, []
+
+
+def _payload_bytes(record: TaskRecord) -> int:
+    size = 0 if record.result is None else len(record.result.data)
+    if record.error is not None:
+        size += len(record.error.message) + len(record.error.traceback)
+    if record.progress is not None:
+        size += record.progress.ByteSize()
+    return size
+
+
 class ClientApi:
     """Handles one decoded request at a time; replies at once, or later for waits."""
 
@@ -67,6 +91,7 @@ class ClientApi:
     ) -> None:
         self.coordinator = coordinator
         self.max_frame_size = max_frame_size
+        self._refusal_log = RateLimitedLog(logger)
         #: This control plane's instance id, to tell a request sent again after another instance's silence.
         self.instance_id = instance_id
         self._handlers: dict[str, Callable[[Envelope, Reply], None]] = {
@@ -113,7 +138,7 @@ class ClientApi:
 
     def _reject(self, reply: Reply, code: error_pb2.ErrorCode.ValueType, message: str) -> None:
         self.coordinator.counters.rejected_frames += 1
-        logger.warning("refused a client frame: %s", message)
+        self._refusal_log.warning("refused a client frame: %s", message)
         reply(error_frame(code, message))
 
     def _send(self, reply: Reply, envelope: Envelope) -> None:
@@ -155,24 +180,35 @@ class ClientApi:
             " with status, or submit it again if it must run)",
         )
 
-    def _oversized(self, spec: task_pb2.TaskSpec) -> str | None:
-        """Why a task's arguments are refused (over the payload limit; counted), or None.
+    def _argument_problem(self, spec: task_pb2.TaskSpec) -> str | None:
+        """Why a task's arguments are refused (over the payload limit, or a codec not accepted here; counted), or None.
 
         Checked at the door: a task that would fail to run anyway must not sit in the queue (and in
         memory) until then. Clients check before sending; this catches those that do not.
         """
         size = len(spec.arguments.data)
-        if size <= DEFAULT_MAX_PAYLOAD_SIZE:
+        codec = spec.arguments.codec
+        if size <= DEFAULT_MAX_PAYLOAD_SIZE and (
+            codec == task_pb2.CODEC_MSGPACK or (codec == task_pb2.CODEC_PICKLE and self.coordinator.allow_pickle)
+        ):
             return None
         self.coordinator.counters.rejected_frames += 1
-        problem = f"task arguments of {size} bytes exceed the limit of {DEFAULT_MAX_PAYLOAD_SIZE} bytes"
-        logger.warning("refused task %s (%s): %s", spec.task_id[:64], spec.name[:64], problem)
+        if size > DEFAULT_MAX_PAYLOAD_SIZE:
+            problem = f"task arguments of {size} bytes exceed the limit of {DEFAULT_MAX_PAYLOAD_SIZE} bytes"
+        elif codec == task_pb2.CODEC_PICKLE:
+            problem = (
+                "task arguments use pickle, which this control plane does not accept"
+                " (pickle needs --allow-pickle on the control plane and the workers too)"
+            )
+        else:
+            problem = f"task arguments use unknown payload codec {codec}"
+        self._refusal_log.warning("refused task %s (%s): %s", spec.task_id[:64], spec.name[:64], problem)
         return problem
 
     def _submit(self, request: Envelope, reply: Reply) -> None:
         # Raised without keeping the exception in a local: a frame -> exception -> traceback -> frame
         # cycle would hold the (large) request until the garbage collector happens to run.
-        problem = self._oversized(request.submit.task)
+        problem = self._argument_problem(request.submit.task)
         if problem is not None:
             raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
         if self._unvouched(request) and self.coordinator.find(request.submit.task.task_id) is None:
@@ -212,7 +248,7 @@ class ClientApi:
         specs = request.submit_batch.tasks
         refusals = [
             None if problem is None else RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
-            for problem in map(self._oversized, specs)
+            for problem in map(self._argument_problem, specs)
         ]
         if self._unvouched(request):
             refusals = [
@@ -265,8 +301,12 @@ class ClientApi:
             envelope = new_envelope(cid)
             body = envelope.wait_reply
             body.SetInParent()
-            for record in finished:
+            included, deferred = _within_frame(finished, self.max_frame_size - DETAIL_FRAME_SLACK)
+            for record in included:
                 record.fill_info(body.finished.add())
+            # Final tasks that would push the reply over the frame limit are listed as pending: the
+            # client asks again for them at once, and gets them in the next replies.
+            body.pending.extend(record.task_id for record in deferred)
             body.pending.extend(pending)
             body.missing.extend(missing)
             self._send(reply, envelope)
@@ -325,7 +365,7 @@ class ClientApi:
     def _submit_workflow(self, request: Envelope, reply: Reply) -> None:
         body = request.submit_workflow
         for spec in body.steps:
-            problem = self._oversized(spec)
+            problem = self._argument_problem(spec)
             if problem is not None:
                 raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
         if self._unvouched(request) and body.workflow_id not in self.coordinator.graph.workflows:

@@ -27,6 +27,7 @@ from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.exporter import take_snapshot
 from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
+from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.metricsserver import MetricsServer
 from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec, schedule_of
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
@@ -100,7 +101,7 @@ class ControlPlane:
         #: Task names the last sealed announcement listed.
         self._announced_names: frozenset[str] = frozenset()
         self._tls: TlsFiles | None = None
-        self._last_refusal_log = float("-inf")
+        self._refusal_log = RateLimitedLog(logger)
         self.journal: Journal | None = None
         self._metrics: MetricsServer | None = None
 
@@ -389,11 +390,8 @@ class ControlPlane:
         if coordinator is not None:
             coordinator.counters.rejected_frames += 1
             coordinator.counters.auth_failures += 1
-        now = asyncio.get_running_loop().time()
-        if now - self._last_refusal_log >= 1.0:
-            self._last_refusal_log = now
-            total = coordinator.counters.auth_failures if coordinator is not None else 0
-            logger.warning("refused an unauthenticated frame (%d so far): %s", total, reason)
+        total = coordinator.counters.auth_failures if coordinator is not None else 0
+        self._refusal_log.warning("refused an unauthenticated frame (%d so far): %s", total, reason)
 
     def _registered_retries(self, name: str) -> int | None:
         """A locally registered task's default retries (for replaying tasks that were running), or None."""

@@ -8,6 +8,7 @@ from fastworker.controlplane.api import decode_request, error_frame
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.dispatcher import Dispatcher, WorkerIdInUse
 from fastworker.controlplane.fleet import WorkerRecord
+from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.periodic import schedule_problem
 from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
@@ -58,6 +59,7 @@ class WorkerApi:
         self.coordinator = coordinator
         self.dispatcher = dispatcher
         self.instance_id = instance_id
+        self._refusal_log = RateLimitedLog(logger)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.max_frame_size = max_frame_size
@@ -83,7 +85,7 @@ class WorkerApi:
 
     def _reject(self, request: Request, code: error_pb2.ErrorCode.ValueType, message: str) -> None:
         self.coordinator.counters.rejected_frames += 1
-        logger.warning("refused a worker frame: %s", message)
+        self._refusal_log.warning("refused a worker frame: %s", message)
         request.reply(error_frame(code, message))
 
     def _register(self, envelope: Envelope, request: Request) -> None:
