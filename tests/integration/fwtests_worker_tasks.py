@@ -110,3 +110,10 @@ def abort() -> None:
 def hang() -> None:
     """Sleep far past its one-second hard time limit."""
     time.sleep(30)
+
+
+@task(name="fwtests_worker.block_loop")
+async def block_loop(seconds: float) -> str:
+    """An async task that blocks its worker's event loop (a mistake the worker must name in its log)."""
+    time.sleep(seconds)
+    return worker_id()

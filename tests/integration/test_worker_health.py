@@ -53,3 +53,19 @@ async def test_a_health_address_in_use_stops_the_worker_at_start_naming_it(start
         start_worker(control_plane, "second", "--health-address", taken, concurrency=1, ready_timeout=30)
     assert "daemon exited with 1" in str(refused.value)
     assert f"cannot serve --health-address {taken}" in str(refused.value)
+
+
+async def test_an_async_task_that_blocks_the_worker_loop_is_named_in_the_worker_log(
+    start_cp_for_workers, start_worker, make_client
+):
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "blocked", concurrency=1)
+    client = make_client(control_plane)
+    assert await client.submit("fwtests_worker.block_loop", 3.0, timeout=60) == "blocked"
+    resumed = r"the worker's event loop runs again, after \d+\.\d s blocked"
+    async with asyncio.timeout(10):  # logged at the watcher's next check, soon after the result
+        while not re.search(resumed, worker.log()):
+            await asyncio.sleep(0.05)
+    log = worker.log()
+    assert re.search(r"the worker's event loop has not run for \d+\.\d s", log), log
+    assert "fwtests_worker_tasks.py" in log and "in block_loop" in log

@@ -38,6 +38,7 @@ from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
+from fastworker.worker._stallwatch import LoopStallWatch
 from fastworker.worker.policy import options_policy
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class ControlPlane:
         self._refusal_log = RateLimitedLog(logger)
         self.journal: Journal | None = None
         self._metrics: MetricsServer | None = None
+        self._stall_watch: LoopStallWatch | None = None
 
     async def start(self) -> None:
         """Replay the journal (if any), bind every socket, start serving, and write the ready file."""
@@ -224,6 +226,8 @@ class ControlPlane:
                 "tasks, read results and act as a subworker; set --secret (and TLS) or bind to loopback",
                 ", ".join(exposed),
             )
+        self._stall_watch = LoopStallWatch(loop, what="control plane's event loop")
+        self._stall_watch.start()
         if s.ready_file:
             write_ready_file(s.ready_file, self.addresses)
         logger.info(
@@ -489,6 +493,8 @@ class ControlPlane:
             server.close()
         for sock in self._sockets:
             sock.close()
+        if self._stall_watch is not None:
+            self._stall_watch.stop()
         if self.settings.ready_file:
             remove_ready_file(self.settings.ready_file)
         logger.info("control plane %s stopped", self.instance_id)

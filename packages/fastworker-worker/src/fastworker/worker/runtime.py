@@ -44,6 +44,7 @@ from fastworker.protocol.auth import Secret
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
+from fastworker.worker._stallwatch import LoopStallWatch
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
 from fastworker.worker.health import HealthServer
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
@@ -262,6 +263,7 @@ class Worker:
         self._progress_out: dict[str, worker_pb2.TaskProgress] = {}
         self._progress_sender: asyncio.Task[None] | None = None
         self._health: HealthServer | None = None
+        self._stall_watch: LoopStallWatch | None = None
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -275,6 +277,8 @@ class Worker:
         """Serve until stopped; returns the exit code (0 after a clean drain)."""
         loop = asyncio.get_running_loop()
         self._progress.attach(loop)  # tasks may report from threads of their own
+        self._stall_watch = LoopStallWatch(loop, what="worker's event loop")
+        self._stall_watch.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         s = self.settings
@@ -1066,6 +1070,8 @@ class Worker:
 
     async def _close(self) -> None:
         self.state = WorkerState.STOPPED
+        if self._stall_watch is not None:
+            self._stall_watch.stop()
         self._progress.close()
         await cancel_all(self._background)
         await close_home_clients()
