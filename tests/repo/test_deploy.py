@@ -1278,7 +1278,10 @@ def test_both_daemons_run_as_pid_1_and_stop_cleanly_on_sigterm(
     sigterm_at = time.time()
     code, _ = worker.stop(timeout=pod_spec(worker_workload)["terminationGracePeriodSeconds"])
     assert code == 0, worker.log.read_text()
-    assert "drained: 1 finished, 0 handed back unstarted, 0 stopped at the drain timeout" in worker.log.read_text()
+    assert (
+        "drained: 1 succeeded, 0 failed or were cancelled, 0 handed back unstarted, 0 stopped at the drain timeout"
+        in worker.log.read_text()
+    )
     assert not worker.host_path(ready_file).exists()
     finished = client("wait", submitted["task_id"])
     assert (finished["state"], finished["worker"]) == ("SUCCESS", worker.name)

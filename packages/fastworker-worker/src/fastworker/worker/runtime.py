@@ -1057,9 +1057,11 @@ class Worker:
             except FastworkerError as exc:
                 logger.warning("could not deregister: %s", exc)
         logger.info(
-            "worker %s drained: %d finished, %d handed back unstarted, %d stopped at the drain timeout",
+            "worker %s drained: %d succeeded, %d failed or were cancelled, %d handed back unstarted,"
+            " %d stopped at the drain timeout",
             self.settings.worker_id,
             self.processed,
+            self.failed,
             len(waiting),
             len(unfinished),
         )
