@@ -345,7 +345,8 @@ async def submit(client: Client, args: argparse.Namespace, out: _Output) -> int:
 @command(
     "status",
     help="a task's state",
-    description="Print a task's current info (exit 1 if the id is unknown).",
+    description="Print a task's current info: exit 0 whatever its state (result tells success from failure), "
+    "1 if the id is unknown.",
     arguments=_task_id_argument,
 )
 async def status(client: Client, args: argparse.Namespace, out: _Output) -> int:
