@@ -65,22 +65,19 @@ INFO_OVERHEAD = 1024
 
 
 def _within_frame(records: list[TaskRecord], budget: int) -> tuple[list[TaskRecord], list[TaskRecord]]:
-    """The leading records whose infos fit ``budget`` bytes together (the first always), and the rest."""
+    """The leading records whose infos fit ``budget`` bytes together (the first always), and the rest.
+
+    Counts the result and error payloads and :data:`INFO_OVERHEAD` per record (progress is small).
+    """
     used = 0
-    for index, record in enumerate(records):
-        used += INFO_OVERHEAD + _payload_bytes(record)
+    for index, record in enumerate(records):  # inline: it runs for every task a client waits for
+        result, error = record.result, record.error
+        used += INFO_OVERHEAD if result is None else INFO_OVERHEAD + len(result.data)
+        if error is not None:
+            used += len(error.message) + len(error.traceback)
         if used > budget and index > 0:
             return records[:index], records[index:]
     return records, []
-
-
-def _payload_bytes(record: TaskRecord) -> int:
-    size = 0 if record.result is None else len(record.result.data)
-    if record.error is not None:
-        size += len(record.error.message) + len(record.error.traceback)
-    if record.progress is not None:
-        size += record.progress.ByteSize()
-    return size
 
 
 class ClientApi:
