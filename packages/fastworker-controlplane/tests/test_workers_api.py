@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fastworker.controlplane.records import CANCELLED, PENDING, RUNNING, SUCCESS
+from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RETRYING, RUNNING, SUCCESS
 from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, new_envelope
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2, worker_pb2
@@ -270,6 +270,63 @@ async def test_a_draining_worker_still_reports_the_results_of_its_running_tasks(
 
     assert record.state == SUCCESS
     assert rig.fleet.get("w1").processed == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "error_type", "named"),
+    [
+        (lambda o: setattr(o.result, "codec", task_pb2.CODEC_PICKLE), "PayloadError", "pickle"),
+        (lambda o: setattr(o.result, "codec", 99), "PayloadError", "unknown payload codec 99"),
+        (lambda o: setattr(o.result, "data", b"x" * (8 * 1024 * 1024 + 1)), "PayloadError", "exceeds the limit"),
+        (lambda o: setattr(o, "state", task_pb2.TASK_STATE_UNSPECIFIED), "ProtocolError", "reported state 0"),
+        (lambda o: setattr(o, "state", task_pb2.TASK_STATE_RUNNING), "ProtocolError", "an outcome is SUCCESS"),
+    ],
+    ids=["pickle-not-allowed", "unknown-codec", "oversized", "no-state", "running"],
+)
+async def test_an_outcome_the_control_plane_cannot_take_as_sent_fails_the_attempt_saying_why(
+    dispatch_rig: Any, change: Callable[[worker_pb2.TaskOutcome], None], error_type: str, named: str
+) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"])
+    record = rig.submit("job", retries=0)
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+    outcome = rig.success(spec, "a value")
+    change(outcome)
+
+    reply = rig.report("w1", outcome).envelope
+
+    assert reply.WhichOneof("body") != "error"  # the frame itself is fine: the outcome fails its task
+    assert record.state == FAILURE and record.result is None
+    assert record.error is not None and record.error.type == error_type and named in record.error.message
+    assert rig.fleet.get("w1").failed == 1
+
+
+async def test_a_nan_retry_delay_from_a_worker_gets_the_backoff_and_other_schedules_go_on(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"])
+    record = rig.submit("job", retries=1)
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+    outcome = rig.failure(spec, "Retry", "again")
+    outcome.retry_requested = True
+    outcome.retry_delay = float("nan")
+
+    rig.report("w1", outcome)
+
+    assert record.state == RETRYING
+    assert (
+        record.eta == rig.clock()
+    )  # the backoff (its definition gives none) instead of NaN, which stalled every schedule
+    scheduled, _ = rig.coordinator.submit(rig.harness.spec("job", eta=rig.clock() + 0.05))
+    rig.clock.advance(2.0)
+    rig.coordinator._release_due()  # what its timer does when it fires
+
+    assert (scheduled.state, record.state) == (PENDING, PENDING)
 
 
 # --------------------------------------------------------------------------------------- work requests

@@ -231,3 +231,17 @@ def test_a_side_that_allows_pickle_pickles_what_the_safe_codec_would_change(valu
     decoded = decode_value(payload, allow_pickle=True)
     assert decoded == value
     assert type(decoded) is type(value)
+
+
+def test_payload_problem_judges_size_and_codec_without_decoding() -> None:
+    from fastworker.protocol.payload import payload_problem
+    from fastworker.protocol.v1.task_pb2 import CODEC_PICKLE, Payload
+
+    assert payload_problem(encode_value([1, "x"])) is None
+    pickled = Payload(codec=CODEC_PICKLE, data=b"not even pickle")  # never decoded: that would run code
+    assert payload_problem(pickled, allow_pickle=True) is None
+    assert "pickle" in (payload_problem(pickled, what="its result") or "")
+    assert (payload_problem(pickled, what="its result") or "").startswith("its result uses pickle")
+    assert payload_problem(Payload(codec=42, data=b"")) == "payload uses unknown payload codec 42"  # type: ignore[arg-type]
+    big = encode_value("x" * 100)
+    assert payload_problem(big, max_size=10) == f"payload of {len(big.data)} bytes exceeds the limit of 10 bytes"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from fastworker.client.task import Priority, TaskOptions
 from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.policy import (
     DEFAULT_POLICY,
+    MAX_UNIX_SECONDS,
     TaskPolicy,
     definition_policy,
     effective_policy,
@@ -76,6 +79,17 @@ def test_backoff_doubles_with_jitter_up_to_its_cap_and_an_asked_delay_wins() -> 
     assert 1.6 <= policy.retry_delay(2) <= 2.4
     assert policy.retry_delay(9) <= 5.0
     assert policy.retry_delay(1, asked_delay=7.0) == 7.0
+
+
+@pytest.mark.parametrize("asked", [float("nan"), float("inf"), float("-inf"), -5.0])
+def test_an_asked_delay_that_is_no_number_of_seconds_gets_the_backoff(asked: float) -> None:
+    policy = TaskPolicy(retries=10, backoff=1.0, backoff_max=5.0)
+    assert 0.8 <= policy.retry_delay(1, asked_delay=asked) <= 1.2  # a NaN due time stalled every schedule
+
+
+def test_an_asked_delay_past_the_year_9999_ends_there() -> None:
+    delay = TaskPolicy(retries=1).retry_delay(1, asked_delay=1e300)
+    assert 0 < time.time() + delay <= MAX_UNIX_SECONDS + 1
 
 
 @pytest.mark.parametrize(

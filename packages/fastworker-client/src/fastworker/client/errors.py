@@ -19,6 +19,7 @@ FastworkerError                 (fastworker.protocol)
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from fastworker.protocol.errors import AuthenticationError, FastworkerError, PayloadError, ProtocolError
@@ -61,8 +62,8 @@ class Retry(FastworkerError):
     """
 
     def __init__(self, delay: float | None = None, message: str = "") -> None:
-        if delay is not None and delay < 0:
-            raise ValueError("Retry delay cannot be negative")
+        if delay is not None and not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"Retry delay must be a finite number of seconds, 0 or more, got {delay!r}")
         super().__init__(message or ("retry requested" + (f" in {delay:g} s" if delay is not None else "")))
         self.delay = delay
 

@@ -16,7 +16,7 @@ from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.controlplane.workflows import workflow_state
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
-from fastworker.protocol.payload import DEFAULT_MAX_PAYLOAD_SIZE
+from fastworker.protocol.payload import payload_problem
 from fastworker.protocol.v1 import admin_pb2, error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 from fastworker.protocol.v1.events_pb2 import Event
@@ -183,22 +183,10 @@ class ClientApi:
         Checked at the door: a task that would fail to run anyway must not sit in the queue (and in
         memory) until then. Clients check before sending; this catches those that do not.
         """
-        size = len(spec.arguments.data)
-        codec = spec.arguments.codec
-        if size <= DEFAULT_MAX_PAYLOAD_SIZE and (
-            codec == task_pb2.CODEC_MSGPACK or (codec == task_pb2.CODEC_PICKLE and self.coordinator.allow_pickle)
-        ):
+        problem = payload_problem(spec.arguments, allow_pickle=self.coordinator.allow_pickle, what="task arguments")
+        if problem is None:
             return None
         self.coordinator.counters.rejected_frames += 1
-        if size > DEFAULT_MAX_PAYLOAD_SIZE:
-            problem = f"task arguments of {size} bytes exceed the limit of {DEFAULT_MAX_PAYLOAD_SIZE} bytes"
-        elif codec == task_pb2.CODEC_PICKLE:
-            problem = (
-                "task arguments use pickle, which this control plane does not accept"
-                " (pickle needs --allow-pickle on the control plane and the workers too)"
-            )
-        else:
-            problem = f"task arguments use unknown payload codec {codec}"
         self._refusal_log.warning("refused task %s (%s): %s", spec.task_id[:64], spec.name[:64], problem)
         return problem
 

@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 from fastworker.client import _tracing as tracing
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
+from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS, TaskRecord
 from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.lease import may_take_back
+from fastworker.protocol.payload import payload_problem
 from fastworker.protocol.v1 import events_pb2, task_pb2, worker_pb2
 
 #: The level a task without a priority of its own has on a worker (the others go into the dispatched spec).
@@ -96,6 +98,7 @@ class Dispatcher:
         self._on_fleet_change = on_fleet_change
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
+        self._refusal_log = RateLimitedLog(logger)
         #: Wakes dispatch when a rate-limited name gets its next token (see ``_arm_gate_timer``).
         self._gate_timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -660,7 +663,16 @@ class Dispatcher:
             if outcome.HasField("progress"):
                 record.progress = outcome.progress  # the run's last progress, before its outcome
             state = outcome.state
-            if state == SUCCESS:
+            refused = self._outcome_problem(worker, outcome)
+            if refused is not None:
+                # Kept, a result no client could decode (or one that runs code on decode) would be
+                # handed to whoever asks: the attempt fails instead, saying why.
+                worker.failed += 1
+                self._refusal_log.warning(
+                    "task %s from worker %s: %s", record.task_id, worker.worker_id, refused.message
+                )
+                self.coordinator.retry_or_fail(record, refused, None)
+            elif state == SUCCESS:
                 worker.processed += 1
                 record.result = outcome.result
                 self.coordinator.finish_remote(record, SUCCESS)
@@ -673,6 +685,23 @@ class Dispatcher:
                 retry_delay = outcome.retry_delay if outcome.retry_requested else None
                 self.coordinator.retry_or_fail(record, outcome.error, retry_delay)
         self.schedule()
+
+    def _outcome_problem(self, worker: WorkerRecord, outcome: worker_pb2.TaskOutcome) -> task_pb2.TaskError | None:
+        """The error a worker's outcome ends its attempt with when it cannot be taken as sent, or None.
+
+        Its state must be a final one, and a result must be one this control plane accepts (its
+        codec, the payload limit): what a worker with another ``--allow-pickle`` or a broken one sends.
+        """
+        state = outcome.state
+        if state == SUCCESS:
+            problem = payload_problem(outcome.result, allow_pickle=self.coordinator.allow_pickle, what="its result")
+            return None if problem is None else task_pb2.TaskError(type="PayloadError", message=problem)
+        if state in (FAILURE, CANCELLED):
+            return None
+        return task_pb2.TaskError(
+            type="ProtocolError",
+            message=f"worker {worker.worker_id} reported state {state} for it (an outcome is SUCCESS, FAILURE or CANCELLED)",
+        )
 
     def close(self) -> None:
         """Stop the liveness checks and release held work requests."""

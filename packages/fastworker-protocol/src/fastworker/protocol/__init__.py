@@ -23,6 +23,7 @@ from fastworker.protocol.payload import (
     decode_value,
     encode_arguments,
     encode_value,
+    payload_problem,
 )
 from fastworker.protocol.version import __version__
 from fastworker.protocol.versioning import PROTOCOL_VERSION, SUPPORTED_VERSIONS, check_compatible
@@ -51,4 +52,5 @@ __all__ = [
     "encode_value",
     "new_envelope",
     "parse_address",
+    "payload_problem",
 ]

@@ -220,6 +220,27 @@ def decode_value(payload: Payload, *, allow_pickle: bool = False, max_size: int 
     raise PayloadError(f"unknown payload codec {payload.codec}")
 
 
+def payload_problem(
+    payload: Payload, *, allow_pickle: bool = False, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE, what: str = "payload"
+) -> str | None:
+    """Why ``decode_value`` here would refuse a payload, judged without decoding it (size, codec), or None.
+
+    For a process that passes payloads on (the control plane): one it could not decode must not be
+    kept and handed to others. ``what`` names the payload in the message.
+    """
+    size = len(payload.data)
+    if size > max_size:
+        return f"{what} of {size} bytes exceeds the limit of {max_size} bytes"
+    codec = payload.codec
+    if codec == CODEC_MSGPACK or (codec == CODEC_PICKLE and allow_pickle):
+        return None
+    if codec == CODEC_PICKLE:
+        return (
+            f"{what} uses pickle, which is not enabled here (it needs --allow-pickle / allow_pickle=True on every side)"
+        )
+    return f"{what} uses unknown payload codec {codec}"
+
+
 def encode_arguments(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],

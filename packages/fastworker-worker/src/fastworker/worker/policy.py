@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import time
 from dataclasses import dataclass
 
 from fastworker.client.options import LATEST_UNIX_SECONDS
@@ -93,10 +94,12 @@ class TaskPolicy:
     def retry_delay(self, attempts: int, asked_delay: float | None = None) -> float:
         """Seconds until the next run: the delay the task asked for, else the jittered backoff.
 
-        ``Retry()`` without a delay (``asked_delay`` 0) waits the backoff, as a failure does.
+        ``Retry()`` without a delay (``asked_delay`` 0) waits the backoff, as a failure does; so does
+        a delay that is no number of seconds (NaN, infinite or negative: ``Retry`` refuses them, a
+        hand-made outcome may not), and a delay past the year 9999 is cut to end there.
         """
-        if asked_delay:
-            return asked_delay
+        if asked_delay and math.isfinite(asked_delay) and asked_delay > 0:
+            return min(asked_delay, max(0.0, MAX_UNIX_SECONDS - time.time()))
         jittered = self.backoff_delay(attempts) * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
         return min(jittered, self.backoff_max)
 
