@@ -12,6 +12,7 @@ key. The shared secret (``protocol.auth``) still authenticates every frame insid
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class TlsFiles:
         for label, path in (("CA bundle", self.ca), ("certificate", self.cert), ("key", self.key)):
             if path and not os.path.isfile(path):
                 raise ValueError(f"TLS {label} {path!r} is not a readable file")
+        _check_pem(self.ca, self.cert, self.key)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TlsFiles | None:
@@ -103,6 +105,33 @@ class TlsFiles:
         # Set explicitly: pynng skips a falsy auth_mode argument, and AUTH_MODE_NONE is 0.
         config.set_auth_mode(pynng.TLSConfig.AUTH_MODE_REQUIRED if self.verify else pynng.TLSConfig.AUTH_MODE_NONE)
         return config
+
+
+def _check_pem(ca: str | None, cert: str | None, key: str | None) -> None:
+    """Raise ValueError naming the file when the CA bundle, the certificate or its key is unusable.
+
+    nng reports these only as "Cryptographic error" when a socket starts, naming no file, and a
+    listener accepts a certificate with another certificate's key; Python's ssl module reads the
+    same PEM files and tells which one is wrong.
+    """
+    for label, path in (("CA bundle", ca), ("certificate", cert)):
+        if path:
+            try:
+                ssl.create_default_context(cafile=path)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ValueError(f"TLS {label} {path!r} holds no usable PEM certificate ({exc})") from None
+    if cert and key:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            # A password callback: an encrypted key fails here (nng is given no password) instead of
+            # OpenSSL prompting on the terminal.
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+                raise ValueError(f"TLS key {key!r} is not the key of certificate {cert!r}") from None
+            raise ValueError(
+                f"TLS key {key!r} is not a usable PEM private key (an encrypted key needs decrypting first): {exc}"
+            ) from None
 
 
 def configure_dial(sock: pynng.Socket, address: str, tls: TlsFiles | None) -> None:
