@@ -194,7 +194,10 @@ class FrameAuth:
                 identity), outside the time window, or a replay.
         """
         if data[:3] != SEALED_PREFIX:
-            raise AuthenticationError("frame is not authenticated: this peer requires the shared secret")
+            raise AuthenticationError(
+                "frame is not authenticated: the receiver requires the shared secret and the sender used none"
+                " (give both sides the same secret)"
+            )
         if len(data) < _OVERHEAD:
             raise AuthenticationError("authenticated frame is truncated")
         if self._source is not None:
