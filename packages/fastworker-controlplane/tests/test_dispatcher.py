@@ -427,7 +427,7 @@ async def test_a_lost_workers_tasks_with_retries_left_are_requeued_and_redispatc
         assert record.attempts == 1
         assert record.worker == ""
         assert record.started_at == 0.0
-    assert rig.dispatcher.lost_total == 1
+    assert rig.coordinator.counters.workers_lost == 1
     assert rig.coordinator.counters.failed == 0
 
     # The other worker gets them next, as attempt 2
@@ -549,7 +549,7 @@ async def test_a_dropped_connection_loses_only_the_workers_on_it(dispatch_rig: A
 
     rig.dispatcher.pipe_closed(7)
     assert [w.worker_id for w in rig.fleet] == ["b1"]
-    assert rig.dispatcher.lost_total == 2
+    assert rig.coordinator.counters.workers_lost == 2
 
 
 async def test_a_worker_that_keeps_sending_heartbeats_is_not_reaped_and_one_that_stops_is(dispatch_rig: Any) -> None:
@@ -567,7 +567,7 @@ async def test_a_worker_that_keeps_sending_heartbeats_is_not_reaped_and_one_that
     assert "w1" in rig.fleet
     rig.clock.advance(2.0)
     await wait_lost(rig, "w1")
-    assert rig.dispatcher.lost_total == 1
+    assert rig.coordinator.counters.workers_lost == 1
 
 
 async def test_a_task_whose_only_worker_is_lost_keeps_the_retries_that_worker_registered(
@@ -618,7 +618,7 @@ async def test_reregistering_a_worker_id_drops_the_old_registrations_leases_like
     assert rig.register("w1", {"job": 0}, capacity=2).envelope.register_reply.accepted
     new_worker = rig.fleet.get("w1")
     assert new_worker is not old_worker
-    assert rig.dispatcher.lost_total == 1
+    assert rig.coordinator.counters.workers_lost == 1
     assert held.dropped and held.replies == []
     assert old_worker.leases == {}
 

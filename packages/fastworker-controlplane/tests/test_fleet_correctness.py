@@ -98,7 +98,7 @@ async def test_the_same_process_registering_again_resumes_its_leases_and_fails_n
     worker = rig.fleet.get("w1")
     assert worker.pipe_id == 7 and set(worker.leases) == {r.task_id for r in records}
     assert all(r.state == RUNNING for r in records)
-    assert rig.coordinator.counters.failed == 0 and rig.dispatcher.lost_total == 0
+    assert rig.coordinator.counters.failed == 0 and rig.coordinator.counters.workers_lost == 0
     for spec in pull.tasks:
         rig.report("w1", rig.success(spec, spec.task_id))
     assert all(r.state == SUCCESS for r in records)

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastworker.client import Client, TaskFailed, TaskState
-from fastworker.controlplane.testing import RunningControlPlane, start_controlplane, start_worker
+from fastworker.controlplane.testing import RunningControlPlane, RunningWorker, start_controlplane, start_worker
 from fastworker.controlplane.version import __version__
 
 HERE = Path(__file__).resolve().parent
@@ -109,14 +109,14 @@ async def test_a_live_subworker_s_gauges_are_exported_and_promtool_clean(tmp_pat
             workdir=tmp_path,
         )
         try:
-            await _check_worker_series(control_plane, tmp_path / "release")
+            await _check_worker_series(control_plane, tmp_path / "release", worker)
         finally:
             worker.stop()
     finally:
         control_plane.stop()
 
 
-async def _check_worker_series(control_plane: RunningControlPlane, release: Path) -> None:
+async def _check_worker_series(control_plane: RunningControlPlane, release: Path, worker: RunningWorker) -> None:
     assert control_plane.metrics is not None
     one = (("worker", "metrics-w1"),)
     async with Client(control_plane.discovery) as client:
@@ -151,3 +151,16 @@ async def _check_worker_series(control_plane: RunningControlPlane, release: Path
     samples = samples_of(get(f"{control_plane.metrics}/metrics")[1])
     assert samples[("fastworker_worker_in_flight", one)] == 0
     assert samples[("fastworker_tasks_succeeded_total", (("task", "metrics.wait_for"),))] == 1
+    assert samples[("fastworker_workers_lost_total", ())] == 0
+
+    # When the worker dies without a word, its series end and the loss is counted (what the alert reads)
+    worker.process.kill()
+    deadline = time.monotonic() + 30
+    while samples_of(get(f"{control_plane.metrics}/metrics")[1])[("fastworker_workers_online", ())] != 0:
+        assert time.monotonic() < deadline, "the killed worker was never dropped"
+        await asyncio.sleep(0.1)
+    samples = samples_of(get(f"{control_plane.metrics}/metrics")[1])
+    assert samples[("fastworker_workers_lost_total", ())] == 1
+    assert ("fastworker_worker_online", one) not in samples
+    async with Client(control_plane.discovery) as client:
+        assert (await client.stats())["workers_lost"] == 1

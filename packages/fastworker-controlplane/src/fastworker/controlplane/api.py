@@ -447,6 +447,7 @@ class ClientApi:
         s.connections_refused = c.counters.connections_refused
         s.connections_idle_closed = c.counters.connections_idle_closed
         s.connections_dropped_unread = c.counters.connections_dropped_unread
+        s.workers_lost = c.counters.workers_lost
         for second, succeeded, failed in c.history.per_second(now):
             s.history.add(at=second, succeeded=succeeded, failed=failed)
         self._send(reply, envelope)

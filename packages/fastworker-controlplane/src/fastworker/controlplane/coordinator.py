@@ -133,6 +133,8 @@ class Counters:
     connections_idle_closed: int = 0
     #: Connections closed for holding too many replies they did not read.
     connections_dropped_unread: int = 0
+    #: Subworkers dropped: heartbeats stopped, connection dropped, or replaced by a new process of the id.
+    workers_lost: int = 0
 
 
 class Coordinator:

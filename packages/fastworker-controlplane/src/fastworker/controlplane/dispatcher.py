@@ -105,7 +105,6 @@ class Dispatcher:
         self._reap_due = self._loop.time() + heartbeat_interval
         self._reaper = self._loop.call_later(heartbeat_interval, self._reap_silent_workers)
         self._unservable_check_due = 0.0
-        self.lost_total = 0
         coordinator.attach_dispatcher(self)
 
     # ------------------------------------------------------------------------------------ membership
@@ -181,7 +180,7 @@ class Dispatcher:
             self.fleet.remove(worker.worker_id)
             leases = list(worker.leases.values())
             worker.leases.clear()
-        self.lost_total += 1
+        self.coordinator.counters.workers_lost += 1
         self._drop_pull(worker)
         held = [record for record in leases if record.held]
         now_back = leases

@@ -106,6 +106,7 @@ _PLANE_COUNTERS = (
     ("connections_idle_closed", "Connections closed for silence or to make room."),
     ("connections_dropped_unread", "Connections closed for not reading their replies."),
     ("executed_locally", "Task attempts the control plane ran on its own slots."),
+    ("workers_lost", "Subworkers dropped: heartbeats stopped, connection dropped, or a new process took the id."),
 )
 
 

@@ -300,6 +300,7 @@ class StatsReply(_message.Message):
     CONNECTIONS_REFUSED_FIELD_NUMBER: _builtins.int
     CONNECTIONS_IDLE_CLOSED_FIELD_NUMBER: _builtins.int
     CONNECTIONS_DROPPED_UNREAD_FIELD_NUMBER: _builtins.int
+    WORKERS_LOST_FIELD_NUMBER: _builtins.int
     submitted: _builtins.int
     """Tasks accepted."""
     succeeded: _builtins.int
@@ -344,6 +345,8 @@ class StatsReply(_message.Message):
     """Connections closed for sending no valid request (--idle-connection-timeout) or to make room."""
     connections_dropped_unread: _builtins.int
     """Connections closed for holding too many replies they did not read."""
+    workers_lost: _builtins.int
+    """Subworkers dropped: heartbeats stopped, connection dropped, or a new process took the id."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThroughputSample]:
         """One sample per second over the last minutes, oldest first (seconds without finishes included)."""
@@ -374,10 +377,11 @@ class StatsReply(_message.Message):
         connections_refused: _builtins.int = ...,
         connections_idle_closed: _builtins.int = ...,
         connections_dropped_unread: _builtins.int = ...,
+        workers_lost: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_failures", b"auth_failures", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "connections_dropped_unread", b"connections_dropped_unread", "connections_idle_closed", b"connections_idle_closed", "connections_refused", b"connections_refused", "duplicate_worker_ids", b"duplicate_worker_ids", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "late_outcomes", b"late_outcomes", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_failures", b"auth_failures", "cache_hits", b"cache_hits", "cache_misses", b"cache_misses", "cache_size", b"cache_size", "cancelled", b"cancelled", "connections_dropped_unread", b"connections_dropped_unread", "connections_idle_closed", b"connections_idle_closed", "connections_refused", b"connections_refused", "duplicate_worker_ids", b"duplicate_worker_ids", "executed_locally", b"executed_locally", "failed", b"failed", "history", b"history", "late_outcomes", b"late_outcomes", "queued", b"queued", "rejected_frames", b"rejected_frames", "retried", b"retried", "running", b"running", "scheduled", b"scheduled", "submitted", b"submitted", "succeeded", b"succeeded", "throughput", b"throughput", "uptime", b"uptime", "workers", b"workers", "workers_lost", b"workers_lost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
