@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -415,6 +416,41 @@ async def test_replies_wait_for_the_disk_and_are_released_in_order(journals: Any
     assert released == list(range(200))
     assert 1 <= len(syncs) < 200
     assert journal.batches == len(syncs)
+
+
+async def test_a_reply_waiting_while_a_write_through_is_on_its_way_is_released_by_it(
+    journals: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reply held for the disk stayed held for seconds (until the next record): the writer looked
+    # while the loop's write-through was writing (an empty buffer, nothing written yet) and slept.
+    journal = journals()
+    real_write = journal._write_once
+    written_through: list[bool] = []
+
+    def write_once_after_the_writer_looked(data: bytes) -> None:
+        if threading.current_thread() is threading.main_thread():
+            with journal._mutex:
+                journal._notify()  # have it look now, as it would when woken by the append meanwhile
+            deadline = time.monotonic() + BOUND
+            while not journal._idle:  # it found nothing to write and went back to sleep
+                assert time.monotonic() < deadline, "the writer never went back to sleep"
+                time.sleep(0.001)
+            written_through.append(True)
+        real_write(data)
+
+    monkeypatch.setattr(journal, "_write_once", write_once_after_the_writer_looked)
+    released: list[bool] = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # the three calls below run before the writer thread gets a turn
+    try:
+        journal.accepted(TaskRecord(spec("add", 1), NORMAL, 1.0))  # a submission, on the loop
+        journal.after_durable(lambda: released.append(True))  # its reply waits for the disk
+        assert journal.write_through(block=False)  # a dispatch writes the start of a task through
+    finally:
+        sys.setswitchinterval(switch)
+
+    assert written_through == [True]
+    await until(lambda: released == [True])  # with no further record to wake the writer
 
 
 async def test_a_durability_wait_with_nothing_pending_is_answered_at_once(journals: Any) -> None:

@@ -1150,6 +1150,11 @@ class Journal:
             self.batches += 1
             with self._mutex:
                 self._written = target  # made durable by the writer's next flush (not woken for it: one per batch)
+                if self._callbacks or self._durable_waiters:
+                    # ... unless a reply or a thread waits for the disk: the writer may have looked while
+                    # this batch was being written (an empty buffer, nothing written yet) and gone to
+                    # sleep; nothing else would wake it until the next record (a reply held for seconds).
+                    self._notify()
         finally:
             self._file_lock.release()
         return True
