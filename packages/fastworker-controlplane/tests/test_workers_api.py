@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RETRYING, RUNNING, SUCCESS
-from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, new_envelope
+from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -327,6 +328,30 @@ async def test_a_nan_retry_delay_from_a_worker_gets_the_backoff_and_other_schedu
     rig.coordinator._release_due()  # what its timer does when it fires
 
     assert (scheduled.state, record.state) == (PENDING, PENDING)
+
+
+async def test_a_cancel_the_task_outran_says_not_cancelled_with_the_state_it_ended_in(dispatch_rig: Any) -> None:
+    rig = dispatch_rig()
+    rig.register("w1", ["job"])
+    record = rig.submit("job")
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+    assert record.state == RUNNING
+    api = ClientApi(rig.coordinator)
+    replies: list[bytes] = []
+    cancel = new_envelope(77)
+    cancel.cancel.task_id = record.task_id
+    api.handle(encode_frame(cancel), replies.append)
+    assert replies == []  # it waits for the worker to stop the task
+
+    rig.report("w1", rig.success(spec, "done first"))  # the task ended before the stop reached it
+    await until(lambda: bool(replies))
+
+    body = decode_frame(replies[0]).cancel_reply
+    assert record.state == SUCCESS
+    assert not body.cancelled
+    assert body.previous_state == task_pb2.TASK_STATE_SUCCESS  # the final state, not RUNNING
 
 
 # --------------------------------------------------------------------------------------- work requests

@@ -312,7 +312,7 @@ class ClientApi:
         cancelled, previous = self.coordinator.cancel(task_id)
         cid = request.correlation_id
 
-        def answer(cancelled: bool) -> None:
+        def answer(cancelled: bool, previous: int = previous) -> None:
             envelope = new_envelope(cid)
             envelope.cancel_reply.cancelled = cancelled
             envelope.cancel_reply.previous_state = previous  # type: ignore[assignment]
@@ -327,8 +327,11 @@ class ClientApi:
                 answer(True)
             elif self.coordinator.abandon_local_run(task_id):
                 answer(True)
-            else:
-                answer(self._stopped_or_stopping(task_id))
+            elif self._stopped_or_stopping(task_id):
+                answer(True)
+            else:  # it ended on its own before the stop reached it: not cancelled, and how it ended
+                record = self.coordinator.find(task_id)
+                answer(False, record.state if record is not None and record.is_final else previous)
 
         # Stopping a running task takes its thread, the loop or its subworker a moment: the reply
         # waits for it (at most CANCEL_GRACE), so that a status read after it shows CANCELLED (a
