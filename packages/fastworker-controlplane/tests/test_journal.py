@@ -213,7 +213,11 @@ async def test_a_restored_coordinator_counts_the_tasks_the_replay_failed_as_its_
     assert second.find(running.task_id).error.type == CONTROL_PLANE_LOST
     counters = second.counters
     assert (counters.submitted, counters.succeeded, counters.failed) == (2, 1, 1)
-    assert second.metrics.snapshot()["block_once"].failed == {CONTROL_PLANE_LOST: 1}
+    snapshot = second.metrics.snapshot()
+    assert snapshot["block_once"].failed == {CONTROL_PLANE_LOST: 1}
+    # and /metrics counts both as submitted, as stats does (a failure ratio saw a task never submitted)
+    assert (snapshot["block_once"].submitted, snapshot["add"].submitted) == (1, 1)
+    assert sum(counts.submitted for counts in snapshot.values()) == counters.submitted
 
 
 async def test_the_restored_queue_keeps_running_and_its_runs_are_journaled_too(harness: Any, journals: Any) -> None:

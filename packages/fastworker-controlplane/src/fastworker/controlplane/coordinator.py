@@ -525,6 +525,7 @@ class Coordinator:
             self.active[record.task_id] = record
             self.active_by_name[record.name] += 1
             self.counters.submitted += 1  # this process's tasks now: counted as the ones it finishes are
+            self.metrics.submitted(record.name)  # in /metrics too, or its per-name ratios count them unsubmitted
             if record.expires:
                 self._watch_expiry(record)
             self._rehold_unique_key(record, record.queued_at)
@@ -541,6 +542,7 @@ class Coordinator:
                 # failure to count, or stats and /metrics would never show that the tasks were lost.
                 self.counters.submitted += 1
                 self.counters.failed += 1
+                self.metrics.submitted(record.name)
                 self.metrics.failed(record.name, record.error.type if record.error is not None else "")
                 self.history.record(now, False, True)
             # The TTL journaled with the result; else (an older journal, ControlPlaneLost) its definition's here.
