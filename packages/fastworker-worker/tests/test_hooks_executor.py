@@ -25,7 +25,7 @@ from fastworker.client.task import AsyncTaskFunction, SyncTaskFunction, TaskFunc
 from fastworker.protocol.errors import PayloadError
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1.task_pb2 import TaskError
-from fastworker.worker.executor import Outcome, run_async, run_async_limited, run_sync, will_retry
+from fastworker.worker.executor import Outcome, run_async, run_async_limited, run_sync, tell_span, will_retry
 from fastworker.worker.policy import NOT_RETRIABLE, options_policy
 
 Event = tuple[Any, ...]
@@ -418,3 +418,44 @@ def test_with_no_hook_registered_the_executor_takes_its_unhooked_path() -> None:
         return x + y
 
     assert value_of(run_sync(make(add), (1, 2), {})) == 3
+
+
+class SpanRecorder:
+    """Stands in for the ``process`` span: keeps what the run's end told it."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    def ended(self, outcome: str, error_type: str = "", message: str = "") -> None:
+        self.outcomes.append(outcome)
+
+
+@pytest.mark.parametrize(
+    ("retries_left", "retry_on", "error_type", "expected"),
+    [
+        (1, (), "ValueError", "retry"),  # a failure that runs again: the span said "failure" for every attempt
+        (0, (), "ValueError", "failure"),  # the last attempt
+        (1, ("KeyError",), "ValueError", "failure"),  # not one retry_on retries
+        (1, (), "PayloadError", "failure"),  # never retried
+        (1, (), "TaskCancelled", "cancelled"),
+    ],
+)
+def test_the_span_of_a_failed_run_says_retry_when_the_task_runs_again(
+    retries_left: int, retry_on: tuple[str, ...], error_type: str, expected: str
+) -> None:
+    def fn() -> None: ...
+
+    tf = make(fn, retries=3, retry_on=retry_on)
+    span = SpanRecorder()
+    outcome = Outcome(False, None, TaskError(type=error_type), 0.0, 0.0)
+
+    tell_span(span, outcome, task=tf, ctx=lambda: TaskContext("t", tf.name, 1, retries_left, "w"))  # type: ignore[arg-type]
+
+    assert span.outcomes == [expected]
+
+
+def test_the_span_of_a_success_and_of_a_retry_asked_for_need_no_task() -> None:
+    span = SpanRecorder()
+    tell_span(span, Outcome(True, None, None, 0.0, 0.0))  # type: ignore[arg-type]
+    tell_span(span, Outcome(False, None, TaskError(type="Retry"), 0.0, 0.0, retry_delay=1.0))  # type: ignore[arg-type]
+    assert span.outcomes == ["success", "retry"]

@@ -260,7 +260,7 @@ class LocalExecutor:
                             outcome = run_sync(
                                 run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
                             )
-                            tell_span(span, outcome)
+                            tell_span(span, outcome, task=run.task, ctx=context)
                     finally:
                         slot_progress.active = False
                     if slot_progress.latest is not None:
@@ -327,7 +327,7 @@ class LocalExecutor:
             record = run.record
             with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
                 outcome = await self._run_on_loop_untraced(run, context)
-                tell_span(span, outcome)
+                tell_span(span, outcome, task=run.task, ctx=context)
         except asyncio.CancelledError:
             log_outcome(context, failure("TaskCancelled", "cancelled while running", started_at=started))
             raise

@@ -434,16 +434,24 @@ def will_retry(tf: TaskFunction[Any, Any], ctx: TaskContext, outcome: Outcome) -
     return not retry_on or error_type in retry_on
 
 
-def tell_span(span: ProcessSpan, outcome: Outcome, cancelled: bool = False) -> None:
-    """Tell a run's tracing span how the run ended (a no-op when tracing is off)."""
+def tell_span(
+    span: ProcessSpan, outcome: Outcome, *, task: TaskFunction[Any, Any] | None = None, ctx: ContextSource | None = None
+) -> None:
+    """Tell a run's tracing span how the run ended (a no-op when tracing is off).
+
+    A failed run that will run again (:func:`will_retry`, given the task and its context) ends
+    ``retry``, as one that raised ``Retry`` does; without them, ``failure``.
+    """
     if outcome.succeeded:
         span.ended("success")
         return
     error = outcome.error
     error_type = error.type if error is not None else ""
-    if cancelled or error_type == "TaskCancelled":
+    if error_type == "TaskCancelled":
         kind = "cancelled"
-    elif outcome.retry_delay is not None:
+    elif outcome.retry_delay is not None or (
+        task is not None and ctx is not None and will_retry(task, resolve(ctx), outcome)
+    ):
         kind = "retry"
     else:
         kind = "failure"

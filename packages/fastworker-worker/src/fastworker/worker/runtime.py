@@ -791,7 +791,7 @@ class Worker:
         started = time.time()
         with tracing.process(spec, spec.attempt, self.settings.worker_id) as span:
             outcome = await self._outcome_or_cancel(running)
-            tell_span(span, outcome)
+            tell_span(span, outcome, task=self.registry.get(spec.name), ctx=running.context)
         if running.latest is not None:
             outcome.progress = self._progress.finish(running)
         self._running.pop(spec.task_id, None)
