@@ -79,6 +79,26 @@ async def test_tasks_run_at_submission_and_read_back_like_a_real_client(tasks: T
     assert client.history[1].priority is Priority.HIGH  # the task's default
 
 
+async def test_a_task_whose_expiry_passed_or_comes_before_its_eta_ends_expired_without_running(
+    tasks: Tasks,
+) -> None:
+    ran: list[int] = []
+    tasks.add(ran.append, name="record")
+    client = EagerClient(tasks.registry)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    past = await client.delay("record", 1, expires=now - dt.timedelta(seconds=5))
+    before_eta = await client.delay("record", 2, countdown=60, expires=now + dt.timedelta(seconds=30))
+    in_time = await client.delay("record", 3, countdown=10, expires=now + dt.timedelta(seconds=30))
+
+    assert ran == [3]  # as a control plane: an expired task never starts
+    for task_id in (past, before_eta):
+        info = await client.status(task_id)
+        assert info.state is TaskState.CANCELLED and info.attempts == 0
+        assert info.error is not None and info.error.type == "Expired"
+    assert (await client.status(in_time)).state is TaskState.SUCCESS
+
+
 async def test_typed_handles_use_it_as_the_current_client(tasks: Tasks) -> None:
     def add(x: int, y: int) -> int:
         return x + y

@@ -19,8 +19,8 @@ pass them, and a step whose dependency did not succeed fails with ``DependencyFa
 running; a dependency on an unknown task is refused at submission.
 
 What differs, on purpose: everything runs at once and in order, inside ``delay``; there is no
-queue, so ``priority`` and ``queue`` are only recorded, ``countdown``/``eta``/``expires`` are checked but not
-waited for, retries do not wait for their backoff, a sync task's time limits are not enforced
+queue, so ``priority`` and ``queue`` are only recorded, ``countdown``/``eta`` are checked but not
+waited for (a task whose ``expires`` comes before them, or has passed, ends CANCELLED as ``Expired``), retries do not wait for their backoff, a sync task's time limits are not enforced
 (it runs in the caller's thread), ``cancel`` and ``cancel_workflow`` find every task already
 final, a workflow's steps run one after another in step order (a group's members too), and
 results never expire.
@@ -222,6 +222,11 @@ class EagerClient:
         call_args, call_kwargs = decoded
         self._calls[task_id] = (call_args, call_kwargs, level)
         self._queues[task_id] = spec.queue or tf.options.queue or DEFAULT_QUEUE  # recorded only: nothing waits
+        if spec.expires and spec.expires <= max(time.time(), spec.eta):
+            # Its expiry passed before it could start (here: before its eta, which nothing waits for).
+            error = TaskError("Expired", "the task expired before it could start")
+            self._record(self._never_ran(task_id, tf, level, TaskState.CANCELLED, error, depends_on, workflow_id))
+            return
         if failed is not None:
             self._unreleased[task_id] = spec
             self._record(self._dependency_failed(task_id, tf, level, failed, depends_on, workflow_id))
@@ -253,18 +258,33 @@ class EagerClient:
         if dependency.error is not None:
             record.error = task_pb2.TaskError(type=dependency.error.type, message=dependency.error.message)
         error = dependency_error(record, dependency.id)
+        return EagerClient._never_ran(
+            task_id, tf, level, TaskState.FAILURE, TaskError(error.type, error.message), depends_on, workflow_id
+        )
+
+    @staticmethod
+    def _never_ran(
+        task_id: str,
+        tf: TaskFunction[Any, Any],
+        level: Priority | None,
+        state: TaskState,
+        error: TaskError,
+        depends_on: tuple[str, ...],
+        workflow_id: str | None,
+    ) -> TaskInfo:
+        """The final info of a task that ended without running (a failed dependency, its expiry)."""
         now = time.time()
         return TaskInfo(
             id=task_id,
             name=tf.name,
-            state=TaskState.FAILURE,
+            state=state,
             priority=level if level is not None else tf.options.priority,
             attempts=0,
             worker=None,
             queued_at=now,
             started_at=None,
             finished_at=now,
-            error=TaskError(error.type, error.message),
+            error=error,
             depends_on=depends_on,
             workflow_id=workflow_id,
         )
