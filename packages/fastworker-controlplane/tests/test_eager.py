@@ -85,7 +85,7 @@ async def test_a_task_whose_expiry_passed_or_comes_before_its_eta_ends_expired_w
     ran: list[int] = []
     tasks.add(ran.append, name="record")
     client = EagerClient(tasks.registry)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     past = await client.delay("record", 1, expires=now - dt.timedelta(seconds=5))
     before_eta = await client.delay("record", 2, countdown=60, expires=now + dt.timedelta(seconds=30))

@@ -220,6 +220,23 @@ def test_a_slot_while_the_previous_run_is_running_is_skipped_and_counted() -> No
     assert scheduler.stats["tick"]["skipped_overlap"] == 1
 
 
+def test_slots_skipped_for_a_long_run_are_logged_once_a_minute_with_the_count_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A task that runs longer than its 1 s interval skipped (and logged) a slot every second, for ever
+    scheduler, clock, _, running = make(every("tick", 1))
+    running.names.add("tick")
+    with caplog.at_level(logging.INFO, logger="fastworker.controlplane.periodic"):
+        for n in range(1, 122):
+            clock.now = START + n
+            scheduler.fire_due()
+    lines = [r.getMessage() for r in caplog.records if "skipping the slot" in r.getMessage()]
+    assert scheduler.stats["tick"]["skipped_overlap"] == 121
+    assert len(lines) == 3  # at 1 s, 61 s and 121 s
+    assert lines[0].endswith("the previous run has not finished")
+    assert lines[1].endswith("(59 more skipped since the last such line)")
+
+
 def test_allow_overlap_fires_even_while_running() -> None:
     scheduler, clock, submit, running = make(every("tick", 10, allow_overlap=True))
     running.names.add("tick")

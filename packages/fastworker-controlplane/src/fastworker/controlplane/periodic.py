@@ -79,6 +79,8 @@ class MisfirePolicy(StrEnum):
 MIN_EVERY = 0.001
 #: How long the scheduler waits before firing again after a failure, in seconds.
 RETRY_AFTER_ERROR = 1.0
+#: Seconds between two log lines about one task's slots skipped for a run still in progress.
+OVERLAP_LOG_INTERVAL = 60.0
 
 
 def schedule_problem(name: str, every: float, cron: str, timezone: str = "") -> str | None:
@@ -303,6 +305,9 @@ class _Entry:
     misfired: int = 0
     refused: int = 0
     errors: int = 0
+    #: When a skipped slot was last logged (clock seconds), and the skips left out of the log since.
+    overlap_logged_at: float = -math.inf
+    overlap_unlogged: int = 0
 
 
 class PeriodicScheduler:
@@ -589,9 +594,7 @@ class PeriodicScheduler:
         try:
             if not entry.spec.allow_overlap and self._is_running(name):
                 entry.skipped_overlap += 1
-                logger.info(
-                    "periodic task %r: skipping the slot at %.3f, the previous run has not finished", name, slot
-                )
+                self._log_overlap(entry, slot)
                 return None
             task_id = self._submit(name, slot)
         except Exception:
@@ -605,6 +608,23 @@ class PeriodicScheduler:
         entry.fired += 1
         entry.last_fired = slot
         return task_id
+
+    def _log_overlap(self, entry: _Entry, slot: float) -> None:
+        """Log a slot skipped for a run still in progress: at most one line a minute per task, with the count left out.
+
+        A task that runs longer than its interval skips a slot each interval, for ever.
+        """
+        now = self._clock()
+        if now - entry.overlap_logged_at < OVERLAP_LOG_INTERVAL:
+            entry.overlap_unlogged += 1
+            return
+        left_out, entry.overlap_unlogged, entry.overlap_logged_at = entry.overlap_unlogged, 0, now
+        logger.info(
+            "periodic task %r: skipping the slot at %.3f, the previous run has not finished%s",
+            entry.spec.name,
+            slot,
+            f" ({left_out} more skipped since the last such line)" if left_out else "",
+        )
 
     # ------------------------------------------------------------------------------------ timer
 
