@@ -157,6 +157,29 @@ async def test_login_sets_a_session_cookie_that_authorizes_actions(
     assert (await client.get("/workers")).status_code == 303
 
 
+async def test_each_login_gets_its_own_token_and_logout_revokes_a_copy_of_it(make_client: MakeClient) -> None:
+    # Every login got one token derived from the password, and a logout only cleared the browser's cookie
+    client = await make_client(secret="s3cret")
+    form = {"csrf": csrf_token(client), "secret": "s3cret", "next": "/"}
+
+    async def log_in_once() -> str:
+        response = await client.post("/login", data=form, headers=SAME_ORIGIN)
+        assert response.status_code == 303
+        return str(client.cookies.get("fastworker_session"))
+
+    first, second = await log_in_once(), await log_in_once()
+    assert first != second and len(first) >= 40
+
+    async def read_with(token: str) -> int:
+        client.cookies.set("fastworker_session", token)  # as a copy of the cookie elsewhere would
+        return (await client.get("/api/stats")).status_code
+
+    assert await read_with(second) == 200
+    await client.post("/logout", data={"next": "/"}, headers=SAME_ORIGIN)  # the browser that holds `second`
+    assert await read_with(second) == 401  # a copy of the logged-out cookie is dead too
+    assert await read_with(first) == 200  # another login goes on
+
+
 async def test_secret_is_required_for_api_actions_in_the_header(make_client: MakeClient, fake: FakeAdminClient) -> None:
     client = await make_client(secret="s3cret")
     assert (await client.post("/api/queues/low/pause")).status_code == 403

@@ -372,5 +372,6 @@ def log_in(client: Any) -> Any:
     """Give a client of the ``make_client`` fixture the session cookie a successful /login sets; returns it."""
     from fastworker.dashboard.web.security import SESSION_COOKIE
 
-    client.cookies.set(SESSION_COOKIE, client.app.state.dashboard.config.session_token())
+    config = client.app.state.dashboard.config
+    client.cookies.set(SESSION_COOKIE, config.sessions.open(config.session_key()))
     return client

@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from fastworker.dashboard.web.hosts import HostAllowList
+from fastworker.dashboard.web.sessions import LoginSessions
 from fastworker.protocol.auth import Secret
 
 
@@ -24,6 +25,7 @@ class DashboardConfig:
         csrf_token: Random per app instance; every action form carries it.
         refresh_interval: Seconds between live snapshots (and the least time between two redraws).
         hosts: The ``Host`` names (and origins) this dashboard answers to.
+        sessions: The browser logins open now.
     """
 
     control_plane: str
@@ -32,6 +34,8 @@ class DashboardConfig:
     csrf_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     refresh_interval: float = 1.0
     hosts: HostAllowList = field(default_factory=HostAllowList)
+    #: The browser logins open now (each login its own token; mutable, shared by the app's requests).
+    sessions: LoginSessions = field(default_factory=LoginSessions, repr=False, compare=False)
 
     @property
     def secret_required(self) -> bool:
@@ -45,8 +49,8 @@ class DashboardConfig:
             return ()
         return (password,) if isinstance(password, str) else tuple(password.secrets())
 
-    def session_token(self) -> str:
-        """The login cookie's value: derived from the password and this instance, so the password never sits in a cookie."""
+    def session_key(self) -> str:
+        """What a login is bound to: derived from the password in force and this instance (a new password ends logins)."""
         passwords = self.passwords()
         key = (passwords[0] if passwords else "").encode()
         return hmac.new(key, b"fastworker-dashboard-session:" + self.csrf_token.encode(), hashlib.sha256).hexdigest()

@@ -25,7 +25,7 @@ from fastworker.dashboard.web.throttle import LoginThrottle
 
 logger = logging.getLogger(__name__)
 
-#: The cookie a successful /login sets (an HMAC of the password, never the password itself).
+#: The cookie a successful /login sets: a random token of that login (never the password).
 SESSION_COOKIE = "fastworker_session"
 #: The header API callers put the password in.
 SECRET_HEADER = "X-FastWorker-Secret"
@@ -96,7 +96,7 @@ def is_logged_in(config: DashboardConfig, request: Request) -> bool:
     """True when no password is configured or the request carries a valid session cookie."""
     if not config.password:
         return True
-    return _equal(request.cookies.get(SESSION_COOKIE), config.session_token())
+    return config.sessions.valid(request.cookies.get(SESSION_COOKIE), config.session_key())
 
 
 def authorize_read(config: DashboardConfig, throttle: LoginThrottle, request: Request) -> None:

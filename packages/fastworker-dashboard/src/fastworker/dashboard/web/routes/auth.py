@@ -50,16 +50,18 @@ async def login(request: Request, state: StateDep) -> RedirectResponse:
     if not config.secret_required or not check_password(config, state.throttle, request, form.get("secret")):
         raise ActionDenied("wrong secret", login_hint=config.secret_required)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
-    response.set_cookie(SESSION_COOKIE, config.session_token(), httponly=True, samesite="strict", path="/")
+    token = config.sessions.open(config.session_key())
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/")
     set_flash(response, Flash("logged in" if config.read_only else "logged in: actions are enabled"))
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request, state: StateDep) -> RedirectResponse:
-    """Forget the session cookie."""
+    """End the login: the token is forgotten here (a copy of the cookie no longer works) and in the browser."""
     form = await read_form(request)
     check_same_origin(state.config, request)
+    state.config.sessions.close(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     set_flash(response, Flash("logged out", "info"))
