@@ -98,6 +98,17 @@ async def test_unknown_task_gives_a_404_page(web: httpx.AsyncClient) -> None:
     assert "Task not found" in response.text and "does-not-exist" in response.text
 
 
+async def test_a_workflow_id_where_a_task_id_goes_leads_to_the_workflow(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    fake.add_workflow("wf-1", [make_task("c" * 8 + "-0000-4000-8000-000000000009")])
+    page = await web.get("/tasks/wf-1")
+    assert page.status_code == 303 and page.headers["location"] == "/workflows/wf-1"
+    api = await web.get("/api/tasks/wf-1")
+    assert api.status_code == 404 and "It is a workflow id: /api/workflows/wf-1" in api.json()["detail"]
+    assert "workflow id" not in (await web.get("/api/tasks/nothing-at-all")).json()["detail"]
+
+
 async def test_unknown_path_gives_an_html_404_page(web: httpx.AsyncClient) -> None:
     response = await web.get("/nope")
     assert response.status_code == 404
@@ -129,6 +140,9 @@ async def test_pagination_shows_totals_and_prev_next_links(web: httpx.AsyncClien
     assert "Showing 9–10 of 10 tasks" in second
     assert 'rel="prev" href="/tasks?offset=4&amp;limit=4"' in second
     assert 'rel="next"' not in second
+    past = (await web.get("/tasks?limit=4&offset=6000")).text  # said "Showing 0–6,000 of 10 tasks"
+    assert "No tasks on this page: the offset is past the last of 10 tasks" in past
+    assert "Showing" not in past
 
 
 async def test_bad_filter_values_answer_400(web: httpx.AsyncClient) -> None:

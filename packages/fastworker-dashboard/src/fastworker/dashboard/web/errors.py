@@ -8,7 +8,7 @@ errors -> 502.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
@@ -79,7 +79,22 @@ async def _workflow_not_found(request: Request, exc: Exception) -> Response:
 
 async def _task_not_found(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TaskNotFound)
-    return error_response(request, 404, "Task not found", f"No task {exc.task_id} is known to the control plane.")
+    message = f"No task {exc.task_id} is known to the control plane."
+    if exc.what == "task" and await _is_workflow(request, exc.task_id):
+        where = f"/workflows/{quote(exc.task_id, safe='')}"
+        if request.method == "GET" and not is_api(request) and request.url.path.startswith("/tasks/"):
+            return RedirectResponse(where, status_code=303)  # a workflow id where a task id was expected
+        message += f" It is a workflow id: {'/api' if is_api(request) else ''}{where} shows that workflow."
+    return error_response(request, 404, "Task not found", message)
+
+
+async def _is_workflow(request: Request, maybe_id: str) -> bool:
+    """Whether an id no task is known by is a workflow's (for the hint; False when that cannot be told)."""
+    try:
+        await get_state(request).client.workflow(maybe_id)
+    except FastworkerError:
+        return False
+    return True
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
