@@ -25,7 +25,7 @@ from fastworker.client import Client, TaskState
 from fastworker.controlplane.testing import RunningControlPlane, RunningWorker
 from fastworker.dashboard.tui import FastworkerTop, make_app
 from fastworker.dashboard.tui.cli import RET_ERROR
-from fastworker.dashboard.tui.screens import TaskDetailScreen
+from fastworker.dashboard.tui.screens import ConfirmScreen, TaskDetailScreen
 
 TOP_TASKS = ("fwtests_top_tasks",)
 SIZE = (160, 50)
@@ -59,6 +59,13 @@ async def wait_until(pilot: Pilot[Any], predicate: Callable[[], object], what: s
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
         await pilot.pause(0.05)
+
+
+async def press_confirmed(pilot: Pilot[Any], key: str) -> None:
+    """Press an action key and answer its question yes (fastworker-top asks before it acts)."""
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen), f"the question after {key!r}")
+    await pilot.press("y")
 
 
 async def wait_for_state(pilot: Pilot[Any], client: Client, task_id: str, state: TaskState) -> None:
@@ -135,7 +142,7 @@ async def test_c_cancels_the_selected_running_task(cluster: Any, client: Client)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for_state(pilot, client, task_id, TaskState.RUNNING)
         await select_by_search(pilot, app, task_id)
-        await pilot.press("c")
+        await press_confirmed(pilot, "c")
         await wait_for_state(pilot, client, task_id, TaskState.CANCELLED)
         await wait_until(pilot, lambda: cell(app, task_id, "state") == "CANCELLED", "the row shows CANCELLED")
 
@@ -147,7 +154,7 @@ async def test_r_requeues_the_selected_failed_task(cluster: Any, client: Client)
         await wait_for_state(pilot, client, task_id, TaskState.FAILURE)
         await select_by_search(pilot, app, task_id)
         await wait_until(pilot, lambda: cell(app, task_id, "state") == "FAILURE", "the row shows FAILURE")
-        await pilot.press("r")
+        await press_confirmed(pilot, "r")
         deadline = time.monotonic() + WAIT
         while (info := await client.status(task_id)).attempts < 2:
             if time.monotonic() > deadline:
@@ -199,7 +206,7 @@ async def test_p_pauses_and_resumes_the_selected_tasks_level(cluster: Any, clien
     async with app.run_test(size=SIZE) as pilot:
         await select_by_search(pilot, app, task_id)
         await wait_until(pilot, lambda: app.queue_table.row_count == 4, "queues shown")
-        await pilot.press("p")
+        await press_confirmed(pilot, "p")
         deadline = time.monotonic() + WAIT
         while not await low_paused():
             if time.monotonic() > deadline:
@@ -214,7 +221,7 @@ async def test_p_pauses_and_resumes_the_selected_tasks_level(cluster: Any, clien
             await pilot.pause(0.5)
             assert (await client.status(waiting)).state is TaskState.PENDING
         finally:
-            await pilot.press("p")
+            await press_confirmed(pilot, "p")
             deadline = time.monotonic() + WAIT
             while await low_paused():
                 if time.monotonic() > deadline:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import tui_keys (no package here)
 from textual.message import Message
 from textual.notifications import Notify
 from textual.pilot import Pilot

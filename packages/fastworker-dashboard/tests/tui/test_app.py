@@ -6,6 +6,7 @@ import html
 
 from rich.text import Text
 from textual.widgets import Input, Sparkline, Static
+from tui_keys import press_confirmed
 
 from fastworker.client import ProtocolError, TaskLimits, TaskState
 from fastworker.dashboard.tui import FastworkerTop, make_app
@@ -132,7 +133,7 @@ async def test_c_cancels_the_selected_task(fake, wait, notes):
     app = app_for(fake)
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await select_task(pilot, wait, RUNNING_ID)
-        await pilot.press("c")
+        await press_confirmed(pilot, "c")
         await wait(pilot, lambda: fake.cancelled == [RUNNING_ID], "cancel called with the selected id")
         await wait(pilot, lambda: f"cancelled {RUNNING_ID} (was RUNNING)" in notes.texts(), "cancel notification")
         await wait(pilot, lambda: cell(app.task_table, RUNNING_ID, "state") == "CANCELLED", "row shows CANCELLED")
@@ -140,12 +141,26 @@ async def test_c_cancels_the_selected_task(fake, wait, notes):
         assert app.task_table.selected_key() == RUNNING_ID
 
 
+async def test_an_action_key_asks_first_and_a_no_leaves_the_task_alone(fake, wait, notes):
+    # One stray `c` cancelled a running task: the web dashboard asks first, and so does fastworker-top
+    app = app_for(fake)
+    async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+        await select_task(pilot, wait, RUNNING_ID)
+        await press_confirmed(pilot, "c", answer="n")
+        await press_confirmed(pilot, "c", answer="escape")
+        await press_confirmed(pilot, "r", answer="n")
+        await press_confirmed(pilot, "p", answer="escape")
+        await pilot.pause(0.2)
+        assert (fake.cancelled, fake.retried, fake.pause_calls) == ([], [], [])
+        assert cell(app.task_table, RUNNING_ID, "state") == "RUNNING"
+
+
 async def test_cancel_of_a_vanished_task_notifies_an_error(fake, wait, notes):
     app = app_for(fake)
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await select_task(pilot, wait, RUNNING_ID)
         fake.evicted.add(RUNNING_ID)
-        await pilot.press("c")
+        await press_confirmed(pilot, "c")
         await wait(pilot, lambda: notes.texts("error"), "an error notification")
         assert notes.texts("error") == [f"cannot cancel {RUNNING_ID}: not known to the control plane"]
 
@@ -154,12 +169,12 @@ async def test_r_retries_a_failed_task_and_reports_a_refused_retry(fake, wait, n
     app = app_for(fake)
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await select_task(pilot, wait, FAILED_ID)
-        await pilot.press("r")
+        await press_confirmed(pilot, "r")
         await wait(pilot, lambda: f"retrying {FAILED_ID} (now PENDING)" in notes.texts(), "retry notification")
         assert fake.retried == [FAILED_ID]
 
         await select_task(pilot, wait, RUNNING_ID)
-        await pilot.press("r")
+        await press_confirmed(pilot, "r")
         await wait(pilot, lambda: notes.texts("error"), "refusal notification")
         assert "only FAILURE or CANCELLED tasks can be retried" in notes.texts("error")[0]
 
@@ -169,12 +184,12 @@ async def test_p_pauses_and_resumes_the_selected_tasks_level(fake, wait, notes):
     async with app.run_test(size=SIZE, message_hook=notes) as pilot:
         await select_task(pilot, wait, FAILED_ID)  # a HIGH task
         await wait(pilot, lambda: app.queue_table.row_count == 4, "queues shown")
-        await pilot.press("p")
+        await press_confirmed(pilot, "p")
         await wait(pilot, lambda: "paused high" in notes.texts(), "pause notification")
         assert fake.pause_calls == [("pause", "high")]
         await wait(pilot, lambda: cell(app.queue_table, "default/high", "state") == "PAUSED", "PAUSED marker")
 
-        await pilot.press("p")
+        await press_confirmed(pilot, "p")
         await wait(pilot, lambda: "resumed high" in notes.texts(), "resume notification")
         assert fake.pause_calls == [("pause", "high"), ("resume", "high")]
         await wait(pilot, lambda: cell(app.queue_table, "default/high", "state") == "running", "marker gone")
@@ -188,7 +203,7 @@ async def test_p_on_the_focused_queue_panel_pauses_the_cursor_row(fake, wait, no
         queues.focus()
         assert queues.select_key("default/low")
         await pilot.pause()
-        await pilot.press("p")
+        await press_confirmed(pilot, "p")
         await wait(pilot, lambda: fake.pause_calls == [("pause", "low")], "pause of the low level")
 
 
@@ -225,7 +240,7 @@ async def test_keys_in_the_detail_screen_act_on_its_task(fake, wait, notes):
         await select_task(pilot, wait, RUNNING_ID)
         await pilot.press("enter")
         await wait(pilot, lambda: isinstance(app.screen, TaskDetailScreen), "detail screen open")
-        await pilot.press("c")
+        await press_confirmed(pilot, "c")
         await wait(pilot, lambda: fake.cancelled == [RUNNING_ID], "cancel from the detail screen")
         screen = app.screen
         assert isinstance(screen, TaskDetailScreen)

@@ -6,6 +6,7 @@ import html
 
 from rich.text import Text
 from textual.widgets import Static
+from tui_keys import press_confirmed
 
 from fastworker.client import Priority, TaskState
 from fastworker.dashboard.tui import FastworkerTop, make_app
@@ -106,21 +107,21 @@ async def test_p_on_a_row_of_another_queue_pauses_that_level_in_every_queue(fake
         queues.focus()
         assert queues.select_key("reports/low")
         await pilot.pause()
-        await pilot.press("p")
+        await press_confirmed(pilot, "p")
         await wait(pilot, lambda: fake.pause_calls == [("pause", "low")], "pause of the low level")
         await wait(pilot, lambda: "paused low in every queue" in notes.texts(), "pause notification")
         await wait(pilot, lambda: cell(queues, "reports/low", "state") == "PAUSED", "PAUSED on the reports row")
         assert cell(queues, "default/low", "state") == "PAUSED"
         assert queues.selected_key() == "reports/low"  # the cursor stayed on its row
 
-        await pilot.press("p")
+        await press_confirmed(pilot, "p")
         await wait(pilot, lambda: fake.pause_calls == [("pause", "low"), ("resume", "low")], "resume of the level")
         await wait(pilot, lambda: cell(queues, "reports/low", "state") == "no worker", "marker back")
 
         # The row of a queue with nothing waiting has no level to pause
         assert queues.select_key("idle/")
         await pilot.pause()
-        await pilot.press("p")
+        await pilot.press("p")  # nothing to ask about
         await wait(pilot, lambda: notes.texts("warning"), "a warning")
         assert "nothing waits in this queue" in notes.texts("warning")[0]
         assert len(fake.pause_calls) == 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState
 from fastworker.client import Client, ControlPlaneUnavailable, EventBatch, FastworkerError, TaskNotFound
 from fastworker.dashboard.source import AdminClient, read_limits
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
-from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen, WorkflowScreen
+from fastworker.dashboard.tui.screens import ConfirmScreen, HelpScreen, TaskDetailScreen, WorkflowScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 from fastworker.protocol.auth import Secret
 
@@ -398,20 +398,31 @@ class FastworkerTop(App[None]):
         self.push_screen(WorkflowScreen(self.client, info.workflow_id, refresh_interval=self.refresh_interval))
 
     def action_cancel_task(self) -> None:
-        """Cancel the selected task."""
+        """Cancel the selected task, once confirmed."""
         task_id = self._target_task_id()
         if task_id is None:
             self._warn("no task selected")
             return
-        self._cancel(task_id)
+        self._confirm(f"Cancel task {task_id}?", lambda: self._cancel(task_id))
 
     def action_retry_task(self) -> None:
-        """Retry the selected task (the control plane refuses unless it ended in FAILURE or CANCELLED)."""
+        """Retry the selected task, once confirmed (the control plane refuses unless it ended in FAILURE or CANCELLED)."""
         task_id = self._target_task_id()
         if task_id is None:
             self._warn("no task selected")
             return
-        self._retry(task_id)
+        self._confirm(f"Retry task {task_id}? It runs again.", lambda: self._retry(task_id))
+
+    def _confirm(self, question: str, then: Callable[[], object]) -> None:
+        """Ask ``question`` and run ``then`` on yes (keys pressed while it asks do not ask again)."""
+        if isinstance(self.screen, ConfirmScreen):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                then()
+
+        self.push_screen(ConfirmScreen(question), answered)
 
     def action_toggle_pause(self) -> None:
         """Pause the target level, or resume it when it is paused."""
@@ -422,7 +433,9 @@ class FastworkerTop(App[None]):
             else:
                 self._warn("select a queue row or a task to pause its level")
             return
-        self._toggle_pause(level, self.queue_table.is_paused(level))
+        paused = self.queue_table.is_paused(level)
+        question = f"{'Resume' if paused else 'Pause'} the {level} level (in every queue)?"
+        self._confirm(question, lambda: self._toggle_pause(level, paused))
 
     @work(group="actions", exit_on_error=False)
     async def _cancel(self, task_id: str) -> None:
