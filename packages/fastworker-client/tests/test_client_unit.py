@@ -250,6 +250,19 @@ async def test_a_page_offset_past_what_the_wire_carries_asks_for_an_empty_page_n
     assert page.tasks == []
 
 
+@pytest.mark.parametrize(("applied", "reported"), [(500, 500), (0, 1000)])
+async def test_a_page_reports_the_page_size_the_control_plane_applied(applied: int, reported: int) -> None:
+    class Capped(Client):
+        async def _request(self, build: Any, *, task_id: str = "", **_: Any) -> Any:
+            reply = Envelope()
+            reply.tasks_reply.total = 1200
+            reply.tasks_reply.limit = applied  # 0: an older control plane that does not say
+            return reply
+
+    page = await Capped("tcp://127.0.0.1:9").list_tasks(limit=1000)
+    assert page.limit == reported
+
+
 async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instance_that_attempt_went_to() -> None:
     from fastworker.client._requester import Requester
     from fastworker.client._transport import TransportError

@@ -654,6 +654,31 @@ async def test_tasks_lists_queued_tasks_without_payloads_and_task_detail_has_the
     assert missing.error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
 
 
+async def test_a_task_page_says_the_page_size_it_applied_so_that_paging_by_it_skips_nothing(
+    api_for: Callable[..., ClientApi],
+) -> None:
+    # Asked for 1,000, a page held 500 but the client reported 1,000: offset += limit skipped 500 tasks
+    api = api_for()
+    for n in range(1200):
+        ask(api, submit(spec_for("add", f"id-{n}")))
+    seen: list[str] = []
+    offset = 0
+    while True:
+
+        def build(envelope: Envelope, offset: int = offset) -> None:
+            envelope.tasks.offset = offset
+            envelope.tasks.limit = 1000
+
+        page = ask(api, build).tasks_reply
+        assert page.limit == 500
+        seen += [t.task_id for t in page.tasks]
+        offset += page.limit
+        if offset >= page.total:
+            break
+    assert len(seen) == len(set(seen)) == 1200
+    assert ask(api, lambda e: e.tasks.SetInParent()).tasks_reply.limit == 50  # no size asked: the default
+
+
 async def test_purge_cancels_the_level_and_pause_is_reported_in_queues(api_for: Callable[..., ClientApi]) -> None:
     api = api_for()
     ask(api, lambda e: (setattr(e.pause, "priority", task_pb2.PRIORITY_LOW), setattr(e.pause, "paused", True)))

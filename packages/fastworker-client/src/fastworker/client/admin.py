@@ -101,7 +101,7 @@ class AdminMethods:
             worker: Keep only tasks run by this worker id (``"controlplane"`` for local runs).
             search: Keep only tasks whose id starts with this or whose name contains it (case-insensitive).
             offset: Matches to skip.
-            limit: Page size; the control plane caps it at 500.
+            limit: Page size; the control plane caps it at 500 (the page's ``limit`` is the size applied).
 
         Results are not included (see :meth:`task_detail`); errors are.
 
@@ -131,7 +131,7 @@ class AdminMethods:
             tasks=[task_info_from_wire(info, allow_pickle=self.allow_pickle, lenient=True) for info in page.tasks],
             total=page.total,
             offset=offset,
-            limit=limit,
+            limit=page.limit or limit,  # as applied: the control plane caps it
         )
 
     async def task_detail(self, task_id: str) -> TaskDetail:

@@ -204,7 +204,7 @@ class SubmitOptions:
                         f"for {value:g} seconds from now, give {instead}"
                     )
         if self.countdown is not None and self.eta is not None:
-            raise ValueError("give countdown or eta, not both")
+            raise ValueError("give countdown or eta, not both (--countdown or --eta on the command line)")
         for name in ("task_id", "unique_key"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH):

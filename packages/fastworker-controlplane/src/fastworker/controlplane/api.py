@@ -537,6 +537,7 @@ class ClientApi:
         envelope = new_envelope(request.correlation_id)
         out = envelope.tasks_reply
         out.total = total
+        out.limit = browse.page_size(body.limit)  # what paging by it must step by
         for record in found:
             record.fill_info(out.tasks.add(), with_result=False)
         self._send(reply, envelope)

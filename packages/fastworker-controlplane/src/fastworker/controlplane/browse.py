@@ -60,10 +60,15 @@ def page(
     records: Iterable[TaskRecord], task_filter: TaskFilter, offset: int, limit: int
 ) -> tuple[list[TaskRecord], int]:
     """The matching records ``offset``..``offset+limit`` newest first (by queue time), and the match count."""
-    limit = min(limit or DEFAULT_PAGE, MAX_PAGE)
+    limit = page_size(limit)
     matching = [r for r in records if task_filter.matches(r)]
     newest = heapq.nlargest(offset + limit, matching, key=lambda r: r.queued_at)
     return newest[offset : offset + limit], len(matching)
+
+
+def page_size(asked: int) -> int:
+    """The page size a request for ``asked`` gets: the default for 0, at most :data:`MAX_PAGE`."""
+    return min(asked or DEFAULT_PAGE, MAX_PAGE)
 
 
 def known_records(

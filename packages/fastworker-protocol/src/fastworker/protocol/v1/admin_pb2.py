@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fastworker.protocol.v1 import task_pb2 as fastworker_dot_protocol_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fastworker/protocol/v1/admin.proto\x12\x16\x66\x61stworker.protocol.v1\x1a!fastworker/protocol/v1/task.proto\"\xd3\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x11\n\tprocessed\x18\x06 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x04\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\x16\n\x0elast_heartbeat\x18\t \x01(\x01\x12\x10\n\x08\x64raining\x18\n \x01(\x08\x12\x12\n\ntask_names\x18\x0b \x03(\t\"\x10\n\x0eWorkersRequest\"C\n\x0cWorkersReply\x12\x33\n\x07workers\x18\x01 \x03(\x0b\x32\".fastworker.protocol.v1.WorkerInfo\"\x92\x01\n\tQueueInfo\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\r\x12\x12\n\noldest_age\x18\x03 \x01(\x01\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07servers\x18\x06 \x01(\r\"\x0f\n\rQueuesRequest\"w\n\x0bQueuesReply\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.fastworker.protocol.v1.QueueInfo\x12\x11\n\tscheduled\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\"\x0e\n\x0cStatsRequest\"A\n\x10ThroughputSample\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"\xbf\x04\n\nStatsReply\x12\x11\n\tsubmitted\x18\x01 \x01(\x04\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x11\n\tcancelled\x18\x04 \x01(\x04\x12\x0f\n\x07retried\x18\x05 \x01(\x04\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12\x11\n\tscheduled\x18\x07 \x01(\r\x12\x0f\n\x07running\x18\x08 \x01(\r\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x12\n\ncache_size\x18\n \x01(\r\x12\x12\n\ncache_hits\x18\x0b \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x0c \x01(\x04\x12\x0e\n\x06uptime\x18\r \x01(\x01\x12\x12\n\nthroughput\x18\x0e \x01(\x01\x12\x17\n\x0frejected_frames\x18\x0f \x01(\x04\x12\x18\n\x10\x65xecuted_locally\x18\x10 \x01(\x04\x12\x39\n\x07history\x18\x11 \x03(\x0b\x32(.fastworker.protocol.v1.ThroughputSample\x12\x15\n\rauth_failures\x18\x12 \x01(\x04\x12\x15\n\rlate_outcomes\x18\x1e \x01(\x04\x12\x1c\n\x14\x64uplicate_worker_ids\x18\x1f \x01(\x04\x12\x1b\n\x13\x63onnections_refused\x18( \x01(\x04\x12\x1f\n\x17\x63onnections_idle_closed\x18) \x01(\x04\x12\"\n\x1a\x63onnections_dropped_unread\x18* \x01(\x04\x12\x14\n\x0cworkers_lost\x18+ \x01(\x04\"\xd8\x01\n\x0cTasksRequest\x12\x31\n\x06states\x18\x01 \x03(\x0e\x32!.fastworker.protocol.v1.TaskState\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\x16\n\x0etask_id_prefix\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\r\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0c\n\x04text\x18\x08 \x01(\t\"L\n\nTasksReply\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\r\n\x05total\x18\x02 \x01(\r\"$\n\x11TaskDetailRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"A\n\x0fTaskDetailReply\x12.\n\x04task\x18\x01 \x01(\x0b\x32 .fastworker.protocol.v1.TaskInfo\"\x18\n\x16RegisteredTasksRequest\"M\n\x14RegisteredTasksReply\x12\x35\n\x05tasks\x18\x01 \x03(\x0b\x32&.fastworker.protocol.v1.TaskDefinition\"B\n\x0cPurgeRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\"\x1c\n\nPurgeReply\x12\x0e\n\x06purged\x18\x01 \x01(\r\"R\n\x0cPauseRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"\x1c\n\nPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"2\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"\x1e\n\nDrainReply\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\"\xa2\x01\n\nTaskLimits\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrate_limit\x18\x02 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\r\x12\x0f\n\x07running\x18\x04 \x01(\r\x12\x0f\n\x07waiting\x18\x05 \x01(\r\x12\x14\n\x0c\x63urrent_rate\x18\x06 \x01(\x01\x12\r\n\x05\x62urst\x18\x07 \x01(\r\x12\x12\n\noverridden\x18\x08 \x01(\x08\"\x0f\n\rLimitsRequest\"A\n\x0bLimitsReply\x12\x32\n\x06limits\x18\x01 \x03(\x0b\x32\".fastworker.protocol.v1.TaskLimits\"\x89\x01\n\x10SetLimitsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\nrate_limit\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\x42\r\n\x0b_rate_limitB\x12\n\x10_max_concurrency\"D\n\x0eSetLimitsReply\x12\x32\n\x06limits\x18\x01 \x01(\x0b\x32\".fastworker.protocol.v1.TaskLimitsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"fastworker/protocol/v1/admin.proto\x12\x16\x66\x61stworker.protocol.v1\x1a!fastworker/protocol/v1/task.proto\"\xd3\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x11\n\tprocessed\x18\x06 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x04\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\x16\n\x0elast_heartbeat\x18\t \x01(\x01\x12\x10\n\x08\x64raining\x18\n \x01(\x08\x12\x12\n\ntask_names\x18\x0b \x03(\t\"\x10\n\x0eWorkersRequest\"C\n\x0cWorkersReply\x12\x33\n\x07workers\x18\x01 \x03(\x0b\x32\".fastworker.protocol.v1.WorkerInfo\"\x92\x01\n\tQueueInfo\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\r\x12\x12\n\noldest_age\x18\x03 \x01(\x01\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07servers\x18\x06 \x01(\r\"\x0f\n\rQueuesRequest\"w\n\x0bQueuesReply\x12\x31\n\x06queues\x18\x01 \x03(\x0b\x32!.fastworker.protocol.v1.QueueInfo\x12\x11\n\tscheduled\x18\x02 \x01(\r\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\"\x0e\n\x0cStatsRequest\"A\n\x10ThroughputSample\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\x11\n\tsucceeded\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"\xbf\x04\n\nStatsReply\x12\x11\n\tsubmitted\x18\x01 \x01(\x04\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x11\n\tcancelled\x18\x04 \x01(\x04\x12\x0f\n\x07retried\x18\x05 \x01(\x04\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12\x11\n\tscheduled\x18\x07 \x01(\r\x12\x0f\n\x07running\x18\x08 \x01(\r\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x12\n\ncache_size\x18\n \x01(\r\x12\x12\n\ncache_hits\x18\x0b \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x0c \x01(\x04\x12\x0e\n\x06uptime\x18\r \x01(\x01\x12\x12\n\nthroughput\x18\x0e \x01(\x01\x12\x17\n\x0frejected_frames\x18\x0f \x01(\x04\x12\x18\n\x10\x65xecuted_locally\x18\x10 \x01(\x04\x12\x39\n\x07history\x18\x11 \x03(\x0b\x32(.fastworker.protocol.v1.ThroughputSample\x12\x15\n\rauth_failures\x18\x12 \x01(\x04\x12\x15\n\rlate_outcomes\x18\x1e \x01(\x04\x12\x1c\n\x14\x64uplicate_worker_ids\x18\x1f \x01(\x04\x12\x1b\n\x13\x63onnections_refused\x18( \x01(\x04\x12\x1f\n\x17\x63onnections_idle_closed\x18) \x01(\x04\x12\"\n\x1a\x63onnections_dropped_unread\x18* \x01(\x04\x12\x14\n\x0cworkers_lost\x18+ \x01(\x04\"\xd8\x01\n\x0cTasksRequest\x12\x31\n\x06states\x18\x01 \x03(\x0e\x32!.fastworker.protocol.v1.TaskState\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\x16\n\x0etask_id_prefix\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\r\x12\r\n\x05limit\x18\x07 \x01(\r\x12\x0c\n\x04text\x18\x08 \x01(\t\"[\n\nTasksReply\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\"$\n\x11TaskDetailRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"A\n\x0fTaskDetailReply\x12.\n\x04task\x18\x01 \x01(\x0b\x32 .fastworker.protocol.v1.TaskInfo\"\x18\n\x16RegisteredTasksRequest\"M\n\x14RegisteredTasksReply\x12\x35\n\x05tasks\x18\x01 \x03(\x0b\x32&.fastworker.protocol.v1.TaskDefinition\"B\n\x0cPurgeRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\"\x1c\n\nPurgeReply\x12\x0e\n\x06purged\x18\x01 \x01(\r\"R\n\x0cPauseRequest\x12\x32\n\x08priority\x18\x01 \x01(\x0e\x32 .fastworker.protocol.v1.Priority\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"\x1c\n\nPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"2\n\x0c\x44rainRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"\x1e\n\nDrainReply\x12\x10\n\x08\x64raining\x18\x01 \x01(\x08\"\xa2\x01\n\nTaskLimits\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrate_limit\x18\x02 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\r\x12\x0f\n\x07running\x18\x04 \x01(\r\x12\x0f\n\x07waiting\x18\x05 \x01(\r\x12\x14\n\x0c\x63urrent_rate\x18\x06 \x01(\x01\x12\r\n\x05\x62urst\x18\x07 \x01(\r\x12\x12\n\noverridden\x18\x08 \x01(\x08\"\x0f\n\rLimitsRequest\"A\n\x0bLimitsReply\x12\x32\n\x06limits\x18\x01 \x03(\x0b\x32\".fastworker.protocol.v1.TaskLimits\"\x89\x01\n\x10SetLimitsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\nrate_limit\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x0fmax_concurrency\x18\x03 \x01(\rH\x01\x88\x01\x01\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\x42\r\n\x0b_rate_limitB\x12\n\x10_max_concurrency\"D\n\x0eSetLimitsReply\x12\x32\n\x06limits\x18\x01 \x01(\x0b\x32\".fastworker.protocol.v1.TaskLimitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,35 +53,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSREQUEST']._serialized_start=1347
   _globals['_TASKSREQUEST']._serialized_end=1563
   _globals['_TASKSREPLY']._serialized_start=1565
-  _globals['_TASKSREPLY']._serialized_end=1641
-  _globals['_TASKDETAILREQUEST']._serialized_start=1643
-  _globals['_TASKDETAILREQUEST']._serialized_end=1679
-  _globals['_TASKDETAILREPLY']._serialized_start=1681
-  _globals['_TASKDETAILREPLY']._serialized_end=1746
-  _globals['_REGISTEREDTASKSREQUEST']._serialized_start=1748
-  _globals['_REGISTEREDTASKSREQUEST']._serialized_end=1772
-  _globals['_REGISTEREDTASKSREPLY']._serialized_start=1774
-  _globals['_REGISTEREDTASKSREPLY']._serialized_end=1851
-  _globals['_PURGEREQUEST']._serialized_start=1853
-  _globals['_PURGEREQUEST']._serialized_end=1919
-  _globals['_PURGEREPLY']._serialized_start=1921
-  _globals['_PURGEREPLY']._serialized_end=1949
-  _globals['_PAUSEREQUEST']._serialized_start=1951
-  _globals['_PAUSEREQUEST']._serialized_end=2033
-  _globals['_PAUSEREPLY']._serialized_start=2035
-  _globals['_PAUSEREPLY']._serialized_end=2063
-  _globals['_DRAINREQUEST']._serialized_start=2065
-  _globals['_DRAINREQUEST']._serialized_end=2115
-  _globals['_DRAINREPLY']._serialized_start=2117
-  _globals['_DRAINREPLY']._serialized_end=2147
-  _globals['_TASKLIMITS']._serialized_start=2150
-  _globals['_TASKLIMITS']._serialized_end=2312
-  _globals['_LIMITSREQUEST']._serialized_start=2314
-  _globals['_LIMITSREQUEST']._serialized_end=2329
-  _globals['_LIMITSREPLY']._serialized_start=2331
-  _globals['_LIMITSREPLY']._serialized_end=2396
-  _globals['_SETLIMITSREQUEST']._serialized_start=2399
-  _globals['_SETLIMITSREQUEST']._serialized_end=2536
-  _globals['_SETLIMITSREPLY']._serialized_start=2538
-  _globals['_SETLIMITSREPLY']._serialized_end=2606
+  _globals['_TASKSREPLY']._serialized_end=1656
+  _globals['_TASKDETAILREQUEST']._serialized_start=1658
+  _globals['_TASKDETAILREQUEST']._serialized_end=1694
+  _globals['_TASKDETAILREPLY']._serialized_start=1696
+  _globals['_TASKDETAILREPLY']._serialized_end=1761
+  _globals['_REGISTEREDTASKSREQUEST']._serialized_start=1763
+  _globals['_REGISTEREDTASKSREQUEST']._serialized_end=1787
+  _globals['_REGISTEREDTASKSREPLY']._serialized_start=1789
+  _globals['_REGISTEREDTASKSREPLY']._serialized_end=1866
+  _globals['_PURGEREQUEST']._serialized_start=1868
+  _globals['_PURGEREQUEST']._serialized_end=1934
+  _globals['_PURGEREPLY']._serialized_start=1936
+  _globals['_PURGEREPLY']._serialized_end=1964
+  _globals['_PAUSEREQUEST']._serialized_start=1966
+  _globals['_PAUSEREQUEST']._serialized_end=2048
+  _globals['_PAUSEREPLY']._serialized_start=2050
+  _globals['_PAUSEREPLY']._serialized_end=2078
+  _globals['_DRAINREQUEST']._serialized_start=2080
+  _globals['_DRAINREQUEST']._serialized_end=2130
+  _globals['_DRAINREPLY']._serialized_start=2132
+  _globals['_DRAINREPLY']._serialized_end=2162
+  _globals['_TASKLIMITS']._serialized_start=2165
+  _globals['_TASKLIMITS']._serialized_end=2327
+  _globals['_LIMITSREQUEST']._serialized_start=2329
+  _globals['_LIMITSREQUEST']._serialized_end=2344
+  _globals['_LIMITSREPLY']._serialized_start=2346
+  _globals['_LIMITSREPLY']._serialized_end=2411
+  _globals['_SETLIMITSREQUEST']._serialized_start=2414
+  _globals['_SETLIMITSREQUEST']._serialized_end=2551
+  _globals['_SETLIMITSREPLY']._serialized_start=2553
+  _globals['_SETLIMITSREPLY']._serialized_end=2621
 # @@protoc_insertion_point(module_scope)

@@ -449,8 +449,11 @@ class TasksReply(_message.Message):
 
     TASKS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """Matches in all."""
+    limit: _builtins.int
+    """The page size applied: the request's, capped (0 from an older control plane)."""
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskInfo]:
         """The tasks on this page (without payloads)."""
@@ -460,10 +463,11 @@ class TasksReply(_message.Message):
         *,
         tasks: _abc.Iterable[_task_pb2.TaskInfo] | None = ...,
         total: _builtins.int = ...,
+        limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "tasks", b"tasks", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
