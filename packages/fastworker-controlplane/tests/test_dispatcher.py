@@ -445,6 +445,35 @@ async def test_a_lost_workers_tasks_with_retries_left_are_requeued_and_redispatc
 
 
 @pytest.mark.parametrize("how", LOSSES)
+async def test_a_task_whose_cancel_was_acknowledged_ends_cancelled_when_its_worker_is_lost(
+    harness: Any, dispatch_rig: Any, how: str
+) -> None:
+    # The cancel said cancelled=True, the worker went silent before it stopped the task, and the
+    # loss re-queued it (retries left: it ran again and succeeded) or failed it with WorkerLost.
+    rig = dispatch_rig(**FAST_REAPER)
+    rig.register("w1", {"job": 2}, capacity=1)
+    rig.register("w2", {"job": 2}, capacity=1)
+    record = rig.submit("job", 1)
+    pull = rig.pull("w1")
+    await settle()
+    assert [spec.task_id for spec in pull.tasks] == [record.task_id] and record.state == RUNNING
+    assert rig.coordinator.cancel(record.task_id) == (True, RUNNING)  # the stop order waits for w1
+
+    lose_worker(rig, "w1", how)
+    if how == "heartbeat_timeout":
+        rig.heartbeat("w2")
+    await wait_lost(rig, "w1")
+
+    final = await harness.final(rig.coordinator, record.task_id)
+    assert final.state == CANCELLED and final.error is not None and final.error.type == "TaskCancelled"
+    assert "before it confirmed the stop" in final.error.message
+    assert rig.coordinator.counters.cancelled == 1 and rig.coordinator.counters.retried == 0
+    again = rig.pull("w2", hold=0.05)
+    await until(lambda: again.answered)
+    assert again.tasks == []  # never handed out again
+
+
+@pytest.mark.parametrize("how", LOSSES)
 async def test_a_lost_workers_tasks_without_retries_left_fail_with_worker_lost(
     harness: Any, dispatch_rig: Any, how: str
 ) -> None:

@@ -220,6 +220,30 @@ async def test_a_restored_coordinator_counts_the_tasks_the_replay_failed_as_its_
     assert sum(counts.submitted for counts in snapshot.values()) == counters.submitted
 
 
+async def test_a_restored_coordinator_counts_the_runs_the_replay_requeued_as_retries(
+    harness: Any, journals: Any
+) -> None:
+    # A task with retries left that ran when the control plane died runs again as attempt 2: a retry
+    # in stats and /metrics, as after a lost worker (it counted 0).
+    release = blocking_task(harness, "block_retry", retries=1)
+    journal = journals()
+    first = harness.coordinator(local_concurrency=1, journal=journal)
+    running, _ = first.submit(spec("block_retry"))
+    await until(lambda: running.state == RUNNING)
+    journal.close()
+
+    reopened = journals(retries_for=lambda name: harness.registry.get(name).options.retries)
+    second = harness.coordinator(local_concurrency=1, journal=reopened)
+    second.restore(reopened.recovered)
+    assert reopened.recovered.rerun == [running.task_id]
+    release.set()
+    final = await harness.final(second, running.task_id)
+
+    assert (final.state, final.attempts) == (SUCCESS, 2)
+    assert second.counters.retried == 1
+    assert second.metrics.snapshot()["block_retry"].retried == 1
+
+
 async def test_the_restored_queue_keeps_running_and_its_runs_are_journaled_too(harness: Any, journals: Any) -> None:
     # Given a restored coordinator that ran the recovered tasks
     harness.task(lambda x, y: x + y, name="add")

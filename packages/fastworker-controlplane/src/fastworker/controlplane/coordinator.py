@@ -535,6 +535,9 @@ class Coordinator:
                 waiting.append(record)
             else:
                 self.schedule.add(record, self._look_at(record, record.eta))
+        for task_id in recovered.rerun:  # ran when the last process stopped, and runs again: a retry
+            self.counters.retried += 1
+            self.metrics.retried(self.active[task_id].name)
         lost = set(recovered.lost)
         for record in sorted(finished, key=lambda r: r.finished_at):
             if record.task_id in lost:

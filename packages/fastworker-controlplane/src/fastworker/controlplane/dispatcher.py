@@ -250,6 +250,18 @@ class Dispatcher:
         """
         if record.state != RUNNING or record.worker != worker.worker_id:
             return False  # already finished or moved on
+        if record.task_id in worker.cancels:
+            # A cancel was acknowledged (cancelled=True) while the stop order waited for this worker:
+            # the task must not run again, nor end as if the worker had failed it.
+            worker.cancels.discard(record.task_id)
+            record.held = False
+            self.coordinator.end(
+                record,
+                CANCELLED,
+                "TaskCancelled",
+                f"cancelled by request; worker {worker.worker_id} {what_happened} before it confirmed the stop",
+            )
+            return False
         if record.held:
             record.attempts -= 1
             self.coordinator.requeue_front(record, ran=False)

@@ -700,6 +700,9 @@ class Recovered:
     result_ttls: dict[str, float] = field(default_factory=dict)
     #: Tasks that were running and were re-queued (retries left, or never started from a prefetch queue).
     requeued: int = 0
+    #: Ids of those that had started (a retry of theirs runs next): the restoring process counts these
+    #: retries as its own (stats, /metrics), as it counts the retries after a lost worker.
+    rerun: list[str] = field(default_factory=list)
     #: Ids of the tasks that were running and failed with ControlPlaneLost (no retries left): the
     #: restoring process counts these failures as its own (stats, /metrics), since no one else can.
     lost: list[str] = field(default_factory=list)
@@ -742,6 +745,7 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
                 recovered.last_runs[spec.name] = max(recovered.last_runs.get(spec.name, float("-inf")), float(slot))
         if task.state != RUNNING:
             continue
+        started = not task.held
         if task.held:
             task.attempts = max(0, task.attempts - 1)
         elif task.attempts >= 1 + _allowed_retries(task, spec, retries_for):
@@ -761,6 +765,8 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
         task.held = False
         front[task.task_id] = task
         recovered.requeued += 1
+        if started:
+            recovered.rerun.append(task.task_id)
     if front:
         rest = {task_id: task for task_id, task in state.tasks.items() if task_id not in front}
         state.tasks = front | rest
