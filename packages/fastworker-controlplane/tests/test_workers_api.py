@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fastworker.controlplane.api import ClientApi
-from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RETRYING, RUNNING, SUCCESS
+from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RETRYING, RUNNING, SUCCESS, TaskRecord
 from fastworker.protocol.framing import FRAME_PREFIX, MAGIC, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2, worker_pb2
@@ -273,6 +273,18 @@ async def test_a_draining_worker_still_reports_the_results_of_its_running_tasks(
     assert rig.fleet.get("w1").processed == 1
 
 
+async def running_on_w1(dispatch_rig: Any, retries: int | None = None) -> tuple[Any, TaskRecord, task_pb2.TaskSpec]:
+    """A rig with worker w1 running one ``job``: (rig, its record, the spec w1 got)."""
+    rig = dispatch_rig()
+    rig.register("w1", ["job"])
+    record = rig.submit("job", retries=retries)
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+    assert record.state == RUNNING
+    return rig, record, spec
+
+
 @pytest.mark.parametrize(
     ("change", "error_type", "named"),
     [
@@ -287,12 +299,7 @@ async def test_a_draining_worker_still_reports_the_results_of_its_running_tasks(
 async def test_an_outcome_the_control_plane_cannot_take_as_sent_fails_the_attempt_saying_why(
     dispatch_rig: Any, change: Callable[[worker_pb2.TaskOutcome], None], error_type: str, named: str
 ) -> None:
-    rig = dispatch_rig()
-    rig.register("w1", ["job"])
-    record = rig.submit("job", retries=0)
-    pull = rig.pull("w1")
-    await settle()
-    (spec,) = pull.tasks
+    rig, record, spec = await running_on_w1(dispatch_rig, retries=0)
     outcome = rig.success(spec, "a value")
     change(outcome)
 
@@ -307,12 +314,7 @@ async def test_an_outcome_the_control_plane_cannot_take_as_sent_fails_the_attemp
 async def test_a_nan_retry_delay_from_a_worker_gets_the_backoff_and_other_schedules_go_on(
     dispatch_rig: Any,
 ) -> None:
-    rig = dispatch_rig()
-    rig.register("w1", ["job"])
-    record = rig.submit("job", retries=1)
-    pull = rig.pull("w1")
-    await settle()
-    (spec,) = pull.tasks
+    rig, record, spec = await running_on_w1(dispatch_rig, retries=1)
     outcome = rig.failure(spec, "Retry", "again")
     outcome.retry_requested = True
     outcome.retry_delay = float("nan")
@@ -320,9 +322,8 @@ async def test_a_nan_retry_delay_from_a_worker_gets_the_backoff_and_other_schedu
     rig.report("w1", outcome)
 
     assert record.state == RETRYING
-    assert (
-        record.eta == rig.clock()
-    )  # the backoff (its definition gives none) instead of NaN, which stalled every schedule
+    # the backoff (its definition gives none) instead of NaN, which stalled every schedule
+    assert record.eta == rig.clock()
     scheduled, _ = rig.coordinator.submit(rig.harness.spec("job", eta=rig.clock() + 0.05))
     rig.clock.advance(2.0)
     rig.coordinator._release_due()  # what its timer does when it fires
@@ -331,13 +332,7 @@ async def test_a_nan_retry_delay_from_a_worker_gets_the_backoff_and_other_schedu
 
 
 async def test_a_cancel_the_task_outran_says_not_cancelled_with_the_state_it_ended_in(dispatch_rig: Any) -> None:
-    rig = dispatch_rig()
-    rig.register("w1", ["job"])
-    record = rig.submit("job")
-    pull = rig.pull("w1")
-    await settle()
-    (spec,) = pull.tasks
-    assert record.state == RUNNING
+    rig, record, spec = await running_on_w1(dispatch_rig)
     api = ClientApi(rig.coordinator)
     replies: list[bytes] = []
     cancel = new_envelope(77)

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import tui_keys (no package here)
+
 from textual.message import Message
 from textual.notifications import Notify
-from textual.pilot import Pilot
+from tui_keys import wait_until
 
 from fastworker.client import (
     CancelResult,
@@ -368,15 +369,6 @@ class Notes:
 @pytest.fixture
 def notes() -> Notes:
     return Notes()
-
-
-async def wait_until(pilot: Pilot[Any], predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Let the app run until predicate() is truthy; fail with `what` after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for: {what}")
-        await pilot.pause(0.02)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Pressing fastworker-top's action keys in Pilot tests: each asks before it acts."""
+"""Waiting on a running app and pressing fastworker-top's action keys (each asks before it acts) in Pilot tests."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from textual.pilot import Pilot
 from fastworker.dashboard.tui.screens import ConfirmScreen
 
 
-async def _until(pilot: Pilot[Any], predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+async def wait_until(pilot: Pilot[Any], predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Let the app run until predicate() is truthy; fail with `what` after timeout seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -23,6 +24,6 @@ async def _until(pilot: Pilot[Any], predicate: Callable[[], object], what: str, 
 async def press_confirmed(pilot: Pilot[Any], key: str, answer: str = "y") -> None:
     """Press an action key (c, r, p), wait for its question, and answer it (``y``: yes)."""
     await pilot.press(key)
-    await _until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen), f"the question after {key!r}")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen), f"the question after {key!r}")
     await pilot.press(answer)
-    await _until(pilot, lambda: not isinstance(pilot.app.screen, ConfirmScreen), "the question closed")
+    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, ConfirmScreen), "the question closed")
