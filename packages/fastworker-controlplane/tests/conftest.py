@@ -372,6 +372,20 @@ class DispatchRig:
 
 
 @pytest.fixture
+def flaky() -> Callable[[], int]:
+    """A task body named ``flaky``: its first call raises RuntimeError, every later one returns 7."""
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return 7
+
+    return flaky
+
+
+@pytest.fixture
 async def dispatch_rig(harness: Harness) -> AsyncIterator[Callable[..., DispatchRig]]:
     """A factory of DispatchRigs (settings as keyword arguments); their dispatchers are closed after the test."""
     rigs: list[DispatchRig] = []

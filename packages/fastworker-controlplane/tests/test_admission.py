@@ -193,6 +193,22 @@ async def test_a_connection_with_a_request_in_flight_is_never_closed_as_idle(
 # ------------------------------------------------------------------------------------- unread replies
 
 
+async def send_and_never_read(
+    served: Any, raw_sockets: list[socket.socket], payload: bytes, count: int
+) -> socket.socket:
+    """A peer that sends ``count`` requests and reads nothing (a tiny receive buffer): its socket."""
+    hog = raw_peer(raw_sockets, served.port, source="127.0.0.1", rcvbuf=4096)
+    hog.setblocking(False)
+    frames = b"".join(req0_frame(i + 1, payload) for i in range(count))
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(BOUND):
+            await loop.sock_sendall(hog, frames)
+    except (ConnectionError, TimeoutError):
+        pass  # dropped while sending, or the sends stalled: either way, never read
+    return hog
+
+
 async def test_a_connection_that_does_not_read_its_replies_is_closed_and_what_they_held_is_freed(
     serve: Callable[..., Any], channels: Callable[[str], RequestChannel], raw_sockets: list[socket.socket]
 ) -> None:
@@ -200,15 +216,7 @@ async def test_a_connection_that_does_not_read_its_replies_is_closed_and_what_th
     served = serve(lambda request: request.reply(big), max_pending_per_connection=32)
     reader = channels(served.url)
     assert len(await reader.request(b"warm up", timeout=BOUND)) == len(big)
-    hog = raw_peer(raw_sockets, served.port, source="127.0.0.1", rcvbuf=4096)
-    hog.setblocking(False)
-    frames = b"".join(req0_frame(i + 1, b"give me more") for i in range(2000))
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(BOUND):
-            await loop.sock_sendall(hog, frames)
-    except (ConnectionError, TimeoutError):
-        pass  # dropped while sending, or the sends stalled: either way, never read
+    hog = await send_and_never_read(served, raw_sockets, b"give me more", 2000)
 
     await eventually(lambda: ConnectionEvent.DROPPED_UNREAD in served.events)
     assert served.events.count(ConnectionEvent.DROPPED_UNREAD) == 1
@@ -223,15 +231,7 @@ async def test_a_connection_leaving_large_replies_unread_is_closed_by_their_byte
     # Given replies of 1 MiB, at most 1,024 of them kept per connection, and at most 8 MiB unread
     big = b"x" * (1024 * 1024)
     served = serve(lambda request: request.reply(big), max_unread_bytes=8 * 1024 * 1024)
-    hog = raw_peer(raw_sockets, served.port, source="127.0.0.1", rcvbuf=4096)
-    hog.setblocking(False)
-    frames = b"".join(req0_frame(i + 1, b"give me more") for i in range(200))
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(BOUND):
-            await loop.sock_sendall(hog, frames)
-    except (ConnectionError, TimeoutError):
-        pass
+    hog = await send_and_never_read(served, raw_sockets, b"give me more", 200)
 
     # Then it is closed, though it held far fewer than 1,024 replies, and what they held is freed
     await eventually(lambda: ConnectionEvent.DROPPED_UNREAD in served.events)
@@ -245,16 +245,8 @@ async def test_a_peer_without_the_secret_that_never_reads_its_refusals_is_closed
     serve: Callable[..., Any], raw_sockets: list[socket.socket]
 ) -> None:
     served = serve(echo, auth=FrameAuth("s3cret"), max_pending_per_connection=16)
-    hog = raw_peer(raw_sockets, served.port, source="127.0.0.1", rcvbuf=4096)
-    hog.setblocking(False)
     # Refusals are small: more of them than the kernel's socket buffers (4 MiB here) can absorb.
-    frames = b"".join(req0_frame(i + 1, b"not sealed") for i in range(120_000))
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(BOUND):
-            await loop.sock_sendall(hog, frames)
-    except (ConnectionError, TimeoutError):
-        pass
+    hog = await send_and_never_read(served, raw_sockets, b"not sealed", 120_000)
 
     await eventually(lambda: ConnectionEvent.DROPPED_UNREAD in served.events)
     await eventually(lambda: served.server.pending_sends == 0)

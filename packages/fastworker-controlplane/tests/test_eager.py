@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -350,15 +351,9 @@ async def test_depends_on_runs_after_a_success_fails_after_a_failure_and_refuses
     assert "add(6, 6)" not in steps
 
 
-async def test_a_step_that_never_ran_is_retried_with_its_dependencys_result_once_that_succeeded(tasks: Tasks) -> None:
-    calls: list[int] = []
-
-    def flaky() -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("first call fails")
-        return 7
-
+async def test_a_step_that_never_ran_is_retried_with_its_dependencys_result_once_that_succeeded(
+    tasks: Tasks, flaky: Callable[[], int]
+) -> None:
     tasks.add(flaky)
     tasks.add(lambda x, y: x + y, name="add")
     client = EagerClient(tasks.registry)

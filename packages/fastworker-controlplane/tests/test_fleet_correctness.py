@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fastworker.controlplane.dispatcher import WORKER_LOST
-from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SUCCESS
-from fastworker.protocol.v1 import error_pb2
+from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SUCCESS, TaskRecord
+from fastworker.protocol.v1 import error_pb2, task_pb2
 
 BOUND = 5.0
 
@@ -127,15 +127,20 @@ async def test_a_dropped_connection_returns_running_tasks_at_once_and_prefetched
     assert held.attempts == 0 and held.worker == ""  # never started: no attempt counted
 
 
-async def test_prefetched_tasks_are_granted_only_while_still_leased_and_a_claim_is_answered_at_once(
-    dispatch_rig: Any,
-) -> None:
+async def one_running_two_held(dispatch_rig: Any) -> tuple[Any, list[TaskRecord], list[task_pb2.TaskSpec]]:
+    """w1 (capacity 1, prefetch 2) given three ``job`` tasks: the rig, their records, the specs it got (running first)."""
     rig = dispatch_rig()
     rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
     records = [rig.submit("job", n) for n in range(3)]
     first = rig.pull("w1", prefetch=2)
     await settle()
-    running_spec, held_a, held_b = first.tasks
+    return rig, records, list(first.tasks)
+
+
+async def test_prefetched_tasks_are_granted_only_while_still_leased_and_a_claim_is_answered_at_once(
+    dispatch_rig: Any,
+) -> None:
+    rig, records, (running_spec, held_a, held_b) = await one_running_two_held(dispatch_rig)
     assert records[1].held and records[2].held
 
     # Task b is taken back meanwhile (a client cancels it while it waits in the prefetch queue)
@@ -152,12 +157,7 @@ async def test_prefetched_tasks_are_granted_only_while_still_leased_and_a_claim_
 
 
 async def test_a_claim_crossing_a_cancel_is_refused_and_the_task_ends_cancelled_unstarted(dispatch_rig: Any) -> None:
-    rig = dispatch_rig()
-    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
-    records = [rig.submit("job", n) for n in range(3)]
-    first = rig.pull("w1", prefetch=2)
-    await settle()
-    _, held_a, held_b = first.tasks
+    rig, records, (_, held_a, held_b) = await one_running_two_held(dispatch_rig)
     # A client cancels task a while it waits in w1's prefetch queue; w1's claim for it is on its way
     cancelled, previous = rig.coordinator.cancel(held_a.task_id)
     # It ends at once, its dispatch counted as no run: it never started, and no drain or loss of w1
@@ -247,12 +247,7 @@ async def test_a_prefetched_task_waiting_for_a_lost_workers_fence_can_be_cancell
 
 async def test_an_idle_worker_takes_prefetched_tasks_another_holds_behind_a_long_one(dispatch_rig: Any) -> None:
     # Celery's prefetch trap: w1 prefetched while its tasks were short, then one ran long
-    rig = dispatch_rig()
-    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
-    records = [rig.submit("job", n) for n in range(3)]
-    first = rig.pull("w1", prefetch=2)
-    await settle()
-    long_one, held_a, held_b = first.tasks
+    rig, records, (long_one, held_a, held_b) = await one_running_two_held(dispatch_rig)
     assert records[1].held and records[2].held
 
     # w2 joins with a free slot and nothing is queued: it gets the oldest held task at once
@@ -270,12 +265,7 @@ async def test_an_idle_worker_takes_prefetched_tasks_another_holds_behind_a_long
 
 
 async def test_a_prefetched_task_cancelled_before_its_holder_drains_stays_cancelled(dispatch_rig: Any) -> None:
-    rig = dispatch_rig()
-    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a", capacity=1)
-    records = [rig.submit("job", n) for n in range(3)]
-    first = rig.pull("w1", prefetch=2)
-    await settle()
-    _, held_a, held_b = first.tasks
+    rig, records, (_, held_a, held_b) = await one_running_two_held(dispatch_rig)
     assert rig.coordinator.cancel(held_a.task_id)[0]
 
     # When w1 drains and hands back both prefetched tasks, as it never started them

@@ -279,17 +279,9 @@ async def test_a_dependency_that_did_not_succeed_before_the_submission_fails_it_
 
 
 async def test_a_step_that_never_ran_for_a_failed_dependency_is_retried_only_with_its_dependencys_result(
-    harness: Any, ran: Ran
+    harness: Any, ran: Ran, flaky: Callable[[], int]
 ) -> None:
     # Given chain(flaky(), add(1)) whose first step failed once, so the second never ran
-    calls: list[int] = []
-
-    def flaky() -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("first call fails")
-        return 7
-
     harness.task(flaky, name="flaky")
     coordinator = harness.coordinator(local_concurrency=2)
     steps = chain(signature("flaky"), signature("add", args=(1,)))

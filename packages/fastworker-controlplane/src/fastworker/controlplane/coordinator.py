@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fastworker.client.limits import UNSET, Rate, Unset
 from fastworker.client.task import TaskRegistry
+from fastworker.controlplane.duetimer import DueTimer
 from fastworker.controlplane.events import EventBus
 from fastworker.controlplane.expiry import ExpiryWatch
 from fastworker.controlplane.flow import NO_LIMITS, Gate, GatedQueue, Limits
@@ -228,12 +229,10 @@ class Coordinator:
         )
         self.local.start()
         self.waits = Waits(loop, self.active, self.cache.get, self.clock)
-        self._schedule_timer: asyncio.TimerHandle | None = None
-        self._schedule_timer_due: float | None = None
+        self._schedule_timer = DueTimer(loop, self.clock, self._release_due)
         #: Tasks with an ``expires`` time: those still waiting then end at once (see ``expiry``).
         self.expiries = ExpiryWatch()
-        self._waiting_expiry_timer: asyncio.TimerHandle | None = None
-        self._waiting_expiry_due: float | None = None
+        self._waiting_expiry_timer = DueTimer(loop, self.clock, self._expire_waiting, late_by=0.001)
         self.history = FinishHistory(self.started_at)
         self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
         self.refresh_limits()  # the limits of the tasks this process defines
@@ -801,18 +800,9 @@ class Coordinator:
         return expires if expires and not record.attempts and expires < due else due
 
     def _arm_schedule_timer(self) -> None:
-        due = self.schedule.next_due()
-        if due is None or (self._schedule_timer_due is not None and self._schedule_timer_due <= due):
-            return
-        if self._schedule_timer is not None:
-            self._schedule_timer.cancel()
-        delay = max(0.0, due - self.clock())
-        self._schedule_timer = self._loop.call_later(delay, self._release_due)
-        self._schedule_timer_due = due
+        self._schedule_timer.arm(self.schedule.next_due())
 
     def _release_due(self) -> None:
-        self._schedule_timer = None
-        self._schedule_timer_due = None
         now = self.clock()
         for record in self.schedule.pop_due(now):
             if record.expires and not record.attempts and now >= record.expires:
@@ -827,19 +817,10 @@ class Coordinator:
         self._arm_waiting_expiry_timer()
 
     def _arm_waiting_expiry_timer(self) -> None:
-        due = self.expiries.next_due()
-        if due is None or (self._waiting_expiry_due is not None and self._waiting_expiry_due <= due):
-            return
-        if self._waiting_expiry_timer is not None:
-            self._waiting_expiry_timer.cancel()
-        # A millisecond late: the loop's timers may fire a little early by the wall clock.
-        self._waiting_expiry_timer = self._loop.call_later(max(0.0, due - self.clock()) + 0.001, self._expire_waiting)
-        self._waiting_expiry_due = due
+        self._waiting_expiry_timer.arm(self.expiries.next_due())
 
     def _expire_waiting(self) -> None:
         """End the tasks whose expiry passed while they waited (queued, or for their dependencies)."""
-        self._waiting_expiry_timer = None
-        self._waiting_expiry_due = None
         now = self.clock()
         for task_id in self.expiries.pop_due(now):
             record = self.active.get(task_id)
@@ -1528,10 +1509,8 @@ class Coordinator:
     def close(self) -> None:
         """Stop timers and the local executor."""
         self._expiry_timer.cancel()
-        if self._waiting_expiry_timer is not None:
-            self._waiting_expiry_timer.cancel()
-        if self._schedule_timer is not None:
-            self._schedule_timer.cancel()
+        self._waiting_expiry_timer.cancel()
+        self._schedule_timer.cancel()
         self.waits.close()
         self.events.close()
         with self.lock:
