@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pynng
@@ -237,3 +238,24 @@ def test_frames_over_the_size_limit_get_an_error_or_are_dropped_and_the_control_
     assert_serves_a_fresh_client(control_plane)
     # A raw socket still gets answers too.
     assert error_reply(control_plane.client, b"garbage").code == error_pb2.ERROR_CODE_PROTOCOL
+
+
+async def test_an_id_that_is_not_a_str_is_refused_by_name_and_no_wait_hangs_on_it(shared_cp, make_client):
+    # bytes were sent as text and never matched the answer: result(b"...") waited for ever; an int
+    # failed inside the wait batch, where nobody answered the waiter either.
+    client = make_client(shared_cp)
+    task_id = await client.delay("fwtests.add", 5, 6)
+    for bad in (task_id.encode(), 123, None):
+        for call in (client.status, client.result, client.wait, client.cancel, client.retry, client.task_detail):
+            with pytest.raises(TypeError, match=f"task_id must be a str, not {type(bad).__name__}"):
+                await asyncio.wait_for(call(bad), 10)
+        for many in (client.wait_many, client.results):
+            with pytest.raises(TypeError, match=f"each of task_ids must be a str, not {type(bad).__name__}"):
+                await asyncio.wait_for(many([task_id, bad], timeout=5), 10)
+    for many in (client.wait_many, client.results):  # a lone id would be read as one id per character
+        with pytest.raises(TypeError, match="task_ids must be a sequence of str ids, not str"):
+            await asyncio.wait_for(many(task_id, timeout=5), 10)
+    with pytest.raises(TypeError, match="workflow_id must be a str"):
+        await asyncio.wait_for(client.workflow(b"wf"), 10)
+    assert await asyncio.wait_for(client.result(task_id, timeout=10), 15) == 11
+    await assert_still_serving(client)

@@ -23,3 +23,26 @@ def test_the_sync_client_submits_delays_reads_results_and_status(start_cp):
         assert info.worker == "controlplane"
         assert info.queued_at is not None and info.started_at is not None and info.finished_at is not None
         assert info.queued_at <= info.started_at <= info.finished_at
+
+
+def test_the_sync_client_watches_a_task_and_calls_back_when_it_ends(start_cp, tmp_path):
+    control_plane = start_cp()
+    with SyncClient(control_plane.discovery) as client:
+        task_id = client.delay("fwtests.sleep_then_mark", 0.3, str(tmp_path / "watched"))
+        states = [info.state for info in client.watch(task_id, timeout=10)]
+        assert states[-1] is TaskState.SUCCESS
+        assert states == sorted(set(states), key=states.index)  # each change once, in order
+
+        seen: list[tuple[TaskState, int]] = []
+        finished = client.on_complete(
+            client.delay("fwtests.add", 20, 1),
+            # A plain callback runs off the client's loop, so it may call the client itself.
+            lambda info: seen.append((info.state, client.result(info.id, timeout=5))),
+        )
+        finished.result(timeout=10)
+        assert seen == [(TaskState.SUCCESS, 21)]
+
+        # Leaving a watch early closes it; the client goes on serving.
+        for _info in client.watch(client.delay("fwtests.sleep_then_mark", 0.2, str(tmp_path / "left")), timeout=10):
+            break
+        assert client.submit("fwtests.add", 1, 1, timeout=10) == 2

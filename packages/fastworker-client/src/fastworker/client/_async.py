@@ -15,12 +15,13 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from fastworker.client import _tracing as tracing
 from fastworker.client import handles, hooks
 from fastworker.client._background import cancel_all, spawn
+from fastworker.client._idargs import id_arg, ids_arg
 from fastworker.client._requester import Requester, error_from_wire
 from fastworker.client._transport import RequestChannel, Subscription
 from fastworker.client.admin import AdminMethods
@@ -561,6 +562,7 @@ class Client(AdminMethods):
         Raises:
             TaskNotFound: the control plane does not know the id.
         """
+        task_id = id_arg(task_id)
 
         def build(envelope: Envelope) -> None:
             envelope.status.task_ids.append(task_id)
@@ -597,6 +599,7 @@ class Client(AdminMethods):
                 (a restart it comes back from within that time is waited through).
             ValueError: a NaN timeout (a negative one is 0: a deadline already past).
         """
+        task_id = id_arg(task_id)
         bound = _wait_bound(timeout)
         await self.connect()
         future: asyncio.Future[task_pb2.TaskInfo] = asyncio.get_running_loop().create_future()
@@ -645,6 +648,7 @@ class Client(AdminMethods):
             TaskTimeout: timeout passed first (naming the first task still unfinished).
             TaskNotFound: the control plane does not know one of the ids.
         """
+        task_ids = ids_arg(task_ids)
         bound = _wait_bound(timeout)
         await self.connect()
         bulk = _BulkWait(asyncio.get_running_loop(), len(task_ids))
@@ -702,10 +706,11 @@ class Client(AdminMethods):
 
             try:
                 reply = await self._request(build, hold=_SERVER_WAIT)
-            except FastworkerError as exc:
+            except Exception as exc:
                 # ControlPlaneUnavailable too (no answer within request_timeout beyond the hold; a
                 # restart within it is waited through): a wait without a timeout must not outlive a
-                # control plane that is gone for good.
+                # control plane that is gone for good. Any other error reaches the waiters as well:
+                # nobody else would ever answer them.
                 for task_id in ids:
                     for future in self._awaited.get(task_id, ()):
                         if not future.done():
@@ -747,7 +752,7 @@ class Client(AdminMethods):
             body.after_sequence = after
             body.timeout = timeout
             body.limit = limit
-            body.task_ids.extend(task_ids)
+            body.task_ids.extend(ids_arg(task_ids))
 
         reply = await self._request(build, hold=timeout)
         body = reply.events_reply
@@ -762,13 +767,14 @@ class Client(AdminMethods):
         task = task_info_from_wire(event.task, allow_pickle=self.allow_pickle) if event.HasField("task") else None
         return TaskEvent(event.sequence, kind, event.at, task, event.worker_id, event.detail)
 
-    async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[TaskInfo]:
+    async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncGenerator[TaskInfo, None]:
         """Yield the task's info at once and then at every state change, ending with its final state.
 
         Raises:
             TaskNotFound: the control plane does not know the id.
             TaskTimeout: timeout passed before the task was final.
         """
+        task_id = id_arg(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
         info = await self.status(task_id)
@@ -800,6 +806,7 @@ class Client(AdminMethods):
         Errors of the wait (unknown id, timeout) and of the callback are logged; cancel the returned
         task to stop waiting.
         """
+        task_id = id_arg(task_id)
 
         async def run() -> None:
             try:
@@ -868,6 +875,7 @@ class Client(AdminMethods):
         return reply.workflow_reply.cancelled
 
     async def _workflow_reply(self, workflow_id: str, *, cancel: bool) -> Envelope:
+        workflow_id = id_arg(workflow_id, "workflow_id")
         try:
             return await self._request(lambda envelope: _workflow_body(envelope, workflow_id, cancel=cancel))
         except TaskNotFound:
@@ -901,6 +909,7 @@ class Client(AdminMethods):
         Raises:
             TaskNotFound: the control plane does not know the id.
         """
+        task_id = id_arg(task_id)
 
         def build(envelope: Envelope) -> None:
             envelope.cancel.task_id = task_id
@@ -915,6 +924,7 @@ class Client(AdminMethods):
         Raises:
             TaskNotFound: the control plane does not know the id.
         """
+        task_id = id_arg(task_id)
 
         def build(envelope: Envelope) -> None:
             envelope.retry.task_id = task_id

@@ -9,11 +9,13 @@ inside the block, as ``async with Client(...)`` does for ``await add.delay(...)`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
+import inspect
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -24,6 +26,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 if TYPE_CHECKING:
+    from fastworker.client.models import TaskInfo
     from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
     from fastworker.protocol.auth import Secret
 
@@ -155,9 +158,55 @@ class SyncClient:
     workflow = _blocking(Client.workflow)
     cancel_workflow = _blocking(Client.cancel_workflow)
 
+    def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[TaskInfo]:
+        """Yield the task's info at once and then at every state change, ending with its final state.
+
+        The blocking twin of :meth:`Client.watch` (same errors); each step waits on the client's loop.
+        """
+        changes = self._client.watch(task_id, timeout=timeout)
+        try:
+            while True:
+                try:
+                    yield self._run(_next_of(changes))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(changes.aclose())
+
+    def on_complete(
+        self, task_id: str, callback: Callable[[TaskInfo], Any], *, timeout: float | None = None
+    ) -> concurrent.futures.Future[None]:
+        """Call ``callback(info)`` once the task is final; returns a future done once it ran (cancel it to stop waiting).
+
+        A plain function runs in a thread of the client's loop executor, so it may call this client's
+        methods; a coroutine function runs on the client's loop. As with :meth:`Client.on_complete`,
+        errors of the wait (unknown id, timeout) and of the callback are logged, not raised.
+        """
+        if inspect.iscoroutinefunction(callback):
+            run: Callable[[TaskInfo], Any] = callback
+        else:
+
+            async def run(info: TaskInfo) -> None:
+                await asyncio.to_thread(callback, info)
+
+        async def watcher() -> None:
+            await self._client.on_complete(task_id, run, timeout=timeout)
+
+        self._run(_nothing())  # the checks of every call: not closed, not a forked copy
+        return asyncio.run_coroutine_threadsafe(watcher(), self._loop)
+
     def delay_workflow(self, workflow: Workflow) -> SyncWorkflowHandle:
         """Queue a workflow (see :meth:`Client.delay_workflow`); the handle's methods block."""
         return SyncWorkflowHandle(self._run(self._client.delay_workflow(workflow)), self)
+
+
+async def _next_of(changes: AsyncIterator[TaskInfo]) -> TaskInfo:
+    return await anext(changes)
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from fastworker.client._idargs import id_arg
 from fastworker.client.errors import PayloadError
 from fastworker.client.limits import UNSET, Rate, TaskLimits, Unset, check_concurrency
 from fastworker.client.models import Priority, TaskDetail, TaskPage, TaskState, task_info_from_wire
@@ -140,6 +141,7 @@ class AdminMethods:
         Raises:
             TaskNotFound: the control plane does not know the id.
         """
+        task_id = id_arg(task_id)
 
         def build(envelope: Envelope) -> None:
             envelope.task_detail.task_id = task_id

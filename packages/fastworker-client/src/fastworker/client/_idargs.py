@@ -1,0 +1,26 @@
+"""Checks of the ids a caller passes to the client: a wrong type is named before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["id_arg", "ids_arg"]
+
+
+def id_arg(value: object, what: str = "task_id") -> str:
+    """``value`` if it is an id (a str); else a TypeError naming what was given.
+
+    Checked before anything is sent: a non-str id would fail deep in the protobuf layer, or (bytes)
+    be sent as text and never match the answer, leaving a wait without an end.
+    """
+    if isinstance(value, str):
+        return value
+    hint = " (a handle: pass handle.id)" if hasattr(value, "id") else ""
+    raise TypeError(f"{what} must be a str, not {type(value).__name__}: {value!r:.80}{hint}")
+
+
+def ids_arg(values: object, what: str = "task_ids") -> list[str]:
+    """``values`` as a list of ids; a lone str (whose characters would be taken as ids) is refused."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(f"{what} must be a sequence of str ids, not {type(values).__name__}: {values!r:.80}")
+    return [id_arg(value, f"each of {what}") for value in values]
