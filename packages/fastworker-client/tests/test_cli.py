@@ -38,6 +38,7 @@ from fastworker.client.cli import (
     main,
     make_parser,
     parse_arg,
+    parse_command_line,
 )
 from fastworker.client.errors import InvalidRequest, TaskNotFound, UnknownTask
 from fastworker.client.jsonshape import (
@@ -979,3 +980,25 @@ def test_a_task_command_given_a_workflow_id_says_to_use_workflow(run: Any, monke
     assert f"it is a workflow id; `fastworker workflow {WORKFLOW.id}` shows that workflow" in shown.err
     plain = run("status", "no-such-id")
     assert plain.code == RET_FAILED and "workflow" not in plain.err
+
+
+def test_args_after_a_double_dash_are_task_arguments_wherever_the_options_stand(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (
+        ["submit", "echo", "--wait", "--", "-x", "-5"],  # argparse alone refused these after an option
+        ["submit", "--wait", "echo", "--", "-x", "-5"],
+        ["submit", "echo", "--wait", "--priority", "high", "--", "-x", "-5"],
+    ):
+        args = parse_command_line(make_parser(), argv)
+        assert (args.name, args.args, args.wait) == ("echo", ["-x", "-5"], True), argv
+    args = parse_command_line(make_parser(), ["submit", "echo", "a", "--wait", "--", "--json"])
+    assert args.args == ["a", "--json"] and not args.json  # after "--" even a known flag is an argument
+    with pytest.raises(SystemExit) as exc:
+        parse_command_line(make_parser(), ["submit", "echo", "-x", "--wait"])
+    assert exc.value.code == RET_USAGE
+    assert "an ARG that starts with '-' goes after '--': -- -x" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a command without ARGs takes nothing after "--"
+        parse_command_line(make_parser(), ["stats", "--", "x"])
+    assert exc.value.code == RET_USAGE
+    assert "unrecognized arguments: x" in capsys.readouterr().err

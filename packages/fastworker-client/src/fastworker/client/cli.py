@@ -1026,10 +1026,30 @@ async def _is_workflow(client: Client, maybe_id: str) -> bool:
 
 
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse like ``parse_args``, but an unknown flag is named even when the command is missing too (exit 2)."""
-    args, unknown = parser.parse_known_args(argv)
+    """Parse like ``parse_args``, but an unknown flag is named even when the command is missing too (exit 2).
+
+    Everything after the first ``--`` is the command's ARGs, wherever the options stand
+    (``submit echo --wait -- -x``): argparse alone refuses ARGs after an option once the list has
+    started, so a text argument that starts with ``-`` could be given in one order only.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    trailing: list[str] = []
+    if "--" in words:
+        at = words.index("--")
+        words, trailing = words[:at], words[at + 1 :]
+    args, unknown = parser.parse_known_args(words)
+    if trailing and isinstance(getattr(args, "args", None), list):
+        args.args.extend(trailing)
+    else:
+        unknown += trailing
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        dashed = [word for word in unknown if word.startswith("-")]
+        hint = (
+            f" (an ARG that starts with '-' goes after '--': {' '.join(['--', *dashed])})"
+            if dashed and isinstance(getattr(args, "args", None), list)
+            else ""
+        )
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     if args.command is None:
         parser.error("the following arguments are required: COMMAND")
     return args
