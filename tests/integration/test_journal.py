@@ -19,6 +19,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,7 +147,7 @@ async def test_kill_9_with_queued_scheduled_and_running_tasks_then_restart_loses
     journal = tmp_path / "cp.journal"
     addresses = free_addresses()
     first = daemons.control_plane(journal, addresses)
-    daemons.worker(first, "wa", concurrency=5)
+    worker = daemons.worker(first, "wa", concurrency=5)
 
     async with Client(first.discovery) as client:
         # Results written before the crash
@@ -167,17 +168,24 @@ async def test_kill_9_with_queued_scheduled_and_running_tasks_then_restart_loses
         assert await states(client, queued) == {TaskState.PENDING: 1000}
         assert await states(client, scheduled) == {TaskState.SCHEDULED: 10}
 
-    # When the control plane is killed with all of that acknowledged, and restarted on the same addresses
+    # When the control plane is killed with all of that acknowledged, its worker with it (the node
+    # died: nobody can adopt what ran there), and it is restarted on the same addresses
     kill_9(first)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.process.wait(BOUND) == -signal.SIGKILL
     second = daemons.control_plane(journal, addresses)
     assert "journal" in second.log() and "1000 queued" in second.log()
+    assert "5 left to their subworkers" in second.log()
 
     async with Client(second.discovery) as client:
         # Then the results written before the crash are readable
         for i, task_id in enumerate(echoes):
             info = await client.status(task_id)
             assert (info.state, info.result) == (TaskState.SUCCESS, {"n": i})
-        # the tasks that were running without retries failed with a clear reason
+        # the tasks that were running stay RUNNING while their worker may come back to adopt them,
+        # then those without retries fail with a clear reason
+        assert await states(client, lost) == {TaskState.RUNNING: 2}
+        await until(lambda: _all_final(client, lost))
         for task_id in lost:
             info = await client.status(task_id)
             assert info.state is TaskState.FAILURE
@@ -280,6 +288,49 @@ async def test_a_replayed_queue_of_tasks_only_subworkers_define_waits_for_them_n
 
 async def _all_running(client: Client, task_ids: list[str]) -> bool:
     return await states(client, task_ids) == {TaskState.RUNNING: len(task_ids)}
+
+
+async def _all_final(client: Client, task_ids: list[str]) -> bool:
+    return all(state.is_final for state in await states(client, task_ids))
+
+
+async def test_a_restarted_control_plane_adopts_what_its_workers_still_run_and_runs_none_of_it_twice(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    early, late = tmp_path / "early", tmp_path / "late"
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    first = daemons.control_plane(journal, addresses, "--drain-timeout", "0.5")
+    daemons.worker(first, "wa", concurrency=4)
+    async with Client(first.discovery) as client:
+        ends_meanwhile = await client.delay("fwtests_journal.block", str(runs), "e", str(early))
+        running = [await client.delay("fwtests_journal.block", str(runs), f"b{i}", str(late)) for i in range(2)]
+        with_a_retry = await client.delay("fwtests_journal.block_retry", str(runs), "r", str(late))
+        tasks = [ends_meanwhile, *running, with_a_retry]
+        await until(lambda: _all_running(client, tasks))
+
+    # When the control plane stops while its worker runs them (a rollout: the drain timeout passes)
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(BOUND) == 0
+    # and one of them ends while no control plane listens (its outcome waits in the worker)
+    early.touch()
+    time.sleep(0.5)
+    second = daemons.control_plane(journal, addresses)
+    assert "4 left to their subworkers" in second.log()
+
+    async with Client(second.discovery) as client:
+        # Then the worker's registration gives them back: the one that ended reports to the new instance
+        info = await client.wait(ends_meanwhile, timeout=BOUND)
+        assert (info.state, info.attempts, info.worker) == (TaskState.SUCCESS, 1, "wa"), info
+        assert await states(client, tasks[1:]) == {TaskState.RUNNING: 3}
+        late.touch()
+        infos = await client.wait_many(tasks, timeout=BOUND)
+    # and each ran once, to success, in its first attempt (none was re-run nor failed ControlPlaneLost)
+    assert [(i.state, i.attempts) for i in infos] == [(TaskState.SUCCESS, 1)] * 4, infos
+    assert executions(runs) == {"e": 1, "b0": 1, "b1": 1, "r": 1}
+    assert "worker wa adopted 4 tasks" in second.log()
 
 
 async def test_a_graceful_restart_keeps_the_queue_and_the_journal_tools_read_it(

@@ -142,6 +142,7 @@ async def harness() -> AsyncIterator[Harness]:
 
 from fastworker.controlplane.dispatcher import Dispatcher  # noqa: E402
 from fastworker.controlplane.fleet import Fleet  # noqa: E402
+from fastworker.controlplane.journal import Recovered  # noqa: E402
 from fastworker.controlplane.workers_api import WorkerApi  # noqa: E402
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope  # noqa: E402
 from fastworker.protocol.payload import encode_value  # noqa: E402
@@ -209,10 +210,14 @@ class DispatchRig:
         heartbeat_timeout: float = 15.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_worker_tasks: int = 1024,
+        recovered: Recovered | None = None,
+        orphan_window: float | None = None,
     ) -> None:
         self.harness = harness
         self.clock = FakeClock()
         self.coordinator = harness.coordinator(local_concurrency=0, clock=self.clock)
+        if recovered is not None:  # a journal replay, before the dispatcher starts (as in the server)
+            self.coordinator.restore(recovered)
         self.fleet = Fleet()
         self.dispatcher = Dispatcher(
             self.coordinator,
@@ -221,6 +226,7 @@ class DispatchRig:
             heartbeat_timeout=heartbeat_timeout,
             monotonic=self.clock,
             max_worker_tasks=max_worker_tasks,
+            orphan_window=orphan_window,
         )
         self.api = WorkerApi(
             self.coordinator,
@@ -265,11 +271,13 @@ class DispatchRig:
         correlation_id: int | None = None,
         incarnation: str = "",
         queues: tuple[str, ...] = (),
+        held: tuple[tuple[str, int], ...] = (),
     ) -> FakeRequest:
         """Register a worker running tasks ({name: default retries} or [names], retries 0).
 
         ``incarnation`` names the worker process (empty: an old worker that sends none);
-        ``queues``: the named queues it serves (empty: "default").
+        ``queues``: the named queues it serves (empty: "default"); ``held``: (task id, attempt) it
+        still holds from an earlier control plane instance.
         """
         definitions = tasks if isinstance(tasks, dict) else dict.fromkeys(tasks, 0)
         if pipe_id is None:
@@ -284,6 +292,8 @@ class DispatchRig:
         body.version = "0.1.0"
         body.incarnation = incarnation
         body.queues.extend(queues)
+        for task_id, attempt in held:
+            body.held.add(task_id=task_id, attempt=attempt)
         for name, retries in definitions.items():
             body.tasks.append(task_pb2.TaskDefinition(name=name, retries=retries))
         return self.send(envelope, pipe_id)

@@ -294,7 +294,7 @@ def test_a_running_task_is_requeued_only_with_retries_left(
     task = spec("remote") if spec_retries is None else spec("remote", retries=spec_retries)
     state = JournalState()
     state.apply((ACCEPT, task.task_id, task.SerializeToString(), NORMAL, 1.0, PENDING, 0.0))
-    state.apply((RUN, task.task_id, attempts, "w1", 2.0, False, journaled))
+    state.apply((RUN, task.task_id, attempts, LOCAL_WORKER_ID, 2.0, False, journaled))
 
     (record,) = recover(state, now=10.0, retries_for=lambda name: registered).records
 
@@ -302,8 +302,21 @@ def test_a_running_task_is_requeued_only_with_retries_left(
     assert record.attempts == attempts
     if expected == FAILURE:
         assert record.error is not None and record.error.type == CONTROL_PLANE_LOST
-        assert "on worker w1" in record.error.message
+        assert "in the control plane" in record.error.message
         assert record.finished_at == 10.0
+
+    # On a subworker, the same task stays RUNNING there for its worker to adopt; the retries it is
+    # allowed if nobody does are decided by the same rule.
+    other = spec("remote") if spec_retries is None else spec("remote", retries=spec_retries)
+    state = JournalState()
+    state.apply((ACCEPT, other.task_id, other.SerializeToString(), NORMAL, 1.0, PENDING, 0.0))
+    state.apply((RUN, other.task_id, attempts, "w1", 2.0, False, journaled))
+    recovered = recover(state, now=10.0, retries_for=lambda name: registered)
+    (orphan,) = recovered.records
+    assert (orphan.state, orphan.attempts, orphan.worker) == (RUNNING, attempts, "w1")
+    allowed = recovered.orphans[other.task_id]
+    assert (attempts < 1 + allowed) == (expected == PENDING)
+    assert state.tasks[other.task_id].state == RUNNING  # the next snapshot keeps it running there
 
 
 async def test_results_past_the_ttl_or_beyond_the_cache_size_are_dropped_at_open(harness: Any, journals: Any) -> None:
@@ -409,10 +422,12 @@ async def test_dispatch_to_a_worker_is_journaled_with_the_worker_definition_retr
     assert record.state == RUNNING and record.worker == "w1"
     journal.close()
 
-    # When it comes back, with no worker registered and no local definition, the retry is still known
-    records = by_id(journals())
-    assert records[record.task_id].state == PENDING
-    assert records[record.task_id].attempts == 1
+    # When it comes back, with no worker registered and no local definition, the retry is still
+    # known: the running task waits for w1 to adopt it, with the 2 retries its definition gives
+    reopened = journals()
+    records = by_id(reopened)
+    assert (records[record.task_id].state, records[record.task_id].attempts) == (RUNNING, 1)
+    assert reopened.recovered.orphans == {record.task_id: 2}
     assert records[prefetched.task_id].state == PENDING
 
 

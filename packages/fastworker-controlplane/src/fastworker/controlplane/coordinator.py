@@ -186,6 +186,9 @@ class Coordinator:
         #: Task names some registered subworker runs (kept current by the dispatcher).
         self.remote_task_names: frozenset[str] = frozenset()
         self.dispatcher: RemoteExecution | None = None
+        #: Tasks a journal replay found running on subworkers, with their allowed retries, for the
+        #: dispatcher to wait on (``fastworker.controlplane.adoption``); it takes them when it attaches.
+        self.orphans: list[tuple[TaskRecord, int]] = []
         #: Uniqueness keys held by live tasks: key -> (record, held until), see ``_unique_key``.
         self._unique_keys: dict[str, tuple[TaskRecord, float]] = {}
         #: Each task name's policy from its definition (rule 2 of ``policy``); cleared when the fleet changes.
@@ -511,7 +514,8 @@ class Coordinator:
         """Take in the tasks a journal replay recovered (at start, before serving; nothing is journaled again).
 
         Unfinished tasks are queued (in journal order: the ones that were running come first) or
-        scheduled; finished ones go to the result cache; paused levels stay paused.
+        scheduled, or (running on a subworker) kept in :attr:`orphans` for the dispatcher; finished
+        ones go to the result cache; paused levels stay paused.
         """
         now = self.clock()
         queued: list[TaskRecord] = []
@@ -530,6 +534,8 @@ class Coordinator:
             self._rehold_unique_key(record, record.queued_at)
             if record.state == PENDING:
                 queued.append(record)
+            elif record.state == RUNNING:  # on a subworker: the dispatcher waits for it to adopt it
+                self.orphans.append((record, recovered.orphans.get(record.task_id, 0)))
             elif record.spec.HasField("dependencies") and not record.spec.dependencies_met:
                 waiting.append(record)
             else:

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from fastworker.client import _tracing as tracing
+from fastworker.controlplane.adoption import Orphans, adoption_window
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.fleet import Fleet, WorkerRecord
 from fastworker.controlplane.lograte import RateLimitedLog
-from fastworker.controlplane.records import CANCELLED, FAILURE, RUNNING, SUCCESS, TaskRecord
+from fastworker.controlplane.records import CANCELLED, CONTROL_PLANE_LOST, FAILURE, RUNNING, SUCCESS, TaskRecord
 from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.lease import may_take_back
@@ -86,6 +87,7 @@ class Dispatcher:
         instance_id: str = "",
         max_worker_tasks: int = DEFAULT_MAX_WORKER_TASKS,
         monotonic: Callable[[], float] = time.monotonic,
+        orphan_window: float | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.instance_id = instance_id
@@ -105,18 +107,33 @@ class Dispatcher:
         self._reap_due = self._loop.time() + heartbeat_interval
         self._reaper = self._loop.call_later(heartbeat_interval, self._reap_silent_workers)
         self._unservable_check_due = 0.0
+        #: Tasks a journal replay found running on subworkers, each waiting for its worker to adopt it.
+        self.orphans = Orphans(coordinator.orphans)
+        coordinator.orphans = []
+        self._orphan_timer: asyncio.TimerHandle | None = None
+        if self.orphans:
+            window = adoption_window(heartbeat_timeout) if orphan_window is None else orphan_window
+            self._orphan_timer = self._loop.call_later(window, self._settle_orphans)
+            logger.info(
+                "%d tasks were running on subworkers when the last process stopped: they stay RUNNING for up"
+                " to %.0f s, for their workers to come back and adopt them",
+                len(self.orphans),
+                window,
+            )
         coordinator.attach_dispatcher(self)
 
     # ------------------------------------------------------------------------------------ membership
 
-    def register(self, request: worker_pb2.RegisterRequest, pipe_id: int) -> tuple[WorkerRecord, bool]:
-        """Add a worker, or resume its live registration; returns (the record, resumed).
+    def register(self, request: worker_pb2.RegisterRequest, pipe_id: int) -> tuple[WorkerRecord, bool, list[str]]:
+        """Add a worker, or resume its live registration; returns (the record, resumed, adopted task ids).
 
         The same worker process (same incarnation) registering again, after a reconnect or a
         registration that crossed a restart, resumes its record: its leases stay, so nothing it is
         about to run is failed or run twice. A live registration of another process under the same id
         is never replaced: ``WorkerIdInUse`` is raised. A silent one (past the heartbeat timeout) or one
         from a worker too old to send an incarnation is dropped as lost first.
+
+        A fresh registration adopts the worker's orphans that it still holds (``adoption``).
         """
         now = self.monotonic()
         previous = self.fleet.get(request.worker_id)
@@ -128,7 +145,7 @@ class Dispatcher:
             previous.last_seen = self.coordinator.clock()
             logger.info("worker %s resumed its registration (%d leases kept)", previous.worker_id, len(previous.leases))
             self._fleet_changed()
-            return previous, True
+            return previous, True, []
         if previous is not None:
             if (
                 request.incarnation
@@ -139,8 +156,19 @@ class Dispatcher:
                 raise WorkerIdInUse(previous)
             self.lose(previous, "registered again by a new process")
         worker = WorkerRecord(request, pipe_id, self.coordinator.clock(), now, self.max_worker_tasks)
+        adopted, disowned = self.orphans.claim(worker.worker_id, ((h.task_id, h.attempt) for h in request.held))
         with self.coordinator.lock:
             self.fleet.add(worker)
+            for record in adopted:
+                worker.leases[record.task_id] = record
+        if adopted:
+            logger.info(
+                "worker %s adopted %d tasks it was running for the previous control plane",
+                worker.worker_id,
+                len(adopted),
+            )
+        for record in disowned:
+            self._settle_orphan(record, f"worker {worker.worker_id} came back without it")
         if worker.capacity < request.capacity:
             logger.warning(
                 "worker %s asked for %d slots: capped at %d (--max-worker-tasks)",
@@ -160,7 +188,33 @@ class Dispatcher:
         self.coordinator.events.publish(
             events_pb2.EVENT_KIND_WORKER_ONLINE, worker_id=worker.worker_id, detail=f"{worker.host} pid {worker.pid}"
         )
-        return worker, False
+        if disowned:
+            self.schedule()
+        return worker, False, [record.task_id for record in adopted]
+
+    def _settle_orphans(self) -> None:
+        """The adoption window passed: the orphans nobody adopted are settled as after a lost worker."""
+        self._orphan_timer = None
+        left = self.orphans.take_all()
+        for record in reversed(left):  # each goes to the front: reversed keeps their order
+            self._settle_orphan(record, f"worker {record.worker} did not come back to adopt it")
+        if left:
+            logger.warning("%d tasks that were running on subworkers were not adopted: re-queued or failed", len(left))
+            self.schedule()
+
+    def _settle_orphan(self, record: TaskRecord, why: str) -> None:
+        """Re-run an orphan if it has retries left, else fail it with ``ControlPlaneLost``."""
+        if record.attempts < 1 + self.orphans.retries(record):
+            record.started_at = 0.0
+            self.coordinator.requeue_front(record, ran=True)
+            return
+        self.coordinator.end(
+            record,
+            FAILURE,
+            CONTROL_PLANE_LOST,
+            f"the control plane stopped while the task was running on worker {record.worker} (attempt"
+            f" {record.attempts}), and {why}; it has no retries left",
+        )
 
     def heard(self, worker: WorkerRecord) -> None:
         """A request from the worker came in: its lease is renewed."""
@@ -347,6 +401,15 @@ class Dispatcher:
         (a claim for it is refused, so its holder drops it), nor can a drain or the loss of its
         holder hand it back to the queue.
         """
+        if self.orphans.forget(record):
+            self.coordinator.end(
+                record,
+                CANCELLED,
+                "TaskCancelled",
+                f"cancelled by request while worker {record.worker} had not come back after a control-plane"
+                " restart (it stops the task if it does)",
+            )
+            return True
         worker = self.fleet.get(record.worker)
         if record.held:
             if worker is not None:
@@ -718,6 +781,8 @@ class Dispatcher:
         """Stop the liveness checks and release held work requests."""
         self._closed = True
         self._reaper.cancel()
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()  # they stay RUNNING in the journal, for the next instance
         if self._gate_timer is not None:
             self._gate_timer.cancel()
         for worker in self.fleet:

@@ -44,10 +44,11 @@ journal; while appending, the batch is cut off and written again until the disk 
 replies that wait for it wait as long (they are never sent for data not on disk).
 
 Replay. On start the journal is read and folded into one state per task. Queued and scheduled
-tasks are queued or scheduled again; a task that was running (locally or on a subworker) goes
-back to the front of its queue if it has retries left, else fails with ``ControlPlaneLost``; a
-task dispatched into a worker's prefetch queue that had not started is re-queued without
-counting the attempt. Finished tasks within their result TTL (their task's ``result_ttl`` as it
+tasks are queued or scheduled again; a task that was running on a subworker stays RUNNING
+while that worker may come back and adopt it (``fastworker.controlplane.adoption``); one that was
+running in the control plane's own slots goes back to the front of its queue if it has retries
+left, else fails with ``ControlPlaneLost`` (so does an orphan nobody adopts); a task dispatched
+into a worker's prefetch queue that had not started is re-queued without counting the attempt. Finished tasks within their result TTL (their task's ``result_ttl`` as it
 was when they finished, else ``result_ttl``; the newest ``result_cache_size`` of them) are readable
 again; periodic schedules resume from their last run (the scheduler's misfire
 policy decides about slots missed meanwhile); paused priority levels stay paused, and limits an
@@ -87,8 +88,10 @@ import msgpack
 from fastworker.controlplane.queue import level_name
 from fastworker.controlplane.records import (
     CANCELLED,
+    CONTROL_PLANE_LOST,
     FAILURE,
     FINAL_STATES,
+    LOCAL_WORKER_ID,
     PENDING,
     RETRYING,
     RUNNING,
@@ -115,8 +118,6 @@ COMPACT_MIN_BYTES = 32 * 1024 * 1024
 COMPACT_RATIO = 4.0
 #: Seconds between attempts to write a batch after the disk refused one.
 WRITE_RETRY_DELAY = 0.5
-#: Error type of a task that was running when the control plane stopped and has no retries left.
-CONTROL_PLANE_LOST = "ControlPlaneLost"
 
 # Record kinds (the first item of every record) and their fields, in order.
 #: A task was accepted: PENDING, or SCHEDULED until ``eta``.
@@ -706,13 +707,18 @@ class Recovered:
     #: Ids of the tasks that were running and failed with ControlPlaneLost (no retries left): the
     #: restoring process counts these failures as its own (stats, /metrics), since no one else can.
     lost: list[str] = field(default_factory=list)
+    #: The tasks that were running on a subworker, with the retries they are allowed: still RUNNING,
+    #: for that worker to adopt when it registers with the restored process
+    #: (``fastworker.controlplane.adoption``), else settled by those retries.
+    orphans: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for the log."""
         states = Counter(r.state for r in self.records)
         return (
             f"{states[PENDING] - self.requeued} queued, {states[SCHEDULED] + states[RETRYING]} scheduled, "
-            f"{self.requeued} re-queued and {len(self.lost)} failed of those running at the stop, "
+            f"{self.requeued} re-queued, {len(self.lost)} failed and {len(self.orphans)} left to their subworkers"
+            " of those running at the stop, "
             f"{states[SUCCESS] + states[FAILURE] + states[CANCELLED] - len(self.lost)} results"
         )
 
@@ -728,10 +734,11 @@ def _allowed_retries(task: JournalTask, spec: task_pb2.TaskSpec, retries_for: Re
 def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recovered:
     """Decide what becomes of each task after a stop, in ``state`` too, and build the records to restore.
 
-    A task that was running goes back to the front of its queue if it has retries left (or never
-    started, from a worker's prefetch queue: that attempt does not count), else it fails with
-    ``ControlPlaneLost``. ``state`` is changed to match, so that the snapshot written next holds
-    the decisions.
+    A task that was running on a subworker stays RUNNING there (an orphan, for that worker to
+    adopt). One that was running in the control plane goes back to the front of its queue if it
+    has retries left (as does one that never started, from a worker's prefetch queue: that attempt
+    does not count), else it fails with ``ControlPlaneLost``. ``state`` is changed to match, so
+    that the snapshot written next holds the decisions.
     """
     recovered = Recovered(paused=set(state.paused), last_runs=dict(state.last_runs), limits=dict(state.limits))
     front: dict[str, JournalTask] = {}
@@ -748,8 +755,12 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
         started = not task.held
         if task.held:
             task.attempts = max(0, task.attempts - 1)
+        elif task.worker and task.worker != LOCAL_WORKER_ID:
+            # Its worker may still run it: settled only if that worker does not adopt it.
+            recovered.orphans[task.task_id] = _allowed_retries(task, spec, retries_for)
+            continue
         elif task.attempts >= 1 + _allowed_retries(task, spec, retries_for):
-            where = "in the control plane" if task.worker == "controlplane" else f"on worker {task.worker or '?'}"
+            where = "in the control plane" if task.worker == LOCAL_WORKER_ID else f"on worker {task.worker or '?'}"
             task.state = FAILURE
             task.finished_at = now
             task.error = task_pb2.TaskError(

@@ -24,6 +24,8 @@ CANCELLED = task_pb2.TASK_STATE_CANCELLED
 FINAL_STATES = frozenset({SUCCESS, FAILURE, CANCELLED})
 #: Worker id reported for tasks the control plane ran itself (docs/reference.md).
 LOCAL_WORKER_ID = "controlplane"
+#: Error type of a task that was running when the control plane stopped and is not run again.
+CONTROL_PLANE_LOST = "ControlPlaneLost"
 
 
 class TaskRecord:

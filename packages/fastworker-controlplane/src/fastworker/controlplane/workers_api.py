@@ -106,7 +106,8 @@ class WorkerApi:
             answer.reason = problem
         else:
             try:
-                _, answer.resumed = self.dispatcher.register(body, request.pipe_id)
+                _, answer.resumed, adopted = self.dispatcher.register(body, request.pipe_id)
+                answer.adopted_task_ids.extend(adopted)
                 answer.accepted = True
             except WorkerIdInUse as exc:
                 answer.accepted = False

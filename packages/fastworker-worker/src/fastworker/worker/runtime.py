@@ -238,8 +238,14 @@ class Worker:
         #: starts high, so a worker prefetches only once its tasks have proven short.
         self._run_time = 1.0
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
-        #: Tasks finished here whose results the control plane has not acknowledged yet.
-        self._unacked: set[str] = set()
+        #: Tasks finished here whose results the control plane has not acknowledged yet, with their
+        #: attempt (a report being sent is in neither ``_results`` nor ``_running``: it is here).
+        self._unacked: dict[str, int] = {}
+        #: Unacknowledged outcomes a restarted control plane adopted: task id -> that instance, so
+        #: that one given back after a failed send goes to it, not to the instance that gave the task.
+        self._adopted_by: dict[str, str] = {}
+        #: The control plane instance that accepted this worker's latest registration.
+        self._registered_instance = ""
         #: Async tasks this worker cancelled because the control plane asked (reported, not handed back).
         self._cancelled: set[str] = set()
         self._flush_scheduled = False
@@ -379,6 +385,13 @@ class Worker:
             queues=s.queues,
         )
         request.tasks.extend(self.registry.definitions())
+        # What it holds from before (running, or finished and not acknowledged): a restarted
+        # control plane adopts those its journal has running here, instead of running them again.
+        for running in self._running.values():
+            if running.task_id not in self._stopping:
+                request.held.add(task_id=running.task_id, attempt=running.attempt)
+        for task_id, attempt in self._unacked.items():
+            request.held.add(task_id=task_id, attempt=attempt)
         try:
             answer = await self._link.register(request)
         except FastworkerError as exc:
@@ -396,16 +409,21 @@ class Worker:
             # A fresh registration: the control plane holds no lease for what this worker prefetched
             # before (it took those back, or will once this worker's fence has passed): start none.
             self._drop_prefetched()
-            # Nor for what runs here: it re-ran those elsewhere or failed them (WorkerLost) while it
-            # did not hear from us (a paused process, a cut link). Stop them, so that a task is not
-            # run twice at once and a task reported failed does not go on acting.
-            taken_back = [task_id for task_id in self._running if task_id not in self._stopping]
+            # What runs here and it did not adopt, it re-ran elsewhere or failed (WorkerLost,
+            # ControlPlaneLost) while it did not hear from us (a paused process, a cut link, a
+            # restart). Stop those, so that a task is not run twice at once and a task reported
+            # failed does not go on acting; the adopted ones report to this instance from now on.
+            adopted = self._adopt(answer.instance_id, answer.adopted_task_ids)
+            taken_back = [
+                task_id for task_id in self._running if task_id not in self._stopping and task_id not in adopted
+            ]
             if taken_back:
                 logger.warning(
                     "stopping %d running tasks the control plane took back while it did not hear from this worker",
                     len(taken_back),
                 )
                 self._cancel_tasks(taken_back)
+        self._registered_instance = answer.instance_id
         self._registered.set()
         logger.info(
             "worker %s registered with control plane %s (%d tasks, capacity %d)",
@@ -415,6 +433,22 @@ class Worker:
             s.concurrency,
         )
         return True
+
+    def _adopt(self, instance: str, task_ids: Sequence[str]) -> set[str]:
+        """Make the tasks a new control plane instance adopted its own: their outcomes go to it."""
+        adopted = set(task_ids)
+        if not adopted:
+            return adopted
+        for task_id in adopted:
+            running = self._running.get(task_id)
+            if running is not None:
+                running.instance = instance
+        self._results[:] = [
+            (instance if report.task_id in adopted else given_by, report) for given_by, report in self._results
+        ]
+        self._adopted_by.update((task_id, instance) for task_id in adopted if task_id in self._unacked)
+        logger.info("the control plane adopted %d tasks this worker holds from its previous instance", len(adopted))
+        return adopted
 
     def _lost_registration(self, why: str) -> None:
         """The control plane does not know this worker (restart, loss, reconnect): register anew.
@@ -630,23 +664,36 @@ class Worker:
         return self.settings.prefetch if self._run_time < PREFETCH_TASK_TIME else 0
 
     def _take_results(self, instance: str) -> list[worker_pb2.TaskOutcome]:
-        """Take the outcomes to report to this control plane instance (those of older instances are moot)."""
-        batch = []
+        """Take the outcomes to report to this control plane instance.
+
+        Those an earlier instance gave are moot once this worker registered with ``instance`` (it
+        adopted the tasks it wanted, whose outcomes were handed to it then); until that registration
+        they stay, for it to decide.
+        """
+        settled = instance == self._registered_instance
+        batch: list[worker_pb2.TaskOutcome] = []
+        kept: list[tuple[str, worker_pb2.TaskOutcome]] = []
         for given_by, report in self._results:
             if given_by == instance:
                 batch.append(report)
+            elif settled:
+                self._unacked.pop(report.task_id, None)
             else:
-                self._unacked.discard(report.task_id)
-        self._results.clear()
+                kept.append((given_by, report))
+        self._results[:] = kept
         return batch
 
     def _give_back(self, instance: str, batch: Sequence[worker_pb2.TaskOutcome]) -> None:
         """Keep outcomes whose report failed, to send again (they stay listed as held meanwhile)."""
-        self._results[:0] = [(instance, report) for report in batch]
+        adopted_by = self._adopted_by
+        self._results[:0] = [(adopted_by.get(report.task_id, instance), report) for report in batch]
 
     def _acknowledged(self, batch: Sequence[worker_pb2.TaskOutcome]) -> None:
         for report in batch:
-            self._unacked.discard(report.task_id)
+            self._unacked.pop(report.task_id, None)
+        if self._adopted_by:
+            for report in batch:
+                self._adopted_by.pop(report.task_id, None)
 
     async def _heartbeat_loop(self) -> None:
         """Tell the control plane this worker lives, once per heartbeat interval.
@@ -787,7 +834,7 @@ class Worker:
             self._claimer = self._spawn(self._claim())
 
     async def _execute(self, running: _Running) -> None:
-        spec, instance = running.spec, running.instance
+        spec = running.spec
         started = time.time()
         with tracing.process(spec, spec.attempt, self.settings.worker_id) as span:
             outcome = await self._outcome_or_cancel(running)
@@ -804,7 +851,8 @@ class Worker:
             self.failed += 1
         finished = outcome.finished_at or time.time()
         self._run_time = 0.8 * self._run_time + 0.2 * max(0.0, finished - (outcome.started_at or started))
-        self._report(spec, instance, outcome, started)
+        # Read now: a restarted control plane may have adopted the task while it ran (``_adopt``).
+        self._report(spec, running.instance, outcome, started)
         log_outcome(running.context or self._context(spec, None), outcome, running.policy)  # once it is on its way
 
     async def _outcome_or_cancel(self, running: _Running) -> Outcome:
@@ -864,7 +912,7 @@ class Worker:
         if outcome.progress is not None:
             report.progress.CopyFrom(outcome.progress.to_wire())
         self._results.append((instance, report))
-        self._unacked.add(spec.task_id)
+        self._unacked[spec.task_id] = spec.attempt
         # With a work request out, report at once; else the pull loop is about to carry it.
         if self._pulling and not self._flush_scheduled:
             self._flush_scheduled = True
@@ -966,7 +1014,7 @@ class Worker:
                 current = link.instance_id
                 batch = self._take_results(current)
                 if not batch:
-                    continue
+                    break  # only outcomes another instance gave: the next registration decides them
                 try:
                     await link.send_results(self.settings.worker_id, batch)
                 except NotRegistered:

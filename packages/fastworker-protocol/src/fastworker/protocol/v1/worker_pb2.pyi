@@ -33,6 +33,7 @@ class RegisterRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
     QUEUES_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable worker id (chosen by the worker; unique in the fleet)."""
     host: _builtins.str
@@ -56,6 +57,14 @@ class RegisterRequest(_message.Message):
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The named queues it serves; empty means only "default"."""
 
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldTask]:
+        """What it still holds from an earlier control plane instance: tasks running, or finished with
+        their outcome not delivered. A restarted control plane whose journal has a task running on
+        this worker at that attempt adopts it (RegisterReply.adopted_task_ids) instead of running it
+        again; the worker stops the others.
+        """
+
     def __init__(
         self,
         *,
@@ -67,14 +76,41 @@ class RegisterRequest(_message.Message):
         version: _builtins.str = ...,
         incarnation: _builtins.str = ...,
         queues: _abc.Iterable[_builtins.str] | None = ...,
+        held: _abc.Iterable[Global___HeldTask] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "host", b"host", "incarnation", b"incarnation", "pid", b"pid", "queues", b"queues", "tasks", b"tasks", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "held", b"held", "host", b"host", "incarnation", b"incarnation", "pid", b"pid", "queues", b"queues", "tasks", b"tasks", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
+
+@_typing.final
+class HeldTask(_message.Message):
+    """One attempt of a task a worker holds (see RegisterRequest.held)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task id."""
+    attempt: _builtins.int
+    """The attempt it runs (or ran)."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldTask: _TypeAlias = HeldTask  # noqa: Y015
 
 @_typing.final
 class RegisterReply(_message.Message):
@@ -89,6 +125,7 @@ class RegisterReply(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     RESUMED_FIELD_NUMBER: _builtins.int
     ID_IN_USE_FIELD_NUMBER: _builtins.int
+    ADOPTED_TASK_IDS_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     """True if the worker may receive tasks."""
     reason: _builtins.str
@@ -108,6 +145,12 @@ class RegisterReply(_message.Message):
     """Set when refused because another live worker process holds this worker_id: the worker must not
     retry under that id.
     """
+    @_builtins.property
+    def adopted_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks of RegisterRequest.held this instance adopted: they are this worker's again, their
+        outcomes go to this instance. The worker stops the held tasks not listed.
+        """
+
     def __init__(
         self,
         *,
@@ -118,10 +161,11 @@ class RegisterReply(_message.Message):
         instance_id: _builtins.str = ...,
         resumed: _builtins.bool = ...,
         id_in_use: _builtins.bool = ...,
+        adopted_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,94 @@
+"""A restarted control plane leaves what ran on subworkers to them: adopted when they come back, else settled."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from fastworker.controlplane.adoption import adoption_window
+from fastworker.controlplane.journal import ACCEPT, RUN, JournalState, Recovered, recover
+from fastworker.controlplane.records import CANCELLED, CONTROL_PLANE_LOST, FAILURE, PENDING, RUNNING, SUCCESS
+from fastworker.protocol.payload import encode_arguments, encode_value
+from fastworker.protocol.v1 import task_pb2, worker_pb2
+
+BOUND = 5.0
+
+
+def replayed(*running: tuple[str, str, int, int]) -> tuple[Recovered, list[str]]:
+    """A replay of tasks that were running at the stop: (name, worker, attempt, retries its definition gave)."""
+    state = JournalState()
+    ids = []
+    for name, worker, attempt, retries in running:
+        spec = task_pb2.TaskSpec(task_id=str(uuid.uuid4()), name=name, arguments=encode_arguments((), {}))
+        state.apply((ACCEPT, spec.task_id, spec.SerializeToString(), task_pb2.PRIORITY_NORMAL, 1.0, PENDING, 0.0))
+        state.apply((RUN, spec.task_id, attempt, worker, 2.0, False, retries))
+        ids.append(spec.task_id)
+    return recover(state, now=10.0, retries_for=lambda name: None), ids
+
+
+def success(task_id: str, attempt: int, value: Any) -> worker_pb2.TaskOutcome:
+    return worker_pb2.TaskOutcome(
+        task_id=task_id, attempt=attempt, state=task_pb2.TASK_STATE_SUCCESS, result=encode_value(value)
+    )
+
+
+async def test_a_worker_coming_back_adopts_what_it_still_runs_and_the_rest_of_its_orphans_is_settled(
+    dispatch_rig: Any,
+) -> None:
+    # Given a replay that left 3 tasks running on w1 (no retries) and 1 on w2 (one retry)
+    recovered, (kept, other_attempt, gone, on_w2) = replayed(
+        ("job", "w1", 1, 0), ("job", "w1", 1, 0), ("job", "w1", 1, 0), ("job", "w2", 1, 1)
+    )
+    rig = dispatch_rig(recovered=recovered)
+    find = rig.coordinator.find
+    assert {find(task_id).state for task_id in (kept, other_attempt, gone, on_w2)} == {RUNNING}
+
+    # When w1 registers holding the first at its attempt, the second at another attempt, not the third
+    reply = rig.register("w1", ["job"], held=((kept, 1), (other_attempt, 2))).envelope.register_reply
+
+    # Then it adopts the first: its lease again, RUNNING there
+    assert reply.accepted and not reply.resumed
+    assert list(reply.adopted_task_ids) == [kept]
+    assert kept in rig.fleet.get("w1").leases and find(kept).state == RUNNING
+    # and the others of w1 are settled at once as lost: no retries, so FAILURE ControlPlaneLost
+    for task_id in (other_attempt, gone):
+        record = find(task_id)
+        assert record.state == FAILURE and record.error.type == CONTROL_PLANE_LOST
+        assert "worker w1 came back without it" in record.error.message and "no retries left" in record.error.message
+    # and w2's stays RUNNING, waiting for w2
+    assert find(on_w2).state == RUNNING
+
+    # When w1 reports the adopted task's outcome, it is taken like any other
+    rig.report("w1", success(kept, 1, 42))
+    assert find(kept).state == SUCCESS and find(kept).attempts == 1
+
+
+async def test_orphans_nobody_adopts_within_the_window_run_again_if_they_have_retries_else_fail(
+    dispatch_rig: Any,
+) -> None:
+    recovered, (retried, lost, cancelled) = replayed(("job", "w1", 1, 1), ("job", "w1", 1, 0), ("job", "w2", 1, 0))
+    rig = dispatch_rig(recovered=recovered, orphan_window=0.05)
+    find = rig.coordinator.find
+
+    # A cancel of an orphan ends it at once (its worker stops it if it comes back: it is not adopted)
+    assert rig.coordinator.cancel(cancelled) == (True, RUNNING)
+    assert find(cancelled).state == CANCELLED
+
+    async with asyncio.timeout(BOUND):
+        while find(lost).state == RUNNING:
+            await asyncio.sleep(0.01)
+    assert find(retried).state == PENDING and find(retried).attempts == 1  # runs again: its retry
+    assert find(lost).state == FAILURE and find(lost).error.type == CONTROL_PLANE_LOST
+    assert "did not come back to adopt it" in find(lost).error.message
+    assert rig.coordinator.counters.retried == 1
+
+    # A worker registering afterwards adopts nothing: what it still ran was settled (it stops it)
+    reply = rig.register("w1", ["job"], held=((retried, 1), (lost, 1))).envelope.register_reply
+    assert reply.accepted and list(reply.adopted_task_ids) == []
+
+
+def test_the_window_covers_a_reconnection_that_backed_off() -> None:
+    assert adoption_window(5.0) == 10.0
+    assert adoption_window(1.0) == 10.0
+    assert adoption_window(30.0) == 60.0
