@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from fastworker.worker._pid1 import become_init_if_pid1, hold_stop_signals_if_pid1
+
+hold_stop_signals_if_pid1()  # before the other imports: a container's SIGTERM during them is kept
+
 import argparse
 import asyncio
 import json
@@ -13,7 +17,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from fastworker.client import secretfile
-from fastworker.client._init import become_init_if_pid1
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults

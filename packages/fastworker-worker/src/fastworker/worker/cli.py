@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from fastworker.worker._pid1 import become_init_if_pid1, hold_stop_signals_if_pid1
+
+hold_stop_signals_if_pid1()  # before the other imports: a container's SIGTERM during them is kept
+
 import argparse
 import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
-from fastworker.client._init import become_init_if_pid1
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.cpus import available_cpus
 from fastworker.client.envflags import apply_env_defaults

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from fastworker.client._init import exit_code
+from fastworker.worker._pid1 import exit_code
 
 BOUND = 20.0
 
 DAEMON = r"""
 import os, signal, subprocess, sys, time
-from fastworker.client._init import become_init_if_pid1
+from fastworker.worker._pid1 import become_init_if_pid1
 if sys.argv[1] == "init":
     become_init_if_pid1()
 print(f"daemon pid={os.getpid()} ppid={os.getppid()}", flush=True)
@@ -109,6 +109,49 @@ def test_without_the_init_a_daemon_at_pid1_keeps_the_orphans_zombies() -> None:
         assert len(zombies_under(pid1)) == 1
         os.kill(pid1, signal.SIGTERM)
         assert launcher.wait(timeout=BOUND) == 0
+
+
+SLOW_START = r"""
+import sys, time
+from fastworker.worker._pid1 import become_init_if_pid1, hold_stop_signals_if_pid1
+if sys.argv[1] == "hold":
+    hold_stop_signals_if_pid1()
+print("importing", flush=True)
+time.sleep(1.0)  # the daemon's imports
+become_init_if_pid1()
+print("started", flush=True)
+time.sleep(30)  # its handlers would be installed here; SIG_DFL until then
+"""
+
+
+@pytest.mark.parametrize("mode", ["hold", "plain"])
+def test_a_sigterm_during_the_imports_of_a_pid1_daemon_is_kept_and_stops_it(mode: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    launcher = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--", sys.executable, "-c", SLOW_START, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert launcher.stdout is not None and launcher.stdout.readline().strip() == "importing"
+        (pid1,) = children(launcher.pid)
+        os.kill(pid1, signal.SIGTERM)  # a pod deleted as it starts
+        if mode == "hold":
+            # Kept by PID 1, passed to the daemon as it forks: it stops at once (nothing to drain)
+            assert launcher.wait(timeout=BOUND) == 128 + signal.SIGTERM
+            assert launcher.stdout.read() == ""  # before it went any further
+        else:
+            # Without a handler the kernel drops it: the daemon starts and runs on (until SIGKILL)
+            assert launcher.stdout.readline().strip() == "started"
+            with pytest.raises(subprocess.TimeoutExpired):
+                launcher.wait(timeout=1.0)
+    finally:
+        for pid in (*children(launcher.pid), launcher.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        launcher.wait(timeout=BOUND)
+        launcher.stdout.close()
 
 
 def test_an_exit_status_reads_as_a_shell_reports_it() -> None:

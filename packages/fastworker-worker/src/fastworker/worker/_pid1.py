@@ -12,6 +12,13 @@ the daemon, and PID 1 only reaps (its own children are the daemon and orphans), 
 signals an orchestrator or a terminal sends, and exits with the daemon's code (128 + N if signal N
 ended it). Nothing else changes for the orchestrator: SIGTERM to PID 1 drains and stops the daemon
 as before.
+
+The kernel drops a signal sent to a PID namespace's init that has no handler for it: a SIGTERM
+during the daemon's imports (a pod deleted right after it started) would be lost, and the pod
+would run until SIGKILL. So the daemons' command modules call :func:`hold_stop_signals_if_pid1`
+before any other import: PID 1 keeps what it gets until the fork, then passes it on to the
+daemon, which a stop signal ends at once if its own handlers are not installed yet (nothing
+started, nothing to drain).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import signal
 import sys
 
-__all__ = ["FORWARDED_SIGNALS", "become_init_if_pid1", "exit_code"]
+__all__ = ["FORWARDED_SIGNALS", "become_init_if_pid1", "exit_code", "hold_stop_signals_if_pid1"]
 
 #: What PID 1 passes on to the daemon.
 FORWARDED_SIGNALS = (
@@ -31,6 +38,22 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+
+
+#: Signals PID 1 received before the fork, in order, for the daemon.
+_held: list[int] = []
+
+
+def hold_stop_signals_if_pid1() -> None:
+    """If this process is PID 1, keep the signals it gets until :func:`become_init_if_pid1` passes them on."""
+    if os.getpid() != 1 or sys.platform == "win32":
+        return
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, _hold)
+
+
+def _hold(signum: int, _frame: object) -> None:
+    _held.append(signum)
 
 
 def exit_code(status: int) -> int:
@@ -48,9 +71,17 @@ def become_init_if_pid1() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    # Blocked across the fork: a signal passed on at once must find the daemon's handlers reset.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     daemon = os.fork()
     if daemon == 0:
-        return  # the daemon: on with the start-up
+        # The daemon: on with the start-up, with the signals' usual meaning until it installs its own
+        # (what PID 1 held is PID 1's to pass on).
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        _held.clear()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        return
     _serve_as_init(daemon)
 
 
@@ -63,6 +94,10 @@ def _serve_as_init(daemon: int) -> None:
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    for held in _held:  # received during the imports: the daemon's now
+        forward(held, None)
+    _held.clear()
     while True:
         try:
             pid, status = os.wait()  # the daemon, or an orphan (resumed after a forwarded signal)
