@@ -96,3 +96,24 @@ async def test_the_worker_reports_unhealthy_once_stopped() -> None:
     assert worker._health_problem() is None
     worker.state = WorkerState.STOPPED
     assert worker._health_problem() == "the worker has stopped"
+
+
+async def test_a_ready_file_a_killed_predecessor_left_is_removed_before_the_worker_registers(tmp_path) -> None:
+    # A restarted container keeps /tmp: the image's HEALTHCHECK read the old file as "registered"
+    ready = tmp_path / "ready.json"
+    ready.write_text('{"pid": 2, "worker_id": "stale"}')
+    settings = WorkerSettings(
+        task_modules=(), control_plane="tcp://127.0.0.1:9", ready_file=str(ready), worker_id="stale"
+    )
+    worker = Worker(settings, TaskRegistry())
+    running = asyncio.ensure_future(worker.run())
+    try:
+        async with asyncio.timeout(10):
+            while ready.exists():  # nothing listens on port 9: it never registers
+                await asyncio.sleep(0.01)
+        assert worker.state is not WorkerState.RUNNING
+    finally:
+        worker.request_stop("test over")
+        async with asyncio.timeout(30):
+            await running
+    assert not ready.exists()

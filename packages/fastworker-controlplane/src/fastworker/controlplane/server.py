@@ -111,6 +111,8 @@ class ControlPlane:
         """Replay the journal (if any), bind every socket, start serving, and write the ready file."""
         s = self.settings
         loop = asyncio.get_running_loop()
+        if s.ready_file:
+            remove_ready_file(s.ready_file)  # a killed predecessor's must not say this one serves
         # Each connection holds a descriptor: the caps below, not the OS, should be what refuses them.
         open_files = raise_open_files_limit()
         if open_files < 2 * s.max_connections + 64:

@@ -288,6 +288,10 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         s = self.settings
+        if s.ready_file:
+            # One a killed predecessor left (a restarted container keeps /tmp) would say this
+            # process is registered: it is not, until it writes its own.
+            remove_ready_file(s.ready_file)
         if s.health_address is not None:
             # First, so a liveness probe is answered while the worker waits for a control plane; a
             # port in use stops the start, as for the control plane's listeners.

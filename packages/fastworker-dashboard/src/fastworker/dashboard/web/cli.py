@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from fastworker.client._readyfile import write_ready_file
+from fastworker.client._readyfile import remove_ready_file, write_ready_file
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
@@ -105,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if args.ready_file:
+        remove_ready_file(args.ready_file)  # a killed predecessor's must not say this one serves
     try:
         try:
             running = start_in_thread(app, host, port, log_level=args.log_level.lower())
