@@ -55,7 +55,10 @@ async def test_a_worker_coming_back_adopts_what_it_still_runs_and_the_rest_of_it
     for task_id in (other_attempt, gone):
         record = find(task_id)
         assert record.state == FAILURE and record.error.type == CONTROL_PLANE_LOST
-        assert "worker w1 came back without it" in record.error.message and "no retries left" in record.error.message
+        assert (
+            "worker w1 registered again without listing it" in record.error.message
+            and "no retries left" in record.error.message
+        )
     # and w2's stays RUNNING, waiting for w2
     assert find(on_w2).state == RUNNING
 

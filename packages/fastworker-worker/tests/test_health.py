@@ -117,3 +117,27 @@ async def test_a_ready_file_a_killed_predecessor_left_is_removed_before_the_work
         async with asyncio.timeout(30):
             await running
     assert not ready.exists()
+
+
+async def test_a_registration_refused_again_and_again_is_retried_less_and_less_often(monkeypatch) -> None:
+    # A control plane of another protocol version refuses every registration: 2 requests and 2
+    # warnings a second for ever, before
+    monkeypatch.setattr("fastworker.worker.runtime.REGISTER_RETRY_FIRST", 0.05)
+    monkeypatch.setattr("fastworker.worker.runtime.REGISTER_RETRY_MAX", 0.2)
+    worker = Worker(WorkerSettings(task_modules=()), TaskRegistry())
+    tries: list[float] = []
+
+    async def refused() -> bool:
+        tries.append(time.monotonic())
+        return False
+
+    monkeypatch.setattr(worker, "_register", refused)
+    attempts = asyncio.ensure_future(worker._register_until_accepted())
+    async with asyncio.timeout(10):
+        while len(tries) < 6:
+            await asyncio.sleep(0.01)
+    worker._stop.set()
+    attempts.cancel()
+    gaps = [round(b - a, 2) for a, b in zip(tries, tries[1:], strict=False)]
+    # 0.05, then 0.1, then the most, 0.2, each time (sleeps only overshoot)
+    assert gaps[0] >= 0.04 and gaps[1] >= 0.09 and all(gap >= 0.19 for gap in gaps[2:]), gaps

@@ -262,7 +262,12 @@ class Client(AdminMethods):
             reached = self._subscription is not None and self._subscription.reached
             raise ControlPlaneUnavailable(
                 f"no control plane announced itself within {self.connect_timeout:g} s: "
-                + why_unheard(self.address, reached=reached, tls=is_tls(self.address))
+                + why_unheard(
+                    self.address,
+                    reached=reached,
+                    tls=is_tls(self.address),
+                    incompatible=self._announcements.incompatible if self._announcements is not None else "",
+                )
             ) from None
 
     def _on_discovery(self, data: bytes) -> None:

@@ -29,6 +29,8 @@ class AnnouncementReader:
         self.max_frame_size = max_frame_size
         #: Why the latest refused announcement was refused ("" if none was).
         self.problem = ""
+        #: Why the latest announcement of another protocol version was ignored ("" if none was).
+        self.incompatible = ""
 
     def read(self, data: bytes) -> Envelope | None:
         """The discovery envelope in a frame, or None if it is garbage or fails authentication."""
@@ -45,7 +47,11 @@ class AnnouncementReader:
             if str(exc) != self.problem:
                 logger.warning("ignored a discovery announcement: %s", exc)
             self.problem = str(exc)
-        except (DecodeError, IncompatibleProtocol) as exc:
+        except IncompatibleProtocol as exc:
+            if str(exc) != self.incompatible:
+                logger.warning("ignored a discovery announcement: %s", exc)
+            self.incompatible = str(exc)
+        except DecodeError as exc:
             logger.debug("ignored a discovery frame: %s", exc)
         else:
             self.problem = ""
@@ -60,8 +66,13 @@ class AnnouncementReader:
         return envelope.announcement
 
 
-def why_unheard(address: str, *, reached: bool, tls: bool) -> str:
-    """Why no control plane announced itself on ``address``, as far as this side can tell."""
+def why_unheard(address: str, *, reached: bool, tls: bool, incompatible: str = "") -> str:
+    """Why no control plane announced itself on ``address``, as far as this side can tell.
+
+    ``incompatible``: why announcements heard there were ignored (another protocol version).
+    """
+    if reached and incompatible:
+        return f"connected to {address}, but what announces itself there speaks another protocol: {incompatible}"
     if reached:
         return (
             f"connected to {address}, but nothing there announced a control plane "

@@ -168,7 +168,11 @@ class Dispatcher:
                 len(adopted),
             )
         for record in disowned:
-            self._settle_orphan(record, f"worker {worker.worker_id} came back without it")
+            self._settle_orphan(
+                record,
+                f"worker {worker.worker_id} registered again without listing it (it no longer ran it, or is"
+                " older than this control plane and cannot say so)",
+            )
         if worker.capacity < request.capacity:
             logger.warning(
                 "worker %s asked for %d slots: capped at %d (--max-worker-tasks)",

@@ -88,7 +88,10 @@ class ControlPlaneLink:
     def why_unheard(self) -> str:
         """Why no control plane announced itself yet, as far as this side can tell."""
         return why_unheard(
-            self.discovery_address, reached=self._subscription.reached, tls=is_tls(self.discovery_address)
+            self.discovery_address,
+            reached=self._subscription.reached,
+            tls=is_tls(self.discovery_address),
+            incompatible=self._announcements.incompatible,
         )
 
     def _on_discovery(self, data: bytes) -> None:

@@ -79,6 +79,11 @@ EXIT_ID_IN_USE = 3
 EXIT_LISTEN_FAILED = 1
 #: Seconds between warnings, while no control plane announced itself yet, of why none did.
 UNHEARD_WARNING_EVERY = 10.0
+#: Seconds before registering again after a failed registration, doubled per failure up to the
+#: most (a control plane that refuses every time, e.g. of another protocol version, is not flooded
+#: with requests, nor the log with the same warning).
+REGISTER_RETRY_FIRST = 0.5
+REGISTER_RETRY_MAX = 5.0
 #: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
 POOLS = ("processes", "threads")
 
@@ -355,6 +360,7 @@ class Worker:
         link = self._link
         assert link is not None
         looking_since = time.monotonic()
+        retry = REGISTER_RETRY_FIRST
         while not self._stop.is_set():
             waiting = asyncio.ensure_future(link.wait_for_control_plane())
             stopping = asyncio.ensure_future(self._stop.wait())
@@ -373,7 +379,8 @@ class Worker:
                 continue
             if await self._register():
                 return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(retry)
+            retry = min(2 * retry, REGISTER_RETRY_MAX)
 
     async def _register(self) -> bool:
         """Register with the announced control plane; True on success."""
@@ -468,6 +475,7 @@ class Worker:
         self._spawn(self._register_until_accepted())
 
     async def _register_until_accepted(self) -> None:
+        retry = REGISTER_RETRY_FIRST
         while not self._stop.is_set():
             if await self._register():
                 self._start_waiting()
@@ -477,7 +485,8 @@ class Worker:
                     self._poll.cancel()
                 self._slot_free.set()
                 return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(retry)
+            retry = min(2 * retry, REGISTER_RETRY_MAX)
 
     def _drop_prefetched(self) -> None:
         """Forget prefetched tasks that never started (the control plane re-queues them)."""
