@@ -7,6 +7,7 @@ last answered; the tasks are async, so they run on this loop without child proce
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -134,6 +135,20 @@ async def test_a_task_dispatched_into_a_free_slot_after_the_fence_is_not_started
 
     assert worker.ran == [] and not worker._running and "late" not in worker._backlog
     assert worker._slot_free.is_set()  # the next work request goes out: it lets the control plane re-queue it
+
+
+async def test_tasks_arriving_past_the_fence_are_explained_once_a_minute_with_what_to_do(
+    worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A link whose round trip exceeds the fence: every answer comes too late (a worker that could
+    # start nothing said nothing, or one line per task that read as if it never ran)
+    worker._link = SilentLink(time.monotonic() - HEARTBEAT_TIMEOUT)
+    with caplog.at_level(logging.WARNING, logger="fastworker.worker.runtime"):
+        for n in range(3):
+            worker._start(task_pb2.TaskSpec(task_id=f"late{n}", name="job", attempt=1), "instance")
+    (line,) = [r.getMessage() for r in caplog.records if "past its fence" in r.getMessage()]
+    assert line.startswith("task late0 arrived ") and "raise the control plane's --heartbeat-timeout" in line
+    assert worker.ran == []
 
 
 async def test_a_task_the_control_plane_counts_as_prefetched_waits_for_a_grant_even_with_a_free_slot(

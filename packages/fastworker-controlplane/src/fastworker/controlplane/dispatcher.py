@@ -329,7 +329,11 @@ class Dispatcher:
             self.coordinator.requeue_front(record, ran=True)
             return True
         self.coordinator.end(
-            record, FAILURE, WORKER_LOST, f"worker {worker.worker_id} {what_happened} while running the task"
+            record,
+            FAILURE,
+            WORKER_LOST,
+            f"worker {worker.worker_id} {what_happened} while the task was running there, or given to it to start"
+            " (that counts as an attempt: it may have started)",
         )
         return False
 

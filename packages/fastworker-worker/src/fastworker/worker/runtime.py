@@ -83,6 +83,8 @@ UNHEARD_WARNING_EVERY = 10.0
 #: most (a control plane that refuses every time, e.g. of another protocol version, is not flooded
 #: with requests, nor the log with the same warning).
 REGISTER_RETRY_FIRST = 0.5
+#: Seconds between warnings that tasks arrive past this worker's fence (a link too slow for it).
+LATE_ANSWER_LOG_EVERY = 60.0
 REGISTER_RETRY_MAX = 5.0
 #: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
 POOLS = ("processes", "threads")
@@ -251,6 +253,8 @@ class Worker:
         self._adopted_by: dict[str, str] = {}
         #: The control plane instance that accepted this worker's latest registration.
         self._registered_instance = ""
+        #: When a task that arrived past the fence was last logged (monotonic).
+        self._late_answer_logged = float("-inf")
         #: Async tasks this worker cancelled because the control plane asked (reported, not handed back).
         self._cancelled: set[str] = set()
         self._flush_scheduled = False
@@ -809,10 +813,28 @@ class Worker:
             # The answer came too late: the control plane may take this task back before it could
             # hear from us again. Not held: the next work request lets it re-queue the task, so
             # that request must go out (the pull loop may be waiting for a slot to free).
-            logger.warning("task %s arrived after this worker's fence: not started", spec.task_id)
+            self._warn_late_answer(spec.task_id)
             self._slot_free.set()
             return
         self._run(spec, instance)
+
+    def _warn_late_answer(self, task_id: str) -> None:
+        """Say, at most once a minute, that tasks arrive too late to start, and what to do about it."""
+        now = time.monotonic()
+        if now - self._late_answer_logged < LATE_ANSWER_LOG_EVERY:
+            return
+        self._late_answer_logged = now
+        link = self._link
+        waited = now - link.last_contact if link is not None else float("nan")
+        logger.warning(
+            "task %s arrived %.1f s after this worker asked for work, past its fence (%.1f s): not started; the"
+            " control plane re-queues it (it may come back at once). If answers keep taking that long, the link's"
+            " round trip exceeds the fence and this worker can start nothing: raise the control plane's"
+            " --heartbeat-timeout (the fence is about 70%% of it)",
+            task_id,
+            waited,
+            fence_after(self.heartbeat_timeout),
+        )
 
     def _occupied(self) -> int:
         """Slots in use: running tasks, and pool threads still inside tasks given up at their hard limit."""
