@@ -294,6 +294,36 @@ async def _all_final(client: Client, task_ids: list[str]) -> bool:
     return all(state.is_final for state in await states(client, task_ids))
 
 
+async def test_a_worker_stopped_while_the_control_plane_is_down_hands_its_outcomes_to_the_next_one(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    release = tmp_path / "release"
+    journal = tmp_path / "cp.journal"
+    addresses = free_addresses()
+    first = daemons.control_plane(journal, addresses)
+    worker = daemons.worker(first, "wa", concurrency=2)
+    async with Client(first.discovery) as client:
+        tasks = [await client.delay("fwtests_journal.block", str(runs), f"b{i}", str(release)) for i in range(2)]
+        await until(lambda: _all_running(client, tasks))
+
+    # When the control plane dies, then its worker is asked to stop (both rolled, or a node drained)
+    kill_9(first)
+    worker.process.send_signal(signal.SIGTERM)
+    release.touch()  # the tasks end during the worker's drain, with no control plane to tell
+    time.sleep(1.0)
+    assert worker.process.poll() is None, worker.log()  # it waits for one, within its drain timeout
+    second = daemons.control_plane(journal, addresses)
+
+    # Then the worker registers with the new instance, which adopts the tasks and takes their outcomes
+    assert worker.process.wait(BOUND) == 0
+    async with Client(second.discovery) as client:
+        infos = await client.wait_many(tasks, timeout=BOUND)
+    assert [(info.state, info.attempts) for info in infos] == [(TaskState.SUCCESS, 1)] * 2, infos
+    assert executions(runs) == {"b0": 1, "b1": 1}
+
+
 async def test_a_restarted_control_plane_adopts_what_its_workers_still_run_and_runs_none_of_it_twice(
     daemons: Daemons, tmp_path: Path
 ) -> None:

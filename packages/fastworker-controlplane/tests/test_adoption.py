@@ -43,6 +43,7 @@ async def test_a_worker_coming_back_adopts_what_it_still_runs_and_the_rest_of_it
     rig = dispatch_rig(recovered=recovered)
     find = rig.coordinator.find
     assert {find(task_id).state for task_id in (kept, other_attempt, gone, on_w2)} == {RUNNING}
+    assert rig.coordinator.running_total == 4  # stats and /metrics count them running, as status shows
 
     # When w1 registers holding the first at its attempt, the second at another attempt, not the third
     reply = rig.register("w1", ["job"], held=((kept, 1), (other_attempt, 2))).envelope.register_reply
@@ -61,6 +62,7 @@ async def test_a_worker_coming_back_adopts_what_it_still_runs_and_the_rest_of_it
         )
     # and w2's stays RUNNING, waiting for w2
     assert find(on_w2).state == RUNNING
+    assert rig.coordinator.running_total == 2  # the adopted one (a lease now) and w2's
 
     # When w1 reports the adopted task's outcome, it is taken like any other
     rig.report("w1", success(kept, 1, 42))

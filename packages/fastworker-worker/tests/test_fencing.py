@@ -270,3 +270,59 @@ async def test_a_fresh_registration_stops_the_tasks_running_here_that_the_contro
     await asyncio.wait_for(stopped.wait(), 5)
     await asyncio.sleep(0.05)
     assert "t-long" not in worker._running
+
+
+async def test_a_restarted_control_plane_adopts_what_runs_here_and_what_waits_for_a_slot_and_the_rest_is_dropped() -> (
+    None
+):
+    # One task runs, one dispatched as running waits here for a slot (granted), one prefetched was
+    # never granted, one finished with its outcome undelivered: the new instance adopts all but the
+    # prefetched one; that one is dropped, the others report to the new instance
+    registry = TaskRegistry()
+    release = asyncio.Event()
+
+    @task(name="slow")
+    async def slow(key: str) -> str:
+        await release.wait()
+        return key
+
+    registry.register(slow)
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=1), registry)
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+    sent: list[Any] = []
+
+    class RestartedLink(ClaimingLink):
+        async def register(self, request: Any) -> Any:
+            sent.append(request)
+            adopted = [held.task_id for held in request.held]
+            return worker_pb2.RegisterReply(accepted=True, resumed=False, instance_id="new", adopted_task_ids=adopted)
+
+    worker._link = RestartedLink()  # type: ignore[assignment]
+    spec = lambda task_id: task_pb2.TaskSpec(  # noqa: E731
+        task_id=task_id, name="slow", attempt=1, arguments=encode_arguments((task_id,), {})
+    )
+    worker._start(spec("running"), "old")
+    worker._start(spec("granted"), "old")  # the slot is taken: it waits, counted as running there
+    worker._start(spec("prefetched"), "old", prefetched=True)
+    worker._results.append(("old", worker_pb2.TaskOutcome(task_id="done", attempt=1)))
+    worker._unacked["done"] = 1
+    await asyncio.sleep(0.05)
+    assert set(worker._running) == {"running"} and set(worker._backlog) == {"granted", "prefetched"}
+
+    assert await worker._register() is True
+
+    assert sorted((held.task_id, held.attempt) for held in sent[0].held) == [
+        ("done", 1),
+        ("granted", 1),
+        ("running", 1),
+    ]
+    assert set(worker._backlog) == {"granted"} and worker._granted == {"granted"}
+    assert worker._running["running"].instance == "new" and worker._backlog["granted"][1] == "new"
+    assert worker._take_results("new") == [worker_pb2.TaskOutcome(task_id="done", attempt=1)]
+    release.set()
+    await asyncio.sleep(0.1)
+    assert not worker._running and not worker._backlog  # the granted one ran once the slot freed
+    assert sorted(report.task_id for _, report in worker._results) == ["granted", "running"]
+    assert {given_by for given_by, _ in worker._results} == {"new"}

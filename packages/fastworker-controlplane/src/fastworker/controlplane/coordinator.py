@@ -438,10 +438,12 @@ class Coordinator:
 
     @property
     def running_total(self) -> int:
-        """Tasks running now, locally and on subworkers."""
-        fleet = self.dispatcher.fleet if self.dispatcher is not None else ()
-        remote = sum(1 for w in fleet for r in w.leases.values() if not r.held)
-        return self.running + remote
+        """Tasks running now, locally and on subworkers (those waiting for their worker to adopt them too)."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return self.running
+        remote = sum(1 for w in dispatcher.fleet for r in w.leases.values() if not r.held)
+        return self.running + remote + dispatcher.awaiting_adoption
 
     def named_queues(self, now: float) -> list[NamedQueueLevel]:
         """Each named queue's levels: "default", the other served queues by name, then unserved ones tasks wait in.
@@ -1506,7 +1508,9 @@ class Coordinator:
         try:
             async with asyncio.timeout(timeout):
                 await self._drained.wait()
-                while self.running_total:
+                # Not for tasks waiting to be adopted: no worker runs them for this process (yet);
+                # the journal keeps them for the next one.
+                while self.running_total - (self.dispatcher.awaiting_adoption if self.dispatcher is not None else 0):
                     await asyncio.sleep(DRAIN_POLL)
         except TimeoutError:
             return False

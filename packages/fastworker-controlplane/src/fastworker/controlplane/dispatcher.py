@@ -122,6 +122,11 @@ class Dispatcher:
             )
         coordinator.attach_dispatcher(self)
 
+    @property
+    def awaiting_adoption(self) -> int:
+        """Tasks a journal replay found running on subworkers that no worker adopted yet."""
+        return len(self.orphans)
+
     # ------------------------------------------------------------------------------------ membership
 
     def register(self, request: worker_pb2.RegisterRequest, pipe_id: int) -> tuple[WorkerRecord, bool, list[str]]:

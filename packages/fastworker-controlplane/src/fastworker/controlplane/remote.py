@@ -19,6 +19,10 @@ class RemoteExecution(Protocol):
     def fleet(self) -> Fleet:
         """The registered subworkers."""
 
+    @property
+    def awaiting_adoption(self) -> int:
+        """Tasks a journal replay found running on subworkers that no worker adopted yet (``adoption``)."""
+
     def schedule(self) -> None:
         """Hand waiting tasks to free subworkers soon (coalesced)."""
 

@@ -83,6 +83,8 @@ UNHEARD_WARNING_EVERY = 10.0
 #: most (a control plane that refuses every time, e.g. of another protocol version, is not flooded
 #: with requests, nor the log with the same warning).
 REGISTER_RETRY_FIRST = 0.5
+#: Seconds between looks, while draining, at whether undelivered outcomes found a control plane.
+DELIVERY_POLL = 0.1
 #: Seconds between warnings that tasks arrive past this worker's fence (a link too slow for it).
 LATE_ANSWER_LOG_EVERY = 60.0
 REGISTER_RETRY_MAX = 5.0
@@ -407,6 +409,9 @@ class Worker:
                 request.held.add(task_id=running.task_id, attempt=running.attempt)
         for task_id, attempt in self._unacked.items():
             request.held.add(task_id=task_id, attempt=attempt)
+        for task_id in self._granted:  # counted as running there: waiting here for a slot
+            if (waiting := self._backlog.get(task_id)) is not None:
+                request.held.add(task_id=task_id, attempt=waiting[0].attempt)
         try:
             answer = await self._link.register(request)
         except FastworkerError as exc:
@@ -422,13 +427,14 @@ class Worker:
         self.heartbeat_timeout = answer.heartbeat_timeout or self.heartbeat_timeout
         if not answer.resumed:
             # A fresh registration: the control plane holds no lease for what this worker prefetched
-            # before (it took those back, or will once this worker's fence has passed): start none.
-            self._drop_prefetched()
+            # before (it took those back, or will once this worker's fence has passed): start none,
+            # but those a restarted control plane adopted (granted, waiting for a slot here).
             # What runs here and it did not adopt, it re-ran elsewhere or failed (WorkerLost,
             # ControlPlaneLost) while it did not hear from us (a paused process, a cut link, a
             # restart). Stop those, so that a task is not run twice at once and a task reported
             # failed does not go on acting; the adopted ones report to this instance from now on.
             adopted = self._adopt(answer.instance_id, answer.adopted_task_ids)
+            self._drop_prefetched(keep=adopted)
             taken_back = [
                 task_id for task_id in self._running if task_id not in self._stopping and task_id not in adopted
             ]
@@ -458,6 +464,9 @@ class Worker:
             running = self._running.get(task_id)
             if running is not None:
                 running.instance = instance
+            waiting = self._backlog.get(task_id)
+            if waiting is not None:
+                self._backlog[task_id] = (waiting[0], instance)
         self._results[:] = [
             (instance if report.task_id in adopted else given_by, report) for given_by, report in self._results
         ]
@@ -480,7 +489,8 @@ class Worker:
 
     async def _register_until_accepted(self) -> None:
         retry = REGISTER_RETRY_FIRST
-        while not self._stop.is_set():
+        # Also while draining with outcomes to deliver (``_deliver_before_leaving``).
+        while not self._stop.is_set() or (self.state is WorkerState.DRAINING and self._unacked):
             if await self._register():
                 self._start_waiting()
                 if self._poll is not None:
@@ -492,13 +502,15 @@ class Worker:
             await asyncio.sleep(retry)
             retry = min(2 * retry, REGISTER_RETRY_MAX)
 
-    def _drop_prefetched(self) -> None:
-        """Forget prefetched tasks that never started (the control plane re-queues them)."""
-        if self._backlog:
-            logger.info("dropping %d prefetched tasks that never started", len(self._backlog))
+    def _drop_prefetched(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Forget prefetched tasks that never started (the control plane re-queues them), but those in ``keep``."""
+        dropped = [task_id for task_id in self._backlog if task_id not in keep]
+        if dropped:
+            logger.info("dropping %d prefetched tasks that never started", len(dropped))
             self._slot_free.set()
-        self._backlog.clear()
-        self._granted.clear()
+            for task_id in dropped:
+                del self._backlog[task_id]
+        self._granted.intersection_update(keep)
 
     def _fenced(self) -> bool:
         """True while this worker's lease has lapsed: it must start nothing it holds."""
@@ -1124,6 +1136,7 @@ class Worker:
                 pass
             if self._pool is not None:
                 self._pool.cancel(running.spec.task_id)  # stop the child if it still runs the task
+        await self._deliver_before_leaving(deadline)
         farewell = link.farewell_timeout(self.heartbeat_timeout)  # again: the drain may have taken long
         if self._results and farewell is not None:
             try:
@@ -1148,6 +1161,28 @@ class Worker:
             len(waiting),
             len(unfinished),
         )
+
+    async def _deliver_before_leaving(self, deadline: float) -> None:
+        """With outcomes undelivered, keep delivering them until ``deadline`` (the drain timeout).
+
+        The control plane may be restarting (a rollout of both): a new instance registers this
+        worker again, adopts the tasks and takes their outcomes; leaving at once would make it
+        re-run or fail tasks that ended here. A control plane that answers takes them at once.
+        """
+        if not self._unacked or time.monotonic() >= deadline:
+            return
+        if self._link is not None and self._link.farewell_timeout(self.heartbeat_timeout) is None:
+            logger.warning(
+                "%d outcomes are not delivered and no control plane answers: waiting up to %.0f s (the drain"
+                " timeout) for one to take them",
+                len(self._unacked),
+                deadline - time.monotonic(),
+            )
+        while self._unacked and time.monotonic() < deadline:
+            if self._results and self._registered.is_set() and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._spawn(self._flush_results())
+            await asyncio.sleep(DELIVERY_POLL)
 
     def _health_problem(self) -> str | None:
         """Why this worker is not healthy (None while it runs): read on the loop by ``/healthz``."""
