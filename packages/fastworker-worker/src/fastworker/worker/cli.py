@@ -72,7 +72,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--worker-id", default=None, help="unique id in the fleet (default: HOST-PID)")
     p.add_argument(
-        "--drain-timeout", type=seconds_argument, default=30.0, help="seconds to finish running tasks on SIGTERM"
+        "--drain-timeout",
+        type=seconds_argument,
+        default=30.0,
+        help="seconds to finish running tasks, and deliver their outcomes, on SIGTERM",
     )
     p.add_argument(
         "--pool",
