@@ -186,12 +186,13 @@ class Dispatcher:
                 worker.capacity,
             )
         logger.info(
-            "worker %s registered from %s pid %d: capacity %d, %d tasks",
+            "worker %s registered from %s pid %d: capacity %d, %d tasks, version %s",
             worker.worker_id,
             worker.host,
             worker.pid,
             worker.capacity,
             len(worker.task_names),
+            worker.version or "unknown",
         )
         self._fleet_changed()
         self.coordinator.events.publish(
