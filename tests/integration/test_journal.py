@@ -294,8 +294,9 @@ async def _all_final(client: Client, task_ids: list[str]) -> bool:
     return all(state.is_final for state in await states(client, task_ids))
 
 
-async def test_a_worker_stopped_while_the_control_plane_is_down_hands_its_outcomes_to_the_next_one(
-    daemons: Daemons, tmp_path: Path
+@pytest.mark.parametrize("ended_before_the_restart", [True, False])
+async def test_a_worker_stopped_while_the_control_plane_is_down_hands_its_tasks_to_the_next_one(
+    daemons: Daemons, tmp_path: Path, ended_before_the_restart: bool
 ) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -308,13 +309,18 @@ async def test_a_worker_stopped_while_the_control_plane_is_down_hands_its_outcom
         tasks = [await client.delay("fwtests_journal.block", str(runs), f"b{i}", str(release)) for i in range(2)]
         await until(lambda: _all_running(client, tasks))
 
-    # When the control plane dies, then its worker is asked to stop (both rolled, or a node drained)
+    # When the control plane dies, then its worker is asked to stop (both rolled, or a node drained),
+    # and the tasks end during the worker's drain before the control plane is back, or after
     kill_9(first)
     worker.process.send_signal(signal.SIGTERM)
-    release.touch()  # the tasks end during the worker's drain, with no control plane to tell
+    if ended_before_the_restart:
+        release.touch()
     time.sleep(1.0)
     assert worker.process.poll() is None, worker.log()  # it waits for one, within its drain timeout
     second = daemons.control_plane(journal, addresses)
+    if not ended_before_the_restart:
+        time.sleep(1.0)  # registered again (draining) with the tasks still running
+        release.touch()
 
     # Then the worker registers with the new instance, which adopts the tasks and takes their outcomes
     assert worker.process.wait(BOUND) == 0

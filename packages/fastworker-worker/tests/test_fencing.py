@@ -326,3 +326,41 @@ async def test_a_restarted_control_plane_adopts_what_runs_here_and_what_waits_fo
     assert not worker._running and not worker._backlog  # the granted one ran once the slot freed
     assert sorted(report.task_id for _, report in worker._results) == ["granted", "running"]
     assert {given_by for given_by, _ in worker._results} == {"new"}
+
+
+async def test_a_drain_notice_nobody_answers_does_not_push_the_drain_timeout_back() -> None:
+    # The drain notice waited up to 5 s for an answer before the drain timeout (2 s) started to
+    # count: running tasks were stopped 5 s after SIGTERM
+    registry = TaskRegistry()
+
+    @task(name="forever")
+    async def forever() -> None:
+        await asyncio.sleep(60)
+
+    registry.register(forever)
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=1, drain_timeout=0.3), registry)
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+
+    class UnansweringLink(ClaimingLink):
+        def farewell_timeout(self, heartbeat_timeout: float) -> float:
+            return 5.0
+
+        def farewell_unanswered(self) -> None:
+            pass
+
+        async def heartbeat(self, beat: Any, *, timeout: float) -> None:
+            await asyncio.sleep(timeout)
+            raise runtime.ControlPlaneUnavailable("no answer")
+
+        async def deregister(self, worker_id: str, returned: Any, *, timeout: float) -> None:
+            return None
+
+    worker._link = UnansweringLink()  # type: ignore[assignment]
+    worker._start(task_pb2.TaskSpec(task_id="f", name="forever", attempt=1), "instance")
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await asyncio.wait_for(worker._drain(), 10)
+    assert time.monotonic() - started < 2.0
+    assert not worker._running

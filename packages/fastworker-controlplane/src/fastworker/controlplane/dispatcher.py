@@ -172,6 +172,14 @@ class Dispatcher:
                 worker.worker_id,
                 len(adopted),
             )
+        if disowned:
+            logger.warning(
+                "worker %s registered again without %d tasks the previous control plane had running there"
+                " (re-run if they have retries left, else ControlPlaneLost): %s",
+                worker.worker_id,
+                len(disowned),
+                ", ".join(record.task_id for record in disowned[:20]) + (" ..." if len(disowned) > 20 else ""),
+            )
         for record in disowned:
             self._settle_orphan(
                 record,
@@ -209,7 +217,12 @@ class Dispatcher:
         for record in reversed(left):  # each goes to the front: reversed keeps their order
             self._settle_orphan(record, f"worker {record.worker} did not come back to adopt it")
         if left:
-            logger.warning("%d tasks that were running on subworkers were not adopted: re-queued or failed", len(left))
+            logger.warning(
+                "%d tasks that were running on subworkers were not adopted in time (re-run if they have retries"
+                " left, else ControlPlaneLost): %s",
+                len(left),
+                ", ".join(record.task_id for record in left[:20]) + (" ..." if len(left) > 20 else ""),
+            )
             self.schedule()
 
     def _settle_orphan(self, record: TaskRecord, why: str) -> None:

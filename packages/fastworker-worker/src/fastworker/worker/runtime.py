@@ -255,6 +255,8 @@ class Worker:
         self._adopted_by: dict[str, str] = {}
         #: The control plane instance that accepted this worker's latest registration.
         self._registered_instance = ""
+        #: True while ``_register_until_accepted`` runs.
+        self._registering = False
         #: When a task that arrived past the fence was last logged (monotonic).
         self._late_answer_logged = float("-inf")
         #: Async tasks this worker cancelled because the control plane asked (reported, not handed back).
@@ -489,18 +491,23 @@ class Worker:
 
     async def _register_until_accepted(self) -> None:
         retry = REGISTER_RETRY_FIRST
-        # Also while draining with outcomes to deliver (``_deliver_before_leaving``).
-        while not self._stop.is_set() or (self.state is WorkerState.DRAINING and self._unacked):
-            if await self._register():
-                self._start_waiting()
-                if self._poll is not None:
-                    # The work request in flight went to the instance before, whose answer may never
-                    # come: the pull loop asks the one that accepted us at once.
-                    self._poll.cancel()
-                self._slot_free.set()
-                return
-            await asyncio.sleep(retry)
-            retry = min(2 * retry, REGISTER_RETRY_MAX)
+        self._registering = True
+        try:
+            # Also while draining with tasks running or outcomes to deliver: a control plane that
+            # came back adopts them (``_deliver_before_leaving``).
+            while not self._stop.is_set() or (self.state is WorkerState.DRAINING and (self._running or self._unacked)):
+                if await self._register():
+                    self._start_waiting()
+                    if self._poll is not None:
+                        # The work request in flight went to the instance before, whose answer may never
+                        # come: the pull loop asks the one that accepted us at once.
+                        self._poll.cancel()
+                    self._slot_free.set()
+                    return
+                await asyncio.sleep(retry)
+                retry = min(2 * retry, REGISTER_RETRY_MAX)
+        finally:
+            self._registering = False
 
     def _drop_prefetched(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
         """Forget prefetched tasks that never started (the control plane re-queues them), but those in ``keep``."""
@@ -1110,8 +1117,9 @@ class Worker:
             )
         else:
             try:
-                # The control plane stops dispatching to us at once.
-                await link.heartbeat(self._beat(), timeout=farewell)
+                # The control plane stops dispatching to us at once. Within the drain timeout: a
+                # control plane that does not answer must not hold the running tasks' deadline back.
+                await link.heartbeat(self._beat(), timeout=max(0.1, min(farewell, deadline - time.monotonic())))
             except FastworkerError as exc:
                 logger.warning("could not announce the drain: %s", exc)
                 link.farewell_unanswered()
@@ -1179,6 +1187,8 @@ class Worker:
                 deadline - time.monotonic(),
             )
         while self._unacked and time.monotonic() < deadline:
+            if not self._registered.is_set() and not self._registering:
+                self._spawn(self._register_until_accepted())  # an earlier attempt gave up
             if self._results and self._registered.is_set() and not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._spawn(self._flush_results())
