@@ -257,5 +257,9 @@ async def test_an_id_that_is_not_a_str_is_refused_by_name_and_no_wait_hangs_on_i
             await asyncio.wait_for(many(task_id, timeout=5), 10)
     with pytest.raises(TypeError, match="workflow_id must be a str"):
         await asyncio.wait_for(client.workflow(b"wf"), 10)
+    with pytest.raises(ValueError, match="task_id is not valid text"):  # was a bare UnicodeEncodeError
+        await asyncio.wait_for(client.status("\ud800-id"), 10)
+    with pytest.raises(TypeError, match="timeout must be None or a number of seconds, not str"):
+        await asyncio.wait_for(client.result(task_id, timeout="5"), 10)  # type: ignore[arg-type]
     assert await asyncio.wait_for(client.result(task_id, timeout=10), 15) == 11
     await assert_still_serving(client)

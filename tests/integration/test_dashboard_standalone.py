@@ -53,3 +53,4 @@ def test_a_standalone_dashboard_reads_a_remote_control_plane_and_stops_cleanly(
         code = stop_process(process)
         print(log_path.read_text())
     assert code == 0
+    assert not ready.exists()  # it serves no more

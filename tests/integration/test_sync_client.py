@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastworker.client import SyncClient, TaskState
+import threading
+
+import pytest
+
+from fastworker.client import ControlPlaneUnavailable, SyncClient, TaskState
 
 
 def test_the_sync_client_submits_delays_reads_results_and_status(start_cp):
@@ -46,3 +50,53 @@ def test_the_sync_client_watches_a_task_and_calls_back_when_it_ends(start_cp, tm
         for _info in client.watch(client.delay("fwtests.sleep_then_mark", 0.2, str(tmp_path / "left")), timeout=10):
             break
         assert client.submit("fwtests.add", 1, 1, timeout=10) == 2
+
+
+def test_a_bad_on_complete_callback_or_a_close_during_a_watch_leaves_no_call_waiting_for_ever(start_cp, tmp_path):
+    control_plane = start_cp()
+    client = SyncClient(control_plane.discovery)
+    # A callback that exits, or an async one that calls the sync client (it would wait on its own
+    # loop): each is logged; the client goes on
+    client.on_complete(client.delay("fwtests.add", 1, 1), lambda info: exit(3)).result(timeout=10)
+
+    async def calls_back(info):
+        client.status(info.id)
+
+    client.on_complete(client.delay("fwtests.add", 1, 2), calls_back).result(timeout=10)
+    assert client.submit("fwtests.add", 2, 2, timeout=10) == 4
+    with pytest.raises(TypeError, match="callback must be callable"):
+        client.on_complete(client.delay("fwtests.add", 1, 3), "not a function")
+    with pytest.raises(ValueError, match="NaN"):
+        next(client.watch(client.delay("fwtests.add", 1, 4), timeout=float("nan")))
+
+    # Many plain callbacks that each wait on the client (one more on_complete apiece) all finish
+    finished = []
+
+    def nested(info):
+        client.on_complete(client.delay("fwtests.add", 0, 0), lambda _: None).result(timeout=20)
+        finished.append(info.id)
+
+    futures = [client.on_complete(client.delay("fwtests.add", i, 0), nested) for i in range(40)]
+    for future in futures:
+        future.result(timeout=30)
+    assert len(finished) == 40
+
+    # A watch waiting in another thread ends when the client closes, as an async call would
+    seen: list[object] = []
+    slow = client.delay("fwtests.sleep_then_mark", 5, str(tmp_path / "slow"))
+
+    def watch() -> None:
+        try:
+            for info in client.watch(slow, timeout=30):
+                seen.append(info.state)
+        except ControlPlaneUnavailable as exc:
+            seen.append(exc)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    while not seen:
+        threading.Event().wait(0.01)
+    client.close()
+    watcher.join(timeout=10)
+    assert not watcher.is_alive()
+    assert isinstance(seen[-1], ControlPlaneUnavailable)

@@ -1001,4 +1001,14 @@ def test_args_after_a_double_dash_are_task_arguments_wherever_the_options_stand(
     with pytest.raises(SystemExit) as exc:  # a command without ARGs takes nothing after "--"
         parse_command_line(make_parser(), ["stats", "--", "x"])
     assert exc.value.code == RET_USAGE
-    assert "unrecognized arguments: x" in capsys.readouterr().err
+    assert "unrecognized arguments: -- x" in capsys.readouterr().err
+    # ARGs may follow the options too, in order; negative numbers are ARGs
+    for argv, expected in (
+        (["submit", "echo", "--wait", "1", "2"], ["1", "2"]),
+        (["submit", "echo", "1", "--wait", "2", "--priority", "high", "3"], ["1", "2", "3"]),
+        (["submit", "echo", "--wait", "-5", "-2.5", "--", "-x"], ["-5", "-2.5", "-x"]),
+    ):
+        assert parse_command_line(make_parser(), argv).args == expected, argv
+    # A task id that starts with "-" after "--", as argparse reads it for every single-id command
+    for command in ("status", "result", "cancel", "retry", "inspect", "workflow"):
+        assert "-dash" in vars(parse_command_line(make_parser(), [command, "--", "-dash"])).values(), command

@@ -134,6 +134,8 @@ def _wait_bound(timeout: float | None) -> float | None:
     """
     if timeout is None:
         return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}: {timeout!r:.40}")
     if math.isnan(timeout):
         raise ValueError("timeout must be None or a number of seconds, not NaN")
     return max(0.0, timeout)
@@ -780,7 +782,8 @@ class Client(AdminMethods):
             TaskTimeout: timeout passed before the task was final.
         """
         task_id = id_arg(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        bound = _wait_bound(timeout)
+        deadline = None if bound is None else time.monotonic() + bound
         after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
         info = await self.status(task_id)
         yield info

@@ -8,12 +8,17 @@ __all__ = ["id_arg", "ids_arg"]
 
 
 def id_arg(value: object, what: str = "task_id") -> str:
-    """``value`` if it is an id (a str); else a TypeError naming what was given.
+    """``value`` if it is an id (a str that UTF-8 can encode); else a TypeError (ValueError) naming it.
 
     Checked before anything is sent: a non-str id would fail deep in the protobuf layer, or (bytes)
     be sent as text and never match the answer, leaving a wait without an end.
     """
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{what} is not valid text (it holds a lone surrogate): {value!r:.80}") from None
         return value
     hint = " (a handle: pass handle.id)" if hasattr(value, "id") else ""
     raise TypeError(f"{what} must be a str, not {type(value).__name__}: {value!r:.80}{hint}")

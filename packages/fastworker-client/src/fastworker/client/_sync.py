@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from fastworker.client import handles
 from fastworker.client._async import Client
-from fastworker.client.errors import ForkedProcessError
+from fastworker.client.errors import ControlPlaneUnavailable, ForkedProcessError
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+logger = logging.getLogger(__name__)
 
 
 def _blocking(
@@ -77,6 +81,8 @@ class SyncClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name="fastworker-sync-client", daemon=True)
         self._thread.start()
         self._closed = False
+        #: Calls waiting on the loop: failed by ``close`` (the loop stops; they would wait for ever).
+        self._pending: set[concurrent.futures.Future[Any]] = set()
         # Tokens of `with` blocks that made this the current sync client (handles.current_sync_client).
         self._current_tokens: list[contextvars.Token[Any]] = []
 
@@ -100,7 +106,22 @@ class SyncClient:
                 f"this SyncClient was made in process {self._pid}, which process {os.getpid()} was forked from:"
                 " its thread did not survive the fork; make a SyncClient in this process (after the fork)"
             )
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError(
+                "a SyncClient method was called on the client's own event loop (from an async on_complete"
+                " callback?): it would wait for ever; use a plain callback, or an async Client"
+            )
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        self._pending.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise ControlPlaneUnavailable("the client was closed") from None
+            raise
+        finally:
+            self._pending.discard(future)
 
     def __enter__(self) -> SyncClient:
         """Connect, and make this the current client of sync typed calls (``add.delay_sync(...)``) in the block."""
@@ -125,6 +146,10 @@ class SyncClient:
             asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result()
         finally:
             self._closed = True
+            for future in list(self._pending):
+                future.cancel()  # its caller gets ControlPlaneUnavailable, as an async call would
+            with contextlib.suppress(Exception):  # let the loop run those cancellations before it stops
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self._loop).result(timeout=1)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             self._loop.close()
@@ -179,16 +204,41 @@ class SyncClient:
     ) -> concurrent.futures.Future[None]:
         """Call ``callback(info)`` once the task is final; returns a future done once it ran (cancel it to stop waiting).
 
-        A plain function runs in a thread of the client's loop executor, so it may call this client's
-        methods; a coroutine function runs on the client's loop. As with :meth:`Client.on_complete`,
-        errors of the wait (unknown id, timeout) and of the callback are logged, not raised.
+        A plain function runs in a thread of its own, so it may call this client's methods (even
+        wait on another ``on_complete``); a coroutine function runs on the client's loop and must
+        not call this client's blocking methods. As with :meth:`Client.on_complete`, errors of the
+        wait (unknown id, timeout) and of the callback, ``SystemExit`` included, are logged, not raised.
+
+        Raises:
+            TypeError: ``callback`` is not callable.
         """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         if inspect.iscoroutinefunction(callback):
-            run: Callable[[TaskInfo], Any] = callback
+
+            async def run(info: TaskInfo) -> None:
+                try:
+                    await callback(info)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException:  # SystemExit too: it would end the client's loop thread
+                    logger.exception("on_complete callback for task %s failed", info.id)
+
         else:
 
             async def run(info: TaskInfo) -> None:
-                await asyncio.to_thread(callback, info)
+                done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+                def call() -> None:
+                    try:
+                        callback(info)
+                    except BaseException:  # SystemExit too: it would end the client's loop thread
+                        logger.exception("on_complete callback for task %s failed", info.id)
+                    finally:
+                        done.set_result(None)
+
+                threading.Thread(target=call, name="fastworker-on-complete", daemon=True).start()
+                await asyncio.wrap_future(done)
 
         async def watcher() -> None:
             await self._client.on_complete(task_id, run, timeout=timeout)

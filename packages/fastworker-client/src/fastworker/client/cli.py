@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NoReturn, TextIO
@@ -1025,23 +1026,28 @@ async def _is_workflow(client: Client, maybe_id: str) -> bool:
     return True
 
 
+#: What argparse reads as a negative number rather than an option (``-5``, ``-.5``, ``-2.5``).
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse like ``parse_args``, but an unknown flag is named even when the command is missing too (exit 2).
 
-    Everything after the first ``--`` is the command's ARGs, wherever the options stand
-    (``submit echo --wait -- -x``): argparse alone refuses ARGs after an option once the list has
-    started, so a text argument that starts with ``-`` could be given in one order only.
+    A command's ARGs may also follow its options (``submit echo --wait 1 2``), and everything after
+    the first ``--`` is ARGs wherever the options stand (``submit echo --wait -- -x``): argparse
+    alone refuses ARGs after an option once the list has started.
     """
     words = list(sys.argv[1:] if argv is None else argv)
-    trailing: list[str] = []
-    if "--" in words:
-        at = words.index("--")
-        words, trailing = words[:at], words[at + 1 :]
     args, unknown = parser.parse_known_args(words)
-    if trailing and isinstance(getattr(args, "args", None), list):
-        args.args.extend(trailing)
-    else:
-        unknown += trailing
+    if unknown and isinstance(getattr(args, "args", None), list):
+        trailing: list[str] = []
+        if "--" in words:
+            at = words.index("--")
+            args, unknown = parser.parse_known_args(words[:at])
+            trailing = words[at + 1 :]
+        late = [word for word in unknown if not word.startswith("-") or _NEGATIVE_NUMBER.match(word)]
+        unknown = [word for word in unknown if word not in late]
+        args.args.extend([*late, *trailing])
     if unknown:
         dashed = [word for word in unknown if word.startswith("-")]
         hint = (

@@ -130,5 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         running.stop()
         return RET_OK
     finally:
+        if args.ready_file:
+            remove_ready_file(args.ready_file)  # it serves no more, as for the daemons
         for sig, handler in previous.items():
             signal.signal(sig, handler)
