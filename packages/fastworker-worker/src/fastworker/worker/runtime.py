@@ -83,11 +83,11 @@ UNHEARD_WARNING_EVERY = 10.0
 #: most (a control plane that refuses every time, e.g. of another protocol version, is not flooded
 #: with requests, nor the log with the same warning).
 REGISTER_RETRY_FIRST = 0.5
+REGISTER_RETRY_MAX = 5.0
 #: Seconds between looks, while draining, at whether undelivered outcomes found a control plane.
 DELIVERY_POLL = 0.1
 #: Seconds between warnings that tasks arrive past this worker's fence (a link too slow for it).
 LATE_ANSWER_LOG_EVERY = 60.0
-REGISTER_RETRY_MAX = 5.0
 #: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
 POOLS = ("processes", "threads")
 
