@@ -35,6 +35,7 @@ SHARED_INTERNALS: dict[str, str] = {
     "fastworker.client._transport": "request channels and subscriptions, for the client and the subworker's link",
     "fastworker.client._requester": "request/reply with retries and typed errors, for the client and the subworker",
     "fastworker.client._background": "keeping background tasks alive and ending them, for the client and the subworker",
+    "fastworker.worker._stopsignals": "the signals both daemons answer (stop on TERM, INT, HUP; USR1/USR2 ignored)",
     "fastworker.worker._pid1": "the minimal init a daemon started as a container's PID 1 leaves behind (reaps orphans)",
     "fastworker.client._readyfile": "the --ready-file every daemon writes (control plane, subworker, dashboard)",
     "fastworker.client._progress": "where report_progress sends a task's progress: the runtimes bind it around each run",

@@ -100,3 +100,30 @@ async def test_a_submit_in_flight_when_a_control_plane_without_a_journal_dies_is
     with pytest.raises(TaskNotFound):
         await client.status("in-flight")  # never accepted by the new instance
     assert log.read_text().splitlines() == ["once"]
+
+
+async def test_sighup_stops_both_daemons_gracefully_and_sigusr1_is_ignored(
+    start_cp_for_workers, start_worker, make_client
+):
+    # A closing terminal sends SIGHUP: it ended a daemon at once (no drain, the ready file left);
+    # SIGUSR1/2, which a container's init passes on, ended it too
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "hup")
+    client = make_client(control_plane)
+    for daemon in (worker.process, control_plane.process):
+        daemon.send_signal(signal.SIGUSR1)
+        daemon.send_signal(signal.SIGUSR2)
+    assert await client.submit("fwtests_worker.whoami", timeout=10) == "hup"  # both still serve
+
+    task_id = await client.delay("fwtests_worker.sleep_for", 1.0)
+    await asyncio.sleep(0.3)
+    worker.process.send_signal(signal.SIGHUP)
+    assert await asyncio.to_thread(worker.process.wait, 20) == 0
+    info = await client.status(task_id)  # it drained: the running task finished first
+    assert (info.state, info.result) == (TaskState.SUCCESS, "hup")
+    assert "draining: SIGHUP" in worker.log()
+
+    control_plane.process.send_signal(signal.SIGHUP)
+    assert await asyncio.to_thread(control_plane.process.wait, 20) == 0
+    assert "shutting down: SIGHUP" in control_plane.log()
+    assert "SIGUSR1 received: it means nothing to this daemon" in control_plane.log()

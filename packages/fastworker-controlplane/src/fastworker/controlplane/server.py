@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import logging
 import os
-import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from fastworker.protocol.auth import FrameAuth
 from fastworker.protocol.v1.discovery_pb2 import Announcement
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 from fastworker.worker._stallwatch import LoopStallWatch
+from fastworker.worker._stopsignals import answer_signals
 from fastworker.worker.policy import options_policy
 
 logger = logging.getLogger(__name__)
@@ -444,8 +444,7 @@ class ControlPlane:
     async def run(self) -> None:
         """Serve until a stop is requested, then drain and close."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        answer_signals(loop, self.request_stop)
         await self._stop.wait()
         await self.shutdown()
 

@@ -22,7 +22,6 @@ import contextlib
 import enum
 import logging
 import os
-import signal
 import socket
 import time
 import uuid
@@ -45,6 +44,7 @@ from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker._stallwatch import LoopStallWatch
+from fastworker.worker._stopsignals import answer_signals
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
 from fastworker.worker.health import HealthServer
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
@@ -298,8 +298,7 @@ class Worker:
         self._progress.attach(loop)  # tasks may report from threads of their own
         self._stall_watch = LoopStallWatch(loop, what="worker's event loop")
         self._stall_watch.start()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        answer_signals(loop, self.request_stop)
         s = self.settings
         if s.ready_file:
             # One a killed predecessor left (a restarted container keeps /tmp) would say this
