@@ -227,17 +227,22 @@ class Dispatcher:
 
     def _settle_orphan(self, record: TaskRecord, why: str) -> None:
         """Re-run an orphan if it has retries left, else fail it with ``ControlPlaneLost``."""
-        if record.attempts < 1 + self.orphans.retries(record):
-            record.started_at = 0.0
-            self.coordinator.requeue_front(record, ran=True)
-            return
-        self.coordinator.end(
+        self._rerun_or_fail(
             record,
-            FAILURE,
+            self.orphans.retries(record),
             CONTROL_PLANE_LOST,
             f"the control plane stopped while the task was running on worker {record.worker} (attempt"
             f" {record.attempts}), and {why}; it has no retries left",
         )
+
+    def _rerun_or_fail(self, record: TaskRecord, retries: int, error_type: str, message: str) -> bool:
+        """A run that ended without an outcome: re-queue it (True) if ``retries`` allow another, else fail it."""
+        if record.attempts < 1 + retries:
+            record.started_at = 0.0
+            self.coordinator.requeue_front(record, ran=True)
+            return True
+        self.coordinator.end(record, FAILURE, error_type, message)
+        return False
 
     def heard(self, worker: WorkerRecord) -> None:
         """A request from the worker came in: its lease is renewed."""
@@ -343,18 +348,13 @@ class Dispatcher:
             record.attempts -= 1
             self.coordinator.requeue_front(record, ran=False)
             return True
-        if record.attempts < 1 + self.coordinator.policy_for(record).retries:
-            record.started_at = 0.0
-            self.coordinator.requeue_front(record, ran=True)
-            return True
-        self.coordinator.end(
+        return self._rerun_or_fail(
             record,
-            FAILURE,
+            self.coordinator.policy_for(record).retries,
             WORKER_LOST,
             f"worker {worker.worker_id} {what_happened} while the task was running there, or given to it to start"
             " (that counts as an attempt: it may have started)",
         )
-        return False
 
     def pipe_closed(self, pipe_id: int) -> None:
         """A connection dropped: its workers are lost at once (no need to wait for the heartbeat timeout).
