@@ -15,14 +15,18 @@ from fastworker.protocol.v1 import task_pb2, worker_pb2
 BOUND = 5.0
 
 
-def replayed(*running: tuple[str, str, int, int]) -> tuple[Recovered, list[str]]:
-    """A replay of tasks that were running at the stop: (name, worker, attempt, retries its definition gave)."""
+def replayed(*running: tuple[str, str, int, int] | tuple[str, str, int, int, str]) -> tuple[Recovered, list[str]]:
+    """A replay of tasks that were running at the stop.
+
+    Each is (name, worker, attempt, retries its definition gave) and optionally the worker process
+    it went to; without one, the record is as an older control plane wrote it.
+    """
     state = JournalState()
     ids = []
-    for name, worker, attempt, retries in running:
+    for name, worker, attempt, retries, *incarnation in running:
         spec = task_pb2.TaskSpec(task_id=str(uuid.uuid4()), name=name, arguments=encode_arguments((), {}))
         state.apply((ACCEPT, spec.task_id, spec.SerializeToString(), task_pb2.PRIORITY_NORMAL, 1.0, PENDING, 0.0))
-        state.apply((RUN, spec.task_id, attempt, worker, 2.0, False, retries))
+        state.apply((RUN, spec.task_id, attempt, worker, 2.0, False, retries, *incarnation))
         ids.append(spec.task_id)
     return recover(state, now=10.0, retries_for=lambda name: None), ids
 
@@ -67,6 +71,36 @@ async def test_a_worker_coming_back_adopts_what_it_still_runs_and_the_rest_of_it
     # When w1 reports the adopted task's outcome, it is taken like any other
     rig.report("w1", success(kept, 1, 42))
     assert find(kept).state == SUCCESS and find(kept).attempts == 1
+
+
+async def test_what_the_very_process_it_went_to_does_not_hold_never_reached_it_and_runs_with_that_attempt_uncounted(
+    dispatch_rig: Any,
+) -> None:
+    # Given a replay that left on w1 two tasks dispatched to its process p1 (no retries), one to an
+    # earlier process p0, and one journaled before workers' processes were recorded
+    recovered, (running, unreached, earlier, unknown) = replayed(
+        ("job", "w1", 1, 0, "p1"), ("job", "w1", 2, 0, "p1"), ("job", "w1", 1, 0, "p0"), ("job", "w1", 1, 0)
+    )
+    rig = dispatch_rig(recovered=recovered)
+    find = rig.coordinator.find
+
+    # When process p1 registers holding only the first: the second never reached it (the dispatch was
+    # cut by the stop, or it waited unstarted in its prefetch queue, which it drops)
+    reply = rig.register("w1", ["job"], incarnation="p1", held=((running, 1),)).envelope.register_reply
+
+    # Then it adopts the first; the second is queued again, its cut attempt not counted: it runs,
+    # although it has no retries, and fails with nothing
+    assert list(reply.adopted_task_ids) == [running]
+    assert (find(unreached).state, find(unreached).attempts, find(unreached).worker) == (PENDING, 1, "")
+    assert rig.coordinator.counters.retried == 0
+    pull = rig.pull("w1")
+    async with asyncio.timeout(BOUND):
+        while not pull.answered:
+            await asyncio.sleep(0.005)
+    assert [task.task_id for task in pull.tasks] == [unreached] and pull.tasks[0].attempt == 2
+    # The others may have run in a process that is gone: settled as after a lost worker
+    for task_id in (earlier, unknown):
+        assert find(task_id).state == FAILURE and find(task_id).error.type == CONTROL_PLANE_LOST
 
 
 async def test_orphans_nobody_adopts_within_the_window_run_again_if_they_have_retries_else_fail(

@@ -27,6 +27,7 @@ import pytest
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.controlplane import cli
 from fastworker.controlplane import journal as journal_module
+from fastworker.controlplane.adoption import OrphanRun
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.journal import (
@@ -314,7 +315,7 @@ def test_a_running_task_is_requeued_only_with_retries_left(
     recovered = recover(state, now=10.0, retries_for=lambda name: registered)
     (orphan,) = recovered.records
     assert (orphan.state, orphan.attempts, orphan.worker) == (RUNNING, attempts, "w1")
-    allowed = recovered.orphans[other.task_id]
+    allowed = recovered.orphans[other.task_id].retries
     assert (attempts < 1 + allowed) == (expected == PENDING)
     assert state.tasks[other.task_id].state == RUNNING  # the next snapshot keeps it running there
 
@@ -414,7 +415,7 @@ async def test_dispatch_to_a_worker_is_journaled_with_the_worker_definition_retr
     rig = dispatch_rig()
     journal = journals()
     rig.coordinator.journal = journal
-    rig.register("w1", {"remote": 2}, capacity=1)
+    rig.register("w1", {"remote": 2}, capacity=1, incarnation="w1-process")
     record = rig.submit("remote")
     prefetched = rig.submit("remote")
     pull = rig.pull("w1")
@@ -423,12 +424,46 @@ async def test_dispatch_to_a_worker_is_journaled_with_the_worker_definition_retr
     journal.close()
 
     # When it comes back, with no worker registered and no local definition, the retry is still
-    # known: the running task waits for w1 to adopt it, with the 2 retries its definition gives
+    # known: the running task waits for w1 to adopt it, with the 2 retries its definition gives,
+    # and the worker process it went to
     reopened = journals()
     records = by_id(reopened)
     assert (records[record.task_id].state, records[record.task_id].attempts) == (RUNNING, 1)
-    assert reopened.recovered.orphans == {record.task_id: 2}
+    assert reopened.recovered.orphans == {record.task_id: OrphanRun(2, "w1-process")}
     assert records[prefetched.task_id].state == PENDING
+
+
+async def test_a_worker_outcome_is_acknowledged_only_once_the_journal_wrote_it(
+    dispatch_rig: Any, journals: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # Given a task running on w1, its start journaled
+    rig = dispatch_rig()
+    journal = journals()
+    rig.coordinator.journal = journal
+    monkeypatch.setattr(journal_module, "WRITE_RETRY_DELAY", 0.01)
+    rig.register("w1", ["remote"], capacity=1, incarnation="w1-process")
+    record = rig.submit("remote")
+    pull = rig.pull("w1")
+    await until(lambda: pull.answered)
+    (task,) = pull.tasks
+
+    # When it reports the outcome while the disk refuses writes
+    real_write = os.write
+    monkeypatch.setattr(journal_module.os, "write", no_space)
+    ack = rig.report("w1", rig.success(task, 42))
+    await asyncio.sleep(0.05)
+
+    # Then the task is done, but the worker is not told so: a crash now would lose the outcome, and
+    # it forgets what is acknowledged
+    assert record.state == SUCCESS
+    assert not ack.answered
+    # and it is once the disk took the outcome
+    monkeypatch.setattr(journal_module.os, "write", real_write)
+    await until(lambda: ack.answered)
+    assert ack.envelope.WhichOneof("body") == "ack"
+    journal.close()
+    finished = fold(tmp_path / "tasks.journal")[0].tasks[record.task_id]  # (the rig's clock is years back)
+    assert (finished.state, finished.result) == (SUCCESS, encode_value(42).SerializeToString())
 
 
 # ------------------------------------------------------------------------------ group commit

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fastworker.client.limits import UNSET, Rate, Unset
 from fastworker.client.task import TaskRegistry
+from fastworker.controlplane.adoption import OrphanRun
 from fastworker.controlplane.duetimer import DueTimer
 from fastworker.controlplane.events import EventBus
 from fastworker.controlplane.expiry import ExpiryWatch
@@ -186,9 +187,9 @@ class Coordinator:
         #: Task names some registered subworker runs (kept current by the dispatcher).
         self.remote_task_names: frozenset[str] = frozenset()
         self.dispatcher: RemoteExecution | None = None
-        #: Tasks a journal replay found running on subworkers, with their allowed retries, for the
+        #: Tasks a journal replay found running on subworkers, with what it knows of each run, for the
         #: dispatcher to wait on (``fastworker.controlplane.adoption``); it takes them when it attaches.
-        self.orphans: list[tuple[TaskRecord, int]] = []
+        self.orphans: list[tuple[TaskRecord, OrphanRun]] = []
         #: Uniqueness keys held by live tasks: key -> (record, held until), see ``_unique_key``.
         self._unique_keys: dict[str, tuple[TaskRecord, float]] = {}
         #: Each task name's policy from its definition (rule 2 of ``policy``); cleared when the fleet changes.
@@ -537,7 +538,7 @@ class Coordinator:
             if record.state == PENDING:
                 queued.append(record)
             elif record.state == RUNNING:  # on a subworker: the dispatcher waits for it to adopt it
-                self.orphans.append((record, recovered.orphans.get(record.task_id, 0)))
+                self.orphans.append((record, recovered.orphans.get(record.task_id, OrphanRun(0, ""))))
             elif record.spec.HasField("dependencies") and not record.spec.dependencies_met:
                 waiting.append(record)
             else:

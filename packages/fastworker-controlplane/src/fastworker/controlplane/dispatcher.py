@@ -161,7 +161,9 @@ class Dispatcher:
                 raise WorkerIdInUse(previous)
             self.lose(previous, "registered again by a new process")
         worker = WorkerRecord(request, pipe_id, self.coordinator.clock(), now, self.max_worker_tasks)
-        adopted, disowned = self.orphans.claim(worker.worker_id, ((h.task_id, h.attempt) for h in request.held))
+        adopted, undelivered, disowned = self.orphans.claim(
+            worker.worker_id, request.incarnation, ((h.task_id, h.attempt) for h in request.held)
+        )
         with self.coordinator.lock:
             self.fleet.add(worker)
             for record in adopted:
@@ -180,11 +182,20 @@ class Dispatcher:
                 len(disowned),
                 ", ".join(record.task_id for record in disowned[:20]) + (" ..." if len(disowned) > 20 else ""),
             )
+        if undelivered:
+            logger.info(
+                "worker %s never started %d tasks the previous control plane had dispatched to it: re-queued (%s)",
+                worker.worker_id,
+                len(undelivered),
+                ", ".join(record.task_id for record in undelivered[:20]) + (" ..." if len(undelivered) > 20 else ""),
+            )
+        for record in reversed(undelivered):  # each goes to the front: reversed keeps their order
+            self._requeue_unstarted(record)
         for record in disowned:
             self._settle_orphan(
                 record,
-                f"worker {worker.worker_id} registered again without listing it (it no longer ran it, or is"
-                " older than this control plane and cannot say so)",
+                f"worker {worker.worker_id} registered again without listing it (another process under that"
+                " id, or one too old to say which process it is)",
             )
         if worker.capacity < request.capacity:
             logger.warning(
@@ -501,14 +512,18 @@ class Dispatcher:
                 worker.leases.pop(record.task_id, None)
         for record in reversed(missing):  # each goes to the front: reversed keeps their order
             if record.state == RUNNING and record.worker == worker.worker_id:
-                record.attempts -= 1
-                record.started_at = 0.0
-                self.coordinator.requeue_front(record, ran=False)
+                self._requeue_unstarted(record)
         logger.info(
             "worker %s never received %d dispatched tasks (an answer it no longer read); re-queued",
             worker.worker_id,
             len(missing),
         )
+
+    def _requeue_unstarted(self, record: TaskRecord) -> None:
+        """Put back a task dispatched to a worker that never got it: to the front, that attempt not counted."""
+        record.attempts -= 1
+        record.started_at = 0.0
+        self.coordinator.requeue_front(record, ran=False)
 
     def _expire_pull(self, worker: WorkerRecord, request: Request) -> None:
         if worker.pull is request:
@@ -555,15 +570,9 @@ class Dispatcher:
                 envelope.dispatch.prefetched_task_ids.append(record.task_id)
         envelope.dispatch.SetInParent()
         frame = encode_frame(envelope)
-        journal = coordinator.journal
-        if (
-            journal is not None
-            and (records or envelope.dispatch.granted_task_ids)
-            and not journal.write_through(block=False)
-        ):
-            # The worker starts what it gets: only once those starts are written (Journal.write_through),
-            # or, while the disk refuses writes, once they are on disk.
-            journal.after_durable(lambda: request.reply(frame))
+        if coordinator.journal is not None:
+            # The worker starts what it gets, and forgets the outcomes its request carried.
+            coordinator.journal.when_written(lambda: request.reply(frame))
         else:
             request.reply(frame)
 
@@ -634,7 +643,7 @@ class Dispatcher:
                 # not for this one.
                 worker.cancels.discard(record.task_id)
                 if coordinator.journal is not None:
-                    coordinator.journal.running(record, coordinator.policy_for(record).retries)
+                    coordinator.journal.running(record, coordinator.policy_for(record).retries, worker.incarnation)
                 assigned.setdefault(worker.worker_id, []).append(record)
                 refresh_ready = worker.room <= 0  # it filled: leave it out of the next pick
             self._rebalance(now, assigned)
@@ -692,7 +701,8 @@ class Dispatcher:
                     self.coordinator.mark_started(record, now)
                     thief.leases[record.task_id] = record
                     if self.coordinator.journal is not None:
-                        self.coordinator.journal.running(record, self.coordinator.policy_for(record).retries)
+                        retries = self.coordinator.policy_for(record).retries
+                        self.coordinator.journal.running(record, retries, thief.incarnation)
                     assigned.setdefault(thief.worker_id, []).append(record)
                 if moving:
                     logger.debug(
@@ -732,7 +742,7 @@ class Dispatcher:
                     record.held = False
                     self.coordinator.mark_started(record, now)
                 if self.coordinator.journal is not None:
-                    self.coordinator.journal.running(record)
+                    self.coordinator.journal.running(record, incarnation=worker.incarnation)
                 self.coordinator.events.publish_task(record)
             granted.append(task_id)
         return granted

@@ -85,6 +85,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from fastworker.controlplane.adoption import OrphanRun
 from fastworker.controlplane.queue import level_name
 from fastworker.controlplane.records import (
     CANCELLED,
@@ -123,9 +124,10 @@ WRITE_RETRY_DELAY = 0.5
 #: A task was accepted: PENDING, or SCHEDULED until ``eta``.
 ACCEPT = 1
 ACCEPT_FIELDS = ("kind", "task_id", "spec", "priority", "queued_at", "state", "eta")
-#: A task started (or was dispatched to a worker; ``held``: into its prefetch queue, not started).
+#: A task started (or was dispatched to a worker; ``held``: into its prefetch queue, not started);
+#: ``incarnation``: the worker process it went to ("" locally; absent from records written before it).
 RUN = 2
-RUN_FIELDS = ("kind", "task_id", "attempts", "worker", "started_at", "held", "retries")
+RUN_FIELDS = ("kind", "task_id", "attempts", "worker", "started_at", "held", "retries", "incarnation")
 #: A task waits again: PENDING (taken back from a worker) or RETRYING until ``eta``.
 WAIT = 3
 WAIT_FIELDS = ("kind", "task_id", "state", "attempts", "eta", "error")
@@ -169,6 +171,7 @@ TASK_FIELDS = (
     "held",
     "retries",
     "result_ttl",
+    "incarnation",
 )
 #: An operator set a task name's limits at run time (``rate`` "" and ``concurrency`` 0: none), or
 #: cleared them (``cleared``: its definition applies again).
@@ -391,6 +394,7 @@ class JournalTask:
         "eta",
         "finished_at",
         "held",
+        "incarnation",
         "priority",
         "queued_at",
         "result",
@@ -421,6 +425,8 @@ class JournalTask:
         self.retries = -1
         #: A finished task's own result TTL in seconds (0: the control plane's ``--result-ttl``).
         self.result_ttl = 0.0
+        #: The worker process a running task went to ("" when unknown, or run by the control plane).
+        self.incarnation = ""
 
     def as_record(self) -> tuple[Any, ...]:
         """This task as one TASK record."""
@@ -441,6 +447,7 @@ class JournalTask:
             self.held,
             self.retries,
             self.result_ttl,
+            self.incarnation,
         )
 
     @classmethod
@@ -462,6 +469,8 @@ class JournalTask:
         ) = record[4:15]
         if len(record) > 15:  # written since per-task result TTLs
             task.result_ttl = record[15]
+        if len(record) > 16:  # written since adoption knew worker processes
+            task.incarnation = record[16]
         return task
 
 
@@ -492,6 +501,7 @@ class JournalState:
             task.attempts, task.worker, task.started_at, task.held = record[2:6]
             if record[6] >= 0:
                 task.retries = record[6]
+            task.incarnation = record[7] if len(record) > 7 else ""
         elif kind == FINISH:
             task = self.tasks.get(record[1])
             if task is None:
@@ -516,6 +526,7 @@ class JournalState:
             if task.state == PENDING:
                 task.worker = ""
                 task.started_at = 0.0
+                task.incarnation = ""
         elif kind == TASK:
             task = JournalTask.from_record(record)
             self.tasks.pop(task.task_id, None)  # a retried task goes to the back, as in the queue
@@ -707,10 +718,10 @@ class Recovered:
     #: Ids of the tasks that were running and failed with ControlPlaneLost (no retries left): the
     #: restoring process counts these failures as its own (stats, /metrics), since no one else can.
     lost: list[str] = field(default_factory=list)
-    #: The tasks that were running on a subworker, with the retries they are allowed: still RUNNING,
-    #: for that worker to adopt when it registers with the restored process
-    #: (``fastworker.controlplane.adoption``), else settled by those retries.
-    orphans: dict[str, int] = field(default_factory=dict)
+    #: The tasks that were running on a subworker, with the retries they are allowed and the worker
+    #: process they went to: still RUNNING, for that worker to adopt when it registers with the
+    #: restored process (``fastworker.controlplane.adoption``), else settled.
+    orphans: dict[str, OrphanRun] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for the log."""
@@ -757,7 +768,7 @@ def recover(state: JournalState, now: float, retries_for: RetriesFor) -> Recover
             task.attempts = max(0, task.attempts - 1)
         elif task.worker and task.worker != LOCAL_WORKER_ID:
             # Its worker may still run it: settled only if that worker does not adopt it.
-            recovered.orphans[task.task_id] = _allowed_retries(task, spec, retries_for)
+            recovered.orphans[task.task_id] = OrphanRun(_allowed_retries(task, spec, retries_for), task.incarnation)
             continue
         elif task.attempts >= 1 + _allowed_retries(task, spec, retries_for):
             where = "in the control plane" if task.worker == LOCAL_WORKER_ID else f"on worker {task.worker or '?'}"
@@ -975,12 +986,16 @@ class Journal:
             )
         )
 
-    def running(self, record: TaskRecord, retries: int = -1) -> None:
+    def running(self, record: TaskRecord, retries: int = -1, incarnation: str = "") -> None:
         """A task started (or went to a worker's prefetch queue: ``record.held``); any thread.
 
         ``retries``: the re-runs it is allowed, when the caller resolved them from a worker's definition.
+        ``incarnation``: the worker process it went to, so that a replay knows whether the worker that
+        comes back is the one that got it.
         """
-        self._append((RUN, record.task_id, record.attempts, record.worker, record.started_at, record.held, retries))
+        self._append(
+            (RUN, record.task_id, record.attempts, record.worker, record.started_at, record.held, retries, incarnation)
+        )
 
     def waiting(self, record: TaskRecord) -> None:
         """A task waits again: PENDING (taken back from a worker) or RETRYING until its eta."""
@@ -1039,6 +1054,20 @@ class Journal:
                 self._notify()
         if now:
             callback()
+
+    def when_written(self, reply: Callable[[], None]) -> None:
+        """Send ``reply`` (on the loop's thread) once every record appended so far survives a crash of this process.
+
+        For replies to subworkers, which act on them: a worker starts what it is given only once
+        the start is recorded, and forgets an outcome once it is acknowledged, so the outcome must be
+        recorded first (else a crash in between loses a finished run, which its worker no longer
+        holds). Sent at once when everything is written, or can be written now on this thread
+        (:meth:`write_through`); else once it is on disk.
+        """
+        if self._written >= self._appended or self.write_through(block=False):
+            reply()
+        else:
+            self.after_durable(reply)
 
     def wait_durable(self, timeout: float | None = None) -> bool:
         """Block this thread (never the loop's) until every record appended so far is on disk.

@@ -174,9 +174,9 @@ class WorkerApi:
             ack.ack.SetInParent()
         frame = encode_frame(ack)
         journal = self.coordinator.journal
-        if granted and journal is not None and not journal.write_through(block=False):
-            # The worker starts the tasks granted here: only once those starts are written (or on disk).
-            journal.after_durable(lambda: request.reply(frame))
+        if journal is not None:
+            # The worker starts the tasks granted here, and forgets the outcomes it reported.
+            journal.when_written(lambda: request.reply(frame))
         else:
             request.reply(frame)
 
