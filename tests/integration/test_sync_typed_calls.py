@@ -155,3 +155,38 @@ def test_the_environment_secret_is_used(start_cp: Any, tmp_path: Path, monkeypat
         assert add.submit_sync(3, 4) == 7
     finally:
         _fresh_sync_clients()
+
+
+def test_a_connected_client_used_on_a_second_event_loop_raises_call_context_error_for_every_call(
+    shared_cp: RunningControlPlane,
+) -> None:
+    # Given a client connected on one asyncio.run (its connection belongs to that loop)
+    client = Client(shared_cp.discovery)
+
+    async def first() -> Any:
+        return await client.submit("fwtests.add", 20, 1, timeout=10)
+
+    assert asyncio.run(first()) == 21
+
+    # When a second asyncio.run uses it, every call says why, typed, and submits nothing
+    before = _submitted(shared_cp)
+    calls = {
+        "submit": lambda: client.submit("fwtests.add", 20, 2, timeout=10),
+        "delay": lambda: client.delay("fwtests.add", 20, 3),
+        "delay_many": lambda: client.delay_many([("fwtests.add", (20, 4))]),
+        "status": lambda: client.status("x"),
+        "result": lambda: client.result("x", timeout=1),
+        "cancel": lambda: client.cancel("x"),
+        "stats": lambda: client.stats(),
+        "workers": lambda: client.workers(),
+    }
+    for name, call in calls.items():
+
+        async def second(call: Any = call) -> Any:
+            return await call()
+
+        with pytest.raises(CallContextError, match="first used on another event loop"):
+            asyncio.run(second())
+            pytest.fail(f"{name} on a second event loop raised nothing")
+    assert _submitted(shared_cp) == before
+    asyncio.run(client.aclose())

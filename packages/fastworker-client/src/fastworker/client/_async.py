@@ -206,6 +206,20 @@ class Client(AdminMethods):
 
     # ------------------------------------------------------------------------------------- lifecycle
 
+    def _on_own_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, which must be the one this client was first used on (its sockets serve that one).
+
+        Raises:
+            CallContextError: another loop runs (a second ``asyncio.run``).
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop and self._loop is not None:
+            raise CallContextError(
+                "this Client was first used on another event loop (each asyncio.run() makes a new one), which its"
+                " connection belongs to: make one Client per event loop, or keep one loop (e.g. one asyncio.run)"
+            )
+        return loop
+
     async def __aenter__(self) -> Client:
         """Connect, and make this the current client of the block (for typed ``add.delay(...)``)."""
         await self.connect()
@@ -225,12 +239,7 @@ class Client(AdminMethods):
         """
         if self._closed:  # first: a closed client keeps its channel object, and a wait on it would never end
             raise ControlPlaneUnavailable("the client is closed")
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop and self._loop is not None:  # before the fast return: its sockets serve that loop
-            raise CallContextError(
-                "this Client was first used on another event loop (each asyncio.run() makes a new one), which its"
-                " connection belongs to: make one Client per event loop, or keep one loop (e.g. one asyncio.run)"
-            )
+        loop = self._on_own_loop()  # before the fast return: its sockets serve that loop
         if self._channel is not None and self._instance_id:
             return
         if self._loop is None:
@@ -323,6 +332,8 @@ class Client(AdminMethods):
         """
         if not self._instance_id:
             await self.connect()
+        else:
+            self._on_own_loop()
         requester = self._requester
         assert requester is not None
         return await requester.request(
