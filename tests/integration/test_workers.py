@@ -448,6 +448,79 @@ def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path)
     assert "port out of range" in error(run("--control-plane", "tcp://127.0.0.1:70000"))
     assert "expected a number of seconds" in error(run("--drain-timeout", "nan"))
     assert "uses TLS: give the CA bundle (--tls-ca)" in error(run("--control-plane", "tls+tcp://127.0.0.1:5550"))
+    # Numbers out of range name the flag the user typed (not a traceback about max_rss_bytes)
+    assert error(run("--max-child-rss", "-5")).endswith("--max-child-rss must be 0 (no limit) or more MB, got -5")
+    assert "--max-tasks-per-child must be 0 (never) or more, got -1" in error(run("--max-tasks-per-child", "-1"))
+    assert "--concurrency must be 1..10,000, got 10001" in error(run("--concurrency", "10001"))
+
+
+def test_sigterm_while_the_pool_starts_stops_the_worker_at_once_with_exit_0(tmp_path):
+    # A pool of 48 children takes many seconds to start on 2 cores: SIGTERM meanwhile stops it,
+    # with no traceback (it was ignored until the pool was up, and failed it with exit 1).
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(__file__).parent), env.get("PYTHONPATH"))))
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "fastworker.worker", "--task-modules", "fwtests_worker_tasks", "--concurrency", "48"]
+            + ["--control-plane", "tcp://127.0.0.1:9"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # Its signal handlers are in place before the pool starts: once a child exists, SIGTERM is its.
+        deadline = time.monotonic() + 30
+        while not _children_of(worker.pid):
+            assert time.monotonic() < deadline and worker.poll() is None, log.read_text()
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    text = log.read_text()
+    assert "Traceback" not in text
+    if "looking for a control plane" in text:
+        pytest.skip("the pool was up before the signal: this machine was too fast to test it")
+    assert "stopped while its processes pool was starting" in text, text
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_a_large_concurrency_caps_the_default_prefetch_instead_of_refusing_it(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(__file__).parent), env.get("PYTHONPATH"))))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fastworker.worker", "--task-modules", "fwtests_worker_tasks", "--pool", "threads"]
+        + ["--concurrency", "2600", "--control-plane", "tcp://127.0.0.1:9"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        line = worker.stdout.readline()
+        while "looking for a control plane" not in line:  # it got past its settings: it serves
+            assert line, f"exited with {worker.wait()} before serving"
+            line = worker.stdout.readline()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
 
 
 async def test_a_thread_stuck_past_its_hard_limit_takes_no_new_task_and_another_worker_runs_them(

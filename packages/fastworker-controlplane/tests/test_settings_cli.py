@@ -84,6 +84,8 @@ def test_settings_are_frozen() -> None:
         ({"drain_timeout": -0.5}, "--drain-timeout"),
         ({"announce_interval": 0.0}, "--announce-interval"),
         ({"max_frame_size": 1023}, "--max-frame-size"),
+        ({"max_frame_size": 10**20}, "--max-frame-size must be 1024..1,073,741,824 bytes"),  # not an OverflowError
+        ({"local_concurrency": 10**11}, "--local-concurrency must be 0..10,000"),  # it allocated until killed
         ({"local_concurrency": -1}, "got -1"),  # and the value
         ({"discovery_address": "foo://bar"}, "--discovery-address: unsupported address 'foo://bar'"),
         ({"client_address": "tcp://127.0.0.1:99999"}, "--client-address: .* port out of range"),
@@ -276,6 +278,8 @@ def test_main_exits_1_when_a_task_module_cannot_be_imported(capsys: pytest.Captu
         ["--drain-timeout", "nan"],
         ["--result-ttl", "abc"],
         ["--max-frame-size", "10"],
+        ["--max-frame-size", "99999999999999999999"],
+        ["--local-concurrency", "99999999999"],
         ["--discovery-address", "foo://bar"],
         ["--dashboard-address", "127.0.0.1:abc"],
     ],

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
+import os
+import signal
 
+import pytest
 from rich.text import Text
 from textual.widgets import Input, Sparkline, Static
 from tui_keys import press_confirmed
@@ -343,6 +347,22 @@ async def test_q_quits_and_an_owned_client_is_closed(fake, wait):
         await wait(pilot, lambda: app.task_table.row_count == 5, "tasks")
         await pilot.press("q")
     assert fake.closed
+
+
+@pytest.mark.parametrize("how", ["ctrl+c", "SIGTERM", "SIGHUP"])
+async def test_ctrl_c_sigterm_and_sighup_quit_as_q_does(fake, wait, how):
+    app = FastworkerTop(fake, address="tcp://fake:1", refresh_interval=0.1, owns_client=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(pilot, lambda: app.task_table.row_count == 5, "tasks")
+        if how == "ctrl+c":
+            await pilot.press("ctrl+c")
+        else:
+            os.kill(os.getpid(), getattr(signal, how))
+        await wait(pilot, lambda: app.return_code is not None, f"the app to quit on {how}")
+        assert app.return_code == 0
+    assert fake.closed
+    # and the signals are the process's own again (here: pytest's) once it quit
+    assert asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM) is False
 
 
 async def test_a_client_passed_to_make_app_is_left_open(fake, wait):

@@ -33,6 +33,18 @@ def test_a_bad_refresh_is_a_usage_error(value: str, capsys: pytest.CaptureFixtur
     assert "--refresh" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("address", ["tcp://nope:x", "ipc://", "http://127.0.0.1:5550"])
+def test_a_bad_control_plane_address_is_a_usage_error_naming_it(
+    address: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.main(["--control-plane", address]) == cli.RET_USAGE
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("fastworker-top: error: argument --control-plane: ") and repr(address) in error
+    monkeypatch.setenv("FASTWORKER_CONTROL_PLANE", address)
+    assert cli.main([]) == cli.RET_USAGE
+    assert f"FASTWORKER_CONTROL_PLANE={address!r}" in capsys.readouterr().err
+
+
 def test_help_names_the_keys_and_env_vars(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == cli.RET_OK
     out = capsys.readouterr().out

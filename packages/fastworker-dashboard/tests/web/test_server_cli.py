@@ -50,6 +50,11 @@ def test_cli_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest
             main(argv)
         assert exit_info.value.code == 2, argv
     assert "HOST:PORT" in capsys.readouterr().err
+    # a control-plane address it could never dial: refused up front, naming it (not the HTTP address)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--control-plane", "tcp://nope:x", "--dashboard-address", "127.0.0.1:0"])
+    assert exit_info.value.code == 2
+    assert "argument --control-plane: address 'tcp://nope:x' has a non-numeric port" in capsys.readouterr().err
     monkeypatch.setenv("FASTWORKER_DASHBOARD_ADDRESS", "not-an-address")
     with pytest.raises(SystemExit) as exit_info:
         main([])

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from fastworker.client.models import Priority
+from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.ids import task_id_problem
 from fastworker.protocol.queues import QueueNameError, check_queue_name, parse_queues
 from fastworker.protocol.v1 import task_pb2
@@ -32,6 +33,7 @@ __all__ = [
     "SubmitOptionArgs",
     "SubmitOptions",
     "add_submit_arguments",
+    "address_argument",
     "options_from_namespace",
     "parse_when",
     "queue_argument",
@@ -96,6 +98,17 @@ def seconds_argument(text: str) -> float:
 
         raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
     return seconds
+
+
+def address_argument(text: str) -> str:
+    """An nng address from the command line or environment (``--control-plane``): refused at parse time, naming it."""
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        import argparse
+
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def queue_argument(text: str) -> str:

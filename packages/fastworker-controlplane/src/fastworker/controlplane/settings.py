@@ -9,7 +9,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
 from fastworker.protocol.auth import Secret
 from fastworker.protocol.queues import DEFAULT_QUEUE
-from fastworker.worker.runtime import POOLS
+from fastworker.worker.runtime import MAX_CONCURRENCY, POOLS
 
 #: Default addresses (docs/reference.md).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"
@@ -17,6 +17,10 @@ DEFAULT_CLIENT_ADDRESS = "tcp://127.0.0.1:5551"
 DEFAULT_DISPATCH_ADDRESS = "tcp://127.0.0.1:5552"
 DEFAULT_DASHBOARD_ADDRESS = "127.0.0.1:8080"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:5553"
+#: Largest --local-concurrency: as for a subworker's --concurrency (each slot is a thread or a child).
+MAX_LOCAL_CONCURRENCY = MAX_CONCURRENCY
+#: Largest --max-frame-size (1 GiB): what nng's receive limit and the journal's batches take.
+MAX_FRAME_SIZE_LIMIT = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,10 @@ class ControlPlaneSettings:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.local_concurrency >= 0, f"--local-concurrency must be 0 or more, got {self.local_concurrency!r}"),
+            (
+                0 <= self.local_concurrency <= MAX_LOCAL_CONCURRENCY,
+                f"--local-concurrency must be 0..{MAX_LOCAL_CONCURRENCY:,}, got {self.local_concurrency!r}",
+            ),
             (self.local_pool in POOLS, f"--local-pool must be one of {', '.join(POOLS)}, not {self.local_pool!r}"),
             (bool(self.queues), "--queues must name at least one queue"),
             (self.result_cache_size >= 1, f"--result-cache-size must be at least 1, got {self.result_cache_size!r}"),
@@ -104,7 +111,10 @@ class ControlPlaneSettings:
             ),
             (self.drain_timeout >= 0, f"--drain-timeout cannot be negative, got {self.drain_timeout!r}"),
             (self.announce_interval > 0, f"--announce-interval must be positive, got {self.announce_interval!r}"),
-            (self.max_frame_size >= 1024, f"--max-frame-size must be at least 1024 bytes, got {self.max_frame_size!r}"),
+            (
+                1024 <= self.max_frame_size <= MAX_FRAME_SIZE_LIMIT,
+                f"--max-frame-size must be 1024..{MAX_FRAME_SIZE_LIMIT:,} bytes, got {self.max_frame_size!r}",
+            ),
             (
                 self.misfire_policy in ("run_once", "skip", "run_all"),
                 f"--misfire-policy: run_once, skip or run_all, got {self.misfire_policy!r}",

@@ -22,7 +22,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
-from fastworker.worker.runtime import POOLS, Worker, WorkerSettings, default_worker_id
+from fastworker.worker.runtime import MAX_PREFETCH, POOLS, Worker, WorkerSettings, default_worker_id
 from fastworker.worker.version import __version__
 
 #: Exit codes.
@@ -68,7 +68,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="tasks to hold beyond --concurrency while tasks are short (default: 4 x concurrency; 0: never)",
+        help="tasks to hold beyond --concurrency while tasks are short (default: 4 x concurrency, at most "
+        f"{MAX_PREFETCH:,}; 0: never)",
     )
     p.add_argument("--worker-id", default=None, help="unique id in the fleet (default: HOST-PID)")
     p.add_argument(
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             control_plane=args.control_plane,
             concurrency=args.concurrency,
             queues=args.queues,
-            prefetch=args.prefetch if args.prefetch is not None else 4 * args.concurrency,
+            prefetch=args.prefetch if args.prefetch is not None else min(4 * args.concurrency, MAX_PREFETCH),
             worker_id=default_worker_id() if args.worker_id is None else args.worker_id,  # "" is refused
             drain_timeout=args.drain_timeout,
             pool=args.pool,

@@ -263,14 +263,19 @@ class ProcessPool:
     async def start(self, timeout: float = 30) -> None:
         """Start every child and wait until each has imported the task modules.
 
+        Children start one after another, the loop running between them (a start blocks it until
+        the new interpreter reads its instructions: on a busy host, a large pool would hold the
+        loop, and a SIGTERM, for many seconds), and import side by side.
+
         Args:
-            timeout: Seconds to wait for all children to be ready; also the limit for each
-                later replacement child.
+            timeout: Seconds the children may go without one more of them becoming ready (a large
+                pool on few cores takes longer than that in all); also the limit for each later
+                replacement child.
 
         Raises:
             TaskLoadError: A child could not import the task modules (the child's error text),
                 or died while importing them.
-            TimeoutError: The children were not ready within ``timeout``.
+            TimeoutError: No child became ready for ``timeout`` seconds.
             RuntimeError: The pool was started or closed already.
         """
         if self._started or self._closed:
@@ -287,11 +292,20 @@ class ProcessPool:
                 child = self._spawn()
                 child.ready = ready
                 child.cancel_timer()  # start() has its own deadline
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.gather(*readies)
-            except TimeoutError:
-                raise TimeoutError(f"the pool's children were not ready within {timeout:g} s") from None
+                await asyncio.sleep(0)  # signals, and children that are ready, are seen meanwhile
+            waiting = {ready for ready in readies if not ready.done()}
+            for ready in readies:
+                if ready.done():
+                    ready.result()  # one that failed already (TaskLoadError) fails the start
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    raise TimeoutError(
+                        f"the pool's children stopped becoming ready: {self._size - len(waiting)} of {self._size}"
+                        f" ready, none more for {timeout:g} s"
+                    )
+                for ready in done:
+                    ready.result()
         except BaseException:
             for ready in readies:
                 if ready.done() and not ready.cancelled():

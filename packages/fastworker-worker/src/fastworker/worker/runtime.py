@@ -45,6 +45,7 @@ from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker._stallwatch import LoopStallWatch
 from fastworker.worker._stopsignals import answer_signals
+from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
 from fastworker.worker.health import HealthServer
 from fastworker.worker.link import ControlPlaneLink, NotRegistered
@@ -71,12 +72,16 @@ PULL_GATHER = 0.001
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
+#: Largest --concurrency accepted (slots; with ``--pool processes``, child processes).
+MAX_CONCURRENCY = 10_000
 #: The rank of a task that gives no priority (the control plane writes any other one into the spec).
 NORMAL_PRIORITY = task_pb2.PRIORITY_NORMAL
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
 EXIT_ID_IN_USE = 3
 #: Exit code when --health-address cannot be bound (in use, or not an address of this host).
 EXIT_LISTEN_FAILED = 1
+#: Exit code when the pool's children cannot start (an import fails in them, or they stop starting).
+EXIT_POOL_FAILED = 1
 #: Seconds between warnings, while no control plane announced itself yet, of why none did.
 UNHEARD_WARNING_EVERY = 10.0
 #: Seconds before registering again after a failed registration, doubled per failure up to the
@@ -138,14 +143,18 @@ class WorkerSettings:
     tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("--concurrency must be at least 1")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"--concurrency must be 1..{MAX_CONCURRENCY:,}, got {self.concurrency}")
+        if self.max_tasks_per_child < 0:
+            raise ValueError(f"--max-tasks-per-child must be 0 (never) or more, got {self.max_tasks_per_child}")
+        if self.max_child_rss < 0:
+            raise ValueError(f"--max-child-rss must be 0 (no limit) or more MB, got {self.max_child_rss // 2**20}")
         if not self.queues:
             raise ValueError("--queues must name at least one queue")
         for queue in self.queues:
             check_queue_name(queue)
         if not 0 <= self.prefetch <= MAX_PREFETCH:
-            raise ValueError(f"--prefetch must be 0..{MAX_PREFETCH}")
+            raise ValueError(f"--prefetch must be 0..{MAX_PREFETCH:,}, got {self.prefetch}")
         if not self.worker_id:
             raise ValueError("--worker-id cannot be empty (an unset variable?); leave it out for HOST-PID")
         try:
@@ -338,7 +347,15 @@ class Worker:
                     allow_pickle=s.allow_pickle,
                     sys_path=list(s.sys_path),
                 )
-            await self._pool.start()
+            try:
+                started = await self._start_pool(self._pool)
+            except (TaskLoadError, TimeoutError) as exc:
+                logger.error("cannot start the %s pool: %s", s.pool, exc)
+                self.exit_code = EXIT_POOL_FAILED
+                started = False
+            if not started:
+                await self._close()
+                return self.exit_code
         self._link = ControlPlaneLink(s.control_plane, secret=s.secret, tls=s.tls)
         self._link.on_cancel = self._cancel_tasks
         self._link.on_drain = self._drain_ordered
@@ -362,6 +379,23 @@ class Worker:
         await self._drain()
         await self._close()
         return self.exit_code
+
+    async def _start_pool(self, pool: ProcessPool | ThreadPool) -> bool:
+        """Start the pool unless a stop comes first: False then (its children are stopped)."""
+        start = asyncio.ensure_future(pool.start())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((start, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not start.done():
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await start
+            logger.info("stopped while its %s pool was starting", self.settings.pool)
+            return False
+        start.result()
+        return True
 
     async def _first_registration(self) -> None:
         link = self._link

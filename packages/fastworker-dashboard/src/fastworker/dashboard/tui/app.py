@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -29,6 +30,9 @@ from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery
 from fastworker.dashboard.tui.screens import ConfirmScreen, HelpScreen, TaskDetailScreen, WorkflowScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 from fastworker.protocol.auth import Secret
+
+#: Signals that end fastworker-top the way q does (SIGINT arrives as the Ctrl-C key on its terminal).
+_QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,8 @@ class FastworkerTop(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # Ctrl-C ends a terminal program (Textual's default only says to press Ctrl-Q).
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         Binding("slash", "focus_search", "Search"),
         Binding("f", "cycle_filter", "Filter"),
@@ -144,9 +150,17 @@ class FastworkerTop(App[None]):
         self.set_interval(self.refresh_interval, self._tick)
         self._tick()
         self._follow_events()
+        # Killed with SIGTERM (or its terminal closed: SIGHUP), quit as with q, which restores the
+        # terminal: dying of the signal left it in the alternate screen, mouse reporting on.
+        loop = asyncio.get_running_loop()
+        for signum in _QUIT_SIGNALS:
+            loop.add_signal_handler(signum, self.exit)
 
     async def on_unmount(self) -> None:
-        """Close the client if this app created it."""
+        """Stop answering signals; close the client if this app created it."""
+        loop = asyncio.get_running_loop()
+        for signum in _QUIT_SIGNALS:
+            loop.remove_signal_handler(signum)
         if self._owns_client:
             await self.client.aclose()
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
+from fastworker.client.options import address_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
 
@@ -51,6 +52,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_completion_flag(parser)
     parser.add_argument(
         "--control-plane",
+        type=address_argument,
         default=DEFAULT_CONTROL_PLANE,
         metavar="ADDRESS",
         help=f"the control plane's discovery address (default {DEFAULT_CONTROL_PLANE})",
@@ -68,8 +70,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run fastworker-top until the user quits; returns the exit code."""
-    parser = make_parser()
     try:
+        parser = make_parser()  # env vars are read here: a bad one is a usage error too
         args = parser.parse_args(argv)
         args.secret = resolve_secret(parser, args, argv)
     except SystemExit as exc:

@@ -16,6 +16,7 @@ from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
+from fastworker.client.options import address_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
 from fastworker.dashboard.web.app import create_app
@@ -57,7 +58,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_completion_flag(p)
-    p.add_argument("--control-plane", default=DEFAULT_CONTROL_PLANE, help="the control plane's discovery address")
+    p.add_argument(
+        "--control-plane",
+        type=address_argument,
+        default=DEFAULT_CONTROL_PLANE,
+        help="the control plane's discovery address",
+    )
     p.add_argument(
         "--dashboard-address",
         type=_address,
