@@ -371,6 +371,45 @@ async def test_an_async_task_that_catches_its_cancellation_and_returns_still_end
     assert "caught the cancellation" in done.error.message
 
 
+@pytest.mark.parametrize("kind", ["sync", "async", "sync after short ones"])
+async def test_the_event_stream_sees_a_local_task_running_while_it_runs_and_once(harness: Any, kind: str) -> None:
+    # Given a task on the control plane's own slots that runs until released
+    if kind.startswith("sync"):
+        started, release = blocking_task(harness)
+    else:
+        started, gate = threading.Event(), asyncio.Event()
+
+        async def block() -> str:
+            started.set()
+            await gate.wait()
+            return "released"
+
+        harness.task(block)
+    coordinator = harness.coordinator(local_concurrency=1)
+    seen: list[tuple[str, int]] = []
+    coordinator.events.subscribe(lambda event: seen.append((event.task.task_id, event.task.state)))
+    if kind == "sync after short ones":  # the slots are in use: the loop looks for starts on its own
+        harness.task(lambda: None, name="short")
+        shorts = [coordinator.submit(harness.spec("short"))[0] for _ in range(20)]
+        await until(lambda: all(short.state == SUCCESS for short in shorts))
+        assert [state for task_id, state in seen if task_id == shorts[-1].task_id] == [PENDING, RUNNING, SUCCESS]
+        assert coordinator.local._watching  # (the path under test: no wake-up of its own for the start)
+    record, _ = coordinator.submit(harness.spec("block"))
+
+    # When it runs: the stream says so while it runs (it said so only with its outcome)
+    await until(started.is_set)
+    await until(lambda: (record.task_id, RUNNING) in seen)
+    assert record.state == RUNNING
+
+    # Then, released, it ends; RUNNING was told once
+    if kind.startswith("sync"):
+        release.set()
+    else:
+        gate.set()
+    await until(lambda: (record.task_id, SUCCESS) in seen)
+    assert [state for task_id, state in seen if task_id == record.task_id] == [PENDING, RUNNING, SUCCESS]
+
+
 async def test_cancelling_a_running_async_task_ends_it_as_cancelled(harness: Any) -> None:
     # Given an async task that is running (and would run for a long time)
     started = asyncio.Event()

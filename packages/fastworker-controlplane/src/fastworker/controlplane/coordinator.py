@@ -210,6 +210,8 @@ class Coordinator:
         #: that the loop's per-outcome bookkeeping takes no lock the slots contend for.
         self._local_started = 0
         self._local_ended = 0
+        #: Ids of local runs whose start the event stream was told (their end must not tell it twice).
+        self._running_told: set[str] = set()
         #: Local sync tasks ended CANCELLED while their thread was still inside a call (see
         #: :meth:`abandon_local_run`), until that run's own outcome arrives (and is dropped).
         self._abandoned: set[str] = set()
@@ -225,6 +227,7 @@ class Coordinator:
             self.take_local,
             self._on_local_done,
             self._release_local_place,
+            on_started=self._on_local_started,
             on_progress=self.report_progress,
             allow_pickle=allow_pickle,
             task_modules=task_modules,
@@ -936,7 +939,22 @@ class Coordinator:
             if self.queue.startable():
                 self._work_ready.notify()
 
+    def _on_local_started(self, record: TaskRecord, attempt: int) -> None:
+        """A run on this process's slots is under way: the event stream sees it RUNNING, once (unless it ended)."""
+        if (
+            record.state == RUNNING
+            and record.attempts == attempt
+            and record.worker == LOCAL_WORKER_ID
+            and record.task_id not in self._running_told
+        ):
+            self._running_told.add(record.task_id)
+            self.events.publish_task(record)
+
     def _on_local_done(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
+        told = self._running_told
+        running_told = bool(told) and record.task_id in told
+        if running_told:
+            told.discard(record.task_id)
         self._local_ended += 1
         if self._local_ended == self._local_started:
             self._drained.set()
@@ -950,8 +968,8 @@ class Coordinator:
         if record.state == RUNNING:
             if outcome.progress is not None:
                 record.progress = outcome.progress.to_wire()  # its last value, with the outcome
-            # The slot thread set RUNNING; the loop tells the stream now, before the outcome.
-            self.events.publish_task(record)
+            if not running_told:  # (a cancel that raced its start)
+                self.events.publish_task(record)
             state = final_state(outcome, cancelled)
             if state == SUCCESS:
                 record.result = outcome.result

@@ -85,6 +85,11 @@ class LocalRun:
 TakeNext = Callable[[bool], LocalRun | None]
 #: The coordinator's completion callback, on the loop: (record, outcome, cancelled while running).
 DoneCallback = Callable[[TaskRecord, Outcome, bool], None]
+#: Seconds between the loop's looks for sync runs that started, while the slots are in use: the
+#: longest a long task's RUNNING event lags its start (a short one's comes with its outcome).
+START_WATCH_INTERVAL = 0.25
+#: A run started, told on the loop: (record, its attempt), for the event stream.
+StartedCallback = Callable[[TaskRecord, int], None]
 #: Frees the place in the local bound of a run that ended on the loop (async, or in a child process).
 Release = Callable[[], None]
 #: Takes a running task's latest progress, on the loop: (task id, attempt, progress).
@@ -102,13 +107,15 @@ class SlotRuns:
     by task id and checks, under the slot's lock, that this task is still the one registered.
     """
 
-    __slots__ = ("interrupted", "lock", "thread_id")
+    __slots__ = ("interrupted", "lock", "record", "thread_id")
 
     def __init__(self) -> None:
         self.thread_id = threading.get_ident()
         #: Contended only by a cancel of this slot's run: an interrupt is sent only while the run is registered.
         self.lock = threading.Lock()
         self.interrupted = False
+        #: The task of its latest run (for the loop's looks at what runs: ``LocalExecutor._watch_starts``).
+        self.record: TaskRecord | None = None
 
 
 class LocalExecutor:
@@ -122,6 +129,7 @@ class LocalExecutor:
         on_done: DoneCallback,
         release: Release,
         *,
+        on_started: StartedCallback | None = None,
         on_progress: ProgressCallback | None = None,
         allow_pickle: bool = False,
         task_modules: Sequence[str] = (),
@@ -136,6 +144,8 @@ class LocalExecutor:
             take_next: Blocks until a task may start.
             on_done: Called on the loop with every outcome.
             release: Called as each run on the loop ends (before ``on_done``), so the next may start at once.
+            on_started: Called on the loop once a run started, or again while it runs (the callee
+                tells each run once); a short sync run's start may come only with its outcome.
             on_progress: Called on the loop with running tasks' progress (rate-limited).
             allow_pickle: Accept and produce pickle payloads.
             task_modules: The modules child processes import to run time-limited sync tasks.
@@ -149,6 +159,7 @@ class LocalExecutor:
         self.concurrency = concurrency
         self._take_next = take_next
         self._on_done = on_done
+        self._on_started = on_started or (lambda record, attempt: None)
         self._release = release
         self._on_progress = on_progress
         self._progress = ProgressRelay(self._deliver_progress, loop=loop)
@@ -159,6 +170,15 @@ class LocalExecutor:
         self._pool: ProcessPool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._completed: deque[tuple[TaskRecord, Outcome, bool]] = deque()
+        #: Sync runs that started on slot threads while the loop did not watch them, with their attempt.
+        self._started: deque[tuple[TaskRecord, int]] = deque()
+        #: True while the loop looks at the slots' runs on a timer: slots then do not queue their
+        #: starts nor wake it for one (a second wake-up per task, when slots run tasks one after
+        #: another, cost ~10% of a round trip, and queueing every start ~5% of a busy slot's task).
+        self._watching = False
+        self._watch_timer: asyncio.TimerHandle | None = None
+        #: Outcomes were delivered since the last look (the slots are in use: keep watching).
+        self._active = False
         #: Tells the loop that slot threads completed runs (made when the slots start).
         self._completions: LoopWakeup | None = None
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
@@ -208,6 +228,11 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
+            # The loop tells the event stream it runs: at its next look at the slots while it watches
+            # them (``_watch_starts``) or with the outcome, whichever comes first; else woken for it.
+            if not self._watching:
+                self._started.append((run.record, run.record.attempts))
+                completions.set()
             # Made only if the task asks for it or something logs (a maker is bound meanwhile).
             record, outcome, cancelled = self._run_here_unlogged(run, run.context, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
@@ -244,6 +269,7 @@ class LocalExecutor:
         slot.interrupted = False  # this run's: the last run's registration was withdrawn under the lock
         try:
             try:
+                slot.record = record
                 runs[task_id] = slot
                 if self._cancel_before_start and task_id in self._cancel_before_start:
                     self._cancel_before_start.discard(task_id)
@@ -269,6 +295,7 @@ class LocalExecutor:
                 with slot_lock:
                     runs.pop(task_id, None)
                     interrupted = slot.interrupted
+                slot.record = None  # (it holds the arguments: not kept past the run)
                 if interrupted:
                     _clear_interrupt(slot.thread_id)  # sent, perhaps not raised yet: it must not hit the slot
         except TaskCancelled:
@@ -284,6 +311,10 @@ class LocalExecutor:
     def _deliver_completed(self) -> None:
         # Only the outcomes here now: slots that add more meanwhile wake the loop again, and in
         # between it serves requests and timers (with ``while completed``, busy slots kept it here).
+        self._tell_all_started()  # before the outcomes: a run's start is told before its end
+        self._active = True
+        if self._watch_timer is None:
+            self._watch(True)
         completed = self._completed
         count = len(completed)
         if self._cancel_before_start:
@@ -297,6 +328,34 @@ class LocalExecutor:
                 on_done(record, outcome, cancelled)
             except Exception:
                 logger.exception("completion handling failed for task %s", record.task_id)
+
+    def _watch(self, on: bool) -> None:
+        """Look for sync runs that started every ``START_WATCH_INTERVAL`` (on), or let slots wake the loop for them."""
+        self._watching = on
+        self._watch_timer = self._loop.call_later(START_WATCH_INTERVAL, self._watch_starts) if on else None
+
+    def _watch_starts(self) -> None:
+        """Tell the sync runs under way (those told already are skipped); watch on while slots were busy."""
+        runs = list(self._sync_runs.items())  # (a copy: slots change it meanwhile)
+        busy = self._active or bool(runs)
+        self._active = False
+        self._watch(busy)  # (stopped first, then the starts read: a slot that saw it watching is seen)
+        self._tell_all_started()
+        for task_id, slot in runs:
+            record = slot.record
+            if record is not None and record.task_id == task_id:
+                self._tell_started(record, record.attempts)
+
+    def _tell_all_started(self) -> None:
+        started = self._started
+        for _ in range(len(started)):
+            self._tell_started(*started.popleft())
+
+    def _tell_started(self, record: TaskRecord, attempt: int) -> None:
+        try:
+            self._on_started(record, attempt)
+        except Exception:
+            logger.exception("start handling failed for task %s", record.task_id)
 
     def _report(self, record: TaskRecord, outcome: Outcome, cancelled: bool) -> None:
         if self._cancel_before_start:
@@ -318,6 +377,7 @@ class LocalExecutor:
             return
         job = self._loop.create_task(self._run_on_loop(run), name=f"fastworker-task-{task_id}")
         self._loop_runs[task_id] = job
+        self._tell_started(record, record.attempts)
         job.add_done_callback(lambda done, record=record: self._loop_run_done(record, done))  # type: ignore[misc]
 
     async def _run_on_loop(self, run: LocalRun) -> Outcome:
@@ -457,6 +517,9 @@ class LocalExecutor:
     def close(self, timeout: float = 1.0) -> None:
         """Cancel tasks running on the loop and wait briefly for idle slot threads to leave."""
         self._progress.close()
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
         for job in list(self._loop_runs.values()):
             job.cancel()
         for thread in self._threads:
