@@ -55,6 +55,30 @@ def test_connections_beyond_the_bound_are_refused_and_the_admitted_ones_keep_wor
                     assert time.monotonic() < deadline, "closed connections were not released"
 
 
+def test_the_discovery_socket_holds_the_per_address_cap_too(start_cp: Any) -> None:
+    # Subscribers say nothing, so none is closed for silence: beyond the cap they are refused
+    # (clients never closed, each redialling, filled it from one host and starved the others).
+    control_plane = start_cp("--max-connections-per-peer", "3")
+    subscribers = [pynng.Sub0(recv_timeout=3000, topics=b"") for _ in range(4)]
+    try:
+        heard = 0
+        for sub in subscribers:
+            sub.dial(control_plane.discovery, block=False)
+            time.sleep(0.3)  # let the dial (or its refusal) happen before the next one
+        for sub in subscribers:
+            try:
+                sub.recv()  # an announcement (one a second)
+                heard += 1
+            except pynng.Timeout:
+                pass
+        assert heard == 3
+    finally:
+        for sub in subscribers:
+            sub.close()
+    with SyncClient(control_plane.discovery) as client:  # once they are gone, clients find it again
+        assert client.stats()["connections_refused"] >= 1
+
+
 def test_a_connection_holding_too_many_requests_is_told_to_wait(start_cp: Any, tmp_path: Any) -> None:
     control_plane = start_cp("--local-concurrency", "1")
     with SyncClient(control_plane.discovery) as client:

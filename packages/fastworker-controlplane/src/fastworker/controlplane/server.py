@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import math
 import os
 import socket
 import uuid
@@ -190,9 +191,12 @@ class ControlPlane:
 
         pub = pynng.Pub0()
         self._sockets.append(pub)
+        requested = self._address(s.discovery_address)
+        # Subscribers say nothing, so none is closed for silence; the caps hold here too (clients
+        # never closed, each redialling, filled it from one host).
+        self._bound_connections(pub, requested, loop, evict_silent=False)
         if self._tls is not None:
             pub.tls_config = self._tls.server_config()
-        requested = self._address(s.discovery_address)
         discovery_address = listener_url(
             _listen("--discovery-address", requested, lambda: pub.listen(requested)), requested
         )
@@ -358,18 +362,20 @@ class ControlPlane:
         return bound
 
     def _bound_connections(
-        self, sock: pynng.Socket, address: str, loop: asyncio.AbstractEventLoop
+        self, sock: pynng.Socket, address: str, loop: asyncio.AbstractEventLoop, *, evict_silent: bool = True
     ) -> ConnectionAdmission:
         """Cap a listening socket's connections, overall and per peer address, and expire silent ones.
 
         Each connection costs buffers, contexts and a descriptor; see ``fastworker.controlplane.admission``.
+        ``evict_silent=False`` (a socket whose peers never send): beyond a cap, new connections are
+        refused, never made room for.
         """
         s = self.settings
         admission = ConnectionAdmission(
             name=address,
             max_connections=s.max_connections,
             max_per_peer=s.max_connections_per_peer,
-            idle_timeout=s.idle_connection_timeout,
+            idle_timeout=s.idle_connection_timeout if evict_silent else math.inf,
         )
         admission.attach(sock, loop, self._connection_event)
         return admission
