@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import os
 import threading
+import time
+import weakref
+from pathlib import Path
 
 import pytest
 
-from fastworker.client import ControlPlaneUnavailable, SyncClient, TaskState
+from fastworker.client import Client, ControlPlaneUnavailable, SyncClient, TaskState
 
 
 def test_the_sync_client_submits_delays_reads_results_and_status(start_cp):
@@ -100,3 +107,54 @@ def test_a_bad_on_complete_callback_or_a_close_during_a_watch_leaves_no_call_wai
     watcher.join(timeout=10)
     assert not watcher.is_alive()
     assert isinstance(seen[-1], ControlPlaneUnavailable)
+
+
+def _connections_to(pid: int, address: str) -> int:
+    """Established TCP connections of process ``pid`` to the port of ``address`` (from /proc/net/tcp)."""
+    port = int(address.rsplit(":", 1)[1])
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port, state, inode = int(fields[2].split(":")[1], 16), fields[3], fields[9]
+        count += state == "01" and remote_port == port and inode in inodes
+    return count
+
+
+def test_clients_dropped_without_closing_are_collected_and_let_their_connections_go(start_cp):
+    # One client per request, never closed: each kept its sockets, nng's redials and (sync) a thread
+    # for the life of the process, and 256 of them locked every other client on the host out.
+    control_plane = start_cp()
+    threads = threading.active_count()
+    alive = []
+
+    async def drop_async_clients() -> None:
+        for i in range(10):
+            client = Client(control_plane.discovery)
+            assert await client.submit("fwtests.add", i, 1, timeout=10) == i + 1
+            alive.append(weakref.ref(client))
+            del client
+
+    asyncio.run(drop_async_clients())
+    for i in range(10):
+        sync = SyncClient(control_plane.discovery)
+        assert sync.submit("fwtests.add", i, 2, timeout=10) == i + 2
+        alive.append(weakref.ref(sync))
+        del sync
+    gc.collect()
+
+    assert [ref for ref in alive if ref() is not None] == []
+    deadline = time.monotonic() + 10
+    while True:
+        left = [_connections_to(os.getpid(), address) for address in (control_plane.discovery, control_plane.client)]
+        if left == [0, 0] and threading.active_count() <= threads:
+            break
+        assert time.monotonic() < deadline, (
+            f"connections left (discovery, client): {left}; threads: {threading.active_count() - threads}"
+        )
+        time.sleep(0.05)

@@ -15,6 +15,7 @@ import math
 import os
 import time
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
@@ -257,10 +258,14 @@ class Client(AdminMethods):
                 loop,
                 self.address,
                 DISCOVERY_TOPIC,
-                self._on_discovery,
+                _weak_method(self._on_discovery),  # the loop's reader must not keep this client alive
                 max_frame_size=self.max_frame_size,
                 tls=self.tls,
             )
+            # A client dropped unclosed (one per request, never closed) would keep its sockets, and
+            # nng its redials, for the life of the process: they close when it is collected.
+            finalizer = weakref.finalize(self, _close_transports, loop, self._channel, self._subscription)
+            finalizer.atexit = False  # at exit the process lets them go
         # Every caller waits for the one announcement side by side, each for connect_timeout from its
         # own start (waiting in turn behind a lock, the k-th of many failed after k timeouts).
         try:
@@ -955,3 +960,35 @@ class Client(AdminMethods):
 def _workflow_body(envelope: Envelope, workflow_id: str, *, cancel: bool) -> None:
     envelope.workflow.workflow_id = workflow_id
     envelope.workflow.cancel = cancel
+
+
+def _weak_method(method: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """``method``, called only while its object lives (a callback that does not keep it alive)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(data: bytes) -> None:
+        alive = ref()
+        if alive is not None:
+            alive(data)
+
+    return call
+
+
+def _close_transports(loop: asyncio.AbstractEventLoop, *transports: RequestChannel | Subscription) -> None:
+    """Close a collected client's sockets, on its loop's thread (now if this is it, or the loop stopped)."""
+
+    def close() -> None:
+        for transport in transports:
+            transport.close()
+
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        here = False
+    if here or not loop.is_running():
+        close()
+        return
+    try:
+        loop.call_soon_threadsafe(close)
+    except RuntimeError:  # closed meanwhile
+        close()

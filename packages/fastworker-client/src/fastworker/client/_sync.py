@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -78,8 +79,14 @@ class SyncClient:
         )
         self._loop = asyncio.new_event_loop()
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fastworker-sync-client", daemon=True)
+        self._thread = threading.Thread(
+            target=_serve_until_stopped, args=(self._loop,), name="fastworker-sync-client", daemon=True
+        )
         self._thread.start()
+        # Dropped unclosed, its thread and loop (which hold neither this object nor, once closed,
+        # the client) would run for the life of the process: they stop when it is collected.
+        finalizer = weakref.finalize(self, _stop_when_collected, self._loop, self._client)
+        finalizer.atexit = False
         self._closed = False
         #: Calls waiting on the loop: failed by ``close`` (the loop stops; they would wait for ever).
         self._pending: set[concurrent.futures.Future[Any]] = set()
@@ -290,3 +297,25 @@ class SyncWorkflowHandle:
 
     def __str__(self) -> str:
         return self.handle.id
+
+
+def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop's thread: run it until stopped (by close, or once its SyncClient is collected), then close it."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+def _stop_when_collected(loop: asyncio.AbstractEventLoop, client: Client) -> None:
+    """Close a collected SyncClient's client on its loop, then stop that loop (its thread ends; never waited for here)."""
+    if loop.is_closed():
+        return  # closed by close()
+
+    def stop(_: object) -> None:
+        loop.stop()  # on the loop's thread: the future is completed there
+
+    try:
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop).add_done_callback(stop)
+    except RuntimeError:  # the loop closed meanwhile
+        pass
