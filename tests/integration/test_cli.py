@@ -62,6 +62,9 @@ def test_refusals_exit_one_and_timeouts_exit_four(shared_cp: RunningControlPlane
         shared_cp, "--json", "submit", "fwtests.block_until", str(gate), "cli", "3", "--wait", "--timeout", "0.5"
     )
     assert waiting.returncode == 4
+    timed_out = json.loads(waiting.stdout)  # the task goes on: a script gets its id with the error
+    assert "did not finish within 0.5 s" in timed_out["error"]
+    assert json.loads(fastworker(shared_cp, "--json", "status", timed_out["id"]).stdout)["state"] == "RUNNING"
     missing = fastworker(shared_cp, "--json", "status", "00000000-0000-4000-8000-000000000000")
     assert missing.returncode == 1
 
@@ -152,6 +155,11 @@ def test_human_output_of_every_read_command(shared_cp: RunningControlPlane) -> N
     assert workers.returncode == 0 and "workers: none" in workers.stdout
     listing = fastworker(shared_cp, "list", "--limit", "3")
     assert listing.returncode == 0 and "fwtests.add" in listing.stdout
+    past = fastworker(shared_cp, "list", "--offset", "99999")
+    assert past.returncode == 0 and "tasks none past 99999 of " in past.stdout
+    for bad, why in (("0", "must be 1 or more, got 0"), ("abc", "expected a whole number, got 'abc'")):
+        refused = fastworker(shared_cp, "list", "--limit", bad)
+        assert refused.returncode == 2 and f"argument --limit: {why}" in refused.stderr
 
 
 def test_cancel_of_a_waiting_task_and_drain_of_a_worker_exit_zero(start_cp_for_workers: Any, start_worker: Any) -> None:

@@ -190,6 +190,32 @@ def test_an_env_var_the_flag_would_refuse_is_a_usage_error(
     assert name in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "flag"),
+    [
+        ("FASTWORKER_MAX_QUEUE", "-3", "--max-queue"),
+        ("FASTWORKER_LOCAL_CONCURRENCY", "99999999999", "--local-concurrency"),
+        ("FASTWORKER_HEARTBEAT_TIMEOUT", "0.5", "--heartbeat-timeout"),
+        ("FASTWORKER_DISCOVERY_ADDRESS", "tcp://nope:x", "--discovery-address"),
+    ],
+)
+@pytest.mark.usefixtures("restore_process_state")
+def test_a_value_refused_after_parsing_names_the_env_var_it_came_from(
+    name: str, value: str, flag: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (a range or two flags together is checked once the flags are parsed, naming the flag)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--no-dashboard"])
+    assert caught.value.code == 2
+    assert f"({flag} from {name})" in capsys.readouterr().err
+    # given on the command line instead, the flag is the origin: no variable is named
+    monkeypatch.delenv(name)
+    with pytest.raises(SystemExit):
+        cli.main(["--no-dashboard", f"{flag}={value}"])
+    assert name not in capsys.readouterr().err
+
+
 def test_an_env_var_outside_the_flags_choices_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     # Given `--log-level bogus` is refused by the parser (exit 2)...
     with pytest.raises(SystemExit) as flag:

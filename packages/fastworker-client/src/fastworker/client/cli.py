@@ -228,9 +228,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _page_size(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
 
 
@@ -431,7 +441,7 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
         "--search", default="", metavar="TEXT", help="only tasks whose id starts with TEXT or whose name contains it"
     )
     parser.add_argument("--offset", type=_count, default=0, help="matches to skip (default 0)")
-    parser.add_argument("--limit", type=_count, default=20, help="page size (default 20)")
+    parser.add_argument("--limit", type=_page_size, default=20, help="page size (default 20)")
 
 
 @command(
@@ -454,10 +464,8 @@ async def list_tasks(client: Client, args: argparse.Namespace, out: _Output) -> 
     if out.as_json:
         out.data(page_json(page))
     else:
-        out.rows(
-            f"tasks {page.offset + 1}-{page.offset + len(page.tasks)} of {page.total}",
-            [_list_row(info) for info in page.tasks],
-        )
+        shown = f"{page.offset + 1}-{page.offset + len(page.tasks)}" if page.tasks else f"none past {page.offset}"
+        out.rows(f"tasks {shown} of {page.total}", [_list_row(info) for info in page.tasks])
     return RET_OK
 
 
@@ -845,9 +853,10 @@ class _Output:
             table.add_row(label, Text(_short_id(step.id)), state_text(step.state), Text(visible(error), style="red"))
         self.console.print(table)
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, **about: Json) -> None:
+        """Print an error: ``about`` (e.g. the ``id`` of a task still running) goes into its JSON too."""
         if self.as_json:
-            print(json.dumps({"error": message}))
+            print(json.dumps({"error": message, **about}))
         else:
             # Never markup (a task's message may hold brackets), never wrapped (piped into a log).
             self.errors.print(Text.assemble(("error:", "red"), " ", visible(message)), soft_wrap=True)
@@ -1085,7 +1094,7 @@ def _main(args: argparse.Namespace) -> int:
         out.error(str(exc))
         return RET_UNREACHABLE
     except TaskTimeout as exc:
-        out.error(str(exc))
+        out.error(str(exc), id=exc.task_id)  # it goes on: a script needs its id
         return RET_TIMEOUT
     except (UnknownTask, QueueFull, TaskNotFound, InvalidRequest) as exc:  # refused; before ValueError
         out.error(str(exc))

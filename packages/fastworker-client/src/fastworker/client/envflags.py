@@ -60,6 +60,29 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
             action.help = f"{action.help} [env {env_name(action.dest)}]"
 
 
+def name_env_origins(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str],
+    message: str,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """``message`` (a refused setting, naming flags) saying which of those flags' values came from env vars.
+
+    A value checked after parsing (a range, two flags together) is refused naming its flag; when the
+    operator set its env var instead, the message names the variable too: ``... (from FASTWORKER_X)``.
+    """
+    env = os.environ if environ is None else environ
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    origins = []
+    for action in _flags(parser):
+        name = env_name(action.dest)
+        if name in env and not given & set(action.option_strings):
+            named = [flag for flag in action.option_strings if flag.startswith("--") and flag in message]
+            if named:
+                origins.append(f"{named[0]} from {name}")  # (not its value: it may be a secret)
+    return f"{message} ({'; '.join(origins)})" if origins else message
+
+
 def _flags(parser: argparse.ArgumentParser) -> Sequence[argparse.Action]:
     """The parser's optional arguments, but those in ``WITHOUT_ENV`` (--help, --version, --completion)."""
     return [a for a in _arguments(parser) if a.option_strings and a.dest not in WITHOUT_ENV]

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from fastworker.client import secretfile
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
-from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.envflags import apply_env_defaults, name_env_origins
 from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.options import queues_argument, seconds_argument
 from fastworker.client.task import TaskRegistry
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(name_env_origins(parser, arguments, str(exc)))
     return asyncio.run(_run(settings, registry or TaskRegistry()))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.cpus import available_cpus
-from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.envflags import apply_env_defaults, name_env_origins
 from fastworker.client.logsetup import add_logging_flags, configure_logging, set_process_log_fields
 from fastworker.client.options import queues_argument, seconds_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
@@ -151,6 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastworker-worker: {exc}", file=sys.stderr)
         return RET_ERROR
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(name_env_origins(parser, sys.argv[1:] if argv is None else argv, str(exc)))
     set_process_log_fields(worker_id=settings.worker_id)
     return asyncio.run(Worker(settings, registry).run())
