@@ -79,6 +79,13 @@ async def test_counts_by_outcome_and_histograms_per_task_name(harness: Any) -> N
     assert samples[("fastworker_queue_depth", (("priority", "normal"),))] == 0
     assert samples[("fastworker_workers_online", ())] == 0
 
+    # A retry() of the failed one is a retry in /metrics as in stats (it counted in stats only)
+    coordinator.retry(ids[3])
+    await harness.final(coordinator, ids[3])
+    samples = scrape(take_snapshot(coordinator, None))
+    assert samples[("fastworker_tasks_retried_total", (("task", "boom"),))] == 1
+    assert coordinator.counters.retried == 2  # flaky's automatic retry and this one
+
 
 async def test_a_cancelled_waiting_task_counts_as_cancelled_without_a_runtime(harness: Any) -> None:
     started, release = harness.gate(), harness.gate()

@@ -1428,6 +1428,7 @@ class Coordinator:
         self.active_by_name[record.name] += 1
         self._rehold_unique_key(record, record.queued_at)
         self.counters.retried += 1
+        self.metrics.retried(record.name)  # as stats counts it: fastworker_tasks_retried_total agrees
         if unreleased:
             # It never ran: released now as its dependencies' successes release a waiting task (their
             # results passed in, the record written whole to the journal then).
