@@ -79,6 +79,10 @@ def become_init_if_pid1() -> None:
         # (what PID 1 held is PID 1's to pass on).
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        # What PID 1 held during the imports is the daemon's: raised here while blocked, it is
+        # delivered by the unblock below, before the start-up goes any further.
+        for signum in _held:
+            os.kill(os.getpid(), signum)
         _held.clear()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         return
@@ -94,10 +98,8 @@ def _serve_as_init(daemon: int) -> None:
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
+    _held.clear()  # received during the imports: the daemon raised them in itself
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-    for held in _held:  # received during the imports: the daemon's now
-        forward(held, None)
-    _held.clear()
     while True:
         try:
             pid, status = os.wait()  # the daemon, or an orphan (resumed after a forwarded signal)
