@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from fastworker.dashboard.tui import cli
@@ -43,6 +45,15 @@ def test_a_bad_control_plane_address_is_a_usage_error_naming_it(
     monkeypatch.setenv("FASTWORKER_CONTROL_PLANE", address)
     assert cli.main([]) == cli.RET_USAGE
     assert f"FASTWORKER_CONTROL_PLANE={address!r}" in capsys.readouterr().err
+
+
+def test_a_dumb_terminal_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "dumb")
+    assert cli.main([]) == cli.RET_ERROR
+    assert "this terminal (TERM=dumb) cannot show a full-screen view" in capsys.readouterr().err
 
 
 def test_help_names_the_keys_and_env_vars(capsys: pytest.CaptureFixture[str]) -> None:

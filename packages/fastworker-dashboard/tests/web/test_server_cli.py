@@ -61,6 +61,15 @@ def test_cli_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     assert exit_info.value.code == 2
 
 
+def test_an_unusable_password_file_is_named_as_the_password_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "dashboard.pw"
+    empty.write_text("\n")
+    assert main(["--dashboard-password-file", str(empty), "--dashboard-address", "127.0.0.1:0"]) == 2
+    assert f"the dashboard password file (--dashboard-password-file) {empty} is empty" in capsys.readouterr().err
+
+
 def test_start_in_thread_serves_on_a_free_port_pushes_live_panels_and_stops(fake: FakeAdminClient) -> None:
     # Given the app served from a thread on port 0
     running = start_in_thread(create_app(control_plane="tcp://127.0.0.1:5550", client=fake), "127.0.0.1", 0)

@@ -52,5 +52,7 @@ def dashboard_password(args: argparse.Namespace) -> str | None:
         ValueError: the password file cannot be used (the message names it).
     """
     if args.dashboard_password_file:
-        return read_secret_file(str(args.dashboard_password_file))
+        return read_secret_file(
+            str(args.dashboard_password_file), "dashboard password file (--dashboard-password-file)"
+        )
     return str(args.dashboard_password) if args.dashboard_password else None

@@ -40,20 +40,22 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-def read_secret_file(path: str) -> str:
+def read_secret_file(path: str, what: str = "secret file") -> str:
     r"""The secret in ``path``, with one trailing newline (``\n`` or ``\r\n``) stripped.
+
+    ``what`` names the file in errors (``"dashboard password file"``: which of several files is wrong).
 
     Raises:
         ValueError: the file cannot be read, is too large, is not UTF-8, or holds an empty (or blank) secret;
             the message names the path.
     """
-    text = _read_text(path, "secret file")
+    text = _read_text(path, what)
     if text.endswith("\r\n"):
         text = text[:-2]
     elif text.endswith("\n"):
         text = text[:-1]
     if not text.strip():
-        raise ValueError(f"the secret file {path} is empty" + (" (only white space)" if text else ""))
+        raise ValueError(f"the {what} {path} is empty" + (" (only white space)" if text else ""))
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -81,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "fastworker-top: standard output is not a terminal; for scripts use "
             "`fastworker stats --json`, `fastworker list --json` or `fastworker workers --json`",
+            file=sys.stderr,
+        )
+        return RET_ERROR
+    if os.environ.get("TERM") == "dumb":
+        # A terminal that takes no cursor moves (an editor's shell, a CI log) shows the escape codes.
+        print(
+            "fastworker-top: this terminal (TERM=dumb) cannot show a full-screen view; use `fastworker stats`,"
+            " `fastworker list` or `fastworker workers`, or a terminal that can",
             file=sys.stderr,
         )
         return RET_ERROR
