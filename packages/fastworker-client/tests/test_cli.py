@@ -343,9 +343,13 @@ def test_a_malformed_control_plane_address_is_a_usage_error_naming_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cli, "Client", Client)  # the real one
-    for address in ("notanaddress", "tcp://127.0.0.1:99999", "http://127.0.0.1:5550"):
-        assert main(["--json", "--control-plane", address, "stats"]) == RET_USAGE, address
-        assert address in json.loads(capsys.readouterr().out)["error"]
+    # (an empty one, an unset variable, is refused too: it quietly meant FASTWORKER_CONTROL_PLANE)
+    for address in ("notanaddress", "tcp://127.0.0.1:99999", "http://127.0.0.1:5550", ""):
+        with pytest.raises(SystemExit) as refused:
+            main(["--json", "--control-plane", address, "stats"])
+        assert refused.value.code == RET_USAGE, address
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert "argument --control-plane" in error and repr(address) in error
 
 
 def test_usage_errors_exit_two() -> None:

@@ -64,7 +64,7 @@ from fastworker.client.jsonshape import (
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, TaskLimits, Unset
 from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
-from fastworker.client.options import add_submit_arguments, options_from_namespace, seconds_argument
+from fastworker.client.options import add_submit_arguments, address_argument, options_from_namespace, seconds_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 from fastworker.client.workflows import WorkflowInfo
@@ -160,6 +160,7 @@ def _common_flags(*, after_command: bool) -> _Parser:
     parent = _Parser(add_help=False)
     parent.add_argument(
         "--control-plane",
+        type=address_argument,  # an empty one (an unset variable) is refused, not read as "the default"
         default=None,
         metavar="ADDRESS",
         help="the control plane's discovery address (default tcp://127.0.0.1:5550)",
