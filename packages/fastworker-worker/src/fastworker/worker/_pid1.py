@@ -81,8 +81,8 @@ def become_init_if_pid1() -> None:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         # What PID 1 held during the imports is the daemon's: raised here while blocked, it is
         # delivered by the unblock below, before the start-up goes any further.
-        for signum in _held:
-            os.kill(os.getpid(), signum)
+        for held in _held:
+            os.kill(os.getpid(), held)
         _held.clear()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         return
