@@ -420,9 +420,15 @@ async def test_pool_threads_runs_sync_tasks_in_the_worker_process_and_pool_proce
     assert not ran["processes"] & set(pid_of.values())  # a child process of the worker
 
 
-def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path):
+def _worker_env() -> dict[str, str]:
+    """The environment of a worker started by hand: no FASTWORKER_* of this process, the test tasks importable."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(__file__).parent), env.get("PYTHONPATH"))))
+    return env
+
+
+def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path):
+    env = _worker_env()
     worker = [sys.executable, "-m", "fastworker.worker", "--task-modules", "fwtests_worker_tasks"]
 
     def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
@@ -457,8 +463,7 @@ def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path)
 def test_sigterm_while_the_pool_starts_stops_the_worker_at_once_with_exit_0(tmp_path):
     # A pool of 48 children takes many seconds to start on 2 cores: SIGTERM meanwhile stops it,
     # with no traceback (it was ignored until the pool was up, and failed it with exit 1).
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(__file__).parent), env.get("PYTHONPATH"))))
+    env = _worker_env()
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
@@ -496,8 +501,7 @@ def _children_of(pid: int) -> list[int]:
 
 
 def test_a_large_concurrency_caps_the_default_prefetch_instead_of_refusing_it(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FASTWORKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(Path(__file__).parent), env.get("PYTHONPATH"))))
+    env = _worker_env()
     worker = subprocess.Popen(
         [sys.executable, "-m", "fastworker.worker", "--task-modules", "fwtests_worker_tasks", "--pool", "threads"]
         + ["--concurrency", "2600", "--control-plane", "tcp://127.0.0.1:9"],
