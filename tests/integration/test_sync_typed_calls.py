@@ -179,11 +179,12 @@ def test_a_connected_client_used_on_a_second_event_loop_raises_call_context_erro
         "cancel": lambda: client.cancel("x"),
         "stats": lambda: client.stats(),
         "workers": lambda: client.workers(),
+        "on_complete": lambda: client.on_complete("x", print),  # (it returned a task that logged the error)
     }
     for name, call in calls.items():
 
         async def second(call: Any = call) -> Any:
-            return await call()
+            return await call()  # on_complete raises on the call itself
 
         with pytest.raises(CallContextError, match="first used on another event loop"):
             asyncio.run(second())

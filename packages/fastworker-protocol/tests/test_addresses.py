@@ -24,7 +24,24 @@ def test_urls_parse_and_format_back_unchanged(url: str, expected: Address) -> No
 
 
 @pytest.mark.parametrize(
-    "url", ["http://x:1", "127.0.0.1:5550", "tcp://127.0.0.1", "tcp://:5", "tcp://h:port", "tcp://h:70000", "ipc://"]
+    "url",
+    [
+        "http://x:1",
+        "127.0.0.1:5550",
+        "tcp://127.0.0.1",
+        "tcp://:5",
+        "tcp://h:port",
+        "tcp://h:70000",
+        "ipc://",
+        # what int() takes but nng refuses later (with a traceback from the dial)
+        "tcp://127.0.0.1:+5550",
+        "tcp://127.0.0.1: 5550",
+        "tcp://127.0.0.1:\u0665\u0665\u0665\u0660",
+        "tcp://bad host:5550",
+        "tcp://[::1:5550",
+        "tcp://::1]:5550",
+        "tcp://::1:5550",
+    ],
 )
 def test_bad_urls_raise_value_error(url: str) -> None:
     with pytest.raises(ValueError):

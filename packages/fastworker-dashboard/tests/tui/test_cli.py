@@ -35,7 +35,9 @@ def test_a_bad_refresh_is_a_usage_error(value: str, capsys: pytest.CaptureFixtur
     assert "--refresh" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("address", ["tcp://nope:x", "ipc://", "http://127.0.0.1:5550"])
+@pytest.mark.parametrize(
+    "address", ["tcp://nope:x", "ipc://", "http://127.0.0.1:5550", "tcp://127.0.0.1:0", "tcp://[::1:5550"]
+)
 def test_a_bad_control_plane_address_is_a_usage_error_naming_it(
     address: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

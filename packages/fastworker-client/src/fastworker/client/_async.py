@@ -252,7 +252,7 @@ class Client(AdminMethods):
             self._announcements = AnnouncementReader(auth, max_frame_size=self.max_frame_size)
             self._channel = RequestChannel(loop, max_frame_size=self.max_frame_size, tls=self.tls)
             self._requester = Requester(
-                self._channel, max_frame_size=self.max_frame_size, auth=auth, instance=lambda: self._instance_id
+                self._channel, max_frame_size=self.max_frame_size, auth=auth, instance=_instance_of(weakref.ref(self))
             )
             self._subscription = Subscription(
                 loop,
@@ -829,8 +829,12 @@ class Client(AdminMethods):
 
         Errors of the wait (unknown id, timeout) and of the callback are logged; cancel the returned
         task to stop waiting.
+
+        Raises:
+            CallContextError: at once, on another event loop than the one this client was first used on.
         """
         task_id = id_arg(task_id)
+        self._on_own_loop()  # (else only a logged error, the callback never called)
 
         async def run() -> None:
             try:
@@ -974,18 +978,28 @@ def _weak_method(method: Callable[[bytes], None]) -> Callable[[bytes], None]:
     return call
 
 
+def _instance_of(client: weakref.ref[Client]) -> Callable[[], str]:
+    """The requester's view of the instance its client talks to (weak: no cycle holds the client until a full GC)."""
+
+    def instance() -> str:
+        alive = client()
+        return alive._instance_id if alive is not None else ""
+
+    return instance
+
+
 def _close_transports(loop: asyncio.AbstractEventLoop, *transports: RequestChannel | Subscription) -> None:
-    """Close a collected client's sockets, on its loop's thread (now if this is it, or the loop stopped)."""
+    """Close a collected client's sockets on its loop's thread, at its next turn (now, if the loop closed).
+
+    Never at once on the loop: a collection runs inside whatever code allocated, a socket's own
+    callback included.
+    """
 
     def close() -> None:
         for transport in transports:
             transport.close()
 
-    try:
-        here = asyncio.get_running_loop() is loop
-    except RuntimeError:
-        here = False
-    if here or not loop.is_running():
+    if loop.is_closed():
         close()
         return
     try:

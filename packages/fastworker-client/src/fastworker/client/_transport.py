@@ -284,7 +284,7 @@ class Subscription:
                 self._on_message(data)
             except Exception:
                 logger.exception("subscription handler failed")
-            if not _nng.readable(self._fd):
+            if self._closed or not _nng.readable(self._fd):  # (the handler may have closed it)
                 return
 
     def close(self) -> None:

@@ -75,8 +75,9 @@ def why_unheard(address: str, *, reached: bool, tls: bool, incompatible: str = "
         return f"connected to {address}, but what announces itself there speaks another protocol: {incompatible}"
     if reached:
         return (
-            f"connected to {address}, but nothing there announced a control plane "
-            "(another service on that port, or a control plane of an incompatible version?)"
+            f"connected to {address}, but nothing there announced a control plane (another service on that"
+            " port, a control plane of an incompatible version, or one refusing connections from this address"
+            " past its --max-connections-per-peer or --max-connections: its log says so)"
         )
     if tls:
         return (

@@ -101,13 +101,15 @@ def seconds_argument(text: str) -> float:
 
 
 def address_argument(text: str) -> str:
-    """An nng address from the command line or environment (``--control-plane``): refused at parse time, naming it."""
-    try:
-        parse_address(text)
-    except ValueError as exc:
-        import argparse
+    """An nng address to dial, from the command line or environment (``--control-plane``): refused at parse time, naming it."""
+    import argparse
 
+    try:
+        address = parse_address(text)
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if address.port == 0:
+        raise argparse.ArgumentTypeError(f"address {text!r}: port 0 can be listened on, not dialled")
     return text
 
 

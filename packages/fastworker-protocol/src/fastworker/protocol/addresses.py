@@ -61,13 +61,19 @@ def parse_address(url: str) -> Address:
     host, colon, port_text = rest.rpartition(":")
     if not colon or not host:
         raise ValueError(f"address {url!r} needs HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]")) or ":" not in host:
+            raise ValueError(f"address {url!r}: unbalanced [ ] (an IPv6 host goes in brackets: tcp://[::1]:5550)")
         host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"address {url!r} has a non-numeric port") from None
-    if not 0 <= port <= 65535:
+    elif ":" in host:
+        raise ValueError(f"address {url!r}: put an IPv6 host in brackets, e.g. tcp://[::1]:5550")
+    if not host.strip() or any(c.isspace() for c in host) or "/" in host:
+        raise ValueError(f"address {url!r} has no valid host")
+    # ASCII digits only: int() also takes " 5550", "+5550" and other scripts' digits, which nng refuses later.
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"address {url!r} has a non-numeric port")
+    port = int(port_text)
+    if port > 65535:
         raise ValueError(f"address {url!r} has a port out of range")
     return Address(scheme, host, port)
 
