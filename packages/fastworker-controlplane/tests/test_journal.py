@@ -457,6 +457,8 @@ async def test_a_worker_outcome_is_acknowledged_only_once_the_journal_wrote_it(
     # it forgets what is acknowledged
     assert record.state == SUCCESS
     assert not ack.answered
+    # (while a heartbeat, which acts on nothing journaled, is answered: held, the fleet would fence itself)
+    assert rig.heartbeat("w1").answered
     # and it is once the disk took the outcome
     monkeypatch.setattr(journal_module.os, "write", real_write)
     await until(lambda: ack.answered)

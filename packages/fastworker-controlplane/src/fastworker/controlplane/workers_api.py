@@ -174,8 +174,10 @@ class WorkerApi:
             ack.ack.SetInParent()
         frame = encode_frame(ack)
         journal = self.coordinator.journal
-        if journal is not None:
-            # The worker starts the tasks granted here, and forgets the outcomes it reported.
+        if journal is not None and kind != "heartbeat":
+            # The worker starts the tasks granted here, forgets the outcomes it reported, and leaves
+            # the tasks it handed back: each only once it is written. (A heartbeat's answer acts on
+            # nothing journaled: held while the disk refuses writes, it would have the fleet fence itself.)
             journal.when_written(lambda: request.reply(frame))
         else:
             request.reply(frame)
