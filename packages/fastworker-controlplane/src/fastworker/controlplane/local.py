@@ -228,11 +228,6 @@ class LocalExecutor:
                 except RuntimeError:  # the loop closed during shutdown
                     return
                 continue
-            # The loop tells the event stream it runs: at its next look at the slots while it watches
-            # them (``_watch_starts``) or with the outcome, whichever comes first; else woken for it.
-            if not self._watching:
-                self._started.append((run.record, run.record.attempts))
-                completions.set()
             # Made only if the task asks for it or something logs (a maker is bound meanwhile).
             record, outcome, cancelled = self._run_here_unlogged(run, run.context, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
@@ -271,6 +266,13 @@ class LocalExecutor:
             try:
                 slot.record = record
                 runs[task_id] = slot
+                # The loop tells the event stream it runs: at its next look at the slots while it
+                # watches them (``_watch_starts``; registered first, so that a look it missed is
+                # followed by another) or with the outcome, whichever comes first; else woken for it.
+                if not self._watching:
+                    self._started.append((record, record.attempts))
+                    if self._completions is not None:
+                        self._completions.set()
                 if self._cancel_before_start and task_id in self._cancel_before_start:
                     self._cancel_before_start.discard(task_id)
                     return record, failure("TaskCancelled", "cancelled before it started"), True
@@ -336,10 +338,13 @@ class LocalExecutor:
 
     def _watch_starts(self) -> None:
         """Tell the sync runs under way (those told already are skipped); watch on while slots were busy."""
+        # Not watching first, then the runs read: a slot registers its run before it looks whether
+        # the loop watches, so each run is either in this read, queued by its slot, or in the next look.
+        self._watching = False
         runs = list(self._sync_runs.items())  # (a copy: slots change it meanwhile)
         busy = self._active or bool(runs)
         self._active = False
-        self._watch(busy)  # (stopped first, then the starts read: a slot that saw it watching is seen)
+        self._watch(busy)
         self._tell_all_started()
         for task_id, slot in runs:
             record = slot.record
