@@ -1212,13 +1212,13 @@ class Worker:
         """
         if not self._unacked or time.monotonic() >= deadline:
             return
-        if self._link is not None and self._link.farewell_timeout(self.heartbeat_timeout) is None:
-            logger.warning(
-                "%d outcomes are not delivered and no control plane answers: waiting up to %.0f s (the drain"
-                " timeout) for one to take them",
-                len(self._unacked),
-                deadline - time.monotonic(),
-            )
+        # Said every time: else a worker that stays for its drain timeout looks stuck.
+        logger.warning(
+            "%d outcomes are not delivered yet: offering them for up to %.0f s (the drain timeout) to a"
+            " control plane that takes them (a restarted one adopts their tasks)",
+            len(self._unacked),
+            deadline - time.monotonic(),
+        )
         while self._unacked and time.monotonic() < deadline:
             if not self._registered.is_set() and not self._registering:
                 self._spawn(self._register_until_accepted())  # an earlier attempt gave up
