@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from fastworker.client.envflags import apply_env_defaults, env_name
+from fastworker.client.envflags import apply_env_defaults, env_name, name_env_origins
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -234,3 +234,19 @@ def test_an_env_value_the_flag_cannot_read_names_what_it_should_be(
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert said in err and "invalid literal" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        ([], True),  # the value came from the env var
+        (["--concurrency", "-3"], False),  # typed on the command line
+        (["--concurrency=-3"], False),
+        (["--conc", "-3"], False),  # an abbreviation argparse takes for --concurrency
+        (["--", "--concurrency"], True),  # after --, not a flag
+    ],
+)
+def test_a_refused_value_names_its_env_var_only_when_it_came_from_there(argv: list[str], named: bool) -> None:
+    message = "--concurrency must be 1 or more, got -3"
+    said = name_env_origins(make_parser(), argv, message, environ={"FASTWORKER_CONCURRENCY": "-3"})
+    assert said == (f"{message} (--concurrency from FASTWORKER_CONCURRENCY)" if named else message)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import types
 
 import pytest
 
@@ -101,3 +103,29 @@ def test_log_records_go_to_textuals_log_in_the_format_asked_never_to_the_screen(
         assert root.level == logging.DEBUG
     finally:
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_the_command_line_loads_without_textual() -> None:
+    # --help, --version and usage errors answer at once: Textual (a third of a second) is loaded
+    # only to run the view.
+    probe = (
+        "import sys; from fastworker.dashboard.tui import cli; code = cli.main(['--help']);"
+        " print('textual' in sys.modules, code)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines()[-1] == "False 0"
+
+
+class _Interrupting(types.ModuleType):
+    def __getattr__(self, name: str) -> object:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_view_loads_exits_130_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setitem(sys.modules, "fastworker.dashboard.tui.app", _Interrupting("fastworker.dashboard.tui.app"))
+    assert cli.main(["--control-plane", "tcp://127.0.0.1:9"]) == cli.RET_INTERRUPTED == 130
+    assert "Traceback" not in capsys.readouterr().err

@@ -72,7 +72,7 @@ def name_env_origins(
     operator set its env var instead, the message names the variable too: ``... (from FASTWORKER_X)``.
     """
     env = os.environ if environ is None else environ
-    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    given = _given_flags(parser, argv)
     origins = []
     for action in _flags(parser):
         name = env_name(action.dest)
@@ -81,6 +81,24 @@ def name_env_origins(
             if named:
                 origins.append(f"{named[0]} from {name}")  # (not its value: it may be a secret)
     return f"{message} ({'; '.join(origins)})" if origins else message
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The long flags on the command line, each abbreviation (``--max-q``) read as the flag it stands for."""
+    flags = {flag for action in _flags(parser) for flag in action.option_strings if flag.startswith("--")}
+    given = set()
+    for arg in argv:
+        if arg == "--":
+            break
+        if not arg.startswith("--"):
+            continue
+        typed = arg.split("=", 1)[0]
+        if typed in flags or not parser.allow_abbrev:
+            given.add(typed)
+            continue
+        meant = [flag for flag in flags if flag.startswith(typed)]
+        given.update(meant if len(meant) == 1 else [typed])  # an ambiguous one is refused by argparse
+    return given
 
 
 def _flags(parser: argparse.ArgumentParser) -> Sequence[argparse.Action]:

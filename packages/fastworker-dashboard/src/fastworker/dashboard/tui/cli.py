@@ -18,6 +18,8 @@ from fastworker.dashboard.version import __version__
 RET_OK = 0
 RET_ERROR = 1
 RET_USAGE = 2
+#: Interrupted (Ctrl-C) before the view started: 128 + SIGINT, as shells report it.
+RET_INTERRUPTED = 130
 
 DEFAULT_CONTROL_PLANE = "tcp://127.0.0.1:5550"
 
@@ -93,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return RET_ERROR
-    # Imported here so that --help stays fast and needs no terminal.
-    from textual.logging import TextualHandler
+    try:
+        # Imported here so that --help stays fast and needs no terminal.
+        from textual.logging import TextualHandler
 
-    from fastworker.dashboard.tui.app import make_app
-
+        from fastworker.dashboard.tui.app import make_app
+    except KeyboardInterrupt:  # Ctrl-C while Textual loads (once it runs, Ctrl-C is its quit key)
+        return RET_INTERRUPTED
     # Library log records go to Textual's devtools log, never onto the screen being drawn.
     configure_logging(args.log_level, args.log_format, handler=TextualHandler())
     app = make_app(args.control_plane, args.secret, refresh_interval=args.refresh)
