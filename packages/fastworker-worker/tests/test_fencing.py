@@ -364,3 +364,31 @@ async def test_a_drain_notice_nobody_answers_does_not_push_the_drain_timeout_bac
     await asyncio.wait_for(worker._drain(), 10)
     assert time.monotonic() - started < 2.0
     assert not worker._running
+
+
+async def test_outcomes_a_restarted_control_plane_did_not_adopt_are_dropped_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A worker that came back after the adoption window: the new instance settled its finished
+    # tasks already (re-run or failed), so their outcomes are moot; dropping them is logged
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=1), TaskRegistry())
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+
+    class LateLink(ClaimingLink):
+        async def register(self, request: Any) -> Any:
+            return worker_pb2.RegisterReply(accepted=True, resumed=False, instance_id="new", adopted_task_ids=["kept"])
+
+    worker._link = LateLink()  # type: ignore[assignment]
+    for task_id in ("kept", "late-1", "late-2"):
+        worker._results.append(("old", worker_pb2.TaskOutcome(task_id=task_id, attempt=1)))
+        worker._unacked[task_id] = 1
+
+    with caplog.at_level(logging.WARNING, logger="fastworker.worker.runtime"):
+        assert await worker._register() is True
+
+    said = [r.getMessage() for r in caplog.records if "dropping the outcomes" in r.getMessage()]
+    assert len(said) == 1 and "of 2 finished tasks" in said[0] and "late-1, late-2" in said[0]
+    assert [report.task_id for report in worker._take_results("new")] == ["kept"]
+    assert "late-1" not in worker._unacked and "late-2" not in worker._unacked

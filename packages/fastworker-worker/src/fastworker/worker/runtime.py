@@ -470,6 +470,15 @@ class Worker:
             # failed does not go on acting; the adopted ones report to this instance from now on.
             adopted = self._adopt(answer.instance_id, answer.adopted_task_ids)
             self._drop_prefetched(keep=adopted)
+            moot = [report.task_id for given_by, report in self._results if given_by != answer.instance_id]
+            if moot:
+                # Dropped by the next _take_results: said here, or a finished run vanishes unseen.
+                logger.warning(
+                    "dropping the outcomes of %d finished tasks the control plane took back while it did not hear"
+                    " from this worker (it re-ran or failed them): %s",
+                    len(moot),
+                    ", ".join(moot[:20]) + (" ..." if len(moot) > 20 else ""),
+                )
             taken_back = [
                 task_id for task_id in self._running if task_id not in self._stopping and task_id not in adopted
             ]
