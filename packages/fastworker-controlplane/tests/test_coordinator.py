@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fastworker.client import TaskCancelled, TaskInterrupted
 from fastworker.controlplane import coordinator as coordinator_module
 from fastworker.controlplane.coordinator import SLOT_LOCK_YIELDS, Coordinator, RequestRefused
 from fastworker.controlplane.expiry import COMPACT_ABOVE, ExpiryWatch
@@ -521,6 +522,32 @@ async def test_a_running_sync_task_is_interrupted_its_remaining_code_never_runs_
     assert reached == []
     following, _ = coordinator.submit(harness.spec("next"))
     assert (await harness.final(coordinator, following.task_id)).state == SUCCESS
+
+
+async def test_a_cancelled_sync_task_can_clean_up_by_catching_the_public_task_cancelled(harness: Any) -> None:
+    # Given a sync task on the only slot that cleans up on fastworker.client.TaskInterrupted
+    started, caught = threading.Event(), []
+
+    def tidy() -> str:
+        started.set()
+        try:
+            while True:
+                time.sleep(0.005)
+        except TaskInterrupted as stop:
+            caught.append(stop)
+            raise
+
+    harness.task(tidy, name="tidy")
+    coordinator = harness.coordinator(local_concurrency=1)
+    record, _ = coordinator.submit(harness.spec("tidy"))
+    await until(started.is_set)
+
+    # When it is cancelled
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+
+    # Then what it caught is the TaskCancelled that fastworker.client exports, and it ends CANCELLED
+    assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
+    assert len(caught) == 1 and type(caught[0]) is TaskCancelled
 
 
 async def test_a_sync_task_blocked_in_one_call_stops_when_the_call_returns(harness: Any) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastworker.client.context import current_task
-from fastworker.client.errors import SoftTimeLimitExceeded
+from fastworker.client.errors import SoftTimeLimitExceeded, TaskInterrupted
 from fastworker.client.task import task
 from fastworker.worker.child import read_rss
 
@@ -124,8 +124,8 @@ def spin(seconds: float, marker: str = "") -> int:
         while time.monotonic() < deadline:
             loops += 1
     except BaseException as exc:
-        if marker:
-            Path(marker).write_text(type(exc).__name__)
+        if marker:  # its class, and whether a task can catch it as fastworker.client.TaskInterrupted
+            Path(marker).write_text(f"{type(exc).__name__} {isinstance(exc, TaskInterrupted)}")
         raise
     return loops
 

@@ -8,7 +8,22 @@ from __future__ import annotations
 import asyncio
 from typing import assert_type
 
-from fastworker.client import Client, SyncClient, SyncTaskBackend, SyncTaskHandle, TaskHandle, task
+from fastworker.client import (
+    Chain,
+    Chord,
+    Client,
+    Group,
+    SubmitOptions,
+    SyncClient,
+    SyncTaskBackend,
+    SyncTaskHandle,
+    SyncWorkflowHandle,
+    TaskHandle,
+    chain,
+    chord,
+    group,
+    task,
+)
 
 
 @task
@@ -94,3 +109,20 @@ async def incorrect_calls() -> None:
     mistyped: TaskHandle[str] = await add.delay(1, 2)  # expect-error
     await add.delay(1, 2, priority="high")  # expect-error
     print(wrong, text, mistyped)
+
+
+async def dependencies_by_id_or_handle(client: Client) -> None:
+    first = await add.delay(1, 2)
+    mail = send_email.delay_sync(7)
+    after: TaskHandle[int] = await add.with_options(depends_on=[first, mail, first.id]).delay(3, 4)
+    await client.delay_many([("add", (1, 2))], depends_on=[after])
+    add.with_options(depends_on=[1]).delay_sync(1, 2)  # expect-error
+    add.with_options(depends_on=first).delay_sync(1, 2)  # expect-error
+
+
+def workflow_types_are_exported() -> SyncWorkflowHandle:
+    steps: Chain = chain(add.s(1, 2), add.s(3))
+    both: Group = group(add.s(1, 2), add.s(3, 4))
+    summed: Chord = chord(both, add.s(0))
+    print(summed, SubmitOptions(priority="high"))
+    return steps.delay_sync()

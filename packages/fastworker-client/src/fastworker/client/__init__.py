@@ -24,7 +24,9 @@ from fastworker.client.errors import (
     QueueFull,
     Retry,
     SoftTimeLimitExceeded,
+    TaskCancelled,
     TaskFailed,
+    TaskInterrupted,
     TaskNotFound,
     TaskTimeout,
     TimeLimitExceeded,
@@ -55,6 +57,7 @@ from fastworker.client.models import (
     TaskPage,
     TaskState,
 )
+from fastworker.client.options import SubmitOptions
 from fastworker.client.task import BoundTask, TaskFunction, TaskOptions, TaskRegistry, task
 from fastworker.client.version import __version__
 
@@ -62,9 +65,12 @@ if TYPE_CHECKING:
     from fastworker.client import hooks
     from fastworker.client._async import Client
     from fastworker.client._progress import report_progress
-    from fastworker.client._sync import SyncClient
+    from fastworker.client._sync import SyncClient, SyncWorkflowHandle
     from fastworker.client.secretfile import SecretFiles
     from fastworker.client.workflows import (
+        Chain,
+        Chord,
+        Group,
         Signature,
         WorkflowHandle,
         WorkflowInfo,
@@ -79,10 +85,22 @@ _LAZY = {
     "Client": "fastworker.client._async",
     "hooks": "fastworker.client.hooks",
     "SyncClient": "fastworker.client._sync",
+    "SyncWorkflowHandle": "fastworker.client._sync",
     "SecretFiles": "fastworker.client.secretfile",
     "report_progress": "fastworker.client._progress",
     **dict.fromkeys(
-        ("Signature", "WorkflowHandle", "WorkflowInfo", "chain", "chord", "group", "signature"),
+        (
+            "Chain",
+            "Chord",
+            "Group",
+            "Signature",
+            "WorkflowHandle",
+            "WorkflowInfo",
+            "chain",
+            "chord",
+            "group",
+            "signature",
+        ),
         "fastworker.client.workflows",
     ),
 }
@@ -113,6 +131,8 @@ __all__ = [
     "BoundTask",
     "CallContextError",
     "CancelResult",
+    "Chain",
+    "Chord",
     "Client",
     "ClientError",
     "ControlPlaneUnavailable",
@@ -120,6 +140,7 @@ __all__ = [
     "EventBatch",
     "FastworkerError",
     "ForkedProcessError",
+    "Group",
     "InvalidRequest",
     "NoCurrentTask",
     "PayloadError",
@@ -128,13 +149,16 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "Retry",
+    "SecretFiles",
     "Signature",
     "SoftTimeLimitExceeded",
-    "SecretFiles",
+    "SubmitOptions",
     "SyncClient",
     "SyncTaskBackend",
     "SyncTaskHandle",
+    "SyncWorkflowHandle",
     "TaskBackend",
+    "TaskCancelled",
     "TaskContext",
     "TaskDetail",
     "TaskError",
@@ -143,10 +167,11 @@ __all__ = [
     "TaskFunction",
     "TaskHandle",
     "TaskInfo",
+    "TaskInterrupted",
     "TaskLimits",
-    "TaskPage",
     "TaskNotFound",
     "TaskOptions",
+    "TaskPage",
     "TaskRegistry",
     "TaskState",
     "TaskTimeout",

@@ -77,6 +77,20 @@ class SoftTimeLimitExceeded(FastworkerError):
     """
 
 
+class TaskInterrupted(BaseException):
+    """Raised inside a running sync task's thread to stop it: its run was cancelled, or (``--pool threads``) passed its hard limit.
+
+    A BaseException, so that ``except Exception`` in the task lets it by; ``finally`` blocks still
+    run. The run has ended already (CANCELLED, or FAILURE with ``TimeLimitExceeded``): what the task
+    does or returns after catching it is dropped. Sync tasks in a subworker's child processes are
+    stopped by killing the child instead, and async tasks by cancelling their coroutine.
+    """
+
+
+class TaskCancelled(TaskInterrupted):
+    """The :class:`TaskInterrupted` of a cancel (client, CLI, dashboard): on the control plane's own slots and ``--pool threads``."""
+
+
 class TimeLimitExceeded(FastworkerError):
     """The error type of a task stopped by its hard ``timeout`` (the task cannot catch it)."""
 

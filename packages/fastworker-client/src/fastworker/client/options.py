@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, cast
 
 from fastworker.client.models import Priority
 from fastworker.protocol.addresses import parse_address
@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # argparse loads with a command line, not with the client
 __all__ = [
     "SUBMIT_OPTION_NAMES",
     "BatchOptionArgs",
+    "HasTaskId",
     "SubmitOptionArgs",
+    "TaskRef",
     "SubmitOptions",
     "add_submit_arguments",
     "address_argument",
@@ -40,6 +42,19 @@ __all__ = [
     "queues_argument",
     "seconds_argument",
 ]
+
+
+class HasTaskId(Protocol):
+    """Anything that names a task by its ``id``: a task handle, async or sync (``TaskHandle``, ``SyncTaskHandle``)."""
+
+    @property
+    def id(self) -> str:
+        """The task's id."""
+        ...
+
+
+#: A task named by its id or by a handle: what ``depends_on`` takes.
+TaskRef = str | HasTaskId
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +202,7 @@ class SubmitOptions:
     unique_key: str | None = _option(
         _Flag("while a live task has this key, answer with its id instead of queuing another", "KEY", batch=False)
     )
-    depends_on: Sequence[str] | None = _option(
+    depends_on: Sequence[TaskRef] | None = _option(
         _Flag("run only once these tasks succeeded (comma-separated ids)", "ID[,ID...]", _id_list)
     )
 
@@ -294,7 +309,7 @@ class SubmitOptions:
         if self.unique_key is not None:
             spec.unique_key = self.unique_key
         if self.depends_on:
-            spec.dependencies.task_ids.extend(self.depends_on)
+            spec.dependencies.task_ids.extend(cast("tuple[str, ...]", self.depends_on))  # ids by __post_init__
 
 
 class BatchOptionArgs(TypedDict, total=False):
@@ -305,7 +320,7 @@ class BatchOptionArgs(TypedDict, total=False):
     countdown: float | timedelta | None
     eta: datetime | float | None
     expires: datetime | float | timedelta | None
-    depends_on: Sequence[str] | None
+    depends_on: Sequence[TaskRef] | None
 
 
 class SubmitOptionArgs(BatchOptionArgs, total=False):

@@ -37,6 +37,7 @@ from typing import Any
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
 from fastworker.client.context import ContextSource, TaskContext
+from fastworker.client.errors import TaskCancelled
 from fastworker.client.task import TaskFunction
 from fastworker.controlplane.records import LOCAL_WORKER_ID, TaskRecord
 from fastworker.controlplane.wakeup import LoopWakeup
@@ -94,10 +95,6 @@ StartedCallback = Callable[[TaskRecord, int], None]
 Release = Callable[[], None]
 #: Takes a running task's latest progress, on the loop: (task id, attempt, progress).
 ProgressCallback = Callable[[str, int, task_pb2.Progress], object]
-
-
-class TaskCancelled(BaseException):
-    """Raised inside a running sync task's thread to cancel it (a BaseException: ``except Exception`` lets it by)."""
 
 
 class SlotRuns:

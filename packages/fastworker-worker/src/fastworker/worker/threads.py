@@ -13,10 +13,11 @@ in one C call (``time.sleep``, a socket read, a lock) sees it only when that cal
 
 * soft time limit: :class:`~fastworker.client.errors.SoftTimeLimitExceeded` (the class the
   process pool raises) is raised in the task, which may catch it and clean up;
-* hard time limit: the run fails with ``TimeLimitExceeded`` at the limit, :class:`TaskInterrupted`
-  is raised in the task and its thread is abandoned (a warning is logged);
-* cancel: the run fails with ``TaskCancelled`` at once and :class:`TaskInterrupted` is raised in
-  the task.
+* hard time limit: the run fails with ``TimeLimitExceeded`` at the limit,
+  :class:`~fastworker.client.TaskInterrupted` is raised in the task and its thread is abandoned
+  (a warning is logged);
+* cancel: the run fails with ``TaskCancelled`` at once and :class:`~fastworker.client.TaskCancelled`
+  (a ``TaskInterrupted``) is raised in the task.
 
 A thread whose run ended that way keeps its slot until the task's function really returns (what
 it returns then is dropped), so no more than ``size`` tasks ever run at once: a task that never
@@ -44,22 +45,15 @@ from typing import Any
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import ProgressSink
 from fastworker.client.context import TaskContext
-from fastworker.client.errors import SoftTimeLimitExceeded
+from fastworker.client.errors import SoftTimeLimitExceeded, TaskCancelled, TaskInterrupted
 from fastworker.client.task import TaskFunction, TaskRegistry
 from fastworker.protocol.v1.task_pb2 import Payload
 from fastworker.worker.executor import Outcome, failure, prepare, run_sync
 from fastworker.worker.slotwait import SlotWaiters
 
-__all__ = ["TaskInterrupted", "ThreadPool"]
+__all__ = ["TaskInterrupted", "ThreadPool"]  # TaskInterrupted: fastworker.client's, kept importable here
 
 _log = logging.getLogger(__name__)
-
-
-class TaskInterrupted(BaseException):
-    """Raised inside a sync task's thread when its run was cancelled or passed its hard time limit.
-
-    A BaseException, so that ``except Exception`` in the task lets it by; ``finally`` blocks still run.
-    """
 
 
 class _Stage(Enum):
@@ -330,7 +324,7 @@ class ThreadPool:
         if run is None:
             return False
         message = f"task {run.name!r} was cancelled while it ran; its thread was interrupted"
-        self._stop(run, failure("TaskCancelled", message, started_at=run.started_at))
+        self._stop(run, failure("TaskCancelled", message, started_at=run.started_at), TaskCancelled)
         return True
 
     def _is_closed(self) -> bool:
@@ -361,8 +355,8 @@ class ThreadPool:
         message = f"task {run.name!r} exceeded its hard time limit of {limit:g} s; its thread was interrupted"
         self._stop(run, failure("TimeLimitExceeded", message, started_at=run.started_at))
 
-    def _stop(self, run: _Run, outcome: Outcome | None) -> None:
-        """Decide a run's outcome now (None: the caller was cancelled) and interrupt its thread."""
+    def _stop(self, run: _Run, outcome: Outcome | None, interrupt: type[TaskInterrupted] = TaskInterrupted) -> None:
+        """Decide a run's outcome now (None: the caller was cancelled) and raise ``interrupt`` in its thread."""
         for timer in run.timers:
             timer.cancel()
         del self._running[run.task_id]
@@ -371,7 +365,7 @@ class ThreadPool:
                 run.future.cancel()
             else:
                 run.future.set_result(outcome)
-        self._interrupt(run, TaskInterrupted)
+        self._interrupt(run, interrupt)
 
     def _interrupt(self, run: _Run, exc: type[BaseException]) -> None:
         """Raise ``exc`` in the run's thread if it is in the run; before it, the run will not start."""
