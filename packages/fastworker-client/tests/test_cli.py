@@ -950,7 +950,7 @@ def test_a_request_the_control_plane_refuses_as_invalid_exits_one_not_two(
     assert ran.code == RET_FAILED and "only FAILURE or CANCELLED" in ran.json["error"]
 
 
-def test_without_rich_the_console_script_says_which_extra_to_install(
+def test_without_rich_the_command_answers_json_help_and_version_and_names_the_extra_for_tables(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sys
@@ -964,8 +964,23 @@ def test_without_rich_the_console_script_says_which_extra_to_install(
     for name in ("fastworker.client.cli", "fastworker.client._waitbar", "fastworker.client.workflowtree"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.delattr(fastworker_client_module(), "cli", raising=False)
-    assert command.main(["stats"]) == command.RET_MISSING
-    assert "pip install 'fastworker-client[cli]'" in capsys.readouterr().err
+
+    # Tables for people: nothing is done, and the message says what to install (or to add --json)
+    assert command.main(["stats"]) == RET_FAILED
+    said = capsys.readouterr()
+    assert said.out == "" and "pip install 'fastworker-client[cli]'" in said.err and "--json" in said.err
+    # --version and --help answer
+    with pytest.raises(SystemExit) as version:
+        command.main(["--version"])
+    assert version.value.code == 0 and capsys.readouterr().out.startswith("fastworker ")
+    with pytest.raises(SystemExit) as helped:
+        command.main(["--help"])
+    assert helped.value.code == 0 and "stats" in capsys.readouterr().out
+    # --json needs nothing more
+    monkeypatch.setattr(sys.modules["fastworker.client.cli"], "Client", FakeClient)
+    assert command.main(["--json", "stats"]) == RET_OK
+    assert json.loads(capsys.readouterr().out)["submitted"] == STATS["submitted"]
+    assert "rich" not in [name.split(".")[0] for name, module in sys.modules.items() if module is not None]
 
 
 def fastworker_client_module() -> Any:

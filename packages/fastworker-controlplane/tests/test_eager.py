@@ -13,6 +13,7 @@ from fastworker.client import (
     FastworkerError,
     PayloadError,
     Retry,
+    SyncWorkflowHandle,
     TaskFailed,
     TaskNotFound,
     TaskRegistry,
@@ -23,6 +24,7 @@ from fastworker.client import (
     current_client,
     group,
     set_default_client,
+    set_default_sync_client,
     signature,
 )
 from fastworker.client.models import Priority
@@ -322,6 +324,45 @@ async def test_a_workflow_submitted_with_delay_uses_the_eager_client(tasks: Task
     async with EagerClient(tasks.registry):
         handle = await chain(add.s(2, 2), add.s(1)).delay()
         assert await handle.result() == 5
+
+
+def test_a_workflow_submitted_from_sync_code_runs_in_the_calling_thread_with_no_event_loop(
+    tasks: Tasks, steps: list[str]
+) -> None:
+    # As add.delay_sync(...) runs: in sync code (a CLI, a Django view) under the eager client
+    seen_loops: list[bool] = []
+
+    def where() -> int:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            seen_loops.append(False)
+        else:
+            seen_loops.append(True)
+        return 1
+
+    tasks.add(where)
+    add = tasks.registry.get("add")
+    assert add is not None
+    client = EagerClient(tasks.registry)
+    previous = set_default_sync_client(client.sync)
+    try:
+        handle = chain(signature("where"), add.s(10), add.s(100)).delay_sync()
+        assert isinstance(handle, SyncWorkflowHandle)
+        assert handle.result() == 111 and steps == ["add(1, 10)", "add(11, 100)"]
+        assert seen_loops == [False]  # a sync step runs with no event loop (an ORM may need that)
+        assert handle.status().state is TaskState.SUCCESS and handle.cancel() == 0
+
+        async def double(x: int) -> int:
+            return 2 * x
+
+        tasks.add(double)
+        # With an async step among them, the workflow runs on a fresh loop in this thread
+        assert group(signature("double", (4,)), add.s(1, 2)).delay_sync().result() == [8, 3]
+        with pytest.raises(ValueError, match="at least one task"):
+            group().delay_sync()
+    finally:
+        set_default_sync_client(previous)
 
 
 async def test_depends_on_runs_after_a_success_fails_after_a_failure_and_refuses_an_unknown_id(

@@ -65,13 +65,14 @@ if TYPE_CHECKING:
     from fastworker.client import hooks
     from fastworker.client._async import Client
     from fastworker.client._progress import report_progress
-    from fastworker.client._sync import SyncClient, SyncWorkflowHandle
+    from fastworker.client._sync import SyncClient
     from fastworker.client.secretfile import SecretFiles
     from fastworker.client.workflows import (
         Chain,
         Chord,
         Group,
         Signature,
+        SyncWorkflowHandle,
         WorkflowHandle,
         WorkflowInfo,
         chain,
@@ -85,7 +86,6 @@ _LAZY = {
     "Client": "fastworker.client._async",
     "hooks": "fastworker.client.hooks",
     "SyncClient": "fastworker.client._sync",
-    "SyncWorkflowHandle": "fastworker.client._sync",
     "SecretFiles": "fastworker.client.secretfile",
     "report_progress": "fastworker.client._progress",
     **dict.fromkeys(
@@ -94,6 +94,7 @@ _LAZY = {
             "Chord",
             "Group",
             "Signature",
+            "SyncWorkflowHandle",
             "WorkflowHandle",
             "WorkflowInfo",
             "chain",

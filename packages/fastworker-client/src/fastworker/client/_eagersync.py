@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, cast
 
 from fastworker.client.handles import TaskBackend
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
 from fastworker.client.task import TaskRegistry
+
+if TYPE_CHECKING:
+    from fastworker.client.workflows import SyncWorkflowHandle, Workflow, WorkflowHandle
 
 __all__ = ["BlockingBackend", "EagerBackend", "EagerSyncBackend", "finish_without_loop"]
 
@@ -28,6 +31,10 @@ class EagerBackend(TaskBackend, Protocol):
 
     registry: TaskRegistry
     history: list[TaskInfo]
+
+    async def delay_workflow(self, workflow: Workflow) -> WorkflowHandle:
+        """Run a workflow's steps now; returns its handle (every step final)."""
+        ...
 
 
 def finish_without_loop(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -118,3 +125,25 @@ class EagerSyncBackend(BlockingBackend):
         if task is not None and task.is_async:
             return asyncio.run(coroutine)
         return finish_without_loop(coroutine)  # an unknown name raises UnknownTask before any await
+
+    def delay_workflow(self, workflow: Workflow) -> SyncWorkflowHandle:
+        """Run a workflow's steps now, in this thread (``chain(...).delay_sync()``); the handle's methods block.
+
+        With only sync steps, they run with no event loop (as ``add.delay_sync`` runs one); with an
+        async step among them, the whole workflow runs on a fresh loop in this thread.
+        """
+        from fastworker.client.workflows import SyncWorkflowHandle, plan_workflow
+
+        steps, _, _ = plan_workflow(workflow)  # (ValueError for an empty workflow, before anything runs)
+        registry = self.eager.registry
+        on_a_loop = any((task := registry.get(step.signature.name)) is not None and task.is_async for step in steps)
+        coroutine = self.eager.delay_workflow(workflow)
+        handle = asyncio.run(coroutine) if on_a_loop else finish_without_loop(coroutine)
+        return SyncWorkflowHandle(handle, _FreshLoop())
+
+
+class _FreshLoop:
+    """Runs an eager workflow handle's calls (its steps are final: nothing waits) on a fresh loop in this thread."""
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run(coroutine)

@@ -19,7 +19,6 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from fastworker.client import handles
@@ -30,7 +29,7 @@ from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
 if TYPE_CHECKING:
     from fastworker.client.models import TaskInfo
-    from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo
+    from fastworker.client.workflows import SyncWorkflowHandle, Workflow
     from fastworker.protocol.auth import Secret
 
 T = TypeVar("T")
@@ -255,6 +254,8 @@ class SyncClient:
 
     def delay_workflow(self, workflow: Workflow) -> SyncWorkflowHandle:
         """Queue a workflow (see :meth:`Client.delay_workflow`); the handle's methods block."""
+        from fastworker.client.workflows import SyncWorkflowHandle  # loaded with the canvas: nothing before
+
         return SyncWorkflowHandle(self._run(self._client.delay_workflow(workflow)), self)
 
 
@@ -264,39 +265,6 @@ async def _next_of(changes: AsyncIterator[TaskInfo]) -> TaskInfo:
 
 async def _nothing() -> None:
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class SyncWorkflowHandle:
-    """A :class:`~fastworker.client.workflows.WorkflowHandle` whose methods block (from ``SyncClient.delay_workflow``)."""
-
-    handle: WorkflowHandle
-    client: SyncClient = field(repr=False, compare=False)
-
-    @property
-    def id(self) -> str:
-        """The workflow id."""
-        return self.handle.id
-
-    @property
-    def task_ids(self) -> tuple[str, ...]:
-        """Its steps' task ids, in step order."""
-        return self.handle.task_ids
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the workflow's result; see :meth:`WorkflowHandle.result`."""
-        return self.client._run(self.handle.result(timeout))
-
-    def status(self) -> WorkflowInfo:
-        """The workflow's state and its steps'."""
-        return self.client._run(self.handle.status())
-
-    def cancel(self) -> int:
-        """Cancel its waiting and running steps; returns how many were cancelled."""
-        return self.client._run(self.handle.cancel())
-
-    def __str__(self) -> str:
-        return self.handle.id
 
 
 def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:

@@ -22,15 +22,10 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, NoReturn, TextIO
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from fastworker.client._async import Client
 from fastworker.client._terminal import visible
-from fastworker.client._waitbar import wait_with_bar
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import _arguments, apply_env_defaults, env_name, env_true
 from fastworker.client.errors import (
@@ -68,8 +63,11 @@ from fastworker.client.options import add_submit_arguments, address_argument, op
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 from fastworker.client.workflows import WorkflowInfo
-from fastworker.client.workflowtree import state_counts, state_text, workflow_tree
 from fastworker.protocol.queues import DEFAULT_QUEUE
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 #: Exit codes (docs/reference.md).
 RET_OK = 0
@@ -312,7 +310,7 @@ async def _wait_and_show(client: Client, task_id: str, timeout: float | None, ou
     if out.as_json:
         info = await client.wait(task_id, timeout=timeout)
     else:
-        with out.console.status(f"waiting for task {task_id} ..."):
+        with out.people.status(f"waiting for task {task_id} ..."):
             info = await client.wait(task_id, timeout=timeout)
     out.task(info)
     return _exit_for(info)
@@ -381,8 +379,10 @@ def _result_arguments(parser: argparse.ArgumentParser) -> None:
 )
 async def result(client: Client, args: argparse.Namespace, out: _Output) -> int:
     """Print a task's outcome; exit as it ended (4 if it has not)."""
-    if args.wait and not out.as_json and out.console.is_terminal:
-        info = await wait_with_bar(client, args.task_id, args.timeout, out.console)
+    if args.wait and not out.as_json and out.people.is_terminal:
+        from fastworker.client._waitbar import wait_with_bar  # rich: output for people only
+
+        info = await wait_with_bar(client, args.task_id, args.timeout, out.people)
         out.task(info)
         return _exit_for(info)
     if args.wait:
@@ -744,27 +744,52 @@ async def limit(client: Client, args: argparse.Namespace, out: _Output) -> int:
 _PIPED_WIDTH = 100_000
 
 
+class PeopleOutputUnavailable(Exception):
+    """Tables and colours need ``rich`` (the ``cli`` extra), which is not installed; ``--json`` needs nothing more."""
+
+
 class _Output:
-    """Prints for people (rich) or for scripts (JSON on stdout)."""
+    """Prints for people (rich, the ``cli`` extra: loaded only for them) or for scripts (JSON on stdout).
+
+    Raises:
+        PeopleOutputUnavailable: output for people without ``rich`` (before the command does anything).
+    """
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.console = Console()
-        if not self.console.is_terminal:
+        if as_json:
+            return
+        try:
+            from rich.console import Console
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] != "rich":
+                raise
+            raise PeopleOutputUnavailable from None
+        console = Console()
+        if not console.is_terminal:
             # Piped into grep, a file or a pager: never wrap or cut at 80 columns (whole ids stay whole).
-            self.console = Console(width=_PIPED_WIDTH)
-        self.errors = Console(stderr=True)
+            console = Console(width=_PIPED_WIDTH)
+        self._people = console
+        self._errors = Console(stderr=True)
+
+    @property
+    def people(self) -> Console:
+        """The console for people (rich): only without ``--json``."""
+        return self._people
 
     def data(self, value: Json) -> None:
         print(json.dumps(value))
 
     def say(self, text: str) -> None:
-        self.console.print(visible(text), markup=False, highlight=False)
+        self._people.print(visible(text), markup=False, highlight=False)
 
     def task(self, info: TaskInfo) -> None:
         if self.as_json:
             self.data(task_json(info))
             return
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(show_header=False, box=None)
         for field in dataclasses.fields(info):
             value = getattr(info, field.name)
@@ -777,9 +802,9 @@ class _Output:
             elif field.name.endswith("_at"):
                 value = _when(value)  # ISO-8601, as everywhere else
             table.add_row(Text(field.name, style="bold"), Text("" if value is None else visible(str(value))))
-        self.console.print(table)
+        self._people.print(table)
         if info.error is not None and info.error.traceback:
-            self.console.print(visible(info.error.traceback), markup=False, highlight=False)
+            self._people.print(visible(info.error.traceback), markup=False, highlight=False)
 
     def rows(self, title: str, rows: list[dict[str, Any]], as_json: Json | None = None) -> None:
         """A table for people; for scripts ``as_json`` (default: the rows themselves)."""
@@ -787,19 +812,23 @@ class _Output:
             self.data(jsonable(rows) if as_json is None else as_json)
             return
         if not rows:
-            self.console.print(f"{title}: none")
+            self._people.print(f"{title}: none")
             return
+        from rich.table import Table
+
         table = Table(title=title)
         columns = list(rows[0])
         for column in columns:
             table.add_column(column, overflow="fold")  # wrap long ids rather than cut them
         for row in rows:
             table.add_row(*(_cell(row[c]) for c in columns))
-        self.console.print(table)
+        self._people.print(table)
 
     def note(self, text: str) -> None:
         """A remark after a table, for people only (in yellow, never read as markup)."""
-        self.console.print(Text(visible(text), style="yellow"))
+        from rich.text import Text
+
+        self._people.print(Text(visible(text), style="yellow"))
 
     def action(self, value: Json, text: str) -> None:
         if self.as_json:
@@ -810,6 +839,9 @@ class _Output:
     def detail(self, detail: TaskDetail) -> None:
         info = detail.info
         self.task(dataclasses.replace(info, error=None) if info.error is not None else info)
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(show_header=False, box=None)
         for key, value in (
             ("args", repr(detail.args)),
@@ -821,17 +853,22 @@ class _Output:
         ):
             if value:
                 table.add_row(Text(key, style="bold"), Text(visible(value)))
-        self.console.print(table)
+        self._people.print(table)
         if info.error is not None:
-            self.console.print(Text(visible(f"{info.error.type}: {info.error.message}"), style="red"))
+            self._people.print(Text(visible(f"{info.error.type}: {info.error.message}"), style="red"))
             if info.error.traceback:
-                self.console.print(visible(info.error.traceback), markup=False, highlight=False)
+                self._people.print(visible(info.error.traceback), markup=False, highlight=False)
 
     def workflow(self, info: WorkflowInfo) -> None:
         """The workflow as JSON, or a header line and its steps as an indented list (states in colour on a terminal)."""
         if self.as_json:
             self.data(workflow_json(info))
             return
+        from rich.table import Table
+        from rich.text import Text
+
+        from fastworker.client.workflowtree import state_counts, state_text, workflow_tree
+
         header = Text(f"workflow {info.id} ", style="bold")
         header.append(state_text(info.state))
         counts = ", ".join(f"{count} {state.value}" for state, count in state_counts(info.steps))
@@ -840,7 +877,7 @@ class _Output:
             header.append(f", {len(info.forgotten)} no longer known (left the result cache)")
         if info.created_at:
             header.append(f"  created {_when(info.created_at)}", style="dim")
-        self.console.print(header)
+        self._people.print(header)
         table = Table(box=None, pad_edge=False)
         for column in ("step", "id", "state", "error"):
             table.add_column(column, overflow="fold")
@@ -852,7 +889,7 @@ class _Output:
                 label.append(f"  ({row.after_note})", style="dim")
             error = step.error.type if step.error is not None and step.state is TaskState.FAILURE else ""
             table.add_row(label, Text(_short_id(step.id)), state_text(step.state), Text(visible(error), style="red"))
-        self.console.print(table)
+        self._people.print(table)
 
     def error(self, message: str, **about: Json) -> None:
         """Print an error: ``about`` (e.g. the ``id`` of a task still running) goes into its JSON too."""
@@ -860,11 +897,15 @@ class _Output:
             print(json.dumps({"error": message, **about}))
         else:
             # Never markup (a task's message may hold brackets), never wrapped (piped into a log).
-            self.errors.print(Text.assemble(("error:", "red"), " ", visible(message)), soft_wrap=True)
+            from rich.text import Text
+
+            self._errors.print(Text.assemble(("error:", "red"), " ", visible(message)), soft_wrap=True)
 
 
 def _cell(value: Any) -> Text:
     """A table cell as plain text: task names and messages are never read as rich markup, control characters escaped."""
+    from rich.text import Text
+
     if isinstance(value, list):
         return Text(visible(", ".join(map(str, value))))
     if isinstance(value, float):
@@ -1088,7 +1129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    out = _Output(args.json)
+    try:
+        out = _Output(args.json)
+    except PeopleOutputUnavailable:
+        print(
+            "fastworker: tables and colours need the cli extra: pip install 'fastworker-client[cli]'"
+            " (or add --json, which needs nothing more)",
+            file=sys.stderr,
+        )
+        return RET_FAILED
     try:
         return asyncio.run(_run(args, out))
     except ControlPlaneUnavailable as exc:

@@ -1,25 +1,17 @@
-"""The ``fastworker`` console script's entry point: the operator CLI needs ``rich``, the ``cli`` extra.
+"""The ``fastworker`` console script's entry point (see ``fastworker.client.cli``).
 
-An application that only submits tasks installs ``fastworker-client`` without it; running
-``fastworker`` there says how to get the command instead of failing with a traceback.
+An application that only submits tasks installs ``fastworker-client`` without the ``cli`` extra
+(``rich``): there the command still answers ``--help``, ``--version``, ``--completion`` and every
+``--json`` call, and says how to get tables and colours when asked for them.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-
-#: Exit code when the CLI's own dependencies are missing (as for any other failure to run).
-RET_MISSING = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fastworker`` (see ``fastworker.client.cli``); exit 1 with a hint when ``rich`` is not installed."""
-    try:
-        from fastworker.client.cli import main as run
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] != "rich":
-            raise
-        print("fastworker: the command line needs the cli extra: pip install 'fastworker-client[cli]'", file=sys.stderr)
-        return RET_MISSING
+    """Run ``fastworker``; returns its exit code."""
+    from fastworker.client.cli import main as run
+
     return run(argv)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
 
 from fastworker.client.errors import CallContextError, ClientError
 from fastworker.client.handles import _chosen_sync_client, _event_loop_running, current_client, current_sync_client
@@ -26,14 +26,12 @@ from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1 import task_pb2
 
-if TYPE_CHECKING:
-    from fastworker.client._sync import SyncWorkflowHandle
-
 __all__ = [
     "Chain",
     "Chord",
     "Group",
     "Signature",
+    "SyncWorkflowHandle",
     "Workflow",
     "WorkflowBackend",
     "WorkflowHandle",
@@ -47,6 +45,7 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: Builds the TaskSpec of one call (name, args, kwargs, options): the submitting client's own encoder.
 SpecBuilder = Callable[[str, Sequence[Any], Mapping[str, Any], SubmitOptions], task_pb2.TaskSpec]
@@ -413,6 +412,45 @@ class WorkflowHandle:
 
     def __str__(self) -> str:
         return self.id
+
+
+class BlockingRunner(Protocol):
+    """Runs a coroutine to its end and returns its value, blocking (a ``SyncClient``, or eager mode's runner)."""
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyncWorkflowHandle:
+    """A :class:`WorkflowHandle` whose methods block: what ``delay_sync`` of a workflow returns."""
+
+    handle: WorkflowHandle
+    client: BlockingRunner = field(repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The workflow id."""
+        return self.handle.id
+
+    @property
+    def task_ids(self) -> tuple[str, ...]:
+        """Its steps' task ids, in step order."""
+        return self.handle.task_ids
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow's result; see :meth:`WorkflowHandle.result`."""
+        return self.client._run(self.handle.result(timeout))
+
+    def status(self) -> WorkflowInfo:
+        """The workflow's state and its steps'."""
+        return self.client._run(self.handle.status())
+
+    def cancel(self) -> int:
+        """Cancel its waiting and running steps; returns how many were cancelled."""
+        return self.client._run(self.handle.cancel())
+
+    def __str__(self) -> str:
+        return self.handle.id
 
 
 def _submit_awaited(workflow: Workflow) -> Coroutine[object, object, WorkflowHandle]:
