@@ -23,6 +23,8 @@ from fastworker.client import (
     chord,
     group,
     task,
+    use_client,
+    use_sync_client,
 )
 
 
@@ -126,3 +128,12 @@ def workflow_types_are_exported() -> SyncWorkflowHandle:
     summed: Chord = chord(both, add.s(0))
     print(summed, SubmitOptions(priority="high"))
     return steps.delay_sync()
+
+
+async def use_client_keeps_the_clients_type(client: Client, sync: SyncClient) -> None:
+    with use_client(client) as current:
+        assert_type(current, Client)
+        await current.aclose()
+    with use_sync_client(sync) as blocking:
+        assert_type(blocking, SyncClient)
+        blocking.close()

@@ -152,6 +152,10 @@ class SyncTaskBackend(Protocol):
         ...
 
 
+#: The backend ``use_client``/``use_sync_client`` are given, and yield back with its own type.
+BackendT = TypeVar("BackendT", bound=TaskBackend)
+SyncBackendT = TypeVar("SyncBackendT", bound="SyncTaskBackend")
+
 _current: contextvars.ContextVar[TaskBackend | None] = contextvars.ContextVar("fastworker_current_client", default=None)
 _default: TaskBackend | None = None
 
@@ -200,7 +204,7 @@ def set_default_client(client: TaskBackend | SyncTaskBackend | None) -> TaskBack
 
 
 @contextlib.contextmanager
-def use_client(client: TaskBackend) -> Iterator[TaskBackend]:
+def use_client(client: BackendT) -> Iterator[BackendT]:
     """Make client the current one inside the ``with`` block (and the tasks started in it)."""
     token = _current.set(client)
     try:
@@ -274,7 +278,7 @@ def set_default_sync_client(client: SyncTaskBackend | None) -> SyncTaskBackend |
 
 
 @contextlib.contextmanager
-def use_sync_client(client: SyncTaskBackend) -> Iterator[SyncTaskBackend]:
+def use_sync_client(client: SyncBackendT) -> Iterator[SyncBackendT]:
     """Make client the current one for sync typed calls inside the ``with`` block (this thread only)."""
     token = _current_sync.set(client)
     try:
