@@ -22,6 +22,7 @@ The conventions (also in docs/README.md):
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import os
 import re
@@ -196,9 +197,10 @@ def _pytest(folder: Path, test_file: str) -> None:
 
 async def _run(snippet: Snippet, namespace: dict[str, Any], filename: str) -> None:
     code = compile("\n" * (snippet.line - 1) + snippet.source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    outcome = eval(code, namespace)  # the documentation's own code
-    if inspect.isawaitable(outcome):
-        await outcome
+    if code.co_flags & inspect.CO_COROUTINE:  # top-level await: async code, run on the loop
+        await eval(code, namespace)  # the documentation's own code
+    else:  # sync code runs where users run it: on a thread with no event loop (a SyncClient refuses one)
+        await asyncio.to_thread(eval, code, namespace)
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=[doc.name for doc in DOCUMENTS])

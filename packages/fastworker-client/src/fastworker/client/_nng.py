@@ -15,9 +15,12 @@ other nng need goes through pynng's public API.
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
+import weakref
 from collections.abc import Callable
+from typing import TypeVar
 
 import pynng
 from pynng import ffi, lib
@@ -40,11 +43,44 @@ SendAio = object
 _nng_started = False
 #: True in a child forked after that: nng refuses to run there, aborting the whole process.
 _forked_after_start = False
+#: The nng sockets and contexts this process opened (weakly), for a forked child to disown.
+_opened: weakref.WeakSet[pynng.Socket | pynng.Context] = weakref.WeakSet()
+
+Opened = TypeVar("Opened", pynng.Socket, pynng.Context)
+
+
+def opened(thing: Opened) -> Opened:
+    """Note an nng socket or context this process opened (a child forked later must never close it); returns it."""
+    _opened.add(thing)
+    return thing
 
 
 def _after_fork_in_child() -> None:
     global _forked_after_start
     _forked_after_start = _forked_after_start or _nng_started
+    if _forked_after_start:
+        _disown()
+
+
+def _disown() -> None:
+    """In a child forked after nng started: make sure nothing calls nng again, at exit either.
+
+    The child has none of nng's threads, and nng's locks may be held by threads that stayed in the
+    parent: shutting nng down (pynng's at-exit ``nng_fini``) hangs the child's exit for ever, and
+    closing a socket shuts down the TCP connections it shares with the parent, whose requests then
+    go unanswered for seconds. So pynng's at-exit hook is withdrawn, the sockets and contexts opened
+    before the fork close nothing when collected, and this module's own calls do nothing. pynng
+    0.9 has no public way to do the first two: its hook is ``pynng.nng._pynng_atexit``, its
+    ``Socket.close`` skips a socket without ``_socket`` and ``Context.close`` a context whose
+    ``_context`` is None (pinned ``<0.10``; tests/integration/test_sync_client.py forks a client's process).
+    """
+    atexit.unregister(pynng.nng._pynng_atexit)
+    for thing in list(_opened):
+        if isinstance(thing, pynng.Socket):
+            thing.__dict__.pop("_socket", None)
+        else:
+            thing._context = None
+    _opened.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -178,7 +214,9 @@ def sending(aio: SendAio) -> bool:
 
 
 def free_aio(aio: SendAio, *, abort: bool = False) -> None:
-    """Release a finished (or, with abort, unfinished) send aio and any message nng left in it."""
+    """Release a finished (or, with abort, unfinished) send aio and any message nng left in it (not in a forked child)."""
+    if _forked_after_start:
+        return  # (a parent's transport collected in a forked child: see _disown)
     if abort:
         lib.nng_aio_stop(aio)
     if lib.nng_aio_result(aio) != 0:

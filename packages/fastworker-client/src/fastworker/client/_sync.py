@@ -9,6 +9,7 @@ inside the block, as ``async with Client(...)`` does for ``await add.delay(...)`
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import contextvars
@@ -17,13 +18,18 @@ import inspect
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+# pynng registers its at-exit nng_fini on import: imported first, so that _close_at_exit (registered
+# below) runs before it (at-exit hooks run last registered first).
+import pynng  # noqa: F401  (imported for that order)
+
 from fastworker.client import handles
 from fastworker.client._async import Client
-from fastworker.client.errors import ControlPlaneUnavailable, ForkedProcessError
+from fastworker.client.errors import CallContextError, ControlPlaneUnavailable, ForkedProcessError
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -36,6 +42,12 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 logger = logging.getLogger(__name__)
+
+#: Longest the interpreter's exit waits for the SyncClients still open to close, all together, in seconds.
+EXIT_CLOSE_BOUND = 5.0
+
+#: Each SyncClient's loop, by id, with its thread and client, until that thread ends (closed at exit).
+_open_loops: dict[int, tuple[asyncio.AbstractEventLoop, threading.Thread, Client]] = {}
 
 
 def _blocking(
@@ -81,6 +93,7 @@ class SyncClient:
         self._thread = threading.Thread(
             target=_serve_until_stopped, args=(self._loop,), name="fastworker-sync-client", daemon=True
         )
+        _open_loops[id(self._loop)] = (self._loop, self._thread, self._client)
         self._thread.start()
         # Dropped unclosed, its thread and loop (which hold neither this object nor, once closed,
         # the client) would run for the life of the process: they stop when it is collected.
@@ -117,6 +130,13 @@ class SyncClient:
             raise RuntimeError(
                 "a SyncClient method was called on the client's own event loop (from an async on_complete"
                 " callback?): it would wait for ever; use a plain callback, or an async Client"
+            )
+        if handles._event_loop_running():
+            coroutine.close()
+            raise CallContextError(
+                "a SyncClient method was called on a thread that runs an event loop, which it would stall until"
+                " the answer came: nothing was sent; there, use an async Client (`await client.delay(...)`), or"
+                " run the blocking call on another thread (`await asyncio.to_thread(...)`)"
             )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         self._pending.add(future)
@@ -273,6 +293,30 @@ def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_forever()
     finally:
         loop.close()
+        _open_loops.pop(id(loop), None)
+
+
+def _close_at_exit() -> None:
+    """Close the SyncClients still open, and wait for their threads, before nng shuts down at exit.
+
+    A SyncClient dropped just before the interpreter exits closes on its own thread meanwhile, and
+    pynng's at-exit ``nng_fini`` pulled nng from under it: the process aborted (``panic:
+    pthread_mutex_lock``) or crashed in about one exit in seven. Registered after pynng's hook (its
+    import comes first), so it runs before it; bounded by EXIT_CLOSE_BOUND in all.
+    """
+    deadline = time.monotonic() + EXIT_CLOSE_BOUND
+    for loop, thread, client in list(_open_loops.values()):
+        if time.monotonic() >= deadline:
+            return
+        with contextlib.suppress(Exception):  # closed or stopping meanwhile: its thread ends anyway
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(max(0.0, deadline - time.monotonic()))
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_close_at_exit)
+if hasattr(os, "register_at_fork"):  # a forked child has none of these threads: nothing to close there
+    os.register_at_fork(after_in_child=_open_loops.clear)
 
 
 def _stop_when_collected(loop: asyncio.AbstractEventLoop, client: Client) -> None:

@@ -61,7 +61,7 @@ class RequestChannel:
         self._loop = loop
         self._tls = tls
         _nng.check_not_forked("a client connected")
-        self._socket = pynng.Req0(resend_time=-1, recv_max_size=_nng.recv_max_size(max_frame_size))
+        self._socket = _nng.opened(pynng.Req0(resend_time=-1, recv_max_size=_nng.recv_max_size(max_frame_size)))
         self._dialer: pynng.Dialer | None = None
         self._address: str | None = None
         self._fast_waiter: asyncio.Future[bytes] | None = None
@@ -138,7 +138,7 @@ class RequestChannel:
         return await self._request_on_context(data, timeout)
 
     async def _request_on_context(self, data: bytes, timeout: float) -> bytes:
-        context = self._contexts.pop() if self._contexts else self._socket.new_context()
+        context = self._contexts.pop() if self._contexts else _nng.opened(self._socket.new_context())
         clean = False
         task = asyncio.current_task()
         try:
@@ -233,7 +233,7 @@ class Subscription:
 
     def _open(self) -> None:
         _nng.check_not_forked("a subscription opened")
-        socket = pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size))
+        socket = _nng.opened(pynng.Sub0(recv_max_size=_nng.recv_max_size(self._max_frame_size)))
         try:
             socket.subscribe(self._topic)
             socket.add_post_pipe_connect_cb(self._on_connected)
