@@ -141,3 +141,15 @@ def test_cli_serves_until_sigterm_and_writes_its_ready_file(tmp_path: Path) -> N
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_the_command_line_answers_without_loading_the_web_stack() -> None:
+    # --help, --version and usage errors answer at once: FastAPI, uvicorn and the templates load
+    # only to serve
+    probe = (
+        "import sys; from fastworker.dashboard.web import cli\n"
+        "try:\n    cli.main(['--version'])\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'jinja2') if m in sys.modules), code)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines()[-1] == "[] 0"

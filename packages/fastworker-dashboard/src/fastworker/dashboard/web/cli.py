@@ -19,9 +19,8 @@ from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.options import address_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
-from fastworker.dashboard.web.app import create_app
 from fastworker.dashboard.web.exposure import UnprotectedDashboard, refuse_unprotected
-from fastworker.dashboard.web.server import parse_address, start_in_thread
+from fastworker.dashboard.web.listen import parse_address
 
 #: Exit codes.
 RET_OK = 0
@@ -89,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     logger = logging.getLogger("fastworker.dashboard")
     host, port = args.dashboard_address
+    # Loaded once the flags are read: --help, --version and usage errors answer without the web stack.
+    from fastworker.dashboard.web.app import create_app
+    from fastworker.dashboard.web.server import start_in_thread
+
     try:
         password = dashboard_password(args)
         exposed = refuse_unprotected(
