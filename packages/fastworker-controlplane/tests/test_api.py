@@ -12,11 +12,12 @@ import pytest
 
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.queue import LEVELS
-from fastworker.controlplane.records import SUCCESS
+from fastworker.controlplane.records import BRIEF_ERROR_MESSAGE, SUCCESS
 from fastworker.protocol.framing import FRAME_PREFIX, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value, encode_arguments
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
+from fastworker.worker.executor import MAX_ERROR_MESSAGE
 
 BOUND = 10.0
 
@@ -780,3 +781,27 @@ async def test_a_task_detail_too_large_for_one_frame_leaves_the_result_out_and_s
     # And status reads the result alone
     status = ask(api, lambda e: e.status.task_ids.append(spec.task_id)).status_reply.tasks[0]
     assert decode_value(status.result) == value
+
+
+async def test_listings_and_events_carry_an_errors_type_and_start_and_status_the_whole_bounded_error(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # A task that fails with a 200 KB message: a page of such tasks, or the events kept about them,
+    # held every traceback in full (hundreds of MB, listings over the frame limit)
+    def loud() -> None:
+        raise RuntimeError("L" * 200_000)
+
+    harness.task(loud)
+    api = api_for(local_concurrency=1, max_frame_size=16 * 1024 * 1024)
+    spec = harness.spec("loud")
+    ask(api, submit(spec))
+    await harness.final(api.coordinator, spec.task_id)
+
+    listed = ask(api, lambda e: e.tasks.SetInParent()).tasks_reply.tasks
+    brief = next(info for info in listed if info.task_id == spec.task_id).error
+    assert brief.type == "RuntimeError" and brief.message == "L" * BRIEF_ERROR_MESSAGE and not brief.traceback
+    events = [e.task for e in api.coordinator.events.read(0, task_ids=[spec.task_id])[0]]
+    assert events and all(len(e.error.message) <= BRIEF_ERROR_MESSAGE and not e.error.traceback for e in events)
+    whole = ask(api, lambda e: e.status.task_ids.append(spec.task_id)).status_reply.tasks[0].error
+    assert whole.message.startswith("L" * 1000) and "characters left out" in whole.message
+    assert len(whole.message) <= MAX_ERROR_MESSAGE + 100 and "raise RuntimeError" in whole.traceback

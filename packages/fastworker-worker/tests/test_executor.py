@@ -13,8 +13,18 @@ import pytest
 from fastworker.client import hooks
 from fastworker.client.task import TaskFunction, default_registry, task
 from fastworker.protocol.payload import decode_value, encode_arguments, encode_value
-from fastworker.protocol.v1.task_pb2 import CODEC_MSGPACK, CODEC_PICKLE, Payload
-from fastworker.worker.executor import Outcome, failure, prepare, run_async, run_async_limited, run_sync
+from fastworker.protocol.v1.task_pb2 import CODEC_MSGPACK, CODEC_PICKLE, Payload, TaskError
+from fastworker.worker.executor import (
+    MAX_ERROR_MESSAGE,
+    MAX_ERROR_TRACEBACK,
+    MAX_ERROR_TYPE,
+    Outcome,
+    failure,
+    prepare,
+    run_async,
+    run_async_limited,
+    run_sync,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -417,3 +427,22 @@ async def test_an_async_task_that_catches_its_time_limits_cancellation_still_fai
         hooks.remove(noop)
     assert not outcome.succeeded and outcome.error is not None
     assert outcome.error.type == "TimeLimitExceeded" and "caught the cancellation" in outcome.error.message
+
+
+def test_a_huge_error_is_cut_to_its_bounds_keeping_the_messages_start_and_the_tracebacks_end() -> None:
+    # A 5 MB message was stored twice (message and traceback), in the cache and in every event
+    @task
+    def shout(size: int) -> None:
+        raise ValueError("start " + "x" * size + " end")
+
+    outcome = run_sync(shout, (5_000_000,), {})
+
+    error = outcome.error
+    assert error is not None and error.type == "ValueError"
+    assert len(error.message) <= MAX_ERROR_MESSAGE + 100 and error.message.startswith("start xxx")
+    assert "characters left out" in error.message
+    assert len(error.traceback) <= MAX_ERROR_TRACEBACK + 100
+    assert "raise ValueError" in error.traceback and error.traceback.rstrip().endswith(" end")
+    # Errors already within bounds are kept whole, and every failure goes through the same bounds
+    assert failure("Slow", "short", "tb").error == TaskError(type="Slow", message="short", traceback="tb")
+    assert len(failure("T" * 500, "m").error.type) == MAX_ERROR_TYPE  # type: ignore[union-attr]

@@ -539,7 +539,7 @@ class ClientApi:
         out.total = total
         out.limit = browse.page_size(body.limit)  # what paging by it must step by
         for record in found:
-            record.fill_info(out.tasks.add(), with_result=False)
+            record.fill_info(out.tasks.add(), with_result=False, brief=True)
         self._send(reply, envelope)
 
     def _task_detail(self, request: Envelope, reply: Reply) -> None:

@@ -30,6 +30,7 @@ from fastworker.protocol.framing import encode_frame, new_envelope
 from fastworker.protocol.lease import may_take_back
 from fastworker.protocol.payload import payload_problem
 from fastworker.protocol.v1 import events_pb2, task_pb2, worker_pb2
+from fastworker.worker.executor import bound_error
 
 #: The level a task without a priority of its own has on a worker (the others go into the dispatched spec).
 NORMAL = task_pb2.PRIORITY_NORMAL
@@ -808,6 +809,8 @@ class Dispatcher:
             problem = payload_problem(outcome.result, allow_pickle=self.coordinator.allow_pickle, what="its result")
             return None if problem is None else task_pb2.TaskError(type="PayloadError", message=problem)
         if state in (FAILURE, CANCELLED):
+            if outcome.HasField("error"):
+                bound_error(outcome.error)  # (a worker of another version may send any size)
             return None
         return task_pb2.TaskError(
             type="ProtocolError",

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
-from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.records import TaskRecord, brief_error
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 
@@ -137,7 +137,7 @@ class EventBus:
             # Only what the event may carry: the ring keeps 10,000 snapshots, long after the result
             # cache let their records go, so a large result kept here would hold its memory as long.
             result if result is None or len(result.data) <= MAX_EVENT_RESULT_BYTES else None,
-            record.error,
+            brief_error(record.error),  # (the ring would keep whole tracebacks: see brief_error)
             record.progress,
         )
         self._store(snapshot, record.task_id)

@@ -26,6 +26,17 @@ FINAL_STATES = frozenset({SUCCESS, FAILURE, CANCELLED})
 LOCAL_WORKER_ID = "controlplane"
 #: Error type of a task that was running when the control plane stopped and is not run again.
 CONTROL_PLANE_LOST = "ControlPlaneLost"
+#: Where a task's error is shown among many (a page of tasks, an event), it keeps its type and the
+#: start of its message (this many characters), never its traceback: a page of 500 tasks or the
+#: 10,000 events kept could otherwise hold tens of KiB each. Readers ask for the task for the rest.
+BRIEF_ERROR_MESSAGE = 1024
+
+
+def brief_error(error: task_pb2.TaskError | None) -> task_pb2.TaskError | None:
+    """An error as shown among many (see BRIEF_ERROR_MESSAGE): itself when already that short."""
+    if error is None or (not error.traceback and len(error.message) <= BRIEF_ERROR_MESSAGE):
+        return error
+    return task_pb2.TaskError(type=error.type, message=error.message[:BRIEF_ERROR_MESSAGE])
 
 
 class TaskRecord:
@@ -155,8 +166,10 @@ class TaskRecord:
         """True in SUCCESS, FAILURE and CANCELLED."""
         return self.state in FINAL_STATES
 
-    def fill_info(self, info: task_pb2.TaskInfo, *, with_arguments: bool = False, with_result: bool = True) -> None:
-        """Write this record into a TaskInfo message (result and error included when set)."""
+    def fill_info(
+        self, info: task_pb2.TaskInfo, *, with_arguments: bool = False, with_result: bool = True, brief: bool = False
+    ) -> None:
+        """Write this record into a TaskInfo message (result and error included when set; ``brief``: see brief_error)."""
         info.task_id = self.task_id
         info.name = self.name
         info.state = self.visible_state  # type: ignore[assignment]
@@ -170,8 +183,9 @@ class TaskRecord:
         info.eta = self.eta if self.state in (SCHEDULED, RETRYING) else 0.0
         if with_result and self.result is not None:
             info.result.CopyFrom(self.result)
-        if self.error is not None:
-            info.error.CopyFrom(self.error)
+        error = brief_error(self.error) if brief else self.error
+        if error is not None:
+            info.error.CopyFrom(error)
         if self.progress is not None:
             info.progress.CopyFrom(self.progress)
         if self._linked:

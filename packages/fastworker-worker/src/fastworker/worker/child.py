@@ -53,7 +53,7 @@ from fastworker.client.home import Home, set_home
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 from fastworker.worker.errors import TaskLoadError
-from fastworker.worker.executor import Outcome, failure, prepare, run_sync
+from fastworker.worker.executor import Outcome, bound_error, failure, prepare, run_sync
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.progress import ProgressPump
 
@@ -174,7 +174,7 @@ def decode_outcome(message: Sequence[Any]) -> tuple[Outcome, int]:
     if succeeded:
         outcome = Outcome(True, Payload(codec=codec, data=data), None, started, finished)
     else:
-        error = TaskError(type=error_type, message=error_message, traceback=error_traceback)
+        error = bound_error(TaskError(type=error_type, message=error_message, traceback=error_traceback))
         outcome = Outcome(False, None, error, started, finished, None if retry < 0 else float(retry))
     return outcome, int(rss)
 

@@ -64,6 +64,37 @@ class Outcome:
     progress: Progress | None = None
 
 
+#: Longest error type, message and traceback (characters) a failure keeps. Unbounded, one task
+#: raising an exception with a 5 MB message stored that twice (in the traceback too), in the result
+#: cache and in every event about it, and listings that carry errors outgrew the frame limit.
+MAX_ERROR_TYPE = 200
+MAX_ERROR_MESSAGE = 16 * 1024
+MAX_ERROR_TRACEBACK = 64 * 1024
+
+
+def bound_error(error: TaskError) -> TaskError:
+    """Cut an error's type, message and traceback to their bounds, in place; returns it.
+
+    The message keeps its start; the traceback its start and, mostly, its end (where the error
+    was raised, and its message). Applied where failures are made and where they arrive from
+    other processes (a task's child process, a subworker).
+    """
+    if len(error.type) > MAX_ERROR_TYPE:
+        error.type = error.type[:MAX_ERROR_TYPE]
+    if len(error.message) > MAX_ERROR_MESSAGE:
+        error.message = _cut(error.message, MAX_ERROR_MESSAGE, head=MAX_ERROR_MESSAGE)
+    if len(error.traceback) > MAX_ERROR_TRACEBACK:
+        error.traceback = _cut(error.traceback, MAX_ERROR_TRACEBACK, head=MAX_ERROR_TRACEBACK // 8)
+    return error
+
+
+def _cut(text: str, limit: int, *, head: int) -> str:
+    """``text`` in at most about ``limit`` characters: its first ``head`` and its last ``limit - head``."""
+    left_out = len(text) - limit
+    marker = f"\n... [{left_out} characters left out] ...\n"
+    return text[:head] + marker + (text[len(text) - (limit - head) :] if limit > head else "")
+
+
 def failure(type_: str, message: str, traceback: str = "", *, started_at: float | None = None) -> Outcome:
     """A failed Outcome that finished now: the one way every failure of the worker is built.
 
@@ -74,7 +105,7 @@ def failure(type_: str, message: str, traceback: str = "", *, started_at: float 
         started_at: When the execution started; None for a failure that never started one (now).
     """
     now = time()
-    error = TaskError(type=type_, message=message, traceback=traceback)
+    error = bound_error(TaskError(type=type_, message=message, traceback=traceback))
     return Outcome(False, None, error, now if started_at is None else started_at, now)
 
 
