@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 
 from fastworker.client import TaskState
@@ -70,3 +71,27 @@ async def test_tasks_held_by_a_lost_worker_run_elsewhere_without_spending_an_att
     assert [i.result for i in infos] == ["survivor"] * 3 and all(i.attempts == 1 for i in infos)
     lost = await client.status(blocker)  # it had started: a real loss, failed as WorkerLost (no retries)
     assert lost.state is TaskState.FAILURE and lost.error is not None and lost.error.type == "WorkerLost"
+
+
+async def test_a_prefetched_task_whose_expiry_passes_ends_expired_and_never_starts(
+    start_cp_for_workers: Any, start_worker: Any, make_client: Any, tmp_path: Any
+) -> None:
+    # Held in the worker's prefetch queue behind a long task, it ran after its expiry (SUCCESS)
+    control_plane = start_cp_for_workers()
+    start_worker(control_plane, "pre", "--prefetch", "4", concurrency=1)
+    client = make_client(control_plane)
+    await warm_up(client)
+
+    blocker = await client.delay("fwtests_worker.sleep_for", 2.0)
+    held = [
+        await client.delay("fwtests_worker.marked", f"late{i}", 0.0, str(tmp_path), expires=timedelta(seconds=1))
+        for i in range(2)
+    ]
+    await held_on(client, held, "pre")
+
+    infos = await client.wait_many(held, timeout=20)
+    assert [(i.state, i.error.type if i.error else None) for i in infos] == [(TaskState.CANCELLED, "Expired")] * 2
+    assert all(i.started_at is None and i.attempts == 0 for i in infos)
+    assert (await client.wait(blocker, timeout=20)).state is TaskState.SUCCESS
+    await asyncio.sleep(0.5)  # (a run that started anyway would have left its mark by now)
+    assert not list(tmp_path.glob("late*"))

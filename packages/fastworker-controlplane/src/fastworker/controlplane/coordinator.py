@@ -848,6 +848,8 @@ class Coordinator:
             elif record.state == SCHEDULED and self.graph.is_waiting(record):
                 self.graph.left(record)
                 self.expire(record)
+            elif record.state == RUNNING and record.held and self.dispatcher is not None:
+                self.dispatcher.expire_unstarted(record)  # in a worker's prefetch queue: not started
             # SCHEDULED for an eta: the schedule ends it at its expiry (``_look_at``); started: too late.
         self._arm_waiting_expiry_timer()
 

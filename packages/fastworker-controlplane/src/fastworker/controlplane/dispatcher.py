@@ -465,6 +465,21 @@ class Dispatcher:
             self._answer(worker, [])  # deliver the order now rather than at the next heartbeat
         return True
 
+    def expire_unstarted(self, record: TaskRecord) -> None:
+        """End a prefetched task not granted yet whose expiry passed: CANCELLED (``Expired``), never started.
+
+        Its lease ends here, so a claim for it is refused and its holder drops it, as for a cancel.
+        """
+        worker = self.fleet.get(record.worker)
+        if worker is not None:
+            with self.coordinator.lock:
+                worker.leases.pop(record.task_id, None)
+            worker.cancels.discard(record.task_id)
+            self.schedule()  # its room under the worker's prefetch is free
+        record.held = False
+        record.attempts = max(0, record.attempts - 1)  # its dispatch counted no run
+        self.coordinator.expire(record)
+
     def _end_unstarted(self, record: TaskRecord) -> None:
         """End a prefetched task cancelled before any worker started it (its dispatch counted no run)."""
         record.held = False
@@ -730,6 +745,9 @@ class Dispatcher:
         for task_id in task_ids:
             record = worker.leases.get(task_id)
             if record is None:
+                continue
+            if record.held and record.expires and now > record.expires:
+                self.expire_unstarted(record)  # (before its expiry timer came round to it)
                 continue
             if record.held:
                 if running < 0:

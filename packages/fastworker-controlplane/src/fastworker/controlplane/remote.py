@@ -29,5 +29,8 @@ class RemoteExecution(Protocol):
     def cancel_running(self, record: TaskRecord) -> bool:
         """Stop a task a subworker runs or holds; True if the order went out (the worker reports it)."""
 
+    def expire_unstarted(self, record: TaskRecord) -> None:
+        """End a task waiting unstarted in a worker's prefetch queue whose expiry passed (CANCELLED, Expired)."""
+
     def request_drain(self, worker_id: str, timeout: float) -> bool:
         """Ask a worker to finish within ``timeout`` seconds, hand back the rest and leave; False if unknown."""
