@@ -117,3 +117,15 @@ async def block_loop(seconds: float) -> str:
     """An async task that blocks its worker's event loop (a mistake the worker must name in its log)."""
     time.sleep(seconds)
     return worker_id()
+
+
+@task(name="fwtests_worker.blob")
+def blob(size: int) -> bytes:
+    """``size`` bytes (a result near the payload limit)."""
+    return b"b" * size
+
+
+@task(name="fwtests_worker.length")
+def length(data: bytes) -> int:
+    """How many bytes it was given (arguments near the payload limit)."""
+    return len(data)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fastworker.client.task import TaskRegistry, task
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.lease import fence_after
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import task_pb2, worker_pb2
@@ -28,6 +29,7 @@ class SilentLink:
 
     def __init__(self, last_contact: float) -> None:
         self.last_contact = last_contact
+        self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
 
 
 @pytest.fixture

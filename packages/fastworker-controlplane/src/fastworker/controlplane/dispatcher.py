@@ -26,7 +26,7 @@ from fastworker.controlplane.fleet import Fleet, WorkerRecord
 from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.records import CANCELLED, CONTROL_PLANE_LOST, FAILURE, RUNNING, SUCCESS, TaskRecord
 from fastworker.controlplane.replyserver import Request
-from fastworker.protocol.framing import encode_frame, new_envelope
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, encode_frame, new_envelope
 from fastworker.protocol.lease import may_take_back
 from fastworker.protocol.payload import payload_problem
 from fastworker.protocol.v1 import events_pb2, task_pb2, worker_pb2
@@ -47,6 +47,14 @@ FENCE_SLACK = 0.05
 STALL_TOLERANCE = 0.5
 #: Seconds between looks for tasks that wait in a served queue no serving process defines them for.
 UNSERVABLE_CHECK_EVERY = 5.0
+
+
+#: Bytes of tasks one dispatch frame carries at most: what a worker reads in one frame (it reads the
+#: default frame size), less room for the rest of the message. A task's arguments are at most 8 MiB,
+#: so one always fits; a worker given several large ones gets them over several requests.
+DISPATCH_FRAME_BUDGET = DEFAULT_MAX_FRAME_SIZE - 256 * 1024
+#: Bytes a task takes in a dispatch beyond its encoded spec (attempt, priority, limits, framing).
+DISPATCH_TASK_OVERHEAD = 256
 
 
 class WorkerIdInUse(Exception):
@@ -535,6 +543,15 @@ class Dispatcher:
             len(missing),
         )
 
+    def _take_back_undelivered(self, worker: WorkerRecord, records: list[TaskRecord]) -> None:
+        """Tasks assigned to a worker that its dispatch frame had no room for: back to the queue's front, in order."""
+        with self.coordinator.lock:
+            for record in records:
+                worker.leases.pop(record.task_id, None)
+                worker.cancels.discard(record.task_id)
+        for record in reversed(records):  # each goes to the front: reversed keeps their order
+            self._requeue_unstarted(record)
+
     def _requeue_unstarted(self, record: TaskRecord) -> None:
         """Put back a task dispatched to a worker that never got it: to the front, that attempt not counted."""
         record.attempts -= 1
@@ -570,7 +587,14 @@ class Dispatcher:
         tasks = envelope.dispatch.tasks
         coordinator = self.coordinator
         own_limits = worker.run_limits
-        for record in records:
+        room = DISPATCH_FRAME_BUDGET
+        for index, record in enumerate(records):
+            room -= len(record.encoded_spec()) + DISPATCH_TASK_OVERHEAD
+            if room < 0 and index:
+                # More than a worker reads in one frame (large arguments): the rest go back to the
+                # front of the queue, that dispatch not counted, for the worker's next request.
+                self._take_back_undelivered(worker, records[index:])
+                break
             wire = tasks.add()
             wire.MergeFromString(record.encoded_spec())  # cheaper than copying a parsed spec
             wire.attempt = record.attempts

@@ -95,6 +95,7 @@ class WorkerApi:
         answer.heartbeat_interval = self.heartbeat_interval
         answer.heartbeat_timeout = self.heartbeat_timeout
         answer.instance_id = self.instance_id
+        answer.max_frame_size = self.max_frame_size  # the worker's outcomes come in frames that fit it
         if not body.worker_id or len(body.worker_id) > 200:
             answer.accepted = False
             answer.reason = "worker_id must be 1 to 200 characters"

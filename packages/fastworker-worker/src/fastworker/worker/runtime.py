@@ -40,6 +40,7 @@ from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
 from fastworker.protocol.auth import Secret
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
@@ -68,6 +69,10 @@ CLAIM_GATHER = 0.001
 #: Seconds the next work request waits for a just-started short task when the control plane had
 #: no more work: the request then carries its outcome (one message each way per task, not three).
 PULL_GATHER = 0.001
+#: Bytes a request to the control plane keeps free of outcomes (its other fields, the frame header).
+FRAME_SLACK = 64 * 1024
+#: Bytes an outcome takes in a request beyond its own encoding (field tags and lengths).
+OUTCOME_OVERHEAD = 16
 #: While work requests keep the lease fresh, one heartbeat per this many intervals carries the figures.
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
@@ -256,6 +261,8 @@ class Worker:
         #: starts high, so a worker prefetches only once its tasks have proven short.
         self._run_time = 1.0
         self._results: list[tuple[str, worker_pb2.TaskOutcome]] = []
+        #: The largest frame the control plane reads (told at registration; until then our own limit).
+        self._frame_limit = DEFAULT_MAX_FRAME_SIZE
         #: Tasks finished here whose results the control plane has not acknowledged yet, with their
         #: attempt (a report being sent is in neither ``_results`` nor ``_running``: it is here).
         self._unacked: dict[str, int] = {}
@@ -460,6 +467,7 @@ class Worker:
             return False
         self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
         self.heartbeat_timeout = answer.heartbeat_timeout or self.heartbeat_timeout
+        self._frame_limit = min(self._link.max_frame_size, answer.max_frame_size or DEFAULT_MAX_FRAME_SIZE)
         if not answer.resumed:
             # A fresh registration: the control plane holds no lease for what this worker prefetched
             # before (it took those back, or will once this worker's fence has passed): start none,
@@ -611,8 +619,8 @@ class Worker:
             await self._registered.wait()
             current = link.instance_id
             # Results waiting to be reported ride along: one message frees the slot and asks for more.
-            outcomes = self._take_results(current)
             held = [*self._running, *self._backlog, *self._unacked]
+            outcomes = self._take_results(current, besides=_ids_size(held))
             self._pulling = True
             self._refilling = not starving
             call = asyncio.ensure_future(
@@ -700,7 +708,7 @@ class Worker:
                 gathered = False
                 await self._registered.wait()
                 current = link.instance_id
-                outcomes = self._take_results(current)
+                outcomes = self._take_results(current, besides=_ids_size(claims))
                 self._claiming.update(claims)
                 try:
                     granted = await link.send_results(self.settings.worker_id, outcomes, claims)
@@ -741,24 +749,39 @@ class Worker:
         """Tasks to take beyond the slots now: the setting while tasks are short, else none."""
         return self.settings.prefetch if self._run_time < PREFETCH_TASK_TIME else 0
 
-    def _take_results(self, instance: str) -> list[worker_pb2.TaskOutcome]:
-        """Take the outcomes to report to this control plane instance.
+    def _take_results(self, instance: str, besides: int = 0) -> list[worker_pb2.TaskOutcome]:
+        """Take the outcomes to report to this control plane instance, as many as fit one frame to it.
 
-        Those an earlier instance gave are moot once this worker registered with ``instance`` (it
-        adopted the tasks it wanted, whose outcomes were handed to it then); until that registration
-        they stay, for it to decide.
+        ``besides``: bytes the rest of the request takes. Outcomes beyond the frame stay for the next
+        request (a report of them is scheduled), and one that cannot fit even alone is turned into a
+        failure that says so: sent whole, the request was refused again and again, and the worker
+        sent nothing else, for ever. Those an earlier instance gave are moot once this worker
+        registered with ``instance`` (it adopted the tasks it wanted, whose outcomes were handed to
+        it then); until that registration they stay, for it to decide.
         """
         settled = instance == self._registered_instance
+        room = self._frame_limit - FRAME_SLACK - besides
         batch: list[worker_pb2.TaskOutcome] = []
         kept: list[tuple[str, worker_pb2.TaskOutcome]] = []
         for given_by, report in self._results:
             if given_by == instance:
-                batch.append(report)
+                size = report.ByteSize() + OUTCOME_OVERHEAD
+                if size > self._frame_limit - FRAME_SLACK:
+                    _too_large(report, size, self._frame_limit)
+                    size = report.ByteSize() + OUTCOME_OVERHEAD
+                if size <= room or not batch:
+                    room -= size
+                    batch.append(report)
+                else:
+                    kept.append((given_by, report))  # the next request carries it
             elif settled:
                 self._unacked.pop(report.task_id, None)
             else:
                 kept.append((given_by, report))
         self._results[:] = kept
+        if len(kept) and any(given_by == instance for given_by, _ in kept) and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._spawn(self._flush_results())
         return batch
 
     def _give_back(self, instance: str, batch: Sequence[worker_pb2.TaskOutcome]) -> None:
@@ -1255,3 +1278,23 @@ class Worker:
             remove_ready_file(self.settings.ready_file)
         if self._health is not None:
             await asyncio.to_thread(self._health.close)  # joins the listener's thread
+
+
+def _too_large(report: worker_pb2.TaskOutcome, size: int, limit: int) -> None:
+    """Turn an outcome no frame to the control plane can carry into a failure that says so, in place."""
+    report.ClearField("result")
+    report.ClearField("progress")
+    report.state = task_pb2.TASK_STATE_FAILURE
+    report.retry_requested = False
+    report.error.CopyFrom(
+        task_pb2.TaskError(
+            type="PayloadError",
+            message=f"its outcome ({size:,} bytes) does not fit in a frame to the control plane, which reads"
+            f" {limit:,} bytes at most (its --max-frame-size)",
+        )
+    )
+
+
+def _ids_size(task_ids: Sequence[str]) -> int:
+    """Bytes a list of task ids takes in a request (each with its field tag and length)."""
+    return sum(len(task_id) + 4 for task_id in task_ids)

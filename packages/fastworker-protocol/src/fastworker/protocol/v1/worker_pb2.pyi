@@ -126,6 +126,7 @@ class RegisterReply(_message.Message):
     RESUMED_FIELD_NUMBER: _builtins.int
     ID_IN_USE_FIELD_NUMBER: _builtins.int
     ADOPTED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    MAX_FRAME_SIZE_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     """True if the worker may receive tasks."""
     reason: _builtins.str
@@ -145,6 +146,11 @@ class RegisterReply(_message.Message):
     """Set when refused because another live worker process holds this worker_id: the worker must not
     retry under that id.
     """
+    max_frame_size: _builtins.int
+    """The largest frame the control plane reads on this channel, in bytes (its --max-frame-size; 0
+    from one that predates this field: the default). The worker sends its outcomes in frames that
+    fit, and fails an outcome that cannot fit alone.
+    """
     @_builtins.property
     def adopted_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tasks of RegisterRequest.held this instance adopted: they are this worker's again, their
@@ -162,10 +168,11 @@ class RegisterReply(_message.Message):
         resumed: _builtins.bool = ...,
         id_in_use: _builtins.bool = ...,
         adopted_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        max_frame_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "max_frame_size", b"max_frame_size", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
