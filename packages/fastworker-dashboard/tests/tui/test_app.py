@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import os
 import signal
@@ -12,7 +13,7 @@ from rich.text import Text
 from textual.widgets import Input, Sparkline, Static
 from tui_keys import press_confirmed
 
-from fastworker.client import ProtocolError, TaskLimits, TaskState
+from fastworker.client import ProtocolError, TaskError, TaskLimits, TaskState
 from fastworker.dashboard.tui import FastworkerTop, make_app
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
@@ -370,3 +371,30 @@ async def test_a_client_passed_to_make_app_is_left_open(fake, wait):
     async with app.run_test(size=SIZE) as pilot:
         await wait(pilot, lambda: app.task_table.row_count == 5, "tasks")
     assert not fake.closed
+
+
+async def test_escape_sequences_from_tasks_and_workers_reach_the_terminal_escaped(fake, wait):
+    # A task named with ESC[2J cleared the operator's screen; an error carrying an OSC sequence set
+    # the terminal's title: every string the control plane reports is shown with controls escaped
+    hostile_id = "ffff6666-0000-4000-8000-000000000006"
+    fake.task_list.insert(
+        0,
+        dataclasses.replace(
+            fake.task_list[0],
+            id=hostile_id,
+            name="evil\x1b[2J",
+            state=TaskState.FAILURE,
+            error=TaskError("Bad\x07", "title \x1b]0;pwned\x07 here"),
+        ),
+    )
+    fake.workers_data[0]["worker_id"] = "w\x1b[31m1"
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        tasks = app.task_table
+        await wait(pilot, lambda: hostile_id in tasks.row_keys, "the task listed")
+        await wait(pilot, lambda: app.worker_table.row_count == 2, "workers shown")
+        assert cell(tasks, hostile_id, "name") == "evil\\x1b[2J"
+        assert cell(tasks, hostile_id, "error") == "Bad\\x07: title \\x1b]0;pwned\\x07 here"
+        assert "w\\x1b[31m1" in app.worker_table.row_keys
+        on_screen = screen_text(app)
+        assert "\x1b" not in on_screen and "\x07" not in on_screen and "evil\\x1b[2J" in on_screen

@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from fastworker.client import Client, ControlPlaneUnavailable, EventBatch, FastworkerError, TaskNotFound
 from fastworker.dashboard.source import AdminClient, read_limits
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
+from fastworker.dashboard.tui.safetext import SafeClient
 from fastworker.dashboard.tui.screens import ConfirmScreen, HelpScreen, TaskDetailScreen, WorkflowScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 from fastworker.protocol.auth import Secret
@@ -104,7 +105,8 @@ class FastworkerTop(App[None]):
         event_timeout: float = EVENT_POLL_TIMEOUT,
     ) -> None:
         super().__init__()
-        self.client = client
+        # Every answer shown with its control characters escaped: tasks name and describe themselves.
+        self.client: AdminClient = SafeClient(client)
         self.address = address
         self.refresh_interval = refresh_interval
         self.event_timeout = event_timeout
