@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -350,3 +351,14 @@ async def test_a_viewer_that_stops_reading_is_dropped() -> None:
         await response({"type": "http"}, receive, send)
     assert response.dropped and closed.is_set()
     assert produced <= 8 + 2  # it stopped producing for the viewer once its queue was full
+
+
+def test_a_download_is_valid_json_in_the_apis_shapes_whatever_the_value_holds() -> None:
+    # Served as application/json, it held bare NaN and Infinity (not JSON) and bytes as b'...'
+    text = render_capped({"nan": float("nan"), "inf": float("-inf"), "raw": b"\x00\xff", "ok": [1.5]})
+    assert text is not None
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not JSON: {constant}")
+
+    assert json.loads(text, parse_constant=refuse) == {"nan": None, "inf": None, "raw": "AP8=", "ok": [1.5]}

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastworker.client.jsonshape import jsonable
+
 #: Characters of rendered payload a page or a live panel shows.
 PREVIEW_CHARS = 4096
 #: Characters of a traceback shown (tracebacks are read from the end too, so they get more room).
@@ -102,10 +104,14 @@ def clip(text: str | None, limit: int = PREVIEW_CHARS) -> Preview:
 
 
 def render_capped(value: Any, cap: int = DOWNLOAD_CAP) -> str | None:
-    """``value`` in full as indented JSON, or None when that would exceed ``cap`` characters (checked before rendering all)."""
+    """``value`` in full as indented JSON, or None when that would exceed ``cap`` characters (checked before rendering all).
+
+    Valid JSON in the API's shapes (``fastworker.client.jsonshape``: bytes as base64, NaN as null),
+    since it is downloaded as ``application/json``: ``json.dumps`` alone wrote bare ``NaN``.
+    """
     budget = _Budget(cap)
     shortened = _cut(value, budget)
     if budget.cut:
         return None
-    text = _dump(shortened)
+    text = json.dumps(jsonable(shortened), indent=2, ensure_ascii=False, allow_nan=False)
     return text if len(text) <= cap else None
