@@ -305,20 +305,3 @@ def test_a_client_used_on_a_second_event_loop_raises_a_typed_error_naming_the_ru
     with pytest.raises(CallContextError, match="first used on another event loop"):
         asyncio.run(client.status("x"))
     asyncio.run(client.aclose())
-
-
-def test_a_sync_client_called_on_a_thread_running_an_event_loop_refuses_instead_of_stalling_it() -> None:
-    # By name as typed calls already did: the loop would freeze until the answer came
-    client = fastworker.client.SyncClient("tcp://127.0.0.1:9", connect_timeout=0.05)
-
-    async def inside_a_loop() -> None:
-        with pytest.raises(fastworker.client.CallContextError, match="stall") as refused:
-            client.delay("anything", 1)
-        assert isinstance(refused.value, RuntimeError)
-
-    try:
-        started = time.monotonic()
-        asyncio.run(inside_a_loop())
-        assert time.monotonic() - started < 1  # refused at once: not after a connect timeout
-    finally:
-        client.close()

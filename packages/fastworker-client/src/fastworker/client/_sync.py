@@ -29,7 +29,7 @@ import pynng  # noqa: F401  (imported for that order)
 
 from fastworker.client import handles
 from fastworker.client._async import Client
-from fastworker.client.errors import CallContextError, ControlPlaneUnavailable, ForkedProcessError
+from fastworker.client.errors import ControlPlaneUnavailable, ForkedProcessError
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -130,13 +130,6 @@ class SyncClient:
             raise RuntimeError(
                 "a SyncClient method was called on the client's own event loop (from an async on_complete"
                 " callback?): it would wait for ever; use a plain callback, or an async Client"
-            )
-        if handles._event_loop_running():
-            coroutine.close()
-            raise CallContextError(
-                "a SyncClient method was called on a thread that runs an event loop, which it would stall until"
-                " the answer came: nothing was sent; there, use an async Client (`await client.delay(...)`), or"
-                " run the blocking call on another thread (`await asyncio.to_thread(...)`)"
             )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         self._pending.add(future)
