@@ -394,3 +394,31 @@ async def test_outcomes_a_restarted_control_plane_did_not_adopt_are_dropped_and_
     assert len(said) == 1 and "of 2 finished tasks" in said[0] and "late-1, late-2" in said[0]
     assert [report.task_id for report in worker._take_results("new")] == ["kept"]
     assert "late-1" not in worker._unacked and "late-2" not in worker._unacked
+
+
+def test_outcomes_are_taken_as_many_as_fit_one_frame_and_one_too_large_alone_fails_its_task() -> None:
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=1), TaskRegistry())
+    worker._registered_instance = "cp"
+    worker._frame_limit = runtime.FRAME_SLACK + 200_000  # room for 200 kB of outcomes per request
+    spawned: list[object] = []
+    worker._spawn = lambda coroutine: spawned.append(coroutine.close())  # type: ignore[assignment, method-assign, func-returns-value]
+
+    def outcome(task_id: str, size: int) -> worker_pb2.TaskOutcome:
+        report = worker_pb2.TaskOutcome(task_id=task_id, attempt=1, state=task_pb2.TASK_STATE_SUCCESS)
+        report.result.data = b"r" * size
+        return report
+
+    worker._results = [("cp", outcome(name, 80_000)) for name in ("a", "b", "c")] + [("cp", outcome("huge", 300_000))]
+
+    # A third 80 kB one would not fit: it waits (a report of it is scheduled); the 300 kB one fits no
+    # frame at all, so its task fails saying so, and that small failure fits
+    first = worker._take_results("cp")
+    assert [r.task_id for r in first] == ["a", "b", "huge"]
+    assert len(spawned) == 1 and worker._flush_scheduled
+    assert [r.task_id for r in worker._take_results("cp", besides=150_000)] == []  # no room beside 150 kB
+    assert [r.task_id for r in worker._take_results("cp")] == ["c"]
+
+    huge = first[2]
+    assert huge.state == task_pb2.TASK_STATE_FAILURE and not huge.HasField("result")
+    assert huge.error.type == "PayloadError" and "does not fit in a frame" in huge.error.message
+    assert worker._results == []

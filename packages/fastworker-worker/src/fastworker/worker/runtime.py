@@ -769,11 +769,11 @@ class Worker:
                 if size > self._frame_limit - FRAME_SLACK:
                     _too_large(report, size, self._frame_limit)
                     size = report.ByteSize() + OUTCOME_OVERHEAD
-                if size <= room or not batch:
+                if size <= room:
                     room -= size
                     batch.append(report)
-                else:
-                    kept.append((given_by, report))  # the next request carries it
+                else:  # the next request carries it (a report of its own, with nothing besides, has room)
+                    kept.append((given_by, report))
             elif settled:
                 self._unacked.pop(report.task_id, None)
             else:
