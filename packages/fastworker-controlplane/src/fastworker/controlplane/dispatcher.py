@@ -457,15 +457,11 @@ class Dispatcher:
                 " restart (it stops the task if it does)",
             )
             return True
-        worker = self.fleet.get(record.worker)
         if record.held:
-            if worker is not None:
-                with self.coordinator.lock:
-                    worker.leases.pop(record.task_id, None)
-                worker.cancels.discard(record.task_id)
-                self.schedule()  # its room under the worker's prefetch is free
-            self._end_unstarted(record)
+            self._release_unstarted(record)
+            self.coordinator.end(record, CANCELLED, "TaskCancelled", "cancelled by request before it started")
             return True
+        worker = self.fleet.get(record.worker)
         if worker is None or record.task_id not in worker.leases:
             return False
         worker.cancels.add(record.task_id)
@@ -474,9 +470,14 @@ class Dispatcher:
         return True
 
     def expire_unstarted(self, record: TaskRecord) -> None:
-        """End a prefetched task not granted yet whose expiry passed: CANCELLED (``Expired``), never started.
+        """End a prefetched task not granted yet whose expiry passed: CANCELLED (``Expired``), never started."""
+        self._release_unstarted(record)
+        self.coordinator.expire(record)
 
-        Its lease ends here, so a claim for it is refused and its holder drops it, as for a cancel.
+    def _release_unstarted(self, record: TaskRecord) -> None:
+        """Take back a prefetched task no worker started, for the caller to end (its dispatch counted no run).
+
+        Its lease ends here, so a claim for it is refused and its holder drops it.
         """
         worker = self.fleet.get(record.worker)
         if worker is not None:
@@ -485,14 +486,7 @@ class Dispatcher:
             worker.cancels.discard(record.task_id)
             self.schedule()  # its room under the worker's prefetch is free
         record.held = False
-        record.attempts = max(0, record.attempts - 1)  # its dispatch counted no run
-        self.coordinator.expire(record)
-
-    def _end_unstarted(self, record: TaskRecord) -> None:
-        """End a prefetched task cancelled before any worker started it (its dispatch counted no run)."""
-        record.held = False
         record.attempts = max(0, record.attempts - 1)
-        self.coordinator.end(record, CANCELLED, "TaskCancelled", "cancelled by request before it started")
 
     def take_cancels(self, worker: WorkerRecord) -> list[str]:
         """The stop orders for a worker that are still relevant (its leases).
@@ -589,14 +583,15 @@ class Dispatcher:
         own_limits = worker.run_limits
         room = DISPATCH_FRAME_BUDGET
         for index, record in enumerate(records):
-            room -= len(record.encoded_spec()) + DISPATCH_TASK_OVERHEAD
+            encoded = record.encoded_spec()
+            room -= len(encoded) + DISPATCH_TASK_OVERHEAD
             if room < 0 and index:
                 # More than a worker reads in one frame (large arguments): the rest go back to the
                 # front of the queue, that dispatch not counted, for the worker's next request.
                 self._take_back_undelivered(worker, records[index:])
                 break
             wire = tasks.add()
-            wire.MergeFromString(record.encoded_spec())  # cheaper than copying a parsed spec
+            wire.MergeFromString(encoded)  # cheaper than copying a parsed spec
             wire.attempt = record.attempts
             if record.priority != NORMAL and wire.priority != record.priority:
                 wire.priority = record.priority  # type: ignore[assignment]  # its level as queued: the worker starts by it
