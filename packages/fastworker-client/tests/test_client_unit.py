@@ -305,3 +305,32 @@ def test_a_client_used_on_a_second_event_loop_raises_a_typed_error_naming_the_ru
     with pytest.raises(CallContextError, match="first used on another event loop"):
         asyncio.run(client.status("x"))
     asyncio.run(client.aclose())
+
+
+async def test_only_a_wait_many_alone_on_its_ids_asks_the_control_plane_to_answer_once_all_are_final() -> None:
+    # A partial answer to wait_many only comes back as another wait; a single wait needs the early one
+    sent: list[tuple[list[str], bool]] = []
+
+    class Recording(Client):
+        async def connect(self) -> None:
+            return None
+
+        async def _request(self, build: Any, *, task_id: str = "", **_: Any) -> Any:
+            envelope = Envelope()
+            build(envelope)
+            sent.append((list(envelope.wait.task_ids), envelope.wait.all_final))
+            await asyncio.sleep(0)
+            reply = Envelope()
+            for task_id in envelope.wait.task_ids:
+                reply.wait_reply.finished.add(task_id=task_id, name="t", state=task_pb2.TASK_STATE_SUCCESS)
+            return reply
+
+    client = Recording("tcp://127.0.0.1:9")
+    await client.wait_many(["a", "b", "c"], timeout=5)
+    assert sent == [(["a", "b", "c"], True)]
+
+    # Two waits on one id, or two wait_many calls sharing a request: the early answers stay
+    sent.clear()
+    await asyncio.gather(client.wait_many(["a", "b"], timeout=5), client.wait("b", timeout=5))
+    await asyncio.gather(client.wait_many(["x"], timeout=5), client.wait_many(["y"], timeout=5))
+    assert sent == [(["a", "b"], False), (["x", "y"], False)]

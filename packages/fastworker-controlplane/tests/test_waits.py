@@ -89,3 +89,45 @@ async def test_a_task_final_when_asked_and_retried_before_the_answer_is_pending(
 
     # Then it is reported pending with the running one
     assert answers == [([], ["done", "busy"], unknown)]
+
+
+async def test_a_wait_for_all_is_answered_once_every_task_is_final_and_not_before() -> None:
+    # Given 16 tasks, 8 final already, and a wait that needs them all beside one that does not
+    ids = [f"t{n}" for n in range(16)]
+    tasks = Tasks(*ids)
+    for task_id in ids[:8]:
+        tasks.active[task_id].state = SUCCESS
+    waits, answers = waits_on(tasks)
+    eager: list[Answer] = []
+    waits.wait(ids, 5.0, recorder(answers), all_final=True)
+    waits.wait(ids, 5.0, recorder(eager))
+
+    # When all but one of the rest finish, with time to gather
+    for task_id in ids[8:15]:
+        tasks.finish(waits, task_id)
+    await asyncio.sleep(0.2)  # (beyond the gather and patience windows)
+
+    # Then the ordinary wait answered early with the 8 final when asked, the wait for all did not
+    assert eager == [(ids[:8], ids[8:], [])]
+    assert answers == []
+
+    # And the last one's end answers it at once, with all 16
+    tasks.finish(waits, ids[15])
+    assert len(answers) == 1
+    assert sorted(answers[0][0]) == sorted(ids) and answers[0][1:] == ([], [])
+
+
+async def test_a_wait_for_all_ends_at_its_timeout_with_what_is_final_then() -> None:
+    # Given a wait for all of two tasks, one of which finishes
+    tasks = Tasks("a", "b")
+    waits, answers = waits_on(tasks)
+    waits.wait(["a", "b"], 0.05, recorder(answers), all_final=True)
+    tasks.finish(waits, "a")
+
+    # When its timeout passes
+    async with asyncio.timeout(5):
+        while not answers:
+            await asyncio.sleep(0.01)
+
+    # Then it is answered with the final one and the other pending (the client asks again)
+    assert answers == [(["a"], ["b"], [])]

@@ -722,10 +722,12 @@ class Client(AdminMethods):
 
     async def _send_wait(self, ids: list[str]) -> None:
         try:
+            all_final = self._one_bulk_wait(ids)
 
             def build(envelope: Envelope) -> None:
                 envelope.wait.task_ids.extend(ids)
                 envelope.wait.timeout = _SERVER_WAIT
+                envelope.wait.all_final = all_final
 
             try:
                 reply = await self._request(build, hold=_SERVER_WAIT)
@@ -758,6 +760,23 @@ class Client(AdminMethods):
             self._waits_in_flight -= 1
             if self._unsent and not self._closed:
                 self._schedule_pump()
+
+    def _one_bulk_wait(self, ids: list[str]) -> bool:
+        """True if one ``wait_many`` call alone waits on these ids: it needs them all.
+
+        The control plane may then answer once all are final: a partial answer would only come back
+        as another wait. Ids shared with other waits keep the early answers those need.
+        """
+        bulk: _BulkWait | None = None
+        for task_id in ids:
+            waiters = self._awaited.get(task_id, ())
+            if len(waiters) != 1:
+                return False
+            (waiter,) = waiters
+            if not isinstance(waiter, _Slot) or (bulk is not None and waiter.bulk is not bulk):
+                return False
+            bulk = waiter.bulk
+        return bulk is not None
 
     # --------------------------------------------------------------------------------------- events
 

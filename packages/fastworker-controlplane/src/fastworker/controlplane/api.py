@@ -296,7 +296,7 @@ class ClientApi:
             body.missing.extend(missing)
             self._send(reply, envelope)
 
-        self.coordinator.wait(ids, request.wait.timeout, answer)
+        self.coordinator.wait(ids, request.wait.timeout, answer, all_final=request.wait.all_final)
 
     @staticmethod
     def _check_ids(count: int) -> None:

@@ -29,6 +29,7 @@ from fastworker.controlplane.server import CannotListen, ControlPlane
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.protocol.queues import DEFAULT_QUEUE
+from fastworker.worker._heap import settle_heap
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.runtime import POOLS
@@ -354,5 +355,6 @@ async def _run(settings: ControlPlaneSettings, registry: TaskRegistry) -> int:
     except Exception as exc:  # anything else: say what failed, exit non-zero
         logging.getLogger(__name__).error("cannot start: %s: %s", type(exc).__name__, exc)
         return RET_ERROR
+    settle_heap()  # what starting made lives as long as the daemon
     await control_plane.run()
     return RET_OK

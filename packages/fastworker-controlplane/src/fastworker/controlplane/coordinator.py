@@ -1088,9 +1088,9 @@ class Coordinator:
         self.events.publish_task(record)
         return True
 
-    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
+    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback, *, all_final: bool = False) -> None:
         """Call back when any of the tasks is final (with all that are final then), or at timeout (see ``waits``)."""
-        self.waits.wait(task_ids, timeout, callback)
+        self.waits.wait(task_ids, timeout, callback, all_final=all_final)
 
     # ------------------------------------------------------------------------------- dependencies
 

@@ -50,7 +50,14 @@ class Waiter:
     )
 
     def __init__(
-        self, ids: list[str], finished: list[TaskRecord], pending: list[str], missing: list[str], callback: WaitCallback
+        self,
+        ids: list[str],
+        finished: list[TaskRecord],
+        pending: list[str],
+        missing: list[str],
+        callback: WaitCallback,
+        *,
+        all_final: bool = False,
     ) -> None:
         #: The records final when asked, then each listened-on task's as it finishes: the answer is
         #: built from these, not by looking every asked-for id up again.
@@ -61,9 +68,9 @@ class Waiter:
         self.done = False
         #: Listened-on tasks not final yet.
         self.remaining = len(pending)
-        #: Asked-for tasks final so far, and how many make an early answer worth it.
+        #: Asked-for tasks final so far, and how many make an early answer worth it (0: none does).
         self.finished = len(finished)
-        self.enough = waits_enough(len(ids))
+        self.enough = 0 if all_final else waits_enough(len(ids))
         self.timer: asyncio.TimerHandle | None = None
         self.gather: asyncio.TimerHandle | None = None
 
@@ -85,14 +92,18 @@ class Waits:
         self._clock = clock
         self._by_task: dict[str, list[Waiter]] = {}
 
-    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback) -> None:
-        """Call back when any of the tasks is final (with all that are final then), or at timeout."""
+    def wait(self, task_ids: list[str], timeout: float, callback: WaitCallback, *, all_final: bool = False) -> None:
+        """Call back when any of the tasks is final (with all that are final then), or at timeout.
+
+        ``all_final``: only once every task is final (or at timeout), for a caller that needs them
+        all: an early answer would only bring the rest back as another wait.
+        """
         timeout = max(0.0, min(timeout, MAX_WAIT))
         finished, pending, missing = self._split(task_ids)
-        if not pending or timeout == 0 or len(finished) >= waits_enough(len(task_ids)):
+        if not pending or timeout == 0 or (not all_final and len(finished) >= waits_enough(len(task_ids))):
             callback(finished, pending, missing)
             return
-        waiter = Waiter(task_ids, finished, pending, missing, callback)
+        waiter = Waiter(task_ids, finished, pending, missing, callback, all_final=all_final)
         by_task = self._by_task
         for task_id in pending:
             listeners = by_task.get(task_id)
@@ -101,7 +112,7 @@ class Waits:
             else:
                 listeners.append(waiter)
         waiter.timer = self._loop.call_later(timeout, self._answer, waiter)
-        if finished:
+        if finished and waiter.enough:
             self._gather(waiter)
 
     def task_finished(self, record: TaskRecord) -> None:
@@ -117,7 +128,7 @@ class Waits:
             waiter.finished += 1
             if waiter.remaining <= 0:
                 self._answer(waiter)  # everything it waits for is final: answer now
-            else:
+            elif waiter.enough:
                 self._gather(waiter)
 
     def close(self) -> None:

@@ -27,9 +27,11 @@ class LoopWakeup:
         self._loop = loop
         self._callback = callback
         self._pending = False
-        #: When the pending wake-up was asked for (monotonic), and what is set once its callback ran.
+        #: When the pending wake-up was asked for (monotonic).
         self._asked_at = 0.0
-        self._served = threading.Event()
+        #: One held lock per thread in :meth:`let_loop_run`, released once a callback ran. Made by
+        #: the waiting threads, not by ``set`` (a threading.Event per wake-up cost ~2 µs of the GIL).
+        self._waiting: list[threading.Lock] = []
         self._closed = False
         # Guards the descriptors against a thread writing while close() releases them (the number
         # could be reused by an unrelated file at once).
@@ -46,7 +48,6 @@ class LoopWakeup:
         """Ask for the callback to run on the loop (any thread; cheap when one is already asked for)."""
         if self._pending:
             return
-        self._served = threading.Event()
         self._asked_at = time.monotonic()
         self._pending = True
         with self._lock:
@@ -62,12 +63,17 @@ class LoopWakeup:
             os.read(self._read_fd, 4096)
         except BlockingIOError:
             return
-        served = self._served
         self._pending = False
         try:
             self._callback()
         finally:
-            served.set()
+            self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for gate in waiting:
+                gate.release()
 
     def let_loop_run(self, after: float, timeout: float) -> None:
         """Wait (without the GIL) for the pending callback if it was asked for more than ``after`` seconds ago.
@@ -77,7 +83,13 @@ class LoopWakeup:
         Waiting at most ``timeout``: a loop busy elsewhere slows the caller down, never stops it.
         """
         if self._pending and time.monotonic() - self._asked_at > after:
-            self._served.wait(timeout)
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiting.append(gate)
+            # Looked at again once listed: the loop clears the flag before it runs the callback and
+            # releases the listed gates after it, so a wake-up served meanwhile is not waited for.
+            if self._pending and not self._closed:
+                gate.acquire(timeout=timeout)
 
     def close(self) -> None:
         """Stop watching and release the descriptors (on the loop's thread)."""
@@ -85,6 +97,7 @@ class LoopWakeup:
             if self._closed:
                 return
             self._closed = True
+            self._release_waiting()
             self._loop.remove_reader(self._read_fd)
             os.close(self._read_fd)
             if self._write_fd != self._read_fd:

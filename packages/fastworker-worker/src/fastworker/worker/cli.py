@@ -20,6 +20,7 @@ from fastworker.client.options import queues_argument, seconds_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.queues import DEFAULT_QUEUE
+from fastworker.worker._heap import settle_heap
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
 from fastworker.worker.runtime import MAX_PREFETCH, POOLS, Worker, WorkerSettings, default_worker_id
@@ -153,4 +154,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(name_env_origins(parser, sys.argv[1:] if argv is None else argv, str(exc)))
     set_process_log_fields(worker_id=settings.worker_id)
+    settle_heap()  # the task modules are loaded: what they made lives as long as the worker
     return asyncio.run(Worker(settings, registry).run())

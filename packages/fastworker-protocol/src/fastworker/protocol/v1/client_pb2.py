@@ -26,7 +26,7 @@ from fastworker.protocol.v1 import error_pb2 as fastworker_dot_protocol_dot_v1_d
 from fastworker.protocol.v1 import task_pb2 as fastworker_dot_protocol_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fastworker/protocol/v1/client.proto\x12\x16\x66\x61stworker.protocol.v1\x1a\"fastworker/protocol/v1/error.proto\x1a!fastworker/protocol/v1/task.proto\"M\n\rSubmitRequest\x12.\n\x04task\x18\x01 \x01(\x0b\x32 .fastworker.protocol.v1.TaskSpec\x12\x0c\n\x04wait\x18\x02 \x01(\x01\"\x93\x01\n\x0bSubmitReply\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12.\n\x04task\x18\x04 \x01(\x0b\x32 .fastworker.protocol.v1.TaskInfo\"E\n\x12SubmitBatchRequest\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskSpec\"\x94\x01\n\rSubmitOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x37\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32#.fastworker.protocol.v1.SubmitReplyH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.fastworker.protocol.v1.ErrorH\x00\x42\t\n\x07outcome\"K\n\x10SubmitBatchReply\x12\x37\n\x08outcomes\x18\x01 \x03(\x0b\x32%.fastworker.protocol.v1.SubmitOutcome\"]\n\x15SubmitWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12/\n\x05steps\x18\x02 \x03(\x0b\x32 .fastworker.protocol.v1.TaskSpec\"O\n\x13SubmitWorkflowReply\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"6\n\x0fWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x01(\x08\"\xc6\x01\n\x0cWorkflowInfo\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\x12/\n\x05steps\x18\x03 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x12\n\noutput_ids\x18\x05 \x03(\t\x12\x16\n\x0eoutput_is_list\x18\x06 \x01(\x08\"Z\n\rWorkflowReply\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.fastworker.protocol.v1.WorkflowInfo\x12\x11\n\tcancelled\x18\x02 \x01(\r\"!\n\rStatusRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"O\n\x0bStatusReply\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\x0f\n\x07missing\x18\x02 \x03(\t\"0\n\x0bWaitRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\"a\n\tWaitReply\x12\x32\n\x08\x66inished\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\x0f\n\x07pending\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\" \n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"[\n\x0b\x43\x61ncelReply\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x12\x39\n\x0eprevious_state\x18\x02 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\"\x1f\n\x0cRetryRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\">\n\nRetryReply\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.fastworker.protocol.v1.TaskStateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fastworker/protocol/v1/client.proto\x12\x16\x66\x61stworker.protocol.v1\x1a\"fastworker/protocol/v1/error.proto\x1a!fastworker/protocol/v1/task.proto\"M\n\rSubmitRequest\x12.\n\x04task\x18\x01 \x01(\x0b\x32 .fastworker.protocol.v1.TaskSpec\x12\x0c\n\x04wait\x18\x02 \x01(\x01\"\x93\x01\n\x0bSubmitReply\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12.\n\x04task\x18\x04 \x01(\x0b\x32 .fastworker.protocol.v1.TaskInfo\"E\n\x12SubmitBatchRequest\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskSpec\"\x94\x01\n\rSubmitOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x37\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x0b\x32#.fastworker.protocol.v1.SubmitReplyH\x00\x12.\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1d.fastworker.protocol.v1.ErrorH\x00\x42\t\n\x07outcome\"K\n\x10SubmitBatchReply\x12\x37\n\x08outcomes\x18\x01 \x03(\x0b\x32%.fastworker.protocol.v1.SubmitOutcome\"]\n\x15SubmitWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12/\n\x05steps\x18\x02 \x03(\x0b\x32 .fastworker.protocol.v1.TaskSpec\"O\n\x13SubmitWorkflowReply\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"6\n\x0fWorkflowRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61ncel\x18\x02 \x01(\x08\"\xc6\x01\n\x0cWorkflowInfo\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\x12/\n\x05steps\x18\x03 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x12\n\noutput_ids\x18\x05 \x03(\t\x12\x16\n\x0eoutput_is_list\x18\x06 \x01(\x08\"Z\n\rWorkflowReply\x12\x36\n\x08workflow\x18\x01 \x01(\x0b\x32$.fastworker.protocol.v1.WorkflowInfo\x12\x11\n\tcancelled\x18\x02 \x01(\r\"!\n\rStatusRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"O\n\x0bStatusReply\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\x0f\n\x07missing\x18\x02 \x03(\t\"C\n\x0bWaitRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x11\n\tall_final\x18\x03 \x01(\x08\"a\n\tWaitReply\x12\x32\n\x08\x66inished\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskInfo\x12\x0f\n\x07pending\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\" \n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"[\n\x0b\x43\x61ncelReply\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x12\x39\n\x0eprevious_state\x18\x02 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\"\x1f\n\x0cRetryRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\">\n\nRetryReply\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.fastworker.protocol.v1.TaskStateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,15 +58,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREPLY']._serialized_start=1222
   _globals['_STATUSREPLY']._serialized_end=1301
   _globals['_WAITREQUEST']._serialized_start=1303
-  _globals['_WAITREQUEST']._serialized_end=1351
-  _globals['_WAITREPLY']._serialized_start=1353
-  _globals['_WAITREPLY']._serialized_end=1450
-  _globals['_CANCELREQUEST']._serialized_start=1452
-  _globals['_CANCELREQUEST']._serialized_end=1484
-  _globals['_CANCELREPLY']._serialized_start=1486
-  _globals['_CANCELREPLY']._serialized_end=1577
-  _globals['_RETRYREQUEST']._serialized_start=1579
-  _globals['_RETRYREQUEST']._serialized_end=1610
-  _globals['_RETRYREPLY']._serialized_start=1612
-  _globals['_RETRYREPLY']._serialized_end=1674
+  _globals['_WAITREQUEST']._serialized_end=1370
+  _globals['_WAITREPLY']._serialized_start=1372
+  _globals['_WAITREPLY']._serialized_end=1469
+  _globals['_CANCELREQUEST']._serialized_start=1471
+  _globals['_CANCELREQUEST']._serialized_end=1503
+  _globals['_CANCELREPLY']._serialized_start=1505
+  _globals['_CANCELREPLY']._serialized_end=1596
+  _globals['_RETRYREQUEST']._serialized_start=1598
+  _globals['_RETRYREQUEST']._serialized_end=1629
+  _globals['_RETRYREPLY']._serialized_start=1631
+  _globals['_RETRYREPLY']._serialized_end=1693
 # @@protoc_insertion_point(module_scope)

@@ -392,8 +392,13 @@ class WaitRequest(_message.Message):
 
     TASK_IDS_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    ALL_FINAL_FIELD_NUMBER: _builtins.int
     timeout: _builtins.float
     """Longest wait on the control plane in seconds; it replies with what is final by then."""
+    all_final: _builtins.bool
+    """Reply only once every id is final (or at the timeout), not as soon as enough of them are: for
+    a caller that needs them all (wait_many), to whom a partial reply is only a request more.
+    """
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The ids to wait for."""
@@ -403,10 +408,11 @@ class WaitRequest(_message.Message):
         *,
         task_ids: _abc.Iterable[_builtins.str] | None = ...,
         timeout: _builtins.float = ...,
+        all_final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_ids", b"task_ids", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_final", b"all_final", "task_ids", b"task_ids", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
