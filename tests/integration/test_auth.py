@@ -7,6 +7,7 @@ sealed with the same secret, is too old, or was seen before; each refusal is ans
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -76,6 +77,19 @@ async def test_a_client_without_the_secret_or_with_a_wrong_one_gets_an_authentic
     with pytest.raises(AuthenticationError, match="authentication failed"):
         await wrong.connect()
     await wrong.aclose()
+
+
+async def test_a_wrong_secret_is_reported_at_the_first_announcement_not_after_the_connect_timeout(secured: Any) -> None:
+    # connect_timeout far beyond the bound of the wait: the error must come from the announcement
+    for secret, says in ((None, "requires the shared secret"), ("not-the-secret", "authentication failed")):
+        client = Client(secured.discovery, secret=secret, connect_timeout=3600)
+        try:
+            with pytest.raises(AuthenticationError, match=says):
+                await asyncio.wait_for(client.connect(), timeout=30)
+            with pytest.raises(AuthenticationError, match=says):  # and again for the next call
+                await asyncio.wait_for(client.delay("fwtests_worker.whoami"), timeout=30)
+        finally:
+            await client.aclose()
 
 
 def test_unsealed_forged_and_replayed_frames_are_refused_and_counted(secured: Any) -> None:

@@ -798,6 +798,22 @@ def test_control_characters_from_tasks_print_escaped_never_raw(run: Any, monkeyp
     assert json.loads(as_json.out)["result"] == hostile  # JSON carries the text as it is, escaped by JSON
 
 
+def test_bidirectional_overrides_from_tasks_print_escaped_never_reordering_the_line(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # U+202E (right-to-left override) and U+2066 (isolate) reorder what follows them on the line
+    reordering = "ok\u202e\u2066SSECCUS\u2069\u202c"
+    shown_info = make_info(TaskState.FAILURE, name=reordering, result=reordering)
+
+    async def status(self: FakeClient, task_id: str) -> TaskInfo:
+        return shown_info
+
+    monkeypatch.setattr(FakeClient, "status", status)
+    shown = run("status", TASK_ID)
+    assert not any(ch in shown.out for ch in "\u202e\u2066\u2069\u202c")
+    assert "ok\\u202e\\u2066SSECCUS\\u2069\\u202c" in shown.out
+
+
 def test_errors_print_as_json_with_json(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(*args: Any, **kwargs: Any) -> str:
         raise UnknownTask("nope")

@@ -237,6 +237,8 @@ class Client(AdminMethods):
 
         Raises:
             ControlPlaneUnavailable: no announcement arrived within ``connect_timeout``.
+            AuthenticationError: the control plane's announcements fail this client's secret check
+                (a missing or wrong secret): raised at the first one, not after ``connect_timeout``.
         """
         if self._closed:  # first: a closed client keeps its channel object, and a wait on it would never end
             raise ControlPlaneUnavailable("the client is closed")
@@ -270,7 +272,16 @@ class Client(AdminMethods):
         # own start (waiting in turn behind a lock, the k-th of many failed after k timeouts).
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await self._announced.wait()
+                while True:
+                    await self._announced.wait()
+                    if self._instance_id:
+                        break
+                    # Woken by an announcement this client cannot accept (a missing or wrong
+                    # secret): that is the answer, not a reason to wait out connect_timeout.
+                    problem = self._announcements.problem if self._announcements is not None else ""
+                    if problem:
+                        raise AuthenticationError(f"{problem} (control plane on {self.address})")
+                    self._announced.clear()  # (accepted since: the next one is waited for)
         except TimeoutError:
             problem = self._announcements.problem if self._announcements is not None else ""
             if problem:
@@ -289,6 +300,9 @@ class Client(AdminMethods):
     def _on_discovery(self, data: bytes) -> None:
         announcement = self._announcements.announcement(data) if self._announcements is not None else None
         if announcement is None or not announcement.client_address or self._channel is None:
+            if self._announcements is not None and self._announcements.problem and not self._instance_id:
+                if self._announced is not None:
+                    self._announced.set()  # refused: wake the callers of connect() to say why at once
             return
         if announcement.instance_id != self._instance_id:
             if self._instance_id:

@@ -1,9 +1,14 @@
-"""Text from tasks made safe for a terminal: control characters shown as escapes, never sent raw."""
+"""Text from tasks made safe for a terminal: control characters and bidirectional overrides shown as escapes, never sent raw."""
 
 from __future__ import annotations
 
-#: Control characters (C0 but tab and newline, DEL, C1) as the escapes Python writes for them.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if code not in (0x09, 0x0A)}
+#: Control characters (C0 but tab and newline, DEL, C1) as the escapes Python writes for them, and the
+#: bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what follows
+#: them on the line: a name could otherwise show another task's id or state ("Trojan Source").
+_CONTROL_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if code not in (0x09, 0x0A)},
+    **{code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+}
 
 
 def visible(text: str) -> str:
