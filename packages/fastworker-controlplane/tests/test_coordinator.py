@@ -224,6 +224,31 @@ async def test_a_full_queue_refuses_new_tasks_until_one_leaves_it(harness: Any) 
     assert len(coordinator.queue) + len(coordinator.schedule) == 3
 
 
+async def test_refusals_in_a_batch_leave_no_garbage_cycle_holding_the_request(harness: Any) -> None:
+    # A flood of refused batches kept ~100 MB of requests alive between collections: each refusal's
+    # traceback held the frame that held the whole batch, and the batch's outcomes held the refusal
+    harness.task(lambda: None, name="noop")
+    coordinator = harness.coordinator(local_concurrency=0, max_queue=1)
+    badly_queued = harness.spec("noop")
+    badly_queued.queue = "no spaces allowed"  # refused from inside an except clause (a chained refusal)
+    batch = [badly_queued, harness.spec("noop"), harness.spec("noop"), harness.spec("nope")]
+    gc.collect()
+    gc.disable()
+    try:
+        outcomes = coordinator.submit_many(batch)
+        codes = [outcome.code for outcome in outcomes if isinstance(outcome, RequestRefused)]
+        del outcomes
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert codes == [
+        error_pb2.ERROR_CODE_INVALID_REQUEST,
+        error_pb2.ERROR_CODE_QUEUE_FULL,
+        error_pb2.ERROR_CODE_UNKNOWN_TASK,
+    ]
+    assert unreachable == 0
+
+
 async def test_a_full_queue_refuses_a_retry_too_and_says_how_many_wait(harness: Any) -> None:
     # Given a failed task, and then a queue at its bound of two (one waiting for the other: SCHEDULED)
     def boom() -> None:

@@ -131,3 +131,11 @@ async def test_a_wait_for_all_ends_at_its_timeout_with_what_is_final_then() -> N
 
     # Then it is answered with the final one and the other pending (the client asks again)
     assert answers == [(["a"], ["b"], [])]
+
+
+async def test_a_wait_for_all_with_an_unknown_id_is_answered_at_once() -> None:
+    # Its caller fails on the unknown id: holding the answer until the rest finish would only delay that
+    tasks = Tasks("a")
+    waits, answers = waits_on(tasks)
+    waits.wait(["a", "nope"], 5.0, recorder(answers), all_final=True)
+    assert answers == [([], ["a"], ["nope"])]

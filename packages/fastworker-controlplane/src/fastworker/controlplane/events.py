@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
-from fastworker.controlplane.records import TaskRecord, brief_error
+from fastworker.controlplane.records import PENDING, TaskRecord, brief_error
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 
@@ -123,24 +123,49 @@ class EventBus:
         Args:
             record: The task that just changed state.
         """
+        # A tuple, and the ring's append inline (see _store): this runs for every state change of
+        # every task, and a snapshot object of its own cost ~3x as much to make.
         result = record.result
-        snapshot = _TaskSnapshot(
-            self._last + 1,
+        if result is not None and len(result.data) > MAX_EVENT_RESULT_BYTES:
+            # Only what the event may carry: the ring keeps 10,000 snapshots, long after the result
+            # cache let their records go, so a large result kept here would hold its memory as long.
+            result = None
+        error = record.error
+        if error is not None:
+            error = brief_error(error)  # (the ring would keep whole tracebacks: see brief_error)
+        seq = self._last + 1
+        task_id = record.task_id
+        snapshot: _TaskSnapshot = (
+            seq,
             self._clock(),
-            record,
-            record.visible_state,
+            # The record's identity, not the record: it holds the arguments (up to 8 MiB) and the
+            # result, which the ring must not keep alive after the result cache dropped them.
+            task_id,
+            record.name,
+            record.priority,
+            record.queued_at,
+            PENDING if record.held else record.state,  # (its visible_state)
             record.attempts,
             record.worker,
             record.started_at,
             record.finished_at,
             record.eta,
-            # Only what the event may carry: the ring keeps 10,000 snapshots, long after the result
-            # cache let their records go, so a large result kept here would hold its memory as long.
-            result if result is None or len(result.data) <= MAX_EVENT_RESULT_BYTES else None,
-            brief_error(record.error),  # (the ring would keep whole tracebacks: see brief_error)
+            result,
+            error,
             record.progress,
         )
-        self._store(snapshot, record.task_id)
+        self._last = seq
+        if seq <= self.capacity:
+            self._ring.append(snapshot)
+            self._ids.append(task_id)
+        else:
+            index = (seq - 1) % self.capacity
+            self._ring[index] = snapshot
+            self._ids[index] = task_id
+        if self._listeners:
+            self._notify(self._event_at((seq - 1) % self.capacity))
+        if self._any_waiters or self._task_waiters:
+            self._wake(task_id)
 
     def publish(self, kind: int, *, worker_id: str = "", detail: str = "") -> None:
         """Publish a worker or queue event.
@@ -272,7 +297,7 @@ class EventBus:
         entry = self._ring[index]
         if isinstance(entry, events_pb2.Event):
             return entry
-        event = entry.build()
+        event = _build_task_event(entry)
         self._ring[index] = event
         return event
 
@@ -409,79 +434,64 @@ def _call(callback: WaitCallback, events: list[events_pb2.Event], last: int, gap
         logger.exception("event wait callback failed")
 
 
-class _TaskSnapshot:
-    """A task's fields at the moment it changed state: cheap to take, turned into an Event when read."""
+#: A task's fields at the moment it changed state, turned into an Event when read: sequence, at,
+#: task_id, name, priority, queued_at, state (as clients see it), attempts, worker, started_at,
+#: finished_at, eta, result (None when over MAX_EVENT_RESULT_BYTES), error (brief), progress.
+_TaskSnapshot = tuple[
+    int,
+    float,
+    str,
+    str,
+    int,
+    float,
+    int,
+    int,
+    str,
+    float,
+    float,
+    float,
+    Payload | None,
+    TaskError | None,
+    task_pb2.Progress | None,
+]
 
-    __slots__ = (
-        "at",
-        "attempts",
-        "error",
-        "eta",
-        "finished_at",
-        "name",
-        "priority",
-        "progress",
-        "queued_at",
-        "result",
-        "sequence",
-        "started_at",
-        "state",
-        "task_id",
-        "worker",
-    )
 
-    def __init__(
-        self,
-        sequence: int,
-        at: float,
-        record: TaskRecord,
-        state: int,
-        attempts: int,
-        worker: str,
-        started_at: float,
-        finished_at: float,
-        eta: float,
-        result: Payload | None,
-        error: TaskError | None,
-        progress: task_pb2.Progress | None = None,
-    ) -> None:
-        self.sequence = sequence
-        self.at = at
-        # The record's identity, not the record: it holds the arguments (up to 8 MiB) and the
-        # result, which the ring must not keep alive after the result cache dropped them.
-        self.task_id = record.task_id
-        self.name = record.name
-        self.priority = record.priority
-        self.queued_at = record.queued_at
-        self.state = state
-        self.attempts = attempts
-        self.worker = worker
-        self.started_at = started_at
-        self.finished_at = finished_at
-        self.eta = eta
-        self.result = result
-        self.error = error
-        self.progress = progress
-
-    def build(self) -> events_pb2.Event:
-        """The Event message for this snapshot (the result left out when over MAX_EVENT_RESULT_BYTES)."""
-        event = events_pb2.Event(sequence=self.sequence, kind=_TASK_STATE, at=self.at)
-        info = event.task
-        info.task_id = self.task_id
-        info.name = self.name
-        info.state = self.state  # type: ignore[assignment]
-        info.priority = self.priority  # type: ignore[assignment]
-        info.attempts = self.attempts
-        info.worker = self.worker
-        info.queued_at = self.queued_at
-        info.started_at = self.started_at
-        info.finished_at = self.finished_at
-        if self.state in (task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_RETRYING):
-            info.eta = self.eta
-        if self.result is not None:  # one over MAX_EVENT_RESULT_BYTES was not kept
-            info.result.CopyFrom(self.result)
-        if self.error is not None:
-            info.error.CopyFrom(self.error)
-        if self.progress is not None:
-            info.progress.CopyFrom(self.progress)
-        return event
+def _build_task_event(snapshot: _TaskSnapshot) -> events_pb2.Event:
+    """The Event message for a snapshot taken by :meth:`EventBus.publish_task`."""
+    (
+        sequence,
+        at,
+        task_id,
+        name,
+        priority,
+        queued_at,
+        state,
+        attempts,
+        worker,
+        started_at,
+        finished_at,
+        eta,
+        result,
+        error,
+        progress,
+    ) = snapshot
+    event = events_pb2.Event(sequence=sequence, kind=_TASK_STATE, at=at)
+    info = event.task
+    info.task_id = task_id
+    info.name = name
+    info.state = state  # type: ignore[assignment]
+    info.priority = priority  # type: ignore[assignment]
+    info.attempts = attempts
+    info.worker = worker
+    info.queued_at = queued_at
+    info.started_at = started_at
+    info.finished_at = finished_at
+    if state in (task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_RETRYING):
+        info.eta = eta
+    if result is not None:
+        info.result.CopyFrom(result)
+    if error is not None:
+        info.error.CopyFrom(error)
+    if progress is not None:
+        info.progress.CopyFrom(progress)
+    return event

@@ -123,23 +123,26 @@ class TaskMetrics:
                 counts = self._names[name] = NameCounts()
         return counts
 
+    # The four calls below run for every task: the name's counts are looked up inline (``_for`` only
+    # for a name not seen yet).
+
     def submitted(self, name: str) -> None:
         """A task was accepted (loop)."""
-        self._for(name).submitted += 1
+        (self._names.get(name) or self._for(name)).submitted += 1
 
     def started(self, name: str, waited: float) -> None:
         """An attempt started after ``waited`` seconds in the queue (under the coordinator's lock)."""
-        counts = self._for(name)
+        counts = self._names.get(name) or self._for(name)
         counts.started += 1
         counts.queue_wait.observe(waited)
 
     def ran(self, name: str, seconds: float) -> None:
         """An attempt that started ended after ``seconds`` (loop)."""
-        self._for(name).runtime.observe(seconds)
+        (self._names.get(name) or self._for(name)).runtime.observe(seconds)
 
     def succeeded(self, name: str) -> None:
         """A task ended in SUCCESS (loop)."""
-        self._for(name).succeeded += 1
+        (self._names.get(name) or self._for(name)).succeeded += 1
 
     def failed(self, name: str, error_type: str) -> None:
         """A task ended in FAILURE with this error type (its last attempt's)."""

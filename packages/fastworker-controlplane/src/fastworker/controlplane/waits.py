@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-from fastworker.controlplane.records import TaskRecord
+from fastworker.controlplane.records import FINAL_STATES, TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,16 @@ class Waits:
         """Call back when any of the tasks is final (with all that are final then), or at timeout.
 
         ``all_final``: only once every task is final (or at timeout), for a caller that needs them
-        all: an early answer would only bring the rest back as another wait.
+        all: an early answer would only bring the rest back as another wait. An unknown id is
+        answered at once (such a caller fails on it).
         """
         timeout = max(0.0, min(timeout, MAX_WAIT))
         finished, pending, missing = self._split(task_ids)
-        if not pending or timeout == 0 or (not all_final and len(finished) >= waits_enough(len(task_ids))):
+        if (
+            not pending
+            or timeout == 0
+            or (bool(missing) if all_final else len(finished) >= waits_enough(len(task_ids)))
+        ):
             callback(finished, pending, missing)
             return
         waiter = Waiter(task_ids, finished, pending, missing, callback, all_final=all_final)
@@ -168,7 +173,7 @@ class Waits:
             record = active(task_id) or cached(task_id, now)
             if record is None:
                 missing.append(task_id)
-            elif record.is_final:
+            elif record.state in FINAL_STATES:  # (is_final, inline: it runs for every id asked for)
                 finished.append(record)
             else:
                 pending.append(task_id)
@@ -183,13 +188,14 @@ class Waits:
                 timer.cancel()
         # The records it collected, checked again: one may have left its final state since (an
         # operator's retry), and is pending then.
-        finished: list[TaskRecord] = []
-        reopened: set[str] = set()
-        for record in waiter.records:
-            if record.is_final:
-                finished.append(record)
-            else:
-                reopened.add(record.task_id)
+        records = waiter.records
+        finished = [record for record in records if record.state in FINAL_STATES]
+        if waiter.remaining <= 0 and len(finished) == len(records):
+            # Everything it listened on finished (each finish dropped that task's listeners) and
+            # stayed final: nothing pending, nothing to drop.
+            self._reply(waiter, finished, [])
+            return
+        reopened = {record.task_id for record in records if record.state not in FINAL_STATES}
         done = {record.task_id for record in finished}
         pending = list(reopened)
         by_task = self._by_task
@@ -206,6 +212,10 @@ class Waits:
                     pass
                 if not listeners:
                     del by_task[task_id]
+        self._reply(waiter, finished, pending)
+
+    @staticmethod
+    def _reply(waiter: Waiter, finished: list[TaskRecord], pending: list[str]) -> None:
         try:
             waiter.callback(finished, pending, waiter.missing)
         except Exception:
