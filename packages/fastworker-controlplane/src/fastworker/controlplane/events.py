@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
-from fastworker.controlplane.records import PENDING, TaskRecord, brief_error
+from fastworker.controlplane.records import TaskRecord, brief_error
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.task_pb2 import Payload, TaskError
 
@@ -123,8 +123,8 @@ class EventBus:
         Args:
             record: The task that just changed state.
         """
-        # A tuple, and the ring's append inline (see _store): this runs for every state change of
-        # every task, and a snapshot object of its own cost ~3x as much to make.
+        # A tuple: this runs for every state change of every task, and a snapshot object of its own
+        # cost ~3x as much to make.
         result = record.result
         if result is not None and len(result.data) > MAX_EVENT_RESULT_BYTES:
             # Only what the event may carry: the ring keeps 10,000 snapshots, long after the result
@@ -144,7 +144,7 @@ class EventBus:
             record.name,
             record.priority,
             record.queued_at,
-            PENDING if record.held else record.state,  # (its visible_state)
+            record.visible_state,
             record.attempts,
             record.worker,
             record.started_at,
@@ -154,18 +154,7 @@ class EventBus:
             error,
             record.progress,
         )
-        self._last = seq
-        if seq <= self.capacity:
-            self._ring.append(snapshot)
-            self._ids.append(task_id)
-        else:
-            index = (seq - 1) % self.capacity
-            self._ring[index] = snapshot
-            self._ids[index] = task_id
-        if self._listeners:
-            self._notify(self._event_at((seq - 1) % self.capacity))
-        if self._any_waiters or self._task_waiters:
-            self._wake(task_id)
+        self._store(snapshot, task_id)
 
     def publish(self, kind: int, *, worker_id: str = "", detail: str = "") -> None:
         """Publish a worker or queue event.
