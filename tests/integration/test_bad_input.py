@@ -155,6 +155,30 @@ async def test_the_status_of_an_unknown_task_id_raises_task_not_found(shared_cp,
     await assert_still_serving(client)
 
 
+async def test_an_unknown_id_in_a_wait_many_raises_task_not_found_at_once_while_another_wait_holds_the_rest(
+    shared_cp, make_client, tmp_path
+):
+    # Two running tasks a first wait_many holds a poll on; a second asks for them and an unknown id.
+    # Its poll shares ids with the first, so the control plane answers it early, not only once all
+    # are final: it must not hold the unknown id's answer until a task ends (that was 5 s: the poll's
+    # hold, and a wait_many with a shorter timeout raised TaskTimeout instead).
+    client = make_client(shared_cp)
+    gate = tmp_path / "release"
+    ids = [await client.delay("fwtests.block_until", str(gate), f"held-{n}", 30.0) for n in range(2)]
+    held = asyncio.ensure_future(client.wait_many(ids, timeout=60))
+    try:
+        await asyncio.sleep(0.5)  # the first poll is held on the control plane
+        unknown = str(uuid.uuid4())
+        with pytest.raises(TaskNotFound) as caught:
+            await client.wait_many([*ids, unknown], timeout=3)
+        assert caught.value.task_id == unknown
+        assert not held.done()  # the tasks still run
+    finally:
+        gate.touch()
+        infos = await held
+    assert [info.result for info in infos] == [True, True]
+
+
 async def test_a_full_queue_refuses_a_submission_with_queue_full(start_cp, make_client):
     control_plane = start_cp("--local-concurrency", "0", "--max-queue", "3")
     client = make_client(control_plane)

@@ -802,7 +802,7 @@ def test_bidirectional_overrides_from_tasks_print_escaped_never_reordering_the_l
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # U+202E (right-to-left override) and U+2066 (isolate) reorder what follows them on the line
-    reordering = "ok\u202e\u2066SSECCUS\u2069\u202c"
+    reordering = "ok\u202e\u2066SSECCUS\u2069\u202c\u2028"
     shown_info = make_info(TaskState.FAILURE, name=reordering, result=reordering)
 
     async def status(self: FakeClient, task_id: str) -> TaskInfo:
@@ -810,8 +810,8 @@ def test_bidirectional_overrides_from_tasks_print_escaped_never_reordering_the_l
 
     monkeypatch.setattr(FakeClient, "status", status)
     shown = run("status", TASK_ID)
-    assert not any(ch in shown.out for ch in "\u202e\u2066\u2069\u202c")
-    assert "ok\\u202e\\u2066SSECCUS\\u2069\\u202c" in shown.out
+    assert not any(ch in shown.out for ch in "\u202e\u2066\u2069\u202c\u2028")
+    assert "ok\\u202e\\u2066SSECCUS\\u2069\\u202c\\u2028" in shown.out
 
 
 def test_errors_print_as_json_with_json(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -336,27 +336,37 @@ async def test_a_reply_over_the_frame_limit_becomes_a_frame_too_large_error(
     assert reply.correlation_id == 77
 
 
-async def test_wait_replies_when_a_task_finishes_with_its_info_and_the_unknown_ids(
+async def test_a_wait_naming_an_unknown_id_replies_at_once_and_a_wait_replies_when_its_task_finishes(
     api_for: Callable[..., ClientApi], harness: Any
 ) -> None:
     api = api_for(local_concurrency=1)
     record, _ = api.coordinator.submit(harness.spec("boom"))
     replies = Replies()
 
-    def build(envelope: Envelope) -> None:
-        envelope.wait.task_ids.extend([record.task_id, "unknown"])
-        envelope.wait.timeout = 5.0
+    def build(ids: list[str]) -> Callable[[Envelope], None]:
+        def fill(envelope: Envelope) -> None:
+            envelope.wait.task_ids.extend(ids)
+            envelope.wait.timeout = 5.0
 
-    api.handle(request(build, correlation_id=31), replies)
+        return fill
+
+    # An unknown id: its caller fails on it now, not once the other task ends
+    api.handle(request(build([record.task_id, "unknown"]), correlation_id=31), replies)
     reply = await replies.next()
-
     assert reply.correlation_id == 31
+    body = reply.wait_reply
+    assert list(body.missing) == ["unknown"]  # every requested id is accounted for
+    assert [t.task_id for t in body.finished] + list(body.pending) == [record.task_id]
+
+    # A wait on the task alone replies when it finishes, with its info
+    api.handle(request(build([record.task_id]), correlation_id=32), replies)
+    reply = await replies.next(2)
+    assert reply.correlation_id == 32
     body = reply.wait_reply
     assert [t.task_id for t in body.finished] == [record.task_id]
     assert body.finished[0].state == task_pb2.TASK_STATE_FAILURE
     assert body.finished[0].error.type == "ValueError"
-    assert list(body.pending) == []
-    assert list(body.missing) == ["unknown"]  # every requested id is accounted for
+    assert list(body.pending) == [] and list(body.missing) == []
 
 
 async def test_wait_for_final_and_unknown_tasks_replies_at_once(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-#: Control characters (C0 but tab and newline, DEL, C1) as the escapes Python writes for them, and the
-#: bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what follows
-#: them on the line: a name could otherwise show another task's id or state ("Trojan Source").
+#: Control characters (C0 but tab and newline, DEL, C1) as the escapes Python writes for them; the
+#: line and paragraph separators (U+2028, U+2029), which break a table's row; and the bidirectional
+#: overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what follows them on the
+#: line: a name could otherwise show another task's id or state ("Trojan Source").
 _CONTROL_ESCAPES = {
     **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if code not in (0x09, 0x0A)},
-    **{code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+    **{code: f"\\u{code:04x}" for code in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
 }
 
 

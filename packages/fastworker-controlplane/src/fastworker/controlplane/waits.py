@@ -96,16 +96,13 @@ class Waits:
         """Call back when any of the tasks is final (with all that are final then), or at timeout.
 
         ``all_final``: only once every task is final (or at timeout), for a caller that needs them
-        all: an early answer would only bring the rest back as another wait. An unknown id is
-        answered at once (such a caller fails on it).
+        all: an early answer would only bring the rest back as another wait. A wait that names an
+        unknown id is answered at once, either way: its caller fails on that id, now, not once
+        others finish.
         """
         timeout = max(0.0, min(timeout, MAX_WAIT))
         finished, pending, missing = self._split(task_ids)
-        if (
-            not pending
-            or timeout == 0
-            or (bool(missing) if all_final else len(finished) >= waits_enough(len(task_ids)))
-        ):
+        if not pending or timeout == 0 or missing or (not all_final and len(finished) >= waits_enough(len(task_ids))):
             callback(finished, pending, missing)
             return
         waiter = Waiter(task_ids, finished, pending, missing, callback, all_final=all_final)
