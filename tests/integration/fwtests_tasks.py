@@ -152,3 +152,11 @@ def log_then_block(log: str, tag: str, gate: str, limit: float = 20.0) -> str:
     while not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return tag
+
+
+@task(name="fwtests.heap")
+def heap() -> list[int]:
+    """How the process running it collects garbage: [young-generation threshold, objects frozen]."""
+    import gc
+
+    return [gc.get_threshold()[0], gc.get_freeze_count()]

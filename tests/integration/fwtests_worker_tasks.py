@@ -129,3 +129,11 @@ def blob(size: int) -> bytes:
 def length(data: bytes) -> int:
     """How many bytes it was given (arguments near the payload limit)."""
     return len(data)
+
+
+@task(name="fwtests_worker.heap")
+def heap() -> list[int]:
+    """How the process running it collects garbage: [young-generation threshold, objects frozen]."""
+    import gc
+
+    return [gc.get_threshold()[0], gc.get_freeze_count()]

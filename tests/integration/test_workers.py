@@ -24,6 +24,7 @@ import pytest
 from fastworker.client import Client, TaskState, TaskTimeout, UnknownTask
 from fastworker.client.errors import FastworkerError
 from fastworker.controlplane.testing import RunningWorker
+from fastworker.worker._heap import YOUNG_THRESHOLD
 
 #: Tasks in the no-loss test.
 MANY = 5_000
@@ -418,6 +419,19 @@ async def test_pool_threads_runs_sync_tasks_in_the_worker_process_and_pool_proce
     assert set(ran) == {"threads", "processes"}, ran
     assert ran["threads"] == {pid_of["threads"]}
     assert not ran["processes"] & set(pid_of.values())  # a child process of the worker
+
+
+async def test_both_daemons_freeze_their_start_up_heap_and_collect_young_objects_in_larger_steps(
+    start_cp, start_cp_for_workers, start_worker, make_client
+):
+    """The control plane and a subworker call ``settle_heap`` once started (a task on their own threads reads it)."""
+    threshold, frozen = await make_client(start_cp()).submit("fwtests.heap", timeout=10)
+    assert threshold == YOUNG_THRESHOLD and frozen > 1000, (threshold, frozen)
+
+    control_plane = start_cp_for_workers()
+    await asyncio.to_thread(start_worker, control_plane, "threads", "--pool", "threads", concurrency=1)
+    threshold, frozen = await make_client(control_plane).submit("fwtests_worker.heap", timeout=20)
+    assert threshold == YOUNG_THRESHOLD and frozen > 1000, (threshold, frozen)
 
 
 def _worker_env() -> dict[str, str]:

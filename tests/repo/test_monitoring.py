@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastworker.controlplane.coordinator import Counters
-from fastworker.controlplane.exporter import ControlPlaneCollector, Snapshot, WorkerGauges
+from fastworker.controlplane.exporter import ControlPlaneCollector
 from fastworker.controlplane.metrics import TaskMetrics
+from fastworker.controlplane.snapshot import Snapshot, WorkerGauges
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 

@@ -37,3 +37,11 @@ def wait_for(path: str) -> str:
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.02)
     return "released"
+
+
+@task(name="metrics.loaded")
+def loaded(packages: list[str]) -> list[str]:
+    """Those of ``packages`` (modules or packages) that this process, the control plane itself, has imported."""
+    import sys
+
+    return sorted(package for package in packages if package in sys.modules)

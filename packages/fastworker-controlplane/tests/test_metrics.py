@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastworker.client import Retry
-from fastworker.controlplane.exporter import ControlPlaneCollector, take_snapshot
+from fastworker.controlplane.exporter import ControlPlaneCollector
 from fastworker.controlplane.metrics import (
     MAX_EXCEPTION_TYPES,
     MAX_LABEL_LENGTH,
@@ -18,6 +18,7 @@ from fastworker.controlplane.metrics import (
     TIME_BUCKETS,
     TaskMetrics,
 )
+from fastworker.controlplane.snapshot import take_snapshot
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -164,3 +164,27 @@ async def _check_worker_series(control_plane: RunningControlPlane, release: Path
     assert ("fastworker_worker_online", one) not in samples
     async with Client(control_plane.discovery) as client:
         assert (await client.stats())["workers_lost"] == 1
+
+
+async def test_libraries_an_idle_control_plane_does_not_use_load_only_when_first_needed(
+    control_plane: RunningControlPlane,
+) -> None:
+    """Idle, the control plane holds neither the metrics nor the cron library, the process pool or the
+    subworker's runtime (~4 MiB together, issue 18's idle bound): a scrape loads the metrics library."""
+    assert control_plane.metrics is not None
+    heavy = [
+        "croniter",
+        "dateutil",
+        "fastworker.worker.pool",
+        "fastworker.worker.runtime",
+        "multiprocessing",
+        "prometheus_client",
+    ]
+    async with Client(control_plane.discovery) as client:
+        assert await client.submit("metrics.loaded", heavy, timeout=10) == []
+        status, body = get(f"{control_plane.metrics}/healthz")
+        assert status == 200
+        assert await client.submit("metrics.loaded", heavy, timeout=10) == []
+        status, body = get(f"{control_plane.metrics}/metrics")
+        assert status == 200 and b"fastworker_tasks_submitted_total" in body
+        assert await client.submit("metrics.loaded", heavy, timeout=10) == ["prometheus_client"]

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fastworker.client import _httplisten
 from fastworker.controlplane.coordinator import Counters
-from fastworker.controlplane.exporter import Snapshot
 from fastworker.controlplane.metrics import TaskMetrics
 from fastworker.controlplane.metricsserver import MetricsServer
+from fastworker.controlplane.snapshot import Snapshot
 
 
 def snapshot() -> Snapshot:

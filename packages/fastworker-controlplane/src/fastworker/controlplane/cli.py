@@ -30,9 +30,9 @@ from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.version import __version__
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker._heap import settle_heap
+from fastworker.worker.bounds import POOLS
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
-from fastworker.worker.runtime import POOLS
 
 #: Exit codes.
 RET_OK = 0

@@ -1,7 +1,7 @@
-"""The control plane's state as Prometheus metric families: copied on the loop, rendered off it.
+"""The control plane's state as Prometheus metric families, rendered off the loop.
 
-:func:`take_snapshot` copies what a scrape reports (on the loop, so nothing changes under it);
-:class:`ControlPlaneCollector` turns a snapshot into families for ``prometheus_client`` on the
+:func:`fastworker.controlplane.snapshot.take_snapshot` copies what a scrape reports on the loop;
+:class:`ControlPlaneCollector` turns that snapshot into families for ``prometheus_client`` on the
 HTTP server's thread. Counters are exported as counters (rates are ``rate()``'s job), label
 values are bounded (see ``fastworker.controlplane.metrics``).
 """
@@ -9,92 +9,15 @@ values are bounded (see ``fastworker.controlplane.metrics``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fastworker.controlplane.coordinator import Coordinator, Counters, NamedQueueLevel
-from fastworker.controlplane.fleet import Fleet
+from fastworker.controlplane.coordinator import NamedQueueLevel
 from fastworker.controlplane.metrics import OTHER, TIME_BUCKETS, NameCounts
 from fastworker.controlplane.queue import LEVELS, level_name
+from fastworker.controlplane.snapshot import Snapshot, WorkerGauges
 from fastworker.controlplane.version import __version__
-
-
-@dataclass
-class WorkerGauges:
-    """One connected subworker, as a scrape sees it."""
-
-    worker_id: str
-    in_flight: int
-    capacity: int
-    heartbeat_age: float
-    draining: bool
-    processed: int
-    failed: int
-    rss_bytes: int
-
-
-@dataclass
-class Snapshot:
-    """Everything one scrape reports, copied at one moment on the loop."""
-
-    tasks: dict[str, NameCounts]
-    #: (priority name, depth, seconds the oldest has waited, paused) per level, highest first.
-    queues: list[tuple[str, int, float, bool]]
-    workers: list[WorkerGauges]
-    counters: Counters
-    #: The same per named queue and level, with the queue's servers.
-    named_queues: list[NamedQueueLevel] = field(default_factory=list)
-    scheduled: int = 0
-    running: int = 0
-    result_cache_size: int = 0
-    result_cache_hits: int = 0
-    result_cache_misses: int = 0
-    accepting: bool = True
-    uptime: float = 0.0
-    local_concurrency: int = 0
-
-
-def take_snapshot(coordinator: Coordinator, fleet: Fleet | None) -> Snapshot:
-    """Copy what a scrape reports (on the loop: nothing changes while it is copied)."""
-    now = coordinator.clock()
-    with coordinator.lock:  # slot threads count starts under it
-        tasks = coordinator.metrics.snapshot()
-    queue = coordinator.queue
-    queues = [
-        (level_name(level), queue.depth(level), queue.oldest_age(level, now), level in queue.paused) for level in LEVELS
-    ]
-    workers = [
-        WorkerGauges(
-            w.worker_id,
-            len(w.leases),
-            w.capacity,
-            max(0.0, now - w.last_seen),
-            w.draining,
-            w.processed,
-            w.failed,
-            w.rss_bytes,
-        )
-        for w in (fleet or ())
-    ]
-    counters = Counters(**vars(coordinator.counters))
-    return Snapshot(
-        tasks=tasks,
-        queues=queues,
-        named_queues=coordinator.named_queues(now),
-        workers=workers,
-        counters=counters,
-        scheduled=coordinator.scheduled_count,
-        running=coordinator.running_total,
-        result_cache_size=len(coordinator.cache),
-        result_cache_hits=coordinator.cache.hits,
-        result_cache_misses=coordinator.cache.misses,
-        accepting=coordinator.accepting,
-        uptime=now - coordinator.started_at,
-        local_concurrency=coordinator.local.concurrency,
-    )
-
 
 #: Control-plane-wide counters exported as ``fastworker_<name>_total``: (Counters field, help).
 _PLANE_COUNTERS = (

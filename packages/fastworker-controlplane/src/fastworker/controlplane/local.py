@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._progress import SINK
@@ -44,9 +44,11 @@ from fastworker.controlplane.wakeup import LoopWakeup
 from fastworker.protocol.v1 import task_pb2
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, run_sync, tell_span
 from fastworker.worker.policy import TaskPolicy
-from fastworker.worker.pool import ProcessPool
 from fastworker.worker.progress import ProgressRelay, Reported, SlotProgress
 from fastworker.worker.tasklog import log_outcome, logs
+
+if TYPE_CHECKING:
+    from fastworker.worker.pool import ProcessPool
 
 logger = logging.getLogger(__name__)
 
@@ -501,6 +503,8 @@ class LocalExecutor:
             self._pool_lock = asyncio.Lock()
         async with self._pool_lock:
             if self._pool is None:
+                from fastworker.worker.pool import ProcessPool  # multiprocessing loads with --local-pool processes only
+
                 pool = ProcessPool(
                     max(1, self.concurrency),
                     self._task_modules,

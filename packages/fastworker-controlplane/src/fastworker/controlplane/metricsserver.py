@@ -3,7 +3,8 @@
 The listener (threads of its own, Host check, connection caps, the loop's answer bounded in time)
 is ``fastworker.client._httplisten``, shared with the subworker's ``/healthz``; what the loop
 reports is a copy taken there. ``prometheus_client`` renders the exposition (text or OpenMetrics,
-as the scraper asks) and adds the process and Python collectors.
+as the scraper asks) and adds the process and Python collectors; it is imported at the first
+scrape, so a control plane nobody scrapes does not hold it (~1 MiB).
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import threading
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from typing import TYPE_CHECKING, Any
 
 from fastworker.client._httplisten import (
     LOOP_ANSWER_TIMEOUT,
@@ -26,7 +25,10 @@ from fastworker.client._httplisten import (
     plain,
     refuse_unserved,
 )
-from fastworker.controlplane.exporter import ControlPlaneCollector, Snapshot
+from fastworker.controlplane.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +52,26 @@ class MetricsServer(HttpListener):
         self._loop = loop
         self._snapshot = snapshot
         self._healthy = healthy
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ControlPlaneCollector(lambda: on_loop(self._loop, self._snapshot)))
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        self._registry: CollectorRegistry | None = None
+        self._registry_lock = threading.Lock()  # scrapes are answered on the listener's threads
         super().__init__(address, self._answer, what="metrics")
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """What a scrape renders: the control plane's families, the process's and the interpreter's (made once)."""
+        with self._registry_lock:
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+                from fastworker.controlplane.exporter import ControlPlaneCollector
+
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(ControlPlaneCollector(lambda: on_loop(self._loop, self._snapshot)))
+                ProcessCollector(registry=registry)
+                PlatformCollector(registry=registry)
+                GCCollector(registry=registry)
+                self._registry = registry
+            return self._registry
 
     # ------------------------------------------------------------------------------- the server thread
 
@@ -69,9 +85,12 @@ class MetricsServer(HttpListener):
         return self._metrics(environ, start_response, method)
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse, method: str) -> Iterable[bytes]:
+        registry = self.registry
+        from prometheus_client.exposition import choose_encoder, gzip_accepted
+
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         try:
-            body = encoder(self.registry)
+            body = encoder(registry)
         except (TimeoutError, RuntimeError) as exc:
             logger.warning("metrics scrape failed: %s", exc or type(exc).__name__)
             return plain(

@@ -23,15 +23,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
-
-# No py.typed in croniter itself: types-croniter supplies the stubs where installed; the ignore
-# (also marked unused-ignore) keeps mypy --strict clean both with and without them.
-from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped, unused-ignore]
 
 from fastworker.client.task import check_timezone, cron_shape_problem
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
+
+if TYPE_CHECKING:
+    # No py.typed in croniter itself: types-croniter supplies the stubs where installed; the ignore
+    # (also marked unused-ignore) keeps mypy --strict clean both with and without them.
+    from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
     "CRON_SCAN_LIMIT",
@@ -186,16 +187,28 @@ def _check_cron(where: str, expr: object, tz: str | None = None) -> None:
 
 
 def _cron(expr: str, t: float, tz: str | None) -> croniter:
-    """A croniter over expr from POSIX time t: in UTC, or read in the time zone ``tz``."""
+    """A croniter over expr from POSIX time t: in UTC, or read in the time zone ``tz``.
+
+    croniter (and dateutil under it, ~1 MiB) is imported with the first cron schedule, not at start.
+    """
+    from croniter import croniter  # type: ignore[import-untyped, unused-ignore]
+
     return croniter(expr, t if tz is None else datetime.fromtimestamp(t, ZoneInfo(tz)))
+
+
+def _next_slot(it: croniter) -> float | None:
+    """The iterator's next slot, or None past croniter's horizon (the schedule has ended)."""
+    from croniter import CroniterBadDateError  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        return float(it.get_next(float))
+    except CroniterBadDateError:
+        return None
 
 
 def _cron_after(expr: str, t: float, tz: str | None = None) -> float | None:
     """The first slot of expr strictly after POSIX time t, or None when there is none."""
-    try:
-        return float(_cron(expr, t, tz).get_next(float))
-    except CroniterBadDateError:  # no match within croniter's horizon
-        return None
+    return _next_slot(_cron(expr, t, tz))
 
 
 def _cron_before(expr: str, t: float, count: int, tz: str | None = None) -> list[float]:
@@ -275,9 +288,8 @@ class _CronSlots:
         count = 1
         it = _cron(self.expr, first, self.tz)
         while True:
-            try:
-                slot = float(it.get_next(float))
-            except CroniterBadDateError:  # past croniter's horizon: the schedule has ended
+            slot = _next_slot(it)
+            if slot is None:
                 self.next_due = None
                 break
             if slot > now:

@@ -24,7 +24,6 @@ from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
 from fastworker.controlplane.discovery import DiscoveryPublisher
 from fastworker.controlplane.dispatcher import Dispatcher
-from fastworker.controlplane.exporter import take_snapshot
 from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
 from fastworker.controlplane.lograte import RateLimitedLog
@@ -32,6 +31,7 @@ from fastworker.controlplane.metricsserver import MetricsServer
 from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec, schedule_of
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.controlplane.settings import ControlPlaneSettings
+from fastworker.controlplane.snapshot import take_snapshot
 from fastworker.controlplane.version import __version__
 from fastworker.controlplane.workers_api import WorkerApi
 from fastworker.protocol.addresses import parse_address

@@ -9,7 +9,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
 from fastworker.protocol.auth import Secret
 from fastworker.protocol.queues import DEFAULT_QUEUE
-from fastworker.worker.runtime import MAX_CONCURRENCY, POOLS
+from fastworker.worker.bounds import MAX_CONCURRENCY, POOLS
 
 #: Default addresses (docs/reference.md).
 DEFAULT_DISCOVERY_ADDRESS = "tcp://127.0.0.1:5550"

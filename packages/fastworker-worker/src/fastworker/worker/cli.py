@@ -21,9 +21,10 @@ from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker._heap import settle_heap
+from fastworker.worker.bounds import POOLS
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.loader import load_task_modules
-from fastworker.worker.runtime import MAX_PREFETCH, POOLS, Worker, WorkerSettings, default_worker_id
+from fastworker.worker.runtime import MAX_PREFETCH, Worker, WorkerSettings, default_worker_id
 from fastworker.worker.version import __version__
 
 #: Exit codes.

@@ -46,6 +46,7 @@ from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
 from fastworker.worker._stallwatch import LoopStallWatch
 from fastworker.worker._stopsignals import answer_signals
+from fastworker.worker.bounds import MAX_CONCURRENCY, POOLS
 from fastworker.worker.errors import TaskLoadError
 from fastworker.worker.executor import Outcome, failure, prepare, run_async_limited, tell_span
 from fastworker.worker.health import HealthServer
@@ -77,8 +78,6 @@ OUTCOME_OVERHEAD = 16
 QUIET_BEATS = 5
 #: Largest --prefetch accepted.
 MAX_PREFETCH = 10_000
-#: Largest --concurrency accepted (slots; with ``--pool processes``, child processes).
-MAX_CONCURRENCY = 10_000
 #: The rank of a task that gives no priority (the control plane writes any other one into the spec).
 NORMAL_PRIORITY = task_pb2.PRIORITY_NORMAL
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
@@ -98,8 +97,6 @@ REGISTER_RETRY_MAX = 5.0
 DELIVERY_POLL = 0.1
 #: Seconds between warnings that tasks arrive past this worker's fence (a link too slow for it).
 LATE_ANSWER_LOG_EVERY = 60.0
-#: Where sync tasks may run (``--pool``): child processes, or threads of the worker process.
-POOLS = ("processes", "threads")
 
 
 class WorkerState(enum.StrEnum):
