@@ -10,6 +10,7 @@ import pytest
 
 from fastworker.client import (
     FastworkerError,
+    InvalidOptions,
     PayloadError,
     QueueFull,
     SyncClient,
@@ -89,6 +90,31 @@ async def test_an_unencodable_argument_raises_payload_error_in_the_client_and_su
     with pytest.raises(PayloadError):
         await client.submit("fwtests.add", 1, object(), timeout=5)
     assert (await client.stats())["submitted"] == before
+    await assert_still_serving(client)
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda c: c.delay("fwtests.add", 1, 2, priority="bogus"), "priority"),
+        (lambda c: c.delay("fwtests.add", 1, 2, countdown=-5), "countdown"),
+        (lambda c: c.submit("fwtests.add", 1, 2, queue="no spaces", timeout=5), "queue"),
+        (lambda c: c.delay_many([("fwtests.add", (1, 2))], task_id="one-id"), "task_id"),
+        (lambda c: c.set_limits("fwtests.add", rate_limit="5/x"), "rate_limit"),
+        (lambda c: c.set_limits("fwtests.add", max_concurrency=0), "max_concurrency"),
+    ],
+    ids=["priority", "countdown", "queue", "batch-task-id", "rate", "concurrency"],
+)
+async def test_a_bad_option_raises_invalid_options_under_the_root_error_naming_it_and_sends_nothing(
+    shared_cp, make_client, call, named
+):
+    client = make_client(shared_cp)
+    before = (await client.stats())["submitted"]
+    with pytest.raises(InvalidOptions, match=named) as caught:
+        await call(client)
+    assert isinstance(caught.value, FastworkerError) and isinstance(caught.value, ValueError)
+    assert (await client.stats())["submitted"] == before
+    assert not [limits for limits in await client.limits() if limits.name == "fwtests.add"]
     await assert_still_serving(client)
 
 

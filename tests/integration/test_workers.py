@@ -474,6 +474,34 @@ def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path)
     assert "--concurrency must be 1..10,000, got 10001" in error(run("--concurrency", "10001"))
 
 
+def test_a_worker_whose_schedule_the_control_plane_refuses_exits_1_naming_it_instead_of_retrying(
+    tmp_path, start_cp_for_workers
+):
+    # Out of range: refused at import, as any module that fails to load. Never matching (February
+    # 31st): only the control plane's cron library can tell, and registering again cannot help.
+    control_plane = start_cp_for_workers()
+    (tmp_path / "fwtests_bad_cron_range.py").write_text(
+        'from fastworker.client import task\n@task(cron="61 * * * *")\ndef tick() -> None: ...\n'
+    )
+    (tmp_path / "fwtests_bad_cron_never.py").write_text(
+        'from fastworker.client import task\n@task(cron="0 0 31 2 *")\ndef tick() -> None: ...\n'
+    )
+    env = {**_worker_env(), "PYTHONPATH": os.pathsep.join((str(tmp_path), _worker_env()["PYTHONPATH"]))}
+
+    def run(module: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "fastworker.worker", "--task-modules", module]
+        argv += ["--control-plane", control_plane.discovery]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    out_of_range = run("fwtests_bad_cron_range")
+    assert out_of_range.returncode == 1, out_of_range.stderr
+    assert "61 is out of the minute field's range (0-59)" in out_of_range.stderr
+    never = run("fwtests_bad_cron_never")
+    assert never.returncode == 1, never.stderr
+    assert "the control plane refused this worker" in never.stderr and "never matches" in never.stderr
+    assert never.stderr.count("the control plane refused this worker") == 1  # no retry
+
+
 def test_sigterm_while_the_pool_starts_stops_the_worker_at_once_with_exit_0(tmp_path):
     # A pool of 48 children takes many seconds to start on 2 cores: SIGTERM meanwhile stops it,
     # with no traceback (it was ignored until the pool was up, and failed it with exit 1).

@@ -151,11 +151,9 @@ def test_page_and_action_outcomes() -> None:
         "offset": 1,
         "limit": 1,
     }
-    assert cancel_json("t1", CancelResult(False, TaskState.SUCCESS)) == {
-        "id": "t1",
-        "cancelled": False,
-        "previous_state": "SUCCESS",
-    }
+    cancelled = cancel_json(INFO, CancelResult(False, TaskState.SUCCESS))
+    assert cancelled == {**task_json(INFO), "cancelled": False, "previous_state": "SUCCESS"}
+    assert list(cancelled)[0] == "id" and list(cancelled)[-2:] == ["cancelled", "previous_state"]
     assert retry_json("t1", TaskState.PENDING) == {"id": "t1", "state": "PENDING"}
 
 

@@ -264,6 +264,11 @@ def test_to_definition_returns_a_fresh_message_each_time() -> None:
         ({"cron": "*/61 * * * *"}, ValueError, r"the minute step /61 is beyond the field's range \(at most 59\)"),
         ({"cron": "0 1-23/24 * * *"}, ValueError, "the hour step /24 is beyond"),
         ({"cron": "0 0 * */13 *"}, ValueError, "the month step /13 is beyond"),
+        ({"cron": "61 * * * *"}, ValueError, r"61 is out of the minute field's range \(0-59\)"),
+        ({"cron": "0 24 * * *"}, ValueError, r"24 is out of the hour field's range \(0-23\)"),
+        ({"cron": "0 0 0 * *"}, ValueError, r"0 is out of the day-of-month field's range \(1-31\)"),
+        ({"cron": "0 0 1 13 *"}, ValueError, r"13 is out of the month field's range \(1-12\)"),
+        ({"cron": "0 0 * * 1-8"}, ValueError, r"8 is out of the day-of-week field's range \(0-7\)"),
         ({"priority": "urgent"}, ValueError, "unknown priority 'urgent'"),
         ({"retry_on": [42]}, TypeError, "retry_on entries must be exception classes or their names, got 42"),
         ({"retry_on": [int]}, TypeError, "retry_on entries must be exception classes"),
@@ -516,3 +521,10 @@ def test_a_cron_schedule_takes_a_time_zone_checked_at_import() -> None:
         TaskOptions(cron="0 3 * * *", timezone="Europe/Pariss")
     with pytest.raises(ValueError, match="timezone applies to a cron schedule"):
         TaskOptions(every=60, timezone="Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    "cron", ["59 23 31 12 7", "0 9 * * mon-fri", "0 0 L * *", "0 0 * * 5#3", "0-59/15 0-23 1-31 1-12 0-7"]
+)
+def test_a_cron_expression_at_the_ends_of_its_ranges_or_with_names_passes_the_import_check(cron: str) -> None:
+    assert TaskOptions(cron=cron).cron == cron

@@ -191,22 +191,26 @@ async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
     # One peer (127.0.0.1) opens more silent connections than it may hold
-    async with silent_connections(port, 6):
-        # its connections beyond the per-peer cap are closed at once instead of waiting their turn
-        assert await closed_at_once(port)
-        # while another address (127.0.0.2, also loopback) still gets its answer
+    async with silent_connections(port, 3):
+        # over its cap, the same peer's probe is still answered, and a scrape told to come back
+        assert (await fetch(server, "/healthz"))[0] == 200
+        status, headers, body = await fetch(server, "/metrics")
+        assert status == 503 and headers["retry-after"] == "1" and b"too many connections" in body
+        # while another address (127.0.0.2, also loopback) is served as usual
         other = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.2", 0))
 
-        def probe() -> int:
-            other.request("GET", "/healthz", headers={"Host": f"127.0.0.1:{port}"})
-            return other.getresponse().status
+        def scrape() -> int:
+            other.request("GET", "/metrics", headers={"Host": f"127.0.0.1:{port}"})
+            response = other.getresponse()
+            response.read()
+            return response.status
 
-        assert await asyncio.to_thread(probe) == 200
+        assert await asyncio.to_thread(scrape) == 200
         other.close()
-    assert (await fetch(server, "/healthz"))[0] == 200  # the silent ones gone, the peer is served again
+    assert (await fetch(server, "/metrics"))[0] == 200  # the silent ones gone, the peer is served again
 
 
-async def test_connections_beyond_the_overall_cap_are_closed(
+async def test_connections_beyond_the_overall_cap_get_the_probe_or_a_503(
     serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS", 4)
@@ -214,8 +218,36 @@ async def test_connections_beyond_the_overall_cap_are_closed(
     server = serve()
     port = int(server.url.rsplit(":", 1)[1])
     async with silent_connections(port, 4):
+        assert (await fetch(server, "/healthz"))[0] == 200
+        assert (await fetch(server, "/metrics"))[0] == 503
+    assert (await fetch(server, "/metrics"))[0] == 200
+
+
+async def test_connections_beyond_the_caps_and_the_short_lane_are_closed_at_once(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 1)
+    monkeypatch.setattr(_httplisten, "MAX_OVERFLOW", 2)
+    monkeypatch.setattr(_httplisten, "OVERFLOW_TIMEOUT", 30)  # silent ones hold the lane meanwhile
+    server = serve()
+    port = int(server.url.rsplit(":", 1)[1])
+    async with silent_connections(port, 3):  # one served, two in the short lane
+        started = time.monotonic()
         assert await closed_at_once(port)
+        assert time.monotonic() - started < 5
     assert (await fetch(server, "/healthz"))[0] == 200
+
+
+async def test_a_silent_connection_in_the_short_lane_is_closed_after_its_short_timeout(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 1)
+    server = serve()
+    port = int(server.url.rsplit(":", 1)[1])
+    async with silent_connections(port, 1):
+        started = time.monotonic()
+        assert await closed_at_once(port)  # silent in the short lane: closed after OVERFLOW_TIMEOUT
+        assert _httplisten.OVERFLOW_TIMEOUT - 0.2 < time.monotonic() - started < 5
 
 
 def test_a_bad_address_is_refused_naming_it() -> None:

@@ -85,6 +85,20 @@ async def test_a_registration_without_tasks_is_refused(dispatch_rig: Any) -> Non
     assert rig.coordinator.remote_task_names == frozenset()
 
 
+async def test_a_registration_refused_for_its_own_definitions_says_so_so_that_the_worker_exits(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig()
+
+    answer = rig.register("w1", ["job"], queues=("no spaces",)).envelope.register_reply
+
+    assert not answer.accepted and answer.definitions_refused
+    assert "no spaces" in answer.reason
+    assert "w1" not in rig.fleet
+    # Refused for its id, a worker may be retried under another: not its definitions.
+    assert not rig.register("", ["job"]).envelope.register_reply.definitions_refused
+
+
 @pytest.mark.parametrize("worker_id", ["", "w" * 201], ids=["empty", "too-long"])
 async def test_a_registration_with_a_bad_worker_id_is_refused(dispatch_rig: Any, worker_id: str) -> None:
     rig = dispatch_rig()

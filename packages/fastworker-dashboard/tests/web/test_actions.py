@@ -196,7 +196,9 @@ async def test_secret_is_required_for_api_actions_in_the_header(make_client: Mak
 
 async def test_api_actions_answer_json(web: httpx.AsyncClient, fake: FakeAdminClient) -> None:
     cancel = await web.post(f"/api/tasks/{RUNNING_ID}/cancel")
-    assert cancel.json() == {"id": RUNNING_ID, "cancelled": True, "previous_state": "RUNNING"}
+    cancelled = cancel.json()
+    assert list(cancelled)[0] == "id" and cancelled["id"] == RUNNING_ID and "state" in cancelled
+    assert (cancelled["cancelled"], cancelled["previous_state"]) == (True, "RUNNING")
     retry = await web.post(f"/api/tasks/{RUNNING_ID}/retry")
     assert retry.json() == {"id": RUNNING_ID, "state": "PENDING"}
     fake.queue_state["critical"]["depth"] = 3

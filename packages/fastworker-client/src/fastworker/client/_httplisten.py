@@ -8,7 +8,9 @@ It runs on threads of its own, so a probe never waits behind the loop's other wo
 loop for what it reports: a loop that does not answer within a few seconds makes ``/healthz``
 answer 503, which is what a liveness probe is for. Bound to loopback, it answers only requests
 whose ``Host`` names loopback or the bound address (a web page elsewhere cannot read it through
-DNS rebinding); connections are capped, per peer too, and silent ones closed.
+DNS rebinding); connections are capped, per peer too, and silent ones closed. A connection over
+the caps still gets an answer (``/healthz`` as usual, 503 with ``Retry-After`` otherwise) while a
+few such are open, so that one peer holding connections cannot fail the liveness probe.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ MAX_CONNECTIONS = 16
 MAX_CONNECTIONS_PER_PEER = 4
 #: Seconds a connection may stay silent before it is closed.
 CONNECTION_TIMEOUT = 10.0
+#: Connections over those caps served at once in a short lane: ``/healthz`` is answered there as
+#: usual (a peer holding its connections cannot fail the liveness probe), anything else gets 503
+#: with ``Retry-After``; beyond this many, connections are closed unanswered.
+MAX_OVERFLOW = 8
+#: Seconds a connection in that lane may take to send its request.
+OVERFLOW_TIMEOUT = 1.0
+#: What marks a request of that lane in its WSGI environ.
+OVERFLOW_KEY = "fastworker.over_connection_caps"
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -55,6 +65,7 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         self._guard = threading.Lock()
         self._open = 0
         self._by_peer: dict[str, int] = {}
+        self._overflow = 0
 
     def process_request(self, request: Any, client_address: Any) -> None:
         peer = str(client_address[0])
@@ -64,10 +75,26 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             if admitted:
                 self._open += 1
                 self._by_peer[peer] = held + 1
-        if not admitted:
-            self.shutdown_request(request)  # over a cap: closed at once, nothing is read
-            return
-        super().process_request(request, client_address)
+            overflow = not admitted and self._overflow < MAX_OVERFLOW
+            if overflow:
+                self._overflow += 1
+        if admitted:
+            super().process_request(request, client_address)
+        elif overflow:
+            threading.Thread(target=self._serve_overflow, args=(request, client_address), daemon=True).start()
+        else:
+            self.shutdown_request(request)  # over every cap: closed at once, nothing is read
+
+    def _serve_overflow(self, request: Any, client_address: Any) -> None:
+        """Serve one connection over the caps in the short lane (see :data:`MAX_OVERFLOW`)."""
+        try:
+            _OverflowHandler(request, client_address, self)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            with self._guard:
+                self._overflow -= 1
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -100,6 +127,19 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http listener: %s", format % args)
+
+
+class _OverflowHandler(QuietHandler):
+    """A connection over the caps: one request, sent quickly, marked for :meth:`HttpListener._guarded`."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(OVERFLOW_TIMEOUT)  # read per connection, as the module's other bounds are
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ[OVERFLOW_KEY] = True
+        return environ
 
 
 class HttpListener:
@@ -142,8 +182,18 @@ class HttpListener:
         self._server.server_close()
 
     def _guarded(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
         if not self._host_allowed(environ.get("HTTP_HOST", "")):
-            return plain(start_response, "400 Bad Request", "unknown Host header\n", environ.get("REQUEST_METHOD", ""))
+            return plain(start_response, "400 Bad Request", "unknown Host header\n", method)
+        if environ.get(OVERFLOW_KEY) and environ.get("PATH_INFO") != "/healthz":
+            return plain(
+                start_response,
+                "503 Service Unavailable",
+                f"too many connections (at most {MAX_CONNECTIONS}, {MAX_CONNECTIONS_PER_PEER} from one address);"
+                " try again\n",
+                method,
+                [("Retry-After", "1")],
+            )
         return self._app(environ, start_response)
 
     def _host_allowed(self, host_header: str) -> bool:

@@ -399,12 +399,13 @@ async def result(client: Client, args: argparse.Namespace, out: _Output) -> int:
     arguments=_task_id_argument,
 )
 async def cancel(client: Client, args: argparse.Namespace, out: _Output) -> int:
-    """Cancel one task and say what state it was in."""
+    """Cancel one task and say what state it was in; ``--json`` prints the task as it is now, with that."""
     outcome = await client.cancel(args.task_id)
-    verb = "cancelled" if outcome.cancelled else "not cancelled"
-    out.action(
-        cancel_json(args.task_id, outcome), f"task {args.task_id} {verb} (it was {outcome.previous_state.value})"
-    )
+    if out.as_json:
+        out.data(cancel_json(await client.status(args.task_id), outcome))
+    else:
+        verb = "cancelled" if outcome.cancelled else "not cancelled"
+        out.say(f"task {args.task_id} {verb} (it was {outcome.previous_state.value})")
     return RET_OK if outcome.cancelled else RET_FAILED
 
 

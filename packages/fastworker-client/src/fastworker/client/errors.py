@@ -104,7 +104,7 @@ class NoCurrentTask(FastworkerError, RuntimeError):
 
 
 class ClientError(FastworkerError):
-    """A request the control plane refused or could not serve."""
+    """A request the control plane refused or could not serve, or one the client refused before sending it."""
 
 
 class CallContextError(ClientError, RuntimeError):
@@ -146,6 +146,13 @@ class QueueFull(ClientError):
 
 class InvalidRequest(ClientError, ValueError):
     """The control plane refused a request as invalid; the message names what (an unknown ``depends_on`` id, ...)."""
+
+
+class InvalidOptions(ClientError, ValueError):
+    """An option refused before anything is sent; the message names it. Also a ``ValueError``.
+
+    A bad priority, queue, countdown, eta, expires, task id, unique key, rate limit or concurrency.
+    """
 
 
 class TaskNotFound(ClientError):

@@ -227,9 +227,9 @@ def limits_json(limits: Iterable[TaskLimits]) -> list[JsonObject]:
     return [task_limits_json(entry) for entry in limits]
 
 
-def cancel_json(task_id: str, result: CancelResult) -> JsonObject:
-    """A cancel's outcome: ``{"id", "cancelled", "previous_state"}``."""
-    return {"id": task_id, "cancelled": result.cancelled, "previous_state": result.previous_state.value}
+def cancel_json(info: TaskInfo, result: CancelResult) -> JsonObject:
+    """A cancel's outcome: the task as it is after the cancel (:func:`task_json`, ``id`` first), then ``cancelled`` and ``previous_state``."""
+    return {**task_json(info), "cancelled": result.cancelled, "previous_state": result.previous_state.value}
 
 
 def retry_json(task_id: str, state: TaskState) -> JsonObject:

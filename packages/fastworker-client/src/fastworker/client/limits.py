@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from fastworker.client.errors import InvalidOptions
+
 __all__ = ["MAX_CONCURRENCY", "UNSET", "Rate", "TaskLimits", "Unset", "check_concurrency"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -42,17 +44,17 @@ class Rate:
         """Parse ``"N/s"``, ``"N/m"`` or ``"N/h"`` (N a positive number).
 
         Raises:
-            ValueError: anything else, naming the bad value.
+            InvalidOptions: anything else, naming the bad value (also a ``ValueError``).
             TypeError: not a str.
         """
         if not isinstance(text, str):
             raise TypeError(f"rate_limit must be a str such as '50/s', not {type(text).__qualname__}")
         match = _RATE.fullmatch(text)
         if match is None:
-            raise ValueError(f"rate_limit must look like '50/s', '100/m' or '10/h', got {text!r}")
+            raise InvalidOptions(f"rate_limit must look like '50/s', '100/m' or '10/h', got {text!r}")
         count = float(match.group(1))
         if count <= 0 or not math.isfinite(count):
-            raise ValueError(f"rate_limit must allow at least some starts, got {text!r}")
+            raise InvalidOptions(f"rate_limit must allow at least some starts, got {text!r}")
         unit = match.group(2)
         per_second = count / _UNITS[unit]
         normalised = f"{count:g}/{unit}"
@@ -74,12 +76,12 @@ def check_concurrency(value: object) -> int:
 
     Raises:
         TypeError: not an int.
-        ValueError: out of range, naming the value.
+        InvalidOptions: out of range, naming the value (also a ``ValueError``).
     """
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"max_concurrency must be an int, not {type(value).__qualname__}")
     if not 1 <= value <= MAX_CONCURRENCY:
-        raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {value}")
+        raise InvalidOptions(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {value}")
     return value
 
 

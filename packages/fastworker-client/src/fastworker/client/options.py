@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, cast
 
+from fastworker.client.errors import InvalidOptions
 from fastworker.client.models import Priority
 from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.ids import task_id_problem
@@ -176,7 +177,7 @@ class SubmitOptions:
             they are final, then runs, or fails with ``DependencyFailed`` if one did not succeed.
 
     Raises:
-        ValueError: an option has a bad value (the message names the option).
+        InvalidOptions: an option has a bad value (the message names the option; also a ``ValueError``).
     """
 
     priority: Priority | str | None = _option(
@@ -207,6 +208,14 @@ class SubmitOptions:
     )
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except InvalidOptions:
+            raise
+        except ValueError as exc:  # each check names its option
+            raise InvalidOptions(str(exc)) from None
+
+    def _check(self) -> None:
         if self.priority is not None:
             object.__setattr__(self, "priority", Priority.parse(self.priority))
         if self.queue is not None:
@@ -277,11 +286,11 @@ class SubmitOptions:
         """These options, checked to make sense for many tasks at once (``delay_many``).
 
         Raises:
-            ValueError: an option that names one task (``task_id``) is given.
+            InvalidOptions: an option that names one task (``task_id``) is given.
         """
         for name in _PER_TASK_NAMES:
             if getattr(self, name) is not None:
-                raise ValueError(f"{name} names one task and cannot be shared by a batch; submit that task alone")
+                raise InvalidOptions(f"{name} names one task and cannot be shared by a batch; submit that task alone")
         return self
 
     def as_kwargs(self) -> SubmitOptionArgs:

@@ -127,28 +127,35 @@ def check_timezone(name: object) -> str:
 
 
 #: Each cron field's name and highest value, in order.
-_CRON_FIELDS = (("minute", 59), ("hour", 23), ("day-of-month", 31), ("month", 12), ("day-of-week", 7))
+#: The five cron fields: (name, lowest value, highest value); 7 is Sunday as 0 is.
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
 
 
 def cron_shape_problem(expr: str) -> str | None:
     """Why ``expr`` is not shaped like a cron schedule, or None.
 
-    5 fields (or an alias such as ``@hourly``), and no step beyond its field's range: ``*/90`` in
-    the minute field matches minute 0 alone (hourly), surely not what "every 90 minutes" meant.
+    5 fields (or an alias such as ``@hourly``), every number within its field's range (checked here,
+    at import, in every process that defines the task: a subworker's schedule is otherwise only
+    checked when it registers), and no step beyond its field's range: ``*/90`` in the minute field
+    matches minute 0 alone (hourly), surely not what "every 90 minutes" meant. Names (``mon``,
+    ``jan``) and the extensions croniter reads (``L``, ``#``) are left to the control plane's check.
     """
     fields = expr.split()
     if len(fields) == 1 and fields[0].lower() in CRON_ALIASES:
         return None
     if len(fields) != 5:
         return f"cron must have 5 fields (minute hour day-of-month month day-of-week), got {len(fields)} in {expr!r}"
-    for field, (name, highest) in zip(fields, _CRON_FIELDS, strict=True):
+    for field, (name, lowest, highest) in zip(fields, _CRON_FIELDS, strict=True):
         for part in field.split(","):
-            _, slash, step = part.partition("/")
+            values, slash, step = part.partition("/")
             if slash and step.isdigit() and int(step) > highest:
                 return (
                     f"cron {expr!r}: the {name} step /{step} is beyond the field's range (at most {highest}), so it"
                     " would match once per cycle only; for a longer interval use every=SECONDS"
                 )
+            for value in values.partition("#")[0].split("-"):
+                if value.isdigit() and not lowest <= int(value) <= highest:
+                    return f"cron {expr!r}: {value} is out of the {name} field's range ({lowest}-{highest})"
     return None
 
 

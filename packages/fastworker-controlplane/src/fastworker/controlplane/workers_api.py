@@ -104,7 +104,9 @@ class WorkerApi:
             answer.reason = "a worker must register at least one task"
         elif (problem := _definitions_problem(body)) is not None:
             answer.accepted = False
+            answer.definitions_refused = True
             answer.reason = problem
+            self._log_refusal(f"refused worker registration from pid {body.pid} on {body.host!r}: {problem}")
         else:
             try:
                 _, answer.resumed, adopted = self.dispatcher.register(body, request.pipe_id)

@@ -82,6 +82,8 @@ MAX_PREFETCH = 10_000
 NORMAL_PRIORITY = task_pb2.PRIORITY_NORMAL
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
 EXIT_ID_IN_USE = 3
+#: Exit code when the control plane refuses the worker's task definitions or queues (as for a task module that fails to load).
+EXIT_DEFINITIONS_REFUSED = 1
 #: Exit code when --health-address cannot be bound (in use, or not an address of this host).
 EXIT_LISTEN_FAILED = 1
 #: Exit code when the pool's children cannot start (an import fails in them, or they stop starting).
@@ -461,6 +463,9 @@ class Worker:
             if answer.id_in_use:
                 self.exit_code = EXIT_ID_IN_USE
                 self.request_stop("its worker id is in use by another live worker")
+            elif answer.definitions_refused:  # its own tasks or queues: registering again cannot help
+                self.exit_code = EXIT_DEFINITIONS_REFUSED
+                self.request_stop("the control plane refused its task definitions or queues")
             return False
         self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
         self.heartbeat_timeout = answer.heartbeat_timeout or self.heartbeat_timeout

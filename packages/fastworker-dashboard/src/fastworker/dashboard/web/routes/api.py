@@ -91,11 +91,11 @@ async def api_task(client: ClientDep, task_id: str) -> dict[str, Any]:
 async def api_cancel(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, task_id: str
 ) -> dict[str, Any]:
-    """Cancel a task: ``{"id", "cancelled", "previous_state"}``."""
+    """Cancel a task: the task as it is after the cancel, with ``cancelled`` and ``previous_state`` (``cancel_json``)."""
     authorize_api_action(config, throttle, request)
     result = await client.cancel(task_id)
     dashboard.feed.forget_task(task_id)
-    return cancel_json(task_id, result)
+    return cancel_json(await client.status(task_id), result)
 
 
 @router.post("/tasks/{task_id}/retry")
