@@ -462,7 +462,7 @@ def test_a_raising_submit_is_logged_counted_and_does_not_stop_other_tasks(caplog
         ({"every": None, "cron": "not a cron"}, "5 fields"),
         ({"every": None, "cron": "0 0 * * * 30"}, "5 fields"),
         ({"every": None, "cron": ""}, "5 fields"),
-        ({"every": None, "cron": "61 * * * *"}, "invalid cron expression"),
+        ({"every": None, "cron": "61 * * * *"}, r"61 is out of the minute field.s range \(0-59\)"),
         ({"every": None, "cron": "*/0 * * * *"}, "invalid cron expression"),
         ({"every": None, "cron": "a b c d e"}, "invalid cron expression"),
         ({"every": None, "cron": "@reboot"}, "5 fields"),

@@ -126,7 +126,6 @@ def check_timezone(name: object) -> str:
     return name
 
 
-#: Each cron field's name and highest value, in order.
 #: The five cron fields: (name, lowest value, highest value); 7 is Sunday as 0 is.
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
 

@@ -1248,7 +1248,7 @@ class Worker:
             return
         # Said every time: else a worker that stays for its drain timeout looks stuck.
         logger.warning(
-            "%d outcomes are not delivered yet: offering them for up to %.0f s (the drain timeout) to a"
+            "%d outcomes are not delivered yet: offering them for up to %.1f s (the drain timeout) to a"
             " control plane that takes them (a restarted one adopts their tasks)",
             len(self._unacked),
             deadline - time.monotonic(),
