@@ -43,7 +43,7 @@ SHARED_INTERNALS: dict[str, str] = {
     "fastworker.client._httplisten": "the hardened HTTP listener for /healthz (both daemons) and /metrics (the control plane)",
     "fastworker.worker._stallwatch": "the watcher that names the code holding an event loop, for both daemons",
     "fastworker.client._eagersync": "the blocking face of an EagerClient, for Django's eager mode and EagerClient.sync",
-    "fastworker.client._terminal": "text from tasks with its control characters escaped, for the CLI and fastworker-top",
+    "fastworker.client._terminal": "text from tasks with its control characters escaped, for the CLI, fastworker-top and the web pages",
     "fastworker.worker._heap": "how both daemons run the garbage collector (startup's heap frozen, rarer young collections)",
 }
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from fastworker.client.limits import Rate
 from fastworker.controlplane.flow import GatedQueue, Limits
-from fastworker.controlplane.journal import LIMITS, JournalState, recover
-from fastworker.controlplane.records import PENDING, SUCCESS, TaskRecord
+from fastworker.controlplane.journal import ACCEPT, LIMITS, RUN, JournalState, recover
+from fastworker.controlplane.records import FAILURE, PENDING, RUNNING, SUCCESS, TaskRecord
 from fastworker.protocol.v1 import task_pb2
 
 
@@ -180,3 +180,33 @@ async def test_a_cancelled_run_still_inside_a_call_keeps_its_place_under_max_con
     assert (await harness.final(coordinator, second.task_id)).state == SUCCESS
     assert tracker.most == 1
     await _until(lambda: coordinator.queue.gates["limited"].running == 0)
+
+
+async def test_a_task_replayed_running_on_a_subworker_holds_its_place_under_max_concurrency(harness: Any) -> None:
+    # Given a journal where one task of a name limited to 1 ran on subworker "wa" and another waited,
+    # and a control plane whose own definition of the name makes its gate before the replay
+    tracker = Tracker()
+    harness.task(tracker.run, name="limited", max_concurrency=1)
+    now = time.time()
+    running, waiting = harness.spec("limited", 0.01), harness.spec("limited", 0.01)
+    state = JournalState()
+    for spec in (running, waiting):
+        state.apply((ACCEPT, spec.task_id, spec.SerializeToString(), task_pb2.PRIORITY_NORMAL, now - 2, PENDING, 0.0))
+    state.apply((RUN, running.task_id, 1, "wa", now - 1, False, -1, "wa-incarnation"))
+    coordinator = harness.coordinator(local_concurrency=2)
+    assert coordinator.queue.gates["limited"].running == 0
+
+    # When it restores the journal (before wa comes back to adopt its task)
+    coordinator.restore(recover(state, now=now, retries_for=lambda name: None))
+
+    # Then the waiting one does not start beside it on the control plane's slots ...
+    assert coordinator.queue.gates["limited"].running == 1
+    await asyncio.sleep(0.3)
+    held = coordinator.find(waiting.task_id)
+    assert tracker.starts == [] and held is not None and held.state == PENDING
+    # ... until the replayed run ends
+    replayed = coordinator.find(running.task_id)
+    assert replayed is not None and replayed.state == RUNNING
+    coordinator.end(replayed, FAILURE, "WorkerLost", "its worker did not come back")
+    assert (await harness.final(coordinator, waiting.task_id)).state == SUCCESS
+    assert len(tracker.starts) == 1 and coordinator.queue.gates["limited"].running == 0

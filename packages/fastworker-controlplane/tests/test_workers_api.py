@@ -85,27 +85,35 @@ async def test_a_registration_without_tasks_is_refused(dispatch_rig: Any) -> Non
     assert rig.coordinator.remote_task_names == frozenset()
 
 
-async def test_a_registration_refused_for_its_own_definitions_says_so_so_that_the_worker_exits(
+async def test_a_registration_refused_for_its_own_definitions_is_final_so_that_the_worker_exits(
     dispatch_rig: Any,
 ) -> None:
     rig = dispatch_rig()
 
     answer = rig.register("w1", ["job"], queues=("no spaces",)).envelope.register_reply
 
-    assert not answer.accepted and answer.definitions_refused
+    assert not answer.accepted and answer.final_refusal
     assert "no spaces" in answer.reason
     assert "w1" not in rig.fleet
-    # Refused for its id, a worker may be retried under another: not its definitions.
-    assert not rig.register("", ["job"]).envelope.register_reply.definitions_refused
+    # Refused because another live process holds the id: not final (that process may go away).
+    assert rig.register("w2", ["job"], pipe_id=1, incarnation="process-a").envelope.register_reply.accepted
+    taken = rig.register("w2", ["job"], pipe_id=2, incarnation="process-b").envelope.register_reply
+    assert not taken.accepted and taken.id_in_use and not taken.final_refusal
 
 
-@pytest.mark.parametrize("worker_id", ["", "w" * 201], ids=["empty", "too-long"])
-async def test_a_registration_with_a_bad_worker_id_is_refused(dispatch_rig: Any, worker_id: str) -> None:
+@pytest.mark.parametrize(
+    "worker_id",
+    ["", "w" * 201, "../workers/victim", "..", "nl\n2026-12-07 CRITICAL forged", "rtl\u202eevil"],
+    ids=["empty", "too-long", "slash", "dot-dot", "newline", "bidi"],
+)
+async def test_a_registration_with_a_bad_worker_id_is_refused_for_good(dispatch_rig: Any, worker_id: str) -> None:
+    # A worker id is a path segment of the dashboard's URLs (/workers/ID/drain: "../" would drain
+    # another worker) and is printed in logs and terminals.
     rig = dispatch_rig()
 
     answer = rig.register(worker_id, ["job"]).envelope.register_reply
 
-    assert not answer.accepted
+    assert not answer.accepted and answer.final_refusal
     assert "worker_id" in answer.reason
     assert len(rig.fleet) == 0
     assert rig.coordinator.remote_task_names == frozenset()

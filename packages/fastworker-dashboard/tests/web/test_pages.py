@@ -187,3 +187,23 @@ async def test_responses_carry_security_headers(web: httpx.AsyncClient) -> None:
 async def test_static_assets_are_served(web: httpx.AsyncClient) -> None:
     assert (await web.get("/static/dashboard.css")).status_code == 200
     assert "EventSource" in (await web.get("/static/dashboard.js")).text
+
+
+async def test_control_characters_and_bidi_overrides_from_tasks_show_as_escapes_on_every_page(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    # A right-to-left override would reorder what follows it on the page ("Trojan Source"), a NUL or
+    # an escape sequence reach whoever copies the text: escaped HTML is not enough.
+    sneaky = "name\u202eevil\x00\x1b[31m"
+    evil = make_task(
+        "e" * 8 + "-0000-4000-8000-000000000002",
+        name=f"app.{sneaky}",
+        state=TaskState.FAILURE,
+        error=TaskError(f"Err{sneaky}", f"message {sneaky}", f"Traceback\n  {sneaky}\n"),
+        queued_at=NOW + 100,
+    )
+    fake.add(evil, args=[sneaky], kwargs={})
+    for path in ("/", "/tasks", f"/tasks/{evil.id}"):
+        html = (await web.get(path)).text
+        assert "\u202e" not in html and "\x00" not in html and "\x1b" not in html, path
+        assert "name\\u202eevil\\x00\\x1b[31m" in html, path

@@ -583,6 +583,8 @@ class Coordinator:
         for record in recovered.records:
             record.compact()  # read above; kept encoded from here on
         with self.lock:
+            for record, _run in self.orphans:  # running on subworkers: they hold places under their limits
+                self.queue.count_running(record)
             self.queue.paused.update(recovered.paused)
             for record in queued:
                 self.queue.push(record)

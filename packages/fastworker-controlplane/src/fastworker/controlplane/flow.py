@@ -171,6 +171,17 @@ class GatedQueue(PriorityQueue):
         gate.overridden = overridden
         return gate
 
+    def count_running(self, record: TaskRecord) -> None:
+        """Count a task already RUNNING (replayed from a journal) at its name's gate, if the name has one: a place, no token.
+
+        A gate made before the replay (from the control plane's own definitions) would otherwise let
+        another task of the name start beside it while its worker has not adopted it yet.
+        """
+        gate = self.gates.get(record.name)
+        if gate is not None and record.gate is None:
+            gate.running += 1
+            record.gate = gate
+
     def release(self, record: TaskRecord) -> bool:
         """A task left RUNNING: give its gate's place back. True if tasks wait at that gate."""
         gate = record.gate

@@ -12,6 +12,7 @@ from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.periodic import schedule_problem
 from fastworker.controlplane.replyserver import Request
 from fastworker.protocol.framing import encode_frame, new_envelope
+from fastworker.protocol.ids import worker_id_problem
 from fastworker.protocol.queues import MAX_QUEUES, QueueNameError, check_queue_name
 from fastworker.protocol.v1 import error_pb2, worker_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -96,15 +97,17 @@ class WorkerApi:
         answer.heartbeat_timeout = self.heartbeat_timeout
         answer.instance_id = self.instance_id
         answer.max_frame_size = self.max_frame_size  # the worker's outcomes come in frames that fit it
-        if not body.worker_id or len(body.worker_id) > 200:
+        if (problem := worker_id_problem(body.worker_id)) is not None:
             answer.accepted = False
-            answer.reason = "worker_id must be 1 to 200 characters"
+            answer.final_refusal = True
+            answer.reason = problem
+            self._log_refusal(f"refused worker registration from pid {body.pid} on {body.host!r}: {problem}")
         elif not body.tasks:
             answer.accepted = False
             answer.reason = "a worker must register at least one task"
         elif (problem := _definitions_problem(body)) is not None:
             answer.accepted = False
-            answer.definitions_refused = True
+            answer.final_refusal = True
             answer.reason = problem
             self._log_refusal(f"refused worker registration from pid {body.pid} on {body.host!r}: {problem}")
         else:

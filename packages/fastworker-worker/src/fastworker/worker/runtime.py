@@ -41,6 +41,7 @@ from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
 from fastworker.protocol.auth import Secret
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from fastworker.protocol.ids import worker_id_problem
 from fastworker.protocol.lease import fence_after, worker_fenced
 from fastworker.protocol.queues import DEFAULT_QUEUE, check_queue_name
 from fastworker.protocol.v1 import task_pb2, worker_pb2
@@ -82,8 +83,8 @@ MAX_PREFETCH = 10_000
 NORMAL_PRIORITY = task_pb2.PRIORITY_NORMAL
 #: Exit code when the control plane refuses this worker's id (another live worker process holds it).
 EXIT_ID_IN_USE = 3
-#: Exit code when the control plane refuses the worker's task definitions or queues (as for a task module that fails to load).
-EXIT_DEFINITIONS_REFUSED = 1
+#: Exit code when the control plane refuses the worker for good: its id, task definitions or queues (as for a module that fails to load).
+EXIT_REFUSED = 1
 #: Exit code when --health-address cannot be bound (in use, or not an address of this host).
 EXIT_LISTEN_FAILED = 1
 #: Exit code when the pool's children cannot start (an import fails in them, or they stop starting).
@@ -161,6 +162,8 @@ class WorkerSettings:
             raise ValueError(f"--prefetch must be 0..{MAX_PREFETCH:,}, got {self.prefetch}")
         if not self.worker_id:
             raise ValueError("--worker-id cannot be empty (an unset variable?); leave it out for HOST-PID")
+        if (problem := worker_id_problem(self.worker_id)) is not None:
+            raise ValueError(f"--worker-id: {problem}")
         try:
             address = parse_address(self.control_plane)
         except ValueError as exc:
@@ -463,9 +466,9 @@ class Worker:
             if answer.id_in_use:
                 self.exit_code = EXIT_ID_IN_USE
                 self.request_stop("its worker id is in use by another live worker")
-            elif answer.definitions_refused:  # its own tasks or queues: registering again cannot help
-                self.exit_code = EXIT_DEFINITIONS_REFUSED
-                self.request_stop("the control plane refused its task definitions or queues")
+            elif answer.final_refusal:  # its own id, tasks or queues: registering again cannot help
+                self.exit_code = EXIT_REFUSED
+                self.request_stop("the control plane refused its id, task definitions or queues")
             return False
         self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
         self.heartbeat_timeout = answer.heartbeat_timeout or self.heartbeat_timeout

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from fastworker.client._terminal import visible
 from fastworker.dashboard.web import formatting
 from fastworker.dashboard.web.flash import clear_flash, peek_flash
 
@@ -17,10 +19,23 @@ from fastworker.dashboard.web.flash import clear_flash, peek_flash
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
+def shown(value: Any) -> Any:
+    """What a template prints of ``value``: text with its control characters and bidirectional overrides escaped.
+
+    Escaping HTML is not enough: a right-to-left override in a task's error or name would reorder
+    what follows it on the page, as in a terminal, so pages show them as escapes, as the CLI does.
+    Markup the templates built themselves is left as it is.
+    """
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible(value)
+    return value
+
+
 def make_environment() -> jinja2.Environment:
     """A Jinja environment that escapes everything by default, with the dashboard's filters."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        finalize=shown,
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -127,7 +127,7 @@ class RegisterReply(_message.Message):
     ID_IN_USE_FIELD_NUMBER: _builtins.int
     ADOPTED_TASK_IDS_FIELD_NUMBER: _builtins.int
     MAX_FRAME_SIZE_FIELD_NUMBER: _builtins.int
-    DEFINITIONS_REFUSED_FIELD_NUMBER: _builtins.int
+    FINAL_REFUSAL_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     """True if the worker may receive tasks."""
     reason: _builtins.str
@@ -152,9 +152,10 @@ class RegisterReply(_message.Message):
     from one that predates this field: the default). The worker sends its outcomes in frames that
     fit, and fails an outcome that cannot fit alone.
     """
-    definitions_refused: _builtins.bool
-    """Set when refused for the worker's own task definitions or queues (a schedule that never
-    matches, a bad queue name, ...): registering again cannot succeed, so the worker exits.
+    final_refusal: _builtins.bool
+    """Set when the refusal is final: what it names is the worker's own (its id, task definitions or
+    queues: a worker id with '/', a schedule that never matches, a bad queue name, ...), which
+    registering again cannot change, so the worker exits.
     """
     @_builtins.property
     def adopted_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -174,11 +175,11 @@ class RegisterReply(_message.Message):
         id_in_use: _builtins.bool = ...,
         adopted_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         max_frame_size: _builtins.int = ...,
-        definitions_refused: _builtins.bool = ...,
+        final_refusal: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "definitions_refused", b"definitions_refused", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "max_frame_size", b"max_frame_size", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "final_refusal", b"final_refusal", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "max_frame_size", b"max_frame_size", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
