@@ -16,6 +16,7 @@ from typing import Any, assert_type
 import pytest
 
 from fastworker.client.errors import DuplicateTaskName, FastworkerError
+from fastworker.client.limits import Rate
 from fastworker.client.models import Priority
 from fastworker.client.task import (
     TASK_OPTION_NAMES,
@@ -528,3 +529,16 @@ def test_a_cron_schedule_takes_a_time_zone_checked_at_import() -> None:
 )
 def test_a_cron_expression_at_the_ends_of_its_ranges_or_with_names_passes_the_import_check(cron: str) -> None:
     assert TaskOptions(cron=cron).cron == cron
+
+
+@pytest.mark.parametrize(
+    ("written", "text"),
+    [("1000000/s", "1000000/s"), ("0.00009/s", "0.00009/s"), ("0.0000001/h", "0.0000001/h"), ("1.50/m", "1.5/m")],
+)
+def test_a_rate_limit_is_kept_in_plain_digits_so_that_the_control_plane_parses_it_again(
+    written: str, text: str
+) -> None:
+    # "1e+06/s" (what "{:g}" wrote) is no rate: the control plane refused it, or ignored the limit
+    rate = Rate.parse(written)
+    assert rate.text == text and Rate.parse(rate.text) == rate
+    assert TaskOptions(rate_limit=written).rate_limit == text

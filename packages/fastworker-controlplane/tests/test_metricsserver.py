@@ -250,6 +250,38 @@ async def test_a_silent_connection_in_the_short_lane_is_closed_after_its_short_t
         assert _httplisten.OVERFLOW_TIMEOUT - 0.2 < time.monotonic() - started < 5
 
 
+async def test_a_connection_that_trickles_its_request_head_is_closed_at_the_head_deadline(
+    serve: Callable[..., MetricsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each byte comes well within the socket's timeout; the head as a whole does not (a slowloris
+    # holding the listener's few places made every scrape a 503).
+    monkeypatch.setattr(_httplisten, "CONNECTION_TIMEOUT", 1.0)
+    server = serve()
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        while not stop.wait(0.1):
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                return
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    started = time.monotonic()
+    sender.start()
+    try:
+        assert await asyncio.to_thread(sock.recv, 1) == b""  # closed by the listener
+        assert 0.8 < time.monotonic() - started < 5
+    finally:
+        stop.set()
+        sender.join(5)
+        sock.close()
+    assert (await fetch(server, "/metrics"))[0] == 200
+
+
 def test_a_bad_address_is_refused_naming_it() -> None:
     loop = asyncio.new_event_loop()
     try:

@@ -41,7 +41,8 @@ MAX_CONNECTIONS = 16
 #: Of those, connections from one address: one host holding silent connections cannot starve
 #: the scraper and the liveness probe (which would have the daemon restarted).
 MAX_CONNECTIONS_PER_PEER = 4
-#: Seconds a connection may stay silent before it is closed.
+#: Seconds a connection may stay silent before it is closed, and its request line and headers may
+#: take to arrive in all (a peer that trickles them is closed too).
 CONNECTION_TIMEOUT = 10.0
 #: Connections over those caps served at once in a short lane: ``/healthz`` is answered there as
 #: usual (a peer holding its connections cannot fail the liveness probe), anything else gets 503
@@ -123,7 +124,39 @@ class _Server6(_Server):
 
 
 class QuietHandler(WSGIRequestHandler):
+    """One connection, whose request line and headers must arrive within :meth:`head_time` seconds in all.
+
+    The socket's timeout bounds each read only: a peer trickling a byte every few seconds would
+    hold one of the listener's few places for ever (measured: 16 such made every scrape a 503).
+    """
+
     timeout = CONNECTION_TIMEOUT
+
+    def head_time(self) -> float:
+        """Seconds the request line and headers may take to arrive, together."""
+        return CONNECTION_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        self._head_deadline = threading.Timer(self.head_time(), self._cut_off)
+        self._head_deadline.daemon = True
+        self._head_deadline.start()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        self._head_deadline.cancel()
+        return parsed
+
+    def finish(self) -> None:
+        self._head_deadline.cancel()
+        super().finish()
+
+    def _cut_off(self) -> None:
+        """The head did not arrive in time: end the connection (its thread's read returns at once)."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed meanwhile
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http listener: %s", format % args)
@@ -131,6 +164,9 @@ class QuietHandler(WSGIRequestHandler):
 
 class _OverflowHandler(QuietHandler):
     """A connection over the caps: one request, sent quickly, marked for :meth:`HttpListener._guarded`."""
+
+    def head_time(self) -> float:
+        return OVERFLOW_TIMEOUT
 
     def setup(self) -> None:
         super().setup()

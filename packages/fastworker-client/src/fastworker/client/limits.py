@@ -12,6 +12,7 @@ import enum
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from fastworker.client.errors import InvalidOptions
 
@@ -57,8 +58,17 @@ class Rate:
             raise InvalidOptions(f"rate_limit must allow at least some starts, got {text!r}")
         unit = match.group(2)
         per_second = count / _UNITS[unit]
-        normalised = f"{count:g}/{unit}"
+        normalised = f"{_plain(count)}/{unit}"
         return cls(normalised, per_second, max(1, math.floor(per_second * BURST_SECONDS)))
+
+
+def _plain(number: float) -> str:
+    """A positive number in plain digits, as short as it reads back (never ``1e+06``, which no rate parses).
+
+    The rate's text travels to the control plane and is parsed there again: it must stay a rate.
+    """
+    text = format(Decimal(repr(number)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class Unset(enum.Enum):
