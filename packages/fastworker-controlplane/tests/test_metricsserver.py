@@ -48,6 +48,11 @@ async def serve() -> AsyncIterator[Callable[..., MetricsServer]]:
         await asyncio.to_thread(server.close)
 
 
+def port_of(server: MetricsServer) -> int:
+    """The port the listener bound (it was asked for port 0)."""
+    return int(server.url.rsplit(":", 1)[1])
+
+
 async def fetch(
     server: MetricsServer, path: str, method: str = "GET", host: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -189,7 +194,7 @@ async def test_one_peer_holding_silent_connections_cannot_starve_the_probe(
 ) -> None:
     monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 3)
     server = serve()
-    port = int(server.url.rsplit(":", 1)[1])
+    port = port_of(server)
     # One peer (127.0.0.1) opens more silent connections than it may hold
     async with silent_connections(port, 3):
         # over its cap, the same peer's probe is still answered, and a scrape told to come back
@@ -216,7 +221,7 @@ async def test_connections_beyond_the_overall_cap_get_the_probe_or_a_503(
     monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS", 4)
     monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 100)
     server = serve()
-    port = int(server.url.rsplit(":", 1)[1])
+    port = port_of(server)
     async with silent_connections(port, 4):
         assert (await fetch(server, "/healthz"))[0] == 200
         assert (await fetch(server, "/metrics"))[0] == 503
@@ -230,7 +235,7 @@ async def test_connections_beyond_the_caps_and_the_short_lane_are_closed_at_once
     monkeypatch.setattr(_httplisten, "MAX_OVERFLOW", 2)
     monkeypatch.setattr(_httplisten, "OVERFLOW_TIMEOUT", 30)  # silent ones hold the lane meanwhile
     server = serve()
-    port = int(server.url.rsplit(":", 1)[1])
+    port = port_of(server)
     async with silent_connections(port, 3):  # one served, two in the short lane
         started = time.monotonic()
         assert await closed_at_once(port)
@@ -243,7 +248,7 @@ async def test_a_silent_connection_in_the_short_lane_is_closed_after_its_short_t
 ) -> None:
     monkeypatch.setattr(_httplisten, "MAX_CONNECTIONS_PER_PEER", 1)
     server = serve()
-    port = int(server.url.rsplit(":", 1)[1])
+    port = port_of(server)
     async with silent_connections(port, 1):
         started = time.monotonic()
         assert await closed_at_once(port)  # silent in the short lane: closed after OVERFLOW_TIMEOUT
@@ -257,7 +262,7 @@ async def test_a_connection_that_trickles_its_request_head_is_closed_at_the_head
     # holding the listener's few places made every scrape a 503).
     monkeypatch.setattr(_httplisten, "CONNECTION_TIMEOUT", 1.0)
     server = serve()
-    port = int(server.url.rsplit(":", 1)[1])
+    port = port_of(server)
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     stop = threading.Event()
 
@@ -297,7 +302,7 @@ async def test_a_silent_connection_timing_out_is_logged_not_printed_to_stderr(
     # socketserver printed a traceback to stderr, around the logging (raw lines in a JSON log stream)
     monkeypatch.setattr(_httplisten.QuietHandler, "timeout", 0.2)
     server = serve()
-    port = int(server.url.rsplit(":", 1)[1])
+    port = port_of(server)
     async with silent_connections(port, 1):
         await asyncio.sleep(0.6)  # it times out meanwhile
     assert (await fetch(server, "/healthz"))[0] == 200
