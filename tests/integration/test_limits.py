@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pynng
 import pytest
 
-from fastworker.client import SyncClient, TaskNotFound
+from fastworker.client import Client, SyncClient, TaskNotFound
 from fastworker.protocol import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.framing import MAX_REQUESTS_IN_FLIGHT
 from fastworker.protocol.v1 import error_pb2
 
 
@@ -116,3 +118,26 @@ def test_the_result_cache_is_bounded_by_memory_as_well_as_by_count(start_cp: Any
         assert client.status(ids[-1]).result == big + "19"  # the newest stay readable
         with pytest.raises(TaskNotFound):
             client.status(ids[0])  # the oldest were evicted to stay within the bound
+
+
+async def test_one_client_holds_its_requests_beyond_the_connection_bound_until_answers_free_places(
+    start_cp: Any, tmp_path: Any
+) -> None:
+    # 1,300 waiting submits on one connection, whose bound is 1,024: the client keeps the rest until
+    # answers come, instead of passing the control plane's refusal (ERROR_CODE_RATE_LIMITED) on.
+    control_plane = start_cp("--local-concurrency", "4")
+    gate = tmp_path / "gate"
+    count = MAX_REQUESTS_IN_FLIGHT + 276
+    async with Client(control_plane.discovery) as client:
+        submits = [
+            asyncio.ensure_future(client.submit("fwtests.block_until", str(gate), f"held-{i}", 30, timeout=60))
+            for i in range(count)
+        ]
+        deadline = time.monotonic() + 30
+        while (await client.stats())["queued"] < count - 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        gate.touch()
+        results = await asyncio.gather(*submits, return_exceptions=True)
+        assert [r for r in results if r is not True] == []
+        counts = await client.submit("fwtests.execution_counts", "held-", timeout=10)
+        assert sorted(counts.values()) == [1] * count  # each ran once: no refusal, no second submit

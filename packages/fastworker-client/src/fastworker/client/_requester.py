@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 ATTEMPT_SLACK = 3.0
 #: Seconds between looks at the announced instance while waiting for a restarted control plane's announcement.
 INSTANCE_POLL_INTERVAL = 0.05
+#: Seconds before sending again a request the control plane refused for too many in flight on the connection.
+RATE_LIMITED_RETRY = 0.05
 
 
 #: Makes the exception for an Error reply's code from its message.
@@ -192,6 +194,12 @@ class Requester:
             if reply.WhichOneof("body") == "error":
                 if reply.correlation_id not in (0, envelope.correlation_id):
                     continue  # not ours (cannot happen with contexts); ask again
+                if reply.error.code == error_pb2.ERROR_CODE_RATE_LIMITED:
+                    # Refused unread: more of this connection's requests were out than the control plane
+                    # holds (requests given up here that it still holds count there). Sent again, it
+                    # cannot run anything twice.
+                    await asyncio.sleep(min(RATE_LIMITED_RETRY, max(0.0, deadline - time.monotonic())))
+                    continue
                 raise error_from_wire(reply.error, task_name, task_id, errors=self.errors)
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")

@@ -20,7 +20,7 @@ import pynng
 
 from fastworker.client import _nng
 from fastworker.client.tls import TlsFiles, configure_dial
-from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, MAX_REQUESTS_IN_FLIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ class RequestChannel:
     comes through one of nng's threads). A request sent ``aside`` goes on a context even when the
     cheap lane is free, keeping it for the requests sent meanwhile: a busy subworker's held work
     request leaves it to its outcomes and claims, many per work request.
+
+    At most ``max_in_flight`` requests are out at once (the control plane refuses more from one
+    connection); those beyond wait here for an answer to free a place, within their timeout.
     """
 
     def __init__(
@@ -57,8 +60,10 @@ class RequestChannel:
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         tls: TlsFiles | None = None,
+        max_in_flight: int = MAX_REQUESTS_IN_FLIGHT,
     ) -> None:
         self._loop = loop
+        self._places = asyncio.Semaphore(max_in_flight)
         self._tls = tls
         _nng.check_not_forked("a client connected")
         self._socket = _nng.opened(pynng.Req0(resend_time=-1, recv_max_size=_nng.recv_max_size(max_frame_size)))
@@ -71,6 +76,11 @@ class RequestChannel:
         self._sends: list[_nng.SendAio] = []
         self._receiver = _nng.Receiver()
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     @property
     def address(self) -> str | None:
@@ -121,6 +131,21 @@ class RequestChannel:
         """
         if self._closed:
             raise TransportClosed("request channel is closed")
+        places = self._places
+        if places.locked():  # as many requests out as the control plane takes from one connection
+            async with asyncio.timeout(timeout):
+                await places.acquire()
+            if self.closed:  # while it waited
+                places.release()
+                raise TransportClosed("request channel is closed")
+        else:
+            await places.acquire()  # (free: returns without suspending)
+        try:
+            return await self._request(data, timeout, aside)
+        finally:
+            places.release()
+
+    async def _request(self, data: bytes, timeout: float, aside: bool) -> bytes:
         if self._fast_waiter is None and not aside:
             # The socket's default context, sent with a callback-free aio (see _nng.send_on_socket).
             waiter: asyncio.Future[bytes] = self._loop.create_future()

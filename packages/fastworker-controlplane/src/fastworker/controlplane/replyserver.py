@@ -22,13 +22,13 @@ from fastworker.client import _nng
 from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, RefusalLog
 from fastworker.protocol.auth import FrameAuth, authentication_error_frame
 from fastworker.protocol.errors import AuthenticationError
-from fastworker.protocol.framing import encode_frame, new_envelope
+from fastworker.protocol.framing import MAX_REQUESTS_IN_FLIGHT, encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
 
 logger = logging.getLogger(__name__)
 
 #: Requests one connection may have waiting for an answer at once (long polls included).
-DEFAULT_MAX_PENDING_PER_CONNECTION = 1024
+DEFAULT_MAX_PENDING_PER_CONNECTION = MAX_REQUESTS_IN_FLIGHT
 #: Bytes of replies one connection may leave unread before it is closed: a count alone let a peer
 #: that never reads hold 1,024 replies of up to 16 MiB each (measured: 3 GB, and a stalled loop).
 DEFAULT_MAX_UNREAD_BYTES = 64 * 1024 * 1024

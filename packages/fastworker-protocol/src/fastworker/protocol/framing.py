@@ -24,6 +24,9 @@ WIRE_FORMAT = 1
 FRAME_PREFIX = MAGIC + bytes([WIRE_FORMAT])
 #: Default upper bound for one frame on any channel, in bytes (16 MiB).
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: Requests one connection may have waiting for an answer at once, long polls included. A control
+#: plane refuses more, unread (``ERROR_CODE_RATE_LIMITED``); a client holds its own beyond it.
+MAX_REQUESTS_IN_FLIGHT = 1024
 
 _HEADER_SIZE = len(FRAME_PREFIX)
 
