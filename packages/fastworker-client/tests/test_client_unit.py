@@ -25,7 +25,7 @@ from fastworker.client import (
     UnknownTask,
 )
 from fastworker.client._async import _error_from_wire
-from fastworker.client.models import task_info_from_wire
+from fastworker.client.models import EventBatch, TaskEvent, task_info_from_wire
 from fastworker.client.options import _eta_seconds
 from fastworker.protocol import encode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
@@ -334,3 +334,38 @@ async def test_only_a_wait_many_alone_on_its_ids_asks_the_control_plane_to_answe
     await asyncio.gather(client.wait_many(["a", "b"], timeout=5), client.wait("b", timeout=5))
     await asyncio.gather(client.wait_many(["x"], timeout=5), client.wait_many(["y"], timeout=5))
     assert sent == [(["a", "b"], False), (["x", "y"], False)]
+
+
+async def test_watch_skips_the_events_that_led_to_the_state_it_yielded_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The task moved on between watch()'s two first reads: the sequence it follows from was taken
+    # while attempt 1 ran, the status once that attempt had failed into RETRYING. The events since
+    # replay RUNNING and RETRYING of attempt 1; yielded, RUNNING would come after RETRYING.
+    def info(state: TaskState, attempts: int) -> TaskInfo:
+        return TaskInfo("t", "flaky", state, Priority.NORMAL, attempts, None, None, None, None)
+
+    history = [
+        info(TaskState.RUNNING, 1),
+        info(TaskState.RETRYING, 1),
+        info(TaskState.PENDING, 1),
+        info(TaskState.RUNNING, 2),
+        info(TaskState.SUCCESS, 2),
+    ]
+    client = Client("tcp://127.0.0.1:9")
+
+    async def events(after: int = 0, **_: Any) -> EventBatch:
+        if after == 0:
+            return EventBatch([], 10, False)
+        return EventBatch([TaskEvent(10 + i, "task_state", 0.0, task=e) for i, e in enumerate(history, 1)], 15, False)
+
+    async def status(task_id: str) -> TaskInfo:
+        return history[1]
+
+    monkeypatch.setattr(client, "events", events)
+    monkeypatch.setattr(client, "status", status)
+    seen = [(i.state, i.attempts) async for i in client.watch("t", timeout=5)]
+    assert seen == [
+        (TaskState.RETRYING, 1),
+        (TaskState.PENDING, 1),
+        (TaskState.RUNNING, 2),
+        (TaskState.SUCCESS, 2),
+    ]

@@ -127,6 +127,19 @@ class _Slot:
 _Listener = asyncio.Future[task_pb2.TaskInfo] | _Slot
 
 
+def _after_seen(changes: list[TaskInfo], seen: tuple[TaskState, int]) -> list[TaskInfo]:
+    """The changes after the one that made a task's state ``seen`` (state, attempts); all of them if none did.
+
+    A task takes each (state, attempts) pair once in its life (a retry's PENDING comes with the count
+    of the attempt before it), so the pair names the change a snapshot was taken after.
+    """
+    for index in range(len(changes) - 1, -1, -1):
+        change = changes[index]
+        if (change.state, change.attempts) == seen:
+            return changes[index + 1 :]
+    return changes
+
+
 def _wait_bound(timeout: float | None) -> float | None:
     """A wait bound: None (no bound) or seconds, a negative one (a deadline already past) as 0.
 
@@ -837,6 +850,9 @@ class Client(AdminMethods):
         info = await self.status(task_id)
         yield info
         last_state = info.state
+        # The events since ``after`` may include those that led to ``info`` (the task changed between
+        # the two reads): those are older than what was yielded, and are skipped.
+        seen: tuple[TaskState, int] | None = (info.state, info.attempts)
         while not last_state.is_final:
             remaining = _SERVER_WAIT if deadline is None else min(_SERVER_WAIT, deadline - time.monotonic())
             if remaining <= 0:
@@ -848,6 +864,9 @@ class Client(AdminMethods):
                 changes = [current] if current.state is not last_state else []
             else:
                 changes = [e.task for e in batch.events if e.task is not None]
+                if seen is not None:
+                    changes = _after_seen(changes, seen)
+            seen = None
             for change in changes:
                 if change.state is not last_state:
                     last_state = change.state
