@@ -278,3 +278,21 @@ def test_everything_the_codec_encodes_still_round_trips_after_fuzzing() -> None:
     args, kwargs = decode_arguments(encode_arguments((1, (2, 3), {4}, b"x"), {"k": 10**30}))
     assert args == (1, (2, 3), {4}, b"x") and kwargs == {"k": 10**30}
     assert decode_value(encode_value(frozenset({1}))) == frozenset({1})
+
+
+def test_the_nesting_bound_is_where_its_error_says() -> None:
+    from fastworker.protocol.payload import MAX_EXT_NESTING
+
+    def nested(levels: int) -> Any:
+        value: Any = ()
+        for _ in range(levels - 1):
+            value = (value,)
+        return value
+
+    deepest = nested(MAX_EXT_NESTING - 1)
+    assert decode_value(encode_value(deepest)) == deepest
+    with pytest.raises(
+        PayloadError,
+        match=f"nested {MAX_EXT_NESTING} levels deep or more cannot be encoded .at most {MAX_EXT_NESTING - 1}",
+    ):
+        encode_value(nested(MAX_EXT_NESTING))

@@ -44,7 +44,8 @@ _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
 
-#: Most extension values nested inside one another (tuples in tuples...). Each level re-enters
+#: Bound on extension values nested inside one another (tuples in tuples...), the encoded value itself
+#: counted: ``MAX_EXT_NESTING - 1`` (31) tuples deep is the most. Each level re-enters
 #: msgpack's C unpacker on the C stack, so without a bound a payload of a kilobyte or two could
 #: overflow that stack and kill the decoding process before Python's recursion limit applies.
 MAX_EXT_NESTING = 32
@@ -55,7 +56,10 @@ _nesting = threading.local()
 def _pack(value: Any) -> bytes:
     depth = getattr(_nesting, "depth", 0)
     if depth >= MAX_EXT_NESTING:
-        raise TypeError(f"tuples, sets and frozensets nested deeper than {MAX_EXT_NESTING} levels cannot be encoded")
+        raise TypeError(
+            f"tuples, sets and frozensets nested {MAX_EXT_NESTING} levels deep or more cannot be encoded"
+            f" (at most {MAX_EXT_NESTING - 1})"
+        )
     _nesting.depth = depth + 1
     try:
         packed: bytes = msgpack.packb(value, default=_encode_ext, strict_types=True, use_bin_type=True, datetime=False)
@@ -136,7 +140,9 @@ def _decode_ext(code: int, data: bytes) -> Any:
 def _unpack(data: bytes) -> Any:
     depth = getattr(_nesting, "depth", 0)
     if depth >= MAX_EXT_NESTING:
-        raise ValueError(f"extension values nested deeper than {MAX_EXT_NESTING} levels")
+        raise ValueError(
+            f"extension values nested {MAX_EXT_NESTING} levels deep or more (at most {MAX_EXT_NESTING - 1})"
+        )
     _nesting.depth = depth + 1
     try:
         # timestamp=3: msgpack's own timestamp extension decodes to a datetime, a documented type.
