@@ -27,8 +27,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def parse(environ: dict[str, str], argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser()
-    apply_env_defaults(parser, environ=environ)
-    return parser.parse_args(["--worker-id", "w"] if argv is None else argv)
+    arguments = ["--worker-id", "w"] if argv is None else argv
+    apply_env_defaults(parser, environ=environ, argv=arguments)
+    return parser.parse_args(arguments)
 
 
 @pytest.mark.parametrize(
@@ -250,3 +251,31 @@ def test_a_refused_value_names_its_env_var_only_when_it_came_from_there(argv: li
     message = "--concurrency must be 1 or more, got -3"
     said = name_env_origins(make_parser(), argv, message, environ={"FASTWORKER_CONCURRENCY": "-3"})
     assert said == (f"{message} (--concurrency from FASTWORKER_CONCURRENCY)" if named else message)
+
+
+@pytest.mark.parametrize(
+    ("variable", "argv", "dest", "expected"),
+    [
+        ("FASTWORKER_CONCURRENCY", ["--concurrency", "2"], "concurrency", 2),
+        ("FASTWORKER_CONCURRENCY", ["--concurrency=3"], "concurrency", 3),
+        ("FASTWORKER_CONCURRENCY", ["--concurr", "5"], "concurrency", 5),  # an abbreviation is the flag too
+        ("FASTWORKER_VERBOSE", ["--verbose"], "verbose", True),
+        ("FASTWORKER_LEVEL", ["--level", "high"], "level", "high"),
+        ("FASTWORKER_TIMEOUT", ["--timeout", "2"], "timeout", 2.0),
+    ],
+)
+def test_a_bad_env_value_is_no_error_when_its_flag_is_given(
+    variable: str, argv: list[str], dest: str, expected: object
+) -> None:
+    # "A flag beats its env var": the variable is not read at all, so a bad value there cannot stop
+    # a command line that does not use it.
+    assert getattr(parse({variable: "abc"}, ["--worker-id", "w", *argv]), dest) == expected
+    with pytest.raises(SystemExit):  # and without the flag, the same value is the usage error it was
+        parse({variable: "abc"})
+
+
+def test_a_repeatable_flag_still_adds_to_its_env_values() -> None:
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--host", action="extend", type=lambda text: text.split(","), default=[], help="extra names")
+    apply_env_defaults(parser, environ={"FASTWORKER_HOST": "a.example"}, argv=["--host", "b.example"])
+    assert parser.parse_args(["--host", "b.example"]).host == ["a.example", "b.example"]

@@ -1117,7 +1117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     _Parser.json_errors = _json_asked(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
-    apply_env_defaults(parser)
+    apply_env_defaults(parser, argv=argv)
     args = parse_command_line(parser, argv)
     args.secret = resolve_secret(parser, args, argv)
     configure_logging(args.log_level, args.log_format)

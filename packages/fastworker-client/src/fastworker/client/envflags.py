@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -30,18 +31,29 @@ def env_name(dest: str) -> str:
     return "FASTWORKER_" + dest.upper()
 
 
-def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+def apply_env_defaults(
+    parser: argparse.ArgumentParser,
+    environ: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+) -> None:
     """Replace each flag's default with its env var's value, converted by the flag's type.
+
+    A flag given on the command line (``argv``, default ``sys.argv[1:]``, before or after a
+    subcommand) beats its variable, which is then not read at all: a bad value there is no error.
+    A repeatable flag (``--dashboard-host``) adds to its variable's values instead.
 
     Raises:
         SystemExit: an env var holds a value the flag would refuse (argparse's usage error, exit 2).
     """
     env = os.environ if environ is None else environ
     flags = _flags(parser)
+    given = _given_flags(parser, sys.argv[1:] if argv is None else argv)
     for action in flags:
         name = env_name(action.dest)
         if name not in env:
             continue
+        if given & set(action.option_strings) and not _repeatable(action):
+            continue  # the flag's value wins; argparse sets it
         raw = env[name]
         if action.nargs == 0 and isinstance(action.const, bool):  # store_true / store_false
             lowered = raw.strip().lower()

@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["journal"]:
         return journal_main(arguments[1:])
     parser = make_parser()
-    apply_env_defaults(parser)
+    apply_env_defaults(parser, argv=arguments)
     args = parser.parse_args(arguments)
     args.secret = secretfile.resolve_secret(parser, args, arguments)
     become_init_if_pid1()  # a container's PID 1 stays behind to reap orphans; the daemon goes on here

@@ -119,7 +119,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the subworker until SIGTERM/SIGINT; returns the exit code."""
     parser = make_parser()
-    apply_env_defaults(parser)
+    apply_env_defaults(parser, argv=argv)
     args = parser.parse_args(argv)
     args.secret = resolve_secret(parser, args, argv)
     become_init_if_pid1()  # a container's PID 1 stays behind to reap orphans; the daemon goes on here

@@ -43,7 +43,7 @@ def _positive_seconds(raw: str) -> float:
     return value
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The command-line parser, with env-var defaults applied (flag > env var > default)."""
     parser = argparse.ArgumentParser(
         prog="fastworker-top",
@@ -67,14 +67,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     # Records go to Textual's devtools log (`textual console`), never onto the screen being drawn.
     add_logging_flags(parser, default_level="WARNING")
-    apply_env_defaults(parser)
+    apply_env_defaults(parser, argv=argv)  # (a flag in argv beats its env var, which is then not read)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run fastworker-top until the user quits; returns the exit code."""
     try:
-        parser = make_parser()  # env vars are read here: a bad one is a usage error too
+        # Env vars are read here: a bad one is a usage error too, unless its flag is given.
+        parser = make_parser(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
         args.secret = resolve_secret(parser, args, argv)
     except SystemExit as exc:

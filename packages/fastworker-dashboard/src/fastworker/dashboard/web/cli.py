@@ -82,7 +82,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT (exit 0); usage errors exit 2, a failure to serve exits 1."""
     parser = make_parser()
-    apply_env_defaults(parser)
+    apply_env_defaults(parser, argv=argv)
     args = parser.parse_args(argv)
     args.secret = resolve_secret(parser, args, argv)
     configure_logging(args.log_level, args.log_format)
