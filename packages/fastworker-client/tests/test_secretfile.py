@@ -165,3 +165,17 @@ def test_a_secret_file_of_white_space_only_is_refused_as_empty(tmp_path: Path) -
     blank.write_text("   \n")
     with pytest.raises(ValueError, match=f"the secret file {blank} is empty \\(only white space\\)"):
         read_secret_file(str(blank))
+
+
+def test_a_refused_secret_file_from_an_env_var_is_named_with_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = str(tmp_path / "missing")
+    monkeypatch.setenv("FASTWORKER_SECRET_FILE", missing)
+    with pytest.raises(SystemExit):
+        resolved([], {"FASTWORKER_SECRET_FILE": missing})
+    assert f"cannot read the secret file {missing}" in (err := capsys.readouterr().err)
+    assert "(--secret-file from FASTWORKER_SECRET_FILE)" in err
+    with pytest.raises(SystemExit):  # given as a flag: the variable is not named
+        resolved(["--secret-file", missing], {"FASTWORKER_SECRET_FILE": missing})
+    assert "FASTWORKER_SECRET_FILE" not in capsys.readouterr().err

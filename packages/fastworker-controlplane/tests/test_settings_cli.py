@@ -90,7 +90,12 @@ def test_settings_are_frozen() -> None:
         ({"discovery_address": "foo://bar"}, "--discovery-address: unsupported address 'foo://bar'"),
         ({"client_address": "tcp://127.0.0.1:99999"}, "--client-address: .* port out of range"),
         ({"dispatch_address": "tcp://nohost"}, "--dispatch-address: .* needs HOST:PORT"),
-        ({"dashboard_address": "127.0.0.1:abc"}, "dashboard address '127.0.0.1:abc'"),
+        ({"dashboard_address": "127.0.0.1:abc"}, "--dashboard-address: dashboard address '127.0.0.1:abc'"),
+        ({"metrics_address": "nope"}, "--metrics-address: metrics address 'nope'"),
+        (
+            {"ready_file": "/nonexistent-fw/dir/r"},
+            "--ready-file: cannot write /nonexistent-fw/dir/r: its folder /nonexistent-fw/dir does not exist",
+        ),
         ({"local_pool": "fork"}, "--local-pool must be one of processes, threads, not 'fork'"),
     ],
 )

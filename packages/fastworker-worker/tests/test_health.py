@@ -7,6 +7,7 @@ import http.client
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,11 @@ async def test_a_registration_refused_again_and_again_is_retried_less_and_less_o
     gaps = [round(b - a, 2) for a, b in zip(tries, tries[1:], strict=False)]
     # 0.05, then 0.1, then the most, 0.2, each time (sleeps only overshoot)
     assert gaps[0] >= 0.04 and gaps[1] >= 0.09 and all(gap >= 0.19 for gap in gaps[2:]), gaps
+
+
+def test_a_ready_file_that_cannot_be_written_is_refused_at_start_naming_the_flag(tmp_path: Path) -> None:
+    # It was written once registered, and its FileNotFoundError ended the worker with a traceback.
+    with pytest.raises(ValueError, match="--ready-file: cannot write .*: its folder .* does not exist"):
+        WorkerSettings(task_modules=(), ready_file=str(tmp_path / "missing" / "ready"))
+    with pytest.raises(ValueError, match="--ready-file: .* is a folder"):
+        WorkerSettings(task_modules=(), ready_file=str(tmp_path))

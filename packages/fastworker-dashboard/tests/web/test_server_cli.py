@@ -153,3 +153,31 @@ def test_the_command_line_answers_without_loading_the_web_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.splitlines()[-1] == "[] 0"
+
+
+def test_cli_refuses_a_ready_file_it_cannot_write_before_serving(tmp_path: Path) -> None:
+    # It served first, then died on the write with a FileNotFoundError traceback.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(SRC_PATHS + [env.get("PYTHONPATH", "")])
+    ready = tmp_path / "missing" / "ready.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from fastworker.dashboard.web.cli import main; sys.exit(main())",
+            "--control-plane",
+            "tcp://127.0.0.1:9",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"--ready-file: cannot write {ready}: its folder {ready.parent} does not exist" in done.stderr
+    assert "Traceback" not in done.stderr and "serving" not in done.stderr

@@ -12,12 +12,33 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+def ready_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a ready file could not be written at ``path`` (checked at start, before serving), or None."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        return f"{os.fspath(path)} is a folder"
+    if not folder.is_dir():
+        return f"cannot write {os.fspath(path)}: its folder {os.fspath(folder)} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write {os.fspath(path)}: its folder {os.fspath(folder)} is not writable"
+    return None
+
+
 def write_ready_file(path: str | os.PathLike[str], fields: Mapping[str, object]) -> None:
-    """Write ``{"pid": <this process>, **fields}`` as JSON to ``path``, atomically: readers never see half a file."""
+    """Write ``{"pid": <this process>, **fields}`` as JSON to ``path``, atomically: readers never see half a file.
+
+    Raises:
+        OSError: it could not be written; the message names ``path`` (not the temporary file beside it).
+    """
     target = Path(path)
     temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(json.dumps({"pid": os.getpid(), **fields}))
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(json.dumps({"pid": os.getpid(), **fields}))
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write the ready file {os.fspath(path)}: {exc.strerror or exc}") from None
 
 
 def remove_ready_file(path: str | os.PathLike[str]) -> None:

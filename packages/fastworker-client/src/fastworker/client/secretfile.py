@@ -214,7 +214,8 @@ def resolve_secret(
         SystemExit: both flags were given, a file is missing, unreadable or empty, or fallbacks come
             without a secret (argparse's usage error, exit 2, naming the path).
     """
-    secret_given, file_given = _secret_flags_given(sys.argv[1:] if argv is None else argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    secret_given, file_given = _secret_flags_given(arguments)
     if secret_given and file_given:
         parser.error("give the shared secret with --secret or --secret-file, not both")
     secret_file = None if secret_given else getattr(args, "secret_file", None)
@@ -226,7 +227,22 @@ def resolve_secret(
             str(fallbacks_file) if fallbacks_file else None,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(_naming_env_origins(parser, arguments, str(exc), secret_file, fallbacks_file))
+
+
+def _naming_env_origins(parser: argparse.ArgumentParser, argv: Sequence[str], message: str, *paths: object) -> str:
+    """``message`` about a refused file, saying which of the files it names came from an env var, not a flag."""
+    from fastworker.client.envflags import _given_flags, env_name
+
+    given = _given_flags(parser, argv)
+    origins = [
+        f"{flag} from {env_name(dest)}"
+        for flag, dest, path in zip(
+            ("--secret-file", "--secret-fallbacks-file"), ("secret_file", "secret_fallbacks_file"), paths, strict=True
+        )
+        if path and flag not in given and env_name(dest) in os.environ and str(path) in message
+    ]
+    return f"{message} ({'; '.join(origins)})" if origins else message
 
 
 def _secret_flags_given(argv: Sequence[str]) -> tuple[bool, bool]:

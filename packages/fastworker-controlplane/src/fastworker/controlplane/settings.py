@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fastworker.client._readyfile import ready_file_problem
 from fastworker.client.cpus import available_cpus
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
@@ -132,10 +133,17 @@ class ControlPlaneSettings:
                 parse_address(address)
             except ValueError as exc:
                 raise ValueError(f"{flag}: {exc}") from None
-        if not self.no_dashboard:
-            parse_http_address(self.dashboard_address, "dashboard")  # raises ValueError naming it
-        if not self.no_metrics:
-            parse_http_address(self.metrics_address, "metrics")  # raises ValueError naming it
+        for flag, http_address, off in (
+            ("--dashboard-address", self.dashboard_address, self.no_dashboard),
+            ("--metrics-address", self.metrics_address, self.no_metrics),
+        ):
+            if not off:
+                try:
+                    parse_http_address(http_address, flag[2:].removesuffix("-address"))
+                except ValueError as exc:
+                    raise ValueError(f"{flag}: {exc}") from None
+        if self.ready_file is not None and (problem := ready_file_problem(self.ready_file)) is not None:
+            raise ValueError(f"--ready-file: {problem}")
         if self.tls_ca and not self.tls_cert:
             raise ValueError("--tls-ca needs --tls-cert and --tls-key (it checks the peers of a TLS listener)")
         self.tls  # noqa: B018 - checks the files exist and come in pairs

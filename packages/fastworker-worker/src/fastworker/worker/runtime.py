@@ -31,7 +31,7 @@ from typing import Any
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._background import cancel_all, spawn
-from fastworker.client._readyfile import remove_ready_file, write_ready_file
+from fastworker.client._readyfile import ready_file_problem, remove_ready_file, write_ready_file
 from fastworker.client.context import TaskContext
 from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
@@ -89,6 +89,8 @@ EXIT_REFUSED = 1
 EXIT_LISTEN_FAILED = 1
 #: Exit code when the pool's children cannot start (an import fails in them, or they stop starting).
 EXIT_POOL_FAILED = 1
+#: Exit code when the ``--ready-file`` could not be written.
+EXIT_READY_FILE_FAILED = 1
 #: Seconds between warnings, while no control plane announced itself yet, of why none did.
 UNHEARD_WARNING_EVERY = 10.0
 #: Seconds before registering again after a failed registration, doubled per failure up to the
@@ -174,6 +176,8 @@ class WorkerSettings:
             raise ValueError("--drain-timeout cannot be negative")
         if self.health_address is not None:
             parse_http_address(self.health_address, "--health-address")  # raises ValueError naming it
+        if self.ready_file is not None and (problem := ready_file_problem(self.ready_file)) is not None:
+            raise ValueError(f"--ready-file: {problem}")
         if self.pool not in POOLS:
             raise ValueError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
         if self.pool == "threads":
@@ -381,7 +385,13 @@ class Worker:
             about = {"worker_id": s.worker_id}
             if self._health is not None:
                 about["health"] = self._health.url
-            write_ready_file(s.ready_file, about)
+            try:
+                write_ready_file(s.ready_file, about)
+            except OSError as exc:  # (checked at start: the folder went away, or the disk is full)
+                logger.error("%s; stopping", exc.strerror)
+                self.exit_code = EXIT_READY_FILE_FAILED
+                await self._close()
+                return self.exit_code
         for coroutine in (self._pull_loop(), self._heartbeat_loop(), self._follow_restarts()):
             self._spawn(coroutine)
         await self._stop.wait()

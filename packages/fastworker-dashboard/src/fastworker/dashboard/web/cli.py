@@ -11,10 +11,10 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from fastworker.client._readyfile import remove_ready_file, write_ready_file
+from fastworker.client._readyfile import ready_file_problem, remove_ready_file, write_ready_file
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
-from fastworker.client.envflags import apply_env_defaults
+from fastworker.client.envflags import apply_env_defaults, name_env_origins
 from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.options import address_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastworker.dashboard.web.server import start_in_thread
 
     try:
+        if args.ready_file and (problem := ready_file_problem(args.ready_file)) is not None:
+            raise ValueError(
+                name_env_origins(parser, sys.argv[1:] if argv is None else argv, f"--ready-file: {problem}")
+            )
         password = dashboard_password(args)
         exposed = refuse_unprotected(
             host, port, protected=bool(password or args.secret), insecure=args.dashboard_insecure
@@ -130,7 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 running.bound,
             )
         if args.ready_file:
-            write_ready_file(args.ready_file, {"dashboard": running.url})
+            try:
+                write_ready_file(args.ready_file, {"dashboard": running.url})
+            except OSError as exc:
+                print(f"fastworker-dashboard: {exc.strerror}", file=sys.stderr)
+                running.stop()
+                return RET_ERROR
         while not stop.wait(0.5):
             if not running.alive:
                 logger.error("the dashboard server stopped unexpectedly")
