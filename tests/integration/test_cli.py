@@ -1,4 +1,4 @@
-"""The fastworker operator CLI against a real control plane: output shapes and the the documented exit codes."""
+"""The fastworker operator CLI against a real control plane: output shapes and the documented exit codes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from fastworker.client import SyncClient, chain, chord, group, signature
 from fastworker.controlplane.testing import RunningControlPlane
@@ -367,3 +369,22 @@ def test_a_reader_that_leaves_early_changes_no_exit_code(shared_cp: RunningContr
     assert _reader_leaves_early(shared_cp, "inspect", ok) == (0, "")
     assert _reader_leaves_early(shared_cp, "status", failed) == (0, "")
     assert _reader_leaves_early(shared_cp, "result", failed) == (1, "")  # the task failed: that, and only that
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("as_json", [False, True])
+def test_output_that_cannot_be_written_is_one_line_and_exit_1_not_a_traceback(
+    shared_cp: RunningControlPlane, as_json: bool
+) -> None:
+    # `fastworker stats > /dev/full` ended with an OSError traceback.
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "fastworker.client", "--control-plane", shared_cp.discovery, "stats"]
+            + (["--json"] if as_json else []),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (1, "fastworker: cannot write the output: No space left on device\n")

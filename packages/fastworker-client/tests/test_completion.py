@@ -502,3 +502,21 @@ def test_fastworker_completion_goes_before_the_command_and_refuses_other_shells(
     assert bad.returncode == 2 and "tcsh" in bad.stderr and not bad.stdout
     after = subprocess.run([str(command), "stats", "--completion", "bash"], capture_output=True, text=True, timeout=60)
     assert after.returncode == 2 and "--completion" in after.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_completion_script_that_cannot_be_written_is_one_line_and_exit_1_not_a_traceback() -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from fastworker.client.cli import main; sys.exit(main())"]
+            + ["--completion", "bash"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stderr) == (
+        1,
+        "fastworker: cannot write the completion script: No space left on device\n",
+    )

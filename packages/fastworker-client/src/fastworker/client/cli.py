@@ -1122,11 +1122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.secret = resolve_secret(parser, args, argv)
     configure_logging(args.log_level, args.log_format)
     stdout = sys.stdout
-    sys.stdout = _ReaderMayLeave(stdout)
+    sys.stdout = output = _ReaderMayLeave(stdout)
     try:
-        return _main(args)
+        code = _main(args)
+        output.flush()
     finally:
         sys.stdout = stdout
+    if output.failure is not None:  # (a full disk, a closed descriptor: not a reader that left)
+        print(f"fastworker: cannot write the output: {output.failure}", file=sys.stderr)
+        return RET_FAILED
+    return code
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -1173,23 +1178,27 @@ class _ReaderMayLeave(io.TextIOBase):
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._gone = False
+        #: Why the output could not be written, when it was not a reader that left (``/dev/full``).
+        self.failure: str | None = None
 
     def write(self, text: str) -> int:
         if not self._gone:
             try:
                 self._stream.write(text)
-            except BrokenPipeError:
-                self._reader_left()
+            except OSError as exc:
+                self._reader_left(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self._gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._reader_left()
+            except OSError as exc:
+                self._reader_left(exc)
 
-    def _reader_left(self) -> None:
+    def _reader_left(self, exc: OSError) -> None:
+        if not isinstance(exc, BrokenPipeError):
+            self.failure = exc.strerror or str(exc)
         self._gone = True
         # Later writes, and the interpreter's own flush at exit, go nowhere instead of failing again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())

@@ -26,6 +26,7 @@ after it count as positional arguments (no FastWorker parser has a positional ar
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -656,7 +657,14 @@ class _CompletionAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         extra = {name: make() for name, make in self.commands.items()}
-        sys.stdout.write(completion_script(parser, str(values), commands=extra))
+        try:
+            sys.stdout.write(completion_script(parser, str(values), commands=extra))
+            sys.stdout.flush()
+        except OSError as exc:
+            # Later writes, and the interpreter's own flush at exit, go nowhere instead of failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if not isinstance(exc, BrokenPipeError):  # (a reader that left early wanted no more)
+                parser.exit(1, f"{parser.prog}: cannot write the completion script: {exc.strerror or exc}\n")
         parser.exit(0)
 
 
