@@ -86,5 +86,7 @@ def why_unheard(address: str, *, reached: bool, tls: bool, incompatible: str = "
             "certificate names the host dialled)"
         )
     return (
-        f"could not connect to {address}: nothing listens there (or it requires TLS: dial tls+tcp:// with a CA bundle)"
+        f"could not connect to {address}: nothing listens there, or what does is not a control plane's discovery"
+        " address (not its client, dispatch or HTTP port), does not answer (a stopped or overloaded process),"
+        " or requires TLS (dial tls+tcp:// with a CA bundle)"
     )
