@@ -29,7 +29,8 @@ examples:
   fastworker-top --control-plane tcp://10.0.0.5:5550 --secret s3cret
   FASTWORKER_CONTROL_PLANE=tcp://cp:5550 fastworker-top --refresh 0.5
 
-keys: enter details, c cancel, r retry, p pause/resume level, f state filter, / search, ? help, q quit
+keys: enter details, w workflow (of the selected task), c cancel, r retry, p pause/resume level, f state filter,
+  / search, ? help, q quit
 """
 
 
