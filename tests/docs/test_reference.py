@@ -242,9 +242,9 @@ def env_enabled_progs(
     seen: set[str] = set()
     real = envflags.apply_env_defaults
 
-    def record(parser: argparse.ArgumentParser, environ: Any = None) -> None:
+    def record(parser: argparse.ArgumentParser, environ: Any = None, argv: Any = None) -> None:
         seen.add(parser.prog)
-        real(parser, {})
+        real(parser, {}, argv)
 
     monkeypatch.setattr(envflags, "apply_env_defaults", record)
     monkeypatch.setattr(module, "apply_env_defaults", record, raising=False)

@@ -15,10 +15,12 @@ import pytest
 import fastworker.client
 from fastworker.client import (
     Client,
+    ClientClosed,
     ControlPlaneUnavailable,
     PayloadError,
     Priority,
     QueueFull,
+    SyncClient,
     TaskInfo,
     TaskNotFound,
     TaskState,
@@ -369,3 +371,17 @@ async def test_watch_skips_the_events_that_led_to_the_state_it_yielded_first(mon
         (TaskState.RUNNING, 2),
         (TaskState.SUCCESS, 2),
     ]
+
+
+async def test_a_closed_client_and_a_closed_sync_client_raise_the_same_error() -> None:
+    # The SyncClient raised a bare RuntimeError, outside the one root; the Client ControlPlaneUnavailable.
+    client = Client("tcp://127.0.0.1:9")
+    await client.aclose()
+    with pytest.raises(ClientClosed, match="the client is closed") as from_client:
+        await client.status("t")
+    sync = SyncClient("tcp://127.0.0.1:9")
+    sync.close()
+    with pytest.raises(ClientClosed, match="the SyncClient is closed") as from_sync:
+        sync.status("t")
+    for caught in (from_client.value, from_sync.value):
+        assert isinstance(caught, ControlPlaneUnavailable) and isinstance(caught, RuntimeError)

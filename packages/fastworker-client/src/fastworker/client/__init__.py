@@ -12,6 +12,7 @@ from fastworker.client.context import TaskContext, current_task
 from fastworker.client.errors import (
     AuthenticationError,
     CallContextError,
+    ClientClosed,
     ClientError,
     ControlPlaneUnavailable,
     DuplicateTaskName,
@@ -136,6 +137,7 @@ __all__ = [
     "Chain",
     "Chord",
     "Client",
+    "ClientClosed",
     "ClientError",
     "ControlPlaneUnavailable",
     "DuplicateTaskName",

@@ -30,6 +30,7 @@ from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader,
 from fastworker.client.errors import (
     AuthenticationError,
     CallContextError,
+    ClientClosed,
     ControlPlaneUnavailable,
     FastworkerError,
     PayloadError,
@@ -254,7 +255,7 @@ class Client(AdminMethods):
                 (a missing or wrong secret): raised at the first one, not after ``connect_timeout``.
         """
         if self._closed:  # first: a closed client keeps its channel object, and a wait on it would never end
-            raise ControlPlaneUnavailable("the client is closed")
+            raise ClientClosed("the client is closed")
         loop = self._on_own_loop()  # before the fast return: its sockets serve that loop
         if self._channel is not None and self._instance_id:
             return

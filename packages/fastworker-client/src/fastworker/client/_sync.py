@@ -29,7 +29,7 @@ import pynng  # noqa: F401  (imported for that order)
 
 from fastworker.client import handles
 from fastworker.client._async import Client
-from fastworker.client.errors import ControlPlaneUnavailable, ForkedProcessError
+from fastworker.client.errors import ClientClosed, ControlPlaneUnavailable, ForkedProcessError
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -112,13 +112,13 @@ class SyncClient:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran: every call raises ``RuntimeError`` then."""
+        """True once :meth:`close` ran: every call raises ``ClientClosed`` (a ``RuntimeError``) then."""
         return self._closed
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         if self._closed:
             coroutine.close()
-            raise RuntimeError("the SyncClient is closed")
+            raise ClientClosed("the SyncClient is closed")
         if self._pid != os.getpid():  # its loop's thread stayed in the parent: the call would wait for ever
             coroutine.close()
             raise ForkedProcessError(

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "CallContextError",
+    "ClientClosed",
     "ClientError",
     "ControlPlaneUnavailable",
     "DuplicateTaskName",
@@ -130,6 +131,10 @@ class ForkedProcessError(ClientError, RuntimeError):
 
 class ControlPlaneUnavailable(ClientError):
     """No control plane answered within the allowed time."""
+
+
+class ClientClosed(ControlPlaneUnavailable, RuntimeError):
+    """A call on a ``Client`` or ``SyncClient`` that was closed; nothing was sent. Also a ``RuntimeError``."""
 
 
 class UnknownTask(ClientError):

@@ -33,6 +33,7 @@ from django.core.exceptions import ImproperlyConfigured
 from fastworker.client._eagersync import EagerBackend, EagerSyncBackend
 from fastworker.client._lazysync import LazySyncClient
 from fastworker.client.django.conf import SETTING, FastWorkerSettings, parse_settings
+from fastworker.client.errors import ClientClosed
 from fastworker.client.handles import SyncTaskBackend, TaskBackend
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
@@ -173,7 +174,7 @@ class SyncClientAsyncBackend:
     async def _call(self, call: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
         sync = self._get()
         if sync.closed:
-            raise RuntimeError("the SyncClient is closed")
+            raise ClientClosed("the SyncClient is closed")
         future = asyncio.run_coroutine_threadsafe(call(sync._client), sync._loop)
         return await asyncio.wrap_future(future)
 
