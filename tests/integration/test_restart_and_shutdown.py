@@ -127,3 +127,33 @@ async def test_sighup_stops_both_daemons_gracefully_and_sigusr1_is_ignored(
     assert await asyncio.to_thread(control_plane.process.wait, 20) == 0
     assert "shutting down: SIGHUP" in control_plane.log()
     assert "SIGUSR1 received: it means nothing to this daemon" in control_plane.log()
+
+
+async def test_a_watch_of_a_task_a_restart_without_a_journal_forgot_raises_task_not_found(
+    start_cp, make_client, tmp_path
+):
+    # The watch followed the old event stream's sequence on the new instance: once that one's events
+    # passed it, none was the task's and no gap showed, so the watch waited for ever.
+    first = start_cp()
+    client = make_client(first)
+    task_id = await client.delay("fwtests.block_until", str(tmp_path / "never"), "forgotten", 60)
+    states: list[TaskState] = []
+
+    async def watch() -> None:
+        async for info in client.watch(task_id):
+            states.append(info.state)
+
+    watching = asyncio.ensure_future(watch())
+    deadline = time.monotonic() + RECONNECT_BOUND
+    while TaskState.RUNNING not in states:
+        assert time.monotonic() < deadline and not watching.done(), f"the watch saw {states}"
+        await asyncio.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.to_thread(first.process.wait, 10)
+    start_cp(discovery=first.discovery, client=first.client, dispatch=first.dispatch)
+    async with asyncio.timeout(RECONNECT_BOUND):
+        ids = await client.delay_many([("fwtests.add", (i, i)) for i in range(50)])  # the new stream moves on
+        await client.wait_many(ids)
+    with pytest.raises(TaskNotFound):
+        async with asyncio.timeout(RECONNECT_BOUND):
+            await watching

@@ -848,6 +848,7 @@ class Client(AdminMethods):
         bound = _wait_bound(timeout)
         deadline = None if bound is None else time.monotonic() + bound
         after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
+        instance = self._instance_id
         info = await self.status(task_id)
         yield info
         last_state = info.state
@@ -858,16 +859,24 @@ class Client(AdminMethods):
             remaining = _SERVER_WAIT if deadline is None else min(_SERVER_WAIT, deadline - time.monotonic())
             if remaining <= 0:
                 raise TaskTimeout(task_id, timeout or 0.0)
-            batch = await self.events(after=after, timeout=remaining, task_ids=[task_id])
-            after = batch.last_sequence
-            if batch.gap:  # events were dropped: read the state itself
+            if self._instance_id != instance:
+                # The control plane restarted: its event stream is another, numbered afresh (a sequence
+                # from the old one may be valid there, naming other events), and without a journal
+                # it forgot the task: read the state itself (TaskNotFound then) and follow the new stream.
+                instance = self._instance_id
+                after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
                 current = await self.status(task_id)
-                changes = [current] if current.state is not last_state else []
+                changes, seen = [current], (current.state, current.attempts)
             else:
-                changes = [e.task for e in batch.events if e.task is not None]
-                if seen is not None:
-                    changes = _after_seen(changes, seen)
-            seen = None
+                batch = await self.events(after=after, timeout=remaining, task_ids=[task_id])
+                after = batch.last_sequence
+                if batch.gap:  # events were dropped: read the state itself
+                    changes = [await self.status(task_id)]
+                else:
+                    changes = [e.task for e in batch.events if e.task is not None]
+                    if seen is not None:
+                        changes = _after_seen(changes, seen)
+                seen = None
             for change in changes:
                 if change.state is not last_state:
                     last_state = change.state
