@@ -192,6 +192,24 @@ async def test_an_outcome_for_a_task_taken_back_is_ignored_and_counted(dispatch_
     assert record.state == FAILURE and rig.coordinator.counters.late_outcomes == 1
 
 
+async def test_an_outcome_reported_again_after_it_was_applied_is_ignored_and_not_counted_late(
+    dispatch_rig: Any,
+) -> None:
+    # A worker whose report's answer was lost (the control plane stalled past its timeout) sends the
+    # outcome again: applied once, and no task was taken back, so late_outcomes stays 0.
+    rig = dispatch_rig()
+    rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a")
+    record = rig.submit("job")
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+    rig.report("w1", rig.success(spec, "once"))
+    rig.report("w1", rig.success(spec, "once"))
+
+    assert record.state == SUCCESS and rig.coordinator.counters.succeeded == 1
+    assert rig.coordinator.counters.late_outcomes == 0
+
+
 # --------------------------------------------------------------------------------------- capacity
 
 

@@ -253,7 +253,7 @@ class Coordinator:
             return record
         return self.cache.get(task_id, self.clock())
 
-    def _known(self, task_id: str) -> TaskRecord | None:
+    def find_quietly(self, task_id: str) -> TaskRecord | None:
         """Like find, for de-duplication: does not count as a cache lookup."""
         record = self.active.get(task_id)
         if record is None and task_id in self.cache:  # a new id (the common case) costs two lookups
@@ -569,7 +569,7 @@ class Coordinator:
             self.cache.add(record, now, result_ttl)
         self.graph.rebuild_workflows(recovered.records)
         for record in waiting:
-            dependencies = [self._known(task_id) for task_id in record.spec.dependencies.task_ids]
+            dependencies = [self.find_quietly(task_id) for task_id in record.spec.dependencies.task_ids]
             if any(dependency is None for dependency in dependencies) or not self.graph.hold(
                 record, [d for d in dependencies if d is not None]
             ):
@@ -656,7 +656,7 @@ class Coordinator:
     def _accept(self, spec: task_pb2.TaskSpec, not_yet_queued: int) -> tuple[TaskRecord, bool]:
         """Validate one spec and create its record: PENDING (for the caller to queue) or SCHEDULED."""
         task_id = spec.task_id
-        existing = self._known(task_id)
+        existing = self.find_quietly(task_id)
         if existing is not None:
             return existing, True
         if not self.accepting:
@@ -1112,7 +1112,7 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "depends_on must name other tasks, each once")
         records: list[TaskRecord] = []
         for task_id in ids:
-            record = self._known(task_id)
+            record = self.find_quietly(task_id)
             if record is None:
                 raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"depends on unknown task {task_id!r}")
             records.append(record)
@@ -1147,7 +1147,7 @@ class Coordinator:
         spec = record.edit_spec()  # the dependencies' results may be passed into its arguments
         graph = self.graph
         ids, given = spec.dependencies.task_ids, spec.dependencies.input
-        dependencies = [graph.kept(task_id) or self._known(task_id) for task_id in ids]
+        dependencies = [graph.kept(task_id) or self.find_quietly(task_id) for task_id in ids]
         graph.left(record)  # what was kept for it is read: let go of it
         for task_id, dependency in zip(ids, dependencies, strict=True):
             if dependency is None or dependency.state != SUCCESS:
@@ -1247,7 +1247,7 @@ class Coordinator:
         invalid = error_pb2.ERROR_CODE_INVALID_REQUEST
         if (problem := task_id_problem(spec.task_id)) is not None:
             return invalid, problem
-        if spec.task_id in earlier or self._known(spec.task_id) is not None:
+        if spec.task_id in earlier or self.find_quietly(spec.task_id) is not None:
             return invalid, f"task id {spec.task_id!r} is already used"
         if spec.name not in self.registry and spec.name not in self.remote_task_names:
             return error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}"
@@ -1274,7 +1274,7 @@ class Coordinator:
         if len(ids) > MAX_DEPENDENCIES or len(set(ids)) != len(ids) or spec.task_id in ids:
             return invalid, f"depends_on must name at most {MAX_DEPENDENCIES} other tasks, each once"
         for dependency in ids:
-            if dependency not in earlier and self._known(dependency) is None:
+            if dependency not in earlier and self.find_quietly(dependency) is None:
                 return invalid, f"depends on unknown task {dependency!r}"
         if spec.dependencies.input == task_pb2.DEPENDENCY_INPUT_RESULT and len(ids) != 1:
             return invalid, "a step that takes its dependency's result depends on exactly one task"
@@ -1457,7 +1457,7 @@ class Coordinator:
             RequestRefused: a dependency is not SUCCESS (or no longer known).
         """
         for dependency_id in record.spec.dependencies.task_ids:
-            dependency = self._known(dependency_id)
+            dependency = self.find_quietly(dependency_id)
             if dependency is not None and dependency.state == SUCCESS:
                 continue
             state = (

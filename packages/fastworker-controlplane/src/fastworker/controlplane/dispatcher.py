@@ -798,8 +798,11 @@ class Dispatcher:
             if record is None or record.attempts != outcome.attempt or record.state != RUNNING:
                 # Taken back meanwhile (the worker was declared lost, or the task re-queued): the
                 # outcome of a run the control plane no longer counts on; ignored, never applied twice.
-                self.coordinator.counters.late_outcomes += 1
-                logger.debug("ignored a late result for task %s from %s", outcome.task_id, worker.worker_id)
+                # Or applied already: sent again because the answer to its report did not reach the
+                # worker (a stall, a cut link), which is not late.
+                if not self._applied_already(worker, outcome):
+                    self.coordinator.counters.late_outcomes += 1
+                    logger.debug("ignored a late result for task %s from %s", outcome.task_id, worker.worker_id)
                 continue
             with self.coordinator.lock:
                 del worker.leases[outcome.task_id]
@@ -834,6 +837,17 @@ class Dispatcher:
                 retry_delay = outcome.retry_delay if outcome.retry_requested else None
                 self.coordinator.retry_or_fail(record, outcome.error, retry_delay)
         self.schedule()
+
+    def _applied_already(self, worker: WorkerRecord, outcome: worker_pb2.TaskOutcome) -> bool:
+        """Whether this worker's outcome for this attempt ended its task already (a report sent again)."""
+        record = self.coordinator.find_quietly(outcome.task_id)
+        if record is None or not record.is_final or record.worker != worker.worker_id:
+            return False
+        if record.attempts != outcome.attempt or record.state != outcome.state:
+            return False  # (a task taken back ends otherwise: FAILURE with WorkerLost, or a later attempt)
+        if outcome.state == SUCCESS:
+            return record.result == outcome.result
+        return record.error is not None and record.error.type == outcome.error.type
 
     def _outcome_problem(self, worker: WorkerRecord, outcome: worker_pb2.TaskOutcome) -> task_pb2.TaskError | None:
         """The error a worker's outcome ends its attempt with when it cannot be taken as sent, or None.
