@@ -256,6 +256,8 @@ async def test_sigterm_drains_a_worker_whose_task_finishes_while_new_tasks_go_to
     assert finished.finished_at is not None
     assert all(info.queued_at is not None and info.queued_at < finished.finished_at for info in infos)
     await wait_for_workers(client, {other.worker_id}, timeout=5)
+    # Its outcome went at once to a control plane that answers: no warning that it waits (there was one).
+    assert "not delivered yet" not in draining.log() and "WARNING" not in draining.log(), draining.log()
 
 
 async def test_a_task_that_aborts_its_process_fails_as_worker_crashed_and_the_same_worker_runs_the_next_task(
@@ -395,6 +397,33 @@ async def test_a_worker_that_stops_heartbeating_is_dropped_its_task_rerun_elsewh
     assert executions == {frozen.worker_id: 2, other.worker_id: 2}
     assert frozen.process.poll() is None
     assert await client.submit("fwtests_worker.whoami", timeout=10) in {frozen.worker_id, other.worker_id}
+
+
+async def test_a_resumed_worker_whose_id_was_taken_meanwhile_exits_at_once_not_after_its_drain_timeout(
+    start_cp_for_workers, start_worker, make_client, wait_for_state, tmp_path
+):
+    # It spent its whole drain timeout (30 s) offering outcomes the control plane had settled without
+    # it, logging each refusal, instead of exiting 3 as a duplicate id does.
+    control_plane = start_cp_for_workers(
+        "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)
+    )
+    frozen = await asyncio.to_thread(start_worker, control_plane, "w1", "--drain-timeout", "30", concurrency=1)
+    client = make_client(control_plane)
+    markers = tmp_path / "executions"
+    markers.mkdir()
+    task_id = await client.delay("fwtests_worker.marked", "t", 1.0, str(markers))
+    await wait_for_state(client, task_id, TaskState.RUNNING)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        await wait_for_workers(client, set(), timeout=HEARTBEAT_TIMEOUT + 5)
+        await asyncio.to_thread(start_worker, control_plane, "w1")  # a new process under the same id
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    # Its run ends meanwhile, and its outcome waits: the control plane settled the task without it.
+    assert await asyncio.to_thread(frozen.process.wait, 15) == 3
+    log = frozen.log()
+    assert log.count("the control plane refused this worker") == 1, log
+    assert "its worker id is in use by another live worker" in log
 
 
 async def test_pool_threads_runs_sync_tasks_in_the_worker_process_and_pool_processes_in_a_child(

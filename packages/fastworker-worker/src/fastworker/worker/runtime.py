@@ -100,6 +100,8 @@ REGISTER_RETRY_FIRST = 0.5
 REGISTER_RETRY_MAX = 5.0
 #: Seconds between looks, while draining, at whether undelivered outcomes found a control plane.
 DELIVERY_POLL = 0.1
+#: Seconds a draining worker delivers its last outcomes before it warns that they are not delivered yet.
+DELIVERY_QUIET = 0.5
 #: Seconds between warnings that tasks arrive past this worker's fence (a link too slow for it).
 LATE_ANSWER_LOG_EVERY = 60.0
 
@@ -279,6 +281,8 @@ class Worker:
         self._registered_instance = ""
         #: True while ``_register_until_accepted`` runs.
         self._registering = False
+        #: Why the control plane refused this worker for good (its id in use, its definitions): "" if not.
+        self._refused = ""
         #: When a task that arrived past the fence was last logged (monotonic).
         self._late_answer_logged = float("-inf")
         #: Async tasks this worker cancelled because the control plane asked (reported, not handed back).
@@ -475,10 +479,12 @@ class Worker:
             logger.error("the control plane refused this worker: %s", answer.reason)
             if answer.id_in_use:
                 self.exit_code = EXIT_ID_IN_USE
-                self.request_stop("its worker id is in use by another live worker")
+                self._refused = "its worker id is in use by another live worker"
+                self.request_stop(self._refused)
             elif answer.final_refusal:  # its own id, tasks or queues: registering again cannot help
                 self.exit_code = EXIT_REFUSED
-                self.request_stop("the control plane refused its id, task definitions or queues")
+                self._refused = "the control plane refused its id, task definitions or queues"
+                self.request_stop(self._refused)
             return False
         self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
         self.heartbeat_timeout = answer.heartbeat_timeout or self.heartbeat_timeout
@@ -497,9 +503,11 @@ class Worker:
             if moot:
                 # Dropped by the next _take_results: said here, or a finished run vanishes unseen.
                 logger.warning(
-                    "dropping the outcomes of %d finished tasks the control plane took back while it did not hear"
-                    " from this worker (it re-ran or failed them): %s",
+                    "dropping the outcomes of %d finished tasks control plane %s did not adopt (it re-ran or failed"
+                    " them while it did not hear from this worker, or it restarted without a journal and does not"
+                    " know them): %s",
                     len(moot),
+                    answer.instance_id,
                     ", ".join(moot[:20]) + (" ..." if len(moot) > 20 else ""),
                 )
             taken_back = [
@@ -560,7 +568,9 @@ class Worker:
         try:
             # Also while draining with tasks running or outcomes to deliver: a control plane that
             # came back adopts them (``_deliver_before_leaving``).
-            while not self._stop.is_set() or (self.state is WorkerState.DRAINING and (self._running or self._unacked)):
+            while not self._refused and (
+                not self._stop.is_set() or (self.state is WorkerState.DRAINING and (self._running or self._unacked))
+            ):
                 if await self._register():
                     self._start_waiting()
                     if self._poll is not None:
@@ -1189,6 +1199,7 @@ class Worker:
             self._drain_timeout if self._drain_timeout is not None else self.settings.drain_timeout
         )
         farewell = link.farewell_timeout(self.heartbeat_timeout)
+        answered = False  # whether the control plane heard of the drain
         if farewell is None:
             logger.info(
                 "the control plane has not answered for over %g s: leaving without telling it "
@@ -1200,6 +1211,7 @@ class Worker:
                 # The control plane stops dispatching to us at once. Within the drain timeout: a
                 # control plane that does not answer must not hold the running tasks' deadline back.
                 await link.heartbeat(self._beat(), timeout=max(0.1, min(farewell, deadline - time.monotonic())))
+                answered = True
             except FastworkerError as exc:
                 logger.warning("could not announce the drain: %s", exc)
                 link.farewell_unanswered()
@@ -1224,16 +1236,22 @@ class Worker:
                 pass
             if self._pool is not None:
                 self._pool.cancel(running.spec.task_id)  # stop the child if it still runs the task
-        await self._deliver_before_leaving(deadline)
+        await self._deliver_before_leaving(deadline, quietly_for=DELIVERY_QUIET if answered else 0.0)
         farewell = link.farewell_timeout(self.heartbeat_timeout)  # again: the drain may have taken long
-        if self._results and farewell is not None:
+        if self._results and farewell is not None and not self._refused:
             try:
                 await asyncio.wait_for(self._flush_results(), timeout=farewell)
             except TimeoutError:
                 pass
         if self._results:
-            logger.warning("could not report %d results before leaving", len(self._results))
-        if farewell is not None:
+            logger.warning(
+                "could not report %d results before leaving%s",
+                len(self._results),
+                f" ({self._refused}: the control plane settled their tasks without this process)"
+                if self._refused
+                else "",
+            )
+        if farewell is not None and not self._refused:
             try:
                 # Only what never started here goes back as if it had not come: a task stopped at the
                 # drain timeout ran, and the control plane re-runs it only if it has retries left.
@@ -1250,23 +1268,27 @@ class Worker:
             len(unfinished),
         )
 
-    async def _deliver_before_leaving(self, deadline: float) -> None:
+    async def _deliver_before_leaving(self, deadline: float, *, quietly_for: float = 0.0) -> None:
         """With outcomes undelivered, keep delivering them until ``deadline`` (the drain timeout).
 
         The control plane may be restarting (a rollout of both): a new instance registers this
         worker again, adopts the tasks and takes their outcomes; leaving at once would make it
-        re-run or fail tasks that ended here. A control plane that answers takes them at once.
+        re-run or fail tasks that ended here. A control plane that answers takes them at once, so
+        the warning that they wait comes only after ``quietly_for`` seconds.
         """
         if not self._unacked or time.monotonic() >= deadline:
             return
-        # Said every time: else a worker that stays for its drain timeout looks stuck.
-        logger.warning(
-            "%d outcomes are not delivered yet: offering them for up to %.1f s (the drain timeout) to a"
-            " control plane that takes them (a restarted one adopts their tasks)",
-            len(self._unacked),
-            deadline - time.monotonic(),
-        )
-        while self._unacked and time.monotonic() < deadline:
+        said_at = time.monotonic() + quietly_for
+        while self._unacked and time.monotonic() < deadline and not self._refused:
+            if said_at and time.monotonic() >= said_at:  # (said_at 0.0: said already)
+                said_at = 0.0
+                # Said every time: else a worker that stays for its drain timeout looks stuck.
+                logger.warning(
+                    "%d outcomes are not delivered yet: offering them for up to %.1f s more (the drain timeout)"
+                    " to a control plane that takes them (a restarted one adopts their tasks)",
+                    len(self._unacked),
+                    deadline - time.monotonic(),
+                )
             if not self._registered.is_set() and not self._registering:
                 self._spawn(self._register_until_accepted())  # an earlier attempt gave up
             if self._results and self._registered.is_set() and not self._flush_scheduled:
