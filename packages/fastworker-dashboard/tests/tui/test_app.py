@@ -332,6 +332,27 @@ async def test_unexpected_errors_are_shown_not_raised(fake, wait):
         await wait(pilot, lambda: app.worker_table.row_count == 2, "other panels still work")
 
 
+async def test_an_error_stays_in_the_banner_while_its_read_fails_whatever_the_other_reads_do(fake, wait):
+    # The task list's read failed first; the overview's first success then marked the control plane
+    # reachable and cleared the banner, so the error showed only until then (a flaky test under load).
+    async def broken(**kwargs):
+        raise RuntimeError("the admin API changed")
+
+    real_stats = fake.stats
+
+    async def slow_stats():
+        await asyncio.sleep(0.3)
+        return await real_stats()
+
+    fake.list_tasks = broken
+    fake.stats = slow_stats
+    app = app_for(fake)
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.query_one(TopHeader)
+        await wait(pilot, lambda: app.worker_table.row_count == 2, "the overview, read after the task list failed")
+        assert "the admin API changed" in header.banner_text
+
+
 async def test_question_mark_opens_help(fake, wait):
     app = app_for(fake)
     async with app.run_test(size=SIZE) as pilot:

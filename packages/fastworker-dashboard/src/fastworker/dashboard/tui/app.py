@@ -115,7 +115,9 @@ class FastworkerTop(App[None]):
         self._tasks_worker: Worker[None] | None = None
         self._tasks_dirty = False
         self._last_problem = ""
-        self._error_shown = False
+        #: The unexpected error each kind of read ("overview", "tasks") last ended with, while it does:
+        #: one read's success must not clear the banner of another that keeps failing.
+        self._errors: dict[str, str] = {}
         self.header = TopHeader(address, id="header")
         self.middle = Horizontal(id="middle")
         self.queue_table = QueueTable(id="queues")
@@ -183,7 +185,7 @@ class FastworkerTop(App[None]):
         for panel in (self.queue_table, self.limit_table, self.worker_table, self.task_table):
             panel.set_class(reachable is False, "-stale")
         if reachable:
-            self.header.show_connected()
+            self._show_errors()
         elif reachable is False:
             self.header.show_unreachable(self._last_problem)
 
@@ -226,9 +228,9 @@ class FastworkerTop(App[None]):
                 self.client.stats(), self.client.queues(), read_limits(self.client), self.client.workers()
             )
         except Exception as exc:
-            self._record_failure(exc)
+            self._record_failure(exc, "overview")
             return
-        self._record_success()
+        self._record_success("overview")
         self.header.show_stats(stats)
         self.queue_table.show_queues(queues)
         self._fit_middle()
@@ -252,9 +254,9 @@ class FastworkerTop(App[None]):
             try:
                 listing = await fetch_tasks(self.client, self.current_query())
             except Exception as exc:
-                self._record_failure(exc)
+                self._record_failure(exc, "tasks")
                 return
-            self._record_success()
+            self._record_success("tasks")
             self.task_table.show_tasks(listing.tasks, time.time())
             self._show_task_title(listing)
             if not self._tasks_dirty:
@@ -300,13 +302,19 @@ class FastworkerTop(App[None]):
         ):
             screen.load()
 
-    def _record_success(self) -> None:
-        if self._error_shown:
-            self._error_shown = False
-            self.header.show_connected()
+    def _record_success(self, read: str) -> None:
+        if self._errors.pop(read, None) is not None:
+            self._show_errors()
         self.reachable = True
 
-    def _record_failure(self, exc: Exception) -> None:
+    def _show_errors(self) -> None:
+        """The banner of a reachable control plane: the error of a read that still fails, else none."""
+        if self._errors:
+            self.header.show_error(next(iter(self._errors.values())))
+        else:
+            self.header.show_connected()
+
+    def _record_failure(self, exc: Exception, read: str) -> None:
         if isinstance(exc, ControlPlaneUnavailable):
             self._last_problem = str(exc)
             if self.reachable is False:
@@ -315,8 +323,8 @@ class FastworkerTop(App[None]):
         else:
             if not isinstance(exc, FastworkerError):
                 logger.error("request failed unexpectedly: %r", exc, exc_info=exc)
-            self._error_shown = True
-            self.header.show_error(f"{type(exc).__name__}: {exc}")
+            self._errors[read] = f"{type(exc).__name__}: {exc}"
+            self.header.show_error(self._errors[read])
 
     # -------------------------------------------------------------------------------- task list
 
