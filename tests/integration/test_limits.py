@@ -9,7 +9,7 @@ from typing import Any
 import pynng
 import pytest
 
-from fastworker.client import Client, SyncClient, TaskNotFound
+from fastworker.client import Client, ClientClosed, SyncClient, TaskNotFound
 from fastworker.protocol import decode_frame, encode_frame, new_envelope
 from fastworker.protocol.framing import MAX_REQUESTS_IN_FLIGHT
 from fastworker.protocol.v1 import error_pb2
@@ -98,6 +98,7 @@ def test_a_connection_holding_too_many_requests_is_told_to_wait(start_cp: Any, t
             refused = decode_frame(contexts[-1].recv())
             assert refused.error.code == error_pb2.ERROR_CODE_RATE_LIMITED
             assert "requests in flight on one connection" in refused.error.message
+            assert client.stats()["auth_failures"] == 0  # a client to slow down, not a security event
             gate.touch()
             answer = decode_frame(contexts[0].recv())
             assert [t.task_id for t in answer.wait_reply.finished] == [blocker]
@@ -141,3 +142,34 @@ async def test_one_client_holds_its_requests_beyond_the_connection_bound_until_a
         assert [r for r in results if r is not True] == []
         counts = await client.submit("fwtests.execution_counts", "held-", timeout=10)
         assert sorted(counts.values()) == [1] * count  # each ran once: no refusal, no second submit
+
+
+async def test_closing_a_client_ends_every_call_in_flight_or_waiting_for_a_place_with_client_closed(
+    start_cp: Any, tmp_path: Any
+) -> None:
+    # delay() calls waiting for a place never ended once the client was closed (their sender was
+    # cancelled); requests in flight ended with a plain ControlPlaneUnavailable.
+    control_plane = start_cp("--local-concurrency", "4")
+    gate = tmp_path / "gate"
+    try:
+        client = Client(control_plane.discovery)
+        held = [
+            asyncio.ensure_future(client.submit("fwtests.block_until", str(gate), f"closed-{i}", 30, timeout=60))
+            for i in range(MAX_REQUESTS_IN_FLIGHT + 50)
+        ]
+        async with Client(control_plane.discovery) as observer:  # (a call of the full client would wait)
+            deadline = time.monotonic() + 30
+            while (await observer.stats())["queued"] < MAX_REQUESTS_IN_FLIGHT - 4:  # 4 run: every place taken
+                assert time.monotonic() < deadline, "the submits were not all accepted"
+                await asyncio.sleep(0.1)
+        delays = [asyncio.ensure_future(client.delay("fwtests.add", i, i)) for i in range(20)]
+        await asyncio.sleep(0.2)
+        await client.aclose()
+        async with asyncio.timeout(10):
+            ended = await asyncio.gather(*held, *delays, return_exceptions=True)
+        assert {type(outcome) for outcome in ended} == {ClientClosed}
+        for call in (client.status("closed-1"), client.submit("fwtests.add", 1, 2), client.cancel("closed-1")):
+            with pytest.raises(ClientClosed):
+                await call
+    finally:
+        gate.touch()

@@ -275,6 +275,29 @@ async def test_a_connection_holding_many_long_polls_is_told_to_wait_not_dropped(
     assert ConnectionEvent.DROPPED_UNREAD not in served.events
 
 
+async def test_a_connection_at_its_bound_whose_answers_were_read_is_not_told_to_wait(
+    serve: Callable[..., Any],
+) -> None:
+    # Finished sends are reaped lazily: a client that read its 8 answers and at once sent 8 more
+    # requests was refused (ERROR_CODE_RATE_LIMITED) though none of its requests was unanswered.
+    held: list[Request] = []
+    served = serve(held.append, max_pending_per_connection=8)
+    with pynng.Req0(recv_timeout=int(BOUND * 1000), send_timeout=int(BOUND * 1000)) as sock:
+        sock.dial(served.url, block=True)
+        contexts = [sock.new_context() for _ in range(8)]
+        for round_ in range(3):
+            for index, context in enumerate(contexts):
+                context.send(b"%d-%d" % (round_, index))
+            await eventually(lambda: len(held) == 8)
+            for request in held:
+                request.reply(b"answer")
+            held.clear()
+            for context in contexts:
+                assert await asyncio.to_thread(context.recv) == b"answer"
+        for context in contexts:
+            context.close()
+
+
 # ------------------------------------------------------------------------------------------ the pool
 
 

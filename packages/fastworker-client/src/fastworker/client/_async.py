@@ -332,7 +332,7 @@ class Client(AdminMethods):
             return
         self._closed = True
         await cancel_all(self._background)
-        unavailable = ControlPlaneUnavailable("the client was closed")
+        unavailable = ClientClosed("the client was closed")
         for _, future in self._submit_backlog:
             if not future.done():
                 future.set_exception(unavailable)
@@ -496,6 +496,12 @@ class Client(AdminMethods):
                     future.set_result(outcome.accepted.task_id)
                 else:
                     future.set_exception(_error_from_wire(outcome.error, spec.name, spec.task_id))
+        except asyncio.CancelledError:  # aclose() cancelled the send: its callers must not wait for ever
+            closed = ClientClosed("the client was closed")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(closed)
+            raise
         finally:
             self._submits_in_flight -= 1
             if self._submit_backlog and not self._flush_scheduled:

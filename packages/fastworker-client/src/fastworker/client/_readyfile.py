@@ -42,5 +42,20 @@ def write_ready_file(path: str | os.PathLike[str], fields: Mapping[str, object])
 
 
 def remove_ready_file(path: str | os.PathLike[str]) -> None:
-    """Remove the ready file on the way out (no-op if it is already gone)."""
+    """Remove a stale ready file before serving: a killed predecessor's must not say this process serves."""
     Path(path).unlink(missing_ok=True)
+
+
+def remove_own_ready_file(path: str | os.PathLike[str]) -> None:
+    """Remove the ready file on the way out, if it is still this process's (no-op otherwise).
+
+    A successor started on the same path while this one drained has written its own by then: it
+    must stay, or whatever waits on it thinks the successor stopped.
+    """
+    target = Path(path)
+    try:
+        written = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return  # gone already, or not one we wrote
+    if isinstance(written, dict) and written.get("pid") == os.getpid():
+        target.unlink(missing_ok=True)

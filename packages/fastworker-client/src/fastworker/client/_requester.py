@@ -26,6 +26,7 @@ from types import MappingProxyType
 from fastworker.client._transport import RequestChannel, TransportClosed, TransportError
 from fastworker.client.errors import (
     AuthenticationError,
+    ClientClosed,
     ControlPlaneUnavailable,
     FastworkerError,
     InvalidRequest,
@@ -174,7 +175,7 @@ class Requester:
                 frame = self._resent_from(envelope, frame, addressed_to)
                 continue
             except TransportClosed:
-                raise ControlPlaneUnavailable("the connection was closed") from None
+                raise ClientClosed("the client was closed") from None
             except TransportError as exc:
                 logger.debug("request failed (%s); retrying", exc)
                 frame = self._resent_from(envelope, frame, addressed_to)

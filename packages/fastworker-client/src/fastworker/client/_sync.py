@@ -29,7 +29,7 @@ import pynng  # noqa: F401  (imported for that order)
 
 from fastworker.client import handles
 from fastworker.client._async import Client
-from fastworker.client.errors import ClientClosed, ControlPlaneUnavailable, ForkedProcessError
+from fastworker.client.errors import ClientClosed, ForkedProcessError
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
 
@@ -137,7 +137,7 @@ class SyncClient:
             return future.result()
         except concurrent.futures.CancelledError:
             if self._closed:
-                raise ControlPlaneUnavailable("the client was closed") from None
+                raise ClientClosed("the client was closed") from None
             raise
         finally:
             self._pending.discard(future)

@@ -176,6 +176,10 @@ class ReplyServer:
                 self._idle.append(context)  # the connection is being closed: nobody would read the reply
                 continue
             held = self._pending.get(pipe_id, 0)
+            if held >= self.max_pending_per_connection and self._sending:
+                # Sends are reaped lazily: those finished meanwhile were read, and their requests answered.
+                self._reap()
+                held = self._pending.get(pipe_id, 0)
             if (
                 held >= self.max_pending_per_connection
                 and self._unsent_replies(pipe_id) >= self.max_pending_per_connection
@@ -290,8 +294,8 @@ class ReplyServer:
         envelope.error.message = (
             f"more than {self.max_pending_per_connection} requests in flight on one connection; wait for answers"
         )
-        if self._on_refused is not None:
-            self._on_refused(envelope.error.message)
+        # Not an authentication failure (the frame was opened): the client sends it again, later.
+        logger.debug("connection %d: %s", pipe_id, envelope.error.message)
         self._pending[pipe_id] = self._pending.get(pipe_id, 0) + 1  # released when this refusal is sent
         self._send(context, encode_frame(envelope), pipe_id=pipe_id)
 

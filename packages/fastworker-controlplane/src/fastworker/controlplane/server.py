@@ -15,7 +15,7 @@ from typing import Any
 import pynng
 
 from fastworker.client._nng import server_recv_max_size
-from fastworker.client._readyfile import remove_ready_file, write_ready_file
+from fastworker.client._readyfile import remove_own_ready_file, remove_ready_file, write_ready_file
 from fastworker.client.home import Home, close_home_clients, set_home
 from fastworker.client.task import TaskRegistry
 from fastworker.client.tls import TlsFiles, tls_address
@@ -503,5 +503,5 @@ class ControlPlane:
         if self._stall_watch is not None:
             self._stall_watch.stop()
         if self.settings.ready_file:
-            remove_ready_file(self.settings.ready_file)
+            remove_own_ready_file(self.settings.ready_file)
         logger.info("control plane %s stopped", self.instance_id)

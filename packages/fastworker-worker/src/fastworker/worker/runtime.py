@@ -31,7 +31,12 @@ from typing import Any
 
 from fastworker.client import _tracing as tracing
 from fastworker.client._background import cancel_all, spawn
-from fastworker.client._readyfile import ready_file_problem, remove_ready_file, write_ready_file
+from fastworker.client._readyfile import (
+    ready_file_problem,
+    remove_own_ready_file,
+    remove_ready_file,
+    write_ready_file,
+)
 from fastworker.client.context import TaskContext
 from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
@@ -1312,7 +1317,7 @@ class Worker:
         if self._link is not None:
             self._link.close()
         if self.settings.ready_file:
-            remove_ready_file(self.settings.ready_file)
+            remove_own_ready_file(self.settings.ready_file)
         if self._health is not None:
             await asyncio.to_thread(self._health.close)  # joins the listener's thread
 

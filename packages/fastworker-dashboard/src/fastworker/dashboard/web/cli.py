@@ -11,7 +11,12 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from fastworker.client._readyfile import ready_file_problem, remove_ready_file, write_ready_file
+from fastworker.client._readyfile import (
+    ready_file_problem,
+    remove_own_ready_file,
+    remove_ready_file,
+    write_ready_file,
+)
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults, name_env_origins
@@ -149,6 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return RET_OK
     finally:
         if args.ready_file:
-            remove_ready_file(args.ready_file)  # it serves no more, as for the daemons
+            remove_own_ready_file(args.ready_file)  # it serves no more, as for the daemons
         for sig, handler in previous.items():
             signal.signal(sig, handler)
