@@ -129,13 +129,15 @@ async def test_sighup_stops_both_daemons_gracefully_and_sigusr1_is_ignored(
     assert "SIGUSR1 received: it means nothing to this daemon" in control_plane.log()
 
 
+@pytest.mark.parametrize("request_timeout", [10.0, 2.0])
 async def test_a_watch_of_a_task_a_restart_without_a_journal_forgot_raises_task_not_found(
-    start_cp, make_client, tmp_path
+    start_cp, make_client, tmp_path, request_timeout
 ):
     # The watch followed the old event stream's sequence on the new instance: once that one's events
-    # passed it, none was the task's and no gap showed, so the watch waited for ever.
+    # passed it, none was the task's and no gap showed, so the watch waited for ever. With a short
+    # request timeout, its poll held by the instance that died ended in ControlPlaneUnavailable.
     first = start_cp()
-    client = make_client(first)
+    client = make_client(first, request_timeout=request_timeout)
     task_id = await client.delay("fwtests.block_until", str(tmp_path / "never"), "forgotten", 60)
     states: list[TaskState] = []
 

@@ -279,3 +279,13 @@ def test_a_repeatable_flag_still_adds_to_its_env_values() -> None:
     parser.add_argument("--host", action="extend", type=lambda text: text.split(","), default=[], help="extra names")
     apply_env_defaults(parser, environ={"FASTWORKER_HOST": "a.example"}, argv=["--host", "b.example"])
     assert parser.parse_args(["--host", "b.example"]).host == ["a.example", "b.example"]
+
+
+def test_an_ambiguous_abbreviation_is_refused_by_argparse_not_blamed_on_an_env_var(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--c 3` may mean --concurrency or --control-plane: a bad FASTWORKER_CONCURRENCY was reported instead.
+    with pytest.raises(SystemExit):
+        parse({"FASTWORKER_CONCURRENCY": "abc"}, ["--worker-id", "w", "--c", "3"])
+    err = capsys.readouterr().err
+    assert "ambiguous option: --c" in err and "FASTWORKER_CONCURRENCY" not in err

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pynng
 import pytest
 
-from fastworker.client._transport import RequestChannel, Subscription, TransportClosed
+from fastworker.client._transport import NoPlace, RequestChannel, Subscription, TransportClosed
 
 BOUND = 20.0
 
@@ -362,5 +362,31 @@ async def test_a_request_cancelled_while_its_reply_arrives_still_ends_cancelled(
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
+    finally:
+        channel.close()
+
+
+async def test_requests_beyond_the_bound_wait_for_a_place_and_one_that_finds_none_is_not_sent(
+    servers: Callable[..., PlainServer],
+) -> None:
+    # The control plane refuses more than MAX_REQUESTS_IN_FLIGHT from one connection: the channel
+    # holds the rest back until answers free places, and says when one found no place in its time.
+
+    def answer(data: bytes) -> bytes | None:
+        return None if data.startswith(b"hold") else echo(data)  # the first two are never answered
+
+    server = servers(answer)
+    channel = RequestChannel(asyncio.get_running_loop(), max_in_flight=2)
+    channel.dial(server.url)
+    try:
+        holding = [asyncio.ensure_future(channel.request(b"hold%d" % i, timeout=1.0)) for i in range(2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(NoPlace, match="2 requests of this client were in flight"):
+            await channel.request(b"third", timeout=0.3)
+        assert b"third" not in server.received
+        waiting = asyncio.ensure_future(channel.request(b"fourth", timeout=5.0))
+        for outcome in await asyncio.gather(*holding, return_exceptions=True):
+            assert isinstance(outcome, TimeoutError)  # (never answered): each frees its place
+        assert await waiting == b"echo:fourth"
     finally:
         channel.close()

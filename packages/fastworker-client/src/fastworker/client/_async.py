@@ -874,7 +874,12 @@ class Client(AdminMethods):
                 current = await self.status(task_id)
                 changes, seen = [current], (current.state, current.attempts)
             else:
-                batch = await self.events(after=after, timeout=remaining, task_ids=[task_id])
+                try:
+                    batch = await self.events(after=after, timeout=remaining, task_ids=[task_id])
+                except ControlPlaneUnavailable:
+                    if self._closed or self._instance_id == instance:
+                        raise
+                    continue  # the poll went to an instance that stopped: read the task from the new one
                 after = batch.last_sequence
                 if batch.gap:  # events were dropped: read the state itself
                     changes = [await self.status(task_id)]

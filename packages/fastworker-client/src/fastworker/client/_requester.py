@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from fastworker.client._transport import RequestChannel, TransportClosed, TransportError
+from fastworker.client._transport import NoPlace, RequestChannel, TransportClosed, TransportError
 from fastworker.client.errors import (
     AuthenticationError,
     ClientClosed,
@@ -163,14 +163,21 @@ class Requester:
         frame = encode_frame(envelope, max_size=self.max_frame_size)
         deadline = time.monotonic() + timeout + hold
         attempt_timeout = hold + ATTEMPT_SLACK
+        unsent = ""  # why the last attempt was not even sent
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if unsent:
+                    raise ControlPlaneUnavailable(f"not sent within {timeout + hold:g} s: {unsent}")
                 raise ControlPlaneUnavailable(f"no reply from the control plane within {timeout + hold:g} s")
             addressed_to = self.instance()
             sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
             try:
+                unsent = ""
                 data = await self.channel.request(sealed, min(attempt_timeout, remaining), aside=aside)
+            except NoPlace as exc:
+                unsent = str(exc)  # (not sent: the next attempt is no resend)
+                continue
             except TimeoutError:
                 frame = self._resent_from(envelope, frame, addressed_to)
                 continue

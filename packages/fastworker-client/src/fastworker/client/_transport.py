@@ -29,6 +29,10 @@ class TransportError(Exception):
     """nng failed a request (e.g. the connection was reset); the request may be retried."""
 
 
+class NoPlace(TransportError):
+    """The request found no place among the connection's requests in flight within its timeout: not sent."""
+
+
 class TransportClosed(TransportError):
     """The socket was closed while an operation was pending."""
 
@@ -64,6 +68,7 @@ class RequestChannel:
     ) -> None:
         self._loop = loop
         self._places = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
         self._tls = tls
         _nng.check_not_forked("a client connected")
         self._socket = _nng.opened(pynng.Req0(resend_time=-1, recv_max_size=_nng.recv_max_size(max_frame_size)))
@@ -127,14 +132,18 @@ class RequestChannel:
 
         Raises:
             TimeoutError: no reply within timeout (the request may or may not have been processed).
+            NoPlace: no place among the requests in flight within timeout (the request was not sent).
             TransportClosed: the channel was closed.
         """
         if self._closed:
             raise TransportClosed("request channel is closed")
         places = self._places
         if places.locked():  # as many requests out as the control plane takes from one connection
-            async with asyncio.timeout(timeout):
-                await places.acquire()
+            try:
+                async with asyncio.timeout(timeout):
+                    await places.acquire()
+            except TimeoutError:
+                raise NoPlace(f"{self._max_in_flight} requests of this client were in flight") from None
             if self.closed:  # while it waited
                 places.release()
                 raise TransportClosed("request channel is closed")

@@ -109,7 +109,9 @@ def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[st
             given.add(typed)
             continue
         meant = [flag for flag in flags if flag.startswith(typed)]
-        given.update(meant if len(meant) == 1 else [typed])  # an ambiguous one is refused by argparse
+        # An ambiguous one counts as each flag it may mean: argparse refuses it, naming them, before
+        # any of their env vars could be blamed.
+        given.update(meant or [typed])
     return given
 
 

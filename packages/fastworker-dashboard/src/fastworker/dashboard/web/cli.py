@@ -115,8 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bind_host=host,
         )
     except (UnprotectedDashboard, ValueError) as exc:
-        print(f"fastworker-dashboard: {exc}", file=sys.stderr)
-        return RET_USAGE if isinstance(exc, ValueError) else RET_ERROR
+        usage = isinstance(exc, ValueError)
+        print(f"fastworker-dashboard: {'error: ' if usage else ''}{exc}", file=sys.stderr)
+        return RET_USAGE if usage else RET_ERROR
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
