@@ -100,23 +100,20 @@ def test_start_in_thread_serves_on_a_free_port_pushes_live_panels_and_stops(fake
         running.stop()
 
 
+def cli_with_ready_file(ready: Path, **env: str) -> tuple[list[str], dict[str, str]]:
+    """The standalone dashboard's command line (a control plane nobody serves) and its environment."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    environ["PYTHONPATH"] = os.pathsep.join(SRC_PATHS + [environ.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-c", "import sys; from fastworker.dashboard.web.cli import main; sys.exit(main())"]
+    argv += ["--control-plane", "tcp://127.0.0.1:9", "--dashboard-address", "127.0.0.1:0", "--ready-file", str(ready)]
+    return argv, {**environ, **env}
+
+
 def test_cli_serves_until_sigterm_and_writes_its_ready_file(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(SRC_PATHS + [env.get("PYTHONPATH", "")])
-    env["FASTWORKER_READ_ONLY"] = "1"
+    argv, env = cli_with_ready_file(ready, FASTWORKER_READ_ONLY="1")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from fastworker.dashboard.web.cli import main; sys.exit(main())",
-            "--control-plane",
-            "tcp://127.0.0.1:9",
-            "--dashboard-address",
-            "127.0.0.1:0",
-            "--ready-file",
-            str(ready),
-        ],
+        argv,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -157,21 +154,10 @@ def test_the_command_line_answers_without_loading_the_web_stack() -> None:
 
 def test_cli_refuses_a_ready_file_it_cannot_write_before_serving(tmp_path: Path) -> None:
     # It served first, then died on the write with a FileNotFoundError traceback.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(SRC_PATHS + [env.get("PYTHONPATH", "")])
     ready = tmp_path / "missing" / "ready.json"
+    argv, env = cli_with_ready_file(ready)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from fastworker.dashboard.web.cli import main; sys.exit(main())",
-            "--control-plane",
-            "tcp://127.0.0.1:9",
-            "--dashboard-address",
-            "127.0.0.1:0",
-            "--ready-file",
-            str(ready),
-        ],
+        argv,
         env=env,
         capture_output=True,
         text=True,
