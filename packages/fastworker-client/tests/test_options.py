@@ -21,6 +21,7 @@ from fastworker.client.options import (
     add_submit_arguments,
     options_from_namespace,
     parse_when,
+    positive_seconds_argument,
 )
 from fastworker.protocol.v1 import task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -319,3 +320,11 @@ def test_a_time_past_the_year_9999_is_refused_naming_the_option(option: dict[str
 def test_a_task_id_the_control_plane_would_refuse_is_refused_before_sending(task_id: str) -> None:
     with pytest.raises(ValueError, match="task_id must be printable characters without '/'"):
         SubmitOptions(task_id=task_id)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "abc", ""])
+def test_a_timeout_that_must_pass_before_anything_happens_is_above_zero(text: str) -> None:
+    # `fastworker --connect-timeout 0` was accepted, then always failed ("nothing listens there").
+    with pytest.raises(argparse.ArgumentTypeError, match=f"expected a number of seconds above 0, got {text!r}"):
+        positive_seconds_argument(text)
+    assert positive_seconds_argument("0.2") == 0.2

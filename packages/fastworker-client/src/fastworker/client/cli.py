@@ -59,7 +59,13 @@ from fastworker.client.jsonshape import (
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, TaskLimits, Unset
 from fastworker.client.logsetup import add_logging_flags, configure_logging
 from fastworker.client.models import Priority, TaskDetail, TaskInfo, TaskState
-from fastworker.client.options import add_submit_arguments, address_argument, options_from_namespace, seconds_argument
+from fastworker.client.options import (
+    add_submit_arguments,
+    address_argument,
+    options_from_namespace,
+    positive_seconds_argument,
+    seconds_argument,
+)
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.client.version import __version__
 from fastworker.client.workflows import WorkflowInfo
@@ -168,7 +174,7 @@ def _common_flags(*, after_command: bool) -> _Parser:
     parent.add_argument("--json", action="store_true", help="print JSON for scripts")
     parent.add_argument(
         "--connect-timeout",
-        type=seconds_argument,
+        type=positive_seconds_argument,  # (0 could find no control plane, ever)
         default=5.0,
         metavar="SECONDS",
         help="how long to look for the control plane (default 5)",

@@ -116,6 +116,19 @@ def seconds_argument(text: str) -> float:
     return seconds
 
 
+def positive_seconds_argument(text: str) -> float:
+    """A duration that must pass before something can happen (a timeout to find a peer, a poll's period): above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
+
+
 def address_argument(text: str) -> str:
     """An nng address to dial, from the command line or environment (``--control-plane``): refused at parse time, naming it."""
     import argparse

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import apply_env_defaults
 from fastworker.client.logsetup import add_logging_flags, configure_logging
-from fastworker.client.options import address_argument
+from fastworker.client.options import address_argument, positive_seconds_argument
 from fastworker.client.secretfile import add_secret_file_flag, resolve_secret
 from fastworker.dashboard.version import __version__
 
@@ -34,16 +34,6 @@ keys: enter details, w workflow (of the selected task), c cancel, r retry, p pau
 """
 
 
-def _positive_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0: {raw!r}")
-    return value
-
-
 def make_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The command-line parser, with env-var defaults applied (flag > env var > default)."""
     parser = argparse.ArgumentParser(
@@ -64,7 +54,11 @@ def make_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--secret", default=None, help="shared secret, if the control plane requires one")
     add_secret_file_flag(parser)
     parser.add_argument(
-        "--refresh", type=_positive_seconds, default=1.0, metavar="SECONDS", help="seconds between polls (default 1)"
+        "--refresh",
+        type=positive_seconds_argument,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between polls (default 1)",
     )
     # Records go to Textual's devtools log (`textual console`), never onto the screen being drawn.
     add_logging_flags(parser, default_level="WARNING")
