@@ -853,9 +853,8 @@ class Client(AdminMethods):
         task_id = id_arg(task_id)
         bound = _wait_bound(timeout)
         deadline = None if bound is None else time.monotonic() + bound
-        after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
         instance = self._instance_id
-        info = await self.status(task_id)
+        after, info = await self._watch_from(task_id)
         yield info
         last_state = info.state
         # The events since ``after`` may include those that led to ``info`` (the task changed between
@@ -870,8 +869,7 @@ class Client(AdminMethods):
                 # from the old one may be valid there, naming other events), and without a journal
                 # it forgot the task: read the state itself (TaskNotFound then) and follow the new stream.
                 instance = self._instance_id
-                after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
-                current = await self.status(task_id)
+                after, current = await self._watch_from(task_id)
                 changes, seen = [current], (current.state, current.attempts)
             else:
                 try:
@@ -894,6 +892,11 @@ class Client(AdminMethods):
                     yield change
                     if last_state.is_final:
                         return
+
+    async def _watch_from(self, task_id: str) -> tuple[int, TaskInfo]:
+        """Where a watch starts: the stream's sequence now, then the task's state (no change missed between)."""
+        after = (await self.events(after=0, timeout=0, limit=1, task_ids=[task_id])).last_sequence
+        return after, await self.status(task_id)
 
     def on_complete(
         self, task_id: str, callback: Callable[[TaskInfo], Any], *, timeout: float | None = None

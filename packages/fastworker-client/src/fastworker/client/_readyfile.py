@@ -25,6 +25,16 @@ def ready_file_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def check_ready_file(path: str | os.PathLike[str] | None) -> None:
+    """Refuse (``ValueError`` naming ``--ready-file``) a ready file that could not be written; None: no file.
+
+    Raises:
+        ValueError: see :func:`ready_file_problem`.
+    """
+    if path is not None and (problem := ready_file_problem(path)) is not None:
+        raise ValueError(f"--ready-file: {problem}")
+
+
 def write_ready_file(path: str | os.PathLike[str], fields: Mapping[str, object]) -> None:
     """Write ``{"pid": <this process>, **fields}`` as JSON to ``path``, atomically: readers never see half a file.
 

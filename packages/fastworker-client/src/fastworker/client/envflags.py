@@ -77,11 +77,15 @@ def name_env_origins(
     argv: Sequence[str],
     message: str,
     environ: Mapping[str, str] | None = None,
+    *,
+    about: Sequence[str] | None = None,
 ) -> str:
     """``message`` (a refused setting, naming flags) saying which of those flags' values came from env vars.
 
     A value checked after parsing (a range, two flags together) is refused naming its flag; when the
     operator set its env var instead, the message names the variable too: ``... (from FASTWORKER_X)``.
+    ``about``: the destinations the message is about, for one that names a value (a file's path)
+    rather than its flag.
     """
     env = os.environ if environ is None else environ
     given = _given_flags(parser, argv)
@@ -89,7 +93,11 @@ def name_env_origins(
     for action in _flags(parser):
         name = env_name(action.dest)
         if name in env and not given & set(action.option_strings):
-            named = [flag for flag in action.option_strings if flag.startswith("--") and flag in message]
+            named = [
+                flag
+                for flag in action.option_strings
+                if flag.startswith("--") and (flag in message if about is None else action.dest in about)
+            ]
             if named:
                 origins.append(f"{named[0]} from {name}")  # (not its value: it may be a secret)
     return f"{message} ({'; '.join(origins)})" if origins else message

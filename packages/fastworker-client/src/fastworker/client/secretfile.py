@@ -227,22 +227,12 @@ def resolve_secret(
             str(fallbacks_file) if fallbacks_file else None,
         )
     except ValueError as exc:
-        parser.error(_naming_env_origins(parser, arguments, str(exc), secret_file, fallbacks_file))
+        from fastworker.client.envflags import name_env_origins
 
-
-def _naming_env_origins(parser: argparse.ArgumentParser, argv: Sequence[str], message: str, *paths: object) -> str:
-    """``message`` about a refused file, saying which of the files it names came from an env var, not a flag."""
-    from fastworker.client.envflags import _given_flags, env_name
-
-    given = _given_flags(parser, argv)
-    origins = [
-        f"{flag} from {env_name(dest)}"
-        for flag, dest, path in zip(
-            ("--secret-file", "--secret-fallbacks-file"), ("secret_file", "secret_fallbacks_file"), paths, strict=True
-        )
-        if path and flag not in given and env_name(dest) in os.environ and str(path) in message
-    ]
-    return f"{message} ({'; '.join(origins)})" if origins else message
+        message = str(exc)
+        files = (("secret_file", secret_file), ("secret_fallbacks_file", fallbacks_file))
+        about = [dest for dest, path in files if path and str(path) in message]  # (the message names the path)
+        parser.error(name_env_origins(parser, arguments, message, about=about))
 
 
 def _secret_flags_given(argv: Sequence[str]) -> tuple[bool, bool]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastworker.client._readyfile import ready_file_problem
+from fastworker.client._readyfile import check_ready_file
 from fastworker.client.cpus import available_cpus
 from fastworker.client.tls import TlsFiles
 from fastworker.protocol.addresses import parse_address, parse_http_address
@@ -142,8 +142,7 @@ class ControlPlaneSettings:
                     parse_http_address(http_address, flag[2:].removesuffix("-address"))
                 except ValueError as exc:
                     raise ValueError(f"{flag}: {exc}") from None
-        if self.ready_file is not None and (problem := ready_file_problem(self.ready_file)) is not None:
-            raise ValueError(f"--ready-file: {problem}")
+        check_ready_file(self.ready_file)
         if self.tls_ca and not self.tls_cert:
             raise ValueError("--tls-ca needs --tls-cert and --tls-key (it checks the peers of a TLS listener)")
         self.tls  # noqa: B018 - checks the files exist and come in pairs

@@ -32,7 +32,7 @@ from typing import Any
 from fastworker.client import _tracing as tracing
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._readyfile import (
-    ready_file_problem,
+    check_ready_file,
     remove_own_ready_file,
     remove_ready_file,
     write_ready_file,
@@ -183,8 +183,7 @@ class WorkerSettings:
             raise ValueError("--drain-timeout cannot be negative")
         if self.health_address is not None:
             parse_http_address(self.health_address, "--health-address")  # raises ValueError naming it
-        if self.ready_file is not None and (problem := ready_file_problem(self.ready_file)) is not None:
-            raise ValueError(f"--ready-file: {problem}")
+        check_ready_file(self.ready_file)
         if self.pool not in POOLS:
             raise ValueError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
         if self.pool == "threads":
@@ -1283,10 +1282,10 @@ class Worker:
         """
         if not self._unacked or time.monotonic() >= deadline:
             return
-        said_at = time.monotonic() + quietly_for
+        warn_at: float | None = time.monotonic() + quietly_for  # None once warned
         while self._unacked and time.monotonic() < deadline and not self._refused:
-            if said_at and time.monotonic() >= said_at:  # (said_at 0.0: said already)
-                said_at = 0.0
+            if warn_at is not None and time.monotonic() >= warn_at:
+                warn_at = None
                 # Said every time: else a worker that stays for its drain timeout looks stuck.
                 logger.warning(
                     "%d outcomes are not delivered yet: offering them for up to %.1f s more (the drain timeout)"

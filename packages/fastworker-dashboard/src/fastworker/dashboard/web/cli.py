@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from fastworker.client._readyfile import (
-    ready_file_problem,
+    check_ready_file,
     remove_own_ready_file,
     remove_ready_file,
     write_ready_file,
@@ -98,10 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastworker.dashboard.web.server import start_in_thread
 
     try:
-        if args.ready_file and (problem := ready_file_problem(args.ready_file)) is not None:
-            raise ValueError(
-                name_env_origins(parser, sys.argv[1:] if argv is None else argv, f"--ready-file: {problem}")
-            )
+        try:
+            check_ready_file(args.ready_file)
+        except ValueError as exc:
+            raise ValueError(name_env_origins(parser, sys.argv[1:] if argv is None else argv, str(exc))) from None
         password = dashboard_password(args)
         exposed = refuse_unprotected(
             host, port, protected=bool(password or args.secret), insecure=args.dashboard_insecure
