@@ -7,6 +7,7 @@ file as one JSON line, for the test to read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -72,3 +73,16 @@ def sleep(seconds: float) -> float:
 @task(name="tracing.fail")
 def fail() -> None:
     raise ValueError("traced failure")
+
+
+@task(name="tracing.spin")
+def spin() -> None:
+    """Runs until cancelled (short sleeps: the cancel lands between them)."""
+    while True:
+        time.sleep(0.01)
+
+
+@task(name="tracing.wait_async")
+async def wait_async() -> None:
+    """Runs on the event loop until cancelled."""
+    await asyncio.sleep(60)

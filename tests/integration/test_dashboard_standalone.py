@@ -48,7 +48,7 @@ def test_a_standalone_dashboard_reads_a_remote_control_plane_and_stops_cleanly(
         assert "standalone-w1" in overview and 'href="/tasks"' in overview
         assert "Purge" not in overview  # read-only: no action buttons
         metrics = fetch(url + "/metrics")
-        assert "fastworker_workers 1" in metrics
+        assert "fastworker_workers_online 1" in metrics
     finally:
         code = stop_process(process)
         print(log_path.read_text())

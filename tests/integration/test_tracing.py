@@ -194,3 +194,28 @@ async def test_the_wait_in_the_queue_is_a_span_on_a_subworker(
         s.attributes["messaging.message.id"]: s for s in client_spans.get_finished_spans() if s.name.startswith("send ")
     }
     check_wait(await spans_of(spans_file, task_id, 1), sends[task_id], "wait-w1", at_least=0.2)
+
+
+async def test_runs_cancelled_on_the_control_plane_s_own_slots_end_their_spans_cancelled(
+    start_cp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a control plane that runs a sync and an async task itself, and exports its spans
+    spans_file = tmp_path / "controlplane-spans.jsonl"
+    monkeypatch.setenv("FWTESTS_SPANS", str(spans_file))
+    control_plane = start_cp("--local-concurrency", "2", task_modules=("fwtests_tracing_tasks",))
+    async with Client(control_plane.discovery) as client:
+        ids = [await client.delay("tracing.spin"), await client.delay("tracing.wait_async")]
+        async with asyncio.timeout(15):
+            while [(await client.status(task_id)).state.value for task_id in ids] != ["RUNNING", "RUNNING"]:
+                await asyncio.sleep(0.05)
+        # When both are cancelled while they run
+        for task_id in ids:
+            assert (await client.cancel(task_id)).cancelled
+    # Then each run's process span says so, as a subworker's does
+    for task_id in ids:
+        spans = await spans_of(spans_file, task_id, 1)
+        (process,) = [
+            s for s in spans if s["name"].startswith("process ") and s["attributes"]["messaging.message.id"] == task_id
+        ]
+        assert process["attributes"]["fastworker.task.outcome"] == "cancelled", process
+        assert process["attributes"]["error.type"] == "TaskCancelled"

@@ -87,6 +87,15 @@ def test_without_a_client_typed_calls_say_how_to_get_one() -> None:
         current_client()
 
 
+def test_with_only_a_default_sync_client_async_calls_are_told_that_it_is_for_sync_calls() -> None:
+    previous = handles_module.set_default_sync_client(object())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(ClientError, match=r"the default client is a SyncClient, for sync calls.*needs a Client"):
+            current_client()
+    finally:
+        handles_module.set_default_sync_client(previous)
+
+
 async def test_typed_delay_goes_through_the_current_client_and_returns_a_handle() -> None:
     backend = FakeBackend()
     with use_client(backend):

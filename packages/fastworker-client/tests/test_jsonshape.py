@@ -26,7 +26,6 @@ from fastworker.client.jsonshape import (
     jsonable,
     limits_json,
     page_json,
-    retry_json,
     task_json,
     task_limits_json,
     workflow_cancel_json,
@@ -154,7 +153,6 @@ def test_page_and_action_outcomes() -> None:
     cancelled = cancel_json(INFO, CancelResult(False, TaskState.SUCCESS))
     assert cancelled == {**task_json(INFO), "cancelled": False, "previous_state": "SUCCESS"}
     assert list(cancelled)[0] == "id" and list(cancelled)[-2:] == ["cancelled", "previous_state"]
-    assert retry_json("t1", TaskState.PENDING) == {"id": "t1", "state": "PENDING"}
 
 
 def test_limits_are_the_tasklimits_fields_in_order_with_null_for_no_limit() -> None:

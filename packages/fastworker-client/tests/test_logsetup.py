@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,7 @@ def restore_root_logging() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(False)
     set_process_log_fields(worker_id=None)
 
 
@@ -112,3 +114,30 @@ def test_an_extra_given_with_the_call_wins_over_the_context() -> None:
     with log_fields(task_id="context"):
         logging.getLogger("x").info("m", extra={"task_id": "explicit"})
     assert json.loads(out.getvalue())["task_id"] == "explicit"
+
+
+def test_the_level_holds_for_a_logger_that_sets_its_own_lower_level() -> None:
+    out = io.StringIO()
+    configure_logging("WARNING", stream=out)
+    chatty = logging.getLogger("fastworker.test.chatty")
+    chatty.setLevel(logging.DEBUG)  # as task code or a library may
+    try:
+        chatty.debug("debug below the process's level")
+        chatty.info("info below the process's level")
+        chatty.warning("a warning")
+    finally:
+        chatty.setLevel(logging.NOTSET)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and "a warning" in lines[0]
+
+
+def test_warnings_are_log_records_in_the_chosen_format() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("deprecated thing", UserWarning, stacklevel=1)
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert (record["level"], record["logger"]) == ("WARNING", "py.warnings")
+    assert "UserWarning: deprecated thing" in record["message"]

@@ -20,7 +20,16 @@ from fastworker.controlplane import coordinator as coordinator_module
 from fastworker.controlplane.coordinator import SLOT_LOCK_YIELDS, Coordinator, RequestRefused
 from fastworker.controlplane.expiry import COMPACT_ABOVE, ExpiryWatch
 from fastworker.controlplane.local import LocalExecutor, SlotRuns
-from fastworker.controlplane.records import CANCELLED, FAILURE, LOCAL_WORKER_ID, PENDING, RUNNING, SCHEDULED, SUCCESS
+from fastworker.controlplane.records import (
+    CANCELLED,
+    FAILURE,
+    LOCAL_WORKER_ID,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUCCESS,
+    TaskRecord,
+)
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import client_pb2, error_pb2, task_pb2
@@ -954,6 +963,64 @@ async def test_a_task_submitted_after_its_expiry_ends_at_once_though_it_waits_fo
 
     done = await harness.final(coordinator, record.task_id)
     assert (done.state, done.error.type) == (CANCELLED, "Expired")
+
+
+async def test_a_task_a_slot_finds_expired_reads_whole_the_moment_it_reads_final(harness: Any) -> None:
+    # Given the one slot busy, and a task queued behind it whose expiry passes (on the coordinator's
+    # clock only: the expiry watch's loop timer stays far off, so the slot is the one to find it)
+    gate = harness.gate()
+    harness.task(lambda: gate.wait(BOUND), name="blocker")
+    harness.task(lambda: "too late", name="later")
+    coordinator = harness.coordinator(local_concurrency=1)
+    coordinator.submit(harness.spec("blocker"))
+    spec = harness.spec("later")
+    spec.expires = time.time() + 60
+    record, _ = coordinator.submit(spec)
+    coordinator.clock = lambda: time.time() + 120
+    seen: list[tuple[int, str | None, bool]] = []
+    finish = coordinator.expire
+
+    def expire(expired: TaskRecord) -> None:  # what a wait or a status would read before the loop finishes it
+        seen.append((expired.state, expired.error.type if expired.error else None, expired.finished_at > 0))
+        finish(expired)
+
+    coordinator.expire = expire  # type: ignore[method-assign]
+
+    # When the slot comes free and takes it
+    gate.set()
+    done = await harness.final(coordinator, record.task_id)
+
+    # Then it was CANCELLED with its error and end time already, and ends so
+    assert seen == [(CANCELLED, "Expired", True)]
+    assert (done.state, done.error.type, done.attempts) == (CANCELLED, "Expired", 0)
+
+
+async def test_retrying_a_task_that_expired_runs_it_its_passed_expiry_no_longer_applies(harness: Any) -> None:
+    harness.task(lambda: "ran", name="later")
+    coordinator = harness.coordinator(local_concurrency=1)
+    spec = harness.spec("later", task_id="late-1")
+    spec.expires = time.time() - 60
+    coordinator.submit(spec)
+    assert (await harness.final(coordinator, "late-1")).error.type == "Expired"
+
+    record = coordinator.retry("late-1")
+
+    done = await harness.final(coordinator, "late-1")
+    assert (done.state, done.attempts, decode_value(done.result)) == (SUCCESS, 1, "ran")
+    assert record.spec.expires == 0  # dropped from what the journal writes too
+
+
+async def test_retrying_a_cancelled_task_keeps_an_expiry_still_ahead(harness: Any) -> None:
+    harness.task(lambda: "ran", name="later")
+    coordinator = harness.coordinator(local_concurrency=0)
+    spec = harness.spec("later", task_id="soon-1")
+    spec.expires = expires = time.time() + 600
+    coordinator.submit(spec)
+    assert coordinator.cancel("soon-1")[0]
+
+    record = coordinator.retry("soon-1")
+
+    assert (record.state, record.expires, record.spec.expires) == (PENDING, expires, expires)
 
 
 def test_the_expiry_watch_stays_proportional_to_the_live_tasks() -> None:

@@ -135,6 +135,39 @@ async def test_only_free_slots_take_limited_tasks_even_when_the_limit_allows_mor
     assert (gate(rig, PAIR).running, len(gate(rig, PAIR).waiting)) == (2, 3)
 
 
+async def test_tasks_prefetched_before_their_name_gained_limits_take_no_place_until_they_start_within_them(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig()
+    register(rig, "w1", capacity=1)
+    records = [rig.submit(FREE, n) for n in range(3)]
+    pull = await pulled(rig, "w1", prefetch=4)
+    first, *prefetched = pull.tasks
+    assert list(pull.envelope.dispatch.prefetched_task_ids) == [spec.task_id for spec in prefetched]
+
+    # Limited while two wait in the worker's prefetch queue: only the one that started counts
+    rig.coordinator.set_limits(FREE, max_concurrency=1)
+    assert (gate(rig, FREE).running, len(gate(rig, FREE).waiting)) == (1, 0)
+
+    # Asked to start while the limit leaves no room: refused, and it waits at the gate, never started
+    claim = rig.pull("w1", hold=0.1, claims=[prefetched[0].task_id])
+    await until(lambda: claim.answered)
+    assert list(claim.envelope.dispatch.granted_task_ids) == []
+    assert (records[1].state, records[1].held, records[1].attempts) == (PENDING, False, 0)
+    assert prefetched[0].task_id not in rig.fleet.get("w1").leases
+    assert (gate(rig, FREE).running, len(gate(rig, FREE).waiting)) == (1, 1)
+
+    # Once the running one ended there is room: the other prefetched one is granted, and takes it
+    rig.report("w1", rig.success(first, None))
+    assert gate(rig, FREE).running == 0
+    claim = rig.pull("w1", hold=0.1, claims=[prefetched[1].task_id])
+    await until(lambda: claim.answered)
+    assert list(claim.envelope.dispatch.granted_task_ids) == [prefetched[1].task_id]
+    assert (records[2].state, records[2].held) == (RUNNING, False)
+    assert (gate(rig, FREE).running, len(gate(rig, FREE).waiting)) == (1, 1)
+    assert records[1].state == PENDING  # behind the limit, with the place taken
+
+
 # -------------------------------------------------------------------------------- places given back
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import pickle
 import sys
 import textwrap
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from fastworker.client.errors import DuplicateTaskName, FastworkerError
 from fastworker.client.task import TaskRegistry, default_registry
 from fastworker.worker.errors import TaskLoadError
-from fastworker.worker.loader import load_task_modules
+from fastworker.worker.loader import load_task_modules, log_load_error
 
 WriteModule = Callable[[str, str], Path]
 
@@ -215,3 +217,20 @@ def test_a_task_load_error_survives_pickling() -> None:
     error = TaskLoadError("task module 'x' defines no tasks", "x")
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.module) == (str(error), "x")
+
+
+def test_a_load_failure_is_a_log_record_with_the_import_s_traceback_unless_the_module_is_missing(
+    write_module: WriteModule, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A record (not a print), so that --log-format json holds for the daemons' commonest start-up failure
+    write_module("fwl_raises_later.py", "def helper():\n    raise RuntimeError('no database configured')\nhelper()\n")
+    caplog.set_level(logging.ERROR, logger="fastworker.worker.loader")
+    for module in ("fwl_raises_later", "fwl_not_there"):
+        with pytest.raises(TaskLoadError) as excinfo:
+            load_task_modules([module])
+        log_load_error(excinfo.value)
+    raised, missing = caplog.records
+    assert (raised.levelname, missing.levelname) == ("ERROR", "ERROR")
+    assert "RuntimeError: no database configured" in raised.getMessage()
+    assert raised.exc_info is not None and "in helper" in "".join(traceback.format_exception(*raised.exc_info))
+    assert "fwl_not_there" in missing.getMessage() and missing.exc_info is None

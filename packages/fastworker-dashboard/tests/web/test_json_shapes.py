@@ -103,6 +103,18 @@ async def test_actions_print_the_same_json_from_the_cli_and_the_api(web: httpx.A
     assert printed == {"worker_id": "w1", "draining": True}
 
 
+async def test_a_retry_prints_the_task_as_it_is_now_from_the_cli_and_the_api(
+    web: httpx.AsyncClient, fake: FakeAdminClient, run_cli: Any
+) -> None:
+    failed = await fake.status(FAILED_ID)
+    code, printed = await run_cli("retry", FAILED_ID)
+    fake.add(failed)  # failed again, for the API's retry
+    response = await web.post(f"/api/tasks/{FAILED_ID}/retry")
+    assert code == 0 and response.status_code == 200
+    assert printed == response.json()
+    assert (printed["id"], printed["state"], printed["error"]) == (FAILED_ID, "PENDING", None)
+
+
 async def test_a_limits_change_prints_the_same_json_from_the_cli_and_the_api(
     web: httpx.AsyncClient, fake: FakeAdminClient, run_cli: Any
 ) -> None:

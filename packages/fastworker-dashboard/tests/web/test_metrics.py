@@ -60,8 +60,8 @@ async def test_metrics_endpoint_speaks_the_prometheus_text_format(web: httpx.Asy
     assert values[("fastworker_tasks_retried_total", ())] == 0
     assert values[("fastworker_tasks_running", ())] == 0
     assert values[("fastworker_tasks_scheduled", ())] == 0
-    assert values[("fastworker_workers", ())] == 1
-    assert values[("fastworker_result_cache_size", ())] == 12
+    assert values[("fastworker_workers_online", ())] == 1
+    assert values[("fastworker_result_cache_entries", ())] == 12
     assert values[("fastworker_result_cache_hits_total", ())] == 3
     assert not any(name.startswith("fastworker_throughput") for name, _ in values)  # rates are rate()'s job
     assert values[("fastworker_uptime_seconds", ())] == 3725.0

@@ -180,6 +180,11 @@ def current_client() -> TaskBackend:
     if client is None:
         client = home_client()
     if client is None:
+        if _default_sync is not None:  # set_default_client was given a SyncClient
+            raise ClientError(
+                "no client for async code: the default client is a SyncClient, for sync calls"
+                " (add.delay_sync(...)); await add.delay(...) needs a Client: " + _NO_CLIENT.removeprefix("no client: ")
+            )
         raise ClientError(_NO_CLIENT)
     return client
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from fastworker.client.limits import TaskLimits
-from fastworker.client.models import CancelResult, Progress, TaskInfo, TaskState
+from fastworker.client.models import CancelResult, Progress, TaskInfo
 from fastworker.client.workflows import WorkflowInfo
 
 #: JSON data, as ``json.dumps`` takes it (every function here returns plain lists and dicts).
@@ -230,11 +230,6 @@ def limits_json(limits: Iterable[TaskLimits]) -> list[JsonObject]:
 def cancel_json(info: TaskInfo, result: CancelResult) -> JsonObject:
     """A cancel's outcome: the task as it is after the cancel (:func:`task_json`, ``id`` first), then ``cancelled`` and ``previous_state``."""
     return {**task_json(info), "cancelled": result.cancelled, "previous_state": result.previous_state.value}
-
-
-def retry_json(task_id: str, state: TaskState) -> JsonObject:
-    """A retry's outcome: ``{"id", "state"}``, the TaskInfo fields a retry reports."""
-    return {"id": task_id, "state": state.value}
 
 
 def purge_json(priority: str, purged: int) -> JsonObject:

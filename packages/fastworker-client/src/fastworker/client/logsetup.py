@@ -64,8 +64,12 @@ def configure_logging(
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+    # On the handler too: a logger that sets its own level (task code, a library) still logs
+    # nothing below the process's --log-level.
+    handler.setLevel(level.upper())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # warnings.warn() (task code, libraries) as log records, JSON included
 
 
 def logging_settings() -> tuple[str, str, dict[str, Any]] | None:

@@ -32,7 +32,7 @@ from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker._heap import settle_heap
 from fastworker.worker.bounds import POOLS
 from fastworker.worker.errors import TaskLoadError
-from fastworker.worker.loader import load_task_modules
+from fastworker.worker.loader import load_task_modules, log_load_error
 
 #: Exit codes.
 RET_OK = 0
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         registry = load_task_modules(args.task_modules) if args.task_modules else None
     except TaskLoadError as exc:
-        print(f"fastworker-controlplane: {exc}", file=sys.stderr)
+        log_load_error(exc)
         return RET_ERROR
     try:
         settings = ControlPlaneSettings(

@@ -362,7 +362,8 @@ class Coordinator:
         if gate is not None and gate.limits == limits and gate.overridden == (override is not None):
             return gate
         with self.lock:
-            running = (r for r in self.active.values() if r.name == name and r.state == RUNNING)
+            # Prefetched tasks (held) have not started: they take a place only if and when they do.
+            running = (r for r in self.active.values() if r.name == name and r.state == RUNNING and not r.held)
             gate = self.queue.set_limits(name, limits, running, overridden=override is not None)
             self._work_ready.notify_all()
         if self.dispatcher is not None:
@@ -882,7 +883,11 @@ class Coordinator:
                 # holds tasks that only subworkers define.
                 record = self.queue.pop(self._runnable_locally, queues=self.local_queues)
                 if record is not None and self._expired(record):
-                    record.state = CANCELLED  # under the lock: nobody else takes it; the loop finishes it
+                    # Final from here (under the lock: nobody else takes it), and whole before its
+                    # state says so: a wait or a status may read it before the loop finishes it.
+                    record.error = _expired_error()
+                    record.finished_at = self.clock()
+                    record.state = CANCELLED
                     self._loop.call_soon_threadsafe(self.expire, record)
                     continue
                 if record is not None:
@@ -937,7 +942,8 @@ class Coordinator:
 
     def expire(self, record: TaskRecord) -> None:
         """End a task that was not started before its ``expires`` time as CANCELLED (reason: expired)."""
-        self.end(record, CANCELLED, "Expired", "the task expired before it could start")
+        record.error = _expired_error()
+        self._finalize(record, CANCELLED)
 
     def _release_local_place(self) -> None:
         """A run on the loop ended: free its place, and wake a slot that may wait for it."""
@@ -1425,6 +1431,11 @@ class Coordinator:
         unreleased = spec.HasField("dependencies") and not spec.dependencies_met
         if unreleased:
             self._check_dependencies_succeeded(record)
+        if record.expires and record.expires <= self.clock():
+            # An expiry passed already would end it again at once: a retry asks to run it, so that
+            # expiry no longer applies (written with it, so that a replay does not bring it back).
+            record.edit_spec().expires = 0.0
+            record.expires = 0.0
         self.cache.remove(task_id)
         record.result = None
         record.error = None
@@ -1568,3 +1579,8 @@ def _piped_unique_problem(spec: task_pb2.TaskSpec) -> str | None:
         f"unique task {spec.name!r} cannot take an earlier step's result (its uniqueness key covers only the"
         " arguments given now): make it immutable (.si(...)) or give it a unique_key"
     )
+
+
+def _expired_error() -> task_pb2.TaskError:
+    """The error of a task that expired before it started."""
+    return task_pb2.TaskError(type="Expired", message="the task expired before it could start")

@@ -724,11 +724,14 @@ class Dispatcher:
             return
         # Only a worker holding more than its slots has prefetched tasks waiting behind running ones.
         victims = [w for w in self.fleet if len(w.leases) > w.capacity]
+        gates = self.coordinator.queue.gates
         for thief in thieves:
             for victim in victims:
                 if victim is thief or thief.free <= 0:
                     continue
-                moving = [r for r in victim.leases.values() if r.held and thief.serves(r)][: thief.free]
+                # (Not one whose name gained limits since: it starts within them, at its claim.)
+                movable = [r for r in victim.leases.values() if r.held and thief.serves(r) and r.name not in gates]
+                moving = movable[: thief.free]
                 for record in moving:
                     del victim.leases[record.task_id]
                     record.held = False
@@ -751,7 +754,8 @@ class Dispatcher:
 
         Returns the ids granted: those still leased to this worker. A task taken back meanwhile is
         not granted, so the worker drops it instead of running it a second time; nor is one cancelled
-        meanwhile, which ends CANCELLED without having started. Nor is a claim ahead
+        meanwhile, which ends CANCELLED without having started, nor one whose name gained limits that
+        leave no room for it now (it goes back to wait at its gate). Nor is a claim ahead
         of a free slot (the worker queues granted tasks behind running ones) while another worker has
         a free slot for the task: that worker gets it instead (``_rebalance``).
         """
@@ -775,10 +779,19 @@ class Dispatcher:
                 if running >= worker.capacity and any(w.serves(record) for w in idle):
                     self.schedule()  # refused: the claimer drops it, and the idle worker takes it
                     continue
-                running += 1
                 with self.coordinator.lock:
-                    record.held = False
-                    self.coordinator.mark_started(record, now)
+                    admitted = self.coordinator.queue.admit_prefetched(record)
+                    if admitted:
+                        record.held = False
+                        self.coordinator.mark_started(record, now)
+                if not admitted:
+                    # Its name gained limits after it was prefetched, and they leave no room now:
+                    # refused (the claimer drops it), it waits at its gate like any other.
+                    del worker.leases[task_id]
+                    record.attempts -= 1
+                    self.coordinator.requeue_front(record, ran=False)
+                    continue
+                running += 1
                 if self.coordinator.journal is not None:
                     self.coordinator.journal.running(record, incarnation=worker.incarnation)
                 self.coordinator.events.publish_task(record)

@@ -182,6 +182,21 @@ class GatedQueue(PriorityQueue):
             gate.running += 1
             record.gate = gate
 
+    def admit_prefetched(self, record: TaskRecord) -> bool:
+        """Whether a prefetched task may start now that its worker asks to (True: it took a token and a place).
+
+        Limited tasks are never prefetched, but a task prefetched before its name gained limits is
+        still held by its worker: it takes no place until it starts, and starts only within the limits.
+        """
+        gate = self.gates.get(record.name)
+        if gate is None or record.gate is not None:
+            return True
+        now = self._clock()
+        if gate.wait_for(now) > 0:
+            return False
+        gate.admit(record, now)
+        return True
+
     def release(self, record: TaskRecord) -> bool:
         """A task left RUNNING: give its gate's place back. True if tasks wait at that gate."""
         gate = record.gate

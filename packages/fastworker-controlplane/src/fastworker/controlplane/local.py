@@ -82,6 +82,8 @@ class LocalRun:
         )
 
 
+#: How a run cancelled while running ends its tracing span, as a subworker's does: (outcome, error type, message).
+_CANCELLED_RUN = ("cancelled", "TaskCancelled", "cancelled while running")
 #: Blocks until a task may start locally and marks it RUNNING; None means "stop". Its argument
 #: is True when the calling slot just ended a run: that run's place in the bound is freed first,
 #: under the same lock acquisition.
@@ -284,9 +286,13 @@ class LocalExecutor:
                         with tracing.process(
                             record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at
                         ) as span:
-                            outcome = run_sync(
-                                run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
-                            )
+                            try:
+                                outcome = run_sync(
+                                    run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
+                                )
+                            except TaskCancelled:
+                                span.ended(*_CANCELLED_RUN)
+                                raise
                             tell_span(span, outcome, task=run.task, ctx=context)
                     finally:
                         slot_progress.active = False
@@ -390,7 +396,11 @@ class LocalExecutor:
         try:
             record = run.record
             with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
-                outcome = await self._run_on_loop_untraced(run, context)
+                try:
+                    outcome = await self._run_on_loop_untraced(run, context)
+                except asyncio.CancelledError:
+                    span.ended(*_CANCELLED_RUN)
+                    raise
                 tell_span(span, outcome, task=run.task, ctx=context)
         except asyncio.CancelledError:
             log_outcome(context, failure("TaskCancelled", "cancelled while running", started_at=started))

@@ -23,7 +23,7 @@ from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.worker._heap import settle_heap
 from fastworker.worker.bounds import POOLS
 from fastworker.worker.errors import TaskLoadError
-from fastworker.worker.loader import load_task_modules
+from fastworker.worker.loader import load_task_modules, log_load_error
 from fastworker.worker.runtime import MAX_PREFETCH, Worker, WorkerSettings, default_worker_id
 from fastworker.worker.version import __version__
 
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys_path=(cwd,),
         )
     except TaskLoadError as exc:
-        print(f"fastworker-worker: {exc}", file=sys.stderr)
+        log_load_error(exc)
         return RET_ERROR
     except ValueError as exc:
         parser.error(name_env_origins(parser, sys.argv[1:] if argv is None else argv, str(exc)))

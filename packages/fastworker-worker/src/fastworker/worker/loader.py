@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -11,7 +12,19 @@ from fastworker.client.errors import DuplicateTaskName
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
 from fastworker.worker.errors import TaskLoadError
 
-__all__ = ["load_task_modules"]
+__all__ = ["load_task_modules", "log_load_error"]
+
+logger = logging.getLogger(__name__)
+
+
+def log_load_error(error: TaskLoadError) -> None:
+    """Log why the task modules did not load: through logging, so ``--log-format json`` holds for it too.
+
+    With the import's traceback (the file and line that raised), unless the module is simply not there.
+    """
+    cause = error.__cause__
+    missing = isinstance(cause, ModuleNotFoundError) and cause.name == error.module
+    logger.error("%s", error, exc_info=None if missing or cause is None else cause)
 
 
 def load_task_modules(modules: Sequence[str]) -> TaskRegistry:

@@ -88,14 +88,16 @@ _COUNTERS = (
         "rejected_frames",
         "Frames refused as malformed, oversized or unauthenticated.",
     ),
-    ("fastworker_tasks_executed_locally_total", "executed_locally", "Tasks the control plane ran itself."),
+    ("fastworker_executed_locally_total", "executed_locally", "Task attempts the control plane ran on its own slots."),
+    ("fastworker_auth_failures_total", "auth_failures", "Frames refused because they failed authentication."),
+    ("fastworker_workers_lost_total", "workers_lost", "Subworkers dropped (silent, disconnected, or replaced)."),
 )
 _GAUGES = (
     ("fastworker_tasks_running", "running", "Tasks executing now."),
     ("fastworker_tasks_scheduled", "scheduled", "Tasks waiting for their countdown, ETA or periodic slot."),
     ("fastworker_tasks_queued", "queued", "Tasks waiting in the priority queues."),
-    ("fastworker_workers", "workers", "Connected subworkers."),
-    ("fastworker_result_cache_size", "cache_size", "Task records held in the result cache."),
+    ("fastworker_workers_online", "workers", "Subworkers registered now."),
+    ("fastworker_result_cache_entries", "cache_size", "Finished tasks kept in the result cache."),
     ("fastworker_uptime_seconds", "uptime", "Seconds since the control plane started."),
 )
 

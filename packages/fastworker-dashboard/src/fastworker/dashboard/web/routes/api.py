@@ -26,8 +26,8 @@ from fastworker.dashboard.web.serialize import (
     purge_json,
     queues_json,
     registered_tasks_json,
-    retry_json,
     stats_json,
+    task_json,
     task_limits_json,
     workers_json,
     workflow_cancel_json,
@@ -102,11 +102,11 @@ async def api_cancel(
 async def api_retry(
     request: Request, client: ClientDep, config: ConfigDep, throttle: ThrottleDep, dashboard: StateDep, task_id: str
 ) -> dict[str, Any]:
-    """Re-queue a FAILURE or CANCELLED task: ``{"id", "state"}`` (409 for other states)."""
+    """Re-queue a FAILURE or CANCELLED task: the task as it is now, as ``fastworker retry --json`` prints it (409 for other states)."""
     authorize_api_action(config, throttle, request)
-    new_state = await client.retry(task_id)
+    await client.retry(task_id)
     dashboard.feed.forget_task(task_id)
-    return retry_json(task_id, new_state)
+    return task_json(await client.status(task_id))
 
 
 @router.get("/workflows/{workflow_id}")
