@@ -10,9 +10,47 @@ import argparse
 from fastworker.client.secretfile import read_secret_file
 
 
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` or ``[v6][:port]`` as (lower-cased name without brackets, port or None); None when malformed."""
+    text = value.strip().lower()
+    if not text or any(c in text for c in "/?#@ \t\\"):
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        name, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        name, sep, port_text_raw = text.rpartition(":")
+        if not sep:
+            name, port_text = text, None
+        elif ":" in name:  # a bare IPv6 address without brackets
+            name, port_text = text, None
+        else:
+            port_text = port_text_raw
+    if port_text is None:
+        port = None
+    elif port_text.isdigit() and int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        return None
+    name = name.rstrip(".")
+    return (name, port) if name else None
+
+
 def _host_list(value: str) -> list[str]:
-    """One ``--dashboard-host`` value (or env var) as names: commas and spaces separate several."""
-    return value.replace(",", " ").split()
+    """One ``--dashboard-host`` value (or env var) as names: commas and spaces separate several.
+
+    Each checked here, so that a bad one is a usage error (exit 2) before any socket is bound.
+    """
+    names = value.replace(",", " ").split()
+    for name in names:
+        if split_host(name) is None:
+            raise argparse.ArgumentTypeError(f"{name!r} is not a host name (NAME or NAME:PORT)")
+    return names
 
 
 def add_dashboard_flags(parser: argparse.ArgumentParser) -> None:

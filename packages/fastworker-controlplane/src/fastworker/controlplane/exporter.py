@@ -190,10 +190,14 @@ def _worker_families(workers: list[WorkerGauges]) -> Iterator[Metric]:
     )
     draining = GaugeMetricFamily("fastworker_worker_draining", "1 while a subworker drains to stop.", labels=["worker"])
     processed = CounterMetricFamily(
-        "fastworker_worker_processed", "Tasks a subworker finished since it registered.", labels=["worker"]
+        "fastworker_worker_processed",
+        "Runs a subworker ended in success since it registered (failed and cancelled ones: _failed_total).",
+        labels=["worker"],
     )
     failed = CounterMetricFamily(
-        "fastworker_worker_failed", "Tasks that failed on a subworker since it registered.", labels=["worker"]
+        "fastworker_worker_failed",
+        "Runs that failed or were cancelled on a subworker since it registered.",
+        labels=["worker"],
     )
     rss = GaugeMetricFamily(
         "fastworker_worker_rss_bytes", "A subworker's resident memory, as it reports it.", labels=["worker"]

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fastworker.client.dashboardflags import split_host
 from fastworker.dashboard.web.ratelog import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -33,37 +34,6 @@ WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _refusals = RateLimitedLog(logger, per_minute=6)
-
-
-def split_host(value: str) -> tuple[str, int | None] | None:
-    """``name[:port]`` or ``[v6][:port]`` as (lower-cased name without brackets, port or None); None when malformed."""
-    text = value.strip().lower()
-    if not text or any(c in text for c in "/?#@ \t\\"):
-        return None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            return None
-        name, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            return None
-        port_text = rest[1:] if rest else None
-    else:
-        name, sep, port_text_raw = text.rpartition(":")
-        if not sep:
-            name, port_text = text, None
-        elif ":" in name:  # a bare IPv6 address without brackets
-            name, port_text = text, None
-        else:
-            port_text = port_text_raw
-    if port_text is None:
-        port = None
-    elif port_text.isdigit() and int(port_text) <= 65535:
-        port = int(port_text)
-    else:
-        return None
-    name = name.rstrip(".")
-    return (name, port) if name else None
 
 
 def _canonical(name: str) -> str:
