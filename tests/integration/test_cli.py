@@ -371,6 +371,25 @@ def test_a_reader_that_leaves_early_changes_no_exit_code(shared_cp: RunningContr
     assert _reader_leaves_early(shared_cp, "result", failed) == (1, "")  # the task failed: that, and only that
 
 
+def test_a_json_usage_error_whose_reader_left_is_still_a_usage_error_without_a_traceback() -> None:
+    # `fastworker --connect-timeout 0 stats --json | true` printed a BrokenPipeError traceback and exited 1
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fastworker.client", "--connect-timeout", "0", "stats", "--json"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "--connect-timeout" in done.stderr.splitlines()[-1]
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
 @pytest.mark.parametrize("as_json", [False, True])
 def test_output_that_cannot_be_written_is_one_line_and_exit_1_not_a_traceback(

@@ -78,6 +78,10 @@ async def until_started(gate: Path, count: int) -> None:
         await asyncio.sleep(0.01)
 
 
+#: Seconds by which the delivery of admitted tasks to their subworkers may vary (see the rate test).
+JITTER = 0.05
+
+
 def most_in_a_window(starts: Sequence[float], window: float = 1.0) -> int:
     """The most starts in any half-open window ``[t, t + window)`` (sliding over the sorted starts)."""
     ordered = sorted(starts)
@@ -113,7 +117,11 @@ async def test_a_rate_limit_holds_across_two_subworkers(start_cp_for_workers: An
         starts = sorted(info.result for info in await all_succeeded(client, task_ids))
 
     print(f"most starts in 1 s: {most_in_a_window(starts)}; first to last: {starts[-1] - starts[0]:.2f} s")
-    assert most_in_a_window(starts) <= RATE + BURST
+    # The control plane admits at most RATE + BURST in any second; a run starts a delivery later,
+    # and deliveries vary (tens of ms on a loaded machine): so a second of starts may hold one or
+    # two more admissions. A window JITTER shorter takes that out; without the limit it would hold
+    # hundreds.
+    assert most_in_a_window(starts, 1.0 - JITTER) <= RATE + BURST
     # The burst at once, then one start every 1/50 s: (1,000 - 5) / 50 = 19.9 s, within 10 %
     expected = (len(starts) - BURST) / RATE
     assert expected * 0.9 <= starts[-1] - starts[0] <= expected * 1.1, starts[-1] - starts[0]

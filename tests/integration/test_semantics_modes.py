@@ -166,7 +166,11 @@ async def test_an_async_task_that_catches_its_cancellation_still_ends_cancelled(
         async with asyncio.timeout(20):
             while (await client.status(task_id)).state is not TaskState.RUNNING:
                 await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        cancelled_at = time.time()
         assert (await client.cancel(task_id)).cancelled
         info = await client.wait(task_id, timeout=20)
         assert info.state is TaskState.CANCELLED and info.result is None
         assert info.error is not None and "caught the cancellation" in info.error.message
+        # It ran from its start, not from the cancel (the run's log line says how long it ran)
+        assert info.started_at is not None and info.started_at <= cancelled_at - 0.25

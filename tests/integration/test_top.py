@@ -289,3 +289,47 @@ def test_top_piped_into_another_program_refuses_with_a_one_line_hint_and_writes_
     hint = ran.stderr.decode().splitlines()
     assert len(hint) == 1, hint
     assert "not a terminal" in hint[0] and "fastworker stats --json" in hint[0], hint
+
+
+def _top_on_a_pseudo_terminal(discovery: str) -> tuple[subprocess.Popen[bytes], int]:
+    """fastworker-top drawing on a new pseudo-terminal that is not its controlling terminal (``setsid``), and the master side."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    script = Path(sys.executable).with_name("fastworker-top")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "FASTWORKER_CONTROL_PLANE": discovery}
+    top = subprocess.Popen(
+        [str(script), "--refresh", "0.2"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env=env,
+    )
+    os.close(slave)
+    deadline = time.monotonic() + WAIT
+    drawn = b""
+    while b"Workers" not in drawn and time.monotonic() < deadline:  # read what it draws until the panels show
+        drawn += os.read(master, 65536)
+    assert b"Workers" in drawn, drawn[-500:]
+    return top, master
+
+
+def test_top_whose_terminal_goes_away_without_a_sighup_exits_instead_of_spinning(start_cp: Any) -> None:
+    # Given fastworker-top on a pseudo-terminal that is not its controlling terminal (started by a
+    # supervisor or with setsid): when that terminal closes, no SIGHUP comes
+    top, master = _top_on_a_pseudo_terminal(start_cp().discovery)
+    try:
+        # When the terminal goes away
+        os.close(master)
+        # Then it notices at its next poll and exits 1 (nothing can be drawn any more), rather than
+        # spin on the dead terminal for ever
+        assert top.wait(timeout=WAIT) == RET_ERROR
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()

@@ -45,6 +45,9 @@ FUTURE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         ({"eta": "tomorrow"}, r"eta must be a datetime or Unix seconds, not str"),
         ({"expires": float("nan")}, r"expires must be finite"),
         ({"expires": [1]}, r"expires must be a datetime or Unix seconds, not list"),
+        ({"expires": 0}, r"expires=0: give a datetime or Unix seconds \(a number below 10\^9"),
+        ({"eta": 0.0}, r"eta=0: give a datetime or Unix seconds"),
+        ({"expires": -1.5}, r"expires=-1.5: give a datetime or Unix seconds"),
         ({"task_id": 7}, r"task_id must be a non-empty string of at most 200 characters, not 7"),
         ({"task_id": ""}, r"task_id must be a non-empty string of at most 200 characters, not ''"),
     ],
@@ -55,9 +58,9 @@ def test_a_bad_value_raises_value_error_naming_the_option(changes: dict[str, Any
 
 
 def test_good_values_are_kept_and_a_priority_name_becomes_a_priority() -> None:
-    options = SubmitOptions(priority="HIGH", countdown=0, expires=-1.5, task_id="mine")
+    options = SubmitOptions(priority="HIGH", countdown=0, expires=2e9, task_id="mine")
     assert options.priority is Priority.HIGH
-    assert (options.countdown, options.eta, options.expires, options.task_id) == (0, None, -1.5, "mine")
+    assert (options.countdown, options.eta, options.expires, options.task_id) == (0, None, 2e9, "mine")
     assert SubmitOptions(eta=FUTURE).eta == FUTURE
 
 

@@ -290,6 +290,23 @@ async def test_a_batch_repeating_a_task_id_accepts_it_once(api_for: Callable[...
     assert api.coordinator.counters.submitted == 1
 
 
+async def test_a_batch_whose_answer_could_not_fit_a_frame_is_refused_whole_before_any_is_accepted(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Long ids and no arguments: the request fits the frame, its answer (each id twice) would not
+    api = api_for(max_frame_size=8192)
+    specs = [harness.spec("add", task_id=f"{n:03d}" + "x" * 147) for n in range(40)]
+    envelope = new_envelope(5)
+    envelope.submit_batch.tasks.extend(specs)
+    assert len(encode_frame(envelope)) < 8192
+
+    reply = ask(api, lambda e: e.submit_batch.tasks.extend(specs), correlation_id=5)
+
+    assert reply.error.code == error_pb2.ERROR_CODE_FRAME_TOO_LARGE
+    assert "a batch of 40 tasks, none accepted" in reply.error.message
+    assert api.coordinator.counters.submitted == 0 and len(api.coordinator.queue) == 0
+
+
 # ---------------------------------------------------------------------------------------------- queries
 
 

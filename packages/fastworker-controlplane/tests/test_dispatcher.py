@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
+from fastworker.controlplane import api as api_module
+from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import RequestRefused
 from fastworker.controlplane.dispatcher import WORKER_LOST
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SUCCESS
+from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2, worker_pb2
 
@@ -471,6 +474,44 @@ async def test_a_task_whose_cancel_was_acknowledged_ends_cancelled_when_its_work
     again = rig.pull("w2", hold=0.05)
     await until(lambda: again.answered)
     assert again.tasks == []  # never handed out again
+
+
+async def test_a_cancel_its_worker_did_not_confirm_within_the_grace_ends_cancelled_whatever_the_run_returns(
+    dispatch_rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a task running on a worker that does not answer its stop order (stalled, slow link)
+    monkeypatch.setattr(api_module, "CANCEL_GRACE", 0.1)
+    rig = dispatch_rig()
+    rig.register("w1", {"job": 2}, capacity=1)
+    record = rig.submit("job", 1)
+    pull = rig.pull("w1")
+    await settle()
+    (spec,) = pull.tasks
+
+    # When a client cancels it and the grace passes with no word from the worker
+    replies: list[bytes] = []
+    envelope = new_envelope(7)
+    envelope.cancel.task_id = record.task_id
+    ClientApi(rig.coordinator).handle(encode_frame(envelope), replies.append)
+    await until(lambda: bool(replies))
+
+    # Then the reply says cancelled, and the task reads CANCELLED from then on
+    answer = decode_frame(replies[0]).cancel_reply
+    assert (answer.cancelled, answer.previous_state) == (True, RUNNING)
+    assert (record.state, record.error.type) == (CANCELLED, "TaskCancelled")
+    # and it cannot be retried while the worker still holds the run
+    with pytest.raises(RequestRefused, match="had not confirmed the stop"):
+        rig.coordinator.retry(record.task_id)
+
+    # When the worker comes back and reports the run as finished after all
+    rig.report("w1", rig.success(spec, "done anyway"))
+    await settle()
+
+    # Then it stays CANCELLED (what it returned dropped), its slot is free, and it was not a late outcome
+    assert (record.state, record.result) == (CANCELLED, None)
+    assert record.task_id not in rig.fleet.get("w1").leases
+    assert rig.coordinator.counters.late_outcomes == 0 and rig.coordinator.counters.succeeded == 0
+    assert rig.coordinator.retry(record.task_id) is record
 
 
 @pytest.mark.parametrize("how", LOSSES)

@@ -197,3 +197,54 @@ async def test_a_results_flush_cancelled_as_the_worker_stops_leaves_no_successor
     with contextlib.suppress(asyncio.CancelledError):
         await flush
     assert not worker._background  # nothing spawned to run after the loop is gone
+
+
+class DrainRaceLink(EmptyingLink):
+    """Holds the first work request; hearing of the drain, answers it with a task given just before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer: asyncio.Future[worker_pb2.Dispatch] = asyncio.get_running_loop().create_future()
+        self.returned: list[str] | None = None
+
+    async def pull(self, worker_id: str, hold: float, outcomes: Any = (), *_: Any, **__: Any) -> worker_pb2.Dispatch:
+        self._record("pull", outcomes)
+        if len(self.sent) == 1:
+            return await self.answer
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def farewell_timeout(self, heartbeat_timeout: float) -> float:
+        return 1.0
+
+    def farewell_unanswered(self) -> None:
+        raise AssertionError("the drain's heartbeat was answered")
+
+    async def heartbeat(self, beat: Any, timeout: float) -> worker_pb2.Heartbeat:
+        spec = task_pb2.TaskSpec(task_id="late", name="pull_path_job", attempt=1, arguments=encode_arguments((), {}))
+        self.answer.set_result(worker_pb2.Dispatch(tasks=[spec], instance_id=self.instance_id))
+        return worker_pb2.Heartbeat()
+
+    async def deregister(self, worker_id: str, returned: list[str], timeout: float) -> None:
+        self.returned = list(returned)
+
+
+async def test_a_task_whose_answer_lands_after_the_drain_began_goes_back_unstarted_with_the_deregistration() -> None:
+    # Given a worker with a work request out (held: the control plane had nothing for it)
+    worker = running_worker(concurrency=2, task_time=0.0001)
+    link = worker._link = DrainRaceLink()  # type: ignore[assignment]
+    loop = asyncio.ensure_future(worker._pull_loop())
+    try:
+        async with asyncio.timeout(5):
+            while not link.sent:
+                await asyncio.sleep(0.01)
+        # When it drains, and the answer to that request brings a task given to it just before
+        async with asyncio.timeout(5):
+            await worker._drain()
+        # Then that task never starts here: it goes back with the deregistration, unstarted
+        assert link.returned == ["late"]
+        assert "late" not in worker._running and worker.processed == 0
+        assert loop.done()  # the pull loop ended with the answer
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

@@ -15,6 +15,7 @@ from tui_keys import press_confirmed
 
 from fastworker.client import ProtocolError, TaskError, TaskLimits, TaskState
 from fastworker.dashboard.tui import FastworkerTop, make_app
+from fastworker.dashboard.tui._lifeline import QUIT_DEADLINE
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 
@@ -385,6 +386,27 @@ async def test_ctrl_c_sigterm_and_sighup_quit_as_q_does(fake, wait, how):
     assert fake.closed
     # and the signals are the process's own again (here: pytest's) once it quit
     assert asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM) is False
+
+
+async def test_a_quit_signal_on_a_terminal_arms_a_deadline_that_ends_the_process_if_the_exit_hangs(fake, wait):
+    # Restoring a terminal that is gone blocks Textual's exit for ever: a signal's quit is cut short
+    app = FastworkerTop(fake, address="tcp://fake:1", refresh_interval=0.1, owns_client=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait(pilot, lambda: app.task_table.row_count == 5, "tasks")
+            app._terminal_fd = os.open(os.devnull, os.O_WRONLY)  # as on a real terminal (headless here)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                await wait(pilot, lambda: app.return_code is not None, "the app to quit on SIGTERM")
+            finally:
+                os.close(app._terminal_fd)
+                app._terminal_fd = None
+        deadline = app.quit_deadline
+        assert deadline is not None and deadline.interval == QUIT_DEADLINE and deadline.args == (0,)
+        assert deadline.is_alive()  # armed, and it would end this process
+    finally:
+        if app.quit_deadline is not None:
+            app.quit_deadline.cancel()  # as main() does once the app returned
 
 
 async def test_a_client_passed_to_make_app_is_left_open(fake, wait):

@@ -198,7 +198,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         if _Parser.json_errors:
-            print(json.dumps({"error": f"{self.prog}: {message}"}), flush=True)
+            try:
+                print(json.dumps({"error": f"{self.prog}: {message}"}), flush=True)
+            except OSError:  # a reader that left (or a full disk): the usage error stands, on stderr
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         super().error(message)
 
 

@@ -245,7 +245,12 @@ class SubmitOptions:
                 _check_number(name, value, what="a datetime or Unix seconds", negative_ok=True)
                 if value > LATEST_UNIX_SECONDS:
                     raise ValueError(f"{name}={value:g} is after the year 9999 (Unix seconds)")
-                if 0 < value < EARLIEST_UNIX_SECONDS:
+                if value <= 0:  # (on the wire, 0 means "not given": it must not pass for a time)
+                    raise ValueError(
+                        f"{name}={value:g}: give a datetime or Unix seconds (a number below 10^9, a time before"
+                        " 2001, is refused)"
+                    )
+                if value < EARLIEST_UNIX_SECONDS:
                     instead = (
                         f"countdown={value:g} (on the command line: --countdown {value:g})"
                         if name == "eta"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, Unset
 from fastworker.controlplane import browse
@@ -31,6 +31,10 @@ DEFAULT_EVENTS_LIMIT = 1000
 MAX_DRAIN_TIMEOUT = 24 * 3600.0
 #: Most task ids one status or wait request may name.
 MAX_IDS_PER_REQUEST = 100_000
+#: Bytes of a batch answer per task besides its id (field tags, lengths, state, the duplicate flag), at most.
+ANSWER_BYTES_PER_TASK = 16
+#: Bytes of a batch answer besides its outcomes (the envelope), at most.
+FRAME_SLACK = 1024
 #: How long a cancel of a task running on the control plane's own slots waits for it to stop, in
 #: seconds, so that its reply says whether it did (a sync task stops at its next Python instruction).
 CANCEL_GRACE = 2.0
@@ -242,6 +246,7 @@ class ClientApi:
                 else refused
                 for spec, refused in zip(specs, refusals, strict=True)
             ]
+        self._check_batch_answer_fits(specs, refusals)
         admitted = [spec for spec, refused in zip(specs, refusals, strict=True) if refused is None]
         admitted_results = iter(self.coordinator.submit_many(admitted))
         for spec, refused in zip(specs, refusals, strict=True):
@@ -258,6 +263,27 @@ class ClientApi:
             accepted.state = record.visible_state  # type: ignore[assignment]
             accepted.duplicate = duplicate
         self._send(reply, envelope)
+
+    def _check_batch_answer_fits(
+        self, specs: Sequence[task_pb2.TaskSpec], refusals: list[RequestRefused | None]
+    ) -> None:
+        """Refuse a whole batch whose answer could not fit one frame, before any of it is accepted.
+
+        Accepted, its tasks would run while the sender got only "reply too large", with no ids: a
+        sender that sends it again runs every one twice. (``Client`` splits its batches to fit.)
+        """
+        needed = FRAME_SLACK
+        for spec, refused in zip(specs, refusals, strict=True):
+            task_id = spec.task_id
+            size = len(task_id) if task_id.isascii() else len(task_id.encode())
+            # An accepted task's id is in its outcome twice; a refused one's once, with the message.
+            needed += ANSWER_BYTES_PER_TASK + (2 * size if refused is None else size + 4 * len(refused.message))
+        if needed > self.max_frame_size:
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_FRAME_TOO_LARGE,
+                f"a batch of {len(specs)} tasks, none accepted: its answer would not fit one frame of"
+                f" {self.max_frame_size} bytes; send fewer per batch",
+            )
 
     # ---------------------------------------------------------------------------------------- queries
 
@@ -341,13 +367,22 @@ class ClientApi:
     def _stopped_or_stopping(self, task_id: str) -> bool:
         """After a cancel's grace: did the running task stop (CANCELLED), or does its stop order still stand?
 
-        On a subworker that has not confirmed within the grace (a task that ignores its stop, a slow
-        link) the order stands: the task ends CANCELLED when the worker stops it, or WorkerLost when
-        the worker is gone. Otherwise it ended on its own first (SUCCESS or FAILURE): not cancelled.
+        On a subworker that has not confirmed within the grace (a task that ignores its stop, a stalled
+        worker, a slow link) the order stands, and the task ends CANCELLED now, as the reply says:
+        whatever the run returns later is dropped. Otherwise it ended on its own first (SUCCESS or
+        FAILURE): not cancelled.
         """
         record = self.coordinator.find(task_id)
-        return record is not None and (
-            record.state == CANCELLED or (record.state == RUNNING and record.worker != LOCAL_WORKER_ID)
+        if record is None:
+            return False
+        if record.state == CANCELLED:
+            return True
+        dispatcher = self.coordinator.dispatcher
+        return (
+            record.state == RUNNING
+            and record.worker != LOCAL_WORKER_ID
+            and dispatcher is not None
+            and dispatcher.abandon_unconfirmed_stop(record)
         )
 
     def _submit_workflow(self, request: Envelope, reply: Reply) -> None:

@@ -1417,6 +1417,12 @@ class Coordinator:
                 f"task {task_id} was cancelled while its thread was inside a call that has not returned yet;"
                 " retry it once that call returned",
             )
+        if self.dispatcher is not None and self.dispatcher.runs_on_a_worker(record):
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST,
+                f"task {task_id} was cancelled while worker {record.worker} had not confirmed the stop of its run;"
+                " retry it once that worker reported the run or was lost",
+            )
         if not self.accepting:
             raise RequestRefused(error_pb2.ERROR_CODE_SHUTTING_DOWN, "the control plane is shutting down")
         holder = self._key_holder_other_than(record)

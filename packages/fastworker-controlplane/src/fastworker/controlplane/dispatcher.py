@@ -469,6 +469,34 @@ class Dispatcher:
             self._answer(worker, [])  # deliver the order now rather than at the next heartbeat
         return True
 
+    def abandon_unconfirmed_stop(self, record: TaskRecord) -> bool:
+        """End as CANCELLED a task whose subworker has not confirmed its stop order (a cancel's grace passed).
+
+        The caller was told it is cancelled, so it ends so now, whatever the worker reports later: a
+        stalled or slow worker may still finish the run, and its outcome is dropped. The worker keeps
+        the lease (its slot stays counted, the stop order stands) until it reports the run or is
+        lost; until then the id cannot be retried (:meth:`runs_on_a_worker`). False if no worker
+        holds the task under a stop order.
+        """
+        worker = self.fleet.get(record.worker)
+        if record.state != RUNNING or worker is None or worker.leases.get(record.task_id) is not record:
+            return False
+        if record.task_id not in worker.cancels:
+            return False
+        self.coordinator.end(
+            record,
+            CANCELLED,
+            "TaskCancelled",
+            f"cancelled by request; worker {worker.worker_id} had not confirmed the stop when the cancel was"
+            " answered (it stops the run when it can, and what the run returns is dropped)",
+        )
+        return True
+
+    def runs_on_a_worker(self, record: TaskRecord) -> bool:
+        """True while a subworker still holds a run of this task (one ended CANCELLED before it confirmed its stop)."""
+        worker = self.fleet.get(record.worker) if record.worker else None
+        return worker is not None and worker.leases.get(record.task_id) is record
+
     def expire_unstarted(self, record: TaskRecord) -> None:
         """End a prefetched task not granted yet whose expiry passed: CANCELLED (``Expired``), never started."""
         self._release_unstarted(record)
@@ -508,12 +536,20 @@ class Dispatcher:
         worker = self.fleet.get(worker_id)
         if worker is None:
             return False
-        worker.draining = True
         worker.drain_order = timeout
         logger.info("asked worker %s to drain within %.1f s", worker_id, timeout)
+        self.stop_dispatching(worker)
+        return True
+
+    def stop_dispatching(self, worker: WorkerRecord) -> None:
+        """A worker drains: give it nothing more, and answer its held work request now (with nothing).
+
+        The draining worker waits for that answer before it hands back what it holds: a task given
+        to it meanwhile then goes back too, rather than start while (or after) it deregisters.
+        """
+        worker.draining = True
         if worker.pull is not None:
             self._answer(worker, [])
-        return True
 
     def reconcile(self, worker: WorkerRecord, held_task_ids: set[str]) -> None:
         """Re-queue leases the worker does not hold: tasks in a reply it gave up waiting for.
@@ -808,6 +844,19 @@ class Dispatcher:
         """Finish the tasks a worker reports, each only against its lease."""
         for outcome in outcomes:
             record = worker.leases.get(outcome.task_id)
+            if (
+                record is not None
+                and record.state == CANCELLED
+                and record.attempts == outcome.attempt
+                and outcome.task_id in worker.cancels
+            ):
+                # Ended CANCELLED before the worker confirmed its stop (abandon_unconfirmed_stop): the
+                # run's end only ends its lease; what it returned is dropped.
+                with self.coordinator.lock:
+                    del worker.leases[outcome.task_id]
+                    worker.cancels.discard(outcome.task_id)
+                worker.failed += 1
+                continue
             if record is None or record.attempts != outcome.attempt or record.state != RUNNING:
                 # Taken back meanwhile (the worker was declared lost, or the task re-queued): the
                 # outcome of a run the control plane no longer counts on; ignored, never applied twice.

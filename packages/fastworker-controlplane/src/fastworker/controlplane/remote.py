@@ -29,6 +29,12 @@ class RemoteExecution(Protocol):
     def cancel_running(self, record: TaskRecord) -> bool:
         """Stop a task a subworker runs or holds; True if the order went out (the worker reports it)."""
 
+    def abandon_unconfirmed_stop(self, record: TaskRecord) -> bool:
+        """End as CANCELLED a task whose worker has not confirmed its stop within a cancel's grace; False if none holds it."""
+
+    def runs_on_a_worker(self, record: TaskRecord) -> bool:
+        """True while a subworker still holds a run of this task (ended CANCELLED before its stop was confirmed)."""
+
     def expire_unstarted(self, record: TaskRecord) -> None:
         """End a task waiting unstarted in a worker's prefetch queue whose expiry passed (CANCELLED, Expired)."""
 

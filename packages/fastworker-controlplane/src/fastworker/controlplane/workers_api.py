@@ -203,4 +203,4 @@ class WorkerApi:
         worker.rss_bytes = beat.rss_bytes
         if beat.draining and not worker.draining:
             logger.info("worker %s is draining", worker.worker_id)
-            worker.draining = True
+            self.dispatcher.stop_dispatching(worker)

@@ -218,7 +218,7 @@ def _rss_bytes(pids: Sequence[int]) -> int:
 class _Running(RunSink):
     """A task this worker runs: the asyncio task, the instance that gave it, the spec, and its progress sink."""
 
-    __slots__ = ("context", "instance", "policy", "runner", "spec")
+    __slots__ = ("context", "instance", "policy", "runner", "spec", "started_at")
 
     #: Set right after construction: the asyncio task that executes it (and gets this object).
     runner: asyncio.Task[None]
@@ -230,6 +230,8 @@ class _Running(RunSink):
         self.task_id = spec.task_id
         self.attempt = spec.attempt
         self.latest = None
+        #: When its run began (Unix seconds): a cancelled run's outcome says how long it ran.
+        self.started_at = 0.0
         #: What ``current_task()`` returns in the run, and the run's policy, once it is known.
         self.context: TaskContext | None = None
         self.policy: TaskPolicy | None = None
@@ -262,6 +264,8 @@ class Worker:
         self._stopping: set[str] = set()
         #: The work request in flight (abandoned when this worker registers again).
         self._poll: asyncio.Task[worker_pb2.Dispatch] | None = None
+        #: Tasks an answer brought after the drain began: never started here, handed back with the deregistration.
+        self._came_while_draining: list[str] = []
         #: Random per process: lets the control plane tell a reconnect of this process from another
         #: process that claims the same worker id.
         self.incarnation = uuid.uuid4().hex
@@ -687,6 +691,11 @@ class Worker:
                 self._pulling = False
                 self._poll = None
             self._acknowledged(outcomes)
+            if self._left_running():
+                # The drain began while this request was out: what its answer brings never starts
+                # here (the drain may be past waiting for what runs); it goes back, unstarted.
+                self._came_while_draining.extend(spec.task_id for spec in dispatch.tasks)
+                return
             self._dry = gather = len(dispatch.tasks) < room
             self._start_waiting()
             prefetched = set(dispatch.prefetched_task_ids)
@@ -694,6 +703,10 @@ class Worker:
                 self._start(spec, dispatch.instance_id, prefetched=spec.task_id in prefetched)
             if prefetched:
                 self._start_waiting()  # claims them at once if a slot of ours is free already
+
+    def _left_running(self) -> bool:
+        """True once the worker drains or stops (read after an await: the state may have changed meanwhile)."""
+        return self.state is not WorkerState.RUNNING
 
     def _claims(self) -> list[str]:
         """Prefetched tasks to ask to start: the oldest not granted or asked for yet, one per free slot."""
@@ -983,7 +996,7 @@ class Worker:
 
     async def _execute(self, running: _Running) -> None:
         spec = running.spec
-        started = time.time()
+        started = running.started_at = time.time()
         with tracing.process(spec, spec.attempt, self.settings.worker_id) as span:
             outcome = await self._outcome_or_cancel(running)
             tell_span(span, outcome, task=self.registry.get(spec.name), ctx=running.context)
@@ -1023,7 +1036,7 @@ class Worker:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            return failure("TaskCancelled", "cancelled on request while running")
+            return failure("TaskCancelled", "cancelled on request while running", started_at=running.started_at)
         if spec.task_id in self._cancelled:  # an async task that caught its cancellation and returned
             self._cancelled.discard(spec.task_id)
             current = asyncio.current_task()
@@ -1033,6 +1046,7 @@ class Worker:
                 "TaskCancelled",
                 "cancelled on request while running; it caught the cancellation (asyncio.CancelledError) and ran on"
                 " until it returned, its value dropped",
+                started_at=running.started_at,
             )
         return outcome
 
@@ -1219,8 +1233,15 @@ class Worker:
             except FastworkerError as exc:
                 logger.warning("could not announce the drain: %s", exc)
                 link.farewell_unanswered()
+        poll = self._poll
+        if poll is not None and answered:
+            # A work request still out may bring tasks (the control plane answers it once it heard of
+            # the drain): let its answer land first, so that they go back with the rest below.
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # (the pull loop reports failures)
+                await asyncio.wait_for(asyncio.shield(poll), timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            await asyncio.sleep(0)  # the pull loop, woken by the same answer, files what it brought
         # Prefetched tasks have not started: hand them back now, for another worker to run.
-        waiting = [spec.task_id for spec, _ in self._backlog.values()]
+        waiting = [spec.task_id for spec, _ in self._backlog.values()] + self._came_while_draining
         self._backlog.clear()
         self._granted.clear()
         while self._running and time.monotonic() < deadline:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -26,6 +28,7 @@ from textual.worker import Worker, WorkerState
 
 from fastworker.client import Client, ControlPlaneUnavailable, EventBatch, FastworkerError, TaskNotFound
 from fastworker.dashboard.source import AdminClient, read_limits
+from fastworker.dashboard.tui._lifeline import QUIT_DEADLINE, end_within, terminal_gone
 from fastworker.dashboard.tui.query import STATE_FILTERS, TaskListing, TaskQuery, fetch_tasks
 from fastworker.dashboard.tui.safetext import SafeClient
 from fastworker.dashboard.tui.screens import ConfirmScreen, HelpScreen, TaskDetailScreen, WorkflowScreen
@@ -118,6 +121,10 @@ class FastworkerTop(App[None]):
         #: The unexpected error each kind of read ("overview", "tasks") last ended with, while it does:
         #: one read's success must not clear the banner of another that keeps failing.
         self._errors: dict[str, str] = {}
+        #: The terminal drawn on, looked at on every poll (None when there is none: headless, in tests).
+        self._terminal_fd: int | None = None
+        #: Ends the process if a quit asked for by a signal does not finish in time (see ``_lifeline``).
+        self.quit_deadline: threading.Timer | None = None
         self.header = TopHeader(address, id="header")
         self.middle = Horizontal(id="middle")
         self.queue_table = QueueTable(id="queues")
@@ -151,6 +158,9 @@ class FastworkerTop(App[None]):
         self.task_table.border_title = "Tasks"
         self.task_table.focus()
         self._show_task_title(None)
+        stdout = sys.__stdout__
+        if not self.is_headless and stdout is not None and stdout.isatty():
+            self._terminal_fd = stdout.fileno()
         self.set_interval(self.refresh_interval, self._tick)
         self._tick()
         self._follow_events()
@@ -158,7 +168,21 @@ class FastworkerTop(App[None]):
         # terminal: dying of the signal left it in the alternate screen, mouse reporting on.
         loop = asyncio.get_running_loop()
         for signum in _QUIT_SIGNALS:
-            loop.add_signal_handler(signum, self.exit)
+            loop.add_signal_handler(signum, self._quit_on_signal)
+
+    def _quit_on_signal(self) -> None:
+        """Quit as with q; on a terminal, if that cannot finish (the terminal is gone) the process ends all the same."""
+        if self._terminal_fd is not None and self.quit_deadline is None:
+            self.quit_deadline = end_within(QUIT_DEADLINE, 0)  # (cancelled by main() once the app returned)
+        self.exit()
+
+    def _quit_if_terminal_gone(self) -> bool:
+        """End at once, with 1, if the terminal went away unannounced (no SIGHUP): nothing can be drawn or read any more."""
+        if self._terminal_fd is None or not terminal_gone(self._terminal_fd):
+            return False
+        logger.error("fastworker-top: its terminal is gone; exiting")
+        end_within(0.0, 1)  # Textual's own exit would block writing to it
+        return True
 
     async def on_unmount(self) -> None:
         """Stop answering signals; close the client if this app created it."""
@@ -205,6 +229,8 @@ class FastworkerTop(App[None]):
     # ---------------------------------------------------------------------------------- polling
 
     def _tick(self) -> None:
+        if self._terminal_fd is not None and self._quit_if_terminal_gone():
+            return
         self.refresh_overview()
         self.request_task_refresh()
 

@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format, handler=TextualHandler())
     app = make_app(args.control_plane, args.secret, refresh_interval=args.refresh)
     app.run()
+    if app.quit_deadline is not None:
+        app.quit_deadline.cancel()  # it quit in time
     return app.return_code or RET_OK
 
 
