@@ -127,6 +127,10 @@ def test_task_not_found_says_what_was_not_found() -> None:
         "workflow",
         "workflow w1 is not known to the control plane",
     )
+    # An odd id is quoted (an empty one, a control character), a long one cut
+    assert str(TaskNotFound("")) == "task '' is not known to the control plane"
+    assert str(TaskNotFound("\x00")) == "task '\\x00' is not known to the control plane"
+    assert "(300 characters)" in str(TaskNotFound("x" * 300)) and len(str(TaskNotFound("x" * 300))) < 200
 
 
 async def test_unencodable_arguments_are_refused_before_anything_is_sent() -> None:

@@ -117,6 +117,16 @@ def test_unencodable_values_are_never_silently_turned_into_strings() -> None:
         encode_arguments((_Opaque(),), {})
 
 
+def test_an_argument_that_cannot_be_encoded_is_named_by_its_position_or_keyword() -> None:
+    with pytest.raises(PayloadError, match=r"^positional argument 2: cannot encode list: values of type .*_Opaque"):
+        encode_arguments((1, [2, _Opaque()]), {"fine": 3})
+    with pytest.raises(PayloadError, match=r"^keyword argument 'callback': cannot encode function"):
+        encode_arguments((1, 2), {"callback": lambda: 1})
+    # Over the size limit, no one argument is to blame: the size is what the message says
+    with pytest.raises(PayloadError, match="exceeds the limit"):
+        encode_arguments((b"x" * 2048,), {}, max_size=1024)
+
+
 def test_arguments_round_trip_as_tuple_and_dict() -> None:
     args, kwargs = decode_arguments(encode_arguments([1, "two", (3,)], {"four": 4.0, "when": dt.date(2020, 2, 2)}))
     assert args == (1, "two", (3,))

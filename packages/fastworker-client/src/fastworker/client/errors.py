@@ -23,6 +23,7 @@ import math
 from typing import TYPE_CHECKING
 
 from fastworker.protocol.errors import AuthenticationError, FastworkerError, PayloadError, ProtocolError
+from fastworker.protocol.ids import shown, shown_id
 
 if TYPE_CHECKING:
     from fastworker.client.models import TaskInfo
@@ -141,7 +142,7 @@ class UnknownTask(ClientError):
     """No task is registered under the requested name."""
 
     def __init__(self, name: str, message: str | None = None) -> None:
-        super().__init__(message or f"unknown task {name!r}")
+        super().__init__(message or f"unknown task {shown(name)}")
         self.name = name
 
 
@@ -167,7 +168,7 @@ class TaskNotFound(ClientError):
     """
 
     def __init__(self, task_id: str, what: str = "task") -> None:
-        super().__init__(f"{what} {task_id} is not known to the control plane")
+        super().__init__(f"{what} {shown_id(task_id)} is not known to the control plane")
         self.task_id = task_id
         self.what = what
 

@@ -16,6 +16,7 @@ from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.controlplane.workflows import workflow_state
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
+from fastworker.protocol.ids import shown_id
 from fastworker.protocol.payload import payload_problem
 from fastworker.protocol.v1 import admin_pb2, error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -582,7 +583,7 @@ class ClientApi:
         c = self.coordinator
         record = c.active.get(task_id) or c.cache.peek(task_id, c.clock())
         if record is None:
-            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {shown_id(task_id)} is not known")
         envelope = new_envelope(request.correlation_id)
         info = envelope.task_detail_reply.task
         record.fill_info(info, with_arguments=True)

@@ -56,7 +56,7 @@ from fastworker.controlplane.workflows import (
     workflow_from_steps,
 )
 from fastworker.protocol.errors import PayloadError
-from fastworker.protocol.ids import task_id_problem
+from fastworker.protocol.ids import shown, shown_id, task_id_problem
 from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
 from fastworker.protocol.queues import DEFAULT_QUEUE, QueueNameError, check_queue_name
 from fastworker.protocol.v1 import error_pb2, events_pb2, task_pb2
@@ -386,7 +386,7 @@ class Coordinator:
             RequestRefused: nobody defines the name.
         """
         if name not in self.registry and name not in self.remote_task_names and name not in self._limit_overrides:
-            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
+            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {shown(name)}")
         if clear:
             self._limit_overrides.pop(name, None)
             if self.journal is not None:
@@ -666,7 +666,7 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, problem)
         name = spec.name  # read once: each read of a string field makes a new str
         if self.registry.get(name) is None and name not in self.remote_task_names:
-            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {name!r}")
+            raise RequestRefused(error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {shown(name)}")
         problem = spec_problem(spec)
         if problem is not None:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, problem)
@@ -1256,7 +1256,7 @@ class Coordinator:
         if spec.task_id in earlier or self.find_quietly(spec.task_id) is not None:
             return invalid, f"task id {spec.task_id!r} is already used"
         if spec.name not in self.registry and spec.name not in self.remote_task_names:
-            return error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {spec.name!r}"
+            return error_pb2.ERROR_CODE_UNKNOWN_TASK, f"unknown task {shown(spec.name)}"
         problem = spec_problem(spec)
         if problem is not None:
             return invalid, problem
@@ -1335,7 +1335,7 @@ class Coordinator:
         """
         record = self.find(task_id)
         if record is None:
-            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {shown_id(task_id)} is not known")
         with self.lock:
             previous = record.state
             shown = record.visible_state  # PENDING for a task held in a worker's prefetch queue
@@ -1405,7 +1405,7 @@ class Coordinator:
         """
         record = self.find(task_id)
         if record is None:
-            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {task_id} is not known")
+            raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"task {shown_id(task_id)} is not known")
         if record.state not in (FAILURE, CANCELLED):
             raise RequestRefused(
                 error_pb2.ERROR_CODE_INVALID_REQUEST,

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_TASK_ID_LENGTH", "task_id_problem", "worker_id_problem"]
+__all__ = ["MAX_SHOWN", "MAX_TASK_ID_LENGTH", "shown", "shown_id", "task_id_problem", "worker_id_problem"]
 
 #: Longest task id accepted, in characters.
 MAX_TASK_ID_LENGTH = 200
+#: Most characters of a value from a request that an error message quotes (a peer's 100,000-character
+#: name is not echoed back whole).
+MAX_SHOWN = 100
+
+
+def shown(value: str) -> str:
+    """A value from a request as an error message quotes it: its ``repr``, cut to :data:`MAX_SHOWN` characters."""
+    if len(value) <= MAX_SHOWN:
+        return repr(value)
+    return f"{value[:MAX_SHOWN]!r}... ({len(value)} characters)"
+
+
+def shown_id(task_id: str) -> str:
+    """An id as an error message shows it: as it is when it is a plain one (a UUID), else :func:`shown`."""
+    if task_id and len(task_id) <= MAX_SHOWN and task_id.isprintable() and " " not in task_id:
+        return task_id
+    return shown(task_id)
 
 
 def task_id_problem(task_id: str) -> str | None:

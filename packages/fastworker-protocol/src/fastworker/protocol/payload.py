@@ -15,6 +15,7 @@ import datetime as _dt
 import decimal
 import enum
 import pickle
+import sys
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -262,7 +263,28 @@ def encode_arguments(
     for key in kwargs:
         if not isinstance(key, str):
             raise PayloadError(f"keyword argument names must be str, not {type(key).__qualname__}")
-    return encode_value([list(args), dict(kwargs)], allow_pickle=allow_pickle, max_size=max_size)
+    try:
+        return encode_value([list(args), dict(kwargs)], allow_pickle=allow_pickle, max_size=max_size)
+    except PayloadError as exc:
+        named = _name_the_argument(args, kwargs, allow_pickle)
+        if named is None:
+            raise  # (the whole is over the size limit)
+        raise PayloadError(named) from exc
+
+
+def _name_the_argument(args: Sequence[Any], kwargs: Mapping[str, Any], allow_pickle: bool) -> str | None:
+    """Why the first argument that cannot be encoded cannot, naming it; None if each alone can be.
+
+    Only on the failure path: the message then says which argument it is, not "cannot encode list".
+    """
+    named = [(f"positional argument {index}", value) for index, value in enumerate(args, 1)]
+    named += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+    for name, value in named:
+        try:
+            encode_value(value, allow_pickle=allow_pickle, max_size=sys.maxsize)
+        except PayloadError as exc:
+            return f"{name}: {exc}"
+    return None
 
 
 def decode_arguments(
