@@ -106,6 +106,11 @@ async def test_a_periodic_task_runs_on_schedule_once_per_slot_even_with_two_work
         # never one per worker (two schedulers would double it)
         assert 3 <= len(finished) <= int((now - first_queued) / 0.2) + 2
         assert len({e.task.worker for e in runs if e.task.state is TaskState.SUCCESS}) >= 1
+        # Each run is queued a little before its slot: SCHEDULED first, as a countdown is
+        first_state: dict[str, TaskState] = {}
+        for event in runs:
+            first_state.setdefault(event.task.id, event.task.state)
+        assert {first_state[task_id] for task_id in finished} == {TaskState.SCHEDULED}
     finally:
         for worker in workers:
             worker.stop()
@@ -144,6 +149,8 @@ async def test_a_soft_time_limit_raises_inside_a_sync_task_on_a_worker_which_can
             info = await client.wait(task_id, timeout=10)
         assert info.state is TaskState.FAILURE
         assert info.error is not None and info.error.type == "SoftTimeLimitExceeded"
+        # worded as every pool words it (a thread's, an async task's): the task and its limit
+        assert info.error.message == "task 'fwtests_sem.soft' exceeded its soft time limit of 0.3 s"
         assert (tmp_path / "soft.cleaned").read_text() == "yes"
     finally:
         worker.stop()

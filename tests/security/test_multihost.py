@@ -296,12 +296,12 @@ def unfinished(infos: dict[str, Any]) -> list[str]:
     )
 
 
-async def held_and_cut(fleet: Fleet, agent: Agent, worker: str) -> tuple[float, list[str]]:
+async def held_and_cut(fleet: Fleet, agent: Agent, worker: str, wait: float = 5.0) -> tuple[float, list[str]]:
     """Read what the control plane shows held by ``worker``, then cut its link at once; (cut time, held ids).
 
-    Waits (bounded) until the worker holds some: on a busy machine its refill request may lag.
+    Waits (at most ``wait`` seconds) until the worker holds some: on a busy machine its refill request may lag.
     """
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + wait
     shown = await agent.call("tasks", timeout=10, worker=worker)
     while not any(state == "PENDING" for _, state in shown) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -359,7 +359,8 @@ async def test_tasks_flow_across_hosts_survive_a_cut_link_and_a_control_plane_re
             ),
             15,
         )
-        cut_at, shown_held = await held_and_cut(fleet, agent, "w1")
+        # (Waiting at most 1 s for held tasks: longer, the staged run could end before the cut.)
+        cut_at, shown_held = await held_and_cut(fleet, agent, "w1", wait=1.0)
         try:
             await asyncio.sleep(CUT_SECONDS)
         finally:

@@ -461,6 +461,13 @@ async def test_arguments_in_a_codec_this_control_plane_does_not_accept_are_refus
     assert "unknown payload codec 7" in refused.error.message
     assert api.coordinator.find(unknown.task_id) is None
     assert accepted.HasField("accepted")
+    # Counted per frame, as the counter says: the single refused one, and the batch once
+    assert api.coordinator.counters.rejected_frames == (1 if allow_pickle else 2)
+    many = [harness.spec("echo", n) for n in range(5)]
+    for spec in many:
+        spec.arguments.codec = 7  # type: ignore[assignment]
+    ask(api, lambda envelope: envelope.submit_batch.tasks.extend(many))
+    assert api.coordinator.counters.rejected_frames == (2 if allow_pickle else 3)
 
 
 async def test_a_flood_of_garbage_client_frames_is_counted_in_full_but_logged_once(

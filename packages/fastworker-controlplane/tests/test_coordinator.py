@@ -995,6 +995,21 @@ async def test_a_task_a_slot_finds_expired_reads_whole_the_moment_it_reads_final
     assert (done.state, done.error.type, done.attempts) == (CANCELLED, "Expired", 0)
 
 
+async def test_a_periodic_run_for_a_slot_still_ahead_is_scheduled_until_it_then_runs(harness: Any) -> None:
+    harness.task(lambda: "tick", name="tick")
+    coordinator = harness.coordinator(local_concurrency=1)
+    slot = time.time() + 0.3
+
+    ahead = coordinator.find(coordinator.submit_periodic("tick", slot) or "")
+    due = coordinator.find(coordinator.submit_periodic("tick", time.time() - 1) or "")
+
+    assert ahead is not None and due is not None
+    assert (ahead.state, ahead.eta) == (SCHEDULED, slot)
+    assert due.state in (PENDING, RUNNING, SUCCESS) and due.eta == 0
+    done = await harness.final(coordinator, ahead.task_id)
+    assert done.state == SUCCESS and done.started_at >= slot
+
+
 async def test_retrying_a_task_that_expired_runs_it_its_passed_expiry_no_longer_applies(harness: Any) -> None:
     harness.task(lambda: "ran", name="later")
     coordinator = harness.coordinator(local_concurrency=1)

@@ -114,6 +114,36 @@ def test_every_fires_at_start_plus_n_intervals() -> None:
     assert stats["next_due"] == START + 40
 
 
+def test_with_a_lead_runs_are_submitted_that_long_before_their_slots_for_those_slots() -> None:
+    # The control plane's lead: each run is queued (SCHEDULED) a little before its slot, for its slot
+    clock = FakeClock()
+    submit, running = Submitter(), Running()
+    scheduler = PeriodicScheduler(
+        [every("tick", 10), every("fast", 1), cron("minutely", "* * * * *")],
+        submit=submit,
+        is_running=running,
+        clock=clock,
+        lead=2.0,
+    )
+    first_minute = math.floor(START / 60) * 60 + 60
+    assert scheduler.next_due() == START + 1 - 0.5  # "fast": at most half its interval early
+    clock.now = START + 0.5
+    assert scheduler.fire_due() == [("fast", "id-1")]
+    assert submit.calls == [("fast", START + 1)]
+    clock.now = START + 8
+    scheduler.fire_due()
+    assert ("tick", START + 10) in submit.calls and scheduler.stats["tick"]["next_due"] == START + 20
+    assert scheduler.stats["tick"]["misfired"] == 0  # two seconds early is on time, not a miss
+    clock.now = first_minute - 2
+    scheduler.fire_due()
+    assert ("minutely", first_minute) in submit.calls
+    # The overlap rule is asked at submission: a run still going then skips the slot
+    running.names.add("tick")
+    clock.now = START + 28
+    scheduler.fire_due()
+    assert ("tick", START + 30) not in submit.calls and scheduler.stats["tick"]["skipped_overlap"] == 1
+
+
 def test_every_slots_do_not_drift_with_small_late_wake_ups() -> None:
     scheduler, clock, submit, _ = make(every("tick", 0.1))
     for n in range(1, 1001):

@@ -183,7 +183,7 @@ class ClientApi:
         )
 
     def _argument_problem(self, spec: task_pb2.TaskSpec) -> str | None:
-        """Why a task's arguments are refused (over the payload limit, or a codec not accepted here; counted), or None.
+        """Why a task's arguments are refused (over the payload limit, or a codec not accepted here; logged), or None.
 
         Checked at the door: a task that would fail to run anyway must not sit in the queue (and in
         memory) until then. Clients check before sending; this catches those that do not.
@@ -191,7 +191,6 @@ class ClientApi:
         problem = payload_problem(spec.arguments, allow_pickle=self.coordinator.allow_pickle, what="task arguments")
         if problem is None:
             return None
-        self.coordinator.counters.rejected_frames += 1
         self._refusal_log.warning("refused task %s (%s): %s", spec.task_id[:64], spec.name[:64], problem)
         return problem
 
@@ -200,6 +199,7 @@ class ClientApi:
         # cycle would hold the (large) request until the garbage collector happens to run.
         problem = self._argument_problem(request.submit.task)
         if problem is not None:
+            self.coordinator.counters.rejected_frames += 1
             raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
         if self._unvouched(request) and self.coordinator.find(request.submit.task.task_id) is None:
             raise self._outcome_unknown(f"task {request.submit.task.task_id}")
@@ -240,6 +240,8 @@ class ClientApi:
             None if problem is None else RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
             for problem in map(self._argument_problem, specs)
         ]
+        if any(refusals):
+            self.coordinator.counters.rejected_frames += 1  # a frame, however many of its tasks were refused
         if self._unvouched(request):
             refusals = [
                 self._outcome_unknown(f"task {spec.task_id}")
@@ -391,6 +393,7 @@ class ClientApi:
         for spec in body.steps:
             problem = self._argument_problem(spec)
             if problem is not None:
+                self.coordinator.counters.rejected_frames += 1
                 raise RequestRefused(error_pb2.ERROR_CODE_PAYLOAD, problem)
         if self._unvouched(request) and body.workflow_id not in self.coordinator.graph.workflows:
             raise self._outcome_unknown(f"workflow {body.workflow_id}")

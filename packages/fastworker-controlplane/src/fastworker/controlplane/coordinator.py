@@ -996,9 +996,14 @@ class Coordinator:
     # --------------------------------------------------------------------------------------- retries
 
     def submit_periodic(self, name: str, scheduled_for: float) -> str | None:
-        """Queue one run of a periodic task (no arguments); its id, or None if refused (e.g. queue full)."""
+        """Queue one run of a periodic task (no arguments) for its slot; its id, or None if refused (e.g. queue full).
+
+        A slot still ahead (the scheduler submits runs a little early) makes the run SCHEDULED until then.
+        """
         spec = task_pb2.TaskSpec(task_id=str(uuid.uuid4()), name=name, arguments=encode_arguments((), {}))
         spec.headers["periodic"] = f"{scheduled_for:.3f}"
+        if scheduled_for > self.clock():
+            spec.eta = scheduled_for
         try:
             record, _ = self.submit(spec)
         except RequestRefused as refused:

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_CATCH_UP",
     "MAX_TIMER_DELAY",
     "MISFIRE_GRACE",
+    "PERIODIC_LEAD",
     "MisfirePolicy",
     "PeriodicScheduler",
     "PeriodicSpec",
@@ -82,6 +83,9 @@ MIN_EVERY = 0.001
 RETRY_AFTER_ERROR = 1.0
 #: Seconds between two log lines about one task's slots skipped for a run still in progress.
 OVERLAP_LOG_INTERVAL = 60.0
+#: Seconds before its slot that the control plane queues a periodic run, SCHEDULED until the slot
+#: (at most half the task's ``every``): runs are visible before they start, as countdowns are.
+PERIODIC_LEAD = 1.0
 
 
 def schedule_problem(name: str, every: float, cron: str, timezone: str = "") -> str | None:
@@ -357,6 +361,9 @@ class PeriodicScheduler:
         misfire_grace: Seconds a slot may be late and still run as on time.
         local_names: Every task name the control plane itself defines, periodic or not: for these its
             own definition decides, and subworkers' schedules are ignored (see :meth:`follow_fleet`).
+        lead: Seconds before its slot that a run is submitted (at most half the task's ``every``):
+            ``submit`` then gets a slot still ahead, and queues the run for that time. The overlap
+            rule and the misfire policy look at the time of submission. 0: at the slot.
 
     Raises:
         ValueError: An unknown misfire policy, a negative grace or a non-finite last run time.
@@ -374,7 +381,11 @@ class PeriodicScheduler:
         last_runs: Mapping[str, float] | None = None,
         misfire_grace: float = MISFIRE_GRACE,
         local_names: Iterable[str] = (),
+        lead: float = 0.0,
     ) -> None:
+        if not math.isfinite(lead) or lead < 0:
+            raise ValueError(f"lead must be a finite number of seconds, 0 or more, got {lead!r}")
+        self.lead = float(lead)
         self._submit = submit
         self._is_running = is_running
         self._clock = clock
@@ -552,23 +563,35 @@ class PeriodicScheduler:
     # ------------------------------------------------------------------------------------ firing
 
     def next_due(self) -> float | None:
-        """The earliest next slot over all tasks, or None when nothing is scheduled."""
-        dues = [due for entry in self._entries.values() if (due := entry.slots.next_due) is not None]
+        """When the scheduler next submits a run (its slot less the lead), or None when nothing is scheduled."""
+        dues = [
+            due - self._lead(entry) for entry in self._entries.values() if (due := entry.slots.next_due) is not None
+        ]
         return min(dues, default=None)
 
+    def _lead(self, entry: _Entry) -> float:
+        """How long before its slots a task's runs are submitted: the lead, at most half its ``every``."""
+        every = entry.spec.every
+        return self.lead if every is None else min(self.lead, every / 2)
+
     def fire_due(self) -> list[tuple[str, str | None]]:
-        """Fire every slot due at ``clock()`` and advance each schedule per the misfire policy.
+        """Fire every slot due by ``clock()`` plus the lead, and advance each schedule per the misfire policy.
 
         Returns:
             One ``(name, task_id)`` per slot it tried to run, tasks in the order of their first due
             slot and each task's slots oldest first; task_id is None when the slot was skipped for
             overlap or refused. Slots the policy drops are counted in ``misfired`` only.
         """
-        now = self._clock()
-        due = [entry for entry in self._entries.values() if (at := entry.slots.next_due) is not None and at <= now]
+        clock = self._clock()
+        due = [
+            entry
+            for entry in self._entries.values()
+            if (at := entry.slots.next_due) is not None and at - self._lead(entry) <= clock
+        ]
         due.sort(key=lambda entry: entry.slots.next_due or 0.0)
         fired: list[tuple[str, str | None]] = []
         for entry in due:
+            now = clock + self._lead(entry)  # the slots submitted now are those up to a lead ahead
             count, kept = entry.slots.take_due(now, MAX_CATCH_UP)
             latest = kept[-1]
             on_time = now - latest <= self.misfire_grace

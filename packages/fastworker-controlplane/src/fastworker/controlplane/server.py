@@ -28,7 +28,7 @@ from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
 from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.metricsserver import MetricsServer
-from fastworker.controlplane.periodic import PeriodicScheduler, PeriodicSpec, schedule_of
+from fastworker.controlplane.periodic import PERIODIC_LEAD, PeriodicScheduler, PeriodicSpec, schedule_of
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.snapshot import take_snapshot
@@ -218,6 +218,7 @@ class ControlPlane:
             misfire=s.misfire_policy,
             last_runs=self.journal.recovered.last_runs if self.journal is not None else None,
             local_names=self.registry.names(),
+            lead=PERIODIC_LEAD,
         )
         self.periodic.start(loop)
         if not s.no_metrics:

@@ -286,7 +286,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                     context = TaskContext(task_id, name, attempt, retries_left, worker_id, traceparent or None)
                     pump.start_run()
                     try:
-                        with _soft_limit(soft_timeout), tracing.attached(trace):
+                        with _soft_limit(soft_timeout, name), tracing.attached(trace):
                             outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle, context=context)
                     finally:
                         pump.end_run()  # its last progress goes out before its outcome
@@ -298,14 +298,16 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
 
 
 @contextlib.contextmanager
-def _soft_limit(seconds: float) -> Iterator[None]:
-    """Raise SoftTimeLimitExceeded in the task (this process's main thread) once seconds pass."""
+def _soft_limit(seconds: float, name: str) -> Iterator[None]:
+    """Raise SoftTimeLimitExceeded in the task ``name`` (this process's main thread) once seconds pass."""
     if not seconds or seconds <= 0:
         yield
         return
 
     def expire(signum: int, frame: object) -> None:
-        raise SoftTimeLimitExceeded(f"soft time limit of {seconds:g} s exceeded")
+        raise SoftTimeLimitExceeded(
+            f"task {name!r} exceeded its soft time limit of {seconds:g} s"
+        )  # as every pool says
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
