@@ -140,6 +140,26 @@ async def test_the_event_stream_reports_workers_and_state_changes_and_on_complet
         assert cp.stop() == 0
 
 
+async def test_following_the_event_stream_by_next_after_in_small_batches_misses_no_event(tmp_path: Path) -> None:
+    cp = _start_cp(tmp_path)
+    try:
+        async with Client(cp.discovery) as client:
+            ids = await client.delay_many([("fwtests_sem.slow", (0.0,), {}) for _ in range(15)])
+            await client.wait_many(ids, timeout=20)
+            newest = (await client.events(after=0, timeout=0, limit=1)).last_sequence
+            seen: list[int] = []
+            after = 0
+            while after < newest:
+                batch = await client.events(after=after, timeout=0, limit=7)
+                assert not batch.gap
+                seen += [event.sequence for event in batch.events]
+                after = batch.next_after
+        # Every event, once, in order: last_sequence (the newest) would have skipped all but the first 7
+        assert seen == list(range(1, newest + 1)) and newest > 3 * 7
+    finally:
+        assert cp.stop() == 0
+
+
 async def test_a_soft_time_limit_raises_inside_a_sync_task_on_a_worker_which_can_clean_up(tmp_path: Path) -> None:
     cp = _start_cp(tmp_path, "--local-concurrency", "0")
     worker = start_worker(cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id="sem-s1")

@@ -389,3 +389,55 @@ async def test_a_closed_client_and_a_closed_sync_client_raise_the_same_error() -
         sync.status("t")
     for caught in (from_client.value, from_sync.value):
         assert isinstance(caught, ControlPlaneUnavailable) and isinstance(caught, RuntimeError)
+
+
+def test_every_exception_pickles_and_copies_whole() -> None:
+    # A TaskFailed raised in a ProcessPoolExecutor's child broke the whole pool: it did not unpickle
+    import copy
+    import pickle
+
+    from fastworker.client import Retry, TaskError, TaskFailed, TaskInfo, TaskState, TaskTimeout, UnknownTask
+    from fastworker.client.errors import DuplicateTaskName
+    from fastworker.protocol.errors import FrameTooLarge, IncompatibleProtocol
+
+    info = TaskInfo(
+        id="t1",
+        name="add",
+        state=TaskState.FAILURE,
+        priority="normal",
+        attempts=1,
+        worker="w1",
+        queued_at=None,
+        started_at=None,
+        finished_at=None,
+        result=None,
+        error=TaskError("RuntimeError", "boom", "Traceback ..."),
+    )
+    errors = [
+        TaskFailed(info),
+        TaskTimeout("t1", 2.5),
+        Retry(3.0),
+        Retry(message="again"),
+        UnknownTask("nope"),
+        TaskNotFound("w1", what="workflow"),
+        DuplicateTaskName("add", "a.add", "b.add"),
+        FrameTooLarge(10, 5),
+        IncompatibleProtocol(9, frozenset({1})),
+    ]
+    for error in errors:
+        for again in (pickle.loads(pickle.dumps(error)), copy.deepcopy(error)):
+            assert type(again) is type(error) and str(again) == str(error), error
+            assert again.__dict__ == error.__dict__, error
+    assert pickle.loads(pickle.dumps(errors[0])).remote_traceback == "Traceback ..."
+
+
+async def test_clients_say_where_they_talk_to_and_whether_they_are_open() -> None:
+    from fastworker.client import Client, SyncClient
+
+    client = Client("tcp://127.0.0.1:9")
+    assert repr(client) == "<Client tcp://127.0.0.1:9 open>"
+    await client.aclose()
+    assert repr(client) == "<Client tcp://127.0.0.1:9 closed>"
+    sync = SyncClient("tcp://127.0.0.1:9")
+    sync.close()
+    assert repr(sync) == "<SyncClient tcp://127.0.0.1:9 closed>"

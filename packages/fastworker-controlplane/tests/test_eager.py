@@ -82,6 +82,37 @@ async def test_tasks_run_at_submission_and_read_back_like_a_real_client(tasks: T
     assert client.history[1].priority is Priority.HIGH  # the task's default
 
 
+async def test_watch_and_on_complete_see_the_final_state_at_once(tasks: Tasks) -> None:
+    tasks.add(lambda x, y: x + y, name="add")
+    client = EagerClient(tasks.registry)
+    task_id = await client.delay("add", 1, 2)
+
+    assert [info.state async for info in client.watch(task_id)] == [TaskState.SUCCESS]
+    seen: list[Any] = []
+    await client.on_complete(task_id, lambda info: seen.append(info.result))
+
+    async def later(info: Any) -> None:
+        seen.append(info.state)
+
+    await client.on_complete(task_id, later)
+    assert seen == [3, TaskState.SUCCESS]
+    with pytest.raises(TaskNotFound):
+        async for _ in client.watch("nope"):
+            pass
+
+
+async def test_delay_many_with_a_refused_call_runs_the_others_and_names_their_ids_as_a_client_does(
+    tasks: Tasks,
+) -> None:
+    tasks.add(lambda x, y: x + y, name="add")
+    client = EagerClient(tasks.registry)
+    with pytest.raises(UnknownTask) as refused:
+        await client.delay_many([("add", (1, 2)), ("no.such.task", ()), ("add", (3, 4))])
+    first, missing, third = refused.value.task_ids  # type: ignore[attr-defined]
+    assert missing is None
+    assert await client.results([first, third]) == [3, 7]  # the call after the refused one ran too
+
+
 async def test_a_task_whose_expiry_passed_or_comes_before_its_eta_ends_expired_without_running(
     tasks: Tasks,
 ) -> None:
@@ -298,7 +329,8 @@ async def test_a_failing_step_fails_the_rest_naming_it_and_nothing_after_it_runs
     for later in info.steps[2:]:
         assert later.state is TaskState.FAILURE and later.attempts == 0 and later.started_at is None
         assert later.error is not None and later.error.type == "DependencyFailed"
-        assert "'explode'" in later.error.message and failing_id in later.error.message
+        # worded as the control plane words it: a workflow's step is a step
+        assert "step 'explode'" in later.error.message and failing_id in later.error.message
     assert failed.value.info.id == handle.task_ids[3]
     assert [i.name for i in client.history] == ["add", "explode", "add", "add"]
 

@@ -235,6 +235,9 @@ class Client(AdminMethods):
             )
         return loop
 
+    def __repr__(self) -> str:
+        return f"<Client {self.address} {'closed' if self._closed else 'open'}>"
+
     async def __aenter__(self) -> Client:
         """Connect, and make this the current client of the block (for typed ``add.delay(...)``)."""
         await self.connect()
@@ -820,7 +823,8 @@ class Client(AdminMethods):
         """Events with a sequence above ``after`` (long poll: waits up to timeout for the first one).
 
         ``after=0`` starts from the oldest event the control plane still keeps; pass the previous
-        batch's ``last_sequence`` to follow the stream. ``task_ids`` keeps only those tasks' events.
+        batch's ``next_after`` to follow the stream (its ``last_sequence`` is the newest event, which
+        skips what a batch cut at ``limit`` left out). ``task_ids`` keeps only those tasks' events.
         """
 
         def build(envelope: Envelope) -> None:
@@ -836,6 +840,7 @@ class Client(AdminMethods):
             events=[self._event_from_wire(event) for event in body.events],
             last_sequence=body.last_sequence,
             gap=body.gap,
+            more=len(body.events) >= limit,
         )
 
     def _event_from_wire(self, event: Any) -> TaskEvent:
@@ -878,7 +883,7 @@ class Client(AdminMethods):
                     if self._closed or self._instance_id == instance:
                         raise
                     continue  # the poll went to an instance that stopped: read the task from the new one
-                after = batch.last_sequence
+                after = batch.next_after
                 if batch.gap:  # events were dropped: read the state itself
                     changes = [await self.status(task_id)]
                 else:

@@ -105,6 +105,9 @@ class SyncClient:
         # Tokens of `with` blocks that made this the current sync client (handles.current_sync_client).
         self._current_tokens: list[contextvars.Token[Any]] = []
 
+    def __repr__(self) -> str:
+        return f"<SyncClient {self.address} {'closed' if self._closed else 'open'}>"
+
     @property
     def address(self) -> str:
         """The discovery address in use."""

@@ -81,7 +81,7 @@ async def wait_with_bar(client: _Watchable, task_id: str, timeout: float | None,
             if wait <= 0:
                 raise TaskTimeout(task_id, timeout or 0.0)
             batch = await client.events(after, timeout=wait, task_ids=[task_id])
-            after = batch.last_sequence
+            after = batch.next_after
             changes = [event.task for event in batch.events if event.task is not None]
             if batch.gap:
                 info = await client.status(task_id)  # events were dropped: read the task itself

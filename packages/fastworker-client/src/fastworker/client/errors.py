@@ -214,6 +214,3 @@ class DuplicateTaskName(FastworkerError):
         self.name = name
         self.existing = existing
         self.new = new
-
-    def __reduce__(self) -> tuple[type[DuplicateTaskName], tuple[str, str, str]]:
-        return type(self), (self.name, self.existing, self.new)

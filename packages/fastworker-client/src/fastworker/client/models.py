@@ -276,11 +276,24 @@ class TaskEvent:
 
 @dataclass(frozen=True)
 class EventBatch:
-    """Events after a sequence number, the newest sequence at reply time, and whether some were dropped."""
+    """Events after a sequence number, the newest sequence at reply time, and whether some were dropped.
+
+    To follow the stream, ask next after :attr:`next_after`: ``last_sequence`` is the newest event,
+    beyond the last one returned when the batch was cut at its ``limit`` (``more``).
+    """
 
     events: list[TaskEvent]
     last_sequence: int
     gap: bool
+    #: The batch holds as many events as were asked for: more may follow at once.
+    more: bool = False
+
+    @property
+    def next_after(self) -> int:
+        """Where the next read continues: the last event returned if the batch was cut at its limit, else ``last_sequence``."""
+        if self.more and self.events:
+            return self.events[-1].sequence
+        return self.last_sequence
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,12 @@ results never expire.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Unpack
@@ -41,7 +43,7 @@ from fastworker.client import hooks
 from fastworker.client._eagersync import EagerSyncBackend
 from fastworker.client._requester import error_from_wire
 from fastworker.client.context import TaskContext
-from fastworker.client.errors import TaskFailed, TaskNotFound, UnknownTask
+from fastworker.client.errors import InvalidRequest, QueueFull, TaskFailed, TaskNotFound, UnknownTask
 from fastworker.client.handles import use_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
@@ -60,6 +62,8 @@ from fastworker.worker.progress import LatestProgress
 from fastworker.worker.tasklog import log_outcome
 
 __all__ = ["EagerClient"]
+
+logger = logging.getLogger(__name__)
 
 #: The ``TaskInfo.worker`` of tasks an EagerClient ran.
 EAGER_WORKER = "eager"
@@ -116,6 +120,8 @@ class EagerClient:
         #: Each task's named queue (its submission's, else its definition's, else "default"), for its info.
         self._queues: dict[str, str] = {}
         self._workflows: dict[str, _RanWorkflow] = {}
+        #: ``on_complete`` watchers not finished yet (held here: the loop keeps only weak references).
+        self._watchers: set[asyncio.Task[None]] = set()
         self._scopes: list[AbstractContextManager[Any]] = []
         self._sync = EagerSyncBackend(self)
 
@@ -253,7 +259,9 @@ class EagerClient:
         workflow_id: str | None,
     ) -> TaskInfo:
         """The info of a task that never ran because ``dependency`` did not succeed (as the control plane says it)."""
-        record = TaskRecord(task_pb2.TaskSpec(task_id=dependency.id, name=dependency.name), 0, 0.0)
+        # (With its workflow: the message names a workflow's step as one, as the control plane's does.)
+        spec = task_pb2.TaskSpec(task_id=dependency.id, name=dependency.name, workflow_id=dependency.workflow_id or "")
+        record = TaskRecord(spec, 0, 0.0)
         record.state = dependency.state.to_wire()
         if dependency.error is not None:
             record.error = task_pb2.TaskError(type=dependency.error.type, message=dependency.error.message)
@@ -316,14 +324,25 @@ class EagerClient:
         calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
         **options: Unpack[BatchOptionArgs],
     ) -> list[str]:
-        """Run many tasks now, in order; returns their ids. Options as for ``Client.delay_many``."""
+        """Run many tasks now, in order; returns their ids. Options as for ``Client.delay_many``.
+
+        As there, calls are accepted or refused one by one: the first refusal is raised once every
+        call was tried, with ``task_ids`` listing the accepted calls' ids (``None`` for a refused one).
+        """
         shared = SubmitOptions(**options).for_batch()
-        ids = []
+        results: list[str | FastworkerError] = []
         for call in calls:
             name, args = call[0], call[1]
             kwargs = call[2] if len(call) > 2 else {}
-            ids.append(await self._send(name, args, kwargs, shared))
-        return ids
+            try:
+                results.append(await self._send(name, args, kwargs, shared))
+            except (UnknownTask, QueueFull, InvalidRequest) as refused:  # as the control plane refuses one call
+                results.append(refused)
+        first_error = next((r for r in results if isinstance(r, FastworkerError)), None)
+        if first_error is not None:
+            first_error.task_ids = [r if isinstance(r, str) else None for r in results]  # type: ignore[attr-defined]
+            raise first_error
+        return [r for r in results if isinstance(r, str)]
 
     # ------------------------------------------------------------------------------------------ reads
 
@@ -337,6 +356,31 @@ class EagerClient:
             return self._infos[task_id]
         except KeyError:
             raise TaskNotFound(task_id) from None
+
+    async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncGenerator[TaskInfo, None]:
+        """Yield the task's info, final already (as ``Client.watch`` ends: with the final state)."""
+        yield await self.status(task_id)
+
+    def on_complete(
+        self, task_id: str, callback: Callable[[TaskInfo], Any], *, timeout: float | None = None
+    ) -> asyncio.Task[None]:
+        """Call ``callback(info)`` (a function or coroutine function) soon, the task being final; returns the watcher.
+
+        As ``Client.on_complete``: errors of the callback (or an unknown id) are logged, not raised.
+        """
+
+        async def run() -> None:
+            try:
+                outcome = callback(await self.status(task_id))
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except Exception:
+                logger.exception("on_complete for task %s failed", task_id)
+
+        watcher = asyncio.get_running_loop().create_task(run())
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return watcher
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
         """The task's final info (it is final already)."""

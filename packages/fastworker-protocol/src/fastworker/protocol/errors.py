@@ -15,7 +15,14 @@ from __future__ import annotations
 
 
 class FastworkerError(Exception):
-    """Base class of every exception FastWorker raises on purpose."""
+    """Base class of every exception FastWorker raises on purpose.
+
+    Every one pickles and copies whole (a process pool hands it to its parent, a test runner
+    reports it): rebuilt from its state, never by calling its ``__init__`` again with its message.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
 
 
 class ProtocolError(FastworkerError):
@@ -60,3 +67,11 @@ class PayloadError(FastworkerError):
 
 class AuthenticationError(FastworkerError):
     """A missing or wrong shared secret, or a replayed frame."""
+
+
+def _rebuild(cls: type[FastworkerError], args: tuple[object, ...], state: dict[str, object]) -> FastworkerError:
+    """An error unpickled: made without its ``__init__`` (whose parameters vary by class), its state restored."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -22,6 +22,3 @@ class TaskLoadError(FastworkerError):
     def __init__(self, message: str, module: str) -> None:
         super().__init__(message)
         self.module = module
-
-    def __reduce__(self) -> tuple[type[TaskLoadError], tuple[str, str]]:
-        return type(self), (str(self), self.module)
