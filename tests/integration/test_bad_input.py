@@ -313,3 +313,32 @@ async def test_an_id_that_is_not_a_str_is_refused_by_name_and_no_wait_hangs_on_i
         await asyncio.wait_for(client.result(task_id, timeout="5"), 10)  # type: ignore[arg-type]
     assert await asyncio.wait_for(client.result(task_id, timeout=10), 15) == 11
     await assert_still_serving(client)
+
+
+def test_a_peer_that_streams_a_huge_frame_into_the_discovery_socket_is_cut_off_at_its_length(shared_cp):
+    # Subscribers send nothing; nng read a frame sent to the publisher whole (no limit there):
+    # three such peers, unauthenticated, grew the control plane by 900 MiB
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    where = urlsplit(shared_cp.discovery)
+    rss_before = _rss_kib(shared_cp.pid)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as peer:
+        peer.sendall(b"\x00SP\x00" + struct.pack(">H", 0x21) + b"\x00\x00")  # the SP header of a SUB
+        assert peer.recv(8)[:4] == b"\x00SP\x00"  # the publisher's own header
+        peer.sendall(struct.pack(">Q", 1 << 30))  # a frame of 1 GiB is coming
+        sent = 0
+        chunk = b"x" * (1 << 20)
+        with pytest.raises(OSError):  # cut off (reset, or a broken pipe), long before 1 GiB
+            while sent < 256 << 20:
+                peer.sendall(chunk)
+                sent += len(chunk)
+            raise AssertionError(f"the control plane read {sent >> 20} MiB of it")
+    assert _rss_kib(shared_cp.pid) - rss_before < 64 * 1024
+    assert_serves_a_fresh_client(shared_cp)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

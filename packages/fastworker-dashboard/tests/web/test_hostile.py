@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -59,6 +59,30 @@ async def test_a_foreign_host_is_refused_on_every_read(
     assert response.headers["content-type"].startswith("text/plain")
     assert "not one this dashboard serves" in response.text
     assert sum(fake.calls.values()) == before  # nothing was read from the control plane
+
+
+async def test_a_request_body_over_the_bound_is_refused_declared_or_streamed(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    # Served inside the control plane, a body is its memory: two anonymous 256 MiB logins took 550 MiB
+    from fastworker.dashboard.web.bodylimit import MAX_REQUEST_BODY
+
+    big = b"secret=" + b"a" * MAX_REQUEST_BODY
+    declared = await web.post("/login", content=big, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert declared.status_code == 413 and "request body over" in declared.text
+
+    sent: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: read as it comes, cut at the bound
+        for _ in range(64):
+            sent.append(1)
+            yield b"a" * 65536
+
+    streamed = await web.post("/api/limits/app.add", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    before = sum(fake.calls.values())
+    assert (await web.post("/login", data={"secret": "wrong"})).status_code != 413  # small bodies as before
+    assert sum(fake.calls.values()) >= before
 
 
 async def test_a_foreign_host_cannot_act(web: httpx.AsyncClient, fake: FakeAdminClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from web_fakes import FakeAdminClient, make_task
 
+from fastworker.dashboard.web import server as server_module
 from fastworker.dashboard.web.app import create_app
 from fastworker.dashboard.web.cli import main
 from fastworker.dashboard.web.server import parse_address, start_in_thread
@@ -97,6 +99,34 @@ def test_start_in_thread_serves_on_a_free_port_pushes_live_panels_and_stops(fake
                 running.stop(timeout=5.0)
                 assert not running.alive
     finally:
+        running.stop()
+
+
+def test_connections_beyond_the_cap_are_answered_503_so_slow_ones_cannot_use_up_descriptors(
+    fake: FakeAdminClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 4)
+    running = start_in_thread(create_app(control_plane="tcp://127.0.0.1:5550", client=fake), "127.0.0.1", 0)
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
+    try:
+        for conn in slow:  # a request line and a header, and then nothing (slowloris)
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.3)
+        with httpx.Client(base_url=running.url, timeout=10) as http:
+            assert http.get("/healthz").status_code == 503  # refused at once, not queued behind them
+        for conn in slow:
+            conn.close()
+        deadline = time.monotonic() + 10
+        while True:  # the slots come back as they close
+            with httpx.Client(base_url=running.url, timeout=10) as http:
+                if http.get("/healthz").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the dashboard never served again"
+            time.sleep(0.1)
+    finally:
+        for conn in slow:
+            conn.close()
         running.stop()
 
 

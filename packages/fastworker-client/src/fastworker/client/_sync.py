@@ -48,6 +48,8 @@ EXIT_CLOSE_BOUND = 5.0
 
 #: Each SyncClient's loop, by id, with its thread and client, until that thread ends (closed at exit).
 _open_loops: dict[int, tuple[asyncio.AbstractEventLoop, threading.Thread, Client]] = {}
+#: The close under way of each collected SyncClient's client, by its loop's id (waited for at exit).
+_closing: dict[int, concurrent.futures.Future[None]] = {}
 
 
 def _blocking(
@@ -290,6 +292,7 @@ def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
     finally:
         loop.close()
         _open_loops.pop(id(loop), None)
+        _closing.pop(id(loop), None)
 
 
 def _close_at_exit() -> None:
@@ -305,14 +308,27 @@ def _close_at_exit() -> None:
         if time.monotonic() >= deadline:
             return
         with contextlib.suppress(Exception):  # closed or stopping meanwhile: its thread ends anyway
-            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(max(0.0, deadline - time.monotonic()))
-            loop.call_soon_threadsafe(loop.stop)
+            # A collected client's close is under way already (a second one, on a loop that stops
+            # after the first, would never run: "coroutine was never awaited" at exit).
+            closing = _closing.get(id(loop))
+            if closing is None and loop.is_running():
+                closing = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                closing.add_done_callback(functools.partial(_stop_soon, loop))
+            if closing is not None:
+                closing.result(max(0.0, deadline - time.monotonic()))
         thread.join(max(0.0, deadline - time.monotonic()))
 
 
-atexit.register(_close_at_exit)
-if hasattr(os, "register_at_fork"):  # a forked child has none of these threads: nothing to close there
-    os.register_at_fork(after_in_child=_open_loops.clear)
+def _stop_soon(loop: asyncio.AbstractEventLoop, _: object = None) -> None:
+    """Stop a loop from any thread (a done callback); one closed meanwhile is left as it is."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def _forget_all() -> None:
+    """In a forked child: none of the parent's client threads exist there, nothing to close."""
+    _open_loops.clear()
+    _closing.clear()
 
 
 def _stop_when_collected(loop: asyncio.AbstractEventLoop, client: Client) -> None:
@@ -324,6 +340,12 @@ def _stop_when_collected(loop: asyncio.AbstractEventLoop, client: Client) -> Non
         loop.stop()  # on the loop's thread: the future is completed there
 
     try:
-        asyncio.run_coroutine_threadsafe(client.aclose(), loop).add_done_callback(stop)
+        closing = _closing[id(loop)] = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        closing.add_done_callback(stop)
     except RuntimeError:  # the loop closed meanwhile
         pass
+
+
+atexit.register(_close_at_exit)
+if hasattr(os, "register_at_fork"):  # a forked child has none of these threads: nothing to close there
+    os.register_at_fork(after_in_child=_forget_all)

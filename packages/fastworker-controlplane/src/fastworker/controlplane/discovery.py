@@ -20,6 +20,10 @@ from fastworker.protocol.versioning import SUPPORTED_VERSIONS
 logger = logging.getLogger(__name__)
 
 
+#: Largest frame the discovery socket takes in, in bytes: subscribers send nothing (nng reads 0 as no limit).
+DISCOVERY_RECV_MAX_SIZE = 64
+
+
 class DiscoveryPublisher:
     """Publishes the Announcement built by ``describe`` every interval on a Pub0 socket."""
 

@@ -22,7 +22,7 @@ from fastworker.client.tls import TlsFiles, tls_address
 from fastworker.controlplane.admission import ConnectionAdmission, ConnectionEvent, raise_open_files_limit
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.coordinator import Coordinator
-from fastworker.controlplane.discovery import DiscoveryPublisher
+from fastworker.controlplane.discovery import DISCOVERY_RECV_MAX_SIZE, DiscoveryPublisher
 from fastworker.controlplane.dispatcher import Dispatcher
 from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
@@ -189,7 +189,9 @@ class ControlPlane:
 
         dispatch_socket.add_post_pipe_remove_cb(connection_dropped)
 
-        pub = pynng.Pub0()
+        # Subscribers send nothing: a peer that does is cut off at its frame's length, before nng
+        # buffers any of it (without a limit, anyone who dials could make it read gigabytes).
+        pub = pynng.Pub0(recv_max_size=DISCOVERY_RECV_MAX_SIZE)
         self._sockets.append(pub)
         requested = self._address(s.discovery_address)
         # Subscribers say nothing, so none is closed for silence; the caps hold here too (clients

@@ -13,6 +13,7 @@ from fastworker.client import Client
 from fastworker.client.tls import TlsFiles
 from fastworker.dashboard.source import AdminClient
 from fastworker.dashboard.version import __version__
+from fastworker.dashboard.web.bodylimit import BodyLimit
 from fastworker.dashboard.web.config import DashboardConfig
 from fastworker.dashboard.web.deps import DashboardState, require_reader
 from fastworker.dashboard.web.errors import install_error_handlers
@@ -93,6 +94,7 @@ def create_app(
         openapi_url="/api/openapi.json",
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit)  # before any route reads a body (forms, JSON actions: a few hundred bytes)
     app.add_middleware(TrustedHosts, allow=config.hosts)  # outermost but one: before any route or header
     app.add_middleware(HeadAsGet)  # added last: outermost, so a HEAD gets exactly what a GET gets, minus the body
     install_error_handlers(app)

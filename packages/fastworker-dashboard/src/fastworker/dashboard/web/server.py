@@ -19,12 +19,14 @@ from fastapi import FastAPI
 
 from fastworker.dashboard.web.listen import bind, bound_address, local_url, parse_address
 
-__all__ = ["START_TIMEOUT", "RunningDashboard", "parse_address", "serve_socket", "start_in_thread"]
+__all__ = ["MAX_CONNECTIONS", "START_TIMEOUT", "RunningDashboard", "parse_address", "serve_socket", "start_in_thread"]
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait for the server to start serving, in seconds.
 START_TIMEOUT = 15.0
+#: Most connections the dashboard holds at once; the next ones are answered 503 and closed.
+MAX_CONNECTIONS = 128
 
 
 @dataclass
@@ -98,6 +100,10 @@ def serve_socket(app: FastAPI, sock: socket.socket, *, log_level: str = "warning
         # from any loopback peer, and a local caller (or a proxy passing the header through) would
         # pick the address the password throttle counts and the log names.
         proxy_headers=False,
+        # Connections held at once (each open page's live stream is one): beyond, 503 at once. Inside
+        # the control plane, connections nobody bounded (slow ones sending a header line now and
+        # then) used up its descriptors, and new clients and workers were refused.
+        limit_concurrency=MAX_CONNECTIONS,
     )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
