@@ -221,8 +221,10 @@ class FrameAuth:
         now = self._clock()
         (sent_at,) = _TIME.unpack_from(data, len(SEALED_PREFIX))
         if not abs(now - sent_at) <= self.window:  # also refuses NaN
+            ahead = sent_at - now
             raise AuthenticationError(
-                f"frame timestamp is {now - sent_at:+.1f} s off (window {self.window:g} s): a replay or clock skew"
+                f"frame timestamp is {abs(ahead):.1f} s {'ahead of' if ahead > 0 else 'behind'} this clock (window"
+                f" {self.window:g} s): a replay or clock skew"
             )
         nonce = bytes(view[len(SEALED_PREFIX) + _TIME.size : _HEADER_SIZE])
         self._forget(now)
