@@ -971,6 +971,13 @@ def test_a_journal_with_another_hard_link_is_refused(tmp_path: Path) -> None:
     assert path.read_bytes() == MAGIC
 
 
+def test_a_journal_path_that_is_a_directory_is_refused_as_one(tmp_path: Path) -> None:
+    # It was refused for its "2 hard links" (a directory has them): the operator went the wrong way
+    (tmp_path / "data").mkdir()
+    with pytest.raises(JournalError, match=f"journal {tmp_path / 'data'} is a directory: give the path of a file"):
+        Journal(tmp_path / "data")
+
+
 def test_a_journal_in_a_missing_directory_names_the_directory(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match=f"its directory {tmp_path / 'nowhere'} does not exist"):
         Journal(tmp_path / "nowhere" / "tasks.journal")

@@ -72,6 +72,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import struct
 import sys
 import threading
@@ -1350,7 +1351,12 @@ def _lock(path: Path) -> int:
     if not path.parent.is_dir():
         raise JournalError(f"journal {path}: its directory {path.parent} does not exist (or is not a directory)")
     with contextlib.suppress(FileNotFoundError):
-        links = os.lstat(path).st_nlink
+        found = os.lstat(path)
+        if stat.S_ISDIR(found.st_mode):  # (before the link count: a directory has 2 links or more)
+            raise JournalError(
+                f"journal {path} is a directory: give the path of a file in it (for example {path}/cp.journal)"
+            )
+        links = found.st_nlink
         if links > 1:
             raise JournalError(
                 f"journal {path} has {links} hard links: another name for it could run a second control plane "
