@@ -8,6 +8,7 @@ and the app sees the client gone.
 
 from __future__ import annotations
 
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Largest request body accepted, in bytes.
@@ -30,7 +31,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._too_large(send)
+            await self._too_large(scope, receive, send)
             return
         received = 0
         refused = False
@@ -44,7 +45,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     refused = True
-                    await self._too_large(send)
+                    await self._too_large(scope, receive, send)
                     return _GONE
             return message
 
@@ -59,17 +60,6 @@ class BodyLimit:
                 raise
             # (the app reading on after the refusal sees the client gone: answered already, nothing to add)
 
-    async def _too_large(self, send: Send) -> None:
-        body = f"request body over {self.limit} bytes\n".encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = PlainTextResponse(f"request body over {self.limit} bytes\n", 413, headers={"connection": "close"})
+        await refusal(scope, receive, send)

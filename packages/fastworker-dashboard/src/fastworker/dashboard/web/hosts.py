@@ -19,6 +19,7 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastworker.client.dashboardflags import split_host
@@ -169,16 +170,7 @@ class TrustedHosts:
             "refused a request for Host %r (not a name this dashboard serves; add it with --dashboard-host)",
             host,
         )
-        body = b"refused: this Host is not one this dashboard serves\n"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
+        refusal = PlainTextResponse(
+            "refused: this Host is not one this dashboard serves\n", 400, headers={"cache-control": "no-store"}
         )
-        await send({"type": "http.response.body", "body": body})
+        await refusal(scope, receive, send)
