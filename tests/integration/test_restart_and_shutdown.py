@@ -36,6 +36,28 @@ async def test_a_client_runs_tasks_again_after_the_control_plane_restarts_on_the
     assert (await client.stats())["submitted"] == 2  # counted by the new control plane
 
 
+async def test_while_the_control_plane_is_down_a_waiting_call_ends_within_its_own_bounds(start_cp, make_client):
+    # Given a client with a 2-s request timeout whose control plane stopped
+    control_plane = start_cp()
+    client = make_client(control_plane, request_timeout=2.0)
+    task_id = await client.delay("fwtests.add", 1, 2)
+    assert await asyncio.to_thread(control_plane.stop) == 0
+
+    async def ended_after(call) -> float:  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        with pytest.raises(ControlPlaneUnavailable):
+            async with asyncio.timeout(30):
+                await call
+        return time.monotonic() - started
+
+    # Then a wait the control plane would hold ends at the call's own timeout (1 s), or at the
+    # request timeout, never the two added (a control plane that is down holds nothing)
+    assert await ended_after(client.submit("fwtests.add", 1, 2, timeout=1)) < 1.9
+    assert await ended_after(client.submit("fwtests.add", 1, 2, timeout=20)) < 3.5
+    assert await ended_after(client.result(task_id)) < 3.5
+    assert await ended_after(client.events(0, timeout=5)) < 3.5
+
+
 async def test_sigterm_lets_the_running_task_finish_refuses_new_work_and_exits_zero(
     start_cp, make_client, wait_for_state, tmp_path
 ):

@@ -280,7 +280,9 @@ async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instan
         def __init__(self) -> None:
             self.sent: list[bytes] = []
 
-        async def request(self, frame: bytes, timeout: float, *, aside: bool = False) -> bytes:
+        async def request(
+            self, frame: bytes, timeout: float, *, aside: bool = False, taken_within: float | None = None
+        ) -> bytes:
             self.sent.append(frame)
             if len(self.sent) == 1:
                 raise TransportError("connection reset")
@@ -300,6 +302,76 @@ async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instan
     first, second = (decode_frame(frame) for frame in channel.sent)
     assert first.resent_from == "" and second.resent_from == "first-instance"
     assert second.submit.task.task_id == "t-1" and second.correlation_id == first.correlation_id
+
+
+class _Unreached:
+    """A channel with no control plane behind it: each attempt waits its bound, then fails as nng would."""
+
+    def __init__(self, taken_after: int | None = None) -> None:
+        self.attempts: list[tuple[float, float | None]] = []
+        #: From this attempt on (1-based), a control plane takes the request and answers at once.
+        self.taken_after = taken_after
+
+    async def request(
+        self, frame: bytes, timeout: float, *, aside: bool = False, taken_within: float | None = None
+    ) -> bytes:
+        from fastworker.client._transport import NotTaken
+        from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+
+        self.attempts.append((timeout, taken_within))
+        if self.taken_after is not None and len(self.attempts) >= self.taken_after:
+            reply = new_envelope(decode_frame(frame).correlation_id)
+            reply.ack.SetInParent()
+            return encode_frame(reply)
+        if taken_within is not None:
+            await asyncio.sleep(taken_within)
+            raise NotTaken(f"not taken within {taken_within:g} s")
+        await asyncio.sleep(timeout)
+        raise TimeoutError
+
+
+def _ack_request(envelope: Any) -> None:
+    envelope.status.task_ids.append("t-1")
+
+
+async def test_a_held_request_no_control_plane_takes_fails_after_its_taking_bound_not_its_hold() -> None:
+    from fastworker.client._requester import Requester
+
+    # Given no control plane: a request may be held 5 s once taken, but must be taken within 0.3 s
+    channel = _Unreached()
+    requester = Requester(channel, instance=lambda: "")  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(ControlPlaneUnavailable, match=r"not sent within 0.3 s: no connection to a control plane"):
+        await requester.request(_ack_request, timeout=2.0, hold=5.0, taken_within=0.3)
+
+    # Then the call ended at that bound (not 2 + 5 s), after one attempt that carried it
+    assert time.monotonic() - started < 1.5
+    assert len(channel.attempts) == 1 and channel.attempts[0][1] == pytest.approx(0.3, abs=0.05)
+
+
+async def test_a_held_request_a_control_plane_took_keeps_its_whole_deadline() -> None:
+    from fastworker.client._requester import Requester
+
+    # Given a first attempt that a control plane took but never answered (it timed out), then one answered
+    class TakenThenAnswered(_Unreached):
+        async def request(
+            self, frame: bytes, timeout: float, *, aside: bool = False, taken_within: float | None = None
+        ) -> bytes:
+            if not self.attempts:
+                self.attempts.append((timeout, taken_within))
+                await asyncio.sleep(0.4)  # taken (past the 0.2-s bound), then no answer
+                raise TimeoutError
+            return await super().request(frame, timeout, aside=aside, taken_within=taken_within)
+
+    channel = TakenThenAnswered(taken_after=2)
+    requester = Requester(channel, instance=lambda: "")  # type: ignore[arg-type]
+
+    # When the request must be taken within 0.2 s
+    reply = await requester.request(_ack_request, timeout=5.0, hold=1.0, taken_within=0.2)
+
+    # Then the second attempt, past that bound, was sent without it and answered
+    assert reply.WhichOneof("body") == "ack"
+    assert [bound for _, bound in channel.attempts] == [0.2, None] or channel.attempts[1][1] is None
 
 
 def test_a_client_used_on_a_second_event_loop_raises_a_typed_error_naming_the_rule() -> None:

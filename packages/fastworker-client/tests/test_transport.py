@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pynng
 import pytest
 
-from fastworker.client._transport import NoPlace, RequestChannel, Subscription, TransportClosed
+from fastworker.client._transport import NoPlace, NotTaken, RequestChannel, Subscription, TransportClosed
 
 BOUND = 20.0
 
@@ -34,10 +34,14 @@ class PlainServer:
     ``answer`` returns the reply to a request, or None to leave it unanswered.
     """
 
-    def __init__(self, answer: Callable[[bytes], bytes | None], *, concurrency: int = 32) -> None:
+    def __init__(
+        self, answer: Callable[[bytes], bytes | None], *, concurrency: int = 32, url: str | None = None
+    ) -> None:
         self.answer = answer
+        #: Seconds each answer waits after its request arrived.
+        self.delay = 0.0
         self.received: list[bytes] = []
-        self.url = free_address()
+        self.url = url or free_address()
         self.socket = pynng.Rep0()
         self.socket.listen(self.url)
         self._contexts = [self.socket.new_context() for _ in range(concurrency)]
@@ -47,6 +51,8 @@ class PlainServer:
         while True:
             data = await context.arecv()
             self.received.append(data)
+            if self.delay:
+                await asyncio.sleep(self.delay)
             reply = self.answer(data)
             if reply is not None:  # else the next receive abandons the request
                 await context.asend(reply)
@@ -76,8 +82,8 @@ async def servers() -> AsyncIterator[Callable[..., PlainServer]]:
     """Makes PlainServers; closes them all after the test."""
     made: list[PlainServer] = []
 
-    def make(answer: Callable[[bytes], bytes | None]) -> PlainServer:
-        server = PlainServer(answer)
+    def make(answer: Callable[[bytes], bytes | None], url: str | None = None) -> PlainServer:
+        server = PlainServer(answer, url=url)
         made.append(server)
         return server
 
@@ -166,6 +172,54 @@ async def test_a_request_to_an_address_without_a_server_times_out(
         await channel.request(b"anyone?", timeout=0.3)
 
     assert 0.25 <= time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("aside", [False, True], ids=["cheap lane", "context"])
+async def test_a_request_no_connection_takes_in_time_is_withdrawn_and_never_reaches_a_server_that_comes_later(
+    servers: Callable[..., PlainServer], channels: Callable[[str], RequestChannel], aside: bool
+) -> None:
+    # Given a channel dialed to an address where no server listens yet
+    address = free_address()
+    channel = channels(address)
+
+    # When a request may wait 0.3 s for a connection to take it (of a 20-s timeout)
+    started = time.monotonic()
+    with pytest.raises(NotTaken, match="within 0.3 s"):
+        await channel.request(b"withdrawn", timeout=BOUND, aside=aside, taken_within=0.3)
+
+    # Then it fails after that bound, not the timeout
+    assert 0.25 <= time.monotonic() - started < 5.0
+
+    # And once a server listens there and the channel connected, the withdrawn request never arrives
+    server = servers(echo, url=address)
+    async with asyncio.timeout(BOUND):
+        while not server.socket.pipes:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # (nng sends a request it still holds as soon as a connection is up)
+    assert server.received == []
+    # And the next request is answered
+    async with asyncio.timeout(BOUND):
+        assert await channel.request(b"next", timeout=BOUND, aside=aside, taken_within=BOUND / 2) == b"echo:next"
+    assert server.received == [b"next"]
+
+
+@pytest.mark.parametrize("aside", [False, True], ids=["cheap lane", "context"])
+async def test_a_request_taken_in_time_may_take_its_whole_timeout_for_the_answer(
+    servers: Callable[..., PlainServer], channels: Callable[[str], RequestChannel], aside: bool
+) -> None:
+    # Given a server that answers each request 0.5 s after taking it
+    server = servers(echo)
+    server.delay = 0.5
+    channel = channels(server.url)
+    async with asyncio.timeout(BOUND):
+        assert await channel.request(b"warm-up", timeout=BOUND) == b"echo:warm-up"  # (connected)
+
+    # When a request that must be taken within 0.2 s is sent
+    async with asyncio.timeout(BOUND):
+        reply = await channel.request(b"slow", timeout=BOUND, aside=aside, taken_within=0.2)
+
+    # Then taken at once, it waited past that bound for its answer
+    assert reply == b"echo:slow"
 
 
 async def test_an_unanswered_request_times_out_and_the_channel_keeps_working(

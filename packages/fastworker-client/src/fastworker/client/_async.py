@@ -81,6 +81,17 @@ _MAX_BATCH = 10_000
 _MAX_IDS_PER_WAIT = 1000
 #: How long the control plane may hold one wait request, in seconds.
 _SERVER_WAIT = 5.0
+#: Seconds a waiting call's request may wait for a connection to take it, however short its timeout.
+MIN_TAKEN_WITHIN = 1.0
+
+
+def _taken_within(request_timeout: float, hold: float, within: float | None) -> float | None:
+    """How long a request may wait for a control plane to take it (None: its whole deadline)."""
+    if not hold:
+        return None
+    return request_timeout if within is None else min(request_timeout, max(within, MIN_TAKEN_WITHIN))
+
+
 #: Longest look at a task's state once a wait's bound passed (a task final by then is returned).
 _LAST_LOOK = 0.5
 
@@ -357,13 +368,20 @@ class Client(AdminMethods):
         build: Callable[[Envelope], None] | Envelope,
         *,
         hold: float = 0.0,
+        within: float | None = None,
         task_id: str = "",
         task_name: str = "",
     ) -> Envelope:
         """Send a request and return the reply, connecting first if needed (see ``Requester.request``).
 
+        A request the control plane may hold (``hold``: a wait) fails after ``request_timeout``, not
+        ``request_timeout`` plus its hold, when no control plane is up to take it (an absent one
+        holds nothing); and after the call's own timeout (``within``, at least MIN_TAKEN_WITHIN)
+        when that is shorter.
+
         Raises:
-            ControlPlaneUnavailable: no reply within request_timeout (plus hold).
+            ControlPlaneUnavailable: no control plane took the request within that bound, or one
+                took it and gave no reply within request_timeout plus hold.
             FastworkerError: the control plane answered with an error (typed).
         """
         if not self._instance_id:
@@ -373,7 +391,12 @@ class Client(AdminMethods):
         requester = self._requester
         assert requester is not None
         return await requester.request(
-            build, timeout=self.request_timeout, hold=hold, task_id=task_id, task_name=task_name
+            build,
+            timeout=self.request_timeout,
+            hold=hold,
+            taken_within=_taken_within(self.request_timeout, hold, within),
+            task_id=task_id,
+            task_name=task_name,
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -604,7 +627,7 @@ class Client(AdminMethods):
             envelope.submit.task.CopyFrom(spec)
             envelope.submit.wait = hold
 
-        reply = await self._request(build, hold=hold, task_id=spec.task_id, task_name=spec.name)
+        reply = await self._request(build, hold=hold, within=timeout, task_id=spec.task_id, task_name=spec.name)
         body = reply.submit_reply
         if body.HasField("task"):
             return self._value_of(task_info_from_wire(body.task, allow_pickle=self.allow_pickle))
@@ -834,7 +857,7 @@ class Client(AdminMethods):
             body.limit = limit
             body.task_ids.extend(ids_arg(task_ids))
 
-        reply = await self._request(build, hold=timeout)
+        reply = await self._request(build, hold=timeout, within=timeout)
         body = reply.events_reply
         return EventBatch(
             events=[self._event_from_wire(event) for event in body.events],

@@ -213,6 +213,18 @@ def sending(aio: SendAio) -> bool:
     return bool(lib.nng_aio_busy(aio))
 
 
+def withdraw_unsent(aio: SendAio) -> bool:
+    """Cancel a send no connection has taken yet; False if one took it first (it may be answered).
+
+    A Req0 send stays pending while no connection is up: withdrawn, it can no longer reach a
+    control plane that comes back later. The aio is left to :func:`free_aio`.
+    """
+    if lib.nng_aio_busy(aio):
+        lib.nng_aio_cancel(aio)
+        lib.nng_aio_wait(aio)
+    return bool(lib.nng_aio_result(aio) != 0)
+
+
 def free_aio(aio: SendAio, *, abort: bool = False) -> None:
     """Release a finished (or, with abort, unfinished) send aio and any message nng left in it (not in a forked child)."""
     if _forked_after_start:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from fastworker.client._transport import NoPlace, RequestChannel, TransportClosed, TransportError
+from fastworker.client._transport import NoPlace, NotTaken, RequestChannel, TransportClosed, TransportError
 from fastworker.client.errors import (
     AuthenticationError,
     ClientClosed,
@@ -134,6 +134,7 @@ class Requester:
         timeout: float,
         hold: float = 0.0,
         aside: bool = False,
+        taken_within: float | None = None,
         task_id: str = "",
         task_name: str = "",
     ) -> Envelope:
@@ -145,6 +146,9 @@ class Requester:
             hold: Seconds the control plane may hold the request before replying (long polls).
             aside: Leave the channel's cheap lane to the requests sent while this one is out
                 (``RequestChannel.request``).
+            taken_within: Seconds for a connection to a control plane to take the request (None:
+                ``timeout + hold``): with none up for that long, the call fails then, however long
+                a control plane would have held it.
             task_id: Names the task in a TaskNotFound error.
             task_name: Names the task in an UnknownTask error.
 
@@ -161,30 +165,45 @@ class Requester:
             envelope = new_envelope(self._next_correlation_id())
             build(envelope)
         frame = encode_frame(envelope, max_size=self.max_frame_size)
-        deadline = time.monotonic() + timeout + hold
+        started = time.monotonic()
+        deadline = started + timeout + hold
+        # Until a control plane took an attempt, the call ends at ``taken_within``.
+        taken_by = None if taken_within is None or taken_within >= timeout + hold else started + taken_within
         attempt_timeout = hold + ATTEMPT_SLACK
         unsent = ""  # why the last attempt was not even sent
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            ends = deadline if taken_by is None else taken_by
+            remaining = ends - now
             if remaining <= 0:
                 if unsent:
-                    raise ControlPlaneUnavailable(f"not sent within {timeout + hold:g} s: {unsent}")
-                raise ControlPlaneUnavailable(f"no reply from the control plane within {timeout + hold:g} s")
+                    raise ControlPlaneUnavailable(f"not sent within {ends - started:g} s: {unsent}")
+                raise ControlPlaneUnavailable(f"no reply from the control plane within {ends - started:g} s")
             addressed_to = self.instance()
             sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
             try:
                 unsent = ""
-                data = await self.channel.request(sealed, min(attempt_timeout, remaining), aside=aside)
+                data = await self.channel.request(
+                    sealed,
+                    min(attempt_timeout, deadline - now),
+                    aside=aside,
+                    taken_within=None if taken_by is None else remaining,
+                )
             except NoPlace as exc:
                 unsent = str(exc)  # (not sent: the next attempt is no resend)
                 continue
+            except NotTaken:
+                unsent = "no connection to a control plane"
+                continue
             except TimeoutError:
+                taken_by = None  # a control plane had it: the whole deadline applies
                 frame = self._resent_from(envelope, frame, addressed_to)
                 continue
             except TransportClosed:
                 raise ClientClosed("the client was closed") from None
             except TransportError as exc:
                 logger.debug("request failed (%s); retrying", exc)
+                taken_by = None  # (a connection may have taken it before it failed)
                 frame = self._resent_from(envelope, frame, addressed_to)
                 await asyncio.sleep(0.05)
                 continue

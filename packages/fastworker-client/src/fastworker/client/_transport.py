@@ -33,6 +33,10 @@ class NoPlace(TransportError):
     """The request found no place among the connection's requests in flight within its timeout: not sent."""
 
 
+class NotTaken(TransportError):
+    """No connection took the request within its bound (no control plane is up): not sent, and withdrawn."""
+
+
 class TransportClosed(TransportError):
     """The socket was closed while an operation was pending."""
 
@@ -40,6 +44,16 @@ class TransportClosed(TransportError):
 def _expire(waiter: asyncio.Future[bytes]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+def _withdraw(waiter: asyncio.Future[bytes], aio: _nng.SendAio, within: float) -> None:
+    """Fail a fast-lane request that no connection took in time, withdrawing it from nng first."""
+    if not waiter.done() and _nng.sending(aio) and _nng.withdraw_unsent(aio):
+        waiter.set_exception(_not_taken(within))
+
+
+def _not_taken(within: float) -> NotTaken:
+    return NotTaken(f"no connection to the control plane took the request within {within:g} s")
 
 
 class RequestChannel:
@@ -102,9 +116,11 @@ class RequestChannel:
         self._dialer = self._socket.dial(address, block=False)
         self._address = address
 
-    def _send_on_socket(self, data: bytes) -> None:
+    def _send_on_socket(self, data: bytes) -> _nng.SendAio:
         self._reap_sends()
-        self._sends.append(_nng.send_on_socket(self._socket, data))
+        aio = _nng.send_on_socket(self._socket, data)
+        self._sends.append(aio)
+        return aio
 
     def _reap_sends(self, *, abort: bool = False) -> None:
         """Free finished send aios (all of them, aborting unfinished ones, when abort is set)."""
@@ -127,12 +143,18 @@ class RequestChannel:
         if waiter is not None and not waiter.done():
             waiter.set_result(data)
 
-    async def request(self, data: bytes, timeout: float, *, aside: bool = False) -> bytes:
+    async def request(
+        self, data: bytes, timeout: float, *, aside: bool = False, taken_within: float | None = None
+    ) -> bytes:
         """Send one request and return its reply (``aside``: on a context, leaving the cheap lane free).
+
+        ``taken_within`` (shorter than ``timeout``) bounds the wait for a connection to take the
+        request: nng keeps a request while no connection is up, and sends it once one is.
 
         Raises:
             TimeoutError: no reply within timeout (the request may or may not have been processed).
             NoPlace: no place among the requests in flight within timeout (the request was not sent).
+            NotTaken: no connection took it within ``taken_within`` (it was withdrawn, never sent).
             TransportClosed: the channel was closed.
         """
         if self._closed:
@@ -150,36 +172,56 @@ class RequestChannel:
         else:
             await places.acquire()  # (free: returns without suspending)
         try:
-            return await self._request(data, timeout, aside)
+            if taken_within is not None and taken_within >= timeout:
+                taken_within = None
+            return await self._request(data, timeout, aside, taken_within)
         finally:
             places.release()
 
-    async def _request(self, data: bytes, timeout: float, aside: bool) -> bytes:
+    async def _request(self, data: bytes, timeout: float, aside: bool, taken_within: float | None) -> bytes:
         if self._fast_waiter is None and not aside:
             # The socket's default context, sent with a callback-free aio (see _nng.send_on_socket).
             waiter: asyncio.Future[bytes] = self._loop.create_future()
             self._fast_waiter = waiter
-            self._send_on_socket(data)
+            aio = self._send_on_socket(data)
             # A plain timer instead of asyncio.wait_for, which costs a task-like wrapper per call.
             timer = self._loop.call_later(timeout, _expire, waiter)
+            check = (
+                None
+                if taken_within is None
+                else self._loop.call_later(taken_within, _withdraw, waiter, aio, taken_within)
+            )
             try:
                 return await waiter
             finally:
                 timer.cancel()
+                if check is not None:
+                    check.cancel()
                 if self._fast_waiter is waiter:
                     # Timed out or cancelled: the next socket-level send abandons this request.
                     self._fast_waiter = None
-        return await self._request_on_context(data, timeout)
+        return await self._request_on_context(data, timeout, taken_within)
 
-    async def _request_on_context(self, data: bytes, timeout: float) -> bytes:
+    async def _request_on_context(self, data: bytes, timeout: float, taken_within: float | None) -> bytes:
         context = self._contexts.pop() if self._contexts else _nng.opened(self._socket.new_context())
         clean = False
+        taken = False
         task = asyncio.current_task()
         try:
-            async with asyncio.timeout(timeout):
+            ends = self._loop.time() + timeout
+            async with asyncio.timeout_at(ends if taken_within is None else self._loop.time() + taken_within) as bound:
                 await context.asend(data)
+                taken = True
+                if taken_within is not None:
+                    if bound.expired():  # (pynng finished the send as the bound cancelled it)
+                        raise TimeoutError
+                    bound.reschedule(ends)
                 reply: bytes = await context.arecv()
             clean = True
+        except TimeoutError:
+            if not taken and taken_within is not None:
+                raise _not_taken(taken_within) from None
+            raise
         except pynng.NNGException as exc:
             _raise_if_cancelled(task, exc)
             if self._closed or isinstance(exc, pynng.Closed):
