@@ -69,7 +69,7 @@ async def test_tasks_held_by_a_lost_worker_run_elsewhere_without_spending_an_att
     infos = await client.wait_many(held, timeout=20)
     assert [i.state for i in infos] == [TaskState.SUCCESS] * 3  # never started: not a WorkerLost failure
     assert [i.result for i in infos] == ["survivor"] * 3 and all(i.attempts == 1 for i in infos)
-    lost = await client.status(blocker)  # it had started: a real loss, failed as WorkerLost (no retries)
+    lost = await client.wait(blocker, timeout=20)  # it had started: a real loss, failed as WorkerLost (no retries)
     assert lost.state is TaskState.FAILURE and lost.error is not None and lost.error.type == "WorkerLost"
 
 

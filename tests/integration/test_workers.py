@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -180,6 +181,110 @@ async def test_a_worker_killed_mid_task_has_its_tasks_rerun_once_on_the_survivor
     assert lost.error is not None and lost.error.type == "WorkerLost", lost.error
     assert lost.attempts == 1
     assert await worker_ids(client) == {survivor.worker_id}
+
+
+class CuttableLink:
+    """A TCP relay from ``127.0.0.2:PORT`` to ``127.0.0.1:PORT`` whose connections the test can cut.
+
+    A control plane bound on 127.0.0.1 that announces ``--advertise-host 127.0.0.2`` is dialed
+    through it; :meth:`cut` closes every relayed connection at once, as a reset link or a NAT
+    timeout does, while both processes stay healthy.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.2", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writers += [writer, upstream_writer]
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+
+    def cut(self) -> int:
+        """Close every relayed connection (both ends); returns how many there were."""
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.transport.abort()
+        return len(writers) // 2
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on both 127.0.0.1 and 127.0.0.2."""
+    while True:
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.2", port))
+                except OSError:
+                    continue
+        return port
+
+
+async def test_a_cut_connection_of_a_healthy_worker_fails_nothing_and_runs_nothing_twice(
+    start_cp_for_workers, start_worker, make_client, wait_for_state, tmp_path
+):
+    # Given a worker that reaches the control plane's dispatch and client ports through a link
+    # that can be cut, running a task without retries and one with a retry
+    dispatch_port, client_port = free_loopback_port(), free_loopback_port()
+    links = [CuttableLink(dispatch_port), CuttableLink(client_port)]
+    for link in links:
+        await link.start()
+    stoppable: list[Any] = []
+    try:
+        control_plane = start_cp_for_workers(
+            "--advertise-host",
+            "127.0.0.2",
+            client=f"tcp://127.0.0.1:{client_port}",
+            dispatch=f"tcp://127.0.0.1:{dispatch_port}",
+        )
+        stoppable.append(control_plane)
+        stoppable.append(await asyncio.to_thread(start_worker, control_plane, "w-cut", concurrency=2))
+        client = make_client(control_plane)
+        markers = tmp_path / "runs"
+        markers.mkdir()
+        no_retry = await client.delay("fwtests_worker.sleep_no_retry", 3.0)
+        with_retry = await client.delay("fwtests_worker.marked", "k", 3.0, str(markers))
+        for task_id in (no_retry, with_retry):
+            await wait_for_state(client, task_id, TaskState.RUNNING)
+
+        # When the worker's connection is cut (both processes healthy; the worker dials again)
+        assert links[0].cut() >= 1
+
+        # Then the worker resumes its registration: both tasks succeed at their first attempt, each run once
+        infos = await client.wait_many([no_retry, with_retry], timeout=20)
+        assert [(i.state, i.attempts, i.error) for i in infos] == [(TaskState.SUCCESS, 1, None)] * 2
+        assert len(list(markers.glob("*.started"))) == 1
+        stats = await client.stats()
+        assert stats["workers_lost"] == 0
+        assert await worker_ids(client) == {"w-cut"}
+        assert "resumed its registration" in control_plane.log()
+    finally:
+        for process in reversed(stoppable):  # (by pid, while the links still carry their goodbyes)
+            await asyncio.to_thread(process.stop)
+        for link in links:
+            await link.close()
 
 
 async def test_workers_and_an_existing_client_find_a_control_plane_restarted_after_kill_9_within_five_seconds(

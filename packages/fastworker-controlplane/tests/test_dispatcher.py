@@ -611,15 +611,18 @@ async def test_a_lost_worker_loses_its_held_pull(dispatch_rig: Any) -> None:
     assert pull.replies == []
 
 
-async def test_a_dropped_connection_loses_only_the_workers_on_it(dispatch_rig: Any) -> None:
-    rig = dispatch_rig()
+async def test_a_dropped_connection_loses_only_the_workers_on_it_once_they_did_not_come_back(
+    dispatch_rig: Any,
+) -> None:
+    rig = dispatch_rig(heartbeat_interval=0.1, heartbeat_timeout=15.0)
     rig.register("a1", ["job"], pipe_id=7)
     rig.register("a2", ["job"], pipe_id=7)
     rig.register("b1", ["job"], pipe_id=8)
 
     rig.dispatcher.pipe_closed(7)
+    assert rig.coordinator.counters.workers_lost == 0  # a cut connection is no proof the process died
+    await until(lambda: rig.coordinator.counters.workers_lost == 2)
     assert [w.worker_id for w in rig.fleet] == ["b1"]
-    assert rig.coordinator.counters.workers_lost == 2
 
 
 async def test_a_worker_that_keeps_sending_heartbeats_is_not_reaped_and_one_that_stops_is(dispatch_rig: Any) -> None:

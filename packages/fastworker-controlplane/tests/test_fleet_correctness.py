@@ -107,7 +107,35 @@ async def test_the_same_process_registering_again_resumes_its_leases_and_fails_n
 # ---------------------------------------------------------------------------------------- fencing
 
 
-async def test_a_dropped_connection_returns_running_tasks_at_once_and_prefetched_ones_only_after_the_fence(
+async def test_a_worker_cut_off_that_registers_again_within_the_grace_keeps_its_tasks_nothing_fails_or_runs_twice(
+    dispatch_rig: Any,
+) -> None:
+    # Given a worker running one task without retries and one with, and holding a prefetched one
+    rig = dispatch_rig(heartbeat_interval=0.1, heartbeat_timeout=15.0)
+    rig.register("w1", {"job": 0}, pipe_id=1, incarnation="process-a", capacity=2)
+    no_retry, with_retry, held = rig.submit("job", 1), rig.submit("job", 2, retries=1), rig.submit("job", 3)
+    pull = rig.pull("w1", prefetch=1)
+    await settle()
+    assert len(pull.tasks) == 3 and held.held
+
+    # When its connection is cut, and the same process registers again on a new one within the grace
+    rig.dispatcher.pipe_closed(1)
+    await asyncio.sleep(rig.dispatcher.reconnect_grace / 2)
+    reply = rig.register("w1", {"job": 0}, pipe_id=5, incarnation="process-a", capacity=2).envelope.register_reply
+    await asyncio.sleep(rig.dispatcher.reconnect_grace)  # past the grace of the old connection
+
+    # Then it resumed: nothing failed, nothing went back to the queue
+    assert reply.accepted and reply.resumed
+    assert rig.coordinator.counters.workers_lost == 0 and rig.coordinator.counters.failed == 0
+    assert [(r.state, r.worker, r.attempts) for r in (no_retry, with_retry)] == [(RUNNING, "w1", 1)] * 2
+    assert held.state == RUNNING and held.worker == "w1"
+    # And its outcomes count
+    for spec in pull.tasks[:2]:
+        rig.report("w1", rig.success(spec, "ok"))
+    assert (no_retry.state, with_retry.state) == (SUCCESS, SUCCESS)
+
+
+async def test_a_dropped_connection_not_back_within_the_grace_returns_running_tasks_and_prefetched_ones_after_the_fence(
     dispatch_rig: Any,
 ) -> None:
     rig = dispatch_rig(heartbeat_interval=0.1, heartbeat_timeout=0.4)
@@ -118,8 +146,10 @@ async def test_a_dropped_connection_returns_running_tasks_at_once_and_prefetched
     assert len(pull.tasks) == 2 and not running.held and held.held
 
     rig.dispatcher.pipe_closed(1)
+    assert running.state == RUNNING  # not at once: a cut-off process may come back
+    await until(lambda: rig.coordinator.counters.workers_lost == 1)
 
-    # The running task (retries left) goes back at once; the held one may still be started by a
+    # The running task (retries left) goes back at the loss; the held one may still be started by a
     # worker that only lost its connection, until its fence: it stays with that worker until then
     assert running.state == PENDING and running.attempts == 1
     assert held.state == RUNNING and held.held and held.worker == "w1"
@@ -253,6 +283,7 @@ async def test_a_prefetched_task_waiting_for_a_lost_workers_fence_can_be_cancell
     rig.pull("w1", prefetch=1)
     await settle()
     rig.dispatcher.pipe_closed(1)
+    await until(lambda: rig.coordinator.counters.workers_lost == 1)
     assert held.held and held.state == RUNNING
     assert running.state == FAILURE  # no retries: lost with its worker
 

@@ -174,9 +174,10 @@ async def test_tasks_prefetched_before_their_name_gained_limits_take_no_place_un
 @pytest.mark.parametrize("how", ["lose", "pipe_closed"])
 @pytest.mark.parametrize("retries", [1, 0])
 async def test_a_worker_lost_while_running_a_limited_task_gives_its_place_back(
-    dispatch_rig: Any, how: str, retries: int
+    dispatch_rig: Any, how: str, retries: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = dispatch_rig()
+    monkeypatch.setattr(type(rig.dispatcher), "reconnect_grace", 0.05)  # (a dropped connection's)
     register(rig, "w1", capacity=2)
     register(rig, "w2", capacity=2)
     first, second = rig.submit(SOLO, 1, retries=retries), rig.submit(SOLO, 2, retries=retries)
@@ -189,6 +190,7 @@ async def test_a_worker_lost_while_running_a_limited_task_gives_its_place_back(
         rig.dispatcher.lose(rig.fleet.get("w1"), "test says so")
     else:
         rig.dispatcher.pipe_closed(rig.pipes["w1"])
+        await asyncio.sleep(rig.dispatcher.reconnect_grace + 0.05)
     await settle()
 
     # Re-queued (retries left) and started again on w2, or failed and its place taken by the next
