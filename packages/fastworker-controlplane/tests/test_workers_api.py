@@ -315,8 +315,15 @@ async def running_on_w1(dispatch_rig: Any, retries: int | None = None) -> tuple[
         (lambda o: setattr(o.result, "data", b"x" * (8 * 1024 * 1024 + 1)), "PayloadError", "exceeds the limit"),
         (lambda o: setattr(o, "state", task_pb2.TASK_STATE_UNSPECIFIED), "ProtocolError", "reported state 0"),
         (lambda o: setattr(o, "state", task_pb2.TASK_STATE_RUNNING), "ProtocolError", "an outcome is SUCCESS"),
+        (lambda o: setattr(o.result, "data", b"\xc1\xc1\xc1"), "PayloadError", "its result is a corrupt payload"),
+        (lambda o: setattr(o.result, "data", b"\x92\x01"), "PayloadError", "its result is a corrupt payload"),
+        (
+            lambda o: (setattr(o, "state", task_pb2.TASK_STATE_FAILURE), o.ClearField("result"), o.ClearField("error")),
+            "ProtocolError",
+            "reported a failure without its error",
+        ),
     ],
-    ids=["pickle-not-allowed", "unknown-codec", "oversized", "no-state", "running"],
+    ids=["pickle-not-allowed", "unknown-codec", "oversized", "no-state", "running", "corrupt", "truncated", "no-error"],
 )
 async def test_an_outcome_the_control_plane_cannot_take_as_sent_fails_the_attempt_saying_why(
     dispatch_rig: Any, change: Callable[[worker_pb2.TaskOutcome], None], error_type: str, named: str

@@ -933,16 +933,23 @@ class Dispatcher:
     def _outcome_problem(self, worker: WorkerRecord, outcome: worker_pb2.TaskOutcome) -> task_pb2.TaskError | None:
         """The error a worker's outcome ends its attempt with when it cannot be taken as sent, or None.
 
-        Its state must be a final one, and a result must be one this control plane accepts (its
-        codec, the payload limit): what a worker with another ``--allow-pickle`` or a broken one sends.
+        Its state must be a final one, a result one this control plane accepts and every client can
+        decode (its codec, the payload limit, data that decodes), and a failure must say what failed:
+        what a worker with another ``--allow-pickle`` or a broken one sends.
         """
         state = outcome.state
         if state == SUCCESS:
-            problem = payload_problem(outcome.result, allow_pickle=self.coordinator.allow_pickle, what="its result")
+            problem = payload_problem(
+                outcome.result, allow_pickle=self.coordinator.allow_pickle, what="its result", decode=True
+            )
             return None if problem is None else task_pb2.TaskError(type="PayloadError", message=problem)
         if state in (FAILURE, CANCELLED):
             if outcome.HasField("error"):
                 bound_error(outcome.error)  # (a worker of another version may send any size)
+            elif state == FAILURE:
+                return task_pb2.TaskError(
+                    type="ProtocolError", message=f"worker {worker.worker_id} reported a failure without its error"
+                )
             return None
         return task_pb2.TaskError(
             type="ProtocolError",

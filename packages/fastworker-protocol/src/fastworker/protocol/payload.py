@@ -228,9 +228,15 @@ def decode_value(payload: Payload, *, allow_pickle: bool = False, max_size: int 
 
 
 def payload_problem(
-    payload: Payload, *, allow_pickle: bool = False, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE, what: str = "payload"
+    payload: Payload,
+    *,
+    allow_pickle: bool = False,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+    what: str = "payload",
+    decode: bool = False,
 ) -> str | None:
-    """Why ``decode_value`` here would refuse a payload, judged without decoding it (size, codec), or None.
+    """Why ``decode_value`` here would refuse a payload, or None: judged by its size and codec, and with
+    ``decode`` also by decoding a safe-codec payload (never a pickle one: that would run its code).
 
     For a process that passes payloads on (the control plane): one it could not decode must not be
     kept and handed to others. ``what`` names the payload in the message.
@@ -239,7 +245,14 @@ def payload_problem(
     if size > max_size:
         return f"{what} of {size} bytes exceeds the limit of {max_size} bytes"
     codec = payload.codec
-    if codec == CODEC_MSGPACK or (codec == CODEC_PICKLE and allow_pickle):
+    if codec == CODEC_MSGPACK:
+        if decode:
+            try:
+                _unpack(payload.data)
+            except Exception as exc:  # msgpack raises several unrelated types on corrupt input
+                return f"{what} is a corrupt payload: {exc or type(exc).__name__}"
+        return None
+    if codec == CODEC_PICKLE and allow_pickle:
         return None
     if codec == CODEC_PICKLE:
         return (
