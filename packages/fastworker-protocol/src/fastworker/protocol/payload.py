@@ -235,10 +235,10 @@ def payload_problem(
     what: str = "payload",
     decode: bool = False,
 ) -> str | None:
-    """Why ``decode_value`` here would refuse a payload, or None: judged by its size and codec, and with
-    ``decode`` also by decoding a safe-codec payload (never a pickle one: that would run its code).
+    """Why ``decode_value`` here would refuse a payload, or None.
 
-    For a process that passes payloads on (the control plane): one it could not decode must not be
+    Judged by its size and codec, and with ``decode`` also by decoding a safe-codec payload (never
+    a pickle one: that would run its code). For a process that passes payloads on (the control plane): one it could not decode must not be
     kept and handed to others. ``what`` names the payload in the message.
     """
     size = len(payload.data)
