@@ -263,6 +263,25 @@ def test_previews_are_bounded_and_small_values_unchanged() -> None:
     assert render_capped([1, 2], cap=1024) == pretty([1, 2])
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ({"mykey": "Q" * 5000}, '"mykey": "QQQ'),
+        ({"a": 1, "beta": "C" * 5000, "z": 2}, '"beta": "CCC'),
+        ({"k": ["E" * 5000]}, '"k": [\n    "EEE'),
+        ([{"deep": {"long": "A" * 20000}}], '"long": "AAA'),
+    ],
+    ids=["one-key", "middle-key", "list-in-key", "nested"],
+)
+def test_a_truncated_preview_keeps_the_key_of_the_value_it_cuts(value: Any, shown: str) -> None:
+    cut = preview(value)
+    assert cut.truncated and shown in cut.text and '"": ' not in cut.text
+
+
+def test_a_preview_shows_bytes_as_the_api_and_its_download_do() -> None:
+    assert preview({"bin": b"\x00\xff<b>"}).text == render_capped({"bin": b"\x00\xff<b>"})
+
+
 async def test_a_task_with_a_huge_argument_renders_a_preview_and_downloads_in_full(
     web: httpx.AsyncClient, fake: FakeAdminClient
 ) -> None:

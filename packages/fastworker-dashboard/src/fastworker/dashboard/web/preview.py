@@ -59,7 +59,9 @@ def _cut(value: Any, budget: _Budget) -> Any:
         for key, item in value.items():
             if budget.take(1) == 0:
                 break
-            out[_cut(key, budget) if isinstance(key, str) else key] = _cut(item, budget)
+            # The key first: in ``out[k] = v`` Python evaluates v first, which spent the budget the key needed.
+            shown_key = _cut(key, budget) if isinstance(key, str) else key
+            out[shown_key] = _cut(item, budget)
         return out
     if isinstance(value, list | tuple | set | frozenset):
         items: list[Any] = []
@@ -90,9 +92,12 @@ def _dump(value: Any) -> str:
 
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> Preview:
-    """The first ``limit`` characters of ``value`` as indented JSON (``repr`` for other types), at bounded cost."""
+    """The first ``limit`` characters of ``value`` as indented JSON, at bounded cost.
+
+    In the API's shapes (``fastworker.client.jsonshape``: bytes as base64), as its download is.
+    """
     budget = _Budget(limit)
-    text = _dump(_cut(value, budget))
+    text = _dump(jsonable(_cut(value, budget)))
     truncated = budget.cut or len(text) > limit
     return Preview(text[:limit], truncated, size_of(value) if truncated else len(text))
 
