@@ -122,6 +122,28 @@ def test_a_task_submitted_elsewhere_appears_live_on_the_overview_and_the_tasks_p
     shot(page, "tasks")
 
 
+def test_keyboard_focus_stays_on_its_control_while_live_updates_redraw_the_panel(
+    page: Page, client: SyncClient
+) -> None:
+    # Given the overview, live, with keyboard focus on the "Succeeded" counter (a link in a live panel)
+    page.goto("/")
+    wait_until_live(page)
+    succeeded = page.locator('#panel-counters a[href="/tasks?state=SUCCESS"]')
+    succeeded.focus()
+    before = page.locator('[data-counter="succeeded"]').inner_text()
+
+    # When tasks finish, and the panel is redrawn with the new counts
+    client.wait_many([client.delay("fwdash.add", i, 1) for i in range(3)], timeout=WAIT)
+    expect(page.locator('[data-counter="succeeded"]')).not_to_have_text(before)
+
+    # Then the focus is on the same counter in the new panel, not dropped to the page body,
+    # and Tab goes on to the next counter
+    assert page.evaluate("document.activeElement.getAttribute('href')") == "/tasks?state=SUCCESS"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.getAttribute('href')") == "/tasks?state=FAILURE"
+    assert_not_reloaded(page)
+
+
 def test_cancel_button_cancels_a_running_task(page: Page, client: SyncClient) -> None:
     task_id = client.delay("fwdash.sleep", 60)
     wait_for_state(client, task_id, TaskState.RUNNING)

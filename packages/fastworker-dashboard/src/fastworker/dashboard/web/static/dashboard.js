@@ -39,12 +39,43 @@
     return null;
   }
 
+  // Keyboard focus inside a redrawn panel moves to the same control in the new fragment (the same
+  // link, button or field; else the one at the same place): replacing the element that had focus
+  // would drop it to the page body on every update, and Tab would start over from the top.
+  var FOCUSABLE = "a[href], button, input, select, textarea, summary, [tabindex]";
+
+  function focusKey(node) {
+    var form = node.closest ? node.closest("form") : null;
+    return [node.tagName, node.id, node.getAttribute("href"), node.getAttribute("name"),
+      node.getAttribute("value"), form ? form.getAttribute("action") : ""].join("\u0000");
+  }
+
+  function focusIn(element) {
+    var active = document.activeElement;
+    if (!active || active === document.body || !element.contains(active)) { return null; }
+    var controls = element.querySelectorAll(FOCUSABLE);
+    return { key: focusKey(active), index: Array.prototype.indexOf.call(controls, active) };
+  }
+
+  function refocus(element, was) {
+    if (!was) { return; }
+    var controls = element.querySelectorAll(FOCUSABLE);
+    var match = null;
+    for (var i = 0; i < controls.length && !match; i++) {
+      if (focusKey(controls[i]) === was.key) { match = controls[i]; }
+    }
+    if (!match && was.index >= 0 && was.index < controls.length) { match = controls[was.index]; }
+    if (match) { match.focus({ preventScroll: true }); }
+  }
+
   function draw(id, html) {
     var element = document.getElementById(id);
     if (!element || drawn[id] === html) { return; }
     if (element === pressedPanel) { held[id] = html; return; }
+    var focused = focusIn(element);
     element.innerHTML = html;
     drawn[id] = html;
+    refocus(element, focused);
   }
 
   function release() {
