@@ -8,12 +8,15 @@ sealed with the same secret, is too old, or was seen before; each refusal is ans
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pynng
 import pytest
@@ -135,11 +138,14 @@ def test_a_fake_worker_without_the_secret_cannot_register_or_take_tasks(secured:
         assert client.status(task_id).state is TaskState.SUCCESS
 
 
-def test_a_worker_with_a_wrong_secret_never_joins_and_says_why(start_cp_for_workers: Any, tmp_path: Path) -> None:
+def test_a_worker_with_a_wrong_secret_never_joins_says_why_and_is_alive_but_not_ready(
+    start_cp_for_workers: Any, tmp_path: Path
+) -> None:
     control_plane = start_cp_for_workers("--secret", SECRET)
     log = tmp_path / "wrong-worker.log"
     argv = [sys.executable, "-m", "fastworker.worker", "--control-plane", control_plane.discovery]
     argv += ["--task-modules", "fwtests_worker_tasks", "--worker-id", "wrong", "--secret", "wrong-secret"]
+    argv += ["--health-address", "127.0.0.1:0"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -151,8 +157,25 @@ def test_a_worker_with_a_wrong_secret_never_joins_and_says_why(start_cp_for_work
             time.sleep(0.1)
         with SyncClient(control_plane.discovery, secret=SECRET) as client:
             assert client.workers() == []
+        # Its probes: alive (restarting it would not help), but not ready, saying why
+        found = re.search(r"health on (http://127\.0\.0\.1:\d+)/healthz", log.read_text())
+        assert found, log.read_text()
+        assert http_get(found.group(1) + "/healthz") == (200, b"ok\n")
+        status, reason = http_get(found.group(1) + "/readyz")
+        assert status == 503 and b"announcements fail authentication" in reason, reason
     finally:
         stop_process(process)
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        connection.request("GET", parts.path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def test_listening_beyond_loopback_without_a_secret_is_warned_about_and_with_one_it_is_not(

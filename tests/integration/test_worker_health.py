@@ -36,6 +36,7 @@ async def test_a_worker_serves_healthz_while_it_runs_and_releases_the_port_when_
     assert found, worker.log()
     url = found.group(1)
     assert await asyncio.to_thread(get, url) == (200, b"ok\n")
+    assert await asyncio.to_thread(get, url.replace("/healthz", "/readyz")) == (200, b"ok\n")  # registered
 
     worker.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.process.wait, 30) == 0

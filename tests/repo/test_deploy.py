@@ -657,16 +657,22 @@ def test_services_and_probes_reach_the_ports_the_flags_bind(shipped: list[dict[s
     assert workload["spec"]["serviceName"] in {s["metadata"]["name"] for s in find(shipped, "Service")}
 
 
-def test_the_worker_s_liveness_probe_reaches_the_port_its_health_flag_binds(shipped: list[dict[str, Any]]) -> None:
+def test_the_worker_s_probes_reach_the_port_its_health_flag_binds_and_the_paths_it_serves(
+    shipped: list[dict[str, Any]],
+) -> None:
+    from fastworker.worker.health import HEALTH_PATH, READY_PATH
+
     workload, container = daemon_workload(shipped, "fastworker-worker")
     parsed = parse_daemon(workload, container, shipped)
     host, port = parse_http_address(parsed.health_address)
     assert host == "0.0.0.0", f"--health-address binds {host}: the kubelet cannot reach it"
     assert container_ports(container) == {"health": port}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["livenessProbe"]["timeoutSeconds"] > LOOP_ANSWER_TIMEOUT
-    # No Service sends a worker traffic, so no readiness probe; /healthz ignores the control plane.
-    assert "readinessProbe" not in container and "startupProbe" not in container
+    # Liveness on /healthz (it ignores the control plane); readiness on /readyz (registered and taking tasks)
+    assert container["livenessProbe"]["httpGet"] == {"path": HEALTH_PATH, "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, "port": "health"}
+    for kind in ("livenessProbe", "readinessProbe"):
+        assert container[kind]["timeoutSeconds"] > LOOP_ANSWER_TIMEOUT
+    assert "startupProbe" not in container
 
 
 def service_port(objects: list[dict[str, Any]], host: str, port: int) -> tuple[dict[str, Any], str]:

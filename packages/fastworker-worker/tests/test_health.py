@@ -21,8 +21,12 @@ from fastworker.worker.runtime import Worker, WorkerSettings, WorkerState
 async def serve() -> AsyncIterator[Callable[..., HealthServer]]:
     servers: list[HealthServer] = []
 
-    def start(healthy: Callable[[], str | None] = lambda: None, address: str = "127.0.0.1:0") -> HealthServer:
-        server = HealthServer(asyncio.get_running_loop(), address, healthy)
+    def start(
+        healthy: Callable[[], str | None] = lambda: None,
+        address: str = "127.0.0.1:0",
+        ready: Callable[[], str | None] = lambda: None,
+    ) -> HealthServer:
+        server = HealthServer(asyncio.get_running_loop(), address, healthy, ready)
         server.start()
         servers.append(server)
         return server
@@ -55,6 +59,15 @@ async def test_healthz_answers_ok_while_healthy_and_the_reason_when_not(serve: C
     assert await fetch(server, "/healthz") == (503, b"the worker has stopped\n")
 
 
+async def test_readyz_answers_apart_from_healthz_with_its_own_reason(serve: Callable[..., HealthServer]) -> None:
+    reason: list[str | None] = ["not registered: the control plane's announcements fail authentication"]
+    server = serve(ready=lambda: reason[0])
+    assert await fetch(server, "/healthz") == (200, b"ok\n")  # alive all the same
+    assert await fetch(server, "/readyz") == (503, f"{reason[0]}\n".encode())
+    reason[0] = None
+    assert await fetch(server, "/readyz") == (200, b"ok\n")
+
+
 async def test_a_worker_whose_loop_does_not_answer_is_unhealthy_until_it_answers_again(
     serve: Callable[..., HealthServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,7 +97,7 @@ async def test_only_get_and_head_of_healthz_are_served_and_a_foreign_host_is_ref
 async def test_a_port_in_use_fails_at_once(serve: Callable[..., HealthServer]) -> None:
     taken = serve()
     with pytest.raises(OSError):
-        HealthServer(asyncio.get_running_loop(), taken.url.removeprefix("http://"), lambda: None)
+        HealthServer(asyncio.get_running_loop(), taken.url.removeprefix("http://"), lambda: None, lambda: None)
 
 
 def test_a_bad_health_address_is_refused_naming_it() -> None:
@@ -97,6 +110,18 @@ async def test_the_worker_reports_unhealthy_once_stopped() -> None:
     assert worker._health_problem() is None
     worker.state = WorkerState.STOPPED
     assert worker._health_problem() == "the worker has stopped"
+
+
+async def test_the_worker_is_ready_only_while_registered_and_not_draining() -> None:
+    worker = Worker(WorkerSettings(task_modules=(), control_plane="tcp://127.0.0.1:9"), TaskRegistry())
+    assert worker._readiness_problem() == "not registered: no control plane announced itself on tcp://127.0.0.1:9"
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+    assert worker._readiness_problem() is None
+    worker.state = WorkerState.DRAINING
+    assert worker._readiness_problem() == "the worker is draining"
+    worker.state = WorkerState.STOPPED
+    assert worker._readiness_problem() == "the worker has stopped"
 
 
 async def test_a_ready_file_a_killed_predecessor_left_is_removed_before_the_worker_registers(tmp_path) -> None:

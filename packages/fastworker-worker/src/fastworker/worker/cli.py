@@ -109,8 +109,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--health-address",
         default=None,
         metavar="HOST:PORT",
-        help="serve GET /healthz here for a liveness probe: 200 while this worker's event loop answers "
-        "(port 0 picks one; default: off)",
+        help="serve GET /healthz here for a liveness probe (200 while this worker's event loop answers) and "
+        "GET /readyz for a readiness probe (200 while registered and taking tasks); port 0 picks one (default: off)",
     )
     add_logging_flags(p)
     return p

@@ -342,7 +342,7 @@ class Worker:
             # First, so a liveness probe is answered while the worker waits for a control plane; a
             # port in use stops the start, as for the control plane's listeners.
             try:
-                self._health = HealthServer(loop, s.health_address, self._health_problem)
+                self._health = HealthServer(loop, s.health_address, self._health_problem, self._readiness_problem)
             except OSError as exc:
                 logger.error("cannot serve --health-address %s: %s", s.health_address, exc)
                 return EXIT_LISTEN_FAILED
@@ -444,10 +444,13 @@ class Worker:
             if self._stop.is_set():
                 return
             if not done:
-                if not link.problem:  # a refused announcement (the secret) is reported as such already
-                    logger.warning(
-                        "still no control plane after %.0f s: %s", time.monotonic() - looking_since, link.why_unheard()
-                    )
+                logger.warning(
+                    "still no control plane after %.0f s: %s",
+                    time.monotonic() - looking_since,
+                    f"its announcements fail authentication ({link.problem}): a wrong or missing secret?"
+                    if link.problem
+                    else link.why_unheard(),
+                )
                 continue
             if await self._register():
                 return
@@ -1324,6 +1327,21 @@ class Worker:
     def _health_problem(self) -> str | None:
         """Why this worker is not healthy (None while it runs): read on the loop by ``/healthz``."""
         return "the worker has stopped" if self.state is WorkerState.STOPPED else None
+
+    def _readiness_problem(self) -> str | None:
+        """Why this worker takes no tasks now (None while registered and running): read on the loop by ``/readyz``."""
+        if self.state is WorkerState.STOPPED:
+            return "the worker has stopped"
+        if self.state is WorkerState.DRAINING:
+            return "the worker is draining"
+        if self._registered.is_set():
+            return None
+        link = self._link
+        if link is not None and link.problem:
+            return f"not registered: the control plane's announcements fail authentication ({link.problem})"
+        if link is not None and link.instance_id:
+            return "not registered with the control plane yet"
+        return f"not registered: no control plane announced itself on {self.settings.control_plane}"
 
     async def _close(self) -> None:
         self.state = WorkerState.STOPPED
