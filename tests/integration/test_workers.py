@@ -134,7 +134,10 @@ async def test_least_loaded_dispatch_never_runs_more_than_a_workers_concurrency_
 async def test_a_worker_killed_mid_task_has_its_tasks_rerun_once_on_the_survivor_or_failed_as_worker_lost(
     start_cp_for_workers, start_worker, make_client, wait_for_state, tmp_path
 ):
-    control_plane = start_cp_for_workers()
+    # (A dead worker is found by its silence, as a cut-off one: within the heartbeat timeout, 1 s here.)
+    control_plane = start_cp_for_workers(
+        "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)
+    )
     workers = await start_workers(start_worker, control_plane, "w1", "w2", concurrency=10)
     client = make_client(control_plane)
     markers = tmp_path / "finished"

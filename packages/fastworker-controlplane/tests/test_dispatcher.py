@@ -43,8 +43,9 @@ def lose_worker(rig: Any, worker_id: str, how: str) -> None:
     """Make the control plane lose a worker directly, by its connection dropping, or (start) its heartbeat timeout."""
     if how == "lose":
         rig.dispatcher.lose(rig.fleet.get(worker_id), "test says so")
-    elif how == "pipe_closed":
+    elif how == "pipe_closed":  # and not back within the heartbeat timeout
         rig.dispatcher.pipe_closed(rig.pipes[worker_id])
+        rig.clock.advance(rig.dispatcher.heartbeat_timeout + 1)
     elif how == "heartbeat_timeout":
         rig.clock.advance(rig.dispatcher.heartbeat_timeout + 1)
     else:
@@ -420,7 +421,7 @@ async def test_a_lost_workers_tasks_with_retries_left_are_requeued_and_redispatc
     assert all(r.worker == "w1" for r in records)
 
     lose_worker(rig, "w1", how)
-    if how == "heartbeat_timeout":
+    if how in ("heartbeat_timeout", "pipe_closed"):
         rig.heartbeat("w2")  # w2 keeps beating; only w1 went silent
     await wait_lost(rig, "w1")
 
@@ -463,7 +464,7 @@ async def test_a_task_whose_cancel_was_acknowledged_ends_cancelled_when_its_work
     assert rig.coordinator.cancel(record.task_id) == (True, RUNNING)  # the stop order waits for w1
 
     lose_worker(rig, "w1", how)
-    if how == "heartbeat_timeout":
+    if how in ("heartbeat_timeout", "pipe_closed"):
         rig.heartbeat("w2")
     await wait_lost(rig, "w1")
 
@@ -527,7 +528,7 @@ async def test_a_lost_workers_tasks_without_retries_left_fail_with_worker_lost(
     assert len(pull.tasks) == 1
 
     lose_worker(rig, "w1", how)
-    if how == "heartbeat_timeout":
+    if how in ("heartbeat_timeout", "pipe_closed"):
         rig.heartbeat("w2")
     await wait_lost(rig, "w1")
 
@@ -552,7 +553,7 @@ async def test_a_lost_worker_with_explicit_task_retries_exhausted_fails_them_wit
     await settle()
     assert [s.task_id for s in pull.tasks] == [record.task_id]
     lose_worker(rig, "w1", how)
-    if how == "heartbeat_timeout":
+    if how in ("heartbeat_timeout", "pipe_closed"):
         rig.heartbeat("w2")
     await wait_lost(rig, "w1")
     assert (record.state, record.attempts) == (PENDING, 1)
@@ -614,13 +615,17 @@ async def test_a_lost_worker_loses_its_held_pull(dispatch_rig: Any) -> None:
 async def test_a_dropped_connection_loses_only_the_workers_on_it_once_they_did_not_come_back(
     dispatch_rig: Any,
 ) -> None:
-    rig = dispatch_rig(heartbeat_interval=0.1, heartbeat_timeout=15.0)
+    rig = dispatch_rig(**FAST_REAPER)
     rig.register("a1", ["job"], pipe_id=7)
     rig.register("a2", ["job"], pipe_id=7)
     rig.register("b1", ["job"], pipe_id=8)
 
     rig.dispatcher.pipe_closed(7)
+    rig.clock.advance(rig.dispatcher.heartbeat_timeout - 1)
+    await asyncio.sleep(0.2)  # (reaper rounds)
     assert rig.coordinator.counters.workers_lost == 0  # a cut connection is no proof the process died
+    rig.heartbeat("b1")
+    rig.clock.advance(2)  # their heartbeat timeout passed: those on it did not come back
     await until(lambda: rig.coordinator.counters.workers_lost == 2)
     assert [w.worker_id for w in rig.fleet] == ["b1"]
 

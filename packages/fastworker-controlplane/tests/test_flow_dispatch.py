@@ -174,10 +174,9 @@ async def test_tasks_prefetched_before_their_name_gained_limits_take_no_place_un
 @pytest.mark.parametrize("how", ["lose", "pipe_closed"])
 @pytest.mark.parametrize("retries", [1, 0])
 async def test_a_worker_lost_while_running_a_limited_task_gives_its_place_back(
-    dispatch_rig: Any, how: str, retries: int, monkeypatch: pytest.MonkeyPatch
+    dispatch_rig: Any, how: str, retries: int
 ) -> None:
-    rig = dispatch_rig()
-    monkeypatch.setattr(type(rig.dispatcher), "reconnect_grace", 0.05)  # (a dropped connection's)
+    rig = dispatch_rig(heartbeat_interval=0.05, heartbeat_timeout=15.0)  # (the reaper looks every 50 ms)
     register(rig, "w1", capacity=2)
     register(rig, "w2", capacity=2)
     first, second = rig.submit(SOLO, 1, retries=retries), rig.submit(SOLO, 2, retries=retries)
@@ -189,8 +188,10 @@ async def test_a_worker_lost_while_running_a_limited_task_gives_its_place_back(
     if how == "lose":
         rig.dispatcher.lose(rig.fleet.get("w1"), "test says so")
     else:
-        rig.dispatcher.pipe_closed(rig.pipes["w1"])
-        await asyncio.sleep(rig.dispatcher.reconnect_grace + 0.05)
+        rig.dispatcher.pipe_closed(rig.pipes["w1"])  # and w1 does not come back within the heartbeat timeout
+        rig.clock.advance(rig.dispatcher.heartbeat_timeout + 1)
+        rig.heartbeat("w2")
+        await asyncio.sleep(0.2)
     await settle()
 
     # Re-queued (retries left) and started again on w2, or failed and its place taken by the next

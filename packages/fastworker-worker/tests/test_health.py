@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -117,6 +118,11 @@ async def test_the_worker_is_ready_only_while_registered_and_not_draining() -> N
     assert worker._readiness_problem() == "not registered: no control plane announced itself on tcp://127.0.0.1:9"
     worker._registered.set()
     worker.state = WorkerState.RUNNING
+    assert worker._readiness_problem() is None
+    # Registered, but the control plane went quiet past this worker's fence: it starts nothing, not ready
+    worker._link = SimpleNamespace(last_contact=time.monotonic() - 60, problem="", instance_id="cp")  # type: ignore[assignment]
+    assert worker._readiness_problem() == "no answer from the control plane for 60 s"
+    worker._link.last_contact = time.monotonic()  # type: ignore[attr-defined]
     assert worker._readiness_problem() is None
     worker.state = WorkerState.DRAINING
     assert worker._readiness_problem() == "the worker is draining"

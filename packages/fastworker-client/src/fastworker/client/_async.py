@@ -54,6 +54,7 @@ from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.errors import FrameTooLarge
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from fastworker.protocol.ids import shown_id
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -225,6 +226,8 @@ class Client(AdminMethods):
         self._awaited: dict[str, list[_Listener]] = {}
         self._unsent: dict[str, None] = {}
         self._waits_in_flight = 0
+        #: Bulk wait requests out per task id: a failed one leaves the waiters of an id to a later one.
+        self._asked: dict[str, int] = {}
         self._pump_scheduled = False
         self._background: set[asyncio.Task[Any]] = set()
         # Tokens of `async with` blocks that made this the current client (handles.current_client).
@@ -697,6 +700,7 @@ class Client(AdminMethods):
                     async with asyncio.timeout(bound):
                         info = await future
                 except TimeoutError:
+                    self._raise_if_unconnected(task_id, bound)
                     # The bound may pass before the first answer (timeout=0): a task final by then is
                     # no timeout. One quick look, bounded too: an unreachable control plane times out.
                     try:
@@ -710,6 +714,18 @@ class Client(AdminMethods):
         finally:
             self._forget_waiter(task_id, future)
         return task_info_from_wire(info, allow_pickle=self.allow_pickle)
+
+    def _raise_if_unconnected(self, task_id: str, bound: float) -> None:
+        """At a wait's timeout, raise ControlPlaneUnavailable if no control plane is connected.
+
+        Nobody could have answered: "the task did not finish" (``TaskTimeout``) would be a guess,
+        and a wrong one for a task that finished before the control plane went away.
+        """
+        channel = self._channel
+        if channel is not None and not channel.connected:
+            raise ControlPlaneUnavailable(
+                f"no control plane connected: the state of task {shown_id(task_id)} is unknown after {bound:g} s"
+            )
 
     def _forget_waiter(self, task_id: str, future: _Listener) -> None:
         """Stop waiting on task_id for this caller; the id leaves the next wait requests if nobody else waits."""
@@ -747,6 +763,7 @@ class Client(AdminMethods):
                         await bulk.future
                 except TimeoutError:
                     first = next(i for i, info in enumerate(bulk.infos) if info is None)
+                    self._raise_if_unconnected(task_ids[first], timeout or 0.0)
                     raise TaskTimeout(task_ids[first], timeout or 0.0) from None
         finally:
             for task_id, slot in zip(task_ids, slots, strict=True):
@@ -777,8 +794,15 @@ class Client(AdminMethods):
                     break
             for task_id in ids:
                 del self._unsent[task_id]
-            self._waits_in_flight += 1
-            self._spawn(self._send_wait(ids))
+            self._ask(ids)
+
+    def _ask(self, ids: list[str]) -> None:
+        """Send one bulk wait for these ids (counted per id until it ends)."""
+        asked = self._asked
+        for task_id in ids:
+            asked[task_id] = asked.get(task_id, 0) + 1
+        self._waits_in_flight += 1
+        self._spawn(self._send_wait(ids))
 
     async def _send_wait(self, ids: list[str]) -> None:
         try:
@@ -795,8 +819,11 @@ class Client(AdminMethods):
                 # ControlPlaneUnavailable too (no answer within request_timeout beyond the hold; a
                 # restart within it is waited through): a wait without a timeout must not outlive a
                 # control plane that is gone for good. Any other error reaches the waiters as well:
-                # nobody else would ever answer them.
+                # nobody else would ever answer them. An id asked again since (a later call waits on
+                # it) is left to that request, whose deadline counts from that call, not this one.
                 for task_id in ids:
+                    if self._asked.get(task_id, 0) > 1 or task_id in self._unsent:
+                        continue
                     for future in self._awaited.get(task_id, ()):
                         if not future.done():
                             future.set_exception(exc)
@@ -814,10 +841,15 @@ class Client(AdminMethods):
             if remaining and not self._closed:
                 # Ask again for the rest as one chunk: tasks submitted together finish together,
                 # and a chunk kept whole is answered in few rounds.
-                self._waits_in_flight += 1
-                self._spawn(self._send_wait(remaining))
+                self._ask(remaining)
         finally:
             self._waits_in_flight -= 1
+            asked = self._asked
+            for task_id in ids:
+                if asked[task_id] > 1:
+                    asked[task_id] -= 1
+                else:
+                    del asked[task_id]
             if self._unsent and not self._closed:
                 self._schedule_pump()
 

@@ -102,6 +102,11 @@ class RequestChannel:
         return self._closed
 
     @property
+    def connected(self) -> bool:
+        """Whether a connection to the dialed address is up now."""
+        return not self._closed and bool(self._socket.pipes)
+
+    @property
     def address(self) -> str | None:
         """The address currently dialed."""
         return self._address

@@ -45,11 +45,6 @@ DEFAULT_MAX_WORKER_TASKS = 1024
 FENCE_SLACK = 0.05
 #: Lateness of the liveness check, in seconds, beyond which this process counts as having stalled.
 STALL_TOLERANCE = 0.5
-#: Heartbeat intervals a worker whose connection dropped has to come back on a new one (its
-#: next request gets "not registered", and its registration resumes the record) before it is
-#: lost: a cut connection is no proof that the process died, and a loss re-runs or fails what it
-#: runs. Never more than the heartbeat timeout.
-RECONNECT_GRACE_INTERVALS = 2.0
 #: Seconds between looks for tasks that wait in a served queue no serving process defines them for.
 UNSERVABLE_CHECK_EVERY = 5.0
 
@@ -381,30 +376,20 @@ class Dispatcher:
             " (that counts as an attempt: it may have started)",
         )
 
-    @property
-    def reconnect_grace(self) -> float:
-        """Seconds a worker whose connection dropped has to register again on a new one before it is lost."""
-        return min(self.heartbeat_timeout, RECONNECT_GRACE_INTERVALS * self.heartbeat_interval)
-
     def pipe_closed(self, pipe_id: int) -> None:
-        """A connection dropped: its workers get nothing more on it, and are lost unless back in ``reconnect_grace``.
+        """A connection dropped: its workers get nothing more on it; whether they are lost is the heartbeat's call.
 
-        A process that died (its kernel closed the connection) is lost well before its heartbeat
-        timeout; one that was only cut off registers again on its next request and resumes its
-        record, with what it runs, so nothing fails or runs twice. Not once this process is
-        closing: its own sockets closing drop every connection, and what the workers hold is the
-        next instance's to sort out (the journal), not a loss.
+        A cut connection is no proof that the process died, and a loss fails or re-runs what it
+        runs: a worker that was only cut off registers again on its next request and resumes its
+        record, with what it runs, however many cuts it takes (a storm of them delays its
+        registration by seconds); one that does not come back is lost as any silent worker is, once
+        ``heartbeat_timeout`` passed since it was last heard. (Not once this process is closing:
+        its own sockets closing drop every connection.)
         """
         if self._closed:
             return
-        grace = self.reconnect_grace
         for worker in self.fleet.on_pipe(pipe_id):
             self._drop_pull(worker)  # held on the dropped connection: nobody reads its answer
-            self._loop.call_later(grace, self._lose_if_not_back, worker, pipe_id, grace)
-
-    def _lose_if_not_back(self, worker: WorkerRecord, pipe_id: int, grace: float) -> None:
-        if not self._closed and self.fleet.get(worker.worker_id) is worker and worker.pipe_id == pipe_id:
-            self.lose(worker, f"connection dropped, not back within {grace:g} s")
 
     def _reap_silent_workers(self) -> None:
         """Drop workers silent for longer than the heartbeat timeout.

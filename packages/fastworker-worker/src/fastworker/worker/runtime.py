@@ -1334,9 +1334,12 @@ class Worker:
             return "the worker has stopped"
         if self.state is WorkerState.DRAINING:
             return "the worker is draining"
-        if self._registered.is_set():
-            return None
         link = self._link
+        if self._registered.is_set():
+            if link is not None and worker_fenced(time.monotonic(), link.last_contact, self.heartbeat_timeout):
+                # Its lease lapsed: it starts nothing until the control plane answers again.
+                return f"no answer from the control plane for {time.monotonic() - link.last_contact:.0f} s"
+            return None
         if link is not None and link.problem:
             return f"not registered: the control plane's announcements fail authentication ({link.problem})"
         if link is not None and link.instance_id:
