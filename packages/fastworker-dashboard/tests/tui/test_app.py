@@ -441,3 +441,40 @@ async def test_escape_sequences_from_tasks_and_workers_reach_the_terminal_escape
         assert "w\\x1b[31m1" in app.worker_table.row_keys
         on_screen = screen_text(app)
         assert "\x1b" not in on_screen and "\x07" not in on_screen and "evil\\x1b[2J" in on_screen
+
+
+async def test_a_narrower_value_updates_its_cell_without_measuring_the_column_again(monkeypatch):
+    # DataTable measures every cell of a column again for each updated cell narrower than the column:
+    # with an age on each of 200 rows changing every second, that kept fastworker-top at a core.
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    from fastworker.dashboard.tui.widgets.table import KeyedTable
+
+    class Ages(KeyedTable):
+        COLUMNS = (("id", "ID"), ("age", "AGE"))
+
+    class Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Ages()
+
+    measured: list[int] = []
+    original = DataTable._update_column_widths
+
+    def counting(self, updated_cells):  # type: ignore[no-untyped-def]
+        measured.append(len(updated_cells))
+        return original(self, updated_cells)
+
+    monkeypatch.setattr(DataTable, "_update_column_widths", counting)
+    async with Host().run_test() as pilot:
+        table = pilot.app.query_one(Ages)
+        table.sync([(f"t{i}", (Text(f"t{i}"), Text("59m 59s"))) for i in range(200)])
+        await pilot.pause()
+        measured.clear()
+        table.sync([(f"t{i}", (Text(f"t{i}"), Text("1s"))) for i in range(200)])
+        await pilot.pause()
+        assert table.get_cell("t7", "age").plain == "1s"  # updated...
+        assert sum(measured) == 0  # ...without a width pass over the column
+        table.sync([(f"t{i}", (Text(f"t{i}"), Text("a much longer age"))) for i in range(200)])
+        await pilot.pause()
+        assert table.columns["age"].content_width == len("a much longer age")  # a wider one still widens it

@@ -66,11 +66,16 @@ class KeyedTable(DataTable[Text]):
         keys = [key for key, _ in rows]
         column_keys = [key for key, _ in self.COLUMNS]
         if keys == self.row_keys:
+            columns = self.columns
             for key, cells in rows:
                 old = self.get_row(key)
                 for column, new, previous in zip(column_keys, cells, old, strict=False):
                     if new != previous:
-                        self.update_cell(key, column, new, update_width=True)
+                        # Widths only grow here: DataTable measures a whole column again for each
+                        # updated cell narrower than the column, every second on every row (an age,
+                        # a run time) that is all of a core for 200 rows. A rebuild fits them again.
+                        wider = new.cell_len > columns[column].content_width
+                        self.update_cell(key, column, new, update_width=wider)
             return
         selected = self.selected_key()
         cursor = self.cursor_row
