@@ -13,6 +13,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 #: One row: its key and its cells in column order.
 Row = tuple[str, Sequence[Text]]
@@ -74,7 +75,7 @@ class KeyedTable(DataTable[Text]):
                         # Widths only grow here: DataTable measures a whole column again for each
                         # updated cell narrower than the column, every second on every row (an age,
                         # a run time) that is all of a core for 200 rows. A rebuild fits them again.
-                        wider = new.cell_len > columns[column].content_width
+                        wider = new.cell_len > columns[ColumnKey(column)].content_width
                         self.update_cell(key, column, new, update_width=wider)
             return
         selected = self.selected_key()
