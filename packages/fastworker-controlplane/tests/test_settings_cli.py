@@ -97,11 +97,29 @@ def test_settings_are_frozen() -> None:
             "--ready-file: cannot write /nonexistent-fw/dir/r: its folder /nonexistent-fw/dir does not exist",
         ),
         ({"local_pool": "fork"}, "--local-pool must be one of processes, threads, not 'fork'"),
+        (
+            {"client_address": "tls+tcp://127.0.0.1:7000"},
+            "--client-address tls\\+tcp://127.0.0.1:7000 listens with TLS: give --tls-cert and --tls-key",
+        ),
+        (
+            {"advertise_host": "127.0.0.1:999"},
+            "--advertise-host '127.0.0.1:999': a host name or IP address, without a port",
+        ),
+        ({"advertise_host": "a b"}, "--advertise-host 'a b': not a host name or IP address"),
+        ({"advertise_host": "host/path"}, "--advertise-host 'host/path'"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_flag(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ControlPlaneSettings(**fields)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("[::1]", "::1"), ("::1", "::1"), ("10.0.0.7", "10.0.0.7"), ("cp-0.fw.svc", "cp-0.fw.svc")]
+)
+def test_an_ipv6_advertise_host_may_come_in_brackets_and_is_kept_bare(given: str, kept: str) -> None:
+    # (The bracketed form was kept as given, and every peer dialed tcp://[[::1]]:PORT for ever.)
+    assert ControlPlaneSettings(advertise_host=given).advertise_host == kept
 
 
 def test_boundary_settings_are_accepted() -> None:
@@ -313,6 +331,8 @@ def test_main_exits_1_when_a_task_module_cannot_be_imported(capsys: pytest.Captu
         ["--local-concurrency", "99999999999"],
         ["--discovery-address", "foo://bar"],
         ["--dashboard-address", "127.0.0.1:abc"],
+        ["--advertise-host", "127.0.0.1:5551"],
+        ["--dispatch-address", "tls+tcp://127.0.0.1:0"],
     ],
 )
 @pytest.mark.usefixtures("restore_process_state")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from fastworker.client._readyfile import check_ready_file
@@ -22,6 +24,12 @@ DEFAULT_METRICS_ADDRESS = "127.0.0.1:5553"
 MAX_LOCAL_CONCURRENCY = MAX_CONCURRENCY
 #: Largest --max-frame-size (1 GiB): what nng's receive limit and the journal's batches take.
 MAX_FRAME_SIZE_LIMIT = 1 << 30
+
+
+#: A DNS name or an IPv4 address, as peers dial it (letters, digits, hyphens and underscores, dot-separated).
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
 
 
 @dataclass(frozen=True)
@@ -130,9 +138,14 @@ class ControlPlaneSettings:
             ("--dispatch-address", self.dispatch_address),
         ):
             try:
-                parse_address(address)
+                parsed = parse_address(address)
             except ValueError as exc:
                 raise ValueError(f"{flag}: {exc}") from None
+            if parsed.scheme == "tls+tcp" and not (self.tls_cert and self.tls_key):
+                # Without them the listener starts, and no peer ever completes a handshake.
+                raise ValueError(f"{flag} {address} listens with TLS: give --tls-cert and --tls-key")
+        if self.advertise_host is not None:
+            object.__setattr__(self, "advertise_host", advertised_host(self.advertise_host))
         for flag, http_address, off in (
             ("--dashboard-address", self.dashboard_address, self.no_dashboard),
             ("--metrics-address", self.metrics_address, self.no_metrics),
@@ -153,3 +166,21 @@ class ControlPlaneSettings:
         if not (self.tls_cert or self.tls_key):
             return None
         return TlsFiles(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
+
+
+def advertised_host(host: str) -> str:
+    """``--advertise-host`` checked: a host name or an IP address (an IPv6 one with or without brackets).
+
+    Raises:
+        ValueError: a port, a path, spaces, or anything else no peer could dial, naming the value.
+    """
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            raise ValueError(f"--advertise-host {host!r}: a host name or IP address, without a port") from None
+        return bare
+    if not _HOST_NAME.fullmatch(bare):
+        raise ValueError(f"--advertise-host {host!r}: not a host name or IP address")
+    return bare
