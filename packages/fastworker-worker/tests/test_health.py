@@ -181,3 +181,9 @@ def test_a_ready_file_that_cannot_be_written_is_refused_at_start_naming_the_flag
         WorkerSettings(task_modules=(), ready_file=str(tmp_path / "missing" / "ready"))
     with pytest.raises(ValueError, match="--ready-file: .* is a folder"):
         WorkerSettings(task_modules=(), ready_file=str(tmp_path))
+
+
+def test_a_control_plane_address_with_port_0_is_refused_naming_it() -> None:
+    # It cannot be dialled: the worker waited for an announcement for ever.
+    with pytest.raises(ValueError, match=r"--control-plane tcp://127.0.0.1:0: port 0 can be listened on, not dialled"):
+        WorkerSettings(task_modules=(), control_plane="tcp://127.0.0.1:0")

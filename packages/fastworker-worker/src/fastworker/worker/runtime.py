@@ -177,6 +177,8 @@ class WorkerSettings:
             address = parse_address(self.control_plane)
         except ValueError as exc:
             raise ValueError(f"--control-plane: {exc}") from None
+        if address.port == 0:
+            raise ValueError(f"--control-plane {self.control_plane}: port 0 can be listened on, not dialled")
         if address.scheme == "tls+tcp" and self.tls is None:
             raise ValueError(f"--control-plane {self.control_plane} uses TLS: give the CA bundle (--tls-ca)")
         if self.drain_timeout < 0:
