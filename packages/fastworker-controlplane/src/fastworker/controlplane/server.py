@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import ipaddress
 import logging
 import math
 import os
@@ -63,6 +64,22 @@ def advertised(bound: str, advertise_host: str | None) -> str:
     if address.host in _WILDCARD_HOSTS:
         return address.with_host(socket.getfqdn()).url
     return bound
+
+
+def name_problem(host: str) -> str | None:
+    """Why peers on other hosts may not reach ``host`` (this machine's name, as announced), or None.
+
+    A name that resolves only to loopback here (``/etc/hosts`` often maps it to 127.0.1.1), or not
+    at all, is announced all the same, and remote workers see the announcements but never connect.
+    """
+    try:
+        resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return f"this machine's name {host!r}, which does not resolve here: peers on other hosts may not reach it"
+    if all(ipaddress.ip_address(ip.split("%")[0]).is_loopback for ip in resolved):
+        shown = ", ".join(sorted(resolved))
+        return f"this machine's name {host!r}, which resolves to {shown} here: peers on other hosts cannot reach it"
+    return None
 
 
 def periodic_specs(definitions: Iterable[TaskDefinition]) -> list[PeriodicSpec]:
@@ -249,6 +266,19 @@ class ControlPlane:
             len(self.registry),
             s.local_concurrency,
         )
+        self._say_what_is_announced(client_address, dispatch_address)
+
+    def _say_what_is_announced(self, client_address: str, dispatch_address: str) -> None:
+        """Log the addresses peers are told to dial when they differ from the bound ones (and why they may fail)."""
+        advertise_host = self.settings.advertise_host
+        announced = [advertised(a, advertise_host) for a in (client_address, dispatch_address)]
+        if announced == [client_address, dispatch_address]:
+            return
+        logger.info("announcing clients %s, dispatch %s", *announced)
+        if not advertise_host and (problem := name_problem(socket.getfqdn())) is not None:
+            logger.warning(
+                "bound to a wildcard address, this control plane announces %s; pass --advertise-host", problem
+            )
 
     def _start_metrics(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve /metrics and /healthz on ``--metrics-address`` (a port in use stops the start, as for any listener)."""
