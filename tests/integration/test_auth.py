@@ -8,7 +8,6 @@ sealed with the same secret, is too old, or was seen before; each refusal is ans
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import re
 import subprocess
@@ -16,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pynng
 import pytest
+from fwhttp import get
 
 from fastworker.client import AuthenticationError, Client, SyncClient, TaskState
 from fastworker.controlplane.testing import stop_process
@@ -160,22 +159,11 @@ def test_a_worker_with_a_wrong_secret_never_joins_says_why_and_is_alive_but_not_
         # Its probes: alive (restarting it would not help), but not ready, saying why
         found = re.search(r"health on (http://127\.0\.0\.1:\d+)/healthz", log.read_text())
         assert found, log.read_text()
-        assert http_get(found.group(1) + "/healthz") == (200, b"ok\n")
-        status, reason = http_get(found.group(1) + "/readyz")
+        assert get(found.group(1) + "/healthz") == (200, b"ok\n")
+        status, reason = get(found.group(1) + "/readyz")
         assert status == 503 and b"announcements fail authentication" in reason, reason
     finally:
         stop_process(process)
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
-    try:
-        connection.request("GET", parts.path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def test_listening_beyond_loopback_without_a_secret_is_warned_about_and_with_one_it_is_not(

@@ -6,27 +6,15 @@ Uses the ``start_cp_for_workers`` and ``start_worker`` fixtures of ``test_worker
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import re
 import signal
 import time
-from urllib.parse import urlsplit
 
 import pytest
+from fwhttp import get
 
 from fastworker.controlplane.testing import HarnessError
-
-
-def get(url: str) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
-    try:
-        connection.request("GET", parts.path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 async def test_a_worker_serves_healthz_while_it_runs_and_releases_the_port_when_it_stops(
