@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
@@ -259,3 +261,21 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def _http_get(url: str) -> tuple[int, bytes]:
+    """The status and body of ``GET url`` (call it from a thread when the server shares the test's loop)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        connection.request("GET", parts.path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def http_get() -> Callable[[str], tuple[int, bytes]]:
+    """One plain HTTP GET, for the tests that probe the daemons' health listeners: ``http_get(url) -> (status, body)``."""
+    return _http_get

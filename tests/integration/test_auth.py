@@ -18,7 +18,6 @@ from typing import Any
 
 import pynng
 import pytest
-from fwhttp import get
 
 from fastworker.client import AuthenticationError, Client, SyncClient, TaskState
 from fastworker.controlplane.testing import stop_process
@@ -138,7 +137,7 @@ def test_a_fake_worker_without_the_secret_cannot_register_or_take_tasks(secured:
 
 
 def test_a_worker_with_a_wrong_secret_never_joins_says_why_and_is_alive_but_not_ready(
-    start_cp_for_workers: Any, tmp_path: Path
+    start_cp_for_workers: Any, tmp_path: Path, http_get: Any
 ) -> None:
     control_plane = start_cp_for_workers("--secret", SECRET)
     log = tmp_path / "wrong-worker.log"
@@ -159,8 +158,8 @@ def test_a_worker_with_a_wrong_secret_never_joins_says_why_and_is_alive_but_not_
         # Its probes: alive (restarting it would not help), but not ready, saying why
         found = re.search(r"health on (http://127\.0\.0\.1:\d+)/healthz", log.read_text())
         assert found, log.read_text()
-        assert get(found.group(1) + "/healthz") == (200, b"ok\n")
-        status, reason = get(found.group(1) + "/readyz")
+        assert http_get(found.group(1) + "/healthz") == (200, b"ok\n")
+        status, reason = http_get(found.group(1) + "/readyz")
         assert status == 503 and b"announcements fail authentication" in reason, reason
     finally:
         stop_process(process)
