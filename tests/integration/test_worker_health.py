@@ -16,16 +16,22 @@ import pytest
 from fastworker.controlplane.testing import HarnessError
 
 
+def probed_worker(start_cp_for_workers, start_worker, worker_id: str):  # type: ignore[no-untyped-def]
+    """A control plane and a worker serving --health-address on a free port: (control plane, worker, base URL)."""
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, worker_id, "--health-address", "127.0.0.1:0", concurrency=1)
+    found = re.search(r"health on (http://127\.0\.0\.1:\d+)/healthz", worker.log())
+    assert found, worker.log()
+    return control_plane, worker, found.group(1)
+
+
 async def test_a_worker_serves_healthz_while_it_runs_and_releases_the_port_when_it_stops(
     start_cp_for_workers, start_worker, http_get
 ):
-    control_plane = start_cp_for_workers()
-    worker = start_worker(control_plane, "probed", "--health-address", "127.0.0.1:0", concurrency=1)
-    found = re.search(r"health on (http://127\.0\.0\.1:\d+/healthz)", worker.log())
-    assert found, worker.log()
-    url = found.group(1)
+    _, worker, base = probed_worker(start_cp_for_workers, start_worker, "probed")
+    url = base + "/healthz"
     assert await asyncio.to_thread(http_get, url) == (200, b"ok\n")
-    assert await asyncio.to_thread(http_get, url.replace("/healthz", "/readyz")) == (200, b"ok\n")  # registered
+    assert await asyncio.to_thread(http_get, base + "/readyz") == (200, b"ok\n")  # registered
 
     worker.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.process.wait, 30) == 0
@@ -36,11 +42,8 @@ async def test_a_worker_serves_healthz_while_it_runs_and_releases_the_port_when_
 async def test_a_worker_whose_control_plane_is_gone_reads_not_ready_once_its_lease_lapsed(
     start_cp_for_workers, start_worker, http_get
 ):
-    control_plane = start_cp_for_workers()
-    worker = start_worker(control_plane, "orphan", "--health-address", "127.0.0.1:0", concurrency=1)
-    found = re.search(r"health on (http://127\.0\.0\.1:\d+)/healthz", worker.log())
-    assert found, worker.log()
-    ready = found.group(1) + "/readyz"
+    control_plane, _, base = probed_worker(start_cp_for_workers, start_worker, "orphan")
+    ready = base + "/readyz"
     assert await asyncio.to_thread(http_get, ready) == (200, b"ok\n")
 
     os.kill(control_plane.pid, signal.SIGKILL)
@@ -49,7 +52,7 @@ async def test_a_worker_whose_control_plane_is_gone_reads_not_ready_once_its_lea
         assert time.monotonic() < deadline, "still ready 15 s after its control plane died"
         await asyncio.sleep(0.2)
     assert answer[0] == 503 and b"no answer from the control plane" in answer[1], answer
-    assert await asyncio.to_thread(http_get, found.group(1) + "/healthz") == (200, b"ok\n")  # alive all the same
+    assert await asyncio.to_thread(http_get, base + "/healthz") == (200, b"ok\n")  # alive all the same
 
 
 async def test_a_health_address_in_use_stops_the_worker_at_start_naming_it(start_cp_for_workers, start_worker):
