@@ -846,10 +846,10 @@ class Client(AdminMethods):
             self._waits_in_flight -= 1
             asked = self._asked
             for task_id in ids:
-                if asked[task_id] > 1:
+                if asked.get(task_id, 1) > 1:
                     asked[task_id] -= 1
                 else:
-                    del asked[task_id]
+                    asked.pop(task_id, None)
             if self._unsent and not self._closed:
                 self._schedule_pump()
 
