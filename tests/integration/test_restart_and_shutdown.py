@@ -62,6 +62,13 @@ async def test_while_the_control_plane_is_down_a_waiting_call_ends_within_its_ow
     for _ in range(2):
         assert 0.9 < await ended_after(client.wait(task_id, timeout=1)) < 1.9
     assert 1.5 < await ended_after(client.wait(task_id)) < 3.5
+    with pytest.raises(ControlPlaneUnavailable, match="no control plane is connected"):
+        await client.status(task_id)
+
+    # A client that never found it is bound the same way (its connect_timeout is 5 s)
+    fresh = make_client(control_plane, request_timeout=2.0)
+    assert await ended_after(fresh.result(task_id, timeout=1)) < 1.9
+    assert await ended_after(fresh.submit("fwtests.add", 1, 2, timeout=1)) < 1.9
 
 
 async def test_sigterm_lets_the_running_task_finish_refuses_new_work_and_exits_zero(

@@ -393,6 +393,9 @@ async def test_only_a_wait_many_alone_on_its_ids_asks_the_control_plane_to_answe
         async def connect(self) -> None:
             return None
 
+        async def _connect(self, within: float | None) -> None:
+            return None
+
         async def _request(self, build: Any, *, task_id: str = "", **_: Any) -> Any:
             envelope = Envelope()
             build(envelope)

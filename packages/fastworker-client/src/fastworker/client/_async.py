@@ -271,6 +271,10 @@ class Client(AdminMethods):
             AuthenticationError: the control plane's announcements fail this client's secret check
                 (a missing or wrong secret): raised at the first one, not after ``connect_timeout``.
         """
+        await self._connect(None)
+
+    async def _connect(self, within: float | None) -> None:
+        """``connect``, giving up after the call's own timeout (``within``, at least MIN_TAKEN_WITHIN) when shorter."""
         if self._closed:  # first: a closed client keeps its channel object, and a wait on it would never end
             raise ClientClosed("the client is closed")
         loop = self._on_own_loop()  # before the fast return: its sockets serve that loop
@@ -301,8 +305,9 @@ class Client(AdminMethods):
             finalizer.atexit = False  # at exit the process lets them go
         # Every caller waits for the one announcement side by side, each for connect_timeout from its
         # own start (waiting in turn behind a lock, the k-th of many failed after k timeouts).
+        bound = self.connect_timeout if within is None else min(self.connect_timeout, max(within, MIN_TAKEN_WITHIN))
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(bound):
                 while True:
                     await self._announced.wait()
                     if self._instance_id:
@@ -319,7 +324,7 @@ class Client(AdminMethods):
                 raise AuthenticationError(f"{problem} (control plane on {self.address})") from None
             reached = self._subscription is not None and self._subscription.reached
             raise ControlPlaneUnavailable(
-                f"no control plane announced itself within {self.connect_timeout:g} s: "
+                f"no control plane announced itself within {bound:g} s: "
                 + why_unheard(
                     self.address,
                     reached=reached,
@@ -388,7 +393,7 @@ class Client(AdminMethods):
             FastworkerError: the control plane answered with an error (typed).
         """
         if not self._instance_id:
-            await self.connect()
+            await self._connect(within)
         else:
             self._on_own_loop()
         requester = self._requester
@@ -687,7 +692,7 @@ class Client(AdminMethods):
         """
         task_id = id_arg(task_id)
         bound = _wait_bound(timeout)
-        await self.connect()
+        await self._connect(bound)
         future: asyncio.Future[task_pb2.TaskInfo] = asyncio.get_running_loop().create_future()
         self._awaited.setdefault(task_id, []).append(future)
         self._unsent[task_id] = None
@@ -749,7 +754,7 @@ class Client(AdminMethods):
         """
         task_ids = ids_arg(task_ids)
         bound = _wait_bound(timeout)
-        await self.connect()
+        await self._connect(bound)
         bulk = _BulkWait(asyncio.get_running_loop(), len(task_ids))
         slots = [_Slot(bulk, index) for index in range(len(task_ids))]
         for task_id, slot in zip(task_ids, slots, strict=True):

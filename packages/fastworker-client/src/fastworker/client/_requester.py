@@ -178,7 +178,12 @@ class Requester:
             if remaining <= 0:
                 if unsent:
                     raise ControlPlaneUnavailable(f"not sent within {ends - started:g} s: {unsent}")
-                raise ControlPlaneUnavailable(f"no reply from the control plane within {ends - started:g} s")
+                # Whether it was sent cannot be told here; whether a control plane is connected can.
+                connected = getattr(self.channel, "connected", True)
+                raise ControlPlaneUnavailable(
+                    f"no reply from the control plane within {ends - started:g} s"
+                    + ("" if connected else " (no control plane is connected)")
+                )
             addressed_to = self.instance()
             sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
             try:

@@ -535,8 +535,9 @@ class Worker:
         self._registered_instance = answer.instance_id
         self._registered.set()
         logger.info(
-            "worker %s registered with control plane %s (%d tasks, capacity %d)",
+            "worker %s %s control plane %s (%d tasks, capacity %d)",
             s.worker_id,
+            "resumed its registration with" if answer.resumed else "registered with",
             answer.instance_id,
             len(self.registry),
             s.concurrency,
@@ -572,7 +573,9 @@ class Worker:
         if not self._registered.is_set():
             return  # someone is already at it
         self._registered.clear()
-        logger.warning("registering again: %s", why)
+        # Not a warning yet: a worker only cut off resumes its registration, and nothing it runs is
+        # touched; what a fresh registration costs (tasks stopped, outcomes dropped) is warned about then.
+        logger.info("registering again: %s", why)
         self._spawn(self._register_until_accepted())
 
     async def _register_until_accepted(self) -> None:
