@@ -705,7 +705,6 @@ class Client(AdminMethods):
                     async with asyncio.timeout(bound):
                         info = await future
                 except TimeoutError:
-                    self._raise_if_unconnected(task_id, bound)
                     # The bound may pass before the first answer (timeout=0): a task final by then is
                     # no timeout. One quick look, bounded too: an unreachable control plane times out.
                     try:
@@ -715,19 +714,22 @@ class Client(AdminMethods):
                         last = None
                     if last is not None and last.state.is_final:
                         return last
+                    if last is None:
+                        self._raise_if_gone(task_id, bound)
                     raise TaskTimeout(task_id, bound) from None
         finally:
             self._forget_waiter(task_id, future)
         return task_info_from_wire(info, allow_pickle=self.allow_pickle)
 
-    def _raise_if_unconnected(self, task_id: str, bound: float) -> None:
-        """At a wait's timeout, raise ControlPlaneUnavailable if no control plane is connected.
+    def _raise_if_gone(self, task_id: str, bound: float) -> None:
+        """At a wait's timeout, raise ControlPlaneUnavailable if the control plane that answered before is gone.
 
         Nobody could have answered: "the task did not finish" (``TaskTimeout``) would be a guess,
-        and a wrong one for a task that finished before the control plane went away.
+        and a wrong one for a task that finished before the control plane went away. (A first
+        connection still being made is no sign of that: ``timeout=0`` right after connecting.)
         """
         channel = self._channel
-        if channel is not None and not channel.connected:
+        if channel is not None and channel.gone:
             raise ControlPlaneUnavailable(
                 f"no control plane connected: the state of task {shown_id(task_id)} is unknown after {bound:g} s"
             )
@@ -768,7 +770,7 @@ class Client(AdminMethods):
                         await bulk.future
                 except TimeoutError:
                     first = next(i for i, info in enumerate(bulk.infos) if info is None)
-                    self._raise_if_unconnected(task_ids[first], timeout or 0.0)
+                    self._raise_if_gone(task_ids[first], timeout or 0.0)
                     raise TaskTimeout(task_ids[first], timeout or 0.0) from None
         finally:
             for task_id, slot in zip(task_ids, slots, strict=True):

@@ -95,6 +95,8 @@ class RequestChannel:
         self._sends: list[_nng.SendAio] = []
         self._receiver = _nng.Receiver()
         self._closed = False
+        #: Whether any request got its reply (the peer was reachable once).
+        self._answered = False
 
     @property
     def closed(self) -> bool:
@@ -105,6 +107,11 @@ class RequestChannel:
     def connected(self) -> bool:
         """Whether a connection to the dialed address is up now."""
         return not self._closed and bool(self._socket.pipes)
+
+    @property
+    def gone(self) -> bool:
+        """Whether the peer answered before and no connection is up now (not: a first dial still under way)."""
+        return self._answered and not self.connected
 
     @property
     def address(self) -> str | None:
@@ -144,6 +151,7 @@ class RequestChannel:
         data = self._receiver.socket_message(self._socket)
         if data is None:
             return  # a spurious wake-up (EAGAIN), or no request out (ESTATE)
+        self._answered = True
         waiter, self._fast_waiter = self._fast_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(data)
@@ -223,6 +231,7 @@ class RequestChannel:
                     bound.reschedule(ends)
                 reply: bytes = await context.arecv()
             clean = True
+            self._answered = True
         except TimeoutError:
             if not taken and taken_within is not None:
                 raise _not_taken(taken_within) from None
