@@ -107,6 +107,9 @@ class ControlPlane:
         self.registry = registry
         self.instance_id = uuid.uuid4().hex
         self.addresses: dict[str, str | None] = {}
+        #: The client and dispatch addresses every announcement tells peers to dial (worked out once:
+        #: a wildcard bind names this machine, a DNS lookup that the announcements repeated 8 times a second).
+        self._announced: tuple[str, str] = ("", "")
         self._stop = asyncio.Event()
         self._sockets: list[pynng.Socket] = []
         self._servers: list[ReplyServer] = []
@@ -226,6 +229,10 @@ class ControlPlane:
             "dashboard": None,
             "metrics": None,
         }
+        self._announced = (
+            advertised(client_address, s.advertise_host),
+            advertised(dispatch_address, s.advertise_host),
+        )
         home = self._home(discovery_address)
         set_home(home)  # tasks that submit tasks reach this control plane, with its secret and TLS
         self._publisher = DiscoveryPublisher(pub, self._describe, s.announce_interval, auth=self._auth)
@@ -270,12 +277,10 @@ class ControlPlane:
 
     def _say_what_is_announced(self, client_address: str, dispatch_address: str) -> None:
         """Log the addresses peers are told to dial when they differ from the bound ones (and why they may fail)."""
-        advertise_host = self.settings.advertise_host
-        announced = [advertised(a, advertise_host) for a in (client_address, dispatch_address)]
-        if announced == [client_address, dispatch_address]:
+        if self._announced == (client_address, dispatch_address):
             return
-        logger.info("announcing clients %s, dispatch %s", *announced)
-        if not advertise_host and (problem := name_problem(socket.getfqdn())) is not None:
+        logger.info("announcing clients %s, dispatch %s", *self._announced)
+        if not self.settings.advertise_host and (problem := name_problem(socket.getfqdn())) is not None:
             logger.warning(
                 "bound to a wildcard address, this control plane announces %s; pass --advertise-host", problem
             )
@@ -458,8 +463,7 @@ class ControlPlane:
 
     def _describe(self, announcement: Announcement) -> None:
         announcement.instance_id = self.instance_id
-        announcement.client_address = advertised(self.addresses["client"] or "", self.settings.advertise_host)
-        announcement.dispatch_address = advertised(self.addresses["dispatch"] or "", self.settings.advertise_host)
+        announcement.client_address, announcement.dispatch_address = self._announced
         announcement.auth_required = self._auth is not None
         if self._auth is None:
             return  # unsealed, anyone may listen: only what a peer needs to connect (the rest is in stats)
