@@ -174,6 +174,26 @@ async def test_a_request_to_an_address_without_a_server_times_out(
     assert 0.25 <= time.monotonic() - started < 5.0
 
 
+async def test_a_request_nothing_answers_names_the_address_it_could_not_connect_to(
+    channels: Callable[[str], RequestChannel],
+) -> None:
+    from fastworker.client._requester import Requester
+    from fastworker.client.errors import ControlPlaneUnavailable
+
+    # Given a channel dialed to an announced address nothing listens on (a wrong --advertise-host)
+    address = free_address()
+    requester = Requester(channels(address), instance=lambda: "")
+
+    # When a request gets no reply
+    with pytest.raises(ControlPlaneUnavailable) as raised:
+        await requester.request(lambda envelope: envelope.status.task_ids.append("t-1"), timeout=0.3)
+
+    # Then the error names that address and what to check, not only "no reply"
+    message = str(raised.value)
+    assert "no control plane is connected" in message
+    assert f"could not connect to {address}" in message and "--advertise-host" in message
+
+
 @pytest.mark.parametrize("aside", [False, True], ids=["cheap lane", "context"])
 async def test_a_request_no_connection_takes_in_time_is_withdrawn_and_never_reaches_a_server_that_comes_later(
     servers: Callable[..., PlainServer], channels: Callable[[str], RequestChannel], aside: bool

@@ -668,6 +668,66 @@ async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_l
     assert kept == finished[-50:]
 
 
+def _finish_many(journal: Journal, count: int) -> tuple[list[str], list[str]]:
+    """Accept ``count`` tasks and finish all but every 500th; returns (unfinished ids, finished ids)."""
+    live: list[str] = []
+    finished: list[str] = []
+    result = encode_value("x" * 100)
+    for i in range(count):
+        record = TaskRecord(spec("add", i), NORMAL, float(i))
+        journal.accepted(record)
+        if i % 500 == 0:
+            live.append(record.task_id)
+            continue
+        record.state, record.result, record.finished_at = SUCCESS, result, time.time()
+        journal.finished(record)
+        finished.append(record.task_id)
+    return live, finished
+
+
+@pytest.mark.parametrize("stale_after", [0.5, 3600.0], ids=["stale snapshot", "fresh snapshot"])
+async def test_a_journal_left_at_its_peak_by_load_that_stopped_is_compacted_once_its_snapshot_is_stale(
+    journals: Any, tmp_path: Path, stale_after: float
+) -> None:
+    # Given a journal that starts with a backlog of 2,000 queued tasks in its snapshot, whose growth
+    # rule cannot fire here (1,000 times that snapshot), keeping at most 20 results
+    path = tmp_path / "tasks.journal"
+    first = journals()
+    backlog = [TaskRecord(spec("add", i, "y" * 200), NORMAL, float(i)) for i in range(2000)]
+    for record in backlog:
+        first.accepted(record)
+    first.close()
+    journal = journals(
+        compact_min_bytes=64 * 1024, compact_ratio=1000.0, compact_stale_after=stale_after, result_cache_size=20
+    )
+    start = journal.size
+    assert start > 64 * 1024
+
+    # When that backlog and a burst of new tasks finish, then nothing more is written (an idle control plane)
+    result = encode_value("x" * 100)
+    for record in backlog:
+        record.state, record.result, record.finished_at = SUCCESS, result, time.time()
+        journal.finished(record)
+    live, finished = _finish_many(journal, 3000)
+    assert await journal.flush()
+    peak = journal.size
+    assert peak > 2 * start
+    await asyncio.sleep(1.5)
+
+    if stale_after > 10:
+        # Then with a fresh snapshot nothing is compacted: the age rule decided, not the growth
+        assert journal.compactions == 0 and journal.size == peak
+        return
+    # Then once the snapshot is stale, the idle file shrinks to its live state, and replay loses nothing
+    await until(lambda: journal.compactions >= 1)
+    assert journal.size < start / 4
+    journal.close()
+    assert path.stat().st_size < start / 4
+    records = by_id(journals(result_cache_size=20))
+    assert [task_id for task_id in records if records[task_id].state == PENDING] == live
+    assert [task_id for task_id in records if records[task_id].state == SUCCESS] == finished[-20:]
+
+
 async def test_offline_compact_keeps_running_tasks_running_and_drops_expired_results(
     harness: Any, journals: Any, tmp_path: Path
 ) -> None:

@@ -167,6 +167,19 @@ async def test_on_loopback_a_foreign_host_header_is_refused(serve: Callable[...,
         assert (await fetch(server, "/healthz", host=host))[0] == 200, host
 
 
+async def test_host_headers_follow_the_dashboards_rule_one_spelling_per_ip_and_malformed_refused(
+    serve: Callable[..., MetricsServer],
+) -> None:
+    server = serve()
+    port = server.url.rsplit(":", 1)[1]
+    # Another spelling of a loopback address, a trailing dot, upper case: the dashboard allows them
+    for host in (f"[0:0:0:0:0:0:0:1]:{port}", "[::0001]", "LOCALHOST.", f"127.0.0.1.:{port}"):
+        assert (await fetch(server, "/healthz", host=host))[0] == 200, host
+    # A malformed header, a foreign address, userinfo tricks: refused as by the dashboard
+    for host in ("[::1", "[::2]", f"127.0.0.1:{port}:1", "evil@127.0.0.1", "127.0.0.1:99999"):
+        assert (await fetch(server, "/healthz", host=host))[0] == 400, host
+
+
 @contextlib.asynccontextmanager
 async def silent_connections(port: int, count: int) -> AsyncIterator[None]:
     """``count`` connections to the listener that never send a byte, closed on leaving."""

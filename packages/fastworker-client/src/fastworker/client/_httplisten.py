@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from fastworker.client.dashboardflags import canonical_name, split_host
 from fastworker.protocol.addresses import Address, parse_http_address
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,9 @@ class HttpListener:
         bound_port = self._server.server_address[1]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}"
         self._allowed_hosts: frozenset[str] | None = (
-            _LOOPBACK_NAMES | {host.lower()} if Address("tcp", host).is_loopback() else None  # None: any Host
+            frozenset(canonical_name(name) for name in _LOOPBACK_NAMES | {host.lower()})
+            if Address("tcp", host).is_loopback()
+            else None  # None: any Host
         )
         self._thread: threading.Thread | None = None
 
@@ -233,14 +236,11 @@ class HttpListener:
         return self._app(environ, start_response)
 
     def _host_allowed(self, host_header: str) -> bool:
-        host = host_header.strip().lower()
-        if self._allowed_hosts is None or not host:  # browsers always send one: no Host is no rebinding
+        """The dashboard's rule for a Host header (``split_host``, IP literals in one spelling), on fewer names."""
+        if self._allowed_hosts is None or not host_header.strip():  # browsers always send one: no Host is no rebinding
             return True
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host
-        else:
-            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return host in self._allowed_hosts
+        parsed = split_host(host_header)
+        return parsed is not None and canonical_name(parsed[0]) in self._allowed_hosts
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], T]) -> T:

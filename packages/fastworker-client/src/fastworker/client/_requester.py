@@ -182,7 +182,7 @@ class Requester:
                 connected = getattr(self.channel, "connected", True)
                 raise ControlPlaneUnavailable(
                     f"no reply from the control plane within {ends - started:g} s"
-                    + ("" if connected else " (no control plane is connected)")
+                    + ("" if connected else _not_connected(getattr(self.channel, "address", None)))
                 )
             addressed_to = self.instance()
             sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
@@ -288,3 +288,16 @@ class Requester:
                 return False
             await asyncio.sleep(INSTANCE_POLL_INTERVAL)
         return True
+
+
+def _not_connected(address: str | None) -> str:
+    """Why a request got no reply while no connection is up: the address dialled, and what to check."""
+    if not address:
+        return " (no control plane is connected)"
+    tls = address.startswith("tls+")
+    return (
+        f" (no control plane is connected: could not connect to {address}, the address the control plane"
+        " announced: nothing listens there, it is not reachable from this host (check --advertise-host),"
+        + (" or the TLS handshake failed (check that the certificate names that host)" if tls else "")
+        + ")"
+    )

@@ -6,8 +6,17 @@ One definition, so that both daemons take the same names, env vars and precedenc
 from __future__ import annotations
 
 import argparse
+import ipaddress
 
 from fastworker.client.secretfile import read_secret_file
+
+
+def canonical_name(name: str) -> str:
+    """An IP literal in its one canonical spelling (``0:0:0:0:0:0:0:1`` -> ``::1``); names as they are."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:

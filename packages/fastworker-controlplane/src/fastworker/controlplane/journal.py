@@ -54,9 +54,10 @@ again; periodic schedules resume from their last run (the scheduler's misfire
 policy decides about slots missed meanwhile); paused priority levels stay paused, and limits an
 operator set at run time (``set_limits``) hold again.
 
-Compaction. At start, and whenever the file outgrows ``compact_ratio`` times its last snapshot
-(and at least ``compact_min_bytes``), the live state is written to a new file that replaces the
-old one: unfinished tasks, unexpired results, periodic last runs, paused levels, run-time limits. Online, a
+Compaction. At start, whenever the file outgrows ``compact_ratio`` times its last snapshot (and
+at least ``compact_min_bytes``), and once it has doubled and its snapshot is ``compact_stale_after``
+seconds old (load that stopped would otherwise leave the file at its peak, idle or not), the live
+state is written to a new file that replaces the old one: unfinished tasks, unexpired results, periodic last runs, paused levels, run-time limits. Online, a
 compactor thread folds the file up to a batch boundary while the writer keeps appending; the
 writer then copies the batches written meanwhile after the snapshot and renames it into place.
 So the file stays proportional to the live state. ``fastworker-controlplane journal
@@ -118,6 +119,10 @@ SNAPSHOT_BATCH = 1024
 COMPACT_MIN_BYTES = 32 * 1024 * 1024
 #: Default growth over the last snapshot that triggers an online compaction.
 COMPACT_RATIO = 4.0
+#: Default age of the last snapshot after which a smaller growth (STALE_GROWTH) triggers one, in seconds.
+COMPACT_STALE_AFTER = 600.0
+#: Growth over the last snapshot that triggers a compaction once that snapshot is stale.
+STALE_GROWTH = 2.0
 #: Seconds between attempts to write a batch after the disk refused one.
 WRITE_RETRY_DELAY = 0.5
 
@@ -833,6 +838,8 @@ class Journal:
         sync: fdatasync every batch (power-loss safe); False only writes (survives kill -9, not a power loss).
         compact_min_bytes: No online compaction below this size.
         compact_ratio: Compact online when the file outgrows this many times its last snapshot.
+        compact_stale_after: Compact online, even idle, once the file has doubled and its last snapshot
+            is this many seconds old.
         clock: Current POSIX time.
 
     Raises:
@@ -850,6 +857,7 @@ class Journal:
         sync: bool = True,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
         compact_ratio: float = COMPACT_RATIO,
+        compact_stale_after: float = COMPACT_STALE_AFTER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -858,6 +866,7 @@ class Journal:
         self.sync = sync
         self.compact_min_bytes = compact_min_bytes
         self.compact_ratio = compact_ratio
+        self.compact_stale_after = compact_stale_after
         self.clock = clock
         self._lock_fd = _lock(self.path)
         try:
@@ -873,6 +882,7 @@ class Journal:
             # Only now, with the whole file read and found sound, is anything written.
             self._fd, self._base = replace_with_snapshot(self.path, state.snapshot_records())
             self._size = self._base
+            self._snapshot_at = time.monotonic()
             if info.batches:
                 logger.info(
                     "journal %s replayed in %.2f s (%d records): %s",
@@ -1131,7 +1141,10 @@ class Journal:
                     and self._compacted is None
                 ):
                     self._idle = True
-                    self._wake.wait()
+                    stale_in = self._stale_in()
+                    if stale_in is not None and stale_in <= 0:
+                        break  # nothing to write: on to _maybe_compact
+                    self._wake.wait(stale_in)
                 self._idle = False
                 closing = self._closing
                 compacted, self._compacted = self._compacted, None
@@ -1282,11 +1295,19 @@ class Journal:
 
     # -------------------------------------------------------------------------------- compaction
 
+    def _stale_in(self) -> float | None:
+        """Seconds until a compaction is due by age alone (<= 0: now); None when the file is not large enough."""
+        if self._compactor is not None or self._size < max(self.compact_min_bytes, STALE_GROWTH * self._base):
+            return None
+        return self._snapshot_at + self.compact_stale_after - time.monotonic()
+
     def _maybe_compact(self) -> None:
         if self._compactor is not None or self._closing:
             return
         if self._size < max(self.compact_min_bytes, self.compact_ratio * self._base):
-            return
+            stale_in = self._stale_in()
+            if stale_in is None or stale_in > 0:
+                return
         self._compactor = threading.Thread(
             target=self._compact, args=(self._size,), name="fastworker-journal-compact", daemon=True
         )
@@ -1331,6 +1352,7 @@ class Journal:
             self._fd = fd
             self._size = snapshot_size + len(tail)
             self._base = self._size
+            self._snapshot_at = time.monotonic()
             self.compactions += 1
             logger.info("journal %s compacted: %d -> %d bytes", self.path, before, self._size)
         self._compactor = None

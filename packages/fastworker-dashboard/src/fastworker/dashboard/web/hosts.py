@@ -13,7 +13,6 @@ never whatever ``Host`` the request claims.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fastworker.client.dashboardflags import canonical_name as _canonical
 from fastworker.client.dashboardflags import split_host
 from fastworker.dashboard.web.ratelog import RateLimitedLog
 
@@ -35,14 +35,6 @@ WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _refusals = RateLimitedLog(logger, per_minute=6)
-
-
-def _canonical(name: str) -> str:
-    """An IP literal in its one canonical spelling (``::0001`` -> ``::1``); names as they are."""
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name
 
 
 def machine_names() -> set[str]:
