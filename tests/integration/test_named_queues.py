@@ -59,6 +59,11 @@ async def test_each_task_runs_only_on_a_worker_of_its_queue_and_an_unserved_queu
     assert listing[("nobody", "normal")]["servers"] == 0
     assert listing[("reports", "normal")]["servers"] == 1
     assert listing[("default", "normal")]["servers"] == 1  # w-default; the control plane runs nothing itself
+    # and the worker listing says who serves what (Celery's "inspect active_queues")
+    assert {w["worker_id"]: w["queues"] for w in await client.workers()} == {
+        "w-default": ["default"],
+        "w-reports": ["reports", "urgent"],
+    }
 
     # A worker serving it joins: they run there
     await asyncio.to_thread(start_worker, control_plane, "w-nobody", "--queues", "nobody", task_modules=TASKS)

@@ -167,6 +167,7 @@ async def test_workers_page_shows_load_memory_and_a_drain_button(web: httpx.Asyn
     assert "50.0 MiB" in html
     assert 'data-action="drain"' in html
     assert "4242" in html
+    assert '<td class="queues"><span class="tag">default</span><span class="tag">reports</span></td>' in html
 
 
 async def test_control_plane_unavailable_gives_a_503_page(web: httpx.AsyncClient, fake: FakeAdminClient) -> None:

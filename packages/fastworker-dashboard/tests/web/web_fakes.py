@@ -82,6 +82,7 @@ class FakeAdminClient:
                 "last_heartbeat": time.time() - 0.5,
                 "draining": False,
                 "task_names": ["app.add"],
+                "queues": ["default", "reports"],
             }
         ]
         self.stats_data: dict[str, Any] = {

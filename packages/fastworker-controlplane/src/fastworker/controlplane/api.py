@@ -530,6 +530,7 @@ class ClientApi:
             info.last_heartbeat = worker.last_seen
             info.draining = worker.draining
             info.task_names.extend(sorted(worker.task_names))
+            info.queues.extend(sorted(worker.queues))
         self._send(reply, envelope)
 
     def _events(self, request: Envelope, reply: Reply) -> None:

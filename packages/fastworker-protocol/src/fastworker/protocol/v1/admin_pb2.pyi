@@ -36,6 +36,7 @@ class WorkerInfo(_message.Message):
     LAST_HEARTBEAT_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
     TASK_NAMES_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker id."""
     host: _builtins.str
@@ -60,6 +61,10 @@ class WorkerInfo(_message.Message):
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Names of the tasks it runs."""
 
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The named queues it serves (its --queues), by name."""
+
     def __init__(
         self,
         *,
@@ -74,10 +79,11 @@ class WorkerInfo(_message.Message):
         last_heartbeat: _builtins.float = ...,
         draining: _builtins.bool = ...,
         task_names: _abc.Iterable[_builtins.str] | None = ...,
+        queues: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "draining", b"draining", "failed", b"failed", "host", b"host", "in_flight", b"in_flight", "last_heartbeat", b"last_heartbeat", "pid", b"pid", "processed", b"processed", "rss_bytes", b"rss_bytes", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "draining", b"draining", "failed", b"failed", "host", b"host", "in_flight", b"in_flight", "last_heartbeat", b"last_heartbeat", "pid", b"pid", "processed", b"processed", "queues", b"queues", "rss_bytes", b"rss_bytes", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
