@@ -117,6 +117,7 @@ def test_list_and_inspect_show_tasks_with_filters_timings_and_tracebacks(shared_
     human = fastworker(shared_cp, "inspect", failed["id"])
     assert human.returncode == 0
     assert "ValueError: inspect me" in human.stdout and "Traceback" in human.stdout and "ran" in human.stdout
+    assert re.search(r"^\s*error\s+ValueError: inspect me", human.stdout, re.MULTILINE), human.stdout  # in its row
     assert fastworker(shared_cp, "inspect", "no-such-id").returncode == 1
     assert fastworker(shared_cp, "list", "--state", "bogus").returncode == 2
 
@@ -147,6 +148,14 @@ def test_pause_resume_purge_and_drain_commands(shared_cp: RunningControlPlane) -
 
     missing = fastworker(shared_cp, "--json", "drain", "no-such-worker")
     assert missing.returncode == 1 and json.loads(missing.stdout)["draining"] is False
+    # For people, a refusal goes to stderr as the other exit-1 answers do, leaving stdout empty
+    missing = fastworker(shared_cp, "drain", "no-such-worker")
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr.startswith("error: no worker no-such-worker is connected")
+    done = json.loads(fastworker(shared_cp, "--json", "submit", "fwtests.add", "1", "2", "--wait").stdout)
+    refused = fastworker(shared_cp, "cancel", done["id"])
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.startswith(f"error: task {done['id']} not cancelled (it was SUCCESS)")
 
 
 def test_human_output_of_every_read_command(shared_cp: RunningControlPlane) -> None:
@@ -161,7 +170,12 @@ def test_human_output_of_every_read_command(shared_cp: RunningControlPlane) -> N
     assert listing.returncode == 0 and "fwtests.add" in listing.stdout
     past = fastworker(shared_cp, "list", "--offset", "99999")
     assert past.returncode == 0 and "tasks none past 99999 of " in past.stdout
-    for bad, why in (("0", "must be 1 or more, got 0"), ("abc", "expected a whole number, got 'abc'")):
+    # One bound named whatever was wrong (-1 was told "0 or more", then 0 "1 or more")
+    for bad, why in (
+        ("0", "must be 1 or more, got 0"),
+        ("-1", "must be 1 or more, got -1"),
+        ("abc", "expected a whole number, 1 or more, got 'abc'"),
+    ):
         refused = fastworker(shared_cp, "list", "--limit", bad)
         assert refused.returncode == 2 and f"argument --limit: {why}" in refused.stderr
 

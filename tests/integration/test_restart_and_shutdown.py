@@ -6,6 +6,8 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +17,7 @@ from fastworker.client import ControlPlaneUnavailable, TaskNotFound, TaskState
 #: Longest a client may take to find a restarted control plane again.
 RECONNECT_BOUND = 15.0
 #: How long the task running during shutdown takes.
-DRAINED_TASK_SECONDS = 2.0
+DRAINED_TASK_SECONDS = 2.5
 
 
 async def test_a_client_runs_tasks_again_after_the_control_plane_restarts_on_the_same_addresses(start_cp, make_client):
@@ -87,6 +89,10 @@ async def test_sigterm_lets_the_running_task_finish_refuses_new_work_and_exits_z
     assert not marker.exists()
     with pytest.raises(ControlPlaneUnavailable):
         await client.delay("fwtests.add", 1, 2)
+    # A client that first connects during the drain is told why nothing answers it
+    latecomer = make_client(control_plane, connect_timeout=0.8)
+    with pytest.raises(ControlPlaneUnavailable, match=r"the control plane there is shutting down \(SIGTERM\)"):
+        await latecomer.stats()
 
     exit_code = await asyncio.wait_for(stopping, 20)
     exited_at = time.time()
@@ -162,6 +168,72 @@ async def test_sighup_stops_both_daemons_gracefully_and_sigusr1_is_ignored(
     assert await asyncio.to_thread(control_plane.process.wait, 20) == 0
     assert "shutting down: SIGHUP" in control_plane.log()
     assert "SIGUSR1 received: it means nothing to this daemon" in control_plane.log()
+
+
+async def test_actions_answered_after_a_stall_longer_than_an_attempt_say_what_they_did(start_cp, make_client):
+    # Given a scheduled task, a failed one, and three waiting at a paused level
+    control_plane = start_cp()
+    client = make_client(control_plane)
+    scheduled = await client.delay("fwtests.add", 1, 2, countdown=600)
+    failed = await client.delay("fwtests.fail", "once")
+    assert (await client.wait(failed, timeout=10)).state is TaskState.FAILURE
+    await client.pause("low")
+    waiting = [await client.delay("fwtests.add", n, n, priority="low") for n in range(3)]
+
+    # When the control plane stalls (SIGSTOP: swap, a VM pause) while the actions are sent, longer
+    # than the client waits for one attempt before it sends it again: both attempts arrive
+    os.kill(control_plane.pid, signal.SIGSTOP)
+    try:
+        calls = asyncio.gather(client.cancel(scheduled), client.retry(failed), client.purge("low"))
+        await asyncio.sleep(4.0)
+    finally:
+        os.kill(control_plane.pid, signal.SIGCONT)
+    cancelled, retried, purged = await asyncio.wait_for(calls, 15)
+
+    # Then each says what it did (the second attempt answered as the first), not the opposite
+    assert (cancelled.cancelled, cancelled.previous_state) == (True, TaskState.SCHEDULED)
+    assert retried in (TaskState.PENDING, TaskState.RUNNING)
+    assert purged == 3
+    assert {(await client.status(task_id)).state for task_id in [scheduled, *waiting]} == {TaskState.CANCELLED}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+def test_a_signal_the_moment_the_ready_file_appears_is_answered_as_documented(tmp_path, signum):
+    # A supervisor that waits for the ready file, then signals: the handlers were installed after
+    # the file was written, so SIGUSR1 killed the daemon, and SIGTERM left no drain, -15 and the file
+    ready = tmp_path / "ready.json"
+    for run in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastworker.controlplane", "--no-dashboard", "--no-metrics"]
+            + [f"--{channel}-address=tcp://127.0.0.1:0" for channel in ("discovery", "client", "dispatch")]
+            + ["--ready-file", str(ready), "--log-level", "INFO"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            assert ready.exists(), process.stderr.read() if process.poll() is not None else "not ready in 30 s"
+            process.send_signal(signum)
+            if signum == signal.SIGTERM:
+                # Then it stops gracefully: exit 0, its ready file removed
+                assert process.wait(20) == 0, run
+                assert not ready.exists()
+            else:
+                # Then it logs the signal and goes on serving
+                time.sleep(0.5)
+                assert process.poll() is None, f"run {run}: ended {process.returncode}"
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(20) == 0
+                assert "SIGUSR1 received" in process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            if process.stderr is not None:
+                process.stderr.close()
 
 
 @pytest.mark.parametrize("request_timeout", [10.0, 2.0])

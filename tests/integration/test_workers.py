@@ -290,6 +290,34 @@ async def test_a_cut_connection_of_a_healthy_worker_fails_nothing_and_runs_nothi
             await link.close()
 
 
+async def test_a_worker_restarted_under_its_id_right_after_kill_9_joins_once_the_old_one_is_lost_and_reruns_its_task(
+    start_cp_for_workers, start_worker, make_client, wait_for_state, tmp_path
+):
+    # Given w1 running a task with a retry left
+    control_plane = start_cp_for_workers("--heartbeat-interval", "0.5", "--heartbeat-timeout", "3")
+    first = start_worker(control_plane, "w1", concurrency=1)
+    client = make_client(control_plane)
+    task_id = await client.delay("fwtests_worker.marked", "k", 1.5, str(tmp_path))
+    await wait_for_state(client, task_id, TaskState.RUNNING)
+    async with asyncio.timeout(10):
+        while not list(tmp_path.glob("k.*.started")):  # its code runs (its child process started)
+            await asyncio.sleep(0.02)
+
+    # When it is killed and a supervisor starts it again at once, under the same id
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.to_thread(first.process.wait, 5)
+    second = await asyncio.to_thread(start_worker, control_plane, "w1", concurrency=1)
+
+    # Then the new process was told to wait for the old one to be found lost, not refused for good
+    # (exit 3, staying down), and it re-runs the task; the old process's start is the one attempt lost
+    assert second.process.poll() is None
+    assert "registration deferred: worker id 'w1' is still held by the process before this one" in second.log()
+    info = await client.wait(task_id, timeout=20)
+    assert (info.state, info.result, info.attempts) == (TaskState.SUCCESS, "w1", 2)
+    assert len(list(tmp_path.glob("k.*.started"))) == 2 and len(list(tmp_path.glob("k.*.finished"))) == 1
+    assert "in use by a live worker" not in control_plane.log()
+
+
 async def test_workers_and_an_existing_client_find_a_control_plane_restarted_after_kill_9_within_five_seconds(
     start_cp_for_workers, start_worker, make_client
 ):

@@ -35,3 +35,24 @@ def test_an_announcement_of_another_protocol_version_is_ignored_and_named_once(
     # Garbage stays quiet (any service may send it); a good announcement is read as before
     assert reader.announcement(b"\x00garbage") is None
     assert reader.announcement(announcement_frame(1)) is not None
+
+
+def test_a_shutdown_notice_heard_instead_of_an_announcement_is_the_reason_given() -> None:
+    # Given a reader that hears a draining control plane's notice (a client connecting during a drain)
+    reader = AnnouncementReader(None)
+    envelope = new_envelope()
+    envelope.shutdown_notice.instance_id = "cp-1"
+    envelope.shutdown_notice.reason = "SIGTERM"
+    assert reader.announcement(encode_frame(envelope)) is None
+    assert reader.shutting_down == "SIGTERM"
+
+    # Then the reason for hearing no announcement is that one, not a wrong port or version
+    said = why_unheard("tcp://h:5550", reached=True, tls=False, shutting_down=reader.shutting_down)
+    assert said == (
+        "connected to tcp://h:5550, but the control plane there is shutting down (SIGTERM) and takes no new"
+        " work; the one that replaces it announces itself there"
+    )
+
+    # And an announcement (the next control plane) clears it
+    assert reader.announcement(announcement_frame(1)) is not None
+    assert reader.shutting_down == ""

@@ -506,6 +506,13 @@ def test_every_exception_pickles_and_copies_whole() -> None:
     assert pickle.loads(pickle.dumps(errors[0])).remote_traceback == "Traceback ..."
 
 
+def test_a_negative_wait_bound_reads_as_a_deadline_already_past_not_minus_one_second() -> None:
+    from fastworker.client import TaskTimeout
+
+    error = TaskTimeout("t1", -1)
+    assert (str(error), error.timeout) == ("task t1 did not finish within 0 s", 0.0)
+
+
 async def test_clients_say_where_they_talk_to_and_whether_they_are_open() -> None:
     from fastworker.client import Client, SyncClient
 

@@ -535,6 +535,51 @@ async def test_retry_replies_with_the_new_state_and_refuses_a_task_that_is_not_f
     assert retried.retry_reply.state == task_pb2.TASK_STATE_PENDING
 
 
+@pytest.mark.parametrize("kind", ["cancel", "retry", "purge", "workflow"])
+async def test_an_action_sent_again_gets_its_first_attempts_answer_not_the_answer_of_a_second_run(
+    api_for: Callable[..., ClientApi], harness: Any, kind: str
+) -> None:
+    # A client sends an attempt again when the first got no answer in time (a stalled control
+    # plane): both arrive. The second found the first's work done and answered "not cancelled",
+    # "not retryable" (the caller may submit the work again), "purged 0"
+    api = api_for()
+    api.coordinator.queue.paused.add(task_pb2.PRIORITY_LOW)
+    records = [api.coordinator.submit(spec_for("add", f"low-{n}"))[0] for n in range(3)]
+    if kind == "retry":
+        api.coordinator.cancel(records[0].task_id)
+    workflow_id = "wf-1"
+    if kind == "workflow":
+        api.coordinator.submit_workflow(workflow_id, [spec_for("add", "step-1"), spec_for("add", "step-2")])
+    builds: dict[str, Callable[[Envelope], None]] = {
+        "cancel": lambda e: setattr(e.cancel, "task_id", records[0].task_id),
+        "retry": lambda e: setattr(e.retry, "task_id", records[0].task_id),
+        "purge": lambda e: setattr(e.purge, "priority", task_pb2.PRIORITY_LOW),
+        "workflow": lambda e: (setattr(e.workflow, "workflow_id", workflow_id), setattr(e.workflow, "cancel", True)),
+    }
+    frame = request(builds[kind], correlation_id=81)
+
+    answers = []
+    for _ in range(2):  # the attempt, and the same attempt sent again
+        replies = Replies()
+        api.handle(frame, replies)
+        answers.append(replies.only())
+
+    assert answers[0] == answers[1] and api.resends.replayed == 1
+    first = answers[0]
+    expected = {
+        "cancel": lambda: (
+            first.cancel_reply.cancelled and first.cancel_reply.previous_state == task_pb2.TASK_STATE_PENDING
+        ),
+        "retry": lambda: first.retry_reply.state == task_pb2.TASK_STATE_PENDING,
+        "purge": lambda: first.purge_reply.purged == 3,
+        "workflow": lambda: first.workflow_reply.cancelled == 2,
+    }
+    assert expected[kind](), first
+    # A new request (its own correlation id) is answered afresh
+    again = ask(api, builds[kind], correlation_id=82)
+    assert again != first and api.resends.replayed == 1
+
+
 async def test_stats_report_the_coordinators_counters(api_for: Callable[..., ClientApi], harness: Any) -> None:
     api = api_for()
     api.coordinator.submit(harness.spec("add", 1, 2))

@@ -83,6 +83,51 @@ async def test_a_registration_silent_past_the_heartbeat_timeout_gives_way_to_a_n
     assert rig.fleet.get("w1").incarnation == "process-b"
 
 
+async def test_a_process_restarted_under_its_id_after_a_crash_is_deferred_not_refused_and_taken_once_the_old_is_lost(
+    dispatch_rig: Any,
+) -> None:
+    # Given w1 running a task with a retry left, then killed: its connection closes
+    rig = dispatch_rig(heartbeat_interval=0.05, heartbeat_timeout=15.0)
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a")
+    record = rig.submit("job", retries=1)
+    rig.pull("w1")
+    await settle()
+    assert record.state == RUNNING
+    rig.dispatcher.pipe_closed(1)
+
+    # When its replacement (a supervisor's restart, same id) registers within the heartbeat timeout
+    rig.clock.advance(1.0)
+    reply = rig.register("w1", ["job"], pipe_id=2, incarnation="process-b").envelope.register_reply
+
+    # Then it is told to register again, not refused for good (it would exit 3 and stay down)
+    assert not reply.accepted and not reply.id_in_use and not reply.final_refusal
+    assert "still held by the process before this one" in reply.reason and "in 14.0 s" in reply.reason
+    assert rig.coordinator.counters.duplicate_worker_ids == 0
+    assert rig.fleet.get("w1").incarnation == "process-a" and record.state == RUNNING  # nothing taken early
+
+    # And once the old process is found lost (its task goes back for its retry), the new one is taken
+    rig.clock.advance(15.0)
+    await until(lambda: "w1" not in rig.fleet)
+    assert record.state in (PENDING, RUNNING) and record.attempts == 1
+    reply = rig.register("w1", ["job"], pipe_id=2, incarnation="process-b").envelope.register_reply
+    assert reply.accepted and not reply.resumed
+    assert rig.fleet.get("w1").incarnation == "process-b"
+
+
+async def test_a_process_whose_connection_is_up_still_refuses_a_second_one_under_its_id_even_after_a_cut(
+    dispatch_rig: Any,
+) -> None:
+    # A cut-off worker that came back on a new connection is live again: a second process is refused
+    rig = dispatch_rig(heartbeat_timeout=15.0)
+    rig.register("w1", ["job"], pipe_id=1, incarnation="process-a")
+    rig.dispatcher.pipe_closed(1)
+    assert rig.register("w1", ["job"], pipe_id=3, incarnation="process-a").envelope.register_reply.resumed
+
+    reply = rig.register("w1", ["job"], pipe_id=2, incarnation="process-b").envelope.register_reply
+
+    assert not reply.accepted and reply.id_in_use
+
+
 async def test_the_same_process_registering_again_resumes_its_leases_and_fails_nothing(dispatch_rig: Any) -> None:
     # A reconnect racing a restart: the worker registers twice with the same control plane
     rig = dispatch_rig()

@@ -344,6 +344,20 @@ def test_main_turns_invalid_settings_into_a_usage_error(flags: list[str], capsys
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flag", ["--result-ttl", "--heartbeat-interval", "--heartbeat-timeout", "--idle-connection-timeout"]
+)
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_a_duration_that_must_be_positive_is_refused_with_the_same_bound_whatever_the_value(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -1 was told "0 or more", then 0 "must be positive"
+    with pytest.raises(SystemExit) as caught:
+        cli.make_parser().parse_args([flag, value])
+    assert caught.value.code == 2
+    assert f"argument {flag}: expected a number of seconds above 0, got '{value}'" in capsys.readouterr().err
+
+
 @pytest.mark.usefixtures("restore_process_state")
 def test_main_turns_an_invalid_env_setting_into_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -330,6 +330,7 @@ class Client(AdminMethods):
                     reached=reached,
                     tls=is_tls(self.address),
                     incompatible=self._announcements.incompatible if self._announcements is not None else "",
+                    shutting_down=self._announcements.shutting_down if self._announcements is not None else "",
                 )
             ) from None
 

@@ -31,6 +31,8 @@ class AnnouncementReader:
         self.problem = ""
         #: Why the latest announcement of another protocol version was ignored ("" if none was).
         self.incompatible = ""
+        #: The reason in the latest shutdown notice heard since the latest announcement ("" if none).
+        self.shutting_down = ""
 
     def read(self, data: bytes) -> Envelope | None:
         """The discovery envelope in a frame, or None if it is garbage or fails authentication."""
@@ -61,16 +63,28 @@ class AnnouncementReader:
     def announcement(self, data: bytes) -> Announcement | None:
         """The announcement in a discovery frame, or None (garbage, refused, or another message)."""
         envelope = self.read(data)
-        if envelope is None or envelope.WhichOneof("body") != "announcement":
+        if envelope is None:
             return None
+        body = envelope.WhichOneof("body")
+        if body == "shutdown_notice":
+            self.shutting_down = envelope.shutdown_notice.reason or "stopping"
+        if body != "announcement":
+            return None
+        self.shutting_down = ""
         return envelope.announcement
 
 
-def why_unheard(address: str, *, reached: bool, tls: bool, incompatible: str = "") -> str:
+def why_unheard(address: str, *, reached: bool, tls: bool, incompatible: str = "", shutting_down: str = "") -> str:
     """Why no control plane announced itself on ``address``, as far as this side can tell.
 
     ``incompatible``: why announcements heard there were ignored (another protocol version).
+    ``shutting_down``: the reason of the shutdown notice heard there instead (a control plane draining).
     """
+    if reached and shutting_down:
+        return (
+            f"connected to {address}, but the control plane there is shutting down ({shutting_down}) and takes"
+            " no new work; the one that replaces it announces itself there"
+        )
     if reached and incompatible:
         return f"connected to {address}, but what announces itself there speaks another protocol: {incompatible}"
     if reached:

@@ -235,21 +235,19 @@ def make_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------- shared pieces
 
 
-def _count(text: str) -> int:
+def _count(text: str, least: int = 0) -> int:
+    """A whole number of ``least`` or more; the refusal names the same bound whatever was wrong."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number, {least} or more, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
     return value
 
 
 def _page_size(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+    return _count(text, 1)
 
 
 def _strict_json(text: str) -> Any:
@@ -412,9 +410,10 @@ async def cancel(client: Client, args: argparse.Namespace, out: _Output) -> int:
     outcome = await client.cancel(args.task_id)
     if out.as_json:
         out.data(cancel_json(await client.status(args.task_id), outcome))
-    else:
-        verb = "cancelled" if outcome.cancelled else "not cancelled"
-        out.say(f"task {args.task_id} {verb} (it was {outcome.previous_state.value})")
+    elif outcome.cancelled:
+        out.say(f"task {args.task_id} cancelled (it was {outcome.previous_state.value})")
+    else:  # a refusal, as the other exit-1 answers: on stderr
+        out.error(f"task {args.task_id} not cancelled (it was {outcome.previous_state.value})")
     return RET_OK if outcome.cancelled else RET_FAILED
 
 
@@ -654,8 +653,10 @@ def _drain_arguments(parser: argparse.ArgumentParser) -> None:
 async def drain(client: Client, args: argparse.Namespace, out: _Output) -> int:
     """Drain one subworker."""
     draining = await client.drain_worker(args.worker_id, timeout=args.timeout)
-    text = f"worker {args.worker_id} is draining" if draining else f"no worker {args.worker_id}"
-    out.action(drain_json(args.worker_id, draining), text)
+    if draining or out.as_json:
+        out.action(drain_json(args.worker_id, draining), f"worker {args.worker_id} is draining")
+    else:  # a refusal, as the other exit-1 answers: on stderr
+        out.error(f"no worker {args.worker_id} is connected")
     return RET_OK if draining else RET_FAILED
 
 
@@ -793,7 +794,7 @@ class _Output:
     def say(self, text: str) -> None:
         self._people.print(visible(text), markup=False, highlight=False)
 
-    def task(self, info: TaskInfo) -> None:
+    def task(self, info: TaskInfo, *, traceback: bool = True) -> None:
         if self.as_json:
             self.data(task_json(info))
             return
@@ -813,7 +814,7 @@ class _Output:
                 value = _when(value)  # ISO-8601, as everywhere else
             table.add_row(Text(field.name, style="bold"), Text("" if value is None else visible(str(value))))
         self._people.print(table)
-        if info.error is not None and info.error.traceback:
+        if traceback and info.error is not None and info.error.traceback:
             self._people.print(visible(info.error.traceback), markup=False, highlight=False)
 
     def rows(self, title: str, rows: list[dict[str, Any]], as_json: Json | None = None) -> None:
@@ -848,7 +849,7 @@ class _Output:
 
     def detail(self, detail: TaskDetail) -> None:
         info = detail.info
-        self.task(dataclasses.replace(info, error=None) if info.error is not None else info)
+        self.task(info, traceback=False)  # the error in its row; its traceback after the details
         from rich.table import Table
         from rich.text import Text
 
@@ -864,10 +865,8 @@ class _Output:
             if value:
                 table.add_row(Text(key, style="bold"), Text(visible(value)))
         self._people.print(table)
-        if info.error is not None:
-            self._people.print(Text(visible(f"{info.error.type}: {info.error.message}"), style="red"))
-            if info.error.traceback:
-                self._people.print(visible(info.error.traceback), markup=False, highlight=False)
+        if info.error is not None and info.error.traceback:
+            self._people.print(visible(info.error.traceback), markup=False, highlight=False)
 
     def workflow(self, info: WorkflowInfo) -> None:
         """The workflow as JSON, or a header line and its steps as an indented list (states in colour on a terminal)."""

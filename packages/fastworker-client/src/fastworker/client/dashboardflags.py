@@ -67,7 +67,7 @@ def add_dashboard_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dashboard-password",
         default=None,
-        help="password for the dashboard's actions and /login (default: the secret); separate from the frame secret",
+        help="password for the dashboard's reads, actions and /login (default: the secret); separate from the frame secret",
     )
     parser.add_argument(
         "--dashboard-password-file",

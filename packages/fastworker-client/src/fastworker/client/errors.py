@@ -177,6 +177,7 @@ class TaskTimeout(ClientError):
     """The wait bound expired before the task reached a final state (the task itself goes on)."""
 
     def __init__(self, task_id: str, timeout: float) -> None:
+        timeout = max(0.0, timeout)  # a negative bound is a deadline already past: 0
         super().__init__(f"task {task_id} did not finish within {timeout:g} s")
         self.task_id = task_id
         self.timeout = timeout

@@ -12,6 +12,7 @@ from fastworker.controlplane.flow import Gate
 from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.queue import LEVELS
 from fastworker.controlplane.records import CANCELLED, LOCAL_WORKER_ID, RUNNING, TaskRecord
+from fastworker.controlplane.resends import ResendGuard
 from fastworker.controlplane.waits import MAX_WAIT
 from fastworker.controlplane.workflows import workflow_state
 from fastworker.protocol.errors import DecodeError, FrameTooLarge, IncompatibleProtocol
@@ -96,6 +97,8 @@ class ClientApi:
         self._refusal_log = RateLimitedLog(logger)
         #: This control plane's instance id, to tell a request sent again after another instance's silence.
         self.instance_id = instance_id
+        #: Answers to actions that act once, for their attempts sent again.
+        self.resends = ResendGuard()
         self._handlers: dict[str, Callable[[Envelope, Reply], None]] = {
             "submit": self._submit,
             "submit_batch": self._submit_batch,
@@ -130,6 +133,11 @@ class ClientApi:
         if handler is None:
             self._reject(reply, error_pb2.ERROR_CODE_PROTOCOL, f"{kind} is not a request this channel serves")
             return
+        if kind is not None and self.resends.guards(request, kind):
+            first = self.resends.admit(request, kind, reply)
+            if first is None:
+                return  # an attempt sent again: answered as the first one is
+            reply = first
         try:
             handler(request, reply)
         except RequestRefused as exc:

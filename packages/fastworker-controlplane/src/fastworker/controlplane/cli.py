@@ -21,7 +21,7 @@ from fastworker.client.completion import add_completion_flag
 from fastworker.client.dashboardflags import add_dashboard_flags, dashboard_password
 from fastworker.client.envflags import apply_env_defaults, name_env_origins
 from fastworker.client.logsetup import add_logging_flags, configure_logging
-from fastworker.client.options import queues_argument, seconds_argument
+from fastworker.client.options import positive_seconds_argument, queues_argument, seconds_argument
 from fastworker.client.task import TaskRegistry
 from fastworker.controlplane import journal, journal_salvage
 from fastworker.controlplane import settings as defaults
@@ -119,7 +119,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--idle-connection-timeout",
-        type=seconds_argument,
+        type=positive_seconds_argument,
         default=10.0,
         metavar="SECONDS",
         help="close connections that send no valid (with a secret: authenticated) request this long after "
@@ -131,7 +131,9 @@ def make_parser() -> argparse.ArgumentParser:
         default=1024,
         help="most tasks one subworker may hold at once, running plus prefetched (a larger claimed capacity is capped)",
     )
-    p.add_argument("--result-ttl", type=seconds_argument, default=3600.0, help="seconds a finished task is remembered")
+    p.add_argument(
+        "--result-ttl", type=positive_seconds_argument, default=3600.0, help="seconds a finished task is remembered"
+    )
     p.add_argument(
         "--max-queue", type=int, default=0, help="bound on waiting tasks (PENDING + SCHEDULED); 0 = unbounded"
     )
@@ -142,9 +144,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="write-ahead journal file (created if missing): queued tasks, states and results survive a restart "
         "or a crash; a submission is acknowledged once it is on disk",
     )
-    p.add_argument("--heartbeat-interval", type=seconds_argument, default=1.0, help="seconds between heartbeats")
     p.add_argument(
-        "--heartbeat-timeout", type=seconds_argument, default=5.0, help="silence after which a worker is lost"
+        "--heartbeat-interval", type=positive_seconds_argument, default=1.0, help="seconds between heartbeats"
+    )
+    p.add_argument(
+        "--heartbeat-timeout", type=positive_seconds_argument, default=5.0, help="silence after which a worker is lost"
     )
     p.add_argument(
         "--drain-timeout", type=seconds_argument, default=30.0, help="seconds to finish running tasks on shutdown"
@@ -347,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(settings: ControlPlaneSettings, registry: TaskRegistry) -> int:
     control_plane = ControlPlane(settings, registry)
+    control_plane.answer_signals()
     try:
         await control_plane.start()
     except CannotListen as exc:  # an address in use: named by its flag

@@ -54,13 +54,25 @@ class DiscoveryPublisher:
         self._send(encode_frame(envelope))
 
     def announce_shutdown(self, instance_id: str, drain_timeout: float, reason: str) -> None:
-        """Tell subscribers this instance stops accepting work."""
+        """Tell subscribers this instance stops accepting work, every interval until :meth:`stop`.
+
+        Repeated, as announcements are: a client that connects during the drain hears why nothing
+        answers it, instead of guessing at a wrong port or version.
+        """
         envelope = new_envelope()
         notice = envelope.shutdown_notice
         notice.instance_id = instance_id
         notice.drain_timeout = drain_timeout
         notice.reason = reason
-        self._send(encode_frame(envelope))
+        frame = encode_frame(envelope)
+        self._send(frame)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._repeat(frame), name="fastworker-discovery")
+
+    async def _repeat(self, frame: bytes) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self._send(frame)
 
     def _send(self, frame: bytes) -> None:
         if self._auth is not None:

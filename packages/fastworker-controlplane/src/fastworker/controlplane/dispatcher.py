@@ -57,6 +57,24 @@ DISPATCH_FRAME_BUDGET = DEFAULT_MAX_FRAME_SIZE - 256 * 1024
 DISPATCH_TASK_OVERHEAD = 256
 
 
+class WorkerIdHeld(Exception):
+    """A registration named the worker id of another process whose connection closed: not lost yet.
+
+    Most often that process died and this one replaces it (a crash, a container restart, a
+    supervisor's restart). Its tasks are its until it is found lost (``heartbeat_timeout`` of
+    silence), or it may come back on a new connection: so the new process is not refused for good,
+    only told to register again (it does, with backoff) and accepted once the old one is lost.
+    """
+
+    def __init__(self, holder: WorkerRecord, lost_in: float) -> None:
+        super().__init__(
+            f"worker id {holder.worker_id!r} is still held by the process before this one (host {holder.host},"
+            f" pid {holder.pid}), whose connection closed: it is taken as lost, and its tasks re-run or failed,"
+            f" in {max(0.0, lost_in):.1f} s unless it comes back; registering again until then"
+        )
+        self.holder = holder
+
+
 class WorkerIdInUse(Exception):
     """A registration named the worker id of another live worker process."""
 
@@ -144,8 +162,10 @@ class Dispatcher:
         The same worker process (same incarnation) registering again, after a reconnect or a
         registration that crossed a restart, resumes its record: its leases stay, so nothing it is
         about to run is failed or run twice. A live registration of another process under the same id
-        is never replaced: ``WorkerIdInUse`` is raised. A silent one (past the heartbeat timeout) or one
-        from a worker too old to send an incarnation is dropped as lost first.
+        is never replaced: ``WorkerIdInUse`` is raised, or ``WorkerIdHeld`` while its connection is
+        closed (a process that died and restarts is accepted once the old one is found lost). A silent
+        one (past the heartbeat timeout) or one from a worker too old to send an incarnation is dropped
+        as lost first.
 
         A fresh registration adopts the worker's orphans that it still holds (``adoption``).
         """
@@ -166,6 +186,8 @@ class Dispatcher:
                 and previous.incarnation
                 and not may_take_back(now, previous.heard_at, self.heartbeat_timeout)
             ):
+                if previous.disconnected:
+                    raise WorkerIdHeld(previous, previous.heard_at + self.heartbeat_timeout - now)
                 self.coordinator.counters.duplicate_worker_ids += 1
                 raise WorkerIdInUse(previous)
             self.lose(previous, "registered again by a new process")
@@ -390,6 +412,7 @@ class Dispatcher:
             return
         for worker in self.fleet.on_pipe(pipe_id):
             self._drop_pull(worker)  # held on the dropped connection: nobody reads its answer
+            worker.disconnected = True
 
     def _reap_silent_workers(self) -> None:
         """Drop workers silent for longer than the heartbeat timeout.

@@ -29,6 +29,7 @@ class WorkerRecord:
     __slots__ = (
         "capacity",
         "definitions",
+        "disconnected",
         "drain_order",
         "draining",
         "failed",
@@ -97,6 +98,8 @@ class WorkerRecord:
         #: The named queues it takes tasks from.
         self.queues = frozenset(request.queues) if request.queues else DEFAULT_QUEUES
         self.pipe_id = pipe_id
+        #: Its connection closed and it has not registered again since (it may have died, or been cut off).
+        self.disconnected = False
 
     @property
     def free(self) -> int:

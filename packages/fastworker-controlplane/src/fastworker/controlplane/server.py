@@ -484,10 +484,17 @@ class ControlPlane:
             self._stop_reason = reason
             self._stop.set()
 
+    def answer_signals(self) -> None:
+        """Answer the daemon's signals on the running loop (SIGTERM drains; SIGUSR1 is logged).
+
+        Before :meth:`start`: the ready file it writes tells a supervisor it may signal this process,
+        and a signal in between ended it by the signal's default action (no drain, the file left).
+        A stop asked for while starting takes effect once started.
+        """
+        answer_signals(asyncio.get_running_loop(), self.request_stop)
+
     async def run(self) -> None:
         """Serve until a stop is requested, then drain and close."""
-        loop = asyncio.get_running_loop()
-        answer_signals(loop, self.request_stop)
         await self._stop.wait()
         await self.shutdown()
 
@@ -533,6 +540,8 @@ class ControlPlane:
         if self._metrics is not None:  # last: probes see 503 (shutting down) during the drain
             await asyncio.to_thread(self._metrics.close)
             self._metrics = None
+        if publisher is not None:
+            await publisher.stop()  # its repeated shutdown notice
         for server in self._servers:
             server.close()
         for sock in self._sockets:

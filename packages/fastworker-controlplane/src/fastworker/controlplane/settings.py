@@ -46,7 +46,7 @@ class ControlPlaneSettings:
     metrics_address: str = DEFAULT_METRICS_ADDRESS
     no_metrics: bool = False
     dashboard_read_only: bool = False
-    #: Password for the dashboard's actions and /login (None: the secret).
+    #: Password for the dashboard's reads, actions and /login (None: the secret).
     dashboard_password: str | None = field(default=None, repr=False)
     #: Extra Host names the dashboard answers to (NAME or NAME:PORT); other Hosts get 400.
     dashboard_hosts: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ import logging
 
 from fastworker.controlplane.api import decode_request, error_frame
 from fastworker.controlplane.coordinator import Coordinator
-from fastworker.controlplane.dispatcher import Dispatcher, WorkerIdInUse
+from fastworker.controlplane.dispatcher import Dispatcher, WorkerIdHeld, WorkerIdInUse
 from fastworker.controlplane.fleet import WorkerRecord
 from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.periodic import schedule_problem
@@ -120,14 +120,20 @@ class WorkerApi:
                 answer.id_in_use = True
                 answer.reason = str(exc)
                 self._log_refusal(f"refused worker registration from pid {body.pid} on {body.host!r}: {exc}")
+            except WorkerIdHeld as exc:  # not final: the worker registers again, and is taken once the old one is lost
+                answer.accepted = False
+                answer.reason = str(exc)
+                self._log_refusal(
+                    f"deferred worker registration from pid {body.pid} on {body.host!r}: {exc}", logging.INFO
+                )
         request.reply(encode_frame(reply))
 
-    def _log_refusal(self, message: str) -> None:
+    def _log_refusal(self, message: str, level: int = logging.ERROR) -> None:
         """Log a refused registration, at most once a second (a misconfigured fleet retries in a loop)."""
         now = self.dispatcher.monotonic()
         if now - self._last_refusal_log >= 1.0:
             self._last_refusal_log = now
-            logger.error(message)
+            logger.log(level, message)
 
     def _from_worker(self, kind: str, envelope: Envelope, request: Request) -> None:
         worker_id = self._worker_id(kind, envelope)

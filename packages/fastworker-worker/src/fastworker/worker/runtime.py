@@ -489,6 +489,9 @@ class Worker:
             logger.warning("registration failed: %s", exc)
             return False
         if not answer.accepted:
+            if not (answer.id_in_use or answer.final_refusal):  # e.g. its previous process not lost yet
+                logger.warning("registration deferred: %s", answer.reason)
+                return False
             logger.error("the control plane refused this worker: %s", answer.reason)
             if answer.id_in_use:
                 self.exit_code = EXIT_ID_IN_USE

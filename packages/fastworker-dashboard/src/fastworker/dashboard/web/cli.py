@@ -75,7 +75,11 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"where to serve HTTP (default {DEFAULT_DASHBOARD_ADDRESS}; port 0 picks a free port)",
     )
-    p.add_argument("--secret", default=None, help="the control plane's shared secret; also required for actions")
+    p.add_argument(
+        "--secret",
+        default=None,
+        help="the control plane's shared secret; also the dashboard's password (reads and actions) when --dashboard-password is not set",
+    )
     add_secret_file_flag(p)
     p.add_argument("--read-only", action="store_true", help="no action buttons; every action answers 403")
     add_dashboard_flags(p)
