@@ -626,18 +626,12 @@ async def test_an_empty_journal_is_created_with_its_header_readable_by_its_owner
 # ------------------------------------------------------------------------------- compaction
 
 
-async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_loses_nothing(
-    journals: Any, tmp_path: Path
-) -> None:
-    # Given a journal that compacts beyond 64 KiB, keeping at most 50 results
-    path = tmp_path / "tasks.journal"
-    journal = journals(compact_min_bytes=64 * 1024, compact_ratio=2.0, result_cache_size=50)
+async def _finish_many(journal: Journal, count: int) -> tuple[list[str], list[str]]:
+    """Accept ``count`` tasks and finish all but every 500th, letting the writer and compactor run; (unfinished, finished) ids."""
     live: list[str] = []
     finished: list[str] = []
     result = encode_value("x" * 100)
-
-    # When thousands of tasks are accepted and finished, a few left unfinished, while the file is compacted
-    for i in range(6000):
+    for i in range(count):
         record = TaskRecord(spec("add", i), NORMAL, float(i))
         journal.accepted(record)
         if i % 500 == 0:
@@ -648,6 +642,18 @@ async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_l
         finished.append(record.task_id)
         if i % 100 == 0:
             await asyncio.sleep(0.001)  # let the writer and the compactor run
+    return live, finished
+
+
+async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_loses_nothing(
+    journals: Any, tmp_path: Path
+) -> None:
+    # Given a journal that compacts beyond 64 KiB, keeping at most 50 results
+    path = tmp_path / "tasks.journal"
+    journal = journals(compact_min_bytes=64 * 1024, compact_ratio=2.0, result_cache_size=50)
+
+    # When thousands of tasks are accepted and finished, a few left unfinished, while the file is compacted
+    live, finished = await _finish_many(journal, 6000)
     assert await journal.flush()
     await until(lambda: journal.compactions >= 2)
     # A compaction that lagged behind the writes (a busy machine) leaves a long tail: the next writes
@@ -666,23 +672,6 @@ async def test_online_compaction_keeps_the_file_proportional_to_live_state_and_l
     assert [task_id for task_id in records if records[task_id].state == PENDING] == live
     kept = [task_id for task_id in records if records[task_id].state == SUCCESS]
     assert kept == finished[-50:]
-
-
-def _finish_many(journal: Journal, count: int) -> tuple[list[str], list[str]]:
-    """Accept ``count`` tasks and finish all but every 500th; returns (unfinished ids, finished ids)."""
-    live: list[str] = []
-    finished: list[str] = []
-    result = encode_value("x" * 100)
-    for i in range(count):
-        record = TaskRecord(spec("add", i), NORMAL, float(i))
-        journal.accepted(record)
-        if i % 500 == 0:
-            live.append(record.task_id)
-            continue
-        record.state, record.result, record.finished_at = SUCCESS, result, time.time()
-        journal.finished(record)
-        finished.append(record.task_id)
-    return live, finished
 
 
 @pytest.mark.parametrize("stale_after", [0.5, 3600.0], ids=["stale snapshot", "fresh snapshot"])
@@ -708,7 +697,7 @@ async def test_a_journal_left_at_its_peak_by_load_that_stopped_is_compacted_once
     for record in backlog:
         record.state, record.result, record.finished_at = SUCCESS, result, time.time()
         journal.finished(record)
-    live, finished = _finish_many(journal, 3000)
+    live, finished = await _finish_many(journal, 3000)
     assert await journal.flush()
     peak = journal.size
     assert peak > 2 * start
