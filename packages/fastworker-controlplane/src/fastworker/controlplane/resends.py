@@ -27,8 +27,11 @@ Reply = Callable[[bytes], None]
 ACTS_ONCE = frozenset({"cancel", "retry", "purge"})
 #: Seconds an answer is kept: longer than any client waits for one attempt's answer and sends again.
 KEEP_SECONDS = 300.0
-#: Bytes of answers kept in all (a workflow's answer lists its steps).
+#: Bytes of answers kept in all (a workflow's answer lists its steps), each counted with ENTRY_BYTES more.
 BUDGET_BYTES = 8 * 1024 * 1024
+#: What keeping one answer costs besides its frame (its key, its record): bounds how many a flood of
+#: small actions keeps.
+ENTRY_BYTES = 256
 
 
 @dataclass
@@ -76,7 +79,7 @@ class ResendGuard:
             if answer.frame is None:
                 answer.frame, answer.at = frame, self._clock()
                 if self._answers.get(key) is answer:  # (not dropped meanwhile)
-                    self._bytes += len(frame)
+                    self._bytes += len(frame) + ENTRY_BYTES
                     self._answers.move_to_end(key)
             reply(frame)
             waiting, answer.waiting = answer.waiting, []
@@ -101,8 +104,8 @@ class ResendGuard:
                 continue
             gone.append(key)
             if answer.frame is not None:
-                over -= len(answer.frame)
+                over -= len(answer.frame) + ENTRY_BYTES
         for key in gone:
             answer = self._answers.pop(key)
             if answer.frame is not None:
-                self._bytes -= len(answer.frame)
+                self._bytes -= len(answer.frame) + ENTRY_BYTES
