@@ -57,20 +57,19 @@ class AnnouncementReader:
             logger.debug("ignored a discovery frame: %s", exc)
         else:
             self.problem = ""
+            body = envelope.WhichOneof("body")
+            if body == "shutdown_notice":
+                self.shutting_down = envelope.shutdown_notice.reason or "stopping"
+            elif body == "announcement":
+                self.shutting_down = ""
             return envelope
         return None
 
     def announcement(self, data: bytes) -> Announcement | None:
         """The announcement in a discovery frame, or None (garbage, refused, or another message)."""
         envelope = self.read(data)
-        if envelope is None:
+        if envelope is None or envelope.WhichOneof("body") != "announcement":
             return None
-        body = envelope.WhichOneof("body")
-        if body == "shutdown_notice":
-            self.shutting_down = envelope.shutdown_notice.reason or "stopping"
-        if body != "announcement":
-            return None
-        self.shutting_down = ""
         return envelope.announcement
 
 

@@ -92,6 +92,7 @@ class ControlPlaneLink:
             reached=self._subscription.reached,
             tls=is_tls(self.discovery_address),
             incompatible=self._announcements.incompatible,
+            shutting_down=self._announcements.shutting_down,
         )
 
     def _on_discovery(self, data: bytes) -> None:
