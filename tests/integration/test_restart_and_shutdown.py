@@ -197,6 +197,33 @@ async def test_actions_answered_after_a_stall_longer_than_an_attempt_say_what_th
     assert {(await client.status(task_id)).state for task_id in [scheduled, *waiting]} == {TaskState.CANCELLED}
 
 
+async def test_a_submission_a_stalled_control_plane_never_answered_names_its_task_to_look_up_or_send_again(
+    start_cp, make_client, tmp_path
+):
+    # Given a client with a 2-s request timeout, and a control plane that stalls longer than that
+    control_plane = start_cp()
+    client = make_client(control_plane, request_timeout=2.0)
+    assert await client.submit("fwtests.add", 1, 1, timeout=10) == 2
+    marker = tmp_path / "ran"
+    os.kill(control_plane.pid, signal.SIGSTOP)
+    try:
+        # When a submission gets no answer in time
+        with pytest.raises(ControlPlaneUnavailable) as raised:
+            await client.delay("fwtests.sleep_then_mark", 0.0, str(marker))
+    finally:
+        os.kill(control_plane.pid, signal.SIGCONT)
+
+    # Then the error names the task it may have queued (it was: it runs once the stall ends), and
+    # sending it again under that id is safe: it is the same task, run once
+    error = raised.value
+    assert error.may_have_arrived and error.task_id is not None
+    assert f"task {error.task_id} may have been accepted" in str(error)
+    assert await client.send("fwtests.sleep_then_mark", (0.0, str(marker)), task_id=error.task_id) == error.task_id
+    info = await client.wait(error.task_id, timeout=10)
+    assert info.state is TaskState.SUCCESS and info.attempts == 1
+    assert (await client.stats())["submitted"] == 2  # the warm-up and this one, once
+
+
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_a_signal_the_moment_the_ready_file_appears_is_answered_as_documented(tmp_path, signum):
     # A supervisor that waits for the ready file, then signals: the handlers were installed after

@@ -55,6 +55,23 @@ async def test_a_worker_whose_control_plane_is_gone_reads_not_ready_once_its_lea
     assert await asyncio.to_thread(http_get, base + "/healthz") == (200, b"ok\n")  # alive all the same
 
 
+async def test_a_worker_reads_not_ready_as_soon_as_its_control_plane_announces_its_shutdown(
+    start_cp_for_workers, start_worker, http_get, make_client
+):
+    control_plane, _, base = probed_worker(start_cp_for_workers, start_worker, "announced")
+    ready = base + "/readyz"
+    client = make_client(control_plane)
+    await client.delay("fwtests_worker.sleep_for", 6.0)  # keeps the control plane draining
+    await asyncio.sleep(0.5)
+
+    control_plane.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    while (answer := await asyncio.to_thread(http_get, ready))[0] == 200:
+        assert time.monotonic() - started < 3.0, "still ready 3 s after its control plane announced its shutdown"
+        await asyncio.sleep(0.1)
+    assert answer[0] == 503 and b"announced its shutdown" in answer[1], answer
+
+
 async def test_a_health_address_in_use_stops_the_worker_at_start_naming_it(start_cp_for_workers, start_worker):
     control_plane = start_cp_for_workers()
     first = start_worker(control_plane, "first", "--health-address", "127.0.0.1:0", concurrency=1)

@@ -131,3 +131,34 @@ def test_the_window_covers_a_reconnection_that_backed_off() -> None:
     assert adoption_window(5.0) == 10.0
     assert adoption_window(1.0) == 10.0
     assert adoption_window(30.0) == 60.0
+
+
+async def test_outcomes_that_reached_the_control_plane_before_are_named_as_delivered_when_their_worker_comes_back(
+    dispatch_rig: Any,
+) -> None:
+    # Given two tasks w1 finished and reported, whose acknowledgement it never got (a restart with a
+    # journal crossed the reply), and one it holds that finished elsewhere, at another attempt
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], incarnation="p1")
+    records = [rig.submit("job", n) for n in range(2)]
+    pull = rig.pull("w1")
+    async with asyncio.timeout(BOUND):
+        while not pull.answered:
+            await asyncio.sleep(0.005)
+    for spec in pull.tasks:
+        rig.report("w1", success(spec.task_id, spec.attempt, "done"))
+    assert [record.state for record in records] == [SUCCESS, SUCCESS]
+    rig.dispatcher.lose(rig.fleet.get("w1"), "the test says so")
+
+    # When the worker's next process registers holding them (and one at an attempt this side does not know)
+    held = ((records[0].task_id, 1), (records[1].task_id, 1), (records[1].task_id + "-x", 1))
+    reply = rig.register("w1", ["job"], incarnation="p2", held=held).envelope.register_reply
+
+    # Then the two are named as settled here: the worker's copies were delivered, not lost
+    assert reply.accepted and not reply.resumed
+    assert sorted(reply.settled_task_ids) == sorted(record.task_id for record in records)
+    # and another worker, or another attempt, is not this worker's delivered outcome
+    other = rig.register("w2", ["job"], incarnation="q1", held=((records[0].task_id, 1),)).envelope.register_reply
+    assert list(other.settled_task_ids) == []
+    later = rig.register("w3", ["job"], incarnation="r1", held=((records[0].task_id, 2),)).envelope.register_reply
+    assert list(later.settled_task_ids) == []

@@ -8,8 +8,11 @@ bounded. Driven through fake dispatch-channel requests (``dispatch_rig``) on the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from fastworker.controlplane.dispatcher import WORKER_LOST
 from fastworker.controlplane.records import CANCELLED, FAILURE, PENDING, RUNNING, SUCCESS, TaskRecord
@@ -369,3 +372,16 @@ async def test_a_prefetched_task_cancelled_before_its_holder_drains_stays_cancel
     # Then the cancelled one is not queued again (it would run elsewhere); the other is
     assert records[1].state == CANCELLED and records[1].attempts == 0
     assert records[2].state == PENDING and records[2].attempts == 0
+
+
+async def test_the_control_planes_records_about_a_worker_carry_its_id_as_a_field_for_log_shippers(
+    dispatch_rig: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = dispatch_rig()
+    with caplog.at_level(logging.INFO, logger="fastworker.controlplane"):
+        rig.register("w1", ["job"], incarnation="process-a")
+        rig.dispatcher.request_drain("w1", 5.0)
+        rig.dispatcher.lose(rig.fleet.get("w1"), "the test says so")
+    about = [record for record in caplog.records if "w1" in record.getMessage()]
+    assert len(about) >= 3  # registered, asked to drain, lost
+    assert all(getattr(record, "worker_id", None) == "w1" for record in about), [r.getMessage() for r in about]

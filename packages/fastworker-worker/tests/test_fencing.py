@@ -396,6 +396,38 @@ async def test_outcomes_a_restarted_control_plane_did_not_adopt_are_dropped_and_
     assert "late-1" not in worker._unacked and "late-2" not in worker._unacked
 
 
+async def test_outcomes_the_restarted_control_plane_had_recorded_already_are_not_called_undeliverable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A rollout with a journal: the old instance took two outcomes, then stopped before it acknowledged
+    # them; the new one names them as settled by this worker. Only the third is undeliverable
+    worker = Worker(WorkerSettings(task_modules=(), concurrency=1), TaskRegistry())
+    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
+    worker._registered.set()
+    worker.state = WorkerState.RUNNING
+
+    class RestartedLink(ClaimingLink):
+        async def register(self, request: Any) -> Any:
+            return worker_pb2.RegisterReply(
+                accepted=True, resumed=False, instance_id="new", settled_task_ids=["done-1", "done-2"]
+            )
+
+    worker._link = RestartedLink()  # type: ignore[assignment]
+    for task_id in ("done-1", "done-2", "late"):
+        worker._results.append(("old", worker_pb2.TaskOutcome(task_id=task_id, attempt=1)))
+        worker._unacked[task_id] = 1
+
+    with caplog.at_level(logging.INFO, logger="fastworker.worker.runtime"):
+        assert await worker._register() is True
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "dropping the outcomes of 1 finished tasks" in warnings[0] and "late" in warnings[0]
+    assert any(
+        "2 finished tasks reached control plane new before its restart" in r.getMessage() for r in caplog.records
+    )
+    assert worker._take_results("new") == [] and not worker._unacked
+
+
 def test_outcomes_are_taken_as_many_as_fit_one_frame_and_one_too_large_alone_fails_its_task() -> None:
     worker = Worker(WorkerSettings(task_modules=(), concurrency=1), TaskRegistry())
     worker._registered_instance = "cp"

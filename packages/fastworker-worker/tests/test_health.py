@@ -120,10 +120,16 @@ async def test_the_worker_is_ready_only_while_registered_and_not_draining() -> N
     worker.state = WorkerState.RUNNING
     assert worker._readiness_problem() is None
     # Registered, but the control plane went quiet past this worker's fence: it starts nothing, not ready
-    worker._link = SimpleNamespace(last_contact=time.monotonic() - 60, problem="", instance_id="cp")  # type: ignore[assignment]
+    worker._link = SimpleNamespace(  # type: ignore[assignment]
+        last_contact=time.monotonic() - 60, problem="", instance_id="cp", shutdown_announced=False
+    )
     assert worker._readiness_problem() == "no answer from the control plane for 60 s"
     worker._link.last_contact = time.monotonic()  # type: ignore[attr-defined]
     assert worker._readiness_problem() is None
+    # Its control plane announced its shutdown: it dispatches nothing more, not ready
+    worker._link.shutdown_announced = True  # type: ignore[attr-defined]
+    assert "the control plane announced its shutdown" in (worker._readiness_problem() or "")
+    worker._link.shutdown_announced = False  # type: ignore[attr-defined]
     worker.state = WorkerState.DRAINING
     assert worker._readiness_problem() == "the worker is draining"
     worker.state = WorkerState.STOPPED

@@ -153,6 +153,23 @@ def _after_seen(changes: list[TaskInfo], seen: tuple[TaskState, int]) -> list[Ta
     return changes
 
 
+def _maybe_accepted(error: FastworkerError, task_id: str) -> FastworkerError:
+    """A submission's ControlPlaneUnavailable that may hide an accepted task: named, with what to do.
+
+    The control plane got an attempt and did not answer (a stall, a crash): the task may be queued
+    and run. Submitting it again under its id is safe (an id is queued at most once); under a new
+    id it would run twice.
+    """
+    if not isinstance(error, ControlPlaneUnavailable) or not error.may_have_arrived or isinstance(error, ClientClosed):
+        return error
+    named = ControlPlaneUnavailable(
+        f"{error}; task {task_id} may have been accepted: look it up with status, or submit it again with"
+        f" task_id={task_id!r} (an id is queued at most once)"
+    )
+    named.may_have_arrived, named.task_id = True, task_id
+    return named
+
+
 def _wait_bound(timeout: float | None) -> float | None:
     """A wait bound: None (no bound) or seconds, a negative one (a deadline already past) as 0.
 
@@ -501,7 +518,7 @@ class Client(AdminMethods):
                     reply = await self._request(build_one, task_id=spec.task_id, task_name=spec.name)
                 except FastworkerError as exc:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(_maybe_accepted(exc, spec.task_id))
                     return
                 if not future.done():
                     future.set_result(reply.submit_reply.task_id)
@@ -513,9 +530,9 @@ class Client(AdminMethods):
             try:
                 reply = await self._request(build_batch)
             except FastworkerError as exc:
-                for _, future in batch:
+                for spec, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(_maybe_accepted(exc, spec.task_id))
                 return
             outcomes = reply.submit_batch_reply.outcomes
             if len(outcomes) != len(batch):
@@ -582,10 +599,13 @@ class Client(AdminMethods):
         gate = asyncio.Semaphore(_MAX_SUBMITS_IN_FLIGHT)
 
         async def send(prepared: Envelope) -> list[str | FastworkerError]:
-            async with gate:
-                reply = await self._request(prepared)
-            outcomes = reply.submit_batch_reply.outcomes
             specs = prepared.submit_batch.tasks
+            try:
+                async with gate:
+                    reply = await self._request(prepared)
+            except FastworkerError as exc:  # this batch's calls only: the others' ids are still reported
+                return [_maybe_accepted(exc, spec.task_id) for spec in specs]
+            outcomes = reply.submit_batch_reply.outcomes
             if len(outcomes) != len(specs):
                 raise ProtocolError("batch reply does not match the request")
             return [
@@ -636,7 +656,10 @@ class Client(AdminMethods):
             envelope.submit.task.CopyFrom(spec)
             envelope.submit.wait = hold
 
-        reply = await self._request(build, hold=hold, within=timeout, task_id=spec.task_id, task_name=spec.name)
+        try:
+            reply = await self._request(build, hold=hold, within=timeout, task_id=spec.task_id, task_name=spec.name)
+        except FastworkerError as exc:
+            raise _maybe_accepted(exc, spec.task_id) from None
         body = reply.submit_reply
         if body.HasField("task"):
             return self._value_of(task_info_from_wire(body.task, allow_pickle=self.allow_pickle))

@@ -171,19 +171,22 @@ class Requester:
         taken_by = None if taken_within is None or taken_within >= timeout + hold else started + taken_within
         attempt_timeout = hold + ATTEMPT_SLACK
         unsent = ""  # why the last attempt was not even sent
+        taken = False  # whether an attempt reached a control plane that did not answer
         while True:
             now = time.monotonic()
             ends = deadline if taken_by is None else taken_by
             remaining = ends - now
             if remaining <= 0:
-                if unsent:
+                if unsent and not taken:
                     raise ControlPlaneUnavailable(f"not sent within {ends - started:g} s: {unsent}")
                 # Whether it was sent cannot be told here; whether a control plane is connected can.
                 connected = getattr(self.channel, "connected", True)
-                raise ControlPlaneUnavailable(
+                unavailable = ControlPlaneUnavailable(
                     f"no reply from the control plane within {ends - started:g} s"
                     + ("" if connected else _not_connected(getattr(self.channel, "address", None)))
                 )
+                unavailable.may_have_arrived = taken
+                raise unavailable
             addressed_to = self.instance()
             sealed = self.auth.seal(frame, recipient=addressed_to) if self.auth is not None else frame
             try:
@@ -201,6 +204,7 @@ class Requester:
                 unsent = "no connection to a control plane"
                 continue
             except TimeoutError:
+                taken = True
                 taken_by = None  # a control plane had it: the whole deadline applies
                 frame = self._resent_from(envelope, frame, addressed_to)
                 continue
@@ -208,6 +212,7 @@ class Requester:
                 raise ClientClosed("the client was closed") from None
             except TransportError as exc:
                 logger.debug("request failed (%s); retrying", exc)
+                taken = True
                 taken_by = None  # (a connection may have taken it before it failed)
                 frame = self._resent_from(envelope, frame, addressed_to)
                 await asyncio.sleep(0.05)
@@ -232,7 +237,12 @@ class Requester:
                     # cannot run anything twice.
                     await asyncio.sleep(min(RATE_LIMITED_RETRY, max(0.0, deadline - time.monotonic())))
                     continue
-                raise error_from_wire(reply.error, task_name, task_id, errors=self.errors)
+                error = error_from_wire(reply.error, task_name, task_id, errors=self.errors)
+                if reply.error.code == error_pb2.ERROR_CODE_OUTCOME_UNKNOWN and isinstance(
+                    error, ControlPlaneUnavailable
+                ):
+                    error.may_have_arrived = True  # the instance it first went to may have run it
+                raise error
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")
             return reply

@@ -131,7 +131,17 @@ class ForkedProcessError(ClientError, RuntimeError):
 
 
 class ControlPlaneUnavailable(ClientError):
-    """No control plane answered within the allowed time."""
+    """No control plane answered within the allowed time.
+
+    ``may_have_arrived``: an attempt reached a control plane that did not answer (a stall, a crash):
+    what it asked may have been done. For a submission, ``task_id`` then names the task, which may
+    have been accepted: look it up, or submit it again under that id (an id is queued at most once).
+    """
+
+    #: Whether an unanswered attempt reached a control plane.
+    may_have_arrived: bool = False
+    #: The submitted task's id when the submission may have been accepted, else None.
+    task_id: str | None = None
 
 
 class ClientClosed(ControlPlaneUnavailable, RuntimeError):

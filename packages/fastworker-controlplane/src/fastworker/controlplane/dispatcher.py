@@ -177,7 +177,12 @@ class Dispatcher:
                 previous.describe(request, pipe_id, self.max_worker_tasks)
             previous.heard_at = now
             previous.last_seen = self.coordinator.clock()
-            logger.info("worker %s resumed its registration (%d leases kept)", previous.worker_id, len(previous.leases))
+            logger.info(
+                "worker %s resumed its registration (%d leases kept)",
+                previous.worker_id,
+                len(previous.leases),
+                extra={"worker_id": previous.worker_id},
+            )
             self._fleet_changed()
             return previous, True, []
         if previous is not None:
@@ -204,6 +209,7 @@ class Dispatcher:
                 "worker %s adopted %d tasks it was running for the previous control plane",
                 worker.worker_id,
                 len(adopted),
+                extra={"worker_id": worker.worker_id},
             )
         if disowned:
             logger.warning(
@@ -212,6 +218,7 @@ class Dispatcher:
                 worker.worker_id,
                 len(disowned),
                 ", ".join(record.task_id for record in disowned[:20]) + (" ..." if len(disowned) > 20 else ""),
+                extra={"worker_id": worker.worker_id},
             )
         if undelivered:
             logger.info(
@@ -219,6 +226,7 @@ class Dispatcher:
                 worker.worker_id,
                 len(undelivered),
                 ", ".join(record.task_id for record in undelivered[:20]) + (" ..." if len(undelivered) > 20 else ""),
+                extra={"worker_id": worker.worker_id},
             )
         for record in reversed(undelivered):  # each goes to the front: reversed keeps their order
             self._requeue_unstarted(record)
@@ -234,6 +242,7 @@ class Dispatcher:
                 worker.worker_id,
                 request.capacity,
                 worker.capacity,
+                extra={"worker_id": worker.worker_id},
             )
         logger.info(
             "worker %s registered from %s pid %d: capacity %d, %d tasks, version %s",
@@ -243,6 +252,7 @@ class Dispatcher:
             worker.capacity,
             len(worker.task_names),
             worker.version or "unknown",
+            extra={"worker_id": worker.worker_id},
         )
         self._fleet_changed()
         self.coordinator.events.publish(
@@ -321,6 +331,7 @@ class Dispatcher:
             requeued,
             len(now_back) - requeued,
             len(leases) - len(now_back),
+            extra={"worker_id": worker.worker_id},
         )
         self.coordinator.events.publish(events_pb2.EVENT_KIND_WORKER_OFFLINE, worker_id=worker.worker_id, detail=reason)
         self._fleet_changed()
@@ -332,7 +343,12 @@ class Dispatcher:
             return  # shutting down: the journal hands them to the next instance
         requeued = sum(self._take_back(record, worker, f"was lost ({reason})") for record in reversed(held))
         if requeued:
-            logger.info("worker %s: %d prefetched tasks re-queued once its fence passed", worker.worker_id, requeued)
+            logger.info(
+                "worker %s: %d prefetched tasks re-queued once its fence passed",
+                worker.worker_id,
+                requeued,
+                extra={"worker_id": worker.worker_id},
+            )
             self.schedule()
 
     def deregister(self, worker: WorkerRecord, returned: list[str]) -> None:
@@ -356,7 +372,12 @@ class Dispatcher:
                 self.coordinator.requeue_front(record, ran=False)
         for record in reversed(leases.values()):  # ran there, stopped at its drain timeout: as a loss
             self._take_back(record, worker, "drained and left (its drain timeout passed)")
-        logger.info("worker %s deregistered (%d tasks handed back)", worker.worker_id, len(returned))
+        logger.info(
+            "worker %s deregistered (%d tasks handed back)",
+            worker.worker_id,
+            len(returned),
+            extra={"worker_id": worker.worker_id},
+        )
         self.coordinator.events.publish(
             events_pb2.EVENT_KIND_WORKER_OFFLINE, worker_id=worker.worker_id, detail="drained"
         )
@@ -397,6 +418,24 @@ class Dispatcher:
             f"worker {worker.worker_id} {what_happened} while the task was running there, or given to it to start"
             " (that counts as an attempt: it may have started)",
         )
+
+    def settled(self, request: worker_pb2.RegisterRequest) -> list[str]:
+        """Of what a registering worker holds, the tasks already finished here by it, at the attempt it holds.
+
+        Their outcomes reached this instance before (a restart with a journal crossed the reply that
+        acknowledged them): the worker's copies are delivered, not undeliverable.
+        """
+        settled = []
+        for held in request.held:
+            record = self.coordinator.find_quietly(held.task_id)
+            if (
+                record is not None
+                and record.is_final
+                and record.worker == request.worker_id
+                and record.attempts == held.attempt
+            ):
+                settled.append(held.task_id)
+        return settled
 
     def pipe_closed(self, pipe_id: int) -> None:
         """A connection dropped: its workers get nothing more on it; whether they are lost is the heartbeat's call.
@@ -564,7 +603,7 @@ class Dispatcher:
         if worker is None:
             return False
         worker.drain_order = timeout
-        logger.info("asked worker %s to drain within %.1f s", worker_id, timeout)
+        logger.info("asked worker %s to drain within %.1f s", worker_id, timeout, extra={"worker_id": worker_id})
         self.stop_dispatching(worker)
         return True
 
@@ -598,6 +637,7 @@ class Dispatcher:
             "worker %s never received %d dispatched tasks (an answer it no longer read); re-queued",
             worker.worker_id,
             len(missing),
+            extra={"worker_id": worker.worker_id},
         )
 
     def _take_back_undelivered(self, worker: WorkerRecord, records: list[TaskRecord]) -> None:

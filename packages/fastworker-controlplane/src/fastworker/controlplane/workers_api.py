@@ -114,6 +114,8 @@ class WorkerApi:
             try:
                 _, answer.resumed, adopted = self.dispatcher.register(body, request.pipe_id)
                 answer.adopted_task_ids.extend(adopted)
+                if not answer.resumed:
+                    answer.settled_task_ids.extend(self.dispatcher.settled(body))
                 answer.accepted = True
             except WorkerIdInUse as exc:
                 answer.accepted = False
@@ -208,5 +210,5 @@ class WorkerApi:
         beat = envelope.heartbeat
         worker.rss_bytes = beat.rss_bytes
         if beat.draining and not worker.draining:
-            logger.info("worker %s is draining", worker.worker_id)
+            logger.info("worker %s is draining", worker.worker_id, extra={"worker_id": worker.worker_id})
             self.dispatcher.stop_dispatching(worker)

@@ -43,13 +43,13 @@ def check_queue_name(name: object) -> str:
 
 
 def parse_queues(text: str) -> tuple[str, ...]:
-    """The queues a comma-separated list names (``"reports,default"``), in order, without repeats.
+    """The queues a list separated by commas or spaces names (``"reports,default"``), in order, without repeats.
 
     Raises:
         QueueNameError: the list is empty, too long, or names a bad queue.
     """
     names: list[str] = []
-    for part in text.split(","):
+    for part in re.split(r"\s*,\s*|\s+", text.strip()):
         name = check_queue_name(part.strip())
         if name not in names:
             names.append(name)

@@ -515,7 +515,24 @@ class Worker:
             # failed does not go on acting; the adopted ones report to this instance from now on.
             adopted = self._adopt(answer.instance_id, answer.adopted_task_ids)
             self._drop_prefetched(keep=adopted)
-            moot = [report.task_id for given_by, report in self._results if given_by != answer.instance_id]
+            settled = set(answer.settled_task_ids)
+            delivered = [
+                report.task_id
+                for given_by, report in self._results
+                if given_by != answer.instance_id and report.task_id in settled
+            ]
+            if delivered:
+                logger.info(
+                    "%d finished tasks reached control plane %s before its restart (their acknowledgement did not): %s",
+                    len(delivered),
+                    answer.instance_id,
+                    ", ".join(delivered[:20]) + (" ..." if len(delivered) > 20 else ""),
+                )
+            moot = [
+                report.task_id
+                for given_by, report in self._results
+                if given_by != answer.instance_id and report.task_id not in settled
+            ]
             if moot:
                 # Dropped by the next _take_results: said here, or a finished run vanishes unseen.
                 logger.warning(
@@ -1344,6 +1361,8 @@ class Worker:
             return "the worker is draining"
         link = self._link
         if self._registered.is_set():
+            if link is not None and link.shutdown_announced:
+                return "the control plane announced its shutdown: it dispatches nothing until its successor comes"
             if link is not None and worker_fenced(time.monotonic(), link.last_contact, self.heartbeat_timeout):
                 # Its lease lapsed: it starts nothing until the control plane answers again.
                 return f"no answer from the control plane for {time.monotonic() - link.last_contact:.0f} s"

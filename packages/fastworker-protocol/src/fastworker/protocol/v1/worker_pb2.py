@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fastworker.protocol.v1 import task_pb2 as fastworker_dot_protocol_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fastworker/protocol/v1/worker.proto\x12\x16\x66\x61stworker.protocol.v1\x1a!fastworker/protocol/v1/task.proto\"\xee\x01\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x35\n\x05tasks\x18\x05 \x03(\x0b\x32&.fastworker.protocol.v1.TaskDefinition\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x13\n\x0bincarnation\x18\x07 \x01(\t\x12\x0e\n\x06queues\x18\x08 \x03(\t\x12.\n\x04held\x18\t \x03(\x0b\x32 .fastworker.protocol.v1.HeldTask\",\n\x08HeldTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\xea\x01\n\rRegisterReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x03 \x01(\x01\x12\x19\n\x11heartbeat_timeout\x18\x04 \x01(\x01\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x0f\n\x07resumed\x18\x06 \x01(\x08\x12\x11\n\tid_in_use\x18\x07 \x01(\x08\x12\x18\n\x10\x61\x64opted_task_ids\x18\x08 \x03(\t\x12\x16\n\x0emax_frame_size\x18\t \x01(\x04\x12\x15\n\rfinal_refusal\x18\n \x01(\x08\"\xd7\x01\n\tHeartbeat\x12\x11\n\tsender_id\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x11\n\tprocessed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x11\n\trss_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x0f\n\x07sent_at\x18\x07 \x01(\x01\x12\x17\n\x0f\x63\x61ncel_task_ids\x18\x08 \x03(\t\x12\x32\n\x05\x64rain\x18\t \x01(\x0b\x32#.fastworker.protocol.v1.DrainWorker\"\xa8\x01\n\x0bWorkRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04hold\x18\x02 \x01(\x01\x12\x35\n\x08outcomes\x18\x03 \x03(\x0b\x32#.fastworker.protocol.v1.TaskOutcome\x12\x15\n\rheld_task_ids\x18\x04 \x03(\t\x12\x10\n\x08prefetch\x18\x05 \x01(\r\x12\x18\n\x10started_task_ids\x18\x06 \x03(\t\"\xd4\x01\n\x08\x44ispatch\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskSpec\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ncel_task_ids\x18\x03 \x03(\t\x12\x32\n\x05\x64rain\x18\x04 \x01(\x0b\x32#.fastworker.protocol.v1.DrainWorker\x12\x18\n\x10granted_task_ids\x18\x05 \x03(\t\x12\x1b\n\x13prefetched_task_ids\x18\x06 \x03(\t\"\xcf\x02\n\x0bTaskOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x1f.fastworker.protocol.v1.Payload\x12\x30\n\x05\x65rror\x18\x05 \x01(\x0b\x32!.fastworker.protocol.v1.TaskError\x12\x12\n\nstarted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x12\x13\n\x0bretry_delay\x18\x08 \x01(\x01\x12\x17\n\x0fretry_requested\x18\t \x01(\x08\x12\x32\n\x08progress\x18\n \x01(\x0b\x32 .fastworker.protocol.v1.Progress\"d\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x32\n\x08progress\x18\x03 \x01(\x0b\x32 .fastworker.protocol.v1.Progress\"\xa5\x01\n\x07Results\x12\x35\n\x08outcomes\x18\x01 \x03(\x0b\x32#.fastworker.protocol.v1.TaskOutcome\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x18\n\x10started_task_ids\x18\x03 \x03(\t\x12\x36\n\x08progress\x18\x04 \x03(\x0b\x32$.fastworker.protocol.v1.TaskProgress\"3\n\x0bTaskStarted\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x12\n\nstarted_at\x18\x02 \x01(\x01\"-\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\nDeregister\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x19\n\x11returned_task_ids\x18\x02 \x03(\t\"\x1e\n\x0b\x44rainWorker\x12\x0f\n\x07timeout\x18\x01 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#fastworker/protocol/v1/worker.proto\x12\x16\x66\x61stworker.protocol.v1\x1a!fastworker/protocol/v1/task.proto\"\xee\x01\n\x0fRegisterRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12\x35\n\x05tasks\x18\x05 \x03(\x0b\x32&.fastworker.protocol.v1.TaskDefinition\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x13\n\x0bincarnation\x18\x07 \x01(\t\x12\x0e\n\x06queues\x18\x08 \x03(\t\x12.\n\x04held\x18\t \x03(\x0b\x32 .fastworker.protocol.v1.HeldTask\",\n\x08HeldTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"\x84\x02\n\rRegisterReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x03 \x01(\x01\x12\x19\n\x11heartbeat_timeout\x18\x04 \x01(\x01\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x0f\n\x07resumed\x18\x06 \x01(\x08\x12\x11\n\tid_in_use\x18\x07 \x01(\x08\x12\x18\n\x10\x61\x64opted_task_ids\x18\x08 \x03(\t\x12\x16\n\x0emax_frame_size\x18\t \x01(\x04\x12\x15\n\rfinal_refusal\x18\n \x01(\x08\x12\x18\n\x10settled_task_ids\x18\x0b \x03(\t\"\xd7\x01\n\tHeartbeat\x12\x11\n\tsender_id\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x11\n\tprocessed\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x11\n\trss_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x0f\n\x07sent_at\x18\x07 \x01(\x01\x12\x17\n\x0f\x63\x61ncel_task_ids\x18\x08 \x03(\t\x12\x32\n\x05\x64rain\x18\t \x01(\x0b\x32#.fastworker.protocol.v1.DrainWorker\"\xa8\x01\n\x0bWorkRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04hold\x18\x02 \x01(\x01\x12\x35\n\x08outcomes\x18\x03 \x03(\x0b\x32#.fastworker.protocol.v1.TaskOutcome\x12\x15\n\rheld_task_ids\x18\x04 \x03(\t\x12\x10\n\x08prefetch\x18\x05 \x01(\r\x12\x18\n\x10started_task_ids\x18\x06 \x03(\t\"\xd4\x01\n\x08\x44ispatch\x12/\n\x05tasks\x18\x01 \x03(\x0b\x32 .fastworker.protocol.v1.TaskSpec\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ncel_task_ids\x18\x03 \x03(\t\x12\x32\n\x05\x64rain\x18\x04 \x01(\x0b\x32#.fastworker.protocol.v1.DrainWorker\x12\x18\n\x10granted_task_ids\x18\x05 \x03(\t\x12\x1b\n\x13prefetched_task_ids\x18\x06 \x03(\t\"\xcf\x02\n\x0bTaskOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.fastworker.protocol.v1.TaskState\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x1f.fastworker.protocol.v1.Payload\x12\x30\n\x05\x65rror\x18\x05 \x01(\x0b\x32!.fastworker.protocol.v1.TaskError\x12\x12\n\nstarted_at\x18\x06 \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\x01\x12\x13\n\x0bretry_delay\x18\x08 \x01(\x01\x12\x17\n\x0fretry_requested\x18\t \x01(\x08\x12\x32\n\x08progress\x18\n \x01(\x0b\x32 .fastworker.protocol.v1.Progress\"d\n\x0cTaskProgress\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x32\n\x08progress\x18\x03 \x01(\x0b\x32 .fastworker.protocol.v1.Progress\"\xa5\x01\n\x07Results\x12\x35\n\x08outcomes\x18\x01 \x03(\x0b\x32#.fastworker.protocol.v1.TaskOutcome\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x18\n\x10started_task_ids\x18\x03 \x03(\t\x12\x36\n\x08progress\x18\x04 \x03(\x0b\x32$.fastworker.protocol.v1.TaskProgress\"3\n\x0bTaskStarted\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\x12\n\nstarted_at\x18\x02 \x01(\x01\"-\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\nDeregister\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x19\n\x11returned_task_ids\x18\x02 \x03(\t\"\x1e\n\x0b\x44rainWorker\x12\x0f\n\x07timeout\x18\x01 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,25 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELDTASK']._serialized_start=339
   _globals['_HELDTASK']._serialized_end=383
   _globals['_REGISTERREPLY']._serialized_start=386
-  _globals['_REGISTERREPLY']._serialized_end=620
-  _globals['_HEARTBEAT']._serialized_start=623
-  _globals['_HEARTBEAT']._serialized_end=838
-  _globals['_WORKREQUEST']._serialized_start=841
-  _globals['_WORKREQUEST']._serialized_end=1009
-  _globals['_DISPATCH']._serialized_start=1012
-  _globals['_DISPATCH']._serialized_end=1224
-  _globals['_TASKOUTCOME']._serialized_start=1227
-  _globals['_TASKOUTCOME']._serialized_end=1562
-  _globals['_TASKPROGRESS']._serialized_start=1564
-  _globals['_TASKPROGRESS']._serialized_end=1664
-  _globals['_RESULTS']._serialized_start=1667
-  _globals['_RESULTS']._serialized_end=1832
-  _globals['_TASKSTARTED']._serialized_start=1834
-  _globals['_TASKSTARTED']._serialized_end=1885
-  _globals['_CANCELTASK']._serialized_start=1887
-  _globals['_CANCELTASK']._serialized_end=1932
-  _globals['_DEREGISTER']._serialized_start=1934
-  _globals['_DEREGISTER']._serialized_end=1992
-  _globals['_DRAINWORKER']._serialized_start=1994
-  _globals['_DRAINWORKER']._serialized_end=2024
+  _globals['_REGISTERREPLY']._serialized_end=646
+  _globals['_HEARTBEAT']._serialized_start=649
+  _globals['_HEARTBEAT']._serialized_end=864
+  _globals['_WORKREQUEST']._serialized_start=867
+  _globals['_WORKREQUEST']._serialized_end=1035
+  _globals['_DISPATCH']._serialized_start=1038
+  _globals['_DISPATCH']._serialized_end=1250
+  _globals['_TASKOUTCOME']._serialized_start=1253
+  _globals['_TASKOUTCOME']._serialized_end=1588
+  _globals['_TASKPROGRESS']._serialized_start=1590
+  _globals['_TASKPROGRESS']._serialized_end=1690
+  _globals['_RESULTS']._serialized_start=1693
+  _globals['_RESULTS']._serialized_end=1858
+  _globals['_TASKSTARTED']._serialized_start=1860
+  _globals['_TASKSTARTED']._serialized_end=1911
+  _globals['_CANCELTASK']._serialized_start=1913
+  _globals['_CANCELTASK']._serialized_end=1958
+  _globals['_DEREGISTER']._serialized_start=1960
+  _globals['_DEREGISTER']._serialized_end=2018
+  _globals['_DRAINWORKER']._serialized_start=2020
+  _globals['_DRAINWORKER']._serialized_end=2050
 # @@protoc_insertion_point(module_scope)

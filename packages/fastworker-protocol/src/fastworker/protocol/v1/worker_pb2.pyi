@@ -128,6 +128,7 @@ class RegisterReply(_message.Message):
     ADOPTED_TASK_IDS_FIELD_NUMBER: _builtins.int
     MAX_FRAME_SIZE_FIELD_NUMBER: _builtins.int
     FINAL_REFUSAL_FIELD_NUMBER: _builtins.int
+    SETTLED_TASK_IDS_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     """True if the worker may receive tasks."""
     reason: _builtins.str
@@ -163,6 +164,13 @@ class RegisterReply(_message.Message):
         outcomes go to this instance. The worker stops the held tasks not listed.
         """
 
+    @_builtins.property
+    def settled_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks of RegisterRequest.held this instance holds as finished by this worker, at the attempt held:
+        their outcomes reached the instance before (a restart with a journal crossed their reply). The
+        worker drops those outcomes as delivered, not as outcomes it could not deliver.
+        """
+
     def __init__(
         self,
         *,
@@ -176,10 +184,11 @@ class RegisterReply(_message.Message):
         adopted_task_ids: _abc.Iterable[_builtins.str] | None = ...,
         max_frame_size: _builtins.int = ...,
         final_refusal: _builtins.bool = ...,
+        settled_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "final_refusal", b"final_refusal", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "max_frame_size", b"max_frame_size", "reason", b"reason", "resumed", b"resumed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "adopted_task_ids", b"adopted_task_ids", "final_refusal", b"final_refusal", "heartbeat_interval", b"heartbeat_interval", "heartbeat_timeout", b"heartbeat_timeout", "id_in_use", b"id_in_use", "instance_id", b"instance_id", "max_frame_size", b"max_frame_size", "reason", b"reason", "resumed", b"resumed", "settled_task_ids", b"settled_task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
