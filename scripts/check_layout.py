@@ -41,6 +41,7 @@ SHARED_INTERNALS: dict[str, str] = {
     "fastworker.client._progress": "where report_progress sends a task's progress: the runtimes bind it around each run",
     "fastworker.client._tracing": "OpenTelemetry send and process spans: the client opens one, each runtime the other",
     "fastworker.client._httplisten": "the hardened HTTP listener for /healthz (both daemons) and /metrics (the control plane)",
+    "fastworker.client._hosts": "the Host rule of loopback HTTP listeners (DNS rebinding), for the dashboard and the daemons' listener",
     "fastworker.worker._stallwatch": "the watcher that names the code holding an event loop, for both daemons",
     "fastworker.client._eagersync": "the blocking face of an EagerClient, for Django's eager mode and EagerClient.sync",
     "fastworker.client._terminal": "text from tasks with its control characters escaped, for the CLI, fastworker-top and the web pages",

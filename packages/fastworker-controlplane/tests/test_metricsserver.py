@@ -176,8 +176,25 @@ async def test_host_headers_follow_the_dashboards_rule_one_spelling_per_ip_and_m
     for host in (f"[0:0:0:0:0:0:0:1]:{port}", "[::0001]", "LOCALHOST.", f"127.0.0.1.:{port}"):
         assert (await fetch(server, "/healthz", host=host))[0] == 200, host
     # A malformed header, a foreign address, userinfo tricks: refused as by the dashboard
-    for host in ("[::1", "[::2]", f"127.0.0.1:{port}:1", "evil@127.0.0.1", "127.0.0.1:99999"):
+    other_port = 1 if port != "1" else 2
+    for host in (
+        "[::1",
+        "[::2]",
+        f"127.0.0.1:{port}:1",
+        "evil@127.0.0.1",
+        "127.0.0.1:99999",
+        f"localhost:{other_port}",
+    ):
         assert (await fetch(server, "/healthz", host=host))[0] == 400, host
+
+    # A request without a Host header (HTTP/1.0, or one the listener cannot read) is not one of ours either
+    def bare(head: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as connection:
+            connection.sendall(head)
+            return connection.recv(200)
+
+    for head in (b"GET /healthz HTTP/1.0\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost : evil.example\r\n\r\n"):
+        assert (await asyncio.to_thread(bare, head)).startswith(b"HTTP/1.0 400"), head
 
 
 @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from fastworker.client.dashboardflags import canonical_name, split_host
+from fastworker.client._hosts import HostAllowList
 from fastworker.protocol.addresses import Address, parse_http_address
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ MAX_OVERFLOW = 8
 OVERFLOW_TIMEOUT = 1.0
 #: What marks a request of that lane in its WSGI environ.
 OVERFLOW_KEY = "fastworker.over_connection_caps"
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -195,10 +194,9 @@ class HttpListener:
         self._server = make_server(host, port, self._guarded, server_class=server_class, handler_class=QuietHandler)
         bound_port = self._server.server_address[1]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}"
-        self._allowed_hosts: frozenset[str] | None = (
-            frozenset(canonical_name(name) for name in _LOOPBACK_NAMES | {host.lower()})
-            if Address("tcp", host).is_loopback()
-            else None  # None: any Host
+        #: The dashboard's Host rule, bound to loopback; None (any Host) beyond it.
+        self._hosts: tuple[HostAllowList, tuple[str, int]] | None = (
+            (HostAllowList(bind_host=host), (host, bound_port)) if Address("tcp", host).is_loopback() else None
         )
         self._thread: threading.Thread | None = None
 
@@ -222,7 +220,7 @@ class HttpListener:
 
     def _guarded(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "")
-        if not self._host_allowed(environ.get("HTTP_HOST", "")):
+        if not self._host_allowed(environ.get("HTTP_HOST")):
             return plain(start_response, "400 Bad Request", "unknown Host header\n", method)
         if environ.get(OVERFLOW_KEY) and environ.get("PATH_INFO") != "/healthz":
             return plain(
@@ -235,12 +233,12 @@ class HttpListener:
             )
         return self._app(environ, start_response)
 
-    def _host_allowed(self, host_header: str) -> bool:
-        """The dashboard's rule for a Host header (``split_host``, IP literals in one spelling), on fewer names."""
-        if self._allowed_hosts is None or not host_header.strip():  # browsers always send one: no Host is no rebinding
+    def _host_allowed(self, host_header: str | None) -> bool:
+        """The dashboard's rule (``HostAllowList``): a loopback name or the bound address, at this port."""
+        if self._hosts is None:
             return True
-        parsed = split_host(host_header)
-        return parsed is not None and canonical_name(parsed[0]) in self._allowed_hosts
+        allow, served = self._hosts
+        return host_header is not None and allow.allows_host_header(host_header, served)
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, function: Callable[[], T]) -> T:

@@ -55,7 +55,7 @@ policy decides about slots missed meanwhile); paused priority levels stay paused
 operator set at run time (``set_limits``) hold again.
 
 Compaction. At start, whenever the file outgrows ``compact_ratio`` times its last snapshot (and
-at least ``compact_min_bytes``), and once it has doubled and its snapshot is ``compact_stale_after``
+at least ``compact_min_bytes``), and once it has grown by a quarter and its snapshot is ``compact_stale_after``
 seconds old (load that stopped would otherwise leave the file at its peak, idle or not), the live
 state is written to a new file that replaces the old one: unfinished tasks, unexpired results, periodic last runs, paused levels, run-time limits. Online, a
 compactor thread folds the file up to a batch boundary while the writer keeps appending; the
@@ -121,8 +121,9 @@ COMPACT_MIN_BYTES = 32 * 1024 * 1024
 COMPACT_RATIO = 4.0
 #: Default age of the last snapshot after which a smaller growth (STALE_GROWTH) triggers one, in seconds.
 COMPACT_STALE_AFTER = 600.0
-#: Growth over the last snapshot that triggers a compaction once that snapshot is stale.
-STALE_GROWTH = 2.0
+#: Growth over the last snapshot that triggers a compaction once that snapshot is stale (a burst rewritten while
+#: still live leaves a file well short of doubling it, for ever if idle).
+STALE_GROWTH = 1.25
 #: Seconds between attempts to write a batch after the disk refused one.
 WRITE_RETRY_DELAY = 0.5
 
@@ -838,7 +839,7 @@ class Journal:
         sync: fdatasync every batch (power-loss safe); False only writes (survives kill -9, not a power loss).
         compact_min_bytes: No online compaction below this size.
         compact_ratio: Compact online when the file outgrows this many times its last snapshot.
-        compact_stale_after: Compact online, even idle, once the file has doubled and its last snapshot
+        compact_stale_after: Compact online, even idle, once the file has grown by a quarter and its last snapshot
             is this many seconds old.
         clock: Current POSIX time.
 
