@@ -70,6 +70,12 @@ class PlainServer:
             context.close()
         if self._workers:
             await asyncio.wait(self._workers, timeout=2)
+        for worker in self._workers:
+            # A receive the cancel missed ends with Closed once its context closes: retrieved here,
+            # or the task's collection logs "exception was never retrieved" at a random later moment
+            # (once at the session's end, into a closed stream, inside the interpreter's parser).
+            if worker.done() and not worker.cancelled():
+                worker.exception()
         self.socket.close()
 
 
