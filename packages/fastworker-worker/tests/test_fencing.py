@@ -368,24 +368,33 @@ async def test_a_drain_notice_nobody_answers_does_not_push_the_drain_timeout_bac
     assert not worker._running
 
 
-async def test_outcomes_a_restarted_control_plane_did_not_adopt_are_dropped_and_said_so(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # A worker that came back after the adoption window: the new instance settled its finished
-    # tasks already (re-run or failed), so their outcomes are moot; dropping them is logged
+def worker_back_from_old_instance(reply: worker_pb2.RegisterReply, finished: tuple[str, ...]) -> Worker:
+    """A running worker holding outcomes of ``finished`` tasks for instance "old", whose next registration gets ``reply``."""
     worker = Worker(WorkerSettings(task_modules=(), concurrency=1), TaskRegistry())
     worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
     worker._registered.set()
     worker.state = WorkerState.RUNNING
 
-    class LateLink(ClaimingLink):
+    class ReplyingLink(ClaimingLink):
         async def register(self, request: Any) -> Any:
-            return worker_pb2.RegisterReply(accepted=True, resumed=False, instance_id="new", adopted_task_ids=["kept"])
+            return reply
 
-    worker._link = LateLink()  # type: ignore[assignment]
-    for task_id in ("kept", "late-1", "late-2"):
+    worker._link = ReplyingLink()  # type: ignore[assignment]
+    for task_id in finished:
         worker._results.append(("old", worker_pb2.TaskOutcome(task_id=task_id, attempt=1)))
         worker._unacked[task_id] = 1
+    return worker
+
+
+async def test_outcomes_a_restarted_control_plane_did_not_adopt_are_dropped_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A worker that came back after the adoption window: the new instance settled its finished
+    # tasks already (re-run or failed), so their outcomes are moot; dropping them is logged
+    worker = worker_back_from_old_instance(
+        worker_pb2.RegisterReply(accepted=True, resumed=False, instance_id="new", adopted_task_ids=["kept"]),
+        ("kept", "late-1", "late-2"),
+    )
 
     with caplog.at_level(logging.WARNING, logger="fastworker.worker.runtime"):
         assert await worker._register() is True
@@ -401,21 +410,12 @@ async def test_outcomes_the_restarted_control_plane_had_recorded_already_are_not
 ) -> None:
     # A rollout with a journal: the old instance took two outcomes, then stopped before it acknowledged
     # them; the new one names them as settled by this worker. Only the third is undeliverable
-    worker = Worker(WorkerSettings(task_modules=(), concurrency=1), TaskRegistry())
-    worker.heartbeat_timeout = HEARTBEAT_TIMEOUT
-    worker._registered.set()
-    worker.state = WorkerState.RUNNING
-
-    class RestartedLink(ClaimingLink):
-        async def register(self, request: Any) -> Any:
-            return worker_pb2.RegisterReply(
-                accepted=True, resumed=False, instance_id="new", settled_task_ids=["done-1", "done-2"]
-            )
-
-    worker._link = RestartedLink()  # type: ignore[assignment]
-    for task_id in ("done-1", "done-2", "late"):
-        worker._results.append(("old", worker_pb2.TaskOutcome(task_id=task_id, attempt=1)))
-        worker._unacked[task_id] = 1
+    worker = worker_back_from_old_instance(
+        worker_pb2.RegisterReply(
+            accepted=True, resumed=False, instance_id="new", settled_task_ids=["done-1", "done-2"]
+        ),
+        ("done-1", "done-2", "late"),
+    )
 
     with caplog.at_level(logging.INFO, logger="fastworker.worker.runtime"):
         assert await worker._register() is True
