@@ -7,6 +7,7 @@ in-process tasks. Blocking tasks wait on gates that the harness releases in tear
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from fastworker.client import TaskCancelled, TaskInterrupted
 from fastworker.controlplane import coordinator as coordinator_module
+from fastworker.controlplane import local as local_module
 from fastworker.controlplane.coordinator import SLOT_LOCK_YIELDS, Coordinator, RequestRefused
 from fastworker.controlplane.expiry import COMPACT_ABOVE, ExpiryWatch
 from fastworker.controlplane.local import LocalExecutor, SlotRuns
@@ -518,6 +520,84 @@ async def test_a_sync_task_cancelled_after_a_slot_took_it_but_before_it_started_
     # Then it ends CANCELLED without running
     assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
     assert ran == []
+
+
+class SpanRecorder:
+    """Stands in for ``tracing.process``: records each run's span and how it was told to end."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+        self.ended: list[tuple[str, ...]] = []
+
+    @contextlib.contextmanager
+    def process(self, spec: task_pb2.TaskSpec, attempt: int, worker_id: str, ready_at: float | None = None) -> Any:
+        self.opened.append(spec.task_id)
+        recorder = self
+
+        class Span:
+            def ended(self, *how: str) -> None:
+                recorder.ended.append(how)
+
+        yield Span()
+
+
+async def test_a_sync_task_cancelled_before_its_code_started_still_ends_one_span_cancelled(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a traced control plane, and a sync task a slot took (RUNNING: a client may cancel it now)
+    spans = SpanRecorder()
+    monkeypatch.setattr(local_module.tracing, "process", spans.process)
+    harness.task(lambda: None, name="never")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("never"))
+    coordinator.local.concurrency = 1
+    run = coordinator.take_local()
+    assert run is not None and record.state == RUNNING
+
+    # When the cancel lands before the task's code starts (here: before the slot registered it)
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+    finished = coordinator.local._run_here(run, SlotRuns())
+
+    # Then the run still has its span, ended cancelled, as a run cancelled later has
+    assert finished[1].error is not None and finished[1].error.type == "TaskCancelled"
+    assert spans.opened == [record.task_id]
+    assert [how[:2] for how in spans.ended] == [("cancelled", "TaskCancelled")]
+    coordinator._release_local_place()
+    coordinator.local._report(*finished)
+
+
+@pytest.mark.parametrize("moment", ["before the hand-over reached the loop", "before its first step on the loop"])
+async def test_an_async_task_cancelled_before_its_code_started_still_ends_one_span_cancelled(
+    harness: Any, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    # Given a traced control plane, and an async task a slot took (RUNNING: a client may cancel it now)
+    spans = SpanRecorder()
+    monkeypatch.setattr(local_module.tracing, "process", spans.process)
+    ran: list[str] = []
+
+    async def slow() -> None:
+        ran.append("started")
+
+    harness.task(slow)
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("slow"))
+    coordinator.local.concurrency = 1
+    run = coordinator.take_local()
+    assert run is not None and record.state == RUNNING
+
+    # When the cancel lands before its coroutine ran a step
+    if moment == "before its first step on the loop":
+        coordinator.local._start_on_loop(run)
+        assert coordinator.cancel(record.task_id) == (True, RUNNING)
+    else:
+        assert coordinator.cancel(record.task_id) == (True, RUNNING)
+        coordinator.local._start_on_loop(run)
+
+    # Then it ends CANCELLED, never ran, and still has its span, ended cancelled
+    assert (await harness.final(coordinator, record.task_id)).state == CANCELLED
+    assert ran == []
+    assert spans.opened == [record.task_id]
+    assert [how[:2] for how in spans.ended] == [("cancelled", "TaskCancelled")]
 
 
 def interruptible_task(harness: Any, name: str = "spin") -> tuple[threading.Event, list[str]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import inspect
 import logging
 import threading
 import time
@@ -184,6 +185,7 @@ class LocalExecutor:
         self._completions: LoopWakeup | None = None
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
+        self._cancelled_before_first_step: set[str] = set()
         #: Loop runs cancelled on request (a run that catches the cancellation still ends CANCELLED).
         self._loop_cancels: set[str] = set()
         #: Sync tasks running on slot threads, by task id (each entry guarded by its slot's lock).
@@ -255,7 +257,21 @@ class LocalExecutor:
     def _run_here_unlogged(
         self, run: LocalRun, context: ContextSource, slot: SlotRuns, slot_progress: SlotProgress | None
     ) -> tuple[TaskRecord, Outcome, bool]:
-        """:meth:`_run_here` without its log line (the slot logs once it handed the outcome on)."""
+        """:meth:`_run_here` without its log line (the slot logs once it handed the outcome on).
+
+        The run's span opens before the slot is registered for cancels, as a subworker's wraps the
+        whole run: a cancel that lands before the task's code starts still ends one span, cancelled.
+        """
+        record = run.record
+        with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
+            ended = self._run_registered(run, context, slot, slot_progress)
+            tell_span(span, ended[1], task=run.task, ctx=context)
+        return ended
+
+    def _run_registered(
+        self, run: LocalRun, context: ContextSource, slot: SlotRuns, slot_progress: SlotProgress | None
+    ) -> tuple[TaskRecord, Outcome, bool]:
+        """The run, registered for cancels meanwhile (an interrupt can land anywhere in here, and only here)."""
         if slot_progress is None:
             slot_progress = SlotProgress(self._progress)
         record = run.record
@@ -283,17 +299,9 @@ class LocalExecutor:
                 else:
                     slot_progress.start(task_id, record.attempts)
                     try:
-                        with tracing.process(
-                            record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at
-                        ) as span:
-                            try:
-                                outcome = run_sync(
-                                    run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
-                                )
-                            except TaskCancelled:
-                                span.ended(*_CANCELLED_RUN)
-                                raise
-                            tell_span(span, outcome, task=run.task, ctx=context)
+                        outcome = run_sync(
+                            run.task, prepared[0], prepared[1], allow_pickle=self._allow_pickle, context=context
+                        )
                     finally:
                         slot_progress.active = False
                     if slot_progress.latest is not None:
@@ -383,12 +391,21 @@ class LocalExecutor:
         self._cancel_before_start.discard(task_id)
         if cancelled:
             self._release()
-            self._report(record, failure("TaskCancelled", "cancelled while running"), True)
+            self._report(record, self._cancelled_unstarted(run), True)
             return
         job = self._loop.create_task(self._run_on_loop(run), name=f"fastworker-task-{task_id}")
         self._loop_runs[task_id] = job
         self._tell_started(record, record.attempts)
-        job.add_done_callback(lambda done, record=record: self._loop_run_done(record, done))  # type: ignore[misc]
+        job.add_done_callback(lambda done, run=run: self._loop_run_done(run, done))  # type: ignore[misc]
+
+    def _cancelled_unstarted(self, run: LocalRun) -> Outcome:
+        """The outcome of a run cancelled before its code started, with the span and log line a started run's has."""
+        record = run.record
+        outcome = failure("TaskCancelled", "cancelled while running")
+        with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
+            span.ended(*_CANCELLED_RUN)
+        log_outcome(run.context(), outcome, run.policy)
+        return outcome
 
     async def _run_on_loop(self, run: LocalRun) -> Outcome:
         context = run.context()
@@ -446,13 +463,18 @@ class LocalExecutor:
             for task_id, attempt, progress in batch:
                 self._on_progress(task_id, attempt, progress.to_wire())
 
-    def _loop_run_done(self, record: TaskRecord, job: asyncio.Task[Outcome]) -> None:
+    def _loop_run_done(self, run: LocalRun, job: asyncio.Task[Outcome]) -> None:
+        record = run.record
         self._loop_runs.pop(record.task_id, None)
         self._release()
         asked = record.task_id in self._loop_cancels
         self._loop_cancels.discard(record.task_id)
         if job.cancelled():
-            self._report(record, failure("TaskCancelled", "cancelled while running"), True)
+            if record.task_id in self._cancelled_before_first_step:
+                self._cancelled_before_first_step.discard(record.task_id)
+                self._report(record, self._cancelled_unstarted(run), True)
+            else:
+                self._report(record, failure("TaskCancelled", "cancelled while running"), True)
             return
         if asked:  # it caught asyncio.CancelledError and returned or raised later: cancelled all the same
             message = (
@@ -494,6 +516,8 @@ class LocalExecutor:
         if job is not None:
             if job.done() or not job.cancel():
                 return False
+            if inspect.getcoroutinestate(job.get_coro()) == inspect.CORO_CREATED:  # type: ignore[arg-type]
+                self._cancelled_before_first_step.add(task_id)  # its coroutine never runs: no span, no log of its own
             self._loop_cancels.add(task_id)  # a run that catches it and returns still ended CANCELLED
             return True
         entry = self._sync_runs.get(task_id)
