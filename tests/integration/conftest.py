@@ -41,6 +41,35 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+#: The suite's half that ``FWTESTS_PART=fleet`` runs (subworkers, restarts, the journal); ``core``
+#: runs every other module, so each test is in exactly one half. tox's ``integration-fleet`` runs it
+#: after ``security``, beside ``integration-core``: the suite waits on its processes far more than it
+#: computes, and two halves in parallel end the run minutes sooner. Unset: the whole suite.
+FLEET_MODULES = frozenset(
+    {"test_workers", "test_restart_and_shutdown", "test_journal", "test_worker_health", "test_prefetch"}
+)
+PARTS = ("core", "fleet")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep only the tests of ``FWTESTS_PART``'s half, if set (a module listed but missing is an error)."""
+    part = os.environ.get("FWTESTS_PART", "")
+    if not part:
+        return
+    if part not in PARTS:
+        raise pytest.UsageError(f"FWTESTS_PART={part!r}: expected one of {', '.join(PARTS)} (or unset: every test)")
+    missing = sorted(name for name in FLEET_MODULES if not (TESTS_DIR / f"{name}.py").exists())
+    if missing:
+        raise pytest.UsageError(f"FLEET_MODULES names modules that do not exist: {', '.join(missing)}")
+    kept, dropped = [], []
+    for item in items:
+        in_fleet = item.path.stem in FLEET_MODULES
+        (kept if in_fleet == (part == "fleet") else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 StartControlPlane = Callable[..., RunningControlPlane]
 OneWorkerCluster = Callable[..., contextlib.AbstractContextManager[tuple[RunningControlPlane, RunningWorker]]]
 MakeClient = Callable[..., Client]
