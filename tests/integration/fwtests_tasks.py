@@ -110,6 +110,12 @@ async def async_sleep_then_mark(started: str, marker: str, seconds: float = 30.0
     return marker
 
 
+@task(name="fwtests.async_interrupt")
+async def async_interrupt(message: str) -> None:
+    """Raise KeyboardInterrupt(message) on the loop: a library's interrupt that a task lets out."""
+    raise KeyboardInterrupt(message)
+
+
 @task(name="fwtests.fail")
 def fail(message: str) -> None:
     """Always raise ValueError(message)."""

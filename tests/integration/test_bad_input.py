@@ -170,6 +170,29 @@ async def test_a_task_that_raises_value_error_fails_with_its_type_message_and_tr
     await assert_still_serving(client)
 
 
+@pytest.mark.parametrize("where", ["controlplane", "subworker"])
+async def test_an_async_task_that_raises_keyboard_interrupt_fails_and_the_process_that_ran_it_serves_on(
+    where, start_cp, start_cp_for_workers, start_worker, make_client
+):
+    # Given a control plane that runs async tasks itself, or one subworker that does
+    if where == "controlplane":
+        control_plane = start_cp()
+    else:
+        control_plane = start_cp_for_workers()
+        worker = start_worker(control_plane, "kb-w1", task_modules=("fwtests_tasks",))
+    client = make_client(control_plane)
+    # When an async task raises KeyboardInterrupt on that process's event loop
+    task_id = await client.delay("fwtests.async_interrupt", "from the task")
+    info = await client.wait(task_id, timeout=10)
+    # Then the task fails with it, at once, and the same process runs the next task
+    assert info.state is TaskState.FAILURE
+    assert info.error is not None and (info.error.type, info.error.message) == ("KeyboardInterrupt", "from the task")
+    assert info.worker == ("controlplane" if where == "controlplane" else "kb-w1")
+    assert (await client.wait(await client.delay("fwtests.add", 20, 22), timeout=10)).worker == info.worker
+    if where == "subworker":
+        assert worker.process.poll() is None
+
+
 async def test_the_status_of_an_unknown_task_id_raises_task_not_found(shared_cp, make_client):
     client = make_client(shared_cp)
     unknown = str(uuid.uuid4())

@@ -292,6 +292,36 @@ async def test_system_exit_inside_an_async_task_becomes_a_failure() -> None:
     assert outcome.error is not None and (outcome.error.type, outcome.error.message) == ("SystemExit", "bye")
 
 
+class OwnAbort(BaseException):
+    """A BaseException of the task's own, as some libraries define."""
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt("kb"), GeneratorExit("gx"), OwnAbort("own")], ids=type)
+@pytest.mark.parametrize("limit", [0.0, 30.0], ids=["no limit", "a time limit"])
+@pytest.mark.parametrize("hooked", [False, True], ids=["no hooks", "hooks"])
+async def test_a_base_exception_an_async_task_raises_is_its_failure_not_the_loop_s(
+    raised: BaseException, limit: float, hooked: bool
+) -> None:
+    # Given an async task that raises a BaseException (on a daemon's loop it would end the process)
+    @task
+    async def aborts() -> None:
+        raise raised
+
+    def noop(ctx: object) -> None:
+        pass
+
+    if hooked:  # the executor's other path: the same run with hooks around it
+        hooks.before_task(noop)
+    # When it runs, with or without a time limit and hooks
+    try:
+        outcome = await run_async_limited(aborts, (), {}, hard=limit)
+    finally:
+        hooks.remove(noop)
+    # Then the run fails with it, and nothing escapes
+    assert outcome.error is not None
+    assert (outcome.error.type, outcome.error.message) == (type(raised).__name__, str(raised))
+
+
 def test_keyboard_interrupt_inside_a_task_propagates() -> None:
     @task
     def interrupted() -> None:

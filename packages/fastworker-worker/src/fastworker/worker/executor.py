@@ -27,7 +27,7 @@ from typing import Any
 from fastworker.client._progress import SINK, ProgressSink
 from fastworker.client._tracing import ProcessSpan
 from fastworker.client.context import CURRENT, ContextSource, TaskContext, resolve
-from fastworker.client.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from fastworker.client.errors import Retry, SoftTimeLimitExceeded, TaskInterrupted, TimeLimitExceeded
 from fastworker.client.hooks import REGISTERED as HOOKS
 from fastworker.client.hooks import RunOutcome, call_after, call_before
 from fastworker.client.models import Progress
@@ -134,6 +134,10 @@ def prepare(
         return failure("PayloadError", f"cannot decode the arguments of task {tf.name!r}: {exc}")
 
 
+#: What an async task's run lets through: its cancellation, and the interrupt of a cancelled sync run.
+_ESCAPES_AN_ASYNC_TASK = (asyncio.CancelledError, TaskInterrupted)
+
+
 def run_sync(
     tf: TaskFunction[Any, Any],
     args: tuple[Any, ...],
@@ -202,7 +206,10 @@ async def run_async(
     Raises:
         TypeError: The task is a plain ``def`` (use :func:`run_sync`, in a thread).
         asyncio.CancelledError: The awaiting task was cancelled; never turned into an Outcome.
-        KeyboardInterrupt: Propagated from the task.
+
+    Anything else the task raises, ``KeyboardInterrupt`` and other ``BaseException`` s included, is
+    its failure: raised out of a task on the event loop, it would end the daemon's loop and process
+    (a daemon takes its signals as handlers, so an interrupt in a task is always the task's own).
     """
     if not tf.is_async:
         raise TypeError(f"task {tf.name!r} is not async: run it with run_sync, in a thread")
@@ -213,7 +220,9 @@ async def run_async(
     started = time()
     try:
         value = await tf.fn(*args, **kwargs)
-    except (Exception, SystemExit) as exc:
+    except _ESCAPES_AN_ASYNC_TASK:
+        raise
+    except BaseException as exc:  # its own KeyboardInterrupt too: raised on the loop, it would stop the process
         return _raised(exc, started)
     finally:
         if token is not None:
@@ -415,7 +424,9 @@ async def _await_task(
     started = time()
     try:
         value = await tf.fn(*args, **kwargs)
-    except (Exception, SystemExit) as exc:
+    except _ESCAPES_AN_ASYNC_TASK:
+        raise
+    except BaseException as exc:  # as in run_async
         return _raised(exc, started), None, exc
     return _returned(value, started, allow_pickle, max_size), value, None
 
