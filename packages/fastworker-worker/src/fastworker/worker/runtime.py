@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import logging
 import os
 import socket
@@ -945,6 +946,8 @@ class Worker:
             if self._pool is not None and self._pool.cancel(task_id):
                 continue  # its run() returns a TaskCancelled outcome
             self._cancelled.add(task_id)
+            if inspect.getcoroutinestate(running.runner.get_coro()) == inspect.CORO_CREATED:  # type: ignore[arg-type]
+                continue  # its first step is still to come: cancelled now, none of _execute would run (no outcome, the slot held)
             running.runner.cancel()
 
     def _start(self, spec: task_pb2.TaskSpec, instance: str, *, prefetched: bool = False) -> None:
@@ -1047,6 +1050,9 @@ class Worker:
     async def _outcome_or_cancel(self, running: _Running) -> Outcome:
         """The run's outcome; a cancel asked for by the control plane ends it as TaskCancelled."""
         spec = running.spec
+        if spec.task_id in self._cancelled:  # the order came before this run's first step
+            self._cancelled.discard(spec.task_id)
+            return failure("TaskCancelled", "cancelled on request before it started", started_at=running.started_at)
         try:
             outcome = await self._outcome(spec, running)
         except (
