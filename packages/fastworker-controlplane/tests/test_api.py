@@ -12,7 +12,7 @@ import pytest
 
 from fastworker.controlplane.api import ClientApi
 from fastworker.controlplane.queue import LEVELS
-from fastworker.controlplane.records import BRIEF_ERROR_MESSAGE, SUCCESS
+from fastworker.controlplane.records import BRIEF_ERROR_MESSAGE, CANCELLED
 from fastworker.protocol.framing import FRAME_PREFIX, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.payload import decode_value, encode_arguments
 from fastworker.protocol.v1 import error_pb2, task_pb2
@@ -809,8 +809,10 @@ async def test_a_submission_sent_again_after_another_instance_went_silent_is_ref
     assert same.submit_reply.task_id == other.task_id and not same.submit_reply.duplicate
 
 
-async def test_a_workflow_cancel_does_not_count_a_running_step_that_ended_on_its_own_first(harness: Any) -> None:
-    # Given a workflow whose only step is running and swallows the stop (it ends SUCCESS)
+async def test_a_workflow_cancel_counts_a_running_step_that_swallowed_its_stop_which_ends_cancelled(
+    harness: Any,
+) -> None:
+    # Given a workflow whose only step is running and swallows the stop (it returns a value)
     started = harness.gate()
 
     def stubborn() -> str:
@@ -837,9 +839,9 @@ async def test_a_workflow_cancel_does_not_count_a_running_step_that_ended_on_its
     api.handle(request(cancel_workflow), replies)
     reply = await replies.next()
 
-    # Then the reply counts no cancelled step: the one it ordered to stop ended SUCCESS
-    assert api.coordinator.find(spec.task_id).state == SUCCESS
-    assert reply.workflow_reply.cancelled == 0
+    # Then the step ends CANCELLED (what it returned after the interrupt dropped), counted as cancelled
+    assert api.coordinator.find(spec.task_id).state == CANCELLED
+    assert reply.workflow_reply.cancelled == 1
 
 
 async def test_a_task_detail_too_large_for_one_frame_leaves_the_result_out_and_status_reads_it(

@@ -600,6 +600,34 @@ async def test_an_async_task_cancelled_before_its_code_started_still_ends_one_sp
     assert [how[:2] for how in spans.ended] == [("cancelled", "TaskCancelled")]
 
 
+async def test_a_slot_whose_take_failed_frees_its_last_run_s_place_once(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given one slot that ended a run (its place is freed by its next take)
+    harness.task(lambda: 1, name="quick")
+    coordinator = harness.coordinator(local_concurrency=1)
+    first, _ = coordinator.submit(harness.spec("quick"))
+    assert (await harness.final(coordinator, first.task_id)).state == SUCCESS
+
+    # When that take fails once (a bug the slot survives), and the slot runs another task
+    pop, failed = coordinator.queue.pop, []
+
+    def pop_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a bug in the take")
+        return pop(*args, **kwargs)
+
+    monkeypatch.setattr(coordinator.queue, "pop", pop_failing_once)
+    second, _ = coordinator.submit(harness.spec("quick"))
+    assert (await harness.final(coordinator, second.task_id)).state == SUCCESS
+
+    # Then the place count is back to none taken (freed twice, it went below zero and stopped bounding runs)
+    await until(lambda: coordinator._local_places == 0)
+    await asyncio.sleep(0.1)
+    assert failed and coordinator._local_places == 0
+
+
 def interruptible_task(harness: Any, name: str = "spin") -> tuple[threading.Event, list[str]]:
     """Register a sync task that runs Python code until cancelled, recording whether its end ever ran."""
     started, reached = threading.Event(), []
@@ -636,6 +664,42 @@ async def test_a_running_sync_task_is_interrupted_its_remaining_code_never_runs_
     assert reached == []
     following, _ = coordinator.submit(harness.spec("next"))
     assert (await harness.final(coordinator, following.task_id)).state == SUCCESS
+
+
+@pytest.mark.parametrize("after_catching", ["returns", "raises another error"])
+async def test_a_sync_task_that_catches_its_cancel_still_ends_cancelled_and_never_runs_again(
+    harness: Any, after_catching: str
+) -> None:
+    # Given a sync task with retries left, on the only slot, that catches its interrupt (as code
+    # catching BaseException does) and then returns, or raises an error of its own
+    started, runs = threading.Event(), []
+
+    def stubborn() -> str:
+        runs.append("run")
+        started.set()
+        try:
+            while True:
+                time.sleep(0.005)
+        except TaskInterrupted:
+            if after_catching == "raises another error":
+                raise RuntimeError("wrapped the interrupt") from None
+        return "ran on"
+
+    harness.task(stubborn, name="stubborn", retries=2)
+    coordinator = harness.coordinator(local_concurrency=1)
+    record, _ = coordinator.submit(harness.spec("stubborn"))
+    await until(started.is_set)
+
+    # When it is cancelled
+    assert coordinator.cancel(record.task_id) == (True, RUNNING)
+
+    # Then it ends CANCELLED, what it did after the interrupt dropped, and it is not retried
+    done = await harness.final(coordinator, record.task_id)
+    assert done.state == CANCELLED
+    assert done.error is not None and done.error.type == "TaskCancelled"
+    assert "caught the interrupt" in done.error.message
+    await asyncio.sleep(0.2)
+    assert runs == ["run"] and done.attempts == 1
 
 
 async def test_a_cancelled_sync_task_can_clean_up_by_catching_the_public_task_cancelled(harness: Any) -> None:
@@ -986,6 +1050,33 @@ async def test_a_task_with_a_future_eta_is_scheduled_then_runs_when_due(harness:
     assert done.state == SUCCESS
     assert done.started_at >= eta
     assert len(coordinator.schedule) == 0
+
+
+@pytest.mark.parametrize("backoff", [0.0, 0.4], ids=["retried at once", "retried after a backoff"])
+async def test_a_task_that_started_is_retried_past_its_expiry_not_expired(harness: Any, backoff: float) -> None:
+    # Given a task with retries whose first attempt fails, and an expiry that passes before its retry starts
+    calls: list[int] = []
+    release = threading.Event()
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(5)  # holds the slot until the expiry has passed
+            raise RuntimeError("first attempt fails")
+        return "second attempt ok"
+
+    harness.task(flaky, name="flaky", retries=3, retry_backoff=backoff)
+    coordinator = harness.coordinator(local_concurrency=1)
+    spec = harness.spec("flaky")
+    spec.expires = time.time() + 0.2
+    record, _ = coordinator.submit(spec)
+    await until(lambda: len(calls) == 1)
+    await asyncio.sleep(0.3)
+    release.set()
+
+    # When it is retried: then its retry runs ("expires" is about starting, and it started)
+    done = await harness.final(coordinator, record.task_id)
+    assert (done.state, done.attempts, len(calls)) == (SUCCESS, 2, 2)
 
 
 async def test_a_task_that_expires_before_its_eta_ends_at_its_expiry_not_when_due(harness: Any) -> None:

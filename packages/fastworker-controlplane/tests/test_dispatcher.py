@@ -923,3 +923,47 @@ async def test_a_dispatched_task_carries_the_priority_it_was_queued_at_so_the_wo
     priorities = {spec.task_id: spec.priority for spec in taken.tasks}
     # Then each carries its level (a worker's prefetch queue starts by it); a normal one stays unset
     assert priorities == {plain.task_id: 0, by_default.task_id: task_pb2.PRIORITY_HIGH, critical.task_id: 1}
+
+
+@pytest.mark.parametrize("how", ["handed back as the worker leaves", "never received by the worker"])
+async def test_a_task_whose_cancel_was_accepted_ends_cancelled_when_it_comes_back_unstarted(
+    dispatch_rig: Any, how: str
+) -> None:
+    # Given a task dispatched to w1, cancelled while the stop order waits for w1 (accepted: cancelled=True)
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=1)
+    record = rig.submit("job", 1)
+    rig.pull("w1")
+    await settle()
+    assert rig.coordinator.cancel(record.task_id) == (True, RUNNING)
+
+    # When the task comes back to the control plane unstarted
+    if how == "handed back as the worker leaves":
+        rig.deregister("w1", [record.task_id])
+    else:
+        rig.pull("w1", held=[])
+    await settle()
+
+    # Then it ends CANCELLED there: it is not queued again, and no other worker gets it
+    assert record.state == CANCELLED
+    assert record.error is not None and record.error.type == "TaskCancelled"
+    rig.register("w2", ["job"], capacity=1)
+    pull = rig.pull("w2", hold=0.05)
+    await asyncio.sleep(0.2)  # past the hold: answered empty
+    assert pull.tasks == []
+
+
+async def test_a_cancelled_outcome_without_its_error_reads_as_task_cancelled(dispatch_rig: Any) -> None:
+    # Given a task running on a worker
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=1)
+    record = rig.submit("job", 1)
+    pull = rig.pull("w1")
+    await settle()
+    spec = pull.tasks[0]
+    # When the worker reports it CANCELLED without saying what error (the field left out)
+    rig.report("w1", worker_pb2.TaskOutcome(task_id=record.task_id, attempt=spec.attempt, state=CANCELLED))
+    await settle()
+    # Then it is CANCELLED with a TaskCancelled error, not an empty one
+    assert record.state == CANCELLED
+    assert record.error is not None and record.error.type == "TaskCancelled"

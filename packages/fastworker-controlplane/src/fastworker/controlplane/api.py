@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from fastworker.client.limits import MAX_CONCURRENCY, UNSET, Rate, Unset
@@ -429,10 +430,10 @@ class ClientApi:
             return
         # Running steps take a moment to stop, here or on their subworkers (as for a plain cancel):
         # the reply waits for them, at most CANCEL_GRACE, so that it shows them stopped.
-        deadline = self.coordinator.clock() + CANCEL_GRACE
+        deadline = time.monotonic() + CANCEL_GRACE  # a span of time: the wall clock may step
 
         def stopped(finished: list[TaskRecord], pending: list[str], missing: list[str]) -> None:
-            left = deadline - self.coordinator.clock()
+            left = deadline - time.monotonic()
             if pending and left > 0:
                 self.coordinator.wait(pending, left, stopped)
             else:

@@ -823,7 +823,7 @@ class Coordinator:
     def _release_due(self) -> None:
         now = self.clock()
         for record in self.schedule.pop_due(now):
-            if record.expires and not record.attempts and now >= record.expires:
+            if record.expired(now):
                 self.expire(record)
                 continue
             record.eta = 0.0
@@ -842,8 +842,8 @@ class Coordinator:
         now = self.clock()
         for task_id in self.expiries.pop_due(now):
             record = self.active.get(task_id)
-            if record is None or not record.expires or now <= record.expires:
-                continue  # ended meanwhile, or another task under a retried id
+            if record is None or not record.expired(now):
+                continue  # ended meanwhile, another task under a retried id, or started once (its retries run)
             with self.lock:
                 queued = record.state == PENDING
                 if queued:
@@ -937,8 +937,7 @@ class Coordinator:
         lock.acquire()
 
     def _expired(self, record: TaskRecord) -> bool:
-        expires = record.expires
-        return bool(expires) and self.clock() > expires
+        return record.expired(self.clock())
 
     def expire(self, record: TaskRecord) -> None:
         """End a task that was not started before its ``expires`` time as CANCELLED (reason: expired)."""

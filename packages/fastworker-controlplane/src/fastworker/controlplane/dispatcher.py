@@ -367,9 +367,7 @@ class Dispatcher:
         for task_id in reversed(returned):
             record = leases.pop(task_id, None)
             if record is not None and record.state == RUNNING and record.worker == worker.worker_id:
-                record.attempts -= 1
-                record.started_at = 0.0
-                self.coordinator.requeue_front(record, ran=False)
+                self._requeue_unstarted(record, worker, "handed it back unstarted as it left")
         for record in reversed(leases.values()):  # ran there, stopped at its drain timeout: as a loss
             self._take_back(record, worker, "drained and left (its drain timeout passed)")
         logger.info(
@@ -632,7 +630,7 @@ class Dispatcher:
                 worker.leases.pop(record.task_id, None)
         for record in reversed(missing):  # each goes to the front: reversed keeps their order
             if record.state == RUNNING and record.worker == worker.worker_id:
-                self._requeue_unstarted(record)
+                self._requeue_unstarted(record, worker, "never received it")
         logger.info(
             "worker %s never received %d dispatched tasks (an answer it no longer read); re-queued",
             worker.worker_id,
@@ -645,12 +643,26 @@ class Dispatcher:
         with self.coordinator.lock:
             for record in records:
                 worker.leases.pop(record.task_id, None)
-                worker.cancels.discard(record.task_id)
         for record in reversed(records):  # each goes to the front: reversed keeps their order
-            self._requeue_unstarted(record)
+            self._requeue_unstarted(record, worker, "had no room for it in its dispatch frame")
 
-    def _requeue_unstarted(self, record: TaskRecord) -> None:
-        """Put back a task dispatched to a worker that never got it: to the front, that attempt not counted."""
+    def _requeue_unstarted(self, record: TaskRecord, worker: WorkerRecord | None = None, why: str = "") -> None:
+        """Put back a task dispatched to a worker that never started it: to the front, that attempt not counted.
+
+        One whose cancel was accepted while the stop order waited for ``worker`` ends CANCELLED
+        instead: it must not run elsewhere (nor free its unique key while it could).
+        """
+        if worker is not None and record.task_id in worker.cancels:
+            worker.cancels.discard(record.task_id)
+            record.held = False
+            record.attempts = max(0, record.attempts - 1)
+            self.coordinator.end(
+                record,
+                CANCELLED,
+                "TaskCancelled",
+                f"cancelled by request before it started (worker {worker.worker_id} {why})",
+            )
+            return
         record.attempts -= 1
         record.started_at = 0.0
         self.coordinator.requeue_front(record, ran=False)
@@ -758,7 +770,7 @@ class Dispatcher:
                     )
                 if record is None:
                     break
-                if record.expires and now > record.expires:
+                if record.expired(now):
                     record.state = CANCELLED
                     expired.append(record)
                     continue
@@ -872,7 +884,7 @@ class Dispatcher:
             record = worker.leases.get(task_id)
             if record is None:
                 continue
-            if record.held and record.expires and now > record.expires:
+            if record.held and record.expired(now):
                 self.expire_unstarted(record)  # (before its expiry timer came round to it)
                 continue
             if record.held:
@@ -959,7 +971,8 @@ class Dispatcher:
                 self.coordinator.finish_remote(record, SUCCESS)
             elif state == CANCELLED:
                 worker.failed += 1
-                record.error = outcome.error
+                # (an absent error reads as an empty one: a cancel is a TaskCancelled all the same)
+                record.error = outcome.error if outcome.HasField("error") else _cancelled_error()
                 self.coordinator.finish_remote(record, CANCELLED)
             else:
                 worker.failed += 1
@@ -1014,3 +1027,8 @@ class Dispatcher:
             self._gate_timer.cancel()
         for worker in self.fleet:
             self._drop_pull(worker)
+
+
+def _cancelled_error() -> task_pb2.TaskError:
+    """The error of a cancelled run whose worker did not say (an older or a minimal worker)."""
+    return task_pb2.TaskError(type="TaskCancelled", message="cancelled by request")

@@ -85,6 +85,10 @@ class LocalRun:
 
 #: How a run cancelled while running ends its tracing span, as a subworker's does: (outcome, error type, message).
 _CANCELLED_RUN = ("cancelled", "TaskCancelled", "cancelled while running")
+_CAUGHT_INTERRUPT = (
+    "cancelled while running; it caught the interrupt (TaskCancelled) and ran on until it ended, what it returned"
+    " or raised dropped: let TaskCancelled propagate"
+)
 #: Blocks until a task may start locally and marks it RUNNING; None means "stop". Its argument
 #: is True when the calling slot just ended a run: that run's place in the bound is freed first,
 #: under the same lock acquisition.
@@ -216,13 +220,13 @@ class LocalExecutor:
         SINK.set(slot_progress)  # once for the thread: each run only tells it which run is under way
         ended_one = False
         while True:
+            freeing, ended_one = ended_one, False  # freed by this take, whatever it raises: never twice
             try:
-                run = self._take_next(ended_one)
+                run = self._take_next(freeing)
             except Exception:  # a bug must not silently cost a slot: log it and keep the slot alive
                 logger.exception("a local slot failed to take its next task")
                 time.sleep(0.1)
                 continue
-            ended_one = False
             if run is None:
                 return
             if run.task.is_async or self.isolated(run):
@@ -279,6 +283,7 @@ class LocalExecutor:
         slot_lock = slot.lock
         runs = self._sync_runs
         slot.interrupted = False  # this run's: the last run's registration was withdrawn under the lock
+        interrupted = False
         try:
             try:
                 slot.record = record
@@ -318,7 +323,9 @@ class LocalExecutor:
                 runs.pop(task_id, None)
             return record, failure("TaskCancelled", "cancelled while running"), True
         except BaseException as exc:  # a slot must survive anything a task does
-            return record, failure(type(exc).__name__, str(exc)), False
+            outcome = failure(type(exc).__name__, str(exc))
+        if interrupted:  # it caught the interrupt and returned, or raised something else: cancelled all the same
+            return record, failure("TaskCancelled", _CAUGHT_INTERRUPT), True
         return record, outcome, False
 
     # ------------------------------------------------------------------------------------ event loop

@@ -166,6 +166,15 @@ class TaskRecord:
         """True in SUCCESS, FAILURE and CANCELLED."""
         return self.state in FINAL_STATES
 
+    def expired(self, now: float) -> bool:
+        """True when its ``expires`` time came and no attempt of it ever started: the one rule for every path.
+
+        A task that ran once is never expired: its retries run whatever the time (``expires`` is
+        about starting late, not finishing). A prefetched one's dispatch counted an attempt it has not started.
+        """
+        expires = self.expires
+        return bool(expires) and now >= expires and self.attempts <= (1 if self.held else 0)
+
     def fill_info(
         self, info: task_pb2.TaskInfo, *, with_arguments: bool = False, with_result: bool = True, brief: bool = False
     ) -> None:
