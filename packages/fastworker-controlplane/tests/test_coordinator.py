@@ -1079,6 +1079,25 @@ async def test_a_task_that_started_is_retried_past_its_expiry_not_expired(harnes
     assert (done.state, done.attempts, len(calls)) == (SUCCESS, 2, 2)
 
 
+async def test_a_task_a_slot_marked_expired_cannot_be_retried_until_the_loop_ended_it(harness: Any) -> None:
+    # Given a queued task that a slot just took as expired: CANCELLED, its end still on its way to the loop
+    harness.task(lambda: "ran", name="job")
+    coordinator = harness.coordinator(local_concurrency=0)
+    record, _ = coordinator.submit(harness.spec("job"))
+    with coordinator.lock:
+        coordinator.queue.discard(record)
+        record.state = CANCELLED
+
+    # When a client retries it in that moment, then it is refused (queued now, it would be ended, its place leaked)
+    with pytest.raises(RequestRefused, match="is ending"):
+        coordinator.retry(record.task_id)
+
+    # And once the loop ended it, a retry queues it again, counted once
+    coordinator.expire(record)
+    assert coordinator.retry(record.task_id).state == PENDING
+    assert (len(coordinator.queue), coordinator.active_by_name["job"]) == (1, 1)
+
+
 async def test_a_task_that_expires_before_its_eta_ends_at_its_expiry_not_when_due(harness: Any) -> None:
     harness.task(lambda: "too late", name="later")
     coordinator = harness.coordinator()

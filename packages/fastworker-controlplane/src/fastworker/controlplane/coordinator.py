@@ -1415,6 +1415,12 @@ class Coordinator:
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
                 f"only FAILURE or CANCELLED tasks can be retried (task is {task_pb2.TaskState.Name(record.state).removeprefix('TASK_STATE_')})",  # type: ignore[arg-type]
             )
+        if self.active.get(task_id) is record:
+            # Final but not finished yet (a slot marked it expired; the loop ends it next): a retry now
+            # would queue a task that is about to be finalized, and leak its place in the queue.
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_INVALID_REQUEST, f"task {task_id} is ending; retry it once it ended"
+            )
         if task_id in self._abandoned:
             raise RequestRefused(
                 error_pb2.ERROR_CODE_INVALID_REQUEST,
