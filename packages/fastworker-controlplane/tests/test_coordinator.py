@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -700,6 +701,28 @@ async def test_a_sync_task_that_catches_its_cancel_still_ends_cancelled_and_neve
     assert "caught the interrupt" in done.error.message
     await asyncio.sleep(0.2)
     assert runs == ["run"] and done.attempts == 1
+
+
+async def test_a_cancelled_sync_run_is_logged_with_the_time_it_ran(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a sync task that has run for 0.3 s on the only slot
+    started, _ = interruptible_task(harness)
+    coordinator = harness.coordinator(local_concurrency=1)
+    record, _ = coordinator.submit(harness.spec("spin"))
+    await until(started.is_set)
+    await asyncio.sleep(0.3)
+
+    # When it is cancelled
+    with caplog.at_level(logging.INFO, logger="fastworker.task"):
+        assert coordinator.cancel(record.task_id) == (True, RUNNING)
+        await harness.final(coordinator, record.task_id)
+        await asyncio.sleep(0.05)
+
+    # Then its log line says how long it ran, as a subworker's does (it said 0.000 s)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "fastworker.task"]
+    took = float(line.rsplit("cancelled after ", 1)[1].split(" ")[0])
+    assert took >= 0.3, line
 
 
 async def test_a_cancelled_sync_task_can_clean_up_by_catching_the_public_task_cancelled(harness: Any) -> None:

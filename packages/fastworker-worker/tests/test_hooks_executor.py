@@ -454,6 +454,22 @@ def test_the_span_of_a_failed_run_says_retry_when_the_task_runs_again(
     assert span.outcomes == [expected]
 
 
+@pytest.mark.parametrize(("retries_left", "expected"), [(1, "retry"), (0, "failure")])
+def test_the_span_of_a_run_that_raised_retry_says_failure_when_no_retry_is_left(
+    retries_left: int, expected: str
+) -> None:
+    # A Retry on the last attempt (or with retries=0) ends the task FAILURE: its span says so too
+    def fn() -> None: ...
+
+    tf = make(fn, retries=3)
+    span = SpanRecorder()
+    outcome = Outcome(False, None, TaskError(type="ConnectionError"), 0.0, 0.0, retry_delay=0.0)
+
+    tell_span(span, outcome, task=tf, ctx=lambda: TaskContext("t", tf.name, 1, retries_left, "w"))  # type: ignore[arg-type]
+
+    assert span.outcomes == [expected]
+
+
 def test_the_span_of_a_success_and_of_a_retry_asked_for_need_no_task() -> None:
     span = SpanRecorder()
     tell_span(span, Outcome(True, None, None, 0.0, 0.0))  # type: ignore[arg-type]

@@ -321,11 +321,11 @@ class LocalExecutor:
         except TaskCancelled:
             with slot_lock:
                 runs.pop(task_id, None)
-            return record, failure("TaskCancelled", "cancelled while running"), True
+            return record, failure("TaskCancelled", "cancelled while running", started_at=record.started_at), True
         except BaseException as exc:  # a slot must survive anything a task does
-            outcome = failure(type(exc).__name__, str(exc))
+            outcome = failure(type(exc).__name__, str(exc), started_at=record.started_at)
         if interrupted:  # it caught the interrupt and returned, or raised something else: cancelled all the same
-            return record, failure("TaskCancelled", _CAUGHT_INTERRUPT), True
+            return record, failure("TaskCancelled", _CAUGHT_INTERRUPT, started_at=record.started_at), True
         return record, outcome, False
 
     # ------------------------------------------------------------------------------------ event loop

@@ -482,7 +482,8 @@ def tell_span(
     """Tell a run's tracing span how the run ended (a no-op when tracing is off).
 
     A failed run that will run again (:func:`will_retry`, given the task and its context) ends
-    ``retry``, as one that raised ``Retry`` does; without them, ``failure``.
+    ``retry``; one that raised ``Retry`` with no retry left ends ``failure``, as the task does.
+    Without the task and its context, a ``Retry`` ends ``retry`` and any other failure ``failure``.
     """
     if outcome.succeeded:
         span.ended("success")
@@ -491,8 +492,10 @@ def tell_span(
     error_type = error.type if error is not None else ""
     if error_type == "TaskCancelled":
         kind = "cancelled"
-    elif outcome.retry_delay is not None or (
-        task is not None and ctx is not None and will_retry(task, resolve(ctx), outcome)
+    elif (
+        will_retry(task, resolve(ctx), outcome)
+        if task is not None and ctx is not None
+        else outcome.retry_delay is not None
     ):
         kind = "retry"
     else:
