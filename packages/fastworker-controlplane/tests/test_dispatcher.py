@@ -9,6 +9,7 @@ heartbeat reaper) run in real time and are kept well under a second.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -967,3 +968,24 @@ async def test_a_cancelled_outcome_without_its_error_reads_as_task_cancelled(dis
     # Then it is CANCELLED with a TaskCancelled error, not an empty one
     assert record.state == CANCELLED
     assert record.error is not None and record.error.type == "TaskCancelled"
+
+
+@pytest.mark.parametrize("retries", [0, 1], ids=["no retry left", "a retry left"])
+async def test_a_run_lost_with_its_worker_is_logged_by_task_on_the_task_logger(
+    dispatch_rig: Any, caplog: pytest.LogCaptureFixture, retries: int
+) -> None:
+    # Given a task running on a worker (with or without a retry left)
+    rig = dispatch_rig()
+    rig.register("w1", ["job"], capacity=1)
+    record = rig.submit("job", retries=retries)
+    rig.pull("w1")
+    await settle()
+    # When the worker is lost
+    with caplog.at_level(logging.INFO, logger="fastworker.task"):
+        rig.dispatcher.lose(rig.fleet.get("w1"), "no heartbeat")
+    # Then one line on the task logger names the run, with the task's fields, and what became of it
+    (line,) = [r for r in caplog.records if r.name == "fastworker.task"]
+    assert (line.task_id, line.worker_id, line.attempt) == (record.task_id, "w1", 1)  # type: ignore[attr-defined]
+    assert "WorkerLost" in line.getMessage()
+    assert ("runs again" in line.getMessage()) == bool(retries)
+    assert line.levelno == (logging.INFO if retries else logging.WARNING)

@@ -36,6 +36,8 @@ from fastworker.worker.executor import bound_error
 NORMAL = task_pb2.PRIORITY_NORMAL
 
 logger = logging.getLogger(__name__)
+#: Where every run's end is logged (``fastworker.worker.tasklog``): here, the runs their workers could not report.
+task_log = logging.getLogger("fastworker.task")
 
 #: Error type of tasks whose worker was lost with no retries left (docs/reference.md).
 WORKER_LOST = "WorkerLost"
@@ -288,11 +290,30 @@ class Dispatcher:
         )
 
     def _rerun_or_fail(self, record: TaskRecord, retries: int, error_type: str, message: str) -> bool:
-        """A run that ended without an outcome: re-queue it (True) if ``retries`` allow another, else fail it."""
+        """A run that ended without an outcome: re-queue it (True) if ``retries`` allow another, else fail it.
+
+        Its end is logged here, on the ``fastworker.task`` logger, as every run's is where it ran:
+        the worker that ran it could not.
+        """
+        took = max(0.0, self.coordinator.clock() - record.started_at) if record.started_at else 0.0
+        fields: dict[str, object] = {"task_id": record.task_id, "task_name": record.name, "worker_id": record.worker}
+        fields["attempt"] = record.attempts
         if record.attempts < 1 + retries:
+            task_log.info(
+                "task %s[%s] ended without an outcome after %.3f s: %s: %s; runs again",
+                record.name,
+                record.task_id,
+                took,
+                error_type,
+                message,
+                extra=fields,
+            )
             record.started_at = 0.0
             self.coordinator.requeue_front(record, ran=True)
             return True
+        task_log.warning(
+            "task %s[%s] failed in %.3f s: %s: %s", record.name, record.task_id, took, error_type, message, extra=fields
+        )
         self.coordinator.end(record, FAILURE, error_type, message)
         return False
 

@@ -38,6 +38,7 @@ from fastworker.client._readyfile import (
     remove_ready_file,
     write_ready_file,
 )
+from fastworker.client._tracing import ProcessSpan
 from fastworker.client.context import TaskContext
 from fastworker.client.cpus import available_cpus
 from fastworker.client.errors import ControlPlaneUnavailable, FastworkerError
@@ -216,6 +217,10 @@ def _rss_bytes(pids: Sequence[int]) -> int:
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+#: What a run stopped at the drain timeout says in its span and log line (the control plane ends it).
+DRAIN_TIMEOUT_STOP = "stopped at this worker's drain timeout; it runs again elsewhere if it has retries left"
 
 
 class _Running(RunSink):
@@ -933,7 +938,9 @@ class Worker:
             self._granted.discard(task_id)
             if waiting is not None:
                 spec, instance = waiting
-                logger.info("cancelling prefetched task %s on request of the control plane", task_id)
+                logger.info(
+                    "cancelling prefetched task %s on request of the control plane", task_id, extra=_task_fields(spec)
+                )
                 now = time.time()
                 self.failed += 1
                 self._report(spec, instance, failure("TaskCancelled", "cancelled on request before it started"), now)
@@ -942,7 +949,7 @@ class Worker:
             if running is None or task_id in self._stopping:
                 continue  # not here, or ordered stopped already (the control plane repeats its orders)
             self._stopping.add(task_id)
-            logger.info("cancelling task %s on request of the control plane", task_id)
+            logger.info("cancelling task %s on request of the control plane", task_id, extra=_task_fields(running.spec))
             if self._pool is not None and self._pool.cancel(task_id):
                 continue  # its run() returns a TaskCancelled outcome
             self._cancelled.add(task_id)
@@ -1029,7 +1036,13 @@ class Worker:
         spec = running.spec
         started = running.started_at = time.time()
         with tracing.process(spec, spec.attempt, self.settings.worker_id) as span:
-            outcome = await self._outcome_or_cancel(running)
+            try:
+                outcome = await self._outcome_or_cancel(running)
+            except (
+                asyncio.CancelledError
+            ):  # stopped at the drain timeout: no outcome goes out, the control plane decides
+                self._stopped_at_drain_timeout(running, span)
+                raise
             tell_span(span, outcome, task=self.registry.get(spec.name), ctx=running.context)
         if running.latest is not None:
             outcome.progress = self._progress.finish(running)
@@ -1046,6 +1059,15 @@ class Worker:
         # Read now: a restarted control plane may have adopted the task while it ran (``_adopt``).
         self._report(spec, running.instance, outcome, started)
         log_outcome(running.context or self._context(spec, None), outcome, running.policy)  # once it is on its way
+
+    def _stopped_at_drain_timeout(self, running: _Running, span: ProcessSpan) -> None:
+        """End the span and log the line of a run stopped at the drain timeout, as the control plane will end it.
+
+        It runs again if it has retries left, else it fails with ``WorkerLost`` (``Dispatcher.deregister``).
+        """
+        context = running.context or self._context(running.spec, running.policy)
+        span.ended("retry" if context.retries_left > 0 else "failure", "WorkerLost", DRAIN_TIMEOUT_STOP)
+        log_outcome(context, failure("WorkerLost", DRAIN_TIMEOUT_STOP, started_at=running.started_at))
 
     async def _outcome_or_cancel(self, running: _Running) -> Outcome:
         """The run's outcome; a cancel asked for by the control plane ends it as TaskCancelled."""
@@ -1414,3 +1436,8 @@ def _too_large(report: worker_pb2.TaskOutcome, size: int, limit: int) -> None:
 def _ids_size(task_ids: Sequence[str]) -> int:
     """Bytes a list of task ids takes in a request (each with its field tag and length)."""
     return sum(len(task_id) + 4 for task_id in task_ids)
+
+
+def _task_fields(spec: task_pb2.TaskSpec) -> dict[str, Any]:
+    """The log fields of a line about one task that is not running here (no task context is bound)."""
+    return {"task_id": spec.task_id, "task_name": spec.name, "attempt": spec.attempt}

@@ -349,6 +349,7 @@ class ThreadPool:
             run.task_id,
             run.name,
             limit,
+            extra={"task_id": run.task_id, "task_name": run.name},
         )
         assert self._loop is not None
         run.abandoned_at = self._loop.time()
@@ -393,6 +394,7 @@ class ThreadPool:
                 run.task_id,
                 run.name,
                 self._loop.time() - run.abandoned_at,
+                extra={"task_id": run.task_id, "task_name": run.name},
             )
         run.slot.run = None
         self._release(run.slot)
