@@ -11,6 +11,7 @@ import pytest
 
 from fastworker.client import (
     FastworkerError,
+    InvalidRequest,
     PayloadError,
     Retry,
     SyncWorkflowHandle,
@@ -438,3 +439,46 @@ async def test_a_step_that_never_ran_is_retried_with_its_dependencys_result_once
     assert await client.retry(second) is TaskState.SUCCESS
     assert await client.result(second) == 8  # add(7, 1): the first's result prepended
     assert await handle.result() == 8
+
+
+async def test_retrying_a_task_that_succeeded_is_refused_as_a_control_plane_refuses_it(tasks: Tasks) -> None:
+    tasks.add(lambda: 1, name="one")
+    client = EagerClient(tasks.registry)
+    task_id = await client.delay("one")
+    with pytest.raises(InvalidRequest, match=r"only FAILURE or CANCELLED tasks can be retried \(task is SUCCESS\)"):
+        await client.retry(task_id)
+
+
+async def test_wait_bounds_are_checked_as_a_client_checks_them(tasks: Tasks) -> None:
+    tasks.add(lambda: 1, name="one")
+    client = EagerClient(tasks.registry)
+    task_id = await client.delay("one")
+    for call in (client.wait, client.result):
+        with pytest.raises(ValueError, match="not NaN"):
+            await call(task_id, timeout=float("nan"))
+    with pytest.raises(ValueError, match="not NaN"):
+        await client.wait_many([task_id], timeout=float("nan"))
+    assert await client.result(task_id, timeout=-1) == 1  # a deadline already past: the task is final
+
+
+async def test_an_unknown_workflow_step_is_named_by_its_place_as_a_control_plane_names_it(tasks: Tasks) -> None:
+    tasks.add(lambda: 1, name="one")
+    client = EagerClient(tasks.registry)
+    with pytest.raises(UnknownTask, match=r"step 2 \('nope'\): unknown task 'nope'"):
+        await client.delay_workflow(chain(signature("one"), signature("nope")))
+
+
+async def test_a_sync_task_fans_out_with_delay_sync_under_the_async_face(tasks: Tasks) -> None:
+    # Given a sync task that submits another with the documented blocking call (as on a control plane)
+    child = tasks.add(lambda x: x + 1, name="child")
+
+    def parent(x: int) -> str:
+        return child.delay_sync(x).id
+
+    tasks.add(parent)
+    # When it runs under the async face (as in an `async def` test)
+    async with EagerClient(tasks.registry) as client:
+        child_id = await client.submit("parent", 5)
+        # Then its child ran, through this client
+        assert await client.result(child_id) == 6
+    assert [info.name for info in client.history] == ["child", "parent"]

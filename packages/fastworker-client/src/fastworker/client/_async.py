@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import math
 import os
 import time
 import uuid
@@ -24,6 +23,7 @@ from fastworker.client import handles, hooks
 from fastworker.client._background import cancel_all, spawn
 from fastworker.client._idargs import id_arg, ids_arg
 from fastworker.client._requester import Requester, error_from_wire
+from fastworker.client._requester import wait_bound as _wait_bound
 from fastworker.client._transport import RequestChannel, Subscription
 from fastworker.client.admin import AdminMethods
 from fastworker.client.announcements import DISCOVERY_TOPIC, AnnouncementReader, why_unheard
@@ -168,21 +168,6 @@ def _maybe_accepted(error: FastworkerError, task_id: str) -> FastworkerError:
     )
     named.may_have_arrived, named.task_id = True, task_id
     return named
-
-
-def _wait_bound(timeout: float | None) -> float | None:
-    """A wait bound: None (no bound) or seconds, a negative one (a deadline already past) as 0.
-
-    Raises:
-        ValueError: NaN, which bounds nothing.
-    """
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}: {timeout!r:.40}")
-    if math.isnan(timeout):
-        raise ValueError("timeout must be None or a number of seconds, not NaN")
-    return max(0.0, timeout)
 
 
 class Client(AdminMethods):

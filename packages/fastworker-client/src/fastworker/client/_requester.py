@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -87,6 +88,23 @@ def error_from_wire(
     if factory is not None:
         return factory(error.message)
     return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
+
+
+def wait_bound(timeout: float | None) -> float | None:
+    """A waiting call's bound, for the client and the eager client alike: None (no bound) or seconds.
+
+    A negative one (a deadline already past) is 0.
+
+    Raises:
+        ValueError: NaN, which bounds nothing.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be None or a number of seconds, not {type(timeout).__name__}: {timeout!r:.40}")
+    if math.isnan(timeout):
+        raise ValueError("timeout must be None or a number of seconds, not NaN")
+    return max(0.0, timeout)
 
 
 class _RefusedAuthentication(AuthenticationError):

@@ -41,10 +41,10 @@ from typing import Any, Unpack
 from fastworker.client import _tracing as tracing
 from fastworker.client import hooks
 from fastworker.client._eagersync import EagerSyncBackend
-from fastworker.client._requester import error_from_wire
+from fastworker.client._requester import error_from_wire, wait_bound
 from fastworker.client.context import TaskContext
 from fastworker.client.errors import InvalidRequest, QueueFull, TaskFailed, TaskNotFound, UnknownTask
-from fastworker.client.handles import use_client
+from fastworker.client.handles import use_client, use_sync_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
@@ -384,6 +384,7 @@ class EagerClient:
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
         """The task's final info (it is final already)."""
+        wait_bound(timeout)  # checked as a client checks it (every task here is final: nothing waits)
         return await self.status(task_id)
 
     async def result(self, task_id: str, *, timeout: float | None = None) -> Any:
@@ -393,6 +394,7 @@ class EagerClient:
             TaskFailed: it ended in FAILURE or CANCELLED.
             TaskNotFound: no task with this id was submitted here.
         """
+        wait_bound(timeout)  # checked as a client checks it (every task here is final: nothing waits)
         info = await self.status(task_id)
         if info.state is not TaskState.SUCCESS:
             raise TaskFailed(info)
@@ -400,10 +402,12 @@ class EagerClient:
 
     async def wait_many(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[TaskInfo]:
         """The final infos of many tasks, in order."""
+        wait_bound(timeout)  # checked as a client checks it (every task here is final: nothing waits)
         return [await self.status(task_id) for task_id in task_ids]
 
     async def results(self, task_ids: Sequence[str], *, timeout: float | None = None) -> list[Any]:
         """The values of many tasks, in order (TaskFailed for the first that failed)."""
+        wait_bound(timeout)  # checked as a client checks it (every task here is final: nothing waits)
         return [await self.result(task_id) for task_id in task_ids]
 
     # -------------------------------------------------------------------------------------- workflows
@@ -425,7 +429,9 @@ class EagerClient:
         seen: set[str] = set()
         for index, spec in enumerate(specs, start=1):
             if self.registry.get(spec.name) is None:
-                raise UnknownTask(spec.name, f"workflow refused: unknown task {spec.name!r}")
+                raise UnknownTask(
+                    spec.name, f"workflow refused: step {index} ({spec.name!r}): unknown task {spec.name!r}"
+                )
             if spec.task_id in seen or spec.task_id in self._infos:
                 raise _refused(f"workflow refused: step {index} reuses task id {spec.task_id!r}")
             seen.add(spec.task_id)
@@ -465,8 +471,8 @@ class EagerClient:
     async def retry(self, task_id: str) -> TaskState:
         """Run a FAILURE or CANCELLED task again under the same id; returns its new (final) state."""
         info = await self.status(task_id)
-        if info.state is TaskState.SUCCESS:
-            return info.state
+        if info.state is TaskState.SUCCESS:  # as the control plane refuses it
+            raise _refused(f"only FAILURE or CANCELLED tasks can be retried (task is {info.state.value})")
         tf = self.registry.get(info.name)
         if tf is None:
             raise UnknownTask(info.name)
@@ -492,6 +498,18 @@ class EagerClient:
         return self._infos[task_id].state
 
     # ---------------------------------------------------------------------------------------- running
+
+    def _run_sync_off_loop(
+        self,
+        tf: TaskFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        progress: LatestProgress,
+        context: TaskContext,
+    ) -> Outcome:
+        """Run a sync task in this (worker) thread, with this client's sync face current for its typed calls."""
+        with use_sync_client(self.sync):
+            return run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle, progress=progress, context=context)
 
     async def _run(
         self,
@@ -525,7 +543,11 @@ class EagerClient:
                     progress=progress,
                     context=context,
                 )
-            else:
+            elif _loop_running():
+                # Off the loop, as on a control plane's slot: its own add.delay_sync(...) then works (through
+                # this client's sync face, in that thread), and it does not stall the test's loop.
+                outcome = await asyncio.to_thread(self._run_sync_off_loop, tf, args, kwargs, progress, context)
+            else:  # the sync face (EagerSyncBackend): in the caller's thread, which runs no loop
                 outcome = run_sync(tf, args, kwargs, allow_pickle=self.allow_pickle, progress=progress, context=context)
             log_outcome(context, outcome, policy)
             error_type = outcome.error.type if outcome.error is not None else ""
@@ -566,3 +588,12 @@ class EagerClient:
         else:
             self.history = [info if entry.id == task_id else entry for entry in self.history]
         self._infos[task_id] = info
+
+
+def _loop_running() -> bool:
+    """True when this thread runs an event loop (the async face), False under the sync face's loop-less run."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
