@@ -29,6 +29,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastworker.worker._stopsignals import PARENT_PID_VARIABLE
+
 #: Longest wait for a daemon's ready file, in seconds.
 READY_TIMEOUT = 20.0
 #: Longest wait for a daemon to exit after SIGTERM before it is killed, in seconds.
@@ -173,6 +175,7 @@ def start_controlplane(
         *extra_args,
     ]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    child_env[PARENT_PID_VARIABLE] = str(os.getpid())  # it stops if this process dies without stopping it
     child_env.update(env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=os.getcwd())
@@ -255,6 +258,7 @@ def start_worker(
         *extra_args,
     ]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}
+    child_env[PARENT_PID_VARIABLE] = str(os.getpid())  # it stops if this process dies without stopping it
     child_env.update(env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=os.getcwd())
