@@ -390,6 +390,23 @@ def test_the_defaults_are_the_apps_clients_and_the_sync_one_is_made_from_the_set
     assert changed.closed
 
 
+def test_in_a_daemon_without_a_control_plane_setting_the_settings_client_is_the_home_one() -> None:
+    # Given a daemon's process (its home is the control plane that runs its tasks), settings with no CONTROL_PLANE
+    from fastworker.client.django import clients
+    from fastworker.client.home import Home, set_home
+
+    set_home(Home("tcp://127.0.0.1:11"))
+    try:
+        with override_settings(FASTWORKER={"CONNECT_TIMEOUT": 0.2}):
+            # Then typed calls in tasks go to that control plane, not to the environment's default one
+            assert clients.sync_backend().address == "tcp://127.0.0.1:11"
+        with override_settings(FASTWORKER={"CONTROL_PLANE": "tcp://127.0.0.1:12"}):
+            # and a CONTROL_PLANE the settings give still wins
+            assert clients.sync_backend().address == "tcp://127.0.0.1:12"
+    finally:
+        set_home(None)
+
+
 def test_typed_calls_from_sync_and_async_code_go_to_the_settings_control_plane() -> None:
     with pytest.raises(ControlPlaneUnavailable):  # NOWHERE: nothing announces there
         add.delay_sync(1, 2)

@@ -35,6 +35,7 @@ from fastworker.client._lazysync import LazySyncClient
 from fastworker.client.django.conf import SETTING, FastWorkerSettings, parse_settings
 from fastworker.client.errors import ClientClosed
 from fastworker.client.handles import SyncTaskBackend, TaskBackend
+from fastworker.client.home import home
 from fastworker.client.models import CancelResult, TaskInfo
 from fastworker.client.options import SubmitOptionArgs
 
@@ -262,6 +263,15 @@ def _settings_client(parsed: FastWorkerSettings) -> SyncClient:
             options = parsed.client_options()
         except ValueError as exc:
             raise ImproperlyConfigured(str(exc)) from None
+        place = home()
+        if parsed.control_plane is None and place is not None:
+            # In a daemon, with no CONTROL_PLANE set: the control plane that runs the task, as every
+            # typed call there goes to (fastworker.client.home), not the environment's default one.
+            options["address"] = place.address
+            if place.secret is not None and parsed.secret is None and parsed.secret_file is None:
+                options["secret"] = place.secret
+            if place.tls is not None and "tls" not in options:
+                options["tls"] = place.tls
         from fastworker.client._sync import SyncClient
 
         return SyncClient(**options)
