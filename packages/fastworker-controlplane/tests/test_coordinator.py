@@ -629,6 +629,39 @@ async def test_a_slot_whose_take_failed_frees_its_last_run_s_place_once(
     assert failed and coordinator._local_places == 0
 
 
+async def test_runs_stopped_by_the_shutdown_end_their_span_and_log_line_as_such_not_as_cancelled(
+    harness: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a traced control plane running an async task on its loop and a sync one on a slot
+    spans = SpanRecorder()
+    monkeypatch.setattr(local_module.tracing, "process", spans.process)
+    loop_started, gate = asyncio.Event(), harness.gate()
+
+    async def slow() -> None:
+        loop_started.set()
+        await asyncio.sleep(60)
+
+    harness.task(slow)
+    harness.task(lambda: gate.wait(10), name="blocked")
+    coordinator = harness.coordinator(local_concurrency=2)
+    on_loop, _ = coordinator.submit(harness.spec("slow"))
+    on_slot, _ = coordinator.submit(harness.spec("blocked"))
+    await asyncio.wait_for(loop_started.wait(), BOUND)
+    await until(lambda: on_slot.task_id in coordinator.local._sync_runs)
+
+    # When the control plane stops them (its drain timeout passed)
+    with caplog.at_level(logging.INFO, logger="fastworker.task"):
+        coordinator.local.close(timeout=0.1)
+        await asyncio.sleep(0.1)
+    gate.set()
+
+    # Then the loop run's span, and both runs' log lines, say the shutdown stopped them (nobody cancelled them)
+    assert [how[:2] for how in spans.ended] == [("failure", "ControlPlaneLost")]
+    lines = {r.task_id: r.getMessage() for r in caplog.records if r.name == "fastworker.task"}  # type: ignore[attr-defined]
+    assert set(lines) == {on_loop.task_id, on_slot.task_id}
+    assert all("ControlPlaneLost: stopped as the control plane shut down" in line for line in lines.values()), lines
+
+
 def interruptible_task(harness: Any, name: str = "spin") -> tuple[threading.Event, list[str]]:
     """Register a sync task that runs Python code until cancelled, recording whether its end ever ran."""
     started, reached = threading.Event(), []

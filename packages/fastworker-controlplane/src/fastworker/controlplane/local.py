@@ -85,6 +85,13 @@ class LocalRun:
 
 #: How a run cancelled while running ends its tracing span, as a subworker's does: (outcome, error type, message).
 _CANCELLED_RUN = ("cancelled", "TaskCancelled", "cancelled while running")
+#: A run still under way when the control plane stopped (its drain timeout passed): what its span and log line say.
+_STOPPED_BY_SHUTDOWN = (
+    "failure",
+    "ControlPlaneLost",
+    "stopped as the control plane shut down (its drain timeout passed); with --journal it runs again after the"
+    " restart if it has retries left, else it fails with ControlPlaneLost",
+)
 _CAUGHT_INTERRUPT = (
     "cancelled while running; it caught the interrupt (TaskCancelled) and ran on until it ended, what it returned"
     " or raised dropped: let TaskCancelled propagate"
@@ -190,6 +197,7 @@ class LocalExecutor:
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
         self._cancelled_before_first_step: set[str] = set()
+        self._closing = False
         #: Loop runs cancelled on request (a run that catches the cancellation still ends CANCELLED).
         self._loop_cancels: set[str] = set()
         #: Sync tasks running on slot threads, by task id (each entry guarded by its slot's lock).
@@ -423,14 +431,21 @@ class LocalExecutor:
                 try:
                     outcome = await self._run_on_loop_untraced(run, context)
                 except asyncio.CancelledError:
-                    span.ended(*_CANCELLED_RUN)
+                    span.ended(*self._why_stopped(record))
                     raise
                 tell_span(span, outcome, task=run.task, ctx=context)
         except asyncio.CancelledError:
-            log_outcome(context, failure("TaskCancelled", "cancelled while running", started_at=started))
+            _, error_type, message = self._why_stopped(record)
+            log_outcome(context, failure(error_type, message, started_at=started))
             raise
         log_outcome(context, outcome, run.policy)
         return outcome
+
+    def _why_stopped(self, record: TaskRecord) -> tuple[str, str, str]:
+        """How a loop run stopped from outside ends its span: cancelled by request, or by the shutdown (close)."""
+        if self._closing and record.task_id not in self._loop_cancels:
+            return _STOPPED_BY_SHUTDOWN
+        return _CANCELLED_RUN
 
     async def _run_on_loop_untraced(self, run: LocalRun, context: TaskContext | None = None) -> Outcome:
         record, policy = run.record, run.policy
@@ -562,13 +577,23 @@ class LocalExecutor:
             await self._pool.close(timeout)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Cancel tasks running on the loop and wait briefly for idle slot threads to leave."""
+        """Cancel tasks running on the loop and wait briefly for idle slot threads to leave.
+
+        Runs still under way (the drain timeout passed) end their spans and log lines as stopped by
+        the shutdown, not as cancelled: a sync one's thread ends with the process, so it is logged here.
+        """
+        self._closing = True
         self._progress.close()
         if self._watch_timer is not None:
             self._watch_timer.cancel()
             self._watch_timer = None
         for job in list(self._loop_runs.values()):
             job.cancel()
+        for slot in list(self._sync_runs.values()):
+            record = slot.record
+            if record is not None:
+                context = TaskContext(record.task_id, record.name, record.attempts, 0, LOCAL_WORKER_ID)
+                log_outcome(context, failure(*_STOPPED_BY_SHUTDOWN[1:], started_at=record.started_at or None))
         for thread in self._threads:
             thread.join(timeout=timeout / max(1, len(self._threads)))
         if self._completions is not None:
