@@ -1,9 +1,11 @@
 """The control plane's state machine: accept, queue, schedule, dispatch, finish, cancel, retry and wait.
 
 Everything here runs on the event loop's thread except :meth:`Coordinator.take_local`, which the
-local executor's slot threads call to take their next task. The priority queue and the
-PENDING -> RUNNING/CANCELLED transitions are therefore guarded by one lock (``self.lock``); all
-other state is touched by the loop only. Sockets live in ``server``; envelope translation lives in
+local executor's slot threads call to take their next task. The priority queue, the
+PENDING -> RUNNING/CANCELLED transitions and what a slot reads to choose (the fleet's workers and
+their leases: is a subworker free for this task?) are therefore guarded by one lock
+(``self.lock``); other state is changed by the loop only, except the cache of resolved task
+policies, which a slot may fill (after the lock) and the loop clears when the fleet changes. Sockets live in ``server``; envelope translation lives in
 ``api``; waits in ``waits``; the finish history in ``history``; which options apply to a task in
 ``fastworker.worker.policy``; subworkers behind the ``remote.RemoteExecution`` seam. This module
 only speaks records.

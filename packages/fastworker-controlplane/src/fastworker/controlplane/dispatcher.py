@@ -920,10 +920,11 @@ class Dispatcher:
                     if admitted:
                         record.held = False
                         self.coordinator.mark_started(record, now)
+                    else:  # (leases change under the lock: slot threads read them to pick what to run here)
+                        del worker.leases[task_id]
                 if not admitted:
                     # Its name gained limits after it was prefetched, and they leave no room now:
                     # refused (the claimer drops it), it waits at its gate like any other.
-                    del worker.leases[task_id]
                     record.attempts -= 1
                     self.coordinator.requeue_front(record, ran=False)
                     continue
