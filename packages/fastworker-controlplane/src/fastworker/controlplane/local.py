@@ -196,7 +196,9 @@ class LocalExecutor:
         self._completions: LoopWakeup | None = None
         #: Tasks running on the loop (async, or in a child), by task id: loop only.
         self._loop_runs: dict[str, asyncio.Task[Outcome]] = {}
+        #: Loop runs cancelled before their coroutine's first step (it never runs: their end is told for them).
         self._cancelled_before_first_step: set[str] = set()
+        #: Set by close(): runs stopped from then on were stopped by the shutdown, not by a cancel.
         self._closing = False
         #: Loop runs cancelled on request (a run that catches the cancellation still ends CANCELLED).
         self._loop_cancels: set[str] = set()
