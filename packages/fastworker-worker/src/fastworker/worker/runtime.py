@@ -954,7 +954,9 @@ class Worker:
                 continue  # its run() returns a TaskCancelled outcome
             self._cancelled.add(task_id)
             if inspect.getcoroutinestate(running.runner.get_coro()) == inspect.CORO_CREATED:  # type: ignore[arg-type]
-                continue  # its first step is still to come: cancelled now, none of _execute would run (no outcome, the slot held)
+                # Its first step is still to come: cancelled now, none of _execute would run (no
+                # outcome, the slot held for good); it finds the order in _cancelled and ends itself.
+                continue
             running.runner.cancel()
 
     def _start(self, spec: task_pb2.TaskSpec, instance: str, *, prefetched: bool = False) -> None:
@@ -1038,9 +1040,8 @@ class Worker:
         with tracing.process(spec, spec.attempt, self.settings.worker_id) as span:
             try:
                 outcome = await self._outcome_or_cancel(running)
-            except (
-                asyncio.CancelledError
-            ):  # stopped at the drain timeout: no outcome goes out, the control plane decides
+            except asyncio.CancelledError:
+                # Stopped at the drain timeout: no outcome goes out, the control plane decides.
                 self._stopped_at_drain_timeout(running, span)
                 raise
             tell_span(span, outcome, task=self.registry.get(spec.name), ctx=running.context)
