@@ -322,7 +322,7 @@ def _close_environment_sync_client() -> None:
     _from_env.close()
 
 
-def _event_loop_running() -> bool:
+def event_loop_running() -> bool:
     """True when this thread is running an asyncio event loop.
 
     Without ``asyncio`` imported no loop can run, so a sync caller pays no asyncio import here.

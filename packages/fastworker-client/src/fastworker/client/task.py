@@ -42,9 +42,9 @@ from fastworker.client.handles import (
     TaskBackend,
     TaskHandle,
     _chosen_sync_client,
-    _event_loop_running,
     current_client,
     current_sync_client,
+    event_loop_running,
 )
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
@@ -550,7 +550,7 @@ class BoundTask(Generic[P, R]):
     ) -> Coroutine[object, object, TaskHandle[R]]:
         if kwargs and not _OPTION_WORDS.isdisjoint(kwargs):
             _refuse_options_as_arguments(self.task, label, kwargs)
-        if not _event_loop_running():
+        if not event_loop_running():
             # Sync code: through the SyncClient it made current, a blocking handle (typed: delay_sync).
             self._require_sync_client(label, "delay")
             return cast(Coroutine[object, object, TaskHandle[R]], self._delay_sync(label, args, kwargs))
@@ -559,7 +559,7 @@ class BoundTask(Generic[P, R]):
     def _submit(self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[object, object, R]:
         if kwargs and not _OPTION_WORDS.isdisjoint(kwargs):
             _refuse_options_as_arguments(self.task, label, kwargs)
-        if not _event_loop_running():
+        if not event_loop_running():
             self._require_sync_client(label, "submit")
             return cast(Coroutine[object, object, R], self._submit_sync(label, args, kwargs))
         return self._send_and_wait(self._async_client(label, "submit"), args, kwargs)
@@ -903,7 +903,7 @@ def _refuse_sync_code(label: str, method: str) -> None:
 
 def _refuse_event_loop(label: str, method: str) -> None:
     """Refuse a blocking call on a thread that runs an event loop: it would stall every coroutine of the loop."""
-    if _event_loop_running():
+    if event_loop_running():
         raise CallContextError(
             f"{label}.{method}_sync(...) blocks, and this thread runs an event loop that it would stall: "
             f"nothing was submitted. In async code, `await {label}.{method}(...)`; run blocking code in "

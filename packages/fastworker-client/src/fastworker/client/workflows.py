@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
 
 from fastworker.client.errors import CallContextError, ClientError
-from fastworker.client.handles import _chosen_sync_client, _event_loop_running, current_client, current_sync_client
+from fastworker.client.handles import _chosen_sync_client, current_client, current_sync_client, event_loop_running
 from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
 from fastworker.protocol.v1 import task_pb2
@@ -460,7 +460,7 @@ def _submit_awaited(workflow: Workflow) -> Coroutine[object, object, WorkflowHan
     (``with SyncClient(...)``, a default sync client) the workflow is submitted through it and its
     blocking handle returned, as ``SyncClient.delay_workflow`` does.
     """
-    if not _event_loop_running():
+    if not event_loop_running():
         sync = _chosen_sync_client()
         delay_workflow = getattr(sync, "delay_workflow", None)
         if delay_workflow is not None:
@@ -476,7 +476,7 @@ def _submit_awaited(workflow: Workflow) -> Coroutine[object, object, WorkflowHan
 
 def _submit_blocking(workflow: Workflow) -> SyncWorkflowHandle:
     """Submit through the current sync client (``current_sync_client``: in a task, its own control plane's)."""
-    if _event_loop_running():
+    if event_loop_running():
         kind = type(workflow).__name__.lower()
         raise CallContextError(
             f"{kind}(...).delay_sync() was called on a thread that runs an event loop, which it would stall:"

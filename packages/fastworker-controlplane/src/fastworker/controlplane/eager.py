@@ -44,7 +44,7 @@ from fastworker.client._eagersync import EagerSyncBackend
 from fastworker.client._requester import error_from_wire, wait_bound
 from fastworker.client.context import TaskContext
 from fastworker.client.errors import InvalidRequest, QueueFull, TaskFailed, TaskNotFound, UnknownTask
-from fastworker.client.handles import use_client, use_sync_client
+from fastworker.client.handles import event_loop_running, use_client, use_sync_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
@@ -543,7 +543,7 @@ class EagerClient:
                     progress=progress,
                     context=context,
                 )
-            elif _loop_running():
+            elif event_loop_running():
                 # Off the loop, as on a control plane's slot: its own add.delay_sync(...) then works (through
                 # this client's sync face, in that thread), and it does not stall the test's loop.
                 outcome = await asyncio.to_thread(self._run_sync_off_loop, tf, args, kwargs, progress, context)
@@ -588,12 +588,3 @@ class EagerClient:
         else:
             self.history = [info if entry.id == task_id else entry for entry in self.history]
         self._infos[task_id] = info
-
-
-def _loop_running() -> bool:
-    """True when this thread runs an event loop (the async face), False under the sync face's loop-less run."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

@@ -36,7 +36,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from fastworker.client import hooks
-from fastworker.client.handles import _event_loop_running
+from fastworker.client.handles import event_loop_running
 from fastworker.client.task import TaskFunction, default_registry
 
 APP = "fastworker.client.django"
@@ -85,7 +85,7 @@ def close_old_connections(*_: object) -> None:
     transaction (a task's caller may hold one) nor on an event loop's thread (an async task's
     hooks run there, where Django's connections are not used).
     """
-    if _event_loop_running():
+    if event_loop_running():
         return
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
