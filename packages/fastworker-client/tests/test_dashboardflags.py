@@ -13,7 +13,8 @@ def test_host_names_split_into_name_and_port_and_malformed_ones_are_none() -> No
     assert split_host("Dash.Example.") == ("dash.example", None)
     assert split_host("dash.example:8443") == ("dash.example", 8443)
     assert split_host("[::1]:80") == ("::1", 80)
-    for bad in ("b:x", "a/b", "", "host:70000", "[::1"):
+    assert split_host("localhost.:80") == ("localhost", 80)
+    for bad in ("b:x", "a/b", "", "host:70000", "[::1", "localhost..", "localhost..:80", "."):
         assert split_host(bad) is None, bad
 
 

@@ -22,6 +22,18 @@ def test_priorities_parse_case_insensitively_and_refuse_unknown_names() -> None:
         Priority.parse("urgent")
 
 
+def test_priorities_compare_by_importance_not_by_their_names() -> None:
+    assert Priority.CRITICAL > Priority.HIGH > Priority.NORMAL > Priority.LOW
+    assert Priority.NORMAL > Priority.LOW  # as strings, "normal" < "low" would be False here
+    assert Priority.HIGH >= Priority.HIGH and Priority.LOW <= Priority.NORMAL
+    assert not Priority.CRITICAL < Priority.LOW
+    assert max(Priority) is Priority.CRITICAL and min(Priority) is Priority.LOW
+    assert sorted([Priority.LOW, Priority.CRITICAL, Priority.NORMAL, Priority.HIGH], reverse=True) == list(Priority)
+    # Still a str: equal to, hashed as and (against other strings) ordered as its value.
+    assert Priority.LOW == "low" and {Priority.LOW: 1}["low"] == 1
+    assert (Priority.LOW < "m") is ("low" < "m") and ("z" > Priority.LOW) is True
+
+
 def test_every_wire_state_maps_to_a_state_and_back() -> None:
     wire_values = [v.number for v in task_pb2.TaskState.DESCRIPTOR.values if v.number != 0]
     assert sorted(int(s.to_wire()) for s in TaskState) == sorted(wire_values)

@@ -514,7 +514,7 @@ async def test_a_sync_task_cancelled_after_a_slot_took_it_but_before_it_started_
 
     # When it is cancelled, and then the slot gets to run it (as its thread would)
     assert coordinator.cancel(record.task_id) == (True, RUNNING)
-    finished = coordinator.local._run_here(run, SlotRuns())
+    finished = coordinator.local._run_here(run, run.context, SlotRuns(), None)
     coordinator._release_local_place()
     coordinator.local._report(*finished)
 
@@ -557,7 +557,7 @@ async def test_a_sync_task_cancelled_before_its_code_started_still_ends_one_span
 
     # When the cancel lands before the task's code starts (here: before the slot registered it)
     assert coordinator.cancel(record.task_id) == (True, RUNNING)
-    finished = coordinator.local._run_here(run, SlotRuns())
+    finished = coordinator.local._run_here(run, run.context, SlotRuns(), None)
 
     # Then the run still has its span, ended cancelled, as a run cancelled later has
     assert finished[1].error is not None and finished[1].error.type == "TaskCancelled"

@@ -989,3 +989,31 @@ async def test_a_run_lost_with_its_worker_is_logged_by_task_on_the_task_logger(
     assert "WorkerLost" in line.getMessage()
     assert ("runs again" in line.getMessage()) == bool(retries)
     assert line.levelno == (logging.INFO if retries else logging.WARNING)
+
+
+async def test_a_policy_resolved_from_the_fleet_as_it_changes_is_not_kept_past_the_change(
+    dispatch_rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot thread resolves a policy while the loop handles a fleet change: the stale one must not stay."""
+    rig = dispatch_rig()
+    # Given "job" defined by w1 with 2 retries
+    rig.register("w1", {"job": 2}, capacity=1)
+    fleet = rig.fleet
+    resolve = fleet.definition
+    rig.coordinator._defined_policies = {}  # not resolved yet (its registration resolved it once)
+
+    # When a resolution reads w1's definition, and the fleet changes before it is remembered
+    # (w1 is lost and w2 registers "job" with 5 retries, as the loop would meanwhile)
+    def definition_then_fleet_change(name: str) -> Any:
+        found = resolve(name)
+        monkeypatch.setattr(fleet, "definition", resolve)
+        rig.dispatcher.lose(fleet.get("w1"), "gone")
+        rig.register("w2", {"job": 5}, capacity=1)
+        return found
+
+    monkeypatch.setattr(fleet, "definition", definition_then_fleet_change)
+    assert rig.coordinator.defined_policy("job").retries == 2  # what that resolution saw
+    assert [worker.worker_id for worker in fleet] == ["w2"]
+
+    # Then the next resolution reads the fleet as it is now
+    assert rig.coordinator.defined_policy("job").retries == 5

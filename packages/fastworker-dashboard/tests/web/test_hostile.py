@@ -121,6 +121,10 @@ def test_the_allow_list_for_binds() -> None:
     assert not wildcard.allows_host_header("rebind.attacker.example:8080", ("192.0.2.7", 8080))
     with pytest.raises(ValueError, match="not a host name"):
         HostAllowList(extra=("http://x/y",))
+    loopback = HostAllowList(bind_host="127.0.0.1")
+    assert loopback.allows_host_header("[::1]:8080", served) and loopback.allows_host_header("localhost.:8080", served)
+    for malformed in ("::1", "0:0:0:0:0:0:0:1", "localhost..:8080", "localhost..", "127.0.0.1..:8080"):
+        assert not loopback.allows_host_header(malformed, served), malformed
 
 
 def _request(headers: dict[str, str], server: tuple[str, int] = ("127.0.0.1", 8080)) -> Request:

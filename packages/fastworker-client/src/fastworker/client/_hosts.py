@@ -98,7 +98,9 @@ class HostAllowList:
         return served_port is None or port == served_port
 
     def allows_host_header(self, value: str, served: tuple[str, int | None] | None) -> bool:
-        """True when a ``Host`` header names this dashboard."""
+        """True when a ``Host`` header names this dashboard (an IPv6 address in it only in brackets, as HTTP says)."""
+        if value.count(":") > 1 and not value.lstrip().startswith("["):
+            return False
         parsed = split_host(value)
         return parsed is not None and self.allows(*parsed, served, strict=False)
 

@@ -46,8 +46,9 @@ def split_host(value: str) -> tuple[str, int | None] | None:
         port = int(port_text)
     else:
         return None
-    name = name.rstrip(".")
-    return (name, port) if name else None
+    if name.endswith("."):
+        name = name[:-1]  # the root's dot: ``localhost.`` is ``localhost``, but ``localhost..`` is malformed
+    return (name, port) if name and not name.endswith(".") else None
 
 
 def _host_list(value: str) -> list[str]:

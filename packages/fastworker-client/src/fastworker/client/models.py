@@ -13,7 +13,13 @@ from fastworker.protocol.v1 import task_pb2
 
 
 class Priority(enum.StrEnum):
-    """Dispatch levels, strictly ordered: critical before high before normal before low."""
+    """Dispatch levels, strictly ordered: critical before high before normal before low.
+
+    Two levels compare by importance, not as their names would: ``Priority.CRITICAL >
+    Priority.HIGH > Priority.NORMAL > Priority.LOW`` (so ``max`` is the most urgent, and
+    ``sorted(levels, reverse=True)`` lists them in the order they start); against any other string
+    a level compares as the string it is.
+    """
 
     #: Runs before anything else that is waiting.
     CRITICAL = "critical"
@@ -23,6 +29,26 @@ class Priority(enum.StrEnum):
     NORMAL = "normal"
     #: Runs only when nothing of a higher level waits.
     LOW = "low"
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, Priority):
+            return _IMPORTANCE[self] < _IMPORTANCE[other]
+        return str.__lt__(self, other)  # type: ignore[operator]
+
+    def __le__(self, other: object) -> bool:
+        if isinstance(other, Priority):
+            return _IMPORTANCE[self] <= _IMPORTANCE[other]
+        return str.__le__(self, other)  # type: ignore[operator]
+
+    def __gt__(self, other: object) -> bool:
+        if isinstance(other, Priority):
+            return _IMPORTANCE[self] > _IMPORTANCE[other]
+        return str.__gt__(self, other)  # type: ignore[operator]
+
+    def __ge__(self, other: object) -> bool:
+        if isinstance(other, Priority):
+            return _IMPORTANCE[self] >= _IMPORTANCE[other]
+        return str.__ge__(self, other)  # type: ignore[operator]
 
     def to_wire(self) -> task_pb2.Priority.ValueType:
         """The protobuf enum value for this level."""
@@ -55,6 +81,8 @@ _PRIORITY_TO_WIRE: dict[Priority, task_pb2.Priority.ValueType] = {
     Priority.LOW: task_pb2.PRIORITY_LOW,
 }
 _PRIORITY_FROM_WIRE: dict[int, Priority] = {int(v): k for k, v in _PRIORITY_TO_WIRE.items()}
+#: Each level's importance: the last defined (low) least, the first (critical) most.
+_IMPORTANCE: dict[Priority, int] = {level: -rank for rank, level in enumerate(Priority)}
 
 
 class TaskState(enum.StrEnum):

@@ -314,7 +314,10 @@ class Coordinator:
 
     def defined_policy(self, name: str) -> TaskPolicy:
         """A task name's policy from its definition: this process's registry, else the fleet's (see ``policy``)."""
-        policy = self._defined_policies.get(name)
+        # The dict as it is now: a fleet change replaces it, so a policy a slot thread resolved from
+        # the fleet before the change lands in the dropped dict, never in the new one.
+        known = self._defined_policies
+        policy = known.get(name)
         if policy is None:
             task = self.registry.get(name)
             if task is not None:
@@ -324,7 +327,7 @@ class Coordinator:
                 policy = definition_policy(fleet.definition(name) if fleet is not None else None)
                 if fleet is None or name not in self.remote_task_names:
                     return policy  # nobody defines it (yet): not worth remembering
-            self._defined_policies[name] = policy
+            known[name] = policy
         return policy
 
     def policy_for(self, record: TaskRecord) -> TaskPolicy:
@@ -334,7 +337,7 @@ class Coordinator:
     def fleet_changed(self, task_names: frozenset[str]) -> None:
         """The subworkers' task names changed: forget definitions resolved from the fleet."""
         self.remote_task_names = task_names
-        self._defined_policies.clear()
+        self._defined_policies = {}  # replaced, not cleared: see defined_policy
         self.refresh_limits()
 
     # ---------------------------------------------------------------------------------- flow control

@@ -246,7 +246,7 @@ class LocalExecutor:
                     return
                 continue
             # Made only if the task asks for it or something logs (a maker is bound meanwhile).
-            record, outcome, cancelled = self._run_here_unlogged(run, run.context, slot, slot_progress)
+            record, outcome, cancelled = self._run_here(run, run.context, slot, slot_progress)
             ended_one = True  # its place is freed by the next take, under that same lock
             # Read before the outcome is handed on: the loop may count the next attempt at once.
             ended = run.context() if logs(outcome) else None
@@ -257,23 +257,11 @@ class LocalExecutor:
                 log_outcome(ended, outcome, run.policy)  # once the outcome is on its way
 
     def _run_here(
-        self, run: LocalRun, slot: SlotRuns, slot_progress: SlotProgress | None = None
-    ) -> tuple[TaskRecord, Outcome, bool]:
-        """Run a sync task on this thread, and log how it ended; an interrupt (cancel) ends it as cancelled.
-
-        ``slot_progress`` is the sink the slot thread bound (without one, the task cannot report progress).
-        """
-        context = run.context()
-        ended = self._run_here_unlogged(run, context, slot, slot_progress)
-        log_outcome(context, ended[1], run.policy)
-        return ended
-
-    def _run_here_unlogged(
         self, run: LocalRun, context: ContextSource, slot: SlotRuns, slot_progress: SlotProgress | None
     ) -> tuple[TaskRecord, Outcome, bool]:
-        """:meth:`_run_here` without its log line (the slot logs once it handed the outcome on).
+        """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled.
 
-        The run's span opens before the slot is registered for cancels, as a subworker's wraps the
+        Not logged here: the slot logs the outcome once it handed it on. The run's span opens before the slot is registered for cancels, as a subworker's wraps the
         whole run: a cancel that lands before the task's code starts still ends one span, cancelled.
         """
         record = run.record
