@@ -13,7 +13,6 @@ import contextvars
 import logging
 import os
 import time
-import uuid
 import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
@@ -54,7 +53,7 @@ from fastworker.protocol.addresses import parse_address
 from fastworker.protocol.auth import FrameAuth, Secret
 from fastworker.protocol.errors import FrameTooLarge
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE
-from fastworker.protocol.ids import shown_id
+from fastworker.protocol.ids import new_task_id, shown_id
 from fastworker.protocol.payload import encode_arguments
 from fastworker.protocol.v1 import events_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -1020,7 +1019,7 @@ class Client(AdminMethods):
         from fastworker.client.workflows import WorkflowHandle, plan_workflow
 
         steps, output_ids, output_is_list = plan_workflow(workflow)
-        workflow_id = str(uuid.uuid4())
+        workflow_id = new_task_id()
         specs = [step.to_spec(self._spec) for step in steps]
 
         def build(envelope: Envelope) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, cast
 from fastworker.client.errors import InvalidOptions
 from fastworker.client.models import Priority
 from fastworker.protocol.addresses import parse_address
-from fastworker.protocol.ids import task_id_problem
+from fastworker.protocol.ids import new_task_id, task_id_problem
 from fastworker.protocol.queues import QueueNameError, check_queue_name, parse_queues
 from fastworker.protocol.v1 import task_pb2
 
@@ -320,7 +319,7 @@ class SubmitOptions:
 
         This is the only place that maps options to the wire.
         """
-        spec.task_id = self.task_id if self.task_id is not None else str(uuid.uuid4())
+        spec.task_id = self.task_id if self.task_id is not None else new_task_id()
         if self.priority is not None:
             spec.priority = Priority.parse(self.priority).to_wire()
         if self.queue is not None:

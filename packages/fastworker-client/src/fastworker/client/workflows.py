@@ -15,7 +15,6 @@ plane holds the graph (docs/workflows.md).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
@@ -24,6 +23,7 @@ from fastworker.client.errors import CallContextError, ClientError
 from fastworker.client.handles import _chosen_sync_client, current_client, current_sync_client, event_loop_running
 from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
+from fastworker.protocol.ids import new_task_id
 from fastworker.protocol.v1 import task_pb2
 
 __all__ = [
@@ -287,7 +287,7 @@ def _place(
     Returns the ids that come out of node, and what they pass on.
     """
     if isinstance(node, Signature):
-        task_id = node.options.task_id or str(uuid.uuid4())
+        task_id = node.options.task_id or new_task_id()
         signature, given = node, task_pb2.DEPENDENCY_INPUT_NONE
         if not node.immutable:
             if passes == _EMPTY_LIST:  # the list is known now, and empty: prepend it here

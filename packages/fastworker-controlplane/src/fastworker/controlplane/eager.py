@@ -32,7 +32,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, 
 from fastworker.controlplane.records import TaskRecord
 from fastworker.controlplane.workflows import MAX_DEPENDENCIES, dependency_error, unreleased_retry_refusal
 from fastworker.protocol.errors import FastworkerError
+from fastworker.protocol.ids import new_task_id
 from fastworker.protocol.payload import decode_arguments, decode_value, encode_arguments
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import error_pb2, task_pb2
@@ -424,7 +424,7 @@ class EagerClient:
             FastworkerError: a step reuses a known task id.
         """
         steps, output_ids, output_is_list = plan_workflow(workflow)
-        workflow_id = str(uuid.uuid4())
+        workflow_id = new_task_id()
         specs = [step.to_spec(self._spec) for step in steps]
         seen: set[str] = set()
         for index, spec in enumerate(specs, start=1):

@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_SHOWN", "MAX_TASK_ID_LENGTH", "shown", "shown_id", "task_id_problem", "worker_id_problem"]
+import os
+from collections import deque
+
+__all__ = [
+    "MAX_SHOWN",
+    "MAX_TASK_ID_LENGTH",
+    "new_task_id",
+    "shown",
+    "shown_id",
+    "task_id_problem",
+    "worker_id_problem",
+]
 
 #: Longest task id accepted, in characters.
 MAX_TASK_ID_LENGTH = 200
 #: Most characters of a value from a request that an error message quotes (a peer's 100,000-character
 #: name is not echoed back whole).
 MAX_SHOWN = 100
+
+
+#: Ids drawn at once by :func:`new_task_id`.
+IDS_PER_DRAW = 256
+#: Drawn ids not handed out yet (``popleft`` and ``extend`` are atomic: threads never get the same one).
+_drawn: deque[str] = deque()
+# A forked child must not hand out the ids its parent will: it draws its own.
+os.register_at_fork(after_in_child=_drawn.clear)
+
+
+def new_task_id() -> str:
+    """A fresh random id, in the form ``str(uuid.uuid4())`` gives (version 4, from ``os.urandom``).
+
+    Drawn :data:`IDS_PER_DRAW` at a time: about a quarter of ``uuid.uuid4()``'s cost, which was a
+    tenth of a client's CPU per submitted task.
+    """
+    while True:
+        try:
+            return _drawn.popleft()
+        except IndexError:
+            _drawn.extend(_draw(IDS_PER_DRAW))
+
+
+def _draw(count: int) -> list[str]:
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((byte & 0x0F) | 0x40 for byte in raw[6::16])  # version 4
+    raw[8::16] = bytes((byte & 0x3F) | 0x80 for byte in raw[8::16])  # the RFC 4122 variant
+    text = raw.hex()
+    return [
+        f"{text[i : i + 8]}-{text[i + 8 : i + 12]}-{text[i + 12 : i + 16]}-{text[i + 16 : i + 20]}-{text[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def shown(value: str) -> str:

@@ -29,7 +29,6 @@ Needs Django: ``pip install 'fastworker-client[django]'``. ``import fastworker.c
 from __future__ import annotations
 
 import inspect
-import uuid
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -42,6 +41,7 @@ from fastworker.client.django import clients
 from fastworker.client.errors import PayloadError
 from fastworker.client.handles import current_sync_client
 from fastworker.client.task import BoundTask, TaskFunction
+from fastworker.protocol.ids import new_task_id
 from fastworker.protocol.payload import encode_arguments
 
 __all__ = ["AfterCommit", "after_commit", "delay_on_commit"]
@@ -90,7 +90,7 @@ class AfterCommit:
         if client is clients.DEFAULT_SYNC_CLIENT:
             clients.current_settings()  # a bad setting fails now, while the transaction can roll back
         _check_arguments(bound.task.name, args, kwargs)
-        task_id = bound.options.task_id if bound.options.task_id is not None else str(uuid.uuid4())
+        task_id = bound.options.task_id if bound.options.task_id is not None else new_task_id()
         submission = _Submission(bound.with_options(task_id=task_id, client=client), args, kwargs)
         transaction.on_commit(submission, using=self.using, robust=self.robust)
         return task_id
