@@ -307,6 +307,22 @@ async def test_a_batch_whose_answer_could_not_fit_a_frame_is_refused_whole_befor
     assert api.coordinator.counters.submitted == 0 and len(api.coordinator.queue) == 0
 
 
+async def test_a_batch_whose_request_is_large_but_whose_answer_fits_is_accepted(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Short ids and large arguments: twice the request would not fit the frame, the answer does
+    api = api_for(max_frame_size=8192)
+    specs = [harness.spec("echo", "y" * 120, task_id=f"b-{n}") for n in range(40)]
+    envelope = new_envelope(6)
+    envelope.submit_batch.tasks.extend(specs)
+    assert 4096 < len(encode_frame(envelope)) < 8192
+
+    reply = ask(api, lambda e: e.submit_batch.tasks.extend(specs), correlation_id=6)
+
+    assert [o.accepted.task_id for o in reply.submit_batch_reply.outcomes] == [f"b-{n}" for n in range(40)]
+    assert api.coordinator.counters.submitted == 40
+
+
 # ---------------------------------------------------------------------------------------------- queries
 
 

@@ -258,7 +258,7 @@ class ClientApi:
                 else refused
                 for spec, refused in zip(specs, refusals, strict=True)
             ]
-        self._check_batch_answer_fits(specs, refusals)
+        self._check_batch_answer_fits(request, specs, refusals)
         admitted = [spec for spec, refused in zip(specs, refusals, strict=True) if refused is None]
         admitted_results = iter(self.coordinator.submit_many(admitted))
         for spec, refused in zip(specs, refusals, strict=True):
@@ -277,13 +277,16 @@ class ClientApi:
         self._send(reply, envelope)
 
     def _check_batch_answer_fits(
-        self, specs: Sequence[task_pb2.TaskSpec], refusals: list[RequestRefused | None]
+        self, request: Envelope, specs: Sequence[task_pb2.TaskSpec], refusals: list[RequestRefused | None]
     ) -> None:
         """Refuse a whole batch whose answer could not fit one frame, before any of it is accepted.
 
         Accepted, its tasks would run while the sender got only "reply too large", with no ids: a
         sender that sends it again runs every one twice. (``Client`` splits its batches to fit.)
         """
+        per_task = len(specs) * ANSWER_BYTES_PER_TASK + FRAME_SLACK
+        if not any(refusals) and 2 * request.ByteSize() + per_task <= self.max_frame_size:
+            return  # each id is in the request once and in the answer at most twice: it fits
         needed = FRAME_SLACK
         for spec, refused in zip(specs, refusals, strict=True):
             task_id = spec.task_id
