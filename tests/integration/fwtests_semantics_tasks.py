@@ -29,6 +29,15 @@ def flaky(key: str, directory: str, failures: int) -> int:
     return count
 
 
+@task(name="fwtests_sem.reset_then_ok", retries=2, retry_backoff=0.05, retry_on=(ConnectionError,))
+def reset_then_ok(key: str, directory: str) -> int:
+    """Fail once with a ConnectionResetError (a subclass of what retry_on names), then succeed."""
+    count = _bump(directory, key)
+    if count == 1:
+        raise ConnectionResetError("reset by peer, on purpose")
+    return count
+
+
 @task(name="fwtests_sem.asks_again", retries=2)
 def asks_again(key: str, directory: str) -> int:
     """Ask for one more attempt with Retry(delay=0.1), then succeed."""

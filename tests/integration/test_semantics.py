@@ -44,6 +44,19 @@ async def test_a_failing_task_is_retried_with_backoff_on_a_worker_until_it_succe
         assert cp.stop() == 0
 
 
+async def test_retry_on_a_class_retries_its_subclass_raised_in_a_worker_s_child_process(tmp_path: Path) -> None:
+    # The error's base classes travel from the child process through the worker to the control plane
+    cp = _start_cp(tmp_path, "--local-concurrency", "0")
+    worker = start_worker(cp.discovery, task_modules=MODULES, env=_env(), workdir=tmp_path, worker_id="sem-w2")
+    try:
+        async with Client(cp.discovery) as client:
+            value = await client.submit("fwtests_sem.reset_then_ok", "k9", str(tmp_path), timeout=15)
+            assert value == 2
+    finally:
+        worker.stop()
+        assert cp.stop() == 0
+
+
 async def test_a_task_raising_retry_runs_again_after_its_delay(tmp_path: Path) -> None:
     cp = _start_cp(tmp_path)
     try:

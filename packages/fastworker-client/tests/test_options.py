@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 
 import pytest
 
-from fastworker.client import Client, Priority
+from fastworker.client import Client, InvalidOptions, Priority
 from fastworker.client.options import (
     SUBMIT_OPTION_NAMES,
     BatchOptionArgs,
@@ -331,3 +331,8 @@ def test_a_timeout_that_must_pass_before_anything_happens_is_above_zero(text: st
     with pytest.raises(argparse.ArgumentTypeError, match=f"expected a number of seconds above 0, got {text!r}"):
         positive_seconds_argument(text)
     assert positive_seconds_argument("0.2") == 0.2
+
+
+def test_an_eta_given_as_a_timedelta_is_refused_naming_countdown() -> None:
+    with pytest.raises(InvalidOptions, match=r"eta must be a datetime or Unix seconds, not a timedelta.*countdown=90"):
+        SubmitOptions(eta=dt.timedelta(seconds=90))  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fastworker.client import Retry, TaskFailed
+from fastworker.client import Retry, TaskFailed, TaskState
 from fastworker.controlplane.eager import EagerClient
 from fastworker.controlplane.records import CANCELLED, FAILURE, RETRYING, SUCCESS
 
@@ -127,6 +127,33 @@ async def test_only_listed_exception_types_are_retried_when_retry_on_is_given(ha
 
     assert final.state == FAILURE
     assert final.attempts == 1
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["control plane", "eager"])
+async def test_retry_on_a_class_retries_its_subclasses_as_except_would(harness: Any, eager: bool) -> None:
+    # Given a task that retries on ConnectionError and fails with a ConnectionResetError, then succeeds
+    failures = [ConnectionResetError("reset by peer")]
+
+    def flaky() -> str:
+        if failures:
+            raise failures.pop()
+        return "ok"
+
+    harness.task(flaky, retries=2, retry_backoff=0.01, retry_on=(ConnectionError,))
+
+    # When it runs
+    if eager:
+        client = EagerClient(registry=harness.registry)
+        info = await client.wait(await client.delay("flaky"))
+        succeeded, attempts = info.state == TaskState.SUCCESS, info.attempts
+    else:
+        coordinator = harness.coordinator()
+        record, _ = coordinator.submit(harness.spec("flaky"))
+        final = await harness.final(coordinator, record.task_id)
+        succeeded, attempts = final.state == SUCCESS, final.attempts
+
+    # Then the subclass was retried, as `except ConnectionError` would have caught it
+    assert succeeded and attempts == 2
 
 
 async def test_a_submission_can_override_the_registered_retries(harness: Any) -> None:

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from fastworker.client.task import Priority, TaskOptions
+from fastworker.client.task import Priority, TaskOptions, task
 from fastworker.protocol.v1 import task_pb2
+from fastworker.worker.executor import MAX_ERROR_BASE_TYPES, MAX_ERROR_TYPE, base_type_names, bound_error, run_sync
 from fastworker.worker.policy import (
     DEFAULT_POLICY,
     MAX_UNIX_SECONDS,
@@ -118,3 +119,36 @@ def test_ordinary_submissions_have_no_problem() -> None:
     assert spec_problem(task_pb2.TaskSpec(task_id="t", name="n")) is None
     assert spec_problem(task_pb2.TaskSpec(task_id="t", name="n", timeout=30, soft_timeout=20, retries=0)) is None
     assert spec_problem(task_pb2.TaskSpec(task_id="t", name="n", eta=1_900_000_000.5, expires=1_900_000_100)) is None
+
+
+def test_retry_on_names_a_type_or_any_of_its_bases_as_except_would() -> None:
+    policy = TaskPolicy(retries=2, retry_on=frozenset({"ConnectionError"}))
+    assert policy.allows_retry(1, "ConnectionResetError", False, base_type_names(ConnectionResetError))
+    assert policy.allows_retry(1, "ConnectionError", False)
+    assert not policy.allows_retry(1, "TimeoutError", False, base_type_names(TimeoutError))  # an OSError, not that one
+    assert not policy.allows_retry(1, "ConnectionResetError", False)  # an older worker sends no bases
+    assert TaskPolicy(retries=1).retry_on_matches("Anything", ())
+
+
+def test_a_raised_exception_s_failure_carries_its_bases_nearest_first_and_bounded() -> None:
+    def reset() -> None:
+        raise ConnectionResetError("reset")
+
+    outcome = run_sync(task(reset, name="test_policy_reset_bases"), (), {})
+    assert outcome.error is not None
+    assert list(outcome.error.base_types) == ["ConnectionError", "OSError", "Exception", "BaseException"]
+
+    error = task_pb2.TaskError(type="Odd", base_types=["x" * 500] * 40)
+    bound_error(error)
+    assert len(error.base_types) == MAX_ERROR_BASE_TYPES and all(
+        len(name) == MAX_ERROR_TYPE for name in error.base_types
+    )
+
+
+def test_backoff_at_its_cap_is_spread_below_the_cap_not_piled_on_it() -> None:
+    policy = TaskPolicy(retries=9, backoff=0.2, backoff_max=0.4)
+    delays = [policy.retry_delay(4) for _ in range(400)]
+    assert all(0.32 <= delay <= 0.4 for delay in delays)
+    # Clamped after the jitter, about half landed exactly on the cap; spread below it, about 1 in 80 lands
+    # within 1 ms of it (0.001 / 0.08).
+    assert sum(delay > 0.399 for delay in delays) < 40

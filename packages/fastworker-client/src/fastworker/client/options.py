@@ -238,6 +238,13 @@ class SubmitOptions:
                 raise ValueError(f"countdown={_seconds_of(self.countdown):g} ends after the year 9999")
         if isinstance(self.expires, timedelta):
             _check_number("expires", _seconds_of(self.expires), what="a timedelta of 0 or more")
+        eta: object = self.eta  # (typed as it should be; an ``expires`` may be a timedelta: a natural slip)
+        if isinstance(eta, timedelta):
+            seconds = _seconds_of(eta)
+            raise ValueError(
+                f"eta must be a datetime or Unix seconds, not a timedelta: for {seconds:g} seconds from now,"
+                f" give countdown={seconds:g} (or countdown=timedelta(...))"
+            )
         for name in ("eta", "expires"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, datetime | timedelta):

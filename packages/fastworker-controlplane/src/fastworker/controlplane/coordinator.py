@@ -1028,7 +1028,12 @@ class Coordinator:
         """
         record.error = error
         policy = self.policy_for(record)
-        if not policy.allows_retry(record.attempts, error.type if error is not None else "", retry_delay is not None):
+        if not policy.allows_retry(
+            record.attempts,
+            error.type if error is not None else "",
+            retry_delay is not None,
+            error.base_types if error is not None else (),
+        ):
             if error is not None:
                 policy.final_retry_error(error)
             self._finalize(record, FAILURE)

@@ -553,7 +553,8 @@ class EagerClient:
             error_type = outcome.error.type if outcome.error is not None else ""
             if outcome.succeeded:
                 break
-            if not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None):
+            bases = outcome.error.base_types if outcome.error is not None else ()
+            if not policy.allows_retry(attempts, error_type, outcome.retry_delay is not None, bases):
                 if outcome.error is not None:
                     policy.final_retry_error(outcome.error)
                 break

@@ -170,11 +170,17 @@ def decode(frame: bytes | bytearray | memoryview) -> list[Any]:
 
 def decode_outcome(message: Sequence[Any]) -> tuple[Outcome, int]:
     """Rebuild the Outcome and the reported RSS (0 when not measured) from an ``OUTCOME`` array."""
-    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss, retry = message
+    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss, retry, bases = (
+        message
+    )
     if succeeded:
         outcome = Outcome(True, Payload(codec=codec, data=data), None, started, finished)
     else:
-        error = bound_error(TaskError(type=error_type, message=error_message, traceback=error_traceback))
+        if not (isinstance(bases, list) and all(isinstance(name, str) for name in bases)):
+            raise ValueError(f"malformed outcome frame: {message!r:.200}")
+        error = bound_error(
+            TaskError(type=error_type, message=error_message, traceback=error_traceback, base_types=bases)
+        )
         outcome = Outcome(False, None, error, started, finished, None if retry < 0 else float(retry))
     return outcome, int(rss)
 
@@ -211,6 +217,7 @@ def _encode_outcome(outcome: Outcome, rss: int) -> bytes:
             outcome.finished_at,
             rss,
             -1.0 if outcome.retry_delay is None else outcome.retry_delay,
+            list(error.base_types) if error is not None else [],
         ]
     )
     return frame

@@ -70,6 +70,8 @@ class Outcome:
 MAX_ERROR_TYPE = 200
 MAX_ERROR_MESSAGE = 16 * 1024
 MAX_ERROR_TRACEBACK = 64 * 1024
+#: Most base class names a failure keeps (nearest first): an odd class's long MRO is cut there.
+MAX_ERROR_BASE_TYPES = 16
 
 
 def bound_error(error: TaskError) -> TaskError:
@@ -85,7 +87,17 @@ def bound_error(error: TaskError) -> TaskError:
         error.message = _cut(error.message, MAX_ERROR_MESSAGE, head=MAX_ERROR_MESSAGE)
     if len(error.traceback) > MAX_ERROR_TRACEBACK:
         error.traceback = _cut(error.traceback, MAX_ERROR_TRACEBACK, head=MAX_ERROR_TRACEBACK // 8)
+    bases = error.base_types
+    if len(bases) > MAX_ERROR_BASE_TYPES or any(len(name) > MAX_ERROR_TYPE for name in bases):
+        kept = [name[:MAX_ERROR_TYPE] for name in bases[:MAX_ERROR_BASE_TYPES]]
+        del bases[:]
+        bases.extend(kept)
     return error
+
+
+def base_type_names(kind: type[BaseException]) -> list[str]:
+    """The names of an exception class's bases, nearest first (``object`` left out): what ``retry_on`` also matches."""
+    return [base.__name__ for base in kind.__mro__[1:] if base is not object]
 
 
 def _cut(text: str, limit: int, *, head: int) -> str:
@@ -95,7 +107,14 @@ def _cut(text: str, limit: int, *, head: int) -> str:
     return text[:head] + marker + (text[len(text) - (limit - head) :] if limit > head else "")
 
 
-def failure(type_: str, message: str, traceback: str = "", *, started_at: float | None = None) -> Outcome:
+def failure(
+    type_: str,
+    message: str,
+    traceback: str = "",
+    *,
+    started_at: float | None = None,
+    base_types: list[str] | None = None,
+) -> Outcome:
     """A failed Outcome that finished now: the one way every failure of the worker is built.
 
     Args:
@@ -103,9 +122,10 @@ def failure(type_: str, message: str, traceback: str = "", *, started_at: float 
         message: The human-readable message.
         traceback: A formatted traceback; empty for system errors.
         started_at: When the execution started; None for a failure that never started one (now).
+        base_types: For an exception the task raised, its bases' names (:func:`base_type_names`).
     """
     now = time()
-    error = bound_error(TaskError(type=type_, message=message, traceback=traceback))
+    error = bound_error(TaskError(type=type_, message=message, traceback=traceback, base_types=base_types))
     return Outcome(False, None, error, now if started_at is None else started_at, now)
 
 
@@ -251,12 +271,14 @@ def _raised(exc: BaseException, started: float) -> Outcome:
         tb = tb.tb_next
     text = "".join(_traceback.format_exception(type(exc), exc, tb))
     if not isinstance(exc, Retry):
-        return failure(type(exc).__name__, _text(exc), text, started_at=started)
+        return failure(type(exc).__name__, _text(exc), text, started_at=started, base_types=base_type_names(type(exc)))
     # A Retry raised while handling the task's own error stands for that error: the attempt (and,
     # with no retry left, the task) ends with its type and message; the traceback shows both.
     reason = _retry_reason(exc)
     shown = exc if reason is None else reason
-    outcome = failure(type(shown).__name__, _text(shown), text, started_at=started)
+    outcome = failure(
+        type(shown).__name__, _text(shown), text, started_at=started, base_types=base_type_names(type(shown))
+    )
     outcome.retry_delay = exc.delay or 0.0
     return outcome
 
@@ -467,13 +489,13 @@ def will_retry(tf: TaskFunction[Any, Any], ctx: TaskContext, outcome: Outcome) -
     task, the one the control plane applies unless it resolved the name from another process's
     differing definition (docs/hooks.md).
     """
-    error_type = outcome.error.type if outcome.error is not None else ""
+    error = outcome.error
+    error_type = error.type if error is not None else ""
     if ctx.retries_left <= 0 or error_type in NOT_RETRIABLE:
         return False
     if outcome.retry_delay is not None:  # Retry: bypasses retry_on, not the count
         return True
-    retry_on = options_policy(tf.options).retry_on
-    return not retry_on or error_type in retry_on
+    return options_policy(tf.options).retry_on_matches(error_type, error.base_types if error is not None else ())
 
 
 def tell_span(

@@ -26,6 +26,7 @@ import functools
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fastworker.client.options import LATEST_UNIX_SECONDS
@@ -77,14 +78,20 @@ class TaskPolicy:
     queue: str = DEFAULT_QUEUE
     result_ttl: float = 0.0
 
-    def allows_retry(self, attempts: int, error_type: str, asked: bool) -> bool:
+    def allows_retry(self, attempts: int, error_type: str, asked: bool, base_types: Iterable[str] = ()) -> bool:
         """True if a failed run (the ``attempts``-th) gets another one.
 
         ``asked``: the task raised ``Retry`` itself, which bypasses ``retry_on`` but not the count.
+        ``base_types``: the error's base class names (``TaskError.base_types``), see :meth:`retry_on_matches`.
         """
         if error_type in NOT_RETRIABLE or attempts >= 1 + self.retries:
             return False
-        return asked or not self.retry_on or error_type in self.retry_on
+        return asked or self.retry_on_matches(error_type, base_types)
+
+    def retry_on_matches(self, error_type: str, base_types: Iterable[str] = ()) -> bool:
+        """True if ``retry_on`` lets this error retry: it is empty, or names the type or one of its bases (as ``except``)."""
+        retry_on = self.retry_on
+        return not retry_on or error_type in retry_on or not retry_on.isdisjoint(base_types)
 
     def final_retry_error(self, error: task_pb2.TaskError) -> None:
         """Say, in a ``Retry`` that ended a task, that no retry was left (it read as if one were coming)."""
@@ -100,8 +107,10 @@ class TaskPolicy:
         """
         if asked_delay and math.isfinite(asked_delay) and asked_delay > 0:
             return min(asked_delay, max(0.0, MAX_UNIX_SECONDS - time.time()))
-        jittered = self.backoff_delay(attempts) * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
-        return min(jittered, self.backoff_max)
+        delay = self.backoff_delay(attempts)
+        # Never past the cap, and spread below it: clamped after the jitter, half the retries of a
+        # burst at the cap came back in the same millisecond.
+        return random.uniform(delay * (1 - BACKOFF_JITTER), min(delay * (1 + BACKOFF_JITTER), self.backoff_max))
 
     def backoff_delay(self, attempts: int) -> float:
         """The backoff after the ``attempts``-th run, before jitter: ``backoff`` doubled per retry, capped."""

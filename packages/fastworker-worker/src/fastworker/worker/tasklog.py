@@ -61,7 +61,9 @@ def log_outcome(source: ContextSource, outcome: Outcome, policy: TaskPolicy | No
         logger.info("task %s[%s] cancelled after %.3f s", context.name, context.id, took, extra=fields)
         return
     asked = outcome.retry_delay is not None
-    if policy is not None and policy.allows_retry(context.attempt, error_type, asked):
+    if policy is not None and policy.allows_retry(
+        context.attempt, error_type, asked, error.base_types if error is not None else ()
+    ):
         delay = f"{outcome.retry_delay:g}" if outcome.retry_delay else f"~{policy.backoff_delay(context.attempt):g}"
         logger.info(
             "task %s[%s] retry in %s s after %.3f s: %s: %s",

@@ -211,22 +211,31 @@ class TaskError(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
+    BASE_TYPES_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """The exception's type name, e.g. "ValueError", "TimeLimitExceeded", "WorkerLost"."""
     message: _builtins.str
     """The exception's message (str(exc))."""
     traceback: _builtins.str
     """The formatted traceback where the error was raised; empty for system errors."""
+    @_builtins.property
+    def base_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names of the exception's base classes, nearest first (for ConnectionResetError:
+        ConnectionError, OSError, Exception, BaseException): a task's retry_on matches the type or any
+        of these, as `except` would. Empty for system errors and from older workers.
+        """
+
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         message: _builtins.str = ...,
         traceback: _builtins.str = ...,
+        base_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_types", b"base_types", "message", b"message", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
