@@ -459,6 +459,42 @@ async def test_an_async_task_that_catches_its_time_limits_cancellation_still_fai
     assert outcome.error.type == "TimeLimitExceeded" and "caught the cancellation" in outcome.error.message
 
 
+@pytest.mark.parametrize("hooked", [False, True])
+@pytest.mark.parametrize("yields_after", [False, True], ids=["returns at once", "awaits after the limit"])
+async def test_an_async_task_that_blocks_past_its_time_limit_fails_with_time_limit_exceeded(
+    hooked: bool, yields_after: bool
+) -> None:
+    # The limit cannot fire while the task keeps the loop; its outcome must not be a success all the same
+    @task(name="blocks_past_its_limit", timeout=0.05)
+    async def blocks_past_its_limit() -> str:
+        time.sleep(0.2)  # blocking code in a coroutine: nothing can stop it
+        if yields_after:
+            await asyncio.sleep(0)
+        return "finished late"
+
+    def noop(ctx: object) -> None:
+        pass
+
+    if hooked:
+        hooks.before_task(noop)
+    try:
+        outcome = await run_async_limited(blocks_past_its_limit, (), {}, hard=0.05)
+    finally:
+        hooks.remove(noop)
+    assert not outcome.succeeded and outcome.error is not None and outcome.result is None
+    assert outcome.error.type == "TimeLimitExceeded"
+    assert "exceeded its hard time limit of 0.05 s" in outcome.error.message
+
+
+async def test_an_async_task_within_its_time_limit_keeps_its_value() -> None:
+    @task(name="quick_async_within_limit", timeout=5)
+    async def quick() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    assert succeeded_value(await run_async_limited(quick, (), {}, hard=5)) == "done"
+
+
 def test_a_huge_error_is_cut_to_its_bounds_keeping_the_messages_start_and_the_tracebacks_end() -> None:
     # A 5 MB message was stored twice (message and traceback), in the cache and in every event
     @task

@@ -335,12 +335,27 @@ async def run_async_limited(
         return failure(kind, _limit_message(tf, kind, seconds), started_at=started)
     if limit.expired():  # it caught the cancellation and returned later: the limit still failed it
         return failure(kind, _ignored_limit_message(tf, kind, seconds), started_at=started)
+    if _overran(limit):
+        return failure(kind, _overran_limit_message(tf, kind, seconds), started_at=started)
     return outcome
+
+
+def _overran(limit: asyncio.Timeout) -> bool:
+    """True when a run ended after its deadline, which never fired: the task kept the loop until it returned."""
+    deadline = limit.when()
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline
 
 
 def _limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
     which = "soft" if kind == "SoftTimeLimitExceeded" else "hard"
     return f"task {tf.name!r} exceeded its {which} time limit of {seconds:g} s"
+
+
+def _overran_limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
+    return (
+        f"{_limit_message(tf, kind, seconds)}; it ran past it without giving the event loop a turn (blocking"
+        " code in an async task cannot be stopped: run it in a thread, or make it a sync task), its value dropped"
+    )
 
 
 def _ignored_limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
@@ -419,6 +434,8 @@ async def _run_async_hooked(
                         outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
                     expired = deadline.expired()  # caught by the task, which returned later
                     message = _ignored_limit_message(tf, kind, seconds)
+                    if not expired and _overran(deadline):
+                        expired, message = True, _overran_limit_message(tf, kind, seconds)
                 except TimeoutError:  # the task's own errors were caught inside: this is the limit
                     expired, message = True, _limit_message(tf, kind, seconds)
                 if expired:
