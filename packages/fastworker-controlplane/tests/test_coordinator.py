@@ -1256,6 +1256,40 @@ async def test_a_periodic_run_for_a_slot_still_ahead_is_scheduled_until_it_then_
     assert done.state == SUCCESS and done.started_at >= slot
 
 
+@pytest.mark.parametrize("policy", ["skip", "run_once"])
+async def test_a_periodic_run_the_control_plane_could_only_release_late_is_a_missed_slot_under_skip(
+    harness: Any, policy: str
+) -> None:
+    # Given a periodic run queued ahead of its slot (SCHEDULED until then)
+    ran: list[str] = []
+    harness.task(lambda: ran.append("ran"), name="tick")
+    coordinator = harness.coordinator(local_concurrency=1)
+    coordinator.periodic_missed_after = 1.0 if policy == "skip" else None
+    slot = time.time() + 0.1
+    record = coordinator.find(coordinator.submit_periodic("tick", slot) or "")
+    assert record is not None and record.state == SCHEDULED
+
+    # When the control plane stalls past the slot and its grace (its loop blocked, as under SIGSTOP)
+    time.sleep(1.4)
+    done = await harness.final(coordinator, record.task_id)
+
+    # Then under skip the missed slot does not run late; under run_once it runs
+    if policy == "skip":
+        assert (done.state, done.error.type, ran) == (CANCELLED, "Expired", [])
+        assert "missed slot" in done.error.message
+    else:
+        assert done.state == SUCCESS and ran == ["ran"]
+
+
+async def test_a_periodic_run_released_on_time_runs_under_skip(harness: Any) -> None:
+    harness.task(lambda: "tick", name="tick")
+    coordinator = harness.coordinator(local_concurrency=1)
+    coordinator.periodic_missed_after = 1.0
+    record = coordinator.find(coordinator.submit_periodic("tick", time.time() + 0.1) or "")
+    assert record is not None
+    assert (await harness.final(coordinator, record.task_id)).state == SUCCESS
+
+
 async def test_retrying_a_task_that_expired_runs_it_its_passed_expiry_no_longer_applies(harness: Any) -> None:
     harness.task(lambda: "ran", name="later")
     coordinator = harness.coordinator(local_concurrency=1)

@@ -241,6 +241,10 @@ class Coordinator:
         self._schedule_timer = DueTimer(loop, self.clock, self._release_due)
         #: Tasks with an ``expires`` time: those still waiting then end at once (see ``expiry``).
         self.expiries = ExpiryWatch()
+        #: Under ``--misfire-policy skip``, the misfire grace (else None): a periodic run released more than
+        #: this past its slot (the control plane stalled, or restarted from its journal, while it waited
+        #: for the slot) is a missed slot, and ends instead of running late (``_release_due``).
+        self.periodic_missed_after: float | None = None
         self._waiting_expiry_timer = DueTimer(loop, self.clock, self._expire_waiting, late_by=0.001)
         self.history = FinishHistory(self.started_at)
         self._expiry_timer = loop.call_later(min(60.0, result_ttl), self._expire_results)
@@ -831,9 +835,31 @@ class Coordinator:
             if record.expired(now):
                 self.expire(record)
                 continue
+            if self.periodic_missed_after is not None and record.attempts == 0 and self._missed_slot(record, now):
+                continue
             record.eta = 0.0
             self._enqueue(record)
         self._arm_schedule_timer()
+
+    def _missed_slot(self, record: TaskRecord, now: float) -> bool:
+        """End a periodic run released too long after its slot (misfire policy skip); True if it was one."""
+        slot_text = record.spec.headers.get("periodic")
+        grace = self.periodic_missed_after
+        if not slot_text or grace is None:
+            return False
+        try:
+            slot = float(slot_text)
+        except ValueError:
+            return False
+        if now - slot <= grace:
+            return False
+        record.error = task_pb2.TaskError(
+            type="Expired",
+            message=f"its periodic slot passed {now - slot:.1f} s before the control plane could queue it"
+            " (--misfire-policy skip: a missed slot does not run)",
+        )
+        self._finalize(record, CANCELLED)
+        return True
 
     def _watch_expiry(self, record: TaskRecord) -> None:
         self.expiries.add(record.task_id, record.expires, self.active)

@@ -29,7 +29,7 @@ from fastworker.controlplane.fleet import Fleet
 from fastworker.controlplane.journal import Journal
 from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.controlplane.metricsserver import MetricsServer
-from fastworker.controlplane.periodic import PERIODIC_LEAD, PeriodicScheduler, PeriodicSpec, schedule_of
+from fastworker.controlplane.periodic import MISFIRE_GRACE, PERIODIC_LEAD, PeriodicScheduler, PeriodicSpec, schedule_of
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
 from fastworker.controlplane.settings import ControlPlaneSettings
 from fastworker.controlplane.snapshot import take_snapshot
@@ -161,6 +161,8 @@ class ControlPlane:
             sys_path=(os.getcwd(),),
             journal=self.journal,
         )
+        if s.misfire_policy == "skip":  # set before the journal's runs come back: a run of a missed slot must not start
+            self.coordinator.periodic_missed_after = MISFIRE_GRACE
         if self.journal is not None:
             self.coordinator.restore(self.journal.recovered)
         api = ClientApi(self.coordinator, max_frame_size=s.max_frame_size, instance_id=self.instance_id)
