@@ -130,6 +130,52 @@ def test_connections_beyond_the_cap_are_answered_503_so_slow_ones_cannot_use_up_
         running.stop()
 
 
+@pytest.mark.parametrize(
+    "sends", [b"", b"GET / HTTP/1.1\r\n", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET / HTTP/1.1\r\n"]
+)
+def test_a_connection_that_does_not_send_its_request_head_in_time_is_closed_and_frees_its_place(
+    fake: FakeAdminClient, monkeypatch: pytest.MonkeyPatch, sends: bytes
+) -> None:
+    # Given a dashboard with room for 2 connections, and 2 that send nothing more than `sends`
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(server_module, "REQUEST_HEAD_TIMEOUT", 0.5)
+    running = start_in_thread(create_app(control_plane="tcp://127.0.0.1:5550", client=fake), "127.0.0.1", 0)
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    try:
+        for conn in silent:
+            if sends:
+                conn.sendall(sends)
+        # When the head's time passes, Then the server closes them (what they read ends)
+        for conn in silent:
+            received = b""
+            while chunk := conn.recv(65536):  # an answer to a complete first request, if any, then the end
+                received += chunk
+            assert received.count(b"HTTP/1.1 ") == sends.count(b"\r\n\r\n")
+        # and the dashboard serves again
+        with httpx.Client(base_url=running.url, timeout=10) as http:
+            assert http.get("/healthz").status_code == 200
+    finally:
+        for conn in silent:
+            conn.close()
+        running.stop()
+
+
+def test_a_slow_live_stream_is_not_cut_by_the_request_head_timeout(
+    fake: FakeAdminClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request whose head came is under way: the timeout is for heads only
+    monkeypatch.setattr(server_module, "REQUEST_HEAD_TIMEOUT", 0.3)
+    running = start_in_thread(create_app(control_plane="tcp://127.0.0.1:5550", client=fake), "127.0.0.1", 0)
+    try:
+        with httpx.Client(base_url=running.url, timeout=10) as http, http.stream("GET", "/stream") as stream:
+            assert stream.status_code == 200
+            time.sleep(0.8)
+            assert next(stream.iter_bytes())  # still open past the head timeout
+    finally:
+        running.stop()
+
+
 def cli_with_ready_file(ready: Path, **env: str) -> tuple[list[str], dict[str, str]]:
     """The standalone dashboard's command line (a control plane nobody serves) and its environment."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("FASTWORKER_")}

@@ -16,10 +16,19 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fastworker.dashboard.web.listen import bind, bound_address, local_url, parse_address
 
-__all__ = ["MAX_CONNECTIONS", "START_TIMEOUT", "RunningDashboard", "parse_address", "serve_socket", "start_in_thread"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "REQUEST_HEAD_TIMEOUT",
+    "START_TIMEOUT",
+    "RunningDashboard",
+    "parse_address",
+    "serve_socket",
+    "start_in_thread",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +36,48 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT = 15.0
 #: Most connections the dashboard holds at once; the next ones are answered 503 and closed.
 MAX_CONNECTIONS = 128
+#: Seconds a connection has to send its request's head (from its first byte, or from connecting):
+#: one that sends nothing, or trickles a header now and then, is closed then. Without it, 128 silent
+#: connections held every place and the dashboard answered 503 to everyone for as long as they liked.
+REQUEST_HEAD_TIMEOUT = 10.0
+
+
+class _HeadTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head does not arrive within ``REQUEST_HEAD_TIMEOUT``.
+
+    Between requests uvicorn's keep-alive timeout closes an idle connection; it stops at the next
+    byte, so a head that then comes a byte at a time is bounded here too.
+    """
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(REQUEST_HEAD_TIMEOUT, self._head_too_late)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._between_requests():
+            self._cancel_head_timer()  # a request is under way: its head came
+        elif self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(REQUEST_HEAD_TIMEOUT, self._head_too_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_late(self) -> None:
+        self._head_timer = None
+        if self._between_requests():
+            self.transport.close()
 
 
 @dataclass
@@ -104,6 +155,7 @@ def serve_socket(app: FastAPI, sock: socket.socket, *, log_level: str = "warning
         # the control plane, connections nobody bounded (slow ones sending a header line now and
         # then) used up its descriptors, and new clients and workers were refused.
         limit_concurrency=MAX_CONNECTIONS,
+        http=_HeadTimeoutH11,
     )
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
