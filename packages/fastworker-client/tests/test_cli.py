@@ -6,9 +6,12 @@ Commands run against a fake client here; the integration suite runs them against
 from __future__ import annotations
 
 import argparse
+import asyncio
 import decimal
 import json
+import os
 import re
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -579,6 +582,25 @@ def test_submit_wait_exits_as_the_task_ends(run: Any) -> None:
     FakeClient.made = []
     FakeClient.state = TaskState.FAILURE
     assert run("submit", "add", "--wait").code == RET_FAILED
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_submit_wait_interrupted_by_ctrl_c_names_the_task_that_goes_on(
+    run: Any, monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    # Ctrl-C while waiting: asyncio.run cancels the command, then raises KeyboardInterrupt
+    async def interrupted(self: FakeClient, task_id: str, *, timeout: float | None = None) -> TaskInfo:
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(10)
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(FakeClient, "wait", interrupted)
+    ran = run("submit", "add", "--wait", *(["--json"] if as_json else []))
+    assert ran.code == 130
+    if as_json:
+        assert json.loads(ran.out)["id"] == TASK_ID and "goes on" in json.loads(ran.out)["error"]
+    else:
+        assert f"task {TASK_ID} was queued and goes on" in ran.err
 
 
 def test_result_exits_zero_one_or_four(run: Any) -> None:

@@ -182,8 +182,8 @@ async def test_each_login_gets_its_own_token_and_logout_revokes_a_copy_of_it(mak
 
 async def test_secret_is_required_for_api_actions_in_the_header(make_client: MakeClient, fake: FakeAdminClient) -> None:
     client = await make_client(secret="s3cret")
-    assert (await client.post("/api/queues/low/pause")).status_code == 403
-    assert (await client.post("/api/queues/low/pause", headers={"X-FastWorker-Secret": "nope"})).status_code == 403
+    assert (await client.post("/api/queues/low/pause")).status_code == 401
+    assert (await client.post("/api/queues/low/pause", headers={"X-FastWorker-Secret": "nope"})).status_code == 401
     response = await client.post("/api/queues/low/pause", headers={"X-FastWorker-Secret": "s3cret"})
     assert response.status_code == 200
     assert response.json() == {"priority": "low", "paused": True}

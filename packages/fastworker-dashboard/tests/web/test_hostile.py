@@ -240,11 +240,23 @@ async def test_login_guessing_is_slowed_per_address_and_logged_sparingly(
     assert 1 <= len(failures) <= checked
 
 
+async def test_an_api_action_without_the_password_or_with_a_wrong_one_is_401_as_a_read_is(
+    make_client: MakeClient, fake: FakeAdminClient
+) -> None:
+    # 401: the password would help (403 is for what it would not: read-only, cross-origin)
+    client = await make_client(secret="right")
+    for headers in ({}, {"X-FastWorker-Secret": "wrong"}):
+        answer = await client.post("/api/queues/low/pause", headers={**SAME_ORIGIN, **headers})
+        assert answer.status_code == 401 and "X-FastWorker-Secret" in answer.json()["detail"]
+        assert (await client.get("/api/stats", headers=headers)).status_code == 401
+    assert fake.calls["pause"] == 0
+
+
 async def test_a_request_without_a_password_is_not_counted_as_a_guess(make_client: MakeClient) -> None:
     # A probe or a script that forgot the header must not lock its address (behind a proxy: everyone) out.
     client = await make_client(secret="right")
     for _ in range(6):
-        assert (await client.post("/api/queues/low/pause", headers=SAME_ORIGIN)).status_code == 403
+        assert (await client.post("/api/queues/low/pause", headers=SAME_ORIGIN)).status_code == 401
         assert (await client.get("/api/stats", headers={"X-FastWorker-Secret": ""})).status_code == 401
     right = await client.post("/api/queues/low/pause", headers={**SAME_ORIGIN, "X-FastWorker-Secret": "right"})
     assert right.status_code == 200

@@ -217,7 +217,7 @@ async def test_api_set_limits_refuses_non_json_bodies_and_unknown_names(web: htt
 
 async def test_api_set_limits_needs_the_secret_header(make_client: MakeClient, fake: FakeAdminClient) -> None:
     client = await make_client(secret="s3cret")
-    assert (await client.post("/api/limits/app.add", json={"max_concurrency": 1})).status_code == 403
+    assert (await client.post("/api/limits/app.add", json={"max_concurrency": 1})).status_code == 401
     accepted = await client.post(
         "/api/limits/app.add", json={"max_concurrency": 1}, headers={"X-FastWorker-Secret": "s3cret"}
     )
@@ -299,4 +299,4 @@ async def test_with_a_rotating_secret_as_password_every_secret_in_force_is_accep
     refused = await client.post(
         "/api/limits/app.add", json={"max_concurrency": 1}, headers={"X-FastWorker-Secret": "old"}
     )
-    assert refused.status_code == 403 and fake.calls["set_limits"] == 2
+    assert refused.status_code == 401 and fake.calls["set_limits"] == 2

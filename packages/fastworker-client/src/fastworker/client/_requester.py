@@ -325,7 +325,7 @@ def _not_connected(address: str | None) -> str:
     tls = address.startswith("tls+")
     return (
         f" (no control plane is connected: could not connect to {address}, the address the control plane"
-        " announced: nothing listens there, it is not reachable from this host (check --advertise-host),"
-        + (" or the TLS handshake failed (check that the certificate names that host)" if tls else "")
+        " announced: nothing listens there, it is not reachable from this host (check --advertise-host)"
+        + (", or the TLS handshake failed (check that the certificate names that host)" if tls else "")
         + ")"
     )

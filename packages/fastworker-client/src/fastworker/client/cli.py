@@ -354,7 +354,11 @@ async def submit(client: Client, args: argparse.Namespace, out: _Output) -> int:
     options = options_from_namespace(args)
     task_id = await client.send(args.name, [parse_arg(a) for a in args.args], args.kwargs or {}, **options.as_kwargs())
     if args.wait:
-        return await _wait_and_show(client, task_id, args.timeout, out)
+        try:
+            return await _wait_and_show(client, task_id, args.timeout, out)
+        except asyncio.CancelledError:  # Ctrl-C: the task goes on, and whoever runs this needs its id
+            out.error(f"interrupted while waiting; task {task_id} was queued and goes on", id=task_id)
+            raise
     out.task(await client.status(task_id))
     return RET_OK
 

@@ -178,14 +178,14 @@ def authorize_api_action(config: DashboardConfig, throttle: LoginThrottle, reque
     """Check a JSON API action: writable, same origin, and the ``X-FastWorker-Secret`` header when a password is set.
 
     Raises:
-        ActionDenied: any check failed (LoginThrottled after too many wrong passwords).
+        ActionDenied: read-only, or cross-origin (LoginThrottled after too many wrong passwords).
+        LoginNeeded: the header is missing or wrong: ``401``, as for a read (``403`` says that the
+            password would not help).
     """
     _check_writable(config)
     check_same_origin(config, request)
     if config.password and not check_password(config, throttle, request, request.headers.get(SECRET_HEADER)):
-        raise ActionDenied(
-            f"actions need the control plane secret (or the dashboard password) in the {SECRET_HEADER} header"
-        )
+        raise LoginNeeded()
 
 
 def safe_next(value: str | None, default: str = "/") -> str:
