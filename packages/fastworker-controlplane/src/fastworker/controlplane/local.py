@@ -261,8 +261,9 @@ class LocalExecutor:
     ) -> tuple[TaskRecord, Outcome, bool]:
         """Run a sync task on this thread; an interrupt (cancel) ends it as cancelled.
 
-        Not logged here: the slot logs the outcome once it handed it on. The run's span opens before the slot is registered for cancels, as a subworker's wraps the
-        whole run: a cancel that lands before the task's code starts still ends one span, cancelled.
+        Not logged here: the slot logs the outcome once it handed it on. The run's span opens before
+        the slot is registered for cancels, as a subworker's wraps the whole run: a cancel that lands
+        before the task's code starts still ends one span, cancelled.
         """
         record = run.record
         with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
