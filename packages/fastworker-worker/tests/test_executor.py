@@ -486,6 +486,40 @@ async def test_an_async_task_that_blocks_past_its_time_limit_fails_with_time_lim
     assert "exceeded its hard time limit of 0.05 s" in outcome.error.message
 
 
+@pytest.mark.parametrize("hooked", [False, True])
+async def test_an_async_task_that_another_task_kept_waiting_past_its_limit_is_not_blamed(hooked: bool) -> None:
+    # Given a well-behaved task with a limit, waiting for another one that blocks the shared loop past that
+    # limit and then wakes it (so it resumes before the loop gets to its deadline)
+    ready = asyncio.Event()
+
+    @task(name="waits_its_turn", timeout=0.1)
+    async def waits_its_turn() -> str:
+        await ready.wait()
+        return "mine"
+
+    @task(name="hogs_the_loop")
+    async def hogs_the_loop() -> str:
+        await asyncio.sleep(0)
+        time.sleep(0.3)
+        ready.set()
+        return "hog"
+
+    def noop(ctx: object) -> None:
+        pass
+
+    if hooked:
+        hooks.before_task(noop)
+    try:
+        innocent, hog = await asyncio.gather(
+            run_async_limited(waits_its_turn, (), {}, hard=0.1), run_async(hogs_the_loop, (), {})
+        )
+    finally:
+        hooks.remove(noop)
+
+    # Then it keeps its value: none of its own steps ran past its limit
+    assert succeeded_value(innocent) == "mine" and succeeded_value(hog) == "hog"
+
+
 async def test_an_async_task_within_its_time_limit_keeps_its_value() -> None:
     @task(name="quick_async_within_limit", timeout=5)
     async def quick() -> str:

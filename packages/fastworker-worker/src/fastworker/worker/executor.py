@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import traceback as _traceback
-from collections.abc import Mapping
+import types
+from collections.abc import Awaitable, Coroutine, Generator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from time import time
 from types import TracebackType
@@ -239,7 +241,7 @@ async def run_async(
     bound = None if context is None else CURRENT.set(context)
     started = time()
     try:
-        value = await tf.fn(*args, **kwargs)
+        value = await _awaitable(tf, args, kwargs)
     except _ESCAPES_AN_ASYNC_TASK:
         raise
     except BaseException as exc:  # its own KeyboardInterrupt too: raised on the loop, it would stop the process
@@ -330,20 +332,76 @@ async def run_async_limited(
     started = time()
     try:
         async with asyncio.timeout(seconds) as limit:
-            outcome = await run_async(tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context)
+            watch = _StepWatch(limit)
+            watching = _STEP_WATCH.set(watch)
+            try:
+                outcome = await run_async(
+                    tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context
+                )
+            finally:
+                _STEP_WATCH.reset(watching)
     except TimeoutError:
         return failure(kind, _limit_message(tf, kind, seconds), started_at=started)
     if limit.expired():  # it caught the cancellation and returned later: the limit still failed it
         return failure(kind, _ignored_limit_message(tf, kind, seconds), started_at=started)
-    if _overran(limit):
+    if watch.crossed:  # it kept the loop past the limit, which could not fire meanwhile
         return failure(kind, _overran_limit_message(tf, kind, seconds), started_at=started)
     return outcome
 
 
-def _overran(limit: asyncio.Timeout) -> bool:
-    """True when a run ended after its deadline, which never fired: the task kept the loop until it returned."""
-    deadline = limit.when()
-    return deadline is not None and asyncio.get_running_loop().time() >= deadline
+class _StepWatch:
+    """Notes whether one of a coroutine's own steps ran across a deadline: the task itself kept the loop past it.
+
+    A run that merely resumed after its deadline (another task blocked the loop meanwhile) did not
+    overrun: only a step that started before the deadline and ended after it counts.
+    """
+
+    def __init__(self, limit: asyncio.Timeout) -> None:
+        self.limit = limit
+        self.crossed = False
+        self._clock = asyncio.get_running_loop().time
+
+    def _note(self, started: float) -> None:
+        deadline = self.limit.when()
+        if deadline is not None and started < deadline <= self._clock():
+            self.crossed = True
+
+    @types.coroutine
+    def drive(self, coro: Coroutine[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        """Await ``coro`` step by step (as ``await`` would), timing each step."""
+        clock = self._clock
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            started = clock()
+            try:
+                yielded = coro.send(to_send) if to_throw is None else coro.throw(to_throw)
+            except StopIteration as stop:
+                self._note(started)
+                return stop.value
+            except BaseException:
+                self._note(started)
+                raise
+            self._note(started)
+            to_send, to_throw = None, None
+            try:
+                to_send = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancel (the limit's, or a stop order): into the task
+                to_throw = exc
+
+
+#: The step watch of the time-limited run under way in this context, or None (see ``_StepWatch``).
+_STEP_WATCH: ContextVar[_StepWatch | None] = ContextVar("fastworker_step_watch", default=None)
+
+
+def _awaitable(tf: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Awaitable[Any]:
+    """The task's coroutine, driven by the step watch of a time-limited run when there is one."""
+    coro = tf.fn(*args, **kwargs)
+    watch = _STEP_WATCH.get()
+    return coro if watch is None else watch.drive(coro)
 
 
 def _limit_message(tf: TaskFunction[Any, Any], kind: str, seconds: float) -> str:
@@ -431,10 +489,15 @@ async def _run_async_hooked(
             if seconds:
                 try:
                     async with asyncio.timeout(seconds) as deadline:
-                        outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
+                        watch = _StepWatch(deadline)
+                        watching = _STEP_WATCH.set(watch)
+                        try:
+                            outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
+                        finally:
+                            _STEP_WATCH.reset(watching)
                     expired = deadline.expired()  # caught by the task, which returned later
                     message = _ignored_limit_message(tf, kind, seconds)
-                    if not expired and _overran(deadline):
+                    if not expired and watch.crossed:
                         expired, message = True, _overran_limit_message(tf, kind, seconds)
                 except TimeoutError:  # the task's own errors were caught inside: this is the limit
                     expired, message = True, _limit_message(tf, kind, seconds)
@@ -462,7 +525,7 @@ async def _await_task(
     """Await the task: (its outcome, what it returned, what it raised); only interrupts escape."""
     started = time()
     try:
-        value = await tf.fn(*args, **kwargs)
+        value = await _awaitable(tf, args, kwargs)
     except _ESCAPES_AN_ASYNC_TASK:
         raise
     except BaseException as exc:  # as in run_async
