@@ -103,6 +103,9 @@ class ChildConfig:
         log_format: ``text`` or ``json`` (``fastworker.client.logsetup``).
         log_fields: Fields every record of the child carries (the daemon's ``worker_id``).
         home: The control plane the child's tasks submit to by default (the daemon's).
+        outcome_base_types: The pool reads a failure's base type names (an ``OUTCOME`` array's 12th
+            element). A child spawned from newer code on disk by an older pool (an upgrade under a
+            running worker) reads this as absent and sends the 11 elements that pool expects.
     """
 
     task_modules: tuple[str, ...]
@@ -114,6 +117,7 @@ class ChildConfig:
     log_format: str = "text"
     log_fields: tuple[tuple[str, Any], ...] = ()
     home: Home | None = None
+    outcome_base_types: bool = False
 
 
 def encode_run(
@@ -170,9 +174,9 @@ def decode(frame: bytes | bytearray | memoryview) -> list[Any]:
 
 def decode_outcome(message: Sequence[Any]) -> tuple[Outcome, int]:
     """Rebuild the Outcome and the reported RSS (0 when not measured) from an ``OUTCOME`` array."""
-    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss, retry, bases = (
-        message
-    )
+    # 11 elements from a child of an older version (spawned from the code on disk): no base types.
+    _, succeeded, codec, data, error_type, error_message, error_traceback, started, finished, rss, retry = message[:11]
+    bases = message[11] if len(message) > 11 else []
     if succeeded:
         outcome = Outcome(True, Payload(codec=codec, data=data), None, started, finished)
     else:
@@ -202,24 +206,24 @@ def decode_progress(message: Sequence[Any]) -> Progress:
     return Progress(done, None if total < 0 else total, text, float(reported_at))
 
 
-def _encode_outcome(outcome: Outcome, rss: int) -> bytes:
+def _encode_outcome(outcome: Outcome, rss: int, with_bases: bool = True) -> bytes:
     result, error = outcome.result, outcome.error
-    frame: bytes = msgpack.packb(
-        [
-            OUTCOME,
-            outcome.succeeded,
-            result.codec if result is not None else 0,
-            result.data if result is not None else b"",
-            error.type if error is not None else "",
-            error.message if error is not None else "",
-            error.traceback if error is not None else "",
-            outcome.started_at,
-            outcome.finished_at,
-            rss,
-            -1.0 if outcome.retry_delay is None else outcome.retry_delay,
-            list(error.base_types) if error is not None else [],
-        ]
-    )
+    fields: list[Any] = [
+        OUTCOME,
+        outcome.succeeded,
+        result.codec if result is not None else 0,
+        result.data if result is not None else b"",
+        error.type if error is not None else "",
+        error.message if error is not None else "",
+        error.traceback if error is not None else "",
+        outcome.started_at,
+        outcome.finished_at,
+        rss,
+        -1.0 if outcome.retry_delay is None else outcome.retry_delay,
+    ]
+    if with_bases:
+        fields.append(list(error.base_types) if error is not None else [])
+    frame: bytes = msgpack.packb(fields)
     return frame
 
 
@@ -270,6 +274,7 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
 
     recv = tasks_in.recv_bytes
     allow_pickle, measure_rss = config.allow_pickle, config.measure_rss
+    with_bases = getattr(config, "outcome_base_types", False)  # absent in an older pool's config
     pump = ProgressPump(lambda progress: send(encode_progress(progress)))
     SINK.set(pump)  # once: this thread runs every task, and the pump knows which one is under way
     while True:
@@ -297,10 +302,10 @@ def main(config: ChildConfig, tasks_in: Connection, results_out: Connection) -> 
                             outcome = run_sync(tf, prepared[0], prepared[1], allow_pickle=allow_pickle, context=context)
                     finally:
                         pump.end_run()  # its last progress goes out before its outcome
-            reply = _encode_outcome(outcome, read_rss() if measure_rss else 0)
+            reply = _encode_outcome(outcome, read_rss() if measure_rss else 0, with_bases)
         except BaseException as exc:  # KeyboardInterrupt from the task, or an outcome that did not encode
             text = "".join(traceback.format_exception(exc))
-            reply = _encode_outcome(failure(type(exc).__name__, _text(exc), text), 0)
+            reply = _encode_outcome(failure(type(exc).__name__, _text(exc), text), 0, with_bases)
         send(reply)
 
 

@@ -211,6 +211,7 @@ class ProcessPool:
             log_format=logs[1] if logs is not None else "text",
             log_fields=tuple(logs[2].items()) if logs is not None else (),
             home=home(),  # the daemon's control plane, for tasks that submit tasks
+            outcome_base_types=True,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._children: dict[_Child, None] = {}  # every child not yet reaped, in spawn order
