@@ -138,7 +138,7 @@ def test_a_raised_exception_s_failure_carries_its_bases_nearest_first_and_bounde
     assert outcome.error is not None
     assert list(outcome.error.base_types) == ["ConnectionError", "OSError", "Exception", "BaseException"]
 
-    error = task_pb2.TaskError(type="Odd", base_types=["x" * 500] * 40)
+    error = task_pb2.TaskError(type="Odd", base_types=["x" * 500] * 100)
     bound_error(error)
     assert len(error.base_types) == MAX_ERROR_BASE_TYPES and all(
         len(name) == MAX_ERROR_TYPE for name in error.base_types

@@ -248,6 +248,8 @@ async def test_an_api_action_without_the_password_or_with_a_wrong_one_is_401_as_
     for headers in ({}, {"X-FastWorker-Secret": "wrong"}):
         answer = await client.post("/api/queues/low/pause", headers={**SAME_ORIGIN, **headers})
         assert answer.status_code == 401 and "X-FastWorker-Secret" in answer.json()["detail"]
+        assert answer.headers["www-authenticate"] == 'FastWorker-Secret header="X-FastWorker-Secret"'
+        assert ("not it" in answer.json()["detail"]) is bool(headers)  # never "log in": the header is what acts
         assert (await client.get("/api/stats", headers=headers)).status_code == 401
     assert fake.calls["pause"] == 0
 

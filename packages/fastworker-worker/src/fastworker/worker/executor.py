@@ -73,7 +73,7 @@ MAX_ERROR_TYPE = 200
 MAX_ERROR_MESSAGE = 16 * 1024
 MAX_ERROR_TRACEBACK = 64 * 1024
 #: Most base class names a failure keeps (nearest first): an odd class's long MRO is cut there.
-MAX_ERROR_BASE_TYPES = 16
+MAX_ERROR_BASE_TYPES = 64
 
 
 def bound_error(error: TaskError) -> TaskError:

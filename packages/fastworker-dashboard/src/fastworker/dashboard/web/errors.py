@@ -121,9 +121,12 @@ async def _denied(request: Request, exc: Exception) -> Response:
 async def _login_needed(request: Request, exc: Exception) -> Response:
     """Programs get 401; a browser goes to /login and comes back to this page."""
     if is_api(request):
+        assert isinstance(exc, LoginNeeded)
+        detail = exc.detail or f"this dashboard needs its password: log in, or send it in the {SECRET_HEADER} header"
         return JSONResponse(
-            {"detail": f"this dashboard needs its password: log in, or send it in the {SECRET_HEADER} header"},
+            {"detail": detail},
             status_code=401,
+            headers={"WWW-Authenticate": f'FastWorker-Secret header="{SECRET_HEADER}"'},
         )
     return RedirectResponse(f"/login?{urlencode({'next': _return_to(request)})}", status_code=303)
 

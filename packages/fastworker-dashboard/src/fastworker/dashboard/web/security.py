@@ -44,7 +44,15 @@ class ActionDenied(Exception):
 
 
 class LoginNeeded(Exception):
-    """A read without the password (401 for programs; pages redirect to /login and come back)."""
+    """A read without the password (401 for programs; pages redirect to /login and come back).
+
+    ``detail``, when given, is what a program is told instead of the default (an API action, which
+    only the header authorizes: logging in would not help it).
+    """
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class LoginThrottled(ActionDenied):
@@ -185,7 +193,10 @@ def authorize_api_action(config: DashboardConfig, throttle: LoginThrottle, reque
     _check_writable(config)
     check_same_origin(config, request)
     if config.password and not check_password(config, throttle, request, request.headers.get(SECRET_HEADER)):
-        raise LoginNeeded()
+        raise LoginNeeded(
+            f"actions need the control plane secret (or the dashboard password) in the {SECRET_HEADER} header"
+            + (": that one is not it" if request.headers.get(SECRET_HEADER) else "")
+        )
 
 
 def safe_next(value: str | None, default: str = "/") -> str:
