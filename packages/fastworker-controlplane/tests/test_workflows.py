@@ -150,6 +150,40 @@ async def test_a_chain_a_group_and_a_chord_pass_their_results_on(harness: Any, r
         assert last.state == SUCCESS and value(last) == expected
 
 
+async def test_a_workflow_a_crash_cut_short_is_completed_by_its_resend_not_answered_as_the_fragment(
+    harness: Any, ran: Ran
+) -> None:
+    # Given a chord whose first 4 members alone came back from the journal (a crash between its commits)
+    coordinator = harness.coordinator()
+    specs = workflow_specs(chord([signature("add", (i, i)) for i in range(10)], signature("total")))
+    workflow_id = str(uuid.uuid4())
+    restored, _ = coordinator.submit_workflow(
+        workflow_id, [task_pb2.TaskSpec.FromString(s.SerializeToString()) for s in specs[:4]]
+    )
+
+    # When the client sends the whole workflow again under the same ids (its resend after no reply)
+    ids, duplicate = coordinator.submit_workflow(workflow_id, specs)
+
+    # Then the rest is accepted: every step, the callback included, and the chord's result is whole
+    assert duplicate and ids == [s.task_id for s in specs] and ids[:4] == restored
+    workflow, steps = coordinator.workflow(workflow_id)
+    assert workflow.step_ids == ids and workflow.output_ids == [ids[-1]]
+    last = await harness.final(coordinator, ids[-1])
+    assert last.state == SUCCESS and value(last) == 90
+    # and a further resend is answered with the whole workflow, accepting nothing more
+    assert coordinator.submit_workflow(workflow_id, specs) == (ids, True)
+    assert len(coordinator.active) + len(coordinator.cache) >= len(ids)
+
+
+async def test_a_resend_with_other_step_ids_is_answered_with_the_known_workflow(harness: Any, ran: Ran) -> None:
+    coordinator = harness.coordinator()
+    first = workflow_specs(chain(signature("add", (1, 2)), signature("add", (10,))))
+    workflow_id = str(uuid.uuid4())
+    ids, _ = coordinator.submit_workflow(workflow_id, first)
+    other = workflow_specs(chain(signature("add", (1, 2)), signature("add", (10,)), signature("add", (100,))))
+    assert coordinator.submit_workflow(workflow_id, other) == (ids, True)  # not a prefix: nothing added
+
+
 async def test_a_waiting_step_is_scheduled_outside_the_queue_and_the_schedule(harness: Any, ran: Ran) -> None:
     coordinator = harness.coordinator(local_concurrency=0)
     specs = workflow_specs(chain(signature("add", (1, 2)), signature("add", (10,))))

@@ -1247,6 +1247,8 @@ class Coordinator:
         """
         known = self.graph.workflows.get(workflow_id)
         if known is not None:
+            if _completes(known.step_ids, specs):
+                return self._complete_workflow(known, specs), True
             return list(known.step_ids), True
         if not workflow_id or len(workflow_id) > 200:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "workflow_id must be 1 to 200 characters")
@@ -1267,6 +1269,46 @@ class Coordinator:
             raise RequestRefused(refused.code, f"workflow refused: {refused.message}")
         self.graph.add_workflow(workflow_from_steps(workflow_id, accepted, accepted[0].queued_at))
         return [record.task_id for record in accepted], False
+
+    def _complete_workflow(self, known: Workflow, specs: Sequence[task_pb2.TaskSpec]) -> list[str]:
+        """Accept the steps a resend carries beyond those known: the rest of a workflow a crash cut short.
+
+        The journal writes a large workflow's steps in several commits; a control plane that died
+        between them comes back with its first steps only, and no reply went out for it. The
+        client sends it again under the same workflow id and step ids: its later steps are taken
+        now, checked as a new workflow's are, so the workflow is whole, not a fragment answered as if
+        it were. Returns every step id.
+        """
+        workflow_id = known.workflow_id
+        first = len(known.step_ids)
+        rest = list(specs[first:])
+        self._check_workflow(rest)
+        for index, spec in enumerate(rest, start=first + 1):
+            spec.workflow_id = workflow_id
+            spec.workflow_step = index
+        outcomes = self.submit_many(rest)
+        accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, RequestRefused)]
+        refused = next((outcome for outcome in outcomes if isinstance(outcome, RequestRefused)), None)
+        if refused is not None:  # a check above missed it (a bug): end what was accepted, loudly
+            logger.error("workflow %s: a step was refused after the checks: %s", workflow_id, refused.message)
+            for record in reversed(accepted):
+                if not record.is_final:
+                    self.cancel(record.task_id)
+            raise RequestRefused(refused.code, f"workflow refused: {refused.message}")
+        earlier = [self.find_quietly(task_id) for task_id in known.step_ids]
+        steps = [record for record in earlier if record is not None] + accepted
+        whole = workflow_from_steps(workflow_id, steps, known.created_at)
+        whole.step_ids = list(known.step_ids) + [
+            record.task_id for record in accepted
+        ]  # (a step may have left the cache)
+        self.graph.add_workflow(whole)
+        logger.warning(
+            "workflow %s: completed from its resend with %d more steps (%d were accepted before a restart)",
+            workflow_id,
+            len(accepted),
+            first,
+        )
+        return list(whole.step_ids)
 
     def _check_workflow(self, specs: Sequence[task_pb2.TaskSpec]) -> None:
         """Refuse a workflow, before any step is accepted, for anything that would refuse one of its steps."""
@@ -1630,6 +1672,13 @@ def _piped_unique_problem(spec: task_pb2.TaskSpec) -> str | None:
     return (
         f"unique task {spec.name!r} cannot take an earlier step's result (its uniqueness key covers only the"
         " arguments given now): make it immutable (.si(...)) or give it a unique_key"
+    )
+
+
+def _completes(known_ids: Sequence[str], specs: Sequence[task_pb2.TaskSpec]) -> bool:
+    """True when ``specs`` is a longer workflow whose first steps are exactly the known ones (a resend after a cut)."""
+    return len(specs) > len(known_ids) and all(
+        spec.task_id == task_id for spec, task_id in zip(specs, known_ids, strict=False)
     )
 
 
