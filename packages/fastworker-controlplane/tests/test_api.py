@@ -902,3 +902,41 @@ async def test_listings_and_events_carry_an_errors_type_and_start_and_status_the
     whole = ask(api, lambda e: e.status.task_ids.append(spec.task_id)).status_reply.tasks[0].error
     assert whole.message.startswith("L" * 1000) and "characters left out" in whole.message
     assert len(whole.message) <= MAX_ERROR_MESSAGE + 100 and "raise RuntimeError" in whole.traceback
+
+
+async def test_a_failed_workflow_stays_failed_once_its_failed_step_left_the_cache_and_is_unknown_once_all_did(
+    api_for: Callable[..., ClientApi], harness: Any
+) -> None:
+    # Given a workflow of two independent steps, one succeeding and one failing, on a 3-record result cache
+    api = api_for(local_concurrency=1, result_cache_size=3)
+    coordinator = api.coordinator
+    good = task_pb2.TaskSpec(task_id="wf-good", name="add", arguments=encode_arguments((1, 1), {}))
+    bad = task_pb2.TaskSpec(task_id="wf-bad", name="boom", arguments=encode_arguments((), {}))
+    coordinator.submit_workflow("wf-half", [good, bad])
+    for task_id in ("wf-good", "wf-bad"):
+        await harness.final(coordinator, task_id)
+
+    def state() -> Envelope:
+        return ask(api, lambda e: setattr(e.workflow, "workflow_id", "wf-half"))
+
+    assert state().workflow_reply.workflow.state == task_pb2.TASK_STATE_FAILURE
+
+    # When the failed step's record leaves the cache (the good one, read last, stays)
+    coordinator.find("wf-good")
+    for n in range(2):
+        record, _ = coordinator.submit(
+            task_pb2.TaskSpec(task_id=f"other-{n}", name="add", arguments=encode_arguments((n, n), {}))
+        )
+        await harness.final(coordinator, record.task_id)
+    assert coordinator.find("wf-bad") is None and coordinator.find("wf-good") is not None
+
+    # Then the workflow still reads FAILURE, not SUCCESS
+    assert state().workflow_reply.workflow.state == task_pb2.TASK_STATE_FAILURE
+
+    # And once every step left the cache, it is not known (not a SUCCESS with no steps)
+    for n in range(3):
+        record, _ = coordinator.submit(
+            task_pb2.TaskSpec(task_id=f"more-{n}", name="add", arguments=encode_arguments((n, n), {}))
+        )
+        await harness.final(coordinator, record.task_id)
+    assert state().error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND

@@ -455,7 +455,12 @@ class ClientApi:
         info = envelope.workflow_reply.workflow
         info.workflow_id = workflow.workflow_id
         info.created_at = workflow.created_at
-        info.state = workflow_state(iter(steps))  # type: ignore[assignment]
+        forgotten = [
+            workflow.ended_badly[task_id]
+            for task_id, step in zip(workflow.step_ids, steps, strict=True)
+            if step is None and task_id in workflow.ended_badly
+        ]
+        info.state = workflow_state(iter(steps), forgotten)  # type: ignore[assignment]
         info.output_ids.extend(workflow.output_ids)
         info.output_is_list = workflow.output_is_list
         for task_id, step in zip(workflow.step_ids, steps, strict=True):

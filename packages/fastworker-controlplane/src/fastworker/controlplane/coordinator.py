@@ -1116,6 +1116,8 @@ class Coordinator:
             if self.active_by_name[record.name] <= 0:
                 del self.active_by_name[record.name]
         self.cache.add(record, now, result_ttl)
+        if record.linked and self.graph.workflows:  # a workflow's step: its state outlives its record
+            self.graph.step_ended(self.graph.workflows.get(record.spec.workflow_id), record)
         record.compact()
         self.events.publish_task(record)
         if self.graph.dependants:
@@ -1379,7 +1381,13 @@ class Coordinator:
         workflow = self.graph.workflows.get(workflow_id)
         if workflow is None:
             raise RequestRefused(error_pb2.ERROR_CODE_TASK_NOT_FOUND, f"workflow {workflow_id} is not known")
-        return workflow, [self.find(task_id) for task_id in workflow.step_ids]
+        steps = [self.find(task_id) for task_id in workflow.step_ids]
+        if not any(step is not None for step in steps):  # every step left the result cache: it is no longer known
+            raise RequestRefused(
+                error_pb2.ERROR_CODE_TASK_NOT_FOUND,
+                f"workflow {workflow_id} is no longer known (its steps left the result cache)",
+            )
+        return workflow, steps
 
     def cancel_workflow(self, workflow_id: str) -> int:
         """Cancel a workflow's waiting and running steps, the last first (so dependants end CANCELLED); returns how many.

@@ -157,6 +157,11 @@ class TaskRecord:
             self._spec = None
 
     @property
+    def linked(self) -> bool:
+        """True for a workflow's step or a task with dependencies (its spec says which)."""
+        return self._linked
+
+    @property
     def visible_state(self) -> int:
         """The state clients see: PENDING while held in a worker's prefetch queue, else the state."""
         return PENDING if self.held else self.state

@@ -46,6 +46,9 @@ class Workflow:
     #: The steps whose results make the workflow's result (in step order), and whether it is a list.
     output_ids: list[str] = field(default_factory=list)
     output_is_list: bool = False
+    #: Steps that ended FAILURE or CANCELLED, by id: the workflow's state still says so once their
+    #: records left the result cache (a forgotten step otherwise counts as a success).
+    ended_badly: dict[str, int] = field(default_factory=dict)
 
 
 class TaskGraph:
@@ -150,7 +153,19 @@ class TaskGraph:
                 steps.setdefault(record.spec.workflow_id, []).append(record)
         for workflow_id, members in steps.items():
             members.sort(key=lambda r: r.spec.workflow_step)
-            self.add_workflow(workflow_from_steps(workflow_id, members, min(r.queued_at for r in members)))
+            workflow = workflow_from_steps(workflow_id, members, min(r.queued_at for r in members))
+            for record in members:
+                self.step_ended(workflow, record)
+            self.add_workflow(workflow)
+
+    def step_ended(self, workflow: Workflow | None, record: TaskRecord) -> None:
+        """Note how a step of ``workflow`` ended (a success after a retry clears an earlier failure)."""
+        if workflow is None:
+            return
+        if record.state in (FAILURE, CANCELLED):
+            workflow.ended_badly[record.task_id] = record.state
+        elif workflow.ended_badly:
+            workflow.ended_badly.pop(record.task_id, None)
 
 
 def workflow_from_steps(workflow_id: str, steps: list[TaskRecord], created_at: float) -> Workflow:
@@ -196,13 +211,15 @@ def unreleased_retry_refusal(task_id: str, dependency_id: str, dependency_state:
     )
 
 
-def workflow_state(steps: Iterator[TaskRecord | None]) -> int:
+def workflow_state(steps: Iterator[TaskRecord | None], forgotten: Iterable[int] = ()) -> int:
     """A workflow's state from its steps' (a step no longer known counts as done).
 
     PENDING while none started, RUNNING until every step is final, then FAILURE if one failed,
-    CANCELLED if one was cancelled, else SUCCESS.
+    CANCELLED if one was cancelled, else SUCCESS. ``forgotten``: how the steps no longer known
+    that did not succeed ended (``Workflow.ended_badly``).
     """
     states = [step.state if step is not None else SUCCESS for step in steps]
+    states.extend(forgotten)
     if not all(state in (SUCCESS, FAILURE, CANCELLED) for state in states):
         return RUNNING if any(state not in (PENDING, SCHEDULED) for state in states) else PENDING
     if FAILURE in states:
