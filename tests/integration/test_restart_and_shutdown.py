@@ -224,6 +224,32 @@ async def test_a_submission_a_stalled_control_plane_never_answered_names_its_tas
     assert (await client.stats())["submitted"] == 2  # the warm-up and this one, once
 
 
+async def test_a_workflow_a_stalled_control_plane_never_answered_names_the_workflow_to_look_up(
+    start_cp, make_client, tmp_path
+):
+    # Given a client with a 2-s request timeout, and a control plane that stalls longer than that
+    from fastworker.client.workflows import chain, signature
+
+    control_plane = start_cp()
+    client = make_client(control_plane, request_timeout=2.0)
+    assert await client.submit("fwtests.add", 1, 1, timeout=10) == 2
+    os.kill(control_plane.pid, signal.SIGSTOP)
+    try:
+        # When a workflow submission gets no answer in time
+        with pytest.raises(ControlPlaneUnavailable) as raised:
+            await client.delay_workflow(chain(signature("fwtests.add", (1, 2)), signature("fwtests.add", (10,))))
+    finally:
+        os.kill(control_plane.pid, signal.SIGCONT)
+
+    # Then the error names the workflow, which was accepted: looking it up finds it, and its result comes
+    error = raised.value
+    assert error.may_have_arrived and error.workflow_id is not None
+    assert f"workflow {error.workflow_id} may have been accepted" in str(error)
+    info = await client.workflow(error.workflow_id)
+    assert len(info.steps) == 2 and info.output_ids
+    assert (await client.wait(info.output_ids[-1], timeout=10)).state is TaskState.SUCCESS
+
+
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
 def test_a_signal_the_moment_the_ready_file_appears_is_answered_as_documented(tmp_path, signum):
     # A supervisor that waits for the ready file, then signals: the handlers were installed after

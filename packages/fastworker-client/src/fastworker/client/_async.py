@@ -152,6 +152,23 @@ def _after_seen(changes: list[TaskInfo], seen: tuple[TaskState, int]) -> list[Ta
     return changes
 
 
+def _maybe_accepted_workflow(error: ControlPlaneUnavailable, workflow_id: str) -> ControlPlaneUnavailable:
+    """A workflow submission's ControlPlaneUnavailable that may hide an accepted workflow: named, with what to do.
+
+    Sending the workflow again would run it twice (its steps get new ids); looking it up by its id
+    says whether it was accepted, and its steps' ids and outputs.
+    """
+    if not error.may_have_arrived or isinstance(error, ClientClosed):
+        return error
+    named = ControlPlaneUnavailable(
+        f"{error}; workflow {workflow_id} may have been accepted: look it up with workflow({workflow_id!r}) before"
+        " sending it again (sent again, its steps would run twice)"
+    )
+    named.may_have_arrived = True
+    named.workflow_id = workflow_id
+    return named
+
+
 def _maybe_accepted(error: FastworkerError, task_id: str) -> FastworkerError:
     """A submission's ControlPlaneUnavailable that may hide an accepted task: named, with what to do.
 
@@ -1033,6 +1050,8 @@ class Client(AdminMethods):
                 f"the workflow's {len(specs)} steps do not fit in one frame ({exc}): every step is sent at once,"
                 " so pass smaller arguments (ids, not documents) or split the work into several workflows"
             ) from None
+        except ControlPlaneUnavailable as exc:
+            raise _maybe_accepted_workflow(exc, workflow_id) from None
         body = reply.submit_workflow_reply
         return WorkflowHandle(body.workflow_id, tuple(body.task_ids), output_ids, output_is_list, self)
 

@@ -136,12 +136,15 @@ class ControlPlaneUnavailable(ClientError):
     ``may_have_arrived``: an attempt reached a control plane that did not answer (a stall, a crash):
     what it asked may have been done. For a submission, ``task_id`` then names the task, which may
     have been accepted: look it up, or submit it again under that id (an id is queued at most once).
+    For a workflow, ``workflow_id`` names it: look it up with ``workflow(id)`` before sending it again.
     """
 
     #: Whether an unanswered attempt reached a control plane.
     may_have_arrived: bool = False
     #: The submitted task's id when the submission may have been accepted, else None.
     task_id: str | None = None
+    #: The submitted workflow's id when ``delay_workflow`` may have been accepted, else None.
+    workflow_id: str | None = None
 
 
 class ClientClosed(ControlPlaneUnavailable, RuntimeError):
