@@ -1256,8 +1256,18 @@ class Coordinator:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, "workflow_id must be 1 to 200 characters")
         if not specs or len(specs) > MAX_DEPENDENCIES:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, f"a workflow has 1 to {MAX_DEPENDENCIES} steps")
+        accepted = self._accept_steps(workflow_id, specs, 1)
+        self.graph.add_workflow(workflow_from_steps(workflow_id, accepted, accepted[0].queued_at))
+        return [record.task_id for record in accepted], False
+
+    def _accept_steps(self, workflow_id: str, specs: Sequence[task_pb2.TaskSpec], first: int) -> list[TaskRecord]:
+        """Check, number (from ``first``) and accept a workflow's steps, all or none; their records in order.
+
+        Raises:
+            RequestRefused: a step would be refused; nothing was queued.
+        """
         self._check_workflow(specs)
-        for index, spec in enumerate(specs, start=1):
+        for index, spec in enumerate(specs, start=first):
             spec.workflow_id = workflow_id
             spec.workflow_step = index
         outcomes = self.submit_many(specs)
@@ -1269,8 +1279,7 @@ class Coordinator:
                 if not record.is_final:
                     self.cancel(record.task_id)
             raise RequestRefused(refused.code, f"workflow refused: {refused.message}")
-        self.graph.add_workflow(workflow_from_steps(workflow_id, accepted, accepted[0].queued_at))
-        return [record.task_id for record in accepted], False
+        return accepted
 
     def _complete_workflow(self, known: Workflow, specs: Sequence[task_pb2.TaskSpec]) -> list[str]:
         """Accept the steps a resend carries beyond those known: the rest of a workflow a crash cut short.
@@ -1283,26 +1292,13 @@ class Coordinator:
         """
         workflow_id = known.workflow_id
         first = len(known.step_ids)
-        rest = list(specs[first:])
-        self._check_workflow(rest)
-        for index, spec in enumerate(rest, start=first + 1):
-            spec.workflow_id = workflow_id
-            spec.workflow_step = index
-        outcomes = self.submit_many(rest)
-        accepted = [outcome[0] for outcome in outcomes if not isinstance(outcome, RequestRefused)]
-        refused = next((outcome for outcome in outcomes if isinstance(outcome, RequestRefused)), None)
-        if refused is not None:  # a check above missed it (a bug): end what was accepted, loudly
-            logger.error("workflow %s: a step was refused after the checks: %s", workflow_id, refused.message)
-            for record in reversed(accepted):
-                if not record.is_final:
-                    self.cancel(record.task_id)
-            raise RequestRefused(refused.code, f"workflow refused: {refused.message}")
+        accepted = self._accept_steps(workflow_id, specs[first:], first + 1)
         earlier = [self.find_quietly(task_id) for task_id in known.step_ids]
         steps = [record for record in earlier if record is not None] + accepted
         whole = workflow_from_steps(workflow_id, steps, known.created_at)
-        whole.step_ids = list(known.step_ids) + [
-            record.task_id for record in accepted
-        ]  # (a step may have left the cache)
+        # Every id, a step that left the result cache meanwhile included; and how its steps ended so far.
+        whole.step_ids = list(known.step_ids) + [record.task_id for record in accepted]
+        whole.ended_badly = known.ended_badly
         self.graph.add_workflow(whole)
         logger.warning(
             "workflow %s: completed from its resend with %d more steps (%d were accepted before a restart)",
