@@ -595,7 +595,12 @@ def test_submit_wait_interrupted_by_ctrl_c_names_the_task_that_goes_on(
         raise AssertionError("not interrupted")
 
     monkeypatch.setattr(FakeClient, "wait", interrupted)
-    ran = run("submit", "add", "--wait", *(["--json"] if as_json else []))
+    # Ctrl-C as a terminal delivers it: a background job (CI's) inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ran = run("submit", "add", "--wait", *(["--json"] if as_json else []))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert ran.code == 130
     if as_json:
         assert json.loads(ran.out)["id"] == TASK_ID and "goes on" in json.loads(ran.out)["error"]
