@@ -520,6 +520,9 @@ def test_a_cron_schedule_takes_a_time_zone_checked_at_import() -> None:
     assert SyncTaskFunction(nightly, "n2", TaskOptions(cron="0 3 * * *")).to_definition().timezone == ""
     with pytest.raises(ValueError, match="unknown timezone 'Europe/Pariss'"):
         TaskOptions(cron="0 3 * * *", timezone="Europe/Pariss")
+    # A name too long for a file name (as a hostile worker's definition may carry): refused, not an OSError
+    with pytest.raises(ValueError, match=r"unknown timezone 'x+'\.\.\. \(5000 characters\)"):
+        TaskOptions(cron="0 3 * * *", timezone="x" * 5000)
     with pytest.raises(ValueError, match="timezone applies to a cron schedule"):
         TaskOptions(every=60, timezone="Europe/Paris")
 

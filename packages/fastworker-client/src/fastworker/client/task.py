@@ -49,6 +49,7 @@ from fastworker.client.handles import (
 from fastworker.client.limits import Rate, check_concurrency
 from fastworker.client.models import Priority
 from fastworker.client.options import SUBMIT_OPTION_NAMES, SubmitOptionArgs, SubmitOptions
+from fastworker.protocol.ids import shown
 from fastworker.protocol.queues import check_queue_name
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
@@ -118,9 +119,9 @@ def check_timezone(name: object) -> str:
 
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
         raise ValueError(
-            f"unknown timezone {name!r}: give an IANA name such as 'Europe/Paris' "
+            f"unknown timezone {shown(name)}: give an IANA name such as 'Europe/Paris' "
             "(pip install tzdata where the system has no time zone database)"
         ) from None
     return name
