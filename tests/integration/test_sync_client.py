@@ -133,6 +133,7 @@ def test_clients_dropped_without_closing_are_collected_and_let_their_connections
     # for the life of the process, and 256 of them locked every other client on the host out.
     control_plane = start_cp()
     threads = threading.active_count()
+    before = set(threading.enumerate())
     alive = []
 
     async def drop_async_clients() -> None:
@@ -163,6 +164,7 @@ def test_clients_dropped_without_closing_are_collected_and_let_their_connections
             break
         assert time.monotonic() < deadline, (
             f"connections left (discovery, client): {left}; threads: {threading.active_count() - threads}"
+            f" ({sorted(thread.name for thread in set(threading.enumerate()) - before)} started since, alive)"
         )
         time.sleep(0.05)
 
