@@ -1116,7 +1116,7 @@ class Coordinator:
             if self.active_by_name[record.name] <= 0:
                 del self.active_by_name[record.name]
         self.cache.add(record, now, result_ttl)
-        if record.linked and self.graph.workflows:  # a workflow's step: its state outlives its record
+        if self.graph.workflows and record.linked:  # a workflow's step: its state outlives its record
             self.graph.step_ended(self.graph.workflows.get(record.spec.workflow_id), record)
         record.compact()
         self.events.publish_task(record)

@@ -17,9 +17,10 @@ hook registered a run pays one attribute check for them; with some it takes ``_r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import traceback as _traceback
 import types
-from collections.abc import Awaitable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Coroutine, Generator, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from time import time
@@ -332,14 +333,10 @@ async def run_async_limited(
     started = time()
     try:
         async with asyncio.timeout(seconds) as limit:
-            watch = _StepWatch(limit)
-            watching = _STEP_WATCH.set(watch)
-            try:
+            with _watching(limit) as watch:
                 outcome = await run_async(
                     tf, args, kwargs, allow_pickle=allow_pickle, progress=progress, context=context
                 )
-            finally:
-                _STEP_WATCH.reset(watching)
     except TimeoutError:
         return failure(kind, _limit_message(tf, kind, seconds), started_at=started)
     if limit.expired():  # it caught the cancellation and returned later: the limit still failed it
@@ -395,6 +392,17 @@ class _StepWatch:
 
 #: The step watch of the time-limited run under way in this context, or None (see ``_StepWatch``).
 _STEP_WATCH: ContextVar[_StepWatch | None] = ContextVar("fastworker_step_watch", default=None)
+
+
+@contextlib.contextmanager
+def _watching(limit: asyncio.Timeout) -> Iterator[_StepWatch]:
+    """Drive the task coroutines started in this block step by step, against ``limit`` (see ``_StepWatch``)."""
+    watch = _StepWatch(limit)
+    token = _STEP_WATCH.set(watch)
+    try:
+        yield watch
+    finally:
+        _STEP_WATCH.reset(token)
 
 
 def _awaitable(tf: TaskFunction[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Awaitable[Any]:
@@ -489,12 +497,8 @@ async def _run_async_hooked(
             if seconds:
                 try:
                     async with asyncio.timeout(seconds) as deadline:
-                        watch = _StepWatch(deadline)
-                        watching = _STEP_WATCH.set(watch)
-                        try:
+                        with _watching(deadline) as watch:
                             outcome, value, raised = await _await_task(tf, args, kwargs, allow_pickle, max_size)
-                        finally:
-                            _STEP_WATCH.reset(watching)
                     expired = deadline.expired()  # caught by the task, which returned later
                     message = _ignored_limit_message(tf, kind, seconds)
                     if not expired and watch.crossed:
