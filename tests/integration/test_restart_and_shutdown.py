@@ -73,6 +73,31 @@ async def test_while_the_control_plane_is_down_a_waiting_call_ends_within_its_ow
     assert await ended_after(fresh.submit("fwtests.add", 1, 2, timeout=1)) < 1.9
 
 
+async def test_a_wait_out_when_the_control_plane_restarts_is_answered_by_the_next_instance(
+    start_cp, make_client, tmp_path
+):
+    # Given a control plane with a journal, and a client with a 2-s request timeout waiting for a
+    # task that runs 3 s from now (its long poll, held up to 5 s, is out on the connection)
+    journal = str(tmp_path / "journal")
+    first = start_cp("--journal", journal)
+    client = make_client(first, request_timeout=2.0)
+    task_id = await client.delay("fwtests.add", 2, 3, countdown=3)
+    waiting = asyncio.ensure_future(client.result(task_id, timeout=60))
+    await asyncio.sleep(0.5)
+
+    # When the control plane is killed and starts again on the same addresses
+    os.kill(first.pid, signal.SIGKILL)
+    await asyncio.to_thread(first.process.wait, 10)
+    start_cp("--journal", journal, discovery=first.discovery, client=first.client, dispatch=first.dispatch)
+
+    # Then the wait asks the new instance and gets the result. (Its poll used to be left to time out
+    # on the closed connection: 7 s after it was sent, ControlPlaneUnavailable, although the control
+    # plane was back and the task succeeded.)
+    async with asyncio.timeout(RECONNECT_BOUND):
+        assert await waiting == 5
+    assert (await client.status(task_id)).state is TaskState.SUCCESS
+
+
 async def test_sigterm_lets_the_running_task_finish_refuses_new_work_and_exits_zero(
     start_cp, make_client, wait_for_state, tmp_path
 ):

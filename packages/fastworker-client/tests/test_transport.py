@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pynng
 import pytest
 
-from fastworker.client._transport import NoPlace, NotTaken, RequestChannel, Subscription, TransportClosed
+from fastworker.client._transport import (
+    ConnectionLost,
+    NoPlace,
+    NotTaken,
+    RequestChannel,
+    Subscription,
+    TransportClosed,
+)
 
 BOUND = 20.0
 
@@ -281,6 +288,37 @@ async def test_closing_the_channel_fails_every_pending_request_with_transport_cl
     async with asyncio.timeout(5.0):
         results = await asyncio.gather(*pending, return_exceptions=True)
     assert [type(r).__name__ for r in results] == ["TransportClosed"] * 5
+
+
+async def test_requests_a_connection_took_fail_at_once_when_it_closes_and_the_next_server_answers(
+    servers: Callable[..., PlainServer], channels: Callable[[str], RequestChannel]
+) -> None:
+    # Given a server that takes requests and never answers, and several of them out on one channel
+    # (the first on the fast lane, the others each on their own nng context), with long timeouts
+    server = servers(lambda data: None)
+    channel = channels(server.url)
+    pending = [asyncio.ensure_future(channel.request(b"%d" % i, timeout=BOUND * 3)) for i in range(5)]
+    async with asyncio.timeout(BOUND):
+        while len(server.received) < 5:
+            await asyncio.sleep(0.005)
+
+    # When the server goes away (a control plane that stopped): its connection closes
+    await server.close()
+    closed_at = time.monotonic()
+
+    # Then each request fails with ConnectionLost (a TransportError: its caller sends it again),
+    # long before its timeout: no reply can come on a closed connection, and nng never resends
+    async with asyncio.timeout(BOUND):
+        results = await asyncio.gather(*pending, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["ConnectionLost"] * 5
+    assert all(isinstance(r, ConnectionLost) for r in results)
+    assert time.monotonic() - closed_at < BOUND
+
+    # And a server that comes back on the address answers the channel's next requests
+    servers(echo, url=server.url)
+    async with asyncio.timeout(BOUND * 2):
+        replies = await asyncio.gather(*(channel.request(b"again-%d" % i, timeout=BOUND) for i in range(3)))
+    assert replies == [b"echo:again-%d" % i for i in range(3)]
 
 
 async def test_a_request_on_a_closed_channel_fails_with_transport_closed(

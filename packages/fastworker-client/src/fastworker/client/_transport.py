@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 
 import pynng
@@ -39,6 +40,10 @@ class NotTaken(TransportError):
 
 class TransportClosed(TransportError):
     """The socket was closed while an operation was pending."""
+
+
+class ConnectionLost(TransportError):
+    """The connection that took the request closed before its reply came: none can come now."""
 
 
 def _expire(waiter: asyncio.Future[bytes]) -> None:
@@ -70,6 +75,11 @@ class RequestChannel:
 
     At most ``max_in_flight`` requests are out at once (the control plane refuses more from one
     connection); those beyond wait here for an answer to free a place, within their timeout.
+
+    When the connection closes (the control plane stopped or restarted), the requests it had taken
+    fail at once with :class:`ConnectionLost`: nng never resends them, and their callers would
+    otherwise wait out their whole timeout (a long poll's hold included) before asking the control
+    plane that is back.
     """
 
     def __init__(
@@ -89,6 +99,12 @@ class RequestChannel:
         self._dialer: pynng.Dialer | None = None
         self._address: str | None = None
         self._fast_waiter: asyncio.Future[bytes] | None = None
+        self._fast_send: _nng.SendAio | None = None
+        #: Contexts whose request a connection took and whose reply has not come; those of them
+        #: closed because their connection closed.
+        self._receiving: set[pynng.Context] = set()
+        self._cut: set[pynng.Context] = set()
+        self._socket.add_post_pipe_remove_cb(_connection_watch(self))
         self._fd = self._socket.recv_fd
         self._loop.add_reader(self._fd, self._on_readable)
         self._contexts: list[pynng.Context] = []
@@ -196,7 +212,7 @@ class RequestChannel:
             # The socket's default context, sent with a callback-free aio (see _nng.send_on_socket).
             waiter: asyncio.Future[bytes] = self._loop.create_future()
             self._fast_waiter = waiter
-            aio = self._send_on_socket(data)
+            aio = self._fast_send = self._send_on_socket(data)
             # A plain timer instead of asyncio.wait_for, which costs a task-like wrapper per call.
             timer = self._loop.call_later(timeout, _expire, waiter)
             check = (
@@ -213,6 +229,8 @@ class RequestChannel:
                 if self._fast_waiter is waiter:
                     # Timed out or cancelled: the next socket-level send abandons this request.
                     self._fast_waiter = None
+                if self._fast_send is aio:
+                    self._fast_send = None
         return await self._request_on_context(data, timeout, taken_within)
 
     async def _request_on_context(self, data: bytes, timeout: float, taken_within: float | None) -> bytes:
@@ -225,6 +243,7 @@ class RequestChannel:
             async with asyncio.timeout_at(ends if taken_within is None else self._loop.time() + taken_within) as bound:
                 await context.asend(data)
                 taken = True
+                self._receiving.add(context)
                 if taken_within is not None:
                     if bound.expired():  # (pynng finished the send as the bound cancelled it)
                         raise TimeoutError
@@ -238,10 +257,14 @@ class RequestChannel:
             raise
         except pynng.NNGException as exc:
             _raise_if_cancelled(task, exc)
+            if context in self._cut:
+                raise ConnectionLost("the connection to the control plane closed before the reply came") from None
             if self._closed or isinstance(exc, pynng.Closed):
                 raise TransportClosed("request channel is closed") from exc
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         finally:
+            self._receiving.discard(context)
+            self._cut.discard(context)
             if clean and not self._closed:
                 self._contexts.append(context)
             else:
@@ -252,6 +275,21 @@ class RequestChannel:
                     pass  # the socket is already closed, and the context with it
         _raise_if_cancelled(task)
         return reply
+
+    def _connection_closed(self) -> None:
+        """A connection closed: fail the requests it had taken, for their callers to send again.
+
+        Only one connection is ever up (one dialer); the next one takes requests that no
+        connection took yet, which are left alone.
+        """
+        if self._closed:
+            return
+        waiter, aio = self._fast_waiter, self._fast_send
+        if waiter is not None and not waiter.done() and aio is not None and not _nng.sending(aio):
+            waiter.set_exception(ConnectionLost("the connection to the control plane closed before the reply came"))
+        for context in list(self._receiving):
+            self._cut.add(context)
+            context.close()  # its pending receive fails at once
 
     def close(self) -> None:
         """Close the socket; pending requests fail."""
@@ -266,6 +304,31 @@ class RequestChannel:
         self._contexts = []
         self._reap_sends(abort=True)
         self._socket.close()
+
+
+def _connection_watch(channel: RequestChannel) -> Callable[[pynng.Pipe], None]:
+    """The socket's pipe-removed callback (on an nng thread): hands the news to the channel's loop.
+
+    It holds the channel weakly, so that a client dropped without closing is still collected.
+    """
+    ref = weakref.ref(channel)
+    loop = channel._loop
+
+    def closed(_pipe: pynng.Pipe) -> None:
+        if ref() is None:
+            return
+        try:
+            loop.call_soon_threadsafe(_tell_closed, ref)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    return closed
+
+
+def _tell_closed(ref: weakref.ref[RequestChannel]) -> None:
+    channel = ref()
+    if channel is not None:
+        channel._connection_closed()
 
 
 #: Seconds without any message after which a subscription dials its publisher again. A subscriber
