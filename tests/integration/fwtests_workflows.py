@@ -34,6 +34,12 @@ def add(x: int, y: int, *, key: str) -> int:
     return x + y
 
 
+@task(name="fwwf.unique_add", unique=True)
+def unique_add(x: int, y: int, *, key: str) -> int:
+    """add, declared unique: a submission with the same arguments while one is live shares its id."""
+    return add(x, y, key=key)
+
+
 @task(name="fwwf.item")
 def item(i: int, *, key: str, pause: float = 0.0) -> int:
     """Record the execution, sleep ``pause`` seconds; return i."""

@@ -275,6 +275,42 @@ async def test_cancelling_a_running_workflow_stops_it(fleet: Fleet, prefix: str)
     assert failed.value.info.id == handle.task_ids[3] and failed.value.info.state is TaskState.CANCELLED
 
 
+async def test_a_plain_unique_submission_runs_on_its_own_beside_a_waiting_workflow_step_of_its_key(
+    fleet: Fleet, prefix: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    doomed, cancelled = prefix + "doomed", prefix + "cancelled"
+
+    def unique_step(key: str) -> Signature[Any]:
+        return signature("fwwf.unique_add", (1, 2), {"key": key}, immutable=True)
+
+    async with Client(fleet.control_plane.discovery) as client:
+        # Given someone's workflows whose unique step waits: behind a step that fails, and behind one to be cancelled
+        failing = await client.delay_workflow(
+            chain(
+                step("wait_for", str(gate), key=prefix + "gate"), step("fail", key=prefix + "fail"), unique_step(doomed)
+            )
+        )
+        stopped = await client.delay_workflow(chain(step("slow", key=prefix + "slow"), unique_step(cancelled)))
+
+        # When an independent caller submits the same unique calls
+        mine = [await client.delay("fwwf.unique_add", 1, 2, key=key) for key in (doomed, cancelled)]
+
+        # Then each is a task of its own, which runs whatever becomes of those workflows
+        assert mine[0] != failing.task_ids[2] and mine[1] != stopped.task_ids[1]
+        await stopped.cancel()
+        gate.touch()
+        with pytest.raises(TaskFailed):
+            await failing.result(timeout=BOUND)
+        for task_id in mine:
+            info = await client.wait(task_id, timeout=BOUND)
+            assert (info.state, info.result, info.workflow_id) == (TaskState.SUCCESS, 3, None)
+        assert (await client.status(failing.task_ids[2])).state is TaskState.FAILURE
+        assert (await client.status(stopped.task_ids[1])).state is TaskState.CANCELLED
+
+    assert executions(fleet.runs, doomed) == {doomed: 1} and executions(fleet.runs, cancelled) == {cancelled: 1}
+
+
 # -------------------------------------------------------------------------------------- depends_on
 
 

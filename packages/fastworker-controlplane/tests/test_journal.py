@@ -29,7 +29,7 @@ from fastworker.controlplane import cli
 from fastworker.controlplane import journal as journal_module
 from fastworker.controlplane.adoption import OrphanRun
 from fastworker.controlplane.api import ClientApi
-from fastworker.controlplane.coordinator import Coordinator
+from fastworker.controlplane.coordinator import Coordinator, RequestRefused
 from fastworker.controlplane.journal import (
     ACCEPT,
     CONTROL_PLANE_LOST,
@@ -406,6 +406,34 @@ async def test_a_failed_attempt_waiting_for_its_retry_comes_back_retrying_with_i
     again = by_id(journals())[record.task_id]
     assert (again.state, again.attempts, again.eta) == (RETRYING, 1, record.eta)
     assert again.error is not None and again.error.type == "ConnectionError"
+
+
+async def test_the_uniqueness_keys_of_a_waiting_workflow_step_and_a_plain_task_both_come_back_apart(
+    harness: Any, journals: Any
+) -> None:
+    # Given a workflow step waiting with a unique key, and a plain submission of the key (journaled after it)
+    harness.task(lambda n: n, name="build", unique=True)
+    harness.task(lambda: 7, name="seven")
+    journal = journals()
+    coordinator = harness.coordinator(local_concurrency=0, journal=journal)
+    first, build = spec("seven"), spec("build", 7)
+    build.dependencies.task_ids.append(first.task_id)
+    (_, step_id), _ = coordinator.submit_workflow("wf", [first, build])
+    mine, _ = coordinator.submit(spec("build", 7))
+    assert mine.task_id != step_id
+    journal.close()
+
+    # When a coordinator restores the journal
+    reopened = journals()
+    restored = harness.coordinator(local_concurrency=0, journal=reopened)
+    restored.restore(reopened.recovered)
+
+    # Then a plain submission of the key is still answered by the plain task, not by the step
+    assert restored.submit(spec("build", 7))[0].task_id == mine.task_id
+    # and the step holds it too: a workflow step with the key is refused, even once the plain task ended
+    restored.cancel(mine.task_id)
+    with pytest.raises(RequestRefused, match="a live task holds its uniqueness key"):
+        restored.submit_workflow("wf-late", [spec("build", 7)])
 
 
 async def test_dispatch_to_a_worker_is_journaled_with_the_worker_definition_retries(

@@ -139,11 +139,13 @@ async def test_a_unique_step_that_would_take_an_earlier_steps_result_is_refused(
     piped.dependencies.task_ids.append(first.task_id)
     piped.dependencies.input = task_pb2.DEPENDENCY_INPUT_RESULT
 
-    with pytest.raises(RequestRefused, match="unique task 'build' cannot take an earlier step's result"):
+    with pytest.raises(RequestRefused, match="unique task 'build' cannot take an earlier step's result") as refused:
         coordinator.submit_workflow("wf-piped", [first, piped])
     assert len(coordinator.active) == 0
+    # It recommends what a client can do: a step given a unique_key is refused in the client
+    assert "make it immutable (.si(...))" in refused.value.message and "unique_key" not in refused.value.message
 
-    # Immutable (takes no result), or with a key of its own, it is accepted
+    # Immutable (takes no result), or (from a hand-made request) with a key of its own, it is accepted
     immutable = harness.spec("build", 7)
     immutable.dependencies.task_ids.append(first.task_id)
     keyed = harness.spec("build", unique_key="build-after-seven")
@@ -151,3 +153,76 @@ async def test_a_unique_step_that_would_take_an_earlier_steps_result_is_refused(
     keyed.dependencies.input = task_pb2.DEPENDENCY_INPUT_RESULT
     ids, _ = coordinator.submit_workflow("wf-ok", [first, immutable, keyed])
     assert len(ids) == 3
+
+
+def waiting_unique_step(harness: Any, *args: Any, **spec_fields: Any) -> list[task_pb2.TaskSpec]:
+    """A workflow whose unique ``build`` step waits for an earlier ``seven`` step (both tasks registered here)."""
+    harness.task(lambda n=0: n, name="build", unique=True)
+    harness.task(lambda: 7, name="seven")
+    first = harness.spec("seven")
+    build = harness.spec("build", *args, **spec_fields)
+    build.dependencies.task_ids.append(first.task_id)
+    return [first, build]
+
+
+async def test_a_plain_submission_is_not_answered_by_a_waiting_workflow_step_holding_its_key(harness: Any) -> None:
+    # The step's fate is its workflow's (DependencyFailed, cancel_workflow): a caller answered by it would share it
+    steps = waiting_unique_step(harness, 7)
+    coordinator = harness.coordinator(local_concurrency=0)
+    (_, step_id), _ = coordinator.submit_workflow("wf-other", steps)
+
+    mine, duplicate = coordinator.submit(harness.spec("build", 7))
+
+    assert not duplicate and mine.task_id != step_id
+    assert mine.state == PENDING and not mine.spec.workflow_id  # queued as a task of its own
+    # It holds the key for plain submissions: the next one is answered by it, not by the step
+    again, duplicate = coordinator.submit(harness.spec("build", 7))
+    assert duplicate and again is mine
+    # A workflow step with the key is still refused while either holds it
+    with pytest.raises(RequestRefused, match="a live task holds its uniqueness key"):
+        coordinator.submit_workflow("wf-late", [harness.spec("build", 7)])
+    # And the other workflow's cancel leaves it be
+    assert coordinator.cancel_workflow("wf-other") == 2
+    assert mine.state == PENDING
+    with pytest.raises(RequestRefused, match="a live task holds its uniqueness key"):
+        coordinator.submit_workflow("wf-late", [harness.spec("build", 7)])
+    coordinator.cancel(mine.task_id)
+    assert coordinator.submit_workflow("wf-late", [harness.spec("build", 7)])[1] is False  # the key is free
+
+
+async def test_a_plain_submission_with_a_unique_key_is_not_answered_by_a_workflow_step_holding_it(
+    harness: Any,
+) -> None:
+    steps = waiting_unique_step(harness, unique_key="k")
+    coordinator = harness.coordinator(local_concurrency=0)
+    (_, step_id), _ = coordinator.submit_workflow("wf-other", steps)
+
+    mine, duplicate = coordinator.submit(harness.spec("seven", unique_key="k"))
+
+    assert not duplicate and mine.task_id != step_id and mine.state == PENDING
+
+
+async def test_a_retry_is_not_refused_for_a_key_only_a_workflow_step_holds(harness: Any) -> None:
+    # As a new submission of the key would be queued, so is the retry of a task submitted alone
+    steps = waiting_unique_step(harness, 7)
+    coordinator = harness.coordinator(local_concurrency=0)
+    mine, _ = coordinator.submit(harness.spec("build", 7))
+    coordinator.cancel(mine.task_id)
+    coordinator.submit_workflow("wf-other", steps)
+
+    assert coordinator.retry(mine.task_id) is mine and mine.state == PENDING
+    assert coordinator.submit(harness.spec("build", 7)) == (mine, True)  # it holds the key again
+
+
+async def test_the_retry_of_a_workflow_step_is_refused_while_a_task_submitted_alone_holds_its_key(
+    harness: Any,
+) -> None:
+    # A step is never answered by another task, so a step does not run beside one that holds its key either
+    steps = waiting_unique_step(harness, 7)
+    coordinator = harness.coordinator(local_concurrency=0)
+    (_, step_id), _ = coordinator.submit_workflow("wf", steps)
+    coordinator.cancel(step_id)
+    mine, _ = coordinator.submit(harness.spec("build", 7))
+
+    with pytest.raises(RequestRefused, match=f"live task {mine.task_id} holds task {step_id}'s uniqueness key"):
+        coordinator.retry(step_id)

@@ -192,8 +192,11 @@ class Coordinator:
         #: Tasks a journal replay found running on subworkers, with what it knows of each run, for the
         #: dispatcher to wait on (``fastworker.controlplane.adoption``); it takes them when it attaches.
         self.orphans: list[tuple[TaskRecord, OrphanRun]] = []
-        #: Uniqueness keys held by live tasks: key -> (record, held until), see ``_unique_key``.
+        #: Uniqueness keys held by live tasks submitted alone: key -> (record, held until), see ``_unique_key``.
         self._unique_keys: dict[str, tuple[TaskRecord, float]] = {}
+        #: The same for workflow steps, apart: a step answers no other submission (its fate is its
+        #: workflow's), so a plain submission of its key is queued as a task of its own.
+        self._step_unique_keys: dict[str, tuple[TaskRecord, float]] = {}
         #: Each task name's policy from its definition (rule 2 of ``policy``); cleared when the fleet changes.
         self._defined_policies: dict[str, TaskPolicy] = {}
         #: Limits an operator set at run time, per name: the fields given (None: no limit), see ``set_limits``.
@@ -685,8 +688,9 @@ class Coordinator:
         unique_key = self._unique_key(spec, policy) if spec.unique_key or policy.unique else ""
         if unique_key and dependencies is not None and (problem := _piped_unique_problem(spec)) is not None:
             raise RequestRefused(error_pb2.ERROR_CODE_INVALID_REQUEST, problem)
+        step = bool(unique_key and spec.workflow_id)  # a workflow step: its key is held apart
         if unique_key:
-            holder = self._unique_holder(unique_key)
+            holder = self._unique_holder(unique_key, step=step)
             if holder is not None:
                 return holder, True  # a live task holds the key: its id answers this submission
         if self.max_queue and self.waiting_count() + not_yet_queued >= self.max_queue:
@@ -711,7 +715,7 @@ class Coordinator:
         self.counters.submitted += 1
         self.metrics.submitted(name)
         if unique_key:
-            self._hold_unique_key(record, unique_key, now, policy.unique_ttl)
+            self._hold_unique_key(record, unique_key, now, policy.unique_ttl, step=step)
         if dependencies is not None:
             record.state = SCHEDULED  # waits in the graph, neither queued nor scheduled
             if not self.graph.hold(record, dependencies):
@@ -759,20 +763,33 @@ class Coordinator:
         digest = hashlib.sha256(spec.arguments.SerializeToString(deterministic=True)).hexdigest()
         return f"{spec.name}\x00{digest}"
 
-    def _unique_holder(self, key: str) -> TaskRecord | None:
-        """The live task holding a uniqueness key within its TTL, or None (an expired hold is dropped)."""
-        held = self._unique_keys.get(key)
+    def _unique_holds(self, step: bool) -> dict[str, tuple[TaskRecord, float]]:
+        """The keys held by workflow steps (``step``), or by tasks submitted alone."""
+        return self._step_unique_keys if step else self._unique_keys
+
+    def _unique_holder(self, key: str, *, step: bool = False) -> TaskRecord | None:
+        """The live task holding a uniqueness key within its TTL, or None (an expired hold is dropped).
+
+        ``step``: among workflow steps; else among tasks submitted alone, the only ones that answer
+        a plain submission (a step that waits for its workflow would hand it that workflow's fate).
+        """
+        holds = self._unique_holds(step)
+        held = holds.get(key)
         if held is None:
             return None
         record, until = held
         if record.is_final or self.clock() >= until:
-            del self._unique_keys[key]
+            del holds[key]
             return None
         return record
 
-    def _hold_unique_key(self, record: TaskRecord, key: str, since: float, ttl: float) -> None:
+    def _any_unique_holder(self, key: str) -> TaskRecord | None:
+        """The live task, submitted alone or a workflow step, holding a key: what refuses a workflow step."""
+        return self._unique_holder(key) or self._unique_holder(key, step=True)
+
+    def _hold_unique_key(self, record: TaskRecord, key: str, since: float, ttl: float, *, step: bool) -> None:
         record.unique_key = key
-        self._unique_keys[key] = (record, since + ttl)
+        self._unique_holds(step)[key] = (record, since + ttl)
 
     def _record_unique_key(self, record: TaskRecord) -> tuple[str, TaskPolicy]:
         """The uniqueness key a known task would hold (``""``: none), with its policy."""
@@ -783,21 +800,35 @@ class Coordinator:
             return "", policy
 
     def _key_holder_other_than(self, record: TaskRecord) -> TaskRecord | None:
-        """The live task other than ``record`` that holds the uniqueness key ``record`` would hold, if any."""
+        """The live task other than ``record`` whose hold of ``record``'s key keeps ``record`` from holding it.
+
+        The rule of a new submission: a workflow step yields to any holder, a task submitted alone
+        only to another such task.
+        """
         key, _ = self._record_unique_key(record)
-        holder = self._unique_holder(key) if key else None
+        if not key:
+            return None
+        holder = self._unique_holder(key)
+        if holder is None and record.spec.workflow_id:
+            holder = self._unique_holder(key, step=True)
         return holder if holder is not record else None
 
     def _rehold_unique_key(self, record: TaskRecord, since: float) -> None:
-        """A task live again (replayed, retried) takes its key back unless another live task holds it."""
+        """A task live again (replayed, retried) takes its key back unless another live task of its kind holds it.
+
+        Kinds apart, as on submission: a replay gives back both holds of a key that a workflow step
+        and a task submitted alone held together, in whatever order it finds them.
+        """
         key, policy = self._record_unique_key(record)
-        if key and self._unique_holder(key) is None:
-            self._hold_unique_key(record, key, since, policy.unique_ttl)
+        step = bool(record.spec.workflow_id)
+        if key and self._unique_holder(key, step=step) is None:
+            self._hold_unique_key(record, key, since, policy.unique_ttl, step=step)
 
     def _release_unique_key(self, record: TaskRecord) -> None:
-        held = self._unique_keys.get(record.unique_key)
-        if held is not None and held[0] is record:
-            del self._unique_keys[record.unique_key]
+        for holds in (self._unique_keys, self._step_unique_keys):
+            held = holds.get(record.unique_key)
+            if held is not None and held[0] is record:
+                del holds[record.unique_key]
 
     def _enqueue(self, record: TaskRecord) -> None:
         """Put a PENDING record in the queue and wake a free slot."""
@@ -1349,7 +1380,7 @@ class Coordinator:
             return refused.code, refused.message
         if unique_key and (problem := _piped_unique_problem(spec)) is not None:
             return invalid, problem
-        if unique_key and self._unique_holder(unique_key) is not None:
+        if unique_key and self._any_unique_holder(unique_key) is not None:
             return invalid, "a live task holds its uniqueness key (a workflow step cannot be answered by another task)"
         if unique_key and unique_key in earlier_keys:
             return (
@@ -1675,7 +1706,7 @@ def _piped_unique_problem(spec: task_pb2.TaskSpec) -> str | None:
         return None
     return (
         f"unique task {spec.name!r} cannot take an earlier step's result (its uniqueness key covers only the"
-        " arguments given now): make it immutable (.si(...)) or give it a unique_key"
+        " arguments given now): make it immutable (.si(...)), so that its key covers every argument"
     )
 
 
