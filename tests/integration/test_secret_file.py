@@ -9,6 +9,7 @@ restart. Against real processes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from fastworker.client import AuthenticationError, SyncClient
+from fastworker.client import AuthenticationError, Client, SyncClient
 from fastworker.client.secretfile import SecretFiles
 from fastworker.controlplane.testing import run_controlplane
 from fastworker.protocol.auth import RELOAD_INTERVAL
@@ -36,6 +37,8 @@ COMMANDS = {
     "fastworker-top": [],
 }
 USAGE_TIMEOUT = 60
+#: Seconds a refused request may take, far below its client's request timeout.
+PROMPTLY = 20.0
 
 
 def script(name: str) -> str:
@@ -159,3 +162,25 @@ def test_a_fleet_rotates_its_secret_in_three_steps_with_no_restart_and_no_refuse
     with pytest.raises(AuthenticationError):  # the old secret is gone everywhere
         with SyncClient(control_plane.discovery, secret="old-secret", connect_timeout=2) as client:
             client.stats()
+
+
+async def test_a_client_sealing_with_a_secret_the_control_plane_does_not_accept_is_told_at_once(
+    start_cp: Any, tmp_path: Path
+) -> None:
+    # Given a client that took rotation step 2 before the control plane took step 1: it seals with the
+    # new secret, and opens the control plane's announcements with the old one, its fallback
+    control_plane = start_cp("--secret", "old-secret")
+    secret, fallbacks = tmp_path / "secret", tmp_path / "fallbacks"
+    secret.write_text("new-secret\n")
+    fallbacks.write_text("old-secret\n")
+    client = Client(
+        control_plane.discovery, secret=SecretFiles(str(secret), str(fallbacks)), request_timeout=10 * PROMPTLY
+    )
+    try:
+        await client.connect()
+        # Then the control plane's refusal is raised as it arrives, not once the request timeout passed:
+        # it came from the very instance the request was addressed to, so no restart will answer it
+        with pytest.raises(AuthenticationError, match="refused our authentication"):
+            await asyncio.wait_for(client.stats(), PROMPTLY)
+    finally:
+        await client.aclose()

@@ -959,6 +959,22 @@ def test_workflow_cancel_cancels_then_shows_it(run: Any) -> None:
     assert [call[0] for call in ran.client.calls] == ["cancel_workflow", "workflow"]
 
 
+def test_workflow_cancel_with_nothing_left_is_a_refusal_on_stderr(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a workflow whose steps are all final already
+    async def cancel_workflow(self: FakeClient, workflow_id: str) -> int:
+        return 0
+
+    monkeypatch.setattr(FakeClient, "cancel_workflow", cancel_workflow)
+    # Then for people it is refused as cancel's and drain's refusals are: exit 1, the error on stderr, stdout empty
+    ran = run("workflow", "wf-7", "--cancel")
+    assert (ran.code, ran.out) == (RET_FAILED, "")
+    assert ran.err.startswith("error: workflow wf-7 not cancelled: no step was left to cancel (it is FAILURE)")
+    # And a script gets the outcome's shape, as with cancel and drain
+    FakeClient.made = []
+    scripted = run("--json", "workflow", "wf-7", "--cancel")
+    assert (scripted.code, scripted.json) == (RET_FAILED, workflow_cancel_json("wf-7", 0))
+
+
 def test_an_unknown_workflow_exits_one_with_a_clear_error(run: Any) -> None:
     ran = run("--json", "workflow", "nope")
     assert ran.code == RET_FAILED

@@ -304,6 +304,76 @@ async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instan
     assert second.submit.task.task_id == "t-1" and second.correlation_id == first.correlation_id
 
 
+class _SealedControlPlane:
+    """A channel to a control plane instance with a secret: it opens each request, or refuses it, as that instance does."""
+
+    def __init__(self, secret: str, identity: str, *, names_itself: bool = True) -> None:
+        self.secret = secret
+        self.identity = identity
+        #: False: refuses as a control plane from before refusals named the instance.
+        self.names_itself = names_itself
+        self.attempts = 0
+
+    async def request(
+        self, frame: bytes, timeout: float, *, aside: bool = False, taken_within: float | None = None
+    ) -> bytes:
+        from fastworker.protocol.auth import FrameAuth, authentication_error_frame
+        from fastworker.protocol.errors import AuthenticationError
+        from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+
+        self.attempts += 1
+        try:
+            plain = FrameAuth(self.secret, identity=self.identity).open(frame)
+        except AuthenticationError as exc:
+            return authentication_error_frame(str(exc), refused_by=self.identity if self.names_itself else "")
+        reply = new_envelope(decode_frame(plain).correlation_id)
+        reply.ack.SetInParent()
+        return FrameAuth(self.secret).seal(encode_frame(reply))
+
+
+#: Seconds a test waits for a request whose own timeout is far longer (it must end well before it).
+_PROMPTLY = 10.0
+
+
+async def test_a_refusal_from_the_instance_the_request_was_addressed_to_is_raised_at_once() -> None:
+    from fastworker.client import AuthenticationError
+    from fastworker.client._requester import Requester
+    from fastworker.protocol.auth import FrameAuth
+
+    # Given a client that heard instance-a's announcements (it holds that secret among its fallbacks)
+    # but seals with a secret instance-a does not accept (rotation step 1 skipped)
+    channel = _SealedControlPlane("cp-secret", "instance-a")
+    requester = Requester(channel, auth=FrameAuth("new-secret"), instance=lambda: "instance-a")  # type: ignore[arg-type]
+
+    # Then the refusal is raised as it arrives, not once the request's timeout passed: no restart is coming
+    with pytest.raises(AuthenticationError, match="refused our authentication"):
+        await asyncio.wait_for(requester.request(_ack_request, timeout=60.0), _PROMPTLY)
+    assert channel.attempts == 1
+
+
+@pytest.mark.parametrize("names_itself", [True, False], ids=["named", "older-control-plane"])
+async def test_a_request_refused_by_a_restarted_control_plane_is_sent_again_to_the_new_instance(
+    names_itself: bool,
+) -> None:
+    from fastworker.client._requester import Requester
+    from fastworker.protocol.auth import FrameAuth
+
+    # Given a client addressing instance-a, which restarted as instance-b (same secret) before it heard so
+    channel = _SealedControlPlane("s3cret", "instance-b", names_itself=names_itself)
+    instance = ["instance-a"]
+    requester = Requester(channel, auth=FrameAuth("s3cret"), instance=lambda: instance[0])  # type: ignore[arg-type]
+    reply = asyncio.ensure_future(requester.request(_ack_request, timeout=60.0))
+    await asyncio.sleep(0.2)
+    assert channel.attempts == 1 and not reply.done()  # refused, and waiting for the new instance
+
+    # When the client hears instance-b's announcement
+    instance[0] = "instance-b"
+
+    # Then the refused request goes again, sealed for instance-b, and is answered
+    assert (await asyncio.wait_for(reply, _PROMPTLY)).WhichOneof("body") == "ack"
+    assert channel.attempts == 2
+
+
 class _Unreached:
     """A channel with no control plane behind it: each attempt waits its bound, then fails as nng would."""
 

@@ -16,6 +16,9 @@ import pytest
 
 from fastworker.client._transport import RequestChannel
 from fastworker.controlplane.replyserver import ReplyServer, Request, listener_url
+from fastworker.protocol.auth import REFUSED_BY_DETAIL, FrameAuth
+from fastworker.protocol.framing import decode_frame, encode_frame, new_envelope
+from fastworker.protocol.v1 import error_pb2
 
 ANY_PORT = "tcp://127.0.0.1:0"
 BOUND = 20.0
@@ -258,6 +261,19 @@ async def test_a_handler_that_raises_does_not_stop_the_server(
     assert "request handler failed" in caplog.text
     # The logged traceback's frames hold the request's nng context: let it go while the socket is open.
     caplog.clear()
+
+
+async def test_a_refused_request_is_answered_with_a_plain_error_naming_the_instance_that_refused(
+    serve: Callable[..., Any], channels: Callable[[str], RequestChannel]
+) -> None:
+    # Given a control plane instance with a secret, and a request addressed to it but sealed with another secret
+    served = serve(echo, auth=FrameAuth("s3cret", identity="instance-a"))
+    sealed = FrameAuth("another").seal(encode_frame(new_envelope(7)), recipient="instance-a")
+
+    # Then its refusal is plain (the sender may hold no secret) and names the instance that refused
+    refusal = decode_frame(await channels(served.url).request(sealed, timeout=BOUND))
+    assert refusal.error.code == error_pb2.ERROR_CODE_AUTHENTICATION
+    assert refusal.error.details[REFUSED_BY_DETAIL] == "instance-a"
 
 
 async def test_replies_sent_are_reaped(serve: Callable[..., Any], channels: Callable[[str], RequestChannel]) -> None:

@@ -6,7 +6,13 @@ import pytest
 
 from fastworker.protocol import auth as auth_module
 from fastworker.protocol import decode_frame, encode_frame, new_envelope
-from fastworker.protocol.auth import SEALED_PREFIX, FrameAuth, authentication_error_frame, is_sealed
+from fastworker.protocol.auth import (
+    REFUSED_BY_DETAIL,
+    SEALED_PREFIX,
+    FrameAuth,
+    authentication_error_frame,
+    is_sealed,
+)
 from fastworker.protocol.errors import AuthenticationError
 from fastworker.protocol.v1 import error_pb2
 
@@ -118,6 +124,12 @@ def test_the_refusal_frame_is_a_plain_authentication_error() -> None:
     refusal = decode_frame(authentication_error_frame("no secret", correlation_id=3))
     assert refusal.error.code == error_pb2.ERROR_CODE_AUTHENTICATION
     assert refusal.error.message == "no secret" and refusal.correlation_id == 3
+    assert dict(refusal.error.details) == {}
+
+
+def test_a_refusal_names_the_instance_that_refused_so_a_sender_tells_a_restart_from_a_bad_seal() -> None:
+    refusal = decode_frame(authentication_error_frame("wrong secret", refused_by="instance-a"))
+    assert refusal.error.details[REFUSED_BY_DETAIL] == "instance-a"
 
 
 def test_a_frame_addressed_to_an_identity_opens_only_there() -> None:

@@ -11,7 +11,8 @@ With a shared secret every request is addressed to the control plane instance th
 authenticated announcement named (see ``protocol.auth``), so a captured request is refused by the
 next instance. After a restart, a request sealed for the previous instance is refused before the
 control plane reads it; the requester waits for the new instance's announcement and sends it
-again, sealed for the new one: safe, since the refused copy was never processed.
+again, sealed for the new one: safe, since the refused copy was never processed. A refusal from
+the very instance the request was addressed to (it names itself) stands: raised at once.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from fastworker.client.errors import (
     TaskNotFound,
     UnknownTask,
 )
-from fastworker.protocol.auth import FrameAuth, is_sealed
+from fastworker.protocol.auth import REFUSED_BY_DETAIL, FrameAuth, is_sealed
 from fastworker.protocol.errors import DecodeError, IncompatibleProtocol
 from fastworker.protocol.framing import DEFAULT_MAX_FRAME_SIZE, decode_frame, encode_frame, new_envelope
 from fastworker.protocol.v1 import error_pb2
@@ -109,6 +110,11 @@ def wait_bound(timeout: float | None) -> float | None:
 
 class _RefusedAuthentication(AuthenticationError):
     """The control plane refused our request's authentication (it never processed the request)."""
+
+    def __init__(self, message: str, refused_by: str) -> None:
+        super().__init__(message)
+        #: The instance that refused it ("" from a control plane that does not say).
+        self.refused_by = refused_by
 
 
 class Requester:
@@ -238,7 +244,9 @@ class Requester:
             try:
                 opened = self._opened(data)
             except _RefusedAuthentication as exc:
-                if addressed_to and await self._instance_changed(addressed_to, deadline):
+                # A refusal from the very instance it was addressed to is no restart: it stands.
+                restarted = bool(addressed_to) and exc.refused_by != addressed_to
+                if restarted and await self._instance_changed(addressed_to, deadline):
                     logger.info("control plane restarted: sending the refused request to the new instance")
                     continue  # refused unread, so sending it again cannot run anything twice
                 raise AuthenticationError(str(exc)) from None
@@ -301,15 +309,18 @@ class Requester:
             reply = None
         if reply is not None and reply.WhichOneof("body") == "error":
             if reply.error.code == error_pb2.ERROR_CODE_AUTHENTICATION:
-                raise _RefusedAuthentication(f"the control plane refused our authentication: {reply.error.message}")
+                raise _RefusedAuthentication(
+                    f"the control plane refused our authentication: {reply.error.message}",
+                    reply.error.details.get(REFUSED_BY_DETAIL, ""),
+                )
         raise AuthenticationError("the control plane answered without authentication (it has no secret configured?)")
 
     async def _instance_changed(self, addressed_to: str, deadline: float) -> bool:
         """Wait (until the deadline) for an announcement naming an instance other than ``addressed_to``.
 
-        A connected peer holds the right secret (it opened an announcement), so a refusal means the
-        control plane restarted and its new announcement is on its way (or the clocks drifted apart,
-        and then no new instance comes: the refusal stands).
+        For a refusal from another instance (or from a control plane that does not name itself): the
+        control plane restarted and its new announcement is on its way (or, from one that does not
+        name itself, the seal or the clocks are wrong, and then no new instance comes: the refusal stands).
         """
         while self.instance() == addressed_to:
             if time.monotonic() >= deadline:

@@ -523,13 +523,14 @@ async def workflow(client: Client, args: argparse.Namespace, out: _Output) -> in
     try:
         if args.cancel:
             cancelled = await client.cancel_workflow(workflow_id)
-            code = RET_OK if cancelled else RET_FAILED
-            if out.as_json:
+            if out.as_json:  # a refusal too prints its shape (cancelled 0), as cancel's and drain's do
                 out.data(workflow_cancel_json(workflow_id, cancelled))
-                return code
+                return RET_OK if cancelled else RET_FAILED
+            if not cancelled:  # a refusal, as the other exit-1 answers: on stderr, nothing on stdout
+                state = (await client.workflow(workflow_id)).state
+                out.error(f"workflow {workflow_id} not cancelled: no step was left to cancel (it is {state.value})")
+                return RET_FAILED
             out.say(f"cancelled {cancelled} step{'' if cancelled == 1 else 's'} of workflow {workflow_id}")
-            out.workflow(await client.workflow(workflow_id))
-            return code
         out.workflow(await client.workflow(workflow_id))
     except TaskNotFound:
         out.error(f"workflow {workflow_id} is not known to the control plane (never seen, or its steps were forgotten)")

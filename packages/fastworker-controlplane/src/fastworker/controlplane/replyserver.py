@@ -285,7 +285,8 @@ class ReplyServer:
         if self._on_refused is not None:
             self._on_refused(reason)
         self._pending[pipe_id] = self._pending.get(pipe_id, 0) + 1  # unread refusals count: released when sent
-        self._send(context, authentication_error_frame(reason), seal=False, pipe_id=pipe_id)
+        refused_by = self._auth.identity if self._auth is not None else ""  # a client tells a restart from a bad seal
+        self._send(context, authentication_error_frame(reason, refused_by=refused_by), seal=False, pipe_id=pipe_id)
 
     def _too_many(self, context: pynng.Context, pipe_id: int) -> None:
         """Refuse a request beyond the per-connection bound (the peer floods: it waits for its earlier answers)."""

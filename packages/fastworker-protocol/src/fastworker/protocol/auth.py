@@ -58,6 +58,8 @@ DEFAULT_REPLAY_CAPACITY = 1_000_000
 _MAX_RECIPIENT_KEYS = 64
 #: Seconds between two asks of a :class:`SecretSource` for the secrets in force.
 RELOAD_INTERVAL = 2.0
+#: ``Error.details`` key of an authentication refusal: the identity (instance id) of the receiver that refused.
+REFUSED_BY_DETAIL = "instance_id"
 
 _TIME = struct.Struct(">d")
 _NONCE_SIZE = 12
@@ -251,9 +253,17 @@ def is_sealed(data: bytes) -> bool:
     return data[:3] == SEALED_PREFIX
 
 
-def authentication_error_frame(message: str, correlation_id: int = 0) -> bytes:
-    """A plain Error frame refusing an unauthenticated frame (the sender may have no secret to open a sealed one)."""
+def authentication_error_frame(message: str, correlation_id: int = 0, *, refused_by: str = "") -> bytes:
+    """A plain Error frame refusing an unauthenticated frame (the sender may have no secret to open a sealed one).
+
+    ``refused_by``: the refusing receiver's identity, in ``details[REFUSED_BY_DETAIL]``. A sender that
+    addressed that very identity learns the refusal stands (a secret not accepted, a clock off);
+    one that addressed another learns the receiver restarted, and sends again once it hears the new one.
+    The identity is no secret: every announcement carries it.
+    """
     envelope = new_envelope(correlation_id)
     envelope.error.code = error_pb2.ERROR_CODE_AUTHENTICATION
     envelope.error.message = message
+    if refused_by:
+        envelope.error.details[REFUSED_BY_DETAIL] = refused_by
     return encode_frame(envelope)
