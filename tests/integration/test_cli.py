@@ -122,6 +122,26 @@ def test_list_and_inspect_show_tasks_with_filters_timings_and_tracebacks(shared_
     assert fastworker(shared_cp, "list", "--state", "bogus").returncode == 2
 
 
+def test_inspect_shows_when_a_scheduled_task_is_due_and_when_it_expires(shared_cp: RunningControlPlane) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    expires = time.time() + 300
+    submitted = fastworker(
+        shared_cp, "--json", "submit", "fwtests.add", "1", "2", "--countdown", "600", "--expires", f"{expires:.3f}"
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = json.loads(submitted.stdout)["id"]
+    try:
+        detail = json.loads(fastworker(shared_cp, "--json", "inspect", task_id).stdout)
+        assert detail["state"] == "SCHEDULED" and detail["eta"] > expires
+        assert detail["expires"] == pytest.approx(expires, abs=0.001)
+        human = fastworker(shared_cp, "inspect", task_id).stdout
+        assert re.search(r"^\s*expires\s+\d{4}-\d\d-\d\dT", human, re.MULTILINE), human
+        ran = json.loads(fastworker(shared_cp, "--json", "submit", "fwtests.add", "1", "2", "--wait").stdout)
+        assert json.loads(fastworker(shared_cp, "--json", "inspect", ran["id"]).stdout)["expires"] is None
+    finally:
+        fastworker(shared_cp, "cancel", task_id)  # the shared control plane keeps no task of this test
+
+
 def test_task_names_and_values_print_literally_not_as_markup(shared_cp: RunningControlPlane) -> None:
     done = fastworker(shared_cp, "submit", "[bold]x[/]", "[red]y[/red]", "--wait")
     assert done.returncode == 0, done.stderr

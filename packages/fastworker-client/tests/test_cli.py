@@ -724,6 +724,25 @@ def test_times_print_as_iso_8601_for_people_and_as_unix_seconds_with_json(
     assert run("workers", "--json").json[0]["last_heartbeat"] == heartbeat
 
 
+def test_inspect_shows_when_a_scheduled_task_is_due_and_when_it_expires(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    scheduled = TaskDetail(
+        info=make_info(TaskState.SCHEDULED), args=[], kwargs={}, eta=1_796_497_622.25, expires=1_796_497_322.25
+    )
+
+    async def task_detail(self: FakeClient, task_id: str) -> TaskDetail:
+        return scheduled
+
+    monkeypatch.setattr(FakeClient, "task_detail", task_detail)
+    shown = run("inspect", TASK_ID).out
+    assert re.search(r"^\s*expires\s+2026-12-05T19:02:02\.250\+00:00", shown, re.MULTILINE), shown
+    assert re.search(r"^\s*eta\s+2026-12-05T19:07:02\.250\+00:00", shown, re.MULTILINE), shown
+    data = run("inspect", TASK_ID, "--json").json
+    assert (data["eta"], data["expires"]) == (1_796_497_622.25, 1_796_497_322.25)
+
+
 def _levels(queue: str, servers: int, **depths: int) -> list[dict[str, Any]]:
     return [
         {

@@ -269,6 +269,22 @@ async def test_a_page_reports_the_page_size_the_control_plane_applied(applied: i
     assert page.limit == reported
 
 
+@pytest.mark.parametrize(("sent", "read"), [(1_900_000_300.0, 1_900_000_300.0), (0.0, None)])
+async def test_a_task_detail_says_when_the_task_expires_or_none(sent: float, read: float | None) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    class Detailing(Client):
+        async def _request(self, build: Any, *, task_id: str = "", **_: Any) -> Any:
+            reply = Envelope()
+            task = reply.task_detail_reply.task
+            task.task_id, task.name, task.state = task_id, "stamp", task_pb2.TASK_STATE_SCHEDULED
+            task.eta = 1_900_000_600.0
+            task.expires = sent  # 0: no expiry, or an older control plane that does not send it
+            return reply
+
+    detail = await Detailing("tcp://127.0.0.1:9").task_detail("t-1")
+    assert (detail.eta, detail.expires) == (1_900_000_600.0, read)
+
+
 async def test_a_request_sent_again_after_an_unanswered_attempt_names_the_instance_that_attempt_went_to() -> None:
     from fastworker.client._requester import Requester
     from fastworker.client._transport import TransportError

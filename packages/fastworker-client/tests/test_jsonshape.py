@@ -132,13 +132,14 @@ def test_values_the_codec_returns_become_plain_json() -> None:
 
 
 def test_detail_is_the_task_then_arguments_and_timings() -> None:
-    detail = TaskDetail(info=INFO, args=[(1, 2), b"raw"], kwargs={"k": decimal.Decimal("2")}, eta=9.0)
+    detail = TaskDetail(info=INFO, args=[(1, 2), b"raw"], kwargs={"k": decimal.Decimal("2")}, eta=9.0, expires=8.0)
     data = detail_json(detail)
     task_fields = len(task_json(INFO))
     assert list(data)[:task_fields] == list(task_json(INFO))
-    assert list(data)[task_fields:] == ["args", "kwargs", "arguments_error", "eta", "wait_time", "run_time"]
+    assert list(data)[task_fields:] == ["args", "kwargs", "arguments_error", "eta", "expires", "wait_time", "run_time"]
     assert data["args"] == [[1, 2], "cmF3"] and data["kwargs"] == {"k": "2"}
-    assert data["eta"] == 9.0 and data["wait_time"] == 1.0 and data["run_time"] == 1.5
+    assert data["eta"] == 9.0 and data["expires"] == 8.0 and data["wait_time"] == 1.0 and data["run_time"] == 1.5
+    assert detail_json(TaskDetail(info=INFO, args=[], kwargs={}))["expires"] is None  # none: null, not missing
 
 
 def test_page_and_action_outcomes() -> None:

@@ -750,6 +750,26 @@ async def test_tasks_lists_queued_tasks_without_payloads_and_task_detail_has_the
     assert missing.error.code == error_pb2.ERROR_CODE_TASK_NOT_FOUND
 
 
+async def test_task_detail_says_when_a_task_is_due_and_when_it_expires(api_for: Callable[..., ClientApi]) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    api = api_for()
+    now = time.time()
+    scheduled = spec_for("add", "id-scheduled")
+    scheduled.eta, scheduled.expires = now + 600, now + 300
+    ask(api, submit(scheduled))
+    ask(api, submit(spec_for("add", "id-plain")))
+
+    def detail_of(task_id: str) -> task_pb2.TaskInfo:
+        return ask(api, lambda e: setattr(e.task_detail, "task_id", task_id)).task_detail_reply.task
+
+    detail = detail_of("id-scheduled")
+    assert detail.state == task_pb2.TASK_STATE_SCHEDULED
+    assert (detail.eta, detail.expires) == (scheduled.eta, scheduled.expires)
+    assert detail_of("id-plain").expires == 0.0  # none
+    listed = ask(api, lambda e: e.tasks.SetInParent()).tasks_reply.tasks
+    assert [t.expires for t in listed] == [0.0, 0.0]  # a detail's field: listings stay as small as they were
+
+
 async def test_a_task_page_says_the_page_size_it_applied_so_that_paging_by_it_skips_nothing(
     api_for: Callable[..., ClientApi],
 ) -> None:

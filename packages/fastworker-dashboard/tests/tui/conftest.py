@@ -109,6 +109,7 @@ class FakeDetail:
     kwargs: dict[str, Any] = field(default_factory=dict)
     arguments_error: str | None = None
     eta: float | None = None
+    expires: float | None = None
 
     @property
     def wait_time(self) -> float | None:

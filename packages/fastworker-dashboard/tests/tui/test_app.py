@@ -7,16 +7,19 @@ import dataclasses
 import html
 import os
 import signal
+import time
 
 import pytest
 from rich.text import Text
 from textual.widgets import Input, Sparkline, Static
 from tui_keys import press_confirmed
 
-from fastworker.client import ProtocolError, TaskError, TaskLimits, TaskState
+from fastworker.client import ProtocolError, TaskDetail, TaskError, TaskLimits, TaskState
 from fastworker.dashboard.tui import FastworkerTop, make_app
 from fastworker.dashboard.tui._lifeline import QUIT_DEADLINE
+from fastworker.dashboard.tui.format import format_timestamp
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
+from fastworker.dashboard.tui.screens.detail import summary_text
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 
 SIZE = (160, 50)
@@ -238,6 +241,16 @@ async def test_enter_opens_the_detail_screen_and_escape_closes_it(fake, wait):
 
         await pilot.press("escape")
         await wait(pilot, lambda: not isinstance(app.screen, TaskDetailScreen), "detail screen closed")
+
+
+def test_the_detail_summary_shows_when_a_scheduled_task_is_due_and_when_it_expires(new_task) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    scheduled = new_task("ffff6666-0000-4000-8000-000000000006", "fwtop.later", TaskState.SCHEDULED)
+    due, expires = time.time() + 600, time.time() + 300
+    summary = summary_text(TaskDetail(scheduled, [], {}, eta=due, expires=expires)).plain
+    assert f"eta  {format_timestamp(due)}" in summary
+    assert f"expires  {format_timestamp(expires)}" in summary
+    assert "expires" not in summary_text(TaskDetail(scheduled, [], {})).plain  # none: no line
 
 
 async def test_keys_in_the_detail_screen_act_on_its_task(fake, wait, notes):

@@ -7,6 +7,8 @@ import decimal
 import httpx
 from web_fakes import NOW, FakeAdminClient, make_task
 
+from fastworker.client import TaskState
+
 FAILED_ID = "ffffffff-0000-4000-8000-000000000001"
 
 
@@ -41,6 +43,17 @@ async def test_task_detail_includes_arguments_and_timings(web: httpx.AsyncClient
     assert data["kwargs"] == {"when": NOW}
     assert data["result"] == ["AP8=", "1.5"]
     assert data["wait_time"] == 0.5 and data["run_time"] == 0.75
+
+
+async def test_task_detail_says_when_a_scheduled_task_is_due_and_when_it_expires(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    scheduled = make_task("d" * 8 + "-0000-4000-8000-000000000001", state=TaskState.SCHEDULED, started_at=None)
+    fake.add(scheduled, eta=NOW + 600, expires=NOW + 300)
+    data = (await web.get(f"/api/tasks/{scheduled.id}")).json()
+    assert (data["eta"], data["expires"]) == (NOW + 600, NOW + 300)
+    assert (await web.get(f"/api/tasks/{FAILED_ID}")).json()["expires"] is None  # none: null
 
 
 async def test_limit_is_capped_at_500(web: httpx.AsyncClient) -> None:

@@ -82,6 +82,19 @@ async def test_success_detail_shows_args_kwargs_result_and_timings(
     assert 'data-action="retry"' not in html  # SUCCESS cannot be retried
 
 
+async def test_a_scheduled_task_s_page_shows_when_it_is_due_and_when_it_expires(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    # An operator saw a scheduled task's eta but not when it would end CANCELLED (Expired) instead
+    scheduled = make_task("d" * 8 + "-0000-4000-8000-000000000001", state=TaskState.SCHEDULED, started_at=None)
+    fake.add(scheduled, eta=NOW + 600, expires=NOW + 300)
+    html = (await web.get(f"/tasks/{scheduled.id}")).text
+    assert "2023-11-14 22:23:20.000 UTC" in html  # the eta
+    assert re.search(r'<dt>Expires</dt><dd id="task-expires"[^>]*>2023-11-14 22:18:20\.000 UTC<', html), html
+    plain = (await web.get("/tasks/" + "a" * 8 + "-0000-4000-8000-000000000001")).text
+    assert 'id="task-expires"' not in plain  # no expiry: no row
+
+
 async def test_failed_task_detail_shows_error_traceback_and_a_retry_button(
     web: httpx.AsyncClient, fake: FakeAdminClient
 ) -> None:

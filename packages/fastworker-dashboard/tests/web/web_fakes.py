@@ -55,6 +55,8 @@ class FakeAdminClient:
         self.closed = False
         self.tasks_by_id: dict[str, TaskInfo] = {}
         self.arguments: dict[str, tuple[list[Any], dict[str, Any]]] = {}
+        #: A task's ``eta`` and ``expires`` as its detail gives them, by id (None: it has none).
+        self.deadlines: dict[str, tuple[float | None, float | None]] = {}
         #: The "default" queue's levels by priority (served by the control plane's own slots).
         self.queue_state = {
             p.value: {
@@ -119,10 +121,19 @@ class FakeAdminClient:
 
     # ---------------------------------------------------------------------------- test helpers
 
-    def add(self, info: TaskInfo, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> TaskInfo:
+    def add(
+        self,
+        info: TaskInfo,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        eta: float | None = None,
+        expires: float | None = None,
+    ) -> TaskInfo:
         """Add or replace a task and publish a task_state event."""
         self.tasks_by_id[info.id] = info
         self.arguments[info.id] = (list(args), dict(kwargs or {}))
+        self.deadlines[info.id] = (eta, expires)
         self.sequence += 1
         self._event.set()
         return info
@@ -210,7 +221,8 @@ class FakeAdminClient:
         if task_id not in self.tasks_by_id:
             raise TaskNotFound(task_id)
         args, kwargs = self.arguments.get(task_id, ([], {}))
-        return TaskDetail(info=self.tasks_by_id[task_id], args=args, kwargs=kwargs)
+        eta, expires = self.deadlines.get(task_id, (None, None))
+        return TaskDetail(info=self.tasks_by_id[task_id], args=args, kwargs=kwargs, eta=eta, expires=expires)
 
     # ------------------------------------------------------------------------------- actions
 

@@ -162,6 +162,7 @@ class AdminMethods:
             kwargs=kwargs,
             arguments_error=arguments_error,
             eta=wire.eta or None,
+            expires=wire.expires or None,  # (0 from an older control plane, which does not send it)
         )
 
     # ---------------------------------------------------------------------------------------- actions

@@ -864,6 +864,7 @@ class _Output:
             ("kwargs", repr(detail.kwargs)),
             ("arguments error", detail.arguments_error),
             ("eta", _when(detail.eta)),
+            ("expires", _when(detail.expires)),
             ("waited", _seconds(detail.wait_time)),
             ("ran", _seconds(detail.run_time)),
         ):

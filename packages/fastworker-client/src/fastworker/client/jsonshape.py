@@ -76,6 +76,10 @@ class TaskDetailLike(Protocol):
         """When a scheduled task is due (Unix seconds)."""
 
     @property
+    def expires(self) -> float | None:
+        """When an unstarted task is cancelled instead (Unix seconds)."""
+
+    @property
     def wait_time(self) -> float | None:
         """Seconds between queueing and start, once started."""
 
@@ -158,13 +162,14 @@ def _without_result(data: JsonObject) -> JsonObject:
 
 
 def detail_json(detail: TaskDetailLike) -> JsonObject:
-    """A ``task_detail``: the task's fields, then ``args``, ``kwargs``, ``arguments_error``, ``eta``, ``wait_time``, ``run_time``."""
+    """A ``task_detail``: the task's fields, then ``args``, ``kwargs``, ``arguments_error``, ``eta``, ``expires``, ``wait_time``, ``run_time``."""
     data = task_json(detail.info)
     data.update(
         args=jsonable(list(detail.args)),
         kwargs=json_object(detail.kwargs),
         arguments_error=detail.arguments_error,
         eta=jsonable(detail.eta),
+        expires=jsonable(detail.expires),
         wait_time=jsonable(detail.wait_time),
         run_time=jsonable(detail.run_time),
     )

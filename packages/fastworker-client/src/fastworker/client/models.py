@@ -348,6 +348,9 @@ class TaskDetail:
     arguments_error: str | None = None
     #: When a countdown or ETA made it due (Unix seconds), if it had one.
     eta: float | None = None
+    #: When it ends CANCELLED (``Expired``) instead if no attempt started by then (Unix seconds),
+    #: if it was submitted with ``expires``; None from a control plane too old to say.
+    expires: float | None = None
 
     @property
     def wait_time(self) -> float | None:

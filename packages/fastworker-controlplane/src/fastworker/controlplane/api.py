@@ -609,6 +609,7 @@ class ClientApi:
         info = envelope.task_detail_reply.task
         record.fill_info(info, with_arguments=True)
         info.eta = record.eta
+        info.expires = record.expires
         if info.HasField("result") and envelope.ByteSize() > self.max_frame_size - DETAIL_FRAME_SLACK:
             # Arguments and a result each within the payload bound may not fit one frame together: the
             # result is left out (``status`` reads it alone), rather than the whole detail refused.

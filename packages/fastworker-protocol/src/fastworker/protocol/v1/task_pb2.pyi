@@ -431,6 +431,7 @@ class TaskInfo(_message.Message):
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    EXPIRES_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task id."""
     name: _builtins.str
@@ -455,6 +456,10 @@ class TaskInfo(_message.Message):
     """The workflow it is a step of; empty for none."""
     queue: _builtins.str
     """The named queue it waits (or waited) in."""
+    expires: _builtins.float
+    """When it is cancelled instead if no attempt has started by then (Unix seconds, UTC), from its
+    spec; only filled by admin task-detail queries, 0 for none.
+    """
     @_builtins.property
     def result(self) -> Global___Payload:
         """The encoded return value, set in SUCCESS."""
@@ -499,10 +504,11 @@ class TaskInfo(_message.Message):
         dependencies: Global___Dependencies | None = ...,
         workflow_id: _builtins.str = ...,
         queue: _builtins.str = ...,
+        expires: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "dependencies", b"dependencies", "error", b"error", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "dependencies", b"dependencies", "error", b"error", "eta", b"eta", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queue", b"queue", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "dependencies", b"dependencies", "error", b"error", "eta", b"eta", "expires", b"expires", "finished_at", b"finished_at", "name", b"name", "priority", b"priority", "progress", b"progress", "queue", b"queue", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "state", b"state", "task_id", b"task_id", "worker", b"worker", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -65,6 +65,8 @@ def summary_text(detail: TaskDetailView, *, unserved: bool = False) -> Text:
     _field(text, "queued", format_timestamp(info.queued_at))
     if detail.eta:
         _field(text, "eta", format_timestamp(detail.eta))
+    if detail.expires:
+        _field(text, "expires", format_timestamp(detail.expires))
     _field(text, "started", format_timestamp(info.started_at))
     _field(text, "finished", format_timestamp(info.finished_at))
     _field(text, "wait", format_duration(detail.wait_time))
