@@ -139,6 +139,7 @@ class RequestChannel:
         if address == self._address:
             return
         if self._dialer is not None:
+            self._fail_taken()  # (all on the connection closing now: the only one)
             self._dialer.close()
         configure_dial(self._socket, address, self._tls)
         self._dialer = self._socket.dial(address, block=False)
@@ -257,9 +258,11 @@ class RequestChannel:
             raise
         except pynng.NNGException as exc:
             _raise_if_cancelled(task, exc)
-            if context in self._cut:
+            if self._closed:
+                raise TransportClosed("request channel is closed") from exc
+            if context in self._cut or isinstance(exc, pynng.ConnectionReset):  # (nng tells some itself)
                 raise ConnectionLost("the connection to the control plane closed before the reply came") from None
-            if self._closed or isinstance(exc, pynng.Closed):
+            if isinstance(exc, pynng.Closed):
                 raise TransportClosed("request channel is closed") from exc
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -276,14 +279,20 @@ class RequestChannel:
         _raise_if_cancelled(task)
         return reply
 
-    def _connection_closed(self) -> None:
+    def _connection_closed(self, pipe_id: int) -> None:
         """A connection closed: fail the requests it had taken, for their callers to send again.
 
-        Only one connection is ever up (one dialer); the next one takes requests that no
-        connection took yet, which are left alone.
+        Only one connection is ever up (one dialer), and the next one takes the requests no
+        connection took yet, which are left alone. If the next one is up already (a redial to the
+        same address that was quick), which took what cannot be told: they all wait for their
+        replies, as they would without this.
         """
-        if self._closed:
+        if self._closed or any(pipe.id != pipe_id for pipe in self._socket.pipes):
             return
+        self._fail_taken()
+
+    def _fail_taken(self) -> None:
+        """Fail the requests a connection took whose replies have not come (with ConnectionLost)."""
         waiter, aio = self._fast_waiter, self._fast_send
         if waiter is not None and not waiter.done() and aio is not None and not _nng.sending(aio):
             waiter.set_exception(ConnectionLost("the connection to the control plane closed before the reply came"))
@@ -314,21 +323,21 @@ def _connection_watch(channel: RequestChannel) -> Callable[[pynng.Pipe], None]:
     ref = weakref.ref(channel)
     loop = channel._loop
 
-    def closed(_pipe: pynng.Pipe) -> None:
+    def closed(pipe: pynng.Pipe) -> None:
         if ref() is None:
             return
         try:
-            loop.call_soon_threadsafe(_tell_closed, ref)
+            loop.call_soon_threadsafe(_tell_closed, ref, pipe.id)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
     return closed
 
 
-def _tell_closed(ref: weakref.ref[RequestChannel]) -> None:
+def _tell_closed(ref: weakref.ref[RequestChannel], pipe_id: int) -> None:
     channel = ref()
     if channel is not None:
-        channel._connection_closed()
+        channel._connection_closed(pipe_id)
 
 
 #: Seconds without any message after which a subscription dials its publisher again. A subscriber

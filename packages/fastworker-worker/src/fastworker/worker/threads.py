@@ -285,7 +285,8 @@ class ThreadPool:
             raise ValueError(f"task {task_id!r} is in this thread pool already")
         if tf is None:
             return failure("UnknownTask", f"no task named {name!r} in this worker's task modules")
-        slot = self._idle.popleft() if self._idle else await self._waiters.wait(task_id)
+        # The slot that went idle last: its thread is the warmest (as the process pool's children).
+        slot = self._idle.pop() if self._idle else await self._waiters.wait(task_id)
         if slot is None or self._waiters.cancelled_after_hand_over(task_id):
             if slot is not None:
                 self._release(slot)
