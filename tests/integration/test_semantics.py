@@ -109,15 +109,20 @@ async def test_a_periodic_task_runs_on_schedule_once_per_slot_even_with_two_work
     ]
     try:
         async with Client(cp.discovery) as client:
-            await asyncio.sleep(1.5)
-            batch = await client.events(after=0, timeout=0)
-            now = time.time()
-        runs = [e for e in batch.events if e.task is not None and e.task.name == "fwtests_sem.tick"]
-        finished = {e.task.id for e in runs if e.task.state is TaskState.SUCCESS}
+            deadline = time.monotonic() + 30
+            while True:  # until 3 runs finished (bounded)
+                batch = await client.events(after=0, timeout=0)
+                now = time.time()
+                runs = [e for e in batch.events if e.task is not None and e.task.name == "fwtests_sem.tick"]
+                finished = {e.task.id for e in runs if e.task.state is TaskState.SUCCESS}
+                if len(finished) >= 3:
+                    break
+                assert time.monotonic() < deadline, f"only {len(finished)} runs of the 1 s periodic task in 30 s"
+                await asyncio.sleep(0.1)
         first_queued = min(e.task.queued_at or now for e in runs)
-        # One scheduler: at most one run per 0.2 s slot since the first (plus the slot in progress),
+        # One scheduler: at most one run per 1 s slot since the first (plus the slot in progress),
         # never one per worker (two schedulers would double it)
-        assert 3 <= len(finished) <= int((now - first_queued) / 0.2) + 2
+        assert len(finished) <= int(now - first_queued) + 2
         assert len({e.task.worker for e in runs if e.task.state is TaskState.SUCCESS}) >= 1
         # Each run is queued a little before its slot: SCHEDULED first, as a countdown is
         first_state: dict[str, TaskState] = {}

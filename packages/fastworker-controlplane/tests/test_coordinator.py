@@ -1273,12 +1273,15 @@ async def test_a_periodic_run_the_control_plane_could_only_release_late_is_a_mis
     time.sleep(1.4)
     done = await harness.final(coordinator, record.task_id)
 
-    # Then under skip the missed slot does not run late; under run_once it runs
+    # Then under skip the missed slot does not run late, counted on /metrics; under run_once it runs
+    skipped = coordinator.metrics.snapshot()["tick"].periodic_skipped
     if policy == "skip":
         assert (done.state, done.error.type, ran) == (CANCELLED, "Expired", [])
         assert "missed slot" in done.error.message
+        assert skipped == {"missed": 1}
     else:
         assert done.state == SUCCESS and ran == ["ran"]
+        assert skipped == {}
 
 
 async def test_a_periodic_run_released_on_time_runs_under_skip(harness: Any) -> None:

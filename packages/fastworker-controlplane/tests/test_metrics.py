@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastworker.client import Retry
+from fastworker.controlplane.coordinator import Counters
 from fastworker.controlplane.exporter import ControlPlaneCollector
 from fastworker.controlplane.metrics import (
     MAX_EXCEPTION_TYPES,
@@ -18,7 +19,7 @@ from fastworker.controlplane.metrics import (
     TIME_BUCKETS,
     TaskMetrics,
 )
-from fastworker.controlplane.snapshot import take_snapshot
+from fastworker.controlplane.snapshot import Snapshot, take_snapshot
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -166,3 +167,20 @@ def test_a_task_name_longer_than_a_label_keeps_its_counts_under_the_cut_name() -
     only = counts[name[:MAX_LABEL_LENGTH]]
     assert (only.submitted, only.started, only.succeeded) == (3, 1, 1)
     assert sum(only.queue_wait.counts) == 1
+
+
+def test_periodic_slots_skipped_are_exported_per_task_name_and_reason() -> None:
+    # A periodic task skipping slots (for a run still going, or missed) showed on no metric
+    metrics = TaskMetrics()
+    metrics.periodic_slots_skipped("beat", "overlap", 1)
+    metrics.periodic_slots_skipped("beat", "overlap", 2)
+    metrics.periodic_slots_skipped("beat", "missed", 4)
+    metrics.submitted("other")
+    snapshot = Snapshot(tasks=metrics.snapshot(), queues=[], workers=[], counters=Counters())
+
+    samples = scrape(snapshot)
+
+    skipped = "fastworker_periodic_slots_skipped_total"
+    assert samples[(skipped, (("reason", "overlap"), ("task", "beat")))] == 3
+    assert samples[(skipped, (("reason", "missed"), ("task", "beat")))] == 4
+    assert [key for key in samples if key[0] == skipped and ("task", "other") in key[1]] == []

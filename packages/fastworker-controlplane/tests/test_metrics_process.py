@@ -188,3 +188,22 @@ async def test_libraries_an_idle_control_plane_does_not_use_load_only_when_first
         status, body = get(f"{control_plane.metrics}/metrics")
         assert status == 200 and b"fastworker_tasks_submitted_total" in body
         assert await client.submit("metrics.loaded", heavy, timeout=10) == ["prometheus_client"]
+
+
+async def test_slots_a_periodic_task_skips_while_its_run_goes_on_are_counted(tmp_path: Path) -> None:
+    # Given a periodic task (every 1 s) whose first run goes on until the test releases it
+    release = tmp_path / "release"
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "CPMETRICS_RELEASE": str(release)}
+    control_plane = start_controlplane(task_modules=["cpmetrics_periodic"], env=env, workdir=tmp_path)
+    try:
+        assert control_plane.metrics is not None
+        # Then the slots that come meanwhile are skipped by the overlap rule, and /metrics counts them
+        key = ("fastworker_periodic_slots_skipped_total", (("reason", "overlap"), ("task", "metrics.slow_beat")))
+        deadline = time.monotonic() + 30
+        while samples_of(get(f"{control_plane.metrics}/metrics")[1]).get(key, 0) < 2:
+            assert time.monotonic() < deadline, "no skipped slot counted within 30 s"
+            await asyncio.sleep(0.1)
+    finally:
+        release.touch()
+        control_plane.stop()

@@ -10,12 +10,15 @@ import time
 
 import pytest
 
+from fastworker.client.task import MIN_EVERY
+from fastworker.controlplane import periodic
 from fastworker.controlplane.periodic import (
     CRON_SCAN_LIMIT,
     MAX_CATCH_UP,
     MisfirePolicy,
     PeriodicScheduler,
     PeriodicSpec,
+    SkipReason,
 )
 
 #: Bound on every real-time wait, in seconds.
@@ -89,6 +92,16 @@ def every(name: str, seconds: float, *, allow_overlap: bool = False) -> Periodic
     return PeriodicSpec(name, every=seconds, cron=None, allow_overlap=allow_overlap)
 
 
+def fast(name: str, seconds: float) -> PeriodicSpec:
+    """An ``every`` spec below MIN_EVERY, for the tests of the real timer only (kept short).
+
+    The floor is for what users define; the scheduler itself runs any positive interval.
+    """
+    spec = every(name, MIN_EVERY)
+    object.__setattr__(spec, "every", seconds)
+    return spec
+
+
 def cron(name: str, expr: str) -> PeriodicSpec:
     return PeriodicSpec(name, every=None, cron=expr)
 
@@ -145,12 +158,12 @@ def test_with_a_lead_runs_are_submitted_that_long_before_their_slots_for_those_s
 
 
 def test_every_slots_do_not_drift_with_small_late_wake_ups() -> None:
-    scheduler, clock, submit, _ = make(every("tick", 0.1))
+    scheduler, clock, submit, _ = make(every("tick", 1.1))
     for n in range(1, 1001):
-        clock.now = START + n * 0.1 + 0.05  # always half an interval late, within the grace
+        clock.now = START + n * 1.1 + 0.55  # always half an interval late, within the grace
         scheduler.fire_due()
     assert len(submit.calls) == 1000
-    assert submit.slots[-1] == pytest.approx(START + 100.0)
+    assert submit.slots[-1] == pytest.approx(START + 1100.0)
     assert scheduler.stats["tick"]["misfired"] == 0
 
 
@@ -264,7 +277,126 @@ def test_slots_skipped_for_a_long_run_are_logged_once_a_minute_with_the_count_le
     assert scheduler.stats["tick"]["skipped_overlap"] == 121
     assert len(lines) == 3  # at 1 s, 61 s and 121 s
     assert lines[0].endswith("the previous run has not finished")
-    assert lines[1].endswith("(59 more skipped since the last such line)")
+    assert lines[1].endswith("(and 59 more like it not logged since the last line)")
+
+
+async def test_a_burst_of_skipped_slots_that_ends_is_summed_up_in_the_log_an_interval_later(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The skips left out of the log were only told with the next skip: a task that stopped
+    # overrunning left them untold for ever
+    monkeypatch.setattr(periodic, "OVERLAP_LOG_INTERVAL", 2.2)  # so the summary comes 1.2 s later here
+    scheduler, clock, _, running = make(every("tick", 1))
+    running.names.add("tick")
+    with caplog.at_level(logging.INFO, logger="fastworker.controlplane.periodic"):
+        for n in (1, 2, 3):  # the first is logged, the next two left out
+            clock.now = START + n
+            scheduler.fire_due()
+        running.names.clear()
+
+        async def summed_up() -> list[str]:
+            while True:
+                lines = [r.getMessage() for r in caplog.records if "skipping the slot" in r.getMessage()]
+                if len(lines) == 2:
+                    return lines
+                await asyncio.sleep(0.05)
+
+        lines = await asyncio.wait_for(summed_up(), WAIT_BOUND)
+    assert lines[1] == (
+        f"periodic task 'tick': skipping the slot at {START + 3:.3f}, the previous run has not finished"
+        " (and 1 more like it not logged since the last line)"
+    )
+
+
+def test_the_missed_slots_line_does_not_call_a_missed_slot_on_time(caplog: pytest.LogCaptureFixture) -> None:
+    # It read "missed 1 slot(s) (run_once): 1 run now (the latest slot, 0.50 s late, is on time)"
+    scheduler, clock, submit, _ = make(every("tick", 1))
+    clock.now = START + 2.5  # a stall: the slot at +1 passed unfired, the one at +2 is on time
+    with caplog.at_level(logging.INFO, logger="fastworker.controlplane.periodic"):
+        scheduler.fire_due()
+    assert submit.slots == [START + 2]
+    assert [r.getMessage() for r in caplog.records if "missed" in r.getMessage()] == [
+        "periodic task 'tick' missed 1 slot(s) (run_once): 1 run now;"
+        " the current slot (0.50 s late) is on time, the missed ones came before it"
+    ]
+
+
+class SkipCounter:
+    """Records what the scheduler reports as slots without a run."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, SkipReason], int] = {}
+
+    def __call__(self, name: str, reason: SkipReason, count: int) -> None:
+        self.counts[(name, reason)] = self.counts.get((name, reason), 0) + count
+
+
+def test_every_slot_without_a_run_is_counted_under_one_reason() -> None:
+    # Slots skipped for overlap, refused or failed submissions reached no counter an operator could see
+    clock, submit, running, skipped = FakeClock(), Submitter(), Running(), SkipCounter()
+    scheduler = PeriodicScheduler(
+        [every("tick", 10)], submit=submit, is_running=running, clock=clock, count_skipped=skipped
+    )
+    running.names.add("tick")
+    clock.now = START + 10
+    scheduler.fire_due()
+    running.names.clear()
+    submit.refuse = True
+    clock.now = START + 20
+    scheduler.fire_due()
+    submit.refuse, submit.fail = False, True
+    clock.now = START + 30
+    scheduler.fire_due()
+    submit.fail = False
+    clock.now = START + 40
+    scheduler.fire_due()
+    assert submit.slots == [START + 40]
+    assert skipped.counts == {
+        ("tick", SkipReason.OVERLAP): 1,
+        ("tick", SkipReason.REFUSED): 1,
+        ("tick", SkipReason.ERROR): 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("policy", "late", "runs"),
+    [
+        ("skip", 0.5, 1),  # the current slot is on time: it runs, the 4 before it are dropped
+        ("skip", 5.0, 0),  # all 5 are late: none runs
+        ("run_once", 5.0, 1),  # one run for the 5
+        ("run_all", 5.0, 5),
+    ],
+)
+def test_missed_slots_the_misfire_policy_does_not_run_are_counted(policy: str, late: float, runs: int) -> None:
+    clock, submit, skipped = FakeClock(), Submitter(), SkipCounter()
+    scheduler = PeriodicScheduler(
+        [every("tick", 10, allow_overlap=True)],
+        submit=submit,
+        is_running=Running(),
+        clock=clock,
+        misfire=policy,
+        count_skipped=skipped,
+    )
+    clock.now = START + 50 + late  # slots 10 to 50 passed unfired
+    scheduler.fire_due()
+    assert len(submit.calls) == runs
+    assert skipped.counts == ({("tick", SkipReason.MISSED): 5 - runs} if runs < 5 else {})
+
+
+def test_run_all_counts_the_missed_slots_beyond_its_cap() -> None:
+    clock, submit, skipped = FakeClock(), Submitter(), SkipCounter()
+    scheduler = PeriodicScheduler(
+        [every("tick", 1, allow_overlap=True)],
+        submit=submit,
+        is_running=Running(),
+        clock=clock,
+        misfire="run_all",
+        count_skipped=skipped,
+    )
+    clock.now = START + MAX_CATCH_UP + 30.5
+    scheduler.fire_due()
+    assert len(submit.calls) == MAX_CATCH_UP
+    assert skipped.counts == {("tick", SkipReason.MISSED): 30}
 
 
 def test_allow_overlap_fires_even_while_running() -> None:
@@ -485,8 +617,9 @@ def test_a_raising_submit_is_logged_counted_and_does_not_stop_other_tasks(caplog
     [
         ({"every": 10.0, "cron": "* * * * *"}, "mutually exclusive"),
         ({"every": None, "cron": None}, "neither"),
-        ({"every": 0, "cron": None}, "at least 0.001"),
-        ({"every": -5.0, "cron": None}, "at least 0.001"),
+        ({"every": 0, "cron": None}, "more than 0"),
+        ({"every": -5.0, "cron": None}, "more than 0"),
+        ({"every": 0.001, "cron": None}, r"every must be at least 1 s .*, got 0\.001"),
         ({"every": math.nan, "cron": None}, "finite"),
         ({"every": math.inf, "cron": None}, "finite"),
         ({"every": None, "cron": "not a cron"}, "5 fields"),
@@ -569,7 +702,7 @@ async def wait_for_calls(submit: Submitter, count: int) -> None:
 
 async def test_start_fires_from_a_timer_and_stop_stops_it() -> None:
     submit = Submitter()
-    scheduler = PeriodicScheduler([every("tick", 0.05)], submit=submit, is_running=lambda name: False)
+    scheduler = PeriodicScheduler([fast("tick", 0.05)], submit=submit, is_running=lambda name: False)
     scheduler.start(asyncio.get_running_loop())
     started = scheduler.running
     assert started
@@ -594,7 +727,7 @@ async def test_a_task_added_after_start_gets_the_timer() -> None:
     try:
         await asyncio.sleep(0.02)
         assert submit.calls == []
-        scheduler.add(every("tick", 0.03))
+        scheduler.add(fast("tick", 0.03))
         await wait_for_calls(submit, 2)
     finally:
         scheduler.stop()
@@ -603,7 +736,7 @@ async def test_a_task_added_after_start_gets_the_timer() -> None:
 async def test_the_timer_survives_a_raising_submit() -> None:
     submit = Submitter()
     submit.fail = True
-    scheduler = PeriodicScheduler([every("tick", 0.03)], submit=submit, is_running=lambda name: False)
+    scheduler = PeriodicScheduler([fast("tick", 0.03)], submit=submit, is_running=lambda name: False)
     scheduler.start(asyncio.get_running_loop())
     try:
 

@@ -76,6 +76,11 @@ R_co = TypeVar("R_co", covariant=True)
 #: Largest value of an ``int32`` wire field (``TaskDefinition.retries``).
 _INT32_MAX = 2**31 - 1
 
+#: Shortest ``every`` accepted, in seconds. The scheduler counts a slot up to 1 s late as on time
+#: and queues a run up to 1 s ahead of its slot: shorter intervals blur slots together, and a typo
+#: such as ``every=0.001`` would queue a thousand runs a second, flooding the result cache and the log.
+MIN_EVERY = 1.0
+
 
 class TaskOptionArgs(TypedDict, total=False):
     """``@task``'s keyword options as a user gives them: :class:`TaskOptions`' fields, and ``name``.
@@ -245,7 +250,7 @@ class TaskOptions:
                     f"or it never fires"
                 )
         if self.every is not None:
-            _set(self, "every", _seconds("every", self.every))
+            _set(self, "every", check_every(self.every))
         if self.cron is not None:
             if not isinstance(self.cron, str):
                 raise TypeError(f"cron must be a str, not {type(self.cron).__qualname__}")
@@ -295,6 +300,16 @@ class TaskOptions:
 def _set(options: TaskOptions, field: str, value: object) -> None:
     """Store a normalized value on a frozen TaskOptions during validation."""
     object.__setattr__(options, field, value)
+
+
+def check_every(value: object) -> float:
+    """A periodic interval in seconds, at least :data:`MIN_EVERY` (``ValueError`` naming both otherwise); as a float."""
+    seconds = _seconds("every", value)
+    if seconds < MIN_EVERY:
+        raise ValueError(
+            f"every must be at least {MIN_EVERY:g} s (a periodic task runs at most once a second), got {value!r}"
+        )
+    return seconds
 
 
 def _seconds(field: str, value: object, *, allow_zero: bool = False) -> float:

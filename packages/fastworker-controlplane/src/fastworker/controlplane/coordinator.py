@@ -35,6 +35,7 @@ from fastworker.controlplane.flow import NO_LIMITS, Gate, GatedQueue, Limits
 from fastworker.controlplane.history import FinishHistory
 from fastworker.controlplane.local import LocalExecutor, LocalRun
 from fastworker.controlplane.metrics import TaskMetrics
+from fastworker.controlplane.periodic import SkipReason
 from fastworker.controlplane.queue import LEVELS, Schedule, level_name
 from fastworker.controlplane.records import (
     CANCELLED,
@@ -889,6 +890,7 @@ class Coordinator:
             message=f"its periodic slot passed {now - slot:.1f} s before the control plane could queue it"
             " (--misfire-policy skip: a missed slot does not run)",
         )
+        self.metrics.periodic_slots_skipped(record.spec.name, SkipReason.MISSED, 1)
         self._finalize(record, CANCELLED)
         return True
 

@@ -152,6 +152,15 @@ def _task_families(tasks: dict[str, NameCounts]) -> Iterator[Metric]:
         for error_type, count in sorted(tasks[name].failed.items()):
             failed.add_metric([name, error_type], count)
     yield failed
+    skipped = CounterMetricFamily(
+        "fastworker_periodic_slots_skipped",
+        "Slots of a periodic task that got no run, per task name and reason (overlap, missed, refused, error).",
+        labels=["task", "reason"],
+    )
+    for name in names:
+        for reason, count in sorted(tasks[name].periodic_skipped.items()):
+            skipped.add_metric([name, reason], count)
+    yield skipped
     for attribute, metric, text in (
         ("runtime", "fastworker_task_runtime_seconds", "Seconds each attempt ran, per task name."),
         (

@@ -1,11 +1,12 @@
-"""Warnings about what peers send, at most one a second per kind: a peer that floods must not fill the disk.
+"""Warnings that can come in floods, at most one per interval per kind: a peer that floods must not fill the disk.
 
 A control plane logs why it refused a frame, because that is how an operator finds a misconfigured
 client. A hostile or broken peer can send thousands of bad frames a second; each would be a line.
 A :class:`RateLimitedLog` writes the first at once, then at most one per interval, each saying how
 many it left out since the last one. When the burst ends before another line is due, the last one
 left out is written an interval later, with the count: the kinds of refusal in a burst show, and
-the log says that lines were left out.
+the log says that lines were left out. The periodic scheduler logs a task's slots skipped for a
+run still in progress the same way, once a minute per task.
 """
 
 from __future__ import annotations

@@ -84,6 +84,8 @@ class NameCounts:
     runtime: Histogram = field(default_factory=Histogram)
     #: Seconds from when an attempt could run (queued, its eta or retry due) to its start.
     queue_wait: Histogram = field(default_factory=Histogram)
+    #: A periodic task's slots that got no run, by reason (``periodic.SkipReason``: a handful of values).
+    periodic_skipped: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> NameCounts:
         """An independent copy (for a scrape)."""
@@ -96,6 +98,7 @@ class NameCounts:
             dict(self.failed),
             self.runtime.copy(),
             self.queue_wait.copy(),
+            dict(self.periodic_skipped),
         )
 
 
@@ -159,6 +162,11 @@ class TaskMetrics:
     def cancelled(self, name: str) -> None:
         """A task ended in CANCELLED, expired ones included (loop)."""
         self._for(name).cancelled += 1
+
+    def periodic_slots_skipped(self, name: str, reason: str, count: int) -> None:
+        """``count`` slots of a periodic task got no run, for ``reason`` (loop)."""
+        skipped = self._for(name).periodic_skipped
+        skipped[reason] = skipped.get(reason, 0) + count
 
     def snapshot(self) -> dict[str, NameCounts]:
         """A copy of every name's counts (on the loop, under the coordinator's lock)."""

@@ -26,7 +26,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
-from fastworker.client.task import check_timezone, cron_shape_problem
+from fastworker.client.task import check_every, check_timezone, cron_shape_problem
+from fastworker.controlplane.lograte import RateLimitedLog
 from fastworker.protocol.v1.task_pb2 import TaskDefinition
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "MisfirePolicy",
     "PeriodicScheduler",
     "PeriodicSpec",
+    "SkipReason",
     "schedule_of",
 ]
 
@@ -77,11 +79,33 @@ class MisfirePolicy(StrEnum):
     RUN_ALL = "run_all"
 
 
-#: Shortest ``every`` accepted, in seconds (a smaller one would keep the scheduler spinning).
-MIN_EVERY = 0.001
+class SkipReason(StrEnum):
+    """Why a slot got no run: the ``reason`` label of ``fastworker_periodic_slots_skipped_total``.
+
+    Every slot becomes a run or is counted under exactly one reason, so a task quietly running at a
+    fraction of its rate shows on ``/metrics``.
+    """
+
+    #: The previous run was still pending or running (and the task does not ``allow_overlap``).
+    OVERLAP = "overlap"
+    #: The slot passed unfired (downtime, a stall) and the misfire policy did not run it: ``skip``
+    #: drops it, ``run_once`` folds it into the one run, ``run_all`` drops those beyond
+    #: :data:`MAX_CATCH_UP`; under ``skip``, a run queued ahead of its slot but released too late.
+    MISSED = "missed"
+    #: The control plane refused the run (e.g. ``--max-queue`` reached).
+    REFUSED = "refused"
+    #: Submitting the run raised (logged with its traceback).
+    ERROR = "error"
+
+
+def _count_nothing(name: str, reason: SkipReason, count: int) -> None:
+    """The default ``count_skipped``: a scheduler without metrics."""
+
+
 #: How long the scheduler waits before firing again after a failure, in seconds.
 RETRY_AFTER_ERROR = 1.0
-#: Seconds between two log lines about one task's slots skipped for a run still in progress.
+#: Seconds between two log lines about one task's slots skipped for a run still in progress (each
+#: line says how many were left out; ``fastworker_periodic_slots_skipped_total`` counts them all).
 OVERLAP_LOG_INTERVAL = 60.0
 #: Seconds before its slot that the control plane queues a periodic run, SCHEDULED until the slot
 #: (at most half the task's ``every``): runs are visible before they start, as countdowns are.
@@ -132,8 +156,8 @@ class PeriodicSpec:
             time included: "0 3 * * *" in "Europe/Paris" is 01:00 UTC in summer, 02:00 in winter.
 
     Raises:
-        ValueError: Both or neither of ``every`` and ``cron`` are set, ``every`` is not more than
-            0, the cron expression is invalid or never matches, or the name is empty.
+        ValueError: Both or neither of ``every`` and ``cron`` are set, ``every`` is under
+            ``MIN_EVERY`` (1 s), the cron expression is invalid or never matches, or the name is empty.
         TypeError: A value has the wrong type.
     """
 
@@ -156,14 +180,11 @@ class PeriodicSpec:
         if not isinstance(self.allow_overlap, bool):
             raise TypeError(f"{where}: allow_overlap must be a bool, not {type(self.allow_overlap).__qualname__}")
         if self.every is not None:
-            every = self.every
-            if not isinstance(every, int | float) or isinstance(every, bool):
-                raise TypeError(f"{where}: every must be a number of seconds, not {type(every).__qualname__}")
-            if not math.isfinite(every) or every < MIN_EVERY:
-                raise ValueError(
-                    f"{where}: every must be a finite number of seconds, at least {MIN_EVERY:g}, got {every!r}"
-                )
-            object.__setattr__(self, "every", float(every))
+            try:  # the client's rule, so a subworker's definition is held to what @task accepts
+                every = check_every(self.every)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+            object.__setattr__(self, "every", every)
         if self.timezone is not None:
             if self.cron is None:
                 raise ValueError(f"{where}: timezone applies to a cron schedule, not to every")
@@ -314,6 +335,8 @@ class _Entry:
     spec: PeriodicSpec
     slots: _Slots
     last_fired: float | None
+    #: Logs slots skipped for a run in progress: a task outlasting its interval skips one each time, for ever.
+    overlap_log: RateLimitedLog
     #: The subworker whose definition gives the schedule; None: the control plane's own.
     source: str | None = None
     fired: int = 0
@@ -321,9 +344,6 @@ class _Entry:
     misfired: int = 0
     refused: int = 0
     errors: int = 0
-    #: When a skipped slot was last logged (clock seconds), and the skips left out of the log since.
-    overlap_logged_at: float = -math.inf
-    overlap_unlogged: int = 0
 
 
 class PeriodicScheduler:
@@ -352,6 +372,8 @@ class PeriodicScheduler:
         submit: Queues one run of a task for the given slot time and returns its task id, or None
             when the run was refused (e.g. the queue is full).
         is_running: Says whether an earlier run of the task is still PENDING or RUNNING.
+        count_skipped: Told of slots that got no run: ``(name, reason, how many)`` (the
+            ``fastworker_periodic_slots_skipped_total`` counter).
         clock: Current POSIX time in seconds.
         misfire: What to do with missed slots (a :class:`MisfirePolicy` or its value).
         last_runs: When each task last fired (slot times, as :attr:`last_runs` reports them), for
@@ -376,6 +398,7 @@ class PeriodicScheduler:
         *,
         submit: Callable[[str, float], str | None],
         is_running: Callable[[str], bool],
+        count_skipped: Callable[[str, SkipReason, int], None] = _count_nothing,
         clock: Callable[[], float] = time.time,
         misfire: MisfirePolicy | str = MisfirePolicy.RUN_ONCE,
         last_runs: Mapping[str, float] | None = None,
@@ -388,6 +411,7 @@ class PeriodicScheduler:
         self.lead = float(lead)
         self._submit = submit
         self._is_running = is_running
+        self._count_skipped = count_skipped
         self._clock = clock
         self.misfire = MisfirePolicy(misfire)
         if not math.isfinite(misfire_grace) or misfire_grace < 0:
@@ -438,7 +462,13 @@ class PeriodicScheduler:
 
     def _start(self, spec: PeriodicSpec, source: str | None, last: float | None) -> None:
         """Schedule spec from the task's last run ``last``, else from now."""
-        self._entries[spec.name] = _Entry(spec=spec, slots=self._slots(spec, last), last_fired=last, source=source)
+        self._entries[spec.name] = _Entry(
+            spec=spec,
+            slots=self._slots(spec, last),
+            last_fired=last,
+            source=source,
+            overlap_log=RateLimitedLog(logger, interval=OVERLAP_LOG_INTERVAL, clock=self._clock),
+        )
 
     def _slots(self, spec: PeriodicSpec, last: float | None) -> _Slots:
         """The slots of ``spec`` after ``last`` (strictly: a slot that ran never runs again), else after now."""
@@ -580,7 +610,7 @@ class PeriodicScheduler:
         Returns:
             One ``(name, task_id)`` per slot it tried to run, tasks in the order of their first due
             slot and each task's slots oldest first; task_id is None when the slot was skipped for
-            overlap or refused. Slots the policy drops are counted in ``misfired`` only.
+            overlap or refused. Slots the policy drops are not listed (``count_skipped`` hears of them).
         """
         clock = self._clock()
         due = [
@@ -603,6 +633,8 @@ class PeriodicScheduler:
                 runs = [latest] if on_time else []
             else:
                 runs = kept
+            if count > len(runs):
+                self._count_skipped(entry.spec.name, SkipReason.MISSED, count - len(runs))
             results = [(entry.spec.name, self._fire(entry, slot)) for slot in runs]
             fired.extend(results)
             if missed:
@@ -617,7 +649,9 @@ class PeriodicScheduler:
                     f", {len(runs) - started} not started (the previous run goes on, or refused)"
                     if started < len(runs)
                     else "",
-                    f" (the latest slot, {now - latest:.2f} s late, is on time)" if on_time else "",
+                    f"; the current slot ({now - latest:.2f} s late) is on time, the missed ones came before it"
+                    if on_time
+                    else "",
                 )
         if self._loop is not None:
             self._arm()
@@ -629,37 +663,25 @@ class PeriodicScheduler:
         try:
             if not entry.spec.allow_overlap and self._is_running(name):
                 entry.skipped_overlap += 1
-                self._log_overlap(entry, slot)
+                self._count_skipped(name, SkipReason.OVERLAP, 1)
+                entry.overlap_log.warning(
+                    "periodic task %r: skipping the slot at %.3f, the previous run has not finished", name, slot
+                )
                 return None
             task_id = self._submit(name, slot)
         except Exception:
             entry.errors += 1
+            self._count_skipped(name, SkipReason.ERROR, 1)
             logger.exception("periodic task %r: submitting the run for the slot at %.3f failed", name, slot)
             return None
         if task_id is None:
             entry.refused += 1
+            self._count_skipped(name, SkipReason.REFUSED, 1)
             logger.warning("periodic task %r: the run for the slot at %.3f was refused", name, slot)
             return None
         entry.fired += 1
         entry.last_fired = slot
         return task_id
-
-    def _log_overlap(self, entry: _Entry, slot: float) -> None:
-        """Log a slot skipped for a run still in progress: at most one line a minute per task, with the count left out.
-
-        A task that runs longer than its interval skips a slot each interval, for ever.
-        """
-        now = self._clock()
-        if now - entry.overlap_logged_at < OVERLAP_LOG_INTERVAL:
-            entry.overlap_unlogged += 1
-            return
-        left_out, entry.overlap_unlogged, entry.overlap_logged_at = entry.overlap_unlogged, 0, now
-        logger.info(
-            "periodic task %r: skipping the slot at %.3f, the previous run has not finished%s",
-            entry.spec.name,
-            slot,
-            f" ({left_out} more skipped since the last such line)" if left_out else "",
-        )
 
     # ------------------------------------------------------------------------------------ timer
 

@@ -243,6 +243,7 @@ class ControlPlane:
             periodic_specs(task.to_definition() for task in self.registry),
             submit=self.coordinator.submit_periodic,
             is_running=self.coordinator.is_active,
+            count_skipped=self.coordinator.metrics.periodic_slots_skipped,
             misfire=s.misfire_policy,
             last_runs=self.journal.recovered.last_runs if self.journal is not None else None,
             local_names=self.registry.names(),
