@@ -619,7 +619,7 @@ def test_a_raising_submit_is_logged_counted_and_does_not_stop_other_tasks(caplog
         ({"every": None, "cron": None}, "neither"),
         ({"every": 0, "cron": None}, "more than 0"),
         ({"every": -5.0, "cron": None}, "more than 0"),
-        ({"every": 0.001, "cron": None}, r"every must be at least 1 s .*, got 0\.001"),
+        ({"every": 0.001, "cron": None}, r"every must be at least 0\.1 s .*, got 0\.001"),
         ({"every": math.nan, "cron": None}, "finite"),
         ({"every": math.inf, "cron": None}, "finite"),
         ({"every": None, "cron": "not a cron"}, "5 fields"),

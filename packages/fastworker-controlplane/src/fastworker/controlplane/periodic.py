@@ -157,7 +157,7 @@ class PeriodicSpec:
 
     Raises:
         ValueError: Both or neither of ``every`` and ``cron`` are set, ``every`` is under
-            ``MIN_EVERY`` (1 s), the cron expression is invalid or never matches, or the name is empty.
+            ``MIN_EVERY`` (0.1 s), the cron expression is invalid or never matches, or the name is empty.
         TypeError: A value has the wrong type.
     """
 
