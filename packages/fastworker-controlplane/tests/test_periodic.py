@@ -749,3 +749,21 @@ async def test_the_timer_survives_a_raising_submit() -> None:
         await wait_for_calls(submit, 1)
     finally:
         scheduler.stop()
+
+
+def test_a_long_every_without_remembered_runs_warns_that_restarts_push_it_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Without --journal an every=3600 task's first run is an hour after each start: a control plane
+    # redeployed more often than hourly never ran it, and nothing said so
+    with caplog.at_level(logging.WARNING, logger="fastworker.controlplane.periodic"):
+        make(every("hourly", 3600), every("often", 30))
+    warned = [r.getMessage() for r in caplog.records if "without --journal" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'hourly' runs every 3600 s" in warned[0] and "cron=" in warned[0]
+
+    # With remembered last runs (a journal, even an empty one) there is no trap to warn about
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fastworker.controlplane.periodic"):
+        make(every("hourly", 3600), last_runs={})
+    assert not [r for r in caplog.records if "without --journal" in r.getMessage()]

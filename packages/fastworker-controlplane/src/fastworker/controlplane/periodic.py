@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 #: Most missed slots that :attr:`MisfirePolicy.RUN_ALL` runs for one gap (the latest ones).
 MAX_CATCH_UP = 100
+#: Shortest ``every`` (seconds) whose restart trap is logged when nothing remembers last runs: a
+#: control plane redeployed more often than that would never run the task.
+FORGETFUL_EVERY_WARNING = 300.0
 #: Default seconds a slot may be late and still count as on time rather than missed.
 MISFIRE_GRACE = 1.0
 #: Longest the timer sleeps before re-reading the clock, in seconds, so that a wall-clock jump or a
@@ -417,6 +420,8 @@ class PeriodicScheduler:
         if not math.isfinite(misfire_grace) or misfire_grace < 0:
             raise ValueError(f"misfire_grace must be a finite number of seconds, 0 or more, got {misfire_grace!r}")
         self.misfire_grace = float(misfire_grace)
+        #: Whether last runs survive a restart (``--journal``): else an ``every`` count starts at each start.
+        self._remembers = last_runs is not None
         self._restored: dict[str, float] = {}
         for name, at in (last_runs or {}).items():
             if not math.isfinite(at):
@@ -462,6 +467,15 @@ class PeriodicScheduler:
 
     def _start(self, spec: PeriodicSpec, source: str | None, last: float | None) -> None:
         """Schedule spec from the task's last run ``last``, else from now."""
+        if spec.every is not None and spec.every >= FORGETFUL_EVERY_WARNING and not self._remembers:
+            logger.warning(
+                "periodic task %r runs every %g s, the first time %g s from now: without --journal the count"
+                " starts again at every start of the control plane, so one restarted more often than that"
+                " never runs it (cron= runs on the clock; --journal remembers the last run)",
+                spec.name,
+                spec.every,
+                spec.every,
+            )
         self._entries[spec.name] = _Entry(
             spec=spec,
             slots=self._slots(spec, last),
