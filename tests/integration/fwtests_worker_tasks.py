@@ -12,6 +12,7 @@ raises ``FileExistsError`` and fails that attempt).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,6 +105,16 @@ def marked(key: str, seconds: float, directory: str) -> str:
 def abort() -> None:
     """Kill the process running it with SIGABRT."""
     os.abort()
+
+
+@task(name="fwtests_worker.spawn_and_hang", retries=0)
+def spawn_and_hang(pid_file: str) -> None:
+    """Start a ``sleep 60`` subprocess, write its pid to ``pid_file`` (whole, by a rename), and hang."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    written = Path(f"{pid_file}.part")
+    written.write_text(str(sleeper.pid))
+    written.rename(pid_file)
+    time.sleep(60)
 
 
 @task(name="fwtests_worker.hang", timeout=1)

@@ -414,6 +414,34 @@ async def test_a_task_that_aborts_its_process_fails_as_worker_crashed_and_the_sa
     assert await worker_ids(client) == {worker.worker_id}
 
 
+async def test_a_worker_killed_mid_task_takes_down_the_processes_its_task_started(
+    start_cp_for_workers, start_worker, make_client, tmp_path
+):
+    control_plane = start_cp_for_workers()
+    worker = start_worker(control_plane, "w1", concurrency=1)
+    client = make_client(control_plane)
+    pid_file = tmp_path / "sleeper.pid"
+    await client.delay("fwtests_worker.spawn_and_hang", str(pid_file))
+    deadline = time.monotonic() + 15
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, "the task did not start its subprocess in time"
+        await asyncio.sleep(0.02)
+    sleeper = int(pid_file.read_text())
+    try:
+        assert not _ended(sleeper)
+
+        os.kill(worker.pid, signal.SIGKILL)
+        await asyncio.to_thread(worker.process.wait, 5)
+
+        deadline = time.monotonic() + 5
+        while not _ended(sleeper):
+            assert time.monotonic() < deadline, "the task's subprocess outlived its worker"
+            await asyncio.sleep(0.02)
+    finally:
+        if not _ended(sleeper):
+            os.kill(sleeper, signal.SIGKILL)
+
+
 async def test_a_task_past_its_hard_time_limit_fails_within_three_seconds_and_the_worker_keeps_serving(
     start_cp_for_workers, start_worker, make_client
 ):
@@ -701,6 +729,14 @@ def test_sigterm_while_the_pool_starts_stops_the_worker_at_once_with_exit_0(tmp_
     if "looking for a control plane" in text:
         pytest.skip("the pool was up before the signal: this machine was too fast to test it")
     assert "stopped while its processes pool was starting" in text, text
+
+
+def _ended(pid: int) -> bool:
+    """True once pid is gone or a zombie (whoever adopted it has yet to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def _children_of(pid: int) -> list[int]:

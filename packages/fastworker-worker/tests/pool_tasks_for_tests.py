@@ -83,6 +83,14 @@ def spawn_and_hang(pid_file: str) -> None:
     time.sleep(30)
 
 
+@task(name="pool.spawn_and_return")
+def spawn_and_return(pid_file: str) -> int:
+    """Start a grandchild process that outlives the task, say its pid, and return it."""
+    grandchild = subprocess.Popen(["sleep", "60"])
+    Path(pid_file).write_text(str(grandchild.pid))
+    return grandchild.pid
+
+
 @task(name="pool.fork_and_abort")
 def fork_and_abort(pid_file: str) -> None:
     """Fork a grandchild that holds every pipe of this child open, say its pid, then crash."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +335,111 @@ async def test_close_kills_a_task_that_does_not_finish_in_time(make_pool: MakePo
 
     assert error_of(await running)[0] == "WorkerLost"
     assert_gone(pids)
+
+
+#: A process that owns a pool whose one child runs ``pool.spawn_and_hang``; it writes its reaper's pid.
+OWNER = r"""
+import asyncio, signal, sys
+from pathlib import Path
+from fastworker.protocol.payload import encode_arguments
+from fastworker.worker.pool import ProcessPool
+
+tasks_dir, pid_file, reaper_file = sys.argv[1:]
+for signum in (signal.SIGINT, signal.SIGTERM):  # a handler, not SIG_IGN, which the reaper would inherit
+    signal.signal(signum, lambda *_: None)
+
+async def main():
+    pool = ProcessPool(1, ["pool_tasks_for_tests"], sys_path=[tasks_dir])
+    await pool.start()
+    Path(reaper_file).write_text(str(pool._reaper.pid))
+    await pool.run("t", "pool.spawn_and_hang", encode_arguments([pid_file], {}))
+
+asyncio.run(main())
+"""
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):  # not written yet, or half written
+        return None
+
+
+@contextlib.contextmanager
+def pool_owner(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    """Run OWNER in a session of its own: (it, its reaper's pid, the pid of its task's subprocess)."""
+    grandchild_file, reaper_file = tmp_path / "grandchild.pid", tmp_path / "reaper.pid"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, TASKS_DIR, str(grandchild_file), str(reaper_file)], start_new_session=True
+    )
+    grandchild = reaper = None
+    try:
+        deadline = time.monotonic() + 30
+        while (grandchild := read_pid(grandchild_file)) is None or (reaper := read_pid(reaper_file)) is None:
+            assert owner.poll() is None, f"the pool's owner exited with {owner.returncode}"
+            assert time.monotonic() < deadline, "the pool's owner did not start its task in time"
+            time.sleep(0.01)
+        yield owner, reaper, grandchild
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        owner.wait(5)
+        for pid in (grandchild, reaper):
+            if pid is not None and not ended(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def ignored_signals(pid: int) -> set[int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return {signum for signum in range(1, 64) if mask & (1 << (signum - 1))}
+
+
+@linux_only
+async def test_a_sigkilled_owner_takes_down_the_processes_its_tasks_started(tmp_path: Path) -> None:
+    with pool_owner(tmp_path) as (owner, reaper, grandchild):
+        assert not ended(grandchild)
+
+        owner.kill()  # as kill -9, the OOM killer or a supervisor's stop timeout do to a worker
+        owner.wait(5)
+
+        assert await wait_ended(grandchild, timeout=5)
+        assert await wait_ended(reaper, timeout=5)
+
+
+@linux_only
+async def test_stop_signals_meant_for_the_worker_never_make_the_reaper_kill(tmp_path: Path) -> None:
+    with pool_owner(tmp_path) as (owner, reaper, grandchild):
+        wanted = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        await until(lambda: wanted <= ignored_signals(reaper))
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.killpg(owner.pid, signum)  # a terminal's Ctrl-C, a supervisor's kill -TERM -PGID
+        for signum in wanted:
+            os.kill(reaper, signum)
+        await asyncio.sleep(0.3)
+
+        assert owner.poll() is None and not ended(reaper) and not ended(grandchild)
+        owner.kill()  # it still does its job
+        owner.wait(5)
+        assert await wait_ended(grandchild, timeout=5)
+
+
+@linux_only
+async def test_close_reaps_the_reaper_which_kills_nothing_a_child_that_exited_left_behind(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    pool = await make_pool(1)
+    reaper = pool._reaper.pid
+    assert reaper is not None and not ended(reaper)
+    left_behind = value(await run(pool, "pool.spawn_and_return", str(tmp_path / "left.pid")))
+    try:
+        await pool.close()
+
+        assert_gone([reaper])
+        assert not ended(left_behind)  # given up with its child's clean exit, as before
+    finally:
+        os.kill(left_behind, signal.SIGKILL)
 
 
 def test_bad_arguments_are_refused() -> None:

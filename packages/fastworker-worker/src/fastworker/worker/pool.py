@@ -10,7 +10,9 @@ A child is killed (SIGKILL, with the process group it leads, so that what the ta
 dies too) and replaced when its task passes its hard time limit or is cancelled; a child that
 dies on its own (``os.abort()``, a segfault, the OOM killer) is replaced and its task fails with
 ``WorkerCrashed``; a child that ran ``max_tasks_per_child`` tasks or grew past ``max_rss_bytes``
-is asked to exit and replaced. Every child is reaped: none is left a zombie.
+is asked to exit and replaced. Every child is reaped: none is left a zombie. If this process dies
+without closing the pool (SIGKILL), the children die with it, and a reaper process kills their
+process groups (:mod:`fastworker.worker._groupreaper`).
 
 Children log as this process does when ``fastworker.client.logsetup.configure_logging`` set it
 up (a daemon's ``--log-level`` and ``--log-format``, and its ``worker_id``), to the stderr they
@@ -41,6 +43,7 @@ from fastworker.client.home import home
 from fastworker.client.logsetup import logging_settings
 from fastworker.client.models import Progress
 from fastworker.protocol.v1.task_pb2 import Payload
+from fastworker.worker._groupreaper import GroupReaper
 from fastworker.worker.child import (
     LOAD_ERROR,
     OUTCOME,
@@ -227,6 +230,7 @@ class ProcessPool:
         self._respawn_delay = _RESPAWN_DELAY_MIN
         self._respawns: set[asyncio.TimerHandle] = set()
         self._serial = 0
+        self._reaper = GroupReaper()
 
     # -- properties -------------------------------------------------------------------------
 
@@ -285,6 +289,7 @@ class ProcessPool:
         self._loop = loop = asyncio.get_running_loop()
         self._started = True
         self._start_timeout = timeout
+        self._reaper.start(loop)
         readies: list[asyncio.Future[None]] = []
         try:
             for _ in range(self._size):
@@ -317,7 +322,7 @@ class ProcessPool:
             raise
 
     async def close(self, timeout: float = 5) -> None:
-        """Ask every child to exit, wait up to ``timeout``, then kill and reap the stragglers.
+        """Ask every child to exit, wait up to ``timeout``, then kill and reap the stragglers, and the group reaper.
 
         A task still running when the time is up fails with ``WorkerLost``; ``run()`` calls
         waiting for a child raise RuntimeError. Calling close again waits for what is left.
@@ -342,19 +347,19 @@ class ProcessPool:
         if pending and timeout > 0:
             await asyncio.wait(pending, timeout=timeout)
         stragglers = [child for child in self._children if not child.exited.done()]
-        if not stragglers:
-            return
-        for child in stragglers:
-            if child.state is not _State.LEAVING:
-                self._evict(
-                    child, fail=("WorkerLost", "the process pool closed while the task ran; its process was killed")
-                )
-            else:
-                self._kill(child)
-        await asyncio.wait([child.exited for child in stragglers], timeout=_KILL_WAIT)
-        for child in stragglers:
-            if not child.exited.done():
-                _log.error("pool child %d did not exit within %g s of SIGKILL", child.pid, _KILL_WAIT)
+        if stragglers:
+            for child in stragglers:
+                if child.state is not _State.LEAVING:
+                    self._evict(
+                        child, fail=("WorkerLost", "the process pool closed while the task ran; its process was killed")
+                    )
+                else:
+                    self._kill(child)
+            await asyncio.wait([child.exited for child in stragglers], timeout=_KILL_WAIT)
+            for child in stragglers:
+                if not child.exited.done():
+                    _log.error("pool child %d did not exit within %g s of SIGKILL", child.pid, _KILL_WAIT)
+        await self._reaper.close()  # every child is reaped (or SIGKILLed): it has nothing left to kill
 
     # -- running tasks ----------------------------------------------------------------------
 
@@ -523,6 +528,7 @@ class ProcessPool:
             results_out.close()
         os.set_blocking(results_in.fileno(), False)
         child = _Child(process, tasks_out, results_in, loop.create_future())
+        self._reaper.watch(child.pid)  # the group it leads once it runs, with what its tasks start
         try:
             child.exit_fd = os.pidfd_open(child.pid)
             child.exit_fd_is_pidfd = True
@@ -717,6 +723,7 @@ class ProcessPool:
         state = child.state
         if state is not _State.LEAVING and child.grouped:
             _kill_group(child.pid)  # what its task started dies with it
+        self._reaper.forget(child.pid)  # its group is killed, or given up with its clean exit
         child.state = _State.DEAD
         child.cancel_timer()
         if child.rfd >= 0:
