@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -440,6 +441,27 @@ async def test_a_worker_killed_mid_task_takes_down_the_processes_its_task_starte
     finally:
         if not _ended(sleeper):
             os.kill(sleeper, signal.SIGKILL)
+async def test_a_task_that_crashes_a_threads_pool_worker_ends_worker_lost_and_leaves_its_stack_in_the_log(
+    start_cp_for_workers, start_worker, make_client
+):
+    # With --pool threads the task runs in the worker process: a crash takes the worker down before it
+    # can log a line, and the control plane sees only the worker vanish.
+    control_plane = start_cp_for_workers(
+        "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT)
+    )
+    worker = start_worker(control_plane, "w1", "--pool", "threads", concurrency=1)
+    client = make_client(control_plane)
+
+    crashed = await client.wait(await client.delay("fwtests_worker.abort"), timeout=15)
+    # The task ends WorkerLost once the heartbeat timeout passed (not WorkerCrashed: no child died)
+    assert crashed.state is TaskState.FAILURE
+    assert crashed.error is not None and crashed.error.type == "WorkerLost", crashed.error
+    # the worker still dies by the task's signal, as a supervisor expects
+    assert await asyncio.to_thread(worker.process.wait, 10) == -signal.SIGABRT
+    # and its log holds the stack of the thread that crashed, naming the task's function
+    log = worker.log()
+    assert "Fatal Python error: Aborted" in log, log
+    assert re.search(r'File ".*fwtests_worker_tasks\.py", line \d+ in abort', log), log
 
 
 async def test_a_task_past_its_hard_time_limit_fails_within_three_seconds_and_the_worker_keeps_serving(

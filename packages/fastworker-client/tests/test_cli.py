@@ -700,6 +700,54 @@ def test_human_output_of_the_commands(run: Any) -> None:
     assert f"task {TASK_ID} cancelled (it was PENDING)" in run("cancel", TASK_ID).out
 
 
+#: A subworker serving many tasks: one of its names holds a tab and a newline (a name is the application's text).
+BUSY_WORKERS = [
+    {"worker_id": "w1", "host": "h", "capacity": 4, "task_names": [f"app.tasks.job_{n:02}" for n in range(25)]},
+    {"worker_id": "w2", "host": "h", "capacity": 1, "task_names": ["odd\tname\nhere"]},
+]
+
+
+@pytest.fixture
+def busy_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def workers(self: FakeClient) -> list[dict[str, Any]]:
+        return [dict(w) for w in BUSY_WORKERS]
+
+    monkeypatch.setattr(FakeClient, "workers", workers)
+
+
+def test_tables_piped_with_no_columns_are_plain_tab_separated_lines(
+    run: Any, busy_workers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `fastworker workers > log` printed a title padded to 455 characters and box-drawn rows
+    monkeypatch.delenv("COLUMNS")
+    ran = run("workers")
+    assert ran.code == RET_OK
+    # Then: the title, a header and one line per worker, tab-separated, no box, no padding, nothing wrapped
+    title, header, first, second = ran.out.splitlines()
+    assert title == "workers"
+    assert header.split("\t") == ["worker_id", "host", "capacity", "task_names"]
+    assert first.split("\t") == ["w1", "h", "4", ", ".join(BUSY_WORKERS[0]["task_names"])]  # grep finds each name
+    assert second.split("\t") == ["w2", "h", "1", "odd\\tname\\nhere"]  # escaped: no column or line of its own
+    # and the other tables read the same (one helper)
+    queues = run("queues").out.splitlines()
+    assert queues[:3] == [
+        "queues",
+        "queue\tpriority\tdepth\toldest_age\tpaused\tservers",
+        "default\tcritical\t0\t0.000 s\t\t1",
+    ]
+    assert run("workers", "--json").json == workers_json(BUSY_WORKERS)  # scripts: unchanged
+
+
+def test_tables_are_laid_out_for_columns_when_it_is_set_even_piped(
+    run: Any, busy_workers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `COLUMNS=80 fastworker workers | less` ignored COLUMNS: 455-character lines
+    monkeypatch.setenv("COLUMNS", "80")
+    ran = run("workers")
+    assert ran.code == RET_OK
+    assert max(len(line) for line in ran.out.splitlines()) <= 80, ran.out
+
+
 def test_times_print_as_iso_8601_for_people_and_as_unix_seconds_with_json(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -362,6 +362,41 @@ async def test_an_idle_worker_takes_prefetched_tasks_another_holds_behind_a_long
     assert list(claim.envelope.dispatch.granted_task_ids) == [held_b.task_id]
 
 
+async def test_an_idle_worker_takes_the_held_tasks_the_queue_would_start_first_whoever_holds_them(
+    dispatch_rig: Any,
+) -> None:
+    # w1 and w2 (one slot each) each run a long task and hold two prefetched ones: w1 a low and then a
+    # critical one (dispatched later), w2 a normal one and then a low one
+    rig = dispatch_rig()
+    for pipe_id, worker_id in enumerate(("w1", "w2"), start=1):
+        rig.register(worker_id, ["job"], pipe_id=pipe_id, incarnation=worker_id, capacity=1)
+    long_1 = rig.submit("job", "long-1")
+    long_2 = rig.submit("job", "long-2")
+    low = rig.submit("job", "low", priority=task_pb2.PRIORITY_LOW)
+    rig.pull("w1", prefetch=2)  # long-1 running, long-2 and low held
+    await settle()
+    rig.pull("w2", prefetch=2)  # long-2 moves to w2's free slot (the queue is empty)
+    await settle()
+    normal = rig.submit("job", "normal")
+    later_low = rig.submit("job", "later-low", priority=task_pb2.PRIORITY_LOW)
+    rig.pull("w2", prefetch=2)  # normal and later-low held
+    await settle()
+    critical = rig.submit("job", "critical", priority=task_pb2.PRIORITY_CRITICAL)
+    rig.pull("w1", prefetch=2)  # critical held, behind low
+    await settle()
+    assert [r.worker for r in (long_1, low, critical, long_2, normal, later_low)] == ["w1"] * 3 + ["w2"] * 3
+    assert all(r.held for r in (low, critical, normal, later_low))
+
+    # When w3 joins with two free slots and nothing is queued
+    rig.register("w3", ["job"], pipe_id=3, incarnation="w3", capacity=2)
+    idle = rig.pull("w3")
+    await settle()
+
+    # Then it takes the critical task and the normal one (not the low one w1 happened to hold first)
+    assert {spec.task_id for spec in idle.tasks} == {critical.task_id, normal.task_id}
+    assert low.held and low.worker == "w1" and later_low.held and later_low.worker == "w2"
+
+
 async def test_a_prefetched_task_cancelled_before_its_holder_drains_stays_cancelled(dispatch_rig: Any) -> None:
     rig, records, (_, held_a, held_b) = await one_running_two_held(dispatch_rig)
     assert rig.coordinator.cancel(held_a.task_id)[0]

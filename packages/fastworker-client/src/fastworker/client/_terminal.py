@@ -29,3 +29,12 @@ _LINE_ESCAPES = {**_CONTROL_ESCAPES, 0x0A: "\\n"}
 def one_line(text: str) -> str:
     """``text`` with its control characters, newlines included, escaped: it cannot start a line of its own."""
     return text.translate(_LINE_ESCAPES)
+
+
+#: The same, with tabs escaped too: a field of a tab-separated line (a table printed into a pipe).
+_FIELD_ESCAPES = {**_LINE_ESCAPES, 0x09: "\\t"}
+
+
+def one_field(text: str) -> str:
+    """``text`` with its control characters, newlines and tabs included, escaped: it cannot split a line or a column."""
+    return text.translate(_FIELD_ESCAPES)

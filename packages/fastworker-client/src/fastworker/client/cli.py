@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from fastworker.client._async import Client
-from fastworker.client._terminal import visible
+from fastworker.client._terminal import one_field, visible
 from fastworker.client.completion import add_completion_flag
 from fastworker.client.envflags import _arguments, apply_env_defaults, env_name, env_true
 from fastworker.client.errors import (
@@ -760,6 +760,11 @@ async def limit(client: Client, args: argparse.Namespace, out: _Output) -> int:
 _PIPED_WIDTH = 100_000
 
 
+def _columns_given() -> bool:
+    """Whether ``COLUMNS`` names a width (as rich reads it): output is laid out for it, piped or not."""
+    return os.environ.get("COLUMNS", "").isdigit()
+
+
 class PeopleOutputUnavailable(Exception):
     """Tables and colours need ``rich`` (the ``cli`` extra), which is not installed; ``--json`` needs nothing more."""
 
@@ -782,8 +787,10 @@ class _Output:
                 raise
             raise PeopleOutputUnavailable from None
         console = Console()
-        if not console.is_terminal:
-            # Piped into grep, a file or a pager: never wrap or cut at 80 columns (whole ids stay whole).
+        #: Piped into grep, a file, a pager or a CI log with no COLUMNS: tables as plain lines.
+        self._plain = not console.is_terminal and not _columns_given()
+        if self._plain:
+            # Never wrap or cut at 80 columns (whole ids stay whole).
             console = Console(width=_PIPED_WIDTH)
         self._people = console
         self._errors = Console(stderr=True)
@@ -830,15 +837,28 @@ class _Output:
         if not rows:
             self._people.print(f"{title}: none")
             return
+        columns = list(rows[0])
+        if self._plain:
+            self._plain_rows(title, columns, rows)
+            return
         from rich.table import Table
 
         table = Table(title=title)
-        columns = list(rows[0])
         for column in columns:
             table.add_column(column, overflow="fold")  # wrap long ids rather than cut them
         for row in rows:
             table.add_row(*(_cell(row[c]) for c in columns))
         self._people.print(table)
+
+    def _plain_rows(self, title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+        """The title, then the header and one line per row, tab-separated: no box, no padding, nothing wrapped.
+
+        What a log keeps and ``grep``, ``cut -f`` or ``column -t`` read; print() rather than rich,
+        which would turn the tabs into spaces.
+        """
+        print(one_field(title))
+        for cells in (columns, *([_cell_text(row[c]) for c in columns] for row in rows)):
+            print("\t".join(map(one_field, cells)))
 
     def note(self, text: str) -> None:
         """A remark after a table, for people only (in yellow, never read as markup)."""
@@ -921,11 +941,16 @@ def _cell(value: Any) -> Text:
     """A table cell as plain text: task names and messages are never read as rich markup, control characters escaped."""
     from rich.text import Text
 
+    return Text(visible(_cell_text(value)))
+
+
+def _cell_text(value: Any) -> str:
+    """A table cell's text, not escaped yet: a list comma-separated, a float with two decimals."""
     if isinstance(value, list):
-        return Text(visible(", ".join(map(str, value))))
+        return ", ".join(map(str, value))
     if isinstance(value, float):
-        return Text(f"{value:,.2f}")
-    return Text(visible(str(value)))
+        return f"{value:,.2f}"
+    return str(value)
 
 
 def _short_id(task_id: str) -> str:

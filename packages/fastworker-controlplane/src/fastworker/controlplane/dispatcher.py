@@ -97,6 +97,12 @@ def _names_by_queue(workers: Iterable[WorkerRecord]) -> dict[str, frozenset[str]
     return names
 
 
+def _start_order(held: tuple[TaskRecord, WorkerRecord]) -> tuple[int, float]:
+    """Order for moving held tasks to an idle worker: as the queue starts them, highest priority, then longest ready."""
+    record = held[0]
+    return (record.priority, record.ready_at)
+
+
 def _least_loaded(worker: WorkerRecord) -> tuple[float, int]:
     """Order for picking a worker: lowest share of its slots in use, then fewest tasks."""
     return (worker.load, len(worker.leases))
@@ -854,34 +860,43 @@ class Dispatcher:
         another worker idles (Celery's prefetch trap). A held task not granted yet has not started
         and cannot start there without a grant, so it can go to the idle worker at once; its first
         holder is refused the grant and drops it. Only into free slots, so tasks never ping-pong.
+        The idle worker takes them in the order the queue would start them (highest priority first,
+        then the longest ready), whichever worker holds them.
         """
         thieves = [w for w in self.fleet if w.accepting and w.free > 0]
         if not thieves:
             return
         # Only a worker holding more than its slots has prefetched tasks waiting behind running ones.
         victims = [w for w in self.fleet if len(w.leases) > w.capacity]
+        if not victims:
+            return
         gates = self.coordinator.queue.gates
         for thief in thieves:
-            for victim in victims:
-                if victim is thief or thief.free <= 0:
-                    continue
-                # (Not one whose name gained limits since: it starts within them, at its claim.)
-                movable = [r for r in victim.leases.values() if r.held and thief.serves(r) and r.name not in gates]
-                moving = movable[: thief.free]
-                for record in moving:
-                    del victim.leases[record.task_id]
-                    record.held = False
-                    record.worker = thief.worker_id
-                    self.coordinator.mark_started(record, now)
-                    thief.leases[record.task_id] = record
-                    if self.coordinator.journal is not None:
-                        retries = self.coordinator.policy_for(record).retries
-                        self.coordinator.journal.running(record, retries, thief.incarnation)
-                    assigned.setdefault(thief.worker_id, []).append(record)
-                if moving:
-                    logger.debug(
-                        "moved %d prefetched tasks from %s to idle %s", len(moving), victim.worker_id, thief.worker_id
-                    )
+            # (Not one whose name gained limits since: it starts within them, at its claim.)
+            movable = [
+                (record, victim)
+                for victim in victims  # (never the thief: a victim has no free slot)
+                for record in victim.leases.values()
+                if record.held and thief.serves(record) and record.name not in gates
+            ]
+            moving = sorted(movable, key=_start_order)[: thief.free]
+            for record, victim in moving:
+                del victim.leases[record.task_id]
+                record.held = False
+                record.worker = thief.worker_id
+                self.coordinator.mark_started(record, now)
+                thief.leases[record.task_id] = record
+                if self.coordinator.journal is not None:
+                    retries = self.coordinator.policy_for(record).retries
+                    self.coordinator.journal.running(record, retries, thief.incarnation)
+                assigned.setdefault(thief.worker_id, []).append(record)
+            if moving:
+                logger.debug(
+                    "moved %d prefetched tasks from %s to idle %s",
+                    len(moving),
+                    ", ".join(sorted({victim.worker_id for _, victim in moving})),
+                    thief.worker_id,
+                )
 
     # -------------------------------------------------------------------------------------- results
 

@@ -8,6 +8,8 @@ hold_stop_signals_if_pid1()  # before the other imports: a container's SIGTERM d
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -84,8 +86,9 @@ def make_parser() -> argparse.ArgumentParser:
         "--pool",
         choices=POOLS,
         default="processes",
-        help="where sync tasks run: child processes (a crash or hard time limit costs one child) or threads of "
-        "this process (cheaper; a hard time limit or cancel interrupts the thread but cannot kill it)",
+        help="where sync tasks run: child processes (a crash or hard time limit costs one child: WorkerCrashed) or "
+        "threads of this process (cheaper; a hard time limit or cancel interrupts the thread but cannot kill it, and "
+        "a crash takes the worker down: WorkerLost after the heartbeat timeout)",
     )
     p.add_argument(
         "--max-tasks-per-child", type=int, default=0, help="replace a child process after N tasks (0: never)"
@@ -116,6 +119,19 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report_fatal_signals() -> None:
+    """Have a segfault or abort in this process write every thread's Python stack to stderr before it dies.
+
+    A sync task on ``--pool threads`` (or an async task) that crashes in C code takes the worker down
+    before it can log a line; the control plane only sees it vanish (``WorkerLost``). The stack of
+    the crashing thread ("Current thread") names the task's function. Left alone when already on
+    (``PYTHONFAULTHANDLER``, ``-X faulthandler``) or when there is no stderr to write to.
+    """
+    if not faulthandler.is_enabled():
+        with contextlib.suppress(RuntimeError, ValueError, OSError):  # stderr is None, closed, or has no fd
+            faulthandler.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the subworker until SIGTERM/SIGINT; returns the exit code."""
     parser = make_parser()
@@ -124,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.secret = resolve_secret(parser, args, argv)
     become_init_if_pid1()  # a container's PID 1 stays behind to reap orphans; the daemon goes on here
     configure_logging(args.log_level, args.log_format)
+    _report_fatal_signals()
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # console scripts do not; task modules usually live there
