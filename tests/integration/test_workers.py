@@ -441,6 +441,8 @@ async def test_a_worker_killed_mid_task_takes_down_the_processes_its_task_starte
     finally:
         if not _ended(sleeper):
             os.kill(sleeper, signal.SIGKILL)
+
+
 async def test_a_task_that_crashes_a_threads_pool_worker_ends_worker_lost_and_leaves_its_stack_in_the_log(
     start_cp_for_workers, start_worker, make_client
 ):
