@@ -27,9 +27,9 @@ from fastworker.client import (
     UnknownTask,
 )
 from fastworker.client._async import _error_from_wire
-from fastworker.client.models import EventBatch, TaskEvent, task_info_from_wire
+from fastworker.client.models import EventBatch, TaskEvent, result_of, task_info_from_wire
 from fastworker.client.options import _eta_seconds
-from fastworker.protocol import encode_value
+from fastworker.protocol import encode_arguments, encode_value
 from fastworker.protocol.v1 import error_pb2, task_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
 
@@ -93,12 +93,62 @@ def test_a_task_info_read_from_the_wire_equals_one_built_normally() -> None:
     assert plain.depends_on == () and plain.workflow_id is None and plain.progress is None
 
 
-def test_pickled_results_are_refused_unless_the_client_enables_pickle() -> None:
+def test_a_pickled_result_is_decoded_only_where_pickle_is_enabled_and_elsewhere_says_why() -> None:
     wire = task_pb2.TaskInfo(task_id="t", name="x", state=task_pb2.TASK_STATE_SUCCESS)
     wire.result.CopyFrom(encode_value({"a": 1j}, allow_pickle=True))  # a complex: only pickle carries it
-    with pytest.raises(PayloadError):
-        task_info_from_wire(wire)
-    assert task_info_from_wire(wire, allow_pickle=True).result == {"a": 1j}
+    plain = task_info_from_wire(wire)
+    assert plain.state is TaskState.SUCCESS and plain.result is None
+    assert plain.result_error is not None and "pickle" in plain.result_error
+    with pytest.raises(
+        PayloadError, match=r"^the result of task t cannot be decoded here: pickle payloads are refused"
+    ):
+        result_of(plain)
+    pickled = task_info_from_wire(wire, allow_pickle=True)
+    assert pickled.result == {"a": 1j} and pickled.result_error is None and result_of(pickled) == {"a": 1j}
+
+
+class _HalfPickled(Client):
+    """Answers every id as a finished task: ``pickled`` with a pickled result, any other with its own id as result."""
+
+    async def _connect(self, within: float | None) -> None:
+        return None
+
+    async def _request(self, build: Any, **_: Any) -> Any:
+        asked = Envelope()
+        build(asked)
+        reply = Envelope()
+        which = asked.WhichOneof("body")
+        if which == "status":
+            infos = [reply.status_reply.tasks.add(task_id=task_id) for task_id in asked.status.task_ids]
+        elif which == "wait":
+            infos = [reply.wait_reply.finished.add(task_id=task_id) for task_id in asked.wait.task_ids]
+        else:
+            assert which == "task_detail"
+            infos = [reply.task_detail_reply.task]
+            infos[0].task_id = asked.task_detail.task_id
+            infos[0].arguments.CopyFrom(encode_arguments([], {}))
+        for info in infos:
+            info.name, info.state = "make", task_pb2.TASK_STATE_SUCCESS
+            value = 1j if info.task_id == "pickled" else info.task_id
+            info.result.CopyFrom(encode_value(value, allow_pickle=True))
+        return reply
+
+
+async def test_a_result_this_client_cannot_decode_leaves_that_tasks_state_readable_and_no_batch_broken() -> None:
+    # A client without pickle read a task whose result a pickle-enabled side pickled: status, wait
+    # and wait_many raised PayloadError naming no task, for a whole batch of otherwise good ids.
+    client = _HalfPickled("tcp://127.0.0.1:9")
+    for info in (await client.status("pickled"), await client.wait("pickled", timeout=5)):
+        assert info.state is TaskState.SUCCESS and info.result is None and info.result_error
+    infos = await client.wait_many(["a", "pickled", "b"], timeout=5)
+    assert [(i.result, bool(i.result_error)) for i in infos] == [("a", False), (None, True), ("b", False)]
+    assert await client.results(["a", "b"], timeout=5) == ["a", "b"]
+    for read in (client.result("pickled", timeout=5), client.results(["a", "pickled"], timeout=5)):
+        with pytest.raises(PayloadError, match="the result of task pickled cannot be decoded here"):
+            await read
+    detail = await client.task_detail("pickled")  # no placeholder text where a string result would go
+    assert detail.info.result is None and detail.info.result_error == infos[1].result_error
+    assert (detail.args, detail.kwargs, detail.arguments_error) == ([], {}, None)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from django.test import override_settings  # noqa: E402
 from fastworker.client import (  # noqa: E402
     CallContextError,
     ControlPlaneUnavailable,
+    InvalidOptions,
     PayloadError,
     SyncClient,
     TaskInfo,
@@ -159,23 +160,29 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+@task(name="fw_test.unique_add", unique=True)
+def unique_add(x: int, y: int) -> int:
+    return x + y
+
+
 @task(name="fw_test.aadd")
 async def aadd(x: int, y: int) -> int:
     return x + y
 
 
 class Recorder:
-    """A sync client that records what it is sent (or fails as told)."""
+    """A sync client that records what it is sent (or fails as told, or answers with a live holder's id)."""
 
-    def __init__(self, fail: Exception | None = None) -> None:
+    def __init__(self, fail: Exception | None = None, holder: str | None = None) -> None:
         self.fail = fail
+        self.holder = holder
         self.sent: list[tuple[str, tuple[Any, ...], dict[str, Any], dict[str, Any]]] = []
 
     def send(self, name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> str:
         if self.fail is not None:
             raise self.fail
         self.sent.append((name, tuple(args), dict(kwargs or {}), {k: v for k, v in options.items() if v is not None}))
-        return str(options.get("task_id") or "generated")
+        return self.holder or str(options.get("task_id") or "generated")
 
     def send_and_wait(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -464,6 +471,27 @@ def test_delay_on_commit_outside_a_transaction_submits_at_once_with_the_options_
         task_id = delay_on_commit(add.with_options(priority="high", task_id="order-7"), 1, y=2)
     assert task_id == "order-7"
     assert recorder.sent == [("fw_test.add", (1,), {"y": 2}, {"priority": Priority.HIGH, "task_id": "order-7"})]
+
+
+def test_delay_on_commit_of_a_unique_task_returns_the_id_answered_or_is_refused_inside_a_transaction() -> None:
+    # A live task held the key: the commit-time submission was answered with its id, queued nothing,
+    # and the id delay_on_commit had returned read TaskNotFound forever.
+    from fastworker.client.django import delay_on_commit
+
+    held = Recorder(holder="the-live-one")
+    with use_sync_client(held):
+        assert delay_on_commit(unique_add, 1, 2) == "the-live-one"  # outside a transaction: at once
+        assert delay_on_commit(add.with_options(unique_key="k", task_id="mine"), 1, 2) == "the-live-one"
+        for unique, made_by in (
+            (unique_add, r"@task\(unique=True\)"),
+            (add.with_options(unique_key="k"), "unique_key"),
+        ):
+            with transaction.atomic(), pytest.raises(InvalidOptions, match=rf"inside a transaction.*{made_by}"):
+                delay_on_commit(unique, 1, 2)
+    assert [options for *_, options in held.sent] == [
+        {"task_id": held.sent[0][3]["task_id"]},
+        {"task_id": "mine", "unique_key": "k"},
+    ]
 
 
 def test_delay_on_commit_goes_to_the_client_current_where_it_is_called() -> None:

@@ -19,7 +19,7 @@ from fastworker.dashboard.tui import FastworkerTop, make_app
 from fastworker.dashboard.tui._lifeline import QUIT_DEADLINE
 from fastworker.dashboard.tui.format import format_timestamp
 from fastworker.dashboard.tui.screens import HelpScreen, TaskDetailScreen
-from fastworker.dashboard.tui.screens.detail import summary_text
+from fastworker.dashboard.tui.screens.detail import result_text, summary_text
 from fastworker.dashboard.tui.widgets import LimitTable, QueueTable, TaskTable, TopHeader, WorkerTable
 
 SIZE = (160, 50)
@@ -251,6 +251,14 @@ def test_the_detail_summary_shows_when_a_scheduled_task_is_due_and_when_it_expir
     assert f"eta  {format_timestamp(due)}" in summary
     assert f"expires  {format_timestamp(expires)}" in summary
     assert "expires" not in summary_text(TaskDetail(scheduled, [], {})).plain  # none: no line
+
+
+def test_the_detail_says_why_a_result_cannot_be_shown_rather_than_showing_text_as_the_result(new_task) -> None:
+    # A pickled result read without pickle showed as the string "<result not decodable here: ...>"
+    done = new_task("ffff7777-0000-4000-8000-000000000007", "fwtop.complex", TaskState.SUCCESS)
+    undecodable = dataclasses.replace(done, result=None, result_error="pickle payloads are refused")
+    assert result_text(undecodable).plain == "result not shown: pickle payloads are refused"
+    assert result_text(dataclasses.replace(done, result="text")).plain == "'text'"
 
 
 async def test_keys_in_the_detail_screen_act_on_its_task(fake, wait, notes):

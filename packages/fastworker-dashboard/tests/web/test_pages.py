@@ -82,6 +82,19 @@ async def test_success_detail_shows_args_kwargs_result_and_timings(
     assert 'data-action="retry"' not in html  # SUCCESS cannot be retried
 
 
+async def test_a_result_this_dashboard_cannot_decode_is_said_not_shown_nor_downloaded_as_null(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    # A pickled result read without pickle: the page showed placeholder text as the result
+    task_id = "a" * 8 + "-0000-4000-8000-00000000000f"
+    fake.add(make_task(task_id, result=None, result_error="pickle payloads are refused"))
+    html = (await web.get(f"/tasks/{task_id}")).text
+    assert 'id="task-result-error">Result cannot be shown: pickle payloads are refused<' in html
+    assert 'id="task-result"' not in html
+    download = await web.get(f"/tasks/{task_id}/result")
+    assert download.status_code == 502 and f"the result of task {task_id} cannot be decoded here" in download.text
+
+
 async def test_a_scheduled_task_s_page_shows_when_it_is_due_and_when_it_expires(
     web: httpx.AsyncClient, fake: FakeAdminClient
 ) -> None:

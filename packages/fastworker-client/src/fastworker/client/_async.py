@@ -44,6 +44,7 @@ from fastworker.client.models import (
     TaskEvent,
     TaskInfo,
     TaskState,
+    result_of,
     task_info_from_wire,
 )
 from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
@@ -675,6 +676,9 @@ class Client(AdminMethods):
     async def status(self, task_id: str) -> TaskInfo:
         """The task's current state and, when final, its result or error.
 
+        A result this client cannot decode (pickled, and pickle not enabled here) raises nothing:
+        ``result`` is None and ``result_error`` says why (so for ``wait``, ``wait_many``, ``watch``).
+
         Raises:
             TaskNotFound: the control plane does not know the id.
         """
@@ -696,13 +700,15 @@ class Client(AdminMethods):
             TaskFailed: the task ended in FAILURE or CANCELLED.
             TaskTimeout: timeout passed first (the task goes on).
             TaskNotFound: the control plane does not know the id.
+            PayloadError: it succeeded, but its result cannot be decoded here (pickled, and pickle
+                not enabled on this client); the message names the task.
         """
         info = await self.wait(task_id, timeout=timeout)
         return self._value_of(info)
 
     def _value_of(self, info: TaskInfo) -> Any:
         if info.state is TaskState.SUCCESS:
-            return info.result
+            return result_of(info)
         raise TaskFailed(info)
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskInfo:
@@ -807,6 +813,8 @@ class Client(AdminMethods):
 
         Raises:
             TaskFailed: one of the tasks ended in FAILURE or CANCELLED (the first in order).
+            PayloadError: one succeeded with a result this client cannot decode (the first in
+                order, named in the message); ``wait_many`` still reads every task's state.
             TaskTimeout, TaskNotFound: as for wait_many.
         """
         return [self._value_of(info) for info in await self.wait_many(task_ids, timeout=timeout)]
@@ -1090,7 +1098,7 @@ class Client(AdminMethods):
             if step.state == task_pb2.TASK_STATE_UNSPECIFIED:  # the control plane sends such a step's id only
                 forgotten.append(step.task_id)
             else:
-                steps.append(task_info_from_wire(step, allow_pickle=self.allow_pickle, lenient=True))
+                steps.append(task_info_from_wire(step, allow_pickle=self.allow_pickle))
         return WorkflowInfo(
             id=info.workflow_id,
             state=TaskState.from_wire(info.state),

@@ -129,7 +129,7 @@ class AdminMethods:
         reply = await self._request(build)
         page = reply.tasks_reply
         return TaskPage(
-            tasks=[task_info_from_wire(info, allow_pickle=self.allow_pickle, lenient=True) for info in page.tasks],
+            tasks=[task_info_from_wire(info, allow_pickle=self.allow_pickle) for info in page.tasks],
             total=page.total,
             offset=offset,
             limit=page.limit or limit,  # as applied: the control plane caps it
@@ -157,7 +157,7 @@ class AdminMethods:
         except PayloadError as exc:
             arguments_error = str(exc)
         return TaskDetail(
-            info=task_info_from_wire(wire, allow_pickle=self.allow_pickle, lenient=True),
+            info=task_info_from_wire(wire, allow_pickle=self.allow_pickle),
             args=args,
             kwargs=kwargs,
             arguments_error=arguments_error,

@@ -816,8 +816,8 @@ class _Output:
         table = Table(show_header=False, box=None)
         for field in dataclasses.fields(info):
             value = getattr(info, field.name)
-            if field.name in ("depends_on", "workflow_id") and not value:
-                continue  # shown for dependants and workflow steps only
+            if field.name in ("depends_on", "workflow_id", "result_error") and not value:
+                continue  # shown for dependants, workflow steps, and a result not decodable here
             if field.name == "error" and info.error is not None:
                 value = f"{info.error.type}: {info.error.message}"
             elif field.name == "depends_on":

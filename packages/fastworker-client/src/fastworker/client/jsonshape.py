@@ -145,8 +145,8 @@ def progress_json(progress: Progress | None) -> JsonObject | None:
 def page_json(page: TaskPageLike) -> JsonObject:
     """A ``list_tasks`` page: ``{"tasks": [task, ...], "total", "offset", "limit"}``.
 
-    A listed task has no ``result`` key: a listing carries no results (``null`` would read as a
-    task that returned None); ``status`` or ``inspect`` show it.
+    A listed task has no ``result`` (nor ``result_error``) key: a listing carries no results
+    (``null`` would read as a task that returned None); ``status`` or ``inspect`` show it.
     """
     return {
         "tasks": [_without_result(task_json(t)) for t in page.tasks],
@@ -158,6 +158,7 @@ def page_json(page: TaskPageLike) -> JsonObject:
 
 def _without_result(data: JsonObject) -> JsonObject:
     data.pop("result", None)
+    data.pop("result_error", None)
     return data
 
 

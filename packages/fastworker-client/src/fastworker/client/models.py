@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastworker.protocol.errors import PayloadError
+from fastworker.protocol.ids import shown_id
 from fastworker.protocol.payload import decode_value
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
@@ -216,6 +217,10 @@ class TaskInfo:
     ``progress`` is the latest the task reported in its current attempt (a finished task keeps its
     last one; a retry starts without any), or None. ``depends_on`` lists the tasks it waits (or
     waited) for; ``workflow_id`` names the workflow it is a step of, or is None.
+
+    A result this side cannot decode (pickled by a side that enabled pickle, read by one that did
+    not) leaves ``result`` None and says why in ``result_error``, for this task only: its state
+    stays readable, and ``Client.result`` and ``Client.results`` raise ``PayloadError`` naming it.
     """
 
     id: str
@@ -234,25 +239,34 @@ class TaskInfo:
     workflow_id: str | None = None
     #: The named queue it waits (or waited) in.
     queue: str = DEFAULT_QUEUE
+    #: Why its result could not be decoded here (``result`` is None then), or None.
+    result_error: str | None = None
 
 
-def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, lenient: bool = False) -> TaskInfo:
-    """Translate a TaskInfo message into the client's TaskInfo (the result decoded).
-
-    With ``lenient`` (operator views), a result that cannot be decoded here becomes a short note
-    instead of an error.
+def result_of(info: TaskInfo) -> Any:
+    """The task's result, or a PayloadError naming the task when it could not be decoded here.
 
     Raises:
-        PayloadError: the result cannot be decoded here (e.g. pickle not enabled), unless lenient.
+        PayloadError: ``info.result_error`` is set (a pickled result, and pickle not enabled here).
+    """
+    if info.result_error is not None:
+        raise PayloadError(f"the result of task {shown_id(info.id)} cannot be decoded here: {info.result_error}")
+    return info.result
+
+
+def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False) -> TaskInfo:
+    """Translate a TaskInfo message into the client's TaskInfo (the result decoded).
+
+    A result that cannot be decoded here is no error: it is left None and ``result_error`` says
+    why, so one such task never hides its state, nor fails a batch that reads others.
     """
     result: Any = None
+    result_error: str | None = None
     if info.HasField("result"):
         try:
             result = decode_value(info.result, allow_pickle=allow_pickle)
         except PayloadError as exc:
-            if not lenient:
-                raise
-            result = f"<result not decodable here: {exc}>"
+            result_error = str(exc)
     error = TaskError(info.error.type, info.error.message, info.error.traceback) if info.HasField("error") else None
     # A bulk wait reads thousands of these: the frozen dataclass's __init__ (one object.__setattr__
     # per field, ~5 us) is bypassed by filling the instance's dict at once. Every field is given.
@@ -274,6 +288,7 @@ def task_info_from_wire(info: task_pb2.TaskInfo, *, allow_pickle: bool = False, 
         depends_on=tuple(info.dependencies.task_ids) if info.HasField("dependencies") else (),
         workflow_id=info.workflow_id or None,
         queue=info.queue or DEFAULT_QUEUE,
+        result_error=result_error,
     )
     return task_info
 

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastworker.client.django needs Django: pip install 'fastworker-client[django]'") from exc
 
 from fastworker.client.django import clients
-from fastworker.client.errors import PayloadError
+from fastworker.client.errors import InvalidOptions, PayloadError
 from fastworker.client.handles import current_sync_client
 from fastworker.client.task import BoundTask, TaskFunction
 from fastworker.protocol.ids import new_task_id
@@ -69,12 +69,19 @@ class AfterCommit:
         The id is chosen now (``with_options(task_id=...)`` chooses it yourself), so a view can
         store it in the row it saves or return it at once. Inside ``transaction.atomic()`` the task
         is submitted when the outermost block commits, and never if it rolls back; outside one it
-        is submitted at once, as Django's ``on_commit`` does. It is submitted by ``delay_sync``
-        through the sync client current here (an explicit ``with_options(client=...)``, a
-        ``with SyncClient()`` block, else the settings' client).
+        is submitted at once, as Django's ``on_commit`` does, and the id returned is the one the
+        control plane answered. It is submitted by ``delay_sync`` through the sync client current
+        here (an explicit ``with_options(client=...)``, a ``with SyncClient()`` block, else the
+        settings' client).
+
+        A unique task (``@task(unique=True)``, or ``with_options(unique_key=...)``) is refused
+        inside a transaction: while a live task holds its key, the control plane answers the
+        commit-time submission with that task's id and queues nothing, so no id chosen now could
+        be the task's. Outside a transaction it is submitted at once and the holder's id returned.
 
         Raises:
             PayloadError: an argument cannot be encoded (checked now, while the transaction can still roll back).
+            InvalidOptions: a unique task inside a transaction (nothing will be submitted).
             TypeError: the task was given an async client with ``with_options(client=...)``.
             ImproperlyConfigured: the ``FASTWORKER`` setting is invalid.
         """
@@ -90,27 +97,45 @@ class AfterCommit:
         if client is clients.DEFAULT_SYNC_CLIENT:
             clients.current_settings()  # a bad setting fails now, while the transaction can roll back
         _check_arguments(bound.task.name, args, kwargs)
+        uniqueness = _uniqueness(bound)
+        if uniqueness and transaction.get_connection(self.using).in_atomic_block:
+            raise InvalidOptions(
+                f"delay_on_commit({bound.task.name!r}, ...) inside a transaction, of a task made unique by "
+                f"{uniqueness}: at the commit, a live task holding its key would answer with its own id, "
+                f"never the one returned now; submit it after the commit (its id is then the one answered), "
+                f"or with transaction.on_commit(lambda: ....delay_sync(...)) if no id is kept "
+                f"(nothing will be submitted)"
+            )
         task_id = bound.options.task_id if bound.options.task_id is not None else new_task_id()
-        submission = _Submission(bound.with_options(task_id=task_id, client=client), args, kwargs)
+        submission = _Submission(bound.with_options(client=client), task_id, args, kwargs)
         transaction.on_commit(submission, using=self.using, robust=self.robust)
-        return task_id
+        return submission.task_id
 
 
 class _Submission:
     """The commit callback: ``delay_sync`` with the chosen id; its ``__qualname__`` names the task in Django's logs."""
 
-    def __init__(self, bound: BoundTask[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.bound = bound
+    def __init__(self, bound: BoundTask[Any, Any], task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.bound = bound.with_options(task_id=task_id)
         self.args = args
         self.kwargs = kwargs
+        #: The chosen id, then the one the control plane answered (a unique task's live holder's).
+        self.task_id = task_id
         # Django's robust on_commit logs "Error calling {func.__qualname__} in on_commit()".
-        self.__qualname__ = f"delay_on_commit of task {bound.task.name!r} (id {bound.options.task_id})"
+        self.__qualname__ = f"delay_on_commit of task {bound.task.name!r} (id {task_id})"
 
     def __call__(self) -> None:
-        self.bound.delay_sync(*self.args, **self.kwargs)
+        self.task_id = self.bound.delay_sync(*self.args, **self.kwargs).id
 
     def __repr__(self) -> str:
         return f"<{self.__qualname__}>"
+
+
+def _uniqueness(bound: BoundTask[Any, Any]) -> str:
+    """What makes the control plane answer a submission with a live task's id instead (empty: nothing)."""
+    if bound.options.unique_key is not None:
+        return "unique_key"
+    return "@task(unique=True)" if bound.task.options.unique else ""
 
 
 def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -146,6 +171,7 @@ def delay_on_commit(task: TaskFunction[P, R] | BoundTask[P, R], /, *args: P.args
 
     Raises:
         PayloadError: an argument cannot be encoded (now, while the transaction can still roll back).
+        InvalidOptions: a unique task inside a transaction (its id is known only at the commit).
         ImproperlyConfigured: the ``FASTWORKER`` setting is invalid.
     """
     return _DEFAULT.delay(task, *args, **kwargs)

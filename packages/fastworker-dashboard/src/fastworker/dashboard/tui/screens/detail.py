@@ -87,9 +87,13 @@ def arguments_text(detail: TaskDetailView) -> Text:
 
 
 def result_text(info: TaskInfo) -> Text:
-    """The returned value once the task succeeded."""
+    """The returned value once the task succeeded, or why it cannot be shown."""
     if info.state is not TaskState.SUCCESS:
         return Text("(no result: the task has not succeeded)", style="dim")
+    if info.result_error is not None:
+        text = Text("result not shown: ", style="yellow")
+        text.append(info.result_error)
+        return text
     return Text(pretty(info.result))
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from fastworker.client import FastworkerError, TaskState
+from fastworker.client.models import result_of
 from fastworker.dashboard.source import TaskDetailView
 from fastworker.dashboard.web.deps import DashboardState, FiltersDep, StateDep
 from fastworker.dashboard.web.preview import DOWNLOAD_CAP, render_capped
@@ -100,4 +101,4 @@ async def task_arguments(state: StateDep, task_id: str) -> Response:
 async def task_result(state: StateDep, task_id: str) -> Response:
     """The task's result in full, up to the download cap (read alone: a detail may leave a large one out)."""
     info = await state.feed.read_status(task_id)
-    return await _download(state, task_id, "result", info.result)
+    return await _download(state, task_id, "result", result_of(info))
