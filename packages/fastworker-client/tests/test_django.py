@@ -35,7 +35,6 @@ from django.test import override_settings  # noqa: E402
 from fastworker.client import (  # noqa: E402
     CallContextError,
     ControlPlaneUnavailable,
-    InvalidOptions,
     PayloadError,
     SyncClient,
     TaskInfo,
@@ -473,25 +472,22 @@ def test_delay_on_commit_outside_a_transaction_submits_at_once_with_the_options_
     assert recorder.sent == [("fw_test.add", (1,), {"y": 2}, {"priority": Priority.HIGH, "task_id": "order-7"})]
 
 
-def test_delay_on_commit_of_a_unique_task_returns_the_id_answered_or_is_refused_inside_a_transaction() -> None:
+def test_delay_on_commit_of_a_unique_task_returns_the_id_answered_or_warns_at_the_commit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # A live task held the key: the commit-time submission was answered with its id, queued nothing,
-    # and the id delay_on_commit had returned read TaskNotFound forever.
+    # and the id delay_on_commit had returned read TaskNotFound forever, with nothing said.
     from fastworker.client.django import delay_on_commit
 
     held = Recorder(holder="the-live-one")
     with use_sync_client(held):
         assert delay_on_commit(unique_add, 1, 2) == "the-live-one"  # outside a transaction: at once
         assert delay_on_commit(add.with_options(unique_key="k", task_id="mine"), 1, 2) == "the-live-one"
-        for unique, made_by in (
-            (unique_add, r"@task\(unique=True\)"),
-            (add.with_options(unique_key="k"), "unique_key"),
-        ):
-            with transaction.atomic(), pytest.raises(InvalidOptions, match=rf"inside a transaction.*{made_by}"):
-                delay_on_commit(unique, 1, 2)
-    assert [options for *_, options in held.sent] == [
-        {"task_id": held.sent[0][3]["task_id"]},
-        {"task_id": "mine", "unique_key": "k"},
-    ]
+        with caplog.at_level(logging.WARNING, logger="fastworker.client.django"), transaction.atomic():
+            chosen = delay_on_commit(add.with_options(unique_key="k"), 1, 2)  # fire and forget still works
+    assert len(held.sent) == 3 and held.sent[2][3]["task_id"] == chosen  # submitted at the commit
+    warned = [r.getMessage() for r in caplog.records if "uniqueness key" in r.getMessage()]
+    assert len(warned) == 1 and "the-live-one" in warned[0] and chosen in warned[0]
 
 
 def test_delay_on_commit_goes_to_the_client_current_where_it_is_called() -> None:

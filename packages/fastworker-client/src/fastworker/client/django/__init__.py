@@ -29,6 +29,7 @@ Needs Django: ``pip install 'fastworker-client[django]'``. ``import fastworker.c
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -38,11 +39,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastworker.client.django needs Django: pip install 'fastworker-client[django]'") from exc
 
 from fastworker.client.django import clients
-from fastworker.client.errors import InvalidOptions, PayloadError
+from fastworker.client.errors import PayloadError
 from fastworker.client.handles import current_sync_client
 from fastworker.client.task import BoundTask, TaskFunction
 from fastworker.protocol.ids import new_task_id
 from fastworker.protocol.payload import encode_arguments
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["AfterCommit", "after_commit", "delay_on_commit"]
 
@@ -74,14 +77,13 @@ class AfterCommit:
         here (an explicit ``with_options(client=...)``, a ``with SyncClient()`` block, else the
         settings' client).
 
-        A unique task (``@task(unique=True)``, or ``with_options(unique_key=...)``) is refused
-        inside a transaction: while a live task holds its key, the control plane answers the
-        commit-time submission with that task's id and queues nothing, so no id chosen now could
-        be the task's. Outside a transaction it is submitted at once and the holder's id returned.
+        A unique task (``@task(unique=True)``, or ``with_options(unique_key=...)``) whose key a live
+        task holds at the commit is answered with that task's id, and nothing new is queued: the id
+        returned inside a transaction then names no task, and a warning says so, naming both ids.
+        Outside a transaction the id returned is the one answered (the live holder's).
 
         Raises:
             PayloadError: an argument cannot be encoded (checked now, while the transaction can still roll back).
-            InvalidOptions: a unique task inside a transaction (nothing will be submitted).
             TypeError: the task was given an async client with ``with_options(client=...)``.
             ImproperlyConfigured: the ``FASTWORKER`` setting is invalid.
         """
@@ -97,18 +99,10 @@ class AfterCommit:
         if client is clients.DEFAULT_SYNC_CLIENT:
             clients.current_settings()  # a bad setting fails now, while the transaction can roll back
         _check_arguments(bound.task.name, args, kwargs)
-        uniqueness = _uniqueness(bound)
-        if uniqueness and transaction.get_connection(self.using).in_atomic_block:
-            raise InvalidOptions(
-                f"delay_on_commit({bound.task.name!r}, ...) inside a transaction, of a task made unique by "
-                f"{uniqueness}: at the commit, a live task holding its key would answer with its own id, "
-                f"never the one returned now; submit it after the commit (its id is then the one answered), "
-                f"or with transaction.on_commit(lambda: ....delay_sync(...)) if no id is kept "
-                f"(nothing will be submitted)"
-            )
         task_id = bound.options.task_id if bound.options.task_id is not None else new_task_id()
         submission = _Submission(bound.with_options(client=client), task_id, args, kwargs)
         transaction.on_commit(submission, using=self.using, robust=self.robust)
+        submission.returned = True  # (outside a transaction it ran already: the id returned is the answered one)
         return submission.task_id
 
 
@@ -121,21 +115,25 @@ class _Submission:
         self.kwargs = kwargs
         #: The chosen id, then the one the control plane answered (a unique task's live holder's).
         self.task_id = task_id
+        #: Whether the caller has the id already (submitted at a later commit, not at the call).
+        self.returned = False
         # Django's robust on_commit logs "Error calling {func.__qualname__} in on_commit()".
         self.__qualname__ = f"delay_on_commit of task {bound.task.name!r} (id {task_id})"
 
     def __call__(self) -> None:
-        self.task_id = self.bound.delay_sync(*self.args, **self.kwargs).id
+        answered = self.bound.delay_sync(*self.args, **self.kwargs).id
+        if answered != self.task_id and self.returned:
+            _log.warning(
+                "delay_on_commit of task %r: a live task (%s) held its uniqueness key at the commit, so nothing new"
+                " was queued and the id returned at the call (%s) names no task",
+                self.bound.task.name,
+                answered,
+                self.task_id,
+            )
+        self.task_id = answered
 
     def __repr__(self) -> str:
         return f"<{self.__qualname__}>"
-
-
-def _uniqueness(bound: BoundTask[Any, Any]) -> str:
-    """What makes the control plane answer a submission with a live task's id instead (empty: nothing)."""
-    if bound.options.unique_key is not None:
-        return "unique_key"
-    return "@task(unique=True)" if bound.task.options.unique else ""
 
 
 def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -171,7 +169,6 @@ def delay_on_commit(task: TaskFunction[P, R] | BoundTask[P, R], /, *args: P.args
 
     Raises:
         PayloadError: an argument cannot be encoded (now, while the transaction can still roll back).
-        InvalidOptions: a unique task inside a transaction (its id is known only at the commit).
         ImproperlyConfigured: the ``FASTWORKER`` setting is invalid.
     """
     return _DEFAULT.delay(task, *args, **kwargs)
