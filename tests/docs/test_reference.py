@@ -39,6 +39,7 @@ import pytest
 from fastworker.client import Client, TaskState, envflags, task
 from fastworker.client import cli as client_cli
 from fastworker.client.cpus import available_cpus
+from fastworker.client.options import SUBMIT_OPTION_NAMES
 from fastworker.controlplane import cli as controlplane_cli
 from fastworker.dashboard.tui import cli as top_cli
 from fastworker.dashboard.web import cli as dashboard_cli
@@ -544,6 +545,20 @@ def test_the_option_tables_list_every_option(sections: dict[str, Section]) -> No
     assert submission == set(real_parameters(Client.send)) - {"name", "args", "kwargs"}
     decorator = {code_of(row[0]) for row in tables["Tasks"].rows}
     assert decorator == set(real_parameters(task)) - {"fn"}
+
+
+def test_the_clients_guide_lists_every_reserved_option_of_delay_and_says_timeout_is_not_one() -> None:
+    """docs/clients.md's sentence naming the keyword options of by-name ``delay`` is the code's set, whole.
+
+    A task parameter named like an option is taken as the option: a name left out of that list
+    (``queue`` was) is one a reader passes to the task and silently loses.
+    """
+    text = " ".join((ROOT / "docs" / "clients.md").read_text().split())
+    found = re.search(r"The reserved keyword-only options of `delay` and `submit` are (?P<names>[^;(]+)", text)
+    assert found, "docs/clients.md no longer lists the reserved options of delay"
+    assert set(CODE.findall(found.group("names"))) == SUBMIT_OPTION_NAMES
+    assert "timeout" not in SUBMIT_OPTION_NAMES  # a task argument for delay: the guide says so
+    assert "given to `delay`, which does not wait, it is a task argument" in text
 
 
 def test_parameters_are_read_as_written() -> None:

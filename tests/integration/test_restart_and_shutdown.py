@@ -249,6 +249,66 @@ async def test_a_submission_a_stalled_control_plane_never_answered_names_its_tas
     assert (await client.stats())["submitted"] == 2  # the warm-up and this one, once
 
 
+async def test_a_delay_many_a_stalled_control_plane_never_answered_names_every_call_and_sent_again_runs_each_once(
+    start_cp, make_client
+):
+    # Given a client with a 2-s request timeout, and a control plane that stalls longer than that
+    control_plane = start_cp()
+    client = make_client(control_plane, request_timeout=2.0)
+    assert await client.submit("fwtests.add", 1, 1, timeout=10) == 2
+    calls = [("fwtests.record", (f"stalled-batch-{i}",)) for i in range(3)]
+    os.kill(control_plane.pid, signal.SIGSTOP)
+    try:
+        # When a delay_many gets no answer in time
+        with pytest.raises(ControlPlaneUnavailable) as raised:
+            await client.delay_many(calls)
+    finally:
+        os.kill(control_plane.pid, signal.SIGCONT)
+
+    # Then the error lists every call's id (all were queued once the stall ended), and sending the
+    # same calls again under those ids is safe: the same tasks, each run once
+    error = raised.value
+    task_ids = error.task_ids
+    assert error.may_have_arrived and "3 of the 3 calls may have been accepted" in str(error)
+    assert None not in task_ids and len(set(task_ids)) == 3 and error.task_id == task_ids[0]
+    assert await client.delay_many(calls, task_ids=task_ids) == task_ids
+    assert {info.state for info in await client.wait_many(task_ids, timeout=10)} == {TaskState.SUCCESS}
+    counts = await client.submit("fwtests.execution_counts", "stalled-batch-", timeout=10)
+    assert counts == {f"stalled-batch-{i}": 1 for i in range(3)}
+
+
+async def test_delays_batched_together_when_a_control_plane_without_a_journal_dies_name_their_tasks(
+    start_cp, make_client
+):
+    # Given two delays that travel in one batch to a control plane without a journal, which stalls
+    first = start_cp()
+    client = make_client(first, request_timeout=10.0)
+    assert await client.submit("fwtests.add", 1, 1, timeout=10) == 2
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        delays = asyncio.gather(
+            client.delay("fwtests.record", "batched-a", task_id="batched-a"),
+            client.delay("fwtests.record", "batched-b", task_id="batched-b"),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(1.0)  # the batch left
+
+        # When that control plane is killed and another starts on the same addresses
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    await asyncio.to_thread(first.process.wait, 10)
+    start_cp(discovery=first.discovery, client=first.client, dispatch=first.dispatch)
+
+    # Then each delay fails saying what its message says: its task may have arrived, and which it is
+    async with asyncio.timeout(RECONNECT_BOUND):
+        outcomes = await delays
+    for outcome, task_id in zip(outcomes, ["batched-a", "batched-b"], strict=True):
+        assert isinstance(outcome, ControlPlaneUnavailable), outcome
+        assert "keeps no journal" in str(outcome)
+        assert (outcome.may_have_arrived, outcome.task_id) == (True, task_id)
+
+
 async def test_a_workflow_a_stalled_control_plane_never_answered_names_the_workflow_to_look_up(
     start_cp, make_client, tmp_path
 ):

@@ -114,6 +114,24 @@ async def test_delay_many_with_a_refused_call_runs_the_others_and_names_their_id
     assert await client.results([first, third]) == [3, 7]  # the call after the refused one ran too
 
 
+async def test_delay_many_takes_one_id_per_call_and_names_a_bad_call_as_a_client_does(tasks: Tasks) -> None:
+    ran: list[int] = []
+    tasks.add(ran.append, name="record")
+    client = EagerClient(tasks.registry)
+    first = await client.delay_many([("record", (1,)), ("record", (2,))], task_ids=["a", None])
+    assert first[0] == "a" and first[1] != "a"
+    assert await client.delay_many([("record", (1,)), ("record", (2,))], task_ids=first) == first
+    assert ran == [1, 2]  # sent again under the same ids: run once
+
+    with pytest.raises(ValueError, match=r"calls\[1\] must be \(name, args\)"):
+        await client.delay_many([("record", (3,)), ("record",)])  # type: ignore[list-item]
+    assert ran == [1, 2]  # a malformed call is refused before any call runs
+    with pytest.raises(PayloadError, match=r"^calls\[1\] \('record'\): .*cannot encode object"):
+        await client.delay_many([("record", (4,)), ("record", (object(),))])
+    with pytest.raises(PayloadError, match=r"^workflow refused: step 2 \('record'\): .*cannot encode object"):
+        await client.delay_workflow(chain(signature("record", (5,)), signature("record", (object(),))))
+
+
 async def test_a_task_whose_expiry_passed_or_comes_before_its_eta_ends_expired_without_running(
     tasks: Tasks,
 ) -> None:

@@ -15,7 +15,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, cast
 
 from fastworker.client import _tracing as tracing
 from fastworker.client import handles, hooks
@@ -47,7 +47,14 @@ from fastworker.client.models import (
     result_of,
     task_info_from_wire,
 )
-from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
+from fastworker.client.options import (
+    BatchCall,
+    BatchOptionArgs,
+    SubmitOptionArgs,
+    SubmitOptions,
+    batch_calls,
+    call_payload_error,
+)
 from fastworker.client.secretfile import secret_from_env
 from fastworker.client.tls import TlsFiles, is_tls
 from fastworker.protocol.addresses import parse_address
@@ -153,13 +160,22 @@ def _after_seen(changes: list[TaskInfo], seen: tuple[TaskState, int]) -> list[Ta
     return changes
 
 
+def _outcome_unknown(outcome: str | FastworkerError) -> bool:
+    """Whether a submission that ended in this (an id: accepted; an error) may have been accepted all the same."""
+    return (
+        isinstance(outcome, ControlPlaneUnavailable)
+        and outcome.may_have_arrived
+        and not isinstance(outcome, ClientClosed)
+    )
+
+
 def _maybe_accepted_workflow(error: ControlPlaneUnavailable, workflow_id: str) -> ControlPlaneUnavailable:
     """A workflow submission's ControlPlaneUnavailable that may hide an accepted workflow: named, with what to do.
 
     Sending the workflow again would run it twice (its steps get new ids); looking it up by its id
     says whether it was accepted, and its steps' ids and outputs.
     """
-    if not error.may_have_arrived or isinstance(error, ClientClosed):
+    if not _outcome_unknown(error):
         return error
     named = ControlPlaneUnavailable(
         f"{error}; workflow {workflow_id} may have been accepted: look it up with workflow({workflow_id!r}) before"
@@ -177,7 +193,7 @@ def _maybe_accepted(error: FastworkerError, task_id: str) -> FastworkerError:
     and run. Submitting it again under its id is safe (an id is queued at most once); under a new
     id it would run twice.
     """
-    if not isinstance(error, ControlPlaneUnavailable) or not error.may_have_arrived or isinstance(error, ClientClosed):
+    if not _outcome_unknown(error):
         return error
     named = ControlPlaneUnavailable(
         f"{error}; task {task_id} may have been accepted: look it up with status, or submit it again with"
@@ -185,6 +201,37 @@ def _maybe_accepted(error: FastworkerError, task_id: str) -> FastworkerError:
     )
     named.may_have_arrived, named.task_id = True, task_id
     return named
+
+
+def _batch_error(results: list[str | FastworkerError], sent_ids: list[str]) -> FastworkerError | None:
+    """What a ``delay_many`` raises for its calls' outcomes (None: all accepted), with ``task_ids`` set.
+
+    ``task_ids`` holds, in call order, the id of every call accepted (the id it was answered with)
+    or whose outcome is unknown (the id it was sent under), None for a call refused or never sent:
+    the batch sent again under those ids queues each call at most once. When an outcome is
+    unknown that is what is raised, a ControlPlaneUnavailable saying how many calls it concerns.
+    """
+    errors = [result for result in results if not isinstance(result, str)]
+    if not errors:
+        return None
+    unknown = [sent_id for result, sent_id in zip(results, sent_ids, strict=True) if _outcome_unknown(result)]
+    task_ids: list[str | None] = [
+        result if isinstance(result, str) else sent_id if _outcome_unknown(result) else None
+        for result, sent_id in zip(results, sent_ids, strict=True)
+    ]
+    if not unknown:
+        raised = errors[0]
+    else:
+        first = next(error for error in errors if _outcome_unknown(error))
+        raised = ControlPlaneUnavailable(
+            f"{first}; {len(unknown)} of the {len(results)} calls may have been accepted (the first is task"
+            f" {unknown[0]}): error.task_ids lists the id of each call accepted or maybe accepted (None: refused"
+            " or not sent); look them up with wait_many or status, or send the same calls again with"
+            " delay_many(calls, task_ids=error.task_ids), which queues each call at most once"
+        )
+        raised.may_have_arrived, raised.task_id = True, unknown[0]
+    raised.task_ids = task_ids  # type: ignore[attr-defined]
+    return raised
 
 
 class Client(AdminMethods):
@@ -461,8 +508,9 @@ class Client(AdminMethods):
         """Queue task ``name`` with the given arguments; returns its task id once accepted.
 
         The keyword arguments named like a :class:`~fastworker.client.options.SubmitOptions` field
-        (``priority``, ``countdown``, ``eta``, ``expires``, ``task_id``) are submission options;
-        the others go to the task (use :meth:`send` for a task parameter of one of those names).
+        (``SUBMIT_OPTION_NAMES``: ``priority``, ``queue``, ``countdown``, ``eta``, ``expires``,
+        ``task_id``, ``unique_key``, ``depends_on``) are submission options; the others go to the
+        task, ``timeout`` included (use :meth:`send` for a task parameter named like an option).
 
         Raises:
             ValueError: a bad option value (nothing was sent).
@@ -549,7 +597,9 @@ class Client(AdminMethods):
                 if outcome.WhichOneof("outcome") == "accepted":
                     future.set_result(outcome.accepted.task_id)
                 else:
-                    future.set_exception(_error_from_wire(outcome.error, spec.name, spec.task_id))
+                    future.set_exception(
+                        _maybe_accepted(_error_from_wire(outcome.error, spec.name, spec.task_id), spec.task_id)
+                    )
         except asyncio.CancelledError:  # aclose() cancelled the send: its callers must not wait for ever
             closed = ClientClosed("the client was closed")
             for _, future in batch:
@@ -564,36 +614,43 @@ class Client(AdminMethods):
 
     async def delay_many(
         self,
-        calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
+        calls: Iterable[BatchCall],
+        *,
+        task_ids: Sequence[str | None] | None = None,
         **options: Unpack[BatchOptionArgs],
     ) -> list[str]:
         """Queue many tasks at once, each ``(name, args)`` or ``(name, args, kwargs)``; returns their ids in order.
 
         Every call is encoded before anything is sent. The returned ids are those of accepted tasks.
-        The options (``priority``, ``countdown``, ``eta``, ``expires``) apply to every task; each
-        task gets its own id.
+        The options (``priority``, ``countdown``, ``eta``, ``expires``, ...) apply to every task;
+        each task gets its own id, ``task_ids[i]`` for call i when given (None: a fresh one).
+
+        An error lists in ``error.task_ids`` the id of every call that was accepted or may have been
+        (None for one refused or never sent): ``delay_many(calls, task_ids=error.task_ids)`` sends
+        the same calls again, and queues each at most once (an id is queued at most once).
 
         Raises:
-            ValueError: a bad option value, or an option that names one task (nothing was sent).
-            PayloadError: an argument cannot be encoded (nothing was sent).
+            ValueError: a bad option value, an option that names one task, a malformed call, or
+                ``task_ids`` not one per call (``InvalidOptions``; nothing was sent).
+            PayloadError: an argument cannot be encoded (naming the call; nothing was sent).
+            ControlPlaneUnavailable: a request got no answer, or the control plane could not
+                vouch for a call after a restart: those calls may have been accepted
+                (``may_have_arrived``), whatever else was refused.
             UnknownTask, QueueFull: the first refused call's error; the others were accepted or
-                refused independently (``error.task_ids`` lists the accepted ids, None for refused).
+                refused independently.
         """
-        shared = SubmitOptions(**options).for_batch()
         batches: list[Envelope] = []
         batch: Envelope | None = None
         size = 0
-        for call in calls:
-            if len(call) == 2:
-                name, args = call
-                kwargs: Mapping[str, Any] = {}
-            else:
-                name, args, kwargs = call
+        for index, name, args, kwargs, call_options in batch_calls(calls, SubmitOptions(**options), task_ids):
             if batch is None or size >= _BATCH_BYTES or len(batch.submit_batch.tasks) >= _MAX_BATCH:
                 batch = Envelope()
                 batches.append(batch)
                 size = 0
-            spec = self._spec(name, args, kwargs, shared, into=batch.submit_batch.tasks.add())
+            try:
+                spec = self._spec(name, args, kwargs, call_options, into=batch.submit_batch.tasks.add())
+            except PayloadError as exc:
+                raise call_payload_error(index, name, exc) from None
             size += len(spec.arguments.data) + len(name) + 64
         if not batches:
             return []
@@ -606,7 +663,7 @@ class Client(AdminMethods):
                 async with gate:
                     reply = await self._request(prepared)
             except FastworkerError as exc:  # this batch's calls only: the others' ids are still reported
-                return [_maybe_accepted(exc, spec.task_id) for spec in specs]
+                return [exc] * len(specs)
             outcomes = reply.submit_batch_reply.outcomes
             if len(outcomes) != len(specs):
                 raise ProtocolError("batch reply does not match the request")
@@ -618,11 +675,10 @@ class Client(AdminMethods):
             ]
 
         results = [result for chunk in await asyncio.gather(*map(send, batches)) for result in chunk]
-        first_error = next((r for r in results if isinstance(r, FastworkerError)), None)
-        if first_error is not None:
-            first_error.task_ids = [r if isinstance(r, str) else None for r in results]  # type: ignore[attr-defined]
-            raise first_error
-        return [r for r in results if isinstance(r, str)]
+        error = _batch_error(results, [spec.task_id for prepared in batches for spec in prepared.submit_batch.tasks])
+        if error is not None:
+            raise error
+        return cast("list[str]", results)
 
     async def submit(self, name: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Queue task ``name`` and wait for its result, in one round trip when it finishes quickly.
@@ -1041,11 +1097,11 @@ class Client(AdminMethods):
             UnknownTask: a step names a task nobody defines (nothing was queued).
             QueueFull: the control plane's queue cannot take every step.
         """
-        from fastworker.client.workflows import WorkflowHandle, plan_workflow
+        from fastworker.client.workflows import WorkflowHandle, plan_workflow, step_specs
 
         steps, output_ids, output_is_list = plan_workflow(workflow)
         workflow_id = new_task_id()
-        specs = [step.to_spec(self._spec) for step in steps]
+        specs = step_specs(steps, self._spec)
 
         def build(envelope: Envelope) -> None:
             envelope.submit_workflow.workflow_id = workflow_id

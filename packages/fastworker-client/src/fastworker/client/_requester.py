@@ -79,16 +79,26 @@ def error_from_wire(
     *,
     errors: Mapping[int, ErrorFactory] = _NO_MORE_ERRORS,
 ) -> FastworkerError:
-    """The typed exception for an Error reply (``errors`` adds a caller's own codes, e.g. the worker's)."""
+    """The typed exception for an Error reply (``errors`` adds a caller's own codes, e.g. the worker's).
+
+    ``task_name`` names the task in UnknownTask; ``task_id`` in TaskNotFound, and in the
+    ControlPlaneUnavailable of a submission whose outcome is unknown.
+    """
     code = error.code
     if code == error_pb2.ERROR_CODE_UNKNOWN_TASK:
         return UnknownTask(task_name, error.message)
     if code == error_pb2.ERROR_CODE_TASK_NOT_FOUND:
         return TaskNotFound(task_id)
     factory = errors.get(code) or _ERRORS.get(code)
-    if factory is not None:
-        return factory(error.message)
-    return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
+    if factory is None:
+        return FastworkerError(f"{error_pb2.ErrorCode.Name(code)}: {error.message}")
+    raised = factory(error.message)
+    if code == error_pb2.ERROR_CODE_OUTCOME_UNKNOWN and isinstance(raised, ControlPlaneUnavailable):
+        # The instance the submission first went to may have run it: whether it came alone or in a
+        # batch (one outcome of many), the caller must look it up, not send it under a new id.
+        raised.may_have_arrived = True
+        raised.task_id = task_id or None
+    return raised
 
 
 def wait_bound(timeout: float | None) -> float | None:
@@ -263,12 +273,7 @@ class Requester:
                     # cannot run anything twice.
                     await asyncio.sleep(min(RATE_LIMITED_RETRY, max(0.0, deadline - time.monotonic())))
                     continue
-                error = error_from_wire(reply.error, task_name, task_id, errors=self.errors)
-                if reply.error.code == error_pb2.ERROR_CODE_OUTCOME_UNKNOWN and isinstance(
-                    error, ControlPlaneUnavailable
-                ):
-                    error.may_have_arrived = True  # the instance it first went to may have run it
-                raise error
+                raise error_from_wire(reply.error, task_name, task_id, errors=self.errors)
             if reply.correlation_id != envelope.correlation_id:
                 raise ProtocolError("reply correlation id does not match the request")
             return reply

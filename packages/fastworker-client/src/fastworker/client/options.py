@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack, cast
 
-from fastworker.client.errors import InvalidOptions
+from fastworker.client.errors import InvalidOptions, PayloadError
 from fastworker.client.models import Priority
 from fastworker.protocol.addresses import parse_address
-from fastworker.protocol.ids import new_task_id, task_id_problem
+from fastworker.protocol.ids import MAX_SHOWN, new_task_id, shown, task_id_problem
 from fastworker.protocol.queues import QueueNameError, check_queue_name, parse_queues
 from fastworker.protocol.v1 import task_pb2
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # argparse loads with a command line, not with the client
 
 __all__ = [
     "SUBMIT_OPTION_NAMES",
+    "BatchCall",
     "BatchOptionArgs",
     "HasTaskId",
     "SubmitOptionArgs",
@@ -36,6 +37,8 @@ __all__ = [
     "SubmitOptions",
     "add_submit_arguments",
     "address_argument",
+    "batch_calls",
+    "call_payload_error",
     "options_from_namespace",
     "parse_when",
     "queue_argument",
@@ -167,6 +170,8 @@ def _id_list(text: str) -> tuple[str, ...]:
 
 #: Longest task_id or unique_key accepted (the control plane refuses longer ids).
 MAX_KEY_LENGTH = 200
+#: Most characters of a malformed ``delay_many`` call an error message quotes.
+MAX_SHOWN_CALL = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +277,8 @@ class SubmitOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH):
                 raise ValueError(
-                    f"{name} must be a non-empty string of at most {MAX_KEY_LENGTH} characters, not {value!r}"
+                    f"{name} must be a non-empty string of at most {MAX_KEY_LENGTH} characters, not"
+                    f" {_shown_value(value)}"
                 )
         if self.task_id is not None and (problem := task_id_problem(self.task_id)) is not None:
             raise ValueError(problem)
@@ -314,7 +320,10 @@ class SubmitOptions:
         """
         for name in _PER_TASK_NAMES:
             if getattr(self, name) is not None:
-                raise InvalidOptions(f"{name} names one task and cannot be shared by a batch; submit that task alone")
+                instead = (
+                    "give each call its own with task_ids=[...]" if name == "task_id" else "submit that task alone"
+                )
+                raise InvalidOptions(f"{name} names one task and cannot be shared by a batch; {instead}")
         return self
 
     def as_kwargs(self) -> SubmitOptionArgs:
@@ -369,6 +378,80 @@ _PER_TASK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SubmitOptions) i
 SUBMIT_OPTION_NAMES: frozenset[str] = frozenset(_FIELD_NAMES)
 _NO_OPTIONS = SubmitOptions()
 
+#: One call of ``delay_many``: ``(name, args)`` or ``(name, args, kwargs)``.
+BatchCall = tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]
+
+
+def batch_calls(
+    calls: Iterable[BatchCall], options: SubmitOptions, task_ids: Sequence[str | None] | None = None
+) -> Iterator[tuple[int, str, Sequence[Any], Mapping[str, Any], SubmitOptions]]:
+    """Each call of a ``delay_many``, checked: (its index, name, args, kwargs, its options), in order.
+
+    Every call and id is checked before the first is yielded, so a caller that submits as it goes
+    (the eager client) submits nothing when one is bad. ``task_ids[i]`` gives call i its id (None:
+    a fresh one): sending a batch again with the ids its error listed queues each call at most once.
+
+    Raises:
+        InvalidOptions: a call that is not ``(name, args)`` or ``(name, args, kwargs)``, a task
+            option for the whole batch, or ``task_ids`` that do not match the calls one to one
+            (the message names the call).
+    """
+    shared = options.for_batch()
+    listed = [_call_parts(index, call) for index, call in enumerate(calls)]
+    if task_ids is None:
+        for index, (name, args, kwargs) in enumerate(listed):
+            yield index, name, args, kwargs, shared
+        return
+    if isinstance(task_ids, str) or len(task_ids) != len(listed):
+        count = "a string" if isinstance(task_ids, str) else f"{len(task_ids)} ids"
+        raise InvalidOptions(f"task_ids must list one id (or None) per call: {count} for {len(listed)} calls")
+    per_call = [
+        shared if task_id is None else _with_task_id(shared, index, task_id) for index, task_id in enumerate(task_ids)
+    ]
+    for index, ((name, args, kwargs), call_options) in enumerate(zip(listed, per_call, strict=True)):
+        yield index, name, args, kwargs, call_options
+
+
+def _call_parts(index: int, call: object) -> tuple[str, Sequence[Any], Mapping[str, Any]]:
+    """Call ``index`` of a batch as (name, args, kwargs).
+
+    Raises:
+        InvalidOptions: it is not ``(name, args)`` or ``(name, args, kwargs)`` with a sequence of
+            arguments and a mapping of keyword arguments.
+    """
+    parts = call if isinstance(call, tuple | list) else ()
+    if len(parts) in (2, 3):
+        name, args, kwargs = parts[0], parts[1], parts[2] if len(parts) == 3 else {}
+        if (
+            isinstance(name, str)
+            and name
+            and isinstance(args, Sequence)
+            and not isinstance(args, str | bytes)
+            and isinstance(kwargs, Mapping)
+        ):
+            return name, args, kwargs
+    raise InvalidOptions(
+        f"calls[{index}] must be (name, args) or (name, args, kwargs), with a task name, a tuple or list of"
+        f" arguments and a dict of keyword arguments; got {repr(call)[:MAX_SHOWN_CALL]}"
+    )
+
+
+def _with_task_id(shared: SubmitOptions, index: int, task_id: str) -> SubmitOptions:
+    """The batch's options with call ``index``'s own id.
+
+    Raises:
+        InvalidOptions: a bad id (the message names ``task_ids[index]``).
+    """
+    try:
+        return shared.replace(task_id=task_id)
+    except InvalidOptions as exc:
+        raise InvalidOptions(f"task_ids[{index}]: {exc}") from None
+
+
+def call_payload_error(index: int, name: str, error: PayloadError) -> PayloadError:
+    """A batch call's PayloadError naming that call (``calls[3] ('add')``): in 1,000 calls, which one."""
+    return PayloadError(f"calls[{index}] ({shown(name)}): {error}")
+
 
 def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--<option>`` flag per :class:`SubmitOptions` field (``--task-id`` for ``task_id``), each default None."""
@@ -402,11 +485,19 @@ def _task_ids(name: str, value: object) -> tuple[str, ...]:
     for item in value:
         task_id = getattr(item, "id", item)
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_KEY_LENGTH:
-            raise ValueError(f"{name} must hold task ids (non-empty strings), not {task_id!r}")
+            raise ValueError(
+                f"{name} must hold task ids (non-empty strings of at most {MAX_KEY_LENGTH} characters),"
+                f" not {_shown_value(task_id)}"
+            )
         ids.append(task_id)
     if len(set(ids)) != len(ids):
         raise ValueError(f"{name} names a task twice")
     return tuple(ids)
+
+
+def _shown_value(value: object) -> str:
+    """A refused key or id as a message quotes it: cut to its start (it may be 10,000 characters long)."""
+    return shown(value) if isinstance(value, str) else f"{value!r:.{MAX_SHOWN}}"
 
 
 def _check_number(name: str, value: object, *, what: str = "a number of seconds", negative_ok: bool = False) -> None:

@@ -457,8 +457,8 @@ class TaskFunction(Generic[P, R]):
             client: The client to submit through, instead of the current one: a ``Client`` (or
                 another async :class:`~fastworker.client.TaskBackend`) for ``delay``/``submit``, a
                 ``SyncClient`` for ``delay_sync``/``submit_sync`` (the other kind is a ``TypeError``).
-            **options: The :class:`~fastworker.client.options.SubmitOptions` (``priority``,
-                ``countdown``, ``eta``, ``expires``, ``task_id``).
+            **options: The :class:`~fastworker.client.options.SubmitOptions` (``priority``, ``queue``,
+                ``countdown``, ``eta``, ``expires``, ``task_id``, ``unique_key``, ``depends_on``).
 
         Raises:
             ValueError: a bad option value (the message names the option).
@@ -516,7 +516,7 @@ class BoundTask(Generic[P, R]):
 
     Attributes:
         task: The task function.
-        options: The submission options (priority, countdown, eta, expires, task_id).
+        options: The submission options (priority, queue, countdown, eta, expires, task_id, ...).
         timeout: How long ``submit``/``submit_sync`` wait for the result, or None for no bound.
         client: The client to submit through (async for ``delay``/``submit``, sync for
             ``delay_sync``/``submit_sync``), or None for the current one.

@@ -19,11 +19,11 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, Unpack, cast, runtime_checkable
 
-from fastworker.client.errors import CallContextError, ClientError
+from fastworker.client.errors import CallContextError, ClientError, PayloadError
 from fastworker.client.handles import _chosen_sync_client, current_client, current_sync_client, event_loop_running
 from fastworker.client.models import TaskInfo, TaskState
 from fastworker.client.options import SubmitOptionArgs, SubmitOptions
-from fastworker.protocol.ids import new_task_id
+from fastworker.protocol.ids import new_task_id, shown
 from fastworker.protocol.v1 import task_pb2
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "group",
     "plan_workflow",
     "signature",
+    "step_specs",
 ]
 
 R = TypeVar("R")
@@ -245,6 +246,24 @@ class WorkflowStep:
             spec.dependencies.input = self.input
         spec.output = self.output
         return spec
+
+
+def step_specs(steps: Sequence[WorkflowStep], build: SpecBuilder) -> list[task_pb2.TaskSpec]:
+    """The steps' TaskSpecs, in step order (see :meth:`WorkflowStep.to_spec`).
+
+    Raises:
+        PayloadError: a step's arguments cannot be encoded; the message names the step as the
+            control plane names a step it refuses ("step 2 ('add')").
+    """
+    specs: list[task_pb2.TaskSpec] = []
+    for index, step in enumerate(steps, start=1):
+        try:
+            specs.append(step.to_spec(build))
+        except PayloadError as exc:
+            raise PayloadError(
+                f"workflow refused: step {index} ({shown(step.signature.name)}): {exc} (nothing was sent)"
+            ) from None
+    return specs
 
 
 def plan_workflow(workflow: Workflow) -> tuple[list[WorkflowStep], tuple[str, ...], bool]:

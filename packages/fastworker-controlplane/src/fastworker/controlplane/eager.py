@@ -42,12 +42,19 @@ from fastworker.client import hooks
 from fastworker.client._eagersync import EagerSyncBackend
 from fastworker.client._requester import error_from_wire, wait_bound
 from fastworker.client.context import TaskContext
-from fastworker.client.errors import InvalidRequest, QueueFull, TaskFailed, TaskNotFound, UnknownTask
+from fastworker.client.errors import InvalidRequest, PayloadError, QueueFull, TaskFailed, TaskNotFound, UnknownTask
 from fastworker.client.handles import event_loop_running, use_client, use_sync_client
 from fastworker.client.models import CancelResult, Priority, TaskError, TaskInfo, TaskState
-from fastworker.client.options import BatchOptionArgs, SubmitOptionArgs, SubmitOptions
+from fastworker.client.options import (
+    BatchCall,
+    BatchOptionArgs,
+    SubmitOptionArgs,
+    SubmitOptions,
+    batch_calls,
+    call_payload_error,
+)
 from fastworker.client.task import TaskFunction, TaskRegistry, default_registry
-from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, plan_workflow
+from fastworker.client.workflows import Workflow, WorkflowHandle, WorkflowInfo, plan_workflow, step_specs
 from fastworker.controlplane.records import TaskRecord
 from fastworker.controlplane.workflows import MAX_DEPENDENCIES, dependency_error, unreleased_retry_refusal
 from fastworker.protocol.errors import FastworkerError
@@ -321,7 +328,9 @@ class EagerClient:
 
     async def delay_many(
         self,
-        calls: Iterable[tuple[str, Sequence[Any]] | tuple[str, Sequence[Any], Mapping[str, Any]]],
+        calls: Iterable[BatchCall],
+        *,
+        task_ids: Sequence[str | None] | None = None,
         **options: Unpack[BatchOptionArgs],
     ) -> list[str]:
         """Run many tasks now, in order; returns their ids. Options as for ``Client.delay_many``.
@@ -329,15 +338,14 @@ class EagerClient:
         As there, calls are accepted or refused one by one: the first refusal is raised once every
         call was tried, with ``task_ids`` listing the accepted calls' ids (``None`` for a refused one).
         """
-        shared = SubmitOptions(**options).for_batch()
         results: list[str | FastworkerError] = []
-        for call in calls:
-            name, args = call[0], call[1]
-            kwargs = call[2] if len(call) > 2 else {}
+        for index, name, args, kwargs, call_options in batch_calls(calls, SubmitOptions(**options), task_ids):
             try:
-                results.append(await self._send(name, args, kwargs, shared))
+                results.append(await self._send(name, args, kwargs, call_options))
             except (UnknownTask, QueueFull, InvalidRequest) as refused:  # as the control plane refuses one call
                 results.append(refused)
+            except PayloadError as exc:
+                raise call_payload_error(index, name, exc) from None
         first_error = next((r for r in results if isinstance(r, FastworkerError)), None)
         if first_error is not None:
             first_error.task_ids = [r if isinstance(r, str) else None for r in results]  # type: ignore[attr-defined]
@@ -425,7 +433,7 @@ class EagerClient:
         """
         steps, output_ids, output_is_list = plan_workflow(workflow)
         workflow_id = new_task_id()
-        specs = [step.to_spec(self._spec) for step in steps]
+        specs = step_specs(steps, self._spec)
         seen: set[str] = set()
         for index, spec in enumerate(specs, start=1):
             if self.registry.get(spec.name) is None:
