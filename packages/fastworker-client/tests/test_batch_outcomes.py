@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from fastworker.client import Client, ControlPlaneUnavailable, InvalidOptions, PayloadError, UnknownTask, _async
+from fastworker.client import (
+    Client,
+    ClientClosed,
+    ControlPlaneUnavailable,
+    InvalidOptions,
+    PayloadError,
+    UnknownTask,
+    _async,
+)
 from fastworker.client.workflows import chain, signature
 from fastworker.protocol.v1 import error_pb2
 from fastworker.protocol.v1.envelope_pb2 import Envelope
@@ -152,6 +160,27 @@ async def test_delays_batched_together_after_a_restart_without_a_journal_say_the
     assert many.value.task_ids == ["m-1", "m-2"]  # type: ignore[attr-defined]
 
 
+async def test_a_delay_many_whose_client_closed_under_it_keeps_every_call_id_for_a_safe_resend() -> None:
+    # ClientClosed cannot tell whether the request reached the control plane: None (refused) there
+    # made the resend recipe queue every call a second time under fresh ids
+    control_plane = _FakeControlPlane()
+    calls = [("count", (f"c{i}",)) for i in range(3)]
+    original = control_plane._request
+
+    async def closed_after_sending(build: Any, **kwargs: Any) -> Envelope:
+        await original(build, **kwargs)  # the control plane queued them
+        raise ClientClosed("the client was closed")
+
+    control_plane._request = closed_after_sending  # type: ignore[method-assign]
+    with pytest.raises(ClientClosed) as raised:
+        await control_plane.delay_many(calls)
+    ids = raised.value.task_ids  # type: ignore[attr-defined]
+    assert ids == list(control_plane.queued)
+    control_plane._request = original  # type: ignore[method-assign]
+    assert await control_plane.delay_many(calls, task_ids=ids) == ids
+    assert len(control_plane.queued) == 3  # each once
+
+
 async def test_delay_many_task_ids_give_each_call_its_id_and_none_a_fresh_one() -> None:
     control_plane = _FakeControlPlane()
     ids = await control_plane.delay_many([("add", (1,)), ("add", (2,)), ("add", (3,))], task_ids=["a", None, "c"])
@@ -174,6 +203,8 @@ async def test_delay_many_task_ids_give_each_call_its_id_and_none_a_fresh_one() 
         ([("add", (1,)), ("add", (2,))], ["a"], r"task_ids must list one id \(or None\) per call: 1 ids for 2 calls"),
         ([("add", (1,))], "a", r"task_ids must list one id .*: a string for 1 calls"),
         ([("add", (1,)), ("add", (2,))], [None, "a/b"], r"task_ids\[1\]: task_id must be printable"),
+        # the later call would be answered with the first one's task, and never run
+        ([("add", (1,)), ("add", (2,)), ("add", (3,))], ["s", None, "s"], r"task_ids\[2\] repeats task_ids\[0\]"),
     ],
 )
 async def test_a_malformed_delay_many_is_refused_naming_the_call_before_anything_is_sent(

@@ -760,7 +760,14 @@ def test_a_long_every_without_remembered_runs_warns_that_restarts_push_it_back(
         make(every("hourly", 3600), every("often", 30))
     warned = [r.getMessage() for r in caplog.records if "without --journal" in r.getMessage()]
     assert len(warned) == 1
-    assert "'hourly' runs every 3600 s" in warned[0] and "cron=" in warned[0]
+    assert "'hourly' runs every 3600 s, next in 3600 s" in warned[0] and "cron=" in warned[0]
+
+    # Once per task: not again when its schedule comes and goes with subworkers
+    scheduler, *_ = make(every("hourly", 3600))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fastworker.controlplane.periodic"):
+        scheduler._start(every("hourly", 3600), "w1", None)
+    assert not [r for r in caplog.records if "without --journal" in r.getMessage()]
 
     # With remembered last runs (a journal, even an empty one) there is no trap to warn about
     caplog.clear()

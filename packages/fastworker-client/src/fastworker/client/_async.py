@@ -207,8 +207,9 @@ def _batch_error(results: list[str | FastworkerError], sent_ids: list[str]) -> F
     """What a ``delay_many`` raises for its calls' outcomes (None: all accepted), with ``task_ids`` set.
 
     ``task_ids`` holds, in call order, the id of every call accepted (the id it was answered with)
-    or whose outcome is unknown (the id it was sent under), None for a call refused or never sent:
-    the batch sent again under those ids queues each call at most once. When an outcome is
+    or not refused (the id it went under, whether the request reached the control plane or not:
+    a client closed under it cannot tell), None for a call the control plane refused: the batch
+    sent again under those ids queues each call at most once. When an outcome is
     unknown that is what is raised, a ControlPlaneUnavailable saying how many calls it concerns.
     """
     errors = [result for result in results if not isinstance(result, str)]
@@ -216,7 +217,7 @@ def _batch_error(results: list[str | FastworkerError], sent_ids: list[str]) -> F
         return None
     unknown = [sent_id for result, sent_id in zip(results, sent_ids, strict=True) if _outcome_unknown(result)]
     task_ids: list[str | None] = [
-        result if isinstance(result, str) else sent_id if _outcome_unknown(result) else None
+        result if isinstance(result, str) else sent_id if isinstance(result, ControlPlaneUnavailable) else None
         for result, sent_id in zip(results, sent_ids, strict=True)
     ]
     if not unknown:
@@ -225,8 +226,7 @@ def _batch_error(results: list[str | FastworkerError], sent_ids: list[str]) -> F
         first = next(error for error in errors if _outcome_unknown(error))
         raised = ControlPlaneUnavailable(
             f"{first}; {len(unknown)} of the {len(results)} calls may have been accepted (the first is task"
-            f" {unknown[0]}): error.task_ids lists the id of each call accepted or maybe accepted (None: refused"
-            " or not sent); look them up with wait_many or status, or send the same calls again with"
+            f" {unknown[0]}): error.task_ids lists the id of each call not refused (None: refused); look them up with wait_many or status, or send the same calls again with"
             " delay_many(calls, task_ids=error.task_ids), which queues each call at most once"
         )
         raised.may_have_arrived, raised.task_id = True, unknown[0]
@@ -626,7 +626,7 @@ class Client(AdminMethods):
         each task gets its own id, ``task_ids[i]`` for call i when given (None: a fresh one).
 
         An error lists in ``error.task_ids`` the id of every call that was accepted or may have been
-        (None for one refused or never sent): ``delay_many(calls, task_ids=error.task_ids)`` sends
+        (None for one the control plane refused): ``delay_many(calls, task_ids=error.task_ids)`` sends
         the same calls again, and queues each at most once (an id is queued at most once).
 
         Raises:

@@ -136,8 +136,8 @@ class ControlPlaneUnavailable(ClientError):
     ``may_have_arrived``: an attempt reached a control plane that did not answer (a stall, a crash):
     what it asked may have been done. For a submission, ``task_id`` then names the task, which may
     have been accepted: look it up, or submit it again under that id (an id is queued at most once).
-    For ``delay_many``, ``task_ids`` lists the id of every call accepted or maybe accepted (None:
-    refused or never sent): ``delay_many(calls, task_ids=error.task_ids)`` queues each at most once.
+    For ``delay_many``, ``task_ids`` lists the id of every call not refused (None: refused by
+    the control plane): ``delay_many(calls, task_ids=error.task_ids)`` queues each at most once.
     For a workflow, ``workflow_id`` names it: look it up with ``workflow(id)`` before sending it again.
     """
 

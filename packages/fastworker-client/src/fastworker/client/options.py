@@ -393,8 +393,8 @@ def batch_calls(
 
     Raises:
         InvalidOptions: a call that is not ``(name, args)`` or ``(name, args, kwargs)``, a task
-            option for the whole batch, or ``task_ids`` that do not match the calls one to one
-            (the message names the call).
+            option for the whole batch, or ``task_ids`` that do not match the calls one to one or
+            repeat an id (the message names the call).
     """
     shared = options.for_batch()
     listed = [_call_parts(index, call) for index, call in enumerate(calls)]
@@ -408,6 +408,13 @@ def batch_calls(
     per_call = [
         shared if task_id is None else _with_task_id(shared, index, task_id) for index, task_id in enumerate(task_ids)
     ]
+    first_with: dict[str, int] = {}
+    for index, task_id in enumerate(task_ids):
+        if task_id is not None and first_with.setdefault(task_id, index) != index:
+            # One id is queued at most once: the later call would be answered with the first one's task.
+            raise InvalidOptions(
+                f"task_ids[{index}] repeats task_ids[{first_with[task_id]}] ({shown(task_id)}): one id per call"
+            )
     for index, ((name, args, kwargs), call_options) in enumerate(zip(listed, per_call, strict=True)):
         yield index, name, args, kwargs, call_options
 

@@ -422,6 +422,8 @@ class PeriodicScheduler:
         self.misfire_grace = float(misfire_grace)
         #: Whether last runs survive a restart (``--journal``): else an ``every`` count starts at each start.
         self._remembers = last_runs is not None
+        #: Tasks whose restart trap was logged (once per task and start).
+        self._warned_forgetful: set[str] = set()
         self._restored: dict[str, float] = {}
         for name, at in (last_runs or {}).items():
             if not math.isfinite(at):
@@ -467,21 +469,28 @@ class PeriodicScheduler:
 
     def _start(self, spec: PeriodicSpec, source: str | None, last: float | None) -> None:
         """Schedule spec from the task's last run ``last``, else from now."""
-        if spec.every is not None and spec.every >= FORGETFUL_EVERY_WARNING and not self._remembers:
-            logger.warning(
-                "periodic task %r runs every %g s, the first time %g s from now: without --journal the count"
-                " starts again at every start of the control plane, so one restarted more often than that"
-                " never runs it (cron= runs on the clock; --journal remembers the last run)",
-                spec.name,
-                spec.every,
-                spec.every,
-            )
         self._entries[spec.name] = _Entry(
             spec=spec,
             slots=self._slots(spec, last),
             last_fired=last,
             source=source,
             overlap_log=RateLimitedLog(logger, interval=OVERLAP_LOG_INTERVAL, clock=self._clock),
+        )
+        if spec.every is not None and spec.every >= FORGETFUL_EVERY_WARNING and not self._remembers:
+            self._warn_forgetful(spec)
+
+    def _warn_forgetful(self, spec: PeriodicSpec) -> None:
+        """Say once per task (not again when its schedule comes back with a subworker) that restarts push it back."""
+        if spec.name in self._warned_forgetful:
+            return
+        self._warned_forgetful.add(spec.name)
+        logger.warning(
+            "periodic task %r runs every %g s, next in %.0f s: without --journal the count starts again at"
+            " every start of the control plane, so one restarted more often than that never runs it (cron="
+            " runs on the clock; --journal remembers the last run)",
+            spec.name,
+            spec.every,
+            max(0.0, (self._entries[spec.name].slots.next_due or 0.0) - self._clock()),
         )
 
     def _slots(self, spec: PeriodicSpec, last: float | None) -> _Slots:
