@@ -226,7 +226,8 @@ def _batch_error(results: list[str | FastworkerError], sent_ids: list[str]) -> F
         first = next(error for error in errors if _outcome_unknown(error))
         raised = ControlPlaneUnavailable(
             f"{first}; {len(unknown)} of the {len(results)} calls may have been accepted (the first is task"
-            f" {unknown[0]}): error.task_ids lists the id of each call not refused (None: refused); look them up with wait_many or status, or send the same calls again with"
+            f" {unknown[0]}): error.task_ids lists the id of each call not refused (None: refused); look them"
+            " up with wait_many or status, or send the same calls again with"
             " delay_many(calls, task_ids=error.task_ids), which queues each call at most once"
         )
         raised.may_have_arrived, raised.task_id = True, unknown[0]

@@ -143,24 +143,26 @@ def _task_families(tasks: dict[str, NameCounts]) -> Iterator[Metric]:
         for name in names:
             family.add_metric([name], getattr(tasks[name], attribute))
         yield family
-    failed = CounterMetricFamily(
-        "fastworker_tasks_failed",
-        "Tasks that ended in FAILURE, per task name and error type.",
-        labels=["task", "exception"],
-    )
-    for name in names:
-        for error_type, count in sorted(tasks[name].failed.items()):
-            failed.add_metric([name, error_type], count)
-    yield failed
-    skipped = CounterMetricFamily(
-        "fastworker_periodic_slots_skipped",
-        "Slots of a periodic task that got no run, per task name and reason (overlap, missed, refused, error).",
-        labels=["task", "reason"],
-    )
-    for name in names:
-        for reason, count in sorted(tasks[name].periodic_skipped.items()):
-            skipped.add_metric([name, reason], count)
-    yield skipped
+    # Counters broken down by a second label: (attribute holding {label value: count}, metric, label, help)
+    for attribute, metric, label, text in (
+        (
+            "failed",
+            "fastworker_tasks_failed",
+            "exception",
+            "Tasks that ended in FAILURE, per task name and error type.",
+        ),
+        (
+            "periodic_skipped",
+            "fastworker_periodic_slots_skipped",
+            "reason",
+            "Slots of a periodic task that got no run, per task name and reason (overlap, missed, refused, error).",
+        ),
+    ):
+        family = CounterMetricFamily(metric, text, labels=["task", label])
+        for name in names:
+            for key, count in sorted(getattr(tasks[name], attribute).items()):
+                family.add_metric([name, key], count)
+        yield family
     for attribute, metric, text in (
         ("runtime", "fastworker_task_runtime_seconds", "Seconds each attempt ran, per task name."),
         (
