@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 
@@ -77,7 +78,9 @@ def test_a_run_without_a_context_is_a_root_span(spans: InMemorySpanExporter) -> 
 def test_without_opentelemetry_nothing_is_recorded_or_written(
     spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_tracing, "_loaded", lambda: None)  # as where the application does not use OpenTelemetry
+    # As where the application does not use OpenTelemetry: never imported, never loaded here.
+    monkeypatch.setattr(_tracing, "_modules", None)
+    monkeypatch.delitem(sys.modules, "opentelemetry.trace")
     spec = task_pb2.TaskSpec(task_id="t-3", name="n")
     _tracing.inject_send(spec)
     with _tracing.process(spec, 1, "w") as span:

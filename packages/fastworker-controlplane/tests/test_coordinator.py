@@ -541,13 +541,18 @@ class SpanRecorder:
 
         yield Span()
 
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Trace the control plane's runs through this recorder (a tracer is configured, as far as runs can tell)."""
+        monkeypatch.setattr(local_module.tracing, "tracer", lambda: object())
+        monkeypatch.setattr(local_module.tracing, "process", self.process)
+
 
 async def test_a_sync_task_cancelled_before_its_code_started_still_ends_one_span_cancelled(
     harness: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a traced control plane, and a sync task a slot took (RUNNING: a client may cancel it now)
     spans = SpanRecorder()
-    monkeypatch.setattr(local_module.tracing, "process", spans.process)
+    spans.install(monkeypatch)
     harness.task(lambda: None, name="never")
     coordinator = harness.coordinator(local_concurrency=0)
     record, _ = coordinator.submit(harness.spec("never"))
@@ -573,7 +578,7 @@ async def test_an_async_task_cancelled_before_its_code_started_still_ends_one_sp
 ) -> None:
     # Given a traced control plane, and an async task a slot took (RUNNING: a client may cancel it now)
     spans = SpanRecorder()
-    monkeypatch.setattr(local_module.tracing, "process", spans.process)
+    spans.install(monkeypatch)
     ran: list[str] = []
 
     async def slow() -> None:
@@ -634,7 +639,7 @@ async def test_runs_stopped_by_the_shutdown_end_their_span_and_log_line_as_such_
 ) -> None:
     # Given a traced control plane running an async task on its loop and a sync one on a slot
     spans = SpanRecorder()
-    monkeypatch.setattr(local_module.tracing, "process", spans.process)
+    spans.install(monkeypatch)
     loop_started, gate = asyncio.Event(), harness.gate()
 
     async def slow() -> None:

@@ -50,9 +50,12 @@ def _required() -> tuple[Any, Any, Any]:
 
 def tracer() -> Any | None:
     """The tracer to use, or None when tracing is off (OpenTelemetry unused, or no provider configured)."""
-    modules = _loaded()
+    modules = _modules
     if modules is None:
-        return None
+        if "opentelemetry.trace" not in sys.modules:
+            return None  # the common case, asked once per run: decided without a further call
+        modules = _loaded()
+        assert modules is not None
     trace = modules[2]
     provider = trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):

@@ -933,7 +933,8 @@ class Coordinator:
         Returns None when the slots must stop.
         """
         bound = self.local.concurrency
-        self._lock_for_slot()
+        if not self.lock.acquire(False):  # the common case inline: the lock is free
+            self._lock_for_slot()
         try:
             if ended_one:
                 self._local_places -= 1
@@ -946,7 +947,7 @@ class Coordinator:
                 # Always filtered: between a journal's replay and the dispatcher's start, the queue
                 # holds tasks that only subworkers define.
                 record = self.queue.pop(self._runnable_locally, queues=self.local_queues)
-                if record is not None and self._expired(record):
+                if record is not None and record.expires and record.expired(self.clock()):
                     # Final from here (under the lock: nobody else takes it), and whole before its
                     # state says so: a wait or a status may read it before the loop finishes it.
                     record.error = _expired_error()
@@ -965,7 +966,8 @@ class Coordinator:
                     record.state = RUNNING
                     record.attempts += 1
                     record.worker = LOCAL_WORKER_ID
-                    self.mark_started(record, self.clock())
+                    record.started_at = now = self.clock()  # mark_started, inline: every task
+                    self.metrics.started(record.name, now - record.ready_at)
                     self._local_started += 1
                     self._local_places += 1
                     self.counters.executed_locally += 1
@@ -979,7 +981,9 @@ class Coordinator:
             # Start only once the start is written (with the task's acceptance before it): a crash
             # then never replays as queued a task that already ran, which would run it twice.
             self.journal.ensure_written()
-        return LocalRun(record, task, self.policy_for(record))  # outside the lock: slots contend for it
+        # policy_for, inline (every task), outside the lock: slots contend for it.
+        defined = self._defined_policies.get(record.name) or self.defined_policy(record.name)
+        return LocalRun(record, task, effective_policy(record.spec, defined))
 
     def _lock_for_slot(self) -> None:
         """Take ``lock`` on a slot thread without blocking on it while a thread that can run holds it.
@@ -999,9 +1003,6 @@ class Coordinator:
             if lock.acquire(False):
                 return
         lock.acquire()
-
-    def _expired(self, record: TaskRecord) -> bool:
-        return record.expired(self.clock())
 
     def expire(self, record: TaskRecord) -> None:
         """End a task that was not started before its ``expires`` time as CANCELLED (reason: expired)."""

@@ -265,6 +265,8 @@ class LocalExecutor:
         the slot is registered for cancels, as a subworker's wraps the whole run: a cancel that lands
         before the task's code starts still ends one span, cancelled.
         """
+        if tracing.tracer() is None:  # tracing off: no span to open or tell (every run asks)
+            return self._run_registered(run, context, slot, slot_progress)
         record = run.record
         with tracing.process(record.spec, record.attempts, LOCAL_WORKER_ID, ready_at=record.ready_at) as span:
             ended = self._run_registered(run, context, slot, slot_progress)

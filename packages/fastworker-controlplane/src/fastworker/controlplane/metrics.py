@@ -137,11 +137,19 @@ class TaskMetrics:
         """An attempt started after ``waited`` seconds in the queue (under the coordinator's lock)."""
         counts = self._names.get(name) or self._for(name)
         counts.started += 1
-        counts.queue_wait.observe(waited)
+        histogram = counts.queue_wait  # Histogram.observe, inline
+        if waited < 0.0:
+            waited = 0.0
+        histogram.counts[bisect_left(TIME_BUCKETS, waited)] += 1
+        histogram.sum += waited
 
     def ran(self, name: str, seconds: float) -> None:
         """An attempt that started ended after ``seconds`` (loop)."""
-        (self._names.get(name) or self._for(name)).runtime.observe(seconds)
+        histogram = (self._names.get(name) or self._for(name)).runtime  # Histogram.observe, inline
+        if seconds < 0.0:
+            seconds = 0.0
+        histogram.counts[bisect_left(TIME_BUCKETS, seconds)] += 1
+        histogram.sum += seconds
 
     def succeeded(self, name: str) -> None:
         """A task ended in SUCCESS (loop)."""
