@@ -376,6 +376,15 @@ def test_bad_kwargs_and_clashing_options_are_usage_errors_before_connecting(run:
     assert FakeClient.made == []
 
 
+def test_submit_takes_a_negative_countdown_as_at_once_and_refuses_nan(run: Any) -> None:
+    ran = run("--json", "submit", "add", "--countdown", "-2.5")
+    assert ran.code == RET_OK
+    _, _, options = ran.client.calls[0]
+    assert options["countdown"] == -2.5  # SubmitOptions.apply sends it as "at once"
+    refused = run("--json", "submit", "add", "--countdown", "nan")
+    assert refused.code == RET_USAGE and "countdown must be finite" in refused.json["error"]
+
+
 def test_the_spec_commands_exist_each_with_a_description_and_every_argument_with_help() -> None:
     parser = make_parser()
     (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

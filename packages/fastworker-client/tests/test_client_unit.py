@@ -44,11 +44,10 @@ def test_countdown_and_eta_become_an_absolute_due_time() -> None:
     assert _eta_seconds(None, 1234.5) == 1234.5
 
 
-def test_countdown_and_eta_together_or_negative_are_refused() -> None:
+def test_countdown_and_eta_together_are_refused_and_a_countdown_of_zero_or_less_is_at_once() -> None:
     with pytest.raises(ValueError, match="not both"):
         _eta_seconds(1, 2.0)
-    with pytest.raises(ValueError, match="negative"):
-        _eta_seconds(-1, None)
+    assert _eta_seconds(0, None) == _eta_seconds(-1, None) == 0.0
 
 
 def test_task_info_translates_states_priorities_results_and_errors() -> None:

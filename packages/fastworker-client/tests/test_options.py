@@ -37,10 +37,11 @@ FUTURE = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     [
         ({"priority": "urgent"}, r"unknown priority 'urgent'"),
         ({"priority": 3}, r"unknown priority 3"),
-        ({"countdown": -1}, r"countdown cannot be negative"),
         ({"countdown": "5"}, r"countdown must be a number of seconds, not str"),
         ({"countdown": True}, r"countdown must be a number of seconds, not bool"),
         ({"countdown": float("inf")}, r"countdown must be finite"),
+        ({"countdown": float("nan")}, r"countdown must be finite"),
+        ({"countdown": -float("inf")}, r"countdown must be finite"),
         ({"countdown": 1, "eta": FUTURE}, r"give countdown or eta, not both"),
         ({"eta": "tomorrow"}, r"eta must be a datetime or Unix seconds, not str"),
         ({"expires": float("nan")}, r"expires must be finite"),
@@ -86,8 +87,8 @@ def test_split_without_options_gives_the_defaults_and_a_copy_of_the_kwargs() -> 
 
 
 def test_split_validates() -> None:
-    with pytest.raises(ValueError, match="countdown cannot be negative"):
-        SubmitOptions.split({"countdown": -2, "x": 1})
+    with pytest.raises(ValueError, match="countdown must be finite"):
+        SubmitOptions.split({"countdown": float("nan"), "x": 1})
 
 
 # ------------------------------------------------------------------------------------------ wire
@@ -111,6 +112,14 @@ def test_apply_turns_a_countdown_into_an_absolute_eta_and_a_naive_expiry_into_ut
     zero = task_pb2.TaskSpec()
     SubmitOptions(countdown=0).apply(zero)
     assert zero.eta == 0.0  # at once
+
+
+@pytest.mark.parametrize("countdown", [-0.001, -30, dt.timedelta(seconds=-5)])
+def test_a_negative_countdown_means_at_once_as_a_past_eta_does(countdown: float | dt.timedelta) -> None:
+    # Celery runs it at once: ``countdown=(deadline - now).total_seconds()`` just past its deadline.
+    spec = task_pb2.TaskSpec()
+    SubmitOptions(countdown=countdown).apply(spec)
+    assert spec.eta == 0.0
 
 
 def test_apply_without_options_leaves_defaults_and_gives_a_fresh_uuid4() -> None:
@@ -260,8 +269,10 @@ async def test_client_delay_and_submit_take_options_from_kwargs_and_pass_the_res
     assert submitted.eta > time.time() + 5 and client.timeouts == [3, 4]
     assert sent.priority == task_pb2.PRIORITY_HIGH
     assert waited.expires == FUTURE.timestamp()
-    with pytest.raises(ValueError, match="countdown cannot be negative"):
-        await client.delay("add", countdown=-1)
+    with pytest.raises(ValueError, match="countdown must be finite"):
+        await client.delay("add", countdown=float("nan"))
+    await client.delay("add", countdown=-1)
+    assert client.specs[-1].eta == 0.0  # a negative countdown: at once
 
 
 async def test_client_delay_many_gives_every_task_the_shared_options_and_its_own_id() -> None:

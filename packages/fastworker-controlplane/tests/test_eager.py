@@ -11,6 +11,7 @@ import pytest
 
 from fastworker.client import (
     FastworkerError,
+    InvalidOptions,
     InvalidRequest,
     PayloadError,
     Retry,
@@ -150,6 +151,18 @@ async def test_a_task_whose_expiry_passed_or_comes_before_its_eta_ends_expired_w
         assert info.state is TaskState.CANCELLED and info.attempts == 0
         assert info.error is not None and info.error.type == "Expired"
     assert (await client.status(in_time)).state is TaskState.SUCCESS
+
+
+async def test_a_negative_countdown_runs_at_once_and_a_nan_one_is_refused(tasks: Tasks) -> None:
+    ran: list[int] = []
+    record = tasks.add(ran.append, name="record")
+    client = EagerClient(tasks.registry)
+    task_id = await client.delay("record", 1, countdown=-0.001)  # a deadline that just passed
+    await record.with_options(client=client, countdown=dt.timedelta(seconds=-5)).delay(2)
+    assert ran == [1, 2] and (await client.status(task_id)).state is TaskState.SUCCESS
+    with pytest.raises(InvalidOptions, match="countdown must be finite"):
+        await client.delay("record", 3, countdown=float("nan"))
+    assert ran == [1, 2]
 
 
 async def test_typed_handles_use_it_as_the_current_client(tasks: Tasks) -> None:

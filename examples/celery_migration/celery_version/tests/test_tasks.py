@@ -45,6 +45,20 @@ def test_a_gateway_that_stays_busy_fails_with_its_own_error(monkeypatch: pytest.
     assert TRAIL[-1].event == "failed" and TRAIL[-1].task == "shop.charge_card"
 
 
+def test_a_declined_card_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def declined(order_id: int, cents: int, *, idempotency_key: str) -> str:
+        calls.append(idempotency_key)
+        raise ValueError("card declined")
+
+    monkeypatch.setattr(services, "charge", declined)
+    result = charge_card.delay(1000, 10)
+    with pytest.raises(ValueError, match="card declined"):
+        result.get()
+    assert len(calls) == 1 and [entry.event for entry in TRAIL] == ["started", "failed"]  # charged once
+
+
 def test_receipts_are_retried_while_the_mail_server_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     attempts: list[str] = []
 

@@ -48,6 +48,21 @@ async def test_a_gateway_that_stays_busy_fails_with_its_own_error(monkeypatch: p
     assert TRAIL[-1].event == "failed" and TRAIL[-1].task == "shop.charge_card"
 
 
+async def test_a_declined_card_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def declined(order_id: int, cents: int, *, idempotency_key: str) -> str:
+        calls.append(idempotency_key)
+        raise ValueError("card declined")
+
+    monkeypatch.setattr(services, "charge", declined)
+    handle = await charge_card.delay(1000, 10)
+    with pytest.raises(TaskFailed, match="card declined") as failed:
+        await handle.result()
+    assert failed.value.info.error is not None and failed.value.info.error.type == "ValueError"
+    assert len(calls) == 1 and [entry.event for entry in TRAIL] == ["started", "failed"]  # charged once
+
+
 async def test_receipts_are_retried_while_the_mail_server_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     attempts: list[str] = []
 

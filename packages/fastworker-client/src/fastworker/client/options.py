@@ -181,8 +181,8 @@ class SubmitOptions:
     Attributes:
         priority: Dispatch level (a :class:`Priority` or its name; stored as a Priority).
         queue: The named queue to wait in instead of the task's own (only workers serving it run it).
-        countdown: Seconds (or a ``timedelta``) to hold the task as SCHEDULED before it is queued;
-            excludes eta.
+        countdown: Seconds (or a ``timedelta``) to hold the task as SCHEDULED before it is queued
+            (0 or less: queued at once, as an eta in the past); excludes eta.
         eta: When to queue it: a datetime (naive means UTC) or Unix seconds; excludes countdown.
         expires: When an unstarted task is cancelled instead: a datetime (naive means UTC), Unix
             seconds, or a ``timedelta`` from the submission (Celery's ``expires=60`` is
@@ -204,7 +204,7 @@ class SubmitOptions:
         _Flag("wait in this named queue (default: the task's own, else 'default')", "QUEUE", queue_argument)
     )
     countdown: float | timedelta | None = _option(
-        _Flag("hold the task as SCHEDULED this many seconds before queueing it", "SECONDS", float)
+        _Flag("hold the task as SCHEDULED this many seconds before queueing it (0 or less: at once)", "SECONDS", float)
     )
     eta: datetime | float | None = _option(
         _Flag("queue the task at this time: ISO 8601 (naive means UTC), Unix seconds or +SECONDS", "WHEN", parse_when)
@@ -238,7 +238,9 @@ class SubmitOptions:
         if self.queue is not None:
             check_queue_name(self.queue)
         if self.countdown is not None:
-            _check_number("countdown", _seconds_of(self.countdown))
+            # Negative means "now", as an eta in the past does (Celery runs it at once): a countdown
+            # computed as ``deadline - now`` must not fail once the deadline has just passed.
+            _check_number("countdown", _seconds_of(self.countdown), negative_ok=True)
             if time.time() + _seconds_of(self.countdown) > LATEST_UNIX_SECONDS:
                 raise ValueError(f"countdown={_seconds_of(self.countdown):g} ends after the year 9999")
         if isinstance(self.expires, timedelta):
@@ -547,16 +549,14 @@ def _unix_seconds(when: datetime | float) -> float:
 
 
 def _eta_seconds(countdown: float | None, eta: datetime | float | None) -> float:
-    """The wire ``eta``: Unix seconds to queue at, or 0.0 for at once.
+    """The wire ``eta``: Unix seconds to queue at, or 0.0 for at once (a countdown of 0 or less).
 
     Raises:
-        ValueError: both are given, or countdown is negative.
+        ValueError: both are given.
     """
     if countdown is not None and eta is not None:
         raise ValueError("give countdown or eta, not both")
     if countdown is not None:
-        if countdown < 0:
-            raise ValueError("countdown cannot be negative")
         return time.time() + countdown if countdown > 0 else 0.0
     if eta is None:
         return 0.0
