@@ -24,6 +24,8 @@ from fastworker.protocol.addresses import parse_address
 
 ATTACKER = "127.0.0.7"
 REQ0_HANDSHAKE = b"\x00SP\x00\x00\x30\x00\x00"
+#: A Sub0 peer's handshake (protocol 0x0021), for the discovery socket.
+SUB0_HANDSHAKE = b"\x00SP\x00\x00\x21\x00\x00"
 #: Generous bound for anything the test waits on (the machine may be busy).
 BOUND = 60.0
 
@@ -46,8 +48,16 @@ def host_port(address: str) -> tuple[str, int]:
     return parsed.host, parsed.port
 
 
-def open_silent_connections(address: str, count: int, opened: list[socket.socket], *, rcvbuf: int = 0) -> None:
-    """``count`` connections from the attacker address that complete the SP handshake and then say nothing."""
+def open_silent_connections(
+    address: str,
+    count: int,
+    opened: list[socket.socket],
+    *,
+    rcvbuf: int = 0,
+    source: str = ATTACKER,
+    handshake: bytes = REQ0_HANDSHAKE,
+) -> None:
+    """``count`` connections from ``source`` that complete the SP handshake and then say nothing."""
     target = host_port(address)
     batch = []
     for _ in range(count):
@@ -55,10 +65,10 @@ def open_silent_connections(address: str, count: int, opened: list[socket.socket
         opened.append(sock)
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((ATTACKER, 0))
+        sock.bind((source, 0))
         sock.settimeout(10)
         sock.connect(target)
-        sock.sendall(REQ0_HANDSHAKE)
+        sock.sendall(handshake)
         batch.append(sock)
     for sock in batch:  # the control plane answers the handshake (and may close the connection at once)
         try:
@@ -146,6 +156,24 @@ def test_an_idle_client_whose_connection_was_closed_to_make_room_still_works_on_
         eventually(lambda: "to make room" in control_plane.log(), "the idle client's connection closed")
         assert client.submit("fwsec.echo", 2, timeout=BOUND) == 2  # nng redialed it in the background
         assert client.stats()["connections_idle_closed"] >= 1
+
+
+def test_silent_subscribers_filling_the_discovery_socket_do_not_shut_a_new_client_out(
+    start_cp: StartControlPlane, raw_sockets: list[socket.socket], security_report: Callable[..., None]
+) -> None:
+    # Subscribers never send, so idleness cannot tell them from clients: 1,024 of them from 4
+    # addresses shut every new client and worker out of discovery for as long as they stayed.
+    control_plane = start_cp("--max-connections", "100", "--max-connections-per-peer", "80")
+    for source in ("127.0.0.2", "127.0.0.3"):
+        open_silent_connections(control_plane.discovery, 150, raw_sockets, source=source, handshake=SUB0_HANDSHAKE)
+
+    with SyncClient(control_plane.discovery, connect_timeout=20) as client:  # from 127.0.0.1, after them
+        assert client.submit("fwsec.echo", "found it", timeout=BOUND) == "found it"
+        counters = client.stats()
+    assert counters["connections_refused"] == 0
+    # The log names the socket that was hit (its bound port), not the configured port 0.
+    assert f"to {control_plane.discovery} to make room" in control_plane.log()
+    security_report(silent_subscribers=300, made_room=counters["connections_idle_closed"])
 
 
 def test_a_peer_sending_20000_requests_and_reading_no_reply_leaves_rss_within_20_mb_once_it_is_gone(

@@ -27,6 +27,8 @@ BOUND = 20.0
 ATTACKER = "127.0.0.7"
 #: nng's TCP handshake of a Req0 peer: b"\0SP\0", protocol 0x0030 (Req0) big-endian, two reserved bytes.
 REQ0_HANDSHAKE = b"\x00SP\x00\x00\x30\x00\x00"
+#: The same for a Sub0 peer (protocol 0x0021); a Pub0 side answers with 0x0020.
+SUB0_HANDSHAKE = b"\x00SP\x00\x00\x21\x00\x00"
 
 
 @pytest.fixture
@@ -37,8 +39,10 @@ def raw_sockets() -> Iterator[list[socket.socket]]:
         sock.close()
 
 
-def raw_peer(opened: list[socket.socket], port: int, *, source: str = ATTACKER, rcvbuf: int = 0) -> socket.socket:
-    """A TCP connection from ``source`` that completes nng's SP handshake as a Req0 peer, and nothing more."""
+def raw_peer(
+    opened: list[socket.socket], port: int, *, source: str = ATTACKER, rcvbuf: int = 0, subscriber: bool = False
+) -> socket.socket:
+    """A TCP connection from ``source`` that completes nng's SP handshake as a Req0 (or Sub0) peer, and nothing more."""
     sock = socket.socket()
     opened.append(sock)
     if rcvbuf:
@@ -46,8 +50,9 @@ def raw_peer(opened: list[socket.socket], port: int, *, source: str = ATTACKER, 
     sock.bind((source, 0))
     sock.settimeout(BOUND)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(REQ0_HANDSHAKE)
-    assert sock.recv(8) == b"\x00SP\x00\x00\x31\x00\x00"  # the Rep0 side answers
+    sock.sendall(SUB0_HANDSHAKE if subscriber else REQ0_HANDSHAKE)
+    answer = b"\x00SP\x00\x00\x20\x00\x00" if subscriber else b"\x00SP\x00\x00\x31\x00\x00"
+    assert sock.recv(8) == answer  # the Pub0 or Rep0 side answers
     return sock
 
 
@@ -123,6 +128,50 @@ async def test_refusal_logs_are_rate_limited_with_a_count_of_those_left_out(
         "another reason",
         "refused (49 more since the last such line)",
     ]
+
+
+async def test_a_full_socket_of_silent_subscribers_closes_the_oldest_of_the_most_crowded_address_not_the_newcomer(
+    raw_sockets: list[socket.socket],
+) -> None:
+    # Given a PUB socket (its peers never send) with room for 6, filled by 4 from .7 and 2 from .8
+    loop = asyncio.get_running_loop()
+    events: list[ConnectionEvent] = []
+    admission = ConnectionAdmission(name="test", max_connections=6, max_per_peer=4, silent_peers=True)
+    with pynng.Pub0() as pub, pynng.Sub0(recv_timeout=int(BOUND * 1000)) as client:
+        admission.attach(pub, loop, events.append)
+        port = socket.ntohs(pub.listen("tcp://127.0.0.1:0").local_address.port)
+
+        async def subscriber(source: str) -> socket.socket:
+            """A silent subscriber, admitted before the next one (nng admits handshakes concurrently)."""
+            admitted = len(admission) + 1
+            sock = raw_peer(raw_sockets, port, source=source, subscriber=True)
+            await eventually(lambda: len(admission) == admitted)
+            return sock
+
+        crowd = [await subscriber(ATTACKER) for _ in range(4)]  # the oldest first
+        few = [await subscriber("127.0.0.8") for _ in range(2)]
+
+        # When a subscriber from 127.0.0.1 connects, and another from .7 (at its per-peer cap then)
+        client.subscribe(b"")
+        client.dial(f"tcp://127.0.0.1:{port}", block=True)
+        received = asyncio.ensure_future(client.arecv())
+        async with asyncio.timeout(BOUND):
+            while not received.done():  # PUB drops what it sends before a subscriber is attached
+                pub.send(b"announcement")
+                await asyncio.sleep(0.05)
+        assert await received == b"announcement"
+
+        # Then the crowd's oldest made room, the newcomer got in, and nothing was refused
+        assert await closed_by_peer(crowd[0])
+        assert ConnectionEvent.REFUSED not in events
+        assert events.count(ConnectionEvent.IDLE_CLOSED) == 1
+        # ... and a crowd's newcomer displaces its own oldest, never another address's connection
+        crowd.append(raw_peer(raw_sockets, port, source=ATTACKER, subscriber=True))  # when .7: 3, .8: 2, .1: 1
+        assert await closed_by_peer(crowd[1])
+        for sock in (*crowd[2:], *few):
+            assert not await closed_by_peer(sock, within=0.2)
+        assert len(admission) == 6
+        assert ConnectionEvent.REFUSED not in events
 
 
 # -------------------------------------------------------------------------------- silent connections

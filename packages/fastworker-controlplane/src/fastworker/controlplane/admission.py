@@ -8,6 +8,11 @@ locks every other one out) and closes connections that have not delivered a vali
 client that submits once an hour), except that a full cap closes the longest-idle one to make
 room; its nng dialer redials transparently.
 
+A socket whose peers never speak (discovery's PUB: ``silent_peers``) cannot tell an attacker
+from a subscriber by idleness, so there a full cap never refuses: it closes the oldest connection
+of the address holding the most, so that a crowd from a few addresses only churns its own
+connections and a newcomer from any other address always gets in.
+
 nng calls :meth:`ConnectionAdmission.admit` on its own threads; everything else runs on the loop
 that serves the socket (see :class:`fastworker.controlplane.replyserver.ReplyServer`).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import resource
 import sys
 import threading
@@ -101,6 +107,12 @@ class ConnectionAdmission:
     idle (no request since it connected, or since its last one) for at least ``idle_timeout`` and
     holds no request in flight; otherwise the new connection is refused. The idle bound stops
     peers that redial at once (every nng dialer does) from evicting each other in a loop.
+
+    With ``silent_peers`` (peers that never send, so idleness means nothing and nothing expires),
+    a full cap instead closes the oldest connection of the address holding the most connections,
+    the newcomer's own on a tie: one address can then only ever displace its own connections
+    (the per-peer cap is full only when the newcomer's address holds the most), and a newcomer
+    from an address holding fewer always gets in.
     """
 
     def __init__(
@@ -110,13 +122,16 @@ class ConnectionAdmission:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER,
         idle_timeout: float = DEFAULT_IDLE_CONNECTION_TIMEOUT,
+        silent_peers: bool = False,
         clock: Callable[[], float] = time.monotonic,
         refusal_log: RefusalLog | None = None,
     ) -> None:
+        #: What log lines call the socket: set to the bound address once it listens (port 0 resolved).
         self.name = name
+        self.silent_peers = silent_peers
         self.max_connections = max_connections
         self.max_per_peer = max_per_peer
-        self.idle_timeout = idle_timeout
+        self.idle_timeout = math.inf if silent_peers else idle_timeout  # silence is all such peers do
         #: Whether a connection has a request in flight (set by the server that answers them).
         self.busy: Callable[[int], bool] = lambda pipe_id: False
         self._clock = clock
@@ -153,8 +168,11 @@ class ConnectionAdmission:
             now = self._clock()
             peer_full = peer is not None and self._per_peer.get(peer, 0) >= self.max_per_peer
             if peer_full or len(self._live) >= self.max_connections:
-                idlest = self._idlest(now, peer if peer_full else None)
-                victim = None if idlest is None else self._drop(idlest)
+                if self.silent_peers:
+                    chosen = self._oldest_of_the_most_crowded(peer)
+                else:
+                    chosen = self._idlest(now, peer if peer_full else None)
+                victim = None if chosen is None else self._drop(chosen)
                 if victim is None:
                     refusal = (
                         f"{self.max_per_peer} connections from that address already (--max-connections-per-peer)"
@@ -172,7 +190,10 @@ class ConnectionAdmission:
         if victim is not None:
             _close(victim.pipe)
             self._notify(ConnectionEvent.IDLE_CLOSED)
-            self._log.warning(f"evicted:{self.name}", f"closed an idle connection to {self.name} to make room")
+            which = (
+                "the oldest connection of the address holding the most" if self.silent_peers else "an idle connection"
+            )
+            self._log.warning(f"evicted:{self.name}", f"closed {which} to {self.name} to make room")
         if not refusal:
             return True
         pipe.close()
@@ -191,6 +212,21 @@ class ConnectionAdmission:
             if since <= chosen_since and not self.busy(pipe_id):
                 chosen, chosen_since = pipe_id, since
         return chosen
+
+    def _oldest_of_the_most_crowded(self, newcomer: Hashable | None) -> int | None:
+        """The oldest connection of the address holding the most (ties: ``newcomer``'s, then the oldest)."""
+        counts: dict[Hashable | None, int] = {}
+        oldest: dict[Hashable | None, int] = {}
+        for pipe_id, connection in self._live.items():  # in the order they connected
+            counts[connection.peer] = counts.get(connection.peer, 0) + 1
+            oldest.setdefault(connection.peer, pipe_id)
+        if not oldest:
+            return None
+        crowded = max(
+            oldest,
+            key=lambda peer: (counts[peer], peer == newcomer, -self._live[oldest[peer]].connected_at),
+        )
+        return oldest[crowded]
 
     def _drop(self, pipe_id: int) -> _Connection | None:
         """Forget a connection (under the lock); return it, or None if it was not counted."""

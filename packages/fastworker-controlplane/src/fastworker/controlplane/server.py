@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import ipaddress
 import logging
-import math
 import os
 import socket
 import uuid
@@ -217,13 +216,15 @@ class ControlPlane:
         self._sockets.append(pub)
         requested = self._address(s.discovery_address)
         # Subscribers say nothing, so none is closed for silence; the caps hold here too (clients
-        # never closed, each redialling, filled it from one host).
-        self._bound_connections(pub, requested, loop, evict_silent=False)
+        # never closed, each redialling, filled it from one host), and a full one makes room by
+        # closing a connection of the most crowded address (silent peers filled it for good).
+        discovery_admission = self._bound_connections(pub, requested, loop, silent_peers=True)
         if self._tls is not None:
             pub.tls_config = self._tls.server_config()
         discovery_address = listener_url(
             _listen("--discovery-address", requested, lambda: pub.listen(requested)), requested
         )
+        discovery_admission.name = discovery_address
         self.addresses = {
             "discovery": discovery_address,
             "client": client_address,
@@ -389,6 +390,7 @@ class ControlPlane:
         if self._tls is not None:
             sock.tls_config = self._tls.server_config()
         bound = listener_url(_listen(what, address, lambda: sock.listen(address)), address)
+        admission.name = bound  # the log names the socket hit, not "port 0"
         server = ReplyServer(
             sock,
             handler,
@@ -403,20 +405,21 @@ class ControlPlane:
         return bound
 
     def _bound_connections(
-        self, sock: pynng.Socket, address: str, loop: asyncio.AbstractEventLoop, *, evict_silent: bool = True
+        self, sock: pynng.Socket, address: str, loop: asyncio.AbstractEventLoop, *, silent_peers: bool = False
     ) -> ConnectionAdmission:
         """Cap a listening socket's connections, overall and per peer address, and expire silent ones.
 
         Each connection costs buffers, contexts and a descriptor; see ``fastworker.controlplane.admission``.
-        ``evict_silent=False`` (a socket whose peers never send): beyond a cap, new connections are
-        refused, never made room for.
+        ``silent_peers`` (a socket whose peers never send): none expires, and a full cap closes the
+        oldest connection of the address holding the most.
         """
         s = self.settings
         admission = ConnectionAdmission(
             name=address,
             max_connections=s.max_connections,
             max_per_peer=s.max_connections_per_peer,
-            idle_timeout=s.idle_connection_timeout if evict_silent else math.inf,
+            idle_timeout=s.idle_connection_timeout,
+            silent_peers=silent_peers,
         )
         admission.attach(sock, loop, self._connection_event)
         return admission
