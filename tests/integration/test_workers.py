@@ -684,6 +684,8 @@ def test_pool_threads_refuses_the_child_process_flags_as_a_usage_error(tmp_path)
     # An id is a path segment of the dashboard's URLs ("../" drained another worker) and a log field.
     for bad in ("../workers/victim", "..", "line\nbreak", "rtl\u202e"):
         assert "--worker-id: worker_id must be printable characters without '/'" in error(run("--worker-id", bad))
+    # The control plane's own runs are labelled "controlplane": a subworker taking it would hide among them.
+    assert "--worker-id: worker_id 'controlplane' is reserved" in error(run("--worker-id", "controlplane"))
     assert "--control-plane: unsupported address 'garbage'" in error(run("--control-plane", "garbage"))
     assert "port out of range" in error(run("--control-plane", "tcp://127.0.0.1:70000"))
     assert "expected a number of seconds" in error(run("--drain-timeout", "nan"))

@@ -103,8 +103,8 @@ async def test_a_registration_refused_for_its_own_definitions_is_final_so_that_t
 
 @pytest.mark.parametrize(
     "worker_id",
-    ["", "w" * 201, "../workers/victim", "..", "nl\n2026-12-07 CRITICAL forged", "rtl\u202eevil"],
-    ids=["empty", "too-long", "slash", "dot-dot", "newline", "bidi"],
+    ["", "w" * 201, "../workers/victim", "..", "nl\n2026-12-07 CRITICAL forged", "rtl\u202eevil", "controlplane"],
+    ids=["empty", "too-long", "slash", "dot-dot", "newline", "bidi", "reserved"],
 )
 async def test_a_registration_with_a_bad_worker_id_is_refused_for_good(dispatch_rig: Any, worker_id: str) -> None:
     # A worker id is a path segment of the dashboard's URLs (/workers/ID/drain: "../" would drain

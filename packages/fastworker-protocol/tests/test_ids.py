@@ -8,7 +8,16 @@ from uuid import RFC_4122, UUID
 
 import pytest
 
-from fastworker.protocol.ids import IDS_PER_DRAW, MAX_SHOWN, new_task_id, shown, shown_id, task_id_problem
+from fastworker.protocol.ids import (
+    IDS_PER_DRAW,
+    LOCAL_WORKER_ID,
+    MAX_SHOWN,
+    new_task_id,
+    shown,
+    shown_id,
+    task_id_problem,
+    worker_id_problem,
+)
 
 
 def test_plain_ids_are_shown_as_they_are_and_odd_ones_quoted_and_cut() -> None:
@@ -26,6 +35,14 @@ def test_an_id_must_be_printable_and_at_most_200_characters() -> None:
     assert task_id_problem("ok-1") is None
     assert task_id_problem("") is not None and task_id_problem("x" * 201) is not None
     assert task_id_problem("a/b") is not None and task_id_problem("..") is not None
+
+
+def test_no_subworker_may_take_the_id_of_the_control_planes_own_runs() -> None:
+    # Its tasks would be listed as the control plane's (``fastworker list --worker controlplane``).
+    problem = worker_id_problem(LOCAL_WORKER_ID)
+    assert problem is not None and "'controlplane' is reserved" in problem
+    assert worker_id_problem("controlplane-2") is None
+    assert task_id_problem(LOCAL_WORKER_ID) is None  # only worker ids are reserved
 
 
 def test_new_task_ids_are_uuid4_strings_and_never_repeat_across_draws() -> None:

@@ -95,6 +95,23 @@ async def test_a_result_this_dashboard_cannot_decode_is_said_not_shown_nor_downl
     assert download.status_code == 502 and f"the result of task {task_id} cannot be decoded here" in download.text
 
 
+async def test_only_a_successful_task_s_result_downloads_others_are_a_409_naming_their_state(
+    web: httpx.AsyncClient, fake: FakeAdminClient
+) -> None:
+    # A failed or waiting task was downloaded as `null`, the same as a task that returned None.
+    returned_none = "b" * 8 + "-0000-4000-8000-000000000001"
+    fake.add(make_task(returned_none, result=None))
+    download = await web.get(f"/tasks/{returned_none}/result")
+    assert download.status_code == 200 and download.json() is None
+    for number, state in enumerate((TaskState.FAILURE, TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLED), 2):
+        task_id = "b" * 8 + f"-0000-4000-8000-00000000000{number}"
+        fake.add(make_task(task_id, state=state))
+        refused = await web.get(f"/tasks/{task_id}/result")
+        assert refused.status_code == 409, state
+        assert refused.headers["content-type"].startswith("text/html")
+        assert f"Task {task_id} is {state.value}: only a task in SUCCESS has a result to download." in refused.text
+
+
 async def test_a_scheduled_task_s_page_shows_when_it_is_due_and_when_it_expires(
     web: httpx.AsyncClient, fake: FakeAdminClient
 ) -> None:

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from fastworker.protocol.ids import LOCAL_WORKER_ID as LOCAL_WORKER_ID  # the reserved id lives with the id rule
 from fastworker.protocol.queues import DEFAULT_QUEUE
 from fastworker.protocol.v1 import task_pb2
 
@@ -22,8 +23,6 @@ SUCCESS = task_pb2.TASK_STATE_SUCCESS
 FAILURE = task_pb2.TASK_STATE_FAILURE
 CANCELLED = task_pb2.TASK_STATE_CANCELLED
 FINAL_STATES = frozenset({SUCCESS, FAILURE, CANCELLED})
-#: Worker id reported for tasks the control plane ran itself (docs/reference.md).
-LOCAL_WORKER_ID = "controlplane"
 #: Error type of a task that was running when the control plane stopped and is not run again.
 CONTROL_PLANE_LOST = "ControlPlaneLost"
 #: Where a task's error is shown among many (a page of tasks, an event), it keeps its type and the

@@ -6,6 +6,7 @@ import os
 from collections import deque
 
 __all__ = [
+    "LOCAL_WORKER_ID",
     "MAX_SHOWN",
     "MAX_TASK_ID_LENGTH",
     "new_task_id",
@@ -15,6 +16,9 @@ __all__ = [
     "worker_id_problem",
 ]
 
+#: Worker id the control plane reports for the tasks it runs itself; no subworker may take it, so
+#: its runs are never mistaken for the control plane's (``fastworker list --worker controlplane``).
+LOCAL_WORKER_ID = "controlplane"
 #: Longest task id accepted, in characters.
 MAX_TASK_ID_LENGTH = 200
 #: Most characters of a value from a request that an error message quotes (a peer's 100,000-character
@@ -74,7 +78,9 @@ def task_id_problem(task_id: str) -> str | None:
 
 
 def worker_id_problem(worker_id: str) -> str | None:
-    """Why ``worker_id`` cannot name a subworker, or None (see :func:`_id_problem`)."""
+    """Why ``worker_id`` cannot name a subworker, or None (see :func:`_id_problem`; :data:`LOCAL_WORKER_ID` is reserved)."""
+    if worker_id == LOCAL_WORKER_ID:
+        return f"worker_id {LOCAL_WORKER_ID!r} is reserved: it labels the tasks the control plane runs itself"
     return _id_problem(worker_id, "worker_id")
 
 

@@ -12,6 +12,7 @@ from fastworker.client import FastworkerError, TaskState
 from fastworker.client.models import result_of
 from fastworker.dashboard.source import TaskDetailView
 from fastworker.dashboard.web.deps import DashboardState, FiltersDep, StateDep
+from fastworker.dashboard.web.errors import error_response
 from fastworker.dashboard.web.preview import DOWNLOAD_CAP, render_capped
 from fastworker.dashboard.web.views import (
     detail_context,
@@ -20,6 +21,7 @@ from fastworker.dashboard.web.views import (
     tasks_context,
     tasks_form_context,
 )
+from fastworker.protocol.ids import shown_id
 
 router = APIRouter()
 
@@ -98,7 +100,18 @@ async def task_arguments(state: StateDep, task_id: str) -> Response:
 
 
 @router.get("/tasks/{task_id}/result")
-async def task_result(state: StateDep, task_id: str) -> Response:
-    """The task's result in full, up to the download cap (read alone: a detail may leave a large one out)."""
+async def task_result(request: Request, state: StateDep, task_id: str) -> Response:
+    """The task's result in full, up to the download cap (read alone: a detail may leave a large one out).
+
+    Only a task in SUCCESS has one: any other state is a 409 naming it, so a failed or waiting task is never
+    downloaded as the ``null`` a task that returned None gives.
+    """
     info = await state.feed.read_status(task_id)
+    if info.state is not TaskState.SUCCESS:
+        return error_response(
+            request,
+            409,
+            "No result",
+            f"Task {shown_id(task_id)} is {info.state.value}: only a task in SUCCESS has a result to download.",
+        )
     return await _download(state, task_id, "result", result_of(info))
