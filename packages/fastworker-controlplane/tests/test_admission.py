@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -297,6 +298,45 @@ async def test_a_connection_leaving_large_replies_unread_is_closed_by_their_byte
     assert await closed_by_peer(hog)
     reader = channels(served.url)
     assert len(await reader.request(b"still here", timeout=BOUND)) == len(big)
+
+
+@pytest.mark.parametrize("from_thread", [False, True], ids=["replies on the loop", "replies from threads"])
+async def test_unread_replies_are_bounded_across_connections_by_closing_the_heaviest_non_reader(
+    serve: Callable[..., Any],
+    channels: Callable[[str], RequestChannel],
+    raw_sockets: list[socket.socket],
+    from_thread: bool,
+) -> None:
+    # Given replies of 2 MiB, at most 32 MiB unread per connection and 32 MiB for all together
+    mib = 1024 * 1024
+    big = b"x" * (2 * mib)
+    bound = 32 * mib
+
+    def answer(request: Request) -> None:
+        if from_thread:
+            threading.Thread(target=request.reply, args=(big,)).start()
+        else:
+            request.reply(big)
+
+    served = serve(answer, max_unread_bytes=bound, max_unread_bytes_total=bound)
+    reader = channels(served.url)
+    # When three peers leave 4 replies each unread and a fourth 14 (28 MiB: within its own bound),
+    # which the kernel's buffers absorb only a few MiB of per connection
+    light = [await send_and_never_read(served, raw_sockets, b"give me more", 4) for _ in range(3)]
+    await eventually(lambda: served.server.unread_bytes >= 3 * 2 * mib)
+    assert len(await reader.request(b"meanwhile", timeout=BOUND)) == len(big)
+    heavy = await send_and_never_read(served, raw_sockets, b"give me more", 14)
+
+    # Then the heaviest alone is closed, what it held is freed, and the total is within the bound again
+    await eventually(lambda: ConnectionEvent.DROPPED_UNREAD in served.events)  # before reading: reading drains it
+    assert await closed_by_peer(heavy)
+    assert served.events.count(ConnectionEvent.DROPPED_UNREAD) == 1
+    await eventually(lambda: served.server.unread_bytes <= bound)
+    # while the reading client keeps being served, and the other non-readers stay connected
+    assert len(await reader.request(b"still here", timeout=BOUND)) == len(big)
+    assert served.events.count(ConnectionEvent.DROPPED_UNREAD) == 1
+    for peer in light:
+        assert not await closed_by_peer(peer, within=0.5)
 
 
 async def test_a_peer_without_the_secret_that_never_reads_its_refusals_is_closed_too(

@@ -32,6 +32,11 @@ DEFAULT_MAX_PENDING_PER_CONNECTION = MAX_REQUESTS_IN_FLIGHT
 #: Bytes of replies one connection may leave unread before it is closed: a count alone let a peer
 #: that never reads hold 1,024 replies of up to 16 MiB each (measured: 3 GB, and a stalled loop).
 DEFAULT_MAX_UNREAD_BYTES = 64 * 1024 * 1024
+#: Bytes of replies all connections of one reply server together may leave unread. Per connection
+#: alone, 40 connections that never read took a control plane from 60 MiB to 2.3 GiB (1,024 could
+#: hold 64 GiB: an OOM kill loses every in-memory task). Four connections' worth: a reader that is
+#: merely slow holds a few replies at a time, so only peers that stopped reading ever reach it.
+DEFAULT_MAX_UNREAD_BYTES_TOTAL = 4 * DEFAULT_MAX_UNREAD_BYTES
 #: Contexts a reply server keeps however quiet it gets; above this, contexts unused for a while are closed.
 DEFAULT_MIN_CONTEXTS = 64
 #: Seconds between a reply server's housekeeping rounds (idle connections, pool shrinking).
@@ -93,7 +98,9 @@ class ReplyServer:
     reply later (long polls); each pending request holds one nng context. Contexts are pooled; the
     pool shrinks back towards ``min_contexts`` once load has gone. With an ``admission``, silent
     connections are closed on its schedule; a connection holding ``max_pending_per_connection``
-    replies it has not read is closed, freeing what they hold (``on_event`` hears of it).
+    replies or ``max_unread_bytes`` it has not read is closed, freeing what they hold, and so is
+    the connection holding the most when all of them together hold over ``max_unread_bytes_total``
+    (``on_event`` hears of it).
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class ReplyServer:
         on_refused: Callable[[str], None] | None = None,
         max_pending_per_connection: int = DEFAULT_MAX_PENDING_PER_CONNECTION,
         max_unread_bytes: int = DEFAULT_MAX_UNREAD_BYTES,
+        max_unread_bytes_total: int = DEFAULT_MAX_UNREAD_BYTES_TOTAL,
         admission: ConnectionAdmission | None = None,
         on_event: Callable[[ConnectionEvent], None] | None = None,
         min_contexts: int = DEFAULT_MIN_CONTEXTS,
@@ -121,6 +129,7 @@ class ReplyServer:
         self._pending: dict[int, int] = {}
         self.max_pending_per_connection = max_pending_per_connection
         self.max_unread_bytes = max_unread_bytes
+        self.max_unread_bytes_total = max_unread_bytes_total
         self._admission = admission
         if admission is not None:
             admission.busy = self._busy
@@ -141,6 +150,9 @@ class ReplyServer:
         self._sending: deque[tuple[pynng.Context, _nng.SendAio, int, int]] = deque()  # ..., pipe, size
         #: Bytes handed to nng and not reaped yet, per connection; replies come from any thread.
         self._unsent: dict[int, int] = {}
+        self._unsent_total = 0  # the sum of _unsent
+        #: A shedding round is scheduled on the loop (a reply from another thread went over the total).
+        self._shed_scheduled = False
         self._unsent_lock = threading.Lock()
         self._loop_thread = 0
         self._receiver = _nng.Receiver()
@@ -237,11 +249,32 @@ class ReplyServer:
         self._reap()
         if self._on_event is not None:
             self._on_event(ConnectionEvent.DROPPED_UNREAD)
+        mib = 1024 * 1024
         self._drop_log.warning(
             "unread",
             f"closed a connection that did not read its replies (at most {self.max_pending_per_connection}"
-            f" replies or {self.max_unread_bytes // (1024 * 1024)} MiB are kept for one)",
+            f" replies or {self.max_unread_bytes // mib} MiB are kept for one,"
+            f" {self.max_unread_bytes_total // mib} MiB for all together)",
         )
+
+    def _shed_unread(self) -> None:
+        """Close the connections holding the most unread bytes until all together are within the total.
+
+        Connections already closed are not counted: nng completes their sends, and the reap frees them.
+        """
+        with self._unsent_lock:
+            self._shed_scheduled = False
+        if self._closed:
+            return
+        self._reap()
+        while True:
+            with self._unsent_lock:  # nng pipe ids are positive: the others were sent on no connection
+                candidates = {
+                    pipe: size for pipe, size in self._unsent.items() if pipe > 0 and pipe not in self._dropped
+                }
+            if sum(candidates.values()) <= self.max_unread_bytes_total:
+                return
+            self._drop_unread(max(candidates, key=candidates.__getitem__))
 
     def _housekeep(self) -> None:
         """Close silent or surplus idle connections and shrink the context pool (every half second)."""
@@ -307,10 +340,20 @@ class ReplyServer:
             data = self._auth.seal(data)
         aio = _nng.send_on_context(context, data)
         size = len(data)
+        on_loop = threading.get_ident() == self._loop_thread
         with self._unsent_lock:
             self._unsent[pipe_id] = self._unsent.get(pipe_id, 0) + size
+            self._unsent_total += size
+            shed = self._unsent_total > self.max_unread_bytes_total and not self._shed_scheduled
+            if shed and not on_loop:
+                self._shed_scheduled = True
         self._sending.append((context, aio, pipe_id, size))
-        if self._reap_handle is None and threading.get_ident() == self._loop_thread:
+        if shed:
+            if on_loop:
+                self._shed_unread()
+            else:
+                self._loop.call_soon_threadsafe(self._shed_unread)
+        if self._reap_handle is None and on_loop:
             self._reap_handle = self._loop.call_later(0.05, self._reap_later)
 
     def _reap_later(self) -> None:
@@ -329,6 +372,7 @@ class ReplyServer:
                 sending.append(entry)
                 continue
             with self._unsent_lock:
+                self._unsent_total -= size
                 left = self._unsent.get(pipe_id, 0) - size
                 if left > 0:
                     self._unsent[pipe_id] = left
@@ -352,6 +396,11 @@ class ReplyServer:
         if not self._closed:
             self._idle.append(context)
             self._answered(pipe_id)
+
+    @property
+    def unread_bytes(self) -> int:
+        """Bytes of replies handed to nng and not yet written, all connections together (for tests and stats)."""
+        return self._unsent_total
 
     @property
     def pending_sends(self) -> int:
