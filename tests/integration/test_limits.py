@@ -57,28 +57,33 @@ def test_connections_beyond_the_bound_are_refused_and_the_admitted_ones_keep_wor
                     assert time.monotonic() < deadline, "closed connections were not released"
 
 
-def test_the_discovery_socket_holds_the_per_address_cap_too(start_cp: Any) -> None:
-    # Subscribers say nothing, so none is closed for silence: beyond the cap they are refused
-    # (clients never closed, each redialling, filled it from one host and starved the others).
+def test_the_discovery_socket_holds_the_per_address_cap_by_closing_that_address_s_oldest(start_cp: Any) -> None:
+    # Subscribers say nothing, so silence tells nothing about them. Beyond the per-address cap a
+    # newcomer is not refused (refused subscribers, each redialling, once starved a host for good):
+    # it makes room by closing the oldest connection of the address holding the most, its own here,
+    # so one host only ever churns its own subscribers.
     control_plane = start_cp("--max-connections-per-peer", "3")
     subscribers = [pynng.Sub0(recv_timeout=3000, topics=b"") for _ in range(4)]
     try:
         heard = 0
         for sub in subscribers:
             sub.dial(control_plane.discovery, block=False)
-            time.sleep(0.3)  # let the dial (or its refusal) happen before the next one
+            time.sleep(0.3)  # let the dial (and the room it makes) happen before the next one
         for sub in subscribers:
             try:
-                sub.recv()  # an announcement (one a second)
+                sub.recv()  # an announcement (four a second)
                 heard += 1
             except pynng.Timeout:
                 pass
-        assert heard == 3
+        # The newest three at least are connected and hear; a closed one redials and may hear too.
+        assert heard >= 3
     finally:
         for sub in subscribers:
             sub.close()
-    with SyncClient(control_plane.discovery) as client:  # once they are gone, clients find it again
-        assert client.stats()["connections_refused"] >= 1
+    with SyncClient(control_plane.discovery) as client:
+        stats = client.stats()
+    assert stats["connections_refused"] == 0
+    assert stats["connections_idle_closed"] >= 1  # the room made for the fourth
 
 
 def test_a_connection_holding_too_many_requests_is_told_to_wait(start_cp: Any, tmp_path: Any) -> None:
